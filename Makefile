@@ -1,0 +1,89 @@
+# quern — plain Makefile.  `make` builds build/quernd and build/quern.
+# `make SANITIZE=address,undefined BUILD=build-asan` builds the sanitized tree.
+
+CC       ?= cc
+BUILD    ?= build
+SANITIZE ?=
+OPT      ?= -O2
+
+PKGS     := libmicrohttpd jansson sqlite3 libcrypto libcurl libseccomp libpq
+WARN     := -Wall -Wextra -Werror -Wformat=2 -Wstrict-prototypes \
+            -Wmissing-prototypes -Wvla -Wshadow -Wno-unused-parameter
+CFLAGS   := -std=c11 -D_GNU_SOURCE $(OPT) -g -pthread $(WARN) \
+            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+ifneq ($(SANITIZE),)
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=$(SANITIZE)
+endif
+
+# Every src/*.c but the two programs' mains goes into one static library.
+MAINS    := src/quernd.c src/cli.c src/quern_init.c
+LIBSRC   := $(filter-out $(MAINS),$(wildcard src/*.c))
+LIBOBJ   := $(LIBSRC:src/%.c=$(BUILD)/obj/%.o)
+WEBFILES := $(sort $(wildcard web/*))
+UNITSRC  := $(wildcard tests/unit/test_*.c)
+UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps run test test-unit test-integration test-asan bench clean check-deps
+
+all: $(BUILD)/quernd $(BUILD)/quern $(BUILD)/quern-init
+
+$(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj $(BUILD)/tests:
+	mkdir -p $@
+
+# The dashboard's files are embedded in the binary (web_assets.c is generated).
+$(BUILD)/obj/web_assets.c: $(WEBFILES) scripts/embed.sh | $(BUILD)/obj
+	sh scripts/embed.sh $(WEBFILES) > $@
+$(BUILD)/obj/web_assets.o: $(BUILD)/obj/web_assets.c
+	$(CC) $(CFLAGS) -Isrc -c $< -o $@
+
+$(BUILD)/libquern.a: $(LIBOBJ) $(BUILD)/obj/web_assets.o
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/quernd: $(BUILD)/obj/quernd.o $(BUILD)/libquern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/quern: $(BUILD)/obj/cli.o $(BUILD)/libquern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The sandbox's PID 1: tiny and static-free, so spawning it is cheap.
+$(BUILD)/quern-init: $(BUILD)/obj/quern_init.o $(BUILD)/libquern.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c tests/unit/t.h $(BUILD)/libquern.a | $(BUILD)/tests
+	$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(BUILD)/libquern.a $(LDLIBS)
+
+deps:
+	@sh scripts/deps.sh
+
+run: deps all
+	@sh scripts/run.sh
+
+test: deps
+	$(MAKE) all $(UNITBIN)
+	$(MAKE) test-unit test-integration
+	$(MAKE) test-asan
+
+test-unit: $(UNITBIN)
+	@python3 tests/runner.py --unit $(UNITBIN)
+
+test-integration: all
+	@QUERN_BUILD=$(BUILD) python3 tests/runner.py --integration tests/integration
+
+test-asan:
+	$(MAKE) BUILD=build-asan SANITIZE=address,undefined OPT=-O1 all \
+	    $(UNITSRC:tests/unit/%.c=build-asan/tests/%)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    python3 tests/runner.py --unit $(UNITSRC:tests/unit/%.c=build-asan/tests/%)
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    QUERN_BUILD=build-asan QUERN_ASAN=1 python3 tests/runner.py --integration tests/integration
+
+bench: deps all
+	@sh bench/run.sh
+
+clean:
+	rm -rf build build-asan
