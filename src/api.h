@@ -1,0 +1,104 @@
+/*
+ * api — helpers shared by the api_* files: field validation that answers
+ * 400 naming the field, project checks, and the idempotency wrapper.
+ * Each api_*.c file parses, validates, calls the domain and renders one
+ * resource; the route table is in api.c.
+ */
+#ifndef QUERN_API_H
+#define QUERN_API_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "app.h"
+#include "http.h"
+#include "store.h"
+
+/* Field checks.  Each returns true when the field is absent or valid (and
+ * sets *out when present); false after answering 400 naming `param`. */
+bool api_str(struct req *r, json_t *obj, const char *field, const char *param, int64_t max_len,
+             const char **out);
+bool api_int(struct req *r, json_t *obj, const char *field, const char *param, int64_t min,
+             int64_t max, json_int_t *out);
+bool api_bool(struct req *r, json_t *obj, const char *field, const char *param, bool *out);
+bool api_obj(struct req *r, json_t *obj, const char *field, const char *param, json_t **out);
+bool api_arr(struct req *r, json_t *obj, const char *field, const char *param, size_t max,
+             json_t **out);
+bool api_enum(struct req *r, json_t *obj, const char *field, const char *param,
+              const char *const *values, const char **out);
+/* Refuses fields not in `allowed` (NULL-terminated); prefix names the
+ * object in the param ("settings."). */
+bool api_known_fields(struct req *r, json_t *obj, const char *const *allowed, const char *prefix);
+/* A client-given id: [A-Za-z0-9_.:-]{1,64}. */
+bool api_id_ok(const char *id);
+
+/* True when the project exists (answers 404 otherwise). */
+bool api_project(struct req *r, const char *project_id);
+
+/* Maps a domain/store error to a response: -ENOENT 404, -EPERM/-EEXIST
+ * 409, anything else 500 with the message. */
+void api_store_error(struct req *r, int rc, const char *what);
+
+/* Handlers, one group per file. */
+void api_projects_create(struct req *r);
+void api_projects_list(struct req *r);
+void api_keys_create(struct req *r);
+void api_keys_list(struct req *r);
+void api_keys_delete(struct req *r);
+void api_defs_create(struct req *r);
+void api_defs_list(struct req *r);
+void api_defs_get(struct req *r);
+void api_defs_update(struct req *r);
+void api_defs_delete(struct req *r);
+void api_defs_trigger(struct req *r);
+void api_tasks_create(struct req *r);
+void api_tasks_batch(struct req *r);
+void api_tasks_list(struct req *r);
+void api_tasks_queued_ids(struct req *r);
+void api_tasks_get(struct req *r);
+void api_tasks_update(struct req *r);
+void api_tasks_delete(struct req *r);
+void api_tasks_run(struct req *r);
+void api_tasks_cancel(struct req *r);
+void api_tasks_retry(struct req *r);
+void api_tasks_pause(struct req *r);
+void api_tasks_resume(struct req *r);
+void api_tasks_schedule(struct req *r);
+void api_runs_list(struct req *r);
+void api_runs_create(struct req *r);
+void api_runs_get(struct req *r);
+void api_runs_get_by_id(struct req *r);
+void api_runs_patch(struct req *r);
+void api_runs_append_log(struct req *r);
+void api_runs_logs(struct req *r);
+void api_runs_session_logs(struct req *r);
+void api_runs_set_output(struct req *r);
+void api_runs_cancel(struct req *r);
+void api_runs_interaction(struct req *r);
+void api_runs_review(struct req *r);
+void api_runs_checkpoint_add(struct req *r);
+void api_runs_checkpoint_list(struct req *r);
+void api_runs_heartbeat(struct req *r);
+void api_runs_project_list(struct req *r);
+void api_logs_grouped(struct req *r);
+void api_runs_stream(struct req *r);
+void api_events_stream(struct req *r);
+void api_workers_lease(struct req *r);
+void api_workers_report(struct req *r);
+void api_ops_healthz(struct req *r);
+void api_ops_readyz(struct req *r);
+void api_ops_metrics(struct req *r);
+void api_ops_openapi(struct req *r);
+void api_ops_dashboard(struct req *r);
+
+/* Task bodies are validated once, for create and for batch items: returns
+ * the task document (new reference) or NULL after answering 400 with
+ * param prefixed by `prefix` ("tasks[7]."). */
+struct task_opts {
+    bool run;
+    json_int_t wait_ms;     /* 0: no wait */
+};
+json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *project_id,
+                           json_t *body, const char *prefix, struct task_opts *opts);
+
+#endif

@@ -1,0 +1,237 @@
+/*
+ * api_common — field validation and small helpers shared by the api_* files.
+ * Runs on HTTP pool threads (or inside a store write fn on the writer thread).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "api.h"
+#include "util.h"
+
+static const char *type_name(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: return "an object";
+    case JSON_ARRAY: return "an array";
+    case JSON_STRING: return "a string";
+    case JSON_INTEGER: return "an integer";
+    case JSON_REAL: return "a number";
+    case JSON_TRUE:
+    case JSON_FALSE: return "a boolean";
+    default: return "null";
+    }
+}
+
+static size_t utf8_len(const char *s)
+{
+    size_t n = 0;
+    for (; *s; s++)
+        if (((unsigned char)*s & 0xC0) != 0x80)
+            n++;
+    return n;
+}
+
+bool api_str(struct req *r, json_t *obj, const char *field, const char *param, int64_t max_len,
+             const char **out)
+{
+    json_t *v = json_object_get(obj, field);
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_string(v)) {
+        http_error(r, 400, "invalid_type", param, "%s must be a string, not %s", param,
+                   type_name(v));
+        return false;
+    }
+    if (max_len > 0 && (int64_t)utf8_len(json_string_value(v)) > max_len) {
+        http_error(r, 400, "too_long", param, "%s is longer than %lld characters", param,
+                   (long long)max_len);
+        return false;
+    }
+    if (strlen(json_string_value(v)) != json_string_length(v)) {
+        http_error(r, 400, "invalid_string", param, "%s must not contain NUL characters", param);
+        return false;
+    }
+    if (out)
+        *out = json_string_value(v);
+    return true;
+}
+
+bool api_int(struct req *r, json_t *obj, const char *field, const char *param, int64_t min,
+             int64_t max, json_int_t *out)
+{
+    json_t *v = json_object_get(obj, field);
+    if (!v || json_is_null(v))
+        return true;
+    if (json_is_real(v) && json_real_value(v) == (double)(json_int_t)json_real_value(v) &&
+        json_real_value(v) >= -9e15 && json_real_value(v) <= 9e15) {
+        /* 5.0 is an integer */
+    } else if (!json_is_integer(v)) {
+        http_error(r, 400, "invalid_type", param, "%s must be an integer, not %s", param,
+                   type_name(v));
+        return false;
+    }
+    json_int_t x = json_is_integer(v) ? json_integer_value(v) : (json_int_t)json_real_value(v);
+    if (x < min || x > max) {
+        http_error(r, 400, "out_of_range", param, "%s must be between %lld and %lld", param,
+                   (long long)min, (long long)max);
+        return false;
+    }
+    if (out)
+        *out = x;
+    return true;
+}
+
+bool api_bool(struct req *r, json_t *obj, const char *field, const char *param, bool *out)
+{
+    json_t *v = json_object_get(obj, field);
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_boolean(v)) {
+        http_error(r, 400, "invalid_type", param, "%s must be a boolean, not %s", param,
+                   type_name(v));
+        return false;
+    }
+    if (out)
+        *out = json_is_true(v);
+    return true;
+}
+
+bool api_obj(struct req *r, json_t *obj, const char *field, const char *param, json_t **out)
+{
+    json_t *v = json_object_get(obj, field);
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_object(v)) {
+        http_error(r, 400, "invalid_type", param, "%s must be an object, not %s", param,
+                   type_name(v));
+        return false;
+    }
+    if (out)
+        *out = v;
+    return true;
+}
+
+bool api_arr(struct req *r, json_t *obj, const char *field, const char *param, size_t max,
+             json_t **out)
+{
+    json_t *v = json_object_get(obj, field);
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_array(v)) {
+        http_error(r, 400, "invalid_type", param, "%s must be an array, not %s", param,
+                   type_name(v));
+        return false;
+    }
+    if (max && json_array_size(v) > max) {
+        http_error(r, 400, "too_many", param, "%s has more than %zu items", param, max);
+        return false;
+    }
+    if (out)
+        *out = v;
+    return true;
+}
+
+bool api_enum(struct req *r, json_t *obj, const char *field, const char *param,
+              const char *const *values, const char **out)
+{
+    const char *s = NULL;
+    if (!api_str(r, obj, field, param, 64, &s))
+        return false;
+    if (!s)
+        return true;
+    struct buf allowed;
+    buf_init(&allowed);
+    for (const char *const *v = values; *v; v++) {
+        if (!strcmp(*v, s)) {
+            buf_release(&allowed);
+            if (out)
+                *out = *v;
+            return true;
+        }
+        buf_printf(&allowed, "%s%s", v == values ? "" : ", ", *v);
+    }
+    http_error(r, 400, "invalid_enum", param, "%s must be one of: %s", param, allowed.data);
+    buf_release(&allowed);
+    return false;
+}
+
+bool api_known_fields(struct req *r, json_t *obj, const char *const *allowed, const char *prefix)
+{
+    const char *k;
+    json_t *v;
+    json_object_foreach(obj, k, v) {
+        bool ok = false;
+        for (const char *const *a = allowed; *a; a++)
+            if (!strcmp(*a, k)) {
+                ok = true;
+                break;
+            }
+        if (!ok) {
+            char param[300];
+            snprintf(param, sizeof param, "%s%.200s", prefix, k);
+            http_error(r, 400, "unknown_field", param, "unknown field %s", param);
+            return false;
+        }
+    }
+    return true;
+}
+
+bool api_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n < 1 || n > 64)
+        return false;
+    for (const char *p = id; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-' || *p == '.' || *p == ':'))
+            return false;
+    return true;
+}
+
+struct pexists {
+    const char *id;
+    bool found;
+};
+
+static int pexists_fn(struct store_tx *tx, void *arg)
+{
+    struct pexists *p = arg;
+    json_t *d = store_get(tx, SK_PROJECT, p->id, p->id);
+    p->found = d != NULL;
+    json_decref(d);
+    return 0;
+}
+
+bool api_project(struct req *r, const char *project_id)
+{
+    struct pexists p = {project_id, false};
+    if (store_read(r->app->store, pexists_fn, &p) || !p.found) {
+        http_not_found(r, "project", project_id);
+        return false;
+    }
+    return true;
+}
+
+void api_store_error(struct req *r, int rc, const char *what)
+{
+    if (r->resp)
+        return;   /* the write fn already answered */
+    switch (rc) {
+    case -ENOENT:
+        http_not_found(r, what, "");
+        break;
+    case -EEXIST:
+        http_error(r, 409, "already_exists", "id", "a %s with this id already exists", what);
+        break;
+    case -EPERM:
+        http_error(r, 409, "invalid_state", NULL, "the %s is not in a state that allows this",
+                   what);
+        break;
+    case -ESHUTDOWN:
+        http_error(r, 503, "shutting_down", NULL, "quernd is shutting down");
+        break;
+    default:
+        http_error(r, 500, "store_error", NULL, "the store failed (%d)", rc);
+        break;
+    }
+}

@@ -1,0 +1,1150 @@
+/*
+ * api_tasks — /api/projects/:project_id/tasks and definitions: validation of
+ * task bodies, create (single and batch), list with filters, update, delete,
+ * and the task actions (run, cancel, retry, pause, resume, schedule).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "events.h"
+#include "run.h"
+#include "sched.h"
+#include "util.h"
+
+static const char *const task_types[] = {"manual", "scheduled", "triggered", NULL};
+static const char *const priorities[] = {"low", "medium", "high", "urgent", NULL};
+static const char *const backoffs[] = {"fixed", "exponential", NULL};
+static const char *const runtimes[] = {"default", "sh", "bash", "python", "node", "ts", NULL};
+
+static const char *const task_fields[] = {
+    "id", "name", "description", "type", "code", "runtime_id", "definition_id", "input",
+    "metadata", "priority", "settings", "deadline", "dependencies", "parent_id",
+    "assigned_agent_id", "assigned_agents", "schedule", "timezone", "output_schema",
+    "account_id", "client_id", "storage", "secrets", "secrets_env", "run", "wait_for_result",
+    NULL};
+
+static const char *const settings_fields[] = {
+    "max_retries", "timeout_ms", "retry_delay_ms", "retry_backoff", "inactivity_timeout_ms",
+    "kill_grace_ms", "require_review", "require_approval", "enable_memory", "max_iterations",
+    "memory_limit_mb", "max_output_bytes", "network", "concurrency_key", "max_concurrency", NULL};
+
+static void pfx(char *out, size_t n, const char *prefix, const char *field)
+{
+    snprintf(out, n, "%s%s", prefix, field);
+}
+
+/* Validates settings and returns a complete settings object with defaults
+ * (new reference), or NULL after answering 400. */
+static json_t *settings_from(struct req *r, json_t *in, const char *prefix, const json_t *base)
+{
+    char p[300];
+    struct config *cfg = &r->app->cfg;
+    pfx(p, sizeof p, prefix, "settings.");
+    if (!api_known_fields(r, in, settings_fields, p))
+        return NULL;
+    json_t *s = base ? json_deep_copy(base) : json_pack(
+        "{s:i, s:I, s:i, s:s, s:i, s:i, s:b, s:b, s:b, s:i, s:i, s:i, s:b, s:n, s:n}",
+        "max_retries", 0, "timeout_ms", (json_int_t)cfg->default_timeout_ms, "retry_delay_ms", 1000,
+        "retry_backoff", "fixed", "inactivity_timeout_ms", 1800000, "kill_grace_ms", 5000,
+        "require_review", 0, "require_approval", 0, "enable_memory", 0, "max_iterations", 500,
+        "memory_limit_mb", 256, "max_output_bytes", 10485760, "network", 0, "concurrency_key",
+        "max_concurrency");
+    static const struct {
+        const char *name;
+        int64_t min, max;
+    } ints[] = {
+        {"max_retries", 0, 100},
+        {"timeout_ms", 1, 0},   /* max from config */
+        {"retry_delay_ms", 0, 86400000},
+        {"inactivity_timeout_ms", 1, 86400000},
+        {"kill_grace_ms", 0, 600000},
+        {"max_iterations", 1, 100000},
+        {"memory_limit_mb", 1, 1048576},
+        {"max_output_bytes", 1, (int64_t)1 << 40},
+        {"max_concurrency", 1, 1000000},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(ints); i++) {
+        json_int_t v;
+        pfx(p, sizeof p, prefix, "settings.");
+        char full[320];
+        snprintf(full, sizeof full, "%s%s", p, ints[i].name);
+        int64_t max = ints[i].max ? ints[i].max : cfg->max_timeout_ms;
+        if (!api_int(r, in, ints[i].name, full, ints[i].min, max, &v))
+            goto bad;
+        if (json_object_get(in, ints[i].name) && !json_is_null(json_object_get(in, ints[i].name)))
+            json_object_set_new(s, ints[i].name, json_integer(v));
+    }
+    static const char *const bools[] = {"require_review", "require_approval", "enable_memory",
+                                        "network"};
+    for (size_t i = 0; i < ARRAY_LEN(bools); i++) {
+        bool v;
+        char full[320];
+        snprintf(full, sizeof full, "%ssettings.%s", prefix, bools[i]);
+        if (!api_bool(r, in, bools[i], full, &v))
+            goto bad;
+        if (json_is_boolean(json_object_get(in, bools[i])))
+            json_object_set_new(s, bools[i], json_boolean(v));
+    }
+    const char *bo = NULL, *ck = NULL;
+    char full[320];
+    snprintf(full, sizeof full, "%ssettings.retry_backoff", prefix);
+    if (!api_enum(r, in, "retry_backoff", full, backoffs, &bo))
+        goto bad;
+    if (bo)
+        json_object_set_new(s, "retry_backoff", json_string(bo));
+    snprintf(full, sizeof full, "%ssettings.concurrency_key", prefix);
+    if (!api_str(r, in, "concurrency_key", full, 256, &ck))
+        goto bad;
+    if (ck)
+        json_object_set_new(s, "concurrency_key", json_string(ck));
+    return s;
+bad:
+    json_decref(s);
+    return NULL;
+}
+
+static bool string_array(struct req *r, json_t *body, const char *field, const char *prefix,
+                         size_t max, int64_t max_len, json_t **out)
+{
+    char p[300];
+    pfx(p, sizeof p, prefix, field);
+    json_t *a = NULL;
+    if (!api_arr(r, body, field, p, max, &a))
+        return false;
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v) {
+        if (!json_is_string(v) || !json_string_length(v) ||
+            (int64_t)json_string_length(v) > max_len) {
+            http_error(r, 400, "invalid_type", p, "%s[%zu] must be a non-empty string of at most "
+                       "%lld characters", p, i, (long long)max_len);
+            return false;
+        }
+    }
+    *out = a;
+    return true;
+}
+
+static bool secret_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 1 || n > 64 || !((s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_'))
+        return false;
+    for (const char *c = s; *c; c++)
+        if (!((*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_'))
+            return false;
+    return true;
+}
+
+json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *project_id,
+                           json_t *body, const char *prefix, struct task_opts *opts)
+{
+    struct config *cfg = &r->app->cfg;
+    char p[300];
+    json_t *task = NULL, *settings = NULL;
+    if (!json_is_object(body)) {
+        http_error(r, 400, "invalid_type", prefix[0] ? prefix : NULL,
+                   "%s must be a JSON object", prefix[0] ? prefix : "the task");
+        return NULL;
+    }
+    if (!api_known_fields(r, body, task_fields, prefix))
+        return NULL;
+    const char *id = NULL, *name = NULL, *desc = NULL, *type = "manual", *code = NULL;
+    const char *runtime = NULL, *def_id = NULL, *prio = "medium", *deadline = NULL;
+    const char *parent = NULL, *agent = NULL, *schedule = NULL, *tz = "UTC";
+    const char *account = NULL, *client = NULL;
+    json_t *input = NULL, *metadata = NULL, *sin = NULL, *deps = NULL, *agents = NULL;
+    json_t *out_schema = NULL, *storage = NULL, *secrets = NULL;
+    bool run = false, run_given = false, secrets_env = false;
+#define P(f) (pfx(p, sizeof p, prefix, f), p)
+    if (!api_str(r, body, "id", P("id"), 64, &id) ||
+        !api_str(r, body, "name", P("name"), cfg->max_name_len, &name) ||
+        !api_str(r, body, "description", P("description"), cfg->max_description_len, &desc) ||
+        !api_enum(r, body, "type", P("type"), task_types, &type) ||
+        !api_str(r, body, "code", P("code"), 0, &code) ||
+        !api_enum(r, body, "runtime_id", P("runtime_id"), runtimes, &runtime) ||
+        !api_str(r, body, "definition_id", P("definition_id"), 64, &def_id) ||
+        !api_obj(r, body, "input", P("input"), &input) ||
+        !api_obj(r, body, "metadata", P("metadata"), &metadata) ||
+        !api_enum(r, body, "priority", P("priority"), priorities, &prio) ||
+        !api_obj(r, body, "settings", P("settings"), &sin) ||
+        !api_str(r, body, "deadline", P("deadline"), 64, &deadline) ||
+        !string_array(r, body, "dependencies", prefix, 100, 64, &deps) ||
+        !api_str(r, body, "parent_id", P("parent_id"), 64, &parent) ||
+        !api_str(r, body, "assigned_agent_id", P("assigned_agent_id"), 256, &agent) ||
+        !string_array(r, body, "assigned_agents", prefix, 100, 256, &agents) ||
+        !api_str(r, body, "schedule", P("schedule"), 256, &schedule) ||
+        !api_str(r, body, "timezone", P("timezone"), 64, &tz) ||
+        !api_obj(r, body, "output_schema", P("output_schema"), &out_schema) ||
+        !api_str(r, body, "account_id", P("account_id"), 256, &account) ||
+        !api_str(r, body, "client_id", P("client_id"), 256, &client) ||
+        !api_obj(r, body, "storage", P("storage"), &storage) ||
+        !string_array(r, body, "secrets", prefix, 100, 64, &secrets) ||
+        !api_bool(r, body, "secrets_env", P("secrets_env"), &secrets_env) ||
+        !api_bool(r, body, "run", P("run"), &run))
+        return NULL;
+    run_given = json_is_boolean(json_object_get(body, "run"));
+    if (id && !api_id_ok(id)) {
+        http_error(r, 400, "invalid_id", P("id"),
+                   "%s must be 1-64 characters of letters, digits, '_', '-', '.', ':'", p);
+        return NULL;
+    }
+    if (code && (int64_t)strlen(code) > cfg->max_code_bytes) {
+        http_error(r, 400, "too_long", P("code"), "%s is larger than %lld bytes", p,
+                   (long long)cfg->max_code_bytes);
+        return NULL;
+    }
+    json_t *wfr = json_object_get(body, "wait_for_result");
+    json_int_t wait_ms = 0;
+    if (wfr && !json_is_null(wfr)) {
+        if (json_is_boolean(wfr)) {
+            wait_ms = json_is_true(wfr) ? -1 : 0;
+        } else if (!api_int(r, body, "wait_for_result", P("wait_for_result"), 0,
+                            cfg->max_timeout_ms, &wait_ms)) {
+            return NULL;
+        }
+    }
+    if (!code && !def_id && !agent && !json_array_size(agents)) {
+        http_error(r, 400, "missing_work", prefix[0] ? prefix : "code",
+                   "a task needs one of code, definition_id, assigned_agent_id or "
+                   "assigned_agents");
+        return NULL;
+    }
+    if (code && def_id) {
+        http_error(r, 400, "conflicting_fields", P("code"),
+                   "give either code or definition_id, not both");
+        return NULL;
+    }
+    int64_t deadline_ms = 0;
+    if (deadline && rfc3339_parse(deadline, &deadline_ms)) {
+        http_error(r, 400, "invalid_timestamp", P("deadline"),
+                   "%s must be an RFC 3339 timestamp like 2026-11-22T21:42:02.123Z", p);
+        return NULL;
+    }
+    if (json_is_object(storage)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(storage, k, v) {
+            if (strcmp(k, "account") && strcmp(k, "project") && strcmp(k, "organization")) {
+                http_error(r, 400, "unknown_field", P("storage"),
+                           "%s keys must be account, project or organization", p);
+                return NULL;
+            }
+            if (!json_is_string(v)) {
+                http_error(r, 400, "invalid_type", P("storage"),
+                           "%s.%s must be a storage instance id", p, k);
+                return NULL;
+            }
+        }
+    }
+    size_t si;
+    json_t *sv;
+    json_array_foreach(secrets, si, sv) {
+        if (!secret_name_ok(json_string_value(sv))) {
+            http_error(r, 400, "invalid_secret_name", P("secrets"),
+                       "%s[%zu] must match [A-Z_][A-Z0-9_]{0,63}", p, si);
+            return NULL;
+        }
+        json_t *sec = store_get(tx, SK_SECRET, project_id, json_string_value(sv));
+        if (!sec) {
+            http_error(r, 400, "unknown_secret", P("secrets"), "%s[%zu]: no secret named %s", p, si,
+                       json_string_value(sv));
+            return NULL;
+        }
+        json_decref(sec);
+    }
+    if (schedule && !schedule[0]) {
+        http_error(r, 400, "invalid_cron", P("schedule"), "%s must not be empty", p);
+        return NULL;
+    }
+    settings = settings_from(r, sin ? sin : json_object(), prefix, NULL);
+    if (!sin)
+        json_decref(json_object());
+    if (!settings)
+        return NULL;
+
+    /* references that must exist in this project */
+    json_t *def = NULL;
+    if (def_id) {
+        def = store_get(tx, SK_DEFINITION, project_id, def_id);
+        if (!def) {
+            http_error(r, 400, "unknown_definition", P("definition_id"),
+                       "%s: no definition %s in this project", p, def_id);
+            goto bad;
+        }
+    }
+    if (parent) {
+        json_t *pt = store_get(tx, SK_TASK, project_id, parent);
+        if (!pt) {
+            http_error(r, 400, "unknown_task", P("parent_id"), "%s: no task %s in this project", p,
+                       parent);
+            goto bad;
+        }
+        json_decref(pt);
+    }
+    size_t di;
+    json_t *dv;
+    json_array_foreach(deps, di, dv) {
+        const char *dep = json_string_value(dv);
+        if (id && !strcmp(dep, id)) {
+            http_error(r, 400, "dependency_cycle", P("dependencies"),
+                       "%s: a task cannot depend on itself", p);
+            goto bad;
+        }
+        json_t *dt = store_get(tx, SK_TASK, project_id, dep);
+        if (!dt) {
+            http_error(r, 400, "unknown_task", P("dependencies"), "%s[%zu]: no task %s", p, di,
+                       dep);
+            goto bad;
+        }
+        json_decref(dt);
+    }
+
+    char tid[ID_LEN], ts[RFC3339_LEN];
+    if (id)
+        snprintf(tid, sizeof tid, "%s", id);
+    else
+        id_new("task", tid);
+    rfc3339_format(now_ms(), ts);
+    const char *def_code = def ? json_string_value(json_object_get(def, "code")) : NULL;
+    if (!runtime)
+        runtime = def ? (json_string_value(json_object_get(def, "runtime_id")) ?: "default")
+                      : "default";
+    task = json_object();
+    json_object_set_new(task, "id", json_string(tid));
+    json_object_set_new(task, "project_id", json_string(project_id));
+    json_object_set_new(task, "name", name ? json_string(name) : json_null());
+    json_object_set_new(task, "description", desc ? json_string(desc) : json_null());
+    json_object_set_new(task, "type", json_string(type));
+    json_object_set_new(task, "status", json_string("pending"));
+    json_object_set_new(task, "code", code ? json_string(code) : def_code ? json_string(def_code)
+                                                                           : json_null());
+    json_object_set_new(task, "runtime_id", json_string(runtime));
+    json_object_set_new(task, "definition_id", def_id ? json_string(def_id) : json_null());
+    json_object_set_new(task, "input", input ? json_deep_copy(input) : json_object());
+    json_object_set_new(task, "metadata", metadata ? json_deep_copy(metadata) : json_object());
+    json_object_set_new(task, "priority", json_string(prio));
+    json_object_set_new(task, "settings", settings);
+    settings = NULL;
+    json_object_set_new(task, "deadline", deadline ? json_string(deadline) : json_null());
+    json_object_set_new(task, "dependencies", deps ? json_deep_copy(deps) : json_array());
+    json_object_set_new(task, "parent_id", parent ? json_string(parent) : json_null());
+    json_object_set_new(task, "assigned_agent_id", agent ? json_string(agent) : json_null());
+    json_object_set_new(task, "assigned_agents", agents ? json_deep_copy(agents) : json_array());
+    json_object_set_new(task, "schedule", schedule ? json_string(schedule) : json_null());
+    json_object_set_new(task, "timezone", json_string(tz));
+    json_object_set_new(task, "output_schema",
+                        out_schema ? json_deep_copy(out_schema)
+                        : def ? json_incref(json_object_get(def, "output_schema") ?: json_null())
+                              : json_null());
+    if (json_is_null(json_object_get(task, "output_schema")) && def)
+        json_object_set(task, "output_schema", json_object_get(def, "output_schema") ?: json_null());
+    json_object_set_new(task, "account_id", account ? json_string(account) : json_null());
+    json_object_set_new(task, "client_id", client ? json_string(client) : json_null());
+    json_object_set_new(task, "storage", storage ? json_deep_copy(storage) : json_object());
+    json_object_set_new(task, "secrets", secrets ? json_deep_copy(secrets) : json_array());
+    json_object_set_new(task, "secrets_env", json_boolean(secrets_env));
+    json_object_set_new(task, "progress", json_real(0));
+    json_object_set_new(task, "last_run_at", json_null());
+    json_object_set_new(task, "next_run_at", json_null());
+    json_object_set_new(task, "run_count", json_integer(0));
+    json_object_set_new(task, "paused", json_false());
+    json_object_set_new(task, "latest_run_id", json_null());
+    json_object_set_new(task, "created_at", json_string(ts));
+    json_object_set_new(task, "updated_at", json_string(ts));
+    bool has_code = json_is_string(json_object_get(task, "code"));
+    opts->run = run_given ? run : (!strcmp(type, "manual") && has_code);
+    opts->wait_ms = wait_ms;
+    json_decref(def);
+    return task;
+bad:
+    json_decref(def);
+    json_decref(settings);
+    return NULL;
+#undef P
+}
+
+/* Creates the runs a task starts with: one, or one per assigned agent. */
+static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
+                      json_t **first_run)
+{
+    json_t *agents = json_object_get(task, "assigned_agents");
+    size_t n = json_array_size(agents);
+    for (size_t i = 0; i < (n ? n : 1); i++) {
+        const char *agent = n ? json_string_value(json_array_get(agents, i))
+                              : json_string_value(json_object_get(task, "assigned_agent_id"));
+        json_t *run = run_new_doc(task, input, agent);
+        /* dependencies not yet completed block the run */
+        json_t *bb = json_object_get(run, "blocked_by");
+        size_t k;
+        json_t *dep;
+        json_array_foreach(json_object_get(task, "dependencies"), k, dep) {
+            json_t *dt = store_get(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
+                                   json_string_value(dep));
+            if (!dt || strcmp(json_string_value(json_object_get(dt, "status")) ?: "", "completed"))
+                json_array_append(bb, dep);
+            json_decref(dt);
+        }
+        int rc = run_insert(tx, app, task, run);
+        if (rc) {
+            json_decref(run);
+            return rc;
+        }
+        if (json_is_true(json_object_get(task, "paused"))) {
+            rc = run_move(tx, app, run, RS_PAUSED, NULL);
+            if (rc) {
+                json_decref(run);
+                return rc;
+            }
+        }
+        if (first_run && !*first_run)
+            *first_run = json_incref(run);
+        json_decref(run);
+    }
+    return 0;
+}
+
+static json_t *task_public(const json_t *task)
+{
+    json_t *t = json_deep_copy(task);
+    json_object_del(t, "latest_run_id");
+    return t;
+}
+
+/* ---- create ---- */
+
+struct create_arg {
+    struct req *r;
+    const char *project_id;
+    json_t *body;          /* one task body, or the batch array */
+    bool batch;
+    json_t *result;        /* created task(s) */
+    json_t *run;           /* first run of a single create */
+    json_int_t wait_ms;
+};
+
+static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, const char *prefix,
+                      json_t **out)
+{
+    struct task_opts opts = {0};
+    json_t *task = api_task_from_body(a->r, tx, a->project_id, body, prefix, &opts);
+    if (!task)
+        return -EINVAL;
+    int rc = store_put(tx, SK_TASK, a->project_id, task);
+    if (rc == -EEXIST) {
+        char p[300];
+        snprintf(p, sizeof p, "%sid", prefix);
+        http_error(a->r, 409, "already_exists", p, "a task with id %s already exists",
+                   json_string_value(json_object_get(task, "id")));
+    }
+    if (!rc)
+        rc = events_emit(tx, a->r->app->events, a->project_id,
+                         json_string_value(json_object_get(task, "id")), NULL, "task.created",
+                         json_pack("{s:O}", "name", json_object_get(task, "name")));
+    json_t *run = NULL;
+    if (!rc && opts.run)
+        rc = start_runs(tx, a->r->app, task, NULL, &run);
+    if (rc) {
+        json_decref(task);
+        json_decref(run);
+        return rc;
+    }
+    /* re-read: run_insert updated status/run_count */
+    json_t *fresh = store_get(tx, SK_TASK, a->project_id, json_string_value(json_object_get(task, "id")));
+    json_decref(task);
+    *out = fresh;
+    if (!a->batch) {
+        a->run = run;
+        a->wait_ms = opts.wait_ms;
+    } else {
+        json_decref(run);
+    }
+    return 0;
+}
+
+static int create_fn(struct store_tx *tx, void *arg)
+{
+    struct create_arg *a = arg;
+    if (!a->batch)
+        return create_one(a, tx, a->body, "", &a->result);
+    a->result = json_array();
+    size_t i;
+    json_t *b;
+    json_array_foreach(a->body, i, b) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "tasks[%zu].", i);
+        json_t *t = NULL;
+        int rc = create_one(a, tx, b, prefix, &t);
+        if (rc)
+            return rc;
+        json_array_append_new(a->result, t);
+    }
+    return 0;
+}
+
+/* wait_for_result: follow the run's events until it ends. */
+struct waitres {
+    struct req *r;
+    struct events_sub *sub;
+    struct sched_waiter *timer;
+    bool done;
+    pthread_mutex_t mu;
+    json_t *task;
+    char run_id[ID_LEN];
+};
+
+static void finish_wait(struct req *r);
+
+static void wait_event(void *ctx, int64_t id, const json_t *ev)
+{
+    struct waitres *w = ctx;
+    (void)id;
+    const char *type = json_string_value(json_object_get(ev, "type"));
+    int st = run_status_parse(json_string_value(json_object_get(json_object_get(ev, "data"), "status")));
+    if (!type || strncmp(type, "task_run.", 9) || st < 0 || !run_status_terminal((enum run_status)st))
+        return;
+    pthread_mutex_lock(&w->mu);
+    bool first = !w->done;
+    w->done = true;
+    pthread_mutex_unlock(&w->mu);
+    if (first)
+        http_resume(w->r);
+}
+
+static void wait_timeout(void *ctx)
+{
+    struct waitres *w = ctx;
+    pthread_mutex_lock(&w->mu);
+    bool first = !w->done;
+    w->done = true;
+    w->timer = NULL;
+    pthread_mutex_unlock(&w->mu);
+    if (first)
+        http_resume(w->r);
+}
+
+struct getrun {
+    const char *project_id, *run_id;
+    json_t *run;
+};
+
+static int getrun_fn(struct store_tx *tx, void *arg)
+{
+    struct getrun *g = arg;
+    g->run = store_get(tx, SK_RUN, g->project_id, g->run_id);
+    return 0;
+}
+
+static void finish_wait(struct req *r)
+{
+    struct waitres *w = r->wait;
+    events_unsubscribe(r->app->events, w->sub);
+    if (w->timer)
+        sched_unwait(r->app->sched, w->timer);
+    struct getrun g = {json_string_value(json_object_get(w->task, "project_id")), w->run_id, NULL};
+    store_read(r->app->store, getrun_fn, &g);
+    json_t *t = task_public(w->task);
+    if (g.run) {
+        json_object_set_new(t, "status", json_incref(json_object_get(g.run, "status")));
+        json_object_set_new(t, "run", run_public(g.run));
+        json_decref(g.run);
+    }
+    http_json(r, 201, t);
+    json_decref(w->task);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+    r->wait = NULL;
+}
+
+void api_tasks_create(struct req *r)
+{
+    const char *project = http_param(r, "project_id");
+    json_t *body = http_body_object(r);
+    if (!body || !api_project(r, project))
+        return;
+    struct create_arg a = {.r = r, .project_id = project, .body = body};
+    int rc = store_write(r->app->store, create_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "task");
+        json_decref(a.result);
+        json_decref(a.run);
+        return;
+    }
+    if (a.run && a.wait_ms) {
+        int64_t status = run_status_of(a.run);
+        if (!run_status_terminal((enum run_status)status)) {
+            struct waitres *w = xcalloc(1, sizeof *w);
+            pthread_mutex_init(&w->mu, NULL);
+            w->r = r;
+            w->task = a.result;
+            snprintf(w->run_id, sizeof w->run_id, "%s", json_string_value(json_object_get(a.run, "id")));
+            int64_t wait = a.wait_ms > 0 ? a.wait_ms
+                           : json_integer_value(json_object_get(json_object_get(a.result, "settings"), "timeout_ms"));
+            r->wait = w;
+            http_suspend(r, finish_wait);
+            w->sub = events_subscribe(r->app->events, project, w->run_id, wait_event, w);
+            w->timer = sched_wait(r->app->sched, "\x01wait", mono_ms() + wait, wait_timeout, w);
+            /* the run may have ended before we subscribed */
+            struct getrun g = {project, w->run_id, NULL};
+            store_read(r->app->store, getrun_fn, &g);
+            if (g.run && run_status_terminal(run_status_of(g.run)))
+                wait_timeout(w);
+            json_decref(g.run);
+            json_decref(a.run);
+            return;
+        }
+    }
+    json_t *t = task_public(a.result);
+    if (a.run && a.wait_ms)
+        json_object_set_new(t, "run", run_public(a.run));
+    json_decref(a.result);
+    json_decref(a.run);
+    http_json(r, 201, t);
+}
+
+void api_tasks_batch(struct req *r)
+{
+    const char *project = http_param(r, "project_id");
+    json_t *body = http_body_object(r);
+    if (!body || !api_project(r, project))
+        return;
+    json_t *tasks = json_object_get(body, "tasks");
+    if (!json_is_array(tasks)) {
+        http_error(r, 400, "invalid_type", "tasks", "tasks must be an array of task bodies");
+        return;
+    }
+    if (json_array_size(tasks) > 1000) {
+        http_error(r, 400, "too_many", "tasks", "a batch holds at most 1000 tasks, not %zu",
+                   json_array_size(tasks));
+        return;
+    }
+    struct create_arg a = {.r = r, .project_id = project, .body = tasks, .batch = true};
+    int rc = store_write(r->app->store, create_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "task");
+        json_decref(a.result);
+        return;
+    }
+    json_t *data = json_array();
+    size_t i;
+    json_t *t;
+    json_array_foreach(a.result, i, t) json_array_append_new(data, task_public(t));
+    json_decref(a.result);
+    http_json(r, 201, json_pack("{s:o}", "data", data));
+}
+
+/* ---- read ---- */
+
+struct list_arg {
+    enum store_kind kind;
+    const char *project_id;
+    struct store_query q;
+    json_t *out;
+    int64_t total;
+};
+
+static int list_fn(struct store_tx *tx, void *arg)
+{
+    struct list_arg *l = arg;
+    return store_list(tx, l->kind, l->project_id, &l->q, &l->out, &l->total);
+}
+
+static const char *const task_statuses[] = {
+    "pending", "queued", "running", "paused", "interaction_required", "review_required",
+    "completed", "failed", "timed_out", "denied", "canceling", "canceled", NULL};
+
+void api_tasks_list(struct req *r)
+{
+    const char *project = http_param(r, "project_id");
+    int64_t limit, offset;
+    if (!http_paging(r, &limit, &offset) || !api_project(r, project))
+        return;
+    struct store_filter f[16];
+    size_t nf = 0;
+    static const struct {
+        const char *name;
+        const char *const *values;
+    } filters[] = {{"status", task_statuses}, {"type", task_types}, {"priority", priorities},
+                   {"assigned_agent_id", NULL}, {"definition_id", NULL}, {"parent_id", NULL}};
+    for (size_t i = 0; i < ARRAY_LEN(filters); i++) {
+        const char *v = http_query(r, filters[i].name);
+        if (!v)
+            continue;
+        if (filters[i].values) {
+            bool ok = false;
+            for (const char *const *x = filters[i].values; *x; x++)
+                ok |= !strcmp(*x, v);
+            if (!ok) {
+                http_error(r, 400, "invalid_enum", filters[i].name, "unknown %s filter value %s",
+                           filters[i].name, v);
+                return;
+            }
+        }
+        f[nf++] = (struct store_filter){filters[i].name, v};
+    }
+    /* metadata.<key>=<value> filters */
+    struct mdargs {
+        struct store_filter *f;
+        size_t *nf;
+        char keys[8][80];
+        int n;
+        bool bad;
+    } md = {f, &nf, {{0}}, 0, false};
+    int collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *value);
+    (void)md;
+    const char *q = strchr(r->url, '?');
+    (void)q;
+    /* MHD gives us arguments one by one */
+    extern void api_collect_metadata(struct req *r, struct store_filter *f, size_t *nf, size_t max);
+    api_collect_metadata(r, f, &nf, ARRAY_LEN(f));
+    struct list_arg l = {SK_TASK, project, {f, nf, limit, offset, false}, NULL, 0};
+    int rc = store_read(r->app->store, list_fn, &l);
+    if (rc) {
+        api_store_error(r, rc, "task");
+        return;
+    }
+    json_t *data = json_array();
+    size_t i;
+    json_t *t;
+    json_array_foreach(l.out, i, t) json_array_append_new(data, task_public(t));
+    json_decref(l.out);
+    http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", data, "has_more",
+                                offset + (int64_t)json_array_size(data) < l.total, "total",
+                                (json_int_t)l.total));
+}
+
+struct queued_arg {
+    const char *project_id;
+    int64_t limit;
+    json_t *ids;
+};
+
+static int queued_fn(struct store_tx *tx, void *arg)
+{
+    struct queued_arg *a = arg;
+    struct store_filter f = {"status", "queued"};
+    int64_t offset = 0;
+    a->ids = json_array();
+    /* distinct task ids of queued runs, oldest first */
+    while ((int64_t)json_array_size(a->ids) < a->limit) {
+        struct store_query q = {&f, 1, 500, offset, true};
+        json_t *runs = NULL;
+        int rc = store_list(tx, SK_RUN, a->project_id, &q, &runs, NULL);
+        if (rc)
+            return rc;
+        size_t i;
+        json_t *run;
+        json_array_foreach(runs, i, run) {
+            json_t *tid = json_object_get(run, "task_id");
+            bool seen = false;
+            size_t j;
+            json_t *x;
+            json_array_foreach(a->ids, j, x) seen |= json_equal(x, tid);
+            if (!seen && (int64_t)json_array_size(a->ids) < a->limit)
+                json_array_append(a->ids, tid);
+        }
+        size_t n = json_array_size(runs);
+        json_decref(runs);
+        if (n < 500)
+            break;
+        offset += 500;
+    }
+    return 0;
+}
+
+void api_tasks_queued_ids(struct req *r)
+{
+    const char *project = http_param(r, "project_id");
+    const char *l = http_query(r, "limit");
+    int64_t limit = 20;
+    if (l && (parse_i64(l, &limit) || limit < 1 || limit > 500)) {
+        http_error(r, 400, "invalid_parameter", "limit", "limit must be an integer from 1 to 500");
+        return;
+    }
+    if (!api_project(r, project))
+        return;
+    struct queued_arg a = {project, limit, NULL};
+    int rc = store_read(r->app->store, queued_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "task");
+        json_decref(a.ids);
+        return;
+    }
+    http_json(r, 200, json_pack("{s:o}", "data", a.ids));
+}
+
+struct get_arg {
+    enum store_kind kind;
+    const char *project_id, *id;
+    json_t *doc;
+};
+
+static int get_fn(struct store_tx *tx, void *arg)
+{
+    struct get_arg *g = arg;
+    g->doc = store_get(tx, g->kind, g->project_id, g->id);
+    return 0;
+}
+
+void api_tasks_get(struct req *r)
+{
+    struct get_arg g = {SK_TASK, http_param(r, "project_id"), http_param(r, "task_id"), NULL};
+    store_read(r->app->store, get_fn, &g);
+    if (!g.doc) {
+        http_not_found(r, "task", g.id);
+        return;
+    }
+    json_t *t = task_public(g.doc);
+    json_decref(g.doc);
+    http_json(r, 200, t);
+}
+
+/* ---- update ---- */
+
+static const char *const update_fields[] = {"name", "description", "priority", "settings",
+                                            "schedule", "timezone", "deadline", "metadata",
+                                            "input", "dependencies", NULL};
+
+/* True when adding deps to task_id would close a cycle; *path names it. */
+static bool has_cycle(struct store_tx *tx, const char *project, const char *task_id,
+                      json_t *deps, struct buf *path, int depth)
+{
+    if (depth > 200)
+        return true;
+    size_t i;
+    json_t *d;
+    json_array_foreach(deps, i, d) {
+        const char *dep = json_string_value(d);
+        if (!strcmp(dep, task_id)) {
+            buf_printf(path, " -> %s", dep);
+            return true;
+        }
+        json_t *dt = store_get(tx, SK_TASK, project, dep);
+        if (!dt)
+            continue;
+        size_t mark = path->len;
+        buf_printf(path, " -> %s", dep);
+        bool c = has_cycle(tx, project, task_id, json_object_get(dt, "dependencies"), path, depth + 1);
+        json_decref(dt);
+        if (c)
+            return true;
+        path->len = mark;
+        if (path->data)
+            path->data[mark] = 0;
+    }
+    return false;
+}
+
+struct update_arg {
+    struct req *r;
+    const char *project_id, *task_id;
+    json_t *body;
+    json_t *task;
+};
+
+static int update_fn(struct store_tx *tx, void *arg)
+{
+    struct update_arg *a = arg;
+    struct req *r = a->r;
+    json_t *task = store_get(tx, SK_TASK, a->project_id, a->task_id);
+    if (!task) {
+        http_not_found(r, "task", a->task_id);
+        return -ENOENT;
+    }
+    json_t *b = a->body;
+    const char *name = NULL, *desc = NULL, *prio = NULL, *schedule = NULL, *tz = NULL;
+    const char *deadline = NULL;
+    json_t *sin = NULL, *md = NULL, *input = NULL, *deps = NULL;
+    int rc = -EINVAL;
+    if (!api_known_fields(r, b, update_fields, "") ||
+        !api_str(r, b, "name", "name", r->app->cfg.max_name_len, &name) ||
+        !api_str(r, b, "description", "description", r->app->cfg.max_description_len, &desc) ||
+        !api_enum(r, b, "priority", "priority", priorities, &prio) ||
+        !api_obj(r, b, "settings", "settings", &sin) ||
+        !api_str(r, b, "schedule", "schedule", 256, &schedule) ||
+        !api_str(r, b, "timezone", "timezone", 64, &tz) ||
+        !api_str(r, b, "deadline", "deadline", 64, &deadline) ||
+        !api_obj(r, b, "metadata", "metadata", &md) || !api_obj(r, b, "input", "input", &input) ||
+        !string_array(r, b, "dependencies", "", 100, 64, &deps))
+        goto out;
+    int64_t dms;
+    if (deadline && rfc3339_parse(deadline, &dms)) {
+        http_error(r, 400, "invalid_timestamp", "deadline",
+                   "deadline must be an RFC 3339 timestamp like 2026-11-22T21:42:02.123Z");
+        goto out;
+    }
+    if (sin) {
+        json_t *s = settings_from(r, sin, "", json_object_get(task, "settings"));
+        if (!s)
+            goto out;
+        json_object_set_new(task, "settings", s);
+    }
+    if (deps) {
+        size_t i;
+        json_t *d;
+        json_array_foreach(deps, i, d) {
+            json_t *dt = store_get(tx, SK_TASK, a->project_id, json_string_value(d));
+            if (!dt) {
+                http_error(r, 400, "unknown_task", "dependencies", "dependencies[%zu]: no task %s",
+                           i, json_string_value(d));
+                goto out;
+            }
+            json_decref(dt);
+        }
+        struct buf path;
+        buf_init(&path);
+        buf_puts(&path, a->task_id);
+        if (has_cycle(tx, a->project_id, a->task_id, deps, &path, 0)) {
+            http_error(r, 400, "dependency_cycle", "dependencies",
+                       "these dependencies would form a cycle: %s", path.data);
+            buf_release(&path);
+            goto out;
+        }
+        buf_release(&path);
+        json_object_set(task, "dependencies", deps);
+    }
+    if (json_object_get(b, "name"))
+        json_object_set(task, "name", json_object_get(b, "name"));
+    if (json_object_get(b, "description"))
+        json_object_set(task, "description", json_object_get(b, "description"));
+    if (prio)
+        json_object_set_new(task, "priority", json_string(prio));
+    if (json_object_get(b, "schedule"))
+        json_object_set(task, "schedule", json_object_get(b, "schedule"));
+    if (tz)
+        json_object_set_new(task, "timezone", json_string(tz));
+    if (json_object_get(b, "deadline"))
+        json_object_set(task, "deadline", json_object_get(b, "deadline"));
+    if (md)
+        json_object_set(task, "metadata", md);
+    if (input)
+        json_object_set(task, "input", input);
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms(), ts);
+    json_object_set_new(task, "updated_at", json_string(ts));
+    rc = store_update(tx, SK_TASK, a->project_id, task);
+    if (!rc)
+        rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.updated",
+                         json_pack("{s:O}", "changes", b));
+    if (!rc)
+        a->task = json_incref(task);
+out:
+    json_decref(task);
+    return rc;
+}
+
+void api_tasks_update(struct req *r)
+{
+    json_t *body = http_body_object(r);
+    if (!body)
+        return;
+    struct update_arg a = {r, http_param(r, "project_id"), http_param(r, "task_id"), body, NULL};
+    int rc = store_write(r->app->store, update_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "task");
+        return;
+    }
+    json_t *t = task_public(a.task);
+    json_decref(a.task);
+    http_json(r, 200, t);
+}
+
+/* ---- actions over a task's runs ---- */
+
+struct action_arg {
+    struct req *r;
+    const char *project_id, *task_id;
+    const char *action;
+    json_t *input;
+    json_t *result;
+};
+
+/* Ends or suspends the task's active runs as the action says. */
+static int each_run(struct store_tx *tx, struct action_arg *a, int (*fn)(struct store_tx *,
+                    struct action_arg *, json_t *run))
+{
+    int64_t offset = 0;
+    for (;;) {
+        struct store_filter f = {"task_id", a->task_id};
+        struct store_query q = {&f, 1, 500, offset, true};
+        json_t *runs = NULL;
+        int rc = store_list(tx, SK_RUN, a->project_id, &q, &runs, NULL);
+        if (rc)
+            return rc;
+        size_t i;
+        json_t *run;
+        json_array_foreach(runs, i, run) {
+            if (run_status_terminal(run_status_of(run)))
+                continue;
+            if ((rc = fn(tx, a, run))) {
+                json_decref(runs);
+                return rc;
+            }
+        }
+        size_t n = json_array_size(runs);
+        json_decref(runs);
+        if (n < 500)
+            return 0;
+        offset += 500;
+    }
+}
+
+static int cancel_one(struct store_tx *tx, struct action_arg *a, json_t *run)
+{
+    enum run_status st = run_status_of(run);
+    if (st == RS_CANCELING)
+        return 0;
+    /* a run whose code is live gets canceling until it has stopped */
+    bool live = st == RS_RUNNING && json_is_true(json_object_get(run, "has_code")) &&
+                !json_is_string(json_object_get(run, "worker_id"));
+    int rc = run_move(tx, a->r->app, run, live ? RS_CANCELING : RS_CANCELED, NULL);
+    return rc == -EPERM ? 0 : rc;
+}
+
+static int pause_one(struct store_tx *tx, struct action_arg *a, json_t *run)
+{
+    if (run_status_of(run) != RS_QUEUED)
+        return 0;
+    return run_move(tx, a->r->app, run, RS_PAUSED, NULL);
+}
+
+static int resume_one(struct store_tx *tx, struct action_arg *a, json_t *run)
+{
+    if (run_status_of(run) != RS_PAUSED || json_is_string(json_object_get(run, "started_at")))
+        return 0;
+    return run_move(tx, a->r->app, run, RS_QUEUED, NULL);
+}
+
+static json_t *latest_run(struct store_tx *tx, const char *project, const char *task_id)
+{
+    struct store_filter f = {"task_id", task_id};
+    struct store_query q = {&f, 1, 1, 0, false};
+    json_t *runs = NULL;
+    if (store_list(tx, SK_RUN, project, &q, &runs, NULL))
+        return NULL;
+    json_t *r = json_incref(json_array_get(runs, 0));
+    json_decref(runs);
+    return r;
+}
+
+static int action_fn(struct store_tx *tx, void *arg)
+{
+    struct action_arg *a = arg;
+    struct req *r = a->r;
+    json_t *task = store_get(tx, SK_TASK, a->project_id, a->task_id);
+    if (!task) {
+        http_not_found(r, "task", a->task_id);
+        return -ENOENT;
+    }
+    int rc = 0;
+    const char *act = a->action;
+    if (!strcmp(act, "delete")) {
+        rc = each_run(tx, a, cancel_one);
+        if (!rc)
+            rc = store_delete(tx, SK_TASK, a->project_id, a->task_id);
+        if (!rc)
+            rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.deleted",
+                             NULL);
+    } else if (!strcmp(act, "cancel")) {
+        rc = each_run(tx, a, cancel_one);
+    } else if (!strcmp(act, "pause") || !strcmp(act, "resume")) {
+        bool pause = !strcmp(act, "pause");
+        json_object_set_new(task, "paused", json_boolean(pause));
+        rc = store_update(tx, SK_TASK, a->project_id, task);
+        if (!rc)
+            rc = each_run(tx, a, pause ? pause_one : resume_one);
+        if (!rc)
+            rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.updated",
+                             json_pack("{s:b}", "paused", pause));
+    } else if (!strcmp(act, "run")) {
+        rc = start_runs(tx, r->app, task, a->input, &a->result);
+    } else if (!strcmp(act, "retry")) {
+        json_t *last = latest_run(tx, a->project_id, a->task_id);
+        enum run_status st = last ? run_status_of(last) : RS_COMPLETED;
+        if (!last || !(st == RS_FAILED || st == RS_TIMED_OUT || st == RS_CANCELED ||
+                       st == RS_DENIED)) {
+            http_error(r, 409, "not_retryable", NULL,
+                       last ? "the task's latest run is %s; only failed, timed_out, canceled or "
+                              "denied tasks can be retried"
+                            : "the task has no run to retry%s",
+                       last ? run_status_name(st) : "");
+            json_decref(last);
+            json_decref(task);
+            return -EPERM;
+        }
+        json_t *run = run_new_doc(task, json_object_get(last, "input"), 
+                                  json_string_value(json_object_get(last, "agent_id")));
+        json_object_set_new(run, "attempt",
+                            json_integer(json_integer_value(json_object_get(last, "attempt")) + 1));
+        json_object_set(run, "retry_of", json_object_get(last, "id"));
+        rc = run_insert(tx, r->app, task, run);
+        if (!rc)
+            rc = events_emit(tx, r->app->events, a->project_id, a->task_id,
+                             json_string_value(json_object_get(run, "id")), "task_run.retrying",
+                             json_pack("{s:O, s:O}", "attempt", json_object_get(run, "attempt"),
+                                       "retry_of", json_object_get(last, "id")));
+        a->result = run;
+        json_decref(last);
+    }
+    if (!rc && !a->result && strcmp(act, "delete"))
+        a->result = store_get(tx, SK_TASK, a->project_id, a->task_id);
+    json_decref(task);
+    return rc;
+}
+
+static void task_action(struct req *r, const char *action, int status)
+{
+    struct action_arg a = {r, http_param(r, "project_id"), http_param(r, "task_id"), action, NULL,
+                           NULL};
+    if (!strcmp(action, "run")) {
+        json_t *body = http_body_object(r);
+        if (!body)
+            return;
+        json_t *input = NULL;
+        if (!api_known_fields(r, body, (const char *const[]){"input", NULL}, "") ||
+            !api_obj(r, body, "input", "input", &input))
+            return;
+        a.input = input;
+    }
+    int rc = store_write(r->app->store, action_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "task");
+        json_decref(a.result);
+        return;
+    }
+    if (!strcmp(action, "delete")) {
+        http_json(r, 200, json_pack("{s:s, s:b}", "id", a.task_id, "deleted", 1));
+        return;
+    }
+    json_t *out;
+    if (json_object_get(a.result, "task_id"))
+        out = run_public(a.result);
+    else
+        out = task_public(a.result);
+    json_decref(a.result);
+    http_json(r, status, out);
+}
+
+void api_tasks_delete(struct req *r) { task_action(r, "delete", 200); }
+void api_tasks_run(struct req *r) { task_action(r, "run", 201); }
+void api_tasks_cancel(struct req *r) { task_action(r, "cancel", 200); }
+void api_tasks_retry(struct req *r) { task_action(r, "retry", 201); }
+void api_tasks_pause(struct req *r) { task_action(r, "pause", 200); }
+void api_tasks_resume(struct req *r) { task_action(r, "resume", 200); }
+
+void api_tasks_schedule(struct req *r)
+{
+    struct get_arg g = {SK_TASK, http_param(r, "project_id"), http_param(r, "task_id"), NULL};
+    store_read(r->app->store, get_fn, &g);
+    if (!g.doc) {
+        http_not_found(r, "task", g.id);
+        return;
+    }
+    /* cron lands with the scheduling issue: until then no task fires */
+    json_t *out = json_pack("{s:O, s:O, s:[]}", "schedule", json_object_get(g.doc, "schedule"),
+                            "timezone", json_object_get(g.doc, "timezone"), "next_run_times");
+    json_decref(g.doc);
+    http_json(r, 200, out);
+}

@@ -1,0 +1,40 @@
+/*
+ * app — the server's parts, wired together once in quernd.c and handed to
+ * every request.  A plain struct of pointers: each part owns its own state.
+ */
+#ifndef QUERN_APP_H
+#define QUERN_APP_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "store.h"
+
+struct config {
+    int64_t max_body_bytes;        /* 16 MiB */
+    int64_t max_name_len;          /* 256 */
+    int64_t max_description_len;   /* 4096 */
+    int64_t max_code_bytes;        /* 1 MiB */
+    int64_t default_timeout_ms;    /* DEFAULT_TASK_TIMEOUT_MS, 30 s */
+    int64_t max_timeout_ms;        /* MAX_TASK_TIMEOUT_MS, 1 h */
+    int64_t lease_ms;              /* a worker lease without heartbeat, 60 s */
+    int64_t max_wait_ms;           /* longest lease long-poll, 60 s */
+    int http_threads;
+    int exec_slots;
+    enum store_fsync fsync;
+};
+
+struct app {
+    struct config cfg;
+    struct store *store;
+    struct auth *auth;
+    struct events *events;
+    struct sched *sched;
+    struct http *http;
+    struct exec *exec;
+    char *data_dir;
+    unsigned char secret[32];      /* signs connection tokens and presigned URLs */
+    volatile bool draining;
+};
+
+#endif

@@ -1,0 +1,255 @@
+/*
+ * auth — API keys and the per-request check.
+ *
+ * Keys are 32 random bytes shown once as "qk_<64 hex>" and stored only as the
+ * hex SHA-256 of that string.  A fast hash is right here: the key has 256
+ * bits of entropy, so there is nothing for a slow KDF to protect.
+ *
+ * Cache: successful lookups are remembered for CACHE_TTL_MS (a key revoked
+ * on another node stops working within that time; on this node at once).
+ * Guarded by one rwlock; entries live in a small open-addressing table.
+ */
+#include "auth.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "tokens.h"
+#include "util.h"
+
+#define CACHE_SLOTS 4096
+#define CACHE_TTL_MS 5000
+
+struct entry {
+    char hash[65];
+    char key_id[ID_LEN];
+    char project[ID_LEN];
+    unsigned scopes;
+    int64_t expires;
+};
+
+struct auth {
+    struct store *st;
+    pthread_rwlock_t lock;
+    struct entry *slots;
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} scope_names[] = {
+    {"task:read", SCOPE_TASK_READ},
+    {"task:write", SCOPE_TASK_WRITE},
+    {"worker", SCOPE_WORKER},
+    {"admin", SCOPE_ADMIN},
+};
+
+unsigned auth_scope_bit(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_LEN(scope_names); i++)
+        if (!strcmp(scope_names[i].name, name))
+            return scope_names[i].bit;
+    return 0;
+}
+
+void auth_hash_key(const char *key, char out[65])
+{
+    unsigned char md[32];
+    unsigned int n = 0;
+    EVP_Digest(key, strlen(key), md, &n, EVP_sha256(), NULL);
+    hex_encode(md, 32, out);
+}
+
+char *auth_new_key(void)
+{
+    unsigned char raw[32];
+    char hex[65];
+    random_bytes(raw, sizeof raw);
+    hex_encode(raw, sizeof raw, hex);
+    return xasprintf("qk_%s", hex);
+}
+
+struct auth *auth_new(struct store *st)
+{
+    struct auth *a = xcalloc(1, sizeof *a);
+    a->st = st;
+    pthread_rwlock_init(&a->lock, NULL);
+    a->slots = xcalloc(CACHE_SLOTS, sizeof *a->slots);
+    return a;
+}
+
+void auth_free(struct auth *a)
+{
+    if (!a)
+        return;
+    pthread_rwlock_destroy(&a->lock);
+    free(a->slots);
+    free(a);
+}
+
+static size_t slot_of(const char *hash)
+{
+    size_t h = 0;
+    for (int i = 0; i < 16; i++)
+        h = h * 16 + (size_t)(hash[i] <= '9' ? hash[i] - '0' : hash[i] - 'a' + 10);
+    return h % CACHE_SLOTS;
+}
+
+void auth_forget(struct auth *a, const char *hash)
+{
+    pthread_rwlock_wrlock(&a->lock);
+    struct entry *e = &a->slots[slot_of(hash)];
+    if (!strcmp(e->hash, hash))
+        memset(e, 0, sizeof *e);
+    pthread_rwlock_unlock(&a->lock);
+}
+
+struct lookup {
+    const char *hash;
+    json_t *doc;
+};
+
+static int lookup_fn(struct store_tx *tx, void *arg)
+{
+    struct lookup *l = arg;
+    struct store_filter f = {"hash", l->hash};
+    struct store_query q = {&f, 1, 1, 0, false};
+    json_t *arr = NULL;
+    int rc = store_list(tx, SK_KEY, NULL, &q, &arr, NULL);
+    if (rc)
+        return rc;
+    if (json_array_size(arr))
+        l->doc = json_incref(json_array_get(arr, 0));
+    json_decref(arr);
+    return 0;
+}
+
+static bool find_key(struct auth *a, const char *hash, struct entry *out)
+{
+    int64_t now = mono_ms();
+    pthread_rwlock_rdlock(&a->lock);
+    struct entry *e = &a->slots[slot_of(hash)];
+    bool hit = !strcmp(e->hash, hash) && e->expires > now;
+    if (hit)
+        *out = *e;
+    pthread_rwlock_unlock(&a->lock);
+    if (hit)
+        return true;
+    struct lookup l = {hash, NULL};
+    if (store_read(a->st, lookup_fn, &l) || !l.doc)
+        return false;
+    bool ok = !json_is_true(json_object_get(l.doc, "revoked"));
+    if (ok) {
+        memset(out, 0, sizeof *out);
+        snprintf(out->hash, sizeof out->hash, "%s", hash);
+        snprintf(out->key_id, sizeof out->key_id, "%s",
+                 json_string_value(json_object_get(l.doc, "id")));
+        snprintf(out->project, sizeof out->project, "%s",
+                 json_string_value(json_object_get(l.doc, "project_id")));
+        size_t i;
+        json_t *s;
+        json_array_foreach(json_object_get(l.doc, "scopes"), i, s) {
+            if (json_is_string(s))
+                out->scopes |= auth_scope_bit(json_string_value(s));
+        }
+        if (!strcmp(out->project, AUTH_ROOT_PROJECT))
+            out->scopes |= SCOPE_ROOT;
+        out->expires = now + CACHE_TTL_MS;
+        pthread_rwlock_wrlock(&a->lock);
+        a->slots[slot_of(hash)] = *out;
+        pthread_rwlock_unlock(&a->lock);
+    }
+    json_decref(l.doc);
+    return ok;
+}
+
+bool auth_project_ok(struct req *r, const char *project_id)
+{
+    if (r->scopes & SCOPE_ROOT)
+        return true;
+    return r->key_project && project_id && !strcmp(r->key_project, project_id);
+}
+
+/* Scope implication: task:write implies task:read; admin implies every
+ * scope of its project; root implies everything. */
+static unsigned effective(unsigned s)
+{
+    if (s & SCOPE_ROOT)
+        s |= SCOPE_ADMIN;
+    if (s & SCOPE_ADMIN)
+        s |= SCOPE_TASK_READ | SCOPE_TASK_WRITE | SCOPE_WORKER;
+    if (s & SCOPE_TASK_WRITE)
+        s |= SCOPE_TASK_READ;
+    return s;
+}
+
+static bool token_auth(struct req *r, const char *tok)
+{
+    char *run_id = NULL, *project = NULL;
+    int rc = tokens_verify_connection(r->app, tok, &project, &run_id);
+    if (rc) {
+        http_error(r, 401, rc == -ETIMEDOUT ? "token_expired" : "invalid_token", NULL,
+                   rc == -ETIMEDOUT ? "the connection token has expired"
+                                    : "the connection token is invalid");
+        return false;
+    }
+    const char *want_run = http_param(r, "id");
+    const char *want_project = http_param(r, "project_id");
+    if (!want_run || strcmp(want_run, run_id) || !want_project || strcmp(want_project, project)) {
+        free(run_id);
+        free(project);
+        http_error(r, 403, "token_scope", NULL, "the connection token is for another run");
+        return false;
+    }
+    r->token_run_id = run_id;
+    r->key_project = project;
+    r->scopes = SCOPE_RUN_TOKEN;
+    return true;
+}
+
+bool auth_request(struct req *r)
+{
+    const char *h = http_header(r, "Authorization");
+    const char *tok = NULL;
+    if (h && !strncasecmp(h, "Bearer ", 7))
+        tok = h + 7;
+    else if (r->route->scope & SCOPE_RUN_TOKEN)
+        tok = http_query(r, "token");
+    if (!tok || !*tok) {
+        http_error(r, 401, "missing_api_key", NULL,
+                   "no API key: send Authorization: Bearer <key>");
+        return false;
+    }
+    if (strncmp(tok, "qk_", 3) != 0 && strchr(tok, '.') && (r->route->scope & SCOPE_RUN_TOKEN))
+        return token_auth(r, tok);
+    if (strlen(tok) > 256) {
+        http_error(r, 401, "invalid_api_key", NULL, "the API key is not valid");
+        return false;
+    }
+    char hash[65];
+    struct entry e;
+    auth_hash_key(tok, hash);
+    if (!find_key(r->app->auth, hash, &e)) {
+        http_error(r, 401, "invalid_api_key", NULL, "the API key is not valid");
+        return false;
+    }
+    snprintf(r->key_id, sizeof r->key_id, "%s", e.key_id);
+    r->key_project = (e.scopes & SCOPE_ROOT) ? NULL : xstrdup(e.project);
+    r->scopes = e.scopes;
+    const char *project = http_param(r, "project_id");
+    if (project && !auth_project_ok(r, project)) {
+        http_not_found(r, "project", project);
+        return false;
+    }
+    unsigned need = r->route->scope & ~(unsigned)SCOPE_RUN_TOKEN;
+    if (!(effective(r->scopes) & need)) {
+        http_error(r, 403, "insufficient_scope", NULL,
+                   "this API key lacks the scope this endpoint needs");
+        return false;
+    }
+    return true;
+}

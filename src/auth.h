@@ -1,0 +1,36 @@
+/*
+ * auth — API keys: creation (random, shown once, stored as a SHA-256 hash),
+ * lookup with an in-memory cache, scopes, and the per-request check.
+ */
+#ifndef QUERN_AUTH_H
+#define QUERN_AUTH_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "http.h"
+#include "store.h"
+
+#define AUTH_ROOT_PROJECT "_root"
+
+struct auth;
+
+struct auth *auth_new(struct store *st);
+void auth_free(struct auth *a);
+
+/* Parses a scope name ("task:read", …) into its bit, or 0. */
+unsigned auth_scope_bit(const char *name);
+/* Hex SHA-256 of a key, as stored. */
+void auth_hash_key(const char *key, char out[65]);
+/* A new random key string "qk_…" (malloc'd). */
+char *auth_new_key(void);
+/* Forgets a revoked key at once (this node). */
+void auth_forget(struct auth *a, const char *hash);
+
+/* Authenticates r from its Authorization header and checks the route's
+ * scopes and project; on failure answers 401/403/404 and returns false. */
+bool auth_request(struct req *r);
+/* True when the caller may act in project_id (root, or its own project). */
+bool auth_project_ok(struct req *r, const char *project_id);
+
+#endif

@@ -1,0 +1,549 @@
+/*
+ * http — libmicrohttpd glue.  See http.h for the threading model.
+ *
+ * A request's life: MHD calls on_request() once with the headers (we create
+ * struct req), then with each chunk of the body (appended, bounded by
+ * max_body_bytes), then a last time with no data: we route, authenticate,
+ * and call the handler.  A handler that suspends leaves r->cont set; when
+ * resumed, MHD calls on_request() again and we run the continuation.  When
+ * MHD is done with the request, on_completed() frees it.
+ */
+#include "http.h"
+
+#include <errno.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "app.h"
+#include "auth.h"
+#include "metrics.h"
+
+struct http {
+    struct MHD_Daemon *d;
+    struct app *app;
+};
+
+struct http_stream_handle {
+    pthread_mutex_t mu;
+    struct MHD_Connection *conn;
+    bool suspended;
+    bool pending;
+    bool closed;
+    int refs;
+    const struct http_stream_ops *ops;
+    void *ctx;
+};
+
+static __thread struct http_stream_handle *current_stream;
+
+static const char *status_type(int status)
+{
+    switch (status) {
+    case 401: return "unauthorized";
+    case 403: return "forbidden";
+    case 404: return "not_found";
+    case 405: return "invalid_request";
+    case 409: return "conflict";
+    case 413: return "payload_too_large";
+    case 429: return "rate_limited";
+    default: return status >= 500 ? "internal" : "invalid_request";
+    }
+}
+
+const char *http_param(struct req *r, const char *name)
+{
+    for (int i = 0; i < r->nparams; i++)
+        if (!strcmp(r->pnames[i], name))
+            return r->pvals[i];
+    return NULL;
+}
+
+const char *http_query(struct req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_header(struct req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+void http_raw(struct req *r, int status, const char *content_type, const char *data, size_t n)
+{
+    free(r->resp);
+    r->resp = xmalloc(n + 1);
+    memcpy(r->resp, data, n);
+    r->resp[n] = 0;
+    r->resp_len = n;
+    r->status = status;
+    r->content_type = content_type;
+}
+
+void http_json(struct req *r, int status, json_t *body)
+{
+    free(r->resp);
+    r->resp = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
+    r->resp_len = r->resp ? strlen(r->resp) : 0;
+    r->status = status;
+    r->content_type = "application/json";
+    json_decref(body);
+}
+
+void http_add_header(struct req *r, const char *name, const char *value)
+{
+    buf_printf(&r->headers, "%s\n%s\n", name, value);
+}
+
+void http_error(struct req *r, int status, const char *code, const char *param, const char *fmt,
+                ...)
+{
+    struct buf msg;
+    va_list ap;
+    buf_init(&msg);
+    va_start(ap, fmt);
+    buf_vprintf(&msg, fmt, ap);
+    va_end(ap);
+    json_t *err = json_pack("{s:s, s:s, s:s}", "type", status_type(status), "code", code,
+                            "message", msg.data ? msg.data : "");
+    if (param)
+        json_object_set_new(err, "param", json_string(param));
+    buf_release(&msg);
+    http_json(r, status, json_pack("{s:o}", "error", err));
+}
+
+void http_not_found(struct req *r, const char *what, const char *id)
+{
+    http_error(r, 404, "resource_missing", NULL, "%s %s not found", what, id ? id : "");
+}
+
+json_t *http_body_object(struct req *r)
+{
+    if (r->json && json_is_object(r->json))
+        return r->json;
+    if (!r->body.len) {
+        r->json = json_object();
+        return r->json;
+    }
+    if (r->json) {
+        http_error(r, 400, "invalid_body", NULL, "the request body must be a JSON object");
+        return NULL;
+    }
+    json_error_t e;
+    r->json = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &e);
+    if (!r->json) {
+        http_error(r, 400, "invalid_json", NULL, "malformed JSON at line %d column %d: %s",
+                   e.line, e.column, e.text);
+        return NULL;
+    }
+    if (!json_is_object(r->json)) {
+        http_error(r, 400, "invalid_body", NULL, "the request body must be a JSON object");
+        return NULL;
+    }
+    return r->json;
+}
+
+bool http_paging(struct req *r, int64_t *limit, int64_t *offset)
+{
+    const char *l = http_query(r, "limit"), *o = http_query(r, "offset");
+    *limit = 50;
+    *offset = 0;
+    if (l && (parse_i64(l, limit) || *limit < 1 || *limit > 500)) {
+        http_error(r, 400, "invalid_parameter", "limit",
+                   "limit must be an integer from 1 to 500");
+        return false;
+    }
+    if (o && (parse_i64(o, offset) || *offset < 0)) {
+        http_error(r, 400, "invalid_parameter", "offset",
+                   "offset must be a non-negative integer");
+        return false;
+    }
+    return true;
+}
+
+void http_suspend(struct req *r, http_handler cont)
+{
+    r->cont = cont;
+    r->suspended = true;
+    r->resumed = false;
+    MHD_suspend_connection(r->conn);
+}
+
+void http_resume(struct req *r)
+{
+    r->resumed = true;
+    MHD_resume_connection(r->conn);
+}
+
+bool http_client_gone(struct req *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci)
+        return true;
+    char c;
+    ssize_t n = recv(ci->connect_fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0)
+        return true;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+        return true;
+    return false;
+}
+
+/* ---- streams ---- */
+
+static void handle_put(struct http_stream_handle *h)
+{
+    pthread_mutex_lock(&h->mu);
+    bool last = --h->refs == 0;
+    pthread_mutex_unlock(&h->mu);
+    if (last) {
+        pthread_mutex_destroy(&h->mu);
+        free(h);
+    }
+}
+
+void http_stream_handle_put(struct http_stream_handle *h)
+{
+    if (h)
+        handle_put(h);
+}
+
+struct http_stream_handle *http_stream_current(void)
+{
+    struct http_stream_handle *h = current_stream;
+    if (h) {
+        pthread_mutex_lock(&h->mu);
+        h->refs++;
+        pthread_mutex_unlock(&h->mu);
+    }
+    return h;
+}
+
+void http_stream_wake(struct http_stream_handle *h)
+{
+    pthread_mutex_lock(&h->mu);
+    if (!h->closed) {
+        if (h->suspended) {
+            h->suspended = false;
+            MHD_resume_connection(h->conn);
+        } else {
+            h->pending = true;
+        }
+    }
+    pthread_mutex_unlock(&h->mu);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct http_stream_handle *h = cls;
+    (void)pos;
+    for (;;) {
+        current_stream = h;
+        ssize_t n = h->ops->read(h->ctx, buf, max);
+        current_stream = NULL;
+        if (n > 0)
+            return n;
+        if (n < 0)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        pthread_mutex_lock(&h->mu);
+        if (h->pending) {
+            h->pending = false;
+            pthread_mutex_unlock(&h->mu);
+            continue;
+        }
+        h->suspended = true;
+        MHD_suspend_connection(h->conn);
+        pthread_mutex_unlock(&h->mu);
+        return 0;
+    }
+}
+
+static void stream_free(void *cls)
+{
+    struct http_stream_handle *h = cls;
+    pthread_mutex_lock(&h->mu);
+    h->closed = true;
+    pthread_mutex_unlock(&h->mu);
+    h->ops->free(h->ctx);
+    handle_put(h);
+}
+
+void http_stream(struct req *r, const char *content_type, const struct http_stream_ops *ops,
+                 void *ctx)
+{
+    struct http_stream_handle *h = xcalloc(1, sizeof *h);
+    pthread_mutex_init(&h->mu, NULL);
+    h->conn = r->conn;
+    h->refs = 1;
+    h->ops = ops;
+    h->ctx = ctx;
+    r->stream = h;
+    r->status = 200;
+    r->content_type = content_type;
+}
+
+/* ---- routing ---- */
+
+static void free_params(struct req *r)
+{
+    for (int i = 0; i < r->nparams; i++)
+        free(r->pvals[i]);
+    r->nparams = 0;
+}
+
+/* Matches url against a pattern, capturing ":name" segments.  Percent-
+ * escapes in the path are kept as they are (ids never need them). */
+static bool match(struct req *r, const char *pattern, const char *url)
+{
+    const char *p = pattern, *u = url;
+    free_params(r);
+    while (*p && *u) {
+        if (*p != '/' || *u != '/')
+            return false;
+        p++;
+        u++;
+        const char *pe = strchrnul(p, '/'), *ue = strchrnul(u, '/');
+        if (*p == ':') {
+            if (ue == u || r->nparams == HTTP_MAX_PARAMS)
+                return false;
+            r->pnames[r->nparams] = NULL;
+            r->pvals[r->nparams] = xstrndup(u, (size_t)(ue - u));
+            r->pnames[r->nparams] = p + 1;
+            r->nparams++;
+        } else if ((size_t)(pe - p) != (size_t)(ue - u) || memcmp(p, u, (size_t)(pe - p))) {
+            return false;
+        }
+        p = pe;
+        u = ue;
+    }
+    if (*u == '/' && u[1] == 0)
+        u++;   /* tolerate one trailing slash */
+    return !*p && !*u;
+}
+
+/* Param names point into the pattern up to the next '/': terminate them by
+ * copying into a per-request table. */
+static void fix_param_names(struct req *r)
+{
+    static __thread char names[HTTP_MAX_PARAMS][32];
+    for (int i = 0; i < r->nparams; i++) {
+        const char *e = strchrnul(r->pnames[i], '/');
+        size_t n = (size_t)(e - r->pnames[i]);
+        if (n > 31)
+            n = 31;
+        memcpy(names[i], r->pnames[i], n);
+        names[i][n] = 0;
+        r->pnames[i] = names[i];
+    }
+}
+
+static void dispatch(struct req *r)
+{
+    bool path_found = false;
+    for (const struct route *rt = api_routes; rt->method; rt++) {
+        if (!match(r, rt->pattern, r->url))
+            continue;
+        path_found = true;
+        if (strcmp(rt->method, r->method) != 0)
+            continue;
+        fix_param_names(r);
+        r->route = rt;
+        if (r->body_too_large) {
+            http_error(r, 413, "payload_too_large", NULL,
+                       "the request body exceeds %lld bytes",
+                       (long long)r->app->cfg.max_body_bytes);
+            return;
+        }
+        if (!(rt->scope & SCOPE_PUBLIC) && !auth_request(r))
+            return;
+        rt->fn(r);
+        return;
+    }
+    free_params(r);
+    if (path_found)
+        http_error(r, 405, "method_not_allowed", NULL, "%s is not allowed on %s", r->method,
+                   r->url);
+    else
+        http_error(r, 404, "route_not_found", NULL, "no route for %s %s", r->method, r->url);
+}
+
+static enum MHD_Result add_headers(struct req *r, struct MHD_Response *resp)
+{
+    if (r->content_type)
+        MHD_add_response_header(resp, "Content-Type", r->content_type);
+    char *p = r->headers.data;
+    while (p && *p) {
+        char *nl = strchr(p, '\n');
+        if (!nl)
+            break;
+        *nl = 0;
+        char *v = nl + 1;
+        char *nl2 = strchr(v, '\n');
+        if (!nl2)
+            break;
+        *nl2 = 0;
+        MHD_add_response_header(resp, p, v);
+        p = nl2 + 1;
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result respond(struct req *r)
+{
+    struct MHD_Response *resp;
+    if (r->stream) {
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader,
+                                                 r->stream, stream_free);
+        r->stream = NULL;
+        MHD_add_response_header(resp, "Cache-Control", "no-cache");
+        MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    } else {
+        if (!r->resp)
+            http_error(r, 500, "no_response", NULL, "the handler produced no response");
+        resp = MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
+        r->resp = NULL;
+    }
+    add_headers(r, resp);
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    struct http *h = cls;
+    struct req *r = *con_cls;
+    (void)version;
+    if (!r) {
+        r = xcalloc(1, sizeof *r);
+        r->app = h->app;
+        r->conn = conn;
+        r->method = method;
+        r->url = url;
+        r->start_mono = mono_ms();
+        buf_init(&r->body);
+        buf_init(&r->headers);
+        *con_cls = r;
+        return MHD_YES;
+    }
+    if (*upload_data_size) {
+        if (r->body.len + *upload_data_size > (size_t)r->app->cfg.max_body_bytes) {
+            r->body_too_large = true;
+        } else {
+            buf_append(&r->body, upload_data, *upload_data_size);
+        }
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->suspended) {
+        /* resumed: run the continuation */
+        r->suspended = false;
+        http_handler cont = r->cont;
+        r->cont = NULL;
+        cont(r);
+    } else {
+        dispatch(r);
+    }
+    if (r->suspended)
+        return MHD_YES;
+    return respond(r);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    struct req *r = *con_cls;
+    (void)cls;
+    (void)conn;
+    if (!r)
+        return;
+    r->delivered_ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    if (r->on_gone)
+        r->on_gone(r, r->delivered_ok);
+    metrics_http(r->route ? r->route->pattern : "unmatched", r->method, r->status,
+                 mono_ms() - r->start_mono);
+    if (r->stream)
+        stream_free(r->stream);
+    free_params(r);
+    buf_release(&r->body);
+    buf_release(&r->headers);
+    json_decref(r->json);
+    free(r->resp);
+    free(r->key_project);
+    free(r->token_run_id);
+    free(r->idem_key);
+    free(r->idem_fp);
+    free(r);
+    *con_cls = NULL;
+}
+
+static void log_mhd(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    (void)fmt;
+    (void)ap;
+    /* MHD's own messages (client resets and the like) are noise at runtime. */
+}
+
+struct http *http_start(struct app *app, const char *host, int port, int threads,
+                        int *bound_port, char **err)
+{
+    struct http *h = xcalloc(1, sizeof *h);
+    h->app = app;
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        *err = xasprintf("cannot parse listen address %s (an IPv4 address is expected)", host);
+        free(h);
+        return NULL;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+    h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, h,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
+                            MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
+                            MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)60000,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+                            MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
+                            MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+                            MHD_OPTION_END);
+    if (!h->d) {
+        *err = xasprintf("cannot listen on %s:%d", host, port);
+        free(h);
+        return NULL;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_BIND_PORT);
+    *bound_port = di ? di->port : port;
+    return h;
+}
+
+void http_quiesce(struct http *h)
+{
+    (void)h;
+}
+
+void http_stop(struct http *h)
+{
+    if (!h)
+        return;
+    MHD_stop_daemon(h->d);
+    free(h);
+}
+
+void http_metrics(struct http *h, struct buf *out)
+{
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    if (di)
+        buf_printf(out, "# TYPE quern_http_connections gauge\nquern_http_connections %u\n",
+                   di->num_connections);
+}

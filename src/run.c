@@ -1,0 +1,433 @@
+/*
+ * run — the run state machine and the operations that change runs.  Called
+ * inside store write transactions (any thread that calls store_write; the
+ * functions run on the store writer thread).
+ */
+#include "run.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "events.h"
+#include "sched.h"
+#include "util.h"
+
+static const char *const names[RS__COUNT] = {
+    [RS_QUEUED] = "queued",
+    [RS_RUNNING] = "running",
+    [RS_PAUSED] = "paused",
+    [RS_INTERACTION_REQUIRED] = "interaction_required",
+    [RS_REVIEW_REQUIRED] = "review_required",
+    [RS_COMPLETED] = "completed",
+    [RS_FAILED] = "failed",
+    [RS_TIMED_OUT] = "timed_out",
+    [RS_DENIED] = "denied",
+    [RS_CANCELING] = "canceling",
+    [RS_CANCELED] = "canceled",
+};
+
+#define T(x) (1u << (x))
+#define ENDS (T(RS_COMPLETED) | T(RS_FAILED) | T(RS_TIMED_OUT) | T(RS_CANCELED))
+
+/* The state machine: allowed[from] is the set of statuses a run may move
+ * to.  Terminal statuses allow nothing (invariant 1). */
+static const unsigned allowed[RS__COUNT] = {
+    /* queued: dispatched, held for approval, refused, failed before start
+     * (deadline, dependency), or canceled */
+    [RS_QUEUED] = T(RS_RUNNING) | T(RS_INTERACTION_REQUIRED) | T(RS_DENIED) | T(RS_FAILED) |
+                  T(RS_TIMED_OUT) | T(RS_CANCELING) | T(RS_CANCELED) | T(RS_PAUSED),
+    /* running: finishes, pauses, waits for a human, or goes back to the
+     * queue (lease lost, undelivered lease, retry) */
+    [RS_RUNNING] = ENDS | T(RS_QUEUED) | T(RS_PAUSED) | T(RS_INTERACTION_REQUIRED) |
+                   T(RS_REVIEW_REQUIRED) | T(RS_CANCELING) | T(RS_DENIED),
+    [RS_PAUSED] = T(RS_RUNNING) | T(RS_QUEUED) | T(RS_CANCELING) | T(RS_CANCELED) |
+                  T(RS_FAILED) | T(RS_TIMED_OUT),
+    /* waiting for an interaction or an approval: answered (running, or
+     * queued after approval), denied, or ended */
+    [RS_INTERACTION_REQUIRED] = T(RS_RUNNING) | T(RS_QUEUED) | T(RS_DENIED) | T(RS_CANCELING) |
+                                T(RS_CANCELED) | T(RS_FAILED) | T(RS_TIMED_OUT),
+    [RS_REVIEW_REQUIRED] = T(RS_COMPLETED) | T(RS_FAILED) | T(RS_CANCELED),
+    /* canceling ends canceled; a run that fails or times out while its code
+     * is being stopped still ends canceled (the API maps it) */
+    [RS_CANCELING] = T(RS_CANCELED),
+};
+
+const char *run_status_name(enum run_status s)
+{
+    return (unsigned)s < RS__COUNT ? names[s] : "unknown";
+}
+
+int run_status_parse(const char *name)
+{
+    if (!name)
+        return -1;
+    for (int i = 0; i < RS__COUNT; i++)
+        if (!strcmp(names[i], name))
+            return i;
+    return -1;
+}
+
+bool run_status_terminal(enum run_status s)
+{
+    return s == RS_COMPLETED || s == RS_FAILED || s == RS_TIMED_OUT || s == RS_DENIED ||
+           s == RS_CANCELED;
+}
+
+bool run_can_move(enum run_status from, enum run_status to)
+{
+    if ((unsigned)from >= RS__COUNT || (unsigned)to >= RS__COUNT)
+        return false;
+    return (allowed[from] & T(to)) != 0;
+}
+
+enum run_status run_status_of(const json_t *run)
+{
+    int s = run_status_parse(json_string_value(json_object_get(run, "status")));
+    return s < 0 ? RS_FAILED : (enum run_status)s;
+}
+
+static void set_now(json_t *o, const char *field)
+{
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms(), ts);
+    json_object_set_new(o, field, json_string(ts));
+}
+
+static json_t *jdup(const json_t *v)
+{
+    return v ? json_deep_copy(v) : json_null();
+}
+
+json_t *run_new_doc(const json_t *task, const json_t *input_override, const char *agent_id)
+{
+    char id[ID_LEN], ts[RFC3339_LEN];
+    id_new("run", id);
+    rfc3339_format(now_ms(), ts);
+    json_t *input = json_deep_copy(json_object_get(task, "input"));
+    if (!json_is_object(input)) {
+        json_decref(input);
+        input = json_object();
+    }
+    if (json_is_object(input_override))
+        json_object_update(input, (json_t *)input_override);
+    json_t *settings = json_object_get(task, "settings");
+    json_t *r = json_object();
+    json_object_set_new(r, "id", json_string(id));
+    json_object_set_new(r, "task_id", jdup(json_object_get(task, "id")));
+    json_object_set_new(r, "project_id", jdup(json_object_get(task, "project_id")));
+    json_object_set_new(r, "definition_id", jdup(json_object_get(task, "definition_id")));
+    json_object_set_new(r, "attempt", json_integer(1));
+    json_object_set_new(r, "status", json_string("queued"));
+    json_object_set_new(r, "input", input);
+    json_object_set_new(r, "output", json_null());
+    json_object_set_new(r, "error", json_null());
+    json_object_set_new(r, "errors", json_array());
+    json_object_set_new(r, "exit_code", json_null());
+    json_object_set_new(r, "runtime_id", jdup(json_object_get(task, "runtime_id")));
+    json_object_set_new(r, "agent_id", agent_id ? json_string(agent_id) : json_null());
+    json_object_set_new(r, "worker_id", json_null());
+    json_object_set_new(r, "branch", json_null());
+    json_object_set_new(r, "stage", json_null());
+    json_object_set_new(r, "state", json_null());
+    json_object_set_new(r, "progress", json_real(0));
+    json_object_set_new(r, "iterations", json_integer(0));
+    json_object_set_new(r, "parent_run_id", json_null());
+    json_object_set_new(r, "execution_name", json_null());
+    json_object_set_new(r, "tokens_used", json_integer(0));
+    json_object_set_new(r, "cost", json_real(0));
+    json_object_set_new(r, "checkpoints_count", json_integer(0));
+    json_object_set_new(r, "artifacts", json_array());
+    json_object_set_new(r, "created_at", json_string(ts));
+    json_object_set_new(r, "queued_at", json_string(ts));
+    json_object_set_new(r, "started_at", json_null());
+    json_object_set_new(r, "completed_at", json_null());
+    json_object_set_new(r, "updated_at", json_string(ts));
+    json_object_set_new(r, "duration_ms", json_null());
+    json_object_set_new(r, "lease_expires_at", json_null());
+    json_object_set_new(r, "priority", jdup(json_object_get(task, "priority")));
+    json_object_set_new(r, "has_code", json_boolean(json_is_string(json_object_get(task, "code"))));
+    json_object_set_new(r, "max_retries", jdup(json_object_get(settings, "max_retries")));
+    json_object_set_new(r, "blocked_by", json_array());
+    json_object_set_new(r, "queued_ms", json_integer(now_ms()));
+    return r;
+}
+
+/* After the commit, the scheduler gets a copy of the run. */
+struct note {
+    struct app *app;
+    json_t *run;
+};
+
+static void notify(void *arg, bool committed)
+{
+    struct note *n = arg;
+    if (committed && n->app->sched)
+        sched_after_commit(n->app->sched, n->run);
+    json_decref(n->run);
+    free(n);
+}
+
+void run_notify(struct store_tx *tx, struct app *app, const json_t *run)
+{
+    struct note *n = xmalloc(sizeof *n);
+    n->app = app;
+    n->run = json_deep_copy(run);
+    store_tx_on_commit(tx, notify, n);
+}
+
+json_t *run_task(struct store_tx *tx, const json_t *run)
+{
+    return store_get(tx, SK_TASK, json_string_value(json_object_get(run, "project_id")),
+                     json_string_value(json_object_get(run, "task_id")));
+}
+
+/* The task's status mirrors its latest run. */
+static int update_task(struct store_tx *tx, struct app *app, const json_t *run, bool is_new)
+{
+    json_t *task = run_task(tx, run);
+    if (!task)
+        return 0;   /* the task was deleted; its runs live on until pruned */
+    const char *run_id = json_string_value(json_object_get(run, "id"));
+    const char *latest = json_string_value(json_object_get(task, "latest_run_id"));
+    int rc = 0;
+    if (is_new) {
+        json_object_set_new(task, "latest_run_id", json_string(run_id));
+        json_object_set_new(task, "run_count",
+                            json_integer(json_integer_value(json_object_get(task, "run_count")) + 1));
+    } else if (latest && strcmp(latest, run_id)) {
+        goto out;   /* an older run: the task follows its latest */
+    }
+    enum run_status s = run_status_of(run);
+    json_object_set(task, "status", json_object_get(run, "status"));
+    json_object_set(task, "progress", json_object_get(run, "progress"));
+    if (s == RS_RUNNING && json_is_string(json_object_get(run, "started_at")))
+        json_object_set(task, "last_run_at", json_object_get(run, "started_at"));
+    set_now(task, "updated_at");
+    rc = store_update(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")), task);
+    if (!rc && run_status_terminal(s) && (s == RS_COMPLETED || s == RS_FAILED || s == RS_TIMED_OUT ||
+                                          s == RS_DENIED)) {
+        rc = events_emit(tx, app->events, json_string_value(json_object_get(task, "project_id")),
+                         json_string_value(json_object_get(task, "id")), run_id,
+                         s == RS_COMPLETED ? "task.completed" : "task.failed",
+                         json_pack("{s:O}", "status", json_object_get(run, "status")));
+    }
+out:
+    json_decref(task);
+    return rc;
+}
+
+static int emit_run(struct store_tx *tx, struct app *app, const json_t *run, const char *type)
+{
+    json_t *data = json_pack("{s:O, s:O}", "status", json_object_get(run, "status"), "attempt",
+                             json_object_get(run, "attempt"));
+    json_t *err = json_object_get(run, "error");
+    if (json_is_object(err))
+        json_object_set(data, "error", err);
+    return events_emit(tx, app->events, json_string_value(json_object_get(run, "project_id")),
+                       json_string_value(json_object_get(run, "task_id")),
+                       json_string_value(json_object_get(run, "id")), type, data);
+}
+
+int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
+{
+    const char *project = json_string_value(json_object_get(run, "project_id"));
+    int rc = store_put(tx, SK_RUN, project, run);
+    if (rc)
+        return rc;
+    if ((rc = emit_run(tx, app, run, "task_run.queued")))
+        return rc;
+    if ((rc = update_task(tx, app, run, true)))
+        return rc;
+    (void)task;
+    run_notify(tx, app, run);
+    return 0;
+}
+
+int run_save(struct store_tx *tx, json_t *run)
+{
+    set_now(run, "updated_at");
+    return store_update(tx, SK_RUN, json_string_value(json_object_get(run, "project_id")), run);
+}
+
+static int64_t ts_ms(const json_t *run, const char *field)
+{
+    int64_t ms = 0;
+    const char *s = json_string_value(json_object_get(run, field));
+    if (!s || rfc3339_parse(s, &ms))
+        return 0;
+    return ms;
+}
+
+/* Retry delay for the attempt that just failed: fixed, or exponential with
+ * full jitter over the upper half (so retries of many runs spread out). */
+static int64_t retry_delay(const json_t *task, int64_t attempt)
+{
+    json_t *st = json_object_get(task, "settings");
+    int64_t base = json_integer_value(json_object_get(st, "retry_delay_ms"));
+    const char *mode = json_string_value(json_object_get(st, "retry_backoff"));
+    if (base < 0)
+        base = 0;
+    if (!mode || strcmp(mode, "exponential"))
+        return base;
+    int64_t d = base;
+    for (int64_t i = 1; i < attempt && d < 3600000; i++)
+        d *= 2;
+    if (d > 3600000)
+        d = 3600000;
+    unsigned char r[4];
+    random_bytes(r, sizeof r);
+    uint32_t u = (uint32_t)r[0] | (uint32_t)r[1] << 8 | (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;
+    return d / 2 + (int64_t)((double)(d - d / 2) * (u / 4294967296.0));
+}
+
+int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
+             const struct run_outcome *out)
+{
+    enum run_status from = run_status_of(run);
+    if (!run_can_move(from, to))
+        return -EPERM;
+    char ts[RFC3339_LEN];
+    int64_t now = now_ms();
+    rfc3339_format(now, ts);
+
+    if (out && (out->code || out->message)) {
+        json_t *err = json_pack("{s:s, s:s, s:s}", "type",
+                                to == RS_TIMED_OUT ? "timeout" : to == RS_DENIED ? "denied" : "error",
+                                "code", out->code ? out->code : "error", "message",
+                                out->message ? out->message : (out->code ? out->code : "error"));
+        json_object_set(run, "error", err);
+        json_t *errs = json_object_get(run, "errors");
+        if (!json_is_array(errs)) {
+            errs = json_array();
+            json_object_set_new(run, "errors", errs);
+        }
+        json_array_append_new(errs, err);
+    }
+    if (out && out->has_exit_code)
+        json_object_set_new(run, "exit_code", json_integer(out->exit_code));
+
+    /* A failure with retries left is a retry: a new attempt, queued again
+     * after the backoff (invariant 4). */
+    if ((to == RS_FAILED || to == RS_TIMED_OUT) && !(out && out->no_retry)) {
+        json_t *task = run_task(tx, run);
+        int64_t max = task ? json_integer_value(json_object_get(json_object_get(task, "settings"),
+                                                                "max_retries"))
+                           : 0;
+        int64_t attempt = json_integer_value(json_object_get(run, "attempt"));
+        if (task && attempt <= max) {
+            int64_t delay = retry_delay(task, attempt);
+            json_decref(task);
+            json_object_set_new(run, "attempt", json_integer(attempt + 1));
+            json_object_set_new(run, "status", json_string("queued"));
+            json_object_set_new(run, "worker_id", json_null());
+            json_object_set_new(run, "lease_expires_at", json_null());
+            json_object_set_new(run, "queued_at", json_string(ts));
+            json_object_set_new(run, "queued_ms", json_integer(now));
+            json_object_set_new(run, "not_before_ms", json_integer(now + delay));
+            json_object_set_new(run, "updated_at", json_string(ts));
+            int rc = store_update(tx, SK_RUN, json_string_value(json_object_get(run, "project_id")),
+                                  run);
+            if (rc)
+                return rc;
+            json_t *data = json_pack("{s:I, s:I, s:O}", "attempt", (json_int_t)(attempt + 1),
+                                     "delay_ms", (json_int_t)delay, "error",
+                                     json_object_get(run, "error"));
+            rc = events_emit(tx, app->events, json_string_value(json_object_get(run, "project_id")),
+                             json_string_value(json_object_get(run, "task_id")),
+                             json_string_value(json_object_get(run, "id")), "task_run.retrying",
+                             data);
+            if (!rc)
+                rc = update_task(tx, app, run, false);
+            if (!rc)
+                run_notify(tx, app, run);
+            return rc;
+        }
+        json_decref(task);
+    }
+
+    json_object_set_new(run, "status", json_string(run_status_name(to)));
+    json_object_set_new(run, "updated_at", json_string(ts));
+    if (to == RS_RUNNING && !json_is_string(json_object_get(run, "started_at")))
+        json_object_set_new(run, "started_at", json_string(ts));   /* invariant 5 */
+    if (from == RS_RUNNING && to != RS_RUNNING && to != RS_INTERACTION_REQUIRED &&
+        to != RS_CANCELING) {
+        json_object_set_new(run, "lease_expires_at", json_null());   /* invariant 3 */
+    }
+    if (to == RS_QUEUED) {
+        json_object_set_new(run, "queued_at", json_string(ts));
+        json_object_set_new(run, "queued_ms", json_integer(now));
+        json_object_set_new(run, "worker_id", json_null());
+        json_object_set_new(run, "lease_expires_at", json_null());
+    }
+    if (run_status_terminal(to)) {
+        json_object_set_new(run, "completed_at", json_string(ts));
+        int64_t start = ts_ms(run, "started_at");
+        if (!start)
+            start = ts_ms(run, "created_at");
+        json_object_set_new(run, "duration_ms", json_integer(start ? now - start : 0));
+        json_object_set_new(run, "lease_expires_at", json_null());
+        if (to == RS_COMPLETED)
+            json_object_set_new(run, "progress", json_real(1));
+    }
+    int rc = store_update(tx, SK_RUN, json_string_value(json_object_get(run, "project_id")), run);
+    if (rc)
+        return rc;
+    char type[64];
+    snprintf(type, sizeof type, "task_run.%s", to == RS_RUNNING ? "started" : run_status_name(to));
+    if (to == RS_RUNNING && from != RS_QUEUED)
+        snprintf(type, sizeof type, "task_run.resumed");
+    if ((rc = emit_run(tx, app, run, type)))
+        return rc;
+    if ((rc = update_task(tx, app, run, false)))
+        return rc;
+    run_notify(tx, app, run);
+    return 0;
+}
+
+int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *entries)
+{
+    const char *project = json_string_value(json_object_get(run, "project_id"));
+    const char *run_id = json_string_value(json_object_get(run, "id"));
+    int64_t iteration = json_integer_value(json_object_get(run, "iterations"));
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms(), ts);
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) {
+        if (!json_object_get(e, "ts"))
+            json_object_set_new(e, "ts", json_string(ts));
+        if (!json_object_get(e, "level"))
+            json_object_set_new(e, "level", json_string("info"));
+        if (!json_object_get(e, "type"))
+            json_object_set_new(e, "type", json_string("log"));
+        if (!json_object_get(e, "iteration"))
+            json_object_set_new(e, "iteration", json_integer(iteration));
+    }
+    int rc = store_log_append(tx, project, run_id, entries, NULL);
+    if (rc)
+        return rc;
+    json_array_foreach(entries, i, e) {
+        rc = events_emit(tx, app->events, project, json_string_value(json_object_get(run, "task_id")),
+                         run_id, "task_run.log", json_deep_copy(e));
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+json_t *run_public(const json_t *run)
+{
+    json_t *r = json_deep_copy(run);
+    static const char *const internal[] = {"has_code", "max_retries", "queued_ms", "not_before_ms",
+                                           "_app", "deadline_ms", "lease_ms"};
+    for (size_t i = 0; i < ARRAY_LEN(internal); i++)
+        json_object_del(r, internal[i]);
+    if (!json_array_size(json_object_get(r, "blocked_by")) &&
+        strcmp(json_string_value(json_object_get(r, "status")) ?: "", "queued"))
+        json_object_del(r, "blocked_by");
+    return r;
+}

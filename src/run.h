@@ -1,0 +1,94 @@
+/*
+ * run — the run state machine (one table, below in run.c) and the domain
+ * operations that change a run: every change writes the run, its event and
+ * its task's status in the caller's transaction, and tells the scheduler
+ * after the commit.
+ *
+ * Invariants (each tested in tests/unit/test_run.c or the integration suite):
+ *  1. No transition leaves a terminal state (completed, failed, timed_out,
+ *     denied, canceled), not even to the same status.
+ *  2. Every transition is in the table; anything else is refused (-EPERM,
+ *     answered 409 by the API).
+ *  3. A run has at most one active lease: leasing sets worker_id,
+ *     lease_expires_at and status running together; leaving running clears
+ *     the lease.
+ *  4. attempt starts at 1 and increases by exactly one on each retry, and on
+ *     nothing else; a report for another attempt is refused (fencing).
+ *  5. started_at is set when a run first enters running; completed_at and
+ *     duration_ms exactly when it enters a terminal state.
+ *  6. Every transition writes exactly one task_run.<status> event (or
+ *     task_run.retrying for a retry) in the same transaction.
+ */
+#ifndef QUERN_RUN_H
+#define QUERN_RUN_H
+
+#include <jansson.h>
+#include <stdbool.h>
+
+#include "store.h"
+
+struct app;
+
+enum run_status {
+    RS_QUEUED,
+    RS_RUNNING,
+    RS_PAUSED,
+    RS_INTERACTION_REQUIRED,
+    RS_REVIEW_REQUIRED,
+    RS_COMPLETED,
+    RS_FAILED,
+    RS_TIMED_OUT,
+    RS_DENIED,
+    RS_CANCELING,
+    RS_CANCELED,
+    RS__COUNT
+};
+
+const char *run_status_name(enum run_status s);
+/* -1 for an unknown name. */
+int run_status_parse(const char *name);
+bool run_status_terminal(enum run_status s);
+/* Invariants 1 and 2. */
+bool run_can_move(enum run_status from, enum run_status to);
+enum run_status run_status_of(const json_t *run);
+
+/* Builds a new queued run document for task (not stored). */
+json_t *run_new_doc(const json_t *task, const json_t *input_override, const char *agent_id);
+
+/* Stores a new run (queued, or held/blocked as the task says), its event,
+ * and the task's status; the scheduler learns of it after commit. */
+int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run);
+
+struct run_outcome {
+    const char *code;       /* error code or NULL */
+    const char *message;    /* error message or NULL */
+    bool has_exit_code;
+    int exit_code;
+    bool no_retry;          /* final failure even if retries remain */
+};
+
+/* Moves run (modified in place, then stored) to `to` in tx, with the
+ * outcome for failures.  A failure with retries left becomes a retry
+ * (invariant 4).  -EPERM for an illegal transition. */
+int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
+             const struct run_outcome *out);
+
+/* Saves a run document after an in-place change that is not a transition
+ * (progress, branch, output …), bumping updated_at. */
+int run_save(struct store_tx *tx, json_t *run);
+
+/* Tells the scheduler about run's current state after tx commits (done by
+ * run_insert and run_move; for other changes that matter to dispatch). */
+void run_notify(struct store_tx *tx, struct app *app, const json_t *run);
+
+/* Loads the task of a run (new reference) or NULL. */
+json_t *run_task(struct store_tx *tx, const json_t *run);
+
+/* Appends log entries (array, entries completed with ts/level/iteration)
+ * and a task_run.log event for each. */
+int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *entries);
+
+/* The public form of a run: the document minus internal fields. */
+json_t *run_public(const json_t *run);
+
+#endif

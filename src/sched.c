@@ -1,0 +1,860 @@
+/*
+ * sched — see sched.h for the model and the threads.
+ *
+ * Data.  Every run the scheduler knows is an entry in one hash map by run
+ * id.  A ready entry is also on its project's FIFO list for its priority
+ * (doubly linked, so removal is O(1)); a delayed entry is in a binary heap
+ * by not_before; a blocked entry waits for its dependencies; a leased entry
+ * carries its lease expiry.  Dispatch takes the head of the highest
+ * non-empty list: its cost does not depend on how many runs are queued.
+ */
+#include "sched.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app.h"
+#include "events.h"
+#include "metrics.h"
+#include "run.h"
+#include "store.h"
+#include "util.h"
+
+#define NPRIO 4
+#define AGE_MS 60000
+#define MAP_INIT 1024
+
+enum where { W_NONE, W_READY, W_DELAYED, W_BLOCKED, W_TAKEN, W_LEASED };
+
+struct entry {
+    char *run_id;
+    char *project_id;
+    char *task_id;
+    char *definition_id;
+    char *agent_id;
+    char *runtime_id;
+    bool has_code;
+    int prio;
+    int64_t queued_ms;
+    int64_t not_before_ms;
+    int64_t lease_expires_ms;
+    int64_t attempt;
+    json_t *blocked_by;    /* task ids, while W_BLOCKED */
+    enum where where;
+    struct entry *prev, *next;     /* ready list */
+    size_t heap_idx;
+    struct entry *hnext;           /* hash chain */
+    struct project *proj;
+};
+
+struct project {
+    char *id;
+    struct entry *head[NPRIO], *tail[NPRIO];
+    int64_t nready;
+    struct project *hnext;
+};
+
+struct sched_waiter {
+    char *project_id;
+    int64_t deadline;
+    void (*wake)(void *ctx);
+    void *ctx;
+    struct sched_waiter *prev, *next;
+};
+
+struct work {
+    json_t *run;       /* a finished or changed run to act on */
+    char *expire_run;  /* a lease to expire */
+    int64_t attempt;
+    struct work *next;
+};
+
+struct sched {
+    struct app *app;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    pthread_t thread;
+    bool running, stopping, draining;
+    struct entry **map;
+    size_t map_cap, map_len;
+    struct project **pmap;
+    size_t pmap_cap;
+    struct entry **heap;
+    size_t heap_len, heap_cap;
+    struct sched_waiter *waiters;
+    struct work *work_head, *work_tail;
+    int64_t depth[NPRIO];
+};
+
+static const char *const prio_names[NPRIO] = {"urgent", "high", "medium", "low"};
+
+int sched_priority_parse(const char *name)
+{
+    for (int i = 0; name && i < NPRIO; i++)
+        if (!strcmp(prio_names[i], name))
+            return i;
+    return -1;
+}
+
+const char *sched_priority_name(int p)
+{
+    return p >= 0 && p < NPRIO ? prio_names[p] : "medium";
+}
+
+static size_t hash(const char *s)
+{
+    size_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
+/* ---- the run map ---- */
+
+static struct entry *map_get(struct sched *s, const char *id)
+{
+    for (struct entry *e = s->map[hash(id) & (s->map_cap - 1)]; e; e = e->hnext)
+        if (!strcmp(e->run_id, id))
+            return e;
+    return NULL;
+}
+
+static void map_grow(struct sched *s)
+{
+    size_t cap = s->map_cap * 2;
+    struct entry **m = xcalloc(cap, sizeof *m);
+    for (size_t i = 0; i < s->map_cap; i++) {
+        for (struct entry *e = s->map[i], *n; e; e = n) {
+            n = e->hnext;
+            size_t k = hash(e->run_id) & (cap - 1);
+            e->hnext = m[k];
+            m[k] = e;
+        }
+    }
+    free(s->map);
+    s->map = m;
+    s->map_cap = cap;
+}
+
+static void map_put(struct sched *s, struct entry *e)
+{
+    if (s->map_len * 2 >= s->map_cap)
+        map_grow(s);
+    size_t k = hash(e->run_id) & (s->map_cap - 1);
+    e->hnext = s->map[k];
+    s->map[k] = e;
+    s->map_len++;
+}
+
+static void map_del(struct sched *s, struct entry *e)
+{
+    for (struct entry **pp = &s->map[hash(e->run_id) & (s->map_cap - 1)]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == e) {
+            *pp = e->hnext;
+            s->map_len--;
+            return;
+        }
+    }
+}
+
+static struct project *project_get(struct sched *s, const char *id)
+{
+    size_t k = hash(id) % s->pmap_cap;
+    for (struct project *p = s->pmap[k]; p; p = p->hnext)
+        if (!strcmp(p->id, id))
+            return p;
+    struct project *p = xcalloc(1, sizeof *p);
+    p->id = xstrdup(id);
+    p->hnext = s->pmap[k];
+    s->pmap[k] = p;
+    return p;
+}
+
+/* ---- the delay heap ---- */
+
+static void heap_swap(struct sched *s, size_t a, size_t b)
+{
+    struct entry *t = s->heap[a];
+    s->heap[a] = s->heap[b];
+    s->heap[b] = t;
+    s->heap[a]->heap_idx = a;
+    s->heap[b]->heap_idx = b;
+}
+
+static void heap_up(struct sched *s, size_t i)
+{
+    while (i && s->heap[(i - 1) / 2]->not_before_ms > s->heap[i]->not_before_ms) {
+        heap_swap(s, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(struct sched *s, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < s->heap_len && s->heap[l]->not_before_ms < s->heap[m]->not_before_ms)
+            m = l;
+        if (r < s->heap_len && s->heap[r]->not_before_ms < s->heap[m]->not_before_ms)
+            m = r;
+        if (m == i)
+            return;
+        heap_swap(s, i, m);
+        i = m;
+    }
+}
+
+static void heap_push(struct sched *s, struct entry *e)
+{
+    if (s->heap_len == s->heap_cap) {
+        s->heap_cap = s->heap_cap ? s->heap_cap * 2 : 64;
+        s->heap = xrealloc(s->heap, s->heap_cap * sizeof *s->heap);
+    }
+    e->heap_idx = s->heap_len;
+    s->heap[s->heap_len++] = e;
+    heap_up(s, e->heap_idx);
+}
+
+static void heap_remove(struct sched *s, struct entry *e)
+{
+    size_t i = e->heap_idx;
+    s->heap_len--;
+    if (i != s->heap_len) {
+        heap_swap(s, i, s->heap_len);
+        heap_down(s, i);
+        heap_up(s, i);
+    }
+}
+
+/* ---- entries ---- */
+
+static void unlink_entry(struct sched *s, struct entry *e)
+{
+    switch (e->where) {
+    case W_READY: {
+        struct project *p = e->proj;
+        if (e->prev)
+            e->prev->next = e->next;
+        else
+            p->head[e->prio] = e->next;
+        if (e->next)
+            e->next->prev = e->prev;
+        else
+            p->tail[e->prio] = e->prev;
+        e->prev = e->next = NULL;
+        p->nready--;
+        s->depth[e->prio]--;
+        break;
+    }
+    case W_DELAYED:
+        heap_remove(s, e);
+        break;
+    default:
+        break;
+    }
+    e->where = W_NONE;
+}
+
+static void entry_free(struct entry *e)
+{
+    free(e->run_id);
+    free(e->project_id);
+    free(e->task_id);
+    free(e->definition_id);
+    free(e->agent_id);
+    free(e->runtime_id);
+    json_decref(e->blocked_by);
+    free(e);
+}
+
+static void drop(struct sched *s, struct entry *e)
+{
+    unlink_entry(s, e);
+    map_del(s, e);
+    entry_free(e);
+}
+
+static char *dup_or_null(const json_t *v)
+{
+    return json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
+}
+
+static bool waiter_wake_project(struct sched *s, const char *project_id);
+
+static void make_ready(struct sched *s, struct entry *e)
+{
+    struct project *p = e->proj;
+    e->where = W_READY;
+    e->next = NULL;
+    e->prev = p->tail[e->prio];
+    if (p->tail[e->prio])
+        p->tail[e->prio]->next = e;
+    else
+        p->head[e->prio] = e;
+    p->tail[e->prio] = e;
+    p->nready++;
+    s->depth[e->prio]++;
+    waiter_wake_project(s, e->project_id);
+}
+
+/* Places a queued run where it belongs: blocked, delayed or ready. */
+static void place(struct sched *s, struct entry *e)
+{
+    if (json_array_size(e->blocked_by)) {
+        e->where = W_BLOCKED;
+    } else if (e->not_before_ms > now_ms()) {
+        e->where = W_DELAYED;
+        heap_push(s, e);
+        pthread_cond_signal(&s->cond);
+    } else {
+        make_ready(s, e);
+    }
+}
+
+static void fill_entry(struct sched *s, struct entry *e, const json_t *run)
+{
+    free(e->task_id);
+    free(e->definition_id);
+    free(e->agent_id);
+    free(e->runtime_id);
+    e->task_id = dup_or_null(json_object_get(run, "task_id"));
+    e->definition_id = dup_or_null(json_object_get(run, "definition_id"));
+    e->agent_id = dup_or_null(json_object_get(run, "agent_id"));
+    e->runtime_id = dup_or_null(json_object_get(run, "runtime_id"));
+    e->has_code = json_is_true(json_object_get(run, "has_code"));
+    int p = sched_priority_parse(json_string_value(json_object_get(run, "priority")));
+    e->prio = p < 0 ? 2 : p;
+    e->queued_ms = json_integer_value(json_object_get(run, "queued_ms"));
+    e->not_before_ms = json_integer_value(json_object_get(run, "not_before_ms"));
+    e->attempt = json_integer_value(json_object_get(run, "attempt"));
+    json_decref(e->blocked_by);
+    e->blocked_by = json_incref(json_object_get(run, "blocked_by"));
+    int64_t le = 0;
+    const char *l = json_string_value(json_object_get(run, "lease_expires_at"));
+    if (l)
+        rfc3339_parse(l, &le);
+    e->lease_expires_ms = le;
+    (void)s;
+}
+
+/* Applies a run's new state (mu held). */
+static void apply(struct sched *s, const json_t *run)
+{
+    const char *id = json_string_value(json_object_get(run, "id"));
+    const char *project = json_string_value(json_object_get(run, "project_id"));
+    if (!id || !project)
+        return;
+    enum run_status st = run_status_of(run);
+    struct entry *e = map_get(s, id);
+    bool leased = st == RS_RUNNING && json_is_string(json_object_get(run, "lease_expires_at"));
+    if (st != RS_QUEUED && !leased) {
+        if (e)
+            drop(s, e);
+        return;
+    }
+    if (!e) {
+        e = xcalloc(1, sizeof *e);
+        e->run_id = xstrdup(id);
+        e->project_id = xstrdup(project);
+        e->proj = project_get(s, project);
+        map_put(s, e);
+    } else {
+        unlink_entry(s, e);
+    }
+    fill_entry(s, e, run);
+    if (leased) {
+        e->where = W_LEASED;
+        pthread_cond_signal(&s->cond);
+    } else {
+        place(s, e);
+    }
+}
+
+void sched_after_commit(struct sched *s, json_t *run)
+{
+    pthread_mutex_lock(&s->mu);
+    apply(s, run);
+    enum run_status st = run_status_of(run);
+    if (run_status_terminal(st)) {
+        /* dependants act on it from the scheduler thread */
+        struct work *w = xcalloc(1, sizeof *w);
+        w->run = json_incref(run);
+        if (s->work_tail)
+            s->work_tail->next = w;
+        else
+            s->work_head = w;
+        s->work_tail = w;
+        pthread_cond_signal(&s->cond);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- taking work ---- */
+
+static bool in_list(const char *v, const char *const *list, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        if (!strcmp(list[i], v))
+            return true;
+    return false;
+}
+
+static bool fits(const struct entry *e, const struct sched_filter *f)
+{
+    if (e->agent_id && (!f->agent_id || strcmp(e->agent_id, f->agent_id)))
+        return false;
+    if (f->executor)
+        return e->has_code;
+    if (e->has_code && !in_list(e->runtime_id, f->runtimes, f->nruntimes))
+        return false;
+    if (f->ndefinitions && !in_list(e->definition_id, f->definitions, f->ndefinitions))
+        return false;
+    return true;
+}
+
+/* The best ready entry of p for f: the highest priority, with ageing, FIFO.
+ * Scans at most SCAN_MAX entries per list when a filter skips some. */
+#define SCAN_MAX 256
+static struct entry *best(struct project *p, const struct sched_filter *f, int64_t now)
+{
+    struct entry *cand[NPRIO] = {0};
+    for (int q = 0; q < NPRIO; q++) {
+        int n = 0;
+        for (struct entry *e = p->head[q]; e && n < SCAN_MAX; e = e->next, n++) {
+            if (fits(e, f)) {
+                cand[q] = e;
+                break;
+            }
+        }
+    }
+    struct entry *pick = NULL;
+    int64_t pick_score = 0;
+    for (int q = 0; q < NPRIO; q++) {
+        struct entry *e = cand[q];
+        if (!e)
+            continue;
+        /* effective level: q minus one per AGE_MS waited (ageing) */
+        int64_t waited = now - e->queued_ms;
+        int64_t lift = waited > 0 ? waited / AGE_MS : 0;
+        int64_t score = (int64_t)q - lift;
+        if (!pick || score < pick_score ||
+            (score == pick_score && e->queued_ms < pick->queued_ms)) {
+            pick = e;
+            pick_score = score;
+        }
+    }
+    return pick;
+}
+
+int sched_take(struct sched *s, const struct sched_filter *f, char **ids, int max)
+{
+    int n = 0;
+    int64_t now = now_ms();
+    pthread_mutex_lock(&s->mu);
+    if (s->draining) {
+        pthread_mutex_unlock(&s->mu);
+        return 0;
+    }
+    if (f->project_id) {
+        struct project *p = project_get(s, f->project_id);
+        while (n < max && p->nready) {
+            struct entry *e = best(p, f, now);
+            if (!e)
+                break;
+            unlink_entry(s, e);
+            e->where = W_TAKEN;
+            ids[n++] = xstrdup(e->run_id);
+        }
+    } else {
+        /* every project, round-robin: one run from each in turn */
+        bool progress = true;
+        while (n < max && progress) {
+            progress = false;
+            for (size_t k = 0; k < s->pmap_cap && n < max; k++) {
+                for (struct project *p = s->pmap[k]; p && n < max; p = p->hnext) {
+                    if (!p->nready)
+                        continue;
+                    struct entry *e = best(p, f, now);
+                    if (!e)
+                        continue;
+                    unlink_entry(s, e);
+                    e->where = W_TAKEN;
+                    ids[n++] = xstrdup(e->run_id);
+                    progress = true;
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void sched_give_back(struct sched *s, char **ids, int n)
+{
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < n; i++) {
+        struct entry *e = map_get(s, ids[i]);
+        if (e && e->where == W_TAKEN)
+            make_ready(s, e);
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- waiters ---- */
+
+struct sched_waiter *sched_wait(struct sched *s, const char *project_id, int64_t deadline_mono,
+                                void (*wake)(void *ctx), void *ctx)
+{
+    struct sched_waiter *w = xcalloc(1, sizeof *w);
+    w->project_id = xstrdup(project_id);
+    w->deadline = deadline_mono;
+    w->wake = wake;
+    w->ctx = ctx;
+    pthread_mutex_lock(&s->mu);
+    w->next = s->waiters;
+    if (s->waiters)
+        s->waiters->prev = w;
+    s->waiters = w;
+    pthread_cond_signal(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    return w;
+}
+
+static void waiter_unlink(struct sched *s, struct sched_waiter *w)
+{
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        s->waiters = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+}
+
+static void waiter_fire(struct sched *s, struct sched_waiter *w)
+{
+    waiter_unlink(s, w);
+    w->wake(w->ctx);
+    free(w->project_id);
+    free(w);
+}
+
+bool sched_unwait(struct sched *s, struct sched_waiter *w)
+{
+    pthread_mutex_lock(&s->mu);
+    bool found = false;
+    for (struct sched_waiter *x = s->waiters; x; x = x->next)
+        if (x == w)
+            found = true;
+    if (found) {
+        waiter_unlink(s, w);
+        free(w->project_id);
+        free(w);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return found;
+}
+
+/* Wakes one waiter of the project (mu held): the oldest, so long-polls are
+ * served in arrival order.  The woken request takes what it can. */
+static bool waiter_wake_project(struct sched *s, const char *project_id)
+{
+    struct sched_waiter *last = NULL;
+    for (struct sched_waiter *w = s->waiters; w; w = w->next)
+        if (!strcmp(w->project_id, project_id))
+            last = w;
+    if (!last)
+        return false;
+    waiter_fire(s, last);
+    return true;
+}
+
+/* ---- the scheduler thread ---- */
+
+struct expire_arg {
+    struct sched *s;
+    const char *run_id;
+    int64_t attempt;
+};
+
+static int expire_fn(struct store_tx *tx, void *arg)
+{
+    struct expire_arg *a = arg;
+    json_t *run = store_get(tx, SK_RUN, NULL, a->run_id);
+    if (!run)
+        return 0;
+    int rc = 0;
+    int64_t le = 0;
+    const char *l = json_string_value(json_object_get(run, "lease_expires_at"));
+    if (run_status_of(run) == RS_RUNNING && l && !rfc3339_parse(l, &le) && le <= now_ms() &&
+        json_integer_value(json_object_get(run, "attempt")) == a->attempt) {
+        struct run_outcome out = {.code = "lease_expired",
+                                  .message = "the worker's lease expired without a heartbeat"};
+        rc = run_move(tx, a->s->app, run, RS_FAILED, &out);
+    }
+    json_decref(run);
+    return rc == -EPERM ? 0 : rc;
+}
+
+struct dep_arg {
+    struct sched *s;
+    json_t *run;     /* the finished run */
+    json_t *blocked; /* array of run ids blocked on its task */
+};
+
+/* A dependency finished: unblock or fail the runs that wait on its task. */
+static int dep_fn(struct store_tx *tx, void *arg)
+{
+    struct dep_arg *a = arg;
+    const char *task_id = json_string_value(json_object_get(a->run, "task_id"));
+    const char *project = json_string_value(json_object_get(a->run, "project_id"));
+    enum run_status st = run_status_of(a->run);
+    size_t i;
+    json_t *idv;
+    json_array_foreach(a->blocked, i, idv) {
+        json_t *run = store_get(tx, SK_RUN, project, json_string_value(idv));
+        if (!run)
+            continue;
+        int rc = 0;
+        if (run_status_of(run) == RS_QUEUED) {
+            if (st == RS_COMPLETED) {
+                json_t *bb = json_object_get(run, "blocked_by");
+                size_t j;
+                json_t *t;
+                json_array_foreach(bb, j, t) {
+                    if (json_is_string(t) && !strcmp(json_string_value(t), task_id)) {
+                        json_array_remove(bb, j);
+                        break;
+                    }
+                }
+                rc = run_save(tx, run);
+                if (!rc)
+                    run_notify(tx, a->s->app, run);
+                if (!rc) {
+                    rc = events_emit(tx, a->s->app->events, project,
+                                     json_string_value(json_object_get(run, "task_id")),
+                                     json_string_value(idv), "task_run.unblocked",
+                                     json_pack("{s:s}", "dependency", task_id));
+                }
+            } else {
+                char msg[200];
+                snprintf(msg, sizeof msg, "dependency %s ended %s", task_id, run_status_name(st));
+                struct run_outcome out = {.code = "dependency_failed", .message = msg,
+                                          .no_retry = true};
+                rc = run_move(tx, a->s->app, run, RS_FAILED, &out);
+            }
+        }
+        json_decref(run);
+        if (rc && rc != -EPERM)
+            return rc;
+    }
+    return 0;
+}
+
+static bool final_failure(const json_t *run)
+{
+    enum run_status st = run_status_of(run);
+    return st == RS_FAILED || st == RS_TIMED_OUT || st == RS_DENIED || st == RS_CANCELED;
+}
+
+static void handle_finished(struct sched *s, json_t *run)
+{
+    const char *task_id = json_string_value(json_object_get(run, "task_id"));
+    enum run_status st = run_status_of(run);
+    if (!task_id || (st != RS_COMPLETED && !final_failure(run)))
+        return;
+    json_t *blocked = json_array();
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < s->map_cap; k++) {
+        for (struct entry *e = s->map[k]; e; e = e->hnext) {
+            if (e->where != W_BLOCKED)
+                continue;
+            size_t j;
+            json_t *t;
+            json_array_foreach(e->blocked_by, j, t) {
+                if (json_is_string(t) && !strcmp(json_string_value(t), task_id)) {
+                    json_array_append_new(blocked, json_string(e->run_id));
+                    break;
+                }
+            }
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (json_array_size(blocked)) {
+        struct dep_arg a = {s, run, blocked};
+        store_write(s->app->store, dep_fn, &a);
+    }
+    json_decref(blocked);
+}
+
+static void *sched_main(void *arg)
+{
+    struct sched *s = arg;
+    pthread_mutex_lock(&s->mu);
+    while (!s->stopping) {
+        int64_t now = now_ms(), mono = mono_ms();
+        int64_t next = now + 500;
+        /* delayed runs that are due */
+        while (s->heap_len && s->heap[0]->not_before_ms <= now) {
+            struct entry *e = s->heap[0];
+            heap_remove(s, e);
+            e->where = W_NONE;
+            make_ready(s, e);
+        }
+        if (s->heap_len && s->heap[0]->not_before_ms < next)
+            next = s->heap[0]->not_before_ms;
+        /* long-polls at their deadline */
+        for (struct sched_waiter *w = s->waiters, *n; w; w = n) {
+            n = w->next;
+            if (w->deadline <= mono)
+                waiter_fire(s, w);
+            else if (w->deadline - mono + now < next)
+                next = w->deadline - mono + now;
+        }
+        /* expired leases */
+        struct expire_arg exp[64];
+        int nexp = 0;
+        for (size_t k = 0; k < s->map_cap && nexp < 64; k++) {
+            for (struct entry *e = s->map[k]; e && nexp < 64; e = e->hnext) {
+                if (e->where == W_LEASED && e->lease_expires_ms && e->lease_expires_ms <= now) {
+                    exp[nexp++] = (struct expire_arg){s, xstrdup(e->run_id), e->attempt};
+                    e->lease_expires_ms = 0;   /* handled once */
+                }
+            }
+        }
+        struct work *work = s->work_head;
+        s->work_head = s->work_tail = NULL;
+        if (nexp || work) {
+            pthread_mutex_unlock(&s->mu);
+            for (int i = 0; i < nexp; i++) {
+                store_write(s->app->store, expire_fn, &exp[i]);
+                free((char *)exp[i].run_id);
+            }
+            while (work) {
+                struct work *n = work->next;
+                handle_finished(s, work->run);
+                json_decref(work->run);
+                free(work);
+                work = n;
+            }
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        int64_t wait = next - now;
+        if (wait < 1)
+            wait = 1;
+        if (wait > 500)
+            wait = 500;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += wait / 1000;
+        ts.tv_nsec += (wait % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+struct sched *sched_new(struct app *app)
+{
+    struct sched *s = xcalloc(1, sizeof *s);
+    s->app = app;
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    s->map_cap = MAP_INIT;
+    s->map = xcalloc(s->map_cap, sizeof *s->map);
+    s->pmap_cap = 256;
+    s->pmap = xcalloc(s->pmap_cap, sizeof *s->pmap);
+    return s;
+}
+
+static int load_fn(struct store_tx *tx, void *arg)
+{
+    struct sched *s = arg;
+    static const char *const statuses[] = {"queued", "running"};
+    for (size_t i = 0; i < ARRAY_LEN(statuses); i++) {
+        struct store_filter f = {"status", statuses[i]};
+        struct store_query q = {&f, 1, 0, 0, true};
+        json_t *arr = NULL;
+        int rc = store_list(tx, SK_RUN, NULL, &q, &arr, NULL);
+        if (rc)
+            return rc;
+        size_t k;
+        json_t *run;
+        pthread_mutex_lock(&s->mu);
+        json_array_foreach(arr, k, run) apply(s, run);
+        pthread_mutex_unlock(&s->mu);
+        json_decref(arr);
+    }
+    return 0;
+}
+
+int sched_start(struct sched *s)
+{
+    int rc = store_read(s->app->store, load_fn, s);
+    if (rc)
+        return rc;
+    if (pthread_create(&s->thread, NULL, sched_main, s))
+        return -EAGAIN;
+    s->running = true;
+    return 0;
+}
+
+void sched_drain(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->draining = true;
+    while (s->waiters)
+        waiter_fire(s, s->waiters);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_free(struct sched *s)
+{
+    if (!s)
+        return;
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_signal(&s->cond);
+    while (s->waiters)
+        waiter_fire(s, s->waiters);
+    pthread_mutex_unlock(&s->mu);
+    if (s->running)
+        pthread_join(s->thread, NULL);
+    for (size_t k = 0; k < s->map_cap; k++)
+        for (struct entry *e = s->map[k], *n; e; e = n) {
+            n = e->hnext;
+            entry_free(e);
+        }
+    for (size_t k = 0; k < s->pmap_cap; k++)
+        for (struct project *p = s->pmap[k], *n; p; p = n) {
+            n = p->hnext;
+            free(p->id);
+            free(p);
+        }
+    while (s->work_head) {
+        struct work *n = s->work_head->next;
+        json_decref(s->work_head->run);
+        free(s->work_head);
+        s->work_head = n;
+    }
+    free(s->map);
+    free(s->pmap);
+    free(s->heap);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cond);
+    free(s);
+}
+
+void sched_depths(struct sched *s, int64_t out[4])
+{
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < NPRIO; i++)
+        out[i] = s->depth[i];
+    pthread_mutex_unlock(&s->mu);
+}

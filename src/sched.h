@@ -1,0 +1,72 @@
+/*
+ * sched — the dispatcher.  It owns the in-memory ready set (runs that may
+ * start now, by project and priority), the delayed runs (retry backoff), the
+ * runs blocked on dependencies, the active worker leases, and the lease
+ * long-polls waiting for work.  It is rebuilt from the store at start.
+ *
+ * Threads.  A mutex guards the sets; the scheduler thread (sched_start)
+ * handles timers (delays, lease expiry, long-poll timeouts) and every store
+ * write the scheduler itself decides (lease expiry, dependency results),
+ * so that commit hooks, which run on the store writer thread, never write.
+ *
+ * Order.  urgent > high > medium > low, FIFO within a priority.  Ageing: a
+ * run that has waited AGE_MS (60 s) per level is served as if one level
+ * higher, so a steady stream of urgent work never starves low runs forever.
+ * Projects are served round-robin by the executor.
+ */
+#ifndef QUERN_SCHED_H
+#define QUERN_SCHED_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct app;
+struct sched;
+
+struct sched *sched_new(struct app *app);
+/* Loads queued and leased runs from the store and starts the thread. */
+int sched_start(struct sched *s);
+void sched_free(struct sched *s);
+
+/* Called after a commit that changed run (a copy the callee may keep a
+ * reference to).  Runs on the store writer thread: never blocks on the
+ * store. */
+void sched_after_commit(struct sched *s, json_t *run);
+
+/* What a worker asks for. */
+struct sched_filter {
+    const char *project_id;
+    const char *agent_id;          /* NULL: no agent */
+    const char *const *runtimes;   /* code runs of these runtimes */
+    size_t nruntimes;
+    const char *const *definitions;
+    size_t ndefinitions;
+    bool executor;                 /* the built-in executor: code runs of any runtime */
+};
+
+/* Takes up to max matching runs out of the ready set (ids malloc'd into
+ * ids[]).  The caller must lease them or give them back. */
+int sched_take(struct sched *s, const struct sched_filter *f, char **ids, int max);
+/* Returns runs that were taken but not leased to the ready set. */
+void sched_give_back(struct sched *s, char **ids, int n);
+
+/* A lease long-poll: wake(ctx) is called once (from any thread) when a run
+ * that may match arrives, or at the deadline (mono ms).  The waiter is gone
+ * after wake or sched_unwait. */
+struct sched_waiter;
+struct sched_waiter *sched_wait(struct sched *s, const char *project_id, int64_t deadline_mono,
+                                void (*wake)(void *ctx), void *ctx);
+/* Removes a waiter that has not been woken; false when it already was. */
+bool sched_unwait(struct sched *s, struct sched_waiter *w);
+
+/* Counts for /metrics: ready runs per priority (urgent, high, medium, low). */
+void sched_depths(struct sched *s, int64_t out[4]);
+
+/* Stop leasing (drain). */
+void sched_drain(struct sched *s);
+
+int sched_priority_parse(const char *name);   /* 0 urgent .. 3 low, -1 */
+const char *sched_priority_name(int p);
+
+#endif

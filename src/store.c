@@ -1,0 +1,208 @@
+/*
+ * store — the factory that picks a backend from the store URL, the table of
+ * kinds and their indexed fields, and thin dispatch to the backend's vtable.
+ * This is the only file that names the backends.
+ */
+#include "store.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "util.h"
+
+struct kind_def {
+    const char *name;
+    const char *fields[10];
+};
+
+/* Indexed fields per kind: copied from the document on every write so lists
+ * filter and sort without parsing documents.  Append only: the SQLite and
+ * PostgreSQL schemas are derived from this table at migration time. */
+static const struct kind_def kinds[SK__COUNT] = {
+    [SK_PROJECT] = {"projects", {"name", NULL}},
+    [SK_KEY] = {"api_keys", {"hash", "name", NULL}},
+    [SK_DEFINITION] = {"definitions", {"title", NULL}},
+    [SK_TASK] = {"tasks", {"status", "type", "priority", "definition_id", "parent_id",
+                           "assigned_agent_id", "name", NULL}},
+    [SK_RUN] = {"runs", {"task_id", "status", "definition_id", "agent_id", "priority", NULL}},
+    [SK_CHECKPOINT] = {"checkpoints", {"run_id", NULL}},
+    [SK_TRIGGER] = {"triggers", {"task_id", NULL}},
+    [SK_WEBHOOK] = {"webhooks", {"url", NULL}},
+    [SK_DELIVERY] = {"deliveries", {"webhook_id", "status", NULL}},
+    [SK_SECRET] = {"secrets", {"name", NULL}},
+    [SK_STORAGE] = {"storage", {"scope", "name", "account_id", NULL}},
+};
+
+const char *const *store_kind_fields(enum store_kind kind)
+{
+    return kinds[kind].fields;
+}
+
+const char *store_kind_name(enum store_kind kind)
+{
+    return kinds[kind].name;
+}
+
+char *store_field_text(const json_t *doc, const char *field)
+{
+    json_t *v = json_object_get(doc, field);
+    if (!v || json_is_null(v))
+        return NULL;
+    if (json_is_string(v))
+        return xstrdup(json_string_value(v));
+    if (json_is_true(v))
+        return xstrdup("true");
+    if (json_is_false(v))
+        return xstrdup("false");
+    if (json_is_integer(v))
+        return xasprintf("%lld", (long long)json_integer_value(v));
+    if (json_is_real(v))
+        return xasprintf("%.17g", json_real_value(v));
+    return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+}
+
+#define BE(x) (((const struct store_base *)(x))->be)
+#define TXBE(x) (((const struct store_tx_base *)(x))->be)
+
+struct store *store_open(const char *url, const struct store_opts *opts, char **err)
+{
+    if (!strncmp(url, "postgres://", 11) || !strncmp(url, "postgresql://", 13))
+        return store_pg_backend.open(url, opts, err);
+    if (!strncmp(url, "sqlite:", 7))
+        url += 7;
+    return store_sqlite_backend.open(url, opts, err);
+}
+
+void store_close(struct store *st)
+{
+    if (st)
+        BE(st)->close(st);
+}
+
+const char *store_backend(const struct store *st)
+{
+    return BE(st)->name;
+}
+
+int store_ping(struct store *st)
+{
+    return BE(st)->ping(st);
+}
+
+int store_write(struct store *st, store_fn fn, void *arg)
+{
+    return BE(st)->write(st, fn, arg);
+}
+
+int store_read(struct store *st, store_fn fn, void *arg)
+{
+    return BE(st)->read(st, fn, arg);
+}
+
+void store_tx_on_commit(struct store_tx *tx, store_hook hook, void *arg)
+{
+    TXBE(tx)->on_commit(tx, hook, arg);
+}
+
+bool store_tx_is_write(const struct store_tx *tx)
+{
+    return TXBE(tx)->is_write(tx);
+}
+
+int store_put(struct store_tx *tx, enum store_kind kind, const char *project_id, const json_t *doc)
+{
+    return TXBE(tx)->put(tx, kind, project_id, doc, false);
+}
+
+int store_update(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                 const json_t *doc)
+{
+    return TXBE(tx)->put(tx, kind, project_id, doc, true);
+}
+
+json_t *store_get(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                  const char *id)
+{
+    return TXBE(tx)->get(tx, kind, project_id, id);
+}
+
+int store_delete(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                 const char *id)
+{
+    return TXBE(tx)->del(tx, kind, project_id, id);
+}
+
+static bool field_ok(enum store_kind kind, const char *field)
+{
+    if (!strncmp(field, "metadata.", 9) && field[9])
+        return true;
+    for (const char *const *f = kinds[kind].fields; *f; f++)
+        if (!strcmp(*f, field))
+            return true;
+    return !strcmp(field, "id");
+}
+
+int store_list(struct store_tx *tx, enum store_kind kind, const char *project_id,
+               const struct store_query *q, json_t **out, int64_t *total)
+{
+    for (size_t i = 0; i < q->nfilters; i++)
+        if (!field_ok(kind, q->filters[i].field))
+            return -EINVAL;
+    return TXBE(tx)->list(tx, kind, project_id, q, out, total);
+}
+
+int store_log_append(struct store_tx *tx, const char *project_id, const char *run_id,
+                     json_t *entries, int64_t *last_seq)
+{
+    return TXBE(tx)->log_append(tx, project_id, run_id, entries, last_seq);
+}
+
+int store_log_read(struct store_tx *tx, const char *project_id, const char *run_id,
+                   int64_t after_seq, int64_t limit, json_t **out)
+{
+    return TXBE(tx)->log_read(tx, project_id, run_id, after_seq, limit, out);
+}
+
+int64_t store_log_bytes(struct store_tx *tx, const char *project_id, const char *run_id)
+{
+    return TXBE(tx)->log_bytes(tx, project_id, run_id);
+}
+
+int store_event_append(struct store_tx *tx, json_t *event, int64_t *id)
+{
+    return TXBE(tx)->event_append(tx, event, id);
+}
+
+int store_event_list(struct store_tx *tx, const struct store_event_query *q, json_t **out,
+                     int64_t *total, int64_t *filtered)
+{
+    return TXBE(tx)->event_list(tx, q, out, total, filtered);
+}
+
+int64_t store_event_last_id(struct store_tx *tx)
+{
+    return TXBE(tx)->event_last_id(tx);
+}
+
+char *store_meta_get(struct store_tx *tx, const char *key)
+{
+    return TXBE(tx)->meta_get(tx, key);
+}
+
+int store_meta_set(struct store_tx *tx, const char *key, const char *value)
+{
+    return TXBE(tx)->meta_set(tx, key, value);
+}
+
+int store_idem_get(struct store_tx *tx, const char *scope, const char *key, int64_t since_ms,
+                   char **fingerprint, int *status, char **body)
+{
+    return TXBE(tx)->idem_get(tx, scope, key, since_ms, fingerprint, status, body);
+}
+
+int store_idem_put(struct store_tx *tx, const char *scope, const char *key,
+                   const char *fingerprint, int status, const char *body)
+{
+    return TXBE(tx)->idem_put(tx, scope, key, fingerprint, status, body);
+}

@@ -1,0 +1,219 @@
+/*
+ * store — the one interface to durable state.  Nothing above this header
+ * knows which backend runs (SQLite embedded, or PostgreSQL); store.c's
+ * factory alone names them.
+ *
+ * Model.  Every object (project, key, definition, task, run, trigger, …) is
+ * a JSON document of a kind, addressed by (project_id, id).  Each kind has a
+ * few indexed fields, copied out of the document on every write, that lists
+ * filter and sort on.  Run logs and events are append-only streams with their
+ * own calls because they are the hot path.
+ *
+ * Transactions.  All access goes through a struct store_tx.  Reads use
+ * store_read(): a snapshot on the calling thread's own read connection.
+ * Writes use store_write(): the function runs on the single writer thread,
+ * inside a transaction shared with other concurrent writes (group commit),
+ * and store_write() returns only after that transaction is durable per the
+ * fsync policy.  Each write function runs inside its own savepoint, so one
+ * request's failure never undoes another's.
+ *
+ * Invariants:
+ *  1. store_write() returns 0 only after the transaction holding fn's
+ *     changes has committed (and, with fsync=always, reached the disk).
+ *  2. A write fn that returns non-zero leaves nothing behind: its savepoint
+ *     is rolled back.
+ *  3. Post-commit hooks run after the commit, in commit order, on the writer
+ *     thread, with committed=true; for a rolled-back fn they run with
+ *     committed=false (only to release what they hold).
+ *  4. Event ids increase monotonically in commit order.
+ */
+#ifndef QUERN_STORE_H
+#define QUERN_STORE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum store_kind {
+    SK_PROJECT,
+    SK_KEY,
+    SK_DEFINITION,
+    SK_TASK,
+    SK_RUN,
+    SK_CHECKPOINT,
+    SK_TRIGGER,
+    SK_WEBHOOK,
+    SK_DELIVERY,
+    SK_SECRET,
+    SK_STORAGE,
+    SK__COUNT
+};
+
+/* The fsync policy: what an acknowledged write survives. */
+enum store_fsync {
+    STORE_FSYNC_ALWAYS,  /* every commit reaches the disk: survives power loss */
+    STORE_FSYNC_BATCH,   /* WAL written per commit, fsync at most every second:
+                            survives a process crash, may lose <= 1 s on power loss */
+    STORE_FSYNC_OFF,     /* no fsync at all: for tests and throwaway data */
+};
+
+struct store_opts {
+    enum store_fsync fsync;
+    int read_conns;              /* hint; backends may ignore */
+};
+
+struct store;
+struct store_tx;
+
+/* Opens the store named by url ("sqlite:PATH", a plain path, or
+ * "postgres://…"), applies pending migrations and starts its writer thread.
+ * Returns NULL with *err (malloc'd) on failure. */
+struct store *store_open(const char *url, const struct store_opts *opts, char **err);
+/* Stops the writer after draining queued writes, and closes everything. */
+void store_close(struct store *st);
+/* A short name of the backend for logs and /readyz ("sqlite", "postgres"). */
+const char *store_backend(const struct store *st);
+/* 0 when the store answers a trivial query. */
+int store_ping(struct store *st);
+
+typedef int (*store_fn)(struct store_tx *tx, void *arg);
+/* committed is false when the write was rolled back: free what arg holds. */
+typedef void (*store_hook)(void *arg, bool committed);
+
+/* Runs fn in a group-committed write transaction on the writer thread and
+ * returns its result once durable (invariant 1).  -EIO when the commit failed. */
+int store_write(struct store *st, store_fn fn, void *arg);
+/* Runs fn with a read snapshot on the calling thread. */
+int store_read(struct store *st, store_fn fn, void *arg);
+/* Registers hook(arg) to run after the commit of tx (invariant 3).  Only in
+ * write transactions; in a read tx it runs at once (committed=true). */
+void store_tx_on_commit(struct store_tx *tx, store_hook hook, void *arg);
+bool store_tx_is_write(const struct store_tx *tx);
+
+/* ---- documents ---- */
+
+struct store_filter {
+    const char *field;   /* an indexed field of the kind, or "metadata.<key>" */
+    const char *value;   /* compared as text; NULL matches SQL NULL */
+};
+
+struct store_query {
+    const struct store_filter *filters;
+    size_t nfilters;
+    int64_t limit;        /* <= 0: no limit */
+    int64_t offset;
+    bool oldest_first;    /* default newest first */
+};
+
+/* The indexed fields of a kind (NULL-terminated), for validating filters. */
+const char *const *store_kind_fields(enum store_kind kind);
+const char *store_kind_name(enum store_kind kind);
+
+/* Inserts doc (which must hold "id").  -EEXIST when (project, id) exists. */
+int store_put(struct store_tx *tx, enum store_kind kind, const char *project_id, const json_t *doc);
+/* Replaces an existing doc.  -ENOENT when missing. */
+int store_update(struct store_tx *tx, enum store_kind kind, const char *project_id, const json_t *doc);
+/* Returns a new reference to the doc, or NULL when absent.  project_id NULL
+ * looks in every project (ids are unique per kind and project). */
+json_t *store_get(struct store_tx *tx, enum store_kind kind, const char *project_id, const char *id);
+/* -ENOENT when missing. */
+int store_delete(struct store_tx *tx, enum store_kind kind, const char *project_id, const char *id);
+/* Lists docs (new reference to an array in *out); *total counts all matches
+ * before limit/offset (pass NULL to skip counting).  project_id NULL = all.
+ * -EINVAL for an unknown filter field. */
+int store_list(struct store_tx *tx, enum store_kind kind, const char *project_id,
+               const struct store_query *q, json_t **out, int64_t *total);
+
+/* ---- run logs ---- */
+
+/* Appends entries (array of log objects) to a run's log; assigns "seq"
+ * (1-based, per run) and returns the last seq in *last_seq. */
+int store_log_append(struct store_tx *tx, const char *project_id, const char *run_id,
+                     json_t *entries, int64_t *last_seq);
+/* Returns the run's log entries with seq > after_seq, oldest first, at most
+ * limit (<= 0: all), as a new array. */
+int store_log_read(struct store_tx *tx, const char *project_id, const char *run_id,
+                   int64_t after_seq, int64_t limit, json_t **out);
+int64_t store_log_bytes(struct store_tx *tx, const char *project_id, const char *run_id);
+
+/* ---- events ---- */
+
+/* Appends an event {type, project_id, task_id, run_id, data, created_at};
+ * assigns its numeric id and returns it in *id (invariant 4). */
+int store_event_append(struct store_tx *tx, json_t *event, int64_t *id);
+
+struct store_event_query {
+    const char *project_id;    /* required */
+    const char *run_id;        /* optional */
+    int64_t after_id;          /* > after_id */
+    int64_t after_ms;          /* created_at > after_ms when > 0 */
+    const char *const *types;  /* include only these (NULL: all) */
+    size_t ntypes;
+    const char *const *exclude;
+    size_t nexclude;
+    int64_t limit, offset;     /* limit <= 0: all */
+};
+/* Events matching q, oldest first.  *total: all events of the run/project;
+ * *filtered: matches before limit/offset.  Either may be NULL. */
+int store_event_list(struct store_tx *tx, const struct store_event_query *q, json_t **out,
+                     int64_t *total, int64_t *filtered);
+int64_t store_event_last_id(struct store_tx *tx);
+
+/* ---- meta and idempotency ---- */
+
+/* Returns a malloc'd value or NULL. */
+char *store_meta_get(struct store_tx *tx, const char *key);
+int store_meta_set(struct store_tx *tx, const char *key, const char *value);
+
+/* Looks up a remembered response for (scope, key): 0 and *status, *body
+ * (malloc'd) when found; -ENOENT otherwise. */
+int store_idem_get(struct store_tx *tx, const char *scope, const char *key, int64_t since_ms,
+                   char **fingerprint, int *status, char **body);
+int store_idem_put(struct store_tx *tx, const char *scope, const char *key,
+                   const char *fingerprint, int status, const char *body);
+
+/* ---- the backend vtable (store.c dispatches through it) ---- */
+
+struct store_backend {
+    const char *name;
+    struct store *(*open)(const char *target, const struct store_opts *opts, char **err);
+    void (*close)(struct store *st);
+    int (*ping)(struct store *st);
+    int (*write)(struct store *st, store_fn fn, void *arg);
+    int (*read)(struct store *st, store_fn fn, void *arg);
+    void (*on_commit)(struct store_tx *tx, store_hook hook, void *arg);
+    bool (*is_write)(const struct store_tx *tx);
+    int (*put)(struct store_tx *, enum store_kind, const char *, const json_t *, bool update);
+    json_t *(*get)(struct store_tx *, enum store_kind, const char *, const char *);
+    int (*del)(struct store_tx *, enum store_kind, const char *, const char *);
+    int (*list)(struct store_tx *, enum store_kind, const char *, const struct store_query *,
+                json_t **, int64_t *);
+    int (*log_append)(struct store_tx *, const char *, const char *, json_t *, int64_t *);
+    int (*log_read)(struct store_tx *, const char *, const char *, int64_t, int64_t, json_t **);
+    int64_t (*log_bytes)(struct store_tx *, const char *, const char *);
+    int (*event_append)(struct store_tx *, json_t *, int64_t *);
+    int (*event_list)(struct store_tx *, const struct store_event_query *, json_t **, int64_t *,
+                      int64_t *);
+    int64_t (*event_last_id)(struct store_tx *);
+    char *(*meta_get)(struct store_tx *, const char *);
+    int (*meta_set)(struct store_tx *, const char *, const char *);
+    int (*idem_get)(struct store_tx *, const char *, const char *, int64_t, char **, int *, char **);
+    int (*idem_put)(struct store_tx *, const char *, const char *, const char *, int, const char *);
+};
+
+/* Every backend's struct store begins with this, so store.c can dispatch. */
+struct store_base {
+    const struct store_backend *be;
+};
+struct store_tx_base {
+    const struct store_backend *be;
+};
+
+extern const struct store_backend store_sqlite_backend;
+extern const struct store_backend store_pg_backend;
+
+/* Shared by backends: the value of an indexed field taken from doc, as text
+ * (malloc'd) or NULL. */
+char *store_field_text(const json_t *doc, const char *field);
+
+#endif

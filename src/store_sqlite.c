@@ -1,0 +1,927 @@
+/*
+ * store_sqlite — the embedded SQLite backend (WAL mode).
+ *
+ * Threads.  One writer thread owns the write connection.  store_write()
+ * queues a job and waits; the writer takes every queued job (up to
+ * MAX_BATCH), runs each in its own SAVEPOINT inside one BEGIN IMMEDIATE ...
+ * COMMIT, then wakes them all: concurrent writers share one commit and one
+ * fsync (group commit).  Readers use a connection per calling thread
+ * (thread-local, opened on first use); WAL lets them read while the writer
+ * writes.
+ *
+ * Durability (enum store_fsync):
+ *  - always: synchronous=FULL; COMMIT fsyncs the WAL before any waiter wakes,
+ *    so an acknowledged write survives power loss.
+ *  - batch:  synchronous=NORMAL; the WAL is written at COMMIT (so a crash of
+ *    quernd loses nothing acknowledged) and fsynced by a checkpoint at most
+ *    every second (power loss may lose the last second).
+ *  - off:    synchronous=OFF; for tests and throwaway data.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store.h"
+#include "util.h"
+
+#define MAX_BATCH 512
+#define STMT_CACHE 128
+
+struct conn {
+    sqlite3 *db;
+    struct {
+        const char *sql;  /* the caller's string literal or interned text */
+        sqlite3_stmt *st;
+    } cache[STMT_CACHE];
+    struct conn *next;    /* all read connections, for closing */
+};
+
+struct hook {
+    store_hook fn;
+    void *arg;
+};
+
+struct job {
+    store_fn fn;
+    void *arg;
+    int rc;
+    bool done;
+    struct hook *hooks;
+    size_t nhooks, caphooks;
+    struct job *next;
+};
+
+struct sqlite_store {
+    struct store_base base;
+    char *path;
+    enum store_fsync fsync;
+    struct conn *wconn;
+    pthread_t writer;
+    pthread_mutex_t mu;
+    pthread_cond_t cond_jobs;   /* writer waits for jobs */
+    pthread_cond_t cond_done;   /* callers wait for their job */
+    struct job *head, *tail;
+    bool stopping;
+    pthread_key_t rkey;
+    struct conn *readers;       /* guarded by mu */
+    int64_t last_checkpoint_ms;
+};
+
+struct sqlite_tx {
+    struct store_tx_base base;
+    struct sqlite_store *st;
+    struct conn *c;
+    struct job *job;            /* NULL for a read tx */
+};
+
+#define SQ(st) ((struct sqlite_store *)(st))
+#define TX(tx) ((struct sqlite_tx *)(tx))
+
+static sqlite3_stmt *stmt(struct conn *c, const char *sql)
+{
+    size_t h = 5381;
+    for (const char *p = sql; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    for (size_t i = 0; i < STMT_CACHE; i++) {
+        size_t k = (h + i) % STMT_CACHE;
+        if (c->cache[k].sql && !strcmp(c->cache[k].sql, sql)) {
+            sqlite3_reset(c->cache[k].st);
+            sqlite3_clear_bindings(c->cache[k].st);
+            return c->cache[k].st;
+        }
+        if (!c->cache[k].sql) {
+            sqlite3_stmt *s = NULL;
+            if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
+                fprintf(stderr, "quernd: sqlite prepare failed: %s: %s\n", sqlite3_errmsg(c->db), sql);
+                return NULL;
+            }
+            c->cache[k].sql = xstrdup(sql);
+            c->cache[k].st = s;
+            return s;
+        }
+    }
+    /* Cache full (dynamic list queries): prepare a one-off statement that the
+     * caller must finalize; signalled by returning it outside the cache.  To
+     * keep callers simple we instead evict slot h. */
+    size_t k = h % STMT_CACHE;
+    sqlite3_finalize(c->cache[k].st);
+    free((char *)c->cache[k].sql);
+    c->cache[k].sql = NULL;
+    sqlite3_stmt *s = NULL;
+    if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK)
+        return NULL;
+    c->cache[k].sql = xstrdup(sql);
+    c->cache[k].st = s;
+    return s;
+}
+
+static void conn_free(struct conn *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < STMT_CACHE; i++) {
+        if (c->cache[i].sql) {
+            sqlite3_finalize(c->cache[i].st);
+            free((char *)c->cache[i].sql);
+        }
+    }
+    sqlite3_close(c->db);
+    free(c);
+}
+
+static int exec_sql(struct conn *c, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        fprintf(stderr, "quernd: sqlite: %s: %s\n", msg ? msg : "?", sql);
+        sqlite3_free(msg);
+        return -EIO;
+    }
+    return 0;
+}
+
+static struct conn *conn_open(struct sqlite_store *st, bool write, char **err)
+{
+    struct conn *c = xcalloc(1, sizeof *c);
+    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    if (sqlite3_open_v2(st->path, &c->db, flags, NULL) != SQLITE_OK) {
+        if (err)
+            *err = xasprintf("cannot open %s: %s", st->path, sqlite3_errmsg(c->db));
+        conn_free(c);
+        return NULL;
+    }
+    sqlite3_busy_timeout(c->db, 10000);
+    const char *sync = st->fsync == STORE_FSYNC_ALWAYS  ? "PRAGMA synchronous=FULL"
+                       : st->fsync == STORE_FSYNC_BATCH ? "PRAGMA synchronous=NORMAL"
+                                                        : "PRAGMA synchronous=OFF";
+    if (exec_sql(c, "PRAGMA journal_mode=WAL") || exec_sql(c, sync) ||
+        exec_sql(c, "PRAGMA foreign_keys=OFF") || exec_sql(c, "PRAGMA cache_size=-65536") ||
+        (write && exec_sql(c, "PRAGMA wal_autocheckpoint=4000"))) {
+        if (err)
+            *err = xasprintf("cannot configure %s", st->path);
+        conn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- migrations ---- */
+
+static char *schema_v1(void)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);\n");
+    for (int k = 0; k < SK__COUNT; k++) {
+        const char *t = store_kind_name((enum store_kind)k);
+        buf_printf(&b, "CREATE TABLE %s(seq INTEGER PRIMARY KEY, project_id TEXT NOT NULL, "
+                       "id TEXT NOT NULL, doc TEXT NOT NULL", t);
+        for (const char *const *f = store_kind_fields((enum store_kind)k); *f; f++)
+            buf_printf(&b, ", f_%s TEXT", *f);
+        buf_printf(&b, ", UNIQUE(project_id, id));\n");
+        buf_printf(&b, "CREATE INDEX %s_id ON %s(id);\n", t, t);
+        for (const char *const *f = store_kind_fields((enum store_kind)k); *f; f++)
+            buf_printf(&b, "CREATE INDEX %s_%s ON %s(project_id, f_%s, seq);\n", t, *f, t, *f);
+    }
+    buf_puts(&b,
+             "CREATE TABLE logs(run_id TEXT NOT NULL, seq INTEGER NOT NULL, project_id TEXT NOT NULL,"
+             " entry TEXT NOT NULL, PRIMARY KEY(run_id, seq)) WITHOUT ROWID;\n"
+             "CREATE TABLE events(id INTEGER PRIMARY KEY AUTOINCREMENT, project_id TEXT NOT NULL,"
+             " run_id TEXT, type TEXT NOT NULL, created_at INTEGER NOT NULL, doc TEXT NOT NULL);\n"
+             "CREATE INDEX events_run ON events(run_id, id);\n"
+             "CREATE INDEX events_project ON events(project_id, id);\n"
+             "CREATE TABLE idempotency(scope TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT,"
+             " status INTEGER NOT NULL, body TEXT NOT NULL, created_at INTEGER NOT NULL,"
+             " PRIMARY KEY(scope, key)) WITHOUT ROWID;\n");
+    return buf_steal(&b);
+}
+
+/* Migrations are applied in order; PRAGMA user_version records the last one
+ * applied, in the same transaction as the migration itself. */
+static int migrate(struct conn *c, char **err)
+{
+    sqlite3_stmt *s = stmt(c, "PRAGMA user_version");
+    if (!s || sqlite3_step(s) != SQLITE_ROW) {
+        *err = xstrdup("cannot read schema version");
+        return -EIO;
+    }
+    int version = sqlite3_column_int(s, 0);
+    sqlite3_reset(s);
+    const int latest = 1;
+    if (version > latest) {
+        *err = xasprintf("database schema version %d is newer than this quernd (%d)", version,
+                         latest);
+        return -EINVAL;
+    }
+    for (int v = version + 1; v <= latest; v++) {
+        char *sql = NULL;
+        if (v == 1)
+            sql = schema_v1();
+        char *ver = xasprintf("PRAGMA user_version=%d", v);
+        int rc = exec_sql(c, "BEGIN IMMEDIATE");
+        if (!rc)
+            rc = exec_sql(c, sql);
+        if (!rc)
+            rc = exec_sql(c, ver);
+        if (!rc)
+            rc = exec_sql(c, "COMMIT");
+        else
+            exec_sql(c, "ROLLBACK");
+        free(sql);
+        free(ver);
+        if (rc) {
+            *err = xasprintf("migration %d failed", v);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+/* ---- the writer ---- */
+
+static void run_batch(struct sqlite_store *st, struct job *batch)
+{
+    struct conn *c = st->wconn;
+    int rc = exec_sql(c, "BEGIN IMMEDIATE");
+    for (struct job *j = batch; j; j = j->next) {
+        if (rc) {
+            j->rc = -EIO;
+            continue;
+        }
+        struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, j};
+        exec_sql(c, "SAVEPOINT job");
+        j->rc = j->fn((struct store_tx *)&tx, j->arg);
+        if (j->rc) {
+            exec_sql(c, "ROLLBACK TO job");
+            for (size_t i = 0; i < j->nhooks; i++)   /* invariant 3 */
+                j->hooks[i].fn(j->hooks[i].arg, false);
+            j->nhooks = 0;
+        }
+        exec_sql(c, "RELEASE job");
+    }
+    if (!rc && exec_sql(c, "COMMIT")) {
+        exec_sql(c, "ROLLBACK");
+        rc = -EIO;
+    }
+    /* Invariant 3: hooks after the commit, in commit order. */
+    for (struct job *j = batch; j; j = j->next) {
+        if (rc)
+            j->rc = -EIO;
+        for (size_t i = 0; i < j->nhooks; i++)
+            j->hooks[i].fn(j->hooks[i].arg, rc == 0);
+        j->nhooks = 0;
+    }
+    if (st->fsync == STORE_FSYNC_BATCH) {
+        int64_t now = mono_ms();
+        if (now - st->last_checkpoint_ms >= 1000) {
+            st->last_checkpoint_ms = now;
+            sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        }
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct sqlite_store *st = arg;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->head && !st->stopping)
+            pthread_cond_wait(&st->cond_jobs, &st->mu);
+        if (!st->head && st->stopping)
+            break;
+        struct job *batch = st->head, *last = batch;
+        int n = 1;
+        while (last->next && n < MAX_BATCH) {
+            last = last->next;
+            n++;
+        }
+        st->head = last->next;
+        if (!st->head)
+            st->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&st->mu);
+        run_batch(st, batch);
+        pthread_mutex_lock(&st->mu);
+        for (struct job *j = batch; j; j = j->next)
+            j->done = true;
+        pthread_cond_broadcast(&st->cond_done);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+static int sq_write(struct store *s, store_fn fn, void *arg)
+{
+    struct sqlite_store *st = SQ(s);
+    struct job j = {.fn = fn, .arg = arg};
+    pthread_mutex_lock(&st->mu);
+    if (st->stopping) {
+        pthread_mutex_unlock(&st->mu);
+        return -ESHUTDOWN;
+    }
+    if (st->tail)
+        st->tail->next = &j;
+    else
+        st->head = &j;
+    st->tail = &j;
+    pthread_cond_signal(&st->cond_jobs);
+    while (!j.done)
+        pthread_cond_wait(&st->cond_done, &st->mu);
+    pthread_mutex_unlock(&st->mu);
+    free(j.hooks);
+    return j.rc;
+}
+
+static struct conn *reader(struct sqlite_store *st)
+{
+    struct conn *c = pthread_getspecific(st->rkey);
+    if (c)
+        return c;
+    c = conn_open(st, false, NULL);
+    if (!c)
+        return NULL;
+    pthread_setspecific(st->rkey, c);
+    pthread_mutex_lock(&st->mu);
+    c->next = st->readers;
+    st->readers = c;
+    pthread_mutex_unlock(&st->mu);
+    return c;
+}
+
+static int sq_read(struct store *s, store_fn fn, void *arg)
+{
+    struct sqlite_store *st = SQ(s);
+    struct conn *c = reader(st);
+    if (!c)
+        return -EIO;
+    struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, NULL};
+    sqlite3_stmt *b = stmt(c, "BEGIN");
+    sqlite3_step(b);
+    int rc = fn((struct store_tx *)&tx, arg);
+    sqlite3_stmt *e = stmt(c, "COMMIT");
+    sqlite3_step(e);
+    return rc;
+}
+
+static void sq_on_commit(struct store_tx *t, store_hook hook, void *arg)
+{
+    struct sqlite_tx *tx = TX(t);
+    if (!tx->job) {
+        hook(arg, true);
+        return;
+    }
+    struct job *j = tx->job;
+    if (j->nhooks == j->caphooks) {
+        j->caphooks = j->caphooks ? j->caphooks * 2 : 4;
+        j->hooks = xrealloc(j->hooks, j->caphooks * sizeof *j->hooks);
+    }
+    j->hooks[j->nhooks++] = (struct hook){hook, arg};
+}
+
+static bool sq_is_write(const struct store_tx *t)
+{
+    return ((const struct sqlite_tx *)t)->job != NULL;
+}
+
+static int sq_ping(struct store *s)
+{
+    struct conn *c = reader(SQ(s));
+    if (!c)
+        return -EIO;
+    sqlite3_stmt *q = stmt(c, "SELECT 1");
+    int rc = q && sqlite3_step(q) == SQLITE_ROW ? 0 : -EIO;
+    if (q)
+        sqlite3_reset(q);
+    return rc;
+}
+
+static struct store *sq_open(const char *path, const struct store_opts *opts, char **err)
+{
+    struct sqlite_store *st = xcalloc(1, sizeof *st);
+    st->base.be = &store_sqlite_backend;
+    st->path = xstrdup(path);
+    st->fsync = opts ? opts->fsync : STORE_FSYNC_ALWAYS;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cond_jobs, NULL);
+    pthread_cond_init(&st->cond_done, NULL);
+    pthread_key_create(&st->rkey, NULL);
+    sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+    st->wconn = conn_open(st, true, err);
+    if (!st->wconn)
+        goto fail;
+    if (migrate(st->wconn, err))
+        goto fail;
+    if (pthread_create(&st->writer, NULL, writer_main, st)) {
+        *err = xstrdup("cannot start the store writer thread");
+        goto fail;
+    }
+    return (struct store *)st;
+fail:
+    conn_free(st->wconn);
+    free(st->path);
+    free(st);
+    return NULL;
+}
+
+static void sq_close(struct store *s)
+{
+    struct sqlite_store *st = SQ(s);
+    pthread_mutex_lock(&st->mu);
+    st->stopping = true;
+    pthread_cond_signal(&st->cond_jobs);
+    pthread_mutex_unlock(&st->mu);
+    pthread_join(st->writer, NULL);
+    sqlite3_wal_checkpoint_v2(st->wconn->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    conn_free(st->wconn);
+    for (struct conn *c = st->readers, *n; c; c = n) {
+        n = c->next;
+        conn_free(c);
+    }
+    pthread_key_delete(st->rkey);
+    free(st->path);
+    free(st);
+}
+
+/* ---- documents ---- */
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+static json_t *col_json(sqlite3_stmt *s, int i)
+{
+    const char *t = (const char *)sqlite3_column_text(s, i);
+    int n = sqlite3_column_bytes(s, i);
+    if (!t)
+        return NULL;
+    return json_loadb(t, (size_t)n, 0, NULL);
+}
+
+static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_id,
+                  const json_t *doc, bool update)
+{
+    struct sqlite_tx *tx = TX(t);
+    const char *table = store_kind_name(kind);
+    const char *const *fields = store_kind_fields(kind);
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    if (!id || !project_id)
+        return -EINVAL;
+    struct buf sql;
+    buf_init(&sql);
+    int nf = 0;
+    if (update) {
+        buf_printf(&sql, "UPDATE %s SET doc=?1", table);
+        for (const char *const *f = fields; *f; f++, nf++)
+            buf_printf(&sql, ", f_%s=?%d", *f, nf + 4);
+        buf_puts(&sql, " WHERE project_id=?2 AND id=?3");
+    } else {
+        buf_printf(&sql, "INSERT INTO %s(doc, project_id, id", table);
+        for (const char *const *f = fields; *f; f++, nf++)
+            buf_printf(&sql, ", f_%s", *f);
+        buf_puts(&sql, ") VALUES(?1, ?2, ?3");
+        for (int i = 0; i < nf; i++)
+            buf_printf(&sql, ", ?%d", i + 4);
+        buf_puts(&sql, ")");
+    }
+    sqlite3_stmt *s = stmt(tx->c, sql.data);
+    buf_release(&sql);
+    if (!s)
+        return -EIO;
+    char *text = json_dumps(doc, JSON_COMPACT);
+    sqlite3_bind_text(s, 1, text, -1, free);
+    bind_text(s, 2, project_id);
+    bind_text(s, 3, id);
+    int i = 4;
+    for (const char *const *f = fields; *f; f++, i++) {
+        char *v = store_field_text(doc, *f);
+        if (v)
+            sqlite3_bind_text(s, i, v, -1, free);
+        else
+            sqlite3_bind_null(s, i);
+    }
+    int rc = sqlite3_step(s);
+    int changes = sqlite3_changes(tx->c->db);
+    sqlite3_reset(s);
+    if (rc == SQLITE_CONSTRAINT)
+        return -EEXIST;
+    if (rc != SQLITE_DONE)
+        return -EIO;
+    if (update && changes == 0)
+        return -ENOENT;
+    return 0;
+}
+
+static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *project_id,
+                      const char *id)
+{
+    struct sqlite_tx *tx = TX(t);
+    char sql[256];
+    if (project_id)
+        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE project_id=?1 AND id=?2",
+                 store_kind_name(kind));
+    else
+        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE id=?2 LIMIT 1", store_kind_name(kind));
+    sqlite3_stmt *s = stmt(tx->c, sql);
+    if (!s)
+        return NULL;
+    if (project_id)
+        bind_text(s, 1, project_id);
+    bind_text(s, 2, id);
+    json_t *doc = NULL;
+    if (sqlite3_step(s) == SQLITE_ROW)
+        doc = col_json(s, 0);
+    sqlite3_reset(s);
+    return doc;
+}
+
+static int sq_del(struct store_tx *t, enum store_kind kind, const char *project_id,
+                  const char *id)
+{
+    struct sqlite_tx *tx = TX(t);
+    char sql[256];
+    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE project_id=?1 AND id=?2",
+             store_kind_name(kind));
+    sqlite3_stmt *s = stmt(tx->c, sql);
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, project_id);
+    bind_text(s, 2, id);
+    int rc = sqlite3_step(s);
+    int changes = sqlite3_changes(tx->c->db);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return -EIO;
+    return changes ? 0 : -ENOENT;
+}
+
+static void where_clause(struct buf *b, const char *project_id, const struct store_query *q)
+{
+    buf_puts(b, " WHERE 1");
+    int p = 1;
+    if (project_id)
+        buf_printf(b, " AND project_id=?%d", p);
+    p++;
+    for (size_t i = 0; i < q->nfilters; i++, p++) {
+        const char *f = q->filters[i].field;
+        /* field names were checked against the kind's table (store_list) */
+        if (!strncmp(f, "metadata.", 9))
+            buf_printf(b, " AND json_extract(doc, '$.metadata.' || ?%d) = ?%d", p + 100, p);
+        else if (!strcmp(f, "id"))
+            buf_printf(b, " AND id %s ?%d", q->filters[i].value ? "=" : "IS", p);
+        else
+            buf_printf(b, " AND f_%s %s ?%d", f, q->filters[i].value ? "=" : "IS", p);
+    }
+}
+
+static void bind_where(sqlite3_stmt *s, const char *project_id, const struct store_query *q)
+{
+    int p = 1;
+    if (project_id)
+        bind_text(s, p, project_id);
+    p++;
+    for (size_t i = 0; i < q->nfilters; i++, p++) {
+        bind_text(s, p, q->filters[i].value);
+        const char *f = q->filters[i].field;
+        if (!strncmp(f, "metadata.", 9)) {
+            /* quote the key so any character is a literal member name */
+            char *path = xasprintf("\"%s\"", f + 9);
+            sqlite3_bind_text(s, p + 100, path, -1, free);
+        }
+    }
+}
+
+static int sq_list(struct store_tx *t, enum store_kind kind, const char *project_id,
+                   const struct store_query *q, json_t **out, int64_t *total)
+{
+    struct sqlite_tx *tx = TX(t);
+    const char *table = store_kind_name(kind);
+    struct buf where, sql;
+    buf_init(&where);
+    buf_init(&sql);
+    where_clause(&where, project_id, q);
+    buf_printf(&sql, "SELECT doc FROM %s%s ORDER BY seq %s LIMIT ?200 OFFSET ?201", table,
+               where.data, q->oldest_first ? "ASC" : "DESC");
+    sqlite3_stmt *s = stmt(tx->c, sql.data);
+    int rc = 0;
+    if (!s) {
+        rc = -EIO;
+        goto out;
+    }
+    bind_where(s, project_id, q);
+    sqlite3_bind_int64(s, 200, q->limit > 0 ? q->limit : -1);
+    sqlite3_bind_int64(s, 201, q->offset > 0 ? q->offset : 0);
+    json_t *arr = json_array();
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
+        json_t *d = col_json(s, 0);
+        if (d)
+            json_array_append_new(arr, d);
+    }
+    sqlite3_reset(s);
+    if (r != SQLITE_DONE) {
+        json_decref(arr);
+        rc = -EIO;
+        goto out;
+    }
+    *out = arr;
+    if (total) {
+        buf_release(&sql);
+        buf_printf(&sql, "SELECT count(*) FROM %s%s", table, where.data);
+        s = stmt(tx->c, sql.data);
+        if (!s) {
+            rc = -EIO;
+            goto out;
+        }
+        bind_where(s, project_id, q);
+        *total = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        sqlite3_reset(s);
+    }
+out:
+    buf_release(&where);
+    buf_release(&sql);
+    return rc;
+}
+
+/* ---- logs ---- */
+
+static int sq_log_append(struct store_tx *t, const char *project_id, const char *run_id,
+                         json_t *entries, int64_t *last_seq)
+{
+    struct sqlite_tx *tx = TX(t);
+    sqlite3_stmt *s = stmt(tx->c, "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE run_id=?1");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, run_id);
+    int64_t seq = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    s = stmt(tx->c, "INSERT INTO logs(run_id, seq, project_id, entry) VALUES(?1, ?2, ?3, ?4)");
+    if (!s)
+        return -EIO;
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) {
+        seq++;
+        json_object_set_new(e, "seq", json_integer(seq));
+        sqlite3_reset(s);
+        bind_text(s, 1, run_id);
+        sqlite3_bind_int64(s, 2, seq);
+        bind_text(s, 3, project_id);
+        sqlite3_bind_text(s, 4, json_dumps(e, JSON_COMPACT), -1, free);
+        if (sqlite3_step(s) != SQLITE_DONE) {
+            sqlite3_reset(s);
+            return -EIO;
+        }
+    }
+    sqlite3_reset(s);
+    if (last_seq)
+        *last_seq = seq;
+    return 0;
+}
+
+static int sq_log_read(struct store_tx *t, const char *project_id, const char *run_id,
+                       int64_t after_seq, int64_t limit, json_t **out)
+{
+    struct sqlite_tx *tx = TX(t);
+    sqlite3_stmt *s = stmt(tx->c, "SELECT entry FROM logs WHERE run_id=?1 AND project_id=?2 "
+                                  "AND seq>?3 ORDER BY seq LIMIT ?4");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, run_id);
+    bind_text(s, 2, project_id);
+    sqlite3_bind_int64(s, 3, after_seq);
+    sqlite3_bind_int64(s, 4, limit > 0 ? limit : -1);
+    json_t *arr = json_array();
+    while (sqlite3_step(s) == SQLITE_ROW) {
+        json_t *d = col_json(s, 0);
+        if (d)
+            json_array_append_new(arr, d);
+    }
+    sqlite3_reset(s);
+    *out = arr;
+    return 0;
+}
+
+static int64_t sq_log_bytes(struct store_tx *t, const char *project_id, const char *run_id)
+{
+    struct sqlite_tx *tx = TX(t);
+    sqlite3_stmt *s = stmt(tx->c, "SELECT COALESCE(SUM(length(entry)),0) FROM logs "
+                                  "WHERE run_id=?1 AND project_id=?2");
+    if (!s)
+        return 0;
+    bind_text(s, 1, run_id);
+    bind_text(s, 2, project_id);
+    int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return n;
+}
+
+/* ---- events ---- */
+
+static int sq_event_append(struct store_tx *t, json_t *ev, int64_t *id)
+{
+    struct sqlite_tx *tx = TX(t);
+    sqlite3_stmt *s = stmt(tx->c, "INSERT INTO events(project_id, run_id, type, created_at, doc) "
+                                  "VALUES(?1, ?2, ?3, ?4, ?5)");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, json_string_value(json_object_get(ev, "project_id")));
+    bind_text(s, 2, json_string_value(json_object_get(ev, "run_id")));
+    bind_text(s, 3, json_string_value(json_object_get(ev, "type")));
+    sqlite3_bind_int64(s, 4, json_integer_value(json_object_get(ev, "created_ms")));
+    sqlite3_bind_text(s, 5, json_dumps(ev, JSON_COMPACT), -1, free);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return -EIO;
+    *id = sqlite3_last_insert_rowid(tx->c->db);
+    return 0;
+}
+
+static void type_list(struct buf *b, const char *op, int base, size_t n)
+{
+    if (!n)
+        return;
+    buf_printf(b, " AND type %s (", op);
+    for (size_t i = 0; i < n; i++)
+        buf_printf(b, "%s?%zu", i ? "," : "", (size_t)base + i);
+    buf_puts(b, ")");
+}
+
+static int sq_event_list(struct store_tx *t, const struct store_event_query *q, json_t **out,
+                         int64_t *total, int64_t *filtered)
+{
+    struct sqlite_tx *tx = TX(t);
+    if (q->ntypes > 50 || q->nexclude > 50)
+        return -EINVAL;
+    struct buf base, cond, sql;
+    buf_init(&base);
+    buf_init(&cond);
+    buf_init(&sql);
+    buf_puts(&base, " FROM events WHERE project_id=?1");
+    if (q->run_id)
+        buf_puts(&base, " AND run_id=?2");
+    buf_puts(&cond, " AND id>?3 AND (?4 <= 0 OR created_at>?4)");
+    type_list(&cond, "IN", 10, q->ntypes);
+    type_list(&cond, "NOT IN", 70, q->nexclude);
+    int rc = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        buf_release(&sql);
+        if (pass == 0)
+            buf_printf(&sql, "SELECT id, doc%s%s ORDER BY id LIMIT ?5 OFFSET ?6", base.data,
+                       cond.data);
+        else if (pass == 1)
+            buf_printf(&sql, "SELECT count(*)%s", base.data);
+        else
+            buf_printf(&sql, "SELECT count(*)%s%s", base.data, cond.data);
+        if ((pass == 1 && !total) || (pass == 2 && !filtered))
+            continue;
+        sqlite3_stmt *s = stmt(tx->c, sql.data);
+        if (!s) {
+            rc = -EIO;
+            goto out;
+        }
+        bind_text(s, 1, q->project_id);
+        if (q->run_id)
+            bind_text(s, 2, q->run_id);
+        if (pass != 1) {
+            sqlite3_bind_int64(s, 3, q->after_id);
+            sqlite3_bind_int64(s, 4, q->after_ms);
+            for (size_t i = 0; i < q->ntypes; i++)
+                bind_text(s, 10 + (int)i, q->types[i]);
+            for (size_t i = 0; i < q->nexclude; i++)
+                bind_text(s, 70 + (int)i, q->exclude[i]);
+        }
+        if (pass == 0) {
+            sqlite3_bind_int64(s, 5, q->limit > 0 ? q->limit : -1);
+            sqlite3_bind_int64(s, 6, q->offset > 0 ? q->offset : 0);
+            json_t *arr = json_array();
+            while (sqlite3_step(s) == SQLITE_ROW) {
+                json_t *d = col_json(s, 1);
+                if (!d)
+                    continue;
+                json_object_set_new(d, "seq", json_integer(sqlite3_column_int64(s, 0)));
+                json_array_append_new(arr, d);
+            }
+            *out = arr;
+        } else {
+            int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+            *(pass == 1 ? total : filtered) = n;
+        }
+        sqlite3_reset(s);
+    }
+out:
+    buf_release(&base);
+    buf_release(&cond);
+    buf_release(&sql);
+    return rc;
+}
+
+static int64_t sq_event_last_id(struct store_tx *t)
+{
+    struct sqlite_tx *tx = TX(t);
+    sqlite3_stmt *s = stmt(tx->c, "SELECT COALESCE(MAX(id), 0) FROM events");
+    if (!s)
+        return 0;
+    int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return n;
+}
+
+/* ---- meta, idempotency ---- */
+
+static char *sq_meta_get(struct store_tx *t, const char *key)
+{
+    sqlite3_stmt *s = stmt(TX(t)->c, "SELECT value FROM meta WHERE key=?1");
+    if (!s)
+        return NULL;
+    bind_text(s, 1, key);
+    char *v = NULL;
+    if (sqlite3_step(s) == SQLITE_ROW)
+        v = xstrdup((const char *)sqlite3_column_text(s, 0));
+    sqlite3_reset(s);
+    return v;
+}
+
+static int sq_meta_set(struct store_tx *t, const char *key, const char *value)
+{
+    sqlite3_stmt *s = stmt(TX(t)->c, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, key);
+    bind_text(s, 2, value);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+static int sq_idem_get(struct store_tx *t, const char *scope, const char *key, int64_t since_ms,
+                       char **fingerprint, int *status, char **body)
+{
+    sqlite3_stmt *s = stmt(TX(t)->c, "SELECT fingerprint, status, body FROM idempotency "
+                                     "WHERE scope=?1 AND key=?2 AND created_at>=?3");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, scope);
+    bind_text(s, 2, key);
+    sqlite3_bind_int64(s, 3, since_ms);
+    int rc = -ENOENT;
+    if (sqlite3_step(s) == SQLITE_ROW) {
+        const char *fp = (const char *)sqlite3_column_text(s, 0);
+        *fingerprint = fp ? xstrdup(fp) : NULL;
+        *status = sqlite3_column_int(s, 1);
+        *body = xstrdup((const char *)sqlite3_column_text(s, 2));
+        rc = 0;
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+static int sq_idem_put(struct store_tx *t, const char *scope, const char *key,
+                       const char *fingerprint, int status, const char *body)
+{
+    sqlite3_stmt *s = stmt(TX(t)->c, "INSERT OR REPLACE INTO idempotency(scope, key, fingerprint,"
+                                     " status, body, created_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, scope);
+    bind_text(s, 2, key);
+    bind_text(s, 3, fingerprint);
+    sqlite3_bind_int(s, 4, status);
+    bind_text(s, 5, body);
+    sqlite3_bind_int64(s, 6, now_ms());
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+const struct store_backend store_sqlite_backend = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .ping = sq_ping,
+    .write = sq_write,
+    .read = sq_read,
+    .on_commit = sq_on_commit,
+    .is_write = sq_is_write,
+    .put = sq_put,
+    .get = sq_get,
+    .del = sq_del,
+    .list = sq_list,
+    .log_append = sq_log_append,
+    .log_read = sq_log_read,
+    .log_bytes = sq_log_bytes,
+    .event_append = sq_event_append,
+    .event_list = sq_event_list,
+    .event_last_id = sq_event_last_id,
+    .meta_get = sq_meta_get,
+    .meta_set = sq_meta_set,
+    .idem_get = sq_idem_get,
+    .idem_put = sq_idem_put,
+};

@@ -1,0 +1,20 @@
+/*
+ * tokens — connection tokens (JWT HS256 bound to one run) and presigned
+ * artifact URLs, both signed with the server secret kept in the store.
+ */
+#ifndef QUERN_TOKENS_H
+#define QUERN_TOKENS_H
+
+#include <stdint.h>
+
+struct app;
+
+/* A token for (project, task, run) valid for ttl_s seconds (malloc'd). */
+char *tokens_connection(struct app *app, const char *project_id, const char *task_id,
+                        const char *run_id, int64_t ttl_s, int64_t *expires_ms);
+/* 0 with *project_id and *run_id (malloc'd); -EINVAL bad/tampered,
+ * -ETIMEDOUT expired. */
+int tokens_verify_connection(struct app *app, const char *token, char **project_id,
+                             char **run_id);
+
+#endif
