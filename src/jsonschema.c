@@ -1,0 +1,1046 @@
+/*
+ * jsonschema — the JSON Schema subset described in jsonschema.h: a checker
+ * for schemas (run when a schema is stored) and a validator for instances
+ * (run on task input and output).
+ *
+ * Both walk the schema recursively; recursion is bounded by
+ * JSONSCHEMA_MAX_DEPTH subschemas, and the validator also counts its work
+ * against JSONSCHEMA_MAX_STEPS, because a schema comes from an API user and
+ * anyOf/oneOf nested a few dozen levels deep would otherwise take exponential
+ * time.  Hitting a limit is a failure that anyOf/oneOf do not swallow.
+ *
+ * No globals: every call keeps its state (path buffer, first error, compiled
+ * patterns) in a context on its own stack, so any thread may call in.
+ */
+#include "jsonschema.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <regex.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+/* jansson's iteration API takes non-const pointers although iterating does
+ * not modify anything; this is the one place constness is cast away. */
+#define MUT(v) ((json_t *)(v))
+
+/* Error messages quote schema values up to this many bytes. */
+#define QUOTE_MAX 120
+
+/* ---- paths --------------------------------------------------------------- */
+
+static bool is_ident(const char *k)
+{
+    if (!*k || (*k >= '0' && *k <= '9'))
+        return false;
+    for (; *k; k++)
+        if (!((*k >= 'a' && *k <= 'z') || (*k >= 'A' && *k <= 'Z') ||
+              (*k >= '0' && *k <= '9') || *k == '_' || *k == '$'))
+            return false;
+    return true;
+}
+
+/* Appends an object key to a path: ".key" (or "key" at the very start of a
+ * keyword path) when it is identifier-like, otherwise ["key"] with " and \
+ * escaped and control characters as \u00XX. */
+static void path_key(struct buf *b, const char *key)
+{
+    if (is_ident(key)) {
+        if (b->len)
+            buf_puts(b, ".");
+        buf_puts(b, key);
+        return;
+    }
+    buf_puts(b, "[\"");
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_printf(b, "\\%c", *p);
+        else if (*p < 0x20)
+            buf_printf(b, "\\u%04x", *p);
+        else
+            buf_append(b, p, 1);
+    }
+    buf_puts(b, "\"]");
+}
+
+static void path_index(struct buf *b, size_t i)
+{
+    buf_printf(b, "[%zu]", i);
+}
+
+static void path_trunc(struct buf *b, size_t len)
+{
+    b->len = len;
+    if (b->data)
+        b->data[len] = 0;
+}
+
+/* ---- shared keyword helpers -------------------------------------------------- */
+
+enum {
+    T_NULL = 1,
+    T_BOOLEAN = 2,
+    T_OBJECT = 4,
+    T_ARRAY = 8,
+    T_NUMBER = 16,
+    T_STRING = 32,
+    T_INTEGER = 64,
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+} type_names[] = {
+    {"null", T_NULL},       {"boolean", T_BOOLEAN}, {"object", T_OBJECT}, {"array", T_ARRAY},
+    {"number", T_NUMBER},   {"string", T_STRING},   {"integer", T_INTEGER},
+};
+
+static unsigned type_bit(const char *name)
+{
+    for (size_t i = 0; i < ARRAY_LEN(type_names); i++)
+        if (strcmp(name, type_names[i].name) == 0)
+            return type_names[i].bit;
+    return 0;
+}
+
+/* Parses a "type" value (a name or a non-empty array of names) into a mask. */
+static int parse_type(const json_t *t, unsigned *mask)
+{
+    *mask = 0;
+    if (json_is_string(t)) {
+        *mask = type_bit(json_string_value(t));
+        return *mask ? 0 : -EINVAL;
+    }
+    if (!json_is_array(t) || json_array_size(t) == 0)
+        return -EINVAL;
+    for (size_t i = 0; i < json_array_size(t); i++) {
+        const json_t *e = json_array_get(t, i);
+        unsigned bit = json_is_string(e) ? type_bit(json_string_value(e)) : 0;
+        if (!bit)
+            return -EINVAL;
+        *mask |= bit;
+    }
+    return 0;
+}
+
+static bool is_integral(const json_t *v)
+{
+    if (json_is_integer(v))
+        return true;
+    if (!json_is_real(v))
+        return false;
+    double d = json_real_value(v);
+    return isfinite(d) && floor(d) == d;
+}
+
+static bool type_ok(unsigned mask, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_NULL:
+        return mask & T_NULL;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return mask & T_BOOLEAN;
+    case JSON_OBJECT:
+        return mask & T_OBJECT;
+    case JSON_ARRAY:
+        return mask & T_ARRAY;
+    case JSON_STRING:
+        return mask & T_STRING;
+    case JSON_INTEGER:
+        return mask & (T_INTEGER | T_NUMBER);
+    case JSON_REAL:
+        return (mask & T_NUMBER) || ((mask & T_INTEGER) && is_integral(v));
+    }
+    return false;
+}
+
+static const char *type_of(const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_NULL:
+        return "null";
+    case JSON_TRUE:
+    case JSON_FALSE:
+        return "boolean";
+    case JSON_OBJECT:
+        return "object";
+    case JSON_ARRAY:
+        return "array";
+    case JSON_STRING:
+        return "string";
+    case JSON_INTEGER:
+        return "integer";
+    case JSON_REAL:
+        return "number";
+    }
+    return "?";
+}
+
+/* "string", "string or null", in the order of type_names. */
+static void type_list(struct buf *b, unsigned mask)
+{
+    bool first = true;
+    for (size_t i = 0; i < ARRAY_LEN(type_names); i++) {
+        if (!(mask & type_names[i].bit))
+            continue;
+        buf_printf(b, "%s%s", first ? "" : " or ", type_names[i].name);
+        first = false;
+    }
+}
+
+/* A non-negative integer count (minLength, maxItems, ...); 2.0 counts as 2. */
+static int get_count(const json_t *v, json_int_t *out)
+{
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *out = json_integer_value(v);
+        return 0;
+    }
+    if (json_is_real(v) && is_integral(v) && json_real_value(v) >= 0 && json_real_value(v) < 9.2e18) {
+        *out = (json_int_t)json_real_value(v);
+        return 0;
+    }
+    return -EINVAL;
+}
+
+/* long double holds every int64 and every double exactly on the platforms
+ * quern builds for (x86-64 80-bit, aarch64 128-bit), so mixed comparisons
+ * such as 9007199254740993 vs 9007199254740992.0 come out right. */
+static long double num_value(const json_t *v)
+{
+    return json_is_integer(v) ? (long double)json_integer_value(v)
+                              : (long double)json_real_value(v);
+}
+
+/* True when v nests containers deeper than limit (stops looking early). */
+static bool nested_deeper(const json_t *v, int limit)
+{
+    if (!json_is_object(v) && !json_is_array(v))
+        return false;
+    if (limit <= 0)
+        return true;
+    if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (nested_deeper(json_array_get(v, i), limit - 1))
+                return true;
+        return false;
+    }
+    const char *k;
+    json_t *e;
+    json_object_foreach (MUT(v), k, e)
+        if (nested_deeper(e, limit - 1))
+            return true;
+    return false;
+}
+
+/* Number of Unicode code points in a (valid UTF-8) jansson string. */
+static size_t utf8_count(const char *s, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char)s[i] & 0xc0) != 0x80)
+            c++;
+    return c;
+}
+
+/* A compact rendering of a schema value for messages, cut at QUOTE_MAX. */
+static char *quote(const json_t *v)
+{
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    if (!s)
+        return xstrdup("?");
+    if (strlen(s) > QUOTE_MAX) {
+        char *t = xasprintf("%.*s...", QUOTE_MAX, s);
+        free(s);
+        return t;
+    }
+    return s;
+}
+
+/* A number for messages: integers exactly, reals in the shortest of %.15g
+ * and %.17g that reads back as the same double. */
+static char *num_str(const json_t *v)
+{
+    if (json_is_integer(v))
+        return xasprintf("%lld", (long long)json_integer_value(v));
+    double d = json_real_value(v);
+    char *s = xasprintf("%.15g", d);
+    if (strtod(s, NULL) != d) {
+        free(s);
+        s = xasprintf("%.17g", d);
+    }
+    return s;
+}
+
+/* ---- patterns ---------------------------------------------------------------- */
+
+static int pattern_error(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int pattern_error(char **err, const char *fmt, ...)
+{
+    struct buf b;
+    va_list ap;
+    buf_init(&b);
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    *err = buf_steal(&b);
+    return -EINVAL;
+}
+
+/* Rewrites the ECMA-262 spellings people write in JSON Schema patterns into
+ * POSIX ERE, refusing what ERE cannot express rather than letting regcomp
+ * read it differently (glibc would take "\d" as a plain "d"). */
+static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
+{
+    bool in_class = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '\\') {
+            if (i + 1 == n)
+                return pattern_error(err, "ends with a lone backslash");
+            char e = s[++i];
+            const char *rep = NULL;
+            switch (e) {
+            case 'd': rep = in_class ? "0-9" : "[0-9]"; break;
+            case 'w': rep = in_class ? "A-Za-z0-9_" : "[A-Za-z0-9_]"; break;
+            case 's': rep = in_class ? "[:space:]" : "[[:space:]]"; break;
+            case 'D': rep = in_class ? NULL : "[^0-9]"; break;
+            case 'W': rep = in_class ? NULL : "[^A-Za-z0-9_]"; break;
+            case 'S': rep = in_class ? NULL : "[^[:space:]]"; break;
+            case 'b': rep = in_class ? NULL : "\\b"; break;
+            case 'B': rep = in_class ? NULL : "\\B"; break;
+            case 't': rep = "\t"; break;
+            case 'n': rep = "\n"; break;
+            case 'r': rep = "\r"; break;
+            case 'f': rep = "\f"; break;
+            case 'v': rep = "\v"; break;
+            default:
+                if (e && strchr("^$\\.*+?()[]{}|/-", e)) {
+                    if (in_class) {
+                        /* Bracket expressions have no escapes in POSIX. */
+                        if (strchr("]^-[", e))
+                            return pattern_error(err,
+                                                 "escaped '%c' inside [...] is not supported "
+                                                 "(POSIX ERE: put ']' first, '-' last)",
+                                                 e);
+                        buf_append(o, &e, 1);
+                    } else if (e == '/' || e == '-') {
+                        buf_append(o, &e, 1);
+                    } else {
+                        buf_append(o, "\\", 1);
+                        buf_append(o, &e, 1);
+                    }
+                    continue;
+                }
+            }
+            if (!rep)
+                return pattern_error(err, "unsupported escape \\%c%s (patterns are POSIX ERE)", e,
+                                     in_class ? " inside [...]" : "");
+            buf_puts(o, rep);
+            continue;
+        }
+        if (in_class) {
+            if (c == '[' && i + 1 < n && s[i + 1] && strchr(":.=", s[i + 1])) {
+                /* [:alpha:], [.x.], [=e=]: copy through the closing "X]". */
+                char d = s[i + 1];
+                size_t j = i + 2;
+                while (j + 1 < n && !(s[j] == d && s[j + 1] == ']'))
+                    j++;
+                if (j + 1 >= n)
+                    return pattern_error(err, "unterminated [%c inside [...]", d);
+                buf_append(o, s + i, j + 2 - i);
+                i = j + 1;
+                continue;
+            }
+            if (c == ']')
+                in_class = false;
+            buf_append(o, &c, 1);
+            continue;
+        }
+        if (c == '[') {
+            in_class = true;
+            buf_append(o, "[", 1);
+            if (i + 1 < n && s[i + 1] == '^') {
+                buf_append(o, "^", 1);
+                i++;
+            }
+            if (i + 1 < n && s[i + 1] == ']')
+                return pattern_error(err, "empty character class [] is not supported");
+            continue;
+        }
+        if (c == '(' && i + 1 < n && s[i + 1] == '?') {
+            if (i + 2 < n && s[i + 2] == ':') {
+                buf_append(o, "(", 1);
+                i += 2;
+                continue;
+            }
+            return pattern_error(err, "(?...) groups other than (?:...) are not supported "
+                                      "(patterns are POSIX ERE)");
+        }
+        buf_append(o, &c, 1);
+    }
+    return 0;
+}
+
+/* Compiles a pattern string into re; on failure *err (malloc'd) says why. */
+static int compile_pattern(const json_t *pat, regex_t *re, char **err)
+{
+    const char *s = json_string_value(pat);
+    size_t n = json_string_length(pat);
+    struct buf b;
+    int rc;
+
+    if (n > JSONSCHEMA_MAX_PATTERN)
+        return pattern_error(err, "longer than %d bytes", JSONSCHEMA_MAX_PATTERN);
+    if (memchr(s, 0, n))
+        return pattern_error(err, "contains a NUL character");
+    buf_init(&b);
+    buf_puts(&b, ""); /* so that an empty pattern has a string to compile */
+    rc = translate_pattern(s, n, &b, err);
+    if (rc < 0)
+        goto out;
+    rc = regcomp(re, b.data, REG_EXTENDED | REG_NOSUB);
+    if (rc != 0) {
+        char e[128];
+        regerror(rc, re, e, sizeof(e));
+        rc = pattern_error(err, "does not compile as a POSIX ERE: %s", e);
+    }
+out:
+    buf_release(&b);
+    return rc;
+}
+
+/* ---- jsonschema_check -------------------------------------------------------- */
+
+struct cctx {
+    struct buf path; /* keyword path of the value being checked */
+    char *msg;
+    long steps; /* subschemas visited, against JSONSCHEMA_MAX_NODES */
+};
+
+static int cfail(struct cctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int cfail(struct cctx *c, const char *fmt, ...)
+{
+    struct buf b;
+    va_list ap;
+    buf_init(&b);
+    buf_printf(&b, "%s: ", c->path.len ? c->path.data : "schema");
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    free(c->msg);
+    c->msg = buf_steal(&b);
+    return -EINVAL;
+}
+
+static int check_node(struct cctx *c, const json_t *s, int depth);
+
+static int check_schema_array(struct cctx *c, const json_t *v, int depth)
+{
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return cfail(c, "must be a non-empty array of schemas");
+    for (size_t i = 0; i < json_array_size(v); i++) {
+        size_t mark = c->path.len;
+        path_index(&c->path, i);
+        int rc = check_node(c, json_array_get(v, i), depth + 1);
+        path_trunc(&c->path, mark);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Checks one keyword's value; c->path already ends with the keyword. */
+static int check_keyword(struct cctx *c, const char *k, const json_t *v, int depth)
+{
+    if (strcmp(k, "type") == 0) {
+        unsigned mask;
+        if (parse_type(v, &mask) < 0)
+            return cfail(c, "must be one of null, boolean, object, array, number, string, "
+                            "integer, or a non-empty array of them");
+    } else if (strcmp(k, "properties") == 0) {
+        if (!json_is_object(v))
+            return cfail(c, "must be an object of schemas");
+        const char *name;
+        json_t *sub;
+        json_object_foreach (MUT(v), name, sub) {
+            size_t mark = c->path.len;
+            path_key(&c->path, name);
+            int rc = check_node(c, sub, depth + 1);
+            path_trunc(&c->path, mark);
+            if (rc < 0)
+                return rc;
+        }
+    } else if (strcmp(k, "items") == 0) {
+        if (json_is_array(v))
+            return cfail(c, "must be a schema (draft 2020-12 spells tuples prefixItems, "
+                            "which is not supported)");
+        return check_node(c, v, depth + 1);
+    } else if (strcmp(k, "additionalProperties") == 0) {
+        return check_node(c, v, depth + 1);
+    } else if (strcmp(k, "required") == 0) {
+        if (!json_is_array(v))
+            return cfail(c, "must be an array of strings");
+        for (size_t i = 0; i < json_array_size(v); i++)
+            if (!json_is_string(json_array_get(v, i)))
+                return cfail(c, "must be an array of strings");
+    } else if (strcmp(k, "enum") == 0) {
+        if (!json_is_array(v))
+            return cfail(c, "must be an array");
+        if (nested_deeper(v, JSONSCHEMA_MAX_DEPTH + 1))
+            return cfail(c, "nested deeper than %d levels", JSONSCHEMA_MAX_DEPTH);
+    } else if (strcmp(k, "const") == 0) {
+        if (nested_deeper(v, JSONSCHEMA_MAX_DEPTH))
+            return cfail(c, "nested deeper than %d levels", JSONSCHEMA_MAX_DEPTH);
+    } else if (strcmp(k, "minimum") == 0 || strcmp(k, "maximum") == 0 ||
+               strcmp(k, "exclusiveMinimum") == 0 || strcmp(k, "exclusiveMaximum") == 0) {
+        if (!json_is_number(v))
+            return cfail(c, "must be a number");
+    } else if (strcmp(k, "minLength") == 0 || strcmp(k, "maxLength") == 0 ||
+               strcmp(k, "minItems") == 0 || strcmp(k, "maxItems") == 0) {
+        json_int_t n;
+        if (get_count(v, &n) < 0)
+            return cfail(c, "must be a non-negative integer");
+    } else if (strcmp(k, "pattern") == 0) {
+        if (!json_is_string(v))
+            return cfail(c, "must be a string");
+        regex_t re;
+        char *err = NULL;
+        if (compile_pattern(v, &re, &err) < 0) {
+            cfail(c, "%s", err);
+            free(err);
+            return -EINVAL;
+        }
+        regfree(&re);
+    } else if (strcmp(k, "allOf") == 0 || strcmp(k, "anyOf") == 0 || strcmp(k, "oneOf") == 0) {
+        return check_schema_array(c, v, depth);
+    } else if (strcmp(k, "$ref") == 0 || strcmp(k, "$dynamicRef") == 0) {
+        return cfail(c, "is not supported; write the subschema inline");
+    }
+    return 0;
+}
+
+static int check_node(struct cctx *c, const json_t *s, int depth)
+{
+    if (json_is_boolean(s))
+        return 0;
+    if (!json_is_object(s))
+        return cfail(c, "must be a schema (an object or a boolean)");
+    if (depth > JSONSCHEMA_MAX_DEPTH)
+        return cfail(c, "schemas nested deeper than %d levels", JSONSCHEMA_MAX_DEPTH);
+    /* Parsed text is a tree, but a schema built in memory may share
+     * subschemas, and a walk of such a DAG can be exponential. */
+    if (++c->steps > JSONSCHEMA_MAX_NODES)
+        return cfail(c, "schema too large (over %ld subschemas)", JSONSCHEMA_MAX_NODES);
+    const char *k;
+    json_t *v;
+    json_object_foreach (MUT(s), k, v) {
+        size_t mark = c->path.len;
+        path_key(&c->path, k);
+        int rc = check_keyword(c, k, v, depth);
+        path_trunc(&c->path, mark);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+int jsonschema_check(const json_t *schema, char **msg)
+{
+    struct cctx c = {.msg = NULL, .steps = 0};
+    int rc;
+
+    buf_init(&c.path);
+    if (!json_is_object(schema))
+        rc = cfail(&c, "must be an object");
+    else
+        rc = check_node(&c, schema, 0);
+    buf_release(&c.path);
+    if (msg)
+        *msg = c.msg;
+    else
+        free(c.msg);
+    return rc;
+}
+
+/* ---- jsonschema_validate ----------------------------------------------------- */
+
+/* validate_node's results besides 0: the instance does not match (anyOf and
+ * oneOf try the next branch), or validation cannot go on at all (bad schema,
+ * limits hit), which propagates to the caller whatever the combinator. */
+#define V_FAIL (-EINVAL)
+#define V_FATAL (-E2BIG)
+
+struct re_entry {
+    const json_t *src; /* the schema's pattern string, by identity */
+    regex_t re;
+};
+
+struct vctx {
+    struct buf path; /* instance path of the value being validated */
+    char *epath, *emsg; /* the failure being reported */
+    long steps;
+    struct re_entry *re;
+    size_t nre, cre;
+};
+
+/* Recording a failure allocates; charging it extra steps keeps a schema that
+ * fails on purpose millions of times (anyOf upon anyOf) from being cheap. */
+#define FAIL_COST 16
+
+static int vset(struct vctx *v, int rc, const char *fmt, va_list ap)
+{
+    struct buf b;
+    v->steps += FAIL_COST;
+    buf_init(&b);
+    buf_vprintf(&b, fmt, ap);
+    free(v->epath);
+    free(v->emsg);
+    v->epath = xstrdup(v->path.data);
+    v->emsg = buf_steal(&b);
+    return rc;
+}
+
+static int vfail(struct vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int vfail(struct vctx *v, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vset(v, V_FAIL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static int vfatal(struct vctx *v, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int vfatal(struct vctx *v, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = vset(v, V_FATAL, fmt, ap);
+    va_end(ap);
+    return rc;
+}
+
+static bool over_budget(struct vctx *v, long cost)
+{
+    v->steps += cost;
+    return v->steps > JSONSCHEMA_MAX_STEPS;
+}
+
+/* JSON Schema equality: numbers by value (1 == 1.0), objects regardless of
+ * key order.  1 equal, 0 not, -1 too deep or over budget. */
+static int json_eq(struct vctx *v, const json_t *a, const json_t *b, int depth)
+{
+    if (depth > JSONSCHEMA_MAX_DEPTH + 1 || over_budget(v, 1))
+        return -1;
+    if (json_is_number(a) && json_is_number(b)) {
+        if (json_is_integer(a) && json_is_integer(b))
+            return json_integer_value(a) == json_integer_value(b);
+        return num_value(a) == num_value(b);
+    }
+    if (json_typeof(a) != json_typeof(b))
+        return 0;
+    switch (json_typeof(a)) {
+    case JSON_STRING:
+        return json_string_length(a) == json_string_length(b) &&
+               memcmp(json_string_value(a), json_string_value(b), json_string_length(a)) == 0;
+    case JSON_ARRAY:
+        if (json_array_size(a) != json_array_size(b))
+            return 0;
+        for (size_t i = 0; i < json_array_size(a); i++) {
+            int r = json_eq(v, json_array_get(a, i), json_array_get(b, i), depth + 1);
+            if (r <= 0)
+                return r;
+        }
+        return 1;
+    case JSON_OBJECT: {
+        if (json_object_size(a) != json_object_size(b))
+            return 0;
+        const char *k;
+        json_t *av;
+        json_object_foreach (MUT(a), k, av) {
+            const json_t *bv = json_object_get(b, k);
+            if (!bv)
+                return 0;
+            int r = json_eq(v, av, bv, depth + 1);
+            if (r <= 0)
+                return r;
+        }
+        return 1;
+    }
+    default:
+        return 1; /* null, true, false: the type says it all */
+    }
+}
+
+/* The compiled form of a pattern, compiled once per validation. */
+static int get_regex(struct vctx *v, const json_t *pat, regex_t **out)
+{
+    for (size_t i = 0; i < v->nre; i++) {
+        if (v->re[i].src == pat) {
+            *out = &v->re[i].re;
+            return 0;
+        }
+    }
+    if (v->nre == v->cre) {
+        v->cre = v->cre ? 2 * v->cre : 8;
+        v->re = xrealloc(v->re, v->cre * sizeof(*v->re));
+    }
+    char *err = NULL;
+    if (compile_pattern(pat, &v->re[v->nre].re, &err) < 0) {
+        vfatal(v, "invalid schema: pattern %s", err);
+        free(err);
+        return V_FATAL;
+    }
+    v->re[v->nre].src = pat;
+    *out = &v->re[v->nre++].re;
+    return 0;
+}
+
+static int validate_node(struct vctx *v, const json_t *s, const json_t *inst, int depth);
+
+/* Validates inst against sub with the path extended by key (or index). */
+static int validate_at_key(struct vctx *v, const json_t *sub, const json_t *inst, const char *key,
+                           int depth)
+{
+    size_t mark = v->path.len;
+    path_key(&v->path, key);
+    int rc = validate_node(v, sub, inst, depth);
+    path_trunc(&v->path, mark);
+    return rc;
+}
+
+static int validate_number(struct vctx *v, const json_t *s, const json_t *inst)
+{
+    static const struct {
+        const char *kw;
+        const char *op;
+        int bad_cmp; /* fails when cmp(inst, bound) has this sign, or 0 too */
+        bool strict;
+    } bounds[] = {
+        {"minimum", ">=", -1, false},
+        {"exclusiveMinimum", ">", -1, true},
+        {"maximum", "<=", 1, false},
+        {"exclusiveMaximum", "<", 1, true},
+    };
+    long double x = num_value(inst);
+    for (size_t i = 0; i < ARRAY_LEN(bounds); i++) {
+        const json_t *b = json_object_get(s, bounds[i].kw);
+        if (!b)
+            continue;
+        if (!json_is_number(b))
+            return vfatal(v, "invalid schema: %s must be a number", bounds[i].kw);
+        long double y = num_value(b);
+        int cmp = x < y ? -1 : x > y ? 1 : 0;
+        if (cmp == bounds[i].bad_cmp || (cmp == 0 && bounds[i].strict)) {
+            char *q = num_str(b);
+            int rc = vfail(v, "must be %s %s", bounds[i].op, q);
+            free(q);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int validate_string(struct vctx *v, const json_t *s, const json_t *inst)
+{
+    const char *str = json_string_value(inst);
+    size_t n = json_string_length(inst);
+    const json_t *kw;
+    json_int_t lim;
+
+    if ((kw = json_object_get(s, "minLength")) || (kw = json_object_get(s, "maxLength"))) {
+        size_t chars = utf8_count(str, n);
+        if ((kw = json_object_get(s, "minLength"))) {
+            if (get_count(kw, &lim) < 0)
+                return vfatal(v, "invalid schema: minLength must be a non-negative integer");
+            if ((json_int_t)chars < lim)
+                return vfail(v, "must be at least %lld characters long", (long long)lim);
+        }
+        if ((kw = json_object_get(s, "maxLength"))) {
+            if (get_count(kw, &lim) < 0)
+                return vfatal(v, "invalid schema: maxLength must be a non-negative integer");
+            if ((json_int_t)chars > lim)
+                return vfail(v, "must be at most %lld characters long", (long long)lim);
+        }
+    }
+    if ((kw = json_object_get(s, "pattern"))) {
+        regex_t *re;
+        if (n > INT_MAX)
+            return vfail(v, "too long to match a pattern against");
+        if (!json_is_string(kw))
+            return vfatal(v, "invalid schema: pattern must be a string");
+        if (get_regex(v, kw, &re) < 0)
+            return V_FATAL;
+        /* REG_STARTEND: match the whole string even past an embedded NUL. */
+        regmatch_t m[1] = {{.rm_so = 0, .rm_eo = (regoff_t)n}};
+        if (over_budget(v, 1 + (long)(n / 64)))
+            return vfatal(v, "validation takes too much work (over %ld steps)",
+                          JSONSCHEMA_MAX_STEPS);
+        if (regexec(re, str, 1, m, REG_STARTEND) != 0) {
+            char *q = quote(kw);
+            int rc = vfail(v, "does not match pattern %s", q);
+            free(q);
+            return rc;
+        }
+    }
+    return 0;
+}
+
+static int validate_array(struct vctx *v, const json_t *s, const json_t *inst, int depth)
+{
+    size_t n = json_array_size(inst);
+    const json_t *kw;
+    json_int_t lim;
+
+    if ((kw = json_object_get(s, "minItems"))) {
+        if (get_count(kw, &lim) < 0)
+            return vfatal(v, "invalid schema: minItems must be a non-negative integer");
+        if ((json_int_t)n < lim)
+            return vfail(v, "must have at least %lld items", (long long)lim);
+    }
+    if ((kw = json_object_get(s, "maxItems"))) {
+        if (get_count(kw, &lim) < 0)
+            return vfatal(v, "invalid schema: maxItems must be a non-negative integer");
+        if ((json_int_t)n > lim)
+            return vfail(v, "must have at most %lld items", (long long)lim);
+    }
+    if ((kw = json_object_get(s, "items"))) {
+        for (size_t i = 0; i < n; i++) {
+            size_t mark = v->path.len;
+            path_index(&v->path, i);
+            int rc = validate_node(v, kw, json_array_get(inst, i), depth + 1);
+            path_trunc(&v->path, mark);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int validate_object(struct vctx *v, const json_t *s, const json_t *inst, int depth)
+{
+    const json_t *req = json_object_get(s, "required");
+    const json_t *props = json_object_get(s, "properties");
+    const json_t *addl = json_object_get(s, "additionalProperties");
+    const char *k;
+    json_t *sub;
+    int rc;
+
+    if (req) {
+        if (!json_is_array(req))
+            return vfatal(v, "invalid schema: required must be an array of strings");
+        for (size_t i = 0; i < json_array_size(req); i++) {
+            const char *name = json_string_value(json_array_get(req, i));
+            if (!name)
+                return vfatal(v, "invalid schema: required must be an array of strings");
+            if (!json_object_get(inst, name)) {
+                size_t mark = v->path.len;
+                path_key(&v->path, name);
+                rc = vfail(v, "required property is missing");
+                path_trunc(&v->path, mark);
+                return rc;
+            }
+        }
+    }
+    if (props) {
+        if (!json_is_object(props))
+            return vfatal(v, "invalid schema: properties must be an object");
+        json_object_foreach (MUT(props), k, sub) {
+            const json_t *val = json_object_get(inst, k);
+            if (val && (rc = validate_at_key(v, sub, val, k, depth + 1)) < 0)
+                return rc;
+        }
+    }
+    if (addl && !json_is_true(addl)) {
+        json_object_foreach (MUT(inst), k, sub) {
+            if (props && json_object_get(props, k))
+                continue;
+            if (json_is_false(addl)) {
+                size_t mark = v->path.len;
+                path_key(&v->path, k);
+                rc = vfail(v, "additional property is not allowed");
+                path_trunc(&v->path, mark);
+                return rc;
+            }
+            if ((rc = validate_at_key(v, addl, sub, k, depth + 1)) < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+/* anyOf / oneOf.  A failure names the branch that got furthest (longest
+ * failing path; the first on a tie), which is usually the one meant. */
+static int validate_choice(struct vctx *v, const json_t *arr, const char *kw, bool one,
+                           const json_t *inst, int depth)
+{
+    char *best_path = NULL, *best_msg = NULL;
+    size_t best = 0, matches = 0, first = 0;
+    int rc = 0;
+
+    if (!json_is_array(arr) || json_array_size(arr) == 0)
+        return vfatal(v, "invalid schema: %s must be a non-empty array of schemas", kw);
+    for (size_t i = 0; i < json_array_size(arr); i++) {
+        rc = validate_node(v, json_array_get(arr, i), inst, depth + 1);
+        if (rc == V_FATAL)
+            goto out;
+        if (rc == 0) {
+            if (matches++ == 0)
+                first = i;
+            if (!one)
+                break;
+            if (matches == 2) {
+                rc = vfail(v, "matches more than one %s branch (%zu and %zu)", kw, first, i);
+                goto out;
+            }
+            continue;
+        }
+        if (!best_path || strlen(v->epath) > strlen(best_path)) {
+            free(best_path);
+            free(best_msg);
+            best_path = v->epath;
+            best_msg = v->emsg;
+            best = i;
+        } else {
+            free(v->epath);
+            free(v->emsg);
+        }
+        v->epath = v->emsg = NULL;
+    }
+    if (matches) {
+        rc = 0;
+    } else if (strcmp(best_path, v->path.data) == 0) {
+        rc = vfail(v, "matches no %s branch (branch %zu came closest: %s)", kw, best, best_msg);
+    } else {
+        rc = vfail(v, "matches no %s branch (branch %zu came closest: %s: %s)", kw, best,
+                   best_path, best_msg);
+    }
+out:
+    free(best_path);
+    free(best_msg);
+    return rc;
+}
+
+static int validate_node(struct vctx *v, const json_t *s, const json_t *inst, int depth)
+{
+    const json_t *kw;
+    int rc;
+
+    if (over_budget(v, 1))
+        return vfatal(v, "validation takes too much work (over %ld steps)", JSONSCHEMA_MAX_STEPS);
+    if (json_is_true(s))
+        return 0;
+    if (json_is_false(s))
+        return vfail(v, "no value is allowed here");
+    if (!json_is_object(s))
+        return vfatal(v, "invalid schema: a subschema must be an object or a boolean");
+    if (depth > JSONSCHEMA_MAX_DEPTH)
+        return vfatal(v, "invalid schema: schemas nested deeper than %d levels",
+                      JSONSCHEMA_MAX_DEPTH);
+
+    if ((kw = json_object_get(s, "type"))) {
+        unsigned mask;
+        if (parse_type(kw, &mask) < 0)
+            return vfatal(v, "invalid schema: bad type");
+        if (!type_ok(mask, inst)) {
+            struct buf b;
+            buf_init(&b);
+            type_list(&b, mask);
+            rc = vfail(v, "expected %s, got %s", b.data, type_of(inst));
+            buf_release(&b);
+            return rc;
+        }
+    }
+    if ((kw = json_object_get(s, "const"))) {
+        int eq = json_eq(v, kw, inst, 0);
+        if (eq < 0)
+            return vfatal(v, "const is nested too deeply or too large to compare");
+        if (!eq) {
+            char *q = quote(kw);
+            rc = vfail(v, "must equal %s", q);
+            free(q);
+            return rc;
+        }
+    }
+    if ((kw = json_object_get(s, "enum"))) {
+        if (!json_is_array(kw))
+            return vfatal(v, "invalid schema: enum must be an array");
+        int eq = 0;
+        for (size_t i = 0; i < json_array_size(kw) && eq == 0; i++)
+            eq = json_eq(v, json_array_get(kw, i), inst, 0);
+        if (eq < 0)
+            return vfatal(v, "enum is nested too deeply or too large to compare");
+        if (!eq) {
+            char *q = quote(kw);
+            rc = vfail(v, "must be one of %s", q);
+            free(q);
+            return rc;
+        }
+    }
+
+    if (json_is_number(inst))
+        rc = validate_number(v, s, inst);
+    else if (json_is_string(inst))
+        rc = validate_string(v, s, inst);
+    else if (json_is_array(inst))
+        rc = validate_array(v, s, inst, depth);
+    else if (json_is_object(inst))
+        rc = validate_object(v, s, inst, depth);
+    else
+        rc = 0;
+    if (rc < 0)
+        return rc;
+
+    if ((kw = json_object_get(s, "allOf"))) {
+        if (!json_is_array(kw) || json_array_size(kw) == 0)
+            return vfatal(v, "invalid schema: allOf must be a non-empty array of schemas");
+        for (size_t i = 0; i < json_array_size(kw); i++)
+            if ((rc = validate_node(v, json_array_get(kw, i), inst, depth + 1)) < 0)
+                return rc;
+    }
+    if ((kw = json_object_get(s, "anyOf")) &&
+        (rc = validate_choice(v, kw, "anyOf", false, inst, depth)) < 0)
+        return rc;
+    if ((kw = json_object_get(s, "oneOf")) &&
+        (rc = validate_choice(v, kw, "oneOf", true, inst, depth)) < 0)
+        return rc;
+    return 0;
+}
+
+int jsonschema_validate(const json_t *schema, const json_t *instance, char **path, char **msg)
+{
+    struct vctx v = {.steps = 0};
+    int rc;
+
+    buf_init(&v.path);
+    buf_puts(&v.path, "$");
+    if (!schema || !instance)
+        rc = vfatal(&v, "invalid schema: no schema or no instance");
+    else
+        rc = validate_node(&v, schema, instance, 0);
+    for (size_t i = 0; i < v.nre; i++)
+        regfree(&v.re[i].re);
+    free(v.re);
+    buf_release(&v.path);
+    if (rc == 0) {
+        free(v.epath);
+        free(v.emsg);
+        v.epath = v.emsg = NULL;
+    }
+    if (path)
+        *path = v.epath;
+    else
+        free(v.epath);
+    if (msg)
+        *msg = v.emsg;
+    else
+        free(v.emsg);
+    return rc ? -EINVAL : 0;
+}
