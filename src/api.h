@@ -32,6 +32,10 @@ bool api_known_fields(struct req *r, json_t *obj, const char *const *allowed, co
 /* A client-given id: [A-Za-z0-9_.:-]{1,64}. */
 bool api_id_ok(const char *id);
 
+/* Adds a filter for each metadata.<key>=<value> query argument; false
+ * after answering 400 (too many). */
+bool api_metadata_filters(struct req *r, struct store_filter *f, size_t *nf, size_t max);
+
 /* True when the project exists (answers 404 otherwise). */
 bool api_project(struct req *r, const char *project_id);
 

@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include <microhttpd.h>
+
 #include "api.h"
 #include "util.h"
 
@@ -234,4 +236,36 @@ void api_store_error(struct req *r, int rc, const char *what)
         http_error(r, 500, "store_error", NULL, "the store failed (%d)", rc);
         break;
     }
+}
+
+struct mdctx {
+    struct store_filter *f;
+    size_t *nf, max;
+    bool overflow;
+};
+
+static enum MHD_Result md_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                              const char *value)
+{
+    struct mdctx *c = cls;
+    (void)kind;
+    if (strncmp(key, "metadata.", 9) || !key[9])
+        return MHD_YES;
+    if (*c->nf >= c->max) {
+        c->overflow = true;
+        return MHD_NO;
+    }
+    c->f[(*c->nf)++] = (struct store_filter){key, value ? value : ""};
+    return MHD_YES;
+}
+
+bool api_metadata_filters(struct req *r, struct store_filter *f, size_t *nf, size_t max)
+{
+    struct mdctx c = {f, nf, max, false};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, md_arg, &c);
+    if (c.overflow) {
+        http_error(r, 400, "too_many_filters", "metadata", "at most %zu filters per list", max);
+        return false;
+    }
+    return true;
 }

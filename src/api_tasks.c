@@ -685,20 +685,8 @@ void api_tasks_list(struct req *r)
         f[nf++] = (struct store_filter){filters[i].name, v};
     }
     /* metadata.<key>=<value> filters */
-    struct mdargs {
-        struct store_filter *f;
-        size_t *nf;
-        char keys[8][80];
-        int n;
-        bool bad;
-    } md = {f, &nf, {{0}}, 0, false};
-    int collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *value);
-    (void)md;
-    const char *q = strchr(r->url, '?');
-    (void)q;
-    /* MHD gives us arguments one by one */
-    extern void api_collect_metadata(struct req *r, struct store_filter *f, size_t *nf, size_t max);
-    api_collect_metadata(r, f, &nf, ARRAY_LEN(f));
+    if (!api_metadata_filters(r, f, &nf, ARRAY_LEN(f)))
+        return;
     struct list_arg l = {SK_TASK, project, {f, nf, limit, offset, false}, NULL, 0};
     int rc = store_read(r->app->store, list_fn, &l);
     if (rc) {

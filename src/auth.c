@@ -12,12 +12,12 @@
 #include "auth.h"
 
 #include <errno.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "app.h"
+#include "crypto.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -58,10 +58,7 @@ unsigned auth_scope_bit(const char *name)
 
 void auth_hash_key(const char *key, char out[65])
 {
-    unsigned char md[32];
-    unsigned int n = 0;
-    EVP_Digest(key, strlen(key), md, &n, EVP_sha256(), NULL);
-    hex_encode(md, 32, out);
+    crypto_api_key_hash(key, out);
 }
 
 char *auth_new_key(void)

@@ -1,0 +1,878 @@
+/*
+ * api_runs — runs of a task: list, create, get (with include), PATCH (a
+ * worker's report), logs, session logs, output, cancel, interaction, review,
+ * checkpoints, heartbeat, connection tokens; and the project-wide views.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "events.h"
+#include "jsonschema.h"
+#include "run.h"
+#include "sched.h"
+#include "tokens.h"
+#include "util.h"
+
+/* Loads the run named by the route (and checks it belongs to the task in
+ * the path, when there is one).  NULL after answering 404. */
+static json_t *load_run(struct req *r, struct store_tx *tx)
+{
+    const char *project = http_param(r, "project_id");
+    const char *task = http_param(r, "task_id");
+    const char *id = http_param(r, "id");
+    if (!id)
+        id = http_param(r, "run_id");
+    json_t *run = store_get(tx, SK_RUN, project, id);
+    if (!run || (task && strcmp(task, json_string_value(json_object_get(run, "task_id")) ?: ""))) {
+        json_decref(run);
+        http_not_found(r, "run", id);
+        return NULL;
+    }
+    return run;
+}
+
+struct runop {
+    struct req *r;
+    json_t *body;
+    json_t *result;
+    int status;
+    int (*fn)(struct runop *op, struct store_tx *tx, json_t *run);
+};
+
+static int runop_fn(struct store_tx *tx, void *arg)
+{
+    struct runop *op = arg;
+    json_t *run = load_run(op->r, tx);
+    if (!run)
+        return -ENOENT;
+    int rc = op->fn(op, tx, run);
+    if (!rc && !op->result)
+        op->result = json_incref(run);
+    json_decref(run);
+    return rc;
+}
+
+/* Runs op->fn on the run in a write transaction and answers with the
+ * result (the run by default). */
+static void run_write(struct req *r, int (*fn)(struct runop *, struct store_tx *, json_t *),
+                      bool needs_body)
+{
+    struct runop op = {r, NULL, NULL, 200, fn};
+    if (needs_body && !(op.body = http_body_object(r)))
+        return;
+    int rc = store_write(r->app->store, runop_fn, &op);
+    if (rc) {
+        if (rc == -EPERM && !r->resp)
+            http_error(r, 409, "invalid_transition", "status",
+                       "the run cannot make this change in its current state");
+        api_store_error(r, rc, "run");
+        json_decref(op.result);
+        return;
+    }
+    json_t *out = json_object_get(op.result, "task_id") && json_object_get(op.result, "attempt")
+                      ? run_public(op.result)
+                      : json_incref(op.result);
+    json_decref(op.result);
+    http_json(r, op.status, out);
+}
+
+static int runread_fn(struct store_tx *tx, void *arg)
+{
+    struct runop *op = arg;
+    json_t *run = load_run(op->r, tx);
+    if (!run)
+        return -ENOENT;
+    int rc = op->fn(op, tx, run);
+    json_decref(run);
+    return rc;
+}
+
+static void run_read(struct req *r, int (*fn)(struct runop *, struct store_tx *, json_t *))
+{
+    struct runop op = {r, NULL, NULL, 200, fn};
+    int rc = store_read(r->app->store, runread_fn, &op);
+    if (rc) {
+        api_store_error(r, rc, "run");
+        json_decref(op.result);
+        return;
+    }
+    if (op.result)
+        http_json(r, op.status, op.result);
+}
+
+/* ---- list, create, get ---- */
+
+static const char *const run_statuses[] = {"queued", "running", "paused", "interaction_required",
+                                           "review_required", "completed", "failed", "timed_out",
+                                           "denied", "canceling", "canceled", NULL};
+
+struct list_arg {
+    const char *project;
+    struct store_query q;
+    json_t *out;
+    int64_t total;
+};
+
+static int runs_list_fn(struct store_tx *tx, void *arg)
+{
+    struct list_arg *a = arg;
+    return store_list(tx, SK_RUN, a->project, &a->q, &a->out, &a->total);
+}
+
+static void runs_list(struct req *r, const char *project, const char *task_id)
+{
+    int64_t limit, offset;
+    if (!http_paging(r, &limit, &offset) || !api_project(r, project))
+        return;
+    struct store_filter f[4];
+    size_t nf = 0;
+    if (task_id)
+        f[nf++] = (struct store_filter){"task_id", task_id};
+    const char *st = http_query(r, "status");
+    if (st) {
+        if (run_status_parse(st) < 0) {
+            http_error(r, 400, "invalid_enum", "status", "unknown run status %s", st);
+            return;
+        }
+        f[nf++] = (struct store_filter){"status", st};
+    }
+    const char *tid = http_query(r, "task_id");
+    if (tid && !task_id)
+        f[nf++] = (struct store_filter){"task_id", tid};
+    const char *did = http_query(r, "definition_id");
+    if (did)
+        f[nf++] = (struct store_filter){"definition_id", did};
+    struct list_arg a = {project, {f, nf, limit, offset, false}, NULL, 0};
+    int rc = store_read(r->app->store, runs_list_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "run");
+        return;
+    }
+    json_t *data = json_array();
+    size_t i;
+    json_t *run;
+    json_array_foreach(a.out, i, run) json_array_append_new(data, run_public(run));
+    json_decref(a.out);
+    http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", data, "has_more",
+                                offset + (int64_t)json_array_size(data) < a.total, "total",
+                                (json_int_t)a.total));
+}
+
+void api_runs_list(struct req *r)
+{
+    runs_list(r, http_param(r, "project_id"), http_param(r, "task_id"));
+}
+
+void api_runs_project_list(struct req *r)
+{
+    runs_list(r, http_param(r, "project_id"), NULL);
+}
+
+struct create_arg {
+    struct req *r;
+    json_t *input;
+    json_t *run;
+};
+
+static int create_fn(struct store_tx *tx, void *arg)
+{
+    struct create_arg *a = arg;
+    const char *project = http_param(a->r, "project_id"), *task_id = http_param(a->r, "task_id");
+    json_t *task = store_get(tx, SK_TASK, project, task_id);
+    if (!task) {
+        http_not_found(a->r, "task", task_id);
+        return -ENOENT;
+    }
+    json_t *run = run_new_doc(task, a->input, json_string_value(json_object_get(task, "assigned_agent_id")));
+    int rc = run_insert(tx, a->r->app, task, run);
+    if (!rc && json_is_true(json_object_get(task, "paused")))
+        rc = run_move(tx, a->r->app, run, RS_PAUSED, NULL);
+    json_decref(task);
+    if (rc) {
+        json_decref(run);
+        return rc;
+    }
+    a->run = run;
+    return 0;
+}
+
+void api_runs_create(struct req *r)
+{
+    json_t *body = http_body_object(r);
+    json_t *input = NULL;
+    if (!body || !api_known_fields(r, body, (const char *const[]){"input", NULL}, "") ||
+        !api_obj(r, body, "input", "input", &input))
+        return;
+    struct create_arg a = {r, input, NULL};
+    int rc = store_write(r->app->store, create_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "run");
+        return;
+    }
+    http_json(r, 201, run_public(a.run));
+    json_decref(a.run);
+}
+
+static int get_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    json_t *out = run_public(run);
+    const char *inc = http_query(r, "include");
+    bool want_input = false;
+    if (inc) {
+        char *list = xstrdup(inc), *save = NULL;
+        for (char *tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            if (!strcmp(tok, "input")) {
+                want_input = true;
+            } else if (!strcmp(tok, "storage")) {
+                json_object_set_new(out, "storage_access",
+                                    json_incref(json_object_get(run, "storage_access") ?: json_array()));
+            } else if (!strcmp(tok, "logs")) {
+                json_t *logs = NULL;
+                store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
+                               json_string_value(json_object_get(run, "id")), 0, 10000, &logs);
+                json_object_set_new(out, "logs", logs ? logs : json_array());
+            } else if (!strcmp(tok, "checkpoints")) {
+                struct store_filter f = {"run_id", json_string_value(json_object_get(run, "id"))};
+                struct store_query q = {&f, 1, 0, 0, true};
+                json_t *cps = NULL;
+                store_list(tx, SK_CHECKPOINT, json_string_value(json_object_get(run, "project_id")),
+                           &q, &cps, NULL);
+                json_object_set_new(out, "checkpoints", cps ? cps : json_array());
+            } else {
+                http_error(r, 400, "invalid_parameter", "include",
+                           "include takes input, storage, logs, checkpoints; not %s", tok);
+                free(list);
+                json_decref(out);
+                return -EINVAL;
+            }
+        }
+        free(list);
+    }
+    if (!want_input)
+        json_object_del(out, "input");
+    op->result = out;
+    return 0;
+}
+
+void api_runs_get(struct req *r)
+{
+    run_read(r, get_fn);
+}
+
+void api_runs_get_by_id(struct req *r)
+{
+    run_read(r, get_fn);
+}
+
+/* ---- PATCH: a worker's or agent's report ---- */
+
+static const char *const patch_fields[] = {"status", "branch", "stage", "output", "state",
+                                           "error_message", "exit_code", "progress", "error_code",
+                                           "attempt", NULL};
+
+static int validate_output(struct req *r, struct store_tx *tx, json_t *run, json_t *output)
+{
+    json_t *task = run_task(tx, run);
+    json_t *schema = json_object_get(task, "output_schema");
+    int rc = 0;
+    if (json_is_object(schema)) {
+        char *path = NULL, *msg = NULL;
+        if (jsonschema_validate(schema, output, &path, &msg)) {
+            http_error(r, 400, "output_invalid", path ? path : "output",
+                       "output does not match the task's output_schema at %s: %s",
+                       path ? path : "$", msg ? msg : "invalid");
+            rc = -EINVAL;
+        }
+        free(path);
+        free(msg);
+    }
+    json_decref(task);
+    return rc;
+}
+
+static int set_output_event(struct req *r, struct store_tx *tx, json_t *run, json_t *output)
+{
+    json_object_set(run, "output", output);
+    return events_emit(tx, r->app->events, json_string_value(json_object_get(run, "project_id")),
+                       json_string_value(json_object_get(run, "task_id")),
+                       json_string_value(json_object_get(run, "id")), "task_run.output",
+                       json_pack("{s:O}", "output", output));
+}
+
+static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    json_t *b = op->body;
+    const char *status = NULL, *branch = NULL, *stage = NULL, *emsg = NULL, *ecode = NULL;
+    json_int_t exit_code = 0, attempt = 0;
+    json_t *progress = json_object_get(b, "progress");
+    if (!api_known_fields(r, b, patch_fields, "") ||
+        !api_enum(r, b, "status", "status", run_statuses, &status) ||
+        !api_str(r, b, "branch", "branch", 256, &branch) ||
+        !api_str(r, b, "stage", "stage", 256, &stage) ||
+        !api_str(r, b, "error_message", "error_message", 4096, &emsg) ||
+        !api_str(r, b, "error_code", "error_code", 64, &ecode) ||
+        !api_int(r, b, "exit_code", "exit_code", -1000, 1000, &exit_code) ||
+        !api_int(r, b, "attempt", "attempt", 1, 1000000, &attempt))
+        return -EINVAL;
+    if (progress && !json_is_null(progress) &&
+        (!json_is_number(progress) || json_number_value(progress) < 0 ||
+         json_number_value(progress) > 1)) {
+        http_error(r, 400, "out_of_range", "progress", "progress must be a number from 0 to 1");
+        return -EINVAL;
+    }
+    if (attempt && attempt != json_integer_value(json_object_get(run, "attempt"))) {
+        http_error(r, 409, "stale_attempt", "attempt",
+                   "attempt %lld is not the run's current attempt %lld", (long long)attempt,
+                   (long long)json_integer_value(json_object_get(run, "attempt")));
+        return -EPERM;
+    }
+    enum run_status from = run_status_of(run);
+    if (run_status_terminal(from)) {
+        http_error(r, 409, "run_finished", "status", "the run is %s and cannot change",
+                   run_status_name(from));
+        return -EPERM;
+    }
+    int rc;
+    json_t *output = json_object_get(b, "output");
+    if (output && !json_is_null(output)) {
+        if ((rc = validate_output(r, tx, run, output)) || (rc = set_output_event(r, tx, run, output)))
+            return rc;
+    }
+    if (branch)
+        json_object_set_new(run, "branch", json_string(branch));
+    if (stage)
+        json_object_set_new(run, "stage", json_string(stage));
+    if (json_object_get(b, "state"))
+        json_object_set(run, "state", json_object_get(b, "state"));
+    if (progress && json_is_number(progress)) {
+        json_object_set_new(run, "progress", json_real(json_number_value(progress)));
+        if ((rc = events_emit(tx, r->app->events, json_string_value(json_object_get(run, "project_id")),
+                              json_string_value(json_object_get(run, "task_id")),
+                              json_string_value(json_object_get(run, "id")), "task_run.progress",
+                              json_pack("{s:O}", "progress", progress))))
+            return rc;
+    }
+    if (json_object_get(b, "exit_code") && !status)
+        json_object_set_new(run, "exit_code", json_integer(exit_code));
+    if (status) {
+        enum run_status to = (enum run_status)run_status_parse(status);
+        if (to == RS_RUNNING && from != RS_QUEUED && from != RS_PAUSED &&
+            from != RS_INTERACTION_REQUIRED) {
+            http_error(r, 409, "invalid_transition", "status",
+                       "a run becomes running only from queued (it is %s)", run_status_name(from));
+            return -EPERM;
+        }
+        if (to == from) {
+            http_error(r, 409, "invalid_transition", "status", "the run is already %s",
+                       run_status_name(from));
+            return -EPERM;
+        }
+        if (!run_can_move(from, to)) {
+            http_error(r, 409, "invalid_transition", "status", "a run cannot go from %s to %s",
+                       run_status_name(from), run_status_name(to));
+            return -EPERM;
+        }
+        struct run_outcome out = {0};
+        out.code = ecode ? ecode : (emsg && (to == RS_FAILED || to == RS_TIMED_OUT) ? "error" : NULL);
+        out.message = emsg;
+        if (json_object_get(b, "exit_code") && !json_is_null(json_object_get(b, "exit_code"))) {
+            out.has_exit_code = true;
+            out.exit_code = (int)exit_code;
+            if (!out.code && to == RS_FAILED)
+                out.code = "exit_code";
+        }
+        if (to == RS_COMPLETED && json_is_true(json_object_get(json_object_get(run, "settings_snapshot"), "require_review")))
+            to = RS_REVIEW_REQUIRED;
+        if (to == RS_RUNNING && r->key_id[0])
+            json_object_set_new(run, "worker_id", json_string(r->key_id));
+        return run_move(tx, r->app, run, to, &out);
+    }
+    return run_save(tx, run);
+}
+
+void api_runs_patch(struct req *r)
+{
+    run_write(r, patch_fn, true);
+}
+
+/* ---- logs ---- */
+
+static const char *const log_fields[] = {"type", "message", "data", "error", "level", "ts", NULL};
+static const char *const levels[] = {"debug", "info", "warn", "warning", "error", NULL};
+
+static int append_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    json_t *entries = NULL;
+    if (!api_known_fields(r, op->body, (const char *const[]){"entries", NULL}, "") ||
+        !api_arr(r, op->body, "entries", "entries", 10000, &entries))
+        return -EINVAL;
+    if (!entries) {
+        http_error(r, 400, "missing_field", "entries", "entries is required");
+        return -EINVAL;
+    }
+    json_t *clean = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) {
+        char p[64];
+        snprintf(p, sizeof p, "entries[%zu]", i);
+        if (!json_is_object(e)) {
+            http_error(r, 400, "invalid_type", p, "%s must be an object", p);
+            json_decref(clean);
+            return -EINVAL;
+        }
+        char pf[80];
+        snprintf(pf, sizeof pf, "%s.", p);
+        const char *type = NULL, *msg = NULL, *level = NULL;
+        char pt[96], pm[96], pl[96];
+        snprintf(pt, sizeof pt, "%stype", pf);
+        snprintf(pm, sizeof pm, "%smessage", pf);
+        snprintf(pl, sizeof pl, "%slevel", pf);
+        if (!api_known_fields(r, e, log_fields, pf) || !api_str(r, e, "type", pt, 64, &type) ||
+            !api_str(r, e, "message", pm, 1 << 20, &msg) ||
+            !api_enum(r, e, "level", pl, levels, &level)) {
+            json_decref(clean);
+            return -EINVAL;
+        }
+        json_t *c = json_object();
+        json_object_set_new(c, "type", json_string(type ? type : "log"));
+        json_object_set_new(c, "level", json_string(level ? level : "info"));
+        json_object_set_new(c, "message", msg ? json_string(msg) : json_null());
+        json_object_set(c, "data", json_object_get(e, "data") ?: json_null());
+        json_object_set(c, "error", json_object_get(e, "error") ?: json_null());
+        json_array_append_new(clean, c);
+    }
+    int rc = run_append_logs(tx, r->app, run, clean);
+    if (!rc)
+        op->result = json_pack("{s:I}", "appended", (json_int_t)json_array_size(clean));
+    json_decref(clean);
+    return rc;
+}
+
+void api_runs_append_log(struct req *r)
+{
+    run_write(r, append_fn, true);
+}
+
+static int logs_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    json_t *logs = NULL;
+    int rc = store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
+                            json_string_value(json_object_get(run, "id")), 0, 0, &logs);
+    if (rc)
+        return rc;
+    struct buf b;
+    buf_init(&b);
+    size_t i;
+    json_t *e;
+    json_array_foreach(logs, i, e) {
+        json_t *line = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}", "ts",
+                                 json_object_get(e, "ts") ?: json_null(), "seq",
+                                 json_object_get(e, "seq") ?: json_null(), "type",
+                                 json_object_get(e, "type") ?: json_null(), "level",
+                                 json_object_get(e, "level") ?: json_null(), "message",
+                                 json_object_get(e, "message") ?: json_null(), "data",
+                                 json_object_get(e, "data") ?: json_null(), "error",
+                                 json_object_get(e, "error") ?: json_null(), "iteration",
+                                 json_object_get(e, "iteration") ?: json_integer(0));
+        char *s = json_dumps(line, JSON_COMPACT);
+        buf_puts(&b, s);
+        buf_puts(&b, "\n");
+        free(s);
+        json_decref(line);
+    }
+    json_decref(logs);
+    http_raw(op->r, 200, "application/jsonl", b.data ? b.data : "", b.len);
+    buf_release(&b);
+    return 0;
+}
+
+void api_runs_logs(struct req *r)
+{
+    run_read(r, logs_fn);
+}
+
+static size_t split_csv(char *s, const char **out, size_t max)
+{
+    size_t n = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(s, ",", &save); t && n < max; t = strtok_r(NULL, ",", &save))
+        if (*t)
+            out[n++] = t;
+    return n;
+}
+
+static int session_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    struct store_event_query q = {0};
+    q.project_id = json_string_value(json_object_get(run, "project_id"));
+    q.run_id = json_string_value(json_object_get(run, "id"));
+    const char *after = http_query(r, "after");
+    if (after && *after) {
+        int64_t ms;
+        if (!rfc3339_parse(after, &ms)) {
+            q.after_ms = ms;
+        } else if ((q.after_id = events_parse_id(after)) < 0) {
+            http_error(r, 400, "invalid_parameter", "after",
+                       "after must be an RFC 3339 timestamp or an event id");
+            return -EINVAL;
+        }
+    }
+    const char *lim = http_query(r, "limit"), *off = http_query(r, "offset");
+    q.limit = 1000;
+    if (lim && (parse_i64(lim, &q.limit) || q.limit < 1 || q.limit > 10000)) {
+        http_error(r, 400, "invalid_parameter", "limit", "limit must be an integer from 1 to 10000");
+        return -EINVAL;
+    }
+    if (off && (parse_i64(off, &q.offset) || q.offset < 0)) {
+        http_error(r, 400, "invalid_parameter", "offset", "offset must be a non-negative integer");
+        return -EINVAL;
+    }
+    const char *types[50], *excl[50];
+    char *t1 = xstrdup(http_query(r, "event_types") ?: "");
+    char *t2 = xstrdup(http_query(r, "exclude_types") ?: "");
+    q.types = types;
+    q.ntypes = split_csv(t1, types, 50);
+    q.exclude = excl;
+    q.nexclude = split_csv(t2, excl, 50);
+    json_t *evs = NULL;
+    int64_t total = 0, filtered = 0;
+    int rc = store_event_list(tx, &q, &evs, &total, &filtered);
+    free(t1);
+    free(t2);
+    if (rc)
+        return rc;
+    size_t i;
+    json_t *e;
+    json_array_foreach(evs, i, e) {
+        json_object_del(e, "created_ms");
+        json_object_del(e, "seq");
+    }
+    char n[32];
+    snprintf(n, sizeof n, "%lld", (long long)total);
+    http_add_header(r, "X-Total-Count", n);
+    snprintf(n, sizeof n, "%lld", (long long)filtered);
+    http_add_header(r, "X-Filtered-Count", n);
+    http_add_header(r, "X-Has-More",
+                    q.offset + (int64_t)json_array_size(evs) < filtered ? "true" : "false");
+    op->result = evs;
+    return 0;
+}
+
+void api_runs_session_logs(struct req *r)
+{
+    run_read(r, session_fn);
+}
+
+/* ---- output, cancel, interaction, review ---- */
+
+static int set_output_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    if (!api_known_fields(r, op->body, (const char *const[]){"output", NULL}, ""))
+        return -EINVAL;
+    json_t *output = json_object_get(op->body, "output");
+    if (!output) {
+        http_error(r, 400, "missing_field", "output", "output is required");
+        return -EINVAL;
+    }
+    enum run_status st = run_status_of(run);
+    if (run_status_terminal(st)) {
+        http_error(r, 409, "run_finished", NULL, "the run is %s; its output is final",
+                   run_status_name(st));
+        return -EPERM;
+    }
+    int rc = validate_output(r, tx, run, output);
+    if (rc || (rc = set_output_event(r, tx, run, output)))
+        return rc;
+    json_t *task = run_task(tx, run);
+    bool has_schema = json_is_object(json_object_get(task, "output_schema"));
+    json_decref(task);
+    if (has_schema && (st == RS_RUNNING || st == RS_QUEUED))
+        return run_move(tx, r->app, run, st == RS_QUEUED ? RS_RUNNING : RS_COMPLETED, NULL) ?:
+               (st == RS_QUEUED ? run_move(tx, r->app, run, RS_COMPLETED, NULL) : 0);
+    return run_save(tx, run);
+}
+
+void api_runs_set_output(struct req *r)
+{
+    run_write(r, set_output_fn, true);
+}
+
+static int cancel_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    const char *msg = NULL;
+    if (!api_str(r, op->body, "message", "message", 4096, &msg))
+        return -EINVAL;
+    enum run_status st = run_status_of(run);
+    if (run_status_terminal(st) || st == RS_CANCELING) {
+        http_error(r, 409, "invalid_transition", NULL, "the run is %s and cannot be canceled",
+                   run_status_name(st));
+        return -EPERM;
+    }
+    if (msg)
+        json_object_set_new(run, "cancel_message", json_string(msg));
+    bool live = st == RS_RUNNING && json_is_true(json_object_get(run, "has_code")) &&
+                !json_is_string(json_object_get(run, "worker_id"));
+    struct run_outcome out = {.code = "canceled", .message = msg ? msg : "canceled by request",
+                              .no_retry = true};
+    return run_move(tx, r->app, run, live ? RS_CANCELING : RS_CANCELED, &out);
+}
+
+void api_runs_cancel(struct req *r)
+{
+    run_write(r, cancel_fn, true);
+}
+
+static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    if (!api_known_fields(r, op->body, (const char *const[]){"response", NULL}, ""))
+        return -EINVAL;
+    json_t *resp = json_object_get(op->body, "response");
+    if (!resp) {
+        http_error(r, 400, "missing_field", "response", "response is required");
+        return -EINVAL;
+    }
+    if (run_status_of(run) != RS_INTERACTION_REQUIRED) {
+        http_error(r, 409, "no_interaction", NULL, "the run is %s, not waiting for an interaction",
+                   run_status_name(run_status_of(run)));
+        return -EPERM;
+    }
+    json_t *inter = json_object_get(run, "interaction");
+    const char *kind = json_string_value(json_object_get(inter, "kind"));
+    json_object_set(run, "interaction_response", resp);
+    json_object_set_new(run, "interaction", json_null());
+    if (kind && !strcmp(kind, "approval")) {
+        json_t *ap = json_object_get(resp, "approved");
+        if (!json_is_boolean(ap)) {
+            http_error(r, 400, "invalid_type", "response.approved",
+                       "response.approved must be true or false");
+            return -EINVAL;
+        }
+        if (json_is_true(ap))
+            return run_move(tx, r->app, run, RS_QUEUED, NULL);
+        struct run_outcome out = {.code = "approval_denied", .message = "the run was not approved",
+                                  .no_retry = true};
+        return run_move(tx, r->app, run, RS_DENIED, &out);
+    }
+    /* an external worker's or code's question: back to running */
+    return run_move(tx, r->app, run, RS_RUNNING, NULL);
+}
+
+void api_runs_interaction(struct req *r)
+{
+    run_write(r, interaction_fn, true);
+}
+
+static int review_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    const char *decision = NULL, *comment = NULL;
+    if (!api_known_fields(r, op->body, (const char *const[]){"decision", "comment", NULL}, "") ||
+        !api_enum(r, op->body, "decision", "decision",
+                  (const char *const[]){"approve", "reject", NULL}, &decision) ||
+        !api_str(r, op->body, "comment", "comment", 4096, &comment))
+        return -EINVAL;
+    if (!decision) {
+        http_error(r, 400, "missing_field", "decision", "decision is required (approve or reject)");
+        return -EINVAL;
+    }
+    if (run_status_of(run) != RS_REVIEW_REQUIRED) {
+        http_error(r, 409, "no_review", NULL, "the run is %s, not waiting for a review",
+                   run_status_name(run_status_of(run)));
+        return -EPERM;
+    }
+    json_object_set_new(run, "review", json_pack("{s:s, s:O}", "decision", decision, "comment",
+                                                 comment ? json_string(comment) : json_null()));
+    if (!strcmp(decision, "approve"))
+        return run_move(tx, r->app, run, RS_COMPLETED, NULL);
+    struct run_outcome out = {.code = "review_rejected",
+                              .message = comment ? comment : "the review rejected the run",
+                              .no_retry = true};
+    return run_move(tx, r->app, run, RS_FAILED, &out);
+}
+
+void api_runs_review(struct req *r)
+{
+    run_write(r, review_fn, true);
+}
+
+/* ---- checkpoints, heartbeat ---- */
+
+static int checkpoint_add_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    if (!api_known_fields(r, op->body, (const char *const[]){"data", NULL}, ""))
+        return -EINVAL;
+    json_t *data = json_object_get(op->body, "data");
+    if (!data) {
+        http_error(r, 400, "missing_field", "data", "data is required");
+        return -EINVAL;
+    }
+    char id[ID_LEN], ts[RFC3339_LEN];
+    id_new("chk", id);
+    rfc3339_format(now_ms(), ts);
+    json_t *cp = json_pack("{s:s, s:O, s:O, s:O, s:O, s:s}", "id", id, "run_id",
+                           json_object_get(run, "id"), "task_id", json_object_get(run, "task_id"),
+                           "attempt", json_object_get(run, "attempt"), "data", data, "created_at", ts);
+    const char *project = json_string_value(json_object_get(run, "project_id"));
+    int rc = store_put(tx, SK_CHECKPOINT, project, cp);
+    if (!rc) {
+        json_object_set_new(run, "checkpoints_count",
+                            json_integer(json_integer_value(json_object_get(run, "checkpoints_count")) + 1));
+        json_object_set(run, "latest_checkpoint", data);
+        rc = run_save(tx, run);
+    }
+    if (!rc)
+        rc = events_emit(tx, r->app->events, project, json_string_value(json_object_get(run, "task_id")),
+                         json_string_value(json_object_get(run, "id")), "task_run.checkpoint",
+                         json_pack("{s:s}", "checkpoint_id", id));
+    if (!rc)
+        op->result = json_incref(cp);
+    json_decref(cp);
+    return rc;
+}
+
+void api_runs_checkpoint_add(struct req *r)
+{
+    run_write(r, checkpoint_add_fn, true);
+}
+
+static int checkpoint_list_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct store_filter f = {"run_id", json_string_value(json_object_get(run, "id"))};
+    struct store_query q = {&f, 1, 0, 0, true};
+    json_t *cps = NULL;
+    int rc = store_list(tx, SK_CHECKPOINT, json_string_value(json_object_get(run, "project_id")),
+                        &q, &cps, NULL);
+    if (rc)
+        return rc;
+    op->result = json_pack("{s:o}", "data", cps);
+    return 0;
+}
+
+void api_runs_checkpoint_list(struct req *r)
+{
+    run_read(r, checkpoint_list_fn);
+}
+
+static int heartbeat_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    json_t *progress = json_object_get(op->body, "progress");
+    if (progress && !json_is_null(progress) &&
+        (!json_is_number(progress) || json_number_value(progress) < 0 ||
+         json_number_value(progress) > 1)) {
+        http_error(r, 400, "out_of_range", "progress", "progress must be a number from 0 to 1");
+        return -EINVAL;
+    }
+    if (run_status_of(run) != RS_RUNNING) {
+        http_error(r, 409, "not_running", NULL, "the run is %s; only a running run has a lease",
+                   run_status_name(run_status_of(run)));
+        return -EPERM;
+    }
+    if (json_is_string(json_object_get(run, "lease_expires_at"))) {
+        char ts[RFC3339_LEN];
+        rfc3339_format(now_ms() + r->app->cfg.lease_ms, ts);
+        json_object_set_new(run, "lease_expires_at", json_string(ts));
+    }
+    json_object_set_new(run, "last_heartbeat_ms", json_integer(now_ms()));
+    int rc = 0;
+    if (progress && json_is_number(progress)) {
+        json_object_set_new(run, "progress", json_real(json_number_value(progress)));
+        rc = events_emit(tx, r->app->events, json_string_value(json_object_get(run, "project_id")),
+                         json_string_value(json_object_get(run, "task_id")),
+                         json_string_value(json_object_get(run, "id")), "task_run.progress",
+                         json_pack("{s:O}", "progress", progress));
+    }
+    if (!rc)
+        rc = run_save(tx, run);
+    if (!rc)
+        run_notify(tx, r->app, run);
+    return rc;
+}
+
+void api_runs_heartbeat(struct req *r)
+{
+    run_write(r, heartbeat_fn, true);
+}
+
+/* ---- connection token ---- */
+
+static int token_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    (void)tx;
+    int64_t exp = 0;
+    char *tok = tokens_connection(op->r->app, json_string_value(json_object_get(run, "project_id")),
+                                  json_string_value(json_object_get(run, "task_id")),
+                                  json_string_value(json_object_get(run, "id")), 86400, &exp);
+    char ts[RFC3339_LEN];
+    rfc3339_format(exp, ts);
+    op->result = json_pack("{s:s, s:s}", "token", tok, "expires_at", ts);
+    free(tok);
+    return 0;
+}
+
+void api_runs_connection_token(struct req *r);
+void api_runs_connection_token(struct req *r)
+{
+    run_read(r, token_fn);
+}
+
+/* ---- project-wide logs grouped by iteration ---- */
+
+static int grouped_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    json_t *logs = NULL;
+    int rc = store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
+                            json_string_value(json_object_get(run, "id")), 0, 0, &logs);
+    if (rc)
+        return rc;
+    json_t *groups = json_array();
+    json_t *cur = NULL;
+    int64_t cur_it = -1;
+    size_t i;
+    json_t *e;
+    json_array_foreach(logs, i, e) {
+        int64_t it = json_integer_value(json_object_get(e, "iteration"));
+        if (!cur || it != cur_it) {
+            char gid[96];
+            snprintf(gid, sizeof gid, "%s:%lld", json_string_value(json_object_get(run, "id")),
+                     (long long)it);
+            cur = json_pack("{s:s, s:O, s:O, s:I, s:[]}", "id", gid, "created_at",
+                            json_object_get(e, "ts"), "execution_name",
+                            json_object_get(run, "execution_name"), "iteration", (json_int_t)it,
+                            "items");
+            json_array_append_new(groups, cur);
+            cur_it = it;
+        }
+        json_array_append(json_object_get(cur, "items"), e);
+    }
+    json_decref(logs);
+    op->result = json_pack("{s:o}", "data", groups);
+    return 0;
+}
+
+void api_logs_grouped(struct req *r)
+{
+    const char *run_id = http_query(r, "task");
+    if (!run_id) {
+        http_error(r, 400, "missing_parameter", "task", "task (a run id) is required");
+        return;
+    }
+    /* load_run reads the id from the route; give it the query's */
+    if (r->nparams < HTTP_MAX_PARAMS) {
+        r->pnames[r->nparams] = "run_id";
+        r->pvals[r->nparams] = xstrdup(run_id);
+        r->nparams++;
+    }
+    run_read(r, grouped_fn);
+}
