@@ -24,7 +24,7 @@ static const struct {
     {"QUERN_KEY", "API key when --key is not given."},
     {"QUERN_PROJECT", "Project id when --project is not given (default: the project "
                       "named \"default\" if the key sees it, else the first it sees)."},
-    {"NO_COLOR", "When set (to anything), no colours."},
+    {"NO_COLOR", "When set and not empty, no colours."},
 };
 
 static const struct {
