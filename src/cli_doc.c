@@ -378,14 +378,20 @@ int cli_doc_completion(const struct cli_doc *d, const char *shell, struct buf *o
             if (!val)
                 continue;
             char pat[80];
-            snprintf(pat, sizeof(pat), "|--%s", name);
-            if (!strstr(valopts.data ? valopts.data : "", pat)) {
-                buf_puts(&valopts, pat);
+            snprintf(pat, sizeof(pat), "|--%s|", name);
+            if (!valopts.len)
+                buf_puts(&valopts, "|");
+            if (!strstr(valopts.data, pat)) {
+                buf_printf(&valopts, "--%s|", name);
                 if (shrt)
-                    buf_printf(&valopts, "|-%c", shrt);
+                    buf_printf(&valopts, "-%c|", shrt);
             }
         }
     }
+    /* "|--a|--b|" → "--a|--b" for a case pattern. */
+    if (valopts.len >= 2)
+        valopts.data[--valopts.len] = '\0';
+    const char *vo = valopts.len > 1 ? valopts.data + 1 : "--url";
     buf_printf(out,
                "_quern() {\n"
                "    local cur=\"${COMP_WORDS[COMP_CWORD]}\" prev=\"${COMP_WORDS[COMP_CWORD-1]}\"\n"
@@ -412,8 +418,7 @@ int cli_doc_completion(const struct cli_doc *d, const char *shell, struct buf *o
                "    esac\n"
                "    local words=\"\"\n"
                "    case \"$cmd\" in\n",
-               valopts.data ? valopts.data + 1 : "--url",
-               valopts.data ? valopts.data + 1 : "--url");
+               vo, vo);
     buf_release(&valopts);
     /* Top level: the first words of every command. */
     struct buf top;
