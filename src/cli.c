@@ -549,6 +549,55 @@ static int get_run(struct cli_ctx *c, const char *run_id, json_t **out)
     return path ? api(c, "GET", path, NULL, out) : rc;
 }
 
+/* Prints a run's whole log (GET .../logs, JSONL); raw with --json. */
+static int print_logs(struct cli_ctx *c, const char *task_id, const char *run_id, FILE *out)
+{
+    int rc;
+    const char *path = ppath(c, &rc, "/tasks/%s/runs/%s/logs", esc(c, task_id), esc(c, run_id));
+    if (!path || (rc = api(c, "GET", path, NULL, NULL)))
+        return rc;
+    if (c->json) {
+        write_out(stdout, c->resp.body.data ? c->resp.body.data : "", c->resp.body.len);
+        return 0;
+    }
+    /* JSONL: one entry a line. */
+    const char *p = c->resp.body.data ? c->resp.body.data : "";
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t n = nl ? (size_t)(nl - p) : strlen(p);
+        json_error_t e;
+        json_t *entry = n ? json_loadb(p, n, 0, &e) : NULL;
+        if (json_is_object(entry))
+            print_entry(c, out, entry);
+        json_decref(entry);
+        p += n + (nl ? 1 : 0);
+    }
+    return 0;
+}
+
+/* Waits for a run to end by polling it every second, then prints its log. */
+static int poll_run(struct cli_ctx *c, const char *task_id, const char *run_id, FILE *out)
+{
+    for (;;) {
+        json_t *run;
+        int rc = get_run(c, run_id, &run);
+        if (rc)
+            return rc;
+        bool done = terminal(str(run, "status"));
+        json_decref(run);
+        if (done)
+            break;
+        if (g_interrupted)
+            return CLI_EXIT_FAIL;
+        sleep(1);
+    }
+    bool json = c->json;
+    c->json = false;    /* the log is for people; --json gets the run at the end */
+    int rc = print_logs(c, task_id, run_id, out);
+    c->json = json;
+    return rc;
+}
+
 /* Follows a run's event stream until it ends, printing its log live; returns
  * 0 when the run completed, 1 when it ended otherwise, 3 when unreachable. */
 static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id)
@@ -567,6 +616,19 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
         buf_init(&r.body);
         int hr = cli_http_stream(&c->http, path, cli_sse_last_id(&f.sse), on_chunk, &f, &r);
         bar_clear(&f);
+        if (hr == 0 && (r.status == 404 || r.status == 405 || r.status == 501)) {
+            /* A server without the stream endpoint: fall back to polling,
+             * then print the whole log once the run has ended. */
+            buf_release(&r.body);
+            rc = poll_run(c, task_id, run_id, f.logout);
+            if (rc)
+                goto out;
+            json_decref(run);
+            run = NULL;
+            if ((rc = get_run(c, run_id, &run)))
+                goto out;
+            break;
+        }
         if (hr == 0 && (r.status < 200 || r.status >= 300)) {
             char *t = cli_http_error_text(r.status, r.body.data, r.body.len);
             fprintf(stderr, "quern: %s\n", t);
@@ -585,6 +647,8 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
             rc = CLI_EXIT_UNREACHABLE;
             goto out;
         }
+        if (hr == 0)
+            failures = 0;
         /* The stream ended: make sure the run has, too (a retry keeps it going). */
         json_decref(run);
         run = NULL;
@@ -594,8 +658,7 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
         if (terminal(str(run, "status")))
             break;
         f.final[0] = '\0';
-        if (hr < 0)
-            sleep(1);
+        sleep(1);   /* the stream ended early (a retry, a proxy): reconnect */
     }
     const char *status = str(run, "status");
     if (c->json) {
@@ -1243,28 +1306,9 @@ static int cmd_runs_logs(struct cli_ctx *c, const struct cli_args *a)
         free(task_id);
         return rc;
     }
-    const char *path =
-        ppath(c, &rc, "/tasks/%s/runs/%s/logs", esc(c, task_id), esc(c, a->pos[0]));
+    rc = print_logs(c, task_id, a->pos[0], stdout);
     free(task_id);
-    if (!path || (rc = api(c, "GET", path, NULL, NULL)))
-        return rc;
-    if (c->json) {
-        write_out(stdout, c->resp.body.data ? c->resp.body.data : "", c->resp.body.len);
-        return 0;
-    }
-    /* JSONL: one entry a line. */
-    char *p = c->resp.body.data ? c->resp.body.data : "";
-    while (*p) {
-        char *nl = strchr(p, '\n');
-        size_t n = nl ? (size_t)(nl - p) : strlen(p);
-        json_error_t e;
-        json_t *entry = n ? json_loadb(p, n, 0, &e) : NULL;
-        if (json_is_object(entry))
-            print_entry(c, stdout, entry);
-        json_decref(entry);
-        p += n + (nl ? 1 : 0);
-    }
-    return 0;
+    return rc;
 }
 
 /* ---- watch --------------------------------------------------------------- */

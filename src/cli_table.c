@@ -309,8 +309,25 @@ void cli_render_kv(const json_t *obj, struct buf *out, bool color)
         size_t pad = w - cli_utf8_len(k) + 1;
         for (size_t i = 0; i < pad; i++)
             buf_append(out, " ", 1);
-        const char *pre = color && strcmp(k, "status") == 0 ? cli_status_color(cell) : "";
-        buf_printf(out, "%s%s%s\n", pre, cell, *pre ? C_RESET : "");
+        /* No terminal escapes from the server; multi-line text (code) goes
+         * on the following lines, indented under the values. */
+        for (char *p = cell; *p; p++)
+            if (((unsigned char)*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f)
+                *p = '?';
+        if (strchr(cell, '\n')) {
+            buf_puts(out, "|\n");
+            for (const char *p = cell; *p;) {
+                const char *nl = strchr(p, '\n');
+                size_t n = nl ? (size_t)(nl - p) : strlen(p);
+                buf_puts(out, "    ");
+                buf_append(out, p, n);
+                buf_append(out, "\n", 1);
+                p += n + (nl ? 1 : 0);
+            }
+        } else {
+            const char *pre = color && strcmp(k, "status") == 0 ? cli_status_color(cell) : "";
+            buf_printf(out, "%s%s%s\n", pre, cell, *pre ? C_RESET : "");
+        }
         free(cell);
     }
 }
