@@ -53,7 +53,7 @@ struct cli_ctx {
     size_t ngarbage;
 };
 
-static volatile sig_atomic_t g_interrupted;
+static volatile int g_interrupted;   /* set by SIGINT/SIGTERM handlers */
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -427,6 +427,21 @@ static bool terminal(const char *status)
     return cli_args_one_of(status, "completed failed timed_out denied canceled");
 }
 
+static void on_sigint(int sig)
+{
+    (void)sig;
+    g_interrupted = 1;
+}
+
+static void catch_interrupts(struct cli_ctx *c)
+{
+    struct sigaction sa = {.sa_handler = on_sigint};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    c->http.cancel = &g_interrupted;
+}
+
 /* ---- following a run -------------------------------------------------- */
 
 struct follow {
@@ -588,7 +603,7 @@ static int poll_run(struct cli_ctx *c, const char *task_id, const char *run_id, 
         if (done)
             break;
         if (g_interrupted)
-            return CLI_EXIT_FAIL;
+            return CLI_EXIT_INTERRUPTED;
         sleep(1);
     }
     bool json = c->json;
@@ -609,6 +624,7 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
         return rc;
     struct follow f = {.c = c, .logout = c->json ? stderr : stdout};
     cli_sse_init(&f.sse);
+    catch_interrupts(c);
     int failures = 0;
     json_t *run = NULL;
     for (;;) {
@@ -639,7 +655,9 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
         }
         buf_release(&r.body);
         if (g_interrupted) {
-            rc = CLI_EXIT_FAIL;
+            fprintf(stderr, "\nquern: interrupted; run %s goes on (quern logs -f %s)\n", run_id,
+                    run_id);
+            rc = CLI_EXIT_INTERRUPTED;
             goto out;
         }
         if (hr < 0 && ++failures >= 5) {
@@ -1313,12 +1331,6 @@ static int cmd_runs_logs(struct cli_ctx *c, const struct cli_args *a)
 
 /* ---- watch --------------------------------------------------------------- */
 
-static void on_sigint(int sig)
-{
-    (void)sig;
-    g_interrupted = 1;
-}
-
 static const char *const ACTIVE[] = {"running", "queued", "interaction_required",
                                      "review_required", "paused", "canceling"};
 
@@ -1390,10 +1402,7 @@ static int cmd_watch(struct cli_ctx *c, const struct cli_args *a)
         buf_release(&b);
         return rc;
     }
-    struct sigaction sa = {.sa_handler = on_sigint};
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    catch_interrupts(c);
     fputs("\033[?25l", stdout);   /* hide the cursor while redrawing */
     int failures = 0;
     while (!g_interrupted) {

@@ -35,6 +35,7 @@ static const struct {
     {CLI_EXIT_FAIL, "the server refused the request (4xx), or the run did not complete"},
     {CLI_EXIT_USAGE, "usage error: unknown command or option, bad value, bad JSON"},
     {CLI_EXIT_UNREACHABLE, "cannot reach the server, or it failed (5xx)"},
+    {CLI_EXIT_INTERRUPTED, "interrupted (Ctrl-C) while following a run; the run goes on"},
 };
 
 static const char *const EXAMPLES[][2] = {
@@ -200,7 +201,7 @@ void cli_doc_usage(const struct cli_doc *d, struct buf *out)
     }
     buf_puts(out, "\nExit status:\n");
     for (size_t i = 0; i < ARRAY_LEN(EXIT_CODES); i++)
-        buf_printf(out, "  %d  %s\n", EXIT_CODES[i].code, EXIT_CODES[i].text);
+        buf_printf(out, "  %-3d  %s\n", EXIT_CODES[i].code, EXIT_CODES[i].text);
     buf_puts(out, "\nRun 'quern help COMMAND' for a command's options; 'quern man' prints the "
                   "manual page.\n");
 }

@@ -45,6 +45,7 @@ enum {
     CLI_EXIT_FAIL = 1,          /* the server said no (4xx), or the run failed */
     CLI_EXIT_USAGE = 2,         /* bad command line */
     CLI_EXIT_UNREACHABLE = 3,   /* cannot reach the server, or it failed (5xx) */
+    CLI_EXIT_INTERRUPTED = 130, /* Ctrl-C while following a run (it goes on) */
 };
 
 /* Finds the command named by the longest prefix of words[0..n); *used gets how

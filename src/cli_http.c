@@ -79,6 +79,12 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+static int on_progress(void *ud, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    struct cli_http *h = ud;
+    return h->cancel && *h->cancel;   /* non-zero aborts the transfer */
+}
+
 static int perform(struct cli_http *h, const char *method, const char *path, const char *body,
                    const char *last_id, struct sink *sink)
 {
@@ -97,6 +103,9 @@ static int perform(struct cli_http *h, const char *method, const char *path, con
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, sink);
     curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+    curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     if (h->key) {
         auth = xasprintf("Authorization: Bearer %s", h->key);
         hdrs = curl_slist_append(hdrs, auth);
@@ -126,7 +135,10 @@ static int perform(struct cli_http *h, const char *method, const char *path, con
 
     CURLcode cc = curl_easy_perform(c);
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &sink->r->status);
-    if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && sink->stopped)) {
+    if (cc == CURLE_ABORTED_BY_CALLBACK || (h->cancel && *h->cancel)) {
+        snprintf(h->err, sizeof(h->err), "interrupted");
+        rc = -ECANCELED;
+    } else if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && sink->stopped)) {
         snprintf(h->err, sizeof(h->err), "%s: %s", h->base, curl_easy_strerror(cc));
         rc = -EIO;
     }

@@ -17,6 +17,7 @@ struct cli_http {
     char *key;                  /* may be NULL */
     void *curl;                 /* CURL *, reused for keep-alive */
     char err[256];              /* why the last transport failure happened */
+    volatile int *cancel;       /* when set and non-zero, transfers abort (-ECANCELED) */
 };
 
 struct cli_resp {
@@ -42,7 +43,8 @@ typedef int (*cli_http_chunk_fn)(const char *p, size_t n, void *ud);
 /* GETs path as an event stream, handing body chunks of a 2xx response to fn
  * as they arrive; a non-2xx body is collected into r->body instead.
  * last_event_id (may be NULL) is sent as Last-Event-ID.  Returns 0 when the
- * stream ended (or fn stopped it), -EIO on a transport failure or stall. */
+ * stream ended (or fn stopped it), -EIO on a transport failure or stall,
+ * -ECANCELED when *h->cancel became non-zero. */
 int cli_http_stream(struct cli_http *h, const char *path, const char *last_event_id,
                     cli_http_chunk_fn fn, void *ud, struct cli_resp *r);
 

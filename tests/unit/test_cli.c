@@ -448,7 +448,7 @@ TEST(doc_help_man_completion_come_from_the_table)
     cli_doc_usage(&DOC, &b);
     CHECK(strstr(b.data, "  tasks get ID") != NULL);
     CHECK(strstr(b.data, "Exit status:") != NULL);
-    CHECK(strstr(b.data, "  3  cannot reach the server") != NULL);
+    CHECK(strstr(b.data, "  3    cannot reach the server") != NULL);
     b.len = 0;
     cli_doc_command_help(&DOC, &CMDS[2], &b);
     CHECK(strstr(b.data, "Usage: quern run (-f FILE | --code C) [--wait]") != NULL);
