@@ -551,6 +551,9 @@ static int session_fn(struct runop *op, struct store_tx *tx, json_t *run)
     size_t i;
     json_t *e;
     json_array_foreach(evs, i, e) {
+        char eid[32];
+        events_format_id(json_integer_value(json_object_get(e, "seq")), eid);
+        json_object_set_new(e, "id", json_string(eid));
         json_object_del(e, "created_ms");
         json_object_del(e, "seq");
     }

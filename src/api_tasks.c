@@ -4,6 +4,7 @@
  * and the task actions (run, cancel, retry, pause, resume, schedule).
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 

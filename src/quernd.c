@@ -1,1 +1,268 @@
-int main(void){return 0;}
+/*
+ * quernd — the server's main: options, the data directory, bootstrap of an
+ * empty store (project "default", the root key, the signing secret), and
+ * the start and orderly stop of every part.
+ *
+ * Threads: main waits for SIGTERM/SIGINT (sigwait); the store writer, the
+ * scheduler and libmicrohttpd's pool run the work.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#include "app.h"
+#include "auth.h"
+#include "events.h"
+#include "http.h"
+#include "openapi.h"
+#include "sched.h"
+#include "store.h"
+#include "util.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: quernd [--listen HOST:PORT] [--data DIR] [--store URL] [--config FILE]\n"
+            "              [--fsync always|batch|off] [--threads N]\n"
+            "\n"
+            "  --listen   address to serve HTTP on (default 127.0.0.1:7070; port 0 picks one)\n"
+            "  --data     data directory (default ./quern-data): SQLite at DIR/quern.db\n"
+            "  --store    sqlite:PATH or postgres://... (default sqlite:DIR/quern.db)\n"
+            "  --fsync    always: an acknowledged write survives power loss (default)\n"
+            "             batch:  survives a crash of quernd; fsync at most every second\n"
+            "             off:    no fsync (tests, throwaway data)\n"
+            "  --threads  HTTP worker threads (default 4)\n"
+            "\n"
+            "QUERN_BOOTSTRAP_KEY=<key> makes <key> the root key of a new, empty store.\n");
+}
+
+struct boot {
+    struct app *app;
+    char *printed_key;
+};
+
+static int bootstrap_fn(struct store_tx *tx, void *arg)
+{
+    struct boot *b = arg;
+    struct app *app = b->app;
+    char *secret = store_meta_get(tx, "server_secret");
+    if (!secret) {
+        unsigned char raw[32];
+        char hex[65];
+        random_bytes(raw, sizeof raw);
+        hex_encode(raw, sizeof raw, hex);
+        int rc = store_meta_set(tx, "server_secret", hex);
+        if (rc)
+            return rc;
+        secret = xstrdup(hex);
+    }
+    for (int i = 0; i < 32; i++) {
+        unsigned v = 0;
+        sscanf(secret + 2 * i, "%2x", &v);
+        app->secret[i] = (unsigned char)v;
+    }
+    free(secret);
+    char *done = store_meta_get(tx, "bootstrapped");
+    if (done) {
+        free(done);
+        return 0;
+    }
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms(), ts);
+    json_t *prj = json_pack("{s:s, s:s, s:s, s:s}", "id", "default", "name", "default",
+                            "created_at", ts, "updated_at", ts);
+    int rc = store_put(tx, SK_PROJECT, "default", prj);
+    json_decref(prj);
+    if (rc && rc != -EEXIST)
+        return rc;
+    const char *given = getenv("QUERN_BOOTSTRAP_KEY");
+    char *key = given && *given ? xstrdup(given) : auth_new_key();
+    char hash[65], kid[ID_LEN];
+    auth_hash_key(key, hash);
+    id_new("key", kid);
+    json_t *k = json_pack("{s:s, s:s, s:s, s:[s,s,s,s], s:s, s:s, s:b}", "id", kid, "project_id",
+                          AUTH_ROOT_PROJECT, "name", "root", "scopes", "task:read", "task:write",
+                          "worker", "admin", "hash", hash, "created_at", ts, "revoked", 0);
+    rc = store_put(tx, SK_KEY, AUTH_ROOT_PROJECT, k);
+    json_decref(k);
+    if (!rc)
+        rc = store_meta_set(tx, "bootstrapped", ts);
+    if (rc) {
+        free(key);
+        return rc;
+    }
+    if (given && *given)
+        free(key);
+    else
+        b->printed_key = key;
+    return 0;
+}
+
+static int parse_listen(const char *s, char *host, size_t hn, int *port)
+{
+    const char *c = strrchr(s, ':');
+    if (!c || (size_t)(c - s) >= hn)
+        return -EINVAL;
+    memcpy(host, s, (size_t)(c - s));
+    host[c - s] = 0;
+    if (!strcmp(host, "localhost"))
+        snprintf(host, hn, "127.0.0.1");
+    int64_t p;
+    if (parse_i64(c + 1, &p) || p < 0 || p > 65535)
+        return -EINVAL;
+    *port = (int)p;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    const char *listen = "127.0.0.1:7070", *data = "./quern-data", *store_url = NULL;
+    const char *fsync_s = "always";
+    int threads = 4;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!v) {
+            fprintf(stderr, "quernd: %s needs a value\n", a);
+            usage(stderr);
+            return 2;
+        }
+        if (!strcmp(a, "--listen"))
+            listen = v;
+        else if (!strcmp(a, "--data"))
+            data = v;
+        else if (!strcmp(a, "--store"))
+            store_url = v;
+        else if (!strcmp(a, "--config"))
+            ; /* quern.conf: read by later issues; the flag is accepted now */
+        else if (!strcmp(a, "--fsync"))
+            fsync_s = v;
+        else if (!strcmp(a, "--threads"))
+            threads = atoi(v);
+        else {
+            fprintf(stderr, "quernd: unknown option %s\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i++;
+    }
+    char host[64];
+    int port;
+    if (parse_listen(listen, host, sizeof host, &port)) {
+        fprintf(stderr, "quernd: --listen wants HOST:PORT, not %s\n", listen);
+        return 2;
+    }
+    struct app app = {0};
+    app.cfg = (struct config){
+        .max_body_bytes = 16 << 20,
+        .max_name_len = 256,
+        .max_description_len = 4096,
+        .max_code_bytes = 1 << 20,
+        .default_timeout_ms = 30000,
+        .max_timeout_ms = 3600000,
+        .lease_ms = 60000,
+        .max_wait_ms = 60000,
+        .http_threads = threads > 0 && threads <= 64 ? threads : 4,
+        .exec_slots = 2,
+    };
+    if (!strcmp(fsync_s, "always"))
+        app.cfg.fsync = STORE_FSYNC_ALWAYS;
+    else if (!strcmp(fsync_s, "batch"))
+        app.cfg.fsync = STORE_FSYNC_BATCH;
+    else if (!strcmp(fsync_s, "off"))
+        app.cfg.fsync = STORE_FSYNC_OFF;
+    else {
+        fprintf(stderr, "quernd: --fsync must be always, batch or off\n");
+        return 2;
+    }
+    const char *e;
+    if ((e = getenv("DEFAULT_TASK_TIMEOUT_MS")))
+        app.cfg.default_timeout_ms = atoll(e) > 0 ? atoll(e) : app.cfg.default_timeout_ms;
+    if ((e = getenv("MAX_TASK_TIMEOUT_MS")))
+        app.cfg.max_timeout_ms = atoll(e) > 0 ? atoll(e) : app.cfg.max_timeout_ms;
+    if ((e = getenv("QUERN_LEASE_MS")))
+        app.cfg.lease_ms = atoll(e) > 0 ? atoll(e) : app.cfg.lease_ms;
+
+    /* many idle stream subscribers need many descriptors */
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl)) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    signal(SIGPIPE, SIG_IGN);
+
+    if (mkdir(data, 0700) && errno != EEXIST) {
+        fprintf(stderr, "quernd: cannot create data directory %s: %s\n", data, strerror(errno));
+        return 1;
+    }
+    app.data_dir = xstrdup(data);
+    char *url = store_url ? xstrdup(store_url) : xasprintf("sqlite:%s/quern.db", data);
+    char *err = NULL;
+    struct store_opts so = {.fsync = app.cfg.fsync};
+    app.store = store_open(url, &so, &err);
+    free(url);
+    if (!app.store) {
+        fprintf(stderr, "quernd: %s\n", err ? err : "cannot open the store");
+        free(err);
+        return 1;
+    }
+    struct boot b = {&app, NULL};
+    int rc = store_write(app.store, bootstrap_fn, &b);
+    if (rc) {
+        fprintf(stderr, "quernd: bootstrap failed (%d)\n", rc);
+        return 1;
+    }
+    app.auth = auth_new(app.store);
+    app.events = events_new(app.store);
+    app.sched = sched_new(&app);
+    if (sched_start(app.sched)) {
+        fprintf(stderr, "quernd: cannot start the scheduler\n");
+        return 1;
+    }
+    openapi_build();
+
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    int bound = 0;
+    app.http = http_start(&app, host, port, app.cfg.http_threads, &bound, &err);
+    if (!app.http) {
+        fprintf(stderr, "quernd: %s\n", err);
+        free(err);
+        return 1;
+    }
+    if (b.printed_key) {
+        fprintf(stderr, "quernd: created project \"default\" and the root API key (shown once):\n"
+                        "\n    %s\n\n", b.printed_key);
+        free(b.printed_key);
+    }
+    printf("quernd listening on http://%s:%d\n", host, bound);
+    fflush(stdout);
+
+    int sig = 0;
+    sigwait(&set, &sig);
+    fprintf(stderr, "quernd: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+    app.draining = true;
+    sched_drain(app.sched);
+    http_stop(app.http);
+    sched_free(app.sched);
+    app.sched = NULL;
+    store_close(app.store);
+    events_free(app.events);
+    auth_free(app.auth);
+    openapi_free();
+    free(app.data_dir);
+    fprintf(stderr, "quernd: stopped\n");
+    return 0;
+}

@@ -858,3 +858,11 @@ void sched_depths(struct sched *s, int64_t out[4])
         out[i] = s->depth[i];
     pthread_mutex_unlock(&s->mu);
 }
+
+bool sched_has_ready(struct sched *s, const char *project_id)
+{
+    pthread_mutex_lock(&s->mu);
+    bool r = project_get(s, project_id)->nready > 0;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}

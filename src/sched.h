@@ -60,6 +60,9 @@ struct sched_waiter *sched_wait(struct sched *s, const char *project_id, int64_t
 /* Removes a waiter that has not been woken; false when it already was. */
 bool sched_unwait(struct sched *s, struct sched_waiter *w);
 
+/* True when the project has ready runs. */
+bool sched_has_ready(struct sched *s, const char *project_id);
+
 /* Counts for /metrics: ready runs per priority (urgent, high, medium, low). */
 void sched_depths(struct sched *s, int64_t out[4]);
 

@@ -1,0 +1,350 @@
+/*
+ * api_workers — external workers: the lease long-poll and batched reports.
+ *
+ * Lease protocol (invariants, see also run.h):
+ *  1. A run is leased only from queued, in one write that sets status
+ *     running, worker_id and lease_expires_at (run_move + fields).
+ *  2. A lease is only handed to a long-poll whose client is still there:
+ *     we peek the socket before leasing, and if the response then fails to
+ *     reach the client the runs go straight back to queued (same attempt).
+ *  3. A lease not extended by a heartbeat before lease_expires_at ends the
+ *     attempt (sched.c: a retry while retries remain, else lease_expired).
+ *  4. A report names the attempt; any other attempt is refused (fencing).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "run.h"
+#include "sched.h"
+#include "util.h"
+
+#define MAX_LEASE 1000
+
+struct lease {
+    struct req *r;
+    struct sched_filter f;
+    const char *runtimes[32];
+    const char *defs[64];
+    const char *worker_id;
+    int max;
+    int64_t deadline;
+    struct sched_waiter *waiter;
+    json_t *leased;   /* the runs handed out, for undo */
+};
+
+struct lease_tx {
+    struct lease *l;
+    char **ids;
+    int n;
+    json_t *runs;
+};
+
+static int lease_fn(struct store_tx *tx, void *arg)
+{
+    struct lease_tx *a = arg;
+    struct app *app = a->l->r->app;
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms() + app->cfg.lease_ms, ts);
+    for (int i = 0; i < a->n; i++) {
+        json_t *run = store_get(tx, SK_RUN, a->l->f.project_id, a->ids[i]);
+        if (!run)
+            continue;
+        if (run_status_of(run) == RS_QUEUED) {
+            json_object_set_new(run, "worker_id",
+                                a->l->worker_id ? json_string(a->l->worker_id) : json_null());
+            if (a->l->f.agent_id && !json_is_string(json_object_get(run, "agent_id")))
+                json_object_set_new(run, "agent_id", json_string(a->l->f.agent_id));
+            json_object_set_new(run, "lease_expires_at", json_string(ts));
+            int rc = run_move(tx, app, run, RS_RUNNING, NULL);
+            if (rc) {
+                json_decref(run);
+                return rc;
+            }
+            json_array_append_new(a->runs, run_public(run));
+        }
+        json_decref(run);
+    }
+    return 0;
+}
+
+struct unlease_tx {
+    const char *project;
+    json_t *runs;
+    struct app *app;
+};
+
+/* The client went away before the response reached it: undo (invariant 2). */
+static int unlease_fn(struct store_tx *tx, void *arg)
+{
+    struct unlease_tx *a = arg;
+    size_t i;
+    json_t *r;
+    json_array_foreach(a->runs, i, r) {
+        json_t *run = store_get(tx, SK_RUN, a->project, json_string_value(json_object_get(r, "id")));
+        if (run && run_status_of(run) == RS_RUNNING &&
+            json_equal(json_object_get(run, "attempt"), json_object_get(r, "attempt"))) {
+            json_object_set_new(run, "started_at", json_null());
+            run_move(tx, a->app, run, RS_QUEUED, NULL);
+        }
+        json_decref(run);
+    }
+    return 0;
+}
+
+static void lease_gone(struct req *r, bool delivered)
+{
+    struct lease *l = r->wait;
+    if (!l)
+        return;
+    if (l->waiter)
+        sched_unwait(r->app->sched, l->waiter);
+    if (!delivered && json_array_size(l->leased)) {
+        struct unlease_tx u = {l->f.project_id, l->leased, r->app};
+        store_write(r->app->store, unlease_fn, &u);
+    }
+    json_decref(l->leased);
+    free(l);
+    r->wait = NULL;
+}
+
+static void lease_wake(void *ctx)
+{
+    struct lease *l = ctx;
+    l->waiter = NULL;
+    http_resume(l->r);
+}
+
+static void lease_try(struct req *r)
+{
+    struct lease *l = r->wait;
+    json_t *runs = json_array();
+    if (!http_client_gone(r)) {
+        char *ids[MAX_LEASE];
+        int n = sched_take(r->app->sched, &l->f, ids, l->max);
+        if (n > 0) {
+            struct lease_tx a = {l, ids, n, runs};
+            int rc = store_write(r->app->store, lease_fn, &a);
+            if (rc) {
+                sched_give_back(r->app->sched, ids, n);
+                json_array_clear(runs);
+            }
+            for (int i = 0; i < n; i++)
+                free(ids[i]);
+        }
+        if (!json_array_size(runs) && mono_ms() < l->deadline && !r->app->draining) {
+            json_decref(runs);
+            http_suspend(r, lease_try);
+            l->waiter = sched_wait(r->app->sched, l->f.project_id, l->deadline, lease_wake, l);
+            /* a run may have arrived between take and wait: look again */
+            struct sched_waiter *w = l->waiter;
+            if (w && sched_has_ready(r->app->sched, l->f.project_id) &&
+                sched_unwait(r->app->sched, w)) {
+                l->waiter = NULL;
+                http_resume(r);
+            }
+            return;
+        }
+    }
+    l->leased = json_incref(runs);
+    http_json(r, 200, json_pack("{s:o}", "data", runs));
+}
+
+static bool str_list(struct req *r, json_t *body, const char *field, const char **out, size_t max,
+                     size_t *n)
+{
+    json_t *a = NULL;
+    if (!api_arr(r, body, field, field, max, &a))
+        return false;
+    size_t i;
+    json_t *v;
+    *n = 0;
+    json_array_foreach(a, i, v) {
+        if (!json_is_string(v) || !json_string_length(v)) {
+            http_error(r, 400, "invalid_type", field, "%s[%zu] must be a non-empty string", field, i);
+            return false;
+        }
+        out[(*n)++] = json_string_value(v);
+    }
+    return true;
+}
+
+void api_workers_lease(struct req *r)
+{
+    const char *project = http_param(r, "project_id");
+    json_t *body = http_body_object(r);
+    if (!body || !api_project(r, project))
+        return;
+    static const char *const fields[] = {"worker_id", "agent_id", "runtimes", "definitions",
+                                         "max", "wait_ms", NULL};
+    struct lease *l = xcalloc(1, sizeof *l);
+    json_int_t max = 1, wait = 0;
+    const char *agent = NULL;
+    if (!api_known_fields(r, body, fields, "") ||
+        !api_str(r, body, "worker_id", "worker_id", 256, &l->worker_id) ||
+        !api_str(r, body, "agent_id", "agent_id", 256, &agent) ||
+        !str_list(r, body, "runtimes", l->runtimes, 32, &l->f.nruntimes) ||
+        !str_list(r, body, "definitions", l->defs, 64, &l->f.ndefinitions) ||
+        !api_int(r, body, "max", "max", 1, MAX_LEASE, &max) ||
+        !api_int(r, body, "wait_ms", "wait_ms", 0, r->app->cfg.max_wait_ms, &wait)) {
+        free(l);
+        return;
+    }
+    l->r = r;
+    l->f.project_id = project;
+    l->f.agent_id = agent;
+    l->f.runtimes = l->runtimes;
+    l->f.definitions = l->defs;
+    l->max = (int)max;
+    l->deadline = mono_ms() + wait;
+    r->wait = l;
+    r->on_gone = lease_gone;
+    lease_try(r);
+}
+
+/* ---- report ---- */
+
+static const char *const result_fields[] = {"run_id", "attempt", "status", "output", "error",
+                                            "logs", "exit_code", NULL};
+static const char *const end_statuses[] = {"completed", "failed", "timed_out", "canceled",
+                                           "running", "review_required", NULL};
+
+struct report_tx {
+    struct req *r;
+    json_t *results;
+    json_t *out;
+};
+
+static json_t *refuse(const char *run_id, const char *code, const char *msg)
+{
+    return json_pack("{s:s?, s:b, s:{s:s, s:s}}", "run_id", run_id, "ok", 0, "error", "code", code,
+                     "message", msg);
+}
+
+static int report_fn(struct store_tx *tx, void *arg)
+{
+    struct report_tx *a = arg;
+    struct req *r = a->r;
+    const char *project = http_param(r, "project_id");
+    a->out = json_array();
+    size_t i;
+    json_t *res;
+    json_array_foreach(a->results, i, res) {
+        const char *run_id = json_string_value(json_object_get(res, "run_id"));
+        const char *status = json_string_value(json_object_get(res, "status"));
+        json_t *att = json_object_get(res, "attempt");
+        if (!json_is_object(res) || !run_id) {
+            json_array_append_new(a->out, refuse(run_id, "invalid_result", "run_id is required"));
+            continue;
+        }
+        const char *k;
+        json_t *v;
+        bool unknown = false;
+        json_object_foreach(res, k, v) {
+            bool ok = false;
+            for (const char *const *f = result_fields; *f; f++)
+                ok |= !strcmp(*f, k);
+            unknown |= !ok;
+        }
+        int st = status ? run_status_parse(status) : -1;
+        bool st_ok = false;
+        for (const char *const *s = end_statuses; status && *s; s++)
+            st_ok |= !strcmp(*s, status);
+        if (unknown || !st_ok || (att && !json_is_integer(att)) ||
+            (json_object_get(res, "logs") && !json_is_array(json_object_get(res, "logs")))) {
+            json_array_append_new(a->out, refuse(run_id, "invalid_result",
+                unknown ? "unknown field in result" : !st_ok ? "status must be completed, failed, "
+                "timed_out, canceled, running or review_required" : "attempt must be an integer and "
+                "logs an array"));
+            continue;
+        }
+        json_t *run = store_get(tx, SK_RUN, project, run_id);
+        if (!run) {
+            json_array_append_new(a->out, refuse(run_id, "not_found", "no such run"));
+            continue;
+        }
+        if (att && json_integer_value(att) != json_integer_value(json_object_get(run, "attempt"))) {
+            json_array_append_new(a->out, refuse(run_id, "stale_attempt",
+                                                 "the attempt is not the run's current attempt"));
+            json_decref(run);
+            continue;
+        }
+        enum run_status from = run_status_of(run);
+        if (from != RS_RUNNING) {
+            json_array_append_new(a->out, refuse(run_id, "invalid_transition",
+                                                 "the run is not running (its lease ended)"));
+            json_decref(run);
+            continue;
+        }
+        json_t *output = json_object_get(res, "output");
+        if (output && !json_is_null(output))
+            json_object_set(run, "output", output);
+        int rc = 0;
+        json_t *logs = json_object_get(res, "logs");
+        if (json_array_size(logs)) {
+            json_t *clean = json_array();
+            size_t j;
+            json_t *e;
+            json_array_foreach(logs, j, e) {
+                if (json_is_object(e))
+                    json_array_append_new(clean, json_deep_copy(e));
+            }
+            rc = run_append_logs(tx, r->app, run, clean);
+            json_decref(clean);
+        }
+        if (!rc && st != RS_RUNNING) {
+            json_t *err = json_object_get(res, "error");
+            struct run_outcome out = {0};
+            if (json_is_string(err))
+                out.message = json_string_value(err);
+            else if (json_is_object(err)) {
+                out.message = json_string_value(json_object_get(err, "message"));
+                out.code = json_string_value(json_object_get(err, "code"));
+            }
+            if (st == RS_FAILED && !out.code)
+                out.code = "worker_failed";
+            if (json_is_integer(json_object_get(res, "exit_code"))) {
+                out.has_exit_code = true;
+                out.exit_code = (int)json_integer_value(json_object_get(res, "exit_code"));
+            }
+            rc = run_move(tx, r->app, run, (enum run_status)st, &out);
+        } else if (!rc) {
+            rc = run_save(tx, run);
+        }
+        json_decref(run);
+        if (rc == -EPERM) {
+            json_array_append_new(a->out, refuse(run_id, "invalid_transition",
+                                                 "the run cannot make this change"));
+            continue;
+        }
+        if (rc)
+            return rc;
+        json_array_append_new(a->out, json_pack("{s:s, s:b, s:n}", "run_id", run_id, "ok", 1,
+                                                "error"));
+    }
+    return 0;
+}
+
+void api_workers_report(struct req *r)
+{
+    json_t *body = http_body_object(r);
+    if (!body || !api_project(r, http_param(r, "project_id")))
+        return;
+    json_t *results = NULL;
+    if (!api_known_fields(r, body, (const char *const[]){"results", NULL}, "") ||
+        !api_arr(r, body, "results", "results", 1000, &results))
+        return;
+    if (!results) {
+        http_error(r, 400, "missing_field", "results", "results is required");
+        return;
+    }
+    struct report_tx a = {r, results, NULL};
+    int rc = store_write(r->app->store, report_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "run");
+        json_decref(a.out);
+        return;
+    }
+    http_json(r, 200, json_pack("{s:o}", "data", a.out));
+}

@@ -1,0 +1,113 @@
+"""Helpers for quern's integration tests: start a real quernd on port 0 in a
+temp directory, talk HTTP to it, stop or kill it.  Stdlib only."""
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+BUILD = os.environ.get("QUERN_BUILD", "build")
+ROOT_KEY = "qk_root_test_key_0123456789"
+
+
+class Server:
+    def __init__(self, data=None, extra_args=(), env=None):
+        self.data = data or tempfile.mkdtemp(prefix="quernd-", dir=os.environ.get("QUERN_TEST_TMP"))
+        self.extra = list(extra_args)
+        self.env = env or {}
+        self.proc = None
+        self.start()
+
+    def start(self):
+        env = dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY, **self.env)
+        self.proc = subprocess.Popen(
+            [os.path.join(BUILD, "quernd"), "--listen", "127.0.0.1:0", "--data", self.data] + self.extra,
+            stdout=subprocess.PIPE, stderr=open(os.path.join(self.data, "stderr.log"), "ab"), env=env)
+        line = self.proc.stdout.readline().decode()
+        if "listening on http://" not in line:
+            raise RuntimeError("quernd did not start: " + line)
+        hostport = line.strip().rsplit("http://", 1)[1]
+        self.host, port = hostport.rsplit(":", 1)
+        self.port = int(port)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            rc = self.proc.wait(60)
+            assert rc == 0, "quernd exited %s on SIGTERM (see %s/stderr.log)" % (rc, self.data)
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+    def conn(self):
+        return http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def req(self, method, path, body=None, key=ROOT_KEY, headers=None, raw=None):
+        c = self.conn()
+        h = dict(headers or {})
+        if key:
+            h["Authorization"] = "Bearer " + key
+        data = raw if raw is not None else (json.dumps(body) if body is not None else None)
+        if data is not None:
+            h["Content-Type"] = "application/json"
+        c.request(method, path, body=data, headers=h)
+        r = c.getresponse()
+        text = r.read().decode()
+        c.close()
+        try:
+            js = json.loads(text) if text and "json" in (r.getheader("Content-Type") or "") and "jsonl" not in (r.getheader("Content-Type") or "") else None
+        except ValueError:
+            js = None
+        return Resp(r.status, js, text, r)
+
+
+class Resp:
+    def __init__(self, status, json_, text, r):
+        self.status, self.json, self.text, self.raw = status, json_, text, r
+
+    def header(self, name):
+        return self.raw.getheader(name)
+
+    def __repr__(self):
+        return "<%d %s>" % (self.status, self.text[:300])
+
+
+def expect(resp, status):
+    assert resp.status == status, "expected %d, got %r" % (status, resp)
+    return resp.json
+
+
+def wait_for(fn, timeout=30, what="condition"):
+    """Polls fn until it returns a truthy value (a test helper, not an assertion on time)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        v = fn()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def run_tests(ns):
+    """Runs every test_* function of a module; prints 'N passed, M failed'."""
+    tests = [(n, f) for n, f in sorted(ns.items()) if n.startswith("test_") and callable(f)]
+    only = sys.argv[1] if len(sys.argv) > 1 else None
+    passed = failed = 0
+    for name, fn in tests:
+        if only and only != name:
+            continue
+        try:
+            fn()
+            passed += 1
+            print("ok   " + name, flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL " + name, flush=True)
+            traceback.print_exc()
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,388 @@
+"""Black-box tests of the foundation API against a real quernd."""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+
+S = Server()
+P = "/api/projects/default"
+
+
+def new_key(scopes, project="default"):
+    return expect(S.req("POST", "/api/projects/%s/api_keys" % project,
+                        {"name": "k", "scopes": scopes}), 201)["key"]
+
+
+def agent_task(**kw):
+    body = {"name": "t", "assigned_agent_id": "ag", "run": True}
+    body.update(kw)
+    return expect(S.req("POST", P + "/tasks", body), 201)
+
+
+def test_health_and_ops():
+    assert expect(S.req("GET", "/healthz", key=None), 200)["status"] == "ok"
+    assert expect(S.req("GET", "/readyz", key=None), 200)["status"] == "ready"
+    m = S.req("GET", "/metrics", key=None)
+    assert m.status == 200 and "quern_queue_depth" in m.text
+    doc = expect(S.req("GET", "/openapi.json", key=None), 200)
+    assert doc["openapi"].startswith("3.1")
+    assert "/api/projects/{project_id}/tasks" in doc["paths"]
+
+
+def test_auth_errors():
+    r = S.req("GET", P + "/tasks", key=None)
+    assert r.status == 401 and r.json["error"]["type"] == "unauthorized"
+    assert S.req("GET", P + "/tasks", key="qk_nope").status == 401
+    ro = new_key(["task:read"])
+    assert S.req("GET", P + "/tasks", key=ro).status == 200
+    r = S.req("POST", P + "/tasks", {"code": "true"}, key=ro)
+    assert r.status == 403 and r.json["error"]["type"] == "forbidden"
+    assert S.req("POST", "/api/projects", {"name": "x"}, key=ro).status == 403
+
+
+def test_projects_isolated():
+    other = expect(S.req("POST", "/api/projects", {"name": "other"}), 201)["id"]
+    okey = new_key(["task:read", "task:write"], other)
+    t = agent_task()
+    # a key of another project never sees this project's objects
+    assert S.req("GET", P + "/tasks/" + t["id"], key=okey).status == 404
+    assert S.req("GET", P + "/tasks", key=okey).status == 404
+    lst = expect(S.req("GET", "/api/projects", key=okey), 200)
+    assert [p["id"] for p in lst["data"]] == [other]
+
+
+def test_key_revoke_takes_effect():
+    k = expect(S.req("POST", P + "/api_keys", {"name": "r", "scopes": ["task:read"]}), 201)
+    assert "key" in k and "hash" not in k
+    assert S.req("GET", P + "/tasks", key=k["key"]).status == 200
+    expect(S.req("DELETE", P + "/api_keys/" + k["id"]), 200)
+    assert S.req("GET", P + "/tasks", key=k["key"]).status == 401
+    listed = expect(S.req("GET", P + "/api_keys"), 200)["data"]
+    assert all("key" not in x and "hash" not in x for x in listed)
+
+
+def test_bad_input_is_400_naming_field():
+    cases = [
+        ({"name": 5, "code": "x"}, "name"),
+        ({"code": "x", "priority": "huge"}, "priority"),
+        ({"code": "x", "runtime_id": "cobol"}, "runtime_id"),
+        ({"code": "x", "settings": {"max_retries": -1}}, "settings.max_retries"),
+        ({"code": "x", "settings": {"bogus": 1}}, "settings.bogus"),
+        ({"code": "x", "deadline": "tomorrow"}, "deadline"),
+        ({"code": "x", "name": "n" * 257}, "name"),
+        ({"code": "x", "input": [1]}, "input"),
+        ({"code": "x", "dependencies": ["task_missing"]}, "dependencies"),
+        ({"code": "x", "unknown_field": 1}, "unknown_field"),
+    ]
+    for body, param in cases:
+        r = S.req("POST", P + "/tasks", body)
+        assert r.status == 400, (body, r)
+        assert r.json["error"]["param"] == param, (body, r.json)
+        assert r.json["error"]["type"] == "invalid_request"
+    r = S.req("POST", P + "/tasks", {"name": "nothing to do"})
+    assert r.status == 400
+    r = S.req("POST", P + "/tasks", raw="{not json")
+    assert r.status == 400 and r.json["error"]["code"] == "invalid_json"
+    r = S.req("GET", P + "/tasks?limit=-1")
+    assert r.status == 400 and r.json["error"]["param"] == "limit"
+    r = S.req("GET", P + "/tasks?limit=501")
+    assert r.status == 400
+    r = S.req("GET", P + "/tasks?status=bogus")
+    assert r.status == 400 and r.json["error"]["param"] == "status"
+    r = S.req("POST", P + "/tasks", raw="x" * (17 << 20))
+    assert r.status == 413 and r.json["error"]["type"] == "payload_too_large"
+
+
+def test_task_crud_and_filters():
+    t = agent_task(name="crud", metadata={"team": "sales"}, priority="high")
+    assert t["status"] == "queued" and t["run_count"] == 1
+    got = expect(S.req("GET", P + "/tasks/" + t["id"]), 200)
+    assert got["name"] == "crud" and got["metadata"] == {"team": "sales"}
+    up = expect(S.req("PATCH", P + "/tasks/" + t["id"], {"name": "crud2", "priority": "low"}), 200)
+    assert up["name"] == "crud2" and up["priority"] == "low"
+    lst = expect(S.req("GET", P + "/tasks?metadata.team=sales"), 200)
+    assert t["id"] in [x["id"] for x in lst["data"]]
+    lst = expect(S.req("GET", P + "/tasks?metadata.team=nobody"), 200)
+    assert lst["data"] == [] and lst["total"] == 0
+    lst = expect(S.req("GET", P + "/tasks?priority=low&assigned_agent_id=ag"), 200)
+    assert t["id"] in [x["id"] for x in lst["data"]]
+    expect(S.req("DELETE", P + "/tasks/" + t["id"]), 200)
+    assert S.req("GET", P + "/tasks/" + t["id"]).status == 404
+
+
+def test_list_paging():
+    ids = [agent_task(name="page%d" % i, metadata={"pg": "1"})["id"] for i in range(5)]
+    a = expect(S.req("GET", P + "/tasks?metadata.pg=1&limit=2"), 200)
+    assert a["total"] == 5 and a["has_more"] is True and len(a["data"]) == 2
+    assert [x["id"] for x in a["data"]] == ids[::-1][:2]   # newest first
+    b = expect(S.req("GET", P + "/tasks?metadata.pg=1&limit=2&offset=4"), 200)
+    assert b["has_more"] is False and [x["id"] for x in b["data"]] == [ids[0]]
+
+
+def test_client_id_and_conflict():
+    expect(S.req("POST", P + "/tasks", {"id": "my-task-1", "assigned_agent_id": "a"}), 201)
+    r = S.req("POST", P + "/tasks", {"id": "my-task-1", "assigned_agent_id": "a"})
+    assert r.status == 409 and r.json["error"]["type"] == "conflict"
+
+
+def test_batch_all_or_nothing():
+    good = [{"name": "b%d" % i, "assigned_agent_id": "bat"} for i in range(3)]
+    out = expect(S.req("POST", P + "/tasks/batch", {"tasks": good}), 201)
+    assert [t["name"] for t in out["data"]] == ["b0", "b1", "b2"]
+    bad = good + [{"name": "x", "assigned_agent_id": "bat", "priority": "nope"}]
+    before = expect(S.req("GET", P + "/tasks?assigned_agent_id=bat"), 200)["total"]
+    r = S.req("POST", P + "/tasks/batch", {"tasks": bad})
+    assert r.status == 400 and r.json["error"]["param"] == "tasks[3].priority"
+    after = expect(S.req("GET", P + "/tasks?assigned_agent_id=bat"), 200)["total"]
+    assert before == after
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"assigned_agent_id": "x"}] * 1001})
+    assert r.status == 400
+
+
+def test_lease_report_and_fencing():
+    wk = new_key(["worker"])
+    t = agent_task(assigned_agent_id="fence")
+    got = expect(S.req("POST", P + "/workers/lease",
+                       {"worker_id": "w1", "agent_id": "fence", "max": 10}, key=wk), 200)["data"]
+    assert [r["task_id"] for r in got] == [t["id"]]
+    run = got[0]
+    assert run["status"] == "running" and run["lease_expires_at"] and run["attempt"] == 1
+    # nothing more to lease
+    assert expect(S.req("POST", P + "/workers/lease", {"agent_id": "fence"}, key=wk), 200)["data"] == []
+    res = expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": run["id"], "attempt": 2, "status": "completed"},
+        {"run_id": "run_missing", "attempt": 1, "status": "completed"},
+    ]}, key=wk), 200)["data"]
+    assert [x["ok"] for x in res] == [False, False]
+    assert res[0]["error"]["code"] == "stale_attempt"
+    res = expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": run["id"], "attempt": 1, "status": "completed", "output": {"ok": 1},
+         "logs": [{"message": "done"}]}]}, key=wk), 200)["data"]
+    assert res[0]["ok"] is True
+    final = expect(S.req("GET", P + "/task-runs/" + run["id"]), 200)
+    assert final["status"] == "completed" and final["output"] == {"ok": 1}
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["status"] == "completed"
+
+
+def test_lease_long_poll_wakes_on_new_run():
+    import threading
+    out = {}
+
+    def poll():
+        out["r"] = S.req("POST", P + "/workers/lease", {"agent_id": "lp", "wait_ms": 20000})
+    th = threading.Thread(target=poll)
+    th.start()
+    wait_for(lambda: True)
+    t = agent_task(assigned_agent_id="lp")
+    th.join(30)
+    data = expect(out["r"], 200)["data"]
+    assert [r["task_id"] for r in data] == [t["id"]]
+
+
+def test_lease_expiry_requeues_with_new_attempt():
+    s2 = Server(env={"QUERN_LEASE_MS": "300"})
+    try:
+        t = expect(s2.req("POST", P + "/tasks", {"assigned_agent_id": "exp", "run": True,
+                                                 "settings": {"max_retries": 1, "retry_delay_ms": 0}}), 201)
+        r1 = expect(s2.req("POST", P + "/workers/lease", {"agent_id": "exp"}), 200)["data"][0]
+        r2 = expect(s2.req("POST", P + "/workers/lease", {"agent_id": "exp", "wait_ms": 20000}), 200)["data"]
+        assert len(r2) == 1 and r2[0]["id"] == r1["id"] and r2[0]["attempt"] == 2
+        late = expect(s2.req("POST", P + "/workers/report", {"results": [
+            {"run_id": r1["id"], "attempt": 1, "status": "completed"}]}), 200)["data"][0]
+        assert late["ok"] is False
+        # the second lease expires too: no retries left -> failed lease_expired
+        run = wait_for(lambda: (lambda x: x if x["status"] == "failed" else None)(
+            expect(s2.req("GET", P + "/task-runs/" + r1["id"]), 200)), what="lease expiry")
+        assert run["error"]["code"] == "lease_expired"
+        del t
+    finally:
+        s2.stop()
+
+
+def test_run_state_machine_409():
+    t = agent_task(assigned_agent_id="sm")
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    r = S.req("PATCH", base, {"status": "bogus"})
+    assert r.status == 400 and r.json["error"]["param"] == "status"
+    expect(S.req("PATCH", base, {"status": "running", "stage": "s1"}), 200)
+    assert S.req("PATCH", base, {"status": "running"}).status == 409
+    done = expect(S.req("PATCH", base, {"status": "failed", "error_message": "boom", "exit_code": 3}), 200)
+    assert done["status"] == "failed" and done["exit_code"] == 3 and done["completed_at"]
+    for st in ("running", "completed", "failed", "queued"):
+        assert S.req("PATCH", base, {"status": st}).status == 409
+    assert S.req("POST", base + "/cancel", {}).status == 409
+    # retry of a failed task makes a new attempt
+    rr = expect(S.req("POST", P + "/tasks/%s/retry" % t["id"]), 201)
+    assert rr["attempt"] == 2 and rr["status"] == "queued"
+    assert S.req("POST", P + "/tasks/%s/retry" % t["id"]).status == 409
+
+
+def test_logs_and_session_logs():
+    t = agent_task(assigned_agent_id="logs")
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("POST", base + "/append_log", {"entries": [
+        {"message": "one", "level": "info"}, {"message": "two", "type": "stdout"}]}), 200)
+    r = S.req("POST", base + "/append_log", {"entries": [{"level": "loud"}]})
+    assert r.status == 400 and r.json["error"]["param"] == "entries[0].level"
+    lg = S.req("GET", base + "/logs")
+    assert lg.status == 200 and lg.header("Content-Type").startswith("application/jsonl")
+    lines = [json.loads(x) for x in lg.text.splitlines()]
+    assert [x["message"] for x in lines] == ["one", "two"] and [x["seq"] for x in lines] == [1, 2]
+    sl = S.req("GET", base + "/session_logs?event_types=task_run.log&limit=1")
+    assert sl.status == 200 and len(sl.json) == 1
+    assert sl.header("X-Filtered-Count") == "2" and sl.header("X-Has-More") == "true"
+    assert int(sl.header("X-Total-Count")) >= 3
+    ex = S.req("GET", base + "/session_logs?exclude_types=task_run.log")
+    assert all(e["type"] != "task_run.log" for e in ex.json)
+    after = S.req("GET", base + "/session_logs?after=" + sl.json[0]["id"])
+    assert sl.json[0]["id"] not in [e["id"] for e in after.json]
+    grouped = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)["data"]
+    assert len(grouped) == 1 and len(grouped[0]["items"]) == 2
+
+
+def test_set_output_schema():
+    t = agent_task(assigned_agent_id="out", output_schema={
+        "type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}})
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("PATCH", base, {"status": "running"}), 200)
+    r = S.req("PATCH", base + "/set_output", {"output": {"n": "x"}})
+    assert r.status == 400 and "$.n" in r.json["error"]["param"]
+    done = expect(S.req("PATCH", base + "/set_output", {"output": {"n": 4}}), 200)
+    assert done["status"] == "completed" and done["output"] == {"n": 4}
+    assert S.req("PATCH", base + "/set_output", {"output": {"n": 5}}).status == 409
+
+
+def test_checkpoints_heartbeat_include():
+    t = agent_task(assigned_agent_id="cp")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "cp"}), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("POST", base + "/checkpoints", {"data": {"step": 1}}), 200)
+    cps = expect(S.req("GET", base + "/checkpoints"), 200)["data"]
+    assert [c["data"] for c in cps] == [{"step": 1}]
+    hb = expect(S.req("POST", base + "/heartbeat", {"progress": 0.5}), 200)
+    assert hb["progress"] == 0.5
+    assert S.req("POST", base + "/heartbeat", {"progress": 2}).status == 400
+    full = expect(S.req("GET", base + "?include=input,checkpoints,logs"), 200)
+    assert "input" in full and len(full["checkpoints"]) == 1 and "logs" in full
+    assert "input" not in expect(S.req("GET", base), 200)
+    assert S.req("GET", base + "?include=nope").status == 400
+
+
+def test_definitions_and_trigger():
+    d = expect(S.req("POST", P + "/definitions", {"id": "def-echo", "title": "Echo",
+               "input_schema": {"type": "object", "required": ["x"]}}), 201)
+    assert d["id"] == "def-echo"
+    assert S.req("POST", P + "/definitions", {"input_schema": {"type": 5}}).status == 400
+    assert S.req("POST", P + "/definitions/def-echo/trigger", {"input": {}}).status == 400
+    t = expect(S.req("POST", P + "/definitions/def-echo/trigger", {"input": {"x": 1}}), 201)
+    assert t["run"]["status"] == "queued" and t["definition_id"] == "def-echo"
+    got = expect(S.req("POST", P + "/workers/lease", {"definitions": ["def-echo"]}), 200)["data"]
+    assert [r["id"] for r in got] == [t["run"]["id"]]
+    expect(S.req("PATCH", P + "/definitions/def-echo", {"title": "Echo 2"}), 200)
+    assert expect(S.req("GET", P + "/definitions/def-echo"), 200)["title"] == "Echo 2"
+    expect(S.req("DELETE", P + "/definitions/def-echo"), 200)
+    assert S.req("GET", P + "/definitions/def-echo").status == 404
+
+
+def test_dependencies_block_and_fail():
+    a = agent_task(assigned_agent_id="dep-a")
+    b = agent_task(assigned_agent_id="dep-b", dependencies=[a["id"]])
+    brun = expect(S.req("GET", P + "/tasks/%s/runs" % b["id"]), 200)["data"][0]
+    assert brun["blocked_by"] == [a["id"]]
+    assert expect(S.req("POST", P + "/workers/lease", {"agent_id": "dep-b"}), 200)["data"] == []
+    arun = expect(S.req("POST", P + "/workers/lease", {"agent_id": "dep-a"}), 200)["data"][0]
+    expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": arun["id"], "attempt": 1, "status": "completed"}]}), 200)
+    got = expect(S.req("POST", P + "/workers/lease", {"agent_id": "dep-b", "wait_ms": 20000}), 200)["data"]
+    assert [r["id"] for r in got] == [brun["id"]]
+    # failure propagates
+    c = agent_task(assigned_agent_id="dep-c")
+    d = agent_task(assigned_agent_id="dep-d", dependencies=[c["id"]])
+    crun = expect(S.req("POST", P + "/workers/lease", {"agent_id": "dep-c"}), 200)["data"][0]
+    expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": crun["id"], "attempt": 1, "status": "failed", "error": "x"}]}), 200)
+    drun = wait_for(lambda: (lambda r: r if r["status"] == "failed" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % d["id"]), 200)["data"][0]), what="dependency failure")
+    assert drun["error"]["code"] == "dependency_failed"
+    r = S.req("PATCH", P + "/tasks/" + c["id"], {"dependencies": [d["id"]]})
+    assert r.status == 400 and r.json["error"]["code"] == "dependency_cycle"
+
+
+def test_pause_resume_cancel():
+    t = agent_task(assigned_agent_id="pr")
+    expect(S.req("POST", P + "/tasks/%s/pause" % t["id"]), 200)
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    assert run["status"] == "paused"
+    assert expect(S.req("POST", P + "/workers/lease", {"agent_id": "pr"}), 200)["data"] == []
+    expect(S.req("POST", P + "/tasks/%s/resume" % t["id"]), 200)
+    assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]["status"] == "queued"
+    expect(S.req("POST", P + "/tasks/%s/cancel" % t["id"]), 200)
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    assert run["status"] == "canceled"
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["status"] == "canceled"
+
+
+def test_queued_ids_oldest_first():
+    a = agent_task(assigned_agent_id="qid", metadata={"q": "1"})
+    b = agent_task(assigned_agent_id="qid", metadata={"q": "1"})
+    ids = expect(S.req("GET", P + "/tasks/queued_ids?limit=500"), 200)["data"]
+    assert ids.index(a["id"]) < ids.index(b["id"])
+    assert S.req("GET", P + "/tasks/queued_ids?limit=0").status == 400
+
+
+def test_interaction_and_review():
+    t = agent_task(assigned_agent_id="hitl")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "hitl"}), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    assert S.req("POST", base + "/review", {"decision": "approve"}).status == 409
+    expect(S.req("PATCH", base, {"status": "interaction_required"}), 200)
+    assert S.req("POST", base + "/interaction", {}).status == 400
+    back = expect(S.req("POST", base + "/interaction", {"response": {"answer": 42}}), 200)
+    assert back["status"] == "running"
+    expect(S.req("PATCH", base, {"status": "review_required"}), 200)
+    assert S.req("POST", base + "/review", {"decision": "maybe"}).status == 400
+    done = expect(S.req("POST", base + "/review", {"decision": "approve", "comment": "ok"}), 200)
+    assert done["status"] == "completed"
+
+
+def test_wait_for_result():
+    import threading
+    box = {}
+
+    def create():
+        box["r"] = S.req("POST", P + "/tasks", {"assigned_agent_id": "wfr", "run": True,
+                                                "wait_for_result": 20000})
+    th = threading.Thread(target=create)
+    th.start()
+    run = wait_for(lambda: expect(S.req("POST", P + "/workers/lease", {"agent_id": "wfr"}), 200)["data"],
+                   what="the waited-for run")[0]
+    expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": run["id"], "status": "completed", "output": {"v": 7}}]}), 200)
+    th.join(30)
+    body = expect(box["r"], 201)
+    assert body["run"]["status"] == "completed" and body["run"]["output"] == {"v": 7}
+
+
+def test_restart_keeps_everything():
+    s2 = Server()
+    t = expect(s2.req("POST", P + "/tasks", {"assigned_agent_id": "rs", "run": True}), 201)
+    s2.stop()
+    s2.start()
+    try:
+        assert expect(s2.req("GET", P + "/tasks/" + t["id"]), 200)["status"] == "queued"
+        got = expect(s2.req("POST", P + "/workers/lease", {"agent_id": "rs"}), 200)["data"]
+        assert [r["task_id"] for r in got] == [t["id"]]
+    finally:
+        s2.stop()
+
+
+if __name__ == "__main__":
+    try:
+        run_tests(dict(globals()))
+    finally:
+        S.stop()
