@@ -693,7 +693,7 @@ static int review_fn(struct runop *op, struct store_tx *tx, json_t *run)
                    run_status_name(run_status_of(run)));
         return -EPERM;
     }
-    json_object_set_new(run, "review", json_pack("{s:s, s:O}", "decision", decision, "comment",
+    json_object_set_new(run, "review", json_pack("{s:s, s:o}", "decision", decision, "comment",
                                                  comment ? json_string(comment) : json_null()));
     if (!strcmp(decision, "approve"))
         return run_move(tx, r->app, run, RS_COMPLETED, NULL);

@@ -260,9 +260,9 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
         http_error(r, 400, "invalid_cron", P("schedule"), "%s must not be empty", p);
         return NULL;
     }
-    settings = settings_from(r, sin ? sin : json_object(), prefix, NULL);
-    if (!sin)
-        json_decref(json_object());
+    json_t *empty = json_object();
+    settings = settings_from(r, sin ? sin : empty, prefix, NULL);
+    json_decref(empty);
     if (!settings)
         return NULL;
 
