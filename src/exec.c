@@ -448,7 +448,7 @@ static void split_lines(struct exec *ex, struct run *r, enum fdkind k, struct lb
     size_t start = 0;
     size_t cap = k == K_CTL ? CONTROL_MAX_BYTES : LINE_MAX_BYTES;
     const char *type = k == K_OUT ? "stdout" : "stderr";
-    for (;;) {
+    while (start < lb->b.len) {
         char *nl = memchr(lb->b.data + start, '\n', lb->b.len - start);
         size_t avail = lb->b.len - start;
         size_t n;
