@@ -8,12 +8,15 @@
  * directly is the table of live run ids (under `mu`), so exec_send can say
  * -ENOENT at once.
  *
- * A run's directory (under spec->work_root) holds:
- *   scratch/        the box's cwd (/scratch), owned by the sandbox uid
- *   q/              /quern: input.json, checkpoint.json, output.json, artifacts/
- *   out/            exec's copies of the artifacts, kept until the result is released
- * scratch/ and q/ are removed when the run ends; out/ and the dir by
- * exec_result_release().
+ * Files.  Creating and deleting inodes on the host file system was the
+ * largest cost of a short run, so each slot keeps its directories under
+ * spec->work_root and empties them after each run:
+ *   .slot-N/scratch/        the box's cwd (/scratch), owned by the sandbox uid
+ *   .slot-N/out/            /quern/out: output.json and artifacts/
+ * The box's input.json, checkpoint.json and script are written into its own
+ * tmpfs root (/quern, read-only), not on the host.  Artifacts are moved to
+ * .artifacts/<run>-<rand>/ (made only when there are some), which
+ * exec_result_release() removes.
  *
  * Invariants:
  *  1. A slot is reserved (pub_ids[i] set) from exec_start until just before
@@ -76,7 +79,7 @@ struct run {
     char **sec_names, **sec_values;
 
     /* per run */
-    char *dir, *scratch, *qdir;
+    char *slotdir, *scratch, *outdir;
     int iteration;
     int64_t out_bytes;
     int64_t cpu_ms, peak_kb, wall_ms;
@@ -111,6 +114,7 @@ struct exec {
     int slots;
     struct sandbox_sys *sys;
     struct run *runs;
+    char **clean_root;      /* per slot: the work_root whose .slot-N is known empty */
     pthread_t thread;
     int epfd, wakefd;
 
@@ -245,29 +249,6 @@ static void rm_tree(const char *path)
         (void)nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
-static int write_whole(const char *path, const char *data, size_t len, uid_t uid)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0)
-        return -errno;
-    size_t off = 0;
-    int rc = 0;
-    while (off < len) {
-        ssize_t w = write(fd, data + off, len - off);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = -errno;
-            break;
-        }
-        off += (size_t)w;
-    }
-    if (rc == 0 && fchown(fd, uid, uid) < 0)
-        rc = -errno;
-    close(fd);
-    return rc;
-}
-
 static void run_clear(struct run *r)
 {
     free(r->run_id);
@@ -287,9 +268,9 @@ static void run_clear(struct run *r)
     }
     free(r->sec_names);
     free(r->sec_values);
-    free(r->dir);
+    free(r->slotdir);
     free(r->scratch);
-    free(r->qdir);
+    free(r->outdir);
     json_decref(r->ctl_output);
     json_decref(r->cont_data);
     buf_release(&r->stdin_q);
@@ -564,34 +545,72 @@ static int mkdir_owned(const char *p, mode_t mode, uid_t uid)
     return 0;
 }
 
-static int prepare_dirs(struct exec *ex, struct run *r, char **why)
+static int rm_children_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    if (ftw->level == 0)
+        return 0; /* keep the top directory */
+    int rc = (flag == FTW_DP || flag == FTW_D || flag == FTW_DNR) ? rmdir(path) : unlink(path);
+    return rc < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Empties dir (not following links); 0 or -1 when something stayed. */
+static int empty_dir(const char *dir)
+{
+    return nftw(dir, rm_children_cb, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Puts the slot's directories in their pristine state: existing, empty,
+ * owned by the sandbox uid, mode 0755 (a box may have chmod'ed them). */
+static int reset_slot_dirs(struct exec *ex, struct run *r)
 {
     uid_t uid = sandbox_host_uid(ex->sys);
-    char id[ID_LEN];
-    id_new("x", id);
-    r->dir = xasprintf("%s/run-%s-%s", r->work_root, r->run_id, id + 2);
-    r->scratch = xasprintf("%s/scratch", r->dir);
-    r->qdir = xasprintf("%s/q", r->dir);
+    char *art = xasprintf("%s/artifacts", r->outdir);
+    int rc = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = 0;
+        if (mkdir(r->slotdir, 0711) < 0 && errno != EEXIST)
+            rc = -errno;
+        if (rc == 0)
+            rc = mkdir_owned(r->scratch, 0755, uid);
+        if (rc == 0)
+            rc = mkdir_owned(r->outdir, 0755, uid);
+        if (rc == 0 && (empty_dir(r->scratch) < 0 || empty_dir(r->outdir) < 0))
+            rc = -ENOTEMPTY;
+        if (rc == 0 && (chmod(r->scratch, 0755) < 0 || chmod(r->outdir, 0755) < 0))
+            rc = -errno;
+        if (rc == 0)
+            rc = mkdir_owned(art, 0755, uid);
+        if (rc == 0 || attempt == 1)
+            break;
+        /* Something would not go: move the whole slot dir aside, start anew. */
+        char id[ID_LEN];
+        id_new("t", id);
+        char *trash = xasprintf("%s.trash-%s", r->slotdir, id + 2);
+        if (rename(r->slotdir, trash) == 0)
+            rm_tree(trash);
+        free(trash);
+    }
+    free(art);
+    return rc;
+}
+
+static int prepare_dirs(struct exec *ex, int slot, struct run *r, char **why)
+{
+    uid_t uid = sandbox_host_uid(ex->sys);
+    r->slotdir = xasprintf("%s/.slot-%d", r->work_root, slot);
+    r->scratch = xasprintf("%s/scratch", r->slotdir);
+    r->outdir = xasprintf("%s/out", r->slotdir);
     if (mkdir(r->work_root, 0711) < 0 && errno != EEXIST) {
         *why = xasprintf("work_root %s: %s", r->work_root, strerror(errno));
         return -errno;
     }
-    if (mkdir(r->dir, 0711) < 0) {
-        *why = xasprintf("run dir %s: %s", r->dir, strerror(errno));
-        return -errno;
-    }
-    char *art = xasprintf("%s/artifacts", r->qdir);
-    int rc = mkdir_owned(r->scratch, 0755, uid);
-    if (rc == 0)
-        rc = mkdir_owned(r->qdir, 0755, uid);
-    if (rc == 0)
-        rc = mkdir_owned(art, 0755, uid);
-    free(art);
-    if (rc == 0 && r->checkpoint_json) {
-        char *p = xasprintf("%s/checkpoint.json", r->qdir);
-        rc = write_whole(p, r->checkpoint_json, strlen(r->checkpoint_json), uid);
-        free(p);
-    }
+    int rc = 0;
+    /* Usually already pristine: reset after the previous run of the slot. */
+    if (!ex->clean_root[slot] || strcmp(ex->clean_root[slot], r->work_root) != 0)
+        rc = reset_slot_dirs(ex, r);
+    free(ex->clean_root[slot]);
+    ex->clean_root[slot] = NULL;
     const char *st[3] = {r->st_account, r->st_project, r->st_org};
     for (int i = 0; rc == 0 && i < 3; i++) {
         if (!st[i])
@@ -617,10 +636,8 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, ctl[2] = {-1, -1}, st[2] = {-1, -1};
     char *envv[64];
     size_t nenv = 0;
-    char *input_path = xasprintf("%s/input.json", r->qdir);
-    char *output_path = xasprintf("%s/output.json", r->qdir);
-    char *script_path = xasprintf("%s/%s", r->scratch, r->rt->file_name);
-    char *script_box = xasprintf("/scratch/%s", r->rt->file_name);
+    char *output_path = xasprintf("%s/output.json", r->outdir);
+    char *script_box = xasprintf("/quern/%s", r->rt->file_name);
 
     r->iteration++;
     (void)unlink(output_path);
@@ -631,14 +648,12 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     if (r->iteration > 1 && r->cont_data)
         input = json_dumps(r->cont_data, JSON_COMPACT | JSON_ENCODE_ANY);
     const char *in_text = input ? input : (r->input_json ? r->input_json : "null");
-    rc = write_whole(input_path, in_text, strlen(in_text), uid);
-    free(input);
-    if (rc == 0)
-        rc = write_whole(script_path, r->code, r->code_len, uid);
-    if (rc < 0) {
-        *why = xasprintf("writing the run's files: %s", strerror(-rc));
-        goto out;
-    }
+    struct sandbox_file files[3] = {
+        {"/quern/input.json", in_text, strlen(in_text)},
+        {script_box, r->code, r->code_len},
+        {"/quern/checkpoint.json", r->checkpoint_json, r->checkpoint_json ? strlen(r->checkpoint_json) : 0},
+    };
+    (void)uid;
     if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) ||
         pipe2(ctl, O_CLOEXEC) || pipe2(st, O_CLOEXEC)) {
         rc = -errno;
@@ -656,8 +671,8 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     envv[nenv++] = xstrdup("LANG=C.UTF-8");
     envv[nenv++] = xstrdup("TMPDIR=/tmp");
     envv[nenv++] = xstrdup("QUERN_INPUT=/quern/input.json");
-    envv[nenv++] = xstrdup("QUERN_OUTPUT=/quern/output.json");
-    envv[nenv++] = xstrdup("QUERN_ARTIFACTS=/quern/artifacts");
+    envv[nenv++] = xstrdup("QUERN_OUTPUT=/quern/out/output.json");
+    envv[nenv++] = xstrdup("QUERN_ARTIFACTS=/quern/out/artifacts");
     if (r->checkpoint_json)
         envv[nenv++] = xstrdup("QUERN_CHECKPOINT=/quern/checkpoint.json");
     if (r->st_account)
@@ -688,7 +703,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     struct sandbox_mount m[4 + RUNTIME_MAX_PATHS];
     size_t nm = 0;
     m[nm++] = (struct sandbox_mount){r->scratch, "/scratch", true};
-    m[nm++] = (struct sandbox_mount){r->qdir, "/quern", true};
+    m[nm++] = (struct sandbox_mount){r->outdir, "/quern/out", true};
     if (r->st_account)
         m[nm++] = (struct sandbox_mount){r->st_account, "/storage/account", true};
     if (r->st_project)
@@ -701,7 +716,8 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     int64_t tmo = r->timeout_ms;
     struct sandbox_params p = {
         .slot = slot, .argv = argv, .envp = (const char *const *)envv, .mounts = m,
-        .nmounts = nm, .cwd = "/scratch", .nsecrets = r->nsecrets,
+        .nmounts = nm, .files = files, .nfiles = r->checkpoint_json ? 3 : 2,
+        .cwd = "/scratch", .nsecrets = r->nsecrets,
         .secret_names = (const char *const *)r->sec_names,
         .secret_values = (const char *const *)r->sec_values, .network = r->network,
         .memory_limit_bytes = r->mem_mb * 1024 * 1024, .max_procs = r->max_procs,
@@ -740,9 +756,8 @@ out:
     for (size_t i = 0; i < ARRAY_LEN(fds); i++)
         if (*fds[i] >= 0)
             close(*fds[i]);
-    free(input_path);
+    free(input);
     free(output_path);
-    free(script_path);
     free(script_box);
     return rc;
 }
@@ -765,7 +780,7 @@ static void start_run(struct exec *ex, int slot, struct run *spec)
         return;
     }
     char *why = NULL;
-    int rc = prepare_dirs(ex, r, &why);
+    int rc = prepare_dirs(ex, slot, r, &why);
     if (rc == 0)
         rc = spawn_iteration(ex, slot, r, &why);
     if (rc < 0) {
@@ -827,14 +842,37 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
 
 static void collect_artifacts(struct run *r, struct exec_result *res)
 {
-    int qfd = open(r->qdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (qfd < 0)
         return;
     int afd = openat(qfd, "artifacts", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     close(qfd);
     if (afd < 0)
         return;
-    char *outdir = xasprintf("%s/out", r->dir);
+    /* Most runs leave none: look before making a directory for them. */
+    int probe = openat(afd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* own offset */
+    DIR *d = probe >= 0 ? fdopendir(probe) : NULL;
+    bool any = false;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            any = true;
+            break;
+        }
+    if (d)
+        closedir(d);
+    else if (probe >= 0)
+        close(probe);
+    if (!any) {
+        close(afd);
+        return;
+    }
+    char id[ID_LEN];
+    id_new("a", id);
+    char *base = xasprintf("%s/.artifacts", r->work_root);
+    char *outdir = xasprintf("%s/%s-%s", base, r->run_id, id + 2);
+    (void)mkdir(base, 0700);
+    free(base);
     int outfd = -1;
     if (mkdir(outdir, 0700) == 0)
         outfd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -843,17 +881,17 @@ static void collect_artifacts(struct run *r, struct exec_result *res)
         free(outdir);
         return;
     }
+    res->priv_dir = outdir;
     int64_t total = 0;
     collect_dir(r, afd, NULL, 0, outfd, res, &total, outdir);
     close(outfd);
-    free(outdir);
 }
 
 /* Reads QUERN_OUTPUT: 0 with *out (maybe NULL: no file), or -EINVAL. */
 static int read_output(struct run *r, json_t **out, char **why)
 {
     *out = NULL;
-    int qfd = open(r->qdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (qfd < 0)
         return 0;
     int fd = openat(qfd, "output.json", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
@@ -991,10 +1029,11 @@ static void finish(struct exec *ex, int slot, struct run *r, struct exec_result 
         free(res->error_message);
         res->error_message = m;
     }
-    if (r->dir) {
-        rm_tree(r->scratch);
-        rm_tree(r->qdir);
-        res->priv_dir = xstrdup(r->dir);
+    if (r->slotdir) {
+        if (reset_slot_dirs(ex, r) == 0)
+            ex->clean_root[slot] = xstrdup(r->work_root);
+        else
+            notice(ex, "could not empty a slot's directories; they will be remade");
     }
     char *run_id = r->run_id;
     r->run_id = NULL;
@@ -1190,7 +1229,8 @@ static void *supervisor(void *arg)
         for (size_t k = 0; k < ARRAY_LEN(fds); k++)
             if (fds[k] >= 0)
                 close(fds[k]);
-        rm_tree(r->dir);
+        if (r->slotdir)
+            (void)reset_slot_dirs(ex, r);
         run_clear(r);
     }
     return NULL;
@@ -1218,6 +1258,7 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     if (!ex->sys)
         goto fail;
     ex->runs = xcalloc((size_t)slots, sizeof(*ex->runs));
+    ex->clean_root = xcalloc((size_t)slots, sizeof(char *));
     ex->pub_ids = xcalloc((size_t)slots, sizeof(char *));
     ex->epfd = epoll_create1(EPOLL_CLOEXEC);
     ex->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1239,6 +1280,7 @@ fail:
     sandbox_sys_free(ex->sys);
     free(ex->runs);
     free(ex->pub_ids);
+    free(ex->clean_root);
     pthread_mutex_destroy(&ex->mu);
     free(ex);
     return NULL;
@@ -1267,9 +1309,12 @@ void exec_free(struct exec *ex)
         free(c);
         c = next;
     }
-    for (int i = 0; i < ex->slots; i++)
+    for (int i = 0; i < ex->slots; i++) {
         free(ex->pub_ids[i]);
+        free(ex->clean_root[i]);
+    }
     free(ex->pub_ids);
+    free(ex->clean_root);
     free(ex->runs);
     close(ex->epfd);
     close(ex->wakefd);

@@ -658,6 +658,7 @@ struct plan {
     int sync_fd, status_fd;
     int fd_in, fd_out, fd_err, fd_ctl, init_fd;
     const char *cwd;
+    char root_opts[96];
     const char *const *argv, *const *envp;
     struct rlimit rl_fsize, rl_nofile, rl_cpu, rl_nproc, rl_as;
     bool set_cpu, set_as;
@@ -778,7 +779,7 @@ static int child_main(const struct plan *pl)
     /* 3. a private mount tree with a tmpfs root on /tmp (any dir would do) */
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
         c_fail(pl, "make-private", "/", errno);
-    if (mount("quern", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,nr_inodes=4096,mode=755") < 0)
+    if (mount("quern", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, pl->root_opts) < 0)
         c_fail(pl, "mount root", NULL, errno);
     if (chdir("/tmp") < 0)
         c_fail(pl, "chdir", "/tmp", errno);
@@ -1030,6 +1031,23 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
                                .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC});
     }
 
+    size_t extra = 0;
+    for (size_t i = 0; i < p->nfiles; i++) {
+        const char *rel = p->files[i].box;
+        while (*rel == '/')
+            rel++;
+        const char *slash = strrchr(rel, '/');
+        if (slash) {
+            char *parent = xstrndup(rel, (size_t)(slash - rel));
+            add_mkdirs(pl, parent, &strs, &nstrs, 0755);
+            free(parent);
+        }
+        add_op(pl, (struct op){.kind = OP_WRITE, .dst = rel, .data = p->files[i].data,
+                               .len = p->files[i].len, .mode = 0644});
+        extra += p->files[i].len + 4096;
+    }
+    snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
+             ((size_t)4 << 20) + extra);
     pl->cwd = p->cwd ? p->cwd : "/";
     pl->argv = p->argv;
     pl->envp = p->envp;

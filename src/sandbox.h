@@ -45,6 +45,14 @@ struct sandbox_mount {
     bool writable;
 };
 
+/* A file made in the box's own (tmpfs, read-only once made) root, so that
+ * small per-run inputs cost no host inodes. */
+struct sandbox_file {
+    const char *box;    /* absolute path inside the box */
+    const char *data;
+    size_t len;
+};
+
 struct sandbox_params {
     int slot;                       /* 0 .. slots-1: selects cgroup and netns */
     const char *root_dir;           /* empty host dir the new root is mounted on */
@@ -52,6 +60,8 @@ struct sandbox_params {
     const char *const *envp;        /* the whole environment of the box */
     const struct sandbox_mount *mounts;
     size_t nmounts;
+    const struct sandbox_file *files;
+    size_t nfiles;
     const char *cwd;                /* inside the box */
     size_t nsecrets;                /* files /run/secrets/NAME */
     const char *const *secret_names, *const *secret_values;

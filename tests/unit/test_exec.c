@@ -293,6 +293,9 @@ TEST(artifacts_regular_files_only)
             deep = true;
     }
     CHECK(rep && deep);
+    if (t_failed_checks)
+        for (size_t i = 0; r && i < r->nartifacts; i++)
+            fprintf(stderr, "  artifact %s %lld\n", r->artifacts[i].name, (long long)r->artifacts[i].size);
     /* the artifacts dir itself replaced by a symlink: nothing taken */
     r = run("sh", "rmdir \"$QUERN_ARTIFACTS\" && ln -s /etc \"$QUERN_ARTIFACTS\"");
     EXPECT_STATUS(r, "completed", NULL);
