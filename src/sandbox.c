@@ -205,8 +205,11 @@ static bool is_dir(const char *p)
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* Makes <mount>/<own path>/quern-<pid> for a v1 controller; NULL if unusable. */
-static char *cg_v1_base(const char *ctrl)
+/* Distinguishes the cgroups of several sandbox_sys in one process. */
+static int sys_seq;
+
+/* Makes <mount>/<own path>/quern-<pid>-<seq> for a v1 controller; NULL if unusable. */
+static char *cg_v1_base(const char *ctrl, int seq)
 {
     char *field = NULL;
     char *own = own_cgroup(ctrl, &field);
@@ -215,7 +218,7 @@ static char *cg_v1_base(const char *ctrl)
     char *mnt = xasprintf("/sys/fs/cgroup/%s", field);
     char *base = NULL;
     if (is_dir(mnt)) {
-        base = xasprintf("%s%s/quern-%d", mnt, strcmp(own, "/") == 0 ? "" : own, (int)getpid());
+        base = xasprintf("%s%s/quern-%d-%d", mnt, strcmp(own, "/") == 0 ? "" : own, (int)getpid(), seq);
         if (mkdir(base, 0755) < 0 && errno != EEXIST) {
             free(base);
             base = NULL;
@@ -238,7 +241,7 @@ static char *cg_v2_mount(void)
 
 /* Makes the v2 base cgroup and enables what it can in it; *ctrls gets the
  * controllers available to the slots ("memory pids"...). */
-static char *cg_v2_base(char *ctrls, size_t cap)
+static char *cg_v2_base(char *ctrls, size_t cap, int seq)
 {
     char *mnt = cg_v2_mount();
     if (!mnt)
@@ -247,7 +250,7 @@ static char *cg_v2_base(char *ctrls, size_t cap)
     char *base = NULL;
     if (own) {
         char *owndir = xasprintf("%s%s", mnt, strcmp(own, "/") == 0 ? "" : own);
-        base = xasprintf("%s/quern-%d", owndir, (int)getpid());
+        base = xasprintf("%s/quern-%d-%d", owndir, (int)getpid(), seq);
         if (mkdir(base, 0755) < 0 && errno != EEXIST) {
             free(base);
             base = NULL;
@@ -275,14 +278,15 @@ static void cg_setup(struct sandbox_sys *sys)
     char *v2 = NULL;
     bool v2_tried = false;
 
-    sys->mem_base = cg_v1_base("memory");
-    sys->pids_base = cg_v1_base("pids");
-    sys->cpu_base = cg_v1_base("cpuacct");
+    int seq = __atomic_fetch_add(&sys_seq, 1, __ATOMIC_RELAXED);
+    sys->mem_base = cg_v1_base("memory", seq);
+    sys->pids_base = cg_v1_base("pids", seq);
+    sys->cpu_base = cg_v1_base("cpuacct", seq);
     sys->mem_ver = sys->mem_base ? CG_V1 : CG_NONE;
     sys->pids_ver = sys->pids_base ? CG_V1 : CG_NONE;
     sys->cpu_ver = sys->cpu_base ? CG_V1 : CG_NONE;
     if (!sys->mem_base || !sys->pids_base || !sys->cpu_base) {
-        v2 = cg_v2_base(v2ctrls, sizeof(v2ctrls));
+        v2 = cg_v2_base(v2ctrls, sizeof(v2ctrls), seq);
         v2_tried = true;
     }
     if (v2) {

@@ -657,6 +657,31 @@ TEST(cpu_accounted_for_the_tree)
     CHECK(r && r->cpu_ms > 0 && r->wall_ms > 0 && r->peak_memory_kb > 0);
 }
 
+TEST(zz_free_kills_running_boxes)
+{
+    struct exec_spec s = base_spec("sh",
+        "sleep 4242 & while ! grep -q 4242 /proc/$!/cmdline 2>/dev/null; do :; done; echo up; wait");
+    reset();
+    struct exec_callbacks cb = {.on_log = on_log, .on_exit = on_exit_cb, .on_notice = on_notice};
+    char *err = NULL;
+    struct exec *ex2 = exec_new(1, &cb, &err);
+    CHECK(ex2 != NULL);
+    free(err);
+    if (!ex2)
+        return;
+    CHECK_EQ_INT(exec_start(ex2, &s), 0);
+    CHECK_EQ_INT(exec_free_slots(ex2), 0);
+    CHECK_EQ_INT(exec_start(ex2, &s), -EEXIST);
+    pthread_mutex_lock(&mu);
+    while (nlogs == 0)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    CHECK_EQ_INT(count_procs_with("sleep 4242"), 1);
+    exec_free(ex2);
+    CHECK_EQ_INT(count_procs_with("sleep 4242"), 0);
+    CHECK(result == NULL); /* no on_exit at exec_free */
+}
+
 TEST(zz_teardown)
 {
     reset();
