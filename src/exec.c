@@ -1,0 +1,1479 @@
+/*
+ * exec — the supervisor of running boxes (see exec.h).
+ *
+ * One thread (the supervisor) owns every slot's state and the epoll set:
+ * each live box contributes its stdout, stderr and control pipes, its pidfd
+ * and, while stdin has queued bytes, its stdin pipe.  Other threads talk to
+ * it through a command queue and an eventfd; the only state they read
+ * directly is the table of live run ids (under `mu`), so exec_send can say
+ * -ENOENT at once.
+ *
+ * Files.  Creating and deleting inodes on the host file system was the
+ * largest cost of a short run, so each slot keeps its directories under
+ * spec->work_root and empties them after each run:
+ *   .slot-N/scratch/        the box's cwd (/scratch), owned by the sandbox uid
+ *   .slot-N/out/            /quern/out: output.json and artifacts/
+ * The box's input.json, checkpoint.json and script are written into its own
+ * tmpfs root (/quern, read-only), not on the host.  Artifacts are moved to
+ * .artifacts/<run>-<rand>/ (made only when there are some), which
+ * exec_result_release() removes.
+ *
+ * Invariants:
+ *  1. A slot is reserved (pub_ids[i] set) from exec_start until just before
+ *     on_exit: exec_free_slots() never over-promises.
+ *  2. Exactly one on_exit per accepted exec_start (except at exec_free).
+ *  3. Log lines are delivered in the order read from each pipe, never past
+ *     max_output_bytes; the box is killed when the limit is reached.
+ *  4. Files of the box are only opened with O_NOFOLLOW under a dirfd, after
+ *     the box is dead, and only regular files with one link are taken.
+ */
+#include "exec.h"
+
+#include "runtime.h"
+#include "sandbox.h"
+#include "util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LINE_MAX_BYTES (64 * 1024)
+#define CONTROL_MAX_BYTES (1024 * 1024)
+#define OUTPUT_FILE_MAX (16 * 1024 * 1024)
+#define ARTIFACTS_MAX_COUNT 1000
+#define ARTIFACTS_MAX_BYTES ((int64_t)1 << 30)
+#define ARTIFACTS_MAX_DEPTH 8
+
+enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN };
+
+struct lbuf {
+    struct buf b;
+    int fd;
+};
+
+struct run {
+    bool active;
+    /* the spec, copied */
+    char *run_id, *task_id, *project_id, *code, *input_json, *checkpoint_json, *work_root;
+    char *st_account, *st_project, *st_org;
+    size_t code_len;
+    int attempt;
+    const struct runtime *rt;
+    int64_t timeout_ms, inactivity_ms, grace_ms, mem_mb, max_output, max_iter;
+    int64_t max_procs, max_files, max_fsize;
+    bool network, secrets_env;
+    size_t nsecrets;
+    char **sec_names, **sec_values;
+
+    /* per run */
+    char *slotdir, *scratch, *outdir;
+    int iteration;
+    int64_t out_bytes;
+    int64_t cpu_ms, peak_kb, wall_ms;
+    json_t *ctl_output, *cont_data;
+    bool cont_req;
+    struct buf stdin_q;
+    bool stdin_close;
+
+    /* per iteration */
+    bool alive;
+    struct sandbox_proc proc;
+    struct lbuf out, err, ctl;
+    int fd_in, fd_status;
+    int64_t started, deadline, last_activity, kill_at;
+    bool waiting_input, in_armed;
+    const char *kill_status, *kill_code;
+    char *kill_msg;
+};
+
+enum cmd_type { C_START, C_SEND, C_CLOSE, C_CANCEL };
+
+struct cmd {
+    enum cmd_type type;
+    int slot;
+    char *run_id, *line;
+    struct run *spec; /* C_START: the filled run */
+    struct cmd *next;
+};
+
+struct exec {
+    struct exec_callbacks cb;
+    int slots;
+    struct sandbox_sys *sys;
+    struct run *runs;
+    char **clean_root;      /* per slot: the work_root whose .slot-N is known empty */
+    pthread_t thread;
+    int epfd, wakefd;
+
+    pthread_mutex_t mu;     /* guards what follows */
+    char **pub_ids;         /* per slot: run id while reserved, else NULL */
+    int nfree;
+    struct cmd *q_head, *q_tail;
+    bool stopping;
+};
+
+/* ---- small helpers ---- */
+
+static void notice(void *ctx, const char *msg)
+{
+    struct exec *ex = ctx;
+    if (ex->cb.on_notice)
+        ex->cb.on_notice(ex->cb.ctx, msg);
+    else
+        fprintf(stderr, "quern exec: %s\n", msg);
+}
+
+static char *find_init(void)
+{
+    const char *env = getenv("QUERN_INIT");
+    if (env && *env)
+        return xstrdup(env);
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    if (n <= 0)
+        return xstrdup("quern-init");
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash)
+        *slash = '\0';
+    static const char *const rel[] = {"/quern-init", "/../quern-init", "/../build/quern-init"};
+    for (size_t i = 0; i < ARRAY_LEN(rel); i++) {
+        char *p = xasprintf("%s%s", exe, rel[i]);
+        if (access(p, X_OK) == 0)
+            return p;
+        free(p);
+    }
+    return xasprintf("%s/quern-init", exe);
+}
+
+static char *dupn(const char *s)
+{
+    return s ? xstrdup(s) : NULL;
+}
+
+static const char *sig_name(int sig)
+{
+    static char b[32];
+    const char *abbrev = sigabbrev_np(sig);
+    if (abbrev) {
+        snprintf(b, sizeof(b), "SIG%s", abbrev);
+        return b;
+    }
+    snprintf(b, sizeof(b), "signal %d", sig);
+    return b;
+}
+
+/* Replaces every secret value of 4+ bytes in s by "***"; malloc'd result. */
+static char *redact(const struct run *r, const char *s, size_t len)
+{
+    struct buf b;
+    buf_init(&b);
+    size_t i = 0;
+    while (i < len) {
+        size_t best = 0;
+        for (size_t k = 0; k < r->nsecrets; k++) {
+            size_t vl = strlen(r->sec_values[k]);
+            if (vl >= 4 && vl <= len - i && vl > best && memcmp(s + i, r->sec_values[k], vl) == 0)
+                best = vl;
+        }
+        if (best) {
+            buf_puts(&b, "***");
+            i += best;
+        } else {
+            buf_append(&b, s + i, 1);
+            i++;
+        }
+    }
+    if (!b.data)
+        buf_append(&b, "", 0);
+    return buf_steal(&b);
+}
+
+static bool has_secrets(const struct run *r)
+{
+    for (size_t k = 0; k < r->nsecrets; k++)
+        if (strlen(r->sec_values[k]) >= 4)
+            return true;
+    return false;
+}
+
+static void redact_json(const struct run *r, json_t *j)
+{
+    if (!has_secrets(r) || !j)
+        return;
+    if (json_is_string(j)) {
+        char *s = redact(r, json_string_value(j), json_string_length(j));
+        json_string_set(j, s);
+        free(s);
+    } else if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v)
+            redact_json(r, v);
+    } else if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v)
+            redact_json(r, v);
+    }
+}
+
+static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)ftw;
+    if (flag == FTW_DP || flag == FTW_D || flag == FTW_DNR)
+        rmdir(path);
+    else
+        unlink(path);
+    return 0;
+}
+
+/* Removes a tree without following links or crossing mounts. */
+static void rm_tree(const char *path)
+{
+    if (path)
+        (void)nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+static void run_clear(struct run *r)
+{
+    free(r->run_id);
+    free(r->task_id);
+    free(r->project_id);
+    free(r->code);
+    free(r->input_json);
+    free(r->checkpoint_json);
+    free(r->work_root);
+    free(r->st_account);
+    free(r->st_project);
+    free(r->st_org);
+    for (size_t i = 0; i < r->nsecrets; i++) {
+        free(r->sec_names[i]);
+        explicit_bzero(r->sec_values[i], strlen(r->sec_values[i]));
+        free(r->sec_values[i]);
+    }
+    free(r->sec_names);
+    free(r->sec_values);
+    free(r->slotdir);
+    free(r->scratch);
+    free(r->outdir);
+    json_decref(r->ctl_output);
+    json_decref(r->cont_data);
+    buf_release(&r->stdin_q);
+    buf_release(&r->out.b);
+    buf_release(&r->err.b);
+    buf_release(&r->ctl.b);
+    free(r->kill_msg);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- queue ---- */
+
+static void enqueue(struct exec *ex, struct cmd *c)
+{
+    /* caller holds mu */
+    c->next = NULL;
+    if (ex->q_tail)
+        ex->q_tail->next = c;
+    else
+        ex->q_head = c;
+    ex->q_tail = c;
+    uint64_t one = 1;
+    if (write(ex->wakefd, &one, sizeof(one)) < 0) {
+        /* the counter is saturated: the supervisor is awake anyway */
+    }
+}
+
+static int find_pub(struct exec *ex, const char *run_id)
+{
+    for (int i = 0; i < ex->slots; i++)
+        if (ex->pub_ids[i] && strcmp(ex->pub_ids[i], run_id) == 0)
+            return i;
+    return -1;
+}
+
+/* ---- per-run events ---- */
+
+static void ep_del(struct exec *ex, int fd)
+{
+    if (fd >= 0)
+        epoll_ctl(ex->epfd, EPOLL_CTL_DEL, fd, NULL);
+}
+
+static void ep_add(struct exec *ex, int fd, int slot, enum fdkind k, uint32_t events)
+{
+    struct epoll_event ev = {.events = events, .data.u64 = ((uint64_t)slot << 8) | k};
+    if (epoll_ctl(ex->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+        abort(); /* fds we just made: failure is a broken invariant */
+}
+
+static void kill_box(struct run *r, const char *status, const char *code, const char *msg, int sig)
+{
+    if (!r->kill_status) {
+        r->kill_status = status;
+        r->kill_code = code;
+        free(r->kill_msg);
+        r->kill_msg = msg ? xstrdup(msg) : NULL;
+    }
+    if (r->alive)
+        sandbox_signal(&r->proc, sig);
+}
+
+/* Counts n log bytes against the limit; returns how many may be delivered. */
+static size_t take_output(struct run *r, size_t n)
+{
+    int64_t room = r->max_output - r->out_bytes;
+    if (room <= 0)
+        return 0;
+    size_t k = (int64_t)n > room ? (size_t)room : n;
+    r->out_bytes += (int64_t)k;
+    return k;
+}
+
+static void over_limit(struct run *r)
+{
+    kill_box(r, "failed", "output_limit_exceeded", "log output over max_output_bytes", SIGKILL);
+}
+
+static void deliver_line(struct exec *ex, struct run *r, const char *type, const char *s, size_t n)
+{
+    if (r->kill_code && strcmp(r->kill_code, "output_limit_exceeded") == 0)
+        return;
+    size_t k = take_output(r, n + 1);
+    if (k == 0) {
+        over_limit(r);
+        return;
+    }
+    bool cut = k < n + 1;
+    if (cut)
+        n = k - 1; /* the line's newline counts too */
+    if (!cut || n > 0) {
+        char *line = redact(r, s, n);
+        if (ex->cb.on_log)
+            ex->cb.on_log(ex->cb.ctx, r->run_id, type, NULL, line, NULL, r->iteration);
+        free(line);
+    }
+    if (cut)
+        over_limit(r);
+}
+
+static void handle_control(struct exec *ex, struct run *r, const char *s, size_t n)
+{
+    json_error_t jerr;
+    json_t *m = json_loadb(s, n, 0, &jerr);
+    const char *type = m ? json_string_value(json_object_get(m, "type")) : NULL;
+    if (!m || !json_is_object(m) || !type) {
+        json_decref(m);
+        char *msg = xasprintf("ignored an invalid control message (%s)", m ? "no type" : jerr.text);
+        if (ex->cb.on_log)
+            ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", msg, NULL, r->iteration);
+        free(msg);
+        return;
+    }
+    redact_json(r, m);
+    if (strcmp(type, "log") == 0) {
+        const char *level = json_string_value(json_object_get(m, "level"));
+        const char *message = json_string_value(json_object_get(m, "message"));
+        json_t *data = json_object_get(m, "data");
+        if (!message)
+            message = "";
+        size_t len = strlen(message);
+        size_t k = take_output(r, len + 1);
+        if (k == 0) {
+            over_limit(r);
+        } else {
+            char *cut = k < len + 1 ? xstrndup(message, k) : NULL;
+            if (ex->cb.on_log)
+                ex->cb.on_log(ex->cb.ctx, r->run_id, "log", level ? level : "info",
+                              cut ? cut : message, data, r->iteration);
+            free(cut);
+            if (k < len + 1)
+                over_limit(r);
+        }
+    } else {
+        if (strcmp(type, "output") == 0) {
+            json_t *o = json_object_get(m, "output");
+            json_decref(r->ctl_output);
+            r->ctl_output = o ? json_deep_copy(o) : json_null();
+        } else if (strcmp(type, "continue") == 0) {
+            json_t *d = json_object_get(m, "data");
+            json_decref(r->cont_data);
+            r->cont_data = d ? json_deep_copy(d) : json_object();
+            r->cont_req = true;
+        } else if (strcmp(type, "input_request") == 0) {
+            r->waiting_input = true;
+        }
+        if (ex->cb.on_control)
+            ex->cb.on_control(ex->cb.ctx, r->run_id, m, r->iteration);
+    }
+    json_decref(m);
+}
+
+/* Splits what a pipe gave into lines; at_eof flushes a last partial line. */
+static void split_lines(struct exec *ex, struct run *r, enum fdkind k, struct lbuf *lb, bool at_eof)
+{
+    size_t start = 0;
+    size_t cap = k == K_CTL ? CONTROL_MAX_BYTES : LINE_MAX_BYTES;
+    const char *type = k == K_OUT ? "stdout" : "stderr";
+    while (start < lb->b.len) {
+        char *nl = memchr(lb->b.data + start, '\n', lb->b.len - start);
+        size_t avail = lb->b.len - start;
+        size_t n;
+        if (nl)
+            n = (size_t)(nl - (lb->b.data + start));
+        else if (avail >= cap || (at_eof && avail > 0))
+            n = avail > cap ? cap : avail;
+        else
+            break;
+        if (k == K_CTL) {
+            if (n < cap || nl)
+                handle_control(ex, r, lb->b.data + start, n);
+            else if (ex->cb.on_log)
+                ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn",
+                              "ignored a control message over 1 MiB", NULL, r->iteration);
+        } else {
+            deliver_line(ex, r, type, lb->b.data + start, n);
+        }
+        start += n + (nl ? 1 : 0);
+    }
+    if (start > 0) {
+        memmove(lb->b.data, lb->b.data + start, lb->b.len - start);
+        lb->b.len -= start;
+        lb->b.data[lb->b.len] = '\0';
+    }
+}
+
+/* Reads what is there; returns false at EOF or error (then the fd is closed). */
+static bool pump(struct exec *ex, struct run *r, enum fdkind k, struct lbuf *lb, bool at_exit)
+{
+    char chunk[65536];
+    for (int rounds = 0;; rounds++) {
+        if (!at_exit && rounds >= 16)
+            return true; /* let the other boxes have the thread */
+        ssize_t n = read(lb->fd, chunk, sizeof(chunk));
+        if (n > 0) {
+            r->last_activity = mono_ms();
+            buf_append(&lb->b, chunk, (size_t)n);
+            split_lines(ex, r, k, lb, false);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN && !at_exit)
+            return true;
+        break;
+    }
+    split_lines(ex, r, k, lb, true);
+    ep_del(ex, lb->fd);
+    close(lb->fd);
+    lb->fd = -1;
+    return false;
+}
+
+static void flush_stdin(struct exec *ex, int slot, struct run *r)
+{
+    if (r->fd_in < 0)
+        return;
+    while (r->stdin_q.len > 0) {
+        ssize_t w = write(r->fd_in, r->stdin_q.data, r->stdin_q.len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EAGAIN) {
+            if (!r->in_armed) {
+                ep_add(ex, r->fd_in, slot, K_IN, EPOLLOUT);
+                r->in_armed = true;
+            }
+            return;
+        }
+        if (w < 0) {
+            /* EPIPE: the box closed stdin; eat the SIGPIPE we blocked */
+            sigset_t s;
+            sigemptyset(&s);
+            sigaddset(&s, SIGPIPE);
+            struct timespec zero = {0, 0};
+            (void)sigtimedwait(&s, NULL, &zero);
+            r->stdin_q.len = 0;
+            break;
+        }
+        memmove(r->stdin_q.data, r->stdin_q.data + w, r->stdin_q.len - (size_t)w);
+        r->stdin_q.len -= (size_t)w;
+    }
+    if (r->in_armed) {
+        ep_del(ex, r->fd_in);
+        r->in_armed = false;
+    }
+    if (r->stdin_close) {
+        close(r->fd_in);
+        r->fd_in = -1;
+    }
+}
+
+/* ---- start / finish ---- */
+
+static void finish(struct exec *ex, int slot, struct run *r, struct exec_result *res);
+
+static struct exec_result *new_result(const char *status, const char *code, const char *msg)
+{
+    struct exec_result *res = xcalloc(1, sizeof(*res));
+    res->status = status;
+    res->error_code = code;
+    res->error_message = msg ? xstrdup(msg) : NULL;
+    res->exit_code = -1;
+    return res;
+}
+
+static int mkdir_owned(const char *p, mode_t mode, uid_t uid)
+{
+    if (mkdir(p, mode) < 0 && errno != EEXIST)
+        return -errno;
+    if (chown(p, uid, uid) < 0)
+        return -errno;
+    return 0;
+}
+
+static int rm_children_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    if (ftw->level == 0)
+        return 0; /* keep the top directory */
+    int rc = (flag == FTW_DP || flag == FTW_D || flag == FTW_DNR) ? rmdir(path) : unlink(path);
+    return rc < 0 && errno != ENOENT ? -1 : 0;
+}
+
+/* Empties dir (not following links); 0 or -1 when something stayed. */
+static int empty_dir(const char *dir)
+{
+    return nftw(dir, rm_children_cb, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+}
+
+/* Puts the slot's directories in their pristine state: existing, empty,
+ * owned by the sandbox uid, mode 0755 (a box may have chmod'ed them). */
+static int reset_slot_dirs(struct exec *ex, struct run *r)
+{
+    uid_t uid = sandbox_host_uid(ex->sys);
+    char *art = xasprintf("%s/artifacts", r->outdir);
+    int rc = 0;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        rc = 0;
+        if (mkdir(r->slotdir, 0711) < 0 && errno != EEXIST)
+            rc = -errno;
+        if (rc == 0)
+            rc = mkdir_owned(r->scratch, 0755, uid);
+        if (rc == 0)
+            rc = mkdir_owned(r->outdir, 0755, uid);
+        if (rc == 0 && (empty_dir(r->scratch) < 0 || empty_dir(r->outdir) < 0))
+            rc = -ENOTEMPTY;
+        if (rc == 0 && (chmod(r->scratch, 0755) < 0 || chmod(r->outdir, 0755) < 0))
+            rc = -errno;
+        if (rc == 0)
+            rc = mkdir_owned(art, 0755, uid);
+        if (rc == 0 || attempt == 1)
+            break;
+        /* Something would not go: move the whole slot dir aside, start anew. */
+        char id[ID_LEN];
+        id_new("t", id);
+        char *trash = xasprintf("%s.trash-%s", r->slotdir, id + 2);
+        if (rename(r->slotdir, trash) == 0)
+            rm_tree(trash);
+        free(trash);
+    }
+    free(art);
+    return rc;
+}
+
+static int prepare_dirs(struct exec *ex, int slot, struct run *r, char **why)
+{
+    uid_t uid = sandbox_host_uid(ex->sys);
+    r->slotdir = xasprintf("%s/.slot-%d", r->work_root, slot);
+    r->scratch = xasprintf("%s/scratch", r->slotdir);
+    r->outdir = xasprintf("%s/out", r->slotdir);
+    if (mkdir(r->work_root, 0711) < 0 && errno != EEXIST) {
+        *why = xasprintf("work_root %s: %s", r->work_root, strerror(errno));
+        return -errno;
+    }
+    int rc = 0;
+    /* Usually already pristine: reset after the previous run of the slot. */
+    if (!ex->clean_root[slot] || strcmp(ex->clean_root[slot], r->work_root) != 0)
+        rc = reset_slot_dirs(ex, r);
+    free(ex->clean_root[slot]);
+    ex->clean_root[slot] = NULL;
+    const char *st[3] = {r->st_account, r->st_project, r->st_org};
+    for (int i = 0; rc == 0 && i < 3; i++) {
+        if (!st[i])
+            continue;
+        struct stat sb;
+        if (stat(st[i], &sb) < 0) {
+            if (mkdir(st[i], 0755) < 0 && errno != EEXIST)
+                rc = -errno;
+        }
+        if (rc == 0 && chown(st[i], uid, uid) < 0)
+            rc = -errno;
+    }
+    if (rc < 0)
+        *why = xasprintf("preparing the run's directories: %s", strerror(-rc));
+    return rc;
+}
+
+/* Spawns the run's next iteration.  0, or negative with *why. */
+static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
+{
+    uid_t uid = sandbox_host_uid(ex->sys);
+    int rc = 0;
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, ctl[2] = {-1, -1}, st[2] = {-1, -1};
+    char *envv[64];
+    size_t nenv = 0;
+    char *output_path = xasprintf("%s/output.json", r->outdir);
+    char *script_box = xasprintf("/quern/%s", r->rt->file_name);
+
+    r->iteration++;
+    (void)unlink(output_path);
+    json_decref(r->ctl_output);
+    r->ctl_output = NULL;
+    r->cont_req = false;
+    char *input = NULL;
+    if (r->iteration > 1 && r->cont_data)
+        input = json_dumps(r->cont_data, JSON_COMPACT | JSON_ENCODE_ANY);
+    const char *in_text = input ? input : (r->input_json ? r->input_json : "null");
+    struct sandbox_file files[3] = {
+        {"/quern/input.json", in_text, strlen(in_text)},
+        {script_box, r->code, r->code_len},
+        {"/quern/checkpoint.json", r->checkpoint_json, r->checkpoint_json ? strlen(r->checkpoint_json) : 0},
+    };
+    (void)uid;
+    if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) ||
+        pipe2(ctl, O_CLOEXEC) || pipe2(st, O_CLOEXEC)) {
+        rc = -errno;
+        *why = xasprintf("pipe: %s", strerror(errno));
+        goto out;
+    }
+    fcntl(in[1], F_SETFL, O_NONBLOCK);
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    fcntl(err[0], F_SETFL, O_NONBLOCK);
+    fcntl(ctl[0], F_SETFL, O_NONBLOCK);
+    fcntl(st[0], F_SETFL, O_NONBLOCK);
+
+    envv[nenv++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
+    envv[nenv++] = xstrdup("HOME=/scratch");
+    envv[nenv++] = xstrdup("LANG=C.UTF-8");
+    envv[nenv++] = xstrdup("TMPDIR=/tmp");
+    envv[nenv++] = xstrdup("QUERN_INPUT=/quern/input.json");
+    envv[nenv++] = xstrdup("QUERN_OUTPUT=/quern/out/output.json");
+    envv[nenv++] = xstrdup("QUERN_ARTIFACTS=/quern/out/artifacts");
+    if (r->checkpoint_json)
+        envv[nenv++] = xstrdup("QUERN_CHECKPOINT=/quern/checkpoint.json");
+    if (r->st_account)
+        envv[nenv++] = xstrdup("QUERN_STORAGE_ACCOUNT=/storage/account");
+    if (r->st_project)
+        envv[nenv++] = xstrdup("QUERN_STORAGE_PROJECT=/storage/project");
+    if (r->st_org)
+        envv[nenv++] = xstrdup("QUERN_STORAGE_ORG=/storage/org");
+    envv[nenv++] = xasprintf("QUERN_RUN_ID=%s", r->run_id);
+    envv[nenv++] = xasprintf("QUERN_TASK_ID=%s", r->task_id ? r->task_id : "");
+    envv[nenv++] = xasprintf("QUERN_PROJECT_ID=%s", r->project_id ? r->project_id : "");
+    envv[nenv++] = xasprintf("QUERN_ATTEMPT=%d", r->attempt);
+    envv[nenv++] = xasprintf("QUERN_ITERATION=%d", r->iteration);
+    envv[nenv++] = xstrdup("QUERN_CONTROL_FD=3");
+    for (size_t i = 0; r->secrets_env && i < r->nsecrets && nenv < ARRAY_LEN(envv) - 1; i++)
+        envv[nenv++] = xasprintf("%s=%s", r->sec_names[i], r->sec_values[i]);
+    envv[nenv] = NULL;
+
+    const char *argv[RUNTIME_MAX_ARGS + 4];
+    size_t na = 0;
+    argv[na++] = "quern-init";
+    argv[na++] = r->rt->interpreter;
+    for (size_t i = 0; i < r->rt->nargs; i++)
+        argv[na++] = r->rt->args[i];
+    argv[na++] = script_box;
+    argv[na] = NULL;
+
+    struct sandbox_mount m[4 + RUNTIME_MAX_PATHS];
+    size_t nm = 0;
+    m[nm++] = (struct sandbox_mount){r->scratch, "/scratch", true};
+    m[nm++] = (struct sandbox_mount){r->outdir, "/quern/out", true};
+    if (r->st_account)
+        m[nm++] = (struct sandbox_mount){r->st_account, "/storage/account", true};
+    if (r->st_project)
+        m[nm++] = (struct sandbox_mount){r->st_project, "/storage/project", true};
+    if (r->st_org)
+        m[nm++] = (struct sandbox_mount){r->st_org, "/storage/org", true};
+    for (size_t i = 0; i < r->rt->nro; i++)
+        m[nm++] = (struct sandbox_mount){r->rt->ro_host[i], r->rt->ro_box[i], false};
+
+    int64_t tmo = r->timeout_ms;
+    struct sandbox_params p = {
+        .slot = slot, .argv = argv, .envp = (const char *const *)envv, .mounts = m,
+        .nmounts = nm, .files = files, .nfiles = r->checkpoint_json ? 3 : 2,
+        .cwd = "/scratch", .nsecrets = r->nsecrets,
+        .secret_names = (const char *const *)r->sec_names,
+        .secret_values = (const char *const *)r->sec_values, .network = r->network,
+        .memory_limit_bytes = r->mem_mb * 1024 * 1024, .max_procs = r->max_procs,
+        .max_file_bytes = r->max_fsize, .max_open_files = r->max_files,
+        .cpu_seconds = tmo / 1000 + 2,
+        .fd_stdin = in[0], .fd_stdout = out[1], .fd_stderr = err[1], .fd_control = ctl[1],
+        .fd_status = st[1],
+    };
+    rc = sandbox_spawn(ex->sys, &p, &r->proc, why);
+    if (rc < 0)
+        goto out;
+    r->alive = true;
+    r->started = mono_ms();
+    r->last_activity = r->started;
+    r->deadline = r->started + tmo;
+    r->kill_at = 0;
+    r->waiting_input = false;
+    r->in_armed = false;
+    r->out.fd = out[0];
+    r->err.fd = err[0];
+    r->ctl.fd = ctl[0];
+    r->fd_in = in[1];
+    r->fd_status = st[0];
+    out[0] = err[0] = ctl[0] = in[1] = st[0] = -1;
+    ep_add(ex, r->out.fd, slot, K_OUT, EPOLLIN);
+    ep_add(ex, r->err.fd, slot, K_ERR, EPOLLIN);
+    ep_add(ex, r->ctl.fd, slot, K_CTL, EPOLLIN);
+    ep_add(ex, r->proc.pidfd, slot, K_PID, EPOLLIN);
+    flush_stdin(ex, slot, r);
+out:
+    for (size_t i = 0; i < nenv; i++) {
+        explicit_bzero(envv[i], strlen(envv[i]));
+        free(envv[i]);
+    }
+    int *fds[] = {&in[0], &in[1], &out[0], &out[1], &err[0], &err[1], &ctl[0], &ctl[1], &st[0], &st[1]};
+    for (size_t i = 0; i < ARRAY_LEN(fds); i++)
+        if (*fds[i] >= 0)
+            close(*fds[i]);
+    free(input);
+    free(output_path);
+    free(script_box);
+    return rc;
+}
+
+static void start_run(struct exec *ex, int slot, struct run *spec)
+{
+    struct run *r = &ex->runs[slot];
+    *r = *spec;
+    free(spec);
+    r->active = true;
+    r->out.fd = r->err.fd = r->ctl.fd = r->fd_in = r->fd_status = -1;
+    r->proc.pidfd = -1;
+    if (!runtime_available(r->rt)) {
+        char *msg = xasprintf("runtime %s is unavailable on this host (%s not found%s)", r->rt->id,
+                              r->rt->interpreter,
+                              strcmp(r->rt->id, "ts") == 0 ? " or sucrase not installed" : "");
+        struct exec_result *res = new_result("failed", "runtime_unavailable", msg);
+        free(msg);
+        finish(ex, slot, r, res);
+        return;
+    }
+    char *why = NULL;
+    int rc = prepare_dirs(ex, slot, r, &why);
+    if (rc == 0)
+        rc = spawn_iteration(ex, slot, r, &why);
+    if (rc < 0) {
+        struct exec_result *res = new_result("failed", "sandbox_error", why);
+        free(why);
+        finish(ex, slot, r, res);
+    }
+}
+
+/* Moves every acceptable artifact into out/, recursively; see invariant 4. */
+static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, int outfd,
+                        struct exec_result *res, int64_t *total, const char *outdir)
+{
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        if (res->nartifacts >= ARTIFACTS_MAX_COUNT)
+            break;
+        char *name = prefix ? xasprintf("%s/%s", prefix, e->d_name) : xstrdup(e->d_name);
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+        struct stat sb;
+        if (fd < 0 || fstat(fd, &sb) < 0) {
+            if (fd >= 0)
+                close(fd);
+            free(name);
+            continue;
+        }
+        if (S_ISDIR(sb.st_mode) && depth < ARTIFACTS_MAX_DEPTH) {
+            collect_dir(r, fd, name, depth + 1, outfd, res, total, outdir);
+            free(name);
+            continue;
+        }
+        close(fd);
+        if (!S_ISREG(sb.st_mode) || sb.st_nlink != 1 || *total + sb.st_size > ARTIFACTS_MAX_BYTES) {
+            free(name);
+            continue;
+        }
+        char stored[32];
+        snprintf(stored, sizeof(stored), "%zu", res->nartifacts);
+        if (renameat(dirfd(d), e->d_name, outfd, stored) < 0) {
+            free(name);
+            continue;
+        }
+        *total += sb.st_size;
+        res->artifacts = xrealloc(res->artifacts, (res->nartifacts + 1) * sizeof(*res->artifacts));
+        struct exec_artifact *a = &res->artifacts[res->nartifacts++];
+        a->name = name;
+        a->path = xasprintf("%s/%s", outdir, stored);
+        a->size = sb.st_size;
+    }
+    closedir(d);
+}
+
+static void collect_artifacts(struct run *r, struct exec_result *res)
+{
+    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (qfd < 0)
+        return;
+    int afd = openat(qfd, "artifacts", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    close(qfd);
+    if (afd < 0)
+        return;
+    /* Most runs leave none: look before making a directory for them. */
+    int probe = openat(afd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* own offset */
+    DIR *d = probe >= 0 ? fdopendir(probe) : NULL;
+    bool any = false;
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            any = true;
+            break;
+        }
+    if (d)
+        closedir(d);
+    else if (probe >= 0)
+        close(probe);
+    if (!any) {
+        close(afd);
+        return;
+    }
+    char id[ID_LEN];
+    id_new("a", id);
+    char *base = xasprintf("%s/.artifacts", r->work_root);
+    char *outdir = xasprintf("%s/%s-%s", base, r->run_id, id + 2);
+    (void)mkdir(base, 0700);
+    free(base);
+    int outfd = -1;
+    if (mkdir(outdir, 0700) == 0)
+        outfd = open(outdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (outfd < 0) {
+        close(afd);
+        free(outdir);
+        return;
+    }
+    res->priv_dir = outdir;
+    int64_t total = 0;
+    collect_dir(r, afd, NULL, 0, outfd, res, &total, outdir);
+    close(outfd);
+}
+
+/* Reads QUERN_OUTPUT: 0 with *out (maybe NULL: no file), or -EINVAL. */
+static int read_output(struct run *r, json_t **out, char **why)
+{
+    *out = NULL;
+    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (qfd < 0)
+        return 0;
+    int fd = openat(qfd, "output.json", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    int e = errno;
+    close(qfd);
+    if (fd < 0) {
+        if (e == ENOENT)
+            return 0;
+        *why = xstrdup("QUERN_OUTPUT is not a regular file");
+        return -EINVAL;
+    }
+    struct stat sb;
+    int rc = 0;
+    if (fstat(fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
+        *why = xstrdup("QUERN_OUTPUT is not a regular file");
+        rc = -EINVAL;
+    } else if (sb.st_size > OUTPUT_FILE_MAX) {
+        *why = xasprintf("QUERN_OUTPUT is over %d bytes", OUTPUT_FILE_MAX);
+        rc = -EINVAL;
+    } else {
+        json_error_t jerr;
+        json_t *j = json_loadfd(fd, JSON_DECODE_ANY, &jerr);
+        if (!j) {
+            *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+            rc = -EINVAL;
+        } else {
+            *out = j;
+        }
+    }
+    close(fd);
+    return rc;
+}
+
+static void end_iteration(struct exec *ex, int slot, struct run *r)
+{
+    int ws = 0;
+    struct sandbox_usage u;
+    ep_del(ex, r->proc.pidfd);
+    if (sandbox_reap(ex->sys, &r->proc, &ws, &u) < 0)
+        memset(&u, 0, sizeof(u));
+    r->alive = false;
+    r->wall_ms += mono_ms() - r->started;
+    r->cpu_ms += u.cpu_ms;
+    if (u.peak_memory_kb > r->peak_kb)
+        r->peak_kb = u.peak_memory_kb;
+    /* Every writer is dead: what is in the pipes is all there will be. */
+    if (r->out.fd >= 0)
+        pump(ex, r, K_OUT, &r->out, true);
+    if (r->err.fd >= 0)
+        pump(ex, r, K_ERR, &r->err, true);
+    if (r->ctl.fd >= 0)
+        pump(ex, r, K_CTL, &r->ctl, true);
+    if (r->in_armed)
+        ep_del(ex, r->fd_in);
+    r->in_armed = false;
+    if (r->fd_in >= 0)
+        close(r->fd_in);
+    r->fd_in = -1;
+    char st[512] = "";
+    ssize_t n = read(r->fd_status, st, sizeof(st) - 1);
+    st[n > 0 ? n : 0] = '\0';
+    close(r->fd_status);
+    r->fd_status = -1;
+
+    struct exec_result *res = NULL;
+    int code = -1;
+    if (r->kill_status) {
+        res = new_result(r->kill_status, r->kill_code, r->kill_msg);
+    } else if (u.oom_killed) {
+        res = new_result("failed", "memory_limit_exceeded", NULL);
+        res->error_message = xasprintf("memory over %lld MiB", (long long)r->mem_mb);
+    } else if (st[0] == 'E') {
+        st[strcspn(st, "\n")] = '\0';
+        res = new_result("failed", "sandbox_error", st + 2);
+    } else if (st[0] == 'S') {
+        int sig = atoi(st + 2);
+        res = new_result("failed", "signal", NULL);
+        res->error_message = xasprintf("killed by %s", sig_name(sig));
+    } else if (st[0] == 'X') {
+        code = atoi(st + 2);
+        if (code != 0) {
+            res = new_result("failed", "exit_code", NULL);
+            res->error_message = xasprintf("exit code %d", code);
+        } else if (r->cont_req) {
+            if (r->iteration >= r->max_iter) {
+                res = new_result("failed", "max_iterations", NULL);
+                res->error_message = xasprintf("more than %lld iterations", (long long)r->max_iter);
+            } else {
+                char *why = NULL;
+                r->kill_status = NULL;
+                if (spawn_iteration(ex, slot, r, &why) == 0)
+                    return;
+                res = new_result("failed", "sandbox_error", why);
+                free(why);
+            }
+        }
+    } else if (WIFSIGNALED(ws)) {
+        res = new_result("failed", "signal", NULL);
+        res->error_message = xasprintf("sandbox killed by %s", sig_name(WTERMSIG(ws)));
+    } else {
+        res = new_result("failed", "sandbox_error", "the sandbox ended without a status");
+    }
+    if (!res)
+        res = new_result("completed", NULL, NULL);
+    res->exit_code = code;
+
+    /* output: the file wins over the last control message */
+    json_t *o = NULL;
+    char *why = NULL;
+    if (read_output(r, &o, &why) < 0) {
+        if (strcmp(res->status, "completed") == 0) {
+            res->status = "failed";
+            res->error_code = "invalid_output";
+            res->error_message = why;
+            why = NULL;
+        }
+    } else if (!o && r->ctl_output) {
+        o = json_incref(r->ctl_output);
+    }
+    free(why);
+    redact_json(r, o);
+    res->output = o;
+    collect_artifacts(r, res);
+    finish(ex, slot, r, res);
+}
+
+static void finish(struct exec *ex, int slot, struct run *r, struct exec_result *res)
+{
+    res->cpu_ms = r->cpu_ms;
+    res->peak_memory_kb = r->peak_kb;
+    res->wall_ms = r->wall_ms;
+    res->iterations = r->iteration;
+    if (res->error_message && has_secrets(r)) {
+        char *m = redact(r, res->error_message, strlen(res->error_message));
+        free(res->error_message);
+        res->error_message = m;
+    }
+    if (r->slotdir) {
+        if (reset_slot_dirs(ex, r) == 0)
+            ex->clean_root[slot] = xstrdup(r->work_root);
+        else
+            notice(ex, "could not empty a slot's directories; they will be remade");
+    }
+    char *run_id = r->run_id;
+    r->run_id = NULL;
+    run_clear(r);
+    pthread_mutex_lock(&ex->mu);
+    free(ex->pub_ids[slot]);
+    ex->pub_ids[slot] = NULL;
+    ex->nfree++;
+    pthread_mutex_unlock(&ex->mu);
+    if (ex->cb.on_exit)
+        ex->cb.on_exit(ex->cb.ctx, run_id, res);
+    else
+        exec_result_release(res);
+    free(run_id);
+}
+
+void exec_result_release(struct exec_result *res)
+{
+    if (!res)
+        return;
+    free(res->error_message);
+    json_decref(res->output);
+    for (size_t i = 0; i < res->nartifacts; i++) {
+        free(res->artifacts[i].name);
+        free(res->artifacts[i].path);
+    }
+    free(res->artifacts);
+    if (res->priv_dir)
+        rm_tree(res->priv_dir);
+    free(res->priv_dir);
+    free(res);
+}
+
+/* ---- the supervisor thread ---- */
+
+static void handle_cmd(struct exec *ex, struct cmd *c)
+{
+    if (c->type == C_START) {
+        start_run(ex, c->slot, c->spec);
+        c->spec = NULL;
+        return;
+    }
+    struct run *r = NULL;
+    int slot = -1;
+    for (int i = 0; i < ex->slots; i++)
+        if (ex->runs[i].active && ex->runs[i].run_id && strcmp(ex->runs[i].run_id, c->run_id) == 0) {
+            r = &ex->runs[i];
+            slot = i;
+        }
+    if (!r)
+        return;
+    switch (c->type) {
+    case C_SEND:
+        buf_puts(&r->stdin_q, c->line);
+        r->waiting_input = false;
+        r->last_activity = mono_ms();
+        flush_stdin(ex, slot, r);
+        break;
+    case C_CLOSE:
+        r->stdin_close = true;
+        flush_stdin(ex, slot, r);
+        break;
+    case C_CANCEL:
+        if (r->alive && !r->kill_status) {
+            kill_box(r, "canceled", NULL, "canceled", SIGTERM);
+            r->kill_at = mono_ms() + r->grace_ms;
+        }
+        break;
+    case C_START:
+        break;
+    }
+}
+
+static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
+{
+    int64_t next = -1;
+    for (int i = 0; i < ex->slots; i++) {
+        struct run *r = &ex->runs[i];
+        if (!r->active || !r->alive)
+            continue;
+        if (r->kill_at && now >= r->kill_at) {
+            sandbox_signal(&r->proc, SIGKILL);
+            r->kill_at = 0;
+        }
+        if (!r->kill_status && now >= r->deadline) {
+            char *m = xasprintf("wall time over %lld ms", (long long)r->timeout_ms);
+            kill_box(r, "timed_out", "timeout", m, SIGKILL);
+            free(m);
+        }
+        int64_t idle_at = r->last_activity + r->inactivity_ms;
+        if (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input && now >= idle_at) {
+            char *m = xasprintf("no output for %lld ms", (long long)r->inactivity_ms);
+            kill_box(r, "timed_out", "inactivity_timeout", m, SIGKILL);
+            free(m);
+        }
+        int64_t cands[3] = {r->kill_status ? -1 : r->deadline, r->kill_at ? r->kill_at : -1,
+                            (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input) ? idle_at : -1};
+        for (int k = 0; k < 3; k++)
+            if (cands[k] >= 0 && (next < 0 || cands[k] < next))
+                next = cands[k];
+    }
+    if (next < 0)
+        *wait_ms = -1;
+    else
+        *wait_ms = next <= now ? 0 : (int)(next - now > 60000 ? 60000 : next - now);
+}
+
+static void *supervisor(void *arg)
+{
+    struct exec *ex = arg;
+    sigset_t s;
+    sigemptyset(&s);
+    sigaddset(&s, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &s, NULL);
+    struct epoll_event evs[64];
+    for (;;) {
+        int wait_ms;
+        check_timers(ex, mono_ms(), &wait_ms);
+        int n = epoll_wait(ex->epfd, evs, (int)ARRAY_LEN(evs), wait_ms);
+        if (n < 0 && errno != EINTR)
+            abort();
+        /* Pipes first, exits after: a box's last lines come before its end. */
+        for (int pass = 0; pass < 2; pass++) {
+            for (int i = 0; i < n; i++) {
+                enum fdkind k = (enum fdkind)(evs[i].data.u64 & 0xff);
+                int slot = (int)(evs[i].data.u64 >> 8);
+                if (k == K_WAKE || (pass == 0) != (k != K_PID))
+                    continue;
+                struct run *r = &ex->runs[slot];
+                if (!r->active || !r->alive)
+                    continue;
+                switch (k) {
+                case K_OUT:
+                    if (r->out.fd >= 0)
+                        pump(ex, r, k, &r->out, false);
+                    break;
+                case K_ERR:
+                    if (r->err.fd >= 0)
+                        pump(ex, r, k, &r->err, false);
+                    break;
+                case K_CTL:
+                    if (r->ctl.fd >= 0)
+                        pump(ex, r, k, &r->ctl, false);
+                    break;
+                case K_IN:
+                    flush_stdin(ex, slot, r);
+                    break;
+                case K_PID:
+                    end_iteration(ex, slot, r);
+                    break;
+                case K_WAKE:
+                    break;
+                }
+            }
+        }
+        uint64_t cnt;
+        if (read(ex->wakefd, &cnt, sizeof(cnt)) < 0) {
+            /* EAGAIN: nothing queued */
+        }
+        pthread_mutex_lock(&ex->mu);
+        struct cmd *c = ex->q_head;
+        ex->q_head = ex->q_tail = NULL;
+        bool stop = ex->stopping;
+        pthread_mutex_unlock(&ex->mu);
+        while (c) {
+            struct cmd *next = c->next;
+            if (!stop)
+                handle_cmd(ex, c);
+            if (c->spec) {
+                run_clear(c->spec);
+                free(c->spec);
+            }
+            free(c->run_id);
+            free(c->line);
+            free(c);
+            c = next;
+        }
+        if (stop)
+            break;
+    }
+    /* Stopping: kill and reap every box, no callbacks. */
+    for (int i = 0; i < ex->slots; i++) {
+        struct run *r = &ex->runs[i];
+        if (!r->active)
+            continue;
+        if (r->alive) {
+            int ws;
+            struct sandbox_usage u;
+            sandbox_signal(&r->proc, SIGKILL);
+            sandbox_reap(ex->sys, &r->proc, &ws, &u);
+        }
+        int fds[] = {r->out.fd, r->err.fd, r->ctl.fd, r->fd_in, r->fd_status};
+        for (size_t k = 0; k < ARRAY_LEN(fds); k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
+        if (r->slotdir)
+            (void)reset_slot_dirs(ex, r);
+        run_clear(r);
+    }
+    return NULL;
+}
+
+/* ---- public ---- */
+
+struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
+{
+    *err = NULL;
+    if (slots <= 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        slots = n < 2 ? 2 : (int)n * 2;
+    }
+    struct exec *ex = xcalloc(1, sizeof(*ex));
+    ex->cb = *cb;
+    ex->slots = slots;
+    ex->nfree = slots;
+    ex->epfd = -1;
+    ex->wakefd = -1;
+    pthread_mutex_init(&ex->mu, NULL);
+    char *ip = find_init();
+    ex->sys = sandbox_sys_new(slots, ip, notice, ex, err);
+    free(ip);
+    if (!ex->sys)
+        goto fail;
+    ex->runs = xcalloc((size_t)slots, sizeof(*ex->runs));
+    ex->clean_root = xcalloc((size_t)slots, sizeof(char *));
+    ex->pub_ids = xcalloc((size_t)slots, sizeof(char *));
+    ex->epfd = epoll_create1(EPOLL_CLOEXEC);
+    ex->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ex->epfd < 0 || ex->wakefd < 0) {
+        *err = xasprintf("epoll/eventfd: %s", strerror(errno));
+        goto fail;
+    }
+    ep_add(ex, ex->wakefd, 0, K_WAKE, EPOLLIN);
+    if (pthread_create(&ex->thread, NULL, supervisor, ex) != 0) {
+        *err = xstrdup("cannot start the supervisor thread");
+        goto fail;
+    }
+    return ex;
+fail:
+    if (ex->epfd >= 0)
+        close(ex->epfd);
+    if (ex->wakefd >= 0)
+        close(ex->wakefd);
+    sandbox_sys_free(ex->sys);
+    free(ex->runs);
+    free(ex->pub_ids);
+    free(ex->clean_root);
+    pthread_mutex_destroy(&ex->mu);
+    free(ex);
+    return NULL;
+}
+
+void exec_free(struct exec *ex)
+{
+    if (!ex)
+        return;
+    pthread_mutex_lock(&ex->mu);
+    ex->stopping = true;
+    uint64_t one = 1;
+    if (write(ex->wakefd, &one, sizeof(one)) < 0) {
+        /* saturated: awake anyway */
+    }
+    pthread_mutex_unlock(&ex->mu);
+    pthread_join(ex->thread, NULL);
+    for (struct cmd *c = ex->q_head; c;) {
+        struct cmd *next = c->next;
+        if (c->spec) {
+            run_clear(c->spec);
+            free(c->spec);
+        }
+        free(c->run_id);
+        free(c->line);
+        free(c);
+        c = next;
+    }
+    for (int i = 0; i < ex->slots; i++) {
+        free(ex->pub_ids[i]);
+        free(ex->clean_root[i]);
+    }
+    free(ex->pub_ids);
+    free(ex->clean_root);
+    free(ex->runs);
+    close(ex->epfd);
+    close(ex->wakefd);
+    sandbox_sys_free(ex->sys);
+    pthread_mutex_destroy(&ex->mu);
+    free(ex);
+}
+
+static bool valid_secret_name(const char *s)
+{
+    if (!s || !*s || strlen(s) > 64)
+        return false;
+    if (!((*s >= 'A' && *s <= 'Z') || *s == '_'))
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return false;
+    return true;
+}
+
+static bool valid_run_id(const char *s)
+{
+    if (!s || !*s || strlen(s) > 128)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '-'))
+            return false;
+    return true;
+}
+
+int exec_start(struct exec *ex, const struct exec_spec *spec)
+{
+    const struct runtime *rt = runtime_find(spec->runtime_id);
+    if (!rt)
+        return -ENOENT;
+    if (!valid_run_id(spec->run_id) || !spec->work_root || spec->work_root[0] != '/' ||
+        (!spec->code && spec->code_len) || spec->nsecrets > 64)
+        return -EINVAL;
+    for (size_t i = 0; i < spec->nsecrets; i++)
+        if (!valid_secret_name(spec->secret_names[i]) || !spec->secret_values[i])
+            return -EINVAL;
+    const char *st[3] = {spec->storage_account_dir, spec->storage_project_dir, spec->storage_org_dir};
+    for (int i = 0; i < 3; i++)
+        if (st[i] && st[i][0] != '/')
+            return -EINVAL;
+
+    struct run *r = xcalloc(1, sizeof(*r));
+    r->run_id = xstrdup(spec->run_id);
+    r->task_id = dupn(spec->task_id);
+    r->project_id = dupn(spec->project_id);
+    r->attempt = spec->attempt;
+    r->rt = rt;
+    r->code = xmalloc(spec->code_len + 1);
+    if (spec->code_len)
+        memcpy(r->code, spec->code, spec->code_len);
+    r->code[spec->code_len] = '\0';
+    r->code_len = spec->code_len;
+    r->input_json = dupn(spec->input_json);
+    r->checkpoint_json = dupn(spec->checkpoint_json);
+    r->work_root = xstrdup(spec->work_root);
+    r->st_account = dupn(spec->storage_account_dir);
+    r->st_project = dupn(spec->storage_project_dir);
+    r->st_org = dupn(spec->storage_org_dir);
+    r->timeout_ms = spec->timeout_ms > 0 ? spec->timeout_ms : 30000;
+    r->inactivity_ms = spec->inactivity_timeout_ms > 0 ? spec->inactivity_timeout_ms : 0;
+    r->grace_ms = spec->kill_grace_ms > 0 ? spec->kill_grace_ms : 2000;
+    r->mem_mb = spec->memory_limit_mb > 0 ? spec->memory_limit_mb : 256;
+    r->max_output = spec->max_output_bytes > 0 ? spec->max_output_bytes : 10 * 1024 * 1024;
+    r->max_iter = spec->max_iterations > 0 ? spec->max_iterations : 500;
+    r->max_procs = spec->max_procs > 0 ? spec->max_procs : 64;
+    r->max_files = spec->max_open_files > 0 ? spec->max_open_files : 256;
+    r->max_fsize = spec->max_file_bytes > 0 ? spec->max_file_bytes : 64 * 1024 * 1024;
+    r->network = spec->network;
+    r->secrets_env = spec->secrets_env;
+    r->nsecrets = spec->nsecrets;
+    r->sec_names = xcalloc(spec->nsecrets + 1, sizeof(char *));
+    r->sec_values = xcalloc(spec->nsecrets + 1, sizeof(char *));
+    for (size_t i = 0; i < spec->nsecrets; i++) {
+        r->sec_names[i] = xstrdup(spec->secret_names[i]);
+        r->sec_values[i] = xstrdup(spec->secret_values[i]);
+    }
+
+    pthread_mutex_lock(&ex->mu);
+    int rc = 0, slot = -1;
+    if (ex->stopping)
+        rc = -ESHUTDOWN;
+    else if (find_pub(ex, spec->run_id) >= 0)
+        rc = -EEXIST;
+    else {
+        for (int i = 0; i < ex->slots; i++)
+            if (!ex->pub_ids[i]) {
+                slot = i;
+                break;
+            }
+        if (slot < 0)
+            rc = -EBUSY;
+    }
+    if (rc == 0) {
+        ex->pub_ids[slot] = xstrdup(spec->run_id);
+        ex->nfree--;
+        struct cmd *c = xcalloc(1, sizeof(*c));
+        c->type = C_START;
+        c->slot = slot;
+        c->spec = r;
+        enqueue(ex, c);
+        r = NULL;
+    }
+    pthread_mutex_unlock(&ex->mu);
+    if (r) {
+        run_clear(r);
+        free(r);
+    }
+    return rc;
+}
+
+static int simple_cmd(struct exec *ex, enum cmd_type t, const char *run_id, const char *line)
+{
+    if (!run_id)
+        return -ENOENT;
+    pthread_mutex_lock(&ex->mu);
+    int rc = 0;
+    if (find_pub(ex, run_id) < 0 || ex->stopping) {
+        rc = -ENOENT;
+    } else {
+        struct cmd *c = xcalloc(1, sizeof(*c));
+        c->type = t;
+        c->run_id = xstrdup(run_id);
+        if (line) {
+            size_t n = strlen(line);
+            c->line = n && line[n - 1] == '\n' ? xstrdup(line) : xasprintf("%s\n", line);
+        }
+        enqueue(ex, c);
+    }
+    pthread_mutex_unlock(&ex->mu);
+    return rc;
+}
+
+int exec_send(struct exec *ex, const char *run_id, const char *json_line)
+{
+    if (!json_line)
+        return -EINVAL;
+    return simple_cmd(ex, C_SEND, run_id, json_line);
+}
+
+int exec_close_stdin(struct exec *ex, const char *run_id)
+{
+    return simple_cmd(ex, C_CLOSE, run_id, NULL);
+}
+
+int exec_cancel(struct exec *ex, const char *run_id)
+{
+    return simple_cmd(ex, C_CANCEL, run_id, NULL);
+}
+
+int exec_free_slots(struct exec *ex)
+{
+    pthread_mutex_lock(&ex->mu);
+    int n = ex->nfree;
+    pthread_mutex_unlock(&ex->mu);
+    return n;
+}

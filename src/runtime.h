@@ -1,0 +1,48 @@
+/*
+ * runtime — the table of code runtimes (sh/default, bash, python, node, ts):
+ * which interpreter runs a task's code, with which arguments, under which
+ * script file name, plus extra read-only host paths the runtime needs inside
+ * the sandbox.  Built-in defaults, overridable (or extended with new ids) by
+ * runtime_config_set(), which quern.conf parsing feeds at start-up.
+ *
+ * Threading: configure before any run starts (single-threaded start-up);
+ * afterwards the table is read-only and runtime_find() is safe from any thread.
+ */
+#ifndef QUERN_RUNTIME_H
+#define QUERN_RUNTIME_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define RUNTIME_MAX_ARGS 8
+#define RUNTIME_MAX_PATHS 8
+
+struct runtime {
+    char *id;
+    char *interpreter;                /* absolute host path, e.g. /usr/bin/python3 */
+    char *args[RUNTIME_MAX_ARGS];     /* arguments before the script's path */
+    size_t nargs;
+    char *file_name;                  /* script, script.py, script.mjs, script.ts */
+    /* Extra read-only mounts: host path and its path inside the sandbox. */
+    char *ro_host[RUNTIME_MAX_PATHS], *ro_box[RUNTIME_MAX_PATHS];
+    size_t nro;
+    bool network_allowed;             /* may a run of this runtime have network */
+};
+
+/* The runtime with this id ("default" is an alias of "sh"), or NULL for an
+ * unknown id.  The table owns the result; it lives until runtime_reset(). */
+const struct runtime *runtime_find(const char *id);
+
+/* Sets one key of runtime id, creating the runtime (as a copy of "sh") when
+ * the id is new.  Keys: interpreter, args (space-separated), file_name,
+ * ro_paths ("host[:box] host[:box] ..."), network (true/false), vendor_dir
+ * (ts only: a directory holding node_modules/sucrase).  0 or -EINVAL. */
+int runtime_config_set(const char *id, const char *key, const char *value);
+
+/* True when the runtime's interpreter exists and is executable on the host. */
+bool runtime_available(const struct runtime *rt);
+
+/* Frees the table; the next runtime_find() rebuilds the built-in defaults. */
+void runtime_reset(void);
+
+#endif

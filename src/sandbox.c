@@ -1,0 +1,1222 @@
+/*
+ * sandbox — namespaces, mounts, cgroups, rlimits and seccomp for one box
+ * (see sandbox.h for the spawn path and threading).
+ *
+ * Invariants:
+ *  1. The child never runs with host-root file credentials while it touches
+ *     the file system: it switches to the box's uid 0 (host uid
+ *     SANDBOX_DEFAULT_HOST_UID) before its first mount; host directories are
+ *     reached through O_PATH fds the parent opened (/proc/self/fd/N), so
+ *     their ancestors need not be traversable by the box's uid.
+ *  2. Everything the child reads was prepared by the parent before clone3;
+ *     the child only makes system calls (no malloc, no stdio, no locks).
+ *  3. Each slot has its own cgroups and network namespace, reused run after
+ *     run: a slot holds one box at a time, and a box's whole tree is dead
+ *     before its slot is reused (PID 1's exit ends the PID namespace).
+ */
+#include "sandbox.h"
+
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/sched.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+enum cg_ver { CG_NONE = 0, CG_V1 = 1, CG_V2 = 2 };
+
+struct slot_cg {
+    char *mem_dir, *pids_dir, *cpu_dir;   /* NULL when that control is unavailable */
+    int64_t mem_limit, pids_max;          /* last written values */
+    int64_t cpu_base_ns, oom_base;
+    int peak_fd;                          /* v2: memory.peak, reset per run */
+};
+
+struct sandbox_sys {
+    int slots;
+    sandbox_log_fn log;
+    void *log_ctx;
+    uid_t host_uid;
+    int init_fd;                 /* quern-init, O_RDONLY|O_CLOEXEC */
+    struct sock_fprog prog;      /* the compiled seccomp program */
+    enum cg_ver mem_ver, pids_ver, cpu_ver;
+    char *mem_base, *pids_base, *cpu_base;   /* our own quern-<pid> cgroup dirs */
+    struct slot_cg *cg;
+    int *netns;                  /* per slot, -1 when none */
+    int host_netns;
+};
+
+static void slog(struct sandbox_sys *sys, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void slog(struct sandbox_sys *sys, const char *fmt, ...)
+{
+    struct buf b;
+    buf_init(&b);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    if (sys->log)
+        sys->log(sys->log_ctx, b.data);
+    else
+        fprintf(stderr, "quern sandbox: %s\n", b.data);
+    buf_release(&b);
+}
+
+uid_t sandbox_host_uid(const struct sandbox_sys *sys)
+{
+    return sys->host_uid;
+}
+
+/* ---- small file helpers (parent side) ---- */
+
+static int write_file(const char *path, const char *s)
+{
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    size_t n = strlen(s);
+    ssize_t w = write(fd, s, n);
+    int rc = w == (ssize_t)n ? 0 : (w < 0 ? -errno : -EIO);
+    close(fd);
+    return rc;
+}
+
+static int write_at(const char *dir, const char *file, const char *s)
+{
+    char *p = xasprintf("%s/%s", dir, file);
+    int rc = write_file(p, s);
+    free(p);
+    return rc;
+}
+
+static int read_at(const char *dir, const char *file, char *out, size_t cap)
+{
+    char *p = xasprintf("%s/%s", dir, file);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    free(p);
+    if (fd < 0)
+        return -errno;
+    ssize_t n = read(fd, out, cap - 1);
+    int e = errno;
+    close(fd);
+    if (n < 0)
+        return -e;
+    out[n] = '\0';
+    return 0;
+}
+
+static int64_t read_i64_at(const char *dir, const char *file)
+{
+    char b[64];
+    if (read_at(dir, file, b, sizeof(b)) < 0)
+        return -1;
+    return strtoll(b, NULL, 10);
+}
+
+/* The value of "key N" in a flat-keyed cgroup file, or -1. */
+static int64_t read_key_at(const char *dir, const char *file, const char *key)
+{
+    char b[4096];
+    if (read_at(dir, file, b, sizeof(b)) < 0)
+        return -1;
+    size_t kl = strlen(key);
+    for (char *line = b; line && *line;) {
+        if (strncmp(line, key, kl) == 0 && line[kl] == ' ')
+            return strtoll(line + kl + 1, NULL, 10);
+        line = strchr(line, '\n');
+        if (line)
+            line++;
+    }
+    return -1;
+}
+
+/* ---- cgroups ---- */
+
+/* Finds this process's cgroup path for a v1 controller, or for v2 (ctrl
+ * NULL), from /proc/self/cgroup.  Returns malloc'd "hierarchy-field\tpath". */
+static char *own_cgroup(const char *ctrl, char **field_out)
+{
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return NULL;
+    char line[1024];
+    char *res = NULL;
+    while (fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        char *c1 = strchr(line, ':');
+        if (!c1)
+            continue;
+        char *c2 = strchr(c1 + 1, ':');
+        if (!c2)
+            continue;
+        *c2 = '\0';
+        const char *ctrls = c1 + 1, *path = c2 + 1;
+        bool match = false;
+        if (!ctrl) {
+            match = *ctrls == '\0';
+        } else {
+            char tmp[256];
+            snprintf(tmp, sizeof(tmp), "%s", ctrls);
+            char *save = NULL;
+            for (char *t = strtok_r(tmp, ",", &save); t; t = strtok_r(NULL, ",", &save))
+                if (strcmp(t, ctrl) == 0)
+                    match = true;
+        }
+        if (match) {
+            res = xstrdup(path);
+            if (field_out)
+                *field_out = xstrdup(ctrls);
+            break;
+        }
+    }
+    fclose(f);
+    return res;
+}
+
+static bool is_dir(const char *p)
+{
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* Distinguishes the cgroups of several sandbox_sys in one process. */
+static int sys_seq;
+
+/* Makes <mount>/<own path>/quern-<pid>-<seq> for a v1 controller; NULL if unusable. */
+static char *cg_v1_base(const char *ctrl, int seq)
+{
+    char *field = NULL;
+    char *own = own_cgroup(ctrl, &field);
+    if (!own)
+        return NULL;
+    char *mnt = xasprintf("/sys/fs/cgroup/%s", field);
+    char *base = NULL;
+    if (is_dir(mnt)) {
+        base = xasprintf("%s%s/quern-%d-%d", mnt, strcmp(own, "/") == 0 ? "" : own, (int)getpid(), seq);
+        if (mkdir(base, 0755) < 0 && errno != EEXIST) {
+            free(base);
+            base = NULL;
+        }
+    }
+    free(mnt);
+    free(field);
+    free(own);
+    return base;
+}
+
+static char *cg_v2_mount(void)
+{
+    if (access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0)
+        return xstrdup("/sys/fs/cgroup");
+    if (access("/sys/fs/cgroup/unified/cgroup.controllers", F_OK) == 0)
+        return xstrdup("/sys/fs/cgroup/unified");
+    return NULL;
+}
+
+/* Makes the v2 base cgroup and enables what it can in it; *ctrls gets the
+ * controllers available to the slots ("memory pids"...). */
+static char *cg_v2_base(char *ctrls, size_t cap, int seq)
+{
+    char *mnt = cg_v2_mount();
+    if (!mnt)
+        return NULL;
+    char *own = own_cgroup(NULL, NULL);
+    char *base = NULL;
+    if (own) {
+        char *owndir = xasprintf("%s%s", mnt, strcmp(own, "/") == 0 ? "" : own);
+        base = xasprintf("%s/quern-%d-%d", owndir, (int)getpid(), seq);
+        if (mkdir(base, 0755) < 0 && errno != EEXIST) {
+            free(base);
+            base = NULL;
+        } else {
+            /* Delegation needs the controllers enabled on the way down; this
+             * fails when our own cgroup holds processes (the no-internal-
+             * process rule) unless it is the root, and then they stay off. */
+            (void)write_at(owndir, "cgroup.subtree_control", "+memory");
+            (void)write_at(owndir, "cgroup.subtree_control", "+pids");
+            (void)write_at(base, "cgroup.subtree_control", "+memory");
+            (void)write_at(base, "cgroup.subtree_control", "+pids");
+            if (read_at(base, "cgroup.subtree_control", ctrls, cap) < 0)
+                ctrls[0] = '\0';
+        }
+        free(owndir);
+        free(own);
+    }
+    free(mnt);
+    return base;
+}
+
+static void cg_setup(struct sandbox_sys *sys)
+{
+    char v2ctrls[256] = "";
+    char *v2 = NULL;
+    bool v2_tried = false;
+
+    int seq = __atomic_fetch_add(&sys_seq, 1, __ATOMIC_RELAXED);
+    sys->mem_base = cg_v1_base("memory", seq);
+    sys->pids_base = cg_v1_base("pids", seq);
+    sys->cpu_base = cg_v1_base("cpuacct", seq);
+    sys->mem_ver = sys->mem_base ? CG_V1 : CG_NONE;
+    sys->pids_ver = sys->pids_base ? CG_V1 : CG_NONE;
+    sys->cpu_ver = sys->cpu_base ? CG_V1 : CG_NONE;
+    if (!sys->mem_base || !sys->pids_base || !sys->cpu_base) {
+        v2 = cg_v2_base(v2ctrls, sizeof(v2ctrls), seq);
+        v2_tried = true;
+    }
+    if (v2) {
+        if (!sys->mem_base && strstr(v2ctrls, "memory")) {
+            sys->mem_base = xstrdup(v2);
+            sys->mem_ver = CG_V2;
+        }
+        if (!sys->pids_base && strstr(v2ctrls, "pids")) {
+            sys->pids_base = xstrdup(v2);
+            sys->pids_ver = CG_V2;
+        }
+        if (!sys->cpu_base) { /* cpu.stat's usage_usec needs no controller */
+            sys->cpu_base = xstrdup(v2);
+            sys->cpu_ver = CG_V2;
+        }
+    }
+    sys->cg = xcalloc((size_t)sys->slots, sizeof(*sys->cg));
+    for (int i = 0; i < sys->slots; i++) {
+        struct slot_cg *c = &sys->cg[i];
+        c->peak_fd = -1;
+        c->mem_limit = c->pids_max = -1;
+        char **dirs[3] = {&c->mem_dir, &c->pids_dir, &c->cpu_dir};
+        const char *bases[3] = {sys->mem_base, sys->pids_base, sys->cpu_base};
+        for (int k = 0; k < 3; k++) {
+            if (!bases[k])
+                continue;
+            /* v2 uses one directory for all controls. */
+            if (k > 0 && bases[k] == bases[0] && *dirs[0]) {
+                *dirs[k] = xstrdup(*dirs[0]);
+                continue;
+            }
+            char *d = xasprintf("%s/slot%d", bases[k], i);
+            if (mkdir(d, 0755) < 0 && errno != EEXIST) {
+                free(d);
+                continue;
+            }
+            *dirs[k] = d;
+        }
+        if (c->mem_dir && sys->mem_ver == CG_V1)
+            (void)write_at(c->mem_dir, "memory.swappiness", "0");
+        if (c->mem_dir && sys->mem_ver == CG_V2) {
+            char *p = xasprintf("%s/memory.peak", c->mem_dir);
+            c->peak_fd = open(p, O_RDWR | O_CLOEXEC);
+            free(p);
+            (void)write_at(c->mem_dir, "memory.swap.max", "0");
+        }
+    }
+    const char *vn[] = {"unavailable", "cgroup v1", "cgroup v2"};
+    slog(sys, "cgroups: memory via %s, pids via %s, cpu accounting via %s%s",
+         vn[sys->mem_ver], vn[sys->pids_ver], vn[sys->cpu_ver],
+         v2_tried && !v2 ? " (no usable cgroup v2 either)" : "");
+    if (!sys->mem_base)
+        slog(sys, "memory limit unavailable: falling back to RLIMIT_AS (virtual memory) "
+                  "and peak memory from rusage of the largest process");
+    if (!sys->pids_base)
+        slog(sys, "pids limit unavailable: falling back to RLIMIT_NPROC on the shared sandbox uid");
+    if (!sys->cpu_base)
+        slog(sys, "cgroup CPU accounting unavailable: falling back to rusage of reaped children");
+    free(v2);
+}
+
+static void cg_rm_tree(const char *base, int slots, bool shared)
+{
+    if (!base)
+        return;
+    for (int i = 0; i < slots && !shared; i++) {
+        char *d = xasprintf("%s/slot%d", base, i);
+        (void)rmdir(d);
+        free(d);
+    }
+    (void)rmdir(base);
+}
+
+static void cg_teardown(struct sandbox_sys *sys)
+{
+    for (int i = 0; sys->cg && i < sys->slots; i++) {
+        struct slot_cg *c = &sys->cg[i];
+        if (c->peak_fd >= 0)
+            close(c->peak_fd);
+        /* v2 dirs may be shared between controls: rmdir each once. */
+        if (c->mem_dir)
+            (void)rmdir(c->mem_dir);
+        if (c->pids_dir)
+            (void)rmdir(c->pids_dir);
+        if (c->cpu_dir)
+            (void)rmdir(c->cpu_dir);
+        free(c->mem_dir);
+        free(c->pids_dir);
+        free(c->cpu_dir);
+    }
+    free(sys->cg);
+    cg_rm_tree(sys->mem_base, sys->slots, true);
+    cg_rm_tree(sys->pids_base, sys->slots, true);
+    cg_rm_tree(sys->cpu_base, sys->slots, true);
+    free(sys->mem_base);
+    free(sys->pids_base);
+    free(sys->cpu_base);
+}
+
+/* Limits and counter baselines before a spawn. */
+static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_params *p)
+{
+    struct slot_cg *c = &sys->cg[slot];
+    char v[32];
+    if (c->mem_dir) {
+        int64_t lim = p->memory_limit_bytes > 0 ? p->memory_limit_bytes : -1;
+        if (lim != c->mem_limit) {
+            if (sys->mem_ver == CG_V1) {
+                snprintf(v, sizeof(v), "%lld", lim > 0 ? (long long)lim : -1LL);
+                if (write_at(c->mem_dir, "memory.limit_in_bytes", v) == 0)
+                    c->mem_limit = lim;
+            } else {
+                if (lim > 0)
+                    snprintf(v, sizeof(v), "%lld", (long long)lim);
+                else
+                    snprintf(v, sizeof(v), "max");
+                if (write_at(c->mem_dir, "memory.max", v) == 0)
+                    c->mem_limit = lim;
+            }
+        }
+        if (sys->mem_ver == CG_V1) {
+            (void)write_at(c->mem_dir, "memory.max_usage_in_bytes", "0");
+            c->oom_base = read_key_at(c->mem_dir, "memory.oom_control", "oom_kill");
+        } else {
+            if (c->peak_fd >= 0)
+                (void)pwrite(c->peak_fd, "0", 1, 0);
+            c->oom_base = read_key_at(c->mem_dir, "memory.events", "oom_kill");
+        }
+    }
+    if (c->pids_dir) {
+        int64_t mx = p->max_procs > 0 ? p->max_procs + 1 : -1; /* + quern-init */
+        if (mx != c->pids_max) {
+            if (mx > 0)
+                snprintf(v, sizeof(v), "%lld", (long long)mx);
+            else
+                snprintf(v, sizeof(v), "max");
+            if (write_at(c->pids_dir, "pids.max", v) == 0)
+                c->pids_max = mx;
+        }
+    }
+    if (c->cpu_dir) {
+        if (sys->cpu_ver == CG_V1)
+            c->cpu_base_ns = read_i64_at(c->cpu_dir, "cpuacct.usage");
+        else
+            c->cpu_base_ns = read_key_at(c->cpu_dir, "cpu.stat", "usage_usec") * 1000;
+    }
+}
+
+static void cg_join(struct sandbox_sys *sys, int slot, pid_t pid)
+{
+    struct slot_cg *c = &sys->cg[slot];
+    char v[32];
+    snprintf(v, sizeof(v), "%d", (int)pid);
+    const char *dirs[3] = {c->mem_dir, c->pids_dir, c->cpu_dir};
+    for (int k = 0; k < 3; k++) {
+        if (!dirs[k])
+            continue;
+        bool dup = false;
+        for (int j = 0; j < k; j++)
+            if (dirs[j] && strcmp(dirs[j], dirs[k]) == 0)
+                dup = true;
+        if (!dup)
+            (void)write_at(dirs[k], "cgroup.procs", v);
+    }
+}
+
+/* ---- network namespace pool ---- */
+
+static void *make_netns(void *arg)
+{
+    int *out = arg;
+    *out = -1;
+    if (unshare(CLONE_NEWNET) < 0)
+        return NULL;
+    /* Loopback up: code may use 127.0.0.1 inside its own box. */
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s >= 0) {
+        struct ifreq ifr;
+        memset(&ifr, 0, sizeof(ifr));
+        snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "lo");
+        if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+            ifr.ifr_flags |= IFF_UP;
+            (void)ioctl(s, SIOCSIFFLAGS, &ifr);
+        }
+        close(s);
+    }
+    *out = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    return NULL;
+}
+
+static void netns_setup(struct sandbox_sys *sys)
+{
+    sys->netns = xcalloc((size_t)sys->slots, sizeof(int));
+    sys->host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    int made = 0;
+    for (int i = 0; i < sys->slots; i++) {
+        pthread_t t;
+        sys->netns[i] = -1;
+        if (pthread_create(&t, NULL, make_netns, &sys->netns[i]) == 0)
+            pthread_join(t, NULL);
+        if (sys->netns[i] >= 0)
+            made++;
+    }
+    if (made < sys->slots || sys->host_netns < 0)
+        slog(sys, "network namespace pool: only %d of %d made; runs in the other slots "
+                  "get a fresh network namespace each (slower)", made, sys->slots);
+}
+
+/* ---- seccomp ---- */
+
+static int seccomp_build(struct sandbox_sys *sys, char **err)
+{
+    static const char *const deny[] = {
+        "mount", "umount2", "pivot_root", "chroot", "ptrace", "process_vm_readv",
+        "process_vm_writev", "keyctl", "add_key", "request_key", "bpf", "perf_event_open",
+        "io_uring_setup", "io_uring_enter", "io_uring_register", "init_module",
+        "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot",
+        "swapon", "swapoff", "unshare", "setns", "acct", "userfaultfd",
+        "open_by_handle_at", "name_to_handle_at", "lookup_dcookie", "syslog",
+        "quotactl", "fsopen", "fsconfig", "fsmount", "fspick", "move_mount",
+        "open_tree", "mount_setattr", "vhangup", "iopl", "ioperm", "uselib",
+        "kcmp", "pidfd_getfd", "settimeofday", "clock_settime", "clock_adjtime",
+        "adjtimex", "nfsservctl", "fanotify_init",
+    };
+    int rc = 0;
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx) {
+        *err = xstrdup("seccomp_init failed");
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < ARRAY_LEN(deny); i++) {
+        int nr = seccomp_syscall_resolve_name(deny[i]);
+        if (nr == __NR_SCMP_ERROR)
+            continue;
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr, 0);
+        if (rc < 0)
+            goto out;
+    }
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+    if (rc < 0)
+        goto out;
+    static const uint64_t nsbits[] = {CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWPID, CLONE_NEWNET,
+                                      CLONE_NEWIPC, CLONE_NEWUTS, CLONE_NEWCGROUP};
+    for (size_t i = 0; i < ARRAY_LEN(nsbits); i++) {
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(clone), 1,
+                              SCMP_A0(SCMP_CMP_MASKED_EQ, nsbits[i], nsbits[i]));
+        if (rc < 0)
+            goto out;
+    }
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                          SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffULL, TIOCSTI));
+    if (rc < 0)
+        goto out;
+    rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), SCMP_SYS(ioctl), 1,
+                          SCMP_A1(SCMP_CMP_MASKED_EQ, 0xffffffffULL, TIOCLINUX));
+    if (rc < 0)
+        goto out;
+    /* We set no_new_privs ourselves, just before loading. */
+    rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
+    if (rc < 0)
+        goto out;
+
+    int mfd = memfd_create("quern-seccomp", MFD_CLOEXEC);
+    if (mfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    rc = seccomp_export_bpf(ctx, mfd);
+    if (rc == 0) {
+        off_t len = lseek(mfd, 0, SEEK_END);
+        if (len <= 0 || len % (off_t)sizeof(struct sock_filter) != 0) {
+            rc = -EINVAL;
+        } else {
+            struct sock_filter *f = xmalloc((size_t)len);
+            if (pread(mfd, f, (size_t)len, 0) != len) {
+                free(f);
+                rc = -EIO;
+            } else {
+                sys->prog.filter = f;
+                sys->prog.len = (unsigned short)(len / (off_t)sizeof(struct sock_filter));
+            }
+        }
+    }
+    close(mfd);
+out:
+    if (rc < 0 && !*err)
+        *err = xasprintf("building the seccomp filter: %s", strerror(-rc));
+    seccomp_release(ctx);
+    return rc;
+}
+
+/* ---- sys ---- */
+
+struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_log_fn log,
+                                    void *log_ctx, char **err)
+{
+    *err = NULL;
+    if (slots < 1 || slots > 4096) {
+        *err = xstrdup("bad slot count");
+        return NULL;
+    }
+    struct sandbox_sys *sys = xcalloc(1, sizeof(*sys));
+    sys->slots = slots;
+    sys->log = log;
+    sys->log_ctx = log_ctx;
+    sys->host_uid = SANDBOX_DEFAULT_HOST_UID;
+    sys->host_netns = -1;
+    const char *u = getenv("QUERN_SANDBOX_UID");
+    int64_t uv;
+    if (u && parse_i64(u, &uv) == 0 && uv > 0 && uv < 0x7fffffff)
+        sys->host_uid = (uid_t)uv;
+    if (geteuid() != 0) {
+        *err = xstrdup("the sandbox needs quernd to run as root (to map the box's uid "
+                       "to an unprivileged host uid and to manage cgroups)");
+        goto fail;
+    }
+    sys->init_fd = open(init_path, O_RDONLY | O_CLOEXEC);
+    if (sys->init_fd < 0) {
+        *err = xasprintf("cannot open quern-init at %s: %s", init_path, strerror(errno));
+        goto fail;
+    }
+    if (seccomp_build(sys, err) < 0)
+        goto fail;
+    cg_setup(sys);
+    netns_setup(sys);
+    return sys;
+fail:
+    if (sys->init_fd > 0)
+        close(sys->init_fd);
+    free(sys->prog.filter);
+    free(sys);
+    return NULL;
+}
+
+void sandbox_sys_free(struct sandbox_sys *sys)
+{
+    if (!sys)
+        return;
+    cg_teardown(sys);
+    for (int i = 0; sys->netns && i < sys->slots; i++)
+        if (sys->netns[i] >= 0)
+            close(sys->netns[i]);
+    free(sys->netns);
+    if (sys->host_netns >= 0)
+        close(sys->host_netns);
+    close(sys->init_fd);
+    free(sys->prog.filter);
+    free(sys);
+}
+
+/* ---- the child ---- */
+
+enum op_kind { OP_MKDIR, OP_SYMLINK, OP_TOUCH, OP_MOUNT, OP_REMOUNT, OP_WRITE };
+
+struct op {
+    enum op_kind kind;
+    const char *src, *dst, *fstype, *data;
+    unsigned long flags;
+    size_t len;
+    mode_t mode;
+};
+
+#define MAX_OPS 160
+#define MAX_FDS 24
+
+struct plan {
+    struct op ops[MAX_OPS];
+    size_t nops;
+    const char *src_paths[MAX_FDS];   /* opened by the child, see child_open_sources */
+    int src_fds[MAX_FDS];
+    size_t nsrc;
+    char fdpaths[MAX_FDS][32];
+    int sync_fd, status_fd;
+    int fd_in, fd_out, fd_err, fd_ctl, init_fd;
+    const char *cwd;
+    char root_opts[96];
+    const char *const *argv, *const *envp;
+    struct rlimit rl_fsize, rl_nofile, rl_cpu, rl_nproc, rl_as;
+    bool set_cpu, set_as;
+    const struct sock_fprog *prog;
+};
+
+static void c_fail(const struct plan *pl, const char *what, const char *arg, int err)
+{
+    char b[512];
+    size_t n = 0;
+    const char *parts[] = {"E ", what, arg ? " " : "", arg ? arg : "", ": errno "};
+    for (size_t i = 0; i < ARRAY_LEN(parts); i++)
+        for (const char *s = parts[i]; *s && n < sizeof(b) - 16; s++)
+            b[n++] = *s;
+    char num[12];
+    size_t k = 0;
+    unsigned e = (unsigned)err;
+    do {
+        num[k++] = (char)('0' + e % 10);
+        e /= 10;
+    } while (e && k < sizeof(num));
+    while (k)
+        b[n++] = num[--k];
+    b[n++] = '\n';
+    if (write(pl->status_fd, b, n) < 0) {
+        /* nothing left to tell */
+    }
+    _exit(127);
+}
+
+static void c_run_ops(const struct plan *pl)
+{
+    for (size_t i = 0; i < pl->nops; i++) {
+        const struct op *o = &pl->ops[i];
+        switch (o->kind) {
+        case OP_MKDIR:
+            if (mkdir(o->dst, o->mode) < 0 && errno != EEXIST)
+                c_fail(pl, "mkdir", o->dst, errno);
+            break;
+        case OP_SYMLINK:
+            if (symlink(o->src, o->dst) < 0 && errno != EEXIST)
+                c_fail(pl, "symlink", o->dst, errno);
+            break;
+        case OP_TOUCH: {
+            int fd = open(o->dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+            if (fd < 0)
+                c_fail(pl, "create", o->dst, errno);
+            close(fd);
+            break;
+        }
+        case OP_MOUNT:
+            if (mount(o->src, o->dst, o->fstype, o->flags, o->data) < 0)
+                c_fail(pl, "mount", o->dst, errno);
+            break;
+        case OP_REMOUNT:
+            if (mount(NULL, o->dst, NULL, o->flags, NULL) < 0)
+                c_fail(pl, "remount", o->dst, errno);
+            break;
+        case OP_WRITE: {
+            int fd = open(o->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, o->mode);
+            if (fd < 0)
+                c_fail(pl, "create", o->dst, errno);
+            size_t off = 0;
+            while (off < o->len) {
+                ssize_t w = write(fd, o->data + off, o->len - off);
+                if (w <= 0)
+                    c_fail(pl, "write", o->dst, errno);
+                off += (size_t)w;
+            }
+            close(fd);
+            break;
+        }
+        }
+    }
+}
+
+static int child_main(const struct plan *pl)
+{
+    char c;
+    /* 1. wait until the parent wrote our uid/gid maps and cgroups */
+    if (read(pl->sync_fd, &c, 1) != 1)
+        _exit(127);
+    close(pl->sync_fd);
+    /* Host sources are opened now: after the mount namespace was copied (a
+     * bind needs a mount of our own namespace) and before dropping to the
+     * box's uid (so their ancestors need not be traversable by it). */
+    {
+        struct plan *w = (struct plan *)pl; /* our private copy */
+        for (size_t i = 0; i < w->nsrc; i++) {
+            int fd = open(w->src_paths[i], O_PATH | O_CLOEXEC);
+            if (fd < 0)
+                c_fail(pl, "open", w->src_paths[i], errno);
+            w->src_fds[i] = fd;
+            char num[12];
+            size_t k = 0, n = 0;
+            unsigned v = (unsigned)fd;
+            do {
+                num[k++] = (char)('0' + v % 10);
+                v /= 10;
+            } while (v);
+            static const char pre[] = "/proc/self/fd/";
+            for (size_t j = 0; pre[j]; j++)
+                w->fdpaths[i][n++] = pre[j];
+            while (k)
+                w->fdpaths[i][n++] = num[--k];
+            w->fdpaths[i][n] = '\0';
+        }
+    }
+    /* 2. become the box's root (an unprivileged host uid) before any fs work */
+    /* Raw system calls: glibc's wrappers would try to sync the other
+     * threads of the parent, which do not exist in this child. */
+    if (syscall(SYS_setgroups, 0, NULL) < 0)
+        c_fail(pl, "setgroups", NULL, errno);
+    if (syscall(SYS_setresgid, 0, 0, 0) < 0)
+        c_fail(pl, "setresgid", NULL, errno);
+    if (syscall(SYS_setresuid, 0, 0, 0) < 0)
+        c_fail(pl, "setresuid", NULL, errno);
+    /* 3. a private mount tree with a tmpfs root on /tmp (any dir would do) */
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        c_fail(pl, "make-private", "/", errno);
+    if (mount("quern", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, pl->root_opts) < 0)
+        c_fail(pl, "mount root", NULL, errno);
+    if (chdir("/tmp") < 0)
+        c_fail(pl, "chdir", "/tmp", errno);
+    c_run_ops(pl);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        c_fail(pl, "pivot_root", NULL, errno);
+    if (umount2(".", MNT_DETACH) < 0)
+        c_fail(pl, "umount old root", NULL, errno);
+    if (chdir("/") < 0)
+        c_fail(pl, "chdir", "/", errno);
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        c_fail(pl, "remount ro", "/", errno);
+    (void)sethostname("quern", 5);
+    if (chdir(pl->cwd) < 0)
+        c_fail(pl, "chdir", pl->cwd, errno);
+    /* 4. fds: move ours high, then into place; nothing else survives */
+    int hi[6], src[6] = {pl->fd_in, pl->fd_out, pl->fd_err, pl->fd_ctl, pl->status_fd, pl->init_fd};
+    for (int i = 0; i < 6; i++) {
+        hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 200);
+        if (hi[i] < 0)
+            c_fail(pl, "dup", NULL, errno);
+    }
+    for (int i = 0; i < 6; i++)
+        if (dup2(hi[i], i) < 0)
+            c_fail(pl, "dup2", NULL, errno);
+    struct plan *mpl = (struct plan *)pl; /* our own copy: the status fd moved */
+    mpl->status_fd = SANDBOX_STATUS_FD;
+    (void)fcntl(5, F_SETFD, FD_CLOEXEC);
+    if (syscall(SYS_close_range, 6U, ~0U, 0) < 0) {
+        for (int fd = 6; fd < 1024; fd++)
+            close(fd);
+    }
+    /* 5. limits, signals, privileges, seccomp, exec */
+    struct rlimit zero = {0, 0};
+    setrlimit(RLIMIT_CORE, &zero);
+    setrlimit(RLIMIT_FSIZE, &pl->rl_fsize);
+    setrlimit(RLIMIT_NOFILE, &pl->rl_nofile);
+    setrlimit(RLIMIT_NPROC, &pl->rl_nproc);
+    if (pl->set_cpu)
+        setrlimit(RLIMIT_CPU, &pl->rl_cpu);
+    if (pl->set_as)
+        setrlimit(RLIMIT_AS, &pl->rl_as);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    for (int s = 1; s < NSIG; s++)
+        if (s != SIGKILL && s != SIGSTOP)
+            signal(s, SIG_DFL);
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        c_fail(pl, "no_new_privs", NULL, errno);
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, pl->prog) < 0)
+        c_fail(pl, "seccomp", NULL, errno);
+    syscall(SYS_execveat, 5, "", pl->argv, pl->envp, AT_EMPTY_PATH);
+    c_fail(pl, "exec quern-init", NULL, errno);
+    return 127;
+}
+
+/* ---- plan building (parent) ---- */
+
+static void add_op(struct plan *pl, struct op o)
+{
+    if (pl->nops < MAX_OPS)
+        pl->ops[pl->nops++] = o;
+    else
+        abort(); /* the plan is sized for the fixed layout plus a few mounts */
+}
+
+/* mkdir each prefix of box path p ("/a/b" -> "a", "a/b"); paths are kept in
+ * *strs so they live until the spawn is done. */
+static void add_mkdirs(struct plan *pl, const char *p, char ***strs, size_t *nstrs, mode_t mode)
+{
+    while (*p == '/')
+        p++;
+    for (const char *s = p;; s++) {
+        if (*s == '/' || *s == '\0') {
+            char *d = xstrndup(p, (size_t)(s - p));
+            *strs = xrealloc(*strs, (*nstrs + 1) * sizeof(char *));
+            (*strs)[(*nstrs)++] = d;
+            add_op(pl, (struct op){.kind = OP_MKDIR, .dst = d, .mode = mode});
+            if (*s == '\0')
+                break;
+        }
+    }
+}
+
+static const char *keep(char ***strs, size_t *nstrs, char *s)
+{
+    *strs = xrealloc(*strs, (*nstrs + 1) * sizeof(char *));
+    (*strs)[(*nstrs)++] = s;
+    return s;
+}
+
+/* Flags a read-only bind remount must keep: a user namespace may not clear
+ * the locked nosuid/nodev/noexec/atime flags of the original mount. */
+static unsigned long locked_flags(int fd)
+{
+    struct statvfs sv;
+    unsigned long f = MS_NOSUID | MS_NODEV;
+    if (fstatvfs(fd, &sv) == 0) {
+        if (sv.f_flag & ST_NOEXEC)
+            f |= MS_NOEXEC;
+        if (sv.f_flag & ST_NOATIME)
+            f |= MS_NOATIME;
+        if (sv.f_flag & ST_NODIRATIME)
+            f |= MS_NODIRATIME;
+        if (sv.f_flag & ST_RELATIME)
+            f |= MS_RELATIME;
+    }
+    return f;
+}
+
+/* Binds host path (through an O_PATH fd) at box path. */
+static int add_bind(struct plan *pl, const char *host, const char *box, bool writable,
+                    char ***strs, size_t *nstrs)
+{
+    if (pl->nsrc >= MAX_FDS)
+        return -E2BIG;
+    int fd = open(host, O_PATH | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return -e;
+    }
+    unsigned long lflags = locked_flags(fd);
+    close(fd);
+    size_t k = pl->nsrc++;
+    pl->src_paths[k] = host;
+    pl->src_fds[k] = -1;
+    const char *rel = box;
+    while (*rel == '/')
+        rel++;
+    if (S_ISDIR(st.st_mode)) {
+        add_mkdirs(pl, box, strs, nstrs, 0755);
+    } else {
+        const char *slash = strrchr(rel, '/');
+        if (slash) {
+            char *parent = xstrndup(rel, (size_t)(slash - rel));
+            add_mkdirs(pl, parent, strs, nstrs, 0755);
+            free(parent);
+        }
+        add_op(pl, (struct op){.kind = OP_TOUCH, .dst = rel});
+    }
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = pl->fdpaths[k], .dst = rel,
+                           .flags = MS_BIND | MS_REC});
+    unsigned long f = MS_REMOUNT | MS_BIND | lflags;
+    if (!writable)
+        f |= MS_RDONLY;
+    add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = rel, .flags = f});
+    return 0;
+}
+
+int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
+                  struct sandbox_proc *out, char **err)
+{
+    *err = NULL;
+    int rc = 0;
+    char **strs = NULL;
+    size_t nstrs = 0;
+    int sync[2] = {-1, -1};
+    struct plan *pl = xcalloc(1, sizeof(*pl));
+    bool switched_net = false;
+
+    if (p->slot < 0 || p->slot >= sys->slots) {
+        *err = xstrdup("bad slot");
+        rc = -EINVAL;
+        goto out;
+    }
+    /* The fixed layout: system dirs read-only, /bin & co as in the host. */
+    static const char *const sysdirs[] = {"/usr", "/etc", "/bin", "/sbin", "/lib",
+                                          "/lib32", "/lib64", "/libx32"};
+    for (size_t i = 0; i < ARRAY_LEN(sysdirs); i++) {
+        struct stat st;
+        if (lstat(sysdirs[i], &st) < 0)
+            continue;
+        if (S_ISLNK(st.st_mode)) {
+            char target[PATH_MAX];
+            ssize_t n = readlink(sysdirs[i], target, sizeof(target) - 1);
+            if (n <= 0)
+                continue;
+            target[n] = '\0';
+            add_op(pl, (struct op){.kind = OP_SYMLINK,
+                                   .src = keep(&strs, &nstrs, xstrdup(target)),
+                                   .dst = sysdirs[i] + 1});
+        } else if (S_ISDIR(st.st_mode)) {
+            rc = add_bind(pl, sysdirs[i], sysdirs[i], false, &strs, &nstrs);
+            if (rc < 0) {
+                *err = xasprintf("bind %s: %s", sysdirs[i], strerror(-rc));
+                goto out;
+            }
+        }
+    }
+    for (size_t i = 0; i < p->nmounts; i++) {
+        rc = add_bind(pl, p->mounts[i].host, p->mounts[i].box, p->mounts[i].writable,
+                      &strs, &nstrs);
+        if (rc < 0) {
+            *err = xasprintf("bind %s: %s", p->mounts[i].host, strerror(-rc));
+            goto out;
+        }
+    }
+    /* /tmp private, /proc fresh, /dev minimal. */
+    add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "tmp", .mode = 01777});
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "tmp", .fstype = "tmpfs",
+                           .flags = MS_NOSUID | MS_NODEV,
+                           .data = "size=256m,nr_inodes=65536,mode=1777"});
+    add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "proc", .mode = 0555});
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "proc", .dst = "proc", .fstype = "proc",
+                           .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC});
+    add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "dev", .mode = 0755});
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "dev", .fstype = "tmpfs",
+                           .flags = MS_NOSUID | MS_NOEXEC, .data = "size=64k,nr_inodes=64,mode=755"});
+    static const char *const devs[] = {"null", "zero", "urandom", "random"};
+    for (size_t i = 0; i < ARRAY_LEN(devs); i++) {
+        char *h = xasprintf("/dev/%s", devs[i]);
+        char *b = xasprintf("dev/%s", devs[i]);
+        keep(&strs, &nstrs, h);
+        keep(&strs, &nstrs, b);
+        if (pl->nsrc >= MAX_FDS || access(h, F_OK) < 0)
+            continue;
+        size_t k = pl->nsrc++;
+        pl->src_paths[k] = h;
+        pl->src_fds[k] = -1;
+        add_op(pl, (struct op){.kind = OP_TOUCH, .dst = b});
+        add_op(pl, (struct op){.kind = OP_MOUNT, .src = pl->fdpaths[k], .dst = b,
+                               .flags = MS_BIND});
+    }
+    add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/proc/self/fd", .dst = "dev/fd"});
+    add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/proc/self/fd/0", .dst = "dev/stdin"});
+    add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/proc/self/fd/1", .dst = "dev/stdout"});
+    add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/proc/self/fd/2", .dst = "dev/stderr"});
+    add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/tmp", .dst = "dev/shm"});
+    add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "dev",
+                           .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC});
+    if (p->nsecrets > 0) {
+        add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run", .mode = 0755});
+        add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run/secrets", .mode = 0755});
+        add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "run/secrets",
+                               .fstype = "tmpfs", .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                               .data = "size=1m,mode=755"});
+        for (size_t i = 0; i < p->nsecrets; i++) {
+            const char *d = keep(&strs, &nstrs, xasprintf("run/secrets/%s", p->secret_names[i]));
+            add_op(pl, (struct op){.kind = OP_WRITE, .dst = d, .data = p->secret_values[i],
+                                   .len = strlen(p->secret_values[i]), .mode = 0444});
+        }
+        add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "run/secrets",
+                               .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC});
+    }
+
+    size_t extra = 0;
+    for (size_t i = 0; i < p->nfiles; i++) {
+        const char *rel = p->files[i].box;
+        while (*rel == '/')
+            rel++;
+        const char *slash = strrchr(rel, '/');
+        if (slash) {
+            char *parent = xstrndup(rel, (size_t)(slash - rel));
+            add_mkdirs(pl, parent, &strs, &nstrs, 0755);
+            free(parent);
+        }
+        add_op(pl, (struct op){.kind = OP_WRITE, .dst = rel, .data = p->files[i].data,
+                               .len = p->files[i].len, .mode = 0644});
+        extra += p->files[i].len + 4096;
+    }
+    snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
+             ((size_t)4 << 20) + extra);
+    pl->cwd = p->cwd ? p->cwd : "/";
+    pl->argv = p->argv;
+    pl->envp = p->envp;
+    pl->fd_in = p->fd_stdin;
+    pl->fd_out = p->fd_stdout;
+    pl->fd_err = p->fd_stderr;
+    pl->fd_ctl = p->fd_control;
+    pl->status_fd = p->fd_status;
+    pl->init_fd = sys->init_fd;
+    pl->prog = &sys->prog;
+    rlim_t fsz = p->max_file_bytes > 0 ? (rlim_t)p->max_file_bytes : RLIM_INFINITY;
+    pl->rl_fsize = (struct rlimit){fsz, fsz};
+    rlim_t nof = p->max_open_files > 0 ? (rlim_t)p->max_open_files : 256;
+    pl->rl_nofile = (struct rlimit){nof, nof};
+    if (p->cpu_seconds > 0) {
+        pl->set_cpu = true;
+        pl->rl_cpu = (struct rlimit){(rlim_t)p->cpu_seconds, (rlim_t)p->cpu_seconds + 1};
+    }
+    /* RLIMIT_NPROC counts every process of the shared sandbox uid on the host:
+     * with a pids cgroup it is only a backstop across all slots. */
+    rlim_t np = p->max_procs > 0 ? (rlim_t)p->max_procs : 64;
+    if (sys->pids_base)
+        np = np * (rlim_t)sys->slots + 64;
+    pl->rl_nproc = (struct rlimit){np, np};
+    if (!sys->mem_base && p->memory_limit_bytes > 0) {
+        pl->set_as = true;
+        rlim_t as = (rlim_t)p->memory_limit_bytes * 4;
+        pl->rl_as = (struct rlimit){as, as};
+    }
+
+    /* status fd is written by the child on failure; it is the caller's pipe. */
+    if (pipe2(sync, O_CLOEXEC) < 0) {
+        rc = -errno;
+        *err = xasprintf("pipe: %s", strerror(errno));
+        goto out;
+    }
+    pl->sync_fd = sync[0];
+    cg_prepare(sys, p->slot, p);
+
+    int netfd = sys->netns[p->slot];
+    uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
+                     CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_PIDFD;
+    if (!p->network) {
+        if (netfd >= 0 && sys->host_netns >= 0 && setns(netfd, CLONE_NEWNET) == 0)
+            switched_net = true;
+        else
+            flags |= CLONE_NEWNET;
+    }
+    int pidfd = -1;
+    struct clone_args ca;
+    memset(&ca, 0, sizeof(ca));
+    ca.flags = flags;
+    ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    ca.exit_signal = 0; /* not SIGCHLD: a waitpid(-1) elsewhere cannot reap it */
+    long pid = syscall(SYS_clone3, &ca, sizeof(ca));
+    if (pid == 0) {
+        close(sync[1]);
+        _exit(child_main(pl));
+    }
+    int clone_errno = errno;
+    if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
+        abort(); /* the supervisor thread must not stay in a box's netns */
+    close(sync[0]);
+    sync[0] = -1;
+    if (pid < 0) {
+        rc = -clone_errno;
+        *err = xasprintf("clone3: %s", strerror(clone_errno));
+        goto out;
+    }
+    char path[64], map[64];
+    snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)sys->host_uid);
+    snprintf(path, sizeof(path), "/proc/%ld/uid_map", pid);
+    int r1 = write_file(path, map);
+    snprintf(path, sizeof(path), "/proc/%ld/gid_map", pid);
+    int r2 = write_file(path, map);
+    if (r1 < 0 || r2 < 0) {
+        rc = r1 < 0 ? r1 : r2;
+        *err = xasprintf("writing the uid/gid map: %s", strerror(-rc));
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        siginfo_t si;
+        (void)waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED | __WALL);
+        close(pidfd);
+        goto out;
+    }
+    cg_join(sys, p->slot, (pid_t)pid);
+    if (write(sync[1], "g", 1) != 1) {
+        /* the child died already; its exit is reported through the pidfd */
+    }
+    out->pid = (pid_t)pid;
+    out->pidfd = pidfd;
+    out->slot = p->slot;
+out:
+    if (sync[0] >= 0)
+        close(sync[0]);
+    if (sync[1] >= 0)
+        close(sync[1]);
+    for (size_t i = 0; i < nstrs; i++)
+        free(strs[i]);
+    free(strs);
+    free(pl);
+    return rc;
+}
+
+int sandbox_signal(struct sandbox_proc *proc, int sig)
+{
+    if (proc->pidfd < 0)
+        return -ESRCH;
+    if (syscall(SYS_pidfd_send_signal, proc->pidfd, sig, NULL, 0) < 0)
+        return -errno;
+    return 0;
+}
+
+int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatus,
+                 struct sandbox_usage *usage)
+{
+    siginfo_t si;
+    struct rusage ru;
+    memset(&si, 0, sizeof(si));
+    memset(&ru, 0, sizeof(ru));
+    memset(usage, 0, sizeof(*usage));
+    long r;
+    do {
+        r = syscall(SYS_waitid, P_PIDFD, proc->pidfd, &si, WEXITED | __WALL, &ru);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0)
+        return -errno;
+    if (si.si_code == CLD_EXITED)
+        *wstatus = W_EXITCODE(si.si_status, 0);
+    else
+        *wstatus = W_EXITCODE(0, si.si_status) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
+    close(proc->pidfd);
+    proc->pidfd = -1;
+
+    struct slot_cg *c = &sys->cg[proc->slot];
+    int64_t ru_cpu = (int64_t)ru.ru_utime.tv_sec * 1000 + ru.ru_utime.tv_usec / 1000 +
+                     (int64_t)ru.ru_stime.tv_sec * 1000 + ru.ru_stime.tv_usec / 1000;
+    usage->cpu_ms = ru_cpu;
+    usage->peak_memory_kb = ru.ru_maxrss;
+    if (c->cpu_dir) {
+        int64_t now = sys->cpu_ver == CG_V1
+                          ? read_i64_at(c->cpu_dir, "cpuacct.usage")
+                          : read_key_at(c->cpu_dir, "cpu.stat", "usage_usec") * 1000;
+        if (now >= 0 && c->cpu_base_ns >= 0 && now >= c->cpu_base_ns)
+            usage->cpu_ms = (now - c->cpu_base_ns) / 1000000;
+    }
+    if (c->mem_dir) {
+        int64_t peak = -1, oom = -1;
+        if (sys->mem_ver == CG_V1) {
+            peak = read_i64_at(c->mem_dir, "memory.max_usage_in_bytes");
+            oom = read_key_at(c->mem_dir, "memory.oom_control", "oom_kill");
+        } else {
+            char b[64];
+            if (c->peak_fd >= 0) {
+                ssize_t n = pread(c->peak_fd, b, sizeof(b) - 1, 0);
+                if (n > 0) {
+                    b[n] = '\0';
+                    peak = strtoll(b, NULL, 10);
+                }
+            }
+            oom = read_key_at(c->mem_dir, "memory.events", "oom_kill");
+        }
+        if (peak >= 0)
+            usage->peak_memory_kb = peak / 1024;
+        if (oom >= 0 && c->oom_base >= 0 && oom > c->oom_base)
+            usage->oom_killed = true;
+    }
+    return 0;
+}

@@ -1,0 +1,111 @@
+/*
+ * sandbox — starts one process tree in a fresh set of namespaces (user, PID,
+ * mount, network, IPC, UTS, cgroup) with a read-only view of the host's
+ * system directories, rlimits, cgroup accounting/limits and a seccomp filter,
+ * running build/quern-init as its PID 1.  It knows nothing of runs, JSON or
+ * logs: exec.c decides what to mount and run, sandbox.c makes it so.
+ *
+ * Spawn path (kept lean, every run pays it): the caller's thread switches to
+ * a prepared empty network namespace of the slot's pool (setns is
+ * per-thread), clone3()s a child in new user/PID/mount/IPC/UTS/cgroup
+ * namespaces, writes its uid/gid maps and moves it into the slot's cgroups,
+ * then lets it go; the child mounts its root, pivots, drops to the box's uid
+ * 0 (an unprivileged host uid), sets rlimits, no_new_privs and the
+ * pre-compiled seccomp program, and execs quern-init from an fd.  The child
+ * never allocates (it is a fork of a multi-threaded process).
+ *
+ * Threading: a struct sandbox_sys is used by one thread at a time (exec's
+ * supervisor thread).  sandbox_sys_new() starts short-lived threads to create
+ * the network namespaces.
+ */
+#ifndef QUERN_SANDBOX_H
+#define QUERN_SANDBOX_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Where the child's fds go: 0 stdin, 1 stdout, 2 stderr, 3 control channel,
+ * 4 status channel of quern-init (never seen by the code). */
+#define SANDBOX_CONTROL_FD 3
+#define SANDBOX_STATUS_FD 4
+
+/* The box's uid/gid 0 is this host uid/gid (configurable by QUERN_SANDBOX_UID). */
+#define SANDBOX_DEFAULT_HOST_UID 100000
+
+struct sandbox_sys;
+
+/* A logger for plain statements about what works and what falls back. */
+typedef void (*sandbox_log_fn)(void *ctx, const char *message);
+
+struct sandbox_mount {
+    const char *host;   /* absolute host path */
+    const char *box;    /* absolute path inside the box */
+    bool writable;
+};
+
+/* A file made in the box's own (tmpfs, read-only once made) root, so that
+ * small per-run inputs cost no host inodes. */
+struct sandbox_file {
+    const char *box;    /* absolute path inside the box */
+    const char *data;
+    size_t len;
+};
+
+struct sandbox_params {
+    int slot;                       /* 0 .. slots-1: selects cgroup and netns */
+    const char *root_dir;           /* empty host dir the new root is mounted on */
+    const char *const *argv;        /* quern-init's argv: "quern-init", interpreter, args.. */
+    const char *const *envp;        /* the whole environment of the box */
+    const struct sandbox_mount *mounts;
+    size_t nmounts;
+    const struct sandbox_file *files;
+    size_t nfiles;
+    const char *cwd;                /* inside the box */
+    size_t nsecrets;                /* files /run/secrets/NAME */
+    const char *const *secret_names, *const *secret_values;
+    bool network;                   /* share the host's network namespace */
+    int64_t memory_limit_bytes, max_procs, max_file_bytes, max_open_files, cpu_seconds;
+    int fd_stdin, fd_stdout, fd_stderr, fd_control, fd_status; /* the child's ends */
+};
+
+struct sandbox_proc {
+    pid_t pid;       /* host pid of the box's PID 1 (quern-init) */
+    int pidfd;       /* readable when it exits; owned, closed by sandbox_reap */
+    int slot;
+};
+
+struct sandbox_usage {
+    int64_t cpu_ms;           /* whole tree: cgroup cpuacct, else rusage of children */
+    int64_t peak_memory_kb;   /* whole tree: cgroup peak, else max RSS of one process */
+    bool oom_killed;          /* the memory cgroup's OOM killer fired during the run */
+};
+
+/* Prepares what every spawn shares: cgroup mode (v1 or v2 detected, per-slot
+ * cgroups made), the compiled seccomp program, the quern-init fd, one netns
+ * per slot.  Returns NULL and a malloc'd *err when the sandbox cannot work at
+ * all; missing optional controls are reported through log and fall back. */
+struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_log_fn log,
+                                    void *log_ctx, char **err);
+/* Removes the per-slot cgroups and closes the pool.  No box may be alive. */
+void sandbox_sys_free(struct sandbox_sys *sys);
+
+/* The host uid/gid the box's root maps to (scratch dirs are chown'd to it). */
+uid_t sandbox_host_uid(const struct sandbox_sys *sys);
+
+/* Starts a box; fills *out.  0, or a negative errno (with *err malloc'd)
+ * when the clone itself fails.  Failures inside the child (a mount, the exec)
+ * are written to fd_status as "E <what>: errno N" and the child exits 127. */
+int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
+                  struct sandbox_proc *out, char **err);
+
+/* Sends sig to the box's PID 1; SIGKILL there ends the whole tree. */
+int sandbox_signal(struct sandbox_proc *proc, int sig);
+
+/* Collects the exited PID 1 (call when pidfd is readable, or to block until
+ * it exits), fills *wstatus (as waitpid) and *usage, closes the pidfd. */
+int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatus,
+                 struct sandbox_usage *usage);
+
+#endif

@@ -1,0 +1,699 @@
+/* test_exec — exec.c driven directly (no server): every runtime, the
+ * environment, logs, control channel, output, artifacts, iterations,
+ * interaction, cancel, timeouts, and hostile code.  Waits on condition
+ * variables for on_exit; no sleeps, no timing assertions. */
+#include "t.h"
+
+#include "exec.h"
+#include "runtime.h"
+#include "util.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct logline {
+    char *type, *level, *msg;
+    int iteration;
+};
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
+static struct logline logs[20000];
+static size_t nlogs;
+static json_t *controls;             /* array of control messages */
+static struct exec_result *result;
+static char *answer;                 /* sent on input_request */
+static struct exec *ex;
+static char root[] = "/tmp/quern-texec-XXXXXX";
+
+static void on_log(void *ctx, const char *run_id, const char *type, const char *level,
+                   const char *message, const json_t *data, int iteration)
+{
+    pthread_mutex_lock(&mu);
+    if (nlogs < ARRAY_LEN(logs)) {
+        logs[nlogs].type = xstrdup(type);
+        logs[nlogs].level = level ? xstrdup(level) : NULL;
+        logs[nlogs].msg = xstrdup(message);
+        logs[nlogs].iteration = iteration;
+        nlogs++;
+    }
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+static void on_control(void *ctx, const char *run_id, const json_t *msg, int iteration)
+{
+    pthread_mutex_lock(&mu);
+    json_array_append_new(controls, json_deep_copy(msg));
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    char *a = answer && type && !strcmp(type, "input_request") ? xstrdup(answer) : NULL;
+    pthread_mutex_unlock(&mu);
+    if (a) {
+        exec_send(ex, run_id, a); /* callbacks may call back into exec */
+        free(a);
+    }
+}
+
+static void on_exit_cb(void *ctx, const char *run_id, struct exec_result *res)
+{
+    pthread_mutex_lock(&mu);
+    result = res;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
+static void on_notice(void *ctx, const char *m)
+{
+    fprintf(stderr, "  [exec] %s\n", m);
+}
+
+static void reset(void)
+{
+    for (size_t i = 0; i < nlogs; i++) {
+        free(logs[i].type);
+        free(logs[i].level);
+        free(logs[i].msg);
+    }
+    nlogs = 0;
+    json_decref(controls);
+    controls = json_array();
+    exec_result_release(result);
+    result = NULL;
+    free(answer);
+    answer = NULL;
+}
+
+static struct exec *get_exec(void)
+{
+    if (!ex) {
+        if (!mkdtemp(root))
+            abort();
+        setenv("QUERN_TEST_HOST_MARKER", "host-env-must-not-leak", 1);
+        struct exec_callbacks cb = {.on_log = on_log, .on_control = on_control,
+                                    .on_exit = on_exit_cb, .on_notice = on_notice};
+        char *err = NULL;
+        ex = exec_new(2, &cb, &err);
+        if (!ex)
+            fprintf(stderr, "exec_new: %s\n", err);
+        free(err);
+        controls = json_array();
+    }
+    return ex;
+}
+
+static struct exec_spec base_spec(const char *rt, const char *code)
+{
+    static int seq;
+    static char id[64];
+    get_exec();
+    snprintf(id, sizeof(id), "run_t%d", ++seq);
+    static char work[128];
+    snprintf(work, sizeof(work), "%s/work", root);
+    return (struct exec_spec){
+        .run_id = id, .task_id = "task_1", .project_id = "proj_1", .attempt = 1,
+        .runtime_id = rt, .code = code, .code_len = strlen(code), .input_json = "{\"x\":41}",
+        .work_root = work, .timeout_ms = 20000, .memory_limit_mb = 128,
+    };
+}
+
+/* Starts the spec and waits for its on_exit (a 120 s safety net, not a
+ * timing assertion: a hang fails instead of blocking the suite). */
+static struct exec_result *run_spec(const struct exec_spec *s)
+{
+    reset();
+    if (!get_exec())
+        return NULL;
+    int rc = exec_start(ex, s);
+    if (rc != 0) {
+        fprintf(stderr, "  exec_start: %d\n", rc);
+        return NULL;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 120;
+    pthread_mutex_lock(&mu);
+    while (!result)
+        if (pthread_cond_timedwait(&cv, &mu, &dl) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&mu);
+    if (!result)
+        fprintf(stderr, "  run %s never ended\n", s->run_id);
+    return result;
+}
+
+static struct exec_result *run(const char *rt, const char *code)
+{
+    struct exec_spec s = base_spec(rt, code);
+    return run_spec(&s);
+}
+
+/* The lines of one type joined with '\n'. */
+static char *joined(const char *type)
+{
+    struct buf b;
+    buf_init(&b);
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < nlogs; i++)
+        if (!strcmp(logs[i].type, type)) {
+            buf_puts(&b, logs[i].msg);
+            buf_puts(&b, "\n");
+        }
+    pthread_mutex_unlock(&mu);
+    buf_puts(&b, "");
+    return buf_steal(&b);
+}
+
+static void dump(void)
+{
+    for (size_t i = 0; i < nlogs && i < 40; i++)
+        fprintf(stderr, "    %s: %s\n", logs[i].type, logs[i].msg);
+    if (result)
+        fprintf(stderr, "    -> %s %s %s exit=%d\n", result->status,
+                result->error_code ? result->error_code : "-",
+                result->error_message ? result->error_message : "-", result->exit_code);
+}
+
+#define EXPECT_STATUS(res, st, code)                                                  \
+    do {                                                                              \
+        int before_ = t_failed_checks;                                                \
+        CHECK((res) != NULL);                                                         \
+        if (res) {                                                                    \
+            CHECK_EQ_STR((res)->status, st);                                          \
+            if (code)                                                                 \
+                CHECK_EQ_STR((res)->error_code, (const char *)(code));               \
+            else                                                                      \
+                CHECK((res)->error_code == NULL);                                     \
+        }                                                                             \
+        if (t_failed_checks != before_)                                               \
+            dump();                                                                   \
+    } while (0)
+
+/* ---- contract ---- */
+
+TEST(sh_stdout_stderr_and_exit)
+{
+    struct exec_result *r = run("sh", "echo hello; echo oops >&2; printf 'no newline'");
+    EXPECT_STATUS(r, "completed", NULL);
+    char *o = joined("stdout"), *e = joined("stderr");
+    CHECK_EQ_STR(o, "hello\nno newline\n");
+    CHECK_EQ_STR(e, "oops\n");
+    CHECK(r && r->exit_code == 0 && r->iterations == 1);
+    free(o);
+    free(e);
+    r = run("default", "exit 3");
+    EXPECT_STATUS(r, "failed", "exit_code");
+    CHECK(r && r->exit_code == 3);
+}
+
+TEST(environment_is_clean_and_complete)
+{
+    struct exec_result *r = run("bash",
+        "echo \"id=$QUERN_RUN_ID task=$QUERN_TASK_ID proj=$QUERN_PROJECT_ID att=$QUERN_ATTEMPT\"\n"
+        "cat \"$QUERN_INPUT\"; echo\n"
+        "echo fd=$QUERN_CONTROL_FD home=$HOME lang=$LANG pwd=$(pwd)\n"
+        "test -d \"$QUERN_ARTIFACTS\" && echo artifacts-ok\n"
+        "env | grep -c QUERN_TEST_HOST_MARKER || true\n"
+        "tr '\\0' '\\n' </proc/1/environ | grep -c QUERN_TEST_HOST_MARKER || true\n"
+        "echo uid=$(id -u) pid=$$\n");
+    EXPECT_STATUS(r, "completed", NULL);
+    char *o = joined("stdout");
+    CHECK(strstr(o, "task=task_1 proj=proj_1 att=1") != NULL);
+    CHECK(strstr(o, "{\"x\":41}") != NULL);
+    CHECK(strstr(o, "fd=3 home=/scratch lang=C.UTF-8 pwd=/scratch") != NULL);
+    CHECK(strstr(o, "artifacts-ok") != NULL);
+    CHECK(strstr(o, "\n0\n0\n") != NULL);
+    CHECK(strstr(o, "uid=0 pid=2") != NULL);
+    if (t_failed_checks)
+        fprintf(stderr, "%s", o);
+    free(o);
+}
+
+TEST(output_file_and_invalid_output)
+{
+    struct exec_result *r = run("sh", "echo '{\"answer\": 42}' > \"$QUERN_OUTPUT\"");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK(r && json_integer_value(json_object_get(r->output, "answer")) == 42);
+    r = run("sh", "echo '{not json' > \"$QUERN_OUTPUT\"");
+    EXPECT_STATUS(r, "failed", "invalid_output");
+    r = run("sh", "ln -s /etc/passwd \"$QUERN_OUTPUT\"");
+    EXPECT_STATUS(r, "failed", "invalid_output");
+}
+
+TEST(control_channel)
+{
+    struct exec_result *r = run("sh",
+        "echo '{\"type\":\"log\",\"level\":\"warn\",\"message\":\"careful\",\"data\":{\"k\":1}}' >&3\n"
+        "echo '{\"type\":\"progress\",\"progress\":0.5}' >&3\n"
+        "echo 'garbage' >&3\n"
+        "echo '{\"type\":\"checkpoint\",\"data\":{\"step\":2}}' >&3\n"
+        "echo '{\"type\":\"output\",\"output\":{\"via\":\"control\"}}' >&3\n");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK(r && json_is_object(r->output) &&
+          !strcmp(json_string_value(json_object_get(r->output, "via")), "control"));
+    bool saw_log = false, saw_garbage = false;
+    for (size_t i = 0; i < nlogs; i++) {
+        if (!strcmp(logs[i].type, "log") && !strcmp(logs[i].msg, "careful") &&
+            !strcmp(logs[i].level, "warn"))
+            saw_log = true;
+        if (!strcmp(logs[i].type, "log") && strstr(logs[i].msg, "invalid control"))
+            saw_garbage = true;
+    }
+    CHECK(saw_log);
+    CHECK(saw_garbage);
+    CHECK_EQ_INT(json_array_size(controls), 3);
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(controls, 0), "type")), "progress");
+}
+
+TEST(artifacts_regular_files_only)
+{
+    struct exec_result *r = run("sh",
+        "cd \"$QUERN_ARTIFACTS\"\n"
+        "echo report > report.txt\n"
+        "mkdir sub && echo deep > sub/deep.txt\n"
+        "ln -s /etc/passwd link-to-passwd\n"
+        "ln -s ../input.json link-rel\n"
+        "echo x > /scratch/orig && ln /scratch/orig hardlink\n"
+        "mkfifo fifo\n");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK(r && r->nartifacts == 2);
+    bool rep = false, deep = false;
+    for (size_t i = 0; r && i < r->nartifacts; i++) {
+        struct stat sb;
+        CHECK(lstat(r->artifacts[i].path, &sb) == 0 && S_ISREG(sb.st_mode));
+        if (!strcmp(r->artifacts[i].name, "report.txt") && r->artifacts[i].size == 7)
+            rep = true;
+        if (!strcmp(r->artifacts[i].name, "sub/deep.txt"))
+            deep = true;
+    }
+    CHECK(rep && deep);
+    if (t_failed_checks)
+        for (size_t i = 0; r && i < r->nartifacts; i++)
+            fprintf(stderr, "  artifact %s %lld\n", r->artifacts[i].name, (long long)r->artifacts[i].size);
+    /* the artifacts dir itself replaced by a symlink: nothing taken */
+    r = run("sh", "rmdir \"$QUERN_ARTIFACTS\" && ln -s /etc \"$QUERN_ARTIFACTS\"");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK(r && r->nartifacts == 0);
+}
+
+TEST(iterations_continue)
+{
+    struct exec_result *r = run("sh",
+        "n=$(sed 's/[^0-9]//g' \"$QUERN_INPUT\")\n"
+        "echo \"iter n=$n\"\n"
+        "if [ \"$n\" -lt 43 ]; then echo \"{\\\"type\\\":\\\"continue\\\",\\\"data\\\":{\\\"x\\\":$((n+1))}}\" >&3;\n"
+        "else echo \"{\\\"final\\\":$n}\" > \"$QUERN_OUTPUT\"; fi\n");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK(r && r->iterations == 3);
+    CHECK(r && json_integer_value(json_object_get(r->output, "final")) == 43);
+    CHECK(nlogs >= 3 && logs[0].iteration == 1 && logs[nlogs - 1].iteration == 3);
+    struct exec_spec s = base_spec("sh", "echo '{\"type\":\"continue\",\"data\":{}}' >&3");
+    s.max_iterations = 3;
+    r = run_spec(&s);
+    EXPECT_STATUS(r, "failed", "max_iterations");
+    CHECK(r && r->iterations == 3);
+}
+
+TEST(input_request_and_send)
+{
+    answer = NULL;
+    struct exec_spec s = base_spec("sh",
+        "echo '{\"type\":\"input_request\",\"prompt\":\"name?\"}' >&3\n"
+        "read line\n"
+        "echo \"got $line\"\n");
+    reset();
+    answer = xstrdup("{\"type\":\"interaction_response\",\"response\":\"bob\"}");
+    /* run_spec resets; set the answer again through a copy */
+    char *a = answer;
+    answer = NULL;
+    if (!get_exec())
+        return;
+    pthread_mutex_lock(&mu);
+    answer = a;
+    pthread_mutex_unlock(&mu);
+    CHECK_EQ_INT(exec_start(ex, &s), 0);
+    pthread_mutex_lock(&mu);
+    while (!result)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    EXPECT_STATUS(result, "completed", NULL);
+    char *o = joined("stdout");
+    CHECK(strstr(o, "got {\"type\":\"interaction_response\",\"response\":\"bob\"}") != NULL);
+    free(o);
+    CHECK_EQ_INT(exec_send(ex, "run_nope", "{}"), -ENOENT);
+}
+
+static struct exec_result *start_wait_line_then(struct exec_spec *s, const char *line, int action)
+{
+    reset();
+    if (!get_exec())
+        return NULL;
+    CHECK_EQ_INT(exec_start(ex, s), 0);
+    pthread_mutex_lock(&mu);
+    for (;;) {
+        bool seen = false;
+        for (size_t i = 0; i < nlogs; i++)
+            if (!strcmp(logs[i].msg, line))
+                seen = true;
+        if (seen || result)
+            break;
+        pthread_cond_wait(&cv, &mu);
+    }
+    pthread_mutex_unlock(&mu);
+    if (action == 1)
+        CHECK_EQ_INT(exec_cancel(ex, s->run_id), 0);
+    pthread_mutex_lock(&mu);
+    while (!result)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    return result;
+}
+
+TEST(cancel_term_then_kill)
+{
+    struct exec_spec s = base_spec("sh", "trap '' TERM; echo ready; while :; do sleep 1; done");
+    s.kill_grace_ms = 200;
+    struct exec_result *r = start_wait_line_then(&s, "ready", 1);
+    EXPECT_STATUS(r, "canceled", NULL);
+    CHECK(r && r->exit_code == -1);
+}
+
+TEST(wall_timeout_and_inactivity)
+{
+    struct exec_spec s = base_spec("sh", "sleep 1000");
+    s.timeout_ms = 300;
+    struct exec_result *r = run_spec(&s);
+    EXPECT_STATUS(r, "timed_out", "timeout");
+    s = base_spec("sh", "echo start; sleep 1000");
+    s.inactivity_timeout_ms = 300;
+    r = run_spec(&s);
+    EXPECT_STATUS(r, "timed_out", "inactivity_timeout");
+}
+
+TEST(other_runtimes)
+{
+    struct exec_result *r;
+    if (access("/usr/bin/python3", X_OK) == 0) {
+        r = run("python", "import os, json\n"
+                          "d = json.load(open(os.environ['QUERN_INPUT']))\n"
+                          "print('py', d['x'] + 1)\n"
+                          "json.dump({'py': True}, open(os.environ['QUERN_OUTPUT'], 'w'))\n");
+        EXPECT_STATUS(r, "completed", NULL);
+        char *o = joined("stdout");
+        CHECK_EQ_STR(o, "py 42\n");
+        free(o);
+    } else {
+        fprintf(stderr, "  skip python: /usr/bin/python3 absent\n");
+    }
+    if (access("/usr/bin/node", X_OK) == 0) {
+        r = run("node", "import fs from 'node:fs';\n"
+                        "const d = JSON.parse(fs.readFileSync(process.env.QUERN_INPUT, 'utf8'));\n"
+                        "await new Promise(r => setTimeout(r, 1));\n"
+                        "console.log('node', d.x + 1);\n");
+        EXPECT_STATUS(r, "completed", NULL);
+        char *o = joined("stdout");
+        CHECK_EQ_STR(o, "node 42\n");
+        free(o);
+        const struct runtime *ts = runtime_find("ts");
+        if (ts && runtime_available(ts)) {
+            r = run("ts", "interface P { x: number }\n"
+                          "import fs from 'node:fs';\n"
+                          "const d: P = JSON.parse(fs.readFileSync(process.env.QUERN_INPUT!, 'utf8'));\n"
+                          "const f = (n: number): string => `ts ${n + 1}`;\n"
+                          "await Promise.resolve();\n"
+                          "console.log(f(d.x));\n");
+            EXPECT_STATUS(r, "completed", NULL);
+            o = joined("stdout");
+            CHECK_EQ_STR(o, "ts 42\n");
+            free(o);
+        } else {
+            fprintf(stderr, "  skip ts: sucrase not installed (npm install --prefix vendor sucrase@3)\n");
+        }
+    } else {
+        fprintf(stderr, "  skip node/ts: /usr/bin/node absent\n");
+    }
+}
+
+TEST(runtime_unavailable_and_unknown)
+{
+    CHECK_EQ_INT(runtime_config_set("ghost", "interpreter", "/nonexistent/ghost"), 0);
+    struct exec_result *r = run("ghost", "boo");
+    EXPECT_STATUS(r, "failed", "runtime_unavailable");
+    struct exec_spec s = base_spec("cobol", "x");
+    CHECK_EQ_INT(exec_start(get_exec(), &s), -ENOENT);
+    CHECK(runtime_find("cobol") == NULL);
+    CHECK(runtime_find("default") == runtime_find("sh"));
+}
+
+TEST(secrets_files_env_and_redaction)
+{
+    const char *names[] = {"API_TOKEN"}, *values[] = {"tok-123456"};
+    struct exec_spec s = base_spec("sh",
+        "cat /run/secrets/API_TOKEN; echo\n"
+        "echo \"env=$API_TOKEN\"\n"
+        "echo \"{\\\"leak\\\":\\\"$API_TOKEN\\\"}\" > \"$QUERN_OUTPUT\"\n");
+    s.nsecrets = 1;
+    s.secret_names = names;
+    s.secret_values = values;
+    s.secrets_env = true;
+    struct exec_result *r = run_spec(&s);
+    EXPECT_STATUS(r, "completed", NULL);
+    char *o = joined("stdout");
+    CHECK_EQ_STR(o, "***\nenv=***\n");
+    free(o);
+    CHECK(r && !strcmp(json_string_value(json_object_get(r->output, "leak")), "***"));
+}
+
+/* ---- hostile code ---- */
+
+static void healthy(void)
+{
+    struct exec_result *r = run("sh", "echo alive");
+    EXPECT_STATUS(r, "completed", NULL);
+}
+
+TEST(hostile_fork_bomb)
+{
+    struct exec_spec s = base_spec("bash", "f(){ f | f & }; f; wait");
+    s.timeout_ms = 3000;
+    struct exec_result *r = run_spec(&s);
+    CHECK(r != NULL); /* contained: the pids limit makes the bomb fizzle or time out */
+    healthy();
+    if (access("/usr/bin/python3", X_OK) == 0) {
+        s = base_spec("python", "import threading, time\n"
+                                "while True:\n"
+                                "    threading.Thread(target=time.sleep, args=(100,), daemon=True).start()\n");
+        s.timeout_ms = 5000;
+        r = run_spec(&s);
+        EXPECT_STATUS(r, "failed", "exit_code");
+        healthy();
+    }
+}
+
+TEST(hostile_memory_bomb)
+{
+    struct exec_spec s = base_spec("python", "x = []\nwhile True:\n    x.append(bytearray(1 << 20))\n");
+    if (access("/usr/bin/python3", X_OK) != 0)
+        s = base_spec("sh", "a=x; while :; do a=$a$a; done");
+    s.memory_limit_mb = 64;
+    struct exec_result *r = run_spec(&s);
+    EXPECT_STATUS(r, "failed", "memory_limit_exceeded");
+    CHECK(r && r->peak_memory_kb > 32 * 1024);
+    healthy();
+}
+
+TEST(hostile_infinite_stdout)
+{
+    struct exec_spec s = base_spec("sh", "yes 'all work and no play'");
+    s.max_output_bytes = 100000;
+    struct exec_result *r = run_spec(&s);
+    EXPECT_STATUS(r, "failed", "output_limit_exceeded");
+    size_t total = 0;
+    for (size_t i = 0; i < nlogs; i++)
+        total += strlen(logs[i].msg) + 1;
+    CHECK(total <= 100000 && total > 90000);
+    if (t_failed_checks)
+        fprintf(stderr, "  total %zu in %zu lines\n", total, nlogs);
+    healthy();
+}
+
+TEST(hostile_huge_file_and_many_files)
+{
+    struct exec_spec s = base_spec("sh", "exec head -c 100000000 /dev/zero > big");
+    s.max_file_bytes = 1 << 20;
+    struct exec_result *r = run_spec(&s);
+    EXPECT_STATUS(r, "failed", "signal");
+    CHECK(r && r->error_message && strstr(r->error_message, "SIGXFSZ"));
+    s = base_spec("sh", "i=0; while [ $i -lt 3000 ]; do : > f$i; i=$((i+1)); done; ls | wc -l");
+    r = run_spec(&s);
+    EXPECT_STATUS(r, "completed", NULL);
+    healthy();
+}
+
+static int count_procs_with(const char *needle)
+{
+    int n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char p[300], b[256];
+        snprintf(p, sizeof(p), "/proc/%s/cmdline", e->d_name);
+        FILE *f = fopen(p, "r");
+        if (!f)
+            continue;
+        size_t k = fread(b, 1, sizeof(b) - 1, f);
+        fclose(f);
+        for (size_t i = 0; i < k; i++)
+            if (!b[i])
+                b[i] = ' ';
+        b[k] = 0;
+        if (strstr(b, needle))
+            n++;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+TEST(hostile_daemon_is_gone)
+{
+    struct exec_result *r = run("sh",
+        "setsid sh -c 'sleep 31337 & sleep 31337 & exit' </dev/null >/dev/null 2>&1\n"
+        "( sleep 31337 & ) ; nohup sleep 31337 >/dev/null 2>&1 &\n"
+        "echo spawned");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK_EQ_INT(count_procs_with("sleep 31337"), 0);
+}
+
+TEST(hostile_network_off)
+{
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    CHECK(bind(ls, (struct sockaddr *)&a, sizeof(a)) == 0 && listen(ls, 8) == 0);
+    socklen_t al = sizeof(a);
+    getsockname(ls, (struct sockaddr *)&a, &al);
+    char code[256];
+    snprintf(code, sizeof(code),
+             "if exec 5<>/dev/tcp/127.0.0.1/%d; then echo CONNECTED; else echo refused; fi",
+             ntohs(a.sin_port));
+    struct exec_result *r = run("bash", code);
+    EXPECT_STATUS(r, "completed", NULL);
+    char *o = joined("stdout");
+    CHECK_EQ_STR(o, "refused\n");
+    free(o);
+    struct exec_spec s = base_spec("bash", code);
+    s.network = true;
+    r = run_spec(&s);
+    o = joined("stdout");
+    CHECK_EQ_STR(o, "CONNECTED\n"); /* the control: with network on, it connects */
+    free(o);
+    close(ls);
+}
+
+TEST(hostile_reads_and_writes_outside)
+{
+    struct exec_result *r = run("sh",
+        "cat /etc/shadow >/dev/null 2>&1 && echo READ_SHADOW\n"
+        "ls /root /home /var/lib 2>/dev/null | head -1 | grep -q . && echo SEES_HOST_DIRS\n"
+        "for p in /usr/x /etc/x /x /bin/x /proc/sys/kernel/hostname /sys/x /dev/x /quern-x; do\n"
+        "  (echo hi > $p) 2>/dev/null && echo WROTE $p\n"
+        "done\n"
+        "ls /proc | grep -c '^[0-9]' \n"
+        "echo ok > /tmp/t && echo ok > /scratch/t && echo WRITABLE_OK\n");
+    EXPECT_STATUS(r, "completed", NULL);
+    char *o = joined("stdout");
+    CHECK(strstr(o, "READ_SHADOW") == NULL);
+    CHECK(strstr(o, "SEES_HOST_DIRS") == NULL);
+    CHECK(strstr(o, "WROTE") == NULL);
+    CHECK(strstr(o, "WRITABLE_OK") != NULL);
+    if (t_failed_checks)
+        fprintf(stderr, "%s", o);
+    free(o);
+}
+
+TEST(hostile_syscalls_denied)
+{
+    if (access("/usr/bin/python3", X_OK) != 0) {
+        fprintf(stderr, "  skip: python3 absent\n");
+        return;
+    }
+    struct exec_result *r = run("python",
+        "import ctypes, os, fcntl, termios, errno\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "rc = libc.ptrace(0, 0, 0, 0)\n"
+        "print('ptrace', rc, ctypes.get_errno())\n"
+        "try:\n"
+        "    fcntl.ioctl(0, termios.TIOCSTI, b'x'); print('tiocsti ok')\n"
+        "except OSError as e:\n"
+        "    print('tiocsti', e.errno)\n"
+        "print('unshare', libc.unshare(0x10000000), ctypes.get_errno())\n"
+        "print('mount', libc.mount(b'none', b'/tmp', b'tmpfs', 0, None), ctypes.get_errno())\n"
+        "print('bpf', libc.syscall(321, 0, 0, 0), ctypes.get_errno())\n");
+    EXPECT_STATUS(r, "completed", NULL);
+    char *o = joined("stdout");
+    CHECK(strstr(o, "ptrace -1 1\n") != NULL);
+    CHECK(strstr(o, "tiocsti 1\n") != NULL);
+    CHECK(strstr(o, "unshare -1 1\n") != NULL);
+    CHECK(strstr(o, "mount -1 1\n") != NULL);
+    CHECK(strstr(o, "bpf -1 1\n") != NULL);
+    if (t_failed_checks)
+        fprintf(stderr, "%s", o);
+    free(o);
+}
+
+TEST(cpu_accounted_for_the_tree)
+{
+    struct exec_result *r = run("sh",
+        "for i in 1 2 3; do ( i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done ) & done; wait");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK(r && r->cpu_ms > 0 && r->wall_ms > 0 && r->peak_memory_kb > 0);
+}
+
+TEST(zz_free_kills_running_boxes)
+{
+    struct exec_spec s = base_spec("sh",
+        "sleep 4242 & while ! grep -q 4242 /proc/$!/cmdline 2>/dev/null; do :; done; echo up; wait");
+    reset();
+    struct exec_callbacks cb = {.on_log = on_log, .on_exit = on_exit_cb, .on_notice = on_notice};
+    char *err = NULL;
+    struct exec *ex2 = exec_new(1, &cb, &err);
+    CHECK(ex2 != NULL);
+    free(err);
+    if (!ex2)
+        return;
+    CHECK_EQ_INT(exec_start(ex2, &s), 0);
+    CHECK_EQ_INT(exec_free_slots(ex2), 0);
+    CHECK_EQ_INT(exec_start(ex2, &s), -EEXIST);
+    pthread_mutex_lock(&mu);
+    while (nlogs == 0)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    CHECK_EQ_INT(count_procs_with("sleep 4242"), 1);
+    exec_free(ex2);
+    CHECK_EQ_INT(count_procs_with("sleep 4242"), 0);
+    CHECK(result == NULL); /* no on_exit at exec_free */
+}
+
+TEST(zz_teardown)
+{
+    reset();
+    json_decref(controls);
+    controls = NULL;
+    if (ex) {
+        exec_free(ex);
+        ex = NULL;
+    }
+    runtime_reset();
+    char *cmd = xasprintf("rm -rf %s", root);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup failed\n");
+    free(cmd);
+}
