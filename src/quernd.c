@@ -281,6 +281,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "quernd: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     app.draining = true;
     sched_drain(app.sched);
+    events_tick(app.events);   /* streams see draining and end */
     http_stop(app.http);
     runner_free(app.runner);
     app.runner = NULL;

@@ -387,9 +387,11 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
     snprintf(type, sizeof type, "task_run.%s", to == RS_RUNNING ? "started" : run_status_name(to));
     if (to == RS_RUNNING && from != RS_QUEUED)
         snprintf(type, sizeof type, "task_run.resumed");
-    if ((rc = emit_run(tx, app, run, type)))
-        return rc;
+    /* the task's events first: a run's terminal event is the last event of
+     * the run, so a run stream can end on it */
     if ((rc = update_task(tx, app, run, false)))
+        return rc;
+    if ((rc = emit_run(tx, app, run, type)))
         return rc;
     run_notify(tx, app, run);
     return 0;

@@ -697,9 +697,17 @@ static void handle_finished(struct sched *s, json_t *run)
 static void *sched_main(void *arg)
 {
     struct sched *s = arg;
+    int64_t last_tick = mono_ms();
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         int64_t now = now_ms(), mono = mono_ms();
+        if (mono - last_tick >= 5000) {
+            /* idle SSE streams check their keepalive */
+            last_tick = mono;
+            pthread_mutex_unlock(&s->mu);
+            events_tick(s->app->events);
+            pthread_mutex_lock(&s->mu);
+        }
         int64_t next = now + 500;
         /* delayed runs that are due */
         while (s->heap_len && s->heap[0]->not_before_ms <= now) {
