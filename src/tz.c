@@ -39,6 +39,9 @@
 #define TZ_ABBR_MAX 16
 #define TZ_FILE_MAX (1u << 20)
 #define TZ_DEFAULT_DIR "/usr/share/zoneinfo"
+/* Instants are clamped to ±2^56 s (2 billion years) so arithmetic on them
+ * cannot overflow. */
+#define TZ_T_LIMIT (INT64_C(1) << 56)
 /* Offsets beyond ±26 h are not real time zones; refuse them. */
 #define TZ_OFF_LIMIT (26 * 3600)
 
@@ -307,6 +310,7 @@ static const struct tz_type *rule_type(const struct posix_rule *r, int64_t t)
 
 static const struct tz_type *type_at(const struct tz *z, int64_t t)
 {
+    t = t < -TZ_T_LIMIT ? -TZ_T_LIMIT : t > TZ_T_LIMIT ? TZ_T_LIMIT : t;
     if (z->ntrans == 0 || t < z->trans[0]) {
         if (z->ntrans == 0 && z->has_rule)
             return rule_type(&z->rule, t);
@@ -337,6 +341,9 @@ int tz_offset_at(const struct tz *z, int64_t utc_secs)
 
 void tz_localtime(const struct tz *z, int64_t utc_secs, struct tm *out)
 {
+    utc_secs = utc_secs < -TZ_T_LIMIT ? -TZ_T_LIMIT
+             : utc_secs > TZ_T_LIMIT  ? TZ_T_LIMIT
+                                      : utc_secs;
     const struct tz_type *tt = type_at(z, utc_secs);
     int64_t local = utc_secs + tt->utoff;
     int64_t days = floor_div(local, 86400), secs = local - days * 86400, y;
@@ -377,6 +384,10 @@ static int64_t rule_next(const struct posix_rule *r, int64_t t)
 
 int64_t tz_next_transition(const struct tz *z, int64_t utc_secs)
 {
+    if (utc_secs >= TZ_T_LIMIT)
+        return INT64_MAX;
+    if (utc_secs < -TZ_T_LIMIT)
+        utc_secs = -TZ_T_LIMIT;
     int32_t cur = type_at(z, utc_secs)->utoff;
     int64_t t = utc_secs;
     /* Table transitions after t (they may only change the abbreviation). */

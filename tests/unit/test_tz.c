@@ -315,3 +315,18 @@ TEST(zz_cache_free)
     CHECK(z != NULL);
     tz_cache_free();
 }
+
+TEST(extreme_instants)
+{
+    const struct tz *z = zone("America/New_York");
+    CHECK(z != NULL);
+    if (!z)
+        return;
+    struct tm tm;
+    CHECK_EQ_INT(tz_offset_at(z, INT64_MAX), -5 * 3600);
+    CHECK_EQ_INT(tz_offset_at(z, INT64_MIN), tz_offset_at(z, INT64_MIN / 2));
+    tz_localtime(z, INT64_MAX, &tm);
+    tz_localtime(z, INT64_MIN, &tm);
+    CHECK_EQ_INT(tz_next_transition(z, INT64_MAX), INT64_MAX);
+    CHECK(tz_next_transition(z, INT64_MIN) > INT64_MIN);
+}
