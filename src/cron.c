@@ -14,7 +14,8 @@
  * must match (one of them being `*`).
  *
  * Daylight saving and other offset changes.  A schedule is "hour-wildcard"
- * when its hour field starts with `*` (`*` alone or with a step, @hourly).
+ * when its hour field starts with `*` (`*` alone or with a step, @hourly);
+ * every other schedule (hour a value, range or list) has a "fixed hour".
  *
  *   1. Gap (spring forward, local times that never happen, e.g. 02:00-02:59
  *      in America/New_York on 2026-03-08): a schedule with a fixed hour
