@@ -477,6 +477,46 @@ const char *run_guess_content_type(const char *name)
     return "application/octet-stream";
 }
 
+/* Creates the runs a task starts with: one, or one per assigned agent. */
+int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
+                      json_t **first_run)
+{
+    json_t *agents = json_object_get(task, "assigned_agents");
+    size_t n = json_array_size(agents);
+    for (size_t i = 0; i < (n ? n : 1); i++) {
+        const char *agent = n ? json_string_value(json_array_get(agents, i))
+                              : json_string_value(json_object_get(task, "assigned_agent_id"));
+        json_t *run = run_new_doc(task, input, agent);
+        /* dependencies not yet completed block the run */
+        json_t *bb = json_object_get(run, "blocked_by");
+        size_t k;
+        json_t *dep;
+        json_array_foreach(json_object_get(task, "dependencies"), k, dep) {
+            json_t *dt = store_get(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
+                                   json_string_value(dep));
+            if (!dt || strcmp(json_string_value(json_object_get(dt, "status")) ?: "", "completed"))
+                json_array_append(bb, dep);
+            json_decref(dt);
+        }
+        int rc = run_insert(tx, app, task, run);
+        if (rc) {
+            json_decref(run);
+            return rc;
+        }
+        if (json_is_true(json_object_get(task, "paused"))) {
+            rc = run_move(tx, app, run, RS_PAUSED, NULL);
+            if (rc) {
+                json_decref(run);
+                return rc;
+            }
+        }
+        if (first_run && !*first_run)
+            *first_run = json_incref(run);
+        json_decref(run);
+    }
+    return 0;
+}
+
 json_t *run_public(const json_t *run)
 {
     json_t *r = json_deep_copy(run);
