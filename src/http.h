@@ -78,7 +78,7 @@ struct req {
     void (*on_gone)(struct req *r, bool delivered);  /* cleanup when done */
     bool delivered_ok;
     int64_t start_mono;
-    char idem_scope[96];
+    char idem_scope[384];
     char *idem_key;
     char *idem_fp;
 };
