@@ -91,6 +91,16 @@ void http_raw(struct req *r, int status, const char *content_type, const char *d
     r->content_type = content_type;
 }
 
+void http_file(struct req *r, int status, const char *content_type, int fd, int64_t size)
+{
+    free(r->resp);
+    r->resp = NULL;
+    r->file_fd = fd;
+    r->file_size = size;
+    r->status = status;
+    r->content_type = content_type;
+}
+
 void http_json(struct req *r, int status, json_t *body)
 {
     free(r->resp);
@@ -464,7 +474,10 @@ static enum MHD_Result add_headers(struct req *r, struct MHD_Response *resp)
 static enum MHD_Result respond(struct req *r)
 {
     struct MHD_Response *resp;
-    if (r->stream) {
+    if (r->file_fd > 0) {
+        resp = MHD_create_response_from_fd((uint64_t)r->file_size, r->file_fd);
+        r->file_fd = 0;
+    } else if (r->stream) {
         resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader,
                                                  r->stream, stream_free);
         r->stream = NULL;
@@ -545,6 +558,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  mono_ms() - r->start_mono);
     if (r->stream)
         stream_free(r->stream);
+    if (r->file_fd > 0)
+        close(r->file_fd);
     free_params(r);
     buf_release(&r->body);
     buf_release(&r->headers);
