@@ -65,6 +65,7 @@ const struct route api_routes[] = {
     {"GET", RUN "/checkpoints", api_runs_checkpoint_list, R | K},
     {"POST", RUN "/heartbeat", api_runs_heartbeat, W | K},
     {"GET", RUN "/connection_token", api_runs_connection_token, R},
+    {"POST", RUN "/command", api_runs_command, W | SCOPE_RUN_TOKEN},
 
     {"GET", P "/runs", api_runs_project_list, R | K},
     {"GET", P "/task-runs/:run_id", api_runs_get_by_id, R | K},

@@ -12,12 +12,12 @@
 #include "events.h"
 #include "run.h"
 #include "sched.h"
+#include "runtime.h"
 #include "util.h"
 
 static const char *const task_types[] = {"manual", "scheduled", "triggered", NULL};
 static const char *const priorities[] = {"low", "medium", "high", "urgent", NULL};
 static const char *const backoffs[] = {"fixed", "exponential", NULL};
-static const char *const runtimes[] = {"default", "sh", "bash", "python", "node", "ts", NULL};
 
 static const char *const task_fields[] = {
     "id", "name", "description", "type", "code", "runtime_id", "definition_id", "input",
@@ -165,7 +165,7 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
         !api_str(r, body, "description", P("description"), cfg->max_description_len, &desc) ||
         !api_enum(r, body, "type", P("type"), task_types, &type) ||
         !api_str(r, body, "code", P("code"), 0, &code) ||
-        !api_enum(r, body, "runtime_id", P("runtime_id"), runtimes, &runtime) ||
+        !api_runtime(r, body, P("runtime_id"), &runtime) ||
         !api_str(r, body, "definition_id", P("definition_id"), 64, &def_id) ||
         !api_obj(r, body, "input", P("input"), &input) ||
         !api_obj(r, body, "metadata", P("metadata"), &metadata) ||
@@ -581,8 +581,12 @@ void api_tasks_create(struct req *r)
             w->r = r;
             w->task = a.result;
             snprintf(w->run_id, sizeof w->run_id, "%s", json_string_value(json_object_get(a.run, "id")));
+            /* true waits for the run's whole life: its timeout plus the kill
+             * grace and a margin, so a timed-out run is reported as such */
+            json_t *st = json_object_get(a.result, "settings");
             int64_t wait = a.wait_ms > 0 ? a.wait_ms
-                           : json_integer_value(json_object_get(json_object_get(a.result, "settings"), "timeout_ms"));
+                           : json_integer_value(json_object_get(st, "timeout_ms")) +
+                                 json_integer_value(json_object_get(st, "kill_grace_ms")) + 10000;
             r->wait = w;
             http_suspend(r, finish_wait);
             w->sub = events_subscribe(r->app->events, project, w->run_id, wait_event, w);
@@ -1068,6 +1072,8 @@ static int action_fn(struct store_tx *tx, void *arg)
         json_object_set_new(run, "attempt",
                             json_integer(json_integer_value(json_object_get(last, "attempt")) + 1));
         json_object_set(run, "retry_of", json_object_get(last, "id"));
+        if (json_object_get(last, "latest_checkpoint"))   /* a retry resumes */
+            json_object_set(run, "latest_checkpoint", json_object_get(last, "latest_checkpoint"));
         rc = run_insert(tx, r->app, task, run);
         if (!rc)
             rc = events_emit(tx, r->app->events, a->project_id, a->task_id,

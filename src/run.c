@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "app.h"
 #include "events.h"
@@ -242,7 +243,13 @@ int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
         return rc;
     if ((rc = update_task(tx, app, run, true)))
         return rc;
-    (void)task;
+    /* approval: the run waits for a human before anything executes */
+    if (json_is_true(json_object_get(json_object_get(task, "settings"), "require_approval"))) {
+        json_object_set_new(run, "interaction",
+                            json_pack("{s:s, s:s}", "kind", "approval", "prompt",
+                                      "approve this run before it executes"));
+        return run_move(tx, app, run, RS_INTERACTION_REQUIRED, NULL);
+    }
     run_notify(tx, app, run);
     return 0;
 }
@@ -417,6 +424,55 @@ int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *e
             return rc;
     }
     return 0;
+}
+
+int run_add_artifact(struct store_tx *tx, struct app *app, json_t *run, const char *name,
+                     const char *sha, int64_t size, const char *content_type)
+{
+    json_t *arts = json_object_get(run, "artifacts");
+    if (!json_is_array(arts)) {
+        arts = json_array();
+        json_object_set_new(run, "artifacts", arts);
+    }
+    size_t i;
+    json_t *a;
+    json_array_foreach(arts, i, a) {
+        if (!strcmp(json_string_value(json_object_get(a, "name")) ?: "", name)) {
+            json_array_remove(arts, i);
+            break;
+        }
+    }
+    char *path = xasprintf("runs/%s/%s", json_string_value(json_object_get(run, "id")), name);
+    json_t *m = json_pack("{s:s, s:s, s:I, s:s, s:s}", "name", name, "storage_path", path, "size",
+                          (json_int_t)size, "sha256", sha, "content_type", content_type);
+    free(path);
+    json_array_append(arts, m);
+    int rc = run_save(tx, run);
+    if (!rc)
+        rc = events_emit(tx, app->events, json_string_value(json_object_get(run, "project_id")),
+                         json_string_value(json_object_get(run, "task_id")),
+                         json_string_value(json_object_get(run, "id")), "task_run.artifact",
+                         json_incref(m));
+    json_decref(m);
+    return rc;
+}
+
+const char *run_guess_content_type(const char *name)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {{".txt", "text/plain"},       {".log", "text/plain"},
+                 {".json", "application/json"}, {".csv", "text/csv"},
+                 {".html", "text/html"},        {".png", "image/png"},
+                 {".jpg", "image/jpeg"},        {".jpeg", "image/jpeg"},
+                 {".gif", "image/gif"},         {".svg", "image/svg+xml"},
+                 {".pdf", "application/pdf"},   {".zip", "application/zip"},
+                 {".gz", "application/gzip"},   {".md", "text/markdown"}};
+    const char *dot = strrchr(name, '.');
+    for (size_t i = 0; dot && i < ARRAY_LEN(types); i++)
+        if (!strcasecmp(dot, types[i].ext))
+            return types[i].type;
+    return "application/octet-stream";
 }
 
 json_t *run_public(const json_t *run)

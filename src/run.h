@@ -88,6 +88,13 @@ json_t *run_task(struct store_tx *tx, const json_t *run);
  * and a task_run.log event for each. */
 int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *entries);
 
+/* Adds an artifact (stored blob sha, size) to the run's manifest, replacing
+ * one of the same name, with a task_run.artifact event.  Saves the run. */
+int run_add_artifact(struct store_tx *tx, struct app *app, json_t *run, const char *name,
+                     const char *sha, int64_t size, const char *content_type);
+/* A content type for a file name, from its extension. */
+const char *run_guess_content_type(const char *name);
+
 /* The public form of a run: the document minus internal fields. */
 json_t *run_public(const json_t *run);
 

@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "run.h"
 #include "store.h"
+#include "runner.h"
 #include "util.h"
 
 #define NPRIO 4
@@ -296,6 +297,8 @@ static void make_ready(struct sched *s, struct entry *e)
     p->tail[e->prio] = e;
     p->nready++;
     s->depth[e->prio]++;
+    if (e->has_code && s->app->runner)
+        runner_wake(s->app->runner);
     waiter_wake_project(s, e->project_id);
 }
 
@@ -374,9 +377,12 @@ static void apply(struct sched *s, const json_t *run)
 
 void sched_after_commit(struct sched *s, json_t *run)
 {
+    enum run_status st = run_status_of(run);
+    const char *ex = json_string_value(json_object_get(run, "executor"));
+    if (st == RS_CANCELING && ex && !strcmp(ex, "local"))
+        runner_cancel(s->app->runner, json_string_value(json_object_get(run, "id")));
     pthread_mutex_lock(&s->mu);
     apply(s, run);
-    enum run_status st = run_status_of(run);
     if (run_status_terminal(st)) {
         /* dependants act on it from the scheduler thread */
         struct work *w = xcalloc(1, sizeof *w);
