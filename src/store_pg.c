@@ -62,6 +62,8 @@ struct conn {
         char name[24];
     } cache[STMT_CACHE];
     unsigned next_name;
+    bool primed;         /* reader_end() sent COMMIT; BEGIN ahead */
+    bool broken;         /* never reuse */
     struct conn *next;   /* the pool's idle list */
 };
 
@@ -156,7 +158,7 @@ static struct conn *conn_open(const char *url, char **err)
 
 static bool conn_bad(const struct conn *c)
 {
-    return PQstatus(c->pg) != CONNECTION_OK;
+    return c->broken || PQstatus(c->pg) != CONNECTION_OK;
 }
 
 /* Runs a constant statement through the simple protocol.  0 or -EIO. */
@@ -420,23 +422,28 @@ static void hooks_run(struct job *j, bool committed)
     j->nhooks = 0;
 }
 
-/* Undoes job j inside the open batch (invariant 2).  0, or -EIO when even the
- * rollback failed (the batch is then lost). */
-static int job_undo(struct pg_store *st, struct conn *c, struct job *j)
+/* Runs a statement list that ends with COMMIT.  0 when it committed; -EIO
+ * otherwise (COMMIT of an aborted transaction "succeeds" with tag ROLLBACK). */
+static int commit(struct conn *c, const char *sql)
 {
-    int rc = simple(c, "ROLLBACK TO SAVEPOINT job");
-    if (!rc)
-        rc = simple(c, "RELEASE SAVEPOINT job");
-    if (j->took_event_lock)      /* released with the savepoint */
-        st->event_locked = false;
-    hooks_run(j, false);         /* invariant 3 */
+    PGresult *r = PQexec(c->pg, sql);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(r), "COMMIT") ? 0 : -EIO;
+    PQclear(r);
     return rc;
 }
 
+/* One batch = one transaction.  Before each job a savepoint "job" is open
+ * that holds every earlier job's changes; ROLLBACK TO undoes just the
+ * current job (invariant 2) and leaves the savepoint open for the next one.
+ * Savepoint steps ride in the same round trip as their neighbours
+ * ("BEGIN; SAVEPOINT job", "RELEASE SAVEPOINT job; SAVEPOINT job",
+ * "RELEASE SAVEPOINT job; COMMIT"), so a lone write costs its own statements
+ * plus two round trips. */
 static void run_batch(struct pg_store *st, struct job *batch)
 {
     struct conn *c = writer_conn(st);
-    int rc = c ? simple(c, "BEGIN") : -EIO;
+    int rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
+    bool committed = false;
     st->event_locked = false;
     for (struct job *j = batch; j; j = j->next) {
         if (rc) {
@@ -444,30 +451,33 @@ static void run_batch(struct pg_store *st, struct job *batch)
             continue;
         }
         struct pg_tx tx = {{&store_pg_backend}, st, c, j};
-        if ((rc = simple(c, "SAVEPOINT job")) != 0) {
-            j->rc = -EIO;
-            continue;
-        }
         j->took_event_lock = false;
         j->rc = j->fn((struct store_tx *)&tx, j->arg);
-        if (j->rc) {
-            rc = job_undo(st, c, j);
-        } else if (simple(c, "RELEASE SAVEPOINT job")) {
-            /* fn returned 0 although a statement failed: the transaction
-             * is aborted; take the job back so the others can commit. */
+        if (!j->rc) {
+            if (j->next && !simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job"))
+                continue;
+            if (!j->next && !commit(c, "RELEASE SAVEPOINT job; COMMIT")) {
+                committed = true;
+                continue;
+            }
+            if (PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
+                rc = -EIO;     /* the COMMIT itself failed: the batch is lost */
+                continue;
+            }
+            /* fn returned 0 although a statement failed, so RELEASE found
+             * the transaction aborted: take the job back, keep the others */
             j->rc = -EIO;
-            rc = job_undo(st, c, j);
         }
+        rc = simple(c, "ROLLBACK TO SAVEPOINT job");
+        if (j->took_event_lock)      /* released with the savepoint */
+            st->event_locked = false;
+        hooks_run(j, false);         /* invariant 3 */
     }
-    if (!rc) {
-        PGresult *r = PQexec(c->pg, "COMMIT");
-        /* COMMIT of an aborted transaction "succeeds" with tag ROLLBACK */
-        if (PQresultStatus(r) != PGRES_COMMAND_OK || strcmp(PQcmdStatus(r), "COMMIT")) {
+    if (!rc && !committed) {
+        rc = commit(c, "COMMIT");
+        if (rc)
             fprintf(stderr, "quernd: postgres: COMMIT failed: %s", PQerrorMessage(c->pg));
-            rc = -EIO;
-        }
-        PQclear(r);
-    } else if (c && !conn_bad(c)) {
+    } else if (rc && c && !conn_bad(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
         simple(c, "ROLLBACK");
     }
     /* Invariant 3: hooks after the commit, in commit order. */
@@ -572,22 +582,50 @@ static void reader_put(struct pg_store *st, struct conn *c)
     pthread_mutex_unlock(&st->pmu);
 }
 
-/* A pooled connection inside a fresh read snapshot; NULL when PostgreSQL is
- * unreachable.  A connection that broke while idle is replaced once. */
+/* Collects the results of the statements sent ahead by reader_end().
+ * 0 when they all succeeded: c is then inside a fresh transaction. */
+static int drain(struct conn *c)
+{
+    int rc = 0;
+    PGresult *r;
+    while ((r = PQgetResult(c->pg)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = -EIO;
+        PQclear(r);
+    }
+    c->primed = false;
+    return rc;
+}
+
+/* A pooled connection inside a read transaction; NULL when PostgreSQL is
+ * unreachable.  A connection that broke while idle is replaced once.
+ * A REPEATABLE READ transaction takes its snapshot at its first query, not
+ * at BEGIN, so the BEGIN that reader_end() sent ahead (and that waited in
+ * the pool) still yields a snapshot taken now. */
 static struct conn *reader_begin(struct pg_store *st)
 {
     for (int attempt = 0; attempt < 2; attempt++) {
         struct conn *c = reader_get(st);
         if (!c)
             return NULL;
-        if (!simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        if (c->primed ? !drain(c) : !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
             return c;
-        bool bad = conn_bad(c);
+        c->broken = true;   /* dead, or alive in an unknown state: drop it */
         reader_put(st, c);
-        if (!bad)
-            return NULL;
     }
     return NULL;
+}
+
+/* Ends c's read transaction and returns it to the pool.  The COMMIT and
+ * the next transaction's BEGIN are sent without waiting for their answers
+ * (the next reader_begin() collects them): a read costs no round trip
+ * beyond its own queries. */
+static void reader_end(struct pg_store *st, struct conn *c)
+{
+    if (!conn_bad(c) &&
+        PQsendQuery(c->pg, "COMMIT; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") == 1)
+        c->primed = true;
+    reader_put(st, c);
 }
 
 static int pg_read(struct store *s, store_fn fn, void *arg)
@@ -598,9 +636,7 @@ static int pg_read(struct store *s, store_fn fn, void *arg)
         return -EIO;
     struct pg_tx tx = {{&store_pg_backend}, st, c, NULL};
     int rc = fn((struct store_tx *)&tx, arg);
-    if (!conn_bad(c))
-        simple(c, "COMMIT");
-    reader_put(st, c);
+    reader_end(st, c);
     return rc;
 }
 
@@ -627,13 +663,13 @@ static bool pg_is_write(const struct store_tx *t)
 static int pg_ping(struct store *s)
 {
     struct pg_store *st = PG(s);
-    struct conn *c = reader_get(st);
+    struct conn *c = reader_begin(st);
     if (!c)
         return -EIO;
     PGresult *r = run(c, "SELECT 1", 0, NULL);
     int rc = r ? 0 : -EIO;
     PQclear(r);
-    reader_put(st, c);
+    reader_end(st, c);
     return rc;
 }
 
