@@ -18,6 +18,11 @@ class Server:
     def __init__(self, data=None, extra_args=(), env=None):
         self.data = data or tempfile.mkdtemp(prefix="quernd-", dir=os.environ.get("QUERN_TEST_TMP"))
         self.extra = list(extra_args)
+        if os.environ.get("QUERN_TEST_STORE") == "pg" and "--store" not in self.extra:
+            # the whole suite on PostgreSQL: one private cluster per test
+            # process, one database per data dir (a restart reuses it)
+            import pgcluster
+            self.extra += ["--store", pgcluster.database_for(self.data)]
         self.env = env or {}
         self.proc = None
         self.start()
