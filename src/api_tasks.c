@@ -381,6 +381,7 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     json_object_set_new(task, "created_at", json_string(ts));
     json_object_set_new(task, "updated_at", json_string(ts));
     task_schedule_next(task, now_ms());
+    json_object_set_new(task, "has_dependencies", json_boolean(json_array_size(deps) > 0));
     bool has_code = json_is_string(json_object_get(task, "code"));
     opts->run = run_given ? run : (!strcmp(type, "manual") && has_code);
     opts->wait_ms = wait_ms;
@@ -398,6 +399,7 @@ static json_t *task_public(const json_t *task)
     json_t *t = json_deep_copy(task);
     json_object_del(t, "latest_run_id");
     json_object_del(t, "scheduled");
+    json_object_del(t, "has_dependencies");
     return t;
 }
 
@@ -889,6 +891,7 @@ static int update_fn(struct store_tx *tx, void *arg)
         }
         buf_release(&path);
         json_object_set(task, "dependencies", deps);
+        json_object_set_new(task, "has_dependencies", json_boolean(json_array_size(deps) > 0));
     }
     if (json_object_get(b, "name"))
         json_object_set(task, "name", json_object_get(b, "name"));

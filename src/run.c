@@ -154,6 +154,23 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
     json_object_set_new(r, "max_retries", jdup(json_object_get(settings, "max_retries")));
     json_object_set_new(r, "blocked_by", json_array());
     json_object_set_new(r, "queued_ms", json_integer(now_ms()));
+    int64_t dl = 0;
+    const char *deadline = json_string_value(json_object_get(task, "deadline"));
+    if (deadline && !rfc3339_parse(deadline, &dl))
+        json_object_set_new(r, "deadline_ms", json_integer(dl));
+    /* concurrency: settings.max_concurrency over settings.concurrency_key,
+     * or over the definition (or the task) when no key is given */
+    json_int_t cmax = json_integer_value(json_object_get(settings, "max_concurrency"));
+    if (cmax > 0) {
+        const char *key = json_string_value(json_object_get(settings, "concurrency_key"));
+        const char *def = json_string_value(json_object_get(task, "definition_id"));
+        char *k = key ? xasprintf("key:%s", key)
+                  : def ? xasprintf("definition:%s", def)
+                        : xasprintf("task:%s", json_string_value(json_object_get(task, "id")));
+        json_object_set_new(r, "concurrency_key", json_string(k));
+        json_object_set_new(r, "max_concurrency", json_integer(cmax));
+        free(k);
+    }
     return r;
 }
 
@@ -521,7 +538,8 @@ json_t *run_public(const json_t *run)
 {
     json_t *r = json_deep_copy(run);
     static const char *const internal[] = {"has_code", "max_retries", "queued_ms", "not_before_ms",
-                                           "_app", "deadline_ms", "lease_ms"};
+                                           "deadline_ms", "max_concurrency", "executor",
+                                           "latest_checkpoint", "interaction_response"};
     for (size_t i = 0; i < ARRAY_LEN(internal); i++)
         json_object_del(r, internal[i]);
     if (!json_array_size(json_object_get(r, "blocked_by")) &&
