@@ -72,6 +72,9 @@ const struct route api_routes[] = {
     {"GET", RUN "/artifacts/content", api_artifacts_download, R | K},
     {"POST", RUN "/artifacts", api_artifacts_upload, W | K},
     {"GET", RUN "/artifacts", api_artifacts_list, R | K},
+    {"POST", RUN "/storage_access", api_storage_access, W | K},
+    {"POST", P "/storage", api_storage_create, W},
+    {"GET", P "/storage", api_storage_list, R},
 
     {"GET", P "/runs", api_runs_project_list, R | K},
     {"GET", P "/task-runs/:run_id", api_runs_get_by_id, R | K},

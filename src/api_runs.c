@@ -387,8 +387,6 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
             if (!out.code && to == RS_FAILED)
                 out.code = "exit_code";
         }
-        if (to == RS_COMPLETED && json_is_true(json_object_get(json_object_get(run, "settings_snapshot"), "require_review")))
-            to = RS_REVIEW_REQUIRED;
         if (to == RS_RUNNING && r->key_id[0])
             json_object_set_new(run, "worker_id", json_string(r->key_id));
         return run_move(tx, r->app, run, to, &out);

@@ -263,6 +263,17 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
                            "%s.%s must be a storage instance id", p, k);
                 return NULL;
             }
+            json_t *inst = store_get(tx, SK_STORAGE, project_id, json_string_value(v));
+            bool ok = inst && !strcmp(json_string_value(json_object_get(inst, "scope")) ?: "", k) &&
+                      (strcmp(k, "account") || (account && !strcmp(account,
+                          json_string_value(json_object_get(inst, "account_id")) ?: "")));
+            json_decref(inst);
+            if (!ok) {
+                http_error(r, 400, "unknown_storage", P("storage"),
+                           "%s.%s: no %s storage instance %s in this project%s", p, k, k,
+                           json_string_value(v), strcmp(k, "account") ? "" : " for this account_id");
+                return NULL;
+            }
         }
     }
     size_t si;

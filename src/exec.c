@@ -1477,3 +1477,8 @@ int exec_free_slots(struct exec *ex)
     pthread_mutex_unlock(&ex->mu);
     return n;
 }
+
+unsigned exec_box_uid(struct exec *ex)
+{
+    return (unsigned)sandbox_host_uid(ex->sys);
+}

