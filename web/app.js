@@ -486,7 +486,7 @@ async function pageTasks(parts, q) {
     } }, label));
   renderRows();
   return h('section', {},
-    h('h1', {}, 'Tasks', h('a', { class: 'btn', href: '#/tasks/new' }, 'New task'),
+    h('div', { class: 'head' }, h('h1', {}, 'Tasks'), h('a', { class: 'btn', href: '#/tasks/new' }, 'New task'),
       h('button', { type: 'button', class: 'secondary', onclick: refresh }, 'Refresh')),
     form,
     h('div', { class: 'filters' }, field('Search this page', search, 'Filters and sorts the loaded page; the filters above run on the server.')),
@@ -655,7 +655,7 @@ async function pageTask(parts, q) {
   }
   const kv = (pairs) => h('dl', { class: 'kv' }, pairs.filter(Boolean).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v ?? '—')]));
   return h('section', {},
-    h('h1', {}, t.name || t.id, badge(t.status), t.paused ? h('span', { class: 'badge s-paused' }, 'task paused') : null),
+    h('div', { class: 'head' }, h('h1', {}, t.name || t.id), badge(t.status), t.paused ? h('span', { class: 'badge s-paused' }, 'task paused') : null),
     taskActions(t, () => route()),
     h('div', { class: 'grid', style: 'margin-top:1em' },
       h('div', { class: 'panel' }, h('h2', {}, 'Details'), kv([
@@ -969,7 +969,7 @@ function runSummary(tid, run, events, checkpoints, reload) {
     ['exit code', run.exit_code != null ? String(run.exit_code) : '—'],
   ]);
   return h('div', {},
-    h('h1', {}, 'Run ', h('span', { class: 'mono' }, run.id),
+    h('div', { class: 'head' }, h('h1', {}, 'Run ', h('span', { class: 'mono' }, run.id)),
       h('span', { id: 'run-status', 'data-status': run.status }, badge(run.status))),
     buttons,
     sections,
@@ -1250,12 +1250,12 @@ async function pageKeys() {
     } catch (e) { out.replaceChildren(alertBox((e.param ? e.param + ': ' : '') + e.message)); }
   } }, field('Name', name), h('fieldset', {}, h('legend', {}, 'Scopes'), h('div', { class: 'inline' }, boxes)), out,
   h('div', {}, h('button', { type: 'submit' }, 'Create key')));
-  const rows = list.data.map((k) => h('tr', { 'data-key-id': k.id },
+  const rows = [...list.data].sort((a, b) => !!a.revoked - !!b.revoked).map((k) => h('tr', { 'data-key-id': k.id },
     h('td', { 'data-label': 'Name' }, k.name || '—', h('div', { class: 'muted mono' }, k.id)),
     h('td', { 'data-label': 'Scopes' }, (k.scopes || []).join(', ')),
     h('td', { 'data-label': 'Created' }, timeEl(k.created_at)),
-    h('td', { 'data-label': 'Last used' }, timeEl(k.last_used_at)),
-    h('td', { 'data-label': 'Actions' }, h('button', { type: 'button', class: 'small danger', 'aria-label': 'Revoke ' + (k.name || k.id), onclick: async () => {
+    h('td', { 'data-label': 'State' }, k.revoked ? h('span', { class: 'badge s-failed' }, 'revoked ', k.revoked_at ? fmtTime(k.revoked_at) : '') : h('span', { class: 'badge s-completed' }, 'active')),
+    h('td', { 'data-label': 'Actions' }, k.revoked ? '—' : h('button', { type: 'button', class: 'small danger', 'aria-label': 'Revoke ' + (k.name || k.id), onclick: async () => {
       if (!confirm(`Revoke key ${k.name || k.id}? It stops working at once.`)) return;
       await act('Key revoked.', () => api('DELETE', P() + '/api_keys/' + encodeURIComponent(k.id)));
       route();
@@ -1263,7 +1263,7 @@ async function pageKeys() {
   return h('section', {}, h('h1', {}, 'API keys'),
     h('div', { class: 'table-wrap' }, h('table', { class: 'stack-sm', id: 'keys-table' },
       h('caption', {}, `Keys of project ${session.project} (${list.total ?? list.data.length}); the root key is not listed`),
-      h('thead', {}, h('tr', {}, ['Name', 'Scopes', 'Created', 'Last used', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
+      h('thead', {}, h('tr', {}, ['Name', 'Scopes', 'Created', 'State', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No project keys yet.'))))),
     h('div', { class: 'panel', style: 'margin-top:1em' }, h('h2', {}, 'New key'), form));
 }
