@@ -79,12 +79,18 @@ function fmtDur(ms) {
   if (ms < 3600000) return Math.floor(ms / 60000) + ' m ' + Math.round((ms % 60000) / 1000) + ' s';
   return Math.floor(ms / 3600000) + ' h ' + Math.round((ms % 3600000) / 60000) + ' m';
 }
+function clock(d) {
+  const p = (n, w = 2) => String(n).padStart(w, '0');
+  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+}
 function jsonPre(v, label) {
   return h('pre', { class: 'json', tabindex: 0, 'aria-label': label }, JSON.stringify(v, null, 2));
 }
 function toast(msg, err) {
   const t = h('div', { class: 'toast' + (err ? ' err' : '') }, msg);
-  $('#toasts').append(t);
+  const box = $('#toasts');
+  while (box.children.length >= 3) box.firstChild.remove();
+  box.append(t);
   setTimeout(() => t.remove(), err ? 8000 : 4000);
 }
 function alertBox(msg) {
@@ -355,6 +361,15 @@ function hourChart(runs) {
       h('span', {}, 'failure rate ', h('strong', {}, rate))));
 }
 
+const taskNames = new Map();
+function taskLink(id) {
+  // shows the id at once, then the task's name once fetched (cached per page load)
+  const a = h('a', { href: '#/task/' + id, class: 'mono' }, taskNames.get(id) || id);
+  if (!taskNames.has(id)) {
+    api('GET', taskPath(id)).then((t) => { taskNames.set(id, t.name || id); a.textContent = t.name || id; a.classList.remove('mono'); }).catch(() => {});
+  } else if (taskNames.get(id) !== id) a.classList.remove('mono');
+  return a;
+}
 function miniTable(caption, head, rows) {
   if (!rows.length) return h('p', { class: 'muted' }, 'Nothing yet.');
   return h('table', {}, h('caption', { class: 'sr-only' }, caption),
@@ -369,7 +384,7 @@ function slowest(runs) {
     by.set(r.task_id, cur);
   }
   const rows = [...by.entries()].sort((a, b) => b[1].sum / b[1].n - a[1].sum / a[1].n).slice(0, 5)
-    .map(([id, v]) => [h('a', { href: '#/task/' + id, class: 'mono' }, id), fmtDur(v.sum / v.n), fmtDur(v.max)]);
+    .map(([id, v]) => [taskLink(id), fmtDur(v.sum / v.n), fmtDur(v.max)]);
   return miniTable('Slowest tasks by mean run time', ['task', 'mean', 'max'], rows);
 }
 function failing(runs) {
@@ -380,7 +395,7 @@ function failing(runs) {
     by.set(r.task_id, cur);
   }
   const rows = [...by.entries()].filter(([, v]) => v.f).sort((a, b) => b[1].f - a[1].f).slice(0, 5)
-    .map(([id, v]) => [h('a', { href: '#/task/' + id, class: 'mono' }, id), String(v.f), `${v.f}/${v.n}`]);
+    .map(([id, v]) => [taskLink(id), String(v.f), `${v.f}/${v.n}`]);
   return miniTable('Tasks with the most failed runs', ['task', 'failures', 'of finished'], rows);
 }
 
@@ -782,7 +797,8 @@ async function pageRuns(parts, q) {
 async function pageRun(parts) {
   const [tid, rid] = parts;
   const rp = runPath(tid, rid);
-  let run = await api('GET', rp);
+  const getRun = () => api('GET', rp + '?include=input');
+  let run = await getRun();
   const summary = h('div');
   const logView = logPanel();
   let lastKey = '';
@@ -798,7 +814,7 @@ async function pageRun(parts) {
     summary.replaceChildren(runSummary(tid, run, events, checkpoints, reload));
   };
   const reload = async () => {
-    try { run = await api('GET', rp); } catch { return; }
+    try { run = await getRun(); } catch { return; }
     await renderSummary();
   };
   await renderSummary();
@@ -925,7 +941,7 @@ function logPanel() {
       const msg = h('span', { class: 'msg' }, text);
       msg.dataset.raw = text;
       const line = h('div', { class: `line t-${type} l-${level}`, 'data-stream': stream, 'data-level': level, 'data-seq': entry.seq },
-        h('span', { class: 'ts' }, ts && !isNaN(ts) ? ts.toLocaleTimeString() : ''),
+        h('span', { class: 'ts', title: entry.ts || '' }, ts && !isNaN(ts) ? clock(ts) : ''),
         h('span', { class: 'tag' }, stream === 'log' ? level : stream), msg);
       line.dataset.text = text.toLowerCase();
       const needle = search.value.trim().toLowerCase();
