@@ -55,7 +55,7 @@ $(BUILD)/quern-init: $(BUILD)/obj/quern_init.o $(BUILD)/libquern.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/t.h $(BUILD)/libquern.a | $(BUILD)/tests
-	$(CC) $(CFLAGS) -Isrc $(LDFLAGS) -o $@ $< $(BUILD)/libquern.a $(LDLIBS)
+	$(CC) $(CFLAGS) -iquote src $(LDFLAGS) -o $@ $< $(BUILD)/libquern.a $(LDLIBS)
 
 deps:
 	@sh scripts/deps.sh

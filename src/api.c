@@ -57,6 +57,7 @@ const struct route api_routes[] = {
     {"POST", RUN "/append_log", api_runs_append_log, W | K},
     {"GET", RUN "/logs", api_runs_logs, R | K | SCOPE_RUN_TOKEN},
     {"GET", RUN "/session_logs", api_runs_session_logs, R | K},
+    {"GET", RUN "/stream", api_runs_stream, R | K | SCOPE_RUN_TOKEN},
     {"PATCH", RUN "/set_output", api_runs_set_output, W | K},
     {"POST", RUN "/cancel", api_runs_cancel, W},
     {"POST", RUN "/interaction", api_runs_interaction, W},
@@ -65,10 +66,12 @@ const struct route api_routes[] = {
     {"GET", RUN "/checkpoints", api_runs_checkpoint_list, R | K},
     {"POST", RUN "/heartbeat", api_runs_heartbeat, W | K},
     {"GET", RUN "/connection_token", api_runs_connection_token, R},
+    {"POST", RUN "/command", api_runs_command, W | SCOPE_RUN_TOKEN},
 
     {"GET", P "/runs", api_runs_project_list, R | K},
     {"GET", P "/task-runs/:run_id", api_runs_get_by_id, R | K},
     {"GET", P "/logs", api_logs_grouped, R},
+    {"GET", P "/events/stream", api_events_stream, R},
 
     {"POST", P "/workers/lease", api_workers_lease, K},
     {"POST", P "/workers/report", api_workers_report, K},

@@ -26,6 +26,8 @@ bool api_arr(struct req *r, json_t *obj, const char *field, const char *param, s
              json_t **out);
 bool api_enum(struct req *r, json_t *obj, const char *field, const char *param,
               const char *const *values, const char **out);
+/* runtime_id: a configured runtime (runtime.h); 400 naming param otherwise. */
+bool api_runtime(struct req *r, json_t *obj, const char *param, const char **out);
 /* Refuses fields not in `allowed` (NULL-terminated); prefix names the
  * object in the param ("settings."). */
 bool api_known_fields(struct req *r, json_t *obj, const char *const *allowed, const char *prefix);
@@ -83,6 +85,7 @@ void api_runs_review(struct req *r);
 void api_runs_checkpoint_add(struct req *r);
 void api_runs_checkpoint_list(struct req *r);
 void api_runs_heartbeat(struct req *r);
+void api_runs_command(struct req *r);
 void api_runs_project_list(struct req *r);
 void api_logs_grouped(struct req *r);
 void api_runs_stream(struct req *r);

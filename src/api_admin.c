@@ -10,6 +10,7 @@
 #include "events.h"
 #include "jsonschema.h"
 #include "run.h"
+#include "runtime.h"
 #include "util.h"
 
 struct doc_arg {
@@ -221,7 +222,6 @@ void api_keys_delete(struct req *r)
 
 static const char *const def_fields[] = {"id", "title", "description", "runtime_id", "code",
                                          "input_schema", "output_schema", "settings", NULL};
-static const char *const runtimes[] = {"default", "sh", "bash", "python", "node", "ts", NULL};
 
 /* Validates a definition body into doc (fields present are copied). */
 static bool def_fields_ok(struct req *r, json_t *body, json_t *doc)
@@ -230,7 +230,7 @@ static bool def_fields_ok(struct req *r, json_t *body, json_t *doc)
     json_t *in = NULL, *out = NULL, *settings = NULL;
     if (!api_str(r, body, "title", "title", r->app->cfg.max_name_len, &title) ||
         !api_str(r, body, "description", "description", r->app->cfg.max_description_len, &desc) ||
-        !api_enum(r, body, "runtime_id", "runtime_id", runtimes, &rt) ||
+        !api_runtime(r, body, "runtime_id", &rt) ||
         !api_str(r, body, "code", "code", 0, &code) ||
         !api_obj(r, body, "input_schema", "input_schema", &in) ||
         !api_obj(r, body, "output_schema", "output_schema", &out) ||
@@ -398,7 +398,10 @@ static int trigger_fn(struct store_tx *tx, void *arg)
     json_t *schema = json_object_get(def, "input_schema");
     if (json_is_object(schema)) {
         char *path = NULL, *msg = NULL;
-        if (jsonschema_validate(schema, input ? input : json_object(), &path, &msg)) {
+        json_t *empty = json_object();
+        int bad = jsonschema_validate(schema, input ? input : empty, &path, &msg);
+        json_decref(empty);
+        if (bad) {
             http_error(a->r, 400, "input_invalid", "input",
                        "input does not match the definition's input_schema at %s: %s",
                        path ? path : "$", msg ? msg : "invalid");

@@ -8,6 +8,7 @@
 #include <microhttpd.h>
 
 #include "api.h"
+#include "runtime.h"
 #include "util.h"
 
 static const char *type_name(const json_t *v)
@@ -267,5 +268,21 @@ bool api_metadata_filters(struct req *r, struct store_filter *f, size_t *nf, siz
         http_error(r, 400, "too_many_filters", "metadata", "at most %zu filters per list", max);
         return false;
     }
+    return true;
+}
+
+bool api_runtime(struct req *r, json_t *obj, const char *param, const char **out)
+{
+    const char *id = NULL;
+    if (!api_str(r, obj, "runtime_id", param, 64, &id))
+        return false;
+    if (id && !runtime_find(id)) {
+        http_error(r, 400, "unknown_runtime", param,
+                   "%s: unknown runtime %s (sh, bash, python, node, ts, or one from quern.conf)",
+                   param, id);
+        return false;
+    }
+    if (out)
+        *out = id;
     return true;
 }

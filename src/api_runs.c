@@ -10,6 +10,7 @@
 #include "api.h"
 #include "events.h"
 #include "jsonschema.h"
+#include "runner.h"
 #include "run.h"
 #include "sched.h"
 #include "tokens.h"
@@ -228,7 +229,8 @@ static int get_fn(struct runop *op, struct store_tx *tx, json_t *run)
                 want_input = true;
             } else if (!strcmp(tok, "storage")) {
                 json_object_set_new(out, "storage_access",
-                                    json_incref(json_object_get(run, "storage_access") ?: json_array()));
+                                    json_object_get(run, "storage_access") ? json_incref(json_object_get(run, "storage_access"))
+                                                                           : json_array());
             } else if (!strcmp(tok, "logs")) {
                 json_t *logs = NULL;
                 store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
@@ -634,6 +636,21 @@ void api_runs_cancel(struct req *r)
     run_write(r, cancel_fn, true);
 }
 
+struct deliver {
+    struct app *app;
+    char run_id[ID_LEN];
+    char *line;
+};
+
+static void deliver_line(void *arg, bool committed)
+{
+    struct deliver *d = arg;
+    if (committed)
+        runner_send(d->app->runner, d->run_id, d->line);
+    free(d->line);
+    free(d);
+}
+
 static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     struct req *r = op->r;
@@ -650,10 +667,11 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
         return -EPERM;
     }
     json_t *inter = json_object_get(run, "interaction");
-    const char *kind = json_string_value(json_object_get(inter, "kind"));
+    const char *k = json_string_value(json_object_get(inter, "kind"));
+    bool approval = k && !strcmp(k, "approval");
     json_object_set(run, "interaction_response", resp);
-    json_object_set_new(run, "interaction", json_null());
-    if (kind && !strcmp(kind, "approval")) {
+    json_object_set_new(run, "interaction", json_null());   /* frees inter and k */
+    if (approval) {
         json_t *ap = json_object_get(resp, "approved");
         if (!json_is_boolean(ap)) {
             http_error(r, 400, "invalid_type", "response.approved",
@@ -666,7 +684,18 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
                                   .no_retry = true};
         return run_move(tx, r->app, run, RS_DENIED, &out);
     }
-    /* an external worker's or code's question: back to running */
+    /* an external worker's or code's question: back to running; live code
+     * gets the answer on stdin once the change is committed */
+    const char *ex = json_string_value(json_object_get(run, "executor"));
+    if (ex && !strcmp(ex, "local")) {
+        json_t *line = json_pack("{s:s, s:O}", "type", "interaction_response", "response", resp);
+        struct deliver *d = xcalloc(1, sizeof *d);
+        d->app = r->app;
+        snprintf(d->run_id, sizeof d->run_id, "%s", json_string_value(json_object_get(run, "id")));
+        d->line = json_dumps(line, JSON_COMPACT);
+        json_decref(line);
+        store_tx_on_commit(tx, deliver_line, d);
+    }
     return run_move(tx, r->app, run, RS_RUNNING, NULL);
 }
 
@@ -878,4 +907,74 @@ void api_logs_grouped(struct req *r)
         r->nparams++;
     }
     run_read(r, grouped_fn);
+}
+
+/* ---- JSON-RPC commands to the running code ---- */
+
+static json_t *rpc_error(json_t *id, int code, const char *msg)
+{
+    return json_pack("{s:s, s:O, s:{s:i, s:s}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
+                     "error", "code", code, "message", msg);
+}
+
+static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    struct req *r = op->r;
+    (void)tx;
+    json_t *b = op->body;
+    const char *ver = NULL, *method = NULL;
+    json_t *params = NULL, *id = json_object_get(b, "id");
+    if (!api_known_fields(r, b, (const char *const[]){"jsonrpc", "method", "params", "id", NULL}, "") ||
+        !api_str(r, b, "jsonrpc", "jsonrpc", 8, &ver) ||
+        !api_enum(r, b, "method", "method",
+                  (const char *const[]){"user_message", "cancel", "close", NULL}, &method))
+        return -EINVAL;
+    if (!ver || strcmp(ver, "2.0") || !method) {
+        http_error(r, 400, "invalid_command", !method ? "method" : "jsonrpc",
+                   "a command is JSON-RPC 2.0: {jsonrpc: \"2.0\", method, params, id}");
+        return -EINVAL;
+    }
+    params = json_object_get(b, "params");
+    const char *rid = json_string_value(json_object_get(run, "id"));
+    int rc;
+    if (!strcmp(method, "user_message")) {
+        json_t *line = json_pack("{s:s, s:o}", "type", "user_message", "params",
+                                 params ? json_incref(params) : json_object());
+        char *s = json_dumps(line, JSON_COMPACT);
+        json_decref(line);
+        rc = runner_send(r->app->runner, rid, s);
+        free(s);
+    } else if (!strcmp(method, "close")) {
+        rc = runner_close_stdin(r->app->runner, rid);
+    } else {
+        rc = runner_cancel(r->app->runner, rid);
+    }
+    if (rc == -ENOENT) {
+        http_error(r, 400, "no_active_sandbox", NULL,
+                   "the run has no live sandbox on this node (it is %s)",
+                   run_status_name(run_status_of(run)));
+        return -EINVAL;
+    }
+    if (rc) {
+        op->status = 502;
+        op->result = rpc_error(id, -32000, "the runner did not accept the command");
+        return 0;
+    }
+    op->result = json_pack("{s:s, s:O, s:{s:b}}", "jsonrpc", "2.0", "id", id ? id : json_null(),
+                           "result", "delivered", 1);
+    return 0;
+}
+
+void api_runs_command(struct req *r)
+{
+    struct runop op = {r, NULL, NULL, 200, command_fn};
+    if (!(op.body = http_body_object(r)))
+        return;
+    int rc = store_read(r->app->store, runread_fn, &op);
+    if (rc) {
+        api_store_error(r, rc, "run");
+        json_decref(op.result);
+        return;
+    }
+    http_json(r, op.status, op.result);
 }

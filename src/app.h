@@ -31,7 +31,8 @@ struct app {
     struct events *events;
     struct sched *sched;
     struct http *http;
-    struct exec *exec;
+    struct runner *runner;         /* NULL when code cannot run on this node */
+    struct blob *blobs;
     char *data_dir;
     unsigned char secret[32];      /* signs connection tokens and presigned URLs */
     volatile bool draining;

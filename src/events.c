@@ -220,3 +220,11 @@ int64_t events_last_id(struct events *ev)
     pthread_mutex_unlock(&ev->mu);
     return v;
 }
+
+void events_tick(struct events *ev)
+{
+    pthread_mutex_lock(&ev->mu);
+    for (struct events_sub *sub = ev->subs; sub; sub = sub->next)
+        sub->cb(sub->ctx, -1, NULL);
+    pthread_mutex_unlock(&ev->mu);
+}

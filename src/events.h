@@ -44,6 +44,10 @@ struct events_sub *events_subscribe(struct events *ev, const char *project_id, c
                                     events_cb cb, void *ctx);
 void events_unsubscribe(struct events *ev, struct events_sub *s);
 
+/* Calls every subscriber's callback with id -1 and a NULL event: a tick
+ * that lets idle streams send their keepalive. */
+void events_tick(struct events *ev);
+
 /* Copies events with id > after (matching project/run) out of the ring into
  * a new array; returns -1 when the ring no longer holds id after+1 (read the
  * store instead), else the number appended. */

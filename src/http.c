@@ -20,6 +20,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "auth.h"
@@ -29,6 +30,10 @@ struct http {
     struct MHD_Daemon *d;
     struct app *app;
 };
+
+/* Requests and streams suspended right now.  libmicrohttpd must not be
+ * stopped while any is suspended, so http_stop waits for this to drain. */
+static _Atomic long suspended_count;
 
 struct http_stream_handle {
     pthread_mutex_t mu;
@@ -41,7 +46,6 @@ struct http_stream_handle {
     void *ctx;
 };
 
-static __thread struct http_stream_handle *current_stream;
 
 static const char *status_type(int status)
 {
@@ -172,6 +176,7 @@ void http_suspend(struct req *r, http_handler cont)
     r->cont = cont;
     r->suspended = true;
     r->resumed = false;
+    suspended_count++;
     MHD_suspend_connection(r->conn);
 }
 
@@ -215,23 +220,13 @@ void http_stream_handle_put(struct http_stream_handle *h)
         handle_put(h);
 }
 
-struct http_stream_handle *http_stream_current(void)
-{
-    struct http_stream_handle *h = current_stream;
-    if (h) {
-        pthread_mutex_lock(&h->mu);
-        h->refs++;
-        pthread_mutex_unlock(&h->mu);
-    }
-    return h;
-}
-
 void http_stream_wake(struct http_stream_handle *h)
 {
     pthread_mutex_lock(&h->mu);
     if (!h->closed) {
         if (h->suspended) {
             h->suspended = false;
+            suspended_count--;
             MHD_resume_connection(h->conn);
         } else {
             h->pending = true;
@@ -245,9 +240,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     struct http_stream_handle *h = cls;
     (void)pos;
     for (;;) {
-        current_stream = h;
         ssize_t n = h->ops->read(h->ctx, buf, max);
-        current_stream = NULL;
         if (n > 0)
             return n;
         if (n < 0)
@@ -259,6 +252,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             continue;
         }
         h->suspended = true;
+        suspended_count++;
         MHD_suspend_connection(h->conn);
         pthread_mutex_unlock(&h->mu);
         return 0;
@@ -275,18 +269,19 @@ static void stream_free(void *cls)
     handle_put(h);
 }
 
-void http_stream(struct req *r, const char *content_type, const struct http_stream_ops *ops,
-                 void *ctx)
+struct http_stream_handle *http_stream(struct req *r, const char *content_type,
+                                       const struct http_stream_ops *ops, void *ctx)
 {
     struct http_stream_handle *h = xcalloc(1, sizeof *h);
     pthread_mutex_init(&h->mu, NULL);
     h->conn = r->conn;
-    h->refs = 1;
+    h->refs = 2;   /* the response's and the caller's */
     h->ops = ops;
     h->ctx = ctx;
     r->stream = h;
     r->status = 200;
     r->content_type = content_type;
+    return h;
 }
 
 /* ---- routing ---- */
@@ -448,6 +443,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (r->suspended) {
         /* resumed: run the continuation */
         r->suspended = false;
+        suspended_count--;
         http_handler cont = r->cont;
         r->cont = NULL;
         cont(r);
@@ -538,6 +534,13 @@ void http_stop(struct http *h)
 {
     if (!h)
         return;
+    /* Stop accepting; the callers have woken every suspended request and
+     * stream (draining), so wait for them to finish before stopping. */
+    MHD_socket ls = MHD_quiesce_daemon(h->d);
+    if (ls != MHD_INVALID_SOCKET)
+        close(ls);
+    for (int i = 0; i < 1000 && suspended_count > 0; i++)
+        usleep(10000);
     MHD_stop_daemon(h->d);
     free(h);
 }

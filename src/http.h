@@ -135,12 +135,13 @@ struct http_stream_ops {
     ssize_t (*read)(void *ctx, char *buf, size_t max);
     void (*free)(void *ctx);
 };
-void http_stream(struct req *r, const char *content_type, const struct http_stream_ops *ops,
-                 void *ctx);
-/* Wakes a stream whose read returned 0 (any thread).  `handle` is what
- * http_stream_handle returned inside read(). */
 struct http_stream_handle;
-struct http_stream_handle *http_stream_current(void);
+/* Makes r's response a stream; returns a handle the caller holds a
+ * reference to (release it with http_stream_handle_put, typically from
+ * ops->free) for waking the stream. */
+struct http_stream_handle *http_stream(struct req *r, const char *content_type,
+                                       const struct http_stream_ops *ops, void *ctx);
+/* Wakes a stream whose read returned 0 (any thread). */
 void http_stream_wake(struct http_stream_handle *h);
 void http_stream_handle_put(struct http_stream_handle *h);
 

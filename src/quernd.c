@@ -18,7 +18,9 @@
 #include "auth.h"
 #include "events.h"
 #include "http.h"
+#include "blob.h"
 #include "openapi.h"
+#include "runner.h"
 #include "sched.h"
 #include "store.h"
 #include "util.h"
@@ -36,6 +38,7 @@ static void usage(FILE *f)
             "             batch:  survives a crash of quernd; fsync at most every second\n"
             "             off:    no fsync (tests, throwaway data)\n"
             "  --threads  HTTP worker threads (default 4)\n"
+            "  --slots    execution slots for code runs (default 2 per CPU; -1: no executor)\n"
             "\n"
             "QUERN_BOOTSTRAP_KEY=<key> makes <key> the root key of a new, empty store.\n");
 }
@@ -122,7 +125,7 @@ int main(int argc, char **argv)
 {
     const char *listen = "127.0.0.1:7070", *data = "./quern-data", *store_url = NULL;
     const char *fsync_s = "always";
-    int threads = 4;
+    int threads = 4, exec_slots = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -147,6 +150,8 @@ int main(int argc, char **argv)
             fsync_s = v;
         else if (!strcmp(a, "--threads"))
             threads = atoi(v);
+        else if (!strcmp(a, "--slots"))
+            exec_slots = atoi(v);
         else {
             fprintf(stderr, "quernd: unknown option %s\n", a);
             usage(stderr);
@@ -220,6 +225,17 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: bootstrap failed (%d)\n", rc);
         return 1;
     }
+    char *blobdir = xasprintf("%s/blobs", data);
+    app.blobs = blob_open(blobdir);
+    free(blobdir);
+    if (!app.blobs) {
+        fprintf(stderr, "quernd: cannot create the blob directory under %s\n", data);
+        return 1;
+    }
+    if (runner_recover(&app)) {
+        fprintf(stderr, "quernd: cannot recover runs left by the previous process\n");
+        return 1;
+    }
     app.auth = auth_new(app.store);
     app.events = events_new(app.store);
     app.sched = sched_new(&app);
@@ -228,6 +244,16 @@ int main(int argc, char **argv)
         return 1;
     }
     openapi_build();
+    if (exec_slots >= 0) {
+        app.runner = runner_new(&app, exec_slots, &err);
+        if (!app.runner) {
+            fprintf(stderr, "quernd: code execution is off on this node: %s\n", err ? err : "?");
+            free(err);
+            err = NULL;
+        } else {
+            runner_wake(app.runner);
+        }
+    }
 
     sigset_t set;
     sigemptyset(&set);
@@ -255,12 +281,16 @@ int main(int argc, char **argv)
     fprintf(stderr, "quernd: %s: draining\n", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     app.draining = true;
     sched_drain(app.sched);
+    events_tick(app.events);   /* streams see draining and end */
     http_stop(app.http);
+    runner_free(app.runner);
+    app.runner = NULL;
     sched_free(app.sched);
     app.sched = NULL;
     store_close(app.store);
     events_free(app.events);
     auth_free(app.auth);
+    blob_close(app.blobs);
     openapi_free();
     free(app.data_dir);
     fprintf(stderr, "quernd: stopped\n");

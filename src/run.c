@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "app.h"
 #include "events.h"
@@ -242,7 +243,13 @@ int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
         return rc;
     if ((rc = update_task(tx, app, run, true)))
         return rc;
-    (void)task;
+    /* approval: the run waits for a human before anything executes */
+    if (json_is_true(json_object_get(json_object_get(task, "settings"), "require_approval"))) {
+        json_object_set_new(run, "interaction",
+                            json_pack("{s:s, s:s}", "kind", "approval", "prompt",
+                                      "approve this run before it executes"));
+        return run_move(tx, app, run, RS_INTERACTION_REQUIRED, NULL);
+    }
     run_notify(tx, app, run);
     return 0;
 }
@@ -380,9 +387,11 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
     snprintf(type, sizeof type, "task_run.%s", to == RS_RUNNING ? "started" : run_status_name(to));
     if (to == RS_RUNNING && from != RS_QUEUED)
         snprintf(type, sizeof type, "task_run.resumed");
-    if ((rc = emit_run(tx, app, run, type)))
-        return rc;
+    /* the task's events first: a run's terminal event is the last event of
+     * the run, so a run stream can end on it */
     if ((rc = update_task(tx, app, run, false)))
+        return rc;
+    if ((rc = emit_run(tx, app, run, type)))
         return rc;
     run_notify(tx, app, run);
     return 0;
@@ -415,6 +424,95 @@ int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *e
                          run_id, "task_run.log", json_deep_copy(e));
         if (rc)
             return rc;
+    }
+    return 0;
+}
+
+int run_add_artifact(struct store_tx *tx, struct app *app, json_t *run, const char *name,
+                     const char *sha, int64_t size, const char *content_type)
+{
+    json_t *arts = json_object_get(run, "artifacts");
+    if (!json_is_array(arts)) {
+        arts = json_array();
+        json_object_set_new(run, "artifacts", arts);
+    }
+    size_t i;
+    json_t *a;
+    json_array_foreach(arts, i, a) {
+        if (!strcmp(json_string_value(json_object_get(a, "name")) ?: "", name)) {
+            json_array_remove(arts, i);
+            break;
+        }
+    }
+    char *path = xasprintf("runs/%s/%s", json_string_value(json_object_get(run, "id")), name);
+    json_t *m = json_pack("{s:s, s:s, s:I, s:s, s:s}", "name", name, "storage_path", path, "size",
+                          (json_int_t)size, "sha256", sha, "content_type", content_type);
+    free(path);
+    json_array_append(arts, m);
+    int rc = run_save(tx, run);
+    if (!rc)
+        rc = events_emit(tx, app->events, json_string_value(json_object_get(run, "project_id")),
+                         json_string_value(json_object_get(run, "task_id")),
+                         json_string_value(json_object_get(run, "id")), "task_run.artifact",
+                         json_incref(m));
+    json_decref(m);
+    return rc;
+}
+
+const char *run_guess_content_type(const char *name)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {{".txt", "text/plain"},       {".log", "text/plain"},
+                 {".json", "application/json"}, {".csv", "text/csv"},
+                 {".html", "text/html"},        {".png", "image/png"},
+                 {".jpg", "image/jpeg"},        {".jpeg", "image/jpeg"},
+                 {".gif", "image/gif"},         {".svg", "image/svg+xml"},
+                 {".pdf", "application/pdf"},   {".zip", "application/zip"},
+                 {".gz", "application/gzip"},   {".md", "text/markdown"}};
+    const char *dot = strrchr(name, '.');
+    for (size_t i = 0; dot && i < ARRAY_LEN(types); i++)
+        if (!strcasecmp(dot, types[i].ext))
+            return types[i].type;
+    return "application/octet-stream";
+}
+
+/* Creates the runs a task starts with: one, or one per assigned agent. */
+int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
+                      json_t **first_run)
+{
+    json_t *agents = json_object_get(task, "assigned_agents");
+    size_t n = json_array_size(agents);
+    for (size_t i = 0; i < (n ? n : 1); i++) {
+        const char *agent = n ? json_string_value(json_array_get(agents, i))
+                              : json_string_value(json_object_get(task, "assigned_agent_id"));
+        json_t *run = run_new_doc(task, input, agent);
+        /* dependencies not yet completed block the run */
+        json_t *bb = json_object_get(run, "blocked_by");
+        size_t k;
+        json_t *dep;
+        json_array_foreach(json_object_get(task, "dependencies"), k, dep) {
+            json_t *dt = store_get(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
+                                   json_string_value(dep));
+            if (!dt || strcmp(json_string_value(json_object_get(dt, "status")) ?: "", "completed"))
+                json_array_append(bb, dep);
+            json_decref(dt);
+        }
+        int rc = run_insert(tx, app, task, run);
+        if (rc) {
+            json_decref(run);
+            return rc;
+        }
+        if (json_is_true(json_object_get(task, "paused"))) {
+            rc = run_move(tx, app, run, RS_PAUSED, NULL);
+            if (rc) {
+                json_decref(run);
+                return rc;
+            }
+        }
+        if (first_run && !*first_run)
+            *first_run = json_incref(run);
+        json_decref(run);
     }
     return 0;
 }

@@ -20,6 +20,8 @@
 #include "metrics.h"
 #include "run.h"
 #include "store.h"
+#include "task.h"
+#include "runner.h"
 #include "util.h"
 
 #define NPRIO 4
@@ -71,7 +73,17 @@ struct work {
     struct work *next;
 };
 
+struct cron_entry {
+    char *project_id, *task_id;
+    int64_t next_ms;          /* INT64_MAX while a fire is in flight */
+    struct cron_entry *hnext;
+};
+
+#define CRON_SLOTS 4096
+
 struct sched {
+    struct cron_entry *cron[CRON_SLOTS];
+    int64_t ncron;
     struct app *app;
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -296,6 +308,8 @@ static void make_ready(struct sched *s, struct entry *e)
     p->tail[e->prio] = e;
     p->nready++;
     s->depth[e->prio]++;
+    if (e->has_code && s->app->runner)
+        runner_wake(s->app->runner);
     waiter_wake_project(s, e->project_id);
 }
 
@@ -374,9 +388,12 @@ static void apply(struct sched *s, const json_t *run)
 
 void sched_after_commit(struct sched *s, json_t *run)
 {
+    enum run_status st = run_status_of(run);
+    const char *ex = json_string_value(json_object_get(run, "executor"));
+    if (st == RS_CANCELING && ex && !strcmp(ex, "local"))
+        runner_cancel(s->app->runner, json_string_value(json_object_get(run, "id")));
     pthread_mutex_lock(&s->mu);
     apply(s, run);
-    enum run_status st = run_status_of(run);
     if (run_status_terminal(st)) {
         /* dependants act on it from the scheduler thread */
         struct work *w = xcalloc(1, sizeof *w);
@@ -688,12 +705,165 @@ static void handle_finished(struct sched *s, json_t *run)
     json_decref(blocked);
 }
 
+/* ---- cron ---- */
+
+static size_t cron_slot(const char *project, const char *task)
+{
+    return (hash(project) * 31 + hash(task)) % CRON_SLOTS;
+}
+
+/* Sets (next >= 0) or removes (next < 0) a schedule entry (mu held). */
+static void cron_set(struct sched *s, const char *project, const char *task, int64_t next)
+{
+    struct cron_entry **pp = &s->cron[cron_slot(project, task)];
+    for (; *pp; pp = &(*pp)->hnext) {
+        if (!strcmp((*pp)->project_id, project) && !strcmp((*pp)->task_id, task))
+            break;
+    }
+    if (*pp && next < 0) {
+        struct cron_entry *e = *pp;
+        *pp = e->hnext;
+        free(e->project_id);
+        free(e->task_id);
+        free(e);
+        s->ncron--;
+    } else if (*pp) {
+        (*pp)->next_ms = next;
+    } else if (next >= 0) {
+        struct cron_entry *e = xcalloc(1, sizeof *e);
+        e->project_id = xstrdup(project);
+        e->task_id = xstrdup(task);
+        e->next_ms = next;
+        *pp = e;
+        s->ncron++;
+    }
+    pthread_cond_signal(&s->cond);
+}
+
+struct cron_note {
+    struct sched *s;
+    char *project, *task;
+    int64_t next;
+};
+
+static void cron_note_hook(void *arg, bool committed)
+{
+    struct cron_note *n = arg;
+    if (committed) {
+        pthread_mutex_lock(&n->s->mu);
+        cron_set(n->s, n->project, n->task, n->next);
+        pthread_mutex_unlock(&n->s->mu);
+    }
+    free(n->project);
+    free(n->task);
+    free(n);
+}
+
+void sched_task_changed_on_commit(struct store_tx *tx, struct sched *s, const json_t *task)
+{
+    const char *p = json_string_value(json_object_get(task, "project_id"));
+    const char *t = json_string_value(json_object_get(task, "id"));
+    if (!s || !p || !t)
+        return;
+    struct cron_note *n = xmalloc(sizeof *n);
+    n->s = s;
+    n->project = xstrdup(p);
+    n->task = xstrdup(t);
+    n->next = task_next_ms(task);
+    store_tx_on_commit(tx, cron_note_hook, n);
+}
+
+int64_t sched_cron_count(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t n = s->ncron;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+struct fire_arg {
+    struct sched *s;
+    char *project, *task;
+    int64_t instant;
+};
+
+/* Fires one schedule instant: one run, the next instant, and a record of
+ * instants skipped while quernd was down. */
+static int fire_fn(struct store_tx *tx, void *arg)
+{
+    struct fire_arg *f = arg;
+    json_t *task = store_get(tx, SK_TASK, f->project, f->task);
+    if (!task)
+        return 0;
+    int rc = 0;
+    int64_t now = now_ms();
+    /* once per instant: someone else fired it, or the schedule changed */
+    if (task_next_ms(task) != f->instant || f->instant > now) {
+        sched_task_changed_on_commit(tx, f->s, task);
+        goto out;
+    }
+    int64_t skipped = task_fires_between(task, f->instant, now - 999, 1000000);
+    rc = run_start_for_task(tx, f->s->app, task, NULL, NULL);
+    if (rc)
+        goto out;
+    json_decref(task);   /* run_start_for_task updated it in the store */
+    task = store_get(tx, SK_TASK, f->project, f->task);
+    if (!task)
+        return -EIO;
+    task_schedule_next(task, now);
+    rc = store_update(tx, SK_TASK, f->project, task);
+    if (!rc)
+        sched_task_changed_on_commit(tx, f->s, task);
+    if (!rc && skipped > 0) {
+        char from[RFC3339_LEN];
+        rfc3339_format(f->instant, from);
+        rc = events_emit(tx, f->s->app->events, f->project, f->task, NULL, "task.schedule_skipped",
+                         json_pack("{s:I, s:s, s:s}", "skipped", (json_int_t)skipped,
+                                   "missed_since", from, "reason",
+                                   "fires missed while quernd was down run once"));
+    }
+out:
+    json_decref(task);
+    return rc;
+}
+
+static int cron_load_fn(struct store_tx *tx, void *arg)
+{
+    struct sched *s = arg;
+    struct store_filter f = {"scheduled", "true"};
+    struct store_query q = {&f, 1, 0, 0, true};
+    json_t *arr = NULL;
+    int rc = store_list(tx, SK_TASK, NULL, &q, &arr, NULL);
+    if (rc)
+        return rc;
+    size_t i;
+    json_t *t;
+    pthread_mutex_lock(&s->mu);
+    json_array_foreach(arr, i, t) {
+        int64_t next = task_next_ms(t);
+        if (next >= 0)
+            cron_set(s, json_string_value(json_object_get(t, "project_id")),
+                     json_string_value(json_object_get(t, "id")), next);
+    }
+    pthread_mutex_unlock(&s->mu);
+    json_decref(arr);
+    return 0;
+}
+
 static void *sched_main(void *arg)
 {
     struct sched *s = arg;
+    int64_t last_tick = mono_ms();
     pthread_mutex_lock(&s->mu);
     while (!s->stopping) {
         int64_t now = now_ms(), mono = mono_ms();
+        if (mono - last_tick >= 5000) {
+            /* idle SSE streams check their keepalive */
+            last_tick = mono;
+            pthread_mutex_unlock(&s->mu);
+            events_tick(s->app->events);
+            pthread_mutex_lock(&s->mu);
+        }
         int64_t next = now + 500;
         /* delayed runs that are due */
         while (s->heap_len && s->heap[0]->not_before_ms <= now) {
@@ -723,13 +893,37 @@ static void *sched_main(void *arg)
                 }
             }
         }
+        /* due schedules */
+        struct fire_arg fires[64];
+        int nfire = 0;
+        for (size_t k = 0; k < CRON_SLOTS; k++) {
+            for (struct cron_entry *c = s->cron[k]; c; c = c->hnext) {
+                if (c->next_ms <= now && nfire < 64 && !s->draining) {
+                    fires[nfire++] = (struct fire_arg){s, xstrdup(c->project_id),
+                                                       xstrdup(c->task_id), c->next_ms};
+                    c->next_ms = INT64_MAX;   /* in flight; the fire sets the next */
+                } else if (c->next_ms < next) {
+                    next = c->next_ms;
+                }
+            }
+        }
         struct work *work = s->work_head;
         s->work_head = s->work_tail = NULL;
-        if (nexp || work) {
+        if (nexp || work || nfire) {
             pthread_mutex_unlock(&s->mu);
             for (int i = 0; i < nexp; i++) {
                 store_write(s->app->store, expire_fn, &exp[i]);
                 free((char *)exp[i].run_id);
+            }
+            for (int i = 0; i < nfire; i++) {
+                if (store_write(s->app->store, fire_fn, &fires[i])) {
+                    /* not fired: try again on the next loop */
+                    pthread_mutex_lock(&s->mu);
+                    cron_set(s, fires[i].project, fires[i].task, fires[i].instant);
+                    pthread_mutex_unlock(&s->mu);
+                }
+                free(fires[i].project);
+                free(fires[i].task);
             }
             while (work) {
                 struct work *n = work->next;
@@ -797,6 +991,8 @@ static int load_fn(struct store_tx *tx, void *arg)
 int sched_start(struct sched *s)
 {
     int rc = store_read(s->app->store, load_fn, s);
+    if (!rc)
+        rc = store_read(s->app->store, cron_load_fn, s);
     if (rc)
         return rc;
     if (pthread_create(&s->thread, NULL, sched_main, s))
@@ -843,6 +1039,13 @@ void sched_free(struct sched *s)
         free(s->work_head);
         s->work_head = n;
     }
+    for (size_t k = 0; k < CRON_SLOTS; k++)
+        for (struct cron_entry *c = s->cron[k], *n; c; c = n) {
+            n = c->hnext;
+            free(c->project_id);
+            free(c->task_id);
+            free(c);
+        }
     free(s->map);
     free(s->pmap);
     free(s->heap);

@@ -1,0 +1,629 @@
+/*
+ * runner — see runner.h.  Threads: exec's supervisor thread calls the
+ * callbacks below, which only queue; the runner thread does the rest.
+ */
+#include "runner.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "app.h"
+#include "blob.h"
+#include "events.h"
+#include "exec.h"
+#include "jsonschema.h"
+#include "run.h"
+#include "runtime.h"
+#include "sched.h"
+#include "util.h"
+
+#define MAX_ARTIFACT_BYTES (64LL << 20)
+
+enum item_kind { IT_LOG, IT_CONTROL, IT_EXIT };
+
+struct item {
+    enum item_kind kind;
+    char run_id[ID_LEN];
+    char *type, *level, *message;
+    json_t *data;             /* log data, or the control message */
+    int iteration;
+    struct exec_result *res;
+    json_t *artifacts;        /* stored artifacts of an exit: [{name, sha, size}] */
+    struct item *next;
+};
+
+struct runner {
+    struct app *app;
+    struct exec *exec;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct item *head, *tail;
+    bool wake, stopping, started;
+};
+
+/* ---- exec callbacks (supervisor thread): queue only ---- */
+
+static void push(struct runner *rn, struct item *it)
+{
+    pthread_mutex_lock(&rn->mu);
+    if (rn->tail)
+        rn->tail->next = it;
+    else
+        rn->head = it;
+    rn->tail = it;
+    pthread_cond_signal(&rn->cond);
+    pthread_mutex_unlock(&rn->mu);
+}
+
+static void cb_log(void *ctx, const char *run_id, const char *type, const char *level,
+                   const char *message, const json_t *data, int iteration)
+{
+    struct item *it = xcalloc(1, sizeof *it);
+    it->kind = IT_LOG;
+    snprintf(it->run_id, sizeof it->run_id, "%s", run_id);
+    it->type = xstrdup(type);
+    it->level = xstrdup(level ? level : !strcmp(type, "stderr") ? "error" : "info");
+    it->message = xstrdup(message ? message : "");
+    it->data = data ? json_deep_copy(data) : NULL;
+    it->iteration = iteration;
+    push(ctx, it);
+}
+
+static void cb_control(void *ctx, const char *run_id, const json_t *msg, int iteration)
+{
+    struct item *it = xcalloc(1, sizeof *it);
+    it->kind = IT_CONTROL;
+    snprintf(it->run_id, sizeof it->run_id, "%s", run_id);
+    it->data = json_deep_copy(msg);
+    it->iteration = iteration;
+    push(ctx, it);
+}
+
+static void cb_exit(void *ctx, const char *run_id, struct exec_result *res)
+{
+    struct item *it = xcalloc(1, sizeof *it);
+    it->kind = IT_EXIT;
+    snprintf(it->run_id, sizeof it->run_id, "%s", run_id);
+    it->res = res;
+    push(ctx, it);
+}
+
+static void cb_notice(void *ctx, const char *message)
+{
+    (void)ctx;
+    fprintf(stderr, "quernd: sandbox: %s\n", message);
+}
+
+static void item_free(struct item *it)
+{
+    free(it->type);
+    free(it->level);
+    free(it->message);
+    json_decref(it->data);
+    json_decref(it->artifacts);
+    if (it->res)
+        exec_result_release(it->res);
+    free(it);
+}
+
+/* ---- applying items (store writer thread, inside one transaction) ---- */
+
+struct batch {
+    struct runner *rn;
+    struct item *items;
+    json_t *runs;       /* run id -> run doc loaded in this tx */
+};
+
+static json_t *batch_run(struct store_tx *tx, struct batch *b, const char *id)
+{
+    json_t *r = json_object_get(b->runs, id);
+    if (r)
+        return r;
+    r = store_get(tx, SK_RUN, NULL, id);
+    if (!r)
+        return NULL;
+    json_object_set_new(b->runs, id, r);
+    return r;
+}
+
+static int emit(struct store_tx *tx, struct app *app, json_t *run, const char *type, json_t *data)
+{
+    return events_emit(tx, app->events, json_string_value(json_object_get(run, "project_id")),
+                       json_string_value(json_object_get(run, "task_id")),
+                       json_string_value(json_object_get(run, "id")), type, data);
+}
+
+static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json_t *msg)
+{
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    if (!type)
+        return 0;
+    enum run_status st = run_status_of(run);
+    if (!strcmp(type, "progress")) {
+        json_t *p = json_object_get(msg, "progress");
+        if (!json_is_number(p))
+            return 0;
+        double v = json_number_value(p);
+        v = v < 0 ? 0 : v > 1 ? 1 : v;
+        json_object_set_new(run, "progress", json_real(v));
+        int rc = run_save(tx, run);
+        return rc ? rc : emit(tx, app, run, "task_run.progress", json_pack("{s:f}", "progress", v));
+    }
+    if (!strcmp(type, "checkpoint")) {
+        json_t *data = json_object_get(msg, "data") ?: json_null();
+        char id[ID_LEN], ts[RFC3339_LEN];
+        id_new("chk", id);
+        rfc3339_format(now_ms(), ts);
+        json_t *cp = json_pack("{s:s, s:O, s:O, s:O, s:O, s:s}", "id", id, "run_id",
+                               json_object_get(run, "id"), "task_id", json_object_get(run, "task_id"),
+                               "attempt", json_object_get(run, "attempt"), "data", data,
+                               "created_at", ts);
+        int rc = store_put(tx, SK_CHECKPOINT, json_string_value(json_object_get(run, "project_id")), cp);
+        json_decref(cp);
+        if (rc)
+            return rc;
+        json_object_set_new(run, "checkpoints_count",
+                            json_integer(json_integer_value(json_object_get(run, "checkpoints_count")) + 1));
+        json_object_set(run, "latest_checkpoint", data);
+        rc = run_save(tx, run);
+        return rc ? rc : emit(tx, app, run, "task_run.checkpoint", json_pack("{s:s}", "checkpoint_id", id));
+    }
+    if (!strcmp(type, "output")) {
+        json_t *out = json_object_get(msg, "output");
+        if (!out)
+            return 0;
+        json_object_set(run, "output", out);
+        int rc = run_save(tx, run);
+        return rc ? rc : emit(tx, app, run, "task_run.output", json_pack("{s:O}", "output", out));
+    }
+    if (!strcmp(type, "usage")) {
+        json_t *t = json_object_get(msg, "tokens_used"), *c = json_object_get(msg, "cost");
+        if (json_is_integer(t) && json_integer_value(t) > 0)
+            json_object_set_new(run, "tokens_used",
+                                json_integer(json_integer_value(json_object_get(run, "tokens_used")) +
+                                             json_integer_value(t)));
+        if (json_is_number(c) && json_number_value(c) > 0)
+            json_object_set_new(run, "cost",
+                                json_real(json_number_value(json_object_get(run, "cost")) +
+                                          json_number_value(c)));
+        return run_save(tx, run);
+    }
+    if (!strcmp(type, "input_request") && st == RS_RUNNING) {
+        json_t *inter = json_pack("{s:s, s:O, s:O}", "kind", "input", "prompt",
+                                  json_object_get(msg, "prompt") ?: json_null(), "schema",
+                                  json_object_get(msg, "schema") ?: json_null());
+        json_object_set_new(run, "interaction", inter);
+        int rc = run_move(tx, app, run, RS_INTERACTION_REQUIRED, NULL);
+        return rc == -EPERM ? 0 : rc;
+    }
+    return 0;
+}
+
+/* The run's final state from the executor's result. */
+static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct item *it)
+{
+    struct exec_result *res = it->res;
+    enum run_status st = run_status_of(run);
+    if (run_status_terminal(st))
+        return 0;
+    size_t i;
+    json_t *a;
+    int rc;
+    json_array_foreach(it->artifacts, i, a) {
+        rc = run_add_artifact(tx, app, run, json_string_value(json_object_get(a, "name")),
+                              json_string_value(json_object_get(a, "sha")),
+                              json_integer_value(json_object_get(a, "size")),
+                              run_guess_content_type(json_string_value(json_object_get(a, "name"))));
+        if (rc)
+            return rc;
+    }
+    json_object_set_new(run, "cpu_ms", json_integer(res->cpu_ms));
+    json_object_set_new(run, "peak_memory_kb", json_integer(res->peak_memory_kb));
+    json_object_set_new(run, "wall_ms", json_integer(res->wall_ms));
+    json_object_set_new(run, "iterations", json_integer(res->iterations));
+    json_object_set_new(run, "exit_code", res->exit_code >= 0 ? json_integer(res->exit_code)
+                                                              : json_null());
+    if (res->output)
+        json_object_set(run, "output", res->output);
+    struct run_outcome out = {.code = res->error_code, .message = res->error_message,
+                              .has_exit_code = res->exit_code >= 0, .exit_code = res->exit_code};
+    enum run_status to;
+    if (st == RS_CANCELING || !strcmp(res->status, "canceled")) {
+        to = RS_CANCELED;
+        out.code = NULL;
+        out.message = NULL;
+    } else if (!strcmp(res->status, "completed")) {
+        to = RS_COMPLETED;
+        out.has_exit_code = false;
+        json_t *task = run_task(tx, run);
+        json_t *schema = json_object_get(task, "output_schema");
+        char *path = NULL, *msg = NULL, *full = NULL;
+        if (json_is_object(schema) &&
+            jsonschema_validate(schema, res->output ? res->output : json_null(), &path, &msg)) {
+            full = xasprintf("the output does not match the output_schema at %s: %s",
+                             path ? path : "$", msg ? msg : "invalid");
+            to = RS_FAILED;
+            out.code = "invalid_output";
+            out.message = full;
+        } else if (json_is_true(json_object_get(json_object_get(task, "settings"), "require_review"))) {
+            to = RS_REVIEW_REQUIRED;
+        }
+        json_decref(task);
+        if (st == RS_INTERACTION_REQUIRED)
+            run_move(tx, app, run, RS_RUNNING, NULL);
+        rc = run_move(tx, app, run, to, &out);
+        free(path);
+        free(msg);
+        free(full);
+        return rc == -EPERM ? 0 : rc;
+    } else if (!strcmp(res->status, "timed_out")) {
+        to = RS_TIMED_OUT;
+    } else {
+        to = RS_FAILED;
+    }
+    rc = run_move(tx, app, run, to, &out);
+    return rc == -EPERM ? 0 : rc;
+}
+
+static int batch_fn(struct store_tx *tx, void *arg)
+{
+    struct batch *b = arg;
+    struct app *app = b->rn->app;
+    json_t *logs = json_object();   /* run id -> array of entries */
+    int rc = 0;
+    for (struct item *it = b->items; it && !rc; it = it->next) {
+        json_t *run = batch_run(tx, b, it->run_id);
+        if (!run)
+            continue;
+        if (it->kind == IT_LOG) {
+            json_t *arr = json_object_get(logs, it->run_id);
+            if (!arr) {
+                arr = json_array();
+                json_object_set_new(logs, it->run_id, arr);
+            }
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s, s:O, s:n, s:i}", "type", it->type,
+                                                 "level", it->level, "message", it->message, "data",
+                                                 it->data ? it->data : json_null(), "error",
+                                                 "iteration", it->iteration));
+            if (it->iteration > json_integer_value(json_object_get(run, "iterations")))
+                json_object_set_new(run, "iterations", json_integer(it->iteration));
+            continue;
+        }
+        /* keep log order: flush this run's pending lines before a change */
+        json_t *pending = json_object_get(logs, it->run_id);
+        if (pending && json_array_size(pending)) {
+            rc = run_append_logs(tx, app, run, pending);
+            json_array_clear(pending);
+            if (rc)
+                break;
+        }
+        if (it->kind == IT_CONTROL)
+            rc = apply_control(tx, app, run, it->data);
+        else
+            rc = apply_exit(tx, app, run, it);
+    }
+    const char *id;
+    json_t *arr;
+    json_object_foreach(logs, id, arr) {
+        if (rc || !json_array_size(arr))
+            continue;
+        json_t *run = json_object_get(b->runs, id);
+        rc = run_append_logs(tx, app, run, arr);
+        if (!rc)
+            rc = run_save(tx, run);
+    }
+    json_decref(logs);
+    return rc;
+}
+
+/* Stores an exit's artifact files as blobs (file I/O, outside any tx). */
+static void store_artifacts(struct runner *rn, struct item *it)
+{
+    struct exec_result *res = it->res;
+    it->artifacts = json_array();
+    struct blob *bl = rn->app->blobs;
+    for (size_t i = 0; bl && i < res->nartifacts; i++) {
+        int fd = open(res->artifacts[i].path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+            continue;
+        char sha[65];
+        int64_t size = 0;
+        if (!blob_put_fd(bl, fd, MAX_ARTIFACT_BYTES, sha, &size))
+            json_array_append_new(it->artifacts, json_pack("{s:s, s:s, s:I}", "name",
+                                                           res->artifacts[i].name, "sha", sha,
+                                                           "size", (json_int_t)size));
+        close(fd);
+    }
+}
+
+/* ---- dispatch: queued code runs into free slots ---- */
+
+struct start {
+    struct runner *rn;
+    char **ids;
+    int n;
+    json_t *started;   /* [{run, task}] */
+};
+
+static int start_fn(struct store_tx *tx, void *arg)
+{
+    struct start *s = arg;
+    struct app *app = s->rn->app;
+    for (int i = 0; i < s->n; i++) {
+        json_t *run = store_get(tx, SK_RUN, NULL, s->ids[i]);
+        if (!run)
+            continue;
+        json_t *task = run_status_of(run) == RS_QUEUED ? run_task(tx, run) : NULL;
+        if (!task) {
+            json_decref(run);
+            continue;
+        }
+        int rc;
+        json_t *dl = json_object_get(task, "deadline");
+        int64_t dms = 0;
+        if (json_is_string(dl) && !rfc3339_parse(json_string_value(dl), &dms) && dms <= now_ms()) {
+            struct run_outcome out = {.code = "deadline_exceeded",
+                                      .message = "the task's deadline passed before the run started",
+                                      .no_retry = true};
+            rc = run_move(tx, app, run, RS_FAILED, &out);
+        } else {
+            json_object_set_new(run, "executor", json_string("local"));
+            rc = run_move(tx, app, run, RS_RUNNING, NULL);
+            if (!rc)
+                json_array_append_new(s->started, json_pack("{s:O, s:O}", "run", run, "task", task));
+        }
+        json_decref(run);
+        json_decref(task);
+        if (rc && rc != -EPERM)
+            return rc;
+    }
+    return 0;
+}
+
+struct fail_arg {
+    struct app *app;
+    const char *run_id;
+    const char *code, *message;
+};
+
+static int fail_fn(struct store_tx *tx, void *arg)
+{
+    struct fail_arg *f = arg;
+    json_t *run = store_get(tx, SK_RUN, NULL, f->run_id);
+    if (!run)
+        return 0;
+    struct run_outcome out = {.code = f->code, .message = f->message, .no_retry = true};
+    int rc = run_move(tx, f->app, run, RS_FAILED, &out);
+    json_decref(run);
+    return rc == -EPERM ? 0 : rc;
+}
+
+static int64_t setting(const json_t *task, const char *name)
+{
+    return json_integer_value(json_object_get(json_object_get(task, "settings"), name));
+}
+
+static void launch(struct runner *rn, json_t *run, json_t *task)
+{
+    struct app *app = rn->app;
+    json_t *in = json_object_get(run, "input");
+    char *input = in ? json_dumps(in, JSON_COMPACT | JSON_ENCODE_ANY) : xstrdup("{}");
+    json_t *cp = json_object_get(run, "latest_checkpoint");
+    char *checkpoint = cp ? json_dumps(cp, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *root = xasprintf("%s/runs", app->data_dir);
+    const char *code = json_string_value(json_object_get(task, "code"));
+    struct exec_spec spec = {
+        .run_id = json_string_value(json_object_get(run, "id")),
+        .task_id = json_string_value(json_object_get(run, "task_id")),
+        .project_id = json_string_value(json_object_get(run, "project_id")),
+        .attempt = (int)json_integer_value(json_object_get(run, "attempt")),
+        .runtime_id = json_string_value(json_object_get(task, "runtime_id")),
+        .code = code ? code : "",
+        .code_len = code ? strlen(code) : 0,
+        .input_json = input,
+        .checkpoint_json = checkpoint,
+        .work_root = root,
+        .timeout_ms = setting(task, "timeout_ms"),
+        .inactivity_timeout_ms = setting(task, "inactivity_timeout_ms"),
+        .kill_grace_ms = setting(task, "kill_grace_ms"),
+        .memory_limit_mb = setting(task, "memory_limit_mb"),
+        .max_output_bytes = setting(task, "max_output_bytes"),
+        .max_iterations = setting(task, "max_iterations"),
+        .network = json_is_true(json_object_get(json_object_get(task, "settings"), "network")),
+        .secrets_env = json_is_true(json_object_get(task, "secrets_env")),
+    };
+    int rc = exec_start(rn->exec, &spec);
+    if (rc) {
+        struct fail_arg f = {app, spec.run_id,
+                             rc == -ENOENT ? "runtime_unavailable" : "sandbox_error",
+                             rc == -ENOENT ? "the runtime is not configured on this node"
+                             : rc == -EBUSY ? "no execution slot was free"
+                                            : "the sandbox could not start the run"};
+        store_write(app->store, fail_fn, &f);
+    }
+    free(input);
+    free(checkpoint);
+    free(root);
+}
+
+static void dispatch(struct runner *rn)
+{
+    for (;;) {
+        int free_slots = exec_free_slots(rn->exec);
+        if (free_slots <= 0 || rn->app->draining)
+            return;
+        char *ids[64];
+        struct sched_filter f = {.executor = true};
+        int n = sched_take(rn->app->sched, &f, ids, free_slots < 64 ? free_slots : 64);
+        if (n <= 0)
+            return;
+        struct start s = {rn, ids, n, json_array()};
+        int rc = store_write(rn->app->store, start_fn, &s);
+        if (rc)
+            sched_give_back(rn->app->sched, ids, n);
+        size_t i;
+        json_t *st;
+        json_array_foreach(s.started, i, st) launch(rn, json_object_get(st, "run"),
+                                                    json_object_get(st, "task"));
+        json_decref(s.started);
+        for (int k = 0; k < n; k++)
+            free(ids[k]);
+        if (rc)
+            return;
+    }
+}
+
+static void *runner_main(void *arg)
+{
+    struct runner *rn = arg;
+    pthread_mutex_lock(&rn->mu);
+    while (!rn->stopping) {
+        while (!rn->head && !rn->wake && !rn->stopping)
+            pthread_cond_wait(&rn->cond, &rn->mu);
+        struct item *items = rn->head;
+        rn->head = rn->tail = NULL;
+        rn->wake = false;
+        pthread_mutex_unlock(&rn->mu);
+        if (items) {
+            for (struct item *it = items; it; it = it->next)
+                if (it->kind == IT_EXIT)
+                    store_artifacts(rn, it);
+            struct batch b = {rn, items, json_object()};
+            int rc = store_write(rn->app->store, batch_fn, &b);
+            if (rc)
+                fprintf(stderr, "quernd: runner: storing run updates failed (%d)\n", rc);
+            json_decref(b.runs);
+            while (items) {
+                struct item *n = items->next;
+                item_free(items);
+                items = n;
+            }
+        }
+        dispatch(rn);
+        pthread_mutex_lock(&rn->mu);
+    }
+    pthread_mutex_unlock(&rn->mu);
+    return NULL;
+}
+
+void runner_wake(struct runner *rn)
+{
+    if (!rn)
+        return;
+    pthread_mutex_lock(&rn->mu);
+    rn->wake = true;
+    pthread_cond_signal(&rn->cond);
+    pthread_mutex_unlock(&rn->mu);
+}
+
+struct runner *runner_new(struct app *app, int slots, char **err)
+{
+    struct runner *rn = xcalloc(1, sizeof *rn);
+    rn->app = app;
+    pthread_mutex_init(&rn->mu, NULL);
+    pthread_cond_init(&rn->cond, NULL);
+    struct exec_callbacks cb = {rn, cb_log, cb_control, cb_exit, cb_notice};
+    rn->exec = exec_new(slots, &cb, err);
+    if (!rn->exec) {
+        pthread_mutex_destroy(&rn->mu);
+        pthread_cond_destroy(&rn->cond);
+        free(rn);
+        return NULL;
+    }
+    if (pthread_create(&rn->thread, NULL, runner_main, rn)) {
+        *err = xstrdup("cannot start the runner thread");
+        exec_free(rn->exec);
+        free(rn);
+        return NULL;
+    }
+    rn->started = true;
+    runner_wake(rn);
+    return rn;
+}
+
+void runner_free(struct runner *rn)
+{
+    if (!rn)
+        return;
+    pthread_mutex_lock(&rn->mu);
+    rn->stopping = true;
+    pthread_cond_signal(&rn->cond);
+    pthread_mutex_unlock(&rn->mu);
+    if (rn->started)
+        pthread_join(rn->thread, NULL);
+    exec_free(rn->exec);
+    while (rn->head) {
+        struct item *n = rn->head->next;
+        item_free(rn->head);
+        rn->head = n;
+    }
+    pthread_mutex_destroy(&rn->mu);
+    pthread_cond_destroy(&rn->cond);
+    free(rn);
+}
+
+int runner_send(struct runner *rn, const char *run_id, const char *json_line)
+{
+    return rn ? exec_send(rn->exec, run_id, json_line) : -ENOENT;
+}
+
+int runner_close_stdin(struct runner *rn, const char *run_id)
+{
+    return rn ? exec_close_stdin(rn->exec, run_id) : -ENOENT;
+}
+
+int runner_cancel(struct runner *rn, const char *run_id)
+{
+    return rn ? exec_cancel(rn->exec, run_id) : -ENOENT;
+}
+
+/* ---- recovery at start ---- */
+
+static int recover_fn(struct store_tx *tx, void *arg)
+{
+    struct app *app = arg;
+    static const char *const statuses[] = {"running", "canceling", "interaction_required"};
+    for (size_t k = 0; k < ARRAY_LEN(statuses); k++) {
+        struct store_filter f = {"status", statuses[k]};
+        struct store_query q = {&f, 1, 0, 0, true};
+        json_t *runs = NULL;
+        int rc = store_list(tx, SK_RUN, NULL, &q, &runs, NULL);
+        if (rc)
+            return rc;
+        size_t i;
+        json_t *run;
+        json_array_foreach(runs, i, run) {
+            const char *ex = json_string_value(json_object_get(run, "executor"));
+            if (!ex || strcmp(ex, "local"))
+                continue;   /* a worker's lease: its expiry handles it */
+            enum run_status st = run_status_of(run);
+            if (st == RS_CANCELING) {
+                rc = run_move(tx, app, run, RS_CANCELED, NULL);
+            } else {
+                const char *kind = json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
+                if (st == RS_INTERACTION_REQUIRED && kind && !strcmp(kind, "approval"))
+                    continue;   /* waiting for approval, nothing ran */
+                struct run_outcome out = {.code = "node_restarted",
+                                          .message = "quernd stopped while the run's code was running"};
+                rc = run_move(tx, app, run, RS_FAILED, &out);
+            }
+            if (rc && rc != -EPERM) {
+                json_decref(runs);
+                return rc;
+            }
+        }
+        json_decref(runs);
+    }
+    return 0;
+}
+
+int runner_recover(struct app *app)
+{
+    return store_write(app->store, recover_fn, app);
+}

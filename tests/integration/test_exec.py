@@ -1,0 +1,201 @@
+"""Code execution through the API: every runtime, the control channel,
+interactions, artifacts, cancel, timeouts, retries with checkpoints, review,
+approval and JSON-RPC commands (RUNTIME.md)."""
+import json
+import os
+import shutil
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(__file__))
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+
+S = Server()
+P = "/api/projects/default"
+
+
+def create(code, runtime="sh", **kw):
+    body = {"code": code, "runtime_id": runtime}
+    body.update(kw)
+    return expect(S.req("POST", P + "/tasks", body), 201)
+
+
+def run_of(task):
+    return expect(S.req("GET", P + "/tasks/%s/runs" % task["id"]), 200)["data"][0]
+
+
+def wait_status(task, statuses, timeout=60):
+    return wait_for(lambda: (lambda r: r if r["status"] in statuses else None)(run_of(task)),
+                    timeout, "run status in %s" % (statuses,))
+
+
+def logs(task, run):
+    t = S.req("GET", P + "/tasks/%s/runs/%s/logs" % (task["id"], run["id"])).text
+    return [json.loads(x) for x in t.splitlines()]
+
+
+def test_sh_completes_with_output_and_logs():
+    t = create('echo hello; echo oops >&2; printf \'{"n": 7}\' > "$QUERN_OUTPUT"',
+               wait_for_result=True)
+    run = t["run"]
+    assert run["status"] == "completed", run
+    assert run["output"] == {"n": 7} and run["exit_code"] == 0
+    lines = logs(t, run)
+    assert ("stdout", "hello") in [(x["type"], x["message"]) for x in lines]
+    assert ("stderr", "oops") in [(x["type"], x["message"]) for x in lines]
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["status"] == "completed"
+
+
+def test_python_input_env_and_exit_code():
+    code = ("import json, os\n"
+            "d = json.load(open(os.environ['QUERN_INPUT']))\n"
+            "print(d['a'] + 1, os.environ['QUERN_RUN_ID'][:4], os.environ['QUERN_TASK_ID'][:5])\n"
+            "raise SystemExit(3)\n")
+    t = create(code, "python", input={"a": 41}, wait_for_result=True)
+    run = t["run"]
+    assert run["status"] == "failed" and run["exit_code"] == 3
+    assert run["error"]["code"] == "exit_code"
+    assert "42 run_ task_" in [x["message"] for x in logs(t, run)]
+
+
+def test_unknown_runtime_is_400():
+    r = S.req("POST", P + "/tasks", {"code": "x", "runtime_id": "cobol"})
+    assert r.status == 400 and r.json["error"]["param"] == "runtime_id"
+
+
+NODE_INTERACT = r"""
+import fs from 'fs';
+const say = (m) => fs.writeSync(3, JSON.stringify(m) + '\n');
+say({type: 'progress', progress: 0.5});
+say({type: 'checkpoint', data: {step: 1}});
+say({type: 'usage', tokens_used: 12, cost: 0.01});
+say({type: 'log', level: 'warn', message: 'careful', data: {k: 1}});
+say({type: 'input_request', prompt: 'name?', schema: {type: 'string'}});
+let buf = '';
+for await (const c of process.stdin) { buf += c; if (buf.includes('\n')) break; }
+const msg = JSON.parse(buf.split('\n')[0]);
+fs.writeFileSync(process.env.QUERN_ARTIFACTS + '/hello.txt', 'hi ' + msg.response);
+say({type: 'output', output: {got: msg.response}});
+"""
+
+
+def test_node_control_channel_and_interaction():
+    if not shutil.which("node"):
+        print("skip: node missing")
+        return
+    t = create(NODE_INTERACT, "node")
+    run = wait_status(t, ["interaction_required", "failed"])
+    assert run["status"] == "interaction_required", logs(t, run)
+    assert run["interaction"]["kind"] == "input" and run["interaction"]["prompt"] == "name?"
+    assert run["progress"] == 0.5 and run["checkpoints_count"] == 1 and run["tokens_used"] == 12
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("POST", base + "/interaction", {"response": "bob"}), 200)
+    run = wait_status(t, ["completed", "failed"])
+    assert run["status"] == "completed", logs(t, run)
+    assert run["output"] == {"got": "bob"}
+    arts = {a["name"]: a for a in run["artifacts"]}
+    assert arts["hello.txt"]["size"] == 6 and len(arts["hello.txt"]["sha256"]) == 64
+    warn = [x for x in logs(t, run) if x["type"] == "log"]
+    assert warn and warn[0]["level"] == "warn" and warn[0]["data"] == {"k": 1}
+    types = [e["type"] for e in expect(S.req("GET", base + "/session_logs"), 200)]
+    for ty in ("task_run.queued", "task_run.started", "task_run.progress", "task_run.checkpoint",
+               "task_run.interaction_required", "task_run.artifact", "task_run.completed"):
+        assert ty in types, (ty, types)
+
+
+def test_cancel_sleeping_run():
+    t = create("echo started; sleep 600")
+    wait_for(lambda: any(x["message"] == "started" for x in logs(t, run_of(t))), what="start")
+    run = run_of(t)
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    c = expect(S.req("POST", base + "/cancel", {"message": "stop it"}), 200)
+    assert c["status"] in ("canceling", "canceled")
+    run = wait_status(t, ["canceled"])
+    assert run["cancel_message"] == "stop it"
+    assert S.req("POST", base + "/cancel", {}).status == 409
+
+
+def test_timeout():
+    t = create("sleep 600", settings={"timeout_ms": 300, "kill_grace_ms": 100}, wait_for_result=True)
+    assert t["run"]["status"] == "timed_out" and t["run"]["error"]["code"] == "timeout"
+
+
+def test_retry_resumes_from_checkpoint():
+    code = ('if [ -f "$QUERN_CHECKPOINT" ]; then cat "$QUERN_CHECKPOINT"; exit 0; fi\n'
+            'echo \'{"type":"checkpoint","data":{"at":5}}\' >&3\nexit 1\n')
+    t = create(code, settings={"max_retries": 1, "retry_delay_ms": 0}, wait_for_result=True)
+    run = t["run"]
+    assert run["status"] == "completed" and run["attempt"] == 2, run
+    assert any('"at"' in x["message"] for x in logs(t, run))
+    types = [e["type"] for e in S.req("GET", P + "/tasks/%s/runs/%s/session_logs" % (t["id"], run["id"])).json]
+    assert "task_run.retrying" in types
+
+
+def test_require_review_then_approve():
+    t = create("echo ok", settings={"require_review": True}, wait_for_result=True)
+    run = t["run"]
+    assert run["status"] == "review_required"
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    assert expect(S.req("POST", base + "/review", {"decision": "approve"}), 200)["status"] == "completed"
+
+
+def test_require_approval_holds_then_denies_or_runs():
+    t = create("echo ran", settings={"require_approval": True})
+    run = wait_status(t, ["interaction_required"])
+    assert run["interaction"]["kind"] == "approval" and run["started_at"] is None
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    r = S.req("POST", base + "/interaction", {"response": {"approved": "yes"}})
+    assert r.status == 400
+    expect(S.req("POST", base + "/interaction", {"response": {"approved": True}}), 200)
+    run = wait_status(t, ["completed"])
+    assert "ran" in [x["message"] for x in logs(t, run)]
+    t2 = create("echo never", settings={"require_approval": True})
+    run2 = wait_status(t2, ["interaction_required"])
+    base2 = P + "/tasks/%s/runs/%s" % (t2["id"], run2["id"])
+    d = expect(S.req("POST", base2 + "/interaction", {"response": {"approved": False}}), 200)
+    assert d["status"] == "denied" and logs(t2, d) == []
+
+
+def test_command_user_message_and_close():
+    code = 'read line; echo "got $line"; cat >/dev/null; echo closed'
+    t = create(code)
+    run = wait_status(t, ["running"])
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    r = S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "user_message",
+                                          "params": {"text": "hi"}, "id": 1})
+    assert r.status == 200 and r.json["id"] == 1, r
+    assert S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "dance", "id": 2}).status == 400
+    expect(S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "close", "id": 3}), 200)
+    run = wait_status(t, ["completed"])
+    msgs = [x["message"] for x in logs(t, run)]
+    assert any(m.startswith("got ") and "user_message" in m for m in msgs) and "closed" in msgs
+    r = S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "user_message", "id": 4})
+    assert r.status == 400 and r.json["error"]["code"] == "no_active_sandbox"
+
+
+def test_many_runs_in_parallel():
+    ts = [create("echo $QUERN_ATTEMPT") for _ in range(20)]
+    for t in ts:
+        assert wait_status(t, ["completed", "failed"])["status"] == "completed"
+
+
+def test_output_schema_enforced_at_exit():
+    t = create('echo \'{"n": "x"}\' > "$QUERN_OUTPUT"', output_schema={
+        "type": "object", "properties": {"n": {"type": "integer"}}}, wait_for_result=True)
+    assert t["run"]["status"] == "failed" and t["run"]["error"]["code"] == "invalid_output"
+
+
+def test_ts_types_are_stripped():
+    code = ("interface P { n: number }\n"
+            "const p: P = JSON.parse(await (await import('fs')).promises.readFile(process.env.QUERN_INPUT!, 'utf8'));\n"
+            "console.log('n=' + (p.n * 2));\n")
+    t = create(code, "ts", input={"n": 21}, wait_for_result=True)
+    assert t["run"]["status"] == "completed", logs(t, t["run"])
+    assert "n=42" in [x["message"] for x in logs(t, t["run"])]
+
+
+if __name__ == "__main__":
+    try:
+        run_tests(dict(globals()))
+    finally:
+        S.stop()

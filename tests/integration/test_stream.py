@@ -1,0 +1,126 @@
+"""SSE streams: order and completeness under a concurrent writer, resume with
+Last-Event-ID without loss or repeat, start=latest, the end after the
+terminal event, connection tokens (scope, tamper), and the project stream."""
+import http.client
+import json
+import os
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(__file__))
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+import qlib  # noqa: E402
+
+
+def sse(path, **kw):
+    return qlib.sse(S, path, **kw)
+
+
+S = Server()
+P = "/api/projects/default"
+
+
+def agent_run(agent):
+    t = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": agent, "run": True}), 201)
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    return t, run, P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+
+
+def test_stream_complete_in_order_under_concurrent_writer():
+    t, run, base = agent_run("st1")
+    expect(S.req("PATCH", base, {"status": "running"}), 200)
+    box = {}
+    th = threading.Thread(target=lambda: box.update(r=sse(base + "/stream")))
+    th.start()
+    for i in range(200):
+        expect(S.req("POST", base + "/append_log", {"entries": [{"message": "l%d" % i}]}), 200)
+    expect(S.req("PATCH", base, {"status": "completed"}), 200)
+    th.join(60)
+    status, evs = box["r"]
+    assert status == 200
+    logs = [e[2]["data"]["message"] for e in evs if e[1] == "task_run.log"]
+    assert logs == ["l%d" % i for i in range(200)]
+    ids = [e[0] for e in evs]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert evs[-1][1] == "task_run.completed"    # the stream ended after the terminal event
+    assert [e[1] for e in evs][:2] == ["task_run.queued", "task_run.started"]
+
+
+def test_resume_loses_and_repeats_nothing():
+    t, run, base = agent_run("st2")
+    for i in range(50):
+        expect(S.req("POST", base + "/append_log", {"entries": [{"message": "m%d" % i}]}), 200)
+    expect(S.req("PATCH", base, {"status": "running"}), 200)
+    expect(S.req("PATCH", base, {"status": "failed", "error_message": "x"}), 200)
+    _, full = sse(base + "/stream")
+    for cut in (1, 7, 23, len(full) - 1):
+        _, first = sse(base + "/stream", max_events=cut)
+        _, rest = sse(base + "/stream", headers={"Last-Event-ID": first[-1][0]})
+        assert [e[0] for e in first + rest] == [e[0] for e in full], (cut, len(first), len(rest), len(full))
+    # resuming after the end returns nothing and ends
+    _, after = sse(base + "/stream", headers={"Last-Event-ID": full[-1][0]})
+    assert after == []
+    st, body = sse(base + "/stream", headers={"Last-Event-ID": "garbage"})
+    assert st == 400
+
+
+def test_start_latest_skips_history():
+    t, run, base = agent_run("st3")
+    expect(S.req("POST", base + "/append_log", {"entries": [{"message": "old"}]}), 200)
+    box = {}
+    th = threading.Thread(target=lambda: box.update(r=sse(base + "/stream?start=latest")))
+    th.start()
+    # the stream only sees what happens after it started
+    wait_for(lambda: True)
+    import time
+    time.sleep(0.3)
+    expect(S.req("POST", base + "/append_log", {"entries": [{"message": "new"}]}), 200)
+    expect(S.req("PATCH", base, {"status": "running"}), 200)
+    expect(S.req("PATCH", base, {"status": "completed"}), 200)
+    th.join(30)
+    msgs = [e[2]["data"].get("message") for e in box["r"][1] if e[1] == "task_run.log"]
+    assert msgs == ["new"]
+
+
+def test_connection_token_scope():
+    t, run, base = agent_run("st4")
+    t2, run2, base2 = agent_run("st4")
+    tok = expect(S.req("GET", base + "/connection_token"), 200)
+    assert tok["token"].count(".") == 2 and tok["expires_at"]
+    expect(S.req("PATCH", base, {"status": "running"}), 200)
+    expect(S.req("PATCH", base, {"status": "completed"}), 200)
+    st, evs = sse(base + "/stream?token=" + tok["token"], key=None)
+    assert st == 200 and evs[-1][1] == "task_run.completed"
+    assert S.req("GET", base + "/logs", key=tok["token"]).status == 200
+    # the token is for this run alone, and not for other endpoints
+    assert S.req("GET", base2 + "/logs", key=tok["token"]).status == 403
+    assert S.req("GET", P + "/tasks", key=tok["token"]).status == 401
+    bad = tok["token"][:-2] + ("AA" if not tok["token"].endswith("AA") else "BB")
+    assert S.req("GET", base + "/logs", key=bad).status == 401
+
+
+def test_project_stream_sees_every_run():
+    box = {}
+    tid = "pst-task-1"
+    th = threading.Thread(target=lambda: box.update(r=sse(
+        P + "/events/stream?start=latest", stop=lambda e: e[2]["task_id"] == tid
+        and e[1] == "task_run.queued")))
+    th.start()
+    import time
+    time.sleep(0.3)
+    expect(S.req("POST", P + "/tasks", {"id": tid, "assigned_agent_id": "pst", "run": True}), 201)
+    th.join(30)
+    types = [e[1] for e in box["r"][1] if e[2]["task_id"] == tid]
+    assert types == ["task.created", "task_run.queued"], types
+
+
+def test_unknown_run_stream_404():
+    st, _ = sse(P + "/tasks/nope/runs/nope/stream")
+    assert st == 404
+
+
+if __name__ == "__main__":
+    try:
+        run_tests(dict(globals()))
+    finally:
+        S.stop()
