@@ -298,7 +298,9 @@ async function pageOverview() {
     STATUSES.map((st, i) => h('a', { class: 'card', role: 'listitem', href: '#/runs?status=' + st, 'data-status': st },
       h('div', {}, badge(st)), h('div', { class: 'n' }, counts[i] ?? '—'))));
 
-  const refresh = setInterval(() => { if (!document.hidden) { route.focus = false; route().finally(() => { route.focus = true; }); } }, 10000);
+  // quiet refresh, only while the reader is not on a control of the page (focus is never stolen)
+  const idle = () => !document.hidden && [document.body, $('#main')].includes(document.activeElement);
+  const refresh = setInterval(() => { if (idle()) { route.focus = false; route().finally(() => { route.focus = true; }); } }, 10000);
   onLeave(() => clearInterval(refresh));
 
   return h('section', {},

@@ -542,7 +542,19 @@ try {
   results.push(['setup', false]);
 } finally {
   if (ctx) await ctx.close().catch(() => {});
-  if (server) server.proc.kill('SIGTERM');
+  if (server) {
+    // quernd drains and exits 0 on SIGTERM; anything else (a sanitizer report) fails the run
+    const code = await new Promise((resolve) => {
+      if (server.proc.exitCode !== null) { resolve(server.proc.exitCode); return; }
+      const timer = setTimeout(() => { server.proc.kill('SIGKILL'); resolve('killed after 60 s'); }, 60000);
+      server.proc.on('exit', (c, sig) => { clearTimeout(timer); resolve(c ?? sig); });
+      server.proc.kill('SIGTERM');
+    });
+    if (code !== 0) {
+      results.push(['quernd exits 0 on SIGTERM', false]);
+      console.log(`FAIL quernd exited ${code} on SIGTERM; its stderr:\n` + fs.readFileSync(path.join(TMP, 'quernd.stderr'), 'utf8').slice(-4000));
+    }
+  }
 }
 const passed = results.filter((r) => r[1]).length, failed = results.length - passed;
 console.log(`screenshots in ${SHOTS}`);
