@@ -506,6 +506,9 @@ const pageErrors = [];
 try {
   server = await startQuernd();
   BASE = server.url;
+  // never leave quernd behind, even if something throws outside a test
+  process.on('exit', () => { if (server.proc.exitCode === null) server.proc.kill('SIGKILL'); });
+  process.on('uncaughtException', (e) => { console.log('FAIL uncaught: ' + (e.stack || e)); console.log('0 passed, 1 failed'); process.exit(1); });
   ctx = await chromium.launchPersistentContext(path.join(TMP, 'profile'), {
     executablePath: CHROMIUM,
     headless: true,
