@@ -560,6 +560,7 @@ try {
   }
 }
 const passed = results.filter((r) => r[1]).length, failed = results.length - passed;
+if (!failed) fs.rmSync(TMP, { recursive: true, force: true }); else console.log(`quernd data and stderr kept in ${TMP}`);
 console.log(`screenshots in ${SHOTS}`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
