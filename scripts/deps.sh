@@ -4,7 +4,7 @@
 set -e
 PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
 libssl-dev libcurl4-openssl-dev libseccomp-dev libpq-dev python3 curl
-postgresql tzdata"
+postgresql tzdata chromium"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
@@ -29,4 +29,11 @@ fi
 if [ ! -d vendor/node_modules/sucrase ]; then
     echo "deps: npm install sucrase into vendor/"
     npm install --prefix vendor --no-save --no-audit --no-fund --loglevel=error sucrase@3 >/dev/null
+fi
+
+# The dashboard's browser tests drive Debian's chromium with playwright-core
+# (the npm package only: it never downloads a browser).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "deps: npm ci playwright-core into tests/browser/"
+    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
