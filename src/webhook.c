@@ -29,6 +29,7 @@
 #define HOUR_MS 3600000LL
 #define EVENT_BATCH 256
 #define MAX_RESPONSE_KEPT 1024
+#define RESCAN_OVERDUE_MS 60000LL
 
 struct due {
     int64_t at;                 /* wall clock ms of the next attempt */
@@ -44,6 +45,11 @@ struct webhook {
     size_t n, cap;
     pthread_t disp, senders[WEBHOOK_SENDERS];
     int nsenders;
+    struct sender {
+        struct webhook *wh;
+        char inflight[ID_LEN];   /* the delivery being attempted, "" when idle */
+    } sender[WEBHOOK_SENDERS];
+    int64_t last_rescan_ms;
     bool disp_started;
     struct events_sub *sub;
     int64_t base_ms, window_ms, timeout_ms;
@@ -451,6 +457,55 @@ static void dispatch_cycle(struct webhook *wh)
     json_decref(s.hooks);
 }
 
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Pending deliveries that no thread of this process holds and that are
+ * long overdue: made by another node that stopped (PostgreSQL, several
+ * nodes).  Pushed onto the heap; a rare duplicate attempt is allowed
+ * (delivery is at least once). */
+static int rescan_fn(struct store_tx *tx, void *arg)
+{
+    struct webhook *wh = arg;
+    struct store_filter f = {"status", "pending"};
+    struct store_query q = {&f, 1, 0, 0, true};
+    json_t *list = NULL;
+    int rc = store_list(tx, SK_DELIVERY, NULL, &q, &list, NULL);
+    if (rc)
+        return rc;
+    int64_t stale = now_ms() - RESCAN_OVERDUE_MS;
+    size_t i;
+    json_t *d;
+    pthread_mutex_lock(&wh->mu);
+    /* ids held here, sorted, so the check is n log n */
+    size_t nheld = wh->n;
+    const char **held = xcalloc(nheld + WEBHOOK_SENDERS + 1, sizeof *held);
+    for (size_t k = 0; k < wh->n; k++)
+        held[k] = wh->heap[k].id;
+    for (int k = 0; k < WEBHOOK_SENDERS; k++)
+        if (wh->sender[k].inflight[0])
+            held[nheld++] = wh->sender[k].inflight;
+    qsort(held, nheld, sizeof *held, cmp_str);
+    json_t *orphans = json_array();   /* pushed after: heap_push may move held[] */
+    json_array_foreach(list, i, d) {
+        const char *id = json_string_value(json_object_get(d, "id"));
+        int64_t at = json_integer_value(json_object_get(d, "next_attempt_ms"));
+        if (id && at <= stale && !bsearch(&id, held, nheld, sizeof *held, cmp_str))
+            json_array_append(orphans, d);
+    }
+    free(held);
+    json_array_foreach(orphans, i, d) heap_push(wh, json_string_value(json_object_get(d, "id")),
+                                                json_integer_value(json_object_get(d, "next_attempt_ms")));
+    json_decref(orphans);
+    if (wh->n)
+        pthread_cond_signal(&wh->cond_send);
+    pthread_mutex_unlock(&wh->mu);
+    json_decref(list);
+    return 0;
+}
+
 static void *dispatcher_main(void *arg)
 {
     struct webhook *wh = arg;
@@ -459,6 +514,10 @@ static void *dispatcher_main(void *arg)
         wh->wake = false;
         pthread_mutex_unlock(&wh->mu);
         dispatch_cycle(wh);
+        if (mono_ms() - wh->last_rescan_ms >= RESCAN_OVERDUE_MS) {
+            wh->last_rescan_ms = mono_ms();
+            store_read(wh->app->store, rescan_fn, wh);
+        }
         pthread_mutex_lock(&wh->mu);
         if (wh->stopping)
             break;
@@ -811,6 +870,9 @@ static void attempt(struct webhook *wh, const char *id)
     if (store_read(wh->app->store, load_fn, &a) || !a.delivery ||
         strcmp(json_string_value(json_object_get(a.delivery, "status")) ?: "", "pending"))
         goto out;
+    /* a stale duplicate heap entry: the delivery was rescheduled since */
+    if (json_integer_value(json_object_get(a.delivery, "next_attempt_ms")) > now_ms())
+        goto out;
     a.started = now_ms();
     const char *url = json_string_value(json_object_get(a.delivery, "url"));
     if (a.hook_gone) {
@@ -856,7 +918,8 @@ out:
 
 static void *sender_main(void *arg)
 {
-    struct webhook *wh = arg;
+    struct sender *me = arg;
+    struct webhook *wh = me->wh;
     pthread_mutex_lock(&wh->mu);
     while (!wh->stopping) {
         if (!wh->n) {
@@ -869,9 +932,11 @@ static void *sender_main(void *arg)
             continue;
         }
         struct due d = heap_pop(wh);
+        memcpy(me->inflight, d.id, sizeof me->inflight);
         pthread_mutex_unlock(&wh->mu);
         attempt(wh, d.id);
         pthread_mutex_lock(&wh->mu);
+        me->inflight[0] = 0;
     }
     pthread_mutex_unlock(&wh->mu);
     return NULL;
@@ -925,6 +990,7 @@ struct webhook *webhook_new(struct app *app, char **err)
     const char *ap = getenv("QUERN_OUTBOUND_ALLOW_PRIVATE");
     wh->allow_private_env = ap && (!strcmp(ap, "1") || !strcmp(ap, "true"));
     secrets_derived_key(app, "webhook-secrets", wh->key);
+    wh->last_rescan_ms = mono_ms();
     if (store_read(app->store, reload_fn, wh)) {
         *err = xstrdup("cannot load pending webhook deliveries");
         webhook_free(wh);
@@ -937,7 +1003,8 @@ struct webhook *webhook_new(struct app *app, char **err)
     }
     wh->disp_started = true;
     for (int i = 0; i < WEBHOOK_SENDERS; i++) {
-        if (pthread_create(&wh->senders[i], NULL, sender_main, wh)) {
+        wh->sender[i].wh = wh;
+        if (pthread_create(&wh->senders[i], NULL, sender_main, &wh->sender[i])) {
             *err = xstrdup("cannot start the webhook senders");
             webhook_free(wh);
             return NULL;
