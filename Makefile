@@ -25,7 +25,7 @@ WEBFILES := $(sort $(wildcard web/*))
 UNITSRC  := $(wildcard tests/unit/test_*.c)
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-unit test-integration test-asan bench clean check-deps
+.PHONY: all deps run test test-unit test-integration test-integration-pg test-asan bench clean
 
 all: $(BUILD)/quernd $(BUILD)/quern $(BUILD)/quern-init
 
@@ -65,7 +65,7 @@ run: deps all
 
 test: deps
 	$(MAKE) all $(UNITBIN)
-	$(MAKE) test-unit test-integration
+	$(MAKE) test-unit test-integration test-integration-pg
 	$(MAKE) test-asan
 
 test-unit: $(UNITBIN)
@@ -73,6 +73,10 @@ test-unit: $(UNITBIN)
 
 test-integration: all
 	@QUERN_BUILD=$(BUILD) python3 tests/runner.py --integration tests/integration
+
+# The same integration suite against a private PostgreSQL cluster.
+test-integration-pg: all
+	@QUERN_BUILD=$(BUILD) sh tests/run-pg.sh
 
 test-asan:
 	$(MAKE) BUILD=build-asan SANITIZE=address,undefined OPT=-O1 all \

@@ -22,6 +22,7 @@ const struct route api_routes[] = {
     {"GET", "/index.html", api_ops_dashboard, SCOPE_PUBLIC},
     {"GET", "/app.js", api_ops_dashboard, SCOPE_PUBLIC},
     {"GET", "/style.css", api_ops_dashboard, SCOPE_PUBLIC},
+    {"GET", "/artifacts/:project_id/:run_id", api_artifacts_public, SCOPE_PUBLIC},
 
     {"POST", "/api/projects", api_projects_create, SCOPE_ROOT},
     {"GET", "/api/projects", api_projects_list, R | K},
@@ -67,6 +68,10 @@ const struct route api_routes[] = {
     {"POST", RUN "/heartbeat", api_runs_heartbeat, W | K},
     {"GET", RUN "/connection_token", api_runs_connection_token, R},
     {"POST", RUN "/command", api_runs_command, W | SCOPE_RUN_TOKEN},
+    {"POST", RUN "/artifacts/presign", api_artifacts_presign, R | K},
+    {"GET", RUN "/artifacts/content", api_artifacts_download, R | K},
+    {"POST", RUN "/artifacts", api_artifacts_upload, W | K},
+    {"GET", RUN "/artifacts", api_artifacts_list, R | K},
 
     {"GET", P "/runs", api_runs_project_list, R | K},
     {"GET", P "/task-runs/:run_id", api_runs_get_by_id, R | K},

@@ -398,7 +398,10 @@ static int trigger_fn(struct store_tx *tx, void *arg)
     json_t *schema = json_object_get(def, "input_schema");
     if (json_is_object(schema)) {
         char *path = NULL, *msg = NULL;
-        if (jsonschema_validate(schema, input ? input : json_object(), &path, &msg)) {
+        json_t *empty = json_object();
+        int bad = jsonschema_validate(schema, input ? input : empty, &path, &msg);
+        json_decref(empty);
+        if (bad) {
             http_error(a->r, 400, "input_invalid", "input",
                        "input does not match the definition's input_schema at %s: %s",
                        path ? path : "$", msg ? msg : "invalid");

@@ -229,7 +229,8 @@ static int get_fn(struct runop *op, struct store_tx *tx, json_t *run)
                 want_input = true;
             } else if (!strcmp(tok, "storage")) {
                 json_object_set_new(out, "storage_access",
-                                    json_incref(json_object_get(run, "storage_access") ?: json_array()));
+                                    json_object_get(run, "storage_access") ? json_incref(json_object_get(run, "storage_access"))
+                                                                           : json_array());
             } else if (!strcmp(tok, "logs")) {
                 json_t *logs = NULL;
                 store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
@@ -937,8 +938,8 @@ static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
     const char *rid = json_string_value(json_object_get(run, "id"));
     int rc;
     if (!strcmp(method, "user_message")) {
-        json_t *line = json_pack("{s:s, s:O}", "type", "user_message", "params",
-                                 params ? params : json_object());
+        json_t *line = json_pack("{s:s, s:o}", "type", "user_message", "params",
+                                 params ? json_incref(params) : json_object());
         char *s = json_dumps(line, JSON_COMPACT);
         json_decref(line);
         rc = runner_send(r->app->runner, rid, s);

@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "api.h"
+#include "cron.h"
+#include "task.h"
 #include "events.h"
 #include "run.h"
 #include "sched.h"
@@ -34,6 +36,29 @@ static const char *const settings_fields[] = {
 static void pfx(char *out, size_t n, const char *prefix, const char *field)
 {
     snprintf(out, n, "%s%s", prefix, field);
+}
+
+/* Checks a cron expression and a time zone; false after answering 400. */
+static bool api_schedule_ok(struct req *r, const char *schedule, const char *tz, const char *prefix)
+{
+    char p[300], *err = NULL;
+    if (tz && !tz_get(tz, &err)) {
+        snprintf(p, sizeof p, "%stimezone", prefix);
+        http_error(r, 400, "invalid_timezone", p, "%s: %s", p, err ? err : "unknown time zone");
+        free(err);
+        return false;
+    }
+    if (schedule) {
+        struct cron *c = cron_parse(schedule, &err);
+        if (!c) {
+            snprintf(p, sizeof p, "%sschedule", prefix);
+            http_error(r, 400, "invalid_cron", p, "%s: %s", p, err ? err : "invalid cron expression");
+            free(err);
+            return false;
+        }
+        cron_free(c);
+    }
+    return true;
 }
 
 /* Validates settings and returns a complete settings object with defaults
@@ -256,10 +281,10 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
         }
         json_decref(sec);
     }
-    if (schedule && !schedule[0]) {
-        http_error(r, 400, "invalid_cron", P("schedule"), "%s must not be empty", p);
+    if (!api_schedule_ok(r, schedule, tz, prefix))
         return NULL;
-    }
+    if (schedule && !json_object_get(body, "type"))
+        type = "scheduled";
     json_t *empty = json_object();
     settings = settings_from(r, sin ? sin : empty, prefix, NULL);
     json_decref(empty);
@@ -355,6 +380,8 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     json_object_set_new(task, "latest_run_id", json_null());
     json_object_set_new(task, "created_at", json_string(ts));
     json_object_set_new(task, "updated_at", json_string(ts));
+    task_schedule_next(task, now_ms());
+    json_object_set_new(task, "has_dependencies", json_boolean(json_array_size(deps) > 0));
     bool has_code = json_is_string(json_object_get(task, "code"));
     opts->run = run_given ? run : (!strcmp(type, "manual") && has_code);
     opts->wait_ms = wait_ms;
@@ -367,50 +394,12 @@ bad:
 #undef P
 }
 
-/* Creates the runs a task starts with: one, or one per assigned agent. */
-static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
-                      json_t **first_run)
-{
-    json_t *agents = json_object_get(task, "assigned_agents");
-    size_t n = json_array_size(agents);
-    for (size_t i = 0; i < (n ? n : 1); i++) {
-        const char *agent = n ? json_string_value(json_array_get(agents, i))
-                              : json_string_value(json_object_get(task, "assigned_agent_id"));
-        json_t *run = run_new_doc(task, input, agent);
-        /* dependencies not yet completed block the run */
-        json_t *bb = json_object_get(run, "blocked_by");
-        size_t k;
-        json_t *dep;
-        json_array_foreach(json_object_get(task, "dependencies"), k, dep) {
-            json_t *dt = store_get(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
-                                   json_string_value(dep));
-            if (!dt || strcmp(json_string_value(json_object_get(dt, "status")) ?: "", "completed"))
-                json_array_append(bb, dep);
-            json_decref(dt);
-        }
-        int rc = run_insert(tx, app, task, run);
-        if (rc) {
-            json_decref(run);
-            return rc;
-        }
-        if (json_is_true(json_object_get(task, "paused"))) {
-            rc = run_move(tx, app, run, RS_PAUSED, NULL);
-            if (rc) {
-                json_decref(run);
-                return rc;
-            }
-        }
-        if (first_run && !*first_run)
-            *first_run = json_incref(run);
-        json_decref(run);
-    }
-    return 0;
-}
-
 static json_t *task_public(const json_t *task)
 {
     json_t *t = json_deep_copy(task);
     json_object_del(t, "latest_run_id");
+    json_object_del(t, "scheduled");
+    json_object_del(t, "has_dependencies");
     return t;
 }
 
@@ -441,12 +430,14 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
                    json_string_value(json_object_get(task, "id")));
     }
     if (!rc)
+        sched_task_changed_on_commit(tx, a->r->app->sched, task);
+    if (!rc)
         rc = events_emit(tx, a->r->app->events, a->project_id,
                          json_string_value(json_object_get(task, "id")), NULL, "task.created",
                          json_pack("{s:O}", "name", json_object_get(task, "name")));
     json_t *run = NULL;
     if (!rc && opts.run)
-        rc = start_runs(tx, a->r->app, task, NULL, &run);
+        rc = run_start_for_task(tx, a->r->app, task, NULL, &run);
     if (rc) {
         json_decref(task);
         json_decref(run);
@@ -868,6 +859,9 @@ static int update_fn(struct store_tx *tx, void *arg)
                    "deadline must be an RFC 3339 timestamp like 2026-11-22T21:42:02.123Z");
         goto out;
     }
+    if ((schedule || tz) &&
+        !api_schedule_ok(r, schedule, tz, ""))
+        goto out;
     if (sin) {
         json_t *s = settings_from(r, sin, "", json_object_get(task, "settings"));
         if (!s)
@@ -897,6 +891,7 @@ static int update_fn(struct store_tx *tx, void *arg)
         }
         buf_release(&path);
         json_object_set(task, "dependencies", deps);
+        json_object_set_new(task, "has_dependencies", json_boolean(json_array_size(deps) > 0));
     }
     if (json_object_get(b, "name"))
         json_object_set(task, "name", json_object_get(b, "name"));
@@ -917,7 +912,11 @@ static int update_fn(struct store_tx *tx, void *arg)
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms(), ts);
     json_object_set_new(task, "updated_at", json_string(ts));
+    if (json_object_get(b, "schedule") || tz)
+        task_schedule_next(task, now_ms());
     rc = store_update(tx, SK_TASK, a->project_id, task);
+    if (!rc)
+        sched_task_changed_on_commit(tx, r->app->sched, task);
     if (!rc)
         rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.updated",
                          json_pack("{s:O}", "changes", b));
@@ -1037,6 +1036,10 @@ static int action_fn(struct store_tx *tx, void *arg)
         rc = each_run(tx, a, cancel_one);
         if (!rc)
             rc = store_delete(tx, SK_TASK, a->project_id, a->task_id);
+        if (!rc) {
+            json_object_set_new(task, "schedule", json_null());   /* forget its cron */
+            sched_task_changed_on_commit(tx, r->app->sched, task);
+        }
         if (!rc)
             rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.deleted",
                              NULL);
@@ -1045,14 +1048,17 @@ static int action_fn(struct store_tx *tx, void *arg)
     } else if (!strcmp(act, "pause") || !strcmp(act, "resume")) {
         bool pause = !strcmp(act, "pause");
         json_object_set_new(task, "paused", json_boolean(pause));
+        task_schedule_next(task, now_ms());
         rc = store_update(tx, SK_TASK, a->project_id, task);
+        if (!rc)
+            sched_task_changed_on_commit(tx, r->app->sched, task);
         if (!rc)
             rc = each_run(tx, a, pause ? pause_one : resume_one);
         if (!rc)
             rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.updated",
                              json_pack("{s:b}", "paused", pause));
     } else if (!strcmp(act, "run")) {
-        rc = start_runs(tx, r->app, task, a->input, &a->result);
+        rc = run_start_for_task(tx, r->app, task, a->input, &a->result);
     } else if (!strcmp(act, "retry")) {
         json_t *last = latest_run(tx, a->project_id, a->task_id);
         enum run_status st = last ? run_status_of(last) : RS_COMPLETED;
@@ -1131,15 +1137,48 @@ void api_tasks_resume(struct req *r) { task_action(r, "resume", 200); }
 
 void api_tasks_schedule(struct req *r)
 {
+    const char *c = http_query(r, "count");
+    int64_t count = 5;
+    if (c && (parse_i64(c, &count) || count < 1 || count > 100)) {
+        http_error(r, 400, "invalid_parameter", "count", "count must be an integer from 1 to 100");
+        return;
+    }
     struct get_arg g = {SK_TASK, http_param(r, "project_id"), http_param(r, "task_id"), NULL};
     store_read(r->app->store, get_fn, &g);
     if (!g.doc) {
         http_not_found(r, "task", g.id);
         return;
     }
-    /* cron lands with the scheduling issue: until then no task fires */
-    json_t *out = json_pack("{s:O, s:O, s:[]}", "schedule", json_object_get(g.doc, "schedule"),
-                            "timezone", json_object_get(g.doc, "timezone"), "next_run_times");
+    const char *expr = json_string_value(json_object_get(g.doc, "schedule"));
+    const char *tzname = json_string_value(json_object_get(g.doc, "timezone"));
+    char *err = NULL;
+    const struct tz *z = tz_get(tzname ? tzname : "UTC", &err);
+    free(err);
+    err = NULL;
+    json_t *times = json_array();
+    struct cron *cr = expr ? cron_parse(expr, &err) : NULL;
+    free(err);
+    int64_t at = now_ms();
+    for (int64_t i = 0; cr && z && i < count; i++) {
+        at = cron_next(cr, z, at);
+        if (at < 0)
+            break;
+        char utc[RFC3339_LEN], local[64];
+        rfc3339_format(at, utc);
+        struct tm tm;
+        tz_localtime(z, at / 1000, &tm);
+        long off = tm.tm_gmtoff / 60;
+        snprintf(local, sizeof local, "%04d-%02d-%02dT%02d:%02d:%02d%c%02ld:%02ld",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 off < 0 ? '-' : '+', labs(off) / 60, labs(off) % 60);
+        json_array_append_new(times, json_pack("{s:s, s:s}", "at", utc, "local", local));
+    }
+    cron_free(cr);
+    json_t *out = json_pack("{s:O, s:O, s:O, s:O, s:o}", "schedule",
+                            json_object_get(g.doc, "schedule"), "timezone",
+                            json_object_get(g.doc, "timezone"), "paused",
+                            json_object_get(g.doc, "paused"), "next_run_at",
+                            json_object_get(g.doc, "next_run_at"), "data", times);
     json_decref(g.doc);
     http_json(r, 200, out);
 }

@@ -24,6 +24,7 @@
 
 #include "app.h"
 #include "auth.h"
+#include "crypto.h"
 #include "metrics.h"
 
 struct http {
@@ -86,6 +87,16 @@ void http_raw(struct req *r, int status, const char *content_type, const char *d
     memcpy(r->resp, data, n);
     r->resp[n] = 0;
     r->resp_len = n;
+    r->status = status;
+    r->content_type = content_type;
+}
+
+void http_file(struct req *r, int status, const char *content_type, int fd, int64_t size)
+{
+    free(r->resp);
+    r->resp = NULL;
+    r->file_fd = fd;
+    r->file_size = size;
     r->status = status;
     r->content_type = content_type;
 }
@@ -339,6 +350,74 @@ static void fix_param_names(struct req *r)
     }
 }
 
+/* Idempotency-Key: a POST repeated with the same key (by the same API key,
+ * to the same path, within 24 h) gets the first response again and creates
+ * nothing.  The same key with a different body is refused (409).  The
+ * response is remembered when it is sent (respond()).  Two identical
+ * requests racing each other before the first answer is stored may both
+ * run; clients retry sequentially, which is what the key is for. */
+#define IDEM_TTL_MS (24LL * 3600 * 1000)
+
+struct idem_get {
+    struct req *r;
+    char *fp;
+    int status;
+    char *body;
+    bool found;
+};
+
+static int idem_get_fn(struct store_tx *tx, void *arg)
+{
+    struct idem_get *g = arg;
+    g->found = !store_idem_get(tx, g->r->idem_scope, g->r->idem_key, now_ms() - IDEM_TTL_MS,
+                               &g->fp, &g->status, &g->body);
+    return 0;
+}
+
+static bool idem_replayed(struct req *r)
+{
+    const char *key = http_header(r, "Idempotency-Key");
+    if (!key || strcmp(r->method, "POST"))
+        return false;
+    if (!*key || strlen(key) > 255) {
+        http_error(r, 400, "invalid_idempotency_key", "Idempotency-Key",
+                   "Idempotency-Key must be 1-255 characters");
+        return true;
+    }
+    char fp[65];
+    crypto_sha256_hex(r->body.data ? r->body.data : "", r->body.len, fp);
+    snprintf(r->idem_scope, sizeof r->idem_scope, "%.47s %.300s",
+             r->key_id[0] ? r->key_id : "public", r->url);
+    r->idem_key = xstrdup(key);
+    struct idem_get g = {r, NULL, 0, NULL, false};
+    store_read(r->app->store, idem_get_fn, &g);
+    bool replay = false;
+    if (g.found && g.fp && strcmp(g.fp, fp)) {
+        http_error(r, 409, "idempotency_key_reused", "Idempotency-Key",
+                   "this Idempotency-Key was used with a different request body");
+        replay = true;
+    } else if (g.found) {
+        http_raw(r, g.status, "application/json", g.body, strlen(g.body));
+        http_add_header(r, "Idempotent-Replayed", "true");
+        replay = true;
+    } else {
+        r->idem_fp = xstrdup(fp);
+    }
+    free(g.fp);
+    free(g.body);
+    return replay;
+}
+
+struct idem_put {
+    struct req *r;
+};
+
+static int idem_put_fn(struct store_tx *tx, void *arg)
+{
+    struct req *r = ((struct idem_put *)arg)->r;
+    return store_idem_put(tx, r->idem_scope, r->idem_key, r->idem_fp, r->status, r->resp);
+}
+
 static void dispatch(struct req *r)
 {
     bool path_found = false;
@@ -357,6 +436,8 @@ static void dispatch(struct req *r)
             return;
         }
         if (!(rt->scope & SCOPE_PUBLIC) && !auth_request(r))
+            return;
+        if (idem_replayed(r))
             return;
         rt->fn(r);
         return;
@@ -393,7 +474,10 @@ static enum MHD_Result add_headers(struct req *r, struct MHD_Response *resp)
 static enum MHD_Result respond(struct req *r)
 {
     struct MHD_Response *resp;
-    if (r->stream) {
+    if (r->file_fd > 0) {
+        resp = MHD_create_response_from_fd((uint64_t)r->file_size, r->file_fd);
+        r->file_fd = 0;
+    } else if (r->stream) {
         resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader,
                                                  r->stream, stream_free);
         r->stream = NULL;
@@ -402,6 +486,10 @@ static enum MHD_Result respond(struct req *r)
     } else {
         if (!r->resp)
             http_error(r, 500, "no_response", NULL, "the handler produced no response");
+        if (r->idem_fp && r->status < 500) {
+            struct idem_put a = {r};
+            store_write(r->app->store, idem_put_fn, &a);
+        }
         resp = MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
         r->resp = NULL;
     }
@@ -470,6 +558,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                  mono_ms() - r->start_mono);
     if (r->stream)
         stream_free(r->stream);
+    if (r->file_fd > 0)
+        close(r->file_fd);
     free_params(r);
     buf_release(&r->body);
     buf_release(&r->headers);

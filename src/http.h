@@ -69,6 +69,8 @@ struct req {
     const char *content_type;
     struct buf headers;        /* "Name: value\n" lines */
     void *stream;              /* an SSE stream (see http_stream) */
+    int file_fd;               /* a file response when > 0 (see http_file) */
+    int64_t file_size;
 
     /* asynchronous completion */
     bool suspended;
@@ -78,7 +80,7 @@ struct req {
     void (*on_gone)(struct req *r, bool delivered);  /* cleanup when done */
     bool delivered_ok;
     int64_t start_mono;
-    char idem_scope[96];
+    char idem_scope[384];
     char *idem_key;
     char *idem_fp;
 };
@@ -103,6 +105,9 @@ const char *http_header(struct req *r, const char *name);
 void http_json(struct req *r, int status, json_t *body);
 /* Sets a raw response body (copied). */
 void http_raw(struct req *r, int status, const char *content_type, const char *data, size_t n);
+/* Sets a response that sends size bytes of the open file fd (which the
+ * response then owns and closes). */
+void http_file(struct req *r, int status, const char *content_type, int fd, int64_t size);
 /* Adds a response header. */
 void http_add_header(struct req *r, const char *name, const char *value);
 /* The error shape of API.md; type follows from status unless given. */

@@ -154,6 +154,23 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
     json_object_set_new(r, "max_retries", jdup(json_object_get(settings, "max_retries")));
     json_object_set_new(r, "blocked_by", json_array());
     json_object_set_new(r, "queued_ms", json_integer(now_ms()));
+    int64_t dl = 0;
+    const char *deadline = json_string_value(json_object_get(task, "deadline"));
+    if (deadline && !rfc3339_parse(deadline, &dl))
+        json_object_set_new(r, "deadline_ms", json_integer(dl));
+    /* concurrency: settings.max_concurrency over settings.concurrency_key,
+     * or over the definition (or the task) when no key is given */
+    json_int_t cmax = json_integer_value(json_object_get(settings, "max_concurrency"));
+    if (cmax > 0) {
+        const char *key = json_string_value(json_object_get(settings, "concurrency_key"));
+        const char *def = json_string_value(json_object_get(task, "definition_id"));
+        char *k = key ? xasprintf("key:%s", key)
+                  : def ? xasprintf("definition:%s", def)
+                        : xasprintf("task:%s", json_string_value(json_object_get(task, "id")));
+        json_object_set_new(r, "concurrency_key", json_string(k));
+        json_object_set_new(r, "max_concurrency", json_integer(cmax));
+        free(k);
+    }
     return r;
 }
 
@@ -477,11 +494,52 @@ const char *run_guess_content_type(const char *name)
     return "application/octet-stream";
 }
 
+/* Creates the runs a task starts with: one, or one per assigned agent. */
+int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
+                      json_t **first_run)
+{
+    json_t *agents = json_object_get(task, "assigned_agents");
+    size_t n = json_array_size(agents);
+    for (size_t i = 0; i < (n ? n : 1); i++) {
+        const char *agent = n ? json_string_value(json_array_get(agents, i))
+                              : json_string_value(json_object_get(task, "assigned_agent_id"));
+        json_t *run = run_new_doc(task, input, agent);
+        /* dependencies not yet completed block the run */
+        json_t *bb = json_object_get(run, "blocked_by");
+        size_t k;
+        json_t *dep;
+        json_array_foreach(json_object_get(task, "dependencies"), k, dep) {
+            json_t *dt = store_get(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
+                                   json_string_value(dep));
+            if (!dt || strcmp(json_string_value(json_object_get(dt, "status")) ?: "", "completed"))
+                json_array_append(bb, dep);
+            json_decref(dt);
+        }
+        int rc = run_insert(tx, app, task, run);
+        if (rc) {
+            json_decref(run);
+            return rc;
+        }
+        if (json_is_true(json_object_get(task, "paused"))) {
+            rc = run_move(tx, app, run, RS_PAUSED, NULL);
+            if (rc) {
+                json_decref(run);
+                return rc;
+            }
+        }
+        if (first_run && !*first_run)
+            *first_run = json_incref(run);
+        json_decref(run);
+    }
+    return 0;
+}
+
 json_t *run_public(const json_t *run)
 {
     json_t *r = json_deep_copy(run);
     static const char *const internal[] = {"has_code", "max_retries", "queued_ms", "not_before_ms",
-                                           "_app", "deadline_ms", "lease_ms"};
+                                           "deadline_ms", "max_concurrency", "executor",
+                                           "latest_checkpoint", "interaction_response"};
     for (size_t i = 0; i < ARRAY_LEN(internal); i++)
         json_object_del(r, internal[i]);
     if (!json_array_size(json_object_get(r, "blocked_by")) &&

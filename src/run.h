@@ -55,6 +55,12 @@ enum run_status run_status_of(const json_t *run);
 /* Builds a new queued run document for task (not stored). */
 json_t *run_new_doc(const json_t *task, const json_t *input_override, const char *agent_id);
 
+/* Starts a task's runs: one, or one per assigned agent, with input merged
+ * over the task's; blocked while dependencies are not completed, paused
+ * when the task is.  *first_run (optional) gets the first one. */
+int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
+                       json_t **first_run);
+
 /* Stores a new run (queued, or held/blocked as the task says), its event,
  * and the task's status; the scheduler learns of it after commit. */
 int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run);

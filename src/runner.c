@@ -412,7 +412,8 @@ static int64_t setting(const json_t *task, const char *name)
 static void launch(struct runner *rn, json_t *run, json_t *task)
 {
     struct app *app = rn->app;
-    char *input = json_dumps(json_object_get(run, "input") ?: json_object(), JSON_COMPACT);
+    json_t *in = json_object_get(run, "input");
+    char *input = in ? json_dumps(in, JSON_COMPACT | JSON_ENCODE_ANY) : xstrdup("{}");
     json_t *cp = json_object_get(run, "latest_checkpoint");
     char *checkpoint = cp ? json_dumps(cp, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     char *root = xasprintf("%s/runs", app->data_dir);

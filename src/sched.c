@@ -20,6 +20,7 @@
 #include "metrics.h"
 #include "run.h"
 #include "store.h"
+#include "task.h"
 #include "runner.h"
 #include "util.h"
 
@@ -27,7 +28,10 @@
 #define AGE_MS 60000
 #define MAP_INIT 1024
 
-enum where { W_NONE, W_READY, W_DELAYED, W_BLOCKED, W_TAKEN, W_LEASED };
+/* Where an entry is: ready to take, waiting for a retry delay, blocked on
+ * dependencies, taken by a dispatcher, or active (running, leased, waiting
+ * for a human — anything not finished that is not queued). */
+enum where { W_NONE, W_READY, W_DELAYED, W_BLOCKED, W_TAKEN, W_ACTIVE };
 
 struct entry {
     char *run_id;
@@ -41,6 +45,11 @@ struct entry {
     int64_t queued_ms;
     int64_t not_before_ms;
     int64_t lease_expires_ms;
+    int64_t deadline_ms;           /* 0: none */
+    int64_t timer_ms;              /* key in the timer heap; 0: not in it */
+    char *ckey;                    /* concurrency key (project-qualified) or NULL */
+    int64_t cmax;
+    bool counted;                  /* holds one of its key's concurrency slots */
     int64_t attempt;
     json_t *blocked_by;    /* task ids, while W_BLOCKED */
     enum where where;
@@ -72,7 +81,31 @@ struct work {
     struct work *next;
 };
 
+struct cron_entry {
+    char *project_id, *task_id;
+    int64_t next_ms;          /* INT64_MAX while a fire is in flight */
+    struct cron_entry *hnext;
+};
+
+#define CRON_SLOTS 4096
+
+/* A counter or a list keyed by string: concurrency slots in use, runs
+ * blocked on a task, tasks that depend on a task. */
+struct kv {
+    char *key;
+    int64_t n;
+    json_t *list;
+    struct kv *hnext;
+};
+
+#define KV_SLOTS 4096
+
 struct sched {
+    struct kv *conc[KV_SLOTS];     /* concurrency key -> slots in use */
+    struct kv *blocked[KV_SLOTS];  /* project/task -> run ids blocked on it */
+    struct kv *dependants[KV_SLOTS]; /* project/task -> task ids depending on it */
+    struct cron_entry *cron[CRON_SLOTS];
+    int64_t ncron;
     struct app *app;
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -186,7 +219,7 @@ static void heap_swap(struct sched *s, size_t a, size_t b)
 
 static void heap_up(struct sched *s, size_t i)
 {
-    while (i && s->heap[(i - 1) / 2]->not_before_ms > s->heap[i]->not_before_ms) {
+    while (i && s->heap[(i - 1) / 2]->timer_ms > s->heap[i]->timer_ms) {
         heap_swap(s, i, (i - 1) / 2);
         i = (i - 1) / 2;
     }
@@ -196,9 +229,9 @@ static void heap_down(struct sched *s, size_t i)
 {
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < s->heap_len && s->heap[l]->not_before_ms < s->heap[m]->not_before_ms)
+        if (l < s->heap_len && s->heap[l]->timer_ms < s->heap[m]->timer_ms)
             m = l;
-        if (r < s->heap_len && s->heap[r]->not_before_ms < s->heap[m]->not_before_ms)
+        if (r < s->heap_len && s->heap[r]->timer_ms < s->heap[m]->timer_ms)
             m = r;
         if (m == i)
             return;
@@ -249,17 +282,121 @@ static void unlink_entry(struct sched *s, struct entry *e)
         s->depth[e->prio]--;
         break;
     }
-    case W_DELAYED:
-        heap_remove(s, e);
-        break;
     default:
         break;
     }
     e->where = W_NONE;
 }
 
+/* ---- keyed counters and lists ---- */
+
+static struct kv *kv_get(struct kv **table, const char *key, bool create)
+{
+    struct kv **pp = &table[hash(key) % KV_SLOTS];
+    for (; *pp; pp = &(*pp)->hnext)
+        if (!strcmp((*pp)->key, key))
+            return *pp;
+    if (!create)
+        return NULL;
+    struct kv *k = xcalloc(1, sizeof *k);
+    k->key = xstrdup(key);
+    *pp = k;
+    return k;
+}
+
+static void kv_del(struct kv **table, const char *key)
+{
+    for (struct kv **pp = &table[hash(key) % KV_SLOTS]; *pp; pp = &(*pp)->hnext) {
+        if (!strcmp((*pp)->key, key)) {
+            struct kv *k = *pp;
+            *pp = k->hnext;
+            free(k->key);
+            json_decref(k->list);
+            free(k);
+            return;
+        }
+    }
+}
+
+static void kv_free_all(struct kv **table)
+{
+    for (size_t i = 0; i < KV_SLOTS; i++)
+        for (struct kv *k = table[i], *n; k; k = n) {
+            n = k->hnext;
+            free(k->key);
+            json_decref(k->list);
+            free(k);
+        }
+}
+
+static void kv_append(struct kv **table, const char *key, const char *value)
+{
+    struct kv *k = kv_get(table, key, true);
+    if (!k->list)
+        k->list = json_array();
+    size_t i;
+    json_t *v;
+    json_array_foreach(k->list, i, v) {
+        if (!strcmp(json_string_value(v), value))
+            return;
+    }
+    json_array_append_new(k->list, json_string(value));
+}
+
+static char *task_key(const char *project, const char *task)
+{
+    return xasprintf("%s\x1f%s", project, task);
+}
+
+static bool waiter_wake_project(struct sched *s, const char *project_id);
+
+/* Counts e in (or out of) its concurrency key's slots.  A freed slot may
+ * let a held run go: wake whoever dispatches. */
+static void set_counted(struct sched *s, struct entry *e, bool counted)
+{
+    if (!e->ckey || e->counted == counted)
+        return;
+    struct kv *k = kv_get(s->conc, e->ckey, true);
+    k->n += counted ? 1 : -1;
+    e->counted = counted;
+    if (!counted) {
+        if (k->n <= 0)
+            kv_del(s->conc, e->ckey);
+        if (s->app->runner)
+            runner_wake(s->app->runner);
+        waiter_wake_project(s, e->project_id);
+    }
+}
+
+static bool conc_full(struct sched *s, const struct entry *e)
+{
+    if (!e->ckey || e->cmax <= 0)
+        return false;
+    struct kv *k = kv_get(s->conc, e->ckey, false);
+    return k && k->n >= e->cmax;
+}
+
+/* Puts e in the timer heap at its next due time: the retry delay while
+ * delayed, the lease expiry while leased, and the deadline always. */
+static void set_timer(struct sched *s, struct entry *e)
+{
+    int64_t t = e->deadline_ms;
+    if (e->where == W_DELAYED && e->not_before_ms && (!t || e->not_before_ms < t))
+        t = e->not_before_ms;
+    if (e->where == W_ACTIVE && e->lease_expires_ms && (!t || e->lease_expires_ms < t))
+        t = e->lease_expires_ms;
+    if (e->timer_ms)
+        heap_remove(s, e);
+    e->timer_ms = t;
+    if (t) {
+        heap_push(s, e);
+        pthread_cond_signal(&s->cond);
+    }
+}
+
 static void entry_free(struct entry *e)
 {
+    free(e->ckey);
     free(e->run_id);
     free(e->project_id);
     free(e->task_id);
@@ -273,6 +410,9 @@ static void entry_free(struct entry *e)
 static void drop(struct sched *s, struct entry *e)
 {
     unlink_entry(s, e);
+    set_counted(s, e, false);
+    if (e->timer_ms)
+        heap_remove(s, e);
     map_del(s, e);
     entry_free(e);
 }
@@ -281,8 +421,6 @@ static char *dup_or_null(const json_t *v)
 {
     return json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
 }
-
-static bool waiter_wake_project(struct sched *s, const char *project_id);
 
 static void make_ready(struct sched *s, struct entry *e)
 {
@@ -305,15 +443,22 @@ static void make_ready(struct sched *s, struct entry *e)
 /* Places a queued run where it belongs: blocked, delayed or ready. */
 static void place(struct sched *s, struct entry *e)
 {
+    set_counted(s, e, false);
     if (json_array_size(e->blocked_by)) {
         e->where = W_BLOCKED;
+        size_t i;
+        json_t *t;
+        json_array_foreach(e->blocked_by, i, t) {
+            char *k = task_key(e->project_id, json_string_value(t));
+            kv_append(s->blocked, k, e->run_id);
+            free(k);
+        }
     } else if (e->not_before_ms > now_ms()) {
         e->where = W_DELAYED;
-        heap_push(s, e);
-        pthread_cond_signal(&s->cond);
     } else {
         make_ready(s, e);
     }
+    set_timer(s, e);
 }
 
 static void fill_entry(struct sched *s, struct entry *e, const json_t *run)
@@ -339,6 +484,13 @@ static void fill_entry(struct sched *s, struct entry *e, const json_t *run)
     if (l)
         rfc3339_parse(l, &le);
     e->lease_expires_ms = le;
+    e->deadline_ms = json_integer_value(json_object_get(run, "deadline_ms"));
+    const char *ck = json_string_value(json_object_get(run, "concurrency_key"));
+    int64_t cmax = json_integer_value(json_object_get(run, "max_concurrency"));
+    if (!e->ckey && ck && cmax > 0) {
+        e->ckey = xasprintf("%s\x1f%s", e->project_id, ck);
+        e->cmax = cmax;
+    }
     (void)s;
 }
 
@@ -351,8 +503,7 @@ static void apply(struct sched *s, const json_t *run)
         return;
     enum run_status st = run_status_of(run);
     struct entry *e = map_get(s, id);
-    bool leased = st == RS_RUNNING && json_is_string(json_object_get(run, "lease_expires_at"));
-    if (st != RS_QUEUED && !leased) {
+    if (run_status_terminal(st)) {
         if (e)
             drop(s, e);
         return;
@@ -367,11 +518,13 @@ static void apply(struct sched *s, const json_t *run)
         unlink_entry(s, e);
     }
     fill_entry(s, e, run);
-    if (leased) {
-        e->where = W_LEASED;
-        pthread_cond_signal(&s->cond);
-    } else {
+    if (st == RS_QUEUED) {
         place(s, e);
+    } else {
+        e->where = W_ACTIVE;
+        /* running, canceling and waiting on a human hold a concurrency slot */
+        set_counted(s, e, st == RS_RUNNING || st == RS_CANCELING || st == RS_INTERACTION_REQUIRED);
+        set_timer(s, e);
     }
 }
 
@@ -407,8 +560,10 @@ static bool in_list(const char *v, const char *const *list, size_t n)
     return false;
 }
 
-static bool fits(const struct entry *e, const struct sched_filter *f)
+static bool fits(struct sched *s, const struct entry *e, const struct sched_filter *f)
 {
+    if (conc_full(s, e))
+        return false;
     if (e->agent_id && (!f->agent_id || strcmp(e->agent_id, f->agent_id)))
         return false;
     if (f->executor)
@@ -423,13 +578,14 @@ static bool fits(const struct entry *e, const struct sched_filter *f)
 /* The best ready entry of p for f: the highest priority, with ageing, FIFO.
  * Scans at most SCAN_MAX entries per list when a filter skips some. */
 #define SCAN_MAX 256
-static struct entry *best(struct project *p, const struct sched_filter *f, int64_t now)
+static struct entry *best(struct sched *s, struct project *p, const struct sched_filter *f,
+                          int64_t now)
 {
     struct entry *cand[NPRIO] = {0};
     for (int q = 0; q < NPRIO; q++) {
         int n = 0;
         for (struct entry *e = p->head[q]; e && n < SCAN_MAX; e = e->next, n++) {
-            if (fits(e, f)) {
+            if (fits(s, e, f)) {
                 cand[q] = e;
                 break;
             }
@@ -466,11 +622,12 @@ int sched_take(struct sched *s, const struct sched_filter *f, char **ids, int ma
     if (f->project_id) {
         struct project *p = project_get(s, f->project_id);
         while (n < max && p->nready) {
-            struct entry *e = best(p, f, now);
+            struct entry *e = best(s, p, f, now);
             if (!e)
                 break;
             unlink_entry(s, e);
             e->where = W_TAKEN;
+            set_counted(s, e, true);
             ids[n++] = xstrdup(e->run_id);
         }
     } else {
@@ -482,11 +639,12 @@ int sched_take(struct sched *s, const struct sched_filter *f, char **ids, int ma
                 for (struct project *p = s->pmap[k]; p && n < max; p = p->hnext) {
                     if (!p->nready)
                         continue;
-                    struct entry *e = best(p, f, now);
+                    struct entry *e = best(s, p, f, now);
                     if (!e)
                         continue;
                     unlink_entry(s, e);
                     e->where = W_TAKEN;
+                    set_counted(s, e, true);
                     ids[n++] = xstrdup(e->run_id);
                     progress = true;
                 }
@@ -502,8 +660,10 @@ void sched_give_back(struct sched *s, char **ids, int n)
     pthread_mutex_lock(&s->mu);
     for (int i = 0; i < n; i++) {
         struct entry *e = map_get(s, ids[i]);
-        if (e && e->where == W_TAKEN)
+        if (e && e->where == W_TAKEN) {
+            set_counted(s, e, false);
             make_ready(s, e);
+        }
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -582,7 +742,28 @@ struct expire_arg {
     struct sched *s;
     const char *run_id;
     int64_t attempt;
+    bool deadline;
 };
+
+/* A deadline passed: the run ends failed (deadline_exceeded), started or
+ * not; live code is stopped. */
+static int deadline_fn(struct store_tx *tx, struct expire_arg *a, json_t *run)
+{
+    enum run_status st = run_status_of(run);
+    int64_t dl = json_integer_value(json_object_get(run, "deadline_ms"));
+    if (run_status_terminal(st) || !dl || dl > now_ms())
+        return 0;
+    const char *ex = json_string_value(json_object_get(run, "executor"));
+    if (ex && !strcmp(ex, "local") && st != RS_QUEUED)
+        runner_cancel(a->s->app->runner, a->run_id);
+    struct run_outcome out = {.code = "deadline_exceeded",
+                              .message = st == RS_QUEUED || st == RS_PAUSED
+                                  ? "the task's deadline passed before the run started"
+                                  : "the task's deadline passed before the run finished",
+                              .no_retry = true};
+    int rc = run_move(tx, a->s->app, run, st == RS_CANCELING ? RS_CANCELED : RS_FAILED, &out);
+    return rc == -EPERM ? 0 : rc;
+}
 
 static int expire_fn(struct store_tx *tx, void *arg)
 {
@@ -591,6 +772,11 @@ static int expire_fn(struct store_tx *tx, void *arg)
     if (!run)
         return 0;
     int rc = 0;
+    if (a->deadline) {
+        rc = deadline_fn(tx, a, run);
+        json_decref(run);
+        return rc;
+    }
     int64_t le = 0;
     const char *l = json_string_value(json_object_get(run, "lease_expires_at"));
     if (run_status_of(run) == RS_RUNNING && l && !rfc3339_parse(l, &le) && le <= now_ms() &&
@@ -624,16 +810,17 @@ static int dep_fn(struct store_tx *tx, void *arg)
             continue;
         int rc = 0;
         if (run_status_of(run) == RS_QUEUED) {
-            if (st == RS_COMPLETED) {
-                json_t *bb = json_object_get(run, "blocked_by");
-                size_t j;
-                json_t *t;
-                json_array_foreach(bb, j, t) {
-                    if (json_is_string(t) && !strcmp(json_string_value(t), task_id)) {
-                        json_array_remove(bb, j);
-                        break;
-                    }
-                }
+            json_t *bb = json_object_get(run, "blocked_by");
+            size_t j, at = SIZE_MAX;
+            json_t *t;
+            json_array_foreach(bb, j, t) {
+                if (json_is_string(t) && !strcmp(json_string_value(t), task_id))
+                    at = j;
+            }
+            if (at == SIZE_MAX) {
+                /* not (or no longer) waiting on this task */
+            } else if (st == RS_COMPLETED) {
+                json_array_remove(bb, at);
                 rc = run_save(tx, run);
                 if (!rc)
                     run_notify(tx, a->s->app, run);
@@ -664,34 +851,266 @@ static bool final_failure(const json_t *run)
     return st == RS_FAILED || st == RS_TIMED_OUT || st == RS_DENIED || st == RS_CANCELED;
 }
 
+struct start_dep_arg {
+    struct sched *s;
+    const char *project;
+    const char *dep_task;
+    json_t *tasks;
+};
+
+/* A task completed: each task that depends on it and has no active run
+ * starts one once all its dependencies have completed ("running the first
+ * task of a chain runs the rest"). */
+static int start_dependants_fn(struct store_tx *tx, void *arg)
+{
+    struct start_dep_arg *a = arg;
+    size_t i;
+    json_t *tv;
+    json_array_foreach(a->tasks, i, tv) {
+        json_t *task = store_get(tx, SK_TASK, a->project, json_string_value(tv));
+        if (!task || json_is_true(json_object_get(task, "paused"))) {
+            json_decref(task);
+            continue;
+        }
+        bool depends = false, ready = true;
+        size_t j;
+        json_t *d;
+        json_array_foreach(json_object_get(task, "dependencies"), j, d) {
+            if (!strcmp(json_string_value(d), a->dep_task))
+                depends = true;
+            json_t *dt = store_get(tx, SK_TASK, a->project, json_string_value(d));
+            if (!dt || strcmp(json_string_value(json_object_get(dt, "status")) ?: "", "completed"))
+                ready = false;
+            json_decref(dt);
+        }
+        const char *st = json_string_value(json_object_get(task, "status"));
+        int rs = run_status_parse(st);
+        bool active = rs >= 0 && !run_status_terminal((enum run_status)rs);
+        int rc = 0;
+        if (depends && ready && !active)
+            rc = run_start_for_task(tx, a->s->app, task, NULL, NULL);
+        json_decref(task);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
 static void handle_finished(struct sched *s, json_t *run)
 {
     const char *task_id = json_string_value(json_object_get(run, "task_id"));
+    const char *project = json_string_value(json_object_get(run, "project_id"));
     enum run_status st = run_status_of(run);
-    if (!task_id || (st != RS_COMPLETED && !final_failure(run)))
+    if (!task_id || !project || (st != RS_COMPLETED && !final_failure(run)))
         return;
-    json_t *blocked = json_array();
+    char *key = task_key(project, task_id);
+    json_t *blocked = NULL, *dependants = NULL;
     pthread_mutex_lock(&s->mu);
-    for (size_t k = 0; k < s->map_cap; k++) {
-        for (struct entry *e = s->map[k]; e; e = e->hnext) {
-            if (e->where != W_BLOCKED)
-                continue;
-            size_t j;
-            json_t *t;
-            json_array_foreach(e->blocked_by, j, t) {
-                if (json_is_string(t) && !strcmp(json_string_value(t), task_id)) {
-                    json_array_append_new(blocked, json_string(e->run_id));
-                    break;
-                }
-            }
-        }
+    struct kv *k = kv_get(s->blocked, key, false);
+    if (k) {
+        blocked = json_incref(k->list);
+        kv_del(s->blocked, key);
     }
+    k = kv_get(s->dependants, key, false);
+    if (k && st == RS_COMPLETED)
+        dependants = json_deep_copy(k->list);
     pthread_mutex_unlock(&s->mu);
+    free(key);
     if (json_array_size(blocked)) {
         struct dep_arg a = {s, run, blocked};
         store_write(s->app->store, dep_fn, &a);
     }
+    if (json_array_size(dependants)) {
+        struct start_dep_arg a = {s, project, task_id, dependants};
+        store_write(s->app->store, start_dependants_fn, &a);
+    }
     json_decref(blocked);
+    json_decref(dependants);
+}
+
+/* ---- cron ---- */
+
+static size_t cron_slot(const char *project, const char *task)
+{
+    return (hash(project) * 31 + hash(task)) % CRON_SLOTS;
+}
+
+/* Sets (next >= 0) or removes (next < 0) a schedule entry (mu held). */
+static void cron_set(struct sched *s, const char *project, const char *task, int64_t next)
+{
+    struct cron_entry **pp = &s->cron[cron_slot(project, task)];
+    for (; *pp; pp = &(*pp)->hnext) {
+        if (!strcmp((*pp)->project_id, project) && !strcmp((*pp)->task_id, task))
+            break;
+    }
+    if (*pp && next < 0) {
+        struct cron_entry *e = *pp;
+        *pp = e->hnext;
+        free(e->project_id);
+        free(e->task_id);
+        free(e);
+        s->ncron--;
+    } else if (*pp) {
+        (*pp)->next_ms = next;
+    } else if (next >= 0) {
+        struct cron_entry *e = xcalloc(1, sizeof *e);
+        e->project_id = xstrdup(project);
+        e->task_id = xstrdup(task);
+        e->next_ms = next;
+        *pp = e;
+        s->ncron++;
+    }
+    pthread_cond_signal(&s->cond);
+}
+
+struct cron_note {
+    struct sched *s;
+    char *project, *task;
+    int64_t next;
+    json_t *deps;   /* the task's dependencies, for the dependants index */
+};
+
+/* Records task as a dependant of each of its dependencies (mu held).
+ * Entries are only added: a stale one is harmless, since starting a
+ * dependant re-reads its current dependencies. */
+static void note_dependants(struct sched *s, const char *project, const char *task, json_t *deps)
+{
+    size_t i;
+    json_t *d;
+    json_array_foreach(deps, i, d) {
+        if (!json_is_string(d))
+            continue;
+        char *k = task_key(project, json_string_value(d));
+        kv_append(s->dependants, k, task);
+        free(k);
+    }
+}
+
+static void cron_note_hook(void *arg, bool committed)
+{
+    struct cron_note *n = arg;
+    if (committed) {
+        pthread_mutex_lock(&n->s->mu);
+        cron_set(n->s, n->project, n->task, n->next);
+        note_dependants(n->s, n->project, n->task, n->deps);
+        pthread_mutex_unlock(&n->s->mu);
+    }
+    json_decref(n->deps);
+    free(n->project);
+    free(n->task);
+    free(n);
+}
+
+void sched_task_changed_on_commit(struct store_tx *tx, struct sched *s, const json_t *task)
+{
+    const char *p = json_string_value(json_object_get(task, "project_id"));
+    const char *t = json_string_value(json_object_get(task, "id"));
+    if (!s || !p || !t)
+        return;
+    struct cron_note *n = xmalloc(sizeof *n);
+    n->s = s;
+    n->project = xstrdup(p);
+    n->task = xstrdup(t);
+    n->next = task_next_ms(task);
+    n->deps = json_deep_copy(json_object_get(task, "dependencies"));
+    store_tx_on_commit(tx, cron_note_hook, n);
+}
+
+int64_t sched_cron_count(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    int64_t n = s->ncron;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+struct fire_arg {
+    struct sched *s;
+    char *project, *task;
+    int64_t instant;
+};
+
+/* Fires one schedule instant: one run, the next instant, and a record of
+ * instants skipped while quernd was down. */
+static int fire_fn(struct store_tx *tx, void *arg)
+{
+    struct fire_arg *f = arg;
+    json_t *task = store_get(tx, SK_TASK, f->project, f->task);
+    if (!task)
+        return 0;
+    int rc = 0;
+    int64_t now = now_ms();
+    /* once per instant: someone else fired it, or the schedule changed */
+    if (task_next_ms(task) != f->instant || f->instant > now) {
+        sched_task_changed_on_commit(tx, f->s, task);
+        goto out;
+    }
+    int64_t skipped = task_fires_between(task, f->instant, now - 999, 1000000);
+    rc = run_start_for_task(tx, f->s->app, task, NULL, NULL);
+    if (rc)
+        goto out;
+    json_decref(task);   /* run_start_for_task updated it in the store */
+    task = store_get(tx, SK_TASK, f->project, f->task);
+    if (!task)
+        return -EIO;
+    task_schedule_next(task, now);
+    rc = store_update(tx, SK_TASK, f->project, task);
+    if (!rc)
+        sched_task_changed_on_commit(tx, f->s, task);
+    if (!rc && skipped > 0) {
+        char from[RFC3339_LEN];
+        rfc3339_format(f->instant, from);
+        rc = events_emit(tx, f->s->app->events, f->project, f->task, NULL, "task.schedule_skipped",
+                         json_pack("{s:I, s:s, s:s}", "skipped", (json_int_t)skipped,
+                                   "missed_since", from, "reason",
+                                   "fires missed while quernd was down run once"));
+    }
+out:
+    json_decref(task);
+    return rc;
+}
+
+static int deps_load_fn(struct store_tx *tx, void *arg)
+{
+    struct sched *s = arg;
+    struct store_filter f = {"has_dependencies", "true"};
+    struct store_query q = {&f, 1, 0, 0, true};
+    json_t *arr = NULL;
+    int rc = store_list(tx, SK_TASK, NULL, &q, &arr, NULL);
+    if (rc)
+        return rc;
+    size_t i;
+    json_t *t;
+    pthread_mutex_lock(&s->mu);
+    json_array_foreach(arr, i, t) note_dependants(s, json_string_value(json_object_get(t, "project_id")),
+                                                  json_string_value(json_object_get(t, "id")),
+                                                  json_object_get(t, "dependencies"));
+    pthread_mutex_unlock(&s->mu);
+    json_decref(arr);
+    return 0;
+}
+
+static int cron_load_fn(struct store_tx *tx, void *arg)
+{
+    struct sched *s = arg;
+    struct store_filter f = {"scheduled", "true"};
+    struct store_query q = {&f, 1, 0, 0, true};
+    json_t *arr = NULL;
+    int rc = store_list(tx, SK_TASK, NULL, &q, &arr, NULL);
+    if (rc)
+        return rc;
+    size_t i;
+    json_t *t;
+    pthread_mutex_lock(&s->mu);
+    json_array_foreach(arr, i, t) {
+        int64_t next = task_next_ms(t);
+        if (next >= 0)
+            cron_set(s, json_string_value(json_object_get(t, "project_id")),
+                     json_string_value(json_object_get(t, "id")), next);
+    }
+    pthread_mutex_unlock(&s->mu);
+    json_decref(arr);
+    return 0;
 }
 
 static void *sched_main(void *arg)
@@ -709,15 +1128,28 @@ static void *sched_main(void *arg)
             pthread_mutex_lock(&s->mu);
         }
         int64_t next = now + 500;
-        /* delayed runs that are due */
-        while (s->heap_len && s->heap[0]->not_before_ms <= now) {
+        /* due timers: retry delays, lease expiries, deadlines */
+        struct expire_arg exp[64];
+        int nexp = 0;
+        while (s->heap_len && s->heap[0]->timer_ms <= now && nexp < 64) {
             struct entry *e = s->heap[0];
             heap_remove(s, e);
-            e->where = W_NONE;
-            make_ready(s, e);
+            e->timer_ms = 0;
+            if (e->deadline_ms && e->deadline_ms <= now) {
+                exp[nexp++] = (struct expire_arg){s, xstrdup(e->run_id), e->attempt, true};
+                continue;   /* the write ends the run; its entry goes then */
+            }
+            if (e->where == W_DELAYED && e->not_before_ms <= now) {
+                e->where = W_NONE;
+                make_ready(s, e);
+            } else if (e->where == W_ACTIVE && e->lease_expires_ms && e->lease_expires_ms <= now) {
+                exp[nexp++] = (struct expire_arg){s, xstrdup(e->run_id), e->attempt, false};
+                e->lease_expires_ms = 0;   /* handled once */
+            }
+            set_timer(s, e);
         }
-        if (s->heap_len && s->heap[0]->not_before_ms < next)
-            next = s->heap[0]->not_before_ms;
+        if (s->heap_len && s->heap[0]->timer_ms < next)
+            next = s->heap[0]->timer_ms;
         /* long-polls at their deadline */
         for (struct sched_waiter *w = s->waiters, *n; w; w = n) {
             n = w->next;
@@ -726,24 +1158,37 @@ static void *sched_main(void *arg)
             else if (w->deadline - mono + now < next)
                 next = w->deadline - mono + now;
         }
-        /* expired leases */
-        struct expire_arg exp[64];
-        int nexp = 0;
-        for (size_t k = 0; k < s->map_cap && nexp < 64; k++) {
-            for (struct entry *e = s->map[k]; e && nexp < 64; e = e->hnext) {
-                if (e->where == W_LEASED && e->lease_expires_ms && e->lease_expires_ms <= now) {
-                    exp[nexp++] = (struct expire_arg){s, xstrdup(e->run_id), e->attempt};
-                    e->lease_expires_ms = 0;   /* handled once */
+        /* due schedules */
+        struct fire_arg fires[64];
+        int nfire = 0;
+        for (size_t k = 0; k < CRON_SLOTS; k++) {
+            for (struct cron_entry *c = s->cron[k]; c; c = c->hnext) {
+                if (c->next_ms <= now && nfire < 64 && !s->draining) {
+                    fires[nfire++] = (struct fire_arg){s, xstrdup(c->project_id),
+                                                       xstrdup(c->task_id), c->next_ms};
+                    c->next_ms = INT64_MAX;   /* in flight; the fire sets the next */
+                } else if (c->next_ms < next) {
+                    next = c->next_ms;
                 }
             }
         }
         struct work *work = s->work_head;
         s->work_head = s->work_tail = NULL;
-        if (nexp || work) {
+        if (nexp || work || nfire) {
             pthread_mutex_unlock(&s->mu);
             for (int i = 0; i < nexp; i++) {
                 store_write(s->app->store, expire_fn, &exp[i]);
                 free((char *)exp[i].run_id);
+            }
+            for (int i = 0; i < nfire; i++) {
+                if (store_write(s->app->store, fire_fn, &fires[i])) {
+                    /* not fired: try again on the next loop */
+                    pthread_mutex_lock(&s->mu);
+                    cron_set(s, fires[i].project, fires[i].task, fires[i].instant);
+                    pthread_mutex_unlock(&s->mu);
+                }
+                free(fires[i].project);
+                free(fires[i].task);
             }
             while (work) {
                 struct work *n = work->next;
@@ -790,7 +1235,8 @@ struct sched *sched_new(struct app *app)
 static int load_fn(struct store_tx *tx, void *arg)
 {
     struct sched *s = arg;
-    static const char *const statuses[] = {"queued", "running"};
+    static const char *const statuses[] = {"queued", "running", "paused", "interaction_required",
+                                           "review_required", "canceling"};
     for (size_t i = 0; i < ARRAY_LEN(statuses); i++) {
         struct store_filter f = {"status", statuses[i]};
         struct store_query q = {&f, 1, 0, 0, true};
@@ -811,6 +1257,10 @@ static int load_fn(struct store_tx *tx, void *arg)
 int sched_start(struct sched *s)
 {
     int rc = store_read(s->app->store, load_fn, s);
+    if (!rc)
+        rc = store_read(s->app->store, cron_load_fn, s);
+    if (!rc)
+        rc = store_read(s->app->store, deps_load_fn, s);
     if (rc)
         return rc;
     if (pthread_create(&s->thread, NULL, sched_main, s))
@@ -857,6 +1307,16 @@ void sched_free(struct sched *s)
         free(s->work_head);
         s->work_head = n;
     }
+    for (size_t k = 0; k < CRON_SLOTS; k++)
+        for (struct cron_entry *c = s->cron[k], *n; c; c = n) {
+            n = c->hnext;
+            free(c->project_id);
+            free(c->task_id);
+            free(c);
+        }
+    kv_free_all(s->conc);
+    kv_free_all(s->blocked);
+    kv_free_all(s->dependants);
     free(s->map);
     free(s->pmap);
     free(s->heap);

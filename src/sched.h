@@ -13,6 +13,15 @@
  * run that has waited AGE_MS (60 s) per level is served as if one level
  * higher, so a steady stream of urgent work never starves low runs forever.
  * Projects are served round-robin by the executor.
+ *
+ * Cron.  Every task with a schedule has an entry (project, task, next fire)
+ * in a hash map, loaded at start from the tasks flagged "scheduled".  Each
+ * loop of the scheduler thread scans the map for due entries — O(number of
+ * schedules), a few microseconds for 10 000 — and fires them.  A fire that
+ * was missed while quernd was down runs once when it comes back; the other
+ * missed instants are skipped and recorded in a task.schedule_skipped event.
+ * With one store writer (SQLite) every instant fires once; with several
+ * nodes the firing write's check of next_run_at is what keeps it once.
  */
 #ifndef QUERN_SCHED_H
 #define QUERN_SCHED_H
@@ -23,6 +32,7 @@
 
 struct app;
 struct sched;
+struct store_tx;
 
 struct sched *sched_new(struct app *app);
 /* Loads queued and leased runs from the store and starts the thread. */
@@ -33,6 +43,14 @@ void sched_free(struct sched *s);
  * reference to).  Runs on the store writer thread: never blocks on the
  * store. */
 void sched_after_commit(struct sched *s, json_t *run);
+
+/* Cron: after tx commits, the scheduler fires task's schedule at its
+ * next_run_at (or forgets it when the task has none, is paused or gone).
+ * Fires are done by the scheduler thread, once per instant: the firing
+ * write checks that next_run_at is still the instant being fired. */
+void sched_task_changed_on_commit(struct store_tx *tx, struct sched *s, const json_t *task);
+/* How many schedules the scheduler holds (for /metrics and tests). */
+int64_t sched_cron_count(struct sched *s);
 
 /* What a worker asks for. */
 struct sched_filter {

@@ -24,7 +24,7 @@ static const struct kind_def kinds[SK__COUNT] = {
     [SK_KEY] = {"api_keys", {"hash", "name", NULL}},
     [SK_DEFINITION] = {"definitions", {"title", NULL}},
     [SK_TASK] = {"tasks", {"status", "type", "priority", "definition_id", "parent_id",
-                           "assigned_agent_id", "name", NULL}},
+                           "assigned_agent_id", "name", "scheduled", "has_dependencies", NULL}},
     [SK_RUN] = {"runs", {"task_id", "status", "definition_id", "agent_id", "priority", NULL}},
     [SK_CHECKPOINT] = {"checkpoints", {"run_id", NULL}},
     [SK_TRIGGER] = {"triggers", {"task_id", NULL}},

@@ -1,21 +1,1194 @@
 /*
- * store_pg — the PostgreSQL backend (libpq).  Not implemented yet: it is the
- * subject of its own issue.  Opening a postgres:// store fails with a clear
- * message rather than pretending.
+ * store_pg — the PostgreSQL backend (libpq), behind the same vtable as
+ * store_sqlite and with the same behaviour for everything above store.h.
+ *
+ * Threads.  One writer thread owns the write connection.  store_write()
+ * queues a job and waits; the writer takes every queued job (up to
+ * MAX_BATCH), runs each in its own SAVEPOINT inside one BEGIN ... COMMIT,
+ * then runs the post-commit hooks in order and wakes the callers: concurrent
+ * writers share one commit (group commit).  Reads take a connection from a
+ * small pool (opened on demand, at most opts->read_conns, default 16) and run
+ * in a REPEATABLE READ READ ONLY transaction: one consistent snapshot per
+ * store_read().  A pool rather than a connection per thread, so threads that
+ * come and go never leak server connections.
+ *
+ * Statements.  Every query goes through the extended protocol as a named
+ * prepared statement, prepared once per connection and cached by its SQL
+ * text (dynamic list queries included; the cache evicts when full).  Params
+ * travel as text; non-text params carry an explicit ::bigint cast in the SQL.
+ *
+ * Errors.  In PostgreSQL one failed statement aborts the whole transaction,
+ * where SQLite fails only that statement.  So expected conflicts never raise
+ * an error: inserts use ON CONFLICT (DO NOTHING for -EEXIST, DO UPDATE for
+ * upserts) and the affected-row count decides.  A write fn that returns 0
+ * although one of its statements failed is caught when its RELEASE fails and
+ * is rolled back to its savepoint with -EIO, so the other jobs of the batch
+ * still commit.  A broken connection is reset before the next batch (writer)
+ * or dropped from the pool (readers).  When the connection dies during
+ * COMMIT the outcome is unknown to us; the callers get -EIO.
+ *
+ * Durability (enum store_fsync) maps onto synchronous_commit on the writer's
+ * session: always -> on (COMMIT returns after the server's WAL flush);
+ * batch and off -> off (the server flushes its WAL within a few hundred ms:
+ * a crash of quernd loses nothing acknowledged, a crash of PostgreSQL's host
+ * may lose the last moments).
+ *
+ * Event ids (invariant 4).  events.id is a bigserial.  With one node the single
+ * writer assigns and commits ids in order.  With several nodes on one database
+ * two writers could commit ids out of order, so the first event_append of a
+ * batch takes a transaction-level advisory lock (EVENT_LOCK): event-writing
+ * transactions then serialise, and ids are assigned in commit order.
  */
-#include "store.h"
+#include <errno.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "store.h"
 #include "util.h"
 
-static struct store *pg_open(const char *target, const struct store_opts *opts, char **err)
+#define MAX_BATCH 512
+#define STMT_CACHE 256
+#define DEFAULT_READ_CONNS 16
+#define EVENT_LOCK "7172656e01"     /* advisory lock key for event ids */
+#define MIGRATE_LOCK "7172656e00"   /* advisory lock key for migrations */
+
+struct conn {
+    PGconn *pg;
+    struct {
+        char *sql;
+        char name[24];
+    } cache[STMT_CACHE];
+    unsigned next_name;
+    bool primed;         /* reader_end() sent COMMIT; BEGIN ahead */
+    bool broken;         /* never reuse */
+    struct conn *next;   /* the pool's idle list */
+};
+
+struct hook {
+    store_hook fn;
+    void *arg;
+};
+
+struct job {
+    store_fn fn;
+    void *arg;
+    int rc;
+    bool done;
+    bool took_event_lock;
+    struct hook *hooks;
+    size_t nhooks, caphooks;
+    struct job *next;
+};
+
+struct pg_store {
+    struct store_base base;
+    char *url;
+    enum store_fsync fsync;
+    struct conn *wconn;         /* the writer thread's */
+    bool event_locked;          /* writer thread: this batch holds EVENT_LOCK */
+    pthread_t writer;
+    pthread_mutex_t mu;
+    pthread_cond_t cond_jobs;   /* writer waits for jobs */
+    pthread_cond_t cond_done;   /* callers wait for their job */
+    struct job *head, *tail;
+    bool stopping;
+    /* the read pool, guarded by pmu */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcond;
+    struct conn *idle;
+    int nopen, maxopen;
+};
+
+struct pg_tx {
+    struct store_tx_base base;
+    struct pg_store *st;
+    struct conn *c;
+    struct job *job;            /* NULL for a read tx */
+};
+
+#define PG(st) ((struct pg_store *)(st))
+#define TX(tx) ((struct pg_tx *)(tx))
+
+/* ---- connections and statements ---- */
+
+static void quiet_notices(void *arg, const char *msg)
 {
-    (void)target;
-    (void)opts;
-    *err = xstrdup("the PostgreSQL store is not implemented yet; use the default SQLite store");
+    (void)arg;
+    (void)msg;   /* "relation already exists, skipping" and the like */
+}
+
+static void cache_clear(struct conn *c)
+{
+    for (size_t i = 0; i < STMT_CACHE; i++) {
+        free(c->cache[i].sql);
+        c->cache[i].sql = NULL;
+    }
+}
+
+static void conn_free(struct conn *c)
+{
+    if (!c)
+        return;
+    cache_clear(c);
+    PQfinish(c->pg);
+    free(c);
+}
+
+static struct conn *conn_open(const char *url, char **err)
+{
+    const char *keys[] = {"dbname", "application_name", "client_encoding", "connect_timeout", NULL};
+    const char *vals[] = {url, "quernd", "UTF8", "10", NULL};
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->pg = PQconnectdbParams(keys, vals, 1);
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+        const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
+        if (err)
+            *err = xasprintf("cannot connect to PostgreSQL: %s", m);
+        else
+            fprintf(stderr, "quernd: postgres: cannot connect: %s", m);
+        conn_free(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c->pg, quiet_notices, NULL);
+    return c;
+}
+
+static bool conn_bad(const struct conn *c)
+{
+    return c->broken || PQstatus(c->pg) != CONNECTION_OK;
+}
+
+/* Runs a constant statement through the simple protocol.  0 or -EIO. */
+static int simple(struct conn *c, const char *sql)
+{
+    PGresult *r = PQexec(c->pg, sql);
+    ExecStatusType s = PQresultStatus(r);
+    int rc = 0;
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+        rc = -EIO;
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* The prepared statement's name for sql on c, preparing it on first use.
+ * NULL when the server refused it (logged). */
+static const char *prepared(struct conn *c, const char *sql, int nparams)
+{
+    size_t h = 5381;
+    for (const char *p = sql; *p; p++)
+        h = h * 33 + (unsigned char)*p;
+    size_t slot = STMT_CACHE;
+    for (size_t i = 0; i < STMT_CACHE; i++) {
+        size_t k = (h + i) % STMT_CACHE;
+        if (c->cache[k].sql && !strcmp(c->cache[k].sql, sql))
+            return c->cache[k].name;
+        if (!c->cache[k].sql) {
+            slot = k;
+            break;
+        }
+    }
+    if (slot == STMT_CACHE) {
+        /* Full (many distinct dynamic lists): evict the home slot.  The
+         * DEALLOCATE may fail inside an aborted transaction; names are never
+         * reused, so a leftover server-side statement is only a small leak. */
+        slot = h % STMT_CACHE;
+        char *dealloc = xasprintf("DEALLOCATE %s", c->cache[slot].name);
+        PQclear(PQexec(c->pg, dealloc));
+        free(dealloc);
+        free(c->cache[slot].sql);
+        c->cache[slot].sql = NULL;
+    }
+    char name[24];
+    snprintf(name, sizeof name, "q%u", c->next_name++);
+    PGresult *r = PQprepare(c->pg, name, sql, nparams, NULL);
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        fprintf(stderr, "quernd: postgres: prepare failed: %s: %s", sql, PQerrorMessage(c->pg));
+    PQclear(r);
+    if (!ok)
+        return NULL;
+    c->cache[slot].sql = xstrdup(sql);
+    memcpy(c->cache[slot].name, name, sizeof name);
+    return c->cache[slot].name;
+}
+
+/* Executes sql (prepared, cached) with n text params (NULL = SQL NULL).
+ * Returns the result, which the caller PQclear()s, or NULL on failure. */
+static PGresult *run(struct conn *c, const char *sql, int n, const char *const *vals)
+{
+    const char *name = prepared(c, sql, n);
+    if (!name)
+        return NULL;
+    PGresult *r = PQexecPrepared(c->pg, name, n, vals, NULL, NULL, 0);
+    ExecStatusType s = PQresultStatus(r);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* A query under construction: SQL text plus its numbered text params. */
+struct q {
+    struct buf sql;
+    const char **vals;
+    char **own;
+    int n, cap;
+};
+
+static void q_init(struct q *q)
+{
+    memset(q, 0, sizeof *q);
+    buf_init(&q->sql);
+    buf_puts(&q->sql, "");
+}
+
+static void q_release(struct q *q)
+{
+    for (int i = 0; i < q->n; i++)
+        free(q->own[i]);
+    free(q->own);
+    free(q->vals);
+    buf_release(&q->sql);
+}
+
+/* Adds a param (copied) and appends its placeholder "$n" to the SQL. */
+static void q_arg(struct q *q, const char *v)
+{
+    if (q->n == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 8;
+        q->vals = xrealloc(q->vals, (size_t)q->cap * sizeof *q->vals);
+        q->own = xrealloc(q->own, (size_t)q->cap * sizeof *q->own);
+    }
+    q->own[q->n] = v ? xstrdup(v) : NULL;
+    q->vals[q->n] = q->own[q->n];
+    q->n++;
+    buf_printf(&q->sql, "$%d", q->n);
+}
+
+static void q_int(struct q *q, int64_t v)
+{
+    char s[24];
+    snprintf(s, sizeof s, "%lld", (long long)v);
+    q_arg(q, s);
+    buf_puts(&q->sql, "::bigint");
+}
+
+static PGresult *q_run(struct conn *c, struct q *q)
+{
+    return run(c, q->sql.data, q->n, q->vals);
+}
+
+static int64_t result_i64(PGresult *r, int row, int col)
+{
+    int64_t v = 0;
+    if (r && PQntuples(r) > row && !PQgetisnull(r, row, col))
+        parse_i64(PQgetvalue(r, row, col), &v);
+    return v;
+}
+
+static int64_t affected(PGresult *r)
+{
+    int64_t v = 0;
+    parse_i64(PQcmdTuples(r), &v);
+    return v;
+}
+
+static json_t *col_json(PGresult *r, int row, int col)
+{
+    if (PQgetisnull(r, row, col))
+        return NULL;
+    return json_loadb(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col), 0, NULL);
+}
+
+/* ---- migrations ---- */
+
+static char *schema_v1(void)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "CREATE TABLE meta(key text PRIMARY KEY, value text NOT NULL);\n");
+    for (int k = 0; k < SK__COUNT; k++) {
+        const char *t = store_kind_name((enum store_kind)k);
+        buf_printf(&b, "CREATE TABLE %s(seq bigserial PRIMARY KEY, project_id text NOT NULL, "
+                       "id text NOT NULL, doc text NOT NULL", t);
+        for (const char *const *f = store_kind_fields((enum store_kind)k); *f; f++)
+            buf_printf(&b, ", f_%s text", *f);
+        buf_printf(&b, ", UNIQUE(project_id, id));\n");
+        buf_printf(&b, "CREATE INDEX %s_id ON %s(id);\n", t, t);
+        for (const char *const *f = store_kind_fields((enum store_kind)k); *f; f++)
+            buf_printf(&b, "CREATE INDEX %s_%s ON %s(project_id, f_%s, seq);\n", t, *f, t, *f);
+    }
+    buf_puts(&b,
+             "CREATE TABLE logs(run_id text NOT NULL, seq bigint NOT NULL, project_id text NOT NULL,"
+             " entry text NOT NULL, PRIMARY KEY(run_id, seq));\n"
+             "CREATE TABLE events(id bigserial PRIMARY KEY, project_id text NOT NULL,"
+             " run_id text, type text NOT NULL, created_at bigint NOT NULL, doc text NOT NULL);\n"
+             "CREATE INDEX events_run ON events(run_id, id);\n"
+             "CREATE INDEX events_project ON events(project_id, id);\n"
+             "CREATE TABLE idempotency(scope text NOT NULL, key text NOT NULL, fingerprint text,"
+             " status integer NOT NULL, body text NOT NULL, created_at bigint NOT NULL,"
+             " PRIMARY KEY(scope, key));\n");
+    return buf_steal(&b);
+}
+
+/* Migrations run in one transaction under an advisory lock (several nodes
+ * may start at once); quern_schema records the last one applied, in the same
+ * transaction as the migration itself. */
+static int migrate(struct conn *c, char **err)
+{
+    const int latest = 1;
+    int rc = simple(c, "BEGIN");
+    if (!rc)
+        rc = simple(c, "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK "'::bigint)");
+    if (!rc)
+        rc = simple(c, "CREATE TABLE IF NOT EXISTS quern_schema(version integer NOT NULL)");
+    if (rc) {
+        *err = xasprintf("cannot prepare migrations: %s", PQerrorMessage(c->pg));
+        goto fail;
+    }
+    PGresult *r = PQexec(c->pg, "SELECT COALESCE(MAX(version), 0) FROM quern_schema");
+    int64_t version = PQresultStatus(r) == PGRES_TUPLES_OK ? result_i64(r, 0, 0) : -1;
+    PQclear(r);
+    if (version < 0) {
+        *err = xstrdup("cannot read the schema version");
+        rc = -EIO;
+        goto fail;
+    }
+    if (version > latest) {
+        *err = xasprintf("database schema version %lld is newer than this quernd (%d)",
+                         (long long)version, latest);
+        rc = -EINVAL;
+        goto fail;
+    }
+    for (int v = (int)version + 1; v <= latest; v++) {
+        char *sql = v == 1 ? schema_v1() : NULL;
+        char *ver = xasprintf("DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(%d)", v);
+        rc = simple(c, sql);
+        if (!rc)
+            rc = simple(c, ver);
+        free(sql);
+        free(ver);
+        if (rc) {
+            *err = xasprintf("migration %d failed: %s", v, PQerrorMessage(c->pg));
+            goto fail;
+        }
+    }
+    if (simple(c, "COMMIT")) {
+        *err = xasprintf("cannot commit migrations: %s", PQerrorMessage(c->pg));
+        return -EIO;
+    }
+    return 0;
+fail:
+    simple(c, "ROLLBACK");
+    return rc ? rc : -EIO;
+}
+
+/* ---- the writer ---- */
+
+static int writer_setup(struct pg_store *st, struct conn *c)
+{
+    return simple(c, st->fsync == STORE_FSYNC_ALWAYS ? "SET synchronous_commit TO on"
+                                                     : "SET synchronous_commit TO off");
+}
+
+/* The writer's connection, reset first when it broke.  NULL when PostgreSQL
+ * cannot be reached right now. */
+static struct conn *writer_conn(struct pg_store *st)
+{
+    struct conn *c = st->wconn;
+    if (!conn_bad(c))
+        return c;
+    PQreset(c->pg);
+    cache_clear(c);
+    if (conn_bad(c) || writer_setup(st, c)) {
+        fprintf(stderr, "quernd: postgres: the writer cannot reconnect: %s",
+                PQerrorMessage(c->pg));
+        return NULL;
+    }
+    return c;
+}
+
+static void hooks_run(struct job *j, bool committed)
+{
+    for (size_t i = 0; i < j->nhooks; i++)
+        j->hooks[i].fn(j->hooks[i].arg, committed);
+    j->nhooks = 0;
+}
+
+/* Runs a statement list that ends with COMMIT.  0 when it committed; -EIO
+ * otherwise (COMMIT of an aborted transaction "succeeds" with tag ROLLBACK). */
+static int commit(struct conn *c, const char *sql)
+{
+    PGresult *r = PQexec(c->pg, sql);
+    int rc = PQresultStatus(r) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(r), "COMMIT") ? 0 : -EIO;
+    PQclear(r);
+    return rc;
+}
+
+/* One batch = one transaction.  Before each job a savepoint "job" is open
+ * that holds every earlier job's changes; ROLLBACK TO undoes just the
+ * current job (invariant 2) and leaves the savepoint open for the next one.
+ * Savepoint steps ride in the same round trip as their neighbours
+ * ("BEGIN; SAVEPOINT job", "RELEASE SAVEPOINT job; SAVEPOINT job",
+ * "RELEASE SAVEPOINT job; COMMIT"), so a lone write costs its own statements
+ * plus two round trips. */
+static void run_batch(struct pg_store *st, struct job *batch)
+{
+    struct conn *c = writer_conn(st);
+    int rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
+    bool committed = false;
+    st->event_locked = false;
+    for (struct job *j = batch; j; j = j->next) {
+        if (rc) {
+            j->rc = -EIO;
+            continue;
+        }
+        struct pg_tx tx = {{&store_pg_backend}, st, c, j};
+        j->took_event_lock = false;
+        j->rc = j->fn((struct store_tx *)&tx, j->arg);
+        if (!j->rc) {
+            if (j->next && !simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job"))
+                continue;
+            if (!j->next && !commit(c, "RELEASE SAVEPOINT job; COMMIT")) {
+                committed = true;
+                continue;
+            }
+            if (PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
+                rc = -EIO;     /* the COMMIT itself failed: the batch is lost */
+                continue;
+            }
+            /* fn returned 0 although a statement failed, so RELEASE found
+             * the transaction aborted: take the job back, keep the others */
+            j->rc = -EIO;
+        }
+        rc = simple(c, "ROLLBACK TO SAVEPOINT job");
+        if (j->took_event_lock)      /* released with the savepoint */
+            st->event_locked = false;
+        hooks_run(j, false);         /* invariant 3 */
+    }
+    if (!rc && !committed) {
+        rc = commit(c, "COMMIT");
+        if (rc)
+            fprintf(stderr, "quernd: postgres: COMMIT failed: %s", PQerrorMessage(c->pg));
+    } else if (rc && c && !conn_bad(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+        simple(c, "ROLLBACK");
+    }
+    /* Invariant 3: hooks after the commit, in commit order. */
+    for (struct job *j = batch; j; j = j->next) {
+        if (rc)
+            j->rc = -EIO;
+        hooks_run(j, rc == 0);
+    }
+}
+
+static void *writer_main(void *arg)
+{
+    struct pg_store *st = arg;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->head && !st->stopping)
+            pthread_cond_wait(&st->cond_jobs, &st->mu);
+        if (!st->head && st->stopping)
+            break;
+        struct job *batch = st->head, *last = batch;
+        int n = 1;
+        while (last->next && n < MAX_BATCH) {
+            last = last->next;
+            n++;
+        }
+        st->head = last->next;
+        if (!st->head)
+            st->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&st->mu);
+        run_batch(st, batch);
+        pthread_mutex_lock(&st->mu);
+        for (struct job *j = batch; j; j = j->next)
+            j->done = true;
+        pthread_cond_broadcast(&st->cond_done);
+    }
+    pthread_mutex_unlock(&st->mu);
     return NULL;
+}
+
+static int pg_write(struct store *s, store_fn fn, void *arg)
+{
+    struct pg_store *st = PG(s);
+    struct job j = {.fn = fn, .arg = arg};
+    pthread_mutex_lock(&st->mu);
+    if (st->stopping) {
+        pthread_mutex_unlock(&st->mu);
+        return -ESHUTDOWN;
+    }
+    if (st->tail)
+        st->tail->next = &j;
+    else
+        st->head = &j;
+    st->tail = &j;
+    pthread_cond_signal(&st->cond_jobs);
+    while (!j.done)
+        pthread_cond_wait(&st->cond_done, &st->mu);
+    pthread_mutex_unlock(&st->mu);
+    free(j.hooks);
+    return j.rc;
+}
+
+/* ---- the read pool ---- */
+
+static struct conn *reader_get(struct pg_store *st)
+{
+    pthread_mutex_lock(&st->pmu);
+    while (!st->idle && st->nopen >= st->maxopen)
+        pthread_cond_wait(&st->pcond, &st->pmu);
+    struct conn *c = st->idle;
+    if (c) {
+        st->idle = c->next;
+        c->next = NULL;
+        pthread_mutex_unlock(&st->pmu);
+        return c;
+    }
+    st->nopen++;
+    pthread_mutex_unlock(&st->pmu);
+    c = conn_open(st->url, NULL);
+    if (!c) {
+        pthread_mutex_lock(&st->pmu);
+        st->nopen--;
+        pthread_cond_signal(&st->pcond);
+        pthread_mutex_unlock(&st->pmu);
+    }
+    return c;
+}
+
+static void reader_put(struct pg_store *st, struct conn *c)
+{
+    pthread_mutex_lock(&st->pmu);
+    if (conn_bad(c)) {
+        st->nopen--;
+        pthread_mutex_unlock(&st->pmu);
+        conn_free(c);
+        pthread_mutex_lock(&st->pmu);
+    } else {
+        c->next = st->idle;
+        st->idle = c;
+    }
+    pthread_cond_signal(&st->pcond);
+    pthread_mutex_unlock(&st->pmu);
+}
+
+/* Collects the results of the statements sent ahead by reader_end().
+ * 0 when they all succeeded: c is then inside a fresh transaction. */
+static int drain(struct conn *c)
+{
+    int rc = 0;
+    PGresult *r;
+    while ((r = PQgetResult(c->pg)) != NULL) {
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            rc = -EIO;
+        PQclear(r);
+    }
+    c->primed = false;
+    return rc;
+}
+
+/* A pooled connection inside a read transaction; NULL when PostgreSQL is
+ * unreachable.  A connection that broke while idle is replaced once.
+ * A REPEATABLE READ transaction takes its snapshot at its first query, not
+ * at BEGIN, so the BEGIN that reader_end() sent ahead (and that waited in
+ * the pool) still yields a snapshot taken now. */
+static struct conn *reader_begin(struct pg_store *st)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        struct conn *c = reader_get(st);
+        if (!c)
+            return NULL;
+        if (c->primed ? !drain(c) : !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            return c;
+        c->broken = true;   /* dead, or alive in an unknown state: drop it */
+        reader_put(st, c);
+    }
+    return NULL;
+}
+
+/* Ends c's read transaction and returns it to the pool.  The COMMIT and
+ * the next transaction's BEGIN are sent without waiting for their answers
+ * (the next reader_begin() collects them): a read costs no round trip
+ * beyond its own queries. */
+static void reader_end(struct pg_store *st, struct conn *c)
+{
+    if (!conn_bad(c) &&
+        PQsendQuery(c->pg, "COMMIT; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") == 1)
+        c->primed = true;
+    reader_put(st, c);
+}
+
+static int pg_read(struct store *s, store_fn fn, void *arg)
+{
+    struct pg_store *st = PG(s);
+    struct conn *c = reader_begin(st);
+    if (!c)
+        return -EIO;
+    struct pg_tx tx = {{&store_pg_backend}, st, c, NULL};
+    int rc = fn((struct store_tx *)&tx, arg);
+    reader_end(st, c);
+    return rc;
+}
+
+static void pg_on_commit(struct store_tx *t, store_hook hook, void *arg)
+{
+    struct pg_tx *tx = TX(t);
+    if (!tx->job) {
+        hook(arg, true);
+        return;
+    }
+    struct job *j = tx->job;
+    if (j->nhooks == j->caphooks) {
+        j->caphooks = j->caphooks ? j->caphooks * 2 : 4;
+        j->hooks = xrealloc(j->hooks, j->caphooks * sizeof *j->hooks);
+    }
+    j->hooks[j->nhooks++] = (struct hook){hook, arg};
+}
+
+static bool pg_is_write(const struct store_tx *t)
+{
+    return ((const struct pg_tx *)t)->job != NULL;
+}
+
+static int pg_ping(struct store *s)
+{
+    struct pg_store *st = PG(s);
+    struct conn *c = reader_begin(st);
+    if (!c)
+        return -EIO;
+    PGresult *r = run(c, "SELECT 1", 0, NULL);
+    int rc = r ? 0 : -EIO;
+    PQclear(r);
+    reader_end(st, c);
+    return rc;
+}
+
+static struct store *pg_open(const char *url, const struct store_opts *opts, char **err)
+{
+    struct pg_store *st = xcalloc(1, sizeof *st);
+    st->base.be = &store_pg_backend;
+    st->url = xstrdup(url);
+    st->fsync = opts ? opts->fsync : STORE_FSYNC_ALWAYS;
+    st->maxopen = opts && opts->read_conns > 0 ? opts->read_conns : DEFAULT_READ_CONNS;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_cond_init(&st->cond_jobs, NULL);
+    pthread_cond_init(&st->cond_done, NULL);
+    pthread_mutex_init(&st->pmu, NULL);
+    pthread_cond_init(&st->pcond, NULL);
+    st->wconn = conn_open(url, err);
+    if (!st->wconn)
+        goto fail;
+    if (migrate(st->wconn, err))
+        goto fail;
+    if (writer_setup(st, st->wconn)) {
+        *err = xasprintf("cannot configure the writer session: %s",
+                         PQerrorMessage(st->wconn->pg));
+        goto fail;
+    }
+    if (pthread_create(&st->writer, NULL, writer_main, st)) {
+        *err = xstrdup("cannot start the store writer thread");
+        goto fail;
+    }
+    return (struct store *)st;
+fail:
+    conn_free(st->wconn);
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cond_jobs);
+    pthread_cond_destroy(&st->cond_done);
+    pthread_mutex_destroy(&st->pmu);
+    pthread_cond_destroy(&st->pcond);
+    free(st->url);
+    free(st);
+    return NULL;
+}
+
+static void pg_close(struct store *s)
+{
+    struct pg_store *st = PG(s);
+    pthread_mutex_lock(&st->mu);
+    st->stopping = true;
+    pthread_cond_signal(&st->cond_jobs);
+    pthread_mutex_unlock(&st->mu);
+    pthread_join(st->writer, NULL);
+    conn_free(st->wconn);
+    pthread_mutex_lock(&st->pmu);
+    struct conn *idle = st->idle;
+    st->idle = NULL;
+    pthread_mutex_unlock(&st->pmu);
+    for (struct conn *c = idle, *n; c; c = n) {
+        n = c->next;
+        conn_free(c);
+    }
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cond_jobs);
+    pthread_cond_destroy(&st->cond_done);
+    pthread_mutex_destroy(&st->pmu);
+    pthread_cond_destroy(&st->pcond);
+    free(st->url);
+    free(st);
+}
+
+/* ---- documents ---- */
+
+static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_id,
+                  const json_t *doc, bool update)
+{
+    struct pg_tx *tx = TX(t);
+    const char *table = store_kind_name(kind);
+    const char *const *fields = store_kind_fields(kind);
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    if (!id || !project_id)
+        return -EINVAL;
+    struct q q;
+    q_init(&q);
+    char *text = json_dumps(doc, JSON_COMPACT);
+    if (!text) {
+        q_release(&q);
+        return -EINVAL;
+    }
+    if (update) {
+        buf_printf(&q.sql, "UPDATE %s SET doc=", table);
+        q_arg(&q, text);
+        for (const char *const *f = fields; *f; f++) {
+            buf_printf(&q.sql, ", f_%s=", *f);
+            char *v = store_field_text(doc, *f);
+            q_arg(&q, v);
+            free(v);
+        }
+        buf_puts(&q.sql, " WHERE project_id=");
+        q_arg(&q, project_id);
+        buf_puts(&q.sql, " AND id=");
+        q_arg(&q, id);
+    } else {
+        buf_printf(&q.sql, "INSERT INTO %s(doc, project_id, id", table);
+        for (const char *const *f = fields; *f; f++)
+            buf_printf(&q.sql, ", f_%s", *f);
+        buf_puts(&q.sql, ") VALUES(");
+        q_arg(&q, text);
+        buf_puts(&q.sql, ", ");
+        q_arg(&q, project_id);
+        buf_puts(&q.sql, ", ");
+        q_arg(&q, id);
+        for (const char *const *f = fields; *f; f++) {
+            buf_puts(&q.sql, ", ");
+            char *v = store_field_text(doc, *f);
+            q_arg(&q, v);
+            free(v);
+        }
+        buf_puts(&q.sql, ") ON CONFLICT (project_id, id) DO NOTHING");
+    }
+    free(text);
+    PGresult *r = q_run(tx->c, &q);
+    q_release(&q);
+    if (!r)
+        return -EIO;
+    int64_t n = affected(r);
+    PQclear(r);
+    if (n == 0)
+        return update ? -ENOENT : -EEXIST;
+    return 0;
+}
+
+static json_t *pg_get(struct store_tx *t, enum store_kind kind, const char *project_id,
+                      const char *id)
+{
+    struct pg_tx *tx = TX(t);
+    char sql[256];
+    PGresult *r;
+    if (project_id) {
+        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE project_id=$1 AND id=$2",
+                 store_kind_name(kind));
+        const char *v[] = {project_id, id};
+        r = run(tx->c, sql, 2, v);
+    } else {
+        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE id=$1 LIMIT 1", store_kind_name(kind));
+        const char *v[] = {id};
+        r = run(tx->c, sql, 1, v);
+    }
+    json_t *doc = r && PQntuples(r) > 0 ? col_json(r, 0, 0) : NULL;
+    PQclear(r);
+    return doc;
+}
+
+static int pg_del(struct store_tx *t, enum store_kind kind, const char *project_id,
+                  const char *id)
+{
+    struct pg_tx *tx = TX(t);
+    char sql[256];
+    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE project_id=$1 AND id=$2",
+             store_kind_name(kind));
+    const char *v[] = {project_id, id};
+    PGresult *r = run(tx->c, sql, 2, v);
+    if (!r)
+        return -EIO;
+    int64_t n = affected(r);
+    PQclear(r);
+    return n ? 0 : -ENOENT;
+}
+
+static void where_clause(struct q *q, const char *project_id, const struct store_query *sq)
+{
+    buf_puts(&q->sql, " WHERE true");
+    if (project_id) {
+        buf_puts(&q->sql, " AND project_id=");
+        q_arg(q, project_id);
+    }
+    for (size_t i = 0; i < sq->nfilters; i++) {
+        const char *f = sq->filters[i].field, *v = sq->filters[i].value;
+        /* field names were checked against the kind's table (store_list) */
+        if (!strncmp(f, "metadata.", 9)) {
+            /* like SQLite's json_extract(...) = ?: a NULL value matches nothing */
+            buf_puts(&q->sql, " AND (doc::json->'metadata'->>");
+            q_arg(q, f + 9);
+            buf_puts(&q->sql, ") = ");
+            q_arg(q, v);
+        } else if (!v) {
+            buf_printf(&q->sql, " AND %s%s IS NULL", strcmp(f, "id") ? "f_" : "", f);
+        } else {
+            buf_printf(&q->sql, " AND %s%s=", strcmp(f, "id") ? "f_" : "", f);
+            q_arg(q, v);
+        }
+    }
+}
+
+static int pg_list(struct store_tx *t, enum store_kind kind, const char *project_id,
+                   const struct store_query *sq, json_t **out, int64_t *total)
+{
+    struct pg_tx *tx = TX(t);
+    const char *table = store_kind_name(kind);
+    struct q q;
+    q_init(&q);
+    buf_printf(&q.sql, "SELECT doc FROM %s", table);
+    where_clause(&q, project_id, sq);
+    buf_printf(&q.sql, " ORDER BY seq %s LIMIT ", sq->oldest_first ? "ASC" : "DESC");
+    if (sq->limit > 0)
+        q_int(&q, sq->limit);
+    else
+        buf_puts(&q.sql, "ALL");
+    buf_puts(&q.sql, " OFFSET ");
+    q_int(&q, sq->offset > 0 ? sq->offset : 0);
+    PGresult *r = q_run(tx->c, &q);
+    q_release(&q);
+    if (!r)
+        return -EIO;
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *d = col_json(r, i, 0);
+        if (d)
+            json_array_append_new(arr, d);
+    }
+    PQclear(r);
+    if (total) {
+        q_init(&q);
+        buf_printf(&q.sql, "SELECT count(*) FROM %s", table);
+        where_clause(&q, project_id, sq);
+        r = q_run(tx->c, &q);
+        q_release(&q);
+        if (!r) {
+            json_decref(arr);
+            return -EIO;
+        }
+        *total = result_i64(r, 0, 0);
+        PQclear(r);
+    }
+    *out = arr;
+    return 0;
+}
+
+/* ---- logs ---- */
+
+static int pg_log_append(struct store_tx *t, const char *project_id, const char *run_id,
+                         json_t *entries, int64_t *last_seq)
+{
+    struct pg_tx *tx = TX(t);
+    const char *v1[] = {run_id};
+    PGresult *r = run(tx->c, "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE run_id=$1", 1, v1);
+    if (!r)
+        return -EIO;
+    int64_t seq = result_i64(r, 0, 0);
+    PQclear(r);
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) json_object_set_new(e, "seq", json_integer(++seq));
+    if (json_array_size(entries)) {
+        /* one round trip for the whole batch: the entries travel as one JSON
+         * array and json_array_elements hands each back verbatim */
+        char *arr = json_dumps(entries, JSON_COMPACT);
+        const char *v[] = {run_id, project_id, arr};
+        r = run(tx->c, "INSERT INTO logs(run_id, seq, project_id, entry) "
+                       "SELECT $1, (u.e->>'seq')::bigint, $2, u.e::text "
+                       "FROM json_array_elements($3::json) AS u(e)", 3, v);
+        free(arr);
+        if (!r)
+            return -EIO;
+        PQclear(r);
+    }
+    if (last_seq)
+        *last_seq = seq;
+    return 0;
+}
+
+static int pg_log_read(struct store_tx *t, const char *project_id, const char *run_id,
+                       int64_t after_seq, int64_t limit, json_t **out)
+{
+    struct pg_tx *tx = TX(t);
+    struct q q;
+    q_init(&q);
+    buf_puts(&q.sql, "SELECT entry FROM logs WHERE run_id=");
+    q_arg(&q, run_id);
+    buf_puts(&q.sql, " AND project_id=");
+    q_arg(&q, project_id);
+    buf_puts(&q.sql, " AND seq>");
+    q_int(&q, after_seq);
+    buf_puts(&q.sql, " ORDER BY seq LIMIT ");
+    if (limit > 0)
+        q_int(&q, limit);
+    else
+        buf_puts(&q.sql, "ALL");
+    PGresult *r = q_run(tx->c, &q);
+    q_release(&q);
+    if (!r)
+        return -EIO;
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *d = col_json(r, i, 0);
+        if (d)
+            json_array_append_new(arr, d);
+    }
+    PQclear(r);
+    *out = arr;
+    return 0;
+}
+
+static int64_t pg_log_bytes(struct store_tx *t, const char *project_id, const char *run_id)
+{
+    /* length() counts characters, as SQLite's length() does on text */
+    const char *v[] = {run_id, project_id};
+    PGresult *r = run(TX(t)->c, "SELECT COALESCE(SUM(length(entry)), 0) FROM logs "
+                                "WHERE run_id=$1 AND project_id=$2", 2, v);
+    int64_t n = result_i64(r, 0, 0);
+    PQclear(r);
+    return n;
+}
+
+/* ---- events ---- */
+
+static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
+{
+    struct pg_tx *tx = TX(t);
+    struct pg_store *st = tx->st;
+    if (tx->job && !st->event_locked) {
+        PGresult *l = run(tx->c, "SELECT pg_advisory_xact_lock(x'" EVENT_LOCK "'::bigint)", 0,
+                          NULL);
+        if (!l)
+            return -EIO;
+        PQclear(l);
+        st->event_locked = true;
+        tx->job->took_event_lock = true;
+    }
+    char created[24];
+    snprintf(created, sizeof created, "%lld",
+             (long long)json_integer_value(json_object_get(ev, "created_ms")));
+    char *doc = json_dumps(ev, JSON_COMPACT);
+    const char *v[] = {json_string_value(json_object_get(ev, "project_id")),
+                       json_string_value(json_object_get(ev, "run_id")),
+                       json_string_value(json_object_get(ev, "type")), created, doc};
+    PGresult *r = run(tx->c, "INSERT INTO events(project_id, run_id, type, created_at, doc) "
+                             "VALUES($1, $2, $3, $4::bigint, $5) RETURNING id", 5, v);
+    free(doc);
+    if (!r)
+        return -EIO;
+    *id = result_i64(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+static void type_list(struct q *q, const char *op, const char *const *types, size_t n)
+{
+    if (!n)
+        return;
+    buf_printf(&q->sql, " AND type %s (", op);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            buf_puts(&q->sql, ",");
+        q_arg(q, types[i]);
+    }
+    buf_puts(&q->sql, ")");
+}
+
+/* The FROM/WHERE part of an event query; cond adds the filters. */
+static void event_where(struct q *q, const struct store_event_query *eq, bool cond)
+{
+    buf_puts(&q->sql, " FROM events WHERE project_id=");
+    q_arg(q, eq->project_id);
+    if (eq->run_id) {
+        buf_puts(&q->sql, " AND run_id=");
+        q_arg(q, eq->run_id);
+    }
+    if (!cond)
+        return;
+    buf_puts(&q->sql, " AND id>");
+    q_int(q, eq->after_id);
+    if (eq->after_ms > 0) {
+        buf_puts(&q->sql, " AND created_at>");
+        q_int(q, eq->after_ms);
+    }
+    type_list(q, "IN", eq->types, eq->ntypes);
+    type_list(q, "NOT IN", eq->exclude, eq->nexclude);
+}
+
+static int pg_event_list(struct store_tx *t, const struct store_event_query *eq, json_t **out,
+                         int64_t *total, int64_t *filtered)
+{
+    struct pg_tx *tx = TX(t);
+    if (eq->ntypes > 50 || eq->nexclude > 50)
+        return -EINVAL;
+    struct q q;
+    q_init(&q);
+    buf_puts(&q.sql, "SELECT id, doc");
+    event_where(&q, eq, true);
+    buf_puts(&q.sql, " ORDER BY id LIMIT ");
+    if (eq->limit > 0)
+        q_int(&q, eq->limit);
+    else
+        buf_puts(&q.sql, "ALL");
+    buf_puts(&q.sql, " OFFSET ");
+    q_int(&q, eq->offset > 0 ? eq->offset : 0);
+    PGresult *r = q_run(tx->c, &q);
+    q_release(&q);
+    if (!r)
+        return -EIO;
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *d = col_json(r, i, 1);
+        if (!d)
+            continue;
+        json_object_set_new(d, "seq", json_integer(result_i64(r, i, 0)));
+        json_array_append_new(arr, d);
+    }
+    PQclear(r);
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t *dst = pass == 0 ? total : filtered;
+        if (!dst)
+            continue;
+        q_init(&q);
+        buf_puts(&q.sql, "SELECT count(*)");
+        event_where(&q, eq, pass == 1);
+        r = q_run(tx->c, &q);
+        q_release(&q);
+        if (!r) {
+            json_decref(arr);
+            return -EIO;
+        }
+        *dst = result_i64(r, 0, 0);
+        PQclear(r);
+    }
+    *out = arr;
+    return 0;
+}
+
+static int64_t pg_event_last_id(struct store_tx *t)
+{
+    PGresult *r = run(TX(t)->c, "SELECT COALESCE(MAX(id), 0) FROM events", 0, NULL);
+    int64_t n = result_i64(r, 0, 0);
+    PQclear(r);
+    return n;
+}
+
+/* ---- meta, idempotency ---- */
+
+static char *pg_meta_get(struct store_tx *t, const char *key)
+{
+    const char *v[] = {key};
+    PGresult *r = run(TX(t)->c, "SELECT value FROM meta WHERE key=$1", 1, v);
+    char *val = NULL;
+    if (r && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+        val = xstrdup(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return val;
+}
+
+static int pg_meta_set(struct store_tx *t, const char *key, const char *value)
+{
+    const char *v[] = {key, value};
+    PGresult *r = run(TX(t)->c, "INSERT INTO meta(key, value) VALUES($1, $2) "
+                                "ON CONFLICT (key) DO UPDATE SET value=EXCLUDED.value", 2, v);
+    if (!r)
+        return -EIO;
+    PQclear(r);
+    return 0;
+}
+
+static int pg_idem_get(struct store_tx *t, const char *scope, const char *key, int64_t since_ms,
+                       char **fingerprint, int *status, char **body)
+{
+    char since[24];
+    snprintf(since, sizeof since, "%lld", (long long)since_ms);
+    const char *v[] = {scope, key, since};
+    PGresult *r = run(TX(t)->c, "SELECT fingerprint, status, body FROM idempotency "
+                                "WHERE scope=$1 AND key=$2 AND created_at>=$3::bigint", 3, v);
+    if (!r)
+        return -EIO;
+    int rc = -ENOENT;
+    if (PQntuples(r) > 0) {
+        *fingerprint = PQgetisnull(r, 0, 0) ? NULL : xstrdup(PQgetvalue(r, 0, 0));
+        *status = (int)result_i64(r, 0, 1);
+        *body = xstrdup(PQgetvalue(r, 0, 2));
+        rc = 0;
+    }
+    PQclear(r);
+    return rc;
+}
+
+static int pg_idem_put(struct store_tx *t, const char *scope, const char *key,
+                       const char *fingerprint, int status, const char *body)
+{
+    char st[16], now[24];
+    snprintf(st, sizeof st, "%d", status);
+    snprintf(now, sizeof now, "%lld", (long long)now_ms());
+    const char *v[] = {scope, key, fingerprint, st, body, now};
+    PGresult *r = run(TX(t)->c,
+                      "INSERT INTO idempotency(scope, key, fingerprint, status, body, created_at) "
+                      "VALUES($1, $2, $3, $4::integer, $5, $6::bigint) ON CONFLICT (scope, key) "
+                      "DO UPDATE SET fingerprint=EXCLUDED.fingerprint, status=EXCLUDED.status, "
+                      "body=EXCLUDED.body, created_at=EXCLUDED.created_at", 6, v);
+    if (!r)
+        return -EIO;
+    PQclear(r);
+    return 0;
 }
 
 const struct store_backend store_pg_backend = {
     .name = "postgres",
     .open = pg_open,
+    .close = pg_close,
+    .ping = pg_ping,
+    .write = pg_write,
+    .read = pg_read,
+    .on_commit = pg_on_commit,
+    .is_write = pg_is_write,
+    .put = pg_put,
+    .get = pg_get,
+    .del = pg_del,
+    .list = pg_list,
+    .log_append = pg_log_append,
+    .log_read = pg_log_read,
+    .log_bytes = pg_log_bytes,
+    .event_append = pg_event_append,
+    .event_list = pg_event_list,
+    .event_last_id = pg_event_last_id,
+    .meta_get = pg_meta_get,
+    .meta_set = pg_meta_set,
+    .idem_get = pg_idem_get,
+    .idem_put = pg_idem_put,
 };

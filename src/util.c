@@ -305,3 +305,20 @@ int parse_i64(const char *s, int64_t *out)
     *out = v;
     return 0;
 }
+
+char *url_escape(const char *s)
+{
+    static const char hx[] = "0123456789ABCDEF";
+    struct buf b;
+    buf_init(&b);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '_' || *p == '.' || *p == '~') {
+            buf_append(&b, p, 1);
+        } else {
+            char e[3] = {'%', hx[*p >> 4], hx[*p & 15]};
+            buf_append(&b, e, 3);
+        }
+    }
+    return buf_steal(&b);
+}

@@ -66,6 +66,9 @@ void hex_encode(const unsigned char *in, size_t n, char *out);
 /* True when the two byte strings are equal; time depends only on the length. */
 bool ct_equal(const void *a, const void *b, size_t n);
 
+/* Percent-encodes everything but unreserved characters (malloc'd). */
+char *url_escape(const char *s);
+
 /* Strict integer parse of a whole string; 0 or -EINVAL/-ERANGE. */
 int parse_i64(const char *s, int64_t *out);
 

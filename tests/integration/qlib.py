@@ -18,6 +18,11 @@ class Server:
     def __init__(self, data=None, extra_args=(), env=None):
         self.data = data or tempfile.mkdtemp(prefix="quernd-", dir=os.environ.get("QUERN_TEST_TMP"))
         self.extra = list(extra_args)
+        if os.environ.get("QUERN_TEST_STORE") == "pg" and "--store" not in self.extra:
+            # the whole suite on PostgreSQL: one private cluster per test
+            # process, one database per data dir (a restart reuses it)
+            import pgcluster
+            self.extra += ["--store", pgcluster.database_for(self.data)]
         self.env = env or {}
         self.proc = None
         self.start()
@@ -91,6 +96,39 @@ def wait_for(fn, timeout=30, what="condition"):
             return v
         time.sleep(0.02)
     raise AssertionError("timed out waiting for " + what)
+
+
+def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None):
+    """Reads events until the stream ends (or max_events); returns [(id, type, data)]."""
+    c = S.conn()
+    h = dict(headers or {})
+    if key:
+        h["Authorization"] = "Bearer " + key
+    c.request("GET", path, headers=h)
+    r = c.getresponse()
+    if r.status != 200:
+        body = r.read().decode()
+        c.close()
+        return r.status, body
+    out, cur = [], {}
+    while True:
+        line = r.readline()
+        if not line:
+            break
+        line = line.decode().rstrip("\n")
+        if line == "":
+            if "data" in cur:
+                out.append((cur.get("id"), cur.get("event"), json.loads(cur["data"])))
+                if max_events and len(out) >= max_events:
+                    break
+                if stop and stop(out[-1]):
+                    break
+            cur = {}
+        elif not line.startswith(":"):
+            k, _, v = line.partition(": ")
+            cur[k] = v
+    c.close()
+    return 200, out
 
 
 def run_tests(ns):

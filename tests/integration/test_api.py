@@ -381,6 +381,26 @@ def test_restart_keeps_everything():
         s2.stop()
 
 
+def test_idempotency_key():
+    h = {"Idempotency-Key": "abc-123"}
+    body = {"name": "idem", "assigned_agent_id": "idem", "run": True}
+    a = S.req("POST", P + "/tasks", body, headers=h)
+    b = S.req("POST", P + "/tasks", body, headers=h)
+    assert a.status == b.status == 201 and a.json["id"] == b.json["id"]
+    assert b.header("Idempotent-Replayed") == "true"
+    assert expect(S.req("GET", P + "/tasks?assigned_agent_id=idem"), 200)["total"] == 1
+    c = S.req("POST", P + "/tasks", dict(body, name="other"), headers=h)
+    assert c.status == 409 and c.json["error"]["code"] == "idempotency_key_reused"
+    # another key, or another API key, is another request
+    d = S.req("POST", P + "/tasks", body, headers={"Idempotency-Key": "abc-124"})
+    assert d.status == 201 and d.json["id"] != a.json["id"]
+    # errors are remembered too (4xx), so a retried bad request stays bad
+    e1 = S.req("POST", P + "/tasks", {"name": 5}, headers={"Idempotency-Key": "bad-1"})
+    e2 = S.req("POST", P + "/tasks", {"name": 5}, headers={"Idempotency-Key": "bad-1"})
+    assert e1.status == e2.status == 400
+    assert S.req("POST", P + "/tasks", body, headers={"Idempotency-Key": "x" * 256}).status == 400
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))

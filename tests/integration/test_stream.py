@@ -8,43 +8,16 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+import qlib  # noqa: E402
+
+
+def sse(path, **kw):
+    return qlib.sse(S, path, **kw)
+
 
 S = Server()
 P = "/api/projects/default"
-
-
-def sse(path, headers=None, key=ROOT_KEY, max_events=None, stop=None):
-    """Reads events until the stream ends (or max_events); returns [(id, type, data)]."""
-    c = S.conn()
-    h = dict(headers or {})
-    if key:
-        h["Authorization"] = "Bearer " + key
-    c.request("GET", path, headers=h)
-    r = c.getresponse()
-    if r.status != 200:
-        body = r.read().decode()
-        c.close()
-        return r.status, body
-    out, cur = [], {}
-    while True:
-        line = r.readline()
-        if not line:
-            break
-        line = line.decode().rstrip("\n")
-        if line == "":
-            if "data" in cur:
-                out.append((cur.get("id"), cur.get("event"), json.loads(cur["data"])))
-                if max_events and len(out) >= max_events:
-                    break
-                if stop and stop(out[-1]):
-                    break
-            cur = {}
-        elif not line.startswith(":"):
-            k, _, v = line.partition(": ")
-            cur[k] = v
-    c.close()
-    return 200, out
 
 
 def agent_run(agent):

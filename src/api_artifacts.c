@@ -1,0 +1,351 @@
+/*
+ * api_artifacts — a run's files: upload (JSON with base64 or text content,
+ * or a raw body), the manifest, authenticated download, and presigned URLs
+ * that need no key (HMAC over project, run, name and expiry with the server
+ * secret; tampering or expiry answers 403).
+ *
+ * Limits: an upload is bounded by the request body limit (16 MiB by
+ * default); a run holds at most MAX_ARTIFACTS files and MAX_RUN_BYTES in
+ * all; names are 1-255 bytes of printable characters without "..", a
+ * leading "/" or a backslash.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "blob.h"
+#include "crypto.h"
+#include "run.h"
+#include "util.h"
+
+#define MAX_ARTIFACTS 1000
+#define MAX_RUN_BYTES (1LL << 30)
+#define MAX_PRESIGN_S (7 * 86400)
+
+static bool name_ok(const char *n)
+{
+    size_t len = strlen(n);
+    if (len < 1 || len > 255 || n[0] == '/' || strstr(n, "..") || strchr(n, '\\'))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)n; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}
+
+static json_t *load_run(struct req *r, struct store_tx *tx)
+{
+    json_t *run = store_get(tx, SK_RUN, http_param(r, "project_id"), http_param(r, "id"));
+    const char *task = http_param(r, "task_id");
+    if (run && task && strcmp(task, json_string_value(json_object_get(run, "task_id")) ?: "")) {
+        json_decref(run);
+        run = NULL;
+    }
+    return run;
+}
+
+struct add_arg {
+    struct req *r;
+    json_t *files;   /* [{name, sha, size, content_type}] */
+    json_t *out;
+};
+
+static int add_fn(struct store_tx *tx, void *arg)
+{
+    struct add_arg *a = arg;
+    json_t *run = load_run(a->r, tx);
+    if (!run) {
+        http_not_found(a->r, "run", http_param(a->r, "id"));
+        return -ENOENT;
+    }
+    json_t *arts = json_object_get(run, "artifacts");
+    int64_t total = 0;
+    size_t i;
+    json_t *f;
+    json_array_foreach(arts, i, f) total += json_integer_value(json_object_get(f, "size"));
+    json_array_foreach(a->files, i, f) total += json_integer_value(json_object_get(f, "size"));
+    if (json_array_size(arts) + json_array_size(a->files) > MAX_ARTIFACTS || total > MAX_RUN_BYTES) {
+        http_error(a->r, 400, "artifact_limit", "artifacts",
+                   "a run holds at most %d artifacts and %lld bytes", MAX_ARTIFACTS,
+                   (long long)MAX_RUN_BYTES);
+        json_decref(run);
+        return -EINVAL;
+    }
+    int rc = 0;
+    json_array_foreach(a->files, i, f) {
+        rc = run_add_artifact(tx, a->r->app, run, json_string_value(json_object_get(f, "name")),
+                              json_string_value(json_object_get(f, "sha")),
+                              json_integer_value(json_object_get(f, "size")),
+                              json_string_value(json_object_get(f, "content_type")));
+        if (rc)
+            break;
+    }
+    if (!rc)
+        a->out = json_incref(json_object_get(run, "artifacts"));
+    json_decref(run);
+    return rc;
+}
+
+static void add_files(struct req *r, json_t *files)
+{
+    struct add_arg a = {r, files, NULL};
+    int rc = store_write(r->app->store, add_fn, &a);
+    if (rc) {
+        api_store_error(r, rc, "run");
+        return;
+    }
+    http_json(r, 200, json_pack("{s:o}", "data", a.out));
+}
+
+void api_artifacts_upload(struct req *r)
+{
+    const char *ct = http_header(r, "Content-Type");
+    json_t *files = json_array();
+    const char *raw_name = http_query(r, "name");
+    if (raw_name || (ct && strncmp(ct, "application/json", 16))) {
+        /* a raw upload: the body is the file */
+        if (!raw_name || !name_ok(raw_name)) {
+            http_error(r, 400, "invalid_name", "name",
+                       "a raw upload needs ?name= (1-255 printable characters, no '..')");
+            goto out;
+        }
+        char sha[65];
+        int rc = blob_put(r->app->blobs, r->body.data ? r->body.data : "", r->body.len, sha);
+        if (rc) {
+            http_error(r, 500, "blob_error", NULL, "cannot store the artifact (%d)", rc);
+            goto out;
+        }
+        json_array_append_new(files, json_pack("{s:s, s:s, s:I, s:s}", "name", raw_name, "sha", sha,
+                                               "size", (json_int_t)r->body.len, "content_type",
+                                               ct ? ct : run_guess_content_type(raw_name)));
+        add_files(r, files);
+        goto out;
+    }
+    json_t *body = http_body_object(r);
+    json_t *list = NULL;
+    if (!body || !api_known_fields(r, body, (const char *const[]){"artifacts", NULL}, "") ||
+        !api_arr(r, body, "artifacts", "artifacts", 100, &list))
+        goto out;
+    if (!json_array_size(list)) {
+        http_error(r, 400, "missing_field", "artifacts", "artifacts must hold at least one file");
+        goto out;
+    }
+    size_t i;
+    json_t *f;
+    json_array_foreach(list, i, f) {
+        char p[64], pn[80], pc[80], pb[80], pt[80];
+        snprintf(p, sizeof p, "artifacts[%zu].", i);
+        snprintf(pn, sizeof pn, "%sname", p);
+        snprintf(pc, sizeof pc, "%scontent", p);
+        snprintf(pb, sizeof pb, "%scontent_base64", p);
+        snprintf(pt, sizeof pt, "%scontent_type", p);
+        const char *name = NULL, *text = NULL, *b64 = NULL, *type = NULL;
+        if (!json_is_object(f)) {
+            http_error(r, 400, "invalid_type", p, "artifacts[%zu] must be an object", i);
+            goto out;
+        }
+        if (!api_known_fields(r, f, (const char *const[]){"name", "content", "content_base64",
+                                                           "content_type", NULL}, p) ||
+            !api_str(r, f, "name", pn, 255, &name) || !api_str(r, f, "content", pc, 0, &text) ||
+            !api_str(r, f, "content_base64", pb, 0, &b64) ||
+            !api_str(r, f, "content_type", pt, 255, &type))
+            goto out;
+        if (!name || !name_ok(name)) {
+            http_error(r, 400, "invalid_name", pn,
+                       "%s must be 1-255 printable characters without '..' or a leading '/'", pn);
+            goto out;
+        }
+        if (!text == !b64) {
+            http_error(r, 400, "missing_field", pc, "give exactly one of %s and %s", pc, pb);
+            goto out;
+        }
+        unsigned char *bytes = NULL;
+        size_t n = 0;
+        if (b64) {
+            if (crypto_b64_decode(b64, strlen(b64), &bytes, &n)) {
+                http_error(r, 400, "invalid_base64", pb, "%s is not valid base64", pb);
+                goto out;
+            }
+        } else {
+            n = json_string_length(json_object_get(f, "content"));
+            bytes = (unsigned char *)xstrndup(text, n);
+        }
+        char sha[65];
+        int rc = blob_put(r->app->blobs, bytes, n, sha);
+        free(bytes);
+        if (rc) {
+            http_error(r, 500, "blob_error", NULL, "cannot store the artifact (%d)", rc);
+            goto out;
+        }
+        json_array_append_new(files, json_pack("{s:s, s:s, s:I, s:s}", "name", name, "sha", sha,
+                                               "size", (json_int_t)n, "content_type",
+                                               type ? type : run_guess_content_type(name)));
+    }
+    add_files(r, files);
+out:
+    json_decref(files);
+}
+
+struct find_arg {
+    struct req *r;
+    const char *project, *run_id, *name, *path;
+    json_t *entry;
+    bool run_found;
+};
+
+static int find_fn(struct store_tx *tx, void *arg)
+{
+    struct find_arg *f = arg;
+    json_t *run = f->r ? load_run(f->r, tx) : store_get(tx, SK_RUN, f->project, f->run_id);
+    f->run_found = run != NULL;
+    size_t i;
+    json_t *a;
+    json_array_foreach(json_object_get(run, "artifacts"), i, a) {
+        const char *n = json_string_value(json_object_get(a, f->path ? "storage_path" : "name"));
+        if (n && !strcmp(n, f->path ? f->path : f->name))
+            f->entry = json_incref(a);
+    }
+    json_decref(run);
+    return 0;
+}
+
+static void send_blob(struct req *r, json_t *entry)
+{
+    int fd = blob_open_read(r->app->blobs, json_string_value(json_object_get(entry, "sha256")));
+    if (fd < 0) {
+        http_not_found(r, "artifact content", json_string_value(json_object_get(entry, "name")));
+        return;
+    }
+    /* the content type came from a client: serve it inert */
+    http_add_header(r, "X-Content-Type-Options", "nosniff");
+    http_add_header(r, "Content-Disposition", "attachment");
+    http_add_header(r, "Content-Security-Policy", "sandbox");
+    http_file(r, 200, "application/octet-stream", fd,
+              json_integer_value(json_object_get(entry, "size")));
+    const char *ct = json_string_value(json_object_get(entry, "content_type"));
+    if (ct && !strpbrk(ct, "\r\n")) {
+        r->content_type = NULL;   /* the header below carries a copy */
+        http_add_header(r, "Content-Type", ct);
+    }
+}
+
+struct manifest_arg {
+    struct req *r;
+    json_t *out;
+};
+
+static int manifest_fn(struct store_tx *tx, void *arg)
+{
+    struct manifest_arg *m = arg;
+    json_t *run = load_run(m->r, tx);
+    if (run)
+        m->out = json_incref(json_object_get(run, "artifacts"));
+    json_decref(run);
+    return 0;
+}
+
+void api_artifacts_list(struct req *r)
+{
+    struct manifest_arg m = {r, NULL};
+    store_read(r->app->store, manifest_fn, &m);
+    if (!m.out) {
+        http_not_found(r, "run", http_param(r, "id"));
+        return;
+    }
+    http_json(r, 200, json_pack("{s:o}", "data", m.out));
+}
+
+void api_artifacts_download(struct req *r)
+{
+    const char *name = http_query(r, "name");
+    if (!name) {
+        http_error(r, 400, "missing_parameter", "name", "name is required");
+        return;
+    }
+    struct find_arg f = {r, NULL, NULL, name, NULL, NULL, false};
+    store_read(r->app->store, find_fn, &f);
+    if (!f.entry) {
+        http_not_found(r, f.run_found ? "artifact" : "run", f.run_found ? name : http_param(r, "id"));
+        return;
+    }
+    send_blob(r, f.entry);
+    json_decref(f.entry);
+}
+
+static void presign_sig(struct app *app, const char *project, const char *run, const char *name,
+                        int64_t expires, char out[65])
+{
+    char *msg = xasprintf("presign\n%s\n%s\n%s\n%lld", project, run, name, (long long)expires);
+    unsigned char mac[32];
+    crypto_hmac_sha256(app->secret, sizeof app->secret, msg, strlen(msg), mac);
+    hex_encode(mac, 32, out);
+    free(msg);
+}
+
+void api_artifacts_presign(struct req *r)
+{
+    json_t *body = http_body_object(r);
+    const char *path = NULL;
+    json_int_t expires_in = 3600;
+    if (!body ||
+        !api_known_fields(r, body, (const char *const[]){"storage_path", "expires_in", NULL}, "") ||
+        !api_str(r, body, "storage_path", "storage_path", 1024, &path) ||
+        !api_int(r, body, "expires_in", "expires_in", 1, MAX_PRESIGN_S, &expires_in))
+        return;
+    if (!path) {
+        http_error(r, 400, "missing_field", "storage_path", "storage_path is required");
+        return;
+    }
+    struct find_arg f = {r, NULL, NULL, NULL, path, NULL, false};
+    store_read(r->app->store, find_fn, &f);
+    if (!f.entry) {
+        http_not_found(r, f.run_found ? "artifact" : "run", f.run_found ? path : http_param(r, "id"));
+        return;
+    }
+    const char *name = json_string_value(json_object_get(f.entry, "name"));
+    int64_t exp = now_ms() / 1000 + expires_in;
+    char sig[65], ts[RFC3339_LEN];
+    presign_sig(r->app, http_param(r, "project_id"), http_param(r, "id"), name, exp, sig);
+    char *ename = url_escape(name);
+    char *url = xasprintf("/artifacts/%s/%s?name=%s&expires=%lld&sig=%s",
+                          http_param(r, "project_id"), http_param(r, "id"), ename, (long long)exp, sig);
+    free(ename);
+    rfc3339_format(exp * 1000, ts);
+    http_json(r, 200, json_pack("{s:s, s:s}", "url", url, "expires_at", ts));
+    free(url);
+    json_decref(f.entry);
+}
+
+void api_artifacts_public(struct req *r)
+{
+    const char *project = http_param(r, "project_id"), *run = http_param(r, "run_id");
+    const char *name = http_query(r, "name"), *exp_s = http_query(r, "expires");
+    const char *sig = http_query(r, "sig");
+    int64_t exp;
+    if (!name || !exp_s || !sig || parse_i64(exp_s, &exp) || strlen(sig) != 64) {
+        http_error(r, 403, "invalid_signature", NULL, "the link is not a valid presigned URL");
+        return;
+    }
+    char want[65];
+    presign_sig(r->app, project, run, name, exp, want);
+    if (!ct_equal(want, sig, 64)) {
+        http_error(r, 403, "invalid_signature", NULL, "the link's signature does not match");
+        return;
+    }
+    if (exp < now_ms() / 1000) {
+        http_error(r, 403, "link_expired", NULL, "the link has expired");
+        return;
+    }
+    struct find_arg f = {NULL, project, run, name, NULL, NULL, false};
+    store_read(r->app->store, find_fn, &f);
+    if (!f.entry) {
+        http_not_found(r, "artifact", name);
+        return;
+    }
+    send_blob(r, f.entry);
+    json_decref(f.entry);
+}

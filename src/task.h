@@ -1,0 +1,20 @@
+/*
+ * task — domain helpers on task documents shared by the API and the
+ * scheduler (no I/O): the cron schedule's next fire time.
+ */
+#ifndef QUERN_TASK_H
+#define QUERN_TASK_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+/* Sets next_run_at (and the indexed "scheduled" flag) from the task's
+ * schedule, timezone and pause state, for the first fire after after_ms. */
+void task_schedule_next(json_t *task, int64_t after_ms);
+/* The task's next fire time in ms, or -1 (no schedule, paused, none). */
+int64_t task_next_ms(const json_t *task);
+/* How many fires of the task's schedule fall in (from_ms, to_ms), at most
+ * max (for counting the fires skipped while quernd was down). */
+int64_t task_fires_between(const json_t *task, int64_t from_ms, int64_t to_ms, int64_t max);
+
+#endif

@@ -1,0 +1,116 @@
+"""Artifacts: byte-exact round trips (base64, text, raw upload), the manifest,
+authenticated download, presigned URLs (no key; tamper and expiry → 403),
+and files left by code in QUERN_ARTIFACTS."""
+import base64
+import hashlib
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+
+S = Server()
+P = "/api/projects/default"
+
+
+def run_base():
+    t = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "art", "run": True}), 201)
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    return P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+
+
+def get_raw(path, key=True):
+    c = S.conn()
+    h = {"Authorization": "Bearer qk_root_test_key_0123456789"} if key else {}
+    c.request("GET", path, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data, r
+
+
+def test_base64_roundtrip_is_byte_exact():
+    base = run_base()
+    blob = bytes(range(256)) * 300
+    out = expect(S.req("POST", base + "/artifacts", {"artifacts": [
+        {"name": "bin.dat", "content_base64": base64.b64encode(blob).decode()},
+        {"name": "notes/readme.txt", "content": "héllo\n", "content_type": "text/plain"}]}), 200)
+    m = {a["name"]: a for a in out["data"]}
+    assert m["bin.dat"]["size"] == len(blob)
+    assert m["bin.dat"]["sha256"] == hashlib.sha256(blob).hexdigest()
+    assert m["bin.dat"]["storage_path"].endswith("/bin.dat")
+    st, data, _ = get_raw(base + "/artifacts/content?name=bin.dat")
+    assert st == 200 and data == blob
+    st, data, r = get_raw(base + "/artifacts/content?name=notes%2Freadme.txt")
+    assert st == 200 and data == "héllo\n".encode() and r.getheader("Content-Type") == "text/plain"
+    run = expect(S.req("GET", base), 200)
+    assert sorted(a["name"] for a in run["artifacts"]) == ["bin.dat", "notes/readme.txt"]
+    lst = expect(S.req("GET", base + "/artifacts"), 200)["data"]
+    assert len(lst) == 2
+
+
+def test_raw_upload():
+    base = run_base()
+    payload = os.urandom(100000)
+    c = S.conn()
+    c.request("POST", base + "/artifacts?name=raw.bin", body=payload,
+              headers={"Authorization": "Bearer qk_root_test_key_0123456789",
+                       "Content-Type": "application/octet-stream"})
+    r = c.getresponse()
+    assert r.status == 200, r.read()
+    r.read()
+    st, data, _ = get_raw(base + "/artifacts/content?name=raw.bin")
+    assert data == payload
+
+
+def test_bad_artifacts_are_400():
+    base = run_base()
+    for arts, param in [([{"name": "../x", "content": "a"}], "artifacts[0].name"),
+                        ([{"name": "a"}], "artifacts[0].content"),
+                        ([{"name": "a", "content": "x", "content_base64": "eA=="}], "artifacts[0].content"),
+                        ([{"name": "a", "content_base64": "!!"}], "artifacts[0].content_base64"),
+                        ([], "artifacts")]:
+        r = S.req("POST", base + "/artifacts", {"artifacts": arts})
+        assert r.status == 400 and r.json["error"]["param"] == param, (arts, r)
+
+
+def test_presigned_url_needs_no_key_and_refuses_tampering():
+    base = run_base()
+    expect(S.req("POST", base + "/artifacts", {"artifacts": [{"name": "p.txt", "content": "secret"}]}), 200)
+    path = expect(S.req("GET", base), 200)["artifacts"][0]["storage_path"]
+    ps = expect(S.req("POST", base + "/artifacts/presign", {"storage_path": path, "expires_in": 60}), 200)
+    assert ps["url"].startswith("/artifacts/") and ps["expires_at"]
+    st, data, _ = get_raw(ps["url"], key=False)
+    assert st == 200 and data == b"secret"
+    for bad in (ps["url"].replace("p.txt", "q.txt"),
+                ps["url"][:-1] + ("0" if not ps["url"].endswith("0") else "1"),
+                ps["url"].replace("expires=", "expires=9")):
+        st, _, _ = get_raw(bad, key=False)
+        assert st == 403, bad
+    assert S.req("POST", base + "/artifacts/presign", {"storage_path": path, "expires_in": 8 * 86400}).status == 400
+    assert S.req("POST", base + "/artifacts/presign", {"storage_path": "runs/x/none"}).status == 404
+    short = expect(S.req("POST", base + "/artifacts/presign", {"storage_path": path, "expires_in": 1}), 200)
+    time.sleep(2.1)   # let the one-second link expire
+    st, _, _ = get_raw(short["url"], key=False)
+    assert st == 403
+
+
+def test_code_artifacts_land_in_the_store():
+    t = expect(S.req("POST", P + "/tasks", {
+        "code": 'printf "abc" > "$QUERN_ARTIFACTS/out.txt"; ln -s /etc/passwd "$QUERN_ARTIFACTS/link"',
+        "wait_for_result": True}), 201)
+    run = t["run"]
+    assert run["status"] == "completed", run
+    names = [a["name"] for a in run["artifacts"]]
+    assert names == ["out.txt"], names          # the symlink was not followed
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    st, data, _ = get_raw(base + "/artifacts/content?name=out.txt")
+    assert data == b"abc"
+
+
+if __name__ == "__main__":
+    try:
+        run_tests(dict(globals()))
+    finally:
+        S.stop()

@@ -1,0 +1,126 @@
+"""Scheduling semantics: priority order and FIFO, concurrency limits,
+deadlines (before and after start), retries with backoff, and chains where
+completing a task starts its dependants."""
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+
+sys.path.insert(0, os.path.dirname(__file__))
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+
+S = Server()
+P = "/api/projects/default"
+
+
+def task(**kw):
+    body = {"run": True}
+    body.update(kw)
+    return expect(S.req("POST", P + "/tasks", body), 201)
+
+
+def lease(agent, n=1, **kw):
+    body = {"agent_id": agent, "max": n}
+    body.update(kw)
+    return expect(S.req("POST", P + "/workers/lease", body), 200)["data"]
+
+
+def report(run, status="completed", **kw):
+    res = {"run_id": run["id"], "attempt": run["attempt"], "status": status}
+    res.update(kw)
+    out = expect(S.req("POST", P + "/workers/report", {"results": [res]}), 200)["data"][0]
+    assert out["ok"], out
+
+
+def iso(dt):
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
+
+
+def test_priority_order_and_fifo():
+    ids = {}
+    for name, prio in [("l1", "low"), ("m1", "medium"), ("u1", "urgent"), ("h1", "high"),
+                       ("m2", "medium"), ("u2", "urgent"), ("l2", "low")]:
+        ids[task(name=name, assigned_agent_id="prio", priority=prio)["id"]] = name
+    got = [ids[r["task_id"]] for r in lease("prio", 10)]
+    assert got == ["u1", "u2", "h1", "m1", "m2", "l1", "l2"], got
+
+
+def test_concurrency_limit_holds_extra_runs():
+    ts = [task(assigned_agent_id="conc", settings={"concurrency_key": "db", "max_concurrency": 2})
+          for _ in range(5)]
+    first = lease("conc", 10)
+    assert len(first) == 2
+    assert lease("conc", 10) == []
+    report(first[0])
+    nxt = lease("conc", 10)
+    assert len(nxt) == 1
+    # another key is not held back
+    other = task(assigned_agent_id="conc", settings={"concurrency_key": "api", "max_concurrency": 1})
+    assert [r["task_id"] for r in lease("conc", 10)] == [other["id"]]
+    del ts
+
+
+def test_deadline_before_start_never_starts():
+    past = iso(datetime.now(timezone.utc) - timedelta(seconds=1))
+    t = task(assigned_agent_id="dl1", deadline=past)
+    run = wait_for(lambda: (lambda r: r if r["status"] == "failed" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), what="deadline")
+    assert run["error"]["code"] == "deadline_exceeded" and run["started_at"] is None
+    assert lease("dl1") == []
+
+
+def test_deadline_while_running_fails_the_run():
+    soon = iso(datetime.now(timezone.utc) + timedelta(seconds=1))
+    t = task(assigned_agent_id="dl2", deadline=soon)
+    run = lease("dl2")[0]
+    done = wait_for(lambda: (lambda r: r if r["status"] == "failed" else None)(
+        expect(S.req("GET", P + "/task-runs/" + run["id"]), 200)), what="deadline")
+    assert done["error"]["code"] == "deadline_exceeded" and done["started_at"]
+    out = expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": run["id"], "attempt": 1, "status": "completed"}]}), 200)["data"][0]
+    assert out["ok"] is False
+    del t
+
+
+def test_code_deadline_stops_the_sandbox():
+    soon = iso(datetime.now(timezone.utc) + timedelta(seconds=1))
+    t = task(code="sleep 300", deadline=soon)
+    run = wait_for(lambda: (lambda r: r if r["status"] in ("failed", "canceled") else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), what="deadline")
+    assert run["error"]["code"] == "deadline_exceeded"
+
+
+def test_retries_with_exponential_backoff():
+    t = task(assigned_agent_id="retry", settings={"max_retries": 2, "retry_delay_ms": 50,
+                                                  "retry_backoff": "exponential"})
+    attempts = []
+    for _ in range(3):
+        run = wait_for(lambda: lease("retry"), what="a retry")[0]
+        attempts.append(run["attempt"])
+        report(run, "failed", error="boom")
+    assert attempts == [1, 2, 3]
+    final = expect(S.req("GET", P + "/task-runs/" + run["id"]), 200)
+    assert final["status"] == "failed" and len(final["errors"]) == 3
+    evs = expect(S.req("GET", P + "/tasks/%s/runs/%s/session_logs?event_types=task_run.retrying"
+                       % (t["id"], run["id"])), 200)
+    delays = [e["data"]["delay_ms"] for e in evs]
+    assert len(delays) == 2 and 25 <= delays[0] <= 50 and 50 <= delays[1] <= 100, delays
+
+
+def test_completing_a_task_starts_its_dependants():
+    a = task(assigned_agent_id="chainA", run=False)
+    b = task(assigned_agent_id="chainB", run=False, dependencies=[a["id"]])
+    c = task(assigned_agent_id="chainC", run=False, dependencies=[b["id"]])
+    expect(S.req("POST", P + "/tasks/%s/run" % a["id"]), 201)
+    report(lease("chainA")[0])
+    rb = wait_for(lambda: lease("chainB", wait_ms=1000), what="B starts")[0]
+    assert rb["task_id"] == b["id"]
+    report(rb)
+    rc = wait_for(lambda: lease("chainC", wait_ms=1000), what="C starts")[0]
+    assert rc["task_id"] == c["id"]
+
+
+if __name__ == "__main__":
+    try:
+        run_tests(dict(globals()))
+    finally:
+        S.stop()
