@@ -267,6 +267,30 @@ def test_loopback_refused_without_allow_private():
         s2.stop()
 
 
+def test_pending_delivery_survives_sigkill():
+    s3 = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
+    rec = Receiver(fail_first=10**9)   # down until we say so
+    try:
+        w = expect(s3.req("POST", P + "/webhooks", {"url": rec.url, "events": ["task.created"]}), 201)
+        t = expect(s3.req("POST", P + "/tasks", {"name": "k", "assigned_agent_id": "a", "run": False}), 201)
+        wait_for(lambda: len(rec.got()) >= 2, what="failing attempts")
+        s3.kill()
+        n_before = len(rec.got())
+        rec.fail_first = 0   # the receiver recovers while quernd is down
+        s3.start()
+
+        def ok():
+            ds = expect(s3.req("GET", P + "/webhooks/%s/deliveries" % w["id"]), 200)["data"]
+            return ds if ds and ds[0]["status"] == "succeeded" else None
+        d = wait_for(ok, what="delivery after restart")
+        assert len(d) == 1 and d[0]["payload"]["task_id"] == t["id"]   # one delivery, not two
+        assert d[0]["attempts"][-1]["status_code"] == 200
+        assert len(rec.got()) > n_before
+    finally:
+        rec.close()
+        s3.stop()
+
+
 # ---- policy ----
 
 def test_policy_get_put_validation():
