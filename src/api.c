@@ -83,5 +83,21 @@ const struct route api_routes[] = {
 
     {"POST", P "/workers/lease", api_workers_lease, K},
     {"POST", P "/workers/report", api_workers_report, K},
+
+    {"POST", P "/triggers", api_triggers_create, A},
+    {"GET", P "/triggers", api_triggers_list, A},
+    {"DELETE", P "/triggers/:id", api_triggers_delete, A},
+    {"POST", "/hooks/:trigger_id", api_hooks_receive, SCOPE_PUBLIC},
+    {"POST", P "/webhooks", api_webhooks_create, A},
+    {"GET", P "/webhooks", api_webhooks_list, A},
+    {"GET", P "/webhooks/:id", api_webhooks_get, A},
+    {"DELETE", P "/webhooks/:id", api_webhooks_delete, A},
+    {"GET", P "/webhooks/:id/deliveries", api_webhooks_deliveries, A},
+    {"GET", P "/policy", api_policy_get, A},
+    {"PUT", P "/policy", api_policy_put, A},
+    {"POST", P "/secrets", api_secrets_create, A},
+    {"GET", P "/secrets", api_secrets_list, A},
+    {"DELETE", P "/secrets/:name", api_secrets_delete, A},
+    {"POST", RUN "/relay_message", api_runs_relay_message, W},
     {0, 0, 0, 0},
 };

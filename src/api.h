@@ -106,6 +106,23 @@ void api_ops_metrics(struct req *r);
 void api_ops_openapi(struct req *r);
 void api_ops_dashboard(struct req *r);
 
+/* api_hooks.c: triggers, webhooks, policy, secrets, relay_message. */
+void api_triggers_create(struct req *r);
+void api_triggers_list(struct req *r);
+void api_triggers_delete(struct req *r);
+void api_hooks_receive(struct req *r);
+void api_webhooks_create(struct req *r);
+void api_webhooks_list(struct req *r);
+void api_webhooks_get(struct req *r);
+void api_webhooks_delete(struct req *r);
+void api_webhooks_deliveries(struct req *r);
+void api_policy_get(struct req *r);
+void api_policy_put(struct req *r);
+void api_secrets_create(struct req *r);
+void api_secrets_list(struct req *r);
+void api_secrets_delete(struct req *r);
+void api_runs_relay_message(struct req *r);
+
 /* Task bodies are validated once, for create and for batch items: returns
  * the task document (new reference) or NULL after answering 400 with
  * param prefixed by `prefix` ("tasks[7]."). */

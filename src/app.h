@@ -36,6 +36,7 @@ struct app {
     char *data_dir;
     unsigned char secret[32];      /* signs connection tokens and presigned URLs */
     volatile bool draining;
+    struct webhook *webhooks;      /* outgoing webhook deliveries (webhook.h) */
 };
 
 #endif

@@ -24,6 +24,7 @@
 #include "sched.h"
 #include "store.h"
 #include "util.h"
+#include "webhook.h"
 
 static void usage(FILE *f)
 {
@@ -254,6 +255,12 @@ int main(int argc, char **argv)
             runner_wake(app.runner);
         }
     }
+    app.webhooks = webhook_new(&app, &err);
+    if (!app.webhooks) {
+        fprintf(stderr, "quernd: %s\n", err ? err : "cannot start webhook deliveries");
+        free(err);
+        return 1;
+    }
 
     sigset_t set;
     sigemptyset(&set);
@@ -285,6 +292,8 @@ int main(int argc, char **argv)
     http_stop(app.http);
     runner_free(app.runner);
     app.runner = NULL;
+    webhook_free(app.webhooks);
+    app.webhooks = NULL;
     sched_free(app.sched);
     app.sched = NULL;
     store_close(app.store);

@@ -1,0 +1,56 @@
+/*
+ * secrets — project secrets (credentials) sealed at rest, and the other
+ * sealed strings quern keeps (trigger and webhook signing secrets).
+ *
+ * Two keys.  Project secrets are sealed (AES-256-GCM, crypto_seal) under a
+ * key kept in DATA_DIR/secret.key: 32 random bytes, mode 0600, made at first
+ * use, so a copy of the database alone does not reveal them.  Trigger and
+ * webhook secrets are sealed under a key derived from the server secret
+ * (HMAC-SHA256(app->secret, purpose)), which lives in the store: they only
+ * have to stay unreadable to anyone who sees documents through the API.
+ *
+ * Threading: every function is safe on any thread; the key file is created
+ * atomically (write a temporary file, link it into place), so concurrent
+ * first uses, even from two processes, agree on one key.
+ */
+#ifndef QUERN_SECRETS_H
+#define QUERN_SECRETS_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "store.h"
+
+struct app;
+
+/* True when name matches [A-Z_][A-Z0-9_]{0,63}. */
+bool secrets_name_ok(const char *name);
+
+/* Loads DATA_DIR/secret.key into key, creating it (32 random bytes, 0600)
+ * when missing.  0, or a negative errno when it cannot be read or made. */
+int secrets_key(const char *data_dir, unsigned char key[32]);
+
+/* Seals a string under key; returns the base64 of the sealed blob
+ * (malloc'd, caller frees). */
+char *secrets_seal_str(const unsigned char key[32], const char *value, size_t n);
+/* Opens what secrets_seal_str made: 0 with *value malloc'd (NUL-terminated;
+ * *n its length when n is not NULL), or -EINVAL. */
+int secrets_open_str(const unsigned char key[32], const char *sealed, char **value, size_t *n);
+
+/* The key for sealing trigger/webhook secrets: HMAC(app->secret, purpose)
+ * ("trigger-secrets", "webhook-secrets"). */
+void secrets_derived_key(const struct app *app, const char *purpose, unsigned char key[32]);
+
+/* For the runner: opens the project's secrets named in `names` (a JSON
+ * array of strings, e.g. the task's "secrets") inside tx.  On 0, *names_out
+ * and *values_out are malloc'd arrays of *n malloc'd strings (free them with
+ * secrets_free).  -ENOENT when a name has no secret (nothing is returned),
+ * -EINVAL when a value cannot be opened (wrong key file), -EIO when the key
+ * file cannot be read. */
+int secrets_open_for_run(struct app *app, struct store_tx *tx, const char *project_id,
+                         const json_t *names, char ***names_out, char ***values_out, size_t *n);
+/* Frees what secrets_open_for_run returned, wiping the values first. */
+void secrets_free(char **names, char **values, size_t n);
+
+#endif

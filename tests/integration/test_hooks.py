@@ -1,0 +1,396 @@
+"""Triggers, outgoing webhooks, policy, secrets and relay_message against a
+real quernd.  Webhook receivers are local http.server instances on
+127.0.0.1; the server under test runs with QUERN_OUTBOUND_ALLOW_PRIVATE=1
+so it may reach them, and a second server without it shows that a loopback
+URL is refused."""
+import hashlib
+import hmac
+import http.server
+import json
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+
+S = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
+P = "/api/projects/default"
+
+
+def sign(secret, body, t=None):
+    t = int(time.time()) if t is None else t
+    mac = hmac.new(secret.encode(), ("%d." % t).encode() + body, hashlib.sha256).hexdigest()
+    return "t=%d,sha256=%s" % (t, mac)
+
+
+def verify(secret, header, body):
+    parts = dict(p.split("=", 1) for p in header.split(","))
+    t = int(parts["t"])
+    want = hmac.new(secret.encode(), ("%d." % t).encode() + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(want, parts["sha256"]) and abs(time.time() - t) <= 300
+
+
+class Receiver:
+    """A local webhook receiver: records every request; fails the first
+    `fail_first` with HTTP 500."""
+
+    def __init__(self, fail_first=0):
+        self.requests = []
+        self.fail_first = fail_first
+        self.lock = threading.Lock()
+        rec = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                with rec.lock:
+                    rec.requests.append((dict(self.headers), body))
+                    k = len(rec.requests)
+                code = 500 if k <= rec.fail_first else 200
+                self.send_response(code)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"nope" if code == 500 else b"ok")
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def got(self):
+        with self.lock:
+            return list(self.requests)
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def agent_task(**kw):
+    body = {"name": "t", "assigned_agent_id": "ag", "run": False, "input": {"a": 1, "b": 2}}
+    body.update(kw)
+    return expect(S.req("POST", P + "/tasks", body), 201)
+
+
+# ---- triggers ----
+
+def test_trigger_good_bad_missing_stale_signatures():
+    t = agent_task()
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"], "secret": "s3cret-trigger"}), 201)
+    assert trg["id"].startswith("trg_") and trg["url"] == "/hooks/" + trg["id"]
+    assert trg["task_id"] == t["id"] and "created_at" in trg
+    assert "secret" not in trg and "secret_sealed" not in trg
+    url = trg["url"]
+    body = json.dumps({"b": 20, "c": 30}).encode()
+
+    # good: 202 and a run whose input is the body merged over the task's input
+    r = S.req("POST", url, raw=body, key=None, headers={"X-Quern-Signature": sign("s3cret-trigger", body)})
+    js = expect(r, 202)
+    run = expect(S.req("GET", P + "/tasks/%s/runs/%s?include=input" % (t["id"], js["run_id"])), 200)
+    assert run["input"] == {"a": 1, "b": 20, "c": 30}, run["input"]
+
+    # bad: another secret, or a body changed after signing
+    r = S.req("POST", url, raw=body, key=None, headers={"X-Quern-Signature": sign("other", body)})
+    assert r.status == 401 and r.json["error"]["code"] == "invalid_signature", r
+    r = S.req("POST", url, raw=body + b" ", key=None,
+              headers={"X-Quern-Signature": sign("s3cret-trigger", body)})
+    assert r.status == 401, r
+    r = S.req("POST", url, raw=body, key=None, headers={"X-Quern-Signature": "garbage"})
+    assert r.status == 401, r
+    # missing
+    r = S.req("POST", url, raw=body, key=None)
+    assert r.status == 401 and r.json["error"]["code"] == "missing_signature", r
+    # stale: right MAC, timestamp 10 minutes old (and one from the future)
+    for dt in (-600, 600):
+        r = S.req("POST", url, raw=body, key=None,
+                  headers={"X-Quern-Signature": sign("s3cret-trigger", body, int(time.time()) + dt)})
+        assert r.status == 401 and r.json["error"]["code"] == "stale_signature", r
+    # only the good call made a run
+    runs = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)
+    assert runs["total"] == 1
+
+
+def test_trigger_body_must_be_object_and_replay_is_deduplicated():
+    t = agent_task()
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"], "secret": "k"}), 201)
+    for raw in (b"[1,2]", b"not json", b"42"):
+        r = S.req("POST", trg["url"], raw=raw, key=None, headers={"X-Quern-Signature": sign("k", raw)})
+        assert r.status == 400, (raw, r)
+    body = b'{"x": 1}'
+    h = {"X-Quern-Signature": sign("k", body)}
+    a = expect(S.req("POST", trg["url"], raw=body, key=None, headers=h), 202)
+    b = expect(S.req("POST", trg["url"], raw=body, key=None, headers=h), 202)
+    assert a["run_id"] == b["run_id"]   # the same signed request is one run
+    assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 1
+
+
+def test_trigger_generated_secret_list_delete_and_gone():
+    t = agent_task()
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"]}), 201)
+    secret = trg["secret"]
+    assert secret.startswith("whsec_")
+    lst = expect(S.req("GET", P + "/triggers"), 200)
+    mine = [x for x in lst["data"] if x["id"] == trg["id"]]
+    assert mine and "secret" not in mine[0] and "secret_sealed" not in mine[0]
+    # unknown task at create
+    r = S.req("POST", P + "/triggers", {"task_id": "task_nope", "secret": "x"})
+    assert r.status == 400 and r.json["error"]["param"] == "task_id"
+    # the task is deleted: 404
+    expect(S.req("DELETE", P + "/tasks/" + t["id"]), 200)
+    body = b"{}"
+    r = S.req("POST", trg["url"], raw=body, key=None, headers={"X-Quern-Signature": sign(secret, body)})
+    assert r.status == 404, r
+    expect(S.req("DELETE", P + "/triggers/" + trg["id"]), 200)
+    r = S.req("POST", trg["url"], raw=body, key=None, headers={"X-Quern-Signature": sign(secret, body)})
+    assert r.status == 404, r
+    assert S.req("DELETE", P + "/triggers/" + trg["id"]).status == 404
+
+
+def test_trigger_needs_admin():
+    k = expect(S.req("POST", P + "/api_keys", {"name": "w", "scopes": ["task:write"]}), 201)["key"]
+    assert S.req("GET", P + "/triggers", key=k).status == 403
+    assert S.req("GET", P + "/webhooks", key=k).status == 403
+    assert S.req("GET", P + "/secrets", key=k).status == 403
+    assert S.req("GET", P + "/policy", key=k).status == 403
+
+
+# ---- webhooks ----
+
+def test_webhook_validation():
+    bad = [
+        ({"events": ["*"]}, "url"),
+        ({"url": "ftp://x/y", "events": ["*"]}, "url"),
+        ({"url": "not a url", "events": ["*"]}, "url"),
+        ({"url": "http://example.com/h", "events": ["nope.thing"]}, "events"),
+        ({"url": "http://example.com/h", "events": []}, "events"),
+        ({"url": "http://example.com/h", "events": "task.created"}, "events"),
+        ({"url": "http://example.com/h", "events": ["*"], "extra": 1}, "extra"),
+    ]
+    for body, param in bad:
+        r = S.req("POST", P + "/webhooks", body)
+        assert r.status == 400 and r.json["error"]["param"] == param, (body, r)
+    w = expect(S.req("POST", P + "/webhooks", {"url": "https://example.com/h",
+                                               "events": ["task_run.*", "task.created"]}), 201)
+    assert w["id"].startswith("whk_") and w["secret"].startswith("whsec_")
+    got = expect(S.req("GET", P + "/webhooks/" + w["id"]), 200)
+    assert "secret" not in got and "secret_sealed" not in got
+    w2 = expect(S.req("POST", P + "/webhooks", {"url": "https://example.com/h", "secret": "mine"}), 201)
+    assert "secret" not in w2 and w2["events"] == ["*"]
+    lst = expect(S.req("GET", P + "/webhooks"), 200)
+    assert {w["id"], w2["id"]} <= {x["id"] for x in lst["data"]}
+    for x in (w, w2):
+        expect(S.req("DELETE", P + "/webhooks/" + x["id"]), 200)
+    assert S.req("GET", P + "/webhooks/" + w["id"]).status == 404
+    assert S.req("GET", P + "/webhooks/%s/deliveries" % w["id"]).status == 404
+
+
+def test_webhook_receives_signed_events():
+    rec = Receiver()
+    try:
+        w = expect(S.req("POST", P + "/webhooks", {"url": rec.url, "events": ["task.created"]}), 201)
+        t = agent_task(name="hooked")
+        reqs = wait_for(lambda: [x for x in rec.got()
+                                 if json.loads(x[1]).get("task_id") == t["id"]], what="delivery")
+        headers, body = reqs[0]
+        hdr = {k.lower(): v for k, v in headers.items()}
+        assert verify(w["secret"], hdr["x-quern-signature"], body), hdr
+        assert hdr["content-type"] == "application/json"
+        ev = json.loads(body)
+        assert ev["type"] == "task.created" and ev["id"].startswith("evt_")
+        assert ev["project_id"] == "default" and "data" in ev and "created_at" in ev
+        assert hdr["x-quern-event"] == "task.created"
+        # only matching types were sent (no task_run.* for this filter)
+        assert all(json.loads(b)["type"] == "task.created" for _, b in rec.got())
+        d = wait_for(lambda: [x for x in expect(S.req("GET", P + "/webhooks/%s/deliveries" % w["id"]), 200)["data"]
+                              if x["status"] == "succeeded" and x["event_id"] == ev["id"]], what="recorded")
+        assert d[0]["attempts"][0]["status_code"] == 200 and d[0]["payload"]["id"] == ev["id"]
+        expect(S.req("DELETE", P + "/webhooks/" + w["id"]), 200)
+    finally:
+        rec.close()
+
+
+def test_webhook_retries_until_success():
+    rec = Receiver(fail_first=2)
+    try:
+        w = expect(S.req("POST", P + "/webhooks", {"url": rec.url, "events": ["task.created"],
+                                                   "secret": "retry-secret"}), 201)
+        t = agent_task(name="retried")
+
+        def done():
+            ds = expect(S.req("GET", P + "/webhooks/%s/deliveries" % w["id"]), 200)["data"]
+            ds = [d for d in ds if d["payload"]["task_id"] == t["id"]]
+            return ds if ds and ds[0]["status"] == "succeeded" else None
+        d = wait_for(done, what="delivery to succeed")[0]
+        codes = [a["status_code"] for a in d["attempts"]]
+        assert codes == [500, 500, 200], d["attempts"]
+        assert d["attempt_count"] == 3
+        assert d["attempts"][0]["error"] and d["attempts"][2]["error"] is None
+        for a in d["attempts"]:
+            assert a["started_at"] and a["completed_at"] and a["duration_ms"] >= 0
+        assert len(rec.got()) == 3
+        # every attempt was signed with the webhook's secret, each with a fresh t
+        for headers, body in rec.got():
+            hdr = {k.lower(): v for k, v in headers.items()}
+            assert verify("retry-secret", hdr["x-quern-signature"], body)
+            assert hdr["x-quern-delivery"] == d["id"]
+        expect(S.req("DELETE", P + "/webhooks/" + w["id"]), 200)
+    finally:
+        rec.close()
+
+
+def test_loopback_refused_without_allow_private():
+    s2 = Server()   # no QUERN_OUTBOUND_ALLOW_PRIVATE
+    rec = Receiver()
+    try:
+        w = expect(s2.req("POST", P + "/webhooks", {"url": rec.url, "events": ["task.created"]}), 201)
+        expect(s2.req("POST", P + "/tasks", {"name": "x", "assigned_agent_id": "a", "run": False}), 201)
+
+        def failed():
+            ds = expect(s2.req("GET", P + "/webhooks/%s/deliveries" % w["id"]), 200)["data"]
+            return ds if ds and ds[0]["status"] == "failed" else None
+        d = wait_for(failed, what="refused delivery")[0]
+        err = d["attempts"][0]["error"]
+        assert "loopback" in err and "127.0.0.1" in err and "refused" in err, err
+        assert d["attempts"][0]["status_code"] is None
+        assert rec.got() == []   # nothing reached the receiver
+        # the project's policy may allow it
+        expect(s2.req("PUT", P + "/policy", {"outbound_allow_private": True}), 200)
+        expect(s2.req("POST", P + "/tasks", {"name": "y", "assigned_agent_id": "a", "run": False}), 201)
+        wait_for(lambda: rec.got(), what="delivery once allowed")
+    finally:
+        rec.close()
+        s2.stop()
+
+
+def test_pending_delivery_survives_sigkill():
+    s3 = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
+    rec = Receiver(fail_first=10**9)   # down until we say so
+    try:
+        w = expect(s3.req("POST", P + "/webhooks", {"url": rec.url, "events": ["task.created"]}), 201)
+        t = expect(s3.req("POST", P + "/tasks", {"name": "k", "assigned_agent_id": "a", "run": False}), 201)
+        wait_for(lambda: len(rec.got()) >= 2, what="failing attempts")
+        s3.kill()
+        n_before = len(rec.got())
+        rec.fail_first = 0   # the receiver recovers while quernd is down
+        s3.start()
+
+        def ok():
+            ds = expect(s3.req("GET", P + "/webhooks/%s/deliveries" % w["id"]), 200)["data"]
+            return ds if ds and ds[0]["status"] == "succeeded" else None
+        d = wait_for(ok, what="delivery after restart")
+        assert len(d) == 1 and d[0]["payload"]["task_id"] == t["id"]   # one delivery, not two
+        assert d[0]["attempts"][-1]["status_code"] == 200
+        assert len(rec.got()) > n_before
+    finally:
+        rec.close()
+        s3.stop()
+
+
+# ---- policy ----
+
+def test_policy_get_put_validation():
+    p = expect(S.req("GET", P + "/policy"), 200)
+    assert p["allowed_runtimes"] is None and p["network_allowed"] is True
+    assert p["require_approval"] is False and p["relay_webhook_url"] is None
+    bad = [
+        {"allowed_runtimes": "python"},
+        {"allowed_runtimes": ["cobol"]},
+        {"max_timeout_ms": -1},
+        {"max_timeout_ms": "10"},
+        {"max_memory_mb": 0},
+        {"max_code_bytes": 10**12},
+        {"network_allowed": "yes"},
+        {"relay_webhook_url": "gopher://x"},
+        {"nope": 1},
+    ]
+    for body in bad:
+        r = S.req("PUT", P + "/policy", body)
+        assert r.status == 400 and r.json["error"]["param"] == list(body)[0], (body, r)
+    good = {"allowed_runtimes": ["python", "sh"], "max_timeout_ms": 60000, "max_memory_mb": 512,
+            "max_code_bytes": 4096, "network_allowed": False, "require_approval": True,
+            "relay_webhook_url": "https://hooks.example.com/x", "outbound_allow_private": False}
+    got = expect(S.req("PUT", P + "/policy", good), 200)
+    for k, v in good.items():
+        assert got[k] == v, (k, got)
+    again = expect(S.req("GET", P + "/policy"), 200)
+    assert {k: again[k] for k in good} == good
+    # PUT replaces: absent fields go back to their defaults
+    expect(S.req("PUT", P + "/policy", {}), 200)
+    p = expect(S.req("GET", P + "/policy"), 200)
+    assert p["allowed_runtimes"] is None and p["relay_webhook_url"] is None
+
+
+# ---- secrets ----
+
+def test_secrets():
+    v1 = "hunter2-value-one"
+    s = expect(S.req("POST", P + "/secrets", {"name": "API_TOKEN", "value": v1}), 201)
+    assert s["name"] == "API_TOKEN" and "value" not in s
+    lst = S.req("GET", P + "/secrets")
+    assert lst.status == 200 and v1 not in lst.text and "value" not in lst.text
+    assert [x["name"] for x in lst.json["data"]].count("API_TOKEN") == 1
+    # replaced by a second POST with the same name
+    s2 = expect(S.req("POST", P + "/secrets", {"name": "API_TOKEN", "value": "v2-other"}), 200)
+    assert s2["created_at"] == s["created_at"]
+    lst = expect(S.req("GET", P + "/secrets"), 200)
+    assert [x["name"] for x in lst["data"]].count("API_TOKEN") == 1
+    for name in ("lower", "1ABC", "A-B", "", "A" * 65):
+        r = S.req("POST", P + "/secrets", {"name": name, "value": "x"})
+        assert r.status == 400 and r.json["error"]["param"] == "name", (name, r)
+    assert S.req("POST", P + "/secrets", {"name": "OK_NAME"}).status == 400
+    assert S.req("POST", P + "/secrets", {"name": "OK_NAME", "value": 5}).status == 400
+    # a task may name it; the value is never in the task either
+    t = expect(S.req("POST", P + "/tasks", {"name": "s", "assigned_agent_id": "a", "run": False,
+                                           "secrets": ["API_TOKEN"]}), 201)
+    assert "v2-other" not in json.dumps(t)
+    # the value is sealed at rest: not in the database file in clear
+    for f in os.listdir(S.data):
+        if f.startswith("quern.db"):
+            assert b"v2-other" not in open(os.path.join(S.data, f), "rb").read()
+    key = os.path.join(S.data, "secret.key")
+    assert os.stat(key).st_mode & 0o777 == 0o600 and os.path.getsize(key) == 32
+    expect(S.req("DELETE", P + "/secrets/API_TOKEN"), 200)
+    assert S.req("DELETE", P + "/secrets/API_TOKEN").status == 404
+
+
+# ---- relay_message ----
+
+def test_relay_message():
+    t = agent_task(run=True)
+    run_id = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]["id"]
+    path = P + "/tasks/%s/runs/%s/relay_message" % (t["id"], run_id)
+    expect(S.req("PUT", P + "/policy", {}), 200)
+    r = S.req("POST", path, {"text": "hello"})
+    assert r.status == 409 and r.json["error"]["code"] == "relay_not_configured", r
+    assert S.req("POST", P + "/tasks/%s/runs/run_nope/relay_message" % t["id"], {"text": "x"}).status == 404
+    rec = Receiver(fail_first=1)
+    try:
+        expect(S.req("PUT", P + "/policy", {"relay_webhook_url": rec.url}), 200)
+        assert S.req("POST", path, {}).status == 400
+        q = expect(S.req("POST", path, {"text": "build *done*"}), 200)
+        assert q["delivery_id"].startswith("dlv_")
+        wait_for(lambda: len(rec.got()) >= 2, what="relay delivery")
+        assert json.loads(rec.got()[-1][1]) == {"text": "build *done*"}
+
+        def ok():
+            ds = expect(S.req("GET", P + "/webhooks/relay/deliveries"), 200)["data"]
+            d = [x for x in ds if x["id"] == q["delivery_id"]]
+            return d if d and d[0]["status"] == "succeeded" else None
+        d = wait_for(ok, what="relay recorded")[0]
+        assert [a["status_code"] for a in d["attempts"]] == [500, 200]
+        assert d["run_id"] == run_id
+    finally:
+        rec.close()
+        expect(S.req("PUT", P + "/policy", {}), 200)
+
+
+if __name__ == "__main__":
+    try:
+        run_tests(dict(globals()))
+    finally:
+        S.stop()
