@@ -14,6 +14,7 @@
 
 #include "app.h"
 #include "events.h"
+#include "policy.h"
 #include "sched.h"
 #include "util.h"
 
@@ -260,8 +261,20 @@ int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
         return rc;
     if ((rc = update_task(tx, app, run, true)))
         return rc;
+    /* the project's policy may refuse the run outright, or want approval */
+    json_t *pol = policy_get(tx, project);
+    char *rule = NULL;
+    if (pol && policy_check_run(pol, task, &rule)) {
+        struct run_outcome out = {.code = "policy_denied", .message = rule, .no_retry = true};
+        rc = run_move(tx, app, run, RS_DENIED, &out);
+        free(rule);
+        json_decref(pol);
+        return rc;
+    }
+    bool approval = pol && policy_requires_approval(pol);
+    json_decref(pol);
     /* approval: the run waits for a human before anything executes */
-    if (json_is_true(json_object_get(json_object_get(task, "settings"), "require_approval"))) {
+    if (approval || json_is_true(json_object_get(json_object_get(task, "settings"), "require_approval"))) {
         json_object_set_new(run, "interaction",
                             json_pack("{s:s, s:s}", "kind", "approval", "prompt",
                                       "approve this run before it executes"));
@@ -548,7 +561,7 @@ json_t *run_public(const json_t *run)
     json_t *r = json_deep_copy(run);
     static const char *const internal[] = {"has_code", "max_retries", "queued_ms", "not_before_ms",
                                            "deadline_ms", "max_concurrency", "executor",
-                                           "latest_checkpoint", "interaction_response"};
+                                           "latest_checkpoint"};
     for (size_t i = 0; i < ARRAY_LEN(internal); i++)
         json_object_del(r, internal[i]);
     if (!json_array_size(json_object_get(r, "blocked_by")) &&

@@ -21,6 +21,7 @@
 #include "run.h"
 #include "runtime.h"
 #include "sched.h"
+#include "secrets.h"
 #include "storage.h"
 #include "util.h"
 
@@ -457,6 +458,22 @@ static int64_t setting(const json_t *task, const char *name)
     return json_integer_value(json_object_get(json_object_get(task, "settings"), name));
 }
 
+struct sec {
+    struct app *app;
+    const char *project_id;
+    const json_t *names;
+    char **n, **v;
+    size_t cnt;
+    int rc;
+};
+
+static int sec_fn(struct store_tx *tx, void *arg)
+{
+    struct sec *s = arg;
+    s->rc = secrets_open_for_run(s->app, tx, s->project_id, s->names, &s->n, &s->v, &s->cnt);
+    return 0;
+}
+
 static void launch(struct runner *rn, json_t *run, json_t *task)
 {
     struct app *app = rn->app;
@@ -497,12 +514,25 @@ static void launch(struct runner *rn, json_t *run, json_t *task)
             dirs[i] = storage_dir(app, spec.project_id,
                                   json_string_value(json_object_get(d, "id")), true, uid);
     }
+    struct sec sec = {app, spec.project_id, json_object_get(task, "secrets"), NULL, NULL, 0, 0};
+    if (json_array_size(sec.names)) {
+        store_read(app->store, sec_fn, &sec);
+        if (sec.rc) {
+            struct fail_arg f = {app, spec.run_id, "secret_unavailable",
+                                 "a secret the task names could not be opened (deleted?)"};
+            store_write(app->store, fail_fn, &f);
+            goto out;
+        }
+        spec.nsecrets = sec.cnt;
+        spec.secret_names = (const char *const *)sec.n;
+        spec.secret_values = (const char *const *)sec.v;
+    }
     spec.storage_account_dir = dirs[0];
     spec.storage_project_dir = dirs[1];
     spec.storage_org_dir = dirs[2];
     int rc = exec_start(rn->exec, &spec);
-    for (int i = 0; i < 3; i++)
-        free(dirs[i]);
+    secrets_free(sec.n, sec.v, sec.cnt);
+    sec.n = sec.v = NULL;
     if (rc) {
         struct fail_arg f = {app, spec.run_id,
                              rc == -ENOENT ? "runtime_unavailable" : "sandbox_error",
@@ -511,6 +541,9 @@ static void launch(struct runner *rn, json_t *run, json_t *task)
                                             : "the sandbox could not start the run"};
         store_write(app->store, fail_fn, &f);
     }
+out:
+    for (int i = 0; i < 3; i++)
+        free(dirs[i]);
     free(input);
     free(checkpoint);
     free(root);

@@ -185,6 +185,36 @@ def test_output_schema_enforced_at_exit():
     assert t["run"]["status"] == "failed" and t["run"]["error"]["code"] == "invalid_output"
 
 
+def test_secrets_reach_code_and_are_redacted():
+    expect(S.req("POST", P + "/secrets", {"name": "API_TOKEN", "value": "tok-12345"}), 201)
+    t = create('cat /run/secrets/API_TOKEN; echo; echo "env=$API_TOKEN"', secrets=["API_TOKEN"],
+               secrets_env=True, wait_for_result=True)
+    run = t["run"]
+    assert run["status"] == "completed", logs(t, run)
+    msgs = [x["message"] for x in logs(t, run)]
+    assert "***" in msgs and "env=***" in msgs and not any("tok-12345" in m for m in msgs)
+    r = S.req("POST", P + "/tasks", {"code": "true", "secrets": ["NOPE"]})
+    assert r.status == 400 and r.json["error"]["param"] == "secrets"
+
+
+def test_policy_denies_before_anything_runs():
+    pol = expect(S.req("GET", P + "/policy"), 200)
+    try:
+        expect(S.req("PUT", P + "/policy", {"allowed_runtimes": ["python"]}), 200)
+        t = create("echo should-not-run")
+        run = wait_status(t, ["denied"])
+        assert run["error"]["code"] == "policy_denied" and "allowed_runtimes" in run["error"]["message"]
+        assert logs(t, run) == [] and run["started_at"] is None
+        expect(S.req("PUT", P + "/policy", {"require_approval": True}), 200)
+        t2 = create("echo held")
+        assert wait_status(t2, ["interaction_required"])["interaction"]["kind"] == "approval"
+    finally:
+        body = {k: v for k, v in pol.items() if k in ("allowed_runtimes", "max_timeout_ms", "max_memory_mb",
+                "max_code_bytes", "network_allowed", "require_approval", "relay_webhook_url",
+                "outbound_allow_private")}
+        S.req("PUT", P + "/policy", body)
+
+
 def test_ts_types_are_stripped():
     code = ("interface P { n: number }\n"
             "const p: P = JSON.parse(await (await import('fs')).promises.readFile(process.env.QUERN_INPUT!, 'utf8'));\n"
