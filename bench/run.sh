@@ -11,7 +11,8 @@ mkdir -p bench/results
 STAMP=$(date +%Y%m%d-%H%M%S)
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "== micro benchmarks (one fresh quernd each)"
-/usr/bin/python3 bench/run.py ${QUICK:+--quick} --out "bench/results/micro-$STAMP.jsonl"
+if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/run.py --quick
+else /usr/bin/python3 bench/run.py --out "bench/results/micro-$STAMP.jsonl"; fi
 echo "== peers' harness (noop-20k), RUNS=${RUNS:-1}"
 if [ -n "${QUICK:-}" ]; then
   echo "(skipped with QUICK=1)"
