@@ -221,19 +221,21 @@ static int update_task(struct store_tx *tx, struct app *app, const json_t *run, 
     rfc3339_format(now_ms(), ts);
     int rc = 0;
     if (is_new) {
-        /* a new run: read-modify-write (run_count), from doc when given */
+        /* a new run: run_count + 1 (from doc when given, which is kept up to
+         * date), written as a patch rather than the whole document */
         json_t *task = doc ? json_incref(doc) : run_task(tx, run);
         if (!task)
             return 0;   /* the task was deleted; its runs live on until pruned */
-        json_object_set_new(task, "latest_run_id", json_string(run_id));
-        json_object_set_new(task, "run_count",
-                            json_integer(json_integer_value(json_object_get(task, "run_count")) + 1));
-        json_object_set(task, "status", json_object_get(run, "status"));
-        json_object_set(task, "progress", json_object_get(run, "progress"));
-        json_object_set_new(task, "updated_at", json_string(ts));
-        rc = store_update(tx, SK_TASK, project, task);
+        json_t *fields = json_pack("{s:s, s:I, s:O, s:O, s:s}", "latest_run_id", run_id,
+                                   "run_count",
+                                   (json_int_t)(json_integer_value(json_object_get(task, "run_count")) + 1),
+                                   "status", json_object_get(run, "status"), "progress",
+                                   json_object_get(run, "progress"), "updated_at", ts);
+        json_object_update(task, fields);
+        rc = store_patch(tx, SK_TASK, project, task_id, fields, NULL, NULL);
+        json_decref(fields);
         json_decref(task);
-        return rc;
+        return rc == -ENOENT ? 0 : rc;
     }
     /* a change of a run: patch the task in place, only when this run is its
      * latest (an older run does not move the task) */
