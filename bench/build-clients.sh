@@ -13,3 +13,9 @@ $CC $FLAGS -o "$B/quern_client" bench/peers/quern_client.c bench/qhttp.c $J
 if [ -f bench/qbench.c ]; then
   $CC $FLAGS -o "$B/qbench" bench/qbench.c bench/qhttp.c $J -lm
 fi
+# the dispatcher benchmark links quern's own library (make builds it first)
+if [ -f "$1/libquern.a" ] || [ -f "${BUILD:-build}/libquern.a" ]; then
+  L="${1:-build}/libquern.a"
+  $CC $FLAGS -iquote src -o "$B/sched_bench" bench/sched_bench.c "$L" \
+      $(pkg-config --cflags --libs libmicrohttpd jansson sqlite3 libcrypto libcurl libseccomp libpq) -lm
+fi

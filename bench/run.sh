@@ -10,6 +10,9 @@ sh bench/build-clients.sh "$BUILD"
 mkdir -p bench/results
 STAMP=$(date +%Y%m%d-%H%M%S)
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "== dispatcher and cron (build/bench/sched_bench: no HTTP, no store)"
+/usr/bin/time -f '{"bench":"sched_bench_time","peak_rss_kb":%M,"cpu_s":%U}' "$BUILD/bench/sched_bench" \
+    $([ -n "${QUICK:-}" ] && echo 100000)
 echo "== micro benchmarks (one fresh quernd each)"
 if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/run.py --quick
 else /usr/bin/python3 bench/run.py --out "bench/results/micro-$STAMP.jsonl"; fi
