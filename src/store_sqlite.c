@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "log.h"
 #include "util.h"
 
 #define MAX_BATCH 512
@@ -95,7 +96,8 @@ static sqlite3_stmt *stmt(struct conn *c, const char *sql)
         if (!c->cache[k].sql) {
             sqlite3_stmt *s = NULL;
             if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) != SQLITE_OK) {
-                fprintf(stderr, "quernd: sqlite prepare failed: %s: %s\n", sqlite3_errmsg(c->db), sql);
+                log_write(LOG_ERROR, "store", json_pack("{s:s}", "sql", sql),
+                          "sqlite prepare failed: %s", sqlite3_errmsg(c->db));
                 return NULL;
             }
             c->cache[k].sql = xstrdup(sql);
@@ -136,7 +138,7 @@ static int exec_sql(struct conn *c, const char *sql)
 {
     char *msg = NULL;
     if (sqlite3_exec(c->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        fprintf(stderr, "quernd: sqlite: %s: %s\n", msg ? msg : "?", sql);
+        log_write(LOG_ERROR, "store", json_pack("{s:s}", "sql", sql), "sqlite: %s", msg ? msg : "?");
         sqlite3_free(msg);
         return -EIO;
     }
