@@ -160,7 +160,9 @@ static struct conn *conn_open(struct sqlite_store *st, bool write, char **err)
                        : st->fsync == STORE_FSYNC_BATCH ? "PRAGMA synchronous=NORMAL"
                                                         : "PRAGMA synchronous=OFF";
     if (exec_sql(c, "PRAGMA journal_mode=WAL") || exec_sql(c, sync) ||
-        exec_sql(c, "PRAGMA foreign_keys=OFF") || exec_sql(c, "PRAGMA cache_size=-65536") ||
+        exec_sql(c, "PRAGMA foreign_keys=OFF") ||
+        /* page cache: 32 MiB for the writer, 8 MiB per reader thread */
+        exec_sql(c, write ? "PRAGMA cache_size=-32768" : "PRAGMA cache_size=-8192") ||
         /* savepoint sub-journals in memory, not a temp file per commit */
         exec_sql(c, "PRAGMA temp_store=MEMORY") ||
         (write && exec_sql(c, "PRAGMA wal_autocheckpoint=4000"))) {
