@@ -479,7 +479,7 @@ static enum MHD_Result respond(struct req *r)
         resp = MHD_create_response_from_fd((uint64_t)r->file_size, r->file_fd);
         r->file_fd = 0;
     } else if (r->stream) {
-        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384, stream_reader,
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader,
                                                  r->stream, stream_free);
         r->stream = NULL;
         MHD_add_response_header(resp, "Cache-Control", "no-cache");
@@ -620,6 +620,9 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)60000,
+                            /* per-connection pool: headers and the stream
+                             * buffer; small, so idle SSE subscribers are cheap */
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
                             MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
