@@ -752,6 +752,11 @@ static void on_changes(void *ctx, const struct store_change *ch, size_t n)
         return;
     }
     json_t *cancel = json_array();
+    if (s->app->events) {
+        const char *id;
+        json_t *doc;
+        json_object_foreach(a.runs, id, doc) events_remote_run(s->app->events, doc);
+    }
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < n; i++) {
         if (ch[i].kind == SK_RUN) {
