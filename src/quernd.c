@@ -7,6 +7,8 @@
  * scheduler and libmicrohttpd's pool run the work.
  */
 #include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,8 +21,10 @@
 #include "events.h"
 #include "http.h"
 #include "blob.h"
+#include "conf.h"
 #include "openapi.h"
 #include "runner.h"
+#include "runtime.h"
 #include "sched.h"
 #include "store.h"
 #include "util.h"
@@ -38,6 +42,7 @@ static void usage(FILE *f)
             "  --fsync    always: an acknowledged write survives power loss (default)\n"
             "             batch:  survives a crash of quernd; fsync at most every second\n"
             "             off:    no fsync (tests, throwaway data)\n"
+            "  --config   quern.conf to read (also $QUERN_CONFIG); see contrib/quern.conf\n"
             "  --threads  HTTP worker threads (default 4)\n"
             "  --slots    execution slots for code runs (default 2 per CPU; -1: no executor)\n"
             "\n"
@@ -106,6 +111,107 @@ static int bootstrap_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* Settings: defaults < quern.conf < environment < command line. */
+struct settings {
+    char *listen, *data, *store_url, *fsync, *config;
+    int threads, exec_slots;
+    struct config *cfg;
+};
+
+static int set_int(const char *value, int64_t min, int64_t max, int64_t *out, char *err,
+                   size_t errlen)
+{
+    int64_t v;
+    if (parse_i64(value, &v) || v < min || v > max) {
+        snprintf(err, errlen, "expected an integer from %lld to %lld, not %s", (long long)min,
+                 (long long)max, value);
+        return -EINVAL;
+    }
+    *out = v;
+    return 0;
+}
+
+static void replace(char **field, const char *value)
+{
+    free(*field);
+    *field = xstrdup(value);
+}
+
+/* quern.conf, key by key (documented in contrib/quern.conf). */
+static int conf_setting(void *ctx, const char *section, const char *key, const char *value,
+                        char *err, size_t errlen)
+{
+    struct settings *s = ctx;
+    struct config *c = s->cfg;
+    int64_t v;
+    if (!strcmp(section, "server")) {
+        if (!strcmp(key, "listen"))
+            replace(&s->listen, value);
+        else if (!strcmp(key, "data"))
+            replace(&s->data, value);
+        else if (!strcmp(key, "store"))
+            replace(&s->store_url, value);
+        else if (!strcmp(key, "fsync"))
+            replace(&s->fsync, value);
+        else if (!strcmp(key, "http_threads")) {
+            if (set_int(value, 1, 64, &v, err, errlen))
+                return -EINVAL;
+            s->threads = (int)v;
+        } else if (!strcmp(key, "exec_slots")) {
+            if (set_int(value, -1, 1024, &v, err, errlen))
+                return -EINVAL;
+            s->exec_slots = (int)v;
+        } else
+            goto unknown;
+        return 0;
+    }
+    if (!strcmp(section, "limits")) {
+        static const struct {
+            const char *key;
+            size_t off;
+            int64_t min, max;
+        } lim[] = {
+            {"default_task_timeout_ms", offsetof(struct config, default_timeout_ms), 1, 86400000},
+            {"max_task_timeout_ms", offsetof(struct config, max_timeout_ms), 1, 7 * 86400000LL},
+            {"max_body_bytes", offsetof(struct config, max_body_bytes), 1024, 1LL << 32},
+            {"max_name_length", offsetof(struct config, max_name_len), 1, 65536},
+            {"max_description_length", offsetof(struct config, max_description_len), 1, 1 << 20},
+            {"max_code_bytes", offsetof(struct config, max_code_bytes), 1, 1LL << 30},
+            {"lease_ms", offsetof(struct config, lease_ms), 100, 86400000},
+            {"max_wait_ms", offsetof(struct config, max_wait_ms), 0, 3600000},
+        };
+        for (size_t i = 0; i < ARRAY_LEN(lim); i++) {
+            if (!strcmp(key, lim[i].key))
+                return set_int(value, lim[i].min, lim[i].max,
+                               (int64_t *)((char *)c + lim[i].off), err, errlen);
+        }
+        goto unknown;
+    }
+    if (!strcmp(section, "outbound")) {
+        if (!strcmp(key, "allow_private")) {
+            if (strcmp(value, "true") && strcmp(value, "false")) {
+                snprintf(err, errlen, "allow_private is true or false");
+                return -EINVAL;
+            }
+            setenv("QUERN_OUTBOUND_ALLOW_PRIVATE", !strcmp(value, "true") ? "1" : "0", 0);
+            return 0;
+        }
+        goto unknown;
+    }
+    if (!strncmp(section, "runtime.", 8) && section[8]) {
+        if (runtime_config_set(section + 8, key, value)) {
+            snprintf(err, errlen, "bad runtime setting %s = %s in [%s]", key, value, section);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    snprintf(err, errlen, "unknown section [%s]", section);
+    return -EINVAL;
+unknown:
+    snprintf(err, errlen, "unknown key %s in [%s]", key, section);
+    return -EINVAL;
+}
+
 static int parse_listen(const char *s, char *host, size_t hn, int *port)
 {
     const char *c = strrchr(s, ':');
@@ -124,9 +230,25 @@ static int parse_listen(const char *s, char *host, size_t hn, int *port)
 
 int main(int argc, char **argv)
 {
-    const char *listen = "127.0.0.1:7070", *data = "./quern-data", *store_url = NULL;
-    const char *fsync_s = "always";
-    int threads = 4, exec_slots = 0;
+    struct app app = {0};
+    app.cfg = (struct config){
+        .max_body_bytes = 16 << 20,
+        .max_name_len = 256,
+        .max_description_len = 4096,
+        .max_code_bytes = 1 << 20,
+        .default_timeout_ms = 30000,
+        .max_timeout_ms = 3600000,
+        .lease_ms = 60000,
+        .max_wait_ms = 60000,
+    };
+    struct settings cs = {.threads = 4, .exec_slots = 0, .cfg = &app.cfg};
+    cs.listen = xstrdup("127.0.0.1:7070");
+    cs.data = xstrdup("./quern-data");
+    cs.fsync = xstrdup("always");
+    /* command line first, applied last: remember it */
+    const char *arg_listen = NULL, *arg_data = NULL, *arg_store = NULL, *arg_fsync = NULL;
+    const char *arg_config = getenv("QUERN_CONFIG");
+    int arg_threads = 0, arg_slots = INT32_MIN;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -139,63 +261,81 @@ int main(int argc, char **argv)
             usage(stderr);
             return 2;
         }
+        int64_t n = 0;
         if (!strcmp(a, "--listen"))
-            listen = v;
+            arg_listen = v;
         else if (!strcmp(a, "--data"))
-            data = v;
+            arg_data = v;
         else if (!strcmp(a, "--store"))
-            store_url = v;
+            arg_store = v;
         else if (!strcmp(a, "--config"))
-            ; /* quern.conf: read by later issues; the flag is accepted now */
+            arg_config = v;
         else if (!strcmp(a, "--fsync"))
-            fsync_s = v;
-        else if (!strcmp(a, "--threads"))
-            threads = atoi(v);
-        else if (!strcmp(a, "--slots"))
-            exec_slots = atoi(v);
+            arg_fsync = v;
+        else if (!strcmp(a, "--threads") && !parse_i64(v, &n) && n >= 1 && n <= 64)
+            arg_threads = (int)n;
+        else if (!strcmp(a, "--slots") && !parse_i64(v, &n) && n >= -1 && n <= 1024)
+            arg_slots = (int)n;
         else {
-            fprintf(stderr, "quernd: unknown option %s\n", a);
+            fprintf(stderr, "quernd: unknown option or bad value: %s %s\n", a, v);
             usage(stderr);
             return 2;
         }
         i++;
     }
+    if (arg_config) {
+        char *msg = NULL;
+        if (conf_load(arg_config, conf_setting, &cs, &msg)) {
+            fprintf(stderr, "quernd: %s\n", msg);
+            free(msg);
+            return 2;
+        }
+    }
+    const char *e;
+    int64_t ev;
+    if ((e = getenv("DEFAULT_TASK_TIMEOUT_MS")) && !parse_i64(e, &ev) && ev > 0)
+        app.cfg.default_timeout_ms = ev;
+    if ((e = getenv("MAX_TASK_TIMEOUT_MS")) && !parse_i64(e, &ev) && ev > 0)
+        app.cfg.max_timeout_ms = ev;
+    if ((e = getenv("QUERN_LEASE_MS")) && !parse_i64(e, &ev) && ev > 0)
+        app.cfg.lease_ms = ev;
+    if (arg_listen)
+        replace(&cs.listen, arg_listen);
+    if (arg_data)
+        replace(&cs.data, arg_data);
+    if (arg_store)
+        replace(&cs.store_url, arg_store);
+    if (arg_fsync)
+        replace(&cs.fsync, arg_fsync);
+    if (arg_threads)
+        cs.threads = arg_threads;
+    if (arg_slots != INT32_MIN)
+        cs.exec_slots = arg_slots;
+    if (app.cfg.default_timeout_ms > app.cfg.max_timeout_ms) {
+        fprintf(stderr, "quernd: the default task timeout (%lld ms) is over the maximum (%lld ms)\n",
+                (long long)app.cfg.default_timeout_ms, (long long)app.cfg.max_timeout_ms);
+        return 2;
+    }
+    const char *listen = cs.listen, *data = cs.data, *store_url = cs.store_url;
+    int exec_slots = cs.exec_slots;
+    app.cfg.http_threads = cs.threads;
+    app.cfg.exec_slots = cs.exec_slots;
     char host[64];
     int port;
     if (parse_listen(listen, host, sizeof host, &port)) {
         fprintf(stderr, "quernd: --listen wants HOST:PORT, not %s\n", listen);
         return 2;
     }
-    struct app app = {0};
-    app.cfg = (struct config){
-        .max_body_bytes = 16 << 20,
-        .max_name_len = 256,
-        .max_description_len = 4096,
-        .max_code_bytes = 1 << 20,
-        .default_timeout_ms = 30000,
-        .max_timeout_ms = 3600000,
-        .lease_ms = 60000,
-        .max_wait_ms = 60000,
-        .http_threads = threads > 0 && threads <= 64 ? threads : 4,
-        .exec_slots = 2,
-    };
-    if (!strcmp(fsync_s, "always"))
+    if (!strcmp(cs.fsync, "always"))
         app.cfg.fsync = STORE_FSYNC_ALWAYS;
-    else if (!strcmp(fsync_s, "batch"))
+    else if (!strcmp(cs.fsync, "batch"))
         app.cfg.fsync = STORE_FSYNC_BATCH;
-    else if (!strcmp(fsync_s, "off"))
+    else if (!strcmp(cs.fsync, "off"))
         app.cfg.fsync = STORE_FSYNC_OFF;
     else {
         fprintf(stderr, "quernd: --fsync must be always, batch or off\n");
         return 2;
     }
-    const char *e;
-    if ((e = getenv("DEFAULT_TASK_TIMEOUT_MS")))
-        app.cfg.default_timeout_ms = atoll(e) > 0 ? atoll(e) : app.cfg.default_timeout_ms;
-    if ((e = getenv("MAX_TASK_TIMEOUT_MS")))
-        app.cfg.max_timeout_ms = atoll(e) > 0 ? atoll(e) : app.cfg.max_timeout_ms;
-    if ((e = getenv("QUERN_LEASE_MS")))
-        app.cfg.lease_ms = atoll(e) > 0 ? atoll(e) : app.cfg.lease_ms;
 
     /* many idle stream subscribers need many descriptors */
     struct rlimit rl;
@@ -302,6 +442,10 @@ int main(int argc, char **argv)
     blob_close(app.blobs);
     openapi_free();
     free(app.data_dir);
+    free(cs.listen);
+    free(cs.data);
+    free(cs.store_url);
+    free(cs.fsync);
     fprintf(stderr, "quernd: stopped\n");
     return 0;
 }
