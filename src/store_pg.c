@@ -1018,6 +1018,8 @@ static int pg_patch(struct store_tx *t, enum store_kind kind, const char *projec
         return -EIO;
     int64_t n = affected(r);
     PQclear(r);
+    if (n)
+        note_change(tx, kind, project_id, id);   /* other nodes hear of it */
     return n ? 0 : -ENOENT;
 }
 
