@@ -39,6 +39,8 @@ struct lease_tx {
     char **ids;
     int n;
     json_t *runs;
+    char **busy;      /* ids another node is changing right now */
+    int nbusy;
 };
 
 static int lease_fn(struct store_tx *tx, void *arg)
@@ -48,10 +50,16 @@ static int lease_fn(struct store_tx *tx, void *arg)
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms() + app->cfg.lease_ms, ts);
     for (int i = 0; i < a->n; i++) {
-        json_t *run = store_get(tx, SK_RUN, a->l->f.project_id, a->ids[i]);
+        /* the row stays locked until commit: one lease per attempt, even
+         * with several nodes; a row another node holds is skipped */
+        json_t *run = NULL;
+        if (store_try_get(tx, SK_RUN, a->l->f.project_id, a->ids[i], &run) == -EAGAIN)
+            a->busy[a->nbusy++] = a->ids[i];
         if (!run)
             continue;
-        if (run_status_of(run) == RS_QUEUED) {
+        if (run_status_of(run) != RS_QUEUED) {
+            run_notify(tx, app, run);   /* our ready set was behind: catch up */
+        } else {
             json_object_set_new(run, "worker_id",
                                 a->l->worker_id ? json_string(a->l->worker_id) : json_null());
             if (a->l->f.agent_id && !json_is_string(json_object_get(run, "agent_id")))
@@ -124,11 +132,14 @@ static void lease_try(struct req *r)
         char *ids[MAX_LEASE];
         int n = sched_take(r->app->sched, &l->f, ids, l->max);
         if (n > 0) {
-            struct lease_tx a = {l, ids, n, runs};
+            char *busy[MAX_LEASE];
+            struct lease_tx a = {l, ids, n, runs, busy, 0};
             int rc = store_write(r->app->store, lease_fn, &a);
             if (rc) {
                 sched_give_back(r->app->sched, ids, n);
                 json_array_clear(runs);
+            } else if (a.nbusy) {
+                sched_give_back_later(r->app->sched, busy, a.nbusy, 250);
             }
             for (int i = 0; i < n; i++)
                 free(ids[i]);

@@ -26,6 +26,7 @@
 #include "cli_http.h"
 #include "cli_sse.h"
 #include "cli_table.h"
+#include "store_copy.h"
 #include "util.h"
 
 #define DEFAULT_URL "http://127.0.0.1:7070"
@@ -1736,6 +1737,9 @@ out:
 
 int main(int argc, char **argv)
 {
+    /* quern store copy FROM TO: works on the stores directly, no server */
+    if (argc >= 2 && !strcmp(argv[1], "store"))
+        return store_copy_main(argc - 1, argv + 1);
     struct cli_ctx c = {.doc = &DOC};
     const char *nc = getenv("NO_COLOR");
     bool color = !(nc && *nc);

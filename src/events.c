@@ -221,6 +221,26 @@ int64_t events_last_id(struct events *ev)
     return v;
 }
 
+void events_remote_run(struct events *ev, const json_t *run)
+{
+    const char *status = json_string_value(json_object_get(run, "status"));
+    if (!status)
+        return;
+    char type[64];
+    snprintf(type, sizeof type, "task_run.%s", status);
+    json_t *e = json_pack("{s:s, s:O, s:O, s:O, s:{s:s}}", "type", type, "project_id",
+                          json_object_get(run, "project_id"), "run_id", json_object_get(run, "id"),
+                          "task_id", json_object_get(run, "task_id"), "data", "status", status);
+    if (!e)
+        return;
+    pthread_mutex_lock(&ev->mu);
+    for (struct events_sub *sub = ev->subs; sub; sub = sub->next)
+        if (matches(e, sub->project_id, sub->run_id))
+            sub->cb(sub->ctx, 0, e);
+    pthread_mutex_unlock(&ev->mu);
+    json_decref(e);
+}
+
 void events_tick(struct events *ev)
 {
     pthread_mutex_lock(&ev->mu);

@@ -48,6 +48,13 @@ void events_unsubscribe(struct events *ev, struct events_sub *s);
  * that lets idle streams send their keepalive. */
 void events_tick(struct events *ev);
 
+/* Another node changed run (several nodes on PostgreSQL): its events are in
+ * the store, not on this bus.  Wakes the subscribers of its project and run
+ * with id 0 and a summary event {type "task_run.<status>", project_id,
+ * run_id, task_id, data {status}}, so streams read the store and waiters
+ * see a run that ended. */
+void events_remote_run(struct events *ev, const json_t *run);
+
 /* Copies events with id > after (matching project/run) out of the ring into
  * a new array; returns -1 when the ring no longer holds id after+1 (read the
  * store instead), else the number appended. */

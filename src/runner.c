@@ -382,6 +382,8 @@ struct start {
     char **ids;
     int n;
     json_t *started;   /* [{run, task}] */
+    char **busy;       /* ids another node is changing right now */
+    int nbusy;
 };
 
 static int start_fn(struct store_tx *tx, void *arg)
@@ -389,9 +391,14 @@ static int start_fn(struct store_tx *tx, void *arg)
     struct start *s = arg;
     struct app *app = s->rn->app;
     for (int i = 0; i < s->n; i++) {
-        json_t *run = store_get(tx, SK_RUN, NULL, s->ids[i]);
+        /* locked until commit: each attempt starts once across nodes */
+        json_t *run = NULL;
+        if (store_try_get(tx, SK_RUN, NULL, s->ids[i], &run) == -EAGAIN)
+            s->busy[s->nbusy++] = s->ids[i];
         if (!run)
             continue;
+        if (run_status_of(run) != RS_QUEUED)
+            run_notify(tx, app, run);   /* our ready set was behind: catch up */
         json_t *task = run_status_of(run) == RS_QUEUED ? run_task(tx, run) : NULL;
         if (!task) {
             json_decref(run);
@@ -407,6 +414,7 @@ static int start_fn(struct store_tx *tx, void *arg)
             rc = run_move(tx, app, run, RS_FAILED, &out);
         } else {
             json_object_set_new(run, "executor", json_string("local"));
+            json_object_set_new(run, "node_id", json_string(store_node_id(app->store)));
             /* the storage instances it gets, recorded as provided */
             json_t *inst = storage_for_task(tx, task);
             json_t *access = json_object_get(run, "storage_access");
@@ -561,10 +569,13 @@ static void dispatch(struct runner *rn)
         int n = sched_take(rn->app->sched, &f, ids, free_slots < 64 ? free_slots : 64);
         if (n <= 0)
             return;
-        struct start s = {rn, ids, n, json_array()};
+        char *busy[64];
+        struct start s = {rn, ids, n, json_array(), busy, 0};
         int rc = store_write(rn->app->store, start_fn, &s);
         if (rc)
             sched_give_back(rn->app->sched, ids, n);
+        else if (s.nbusy)
+            sched_give_back_later(rn->app->sched, busy, s.nbusy, 250);
         size_t i;
         json_t *st;
         json_array_foreach(s.started, i, st) launch(rn, json_object_get(st, "run"),
@@ -684,9 +695,15 @@ int runner_cancel(struct runner *rn, const char *run_id)
 
 /* ---- recovery at start ---- */
 
-static int recover_fn(struct store_tx *tx, void *arg)
+struct recover {
+    struct app *app;
+    json_t *runs;    /* code runs this process may have to end */
+    json_t *dead;    /* node id -> true: nodes that are gone */
+};
+
+static int recover_list_fn(struct store_tx *tx, void *arg)
 {
-    struct app *app = arg;
+    struct recover *r = arg;
     static const char *const statuses[] = {"running", "canceling", "interaction_required"};
     for (size_t k = 0; k < ARRAY_LEN(statuses); k++) {
         struct store_filter f = {"status", statuses[k]};
@@ -699,30 +716,71 @@ static int recover_fn(struct store_tx *tx, void *arg)
         json_t *run;
         json_array_foreach(runs, i, run) {
             const char *ex = json_string_value(json_object_get(run, "executor"));
-            if (!ex || strcmp(ex, "local"))
-                continue;   /* a worker's lease: its expiry handles it */
-            enum run_status st = run_status_of(run);
-            if (st == RS_CANCELING) {
-                rc = run_move(tx, app, run, RS_CANCELED, NULL);
-            } else {
-                const char *kind = json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
-                if (st == RS_INTERACTION_REQUIRED && kind && !strcmp(kind, "approval"))
-                    continue;   /* waiting for approval, nothing ran */
-                struct run_outcome out = {.code = "node_restarted",
-                                          .message = "quernd stopped while the run's code was running"};
-                rc = run_move(tx, app, run, RS_FAILED, &out);
-            }
-            if (rc && rc != -EPERM) {
-                json_decref(runs);
-                return rc;
-            }
+            if (ex && !strcmp(ex, "local"))   /* a worker's lease: its expiry handles it */
+                json_array_append(r->runs, run);
         }
         json_decref(runs);
     }
     return 0;
 }
 
+static int recover_fn(struct store_tx *tx, void *arg)
+{
+    struct recover *r = arg;
+    struct app *app = r->app;
+    size_t i;
+    json_t *listed;
+    json_array_foreach(r->runs, i, listed) {
+        const char *node = json_string_value(json_object_get(listed, "node_id"));
+        if (node && !json_object_get(r->dead, node))
+            continue;   /* another node runs it (several nodes on PostgreSQL) */
+        /* read again, locked: it may have moved since it was listed */
+        json_t *run = store_get(tx, SK_RUN, json_string_value(json_object_get(listed, "project_id")),
+                                json_string_value(json_object_get(listed, "id")));
+        const char *now_node = json_string_value(json_object_get(run, "node_id"));
+        const char *ex = json_string_value(json_object_get(run, "executor"));
+        if (!run || !ex || strcmp(ex, "local") || (node && (!now_node || strcmp(node, now_node))) ||
+            json_integer_value(json_object_get(run, "attempt")) !=
+                json_integer_value(json_object_get(listed, "attempt"))) {
+            json_decref(run);
+            continue;
+        }
+        int rc = 0;
+        enum run_status st = run_status_of(run);
+        if (st == RS_CANCELING) {
+            rc = run_move(tx, app, run, RS_CANCELED, NULL);
+        } else if (st == RS_RUNNING || st == RS_INTERACTION_REQUIRED) {
+            const char *kind = json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
+            if (!(st == RS_INTERACTION_REQUIRED && kind && !strcmp(kind, "approval"))) {
+                struct run_outcome out = {.code = "node_restarted",
+                                          .message = "quernd stopped while the run's code was running"};
+                rc = run_move(tx, app, run, RS_FAILED, &out);
+            }
+        }
+        json_decref(run);
+        if (rc && rc != -EPERM)
+            return rc;
+    }
+    return 0;
+}
+
+/* Ends the code runs left running by a quernd that is gone: this node's
+ * previous process, or (several nodes) any node that no longer holds its
+ * node lock.  Runs of live nodes are theirs. */
 int runner_recover(struct app *app)
 {
-    return store_write(app->store, recover_fn, app);
+    struct recover r = {app, json_array(), json_object()};
+    int rc = store_read(app->store, recover_list_fn, &r);
+    size_t i;
+    json_t *run;
+    json_array_foreach(r.runs, i, run) {
+        const char *node = json_string_value(json_object_get(run, "node_id"));
+        if (node && !json_object_get(r.dead, node) && !store_node_alive(app->store, node))
+            json_object_set_new(r.dead, node, json_true());
+    }
+    if (!rc && json_array_size(r.runs))
+        rc = store_write(app->store, recover_fn, &r);
+    json_decref(r.runs);
+    json_decref(r.dead);
+    return rc;
 }

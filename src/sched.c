@@ -27,6 +27,10 @@
 #define NPRIO 4
 #define AGE_MS 60000
 #define MAP_INIT 1024
+#define TOMBS 4096               /* recently dropped runs remembered (remote order) */
+#define REMOTE_GRACE_MS 150      /* a queued run another node announced waits this long here */
+#define SWEEP_MS 2000            /* leader: how often it looks for runs of dead nodes */
+#define NOT_LEADER_RECHECK_MS 1000
 
 /* Where an entry is: ready to take, waiting for a retry delay, blocked on
  * dependencies, taken by a dispatcher, or active (running, leased, waiting
@@ -51,6 +55,8 @@ struct entry {
     int64_t cmax;
     bool counted;                  /* holds one of its key's concurrency slots */
     int64_t attempt;
+    char *node_id;                 /* the node executing it (local executor), or NULL */
+    uint64_t gen;                  /* s->gen at its last local apply */
     json_t *blocked_by;    /* task ids, while W_BLOCKED */
     enum where where;
     struct entry *prev, *next;     /* ready list */
@@ -120,6 +126,18 @@ struct sched {
     struct sched_waiter *waiters;
     struct work *work_head, *work_tail;
     int64_t depth[NPRIO];
+    /* several nodes: local applies bump gen; a remote read taken before a
+     * local apply of the same run is older than it and is ignored */
+    uint64_t gen;
+    struct {
+        char *id;
+        uint64_t gen;
+    } tombs[TOMBS];
+    size_t ntomb;
+    int64_t grace_ms;
+    int64_t next_sweep;
+    json_t *suspect;               /* node id -> true: looked dead at the last sweep */
+    bool watching;
 };
 
 static const char *const prio_names[NPRIO] = {"urgent", "high", "medium", "low"};
@@ -396,6 +414,7 @@ static void set_timer(struct sched *s, struct entry *e)
 
 static void entry_free(struct entry *e)
 {
+    free(e->node_id);
     free(e->ckey);
     free(e->run_id);
     free(e->project_id);
@@ -409,6 +428,10 @@ static void entry_free(struct entry *e)
 
 static void drop(struct sched *s, struct entry *e)
 {
+    size_t t = s->ntomb++ % TOMBS;
+    free(s->tombs[t].id);
+    s->tombs[t].id = xstrdup(e->run_id);
+    s->tombs[t].gen = s->gen;
     unlink_entry(s, e);
     set_counted(s, e, false);
     if (e->timer_ms)
@@ -485,6 +508,9 @@ static void fill_entry(struct sched *s, struct entry *e, const json_t *run)
         rfc3339_parse(l, &le);
     e->lease_expires_ms = le;
     e->deadline_ms = json_integer_value(json_object_get(run, "deadline_ms"));
+    free(e->node_id);
+    const char *ex = json_string_value(json_object_get(run, "executor"));
+    e->node_id = ex && !strcmp(ex, "local") ? dup_or_null(json_object_get(run, "node_id")) : NULL;
     const char *ck = json_string_value(json_object_get(run, "concurrency_key"));
     int64_t cmax = json_integer_value(json_object_get(run, "max_concurrency"));
     if (!e->ckey && ck && cmax > 0) {
@@ -535,7 +561,11 @@ void sched_after_commit(struct sched *s, json_t *run)
     if (st == RS_CANCELING && ex && !strcmp(ex, "local"))
         runner_cancel(s->app->runner, json_string_value(json_object_get(run, "id")));
     pthread_mutex_lock(&s->mu);
+    s->gen++;
     apply(s, run);
+    struct entry *e = map_get(s, json_string_value(json_object_get(run, "id")) ?: "");
+    if (e)
+        e->gen = s->gen;
     if (run_status_terminal(st)) {
         /* dependants act on it from the scheduler thread */
         struct work *w = xcalloc(1, sizeof *w);
@@ -548,6 +578,205 @@ void sched_after_commit(struct sched *s, json_t *run)
         pthread_cond_signal(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- several nodes: what the others changed ---- */
+
+static void cron_set(struct sched *s, const char *project, const char *task, int64_t next);
+static void note_dependants(struct sched *s, const char *project, const char *task, json_t *deps);
+
+/* True when run id was dropped by a local apply newer than g0 (mu held). */
+static bool tomb_newer(struct sched *s, const char *id, uint64_t g0)
+{
+    size_t n = s->ntomb < TOMBS ? s->ntomb : TOMBS;
+    for (size_t i = 0; i < n; i++)
+        if (s->tombs[i].gen > g0 && !strcmp(s->tombs[i].id, id))
+            return true;
+    return false;
+}
+
+/* Applies a run another node changed, read after gen g0 (mu held).  A
+ * local apply since g0 is newer and wins.  A queued run the other node just
+ * announced is left to that node for grace_ms (it usually starts it at
+ * once), so the nodes do not all race for every run.  *cancel gets the
+ * run's id when code running here must stop. */
+static void apply_remote(struct sched *s, const json_t *run, uint64_t g0, json_t *cancel)
+{
+    const char *id = json_string_value(json_object_get(run, "id"));
+    if (!id)
+        return;
+    struct entry *e = map_get(s, id);
+    if (e ? e->gen > g0 : tomb_newer(s, id, g0))
+        return;
+    enum run_status st = run_status_of(run);
+    const char *ex = json_string_value(json_object_get(run, "executor"));
+    const char *node = json_string_value(json_object_get(run, "node_id"));
+    if (ex && !strcmp(ex, "local") && node && !strcmp(node, store_node_id(s->app->store)) &&
+        (st == RS_CANCELING || run_status_terminal(st)))
+        json_array_append_new(cancel, json_string(id));
+    json_int_t attempt = json_integer_value(json_object_get(run, "attempt"));
+    if (e && st == RS_QUEUED && e->where != W_ACTIVE && e->attempt == attempt &&
+        json_array_size(json_object_get(run, "blocked_by")) == json_array_size(e->blocked_by))
+        return;   /* still queued here as there: nothing dispatch cares about changed */
+    bool fresh = !e || e->where == W_ACTIVE;
+    apply(s, run);
+    e = map_get(s, id);
+    if (e && fresh && e->where == W_READY && s->grace_ms > 0) {
+        unlink_entry(s, e);
+        e->not_before_ms = now_ms() + s->grace_ms;
+        e->where = W_DELAYED;
+        set_timer(s, e);
+    }
+}
+
+static void cancel_local(struct sched *s, json_t *cancel)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(cancel, i, v) runner_cancel(s->app->runner, json_string_value(v));
+}
+
+struct remote_read {
+    json_t *run_ids, *task_ids;
+    json_t *runs, *tasks;          /* id -> doc */
+};
+
+static int remote_read_fn(struct store_tx *tx, void *arg)
+{
+    struct remote_read *a = arg;
+    int rc = store_get_many(tx, SK_RUN, a->run_ids, &a->runs);
+    if (!rc)
+        rc = store_get_many(tx, SK_TASK, a->task_ids, &a->tasks);
+    return rc;
+}
+
+/* The schedule and dependants of a task (mu held); doc NULL: it is gone. */
+static void task_seen(struct sched *s, const char *project, const char *id, const json_t *doc)
+{
+    cron_set(s, project, id, doc ? task_next_ms(doc) : -1);
+    if (doc)
+        note_dependants(s, project, id, json_object_get(doc, "dependencies"));
+}
+
+struct resync_read {
+    json_t *runs;    /* every unfinished run */
+    json_t *tasks;   /* every scheduled task */
+};
+
+static int resync_fn(struct store_tx *tx, void *arg)
+{
+    struct resync_read *a = arg;
+    static const char *const statuses[] = {"queued", "running", "paused", "interaction_required",
+                                           "review_required", "canceling"};
+    a->runs = json_array();
+    for (size_t i = 0; i < ARRAY_LEN(statuses); i++) {
+        struct store_filter f = {"status", statuses[i]};
+        struct store_query q = {&f, 1, 0, 0, true};
+        json_t *arr = NULL;
+        int rc = store_list(tx, SK_RUN, NULL, &q, &arr, NULL);
+        if (rc)
+            return rc;
+        json_array_extend(a->runs, arr);
+        json_decref(arr);
+    }
+    struct store_filter f = {"scheduled", "true"};
+    struct store_query q = {&f, 1, 0, 0, true};
+    return store_list(tx, SK_TASK, NULL, &q, &a->tasks, NULL);
+}
+
+/* Notifications may have been missed: reload every unfinished run and every
+ * schedule, and forget runs that finished meanwhile. */
+static void resync(struct sched *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t g0 = s->gen;
+    pthread_mutex_unlock(&s->mu);
+    struct resync_read a = {NULL, NULL};
+    if (store_read(s->app->store, resync_fn, &a)) {
+        json_decref(a.runs);
+        json_decref(a.tasks);
+        return;
+    }
+    json_t *cancel = json_array(), *live = json_object();
+    pthread_mutex_lock(&s->mu);
+    size_t i;
+    json_t *d;
+    json_array_foreach(a.runs, i, d) {
+        json_object_set(live, json_string_value(json_object_get(d, "id")) ?: "", json_true());
+        apply_remote(s, d, g0, cancel);
+    }
+    struct entry **gone = NULL;
+    size_t ngone = 0;
+    for (size_t k = 0; k < s->map_cap; k++)
+        for (struct entry *e = s->map[k]; e; e = e->hnext)
+            if (!json_object_get(live, e->run_id) && e->gen <= g0 && e->where != W_TAKEN) {
+                gone = xrealloc(gone, (ngone + 1) * sizeof *gone);
+                gone[ngone++] = e;
+            }
+    for (size_t k = 0; k < ngone; k++)
+        drop(s, gone[k]);
+    free(gone);
+    json_array_foreach(a.tasks, i, d)
+        task_seen(s, json_string_value(json_object_get(d, "project_id")),
+                  json_string_value(json_object_get(d, "id")), d);
+    pthread_mutex_unlock(&s->mu);
+    cancel_local(s, cancel);
+    json_decref(cancel);
+    json_decref(live);
+    json_decref(a.runs);
+    json_decref(a.tasks);
+}
+
+/* The store's watcher (its listener thread): runs and tasks other nodes
+ * committed.  They are read again here, so what is applied is never older
+ * than the notification. */
+static void on_changes(void *ctx, const struct store_change *ch, size_t n)
+{
+    struct sched *s = ctx;
+    if (!ch) {
+        resync(s);
+        return;
+    }
+    struct remote_read a = {json_array(), json_array(), NULL, NULL};
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(ch[i].kind == SK_RUN ? a.run_ids : a.task_ids, json_string(ch[i].id));
+    pthread_mutex_lock(&s->mu);
+    uint64_t g0 = s->gen;
+    pthread_mutex_unlock(&s->mu);
+    if (store_read(s->app->store, remote_read_fn, &a)) {
+        json_decref(a.run_ids);
+        json_decref(a.task_ids);
+        json_decref(a.runs);
+        json_decref(a.tasks);
+        resync(s);   /* best effort; the next reconnect resyncs too */
+        return;
+    }
+    json_t *cancel = json_array();
+    if (s->app->events) {
+        const char *id;
+        json_t *doc;
+        json_object_foreach(a.runs, id, doc) events_remote_run(s->app->events, doc);
+    }
+    pthread_mutex_lock(&s->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (ch[i].kind == SK_RUN) {
+            json_t *doc = json_object_get(a.runs, ch[i].id);
+            struct entry *e = doc ? NULL : map_get(s, ch[i].id);
+            if (doc)
+                apply_remote(s, doc, g0, cancel);
+            else if (e && e->gen <= g0 && e->where != W_TAKEN)
+                drop(s, e);   /* deleted */
+        } else {
+            task_seen(s, ch[i].project_id, ch[i].id, json_object_get(a.tasks, ch[i].id));
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    cancel_local(s, cancel);
+    json_decref(cancel);
+    json_decref(a.run_ids);
+    json_decref(a.task_ids);
+    json_decref(a.runs);
+    json_decref(a.tasks);
 }
 
 /* ---- taking work ---- */
@@ -663,6 +892,21 @@ void sched_give_back(struct sched *s, char **ids, int n)
         if (e && e->where == W_TAKEN) {
             set_counted(s, e, false);
             make_ready(s, e);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
+void sched_give_back_later(struct sched *s, char **ids, int n, int64_t delay_ms)
+{
+    pthread_mutex_lock(&s->mu);
+    for (int i = 0; i < n; i++) {
+        struct entry *e = map_get(s, ids[i]);
+        if (e && e->where == W_TAKEN) {
+            set_counted(s, e, false);
+            e->not_before_ms = now_ms() + delay_ms;
+            e->where = W_DELAYED;
+            set_timer(s, e);
         }
     }
     pthread_mutex_unlock(&s->mu);
@@ -1120,6 +1364,104 @@ static int cron_load_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+struct lost_arg {
+    struct sched *s;
+    char *run_id;
+    char *node_id;
+    int64_t attempt;
+};
+
+/* The node executing a code run is gone: the attempt ends like a crash of
+ * its process (a retry while retries remain), as runner_recover does for
+ * the node's own runs when it restarts. */
+static int lost_fn(struct store_tx *tx, void *arg)
+{
+    struct lost_arg *a = arg;
+    json_t *run = store_get(tx, SK_RUN, NULL, a->run_id);
+    if (!run)
+        return 0;
+    int rc = 0;
+    enum run_status st = run_status_of(run);
+    const char *ex = json_string_value(json_object_get(run, "executor"));
+    const char *node = json_string_value(json_object_get(run, "node_id"));
+    const char *kind = json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
+    bool approval = st == RS_INTERACTION_REQUIRED && kind && !strcmp(kind, "approval");
+    if (ex && !strcmp(ex, "local") && node && !strcmp(node, a->node_id) && !approval &&
+        json_integer_value(json_object_get(run, "attempt")) == a->attempt) {
+        if (st == RS_CANCELING) {
+            rc = run_move(tx, a->s->app, run, RS_CANCELED, NULL);
+        } else if (st == RS_RUNNING || st == RS_INTERACTION_REQUIRED || st == RS_PAUSED) {
+            struct run_outcome out = {.code = "node_lost",
+                                      .message = "the quernd node running the code stopped"};
+            rc = run_move(tx, a->s->app, run, RS_FAILED, &out);
+        }
+    }
+    json_decref(run);
+    return rc == -EPERM ? 0 : rc;
+}
+
+/* Leader: code runs whose node has been gone for two sweeps in a row (so a
+ * node that merely reconnected is left alone) are ended by lost_fn. */
+static void sweep_lost_nodes(struct sched *s)
+{
+    const char *me = store_node_id(s->app->store);
+    json_t *runs = json_array();
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < s->map_cap; k++)
+        for (struct entry *e = s->map[k]; e; e = e->hnext)
+            if (e->where == W_ACTIVE && e->node_id && strcmp(e->node_id, me))
+                json_array_append_new(runs, json_pack("{s:s, s:s, s:I}", "id", e->run_id, "node",
+                                                      e->node_id, "attempt",
+                                                      (json_int_t)e->attempt));
+    pthread_mutex_unlock(&s->mu);
+    json_t *verdict = json_object();   /* node -> lost? */
+    size_t i;
+    json_t *r;
+    json_array_foreach(runs, i, r) {
+        const char *node = json_string_value(json_object_get(r, "node"));
+        if (json_object_get(verdict, node))
+            continue;
+        bool alive = store_node_alive(s->app->store, node);
+        bool lost = !alive && json_object_get(s->suspect, node);
+        if (alive)
+            json_object_del(s->suspect, node);
+        else
+            json_object_set(s->suspect, node, json_true());
+        json_object_set_new(verdict, node, json_boolean(lost));
+        if (lost)
+            fprintf(stderr, "quernd: node %s is gone: ending its code runs\n", node);
+    }
+    json_array_foreach(runs, i, r) {
+        const char *node = json_string_value(json_object_get(r, "node"));
+        if (!json_is_true(json_object_get(verdict, node)))
+            continue;
+        struct lost_arg a = {s, (char *)json_string_value(json_object_get(r, "id")), (char *)node,
+                             json_integer_value(json_object_get(r, "attempt"))};
+        store_write(s->app->store, lost_fn, &a);
+    }
+    /* forget suspects with no runs left */
+    json_t *keep = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach(s->suspect, k, v) {
+        if (json_object_get(verdict, k))
+            json_object_set(keep, k, v);
+    }
+    json_decref(s->suspect);
+    s->suspect = keep;
+    json_decref(verdict);
+    json_decref(runs);
+}
+
+/* Puts e back in the timer heap at `at`, whatever its fields say (mu held). */
+static void rearm(struct sched *s, struct entry *e, int64_t at)
+{
+    if (e->timer_ms)
+        heap_remove(s, e);
+    e->timer_ms = at;
+    heap_push(s, e);
+}
+
 static void *sched_main(void *arg)
 {
     struct sched *s = arg;
@@ -1135,13 +1477,33 @@ static void *sched_main(void *arg)
             pthread_mutex_lock(&s->mu);
         }
         int64_t next = now + 500;
+        /* leader duties (several nodes): lease expiry, deadlines, cron, and
+         * ending the code runs of nodes that are gone */
+        bool leader = store_leader(s->app->store);
+        if (leader && mono >= s->next_sweep) {
+            s->next_sweep = mono + SWEEP_MS;
+            pthread_mutex_unlock(&s->mu);
+            sweep_lost_nodes(s);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
         /* due timers: retry delays, lease expiries, deadlines */
         struct expire_arg exp[64];
         int nexp = 0;
+        struct entry **later = NULL;
+        size_t nlater = 0;
         while (s->heap_len && s->heap[0]->timer_ms <= now && nexp < 64) {
             struct entry *e = s->heap[0];
             heap_remove(s, e);
             e->timer_ms = 0;
+            if (!leader && ((e->deadline_ms && e->deadline_ms <= now) ||
+                            (e->where == W_ACTIVE && e->lease_expires_ms &&
+                             e->lease_expires_ms <= now))) {
+                /* the leader's to act on; look again in case we become it */
+                later = xrealloc(later, (nlater + 1) * sizeof *later);
+                later[nlater++] = e;
+                continue;
+            }
             if (e->deadline_ms && e->deadline_ms <= now) {
                 exp[nexp++] = (struct expire_arg){s, xstrdup(e->run_id), e->attempt, true};
                 continue;   /* the write ends the run; its entry goes then */
@@ -1155,6 +1517,9 @@ static void *sched_main(void *arg)
             }
             set_timer(s, e);
         }
+        for (size_t i = 0; i < nlater; i++)
+            rearm(s, later[i], now + NOT_LEADER_RECHECK_MS);
+        free(later);
         if (s->heap_len && s->heap[0]->timer_ms < next)
             next = s->heap[0]->timer_ms;
         /* long-polls at their deadline */
@@ -1170,11 +1535,11 @@ static void *sched_main(void *arg)
         int nfire = 0;
         for (size_t k = 0; s->ncron && k < CRON_SLOTS; k++) {
             for (struct cron_entry *c = s->cron[k]; c; c = c->hnext) {
-                if (c->next_ms <= now && nfire < 64 && !s->draining) {
+                if (c->next_ms <= now && nfire < 64 && !s->draining && leader) {
                     fires[nfire++] = (struct fire_arg){s, xstrdup(c->project_id),
                                                        xstrdup(c->task_id), c->next_ms};
                     c->next_ms = INT64_MAX;   /* in flight; the fire sets the next */
-                } else if (c->next_ms < next) {
+                } else if (c->next_ms < next && c->next_ms > now) {
                     next = c->next_ms;
                 }
             }
@@ -1184,7 +1549,17 @@ static void *sched_main(void *arg)
         if (nexp || work || nfire) {
             pthread_mutex_unlock(&s->mu);
             for (int i = 0; i < nexp; i++) {
-                store_write(s->app->store, expire_fn, &exp[i]);
+                if (store_write(s->app->store, expire_fn, &exp[i])) {
+                    /* not done (a lost deadlock, PostgreSQL away): again soon */
+                    pthread_mutex_lock(&s->mu);
+                    struct entry *e = map_get(s, exp[i].run_id);
+                    if (e && e->attempt == exp[i].attempt) {
+                        if (!exp[i].deadline)
+                            e->lease_expires_ms = now_ms() + NOT_LEADER_RECHECK_MS;
+                        rearm(s, e, now_ms() + NOT_LEADER_RECHECK_MS);
+                    }
+                    pthread_mutex_unlock(&s->mu);
+                }
                 free((char *)exp[i].run_id);
             }
             for (int i = 0; i < nfire; i++) {
@@ -1236,6 +1611,7 @@ struct sched *sched_new(struct app *app)
     s->map = xcalloc(s->map_cap, sizeof *s->map);
     s->pmap_cap = 256;
     s->pmap = xcalloc(s->pmap_cap, sizeof *s->pmap);
+    s->suspect = json_object();
     return s;
 }
 
@@ -1263,6 +1639,12 @@ static int load_fn(struct store_tx *tx, void *arg)
 
 int sched_start(struct sched *s)
 {
+    const char *g = getenv("QUERN_REMOTE_GRACE_MS");
+    if (!g || parse_i64(g, &s->grace_ms) || s->grace_ms < 0)
+        s->grace_ms = REMOTE_GRACE_MS;
+    /* watch first: whatever other nodes commit after the loads below is heard */
+    store_watch(s->app->store, on_changes, s);
+    s->watching = true;
     int rc = store_read(s->app->store, load_fn, s);
     if (!rc)
         rc = store_read(s->app->store, cron_load_fn, s);
@@ -1289,6 +1671,8 @@ void sched_free(struct sched *s)
 {
     if (!s)
         return;
+    if (s->watching)
+        store_watch(s->app->store, NULL, NULL);   /* waits for a call in flight */
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_signal(&s->cond);
@@ -1321,6 +1705,9 @@ void sched_free(struct sched *s)
             free(c->task_id);
             free(c);
         }
+    for (size_t i = 0; i < TOMBS; i++)
+        free(s->tombs[i].id);
+    json_decref(s->suspect);
     kv_free_all(s->conc);
     kv_free_all(s->blocked);
     kv_free_all(s->dependants);

@@ -22,6 +22,18 @@
  * missed instants are skipped and recorded in a task.schedule_skipped event.
  * With one store writer (SQLite) every instant fires once; with several
  * nodes the firing write's check of next_run_at is what keeps it once.
+ *
+ * Several nodes (PostgreSQL).  Every node keeps every unfinished run: the
+ * store's watcher feeds it the runs and tasks other nodes change (re-read
+ * from the store; a local change applied after the read wins), and every
+ * node dispatches and leases.  A queued run another node announced is
+ * served here only after a short grace (QUERN_REMOTE_GRACE_MS, 150 ms), so
+ * the node that made it usually starts it and the nodes do not all race for
+ * the same run.  Only the leader (store_leader) expires leases, enforces
+ * deadlines, fires schedules, and ends the code runs of nodes that are gone
+ * (gone for two sweeps, SWEEP_MS apart); the others re-check those timers
+ * every second, so a new leader takes over where the old one stopped.
+ * Dependants of a finished run are started by the node that finished it.
  */
 #ifndef QUERN_SCHED_H
 #define QUERN_SCHED_H
@@ -69,6 +81,10 @@ struct sched_filter {
 int sched_take(struct sched *s, const struct sched_filter *f, char **ids, int max);
 /* Returns runs that were taken but not leased to the ready set. */
 void sched_give_back(struct sched *s, char **ids, int n);
+/* Returns taken runs that another node was changing (store_try_get said
+ * -EAGAIN): they become ready again after delay_ms, unless that node's
+ * change (heard meanwhile) says otherwise. */
+void sched_give_back_later(struct sched *s, char **ids, int n, int64_t delay_ms);
 
 /* A lease long-poll: wake(ctx) is called once (from any thread) when a run
  * that may match arrives, or at the deadline (mono ms).  The waiter is gone

@@ -62,6 +62,44 @@ char *store_field_text(const json_t *doc, const char *field)
     return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
 }
 
+bool store_kind_locked(enum store_kind kind)
+{
+    /* the kinds written back after a read; config kinds (projects, keys,
+     * definitions, secrets, storage) are read on hot paths and rarely
+     * changed, so reading them never waits */
+    return kind == SK_TASK || kind == SK_RUN || kind == SK_TRIGGER || kind == SK_WEBHOOK ||
+           kind == SK_DELIVERY;
+}
+
+const char *const *store_tables(void)
+{
+    static const char *tables[SK__COUNT + 5];
+    if (!tables[0]) {
+        size_t n = 0;
+        tables[n++] = "meta";
+        for (int k = 0; k < SK__COUNT; k++)
+            tables[n++] = kinds[k].name;
+        tables[n++] = "logs";
+        tables[n++] = "events";
+        tables[n++] = "idempotency";
+        tables[n] = NULL;
+    }
+    return tables;
+}
+
+const char *store_table_order(const char *table)
+{
+    if (!strcmp(table, "meta"))
+        return "key";
+    if (!strcmp(table, "logs"))
+        return "run_id, seq";
+    if (!strcmp(table, "events"))
+        return "id";
+    if (!strcmp(table, "idempotency"))
+        return "scope, key";
+    return "seq";
+}
+
 #define BE(x) (((const struct store_base *)(x))->be)
 #define TXBE(x) (((const struct store_tx_base *)(x))->be)
 
@@ -211,4 +249,58 @@ int store_idem_put(struct store_tx *tx, const char *scope, const char *key,
                    const char *fingerprint, int status, const char *body)
 {
     return TXBE(tx)->idem_put(tx, scope, key, fingerprint, status, body);
+}
+
+int store_try_get(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                  const char *id, json_t **out)
+{
+    return TXBE(tx)->try_get(tx, kind, project_id, id, out);
+}
+
+int store_get_many(struct store_tx *tx, enum store_kind kind, const json_t *ids, json_t **out)
+{
+    return TXBE(tx)->get_many(tx, kind, ids, out);
+}
+
+void store_watch(struct store *st, store_watch_fn fn, void *ctx)
+{
+    BE(st)->watch(st, fn, ctx);
+}
+
+bool store_leader(struct store *st)
+{
+    return BE(st)->leader(st);
+}
+
+const char *store_node_id(const struct store *st)
+{
+    return BE(st)->node_id(st);
+}
+
+bool store_node_alive(struct store *st, const char *node_id)
+{
+    return node_id && BE(st)->node_alive(st, node_id);
+}
+
+static bool table_ok(const char *table)
+{
+    for (const char *const *t = store_tables(); *t; t++)
+        if (!strcmp(*t, table))
+            return true;
+    return false;
+}
+
+int store_dump(struct store_tx *tx, const char *table, int64_t offset, int64_t limit,
+               json_t **out)
+{
+    if (!table_ok(table))
+        return -EINVAL;
+    return TXBE(tx)->dump(tx, table, offset, limit, out);
+}
+
+int store_load(struct store_tx *tx, const char *table, const json_t *rows)
+{
+    if (!table_ok(table))
+        return -EINVAL;
+    return TXBE(tx)->load(tx, table, rows);
 }

@@ -26,6 +26,18 @@
  *     thread, with committed=true; for a rolled-back fn they run with
  *     committed=false (only to release what they hold).
  *  4. Event ids increase monotonically in commit order.
+ *  5. Inside a write transaction, store_get of a task, run, trigger, webhook
+ *     or delivery returns the latest committed version and keeps every other
+ *     writer (another node on the same PostgreSQL) from changing that row
+ *     until the transaction ends: a read-modify-write of one of these is
+ *     never lost and never decided on stale data (PostgreSQL: SELECT ... FOR
+ *     UPDATE; SQLite has one writer for everything).  store_list never locks.
+ *
+ * Several nodes.  Several quernd may share one PostgreSQL.  Each node learns
+ * of the runs and tasks the others change through store_watch(); exactly one
+ * node at a time is the leader (store_leader()) and does the cluster-wide
+ * timed duties (cron, lease expiry, deadlines, webhook dispatch).  With
+ * SQLite there is one node: it is always the leader and nothing is watched.
  */
 #ifndef QUERN_STORE_H
 #define QUERN_STORE_H
@@ -131,6 +143,17 @@ int store_delete(struct store_tx *tx, enum store_kind kind, const char *project_
 int store_list(struct store_tx *tx, enum store_kind kind, const char *project_id,
                const struct store_query *q, json_t **out, int64_t *total);
 
+/* Like store_get in a write transaction, but never waits for a row another
+ * writer holds (PostgreSQL: FOR UPDATE SKIP LOCKED): 0 and *out (new
+ * reference), -ENOENT when absent, -EAGAIN when another node is changing it
+ * right now.  In a read transaction it is store_get. */
+int store_try_get(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                  const char *id, json_t **out);
+/* Reads the docs of kind with the given ids (array of strings), in any
+ * project, without locking: *out is a new object id -> doc (absent ids are
+ * missing from it). */
+int store_get_many(struct store_tx *tx, enum store_kind kind, const json_t *ids, json_t **out);
+
 /* ---- run logs ---- */
 
 /* Appends entries (array of log objects) to a run's log; assigns "seq"
@@ -179,6 +202,45 @@ int store_idem_get(struct store_tx *tx, const char *scope, const char *key, int6
 int store_idem_put(struct store_tx *tx, const char *scope, const char *key,
                    const char *fingerprint, int status, const char *body);
 
+/* ---- several nodes ---- */
+
+/* A document another node changed (or deleted). */
+struct store_change {
+    enum store_kind kind;      /* SK_RUN or SK_TASK */
+    const char *project_id;
+    const char *id;
+};
+/* Called on the store's listener thread with n changes (deduplicated), or
+ * with changes == NULL when some may have been missed (the notification
+ * connection was lost): the watcher then reloads what it keeps. */
+typedef void (*store_watch_fn)(void *ctx, const struct store_change *changes, size_t n);
+/* Registers the one watcher of the runs and tasks other nodes commit.  The
+ * store starts calling it after this returns; store_close stops it.  SQLite:
+ * nothing to watch (a single node), the call does nothing. */
+void store_watch(struct store *st, store_watch_fn fn, void *ctx);
+/* True while this node is the leader.  PostgreSQL: the node holds a session
+ * advisory lock on a dedicated connection; it is lost with the connection
+ * (the node died or was cut off) and another node takes it within ~2 s.
+ * Cheap (an atomic read): call it before every leader duty. */
+bool store_leader(struct store *st);
+/* This node's id ("node_..."), new at every store_open; owned by the store. */
+const char *store_node_id(const struct store *st);
+/* True when the node named id is running and connected to the store (it is
+ * this node, or holds its node lock on PostgreSQL).  Not in a write fn. */
+bool store_node_alive(struct store *st, const char *node_id);
+
+/* ---- copying a whole store (quern store copy) ---- */
+
+/* The tables every backend has, in the order a copy loads them (NULL-ended). */
+const char *const *store_tables(void);
+/* Rows of table ordered by its key, from offset, at most limit: *out is a new
+ * array of objects column -> value (text, integer or null). */
+int store_dump(struct store_tx *tx, const char *table, int64_t offset, int64_t limit,
+               json_t **out);
+/* Inserts rows (as store_dump gives them) verbatim, ids and sequence numbers
+ * included; the backend's counters move past them. */
+int store_load(struct store_tx *tx, const char *table, const json_t *rows);
+
 /* ---- the backend vtable (store.c dispatches through it) ---- */
 
 struct store_backend {
@@ -208,6 +270,14 @@ struct store_backend {
     int (*meta_set)(struct store_tx *, const char *, const char *);
     int (*idem_get)(struct store_tx *, const char *, const char *, int64_t, char **, int *, char **);
     int (*idem_put)(struct store_tx *, const char *, const char *, const char *, int, const char *);
+    int (*try_get)(struct store_tx *, enum store_kind, const char *, const char *, json_t **);
+    int (*get_many)(struct store_tx *, enum store_kind, const json_t *, json_t **);
+    void (*watch)(struct store *, store_watch_fn, void *);
+    bool (*leader)(struct store *);
+    const char *(*node_id)(const struct store *);
+    bool (*node_alive)(struct store *, const char *);
+    int (*dump)(struct store_tx *, const char *, int64_t, int64_t, json_t **);
+    int (*load)(struct store_tx *, const char *, const json_t *);
 };
 
 /* Every backend's struct store begins with this, so store.c can dispatch. */
@@ -224,5 +294,10 @@ extern const struct store_backend store_pg_backend;
 /* Shared by backends: the value of an indexed field taken from doc, as text
  * (malloc'd) or NULL. */
 char *store_field_text(const json_t *doc, const char *field);
+/* Shared by backends: whether store_get locks kind's rows in a write
+ * transaction (invariant 5). */
+bool store_kind_locked(enum store_kind kind);
+/* Shared by backends: the ORDER BY columns of a table of store_tables(). */
+const char *store_table_order(const char *table);
 
 #endif

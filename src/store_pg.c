@@ -38,9 +38,36 @@
  * two writers could commit ids out of order, so the first event_append of a
  * batch takes a transaction-level advisory lock (EVENT_LOCK): event-writing
  * transactions then serialise, and ids are assigned in commit order.
+ *
+ * Several nodes (store.h).  Invariant 5: in a write transaction store_get of
+ * a kind that is written back (store_kind_locked) reads FOR UPDATE: the row
+ * is the latest committed one and stays ours until the batch commits, so no
+ * node decides on a stale run or task, and a run is started once per
+ * attempt.  store_try_get adds SKIP LOCKED for dispatch.  Two batches that
+ * lock the same rows in opposite orders deadlock; PostgreSQL aborts one
+ * statement after deadlock_timeout and that job fails with -EAGAIN (the
+ * rest of its batch commits).
+ *
+ * Every write of a run or task is announced: its job records "R|T project
+ * id", and the batch's COMMIT carries the lines in pg_notify('quern', ...)
+ * (several per notification, up to ~7 kB), so listeners hear of exactly the
+ * committed changes, at commit.  A listener thread per node owns a second
+ * connection that LISTENs, skips what its own writer sent, and hands the
+ * rest to the watcher (store_watch).  The same connection holds two
+ * session advisory locks: this node's (so others can tell it is alive:
+ * store_node_alive reads pg_locks) and, when it can take it, the leader's
+ * (LEADER_LOCK, tried every second).  Locks go with the session: a node that
+ * dies releases them at once (its socket closes); a node cut off from the
+ * server loses them when the server's TCP keepalive (set to ~4 s on this
+ * session) gives up, and it stops calling itself leader as soon as its own
+ * health check (a query answered within 2 s, every second) fails.  After a
+ * reconnect the watcher is told it may have missed changes (changes ==
+ * NULL) and reloads; QUERN_PG_POLL_MS > 0 makes it reload that often as
+ * well (a polling fallback where NOTIFY cannot be used).
  */
 #include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +81,10 @@
 #define DEFAULT_READ_CONNS 16
 #define EVENT_LOCK "7172656e01"     /* advisory lock key for event ids */
 #define MIGRATE_LOCK "7172656e00"   /* advisory lock key for migrations */
+#define LEADER_LOCK "7172656e02"    /* held by the leader's listener session */
+#define NOTIFY_CHANNEL "quern"
+#define NOTIFY_PAYLOAD 7000         /* bytes per pg_notify (the server's limit is 8000) */
+#define HEALTH_MS 2000              /* a listener query must be answered within this */
 
 struct conn {
     PGconn *pg;
@@ -62,6 +93,7 @@ struct conn {
         char name[24];
     } cache[STMT_CACHE];
     unsigned next_name;
+    char sqlstate[6];    /* of the last failed statement */
     bool primed;         /* reader_end() sent COMMIT; BEGIN ahead */
     bool broken;         /* never reuse */
     struct conn *next;   /* the pool's idle list */
@@ -80,6 +112,7 @@ struct job {
     bool took_event_lock;
     struct hook *hooks;
     size_t nhooks, caphooks;
+    json_t *changes;            /* "R|T\tproject\tid" -> true, to announce */
     struct job *next;
 };
 
@@ -100,6 +133,21 @@ struct pg_store {
     pthread_cond_t pcond;
     struct conn *idle;
     int nopen, maxopen;
+    /* several nodes */
+    char node_id[ID_LEN];
+    int64_t node_key;           /* advisory lock key of node_id */
+    int writer_pid;             /* backend pid of wconn (atomic): skip our own notifies */
+    bool leader;                /* atomic */
+    pthread_t listener;
+    bool listener_started;
+    struct conn *lconn;         /* handed from pg_open to the listener */
+    pthread_mutex_t lmu;        /* guards lstop; lcond wakes the listener */
+    pthread_cond_t lcond;
+    bool lstop;
+    pthread_mutex_t dmu;        /* guards watch_fn/ctx; held while calling it */
+    store_watch_fn watch_fn;
+    void *watch_ctx;
+    int64_t poll_ms;
 };
 
 struct pg_tx {
@@ -227,7 +275,12 @@ static PGresult *run(struct conn *c, const char *sql, int n, const char *const *
     PGresult *r = PQexecPrepared(c->pg, name, n, vals, NULL, NULL, 0);
     ExecStatusType s = PQresultStatus(r);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+        const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
+        if (!strcmp(c->sqlstate, "40P01"))   /* a lost deadlock is expected now and then */
+            fprintf(stderr, "quernd: postgres: deadlock with another node: one write fails with EAGAIN\n");
+        else
+            fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
         PQclear(r);
         return NULL;
     }
@@ -412,7 +465,76 @@ static struct conn *writer_conn(struct pg_store *st)
                 PQerrorMessage(c->pg));
         return NULL;
     }
+    __atomic_store_n(&st->writer_pid, PQbackendPID(c->pg), __ATOMIC_RELAXED);
     return c;
+}
+
+/* The pg_notify statements announcing the changes of the batch's jobs that
+ * still stand (rc == 0), ready to precede COMMIT; "" when none. */
+static void notify_flush(struct conn *c, struct buf *sql, struct buf *pay)
+{
+    if (!pay->len)
+        return;
+    char *lit = PQescapeLiteral(c->pg, pay->data, pay->len);
+    if (lit) {
+        buf_printf(sql, "SELECT pg_notify('" NOTIFY_CHANNEL "', %s); ", lit);
+        PQfreemem(lit);
+    }
+    pay->len = 0;
+    pay->data[0] = 0;
+}
+
+static char *notify_sql(struct conn *c, struct job *batch)
+{
+    struct buf sql, pay;
+    buf_init(&sql);
+    buf_init(&pay);
+    buf_puts(&sql, "");
+    buf_puts(&pay, "");
+    json_t *seen = json_object();
+    for (struct job *j = batch; j; j = j->next) {
+        if (j->rc || !j->changes)
+            continue;
+        const char *line;
+        json_t *v;
+        json_object_foreach(j->changes, line, v) {
+            if (json_object_get(seen, line))
+                continue;
+            json_object_set(seen, line, json_true());
+            if (pay.len + strlen(line) + 1 > NOTIFY_PAYLOAD)
+                notify_flush(c, &sql, &pay);
+            buf_printf(&pay, "%s\n", line);
+        }
+    }
+    notify_flush(c, &sql, &pay);
+    json_decref(seen);
+    buf_release(&pay);
+    return buf_steal(&sql);
+}
+
+static void job_forget_changes(struct job *j)
+{
+    json_decref(j->changes);
+    j->changes = NULL;
+}
+
+/* Records that tx's job changed a run or task, for the commit's notify. */
+static void note_change(struct pg_tx *tx, enum store_kind kind, const char *project_id,
+                        const char *id)
+{
+    if (!tx->job || (kind != SK_RUN && kind != SK_TASK) || !project_id || !id)
+        return;
+    if (!tx->job->changes)
+        tx->job->changes = json_object();
+    char *line = xasprintf("%c\t%s\t%s", kind == SK_RUN ? 'R' : 'T', project_id, id);
+    json_object_set_new(tx->job->changes, line, json_true());
+    free(line);
+}
+
+static bool lost_race(const struct conn *c)
+{
+    return !strcmp(c->sqlstate, "40P01") || !strcmp(c->sqlstate, "40001") ||
+           !strcmp(c->sqlstate, "55P03");
 }
 
 static void hooks_run(struct job *j, bool committed)
@@ -452,13 +574,23 @@ static void run_batch(struct pg_store *st, struct job *batch)
         }
         struct pg_tx tx = {{&store_pg_backend}, st, c, j};
         j->took_event_lock = false;
+        c->sqlstate[0] = 0;
         j->rc = j->fn((struct store_tx *)&tx, j->arg);
+        if (j->rc && lost_race(c))
+            j->rc = -EAGAIN;
         if (!j->rc) {
             if (j->next && !simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job"))
                 continue;
-            if (!j->next && !commit(c, "RELEASE SAVEPOINT job; COMMIT")) {
-                committed = true;
-                continue;
+            if (!j->next) {
+                char *notify = notify_sql(c, batch);
+                char *sql = xasprintf("RELEASE SAVEPOINT job; %sCOMMIT", notify);
+                int crc = commit(c, sql);
+                free(sql);
+                free(notify);
+                if (!crc) {
+                    committed = true;
+                    continue;
+                }
             }
             if (PQtransactionStatus(c->pg) != PQTRANS_INERROR) {
                 rc = -EIO;     /* the COMMIT itself failed: the batch is lost */
@@ -466,15 +598,20 @@ static void run_batch(struct pg_store *st, struct job *batch)
             }
             /* fn returned 0 although a statement failed, so RELEASE found
              * the transaction aborted: take the job back, keep the others */
-            j->rc = -EIO;
+            j->rc = lost_race(c) ? -EAGAIN : -EIO;
         }
+        job_forget_changes(j);
         rc = simple(c, "ROLLBACK TO SAVEPOINT job");
         if (j->took_event_lock)      /* released with the savepoint */
             st->event_locked = false;
         hooks_run(j, false);         /* invariant 3 */
     }
     if (!rc && !committed) {
-        rc = commit(c, "COMMIT");
+        char *notify = notify_sql(c, batch);
+        char *sql = xasprintf("%sCOMMIT", notify);
+        rc = commit(c, sql);
+        free(sql);
+        free(notify);
         if (rc)
             fprintf(stderr, "quernd: postgres: COMMIT failed: %s", PQerrorMessage(c->pg));
     } else if (rc && c && !conn_bad(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
@@ -485,6 +622,7 @@ static void run_batch(struct pg_store *st, struct job *batch)
         if (rc)
             j->rc = -EIO;
         hooks_run(j, rc == 0);
+        job_forget_changes(j);
     }
 }
 
@@ -673,6 +811,22 @@ static int pg_ping(struct store *s)
     return rc;
 }
 
+static void *listener_main(void *arg);
+static struct conn *listener_connect(struct pg_store *st);
+static int64_t node_key(const char *id);
+
+static void destroy_sync(struct pg_store *st)
+{
+    pthread_mutex_destroy(&st->mu);
+    pthread_cond_destroy(&st->cond_jobs);
+    pthread_cond_destroy(&st->cond_done);
+    pthread_mutex_destroy(&st->pmu);
+    pthread_cond_destroy(&st->pcond);
+    pthread_mutex_destroy(&st->lmu);
+    pthread_cond_destroy(&st->lcond);
+    pthread_mutex_destroy(&st->dmu);
+}
+
 static struct store *pg_open(const char *url, const struct store_opts *opts, char **err)
 {
     struct pg_store *st = xcalloc(1, sizeof *st);
@@ -685,6 +839,14 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     pthread_cond_init(&st->cond_done, NULL);
     pthread_mutex_init(&st->pmu, NULL);
     pthread_cond_init(&st->pcond, NULL);
+    pthread_mutex_init(&st->lmu, NULL);
+    pthread_cond_init(&st->lcond, NULL);
+    pthread_mutex_init(&st->dmu, NULL);
+    id_new("node", st->node_id);
+    st->node_key = node_key(st->node_id);
+    const char *poll = getenv("QUERN_PG_POLL_MS");
+    if (!poll || parse_i64(poll, &st->poll_ms) || st->poll_ms < 0)
+        st->poll_ms = 0;
     st->wconn = conn_open(url, err);
     if (!st->wconn)
         goto fail;
@@ -695,18 +857,34 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
                          PQerrorMessage(st->wconn->pg));
         goto fail;
     }
+    st->writer_pid = PQbackendPID(st->wconn->pg);
+    /* LISTEN before the first read of the caller, so that nothing committed
+     * after that read goes unheard */
+    st->lconn = listener_connect(st);
+    if (!st->lconn) {
+        *err = xasprintf("cannot open the notification connection: %s",
+                         PQerrorMessage(st->wconn->pg));
+        goto fail;
+    }
     if (pthread_create(&st->writer, NULL, writer_main, st)) {
         *err = xstrdup("cannot start the store writer thread");
         goto fail;
     }
+    if (pthread_create(&st->listener, NULL, listener_main, st)) {
+        *err = xstrdup("cannot start the store listener thread");
+        pthread_mutex_lock(&st->mu);
+        st->stopping = true;
+        pthread_cond_signal(&st->cond_jobs);
+        pthread_mutex_unlock(&st->mu);
+        pthread_join(st->writer, NULL);
+        goto fail;
+    }
+    st->listener_started = true;
     return (struct store *)st;
 fail:
     conn_free(st->wconn);
-    pthread_mutex_destroy(&st->mu);
-    pthread_cond_destroy(&st->cond_jobs);
-    pthread_cond_destroy(&st->cond_done);
-    pthread_mutex_destroy(&st->pmu);
-    pthread_cond_destroy(&st->pcond);
+    conn_free(st->lconn);
+    destroy_sync(st);
     free(st->url);
     free(st);
     return NULL;
@@ -715,6 +893,12 @@ fail:
 static void pg_close(struct store *s)
 {
     struct pg_store *st = PG(s);
+    pthread_mutex_lock(&st->lmu);
+    st->lstop = true;
+    pthread_cond_signal(&st->lcond);
+    pthread_mutex_unlock(&st->lmu);
+    if (st->listener_started)
+        pthread_join(st->listener, NULL);
     pthread_mutex_lock(&st->mu);
     st->stopping = true;
     pthread_cond_signal(&st->cond_jobs);
@@ -729,11 +913,7 @@ static void pg_close(struct store *s)
         n = c->next;
         conn_free(c);
     }
-    pthread_mutex_destroy(&st->mu);
-    pthread_cond_destroy(&st->cond_jobs);
-    pthread_cond_destroy(&st->cond_done);
-    pthread_mutex_destroy(&st->pmu);
-    pthread_cond_destroy(&st->pcond);
+    destroy_sync(st);
     free(st->url);
     free(st);
 }
@@ -796,6 +976,7 @@ static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_
     PQclear(r);
     if (n == 0)
         return update ? -ENOENT : -EEXIST;
+    note_change(tx, kind, project_id, id);
     return 0;
 }
 
@@ -837,6 +1018,8 @@ static int pg_patch(struct store_tx *t, enum store_kind kind, const char *projec
         return -EIO;
     int64_t n = affected(r);
     PQclear(r);
+    if (n)
+        note_change(tx, kind, project_id, id);   /* other nodes hear of it */
     return n ? 0 : -ENOENT;
 }
 
@@ -846,13 +1029,16 @@ static json_t *pg_get(struct store_tx *t, enum store_kind kind, const char *proj
     struct pg_tx *tx = TX(t);
     char sql[256];
     PGresult *r;
+    /* invariant 5: in a write tx, rows that get written back are locked */
+    const char *lock = tx->job && store_kind_locked(kind) ? " FOR UPDATE" : "";
     if (project_id) {
-        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE project_id=$1 AND id=$2",
-                 store_kind_name(kind));
+        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE project_id=$1 AND id=$2%s",
+                 store_kind_name(kind), lock);
         const char *v[] = {project_id, id};
         r = run(tx->c, sql, 2, v);
     } else {
-        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE id=$1 LIMIT 1", store_kind_name(kind));
+        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE id=$1 LIMIT 1%s",
+                 store_kind_name(kind), lock);
         const char *v[] = {id};
         r = run(tx->c, sql, 1, v);
     }
@@ -874,6 +1060,8 @@ static int pg_del(struct store_tx *t, enum store_kind kind, const char *project_
         return -EIO;
     int64_t n = affected(r);
     PQclear(r);
+    if (n)
+        note_change(tx, kind, project_id, id);
     return n ? 0 : -ENOENT;
 }
 
@@ -1209,6 +1397,427 @@ static int pg_idem_put(struct store_tx *t, const char *scope, const char *key,
     return 0;
 }
 
+/* ---- several nodes ---- */
+
+static int pg_try_get(struct store_tx *t, enum store_kind kind, const char *project_id,
+                      const char *id, json_t **out)
+{
+    struct pg_tx *tx = TX(t);
+    *out = NULL;
+    if (!tx->job) {
+        *out = pg_get(t, kind, project_id, id);
+        return *out ? 0 : -ENOENT;
+    }
+    char sql[256];
+    const char *v[] = {id, project_id};
+    snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE id=$1%s LIMIT 1 FOR UPDATE SKIP LOCKED",
+             store_kind_name(kind), project_id ? " AND project_id=$2" : "");
+    PGresult *r = run(tx->c, sql, project_id ? 2 : 1, v);
+    if (!r)
+        return -EIO;
+    if (PQntuples(r) > 0)
+        *out = col_json(r, 0, 0);
+    PQclear(r);
+    if (*out)
+        return 0;
+    /* nothing returned: absent, or locked by another transaction */
+    snprintf(sql, sizeof sql, "SELECT 1 FROM %s WHERE id=$1%s LIMIT 1", store_kind_name(kind),
+             project_id ? " AND project_id=$2" : "");
+    r = run(tx->c, sql, project_id ? 2 : 1, v);
+    if (!r)
+        return -EIO;
+    int rc = PQntuples(r) > 0 ? -EAGAIN : -ENOENT;
+    PQclear(r);
+    return rc;
+}
+
+static int pg_get_many(struct store_tx *t, enum store_kind kind, const json_t *ids, json_t **out)
+{
+    char *arr = json_dumps(ids, JSON_COMPACT);
+    char sql[256];
+    snprintf(sql, sizeof sql, "SELECT id, doc FROM %s WHERE id IN "
+                              "(SELECT json_array_elements_text($1::json))", store_kind_name(kind));
+    const char *v[] = {arr};
+    PGresult *r = run(TX(t)->c, sql, 1, v);
+    free(arr);
+    if (!r)
+        return -EIO;
+    json_t *o = json_object();
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *d = col_json(r, i, 1);
+        if (d)
+            json_object_set_new(o, PQgetvalue(r, i, 0), d);
+    }
+    PQclear(r);
+    *out = o;
+    return 0;
+}
+
+/* Runs sql on the listener's connection and waits at most HEALTH_MS for
+ * its result: a server that is cut off does not hang the listener.  The
+ * result (caller PQclear()s) or NULL, with the connection marked broken. */
+static PGresult *timed_exec(struct conn *c, const char *sql)
+{
+    if (!PQsendQuery(c->pg, sql)) {
+        c->broken = true;
+        return NULL;
+    }
+    int64_t deadline = mono_ms() + HEALTH_MS;
+    PGresult *last = NULL;
+    for (;;) {
+        while (!PQisBusy(c->pg)) {
+            PGresult *r = PQgetResult(c->pg);
+            if (!r) {
+                ExecStatusType s = last ? PQresultStatus(last) : PGRES_FATAL_ERROR;
+                if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+                    PQclear(last);
+                    c->broken = true;
+                    return NULL;
+                }
+                return last;
+            }
+            PQclear(last);
+            last = r;
+        }
+        int64_t left = deadline - mono_ms();
+        struct pollfd pfd = {PQsocket(c->pg), POLLIN, 0};
+        if (left <= 0 || poll(&pfd, 1, (int)left) < 0 || !PQconsumeInput(c->pg)) {
+            PQclear(last);
+            c->broken = true;
+            return NULL;
+        }
+    }
+}
+
+static bool timed_true(struct conn *c, const char *sql)
+{
+    PGresult *r = timed_exec(c, sql);
+    bool t = r && PQntuples(r) > 0 && !strcmp(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    return t;
+}
+
+/* The listener's connection: LISTENing, holding this node's lock, and with
+ * keepalives short enough that the server drops it (and its locks) within
+ * seconds of a network cut.  NULL when PostgreSQL is unreachable. */
+static struct conn *listener_connect(struct pg_store *st)
+{
+    const char *keys[] = {"dbname", "application_name", "client_encoding", "connect_timeout",
+                          "keepalives", "keepalives_idle", "keepalives_interval",
+                          "keepalives_count", NULL};
+    const char *vals[] = {st->url, "quernd-listener", "UTF8", "3", "1", "2", "1", "2", NULL};
+    struct conn *c = xcalloc(1, sizeof *c);
+    c->pg = PQconnectdbParams(keys, vals, 1);
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+        conn_free(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c->pg, quiet_notices, NULL);
+    char *lock = xasprintf("SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; "
+                           "SET tcp_keepalives_count = 2; SET tcp_user_timeout = 4000; "
+                           "LISTEN " NOTIFY_CHANNEL "; SELECT pg_try_advisory_lock(%lld)",
+                           (long long)st->node_key);
+    bool ok = timed_true(c, lock);
+    free(lock);
+    if (!ok) {
+        conn_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Parses one notification payload into changes (appended to *arr). */
+static void parse_payload(const char *payload, json_t *seen, json_t *arr)
+{
+    const char *p = payload;
+    while (*p) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        char *line = xmalloc(len + 1);
+        memcpy(line, p, len);
+        line[len] = 0;
+        char *t1 = strchr(line, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+        if (t1 && t2 && (line[0] == 'R' || line[0] == 'T') && !json_object_get(seen, line)) {
+            json_object_set(seen, line, json_true());
+            *t1 = *t2 = 0;
+            json_array_append_new(arr, json_pack("{s:b, s:s, s:s}", "run", line[0] == 'R',
+                                                 "project", t1 + 1, "id", t2 + 1));
+        }
+        free(line);
+        p += len;
+        if (*p)
+            p++;
+    }
+}
+
+/* Hands the changes (and a "you may have missed some") to the watcher.
+ * dmu is held throughout, so store_watch(NULL) waits for a call in flight. */
+static void deliver(struct pg_store *st, json_t *arr, bool missed)
+{
+    pthread_mutex_lock(&st->dmu);
+    if (!st->watch_fn) {
+        pthread_mutex_unlock(&st->dmu);
+        return;
+    }
+    if (missed)
+        st->watch_fn(st->watch_ctx, NULL, 0);
+    size_t n = json_array_size(arr);
+    if (n) {
+        struct store_change *ch = xcalloc(n, sizeof *ch);
+        for (size_t i = 0; i < n; i++) {
+            json_t *o = json_array_get(arr, i);
+            ch[i].kind = json_is_true(json_object_get(o, "run")) ? SK_RUN : SK_TASK;
+            ch[i].project_id = json_string_value(json_object_get(o, "project"));
+            ch[i].id = json_string_value(json_object_get(o, "id"));
+        }
+        st->watch_fn(st->watch_ctx, ch, n);
+        free(ch);
+    }
+    pthread_mutex_unlock(&st->dmu);
+}
+
+static bool watching(struct pg_store *st)
+{
+    pthread_mutex_lock(&st->dmu);
+    bool w = st->watch_fn != NULL;
+    pthread_mutex_unlock(&st->dmu);
+    return w;
+}
+
+static bool listener_stopping(struct pg_store *st, int64_t wait_ms)
+{
+    pthread_mutex_lock(&st->lmu);
+    if (wait_ms > 0 && !st->lstop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += wait_ms / 1000;
+        ts.tv_nsec += (wait_ms % 1000) * 1000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
+        }
+        pthread_cond_timedwait(&st->lcond, &st->lmu, &ts);
+    }
+    bool stop = st->lstop;
+    pthread_mutex_unlock(&st->lmu);
+    return stop;
+}
+
+static void *listener_main(void *arg)
+{
+    struct pg_store *st = arg;
+    struct conn *c = st->lconn;     /* connected by pg_open, or NULL */
+    st->lconn = NULL;
+    bool missed = !c;
+    int64_t next_check = 0, next_poll = mono_ms() + st->poll_ms;
+    while (!listener_stopping(st, 0)) {
+        if (c && conn_bad(c)) {
+            fprintf(stderr, "quernd: postgres: the listener lost its connection%s\n",
+                    __atomic_load_n(&st->leader, __ATOMIC_RELAXED) ? "; no longer the leader" : "");
+            __atomic_store_n(&st->leader, false, __ATOMIC_RELAXED);
+            conn_free(c);
+            c = NULL;
+            missed = true;
+        }
+        if (!c && !(c = listener_connect(st))) {
+            listener_stopping(st, 1000);
+            continue;
+        }
+        int64_t now = mono_ms();
+        if (now >= next_check) {
+            next_check = now + 1000;
+            if (!__atomic_load_n(&st->leader, __ATOMIC_RELAXED)) {
+                if (timed_true(c, "SELECT pg_try_advisory_lock(x'" LEADER_LOCK "'::bigint)")) {
+                    __atomic_store_n(&st->leader, true, __ATOMIC_RELAXED);
+                    fprintf(stderr, "quernd: postgres: this node (%s) is the leader\n", st->node_id);
+                }
+            } else {
+                timed_true(c, "SELECT true");   /* health: marks c broken when unanswered */
+            }
+            if (conn_bad(c))
+                continue;
+        }
+        bool w = watching(st);
+        if (w) {
+            /* everything the server sent so far */
+            json_t *arr = json_array(), *seen = json_object();
+            int mine = __atomic_load_n(&st->writer_pid, __ATOMIC_RELAXED);
+            PGnotify *n;
+            while ((n = PQnotifies(c->pg)) != NULL) {
+                if (n->be_pid != mine)
+                    parse_payload(n->extra, seen, arr);
+                PQfreemem(n);
+            }
+            json_decref(seen);
+            if (st->poll_ms > 0 && now >= next_poll) {
+                next_poll = now + st->poll_ms;
+                missed = true;
+            }
+            if (missed || json_array_size(arr))
+                deliver(st, arr, missed);
+            missed = false;
+            json_decref(arr);
+        }
+        /* wait for more, at most until the next check; without a watcher
+         * the notifications wait in libpq's queue */
+        int64_t left = next_check - mono_ms();
+        if (left > 250)
+            left = 250;
+        struct pollfd pfd = {PQsocket(c->pg), POLLIN, 0};
+        if (left > 0 && poll(&pfd, 1, (int)left) < 0)
+            continue;
+        if (!PQconsumeInput(c->pg))
+            c->broken = true;
+    }
+    conn_free(c);
+    __atomic_store_n(&st->leader, false, __ATOMIC_RELAXED);
+    return NULL;
+}
+
+static void pg_watch(struct store *s, store_watch_fn fn, void *ctx)
+{
+    struct pg_store *st = PG(s);
+    pthread_mutex_lock(&st->dmu);
+    st->watch_fn = fn;
+    st->watch_ctx = ctx;
+    pthread_mutex_unlock(&st->dmu);
+}
+
+static bool pg_leader(struct store *s)
+{
+    return __atomic_load_n(&PG(s)->leader, __ATOMIC_RELAXED);
+}
+
+static const char *pg_node_id(const struct store *s)
+{
+    return ((const struct pg_store *)s)->node_id;
+}
+
+static int64_t node_key(const char *id)
+{
+    uint64_t h = 1469598103934665603ULL;
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ULL;
+    return (int64_t)((h & 0x3fffffffffffffffULL) | 0x4000000000000000ULL);
+}
+
+static bool pg_node_alive(struct store *s, const char *id)
+{
+    struct pg_store *st = PG(s);
+    if (!strcmp(id, st->node_id))
+        return true;
+    int64_t k = node_key(id);
+    char hi[24], lo[24];
+    snprintf(hi, sizeof hi, "%lld", (long long)((uint64_t)k >> 32));
+    snprintf(lo, sizeof lo, "%lld", (long long)((uint64_t)k & 0xffffffffULL));
+    struct conn *c = reader_begin(st);
+    if (!c)
+        return true;   /* cannot tell: do not declare anyone dead */
+    const char *v[] = {hi, lo};
+    PGresult *r = run(c, "SELECT count(*) FROM pg_locks WHERE locktype='advisory' AND granted "
+                         "AND classid::bigint=$1::bigint AND objid::bigint=$2::bigint "
+                         "AND objsubid=1", 2, v);
+    bool alive = !r || result_i64(r, 0, 0) > 0;
+    PQclear(r);
+    reader_end(st, c);
+    return alive;
+}
+
+/* ---- copying ---- */
+
+static int pg_dump(struct store_tx *t, const char *table, int64_t offset, int64_t limit,
+                   json_t **out)
+{
+    struct q q;
+    q_init(&q);
+    buf_printf(&q.sql, "SELECT * FROM %s ORDER BY %s LIMIT ", table, store_table_order(table));
+    if (limit > 0)
+        q_int(&q, limit);
+    else
+        buf_puts(&q.sql, "ALL");
+    buf_puts(&q.sql, " OFFSET ");
+    q_int(&q, offset > 0 ? offset : 0);
+    PGresult *r = q_run(TX(t)->c, &q);
+    q_release(&q);
+    if (!r)
+        return -EIO;
+    json_t *rows = json_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *row = json_object();
+        for (int k = 0; k < PQnfields(r); k++) {
+            json_t *v;
+            Oid type = PQftype(r, k);
+            if (PQgetisnull(r, i, k))
+                v = json_null();
+            else if (type == 20 || type == 21 || type == 23)   /* int8, int2, int4 */
+                v = json_integer(result_i64(r, i, k));
+            else
+                v = json_stringn(PQgetvalue(r, i, k), (size_t)PQgetlength(r, i, k));
+            json_object_set_new(row, PQfname(r, k), v ? v : json_null());
+        }
+        json_array_append_new(rows, row);
+    }
+    PQclear(r);
+    *out = rows;
+    return 0;
+}
+
+static int pg_load(struct store_tx *t, const char *table, const json_t *rows)
+{
+    struct pg_tx *tx = TX(t);
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row) {
+        struct q q;
+        q_init(&q);
+        buf_printf(&q.sql, "INSERT INTO %s(", table);
+        const char *k;
+        json_t *v;
+        int n = 0;
+        json_object_foreach((json_t *)row, k, v) {
+            for (const char *p = k; *p; p++)
+                if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))) {
+                    q_release(&q);
+                    return -EINVAL;
+                }
+            buf_printf(&q.sql, "%s%s", n++ ? ", " : "", k);
+        }
+        buf_puts(&q.sql, ") VALUES(");
+        n = 0;
+        json_object_foreach((json_t *)row, k, v) {
+            if (n++)
+                buf_puts(&q.sql, ", ");
+            if (json_is_integer(v)) {
+                char num[24];
+                snprintf(num, sizeof num, "%lld", (long long)json_integer_value(v));
+                q_arg(&q, num);
+            } else {
+                q_arg(&q, json_is_string(v) ? json_string_value(v) : NULL);
+            }
+        }
+        buf_puts(&q.sql, ")");
+        PGresult *r = q_run(tx->c, &q);
+        q_release(&q);
+        if (!r)
+            return -EIO;
+        PQclear(r);
+    }
+    /* the serial counters move past the copied ids */
+    const char *col = !strcmp(table, "events") ? "id" : !strcmp(store_table_order(table), "seq")
+                                                          ? "seq" : NULL;
+    if (col && json_array_size(rows)) {
+        char *sql = xasprintf("SELECT setval(pg_get_serial_sequence('%s', '%s'), "
+                              "(SELECT COALESCE(MAX(%s), 0) + 1 FROM %s), false)",
+                              table, col, col, table);
+        PGresult *r = run(tx->c, sql, 0, NULL);
+        free(sql);
+        if (!r)
+            return -EIO;
+        PQclear(r);
+    }
+    return 0;
+}
+
 const struct store_backend store_pg_backend = {
     .name = "postgres",
     .open = pg_open,
@@ -1233,4 +1842,12 @@ const struct store_backend store_pg_backend = {
     .meta_set = pg_meta_set,
     .idem_get = pg_idem_get,
     .idem_put = pg_idem_put,
+    .try_get = pg_try_get,
+    .get_many = pg_get_many,
+    .watch = pg_watch,
+    .leader = pg_leader,
+    .node_id = pg_node_id,
+    .node_alive = pg_node_alive,
+    .dump = pg_dump,
+    .load = pg_load,
 };

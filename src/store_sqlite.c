@@ -69,6 +69,7 @@ struct sqlite_store {
     pthread_key_t rkey;
     struct conn *readers;       /* guarded by mu */
     int64_t last_checkpoint_ms;
+    char node_id[ID_LEN];
 };
 
 struct sqlite_tx {
@@ -410,6 +411,7 @@ static struct store *sq_open(const char *path, const struct store_opts *opts, ch
     st->base.be = &store_sqlite_backend;
     st->path = xstrdup(path);
     st->fsync = opts ? opts->fsync : STORE_FSYNC_ALWAYS;
+    id_new("node", st->node_id);
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cond_jobs, NULL);
     pthread_cond_init(&st->cond_done, NULL);
@@ -986,6 +988,142 @@ static int sq_idem_put(struct store_tx *t, const char *scope, const char *key,
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* ---- one node; copying ---- */
+
+static int sq_try_get(struct store_tx *t, enum store_kind kind, const char *project_id,
+                      const char *id, json_t **out)
+{
+    /* one writer: nothing else can hold the row */
+    *out = sq_get(t, kind, project_id, id);
+    return *out ? 0 : -ENOENT;
+}
+
+static int sq_get_many(struct store_tx *t, enum store_kind kind, const json_t *ids, json_t **out)
+{
+    json_t *o = json_object();
+    size_t i;
+    json_t *v;
+    json_array_foreach(ids, i, v) {
+        if (!json_is_string(v))
+            continue;
+        json_t *d = sq_get(t, kind, NULL, json_string_value(v));
+        if (d)
+            json_object_set_new(o, json_string_value(v), d);
+    }
+    *out = o;
+    return 0;
+}
+
+static void sq_watch(struct store *s, store_watch_fn fn, void *ctx)
+{
+    (void)s;   /* a single node: every change is made here */
+    (void)fn;
+    (void)ctx;
+}
+
+static bool sq_leader(struct store *s)
+{
+    (void)s;
+    return true;
+}
+
+static const char *sq_node_id(const struct store *s)
+{
+    return SQ(s)->node_id;
+}
+
+static bool sq_node_alive(struct store *s, const char *node_id)
+{
+    return !strcmp(SQ(s)->node_id, node_id);
+}
+
+static int sq_dump(struct store_tx *t, const char *table, int64_t offset, int64_t limit,
+                   json_t **out)
+{
+    char *sql = xasprintf("SELECT * FROM %s ORDER BY %s LIMIT %lld OFFSET %lld", table,
+                          store_table_order(table), (long long)(limit > 0 ? limit : -1),
+                          (long long)(offset > 0 ? offset : 0));
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(TX(t)->c->db, sql, -1, &s, NULL) == SQLITE_OK ? 0 : -EIO;
+    free(sql);
+    if (rc)
+        return rc;
+    json_t *rows = json_array();
+    int step;
+    while ((step = sqlite3_step(s)) == SQLITE_ROW) {
+        json_t *row = json_object();
+        for (int i = 0; i < sqlite3_column_count(s); i++) {
+            const char *name = sqlite3_column_name(s, i);
+            switch (sqlite3_column_type(s, i)) {
+            case SQLITE_NULL:
+                json_object_set_new(row, name, json_null());
+                break;
+            case SQLITE_INTEGER:
+                json_object_set_new(row, name, json_integer(sqlite3_column_int64(s, i)));
+                break;
+            default:
+                json_object_set_new(row, name,
+                                    json_stringn((const char *)sqlite3_column_text(s, i),
+                                                 (size_t)sqlite3_column_bytes(s, i)));
+            }
+        }
+        json_array_append_new(rows, row);
+    }
+    sqlite3_finalize(s);
+    if (step != SQLITE_DONE) {
+        json_decref(rows);
+        return -EIO;
+    }
+    *out = rows;
+    return 0;
+}
+
+static int sq_load(struct store_tx *t, const char *table, const json_t *rows)
+{
+    size_t i;
+    json_t *row;
+    json_array_foreach(rows, i, row) {
+        struct buf b;
+        buf_init(&b);
+        buf_printf(&b, "INSERT INTO %s(", table);
+        const char *k;
+        json_t *v;
+        int n = 0;
+        json_object_foreach((json_t *)row, k, v) {
+            for (const char *p = k; *p; p++)
+                if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))) {
+                    buf_release(&b);
+                    return -EINVAL;
+                }
+            buf_printf(&b, "%s%s", n++ ? ", " : "", k);
+        }
+        buf_puts(&b, ") VALUES(");
+        for (int j = 0; j < n; j++)
+            buf_printf(&b, "%s?%d", j ? ", " : "", j + 1);
+        buf_puts(&b, ")");
+        sqlite3_stmt *s = stmt(TX(t)->c, b.data);
+        buf_release(&b);
+        if (!s)
+            return -EIO;
+        int j = 1;
+        json_object_foreach((json_t *)row, k, v) {
+            if (json_is_integer(v))
+                sqlite3_bind_int64(s, j, json_integer_value(v));
+            else if (json_is_string(v))
+                sqlite3_bind_text(s, j, json_string_value(v), (int)json_string_length(v),
+                                  SQLITE_TRANSIENT);
+            else
+                sqlite3_bind_null(s, j);
+            j++;
+        }
+        int rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return rc == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+    }
+    return 0;
+}
+
 const struct store_backend store_sqlite_backend = {
     .name = "sqlite",
     .open = sq_open,
@@ -1010,4 +1148,12 @@ const struct store_backend store_sqlite_backend = {
     .meta_set = sq_meta_set,
     .idem_get = sq_idem_get,
     .idem_put = sq_idem_put,
+    .try_get = sq_try_get,
+    .get_many = sq_get_many,
+    .watch = sq_watch,
+    .leader = sq_leader,
+    .node_id = sq_node_id,
+    .node_alive = sq_node_alive,
+    .dump = sq_dump,
+    .load = sq_load,
 };

@@ -513,8 +513,12 @@ static void *dispatcher_main(void *arg)
     while (!wh->stopping) {
         wh->wake = false;
         pthread_mutex_unlock(&wh->mu);
-        dispatch_cycle(wh);
-        if (mono_ms() - wh->last_rescan_ms >= RESCAN_OVERDUE_MS) {
+        /* events -> deliveries is the leader's duty (several nodes: one
+         * cursor per webhook, advanced by one node); senders run everywhere */
+        bool leader = store_leader(wh->app->store);
+        if (leader)
+            dispatch_cycle(wh);
+        if (leader && mono_ms() - wh->last_rescan_ms >= RESCAN_OVERDUE_MS) {
             wh->last_rescan_ms = mono_ms();
             store_read(wh->app->store, rescan_fn, wh);
         }

@@ -1,0 +1,20 @@
+/*
+ * store_copy — copies a whole store into an empty one (quern store copy).
+ */
+#ifndef QUERN_STORE_COPY_H
+#define QUERN_STORE_COPY_H
+
+#include <stdio.h>
+
+#include "store.h"
+
+/* Copies every table of the store at from into the empty store at to, rows
+ * verbatim (ids, sequence numbers and order kept); a line per table goes to
+ * progress when not NULL.  0, or a negative errno with *err (malloc'd). */
+int store_copy(const char *from, const char *to, FILE *progress, char **err);
+
+/* The `quern store ...` subcommand: argv[0] is "store".  Returns the exit
+ * status. */
+int store_copy_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,237 @@
+"""Three quernd nodes on one PostgreSQL (PostgreSQL runs only).
+
+Code tasks and external workers leasing from different nodes; every attempt
+of every run starts exactly once (counted from the workers' leases and from
+the task_run.started events), no run is lost; SIGKILL of a node mid-load:
+its leased runs come back by lease expiry and its code runs are ended by the
+leader (node_lost), and the other nodes complete them all; a cron schedule
+fires once per instant across the nodes, also after its leader is killed.
+The network-cut case (veth/netns) is not covered here."""
+import collections
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+
+if os.environ.get("QUERN_TEST_STORE") != "pg":
+    print("skip: several nodes need PostgreSQL (run through tests/run-pg.sh)")
+    print("0 passed, 0 failed")
+    sys.exit(0)
+
+import pgcluster  # noqa: E402
+
+P = "/api/projects/default"
+URL = pgcluster.new_database()
+ENV = {"QUERN_LEASE_MS": "3000"}
+NODES = []
+
+
+def start_node():
+    s = Server(extra_args=["--store", URL, "--slots", "2"], env=ENV)
+    NODES.append(s)
+    return s
+
+
+def live():
+    return [n for n in NODES if n.proc.poll() is None]
+
+
+class Ledger:
+    """Every (run, attempt) a worker was handed, from any node."""
+    def __init__(self):
+        self.mu = threading.Lock()
+        self.leases = collections.Counter()
+
+    def add(self, run):
+        with self.mu:
+            self.leases[(run["id"], run["attempt"])] += 1
+
+    def doubles(self):
+        with self.mu:
+            return {k: v for k, v in self.leases.items() if v > 1}
+
+
+def worker(node, agent, ledger, stop, hold=None):
+    """Leases from one node and completes; with hold (a list), keeps the
+    runs without reporting (a worker that dies with its node)."""
+    while not stop.is_set() and node.proc.poll() is None:
+        try:
+            r = node.req("POST", P + "/workers/lease",
+                         {"agent_id": agent, "max": 4, "wait_ms": 300, "worker_id": "w%d" % node.port})
+        except OSError:
+            return
+        if r.status != 200:
+            time.sleep(0.05)
+            continue
+        for run in r.json["data"]:
+            ledger.add(run)
+            if hold is not None:
+                hold.append(run)
+                continue
+            res = {"run_id": run["id"], "attempt": run["attempt"], "status": "completed",
+                   "output": {"by": node.port}}
+            for _ in range(20):
+                try:
+                    rr = node.req("POST", P + "/workers/report", {"results": [res]})
+                except OSError:
+                    return
+                if rr.status == 200:
+                    break
+                time.sleep(0.05)
+
+
+def run_of(node, task_id):
+    return expect(node.req("GET", P + "/tasks/%s/runs" % task_id), 200)["data"][0]
+
+
+def started_events(node, run):
+    """The attempts of run that started, from its event stream."""
+    st, evs = sse_run(node, run)
+    assert st == 200, evs
+    return [e[2]["data"]["attempt"] for e in evs if e[1] == "task_run.started"]
+
+
+def sse_run(node, run):
+    import qlib
+    return qlib.sse(node, P + "/tasks/%s/runs/%s/stream?start=earliest" % (run["task_id"], run["id"]))
+
+
+def all_final(node, tasks, status="completed"):
+    def check():
+        for t in tasks:
+            if run_of(node, t["id"])["status"] != status:
+                return False
+        return True
+    return check
+
+
+def test_three_nodes_share_workers_and_code_runs():
+    a, b, c = NODES[:3]
+    ledger, stop = Ledger(), threading.Event()
+    workers = [threading.Thread(target=worker, args=(n, "mn1", ledger, stop)) for n in (a, b, c)
+               for _ in range(2)]
+    for w in workers:
+        w.start()
+    tasks, code = [], []
+    try:
+        for i in range(90):
+            n = (a, b, c)[i % 3]
+            tasks.append(expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "mn1", "run": True,
+                                                            "name": "w%d" % i}), 201))
+            if i % 6 == 0:
+                code.append(expect(n.req("POST", P + "/tasks", {
+                    "runtime_id": "sh", "code": "echo hi from $QUERN_RUN_ID"}), 201))
+        wait_for(all_final(b, tasks), 120, "every worker run completed")
+        wait_for(all_final(c, code), 120, "every code run completed")
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert ledger.doubles() == {}, ledger.doubles()
+    assert len(ledger.leases) == len(tasks), (len(ledger.leases), len(tasks))
+    # every attempt started exactly once, whichever node is asked
+    for t in tasks[::7] + code:
+        run = run_of(a, t["id"])
+        assert started_events(c, run) == [1], (run["id"], started_events(c, run))
+    # the code ran on more than one node, and each run once
+    nodes = {run_of(a, t["id"]).get("node_id") for t in code}
+    assert None not in nodes
+
+
+def test_sigkill_of_a_node_mid_load():
+    a, b, c = NODES[:3]
+    ledger, stop = Ledger(), threading.Event()
+    held = []
+    tasks = []
+    for i in range(30):
+        n = (a, b, c)[i % 3]
+        tasks.append(expect(n.req("POST", P + "/tasks", {
+            "assigned_agent_id": "mn2", "run": True, "settings": {"max_retries": 3}}), 201))
+    # a code run on a: the node will die while it runs
+    slow = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "code": "sleep 3; echo done",
+                                                "settings": {"max_retries": 2}}), 201)
+    wait_for(lambda: run_of(a, slow["id"])["status"] == "running", 30, "the code run starts on a")
+    # a worker on a takes some runs and dies with a
+    ha = threading.Thread(target=worker, args=(a, "mn2", ledger, stop, held))
+    ha.start()
+    wait_for(lambda: len(held) >= 4, 30, "runs leased through a")
+    stop.set()
+    ha.join()
+    a.kill()
+    stop = threading.Event()
+    workers = [threading.Thread(target=worker, args=(n, "mn2", ledger, stop)) for n in (b, c)]
+    for w in workers:
+        w.start()
+    try:
+        wait_for(all_final(b, tasks), 120, "every run completed by b and c")
+        wait_for(all_final(c, [slow]), 120, "the code run retried elsewhere and completed")
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert ledger.doubles() == {}, ledger.doubles()
+    for run in held:
+        now = run_of(b, run["task_id"])
+        assert now["status"] == "completed" and now["attempt"] == run["attempt"] + 1, now
+        errs = [e["code"] for e in now["errors"]]
+        assert "lease_expired" in errs, now
+    sr = run_of(b, slow["id"])
+    assert sr["attempt"] >= 2 and "node_lost" in [e["code"] for e in sr["errors"]], sr
+    for t in tasks:
+        run = run_of(b, t["id"])
+        got = started_events(c, run)
+        assert sorted(got) == list(range(1, run["attempt"] + 1)), (run["id"], got)
+    a.start()   # back for the next test, as a new node
+
+
+def leader_of(nodes):
+    """The live nodes whose log says they took the leader lock (and did not lose it)."""
+    # ask each live node's log for its latest leadership line
+    found = []
+    for n in nodes:
+        with open(os.path.join(n.data, "stderr.log"), errors="replace") as f:
+            lines = f.read().splitlines()
+        starts = [i for i, l in enumerate(lines) if "this node (" in l and "is the leader" in l]
+        lost = [i for i, l in enumerate(lines) if "no longer the leader" in l]
+        if starts and (not lost or lost[-1] < starts[-1]):
+            found.append((n, lines[starts[-1]]))
+    return found
+
+
+def test_cron_fires_once_per_instant_across_nodes_and_leader_death():
+    nodes = live()
+    t = expect(nodes[0].req("POST", P + "/tasks", {"assigned_agent_id": "mncron",
+                                                   "schedule": "* * * * * *"}), 201)
+    wait_for(lambda: len(expect(nodes[1].req("GET", P + "/tasks/%s/runs?limit=100" % t["id"]), 200)["data"]) >= 3,
+             30, "three fires")
+    leaders = [n for n, _ in wait_for(lambda: leader_of(live()), 30, "a leader")]
+    assert len(leaders) == 1, leaders
+    leaders[0].kill()
+    rest = live()
+    before = len(expect(rest[0].req("GET", P + "/tasks/%s/runs?limit=500" % t["id"]), 200)["data"])
+    wait_for(lambda: len(expect(rest[0].req("GET", P + "/tasks/%s/runs?limit=500" % t["id"]), 200)["data"])
+             >= before + 4, 30, "fires after the leader died")
+    expect(rest[0].req("POST", P + "/tasks/%s/pause" % t["id"]), 200)
+    time.sleep(1.5)
+    runs = expect(rest[1].req("GET", P + "/tasks/%s/runs?limit=500" % t["id"]), 200)["data"]
+    seconds = collections.Counter(r["created_at"][:19] for r in runs)
+    assert all(v == 1 for v in seconds.values()), [k for k, v in seconds.items() if v > 1]
+    new_leaders = leader_of(live())
+    assert len(new_leaders) == 1 and new_leaders[0][0] is not leaders[0], new_leaders
+    leaders[0].start()
+
+
+if __name__ == "__main__":
+    try:
+        for _ in range(3):
+            start_node()
+        run_tests(dict(globals()))
+    finally:
+        for n in NODES:
+            try:
+                n.stop()
+            except Exception:
+                n.kill()

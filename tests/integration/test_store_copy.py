@@ -1,0 +1,106 @@
+"""quern store copy: an installation on SQLite moved to PostgreSQL keeps
+everything: tasks and runs (same ids, same order), logs, events (same ids),
+the root key and server secret (meta), remembered idempotent responses; and
+new writes on the copy continue after the copied ids.  Skipped when the
+PostgreSQL server is not installed."""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+import pgcluster  # noqa: E402
+import qlib  # noqa: E402
+from qlib import BUILD, Server, expect, run_tests, wait_for  # noqa: E402
+
+P = "/api/projects/default"
+
+
+def have_pg():
+    return (os.environ.get("QUERN_TEST_STORE") == "pg"
+            or os.path.exists(os.path.join(pgcluster.PGBIN, "initdb")))
+
+
+def snapshot(S, tasks):
+    out = {"tasks": expect(S.req("GET", P + "/tasks?limit=100"), 200)["data"]}
+    for t in tasks:
+        runs = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+        out[t["id"]] = runs
+        for r in runs:
+            out[r["id"] + "/logs"] = S.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], r["id"])).text
+            if r["status"] != "completed":
+                continue   # the stream of an unfinished run does not end
+            st, evs = qlib.sse(S, P + "/tasks/%s/runs/%s/stream?start=earliest" % (t["id"], r["id"]))
+            assert st == 200
+            out[r["id"] + "/events"] = evs
+    return out
+
+
+def test_sqlite_to_postgres_keeps_everything():
+    if not have_pg():
+        print("skip: no PostgreSQL server in %s" % pgcluster.PGBIN)
+        return
+    s = Server(extra_args=["--store", "sqlite:" + os.path.join(
+        __import__("tempfile").mkdtemp(prefix="quern-copy-", dir=os.environ.get("QUERN_TEST_TMP")),
+        "quern.db")])
+    db = s.extra[s.extra.index("--store") + 1][len("sqlite:"):]
+    data = s.data
+    tasks = []
+    try:
+        for i in range(5):
+            tasks.append(expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "run": True,
+                                                             "name": "c%d" % i}), 201))
+        leased = expect(s.req("POST", P + "/workers/lease", {"agent_id": "copy", "max": 3}), 200)["data"]
+        for r in leased:
+            base = P + "/tasks/%s/runs/%s" % (r["task_id"], r["id"])
+            expect(s.req("POST", base + "/append_log", {"entries": [{"message": "hello " + r["id"]}]}), 200)
+            out = expect(s.req("POST", P + "/workers/report", {"results": [
+                {"run_id": r["id"], "attempt": r["attempt"], "status": "completed", "output": {"ok": 1}}]}), 200)
+            assert out["data"][0]["ok"]
+        idem = s.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "name": "idem"},
+                     headers={"Idempotency-Key": "copy-key-1"})
+        assert idem.status == 201
+        tasks.append(idem.json)
+        before = snapshot(s, tasks)
+    finally:
+        s.stop()
+    url = pgcluster.new_database()
+    p = subprocess.run([os.path.join(BUILD, "quern"), "store", "copy", "sqlite:" + db, url],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    assert p.returncode == 0, p.stdout.decode()
+    assert b"events" in p.stdout and b"copied" in p.stdout
+    # a second copy into the same target is refused
+    p2 = subprocess.run([os.path.join(BUILD, "quern"), "store", "copy", "sqlite:" + db, url],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    assert p2.returncode != 0 and b"not empty" in p2.stdout, p2.stdout
+    pg = Server(data=data, extra_args=["--store", url])
+    try:
+        after = snapshot(pg, tasks)
+        assert json.dumps(before, sort_keys=True) == json.dumps(after, sort_keys=True)
+        again = pg.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "name": "idem"},
+                       headers={"Idempotency-Key": "copy-key-1"})
+        assert again.status == 201 and again.json["id"] == tasks[-1]["id"], again
+        # new writes continue after the copied ids and sequence numbers
+        t = expect(pg.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "run": True, "name": "new"}), 201)
+        listed = expect(pg.req("GET", P + "/tasks?limit=1"), 200)["data"]
+        assert listed[0]["id"] == t["id"]
+        run = expect(pg.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+        st, evs = qlib.sse(pg, P + "/tasks/%s/runs/%s/stream?start=earliest" % (t["id"], run["id"]),
+                           max_events=1)
+        last_old = max(e[0] for k, v in before.items() if k.endswith("/events") for e in v)
+        assert evs[0][0] > last_old, (evs[0][0], last_old)
+    finally:
+        pg.stop()
+
+
+def test_usage_errors():
+    p = subprocess.run([os.path.join(BUILD, "quern"), "store", "move"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    assert p.returncode == 2 and b"usage: quern store copy" in p.stdout
+    p = subprocess.run([os.path.join(BUILD, "quern"), "store", "copy", "sqlite:/nonexistent/dir/x.db",
+                        "sqlite:/nonexistent/dir/y.db"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert p.returncode == 1 and b"store copy" in p.stdout
+
+
+if __name__ == "__main__":
+    run_tests(dict(globals()))
