@@ -38,18 +38,29 @@ def req(base, method, path, body=None):
 
 
 async def subscriber(host, port, path, want, counts, i, ready):
+    """Counts task_run.log events, decoding HTTP chunked framing first (a
+    chunk boundary can fall anywhere inside an SSE line)."""
     r, w = await asyncio.open_connection(host, port)
     w.write(("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % (path, KEY)).encode())
     await w.drain()
-    ready.set() if i == 0 else None
-    n = 0
+    while (await r.readline()) not in (b"\r\n", b""):
+        pass   # status line and headers
+    n, pending = 0, b""
     while n < want:
-        line = await r.readline()
-        if not line:
+        size_line = await r.readline()
+        if not size_line:
             break
-        if line.startswith(b"event: task_run.log"):
-            n += 1
-            counts[i] = n
+        size = int(size_line.strip() or b"0", 16)
+        if size == 0:
+            break
+        data = await r.readexactly(size)
+        await r.readexactly(2)
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            if line.startswith(b"event: task_run.log"):
+                n += 1
+        counts[i] = n
     w.close()
 
 
@@ -65,6 +76,7 @@ async def main():
     ap.add_argument("--subs", type=int, default=1000)
     ap.add_argument("--events", type=int, default=2000)
     ap.add_argument("--idle", type=int, default=10000)
+    ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--build", default=os.environ.get("QUERN_BUILD", "build"))
     a = ap.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -95,7 +107,13 @@ async def main():
             await loop.run_in_executor(None, req, base, "POST",
                                        "/api/projects/default/tasks/%s/runs/%s/append_log" % (t["id"], run["id"]),
                                        {"entries": [{"message": "e%d" % (b * per + k)} for k in range(per)]})
-        await asyncio.wait_for(asyncio.gather(*subs), 600)
+        try:
+            await asyncio.wait_for(asyncio.gather(*subs), a.timeout)
+        except asyncio.TimeoutError:
+            short = [c for c in counts if c < a.events]
+            print(json.dumps({"bench": "sse_fanout", "error": "timed out", "short_subscribers": len(short),
+                              "min_received": min(counts), "events": a.events}))
+            raise SystemExit(1)
         dt = time.monotonic() - t0
         delivered = sum(counts)
         print(json.dumps({"bench": "sse_fanout", "subscribers": a.subs, "events": a.events,
