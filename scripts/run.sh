@@ -12,11 +12,13 @@ cat <<TXT
 quern is starting on http://127.0.0.1:7070 (data in ./quern-data, Ctrl-C to stop).
 
 Root API key: $KEY   (also in $KEY_FILE, mode 0600)
+Dashboard:    http://127.0.0.1:7070/  (sign in with the key)
 
 Try:
   export QUERN_URL=http://127.0.0.1:7070 QUERN_KEY=$KEY
   curl -s -H "Authorization: Bearer \$QUERN_KEY" -d '{"name":"hello","assigned_agent_id":"me","run":true}' \\
        \$QUERN_URL/api/projects/default/tasks
+  build/quern run --runtime python --code 'print("hello")' --wait
   build/quern tasks list
   build/quern --help
 TXT
