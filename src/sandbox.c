@@ -70,6 +70,8 @@ struct sandbox_sys {
     struct slot_cg *cg;
     int *netns;                  /* per slot, -1 when none */
     int host_netns;
+    char *stack;                 /* the spawn child's stack (CLONE_VM), see sandbox_spawn */
+    size_t stack_size;
 };
 
 static void slog(struct sandbox_sys *sys, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -610,6 +612,15 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
     }
     if (seccomp_build(sys, err) < 0)
         goto fail;
+    sys->stack_size = 256 * 1024;
+    sys->stack = mmap(NULL, sys->stack_size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (sys->stack == MAP_FAILED) {
+        sys->stack = NULL;
+        *err = xasprintf("mmap of the spawn stack: %s", strerror(errno));
+        goto fail;
+    }
+    (void)mprotect(sys->stack, 4096, PROT_NONE); /* a guard page */
     cg_setup(sys);
     netns_setup(sys);
     return sys;
@@ -634,6 +645,8 @@ void sandbox_sys_free(struct sandbox_sys *sys)
         close(sys->host_netns);
     close(sys->init_fd);
     free(sys->prog.filter);
+    if (sys->stack)
+        munmap(sys->stack, sys->stack_size);
     free(sys);
 }
 
@@ -659,8 +672,8 @@ struct plan {
     int src_fds[MAX_FDS];
     size_t nsrc;
     char fdpaths[MAX_FDS][32];
-    int sync_fd, status_fd;
-    int fd_in, fd_out, fd_err, fd_ctl, init_fd;
+    int sync_fd, sync_wr, status_fd;
+    int fd_in, fd_out, fd_err, fd_ctl, init_fd, fd_go, exec_wr;
     const char *cwd;
     char root_opts[96];
     const char *const *argv, *const *envp;
@@ -800,20 +813,26 @@ static int child_main(const struct plan *pl)
     if (chdir(pl->cwd) < 0)
         c_fail(pl, "chdir", pl->cwd, errno);
     /* 4. fds: move ours high, then into place; nothing else survives */
-    int hi[6], src[6] = {pl->fd_in, pl->fd_out, pl->fd_err, pl->fd_ctl, pl->status_fd, pl->init_fd};
-    for (int i = 0; i < 6; i++) {
-        hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 200);
-        if (hi[i] < 0)
+    /* 0-3 the code's, 4 init's status, 5 init itself (CLOEXEC), 6 a warm
+     * box's go pipe, 7 the exec notice for the parent (CLOEXEC). */
+    int hi[8], src[8] = {pl->fd_in, pl->fd_out, pl->fd_err, pl->fd_ctl, pl->status_fd,
+                         pl->init_fd, pl->fd_go, pl->exec_wr};
+    for (int i = 0; i < 8; i++) {
+        hi[i] = src[i] >= 0 ? fcntl(src[i], F_DUPFD_CLOEXEC, 200) : -1;
+        if (src[i] >= 0 && hi[i] < 0)
             c_fail(pl, "dup", NULL, errno);
     }
-    for (int i = 0; i < 6; i++)
-        if (dup2(hi[i], i) < 0)
+    for (int i = 0; i < 8; i++)
+        if (hi[i] >= 0 && dup2(hi[i], i) < 0)
             c_fail(pl, "dup2", NULL, errno);
-    struct plan *mpl = (struct plan *)pl; /* our own copy: the status fd moved */
+    struct plan *mpl = (struct plan *)pl; /* the status fd moved */
     mpl->status_fd = SANDBOX_STATUS_FD;
     (void)fcntl(5, F_SETFD, FD_CLOEXEC);
-    if (syscall(SYS_close_range, 6U, ~0U, 0) < 0) {
-        for (int fd = 6; fd < 1024; fd++)
+    (void)fcntl(7, F_SETFD, FD_CLOEXEC);
+    if (hi[6] < 0)
+        close(6);
+    if (syscall(SYS_close_range, 8U, ~0U, 0) < 0) {
+        for (int fd = 8; fd < 1024; fd++)
             close(fd);
     }
     /* 5. limits, signals, privileges, seccomp, exec */
@@ -840,6 +859,15 @@ static int child_main(const struct plan *pl)
     syscall(SYS_execveat, 5, "", pl->argv, pl->envp, AT_EMPTY_PATH);
     c_fail(pl, "exec quern-init", NULL, errno);
     return 127;
+}
+
+/* Entry of the CLONE_VM child: it shares quernd's memory (not its fds,
+ * signal handlers or file system context) until it execs quern-init. */
+static int child_fn(void *arg)
+{
+    struct plan *pl = arg;
+    close(pl->sync_wr);
+    _exit(child_main(pl));
 }
 
 /* ---- plan building (parent) ---- */
@@ -946,7 +974,7 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     int rc = 0;
     char **strs = NULL;
     size_t nstrs = 0;
-    int sync[2] = {-1, -1};
+    int sync[2] = {-1, -1}, execp[2] = {-1, -1};
     struct plan *pl = xcalloc(1, sizeof(*pl));
     bool switched_net = false;
 
@@ -1060,6 +1088,7 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     pl->fd_err = p->fd_stderr;
     pl->fd_ctl = p->fd_control;
     pl->status_fd = p->fd_status;
+    pl->fd_go = p->fd_go > 0 ? p->fd_go : -1;
     pl->init_fd = sys->init_fd;
     pl->prog = &sys->prog;
     rlim_t fsz = p->max_file_bytes > 0 ? (rlim_t)p->max_file_bytes : RLIM_INFINITY;
@@ -1083,39 +1112,41 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     }
 
     /* status fd is written by the child on failure; it is the caller's pipe. */
-    if (pipe2(sync, O_CLOEXEC) < 0) {
+    if (pipe2(sync, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0) {
         rc = -errno;
         *err = xasprintf("pipe: %s", strerror(errno));
         goto out;
     }
     pl->sync_fd = sync[0];
+    pl->sync_wr = sync[1];
+    pl->exec_wr = execp[1];
     cg_prepare(sys, p->slot, p);
 
     int netfd = sys->netns[p->slot];
     uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
-                     CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_PIDFD;
+                     CLONE_NEWUTS | CLONE_NEWCGROUP;
     if (!p->network) {
         if (netfd >= 0 && sys->host_netns >= 0 && setns(netfd, CLONE_NEWNET) == 0)
             switched_net = true;
         else
             flags |= CLONE_NEWNET;
     }
+    /* CLONE_VM: no copy of quernd's page tables and no copy-on-write faults
+     * after it (the cost of fork grows with quernd's size and thread count);
+     * the child runs on sys->stack and this thread waits until it has
+     * exec'd quern-init (or died), so the plan and the stack stay valid and
+     * nothing else uses them meanwhile.  The child may write errno (this
+     * thread's TLS) while we wait in read(), which does not rely on it. */
     int pidfd = -1;
-    struct clone_args ca;
-    memset(&ca, 0, sizeof(ca));
-    ca.flags = flags;
-    ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
-    ca.exit_signal = 0; /* not SIGCHLD: a waitpid(-1) elsewhere cannot reap it */
-    long pid = syscall(SYS_clone3, &ca, sizeof(ca));
-    if (pid == 0) {
-        close(sync[1]);
-        _exit(child_main(pl));
-    }
+    long pid = clone(child_fn, sys->stack + sys->stack_size,
+                     (int)(flags | CLONE_VM | CLONE_PIDFD), pl, &pidfd);
     int clone_errno = errno;
     if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
         abort(); /* the supervisor thread must not stay in a box's netns */
     close(sync[0]);
     sync[0] = -1;
+    close(execp[1]);
+    execp[1] = -1;
     if (pid < 0) {
         rc = -clone_errno;
         *err = xasprintf("clone3: %s", strerror(clone_errno));
@@ -1140,6 +1171,10 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     if (write(sync[1], "g", 1) != 1) {
         /* the child died already; its exit is reported through the pidfd */
     }
+    /* Until the child's exec closes its end (or it exits). */
+    char c;
+    while (read(execp[0], &c, 1) < 0 && errno == EINTR)
+        ;
     out->pid = (pid_t)pid;
     out->pidfd = pidfd;
     out->slot = p->slot;
@@ -1148,6 +1183,10 @@ out:
         close(sync[0]);
     if (sync[1] >= 0)
         close(sync[1]);
+    if (execp[0] >= 0)
+        close(execp[0]);
+    if (execp[1] >= 0)
+        close(execp[1]);
     for (size_t i = 0; i < nstrs; i++)
         free(strs[i]);
     free(strs);

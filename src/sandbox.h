@@ -68,6 +68,7 @@ struct sandbox_params {
     bool network;                   /* share the host's network namespace */
     int64_t memory_limit_bytes, max_procs, max_file_bytes, max_open_files, cpu_seconds;
     int fd_stdin, fd_stdout, fd_stderr, fd_control, fd_status; /* the child's ends */
+    int fd_go;                      /* > 0: becomes fd 6 of the code (a warm box's loader) */
 };
 
 struct sandbox_proc {
