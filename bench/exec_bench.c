@@ -389,7 +389,10 @@ static int mode_direct(int n, int slots, int lat_n, const char *rts)
                 exec_prewarm(ex, workdir);
 #endif
                 usleep(warm ? 1500000 : 100000);
-                d_latency(rt, lat_n, warm, warm ? (strcmp(rt, "node") == 0 ? 0.25 : 0.1) : 0.02);
+                double gap = warm ? (strcmp(rt, "node") == 0 ? 0.25 : 0.1) : 0.02;
+                if (getenv("BENCH_GAP_MS"))
+                    gap = atof(getenv("BENCH_GAP_MS")) / 1000;
+                d_latency(rt, lat_n, warm, gap);
                 exec_free(ex);
             }
         }

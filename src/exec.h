@@ -106,6 +106,12 @@ int exec_cancel(struct exec *ex, const char *run_id);
  * directories) belong to it. */
 unsigned exec_box_uid(struct exec *ex);
 
+/* Starts the warm pools (runtime.h) now, with their boxes' directories
+ * under work_root; without it they start at the first exec_start and follow
+ * its work_root.  Any thread. */
+#define EXEC_WARM 1
+void exec_prewarm(struct exec *ex, const char *work_root);
+
 /* Slots not taken by a run. */
 int exec_free_slots(struct exec *ex);
 

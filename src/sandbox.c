@@ -18,6 +18,7 @@
 
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -679,6 +680,7 @@ struct plan {
     const char *const *argv, *const *envp;
     struct rlimit rl_fsize, rl_nofile, rl_cpu, rl_nproc, rl_as;
     bool set_cpu, set_as;
+    int nice;
     const struct sock_fprog *prog;
 };
 
@@ -846,6 +848,8 @@ static int child_main(const struct plan *pl)
     if (pl->set_as)
         setrlimit(RLIMIT_AS, &pl->rl_as);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (pl->nice > 0)
+        (void)setpriority(PRIO_PROCESS, 0, pl->nice);
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
@@ -1078,8 +1082,10 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
                                .len = p->files[i].len, .mode = 0644});
         extra += p->files[i].len + 4096;
     }
+    for (size_t i = 0; i < p->ndirs; i++)
+        add_mkdirs(pl, p->dirs[i], &strs, &nstrs, 0755);
     snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
-             ((size_t)4 << 20) + extra);
+             p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
     pl->cwd = p->cwd ? p->cwd : "/";
     pl->argv = p->argv;
     pl->envp = p->envp;
@@ -1089,6 +1095,7 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     pl->fd_ctl = p->fd_control;
     pl->status_fd = p->fd_status;
     pl->fd_go = p->fd_go > 0 ? p->fd_go : -1;
+    pl->nice = p->nice;
     pl->init_fd = sys->init_fd;
     pl->prog = &sys->prog;
     rlim_t fsz = p->max_file_bytes > 0 ? (rlim_t)p->max_file_bytes : RLIM_INFINITY;
@@ -1258,4 +1265,222 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
             usage->oom_killed = true;
     }
     return 0;
+}
+
+/* ---- adopting a warm box ---- */
+
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+/* What the helper child does in the box's mount namespace.  It shares our
+ * memory (CLONE_VM|CLONE_VFORK: we are suspended until it exits), so it
+ * reads the job and writes its failure into it. */
+struct adopt_job {
+    int nsfd;
+    uid_t uid;
+    const struct sandbox_adopt *a;
+    const int *trees;
+    const unsigned long *mflags;
+    const char *what;
+    const char *arg;
+    int err;
+};
+
+static int adopt_fail(struct adopt_job *j, const char *what, const char *arg)
+{
+    j->what = what;
+    j->arg = arg;
+    j->err = errno;
+    return 1;
+}
+
+static int adopt_child(void *arg)
+{
+    struct adopt_job *j = arg;
+    const struct sandbox_adopt *a = j->a;
+    if (setns(j->nsfd, CLONE_NEWNS) < 0)
+        return adopt_fail(j, "setns", NULL);
+    for (size_t i = 0; i < a->nmounts; i++) {
+        const char *dst = a->mounts[i].box;
+        if (syscall(SYS_move_mount, j->trees[i], "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return adopt_fail(j, "move_mount", dst);
+        if (mount(NULL, dst, NULL, j->mflags[i], NULL) < 0)
+            return adopt_fail(j, "remount", dst);
+    }
+    if (a->nfiles == 0)
+        return 0;
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return adopt_fail(j, "remount rw", "/");
+    /* Files are made as the box's root: host root is not mapped in the
+     * box's user namespace, and owning them is what a spawn does too. */
+    syscall(SYS_setfsgid, j->uid);
+    syscall(SYS_setfsuid, j->uid);
+    for (size_t i = 0; i < a->nfiles; i++) {
+        const struct sandbox_file *f = &a->files[i];
+        int fd = open(f->box, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+            return adopt_fail(j, "create", f->box);
+        size_t off = 0;
+        while (off < f->len) {
+            ssize_t w = write(fd, f->data + off, f->len - off);
+            if (w <= 0) {
+                adopt_fail(j, "write", f->box);
+                close(fd);
+                return 1;
+            }
+            off += (size_t)w;
+        }
+        close(fd);
+    }
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return adopt_fail(j, "remount ro", "/");
+    return 0;
+}
+
+/* Every thread of the process pid back to nice 0. */
+static void renice_all(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        long tid = strtol(e->d_name, NULL, 10);
+        if (tid > 0)
+            (void)setpriority(PRIO_PROCESS, (id_t)tid, 0);
+    }
+    closedir(d);
+}
+
+/* The host pid of the box's PID 2 (the code's process), or -ESRCH. */
+static pid_t box_child_pid(pid_t init)
+{
+    char path[64], b[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)init, (int)init);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -ESRCH;
+    ssize_t n = read(fd, b, sizeof(b) - 1);
+    close(fd);
+    if (n <= 0)
+        return -ESRCH;
+    b[n] = '\0';
+    long v = strtol(b, NULL, 10);
+    return v > 0 ? (pid_t)v : -ESRCH;
+}
+
+int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
+                  const struct sandbox_adopt *a, char **err)
+{
+    *err = NULL;
+    int rc = 0, nsfd = -1;
+    int *trees = xcalloc(a->nmounts + 1, sizeof(int));
+    unsigned long *mflags = xcalloc(a->nmounts + 1, sizeof(unsigned long));
+    for (size_t i = 0; i < a->nmounts; i++)
+        trees[i] = -1;
+
+    /* 1. cgroup limits and counters, as cg_prepare does for a spawn */
+    struct sandbox_params p = {.memory_limit_bytes = a->memory_limit_bytes, .max_procs = a->max_procs};
+    cg_prepare(sys, proc->slot, &p);
+    struct slot_cg *c = &sys->cg[proc->slot];
+    int64_t want = a->memory_limit_bytes > 0 ? a->memory_limit_bytes : -1;
+    if (c->mem_dir && c->mem_limit != want) {
+        rc = -EBUSY;
+        *err = xstrdup("the memory limit is below what the started interpreter uses");
+        goto out;
+    }
+    /* 2. rlimits of the code's process */
+    pid_t code = box_child_pid(proc->pid);
+    if (code < 0) {
+        rc = code;
+        *err = xstrdup("the box has no code process");
+        goto out;
+    }
+    rlim_t fsz = a->max_file_bytes > 0 ? (rlim_t)a->max_file_bytes : RLIM_INFINITY;
+    rlim_t nof = a->max_open_files > 0 ? (rlim_t)a->max_open_files : 256;
+    rlim_t np = a->max_procs > 0 ? (rlim_t)a->max_procs : 64;
+    if (sys->pids_base)
+        np = np * (rlim_t)sys->slots + 64;
+    struct rlimit rl[4] = {{fsz, fsz}, {nof, nof}, {np, np}, {RLIM_INFINITY, RLIM_INFINITY}};
+    int res[4] = {RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_CPU};
+    size_t nres = 3;
+    if (a->cpu_seconds > 0) {
+        /* + 1 s: the interpreter's start-up is already on its clock */
+        rl[3] = (struct rlimit){(rlim_t)a->cpu_seconds + 1, (rlim_t)a->cpu_seconds + 2};
+        nres = 4;
+    }
+    for (size_t i = 0; i < nres; i++) {
+        if (prlimit(code, (enum __rlimit_resource)res[i], &rl[i], NULL) < 0) {
+            rc = -errno;
+            *err = xasprintf("prlimit: %s", strerror(errno));
+            goto out;
+        }
+    }
+    renice_all(code);
+    (void)setpriority(PRIO_PROCESS, (id_t)proc->pid, 0);
+    if (!sys->mem_base && a->memory_limit_bytes > 0) {
+        rlim_t as = (rlim_t)a->memory_limit_bytes * 4;
+        struct rlimit r = {as, as};
+        (void)prlimit(code, RLIMIT_AS, &r, NULL);
+    }
+    /* 3. mounts and files, from inside the box's mount namespace */
+    for (size_t i = 0; i < a->nmounts; i++) {
+        trees[i] = (int)syscall(SYS_open_tree, AT_FDCWD, a->mounts[i].host,
+                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (trees[i] < 0) {
+            rc = -errno;
+            *err = xasprintf("open_tree %s: %s", a->mounts[i].host, strerror(errno));
+            goto out;
+        }
+        mflags[i] = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV |
+                    (a->mounts[i].writable ? 0 : MS_RDONLY) | locked_flags(trees[i]);
+    }
+    if (a->nmounts == 0 && a->nfiles == 0)
+        goto out;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)proc->pid);
+    nsfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0) {
+        rc = -errno;
+        *err = xasprintf("open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    struct adopt_job job = {.nsfd = nsfd, .uid = sys->host_uid, .a = a, .trees = trees,
+                            .mflags = mflags};
+    int hpidfd = -1;
+    long hp = clone(adopt_child, sys->stack + sys->stack_size,
+                    CLONE_VM | CLONE_VFORK | CLONE_PIDFD, &job, &hpidfd);
+    if (hp < 0) {
+        rc = -errno;
+        *err = xasprintf("clone: %s", strerror(errno));
+        goto out;
+    }
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    while (waitid((idtype_t)P_PIDFD, (id_t)hpidfd, &si, WEXITED | __WALL) < 0 && errno == EINTR)
+        ;
+    close(hpidfd);
+    if (si.si_code != CLD_EXITED || si.si_status != 0) {
+        rc = job.err ? -job.err : -EIO;
+        *err = xasprintf("%s%s%s: %s", job.what ? job.what : "adopt helper", job.arg ? " " : "",
+                         job.arg ? job.arg : "", strerror(job.err ? job.err : EIO));
+    }
+out:
+    for (size_t i = 0; i < a->nmounts; i++)
+        if (trees[i] >= 0)
+            close(trees[i]);
+    if (nsfd >= 0)
+        close(nsfd);
+    free(trees);
+    free(mflags);
+    return rc;
 }

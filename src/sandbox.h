@@ -62,6 +62,10 @@ struct sandbox_params {
     size_t nmounts;
     const struct sandbox_file *files;
     size_t nfiles;
+    const char *const *dirs;        /* empty dirs made in the root (mount points for adopt) */
+    size_t ndirs;
+    int64_t root_bytes;             /* size cap of the root tmpfs (0: 4 MiB + the files) */
+    int nice;                       /* > 0: start at this nice value (sandbox_adopt resets it) */
     const char *cwd;                /* inside the box */
     size_t nsecrets;                /* files /run/secrets/NAME */
     const char *const *secret_names, *const *secret_values;
@@ -100,6 +104,25 @@ uid_t sandbox_host_uid(const struct sandbox_sys *sys);
  * are written to fd_status as "E <what>: errno N" and the child exits 127. */
 int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
                   struct sandbox_proc *out, char **err);
+
+/* What a warm box gets when a run takes it (see sandbox_adopt). */
+struct sandbox_adopt {
+    const struct sandbox_mount *mounts;   /* onto directories the box's root has */
+    size_t nmounts;
+    const struct sandbox_file *files;     /* into existing directories of the root */
+    size_t nfiles;
+    int64_t memory_limit_bytes, max_procs, max_file_bytes, max_open_files, cpu_seconds;
+};
+
+/* Gives a running box (started ahead, still idle) a run's limits, mounts
+ * and files: the slot's cgroup limits and counters are reset as for a
+ * spawn, rlimits are set on the box's PID 2 (the interpreter), the nice
+ * value of every thread of the box goes back to 0, host paths
+ * are bound into the box's mount namespace and the files written into its
+ * root (which is read-only again afterwards).  0, or a negative errno with
+ * *err malloc'd; the box must then be killed. */
+int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
+                  const struct sandbox_adopt *a, char **err);
 
 /* Sends sig to the box's PID 1; SIGKILL there ends the whole tree. */
 int sandbox_signal(struct sandbox_proc *proc, int sig);
