@@ -166,6 +166,8 @@ struct exec {
     int npools;
     char *warm_root;        /* the work_root warm boxes are made under */
     int64_t refill_after;   /* not before: a run just started (mono ms) */
+    int64_t n_warm_starts, n_cold_starts; /* atomics: read by exec_get_stats */
+    int n_warm_ready;
     pthread_t thread;
     int epfd, wakefd;
 
@@ -1203,6 +1205,7 @@ static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, 
     w->fd_in = w->fd_out = w->fd_err = w->fd_ctl = w->fd_status = w->fd_go = -1;
     w->proc.pidfd = -1;
     r->warm = true;
+    __atomic_add_fetch(&ex->n_warm_starts, 1, __ATOMIC_RELAXED);
     /* a spawn now would hold this thread while the run's first lines come */
     ex->refill_after = mono_ms() + WARM_REFILL_DELAY_MS;
     r->alive = true;
@@ -1262,6 +1265,7 @@ static void start_run(struct exec *ex, int slot, struct run *spec)
     r->cell = cell_take(ex);
     if (r->cell < 0)
         abort(); /* invariant 1: cells >= runs + warm boxes */
+    __atomic_add_fetch(&ex->n_cold_starts, 1, __ATOMIC_RELAXED);
     int rc = prepare_dirs(ex, r, &why);
     if (rc == 0)
         rc = spawn_iteration(ex, slot, r, &why);
@@ -1731,6 +1735,10 @@ static void *supervisor(void *arg)
             break;
         /* Runs first: the pool is refilled when nothing else waits. */
         refill = warm_refill(ex);
+        int ready = 0;
+        for (int i = 0; i < ex->npools; i++)
+            ready += ex->pools[i].live;
+        __atomic_store_n(&ex->n_warm_ready, ready, __ATOMIC_RELAXED);
     }
     /* Stopping: kill and reap every box, no callbacks. */
     for (int i = 0; i < ex->nwarm; i++)
@@ -2018,6 +2026,13 @@ int exec_close_stdin(struct exec *ex, const char *run_id)
 int exec_cancel(struct exec *ex, const char *run_id)
 {
     return simple_cmd(ex, C_CANCEL, run_id, NULL);
+}
+
+void exec_get_stats(struct exec *ex, struct exec_stats *out)
+{
+    out->warm_starts = __atomic_load_n(&ex->n_warm_starts, __ATOMIC_RELAXED);
+    out->cold_starts = __atomic_load_n(&ex->n_cold_starts, __ATOMIC_RELAXED);
+    out->warm_ready = __atomic_load_n(&ex->n_warm_ready, __ATOMIC_RELAXED);
 }
 
 void exec_prewarm(struct exec *ex, const char *work_root)

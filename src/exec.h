@@ -112,6 +112,14 @@ unsigned exec_box_uid(struct exec *ex);
 #define EXEC_WARM 1
 void exec_prewarm(struct exec *ex, const char *work_root);
 
+/* Counters since exec_new (any thread). */
+struct exec_stats {
+    int64_t warm_starts;   /* runs whose first iteration took a warm box */
+    int64_t cold_starts;   /* runs spawned a box of their own */
+    int warm_ready;        /* warm boxes waiting now */
+};
+void exec_get_stats(struct exec *ex, struct exec_stats *out);
+
 /* Slots not taken by a run. */
 int exec_free_slots(struct exec *ex);
 

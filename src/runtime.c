@@ -38,6 +38,7 @@ static const char ts_runner[] =
 static const char py_loader[] =
     "import sys, os, json\n"
     "def _quern_go():\n"
+    "    import sys, os\n"
     "    b = b''\n"
     "    while True:\n"
     "        c = os.read(6, 65536)\n"
@@ -73,7 +74,8 @@ static const char py_loader[] =
     "        tb = e.__traceback__\n"
     "        while tb is not None and tb.tb_frame.f_code.co_filename != path:\n"
     "            tb = tb.tb_next\n"
-    "        sys.excepthook(type(e), e, tb or e.__traceback__)\n"
+    "        e.__traceback__ = tb or e.__traceback__\n"
+    "        sys.excepthook(type(e), e, e.__traceback__)\n"
     "        sys.stderr.flush()\n"
     "        sys.exit(1)\n"
     "_quern_go()\n";

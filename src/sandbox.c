@@ -1399,7 +1399,12 @@ int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
         goto out;
     }
     /* 2. rlimits of the code's process */
+    /* A box taken just after its spawn: init may not have forked yet. */
     pid_t code = box_child_pid(proc->pid);
+    for (int i = 0; code < 0 && i < 200; i++) {
+        usleep(500);
+        code = box_child_pid(proc->pid);
+    }
     if (code < 0) {
         rc = code;
         *err = xstrdup("the box has no code process");
