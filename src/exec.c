@@ -66,6 +66,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -616,10 +617,62 @@ static int empty_dir(const char *dir)
 
 /* Puts the slot's directories in their pristine state: existing, empty,
  * owned by the sandbox uid, mode 0755 (a box may have chmod'ed them). */
+/* True when the directory at dfd/name (not a link) is owned by uid with
+ * mode 0755 and holds nothing but `keep` (a name, or NULL).  *fd_out, when
+ * asked for, gets the directory open. */
+static bool dir_pristine(int dfd, const char *name, uid_t uid, const char *keep, int *fd_out)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0 && st.st_uid == uid && st.st_gid == uid &&
+              (st.st_mode & 07777) == 0755;
+    char b[4096];
+    long n;
+    while (ok && (n = syscall(SYS_getdents64, fd, b, sizeof(b))) > 0) {
+        for (long off = 0; off < n;) {
+            struct linux_dirent64_s {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[];
+            } *d = (void *)(b + off);
+            if (strcmp(d->name, ".") && strcmp(d->name, "..") &&
+                !(keep && !strcmp(d->name, keep) && d->type == DT_DIR))
+                ok = false;
+            off += d->reclen;
+        }
+    }
+    if (ok && fd_out)
+        *fd_out = fd;
+    else
+        close(fd);
+    return ok;
+}
+
+/* The usual case after a short run: scratch/ empty, out/ holding only an
+ * empty artifacts/, owners and modes unchanged.  Looking costs a few
+ * reads; emptying and remaking would cost inode changes on the host. */
+static bool dirs_pristine(uid_t uid, const char *scratch, const char *outdir)
+{
+    if (!dir_pristine(AT_FDCWD, scratch, uid, NULL, NULL))
+        return false;
+    int ofd = -1;
+    if (!dir_pristine(AT_FDCWD, outdir, uid, "artifacts", &ofd))
+        return false;
+    bool ok = dir_pristine(ofd, "artifacts", uid, NULL, NULL);
+    close(ofd);
+    return ok;
+}
+
 static int reset_dirs(struct exec *ex, const char *slotdir, const char *scratch,
                       const char *outdir)
 {
     uid_t uid = sandbox_host_uid(ex->sys);
+    if (dirs_pristine(uid, scratch, outdir))
+        return 0;
     char *art = xasprintf("%s/artifacts", outdir);
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
