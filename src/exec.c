@@ -36,8 +36,11 @@
  * exec_result_release() removes.
  *
  * Invariants:
- *  1. A slot is reserved (pub_ids[i] set) from exec_start until just before
- *     on_exit: exec_free_slots() never over-promises.  Cells in use never
+ *  1. A reservation (pub_ids[i] set) is held from exec_start until just
+ *     before on_exit: exec_free_slots() never over-promises.  There are
+ *     slots + backlog reservations; a start finding every slot busy waits
+ *     in `pending` (FIFO) until one frees, so the caller's round trip
+ *     between a run's end and the next start does not leave a slot idle.  Cells in use never
  *     exceed slots + warm boxes, so a starting run always gets a cell.
  *  2. Exactly one on_exit per accepted exec_start (except at exec_free).
  *  3. Log lines are delivered in the order read from each pipe, never past
@@ -104,6 +107,7 @@ struct run {
     char **sec_names, **sec_values;
 
     /* per run */
+    int resv;                 /* its reservation (pub_ids index) */
     int cell;
     bool warm;                /* the first iteration ran in a warm box */
     char *slotdir, *scratch, *outdir;
@@ -173,8 +177,10 @@ struct exec {
     int epfd, wakefd;
 
     pthread_mutex_t mu;     /* guards what follows */
-    char **pub_ids;         /* per slot: run id while reserved, else NULL */
-    int nfree;
+    char **pub_ids;         /* per reservation: run id while reserved, else NULL */
+    int nresv, nfree;       /* reservations (slots + backlog), free ones */
+    struct run **pending;   /* supervisor's: accepted starts waiting for a slot (FIFO) */
+    int npending;
     struct cmd *q_head, *q_tail;
     bool stopping;
 };
@@ -355,7 +361,7 @@ static void enqueue(struct exec *ex, struct cmd *c)
 
 static int find_pub(struct exec *ex, const char *run_id)
 {
-    for (int i = 0; i < ex->slots; i++)
+    for (int i = 0; i < ex->nresv; i++)
         if (ex->pub_ids[i] && strcmp(ex->pub_ids[i], run_id) == 0)
             return i;
     return -1;
@@ -1578,11 +1584,12 @@ static void finish(struct exec *ex, int slot, struct run *r, struct exec_result 
         ex->cell_busy[r->cell] = false;
     }
     char *run_id = r->run_id;
+    int resv = r->resv;
     r->run_id = NULL;
     run_clear(r);
     pthread_mutex_lock(&ex->mu);
-    free(ex->pub_ids[slot]);
-    ex->pub_ids[slot] = NULL;
+    free(ex->pub_ids[resv]);
+    ex->pub_ids[resv] = NULL;
     ex->nfree++;
     pthread_mutex_unlock(&ex->mu);
     if (ex->cb.on_exit)
@@ -1611,6 +1618,48 @@ void exec_result_release(struct exec_result *res)
 
 /* ---- the supervisor thread ---- */
 
+/* Starts waiting runs in free slots, oldest first. */
+static void start_pending(struct exec *ex)
+{
+    while (ex->npending > 0) {
+        int slot = -1;
+        for (int i = 0; i < ex->slots; i++)
+            if (!ex->runs[i].active) {
+                slot = i;
+                break;
+            }
+        if (slot < 0)
+            return;
+        struct run *r = ex->pending[0];
+        memmove(ex->pending, ex->pending + 1, (size_t)(ex->npending - 1) * sizeof(*ex->pending));
+        ex->npending--;
+        start_run(ex, slot, r);
+    }
+}
+
+/* send/close/cancel for a run still waiting for a slot. */
+static void pending_cmd(struct exec *ex, struct cmd *c)
+{
+    for (int i = 0; i < ex->npending; i++) {
+        struct run *r = ex->pending[i];
+        if (strcmp(r->run_id, c->run_id) != 0)
+            continue;
+        if (c->type == C_SEND) {
+            buf_puts(&r->stdin_q, c->line);
+        } else if (c->type == C_CLOSE) {
+            r->stdin_close = true;
+        } else if (c->type == C_CANCEL) {
+            memmove(ex->pending + i, ex->pending + i + 1,
+                    (size_t)(ex->npending - i - 1) * sizeof(*ex->pending));
+            ex->npending--;
+            r->cell = -1;
+            finish(ex, -1, r, new_result("canceled", NULL, "canceled"));
+            free(r);
+        }
+        return;
+    }
+}
+
 static void handle_cmd(struct exec *ex, struct cmd *c)
 {
     if (c->type == C_START || c->type == C_PREWARM) {
@@ -1623,7 +1672,7 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
             ex->warm_root = xstrdup(root);
         }
         if (c->type == C_START) {
-            start_run(ex, c->slot, c->spec);
+            ex->pending[ex->npending++] = c->spec;   /* started by start_pending */
             c->spec = NULL;
         }
         return;
@@ -1635,8 +1684,10 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
             r = &ex->runs[i];
             slot = i;
         }
-    if (!r)
+    if (!r) {
+        pending_cmd(ex, c);
         return;
+    }
     switch (c->type) {
     case C_SEND:
         buf_puts(&r->stdin_q, c->line);
@@ -1786,6 +1837,7 @@ static void *supervisor(void *arg)
         }
         if (stop)
             break;
+        start_pending(ex);
         /* Runs first: the pool is refilled when nothing else waits. */
         refill = warm_refill(ex);
         int ready = 0;
@@ -1794,6 +1846,11 @@ static void *supervisor(void *arg)
         __atomic_store_n(&ex->n_warm_ready, ready, __ATOMIC_RELAXED);
     }
     /* Stopping: kill and reap every box, no callbacks. */
+    for (int i = 0; i < ex->npending; i++) {
+        run_clear(ex->pending[i]);
+        free(ex->pending[i]);
+    }
+    ex->npending = 0;
     for (int i = 0; i < ex->nwarm; i++)
         warm_drop(ex, &ex->warm[i], true);
     for (int i = 0; i < ex->slots; i++) {
@@ -1845,6 +1902,7 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     struct exec *ex = xcalloc(1, sizeof(*ex));
     ex->cb = *cb;
     ex->slots = slots;
+    ex->nresv = slots;
     ex->nfree = slots;
     ex->epfd = -1;
     ex->wakefd = -1;
@@ -1863,7 +1921,8 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     ex->runs = xcalloc((size_t)slots, sizeof(*ex->runs));
     ex->cell_busy = xcalloc((size_t)ex->ncells, sizeof(bool));
     ex->clean_root = xcalloc((size_t)ex->ncells, sizeof(char *));
-    ex->pub_ids = xcalloc((size_t)slots, sizeof(char *));
+    ex->pub_ids = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(char *));
+    ex->pending = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(struct run *));
     ex->epfd = epoll_create1(EPOLL_CLOEXEC);
     ex->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (ex->epfd < 0 || ex->wakefd < 0) {
@@ -1884,6 +1943,7 @@ fail:
     sandbox_sys_free(ex->sys);
     free(ex->runs);
     free(ex->pub_ids);
+    free(ex->pending);
     free(ex->clean_root);
     free(ex->cell_busy);
     free(ex->warm);
@@ -1916,11 +1976,12 @@ void exec_free(struct exec *ex)
         free(c);
         c = next;
     }
-    for (int i = 0; i < ex->slots; i++)
+    for (int i = 0; i < ex->nresv; i++)
         free(ex->pub_ids[i]);
     for (int i = 0; i < ex->ncells; i++)
         free(ex->clean_root[i]);
     free(ex->pub_ids);
+    free(ex->pending);
     free(ex->clean_root);
     free(ex->cell_busy);
     free(ex->warm);
@@ -2010,26 +2071,26 @@ int exec_start(struct exec *ex, const struct exec_spec *spec)
     }
 
     pthread_mutex_lock(&ex->mu);
-    int rc = 0, slot = -1;
+    int rc = 0, resv = -1;
     if (ex->stopping)
         rc = -ESHUTDOWN;
     else if (find_pub(ex, spec->run_id) >= 0)
         rc = -EEXIST;
     else {
-        for (int i = 0; i < ex->slots; i++)
+        for (int i = 0; i < ex->nresv; i++)
             if (!ex->pub_ids[i]) {
-                slot = i;
+                resv = i;
                 break;
             }
-        if (slot < 0)
+        if (resv < 0)
             rc = -EBUSY;
     }
     if (rc == 0) {
-        ex->pub_ids[slot] = xstrdup(spec->run_id);
+        ex->pub_ids[resv] = xstrdup(spec->run_id);
         ex->nfree--;
+        r->resv = resv;
         struct cmd *c = xcalloc(1, sizeof(*c));
         c->type = C_START;
-        c->slot = slot;
         c->spec = r;
         enqueue(ex, c);
         r = NULL;
@@ -2079,6 +2140,24 @@ int exec_close_stdin(struct exec *ex, const char *run_id)
 int exec_cancel(struct exec *ex, const char *run_id)
 {
     return simple_cmd(ex, C_CANCEL, run_id, NULL);
+}
+
+void exec_set_backlog(struct exec *ex, int n)
+{
+    if (n < 0)
+        n = 0;
+    if (n > ex->slots * EXEC_MAX_BACKLOG_PER_SLOT)
+        n = ex->slots * EXEC_MAX_BACKLOG_PER_SLOT;
+    pthread_mutex_lock(&ex->mu);
+    int used = ex->nresv - ex->nfree;
+    /* shrinking never drops a held reservation: the table keeps its size */
+    int top = 0;
+    for (int i = 0; i < ex->slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1); i++)
+        if (ex->pub_ids[i])
+            top = i + 1;
+    ex->nresv = ex->slots + n > top ? ex->slots + n : top;
+    ex->nfree = ex->nresv - used;
+    pthread_mutex_unlock(&ex->mu);
 }
 
 void exec_get_stats(struct exec *ex, struct exec_stats *out)

@@ -120,7 +120,15 @@ struct exec_stats {
 };
 void exec_get_stats(struct exec *ex, struct exec_stats *out);
 
-/* Slots not taken by a run. */
+/* Lets up to n (<= 4 per slot) accepted starts wait inside exec for a
+ * slot, beyond the runs in the slots (default 0): a caller that refills
+ * the slots after each on_exit then never leaves one idle during its own
+ * round trip.  A waiting run is started, in order, as soon as a slot frees;
+ * exec_send/close_stdin queue for it, exec_cancel ends it at once. */
+#define EXEC_MAX_BACKLOG_PER_SLOT 4
+void exec_set_backlog(struct exec *ex, int n);
+
+/* Slots not taken by a run (plus room in the backlog). */
 int exec_free_slots(struct exec *ex);
 
 /* Frees a result and removes exec's copies of its artifacts. */

@@ -684,6 +684,9 @@ struct runner *runner_new(struct app *app, int slots, char **err)
     }
     /* warm boxes are made now, not at the first run */
     exec_prewarm(rn->exec, rn->work_root);
+    /* as many starts again wait inside exec: a slot that frees is refilled
+     * at once, not after this thread's next store commit */
+    exec_set_backlog(rn->exec, exec_free_slots(rn->exec));
     if (pthread_create(&rn->thread, NULL, runner_main, rn)) {
         *err = xstrdup("cannot start the runner thread");
         exec_free(rn->exec);

@@ -803,6 +803,64 @@ TEST(cpu_accounted_for_the_tree)
     CHECK(r && r->cpu_ms > 0 && r->wall_ms > 0 && r->peak_memory_kb > 0);
 }
 
+static int bl_exits;
+static char bl_order[64];
+
+static void bl_on_exit(void *ctx, const char *run_id, struct exec_result *res)
+{
+    pthread_mutex_lock(&mu);
+    size_t n = strlen(bl_order);
+    snprintf(bl_order + n, sizeof(bl_order) - n, "%s:%s ", run_id + 3, res->status);
+    bl_exits++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    exec_result_release(res);
+}
+
+TEST(backlog_waits_for_a_slot)
+{
+    reset();
+    struct exec_callbacks cb = {.on_log = on_log, .on_exit = bl_on_exit, .on_notice = on_notice};
+    char *err = NULL;
+    struct exec *ex2 = exec_new(1, &cb, &err);
+    CHECK(ex2 != NULL);
+    free(err);
+    if (!ex2)
+        return;
+    exec_set_backlog(ex2, 2);
+    CHECK_EQ_INT(exec_free_slots(ex2), 3);
+    struct exec_spec a = base_spec("sh", "read x; echo got $x");
+    a.run_id = "bl_a";
+    struct exec_spec b = base_spec("sh", "read x; echo got $x");
+    b.run_id = "bl_b";
+    struct exec_spec c = base_spec("sh", "echo never");
+    c.run_id = "bl_c";
+    CHECK_EQ_INT(exec_start(ex2, &a), 0);
+    CHECK_EQ_INT(exec_start(ex2, &b), 0);
+    CHECK_EQ_INT(exec_start(ex2, &c), 0);
+    CHECK_EQ_INT(exec_free_slots(ex2), 0);
+    CHECK_EQ_INT(exec_start(ex2, &a), -EEXIST);
+    /* b and c wait: stdin is queued for b, c is canceled before it runs */
+    CHECK_EQ_INT(exec_send(ex2, "bl_b", "2"), 0);
+    CHECK_EQ_INT(exec_cancel(ex2, "bl_c"), 0);
+    pthread_mutex_lock(&mu);
+    while (bl_exits < 1)
+        pthread_cond_wait(&cv, &mu);
+    CHECK_EQ_STR(bl_order, "c:canceled ");
+    pthread_mutex_unlock(&mu);
+    CHECK_EQ_INT(exec_send(ex2, "bl_a", "1"), 0);
+    pthread_mutex_lock(&mu);
+    while (bl_exits < 3)
+        pthread_cond_wait(&cv, &mu);
+    CHECK_EQ_STR(bl_order, "c:canceled a:completed b:completed ");
+    pthread_mutex_unlock(&mu);
+    char *o = joined("stdout");
+    CHECK_EQ_STR(o, "got 1\ngot 2\n");
+    free(o);
+    CHECK_EQ_INT(exec_free_slots(ex2), 3);
+    exec_free(ex2);
+}
+
 TEST(zz_free_kills_running_boxes)
 {
     struct exec_spec s = base_spec("sh",
