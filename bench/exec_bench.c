@@ -517,28 +517,43 @@ static void *stream_thread(void *arg)
 }
 
 static const char *a_body;
+static int a_batch;   /* > 1: POST /tasks/batch with this many tasks */
 
 static void *post_thread(void *arg)
 {
     struct curl_slist *h;
     CURL *c = a_handle(&h);
+    struct buf many;
+    buf_init(&many);
     for (;;) {
         pthread_mutex_lock(&mu);
-        bool go = a_posted < a_total;
-        if (go)
-            a_posted++;
+        int k = a_total - a_posted;
+        if (k > (a_batch > 1 ? a_batch : 1))
+            k = a_batch > 1 ? a_batch : 1;
+        a_posted += k;
         pthread_mutex_unlock(&mu);
-        if (!go)
+        if (k <= 0)
             break;
-        long code = a_post(c, "/api/projects/default/tasks", a_body, NULL);
+        long code;
+        if (a_batch > 1) {
+            many.len = 0;
+            buf_puts(&many, "{\"tasks\":[");
+            for (int i = 0; i < k; i++)
+                buf_printf(&many, "%s%s", i ? "," : "", a_body);
+            buf_puts(&many, "]}");
+            code = a_post(c, "/api/projects/default/tasks/batch", many.data, NULL);
+        } else {
+            code = a_post(c, "/api/projects/default/tasks", a_body, NULL);
+        }
         if (code != 201) {
             fprintf(stderr, "POST /tasks: HTTP %ld\n", code);
             pthread_mutex_lock(&mu);
-            a_failed++;
+            a_failed += k;
             pthread_cond_broadcast(&cv);
             pthread_mutex_unlock(&mu);
         }
     }
+    buf_release(&many);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     return NULL;
@@ -574,8 +589,9 @@ static double a_throughput(int n, int conns, bool print)
     a_stream_stop = true;
     pthread_join(st, NULL);
     if (print) {
-        printf("  %d tasks posted in %.2f s (%.0f creates/s) over %d connections\n", n,
-               posted_at - a_t_first, n / (posted_at - a_t_first), conns);
+        printf("  %d tasks posted in %.2f s (%.0f creates/s) over %d connections%s\n", n,
+               posted_at - a_t_first, n / (posted_at - a_t_first), conns,
+               a_batch > 1 ? ", POST /tasks/batch" : ", one POST /tasks each");
         printf("  %d completed, %d failed; first POST -> last completion %.2f s: %.0f runs/s\n",
                done, failed, dt, done / dt);
     }
@@ -663,6 +679,18 @@ static int mode_api(int n, int conns, int lat_n, const char *rts, int qpid, cons
         printf("API_SH_RUNS_PER_S %.0f\n", r);
         print_proc_delta(qpid, &u0, dt);
         print_self_usage("bench client");
+        if (a_batch > 1) {
+            int single = a_batch;
+            a_batch = 0;
+            if (qpid > 0)
+                proc_usage(qpid, &u0);
+            t0 = now_s();
+            printf("the same with one POST /tasks per task:\n");
+            r = a_throughput(n, conns, true);
+            printf("API_SH_RUNS_PER_S_SINGLE_POSTS %.0f\n", r);
+            print_proc_delta(qpid, &u0, now_s() - t0);
+            a_batch = single;
+        }
     }
     if (lat_n > 0) {
         printf("latency POST /tasks -> the code's first statement (%s pool):\n", label);
@@ -688,7 +716,7 @@ int main(int argc, char **argv)
     const char *rts = "sh,python,node", *label = "warm";
     int opt;
     optind = 2;
-    while ((opt = getopt(argc, argv, "n:p:s:l:r:u:k:c:P:L:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:p:s:l:r:u:k:c:P:L:b:")) != -1) {
         switch (opt) {
         case 'n': n = atoi(optarg); break;
         case 'p': par = atoi(optarg); break;
@@ -700,6 +728,7 @@ int main(int argc, char **argv)
         case 'c': conns = atoi(optarg); break;
         case 'P': qpid = atoi(optarg); break;
         case 'L': label = optarg; break;
+        case 'b': a_batch = atoi(optarg); break;
         default: return 2;
         }
     }
