@@ -25,7 +25,7 @@ WEBFILES := $(sort $(wildcard web/*))
 UNITSRC  := $(wildcard tests/unit/test_*.c)
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test test-unit test-integration test-integration-pg test-asan bench clean
+.PHONY: all man deps run test test-unit test-integration test-integration-pg test-asan bench clean
 
 all: $(BUILD)/quernd $(BUILD)/quern $(BUILD)/quern-init
 
@@ -56,6 +56,13 @@ $(BUILD)/quern-init: $(BUILD)/obj/quern_init.o $(BUILD)/libquern.a
 
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/t.h $(BUILD)/libquern.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -iquote src $(LDFLAGS) -o $@ $< $(BUILD)/libquern.a $(LDLIBS)
+
+# Manual pages, generated from the programs' own option tables.
+man: man/quern.1 man/quernd.8
+man/quern.1: $(BUILD)/quern
+	mkdir -p man && $(BUILD)/quern man > $@
+man/quernd.8: $(BUILD)/quernd
+	mkdir -p man && $(BUILD)/quernd --man > $@
 
 deps:
 	@sh scripts/deps.sh

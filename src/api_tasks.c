@@ -441,7 +441,7 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
                    json_string_value(json_object_get(task, "id")));
     }
     if (!rc)
-        sched_task_changed_on_commit(tx, a->r->app->sched, task);
+        sched_task_changed_on_commit(tx, a->r->app->sched, task, true);
     if (!rc)
         rc = events_emit(tx, a->r->app->events, a->project_id,
                          json_string_value(json_object_get(task, "id")), NULL, "task.created",
@@ -455,9 +455,15 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
         return rc;
     }
     /* re-read: run_insert updated status/run_count */
-    json_t *fresh = store_get(tx, SK_TASK, a->project_id, json_string_value(json_object_get(task, "id")));
-    json_decref(task);
-    *out = fresh;
+    /* run_insert kept task up to date, unless a later change of the run
+     * (approval hold, pause) went through the stored copy */
+    if (run && run_status_of(run) != RS_QUEUED) {
+        json_t *fresh = store_get(tx, SK_TASK, a->project_id,
+                                  json_string_value(json_object_get(task, "id")));
+        json_decref(task);
+        task = fresh;
+    }
+    *out = task;
     if (!a->batch) {
         a->run = run;
         a->wait_ms = opts.wait_ms;
@@ -927,7 +933,7 @@ static int update_fn(struct store_tx *tx, void *arg)
         task_schedule_next(task, now_ms());
     rc = store_update(tx, SK_TASK, a->project_id, task);
     if (!rc)
-        sched_task_changed_on_commit(tx, r->app->sched, task);
+        sched_task_changed_on_commit(tx, r->app->sched, task, false);
     if (!rc)
         rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.updated",
                          json_pack("{s:O}", "changes", b));
@@ -1049,7 +1055,7 @@ static int action_fn(struct store_tx *tx, void *arg)
             rc = store_delete(tx, SK_TASK, a->project_id, a->task_id);
         if (!rc) {
             json_object_set_new(task, "schedule", json_null());   /* forget its cron */
-            sched_task_changed_on_commit(tx, r->app->sched, task);
+            sched_task_changed_on_commit(tx, r->app->sched, task, false);
         }
         if (!rc)
             rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.deleted",
@@ -1062,7 +1068,7 @@ static int action_fn(struct store_tx *tx, void *arg)
         task_schedule_next(task, now_ms());
         rc = store_update(tx, SK_TASK, a->project_id, task);
         if (!rc)
-            sched_task_changed_on_commit(tx, r->app->sched, task);
+            sched_task_changed_on_commit(tx, r->app->sched, task, false);
         if (!rc)
             rc = each_run(tx, a, pause ? pause_one : resume_one);
         if (!rc)

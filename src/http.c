@@ -25,6 +25,7 @@
 #include "app.h"
 #include "auth.h"
 #include "crypto.h"
+#include "log.h"
 #include "metrics.h"
 
 struct http {
@@ -494,6 +495,7 @@ static enum MHD_Result respond(struct req *r)
         r->resp = NULL;
     }
     add_headers(r, resp);
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     return ok;
@@ -514,6 +516,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->method = method;
         r->url = url;
         r->start_mono = mono_ms();
+        /* a client's X-Request-Id (bounded, printable) or a new one */
+        const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+        bool ok = rid && *rid && strlen(rid) < sizeof r->request_id;
+        for (const char *p = rid; ok && *p; p++)
+            ok = *p > 0x20 && *p < 0x7f;
+        if (ok)
+            snprintf(r->request_id, sizeof r->request_id, "%s", rid);
+        else
+            id_new("req", r->request_id);
         buf_init(&r->body);
         buf_init(&r->headers);
         *con_cls = r;
@@ -556,6 +567,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         r->on_gone(r, r->delivered_ok);
     metrics_http(r->route ? r->route->pattern : "unmatched", r->method, r->status,
                  mono_ms() - r->start_mono);
+    if (log_requests())
+        log_write(LOG_INFO, "http",
+                  json_pack("{s:s, s:s, s:s, s:i, s:I, s:s, s:b}", "request_id", r->request_id,
+                            "method", r->method, "route",
+                            r->route ? r->route->pattern : "unmatched", "status", r->status,
+                            "duration_ms", (json_int_t)(mono_ms() - r->start_mono), "key_id",
+                            r->key_id, "completed", r->delivered_ok),
+                  "%s %s", r->method, r->route ? r->route->pattern : r->url);
     if (r->stream)
         stream_free(r->stream);
     if (r->file_fd > 0)

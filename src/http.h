@@ -80,6 +80,7 @@ struct req {
     void (*on_gone)(struct req *r, bool delivered);  /* cleanup when done */
     bool delivered_ok;
     int64_t start_mono;
+    char request_id[ID_LEN];   /* X-Request-Id: the client's or a new one */
     char idem_scope[384];
     char *idem_key;
     char *idem_fp;

@@ -152,7 +152,11 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
     json_object_set_new(r, "lease_expires_at", json_null());
     json_object_set_new(r, "priority", jdup(json_object_get(task, "priority")));
     json_object_set_new(r, "has_code", json_boolean(json_is_string(json_object_get(task, "code"))));
+    /* settings the run's own changes need, so they never read the task */
     json_object_set_new(r, "max_retries", jdup(json_object_get(settings, "max_retries")));
+    json_object_set_new(r, "retry_delay_ms", jdup(json_object_get(settings, "retry_delay_ms")));
+    json_object_set_new(r, "retry_backoff", jdup(json_object_get(settings, "retry_backoff")));
+    json_object_set_new(r, "require_review", jdup(json_object_get(settings, "require_review")));
     json_object_set_new(r, "blocked_by", json_array());
     json_object_set_new(r, "queued_ms", json_integer(now_ms()));
     int64_t dl = 0;
@@ -204,38 +208,49 @@ json_t *run_task(struct store_tx *tx, const json_t *run)
                      json_string_value(json_object_get(run, "task_id")));
 }
 
-/* The task's status mirrors its latest run. */
-static int update_task(struct store_tx *tx, struct app *app, const json_t *run, bool is_new)
+/* The task's status mirrors its latest run.  `doc`, when given, is the
+ * task's current document (updated in place), which saves reading it. */
+static int update_task(struct store_tx *tx, struct app *app, const json_t *run, bool is_new,
+                       json_t *doc)
 {
-    json_t *task = run_task(tx, run);
-    if (!task)
-        return 0;   /* the task was deleted; its runs live on until pruned */
     const char *run_id = json_string_value(json_object_get(run, "id"));
-    const char *latest = json_string_value(json_object_get(task, "latest_run_id"));
+    const char *project = json_string_value(json_object_get(run, "project_id"));
+    const char *task_id = json_string_value(json_object_get(run, "task_id"));
+    enum run_status s = run_status_of(run);
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms(), ts);
     int rc = 0;
     if (is_new) {
-        json_object_set_new(task, "latest_run_id", json_string(run_id));
-        json_object_set_new(task, "run_count",
-                            json_integer(json_integer_value(json_object_get(task, "run_count")) + 1));
-    } else if (latest && strcmp(latest, run_id)) {
-        goto out;   /* an older run: the task follows its latest */
+        /* a new run: run_count + 1 (from doc when given, which is kept up to
+         * date), written as a patch rather than the whole document */
+        json_t *task = doc ? json_incref(doc) : run_task(tx, run);
+        if (!task)
+            return 0;   /* the task was deleted; its runs live on until pruned */
+        json_t *fields = json_pack("{s:s, s:I, s:O, s:O, s:s}", "latest_run_id", run_id,
+                                   "run_count",
+                                   (json_int_t)(json_integer_value(json_object_get(task, "run_count")) + 1),
+                                   "status", json_object_get(run, "status"), "progress",
+                                   json_object_get(run, "progress"), "updated_at", ts);
+        json_object_update(task, fields);
+        rc = store_patch(tx, SK_TASK, project, task_id, fields, NULL, NULL);
+        json_decref(fields);
+        json_decref(task);
+        return rc == -ENOENT ? 0 : rc;
     }
-    enum run_status s = run_status_of(run);
-    json_object_set(task, "status", json_object_get(run, "status"));
-    json_object_set(task, "progress", json_object_get(run, "progress"));
+    /* a change of a run: patch the task in place, only when this run is its
+     * latest (an older run does not move the task) */
+    json_t *fields = json_pack("{s:O, s:O, s:s}", "status", json_object_get(run, "status"),
+                               "progress", json_object_get(run, "progress"), "updated_at", ts);
     if (s == RS_RUNNING && json_is_string(json_object_get(run, "started_at")))
-        json_object_set(task, "last_run_at", json_object_get(run, "started_at"));
-    set_now(task, "updated_at");
-    rc = store_update(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")), task);
-    if (!rc && run_status_terminal(s) && (s == RS_COMPLETED || s == RS_FAILED || s == RS_TIMED_OUT ||
-                                          s == RS_DENIED)) {
-        rc = events_emit(tx, app->events, json_string_value(json_object_get(task, "project_id")),
-                         json_string_value(json_object_get(task, "id")), run_id,
+        json_object_set(fields, "last_run_at", json_object_get(run, "started_at"));
+    rc = store_patch(tx, SK_TASK, project, task_id, fields, "latest_run_id", run_id);
+    json_decref(fields);
+    if (rc == -ENOENT)
+        return 0;   /* deleted, or not the latest run */
+    if (!rc && (s == RS_COMPLETED || s == RS_FAILED || s == RS_TIMED_OUT || s == RS_DENIED))
+        rc = events_emit(tx, app->events, project, task_id, run_id,
                          s == RS_COMPLETED ? "task.completed" : "task.failed",
                          json_pack("{s:O}", "status", json_object_get(run, "status")));
-    }
-out:
-    json_decref(task);
     return rc;
 }
 
@@ -259,7 +274,7 @@ int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
         return rc;
     if ((rc = emit_run(tx, app, run, "task_run.queued")))
         return rc;
-    if ((rc = update_task(tx, app, run, true)))
+    if ((rc = update_task(tx, app, run, true, task)))
         return rc;
     /* the project's policy may refuse the run outright, or want approval */
     json_t *pol = policy_get(tx, project);
@@ -301,11 +316,10 @@ static int64_t ts_ms(const json_t *run, const char *field)
 
 /* Retry delay for the attempt that just failed: fixed, or exponential with
  * full jitter over the upper half (so retries of many runs spread out). */
-static int64_t retry_delay(const json_t *task, int64_t attempt)
+static int64_t retry_delay(const json_t *run, int64_t attempt)
 {
-    json_t *st = json_object_get(task, "settings");
-    int64_t base = json_integer_value(json_object_get(st, "retry_delay_ms"));
-    const char *mode = json_string_value(json_object_get(st, "retry_backoff"));
+    int64_t base = json_integer_value(json_object_get(run, "retry_delay_ms"));
+    const char *mode = json_string_value(json_object_get(run, "retry_backoff"));
     if (base < 0)
         base = 0;
     if (!mode || strcmp(mode, "exponential"))
@@ -328,14 +342,9 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
     if (!run_can_move(from, to))
         return -EPERM;
     /* settings.require_review: a run that would complete waits for review */
-    if (to == RS_COMPLETED && from != RS_REVIEW_REQUIRED) {
-        json_t *task = run_task(tx, run);
-        bool review = json_is_true(json_object_get(json_object_get(task, "settings"),
-                                                   "require_review"));
-        json_decref(task);
-        if (review)
-            to = RS_REVIEW_REQUIRED;
-    }
+    if (to == RS_COMPLETED && from != RS_REVIEW_REQUIRED &&
+        json_is_true(json_object_get(run, "require_review")))
+        to = RS_REVIEW_REQUIRED;
     char ts[RFC3339_LEN];
     int64_t now = now_ms();
     rfc3339_format(now, ts);
@@ -359,14 +368,11 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
     /* A failure with retries left is a retry: a new attempt, queued again
      * after the backoff (invariant 4). */
     if ((to == RS_FAILED || to == RS_TIMED_OUT) && !(out && out->no_retry)) {
-        json_t *task = run_task(tx, run);
-        int64_t max = task ? json_integer_value(json_object_get(json_object_get(task, "settings"),
-                                                                "max_retries"))
-                           : 0;
+        /* the run carries its task's retry settings (run_new_doc) */
+        int64_t max = json_integer_value(json_object_get(run, "max_retries"));
         int64_t attempt = json_integer_value(json_object_get(run, "attempt"));
-        if (task && attempt <= max) {
-            int64_t delay = retry_delay(task, attempt);
-            json_decref(task);
+        if (attempt <= max) {
+            int64_t delay = retry_delay(run, attempt);
             json_object_set_new(run, "attempt", json_integer(attempt + 1));
             json_object_set_new(run, "status", json_string("queued"));
             json_object_set_new(run, "worker_id", json_null());
@@ -387,12 +393,11 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
                              json_string_value(json_object_get(run, "id")), "task_run.retrying",
                              data);
             if (!rc)
-                rc = update_task(tx, app, run, false);
+                rc = update_task(tx, app, run, false, NULL);
             if (!rc)
                 run_notify(tx, app, run);
             return rc;
         }
-        json_decref(task);
     }
 
     json_object_set_new(run, "status", json_string(run_status_name(to)));
@@ -428,7 +433,7 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
         snprintf(type, sizeof type, "task_run.resumed");
     /* the task's events first: a run's terminal event is the last event of
      * the run, so a run stream can end on it */
-    if ((rc = update_task(tx, app, run, false)))
+    if ((rc = update_task(tx, app, run, false, NULL)))
         return rc;
     if ((rc = emit_run(tx, app, run, type)))
         return rc;
@@ -560,6 +565,7 @@ json_t *run_public(const json_t *run)
 {
     json_t *r = json_deep_copy(run);
     static const char *const internal[] = {"has_code", "max_retries", "queued_ms", "not_before_ms",
+                                           "retry_delay_ms", "retry_backoff", "require_review",
                                            "deadline_ms", "max_concurrency", "executor",
                                            "latest_checkpoint"};
     for (size_t i = 0; i < ARRAY_LEN(internal); i++)

@@ -18,6 +18,7 @@
 #include "events.h"
 #include "exec.h"
 #include "jsonschema.h"
+#include "log.h"
 #include "run.h"
 #include "runtime.h"
 #include "sched.h"
@@ -101,7 +102,7 @@ static void cb_exit(void *ctx, const char *run_id, struct exec_result *res)
 static void cb_notice(void *ctx, const char *message)
 {
     (void)ctx;
-    fprintf(stderr, "quernd: sandbox: %s\n", message);
+    log_write(LOG_INFO, "sandbox", NULL, "%s", message);
 }
 
 static void item_free(struct item *it)
@@ -632,7 +633,8 @@ static void *runner_main(void *arg)
                 json_array_clear(s.started);
             }
             if (rc) {
-                fprintf(stderr, "quernd: runner: storing run updates failed (%d)\n", rc);
+                log_write(LOG_ERROR, "runner", json_pack("{s:i}", "rc", rc),
+                          "storing run updates failed");
             } else {
                 launch_started(rn, &s);
             }

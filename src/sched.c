@@ -952,7 +952,9 @@ static void cron_set(struct sched *s, const char *project, const char *task, int
         s->ncron--;
     } else if (*pp) {
         (*pp)->next_ms = next;
-    } else if (next >= 0) {
+    } else if (next < 0) {
+        return;   /* nothing to forget: no wake-up */
+    } else {
         struct cron_entry *e = xcalloc(1, sizeof *e);
         e->project_id = xstrdup(project);
         e->task_id = xstrdup(task);
@@ -1001,11 +1003,16 @@ static void cron_note_hook(void *arg, bool committed)
     free(n);
 }
 
-void sched_task_changed_on_commit(struct store_tx *tx, struct sched *s, const json_t *task)
+void sched_task_changed_on_commit(struct store_tx *tx, struct sched *s, const json_t *task,
+                                  bool is_new)
 {
     const char *p = json_string_value(json_object_get(task, "project_id"));
     const char *t = json_string_value(json_object_get(task, "id"));
     if (!s || !p || !t)
+        return;
+    /* a new task with neither a schedule nor dependencies: nothing to learn */
+    if (is_new && !json_is_string(json_object_get(task, "schedule")) &&
+        !json_array_size(json_object_get(task, "dependencies")))
         return;
     struct cron_note *n = xmalloc(sizeof *n);
     n->s = s;
@@ -1042,7 +1049,7 @@ static int fire_fn(struct store_tx *tx, void *arg)
     int64_t now = now_ms();
     /* once per instant: someone else fired it, or the schedule changed */
     if (task_next_ms(task) != f->instant || f->instant > now) {
-        sched_task_changed_on_commit(tx, f->s, task);
+        sched_task_changed_on_commit(tx, f->s, task, false);
         goto out;
     }
     int64_t skipped = task_fires_between(task, f->instant, now - 999, 1000000);
@@ -1056,7 +1063,7 @@ static int fire_fn(struct store_tx *tx, void *arg)
     task_schedule_next(task, now);
     rc = store_update(tx, SK_TASK, f->project, task);
     if (!rc)
-        sched_task_changed_on_commit(tx, f->s, task);
+        sched_task_changed_on_commit(tx, f->s, task, false);
     if (!rc && skipped > 0) {
         char from[RFC3339_LEN];
         rfc3339_format(f->instant, from);
@@ -1161,7 +1168,7 @@ static void *sched_main(void *arg)
         /* due schedules */
         struct fire_arg fires[64];
         int nfire = 0;
-        for (size_t k = 0; k < CRON_SLOTS; k++) {
+        for (size_t k = 0; s->ncron && k < CRON_SLOTS; k++) {
             for (struct cron_entry *c = s->cron[k]; c; c = c->hnext) {
                 if (c->next_ms <= now && nfire < 64 && !s->draining) {
                     fires[nfire++] = (struct fire_arg){s, xstrdup(c->project_id),

@@ -48,7 +48,8 @@ void sched_after_commit(struct sched *s, json_t *run);
  * next_run_at (or forgets it when the task has none, is paused or gone).
  * Fires are done by the scheduler thread, once per instant: the firing
  * write checks that next_run_at is still the instant being fired. */
-void sched_task_changed_on_commit(struct store_tx *tx, struct sched *s, const json_t *task);
+void sched_task_changed_on_commit(struct store_tx *tx, struct sched *s, const json_t *task,
+                                  bool is_new);
 /* How many schedules the scheduler holds (for /metrics and tests). */
 int64_t sched_cron_count(struct sched *s);
 

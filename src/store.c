@@ -24,8 +24,8 @@ static const struct kind_def kinds[SK__COUNT] = {
     [SK_KEY] = {"api_keys", {"hash", "name", NULL}},
     [SK_DEFINITION] = {"definitions", {"title", NULL}},
     [SK_TASK] = {"tasks", {"status", "type", "priority", "definition_id", "parent_id",
-                           "assigned_agent_id", "name", "scheduled", "has_dependencies", NULL}},
-    [SK_RUN] = {"runs", {"task_id", "status", "definition_id", "agent_id", "priority", NULL}},
+                           "assigned_agent_id", "scheduled", "has_dependencies", NULL}},
+    [SK_RUN] = {"runs", {"task_id", "status", "definition_id", NULL}},
     [SK_CHECKPOINT] = {"checkpoints", {"run_id", NULL}},
     [SK_TRIGGER] = {"triggers", {"task_id", NULL}},
     [SK_WEBHOOK] = {"webhooks", {"url", NULL}},
@@ -119,6 +119,12 @@ int store_update(struct store_tx *tx, enum store_kind kind, const char *project_
                  const json_t *doc)
 {
     return TXBE(tx)->put(tx, kind, project_id, doc, true);
+}
+
+int store_patch(struct store_tx *tx, enum store_kind kind, const char *project_id, const char *id,
+                const json_t *fields, const char *if_field, const char *if_value)
+{
+    return TXBE(tx)->patch(tx, kind, project_id, id, fields, if_field, if_value);
 }
 
 json_t *store_get(struct store_tx *tx, enum store_kind kind, const char *project_id,

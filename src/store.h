@@ -113,6 +113,13 @@ const char *store_kind_name(enum store_kind kind);
 int store_put(struct store_tx *tx, enum store_kind kind, const char *project_id, const json_t *doc);
 /* Replaces an existing doc.  -ENOENT when missing. */
 int store_update(struct store_tx *tx, enum store_kind kind, const char *project_id, const json_t *doc);
+/* Sets top-level fields of a stored doc to the values in `fields` (an
+ * object; other fields are kept), and the kind's indexed fields among them,
+ * without reading the doc into the caller.  With if_field, only when the
+ * doc's top-level string if_field equals if_value.  -ENOENT when no doc
+ * matched. */
+int store_patch(struct store_tx *tx, enum store_kind kind, const char *project_id, const char *id,
+                const json_t *fields, const char *if_field, const char *if_value);
 /* Returns a new reference to the doc, or NULL when absent.  project_id NULL
  * looks in every project (ids are unique per kind and project). */
 json_t *store_get(struct store_tx *tx, enum store_kind kind, const char *project_id, const char *id);
@@ -185,6 +192,8 @@ struct store_backend {
     bool (*is_write)(const struct store_tx *tx);
     int (*put)(struct store_tx *, enum store_kind, const char *, const json_t *, bool update);
     json_t *(*get)(struct store_tx *, enum store_kind, const char *, const char *);
+    int (*patch)(struct store_tx *, enum store_kind, const char *, const char *, const json_t *,
+                 const char *, const char *);
     int (*del)(struct store_tx *, enum store_kind, const char *, const char *);
     int (*list)(struct store_tx *, enum store_kind, const char *, const struct store_query *,
                 json_t **, int64_t *);

@@ -799,6 +799,47 @@ static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_
     return 0;
 }
 
+/* Top-level merge in the database: doc || fields (jsonb), and the indexed
+ * columns among the fields. */
+static int pg_patch(struct store_tx *t, enum store_kind kind, const char *project_id,
+                    const char *id, const json_t *fields, const char *if_field,
+                    const char *if_value)
+{
+    struct pg_tx *tx = TX(t);
+    struct q q;
+    q_init(&q);
+    char *text = json_dumps(fields, JSON_COMPACT);
+    buf_printf(&q.sql, "UPDATE %s SET doc=(doc::jsonb || ", store_kind_name(kind));
+    q_arg(&q, text);
+    buf_puts(&q.sql, "::jsonb)::text");
+    free(text);
+    for (const char *const *f = store_kind_fields(kind); *f; f++) {
+        if (!json_object_get(fields, *f))
+            continue;
+        buf_printf(&q.sql, ", f_%s=", *f);
+        char *v = store_field_text(fields, *f);
+        q_arg(&q, v);
+        free(v);
+    }
+    buf_puts(&q.sql, " WHERE project_id=");
+    q_arg(&q, project_id);
+    buf_puts(&q.sql, " AND id=");
+    q_arg(&q, id);
+    if (if_field) {
+        buf_puts(&q.sql, " AND doc::jsonb->>");
+        q_arg(&q, if_field);
+        buf_puts(&q.sql, " = ");
+        q_arg(&q, if_value);
+    }
+    PGresult *r = q_run(tx->c, &q);
+    q_release(&q);
+    if (!r)
+        return -EIO;
+    int64_t n = affected(r);
+    PQclear(r);
+    return n ? 0 : -ENOENT;
+}
+
 static json_t *pg_get(struct store_tx *t, enum store_kind kind, const char *project_id,
                       const char *id)
 {
@@ -1179,6 +1220,7 @@ const struct store_backend store_pg_backend = {
     .is_write = pg_is_write,
     .put = pg_put,
     .get = pg_get,
+    .patch = pg_patch,
     .del = pg_del,
     .list = pg_list,
     .log_append = pg_log_append,

@@ -114,6 +114,41 @@ def test_project_stream_sees_every_run():
     assert types == ["task.created", "task_run.queued"], types
 
 
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def test_subscriber_that_never_reads_costs_bounded_memory():
+    import socket
+    t, run, base = agent_run("slow")
+    big = "x" * 2000
+
+    def phase():
+        before = rss_kb(S.proc.pid)
+        for i in range(40):   # 40 x 100 entries x 2 KB = 8 MB of events
+            expect(S.req("POST", base + "/append_log", {"entries": [{"message": big}] * 100}), 200)
+        return rss_kb(S.proc.pid) - before
+
+    phase()                   # warm-up: allocator arenas and page cache settle
+    quiet = phase()           # the store's own growth, no subscriber
+    sk = socket.create_connection((S.host, S.port))
+    sk.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sk.sendall(("GET %s/stream HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                % (base, qlib.ROOT_KEY)).encode())
+    stalled = phase()         # the same with a subscriber that never reads a byte
+    sk.close()
+    quiet2 = phase()
+    # documented bound (docs/API.md): a stalled subscriber holds one buffer of
+    # at most 256 events, not the 8 MB it did not take
+    print("rss growth kB: quiet %d, stalled %d, quiet %d" % (quiet, stalled, quiet2))
+    assert stalled - max(quiet, quiet2) < 8 * 1024, (quiet, stalled, quiet2)
+    assert S.req("GET", "/healthz", key=None).status == 200
+
+
 def test_unknown_run_stream_404():
     st, _ = sse(P + "/tasks/nope/runs/nope/stream")
     assert st == 404

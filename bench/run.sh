@@ -1,0 +1,25 @@
+#!/bin/sh
+# `make bench`: quern's micro benchmarks (bench/run.py), then quern in the peers' harness
+# with both clients and both durability settings (bench/run-quern.sh), then the table
+# beside the peers (bench/compare.py).  Raw JSON lines go to bench/results/.
+# env: RUNS (harness runs per setting, default 1; BENCHMARKS.md uses 3), QUICK=1 (smoke test)
+set -eu
+cd "$(dirname "$0")/.."
+BUILD=${QUERN_BUILD:-build}
+sh bench/build-clients.sh "$BUILD"
+mkdir -p bench/results
+STAMP=$(date +%Y%m%d-%H%M%S)
+echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "== dispatcher and cron (build/bench/sched_bench: no HTTP, no store)"
+/usr/bin/time -f '{"bench":"sched_bench_time","peak_rss_kb":%M,"cpu_s":%U}' "$BUILD/bench/sched_bench" \
+    $([ -n "${QUICK:-}" ] && echo 100000)
+echo "== micro benchmarks (one fresh quernd each)"
+if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/run.py --quick
+else /usr/bin/python3 bench/run.py --out "bench/results/micro-$STAMP.jsonl"; fi
+echo "== peers' harness (noop-20k), RUNS=${RUNS:-1}"
+if [ -n "${QUICK:-}" ]; then
+  echo "(skipped with QUICK=1)"
+else
+  bash bench/run-quern.sh "${RUNS:-1}" | tee "bench/results/harness-$STAMP.jsonl"
+  /usr/bin/python3 bench/compare.py "bench/results/harness-$STAMP.jsonl"
+fi
