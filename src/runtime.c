@@ -195,7 +195,8 @@ static void set_ts_vendor(struct runtime *rt, const char *dir)
 
 static struct runtime *find_mut(const char *id);
 
-/* QUERN_WARM="python=2,node=0": warm pool sizes from the environment. */
+/* QUERN_WARM="python=2,node=0": warm pool sizes from the environment
+ * (applied when the executor reads the table, after quern.conf). */
 static void apply_warm_env(void)
 {
     const char *env = getenv("QUERN_WARM");
@@ -238,7 +239,6 @@ static void build_defaults(void)
     char *v = find_vendor();
     set_ts_vendor(ts, v);
     free(v);
-    apply_warm_env();
 }
 
 static struct runtime *find_mut(const char *id)
@@ -397,6 +397,7 @@ const char *const *runtime_loader_argv(const struct runtime *rt)
 void runtime_each(void (*fn)(void *ctx, const struct runtime *rt), void *ctx)
 {
     build_defaults();
+    apply_warm_env();   /* the environment wins over quern.conf */
     for (size_t i = 0; i < ntable; i++)
         fn(ctx, &table[i]);
 }

@@ -8,8 +8,8 @@
  * Warm start: a runtime with a loader (python, node) may keep `warm` boxes
  * started ahead of runs, its interpreter running a small loader that waits
  * on fd 6 for the script's path and the run's environment, then runs the
- * script in-process (see exec.c).  QUERN_WARM="python=2,node=0" in the
- * environment overrides the sizes (until quern.conf is read).
+ * script in-process (see exec.c).  quern.conf sets the sizes ([runtime.ID]
+ * warm = N); QUERN_WARM="python=2,node=0" in the environment overrides them.
  *
  * Threading: configure before any run starts (single-threaded start-up);
  * afterwards the table is read-only and runtime_find() is safe from any thread.
@@ -56,7 +56,8 @@ int runtime_config_set(const char *id, const char *key, const char *value);
  * terminated), or NULL when rt has none.  Static strings. */
 const char *const *runtime_loader_argv(const struct runtime *rt);
 
-/* Calls fn for every runtime (configuration order). */
+/* Calls fn for every runtime (configuration order), after applying
+ * QUERN_WARM. */
 void runtime_each(void (*fn)(void *ctx, const struct runtime *rt), void *ctx);
 
 /* True when the runtime's interpreter exists and is executable on the host. */
