@@ -586,6 +586,25 @@ TEST(warm_storage_limits_and_isolation)
     healthy();
 }
 
+TEST(runtime_warm_keys)
+{
+    CHECK_EQ_INT(runtime_config_set("sh", "warm", "1"), -EINVAL);     /* no loader */
+    CHECK_EQ_INT(runtime_config_set("sh", "warm", "0"), 0);
+    CHECK_EQ_INT(runtime_config_set("python", "warm", "17"), -EINVAL);
+    CHECK_EQ_INT(runtime_config_set("python", "warm", "x"), -EINVAL);
+    CHECK_EQ_INT(runtime_config_set("python", "warm", "3"), 0);
+    CHECK_EQ_INT(runtime_find("python")->warm, 3);
+    CHECK_EQ_INT(runtime_config_set("python", "warm", "2"), 0);
+    CHECK_EQ_INT(runtime_config_set("py2", "loader", "pythonx"), -EINVAL);
+    CHECK_EQ_INT(runtime_config_set("py2", "interpreter", "/usr/bin/python3"), 0);
+    CHECK_EQ_INT(runtime_config_set("py2", "loader", "python"), 0);
+    CHECK_EQ_INT(runtime_config_set("py2", "warm", "1"), 0);
+    CHECK(runtime_loader_argv(runtime_find("py2")) != NULL);
+    CHECK(runtime_loader_argv(runtime_find("sh")) == NULL);
+    CHECK_EQ_INT(runtime_config_set("py2", "loader", "none"), 0);
+    CHECK_EQ_INT(runtime_find("py2")->warm, 0);
+}
+
 TEST(runtime_unavailable_and_unknown)
 {
     CHECK_EQ_INT(runtime_config_set("ghost", "interpreter", "/nonexistent/ghost"), 0);
