@@ -118,7 +118,9 @@ static const char node_loader[] =
 static const char *const py_loader_argv[] = {"-c", py_loader, NULL};
 static const char *const node_loader_argv[] = {"--input-type=module", "-e", node_loader, NULL};
 
-static struct runtime *table;
+/* Each runtime is allocated on its own: adding one never moves another
+ * (the executor keeps pointers to them). */
+static struct runtime **table;
 static size_t ntable;
 static bool ready;
 
@@ -139,7 +141,8 @@ static void rt_free(struct runtime *rt)
 static struct runtime *rt_add(const char *id, const char *interp, const char *file)
 {
     table = xrealloc(table, (ntable + 1) * sizeof(*table));
-    struct runtime *rt = &table[ntable++];
+    struct runtime *rt = xcalloc(1, sizeof(*rt));
+    table[ntable++] = rt;
     memset(rt, 0, sizeof(*rt));
     rt->id = xstrdup(id);
     rt->interpreter = xstrdup(interp);
@@ -247,8 +250,8 @@ static struct runtime *find_mut(const char *id)
     if (!id || strcmp(id, "default") == 0)
         id = "sh";
     for (size_t i = 0; i < ntable; i++)
-        if (strcmp(table[i].id, id) == 0)
-            return &table[i];
+        if (strcmp(table[i]->id, id) == 0)
+            return table[i];
     return NULL;
 }
 
@@ -399,7 +402,7 @@ void runtime_each(void (*fn)(void *ctx, const struct runtime *rt), void *ctx)
     build_defaults();
     apply_warm_env();   /* the environment wins over quern.conf */
     for (size_t i = 0; i < ntable; i++)
-        fn(ctx, &table[i]);
+        fn(ctx, table[i]);
 }
 
 bool runtime_available(const struct runtime *rt)
@@ -416,8 +419,10 @@ bool runtime_available(const struct runtime *rt)
 
 void runtime_reset(void)
 {
-    for (size_t i = 0; i < ntable; i++)
-        rt_free(&table[i]);
+    for (size_t i = 0; i < ntable; i++) {
+        rt_free(table[i]);
+        free(table[i]);
+    }
     free(table);
     table = NULL;
     ntable = 0;
