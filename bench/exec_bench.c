@@ -382,6 +382,9 @@ static int mode_direct(int n, int slots, int lat_n, const char *rts)
 #ifndef EXEC_WARM
                 if (warm)
                     break;
+#else
+                if (warm && !runtime_loader_argv(r))
+                    break; /* no loader: this runtime has no warm pool */
 #endif
                 set_warm(rt, warm ? 2 : 0);
                 ex = d_new(slots);
