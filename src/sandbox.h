@@ -7,12 +7,14 @@
  *
  * Spawn path (kept lean, every run pays it): the caller's thread switches to
  * a prepared empty network namespace of the slot's pool (setns is
- * per-thread), clone3()s a child in new user/PID/mount/IPC/UTS/cgroup
+ * per-thread), clone()s a child with CLONE_VM (no copy of quernd's page
+ * tables) on a private stack in new user/PID/mount/IPC/UTS/cgroup
  * namespaces, writes its uid/gid maps and moves it into the slot's cgroups,
- * then lets it go; the child mounts its root, pivots, drops to the box's uid
- * 0 (an unprivileged host uid), sets rlimits, no_new_privs and the
- * pre-compiled seccomp program, and execs quern-init from an fd.  The child
- * never allocates (it is a fork of a multi-threaded process).
+ * then lets it go and waits until it has exec'd; the child mounts its root,
+ * pivots, drops to the box's uid 0 (an unprivileged host uid), sets rlimits,
+ * no_new_privs and the pre-compiled seccomp program, and execs quern-init
+ * from an fd.  The child never allocates (it shares a multi-threaded
+ * process's memory).  Slots are "cells" to exec.c: warm boxes have their own.
  *
  * Threading: a struct sandbox_sys is used by one thread at a time (exec's
  * supervisor thread).  sandbox_sys_new() starts short-lived threads to create
