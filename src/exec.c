@@ -8,8 +8,25 @@
  * directly is the table of live run ids (under `mu`), so exec_send can say
  * -ENOENT at once.
  *
+ * Cells.  A box lives in a cell: its cgroups, network namespace and host
+ * directories.  There are `slots` cells for runs plus one per warm box the
+ * runtimes ask for, so a run always finds a free cell.  A run keeps its
+ * cell for all its iterations.
+ *
+ * Warm boxes.  For runtimes with a loader (runtime.h), the supervisor keeps
+ * `warm` boxes started ahead of runs, in cells of their own: sandboxed like
+ * any box, their interpreter already running the loader, which blocks on
+ * fd 6.  A run of that runtime (no network, no secrets: both are fixed when
+ * a box is made) takes one: sandbox_adopt() applies its limits, binds its
+ * storage directories and writes its files; then the script's path and the
+ * run's whole environment go down fd 6, which is closed; the loader makes
+ * the environment exactly the run's and runs the script in-process.  A box
+ * serves one run and dies with it; the pool is refilled in the background,
+ * one box per supervisor turn, and a runtime whose boxes die young is left
+ * alone for a while (backoff).
+ *
  * Files.  Creating and deleting inodes on the host file system was the
- * largest cost of a short run, so each slot keeps its directories under
+ * largest cost of a short run, so each cell keeps its directories under
  * spec->work_root and empties them after each run:
  *   .slot-N/scratch/        the box's cwd (/scratch), owned by the sandbox uid
  *   .slot-N/out/            /quern/out: output.json and artifacts/
@@ -19,13 +36,19 @@
  * exec_result_release() removes.
  *
  * Invariants:
- *  1. A slot is reserved (pub_ids[i] set) from exec_start until just before
- *     on_exit: exec_free_slots() never over-promises.
+ *  1. A reservation (pub_ids[i] set) is held from exec_start until just
+ *     before on_exit: exec_free_slots() never over-promises.  There are
+ *     slots + backlog reservations; a start finding every slot busy waits
+ *     in `pending` (FIFO) until one frees, so the caller's round trip
+ *     between a run's end and the next start does not leave a slot idle.  Cells in use never
+ *     exceed slots + warm boxes, so a starting run always gets a cell.
  *  2. Exactly one on_exit per accepted exec_start (except at exec_free).
  *  3. Log lines are delivered in the order read from each pipe, never past
  *     max_output_bytes; the box is killed when the limit is reached.
  *  4. Files of the box are only opened with O_NOFOLLOW under a dirfd, after
  *     the box is dead, and only regular files with one link are taken.
+ *  5. A warm box runs nothing but the loader until a run takes it, and is
+ *     used by exactly one run; its cell is emptied before it is reused.
  */
 #include "exec.h"
 
@@ -46,6 +69,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -57,7 +81,11 @@
 #define ARTIFACTS_MAX_BYTES ((int64_t)1 << 30)
 #define ARTIFACTS_MAX_DEPTH 8
 
-enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN };
+enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM };
+
+#define WARM_ROOT_BYTES ((int64_t)64 << 20)   /* a warm root must hold any input */
+#define WARM_YOUNG_MS 2000                    /* a box dead sooner died young */
+#define WARM_REFILL_DELAY_MS 10               /* after a warm start, before a refill */
 
 struct lbuf {
     struct buf b;
@@ -79,6 +107,9 @@ struct run {
     char **sec_names, **sec_values;
 
     /* per run */
+    int resv;                 /* its reservation (pub_ids index) */
+    int cell;
+    bool warm;                /* the first iteration ran in a warm box */
     char *slotdir, *scratch, *outdir;
     int iteration;
     int64_t out_bytes;
@@ -99,7 +130,24 @@ struct run {
     char *kill_msg;
 };
 
-enum cmd_type { C_START, C_SEND, C_CLOSE, C_CANCEL };
+enum cmd_type { C_START, C_SEND, C_CLOSE, C_CANCEL, C_PREWARM };
+
+/* A box started ahead of a run (see the top of the file). */
+struct warm {
+    bool live;
+    const struct runtime *rt;
+    int cell;
+    struct sandbox_proc proc;
+    int fd_in, fd_out, fd_err, fd_ctl, fd_status, fd_go;   /* our ends */
+    int64_t born;
+};
+
+/* The warm boxes of one runtime. */
+struct pool {
+    const struct runtime *rt;
+    int target, live, fails;
+    int64_t retry_at;
+};
 
 struct cmd {
     enum cmd_type type;
@@ -114,18 +162,31 @@ struct exec {
     int slots;
     struct sandbox_sys *sys;
     struct run *runs;
-    char **clean_root;      /* per slot: the work_root whose .slot-N is known empty */
+    int ncells;
+    bool *cell_busy;        /* per cell */
+    char **clean_root;      /* per cell: the work_root whose .slot-N is known empty */
+    struct warm *warm;      /* nwarm entries */
+    int nwarm;
+    struct pool *pools;
+    int npools;
+    char *warm_root;        /* the work_root warm boxes are made under */
+    int64_t refill_after;   /* not before: a run just started (mono ms) */
+    int64_t n_warm_starts, n_cold_starts; /* atomics: read by exec_get_stats */
+    int n_warm_ready;
     pthread_t thread;
     int epfd, wakefd;
 
     pthread_mutex_t mu;     /* guards what follows */
-    char **pub_ids;         /* per slot: run id while reserved, else NULL */
-    int nfree;
+    char **pub_ids;         /* per reservation: run id while reserved, else NULL */
+    int nresv, nfree;       /* reservations (slots + backlog), free ones */
+    struct run **pending;   /* supervisor's: accepted starts waiting for a slot (FIFO) */
+    int npending;
     struct cmd *q_head, *q_tail;
     bool stopping;
 };
 
 /* ---- small helpers ---- */
+
 
 static void notice(void *ctx, const char *msg)
 {
@@ -300,7 +361,7 @@ static void enqueue(struct exec *ex, struct cmd *c)
 
 static int find_pub(struct exec *ex, const char *run_id)
 {
-    for (int i = 0; i < ex->slots; i++)
+    for (int i = 0; i < ex->nresv; i++)
         if (ex->pub_ids[i] && strcmp(ex->pub_ids[i], run_id) == 0)
             return i;
     return -1;
@@ -562,22 +623,75 @@ static int empty_dir(const char *dir)
 
 /* Puts the slot's directories in their pristine state: existing, empty,
  * owned by the sandbox uid, mode 0755 (a box may have chmod'ed them). */
-static int reset_slot_dirs(struct exec *ex, struct run *r)
+/* True when the directory at dfd/name (not a link) is owned by uid with
+ * mode 0755 and holds nothing but `keep` (a name, or NULL).  *fd_out, when
+ * asked for, gets the directory open. */
+static bool dir_pristine(int dfd, const char *name, uid_t uid, const char *keep, int *fd_out)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0 && st.st_uid == uid && st.st_gid == uid &&
+              (st.st_mode & 07777) == 0755;
+    char b[4096];
+    long n;
+    while (ok && (n = syscall(SYS_getdents64, fd, b, sizeof(b))) > 0) {
+        for (long off = 0; off < n;) {
+            struct linux_dirent64_s {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[];
+            } *d = (void *)(b + off);
+            if (strcmp(d->name, ".") && strcmp(d->name, "..") &&
+                !(keep && !strcmp(d->name, keep) && d->type == DT_DIR))
+                ok = false;
+            off += d->reclen;
+        }
+    }
+    if (ok && fd_out)
+        *fd_out = fd;
+    else
+        close(fd);
+    return ok;
+}
+
+/* The usual case after a short run: scratch/ empty, out/ holding only an
+ * empty artifacts/, owners and modes unchanged.  Looking costs a few
+ * reads; emptying and remaking would cost inode changes on the host. */
+static bool dirs_pristine(uid_t uid, const char *scratch, const char *outdir)
+{
+    if (!dir_pristine(AT_FDCWD, scratch, uid, NULL, NULL))
+        return false;
+    int ofd = -1;
+    if (!dir_pristine(AT_FDCWD, outdir, uid, "artifacts", &ofd))
+        return false;
+    bool ok = dir_pristine(ofd, "artifacts", uid, NULL, NULL);
+    close(ofd);
+    return ok;
+}
+
+static int reset_dirs(struct exec *ex, const char *slotdir, const char *scratch,
+                      const char *outdir)
 {
     uid_t uid = sandbox_host_uid(ex->sys);
-    char *art = xasprintf("%s/artifacts", r->outdir);
+    if (dirs_pristine(uid, scratch, outdir))
+        return 0;
+    char *art = xasprintf("%s/artifacts", outdir);
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
         rc = 0;
-        if (mkdir(r->slotdir, 0711) < 0 && errno != EEXIST)
+        if (mkdir(slotdir, 0711) < 0 && errno != EEXIST)
             rc = -errno;
         if (rc == 0)
-            rc = mkdir_owned(r->scratch, 0755, uid);
+            rc = mkdir_owned(scratch, 0755, uid);
         if (rc == 0)
-            rc = mkdir_owned(r->outdir, 0755, uid);
-        if (rc == 0 && (empty_dir(r->scratch) < 0 || empty_dir(r->outdir) < 0))
+            rc = mkdir_owned(outdir, 0755, uid);
+        if (rc == 0 && (empty_dir(scratch) < 0 || empty_dir(outdir) < 0))
             rc = -ENOTEMPTY;
-        if (rc == 0 && (chmod(r->scratch, 0755) < 0 || chmod(r->outdir, 0755) < 0))
+        if (rc == 0 && (chmod(scratch, 0755) < 0 || chmod(outdir, 0755) < 0))
             rc = -errno;
         if (rc == 0)
             rc = mkdir_owned(art, 0755, uid);
@@ -586,8 +700,8 @@ static int reset_slot_dirs(struct exec *ex, struct run *r)
         /* Something would not go: move the whole slot dir aside, start anew. */
         char id[ID_LEN];
         id_new("t", id);
-        char *trash = xasprintf("%s.trash-%s", r->slotdir, id + 2);
-        if (rename(r->slotdir, trash) == 0)
+        char *trash = xasprintf("%s.trash-%s", slotdir, id + 2);
+        if (rename(slotdir, trash) == 0)
             rm_tree(trash);
         free(trash);
     }
@@ -595,22 +709,71 @@ static int reset_slot_dirs(struct exec *ex, struct run *r)
     return rc;
 }
 
-static int prepare_dirs(struct exec *ex, int slot, struct run *r, char **why)
+static int reset_slot_dirs(struct exec *ex, struct run *r)
 {
-    uid_t uid = sandbox_host_uid(ex->sys);
-    r->slotdir = xasprintf("%s/.slot-%d", r->work_root, slot);
-    r->scratch = xasprintf("%s/scratch", r->slotdir);
-    r->outdir = xasprintf("%s/out", r->slotdir);
-    if (mkdir(r->work_root, 0711) < 0 && errno != EEXIST) {
-        *why = xasprintf("work_root %s: %s", r->work_root, strerror(errno));
-        return -errno;
+    return reset_dirs(ex, r->slotdir, r->scratch, r->outdir);
+}
+
+static void cell_paths(const char *work_root, int cell, char **slotdir, char **scratch,
+                       char **outdir)
+{
+    *slotdir = xasprintf("%s/.slot-%d", work_root, cell);
+    *scratch = xasprintf("%s/scratch", *slotdir);
+    *outdir = xasprintf("%s/out", *slotdir);
+}
+
+/* Makes the cell's directories pristine under work_root (usually they are
+ * already: emptied after the cell's previous box); marks them in use. */
+static int cell_dirs(struct exec *ex, int cell, const char *work_root, const char *slotdir,
+                     const char *scratch, const char *outdir, char **why)
+{
+    if (mkdir(work_root, 0711) < 0 && errno != EEXIST) {
+        int e = errno;
+        *why = xasprintf("work_root %s: %s", work_root, strerror(e));
+        return -e;
     }
     int rc = 0;
-    /* Usually already pristine: reset after the previous run of the slot. */
-    if (!ex->clean_root[slot] || strcmp(ex->clean_root[slot], r->work_root) != 0)
-        rc = reset_slot_dirs(ex, r);
-    free(ex->clean_root[slot]);
-    ex->clean_root[slot] = NULL;
+    if (!ex->clean_root[cell] || strcmp(ex->clean_root[cell], work_root) != 0)
+        rc = reset_dirs(ex, slotdir, scratch, outdir);
+    free(ex->clean_root[cell]);
+    ex->clean_root[cell] = NULL;
+    if (rc < 0)
+        *why = xasprintf("preparing the run's directories: %s", strerror(-rc));
+    return rc;
+}
+
+static int cell_take(struct exec *ex)
+{
+    for (int i = 0; i < ex->ncells; i++)
+        if (!ex->cell_busy[i]) {
+            ex->cell_busy[i] = true;
+            return i;
+        }
+    return -1;
+}
+
+/* Empties the cell's directories (the box in it is dead) and frees it. */
+static void cell_release(struct exec *ex, int cell, const char *work_root)
+{
+    if (cell < 0)
+        return;
+    if (work_root) {
+        char *sd, *sc, *od;
+        cell_paths(work_root, cell, &sd, &sc, &od);
+        free(ex->clean_root[cell]);
+        ex->clean_root[cell] = reset_dirs(ex, sd, sc, od) == 0 ? xstrdup(work_root) : NULL;
+        free(sd);
+        free(sc);
+        free(od);
+    }
+    ex->cell_busy[cell] = false;
+}
+
+/* The storage directories exist and belong to the box's root. */
+static int storage_dirs(struct exec *ex, struct run *r)
+{
+    uid_t uid = sandbox_host_uid(ex->sys);
+    int rc = 0;
     const char *st[3] = {r->st_account, r->st_project, r->st_org};
     for (int i = 0; rc == 0 && i < 3; i++) {
         if (!st[i])
@@ -623,9 +786,56 @@ static int prepare_dirs(struct exec *ex, int slot, struct run *r, char **why)
         if (rc == 0 && chown(st[i], uid, uid) < 0)
             rc = -errno;
     }
-    if (rc < 0)
+    return rc;
+}
+
+static int prepare_dirs(struct exec *ex, struct run *r, char **why)
+{
+    cell_paths(r->work_root, r->cell, &r->slotdir, &r->scratch, &r->outdir);
+    int rc = cell_dirs(ex, r->cell, r->work_root, r->slotdir, r->scratch, r->outdir, why);
+    if (rc == 0 && (rc = storage_dirs(ex, r)) < 0)
         *why = xasprintf("preparing the run's directories: %s", strerror(-rc));
     return rc;
+}
+
+/* The run's environment (iteration r->iteration); frees nothing: the
+ * caller clears and frees the entries. */
+static size_t build_env(const struct run *r, char **envv, size_t cap)
+{
+    size_t nenv = 0;
+    envv[nenv++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
+    envv[nenv++] = xstrdup("HOME=/scratch");
+    envv[nenv++] = xstrdup("LANG=C.UTF-8");
+    envv[nenv++] = xstrdup("TMPDIR=/tmp");
+    envv[nenv++] = xstrdup("QUERN_INPUT=/quern/input.json");
+    envv[nenv++] = xstrdup("QUERN_OUTPUT=/quern/out/output.json");
+    envv[nenv++] = xstrdup("QUERN_ARTIFACTS=/quern/out/artifacts");
+    if (r->checkpoint_json)
+        envv[nenv++] = xstrdup("QUERN_CHECKPOINT=/quern/checkpoint.json");
+    if (r->st_account)
+        envv[nenv++] = xstrdup("QUERN_STORAGE_ACCOUNT=/storage/account");
+    if (r->st_project)
+        envv[nenv++] = xstrdup("QUERN_STORAGE_PROJECT=/storage/project");
+    if (r->st_org)
+        envv[nenv++] = xstrdup("QUERN_STORAGE_ORG=/storage/org");
+    envv[nenv++] = xasprintf("QUERN_RUN_ID=%s", r->run_id);
+    envv[nenv++] = xasprintf("QUERN_TASK_ID=%s", r->task_id ? r->task_id : "");
+    envv[nenv++] = xasprintf("QUERN_PROJECT_ID=%s", r->project_id ? r->project_id : "");
+    envv[nenv++] = xasprintf("QUERN_ATTEMPT=%d", r->attempt);
+    envv[nenv++] = xasprintf("QUERN_ITERATION=%d", r->iteration);
+    envv[nenv++] = xstrdup("QUERN_CONTROL_FD=3");
+    for (size_t i = 0; r->secrets_env && i < r->nsecrets && nenv < cap - 1; i++)
+        envv[nenv++] = xasprintf("%s=%s", r->sec_names[i], r->sec_values[i]);
+    envv[nenv] = NULL;
+    return nenv;
+}
+
+static void free_env(char **envv, size_t nenv)
+{
+    for (size_t i = 0; i < nenv; i++) {
+        explicit_bzero(envv[i], strlen(envv[i]));
+        free(envv[i]);
+    }
 }
 
 /* Spawns the run's next iteration.  0, or negative with *why. */
@@ -666,30 +876,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     fcntl(ctl[0], F_SETFL, O_NONBLOCK);
     fcntl(st[0], F_SETFL, O_NONBLOCK);
 
-    envv[nenv++] = xstrdup("PATH=/usr/local/bin:/usr/bin:/bin");
-    envv[nenv++] = xstrdup("HOME=/scratch");
-    envv[nenv++] = xstrdup("LANG=C.UTF-8");
-    envv[nenv++] = xstrdup("TMPDIR=/tmp");
-    envv[nenv++] = xstrdup("QUERN_INPUT=/quern/input.json");
-    envv[nenv++] = xstrdup("QUERN_OUTPUT=/quern/out/output.json");
-    envv[nenv++] = xstrdup("QUERN_ARTIFACTS=/quern/out/artifacts");
-    if (r->checkpoint_json)
-        envv[nenv++] = xstrdup("QUERN_CHECKPOINT=/quern/checkpoint.json");
-    if (r->st_account)
-        envv[nenv++] = xstrdup("QUERN_STORAGE_ACCOUNT=/storage/account");
-    if (r->st_project)
-        envv[nenv++] = xstrdup("QUERN_STORAGE_PROJECT=/storage/project");
-    if (r->st_org)
-        envv[nenv++] = xstrdup("QUERN_STORAGE_ORG=/storage/org");
-    envv[nenv++] = xasprintf("QUERN_RUN_ID=%s", r->run_id);
-    envv[nenv++] = xasprintf("QUERN_TASK_ID=%s", r->task_id ? r->task_id : "");
-    envv[nenv++] = xasprintf("QUERN_PROJECT_ID=%s", r->project_id ? r->project_id : "");
-    envv[nenv++] = xasprintf("QUERN_ATTEMPT=%d", r->attempt);
-    envv[nenv++] = xasprintf("QUERN_ITERATION=%d", r->iteration);
-    envv[nenv++] = xstrdup("QUERN_CONTROL_FD=3");
-    for (size_t i = 0; r->secrets_env && i < r->nsecrets && nenv < ARRAY_LEN(envv) - 1; i++)
-        envv[nenv++] = xasprintf("%s=%s", r->sec_names[i], r->sec_values[i]);
-    envv[nenv] = NULL;
+    nenv = build_env(r, envv, ARRAY_LEN(envv));
 
     const char *argv[RUNTIME_MAX_ARGS + 4];
     size_t na = 0;
@@ -715,7 +902,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
 
     int64_t tmo = r->timeout_ms;
     struct sandbox_params p = {
-        .slot = slot, .argv = argv, .envp = (const char *const *)envv, .mounts = m,
+        .slot = r->cell, .argv = argv, .envp = (const char *const *)envv, .mounts = m,
         .nmounts = nm, .files = files, .nfiles = r->checkpoint_json ? 3 : 2,
         .cwd = "/scratch", .nsecrets = r->nsecrets,
         .secret_names = (const char *const *)r->sec_names,
@@ -748,10 +935,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     ep_add(ex, r->proc.pidfd, slot, K_PID, EPOLLIN);
     flush_stdin(ex, slot, r);
 out:
-    for (size_t i = 0; i < nenv; i++) {
-        explicit_bzero(envv[i], strlen(envv[i]));
-        free(envv[i]);
-    }
+    free_env(envv, nenv);
     int *fds[] = {&in[0], &in[1], &out[0], &out[1], &err[0], &err[1], &ctl[0], &ctl[1], &st[0], &st[1]};
     for (size_t i = 0; i < ARRAY_LEN(fds); i++)
         if (*fds[i] >= 0)
@@ -762,12 +946,358 @@ out:
     return rc;
 }
 
+/* ---- warm boxes ---- */
+
+static struct pool *pool_of(struct exec *ex, const struct runtime *rt)
+{
+    for (int i = 0; i < ex->npools; i++)
+        if (ex->pools[i].rt == rt)
+            return &ex->pools[i];
+    return NULL;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0)
+        close(*fd);
+    *fd = -1;
+}
+
+/* Forgets a warm box whose PID 1 is dead or killed (reaps it), frees its cell. */
+static void warm_drop(struct exec *ex, struct warm *w, bool kill)
+{
+    if (!w->live)
+        return;
+    ep_del(ex, w->proc.pidfd);
+    if (kill)
+        sandbox_signal(&w->proc, SIGKILL);
+    int ws;
+    struct sandbox_usage u;
+    (void)sandbox_reap(ex->sys, &w->proc, &ws, &u);
+    int *fds[] = {&w->fd_in, &w->fd_out, &w->fd_err, &w->fd_ctl, &w->fd_status, &w->fd_go};
+    for (size_t i = 0; i < ARRAY_LEN(fds); i++)
+        close_fd(fds[i]);
+    cell_release(ex, w->cell, ex->warm_root);
+    struct pool *pl = pool_of(ex, w->rt);
+    if (pl)
+        pl->live--;
+    w->live = false;
+}
+
+/* A warm box died before any run took it. */
+static void warm_died(struct exec *ex, struct warm *w)
+{
+    char st[256] = "";
+    if (w->fd_status >= 0) {
+        ssize_t n = read(w->fd_status, st, sizeof(st) - 1);
+        st[n > 0 ? n : 0] = '\0';
+        st[strcspn(st, "\n")] = '\0';
+    }
+    char err[512] = "";
+    if (w->fd_err >= 0) {
+        ssize_t n = read(w->fd_err, err, sizeof(err) - 1);
+        err[n > 0 ? n : 0] = '\0';
+        for (char *p = err; *p; p++)
+            if (*p == '\n')
+                *p = ' ';
+    }
+    struct pool *pl = pool_of(ex, w->rt);
+    bool young = mono_ms() - w->born < WARM_YOUNG_MS;
+    if (pl && young) {
+        pl->fails++;
+        int64_t backoff = (int64_t)1000 << (pl->fails < 6 ? pl->fails : 5);
+        pl->retry_at = mono_ms() + backoff;
+        if (pl->fails == 1 || pl->fails % 10 == 0) {
+            char *m = xasprintf("warm %s box died at start (%s%s%s); runs of %s start cold, "
+                                "retrying in %lld s", w->rt->id, st[0] ? st : "no status",
+                                err[0] ? ": " : "", err, w->rt->id, (long long)backoff / 1000);
+            notice(ex, m);
+            free(m);
+        }
+    } else if (pl) {
+        pl->fails = 0;
+    }
+    warm_drop(ex, w, false);
+}
+
+/* Starts one warm box of pool pl in a free cell.  0 or negative. */
+static int warm_spawn(struct exec *ex, struct pool *pl)
+{
+    struct warm *w = NULL;
+    for (int i = 0; i < ex->nwarm; i++)
+        if (!ex->warm[i].live) {
+            w = &ex->warm[i];
+            break;
+        }
+    if (!w)
+        return -ENOSPC;
+    int cell = cell_take(ex);
+    if (cell < 0)
+        return -ENOSPC;
+    const struct runtime *rt = pl->rt;
+    char *why = NULL, *sd, *sc, *od;
+    cell_paths(ex->warm_root, cell, &sd, &sc, &od);
+    int rc = cell_dirs(ex, cell, ex->warm_root, sd, sc, od, &why);
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, ctl[2] = {-1, -1}, st[2] = {-1, -1},
+        go[2] = {-1, -1};
+    if (rc == 0 && (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) ||
+                    pipe2(ctl, O_CLOEXEC) || pipe2(st, O_CLOEXEC) || pipe2(go, O_CLOEXEC))) {
+        rc = -errno;
+        why = xasprintf("pipe: %s", strerror(errno));
+    }
+    if (rc == 0) {
+        fcntl(in[1], F_SETFL, O_NONBLOCK);
+        fcntl(out[0], F_SETFL, O_NONBLOCK);
+        fcntl(err[0], F_SETFL, O_NONBLOCK);
+        fcntl(ctl[0], F_SETFL, O_NONBLOCK);
+        fcntl(st[0], F_SETFL, O_NONBLOCK);
+        /* The interpreter starts with the part of a run's environment that
+         * every run shares; the loader sets the rest. */
+        const char *envp[] = {"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/scratch",
+                              "LANG=C.UTF-8", "TMPDIR=/tmp", NULL};
+        const char *argv[RUNTIME_MAX_ARGS + 8];
+        size_t na = 0;
+        argv[na++] = "quern-init";
+        argv[na++] = rt->interpreter;
+        for (size_t i = 0; i < rt->nargs; i++)
+            argv[na++] = rt->args[i];
+        for (const char *const *l = runtime_loader_argv(rt); l && *l && na < ARRAY_LEN(argv) - 1; l++)
+            argv[na++] = *l;
+        argv[na] = NULL;
+        struct sandbox_mount m[2 + RUNTIME_MAX_PATHS];
+        size_t nm = 0;
+        m[nm++] = (struct sandbox_mount){sc, "/scratch", true};
+        m[nm++] = (struct sandbox_mount){od, "/quern/out", true};
+        for (size_t i = 0; i < rt->nro; i++)
+            m[nm++] = (struct sandbox_mount){rt->ro_host[i], rt->ro_box[i], false};
+        static const char *const dirs[] = {"/storage/account", "/storage/project", "/storage/org"};
+        struct sandbox_params p = {
+            .slot = cell, .argv = argv, .envp = envp, .mounts = m, .nmounts = nm,
+            .dirs = dirs, .ndirs = ARRAY_LEN(dirs), .root_bytes = WARM_ROOT_BYTES,
+            .cwd = "/scratch", .network = false,
+            /* until a run takes it: the defaults of a run */
+            .memory_limit_bytes = (int64_t)256 << 20, .max_procs = 64,
+            .max_file_bytes = (int64_t)64 << 20, .max_open_files = 256, .cpu_seconds = 3600,
+            .fd_stdin = in[0], .fd_stdout = out[1], .fd_stderr = err[1], .fd_control = ctl[1],
+            .fd_status = st[1], .fd_go = go[0],
+            /* its start-up takes only CPU that runs leave idle */
+            .nice = 19,
+        };
+        rc = sandbox_spawn(ex->sys, &p, &w->proc, &why);
+    }
+    if (rc < 0) {
+        pl->fails++;
+        pl->retry_at = mono_ms() + ((int64_t)1000 << (pl->fails < 6 ? pl->fails : 5));
+        if (pl->fails == 1) {
+            char *m = xasprintf("could not start a warm %s box: %s", rt->id, why ? why : "?");
+            notice(ex, m);
+            free(m);
+        }
+        int *fds[] = {&in[0], &in[1], &out[0], &out[1], &err[0], &err[1], &ctl[0], &ctl[1],
+                      &st[0], &st[1], &go[0], &go[1]};
+        for (size_t i = 0; i < ARRAY_LEN(fds); i++)
+            close_fd(fds[i]);
+        cell_release(ex, cell, ex->warm_root);
+        goto out;
+    }
+    w->live = true;
+    w->rt = rt;
+    w->cell = cell;
+    w->born = mono_ms();
+    w->fd_in = in[1];
+    w->fd_out = out[0];
+    w->fd_err = err[0];
+    w->fd_ctl = ctl[0];
+    w->fd_status = st[0];
+    w->fd_go = go[1];
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    close(ctl[1]);
+    close(st[1]);
+    close(go[0]);
+    pl->live++;
+    ep_add(ex, w->proc.pidfd, (int)(w - ex->warm), K_WARM, EPOLLIN);
+out:
+    free(why);
+    free(sd);
+    free(sc);
+    free(od);
+    return rc;
+}
+
+/* Starts at most one warm box; true when a pool is still short. */
+static bool warm_refill(struct exec *ex)
+{
+    if (!ex->warm_root)
+        return false;
+    int64_t now = mono_ms();
+    if (now < ex->refill_after)
+        return true;
+    bool short_one = false, spawned = false;
+    for (int i = 0; i < ex->npools; i++) {
+        struct pool *pl = &ex->pools[i];
+        if (pl->live >= pl->target || now < pl->retry_at)
+            continue;
+        if (spawned) {
+            short_one = true;
+            break;
+        }
+        if (!runtime_available(pl->rt)) {
+            pl->retry_at = now + 30000;
+            continue;
+        }
+        spawned = true;
+        if (warm_spawn(ex, pl) == 0 && pl->live < pl->target)
+            short_one = true;
+    }
+    return short_one;
+}
+
+/* The earliest backoff end of a short pool, or -1. */
+static int64_t warm_next_retry(struct exec *ex)
+{
+    int64_t next = -1;
+    for (int i = 0; ex->warm_root && i < ex->npools; i++) {
+        struct pool *pl = &ex->pools[i];
+        if (pl->live < pl->target && (next < 0 || pl->retry_at < next))
+            next = pl->retry_at;
+    }
+    return next;
+}
+
+/* A live warm box for r, or NULL. */
+static struct warm *warm_find(struct exec *ex, const struct run *r)
+{
+    if (r->network || r->nsecrets > 0 || !ex->warm_root || strcmp(ex->warm_root, r->work_root))
+        return NULL;
+    for (int i = 0; i < ex->nwarm; i++)
+        if (ex->warm[i].live && ex->warm[i].rt == r->rt)
+            return &ex->warm[i];
+    return NULL;
+}
+
+/* Runs r's first iteration in warm box w.  0, or negative with *why (w is
+ * then gone and r has no cell). */
+static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, char **why)
+{
+    r->cell = w->cell;
+    cell_paths(r->work_root, r->cell, &r->slotdir, &r->scratch, &r->outdir);
+    int rc = storage_dirs(ex, r);
+    if (rc < 0) {
+        *why = xasprintf("preparing the run's directories: %s", strerror(-rc));
+        goto fail;
+    }
+    r->iteration = 1;
+    char *script_box = xasprintf("/quern/%s", r->rt->file_name);
+    const char *in_text = r->input_json ? r->input_json : "null";
+    struct sandbox_file files[3] = {
+        {"/quern/input.json", in_text, strlen(in_text)},
+        {script_box, r->code, r->code_len},
+        {"/quern/checkpoint.json", r->checkpoint_json,
+         r->checkpoint_json ? strlen(r->checkpoint_json) : 0},
+    };
+    struct sandbox_mount m[3];
+    size_t nm = 0;
+    if (r->st_account)
+        m[nm++] = (struct sandbox_mount){r->st_account, "/storage/account", true};
+    if (r->st_project)
+        m[nm++] = (struct sandbox_mount){r->st_project, "/storage/project", true};
+    if (r->st_org)
+        m[nm++] = (struct sandbox_mount){r->st_org, "/storage/org", true};
+    struct sandbox_adopt a = {
+        .mounts = m, .nmounts = nm, .files = files, .nfiles = r->checkpoint_json ? 3 : 2,
+        .memory_limit_bytes = r->mem_mb * 1024 * 1024, .max_procs = r->max_procs,
+        .max_file_bytes = r->max_fsize, .max_open_files = r->max_files,
+        .cpu_seconds = r->timeout_ms / 1000 + 2,
+    };
+    rc = sandbox_adopt(ex->sys, &w->proc, &a, why);
+    if (rc == 0) {
+        /* the go message: the script's path, then the environment */
+        char *envv[64];
+        size_t nenv = build_env(r, envv, ARRAY_LEN(envv));
+        struct buf msg;
+        buf_init(&msg);
+        buf_append(&msg, script_box, strlen(script_box) + 1);
+        for (size_t i = 0; i < nenv; i++)
+            buf_append(&msg, envv[i], strlen(envv[i]) + 1);
+        free_env(envv, nenv);
+        size_t off = 0;
+        while (off < msg.len) {
+            ssize_t n = write(w->fd_go, msg.data + off, msg.len - off);
+            if (n < 0 && errno == EINTR)
+                continue;
+            if (n <= 0) {
+                rc = n < 0 ? -errno : -EIO;
+                *why = xasprintf("the warm box's loader is gone: %s", strerror(-rc));
+                break;
+            }
+            off += (size_t)n;
+        }
+        explicit_bzero(msg.data, msg.len);
+        buf_release(&msg);
+        if (rc < 0) {
+            /* EPIPE: eat the SIGPIPE we blocked */
+            sigset_t ss;
+            sigemptyset(&ss);
+            sigaddset(&ss, SIGPIPE);
+            struct timespec zero = {0, 0};
+            (void)sigtimedwait(&ss, NULL, &zero);
+        }
+    }
+    free(script_box);
+    if (rc < 0)
+        goto fail;
+    close_fd(&w->fd_go);
+    /* the box is the run's now */
+    ep_del(ex, w->proc.pidfd);
+    struct pool *pl = pool_of(ex, w->rt);
+    if (pl)
+        pl->live--;
+    r->proc = w->proc;
+    r->out.fd = w->fd_out;
+    r->err.fd = w->fd_err;
+    r->ctl.fd = w->fd_ctl;
+    r->fd_in = w->fd_in;
+    r->fd_status = w->fd_status;
+    memset(w, 0, sizeof(*w));
+    w->fd_in = w->fd_out = w->fd_err = w->fd_ctl = w->fd_status = w->fd_go = -1;
+    w->proc.pidfd = -1;
+    r->warm = true;
+    __atomic_add_fetch(&ex->n_warm_starts, 1, __ATOMIC_RELAXED);
+    /* a spawn now would hold this thread while the run's first lines come */
+    ex->refill_after = mono_ms() + WARM_REFILL_DELAY_MS;
+    r->alive = true;
+    r->started = mono_ms();
+    r->last_activity = r->started;
+    r->deadline = r->started + r->timeout_ms;
+    r->kill_at = 0;
+    r->waiting_input = false;
+    r->in_armed = false;
+    ep_add(ex, r->out.fd, slot, K_OUT, EPOLLIN);
+    ep_add(ex, r->err.fd, slot, K_ERR, EPOLLIN);
+    ep_add(ex, r->ctl.fd, slot, K_CTL, EPOLLIN);
+    ep_add(ex, r->proc.pidfd, slot, K_PID, EPOLLIN);
+    flush_stdin(ex, slot, r);
+    return 0;
+fail:
+    warm_drop(ex, w, true);   /* releases the cell */
+    r->cell = -1;
+    r->iteration = 0;
+    free(r->slotdir);
+    free(r->scratch);
+    free(r->outdir);
+    r->slotdir = r->scratch = r->outdir = NULL;
+    return rc;
+}
+
 static void start_run(struct exec *ex, int slot, struct run *spec)
 {
     struct run *r = &ex->runs[slot];
     *r = *spec;
     free(spec);
     r->active = true;
+    r->cell = -1;
     r->out.fd = r->err.fd = r->ctl.fd = r->fd_in = r->fd_status = -1;
     r->proc.pidfd = -1;
     if (!runtime_available(r->rt)) {
@@ -780,7 +1310,22 @@ static void start_run(struct exec *ex, int slot, struct run *spec)
         return;
     }
     char *why = NULL;
-    int rc = prepare_dirs(ex, slot, r, &why);
+    struct warm *w = warm_find(ex, r);
+    if (w) {
+        if (warm_start(ex, slot, r, w, &why) == 0)
+            return;
+        char *m = xasprintf("a warm %s box could not take run %s (%s); it starts cold",
+                            r->rt->id, r->run_id, why ? why : "?");
+        notice(ex, m);
+        free(m);
+        free(why);
+        why = NULL;
+    }
+    r->cell = cell_take(ex);
+    if (r->cell < 0)
+        abort(); /* invariant 1: cells >= runs + warm boxes */
+    __atomic_add_fetch(&ex->n_cold_starts, 1, __ATOMIC_RELAXED);
+    int rc = prepare_dirs(ex, r, &why);
     if (rc == 0)
         rc = spawn_iteration(ex, slot, r, &why);
     if (rc < 0) {
@@ -1029,18 +1574,22 @@ static void finish(struct exec *ex, int slot, struct run *r, struct exec_result 
         free(res->error_message);
         res->error_message = m;
     }
-    if (r->slotdir) {
+    if (r->cell >= 0) {
+        free(ex->clean_root[r->cell]);
+        ex->clean_root[r->cell] = NULL;
         if (reset_slot_dirs(ex, r) == 0)
-            ex->clean_root[slot] = xstrdup(r->work_root);
+            ex->clean_root[r->cell] = xstrdup(r->work_root);
         else
-            notice(ex, "could not empty a slot's directories; they will be remade");
+            notice(ex, "could not empty a cell's directories; they will be remade");
+        ex->cell_busy[r->cell] = false;
     }
     char *run_id = r->run_id;
+    int resv = r->resv;
     r->run_id = NULL;
     run_clear(r);
     pthread_mutex_lock(&ex->mu);
-    free(ex->pub_ids[slot]);
-    ex->pub_ids[slot] = NULL;
+    free(ex->pub_ids[resv]);
+    ex->pub_ids[resv] = NULL;
     ex->nfree++;
     pthread_mutex_unlock(&ex->mu);
     if (ex->cb.on_exit)
@@ -1069,11 +1618,63 @@ void exec_result_release(struct exec_result *res)
 
 /* ---- the supervisor thread ---- */
 
+/* Starts waiting runs in free slots, oldest first. */
+static void start_pending(struct exec *ex)
+{
+    while (ex->npending > 0) {
+        int slot = -1;
+        for (int i = 0; i < ex->slots; i++)
+            if (!ex->runs[i].active) {
+                slot = i;
+                break;
+            }
+        if (slot < 0)
+            return;
+        struct run *r = ex->pending[0];
+        memmove(ex->pending, ex->pending + 1, (size_t)(ex->npending - 1) * sizeof(*ex->pending));
+        ex->npending--;
+        start_run(ex, slot, r);
+    }
+}
+
+/* send/close/cancel for a run still waiting for a slot. */
+static void pending_cmd(struct exec *ex, struct cmd *c)
+{
+    for (int i = 0; i < ex->npending; i++) {
+        struct run *r = ex->pending[i];
+        if (strcmp(r->run_id, c->run_id) != 0)
+            continue;
+        if (c->type == C_SEND) {
+            buf_puts(&r->stdin_q, c->line);
+        } else if (c->type == C_CLOSE) {
+            r->stdin_close = true;
+        } else if (c->type == C_CANCEL) {
+            memmove(ex->pending + i, ex->pending + i + 1,
+                    (size_t)(ex->npending - i - 1) * sizeof(*ex->pending));
+            ex->npending--;
+            r->cell = -1;
+            finish(ex, -1, r, new_result("canceled", NULL, "canceled"));
+            free(r);
+        }
+        return;
+    }
+}
+
 static void handle_cmd(struct exec *ex, struct cmd *c)
 {
-    if (c->type == C_START) {
-        start_run(ex, c->slot, c->spec);
-        c->spec = NULL;
+    if (c->type == C_START || c->type == C_PREWARM) {
+        const char *root = c->type == C_START ? c->spec->work_root : c->line;
+        if (ex->npools > 0 && (!ex->warm_root || strcmp(ex->warm_root, root) != 0)) {
+            /* warm boxes are made for one work_root: the one in use */
+            for (int i = 0; i < ex->nwarm; i++)
+                warm_drop(ex, &ex->warm[i], true);
+            free(ex->warm_root);
+            ex->warm_root = xstrdup(root);
+        }
+        if (c->type == C_START) {
+            ex->pending[ex->npending++] = c->spec;   /* started by start_pending */
+            c->spec = NULL;
+        }
         return;
     }
     struct run *r = NULL;
@@ -1083,8 +1684,10 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
             r = &ex->runs[i];
             slot = i;
         }
-    if (!r)
+    if (!r) {
+        pending_cmd(ex, c);
         return;
+    }
     switch (c->type) {
     case C_SEND:
         buf_puts(&r->stdin_q, c->line);
@@ -1103,6 +1706,7 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
         }
         break;
     case C_START:
+    case C_PREWARM:
         break;
     }
 }
@@ -1149,9 +1753,23 @@ static void *supervisor(void *arg)
     sigaddset(&s, SIGPIPE);
     pthread_sigmask(SIG_BLOCK, &s, NULL);
     struct epoll_event evs[64];
+    bool refill = false;
     for (;;) {
         int wait_ms;
-        check_timers(ex, mono_ms(), &wait_ms);
+        int64_t now = mono_ms();
+        check_timers(ex, now, &wait_ms);
+        if (refill) {
+            int in_ms = ex->refill_after > now ? (int)(ex->refill_after - now) : 0;
+            if (wait_ms < 0 || in_ms < wait_ms)
+                wait_ms = in_ms;
+        } else {
+            int64_t retry = warm_next_retry(ex);
+            if (retry >= 0) {
+                int in_ms = retry <= now ? 0 : (int)(retry - now > 60000 ? 60000 : retry - now);
+                if (wait_ms < 0 || in_ms < wait_ms)
+                    wait_ms = in_ms;
+            }
+        }
         int n = epoll_wait(ex->epfd, evs, (int)ARRAY_LEN(evs), wait_ms);
         if (n < 0 && errno != EINTR)
             abort();
@@ -1160,8 +1778,13 @@ static void *supervisor(void *arg)
             for (int i = 0; i < n; i++) {
                 enum fdkind k = (enum fdkind)(evs[i].data.u64 & 0xff);
                 int slot = (int)(evs[i].data.u64 >> 8);
-                if (k == K_WAKE || (pass == 0) != (k != K_PID))
+                if (k == K_WAKE || (pass == 0) != (k != K_PID && k != K_WARM))
                     continue;
+                if (k == K_WARM) {
+                    if (slot < ex->nwarm && ex->warm[slot].live)
+                        warm_died(ex, &ex->warm[slot]);
+                    continue;
+                }
                 struct run *r = &ex->runs[slot];
                 if (!r->active || !r->alive)
                     continue;
@@ -1185,6 +1808,7 @@ static void *supervisor(void *arg)
                     end_iteration(ex, slot, r);
                     break;
                 case K_WAKE:
+                case K_WARM:
                     break;
                 }
             }
@@ -1213,8 +1837,22 @@ static void *supervisor(void *arg)
         }
         if (stop)
             break;
+        start_pending(ex);
+        /* Runs first: the pool is refilled when nothing else waits. */
+        refill = warm_refill(ex);
+        int ready = 0;
+        for (int i = 0; i < ex->npools; i++)
+            ready += ex->pools[i].live;
+        __atomic_store_n(&ex->n_warm_ready, ready, __ATOMIC_RELAXED);
     }
     /* Stopping: kill and reap every box, no callbacks. */
+    for (int i = 0; i < ex->npending; i++) {
+        run_clear(ex->pending[i]);
+        free(ex->pending[i]);
+    }
+    ex->npending = 0;
+    for (int i = 0; i < ex->nwarm; i++)
+        warm_drop(ex, &ex->warm[i], true);
     for (int i = 0; i < ex->slots; i++) {
         struct run *r = &ex->runs[i];
         if (!r->active)
@@ -1238,6 +1876,22 @@ static void *supervisor(void *arg)
 
 /* ---- public ---- */
 
+static void count_pool(void *ctx, const struct runtime *rt)
+{
+    struct exec *ex = ctx;
+    if (rt->warm > 0 && rt->loader != RUNTIME_LOADER_NONE) {
+        ex->npools++;
+        ex->nwarm += rt->warm;
+    }
+}
+
+static void add_pool(void *ctx, const struct runtime *rt)
+{
+    struct exec *ex = ctx;
+    if (rt->warm > 0 && rt->loader != RUNTIME_LOADER_NONE)
+        ex->pools[ex->npools++] = (struct pool){.rt = rt, .target = rt->warm};
+}
+
 struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
 {
     *err = NULL;
@@ -1248,18 +1902,27 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     struct exec *ex = xcalloc(1, sizeof(*ex));
     ex->cb = *cb;
     ex->slots = slots;
+    ex->nresv = slots;
     ex->nfree = slots;
     ex->epfd = -1;
     ex->wakefd = -1;
     pthread_mutex_init(&ex->mu, NULL);
+    runtime_each(count_pool, ex);
+    ex->pools = xcalloc((size_t)ex->npools + 1, sizeof(*ex->pools));
+    ex->npools = 0;
+    runtime_each(add_pool, ex);
+    ex->warm = xcalloc((size_t)ex->nwarm + 1, sizeof(*ex->warm));
+    ex->ncells = slots + ex->nwarm;
     char *ip = find_init();
-    ex->sys = sandbox_sys_new(slots, ip, notice, ex, err);
+    ex->sys = sandbox_sys_new(ex->ncells, ip, notice, ex, err);
     free(ip);
     if (!ex->sys)
         goto fail;
     ex->runs = xcalloc((size_t)slots, sizeof(*ex->runs));
-    ex->clean_root = xcalloc((size_t)slots, sizeof(char *));
-    ex->pub_ids = xcalloc((size_t)slots, sizeof(char *));
+    ex->cell_busy = xcalloc((size_t)ex->ncells, sizeof(bool));
+    ex->clean_root = xcalloc((size_t)ex->ncells, sizeof(char *));
+    ex->pub_ids = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(char *));
+    ex->pending = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(struct run *));
     ex->epfd = epoll_create1(EPOLL_CLOEXEC);
     ex->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (ex->epfd < 0 || ex->wakefd < 0) {
@@ -1280,7 +1943,11 @@ fail:
     sandbox_sys_free(ex->sys);
     free(ex->runs);
     free(ex->pub_ids);
+    free(ex->pending);
     free(ex->clean_root);
+    free(ex->cell_busy);
+    free(ex->warm);
+    free(ex->pools);
     pthread_mutex_destroy(&ex->mu);
     free(ex);
     return NULL;
@@ -1309,12 +1976,17 @@ void exec_free(struct exec *ex)
         free(c);
         c = next;
     }
-    for (int i = 0; i < ex->slots; i++) {
+    for (int i = 0; i < ex->nresv; i++)
         free(ex->pub_ids[i]);
+    for (int i = 0; i < ex->ncells; i++)
         free(ex->clean_root[i]);
-    }
     free(ex->pub_ids);
+    free(ex->pending);
     free(ex->clean_root);
+    free(ex->cell_busy);
+    free(ex->warm);
+    free(ex->pools);
+    free(ex->warm_root);
     free(ex->runs);
     close(ex->epfd);
     close(ex->wakefd);
@@ -1399,26 +2071,26 @@ int exec_start(struct exec *ex, const struct exec_spec *spec)
     }
 
     pthread_mutex_lock(&ex->mu);
-    int rc = 0, slot = -1;
+    int rc = 0, resv = -1;
     if (ex->stopping)
         rc = -ESHUTDOWN;
     else if (find_pub(ex, spec->run_id) >= 0)
         rc = -EEXIST;
     else {
-        for (int i = 0; i < ex->slots; i++)
+        for (int i = 0; i < ex->nresv; i++)
             if (!ex->pub_ids[i]) {
-                slot = i;
+                resv = i;
                 break;
             }
-        if (slot < 0)
+        if (resv < 0)
             rc = -EBUSY;
     }
     if (rc == 0) {
-        ex->pub_ids[slot] = xstrdup(spec->run_id);
+        ex->pub_ids[resv] = xstrdup(spec->run_id);
         ex->nfree--;
+        r->resv = resv;
         struct cmd *c = xcalloc(1, sizeof(*c));
         c->type = C_START;
-        c->slot = slot;
         c->spec = r;
         enqueue(ex, c);
         r = NULL;
@@ -1468,6 +2140,45 @@ int exec_close_stdin(struct exec *ex, const char *run_id)
 int exec_cancel(struct exec *ex, const char *run_id)
 {
     return simple_cmd(ex, C_CANCEL, run_id, NULL);
+}
+
+void exec_set_backlog(struct exec *ex, int n)
+{
+    if (n < 0)
+        n = 0;
+    if (n > ex->slots * EXEC_MAX_BACKLOG_PER_SLOT)
+        n = ex->slots * EXEC_MAX_BACKLOG_PER_SLOT;
+    pthread_mutex_lock(&ex->mu);
+    int used = ex->nresv - ex->nfree;
+    /* shrinking never drops a held reservation: the table keeps its size */
+    int top = 0;
+    for (int i = 0; i < ex->slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1); i++)
+        if (ex->pub_ids[i])
+            top = i + 1;
+    ex->nresv = ex->slots + n > top ? ex->slots + n : top;
+    ex->nfree = ex->nresv - used;
+    pthread_mutex_unlock(&ex->mu);
+}
+
+void exec_get_stats(struct exec *ex, struct exec_stats *out)
+{
+    out->warm_starts = __atomic_load_n(&ex->n_warm_starts, __ATOMIC_RELAXED);
+    out->cold_starts = __atomic_load_n(&ex->n_cold_starts, __ATOMIC_RELAXED);
+    out->warm_ready = __atomic_load_n(&ex->n_warm_ready, __ATOMIC_RELAXED);
+}
+
+void exec_prewarm(struct exec *ex, const char *work_root)
+{
+    if (!work_root || work_root[0] != '/')
+        return;
+    pthread_mutex_lock(&ex->mu);
+    if (!ex->stopping) {
+        struct cmd *c = xcalloc(1, sizeof(*c));
+        c->type = C_PREWARM;
+        c->line = xstrdup(work_root);
+        enqueue(ex, c);
+    }
+    pthread_mutex_unlock(&ex->mu);
 }
 
 int exec_free_slots(struct exec *ex)

@@ -106,7 +106,29 @@ int exec_cancel(struct exec *ex, const char *run_id);
  * directories) belong to it. */
 unsigned exec_box_uid(struct exec *ex);
 
-/* Slots not taken by a run. */
+/* Starts the warm pools (runtime.h) now, with their boxes' directories
+ * under work_root; without it they start at the first exec_start and follow
+ * its work_root.  Any thread. */
+#define EXEC_WARM 1
+void exec_prewarm(struct exec *ex, const char *work_root);
+
+/* Counters since exec_new (any thread). */
+struct exec_stats {
+    int64_t warm_starts;   /* runs whose first iteration took a warm box */
+    int64_t cold_starts;   /* runs spawned a box of their own */
+    int warm_ready;        /* warm boxes waiting now */
+};
+void exec_get_stats(struct exec *ex, struct exec_stats *out);
+
+/* Lets up to n (<= 4 per slot) accepted starts wait inside exec for a
+ * slot, beyond the runs in the slots (default 0): a caller that refills
+ * the slots after each on_exit then never leaves one idle during its own
+ * round trip.  A waiting run is started, in order, as soon as a slot frees;
+ * exec_send/close_stdin queue for it, exec_cancel ends it at once. */
+#define EXEC_MAX_BACKLOG_PER_SLOT 4
+void exec_set_backlog(struct exec *ex, int n);
+
+/* Slots not taken by a run (plus room in the backlog). */
 int exec_free_slots(struct exec *ex);
 
 /* Frees a result and removes exec's copies of its artifacts. */

@@ -8,7 +8,215 @@
  * It runs already inside the namespaces, under the seccomp filter and
  * rlimits that sandbox.c set up.  Single-threaded; signals arrive through a
  * signalfd so there is nothing async to get wrong.
+ *
+ * Every run pays for starting this program, so it uses no C library: only
+ * raw system calls, its own _start, no dynamic loader, no relocations, no
+ * CPU-feature probing (cpuid traps to the hypervisor on a VM and is a large
+ * part of a libc program's start).  Built with
+ *     cc -DQUERN_INIT_NOLIBC -static -nostdlib -fno-stack-protector \
+ *        -fno-builtin -O2 -o quern-init src/quern_init.c
+ * Without QUERN_INIT_NOLIBC it is an ordinary libc program (same logic).
+ *
+ * The code's process inherits fds 0-3 (stdin, stdout, stderr, control) and,
+ * for a warm box, fd 6 (the loader's "go" pipe, see exec.c); init itself
+ * keeps only fd 4 and its signalfd.
  */
+#ifdef QUERN_INIT_NOLIBC
+
+#include <asm/unistd.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SIGHUP 1
+#define SIGINT 2
+#define SIGQUIT 3
+#define SIGUSR1 10
+#define SIGUSR2 12
+#define SIGTERM 15
+#define SIGCHLD 17
+#define SIG_BLOCK 0
+#define SIG_SETMASK 2
+#define EINTR_VALUE 4
+#define STATUS_FD 4
+#define GO_FD 6
+
+typedef struct {
+    unsigned long sig[1];
+} ksigset_t;
+
+struct ksignalfd_siginfo {
+    uint32_t ssi_signo;
+    uint8_t pad[124];
+};
+
+static long sys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+
+#define SC(n, a, b, c) sys6((n), (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define SC4(n, a, b, c, d) sys6((n), (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+
+static size_t slen(const char *s)
+{
+    size_t n = 0;
+    while (s[n])
+        n++;
+    return n;
+}
+
+static void put(int fd, const char *s)
+{
+    (void)SC(__NR_write, fd, s, slen(s));
+}
+
+/* "<prefix><n>\n" to fd. */
+static void put_num(int fd, const char *prefix, long v)
+{
+    char b[48];
+    size_t n = 0;
+    for (const char *p = prefix; *p && n < 24; p++)
+        b[n++] = *p;
+    char d[24];
+    size_t k = 0;
+    unsigned long u = v < 0 ? (unsigned long)-v : (unsigned long)v;
+    do {
+        d[k++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u && k < sizeof d);
+    if (v < 0)
+        b[n++] = '-';
+    while (k)
+        b[n++] = d[--k];
+    b[n++] = '\n';
+    (void)SC(__NR_write, fd, b, n);
+}
+
+static void sigadd(ksigset_t *s, int sig)
+{
+    s->sig[0] |= 1UL << (sig - 1);
+}
+
+__attribute__((noreturn)) static void die(int code)
+{
+    for (;;)
+        (void)SC(__NR_exit_group, code, 0, 0);
+}
+
+__attribute__((used, noreturn)) static void init_main(long *sp)
+{
+    long argc = sp[0];
+    char **argv = (char **)(sp + 1);
+    char **envp = argv + argc + 1;
+    if (argc < 2) {
+        put(STATUS_FD, "E quern-init: no command\n");
+        die(127);
+    }
+    (void)SC(__NR_fcntl, STATUS_FD, 2 /* F_SETFD */, 1 /* FD_CLOEXEC */);
+    static const int fwd[] = {SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2};
+    ksigset_t set = {{0}};
+    for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]); i++)
+        sigadd(&set, fwd[i]);
+    sigadd(&set, SIGCHLD);
+    (void)SC4(__NR_rt_sigprocmask, SIG_BLOCK, &set, 0, sizeof(set));
+    long sfd = SC4(__NR_signalfd4, -1, &set, sizeof(set), 02000000 /* SFD_CLOEXEC */);
+    if (sfd < 0) {
+        put(STATUS_FD, "E quern-init: signalfd failed\n");
+        die(127);
+    }
+    /* fork: clone(SIGCHLD) with no stack change, like fork() */
+    long child = sys6(__NR_clone, SIGCHLD, 0, 0, 0, 0, 0);
+    if (child < 0) {
+        put(STATUS_FD, "E quern-init: fork failed\n");
+        die(127);
+    }
+    if (child == 0) {
+        ksigset_t none = {{0}};
+        (void)SC4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof(none));
+        (void)SC(__NR_setpgid, 0, 0, 0);
+        long e = SC(__NR_execve, argv[1], argv + 1, envp);
+        put(2, "quern-init: cannot run ");
+        put(2, argv[1]);
+        put_num(2, ": errno ", -e);
+        die(127);
+    }
+    /* The code holds the pipes now; init keeps only its status fd. */
+    for (int fd = 0; fd <= 3; fd++)
+        (void)SC(__NR_close, fd, 0, 0);
+    (void)SC(__NR_close, GO_FD, 0, 0);
+
+    for (;;) {
+        struct ksignalfd_siginfo si;
+        long n = SC(__NR_read, sfd, &si, sizeof(si));
+        if (n != (long)sizeof(si)) {
+            if (n == -EINTR_VALUE)
+                continue;
+            put(STATUS_FD, "E quern-init: signalfd read failed\n");
+            die(127);
+        }
+        if (si.ssi_signo != SIGCHLD) {
+            /* kill(-1) from PID 1 reaches every other process of the box. */
+            (void)SC(__NR_kill, -1, si.ssi_signo, 0);
+            continue;
+        }
+        int st;
+        long p;
+        while ((p = SC4(__NR_wait4, -1, &st, 1 /* WNOHANG */, 0)) > 0) {
+            if (p != child)
+                continue;
+            if ((st & 0x7f) == 0) {
+                int code = (st >> 8) & 0xff;
+                put_num(STATUS_FD, "X ", code);
+                die(code);
+            }
+            int sig = st & 0x7f;
+            if (sig != 0 && sig != 0x7f) {
+                put_num(STATUS_FD, "S ", sig);
+                die(128 + sig);
+            }
+        }
+    }
+}
+
+/* The kernel enters here with the stack holding argc, argv, envp. */
+__asm__(".text\n"
+        ".global _start\n"
+        "_start:\n"
+        "  xor %rbp, %rbp\n"
+        "  mov %rsp, %rdi\n"
+        "  and $-16, %rsp\n"
+        "  call init_main\n"
+        "  hlt\n");
+
+/* The compiler may emit calls to these even with -fno-builtin. */
+void *memset(void *d, int c, size_t n);
+void *memset(void *d, int c, size_t n)
+{
+    unsigned char *p = d;
+    while (n--)
+        *p++ = (unsigned char)c;
+    return d;
+}
+void *memcpy(void *d, const void *s, size_t n);
+void *memcpy(void *d, const void *s, size_t n)
+{
+    unsigned char *p = d;
+    const unsigned char *q = s;
+    while (n--)
+        *p++ = *q++;
+    return d;
+}
+
+#else /* an ordinary libc program */
+
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -20,6 +228,7 @@
 #include <unistd.h>
 
 #define STATUS_FD 4
+#define GO_FD 6
 
 static void say(const char *s)
 {
@@ -66,6 +275,7 @@ int main(int argc, char **argv)
     /* The code holds the pipes now; init keeps only its status fd. */
     for (int fd = 0; fd <= 3; fd++)
         close(fd);
+    close(GO_FD);
 
     for (;;) {
         struct signalfd_siginfo si;
@@ -100,3 +310,5 @@ int main(int argc, char **argv)
         }
     }
 }
+
+#endif

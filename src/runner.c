@@ -44,6 +44,7 @@ struct item {
 struct runner {
     struct app *app;
     struct exec *exec;
+    char *work_root;          /* absolute: <data dir>/runs */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -490,7 +491,6 @@ static void launch(struct runner *rn, json_t *run, json_t *task)
     char *input = in ? json_dumps(in, JSON_COMPACT | JSON_ENCODE_ANY) : xstrdup("{}");
     json_t *cp = json_object_get(run, "latest_checkpoint");
     char *checkpoint = cp ? json_dumps(cp, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-    char *root = xasprintf("%s/runs", app->data_dir);
     const char *code = json_string_value(json_object_get(task, "code"));
     struct exec_spec spec = {
         .run_id = json_string_value(json_object_get(run, "id")),
@@ -502,7 +502,7 @@ static void launch(struct runner *rn, json_t *run, json_t *task)
         .code_len = code ? strlen(code) : 0,
         .input_json = input,
         .checkpoint_json = checkpoint,
-        .work_root = root,
+        .work_root = rn->work_root,
         .timeout_ms = setting(task, "timeout_ms"),
         .inactivity_timeout_ms = setting(task, "inactivity_timeout_ms"),
         .kill_grace_ms = setting(task, "kill_grace_ms"),
@@ -555,7 +555,31 @@ out:
         free(dirs[i]);
     free(input);
     free(checkpoint);
-    free(root);
+}
+
+/* Applies a batch of executor reports and starts the runs taken from the
+ * scheduler in one transaction: one commit (one fsync) per turn of the
+ * runner instead of two. */
+struct turn {
+    struct batch *b;
+    struct start *s;
+};
+
+static int turn_fn(struct store_tx *tx, void *arg)
+{
+    struct turn *t = arg;
+    int rc = t->b ? batch_fn(tx, t->b) : 0;
+    if (!rc && t->s)
+        rc = start_fn(tx, t->s);
+    return rc;
+}
+
+static void launch_started(struct runner *rn, struct start *s)
+{
+    size_t i;
+    json_t *st;
+    json_array_foreach(s->started, i, st)
+        launch(rn, json_object_get(st, "run"), json_object_get(st, "task"));
 }
 
 static void dispatch(struct runner *rn)
@@ -576,10 +600,7 @@ static void dispatch(struct runner *rn)
             sched_give_back(rn->app->sched, ids, n);
         else if (s.nbusy)
             sched_give_back_later(rn->app->sched, busy, s.nbusy, 250);
-        size_t i;
-        json_t *st;
-        json_array_foreach(s.started, i, st) launch(rn, json_object_get(st, "run"),
-                                                    json_object_get(st, "task"));
+        launch_started(rn, &s);
         json_decref(s.started);
         for (int k = 0; k < n; k++)
             free(ids[k]);
@@ -604,15 +625,41 @@ static void *runner_main(void *arg)
                 if (it->kind == IT_EXIT)
                     store_artifacts(rn, it);
             struct batch b = {rn, items, json_object()};
-            int rc = store_write(rn->app->store, batch_fn, &b);
-            if (rc)
+            /* the runs that can start now ride in the same transaction */
+            char *ids[64];
+            int n = 0, free_slots = exec_free_slots(rn->exec);
+            if (free_slots > 0 && !rn->app->draining) {
+                struct sched_filter f = {.executor = true};
+                n = sched_take(rn->app->sched, &f, ids, free_slots < 64 ? free_slots : 64);
+            }
+            char *busy[64];
+            struct start s = {rn, ids, n > 0 ? n : 0, json_array(), busy, 0};
+            struct turn t = {&b, n > 0 ? &s : NULL};
+            int rc = store_write(rn->app->store, turn_fn, &t);
+            if (rc && n > 0) {
+                /* the starts may be what failed: the reports alone, then */
+                sched_give_back(rn->app->sched, ids, n);
+                json_object_clear(b.runs);
+                t.s = NULL;
+                rc = store_write(rn->app->store, turn_fn, &t);
+                json_array_clear(s.started);
+            }
+            if (rc) {
                 log_write(LOG_ERROR, "runner", json_pack("{s:i}", "rc", rc),
                           "storing run updates failed");
+            } else {
+                if (s.nbusy)
+                    sched_give_back_later(rn->app->sched, busy, s.nbusy, 250);
+                launch_started(rn, &s);
+            }
+            json_decref(s.started);
+            for (int k = 0; k < n; k++)
+                free(ids[k]);
             json_decref(b.runs);
             while (items) {
-                struct item *n = items->next;
+                struct item *nx = items->next;
                 item_free(items);
-                items = n;
+                items = nx;
             }
         }
         dispatch(rn);
@@ -638,17 +685,28 @@ struct runner *runner_new(struct app *app, int slots, char **err)
     rn->app = app;
     pthread_mutex_init(&rn->mu, NULL);
     pthread_cond_init(&rn->cond, NULL);
+    /* exec wants an absolute work root; --data may be relative */
+    char *data = realpath(app->data_dir, NULL);
+    rn->work_root = xasprintf("%s/runs", data ? data : app->data_dir);
+    free(data);
     struct exec_callbacks cb = {rn, cb_log, cb_control, cb_exit, cb_notice};
     rn->exec = exec_new(slots, &cb, err);
     if (!rn->exec) {
         pthread_mutex_destroy(&rn->mu);
         pthread_cond_destroy(&rn->cond);
+        free(rn->work_root);
         free(rn);
         return NULL;
     }
+    /* warm boxes are made now, not at the first run */
+    exec_prewarm(rn->exec, rn->work_root);
+    /* as many starts again wait inside exec: a slot that frees is refilled
+     * at once, not after this thread's next store commit */
+    exec_set_backlog(rn->exec, exec_free_slots(rn->exec));
     if (pthread_create(&rn->thread, NULL, runner_main, rn)) {
         *err = xstrdup("cannot start the runner thread");
         exec_free(rn->exec);
+        free(rn->work_root);
         free(rn);
         return NULL;
     }
@@ -675,6 +733,7 @@ void runner_free(struct runner *rn)
     }
     pthread_mutex_destroy(&rn->mu);
     pthread_cond_destroy(&rn->cond);
+    free(rn->work_root);
     free(rn);
 }
 

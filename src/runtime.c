@@ -32,7 +32,95 @@ static const char ts_runner[] =
     "{transforms:['typescript'],filePath:f}).code);"
     "await import(pathToFileURL(o).href);";
 
-static struct runtime *table;
+/* The python loader: reads fd 6 to EOF ("path\0K=V\0K=V..."), makes the
+ * environment exactly the run's, and runs the script as __main__ in this
+ * process (tracebacks start at the script, as for `python3 script.py`). */
+static const char py_loader[] =
+    "import sys, os, json\n"
+    "def _quern_go():\n"
+    "    import sys, os\n"
+    "    b = b''\n"
+    "    while True:\n"
+    "        c = os.read(6, 65536)\n"
+    "        if not c:\n"
+    "            break\n"
+    "        b += c\n"
+    "    os.close(6)\n"
+    "    parts = b.split(b'\\0')\n"
+    "    if not parts[0]:\n"
+    "        os._exit(125)\n"
+    "    path = parts[0].decode()\n"
+    "    os.environ.clear()\n"
+    "    for kv in parts[1:]:\n"
+    "        k, _, v = kv.partition(b'=')\n"
+    "        if k:\n"
+    "            os.environb[k] = v\n"
+    "    sys.argv[:] = [path]\n"
+    "    sys.path[0] = os.path.dirname(path)\n"
+    "    g = sys.modules['__main__'].__dict__\n"
+    "    for k in list(g):\n"
+    "        if k not in ('__name__', '__doc__', '__builtins__', '__spec__', '__loader__',\n"
+    "                     '__package__', '__annotations__'):\n"
+    "            del g[k]\n"
+    "    g['__file__'] = path\n"
+    "    g['__cached__'] = None\n"
+    "    with open(path, 'rb') as f:\n"
+    "        src = f.read()\n"
+    "    try:\n"
+    "        exec(compile(src, path, 'exec'), g)\n"
+    "    except SystemExit:\n"
+    "        raise\n"
+    "    except BaseException as e:\n"
+    "        tb = e.__traceback__\n"
+    "        while tb is not None and tb.tb_frame.f_code.co_filename != path:\n"
+    "            tb = tb.tb_next\n"
+    "        e.__traceback__ = tb or e.__traceback__\n"
+    "        sys.excepthook(type(e), e, e.__traceback__)\n"
+    "        sys.stderr.flush()\n"
+    "        sys.exit(1)\n"
+    "_quern_go()\n";
+
+/* The node loader: the same protocol; the script is imported as an ES
+ * module once process.env, argv and execArgv are those of a cold run. */
+static const char node_loader[] =
+    "import fs from 'node:fs';"
+    "import {pathToFileURL} from 'node:url';"
+    /* warm the paths a run takes: importing a file module, writing stdout */
+    "{"
+    "  const f = '/tmp/.quern-warm-' + process.pid + '.mjs';"
+    "  try {"
+    "    fs.writeFileSync(f, 'export default 1;\\n');"
+    "    await import(pathToFileURL(f).href);"
+    "  } catch (e) {} finally { try { fs.unlinkSync(f); } catch (e) {} }"
+    "  process.stdout; process.stderr;"
+    "}"
+    "const chunks = [], b = Buffer.alloc(65536);"
+    "for (;;) {"
+    "  let n;"
+    "  try { n = fs.readSync(6, b, 0, b.length, null); }"
+    "  catch (e) { if (e.code === 'EAGAIN' || e.code === 'EINTR') continue; throw e; }"
+    "  if (n <= 0) break;"
+    "  chunks.push(Buffer.from(b.subarray(0, n)));"
+    "}"
+    "fs.closeSync(6);"
+    "const parts = Buffer.concat(chunks).toString('utf8').split('\\0');"
+    "if (!parts[0]) process.exit(125);"
+    "for (const k of Object.keys(process.env)) delete process.env[k];"
+    "for (const kv of parts.slice(1)) {"
+    "  const i = kv.indexOf('=');"
+    "  if (i > 0) process.env[kv.slice(0, i)] = kv.slice(i + 1);"
+    "}"
+    "process.argv.length = 1;"
+    "process.argv.push(parts[0]);"
+    "process.execArgv.length = 0;"
+    "await import(pathToFileURL(parts[0]).href);";
+
+static const char *const py_loader_argv[] = {"-c", py_loader, NULL};
+static const char *const node_loader_argv[] = {"--input-type=module", "-e", node_loader, NULL};
+
+/* Each runtime is allocated on its own: adding one never moves another
+ * (the executor keeps pointers to them). */
+static struct runtime **table;
 static size_t ntable;
 static bool ready;
 
@@ -53,7 +141,8 @@ static void rt_free(struct runtime *rt)
 static struct runtime *rt_add(const char *id, const char *interp, const char *file)
 {
     table = xrealloc(table, (ntable + 1) * sizeof(*table));
-    struct runtime *rt = &table[ntable++];
+    struct runtime *rt = xcalloc(1, sizeof(*rt));
+    table[ntable++] = rt;
     memset(rt, 0, sizeof(*rt));
     rt->id = xstrdup(id);
     rt->interpreter = xstrdup(interp);
@@ -107,6 +196,32 @@ static void set_ts_vendor(struct runtime *rt, const char *dir)
     rt->nro = 1;
 }
 
+static struct runtime *find_mut(const char *id);
+
+/* QUERN_WARM="python=2,node=0": warm pool sizes from the environment
+ * (applied when the executor reads the table, after quern.conf). */
+static void apply_warm_env(void)
+{
+    const char *env = getenv("QUERN_WARM");
+    if (!env || !*env)
+        return;
+    char *copy = xstrdup(env), *save = NULL;
+    for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        char *eq = strchr(t, '=');
+        if (!eq)
+            continue;
+        *eq = '\0';
+        struct runtime *rt = find_mut(t);
+        int64_t n;
+        if (rt && parse_i64(eq + 1, &n) == 0 && n >= 0 && n <= RUNTIME_MAX_WARM &&
+            (n == 0 || rt->loader != RUNTIME_LOADER_NONE))
+            rt->warm = (int)n;
+        else
+            fprintf(stderr, "quern: QUERN_WARM: ignored %s=%s\n", t, eq + 1);
+    }
+    free(copy);
+}
+
 static void build_defaults(void)
 {
     if (ready)
@@ -114,8 +229,12 @@ static void build_defaults(void)
     ready = true;
     rt_add("sh", "/bin/sh", "script");
     rt_add("bash", "/bin/bash", "script");
-    rt_add("python", "/usr/bin/python3", "script.py");
-    rt_add("node", "/usr/bin/node", "script.mjs");
+    struct runtime *py = rt_add("python", "/usr/bin/python3", "script.py");
+    py->loader = RUNTIME_LOADER_PYTHON;
+    py->warm = 2;
+    struct runtime *node = rt_add("node", "/usr/bin/node", "script.mjs");
+    node->loader = RUNTIME_LOADER_NODE;
+    node->warm = 2;
     struct runtime *ts = rt_add("ts", "/usr/bin/node", "script.ts");
     ts->args[ts->nargs++] = xstrdup("--input-type=module");
     ts->args[ts->nargs++] = xstrdup("-e");
@@ -131,8 +250,8 @@ static struct runtime *find_mut(const char *id)
     if (!id || strcmp(id, "default") == 0)
         id = "sh";
     for (size_t i = 0; i < ntable; i++)
-        if (strcmp(table[i].id, id) == 0)
-            return &table[i];
+        if (strcmp(table[i]->id, id) == 0)
+            return table[i];
     return NULL;
 }
 
@@ -239,6 +358,22 @@ int runtime_config_set(const char *id, const char *key, const char *value)
     } else if (!strcmp(key, "network")) {
         if (!parse_bool(value, &rt->network_allowed))
             return -EINVAL;
+    } else if (!strcmp(key, "loader")) {
+        if (!strcmp(value, "python"))
+            rt->loader = RUNTIME_LOADER_PYTHON;
+        else if (!strcmp(value, "node"))
+            rt->loader = RUNTIME_LOADER_NODE;
+        else if (!strcmp(value, "none")) {
+            rt->loader = RUNTIME_LOADER_NONE;
+            rt->warm = 0;
+        } else
+            return -EINVAL;
+    } else if (!strcmp(key, "warm")) {
+        int64_t n;
+        if (parse_i64(value, &n) || n < 0 || n > RUNTIME_MAX_WARM ||
+            (n > 0 && rt->loader == RUNTIME_LOADER_NONE))
+            return -EINVAL;
+        rt->warm = (int)n;
     } else if (!strcmp(key, "vendor_dir")) {
         if (value[0] != '/')
             return -EINVAL;
@@ -247,6 +382,27 @@ int runtime_config_set(const char *id, const char *key, const char *value)
         return -EINVAL;
     }
     return 0;
+}
+
+const char *const *runtime_loader_argv(const struct runtime *rt)
+{
+    switch (rt ? rt->loader : RUNTIME_LOADER_NONE) {
+    case RUNTIME_LOADER_PYTHON:
+        return py_loader_argv;
+    case RUNTIME_LOADER_NODE:
+        return node_loader_argv;
+    case RUNTIME_LOADER_NONE:
+        break;
+    }
+    return NULL;
+}
+
+void runtime_each(void (*fn)(void *ctx, const struct runtime *rt), void *ctx)
+{
+    build_defaults();
+    apply_warm_env();   /* the environment wins over quern.conf */
+    for (size_t i = 0; i < ntable; i++)
+        fn(ctx, table[i]);
 }
 
 bool runtime_available(const struct runtime *rt)
@@ -263,8 +419,10 @@ bool runtime_available(const struct runtime *rt)
 
 void runtime_reset(void)
 {
-    for (size_t i = 0; i < ntable; i++)
-        rt_free(&table[i]);
+    for (size_t i = 0; i < ntable; i++) {
+        rt_free(table[i]);
+        free(table[i]);
+    }
     free(table);
     table = NULL;
     ntable = 0;

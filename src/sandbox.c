@@ -18,6 +18,7 @@
 
 #include "util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -70,6 +71,8 @@ struct sandbox_sys {
     struct slot_cg *cg;
     int *netns;                  /* per slot, -1 when none */
     int host_netns;
+    char *stack;                 /* the spawn child's stack (CLONE_VM), see sandbox_spawn */
+    size_t stack_size;
 };
 
 static void slog(struct sandbox_sys *sys, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -610,6 +613,15 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
     }
     if (seccomp_build(sys, err) < 0)
         goto fail;
+    sys->stack_size = 256 * 1024;
+    sys->stack = mmap(NULL, sys->stack_size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (sys->stack == MAP_FAILED) {
+        sys->stack = NULL;
+        *err = xasprintf("mmap of the spawn stack: %s", strerror(errno));
+        goto fail;
+    }
+    (void)mprotect(sys->stack, 4096, PROT_NONE); /* a guard page */
     cg_setup(sys);
     netns_setup(sys);
     return sys;
@@ -634,6 +646,8 @@ void sandbox_sys_free(struct sandbox_sys *sys)
         close(sys->host_netns);
     close(sys->init_fd);
     free(sys->prog.filter);
+    if (sys->stack)
+        munmap(sys->stack, sys->stack_size);
     free(sys);
 }
 
@@ -659,13 +673,14 @@ struct plan {
     int src_fds[MAX_FDS];
     size_t nsrc;
     char fdpaths[MAX_FDS][32];
-    int sync_fd, status_fd;
-    int fd_in, fd_out, fd_err, fd_ctl, init_fd;
+    int sync_fd, sync_wr, status_fd;
+    int fd_in, fd_out, fd_err, fd_ctl, init_fd, fd_go, exec_wr;
     const char *cwd;
     char root_opts[96];
     const char *const *argv, *const *envp;
     struct rlimit rl_fsize, rl_nofile, rl_cpu, rl_nproc, rl_as;
     bool set_cpu, set_as;
+    int nice;
     const struct sock_fprog *prog;
 };
 
@@ -800,20 +815,26 @@ static int child_main(const struct plan *pl)
     if (chdir(pl->cwd) < 0)
         c_fail(pl, "chdir", pl->cwd, errno);
     /* 4. fds: move ours high, then into place; nothing else survives */
-    int hi[6], src[6] = {pl->fd_in, pl->fd_out, pl->fd_err, pl->fd_ctl, pl->status_fd, pl->init_fd};
-    for (int i = 0; i < 6; i++) {
-        hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 200);
-        if (hi[i] < 0)
+    /* 0-3 the code's, 4 init's status, 5 init itself (CLOEXEC), 6 a warm
+     * box's go pipe, 7 the exec notice for the parent (CLOEXEC). */
+    int hi[8], src[8] = {pl->fd_in, pl->fd_out, pl->fd_err, pl->fd_ctl, pl->status_fd,
+                         pl->init_fd, pl->fd_go, pl->exec_wr};
+    for (int i = 0; i < 8; i++) {
+        hi[i] = src[i] >= 0 ? fcntl(src[i], F_DUPFD_CLOEXEC, 200) : -1;
+        if (src[i] >= 0 && hi[i] < 0)
             c_fail(pl, "dup", NULL, errno);
     }
-    for (int i = 0; i < 6; i++)
-        if (dup2(hi[i], i) < 0)
+    for (int i = 0; i < 8; i++)
+        if (hi[i] >= 0 && dup2(hi[i], i) < 0)
             c_fail(pl, "dup2", NULL, errno);
-    struct plan *mpl = (struct plan *)pl; /* our own copy: the status fd moved */
+    struct plan *mpl = (struct plan *)pl; /* the status fd moved */
     mpl->status_fd = SANDBOX_STATUS_FD;
     (void)fcntl(5, F_SETFD, FD_CLOEXEC);
-    if (syscall(SYS_close_range, 6U, ~0U, 0) < 0) {
-        for (int fd = 6; fd < 1024; fd++)
+    (void)fcntl(7, F_SETFD, FD_CLOEXEC);
+    if (hi[6] < 0)
+        close(6);
+    if (syscall(SYS_close_range, 8U, ~0U, 0) < 0) {
+        for (int fd = 8; fd < 1024; fd++)
             close(fd);
     }
     /* 5. limits, signals, privileges, seccomp, exec */
@@ -827,6 +848,8 @@ static int child_main(const struct plan *pl)
     if (pl->set_as)
         setrlimit(RLIMIT_AS, &pl->rl_as);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (pl->nice > 0)
+        (void)setpriority(PRIO_PROCESS, 0, pl->nice);
     sigset_t all;
     sigemptyset(&all);
     sigprocmask(SIG_SETMASK, &all, NULL);
@@ -840,6 +863,15 @@ static int child_main(const struct plan *pl)
     syscall(SYS_execveat, 5, "", pl->argv, pl->envp, AT_EMPTY_PATH);
     c_fail(pl, "exec quern-init", NULL, errno);
     return 127;
+}
+
+/* Entry of the CLONE_VM child: it shares quernd's memory (not its fds,
+ * signal handlers or file system context) until it execs quern-init. */
+static int child_fn(void *arg)
+{
+    struct plan *pl = arg;
+    close(pl->sync_wr);
+    _exit(child_main(pl));
 }
 
 /* ---- plan building (parent) ---- */
@@ -946,7 +978,7 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     int rc = 0;
     char **strs = NULL;
     size_t nstrs = 0;
-    int sync[2] = {-1, -1};
+    int sync[2] = {-1, -1}, execp[2] = {-1, -1};
     struct plan *pl = xcalloc(1, sizeof(*pl));
     bool switched_net = false;
 
@@ -1050,8 +1082,10 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
                                .len = p->files[i].len, .mode = 0644});
         extra += p->files[i].len + 4096;
     }
+    for (size_t i = 0; i < p->ndirs; i++)
+        add_mkdirs(pl, p->dirs[i], &strs, &nstrs, 0755);
     snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
-             ((size_t)4 << 20) + extra);
+             p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
     pl->cwd = p->cwd ? p->cwd : "/";
     pl->argv = p->argv;
     pl->envp = p->envp;
@@ -1060,6 +1094,8 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     pl->fd_err = p->fd_stderr;
     pl->fd_ctl = p->fd_control;
     pl->status_fd = p->fd_status;
+    pl->fd_go = p->fd_go > 0 ? p->fd_go : -1;
+    pl->nice = p->nice;
     pl->init_fd = sys->init_fd;
     pl->prog = &sys->prog;
     rlim_t fsz = p->max_file_bytes > 0 ? (rlim_t)p->max_file_bytes : RLIM_INFINITY;
@@ -1083,39 +1119,41 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     }
 
     /* status fd is written by the child on failure; it is the caller's pipe. */
-    if (pipe2(sync, O_CLOEXEC) < 0) {
+    if (pipe2(sync, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0) {
         rc = -errno;
         *err = xasprintf("pipe: %s", strerror(errno));
         goto out;
     }
     pl->sync_fd = sync[0];
+    pl->sync_wr = sync[1];
+    pl->exec_wr = execp[1];
     cg_prepare(sys, p->slot, p);
 
     int netfd = sys->netns[p->slot];
     uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
-                     CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_PIDFD;
+                     CLONE_NEWUTS | CLONE_NEWCGROUP;
     if (!p->network) {
         if (netfd >= 0 && sys->host_netns >= 0 && setns(netfd, CLONE_NEWNET) == 0)
             switched_net = true;
         else
             flags |= CLONE_NEWNET;
     }
+    /* CLONE_VM: no copy of quernd's page tables and no copy-on-write faults
+     * after it (the cost of fork grows with quernd's size and thread count);
+     * the child runs on sys->stack and this thread waits until it has
+     * exec'd quern-init (or died), so the plan and the stack stay valid and
+     * nothing else uses them meanwhile.  The child may write errno (this
+     * thread's TLS) while we wait in read(), which does not rely on it. */
     int pidfd = -1;
-    struct clone_args ca;
-    memset(&ca, 0, sizeof(ca));
-    ca.flags = flags;
-    ca.pidfd = (uint64_t)(uintptr_t)&pidfd;
-    ca.exit_signal = 0; /* not SIGCHLD: a waitpid(-1) elsewhere cannot reap it */
-    long pid = syscall(SYS_clone3, &ca, sizeof(ca));
-    if (pid == 0) {
-        close(sync[1]);
-        _exit(child_main(pl));
-    }
+    long pid = clone(child_fn, sys->stack + sys->stack_size,
+                     (int)(flags | CLONE_VM | CLONE_PIDFD), pl, &pidfd);
     int clone_errno = errno;
     if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
         abort(); /* the supervisor thread must not stay in a box's netns */
     close(sync[0]);
     sync[0] = -1;
+    close(execp[1]);
+    execp[1] = -1;
     if (pid < 0) {
         rc = -clone_errno;
         *err = xasprintf("clone3: %s", strerror(clone_errno));
@@ -1140,6 +1178,10 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     if (write(sync[1], "g", 1) != 1) {
         /* the child died already; its exit is reported through the pidfd */
     }
+    /* Until the child's exec closes its end (or it exits). */
+    char c;
+    while (read(execp[0], &c, 1) < 0 && errno == EINTR)
+        ;
     out->pid = (pid_t)pid;
     out->pidfd = pidfd;
     out->slot = p->slot;
@@ -1148,6 +1190,10 @@ out:
         close(sync[0]);
     if (sync[1] >= 0)
         close(sync[1]);
+    if (execp[0] >= 0)
+        close(execp[0]);
+    if (execp[1] >= 0)
+        close(execp[1]);
     for (size_t i = 0; i < nstrs; i++)
         free(strs[i]);
     free(strs);
@@ -1219,4 +1265,227 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
             usage->oom_killed = true;
     }
     return 0;
+}
+
+/* ---- adopting a warm box ---- */
+
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+
+/* What the helper child does in the box's mount namespace.  It shares our
+ * memory (CLONE_VM|CLONE_VFORK: we are suspended until it exits), so it
+ * reads the job and writes its failure into it. */
+struct adopt_job {
+    int nsfd;
+    uid_t uid;
+    const struct sandbox_adopt *a;
+    const int *trees;
+    const unsigned long *mflags;
+    const char *what;
+    const char *arg;
+    int err;
+};
+
+static int adopt_fail(struct adopt_job *j, const char *what, const char *arg)
+{
+    j->what = what;
+    j->arg = arg;
+    j->err = errno;
+    return 1;
+}
+
+static int adopt_child(void *arg)
+{
+    struct adopt_job *j = arg;
+    const struct sandbox_adopt *a = j->a;
+    if (setns(j->nsfd, CLONE_NEWNS) < 0)
+        return adopt_fail(j, "setns", NULL);
+    for (size_t i = 0; i < a->nmounts; i++) {
+        const char *dst = a->mounts[i].box;
+        if (syscall(SYS_move_mount, j->trees[i], "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH) < 0)
+            return adopt_fail(j, "move_mount", dst);
+        if (mount(NULL, dst, NULL, j->mflags[i], NULL) < 0)
+            return adopt_fail(j, "remount", dst);
+    }
+    if (a->nfiles == 0)
+        return 0;
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return adopt_fail(j, "remount rw", "/");
+    /* Files are made as the box's root: host root is not mapped in the
+     * box's user namespace, and owning them is what a spawn does too. */
+    syscall(SYS_setfsgid, j->uid);
+    syscall(SYS_setfsuid, j->uid);
+    for (size_t i = 0; i < a->nfiles; i++) {
+        const struct sandbox_file *f = &a->files[i];
+        int fd = open(f->box, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+        if (fd < 0)
+            return adopt_fail(j, "create", f->box);
+        size_t off = 0;
+        while (off < f->len) {
+            ssize_t w = write(fd, f->data + off, f->len - off);
+            if (w <= 0) {
+                adopt_fail(j, "write", f->box);
+                close(fd);
+                return 1;
+            }
+            off += (size_t)w;
+        }
+        close(fd);
+    }
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return adopt_fail(j, "remount ro", "/");
+    return 0;
+}
+
+/* Every thread of the process pid back to nice 0. */
+static void renice_all(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        long tid = strtol(e->d_name, NULL, 10);
+        if (tid > 0)
+            (void)setpriority(PRIO_PROCESS, (id_t)tid, 0);
+    }
+    closedir(d);
+}
+
+/* The host pid of the box's PID 2 (the code's process), or -ESRCH. */
+static pid_t box_child_pid(pid_t init)
+{
+    char path[64], b[64];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/children", (int)init, (int)init);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -ESRCH;
+    ssize_t n = read(fd, b, sizeof(b) - 1);
+    close(fd);
+    if (n <= 0)
+        return -ESRCH;
+    b[n] = '\0';
+    long v = strtol(b, NULL, 10);
+    return v > 0 ? (pid_t)v : -ESRCH;
+}
+
+int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
+                  const struct sandbox_adopt *a, char **err)
+{
+    *err = NULL;
+    int rc = 0, nsfd = -1;
+    int *trees = xcalloc(a->nmounts + 1, sizeof(int));
+    unsigned long *mflags = xcalloc(a->nmounts + 1, sizeof(unsigned long));
+    for (size_t i = 0; i < a->nmounts; i++)
+        trees[i] = -1;
+
+    /* 1. cgroup limits and counters, as cg_prepare does for a spawn */
+    struct sandbox_params p = {.memory_limit_bytes = a->memory_limit_bytes, .max_procs = a->max_procs};
+    cg_prepare(sys, proc->slot, &p);
+    struct slot_cg *c = &sys->cg[proc->slot];
+    int64_t want = a->memory_limit_bytes > 0 ? a->memory_limit_bytes : -1;
+    if (c->mem_dir && c->mem_limit != want) {
+        rc = -EBUSY;
+        *err = xstrdup("the memory limit is below what the started interpreter uses");
+        goto out;
+    }
+    /* 2. rlimits of the code's process */
+    /* A box taken just after its spawn: init may not have forked yet. */
+    pid_t code = box_child_pid(proc->pid);
+    for (int i = 0; code < 0 && i < 200; i++) {
+        usleep(500);
+        code = box_child_pid(proc->pid);
+    }
+    if (code < 0) {
+        rc = code;
+        *err = xstrdup("the box has no code process");
+        goto out;
+    }
+    rlim_t fsz = a->max_file_bytes > 0 ? (rlim_t)a->max_file_bytes : RLIM_INFINITY;
+    rlim_t nof = a->max_open_files > 0 ? (rlim_t)a->max_open_files : 256;
+    rlim_t np = a->max_procs > 0 ? (rlim_t)a->max_procs : 64;
+    if (sys->pids_base)
+        np = np * (rlim_t)sys->slots + 64;
+    struct rlimit rl[4] = {{fsz, fsz}, {nof, nof}, {np, np}, {RLIM_INFINITY, RLIM_INFINITY}};
+    int res[4] = {RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_NPROC, RLIMIT_CPU};
+    size_t nres = 3;
+    if (a->cpu_seconds > 0) {
+        /* + 1 s: the interpreter's start-up is already on its clock */
+        rl[3] = (struct rlimit){(rlim_t)a->cpu_seconds + 1, (rlim_t)a->cpu_seconds + 2};
+        nres = 4;
+    }
+    for (size_t i = 0; i < nres; i++) {
+        if (prlimit(code, (enum __rlimit_resource)res[i], &rl[i], NULL) < 0) {
+            rc = -errno;
+            *err = xasprintf("prlimit: %s", strerror(errno));
+            goto out;
+        }
+    }
+    renice_all(code);
+    (void)setpriority(PRIO_PROCESS, (id_t)proc->pid, 0);
+    if (!sys->mem_base && a->memory_limit_bytes > 0) {
+        rlim_t as = (rlim_t)a->memory_limit_bytes * 4;
+        struct rlimit r = {as, as};
+        (void)prlimit(code, RLIMIT_AS, &r, NULL);
+    }
+    /* 3. mounts and files, from inside the box's mount namespace */
+    for (size_t i = 0; i < a->nmounts; i++) {
+        trees[i] = (int)syscall(SYS_open_tree, AT_FDCWD, a->mounts[i].host,
+                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (trees[i] < 0) {
+            rc = -errno;
+            *err = xasprintf("open_tree %s: %s", a->mounts[i].host, strerror(errno));
+            goto out;
+        }
+        mflags[i] = MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NODEV |
+                    (a->mounts[i].writable ? 0 : MS_RDONLY) | locked_flags(trees[i]);
+    }
+    if (a->nmounts == 0 && a->nfiles == 0)
+        goto out;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/ns/mnt", (int)proc->pid);
+    nsfd = open(path, O_RDONLY | O_CLOEXEC);
+    if (nsfd < 0) {
+        rc = -errno;
+        *err = xasprintf("open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    struct adopt_job job = {.nsfd = nsfd, .uid = sys->host_uid, .a = a, .trees = trees,
+                            .mflags = mflags};
+    int hpidfd = -1;
+    long hp = clone(adopt_child, sys->stack + sys->stack_size,
+                    CLONE_VM | CLONE_VFORK | CLONE_PIDFD, &job, &hpidfd);
+    if (hp < 0) {
+        rc = -errno;
+        *err = xasprintf("clone: %s", strerror(errno));
+        goto out;
+    }
+    siginfo_t si;
+    memset(&si, 0, sizeof(si));
+    while (waitid((idtype_t)P_PIDFD, (id_t)hpidfd, &si, WEXITED | __WALL) < 0 && errno == EINTR)
+        ;
+    close(hpidfd);
+    if (si.si_code != CLD_EXITED || si.si_status != 0) {
+        rc = job.err ? -job.err : -EIO;
+        *err = xasprintf("%s%s%s: %s", job.what ? job.what : "adopt helper", job.arg ? " " : "",
+                         job.arg ? job.arg : "", strerror(job.err ? job.err : EIO));
+    }
+out:
+    for (size_t i = 0; i < a->nmounts; i++)
+        if (trees[i] >= 0)
+            close(trees[i]);
+    if (nsfd >= 0)
+        close(nsfd);
+    free(trees);
+    free(mflags);
+    return rc;
 }

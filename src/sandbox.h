@@ -7,12 +7,14 @@
  *
  * Spawn path (kept lean, every run pays it): the caller's thread switches to
  * a prepared empty network namespace of the slot's pool (setns is
- * per-thread), clone3()s a child in new user/PID/mount/IPC/UTS/cgroup
+ * per-thread), clone()s a child with CLONE_VM (no copy of quernd's page
+ * tables) on a private stack in new user/PID/mount/IPC/UTS/cgroup
  * namespaces, writes its uid/gid maps and moves it into the slot's cgroups,
- * then lets it go; the child mounts its root, pivots, drops to the box's uid
- * 0 (an unprivileged host uid), sets rlimits, no_new_privs and the
- * pre-compiled seccomp program, and execs quern-init from an fd.  The child
- * never allocates (it is a fork of a multi-threaded process).
+ * then lets it go and waits until it has exec'd; the child mounts its root,
+ * pivots, drops to the box's uid 0 (an unprivileged host uid), sets rlimits,
+ * no_new_privs and the pre-compiled seccomp program, and execs quern-init
+ * from an fd.  The child never allocates (it shares a multi-threaded
+ * process's memory).  Slots are "cells" to exec.c: warm boxes have their own.
  *
  * Threading: a struct sandbox_sys is used by one thread at a time (exec's
  * supervisor thread).  sandbox_sys_new() starts short-lived threads to create
@@ -62,12 +64,17 @@ struct sandbox_params {
     size_t nmounts;
     const struct sandbox_file *files;
     size_t nfiles;
+    const char *const *dirs;        /* empty dirs made in the root (mount points for adopt) */
+    size_t ndirs;
+    int64_t root_bytes;             /* size cap of the root tmpfs (0: 4 MiB + the files) */
+    int nice;                       /* > 0: start at this nice value (sandbox_adopt resets it) */
     const char *cwd;                /* inside the box */
     size_t nsecrets;                /* files /run/secrets/NAME */
     const char *const *secret_names, *const *secret_values;
     bool network;                   /* share the host's network namespace */
     int64_t memory_limit_bytes, max_procs, max_file_bytes, max_open_files, cpu_seconds;
     int fd_stdin, fd_stdout, fd_stderr, fd_control, fd_status; /* the child's ends */
+    int fd_go;                      /* > 0: becomes fd 6 of the code (a warm box's loader) */
 };
 
 struct sandbox_proc {
@@ -99,6 +106,25 @@ uid_t sandbox_host_uid(const struct sandbox_sys *sys);
  * are written to fd_status as "E <what>: errno N" and the child exits 127. */
 int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
                   struct sandbox_proc *out, char **err);
+
+/* What a warm box gets when a run takes it (see sandbox_adopt). */
+struct sandbox_adopt {
+    const struct sandbox_mount *mounts;   /* onto directories the box's root has */
+    size_t nmounts;
+    const struct sandbox_file *files;     /* into existing directories of the root */
+    size_t nfiles;
+    int64_t memory_limit_bytes, max_procs, max_file_bytes, max_open_files, cpu_seconds;
+};
+
+/* Gives a running box (started ahead, still idle) a run's limits, mounts
+ * and files: the slot's cgroup limits and counters are reset as for a
+ * spawn, rlimits are set on the box's PID 2 (the interpreter), the nice
+ * value of every thread of the box goes back to 0, host paths
+ * are bound into the box's mount namespace and the files written into its
+ * root (which is read-only again afterwards).  0, or a negative errno with
+ * *err malloc'd; the box must then be killed. */
+int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
+                  const struct sandbox_adopt *a, char **err);
 
 /* Sends sig to the box's PID 1; SIGKILL there ends the whole tree. */
 int sandbox_signal(struct sandbox_proc *proc, int sig);

@@ -440,6 +440,171 @@ TEST(other_runtimes)
     }
 }
 
+/* ---- warm boxes: the same contract as a cold start ---- */
+
+static void healthy(void);
+
+/* Waits (a safety net, not a timing assertion) until a warm box is ready. */
+static bool warm_ready(void)
+{
+    for (int i = 0; i < 3000; i++) {
+        struct exec_stats st;
+        exec_get_stats(get_exec(), &st);
+        if (st.warm_ready >= 2)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+/* Runs spec cold (network on forces a spawn) and warm; both stdouts. */
+static void cold_and_warm(struct exec_spec *s, char **cold, char **warm)
+{
+    *cold = *warm = NULL;
+    s->network = true;
+    struct exec_stats a, b;
+    exec_get_stats(get_exec(), &a);
+    struct exec_result *r = run_spec(s);
+    EXPECT_STATUS(r, "completed", NULL);
+    *cold = joined("stdout");
+    exec_get_stats(get_exec(), &b);
+    CHECK(b.cold_starts == a.cold_starts + 1);
+    CHECK(warm_ready());
+    s->network = false;
+    r = run_spec(s);
+    EXPECT_STATUS(r, "completed", NULL);
+    *warm = joined("stdout");
+    exec_get_stats(get_exec(), &a);
+    CHECK(a.warm_starts == b.warm_starts + 1);
+}
+
+static const char py_contract[] =
+    "import os, sys, json\n"
+    "env = {k: v for k, v in os.environ.items() if k != 'QUERN_RUN_ID'}\n"
+    "print(json.dumps(sorted(env.items())))\n"
+    "print(sys.argv, sys.path[0], os.getcwd(), __name__, __file__)\n"
+    "print(sorted(os.listdir('/proc/self/fd')))\n"
+    "print(json.load(open(os.environ['QUERN_INPUT'])), open('/quern/script.py').read()[:9])\n"
+    "print(os.getuid(), os.getpid(), sorted(os.listdir('/quern')))\n"
+    "os.write(3, b'{\"type\":\"progress\",\"progress\":0.5}\\n')\n";
+
+TEST(warm_python_sees_the_cold_contract)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        return;
+    struct exec_spec s = base_spec("python", py_contract);
+    char *cold, *warm;
+    cold_and_warm(&s, &cold, &warm);
+    CHECK(cold && warm && strcmp(cold, warm) == 0);
+    CHECK(cold && strstr(cold, "['/quern/script.py'] /quern /scratch __main__ /quern/script.py"));
+    if (t_failed_checks)
+        fprintf(stderr, "cold:\n%s\nwarm:\n%s\n", cold, warm);
+    free(cold);
+    free(warm);
+    /* an exception's traceback starts at the script, exit code 1 */
+    struct exec_result *r = run("python", "x = 1\nraise ValueError('boom')\n");
+    EXPECT_STATUS(r, "failed", "exit_code");
+    CHECK(r && r->exit_code == 1);
+    char *e = joined("stderr");
+    CHECK(strstr(e, "File \"/quern/script.py\", line 2") && strstr(e, "ValueError: boom"));
+    CHECK(!strstr(e, "<string>") && !strstr(e, "_quern_go"));
+    if (t_failed_checks)
+        fprintf(stderr, "stderr:\n%s\n", e);
+    free(e);
+}
+
+static const char node_contract[] =
+    "import fs from 'node:fs';\n"
+    "const env = Object.entries(process.env).filter(([k]) => k !== 'QUERN_RUN_ID').sort();\n"
+    "console.log(JSON.stringify(env));\n"
+    "console.log(JSON.stringify([process.argv.slice(1), process.execArgv, process.cwd()]));\n"
+    "console.log(JSON.stringify(fs.readdirSync('/proc/self/fd').filter(f => +f < 5)));\n"
+    "console.log(fs.readFileSync(process.env.QUERN_INPUT, 'utf8'), import.meta.url);\n"
+    "fs.writeSync(3, JSON.stringify({type: 'progress', progress: 0.5}) + '\\n');\n";
+
+TEST(warm_node_sees_the_cold_contract)
+{
+    if (access("/usr/bin/node", X_OK) != 0)
+        return;
+    struct exec_spec s = base_spec("node", node_contract);
+    char *cold, *warm;
+    cold_and_warm(&s, &cold, &warm);
+    CHECK(cold && warm && strcmp(cold, warm) == 0);
+    CHECK(cold && strstr(cold, "[[\"/quern/script.mjs\"],[],\"/scratch\"]"));
+    CHECK(cold && strstr(cold, "file:///quern/script.mjs"));
+    if (t_failed_checks)
+        fprintf(stderr, "cold:\n%s\nwarm:\n%s\n", cold, warm);
+    free(cold);
+    free(warm);
+}
+
+TEST(warm_storage_limits_and_isolation)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        return;
+    char *proj = xasprintf("%s/storage-proj", root);
+    struct exec_spec s = base_spec("python",
+        "import os\n"
+        "p = os.environ['QUERN_STORAGE_PROJECT']\n"
+        "open(p + '/note.txt', 'w').write('kept')\n"
+        "print('account' in str(sorted(os.environ)), os.path.exists('/storage/account/x'))\n"
+        "print(open('/proc/1/environ', 'rb').read().count(b'QUERN_TEST_HOST_MARKER'))\n"
+        "try:\n"
+        "    os.read(6, 1)\n"
+        "    print('fd6 open')\n"
+        "except OSError as e:\n"
+        "    print('fd6', e.errno)\n"
+        "import resource\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE), os.nice(0))\n");
+    s.storage_project_dir = proj;
+    s.max_open_files = 100;
+    CHECK(warm_ready());
+    struct exec_stats a, b;
+    exec_get_stats(get_exec(), &a);
+    struct exec_result *r = run_spec(&s);
+    exec_get_stats(get_exec(), &b);
+    CHECK(b.warm_starts == a.warm_starts + 1);
+    EXPECT_STATUS(r, "completed", NULL);
+    char *o = joined("stdout");
+    CHECK_EQ_STR(o, "False False\n0\nfd6 9\n(100, 100) 0\n");
+    free(o);
+    char *note = xasprintf("%s/note.txt", proj);
+    FILE *f = fopen(note, "r");
+    char b2[16] = "";
+    CHECK(f && fgets(b2, sizeof(b2), f));
+    CHECK_EQ_STR(b2, "kept");
+    if (f)
+        fclose(f);
+    free(note);
+    free(proj);
+    /* a warm box gets the run's memory limit */
+    s = base_spec("python", "x = []\nwhile True:\n    x.append(bytearray(1 << 20))\n");
+    s.memory_limit_mb = 48;
+    CHECK(warm_ready());
+    r = run_spec(&s);
+    EXPECT_STATUS(r, "failed", "memory_limit_exceeded");
+    healthy();
+}
+
+TEST(runtime_warm_keys)
+{
+    CHECK_EQ_INT(runtime_config_set("sh", "warm", "1"), -EINVAL);     /* no loader */
+    CHECK_EQ_INT(runtime_config_set("sh", "warm", "0"), 0);
+    CHECK_EQ_INT(runtime_config_set("python", "warm", "17"), -EINVAL);
+    CHECK_EQ_INT(runtime_config_set("python", "warm", "x"), -EINVAL);
+    CHECK_EQ_INT(runtime_config_set("python", "warm", "3"), 0);
+    CHECK_EQ_INT(runtime_find("python")->warm, 3);
+    CHECK_EQ_INT(runtime_config_set("python", "warm", "2"), 0);
+    CHECK_EQ_INT(runtime_config_set("py2", "loader", "pythonx"), -EINVAL);
+    CHECK_EQ_INT(runtime_config_set("py2", "interpreter", "/usr/bin/python3"), 0);
+    CHECK_EQ_INT(runtime_config_set("py2", "loader", "python"), 0);
+    CHECK_EQ_INT(runtime_config_set("py2", "warm", "1"), 0);
+    CHECK(runtime_loader_argv(runtime_find("py2")) != NULL);
+    CHECK(runtime_loader_argv(runtime_find("sh")) == NULL);
+    CHECK_EQ_INT(runtime_config_set("py2", "loader", "none"), 0);
+    CHECK_EQ_INT(runtime_find("py2")->warm, 0);
+}
+
 TEST(runtime_unavailable_and_unknown)
 {
     CHECK_EQ_INT(runtime_config_set("ghost", "interpreter", "/nonexistent/ghost"), 0);
@@ -655,6 +820,64 @@ TEST(cpu_accounted_for_the_tree)
         "for i in 1 2 3; do ( i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done ) & done; wait");
     EXPECT_STATUS(r, "completed", NULL);
     CHECK(r && r->cpu_ms > 0 && r->wall_ms > 0 && r->peak_memory_kb > 0);
+}
+
+static int bl_exits;
+static char bl_order[64];
+
+static void bl_on_exit(void *ctx, const char *run_id, struct exec_result *res)
+{
+    pthread_mutex_lock(&mu);
+    size_t n = strlen(bl_order);
+    snprintf(bl_order + n, sizeof(bl_order) - n, "%s:%s ", run_id + 3, res->status);
+    bl_exits++;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+    exec_result_release(res);
+}
+
+TEST(backlog_waits_for_a_slot)
+{
+    reset();
+    struct exec_callbacks cb = {.on_log = on_log, .on_exit = bl_on_exit, .on_notice = on_notice};
+    char *err = NULL;
+    struct exec *ex2 = exec_new(1, &cb, &err);
+    CHECK(ex2 != NULL);
+    free(err);
+    if (!ex2)
+        return;
+    exec_set_backlog(ex2, 2);
+    CHECK_EQ_INT(exec_free_slots(ex2), 3);
+    struct exec_spec a = base_spec("sh", "read x; echo got $x");
+    a.run_id = "bl_a";
+    struct exec_spec b = base_spec("sh", "read x; echo got $x");
+    b.run_id = "bl_b";
+    struct exec_spec c = base_spec("sh", "echo never");
+    c.run_id = "bl_c";
+    CHECK_EQ_INT(exec_start(ex2, &a), 0);
+    CHECK_EQ_INT(exec_start(ex2, &b), 0);
+    CHECK_EQ_INT(exec_start(ex2, &c), 0);
+    CHECK_EQ_INT(exec_free_slots(ex2), 0);
+    CHECK_EQ_INT(exec_start(ex2, &a), -EEXIST);
+    /* b and c wait: stdin is queued for b, c is canceled before it runs */
+    CHECK_EQ_INT(exec_send(ex2, "bl_b", "2"), 0);
+    CHECK_EQ_INT(exec_cancel(ex2, "bl_c"), 0);
+    pthread_mutex_lock(&mu);
+    while (bl_exits < 1)
+        pthread_cond_wait(&cv, &mu);
+    CHECK_EQ_STR(bl_order, "c:canceled ");
+    pthread_mutex_unlock(&mu);
+    CHECK_EQ_INT(exec_send(ex2, "bl_a", "1"), 0);
+    pthread_mutex_lock(&mu);
+    while (bl_exits < 3)
+        pthread_cond_wait(&cv, &mu);
+    CHECK_EQ_STR(bl_order, "c:canceled a:completed b:completed ");
+    pthread_mutex_unlock(&mu);
+    char *o = joined("stdout");
+    CHECK_EQ_STR(o, "got 1\ngot 2\n");
+    free(o);
+    CHECK_EQ_INT(exec_free_slots(ex2), 3);
+    exec_free(ex2);
 }
 
 TEST(zz_free_kills_running_boxes)

@@ -1,0 +1,97 @@
+#!/bin/sh
+# exec_bench.sh — code execution figures (issue 3, point 6).
+#
+#   bench/exec_bench.sh [quick]
+#
+# Builds build/quernd (make) and bench/exec_bench (cc, linked with
+# build/libquern.a), then prints:
+#   1. the raw fork/exec rate of /bin/true (the physical limit);
+#   2. exec.c driven directly (no server): sandboxed `true` runs/s and the
+#      latency exec_start -> the code's first line, warm pool off and on;
+#   3. end to end through the HTTP API (quernd on a free port in a temp dir,
+#      QUERN_BOOTSTRAP_KEY): sandboxed `true` runs/s with the default slots,
+#      for --fsync always and --fsync batch, and the latency POST -> the code
+#      running for sh, python and node with the warm pool off and on;
+# each with CPU seconds and peak RSS.  Needs root (the sandbox does).
+# Environment: BUILD (default build), N (runs, default 3000), LAT_N (default 30).
+set -eu
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+N=${N:-3000}
+LAT_N=${LAT_N:-30}
+if [ "${1:-}" = quick ]; then N=500; LAT_N=10; fi
+RTS=${RTS:-sh,python,node}
+
+make -s BUILD="$BUILD" all >/dev/null
+PKGS="libmicrohttpd jansson sqlite3 libcrypto libcurl libseccomp libpq"
+BIN="$BUILD/bench/exec_bench"
+mkdir -p "$BUILD/bench"
+if [ ! -x "$BIN" ] || [ bench/exec_bench.c -nt "$BIN" ] || [ "$BUILD/libquern.a" -nt "$BIN" ]; then
+    # shellcheck disable=SC2046
+    cc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Wall -Wextra -Wno-unused-parameter \
+        -iquote src $(pkg-config --cflags $PKGS) -o "$BIN" bench/exec_bench.c \
+        "$BUILD/libquern.a" $(pkg-config --libs $PKGS) -lm -pthread
+fi
+# quern-init without libc (the rule proposed for the Makefile; until then
+# the one make builds is an ordinary libc program with the same logic).
+INIT="$BUILD/bench/quern-init"
+if [ ! -x "$INIT" ] || [ src/quern_init.c -nt "$INIT" ]; then
+    cc -std=c11 -O2 -g -DQUERN_INIT_NOLIBC -static -nostdlib -fno-stack-protector -fno-builtin \
+        -Wall -Wextra -Werror -o "$INIT" src/quern_init.c
+fi
+export QUERN_INIT="$PWD/$INIT"
+
+echo "== machine: $(nproc) CPUs, $(uname -sr), load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "== 1. raw spawn (physical limit)"
+"$BIN" raw -n "$N" -p 2 | tee /tmp/exec_bench_raw.$$
+RAW=$(awk '/^RAW_FORK_EXEC_PER_S/ {print $2}' /tmp/exec_bench_raw.$$)
+rm -f /tmp/exec_bench_raw.$$
+
+echo "== 2. exec.c directly (no server)"
+"$BIN" direct -n "$N" -l "$LAT_N" -r "$RTS" | tee /tmp/exec_bench_direct.$$
+DIRECT=$(awk '/^DIRECT_SH_RUNS_PER_S/ {print $2}' /tmp/exec_bench_direct.$$)
+rm -f /tmp/exec_bench_direct.$$
+echo "   direct / raw fork+exec: $(awk -v a="$DIRECT" -v b="$RAW" 'BEGIN{printf "%.0f%%", 100*a/b}')"
+
+KEY=qk_bench_root_key_0123456789
+TMP=$(mktemp -d /tmp/quern-bench-XXXXXX)
+QPID=
+stop() {
+    if [ -n "$QPID" ]; then kill -TERM "$QPID" 2>/dev/null || true; wait "$QPID" 2>/dev/null || true; fi
+    QPID=
+}
+trap 'stop; rm -rf "$TMP"' EXIT INT TERM
+
+# start_quernd NAME FSYNC WARM: starts quernd in $TMP/NAME; sets URL and QPID.
+start_quernd() {
+    mkdir -p "$TMP/$1"
+    QUERN_BOOTSTRAP_KEY=$KEY QUERN_WARM=$3 "$BUILD/quernd" --listen 127.0.0.1:0 \
+        --data "$TMP/$1" --fsync "$2" >"$TMP/$1.out" 2>"$TMP/$1.err" &
+    QPID=$!
+    i=0
+    while ! grep -q "listening on" "$TMP/$1.out" 2>/dev/null; do
+        i=$((i + 1))
+        if [ $i -gt 200 ]; then echo "quernd did not start:"; cat "$TMP/$1.err"; exit 1; fi
+        sleep 0.05
+    done
+    URL=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$TMP/$1.out")
+}
+
+echo "== 3. end to end through the API"
+for FS in always batch; do
+    echo "-- quernd --fsync $FS, warm pool on"
+    start_quernd "api-$FS" "$FS" "python=2,node=2"
+    sleep 1
+    "$BIN" api -u "$URL" -k "$KEY" -n "$N" -c 2 -b 100 -l "$LAT_N" -r "$RTS" -P "$QPID" -L warm \
+        | tee "$TMP/api-$FS.txt"
+    API=$(awk '/^API_SH_RUNS_PER_S / {print $2}' "$TMP/api-$FS.txt")
+    API1=$(awk '/^API_SH_RUNS_PER_S_SINGLE_POSTS/ {print $2}' "$TMP/api-$FS.txt")
+    echo "   end to end / raw fork+exec: $(awk -v a="$API" -v b="$RAW" 'BEGIN{printf "%.0f%%", 100*a/b}')" \
+         "(batch creates), $(awk -v a="$API1" -v b="$RAW" 'BEGIN{printf "%.0f%%", 100*a/b}') (one POST each)"
+    stop
+    echo "-- quernd --fsync $FS, warm pool off"
+    start_quernd "api-$FS-cold" "$FS" "python=0,node=0"
+    sleep 0.5
+    "$BIN" api -u "$URL" -k "$KEY" -n 0 -l "$LAT_N" -r "$RTS" -P "$QPID" -L cold
+    stop
+done
