@@ -37,3 +37,8 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
     echo "deps: npm ci playwright-core into tests/browser/"
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
+# The OpenAPI document is validated by swagger-parser (npm) in the tests.
+if [ ! -d tests/openapi/node_modules/@apidevtools/swagger-parser ]; then
+    echo "deps: npm ci swagger-parser into tests/openapi/"
+    npm ci --prefix tests/openapi --no-audit --no-fund --loglevel=error >/dev/null
+fi

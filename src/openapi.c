@@ -35,6 +35,103 @@ static const char *scope_text(unsigned s)
     return buf;
 }
 
+/* The resource a route returns, from its pattern: component schema name
+ * and whether the route lists it. */
+static const char *resource_of(const char *pattern, const char *method, bool *list)
+{
+    static const struct {
+        const char *suffix;
+        const char *schema;
+        bool list_on_get;
+    } map[] = {
+        {"/api/projects", "Project", true},
+        {"/api_keys", "ApiKey", true},
+        {"/api_keys/:id", "ApiKey", false},
+        {"/definitions", "Definition", true},
+        {"/definitions/:id", "Definition", false},
+        {"/definitions/:id/trigger", "Task", false},
+        {"/tasks", "Task", true},
+        {"/tasks/:task_id", "Task", false},
+        {"/tasks/:task_id/run", "Run", false},
+        {"/tasks/:task_id/retry", "Run", false},
+        {"/tasks/:task_id/cancel", "Task", false},
+        {"/tasks/:task_id/pause", "Task", false},
+        {"/tasks/:task_id/resume", "Task", false},
+        {"/tasks/:task_id/runs", "Run", true},
+        {"/runs/:id", "Run", false},
+        {"/runs/:id/cancel", "Run", false},
+        {"/runs/:id/interaction", "Run", false},
+        {"/runs/:id/review", "Run", false},
+        {"/runs/:id/heartbeat", "Run", false},
+        {"/runs/:id/set_output", "Run", false},
+        {"/runs", "Run", true},
+        {"/task-runs/:run_id", "Run", false},
+        {"/storage", "StorageInstance", true},
+    };
+    size_t n = strlen(pattern);
+    for (size_t i = 0; i < ARRAY_LEN(map); i++) {
+        size_t m = strlen(map[i].suffix);
+        if (n >= m && !strcmp(pattern + n - m, map[i].suffix)) {
+            *list = map[i].list_on_get && !strcmp(method, "GET");
+            return map[i].schema;
+        }
+    }
+    *list = false;
+    return NULL;
+}
+
+static json_t *ref(const char *name)
+{
+    char *r = xasprintf("#/components/schemas/%s", name);
+    json_t *o = json_pack("{s:s}", "$ref", r);
+    free(r);
+    return o;
+}
+
+/* The main objects, loosely: the fields every client relies on. */
+static json_t *schemas(void)
+{
+    json_t *ts = json_pack("{s:s, s:s}", "type", "string", "format", "date-time");
+    json_t *s = json_pack(
+        "{s:{s:s, s:{s:{s:s}, s:{s:s}, s:O}, s:[s, s]},"
+        " s:{s:s, s:{s:{s:s}, s:{s:s}, s:{s:s, s:{s:s}}, s:{s:s}}, s:[s, s]},"
+        " s:{s:s, s:{s:{s:s}, s:{s:[s, s]}, s:{s:[s, s]}, s:{s:[s, s]}, s:{s:s}, s:{s:s}}, s:[s]},"
+        " s:{s:s, s:{s:{s:s}, s:{s:[s, s]}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s},"
+        "       s:{s:[s, s]}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:O, s:O}, s:[s, s, s]},"
+        " s:{s:s, s:{s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{s:s}, s:{}, s:{}, s:{s:[s, s]},"
+        "       s:{s:s}, s:{s:s}, s:{s:[s, s]}, s:O, s:O}, s:[s, s, s, s]},"
+        " s:{s:s, s:{s:{s:s}, s:{s:s}, s:O, s:{s:s}, s:{s:[s, s]}, s:{s:[s, s]}, s:{s:s}},"
+        "       s:[s, s]},"
+        " s:{s:s, s:{s:{s:s}, s:{s:s}, s:{s:s}, s:{s:[s, s]}, s:{s:s}}, s:[s, s]}}",
+        "Project", "type", "object", "properties", "id", "type", "string", "name", "type", "string",
+        "created_at", ts, "required", "id", "name",
+        "ApiKey", "type", "object", "properties", "id", "type", "string", "name", "type", "string",
+        "scopes", "type", "array", "items", "type", "string", "key", "type", "string", "required",
+        "id", "scopes",
+        "Definition", "type", "object", "properties", "id", "type", "string", "title", "type",
+        "string", "null", "code", "type", "string", "null", "input_schema", "type", "object",
+        "null", "runtime_id", "type", "string", "output_schema", "type", "object", "required", "id",
+        "Task", "type", "object", "properties", "id", "type", "string", "name", "type", "string",
+        "null", "type", "type", "string", "status", "type", "string", "priority", "type", "string",
+        "runtime_id", "type", "string", "settings", "type", "object", "schedule", "type", "string",
+        "null", "timezone", "type", "string", "progress", "type", "number", "run_count", "type",
+        "integer", "input", "type", "object", "created_at", ts, "updated_at", ts, "required", "id",
+        "status", "type",
+        "Run", "type", "object", "properties", "id", "type", "string", "task_id", "type", "string",
+        "project_id", "type", "string", "status", "type", "string", "attempt", "type", "integer",
+        "input", "output", "error", "type", "object", "null", "progress", "type", "number",
+        "exit_code", "type", "integer", "null", "artifacts", "type", "array", "created_at", ts,
+        "updated_at", ts, "required", "id", "task_id", "status", "attempt",
+        "Event", "type", "object", "properties", "id", "type", "string", "type", "type", "string",
+        "created_at", ts, "project_id", "type", "string", "task_id", "type", "string", "null",
+        "run_id", "type", "string", "null", "data", "type", "object", "required", "id", "type",
+        "StorageInstance", "type", "object", "properties", "id", "type", "string", "scope", "type",
+        "string", "name", "type", "string", "account_id", "type", "string", "null", "size_bytes",
+        "type", "integer", "required", "id", "scope");
+    json_decref(ts);
+    return s;
+}
+
 void openapi_build(void)
 {
     json_t *paths = json_object();
@@ -84,6 +181,37 @@ void openapi_build(void)
             "description", "missing scope", "content", "application/json", "schema", "$ref",
             "#/components/schemas/Error", "404", "description", "not found", "content",
             "application/json", "schema", "$ref", "#/components/schemas/Error");
+        bool list = false;
+        const char *res = resource_of(rt->pattern, rt->method, &list);
+        if (res) {
+            json_t *schema = list ? json_pack("{s:s, s:{s:{s:s, s:o}, s:{s:s}, s:{s:s}}, s:[s]}",
+                                              "type", "object", "properties", "data", "type",
+                                              "array", "items", ref(res), "has_more", "type",
+                                              "boolean", "total", "type", "integer", "required",
+                                              "data")
+                                  : ref(res);
+            bool creates = !strcmp(rt->method, "POST") && !strstr(rt->pattern, "/lease") &&
+                           (!strcmp(res, "Task") || !strcmp(res, "Run") || !strcmp(res, "Project") ||
+                            !strcmp(res, "ApiKey") || !strcmp(res, "Definition") ||
+                            !strcmp(res, "StorageInstance")) &&
+                           !strstr(rt->pattern, "/cancel") && !strstr(rt->pattern, "/pause") &&
+                           !strstr(rt->pattern, "/resume") && !strstr(rt->pattern, "/interaction") &&
+                           !strstr(rt->pattern, "/review") && !strstr(rt->pattern, "/heartbeat");
+            json_t *responses = json_object_get(op, "responses");
+            json_t *ok = json_pack("{s:s, s:{s:{s:o}}}", "description", "success", "content",
+                                   "application/json", "schema", schema);
+            if (creates) {
+                json_object_del(responses, "200");
+                json_object_set_new(responses, "201", ok);
+            } else {
+                json_object_set_new(responses, "200", ok);
+            }
+        }
+        if (strstr(rt->pattern, "/session_logs"))
+            json_object_set_new(json_object_get(op, "responses"), "200",
+                                json_pack("{s:s, s:{s:{s:{s:s, s:o}}}}", "description",
+                                          "the run's events", "content", "application/json",
+                                          "schema", "type", "array", "items", ref("Event")));
         if (!strcmp(rt->method, "POST") || !strcmp(rt->method, "PATCH") ||
             !strcmp(rt->method, "PUT"))
             json_object_set_new(op, "requestBody",
@@ -104,6 +232,9 @@ void openapi_build(void)
         "properties", "type", "type", "string", "code", "type", "string", "message", "type",
         "string", "param", "type", "string", "required", "type", "message", "security",
         "bearer");
+    json_t *sch = schemas();
+    json_object_update(json_object_get(json_object_get(root, "components"), "schemas"), sch);
+    json_decref(sch);
     doc = json_dumps(root, JSON_COMPACT);
     json_decref(root);
     openapi_json = doc;
