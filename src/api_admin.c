@@ -99,7 +99,7 @@ void api_projects_list(struct req *r)
     struct store_filter f = {"id", r->key_project};
     struct doc_arg a = {.r = r, .kind = SK_PROJECT};
     a.q = (struct store_query){r->key_project ? &f : NULL, r->key_project ? 1 : 0, limit, offset,
-                               false};
+                               false, NULL};
     int rc = store_read(r->app->store, list_fn, &a);
     if (rc) {
         api_store_error(r, rc, "project");
@@ -170,7 +170,7 @@ void api_keys_list(struct req *r)
     if (!http_paging(r, &limit, &offset) || !api_project(r, project))
         return;
     struct doc_arg a = {.r = r, .kind = SK_KEY, .project_id = project};
-    a.q = (struct store_query){NULL, 0, limit, offset, false};
+    a.q = (struct store_query){NULL, 0, limit, offset, false, NULL};
     int rc = store_read(r->app->store, list_fn, &a);
     if (rc) {
         api_store_error(r, rc, "api key");
@@ -300,7 +300,7 @@ void api_defs_list(struct req *r)
     if (!http_paging(r, &limit, &offset) || !api_project(r, project))
         return;
     struct doc_arg a = {.r = r, .kind = SK_DEFINITION, .project_id = project};
-    a.q = (struct store_query){NULL, 0, limit, offset, false};
+    a.q = (struct store_query){NULL, 0, limit, offset, false, NULL};
     int rc = store_read(r->app->store, list_fn, &a);
     if (rc) {
         api_store_error(r, rc, "definition");

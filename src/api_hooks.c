@@ -62,7 +62,7 @@ static void list_kind(struct req *r, enum store_kind kind, const struct store_fi
     if (!http_paging(r, &limit, &offset) || !api_project(r, project))
         return;
     struct doc_op a = {.r = r, .project_id = project, .kind = kind};
-    a.q = (struct store_query){f, nf, limit, offset, false};
+    a.q = (struct store_query){f, nf, limit, offset, false, NULL};
     int rc = store_read(r->app->store, list_fn, &a);
     if (rc) {
         api_store_error(r, rc, store_kind_name(kind));
@@ -194,7 +194,7 @@ static int delete_fn(struct store_tx *tx, void *arg)
         return rc;
     /* a webhook's deliveries go with it */
     struct store_filter f = {"webhook_id", a->id};
-    struct store_query q = {&f, 1, 0, 0, true};
+    struct store_query q = {&f, 1, 0, 0, true, NULL};
     json_t *ds = NULL;
     rc = store_list(tx, SK_DELIVERY, a->project_id, &q, &ds, NULL);
     size_t i;

@@ -145,7 +145,7 @@ static void runs_list(struct req *r, const char *project, const char *task_id)
     const char *did = http_query(r, "definition_id");
     if (did)
         f[nf++] = (struct store_filter){"definition_id", did};
-    struct list_arg a = {project, {f, nf, limit, offset, false}, NULL, 0};
+    struct list_arg a = {project, {f, nf, limit, offset, false, NULL}, NULL, 0};
     int rc = store_read(r->app->store, runs_list_fn, &a);
     if (rc) {
         api_store_error(r, rc, "run");
@@ -238,7 +238,7 @@ static int get_fn(struct runop *op, struct store_tx *tx, json_t *run)
                 json_object_set_new(out, "logs", logs ? logs : json_array());
             } else if (!strcmp(tok, "checkpoints")) {
                 struct store_filter f = {"run_id", json_string_value(json_object_get(run, "id"))};
-                struct store_query q = {&f, 1, 0, 0, true};
+                struct store_query q = {&f, 1, 0, 0, true, NULL};
                 json_t *cps = NULL;
                 store_list(tx, SK_CHECKPOINT, json_string_value(json_object_get(run, "project_id")),
                            &q, &cps, NULL);
@@ -779,7 +779,7 @@ void api_runs_checkpoint_add(struct req *r)
 static int checkpoint_list_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     struct store_filter f = {"run_id", json_string_value(json_object_get(run, "id"))};
-    struct store_query q = {&f, 1, 0, 0, true};
+    struct store_query q = {&f, 1, 0, 0, true, NULL};
     json_t *cps = NULL;
     int rc = store_list(tx, SK_CHECKPOINT, json_string_value(json_object_get(run, "project_id")),
                         &q, &cps, NULL);

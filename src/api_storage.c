@@ -29,7 +29,7 @@ static int put_fn(struct store_tx *tx, void *arg)
         {"scope", json_string_value(json_object_get(a->doc, "scope"))},
         {"name", json_string_value(json_object_get(a->doc, "name"))},
         {"account_id", json_string_value(json_object_get(a->doc, "account_id"))}};
-    struct store_query q = {f, 3, 1, 0, true};
+    struct store_query q = {f, 3, 1, 0, true, NULL};
     json_t *arr = NULL;
     int rc = store_list(tx, SK_STORAGE, http_param(a->r, "project_id"), &q, &arr, NULL);
     size_t n = json_array_size(arr);
@@ -90,7 +90,7 @@ void api_storage_list(struct req *r)
     int64_t limit, offset;
     if (!http_paging(r, &limit, &offset) || !api_project(r, project))
         return;
-    struct sto_arg a = {r, NULL, NULL, 0, {NULL, 0, limit, offset, false}};
+    struct sto_arg a = {r, NULL, NULL, 0, {NULL, 0, limit, offset, false, NULL}};
     if (store_read(r->app->store, list_fn, &a)) {
         http_error(r, 500, "store_error", NULL, "cannot list storage instances");
         return;

@@ -700,7 +700,13 @@ void api_tasks_list(struct req *r)
     /* metadata.<key>=<value> filters */
     if (!api_metadata_filters(r, f, &nf, ARRAY_LEN(f)))
         return;
-    struct list_arg l = {SK_TASK, project, {f, nf, limit, offset, false}, NULL, 0};
+    const char *search = http_query(r, "q");
+    if (search && strlen(search) > 256) {
+        http_error(r, 400, "too_long", "q", "q is longer than 256 characters");
+        return;
+    }
+    struct list_arg l = {SK_TASK, project, {f, nf, limit, offset, false, search && *search ? search : NULL},
+                         NULL, 0};
     int rc = store_read(r->app->store, list_fn, &l);
     if (rc) {
         api_store_error(r, rc, "task");
@@ -730,7 +736,7 @@ static int queued_fn(struct store_tx *tx, void *arg)
     a->ids = json_array();
     /* distinct task ids of queued runs, oldest first */
     while ((int64_t)json_array_size(a->ids) < a->limit) {
-        struct store_query q = {&f, 1, 500, offset, true};
+        struct store_query q = {&f, 1, 500, offset, true, NULL};
         json_t *runs = NULL;
         int rc = store_list(tx, SK_RUN, a->project_id, &q, &runs, NULL);
         if (rc)
@@ -977,7 +983,7 @@ static int each_run(struct store_tx *tx, struct action_arg *a, int (*fn)(struct 
     int64_t offset = 0;
     for (;;) {
         struct store_filter f = {"task_id", a->task_id};
-        struct store_query q = {&f, 1, 500, offset, true};
+        struct store_query q = {&f, 1, 500, offset, true, NULL};
         json_t *runs = NULL;
         int rc = store_list(tx, SK_RUN, a->project_id, &q, &runs, NULL);
         if (rc)
@@ -1029,7 +1035,7 @@ static int resume_one(struct store_tx *tx, struct action_arg *a, json_t *run)
 static json_t *latest_run(struct store_tx *tx, const char *project, const char *task_id)
 {
     struct store_filter f = {"task_id", task_id};
-    struct store_query q = {&f, 1, 1, 0, false};
+    struct store_query q = {&f, 1, 1, 0, false, NULL};
     json_t *runs = NULL;
     if (store_list(tx, SK_RUN, project, &q, &runs, NULL))
         return NULL;

@@ -114,7 +114,7 @@ static int lookup_fn(struct store_tx *tx, void *arg)
 {
     struct lookup *l = arg;
     struct store_filter f = {"hash", l->hash};
-    struct store_query q = {&f, 1, 1, 0, false};
+    struct store_query q = {&f, 1, 1, 0, false, NULL};
     json_t *arr = NULL;
     int rc = store_list(tx, SK_KEY, NULL, &q, &arr, NULL);
     if (rc)

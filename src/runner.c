@@ -766,7 +766,7 @@ static int recover_list_fn(struct store_tx *tx, void *arg)
     static const char *const statuses[] = {"running", "canceling", "interaction_required"};
     for (size_t k = 0; k < ARRAY_LEN(statuses); k++) {
         struct store_filter f = {"status", statuses[k]};
-        struct store_query q = {&f, 1, 0, 0, true};
+        struct store_query q = {&f, 1, 0, 0, true, NULL};
         json_t *runs = NULL;
         int rc = store_list(tx, SK_RUN, NULL, &q, &runs, NULL);
         if (rc)

@@ -671,7 +671,7 @@ static int resync_fn(struct store_tx *tx, void *arg)
     a->runs = json_array();
     for (size_t i = 0; i < ARRAY_LEN(statuses); i++) {
         struct store_filter f = {"status", statuses[i]};
-        struct store_query q = {&f, 1, 0, 0, true};
+        struct store_query q = {&f, 1, 0, 0, true, NULL};
         json_t *arr = NULL;
         int rc = store_list(tx, SK_RUN, NULL, &q, &arr, NULL);
         if (rc)
@@ -680,7 +680,7 @@ static int resync_fn(struct store_tx *tx, void *arg)
         json_decref(arr);
     }
     struct store_filter f = {"scheduled", "true"};
-    struct store_query q = {&f, 1, 0, 0, true};
+    struct store_query q = {&f, 1, 0, 0, true, NULL};
     return store_list(tx, SK_TASK, NULL, &q, &a->tasks, NULL);
 }
 
@@ -1325,7 +1325,7 @@ static int deps_load_fn(struct store_tx *tx, void *arg)
 {
     struct sched *s = arg;
     struct store_filter f = {"has_dependencies", "true"};
-    struct store_query q = {&f, 1, 0, 0, true};
+    struct store_query q = {&f, 1, 0, 0, true, NULL};
     json_t *arr = NULL;
     int rc = store_list(tx, SK_TASK, NULL, &q, &arr, NULL);
     if (rc)
@@ -1345,7 +1345,7 @@ static int cron_load_fn(struct store_tx *tx, void *arg)
 {
     struct sched *s = arg;
     struct store_filter f = {"scheduled", "true"};
-    struct store_query q = {&f, 1, 0, 0, true};
+    struct store_query q = {&f, 1, 0, 0, true, NULL};
     json_t *arr = NULL;
     int rc = store_list(tx, SK_TASK, NULL, &q, &arr, NULL);
     if (rc)
@@ -1622,7 +1622,7 @@ static int load_fn(struct store_tx *tx, void *arg)
                                            "review_required", "canceling"};
     for (size_t i = 0; i < ARRAY_LEN(statuses); i++) {
         struct store_filter f = {"status", statuses[i]};
-        struct store_query q = {&f, 1, 0, 0, true};
+        struct store_query q = {&f, 1, 0, 0, true, NULL};
         json_t *arr = NULL;
         int rc = store_list(tx, SK_RUN, NULL, &q, &arr, NULL);
         if (rc)

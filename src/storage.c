@@ -54,7 +54,7 @@ static json_t *default_instance(struct store_tx *tx, const char *project, const 
                                 const char *account)
 {
     struct store_filter f[3] = {{"scope", scope}, {"name", "default"}, {"account_id", account}};
-    struct store_query q = {f, 3, 1, 0, true};
+    struct store_query q = {f, 3, 1, 0, true, NULL};
     json_t *arr = NULL;
     if (store_list(tx, SK_STORAGE, project, &q, &arr, NULL))
         return NULL;

@@ -115,6 +115,7 @@ struct store_query {
     int64_t limit;        /* <= 0: no limit */
     int64_t offset;
     bool oldest_first;    /* default newest first */
+    const char *search;   /* case-insensitive substring of the doc's name or id; NULL: none */
 };
 
 /* The indexed fields of a kind (NULL-terminated), for validating filters. */

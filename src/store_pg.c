@@ -1072,6 +1072,14 @@ static void where_clause(struct q *q, const char *project_id, const struct store
         buf_puts(&q->sql, " AND project_id=");
         q_arg(q, project_id);
     }
+    if (sq->search) {
+        /* strpos: a plain substring, no pattern characters to escape */
+        buf_puts(&q->sql, " AND (strpos(lower(coalesce(doc::json->>'name', '')), lower(");
+        q_arg(q, sq->search);
+        buf_puts(&q->sql, ")) > 0 OR strpos(lower(id), lower(");
+        q_arg(q, sq->search);
+        buf_puts(&q->sql, ")) > 0)");
+    }
     for (size_t i = 0; i < sq->nfilters; i++) {
         const char *f = sq->filters[i].field, *v = sq->filters[i].value;
         /* field names were checked against the kind's table (store_list) */

@@ -651,6 +651,9 @@ static int sq_del(struct store_tx *t, enum store_kind kind, const char *project_
 static void where_clause(struct buf *b, const char *project_id, const struct store_query *q)
 {
     buf_puts(b, " WHERE 1");
+    if (q->search)
+        buf_puts(b, " AND (json_extract(doc, '$.name') LIKE ?190 ESCAPE '\\'"
+                    " OR id LIKE ?190 ESCAPE '\\')");
     int p = 1;
     if (project_id)
         buf_printf(b, " AND project_id=?%d", p);
@@ -667,9 +670,26 @@ static void where_clause(struct buf *b, const char *project_id, const struct sto
     }
 }
 
+/* '%' + text with % _ \ escaped + '%' (malloc'd): a LIKE substring pattern. */
+static char *like_pattern(const char *text)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "%");
+    for (const char *c = text; *c; c++) {
+        if (*c == '%' || *c == '_' || *c == '\\')
+            buf_puts(&b, "\\");
+        buf_append(&b, c, 1);
+    }
+    buf_puts(&b, "%");
+    return buf_steal(&b);
+}
+
 static void bind_where(sqlite3_stmt *s, const char *project_id, const struct store_query *q)
 {
     int p = 1;
+    if (q->search)
+        sqlite3_bind_text(s, 190, like_pattern(q->search), -1, free);
     if (project_id)
         bind_text(s, p, project_id);
     p++;

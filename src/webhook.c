@@ -319,7 +319,7 @@ struct scan {
 static int scan_fn(struct store_tx *tx, void *arg)
 {
     struct scan *s = arg;
-    struct store_query q = {NULL, 0, 0, 0, true};
+    struct store_query q = {NULL, 0, 0, 0, true, NULL};
     s->last = store_event_last_id(tx);
     return store_list(tx, SK_WEBHOOK, NULL, &q, &s->hooks, NULL);
 }
@@ -470,7 +470,7 @@ static int rescan_fn(struct store_tx *tx, void *arg)
 {
     struct webhook *wh = arg;
     struct store_filter f = {"status", "pending"};
-    struct store_query q = {&f, 1, 0, 0, true};
+    struct store_query q = {&f, 1, 0, 0, true, NULL};
     json_t *list = NULL;
     int rc = store_list(tx, SK_DELIVERY, NULL, &q, &list, NULL);
     if (rc)
@@ -952,7 +952,7 @@ static int reload_fn(struct store_tx *tx, void *arg)
 {
     struct webhook *wh = arg;
     struct store_filter f = {"status", "pending"};
-    struct store_query q = {&f, 1, 0, 0, true};
+    struct store_query q = {&f, 1, 0, 0, true, NULL};
     json_t *list = NULL;
     int rc = store_list(tx, SK_DELIVERY, NULL, &q, &list, NULL);
     if (rc)

@@ -440,6 +440,7 @@ async function pageTasks(parts, q) {
   const filt = {
     status: q.get('status') || '', type: q.get('type') || '', priority: q.get('priority') || '',
     assigned_agent_id: q.get('assigned_agent_id') || '', definition_id: q.get('definition_id') || '',
+    q: q.get('q') || '',
   };
   const [list, defs] = await Promise.all([
     api('GET', P() + '/tasks' + qs({ ...filt, limit, offset })),
@@ -456,6 +457,7 @@ async function pageTasks(parts, q) {
       go('#/tasks' + qs(p));
     },
   },
+  field('Name', h('input', { name: 'q', id: 'filter-q', type: 'search', value: filt.q, placeholder: 'part of a name or id' })),
   field('Status', select('status', TASK_STATUSES, filt.status, { any: 'any', id: 'filter-status' })),
   field('Type', select('type', TYPES, filt.type, { any: 'any', id: 'filter-type' })),
   field('Priority', select('priority', PRIORITIES, filt.priority, { any: 'any', id: 'filter-priority' })),
@@ -467,7 +469,7 @@ async function pageTasks(parts, q) {
   h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Apply'),
     h('a', { class: 'btn secondary', href: '#/tasks' }, 'Clear')));
 
-  // name search and sorting work on the loaded page (the API filters by the fields above)
+  // the Name filter above searches on the server (?q=); this box filters and sorts the loaded page
   const search = h('input', { id: 'task-search', type: 'search', placeholder: 'name or id on this page' });
   let sortKey = 'created_at', sortDir = -1;
   const tbody = h('tbody');

@@ -112,6 +112,18 @@ def test_task_crud_and_filters():
     assert S.req("GET", P + "/tasks/" + t["id"]).status == 404
 
 
+def test_task_name_search():
+    a = agent_task(name="Nightly Report 50%")
+    agent_task(name="other thing")
+    got = expect(S.req("GET", P + "/tasks?q=nightly%20report"), 200)
+    assert a["id"] in [t["id"] for t in got["data"]]
+    assert all("nightly report" in (t["name"] or "").lower() or "nightly" in t["id"] for t in got["data"])
+    got = expect(S.req("GET", P + "/tasks?q=50%25"), 200)      # a literal % matches itself only
+    assert [t["id"] for t in got["data"]] == [a["id"]]
+    assert expect(S.req("GET", P + "/tasks?q=zz_no_such_name"), 200)["total"] == 0
+    assert S.req("GET", P + "/tasks?q=" + "x" * 300).status == 400
+
+
 def test_list_paging():
     ids = [agent_task(name="page%d" % i, metadata={"pg": "1"})["id"] for i in range(5)]
     a = expect(S.req("GET", P + "/tasks?metadata.pg=1&limit=2"), 200)

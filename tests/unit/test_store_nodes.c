@@ -174,7 +174,7 @@ static int verify_fn(struct store_tx *tx, void *arg)
     c->ok += store_idem_get(tx, "scope", "k1", 0, &fp, &status, &body) == 0 && status == 201;
     free(fp);
     free(body);
-    struct store_query lq = {NULL, 0, 0, 0, true};
+    struct store_query lq = {NULL, 0, 0, 0, true, NULL};
     json_t *list = NULL;
     store_list(tx, SK_RUN, "p_copy", &lq, &list, NULL);
     c->ok += json_array_size(list) == 3 &&
