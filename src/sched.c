@@ -1658,6 +1658,14 @@ int sched_start(struct sched *s)
     return 0;
 }
 
+int sched_start_timers_only(struct sched *s)
+{
+    if (pthread_create(&s->thread, NULL, sched_main, s))
+        return -EAGAIN;
+    s->running = true;
+    return 0;
+}
+
 void sched_drain(struct sched *s)
 {
     pthread_mutex_lock(&s->mu);

@@ -101,6 +101,10 @@ bool sched_has_ready(struct sched *s, const char *project_id);
 /* Counts for /metrics: ready runs per priority (urgent, high, medium, low). */
 void sched_depths(struct sched *s, int64_t out[4]);
 
+/* Starts the scheduler thread without loading anything from the store
+ * (tests of the timers with an injected clock). */
+int sched_start_timers_only(struct sched *s);
+
 /* Stop leasing (drain). */
 void sched_drain(struct sched *s);
 
