@@ -13,6 +13,10 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 echo "== dispatcher and cron (build/bench/sched_bench: no HTTP, no store)"
 /usr/bin/time -f '{"bench":"sched_bench_time","peak_rss_kb":%M,"cpu_s":%U}' "$BUILD/bench/sched_bench" \
     $([ -n "${QUICK:-}" ] && echo 100000)
+echo "== sandboxed code runs (bench/exec_bench.sh)"
+sh bench/exec_bench.sh $([ -n "${QUICK:-}" ] && echo quick)
+echo "== SSE fan-out (bench/sse_bench.py)"
+/usr/bin/python3 bench/sse_bench.py $([ -n "${QUICK:-}" ] && echo --subs 100 --events 200 --idle 1000)
 echo "== micro benchmarks (one fresh quernd each)"
 if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/run.py --quick
 else /usr/bin/python3 bench/run.py --out "bench/results/micro-$STAMP.jsonl"; fi
