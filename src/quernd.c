@@ -57,6 +57,8 @@ static const char *const env_doc[][2] = {
     {"QUERN_CONFIG", "quern.conf path, as --config"},
     {"DEFAULT_TASK_TIMEOUT_MS, MAX_TASK_TIMEOUT_MS", "a task's default and largest timeout"},
     {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat"},
+    {"QUERN_RETENTION_MS", "finished runs and events older than this are pruned (default 30 "
+                           "days; 0 keeps everything)"},
     {"QUERN_LOG_FORMAT", "json (default: one JSON object per line on stderr) or text"},
     {"QUERN_LOG_REQUESTS", "1: log every HTTP request with its X-Request-Id"},
     {"QUERN_OUTBOUND_ALLOW_PRIVATE", "1: webhooks may reach loopback and private addresses"},
@@ -250,6 +252,8 @@ static int conf_setting(void *ctx, const char *section, const char *key, const c
             {"max_code_bytes", offsetof(struct config, max_code_bytes), 1, 1LL << 30},
             {"lease_ms", offsetof(struct config, lease_ms), 100, 86400000},
             {"max_wait_ms", offsetof(struct config, max_wait_ms), 0, 3600000},
+            {"retention_ms", offsetof(struct config, retention_ms), 0, 100LL * 365 * 86400000},
+            {"retention_every_ms", offsetof(struct config, retention_every_ms), 1000, 86400000},
         };
         for (size_t i = 0; i < ARRAY_LEN(lim); i++) {
             if (!strcmp(key, lim[i].key))
@@ -312,6 +316,8 @@ int main(int argc, char **argv)
         .max_timeout_ms = 3600000,
         .lease_ms = 60000,
         .max_wait_ms = 60000,
+        .retention_ms = 30LL * 86400 * 1000,
+        .retention_every_ms = 3600000,
     };
     struct settings cs = {.threads = 4, .exec_slots = 0, .cfg = &app.cfg};
     cs.listen = xstrdup("127.0.0.1:7070");
@@ -375,6 +381,10 @@ int main(int argc, char **argv)
         app.cfg.max_timeout_ms = ev;
     if ((e = getenv("QUERN_LEASE_MS")) && !parse_i64(e, &ev) && ev > 0)
         app.cfg.lease_ms = ev;
+    if ((e = getenv("QUERN_RETENTION_MS")) && !parse_i64(e, &ev) && ev >= 0)
+        app.cfg.retention_ms = ev;
+    if ((e = getenv("QUERN_RETENTION_EVERY_MS")) && !parse_i64(e, &ev) && ev >= 1000)
+        app.cfg.retention_every_ms = ev;
     if (arg_listen)
         replace(&cs.listen, arg_listen);
     if (arg_data)
