@@ -435,7 +435,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: cannot create data directory %s: %s\n", data, strerror(errno));
         return 1;
     }
-    app.data_dir = xstrdup(data);
+    /* absolute from here on: the sandbox mounts directories under it */
+    char *abs = realpath(data, NULL);
+    app.data_dir = abs ? abs : xstrdup(data);
     char *url = store_url ? xstrdup(store_url) : xasprintf("sqlite:%s/quern.db", data);
     char *err = NULL;
     struct store_opts so = {.fsync = app.cfg.fsync};
