@@ -564,8 +564,15 @@ void sched_after_commit(struct sched *s, json_t *run)
         runner_cancel(s->app->runner, json_string_value(json_object_get(run, "id")));
     pthread_mutex_lock(&s->mu);
     s->gen++;
-    apply(s, run);
     struct entry *e = map_get(s, json_string_value(json_object_get(run, "id")) ?: "");
+    if (st == RS_RUNNING && e && (e->where == W_TAKEN || e->where == W_READY)) {
+        /* dispatch latency: queued -> started, once per start */
+        int64_t q = json_integer_value(json_object_get(run, "queued_ms"));
+        if (q > 0)
+            metrics_dispatch(now_ms() - q);
+    }
+    apply(s, run);
+    e = map_get(s, json_string_value(json_object_get(run, "id")) ?: "");
     if (e)
         e->gen = s->gen;
     if (run_status_terminal(st)) {
