@@ -305,6 +305,13 @@ static int parse_listen(const char *s, char *host, size_t hn, int *port)
 
 int main(int argc, char **argv)
 {
+    /* SIGTERM/SIGINT are taken by sigwait in main: block them before any
+     * thread exists, so every thread inherits the mask and none is killed */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     log_init();
     struct app app = {0};
     app.cfg = (struct config){
@@ -491,11 +498,6 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     int bound = 0;
     app.http = http_start(&app, host, port, app.cfg.http_threads, &bound, &err);
@@ -521,6 +523,12 @@ int main(int argc, char **argv)
     log_write(LOG_INFO, "server", NULL, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     app.draining = true;
     sched_drain(app.sched);
+    /* running code gets its grace period while HTTP still serves (workers
+     * report, logs flow); then streams end and the server stops */
+    int64_t grace = 10000;
+    if ((e = getenv("QUERN_DRAIN_GRACE_MS")) && !parse_i64(e, &ev) && ev >= 0)
+        grace = ev;
+    runner_drain(app.runner, grace);
     events_tick(app.events);   /* streams see draining and end */
     http_stop(app.http);
     runner_free(app.runner);

@@ -215,6 +215,22 @@ def test_policy_denies_before_anything_runs():
         S.req("PUT", P + "/policy", body)
 
 
+def test_sigterm_lets_running_code_finish():
+    s = Server()
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo started; sleep 1; echo finished"}), 201)
+        wait_for(lambda: any(x["message"] == "started" for x in [
+            json.loads(l) for l in s.req("GET", P + "/tasks/%s/runs/%s/logs" % (
+                t["id"], expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]["id"])).text.splitlines()]),
+            what="the code to start")
+        s.stop()     # SIGTERM: drains, exits 0 (asserted by stop)
+        s.start()
+        run = expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+        assert run["status"] == "completed" and run["attempt"] == 1, run
+    finally:
+        s.stop()
+
+
 def test_relative_data_directory():
     """make run uses --data ./quern-data: code must run with a relative data dir."""
     import subprocess
