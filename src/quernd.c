@@ -59,6 +59,8 @@ static const char *const env_doc[][2] = {
     {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat"},
     {"QUERN_RETENTION_MS", "finished runs and events older than this are pruned (default 30 "
                            "days; 0 keeps everything)"},
+    {"QUERN_DRAIN_GRACE_MS", "on SIGTERM, how long running code may go on before it is "
+                             "stopped (default 10000)"},
     {"QUERN_LOG_FORMAT", "json (default: one JSON object per line on stderr) or text"},
     {"QUERN_LOG_REQUESTS", "1: log every HTTP request with its X-Request-Id"},
     {"QUERN_OUTBOUND_ALLOW_PRIVATE", "1: webhooks may reach loopback and private addresses"},
