@@ -194,11 +194,27 @@ static void notify(void *arg, bool committed)
     free(n);
 }
 
+/* The fields of a run the scheduler reads (sched_after_commit and what it
+ * calls: apply, fill_entry, handle_finished, dep_fn).  It gets a copy of
+ * these alone rather than of the whole document (input, output, errors…). */
+static const char *const sched_fields[] = {
+    "id", "project_id", "task_id", "status", "attempt", "executor", "node_id",
+    "definition_id", "agent_id", "runtime_id", "has_code", "priority", "queued_ms",
+    "not_before_ms", "blocked_by", "lease_expires_at", "deadline_ms", "concurrency_key",
+    "max_concurrency"};
+
 void run_notify(struct store_tx *tx, struct app *app, const json_t *run)
 {
     struct note *n = xmalloc(sizeof *n);
     n->app = app;
-    n->run = json_deep_copy(run);
+    n->run = json_object();
+    for (size_t i = 0; i < ARRAY_LEN(sched_fields); i++) {
+        json_t *v = json_object_get(run, sched_fields[i]);
+        if (v)
+            json_object_set_new_nocheck(n->run, sched_fields[i],
+                                        json_is_array(v) || json_is_object(v) ? json_deep_copy(v)
+                                                                              : json_copy(v));
+    }
     store_tx_on_commit(tx, notify, n);
 }
 
