@@ -407,10 +407,14 @@ bad:
 
 static json_t *task_public(const json_t *task)
 {
-    json_t *t = json_deep_copy(task);
-    json_object_del(t, "latest_run_id");
-    json_object_del(t, "scheduled");
-    json_object_del(t, "has_dependencies");
+    /* shares the values with task (callers change top-level fields only) */
+    json_t *t = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)task, k, v) {
+        if (strcmp(k, "latest_run_id") && strcmp(k, "scheduled") && strcmp(k, "has_dependencies"))
+            json_object_set_nocheck(t, k, v);
+    }
     return t;
 }
 

@@ -579,15 +579,23 @@ int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const
 
 json_t *run_public(const json_t *run)
 {
-    json_t *r = json_deep_copy(run);
     static const char *const internal[] = {"has_code", "max_retries", "queued_ms", "not_before_ms",
                                            "retry_delay_ms", "retry_backoff", "require_review",
                                            "deadline_ms", "max_concurrency", "executor",
                                            "latest_checkpoint"};
-    for (size_t i = 0; i < ARRAY_LEN(internal); i++)
-        json_object_del(r, internal[i]);
-    if (!json_array_size(json_object_get(r, "blocked_by")) &&
-        strcmp(json_string_value(json_object_get(r, "status")) ?: "", "queued"))
-        json_object_del(r, "blocked_by");
+    bool drop_blocked = !json_array_size(json_object_get(run, "blocked_by")) &&
+                        strcmp(json_string_value(json_object_get(run, "status")) ?: "", "queued");
+    /* a new object sharing the values (in the document's order), not a
+     * deep copy: callers only add or remove top-level fields */
+    json_t *r = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)run, k, v) {
+        bool skip = drop_blocked && !strcmp(k, "blocked_by");
+        for (size_t i = 0; !skip && i < ARRAY_LEN(internal); i++)
+            skip = !strcmp(k, internal[i]);
+        if (!skip)
+            json_object_set_nocheck(r, k, v);
+    }
     return r;
 }
