@@ -134,11 +134,15 @@ int events_emit(struct store_tx *tx, struct events *ev, const char *project_id,
     char ts[RFC3339_LEN];
     int64_t now = now_ms();
     rfc3339_format(now, ts);
-    json_t *e = json_pack("{s:s, s:s, s:s, s:I}", "type", type, "created_at", ts, "project_id",
-                          project_id, "created_ms", (json_int_t)now);
-    json_object_set_new(e, "task_id", task_id ? json_string(task_id) : json_null());
-    json_object_set_new(e, "run_id", run_id ? json_string(run_id) : json_null());
-    json_object_set_new(e, "data", data ? data : json_object());
+    /* built field by field (json_pack parses its format on every call) */
+    json_t *e = json_object();
+    json_object_set_new_nocheck(e, "type", json_string(type));
+    json_object_set_new_nocheck(e, "created_at", json_stringn_nocheck(ts, strlen(ts)));
+    json_object_set_new_nocheck(e, "project_id", json_string(project_id));
+    json_object_set_new_nocheck(e, "created_ms", json_integer(now));
+    json_object_set_new_nocheck(e, "task_id", task_id ? json_string(task_id) : json_null());
+    json_object_set_new_nocheck(e, "run_id", run_id ? json_string(run_id) : json_null());
+    json_object_set_new_nocheck(e, "data", data ? data : json_object());
     int64_t id = 0;
     int rc = store_event_append(tx, e, &id);
     if (rc) {
@@ -147,8 +151,8 @@ int events_emit(struct store_tx *tx, struct events *ev, const char *project_id,
     }
     char sid[32];
     events_format_id(id, sid);
-    json_object_set_new(e, "id", json_string(sid));
-    json_object_set_new(e, "seq", json_integer(id));
+    json_object_set_new_nocheck(e, "id", json_stringn_nocheck(sid, strlen(sid)));
+    json_object_set_new_nocheck(e, "seq", json_integer(id));
     struct pub *p = xmalloc(sizeof *p);
     p->ev = ev;
     p->e = e;

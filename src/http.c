@@ -25,6 +25,7 @@
 #include "app.h"
 #include "auth.h"
 #include "crypto.h"
+#include "jdump.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -105,8 +106,9 @@ void http_file(struct req *r, int status, const char *content_type, int fd, int6
 void http_json(struct req *r, int status, json_t *body)
 {
     free(r->resp);
-    r->resp = json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY);
-    r->resp_len = r->resp ? strlen(r->resp) : 0;
+    r->resp = jdump(body, &r->resp_len);
+    if (!r->resp)
+        r->resp_len = 0;
     r->status = status;
     r->content_type = "application/json";
     json_decref(body);

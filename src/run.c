@@ -194,11 +194,29 @@ static void notify(void *arg, bool committed)
     free(n);
 }
 
+/* The fields of a run the scheduler reads (sched_after_commit and what it
+ * calls: apply, fill_entry, handle_finished, dep_fn).  It gets a copy of
+ * these alone rather than of the whole document (input, output, errors…).
+ * Scalars are shared (run.c replaces a field's value, never changes one in
+ * place; jansson's reference counts are atomic); arrays are copied. */
+static const char *const sched_fields[] = {
+    "id", "project_id", "task_id", "status", "attempt", "executor", "node_id",
+    "definition_id", "agent_id", "runtime_id", "has_code", "priority", "queued_ms",
+    "not_before_ms", "blocked_by", "lease_expires_at", "deadline_ms", "concurrency_key",
+    "max_concurrency"};
+
 void run_notify(struct store_tx *tx, struct app *app, const json_t *run)
 {
     struct note *n = xmalloc(sizeof *n);
     n->app = app;
-    n->run = json_deep_copy(run);
+    n->run = json_object();
+    for (size_t i = 0; i < ARRAY_LEN(sched_fields); i++) {
+        json_t *v = json_object_get(run, sched_fields[i]);
+        if (v)
+            json_object_set_new_nocheck(n->run, sched_fields[i],
+                                        json_is_array(v) || json_is_object(v) ? json_deep_copy(v)
+                                                                              : json_incref(v));
+    }
     store_tx_on_commit(tx, notify, n);
 }
 
@@ -206,6 +224,13 @@ json_t *run_task(struct store_tx *tx, const json_t *run)
 {
     return store_get(tx, SK_TASK, json_string_value(json_object_get(run, "project_id")),
                      json_string_value(json_object_get(run, "task_id")));
+}
+
+static json_t *status_data(const json_t *run)
+{
+    json_t *d = json_object();
+    json_object_set_nocheck(d, "status", json_object_get(run, "status"));
+    return d;
 }
 
 /* The task's status mirrors its latest run.  `doc`, when given, is the
@@ -239,8 +264,10 @@ static int update_task(struct store_tx *tx, struct app *app, const json_t *run, 
     }
     /* a change of a run: patch the task in place, only when this run is its
      * latest (an older run does not move the task) */
-    json_t *fields = json_pack("{s:O, s:O, s:s}", "status", json_object_get(run, "status"),
-                               "progress", json_object_get(run, "progress"), "updated_at", ts);
+    json_t *fields = json_object();
+    json_object_set_nocheck(fields, "status", json_object_get(run, "status"));
+    json_object_set_nocheck(fields, "progress", json_object_get(run, "progress"));
+    json_object_set_new_nocheck(fields, "updated_at", json_stringn_nocheck(ts, strlen(ts)));
     if (s == RS_RUNNING && json_is_string(json_object_get(run, "started_at")))
         json_object_set(fields, "last_run_at", json_object_get(run, "started_at"));
     rc = store_patch(tx, SK_TASK, project, task_id, fields, "latest_run_id", run_id);
@@ -250,17 +277,18 @@ static int update_task(struct store_tx *tx, struct app *app, const json_t *run, 
     if (!rc && (s == RS_COMPLETED || s == RS_FAILED || s == RS_TIMED_OUT || s == RS_DENIED))
         rc = events_emit(tx, app->events, project, task_id, run_id,
                          s == RS_COMPLETED ? "task.completed" : "task.failed",
-                         json_pack("{s:O}", "status", json_object_get(run, "status")));
+                         status_data(run));
     return rc;
 }
 
 static int emit_run(struct store_tx *tx, struct app *app, const json_t *run, const char *type)
 {
-    json_t *data = json_pack("{s:O, s:O}", "status", json_object_get(run, "status"), "attempt",
-                             json_object_get(run, "attempt"));
+    json_t *data = json_object();
+    json_object_set_nocheck(data, "status", json_object_get(run, "status"));
+    json_object_set_nocheck(data, "attempt", json_object_get(run, "attempt"));
     json_t *err = json_object_get(run, "error");
     if (json_is_object(err))
-        json_object_set(data, "error", err);
+        json_object_set_nocheck(data, "error", err);
     return events_emit(tx, app->events, json_string_value(json_object_get(run, "project_id")),
                        json_string_value(json_object_get(run, "task_id")),
                        json_string_value(json_object_get(run, "id")), type, data);
@@ -563,15 +591,23 @@ int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const
 
 json_t *run_public(const json_t *run)
 {
-    json_t *r = json_deep_copy(run);
     static const char *const internal[] = {"has_code", "max_retries", "queued_ms", "not_before_ms",
                                            "retry_delay_ms", "retry_backoff", "require_review",
                                            "deadline_ms", "max_concurrency", "executor",
                                            "latest_checkpoint"};
-    for (size_t i = 0; i < ARRAY_LEN(internal); i++)
-        json_object_del(r, internal[i]);
-    if (!json_array_size(json_object_get(r, "blocked_by")) &&
-        strcmp(json_string_value(json_object_get(r, "status")) ?: "", "queued"))
-        json_object_del(r, "blocked_by");
+    bool drop_blocked = !json_array_size(json_object_get(run, "blocked_by")) &&
+                        strcmp(json_string_value(json_object_get(run, "status")) ?: "", "queued");
+    /* a new object sharing the values (in the document's order), not a
+     * deep copy: callers only add or remove top-level fields */
+    json_t *r = json_object();
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)run, k, v) {
+        bool skip = drop_blocked && !strcmp(k, "blocked_by");
+        for (size_t i = 0; !skip && i < ARRAY_LEN(internal); i++)
+            skip = !strcmp(k, internal[i]);
+        if (!skip)
+            json_object_set_nocheck(r, k, v);
+    }
     return r;
 }

@@ -101,7 +101,9 @@ int run_add_artifact(struct store_tx *tx, struct app *app, json_t *run, const ch
 /* A content type for a file name, from its extension. */
 const char *run_guess_content_type(const char *name);
 
-/* The public form of a run: the document minus internal fields. */
+/* The public form of a run: a new object holding the document's fields
+ * minus internal ones.  Its values are shared with run (not copied): change
+ * only its top-level fields. */
 json_t *run_public(const json_t *run);
 
 #endif

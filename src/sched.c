@@ -556,6 +556,8 @@ static void apply(struct sched *s, const json_t *run)
     }
 }
 
+/* run holds only the fields run.c's run_notify copies (sched_fields):
+ * a field read here from it must be added there. */
 void sched_after_commit(struct sched *s, json_t *run)
 {
     enum run_status st = run_status_of(run);

@@ -1,0 +1,241 @@
+/*
+ * jdump — a faster json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY).
+ *
+ * jansson's dumper checks for reference loops with a hash table keyed by
+ * snprintf("%p") of every container, and formats every integer with
+ * snprintf; on run and task documents that is most of its cost.  This
+ * writes the same bytes (insertion order, compact separators, jansson's
+ * escapes and real formatting) straight into one buffer.  Anything unusual
+ * (nesting deeper than JDUMP_MAX_DEPTH, which also stands for a loop, or a
+ * string that is not valid UTF-8) falls back to json_dumps itself, so the
+ * result is always what json_dumps would have returned.  Pure functions;
+ * safe on any thread for values no other thread changes meanwhile.
+ */
+#include "jdump.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define JDUMP_MAX_DEPTH 512
+
+static void put(struct buf *b, const char *s, size_t n)
+{
+    buf_reserve(b, n);
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+static void put_c(struct buf *b, char c)
+{
+    buf_reserve(b, 1);
+    b->data[b->len++] = c;
+}
+
+static void put_int(struct buf *b, json_int_t v)
+{
+    char tmp[24];
+    char *p = tmp + sizeof tmp;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    put(b, p, (size_t)(tmp + sizeof tmp - p));
+}
+
+/* jansson's jsonp_dtostr with precision 17, in the C locale. */
+static void put_real(struct buf *b, double v)
+{
+    if (v == 0 && !signbit(v)) {
+        put(b, "0.0", 3);
+        return;
+    }
+    if (v == 1) {
+        put(b, "1.0", 3);
+        return;
+    }
+    char s[64];
+    int n = snprintf(s, sizeof s - 3, "%.17g", v);
+    if (n < 0)
+        n = 0;
+    size_t len = (size_t)n;
+    if (!strchr(s, '.') && !strchr(s, 'e')) {
+        s[len++] = '.';
+        s[len++] = '0';
+        s[len] = 0;
+    }
+    char *start = strchr(s, 'e');
+    if (start) {
+        start++;
+        char *end = start + 1;
+        if (*start == '-')
+            start++;
+        while (*end == '0')
+            end++;
+        if (end != start) {
+            memmove(start, end, len - (size_t)(end - s) + 1);
+            len -= (size_t)(end - start);
+        }
+    }
+    put(b, s, len);
+}
+
+/* Length of the valid UTF-8 sequence at p (first byte >= 0x80), 0 if invalid
+ * (overlong, surrogate, above U+10FFFF or truncated), as jansson judges. */
+static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0];
+    size_t n;
+    unsigned cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - p) < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (p[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+static int put_str(struct buf *b, const char *str, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)str, *end = p + len;
+    buf_reserve(b, len + 2);
+    b->data[b->len++] = '"';
+    while (p < end) {
+        const unsigned char *run = p;
+        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\' && *p < 0x80)
+            p++;
+        if (p > run)
+            put(b, (const char *)run, (size_t)(p - run));
+        if (p >= end)
+            break;
+        unsigned c = *p;
+        if (c >= 0x80) {
+            size_t n = utf8_len(p, end);
+            if (!n)
+                return -1;
+            put(b, (const char *)p, n);
+            p += n;
+            continue;
+        }
+        char esc[6] = {'\\', 0, '0', '0', 0, 0};
+        size_t n = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        default:
+            esc[1] = 'u';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            n = 6;
+        }
+        put(b, esc, n);
+        p++;
+    }
+    put_c(b, '"');
+    return 0;
+}
+
+static int dump(struct buf *b, const json_t *v, int depth)
+{
+    if (depth > JDUMP_MAX_DEPTH)
+        return -1;
+    switch (json_typeof(v)) {
+    case JSON_NULL: put(b, "null", 4); return 0;
+    case JSON_TRUE: put(b, "true", 4); return 0;
+    case JSON_FALSE: put(b, "false", 5); return 0;
+    case JSON_INTEGER: put_int(b, json_integer_value(v)); return 0;
+    case JSON_REAL: put_real(b, json_real_value(v)); return 0;
+    case JSON_STRING: return put_str(b, json_string_value(v), json_string_length(v));
+    case JSON_ARRAY: {
+        put_c(b, '[');
+        size_t n = json_array_size(v);
+        for (size_t i = 0; i < n; i++) {
+            if (i)
+                put_c(b, ',');
+            if (dump(b, json_array_get(v, i), depth + 1))
+                return -1;
+        }
+        put_c(b, ']');
+        return 0;
+    }
+    case JSON_OBJECT: {
+        put_c(b, '{');
+        bool first = true;
+        for (void *it = json_object_iter((json_t *)v); it;
+             it = json_object_iter_next((json_t *)v, it)) {
+            if (!first)
+                put_c(b, ',');
+            first = false;
+            if (put_str(b, json_object_iter_key(it), json_object_iter_key_len(it)))
+                return -1;
+            put_c(b, ':');
+            if (dump(b, json_object_iter_value(it), depth + 1))
+                return -1;
+        }
+        put_c(b, '}');
+        return 0;
+    }
+    }
+    return -1;
+}
+
+int jdump_buf(struct buf *b, const json_t *v)
+{
+    size_t mark = b->len;
+    if (v && !dump(b, v, 0)) {
+        buf_reserve(b, 0);
+        b->data[b->len] = 0;
+        return 0;
+    }
+    b->len = mark;
+    char *s = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (!s) {
+        if (b->data)
+            b->data[b->len] = 0;
+        return -1;
+    }
+    buf_append(b, s, strlen(s));
+    free(s);
+    return 0;
+}
+
+char *jdump(const json_t *v, size_t *len)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_reserve(&b, 256);
+    if (jdump_buf(&b, v)) {
+        buf_release(&b);
+        return NULL;
+    }
+    if (len)
+        *len = b.len;
+    return buf_steal(&b);
+}

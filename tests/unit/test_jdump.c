@@ -1,0 +1,115 @@
+#include "t.h"
+#include "jdump.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* jdump must give exactly json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY). */
+static int same(const json_t *v)
+{
+    char *a = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    size_t len = 0;
+    char *b = jdump(v, &len);
+    int ok = (!a && !b) || (a && b && !strcmp(a, b) && len == strlen(a));
+    if (!ok)
+        fprintf(stderr, "json_dumps: %s\njdump:      %s\n", a ? a : "(null)", b ? b : "(null)");
+    free(a);
+    free(b);
+    return ok;
+}
+
+TEST(jdump_scalars)
+{
+    json_t *v[] = {json_null(), json_true(), json_false(), json_integer(0), json_integer(-1),
+                   json_integer(INT64_MAX), json_integer(INT64_MIN), json_real(0), json_real(-0.0),
+                   json_real(1), json_real(-1), json_real(0.5), json_real(0.1), json_real(1e300),
+                   json_real(-1e-300), json_real(123456789.0), json_real(1e17), json_real(1e16),
+                   json_real(DBL_MIN), json_real(DBL_MAX), json_real(5e-324), json_real(2.5e-5),
+                   json_string(""), json_string("plain"), json_string("q\"b\\s/"),
+                   json_string("\b\f\n\r\t\x01\x1f\x7f"), json_string("é€𝄞"),
+                   json_stringn("a\0b", 3)};
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        CHECK(same(v[i]));
+        json_decref(v[i]);
+    }
+}
+
+TEST(jdump_invalid_utf8_fails_like_jansson)
+{
+    json_t *s = json_stringn_nocheck("a\xff", 2);
+    CHECK(same(s));
+    json_decref(s);
+    s = json_stringn_nocheck("\xed\xa0\x80", 3);   /* a surrogate */
+    CHECK(same(s));
+    json_decref(s);
+    s = json_stringn_nocheck("\xc0\x80", 2);   /* overlong */
+    CHECK(same(s));
+    json_decref(s);
+}
+
+static json_t *rnd(int depth)
+{
+    static const char *const strs[] = {"", "x", "quern", "a\"b", "\\", "\n\t", "ü", "日本",
+                                       "\x01", "/path/x", "2026-11-22T21:42:02.123Z"};
+    int k = rand() % (depth > 4 ? 7 : 9);
+    switch (k) {
+    case 0: return json_null();
+    case 1: return json_boolean(rand() & 1);
+    case 2: return json_integer((json_int_t)rand() * (rand() & 1 ? 1 : -1) * (rand() % 1000));
+    case 3: return json_real((double)rand() / (rand() + 1) * (rand() & 1 ? 1 : -1));
+    case 4:
+    case 5:
+    case 6: return json_string(strs[rand() % 11]);
+    case 7: {
+        json_t *a = json_array();
+        for (int i = rand() % 5; i > 0; i--)
+            json_array_append_new(a, rnd(depth + 1));
+        return a;
+    }
+    default: {
+        json_t *o = json_object();
+        for (int i = rand() % 6; i > 0; i--) {
+            char key[16];
+            snprintf(key, sizeof key, i & 1 ? "k%d" : "é\"%d", rand() % 50);
+            json_object_set_new(o, key, rnd(depth + 1));
+        }
+        return o;
+    }
+    }
+}
+
+TEST(jdump_random_documents)
+{
+    srand(42);
+    for (int i = 0; i < 3000; i++) {
+        json_t *v = rnd(0);
+        CHECK(same(v));
+        json_decref(v);
+    }
+}
+
+TEST(jdump_deep_nesting_falls_back)
+{
+    json_t *v = json_integer(1);
+    for (int i = 0; i < 1000; i++) {
+        json_t *a = json_array();
+        json_array_append_new(a, v);
+        v = a;
+    }
+    CHECK(same(v));
+    json_decref(v);
+}
+
+TEST(jdump_buf_appends)
+{
+    struct buf b;
+    buf_init(&b);
+    buf_puts(&b, "x=");
+    json_t *v = json_pack("{s:i, s:[s, f]}", "a", 1, "b", "c", 2.5);
+    CHECK_EQ_INT(jdump_buf(&b, v), 0);
+    CHECK_EQ_STR(b.data, "x={\"a\":1,\"b\":[\"c\",2.5]}");
+    json_decref(v);
+    buf_release(&b);
+}
