@@ -74,6 +74,7 @@
 #include <string.h>
 
 #include "store.h"
+#include "jdump.h"
 #include "util.h"
 
 #define MAX_BATCH 512
@@ -931,7 +932,7 @@ static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_
         return -EINVAL;
     struct q q;
     q_init(&q);
-    char *text = json_dumps(doc, JSON_COMPACT);
+    char *text = jdump(doc, NULL);
     if (!text) {
         q_release(&q);
         return -EINVAL;
@@ -989,7 +990,7 @@ static int pg_patch(struct store_tx *t, enum store_kind kind, const char *projec
     struct pg_tx *tx = TX(t);
     struct q q;
     q_init(&q);
-    char *text = json_dumps(fields, JSON_COMPACT);
+    char *text = jdump(fields, NULL);
     buf_printf(&q.sql, "UPDATE %s SET doc=(doc::jsonb || ", store_kind_name(kind));
     q_arg(&q, text);
     buf_puts(&q.sql, "::jsonb)::text");
@@ -1160,7 +1161,7 @@ static int pg_log_append(struct store_tx *t, const char *project_id, const char 
     if (json_array_size(entries)) {
         /* one round trip for the whole batch: the entries travel as one JSON
          * array and json_array_elements hands each back verbatim */
-        char *arr = json_dumps(entries, JSON_COMPACT);
+        char *arr = jdump(entries, NULL);
         const char *v[] = {run_id, project_id, arr};
         r = run(tx->c, "INSERT INTO logs(run_id, seq, project_id, entry) "
                        "SELECT $1, (u.e->>'seq')::bigint, $2, u.e::text "
@@ -1236,7 +1237,7 @@ static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
     char created[24];
     snprintf(created, sizeof created, "%lld",
              (long long)json_integer_value(json_object_get(ev, "created_ms")));
-    char *doc = json_dumps(ev, JSON_COMPACT);
+    char *doc = jdump(ev, NULL);
     const char *v[] = {json_string_value(json_object_get(ev, "project_id")),
                        json_string_value(json_object_get(ev, "run_id")),
                        json_string_value(json_object_get(ev, "type")), created, doc};
@@ -1480,7 +1481,7 @@ static int pg_try_get(struct store_tx *t, enum store_kind kind, const char *proj
 
 static int pg_get_many(struct store_tx *t, enum store_kind kind, const json_t *ids, json_t **out)
 {
-    char *arr = json_dumps(ids, JSON_COMPACT);
+    char *arr = jdump(ids, NULL);
     char sql[256];
     snprintf(sql, sizeof sql, "SELECT id, doc FROM %s WHERE id IN "
                               "(SELECT json_array_elements_text($1::json))", store_kind_name(kind));

@@ -26,6 +26,7 @@
 
 #include "store.h"
 #include "log.h"
+#include "jdump.h"
 #include "util.h"
 
 #define MAX_BATCH 512
@@ -502,7 +503,7 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     buf_release(&sql);
     if (!s)
         return -EIO;
-    char *text = json_dumps(doc, JSON_COMPACT);
+    char *text = jdump(doc, NULL);
     sqlite3_bind_text(s, 1, text, -1, free);
     bind_text(s, 2, project_id);
     bind_text(s, 3, id);
@@ -587,7 +588,7 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
         bind_text(s, 3, if_value);
     p = 10;
     json_object_foreach((json_t *)fields, k, v) {
-        sqlite3_bind_text(s, p, json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY), -1, free);
+        sqlite3_bind_text(s, p, jdump(v, NULL), -1, free);
         if (is_indexed(kind, k)) {
             char *text = store_field_text(fields, k);
             if (text)
@@ -780,7 +781,7 @@ static int sq_log_append(struct store_tx *t, const char *project_id, const char 
         bind_text(s, 1, run_id);
         sqlite3_bind_int64(s, 2, seq);
         bind_text(s, 3, project_id);
-        sqlite3_bind_text(s, 4, json_dumps(e, JSON_COMPACT), -1, free);
+        sqlite3_bind_text(s, 4, jdump(e, NULL), -1, free);
         if (sqlite3_step(s) != SQLITE_DONE) {
             sqlite3_reset(s);
             return -EIO;
@@ -842,7 +843,7 @@ static int sq_event_append(struct store_tx *t, json_t *ev, int64_t *id)
     bind_text(s, 2, json_string_value(json_object_get(ev, "run_id")));
     bind_text(s, 3, json_string_value(json_object_get(ev, "type")));
     sqlite3_bind_int64(s, 4, json_integer_value(json_object_get(ev, "created_ms")));
-    sqlite3_bind_text(s, 5, json_dumps(ev, JSON_COMPACT), -1, free);
+    sqlite3_bind_text(s, 5, jdump(ev, NULL), -1, free);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc != SQLITE_DONE)
