@@ -7,6 +7,7 @@
 #include "api.h"
 #include "metrics.h"
 #include "openapi.h"
+#include "run.h"
 #include "sched.h"
 #include "web.h"
 
@@ -26,12 +27,8 @@ void api_ops_readyz(struct req *r)
                                 store_backend(r->app->store)));
 }
 
-static const char *const statuses[] = {"queued", "running", "paused", "interaction_required",
-                                       "review_required", "completed", "failed", "timed_out",
-                                       "denied", "canceling", "canceled"};
-
 struct counts {
-    int64_t n[ARRAY_LEN(statuses)];
+    int64_t n[RS__COUNT];
 };
 
 /* Runs by status: one index range count per project and status (the runs
@@ -49,8 +46,8 @@ static int count_fn(struct store_tx *tx, void *arg)
     json_t *p;
     json_array_foreach(projects, i, p) {
         const char *id = json_string_value(json_object_get(p, "id"));
-        for (size_t k = 0; k < ARRAY_LEN(statuses); k++) {
-            struct store_filter f = {"status", statuses[k]};
+        for (int k = 0; k < RS__COUNT; k++) {
+            struct store_filter f = {"status", run_status_name((enum run_status)k)};
             struct store_query q = {&f, 1, 1, 0, false, NULL};
             json_t *one = NULL;
             int64_t total = 0;
@@ -80,8 +77,9 @@ void api_ops_metrics(struct req *r)
     struct counts c = {{0}};
     if (!store_read(r->app->store, count_fn, &c)) {
         buf_puts(&b, "# HELP quern_runs Runs by status.\n# TYPE quern_runs gauge\n");
-        for (size_t k = 0; k < ARRAY_LEN(statuses); k++)
-            buf_printf(&b, "quern_runs{status=\"%s\"} %lld\n", statuses[k], (long long)c.n[k]);
+        for (int k = 0; k < RS__COUNT; k++)
+            buf_printf(&b, "quern_runs{status=\"%s\"} %lld\n", run_status_name((enum run_status)k),
+                       (long long)c.n[k]);
     }
     metrics_render(&b);
     http_raw(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "", b.len);

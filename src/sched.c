@@ -1332,10 +1332,12 @@ out:
     return rc;
 }
 
-static int deps_load_fn(struct store_tx *tx, void *arg)
+/* Calls fn (mu held) for every task whose indexed flag `field` is true:
+ * how the scheduler rebuilds its cron map and dependants index at start. */
+static int each_flagged_task(struct store_tx *tx, struct sched *s, const char *field,
+                             void (*fn)(struct sched *s, const json_t *task))
 {
-    struct sched *s = arg;
-    struct store_filter f = {"has_dependencies", "true"};
+    struct store_filter f = {field, "true"};
     struct store_query q = {&f, 1, 0, 0, true, NULL};
     json_t *arr = NULL;
     int rc = store_list(tx, SK_TASK, NULL, &q, &arr, NULL);
@@ -1344,35 +1346,35 @@ static int deps_load_fn(struct store_tx *tx, void *arg)
     size_t i;
     json_t *t;
     pthread_mutex_lock(&s->mu);
-    json_array_foreach(arr, i, t) note_dependants(s, json_string_value(json_object_get(t, "project_id")),
-                                                  json_string_value(json_object_get(t, "id")),
-                                                  json_object_get(t, "dependencies"));
+    json_array_foreach(arr, i, t) fn(s, t);
     pthread_mutex_unlock(&s->mu);
     json_decref(arr);
     return 0;
 }
 
+static void load_dependants(struct sched *s, const json_t *t)
+{
+    note_dependants(s, json_string_value(json_object_get(t, "project_id")),
+                    json_string_value(json_object_get(t, "id")),
+                    json_object_get(t, "dependencies"));
+}
+
+static void load_schedule(struct sched *s, const json_t *t)
+{
+    int64_t next = task_next_ms(t);
+    if (next >= 0)
+        cron_set(s, json_string_value(json_object_get(t, "project_id")),
+                 json_string_value(json_object_get(t, "id")), next);
+}
+
+static int deps_load_fn(struct store_tx *tx, void *arg)
+{
+    return each_flagged_task(tx, arg, "has_dependencies", load_dependants);
+}
+
 static int cron_load_fn(struct store_tx *tx, void *arg)
 {
-    struct sched *s = arg;
-    struct store_filter f = {"scheduled", "true"};
-    struct store_query q = {&f, 1, 0, 0, true, NULL};
-    json_t *arr = NULL;
-    int rc = store_list(tx, SK_TASK, NULL, &q, &arr, NULL);
-    if (rc)
-        return rc;
-    size_t i;
-    json_t *t;
-    pthread_mutex_lock(&s->mu);
-    json_array_foreach(arr, i, t) {
-        int64_t next = task_next_ms(t);
-        if (next >= 0)
-            cron_set(s, json_string_value(json_object_get(t, "project_id")),
-                     json_string_value(json_object_get(t, "id")), next);
-    }
-    pthread_mutex_unlock(&s->mu);
-    json_decref(arr);
-    return 0;
+    return each_flagged_task(tx, arg, "scheduled", load_schedule);
 }
 
 struct lost_arg {
