@@ -230,6 +230,13 @@ void api_store_error(struct req *r, int rc, const char *what)
         http_error(r, 409, "invalid_state", NULL, "the %s is not in a state that allows this",
                    what);
         break;
+    case -EAGAIN:
+        /* PostgreSQL chose this write as the loser of a deadlock or a
+         * serialization conflict with another node: nothing was written */
+        http_add_header(r, "Retry-After", "1");
+        http_error(r, 503, "write_conflict", NULL,
+                   "the write conflicted with another node's and was rolled back; retry it");
+        break;
     case -ESHUTDOWN:
         http_error(r, 503, "shutting_down", NULL, "quernd is shutting down");
         break;

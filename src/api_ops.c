@@ -26,6 +26,43 @@ void api_ops_readyz(struct req *r)
                                 store_backend(r->app->store)));
 }
 
+static const char *const statuses[] = {"queued", "running", "paused", "interaction_required",
+                                       "review_required", "completed", "failed", "timed_out",
+                                       "denied", "canceling", "canceled"};
+
+struct counts {
+    int64_t n[ARRAY_LEN(statuses)];
+};
+
+/* Runs by status: one index range count per project and status (the runs
+ * index starts with project and status), so a scrape costs what the
+ * matching index entries cost to count. */
+static int count_fn(struct store_tx *tx, void *arg)
+{
+    struct counts *c = arg;
+    struct store_query all = {NULL, 0, 0, 0, true, NULL};
+    json_t *projects = NULL;
+    int rc = store_list(tx, SK_PROJECT, NULL, &all, &projects, NULL);
+    if (rc)
+        return rc;
+    size_t i;
+    json_t *p;
+    json_array_foreach(projects, i, p) {
+        const char *id = json_string_value(json_object_get(p, "id"));
+        for (size_t k = 0; k < ARRAY_LEN(statuses); k++) {
+            struct store_filter f = {"status", statuses[k]};
+            struct store_query q = {&f, 1, 1, 0, false, NULL};
+            json_t *one = NULL;
+            int64_t total = 0;
+            if (!store_list(tx, SK_RUN, id, &q, &one, &total))
+                c->n[k] += total;
+            json_decref(one);
+        }
+    }
+    json_decref(projects);
+    return 0;
+}
+
 void api_ops_metrics(struct req *r)
 {
     struct buf b;
@@ -36,6 +73,16 @@ void api_ops_metrics(struct req *r)
     static const char *const names[] = {"urgent", "high", "medium", "low"};
     for (int i = 0; i < 4; i++)
         buf_printf(&b, "quern_queue_depth{priority=\"%s\"} %lld\n", names[i], (long long)d[i]);
+    buf_printf(&b, "# HELP quern_schedules Tasks with an active cron schedule.\n"
+                   "# TYPE quern_schedules gauge\nquern_schedules %lld\n",
+               (long long)sched_cron_count(r->app->sched));
+    http_metrics(r->app->http, &b);
+    struct counts c = {{0}};
+    if (!store_read(r->app->store, count_fn, &c)) {
+        buf_puts(&b, "# HELP quern_runs Runs by status.\n# TYPE quern_runs gauge\n");
+        for (size_t k = 0; k < ARRAY_LEN(statuses); k++)
+            buf_printf(&b, "quern_runs{status=\"%s\"} %lld\n", statuses[k], (long long)c.n[k]);
+    }
     metrics_render(&b);
     http_raw(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
     buf_release(&b);

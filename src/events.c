@@ -213,14 +213,6 @@ int events_ring_read(struct events *ev, const char *project_id, const char *run_
     return n;
 }
 
-int64_t events_last_id(struct events *ev)
-{
-    pthread_mutex_lock(&ev->mu);
-    int64_t v = ev->last;
-    pthread_mutex_unlock(&ev->mu);
-    return v;
-}
-
 void events_remote_run(struct events *ev, const json_t *run)
 {
     const char *status = json_string_value(json_object_get(run, "status"));

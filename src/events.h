@@ -60,7 +60,5 @@ void events_remote_run(struct events *ev, const json_t *run);
  * store instead), else the number appended. */
 int events_ring_read(struct events *ev, const char *project_id, const char *run_id, int64_t after,
                      size_t max, json_t *out);
-/* The id of the newest published event. */
-int64_t events_last_id(struct events *ev);
 
 #endif

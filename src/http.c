@@ -637,11 +637,6 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
     return h;
 }
 
-void http_quiesce(struct http *h)
-{
-    (void)h;
-}
-
 void http_stop(struct http *h)
 {
     if (!h)

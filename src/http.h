@@ -94,8 +94,6 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
                         int *bound_port, char **err);
 /* Stops accepting, closes connections and joins the pool. */
 void http_stop(struct http *h);
-/* Stop handing out new suspended waits (drain). */
-void http_quiesce(struct http *h);
 
 /* ---- helpers for handlers ---- */
 

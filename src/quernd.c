@@ -57,6 +57,10 @@ static const char *const env_doc[][2] = {
     {"QUERN_CONFIG", "quern.conf path, as --config"},
     {"DEFAULT_TASK_TIMEOUT_MS, MAX_TASK_TIMEOUT_MS", "a task's default and largest timeout"},
     {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat"},
+    {"QUERN_RETENTION_MS", "finished runs and events older than this are pruned (default 30 "
+                           "days; 0 keeps everything)"},
+    {"QUERN_DRAIN_GRACE_MS", "on SIGTERM, how long running code may go on before it is "
+                             "stopped (default 10000)"},
     {"QUERN_LOG_FORMAT", "json (default: one JSON object per line on stderr) or text"},
     {"QUERN_LOG_REQUESTS", "1: log every HTTP request with its X-Request-Id"},
     {"QUERN_OUTBOUND_ALLOW_PRIVATE", "1: webhooks may reach loopback and private addresses"},
@@ -250,6 +254,8 @@ static int conf_setting(void *ctx, const char *section, const char *key, const c
             {"max_code_bytes", offsetof(struct config, max_code_bytes), 1, 1LL << 30},
             {"lease_ms", offsetof(struct config, lease_ms), 100, 86400000},
             {"max_wait_ms", offsetof(struct config, max_wait_ms), 0, 3600000},
+            {"retention_ms", offsetof(struct config, retention_ms), 0, 100LL * 365 * 86400000},
+            {"retention_every_ms", offsetof(struct config, retention_every_ms), 1000, 86400000},
         };
         for (size_t i = 0; i < ARRAY_LEN(lim); i++) {
             if (!strcmp(key, lim[i].key))
@@ -301,6 +307,13 @@ static int parse_listen(const char *s, char *host, size_t hn, int *port)
 
 int main(int argc, char **argv)
 {
+    /* SIGTERM/SIGINT are taken by sigwait in main: block them before any
+     * thread exists, so every thread inherits the mask and none is killed */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     log_init();
     struct app app = {0};
     app.cfg = (struct config){
@@ -312,6 +325,8 @@ int main(int argc, char **argv)
         .max_timeout_ms = 3600000,
         .lease_ms = 60000,
         .max_wait_ms = 60000,
+        .retention_ms = 30LL * 86400 * 1000,
+        .retention_every_ms = 3600000,
     };
     struct settings cs = {.threads = 4, .exec_slots = 0, .cfg = &app.cfg};
     cs.listen = xstrdup("127.0.0.1:7070");
@@ -375,6 +390,10 @@ int main(int argc, char **argv)
         app.cfg.max_timeout_ms = ev;
     if ((e = getenv("QUERN_LEASE_MS")) && !parse_i64(e, &ev) && ev > 0)
         app.cfg.lease_ms = ev;
+    if ((e = getenv("QUERN_RETENTION_MS")) && !parse_i64(e, &ev) && ev >= 0)
+        app.cfg.retention_ms = ev;
+    if ((e = getenv("QUERN_RETENTION_EVERY_MS")) && !parse_i64(e, &ev) && ev >= 1000)
+        app.cfg.retention_every_ms = ev;
     if (arg_listen)
         replace(&cs.listen, arg_listen);
     if (arg_data)
@@ -425,7 +444,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: cannot create data directory %s: %s\n", data, strerror(errno));
         return 1;
     }
-    app.data_dir = xstrdup(data);
+    /* absolute from here on: the sandbox mounts directories under it */
+    char *abs = realpath(data, NULL);
+    app.data_dir = abs ? abs : xstrdup(data);
     char *url = store_url ? xstrdup(store_url) : xasprintf("sqlite:%s/quern.db", data);
     char *err = NULL;
     struct store_opts so = {.fsync = app.cfg.fsync};
@@ -479,11 +500,6 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     int bound = 0;
     app.http = http_start(&app, host, port, app.cfg.http_threads, &bound, &err);
@@ -509,6 +525,12 @@ int main(int argc, char **argv)
     log_write(LOG_INFO, "server", NULL, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     app.draining = true;
     sched_drain(app.sched);
+    /* running code gets its grace period while HTTP still serves (workers
+     * report, logs flow); then streams end and the server stops */
+    int64_t grace = 10000;
+    if ((e = getenv("QUERN_DRAIN_GRACE_MS")) && !parse_i64(e, &ev) && ev >= 0)
+        grace = ev;
+    runner_drain(app.runner, grace);
     events_tick(app.events);   /* streams see draining and end */
     http_stop(app.http);
     runner_free(app.runner);

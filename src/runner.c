@@ -45,6 +45,7 @@ struct runner {
     struct app *app;
     struct exec *exec;
     char *work_root;          /* absolute: <data dir>/runs */
+    _Atomic long live;        /* runs started in the executor and not yet exited */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -92,6 +93,7 @@ static void cb_control(void *ctx, const char *run_id, const json_t *msg, int ite
 
 static void cb_exit(void *ctx, const char *run_id, struct exec_result *res)
 {
+    ((struct runner *)ctx)->live--;
     struct item *it = xcalloc(1, sizeof *it);
     it->kind = IT_EXIT;
     snprintf(it->run_id, sizeof it->run_id, "%s", run_id);
@@ -540,6 +542,8 @@ static void launch(struct runner *rn, json_t *run, json_t *task)
     spec.storage_project_dir = dirs[1];
     spec.storage_org_dir = dirs[2];
     int rc = exec_start(rn->exec, &spec);
+    if (!rc)
+        rn->live++;
     secrets_free(sec.n, sec.v, sec.cnt);
     sec.n = sec.v = NULL;
     if (rc) {
@@ -842,4 +846,17 @@ int runner_recover(struct app *app)
     json_decref(r.runs);
     json_decref(r.dead);
     return rc;
+}
+
+void runner_drain(struct runner *rn, int64_t grace_ms)
+{
+    if (!rn)
+        return;
+    /* app->draining already stops new starts; let running code finish */
+    int64_t until = mono_ms() + grace_ms;
+    while (rn->live > 0 && mono_ms() < until)
+        usleep(20000);
+    if (rn->live > 0)
+        log_write(LOG_WARN, "runner", json_pack("{s:i}", "runs", (int)rn->live),
+                  "drain: code still running after the grace period is stopped");
 }

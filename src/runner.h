@@ -13,6 +13,7 @@
 #define QUERN_RUNNER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct app;
 struct runner;
@@ -29,6 +30,10 @@ void runner_wake(struct runner *rn);
 /* Fails or re-queues the code runs a previous quernd left running (called
  * once at start, before the scheduler loads). */
 int runner_recover(struct app *app);
+
+/* Waits up to grace_ms for the code runs in the executor to finish (new
+ * starts are already stopped by app->draining). */
+void runner_drain(struct runner *rn, int64_t grace_ms);
 
 /* Sends one JSON line to a live run's stdin.  -ENOENT: no live sandbox. */
 int runner_send(struct runner *rn, const char *run_id, const char *json_line);

@@ -17,6 +17,7 @@
 
 #include "app.h"
 #include "events.h"
+#include "log.h"
 #include "metrics.h"
 #include "run.h"
 #include "store.h"
@@ -107,6 +108,7 @@ struct kv {
 #define KV_SLOTS 4096
 
 struct sched {
+    int64_t next_prune;            /* mono ms of the next retention pass */
     struct kv *conc[KV_SLOTS];     /* concurrency key -> slots in use */
     struct kv *blocked[KV_SLOTS];  /* project/task -> run ids blocked on it */
     struct kv *dependants[KV_SLOTS]; /* project/task -> task ids depending on it */
@@ -562,8 +564,15 @@ void sched_after_commit(struct sched *s, json_t *run)
         runner_cancel(s->app->runner, json_string_value(json_object_get(run, "id")));
     pthread_mutex_lock(&s->mu);
     s->gen++;
-    apply(s, run);
     struct entry *e = map_get(s, json_string_value(json_object_get(run, "id")) ?: "");
+    if (st == RS_RUNNING && e && (e->where == W_TAKEN || e->where == W_READY)) {
+        /* dispatch latency: queued -> started, once per start */
+        int64_t q = json_integer_value(json_object_get(run, "queued_ms"));
+        if (q > 0)
+            metrics_dispatch(now_ms() - q);
+    }
+    apply(s, run);
+    e = map_get(s, json_string_value(json_object_get(run, "id")) ?: "");
     if (e)
         e->gen = s->gen;
     if (run_status_terminal(st)) {
@@ -1462,6 +1471,35 @@ static void rearm(struct sched *s, struct entry *e, int64_t at)
     heap_push(s, e);
 }
 
+struct prune_arg {
+    int64_t before;
+    int64_t pruned;
+};
+
+static int prune_fn(struct store_tx *tx, void *arg)
+{
+    struct prune_arg *a = arg;
+    return store_prune(tx, a->before, 1000, &a->pruned);
+}
+
+/* Retention (leader duty): history older than cfg.retention_ms goes, a
+ * thousand rows of each kind per transaction so writers are never held up
+ * for long. */
+static void prune_history(struct sched *s)
+{
+    struct prune_arg a = {now_ms() - s->app->cfg.retention_ms, 0};
+    int64_t total = 0;
+    for (int i = 0; i < 1000 && !s->stopping; i++) {
+        a.pruned = 0;
+        if (store_write(s->app->store, prune_fn, &a) || !a.pruned)
+            break;
+        total += a.pruned;
+    }
+    if (total)
+        log_write(LOG_INFO, "retention", json_pack("{s:I}", "rows", (json_int_t)total),
+                  "pruned history older than %lld ms", (long long)s->app->cfg.retention_ms);
+}
+
 static void *sched_main(void *arg)
 {
     struct sched *s = arg;
@@ -1484,6 +1522,13 @@ static void *sched_main(void *arg)
             s->next_sweep = mono + SWEEP_MS;
             pthread_mutex_unlock(&s->mu);
             sweep_lost_nodes(s);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        if (leader && s->app->cfg.retention_ms > 0 && mono >= s->next_prune) {
+            s->next_prune = mono + s->app->cfg.retention_every_ms;
+            pthread_mutex_unlock(&s->mu);
+            prune_history(s);
             pthread_mutex_lock(&s->mu);
             continue;
         }

@@ -304,3 +304,8 @@ int store_load(struct store_tx *tx, const char *table, const json_t *rows)
         return -EINVAL;
     return TXBE(tx)->load(tx, table, rows);
 }
+
+int store_prune(struct store_tx *tx, int64_t before_ms, int64_t limit, int64_t *pruned)
+{
+    return TXBE(tx)->prune(tx, before_ms, limit, pruned);
+}

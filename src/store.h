@@ -242,6 +242,15 @@ int store_dump(struct store_tx *tx, const char *table, int64_t offset, int64_t l
  * included; the backend's counters move past them. */
 int store_load(struct store_tx *tx, const char *table, const json_t *rows);
 
+/* ---- retention ---- */
+
+/* Deletes history older than before_ms, at most `limit` rows of each kind
+ * per call: events created before it, finished runs (completed, failed,
+ * timed_out, denied, canceled) that ended before it with their logs and
+ * checkpoints, and idempotency records older than 24 hours.  Tasks and
+ * unfinished runs are never pruned.  *pruned counts what went. */
+int store_prune(struct store_tx *tx, int64_t before_ms, int64_t limit, int64_t *pruned);
+
 /* ---- the backend vtable (store.c dispatches through it) ---- */
 
 struct store_backend {
@@ -271,6 +280,7 @@ struct store_backend {
     int (*meta_set)(struct store_tx *, const char *, const char *);
     int (*idem_get)(struct store_tx *, const char *, const char *, int64_t, char **, int *, char **);
     int (*idem_put)(struct store_tx *, const char *, const char *, const char *, int, const char *);
+    int (*prune)(struct store_tx *, int64_t, int64_t, int64_t *);
     int (*try_get)(struct store_tx *, enum store_kind, const char *, const char *, json_t **);
     int (*get_many)(struct store_tx *, enum store_kind, const json_t *, json_t **);
     void (*watch)(struct store *, store_watch_fn, void *);

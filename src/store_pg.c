@@ -1423,6 +1423,45 @@ static int pg_idem_put(struct store_tx *t, const char *scope, const char *key,
     return 0;
 }
 
+/* Retention: see store_prune in store.h. */
+static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_t *pruned)
+{
+    struct pg_tx *tx = TX(t);
+    char before[RFC3339_LEN], b_ms[24], lim[24], idem[24];
+    rfc3339_format(before_ms, before);
+    snprintf(b_ms, sizeof b_ms, "%lld", (long long)before_ms);
+    snprintf(lim, sizeof lim, "%lld", (long long)limit);
+    snprintf(idem, sizeof idem, "%lld", (long long)(now_ms() - 24LL * 3600 * 1000));
+    int64_t n = 0;
+    const char *v1[] = {b_ms, lim};
+    PGresult *r = run(tx->c, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE "
+                             "created_at < $1::bigint ORDER BY id LIMIT $2::bigint)", 2, v1);
+    if (!r)
+        return -EIO;
+    n += affected(r);
+    PQclear(r);
+    const char *v2[] = {before, lim};
+    r = run(tx->c, "WITH gone AS (DELETE FROM runs WHERE (project_id, id) IN (SELECT project_id, id "
+                   "FROM runs WHERE f_status IN ('completed','failed','timed_out','denied',"
+                   "'canceled') AND doc::json->>'completed_at' < $1 LIMIT $2::bigint) "
+                   "RETURNING project_id, id), l AS (DELETE FROM logs WHERE run_id IN "
+                   "(SELECT id FROM gone)), c AS (DELETE FROM checkpoints WHERE (project_id, f_run_id) "
+                   "IN (SELECT project_id, id FROM gone)) SELECT count(*) FROM gone", 2, v2);
+    if (!r)
+        return -EIO;
+    n += result_i64(r, 0, 0);
+    PQclear(r);
+    const char *v3[] = {idem};
+    r = run(tx->c, "DELETE FROM idempotency WHERE created_at < $1::bigint", 1, v3);
+    if (!r)
+        return -EIO;
+    n += affected(r);
+    PQclear(r);
+    if (pruned)
+        *pruned = n;
+    return 0;
+}
+
 /* ---- several nodes ---- */
 
 static int pg_try_get(struct store_tx *t, enum store_kind kind, const char *project_id,
@@ -1868,6 +1907,7 @@ const struct store_backend store_pg_backend = {
     .meta_set = pg_meta_set,
     .idem_get = pg_idem_get,
     .idem_put = pg_idem_put,
+    .prune = pg_prune,
     .try_get = pg_try_get,
     .get_many = pg_get_many,
     .watch = pg_watch,

@@ -1144,6 +1144,77 @@ static int sq_load(struct store_tx *t, const char *table, const json_t *rows)
     return 0;
 }
 
+/* The terminal statuses, as stored in f_status. */
+#define FINISHED "('completed','failed','timed_out','denied','canceled')"
+
+static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_t *pruned)
+{
+    struct sqlite_tx *tx = TX(t);
+    char before[RFC3339_LEN];
+    rfc3339_format(before_ms, before);
+    int64_t n = 0;
+    sqlite3_stmt *s = stmt(tx->c, "DELETE FROM events WHERE id IN "
+                                  "(SELECT id FROM events WHERE created_at < ?1 ORDER BY id LIMIT ?2)");
+    if (!s)
+        return -EIO;
+    sqlite3_bind_int64(s, 1, before_ms);
+    sqlite3_bind_int64(s, 2, limit);
+    int rc = sqlite3_step(s);
+    n += sqlite3_changes(tx->c->db);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return -EIO;
+    /* finished runs that ended before the cut, with their logs and
+     * checkpoints (RFC 3339 UTC strings sort as times) */
+    s = stmt(tx->c, "SELECT project_id, id FROM runs WHERE f_status IN " FINISHED
+                    " AND json_extract(doc, '$.completed_at') < ?1 LIMIT ?2");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, before);
+    sqlite3_bind_int64(s, 2, limit);
+    json_t *gone = json_array();
+    while (sqlite3_step(s) == SQLITE_ROW)
+        json_array_append_new(gone, json_pack("[s, s]", (const char *)sqlite3_column_text(s, 0),
+                                              (const char *)sqlite3_column_text(s, 1)));
+    sqlite3_reset(s);
+    static const char *const del[] = {
+        "DELETE FROM logs WHERE run_id=?2",
+        "DELETE FROM checkpoints WHERE project_id=?1 AND f_run_id=?2",
+        "DELETE FROM runs WHERE project_id=?1 AND id=?2",
+    };
+    size_t i;
+    json_t *r;
+    rc = 0;
+    json_array_foreach(gone, i, r) {
+        for (size_t k = 0; k < ARRAY_LEN(del) && !rc; k++) {
+            sqlite3_stmt *d = stmt(tx->c, del[k]);
+            if (!d) {
+                rc = -EIO;
+                break;
+            }
+            bind_text(d, 1, json_string_value(json_array_get(r, 0)));
+            bind_text(d, 2, json_string_value(json_array_get(r, 1)));
+            if (sqlite3_step(d) != SQLITE_DONE)
+                rc = -EIO;
+            sqlite3_reset(d);
+        }
+        n++;
+    }
+    json_decref(gone);
+    if (rc)
+        return rc;
+    s = stmt(tx->c, "DELETE FROM idempotency WHERE created_at < ?1");
+    if (!s)
+        return -EIO;
+    sqlite3_bind_int64(s, 1, now_ms() - 24LL * 3600 * 1000);
+    rc = sqlite3_step(s);
+    n += sqlite3_changes(tx->c->db);
+    sqlite3_reset(s);
+    if (pruned)
+        *pruned = n;
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
 const struct store_backend store_sqlite_backend = {
     .name = "sqlite",
     .open = sq_open,
@@ -1168,6 +1239,7 @@ const struct store_backend store_sqlite_backend = {
     .meta_set = sq_meta_set,
     .idem_get = sq_idem_get,
     .idem_put = sq_idem_put,
+    .prune = sq_prune,
     .try_get = sq_try_get,
     .get_many = sq_get_many,
     .watch = sq_watch,

@@ -192,6 +192,8 @@ const routes = {
   run: pageRun,
   runs: pageRuns,
   definitions: pageDefinitions,
+  triggers: pageTriggers,
+  webhooks: pageWebhooks,
   keys: pageKeys,
   signin: pageSignin,
 };
@@ -552,9 +554,10 @@ function codeEditor(id, value) {
 }
 
 const SAMPLE_CODE = {
-  node: 'const input = JSON.parse(process.env.QUERN_INPUT || "{}");\nconsole.log("hello from node", input);\n',
-  python: 'import json, os\ninput = json.loads(os.environ.get("QUERN_INPUT", "{}"))\nprint("hello from python", input)\n',
-  sh: 'echo "hello from sh"\n', bash: 'echo "hello from bash"\n', default: 'echo "hello"\n',
+  // QUERN_INPUT is the path of a file holding the run's input JSON
+  node: 'import fs from "node:fs";\nconst input = JSON.parse(fs.readFileSync(process.env.QUERN_INPUT, "utf8"));\nconsole.log("hello from node", input);\n',
+  python: 'import json, os\nwith open(os.environ["QUERN_INPUT"]) as f:\n    input = json.load(f)\nprint("hello from python", input)\n',
+  sh: 'echo "hello from sh, input: $(cat "$QUERN_INPUT")"\n', bash: 'echo "hello from bash, input: $(cat "$QUERN_INPUT")"\n', default: 'echo "hello"\n',
   ts: 'console.log("hello from ts");\n',
 };
 
@@ -684,6 +687,7 @@ async function pageTask(parts, q) {
         t.description && ['description', t.description],
         ['progress', Math.round((t.progress || 0) * 100) + '%'], ['runs', String(t.run_count ?? 0)],
         ['last run', timeEl(t.last_run_at)], ['created', timeEl(t.created_at)], ['updated', timeEl(t.updated_at)],
+        ['triggers', h('a', { href: '#/triggers?task_id=' + encodeURIComponent(t.id) }, 'webhook triggers of this task')],
         t.deadline && ['deadline', timeEl(t.deadline)], t.parent_id && ['parent', h('a', { href: '#/task/' + t.parent_id }, t.parent_id)],
       ])),
       h('div', { class: 'panel' }, h('h2', {}, 'Schedule'), scheduleView(t, sched))),
@@ -1017,16 +1021,47 @@ function runSummary(tid, run, events, checkpoints, reload) {
     run.interaction_response != null ? h('div', { class: 'panel' }, h('h2', {}, 'Interaction response'), jsonPre(run.interaction_response, 'Interaction response')) : null);
 }
 
+function fmtBytes(n) {
+  if (n == null || isNaN(n)) return '? bytes';
+  if (n < 1024) return n + (n === 1 ? ' byte' : ' bytes');
+  const u = ['KiB', 'MiB', 'GiB'];
+  let v = n / 1024, i = 0;
+  while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  return v.toFixed(v < 10 ? 1 : 0) + ' ' + u[i];
+}
+
 function artifacts(rp, list) {
+  // each link is a presigned URL (no API key needed, valid 1 h): the browser opens it in a new
+  // tab like any link.  The first 50 are signed at once, the rest (or a stale link) on click.
   if (!list.length) return h('p', { class: 'muted' }, 'None.');
-  return h('ul', {}, list.map((a) => h('li', {},
-    h('a', { href: '#', onclick: async (ev) => {
+  const FRESH_MS = 50 * 60000;
+  const items = list.map((a, i) => {
+    const link = h('a', { href: '#', target: '_blank', rel: 'noopener', class: 'artifact', 'data-name': a.name },
+      a.name, h('span', { class: 'sr-only' }, ' (opens in a new tab)'));
+    let signedAt = 0;
+    const sign = async () => {
+      const r = await api('POST', rp + '/artifacts/presign', { storage_path: a.storage_path || a.name });
+      link.href = r.url;
+      signedAt = Date.now();
+      link.dataset.signed = 'true';
+      return r.url;
+    };
+    if (i < 50) sign().catch(() => {});
+    link.addEventListener('click', async (ev) => {
+      if (signedAt && Date.now() - signedAt < FRESH_MS) return; // a fresh link: the browser follows it
       ev.preventDefault();
+      const w = window.open('', '_blank'); // opened within the click, so no popup blocker refuses it
       try {
-        const r = await api('POST', rp + '/artifacts/presign', { storage_path: a.storage_path });
-        window.open(r.url, '_blank', 'noopener');
-      } catch (e) { toast('Download failed: ' + e.message, true); }
-    } }, a.name), ` ${a.size ?? '?'} bytes, ${a.content_type || ''}`)));
+        const url = await sign();
+        if (w) { w.opener = null; w.location.href = url; } else window.open(url, '_blank', 'noopener');
+      } catch (e) {
+        if (w) w.close();
+        toast('Download failed: ' + e.message, true);
+      }
+    });
+    return h('li', {}, link, h('span', { class: 'muted' }, ` ${fmtBytes(a.size)}${a.content_type ? ', ' + a.content_type : ''}`));
+  });
+  return h('ul', { class: 'artifacts', id: 'artifacts' }, items);
 }
 
 function timeline(run, events) {
@@ -1243,6 +1278,261 @@ async function pageDefinitions(parts, q) {
     pager(list.total, offset, limit, (o) => '#/definitions' + qs({ offset: o || '' }))),
     h('details', { class: 'panel', style: 'margin-top:1em', open: list.total === 0 },
       h('summary', {}, h('strong', {}, 'New definition')), form));
+}
+
+/* ---------- triggers (incoming signed webhooks that start a task's run) ---------- */
+
+function copyButton(text, label) {
+  return h('button', { type: 'button', class: 'small secondary', 'aria-label': label || 'Copy', onclick: () =>
+    navigator.clipboard.writeText(text).then(() => toast('Copied.'), () => toast('Copy failed; select the text by hand.', true)) }, 'Copy');
+}
+function secretOnce(id, secret, what) {
+  return [h('p', {}, h('strong', {}, `Copy the ${what} secret now: it is shown only once.`)),
+    h('div', { class: 'secret' }, h('code', { id }, secret), copyButton(secret, `Copy the ${what} secret`))];
+}
+function adminOnly(title, e) {
+  if (e.status === 403) return h('section', {}, h('h1', {}, title), alertBox(`Managing ${title.toLowerCase()} needs the admin scope.`));
+  throw e;
+}
+const absUrl = (p) => location.origin + p;
+
+function signingHelp(url) {
+  const sh = [
+    `SECRET='whsec_…'   # the secret shown above`,
+    `body='{"key": "value"}'`,
+    `t=$(date +%s)`,
+    `sig=$(printf '%s.%s' "$t" "$body" | openssl dgst -sha256 -hmac "$SECRET" | sed 's/^.*= //')`,
+    `curl -X POST -H "X-Quern-Signature: t=$t,sha256=$sig" \\`,
+    `     -H 'Content-Type: application/json' -d "$body" ${url}`].join('\n');
+  return h('div', { class: 'signing' },
+    h('p', {}, 'Sign each request: send ', h('code', {}, 'X-Quern-Signature: t=<unix seconds>,sha256=<hex>'),
+      ' where the hex is the HMAC-SHA256, under the secret, of ', h('code', {}, '"<t>.<raw body>"'),
+      '. The body is a JSON object (or empty); its keys are merged over the task\'s input. ',
+      'A t more than 5 minutes off is refused; the same signed request again within 10 minutes starts no second run.'),
+    h('pre', { class: 'json', tabindex: 0, 'aria-label': 'Example: sign and send with openssl and curl' }, sh));
+}
+
+function taskPicker(id, initial) {
+  // a text box with suggestions from the server-side name search (?q=); takes a name or a task id
+  const list = h('datalist', { id: id + '-list' });
+  const input = h('input', { id, name: 'task', list: list.id, required: true, autocomplete: 'off', value: initial || '', placeholder: 'task name or task_…' });
+  let timer = null, seq = 0;
+  const suggest = async () => {
+    const mine = ++seq;
+    const r = await api('GET', P() + '/tasks' + qs({ q: input.value.trim(), limit: 20 })).catch(() => null);
+    if (!r || mine !== seq) return;
+    list.replaceChildren(...r.data.map((t) => h('option', { value: t.id }, t.name || t.id)));
+  };
+  input.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(suggest, 200); });
+  input.addEventListener('focus', () => { if (!list.children.length) suggest(); });
+  onLeave(() => clearTimeout(timer));
+  return {
+    field: (label, hint) => { const f = field(label, input, hint); f.append(list); return f; },
+    input,
+    async resolve() {
+      const v = input.value.trim();
+      if (!v) throw new Error('Task: required');
+      if (/^task_/.test(v)) {
+        const t = await api('GET', taskPath(v)).catch(() => null);
+        if (t) return t;
+      }
+      const r = await api('GET', P() + '/tasks' + qs({ q: v, limit: 50 }));
+      const exact = r.data.filter((t) => t.name === v || t.id === v);
+      if (exact.length === 1) return exact[0];
+      if (!exact.length && r.data.length === 1) return r.data[0];
+      throw new Error(r.data.length ? `Task: ${exact.length || r.data.length} tasks match "${v}"; pick one from the suggestions`
+        : `Task: no task matches "${v}"`);
+    },
+  };
+}
+
+async function pageTriggers(parts, q) {
+  const task_id = q.get('task_id') || '';
+  let list;
+  try { list = await api('GET', P() + '/triggers' + qs({ task_id, limit: 500 })); } catch (e) { return adminOnly('Triggers', e); }
+  const picker = taskPicker('trigger-task', task_id);
+  const desc = h('input', { id: 'trigger-description', maxlength: 4096 });
+  const out = h('div', { 'aria-live': 'polite' });
+  const form = h('form', { class: 'stack', id: 'trigger-form', onsubmit: async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    picker.input.removeAttribute('aria-invalid');
+    const btn = form.querySelector('button[type=submit]');
+    btn.disabled = true;
+    try {
+      let task;
+      try { task = await picker.resolve(); } catch (e) { picker.input.setAttribute('aria-invalid', 'true'); throw e; }
+      const body = { task_id: task.id };
+      if (desc.value.trim()) body.description = desc.value.trim();
+      const t = await api('POST', P() + '/triggers', body);
+      const url = absUrl(t.url);
+      out.replaceChildren(h('div', { class: 'notice', id: 'new-trigger' },
+        h('p', {}, 'Trigger created for ', h('strong', {}, task.name || task.id), '. POST to:'),
+        h('div', { class: 'secret' }, h('code', { id: 'new-trigger-url' }, url), copyButton(url, 'Copy the trigger URL')),
+        secretOnce('new-trigger-secret', t.secret, 'trigger'),
+        signingHelp(url),
+        h('p', {}, h('button', { type: 'button', class: 'secondary', onclick: () => route() }, 'Done'))));
+      desc.value = '';
+      $('#new-trigger-secret').scrollIntoView({ block: 'nearest' });
+    } catch (e) {
+      out.replaceChildren(alertBox((e.param ? e.param + ': ' : '') + e.message));
+    } finally { btn.disabled = false; }
+  } },
+  picker.field('Task', 'Each POST to the trigger\'s URL starts a run of this task. Type part of a name for suggestions.'),
+  field('Description', desc), out,
+  h('div', {}, h('button', { type: 'submit' }, 'Create trigger')));
+
+  const rows = list.data.map((t) => h('tr', { 'data-trigger-id': t.id },
+    h('td', { 'data-label': 'Task' }, h('div', {}, taskLink(t.task_id), t.description ? h('div', { class: 'muted' }, t.description) : null,
+      h('div', { class: 'muted mono' }, t.id))),
+    h('td', { 'data-label': 'URL' }, h('span', { class: 'secret' }, h('code', { class: 'url' }, absUrl(t.url)), copyButton(absUrl(t.url), 'Copy the URL of ' + t.id))),
+    h('td', { 'data-label': 'Fired', class: 'num fires' }, String(t.fire_count ?? 0)),
+    h('td', { 'data-label': 'Last fired' }, t.last_fired_at ? h('div', {}, timeEl(t.last_fired_at),
+      t.last_run_id ? h('div', {}, h('a', { class: 'mono last-run', href: `#/run/${t.task_id}/${t.last_run_id}` }, t.last_run_id)) : null) : 'never'),
+    h('td', { 'data-label': 'Created' }, timeEl(t.created_at)),
+    h('td', { 'data-label': 'Actions' }, h('button', { type: 'button', class: 'small danger', 'aria-label': 'Delete trigger ' + t.id, onclick: async () => {
+      if (!confirm(`Delete trigger ${t.id}? Requests to its URL are refused from now on.`)) return;
+      await act('Trigger deleted.', () => api('DELETE', P() + '/triggers/' + encodeURIComponent(t.id)));
+      route();
+    } }, 'Delete'))));
+  return h('section', {},
+    h('div', { class: 'head' }, h('h1', {}, 'Triggers'), h('button', { type: 'button', class: 'secondary', onclick: () => route() }, 'Refresh')),
+    h('p', { class: 'muted' }, 'A trigger is a URL that starts a run of a task when it receives a signed POST — no API key needed.'),
+    task_id ? h('p', {}, 'Showing the triggers of task ', taskLink(task_id), '. ', h('a', { href: '#/triggers' }, 'Show all')) : null,
+    h('div', { class: 'table-wrap' }, h('table', { class: 'stack-sm', id: 'triggers-table' },
+      h('caption', {}, `Triggers (${list.total ?? list.data.length})`),
+      h('thead', {}, h('tr', {}, ['Task', 'URL', 'Fired', 'Last fired', 'Created', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No triggers yet.'))))),
+    h('div', { class: 'panel', style: 'margin-top:1em' }, h('h2', {}, 'New trigger'), form));
+}
+
+/* ---------- webhooks (outgoing event deliveries) ---------- */
+
+const HOOK_EVENTS = ['task.created', 'task.updated', 'task.deleted', 'task.completed', 'task.failed',
+  'task_run.queued', 'task_run.started', 'task_run.paused', 'task_run.resumed', 'task_run.unblocked', 'task_run.log',
+  'task_run.progress', 'task_run.checkpoint', 'task_run.output', 'task_run.artifact', 'task_run.interaction_required',
+  'task_run.review_required', 'task_run.completed', 'task_run.failed', 'task_run.timed_out', 'task_run.denied',
+  'task_run.canceling', 'task_run.canceled', 'task_run.retrying'];
+
+async function pageWebhooks(parts, q) {
+  if (parts[0]) return pageWebhook(parts[0], q);
+  let list;
+  try { list = await api('GET', P() + '/webhooks?limit=500'); } catch (e) { return adminOnly('Webhooks', e); }
+  const url = h('input', { id: 'webhook-url', type: 'url', required: true, maxlength: 2048, placeholder: 'https://example.com/quern' });
+  const desc = h('input', { id: 'webhook-description', maxlength: 4096 });
+  const secret = h('input', { id: 'webhook-secret', type: 'password', autocomplete: 'new-password', spellcheck: 'false' });
+  const box = (v, label) => h('label', {}, h('input', { type: 'checkbox', name: 'event', value: v, checked: v === '*' }), label);
+  const groups = [box('*', 'All events (*)'), box('task.*', 'All task events (task.*)'), box('task_run.*', 'All run events (task_run.*)')];
+  const singles = HOOK_EVENTS.map((v) => box(v, v));
+  const out = h('div', { 'aria-live': 'polite' });
+  const form = h('form', { class: 'stack', id: 'webhook-form', onsubmit: async (ev) => {
+    ev.preventDefault();
+    out.replaceChildren();
+    const events = [...form.querySelectorAll('input[name=event]:checked')].map((c) => c.value);
+    if (!events.length) { out.replaceChildren(alertBox('Events: pick at least one (All events for everything).')); return; }
+    const body = { url: url.value.trim(), events };
+    if (secret.value) body.secret = secret.value;
+    if (desc.value.trim()) body.description = desc.value.trim();
+    try {
+      const w = await api('POST', P() + '/webhooks', body);
+      out.replaceChildren(h('div', { class: 'notice', id: 'new-webhook' },
+        h('p', {}, 'Webhook created: ', h('a', { href: '#/webhooks/' + w.id }, w.url), '.'),
+        w.secret ? secretOnce('new-webhook-secret', w.secret, 'webhook') : h('p', {}, 'Requests are signed with the secret you gave.'),
+        h('p', { class: 'muted' }, 'Check each request\'s X-Quern-Signature: t=<unix>,sha256=<hex HMAC-SHA256 of "<t>.<body>">; ',
+          'dedupe on X-Quern-Delivery (deliveries are at least once).'),
+        h('p', {}, h('button', { type: 'button', class: 'secondary', onclick: () => route() }, 'Done'))));
+      url.value = ''; secret.value = ''; desc.value = '';
+    } catch (e) {
+      if (e.param === 'url') url.setAttribute('aria-invalid', 'true');
+      out.replaceChildren(alertBox((e.param ? e.param + ': ' : '') + e.message));
+    }
+  } },
+  field('URL', url, 'http or https; quern POSTs each matching event here.'),
+  h('fieldset', {}, h('legend', {}, 'Events'), h('div', { class: 'inline' }, groups),
+    h('details', { style: 'margin-top:.5em' }, h('summary', {}, 'Single event types'), h('div', { class: 'inline events' }, singles))),
+  field('Secret (optional)', secret, 'Leave empty to get a generated one, shown once.'),
+  field('Description', desc), out,
+  h('div', {}, h('button', { type: 'submit' }, 'Create webhook')));
+
+  const rows = list.data.map((w) => h('tr', { 'data-webhook-id': w.id },
+    h('td', { 'data-label': 'URL' }, h('div', {}, h('a', { href: '#/webhooks/' + w.id, class: 'url' }, w.url),
+      w.description ? h('div', { class: 'muted' }, w.description) : null, h('div', { class: 'muted mono' }, w.id))),
+    h('td', { 'data-label': 'Events' }, (w.events || []).join(', ')),
+    h('td', { 'data-label': 'Created' }, timeEl(w.created_at)),
+    h('td', { 'data-label': 'Actions' }, h('div', { class: 'actions' },
+      h('a', { class: 'btn small secondary', href: '#/webhooks/' + w.id, 'aria-label': 'Deliveries of ' + w.url }, 'Deliveries'),
+      h('button', { type: 'button', class: 'small danger', 'aria-label': 'Delete webhook ' + w.url, onclick: async () => {
+        if (!confirm(`Delete the webhook to ${w.url}? Its deliveries go with it.`)) return;
+        await act('Webhook deleted.', () => api('DELETE', P() + '/webhooks/' + encodeURIComponent(w.id)));
+        route();
+      } }, 'Delete')))));
+  return h('section', {},
+    h('div', { class: 'head' }, h('h1', {}, 'Webhooks'), h('button', { type: 'button', class: 'secondary', onclick: () => route() }, 'Refresh')),
+    h('p', { class: 'muted' }, 'Webhooks send this project\'s events to your URLs, signed, retried until they succeed (up to 24 h).'),
+    h('div', { class: 'table-wrap' }, h('table', { class: 'stack-sm', id: 'webhooks-table' },
+      h('caption', {}, `Webhooks (${list.total ?? list.data.length})`),
+      h('thead', {}, h('tr', {}, ['URL', 'Events', 'Created', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 4, class: 'empty' }, 'No webhooks yet.'))))),
+    h('div', { class: 'panel', style: 'margin-top:1em' }, h('h2', {}, 'New webhook'), form));
+}
+
+async function pageWebhook(id, q) {
+  const limit = 20, offset = Math.max(0, Number(q.get('offset')) || 0), status = q.get('status') || '';
+  const wp = P() + '/webhooks/' + encodeURIComponent(id);
+  let w, dl;
+  try {
+    [w, dl] = await Promise.all([
+      id === 'relay' ? Promise.resolve({ id: 'relay', url: 'the policy\'s relay_webhook_url', events: ['relay_message'] }) : api('GET', wp),
+      api('GET', wp + '/deliveries' + qs({ status, limit, offset }))]);
+  } catch (e) { return adminOnly('Webhooks', e); }
+  const hrefFor = (o, st = status) => `#/webhooks/${encodeURIComponent(id)}` + qs({ status: st, offset: o || '' });
+  const filter = h('form', { class: 'filters', role: 'search', 'aria-label': 'Filter deliveries', onsubmit: (ev) => {
+    ev.preventDefault();
+    go(hrefFor(0, new FormData(filter).get('status')));
+  } }, field('Status', select('status', ['pending', 'succeeded', 'failed'], status, { any: 'any', id: 'delivery-status' })),
+  h('div', { class: 'actions' }, h('button', { type: 'submit' }, 'Apply'), h('button', { type: 'button', class: 'secondary', onclick: () => route() }, 'Refresh')));
+
+  const rows = dl.data.map((d) => {
+    const attempts = d.attempts || [];
+    // one tbody per delivery: its row, then a full-width row with the attempts
+    return h('tbody', { 'data-delivery-id': d.id, 'data-status': d.status }, h('tr', {},
+      h('td', { 'data-label': 'Event' }, h('div', {}, h('strong', {}, d.event_type), h('div', { class: 'muted mono' }, d.id),
+        d.payload && d.payload.task_id ? h('div', {}, taskLink(d.payload.task_id)) : null)),
+      h('td', { 'data-label': 'Status' }, badge(d.status)),
+      h('td', { 'data-label': 'Attempts', class: 'num' }, String(d.attempt_count ?? attempts.length)),
+      h('td', { 'data-label': 'Last answer' }, h('div', {}, d.last_status_code ? h('span', { class: 'mono' }, String(d.last_status_code)) : null,
+        d.last_error ? h('div', { class: 'error-text' }, d.last_error) : d.last_status_code ? null : '—')),
+      h('td', { 'data-label': 'Created' }, timeEl(d.created_at)),
+      h('td', { 'data-label': d.status === 'pending' ? 'Next attempt' : 'Finished' }, timeEl(d.status === 'pending' ? d.next_attempt_at : d.completed_at))),
+    h('tr', { class: 'sub' }, h('td', { colspan: 6, class: 'full' }, h('details', { class: 'attempts' },
+        h('summary', {}, `${attempts.length} attempt${attempts.length === 1 ? '' : 's'}`, h('span', { class: 'sr-only' }, ' of ' + d.id)),
+        attempts.length ? h('table', { class: 'mini' }, h('caption', { class: 'sr-only' }, 'Attempts of ' + d.id),
+          h('thead', {}, h('tr', {}, ['#', 'Started', 'Took', 'Answer', 'Response'].map((x) => h('th', { scope: 'col' }, x)))),
+          h('tbody', {}, attempts.map((a) => h('tr', { 'data-attempt': a.attempt },
+            h('td', {}, String(a.attempt)), h('td', {}, timeEl(a.started_at)), h('td', {}, fmtDur(a.duration_ms)),
+            h('td', { class: 'answer' }, a.status_code ? h('span', { class: a.status_code < 300 ? 'ok-code' : 'error-text' }, String(a.status_code)) : null,
+              a.error ? h('div', { class: 'error-text' }, a.error) : null, !a.status_code && !a.error ? (a.completed_at ? '—' : 'in flight') : null),
+            h('td', {}, a.response_body ? h('code', { class: 'resp' }, a.response_body) : '—'))))) : h('p', { class: 'muted' }, 'Not attempted yet.'),
+        h('h3', { class: 'sub-h' }, 'Payload'), jsonPre(d.payload, 'Payload of ' + d.id)))));
+  });
+  // deliveries still pending: refresh quietly while the reader is not on a control
+  if (dl.data.some((d) => d.status === 'pending')) {
+    const idle = () => !document.hidden && [document.body, $('#main')].includes(document.activeElement) && !$('details.attempts[open]');
+    const t = setInterval(() => { if (idle()) { route.focus = false; route().finally(() => { route.focus = true; }); } }, 3000);
+    onLeave(() => clearInterval(t));
+  }
+  const kv = (pairs) => h('dl', { class: 'kv' }, pairs.filter(Boolean).map(([k, v]) => [h('dt', {}, k), h('dd', {}, v ?? '—')]));
+  return h('section', {},
+    h('p', { class: 'muted' }, h('a', { href: '#/webhooks' }, '← webhooks')),
+    h('div', { class: 'head' }, h('h1', {}, 'Webhook ', h('span', { class: 'mono' }, w.id))),
+    h('div', { class: 'panel' }, kv([['url', h('code', { class: 'url' }, w.url)], ['events', (w.events || []).join(', ')],
+      w.description && ['description', w.description], w.created_at && ['created', timeEl(w.created_at)]])),
+    h('h2', {}, 'Deliveries'), filter,
+    h('div', { class: 'table-wrap' }, h('table', { class: 'stack-sm', id: 'deliveries-table' },
+      h('caption', {}, `Deliveries, newest first (${dl.total} ${status ? status : 'in all'})`),
+      h('thead', {}, h('tr', {}, ['Event', 'Status', 'Attempts', 'Last answer', 'Created', 'Next / finished'].map((x) => h('th', { scope: 'col' }, x)))),
+      rows.length ? rows : h('tbody', {}, h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No deliveries yet: only events after the webhook was created are sent.')))),
+    pager(dl.total, offset, limit, hrefFor)));
 }
 
 /* ---------- API keys ---------- */

@@ -4,7 +4,9 @@
 // one step (tasks, runs) is used by the next.  Screenshots go to
 // build/screenshots/.  Prints "N passed, M failed" last; exits 1 on a failure.
 import { spawn } from 'node:child_process';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,7 +31,7 @@ function startQuernd() {
     fs.mkdirSync(data);
     const err = fs.openSync(path.join(TMP, 'quernd.stderr'), 'a');
     const proc = spawn(path.join(BUILD, 'quernd'), ['--listen', '127.0.0.1:0', '--data', data, '--fsync', 'off'],
-      { env: { ...process.env, QUERN_BOOTSTRAP_KEY: KEY }, stdio: ['ignore', 'pipe', err] });
+      { env: { ...process.env, QUERN_BOOTSTRAP_KEY: KEY, QUERN_OUTBOUND_ALLOW_PRIVATE: '1', QUERN_WEBHOOK_RETRY_BASE_MS: '300' }, stdio: ['ignore', 'pipe', err] });
     let buf = '';
     const onData = (d) => {
       buf += d;
@@ -56,6 +58,11 @@ async function req(method, p, body) {
   if (!res.ok) throw new Error(`${method} ${p} -> ${res.status} ${text.slice(0, 300)}`);
   return json;
 }
+// X-Quern-Signature: t=<unix>,sha256=<hex HMAC-SHA256 of "<t>.<body>">
+function sign(secret, body, t = Math.floor(Date.now() / 1000)) {
+  return `t=${t},sha256=` + crypto.createHmac('sha256', secret).update(`${t}.${body}`).digest('hex');
+}
+const TERMINAL_RUN = new Set(['completed', 'failed', 'timed_out', 'denied', 'canceled']);
 const runUrl = (r) => `${PP}/tasks/${r.task_id}/runs/${r.id}`;
 async function leaseOne(agent) {
   const r = await req('POST', PP + '/workers/lease', { worker_id: 'browser-test', agent_id: agent, wait_ms: 5000 });
@@ -448,8 +455,165 @@ test('API keys: create (shown once), then revoke', async () => {
   assert(res.status === 401, 'revoked key refused');
 });
 
+test('triggers: create one for a task, fire it with a signed request, see the run', async () => {
+  const t = await req('POST', PP + '/tasks', { name: 'on-push', runtime_id: 'sh', code: 'echo "pushed: $(cat "$QUERN_INPUT")"', input: { ref: 'main', repo: 'quern' }, run: false });
+  await page.click('#nav >> text=Triggers');
+  await page.getByRole('heading', { name: 'Triggers', exact: true }).waitFor({ timeout: T });
+  await page.fill('#trigger-task', 'on-push'); // a name: resolved through the server-side search
+  await page.fill('#trigger-description', 'CI pushes');
+  await page.click('button:has-text("Create trigger")');
+  const secret = (await page.waitForSelector('#new-trigger-secret', { timeout: T }).then((e) => e.textContent())).trim();
+  const url = (await page.textContent('#new-trigger-url')).trim();
+  assert(/^whsec_[0-9a-f]{48}$/.test(secret), 'generated secret shown: ' + secret);
+  assert(new RegExp('^' + BASE + '/hooks/trg_').test(url), 'absolute trigger URL: ' + url);
+  assert((await page.textContent('#new-trigger')).includes('X-Quern-Signature'), 'signing explained');
+  await shot(page, '18-trigger-created');
+  const trg = (await req('GET', PP + '/triggers?task_id=' + t.id)).data;
+  assert(trg.length === 1 && trg[0].description === 'CI pushes' && !('secret' in trg[0]), 'created for the task, secret not listed');
+  // unsigned: refused; signed (HMAC-SHA256 of "<t>.<body>"): a run with the body merged over the input
+  let res = await fetch(url, { method: 'POST', body: '{}' });
+  assert(res.status === 401, 'unsigned request refused: ' + res.status);
+  const body = JSON.stringify({ ref: 'v1.2' });
+  res = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/json', 'X-Quern-Signature': sign(secret, body) }, body });
+  const fired = await res.json();
+  assert(res.status === 202 && fired.task_id === t.id && fired.run_id, 'fired: ' + res.status + ' ' + JSON.stringify(fired));
+  await page.click('button:has-text("Done")');
+  const row = `#triggers-table tr[data-trigger-id="${trg[0].id}"]`;
+  await page.waitForSelector(`${row} .fires:has-text("1")`, { timeout: T });
+  assert((await page.textContent(`${row} .last-run`)) === fired.run_id, 'last run linked');
+  assert((await page.textContent(row)).includes('on-push'), 'task name shown');
+  await shot(page, '19-triggers');
+  await page.click(`${row} .last-run`);
+  await page.waitForSelector('#run-status[data-status=completed]', { timeout: 30000 });
+  await page.waitForSelector('#log .line:has-text("v1.2")', { timeout: T });
+  const input = JSON.parse(await page.locator('pre[aria-label="Run input"]').textContent());
+  assert(input.ref === 'v1.2' && input.repo === 'quern', 'body merged over the input: ' + JSON.stringify(input));
+  // delete (a second trigger) through the UI: its URL stops working
+  const t2 = await req('POST', PP + '/triggers', { task_id: t.id, secret: 'given-secret' });
+  assert(!('secret' in t2), 'a given secret is not returned');
+  await open(page, '#/triggers?task_id=' + t.id);
+  await page.getByRole('button', { name: 'Delete trigger ' + t2.id }).click();
+  await waitFor(async () => (await req('GET', PP + '/triggers?task_id=' + t.id)).data.length === 1, 'trigger deleted');
+  await page.waitForSelector('#triggers-table caption:has-text("(1)")', { timeout: T });
+  assert(await page.locator(row).count() === 1 && !(await page.locator(`tr[data-trigger-id="${t2.id}"]`).count()), 'the other trigger stays');
+  res = await fetch(BASE + t2.url, { method: 'POST', headers: { 'X-Quern-Signature': sign('given-secret', '{}') }, body: '{}' });
+  assert(res.status === 404, 'deleted trigger: ' + res.status);
+});
+
+test('webhooks: deliveries to a local receiver, a retry, attempts, pages', async () => {
+  const got = [];
+  const recv = http.createServer((rq, rs) => {
+    let b = '';
+    rq.setEncoding('utf8');
+    rq.on('data', (d) => { b += d; });
+    rq.on('end', () => {
+      got.push({ headers: rq.headers, body: b });
+      // the first request is refused once: the delivery is retried
+      if (got.length === 1) { rs.writeHead(503, { 'Content-Type': 'text/plain' }); rs.end('busy, try later'); } else { rs.writeHead(200); rs.end('ok'); }
+    });
+  });
+  await new Promise((r) => recv.listen(0, '127.0.0.1', r));
+  const hookUrl = `http://127.0.0.1:${recv.address().port}/quern`;
+  try {
+    await page.click('#nav >> text=Webhooks');
+    await page.getByRole('heading', { name: 'Webhooks', exact: true }).waitFor({ timeout: T });
+    await page.fill('#webhook-url', hookUrl);
+    await page.uncheck('input[name=event][value="*"]');
+    await page.click('summary:has-text("Single event types")');
+    await page.check('input[name=event][value="task.created"]');
+    await page.fill('#webhook-description', 'local receiver');
+    await page.click('button:has-text("Create webhook")');
+    const secret = (await page.waitForSelector('#new-webhook-secret', { timeout: T }).then((e) => e.textContent())).trim();
+    assert(/^whsec_[0-9a-f]{48}$/.test(secret), 'generated secret shown once: ' + secret);
+    await shot(page, '20-webhook-created');
+    const hooks = (await req('GET', PP + '/webhooks')).data.filter((w) => w.url === hookUrl);
+    assert(hooks.length === 1 && JSON.stringify(hooks[0].events) === '["task.created"]', 'webhook with its filter: ' + JSON.stringify(hooks));
+    const wid = hooks[0].id;
+    const t = await req('POST', PP + '/tasks', { name: 'hooked', assigned_agent_id: 'nobody', run: false });
+    await waitFor(() => got.length >= 2, 'the delivery and its retry');
+    // the receiver checks the signature with the secret shown once
+    const [, ts, mac] = got[1].headers['x-quern-signature'].match(/^t=(\d+),sha256=([0-9a-f]{64})$/);
+    assert(sign(secret, got[1].body, Number(ts)).endsWith(mac), 'signature verifies');
+    const ev = JSON.parse(got[1].body);
+    assert(ev.type === 'task.created' && ev.task_id === t.id, 'event: ' + got[1].body.slice(0, 200));
+    assert(got[0].headers['x-quern-delivery'] === got[1].headers['x-quern-delivery'], 'the retry is the same delivery');
+    const dpath = `${PP}/webhooks/${wid}/deliveries`;
+    await waitFor(async () => (await req('GET', dpath)).data.some((d) => d.status === 'succeeded'), 'delivery succeeded');
+    await open(page, '#/webhooks');
+    await page.click(`#webhooks-table tr[data-webhook-id="${wid}"] a.url`);
+    await page.getByRole('heading', { name: /Webhook/ }).waitFor({ timeout: T });
+    const drow = page.locator('#deliveries-table tbody[data-status=succeeded]');
+    await drow.first().waitFor({ timeout: T });
+    assert(await drow.count() === 1, 'one succeeded delivery');
+    assert((await drow.textContent()).includes('task.created') && (await drow.textContent()).includes('hooked'), 'event and task shown');
+    await drow.locator('summary').click();
+    const answers = await drow.locator('table.mini tbody tr td.answer').allTextContents();
+    assert(answers.length === 2 && answers[0].includes('503') && answers[1].includes('200'), 'attempts: ' + answers);
+    assert((await drow.locator('table.mini').textContent()).includes('busy, try later'), 'response body of the failed attempt');
+    await shot(page, '21-webhook-deliveries');
+    // pages of 20
+    await req('POST', PP + '/tasks/batch', { tasks: Array.from({ length: 21 }, (_, i) => ({ name: 'hooked-' + i, assigned_agent_id: 'nobody' })) });
+    await waitFor(async () => { const d = await req('GET', dpath + '?status=succeeded&limit=1'); return d.total === 22; }, '22 deliveries succeeded');
+    await open(page, `#/webhooks/${wid}`);
+    await page.waitForSelector('.page-info:has-text("1–20 of 22")', { timeout: T });
+    await page.click('a[rel=next]');
+    await page.waitForSelector('.page-info:has-text("21–22 of 22")', { timeout: T });
+    assert(await page.locator('#deliveries-table tbody[data-status]').count() === 2, '2 rows on page 2');
+    await page.selectOption('#delivery-status', 'failed');
+    await page.click('button:has-text("Apply")');
+    await page.waitForSelector('#deliveries-table td.empty', { timeout: T });
+    state.webhook = wid;
+    // delete (another webhook) through the list
+    const other = await req('POST', PP + '/webhooks', { url: 'https://example.invalid/other', events: ['task.deleted'], secret: 's3cret' });
+    assert(!('secret' in other), 'a given secret is not returned');
+    await open(page, '#/webhooks');
+    await page.getByRole('button', { name: 'Delete webhook https://example.invalid/other' }).click();
+    await waitFor(async () => !(await req('GET', PP + '/webhooks')).data.some((w) => w.id === other.id), 'webhook deleted');
+    await page.waitForSelector('#webhooks-table caption:has-text("(1)")', { timeout: T });
+    const left = (await req('GET', PP + '/webhooks')).data.map((w) => w.id);
+    assert(!left.includes(other.id) && left.includes(wid), 'deleted the other one only');
+  } finally {
+    recv.close();
+  }
+});
+
+test('artifacts: a file written by a code run opens through its presigned link', async () => {
+  const t = await req('POST', PP + '/tasks', { name: 'makes-file', runtime_id: 'sh', run: true,
+    code: 'printf "hello artifact\\n" > "$QUERN_ARTIFACTS/hello.txt"\necho wrote it' });
+  const run = await waitFor(async () => (await req('GET', `${PP}/tasks/${t.id}/runs`)).data.find((r) => TERMINAL_RUN.has(r.status)), 'the run ends', 30000);
+  assert(run.status === 'completed', 'run completed: ' + run.status);
+  await open(page, `#/run/${t.id}/${run.id}`);
+  const link = page.locator('#artifacts a.artifact[data-name="hello.txt"][data-signed]');
+  await link.waitFor({ timeout: T });
+  const href = await link.getAttribute('href');
+  assert(href.startsWith('/artifacts/') && (await link.getAttribute('target')) === '_blank', 'presigned link in a new tab: ' + href);
+  assert((await page.textContent('#artifacts')).includes('15 bytes'), 'size shown');
+  await shot(page, '22-run-artifacts');
+  // the link works without any key
+  const res = await fetch(BASE + href);
+  const bytes = Buffer.from(await res.arrayBuffer());
+  assert(res.status === 200 && bytes.equals(Buffer.from('hello artifact\n')), `GET ${href} -> ${res.status} ${JSON.stringify(bytes.toString())}`);
+  // clicked: a new tab, whose attachment arrives as a download with the same bytes
+  const downloads = [];
+  const onPage = (p) => p.on('download', (d) => downloads.push(d));
+  ctx.on('page', onPage);
+  page.on('download', (d) => downloads.push(d));
+  try {
+    await link.click();
+    await waitFor(() => downloads.length > 0, 'the download');
+    const file = await downloads[0].path();
+    assert(fs.readFileSync(file).equals(Buffer.from('hello artifact\n')), 'downloaded bytes');
+    assert(downloads[0].suggestedFilename().length > 0, 'a file name');
+  } finally {
+    ctx.off('page', onPage);
+    page.removeAllListeners('download');
+  }
+  for (const p of ctx.pages()) if (p !== page) await p.close();
+});
+
 test('every form control has a label; keyboard reaches the navigation', async () => {
-  for (const hash of ['#/tasks', '#/tasks/new', '#/definitions', '#/keys', '#/runs', `#/run/${state.run.task_id}/${state.run.id}`]) {
+  for (const hash of ['#/tasks', '#/tasks/new', '#/definitions', '#/keys', '#/runs', `#/run/${state.run.task_id}/${state.run.id}`,
+    '#/triggers', '#/webhooks', `#/webhooks/${state.webhook}`]) {
     await open(page, hash);
     await page.waitForSelector('main h1', { timeout: T });
     await page.waitForTimeout(100);
@@ -478,13 +642,14 @@ test('usable at phone width (no horizontal scrolling)', async () => {
   await page.setViewportSize({ width: 390, height: 844 });
   try {
     for (const [hash, name, h1] of [['#/tasks', '14-phone-tasks', 'Tasks'], [`#/run/${state.run.task_id}/${state.run.id}`, '15-phone-run', 'Run'],
-      ['#/', '16-phone-overview', 'Overview'], [`#/task/${state.dagTask}`, '17-phone-dag', 'load']]) {
+      ['#/', '16-phone-overview', 'Overview'], [`#/task/${state.dagTask}`, '17-phone-dag', 'load'],
+      ['#/triggers', '23-phone-triggers', 'Triggers'], [`#/webhooks/${state.webhook}`, '24-phone-webhook', 'Webhook']]) {
       await open(page, hash);
       await page.waitForSelector(`main h1:has-text("${h1}")`, { timeout: T });
       await page.waitForTimeout(300);
       const w = await page.evaluate(() => document.documentElement.scrollWidth);
       assert(w <= 391, `${hash}: page is ${w}px wide at 390px`);
-      await shot(page, name, name !== '14-phone-tasks');
+      await shot(page, name, !['14-phone-tasks', '24-phone-webhook'].includes(name));
     }
   } finally {
     await page.setViewportSize({ width: 1280, height: 900 });

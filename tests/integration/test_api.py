@@ -24,8 +24,16 @@ def agent_task(**kw):
 def test_health_and_ops():
     assert expect(S.req("GET", "/healthz", key=None), 200)["status"] == "ok"
     assert expect(S.req("GET", "/readyz", key=None), 200)["status"] == "ready"
+    t = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "metrics", "run": True}), 201)
+    expect(S.req("POST", P + "/workers/lease", {"agent_id": "metrics"}), 200)
     m = S.req("GET", "/metrics", key=None)
     assert m.status == 200 and "quern_queue_depth" in m.text
+    lines = dict(l.rsplit(" ", 1) for l in m.text.splitlines() if l and not l.startswith("#"))
+    assert int(lines['quern_runs{status="running"}']) >= 1
+    assert int(lines["quern_dispatch_latency_ms_count"]) >= 1
+    assert any(k.startswith("quern_http_requests_total{") for k in lines)
+    assert "quern_schedules" in lines and "quern_http_connections" in lines
+    del t
     doc = expect(S.req("GET", "/openapi.json", key=None), 200)
     assert doc["openapi"].startswith("3.1")
     assert "/api/projects/{project_id}/tasks" in doc["paths"]

@@ -215,6 +215,46 @@ def test_policy_denies_before_anything_runs():
         S.req("PUT", P + "/policy", body)
 
 
+def test_sigterm_lets_running_code_finish():
+    s = Server()
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo started; sleep 1; echo finished"}), 201)
+        wait_for(lambda: any(x["message"] == "started" for x in [
+            json.loads(l) for l in s.req("GET", P + "/tasks/%s/runs/%s/logs" % (
+                t["id"], expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]["id"])).text.splitlines()]),
+            what="the code to start")
+        s.stop()     # SIGTERM: drains, exits 0 (asserted by stop)
+        s.start()
+        run = expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+        assert run["status"] == "completed" and run["attempt"] == 1, run
+    finally:
+        s.stop()
+
+
+def test_relative_data_directory():
+    """make run uses --data ./quern-data: code must run with a relative data dir."""
+    import subprocess
+    import tempfile
+    import qlib
+    cwd = tempfile.mkdtemp(prefix="quern-rel-", dir=os.environ.get("QUERN_TEST_TMP"))
+    binary = os.path.abspath(os.path.join(qlib.BUILD, "quernd"))
+    p = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--data", "./rel-data"], cwd=cwd,
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                         env=dict(os.environ, QUERN_BOOTSTRAP_KEY=qlib.ROOT_KEY))
+    try:
+        line = p.stdout.readline().decode()
+        hostport = line.strip().rsplit("http://", 1)[1]
+        rel = qlib.Server.__new__(qlib.Server)
+        rel.host, port = hostport.rsplit(":", 1)
+        rel.port = int(port)
+        t = expect(rel.req("POST", P + "/tasks", {"code": 'echo rel > "$QUERN_STORAGE_PROJECT/f"; cat "$QUERN_STORAGE_PROJECT/f"',
+                                                  "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "completed", t["run"]
+    finally:
+        p.terminate()
+        p.wait(30)
+
+
 def test_ts_types_are_stripped():
     code = ("interface P { n: number }\n"
             "const p: P = JSON.parse(await (await import('fs')).promises.readFile(process.env.QUERN_INPUT!, 'utf8'));\n"
