@@ -58,9 +58,13 @@
  * store_node_alive reads pg_locks) and, when it can take it, the leader's
  * (LEADER_LOCK, tried every second).  Locks go with the session: a node that
  * dies releases them at once (its socket closes); a node cut off from the
- * server loses them when the server's TCP keepalive (set to ~4 s on this
- * session) gives up, and it stops calling itself leader as soon as its own
- * health check (a query answered within 2 s, every second) fails.  After a
+ * server loses them when the server's TCP keepalive (set to ~4 s on every
+ * session, SESSION_TIMEOUTS) gives up, and it stops calling itself leader as
+ * soon as its own health check (a query answered within 2 s, every second)
+ * fails.  The writer's session is dropped the same way, so a transaction cut
+ * off before its COMMIT does not keep its locks (EVENT_LOCK stalls every
+ * node's writer); this node's own calls fail after ~4 s of silence
+ * (tcp_user_timeout, keepalives on the client side) rather than hang.  After a
  * reconnect the watcher is told it may have missed changes (changes ==
  * NULL) and reloads; QUERN_PG_POLL_MS > 0 makes it reload that often as
  * well (a polling fallback where NOTIFY cannot be used).
@@ -186,13 +190,27 @@ static void conn_free(struct conn *c)
     free(c);
 }
 
+static int simple(struct conn *c, const char *sql);
+
+/* Every connection, both ends: a peer that goes silent (a network cut) is
+ * given up after ~4 s.  The server side matters most: a session cut off
+ * inside a transaction would otherwise keep its row and advisory locks
+ * (EVENT_LOCK included, stalling every node's writer) until the kernel's
+ * default keepalive, two hours later.  The client side makes this node's
+ * own calls fail instead of hanging until the link comes back. */
+#define TCP_USER_TIMEOUT "4000"
+#define SESSION_TIMEOUTS "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; " \
+                         "SET tcp_keepalives_count = 2; SET tcp_user_timeout = " TCP_USER_TIMEOUT
+
 static struct conn *conn_open(const char *url, char **err)
 {
-    const char *keys[] = {"dbname", "application_name", "client_encoding", "connect_timeout", NULL};
-    const char *vals[] = {url, "quernd", "UTF8", "10", NULL};
+    const char *keys[] = {"dbname", "application_name", "client_encoding", "connect_timeout",
+                          "keepalives", "keepalives_idle", "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout", NULL};
+    const char *vals[] = {url, "quernd", "UTF8", "10", "1", "2", "1", "2", TCP_USER_TIMEOUT, NULL};
     struct conn *c = xcalloc(1, sizeof *c);
     c->pg = PQconnectdbParams(keys, vals, 1);
-    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || simple(c, SESSION_TIMEOUTS)) {
         const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
         if (err)
             *err = xasprintf("cannot connect to PostgreSQL: %s", m);
@@ -461,7 +479,7 @@ static struct conn *writer_conn(struct pg_store *st)
         return c;
     PQreset(c->pg);
     cache_clear(c);
-    if (conn_bad(c) || writer_setup(st, c)) {
+    if (conn_bad(c) || simple(c, SESSION_TIMEOUTS) || writer_setup(st, c)) {
         fprintf(stderr, "quernd: postgres: the writer cannot reconnect: %s",
                 PQerrorMessage(c->pg));
         return NULL;
@@ -1552,8 +1570,9 @@ static struct conn *listener_connect(struct pg_store *st)
 {
     const char *keys[] = {"dbname", "application_name", "client_encoding", "connect_timeout",
                           "keepalives", "keepalives_idle", "keepalives_interval",
-                          "keepalives_count", NULL};
-    const char *vals[] = {st->url, "quernd-listener", "UTF8", "3", "1", "2", "1", "2", NULL};
+                          "keepalives_count", "tcp_user_timeout", NULL};
+    const char *vals[] = {st->url, "quernd-listener", "UTF8", "3", "1", "2", "1", "2",
+                          TCP_USER_TIMEOUT, NULL};
     struct conn *c = xcalloc(1, sizeof *c);
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
@@ -1561,9 +1580,8 @@ static struct conn *listener_connect(struct pg_store *st)
         return NULL;
     }
     PQsetNoticeProcessor(c->pg, quiet_notices, NULL);
-    char *lock = xasprintf("SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; "
-                           "SET tcp_keepalives_count = 2; SET tcp_user_timeout = 4000; "
-                           "LISTEN " NOTIFY_CHANNEL "; SELECT pg_try_advisory_lock(%lld)",
+    char *lock = xasprintf(SESSION_TIMEOUTS "; LISTEN " NOTIFY_CHANNEL
+                           "; SELECT pg_try_advisory_lock(%lld)",
                            (long long)st->node_key);
     bool ok = timed_true(c, lock);
     free(lock);
