@@ -93,7 +93,6 @@ static void cb_control(void *ctx, const char *run_id, const json_t *msg, int ite
 
 static void cb_exit(void *ctx, const char *run_id, struct exec_result *res)
 {
-    ((struct runner *)ctx)->live--;
     struct item *it = xcalloc(1, sizeof *it);
     it->kind = IT_EXIT;
     snprintf(it->run_id, sizeof it->run_id, "%s", run_id);
@@ -662,6 +661,8 @@ static void *runner_main(void *arg)
             json_decref(b.runs);
             while (items) {
                 struct item *nx = items->next;
+                if (items->kind == IT_EXIT)
+                    rn->live--;   /* stored: a drain may now stop */
                 item_free(items);
                 items = nx;
             }
