@@ -470,12 +470,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: cannot create the blob directory under %s\n", data);
         return 1;
     }
+    /* recovery writes events: the bus must exist first */
+    app.events = events_new(app.store);
     if (runner_recover(&app)) {
         fprintf(stderr, "quernd: cannot recover runs left by the previous process\n");
         return 1;
     }
     app.auth = auth_new(app.store);
-    app.events = events_new(app.store);
     app.sched = sched_new(&app);
     if (sched_start(app.sched)) {
         fprintf(stderr, "quernd: cannot start the scheduler\n");
