@@ -14,7 +14,7 @@ if [ -f bench/qbench.c ]; then
   $CC $FLAGS -o "$B/qbench" bench/qbench.c bench/qhttp.c $J -lm
 fi
 # the dispatcher benchmark links quern's own library (make builds it first)
-if [ -f "$1/libquern.a" ] || [ -f "${BUILD:-build}/libquern.a" ]; then
+if [ -f "${1:-build}/libquern.a" ]; then
   L="${1:-build}/libquern.a"
   $CC $FLAGS -iquote src -o "$B/sched_bench" bench/sched_bench.c "$L" \
       $(pkg-config --cflags --libs libmicrohttpd jansson sqlite3 libcrypto libcurl libseccomp libpq) -lm
