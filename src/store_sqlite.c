@@ -28,6 +28,7 @@
 #include "store.h"
 #include "log.h"
 #include "jdump.h"
+#include "jload.h"
 #include "util.h"
 
 #define MAX_BATCH 512
@@ -564,7 +565,7 @@ static json_t *col_json(sqlite3_stmt *s, int i)
     int n = sqlite3_column_bytes(s, i);
     if (!t)
         return NULL;
-    return json_loadb(t, (size_t)n, 0, NULL);
+    return jload(t, (size_t)n, 0);
 }
 
 /* The document in column i of a row selected with ksql.cols, hot columns
@@ -579,7 +580,7 @@ static json_t *row_doc(sqlite3_stmt *s, int i, enum store_kind kind)
         const char *t = (const char *)sqlite3_column_text(s, c);
         if (!t)
             continue;
-        json_t *v = json_loadb(t, (size_t)sqlite3_column_bytes(s, c), JSON_DECODE_ANY, NULL);
+        json_t *v = jload(t, (size_t)sqlite3_column_bytes(s, c), JSON_DECODE_ANY);
         if (v)
             json_object_set_new(doc, *f, v);
     }
