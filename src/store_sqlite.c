@@ -41,6 +41,8 @@ struct conn {
         sqlite3_stmt *st;
     } cache[STMT_CACHE];
     struct conn *next;    /* all read connections, for closing */
+    bool busy;            /* a read transaction is open on it */
+    struct conn *nested;  /* the thread's next reader, for a read inside this one's */
 };
 
 struct hook {
@@ -442,19 +444,35 @@ static int sq_write(struct store *s, store_fn fn, void *arg)
     return j.rc;
 }
 
-static struct conn *reader(struct sqlite_store *st)
+static struct conn *open_reader(struct sqlite_store *st)
 {
-    struct conn *c = pthread_getspecific(st->rkey);
-    if (c)
-        return c;
-    c = conn_open(st, false, NULL);
+    struct conn *c = conn_open(st, false, NULL);
     if (!c)
         return NULL;
-    pthread_setspecific(st->rkey, c);
     pthread_mutex_lock(&st->mu);
     c->next = st->readers;
     st->readers = c;
     pthread_mutex_unlock(&st->mu);
+    return c;
+}
+
+/* The calling thread's read connection that has no transaction open.  A
+ * read can start inside another on the same thread (a commit hook that
+ * reads, run by a leader that was itself reading): it gets the thread's next
+ * connection, so its own snapshot is fresh and the outer one stays intact. */
+static struct conn *reader(struct sqlite_store *st)
+{
+    struct conn *c = pthread_getspecific(st->rkey);
+    if (!c) {
+        if (!(c = open_reader(st)))
+            return NULL;
+        pthread_setspecific(st->rkey, c);
+    }
+    while (c->busy) {
+        if (!c->nested && !(c->nested = open_reader(st)))
+            return NULL;
+        c = c->nested;
+    }
     return c;
 }
 
@@ -467,7 +485,9 @@ static int sq_read(struct store *s, store_fn fn, void *arg)
     struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, NULL};
     sqlite3_stmt *b = stmt(c, "BEGIN");
     sqlite3_step(b);
+    c->busy = true;
     int rc = fn((struct store_tx *)&tx, arg);
+    c->busy = false;
     sqlite3_stmt *e = stmt(c, "COMMIT");
     sqlite3_step(e);
     return rc;
