@@ -351,28 +351,52 @@ static int migrate(struct conn *c, char **err)
 
 /* ---- the writer ---- */
 
+/* One statement of the transaction's frame, prepared once (sqlite3_exec
+ * would parse it again on every commit). */
+static int frame_sql(struct conn *c, const char *sql)
+{
+    sqlite3_stmt *s = stmt(c, sql);
+    int rc = s ? sqlite3_step(s) : SQLITE_ERROR;
+    if (s)
+        sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        log_write(LOG_ERROR, "store", json_pack("{s:s}", "sql", sql), "sqlite: %s",
+                  sqlite3_errmsg(c->db));
+        return -EIO;
+    }
+    return 0;
+}
+
 static void run_batch(struct sqlite_store *st, struct job *batch)
 {
     struct conn *c = st->wconn;
-    int rc = exec_sql(c, "BEGIN IMMEDIATE");
+    /* a lone job needs no savepoint: its failure rolls the transaction back */
+    bool alone = !batch->next;
+    int rc = frame_sql(c, "BEGIN IMMEDIATE");
     for (struct job *j = batch; j; j = j->next) {
         if (rc) {
             j->rc = -EIO;
             continue;
         }
         struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, j};
-        exec_sql(c, "SAVEPOINT job");
+        if (!alone)
+            frame_sql(c, "SAVEPOINT job");
         j->rc = j->fn((struct store_tx *)&tx, j->arg);
         if (j->rc) {
-            exec_sql(c, "ROLLBACK TO job");
+            frame_sql(c, alone ? "ROLLBACK" : "ROLLBACK TO job");
             for (size_t i = 0; i < j->nhooks; i++)   /* invariant 3 */
                 j->hooks[i].fn(j->hooks[i].arg, false);
             j->nhooks = 0;
+            if (alone) {
+                /* nothing left to commit; hooks were told */
+                return;
+            }
         }
-        exec_sql(c, "RELEASE job");
+        if (!alone)
+            frame_sql(c, "RELEASE job");
     }
-    if (!rc && exec_sql(c, "COMMIT")) {
-        exec_sql(c, "ROLLBACK");
+    if (!rc && frame_sql(c, "COMMIT")) {
+        frame_sql(c, "ROLLBACK");
         rc = -EIO;
     }
     /* Invariant 3: hooks after the commit, in commit order. */
