@@ -159,6 +159,7 @@ struct pg_store {
     int64_t poll_ms;
     /* fault injection for tests (writer thread only): conflicts to simulate */
     int64_t fault_jobs, fault_batches;
+    bool fault_every_run;       /* QUERN_PG_FAULT_EVERY_RUN=1: not only first runs */
     int64_t blob_grace_ms;      /* STORE_BLOB_GRACE_MS; QUERN_BLOB_GRACE_MS for tests */
 };
 
@@ -609,13 +610,15 @@ static int commit(struct conn *c, const char *sql)
  * retryable jobs, and the COMMIT of each of the first M batches made only
  * of first runs of retryable jobs, fail exactly as if PostgreSQL had chosen
  * them as the loser of a deadlock (SQLSTATE 40P01 raised in the
- * transaction), so the retry paths run deterministically. */
+ * transaction), so the retry paths run deterministically.  With
+ * QUERN_PG_FAULT_EVERY_RUN=1 the job faults hit later runs too (to see a
+ * write give up). */
 #define FAULT_SQL "DO $$BEGIN RAISE EXCEPTION 'quern: injected conflict' " \
                   "USING ERRCODE = 'deadlock_detected'; END$$; "
 
 static bool fault_job(struct pg_store *st, struct conn *c, struct job *j)
 {
-    if (!j->retry || j->attempt || st->fault_jobs <= 0)
+    if (!j->retry || (j->attempt && !st->fault_every_run) || st->fault_jobs <= 0)
         return false;
     st->fault_jobs--;
     PQclear(PQexec(c->pg, FAULT_SQL));
@@ -979,6 +982,8 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     const char *fault = getenv("QUERN_PG_FAULT_JOB_CONFLICTS");
     if (!fault || parse_i64(fault, &st->fault_jobs))
         st->fault_jobs = 0;
+    fault = getenv("QUERN_PG_FAULT_EVERY_RUN");
+    st->fault_every_run = fault && !strcmp(fault, "1");
     fault = getenv("QUERN_PG_FAULT_BATCH_CONFLICTS");
     if (!fault || parse_i64(fault, &st->fault_batches))
         st->fault_batches = 0;
