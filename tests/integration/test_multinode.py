@@ -273,14 +273,17 @@ def conflicting_uploads(env):
 def test_write_conflicts_are_retried_per_job():
     """Each retryable write loses its first run inside its own savepoint."""
     log = conflicting_uploads({"QUERN_PG_FAULT_JOB_CONFLICTS": "1000000"})
-    assert log.count("lost a conflict with another node; retry 1 of") >= 12, log[-3000:]
+    assert log.count("lost a conflict with another node; retry 1 of") == 12, log[-3000:]
+    assert "retry 2 of" not in log, log[-3000:]
 
 
 def test_write_conflicts_are_retried_per_batch():
     """Whole group commits lose at COMMIT after their jobs succeeded: every
     job of the batch runs again, its hooks are not run twice."""
     log = conflicting_uploads({"QUERN_PG_FAULT_BATCH_CONFLICTS": "1000000"})
-    assert log.count("lost a conflict with another node; retry 1 of") >= 12, log[-3000:]
+    # only batches made of first runs lose (a batch that also holds a second
+    # run commits), so how many writes ran twice varies; at least one did
+    assert log.count("lost a conflict with another node; retry 1 of") >= 1, log[-3000:]
     assert "retry 2 of" not in log, log[-3000:]
 
 
