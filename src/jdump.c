@@ -84,9 +84,7 @@ static void put_real(struct buf *b, double v)
     put(b, s, len);
 }
 
-/* Length of the valid UTF-8 sequence at p (first byte >= 0x80), 0 if invalid
- * (overlong, surrogate, above U+10FFFF or truncated), as jansson judges. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+size_t jdump_utf8_len(const unsigned char *p, const unsigned char *end)
 {
     unsigned c = p[0];
     size_t n;
@@ -132,7 +130,7 @@ static int put_str(struct buf *b, const char *str, size_t len)
             break;
         unsigned c = *p;
         if (c >= 0x80) {
-            size_t n = utf8_len(p, end);
+            size_t n = jdump_utf8_len(p, end);
             if (!n)
                 return -1;
             put(b, (const char *)p, n);
