@@ -488,9 +488,13 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
     return 0;
 }
 
+/* Re-runnable (store_write_retry): every output is reset first. */
 static int create_fn(struct store_tx *tx, void *arg)
 {
     struct create_arg *a = arg;
+    json_decref(a->result);
+    json_decref(a->run);
+    a->result = a->run = NULL;
     if (!a->batch)
         return create_one(a, tx, a->body, "", &a->result);
     a->result = json_array();
@@ -589,7 +593,7 @@ void api_tasks_create(struct req *r)
     if (!body || !api_project(r, project))
         return;
     struct create_arg a = {.r = r, .project_id = project, .body = body};
-    int rc = store_write(r->app->store, create_fn, &a);
+    int rc = store_write_retry(r->app->store, create_fn, &a);
     if (rc) {
         api_store_error(r, rc, "task");
         json_decref(a.result);
@@ -649,7 +653,7 @@ void api_tasks_batch(struct req *r)
         return;
     }
     struct create_arg a = {.r = r, .project_id = project, .body = tasks, .batch = true};
-    int rc = store_write(r->app->store, create_fn, &a);
+    int rc = store_write_retry(r->app->store, create_fn, &a);
     if (rc) {
         api_store_error(r, rc, "task");
         json_decref(a.result);
