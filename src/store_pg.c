@@ -80,6 +80,7 @@
 
 #include "store.h"
 #include "jdump.h"
+#include "jload.h"
 #include "util.h"
 
 #define MAX_BATCH 512
@@ -386,7 +387,7 @@ static json_t *col_json(PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
         return NULL;
-    return json_loadb(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col), 0, NULL);
+    return jload(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col), 0);
 }
 
 /* ---- migrations ---- */
