@@ -11,11 +11,16 @@
  *
  * Transactions.  All access goes through a struct store_tx.  Reads use
  * store_read(): a snapshot on the calling thread's own read connection.
- * Writes use store_write(): the function runs on the single writer thread,
- * inside a transaction shared with other concurrent writes (group commit),
- * and store_write() returns only after that transaction is durable per the
- * fsync policy.  Each write function runs inside its own savepoint, so one
- * request's failure never undoes another's.
+ * Writes use store_write(): the function runs on the one thread that
+ * writes at a time (SQLite: the caller that leads the current group commit;
+ * PostgreSQL: the backend's writer thread), inside a transaction shared with
+ * other concurrent writes (group commit), and store_write() returns only
+ * after that transaction is durable per the fsync policy.  Each write
+ * function runs inside its own savepoint, so one request's failure never
+ * undoes another's.  Write functions and commit hooks must not call
+ * store_write() (the writer would wait for itself); they may call
+ * store_read() (SQLite gives a read nested on one thread its own
+ * connection).
  *
  * Invariants:
  *  1. store_write() returns 0 only after the transaction holding fn's
@@ -78,7 +83,7 @@ struct store;
 struct store_tx;
 
 /* Opens the store named by url ("sqlite:PATH", a plain path, or
- * "postgres://…"), applies pending migrations and starts its writer thread.
+ * "postgres://…"), applies pending migrations and starts its threads.
  * Returns NULL with *err (malloc'd) on failure. */
 struct store *store_open(const char *url, const struct store_opts *opts, char **err);
 /* Stops the writer after draining queued writes, and closes everything. */
@@ -92,8 +97,8 @@ typedef int (*store_fn)(struct store_tx *tx, void *arg);
 /* committed is false when the write was rolled back: free what arg holds. */
 typedef void (*store_hook)(void *arg, bool committed);
 
-/* Runs fn in a group-committed write transaction on the writer thread and
- * returns its result once durable (invariant 1).  -EIO when the commit failed. */
+/* Runs fn in a group-committed write transaction (on the writing thread of
+ * the moment, see above) and returns its result once durable (invariant 1).  -EIO when the commit failed. */
 int store_write(struct store *st, store_fn fn, void *arg);
 /* Runs fn with a read snapshot on the calling thread. */
 int store_read(struct store *st, store_fn fn, void *arg);
