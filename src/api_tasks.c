@@ -448,22 +448,22 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
     json_t *task = api_task_from_body(a->r, tx, a->project_id, body, prefix, &opts);
     if (!task)
         return -EINVAL;
-    int rc = store_put(tx, SK_TASK, a->project_id, task);
+    /* the task is stored with its first run (run_start_for_new_task), its
+     * row written once; task.created comes first in the event log */
+    sched_task_changed_on_commit(tx, a->r->app->sched, task, true);
+    int rc = events_emit(tx, a->r->app->events, a->project_id,
+                         json_string_value(json_object_get(task, "id")), NULL, "task.created",
+                         json_pack("{s:O}", "name", json_object_get(task, "name")));
+    json_t *run = NULL;
+    if (!rc)
+        rc = opts.run ? run_start_for_new_task(tx, a->r->app, task, &run)
+                      : store_put(tx, SK_TASK, a->project_id, task);
     if (rc == -EEXIST) {
         char p[300];
         snprintf(p, sizeof p, "%sid", prefix);
         http_error(a->r, 409, "already_exists", p, "a task with id %s already exists",
                    json_string_value(json_object_get(task, "id")));
     }
-    if (!rc)
-        sched_task_changed_on_commit(tx, a->r->app->sched, task, true);
-    if (!rc)
-        rc = events_emit(tx, a->r->app->events, a->project_id,
-                         json_string_value(json_object_get(task, "id")), NULL, "task.created",
-                         json_pack("{s:O}", "name", json_object_get(task, "name")));
-    json_t *run = NULL;
-    if (!rc && opts.run)
-        rc = run_start_for_task(tx, a->r->app, task, NULL, &run);
     if (rc) {
         json_decref(task);
         json_decref(run);
