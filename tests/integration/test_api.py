@@ -168,6 +168,27 @@ def test_client_id_and_conflict():
     assert mine == ["task.created", "task_run.queued"], mine
 
 
+def test_prefer_return_minimal():
+    h = {"Prefer": "return=minimal"}
+    r = S.req("POST", P + "/tasks", {"name": "min", "assigned_agent_id": "mn", "run": True}, headers=h)
+    assert r.status == 201 and set(r.json) == {"id", "status", "run_id"}, r.json
+    assert r.header("Preference-Applied") == "return=minimal"
+    runs = expect(S.req("GET", P + "/tasks/%s/runs" % r.json["id"]), 200)["data"]
+    assert r.json["status"] == "queued" and [x["id"] for x in runs] == [r.json["run_id"]], (r.json, runs)
+    r = S.req("POST", P + "/tasks", {"name": "min2", "assigned_agent_id": "mn"}, headers=h)
+    assert r.status == 201 and r.json["run_id"] is None, r.json
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"name": "m%d" % i, "assigned_agent_id": "mn",
+                                                      "run": True} for i in range(3)]}, headers=h)
+    assert r.status == 201 and all(set(t) == {"id", "status", "run_id"} and t["run_id"]
+                                   for t in r.json["data"]), r.json
+    full = expect(S.req("GET", P + "/tasks/" + r.json["data"][2]["id"]), 200)
+    assert full["name"] == "m2" and full["status"] == "queued", full
+    # without the header: the whole task, no Preference-Applied
+    r = S.req("POST", P + "/tasks", {"name": "full", "assigned_agent_id": "mn"})
+    assert r.status == 201 and r.json["name"] == "full" and "settings" in r.json
+    assert r.header("Preference-Applied") is None
+
+
 def test_batch_all_or_nothing():
     good = [{"name": "b%d" % i, "assigned_agent_id": "bat"} for i in range(3)]
     out = expect(S.req("POST", P + "/tasks/batch", {"tasks": good}), 201)
