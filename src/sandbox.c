@@ -812,13 +812,44 @@ static long rsys6(long n, long a, long b, long c, long d, long e, long f)
 #define CHILD_CODE __attribute__((noinline))
 #endif
 
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+
+struct mount_attr_k {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
 /* The kernel's struct sigaction (x86_64 and arm64 have sa_restorer). */
 struct ksigaction {
     unsigned long handler, flags, restorer;
     uint64_t mask;
 };
 
-enum op_kind { OP_MKDIR, OP_SYMLINK, OP_TOUCH, OP_MOUNT, OP_REMOUNT, OP_WRITE };
+enum op_kind { OP_MKDIR, OP_SYMLINK, OP_TOUCH, OP_MOUNT, OP_REMOUNT, OP_WRITE, OP_BIND };
 
 struct op {
     enum op_kind kind;
@@ -834,8 +865,18 @@ struct op {
 struct plan {
     struct op ops[MAX_OPS];
     size_t nops;
-    const char *src_paths[MAX_FDS];   /* opened by the child, see child_open_sources */
+    /* Bind sources, opened by the child (child_main step 1): a detached
+     * copy of the mount (open_tree), made nosuid/nodev (and read-only)
+     * with mount_setattr and moved into place by OP_BIND; on kernels
+     * without those calls, an O_PATH fd bound through /proc/self/fd/N and
+     * remounted with src_remount. */
+    const char *src_paths[MAX_FDS];
     int src_fds[MAX_FDS];
+    bool src_rec[MAX_FDS];            /* with the mounts below it */
+    uint64_t src_attr[MAX_FDS];       /* MOUNT_ATTR_* to set; 0: none */
+    unsigned long src_remount[MAX_FDS]; /* the legacy remount's flags; 0: none */
+    bool legacy;                      /* no open_tree: O_PATH fds */
+    bool legacy_attr;                 /* no mount_setattr: remount after the move */
     size_t nsrc;
     char fdpaths[MAX_FDS][32];
     int sync_fd, sync_wr, status_fd;
@@ -909,6 +950,27 @@ CHILD_CODE static void c_run_ops(const struct plan *pl)
             if (r < 0)
                 c_fail(pl, "remount", o->dst, r);
             break;
+        case OP_BIND: {
+            size_t k = o->len;
+            if (!pl->legacy) {
+                r = rsys5(SYS_move_mount, pl->src_fds[k], "", AT_FDCWD, o->dst,
+                          MOVE_MOUNT_F_EMPTY_PATH);
+                if (r < 0)
+                    c_fail(pl, "move_mount", o->dst, r);
+            } else {
+                r = rsys5(SYS_mount, pl->fdpaths[k], o->dst, NULL,
+                          MS_BIND | (pl->src_rec[k] ? MS_REC : 0), NULL);
+                if (r < 0)
+                    c_fail(pl, "mount", o->dst, r);
+            }
+            if ((pl->legacy || pl->legacy_attr) && pl->src_remount[k]) {
+                r = rsys5(SYS_mount, NULL, o->dst, NULL, pl->src_remount[k], NULL);
+                if (r < 0)
+                    c_fail(pl, "remount", o->dst, r);
+            }
+            (void)rsys1(SYS_close, pl->src_fds[k]);
+            break;
+        }
         case OP_WRITE: {
             long fd = rsys4(SYS_openat, AT_FDCWD, o->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
                             o->mode);
@@ -945,14 +1007,43 @@ CHILD_CODE static int child_main(struct plan *pl)
     if (rsys3(SYS_read, pl->sync_fd, &c, 1) != 1)
         (void)rsys1(SYS_exit, 127);
     (void)rsys1(SYS_close, pl->sync_fd);
+    /* A private mount tree: nothing mounted here propagates to the host
+     * or back (the copies of shared host mounts are already slaves). */
+    if ((r = rsys5(SYS_mount, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) < 0)
+        c_fail(pl, "make-private", "/", r);
     /* Host sources are opened now: after the mount namespace was copied (a
      * bind needs a mount of our own namespace) and before dropping to the
      * box's uid (so their ancestors need not be traversable by it). */
     for (size_t i = 0; i < pl->nsrc; i++) {
-        long fd = rsys4(SYS_openat, AT_FDCWD, pl->src_paths[i], O_PATH | O_CLOEXEC, 0);
-        if (fd < 0)
-            c_fail(pl, "open", pl->src_paths[i], fd);
+        long fd = -ENOSYS;
+        if (!pl->legacy) {
+            fd = rsys3(SYS_open_tree, AT_FDCWD, pl->src_paths[i],
+                       OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (pl->src_rec[i] ? AT_RECURSIVE : 0));
+            if (fd == -ENOSYS) {
+                if (i > 0)
+                    c_fail(pl, "open_tree", pl->src_paths[i], fd);
+                pl->legacy = true;
+            } else if (fd < 0) {
+                c_fail(pl, "open_tree", pl->src_paths[i], fd);
+            }
+        }
+        if (pl->legacy) {
+            fd = rsys4(SYS_openat, AT_FDCWD, pl->src_paths[i], O_PATH | O_CLOEXEC, 0);
+            if (fd < 0)
+                c_fail(pl, "open", pl->src_paths[i], fd);
+        }
         pl->src_fds[i] = (int)fd;
+        if (!pl->legacy && !pl->legacy_attr && pl->src_attr[i]) {
+            struct mount_attr_k ma = {.attr_set = pl->src_attr[i]};
+            r = rsys5(SYS_mount_setattr, fd, "",
+                      AT_EMPTY_PATH | (pl->src_rec[i] ? AT_RECURSIVE : 0), &ma, sizeof(ma));
+            if (r == -ENOSYS && i == 0)
+                pl->legacy_attr = true;
+            else if (r < 0)
+                c_fail(pl, "mount_setattr", pl->src_paths[i], r);
+        }
+        if (!pl->legacy)
+            continue;
         char num[12];
         size_t k = 0, n = 0;
         unsigned v = (unsigned)fd;
@@ -974,9 +1065,7 @@ CHILD_CODE static int child_main(struct plan *pl)
         c_fail(pl, "setresgid", NULL, r);
     if ((r = rsys3(SYS_setresuid, 0, 0, 0)) < 0)
         c_fail(pl, "setresuid", NULL, r);
-    /* 3. a private mount tree with a tmpfs root on /tmp (any dir would do) */
-    if ((r = rsys5(SYS_mount, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) < 0)
-        c_fail(pl, "make-private", "/", r);
+    /* 3. a tmpfs root on /tmp (any dir would do) */
     if ((r = rsys5(SYS_mount, "quern", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, pl->root_opts)) < 0)
         c_fail(pl, "mount root", NULL, r);
     if ((r = rsys1(SYS_chdir, "/tmp")) < 0)
@@ -1189,6 +1278,9 @@ static int add_bind_known(struct plan *pl, const char *host, const char *box, bo
     size_t k = pl->nsrc++;
     pl->src_paths[k] = keep_mem(pl, host, strlen(host), false);
     pl->src_fds[k] = -1;
+    pl->src_rec[k] = true;
+    pl->src_attr[k] = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (writable ? 0 : MOUNT_ATTR_RDONLY);
+    pl->src_remount[k] = MS_REMOUNT | MS_BIND | lflags | (writable ? 0 : MS_RDONLY);
     while (*box == '/')
         box++;
     const char *rel = keep_mem(pl, box, strlen(box), false);
@@ -1203,12 +1295,7 @@ static int add_bind_known(struct plan *pl, const char *host, const char *box, bo
         }
         add_op(pl, (struct op){.kind = OP_TOUCH, .dst = rel});
     }
-    add_op(pl, (struct op){.kind = OP_MOUNT, .src = pl->fdpaths[k], .dst = rel,
-                           .flags = MS_BIND | MS_REC});
-    unsigned long f = MS_REMOUNT | MS_BIND | lflags;
-    if (!writable)
-        f |= MS_RDONLY;
-    add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = rel, .flags = f});
+    add_op(pl, (struct op){.kind = OP_BIND, .dst = rel, .len = k});
     return 0;
 }
 
@@ -1336,8 +1423,7 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
         pl->src_paths[k] = dev_host[i];
         pl->src_fds[k] = -1;
         add_op(pl, (struct op){.kind = OP_TOUCH, .dst = dev_box[i]});
-        add_op(pl, (struct op){.kind = OP_MOUNT, .src = pl->fdpaths[k], .dst = dev_box[i],
-                               .flags = MS_BIND});
+        add_op(pl, (struct op){.kind = OP_BIND, .dst = dev_box[i], .len = k});
     }
     add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/proc/self/fd", .dst = "dev/fd"});
     add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/proc/self/fd/0", .dst = "dev/stdin"});
