@@ -75,6 +75,7 @@ struct plan;
 struct slot_spawn {
     char *stack;                          /* mmap'd on the slot's first spawn */
     struct plan *pl;
+    bool tpl;                             /* the box was made from the template */
 };
 
 enum ld_kind { LD_NONE, LD_LINK, LD_BIND };
@@ -103,6 +104,14 @@ struct sandbox_sys {
     struct slot_spawn *sp;       /* per slot */
     struct layout_dir sysdir[8]; /* see layout_probe */
     bool dev_ok[4];
+    /* The template mount namespace (see tpl_build): -1 not built yet,
+     * -2 unusable (every spawn builds its whole tree). */
+    int tpl_ns;
+    char **tpl_dirs;             /* its empty mount points (box paths) */
+    size_t ntpl_dirs;
+    int host_mnt;                /* our own mount namespace */
+    int cwd_fd;                  /* the spawning thread's cwd, restored after setns */
+    pid_t fs_tid;                /* the thread that unshared its fs context */
 };
 
 #define SPAWN_STACK_SIZE (64 * 1024)
@@ -707,6 +716,9 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
     }
     (void)mprotect(sys->stack, 4096, PROT_NONE); /* a guard page */
     sys->sp = xcalloc((size_t)slots, sizeof(*sys->sp));
+    sys->tpl_ns = -1;
+    sys->cwd_fd = -1;
+    sys->host_mnt = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
     layout_probe(sys);
     cg_setup(sys);
     netns_setup(sys);
@@ -740,6 +752,15 @@ void sandbox_sys_free(struct sandbox_sys *sys)
             munmap(sys->sp[i].stack, SPAWN_STACK_SIZE);
     }
     free(sys->sp);
+    if (sys->tpl_ns >= 0)
+        close(sys->tpl_ns);
+    if (sys->host_mnt >= 0)
+        close(sys->host_mnt);
+    if (sys->cwd_fd >= 0)
+        close(sys->cwd_fd);
+    for (size_t i = 0; i < sys->ntpl_dirs; i++)
+        free(sys->tpl_dirs[i]);
+    free(sys->tpl_dirs);
     for (size_t i = 0; i < ARRAY_LEN(sys->sysdir); i++)
         free(sys->sysdir[i].target);
     free(sys);
@@ -876,6 +897,8 @@ struct plan {
     uint64_t src_attr[MAX_FDS];       /* MOUNT_ATTR_* to set; 0: none */
     unsigned long src_remount[MAX_FDS]; /* the legacy remount's flags; 0: none */
     bool legacy;                      /* no open_tree: O_PATH fds */
+    bool tpl;                         /* the root is the template's (see tpl_build) */
+    int parent_trees[MAX_FDS];        /* tpl: the parent's copies of src_fds, closed after the clone */
     bool legacy_attr;                 /* no mount_setattr: remount after the move */
     size_t nsrc;
     char fdpaths[MAX_FDS][32];
@@ -1007,6 +1030,8 @@ CHILD_CODE static int child_main(struct plan *pl)
     if (rsys3(SYS_read, pl->sync_fd, &c, 1) != 1)
         (void)rsys1(SYS_exit, 127);
     (void)rsys1(SYS_close, pl->sync_fd);
+    if (pl->tpl)
+        goto creds; /* the template's mounts are private; the parent made the trees */
     /* A private mount tree: nothing mounted here propagates to the host
      * or back (the copies of shared host mounts are already slaves). */
     if ((r = rsys5(SYS_mount, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) < 0)
@@ -1058,6 +1083,7 @@ CHILD_CODE static int child_main(struct plan *pl)
             pl->fdpaths[i][n++] = num[--k];
         pl->fdpaths[i][n] = '\0';
     }
+creds:
     /* 2. become the box's root (an unprivileged host uid) before any fs work */
     if ((r = rsys2(SYS_setgroups, 0, NULL)) < 0)
         c_fail(pl, "setgroups", NULL, r);
@@ -1065,6 +1091,13 @@ CHILD_CODE static int child_main(struct plan *pl)
         c_fail(pl, "setresgid", NULL, r);
     if ((r = rsys3(SYS_setresuid, 0, 0, 0)) < 0)
         c_fail(pl, "setresuid", NULL, r);
+    if (pl->tpl) {
+        /* 3. the template's root is ours already: only the run's own mounts */
+        if ((r = rsys1(SYS_chdir, "/")) < 0)
+            c_fail(pl, "chdir", "/", r);
+        c_run_ops(pl);
+        goto root_done;
+    }
     /* 3. a tmpfs root on /tmp (any dir would do) */
     if ((r = rsys5(SYS_mount, "quern", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, pl->root_opts)) < 0)
         c_fail(pl, "mount root", NULL, r);
@@ -1080,6 +1113,7 @@ CHILD_CODE static int child_main(struct plan *pl)
     if ((r = rsys5(SYS_mount, NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
                    NULL)) < 0)
         c_fail(pl, "remount ro", "/", r);
+root_done:
     (void)rsys2(SYS_sethostname, "quern", 5);
     if ((r = rsys1(SYS_chdir, pl->cwd)) < 0)
         c_fail(pl, "chdir", pl->cwd, r);
@@ -1207,6 +1241,9 @@ static void plan_free(struct plan *pl)
 {
     if (!pl)
         return;
+    for (size_t i = 0; i < MAX_FDS; i++)
+        if (pl->parent_trees[i] > 0)
+            close(pl->parent_trees[i]);
     for (size_t i = 0; i < pl->nstrs; i++) {
         if (i < pl->nsecret)
             explicit_bzero(pl->strs[i], strlen(pl->strs[i]));
@@ -1345,6 +1382,319 @@ static void layout_probe(struct sandbox_sys *sys)
     }
 }
 
+/* ---- the template mount namespace ----
+ *
+ * Building a box's root from the host's mount tree costs a copy of every
+ * host mount, a dozen binds, pivot_root (which visits every thread on the
+ * host: chroot_fs_refs) and the detach of the old tree (an RCU grace
+ * period).  The fixed part of every root is the same, so it is built once: a
+ * mount namespace whose root is a read-only tmpfs holding the system
+ * directories (bound read-only, or symlinks as on the host), a minimal /dev
+ * and empty mount points.  A spawn clones its box's mount namespace from it
+ * (the spawning thread enters it around the clone, as for the network
+ * namespace), and the box mounts only what is its own: /tmp, /proc, a tmpfs
+ * on /quern with its files, and the run's directories, which the parent cut
+ * from the host beforehand (open_tree: detached, made nosuid/nodev and
+ * read-only where asked).  Copied into the box's user namespace, the
+ * template's mounts are locked: the box can neither make them writable nor
+ * look under them.  A spawn whose mounts or files do not fit the template
+ * (a mount point it lacks) builds its whole tree as before.
+ */
+struct tpl_job {
+    struct sandbox_sys *sys;
+    int ns;
+    char err[256];
+};
+
+static int tpl_fail(struct tpl_job *j, const char *what, const char *arg)
+{
+    snprintf(j->err, sizeof(j->err), "%s %s: %s", what, arg ? arg : "", strerror(errno));
+    return -1;
+}
+
+static int tpl_mkdirs(const char *rel, mode_t mode)
+{
+    char b[PATH_MAX];
+    snprintf(b, sizeof(b), "%s", rel);
+    for (char *q = b;; q++) {
+        if (*q == '/' || *q == '\0') {
+            char c = *q;
+            *q = '\0';
+            if (b[0] && mkdir(b, mode) < 0 && errno != EEXIST)
+                return -1;
+            *q = c;
+            if (!c)
+                break;
+        }
+    }
+    return 0;
+}
+
+static int tpl_populate(struct tpl_job *j)
+{
+    struct sandbox_sys *sys = j->sys;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return tpl_fail(j, "make-private", "/");
+    if (mount("quern-template", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+              "size=256k,nr_inodes=1024,mode=755") < 0)
+        return tpl_fail(j, "mount", "tmpfs");
+    if (chdir("/tmp") < 0)
+        return tpl_fail(j, "chdir", "/tmp");
+    for (size_t i = 0; i < ARRAY_LEN(sysdirs); i++) {
+        const struct layout_dir *l = &sys->sysdir[i];
+        const char *rel = sysdirs[i] + 1;
+        if (l->kind == LD_LINK) {
+            if (symlink(l->target, rel) < 0)
+                return tpl_fail(j, "symlink", rel);
+        } else if (l->kind == LD_BIND) {
+            if (l->err < 0) {
+                errno = -l->err;
+                return tpl_fail(j, "probe", sysdirs[i]);
+            }
+            if (mkdir(rel, 0755) < 0 || mount(sysdirs[i], rel, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+                mount(NULL, rel, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | l->lflags, NULL) < 0)
+                return tpl_fail(j, "bind", sysdirs[i]);
+        }
+    }
+    if (mkdir("tmp", 01777) < 0 || chmod("tmp", 01777) < 0 || mkdir("proc", 0555) < 0 ||
+        mkdir("dev", 0755) < 0 || mkdir("quern", 0755) < 0 || tpl_mkdirs("run/secrets", 0755) < 0)
+        return tpl_fail(j, "mkdir", NULL);
+    /* A box may mount a proc only where one is fully visible already
+     * (mount_too_revealing): this one belongs to a PID namespace whose only
+     * process has exited, so it shows no process at all; each box mounts
+     * its own over it. */
+    long pid = syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        long r = syscall(SYS_mount, "proc", "/tmp/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                         NULL);
+        syscall(SYS_exit_group, r < 0 ? 1 : 0);
+    }
+    int ws = -1;
+    if (pid < 0 || waitpid((pid_t)pid, &ws, __WALL) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+        errno = pid < 0 ? errno : EPERM;
+        return tpl_fail(j, "mount", "proc");
+    }
+    if (mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=755") < 0)
+        return tpl_fail(j, "mount", "dev");
+    for (size_t i = 0; i < ARRAY_LEN(devs); i++) {
+        if (!sys->dev_ok[i])
+            continue;
+        char h[32], b[32];
+        snprintf(h, sizeof(h), "/dev/%s", devs[i]);
+        snprintf(b, sizeof(b), "dev/%s", devs[i]);
+        int fd = open(b, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return tpl_fail(j, "create", b);
+        close(fd);
+        if (mount(h, b, NULL, MS_BIND, NULL) < 0)
+            return tpl_fail(j, "bind", h);
+    }
+    static const char *const links[][2] = {
+        {"/proc/self/fd", "dev/fd"}, {"/proc/self/fd/0", "dev/stdin"},
+        {"/proc/self/fd/1", "dev/stdout"}, {"/proc/self/fd/2", "dev/stderr"},
+        {"/tmp", "dev/shm"}};
+    for (size_t i = 0; i < ARRAY_LEN(links); i++)
+        if (symlink(links[i][0], links[i][1]) < 0)
+            return tpl_fail(j, "symlink", links[i][1]);
+    if (mount(NULL, "dev", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) < 0)
+        return tpl_fail(j, "remount", "dev");
+    for (size_t i = 0; i < sys->ntpl_dirs; i++)
+        if (tpl_mkdirs(sys->tpl_dirs[i] + 1, 0755) < 0)
+            return tpl_fail(j, "mkdir", sys->tpl_dirs[i]);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        return tpl_fail(j, "pivot_root", NULL);
+    if (umount2(".", MNT_DETACH) < 0)
+        return tpl_fail(j, "umount", "old root");
+    if (chdir("/") < 0)
+        return tpl_fail(j, "chdir", "/");
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return tpl_fail(j, "remount ro", "/");
+    return 0;
+}
+
+/* Runs in a thread of its own: unshare and pivot_root change the caller's
+ * file system context, and the thread ends with them. */
+static void *tpl_thread(void *arg)
+{
+    struct tpl_job *j = arg;
+    j->ns = -1;
+    if (unshare(CLONE_FS | CLONE_NEWNS) < 0) {
+        tpl_fail(j, "unshare", NULL);
+        return NULL;
+    }
+    int ns = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (ns < 0) {
+        tpl_fail(j, "open", "/proc/thread-self/ns/mnt");
+        return NULL;
+    }
+    if (tpl_populate(j) < 0) {
+        close(ns);
+        return NULL;
+    }
+    j->ns = ns;
+    return NULL;
+}
+
+static bool tpl_has_dir(const struct sandbox_sys *sys, const char *box)
+{
+    for (size_t i = 0; i < sys->ntpl_dirs; i++)
+        if (strcmp(sys->tpl_dirs[i], box) == 0)
+            return true;
+    return false;
+}
+
+static bool under_quern(const char *box)
+{
+    return strncmp(box, "/quern/", 7) == 0 && box[7] && !strstr(box, "/../") &&
+           !strstr(box, "/./");
+}
+
+/* Builds the template on first use; true when p fits it. */
+static bool tpl_fits(struct sandbox_sys *sys, const struct sandbox_params *p)
+{
+    if (sys->tpl_ns == -1) {
+        sys->tpl_ns = -2;
+        int t = (int)syscall(SYS_open_tree, AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        struct mount_attr_k ma = {.attr_set = MOUNT_ATTR_NOSUID};
+        if (t < 0 || syscall(SYS_mount_setattr, t, "", AT_EMPTY_PATH, &ma, sizeof(ma)) < 0) {
+            slog(sys, "mount template unavailable (open_tree/mount_setattr: %s): every box "
+                      "builds its whole root (slower)", strerror(errno));
+        } else {
+            struct tpl_job j = {.sys = sys, .ns = -1};
+            pthread_t th;
+            if (pthread_create(&th, NULL, tpl_thread, &j) == 0)
+                pthread_join(th, NULL);
+            else
+                snprintf(j.err, sizeof(j.err), "pthread_create failed");
+            if (j.ns >= 0 && sys->host_mnt >= 0)
+                sys->tpl_ns = j.ns;
+            else
+                slog(sys, "mount template unavailable (%s): every box builds its whole root "
+                          "(slower)", j.err[0] ? j.err : "no host mount namespace fd");
+        }
+        if (t >= 0)
+            close(t);
+    }
+    if (sys->tpl_ns < 0)
+        return false;
+    for (size_t i = 0; i < p->nmounts; i++)
+        if (!tpl_has_dir(sys, p->mounts[i].box) && !under_quern(p->mounts[i].box))
+            return false;
+    for (size_t i = 0; i < p->nfiles; i++)
+        if (!under_quern(p->files[i].box))
+            return false;
+    for (size_t i = 0; i < p->ndirs; i++)
+        if (!tpl_has_dir(sys, p->dirs[i]) && !under_quern(p->dirs[i]))
+            return false;
+    return true;
+}
+
+int sandbox_sys_add_mountpoint(struct sandbox_sys *sys, const char *box)
+{
+    if (sys->tpl_ns != -1)
+        return -EBUSY;
+    if (!box || box[0] != '/' || strlen(box) >= PATH_MAX / 2 || strstr(box, "..") ||
+        strcmp(box, "/") == 0 || strncmp(box, "/quern", 6) == 0)
+        return -EINVAL;
+    if (tpl_has_dir(sys, box))
+        return 0;
+    sys->tpl_dirs = xrealloc(sys->tpl_dirs, (sys->ntpl_dirs + 1) * sizeof(char *));
+    sys->tpl_dirs[sys->ntpl_dirs++] = xstrdup(box);
+    return 0;
+}
+
+/* The spawning thread gets a file system context of its own once, so that
+ * it may enter the template's mount namespace (setns refuses a shared one). */
+static int spawn_fs_own(struct sandbox_sys *sys)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (sys->fs_tid == tid)
+        return 0;
+    if (unshare(CLONE_FS) < 0)
+        return -errno;
+    int fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (sys->cwd_fd >= 0)
+        close(sys->cwd_fd);
+    sys->cwd_fd = fd;
+    sys->fs_tid = tid;
+    return 0;
+}
+
+/* A detached copy of host path (and what is mounted below it), nosuid,
+ * nodev and read-only unless writable; an fd or -errno. */
+static int cut_tree(const char *host, bool writable)
+{
+    int t = (int)syscall(SYS_open_tree, AT_FDCWD, host,
+                         OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (t < 0)
+        return -errno;
+    struct mount_attr_k ma = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                          (writable ? 0 : MOUNT_ATTR_RDONLY)};
+    if (syscall(SYS_mount_setattr, t, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof(ma)) < 0) {
+        int e = errno;
+        close(t);
+        return -e;
+    }
+    return t;
+}
+
+/* The plan of a box made from the template (see above). */
+static int tpl_plan(struct sandbox_sys *sys, const struct sandbox_params *p, struct plan *pl,
+                    char **err)
+{
+    (void)sys;
+    pl->tpl = true;
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "quern", .dst = "quern", .fstype = "tmpfs",
+                           .flags = MS_NOSUID | MS_NODEV, .data = pl->root_opts});
+    size_t extra = 0;
+    for (size_t i = 0; i < p->nfiles; i++) {
+        const char *rel = keep_mem(pl, p->files[i].box + 1, strlen(p->files[i].box + 1), false);
+        const char *slash = strrchr(rel, '/');
+        char *parent = xstrndup(rel, (size_t)(slash - rel));
+        add_mkdirs(pl, parent, 0755);
+        free(parent);
+        add_op(pl, (struct op){.kind = OP_WRITE, .dst = rel,
+                               .data = keep_mem(pl, p->files[i].data, p->files[i].len, false),
+                               .len = p->files[i].len, .mode = 0644});
+        extra += p->files[i].len + 4096;
+    }
+    for (size_t i = 0; i < p->ndirs; i++)
+        if (under_quern(p->dirs[i]))
+            add_mkdirs(pl, p->dirs[i], 0755);
+    for (size_t i = 0; i < p->nmounts; i++) {
+        if (pl->nsrc >= MAX_FDS) {
+            *err = xstrdup("too many mounts");
+            return -E2BIG;
+        }
+        const char *box = p->mounts[i].box;
+        if (under_quern(box))
+            add_mkdirs(pl, box, 0755);
+        int t = cut_tree(p->mounts[i].host, p->mounts[i].writable);
+        if (t < 0) {
+            *err = xasprintf("bind %s: %s", p->mounts[i].host, strerror(-t));
+            return t;
+        }
+        size_t k = pl->nsrc++;
+        pl->src_paths[k] = keep_mem(pl, p->mounts[i].host, strlen(p->mounts[i].host), false);
+        pl->src_fds[k] = t;
+        pl->parent_trees[k] = t;
+        add_op(pl, (struct op){.kind = OP_BIND, .dst = keep_mem(pl, box + 1, strlen(box + 1), false),
+                               .len = k});
+    }
+    add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "quern",
+                           .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV});
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "tmp", .fstype = "tmpfs",
+                           .flags = MS_NOSUID | MS_NODEV,
+                           .data = "size=256m,nr_inodes=65536,mode=1777"});
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "proc", .dst = "proc", .fstype = "proc",
+                           .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC});
+    snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
+             p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
+    return 0;
+}
+
 /* Frees what the slot's last spawn child used: it has exec'd or is dead. */
 static void slot_spawn_done(struct sandbox_sys *sys, int slot)
 {
@@ -1382,6 +1732,13 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
         sp->stack = st;
     }
     pl = xcalloc(1, sizeof(*pl));
+    bool tpl = tpl_fits(sys, p);
+    if (tpl) {
+        rc = tpl_plan(sys, p, pl, err);
+        if (rc < 0)
+            goto out;
+        goto secrets;
+    }
     /* The fixed layout: system dirs read-only, /bin & co as in the host. */
     for (size_t i = 0; i < ARRAY_LEN(sysdirs); i++) {
         const struct layout_dir *l = &sys->sysdir[i];
@@ -1432,9 +1789,12 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/tmp", .dst = "dev/shm"});
     add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "dev",
                            .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC});
+secrets:
     if (p->nsecrets > 0) {
-        add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run", .mode = 0755});
-        add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run/secrets", .mode = 0755});
+        if (!tpl) {
+            add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run", .mode = 0755});
+            add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run/secrets", .mode = 0755});
+        }
         add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "run/secrets",
                                .fstype = "tmpfs", .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC,
                                .data = "size=1m,mode=755"});
@@ -1450,7 +1810,7 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     }
 
     size_t extra = 0;
-    for (size_t i = 0; i < p->nfiles; i++) {
+    for (size_t i = 0; !tpl && i < p->nfiles; i++) {
         const char *rel = p->files[i].box;
         while (*rel == '/')
             rel++;
@@ -1466,10 +1826,11 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
                                .len = p->files[i].len, .mode = 0644});
         extra += p->files[i].len + 4096;
     }
-    for (size_t i = 0; i < p->ndirs; i++)
+    for (size_t i = 0; !tpl && i < p->ndirs; i++)
         add_mkdirs(pl, p->dirs[i], 0755);
-    snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
-             p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
+    if (!tpl)
+        snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
+                 p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
     pl->cwd = keep_mem(pl, p->cwd ? p->cwd : "/", strlen(p->cwd ? p->cwd : "/"), false);
     pl->argv = keep_vec(pl, p->argv, false);
     pl->envp = keep_vec(pl, p->envp, true);   /* may hold secrets */
@@ -1530,6 +1891,18 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
      * child's setup (mounts, pivot, exec) overlaps whatever this thread does
      * next.  Every signal is blocked across the clone so that no handler of
      * quernd ever runs in the child (it resets them, then unblocks). */
+    if (tpl) {
+        int e = spawn_fs_own(sys);
+        if (e == 0 && setns(sys->tpl_ns, CLONE_NEWNS) < 0)
+            e = -errno;
+        if (e < 0) {
+            rc = e;
+            *err = xasprintf("entering the mount template: %s", strerror(-e));
+            if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
+                abort();
+            goto out;
+        }
+    }
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1540,13 +1913,22 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
         abort(); /* the supervisor thread must not stay in a box's netns */
+    if (tpl && (setns(sys->host_mnt, CLONE_NEWNS) < 0 || fchdir(sys->cwd_fd) < 0))
+        abort(); /* nor in the template's mount namespace */
     if (pid < 0) {
         rc = -clone_errno;
         *err = xasprintf("clone: %s", strerror(clone_errno));
         goto out;
     }
-    /* From here the child may read the plan: it belongs to the slot. */
+    /* From here the child may read the plan: it belongs to the slot.  Our
+     * copies of the detached trees go (the child holds its own). */
+    for (size_t i = 0; i < MAX_FDS; i++)
+        if (pl->parent_trees[i] > 0) {
+            close(pl->parent_trees[i]);
+            pl->parent_trees[i] = 0;
+        }
     sp->pl = pl;
+    sp->tpl = tpl;
     pl = NULL;
     close(sync[0]);
     sync[0] = -1;
@@ -1677,6 +2059,7 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
  * reads the job and writes its failure into it. */
 struct adopt_job {
     int nsfd;
+    const char *root;              /* the mount the files go in: "/" or the template's "/quern" */
     uid_t uid;
     const struct sandbox_adopt *a;
     const int *trees;
@@ -1709,8 +2092,8 @@ static int adopt_child(void *arg)
     }
     if (a->nfiles == 0)
         return 0;
-    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL) < 0)
-        return adopt_fail(j, "remount rw", "/");
+    if (mount(NULL, j->root, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return adopt_fail(j, "remount rw", j->root);
     /* Files are made as the box's root: host root is not mapped in the
      * box's user namespace, and owning them is what a spawn does too. */
     syscall(SYS_setfsgid, j->uid);
@@ -1732,8 +2115,8 @@ static int adopt_child(void *arg)
         }
         close(fd);
     }
-    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
-        return adopt_fail(j, "remount ro", "/");
+    if (mount(NULL, j->root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return adopt_fail(j, "remount ro", j->root);
     return 0;
 }
 
@@ -1852,8 +2235,17 @@ int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
         *err = xasprintf("open %s: %s", path, strerror(errno));
         goto out;
     }
-    struct adopt_job job = {.nsfd = nsfd, .uid = sys->host_uid, .a = a, .trees = trees,
-                            .mflags = mflags};
+    bool tpl = proc->slot >= 0 && proc->slot < sys->slots && sys->sp[proc->slot].tpl;
+    for (size_t i = 0; tpl && i < a->nfiles; i++) {
+        if (!under_quern(a->files[i].box)) {
+            rc = -EINVAL;
+            *err = xasprintf("%s: a box made from the template takes files in /quern only",
+                             a->files[i].box);
+            goto out;
+        }
+    }
+    struct adopt_job job = {.nsfd = nsfd, .root = tpl ? "/quern" : "/", .uid = sys->host_uid,
+                            .a = a, .trees = trees, .mflags = mflags};
     int hpidfd = -1;
     long hp = clone(adopt_child, sys->stack + sys->stack_size,
                     CLONE_VM | CLONE_VFORK | CLONE_PIDFD, &job, &hpidfd);

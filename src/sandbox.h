@@ -98,6 +98,13 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
 /* Removes the per-slot cgroups and closes the pool.  No box may be alive. */
 void sandbox_sys_free(struct sandbox_sys *sys);
 
+/* Declares box path `box` (absolute, outside /quern) as a mount point the
+ * shared template root must have (see "the template mount namespace" in
+ * sandbox.c); call before the first spawn.  Spawns whose mounts all land on
+ * declared points or under /quern skip building a whole root.  0 or
+ * -EINVAL / -EBUSY (the template is built already). */
+int sandbox_sys_add_mountpoint(struct sandbox_sys *sys, const char *box);
+
 /* The host uid/gid the box's root maps to (scratch dirs are chown'd to it). */
 uid_t sandbox_host_uid(const struct sandbox_sys *sys);
 
