@@ -530,13 +530,14 @@ static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_p
         c->cpu_base_ns = cg_cpu_ns(sys, c);
 }
 
-static void cg_join(struct sandbox_sys *sys, int slot, pid_t pid)
+/* The slot's cgroup.procs files the child writes itself into (kept open);
+ * -errno when one cannot be opened. */
+static int cg_join_fds(struct sandbox_sys *sys, int slot, int *fds, size_t *n)
 {
     struct slot_cg *c = &sys->cg[slot];
-    char v[32];
-    snprintf(v, sizeof(v), "%d", (int)pid);
     const char *dirs[3] = {c->mem_dir, c->pids_dir, c->cpu_dir};
     static const enum cg_file procs[3] = {CGF_MEM_PROCS, CGF_PIDS_PROCS, CGF_CPU_PROCS};
+    *n = 0;
     for (int k = 0; k < 3; k++) {
         if (!dirs[k])
             continue;
@@ -544,9 +545,14 @@ static void cg_join(struct sandbox_sys *sys, int slot, pid_t pid)
         for (int j = 0; j < k; j++)
             if (dirs[j] && strcmp(dirs[j], dirs[k]) == 0)
                 dup = true;
-        if (!dup)
-            (void)cg_write(c, procs[k], dirs[k], "cgroup.procs", v);
+        if (dup)
+            continue;
+        int fd = cg_fd(c, procs[k], dirs[k], "cgroup.procs", O_WRONLY);
+        if (fd < 0)
+            return -EACCES;
+        fds[(*n)++] = fd;
     }
+    return 0;
 }
 
 /* ---- network namespace pool ---- */
@@ -902,6 +908,8 @@ struct plan {
     unsigned long src_remount[MAX_FDS]; /* the legacy remount's flags; 0: none */
     bool legacy;                      /* no open_tree: O_PATH fds */
     bool tpl;                         /* the root is the template's (see tpl_build) */
+    int cg_procs[3];                  /* the slot's cgroup.procs files (parent's fds) */
+    size_t ncg;
     int parent_trees[MAX_FDS];        /* tpl: the parent's copies of src_fds, closed after the clone */
     bool legacy_attr;                 /* no mount_setattr: remount after the move */
     size_t nsrc;
@@ -1030,7 +1038,14 @@ CHILD_CODE static int child_main(struct plan *pl)
 {
     char c;
     long r;
-    /* 1. wait until the parent wrote our uid/gid maps and cgroups */
+    /* 0. into the slot's cgroups, before anything of the box runs.  Moving
+     * a task waits for an RCU grace period when none is under way (the
+     * threadgroup rwsem): here it delays this child only, not the parent's
+     * other work.  The write is checked against the fd's opener (root). */
+    for (size_t i = 0; i < pl->ncg; i++)
+        if ((r = rsys3(SYS_write, pl->cg_procs[i], "0", 1)) < 0)
+            c_fail(pl, "join cgroup", NULL, r);
+    /* 1. wait until the parent wrote our uid/gid maps */
     if (rsys3(SYS_read, pl->sync_fd, &c, 1) != 1)
         (void)rsys1(SYS_exit, 127);
     (void)rsys1(SYS_close, pl->sync_fd);
@@ -1878,6 +1893,11 @@ secrets:
     pl->sync_wr = sync[1];
     pl->exec_wr = execp[1];
     cg_prepare(sys, p->slot, p);
+    rc = cg_join_fds(sys, p->slot, pl->cg_procs, &pl->ncg);
+    if (rc < 0) {
+        *err = xasprintf("opening the slot's cgroup.procs: %s", strerror(-rc));
+        goto out;
+    }
 
     int netfd = sys->netns[p->slot];
     uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
@@ -1955,7 +1975,6 @@ secrets:
         slot_spawn_done(sys, p->slot);
         goto out;
     }
-    cg_join(sys, p->slot, (pid_t)pid);
     if (write(sync[1], "g", 1) != 1) {
         /* the child died already; its exit is reported through the pidfd */
     }
