@@ -8,11 +8,19 @@
  *     SANDBOX_DEFAULT_HOST_UID) before its first mount; host directories are
  *     reached through O_PATH fds the parent opened (/proc/self/fd/N), so
  *     their ancestors need not be traversable by the box's uid.
- *  2. Everything the child reads was prepared by the parent before clone3;
- *     the child only makes system calls (no malloc, no stdio, no locks).
+ *  2. Everything the child reads was prepared by the parent before the
+ *     clone and is owned by the slot (plan, stack) until the box is reaped;
+ *     the child only makes raw system calls (no malloc, no stdio, no locks,
+ *     no errno), so the parent runs on without waiting for its exec.
  *  3. Each slot has its own cgroups and network namespace, reused run after
  *     run: a slot holds one box at a time, and a box's whole tree is dead
  *     before its slot is reused (PID 1's exit ends the PID namespace).
+ *  4. The child is in the slot's cgroups before anything of the box runs,
+ *     and no handler of quernd ever runs in it (signals blocked across the
+ *     clone, reset before they are unblocked).
+ *  5. The template's mounts are read-only and locked in every box (copied
+ *     into the box's user namespace); files a run gets go in a tmpfs of the
+ *     box's own on /quern, never in the shared template.
  */
 #include "sandbox.h"
 
