@@ -1576,6 +1576,25 @@ static bool under_quern(const char *box)
            !strstr(box, "/./");
 }
 
+/* The spawning thread gets a file system context of its own once, so that
+ * it may enter the template's mount namespace (setns refuses a shared one). */
+static int spawn_fs_own(struct sandbox_sys *sys)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (sys->fs_tid == tid)
+        return 0;
+    if (unshare(CLONE_FS) < 0)
+        return -errno;
+    int fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (sys->cwd_fd >= 0)
+        close(sys->cwd_fd);
+    sys->cwd_fd = fd;
+    sys->fs_tid = tid;
+    return 0;
+}
+
 /* Builds the template on first use; true when p fits it. */
 static bool tpl_fits(struct sandbox_sys *sys, const struct sandbox_params *p)
 {
@@ -1593,11 +1612,16 @@ static bool tpl_fits(struct sandbox_sys *sys, const struct sandbox_params *p)
                 pthread_join(th, NULL);
             else
                 snprintf(j.err, sizeof(j.err), "pthread_create failed");
-            if (j.ns >= 0 && sys->host_mnt >= 0)
+            int e = 0;
+            if (j.ns >= 0 && sys->host_mnt >= 0 && (e = spawn_fs_own(sys)) == 0) {
                 sys->tpl_ns = j.ns;
-            else
+            } else {
+                if (j.ns >= 0)
+                    close(j.ns);
                 slog(sys, "mount template unavailable (%s): every box builds its whole root "
-                          "(slower)", j.err[0] ? j.err : "no host mount namespace fd");
+                          "(slower)", e < 0 ? strerror(-e) : j.err[0] ? j.err
+                                                            : "no host mount namespace fd");
+            }
         }
         if (t >= 0)
             close(t);
@@ -1627,25 +1651,6 @@ int sandbox_sys_add_mountpoint(struct sandbox_sys *sys, const char *box)
         return 0;
     sys->tpl_dirs = xrealloc(sys->tpl_dirs, (sys->ntpl_dirs + 1) * sizeof(char *));
     sys->tpl_dirs[sys->ntpl_dirs++] = xstrdup(box);
-    return 0;
-}
-
-/* The spawning thread gets a file system context of its own once, so that
- * it may enter the template's mount namespace (setns refuses a shared one). */
-static int spawn_fs_own(struct sandbox_sys *sys)
-{
-    pid_t tid = (pid_t)syscall(SYS_gettid);
-    if (sys->fs_tid == tid)
-        return 0;
-    if (unshare(CLONE_FS) < 0)
-        return -errno;
-    int fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    if (sys->cwd_fd >= 0)
-        close(sys->cwd_fd);
-    sys->cwd_fd = fd;
-    sys->fs_tid = tid;
     return 0;
 }
 
