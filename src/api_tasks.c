@@ -448,22 +448,22 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
     json_t *task = api_task_from_body(a->r, tx, a->project_id, body, prefix, &opts);
     if (!task)
         return -EINVAL;
-    int rc = store_put(tx, SK_TASK, a->project_id, task);
+    /* the task is stored with its first run (run_start_for_new_task), its
+     * row written once; task.created comes first in the event log */
+    sched_task_changed_on_commit(tx, a->r->app->sched, task, true);
+    int rc = events_emit(tx, a->r->app->events, a->project_id,
+                         json_string_value(json_object_get(task, "id")), NULL, "task.created",
+                         json_pack("{s:O}", "name", json_object_get(task, "name")));
+    json_t *run = NULL;
+    if (!rc)
+        rc = opts.run ? run_start_for_new_task(tx, a->r->app, task, &run)
+                      : store_put(tx, SK_TASK, a->project_id, task);
     if (rc == -EEXIST) {
         char p[300];
         snprintf(p, sizeof p, "%sid", prefix);
         http_error(a->r, 409, "already_exists", p, "a task with id %s already exists",
                    json_string_value(json_object_get(task, "id")));
     }
-    if (!rc)
-        sched_task_changed_on_commit(tx, a->r->app->sched, task, true);
-    if (!rc)
-        rc = events_emit(tx, a->r->app->events, a->project_id,
-                         json_string_value(json_object_get(task, "id")), NULL, "task.created",
-                         json_pack("{s:O}", "name", json_object_get(task, "name")));
-    json_t *run = NULL;
-    if (!rc && opts.run)
-        rc = run_start_for_task(tx, a->r->app, task, NULL, &run);
     if (rc) {
         json_decref(task);
         json_decref(run);
@@ -488,9 +488,13 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
     return 0;
 }
 
+/* Re-runnable (store_write_retry): every output is reset first. */
 static int create_fn(struct store_tx *tx, void *arg)
 {
     struct create_arg *a = arg;
+    json_decref(a->result);
+    json_decref(a->run);
+    a->result = a->run = NULL;
     if (!a->batch)
         return create_one(a, tx, a->body, "", &a->result);
     a->result = json_array();
@@ -589,7 +593,7 @@ void api_tasks_create(struct req *r)
     if (!body || !api_project(r, project))
         return;
     struct create_arg a = {.r = r, .project_id = project, .body = body};
-    int rc = store_write(r->app->store, create_fn, &a);
+    int rc = store_write_retry(r->app->store, create_fn, &a);
     if (rc) {
         api_store_error(r, rc, "task");
         json_decref(a.result);
@@ -649,7 +653,7 @@ void api_tasks_batch(struct req *r)
         return;
     }
     struct create_arg a = {.r = r, .project_id = project, .body = tasks, .batch = true};
-    int rc = store_write(r->app->store, create_fn, &a);
+    int rc = store_write_retry(r->app->store, create_fn, &a);
     if (rc) {
         api_store_error(r, rc, "task");
         json_decref(a.result);
