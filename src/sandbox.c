@@ -2282,6 +2282,24 @@ int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
     }
     struct adopt_job job = {.nsfd = nsfd, .root = tpl ? "/quern" : "/", .uid = sys->host_uid,
                             .a = a, .trees = trees, .mflags = mflags};
+    if (sys->host_mnt >= 0 && sys->cwd_fd >= 0 && spawn_fs_own(sys) == 0) {
+        /* In this thread: it has a file system context of its own (entering
+         * the template needs one too), so it can enter the box's mount
+         * namespace and come back; no helper process to create and wait
+         * for.  It must come back as it was: host namespace, cwd, fsuid 0. */
+        int r = adopt_child(&job);   /* enters the box's mount namespace first */
+        (void)syscall(SYS_setfsgid, 0);
+        (void)syscall(SYS_setfsuid, 0);
+        if (syscall(SYS_setfsuid, 0) != 0 || syscall(SYS_setfsgid, 0) != 0 ||
+            setns(sys->host_mnt, CLONE_NEWNS) < 0 || fchdir(sys->cwd_fd) < 0)
+            abort();
+        if (r != 0) {
+            rc = job.err ? -job.err : -EIO;
+            *err = xasprintf("%s%s%s: %s", job.what ? job.what : "adopt", job.arg ? " " : "",
+                             job.arg ? job.arg : "", strerror(job.err ? job.err : EIO));
+        }
+        goto out;
+    }
     int hpidfd = -1;
     long hp = clone(adopt_child, sys->stack + sys->stack_size,
                     CLONE_VM | CLONE_VFORK | CLONE_PIDFD, &job, &hpidfd);
