@@ -129,7 +129,7 @@ static int proc_usage(int pid, struct proc_usage *u)
     return 0;
 }
 
-static void print_proc_delta(int pid, const struct proc_usage *a, double secs)
+static void print_proc_delta(int pid, const struct proc_usage *a, double secs, int runs)
 {
     struct proc_usage b;
     if (pid <= 0 || proc_usage(pid, &b))
@@ -138,6 +138,21 @@ static void print_proc_delta(int pid, const struct proc_usage *a, double secs)
            "peak RSS %ld MiB, RSS now %ld MiB\n",
            b.self_cpu - a->self_cpu, secs > 0 ? 100 * (b.self_cpu - a->self_cpu) / secs : 0,
            b.child_cpu - a->child_cpu, b.hwm_kb / 1024, b.rss_kb / 1024);
+    if (runs > 0) {
+        double q = 1000 * (b.self_cpu - a->self_cpu) / runs, x = 1000 * (b.child_cpu - a->child_cpu) / runs;
+        printf("  cpu per run: quernd %.2f ms + boxes %.2f ms = %.2f ms\n", q, x, q + x);
+        printf("API_CPU_MS_PER_RUN %.2f\n", q + x);
+    }
+}
+
+/* CPU seconds of this process and of its reaped children so far. */
+static void self_cpu(double *self, double *children)
+{
+    struct rusage s, c;
+    getrusage(RUSAGE_SELF, &s);
+    getrusage(RUSAGE_CHILDREN, &c);
+    *self = s.ru_utime.tv_sec + s.ru_utime.tv_usec / 1e6 + s.ru_stime.tv_sec + s.ru_stime.tv_usec / 1e6;
+    *children = c.ru_utime.tv_sec + c.ru_utime.tv_usec / 1e6 + c.ru_stime.tv_sec + c.ru_stime.tv_usec / 1e6;
 }
 
 /* ------------------------------------------------------------------ raw */
@@ -350,7 +365,8 @@ static int mode_direct(int n, int slots, int lat_n, const char *rts)
         d_started = inflight < total ? inflight : total;
         int first = d_started;
         pthread_mutex_unlock(&mu);
-        double t0 = now_s();
+        double t0 = now_s(), c_self0, c_kids0;
+        self_cpu(&c_self0, &c_kids0);
         for (int i = 0; i < first; i++)
             if (d_start(round * 1000000 + i) != 0)
                 abort();
@@ -364,6 +380,11 @@ static int mode_direct(int n, int slots, int lat_n, const char *rts)
                    inflight, total);
             printf("  %8.0f runs/s  (%d failed)\n", total / dt, d_failed);
             printf("DIRECT_SH_RUNS_PER_S %.0f\n", total / dt);
+            double c_self1, c_kids1;
+            self_cpu(&c_self1, &c_kids1);
+            double q = 1000 * (c_self1 - c_self0) / total, x = 1000 * (c_kids1 - c_kids0) / total;
+            printf("  cpu per run: executor %.2f ms + boxes %.2f ms = %.2f ms\n", q, x, q + x);
+            printf("DIRECT_CPU_MS_PER_RUN %.2f\n", q + x);
         }
     }
     print_self_usage("bench+exec");
@@ -672,7 +693,7 @@ static int mode_api(int n, int conns, int lat_n, const char *rts, int qpid, cons
     if (n > 0) {
         a_body = "{\"code\":\"true\",\"runtime_id\":\"sh\"}";
         a_throughput(n / 10 + 10, conns, false); /* warm-up */
-        struct proc_usage u0;
+        struct proc_usage u0 = {0};
         if (qpid > 0)
             proc_usage(qpid, &u0);
         double t0 = now_s();
@@ -680,7 +701,7 @@ static int mode_api(int n, int conns, int lat_n, const char *rts, int qpid, cons
         double r = a_throughput(n, conns, true);
         double dt = now_s() - t0;
         printf("API_SH_RUNS_PER_S %.0f\n", r);
-        print_proc_delta(qpid, &u0, dt);
+        print_proc_delta(qpid, &u0, dt, n);
         print_self_usage("bench client");
         if (a_batch > 1) {
             int single = a_batch;
@@ -691,7 +712,7 @@ static int mode_api(int n, int conns, int lat_n, const char *rts, int qpid, cons
             printf("the same with one POST /tasks per task:\n");
             r = a_throughput(n, conns, true);
             printf("API_SH_RUNS_PER_S_SINGLE_POSTS %.0f\n", r);
-            print_proc_delta(qpid, &u0, now_s() - t0);
+            print_proc_delta(qpid, &u0, now_s() - t0, n);
             a_batch = single;
         }
     }

@@ -1892,6 +1892,13 @@ static void add_pool(void *ctx, const struct runtime *rt)
         ex->pools[ex->npools++] = (struct pool){.rt = rt, .target = rt->warm};
 }
 
+static void add_mountpoints(void *ctx, const struct runtime *rt)
+{
+    struct exec *ex = ctx;
+    for (size_t i = 0; i < rt->nro; i++)
+        (void)sandbox_sys_add_mountpoint(ex->sys, rt->ro_box[i]);
+}
+
 struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
 {
     *err = NULL;
@@ -1918,6 +1925,12 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     free(ip);
     if (!ex->sys)
         goto fail;
+    /* the mount points every box's root has (see sandbox_sys_add_mountpoint) */
+    static const char *const points[] = {"/scratch", "/storage/account", "/storage/project",
+                                         "/storage/org"};
+    for (size_t i = 0; i < ARRAY_LEN(points); i++)
+        (void)sandbox_sys_add_mountpoint(ex->sys, points[i]);
+    runtime_each(add_mountpoints, ex);
     ex->runs = xcalloc((size_t)slots, sizeof(*ex->runs));
     ex->cell_busy = xcalloc((size_t)ex->ncells, sizeof(bool));
     ex->clean_root = xcalloc((size_t)ex->ncells, sizeof(char *));

@@ -8,11 +8,19 @@
  *     SANDBOX_DEFAULT_HOST_UID) before its first mount; host directories are
  *     reached through O_PATH fds the parent opened (/proc/self/fd/N), so
  *     their ancestors need not be traversable by the box's uid.
- *  2. Everything the child reads was prepared by the parent before clone3;
- *     the child only makes system calls (no malloc, no stdio, no locks).
+ *  2. Everything the child reads was prepared by the parent before the
+ *     clone and is owned by the slot (plan, stack) until the box is reaped;
+ *     the child only makes raw system calls (no malloc, no stdio, no locks,
+ *     no errno), so the parent runs on without waiting for its exec.
  *  3. Each slot has its own cgroups and network namespace, reused run after
  *     run: a slot holds one box at a time, and a box's whole tree is dead
  *     before its slot is reused (PID 1's exit ends the PID namespace).
+ *  4. The child is in the slot's cgroups before anything of the box runs,
+ *     and no handler of quernd ever runs in it (signals blocked across the
+ *     clone, reset before they are unblocked).
+ *  5. The template's mounts are read-only and locked in every box (copied
+ *     into the box's user namespace); files a run gets go in a tmpfs of the
+ *     box's own on /quern, never in the shared template.
  */
 #include "sandbox.h"
 
@@ -52,11 +60,39 @@
 
 enum cg_ver { CG_NONE = 0, CG_V1 = 1, CG_V2 = 2 };
 
+/* The cgroup files a spawn touches, kept open per slot (opened on first
+ * use): a path walk per write was a large part of a spawn's cost. */
+enum cg_file {
+    CGF_MEM_PROCS, CGF_PIDS_PROCS, CGF_CPU_PROCS, CGF_CPU_USAGE, CGF_MEM_MAXUSE,
+    CGF_MEM_EVENTS, CGF_MEM_LIMIT, CGF_PIDS_MAX, CGF_N
+};
+
 struct slot_cg {
     char *mem_dir, *pids_dir, *cpu_dir;   /* NULL when that control is unavailable */
     int64_t mem_limit, pids_max;          /* last written values */
     int64_t cpu_base_ns, oom_base;
     int peak_fd;                          /* v2: memory.peak, reset per run */
+    int fds[CGF_N];                       /* -1: not open yet; -2: cannot be */
+};
+
+struct plan;
+
+/* What the child of a slot's last spawn may still be using: it shares our
+ * memory until it execs, and the spawn does not wait for that; both live
+ * until its box is reaped (or the slot's next spawn). */
+struct slot_spawn {
+    char *stack;                          /* mmap'd on the slot's first spawn */
+    struct plan *pl;
+    bool tpl;                             /* the box was made from the template */
+};
+
+enum ld_kind { LD_NONE, LD_LINK, LD_BIND };
+
+struct layout_dir {
+    enum ld_kind kind;
+    char *target;                         /* LD_LINK */
+    unsigned long lflags;                 /* LD_BIND */
+    int err;                              /* LD_BIND: probing failed (-errno) */
 };
 
 struct sandbox_sys {
@@ -71,9 +107,25 @@ struct sandbox_sys {
     struct slot_cg *cg;
     int *netns;                  /* per slot, -1 when none */
     int host_netns;
-    char *stack;                 /* the spawn child's stack (CLONE_VM), see sandbox_spawn */
+    char *stack;                 /* the adopt helper's stack (CLONE_VM|CLONE_VFORK) */
     size_t stack_size;
+    struct slot_spawn *sp;       /* per slot */
+    struct layout_dir sysdir[8]; /* see layout_probe */
+    bool dev_ok[4];
+    /* The template mount namespace (see tpl_build): -1 not built yet,
+     * -2 unusable (every spawn builds its whole tree). */
+    int tpl_ns;
+    char **tpl_dirs;             /* its empty mount points (box paths) */
+    size_t ntpl_dirs;
+    int host_mnt;                /* our own mount namespace */
+    int cwd_fd;                  /* the spawning thread's cwd, restored after setns */
+    pid_t fs_tid;                /* the thread that unshared its fs context */
 };
+
+#define SPAWN_STACK_SIZE (64 * 1024)
+
+static void plan_free(struct plan *pl);
+static void layout_probe(struct sandbox_sys *sys);
 
 static void slog(struct sandbox_sys *sys, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void slog(struct sandbox_sys *sys, const char *fmt, ...)
@@ -134,19 +186,59 @@ static int read_at(const char *dir, const char *file, char *out, size_t cap)
     return 0;
 }
 
-static int64_t read_i64_at(const char *dir, const char *file)
+/* ---- cgroups ---- */
+
+static int cg_fd(struct slot_cg *c, enum cg_file f, const char *dir, const char *file, int flags)
+{
+    if (c->fds[f] == -1) {
+        char *p = xasprintf("%s/%s", dir, file);
+        int fd = open(p, flags | O_CLOEXEC);
+        free(p);
+        c->fds[f] = fd >= 0 ? fd : -2;
+    }
+    return c->fds[f];
+}
+
+/* Writes v to the slot's cgroup file (kept open).  0 or -errno. */
+static int cg_write(struct slot_cg *c, enum cg_file f, const char *dir, const char *file,
+                    const char *v)
+{
+    int fd = cg_fd(c, f, dir, file, O_WRONLY);
+    if (fd < 0)
+        return write_at(dir, file, v);
+    size_t n = strlen(v);
+    ssize_t w = pwrite(fd, v, n, 0);
+    return w == (ssize_t)n ? 0 : (w < 0 ? -errno : -EIO);
+}
+
+/* Reads the slot's cgroup file (kept open) into out, NUL-terminated. */
+static int cg_read(struct slot_cg *c, enum cg_file f, const char *dir, const char *file,
+                   char *out, size_t cap)
+{
+    int fd = cg_fd(c, f, dir, file, O_RDONLY);
+    if (fd < 0)
+        return read_at(dir, file, out, cap);
+    ssize_t n = pread(fd, out, cap - 1, 0);
+    if (n < 0)
+        return -errno;
+    out[n] = '\0';
+    return 0;
+}
+
+static int64_t cg_read_i64(struct slot_cg *c, enum cg_file f, const char *dir, const char *file)
 {
     char b[64];
-    if (read_at(dir, file, b, sizeof(b)) < 0)
+    if (cg_read(c, f, dir, file, b, sizeof(b)) < 0)
         return -1;
     return strtoll(b, NULL, 10);
 }
 
 /* The value of "key N" in a flat-keyed cgroup file, or -1. */
-static int64_t read_key_at(const char *dir, const char *file, const char *key)
+static int64_t cg_read_key(struct slot_cg *c, enum cg_file f, const char *dir, const char *file,
+                           const char *key)
 {
     char b[4096];
-    if (read_at(dir, file, b, sizeof(b)) < 0)
+    if (cg_read(c, f, dir, file, b, sizeof(b)) < 0)
         return -1;
     size_t kl = strlen(key);
     for (char *line = b; line && *line;) {
@@ -158,8 +250,6 @@ static int64_t read_key_at(const char *dir, const char *file, const char *key)
     }
     return -1;
 }
-
-/* ---- cgroups ---- */
 
 /* Finds this process's cgroup path for a v1 controller, or for v2 (ctrl
  * NULL), from /proc/self/cgroup.  Returns malloc'd "hierarchy-field\tpath". */
@@ -310,6 +400,8 @@ static void cg_setup(struct sandbox_sys *sys)
     for (int i = 0; i < sys->slots; i++) {
         struct slot_cg *c = &sys->cg[i];
         c->peak_fd = -1;
+        for (int f = 0; f < CGF_N; f++)
+            c->fds[f] = -1;
         c->mem_limit = c->pids_max = -1;
         char **dirs[3] = {&c->mem_dir, &c->pids_dir, &c->cpu_dir};
         const char *bases[3] = {sys->mem_base, sys->pids_base, sys->cpu_base};
@@ -369,6 +461,9 @@ static void cg_teardown(struct sandbox_sys *sys)
         struct slot_cg *c = &sys->cg[i];
         if (c->peak_fd >= 0)
             close(c->peak_fd);
+        for (int f = 0; f < CGF_N; f++)
+            if (c->fds[f] >= 0)
+                close(c->fds[f]);
         /* v2 dirs may be shared between controls: rmdir each once. */
         if (c->mem_dir)
             (void)rmdir(c->mem_dir);
@@ -389,6 +484,15 @@ static void cg_teardown(struct sandbox_sys *sys)
     free(sys->cpu_base);
 }
 
+/* The slot's CPU time so far (ns), or -1. */
+static int64_t cg_cpu_ns(struct sandbox_sys *sys, struct slot_cg *c)
+{
+    if (sys->cpu_ver == CG_V1)
+        return cg_read_i64(c, CGF_CPU_USAGE, c->cpu_dir, "cpuacct.usage");
+    int64_t us = cg_read_key(c, CGF_CPU_USAGE, c->cpu_dir, "cpu.stat", "usage_usec");
+    return us >= 0 ? us * 1000 : -1;
+}
+
 /* Limits and counter baselines before a spawn. */
 static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_params *p)
 {
@@ -399,24 +503,24 @@ static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_p
         if (lim != c->mem_limit) {
             if (sys->mem_ver == CG_V1) {
                 snprintf(v, sizeof(v), "%lld", lim > 0 ? (long long)lim : -1LL);
-                if (write_at(c->mem_dir, "memory.limit_in_bytes", v) == 0)
+                if (cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.limit_in_bytes", v) == 0)
                     c->mem_limit = lim;
             } else {
                 if (lim > 0)
                     snprintf(v, sizeof(v), "%lld", (long long)lim);
                 else
                     snprintf(v, sizeof(v), "max");
-                if (write_at(c->mem_dir, "memory.max", v) == 0)
+                if (cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.max", v) == 0)
                     c->mem_limit = lim;
             }
         }
         if (sys->mem_ver == CG_V1) {
-            (void)write_at(c->mem_dir, "memory.max_usage_in_bytes", "0");
-            c->oom_base = read_key_at(c->mem_dir, "memory.oom_control", "oom_kill");
+            (void)cg_write(c, CGF_MEM_MAXUSE, c->mem_dir, "memory.max_usage_in_bytes", "0");
+            c->oom_base = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.oom_control", "oom_kill");
         } else {
             if (c->peak_fd >= 0)
                 (void)pwrite(c->peak_fd, "0", 1, 0);
-            c->oom_base = read_key_at(c->mem_dir, "memory.events", "oom_kill");
+            c->oom_base = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.events", "oom_kill");
         }
     }
     if (c->pids_dir) {
@@ -426,24 +530,22 @@ static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_p
                 snprintf(v, sizeof(v), "%lld", (long long)mx);
             else
                 snprintf(v, sizeof(v), "max");
-            if (write_at(c->pids_dir, "pids.max", v) == 0)
+            if (cg_write(c, CGF_PIDS_MAX, c->pids_dir, "pids.max", v) == 0)
                 c->pids_max = mx;
         }
     }
-    if (c->cpu_dir) {
-        if (sys->cpu_ver == CG_V1)
-            c->cpu_base_ns = read_i64_at(c->cpu_dir, "cpuacct.usage");
-        else
-            c->cpu_base_ns = read_key_at(c->cpu_dir, "cpu.stat", "usage_usec") * 1000;
-    }
+    if (c->cpu_dir)
+        c->cpu_base_ns = cg_cpu_ns(sys, c);
 }
 
-static void cg_join(struct sandbox_sys *sys, int slot, pid_t pid)
+/* The slot's cgroup.procs files the child writes itself into (kept open);
+ * -errno when one cannot be opened. */
+static int cg_join_fds(struct sandbox_sys *sys, int slot, int *fds, size_t *n)
 {
     struct slot_cg *c = &sys->cg[slot];
-    char v[32];
-    snprintf(v, sizeof(v), "%d", (int)pid);
     const char *dirs[3] = {c->mem_dir, c->pids_dir, c->cpu_dir};
+    static const enum cg_file procs[3] = {CGF_MEM_PROCS, CGF_PIDS_PROCS, CGF_CPU_PROCS};
+    *n = 0;
     for (int k = 0; k < 3; k++) {
         if (!dirs[k])
             continue;
@@ -451,9 +553,14 @@ static void cg_join(struct sandbox_sys *sys, int slot, pid_t pid)
         for (int j = 0; j < k; j++)
             if (dirs[j] && strcmp(dirs[j], dirs[k]) == 0)
                 dup = true;
-        if (!dup)
-            (void)write_at(dirs[k], "cgroup.procs", v);
+        if (dup)
+            continue;
+        int fd = cg_fd(c, procs[k], dirs[k], "cgroup.procs", O_WRONLY);
+        if (fd < 0)
+            return -EACCES;
+        fds[(*n)++] = fd;
     }
+    return 0;
 }
 
 /* ---- network namespace pool ---- */
@@ -551,6 +658,10 @@ static int seccomp_build(struct sandbox_sys *sys, char **err)
     rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_NNP, 0);
     if (rc < 0)
         goto out;
+    /* A binary tree of syscall numbers instead of a list: every box pays
+     * the kernel's emulation of the filter for each syscall number when it
+     * loads it (the seccomp action cache), and its code pays it per call. */
+    (void)seccomp_attr_set(ctx, SCMP_FLTATR_CTL_OPTIMIZE, 2);
 
     int mfd = memfd_create("quern-seccomp", MFD_CLOEXEC);
     if (mfd < 0) {
@@ -622,6 +733,11 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
         goto fail;
     }
     (void)mprotect(sys->stack, 4096, PROT_NONE); /* a guard page */
+    sys->sp = xcalloc((size_t)slots, sizeof(*sys->sp));
+    sys->tpl_ns = -1;
+    sys->cwd_fd = -1;
+    sys->host_mnt = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    layout_probe(sys);
     cg_setup(sys);
     netns_setup(sys);
     return sys;
@@ -648,12 +764,131 @@ void sandbox_sys_free(struct sandbox_sys *sys)
     free(sys->prog.filter);
     if (sys->stack)
         munmap(sys->stack, sys->stack_size);
+    for (int i = 0; sys->sp && i < sys->slots; i++) {
+        plan_free(sys->sp[i].pl);
+        if (sys->sp[i].stack)
+            munmap(sys->sp[i].stack, SPAWN_STACK_SIZE);
+    }
+    free(sys->sp);
+    if (sys->tpl_ns >= 0)
+        close(sys->tpl_ns);
+    if (sys->host_mnt >= 0)
+        close(sys->host_mnt);
+    if (sys->cwd_fd >= 0)
+        close(sys->cwd_fd);
+    for (size_t i = 0; i < sys->ntpl_dirs; i++)
+        free(sys->tpl_dirs[i]);
+    free(sys->tpl_dirs);
+    for (size_t i = 0; i < ARRAY_LEN(sys->sysdir); i++)
+        free(sys->sysdir[i].target);
     free(sys);
 }
 
 /* ---- the child ---- */
 
-enum op_kind { OP_MKDIR, OP_SYMLINK, OP_TOUCH, OP_MOUNT, OP_REMOUNT, OP_WRITE };
+/*
+ * Raw system calls for the spawn child.  The child shares quernd's memory and
+ * (without CLONE_SETTLS) the thread-local storage of the thread that cloned
+ * it.  A spawn does not wait for the child's exec, so that thread runs on
+ * meanwhile: a glibc wrapper in the child would write errno into that
+ * thread's TLS under its feet.  The child therefore makes every system call
+ * through rsys(), which returns -errno and writes nothing but the child's
+ * own stack and plan.  Where no such helper exists for the architecture,
+ * spawns wait for the exec as before (SANDBOX_ASYNC_SPAWN 0).
+ */
+#if defined(__x86_64__)
+#define SANDBOX_ASYNC_SPAWN 1
+static inline long rsys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    long ret;
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    __asm__ volatile("syscall"
+                     : "=a"(ret)
+                     : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+}
+#elif defined(__aarch64__)
+#define SANDBOX_ASYNC_SPAWN 1
+static inline long rsys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    register long x8 __asm__("x8") = n;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc 0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+                     : "memory", "cc");
+    return x0;
+}
+#else
+#define SANDBOX_ASYNC_SPAWN 0
+static long rsys6(long n, long a, long b, long c, long d, long e, long f)
+{
+    long r = syscall(n, a, b, c, d, e, f);
+    return r < 0 ? -errno : r;
+}
+#endif
+#define RSYS_L(x) ((long)(x))
+#define rsys0(n) rsys6((n), 0, 0, 0, 0, 0, 0)
+#define rsys1(n, a) rsys6((n), RSYS_L(a), 0, 0, 0, 0, 0)
+#define rsys2(n, a, b) rsys6((n), RSYS_L(a), RSYS_L(b), 0, 0, 0, 0)
+#define rsys3(n, a, b, c) rsys6((n), RSYS_L(a), RSYS_L(b), RSYS_L(c), 0, 0, 0)
+#define rsys4(n, a, b, c, d) rsys6((n), RSYS_L(a), RSYS_L(b), RSYS_L(c), RSYS_L(d), 0, 0)
+#define rsys5(n, a, b, c, d, e) rsys6((n), RSYS_L(a), RSYS_L(b), RSYS_L(c), RSYS_L(d), RSYS_L(e), 0)
+
+/* The child's code runs without sanitizer instrumentation: their runtimes
+ * keep per-thread state too. */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 8)
+#define CHILD_CODE __attribute__((no_sanitize("address", "undefined"), noinline))
+#else
+#define CHILD_CODE __attribute__((noinline))
+#endif
+
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef OPEN_TREE_CLOEXEC
+#define OPEN_TREE_CLOEXEC O_CLOEXEC
+#endif
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#define MOUNT_ATTR_NOSUID 0x00000002
+#define MOUNT_ATTR_NODEV 0x00000004
+#endif
+#ifndef SYS_mount_setattr
+#define SYS_mount_setattr 442
+#endif
+#ifndef SYS_open_tree
+#define SYS_open_tree 428
+#endif
+#ifndef SYS_move_mount
+#define SYS_move_mount 429
+#endif
+
+struct mount_attr_k {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+/* The kernel's struct sigaction (x86_64 and arm64 have sa_restorer). */
+struct ksigaction {
+    unsigned long handler, flags, restorer;
+    uint64_t mask;
+};
+
+enum op_kind { OP_MKDIR, OP_SYMLINK, OP_TOUCH, OP_MOUNT, OP_REMOUNT, OP_WRITE, OP_BIND };
 
 struct op {
     enum op_kind kind;
@@ -669,8 +904,22 @@ struct op {
 struct plan {
     struct op ops[MAX_OPS];
     size_t nops;
-    const char *src_paths[MAX_FDS];   /* opened by the child, see child_open_sources */
+    /* Bind sources, opened by the child (child_main step 1): a detached
+     * copy of the mount (open_tree), made nosuid/nodev (and read-only)
+     * with mount_setattr and moved into place by OP_BIND; on kernels
+     * without those calls, an O_PATH fd bound through /proc/self/fd/N and
+     * remounted with src_remount. */
+    const char *src_paths[MAX_FDS];
     int src_fds[MAX_FDS];
+    bool src_rec[MAX_FDS];            /* with the mounts below it */
+    uint64_t src_attr[MAX_FDS];       /* MOUNT_ATTR_* to set; 0: none */
+    unsigned long src_remount[MAX_FDS]; /* the legacy remount's flags; 0: none */
+    bool legacy;                      /* no open_tree: O_PATH fds */
+    bool tpl;                         /* the root is the template's (see tpl_build) */
+    int cg_procs[3];                  /* the slot's cgroup.procs files (parent's fds) */
+    size_t ncg;
+    int parent_trees[MAX_FDS];        /* tpl: the parent's copies of src_fds, closed after the clone */
+    bool legacy_attr;                 /* no mount_setattr: remount after the move */
     size_t nsrc;
     char fdpaths[MAX_FDS][32];
     int sync_fd, sync_wr, status_fd;
@@ -682,9 +931,14 @@ struct plan {
     bool set_cpu, set_as;
     int nice;
     const struct sock_fprog *prog;
+    /* what the plan owns (everything the child reads lives until its box
+     * is reaped): strings, copies of argv/envp/file data */
+    char **strs;
+    size_t nstrs, cap_strs;
+    size_t nsecret;               /* strs[0 .. nsecret-1] are wiped before free */
 };
 
-static void c_fail(const struct plan *pl, const char *what, const char *arg, int err)
+CHILD_CODE static void c_fail(const struct plan *pl, const char *what, const char *arg, long err)
 {
     char b[512];
     size_t n = 0;
@@ -694,7 +948,7 @@ static void c_fail(const struct plan *pl, const char *what, const char *arg, int
             b[n++] = *s;
     char num[12];
     size_t k = 0;
-    unsigned e = (unsigned)err;
+    unsigned e = (unsigned)(err < 0 ? -err : err);
     do {
         num[k++] = (char)('0' + e % 10);
         e /= 10;
@@ -702,176 +956,261 @@ static void c_fail(const struct plan *pl, const char *what, const char *arg, int
     while (k)
         b[n++] = num[--k];
     b[n++] = '\n';
-    if (write(pl->status_fd, b, n) < 0) {
-        /* nothing left to tell */
-    }
-    _exit(127);
+    (void)rsys3(SYS_write, pl->status_fd, b, n);
+    for (;;)
+        (void)rsys1(SYS_exit, 127);
 }
 
-static void c_run_ops(const struct plan *pl)
+CHILD_CODE static void c_run_ops(const struct plan *pl)
 {
+    long r;
     for (size_t i = 0; i < pl->nops; i++) {
         const struct op *o = &pl->ops[i];
         switch (o->kind) {
         case OP_MKDIR:
-            if (mkdir(o->dst, o->mode) < 0 && errno != EEXIST)
-                c_fail(pl, "mkdir", o->dst, errno);
+            r = rsys3(SYS_mkdirat, AT_FDCWD, o->dst, o->mode);
+            if (r < 0 && r != -EEXIST)
+                c_fail(pl, "mkdir", o->dst, r);
             break;
         case OP_SYMLINK:
-            if (symlink(o->src, o->dst) < 0 && errno != EEXIST)
-                c_fail(pl, "symlink", o->dst, errno);
+            r = rsys3(SYS_symlinkat, o->src, AT_FDCWD, o->dst);
+            if (r < 0 && r != -EEXIST)
+                c_fail(pl, "symlink", o->dst, r);
             break;
-        case OP_TOUCH: {
-            int fd = open(o->dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
-            if (fd < 0)
-                c_fail(pl, "create", o->dst, errno);
-            close(fd);
+        case OP_TOUCH:
+            r = rsys4(SYS_openat, AT_FDCWD, o->dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+            if (r < 0)
+                c_fail(pl, "create", o->dst, r);
+            (void)rsys1(SYS_close, r);
             break;
-        }
         case OP_MOUNT:
-            if (mount(o->src, o->dst, o->fstype, o->flags, o->data) < 0)
-                c_fail(pl, "mount", o->dst, errno);
+            r = rsys5(SYS_mount, o->src, o->dst, o->fstype, o->flags, o->data);
+            if (r < 0)
+                c_fail(pl, "mount", o->dst, r);
             break;
         case OP_REMOUNT:
-            if (mount(NULL, o->dst, NULL, o->flags, NULL) < 0)
-                c_fail(pl, "remount", o->dst, errno);
+            r = rsys5(SYS_mount, NULL, o->dst, NULL, o->flags, NULL);
+            if (r < 0)
+                c_fail(pl, "remount", o->dst, r);
             break;
+        case OP_BIND: {
+            size_t k = o->len;
+            if (!pl->legacy) {
+                r = rsys5(SYS_move_mount, pl->src_fds[k], "", AT_FDCWD, o->dst,
+                          MOVE_MOUNT_F_EMPTY_PATH);
+                if (r < 0)
+                    c_fail(pl, "move_mount", o->dst, r);
+            } else {
+                r = rsys5(SYS_mount, pl->fdpaths[k], o->dst, NULL,
+                          MS_BIND | (pl->src_rec[k] ? MS_REC : 0), NULL);
+                if (r < 0)
+                    c_fail(pl, "mount", o->dst, r);
+            }
+            if ((pl->legacy || pl->legacy_attr) && pl->src_remount[k]) {
+                r = rsys5(SYS_mount, NULL, o->dst, NULL, pl->src_remount[k], NULL);
+                if (r < 0)
+                    c_fail(pl, "remount", o->dst, r);
+            }
+            (void)rsys1(SYS_close, pl->src_fds[k]);
+            break;
+        }
         case OP_WRITE: {
-            int fd = open(o->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, o->mode);
+            long fd = rsys4(SYS_openat, AT_FDCWD, o->dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                            o->mode);
             if (fd < 0)
-                c_fail(pl, "create", o->dst, errno);
+                c_fail(pl, "create", o->dst, fd);
             size_t off = 0;
             while (off < o->len) {
-                ssize_t w = write(fd, o->data + off, o->len - off);
+                long w = rsys3(SYS_write, fd, o->data + off, o->len - off);
+                if (w == -EINTR)
+                    continue;
                 if (w <= 0)
-                    c_fail(pl, "write", o->dst, errno);
+                    c_fail(pl, "write", o->dst, w < 0 ? w : -EIO);
                 off += (size_t)w;
             }
-            close(fd);
+            (void)rsys1(SYS_close, fd);
             break;
         }
         }
     }
 }
 
-static int child_main(const struct plan *pl)
+CHILD_CODE static void c_setrlimit(int res, const struct rlimit *rl)
+{
+    (void)rsys4(SYS_prlimit64, 0, res, rl, NULL);
+}
+
+/* Runs in the CLONE_VM child: raw system calls only (see rsys6), no
+ * allocation, nothing written outside its stack and its own plan. */
+CHILD_CODE static int child_main(struct plan *pl)
 {
     char c;
-    /* 1. wait until the parent wrote our uid/gid maps and cgroups */
-    if (read(pl->sync_fd, &c, 1) != 1)
-        _exit(127);
-    close(pl->sync_fd);
+    long r;
+    /* 0. into the slot's cgroups, before anything of the box runs.  Moving
+     * a task waits for an RCU grace period when none is under way (the
+     * threadgroup rwsem): here it delays this child only, not the parent's
+     * other work.  The write is checked against the fd's opener (root). */
+    for (size_t i = 0; i < pl->ncg; i++)
+        if ((r = rsys3(SYS_write, pl->cg_procs[i], "0", 1)) < 0)
+            c_fail(pl, "join cgroup", NULL, r);
+    /* 1. wait until the parent wrote our uid/gid maps */
+    if (rsys3(SYS_read, pl->sync_fd, &c, 1) != 1)
+        (void)rsys1(SYS_exit, 127);
+    (void)rsys1(SYS_close, pl->sync_fd);
+    if (pl->tpl)
+        goto creds; /* the template's mounts are private; the parent made the trees */
+    /* A private mount tree: nothing mounted here propagates to the host
+     * or back (the copies of shared host mounts are already slaves). */
+    if ((r = rsys5(SYS_mount, NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL)) < 0)
+        c_fail(pl, "make-private", "/", r);
     /* Host sources are opened now: after the mount namespace was copied (a
      * bind needs a mount of our own namespace) and before dropping to the
      * box's uid (so their ancestors need not be traversable by it). */
-    {
-        struct plan *w = (struct plan *)pl; /* our private copy */
-        for (size_t i = 0; i < w->nsrc; i++) {
-            int fd = open(w->src_paths[i], O_PATH | O_CLOEXEC);
-            if (fd < 0)
-                c_fail(pl, "open", w->src_paths[i], errno);
-            w->src_fds[i] = fd;
-            char num[12];
-            size_t k = 0, n = 0;
-            unsigned v = (unsigned)fd;
-            do {
-                num[k++] = (char)('0' + v % 10);
-                v /= 10;
-            } while (v);
-            static const char pre[] = "/proc/self/fd/";
-            for (size_t j = 0; pre[j]; j++)
-                w->fdpaths[i][n++] = pre[j];
-            while (k)
-                w->fdpaths[i][n++] = num[--k];
-            w->fdpaths[i][n] = '\0';
+    for (size_t i = 0; i < pl->nsrc; i++) {
+        long fd = -ENOSYS;
+        if (!pl->legacy) {
+            fd = rsys3(SYS_open_tree, AT_FDCWD, pl->src_paths[i],
+                       OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (pl->src_rec[i] ? AT_RECURSIVE : 0));
+            if (fd == -ENOSYS) {
+                if (i > 0)
+                    c_fail(pl, "open_tree", pl->src_paths[i], fd);
+                pl->legacy = true;
+            } else if (fd < 0) {
+                c_fail(pl, "open_tree", pl->src_paths[i], fd);
+            }
         }
+        if (pl->legacy) {
+            fd = rsys4(SYS_openat, AT_FDCWD, pl->src_paths[i], O_PATH | O_CLOEXEC, 0);
+            if (fd < 0)
+                c_fail(pl, "open", pl->src_paths[i], fd);
+        }
+        pl->src_fds[i] = (int)fd;
+        if (!pl->legacy && !pl->legacy_attr && pl->src_attr[i]) {
+            struct mount_attr_k ma = {.attr_set = pl->src_attr[i]};
+            r = rsys5(SYS_mount_setattr, fd, "",
+                      AT_EMPTY_PATH | (pl->src_rec[i] ? AT_RECURSIVE : 0), &ma, sizeof(ma));
+            if (r == -ENOSYS && i == 0)
+                pl->legacy_attr = true;
+            else if (r < 0)
+                c_fail(pl, "mount_setattr", pl->src_paths[i], r);
+        }
+        if (!pl->legacy)
+            continue;
+        char num[12];
+        size_t k = 0, n = 0;
+        unsigned v = (unsigned)fd;
+        do {
+            num[k++] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v);
+        static const char pre[] = "/proc/self/fd/";
+        for (size_t j = 0; pre[j]; j++)
+            pl->fdpaths[i][n++] = pre[j];
+        while (k)
+            pl->fdpaths[i][n++] = num[--k];
+        pl->fdpaths[i][n] = '\0';
     }
+creds:
     /* 2. become the box's root (an unprivileged host uid) before any fs work */
-    /* Raw system calls: glibc's wrappers would try to sync the other
-     * threads of the parent, which do not exist in this child. */
-    if (syscall(SYS_setgroups, 0, NULL) < 0)
-        c_fail(pl, "setgroups", NULL, errno);
-    if (syscall(SYS_setresgid, 0, 0, 0) < 0)
-        c_fail(pl, "setresgid", NULL, errno);
-    if (syscall(SYS_setresuid, 0, 0, 0) < 0)
-        c_fail(pl, "setresuid", NULL, errno);
-    /* 3. a private mount tree with a tmpfs root on /tmp (any dir would do) */
-    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
-        c_fail(pl, "make-private", "/", errno);
-    if (mount("quern", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, pl->root_opts) < 0)
-        c_fail(pl, "mount root", NULL, errno);
-    if (chdir("/tmp") < 0)
-        c_fail(pl, "chdir", "/tmp", errno);
+    if ((r = rsys2(SYS_setgroups, 0, NULL)) < 0)
+        c_fail(pl, "setgroups", NULL, r);
+    if ((r = rsys3(SYS_setresgid, 0, 0, 0)) < 0)
+        c_fail(pl, "setresgid", NULL, r);
+    if ((r = rsys3(SYS_setresuid, 0, 0, 0)) < 0)
+        c_fail(pl, "setresuid", NULL, r);
+    if (pl->tpl) {
+        /* 3. the template's root is ours already: only the run's own mounts */
+        if ((r = rsys1(SYS_chdir, "/")) < 0)
+            c_fail(pl, "chdir", "/", r);
+        c_run_ops(pl);
+        goto root_done;
+    }
+    /* 3. a tmpfs root on /tmp (any dir would do) */
+    if ((r = rsys5(SYS_mount, "quern", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, pl->root_opts)) < 0)
+        c_fail(pl, "mount root", NULL, r);
+    if ((r = rsys1(SYS_chdir, "/tmp")) < 0)
+        c_fail(pl, "chdir", "/tmp", r);
     c_run_ops(pl);
-    if (syscall(SYS_pivot_root, ".", ".") < 0)
-        c_fail(pl, "pivot_root", NULL, errno);
-    if (umount2(".", MNT_DETACH) < 0)
-        c_fail(pl, "umount old root", NULL, errno);
-    if (chdir("/") < 0)
-        c_fail(pl, "chdir", "/", errno);
-    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
-        c_fail(pl, "remount ro", "/", errno);
-    (void)sethostname("quern", 5);
-    if (chdir(pl->cwd) < 0)
-        c_fail(pl, "chdir", pl->cwd, errno);
+    if ((r = rsys2(SYS_pivot_root, ".", ".")) < 0)
+        c_fail(pl, "pivot_root", NULL, r);
+    if ((r = rsys2(SYS_umount2, ".", MNT_DETACH)) < 0)
+        c_fail(pl, "umount old root", NULL, r);
+    if ((r = rsys1(SYS_chdir, "/")) < 0)
+        c_fail(pl, "chdir", "/", r);
+    if ((r = rsys5(SYS_mount, NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+                   NULL)) < 0)
+        c_fail(pl, "remount ro", "/", r);
+root_done:
+    (void)rsys2(SYS_sethostname, "quern", 5);
+    if ((r = rsys1(SYS_chdir, pl->cwd)) < 0)
+        c_fail(pl, "chdir", pl->cwd, r);
     /* 4. fds: move ours high, then into place; nothing else survives */
     /* 0-3 the code's, 4 init's status, 5 init itself (CLOEXEC), 6 a warm
-     * box's go pipe, 7 the exec notice for the parent (CLOEXEC). */
+     * box's go pipe, 7 the exec notice when the parent waits for it
+     * (CLOEXEC, see SANDBOX_ASYNC_SPAWN). */
     int hi[8], src[8] = {pl->fd_in, pl->fd_out, pl->fd_err, pl->fd_ctl, pl->status_fd,
                          pl->init_fd, pl->fd_go, pl->exec_wr};
     for (int i = 0; i < 8; i++) {
-        hi[i] = src[i] >= 0 ? fcntl(src[i], F_DUPFD_CLOEXEC, 200) : -1;
-        if (src[i] >= 0 && hi[i] < 0)
-            c_fail(pl, "dup", NULL, errno);
+        hi[i] = -1;
+        if (src[i] < 0)
+            continue;
+        r = rsys3(SYS_fcntl, src[i], F_DUPFD_CLOEXEC, 200);
+        if (r < 0)
+            c_fail(pl, "dup", NULL, r);
+        hi[i] = (int)r;
     }
     for (int i = 0; i < 8; i++)
-        if (hi[i] >= 0 && dup2(hi[i], i) < 0)
-            c_fail(pl, "dup2", NULL, errno);
-    struct plan *mpl = (struct plan *)pl; /* the status fd moved */
-    mpl->status_fd = SANDBOX_STATUS_FD;
-    (void)fcntl(5, F_SETFD, FD_CLOEXEC);
-    (void)fcntl(7, F_SETFD, FD_CLOEXEC);
-    if (hi[6] < 0)
-        close(6);
-    if (syscall(SYS_close_range, 8U, ~0U, 0) < 0) {
+        if (hi[i] >= 0 && (r = rsys3(SYS_dup3, hi[i], i, 0)) < 0)
+            c_fail(pl, "dup2", NULL, r);
+    pl->status_fd = SANDBOX_STATUS_FD; /* the status fd moved */
+    (void)rsys3(SYS_fcntl, 5, F_SETFD, FD_CLOEXEC);
+    if (hi[7] >= 0)
+        (void)rsys3(SYS_fcntl, 7, F_SETFD, FD_CLOEXEC);
+    for (int i = 6; i < 8; i++)
+        if (hi[i] < 0)
+            (void)rsys1(SYS_close, i);
+    if (rsys3(SYS_close_range, 8U, ~0U, 0) < 0) {
         for (int fd = 8; fd < 1024; fd++)
-            close(fd);
+            (void)rsys1(SYS_close, fd);
     }
     /* 5. limits, signals, privileges, seccomp, exec */
     struct rlimit zero = {0, 0};
-    setrlimit(RLIMIT_CORE, &zero);
-    setrlimit(RLIMIT_FSIZE, &pl->rl_fsize);
-    setrlimit(RLIMIT_NOFILE, &pl->rl_nofile);
-    setrlimit(RLIMIT_NPROC, &pl->rl_nproc);
+    c_setrlimit(RLIMIT_CORE, &zero);
+    c_setrlimit(RLIMIT_FSIZE, &pl->rl_fsize);
+    c_setrlimit(RLIMIT_NOFILE, &pl->rl_nofile);
+    c_setrlimit(RLIMIT_NPROC, &pl->rl_nproc);
     if (pl->set_cpu)
-        setrlimit(RLIMIT_CPU, &pl->rl_cpu);
+        c_setrlimit(RLIMIT_CPU, &pl->rl_cpu);
     if (pl->set_as)
-        setrlimit(RLIMIT_AS, &pl->rl_as);
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
+        c_setrlimit(RLIMIT_AS, &pl->rl_as);
+    (void)rsys2(SYS_prctl, PR_SET_PDEATHSIG, SIGKILL);
     if (pl->nice > 0)
-        (void)setpriority(PRIO_PROCESS, 0, pl->nice);
-    sigset_t all;
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
+        (void)rsys3(SYS_setpriority, PRIO_PROCESS, 0, pl->nice);
+    /* Every signal was blocked before the clone (the parent's handlers must
+     * never run here); back to the defaults, then unblocked. */
+    struct ksigaction dfl = {0, 0, 0, 0};
     for (int s = 1; s < NSIG; s++)
         if (s != SIGKILL && s != SIGSTOP)
-            signal(s, SIG_DFL);
-    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
-        c_fail(pl, "no_new_privs", NULL, errno);
-    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, pl->prog) < 0)
-        c_fail(pl, "seccomp", NULL, errno);
-    syscall(SYS_execveat, 5, "", pl->argv, pl->envp, AT_EMPTY_PATH);
-    c_fail(pl, "exec quern-init", NULL, errno);
+            (void)rsys4(SYS_rt_sigaction, s, &dfl, NULL, sizeof(uint64_t));
+    uint64_t none = 0;
+    (void)rsys4(SYS_rt_sigprocmask, SIG_SETMASK, &none, NULL, sizeof(uint64_t));
+    if ((r = rsys5(SYS_prctl, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)) < 0)
+        c_fail(pl, "no_new_privs", NULL, r);
+    if ((r = rsys3(SYS_prctl, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, pl->prog)) < 0)
+        c_fail(pl, "seccomp", NULL, r);
+    r = rsys5(SYS_execveat, 5, "", pl->argv, pl->envp, AT_EMPTY_PATH);
+    c_fail(pl, "exec quern-init", NULL, r);
     return 127;
 }
 
 /* Entry of the CLONE_VM child: it shares quernd's memory (not its fds,
  * signal handlers or file system context) until it execs quern-init. */
-static int child_fn(void *arg)
+CHILD_CODE static int child_fn(void *arg)
 {
     struct plan *pl = arg;
-    close(pl->sync_wr);
-    _exit(child_main(pl));
+    (void)rsys1(SYS_close, pl->sync_wr);
+    (void)rsys1(SYS_exit, child_main(pl));
+    return 127;
 }
 
 /* ---- plan building (parent) ---- */
@@ -884,29 +1223,76 @@ static void add_op(struct plan *pl, struct op o)
         abort(); /* the plan is sized for the fixed layout plus a few mounts */
 }
 
-/* mkdir each prefix of box path p ("/a/b" -> "a", "a/b"); paths are kept in
- * *strs so they live until the spawn is done. */
-static void add_mkdirs(struct plan *pl, const char *p, char ***strs, size_t *nstrs, mode_t mode)
+/* Gives s (malloc'd) to the plan; returns it. */
+static char *keep(struct plan *pl, char *s)
+{
+    if (pl->nstrs == pl->cap_strs) {
+        pl->cap_strs = pl->cap_strs ? pl->cap_strs * 2 : 64;
+        pl->strs = xrealloc(pl->strs, pl->cap_strs * sizeof(char *));
+    }
+    pl->strs[pl->nstrs++] = s;
+    return s;
+}
+
+/* A copy of n bytes the plan owns; secrets are wiped when it is freed. */
+static char *keep_mem(struct plan *pl, const void *data, size_t n, bool secret)
+{
+    char *c = xmalloc(n + 1);
+    if (n)
+        memcpy(c, data, n);
+    c[n] = '\0';
+    keep(pl, c);
+    if (secret) {
+        /* keep the secrets at the front: swap into place */
+        size_t last = pl->nstrs - 1;
+        pl->strs[last] = pl->strs[pl->nsecret];
+        pl->strs[pl->nsecret++] = c;
+    }
+    return c;
+}
+
+/* A NULL-terminated copy of v the plan owns. */
+static const char *const *keep_vec(struct plan *pl, const char *const *v, bool secret)
+{
+    size_t n = 0;
+    while (v && v[n])
+        n++;
+    char **c = xcalloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        c[i] = keep_mem(pl, v[i], strlen(v[i]), secret);
+    keep(pl, (char *)c);
+    return (const char *const *)c;
+}
+
+static void plan_free(struct plan *pl)
+{
+    if (!pl)
+        return;
+    for (size_t i = 0; i < MAX_FDS; i++)
+        if (pl->parent_trees[i] > 0)
+            close(pl->parent_trees[i]);
+    for (size_t i = 0; i < pl->nstrs; i++) {
+        if (i < pl->nsecret)
+            explicit_bzero(pl->strs[i], strlen(pl->strs[i]));
+        free(pl->strs[i]);
+    }
+    free(pl->strs);
+    free(pl);
+}
+
+/* mkdir each prefix of box path p ("/a/b" -> "a", "a/b"). */
+static void add_mkdirs(struct plan *pl, const char *p, mode_t mode)
 {
     while (*p == '/')
         p++;
     for (const char *s = p;; s++) {
         if (*s == '/' || *s == '\0') {
-            char *d = xstrndup(p, (size_t)(s - p));
-            *strs = xrealloc(*strs, (*nstrs + 1) * sizeof(char *));
-            (*strs)[(*nstrs)++] = d;
+            char *d = keep(pl, xstrndup(p, (size_t)(s - p)));
             add_op(pl, (struct op){.kind = OP_MKDIR, .dst = d, .mode = mode});
             if (*s == '\0')
                 break;
         }
     }
-}
-
-static const char *keep(char ***strs, size_t *nstrs, char *s)
-{
-    *strs = xrealloc(*strs, (*nstrs + 1) * sizeof(char *));
-    (*strs)[(*nstrs)++] = s;
-    return s;
 }
 
 /* Flags a read-only bind remount must keep: a user namespace may not clear
@@ -928,12 +1314,10 @@ static unsigned long locked_flags(int fd)
     return f;
 }
 
-/* Binds host path (through an O_PATH fd) at box path. */
-static int add_bind(struct plan *pl, const char *host, const char *box, bool writable,
-                    char ***strs, size_t *nstrs)
+/* What a host path to bind is: a directory or not, and its mount's locked
+ * flags.  0 or negative errno. */
+static int probe_bind(const char *host, bool *is_dir_out, unsigned long *lflags)
 {
-    if (pl->nsrc >= MAX_FDS)
-        return -E2BIG;
     int fd = open(host, O_PATH | O_CLOEXEC);
     if (fd < 0)
         return -errno;
@@ -943,55 +1327,65 @@ static int add_bind(struct plan *pl, const char *host, const char *box, bool wri
         close(fd);
         return -e;
     }
-    unsigned long lflags = locked_flags(fd);
+    *lflags = locked_flags(fd);
+    *is_dir_out = S_ISDIR(st.st_mode);
     close(fd);
+    return 0;
+}
+
+/* Binds host path (opened by the child, O_PATH) at box path. */
+static int add_bind_known(struct plan *pl, const char *host, const char *box, bool writable,
+                          bool dir, unsigned long lflags)
+{
+    if (pl->nsrc >= MAX_FDS)
+        return -E2BIG;
     size_t k = pl->nsrc++;
-    pl->src_paths[k] = host;
+    pl->src_paths[k] = keep_mem(pl, host, strlen(host), false);
     pl->src_fds[k] = -1;
-    const char *rel = box;
-    while (*rel == '/')
-        rel++;
-    if (S_ISDIR(st.st_mode)) {
-        add_mkdirs(pl, box, strs, nstrs, 0755);
+    pl->src_rec[k] = true;
+    pl->src_attr[k] = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (writable ? 0 : MOUNT_ATTR_RDONLY);
+    pl->src_remount[k] = MS_REMOUNT | MS_BIND | lflags | (writable ? 0 : MS_RDONLY);
+    while (*box == '/')
+        box++;
+    const char *rel = keep_mem(pl, box, strlen(box), false);
+    if (dir) {
+        add_mkdirs(pl, rel, 0755);
     } else {
         const char *slash = strrchr(rel, '/');
         if (slash) {
             char *parent = xstrndup(rel, (size_t)(slash - rel));
-            add_mkdirs(pl, parent, strs, nstrs, 0755);
+            add_mkdirs(pl, parent, 0755);
             free(parent);
         }
         add_op(pl, (struct op){.kind = OP_TOUCH, .dst = rel});
     }
-    add_op(pl, (struct op){.kind = OP_MOUNT, .src = pl->fdpaths[k], .dst = rel,
-                           .flags = MS_BIND | MS_REC});
-    unsigned long f = MS_REMOUNT | MS_BIND | lflags;
-    if (!writable)
-        f |= MS_RDONLY;
-    add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = rel, .flags = f});
+    add_op(pl, (struct op){.kind = OP_BIND, .dst = rel, .len = k});
     return 0;
 }
 
-int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
-                  struct sandbox_proc *out, char **err)
+static int add_bind(struct plan *pl, const char *host, const char *box, bool writable)
 {
-    *err = NULL;
-    int rc = 0;
-    char **strs = NULL;
-    size_t nstrs = 0;
-    int sync[2] = {-1, -1}, execp[2] = {-1, -1};
-    struct plan *pl = xcalloc(1, sizeof(*pl));
-    bool switched_net = false;
+    bool dir;
+    unsigned long lflags;
+    int rc = probe_bind(host, &dir, &lflags);
+    if (rc < 0)
+        return rc;
+    return add_bind_known(pl, host, box, writable, dir, lflags);
+}
 
-    if (p->slot < 0 || p->slot >= sys->slots) {
-        *err = xstrdup("bad slot");
-        rc = -EINVAL;
-        goto out;
-    }
-    /* The fixed layout: system dirs read-only, /bin & co as in the host. */
-    static const char *const sysdirs[] = {"/usr", "/etc", "/bin", "/sbin", "/lib",
-                                          "/lib32", "/lib64", "/libx32"};
+/* The fixed part of every box's root, looked at once (sandbox_sys_new):
+ * the system directories (bound read-only, or symlinks as on the host) and
+ * which device nodes exist. */
+static const char *const sysdirs[] = {"/usr", "/etc", "/bin", "/sbin", "/lib",
+                                      "/lib32", "/lib64", "/libx32"};
+static const char *const devs[] = {"null", "zero", "urandom", "random"};
+
+static void layout_probe(struct sandbox_sys *sys)
+{
     for (size_t i = 0; i < ARRAY_LEN(sysdirs); i++) {
+        struct layout_dir *l = &sys->sysdir[i];
         struct stat st;
+        l->kind = LD_NONE;
         if (lstat(sysdirs[i], &st) < 0)
             continue;
         if (S_ISLNK(st.st_mode)) {
@@ -1000,11 +1394,391 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
             if (n <= 0)
                 continue;
             target[n] = '\0';
-            add_op(pl, (struct op){.kind = OP_SYMLINK,
-                                   .src = keep(&strs, &nstrs, xstrdup(target)),
-                                   .dst = sysdirs[i] + 1});
+            l->target = xstrdup(target);
+            l->kind = LD_LINK;
         } else if (S_ISDIR(st.st_mode)) {
-            rc = add_bind(pl, sysdirs[i], sysdirs[i], false, &strs, &nstrs);
+            bool dir;
+            l->err = probe_bind(sysdirs[i], &dir, &l->lflags);
+            l->kind = LD_BIND;
+        }
+    }
+    for (size_t i = 0; i < ARRAY_LEN(devs); i++) {
+        char h[32];
+        snprintf(h, sizeof(h), "/dev/%s", devs[i]);
+        sys->dev_ok[i] = access(h, F_OK) == 0;
+    }
+}
+
+/* ---- the template mount namespace ----
+ *
+ * Building a box's root from the host's mount tree costs a copy of every
+ * host mount, a dozen binds, pivot_root (which visits every thread on the
+ * host: chroot_fs_refs) and the detach of the old tree (an RCU grace
+ * period).  The fixed part of every root is the same, so it is built once: a
+ * mount namespace whose root is a read-only tmpfs holding the system
+ * directories (bound read-only, or symlinks as on the host), a minimal /dev
+ * and empty mount points.  A spawn clones its box's mount namespace from it
+ * (the spawning thread enters it around the clone, as for the network
+ * namespace), and the box mounts only what is its own: /tmp, /proc, a tmpfs
+ * on /quern with its files, and the run's directories, which the parent cut
+ * from the host beforehand (open_tree: detached, made nosuid/nodev and
+ * read-only where asked).  Copied into the box's user namespace, the
+ * template's mounts are locked: the box can neither make them writable nor
+ * look under them.  A spawn whose mounts or files do not fit the template
+ * (a mount point it lacks) builds its whole tree as before.
+ */
+struct tpl_job {
+    struct sandbox_sys *sys;
+    int ns;
+    char err[256];
+};
+
+static int tpl_fail(struct tpl_job *j, const char *what, const char *arg)
+{
+    snprintf(j->err, sizeof(j->err), "%s %s: %s", what, arg ? arg : "", strerror(errno));
+    return -1;
+}
+
+static int tpl_mkdirs(const char *rel, mode_t mode)
+{
+    char b[PATH_MAX];
+    snprintf(b, sizeof(b), "%s", rel);
+    for (char *q = b;; q++) {
+        if (*q == '/' || *q == '\0') {
+            char c = *q;
+            *q = '\0';
+            if (b[0] && mkdir(b, mode) < 0 && errno != EEXIST)
+                return -1;
+            *q = c;
+            if (!c)
+                break;
+        }
+    }
+    return 0;
+}
+
+static int tpl_populate(struct tpl_job *j)
+{
+    struct sandbox_sys *sys = j->sys;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return tpl_fail(j, "make-private", "/");
+    if (mount("quern-template", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV,
+              "size=256k,nr_inodes=1024,mode=755") < 0)
+        return tpl_fail(j, "mount", "tmpfs");
+    if (chdir("/tmp") < 0)
+        return tpl_fail(j, "chdir", "/tmp");
+    for (size_t i = 0; i < ARRAY_LEN(sysdirs); i++) {
+        const struct layout_dir *l = &sys->sysdir[i];
+        const char *rel = sysdirs[i] + 1;
+        if (l->kind == LD_LINK) {
+            if (symlink(l->target, rel) < 0)
+                return tpl_fail(j, "symlink", rel);
+        } else if (l->kind == LD_BIND) {
+            if (l->err < 0) {
+                errno = -l->err;
+                return tpl_fail(j, "probe", sysdirs[i]);
+            }
+            if (mkdir(rel, 0755) < 0 || mount(sysdirs[i], rel, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+                mount(NULL, rel, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | l->lflags, NULL) < 0)
+                return tpl_fail(j, "bind", sysdirs[i]);
+        }
+    }
+    if (mkdir("tmp", 01777) < 0 || chmod("tmp", 01777) < 0 || mkdir("proc", 0555) < 0 ||
+        mkdir("dev", 0755) < 0 || mkdir("quern", 0755) < 0 || tpl_mkdirs("run/secrets", 0755) < 0)
+        return tpl_fail(j, "mkdir", NULL);
+    /* A box may mount a proc only where one is fully visible already
+     * (mount_too_revealing): this one belongs to a PID namespace whose only
+     * process has exited, so it shows no process at all; each box mounts
+     * its own over it. */
+    long pid = syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        long r = syscall(SYS_mount, "proc", "/tmp/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                         NULL);
+        syscall(SYS_exit_group, r < 0 ? 1 : 0);
+    }
+    int ws = -1;
+    if (pid < 0 || waitpid((pid_t)pid, &ws, __WALL) < 0 || !WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+        errno = pid < 0 ? errno : EPERM;
+        return tpl_fail(j, "mount", "proc");
+    }
+    if (mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=64k,nr_inodes=64,mode=755") < 0)
+        return tpl_fail(j, "mount", "dev");
+    for (size_t i = 0; i < ARRAY_LEN(devs); i++) {
+        if (!sys->dev_ok[i])
+            continue;
+        char h[32], b[32];
+        snprintf(h, sizeof(h), "/dev/%s", devs[i]);
+        snprintf(b, sizeof(b), "dev/%s", devs[i]);
+        int fd = open(b, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd < 0)
+            return tpl_fail(j, "create", b);
+        close(fd);
+        if (mount(h, b, NULL, MS_BIND, NULL) < 0)
+            return tpl_fail(j, "bind", h);
+    }
+    static const char *const links[][2] = {
+        {"/proc/self/fd", "dev/fd"}, {"/proc/self/fd/0", "dev/stdin"},
+        {"/proc/self/fd/1", "dev/stdout"}, {"/proc/self/fd/2", "dev/stderr"},
+        {"/tmp", "dev/shm"}};
+    for (size_t i = 0; i < ARRAY_LEN(links); i++)
+        if (symlink(links[i][0], links[i][1]) < 0)
+            return tpl_fail(j, "symlink", links[i][1]);
+    if (mount(NULL, "dev", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL) < 0)
+        return tpl_fail(j, "remount", "dev");
+    for (size_t i = 0; i < sys->ntpl_dirs; i++)
+        if (tpl_mkdirs(sys->tpl_dirs[i] + 1, 0755) < 0)
+            return tpl_fail(j, "mkdir", sys->tpl_dirs[i]);
+    if (syscall(SYS_pivot_root, ".", ".") < 0)
+        return tpl_fail(j, "pivot_root", NULL);
+    if (umount2(".", MNT_DETACH) < 0)
+        return tpl_fail(j, "umount", "old root");
+    if (chdir("/") < 0)
+        return tpl_fail(j, "chdir", "/");
+    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return tpl_fail(j, "remount ro", "/");
+    return 0;
+}
+
+/* Runs in a thread of its own: unshare and pivot_root change the caller's
+ * file system context, and the thread ends with them. */
+static void *tpl_thread(void *arg)
+{
+    struct tpl_job *j = arg;
+    j->ns = -1;
+    if (unshare(CLONE_FS | CLONE_NEWNS) < 0) {
+        tpl_fail(j, "unshare", NULL);
+        return NULL;
+    }
+    int ns = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (ns < 0) {
+        tpl_fail(j, "open", "/proc/thread-self/ns/mnt");
+        return NULL;
+    }
+    if (tpl_populate(j) < 0) {
+        close(ns);
+        return NULL;
+    }
+    j->ns = ns;
+    return NULL;
+}
+
+static bool tpl_has_dir(const struct sandbox_sys *sys, const char *box)
+{
+    for (size_t i = 0; i < sys->ntpl_dirs; i++)
+        if (strcmp(sys->tpl_dirs[i], box) == 0)
+            return true;
+    return false;
+}
+
+static bool under_quern(const char *box)
+{
+    return strncmp(box, "/quern/", 7) == 0 && box[7] && !strstr(box, "/../") &&
+           !strstr(box, "/./");
+}
+
+/* The spawning thread gets a file system context of its own once, so that
+ * it may enter the template's mount namespace (setns refuses a shared one). */
+static int spawn_fs_own(struct sandbox_sys *sys)
+{
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (sys->fs_tid == tid)
+        return 0;
+    if (unshare(CLONE_FS) < 0)
+        return -errno;
+    int fd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    if (sys->cwd_fd >= 0)
+        close(sys->cwd_fd);
+    sys->cwd_fd = fd;
+    sys->fs_tid = tid;
+    return 0;
+}
+
+/* Builds the template on first use; true when p fits it. */
+static bool tpl_fits(struct sandbox_sys *sys, const struct sandbox_params *p)
+{
+    if (sys->tpl_ns == -1) {
+        sys->tpl_ns = -2;
+        int t = (int)syscall(SYS_open_tree, AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        struct mount_attr_k ma = {.attr_set = MOUNT_ATTR_NOSUID};
+        if (t < 0 || syscall(SYS_mount_setattr, t, "", AT_EMPTY_PATH, &ma, sizeof(ma)) < 0) {
+            slog(sys, "mount template unavailable (open_tree/mount_setattr: %s): every box "
+                      "builds its whole root (slower)", strerror(errno));
+        } else {
+            struct tpl_job j = {.sys = sys, .ns = -1};
+            pthread_t th;
+            if (pthread_create(&th, NULL, tpl_thread, &j) == 0)
+                pthread_join(th, NULL);
+            else
+                snprintf(j.err, sizeof(j.err), "pthread_create failed");
+            int e = 0;
+            if (j.ns >= 0 && sys->host_mnt >= 0 && (e = spawn_fs_own(sys)) == 0) {
+                sys->tpl_ns = j.ns;
+            } else {
+                if (j.ns >= 0)
+                    close(j.ns);
+                slog(sys, "mount template unavailable (%s): every box builds its whole root "
+                          "(slower)", e < 0 ? strerror(-e) : j.err[0] ? j.err
+                                                            : "no host mount namespace fd");
+            }
+        }
+        if (t >= 0)
+            close(t);
+    }
+    if (sys->tpl_ns < 0)
+        return false;
+    for (size_t i = 0; i < p->nmounts; i++)
+        if (!tpl_has_dir(sys, p->mounts[i].box) && !under_quern(p->mounts[i].box))
+            return false;
+    for (size_t i = 0; i < p->nfiles; i++)
+        if (!under_quern(p->files[i].box))
+            return false;
+    for (size_t i = 0; i < p->ndirs; i++)
+        if (!tpl_has_dir(sys, p->dirs[i]) && !under_quern(p->dirs[i]))
+            return false;
+    return true;
+}
+
+int sandbox_sys_add_mountpoint(struct sandbox_sys *sys, const char *box)
+{
+    if (sys->tpl_ns != -1)
+        return -EBUSY;
+    if (!box || box[0] != '/' || strlen(box) >= PATH_MAX / 2 || strstr(box, "..") ||
+        strcmp(box, "/") == 0 || strncmp(box, "/quern", 6) == 0)
+        return -EINVAL;
+    if (tpl_has_dir(sys, box))
+        return 0;
+    sys->tpl_dirs = xrealloc(sys->tpl_dirs, (sys->ntpl_dirs + 1) * sizeof(char *));
+    sys->tpl_dirs[sys->ntpl_dirs++] = xstrdup(box);
+    return 0;
+}
+
+/* A detached copy of host path (and what is mounted below it), nosuid,
+ * nodev and read-only unless writable; an fd or -errno. */
+static int cut_tree(const char *host, bool writable)
+{
+    int t = (int)syscall(SYS_open_tree, AT_FDCWD, host,
+                         OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+    if (t < 0)
+        return -errno;
+    struct mount_attr_k ma = {.attr_set = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
+                                          (writable ? 0 : MOUNT_ATTR_RDONLY)};
+    if (syscall(SYS_mount_setattr, t, "", AT_EMPTY_PATH | AT_RECURSIVE, &ma, sizeof(ma)) < 0) {
+        int e = errno;
+        close(t);
+        return -e;
+    }
+    return t;
+}
+
+/* The plan of a box made from the template (see above). */
+static int tpl_plan(struct sandbox_sys *sys, const struct sandbox_params *p, struct plan *pl,
+                    char **err)
+{
+    (void)sys;
+    pl->tpl = true;
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "quern", .dst = "quern", .fstype = "tmpfs",
+                           .flags = MS_NOSUID | MS_NODEV, .data = pl->root_opts});
+    size_t extra = 0;
+    for (size_t i = 0; i < p->nfiles; i++) {
+        const char *rel = keep_mem(pl, p->files[i].box + 1, strlen(p->files[i].box + 1), false);
+        const char *slash = strrchr(rel, '/');
+        char *parent = xstrndup(rel, (size_t)(slash - rel));
+        add_mkdirs(pl, parent, 0755);
+        free(parent);
+        add_op(pl, (struct op){.kind = OP_WRITE, .dst = rel,
+                               .data = keep_mem(pl, p->files[i].data, p->files[i].len, false),
+                               .len = p->files[i].len, .mode = 0644});
+        extra += p->files[i].len + 4096;
+    }
+    for (size_t i = 0; i < p->ndirs; i++)
+        if (under_quern(p->dirs[i]))
+            add_mkdirs(pl, p->dirs[i], 0755);
+    for (size_t i = 0; i < p->nmounts; i++) {
+        if (pl->nsrc >= MAX_FDS) {
+            *err = xstrdup("too many mounts");
+            return -E2BIG;
+        }
+        const char *box = p->mounts[i].box;
+        if (under_quern(box))
+            add_mkdirs(pl, box, 0755);
+        int t = cut_tree(p->mounts[i].host, p->mounts[i].writable);
+        if (t < 0) {
+            *err = xasprintf("bind %s: %s", p->mounts[i].host, strerror(-t));
+            return t;
+        }
+        size_t k = pl->nsrc++;
+        pl->src_paths[k] = keep_mem(pl, p->mounts[i].host, strlen(p->mounts[i].host), false);
+        pl->src_fds[k] = t;
+        pl->parent_trees[k] = t;
+        add_op(pl, (struct op){.kind = OP_BIND, .dst = keep_mem(pl, box + 1, strlen(box + 1), false),
+                               .len = k});
+    }
+    add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "quern",
+                           .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV});
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "tmp", .fstype = "tmpfs",
+                           .flags = MS_NOSUID | MS_NODEV,
+                           .data = "size=256m,nr_inodes=65536,mode=1777"});
+    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "proc", .dst = "proc", .fstype = "proc",
+                           .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC});
+    snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
+             p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
+    return 0;
+}
+
+/* Frees what the slot's last spawn child used: it has exec'd or is dead. */
+static void slot_spawn_done(struct sandbox_sys *sys, int slot)
+{
+    if (slot < 0 || slot >= sys->slots)
+        return;
+    plan_free(sys->sp[slot].pl);
+    sys->sp[slot].pl = NULL;
+}
+
+int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
+                  struct sandbox_proc *out, char **err)
+{
+    *err = NULL;
+    int rc = 0;
+    int sync[2] = {-1, -1}, execp[2] = {-1, -1};
+    struct plan *pl = NULL;
+    bool switched_net = false;
+
+    if (p->slot < 0 || p->slot >= sys->slots) {
+        *err = xstrdup("bad slot");
+        return -EINVAL;
+    }
+    struct slot_spawn *sp = &sys->sp[p->slot];
+    /* The slot's previous box is dead (a slot holds one box at a time). */
+    slot_spawn_done(sys, p->slot);
+    if (!sp->stack) {
+        void *st = mmap(NULL, SPAWN_STACK_SIZE, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (st == MAP_FAILED) {
+            rc = -errno;
+            *err = xasprintf("mmap of a spawn stack: %s", strerror(errno));
+            return rc;
+        }
+        (void)mprotect(st, 4096, PROT_NONE); /* a guard page */
+        sp->stack = st;
+    }
+    pl = xcalloc(1, sizeof(*pl));
+    bool tpl = tpl_fits(sys, p);
+    if (tpl) {
+        rc = tpl_plan(sys, p, pl, err);
+        if (rc < 0)
+            goto out;
+        goto secrets;
+    }
+    /* The fixed layout: system dirs read-only, /bin & co as in the host. */
+    for (size_t i = 0; i < ARRAY_LEN(sysdirs); i++) {
+        const struct layout_dir *l = &sys->sysdir[i];
+        if (l->kind == LD_LINK) {
+            add_op(pl, (struct op){.kind = OP_SYMLINK, .src = l->target, .dst = sysdirs[i] + 1});
+        } else if (l->kind == LD_BIND) {
+            rc = l->err < 0 ? l->err
+                            : add_bind_known(pl, sysdirs[i], sysdirs[i], false, true, l->lflags);
             if (rc < 0) {
                 *err = xasprintf("bind %s: %s", sysdirs[i], strerror(-rc));
                 goto out;
@@ -1012,8 +1786,7 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
         }
     }
     for (size_t i = 0; i < p->nmounts; i++) {
-        rc = add_bind(pl, p->mounts[i].host, p->mounts[i].box, p->mounts[i].writable,
-                      &strs, &nstrs);
+        rc = add_bind(pl, p->mounts[i].host, p->mounts[i].box, p->mounts[i].writable);
         if (rc < 0) {
             *err = xasprintf("bind %s: %s", p->mounts[i].host, strerror(-rc));
             goto out;
@@ -1030,20 +1803,16 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "dev", .mode = 0755});
     add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "dev", .fstype = "tmpfs",
                            .flags = MS_NOSUID | MS_NOEXEC, .data = "size=64k,nr_inodes=64,mode=755"});
-    static const char *const devs[] = {"null", "zero", "urandom", "random"};
+    static const char *const dev_host[] = {"/dev/null", "/dev/zero", "/dev/urandom", "/dev/random"};
+    static const char *const dev_box[] = {"dev/null", "dev/zero", "dev/urandom", "dev/random"};
     for (size_t i = 0; i < ARRAY_LEN(devs); i++) {
-        char *h = xasprintf("/dev/%s", devs[i]);
-        char *b = xasprintf("dev/%s", devs[i]);
-        keep(&strs, &nstrs, h);
-        keep(&strs, &nstrs, b);
-        if (pl->nsrc >= MAX_FDS || access(h, F_OK) < 0)
+        if (pl->nsrc >= MAX_FDS || !sys->dev_ok[i])
             continue;
         size_t k = pl->nsrc++;
-        pl->src_paths[k] = h;
+        pl->src_paths[k] = dev_host[i];
         pl->src_fds[k] = -1;
-        add_op(pl, (struct op){.kind = OP_TOUCH, .dst = b});
-        add_op(pl, (struct op){.kind = OP_MOUNT, .src = pl->fdpaths[k], .dst = b,
-                               .flags = MS_BIND});
+        add_op(pl, (struct op){.kind = OP_TOUCH, .dst = dev_box[i]});
+        add_op(pl, (struct op){.kind = OP_BIND, .dst = dev_box[i], .len = k});
     }
     add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/proc/self/fd", .dst = "dev/fd"});
     add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/proc/self/fd/0", .dst = "dev/stdin"});
@@ -1052,49 +1821,58 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     add_op(pl, (struct op){.kind = OP_SYMLINK, .src = "/tmp", .dst = "dev/shm"});
     add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "dev",
                            .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC});
+secrets:
     if (p->nsecrets > 0) {
-        add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run", .mode = 0755});
-        add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run/secrets", .mode = 0755});
+        if (!tpl) {
+            add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run", .mode = 0755});
+            add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run/secrets", .mode = 0755});
+        }
         add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "run/secrets",
                                .fstype = "tmpfs", .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC,
                                .data = "size=1m,mode=755"});
         for (size_t i = 0; i < p->nsecrets; i++) {
-            const char *d = keep(&strs, &nstrs, xasprintf("run/secrets/%s", p->secret_names[i]));
-            add_op(pl, (struct op){.kind = OP_WRITE, .dst = d, .data = p->secret_values[i],
-                                   .len = strlen(p->secret_values[i]), .mode = 0444});
+            const char *d = keep(pl, xasprintf("run/secrets/%s", p->secret_names[i]));
+            size_t len = strlen(p->secret_values[i]);
+            add_op(pl, (struct op){.kind = OP_WRITE, .dst = d,
+                                   .data = keep_mem(pl, p->secret_values[i], len, true),
+                                   .len = len, .mode = 0444});
         }
         add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "run/secrets",
                                .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC});
     }
 
     size_t extra = 0;
-    for (size_t i = 0; i < p->nfiles; i++) {
+    for (size_t i = 0; !tpl && i < p->nfiles; i++) {
         const char *rel = p->files[i].box;
         while (*rel == '/')
             rel++;
+        rel = keep_mem(pl, rel, strlen(rel), false);
         const char *slash = strrchr(rel, '/');
         if (slash) {
             char *parent = xstrndup(rel, (size_t)(slash - rel));
-            add_mkdirs(pl, parent, &strs, &nstrs, 0755);
+            add_mkdirs(pl, parent, 0755);
             free(parent);
         }
-        add_op(pl, (struct op){.kind = OP_WRITE, .dst = rel, .data = p->files[i].data,
+        add_op(pl, (struct op){.kind = OP_WRITE, .dst = rel,
+                               .data = keep_mem(pl, p->files[i].data, p->files[i].len, false),
                                .len = p->files[i].len, .mode = 0644});
         extra += p->files[i].len + 4096;
     }
-    for (size_t i = 0; i < p->ndirs; i++)
-        add_mkdirs(pl, p->dirs[i], &strs, &nstrs, 0755);
-    snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
-             p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
-    pl->cwd = p->cwd ? p->cwd : "/";
-    pl->argv = p->argv;
-    pl->envp = p->envp;
+    for (size_t i = 0; !tpl && i < p->ndirs; i++)
+        add_mkdirs(pl, p->dirs[i], 0755);
+    if (!tpl)
+        snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
+                 p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
+    pl->cwd = keep_mem(pl, p->cwd ? p->cwd : "/", strlen(p->cwd ? p->cwd : "/"), false);
+    pl->argv = keep_vec(pl, p->argv, false);
+    pl->envp = keep_vec(pl, p->envp, true);   /* may hold secrets */
     pl->fd_in = p->fd_stdin;
     pl->fd_out = p->fd_stdout;
     pl->fd_err = p->fd_stderr;
     pl->fd_ctl = p->fd_control;
     pl->status_fd = p->fd_status;
     pl->fd_go = p->fd_go > 0 ? p->fd_go : -1;
+    pl->exec_wr = -1;
     pl->nice = p->nice;
     pl->init_fd = sys->init_fd;
     pl->prog = &sys->prog;
@@ -1119,7 +1897,7 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     }
 
     /* status fd is written by the child on failure; it is the caller's pipe. */
-    if (pipe2(sync, O_CLOEXEC) < 0 || pipe2(execp, O_CLOEXEC) < 0) {
+    if (pipe2(sync, O_CLOEXEC) < 0 || (!SANDBOX_ASYNC_SPAWN && pipe2(execp, O_CLOEXEC) < 0)) {
         rc = -errno;
         *err = xasprintf("pipe: %s", strerror(errno));
         goto out;
@@ -1128,6 +1906,11 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     pl->sync_wr = sync[1];
     pl->exec_wr = execp[1];
     cg_prepare(sys, p->slot, p);
+    rc = cg_join_fds(sys, p->slot, pl->cg_procs, &pl->ncg);
+    if (rc < 0) {
+        *err = xasprintf("opening the slot's cgroup.procs: %s", strerror(-rc));
+        goto out;
+    }
 
     int netfd = sys->netns[p->slot];
     uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
@@ -1139,26 +1922,56 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
             flags |= CLONE_NEWNET;
     }
     /* CLONE_VM: no copy of quernd's page tables and no copy-on-write faults
-     * after it (the cost of fork grows with quernd's size and thread count);
-     * the child runs on sys->stack and this thread waits until it has
-     * exec'd quern-init (or died), so the plan and the stack stay valid and
-     * nothing else uses them meanwhile.  The child may write errno (this
-     * thread's TLS) while we wait in read(), which does not rely on it. */
+     * after it (the cost of fork grows with quernd's size and thread count).
+     * The child runs on the slot's stack with its own plan, both kept until
+     * its box is reaped, so this thread does not wait for its exec: the
+     * child's setup (mounts, pivot, exec) overlaps whatever this thread does
+     * next.  Every signal is blocked across the clone so that no handler of
+     * quernd ever runs in the child (it resets them, then unblocks). */
+    if (tpl) {
+        int e = spawn_fs_own(sys);
+        if (e == 0 && setns(sys->tpl_ns, CLONE_NEWNS) < 0)
+            e = -errno;
+        if (e < 0) {
+            rc = e;
+            *err = xasprintf("entering the mount template: %s", strerror(-e));
+            if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
+                abort();
+            goto out;
+        }
+    }
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
     int pidfd = -1;
-    long pid = clone(child_fn, sys->stack + sys->stack_size,
+    long pid = clone(child_fn, sp->stack + SPAWN_STACK_SIZE,
                      (int)(flags | CLONE_VM | CLONE_PIDFD), pl, &pidfd);
     int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
         abort(); /* the supervisor thread must not stay in a box's netns */
-    close(sync[0]);
-    sync[0] = -1;
-    close(execp[1]);
-    execp[1] = -1;
+    if (tpl && (setns(sys->host_mnt, CLONE_NEWNS) < 0 || fchdir(sys->cwd_fd) < 0))
+        abort(); /* nor in the template's mount namespace */
     if (pid < 0) {
         rc = -clone_errno;
-        *err = xasprintf("clone3: %s", strerror(clone_errno));
+        *err = xasprintf("clone: %s", strerror(clone_errno));
         goto out;
     }
+    /* From here the child may read the plan: it belongs to the slot.  Our
+     * copies of the detached trees go (the child holds its own). */
+    for (size_t i = 0; i < MAX_FDS; i++)
+        if (pl->parent_trees[i] > 0) {
+            close(pl->parent_trees[i]);
+            pl->parent_trees[i] = 0;
+        }
+    sp->pl = pl;
+    sp->tpl = tpl;
+    pl = NULL;
+    close(sync[0]);
+    sync[0] = -1;
+    if (execp[1] >= 0)
+        close(execp[1]);
+    execp[1] = -1;
     char path[64], map[64];
     snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)sys->host_uid);
     snprintf(path, sizeof(path), "/proc/%ld/uid_map", pid);
@@ -1172,16 +1985,18 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
         siginfo_t si;
         (void)waitid((idtype_t)P_PIDFD, (id_t)pidfd, &si, WEXITED | __WALL);
         close(pidfd);
+        slot_spawn_done(sys, p->slot);
         goto out;
     }
-    cg_join(sys, p->slot, (pid_t)pid);
     if (write(sync[1], "g", 1) != 1) {
         /* the child died already; its exit is reported through the pidfd */
     }
-    /* Until the child's exec closes its end (or it exits). */
-    char c;
-    while (read(execp[0], &c, 1) < 0 && errno == EINTR)
-        ;
+    if (execp[0] >= 0) {
+        /* Until the child's exec closes its end (or it exits). */
+        char c;
+        while (read(execp[0], &c, 1) < 0 && errno == EINTR)
+            ;
+    }
     out->pid = (pid_t)pid;
     out->pidfd = pidfd;
     out->slot = p->slot;
@@ -1194,10 +2009,7 @@ out:
         close(execp[0]);
     if (execp[1] >= 0)
         close(execp[1]);
-    for (size_t i = 0; i < nstrs; i++)
-        free(strs[i]);
-    free(strs);
-    free(pl);
+    plan_free(pl);
     return rc;
 }
 
@@ -1230,6 +2042,7 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
         *wstatus = W_EXITCODE(0, si.si_status) | (si.si_code == CLD_DUMPED ? 0x80 : 0);
     close(proc->pidfd);
     proc->pidfd = -1;
+    slot_spawn_done(sys, proc->slot);   /* the child is dead: its plan is free */
 
     struct slot_cg *c = &sys->cg[proc->slot];
     int64_t ru_cpu = (int64_t)ru.ru_utime.tv_sec * 1000 + ru.ru_utime.tv_usec / 1000 +
@@ -1237,17 +2050,15 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
     usage->cpu_ms = ru_cpu;
     usage->peak_memory_kb = ru.ru_maxrss;
     if (c->cpu_dir) {
-        int64_t now = sys->cpu_ver == CG_V1
-                          ? read_i64_at(c->cpu_dir, "cpuacct.usage")
-                          : read_key_at(c->cpu_dir, "cpu.stat", "usage_usec") * 1000;
+        int64_t now = cg_cpu_ns(sys, c);
         if (now >= 0 && c->cpu_base_ns >= 0 && now >= c->cpu_base_ns)
             usage->cpu_ms = (now - c->cpu_base_ns) / 1000000;
     }
     if (c->mem_dir) {
         int64_t peak = -1, oom = -1;
         if (sys->mem_ver == CG_V1) {
-            peak = read_i64_at(c->mem_dir, "memory.max_usage_in_bytes");
-            oom = read_key_at(c->mem_dir, "memory.oom_control", "oom_kill");
+            peak = cg_read_i64(c, CGF_MEM_MAXUSE, c->mem_dir, "memory.max_usage_in_bytes");
+            oom = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.oom_control", "oom_kill");
         } else {
             char b[64];
             if (c->peak_fd >= 0) {
@@ -1257,7 +2068,7 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
                     peak = strtoll(b, NULL, 10);
                 }
             }
-            oom = read_key_at(c->mem_dir, "memory.events", "oom_kill");
+            oom = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.events", "oom_kill");
         }
         if (peak >= 0)
             usage->peak_memory_kb = peak / 1024;
@@ -1284,6 +2095,7 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
  * reads the job and writes its failure into it. */
 struct adopt_job {
     int nsfd;
+    const char *root;              /* the mount the files go in: "/" or the template's "/quern" */
     uid_t uid;
     const struct sandbox_adopt *a;
     const int *trees;
@@ -1316,8 +2128,8 @@ static int adopt_child(void *arg)
     }
     if (a->nfiles == 0)
         return 0;
-    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL) < 0)
-        return adopt_fail(j, "remount rw", "/");
+    if (mount(NULL, j->root, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return adopt_fail(j, "remount rw", j->root);
     /* Files are made as the box's root: host root is not mapped in the
      * box's user namespace, and owning them is what a spawn does too. */
     syscall(SYS_setfsgid, j->uid);
@@ -1339,8 +2151,8 @@ static int adopt_child(void *arg)
         }
         close(fd);
     }
-    if (mount(NULL, "/", NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
-        return adopt_fail(j, "remount ro", "/");
+    if (mount(NULL, j->root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+        return adopt_fail(j, "remount ro", j->root);
     return 0;
 }
 
@@ -1459,8 +2271,35 @@ int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
         *err = xasprintf("open %s: %s", path, strerror(errno));
         goto out;
     }
-    struct adopt_job job = {.nsfd = nsfd, .uid = sys->host_uid, .a = a, .trees = trees,
-                            .mflags = mflags};
+    bool tpl = proc->slot >= 0 && proc->slot < sys->slots && sys->sp[proc->slot].tpl;
+    for (size_t i = 0; tpl && i < a->nfiles; i++) {
+        if (!under_quern(a->files[i].box)) {
+            rc = -EINVAL;
+            *err = xasprintf("%s: a box made from the template takes files in /quern only",
+                             a->files[i].box);
+            goto out;
+        }
+    }
+    struct adopt_job job = {.nsfd = nsfd, .root = tpl ? "/quern" : "/", .uid = sys->host_uid,
+                            .a = a, .trees = trees, .mflags = mflags};
+    if (sys->host_mnt >= 0 && sys->cwd_fd >= 0 && spawn_fs_own(sys) == 0) {
+        /* In this thread: it has a file system context of its own (entering
+         * the template needs one too), so it can enter the box's mount
+         * namespace and come back; no helper process to create and wait
+         * for.  It must come back as it was: host namespace, cwd, fsuid 0. */
+        int r = adopt_child(&job);   /* enters the box's mount namespace first */
+        (void)syscall(SYS_setfsgid, 0);
+        (void)syscall(SYS_setfsuid, 0);
+        if (syscall(SYS_setfsuid, 0) != 0 || syscall(SYS_setfsgid, 0) != 0 ||
+            setns(sys->host_mnt, CLONE_NEWNS) < 0 || fchdir(sys->cwd_fd) < 0)
+            abort();
+        if (r != 0) {
+            rc = job.err ? -job.err : -EIO;
+            *err = xasprintf("%s%s%s: %s", job.what ? job.what : "adopt", job.arg ? " " : "",
+                             job.arg ? job.arg : "", strerror(job.err ? job.err : EIO));
+        }
+        goto out;
+    }
     int hpidfd = -1;
     long hp = clone(adopt_child, sys->stack + sys->stack_size,
                     CLONE_VM | CLONE_VFORK | CLONE_PIDFD, &job, &hpidfd);

@@ -5,20 +5,30 @@
  * running build/quern-init as its PID 1.  It knows nothing of runs, JSON or
  * logs: exec.c decides what to mount and run, sandbox.c makes it so.
  *
- * Spawn path (kept lean, every run pays it): the caller's thread switches to
- * a prepared empty network namespace of the slot's pool (setns is
- * per-thread), clone()s a child with CLONE_VM (no copy of quernd's page
- * tables) on a private stack in new user/PID/mount/IPC/UTS/cgroup
- * namespaces, writes its uid/gid maps and moves it into the slot's cgroups,
- * then lets it go and waits until it has exec'd; the child mounts its root,
- * pivots, drops to the box's uid 0 (an unprivileged host uid), sets rlimits,
- * no_new_privs and the pre-compiled seccomp program, and execs quern-init
- * from an fd.  The child never allocates (it shares a multi-threaded
- * process's memory).  Slots are "cells" to exec.c: warm boxes have their own.
+ * Spawn path (kept lean, every run pays it): the caller's thread cuts the
+ * run's directories from the host as detached mounts (open_tree), switches
+ * to a prepared empty network namespace of the slot's pool and to the
+ * template mount namespace (a read-only root with the system directories,
+ * built once; setns is per-thread), clone()s a child with CLONE_VM (no copy
+ * of quernd's page tables) on the slot's own stack in new user/PID/mount/
+ * IPC/UTS/cgroup namespaces, switches back, writes the child's uid/gid maps
+ * and lets it go, without waiting for its exec: the child's plan and stack
+ * stay the slot's until its box is reaped.  The child joins the slot's
+ * cgroups itself, drops to the box's uid 0 (an unprivileged host uid),
+ * mounts its /quern (with its files), /tmp, /proc and the run's
+ * directories, sets rlimits, no_new_privs and the pre-compiled seccomp
+ * program, and execs quern-init from an fd.  The child never allocates and
+ * makes raw system calls only (it shares a multi-threaded process's memory
+ * and the spawning thread's TLS, so not even errno).  A spawn whose mount
+ * points the template lacks builds a whole root instead (copy of the host's
+ * mounts, binds, pivot_root).  Slots are "cells" to exec.c: warm boxes have
+ * their own.
  *
  * Threading: a struct sandbox_sys is used by one thread at a time (exec's
- * supervisor thread).  sandbox_sys_new() starts short-lived threads to create
- * the network namespaces.
+ * supervisor thread); that thread gets a file system context of its own
+ * (unshare(CLONE_FS)) at its first spawn, to enter the template.
+ * sandbox_sys_new() starts short-lived threads to create the network
+ * namespaces, and the first spawn one to build the template.
  */
 #ifndef QUERN_SANDBOX_H
 #define QUERN_SANDBOX_H
@@ -97,6 +107,13 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
                                     void *log_ctx, char **err);
 /* Removes the per-slot cgroups and closes the pool.  No box may be alive. */
 void sandbox_sys_free(struct sandbox_sys *sys);
+
+/* Declares box path `box` (absolute, outside /quern) as a mount point the
+ * shared template root must have (see "the template mount namespace" in
+ * sandbox.c); call before the first spawn.  Spawns whose mounts all land on
+ * declared points or under /quern skip building a whole root.  0 or
+ * -EINVAL / -EBUSY (the template is built already). */
+int sandbox_sys_add_mountpoint(struct sandbox_sys *sys, const char *box);
 
 /* The host uid/gid the box's root maps to (scratch dirs are chown'd to it). */
 uid_t sandbox_host_uid(const struct sandbox_sys *sys);

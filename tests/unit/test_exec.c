@@ -784,6 +784,78 @@ TEST(hostile_reads_and_writes_outside)
     free(o);
 }
 
+/* What a box sees of its root, for both ways a root is built: from the
+ * shared template (the usual case) and whole (a runtime whose read-only path
+ * is not a mount point the template has, configured after exec_new). */
+static const char root_probe[] =
+    "awk '{print $5, $6}' /proc/self/mountinfo > /tmp/mi\n"
+    "grep -q '^/ ro,' /tmp/mi && echo ROOT_RO\n"
+    "grep -q '^/usr ro,nosuid,nodev' /tmp/mi && echo USR_RO\n"
+    "grep -q '^/quern ro,' /tmp/mi && echo QUERN_RO\n"
+    "grep -q '^/scratch rw,nosuid,nodev' /tmp/mi && echo SCRATCH_RW\n"
+    "grep -q '^/quern/out rw,nosuid,nodev' /tmp/mi && echo OUT_RW\n"
+    "grep -q '/sys' /tmp/mi && echo SEES_SYS\n"
+    "echo procs=$(ls /proc | grep -c '^[0-9]')\n"
+    "tr '\\0' ' ' < /proc/1/cmdline | grep -q '^quern-init' && echo INIT_IS_1\n"
+    "umount /proc 2>/dev/null && echo UMOUNTED\n"
+    "(echo x > /quern/x) 2>/dev/null && echo WROTE_QUERN\n"
+    "(echo x > /opt/x) 2>/dev/null && echo WROTE_OPT\n"
+    "test -r /quern/input.json && echo INPUT_OK\n"
+    "true\n";
+
+static void check_root_view(const char *o, bool tpl)
+{
+    static const char *const want[] = {"ROOT_RO", "USR_RO", "SCRATCH_RW", "OUT_RW", "INIT_IS_1",
+                                       "INPUT_OK"};
+    for (size_t i = 0; i < ARRAY_LEN(want); i++)
+        CHECK(strstr(o, want[i]) != NULL);
+    /* /quern is a mount of its own in a template root, part of the root otherwise */
+    CHECK(!tpl || strstr(o, "QUERN_RO") != NULL);
+    CHECK(strstr(o, "SEES_SYS") == NULL);
+    CHECK(strstr(o, "UMOUNTED") == NULL);
+    CHECK(strstr(o, "WROTE_") == NULL);
+    const char *pc = strstr(o, "procs=");
+    CHECK(pc && atoi(pc + 6) > 0 && atoi(pc + 6) <= 6);   /* the box's own processes only */
+    if (t_failed_checks)
+        fprintf(stderr, "%s", o);
+}
+
+TEST(box_root_view_template_and_whole)
+{
+    struct exec_result *r = run("sh", root_probe);
+    EXPECT_STATUS(r, "completed", NULL);
+    char *o = joined("stdout");
+    check_root_view(o, true);
+    free(o);
+
+    /* a whole root: /opt/extra is no mount point of the template */
+    char *dir = xasprintf("%s/ro-extra", root);
+    CHECK_EQ_INT(mkdir(dir, 0755), 0);
+    char *f = xasprintf("%s/hello.txt", dir);
+    FILE *fp = fopen(f, "w");
+    CHECK(fp != NULL);
+    if (fp) {
+        fputs("from the host\n", fp);
+        fclose(fp);
+    }
+    char *ro = xasprintf("%s:/opt/extra", dir);
+    CHECK_EQ_INT(runtime_config_set("shx", "interpreter", "/bin/sh"), 0);
+    CHECK_EQ_INT(runtime_config_set("shx", "ro_paths", ro), 0);
+    char *code = xasprintf("%scat /opt/extra/hello.txt\n(echo x > /opt/extra/y) 2>/dev/null && "
+                           "echo WROTE_EXTRA\ntrue\n", root_probe);
+    r = run("shx", code);
+    EXPECT_STATUS(r, "completed", NULL);
+    o = joined("stdout");
+    check_root_view(o, false);
+    CHECK(strstr(o, "from the host") != NULL);
+    CHECK(strstr(o, "WROTE_EXTRA") == NULL);
+    free(o);
+    free(code);
+    free(ro);
+    free(f);
+    free(dir);
+}
+
 TEST(hostile_syscalls_denied)
 {
     if (access("/usr/bin/python3", X_OK) != 0) {
