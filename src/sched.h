@@ -97,6 +97,10 @@ bool sched_unwait(struct sched *s, struct sched_waiter *w);
 
 /* True when the project has ready runs. */
 bool sched_has_ready(struct sched *s, const char *project_id);
+/* Whether a run that f would take is ready now (f->project_id NULL: any
+ * project).  Unlike sched_has_ready, runs that only other filters take do
+ * not count, so a long-poll that re-checks with it does not spin. */
+bool sched_has_fit(struct sched *s, const struct sched_filter *f);
 
 /* Counts for /metrics: ready runs per priority (urgent, high, medium, low). */
 void sched_depths(struct sched *s, int64_t out[4]);
