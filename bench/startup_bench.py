@@ -130,6 +130,14 @@ def startup_log(data):
 def make_templates(data, key):
     """Runs quernd once: one row of each kind, the code run SIGKILLed while running."""
     q = Quernd(data, key).start()
+    try:
+        return templates_on(q)
+    finally:
+        if q.p.poll() is None:
+            q.stop(signal.SIGKILL)
+
+
+def templates_on(q):
     h = q.http
     d = h.ok("POST", P + "/definitions", {"title": "startup-bench", "description": "no code"})["id"]
     ids = {}
@@ -262,11 +270,13 @@ def one_start(pristine, work, key, cold, store):
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3\n")
     q = Quernd(work, key).start()
-    ready = q.wait_ready()
-    cpu, hwm = q.proc()
-    phases = startup_log(work)
-    first_ms, drained, drain_rate = dispatch(q, before.get("queued", 0))
-    q.stop()
+    try:
+        ready = q.wait_ready()
+        cpu, hwm = q.proc()
+        phases = startup_log(work)
+        first_ms, drained, drain_rate = dispatch(q, before.get("queued", 0))
+    finally:
+        q.stop()
     after, restarted = counts(db)
     res = {"bench": "startup", "store": store, "cache": "cold" if cold else "warm",
            "runs": sum(before.values()), "before": before,
@@ -290,6 +300,9 @@ def main():
     a = ap.parse_args()
     if not os.path.exists(QUERND):
         raise SystemExit("build quernd first (make)")
+    if a.cold and (os.geteuid() != 0 or not os.access("/proc/sys/vm/drop_caches", os.W_OK)):
+        log("cold starts need root (/proc/sys/vm/drop_caches): warm starts only")
+        a.cold = False
     top = a.keep or tempfile.mkdtemp(prefix="quern-startup-", dir="/var/tmp")
     key = "qk_bench_" + "5" * 32
     n = a.runs

@@ -271,7 +271,7 @@ TEST(start_loads_unfinished_runs_only_in_pages)
     json_array_append_new(docs, json_pack("{s:s, s:s}", "id", "p", "name", "p"));
     char id[32];
     /* more queued runs than one load page, among finished ones */
-    for (int i = 0; i < 30000; i++) {
+    for (int i = 0; i < 70000; i++) {
         snprintf(id, sizeof id, "r-%05d", i);
         const char *st = i % 2 ? "completed" : i % 10 == 4 ? "running" : "queued";
         json_array_append_new(docs, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:[]}", "id", id,
@@ -284,7 +284,7 @@ TEST(start_loads_unfinished_runs_only_in_pages)
     CHECK_EQ_INT(sched_start(app->sched), 0);
     int64_t d[4];
     sched_depths(app->sched, d);
-    CHECK_EQ_INT(d[2], 12000);   /* 15 000 even, 3 000 of them running: two pages */
+    CHECK_EQ_INT(d[2], 28000);   /* 35 000 even, 7 000 of them running: two pages */
     CHECK(take_is(app, "p", "r-00000"));
     CHECK(take_is(app, "p", "r-00002"));
     free_app(app);
