@@ -4,10 +4,12 @@
  * fresh quernd per benchmark and adds the server's peak RSS and CPU seconds.
  * Every invocation creates its own definition without code, so runs left
  * queued on the server by an earlier benchmark (or by the harness clients on
- * QUERN_DEF) are never leased here: they used to be counted as this
- * benchmark's runs, its own runs were never leased and the latency samples
- * stayed 0 (p50/p99/p999 0.000).  A latency run whose samples are not all
- * recorded now fails instead of printing figures.
+ * QUERN_DEF) are never leased here.  The latency samples used to stay 0
+ * (p50/p99/p999 0.000) whenever the leased runs did not carry this qbench's
+ * input: such runs were counted as done and wrote at most sample 0.  Each
+ * input now carries a per-process nonce, a leased run without it is an error,
+ * and a latency run whose samples are not all recorded fails instead of
+ * printing figures.
  *
  *   qbench create N W B     N tasks ("run": true) from W threads, B per request
  *                           (B=1: POST .../tasks; B>1: POST .../tasks/batch)
@@ -144,6 +146,8 @@ static void *work_thread(void *arg)
             json_t *r = json_array_get(runs, i);
             json_t *in = json_object_get(r, "input");
             long idx = (long)json_integer_value(json_object_get(in, "i"));
+            if (!json_is_object(in))
+                die("a leased run has no \"input\" (the lease reply must carry it)", 0, NULL);
             if (json_integer_value(json_object_get(in, "qb")) != nonce)
                 die("leased a run that this qbench did not create", 0, NULL);
             if (idx >= 0 && idx < total)
