@@ -65,7 +65,7 @@ struct entry {
     json_t *blocked_by;    /* task ids, while W_BLOCKED */
     enum where where;
     struct entry *prev, *next;     /* its class's ready list */
-    struct rclass *rc;             /* while W_READY */
+    struct rclass *rc;             /* its class when last ready (classes live until sched_free) */
     size_t heap_idx;
     struct entry *hnext;           /* hash chain */
     struct project *proj;
@@ -79,7 +79,9 @@ struct project {
 };
 
 /* The ready runs of one project that one lease filter either takes or not:
- * same definition, code flag and runtime.  Freed when its last run leaves. */
+ * same definition, code flag and runtime.  On its project's list while it
+ * has ready runs; kept (in s->rclasses) when empty, so an entry made ready
+ * again reuses its class without building the key. */
 struct rclass {
     char *key;                     /* project \x1f code flag \x1f runtime \x1f definition */
     char *definition_id, *runtime_id;
@@ -87,6 +89,7 @@ struct rclass {
     struct project *proj;
     struct entry *head[NPRIO], *tail[NPRIO];
     int64_t n;
+    bool linked;                   /* on proj->classes */
     struct rclass *hnext;          /* s->rclasses chain */
     struct rclass *pprev, *pnext;  /* proj->classes */
 };
@@ -314,9 +317,24 @@ static char *rclass_key(const struct entry *e)
                      e->definition_id ? e->definition_id : "");
 }
 
-/* The class of a ready entry (mu held), made when it has none yet. */
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+static bool rclass_matches(const struct rclass *c, const struct entry *e)
+{
+    return c->proj == e->proj && c->has_code == e->has_code &&
+           same_str(c->runtime_id, e->has_code ? e->runtime_id : NULL) &&
+           same_str(c->definition_id, e->definition_id);
+}
+
+/* The class of an entry about to be ready (mu held): its last one when its
+ * fields still match, else found or made by key. */
 static struct rclass *rclass_get(struct sched *s, const struct entry *e)
 {
+    if (e->rc && rclass_matches(e->rc, e))
+        return e->rc;
     char *key = rclass_key(e);
     size_t k = hash(key) % KV_SLOTS;
     struct rclass *c;
@@ -335,10 +353,6 @@ static struct rclass *rclass_get(struct sched *s, const struct entry *e)
     c->proj = e->proj;
     c->hnext = s->rclasses[k];
     s->rclasses[k] = c;
-    c->pnext = c->proj->classes;
-    if (c->pnext)
-        c->pnext->pprev = c;
-    c->proj->classes = c;
     return c;
 }
 
@@ -350,21 +364,27 @@ static void rclass_release(struct rclass *c)
     free(c);
 }
 
-/* Unlinks an empty class from the map and its project, and frees it. */
-static void rclass_free(struct sched *s, struct rclass *c)
+/* Puts c on (or takes it off) its project's list of classes with ready runs. */
+static void rclass_link(struct rclass *c, bool on)
 {
-    for (struct rclass **pp = &s->rclasses[hash(c->key) % KV_SLOTS]; *pp; pp = &(*pp)->hnext)
-        if (*pp == c) {
-            *pp = c->hnext;
-            break;
-        }
+    if (c->linked == on)
+        return;
+    c->linked = on;
+    if (on) {
+        c->pprev = NULL;
+        c->pnext = c->proj->classes;
+        if (c->pnext)
+            c->pnext->pprev = c;
+        c->proj->classes = c;
+        return;
+    }
     if (c->pprev)
         c->pprev->pnext = c->pnext;
     else
         c->proj->classes = c->pnext;
     if (c->pnext)
         c->pnext->pprev = c->pprev;
-    rclass_release(c);
+    c->pprev = c->pnext = NULL;
 }
 
 /* ---- entries ---- */
@@ -383,9 +403,8 @@ static void unlink_entry(struct sched *s, struct entry *e)
         else
             c->tail[e->prio] = e->prev;
         e->prev = e->next = NULL;
-        e->rc = NULL;
         if (--c->n == 0)
-            rclass_free(s, c);
+            rclass_link(c, false);
         e->proj->nready--;
         s->depth[e->prio]--;
         break;
@@ -548,7 +567,8 @@ static void make_ready(struct sched *s, struct entry *e)
     else
         c->head[e->prio] = e;
     c->tail[e->prio] = e;
-    c->n++;
+    if (c->n++ == 0)
+        rclass_link(c, true);
     p->nready++;
     s->depth[e->prio]++;
     if (e->has_code && s->app->runner)
