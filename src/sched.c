@@ -96,6 +96,7 @@ struct rclass {
 
 struct sched_waiter {
     char *project_id;
+    const struct sched_filter *f;  /* NULL: woken by any run of the project */
     int64_t deadline;
     void (*wake)(void *ctx);
     void *ctx;
@@ -476,6 +477,7 @@ static char *task_key(const char *project, const char *task)
 }
 
 static bool waiter_wake_project(struct sched *s, const char *project_id);
+static void waiter_wake_for(struct sched *s, const struct entry *e);
 
 /* Counts e in (or out of) its concurrency key's slots.  A freed slot may
  * let a held run go: wake whoever dispatches. */
@@ -573,7 +575,7 @@ static void make_ready(struct sched *s, struct entry *e)
     s->depth[e->prio]++;
     if (e->has_code && s->app->runner)
         runner_wake(s->app->runner);
-    waiter_wake_project(s, e->project_id);
+    waiter_wake_for(s, e);
 }
 
 /* Places a queued run where it belongs: blocked, delayed or ready. */
@@ -1058,8 +1060,16 @@ void sched_give_back_later(struct sched *s, char **ids, int n, int64_t delay_ms)
 struct sched_waiter *sched_wait(struct sched *s, const char *project_id, int64_t deadline_mono,
                                 void (*wake)(void *ctx), void *ctx)
 {
+    return sched_wait_filter(s, project_id, NULL, deadline_mono, wake, ctx);
+}
+
+struct sched_waiter *sched_wait_filter(struct sched *s, const char *project_id,
+                                       const struct sched_filter *f, int64_t deadline_mono,
+                                       void (*wake)(void *ctx), void *ctx)
+{
     struct sched_waiter *w = xcalloc(1, sizeof *w);
     w->project_id = xstrdup(project_id);
+    w->f = f;
     w->deadline = deadline_mono;
     w->wake = wake;
     w->ctx = ctx;
@@ -1109,6 +1119,19 @@ bool sched_unwait(struct sched *s, struct sched_waiter *w)
 
 /* Wakes one waiter of the project (mu held): the oldest, so long-polls are
  * served in arrival order.  The woken request takes what it can. */
+/* Wakes the oldest waiter of e's project that would take e (mu held); a
+ * waiter of another definition or runtime is left asleep, so the one that
+ * takes it is not missed. */
+static void waiter_wake_for(struct sched *s, const struct entry *e)
+{
+    struct sched_waiter *last = NULL;
+    for (struct sched_waiter *w = s->waiters; w; w = w->next)
+        if (!strcmp(w->project_id, e->project_id) && (!w->f || fits(s, e, w->f)))
+            last = w;
+    if (last)
+        waiter_fire(s, last);
+}
+
 static bool waiter_wake_project(struct sched *s, const char *project_id)
 {
     struct sched_waiter *last = NULL;

@@ -92,6 +92,12 @@ void sched_give_back_later(struct sched *s, char **ids, int n, int64_t delay_ms)
 struct sched_waiter;
 struct sched_waiter *sched_wait(struct sched *s, const char *project_id, int64_t deadline_mono,
                                 void (*wake)(void *ctx), void *ctx);
+/* Like sched_wait, but woken only by a run that f would take (or a freed
+ * concurrency slot in the project), not by runs only other filters take.
+ * f must stay valid until the waiter is woken or removed. */
+struct sched_waiter *sched_wait_filter(struct sched *s, const char *project_id,
+                                       const struct sched_filter *f, int64_t deadline_mono,
+                                       void (*wake)(void *ctx), void *ctx);
 /* Removes a waiter that has not been woken; false when it already was. */
 bool sched_unwait(struct sched *s, struct sched_waiter *w);
 

@@ -289,3 +289,31 @@ TEST(start_loads_unfinished_runs_only_in_pages)
     CHECK(take_is(app, "p", "r-00002"));
     free_app(app);
 }
+
+static void note_woken(void *ctx)
+{
+    (*(int *)ctx)++;
+}
+
+TEST(a_run_wakes_a_waiter_that_takes_it)
+{
+    util_fake_now_ms = T0;
+    struct app *app = new_app();
+    const char *da[] = {"def_a"}, *db[] = {"def_b"};
+    struct sched_filter fa = {.project_id = "p", .definitions = da, .ndefinitions = 1};
+    struct sched_filter fb = {.project_id = "p", .definitions = db, .ndefinitions = 1};
+    int woke_a = 0, woke_b = 0;
+    /* a's waiter is the oldest: a run of b used to wake it (and b's worker slept on) */
+    struct sched_waiter *wa = sched_wait_filter(app->sched, "p", &fa, mono_ms() + 60000, note_woken,
+                                                &woke_a);
+    struct sched_waiter *wb = sched_wait_filter(app->sched, "p", &fb, mono_ms() + 60000, note_woken,
+                                                &woke_b);
+    queue_def(app, "b-1", "def_b", T0, false);
+    CHECK_EQ_INT(woke_b, 1);
+    CHECK_EQ_INT(woke_a, 0);
+    CHECK(!sched_unwait(app->sched, wb));   /* already woken and gone */
+    queue_def(app, "a-1", "def_a", T0 + 1, false);
+    CHECK_EQ_INT(woke_a, 1);
+    CHECK(!sched_unwait(app->sched, wa));
+    free_app(app);
+}
