@@ -5,7 +5,7 @@
 # instruction count for a fixed workload (stable on a noisy machine)
 B=${1:-build}
 D=$(mktemp -d)
-QUERN_BOOTSTRAP_KEY=qk_cg valgrind --tool=callgrind --callgrind-out-file=$D/cg.out $B/quernd --listen 127.0.0.1:0 --data $D/data --fsync off --slots -1 > $D/out 2>$D/err &
+env QUERN_BOOTSTRAP_KEY=qk_cg ${CG_PRELOAD:+LD_PRELOAD=$CG_PRELOAD} valgrind --tool=callgrind --callgrind-out-file=$D/cg.out $B/quernd --listen 127.0.0.1:0 --data $D/data --fsync off --slots -1 > $D/out 2>$D/err &
 VP=$!
 for i in $(seq 200); do grep -q listening $D/out 2>/dev/null && break; sleep 0.1; done
 URL=$(sed -n 's/.*listening on //p' $D/out)

@@ -3,7 +3,7 @@
 # Idempotent: when everything is present it does nothing (and needs no network).
 set -e
 PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
-libssl-dev libcurl4-openssl-dev libseccomp-dev libpq-dev python3 curl
+libssl-dev libcurl4-openssl-dev libseccomp-dev libpq-dev libjemalloc-dev python3 curl
 postgresql tzdata chromium"
 missing=""
 for p in $PKGS; do

@@ -4,6 +4,10 @@
  * that need no key (HMAC over project, run, name and expiry with the server
  * secret; tampering or expiry answers 403).
  *
+ * Bytes go to blob.c before the run that names them is written (on
+ * PostgreSQL into the database, so any node serves any artifact; see
+ * store.h "blobs" for why first and not in the same transaction).
+ *
  * Limits: an upload is bounded by the request body limit (16 MiB by
  * default); a run holds at most MAX_ARTIFACTS files and MAX_RUN_BYTES in
  * all; names are 1-255 bytes of printable characters without "..", a
@@ -54,9 +58,16 @@ struct add_arg {
     json_t *out;
 };
 
+/* Re-runnable (store_write_retry): the inputs are the request and the
+ * files, which it never changes; its outputs (a->out, an error answer) are
+ * reset on entry, as a run that lost a conflict may have left them. */
 static int add_fn(struct store_tx *tx, void *arg)
 {
     struct add_arg *a = arg;
+    json_decref(a->out);
+    a->out = NULL;
+    free(a->r->resp);
+    a->r->resp = NULL;
     json_t *run = load_run(a->r, tx);
     if (!run) {
         http_not_found(a->r, "run", http_param(a->r, "id"));
@@ -93,7 +104,11 @@ static int add_fn(struct store_tx *tx, void *arg)
 static void add_files(struct req *r, json_t *files)
 {
     struct add_arg a = {r, files, NULL};
-    int rc = store_write(r->app->store, add_fn, &a);
+    int rc = store_write_retry(r->app->store, add_fn, &a);
+    if (rc == -EAGAIN) {
+        free(r->resp);     /* decided on a transaction that was rolled back */
+        r->resp = NULL;
+    }
     if (rc) {
         api_store_error(r, rc, "run");
         return;

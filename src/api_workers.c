@@ -47,6 +47,9 @@ static int lease_fn(struct store_tx *tx, void *arg)
 {
     struct lease_tx *a = arg;
     struct app *app = a->l->r->app;
+    /* re-runnable (store_write_retry): outputs start empty */
+    json_array_clear(a->runs);
+    a->nbusy = 0;
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms() + app->cfg.lease_ms, ts);
     for (int i = 0; i < a->n; i++) {
@@ -134,7 +137,7 @@ static void lease_try(struct req *r)
         if (n > 0) {
             char *busy[MAX_LEASE];
             struct lease_tx a = {l, ids, n, runs, busy, 0};
-            int rc = store_write(r->app->store, lease_fn, &a);
+            int rc = store_write_retry(r->app->store, lease_fn, &a);
             if (rc) {
                 sched_give_back(r->app->sched, ids, n);
                 json_array_clear(runs);
@@ -238,6 +241,7 @@ static int report_fn(struct store_tx *tx, void *arg)
     struct report_tx *a = arg;
     struct req *r = a->r;
     const char *project = http_param(r, "project_id");
+    json_decref(a->out);   /* re-runnable (store_write_retry) */
     a->out = json_array();
     size_t i;
     json_t *res;
@@ -351,7 +355,7 @@ void api_workers_report(struct req *r)
         return;
     }
     struct report_tx a = {r, results, NULL};
-    int rc = store_write(r->app->store, report_fn, &a);
+    int rc = store_write_retry(r->app->store, report_fn, &a);
     if (rc) {
         api_store_error(r, rc, "run");
         json_decref(a.out);

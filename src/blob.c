@@ -1,5 +1,6 @@
 /*
- * blob — the local content-addressed blob directory.  See blob.h.
+ * blob — artifact bytes: the store's shared blobs when it keeps them, else
+ * the local content-addressed directory.  See blob.h.
  */
 #include "blob.h"
 
@@ -13,10 +14,12 @@
 
 #include <openssl/evp.h>
 
+#include "store.h"
 #include "util.h"
 
 struct blob {
     char *dir;
+    struct store *st;   /* NULL: local files only */
 };
 
 struct blob *blob_open(const char *dir)
@@ -31,6 +34,11 @@ struct blob *blob_open(const char *dir)
     struct blob *b = xcalloc(1, sizeof *b);
     b->dir = xstrdup(dir);
     return b;
+}
+
+void blob_use_store(struct blob *b, struct store *st)
+{
+    b->st = st;
 }
 
 void blob_close(struct blob *b)
@@ -112,12 +120,129 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
+/* ---- the store's shared blobs ---- */
+
+struct mem_src {
+    const char *p;
+    size_t left;
+};
+
+static long mem_read(void *ctx, void *buf, size_t cap)
+{
+    struct mem_src *m = ctx;
+    size_t n = m->left < cap ? m->left : cap;
+    memcpy(buf, m->p, n);
+    m->p += n;
+    m->left -= n;
+    return (long)n;
+}
+
+/* Reads the file a second time for the store, hashing it again: a file
+ * that changed since it was named gives -EIO, not a blob under a wrong name. */
+struct fd_src {
+    int fd;
+    EVP_MD_CTX *md;
+    const char *sha;
+};
+
+static long fd_read(void *ctx, void *buf, size_t cap)
+{
+    struct fd_src *f = ctx;
+    for (;;) {
+        ssize_t n = read(f->fd, buf, cap);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n > 0) {
+            EVP_DigestUpdate(f->md, buf, (size_t)n);
+            return (long)n;
+        }
+        unsigned char md[32];
+        unsigned int mdlen = 0;
+        char hex[65];
+        EVP_DigestFinal_ex(f->md, md, &mdlen);
+        hex_encode(md, 32, hex);
+        return strcmp(hex, f->sha) ? -EIO : 0;
+    }
+}
+
+struct fd_sink {
+    int fd;
+    EVP_MD_CTX *md;
+};
+
+static int write_all(int fd, const void *p, size_t n);
+
+static int fd_write(void *ctx, const void *data, size_t n)
+{
+    struct fd_sink *f = ctx;
+    EVP_DigestUpdate(f->md, data, n);
+    return write_all(f->fd, data, n);
+}
+
+/* An unlinked temp file in the blob directory (cleaned up by the kernel
+ * however the process ends). */
+static int anon_file(struct blob *b)
+{
+    char *tmpdir = xasprintf("%s/tmp", b->dir);
+    int fd = open(tmpdir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
+        char *path = xasprintf("%s/XXXXXX", tmpdir);
+        fd = mkostemp(path, O_CLOEXEC);
+        if (fd >= 0)
+            unlink(path);
+        free(path);
+    }
+    int e = errno;
+    free(tmpdir);
+    return fd >= 0 ? fd : -e;
+}
+
+/* The blob from the store into an anonymous file, checked against its name.
+ * An fd, -ENOENT, -ENOTSUP (the store keeps no blobs) or -EIO. */
+static int store_open_read(struct blob *b, const char *sha)
+{
+    int fd = anon_file(b);
+    if (fd < 0)
+        return fd;
+    struct fd_sink sink = {fd, EVP_MD_CTX_new()};
+    EVP_DigestInit_ex(sink.md, EVP_sha256(), NULL);
+    int64_t size = 0;
+    int rc = store_blob_get(b->st, sha, &size, fd_write, &sink);
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    char hex[65];
+    EVP_DigestFinal_ex(sink.md, md, &mdlen);
+    EVP_MD_CTX_free(sink.md);
+    hex_encode(md, 32, hex);
+    if (!rc && strcmp(hex, sha)) {
+        fprintf(stderr, "quernd: blob %s: the store's bytes do not match their name\n", sha);
+        rc = -EIO;
+    }
+    if (!rc && lseek(fd, 0, SEEK_SET) < 0)
+        rc = -errno;
+    if (rc) {
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/* ---- the local directory ---- */
+
 int blob_put(struct blob *b, const void *data, size_t n, char sha[65])
 {
     unsigned char md[32];
     unsigned int mdlen = 0;
     EVP_Digest(data, n, md, &mdlen, EVP_sha256(), NULL);
     hex_encode(md, 32, sha);
+    if (b->st) {
+        struct mem_src m = {data, n};
+        int rc = store_blob_put(b->st, sha, (int64_t)n, mem_read, &m);
+        if (rc != -ENOTSUP)
+            return rc;
+    }
     char *tmp = NULL;
     int fd = tmpfile_in(b, &tmp);
     if (fd < 0)
@@ -136,8 +261,58 @@ int blob_put(struct blob *b, const void *data, size_t n, char sha[65])
     return rc;
 }
 
+/* Names the file on fd (a first pass: hash and size, bounded by max), then
+ * lets the store pull it in a second pass. */
+static int store_put_fd(struct blob *b, int fd, int64_t max, char sha[65], int64_t *size)
+{
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return -ENOTSUP;   /* a pipe: the local path copies it in one pass */
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    char buf[65536];
+    int64_t total = 0;
+    int rc = 0;
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0)
+            break;
+        total += n;
+        if (total > max) {
+            rc = -EFBIG;
+            break;
+        }
+        EVP_DigestUpdate(ctx, buf, (size_t)n);
+    }
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    if (rc || lseek(fd, 0, SEEK_SET) < 0) {
+        EVP_MD_CTX_free(ctx);
+        return rc ? rc : -errno;
+    }
+    hex_encode(md, 32, sha);
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    struct fd_src src = {fd, ctx, sha};
+    rc = store_blob_put(b->st, sha, total, fd_read, &src);
+    EVP_MD_CTX_free(ctx);
+    if (!rc)
+        *size = total;
+    return rc;
+}
+
 int blob_put_fd(struct blob *b, int fd, int64_t max, char sha[65], int64_t *size)
 {
+    if (b->st) {
+        int rc = store_put_fd(b, fd, max, sha, size);
+        if (rc != -ENOTSUP)
+            return rc;
+    }
     char *tmp = NULL;
     int out = tmpfile_in(b, &tmp);
     if (out < 0)
@@ -192,6 +367,12 @@ int blob_open_read(struct blob *b, const char *sha)
 {
     if (!sha_ok(sha))
         return -EINVAL;
+    if (b->st) {
+        int fd = store_open_read(b, sha);
+        if (fd >= 0 || (fd != -ENOENT && fd != -ENOTSUP))
+            return fd;
+        /* not in the store: maybe stored here before the store kept blobs */
+    }
     char *p = xasprintf("%s/%.2s/%s", b->dir, sha, sha);
     int fd = open(p, O_RDONLY | O_CLOEXEC);
     int e = errno;

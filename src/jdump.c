@@ -84,9 +84,7 @@ static void put_real(struct buf *b, double v)
     put(b, s, len);
 }
 
-/* Length of the valid UTF-8 sequence at p (first byte >= 0x80), 0 if invalid
- * (overlong, surrogate, above U+10FFFF or truncated), as jansson judges. */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
+size_t jdump_utf8_len(const unsigned char *p, const unsigned char *end)
 {
     unsigned c = p[0];
     size_t n;
@@ -116,6 +114,11 @@ static size_t utf8_len(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
+/* Bytes copied as they are inside a string: ASCII from 0x20 but '"' (0x22)
+ * and '\\' (0x5C).  Range designators are a GCC/Clang extension. */
+static const unsigned char plain[256] = {[0x20 ... 0x21] = 1, [0x23 ... 0x5B] = 1,
+                                         [0x5D ... 0x7F] = 1};
+
 static int put_str(struct buf *b, const char *str, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
@@ -124,7 +127,7 @@ static int put_str(struct buf *b, const char *str, size_t len)
     b->data[b->len++] = '"';
     while (p < end) {
         const unsigned char *run = p;
-        while (p < end && *p >= 0x20 && *p != '"' && *p != '\\' && *p < 0x80)
+        while (p < end && plain[*p])
             p++;
         if (p > run)
             put(b, (const char *)run, (size_t)(p - run));
@@ -132,7 +135,7 @@ static int put_str(struct buf *b, const char *str, size_t len)
             break;
         unsigned c = *p;
         if (c >= 0x80) {
-            size_t n = utf8_len(p, end);
+            size_t n = jdump_utf8_len(p, end);
             if (!n)
                 return -1;
             put(b, (const char *)p, n);

@@ -20,4 +20,8 @@ char *jdump(const json_t *v, size_t *len);
  * where json_dumps fails. */
 int jdump_buf(struct buf *b, const json_t *v);
 
+/* Length of the valid UTF-8 sequence at p (first byte >= 0x80), 0 if invalid
+ * (overlong, surrogate, above U+10FFFF or truncated), as jansson judges. */
+size_t jdump_utf8_len(const unsigned char *p, const unsigned char *end);
+
 #endif

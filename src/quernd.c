@@ -472,6 +472,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: cannot create the blob directory under %s\n", data);
         return 1;
     }
+    blob_use_store(app.blobs, app.store);   /* shared by every node when the store keeps blobs */
     int64_t t_open = mono_ms();
     /* recovery writes events: the bus must exist first */
     app.events = events_new(app.store);

@@ -233,6 +233,16 @@ static json_t *status_data(const json_t *run)
     return d;
 }
 
+/* The fields of a task that a new run of it sets. */
+static json_t *new_run_fields(const json_t *task, const json_t *run, const char *ts)
+{
+    return json_pack("{s:O, s:I, s:O, s:O, s:s}", "latest_run_id", json_object_get(run, "id"),
+                     "run_count",
+                     (json_int_t)(json_integer_value(json_object_get(task, "run_count")) + 1),
+                     "status", json_object_get(run, "status"), "progress",
+                     json_object_get(run, "progress"), "updated_at", ts);
+}
+
 /* The task's status mirrors its latest run.  `doc`, when given, is the
  * task's current document (updated in place), which saves reading it. */
 static int update_task(struct store_tx *tx, struct app *app, const json_t *run, bool is_new,
@@ -251,11 +261,7 @@ static int update_task(struct store_tx *tx, struct app *app, const json_t *run, 
         json_t *task = doc ? json_incref(doc) : run_task(tx, run);
         if (!task)
             return 0;   /* the task was deleted; its runs live on until pruned */
-        json_t *fields = json_pack("{s:s, s:I, s:O, s:O, s:s}", "latest_run_id", run_id,
-                                   "run_count",
-                                   (json_int_t)(json_integer_value(json_object_get(task, "run_count")) + 1),
-                                   "status", json_object_get(run, "status"), "progress",
-                                   json_object_get(run, "progress"), "updated_at", ts);
+        json_t *fields = new_run_fields(task, run, ts);
         json_object_update(task, fields);
         rc = store_patch(tx, SK_TASK, project, task_id, fields, NULL, NULL);
         json_decref(fields);
@@ -294,7 +300,10 @@ static int emit_run(struct store_tx *tx, struct app *app, const json_t *run, con
                        json_string_value(json_object_get(run, "id")), type, data);
 }
 
-int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
+/* run_insert; task_current: the stored task already holds the new run's
+ * fields (run_start_for_new_task wrote them with the task). */
+static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t *run,
+                      bool task_current)
 {
     const char *project = json_string_value(json_object_get(run, "project_id"));
     int rc = store_put(tx, SK_RUN, project, run);
@@ -302,7 +311,7 @@ int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
         return rc;
     if ((rc = emit_run(tx, app, run, "task_run.queued")))
         return rc;
-    if ((rc = update_task(tx, app, run, true, task)))
+    if (!task_current && (rc = update_task(tx, app, run, true, task)))
         return rc;
     /* the project's policy may refuse the run outright, or want approval */
     json_t *pol = policy_get(tx, project);
@@ -325,6 +334,11 @@ int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
     }
     run_notify(tx, app, run);
     return 0;
+}
+
+int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
+{
+    return insert_run(tx, app, task, run, false);
 }
 
 int run_save(struct store_tx *tx, json_t *run)
@@ -550,8 +564,11 @@ const char *run_guess_content_type(const char *name)
 }
 
 /* Creates the runs a task starts with: one, or one per assigned agent. */
-int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
-                      json_t **first_run)
+/* run_start_for_task; put_task: the task is new and not stored yet: it is
+ * stored here with its first run's fields already set, which spares
+ * writing its row twice. */
+static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
+                      json_t **first_run, bool put_task)
 {
     json_t *agents = json_object_get(task, "assigned_agents");
     size_t n = json_array_size(agents);
@@ -570,7 +587,19 @@ int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const
                 json_array_append(bb, dep);
             json_decref(dt);
         }
-        int rc = run_insert(tx, app, task, run);
+        bool current = put_task && i == 0;
+        int rc = 0;
+        if (current) {
+            char ts[RFC3339_LEN];
+            rfc3339_format(now_ms(), ts);
+            json_t *fields = new_run_fields(task, run, ts);
+            json_object_update(task, fields);
+            json_decref(fields);
+            rc = store_put(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
+                           task);
+        }
+        if (!rc)
+            rc = insert_run(tx, app, task, run, current);
         if (rc) {
             json_decref(run);
             return rc;
@@ -587,6 +616,18 @@ int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const
         json_decref(run);
     }
     return 0;
+}
+
+int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
+                       json_t **first_run)
+{
+    return start_runs(tx, app, task, input, first_run, false);
+}
+
+int run_start_for_new_task(struct store_tx *tx, struct app *app, json_t *task,
+                           json_t **first_run)
+{
+    return start_runs(tx, app, task, NULL, first_run, true);
 }
 
 json_t *run_public(const json_t *run)

@@ -61,6 +61,12 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
 int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
                        json_t **first_run);
 
+/* run_start_for_task for a task not stored yet: stores it too, with its
+ * first run's fields (status, latest_run_id, run_count…) already set; -EEXIST
+ * when a task of that id exists.  Callers emit task.created before. */
+int run_start_for_new_task(struct store_tx *tx, struct app *app, json_t *task,
+                           json_t **first_run);
+
 /* Stores a new run (queued, or held/blocked as the task says), its event,
  * and the task's status; the scheduler learns of it after commit. */
 int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run);

@@ -7,7 +7,7 @@
  * Threads.  A mutex guards the sets; the scheduler thread (sched_start)
  * handles timers (delays, lease expiry, long-poll timeouts) and every store
  * write the scheduler itself decides (lease expiry, dependency results),
- * so that commit hooks, which run on the store writer thread, never write.
+ * so that commit hooks, which run on the store's writing thread, never write.
  *
  * Order.  urgent > high > medium > low, FIFO within a priority.  Ageing: a
  * run that has waited AGE_MS (60 s) per level is served as if one level
@@ -52,7 +52,7 @@ int sched_start(struct sched *s);
 void sched_free(struct sched *s);
 
 /* Called after a commit that changed run (a copy the callee may keep a
- * reference to).  Runs on the store writer thread: never blocks on the
+ * reference to).  Runs on the store's writing thread: never blocks on the
  * store. */
 void sched_after_commit(struct sched *s, json_t *run);
 

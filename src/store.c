@@ -309,3 +309,25 @@ int store_prune(struct store_tx *tx, int64_t before_ms, int64_t limit, int64_t *
 {
     return TXBE(tx)->prune(tx, before_ms, limit, pruned);
 }
+
+int store_blob_put(struct store *st, const char *sha, int64_t size, store_blob_src src, void *ctx)
+{
+    if (!BE(st)->blob_put)
+        return -ENOTSUP;
+    return BE(st)->blob_put(st, sha, size, src, ctx);
+}
+
+int store_blob_get(struct store *st, const char *sha, int64_t *size, store_blob_sink sink,
+                   void *ctx)
+{
+    if (!BE(st)->blob_get)
+        return -ENOTSUP;
+    return BE(st)->blob_get(st, sha, size, sink, ctx);
+}
+
+int store_write_retry(struct store *st, store_fn fn, void *arg)
+{
+    if (!BE(st)->write_retry)
+        return BE(st)->write(st, fn, arg);
+    return BE(st)->write_retry(st, fn, arg);
+}

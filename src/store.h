@@ -11,11 +11,16 @@
  *
  * Transactions.  All access goes through a struct store_tx.  Reads use
  * store_read(): a snapshot on the calling thread's own read connection.
- * Writes use store_write(): the function runs on the single writer thread,
- * inside a transaction shared with other concurrent writes (group commit),
- * and store_write() returns only after that transaction is durable per the
- * fsync policy.  Each write function runs inside its own savepoint, so one
- * request's failure never undoes another's.
+ * Writes use store_write(): the function runs on the one thread that
+ * writes at a time (SQLite: the caller that leads the current group commit;
+ * PostgreSQL: the backend's writer thread), inside a transaction shared with
+ * other concurrent writes (group commit), and store_write() returns only
+ * after that transaction is durable per the fsync policy.  Each write
+ * function runs inside its own savepoint, so one request's failure never
+ * undoes another's.  Write functions and commit hooks must not call
+ * store_write() (the writer would wait for itself); they may call
+ * store_read() (SQLite gives a read nested on one thread its own
+ * connection).
  *
  * Invariants:
  *  1. store_write() returns 0 only after the transaction holding fn's
@@ -78,7 +83,7 @@ struct store;
 struct store_tx;
 
 /* Opens the store named by url ("sqlite:PATH", a plain path, or
- * "postgres://…"), applies pending migrations and starts its writer thread.
+ * "postgres://…"), applies pending migrations and starts its threads.
  * Returns NULL with *err (malloc'd) on failure. */
 struct store *store_open(const char *url, const struct store_opts *opts, char **err);
 /* Stops the writer after draining queued writes, and closes everything. */
@@ -92,8 +97,8 @@ typedef int (*store_fn)(struct store_tx *tx, void *arg);
 /* committed is false when the write was rolled back: free what arg holds. */
 typedef void (*store_hook)(void *arg, bool committed);
 
-/* Runs fn in a group-committed write transaction on the writer thread and
- * returns its result once durable (invariant 1).  -EIO when the commit failed. */
+/* Runs fn in a group-committed write transaction (on the writing thread of
+ * the moment, see above) and returns its result once durable (invariant 1).  -EIO when the commit failed. */
 int store_write(struct store *st, store_fn fn, void *arg);
 /* Runs fn with a read snapshot on the calling thread. */
 int store_read(struct store *st, store_fn fn, void *arg);
@@ -251,6 +256,55 @@ int store_load(struct store_tx *tx, const char *table, const json_t *rows);
  * unfinished runs are never pruned.  *pruned counts what went. */
 int store_prune(struct store_tx *tx, int64_t before_ms, int64_t limit, int64_t *pruned);
 
+/* ---- blobs (artifact bytes every node can read) ----
+ *
+ * Content-addressed byte strings named by the hex SHA-256 of their bytes.
+ * A backend that several nodes share keeps them itself (PostgreSQL: table
+ * blobs, bytes in blob_chunks rows of STORE_BLOB_CHUNK bytes), so an
+ * artifact stored through one node is read through any other.  A backend
+ * without them (SQLite: one node) answers -ENOTSUP and blob.c keeps the
+ * bytes in files under the node's data directory.
+ *
+ * These calls are not write fns: each runs in its own transaction on the
+ * calling thread's connection, never inside store_write(), so a large blob
+ * never holds up the group commit.  A blob is stored before the document
+ * that names it is committed (content addressing makes that idempotent);
+ * the store keeps a reference from every run document to the blobs its
+ * "artifacts"[].sha256 name, and store_prune() deletes blobs that no run
+ * references and that nobody stored for STORE_BLOB_GRACE_MS (the grace
+ * covers the moment between storing a blob and committing its run). */
+#define STORE_BLOB_CHUNK (256 * 1024)
+#define STORE_BLOB_GRACE_MS (3600LL * 1000)
+
+/* Gives the next bytes of a blob being stored: up to cap bytes into buf,
+ * returning how many (0 at the end) or a negative errno. */
+typedef long (*store_blob_src)(void *ctx, void *buf, size_t cap);
+/* Takes the next bytes of a blob being read (n > 0); non-zero stops. */
+typedef int (*store_blob_sink)(void *ctx, const void *data, size_t n);
+
+/* Stores the blob sha (64 lowercase hex digits) of size bytes, pulling them
+ * from src, unless the store holds it already (then src is not called and
+ * the blob's grace period restarts).  0, -EINVAL when src gave other than
+ * size bytes, -ENOTSUP when the backend keeps no blobs, -EIO. */
+int store_blob_put(struct store *st, const char *sha, int64_t size, store_blob_src src, void *ctx);
+/* Reads the blob sha from one snapshot: *size first, then its bytes in
+ * order through sink, a chunk at a time (never the whole blob in memory).
+ * 0, -ENOENT, -ENOTSUP when the backend keeps no blobs, -EIO, or the
+ * sink's non-zero result. */
+int store_blob_get(struct store *st, const char *sha, int64_t *size, store_blob_sink sink,
+                   void *ctx);
+
+/* Like store_write(), for a write fn that may run more than once: on
+ * PostgreSQL, when the transaction holding fn's changes loses a deadlock or
+ * a serialization conflict with another node (a rollback that fn did not
+ * choose), fn is rolled back and run again in a later batch, up to
+ * STORE_WRITE_RETRIES more times after a short random pause, before
+ * -EAGAIN is returned.  fn must take its inputs from arg and tx alone and
+ * set every output each time it runs (a rolled-back run's post-commit hooks
+ * have run with committed=false, invariant 3).  SQLite: store_write(). */
+int store_write_retry(struct store *st, store_fn fn, void *arg);
+#define STORE_WRITE_RETRIES 4
+
 /* ---- the backend vtable (store.c dispatches through it) ---- */
 
 struct store_backend {
@@ -289,6 +343,10 @@ struct store_backend {
     bool (*node_alive)(struct store *, const char *);
     int (*dump)(struct store_tx *, const char *, int64_t, int64_t, json_t **);
     int (*load)(struct store_tx *, const char *, const json_t *);
+    /* optional (NULL: no shared blobs, -ENOTSUP; no retry, plain write) */
+    int (*blob_put)(struct store *, const char *, int64_t, store_blob_src, void *);
+    int (*blob_get)(struct store *, const char *, int64_t *, store_blob_sink, void *);
+    int (*write_retry)(struct store *, store_fn, void *);
 };
 
 /* Every backend's struct store begins with this, so store.c can dispatch. */

@@ -76,9 +76,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store.h"
 #include "jdump.h"
+#include "jload.h"
 #include "util.h"
 
 #define MAX_BATCH 512
@@ -99,6 +101,7 @@ struct conn {
     } cache[STMT_CACHE];
     unsigned next_name;
     char sqlstate[6];    /* of the last failed statement */
+    char commit_state[6];   /* of the last failed commit() */
     bool primed;         /* reader_end() sent COMMIT; BEGIN ahead */
     bool broken;         /* never reuse */
     struct conn *next;   /* the pool's idle list */
@@ -115,6 +118,8 @@ struct job {
     int rc;
     bool done;
     bool took_event_lock;
+    bool retry;                 /* store_write_retry: fn may run again */
+    int attempt;                /* 0 for the first run of fn */
     struct hook *hooks;
     size_t nhooks, caphooks;
     json_t *changes;            /* "R|T\tproject\tid" -> true, to announce */
@@ -153,6 +158,10 @@ struct pg_store {
     store_watch_fn watch_fn;
     void *watch_ctx;
     int64_t poll_ms;
+    /* fault injection for tests (writer thread only): conflicts to simulate */
+    int64_t fault_jobs, fault_batches;
+    bool fault_every_run;       /* QUERN_PG_FAULT_EVERY_RUN=1: not only first runs */
+    int64_t blob_grace_ms;      /* STORE_BLOB_GRACE_MS; QUERN_BLOB_GRACE_MS for tests */
 };
 
 struct pg_tx {
@@ -295,9 +304,11 @@ static PGresult *run(struct conn *c, const char *sql, int n, const char *const *
     ExecStatusType s = PQresultStatus(r);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
         const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
-        snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
+        /* the statements after a failed one fail with 25P02: keep the cause */
+        if (!state || strcmp(state, "25P02") || !c->sqlstate[0])
+            snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
         if (!strcmp(c->sqlstate, "40P01"))   /* a lost deadlock is expected now and then */
-            fprintf(stderr, "quernd: postgres: deadlock with another node: one write fails with EAGAIN\n");
+            fprintf(stderr, "quernd: postgres: deadlock with another node: one write is rolled back\n");
         else
             fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
         PQclear(r);
@@ -376,7 +387,7 @@ static json_t *col_json(PGresult *r, int row, int col)
 {
     if (PQgetisnull(r, row, col))
         return NULL;
-    return json_loadb(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col), 0, NULL);
+    return jload(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col), 0);
 }
 
 /* ---- migrations ---- */
@@ -410,12 +421,28 @@ static char *schema_v1(void)
     return buf_steal(&b);
 }
 
+/* Shared blobs (store.h "blobs"): the bytes in chunks, and which run
+ * references which blob (kept by pg_put/pg_patch/pg_del of runs) so the
+ * pruner finds unreferenced blobs by index, not by reading every run. */
+static char *schema_v2(void)
+{
+    return xstrdup(
+        "CREATE TABLE blobs(sha text PRIMARY KEY, size bigint NOT NULL,"
+        " stored_at bigint NOT NULL);\n"
+        "CREATE INDEX blobs_stored ON blobs(stored_at);\n"
+        "CREATE TABLE blob_chunks(sha text NOT NULL, n integer NOT NULL, data bytea NOT NULL,"
+        " PRIMARY KEY(sha, n));\n"
+        "CREATE TABLE blob_refs(sha text NOT NULL, project_id text NOT NULL,"
+        " run_id text NOT NULL, PRIMARY KEY(sha, project_id, run_id));\n"
+        "CREATE INDEX blob_refs_run ON blob_refs(project_id, run_id);\n");
+}
+
 /* Migrations run in one transaction under an advisory lock (several nodes
  * may start at once); quern_schema records the last one applied, in the same
  * transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
 {
-    const int latest = 1;
+    const int latest = 2;
     int rc = simple(c, "BEGIN");
     if (!rc)
         rc = simple(c, "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK "'::bigint)");
@@ -440,7 +467,7 @@ static int migrate(struct conn *c, char **err)
         goto fail;
     }
     for (int v = (int)version + 1; v <= latest; v++) {
-        char *sql = v == 1 ? schema_v1() : NULL;
+        char *sql = v == 1 ? schema_v1() : v == 2 ? schema_v2() : NULL;
         char *ver = xasprintf("DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(%d)", v);
         rc = simple(c, sql);
         if (!rc)
@@ -550,10 +577,14 @@ static void note_change(struct pg_tx *tx, enum store_kind kind, const char *proj
     free(line);
 }
 
+static bool lost_state(const char *s)
+{
+    return !strcmp(s, "40P01") || !strcmp(s, "40001") || !strcmp(s, "55P03");
+}
+
 static bool lost_race(const struct conn *c)
 {
-    return !strcmp(c->sqlstate, "40P01") || !strcmp(c->sqlstate, "40001") ||
-           !strcmp(c->sqlstate, "55P03");
+    return lost_state(c->sqlstate);
 }
 
 static void hooks_run(struct job *j, bool committed)
@@ -569,8 +600,42 @@ static int commit(struct conn *c, const char *sql)
 {
     PGresult *r = PQexec(c->pg, sql);
     int rc = PQresultStatus(r) == PGRES_COMMAND_OK && !strcmp(PQcmdStatus(r), "COMMIT") ? 0 : -EIO;
+    const char *state = rc ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    snprintf(c->commit_state, sizeof c->commit_state, "%s", state ? state : "");
     PQclear(r);
     return rc;
+}
+
+/* Test-only fault injection (QUERN_PG_FAULT_JOB_CONFLICTS=N,
+ * QUERN_PG_FAULT_BATCH_CONFLICTS=M): the first run of each of the first N
+ * retryable jobs, and the COMMIT of each of the first M batches made only
+ * of first runs of retryable jobs, fail exactly as if PostgreSQL had chosen
+ * them as the loser of a deadlock (SQLSTATE 40P01 raised in the
+ * transaction), so the retry paths run deterministically.  With
+ * QUERN_PG_FAULT_EVERY_RUN=1 the job faults hit later runs too (to see a
+ * write give up). */
+#define FAULT_SQL "DO $$BEGIN RAISE EXCEPTION 'quern: injected conflict' " \
+                  "USING ERRCODE = 'deadlock_detected'; END$$; "
+
+static bool fault_job(struct pg_store *st, struct conn *c, struct job *j)
+{
+    if (!j->retry || (j->attempt && !st->fault_every_run) || st->fault_jobs <= 0)
+        return false;
+    st->fault_jobs--;
+    PQclear(PQexec(c->pg, FAULT_SQL));
+    snprintf(c->sqlstate, sizeof c->sqlstate, "40P01");
+    return true;
+}
+
+static const char *fault_batch(struct pg_store *st, struct job *batch)
+{
+    if (st->fault_batches <= 0)
+        return "";
+    for (struct job *j = batch; j; j = j->next)
+        if (!j->retry || j->attempt)
+            return "";
+    st->fault_batches--;
+    return FAULT_SQL;
 }
 
 /* One batch = one transaction.  Before each job a savepoint "job" is open
@@ -585,6 +650,8 @@ static void run_batch(struct pg_store *st, struct job *batch)
     struct conn *c = writer_conn(st);
     int rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
     bool committed = false;
+    bool lost = false;   /* the whole transaction lost a conflict at COMMIT */
+    const char *fault = c ? fault_batch(st, batch) : "";
     st->event_locked = false;
     for (struct job *j = batch; j; j = j->next) {
         if (rc) {
@@ -594,6 +661,7 @@ static void run_batch(struct pg_store *st, struct job *batch)
         struct pg_tx tx = {{&store_pg_backend}, st, c, j};
         j->took_event_lock = false;
         c->sqlstate[0] = 0;
+        fault_job(st, c, j);
         j->rc = j->fn((struct store_tx *)&tx, j->arg);
         if (j->rc && lost_race(c))
             j->rc = -EAGAIN;
@@ -602,12 +670,19 @@ static void run_batch(struct pg_store *st, struct job *batch)
                 continue;
             if (!j->next) {
                 char *notify = notify_sql(c, batch);
-                char *sql = xasprintf("RELEASE SAVEPOINT job; %sCOMMIT", notify);
+                char *sql = xasprintf("RELEASE SAVEPOINT job; %s%sCOMMIT", notify, fault);
                 int crc = commit(c, sql);
                 free(sql);
                 free(notify);
                 if (!crc) {
                     committed = true;
+                    continue;
+                }
+                if (lost_state(c->commit_state)) {
+                    /* RELEASE went through, the transaction then lost: the
+                     * batch is gone as a whole */
+                    lost = true;
+                    rc = -EAGAIN;
                     continue;
                 }
             }
@@ -627,18 +702,25 @@ static void run_batch(struct pg_store *st, struct job *batch)
     }
     if (!rc && !committed) {
         char *notify = notify_sql(c, batch);
-        char *sql = xasprintf("%sCOMMIT", notify);
+        char *sql = xasprintf("%s%sCOMMIT", notify, fault);
         rc = commit(c, sql);
         free(sql);
         free(notify);
+        lost = rc && lost_state(c->commit_state);
         if (rc)
             fprintf(stderr, "quernd: postgres: COMMIT failed: %s", PQerrorMessage(c->pg));
-    } else if (rc && c && !conn_bad(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
+    }
+    if (rc && c && !conn_bad(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
         simple(c, "ROLLBACK");
     }
-    /* Invariant 3: hooks after the commit, in commit order. */
+    /* Invariant 3: hooks after the commit, in commit order.  A batch lost
+     * to a conflict as a whole wrote nothing: its jobs that had succeeded
+     * get -EAGAIN (run again when they allow it), the others keep their
+     * own failure; any other failed COMMIT leaves the outcome unknown: -EIO. */
     for (struct job *j = batch; j; j = j->next) {
-        if (rc)
+        if (rc && lost)
+            j->rc = j->rc ? j->rc : -EAGAIN;
+        else if (rc)
             j->rc = -EIO;
         hooks_run(j, rc == 0);
         job_forget_changes(j);
@@ -675,10 +757,10 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-static int pg_write(struct store *s, store_fn fn, void *arg)
+/* Queues one run of fn and waits for its batch. */
+static int write_job(struct pg_store *st, store_fn fn, void *arg, bool retry, int attempt)
 {
-    struct pg_store *st = PG(s);
-    struct job j = {.fn = fn, .arg = arg};
+    struct job j = {.fn = fn, .arg = arg, .retry = retry, .attempt = attempt};
     pthread_mutex_lock(&st->mu);
     if (st->stopping) {
         pthread_mutex_unlock(&st->mu);
@@ -695,6 +777,38 @@ static int pg_write(struct store *s, store_fn fn, void *arg)
     pthread_mutex_unlock(&st->mu);
     free(j.hooks);
     return j.rc;
+}
+
+static int pg_write(struct store *s, store_fn fn, void *arg)
+{
+    return write_job(PG(s), fn, arg, false, 0);
+}
+
+/* Each run of fn is a job of its own, queued again after a failed one:
+ * it gets its own savepoint in whichever batch takes it, so the retry
+ * keeps group commit as it is, and the writer thread never sleeps (the
+ * pause is on the caller's thread).  The pause is random (jitter) and
+ * grows: two nodes that deadlocked on the same rows do not meet again in
+ * step.  A lost deadlock has already waited deadlock_timeout (1 s by
+ * default) inside PostgreSQL, so a few tens of ms more cost little. */
+static int pg_write_retry(struct store *s, store_fn fn, void *arg)
+{
+    struct pg_store *st = PG(s);
+    for (int attempt = 0;; attempt++) {
+        int rc = write_job(st, fn, arg, true, attempt);
+        if (rc != -EAGAIN || attempt >= STORE_WRITE_RETRIES)
+            return rc;
+        uint32_t rnd;
+        random_bytes(&rnd, sizeof rnd);
+        int64_t base = 5LL << attempt;   /* 5, 10, 20, 40 ms */
+        int64_t ms = base + (int64_t)(rnd % (uint32_t)base);
+        fprintf(stderr, "quernd: postgres: a write lost a conflict with another node; "
+                        "retry %d of %d in %lld ms\n", attempt + 1, STORE_WRITE_RETRIES,
+                (long long)ms);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+        while (nanosleep(&ts, &ts) && errno == EINTR) {
+        }
+    }
 }
 
 /* ---- the read pool ---- */
@@ -863,6 +977,17 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     pthread_mutex_init(&st->dmu, NULL);
     id_new("node", st->node_id);
     st->node_key = node_key(st->node_id);
+    const char *grace = getenv("QUERN_BLOB_GRACE_MS");
+    if (!grace || parse_i64(grace, &st->blob_grace_ms) || st->blob_grace_ms < 0)
+        st->blob_grace_ms = STORE_BLOB_GRACE_MS;
+    const char *fault = getenv("QUERN_PG_FAULT_JOB_CONFLICTS");
+    if (!fault || parse_i64(fault, &st->fault_jobs))
+        st->fault_jobs = 0;
+    fault = getenv("QUERN_PG_FAULT_EVERY_RUN");
+    st->fault_every_run = fault && !strcmp(fault, "1");
+    fault = getenv("QUERN_PG_FAULT_BATCH_CONFLICTS");
+    if (!fault || parse_i64(fault, &st->fault_batches))
+        st->fault_batches = 0;
     const char *poll = getenv("QUERN_PG_POLL_MS");
     if (!poll || parse_i64(poll, &st->poll_ms) || st->poll_ms < 0)
         st->poll_ms = 0;
@@ -939,6 +1064,29 @@ static void pg_close(struct store *s)
 
 /* ---- documents ---- */
 
+/* Records that run (project_id, id) references the blobs its artifacts
+ * name (artifacts[].sha256), for the pruner.  References are only added
+ * while the run lives (an artifact replaced under the same name keeps its
+ * old blob until the run is pruned): one statement, and none at all for the
+ * many runs without artifacts. */
+static int refs_note(struct pg_tx *tx, const char *project_id, const char *id, const json_t *arts)
+{
+    if (!json_is_array(arts) || !json_array_size(arts))
+        return 0;
+    char *text = jdump(arts, NULL);
+    if (!text)
+        return -EINVAL;
+    const char *v[] = {text, project_id, id};
+    PGresult *r = run(tx->c, "INSERT INTO blob_refs(sha, project_id, run_id) SELECT DISTINCT "
+                             "a->>'sha256', $2, $3 FROM jsonb_array_elements($1::jsonb) a "
+                             "WHERE a->>'sha256' IS NOT NULL ON CONFLICT DO NOTHING", 3, v);
+    free(text);
+    if (!r)
+        return -EIO;
+    PQclear(r);
+    return 0;
+}
+
 static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_id,
                   const json_t *doc, bool update)
 {
@@ -996,6 +1144,8 @@ static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_
     if (n == 0)
         return update ? -ENOENT : -EEXIST;
     note_change(tx, kind, project_id, id);
+    if (kind == SK_RUN)
+        return refs_note(tx, project_id, id, json_object_get(doc, "artifacts"));
     return 0;
 }
 
@@ -1039,6 +1189,8 @@ static int pg_patch(struct store_tx *t, enum store_kind kind, const char *projec
     PQclear(r);
     if (n)
         note_change(tx, kind, project_id, id);   /* other nodes hear of it */
+    if (n && kind == SK_RUN)
+        return refs_note(tx, project_id, id, json_object_get(fields, "artifacts"));
     return n ? 0 : -ENOENT;
 }
 
@@ -1081,6 +1233,12 @@ static int pg_del(struct store_tx *t, enum store_kind kind, const char *project_
     PQclear(r);
     if (n)
         note_change(tx, kind, project_id, id);
+    if (n && kind == SK_RUN) {
+        r = run(tx->c, "DELETE FROM blob_refs WHERE project_id=$1 AND run_id=$2", 2, v);
+        if (!r)
+            return -EIO;
+        PQclear(r);
+    }
     return n ? 0 : -ENOENT;
 }
 
@@ -1446,7 +1604,8 @@ static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
                    "FROM runs WHERE f_status IN ('completed','failed','timed_out','denied',"
                    "'canceled') AND doc::json->>'completed_at' < $1 LIMIT $2::bigint) "
                    "RETURNING project_id, id), l AS (DELETE FROM logs WHERE run_id IN "
-                   "(SELECT id FROM gone)), c AS (DELETE FROM checkpoints WHERE (project_id, f_run_id) "
+                   "(SELECT id FROM gone)), b AS (DELETE FROM blob_refs WHERE (project_id, run_id) "
+                   "IN (SELECT project_id, id FROM gone)), c AS (DELETE FROM checkpoints WHERE (project_id, f_run_id) "
                    "IN (SELECT project_id, id FROM gone)) SELECT count(*) FROM gone", 2, v2);
     if (!r)
         return -EIO;
@@ -1457,6 +1616,21 @@ static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     if (!r)
         return -EIO;
     n += affected(r);
+    PQclear(r);
+    /* Blobs no run references, unless stored within the grace period (their
+     * run may not have committed yet).  stored_at is checked again on the
+     * row being deleted: a blob_put that touched it meanwhile wins. */
+    char grace[24];
+    snprintf(grace, sizeof grace, "%lld", (long long)(now_ms() - tx->st->blob_grace_ms));
+    const char *v4[] = {grace, lim};
+    r = run(tx->c, "WITH dead AS (DELETE FROM blobs WHERE sha IN (SELECT sha FROM blobs b WHERE "
+                   "b.stored_at < $1::bigint AND NOT EXISTS (SELECT 1 FROM blob_refs r WHERE "
+                   "r.sha = b.sha) LIMIT $2::bigint) AND stored_at < $1::bigint RETURNING sha), "
+                   "c AS (DELETE FROM blob_chunks WHERE sha IN (SELECT sha FROM dead)) "
+                   "SELECT count(*) FROM dead", 2, v4);
+    if (!r)
+        return -EIO;
+    n += result_i64(r, 0, 0);
     PQclear(r);
     if (pruned)
         *pruned = n;
@@ -1867,6 +2041,15 @@ static int pg_load(struct store_tx *t, const char *table, const json_t *rows)
         if (!r)
             return -EIO;
         PQclear(r);
+        if (!strcmp(table, "runs")) {
+            json_t *doc = json_loads(json_string_value(json_object_get(row, "doc")) ?: "", 0, NULL);
+            int rc = refs_note(tx, json_string_value(json_object_get(row, "project_id")),
+                               json_string_value(json_object_get(row, "id")),
+                               json_object_get(doc, "artifacts"));
+            json_decref(doc);
+            if (rc)
+                return rc;
+        }
     }
     /* the serial counters move past the copied ids */
     const char *col = !strcmp(table, "events") ? "id" : !strcmp(store_table_order(table), "seq")
@@ -1882,6 +2065,193 @@ static int pg_load(struct store_tx *t, const char *table, const json_t *rows)
         PQclear(r);
     }
     return 0;
+}
+
+/* ---- blobs ---- */
+
+/* Like run(), with per-param formats and lengths (binary for bytea) and the
+ * result in result_format (1: binary). */
+static PGresult *run_bin(struct conn *c, const char *sql, int n, const char *const *vals,
+                         const int *lens, const int *formats, int result_format)
+{
+    const char *name = prepared(c, sql, n);
+    if (!name)
+        return NULL;
+    PGresult *r = PQexecPrepared(c->pg, name, n, vals, lens, formats, result_format);
+    ExecStatusType s = PQresultStatus(r);
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
+        fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+        PQclear(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* A pooled connection, out of the read-only transaction reader_begin()
+ * opened, in a READ COMMITTED read-write one.  NULL when unreachable. */
+static struct conn *blob_writer_begin(struct pg_store *st)
+{
+    struct conn *c = reader_begin(st);
+    if (!c)
+        return NULL;
+    /* no query ran in the transaction yet: its mode may still change */
+    if (simple(c, "SET TRANSACTION ISOLATION LEVEL READ COMMITTED READ WRITE")) {
+        c->broken = true;
+        reader_put(st, c);
+        return NULL;
+    }
+    return c;
+}
+
+/* Why a blob is written in its own transaction, before the run that names
+ * it, rather than inside that run's write: the bytes (up to 64 MiB from a
+ * code run, 16 MiB from an upload) would otherwise pass through the single
+ * writer thread and hold every other request of the group commit while they
+ * travel.  Content addressing makes the early write idempotent (two nodes
+ * storing the same bytes store them once: ON CONFLICT DO NOTHING), and a
+ * blob whose run never commits (the node died in between, the write was
+ * refused) is an orphan the pruner deletes after STORE_BLOB_GRACE_MS.  One
+ * transaction per blob: a crash never leaves a blob row without all its
+ * chunks. */
+static int pg_blob_put(struct store *s, const char *sha, int64_t size, store_blob_src src,
+                       void *ctx)
+{
+    struct pg_store *st = PG(s);
+    struct conn *c = blob_writer_begin(st);
+    if (!c)
+        return -EIO;
+    char now[24], sz[24], num[16];
+    snprintf(now, sizeof now, "%lld", (long long)now_ms());
+    snprintf(sz, sizeof sz, "%lld", (long long)size);
+    int rc = 0;
+    char *chunk = NULL;
+    /* present already: restart its grace period (the pruner rechecks it) */
+    const char *tv[] = {now, sha};
+    PGresult *r = run(c, "UPDATE blobs SET stored_at=$1::bigint WHERE sha=$2", 2, tv);
+    if (!r) {
+        rc = -EIO;
+        goto out;
+    }
+    int64_t present = affected(r);
+    PQclear(r);
+    if (present)
+        goto out;
+    chunk = xmalloc(STORE_BLOB_CHUNK);
+    int64_t total = 0;
+    for (int n = 0;; n++) {
+        size_t fill = 0;
+        while (fill < STORE_BLOB_CHUNK) {
+            long got = src(ctx, chunk + fill, STORE_BLOB_CHUNK - fill);
+            if (got < 0) {
+                rc = (int)got;
+                goto out;
+            }
+            if (got == 0)
+                break;
+            fill += (size_t)got;
+        }
+        if (!fill && n > 0)
+            break;
+        total += (int64_t)fill;
+        if (total > size) {
+            rc = -EINVAL;
+            goto out;
+        }
+        snprintf(num, sizeof num, "%d", n);
+        const char *cv[] = {sha, num, chunk};
+        const int lens[] = {0, 0, (int)fill};
+        const int fmts[] = {0, 0, 1};
+        r = run_bin(c, "INSERT INTO blob_chunks(sha, n, data) VALUES($1, $2::integer, $3) "
+                       "ON CONFLICT DO NOTHING", 3, cv, lens, fmts, 0);
+        if (!r) {
+            rc = -EIO;
+            goto out;
+        }
+        PQclear(r);
+        if (fill < STORE_BLOB_CHUNK)
+            break;
+    }
+    if (total != size) {
+        rc = -EINVAL;
+        goto out;
+    }
+    const char *bv[] = {sha, sz, now};
+    r = run(c, "INSERT INTO blobs(sha, size, stored_at) VALUES($1, $2::bigint, $3::bigint) "
+               "ON CONFLICT (sha) DO UPDATE SET stored_at=EXCLUDED.stored_at", 3, bv);
+    if (!r)
+        rc = -EIO;
+    PQclear(r);
+out:
+    free(chunk);
+    if (!rc)
+        rc = commit(c, "COMMIT");
+    else if (!conn_bad(c) && simple(c, "ROLLBACK"))
+        c->broken = true;
+    reader_put(st, c);
+    return rc;
+}
+
+#define BLOB_CHUNKS_PER_QUERY 4   /* the LIMIT below */
+
+/* One REPEATABLE READ snapshot for the whole blob: a prune that commits
+ * meanwhile cannot cut it short.  BLOB_CHUNKS_PER_QUERY chunks (1 MiB) per
+ * round trip, in binary: memory stays at one such result. */
+static int pg_blob_get(struct store *s, const char *sha, int64_t *size, store_blob_sink sink,
+                       void *ctx)
+{
+    struct pg_store *st = PG(s);
+    struct conn *c = reader_begin(st);
+    if (!c)
+        return -EIO;
+    int rc = 0;
+    const char *v[] = {sha};
+    PGresult *r = run(c, "SELECT size FROM blobs WHERE sha=$1", 1, v);
+    if (!r) {
+        rc = -EIO;
+        goto out;
+    }
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        rc = -ENOENT;
+        goto out;
+    }
+    int64_t want = result_i64(r, 0, 0), total = 0;
+    PQclear(r);
+    *size = want;
+    for (int n = 0;;) {
+        char num[16];
+        snprintf(num, sizeof num, "%d", n);
+        const char *cv[] = {sha, num};
+        r = run_bin(c, "SELECT data FROM blob_chunks WHERE sha=$1 AND n >= $2::integer "
+                       "ORDER BY n LIMIT 4", 2, cv, NULL, NULL, 1);
+        if (!r) {
+            rc = -EIO;
+            goto out;
+        }
+        int rows = PQntuples(r);
+        for (int i = 0; i < rows && !rc; i++) {
+            size_t len = (size_t)PQgetlength(r, i, 0);
+            total += (int64_t)len;
+            if (total > want)
+                rc = -EIO;
+            else if (len)
+                rc = sink(ctx, PQgetvalue(r, i, 0), len);
+        }
+        PQclear(r);
+        if (rc)
+            goto out;
+        if (rows < BLOB_CHUNKS_PER_QUERY)
+            break;
+        n += rows;
+    }
+    if (total != want) {
+        fprintf(stderr, "quernd: postgres: blob %s has %lld of its %lld bytes\n", sha,
+                (long long)total, (long long)want);
+        rc = -EIO;
+    }
+out:
+    reader_end(st, c);
+    return rc;
 }
 
 const struct store_backend store_pg_backend = {
@@ -1917,4 +2287,7 @@ const struct store_backend store_pg_backend = {
     .node_alive = pg_node_alive,
     .dump = pg_dump,
     .load = pg_load,
+    .blob_put = pg_blob_put,
+    .blob_get = pg_blob_get,
+    .write_retry = pg_write_retry,
 };

@@ -1,11 +1,12 @@
 /*
  * store_sqlite — the embedded SQLite backend (WAL mode).
  *
- * Threads.  One writer thread owns the write connection.  store_write()
- * queues a job and waits; the writer takes every queued job (up to
- * MAX_BATCH), runs each in its own SAVEPOINT inside one BEGIN IMMEDIATE ...
- * COMMIT, then wakes them all: concurrent writers share one commit and one
- * fsync (group commit).  Readers use a connection per calling thread
+ * Threads.  One write connection, used by one thread at a time: the
+ * leader.  store_write() queues a job; the first caller to find no commit in
+ * progress becomes the leader, takes every queued job (up to MAX_BATCH), runs
+ * each in its own SAVEPOINT inside one BEGIN IMMEDIATE ... COMMIT, then wakes
+ * them all: concurrent writers share one commit and one fsync (group
+ * commit), and a lone writer commits on its own thread (sq_write).  Readers use a connection per calling thread
  * (thread-local, opened on first use); WAL lets them read while the writer
  * writes.
  *
@@ -23,13 +24,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store.h"
 #include "log.h"
 #include "jdump.h"
+#include "jload.h"
 #include "util.h"
 
 #define MAX_BATCH 512
+#define WAL_RESTART_FRAMES 8192   /* 32 MiB of 4 KiB pages */
 #define STMT_CACHE 128
 
 struct conn {
@@ -39,6 +43,8 @@ struct conn {
         sqlite3_stmt *st;
     } cache[STMT_CACHE];
     struct conn *next;    /* all read connections, for closing */
+    bool busy;            /* a read transaction is open on it */
+    struct conn *nested;  /* the thread's next reader, for a read inside this one's */
 };
 
 struct hook {
@@ -61,17 +67,90 @@ struct sqlite_store {
     char *path;
     enum store_fsync fsync;
     struct conn *wconn;
-    pthread_t writer;
     pthread_mutex_t mu;
-    pthread_cond_t cond_jobs;   /* writer waits for jobs */
-    pthread_cond_t cond_done;   /* callers wait for their job */
-    struct job *head, *tail;
+    pthread_cond_t cond_done;   /* followers wait for their job or the leader role */
+    struct job *head, *tail;    /* queued jobs, not yet taken by a leader */
+    bool writing;               /* a leader is running a batch */
     bool stopping;
     pthread_key_t rkey;
     struct conn *readers;       /* guarded by mu */
-    int64_t last_checkpoint_ms;
+    pthread_t checkpointer;     /* see checkpointer_main */
+    pthread_cond_t cond_stop;
+    bool ckpt_stop;
     char node_id[ID_LEN];
 };
+
+/* Hot fields: the top-level fields of a task that every change of its runs
+ * rewrites (store_patch from run.c).  Besides their copy inside doc, they are
+ * kept in columns h_<field> holding the value's JSON text; a column that is
+ * not NULL wins over doc's copy.  A patch of hot fields only is then a plain
+ * column UPDATE instead of json_set parsing and re-serialising the whole
+ * document (22 % of quernd's instructions for create + lease + report, see
+ * BENCHMARKS.md).  Reads overlay the columns; dumps merge them into doc, so
+ * nothing outside this file sees them.  Append only (schema v2 adds them). */
+static const char *const task_hot[] = {"status",      "progress",      "updated_at",
+                                       "last_run_at", "latest_run_id", "run_count", NULL};
+static const char *const no_hot[] = {NULL};
+
+static const char *const *hot_fields(enum store_kind kind)
+{
+    return kind == SK_TASK ? task_hot : no_hot;
+}
+
+static bool is_hot(enum store_kind kind, const char *field)
+{
+    for (const char *const *f = hot_fields(kind); *f; f++)
+        if (!strcmp(*f, field))
+            return true;
+    return false;
+}
+
+/* The statements of each kind's documents, built once (building and hashing
+ * them per call showed up as 5 % vsnprintf in the profile). */
+struct kind_sql {
+    char *insert, *update, *get, *get_any, *cols;
+};
+static struct kind_sql ksql[SK__COUNT];
+static pthread_once_t ksql_once = PTHREAD_ONCE_INIT;
+
+static void ksql_build(void)
+{
+    for (int k = 0; k < SK__COUNT; k++) {
+        const char *t = store_kind_name((enum store_kind)k);
+        const char *const *fields = store_kind_fields((enum store_kind)k);
+        const char *const *hot = hot_fields((enum store_kind)k);
+        struct buf ins, vals, upd, cols;
+        buf_init(&ins);
+        buf_init(&vals);
+        buf_init(&upd);
+        buf_init(&cols);
+        buf_printf(&ins, "INSERT INTO %s(doc, project_id, id", t);
+        buf_puts(&vals, ") VALUES(?1, ?2, ?3");
+        buf_printf(&upd, "UPDATE %s SET doc=?1", t);
+        buf_puts(&cols, "doc");
+        int p = 4;
+        for (const char *const *f = fields; *f; f++, p++) {
+            buf_printf(&ins, ", f_%s", *f);
+            buf_printf(&vals, ", ?%d", p);
+            buf_printf(&upd, ", f_%s=?%d", *f, p);
+        }
+        for (const char *const *f = hot; *f; f++, p++) {
+            buf_printf(&ins, ", h_%s", *f);
+            buf_printf(&vals, ", ?%d", p);
+            buf_printf(&upd, ", h_%s=?%d", *f, p);
+            buf_printf(&cols, ", h_%s", *f);
+        }
+        buf_puts(&vals, ")");
+        buf_puts(&upd, " WHERE project_id=?2 AND id=?3");
+        buf_puts(&ins, vals.data);
+        buf_release(&vals);
+        ksql[k].insert = buf_steal(&ins);
+        ksql[k].update = buf_steal(&upd);
+        ksql[k].get = xasprintf("SELECT %s FROM %s WHERE project_id=?1 AND id=?2", cols.data, t);
+        ksql[k].get_any = xasprintf("SELECT %s FROM %s WHERE id=?2 LIMIT 1", cols.data, t);
+        ksql[k].cols = buf_steal(&cols);
+    }
+}
 
 struct sqlite_tx {
     struct store_tx_base base;
@@ -167,7 +246,9 @@ static struct conn *conn_open(struct sqlite_store *st, bool write, char **err)
         exec_sql(c, write ? "PRAGMA cache_size=-32768" : "PRAGMA cache_size=-8192") ||
         /* savepoint sub-journals in memory, not a temp file per commit */
         exec_sql(c, "PRAGMA temp_store=MEMORY") ||
-        (write && exec_sql(c, "PRAGMA wal_autocheckpoint=4000"))) {
+        /* checkpoints run on their own thread (checkpointer_main), never
+         * inside a commit */
+        (write && exec_sql(c, "PRAGMA wal_autocheckpoint=0"))) {
         if (err)
             *err = xasprintf("cannot configure %s", st->path);
         conn_free(c);
@@ -207,6 +288,30 @@ static char *schema_v1(void)
     return buf_steal(&b);
 }
 
+/* v2: the hot-field columns (see hot_fields), and partial indexes for the
+ * fields most tasks and runs leave null: an index entry per row costs a B-tree
+ * insert on every write, and `f = ?` implies `f IS NOT NULL`, so filters
+ * still use them. */
+static char *schema_v2(void)
+{
+    struct buf b;
+    buf_init(&b);
+    for (int k = 0; k < SK__COUNT; k++)
+        for (const char *const *f = hot_fields((enum store_kind)k); *f; f++)
+            buf_printf(&b, "ALTER TABLE %s ADD COLUMN h_%s TEXT;\n",
+                       store_kind_name((enum store_kind)k), *f);
+    static const char *const sparse[][2] = {{"tasks", "parent_id"},
+                                            {"tasks", "assigned_agent_id"},
+                                            {"tasks", "definition_id"},
+                                            {"runs", "definition_id"}};
+    for (size_t i = 0; i < sizeof sparse / sizeof *sparse; i++)
+        buf_printf(&b,
+                   "DROP INDEX %1$s_%2$s;\n"
+                   "CREATE INDEX %1$s_%2$s ON %1$s(project_id, f_%2$s, seq) WHERE f_%2$s IS NOT NULL;\n",
+                   sparse[i][0], sparse[i][1]);
+    return buf_steal(&b);
+}
+
 /* Migrations are applied in order; PRAGMA user_version records the last one
  * applied, in the same transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
@@ -218,7 +323,7 @@ static int migrate(struct conn *c, char **err)
     }
     int version = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
-    const int latest = 1;
+    const int latest = 2;
     if (version > latest) {
         *err = xasprintf("database schema version %d is newer than this quernd (%d)", version,
                          latest);
@@ -228,6 +333,8 @@ static int migrate(struct conn *c, char **err)
         char *sql = NULL;
         if (v == 1)
             sql = schema_v1();
+        else if (v == 2)
+            sql = schema_v2();
         char *ver = xasprintf("PRAGMA user_version=%d", v);
         int rc = exec_sql(c, "BEGIN IMMEDIATE");
         if (!rc)
@@ -250,28 +357,52 @@ static int migrate(struct conn *c, char **err)
 
 /* ---- the writer ---- */
 
+/* One statement of the transaction's frame, prepared once (sqlite3_exec
+ * would parse it again on every commit). */
+static int frame_sql(struct conn *c, const char *sql)
+{
+    sqlite3_stmt *s = stmt(c, sql);
+    int rc = s ? sqlite3_step(s) : SQLITE_ERROR;
+    if (s)
+        sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        log_write(LOG_ERROR, "store", json_pack("{s:s}", "sql", sql), "sqlite: %s",
+                  sqlite3_errmsg(c->db));
+        return -EIO;
+    }
+    return 0;
+}
+
 static void run_batch(struct sqlite_store *st, struct job *batch)
 {
     struct conn *c = st->wconn;
-    int rc = exec_sql(c, "BEGIN IMMEDIATE");
+    /* a lone job needs no savepoint: its failure rolls the transaction back */
+    bool alone = !batch->next;
+    int rc = frame_sql(c, "BEGIN IMMEDIATE");
     for (struct job *j = batch; j; j = j->next) {
         if (rc) {
             j->rc = -EIO;
             continue;
         }
         struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, j};
-        exec_sql(c, "SAVEPOINT job");
+        if (!alone)
+            frame_sql(c, "SAVEPOINT job");
         j->rc = j->fn((struct store_tx *)&tx, j->arg);
         if (j->rc) {
-            exec_sql(c, "ROLLBACK TO job");
+            frame_sql(c, alone ? "ROLLBACK" : "ROLLBACK TO job");
             for (size_t i = 0; i < j->nhooks; i++)   /* invariant 3 */
                 j->hooks[i].fn(j->hooks[i].arg, false);
             j->nhooks = 0;
+            if (alone) {
+                /* nothing left to commit; hooks were told */
+                return;
+            }
         }
-        exec_sql(c, "RELEASE job");
+        if (!alone)
+            frame_sql(c, "RELEASE job");
     }
-    if (!rc && exec_sql(c, "COMMIT")) {
-        exec_sql(c, "ROLLBACK");
+    if (!rc && frame_sql(c, "COMMIT")) {
+        frame_sql(c, "ROLLBACK");
         rc = -EIO;
     }
     /* Invariant 3: hooks after the commit, in commit order. */
@@ -282,45 +413,60 @@ static void run_batch(struct sqlite_store *st, struct job *batch)
             j->hooks[i].fn(j->hooks[i].arg, rc == 0);
         j->nhooks = 0;
     }
-    if (st->fsync == STORE_FSYNC_BATCH) {
-        int64_t now = mono_ms();
-        if (now - st->last_checkpoint_ms >= 1000) {
-            st->last_checkpoint_ms = now;
-            sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
-        }
-    }
 }
 
-static void *writer_main(void *arg)
+/* Checkpoints copy the WAL into the database file, once a second, on a
+ * connection of their own: a PASSIVE checkpoint never blocks writers or
+ * readers, so no commit ever waits for one (they used to run inline, in the
+ * commit that crossed a size or time mark: the p99 of every request).  It
+ * also keeps the promise of --fsync batch: the checkpoint fsyncs the WAL, so
+ * at most about a second of acknowledged writes is exposed to power loss. */
+static void *checkpointer_main(void *arg)
 {
     struct sqlite_store *st = arg;
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(st->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+        SQLITE_OK) {
+        log_write(LOG_ERROR, "store", NULL, "the checkpoint connection failed: %s",
+                  sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 1000);
     pthread_mutex_lock(&st->mu);
-    for (;;) {
-        while (!st->head && !st->stopping)
-            pthread_cond_wait(&st->cond_jobs, &st->mu);
-        if (!st->head && st->stopping)
+    while (!st->ckpt_stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 1;
+        pthread_cond_timedwait(&st->cond_stop, &st->mu, &ts);
+        if (st->ckpt_stop)
             break;
-        struct job *batch = st->head, *last = batch;
-        int n = 1;
-        while (last->next && n < MAX_BATCH) {
-            last = last->next;
-            n++;
-        }
-        st->head = last->next;
-        if (!st->head)
-            st->tail = NULL;
-        last->next = NULL;
         pthread_mutex_unlock(&st->mu);
-        run_batch(st, batch);
+        /* the pragma first: on a connection that has not read yet, the C
+         * call finds no WAL open and does nothing */
+        sqlite3_exec(db, "PRAGMA wal_checkpoint(PASSIVE)", NULL, NULL, NULL);
+        int log = 0, done = 0;
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        /* Under a steady write load new frames keep arriving behind each
+         * passive checkpoint, so the WAL is never found fully copied and
+         * never starts over: past WAL_RESTART_FRAMES, a RESTART checkpoint
+         * holds writers back for the short tail the passive one left. */
+        if (log > WAL_RESTART_FRAMES)
+            sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_RESTART, &log, &done);
         pthread_mutex_lock(&st->mu);
-        for (struct job *j = batch; j; j = j->next)
-            j->done = true;
-        pthread_cond_broadcast(&st->cond_done);
     }
     pthread_mutex_unlock(&st->mu);
+    sqlite3_close(db);
     return NULL;
 }
 
+/* Group commit without a writer thread (the leader/follower pattern of
+ * LevelDB's write groups): a caller queues its job; when no commit is in
+ * progress it becomes the leader, takes every queued job (its own and those
+ * queued behind it, up to MAX_BATCH), runs them in one transaction on its own
+ * thread, then wakes the followers.  Concurrent writers still share one
+ * commit and one fsync, and a lone writer pays no thread hand-off (two
+ * context switches per request with a dedicated thread). */
 static int sq_write(struct store *s, store_fn fn, void *arg)
 {
     struct sqlite_store *st = SQ(s);
@@ -335,27 +481,66 @@ static int sq_write(struct store *s, store_fn fn, void *arg)
     else
         st->head = &j;
     st->tail = &j;
-    pthread_cond_signal(&st->cond_jobs);
-    while (!j.done)
-        pthread_cond_wait(&st->cond_done, &st->mu);
+    while (!j.done) {
+        if (st->writing) {
+            pthread_cond_wait(&st->cond_done, &st->mu);
+            continue;
+        }
+        st->writing = true;
+        struct job *batch = st->head, *last = batch;
+        int n = 1;
+        while (last->next && n < MAX_BATCH) {
+            last = last->next;
+            n++;
+        }
+        st->head = last->next;
+        if (!st->head)
+            st->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&st->mu);
+        run_batch(st, batch);
+        pthread_mutex_lock(&st->mu);
+        for (struct job *b = batch, *next; b; b = next) {
+            next = b->next;   /* b may return (and its stack frame go) once done */
+            b->done = true;
+        }
+        st->writing = false;
+        pthread_cond_broadcast(&st->cond_done);
+    }
     pthread_mutex_unlock(&st->mu);
     free(j.hooks);
     return j.rc;
 }
 
-static struct conn *reader(struct sqlite_store *st)
+static struct conn *open_reader(struct sqlite_store *st)
 {
-    struct conn *c = pthread_getspecific(st->rkey);
-    if (c)
-        return c;
-    c = conn_open(st, false, NULL);
+    struct conn *c = conn_open(st, false, NULL);
     if (!c)
         return NULL;
-    pthread_setspecific(st->rkey, c);
     pthread_mutex_lock(&st->mu);
     c->next = st->readers;
     st->readers = c;
     pthread_mutex_unlock(&st->mu);
+    return c;
+}
+
+/* The calling thread's read connection that has no transaction open.  A
+ * read can start inside another on the same thread (a commit hook that
+ * reads, run by a leader that was itself reading): it gets the thread's next
+ * connection, so its own snapshot is fresh and the outer one stays intact. */
+static struct conn *reader(struct sqlite_store *st)
+{
+    struct conn *c = pthread_getspecific(st->rkey);
+    if (!c) {
+        if (!(c = open_reader(st)))
+            return NULL;
+        pthread_setspecific(st->rkey, c);
+    }
+    while (c->busy) {
+        if (!c->nested && !(c->nested = open_reader(st)))
+            return NULL;
+        c = c->nested;
+    }
     return c;
 }
 
@@ -368,7 +553,9 @@ static int sq_read(struct store *s, store_fn fn, void *arg)
     struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, NULL};
     sqlite3_stmt *b = stmt(c, "BEGIN");
     sqlite3_step(b);
+    c->busy = true;
     int rc = fn((struct store_tx *)&tx, arg);
+    c->busy = false;
     sqlite3_stmt *e = stmt(c, "COMMIT");
     sqlite3_step(e);
     return rc;
@@ -414,17 +601,18 @@ static struct store *sq_open(const char *path, const struct store_opts *opts, ch
     st->fsync = opts ? opts->fsync : STORE_FSYNC_ALWAYS;
     id_new("node", st->node_id);
     pthread_mutex_init(&st->mu, NULL);
-    pthread_cond_init(&st->cond_jobs, NULL);
     pthread_cond_init(&st->cond_done, NULL);
     pthread_key_create(&st->rkey, NULL);
+    pthread_cond_init(&st->cond_stop, NULL);
     sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+    pthread_once(&ksql_once, ksql_build);
     st->wconn = conn_open(st, true, err);
     if (!st->wconn)
         goto fail;
     if (migrate(st->wconn, err))
         goto fail;
-    if (pthread_create(&st->writer, NULL, writer_main, st)) {
-        *err = xstrdup("cannot start the store writer thread");
+    if (pthread_create(&st->checkpointer, NULL, checkpointer_main, st)) {
+        *err = xstrdup("cannot start the store's checkpoint thread");
         goto fail;
     }
     return (struct store *)st;
@@ -439,10 +627,13 @@ static void sq_close(struct store *s)
 {
     struct sqlite_store *st = SQ(s);
     pthread_mutex_lock(&st->mu);
-    st->stopping = true;
-    pthread_cond_signal(&st->cond_jobs);
+    st->stopping = true;   /* new writes fail; queued ones finish */
+    while (st->writing || st->head)
+        pthread_cond_wait(&st->cond_done, &st->mu);
+    st->ckpt_stop = true;
+    pthread_cond_signal(&st->cond_stop);
     pthread_mutex_unlock(&st->mu);
-    pthread_join(st->writer, NULL);
+    pthread_join(st->checkpointer, NULL);
     sqlite3_wal_checkpoint_v2(st->wconn->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
     conn_free(st->wconn);
     for (struct conn *c = st->readers, *n; c; c = n) {
@@ -470,37 +661,50 @@ static json_t *col_json(sqlite3_stmt *s, int i)
     int n = sqlite3_column_bytes(s, i);
     if (!t)
         return NULL;
-    return json_loadb(t, (size_t)n, 0, NULL);
+    return jload(t, (size_t)n, 0);
+}
+
+/* The document in column i of a row selected with ksql.cols, hot columns
+ * (i+1, i+2, ...) laid over it. */
+static json_t *row_doc(sqlite3_stmt *s, int i, enum store_kind kind)
+{
+    json_t *doc = col_json(s, i);
+    if (!doc)
+        return NULL;
+    int c = i + 1;
+    for (const char *const *f = hot_fields(kind); *f; f++, c++) {
+        const char *t = (const char *)sqlite3_column_text(s, c);
+        if (!t)
+            continue;
+        json_t *v = jload(t, (size_t)sqlite3_column_bytes(s, c), JSON_DECODE_ANY);
+        if (v)
+            json_object_set_new(doc, *f, v);
+    }
+    return doc;
+}
+
+/* Binds doc's hot fields of kind from parameter p on (JSON text, or NULL when
+ * absent). */
+static void bind_hot(sqlite3_stmt *s, int p, enum store_kind kind, const json_t *doc)
+{
+    for (const char *const *f = hot_fields(kind); *f; f++, p++) {
+        json_t *v = json_object_get(doc, *f);
+        if (v)
+            sqlite3_bind_text(s, p, jdump(v, NULL), -1, free);
+        else
+            sqlite3_bind_null(s, p);
+    }
 }
 
 static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_id,
                   const json_t *doc, bool update)
 {
     struct sqlite_tx *tx = TX(t);
-    const char *table = store_kind_name(kind);
     const char *const *fields = store_kind_fields(kind);
     const char *id = json_string_value(json_object_get(doc, "id"));
     if (!id || !project_id)
         return -EINVAL;
-    struct buf sql;
-    buf_init(&sql);
-    int nf = 0;
-    if (update) {
-        buf_printf(&sql, "UPDATE %s SET doc=?1", table);
-        for (const char *const *f = fields; *f; f++, nf++)
-            buf_printf(&sql, ", f_%s=?%d", *f, nf + 4);
-        buf_puts(&sql, " WHERE project_id=?2 AND id=?3");
-    } else {
-        buf_printf(&sql, "INSERT INTO %s(doc, project_id, id", table);
-        for (const char *const *f = fields; *f; f++, nf++)
-            buf_printf(&sql, ", f_%s", *f);
-        buf_puts(&sql, ") VALUES(?1, ?2, ?3");
-        for (int i = 0; i < nf; i++)
-            buf_printf(&sql, ", ?%d", i + 4);
-        buf_puts(&sql, ")");
-    }
-    sqlite3_stmt *s = stmt(tx->c, sql.data);
-    buf_release(&sql);
+    sqlite3_stmt *s = stmt(tx->c, update ? ksql[kind].update : ksql[kind].insert);
     if (!s)
         return -EIO;
     char *text = jdump(doc, NULL);
@@ -515,6 +719,7 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
         else
             sqlite3_bind_null(s, i);
     }
+    bind_hot(s, i, kind, doc);
     int rc = sqlite3_step(s);
     int changes = sqlite3_changes(tx->c->db);
     sqlite3_reset(s);
@@ -543,8 +748,9 @@ static bool plain_key(const char *k)
     return *k != 0;
 }
 
-/* json_set over the stored text: SQLite's JSON1 rewrites the document in
- * one pass, cheaper than parsing and re-serialising it here. */
+/* Hot fields become column updates; any other field goes through json_set
+ * over the stored text (SQLite's JSON1 rewrites the document in one pass,
+ * cheaper than parsing and re-serialising it here). */
 static int sq_patch(struct store_tx *t, enum store_kind kind, const char *project_id,
                     const char *id, const json_t *fields, const char *if_field,
                     const char *if_value)
@@ -552,23 +758,37 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
     struct sqlite_tx *tx = TX(t);
     struct buf sql;
     buf_init(&sql);
-    buf_printf(&sql, "UPDATE %s SET doc=json_set(doc", store_kind_name(kind));
+    buf_printf(&sql, "UPDATE %s SET ", store_kind_name(kind));
     const char *k;
     json_t *v;
-    int p = 10;
+    int p = 10, cold = 0;
+    const char *sep = "";
     json_object_foreach((json_t *)fields, k, v) {
         if (!plain_key(k)) {
             buf_release(&sql);
             return -EINVAL;
         }
-        buf_printf(&sql, ", '$.%s', json(?%d)", k, p++);
-    }
-    buf_puts(&sql, ")");
-    p = 10;
-    json_object_foreach((json_t *)fields, k, v) {
-        if (is_indexed(kind, k))
-            buf_printf(&sql, ", f_%s=?%d", k, p + 100);
+        if (is_hot(kind, k)) {
+            buf_printf(&sql, "%sh_%s=?%d", sep, k, p);
+            sep = ", ";
+        } else {
+            cold++;
+        }
+        if (is_indexed(kind, k)) {
+            buf_printf(&sql, "%sf_%s=?%d", sep, k, p + 100);
+            sep = ", ";
+        }
         p++;
+    }
+    if (cold || !*sep) {
+        buf_printf(&sql, "%sdoc=json_set(doc", sep);
+        p = 10;
+        json_object_foreach((json_t *)fields, k, v) {
+            if (!is_hot(kind, k))
+                buf_printf(&sql, ", '$.%s', json(?%d)", k, p);
+            p++;
+        }
+        buf_puts(&sql, ")");
     }
     buf_puts(&sql, " WHERE project_id=?1 AND id=?2");
     if (if_field) {
@@ -576,7 +796,10 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
             buf_release(&sql);
             return -EINVAL;
         }
-        buf_printf(&sql, " AND json_extract(doc, '$.%s')=?3", if_field);
+        if (is_hot(kind, if_field))
+            buf_printf(&sql, " AND coalesce(h_%s ->> '$', doc ->> '$.%s')=?3", if_field, if_field);
+        else
+            buf_printf(&sql, " AND json_extract(doc, '$.%s')=?3", if_field);
     }
     sqlite3_stmt *s = stmt(tx->c, sql.data);
     buf_release(&sql);
@@ -610,13 +833,7 @@ static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *proj
                       const char *id)
 {
     struct sqlite_tx *tx = TX(t);
-    char sql[256];
-    if (project_id)
-        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE project_id=?1 AND id=?2",
-                 store_kind_name(kind));
-    else
-        snprintf(sql, sizeof sql, "SELECT doc FROM %s WHERE id=?2 LIMIT 1", store_kind_name(kind));
-    sqlite3_stmt *s = stmt(tx->c, sql);
+    sqlite3_stmt *s = stmt(tx->c, project_id ? ksql[kind].get : ksql[kind].get_any);
     if (!s)
         return NULL;
     if (project_id)
@@ -624,7 +841,7 @@ static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *proj
     bind_text(s, 2, id);
     json_t *doc = NULL;
     if (sqlite3_step(s) == SQLITE_ROW)
-        doc = col_json(s, 0);
+        doc = row_doc(s, 0, kind);
     sqlite3_reset(s);
     return doc;
 }
@@ -714,8 +931,8 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     buf_init(&where);
     buf_init(&sql);
     where_clause(&where, project_id, q);
-    buf_printf(&sql, "SELECT doc FROM %s%s ORDER BY seq %s LIMIT ?200 OFFSET ?201", table,
-               where.data, q->oldest_first ? "ASC" : "DESC");
+    buf_printf(&sql, "SELECT %s FROM %s%s ORDER BY seq %s LIMIT ?200 OFFSET ?201",
+               ksql[kind].cols, table, where.data, q->oldest_first ? "ASC" : "DESC");
     sqlite3_stmt *s = stmt(tx->c, sql.data);
     int rc = 0;
     if (!s) {
@@ -728,7 +945,7 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     json_t *arr = json_array();
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-        json_t *d = col_json(s, 0);
+        json_t *d = row_doc(s, 0, kind);
         if (d)
             json_array_append_new(arr, d);
     }
@@ -1058,6 +1275,34 @@ static bool sq_node_alive(struct store *s, const char *node_id)
     return !strcmp(SQ(s)->node_id, node_id);
 }
 
+/* A dumped row of a kind's table: its hot columns merged into doc and
+ * removed, so the copy is the plain document every backend stores. */
+static void merge_hot(const char *table, json_t *row)
+{
+    for (int k = 0; k < SK__COUNT; k++) {
+        if (strcmp(table, store_kind_name((enum store_kind)k)) || !*hot_fields((enum store_kind)k))
+            continue;
+        json_t *doc = json_loads(json_string_value(json_object_get(row, "doc")), 0, NULL);
+        for (const char *const *f = hot_fields((enum store_kind)k); *f; f++) {
+            char col[64];
+            snprintf(col, sizeof col, "h_%s", *f);
+            const char *text = json_string_value(json_object_get(row, col));
+            json_t *v = text ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+            if (doc && v)
+                json_object_set_new(doc, *f, v);
+            else
+                json_decref(v);
+            json_object_del(row, col);
+        }
+        if (doc) {
+            char *text = jdump(doc, NULL);
+            json_object_set_new(row, "doc", json_string(text));
+            free(text);
+        }
+        json_decref(doc);
+    }
+}
+
 static int sq_dump(struct store_tx *t, const char *table, int64_t offset, int64_t limit,
                    json_t **out)
 {
@@ -1088,6 +1333,7 @@ static int sq_dump(struct store_tx *t, const char *table, int64_t offset, int64_
                                                  (size_t)sqlite3_column_bytes(s, i)));
             }
         }
+        merge_hot(table, row);
         json_array_append_new(rows, row);
     }
     sqlite3_finalize(s);

@@ -51,8 +51,10 @@ class Conn:
         u = urlsplit(os.environ.get("QUERN_URL", "http://127.0.0.1:7070"))
         self.c = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=120)
         self.c.connect()  # http.client sets TCP_NODELAY
+        # Prefer: a producer needs the ids only ({id, status, run_id} per task,
+        # as a peer's enqueue answers with its job id), not the whole task
         self.h = {"Authorization": "Bearer " + os.environ["QUERN_KEY"],
-                  "Content-Type": "application/json"}
+                  "Content-Type": "application/json", "Prefer": "return=minimal"}
 
     def post(self, path, body):
         self.c.request("POST", BASE + path, body, self.h)

@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import Server, expect, run_tests, sse, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -145,6 +145,48 @@ def test_client_id_and_conflict():
     expect(S.req("POST", P + "/tasks", {"id": "my-task-1", "assigned_agent_id": "a"}), 201)
     r = S.req("POST", P + "/tasks", {"id": "my-task-1", "assigned_agent_id": "a"})
     assert r.status == 409 and r.json["error"]["type"] == "conflict"
+    # with a run: the task and its first run are written together; a second
+    # create of the same id leaves the first task, its run and its events alone
+    t = expect(S.req("POST", P + "/tasks", {"id": "my-task-2", "assigned_agent_id": "a2", "run": True}), 201)
+    assert t["status"] == "queued" and t["run_count"] == 1, t
+    first = expect(S.req("GET", P + "/tasks/my-task-2/runs"), 200)["data"]
+    assert len(first) == 1, first
+    r = S.req("POST", P + "/tasks", {"id": "my-task-2", "assigned_agent_id": "a2", "run": True})
+    assert r.status == 409 and r.json["error"]["param"] == "id", r.json
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"name": "fresh", "assigned_agent_id": "a2", "run": True},
+                                                      {"id": "my-task-2", "assigned_agent_id": "a2", "run": True}]})
+    assert r.status == 409 and r.json["error"]["param"] == "tasks[1].id", r.json
+    assert expect(S.req("GET", P + "/tasks?q=fresh"), 200)["total"] == 0
+    again = expect(S.req("GET", P + "/tasks/my-task-2"), 200)
+    assert again["run_count"] == 1 and again["status"] == "queued", again
+    runs = expect(S.req("GET", P + "/tasks/my-task-2/runs"), 200)["data"]
+    assert [x["id"] for x in runs] == [first[0]["id"]], runs
+    # its events: task.created once, before its run's queued event
+    st, evs = sse(S, P + "/events/stream", stop=lambda e: e[2].get("task_id") == "my-task-2"
+                  and e[1] == "task_run.queued")
+    mine = [e[1] for e in evs if e[2].get("task_id") == "my-task-2"]
+    assert mine == ["task.created", "task_run.queued"], mine
+
+
+def test_prefer_return_minimal():
+    h = {"Prefer": "return=minimal"}
+    r = S.req("POST", P + "/tasks", {"name": "min", "assigned_agent_id": "mn", "run": True}, headers=h)
+    assert r.status == 201 and set(r.json) == {"id", "status", "run_id"}, r.json
+    assert r.header("Preference-Applied") == "return=minimal"
+    runs = expect(S.req("GET", P + "/tasks/%s/runs" % r.json["id"]), 200)["data"]
+    assert r.json["status"] == "queued" and [x["id"] for x in runs] == [r.json["run_id"]], (r.json, runs)
+    r = S.req("POST", P + "/tasks", {"name": "min2", "assigned_agent_id": "mn"}, headers=h)
+    assert r.status == 201 and r.json["run_id"] is None, r.json
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"name": "m%d" % i, "assigned_agent_id": "mn",
+                                                      "run": True} for i in range(3)]}, headers=h)
+    assert r.status == 201 and all(set(t) == {"id", "status", "run_id"} and t["run_id"]
+                                   for t in r.json["data"]), r.json
+    full = expect(S.req("GET", P + "/tasks/" + r.json["data"][2]["id"]), 200)
+    assert full["name"] == "m2" and full["status"] == "queued", full
+    # without the header: the whole task, no Preference-Applied
+    r = S.req("POST", P + "/tasks", {"name": "full", "assigned_agent_id": "mn"})
+    assert r.status == 201 and r.json["name"] == "full" and "settings" in r.json
+    assert r.header("Preference-Applied") is None
 
 
 def test_batch_all_or_nothing():

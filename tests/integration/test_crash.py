@@ -1,7 +1,12 @@
 """Crash safety: SIGKILL quernd under a write load several times, restart it
 on the same data, and check every acknowledged task and log entry is there
-and leased runs come back under the lease rules."""
+and leased runs come back under the lease rules.  SIGKILL while a code run
+(runtime sh) runs: the restart succeeds, the run ends failed with
+node_restarted (runner_recover; retried when retries remain), the sandboxed
+process tree is gone, and the node is ready.  Both stores (the runner runs
+this file with QUERN_TEST_STORE=pg too)."""
 import os
+import random
 import sys
 import threading
 
@@ -79,6 +84,87 @@ def test_sigkill_loses_nothing_acknowledged():
             from qlib import wait_for
             r = wait_for(back, what="lease expiry after the crash")
             assert r["attempt"] == run["attempt"] + 1 or r["error"]["code"] == "lease_expired"
+    finally:
+        s.stop()
+
+
+def procs_with(token):
+    """Pids whose command line holds token (any user, any pid namespace)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/cmdline" % pid, "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if token in cmd:
+            out.append(int(pid))
+    return out
+
+
+def code_run_killed(settings):
+    """Starts a code run that sleeps (a token in its command line marks its
+    processes), SIGKILLs quernd while it runs, restarts quernd on the same
+    data.  Returns (server, task, run before the kill, token)."""
+    from qlib import wait_for
+    token = "30.%06d" % random.randrange(10 ** 6)   # sleep 30.xxxxxx: ours alone
+    s = Server()
+    t = expect(s.req("POST", P + "/tasks", {"runtime_id": "sh", "settings": settings,
+                                            "code": "sleep %s & sleep %s; wait" % (token, token)}), 201)
+    run = wait_for(lambda: (lambda r: r if r["status"] == "running" else None)(
+        expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 30, "the code run to start")
+    wait_for(lambda: len(procs_with("sleep " + token)) == 2, 30, "the sandboxed sleeps")
+    s.kill()
+    s.start()   # raises when quernd does not come up
+    return s, t, run, token
+
+
+def ready(s):
+    r = s.req("GET", "/readyz", key=None)
+    return r.status == 200
+
+
+def test_sigkill_during_a_code_run():
+    from qlib import wait_for
+    s, t, run, token = code_run_killed({"max_retries": 0})
+    try:
+        wait_for(lambda: ready(s), 30, "/readyz after the restart")
+        # the sandbox (its pid namespace, PR_SET_PDEATHSIG) died with quernd
+        wait_for(lambda: procs_with("sleep " + token) == [], 30, "the sandboxed processes gone")
+        r = expect(s.req("GET", P + "/task-runs/" + run["id"]), 200)
+        assert r["status"] == "failed", r
+        assert r["error"]["code"] == "node_restarted", r
+        assert r["attempt"] == run["attempt"], r
+        runs = expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+        assert len(runs) == 1, runs
+        task = expect(s.req("GET", P + "/tasks/" + t["id"]), 200)
+        assert task["status"] == "failed", task
+        # the node still runs code
+        t2 = expect(s.req("POST", P + "/tasks", {"runtime_id": "sh", "code": "echo after"}), 201)
+        wait_for(lambda: expect(s.req("GET", P + "/tasks/%s/runs" % t2["id"]), 200)["data"][0]["status"]
+                 == "completed", 60, "a new code run to complete")
+    finally:
+        s.stop()
+
+
+def test_sigkill_during_a_code_run_with_retries_left():
+    from qlib import wait_for
+    s, t, run, token = code_run_killed({"max_retries": 1, "retry_delay_ms": 0})
+    try:
+        wait_for(lambda: ready(s), 30, "/readyz after the restart")
+
+        def second():
+            r = expect(s.req("GET", P + "/task-runs/" + run["id"]), 200)
+            return r if r["attempt"] == run["attempt"] + 1 and r["status"] == "running" else None
+        r = wait_for(second, 60, "the second attempt running")
+        assert "node_restarted" in [e["code"] for e in r["errors"]], r
+        # the first attempt's processes are gone; the second attempt's run
+        wait_for(lambda: len(procs_with("sleep " + token)) == 2, 30, "only the new attempt's sleeps")
+        expect(s.req("POST", P + "/tasks/%s/runs/%s/cancel" % (t["id"], run["id"])), 200)
+        wait_for(lambda: procs_with("sleep " + token) == [], 30, "the canceled run's processes gone")
+        assert ready(s)
     finally:
         s.stop()
 
