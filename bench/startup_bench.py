@@ -181,6 +181,13 @@ def clone(db, ids, plan):
     for kind, count in plan:
         tid = ids[kind]
         (rid,) = c.execute("SELECT id FROM runs WHERE f_task_id=?", (tid,)).fetchone()
+        # every text column that holds the template's ids gets the clone's (doc, and
+        # columns copied out of it such as the task's latest run id)
+        def with_ids(table, cols, key):
+            row = c.execute("SELECT %s FROM %s WHERE id=?" % (", ".join(cols), table), (key,)).fetchone()
+            return [col for col, v in zip(cols, row) if isinstance(v, str) and (tid in v or rid in v)]
+        tfix = set(with_ids("tasks", tcols, tid)) - {"id"}
+        rfix = set(with_ids("runs", rcols, rid)) - {"id"}
         done = 0
         while done < count:
             n = min(100000, count - done)
@@ -189,14 +196,16 @@ def clone(db, ids, plan):
             cte = ("WITH RECURSIVE cnt(k) AS (SELECT 0 UNION ALL SELECT k+1 FROM cnt WHERE k<%d) " % (n - 1))
             newt = "'task_' || printf('%%022x', k + %d)" % base
             newr = "'run_' || printf('%%022x', k + %d)" % base
-            tsel = ", ".join({"id": newt, "doc": "replace(replace(doc, ?1, %s), ?2, %s)" % (newt, newr)}
-                             .get(col, col) for col in tcols)
+            def fix(col):
+                return "replace(replace(%s, ?1, %s), ?2, %s)" % (col, newt, newr)
+            tsel = ", ".join(newt if col == "id" else fix(col) if col in tfix else col for col in tcols)
             c.execute(cte + "INSERT INTO tasks(%s) SELECT %s FROM tasks, cnt WHERE id=?1"
                       % (", ".join(tcols), tsel), (tid, rid))
-            rdoc = "replace(replace(doc, ?1, %s), ?2, %s)" % (newt, newr)
+            rdoc = fix("doc")
             if kind == "queued":   # FIFO order of the clones
                 rdoc = "json_set(%s, '$.queued_ms', json_extract(doc, '$.queued_ms') + k)" % rdoc
-            rsel = ", ".join({"id": newr, "doc": rdoc, "f_task_id": newt}.get(col, col) for col in rcols)
+            rsel = ", ".join(newr if col == "id" else rdoc if col == "doc" else fix(col) if col in rfix
+                             else col for col in rcols)
             c.execute(cte + "INSERT INTO runs(%s) SELECT %s FROM runs, cnt WHERE id=?2"
                       % (", ".join(rcols), rsel), (tid, rid))
             c.commit()
