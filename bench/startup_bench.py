@@ -272,6 +272,7 @@ def one_start(pristine, work, key, cold, store):
     if os.path.exists(work):
         shutil.rmtree(work)
     shutil.copytree(pristine, work)
+    os.unlink(os.path.join(work, "stderr.log"))   # the loader's log: phases are this start's
     db = os.path.join(work, "quern.db")
     before, _ = counts(db)
     if cold:
