@@ -1,8 +1,15 @@
 /*
  * qbench — quern's own micro benchmarks against a running quernd (QUERN_URL,
- * QUERN_KEY, QUERN_DEF: a definition without code).  Each prints one JSON line
- * of figures; bench/run.py starts a fresh quernd per benchmark and adds the
- * server's peak RSS and CPU seconds.
+ * QUERN_KEY).  Each prints one JSON line of figures; bench/run.py starts a
+ * fresh quernd per benchmark and adds the server's peak RSS and CPU seconds.
+ * Every invocation creates its own definition without code, so runs left
+ * queued on the server by an earlier benchmark (or by the harness clients on
+ * QUERN_DEF) are never leased here.  The latency samples used to stay 0
+ * (p50/p99/p999 0.000) whenever the leased runs did not carry this qbench's
+ * input: such runs were counted as done and wrote at most sample 0.  Each
+ * input now carries a per-process nonce, a leased run without it is an error,
+ * and a latency run whose samples are not all recorded fails instead of
+ * printing figures.
  *
  *   qbench create N W B     N tasks ("run": true) from W threads, B per request
  *                           (B=1: POST .../tasks; B>1: POST .../tasks/batch)
@@ -20,12 +27,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "qhttp.h"
 
 #define BASE "/api/projects/default"
 
-static const char *def_id;
+static char def_id[128];
+static long nonce;       /* tags this process's inputs; a leased run without it is not ours */
 static long total;
 static atomic_long next_i, done_n;
 static double *lat;      /* per-request or per-run latencies, ms */
@@ -55,8 +65,9 @@ static double pct(double *xs, long n, double p)
 static void task_json(char *buf, size_t cap, size_t *len, long i)
 {
     *len += (size_t)snprintf(buf + *len, cap - *len,
-                             "{\"definition_id\":\"%s\",\"run\":true,\"input\":{\"i\":%ld,\"ts\":%.6f}}",
-                             def_id, i, qnow());
+                             "{\"definition_id\":\"%s\",\"run\":true,"
+                             "\"input\":{\"i\":%ld,\"ts\":%.6f,\"qb\":%ld}}",
+                             def_id, i, qnow(), nonce);
 }
 
 /* Creates jobs [i, i+k) in one request (single POST when batch_b == 1). */
@@ -135,6 +146,10 @@ static void *work_thread(void *arg)
             json_t *r = json_array_get(runs, i);
             json_t *in = json_object_get(r, "input");
             long idx = (long)json_integer_value(json_object_get(in, "i"));
+            if (!json_is_object(in))
+                die("a leased run has no \"input\" (the lease reply must carry it)", 0, NULL);
+            if (json_integer_value(json_object_get(in, "qb")) != nonce)
+                die("leased a run that this qbench did not create", 0, NULL);
             if (idx >= 0 && idx < total)
                 lat[idx] = (start - json_number_value(json_object_get(in, "ts"))) * 1000;
             len += (size_t)snprintf(rep + len, cap - len,
@@ -169,6 +184,27 @@ static void *pace_thread(void *arg)
     return arg;
 }
 
+/* Creates this invocation's own definition without code (into def_id). */
+static void make_definition(void)
+{
+    struct qconn c;
+    char body[256];
+    if (qconn_open(&c))
+        die("connect", 0, NULL);
+    int len = snprintf(body, sizeof body,
+                       "{\"title\":\"qbench-%ld\",\"description\":\"no code: leased by qbench\"}", nonce);
+    int rc = qconn_post(&c, BASE "/definitions", body, (size_t)len);
+    if (rc != 201 && rc != 200)
+        die("create definition", rc, &c);
+    json_t *doc = json_loadb(c.body, c.body_len, 0, NULL);
+    const char *id = json_string_value(json_object_get(doc, "id"));
+    if (!id || strlen(id) >= sizeof def_id)
+        die("create definition: no id", rc, &c);
+    snprintf(def_id, sizeof def_id, "%s", id);
+    json_decref(doc);
+    qconn_close(&c);
+}
+
 static double run_threads(int w, void *(*fn)(void *))
 {
     pthread_t *t = calloc((size_t)w, sizeof *t);
@@ -186,17 +222,22 @@ static double run_threads(int w, void *(*fn)(void *))
 
 int main(int argc, char **argv)
 {
-    def_id = getenv("QUERN_DEF");
-    if (argc != 5 || !def_id) {
+    if (argc != 5) {
         fprintf(stderr, "usage: qbench create N W B | drain N W MAX | latency N RATE W"
-                        "  (env QUERN_URL QUERN_KEY QUERN_DEF)\n");
+                        "  (env QUERN_URL QUERN_KEY)\n");
         return 2;
     }
     const char *what = argv[1];
     total = atol(argv[2]);
-    lat = calloc((size_t)total + 1, sizeof *lat);
-    if (!lat || total < 1)
+    if (total < 1)
+        return 2;
+    lat = malloc(((size_t)total + 1) * sizeof *lat);
+    if (!lat)
         abort();
+    for (long i = 0; i <= total; i++)
+        lat[i] = -1;   /* unset */
+    nonce = (long)getpid() * 1000003L + (long)(qnow() * 1000) % 1000003L;
+    make_definition();
     if (!strcmp(what, "create")) {
         int w = atoi(argv[3]);
         batch_b = atol(argv[4]);
@@ -230,9 +271,28 @@ int main(int argc, char **argv)
         nanosleep(&settle, NULL);   /* workers are in their long-poll */
         pthread_create(&p, NULL, pace_thread, NULL);
         pthread_join(p, NULL);
+        /* the workers stop once every run is leased; a server that never hands
+         * some of them out must not hang the benchmark */
+        for (int k = 0; atomic_load(&done_n) < total; k++) {
+            if (k == 300) {
+                fprintf(stderr, "qbench: latency: only %ld of %ld runs leased 30 s after the last "
+                                "create\n", atomic_load(&done_n), total);
+                exit(1);
+            }
+            struct timespec tick = {0, 100000000};
+            nanosleep(&tick, NULL);
+        }
         for (int i = 0; i < w; i++)
             pthread_join(ws[i], NULL);
         free(ws);
+        long missing = 0;
+        for (long i = 0; i < total; i++)
+            missing += lat[i] < 0;
+        if (missing) {
+            fprintf(stderr, "qbench: latency: %ld of %ld runs were not leased by this qbench\n",
+                    missing, total);
+            return 1;
+        }
         qsort(lat, (size_t)total, sizeof *lat, cmp_d);
         printf("{\"bench\":\"latency\",\"n\":%ld,\"rate\":%.0f,\"workers\":%d,\"p50_ms\":%.3f,"
                "\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f}\n",

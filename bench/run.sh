@@ -1,7 +1,8 @@
 #!/bin/sh
 # `make bench`: quern's micro benchmarks (bench/run.py), then quern in the peers' harness
 # with both clients and both durability settings (bench/run-quern.sh), then the table
-# beside the peers (bench/compare.py).  Raw JSON lines go to bench/results/.
+# beside the peers (bench/compare.py); start-up and recovery with 1 000 000 runs in the store
+# (bench/startup_bench.py).  Raw JSON lines go to bench/results/.
 # env: RUNS (harness runs per setting, default 1; BENCHMARKS.md uses 3), QUICK=1 (smoke test)
 set -eu
 cd "$(dirname "$0")/.."
@@ -17,6 +18,9 @@ echo "== sandboxed code runs (bench/exec_bench.sh)"
 sh bench/exec_bench.sh $([ -n "${QUICK:-}" ] && echo quick)
 echo "== SSE fan-out (bench/sse_bench.py)"
 /usr/bin/python3 bench/sse_bench.py $([ -n "${QUICK:-}" ] && echo --subs 100 --events 200 --idle 1000)
+echo "== start-up and recovery with a large store (bench/startup_bench.py)"
+if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/startup_bench.py --runs 100000 --reps 1
+else /usr/bin/python3 bench/startup_bench.py --runs 1000000 --reps 3 --cold --out "bench/results/startup-$STAMP.jsonl"; fi
 echo "== micro benchmarks (one fresh quernd each)"
 if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/run.py --quick
 else /usr/bin/python3 bench/run.py --out "bench/results/micro-$STAMP.jsonl"; fi

@@ -450,6 +450,8 @@ int main(int argc, char **argv)
     char *url = store_url ? xstrdup(store_url) : xasprintf("sqlite:%s/quern.db", data);
     char *err = NULL;
     struct store_opts so = {.fsync = app.cfg.fsync};
+    /* phase timings, logged once ready ("startup"): bench/startup_bench.py reads them */
+    int64_t t_start = mono_ms();
     app.store = store_open(url, &so, &err);
     free(url);
     if (!app.store) {
@@ -471,18 +473,21 @@ int main(int argc, char **argv)
         return 1;
     }
     blob_use_store(app.blobs, app.store);   /* shared by every node when the store keeps blobs */
+    int64_t t_open = mono_ms();
     /* recovery writes events: the bus must exist first */
     app.events = events_new(app.store);
     if (runner_recover(&app)) {
         fprintf(stderr, "quernd: cannot recover runs left by the previous process\n");
         return 1;
     }
+    int64_t t_recover = mono_ms();
     app.auth = auth_new(app.store);
     app.sched = sched_new(&app);
     if (sched_start(app.sched)) {
         fprintf(stderr, "quernd: cannot start the scheduler\n");
         return 1;
     }
+    int64_t t_sched = mono_ms();
     openapi_build();
     if (exec_slots >= 0) {
         app.runner = runner_new(&app, exec_slots, &err);
@@ -515,6 +520,16 @@ int main(int argc, char **argv)
                         "\n    %s\n\n", b.printed_key);
         free(b.printed_key);
     }
+    int64_t t_listen = mono_ms();
+    int64_t depth[4];
+    sched_depths(app.sched, depth);
+    log_write(LOG_INFO, "startup",
+              json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "open_ms", (json_int_t)(t_open - t_start),
+                        "recover_ms", (json_int_t)(t_recover - t_open), "sched_load_ms",
+                        (json_int_t)(t_sched - t_recover), "other_ms", (json_int_t)(t_listen - t_sched),
+                        "total_ms", (json_int_t)(t_listen - t_start), "queued",
+                        (json_int_t)(depth[0] + depth[1] + depth[2] + depth[3])),
+              "started");
     log_write(LOG_INFO, "server",
               json_pack("{s:s, s:i, s:s, s:s, s:i}", "host", host, "port", bound, "store",
                         store_backend(app.store), "fsync", cs.fsync, "exec_slots", exec_slots),

@@ -769,23 +769,31 @@ static int recover_list_fn(struct store_tx *tx, void *arg)
 {
     struct recover *r = arg;
     static const char *const statuses[] = {"running", "canceling", "interaction_required"};
-    for (size_t k = 0; k < ARRAY_LEN(statuses); k++) {
-        struct store_filter f = {"status", statuses[k]};
-        struct store_query q = {&f, 1, 0, 0, true, NULL};
-        json_t *runs = NULL;
-        int rc = store_list(tx, SK_RUN, NULL, &q, &runs, NULL);
-        if (rc)
-            return rc;
-        size_t i;
-        json_t *run;
-        json_array_foreach(runs, i, run) {
-            const char *ex = json_string_value(json_object_get(run, "executor"));
-            if (ex && !strcmp(ex, "local"))   /* a worker's lease: its expiry handles it */
-                json_array_append(r->runs, run);
+    /* project by project: each query is a range of the (project_id, f_status)
+     * index; without the project it scanned every finished run too */
+    struct store_query all = {NULL, 0, 0, 0, true, NULL};
+    json_t *projects = NULL;
+    int rc = store_list(tx, SK_PROJECT, NULL, &all, &projects, NULL);
+    size_t p;
+    json_t *proj;
+    json_array_foreach(projects, p, proj) {
+        for (size_t k = 0; !rc && k < ARRAY_LEN(statuses); k++) {
+            struct store_filter f = {"status", statuses[k]};
+            struct store_query q = {&f, 1, 0, 0, true, NULL};
+            json_t *runs = NULL;
+            rc = store_list(tx, SK_RUN, json_string_value(json_object_get(proj, "id")), &q, &runs, NULL);
+            size_t i;
+            json_t *run;
+            json_array_foreach(runs, i, run) {
+                const char *ex = json_string_value(json_object_get(run, "executor"));
+                if (ex && !strcmp(ex, "local"))   /* a worker's lease: its expiry handles it */
+                    json_array_append(r->runs, run);
+            }
+            json_decref(runs);
         }
-        json_decref(runs);
     }
-    return 0;
+    json_decref(projects);
+    return rc;
 }
 
 static int recover_fn(struct store_tx *tx, void *arg)

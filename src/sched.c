@@ -2,11 +2,15 @@
  * sched — see sched.h for the model and the threads.
  *
  * Data.  Every run the scheduler knows is an entry in one hash map by run
- * id.  A ready entry is also on its project's FIFO list for its priority
- * (doubly linked, so removal is O(1)); a delayed entry is in a binary heap
- * by not_before; a blocked entry waits for its dependencies; a leased entry
- * carries its lease expiry.  Dispatch takes the head of the highest
- * non-empty list: its cost does not depend on how many runs are queued.
+ * id.  A ready entry is also on a FIFO list for its priority (doubly
+ * linked, so removal is O(1)) in its class: the runs of one project with
+ * the same definition, code flag and runtime, which is what a lease filter
+ * selects on.  A delayed entry is in a binary heap by not_before; a blocked
+ * entry waits for its dependencies; a leased entry carries its lease
+ * expiry.  Dispatch looks at the classes the filter accepts and takes the
+ * oldest head of the highest priority: its cost depends on neither how many
+ * runs are queued nor how many of them another filter wants (with one list
+ * per project, 256 runs of another definition ahead hid a worker's runs).
  */
 #include "sched.h"
 
@@ -60,7 +64,8 @@ struct entry {
     uint64_t gen;                  /* s->gen at its last local apply */
     json_t *blocked_by;    /* task ids, while W_BLOCKED */
     enum where where;
-    struct entry *prev, *next;     /* ready list */
+    struct entry *prev, *next;     /* its class's ready list */
+    struct rclass *rc;             /* its class when last ready (classes live until sched_free) */
     size_t heap_idx;
     struct entry *hnext;           /* hash chain */
     struct project *proj;
@@ -68,13 +73,30 @@ struct entry {
 
 struct project {
     char *id;
-    struct entry *head[NPRIO], *tail[NPRIO];
+    struct rclass *classes;        /* classes with ready runs */
     int64_t nready;
     struct project *hnext;
 };
 
+/* The ready runs of one project that one lease filter either takes or not:
+ * same definition, code flag and runtime.  On its project's list while it
+ * has ready runs; kept (in s->rclasses) when empty, so an entry made ready
+ * again reuses its class without building the key. */
+struct rclass {
+    char *key;                     /* project \x1f code flag \x1f runtime \x1f definition */
+    char *definition_id, *runtime_id;
+    bool has_code;
+    struct project *proj;
+    struct entry *head[NPRIO], *tail[NPRIO];
+    int64_t n;
+    bool linked;                   /* on proj->classes */
+    struct rclass *hnext;          /* s->rclasses chain */
+    struct rclass *pprev, *pnext;  /* proj->classes */
+};
+
 struct sched_waiter {
     char *project_id;
+    const struct sched_filter *f;  /* NULL: woken by any run of the project */
     int64_t deadline;
     void (*wake)(void *ctx);
     void *ctx;
@@ -108,6 +130,7 @@ struct kv {
 #define KV_SLOTS 4096
 
 struct sched {
+    struct rclass *rclasses[KV_SLOTS];
     int64_t next_prune;            /* mono ms of the next retention pass */
     struct kv *conc[KV_SLOTS];     /* concurrency key -> slots in use */
     struct kv *blocked[KV_SLOTS];  /* project/task -> run ids blocked on it */
@@ -143,6 +166,10 @@ struct sched {
 };
 
 static const char *const prio_names[NPRIO] = {"urgent", "high", "medium", "low"};
+
+/* The statuses of a run that is not finished: what the scheduler loads. */
+static const char *const unfinished[] = {"queued", "running", "paused", "interaction_required",
+                                         "review_required", "canceling"};
 
 int sched_priority_parse(const char *name)
 {
@@ -282,23 +309,104 @@ static void heap_remove(struct sched *s, struct entry *e)
     }
 }
 
+/* ---- ready classes ---- */
+
+static char *rclass_key(const struct entry *e)
+{
+    return xasprintf("%s\x1f%d\x1f%s\x1f%s", e->project_id, e->has_code ? 1 : 0,
+                     e->has_code && e->runtime_id ? e->runtime_id : "",
+                     e->definition_id ? e->definition_id : "");
+}
+
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+static bool rclass_matches(const struct rclass *c, const struct entry *e)
+{
+    return c->proj == e->proj && c->has_code == e->has_code &&
+           same_str(c->runtime_id, e->has_code ? e->runtime_id : NULL) &&
+           same_str(c->definition_id, e->definition_id);
+}
+
+/* The class of an entry about to be ready (mu held): its last one when its
+ * fields still match, else found or made by key. */
+static struct rclass *rclass_get(struct sched *s, const struct entry *e)
+{
+    if (e->rc && rclass_matches(e->rc, e))
+        return e->rc;
+    char *key = rclass_key(e);
+    size_t k = hash(key) % KV_SLOTS;
+    struct rclass *c;
+    for (c = s->rclasses[k]; c; c = c->hnext)
+        if (!strcmp(c->key, key))
+            break;
+    if (c) {
+        free(key);
+        return c;
+    }
+    c = xcalloc(1, sizeof *c);
+    c->key = key;
+    c->has_code = e->has_code;
+    c->runtime_id = e->has_code && e->runtime_id ? xstrdup(e->runtime_id) : NULL;
+    c->definition_id = e->definition_id ? xstrdup(e->definition_id) : NULL;
+    c->proj = e->proj;
+    c->hnext = s->rclasses[k];
+    s->rclasses[k] = c;
+    return c;
+}
+
+static void rclass_release(struct rclass *c)
+{
+    free(c->key);
+    free(c->definition_id);
+    free(c->runtime_id);
+    free(c);
+}
+
+/* Puts c on (or takes it off) its project's list of classes with ready runs. */
+static void rclass_link(struct rclass *c, bool on)
+{
+    if (c->linked == on)
+        return;
+    c->linked = on;
+    if (on) {
+        c->pprev = NULL;
+        c->pnext = c->proj->classes;
+        if (c->pnext)
+            c->pnext->pprev = c;
+        c->proj->classes = c;
+        return;
+    }
+    if (c->pprev)
+        c->pprev->pnext = c->pnext;
+    else
+        c->proj->classes = c->pnext;
+    if (c->pnext)
+        c->pnext->pprev = c->pprev;
+    c->pprev = c->pnext = NULL;
+}
+
 /* ---- entries ---- */
 
 static void unlink_entry(struct sched *s, struct entry *e)
 {
     switch (e->where) {
     case W_READY: {
-        struct project *p = e->proj;
+        struct rclass *c = e->rc;
         if (e->prev)
             e->prev->next = e->next;
         else
-            p->head[e->prio] = e->next;
+            c->head[e->prio] = e->next;
         if (e->next)
             e->next->prev = e->prev;
         else
-            p->tail[e->prio] = e->prev;
+            c->tail[e->prio] = e->prev;
         e->prev = e->next = NULL;
-        p->nready--;
+        if (--c->n == 0)
+            rclass_link(c, false);
+        e->proj->nready--;
         s->depth[e->prio]--;
         break;
     }
@@ -369,6 +477,7 @@ static char *task_key(const char *project, const char *task)
 }
 
 static bool waiter_wake_project(struct sched *s, const char *project_id);
+static void waiter_wake_for(struct sched *s, const struct entry *e);
 
 /* Counts e in (or out of) its concurrency key's slots.  A freed slot may
  * let a held run go: wake whoever dispatches. */
@@ -450,19 +559,23 @@ static char *dup_or_null(const json_t *v)
 static void make_ready(struct sched *s, struct entry *e)
 {
     struct project *p = e->proj;
+    struct rclass *c = rclass_get(s, e);
     e->where = W_READY;
+    e->rc = c;
     e->next = NULL;
-    e->prev = p->tail[e->prio];
-    if (p->tail[e->prio])
-        p->tail[e->prio]->next = e;
+    e->prev = c->tail[e->prio];
+    if (c->tail[e->prio])
+        c->tail[e->prio]->next = e;
     else
-        p->head[e->prio] = e;
-    p->tail[e->prio] = e;
+        c->head[e->prio] = e;
+    c->tail[e->prio] = e;
+    if (c->n++ == 0)
+        rclass_link(c, true);
     p->nready++;
     s->depth[e->prio]++;
     if (e->has_code && s->app->runner)
         runner_wake(s->app->runner);
-    waiter_wake_project(s, e->project_id);
+    waiter_wake_for(s, e);
 }
 
 /* Places a queued run where it belongs: blocked, delayed or ready. */
@@ -674,25 +787,25 @@ struct resync_read {
     json_t *tasks;   /* every scheduled task */
 };
 
+static int each_page(struct store_tx *tx, enum store_kind kind, const char *field,
+                     const char *value, void (*page_fn)(void *ctx, json_t *page), void *ctx);
+
+static void extend_fn(void *ctx, json_t *page)
+{
+    json_array_extend(ctx, page);
+}
+
 static int resync_fn(struct store_tx *tx, void *arg)
 {
     struct resync_read *a = arg;
-    static const char *const statuses[] = {"queued", "running", "paused", "interaction_required",
-                                           "review_required", "canceling"};
     a->runs = json_array();
-    for (size_t i = 0; i < ARRAY_LEN(statuses); i++) {
-        struct store_filter f = {"status", statuses[i]};
-        struct store_query q = {&f, 1, 0, 0, true, NULL};
-        json_t *arr = NULL;
-        int rc = store_list(tx, SK_RUN, NULL, &q, &arr, NULL);
+    a->tasks = json_array();
+    for (size_t i = 0; i < ARRAY_LEN(unfinished); i++) {
+        int rc = each_page(tx, SK_RUN, "status", unfinished[i], extend_fn, a->runs);
         if (rc)
             return rc;
-        json_array_extend(a->runs, arr);
-        json_decref(arr);
     }
-    struct store_filter f = {"scheduled", "true"};
-    struct store_query q = {&f, 1, 0, 0, true, NULL};
-    return store_list(tx, SK_TASK, NULL, &q, &a->tasks, NULL);
+    return each_page(tx, SK_TASK, "scheduled", "true", extend_fn, a->tasks);
 }
 
 /* Notifications may have been missed: reload every unfinished run and every
@@ -815,19 +928,38 @@ static bool fits(struct sched *s, const struct entry *e, const struct sched_filt
     return true;
 }
 
-/* The best ready entry of p for f: the highest priority, with ageing, FIFO.
- * Scans at most SCAN_MAX entries per list when a filter skips some. */
+/* Whether f takes runs of class c at all (the class-wide part of fits). */
+static bool class_fits(const struct rclass *c, const struct sched_filter *f)
+{
+    if (f->executor)
+        return c->has_code;
+    if (c->has_code && !in_list(c->runtime_id, f->runtimes, f->nruntimes))
+        return false;
+    if (f->ndefinitions && !in_list(c->definition_id, f->definitions, f->ndefinitions))
+        return false;
+    return true;
+}
+
+/* The best ready entry of p for f: the highest priority, with ageing, FIFO
+ * (the oldest head among the classes f accepts).  Within a class only runs
+ * held by a full concurrency key or meant for another agent are skipped, at
+ * most SCAN_MAX of them per list. */
 #define SCAN_MAX 256
 static struct entry *best(struct sched *s, struct project *p, const struct sched_filter *f,
                           int64_t now)
 {
     struct entry *cand[NPRIO] = {0};
-    for (int q = 0; q < NPRIO; q++) {
-        int n = 0;
-        for (struct entry *e = p->head[q]; e && n < SCAN_MAX; e = e->next, n++) {
-            if (fits(s, e, f)) {
-                cand[q] = e;
-                break;
+    for (struct rclass *c = p->classes; c; c = c->pnext) {
+        if (!class_fits(c, f))
+            continue;
+        for (int q = 0; q < NPRIO; q++) {
+            int n = 0;
+            for (struct entry *e = c->head[q]; e && n < SCAN_MAX; e = e->next, n++) {
+                if (fits(s, e, f)) {
+                    if (!cand[q] || e->queued_ms < cand[q]->queued_ms)
+                        cand[q] = e;
+                    break;
+                }
             }
         }
     }
@@ -928,8 +1060,16 @@ void sched_give_back_later(struct sched *s, char **ids, int n, int64_t delay_ms)
 struct sched_waiter *sched_wait(struct sched *s, const char *project_id, int64_t deadline_mono,
                                 void (*wake)(void *ctx), void *ctx)
 {
+    return sched_wait_filter(s, project_id, NULL, deadline_mono, wake, ctx);
+}
+
+struct sched_waiter *sched_wait_filter(struct sched *s, const char *project_id,
+                                       const struct sched_filter *f, int64_t deadline_mono,
+                                       void (*wake)(void *ctx), void *ctx)
+{
     struct sched_waiter *w = xcalloc(1, sizeof *w);
     w->project_id = xstrdup(project_id);
+    w->f = f;
     w->deadline = deadline_mono;
     w->wake = wake;
     w->ctx = ctx;
@@ -979,6 +1119,19 @@ bool sched_unwait(struct sched *s, struct sched_waiter *w)
 
 /* Wakes one waiter of the project (mu held): the oldest, so long-polls are
  * served in arrival order.  The woken request takes what it can. */
+/* Wakes the oldest waiter of e's project that would take e (mu held); a
+ * waiter of another definition or runtime is left asleep, so the one that
+ * takes it is not missed. */
+static void waiter_wake_for(struct sched *s, const struct entry *e)
+{
+    struct sched_waiter *last = NULL;
+    for (struct sched_waiter *w = s->waiters; w; w = w->next)
+        if (!strcmp(w->project_id, e->project_id) && (!w->f || fits(s, e, w->f)))
+            last = w;
+    if (last)
+        waiter_fire(s, last);
+}
+
 static bool waiter_wake_project(struct sched *s, const char *project_id)
 {
     struct sched_waiter *last = NULL;
@@ -1332,24 +1485,75 @@ out:
     return rc;
 }
 
-/* Calls fn (mu held) for every task whose indexed flag `field` is true:
- * how the scheduler rebuilds its cron map and dependants index at start. */
-static int each_flagged_task(struct store_tx *tx, struct sched *s, const char *field,
-                             void (*fn)(struct sched *s, const json_t *task))
+/* Start-up reads a page of documents at a time: with 1 000 000 queued runs
+ * one list of all of them held every document at once (6.6 GB peak).  A page
+ * is LIMIT/OFFSET (the store has no cursor), so small pages cost index walks:
+ * 25 000 keeps that near 2 s per 1 000 000 and a page near 170 MB. */
+#define LOAD_PAGE 25000
+
+/* Calls page_fn(ctx, page) for every page (an array, oldest first) of the
+ * documents of kind whose indexed field equals value.  It lists project by
+ * project, so each query is a range of the (project_id, f_<field>, seq)
+ * index; a query without the project scanned the whole table, finished
+ * history included.  The one helper behind every reload of the scheduler:
+ * unfinished runs, schedules and dependants at start, and resync. */
+static int each_page(struct store_tx *tx, enum store_kind kind, const char *field,
+                     const char *value, void (*page_fn)(void *ctx, json_t *page), void *ctx)
 {
-    struct store_filter f = {field, "true"};
-    struct store_query q = {&f, 1, 0, 0, true, NULL};
-    json_t *arr = NULL;
-    int rc = store_list(tx, SK_TASK, NULL, &q, &arr, NULL);
+    struct store_query all = {NULL, 0, 0, 0, true, NULL};
+    json_t *projects = NULL;
+    int rc = store_list(tx, SK_PROJECT, NULL, &all, &projects, NULL);
     if (rc)
         return rc;
     size_t i;
-    json_t *t;
-    pthread_mutex_lock(&s->mu);
-    json_array_foreach(arr, i, t) fn(s, t);
-    pthread_mutex_unlock(&s->mu);
-    json_decref(arr);
-    return 0;
+    json_t *proj;
+    json_array_foreach(projects, i, proj) {
+        const char *pid = json_string_value(json_object_get(proj, "id"));
+        if (!pid)
+            continue;
+        struct store_filter f = {field, value};
+        for (int64_t off = 0;;) {
+            struct store_query q = {&f, 1, LOAD_PAGE, off, true, NULL};
+            json_t *arr = NULL;
+            rc = store_list(tx, kind, pid, &q, &arr, NULL);
+            if (rc)
+                goto out;
+            size_t n = json_array_size(arr);
+            page_fn(ctx, arr);
+            json_decref(arr);
+            if (n < LOAD_PAGE)
+                break;
+            off += (int64_t)n;
+        }
+    }
+out:
+    json_decref(projects);
+    return rc;
+}
+
+struct each_arg {
+    struct sched *s;
+    void (*fn)(struct sched *s, const json_t *doc);
+};
+
+static void each_page_fn(void *ctx, json_t *page)
+{
+    struct each_arg *a = ctx;
+    size_t k;
+    json_t *doc;
+    pthread_mutex_lock(&a->s->mu);
+    json_array_foreach(page, k, doc) a->fn(a->s, doc);
+    pthread_mutex_unlock(&a->s->mu);
+}
+
+/* Calls fn (mu held) for every document of kind whose indexed field equals
+ * value (each_page). */
+static int each_indexed(struct store_tx *tx, struct sched *s, enum store_kind kind,
+                        const char *field, const char *value,
+                        void (*fn)(struct sched *s, const json_t *doc))
+{
+    struct each_arg a = {s, fn};
+    return each_page(tx, kind, field, value, each_page_fn, &a);
 }
 
 static void load_dependants(struct sched *s, const json_t *t)
@@ -1369,12 +1573,12 @@ static void load_schedule(struct sched *s, const json_t *t)
 
 static int deps_load_fn(struct store_tx *tx, void *arg)
 {
-    return each_flagged_task(tx, arg, "has_dependencies", load_dependants);
+    return each_indexed(tx, arg, SK_TASK, "has_dependencies", "true", load_dependants);
 }
 
 static int cron_load_fn(struct store_tx *tx, void *arg)
 {
-    return each_flagged_task(tx, arg, "scheduled", load_schedule);
+    return each_indexed(tx, arg, SK_TASK, "scheduled", "true", load_schedule);
 }
 
 struct lost_arg {
@@ -1664,24 +1868,13 @@ struct sched *sched_new(struct app *app)
     return s;
 }
 
+/* Every run that is not finished, by status (never the finished history). */
 static int load_fn(struct store_tx *tx, void *arg)
 {
-    struct sched *s = arg;
-    static const char *const statuses[] = {"queued", "running", "paused", "interaction_required",
-                                           "review_required", "canceling"};
-    for (size_t i = 0; i < ARRAY_LEN(statuses); i++) {
-        struct store_filter f = {"status", statuses[i]};
-        struct store_query q = {&f, 1, 0, 0, true, NULL};
-        json_t *arr = NULL;
-        int rc = store_list(tx, SK_RUN, NULL, &q, &arr, NULL);
+    for (size_t i = 0; i < ARRAY_LEN(unfinished); i++) {
+        int rc = each_indexed(tx, arg, SK_RUN, "status", unfinished[i], apply);
         if (rc)
             return rc;
-        size_t k;
-        json_t *run;
-        pthread_mutex_lock(&s->mu);
-        json_array_foreach(arr, k, run) apply(s, run);
-        pthread_mutex_unlock(&s->mu);
-        json_decref(arr);
     }
     return 0;
 }
@@ -1743,6 +1936,11 @@ void sched_free(struct sched *s)
             n = e->hnext;
             entry_free(e);
         }
+    for (size_t k = 0; k < KV_SLOTS; k++)
+        for (struct rclass *c = s->rclasses[k], *n; c; c = n) {
+            n = c->hnext;
+            rclass_release(c);
+        }
     for (size_t k = 0; k < s->pmap_cap; k++)
         for (struct project *p = s->pmap[k], *n; p; p = n) {
             n = p->hnext;
@@ -1788,6 +1986,22 @@ bool sched_has_ready(struct sched *s, const char *project_id)
 {
     pthread_mutex_lock(&s->mu);
     bool r = project_get(s, project_id)->nready > 0;
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+bool sched_has_fit(struct sched *s, const struct sched_filter *f)
+{
+    pthread_mutex_lock(&s->mu);
+    bool r = false;
+    if (f->project_id) {
+        struct project *p = project_get(s, f->project_id);
+        r = p->nready && best(s, p, f, now_ms());
+    } else {
+        for (size_t k = 0; k < s->pmap_cap && !r; k++)
+            for (struct project *p = s->pmap[k]; p && !r; p = p->hnext)
+                r = p->nready && best(s, p, f, now_ms());
+    }
     pthread_mutex_unlock(&s->mu);
     return r;
 }

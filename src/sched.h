@@ -92,11 +92,21 @@ void sched_give_back_later(struct sched *s, char **ids, int n, int64_t delay_ms)
 struct sched_waiter;
 struct sched_waiter *sched_wait(struct sched *s, const char *project_id, int64_t deadline_mono,
                                 void (*wake)(void *ctx), void *ctx);
+/* Like sched_wait, but woken only by a run that f would take (or a freed
+ * concurrency slot in the project), not by runs only other filters take.
+ * f must stay valid until the waiter is woken or removed. */
+struct sched_waiter *sched_wait_filter(struct sched *s, const char *project_id,
+                                       const struct sched_filter *f, int64_t deadline_mono,
+                                       void (*wake)(void *ctx), void *ctx);
 /* Removes a waiter that has not been woken; false when it already was. */
 bool sched_unwait(struct sched *s, struct sched_waiter *w);
 
 /* True when the project has ready runs. */
 bool sched_has_ready(struct sched *s, const char *project_id);
+/* Whether a run that f would take is ready now (f->project_id NULL: any
+ * project).  Unlike sched_has_ready, runs that only other filters take do
+ * not count, so a long-poll that re-checks with it does not spin. */
+bool sched_has_fit(struct sched *s, const struct sched_filter *f);
 
 /* Counts for /metrics: ready runs per priority (urgent, high, medium, low). */
 void sched_depths(struct sched *s, int64_t out[4]);

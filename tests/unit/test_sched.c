@@ -200,3 +200,120 @@ TEST(missed_cron_fires_are_counted_not_replayed)
     CHECK(json_is_null(json_object_get(task, "next_run_at")));
     json_decref(task);
 }
+
+static void queue_def(struct app *app, const char *id, const char *def, int64_t queued_ms, bool code)
+{
+    json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:[]}", "id", id,
+                            "project_id", "p", "task_id", id, "status", "queued", "priority", "medium",
+                            "definition_id", def, "runtime_id", "sh", "queued_ms",
+                            (json_int_t)queued_ms, "attempt", (json_int_t)1, "has_code", code,
+                            "blocked_by");
+    sched_after_commit(app->sched, run);
+    json_decref(run);
+}
+
+TEST(a_filter_finds_its_runs_behind_many_it_does_not_take)
+{
+    util_fake_now_ms = T0;
+    struct app *app = new_app();
+    char id[32];
+    /* 1000 runs of definition A, then one of B and one code run: a worker
+     * of B and the executor each find theirs (one list per project scanned
+     * 256 entries and found nothing) */
+    for (int i = 0; i < 1000; i++) {
+        snprintf(id, sizeof id, "a-%04d", i);
+        queue_def(app, id, "def_a", T0 + i, false);
+    }
+    queue_def(app, "b-1", "def_b", T0 + 2000, false);
+    queue_def(app, "code-1", "def_c", T0 + 2001, true);
+    const char *defs[] = {"def_b"};
+    struct sched_filter fb = {.project_id = "p", .definitions = defs, .ndefinitions = 1};
+    struct sched_filter fc = {.project_id = "p", .definitions = (const char *[]){"def_c"},
+                              .ndefinitions = 1};
+    CHECK(sched_has_fit(app->sched, &fb));
+    CHECK(!sched_has_fit(app->sched, &fc));   /* a code run: only runtimes or the executor */
+    char *ids[2];
+    CHECK_EQ_INT(sched_take(app->sched, &fb, ids, 2), 1);
+    CHECK_EQ_STR(ids[0], "b-1");
+    free(ids[0]);
+    CHECK(!sched_has_fit(app->sched, &fb));
+    CHECK(sched_has_ready(app->sched, "p"));
+    struct sched_filter fx = {.executor = true};
+    CHECK_EQ_INT(sched_take(app->sched, &fx, ids, 2), 1);
+    CHECK_EQ_STR(ids[0], "code-1");
+    free(ids[0]);
+    /* with no filter, FIFO across definitions */
+    queue_def(app, "b-2", "def_b", T0 - 5, false);
+    CHECK(take_is(app, "p", "b-2"));
+    CHECK(take_is(app, "p", "a-0000"));
+    CHECK(take_is(app, "p", "a-0001"));
+    free_app(app);
+}
+
+static int put_fn(struct store_tx *tx, void *arg)
+{
+    json_t *docs = arg;
+    size_t i;
+    json_t *d;
+    int rc = store_put(tx, SK_PROJECT, "p", json_array_get(docs, 0));
+    json_array_foreach(docs, i, d) {
+        if (i && !rc)
+            rc = store_put(tx, SK_RUN, "p", d);
+    }
+    return rc;
+}
+
+TEST(start_loads_unfinished_runs_only_in_pages)
+{
+    util_fake_now_ms = T0;
+    struct app *app = new_app();
+    json_t *docs = json_array();
+    json_array_append_new(docs, json_pack("{s:s, s:s}", "id", "p", "name", "p"));
+    char id[32];
+    /* more queued runs than one load page, among finished ones */
+    for (int i = 0; i < 70000; i++) {
+        snprintf(id, sizeof id, "r-%05d", i);
+        const char *st = i % 2 ? "completed" : i % 10 == 4 ? "running" : "queued";
+        json_array_append_new(docs, json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:[]}", "id", id,
+                                              "project_id", "p", "task_id", id, "status", st,
+                                              "priority", "medium", "queued_ms", (json_int_t)(T0 + i),
+                                              "attempt", (json_int_t)1, "has_code", 0, "blocked_by"));
+    }
+    CHECK_EQ_INT(store_write(app->store, put_fn, docs), 0);
+    json_decref(docs);
+    CHECK_EQ_INT(sched_start(app->sched), 0);
+    int64_t d[4];
+    sched_depths(app->sched, d);
+    CHECK_EQ_INT(d[2], 28000);   /* 35 000 even, 7 000 of them running: two pages */
+    CHECK(take_is(app, "p", "r-00000"));
+    CHECK(take_is(app, "p", "r-00002"));
+    free_app(app);
+}
+
+static void note_woken(void *ctx)
+{
+    (*(int *)ctx)++;
+}
+
+TEST(a_run_wakes_a_waiter_that_takes_it)
+{
+    util_fake_now_ms = T0;
+    struct app *app = new_app();
+    const char *da[] = {"def_a"}, *db[] = {"def_b"};
+    struct sched_filter fa = {.project_id = "p", .definitions = da, .ndefinitions = 1};
+    struct sched_filter fb = {.project_id = "p", .definitions = db, .ndefinitions = 1};
+    int woke_a = 0, woke_b = 0;
+    /* a's waiter is the oldest: a run of b used to wake it (and b's worker slept on) */
+    struct sched_waiter *wa = sched_wait_filter(app->sched, "p", &fa, mono_ms() + 60000, note_woken,
+                                                &woke_a);
+    struct sched_waiter *wb = sched_wait_filter(app->sched, "p", &fb, mono_ms() + 60000, note_woken,
+                                                &woke_b);
+    queue_def(app, "b-1", "def_b", T0, false);
+    CHECK_EQ_INT(woke_b, 1);
+    CHECK_EQ_INT(woke_a, 0);
+    CHECK(!sched_unwait(app->sched, wb));   /* already woken and gone */
+    queue_def(app, "a-1", "def_a", T0 + 1, false);
+    CHECK_EQ_INT(woke_a, 1);
+    CHECK(!sched_unwait(app->sched, wa));
+    free_app(app);
+}
