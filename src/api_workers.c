@@ -150,10 +150,11 @@ static void lease_try(struct req *r)
         if (!json_array_size(runs) && mono_ms() < l->deadline && !r->app->draining) {
             json_decref(runs);
             http_suspend(r, lease_try);
-            l->waiter = sched_wait(r->app->sched, l->f.project_id, l->deadline, lease_wake, l);
+            l->waiter = sched_wait_filter(r->app->sched, l->f.project_id, &l->f, l->deadline,
+                                          lease_wake, l);
             /* a run may have arrived between take and wait: look again */
             struct sched_waiter *w = l->waiter;
-            if (w && sched_has_ready(r->app->sched, l->f.project_id) &&
+            if (w && sched_has_fit(r->app->sched, &l->f) &&
                 sched_unwait(r->app->sched, w)) {
                 l->waiter = NULL;
                 http_resume(r);
