@@ -4,7 +4,10 @@
  * table row for row: documents of every kind with their sequence numbers,
  * run logs, events with their ids, meta (the server secret, bootstrap
  * marker) and remembered idempotent responses.  Ids and order are kept, so
- * event cursors (webhooks, Last-Event-ID) and list order carry over.
+ * event cursors (webhooks, Last-Event-ID) and list order carry over.  From
+ * SQLite into PostgreSQL, the artifact files beside the database
+ * (DATA/blobs) are stored in PostgreSQL too (copy_blobs), so every node of
+ * the cluster serves them.
  *
  * Runs in the CLI process on its own thread of control: it opens both
  * stores (their writer threads do the writing), reads the source in pages
@@ -13,10 +16,14 @@
  */
 #include "store_copy.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "util.h"
 
@@ -61,7 +68,84 @@ static int empty_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
-int store_copy(const char *from, const char *to, FILE *progress, char **err)
+static long fd_src(void *ctx, void *buf, size_t cap)
+{
+    ssize_t n = read(*(int *)ctx, buf, cap);
+    return n < 0 ? -errno : (long)n;
+}
+
+static bool is_sha(const char *s)
+{
+    size_t n = 0;
+    for (; s[n]; n++)
+        if (!((s[n] >= '0' && s[n] <= '9') || (s[n] >= 'a' && s[n] <= 'f')))
+            return false;
+    return n == 64;
+}
+
+/* The artifacts of an embedded installation are files beside its database
+ * (DATA/blobs/ab/abcd…, blob.c); a target that keeps blobs itself
+ * (PostgreSQL, shared by every node) gets them too, so no node depends on
+ * the old data directory.  *copied counts them; 0 when there is nothing to
+ * copy or the target keeps no blobs (SQLite to SQLite: copy the directory). */
+static int copy_blobs(const char *from, const char *data_dir, struct store *dst,
+                      int64_t *copied, char **err)
+{
+    *copied = 0;
+    if (!strncmp(from, "postgres", 8))
+        return 0;
+    const char *path = !strncmp(from, "sqlite:", 7) ? from + 7 : from;
+    const char *slash = strrchr(path, '/');
+    char *dir = data_dir ? xasprintf("%s/blobs", data_dir)
+                : slash ? xasprintf("%.*s/blobs", (int)(slash - path), path)
+                        : xstrdup("blobs");
+    int rc = 0;
+    DIR *top = opendir(dir);
+    if (!top)
+        goto out;   /* no artifacts were ever stored */
+    struct dirent *sub;
+    bool unsupported = false;
+    while (!rc && !unsupported && (sub = readdir(top))) {
+        if (strlen(sub->d_name) != 2 || !strcmp(sub->d_name, ".."))
+            continue;
+        char *subdir = xasprintf("%s/%s", dir, sub->d_name);
+        DIR *d = opendir(subdir);
+        struct dirent *e;
+        while (!rc && !unsupported && d && (e = readdir(d))) {
+            if (!is_sha(e->d_name) || strncmp(e->d_name, sub->d_name, 2))
+                continue;
+            char *file = xasprintf("%s/%s", subdir, e->d_name);
+            int fd = open(file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+            struct stat sb;
+            if (fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)) {
+                *err = xasprintf("cannot read the blob %s", file);
+                rc = -EIO;
+            } else {
+                rc = store_blob_put(dst, e->d_name, (int64_t)sb.st_size, fd_src, &fd);
+                if (rc == -ENOTSUP) {
+                    rc = 0;   /* the target keeps no blobs: nothing to do at all */
+                    unsupported = true;
+                } else if (rc)
+                    *err = xasprintf("cannot store the blob %s in the target (%d)", file, rc);
+                else
+                    (*copied)++;
+            }
+            if (fd >= 0)
+                close(fd);
+            free(file);
+        }
+        if (d)
+            closedir(d);
+        free(subdir);
+    }
+    closedir(top);
+out:
+    free(dir);
+    return rc;
+}
+
+int store_copy(const char *from, const char *to, const char *data_dir, FILE *progress,
+               char **err)
 {
     struct store_opts so = {.fsync = STORE_FSYNC_BATCH};
     struct store *src = store_open(from, &so, err);
@@ -106,6 +190,11 @@ int store_copy(const char *from, const char *to, FILE *progress, char **err)
         if (progress)
             fprintf(progress, "%-12s %lld rows\n", *t, (long long)n);
     }
+    int64_t nblobs = 0;
+    if ((rc = copy_blobs(from, data_dir, dst, &nblobs, err)))
+        goto out;
+    if (progress && nblobs)
+        fprintf(progress, "%-12s %lld\n", "blobs", (long long)nblobs);
 out:
     store_close(dst);
     store_close(src);
@@ -114,20 +203,29 @@ out:
 
 int store_copy_main(int argc, char **argv)
 {
-    if (argc != 4 || strcmp(argv[1], "copy")) {
-        fprintf(stderr, "usage: quern store copy FROM TO\n"
+    /* argv: store copy [--data DIR] FROM TO */
+    const char *data_dir = NULL;
+    int at = 2;
+    if (argc == 6 && !strcmp(argv[2], "--data")) {
+        data_dir = argv[3];
+        at = 4;
+    }
+    if (argc != at + 2 || strcmp(argv[1], "copy")) {
+        fprintf(stderr, "usage: quern store copy [--data DIR] FROM TO\n"
                         "  copies every table of store FROM into the empty store TO, ids kept;\n"
                         "  e.g. quern store copy sqlite:./quern-data/quern.db postgres://host/db\n"
+                        "  into PostgreSQL, the artifacts in DIR/blobs go too (DIR: quernd's\n"
+                        "  --data; default: the directory of the SQLite file)\n"
                         "  (stop quernd first)\n");
         return 2;
     }
     char *err = NULL;
-    int rc = store_copy(argv[2], argv[3], stdout, &err);
+    int rc = store_copy(argv[at], argv[at + 1], data_dir, stdout, &err);
     if (rc) {
         fprintf(stderr, "quern: store copy: %s\n", err ? err : "failed");
         free(err);
         return 1;
     }
-    printf("copied %s to %s\n", argv[2], argv[3]);
+    printf("copied %s to %s\n", argv[at], argv[at + 1]);
     return 0;
 }

@@ -9,9 +9,12 @@
 #include "store.h"
 
 /* Copies every table of the store at from into the empty store at to, rows
- * verbatim (ids, sequence numbers and order kept); a line per table goes to
- * progress when not NULL.  0, or a negative errno with *err (malloc'd). */
-int store_copy(const char *from, const char *to, FILE *progress, char **err);
+ * verbatim (ids, sequence numbers and order kept), and the artifact files of
+ * data_dir/blobs (NULL: the directory of a SQLite source's file) when the
+ * target keeps blobs itself; a line per table goes to progress when not
+ * NULL.  0, or a negative errno with *err (malloc'd). */
+int store_copy(const char *from, const char *to, const char *data_dir, FILE *progress,
+               char **err);
 
 /* The `quern store ...` subcommand: argv[0] is "store".  Returns the exit
  * status. */

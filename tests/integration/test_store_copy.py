@@ -57,6 +57,11 @@ def test_sqlite_to_postgres_keeps_everything():
             out = expect(s.req("POST", P + "/workers/report", {"results": [
                 {"run_id": r["id"], "attempt": r["attempt"], "status": "completed", "output": {"ok": 1}}]}), 200)
             assert out["data"][0]["ok"]
+        # an artifact: its bytes are a file beside the SQLite database
+        r0 = leased[0]
+        art_base = P + "/tasks/%s/runs/%s" % (r0["task_id"], r0["id"])
+        expect(s.req("POST", art_base + "/artifacts", {"artifacts": [
+            {"name": "moved.txt", "content": "artifact bytes " * 1000}]}), 200)
         idem = s.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "name": "idem"},
                      headers={"Idempotency-Key": "copy-key-1"})
         assert idem.status == 201
@@ -65,10 +70,10 @@ def test_sqlite_to_postgres_keeps_everything():
     finally:
         s.stop()
     url = pgcluster.new_database()
-    p = subprocess.run([os.path.join(BUILD, "quern"), "store", "copy", "sqlite:" + db, url],
+    p = subprocess.run([os.path.join(BUILD, "quern"), "store", "copy", "--data", data, "sqlite:" + db, url],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
     assert p.returncode == 0, p.stdout.decode()
-    assert b"events" in p.stdout and b"copied" in p.stdout
+    assert b"events" in p.stdout and b"copied" in p.stdout and b"blobs" in p.stdout, p.stdout
     # a second copy into the same target is refused
     p2 = subprocess.run([os.path.join(BUILD, "quern"), "store", "copy", "sqlite:" + db, url],
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
@@ -80,6 +85,15 @@ def test_sqlite_to_postgres_keeps_everything():
         again = pg.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "name": "idem"},
                        headers={"Idempotency-Key": "copy-key-1"})
         assert again.status == 201 and again.json["id"] == tasks[-1]["id"], again
+        # the artifact is served from PostgreSQL, even by a node with a fresh data dir
+        other = Server(extra_args=["--store", url])
+        try:
+            got = other.req("GET", art_base + "/artifacts/content?name=moved.txt")
+            assert got.status == 200 and got.text == "artifact bytes " * 1000, (got.status, got.text[:80])
+            assert not any(len(d) == 2 for d in os.listdir(os.path.join(other.data, "blobs"))
+                           if os.path.isdir(os.path.join(other.data, "blobs", d))), "blob was local"
+        finally:
+            other.stop()
         # new writes continue after the copied ids and sequence numbers
         t = expect(pg.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "run": True, "name": "new"}), 201)
         listed = expect(pg.req("GET", P + "/tasks?limit=1"), 200)["data"]

@@ -204,10 +204,10 @@ static void copy_into(const char *to)
         store_close(src);
     }
     char *err = NULL;
-    CHECK_EQ_INT(store_copy(from, to, NULL, &err), 0);
+    CHECK_EQ_INT(store_copy(from, to, NULL, NULL, &err), 0);
     free(err);
     err = NULL;
-    CHECK_EQ_INT(store_copy(from, to, NULL, &err), -EEXIST);   /* not empty any more */
+    CHECK_EQ_INT(store_copy(from, to, NULL, NULL, &err), -EEXIST);   /* not empty any more */
     free(err);
     struct store *dst = open_at(to);
     CHECK(dst != NULL);
