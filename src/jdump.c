@@ -20,16 +20,20 @@
 
 #define JDUMP_MAX_DEPTH 512
 
+/* The capacity check inline: buf_reserve is a call into util.c, and put is
+ * called for every token. */
 static void put(struct buf *b, const char *s, size_t n)
 {
-    buf_reserve(b, n);
+    if (b->len + n + 1 > b->cap)
+        buf_reserve(b, n);
     memcpy(b->data + b->len, s, n);
     b->len += n;
 }
 
 static void put_c(struct buf *b, char c)
 {
-    buf_reserve(b, 1);
+    if (b->len + 2 > b->cap)
+        buf_reserve(b, 1);
     b->data[b->len++] = c;
 }
 

@@ -748,6 +748,25 @@ static bool plain_key(const char *k)
     return *k != 0;
 }
 
+/* Appends sep, then "<col_prefix><name>=?<p>" (without printf: a patch
+ * builds its statement on every call). */
+static void set_param(struct buf *b, const char *sep, const char *col_prefix, const char *name,
+                      int p)
+{
+    char num[12];
+    int n = (int)sizeof num;
+    num[--n] = 0;
+    do {
+        num[--n] = (char)('0' + p % 10);
+        p /= 10;
+    } while (p && n > 0);
+    buf_puts(b, sep);
+    buf_puts(b, col_prefix);
+    buf_puts(b, name);
+    buf_puts(b, "=?");
+    buf_puts(b, num + n);
+}
+
 /* Hot fields become column updates; any other field goes through json_set
  * over the stored text (SQLite's JSON1 rewrites the document in one pass,
  * cheaper than parsing and re-serialising it here). */
@@ -758,7 +777,9 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
     struct sqlite_tx *tx = TX(t);
     struct buf sql;
     buf_init(&sql);
-    buf_printf(&sql, "UPDATE %s SET ", store_kind_name(kind));
+    buf_puts(&sql, "UPDATE ");
+    buf_puts(&sql, store_kind_name(kind));
+    buf_puts(&sql, " SET ");
     const char *k;
     json_t *v;
     int p = 10, cold = 0;
@@ -769,13 +790,13 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
             return -EINVAL;
         }
         if (is_hot(kind, k)) {
-            buf_printf(&sql, "%sh_%s=?%d", sep, k, p);
+            set_param(&sql, sep, "h_", k, p);
             sep = ", ";
         } else {
             cold++;
         }
         if (is_indexed(kind, k)) {
-            buf_printf(&sql, "%sf_%s=?%d", sep, k, p + 100);
+            set_param(&sql, sep, "f_", k, p + 100);
             sep = ", ";
         }
         p++;
