@@ -11,7 +11,7 @@ from qlib import Server, expect, run_tests  # noqa: E402
 P = "/api/projects/default"
 HOT = ["status", "progress", "updated_at", "last_run_at", "latest_run_id", "run_count"]
 SPARSE = [("tasks", "parent_id"), ("tasks", "assigned_agent_id"), ("tasks", "definition_id"),
-          ("runs", "definition_id")]
+          ("runs", "definition_id"), ("tasks", "scheduled"), ("tasks", "has_dependencies")]
 
 
 def to_v1(path):
@@ -47,7 +47,12 @@ def test_v1_database_opens_and_runs_move_its_tasks():
         to_v1(os.path.join(s.data, "quern.db"))
         s.start()
         db = sqlite3.connect(os.path.join(s.data, "quern.db"))
-        assert db.execute("PRAGMA user_version").fetchone()[0] >= 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 3
+        # the scheduler's flag lookups use the partial index (v3)
+        plan = " ".join(r[3] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT doc FROM tasks WHERE 1 AND project_id='default' "
+            "AND f_scheduled = 'true' AND 'true' IS NOT NULL ORDER BY seq"))
+        assert "tasks_scheduled" in plan, plan
         db.close()
         for tid in ids:
             t = expect(s.req("GET", P + "/tasks/" + tid), 200)
