@@ -119,6 +119,28 @@ def test_completing_a_task_starts_its_dependants():
     assert rc["task_id"] == c["id"]
 
 
+def test_dependants_are_started_after_a_restart():
+    """The scheduler finds its dependants again when quernd restarts (it
+    reloads the tasks flagged has_dependencies, store index v3)."""
+    s = Server()
+    try:
+        a = expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "rsA"}), 201)
+        b = expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "rsB", "dependencies": [a["id"]]}), 201)
+        s.stop()
+        s.start()
+        expect(s.req("POST", P + "/tasks/%s/run" % a["id"]), 201)
+        ra = expect(s.req("POST", P + "/workers/lease", {"agent_id": "rsA", "max": 1, "wait_ms": 5000}), 200)["data"]
+        assert ra and ra[0]["task_id"] == a["id"], ra
+        expect(s.req("POST", P + "/workers/report", {"results": [
+            {"run_id": ra[0]["id"], "attempt": ra[0]["attempt"], "status": "completed"}]}), 200)
+        rb = wait_for(lambda: expect(s.req("POST", P + "/workers/lease",
+                                           {"agent_id": "rsB", "max": 1, "wait_ms": 1000}), 200)["data"],
+                      what="B starts after A, across a restart")
+        assert rb[0]["task_id"] == b["id"], rb
+    finally:
+        s.stop()
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
