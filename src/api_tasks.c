@@ -458,6 +458,9 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
     if (!rc)
         rc = opts.run ? run_start_for_new_task(tx, a->r->app, task, &run)
                       : store_put(tx, SK_TASK, a->project_id, task);
+    /* a worker already waiting for a run like this one gets it now */
+    if (!rc && run)
+        rc = api_workers_handoff(tx, a->r->app, run);
     if (rc == -EEXIST) {
         char p[300];
         snprintf(p, sizeof p, "%sid", prefix);

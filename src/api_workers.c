@@ -32,6 +32,7 @@ struct lease {
     int64_t deadline;
     struct sched_waiter *waiter;
     json_t *leased;   /* the runs handed out, for undo */
+    json_t *handed;   /* runs leased to it by a create's transaction (hand-off) */
 };
 
 struct lease_tx {
@@ -116,6 +117,7 @@ static void lease_gone(struct req *r, bool delivered)
         store_write(r->app->store, unlease_fn, &u);
     }
     json_decref(l->leased);
+    json_decref(l->handed);
     free(l);
     r->wait = NULL;
 }
@@ -131,7 +133,12 @@ static void lease_try(struct req *r)
 {
     struct lease *l = r->wait;
     json_t *runs = json_array();
-    if (!http_client_gone(r)) {
+    if (l->handed) {
+        /* a create leased a run to this long-poll in its own transaction */
+        json_decref(runs);
+        runs = l->handed;
+        l->handed = NULL;
+    } else if (!http_client_gone(r)) {
         char *ids[MAX_LEASE];
         int n = sched_take(r->app->sched, &l->f, ids, l->max);
         if (n > 0) {
@@ -164,6 +171,57 @@ static void lease_try(struct req *r)
     }
     l->leased = json_incref(runs);
     http_json(r, 200, json_pack("{s:o}", "data", runs));
+}
+
+/* ---- hand-off: a new run leased to a waiting long-poll at its creation ---- */
+
+struct handoff {
+    struct lease *l;
+    json_t *run;   /* its public view, once leased */
+};
+
+static void handoff_done(void *arg, bool committed)
+{
+    struct handoff *h = arg;
+    if (committed && h->run) {
+        h->l->handed = json_array();
+        json_array_append(h->l->handed, h->run);
+    }
+    json_decref(h->run);
+    /* either way the long-poll goes on: with the run, or looking again */
+    http_resume(h->l->r);
+    free(h);
+}
+
+int api_workers_handoff(struct store_tx *tx, struct app *app, json_t *run)
+{
+    if (!app->sched || app->draining || run_status_of(run) != RS_QUEUED ||
+        json_is_true(json_object_get(run, "has_code")) ||
+        json_is_string(json_object_get(run, "concurrency_key")) ||
+        json_integer_value(json_object_get(run, "deadline_ms")) > 0 ||
+        json_integer_value(json_object_get(run, "not_before_ms")) > 0 ||
+        json_array_size(json_object_get(run, "blocked_by")))
+        return 0;
+    struct lease *l = sched_claim_waiter(app->sched, run);
+    if (!l)
+        return 0;
+    l->waiter = NULL;   /* claimed: the scheduler forgot it */
+    struct handoff *h = xcalloc(1, sizeof *h);
+    h->l = l;
+    /* the hook resumes the long-poll whatever happens to this transaction */
+    store_tx_on_commit(tx, handoff_done, h);
+    if (http_client_gone(l->r))
+        return 0;   /* invariant 2: never lease to a client that left */
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms() + app->cfg.lease_ms, ts);
+    json_object_set_new(run, "worker_id", l->worker_id ? json_string(l->worker_id) : json_null());
+    if (l->f.agent_id && !json_is_string(json_object_get(run, "agent_id")))
+        json_object_set_new(run, "agent_id", json_string(l->f.agent_id));
+    json_object_set_new(run, "lease_expires_at", json_string(ts));
+    int rc = run_move(tx, app, run, RS_RUNNING, NULL);
+    if (!rc)
+        h->run = run_public(run);
+    return rc;
 }
 
 static bool str_list(struct req *r, json_t *body, const char *field, const char **out, size_t max,

@@ -1132,6 +1132,38 @@ static void waiter_wake_for(struct sched *s, const struct entry *e)
         waiter_fire(s, last);
 }
 
+void *sched_claim_waiter(struct sched *s, const json_t *run)
+{
+    const char *project = json_string_value(json_object_get(run, "project_id"));
+    const char *agent = json_string_value(json_object_get(run, "agent_id"));
+    const char *def = json_string_value(json_object_get(run, "definition_id"));
+    if (!project || json_is_true(json_object_get(run, "has_code")))
+        return NULL;
+    void *ctx = NULL;
+    pthread_mutex_lock(&s->mu);
+    /* the oldest waiter (the list's tail) whose filter takes the run, as
+     * fits() would judge an entry of it */
+    struct sched_waiter *pick = NULL;
+    for (struct sched_waiter *w = s->waiters; w; w = w->next) {
+        const struct sched_filter *f = w->f;
+        if (!f || f->executor || strcmp(w->project_id, project))
+            continue;
+        if (agent && (!f->agent_id || strcmp(agent, f->agent_id)))
+            continue;
+        if (f->ndefinitions && !in_list(def, f->definitions, f->ndefinitions))
+            continue;
+        pick = w;
+    }
+    if (pick) {
+        waiter_unlink(s, pick);
+        ctx = pick->ctx;
+        free(pick->project_id);
+        free(pick);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return ctx;
+}
+
 static bool waiter_wake_project(struct sched *s, const char *project_id)
 {
     struct sched_waiter *last = NULL;

@@ -98,6 +98,12 @@ struct sched_waiter *sched_wait(struct sched *s, const char *project_id, int64_t
 struct sched_waiter *sched_wait_filter(struct sched *s, const char *project_id,
                                        const struct sched_filter *f, int64_t deadline_mono,
                                        void (*wake)(void *ctx), void *ctx);
+/* For a new run that any worker may start now (the caller checked: queued,
+ * no code, no concurrency key, deadline, delay or dependency): removes the
+ * oldest filtered waiter (sched_wait_filter) whose filter takes the run and
+ * returns its ctx, without waking it; NULL when none.  The caller then
+ * owns that waiter's wake-up. */
+void *sched_claim_waiter(struct sched *s, const json_t *run);
 /* Removes a waiter that has not been woken; false when it already was. */
 bool sched_unwait(struct sched *s, struct sched_waiter *w);
 

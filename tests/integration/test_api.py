@@ -243,6 +243,57 @@ def test_lease_long_poll_wakes_on_new_run():
     assert [r["task_id"] for r in data] == [t["id"]]
 
 
+def test_new_run_is_handed_to_a_waiting_long_poll():
+    """A create finding a worker's long-poll waiting leases the run to it in
+    its own transaction: the create answers with the task running, the
+    long-poll with the run, and the run's events say queued then running."""
+    import threading
+    import time
+    for attempt in range(40):
+        out = {}
+
+        def poll():
+            out["r"] = S.req("POST", P + "/workers/lease", {"agent_id": "ho", "worker_id": "hw",
+                                                              "max": 5, "wait_ms": 20000})
+        th = threading.Thread(target=poll)
+        th.start()
+        time.sleep(0.02 * (attempt + 1))   # let it reach its wait (not an assertion)
+        t = agent_task(assigned_agent_id="ho")
+        th.join(30)
+        data = expect(out["r"], 200)["data"]
+        assert [r["task_id"] for r in data] == [t["id"]], data
+        if t["status"] != "running":
+            report(data[0])   # it arrived before the long-poll waited: the usual path
+            continue
+        run = data[0]
+        assert run["status"] == "running" and run["worker_id"] == "hw" and run["attempt"] == 1, run
+        evs = expect(S.req("GET", P + "/tasks/%s/runs/%s/session_logs" % (t["id"], run["id"])), 200)
+        types = [e["type"] for e in evs if e["type"].startswith("task_run.")]
+        assert types[:2] == ["task_run.queued", "task_run.started"], types
+        report(run)
+        done = expect(S.req("GET", P + "/tasks/" + t["id"]), 200)
+        assert done["status"] == "completed", done
+        # a run that may not start at once (a deadline) is never handed off
+        out = {}
+        th = threading.Thread(target=poll)
+        th.start()
+        time.sleep(0.02 * (attempt + 1))
+        later = agent_task(assigned_agent_id="ho", deadline="2999-01-01T00:00:00.000Z")
+        th.join(30)
+        assert later["status"] == "queued", later
+        got = expect(out["r"], 200)["data"]
+        assert [r["task_id"] for r in got] == [later["id"]], got
+        report(got[0])
+        return
+    raise AssertionError("no create found the long-poll waiting in 40 tries")
+
+
+def report(run, status="completed"):
+    out = expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": run["id"], "attempt": run["attempt"], "status": status}]}), 200)["data"][0]
+    assert out["ok"], out
+
+
 def test_lease_expiry_requeues_with_new_attempt():
     s2 = Server(env={"QUERN_LEASE_MS": "300"})
     try:
