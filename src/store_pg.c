@@ -437,12 +437,20 @@ static char *schema_v2(void)
         "CREATE INDEX blob_refs_run ON blob_refs(project_id, run_id);\n");
 }
 
+/* Pending webhook deliveries are listed across projects (the dispatcher's
+ * reload and rescan): an index that does not start with the project, so that
+ * list never reads the delivered history. */
+static char *schema_v3(void)
+{
+    return xstrdup("CREATE INDEX deliveries_status_any ON deliveries(f_status, seq);\n");
+}
+
 /* Migrations run in one transaction under an advisory lock (several nodes
  * may start at once); quern_schema records the last one applied, in the same
  * transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
 {
-    const int latest = 2;
+    const int latest = 3;
     int rc = simple(c, "BEGIN");
     if (!rc)
         rc = simple(c, "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK "'::bigint)");
@@ -467,7 +475,7 @@ static int migrate(struct conn *c, char **err)
         goto fail;
     }
     for (int v = (int)version + 1; v <= latest; v++) {
-        char *sql = v == 1 ? schema_v1() : v == 2 ? schema_v2() : NULL;
+        char *sql = v == 1 ? schema_v1() : v == 2 ? schema_v2() : v == 3 ? schema_v3() : NULL;
         char *ver = xasprintf("DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(%d)", v);
         rc = simple(c, sql);
         if (!rc)

@@ -329,6 +329,14 @@ static char *schema_v3(void)
     return buf_steal(&b);
 }
 
+/* v4: pending webhook deliveries are listed across projects (the
+ * dispatcher's reload and rescan): an index that does not start with the
+ * project, so that list never reads the delivered history. */
+static char *schema_v4(void)
+{
+    return xstrdup("CREATE INDEX deliveries_status_any ON deliveries(f_status, seq);\n");
+}
+
 /* Migrations are applied in order; PRAGMA user_version records the last one
  * applied, in the same transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
@@ -340,7 +348,7 @@ static int migrate(struct conn *c, char **err)
     }
     int version = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
-    const int latest = 3;
+    const int latest = 4;
     if (version > latest) {
         *err = xasprintf("database schema version %d is newer than this quernd (%d)", version,
                          latest);
@@ -354,6 +362,8 @@ static int migrate(struct conn *c, char **err)
             sql = schema_v2();
         else if (v == 3)
             sql = schema_v3();
+        else if (v == 4)
+            sql = schema_v4();
         char *ver = xasprintf("PRAGMA user_version=%d", v);
         int rc = exec_sql(c, "BEGIN IMMEDIATE");
         if (!rc)

@@ -28,6 +28,7 @@ def to_v1(path):
     for t, f in SPARSE:
         db.execute("DROP INDEX %s_%s" % (t, f))
         db.execute("CREATE INDEX %s_%s ON %s(project_id, f_%s, seq)" % (t, f, t, f))
+    db.execute("DROP INDEX IF EXISTS deliveries_status_any")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -47,12 +48,17 @@ def test_v1_database_opens_and_runs_move_its_tasks():
         to_v1(os.path.join(s.data, "quern.db"))
         s.start()
         db = sqlite3.connect(os.path.join(s.data, "quern.db"))
-        assert db.execute("PRAGMA user_version").fetchone()[0] >= 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 4
         # the scheduler's flag lookups use the partial index (v3)
         plan = " ".join(r[3] for r in db.execute(
             "EXPLAIN QUERY PLAN SELECT doc FROM tasks WHERE 1 AND project_id='default' "
             "AND f_scheduled = 'true' AND 'true' IS NOT NULL ORDER BY seq"))
         assert "tasks_scheduled" in plan, plan
+        # pending deliveries across projects never walk the history (v4)
+        plan = " ".join(r[3] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT doc FROM deliveries WHERE 1 AND f_status = 'pending' "
+            "ORDER BY seq ASC"))
+        assert "deliveries_status_any" in plan, plan
         db.close()
         for tid in ids:
             t = expect(s.req("GET", P + "/tasks/" + tid), 200)
