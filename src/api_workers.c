@@ -44,6 +44,19 @@ struct lease_tx {
     int nbusy;
 };
 
+/* Invariant 1: leases a queued run to l's worker (status running, its
+ * worker and agent, lease_expires_at = ts), in tx.  Shared by the lease
+ * long-poll and the hand-off at creation. */
+static int lease_run(struct store_tx *tx, struct app *app, const struct lease *l, json_t *run,
+                     const char *ts)
+{
+    json_object_set_new(run, "worker_id", l->worker_id ? json_string(l->worker_id) : json_null());
+    if (l->f.agent_id && !json_is_string(json_object_get(run, "agent_id")))
+        json_object_set_new(run, "agent_id", json_string(l->f.agent_id));
+    json_object_set_new(run, "lease_expires_at", json_string(ts));
+    return run_move(tx, app, run, RS_RUNNING, NULL);
+}
+
 static int lease_fn(struct store_tx *tx, void *arg)
 {
     struct lease_tx *a = arg;
@@ -64,12 +77,7 @@ static int lease_fn(struct store_tx *tx, void *arg)
         if (run_status_of(run) != RS_QUEUED) {
             run_notify(tx, app, run);   /* our ready set was behind: catch up */
         } else {
-            json_object_set_new(run, "worker_id",
-                                a->l->worker_id ? json_string(a->l->worker_id) : json_null());
-            if (a->l->f.agent_id && !json_is_string(json_object_get(run, "agent_id")))
-                json_object_set_new(run, "agent_id", json_string(a->l->f.agent_id));
-            json_object_set_new(run, "lease_expires_at", json_string(ts));
-            int rc = run_move(tx, app, run, RS_RUNNING, NULL);
+            int rc = lease_run(tx, app, a->l, run, ts);
             if (rc) {
                 json_decref(run);
                 return rc;
@@ -214,11 +222,7 @@ int api_workers_handoff(struct store_tx *tx, struct app *app, json_t *run)
         return 0;   /* invariant 2: never lease to a client that left */
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms() + app->cfg.lease_ms, ts);
-    json_object_set_new(run, "worker_id", l->worker_id ? json_string(l->worker_id) : json_null());
-    if (l->f.agent_id && !json_is_string(json_object_get(run, "agent_id")))
-        json_object_set_new(run, "agent_id", json_string(l->f.agent_id));
-    json_object_set_new(run, "lease_expires_at", json_string(ts));
-    int rc = run_move(tx, app, run, RS_RUNNING, NULL);
+    int rc = lease_run(tx, app, l, run, ts);
     if (!rc)
         h->run = run_public(run);
     return rc;

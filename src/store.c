@@ -62,6 +62,14 @@ char *store_field_text(const json_t *doc, const char *field)
     return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
 }
 
+bool store_plain_name(const char *name)
+{
+    for (const char *p = name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return false;
+    return *name != 0;
+}
+
 bool store_kind_locked(enum store_kind kind)
 {
     /* the kinds written back after a read; config kinds (projects, keys,

@@ -363,6 +363,9 @@ extern const struct store_backend store_pg_backend;
 /* Shared by backends: the value of an indexed field taken from doc, as text
  * (malloc'd) or NULL. */
 char *store_field_text(const json_t *doc, const char *field);
+/* Shared by backends: whether name may stand in SQL as a column or JSON key
+ * name as it is (1+ of [a-z0-9_]). */
+bool store_plain_name(const char *name);
 /* Shared by backends: whether store_get locks kind's rows in a write
  * transaction (invariant 5). */
 bool store_kind_locked(enum store_kind kind);

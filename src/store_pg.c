@@ -2023,11 +2023,10 @@ static int pg_load(struct store_tx *t, const char *table, const json_t *rows)
         json_t *v;
         int n = 0;
         json_object_foreach((json_t *)row, k, v) {
-            for (const char *p = k; *p; p++)
-                if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))) {
-                    q_release(&q);
-                    return -EINVAL;
-                }
+            if (!store_plain_name(k)) {
+                q_release(&q);
+                return -EINVAL;
+            }
             buf_printf(&q.sql, "%s%s", n++ ? ", " : "", k);
         }
         buf_puts(&q.sql, ") VALUES(");

@@ -769,14 +769,6 @@ static bool is_indexed(enum store_kind kind, const char *field)
     return false;
 }
 
-static bool plain_key(const char *k)
-{
-    for (const char *p = k; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
-            return false;
-    return *k != 0;
-}
-
 /* Appends sep, then "<col_prefix><name>=?<p>" (without printf: a patch
  * builds its statement on every call). */
 static void set_param(struct buf *b, const char *sep, const char *col_prefix, const char *name,
@@ -814,7 +806,7 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
     int p = 10, cold = 0;
     const char *sep = "";
     json_object_foreach((json_t *)fields, k, v) {
-        if (!plain_key(k)) {
+        if (!store_plain_name(k)) {
             buf_release(&sql);
             return -EINVAL;
         }
@@ -842,7 +834,7 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
     }
     buf_puts(&sql, " WHERE project_id=?1 AND id=?2");
     if (if_field) {
-        if (!plain_key(if_field)) {
+        if (!store_plain_name(if_field)) {
             buf_release(&sql);
             return -EINVAL;
         }
@@ -1411,11 +1403,10 @@ static int sq_load(struct store_tx *t, const char *table, const json_t *rows)
         json_t *v;
         int n = 0;
         json_object_foreach((json_t *)row, k, v) {
-            for (const char *p = k; *p; p++)
-                if (!(*p == '_' || (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9'))) {
-                    buf_release(&b);
-                    return -EINVAL;
-                }
+            if (!store_plain_name(k)) {
+                buf_release(&b);
+                return -EINVAL;
+            }
             buf_printf(&b, "%s%s", n++ ? ", " : "", k);
         }
         buf_puts(&b, ") VALUES(");
