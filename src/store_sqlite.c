@@ -30,6 +30,7 @@
 #include "log.h"
 #include "jdump.h"
 #include "jload.h"
+#include "sqlite_vfs.h"
 #include "util.h"
 
 #define MAX_BATCH 512
@@ -236,7 +237,7 @@ static struct conn *conn_open(struct sqlite_store *st, bool write, char **err)
 {
     struct conn *c = xcalloc(1, sizeof *c);
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(st->path, &c->db, flags, NULL) != SQLITE_OK) {
+    if (sqlite3_open_v2(st->path, &c->db, flags, sqlite_vfs_name()) != SQLITE_OK) {
         if (err)
             *err = xasprintf("cannot open %s: %s", st->path, sqlite3_errmsg(c->db));
         conn_free(c);
@@ -462,7 +463,8 @@ static void *checkpointer_main(void *arg)
 {
     struct sqlite_store *st = arg;
     sqlite3 *db = NULL;
-    if (sqlite3_open_v2(st->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) !=
+    if (sqlite3_open_v2(st->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        sqlite_vfs_name()) !=
         SQLITE_OK) {
         log_write(LOG_ERROR, "store", NULL, "the checkpoint connection failed: %s",
                   sqlite3_errmsg(db));
