@@ -19,12 +19,14 @@
  *  - off:    synchronous=OFF; for tests and throwaway data.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store.h"
 #include "log.h"
@@ -63,6 +65,8 @@ struct job {
     void *arg;
     int rc;
     bool done;
+    bool ok;                    /* committed: its hooks are told true */
+    pthread_cond_t cond;        /* its thread waits here (see sq_write) */
     struct hook *hooks;
     size_t nhooks, caphooks;
     struct job *next;
@@ -74,9 +78,12 @@ struct sqlite_store {
     enum store_fsync fsync;
     struct conn *wconn;
     pthread_mutex_t mu;
-    pthread_cond_t cond_done;   /* followers wait for their job or the leader role */
+    pthread_cond_t cond_done;   /* sq_close waits here for the queues to drain */
     struct job *head, *tail;    /* queued jobs, not yet taken by a leader */
     bool writing;               /* a leader is running a batch */
+    struct job *uhead, *utail;  /* committed jobs waiting for their fsync and hooks */
+    bool syncing;               /* a thread is syncing the WAL and running hooks */
+    int wal_fd;                 /* the WAL, for fdatasync (-1 until first needed) */
     bool stopping;
     pthread_key_t rkey;
     struct conn *readers;       /* guarded by mu */
@@ -247,9 +254,10 @@ static struct conn *conn_open(struct sqlite_store *st, bool write, char **err)
         return NULL;
     }
     sqlite3_busy_timeout(c->db, 10000);
-    const char *sync = st->fsync == STORE_FSYNC_ALWAYS  ? "PRAGMA synchronous=FULL"
-                       : st->fsync == STORE_FSYNC_BATCH ? "PRAGMA synchronous=NORMAL"
-                                                        : "PRAGMA synchronous=OFF";
+    /* --fsync always syncs the WAL itself, after the write lock is released
+     * (sync_wal); SQLite's NORMAL keeps the file consistent */
+    const char *sync = st->fsync == STORE_FSYNC_OFF ? "PRAGMA synchronous=OFF"
+                                                    : "PRAGMA synchronous=NORMAL";
     if (exec_sql(c, "PRAGMA journal_mode=WAL") || exec_sql(c, sync) ||
         exec_sql(c, "PRAGMA foreign_keys=OFF") ||
         /* page cache: 32 MiB for the writer, 8 MiB per reader thread */
@@ -457,12 +465,49 @@ static void run_batch(struct sqlite_store *st, struct job *batch)
         frame_sql(c, "ROLLBACK");
         rc = -EIO;
     }
-    /* Invariant 3: hooks after the commit, in commit order. */
+    /* the hooks run once the commit is durable (finish_synced) */
     for (struct job *j = batch; j; j = j->next) {
         if (rc)
             j->rc = -EIO;
+        j->ok = rc == 0;
+    }
+}
+
+/* fdatasync of the WAL, for --fsync always.  SQLite's own sync at COMMIT
+ * (synchronous=FULL) would hold the write lock across it, so the next
+ * group could not start writing until the disk answered; the writer runs
+ * with synchronous=NORMAL instead and the sync happens here, after the lock
+ * is released: one sync covers every commit written before it started (the
+ * WAL is appended in order).  NORMAL keeps the database consistent after a
+ * power loss (SQLite's guarantee); this sync makes each acknowledged commit
+ * survive it.  A failed fsync leaves the page cache's state unknown, so the
+ * process stops (as PostgreSQL does) and recovery starts from the disk. */
+static void sync_wal(struct sqlite_store *st)
+{
+    if (st->wal_fd < 0) {
+        char *wal = xasprintf("%s-wal", st->path);
+        st->wal_fd = open(wal, O_RDONLY | O_CLOEXEC);
+        if (st->wal_fd < 0) {
+            log_write(LOG_ERROR, "store", NULL, "cannot open %s for fsync: %s", wal,
+                      strerror(errno));
+            free(wal);
+            abort();
+        }
+        free(wal);
+    }
+    if (fdatasync(st->wal_fd) != 0) {
+        log_write(LOG_ERROR, "store", NULL, "fdatasync of the WAL failed: %s; stopping",
+                  strerror(errno));
+        abort();
+    }
+}
+
+/* Invariant 3: hooks after the commit (and its fsync), in commit order. */
+static void finish_synced(struct job *list)
+{
+    for (struct job *j = list; j; j = j->next) {
         for (size_t i = 0; i < j->nhooks; i++)
-            j->hooks[i].fn(j->hooks[i].arg, rc == 0);
+            j->hooks[i].fn(j->hooks[i].arg, j->ok);
         j->nhooks = 0;
     }
 }
@@ -537,11 +582,32 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
  * queued behind it, up to MAX_BATCH), runs them in one transaction on its own
  * thread, then wakes the followers.  Concurrent writers still share one
  * commit and one fsync, and a lone writer pays no thread hand-off (two
- * context switches per request with a dedicated thread). */
+ * context switches per request with a dedicated thread).
+ *
+ * Two stages, each led by whichever waiting thread finds it free: a write
+ * group commits (without syncing) and queues its jobs as committed; a sync
+ * group takes every committed job, syncs the WAL once (--fsync always),
+ * runs their hooks in commit order and releases them.  So the next group
+ * writes while the previous one waits for the disk. */
+/* Wakes a waiting thread for each stage that is free and has work: the
+ * thread of the first queued job leads the next write group, the thread of
+ * the first committed job the next sync group (mu held).  Each thread waits
+ * on its own job's condition, so a stage wakes only the threads it concerns
+ * (a broadcast woke every waiter twice per group). */
+static void kick(struct sqlite_store *st, const struct job *self)
+{
+    if (!st->writing && st->head && st->head != self)
+        pthread_cond_signal(&st->head->cond);
+    if (!st->syncing && st->uhead && st->uhead != self)
+        pthread_cond_signal(&st->uhead->cond);
+    if (st->stopping)
+        pthread_cond_broadcast(&st->cond_done);
+}
+
 static int sq_write(struct store *s, store_fn fn, void *arg)
 {
     struct sqlite_store *st = SQ(s);
-    struct job j = {.fn = fn, .arg = arg};
+    struct job j = {.fn = fn, .arg = arg, .cond = PTHREAD_COND_INITIALIZER};
     pthread_mutex_lock(&st->mu);
     if (st->stopping) {
         pthread_mutex_unlock(&st->mu);
@@ -553,32 +619,58 @@ static int sq_write(struct store *s, store_fn fn, void *arg)
         st->head = &j;
     st->tail = &j;
     while (!j.done) {
-        if (st->writing) {
-            pthread_cond_wait(&st->cond_done, &st->mu);
+        if (!st->writing && st->head) {
+            st->writing = true;
+            struct job *batch = st->head, *last = batch;
+            int n = 1;
+            while (last->next && n < MAX_BATCH) {
+                last = last->next;
+                n++;
+            }
+            st->head = last->next;
+            if (!st->head)
+                st->tail = NULL;
+            last->next = NULL;
+            pthread_mutex_unlock(&st->mu);
+            run_batch(st, batch);
+            pthread_mutex_lock(&st->mu);
+            if (st->utail)
+                st->utail->next = batch;
+            else
+                st->uhead = batch;
+            st->utail = last;
+            st->writing = false;
+            kick(st, &j);
             continue;
         }
-        st->writing = true;
-        struct job *batch = st->head, *last = batch;
-        int n = 1;
-        while (last->next && n < MAX_BATCH) {
-            last = last->next;
-            n++;
+        if (!st->syncing && st->uhead) {
+            st->syncing = true;
+            struct job *list = st->uhead;
+            st->uhead = st->utail = NULL;
+            pthread_mutex_unlock(&st->mu);
+            bool any = false;
+            for (struct job *b = list; b; b = b->next)
+                any = any || b->ok;
+            if (any && st->fsync == STORE_FSYNC_ALWAYS)
+                sync_wal(st);
+            finish_synced(list);
+            pthread_mutex_lock(&st->mu);
+            for (struct job *b = list, *next; b; b = next) {
+                next = b->next;   /* b may return (and its stack frame go) once done */
+                b->done = true;
+                if (b != &j)
+                    pthread_cond_signal(&b->cond);
+            }
+            st->syncing = false;
+            kick(st, &j);
+            continue;
         }
-        st->head = last->next;
-        if (!st->head)
-            st->tail = NULL;
-        last->next = NULL;
-        pthread_mutex_unlock(&st->mu);
-        run_batch(st, batch);
-        pthread_mutex_lock(&st->mu);
-        for (struct job *b = batch, *next; b; b = next) {
-            next = b->next;   /* b may return (and its stack frame go) once done */
-            b->done = true;
-        }
-        st->writing = false;
-        pthread_cond_broadcast(&st->cond_done);
+        pthread_cond_wait(&j.cond, &st->mu);
     }
+    /* a stage may be free with work and no thread awake to lead it */
+    kick(st, &j);
     pthread_mutex_unlock(&st->mu);
+    pthread_cond_destroy(&j.cond);
     free(j.hooks);
     return j.rc;
 }
@@ -670,6 +762,7 @@ static struct store *sq_open(const char *path, const struct store_opts *opts, ch
     st->base.be = &store_sqlite_backend;
     st->path = xstrdup(path);
     st->fsync = opts ? opts->fsync : STORE_FSYNC_ALWAYS;
+    st->wal_fd = -1;
     id_new("node", st->node_id);
     pthread_mutex_init(&st->mu, NULL);
     pthread_cond_init(&st->cond_done, NULL);
@@ -700,13 +793,15 @@ static void sq_close(struct store *s)
     struct sqlite_store *st = SQ(s);
     pthread_mutex_lock(&st->mu);
     st->stopping = true;   /* new writes fail; queued ones finish */
-    while (st->writing || st->head)
+    while (st->writing || st->head || st->syncing || st->uhead)
         pthread_cond_wait(&st->cond_done, &st->mu);
     st->ckpt_stop = true;
     pthread_cond_signal(&st->cond_stop);
     pthread_mutex_unlock(&st->mu);
     pthread_join(st->checkpointer, NULL);
     sqlite3_wal_checkpoint_v2(st->wconn->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    if (st->wal_fd >= 0)
+        close(st->wal_fd);
     conn_free(st->wconn);
     for (struct conn *c = st->readers, *n; c; c = n) {
         n = c->next;
