@@ -106,11 +106,13 @@ struct sqlite_store {
  * nothing outside this file sees them.  Append only (schema v2 adds them). */
 static const char *const task_hot[] = {"status",      "progress",      "updated_at",
                                        "last_run_at", "latest_run_id", "run_count", NULL};
+/* a run's completed_at has a column for the retention pruner's index (v6) */
+static const char *const run_hot[] = {"completed_at", NULL};
 static const char *const no_hot[] = {NULL};
 
 static const char *const *hot_fields(enum store_kind kind)
 {
-    return kind == SK_TASK ? task_hot : no_hot;
+    return kind == SK_TASK ? task_hot : kind == SK_RUN ? run_hot : no_hot;
 }
 
 static bool is_hot(enum store_kind kind, const char *field)
@@ -318,10 +320,9 @@ static char *schema_v2(void)
 {
     struct buf b;
     buf_init(&b);
-    for (int k = 0; k < SK__COUNT; k++)
-        for (const char *const *f = hot_fields((enum store_kind)k); *f; f++)
-            buf_printf(&b, "ALTER TABLE %s ADD COLUMN h_%s TEXT;\n",
-                       store_kind_name((enum store_kind)k), *f);
+    /* the task columns only: later columns come with their own version */
+    for (const char *const *f = task_hot; *f; f++)
+        buf_printf(&b, "ALTER TABLE tasks ADD COLUMN h_%s TEXT;\n", *f);
     static const char *const sparse[][2] = {{"tasks", "parent_id"},
                                             {"tasks", "assigned_agent_id"},
                                             {"tasks", "definition_id"},
@@ -371,11 +372,19 @@ static char *schema_v5(void)
 /* v6: the retention pruner looks for finished runs by completion time; it
  * used to walk the whole runs table (json_extract on every row) inside the
  * write transaction, holding every writer back for seconds at 1 000 000
- * runs.  A partial index over finished runs only, keyed by completed_at. */
+ * runs.  A run's completed_at gets a hot column (JSON text, like the task's)
+ * and a partial index over the runs that have one (a JSON string starts with
+ * '"', which sorts before '#'; null is "null").  The index's condition must
+ * be that cheap: with `f_status IN (...)` (or an index on json_extract of the
+ * document) every UPDATE of a run cost ~70 k instructions more, since SQLite
+ * evaluates the condition on the old and the new row, building the IN list
+ * each time. */
 static char *schema_v6(void)
 {
-    return xstrdup("CREATE INDEX runs_finished ON runs(json_extract(doc, '$.completed_at')) "
-                   "WHERE f_status IN " FINISHED ";\n");
+    return xstrdup("ALTER TABLE runs ADD COLUMN h_completed_at TEXT;\n"
+                   "UPDATE runs SET h_completed_at = json_quote(json_extract(doc, '$.completed_at'))"
+                   " WHERE f_status IN " FINISHED ";\n"
+                   "CREATE INDEX runs_finished ON runs(h_completed_at) WHERE h_completed_at < '#';\n");
 }
 
 /* Migrations are applied in order; PRAGMA user_version records the last one
@@ -1616,11 +1625,15 @@ static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
         return -EIO;
     /* finished runs that ended before the cut, with their logs and
      * checkpoints (RFC 3339 UTC strings sort as times) */
-    s = stmt(tx->c, "SELECT project_id, id FROM runs WHERE f_status IN " FINISHED
-                    " AND json_extract(doc, '$.completed_at') < ?1 LIMIT ?2");
+    /* h_completed_at holds JSON text: compared with the cut's (a JSON null,
+     * "null", sorts after every quoted time) */
+    s = stmt(tx->c, "SELECT project_id, id FROM runs WHERE h_completed_at < '#' AND "
+                    "h_completed_at < ?1 AND f_status IN " FINISHED " LIMIT ?2");
     if (!s)
         return -EIO;
-    bind_text(s, 1, before);
+    char quoted[RFC3339_LEN + 2];
+    snprintf(quoted, sizeof quoted, "\"%s\"", before);
+    bind_text(s, 1, quoted);
     sqlite3_bind_int64(s, 2, limit);
     json_t *gone = json_array();
     while (sqlite3_step(s) == SQLITE_ROW)

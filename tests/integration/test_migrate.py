@@ -1,6 +1,7 @@
 """Schema migrations of the SQLite store: a database written by an older
 quernd (schema v1: no hot-field columns, full indexes) opens with this one,
 keeps every document, and run changes move its tasks as before."""
+import json
 import os
 import sqlite3
 import sys
@@ -31,6 +32,10 @@ def to_v1(path):
     db.execute("DROP INDEX IF EXISTS deliveries_status_any")
     db.execute("CREATE INDEX IF NOT EXISTS tasks_id ON tasks(id)")
     db.execute("DROP INDEX IF EXISTS runs_finished")
+    if "h_completed_at" in [r[1] for r in db.execute("PRAGMA table_info(runs)")]:
+        db.execute("UPDATE runs SET doc = json_set(doc, '$.completed_at', json(h_completed_at)) "
+                   "WHERE h_completed_at IS NOT NULL")
+        db.execute("ALTER TABLE runs DROP COLUMN h_completed_at")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -46,6 +51,12 @@ def test_v1_database_opens_and_runs_move_its_tasks():
             r = expect(s.req("POST", P + "/tasks", {"name": "old-%d" % i, "assigned_agent_id": "m",
                                                     "run": True}), 201)
             ids.append(r["id"])
+        # one finished run from before: the migration gives it its column
+        done_task = expect(s.req("POST", P + "/tasks", {"name": "old-done", "assigned_agent_id": "md",
+                                                        "run": True}), 201)
+        run = expect(s.req("POST", P + "/workers/lease", {"agent_id": "md", "max": 1}), 200)["data"][0]
+        expect(s.req("POST", P + "/workers/report", {"results": [
+            {"run_id": run["id"], "attempt": 1, "status": "completed"}]}), 200)
         s.stop()
         to_v1(os.path.join(s.data, "quern.db"))
         s.start()
@@ -70,11 +81,16 @@ def test_v1_database_opens_and_runs_move_its_tasks():
         # retention finds finished runs by completion time through the
         # partial index, not by reading every run (v6)
         plan = " ".join(r[3] for r in db.execute(
-            "EXPLAIN QUERY PLAN SELECT project_id, id FROM runs WHERE f_status IN "
-            "('completed','failed','timed_out','denied','canceled') AND "
-            "json_extract(doc, '$.completed_at') < '2026' LIMIT 10"))
+            "EXPLAIN QUERY PLAN SELECT project_id, id FROM runs WHERE h_completed_at < '#' AND "
+            "h_completed_at < '\"2026' AND f_status IN "
+            "('completed','failed','timed_out','denied','canceled') LIMIT 10"))
         assert "runs_finished" in plan, plan
+        h, at = db.execute("SELECT h_completed_at, json_extract(doc, '$.completed_at') FROM runs "
+                           "WHERE id=?", (run["id"],)).fetchone()
+        assert at and h == json.dumps(at), (h, at)
         db.close()
+        got = expect(s.req("GET", P + "/tasks/%s/runs/%s" % (done_task["id"], run["id"])), 200)
+        assert got["status"] == "completed" and got["completed_at"] == at, got
         for tid in ids:
             t = expect(s.req("GET", P + "/tasks/" + tid), 200)
             assert t["status"] == "queued" and t["run_count"] == 1, t
@@ -89,7 +105,7 @@ def test_v1_database_opens_and_runs_move_its_tasks():
             t = expect(s.req("GET", P + "/tasks/" + tid), 200)
             assert t["status"] == "completed", t
         lst = expect(s.req("GET", P + "/tasks?status=completed&limit=10"), 200)
-        assert sorted(t["id"] for t in lst["data"]) == sorted(ids), lst
+        assert sorted(t["id"] for t in lst["data"]) == sorted(ids + [done_task["id"]]), lst
         # a filter on a sparse field still finds its rows
         r = expect(s.req("GET", P + "/tasks?assigned_agent_id=m"), 200)
         assert len(r["data"]) == 3, r
