@@ -10,6 +10,8 @@
  *                                           exec_start -> the code's first line, with
  *                                           and without the warm pool.
  *   exec_bench api -u URL -k KEY [-n N] [-c CONNS] [-l LAT_N] [-r RUNTIMES] [-P QUERND_PID]
+ *                  [-b BATCH [-o]]       (-b: creates through POST /tasks/batch, then a
+ *                                           second round with one POST each unless -o)
  *                                           end to end through the HTTP API: POST
  *                                           /tasks with code, completions counted on
  *                                           the project SSE stream; latency create ->
@@ -542,6 +544,7 @@ static void *stream_thread(void *arg)
 
 static const char *a_body;
 static int a_batch;   /* > 1: POST /tasks/batch with this many tasks */
+static bool a_batch_only;   /* -o: no second round with one POST per task */
 
 static void *post_thread(void *arg)
 {
@@ -703,7 +706,7 @@ static int mode_api(int n, int conns, int lat_n, const char *rts, int qpid, cons
         printf("API_SH_RUNS_PER_S %.0f\n", r);
         print_proc_delta(qpid, &u0, dt, n);
         print_self_usage("bench client");
-        if (a_batch > 1) {
+        if (a_batch > 1 && !a_batch_only) {
             int single = a_batch;
             a_batch = 0;
             if (qpid > 0)
@@ -740,7 +743,7 @@ int main(int argc, char **argv)
     const char *rts = "sh,python,node", *label = "warm";
     int opt;
     optind = 2;
-    while ((opt = getopt(argc, argv, "n:p:s:l:r:u:k:c:P:L:b:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:p:s:l:r:u:k:c:P:L:b:o")) != -1) {
         switch (opt) {
         case 'n': n = atoi(optarg); break;
         case 'p': par = atoi(optarg); break;
@@ -753,6 +756,7 @@ int main(int argc, char **argv)
         case 'P': qpid = atoi(optarg); break;
         case 'L': label = optarg; break;
         case 'b': a_batch = atoi(optarg); break;
+        case 'o': a_batch_only = true; break;
         default: return 2;
         }
     }

@@ -353,6 +353,10 @@ static void enqueue(struct exec *ex, struct cmd *c)
     else
         ex->q_head = c;
     ex->q_tail = c;
+    /* a queue that was not empty has its wake-up pending: the supervisor
+     * reads the eventfd before it takes the whole queue */
+    if (ex->q_head != c)
+        return;
     uint64_t one = 1;
     if (write(ex->wakefd, &one, sizeof(one)) < 0) {
         /* the counter is saturated: the supervisor is awake anyway */
@@ -779,6 +783,8 @@ static int storage_dirs(struct exec *ex, struct run *r)
         if (!st[i])
             continue;
         struct stat sb;
+        if (lstat(st[i], &sb) == 0 && S_ISDIR(sb.st_mode) && sb.st_uid == uid && sb.st_gid == uid)
+            continue;   /* as a previous run left it: a chown would still journal its inode */
         if (stat(st[i], &sb) < 0) {
             if (mkdir(st[i], 0755) < 0 && errno != EEXIST)
                 rc = -errno;
@@ -1813,6 +1819,10 @@ static void *supervisor(void *arg)
                 }
             }
         }
+        /* the pipes' lines and the exits go to the consumer now, before
+         * the commands and spawns below */
+        if (ex->cb.on_flush)
+            ex->cb.on_flush(ex->cb.ctx);
         uint64_t cnt;
         if (read(ex->wakefd, &cnt, sizeof(cnt)) < 0) {
             /* EAGAIN: nothing queued */
@@ -1840,6 +1850,8 @@ static void *supervisor(void *arg)
         start_pending(ex);
         /* Runs first: the pool is refilled when nothing else waits. */
         refill = warm_refill(ex);
+        if (ex->cb.on_flush)   /* ends of runs that could not start */
+            ex->cb.on_flush(ex->cb.ctx);
         int ready = 0;
         for (int i = 0; i < ex->npools; i++)
             ready += ex->pools[i].live;
@@ -1947,6 +1959,7 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
         *err = xstrdup("cannot start the supervisor thread");
         goto fail;
     }
+    pthread_setname_np(ex->thread, "quern-exec");   /* for top and perf */
     return ex;
 fail:
     if (ex->epfd >= 0)
