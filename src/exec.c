@@ -1391,30 +1391,42 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
     closedir(d);
 }
 
-static void collect_artifacts(struct run *r, struct exec_result *res)
+/* True when the directory open at fd has an entry besides . and ..; the
+ * fd's offset is back at the start after. */
+static bool dir_has_entries(int fd)
 {
-    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    char b[1024];
+    long n;
+    bool any = false;
+    while (!any && (n = syscall(SYS_getdents64, fd, b, sizeof(b))) > 0) {
+        for (long off = 0; off < n;) {
+            struct linux_dirent64_s {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[];
+            } *d = (void *)(b + off);
+            if (strcmp(d->name, ".") && strcmp(d->name, ".."))
+                any = true;
+            off += d->reclen;
+        }
+    }
+    (void)lseek(fd, 0, SEEK_SET);
+    return any;
+}
+
+/* qfd: the run's out directory (the caller's). */
+static void collect_artifacts(struct run *r, int qfd, struct exec_result *res)
+{
     if (qfd < 0)
         return;
     int afd = openat(qfd, "artifacts", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    close(qfd);
     if (afd < 0)
         return;
-    /* Most runs leave none: look before making a directory for them. */
-    int probe = openat(afd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* own offset */
-    DIR *d = probe >= 0 ? fdopendir(probe) : NULL;
-    bool any = false;
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            any = true;
-            break;
-        }
-    if (d)
-        closedir(d);
-    else if (probe >= 0)
-        close(probe);
-    if (!any) {
+    /* Most runs leave none: look before making a directory for them (raw
+     * getdents: readdir's stream would allocate 32 KiB per run). */
+    if (!dir_has_entries(afd)) {
         close(afd);
         return;
     }
@@ -1439,15 +1451,14 @@ static void collect_artifacts(struct run *r, struct exec_result *res)
 }
 
 /* Reads QUERN_OUTPUT: 0 with *out (maybe NULL: no file), or -EINVAL. */
-static int read_output(struct run *r, json_t **out, char **why)
+/* qfd: the run's out directory (the caller's). */
+static int read_output(int qfd, json_t **out, char **why)
 {
     *out = NULL;
-    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (qfd < 0)
         return 0;
     int fd = openat(qfd, "output.json", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     int e = errno;
-    close(qfd);
     if (fd < 0) {
         if (e == ENOENT)
             return 0;
@@ -1552,7 +1563,8 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     /* output: the file wins over the last control message */
     json_t *o = NULL;
     char *why = NULL;
-    if (read_output(r, &o, &why) < 0) {
+    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (read_output(qfd, &o, &why) < 0) {
         if (strcmp(res->status, "completed") == 0) {
             res->status = "failed";
             res->error_code = "invalid_output";
@@ -1565,7 +1577,9 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     free(why);
     redact_json(r, o);
     res->output = o;
-    collect_artifacts(r, res);
+    collect_artifacts(r, qfd, res);
+    if (qfd >= 0)
+        close(qfd);
     finish(ex, slot, r, res);
 }
 

@@ -722,9 +722,10 @@ static void *runner_main(void *arg)
             pthread_cond_wait(&rn->cond, &rn->mu);
         /* While starts wait inside exec every slot is busy: a turn now or a
          * little later leaves none idle, and reports that end together
-         * share a commit.  The first end that uses up the backlog (a slot
-         * would wait for this turn's starts) ends the wait. */
-        if (rn->head && rn->backlog > 0) {
+         * share a commit.  The wait ends when one start is left waiting
+         * (it covers the end that comes during this turn's commit), or
+         * after LINGER_MS. */
+        if (rn->head && rn->backlog > 1) {
             struct timespec until;
             clock_gettime(CLOCK_MONOTONIC, &until);
             until.tv_nsec += LINGER_MS * 1000000L;
@@ -732,7 +733,7 @@ static void *runner_main(void *arg)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000L;
             }
-            while (!rn->stopping && exec_free_slots(rn->exec) < rn->backlog &&
+            while (!rn->stopping && exec_free_slots(rn->exec) < rn->backlog - 1 &&
                    pthread_cond_timedwait(&rn->cond, &rn->mu, &until) != ETIMEDOUT) {
             }
         }
