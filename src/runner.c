@@ -53,6 +53,7 @@ struct runner {
     struct item *head, *tail;
     bool wake, stopping, started;
     bool unsignaled;          /* supervisor thread's: items pushed since its last flush */
+    bool lingering;           /* the runner thread waits for more reports (under mu) */
     int backlog;              /* starts that may wait inside exec for a slot */
 };
 
@@ -83,7 +84,10 @@ static void cb_flush(void *ctx)
         return;
     rn->unsignaled = false;
     pthread_mutex_lock(&rn->mu);
-    pthread_cond_signal(&rn->cond);
+    /* a runner waiting for more reports needs no wake-up per report: only
+     * when its wait should end (or at its deadline) */
+    if (!rn->lingering || exec_free_slots(rn->exec) >= rn->backlog - 1)
+        pthread_cond_signal(&rn->cond);
     pthread_mutex_unlock(&rn->mu);
 }
 
@@ -733,9 +737,11 @@ static void *runner_main(void *arg)
                 until.tv_sec++;
                 until.tv_nsec -= 1000000000L;
             }
+            rn->lingering = true;
             while (!rn->stopping && exec_free_slots(rn->exec) < rn->backlog - 1 &&
                    pthread_cond_timedwait(&rn->cond, &rn->mu, &until) != ETIMEDOUT) {
             }
+            rn->lingering = false;
         }
         struct item *items = rn->head;
         rn->head = rn->tail = NULL;
