@@ -1450,8 +1450,8 @@ static void collect_artifacts(struct run *r, int qfd, struct exec_result *res)
     close(outfd);
 }
 
-/* Reads QUERN_OUTPUT: 0 with *out (maybe NULL: no file), or -EINVAL. */
-/* qfd: the run's out directory (the caller's). */
+/* Reads QUERN_OUTPUT under qfd (the run's out directory, the caller's): 0
+ * with *out (maybe NULL: no file), or -EINVAL. */
 static int read_output(int qfd, json_t **out, char **why)
 {
     *out = NULL;
