@@ -2,7 +2,8 @@
 # `make bench`: quern's micro benchmarks (bench/run.py), then quern in the peers' harness
 # with both clients and both durability settings (bench/run-quern.sh), then the table
 # beside the peers (bench/compare.py); start-up and recovery with 1 000 000 runs in the store
-# (bench/startup_bench.py).  Raw JSON lines go to bench/results/.
+# (bench/startup_bench.py); dispatch at 20 000 / 100 000 / 1 000 000 queued
+# (bench/dispatch_bench.py).  Raw JSON lines go to bench/results/.
 # env: RUNS (harness runs per setting, default 1; BENCHMARKS.md uses 3), QUICK=1 (smoke test)
 set -eu
 cd "$(dirname "$0")/.."
@@ -21,6 +22,9 @@ echo "== SSE fan-out (bench/sse_bench.py)"
 echo "== start-up and recovery with a large store (bench/startup_bench.py)"
 if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/startup_bench.py --runs 100000 --reps 1
 else /usr/bin/python3 bench/startup_bench.py --runs 1000000 --reps 3 --cold --out "bench/results/startup-$STAMP.jsonl"; fi
+echo "== dispatch through the API at several queue depths (bench/dispatch_bench.py)"
+if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/dispatch_bench.py --depths 10000,40000 --drain 5000 --reps 1
+else /usr/bin/python3 bench/dispatch_bench.py --out "bench/results/dispatch-$STAMP.jsonl"; fi
 echo "== micro benchmarks (one fresh quernd each)"
 if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/run.py --quick
 else /usr/bin/python3 bench/run.py --out "bench/results/micro-$STAMP.jsonl"; fi

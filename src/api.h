@@ -104,9 +104,9 @@ void api_workers_report(struct req *r);
  * long-poll is waiting for a run like it (and the run may start at once),
  * leases it to that worker in this same transaction, and answers the
  * long-poll after the commit (one write instead of two, no wake-up).  0 or
- * the store's error. */
+ * the store's error; *leased tells whether the run went to a worker. */
 struct store_tx;
-int api_workers_handoff(struct store_tx *tx, struct app *app, json_t *run);
+int api_workers_handoff(struct store_tx *tx, struct app *app, json_t *run, bool *leased);
 void api_ops_healthz(struct req *r);
 void api_ops_readyz(struct req *r);
 void api_ops_metrics(struct req *r);

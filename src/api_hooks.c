@@ -453,6 +453,7 @@ void api_webhooks_create(struct req *r)
     if (rc) {
         api_store_error(r, rc, "webhook");
     } else {
+        webhook_hooks_changed(r->app->webhooks);
         json_t *out = webhook_public(doc);
         if (generated)
             json_object_set_new(out, "secret", json_string(secret));

@@ -459,8 +459,9 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
         rc = opts.run ? run_start_for_new_task(tx, a->r->app, task, &run)
                       : store_put(tx, SK_TASK, a->project_id, task);
     /* a worker already waiting for a run like this one gets it now */
+    bool leased = false;
     if (!rc && run)
-        rc = api_workers_handoff(tx, a->r->app, run);
+        rc = api_workers_handoff(tx, a->r->app, run, &leased);
     if (rc == -EEXIST) {
         char p[300];
         snprintf(p, sizeof p, "%sid", prefix);
@@ -475,7 +476,13 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
     /* re-read: run_insert updated status/run_count */
     /* run_insert kept task up to date, unless a later change of the run
      * (approval hold, pause) went through the stored copy */
-    if (run && run_status_of(run) != RS_QUEUED) {
+    if (leased) {
+        /* the lease patched the stored task with these fields only (the
+         * run is the task's latest): no need to read it back */
+        json_t *fields = run_task_fields(run);
+        json_object_update(task, fields);
+        json_decref(fields);
+    } else if (run && run_status_of(run) != RS_QUEUED) {
         json_t *fresh = store_get(tx, SK_TASK, a->project_id,
                                   json_string_value(json_object_get(task, "id")));
         json_decref(task);

@@ -201,8 +201,9 @@ static void handoff_done(void *arg, bool committed)
     free(h);
 }
 
-int api_workers_handoff(struct store_tx *tx, struct app *app, json_t *run)
+int api_workers_handoff(struct store_tx *tx, struct app *app, json_t *run, bool *leased)
 {
+    *leased = false;
     if (!app->sched || app->draining || run_status_of(run) != RS_QUEUED ||
         json_is_true(json_object_get(run, "has_code")) ||
         json_is_string(json_object_get(run, "concurrency_key")) ||
@@ -223,8 +224,10 @@ int api_workers_handoff(struct store_tx *tx, struct app *app, json_t *run)
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms() + app->cfg.lease_ms, ts);
     int rc = lease_run(tx, app, l, run, ts);
-    if (!rc)
+    if (!rc) {
         h->run = run_public(run);
+        *leased = true;
+    }
     return rc;
 }
 

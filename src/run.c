@@ -245,6 +245,25 @@ static json_t *new_run_fields(const json_t *task, const json_t *run, const char 
 
 /* The task's status mirrors its latest run.  `doc`, when given, is the
  * task's current document (updated in place), which saves reading it. */
+json_t *run_task_fields(const json_t *run)
+{
+    json_t *fields = json_object();
+    json_object_set_nocheck(fields, "status", json_object_get(run, "status"));
+    json_object_set_nocheck(fields, "progress", json_object_get(run, "progress"));
+    /* the run's own change time: the task's copy is the same instant */
+    json_t *at = json_object_get(run, "updated_at");
+    if (json_is_string(at))
+        json_object_set_nocheck(fields, "updated_at", at);
+    else {
+        char ts[RFC3339_LEN];
+        rfc3339_format(now_ms(), ts);
+        json_object_set_new_nocheck(fields, "updated_at", json_string(ts));
+    }
+    if (run_status_of(run) == RS_RUNNING && json_is_string(json_object_get(run, "started_at")))
+        json_object_set(fields, "last_run_at", json_object_get(run, "started_at"));
+    return fields;
+}
+
 static int update_task(struct store_tx *tx, struct app *app, const json_t *run, bool is_new,
                        json_t *doc)
 {
@@ -270,12 +289,7 @@ static int update_task(struct store_tx *tx, struct app *app, const json_t *run, 
     }
     /* a change of a run: patch the task in place, only when this run is its
      * latest (an older run does not move the task) */
-    json_t *fields = json_object();
-    json_object_set_nocheck(fields, "status", json_object_get(run, "status"));
-    json_object_set_nocheck(fields, "progress", json_object_get(run, "progress"));
-    json_object_set_new_nocheck(fields, "updated_at", json_stringn_nocheck(ts, strlen(ts)));
-    if (s == RS_RUNNING && json_is_string(json_object_get(run, "started_at")))
-        json_object_set(fields, "last_run_at", json_object_get(run, "started_at"));
+    json_t *fields = run_task_fields(run);
     rc = store_patch(tx, SK_TASK, project, task_id, fields, "latest_run_id", run_id);
     json_decref(fields);
     if (rc == -ENOENT)

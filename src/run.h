@@ -96,6 +96,10 @@ void run_notify(struct store_tx *tx, struct app *app, const json_t *run);
 /* Loads the task of a run (new reference) or NULL. */
 json_t *run_task(struct store_tx *tx, const json_t *run);
 
+/* The fields a change of run writes into its task when run is the task's
+ * latest (status, progress, updated_at, last_run_at): a new object. */
+json_t *run_task_fields(const json_t *run);
+
 /* Appends log entries (array, entries completed with ts/level/iteration)
  * and a task_run.log event for each. */
 int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *entries);

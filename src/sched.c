@@ -141,6 +141,9 @@ struct sched {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     pthread_t thread;
+    /* wall ms the scheduler thread sleeps until; 0 while it is awake (it
+     * looks at the timer heap before it sleeps again) */
+    int64_t sleep_until, sleep_until_mono;
     bool running, stopping, draining;
     struct entry **map;
     size_t map_cap, map_len;
@@ -519,7 +522,11 @@ static void set_timer(struct sched *s, struct entry *e)
     e->timer_ms = t;
     if (t) {
         heap_push(s, e);
-        pthread_cond_signal(&s->cond);
+        /* wake the thread only when this timer is due before it would
+         * wake anyway: every lease sets one (its expiry), and a wake-up per
+         * lease was ~2 context switches per job */
+        if (s->sleep_until && t < s->sleep_until)
+            pthread_cond_signal(&s->cond);
     }
 }
 
@@ -669,6 +676,21 @@ static void apply(struct sched *s, const json_t *run)
     }
 }
 
+/* True when a run blocked on run's task, or a task depending on it, is
+ * known here (mu held): only then has handle_finished anything to do, and a
+ * wake-up of the scheduler thread for every finished run is saved. */
+static bool has_dependants(struct sched *s, const json_t *run)
+{
+    const char *task_id = json_string_value(json_object_get(run, "task_id"));
+    const char *project = json_string_value(json_object_get(run, "project_id"));
+    if (!task_id || !project)
+        return false;
+    char *key = task_key(project, task_id);
+    bool found = kv_get(s->blocked, key, false) || kv_get(s->dependants, key, false);
+    free(key);
+    return found;
+}
+
 /* run holds only the fields run.c's run_notify copies (sched_fields):
  * a field read here from it must be added there. */
 void sched_after_commit(struct sched *s, json_t *run)
@@ -690,7 +712,7 @@ void sched_after_commit(struct sched *s, json_t *run)
     e = map_get(s, json_string_value(json_object_get(run, "id")) ?: "");
     if (e)
         e->gen = s->gen;
-    if (run_status_terminal(st)) {
+    if (run_status_terminal(st) && has_dependants(s, run)) {
         /* dependants act on it from the scheduler thread */
         struct work *w = xcalloc(1, sizeof *w);
         w->run = json_incref(run);
@@ -1078,7 +1100,10 @@ struct sched_waiter *sched_wait_filter(struct sched *s, const char *project_id,
     if (s->waiters)
         s->waiters->prev = w;
     s->waiters = w;
-    pthread_cond_signal(&s->cond);
+    /* only a deadline before the thread's next wake-up needs one (a wake-up
+     * per waiting long-poll was a context switch per job) */
+    if (s->sleep_until_mono && deadline_mono < s->sleep_until_mono)
+        pthread_cond_signal(&s->cond);
     pthread_mutex_unlock(&s->mu);
     return w;
 }
@@ -1880,7 +1905,10 @@ static void *sched_main(void *arg)
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000;
         }
+        s->sleep_until = now + wait;
+        s->sleep_until_mono = mono + wait;
         pthread_cond_timedwait(&s->cond, &s->mu, &ts);
+        s->sleep_until = s->sleep_until_mono = 0;
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;

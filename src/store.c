@@ -39,6 +39,11 @@ const char *const *store_kind_fields(enum store_kind kind)
     return kinds[kind].fields;
 }
 
+bool store_field_immutable(enum store_kind kind, const char *field)
+{
+    return kind == SK_RUN && (!strcmp(field, "task_id") || !strcmp(field, "definition_id"));
+}
+
 const char *store_kind_name(enum store_kind kind)
 {
     return kinds[kind].name;

@@ -125,6 +125,11 @@ struct store_query {
 
 /* The indexed fields of a kind (NULL-terminated), for validating filters. */
 const char *const *store_kind_fields(enum store_kind kind);
+
+/* True for an indexed field a document keeps from its creation on (a run's
+ * task_id and definition_id): a backend's update need not rewrite it, so
+ * its index entries stay untouched. */
+bool store_field_immutable(enum store_kind kind, const char *field);
 const char *store_kind_name(enum store_kind kind);
 
 /* Inserts doc (which must hold "id").  -EEXIST when (project, id) exists. */

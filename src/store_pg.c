@@ -445,12 +445,20 @@ static char *schema_v3(void)
     return xstrdup("CREATE INDEX deliveries_status_any ON deliveries(f_status, seq);\n");
 }
 
+/* The retention pruner looks for finished runs by completion time (it read
+ * the whole runs table): a partial index over finished runs only. */
+static char *schema_v4(void)
+{
+    return xstrdup("CREATE INDEX runs_finished ON runs(((doc::jsonb) ->> 'completed_at')) "
+                   "WHERE f_status IN ('completed','failed','timed_out','denied','canceled');\n");
+}
+
 /* Migrations run in one transaction under an advisory lock (several nodes
  * may start at once); quern_schema records the last one applied, in the same
  * transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
 {
-    const int latest = 3;
+    const int latest = 4;
     int rc = simple(c, "BEGIN");
     if (!rc)
         rc = simple(c, "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK "'::bigint)");
@@ -475,7 +483,11 @@ static int migrate(struct conn *c, char **err)
         goto fail;
     }
     for (int v = (int)version + 1; v <= latest; v++) {
-        char *sql = v == 1 ? schema_v1() : v == 2 ? schema_v2() : v == 3 ? schema_v3() : NULL;
+        char *sql = v == 1   ? schema_v1()
+                    : v == 2 ? schema_v2()
+                    : v == 3 ? schema_v3()
+                    : v == 4 ? schema_v4()
+                             : NULL;
         char *ver = xasprintf("DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(%d)", v);
         rc = simple(c, sql);
         if (!rc)
@@ -1601,8 +1613,12 @@ static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     snprintf(idem, sizeof idem, "%lld", (long long)(now_ms() - 24LL * 3600 * 1000));
     int64_t n = 0;
     const char *v1[] = {b_ms, lim};
-    PGresult *r = run(tx->c, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE "
-                             "created_at < $1::bigint ORDER BY id LIMIT $2::bigint)", 2, v1);
+    /* events are appended in time order: the old ones are the ids before
+     * the first event at or after the cut */
+    PGresult *r = run(tx->c, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < "
+                             "coalesce((SELECT id FROM events WHERE created_at >= $1::bigint "
+                             "ORDER BY id LIMIT 1), 9223372036854775807) ORDER BY id LIMIT $2::bigint)",
+                      2, v1);
     if (!r)
         return -EIO;
     n += affected(r);
@@ -1610,7 +1626,7 @@ static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     const char *v2[] = {before, lim};
     r = run(tx->c, "WITH gone AS (DELETE FROM runs WHERE (project_id, id) IN (SELECT project_id, id "
                    "FROM runs WHERE f_status IN ('completed','failed','timed_out','denied',"
-                   "'canceled') AND doc::json->>'completed_at' < $1 LIMIT $2::bigint) "
+                   "'canceled') AND (doc::jsonb) ->> 'completed_at' < $1 LIMIT $2::bigint) "
                    "RETURNING project_id, id), l AS (DELETE FROM logs WHERE run_id IN "
                    "(SELECT id FROM gone)), b AS (DELETE FROM blob_refs WHERE (project_id, run_id) "
                    "IN (SELECT project_id, id FROM gone)), c AS (DELETE FROM checkpoints WHERE (project_id, f_run_id) "

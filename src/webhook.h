@@ -59,6 +59,10 @@ struct webhook *webhook_new(struct app *app, char **err);
  * and frees everything. */
 void webhook_free(struct webhook *wh);
 
+/* A webhook was created, changed or deleted on this node: the dispatcher
+ * looks at the store again now instead of at its next idle pass. */
+void webhook_hooks_changed(struct webhook *wh);
+
 /* Stores a new pending delivery document (made by webhook_delivery_doc) in
  * tx and hands it to the senders after the commit.  wh may be NULL (the
  * delivery waits for the next start). */

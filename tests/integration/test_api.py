@@ -270,6 +270,10 @@ def test_new_run_is_handed_to_a_waiting_long_poll():
         evs = expect(S.req("GET", P + "/tasks/%s/runs/%s/session_logs" % (t["id"], run["id"])), 200)
         types = [e["type"] for e in evs if e["type"].startswith("task_run.")]
         assert types[:2] == ["task_run.queued", "task_run.started"], types
+        # the create's answer is the stored task, not read back but patched
+        # in memory the way the lease patched the stored one
+        stored = expect(S.req("GET", P + "/tasks/" + t["id"]), 200)
+        assert stored == t, (stored, t)
         report(run)
         done = expect(S.req("GET", P + "/tasks/" + t["id"]), 200)
         assert done["status"] == "completed", done

@@ -29,6 +29,8 @@ def to_v1(path):
         db.execute("DROP INDEX %s_%s" % (t, f))
         db.execute("CREATE INDEX %s_%s ON %s(project_id, f_%s, seq)" % (t, f, t, f))
     db.execute("DROP INDEX IF EXISTS deliveries_status_any")
+    db.execute("CREATE INDEX IF NOT EXISTS tasks_id ON tasks(id)")
+    db.execute("DROP INDEX IF EXISTS runs_finished")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -48,7 +50,7 @@ def test_v1_database_opens_and_runs_move_its_tasks():
         to_v1(os.path.join(s.data, "quern.db"))
         s.start()
         db = sqlite3.connect(os.path.join(s.data, "quern.db"))
-        assert db.execute("PRAGMA user_version").fetchone()[0] >= 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 6
         # the scheduler's flag lookups use the partial index (v3)
         plan = " ".join(r[3] for r in db.execute(
             "EXPLAIN QUERY PLAN SELECT doc FROM tasks WHERE 1 AND project_id='default' "
@@ -59,6 +61,19 @@ def test_v1_database_opens_and_runs_move_its_tasks():
             "EXPLAIN QUERY PLAN SELECT doc FROM deliveries WHERE 1 AND f_status = 'pending' "
             "ORDER BY seq ASC"))
         assert "deliveries_status_any" in plan, plan
+        # tasks are found by (project, id) through the UNIQUE index; the
+        # index on id alone is gone (v5)
+        assert db.execute("SELECT count(*) FROM sqlite_schema WHERE name='tasks_id'").fetchone()[0] == 0
+        plan = " ".join(r[3] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT doc FROM tasks WHERE project_id='default' AND id='x'"))
+        assert "sqlite_autoindex_tasks_1" in plan, plan
+        # retention finds finished runs by completion time through the
+        # partial index, not by reading every run (v6)
+        plan = " ".join(r[3] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT project_id, id FROM runs WHERE f_status IN "
+            "('completed','failed','timed_out','denied','canceled') AND "
+            "json_extract(doc, '$.completed_at') < '2026' LIMIT 10"))
+        assert "runs_finished" in plan, plan
         db.close()
         for tid in ids:
             t = expect(s.req("GET", P + "/tasks/" + tid), 200)

@@ -15,6 +15,8 @@ import base64
 import collections
 import hashlib
 import http.client
+import http.server
+import json
 import os
 import subprocess
 import sys
@@ -33,7 +35,7 @@ import pgcluster  # noqa: E402
 
 P = "/api/projects/default"
 URL = pgcluster.new_database()
-ENV = {"QUERN_LEASE_MS": "3000"}
+ENV = {"QUERN_LEASE_MS": "3000", "QUERN_OUTBOUND_ALLOW_PRIVATE": "1"}
 NODES = []
 
 
@@ -186,6 +188,47 @@ def test_artifacts_through_any_node():
     shas = pgcluster.cluster().psql("SELECT sha FROM blobs", db=db).split()
     for data in (big, edge, lines, b""):
         assert hashlib.sha256(data).hexdigest() in shas
+
+
+def test_webhooks_made_on_any_node_deliver_each_event_once():
+    """The leader's webhook dispatcher idles while no webhook exists; one made
+    through another node is still found, and every event reaches every
+    webhook exactly once."""
+    got, lock = [], threading.Lock()
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            with lock:
+                got.append(json.loads(body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = "http://127.0.0.1:%d/h" % srv.server_address[1]
+    hooks = []
+    try:
+        for n in NODES[:3]:
+            hooks.append((n, expect(n.req("POST", P + "/webhooks", {"url": url, "events": ["task.created"]}), 201)))
+        ids = {expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "mnhook", "run": False}), 201)["id"]
+               for n in NODES[:3]}
+
+        def mine():
+            with lock:
+                return [e for e in got if e.get("task_id") in ids]
+        wait_for(lambda: len(mine()) >= 9, 30, "3 events x 3 webhooks")
+        time.sleep(1.5)   # room for a duplicate to show up
+        per_event = collections.Counter(e["id"] for e in mine())
+        assert len(per_event) == 3 and set(per_event.values()) == {3}, per_event
+    finally:
+        for n, w in hooks:
+            n.req("DELETE", P + "/webhooks/" + w["id"])
+        srv.shutdown()
+        srv.server_close()
 
 
 def test_blobs_of_pruned_runs_are_deleted():

@@ -288,6 +288,115 @@ TEST(concurrent_writes_group_commit_with_savepoints)
     each_store("conc", concurrent_body);
 }
 
+/* Hooks: every write's hooks run once, after its commit (and, with
+ * --fsync always, its fsync), in commit order, before store_write returns;
+ * a failed write's hooks are told false.  Eight threads at once, so writes
+ * share groups and the next group writes while the previous one syncs. */
+static struct {
+    mtx_t mu;
+    int64_t last_id;   /* event id of the last hook told true */
+    int out_of_order, told_true, told_false;
+} hk;
+
+struct hook_arg {
+    int64_t id;
+    int ran;
+    bool committed;
+};
+
+static void order_hook(void *arg, bool committed)
+{
+    struct hook_arg *h = arg;
+    mtx_lock(&hk.mu);
+    h->ran++;
+    h->committed = committed;
+    if (committed) {
+        if (h->id <= hk.last_id)
+            hk.out_of_order++;
+        hk.last_id = h->id;
+        hk.told_true++;
+    } else {
+        hk.told_false++;
+    }
+    mtx_unlock(&hk.mu);
+}
+
+struct hook_write {
+    const char *prj;
+    struct hook_arg h;
+    bool fail;
+};
+
+static int hook_write_fn(struct store_tx *tx, void *arg)
+{
+    struct hook_write *w = arg;
+    json_t *e = json_pack("{s:s, s:s, s:I, s:n, s:n, s:{}}", "type", "t.hook", "project_id", w->prj,
+                          "created_ms", (json_int_t)now_ms(), "task_id", "run_id", "data");
+    int rc = store_event_append(tx, e, &w->h.id);
+    json_decref(e);
+    if (rc)
+        return rc;
+    store_tx_on_commit(tx, order_hook, &w->h);
+    return w->fail ? -EPERM : 0;
+}
+
+struct hook_thread {
+    struct store *st;
+    const char *prj;
+    int t, bad;
+};
+
+static int hook_thread_main(void *arg)
+{
+    struct hook_thread *ht = arg;
+    for (int i = 0; i < 60; i++) {
+        struct hook_write w = {.prj = ht->prj, .fail = (i + ht->t) % 5 == 0};
+        int rc = store_write(ht->st, hook_write_fn, &w);
+        /* the hook ran exactly once before store_write returned */
+        if (w.h.ran != 1 || w.h.committed != (rc == 0) || (rc != 0) != w.fail)
+            ht->bad++;
+    }
+    return 0;
+}
+
+static void hooks_body(struct store *st, const char *prj)
+{
+    mtx_init(&hk.mu, mtx_plain);
+    hk.last_id = 0;
+    hk.out_of_order = hk.told_true = hk.told_false = 0;
+    struct hook_thread ht[8];
+    thrd_t th[8];
+    for (int t = 0; t < 8; t++) {
+        ht[t] = (struct hook_thread){st, prj, t, 0};
+        thrd_create(&th[t], hook_thread_main, &ht[t]);
+    }
+    for (int t = 0; t < 8; t++) {
+        thrd_join(th[t], NULL);
+        CHECK_EQ_INT(ht[t].bad, 0);
+    }
+    CHECK_EQ_INT(hk.out_of_order, 0);
+    CHECK_EQ_INT(hk.told_true, 8 * 48);
+    CHECK_EQ_INT(hk.told_false, 8 * 12);
+    mtx_destroy(&hk.mu);
+}
+
+TEST(hooks_once_in_commit_order_after_commit)
+{
+    each_store("hooks", hooks_body);
+    /* and with an fsync per group (SQLite's sync stage) */
+    char *err = NULL;
+    char *path = xasprintf("sqlite:%s/always.db", tmpdir);
+    struct store_opts so = {.fsync = STORE_FSYNC_ALWAYS};
+    struct store *st = store_open(path, &so, &err);
+    CHECK(st != NULL);
+    if (st) {
+        hooks_body(st, "p_hooks_always");
+        store_close(st);
+    }
+    free(path);
+    free(err);
+}
+
 static void list_body(struct store *st, const char *prj)
 {
     const char *ids[] = {"a", "b", "c", "d", "e"};
