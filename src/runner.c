@@ -52,9 +52,20 @@ struct runner {
     pthread_cond_t cond;
     struct item *head, *tail;
     bool wake, stopping, started;
+    struct starting *starting; /* runs being started (under mu), see starting_add */
     bool unsignaled;          /* supervisor thread's: items pushed since its last flush */
     bool lingering;           /* the runner thread waits for more reports (under mu) */
     int backlog;              /* starts that may wait inside exec for a slot */
+};
+
+/* A run between its start transaction and its exec_start: the store may
+ * already show it running (a commit is visible before its fsync), so
+ * commands for it are kept here and handed to exec once it is there. */
+struct starting {
+    char run_id[ID_LEN];
+    struct buf lines;         /* JSON lines for its stdin, each ending in \n */
+    bool close, cancel;
+    struct starting *next;
 };
 
 /* How long reports may wait for more while every slot is busy anyway. */
@@ -140,6 +151,90 @@ static void item_free(struct item *it)
     if (it->res)
         exec_result_release(it->res);
     free(it);
+}
+
+/* ---- runs being started ---- */
+
+/* Marks ids as being started (before the transaction that starts them). */
+static void starting_add(struct runner *rn, char **ids, int n)
+{
+    pthread_mutex_lock(&rn->mu);
+    for (int i = 0; i < n; i++) {
+        struct starting *st = xcalloc(1, sizeof *st);
+        snprintf(st->run_id, sizeof st->run_id, "%s", ids[i]);
+        buf_init(&st->lines);
+        st->next = rn->starting;
+        rn->starting = st;
+    }
+    pthread_mutex_unlock(&rn->mu);
+}
+
+static struct starting **starting_find(struct runner *rn, const char *run_id)
+{
+    struct starting **pp = &rn->starting;
+    while (*pp && strcmp((*pp)->run_id, run_id))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* The run is in exec now (started) or will not be: hands over the commands
+ * kept for it, or drops them. */
+static void starting_done(struct runner *rn, const char *run_id, bool started)
+{
+    pthread_mutex_lock(&rn->mu);
+    struct starting **pp = starting_find(rn, run_id), *st = *pp;
+    if (st) {
+        *pp = st->next;
+        if (started) {
+            /* exec keeps the order: its start command is queued first */
+            char *p = st->lines.data, *end = p ? p + st->lines.len : NULL;
+            while (p && p < end) {
+                char *nl = memchr(p, '\n', (size_t)(end - p));
+                *nl = '\0';
+                exec_send(rn->exec, run_id, p);
+                p = nl + 1;
+            }
+            if (st->close)
+                exec_close_stdin(rn->exec, run_id);
+            if (st->cancel)
+                exec_cancel(rn->exec, run_id);
+        }
+        buf_release(&st->lines);
+        free(st);
+    }
+    pthread_mutex_unlock(&rn->mu);
+}
+
+/* Drops what is left of ids (runs a start transaction did not start). */
+static void starting_clear(struct runner *rn, char **ids, int n)
+{
+    for (int i = 0; i < n; i++)
+        starting_done(rn, ids[i], false);
+}
+
+enum starting_cmd { SC_SEND, SC_CLOSE, SC_CANCEL };
+
+/* Keeps a command for a run being started: 0, or -ENOENT when it is not. */
+static int starting_keep(struct runner *rn, const char *run_id, enum starting_cmd c,
+                         const char *line)
+{
+    pthread_mutex_lock(&rn->mu);
+    struct starting *st = *starting_find(rn, run_id);
+    if (st) {
+        if (c == SC_SEND) {
+            size_t n = strlen(line);
+            while (n && line[n - 1] == '\n')
+                n--;
+            buf_append(&st->lines, line, n);
+            buf_append(&st->lines, "\n", 1);
+        } else if (c == SC_CLOSE) {
+            st->close = true;
+        } else {
+            st->cancel = true;
+        }
+    }
+    pthread_mutex_unlock(&rn->mu);
+    return st ? 0 : -ENOENT;
 }
 
 /* ---- applying items (store writer thread, inside one transaction) ---- */
@@ -579,6 +674,7 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
         rn->live++;
         ok = true;
     }
+    starting_done(rn, spec.run_id, !rc);
     secrets_free(sec.n, sec.v, sec.cnt);
     sec.n = sec.v = NULL;
     if (rc) {
@@ -646,12 +742,14 @@ static void dispatch(struct runner *rn)
             return;
         char *busy[TAKE_MAX];
         struct start s = {rn, ids, n, json_array(), busy, 0};
+        starting_add(rn, ids, n);
         int rc = store_write(rn->app->store, start_fn, &s);
         if (rc)
             sched_give_back(rn->app->sched, ids, n);
         else if (s.nbusy)
             sched_give_back_later(rn->app->sched, busy, s.nbusy, 250);
         int launched = launch_started(rn, &s);
+        starting_clear(rn, ids, n);
         json_decref(s.started);
         for (int k = 0; k < n; k++)
             free(ids[k]);
@@ -683,6 +781,7 @@ static bool turn(struct runner *rn, struct item *items)
     char *busy[TAKE_MAX];
     struct start s = {rn, ids, n, json_array(), busy, 0};
     struct turn t = {&b, n > 0 ? &s : NULL};
+    starting_add(rn, ids, n);
     int rc = store_write(rn->app->store, turn_fn, &t);
     bool more = n == TAKE_MAX;
     if (rc && n > 0) {
@@ -703,6 +802,7 @@ static bool turn(struct runner *rn, struct item *items)
         if (launch_started(rn, &s) < n)
             more = true;
     }
+    starting_clear(rn, ids, n);
     json_decref(s.started);
     for (int k = 0; k < n; k++)
         free(ids[k]);
@@ -829,6 +929,12 @@ void runner_free(struct runner *rn)
         item_free(rn->head);
         rn->head = n;
     }
+    while (rn->starting) {
+        struct starting *n = rn->starting->next;
+        buf_release(&rn->starting->lines);
+        free(rn->starting);
+        rn->starting = n;
+    }
     pthread_mutex_destroy(&rn->mu);
     pthread_cond_destroy(&rn->cond);
     free(rn->work_root);
@@ -837,17 +943,29 @@ void runner_free(struct runner *rn)
 
 int runner_send(struct runner *rn, const char *run_id, const char *json_line)
 {
-    return rn ? exec_send(rn->exec, run_id, json_line) : -ENOENT;
+    if (!rn)
+        return -ENOENT;
+    if (!starting_keep(rn, run_id, SC_SEND, json_line))
+        return 0;
+    return exec_send(rn->exec, run_id, json_line);
 }
 
 int runner_close_stdin(struct runner *rn, const char *run_id)
 {
-    return rn ? exec_close_stdin(rn->exec, run_id) : -ENOENT;
+    if (!rn)
+        return -ENOENT;
+    if (!starting_keep(rn, run_id, SC_CLOSE, NULL))
+        return 0;
+    return exec_close_stdin(rn->exec, run_id);
 }
 
 int runner_cancel(struct runner *rn, const char *run_id)
 {
-    return rn ? exec_cancel(rn->exec, run_id) : -ENOENT;
+    if (!rn)
+        return -ENOENT;
+    if (!starting_keep(rn, run_id, SC_CANCEL, NULL))
+        return 0;
+    return exec_cancel(rn->exec, run_id);
 }
 
 /* ---- recovery at start ---- */
