@@ -10,6 +10,8 @@
  *                                           exec_start -> the code's first line, with
  *                                           and without the warm pool.
  *   exec_bench api -u URL -k KEY [-n N] [-c CONNS] [-l LAT_N] [-r RUNTIMES] [-P QUERND_PID]
+ *                  [-b BATCH [-o]]       (-b: creates through POST /tasks/batch, then a
+ *                                           second round with one POST each unless -o)
  *                                           end to end through the HTTP API: POST
  *                                           /tasks with code, completions counted on
  *                                           the project SSE stream; latency create ->
@@ -26,6 +28,7 @@
 #include "util.h"
 
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
@@ -85,10 +88,68 @@ static void print_self_usage(const char *label)
            c.ru_maxrss / 1024);
 }
 
+/* quernd's threads by name (the last entry: every other thread). */
+#define NTHR 4
+static const char *const thr_names[NTHR] = {"quern-runner", "quern-exec", "MHD-worker", NULL};
+static const char *const thr_labels[NTHR] = {"runner", "exec supervisor", "http", "other"};
+
 struct proc_usage {
     double self_cpu, child_cpu;
     long hwm_kb, rss_kb;
+    double thr_cpu[NTHR];   /* CPU seconds of the live threads, by name */
+    long ctxsw;             /* context switches of the live threads */
 };
+
+/* Adds each live thread's CPU and context switches to u. */
+static void thread_usage(int pid, struct proc_usage *u)
+{
+    char path[320], b[1024];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return;
+    double hz = (double)sysconf(_SC_CLK_TCK);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char comm[64] = "";
+        snprintf(path, sizeof path, "/proc/%d/task/%s/comm", pid, e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof comm, f))
+            comm[strcspn(comm, "\n")] = 0;
+        fclose(f);
+        snprintf(path, sizeof path, "/proc/%d/task/%s/stat", pid, e->d_name);
+        f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(b, 1, sizeof b - 1, f);
+        fclose(f);
+        b[n] = 0;
+        char *p = strrchr(b, ')');
+        unsigned long ut = 0, st = 0;
+        if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+            continue;
+        int k = 0;
+        while (thr_names[k] && strcmp(thr_names[k], comm))
+            k++;
+        u->thr_cpu[k] += (double)(ut + st) / hz;
+        snprintf(path, sizeof path, "/proc/%d/task/%s/status", pid, e->d_name);
+        f = fopen(path, "r");
+        if (!f)
+            continue;
+        char line[256];
+        while (fgets(line, sizeof line, f))
+            if (!strncmp(line, "voluntary_ctxt_switches:", 24))
+                u->ctxsw += atol(line + 24);
+            else if (!strncmp(line, "nonvoluntary_ctxt_switches:", 27))
+                u->ctxsw += atol(line + 27);
+        fclose(f);
+    }
+    closedir(d);
+}
 
 /* quernd's usage from /proc (utime+stime, cutime+cstime, VmHWM, VmRSS). */
 static int proc_usage(int pid, struct proc_usage *u)
@@ -126,6 +187,7 @@ static int proc_usage(int pid, struct proc_usage *u)
             u->rss_kb = atol(line + 6);
     }
     fclose(f);
+    thread_usage(pid, u);
     return 0;
 }
 
@@ -141,7 +203,14 @@ static void print_proc_delta(int pid, const struct proc_usage *a, double secs, i
     if (runs > 0) {
         double q = 1000 * (b.self_cpu - a->self_cpu) / runs, x = 1000 * (b.child_cpu - a->child_cpu) / runs;
         printf("  cpu per run: quernd %.2f ms + boxes %.2f ms = %.2f ms\n", q, x, q + x);
+        printf("  quernd's threads per run:");
+        for (int k = 0; k < NTHR; k++)
+            printf("%s %s %.3f ms", k ? "," : "", thr_labels[k],
+                   1000 * (b.thr_cpu[k] - a->thr_cpu[k]) / runs);
+        printf("; %.1f context switches\n", (double)(b.ctxsw - a->ctxsw) / runs);
         printf("API_CPU_MS_PER_RUN %.2f\n", q + x);
+        printf("API_RUNNER_CPU_MS_PER_RUN %.3f\nAPI_EXEC_CPU_MS_PER_RUN %.3f\n",
+               1000 * (b.thr_cpu[0] - a->thr_cpu[0]) / runs, 1000 * (b.thr_cpu[1] - a->thr_cpu[1]) / runs);
     }
 }
 
@@ -334,7 +403,7 @@ static void d_latency(const char *rt, int n, bool warm, double gap_s)
 
 static struct exec *d_new(int slots)
 {
-    struct exec_callbacks cb = {NULL, d_on_log, d_on_control, d_on_exit, d_notice};
+    struct exec_callbacks cb = {NULL, d_on_log, d_on_control, d_on_exit, d_notice, NULL};
     char *err = NULL;
     struct exec *e = exec_new(slots, &cb, &err);
     if (!e) {
@@ -542,6 +611,7 @@ static void *stream_thread(void *arg)
 
 static const char *a_body;
 static int a_batch;   /* > 1: POST /tasks/batch with this many tasks */
+static bool a_batch_only;   /* -o: no second round with one POST per task */
 
 static void *post_thread(void *arg)
 {
@@ -703,7 +773,7 @@ static int mode_api(int n, int conns, int lat_n, const char *rts, int qpid, cons
         printf("API_SH_RUNS_PER_S %.0f\n", r);
         print_proc_delta(qpid, &u0, dt, n);
         print_self_usage("bench client");
-        if (a_batch > 1) {
+        if (a_batch > 1 && !a_batch_only) {
             int single = a_batch;
             a_batch = 0;
             if (qpid > 0)
@@ -740,7 +810,7 @@ int main(int argc, char **argv)
     const char *rts = "sh,python,node", *label = "warm";
     int opt;
     optind = 2;
-    while ((opt = getopt(argc, argv, "n:p:s:l:r:u:k:c:P:L:b:")) != -1) {
+    while ((opt = getopt(argc, argv, "n:p:s:l:r:u:k:c:P:L:b:o")) != -1) {
         switch (opt) {
         case 'n': n = atoi(optarg); break;
         case 'p': par = atoi(optarg); break;
@@ -753,6 +823,7 @@ int main(int argc, char **argv)
         case 'P': qpid = atoi(optarg); break;
         case 'L': label = optarg; break;
         case 'b': a_batch = atoi(optarg); break;
+        case 'o': a_batch_only = true; break;
         default: return 2;
         }
     }

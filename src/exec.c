@@ -353,6 +353,10 @@ static void enqueue(struct exec *ex, struct cmd *c)
     else
         ex->q_head = c;
     ex->q_tail = c;
+    /* a queue that was not empty has its wake-up pending: the supervisor
+     * reads the eventfd before it takes the whole queue */
+    if (ex->q_head != c)
+        return;
     uint64_t one = 1;
     if (write(ex->wakefd, &one, sizeof(one)) < 0) {
         /* the counter is saturated: the supervisor is awake anyway */
@@ -779,6 +783,8 @@ static int storage_dirs(struct exec *ex, struct run *r)
         if (!st[i])
             continue;
         struct stat sb;
+        if (lstat(st[i], &sb) == 0 && S_ISDIR(sb.st_mode) && sb.st_uid == uid && sb.st_gid == uid)
+            continue;   /* as a previous run left it: a chown would still journal its inode */
         if (stat(st[i], &sb) < 0) {
             if (mkdir(st[i], 0755) < 0 && errno != EEXIST)
                 rc = -errno;
@@ -1385,30 +1391,42 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
     closedir(d);
 }
 
-static void collect_artifacts(struct run *r, struct exec_result *res)
+/* True when the directory open at fd has an entry besides . and ..; the
+ * fd's offset is back at the start after. */
+static bool dir_has_entries(int fd)
 {
-    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    char b[1024];
+    long n;
+    bool any = false;
+    while (!any && (n = syscall(SYS_getdents64, fd, b, sizeof(b))) > 0) {
+        for (long off = 0; off < n;) {
+            struct linux_dirent64_s {
+                uint64_t ino;
+                int64_t off;
+                unsigned short reclen;
+                unsigned char type;
+                char name[];
+            } *d = (void *)(b + off);
+            if (strcmp(d->name, ".") && strcmp(d->name, ".."))
+                any = true;
+            off += d->reclen;
+        }
+    }
+    (void)lseek(fd, 0, SEEK_SET);
+    return any;
+}
+
+/* qfd: the run's out directory (the caller's). */
+static void collect_artifacts(struct run *r, int qfd, struct exec_result *res)
+{
     if (qfd < 0)
         return;
     int afd = openat(qfd, "artifacts", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    close(qfd);
     if (afd < 0)
         return;
-    /* Most runs leave none: look before making a directory for them. */
-    int probe = openat(afd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); /* own offset */
-    DIR *d = probe >= 0 ? fdopendir(probe) : NULL;
-    bool any = false;
-    struct dirent *e;
-    while (d && (e = readdir(d)) != NULL)
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            any = true;
-            break;
-        }
-    if (d)
-        closedir(d);
-    else if (probe >= 0)
-        close(probe);
-    if (!any) {
+    /* Most runs leave none: look before making a directory for them (raw
+     * getdents: readdir's stream would allocate 32 KiB per run). */
+    if (!dir_has_entries(afd)) {
         close(afd);
         return;
     }
@@ -1432,16 +1450,15 @@ static void collect_artifacts(struct run *r, struct exec_result *res)
     close(outfd);
 }
 
-/* Reads QUERN_OUTPUT: 0 with *out (maybe NULL: no file), or -EINVAL. */
-static int read_output(struct run *r, json_t **out, char **why)
+/* Reads QUERN_OUTPUT under qfd (the run's out directory, the caller's): 0
+ * with *out (maybe NULL: no file), or -EINVAL. */
+static int read_output(int qfd, json_t **out, char **why)
 {
     *out = NULL;
-    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (qfd < 0)
         return 0;
     int fd = openat(qfd, "output.json", O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     int e = errno;
-    close(qfd);
     if (fd < 0) {
         if (e == ENOENT)
             return 0;
@@ -1546,7 +1563,8 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     /* output: the file wins over the last control message */
     json_t *o = NULL;
     char *why = NULL;
-    if (read_output(r, &o, &why) < 0) {
+    int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (read_output(qfd, &o, &why) < 0) {
         if (strcmp(res->status, "completed") == 0) {
             res->status = "failed";
             res->error_code = "invalid_output";
@@ -1559,7 +1577,9 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     free(why);
     redact_json(r, o);
     res->output = o;
-    collect_artifacts(r, res);
+    collect_artifacts(r, qfd, res);
+    if (qfd >= 0)
+        close(qfd);
     finish(ex, slot, r, res);
 }
 
@@ -1813,6 +1833,10 @@ static void *supervisor(void *arg)
                 }
             }
         }
+        /* the pipes' lines and the exits go to the consumer now, before
+         * the commands and spawns below */
+        if (ex->cb.on_flush)
+            ex->cb.on_flush(ex->cb.ctx);
         uint64_t cnt;
         if (read(ex->wakefd, &cnt, sizeof(cnt)) < 0) {
             /* EAGAIN: nothing queued */
@@ -1840,6 +1864,8 @@ static void *supervisor(void *arg)
         start_pending(ex);
         /* Runs first: the pool is refilled when nothing else waits. */
         refill = warm_refill(ex);
+        if (ex->cb.on_flush)   /* ends of runs that could not start */
+            ex->cb.on_flush(ex->cb.ctx);
         int ready = 0;
         for (int i = 0; i < ex->npools; i++)
             ready += ex->pools[i].live;
@@ -1947,6 +1973,7 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
         *err = xstrdup("cannot start the supervisor thread");
         goto fail;
     }
+    pthread_setname_np(ex->thread, "quern-exec");   /* for top and perf */
     return ex;
 fail:
     if (ex->epfd >= 0)

@@ -82,6 +82,10 @@ struct exec_callbacks {
     void (*on_exit)(void *ctx, const char *run_id, struct exec_result *res);
     /* Optional: plain statements about the sandbox (what falls back). */
     void (*on_notice)(void *ctx, const char *message);
+    /* Optional: called on the supervisor thread after each round of the
+     * callbacks above (the events of one wake-up): a callee that queues what
+     * it is given may wake its consumer once here rather than per call. */
+    void (*on_flush)(void *ctx);
 };
 
 /* Starts the supervisor with `slots` execution slots (<= 0: one per CPU, at

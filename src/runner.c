@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -51,10 +52,30 @@ struct runner {
     pthread_cond_t cond;
     struct item *head, *tail;
     bool wake, stopping, started;
+    struct starting *starting; /* runs being started (under mu), see starting_add */
+    bool unsignaled;          /* supervisor thread's: items pushed since its last flush */
+    bool lingering;           /* the runner thread waits for more reports (under mu) */
+    int backlog;              /* starts that may wait inside exec for a slot */
 };
+
+/* A run between its start transaction and its exec_start: the store may
+ * already show it running (a commit is visible before its fsync), so
+ * commands for it are kept here and handed to exec once it is there. */
+struct starting {
+    char run_id[ID_LEN];
+    struct buf lines;         /* JSON lines for its stdin, each ending in \n */
+    bool close, cancel;
+    struct starting *next;
+};
+
+/* How long reports may wait for more while every slot is busy anyway. */
+#define LINGER_MS 2
 
 /* ---- exec callbacks (supervisor thread): queue only ---- */
 
+/* Queues without waking the runner thread: cb_flush does that once for
+ * all the reports of a supervisor round, so runs that end together are
+ * stored in one turn (one commit) rather than the first alone. */
 static void push(struct runner *rn, struct item *it)
 {
     pthread_mutex_lock(&rn->mu);
@@ -63,7 +84,21 @@ static void push(struct runner *rn, struct item *it)
     else
         rn->head = it;
     rn->tail = it;
-    pthread_cond_signal(&rn->cond);
+    pthread_mutex_unlock(&rn->mu);
+    rn->unsignaled = true;
+}
+
+static void cb_flush(void *ctx)
+{
+    struct runner *rn = ctx;
+    if (!rn->unsignaled)
+        return;
+    rn->unsignaled = false;
+    pthread_mutex_lock(&rn->mu);
+    /* a runner waiting for more reports needs no wake-up per report: only
+     * when its wait should end (or at its deadline) */
+    if (!rn->lingering || exec_free_slots(rn->exec) >= rn->backlog - 1)
+        pthread_cond_signal(&rn->cond);
     pthread_mutex_unlock(&rn->mu);
 }
 
@@ -116,6 +151,90 @@ static void item_free(struct item *it)
     if (it->res)
         exec_result_release(it->res);
     free(it);
+}
+
+/* ---- runs being started ---- */
+
+/* Marks ids as being started (before the transaction that starts them). */
+static void starting_add(struct runner *rn, char **ids, int n)
+{
+    pthread_mutex_lock(&rn->mu);
+    for (int i = 0; i < n; i++) {
+        struct starting *st = xcalloc(1, sizeof *st);
+        snprintf(st->run_id, sizeof st->run_id, "%s", ids[i]);
+        buf_init(&st->lines);
+        st->next = rn->starting;
+        rn->starting = st;
+    }
+    pthread_mutex_unlock(&rn->mu);
+}
+
+static struct starting **starting_find(struct runner *rn, const char *run_id)
+{
+    struct starting **pp = &rn->starting;
+    while (*pp && strcmp((*pp)->run_id, run_id))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+/* The run is in exec now (started) or will not be: hands over the commands
+ * kept for it, or drops them. */
+static void starting_done(struct runner *rn, const char *run_id, bool started)
+{
+    pthread_mutex_lock(&rn->mu);
+    struct starting **pp = starting_find(rn, run_id), *st = *pp;
+    if (st) {
+        *pp = st->next;
+        if (started) {
+            /* exec keeps the order: its start command is queued first */
+            char *p = st->lines.data, *end = p ? p + st->lines.len : NULL;
+            while (p && p < end) {
+                char *nl = memchr(p, '\n', (size_t)(end - p));
+                *nl = '\0';
+                exec_send(rn->exec, run_id, p);
+                p = nl + 1;
+            }
+            if (st->close)
+                exec_close_stdin(rn->exec, run_id);
+            if (st->cancel)
+                exec_cancel(rn->exec, run_id);
+        }
+        buf_release(&st->lines);
+        free(st);
+    }
+    pthread_mutex_unlock(&rn->mu);
+}
+
+/* Drops what is left of ids (runs a start transaction did not start). */
+static void starting_clear(struct runner *rn, char **ids, int n)
+{
+    for (int i = 0; i < n; i++)
+        starting_done(rn, ids[i], false);
+}
+
+enum starting_cmd { SC_SEND, SC_CLOSE, SC_CANCEL };
+
+/* Keeps a command for a run being started: 0, or -ENOENT when it is not. */
+static int starting_keep(struct runner *rn, const char *run_id, enum starting_cmd c,
+                         const char *line)
+{
+    pthread_mutex_lock(&rn->mu);
+    struct starting *st = *starting_find(rn, run_id);
+    if (st) {
+        if (c == SC_SEND) {
+            size_t n = strlen(line);
+            while (n && line[n - 1] == '\n')
+                n--;
+            buf_append(&st->lines, line, n);
+            buf_append(&st->lines, "\n", 1);
+        } else if (c == SC_CLOSE) {
+            st->close = true;
+        } else {
+            st->cancel = true;
+        }
+    }
+    pthread_mutex_unlock(&rn->mu);
+    return st ? 0 : -ENOENT;
 }
 
 /* ---- applying items (store writer thread, inside one transaction) ---- */
@@ -485,8 +604,11 @@ static int sec_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
-static void launch(struct runner *rn, json_t *run, json_t *task)
+/* Hands one started run to the executor; false when it could not start
+ * (the run is failed in the store, its reservation is free again). */
+static bool launch(struct runner *rn, json_t *run, json_t *task)
 {
+    bool ok = false;
     struct app *app = rn->app;
     json_t *in = json_object_get(run, "input");
     char *input = in ? json_dumps(in, JSON_COMPACT | JSON_ENCODE_ANY) : xstrdup("{}");
@@ -520,9 +642,16 @@ static void launch(struct runner *rn, json_t *run, json_t *task)
     unsigned uid = exec_box_uid(rn->exec);
     for (int i = 0; i < 3; i++) {
         json_t *d = json_object_get(inst, scopes[i]);
-        if (d)
-            dirs[i] = storage_dir(app, spec.project_id,
-                                  json_string_value(json_object_get(d, "id")), true, uid);
+        if (!d)
+            continue;
+        /* made by an earlier run: one stat rather than three mkdirs and a chown */
+        const char *sid = json_string_value(json_object_get(d, "id"));
+        dirs[i] = storage_dir(app, spec.project_id, sid, false, uid);
+        struct stat sb;
+        if (!dirs[i] || lstat(dirs[i], &sb) || !S_ISDIR(sb.st_mode) || sb.st_uid != uid) {
+            free(dirs[i]);
+            dirs[i] = storage_dir(app, spec.project_id, sid, true, uid);
+        }
     }
     struct sec sec = {app, spec.project_id, json_object_get(task, "secrets"), NULL, NULL, 0, 0};
     if (json_array_size(sec.names)) {
@@ -541,8 +670,11 @@ static void launch(struct runner *rn, json_t *run, json_t *task)
     spec.storage_project_dir = dirs[1];
     spec.storage_org_dir = dirs[2];
     int rc = exec_start(rn->exec, &spec);
-    if (!rc)
+    if (!rc) {
         rn->live++;
+        ok = true;
+    }
+    starting_done(rn, spec.run_id, !rc);
     secrets_free(sec.n, sec.v, sec.cnt);
     sec.n = sec.v = NULL;
     if (rc) {
@@ -558,6 +690,7 @@ out:
         free(dirs[i]);
     free(input);
     free(checkpoint);
+    return ok;
 }
 
 /* Applies a batch of executor reports and starts the runs taken from the
@@ -577,39 +710,111 @@ static int turn_fn(struct store_tx *tx, void *arg)
     return rc;
 }
 
-static void launch_started(struct runner *rn, struct start *s)
+/* Launches the runs a start transaction moved to running; returns how
+ * many the executor took. */
+static int launch_started(struct runner *rn, struct start *s)
 {
     size_t i;
     json_t *st;
+    int n = 0;
     json_array_foreach(s->started, i, st)
-        launch(rn, json_object_get(st, "run"), json_object_get(st, "task"));
+        n += launch(rn, json_object_get(st, "run"), json_object_get(st, "task"));
+    return n;
 }
 
+#define TAKE_MAX 64
+
+/* Starts queued code runs in the free slots, in transactions of their own:
+ * for the runs a wake-up made ready while nothing was queued here.  A slot
+ * frees only when a run ends, and the end is queued here just after, so a
+ * round that filled every free slot it saw is the last: slots that free
+ * meanwhile are started by the turn that stores those ends. */
 static void dispatch(struct runner *rn)
 {
     for (;;) {
         int free_slots = exec_free_slots(rn->exec);
         if (free_slots <= 0 || rn->app->draining)
             return;
-        char *ids[64];
+        char *ids[TAKE_MAX];
         struct sched_filter f = {.executor = true};
-        int n = sched_take(rn->app->sched, &f, ids, free_slots < 64 ? free_slots : 64);
+        int n = sched_take(rn->app->sched, &f, ids, free_slots < TAKE_MAX ? free_slots : TAKE_MAX);
         if (n <= 0)
             return;
-        char *busy[64];
+        char *busy[TAKE_MAX];
         struct start s = {rn, ids, n, json_array(), busy, 0};
+        starting_add(rn, ids, n);
         int rc = store_write(rn->app->store, start_fn, &s);
         if (rc)
             sched_give_back(rn->app->sched, ids, n);
         else if (s.nbusy)
             sched_give_back_later(rn->app->sched, busy, s.nbusy, 250);
-        launch_started(rn, &s);
+        int launched = launch_started(rn, &s);
+        starting_clear(rn, ids, n);
         json_decref(s.started);
         for (int k = 0; k < n; k++)
             free(ids[k]);
-        if (rc)
+        if (rc || (launched == n && n < TAKE_MAX))
             return;
     }
+}
+
+/* One turn: stores the queued executor reports and starts the runs that
+ * fit in the free slots, in one transaction (one commit, one fsync, for
+ * both).  Returns true when slots may be left free that no queued report
+ * will bring back (a start failed or was skipped, or the take was capped):
+ * the caller then dispatches. */
+static bool turn(struct runner *rn, struct item *items)
+{
+    for (struct item *it = items; it; it = it->next)
+        if (it->kind == IT_EXIT)
+            store_artifacts(rn, it);
+    struct batch b = {rn, items, json_object()};
+    /* the runs that can start now ride in the same transaction */
+    char *ids[TAKE_MAX];
+    int n = 0, free_slots = exec_free_slots(rn->exec);
+    if (free_slots > 0 && !rn->app->draining) {
+        struct sched_filter f = {.executor = true};
+        n = sched_take(rn->app->sched, &f, ids, free_slots < TAKE_MAX ? free_slots : TAKE_MAX);
+    }
+    if (n < 0)
+        n = 0;
+    char *busy[TAKE_MAX];
+    struct start s = {rn, ids, n, json_array(), busy, 0};
+    struct turn t = {&b, n > 0 ? &s : NULL};
+    starting_add(rn, ids, n);
+    int rc = store_write(rn->app->store, turn_fn, &t);
+    bool more = n == TAKE_MAX;
+    if (rc && n > 0) {
+        /* the starts may be what failed: the reports alone, then */
+        sched_give_back(rn->app->sched, ids, n);
+        json_object_clear(b.runs);
+        t.s = NULL;
+        rc = store_write(rn->app->store, turn_fn, &t);
+        json_array_clear(s.started);
+        more = true;
+    }
+    if (rc) {
+        log_write(LOG_ERROR, "runner", json_pack("{s:i}", "rc", rc),
+                  "storing run updates failed");
+    } else {
+        if (s.nbusy)
+            sched_give_back_later(rn->app->sched, busy, s.nbusy, 250);
+        if (launch_started(rn, &s) < n)
+            more = true;
+    }
+    starting_clear(rn, ids, n);
+    json_decref(s.started);
+    for (int k = 0; k < n; k++)
+        free(ids[k]);
+    json_decref(b.runs);
+    while (items) {
+        struct item *nx = items->next;
+        if (items->kind == IT_EXIT)
+            rn->live--;   /* stored: a drain may now stop */
+        item_free(items);
+        items = nx;
+    }
+    return more;
 }
 
 static void *runner_main(void *arg)
@@ -619,55 +824,37 @@ static void *runner_main(void *arg)
     while (!rn->stopping) {
         while (!rn->head && !rn->wake && !rn->stopping)
             pthread_cond_wait(&rn->cond, &rn->mu);
+        /* While starts wait inside exec every slot is busy: a turn now or a
+         * little later leaves none idle, and reports that end together
+         * share a commit.  The wait ends when one start is left waiting
+         * (it covers the end that comes during this turn's commit), or
+         * after LINGER_MS. */
+        if (rn->head && rn->backlog > 1) {
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_nsec += LINGER_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            rn->lingering = true;
+            while (!rn->stopping && exec_free_slots(rn->exec) < rn->backlog - 1 &&
+                   pthread_cond_timedwait(&rn->cond, &rn->mu, &until) != ETIMEDOUT) {
+            }
+            rn->lingering = false;
+        }
         struct item *items = rn->head;
         rn->head = rn->tail = NULL;
+        bool more = rn->wake;
         rn->wake = false;
         pthread_mutex_unlock(&rn->mu);
-        if (items) {
-            for (struct item *it = items; it; it = it->next)
-                if (it->kind == IT_EXIT)
-                    store_artifacts(rn, it);
-            struct batch b = {rn, items, json_object()};
-            /* the runs that can start now ride in the same transaction */
-            char *ids[64];
-            int n = 0, free_slots = exec_free_slots(rn->exec);
-            if (free_slots > 0 && !rn->app->draining) {
-                struct sched_filter f = {.executor = true};
-                n = sched_take(rn->app->sched, &f, ids, free_slots < 64 ? free_slots : 64);
-            }
-            char *busy[64];
-            struct start s = {rn, ids, n > 0 ? n : 0, json_array(), busy, 0};
-            struct turn t = {&b, n > 0 ? &s : NULL};
-            int rc = store_write(rn->app->store, turn_fn, &t);
-            if (rc && n > 0) {
-                /* the starts may be what failed: the reports alone, then */
-                sched_give_back(rn->app->sched, ids, n);
-                json_object_clear(b.runs);
-                t.s = NULL;
-                rc = store_write(rn->app->store, turn_fn, &t);
-                json_array_clear(s.started);
-            }
-            if (rc) {
-                log_write(LOG_ERROR, "runner", json_pack("{s:i}", "rc", rc),
-                          "storing run updates failed");
-            } else {
-                if (s.nbusy)
-                    sched_give_back_later(rn->app->sched, busy, s.nbusy, 250);
-                launch_started(rn, &s);
-            }
-            json_decref(s.started);
-            for (int k = 0; k < n; k++)
-                free(ids[k]);
-            json_decref(b.runs);
-            while (items) {
-                struct item *nx = items->next;
-                if (items->kind == IT_EXIT)
-                    rn->live--;   /* stored: a drain may now stop */
-                item_free(items);
-                items = nx;
-            }
-        }
-        dispatch(rn);
+        /* A turn takes starts for the slots free now; slots that free during
+         * its commit come with their reports, which the next turn stores
+         * together with more starts (one commit, not two). */
+        if (items)
+            more = turn(rn, items);
+        if (more)
+            dispatch(rn);
         pthread_mutex_lock(&rn->mu);
     }
     pthread_mutex_unlock(&rn->mu);
@@ -689,12 +876,16 @@ struct runner *runner_new(struct app *app, int slots, char **err)
     struct runner *rn = xcalloc(1, sizeof *rn);
     rn->app = app;
     pthread_mutex_init(&rn->mu, NULL);
-    pthread_cond_init(&rn->cond, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&rn->cond, &ca);
+    pthread_condattr_destroy(&ca);
     /* exec wants an absolute work root; --data may be relative */
     char *data = realpath(app->data_dir, NULL);
     rn->work_root = xasprintf("%s/runs", data ? data : app->data_dir);
     free(data);
-    struct exec_callbacks cb = {rn, cb_log, cb_control, cb_exit, cb_notice};
+    struct exec_callbacks cb = {rn, cb_log, cb_control, cb_exit, cb_notice, cb_flush};
     rn->exec = exec_new(slots, &cb, err);
     if (!rn->exec) {
         pthread_mutex_destroy(&rn->mu);
@@ -707,7 +898,8 @@ struct runner *runner_new(struct app *app, int slots, char **err)
     exec_prewarm(rn->exec, rn->work_root);
     /* as many starts again wait inside exec: a slot that frees is refilled
      * at once, not after this thread's next store commit */
-    exec_set_backlog(rn->exec, exec_free_slots(rn->exec));
+    rn->backlog = exec_free_slots(rn->exec);
+    exec_set_backlog(rn->exec, rn->backlog);
     if (pthread_create(&rn->thread, NULL, runner_main, rn)) {
         *err = xstrdup("cannot start the runner thread");
         exec_free(rn->exec);
@@ -715,6 +907,7 @@ struct runner *runner_new(struct app *app, int slots, char **err)
         free(rn);
         return NULL;
     }
+    pthread_setname_np(rn->thread, "quern-runner");   /* for top and perf */
     rn->started = true;
     runner_wake(rn);
     return rn;
@@ -736,6 +929,12 @@ void runner_free(struct runner *rn)
         item_free(rn->head);
         rn->head = n;
     }
+    while (rn->starting) {
+        struct starting *n = rn->starting->next;
+        buf_release(&rn->starting->lines);
+        free(rn->starting);
+        rn->starting = n;
+    }
     pthread_mutex_destroy(&rn->mu);
     pthread_cond_destroy(&rn->cond);
     free(rn->work_root);
@@ -744,17 +943,29 @@ void runner_free(struct runner *rn)
 
 int runner_send(struct runner *rn, const char *run_id, const char *json_line)
 {
-    return rn ? exec_send(rn->exec, run_id, json_line) : -ENOENT;
+    if (!rn)
+        return -ENOENT;
+    if (!starting_keep(rn, run_id, SC_SEND, json_line))
+        return 0;
+    return exec_send(rn->exec, run_id, json_line);
 }
 
 int runner_close_stdin(struct runner *rn, const char *run_id)
 {
-    return rn ? exec_close_stdin(rn->exec, run_id) : -ENOENT;
+    if (!rn)
+        return -ENOENT;
+    if (!starting_keep(rn, run_id, SC_CLOSE, NULL))
+        return 0;
+    return exec_close_stdin(rn->exec, run_id);
 }
 
 int runner_cancel(struct runner *rn, const char *run_id)
 {
-    return rn ? exec_cancel(rn->exec, run_id) : -ENOENT;
+    if (!rn)
+        return -ENOENT;
+    if (!starting_keep(rn, run_id, SC_CANCEL, NULL))
+        return 0;
+    return exec_cancel(rn->exec, run_id);
 }
 
 /* ---- recovery at start ---- */

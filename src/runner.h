@@ -35,7 +35,9 @@ int runner_recover(struct app *app);
  * starts are already stopped by app->draining). */
 void runner_drain(struct runner *rn, int64_t grace_ms);
 
-/* Sends one JSON line to a live run's stdin.  -ENOENT: no live sandbox. */
+/* Sends one JSON line to a live run's stdin (a run whose start has
+ * committed but whose box is not spawned yet gets it once it is).
+ * -ENOENT: no live sandbox. */
 int runner_send(struct runner *rn, const char *run_id, const char *json_line);
 int runner_close_stdin(struct runner *rn, const char *run_id);
 int runner_cancel(struct runner *rn, const char *run_id);

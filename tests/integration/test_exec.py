@@ -173,6 +173,22 @@ def test_command_user_message_and_close():
     assert r.status == 400 and r.json["error"]["code"] == "no_active_sandbox"
 
 
+def test_command_as_soon_as_running():
+    # A run is visible as running as soon as its start commits (before the
+    # fsync and the spawn): a command sent at once must reach its stdin.
+    for _ in range(15):
+        t = create('read line; echo "got $line"')
+        run = wait_status(t, ["running"])
+        base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+        r = S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "user_message",
+                                              "params": {"text": "hi"}, "id": 1})
+        assert r.status == 200, r
+        run = wait_status(t, ["completed", "failed"])
+        assert run["status"] == "completed", run
+        assert any(m.startswith("got ") and "user_message" in m
+                   for m in [x["message"] for x in logs(t, run)])
+
+
 def test_many_runs_in_parallel():
     ts = [create("echo $QUERN_ATTEMPT") for _ in range(20)]
     for t in ts:

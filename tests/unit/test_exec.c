@@ -908,10 +908,21 @@ static void bl_on_exit(void *ctx, const char *run_id, struct exec_result *res)
     exec_result_release(res);
 }
 
+static int bl_flushed;   /* bl_exits as the last on_flush saw it */
+
+static void bl_on_flush(void *ctx)
+{
+    pthread_mutex_lock(&mu);
+    bl_flushed = bl_exits;
+    pthread_cond_broadcast(&cv);
+    pthread_mutex_unlock(&mu);
+}
+
 TEST(backlog_waits_for_a_slot)
 {
     reset();
-    struct exec_callbacks cb = {.on_log = on_log, .on_exit = bl_on_exit, .on_notice = on_notice};
+    struct exec_callbacks cb = {.on_log = on_log, .on_exit = bl_on_exit, .on_notice = on_notice,
+                                .on_flush = bl_on_flush};
     char *err = NULL;
     struct exec *ex2 = exec_new(1, &cb, &err);
     CHECK(ex2 != NULL);
@@ -944,6 +955,10 @@ TEST(backlog_waits_for_a_slot)
     while (bl_exits < 3)
         pthread_cond_wait(&cv, &mu);
     CHECK_EQ_STR(bl_order, "c:canceled a:completed b:completed ");
+    /* every report is followed by an on_flush (the pending run's cancel too) */
+    while (bl_flushed < 3)
+        pthread_cond_wait(&cv, &mu);
+    CHECK_EQ_INT(bl_flushed, 3);
     pthread_mutex_unlock(&mu);
     char *o = joined("stdout");
     CHECK_EQ_STR(o, "got 1\ngot 2\n");
