@@ -152,6 +152,10 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
     json_object_set_new(r, "lease_expires_at", json_null());
     json_object_set_new(r, "priority", jdup(json_object_get(task, "priority")));
     json_object_set_new(r, "has_code", json_boolean(json_is_string(json_object_get(task, "code"))));
+    /* a task's output_schema never changes after its creation: the end of a
+     * run reads the task for it only when there is one */
+    json_object_set_new(r, "has_output_schema",
+                        json_boolean(json_is_object(json_object_get(task, "output_schema"))));
     /* settings the run's own changes need, so they never read the task */
     json_object_set_new(r, "max_retries", jdup(json_object_get(settings, "max_retries")));
     json_object_set_new(r, "retry_delay_ms", jdup(json_object_get(settings, "retry_delay_ms")));
@@ -649,7 +653,7 @@ json_t *run_public(const json_t *run)
     static const char *const internal[] = {"has_code", "max_retries", "queued_ms", "not_before_ms",
                                            "retry_delay_ms", "retry_backoff", "require_review",
                                            "deadline_ms", "max_concurrency", "executor",
-                                           "latest_checkpoint"};
+                                           "latest_checkpoint", "has_output_schema"};
     bool drop_blocked = !json_array_size(json_object_get(run, "blocked_by")) &&
                         strcmp(json_string_value(json_object_get(run, "status")) ?: "", "queued");
     /* a new object sharing the values (in the document's order), not a

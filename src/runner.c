@@ -397,7 +397,9 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
     } else if (!strcmp(res->status, "completed")) {
         to = RS_COMPLETED;
         out.has_exit_code = false;
-        json_t *task = run_task(tx, run);
+        /* runs made before has_output_schema existed lack it: read the task */
+        json_t *task = json_is_false(json_object_get(run, "has_output_schema")) ? NULL
+                                                                             : run_task(tx, run);
         json_t *schema = json_object_get(task, "output_schema");
         char *path = NULL, *msg = NULL, *full = NULL;
         if (json_is_object(schema) &&
