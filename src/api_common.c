@@ -219,14 +219,6 @@ static struct {
 } pcache[PCACHE_SLOTS];
 static pthread_mutex_t pcache_mu = PTHREAD_MUTEX_INITIALIZER;
 
-static unsigned pcache_slot(const char *id)
-{
-    unsigned h = 2166136261u;
-    for (const char *p = id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h % PCACHE_SLOTS;
-}
-
 bool api_project(struct req *r, const char *project_id)
 {
     if (!project_id) {
@@ -235,7 +227,7 @@ bool api_project(struct req *r, const char *project_id)
     }
     size_t len = strlen(project_id);
     const char *node = store_node_id(r->app->store);
-    unsigned slot = pcache_slot(project_id);
+    size_t slot = str_hash(project_id) % PCACHE_SLOTS;
     bool hit = false;
     if (len < sizeof pcache[0].id) {
         pthread_mutex_lock(&pcache_mu);

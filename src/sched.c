@@ -187,19 +187,11 @@ const char *sched_priority_name(int p)
     return p >= 0 && p < NPRIO ? prio_names[p] : "medium";
 }
 
-static size_t hash(const char *s)
-{
-    size_t h = 1469598103934665603ULL;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-    return h;
-}
-
 /* ---- the run map ---- */
 
 static struct entry *map_get(struct sched *s, const char *id)
 {
-    for (struct entry *e = s->map[hash(id) & (s->map_cap - 1)]; e; e = e->hnext)
+    for (struct entry *e = s->map[str_hash(id) & (s->map_cap - 1)]; e; e = e->hnext)
         if (!strcmp(e->run_id, id))
             return e;
     return NULL;
@@ -212,7 +204,7 @@ static void map_grow(struct sched *s)
     for (size_t i = 0; i < s->map_cap; i++) {
         for (struct entry *e = s->map[i], *n; e; e = n) {
             n = e->hnext;
-            size_t k = hash(e->run_id) & (cap - 1);
+            size_t k = str_hash(e->run_id) & (cap - 1);
             e->hnext = m[k];
             m[k] = e;
         }
@@ -226,7 +218,7 @@ static void map_put(struct sched *s, struct entry *e)
 {
     if (s->map_len * 2 >= s->map_cap)
         map_grow(s);
-    size_t k = hash(e->run_id) & (s->map_cap - 1);
+    size_t k = str_hash(e->run_id) & (s->map_cap - 1);
     e->hnext = s->map[k];
     s->map[k] = e;
     s->map_len++;
@@ -234,7 +226,7 @@ static void map_put(struct sched *s, struct entry *e)
 
 static void map_del(struct sched *s, struct entry *e)
 {
-    for (struct entry **pp = &s->map[hash(e->run_id) & (s->map_cap - 1)]; *pp; pp = &(*pp)->hnext) {
+    for (struct entry **pp = &s->map[str_hash(e->run_id) & (s->map_cap - 1)]; *pp; pp = &(*pp)->hnext) {
         if (*pp == e) {
             *pp = e->hnext;
             s->map_len--;
@@ -245,7 +237,7 @@ static void map_del(struct sched *s, struct entry *e)
 
 static struct project *project_get(struct sched *s, const char *id)
 {
-    size_t k = hash(id) % s->pmap_cap;
+    size_t k = str_hash(id) % s->pmap_cap;
     for (struct project *p = s->pmap[k]; p; p = p->hnext)
         if (!strcmp(p->id, id))
             return p;
@@ -340,7 +332,7 @@ static struct rclass *rclass_get(struct sched *s, const struct entry *e)
     if (e->rc && rclass_matches(e->rc, e))
         return e->rc;
     char *key = rclass_key(e);
-    size_t k = hash(key) % KV_SLOTS;
+    size_t k = str_hash(key) % KV_SLOTS;
     struct rclass *c;
     for (c = s->rclasses[k]; c; c = c->hnext)
         if (!strcmp(c->key, key))
@@ -423,7 +415,7 @@ static void unlink_entry(struct sched *s, struct entry *e)
 
 static struct kv *kv_get(struct kv **table, const char *key, bool create)
 {
-    struct kv **pp = &table[hash(key) % KV_SLOTS];
+    struct kv **pp = &table[str_hash(key) % KV_SLOTS];
     for (; *pp; pp = &(*pp)->hnext)
         if (!strcmp((*pp)->key, key))
             return *pp;
@@ -437,7 +429,7 @@ static struct kv *kv_get(struct kv **table, const char *key, bool create)
 
 static void kv_del(struct kv **table, const char *key)
 {
-    for (struct kv **pp = &table[hash(key) % KV_SLOTS]; *pp; pp = &(*pp)->hnext) {
+    for (struct kv **pp = &table[str_hash(key) % KV_SLOTS]; *pp; pp = &(*pp)->hnext) {
         if (!strcmp((*pp)->key, key)) {
             struct kv *k = *pp;
             *pp = k->hnext;
@@ -1397,7 +1389,7 @@ static void handle_finished(struct sched *s, json_t *run)
 
 static size_t cron_slot(const char *project, const char *task)
 {
-    return (hash(project) * 31 + hash(task)) % CRON_SLOTS;
+    return (str_hash(project) * 31 + str_hash(task)) % CRON_SLOTS;
 }
 
 /* Sets (next >= 0) or removes (next < 0) a schedule entry (mu held). */

@@ -297,6 +297,14 @@ void id_new(const char *prefix, char out[ID_LEN])
     out[n] = 0;
 }
 
+size_t str_hash(const char *s)
+{
+    size_t h = 1469598103934665603ULL;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 1099511628211ULL;
+    return h;
+}
+
 void hex_encode(const unsigned char *in, size_t n, char *out)
 {
     static const char hx[] = "0123456789abcdef";

@@ -63,6 +63,10 @@ void random_bytes(void *buf, size_t n);
 /* Lower-case hex of n bytes into out (2n+1 bytes). */
 void hex_encode(const unsigned char *in, size_t n, char *out);
 
+/* FNV-1a hash of a NUL-terminated string, for in-memory hash tables (not
+ * for anything an attacker may choose to collide on purpose). */
+size_t str_hash(const char *s);
+
 /* True when the two byte strings are equal; time depends only on the length. */
 bool ct_equal(const void *a, const void *b, size_t n);
 
