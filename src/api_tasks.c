@@ -473,12 +473,11 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
         json_decref(run);
         return rc;
     }
-    /* re-read: run_insert updated status/run_count */
-    /* run_insert kept task up to date, unless a later change of the run
-     * (approval hold, pause) went through the stored copy */
+    /* run_insert kept task up to date; a later change of the run went
+     * through the stored copy: a lease patched it with run_task_fields
+     * (applied here the same way), anything else (approval hold, policy
+     * denial) is read back */
     if (leased) {
-        /* the lease patched the stored task with these fields only (the
-         * run is the task's latest): no need to read it back */
         json_t *fields = run_task_fields(run);
         json_object_update(task, fields);
         json_decref(fields);

@@ -247,8 +247,6 @@ static json_t *new_run_fields(const json_t *task, const json_t *run, const char 
                      json_object_get(run, "progress"), "updated_at", ts);
 }
 
-/* The task's status mirrors its latest run.  `doc`, when given, is the
- * task's current document (updated in place), which saves reading it. */
 json_t *run_task_fields(const json_t *run)
 {
     json_t *fields = json_object();
@@ -268,6 +266,8 @@ json_t *run_task_fields(const json_t *run)
     return fields;
 }
 
+/* The task's status mirrors its latest run.  `doc`, when given, is the
+ * task's current document (updated in place), which saves reading it. */
 static int update_task(struct store_tx *tx, struct app *app, const json_t *run, bool is_new,
                        json_t *doc)
 {
