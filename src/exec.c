@@ -625,21 +625,14 @@ static int empty_dir(const char *dir)
     return nftw(dir, rm_children_cb, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
 }
 
-/* Puts the slot's directories in their pristine state: existing, empty,
- * owned by the sandbox uid, mode 0755 (a box may have chmod'ed them). */
-/* True when the directory at dfd/name (not a link) is owned by uid with
- * mode 0755 and holds nothing but `keep` (a name, or NULL).  *fd_out, when
- * asked for, gets the directory open. */
-static bool dir_pristine(int dfd, const char *name, uid_t uid, const char *keep, int *fd_out)
+/* True when the directory open at fd holds nothing but `keep` (a directory
+ * name, or NULL) besides . and ..; stops at the first other entry.  Raw
+ * getdents64: no readdir stream (32 KiB) allocated per call. */
+static bool dir_holds_only(int fd, const char *keep)
 {
-    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0)
-        return false;
-    struct stat st;
-    bool ok = fstat(fd, &st) == 0 && st.st_uid == uid && st.st_gid == uid &&
-              (st.st_mode & 07777) == 0755;
     char b[4096];
     long n;
+    bool ok = true;
     while (ok && (n = syscall(SYS_getdents64, fd, b, sizeof(b))) > 0) {
         for (long off = 0; off < n;) {
             struct linux_dirent64_s {
@@ -655,6 +648,20 @@ static bool dir_pristine(int dfd, const char *name, uid_t uid, const char *keep,
             off += d->reclen;
         }
     }
+    return ok;
+}
+
+/* True when the directory at dfd/name (not a link) is owned by uid with
+ * mode 0755 and holds nothing but `keep` (a name, or NULL).  *fd_out, when
+ * asked for, gets the directory open. */
+static bool dir_pristine(int dfd, const char *name, uid_t uid, const char *keep, int *fd_out)
+{
+    int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct stat st;
+    bool ok = fstat(fd, &st) == 0 && st.st_uid == uid && st.st_gid == uid &&
+              (st.st_mode & 07777) == 0755 && dir_holds_only(fd, keep);
     if (ok && fd_out)
         *fd_out = fd;
     else
@@ -677,6 +684,8 @@ static bool dirs_pristine(uid_t uid, const char *scratch, const char *outdir)
     return ok;
 }
 
+/* Puts the slot's directories in their pristine state: existing, empty,
+ * owned by the sandbox uid, mode 0755 (a box may have chmod'ed them). */
 static int reset_dirs(struct exec *ex, const char *slotdir, const char *scratch,
                       const char *outdir)
 {
@@ -1395,23 +1404,7 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
  * fd's offset is back at the start after. */
 static bool dir_has_entries(int fd)
 {
-    char b[1024];
-    long n;
-    bool any = false;
-    while (!any && (n = syscall(SYS_getdents64, fd, b, sizeof(b))) > 0) {
-        for (long off = 0; off < n;) {
-            struct linux_dirent64_s {
-                uint64_t ino;
-                int64_t off;
-                unsigned short reclen;
-                unsigned char type;
-                char name[];
-            } *d = (void *)(b + off);
-            if (strcmp(d->name, ".") && strcmp(d->name, ".."))
-                any = true;
-            off += d->reclen;
-        }
-    }
+    bool any = !dir_holds_only(fd, NULL);
     (void)lseek(fd, 0, SEEK_SET);
     return any;
 }
