@@ -39,18 +39,6 @@ def definition_of_queued(db):
     return d
 
 
-def cpu_rss(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        v = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(v[11]) + int(v[12])) / sb.CLK
-    hwm = 0
-    with open("/proc/%d/status" % pid) as f:
-        for l in f:
-            if l.startswith("VmHWM:"):
-                hwm = int(l.split()[1])
-    return cpu, hwm
-
-
 def done_lines(d):
     return sum(os.path.getsize(f) // 29 for f in glob.glob(os.path.join(d, "*.txt")))
 
@@ -61,24 +49,13 @@ def one(pristine, work, key, drain, fsync, depth):
     shutil.copytree(pristine, work)
     db = os.path.join(work, "quern.db")
     defn = definition_of_queued(db)
-    q = sb.Quernd(work, key)
-    q_args = ["--fsync", fsync]
-    # Quernd.start has no extra arguments: run it with them
-    env = dict(os.environ, QUERN_BOOTSTRAP_KEY=key)
-    q.err = open(os.path.join(work, "stderr.log"), "ab")
-    q.t0 = time.monotonic()
-    q.p = subprocess.Popen([sb.QUERND, "--listen", "127.0.0.1:0", "--data", work] + q_args,
-                           stdout=subprocess.PIPE, stderr=q.err, env=env)
-    line = q.p.stdout.readline().decode()
-    if "listening on" not in line:
-        raise SystemExit("quernd did not start (see %s/stderr.log)" % work)
-    q.url = line.split("listening on ", 1)[1].strip()
+    q = sb.Quernd(work, key).start(["--fsync", fsync])
     workers = []
     try:
         ready_s = q.wait_ready()
         out = tempfile.mkdtemp(prefix="dispatch-", dir=work)
         wenv = dict(os.environ, QUERN_URL=q.url, QUERN_KEY=key, QUERN_DEF=defn)
-        cpu0, _ = cpu_rss(q.p.pid)
+        cpu0, _ = q.proc()
         workers = [subprocess.Popen([CLIENT, "worker", out], env=wenv, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL) for _ in range(8)]
         t0 = time.monotonic()
@@ -86,7 +63,7 @@ def one(pristine, work, key, drain, fsync, depth):
             if time.monotonic() - t0 > 600 or any(w.poll() is not None for w in workers):
                 raise SystemExit("drain stalled at %d of %d" % (done_lines(out), drain))
             time.sleep(0.05)
-        cpu1, hwm = cpu_rss(q.p.pid)
+        cpu1, hwm = q.proc()
         done = []
         for f in glob.glob(os.path.join(out, "*.txt")):
             with open(f) as fh:

@@ -66,11 +66,11 @@ class Quernd:
     def __init__(self, data, key):
         self.data, self.key = data, key
 
-    def start(self):
+    def start(self, args=()):
         env = dict(os.environ, QUERN_BOOTSTRAP_KEY=self.key)
         self.err = open(os.path.join(self.data, "stderr.log"), "ab")
         self.t0 = time.monotonic()
-        self.p = subprocess.Popen([QUERND, "--listen", "127.0.0.1:0", "--data", self.data],
+        self.p = subprocess.Popen([QUERND, "--listen", "127.0.0.1:0", "--data", self.data] + list(args),
                                   stdout=subprocess.PIPE, stderr=self.err, env=env)
         line = self.p.stdout.readline().decode()
         self.t_listen = time.monotonic() - self.t0
