@@ -258,7 +258,8 @@ int store_load(struct store_tx *tx, const char *table, const json_t *rows);
  * per call: events created before it, finished runs (completed, failed,
  * timed_out, denied, canceled) that ended before it with their logs and
  * checkpoints, and idempotency records older than 24 hours.  Tasks and
- * unfinished runs are never pruned.  *pruned counts what went. */
+ * unfinished runs are never pruned, nor the newest event (event ids never
+ * go back: SQLite's next id is the newest + 1).  *pruned counts what went. */
 int store_prune(struct store_tx *tx, int64_t before_ms, int64_t limit, int64_t *pruned);
 
 /* ---- blobs (artifact bytes every node can read) ----

@@ -1614,10 +1614,12 @@ static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     int64_t n = 0;
     const char *v1[] = {b_ms, lim};
     /* events are appended in time order: the old ones are the ids before
-     * the first event at or after the cut */
+     * the first event at or after the cut; the newest always stays, as in
+     * the SQLite store (whose next id is the newest + 1) */
     PGresult *r = run(tx->c, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < "
                              "coalesce((SELECT id FROM events WHERE created_at >= $1::bigint "
-                             "ORDER BY id LIMIT 1), 9223372036854775807) ORDER BY id LIMIT $2::bigint)",
+                             "ORDER BY id LIMIT 1), (SELECT max(id) FROM events)) "
+                             "ORDER BY id LIMIT $2::bigint)",
                       2, v1);
     if (!r)
         return -EIO;

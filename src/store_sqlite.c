@@ -387,6 +387,60 @@ static char *schema_v6(void)
                    "CREATE INDEX runs_finished ON runs(h_completed_at) WHERE h_completed_at < '#';\n");
 }
 
+/* v7: fewer B-trees written per create and per event (each is a B-tree
+ * insert and a dirty page in the commit: ~20 pages per single create).
+ *  - runs: ids are random (id_new), so one UNIQUE index on id serves the
+ *    lookups by id alone (runner, scheduler) and by (project_id, id), where
+ *    the table had both UNIQUE(project_id, id) and an index on id.  SQLite
+ *    cannot drop a table's UNIQUE constraint: the table is rebuilt.  The
+ *    column list is the runs table as of v6 (later fields come with their
+ *    own ALTER TABLE).
+ *  - events: no AUTOINCREMENT, whose sqlite_sequence row was rewritten on
+ *    every event.  Ids still never go back: a new id is max(id) + 1 and the
+ *    pruner never deletes the newest event (sq_prune); a floor row in no
+ *    project (project_id '', invisible to every event query, which names a
+ *    project) carries the old sequence when every event had been pruned.
+ *  - events_run holds only run events: a task event (run_id NULL) wrote an
+ *    entry no query reads (`run_id = ?` implies NOT NULL).
+ *  - tasks_type and tasks_priority leave out the tasks with the usual value
+ *    (usual_values): nearly every task had an entry in each.  A filter on
+ *    another value gets the index's condition written beside it
+ *    (where_clause), so the planner can prove the index covers it; a filter
+ *    on the usual value reads the project's tasks newest first, most of
+ *    which match. */
+static char *schema_v7(void)
+{
+    return xstrdup(
+        "CREATE TABLE runs_v7(seq INTEGER PRIMARY KEY, project_id TEXT NOT NULL, id TEXT NOT NULL,"
+        " doc TEXT NOT NULL, f_task_id TEXT, f_status TEXT, f_definition_id TEXT,"
+        " h_completed_at TEXT);\n"
+        "INSERT INTO runs_v7 SELECT seq, project_id, id, doc, f_task_id, f_status, f_definition_id,"
+        " h_completed_at FROM runs;\n"
+        "DROP TABLE runs;\n"
+        "ALTER TABLE runs_v7 RENAME TO runs;\n"
+        "CREATE UNIQUE INDEX runs_id ON runs(id);\n"
+        "CREATE INDEX runs_task_id ON runs(project_id, f_task_id, seq);\n"
+        "CREATE INDEX runs_status ON runs(project_id, f_status, seq);\n"
+        "CREATE INDEX runs_definition_id ON runs(project_id, f_definition_id, seq)"
+        " WHERE f_definition_id IS NOT NULL;\n"
+        "CREATE INDEX runs_finished ON runs(h_completed_at) WHERE h_completed_at < '#';\n"
+        "CREATE TABLE events_v7(id INTEGER PRIMARY KEY, project_id TEXT NOT NULL, run_id TEXT,"
+        " type TEXT NOT NULL, created_at INTEGER NOT NULL, doc TEXT NOT NULL);\n"
+        "INSERT INTO events_v7 SELECT id, project_id, run_id, type, created_at, doc FROM events;\n"
+        "INSERT INTO events_v7(id, project_id, run_id, type, created_at, doc)"
+        " SELECT seq, '', NULL, 'quern.id_floor', 0, '{}' FROM sqlite_sequence"
+        " WHERE name = 'events' AND seq > (SELECT coalesce(max(id), 0) FROM events);\n"
+        "DROP TABLE events;\n"
+        "ALTER TABLE events_v7 RENAME TO events;\n"
+        "CREATE INDEX events_run ON events(run_id, id) WHERE run_id IS NOT NULL;\n"
+        "CREATE INDEX events_project ON events(project_id, id);\n"
+        "DROP INDEX tasks_type;\n"
+        "CREATE INDEX tasks_type ON tasks(project_id, f_type, seq) WHERE f_type != 'manual';\n"
+        "DROP INDEX tasks_priority;\n"
+        "CREATE INDEX tasks_priority ON tasks(project_id, f_priority, seq)"
+        " WHERE f_priority != 'medium';\n");
+}
+
 /* Migrations are applied in order; PRAGMA user_version records the last one
  * applied, in the same transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
@@ -398,7 +452,7 @@ static int migrate(struct conn *c, char **err)
     }
     int version = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
-    const int latest = 6;
+    const int latest = 7;
     if (version > latest) {
         *err = xasprintf("database schema version %d is newer than this quernd (%d)", version,
                          latest);
@@ -418,6 +472,8 @@ static int migrate(struct conn *c, char **err)
             sql = schema_v5();
         else if (v == 6)
             sql = schema_v6();
+        else if (v == 7)
+            sql = schema_v7();
         char *ver = xasprintf("PRAGMA user_version=%d", v);
         int rc = exec_sql(c, "BEGIN IMMEDIATE");
         if (!rc)
@@ -1071,7 +1127,23 @@ static int sq_del(struct store_tx *t, enum store_kind kind, const char *project_
     return changes ? 0 : -ENOENT;
 }
 
-static void where_clause(struct buf *b, const char *project_id, const struct store_query *q)
+/* Indexed fields whose index leaves out the rows with one usual value (v7):
+ * kind, field, value. */
+static const struct {
+    enum store_kind kind;
+    const char *field, *value;
+} usual_values[] = {{SK_TASK, "type", "manual"}, {SK_TASK, "priority", "medium"}};
+
+static const char *usual_value(enum store_kind kind, const char *field)
+{
+    for (size_t i = 0; i < ARRAY_LEN(usual_values); i++)
+        if (usual_values[i].kind == kind && !strcmp(usual_values[i].field, field))
+            return usual_values[i].value;
+    return NULL;
+}
+
+static void where_clause(struct buf *b, enum store_kind kind, const char *project_id,
+                         const struct store_query *q)
 {
     buf_puts(b, " WHERE 1");
     if (q->search)
@@ -1092,8 +1164,14 @@ static void where_clause(struct buf *b, const char *project_id, const struct sto
             /* the literal lets a partial index WHERE f = 'true' serve it (v3);
              * ?p stays bound, unused */
             buf_printf(b, " AND f_%s = 'true' AND ?%d IS NOT NULL", f, p);
-        else
+        else {
             buf_printf(b, " AND f_%s %s ?%d", f, q->filters[i].value ? "=" : "IS", p);
+            /* the partial index's own condition, true for this value: the
+             * planner uses an index only when the query states it */
+            const char *usual = usual_value(kind, f);
+            if (usual && q->filters[i].value && strcmp(q->filters[i].value, usual))
+                buf_printf(b, " AND f_%s != '%s'", f, usual);
+        }
     }
 }
 
@@ -1139,7 +1217,7 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     struct buf where, sql;
     buf_init(&where);
     buf_init(&sql);
-    where_clause(&where, project_id, q);
+    where_clause(&where, kind, project_id, q);
     buf_printf(&sql, "SELECT %s FROM %s%s ORDER BY seq %s LIMIT ?200 OFFSET ?201",
                ksql[kind].cols, table, where.data, q->oldest_first ? "ASC" : "DESC");
     sqlite3_stmt *s = stmt(tx->c, sql.data);
@@ -1610,10 +1688,13 @@ static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     /* events are appended in time order: the old ones are the ids before
      * the first event at or after the cut (found by walking from the
      * oldest: it stops there, where a filter on created_at alone read the
-     * whole table when nothing was old enough) */
+     * whole table when nothing was old enough).  The newest event always
+     * stays: the next id is max(id) + 1 (no AUTOINCREMENT, v7), so ids
+     * never go back. */
     sqlite3_stmt *s = stmt(tx->c, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE "
                                   "id < coalesce((SELECT id FROM events WHERE created_at >= ?1 "
-                                  "ORDER BY id LIMIT 1), 9223372036854775807) ORDER BY id LIMIT ?2)");
+                                  "ORDER BY id LIMIT 1), (SELECT max(id) FROM events)) "
+                                  "ORDER BY id LIMIT ?2)");
     if (!s)
         return -EIO;
     sqlite3_bind_int64(s, 1, before_ms);

@@ -35,6 +35,33 @@ def test_old_finished_runs_and_events_are_pruned():
         s.stop()
 
 
+def test_event_ids_never_go_back_after_a_prune():
+    """The pruner keeps the newest event, however old: a new event's id is
+    the newest id + 1, so after a prune of everything ids would start over
+    and a stream resuming from Last-Event-ID would miss the new events."""
+    s = Server(extra_args=["--slots", "-1"],
+               env={"QUERN_RETENTION_MS": "1000", "QUERN_RETENTION_EVERY_MS": "1000"})
+
+    def events(task):
+        run = expect(s.req("GET", P + "/tasks/%s/runs" % task["id"]), 200)["data"][0]
+        return expect(s.req("GET", P + "/tasks/%s/runs/%s/session_logs" % (task["id"], run["id"])),
+                      200)
+
+    try:
+        a = expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "ids-a", "run": True}), 201)
+        b = expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "ids-b", "run": True}), 201)
+        newest = events(b)
+        assert [e["type"] for e in newest] == ["task_run.queued"], newest
+        wait_for(lambda: events(a) == [], 60, "the older events to be pruned")
+        assert events(b) == newest, (events(b), newest)
+        c = expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "ids-c", "run": True}), 201)
+        later = events(c)
+        assert later and all(int(e["id"][4:]) > int(newest[-1]["id"][4:]) for e in later), \
+            (newest, later)
+    finally:
+        s.stop()
+
+
 def test_zero_keeps_everything():
     s = Server(extra_args=["--slots", "-1"],
                env={"QUERN_RETENTION_MS": "0", "QUERN_RETENTION_EVERY_MS": "1000"})
