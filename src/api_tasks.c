@@ -455,13 +455,11 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
                          json_string_value(json_object_get(task, "id")), NULL, "task.created",
                          json_pack("{s:O}", "name", json_object_get(task, "name")));
     json_t *run = NULL;
+    /* a worker already waiting for a run like this one gets it now
+     * (api_workers_claim): the task and the run are stored running */
     if (!rc)
-        rc = opts.run ? run_start_for_new_task(tx, a->r->app, task, &run)
+        rc = opts.run ? run_start_for_new_task(tx, a->r->app, task, &run, api_workers_claim)
                       : store_put(tx, SK_TASK, a->project_id, task);
-    /* a worker already waiting for a run like this one gets it now */
-    bool leased = false;
-    if (!rc && run)
-        rc = api_workers_handoff(tx, a->r->app, run, &leased);
     if (rc == -EEXIST) {
         char p[300];
         snprintf(p, sizeof p, "%sid", prefix);
@@ -473,15 +471,10 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
         json_decref(run);
         return rc;
     }
-    /* run_insert kept task up to date; a later change of the run went
-     * through the stored copy: a lease patched it with run_task_fields
-     * (applied here the same way), anything else (approval hold, policy
-     * denial) is read back */
-    if (leased) {
-        json_t *fields = run_task_fields(run);
-        json_object_update(task, fields);
-        json_decref(fields);
-    } else if (run && run_status_of(run) != RS_QUEUED) {
+    /* run_start_for_new_task kept task up to date, a hand-off included; a
+     * later change of the run (approval hold, policy denial, pause) went
+     * through the stored copy and is read back */
+    if (run && run_status_of(run) != RS_QUEUED && run_status_of(run) != RS_RUNNING) {
         json_t *fresh = store_get(tx, SK_TASK, a->project_id,
                                   json_string_value(json_object_get(task, "id")));
         json_decref(task);

@@ -318,10 +318,31 @@ static int emit_run(struct store_tx *tx, struct app *app, const json_t *run, con
                        json_string_value(json_object_get(run, "id")), type, data);
 }
 
+/* What stands between a new run and its start: nothing, the project's
+ * policy refusing it (*rule, malloc'd, names the rule), or an approval. */
+enum gate { GATE_OPEN, GATE_DENIED, GATE_APPROVAL };
+
+static enum gate run_gate(struct store_tx *tx, const json_t *task, char **rule)
+{
+    json_t *pol = policy_get(tx, json_string_value(json_object_get(task, "project_id")));
+    enum gate g = GATE_OPEN;
+    *rule = NULL;
+    if (pol && policy_check_run(pol, task, rule))
+        g = GATE_DENIED;
+    else if ((pol && policy_requires_approval(pol)) ||
+             json_is_true(json_object_get(json_object_get(task, "settings"), "require_approval")))
+        g = GATE_APPROVAL;
+    json_decref(pol);
+    return g;
+}
+
 /* run_insert; task_current: the stored task already holds the new run's
- * fields (run_start_for_new_task wrote them with the task). */
+ * fields (run_start_for_new_task wrote them with the task).  gate: the
+ * run's gate (run_gate) when the caller knows it, else NULL.  A run that
+ * was handed to a worker before it was stored (start_runs) is stored
+ * running: both its events are written, queued then started. */
 static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t *run,
-                      bool task_current)
+                      bool task_current, const enum gate *gate)
 {
     const char *project = json_string_value(json_object_get(run, "project_id"));
     int rc = store_put(tx, SK_RUN, project, run);
@@ -331,20 +352,23 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
         return rc;
     if (!task_current && (rc = update_task(tx, app, run, true, task)))
         return rc;
+    if (run_status_of(run) == RS_RUNNING) {
+        if ((rc = emit_run(tx, app, run, "task_run.started")))
+            return rc;
+        run_notify(tx, app, run);
+        return 0;
+    }
     /* the project's policy may refuse the run outright, or want approval */
-    json_t *pol = policy_get(tx, project);
     char *rule = NULL;
-    if (pol && policy_check_run(pol, task, &rule)) {
+    enum gate g = gate ? *gate : run_gate(tx, task, &rule);
+    if (g == GATE_DENIED) {
         struct run_outcome out = {.code = "policy_denied", .message = rule, .no_retry = true};
         rc = run_move(tx, app, run, RS_DENIED, &out);
         free(rule);
-        json_decref(pol);
         return rc;
     }
-    bool approval = pol && policy_requires_approval(pol);
-    json_decref(pol);
     /* approval: the run waits for a human before anything executes */
-    if (approval || json_is_true(json_object_get(json_object_get(task, "settings"), "require_approval"))) {
+    if (g == GATE_APPROVAL) {
         json_object_set_new(run, "interaction",
                             json_pack("{s:s, s:s}", "kind", "approval", "prompt",
                                       "approve this run before it executes"));
@@ -356,7 +380,7 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
 
 int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
 {
-    return insert_run(tx, app, task, run, false);
+    return insert_run(tx, app, task, run, false, NULL);
 }
 
 int run_save(struct store_tx *tx, json_t *run)
@@ -584,9 +608,12 @@ const char *run_guess_content_type(const char *name)
 /* Creates the runs a task starts with: one, or one per assigned agent. */
 /* run_start_for_task; put_task: the task is new and not stored yet: it is
  * stored here with its first run's fields already set, which spares
- * writing its row twice. */
+ * writing its row twice.  claim (with put_task): offered the first run
+ * when nothing holds it back (not paused, not blocked, no refusal or
+ * approval); when claim takes it, the run and the task are written once,
+ * already running, instead of queued and then moved. */
 static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
-                      json_t **first_run, bool put_task)
+                      json_t **first_run, bool put_task, run_claim_fn claim)
 {
     json_t *agents = json_object_get(task, "assigned_agents");
     size_t n = json_array_size(agents);
@@ -607,17 +634,33 @@ static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const 
         }
         bool current = put_task && i == 0;
         int rc = 0;
+        enum gate gate = GATE_OPEN;
         if (current) {
+            char *rule = NULL;
+            gate = run_gate(tx, task, &rule);
+            free(rule);   /* insert_run finds it again for a refusal */
             char ts[RFC3339_LEN];
             rfc3339_format(now_ms(), ts);
+            if (claim && gate == GATE_OPEN && !json_is_true(json_object_get(task, "paused")) &&
+                !json_array_size(bb) && claim(tx, app, run)) {
+                /* what run_move to running sets (invariant 5) */
+                json_object_set_new(run, "status", json_string(run_status_name(RS_RUNNING)));
+                json_object_set_new(run, "started_at", json_string(ts));
+                json_object_set_new(run, "updated_at", json_string(ts));
+            }
             json_t *fields = new_run_fields(task, run, ts);
+            if (run_status_of(run) == RS_RUNNING) {
+                json_t *more = run_task_fields(run);
+                json_object_update(fields, more);
+                json_decref(more);
+            }
             json_object_update(task, fields);
             json_decref(fields);
             rc = store_put(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
                            task);
         }
         if (!rc)
-            rc = insert_run(tx, app, task, run, current);
+            rc = insert_run(tx, app, task, run, current, current && gate != GATE_DENIED ? &gate : NULL);
         if (rc) {
             json_decref(run);
             return rc;
@@ -639,13 +682,13 @@ static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const 
 int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
                        json_t **first_run)
 {
-    return start_runs(tx, app, task, input, first_run, false);
+    return start_runs(tx, app, task, input, first_run, false, NULL);
 }
 
 int run_start_for_new_task(struct store_tx *tx, struct app *app, json_t *task,
-                           json_t **first_run)
+                           json_t **first_run, run_claim_fn claim)
 {
-    return start_runs(tx, app, task, NULL, first_run, true);
+    return start_runs(tx, app, task, NULL, first_run, true, claim);
 }
 
 json_t *run_public(const json_t *run)
