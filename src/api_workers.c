@@ -50,10 +50,10 @@ struct lease_tx {
 /* The fields a lease sets on a run it takes, before it moves to running. */
 static void lease_fields(const struct lease *l, json_t *run, const char *ts)
 {
-    json_object_set_new(run, "worker_id", l->worker_id ? json_string(l->worker_id) : json_null());
+    json_object_set_new_nocheck(run, "worker_id", l->worker_id ? json_string(l->worker_id) : json_null());
     if (l->f.agent_id && !json_is_string(json_object_get(run, "agent_id")))
-        json_object_set_new(run, "agent_id", json_string(l->f.agent_id));
-    json_object_set_new(run, "lease_expires_at", json_string(ts));
+        json_object_set_new_nocheck(run, "agent_id", json_string(l->f.agent_id));
+    json_object_set_new_nocheck(run, "lease_expires_at", json_string(ts));
 }
 
 static int lease_run(struct store_tx *tx, struct app *app, const struct lease *l, json_t *run,
@@ -111,7 +111,7 @@ static int unlease_fn(struct store_tx *tx, void *arg)
         json_t *run = store_get(tx, SK_RUN, a->project, json_string_value(json_object_get(r, "id")));
         if (run && run_status_of(run) == RS_RUNNING &&
             json_equal(json_object_get(run, "attempt"), json_object_get(r, "attempt"))) {
-            json_object_set_new(run, "started_at", json_null());
+            json_object_set_new_nocheck(run, "started_at", json_null());
             run_move(tx, a->app, run, RS_QUEUED, NULL);
         }
         json_decref(run);
@@ -363,7 +363,7 @@ static int report_fn(struct store_tx *tx, void *arg)
         }
         json_t *output = json_object_get(res, "output");
         if (output && !json_is_null(output))
-            json_object_set(run, "output", output);
+            json_object_set_nocheck(run, "output", output);
         int rc = 0;
         json_t *logs = json_object_get(res, "logs");
         if (json_array_size(logs)) {

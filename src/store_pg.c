@@ -1353,7 +1353,7 @@ static int pg_log_append(struct store_tx *t, const char *project_id, const char 
     PQclear(r);
     size_t i;
     json_t *e;
-    json_array_foreach(entries, i, e) json_object_set_new(e, "seq", json_integer(++seq));
+    json_array_foreach(entries, i, e) json_object_set_new_nocheck(e, "seq", json_integer(++seq));
     if (json_array_size(entries)) {
         /* one round trip for the whole batch: the entries travel as one JSON
          * array and json_array_elements hands each back verbatim */
@@ -1507,7 +1507,7 @@ static int pg_event_list(struct store_tx *t, const struct store_event_query *eq,
         json_t *d = col_json(r, i, 1);
         if (!d)
             continue;
-        json_object_set_new(d, "seq", json_integer(result_i64(r, i, 0)));
+        json_object_set_new_nocheck(d, "seq", json_integer(result_i64(r, i, 0)));
         json_array_append_new(arr, d);
     }
     PQclear(r);

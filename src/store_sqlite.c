@@ -1280,7 +1280,7 @@ static int sq_log_append(struct store_tx *t, const char *project_id, const char 
     json_t *e;
     json_array_foreach(entries, i, e) {
         seq++;
-        json_object_set_new(e, "seq", json_integer(seq));
+        json_object_set_new_nocheck(e, "seq", json_integer(seq));
         sqlite3_reset(s);
         bind_text(s, 1, run_id);
         sqlite3_bind_int64(s, 2, seq);
@@ -1418,7 +1418,7 @@ static int sq_event_list(struct store_tx *t, const struct store_event_query *q, 
                 json_t *d = col_json(s, 1);
                 if (!d)
                     continue;
-                json_object_set_new(d, "seq", json_integer(sqlite3_column_int64(s, 0)));
+                json_object_set_new_nocheck(d, "seq", json_integer(sqlite3_column_int64(s, 0)));
                 json_array_append_new(arr, d);
             }
             *out = arr;
@@ -1583,7 +1583,7 @@ static void merge_hot(const char *table, json_t *row)
         }
         if (doc) {
             char *text = jdump(doc, NULL);
-            json_object_set_new(row, "doc", json_string(text));
+            json_object_set_new_nocheck(row, "doc", json_string(text));
             free(text);
         }
         json_decref(doc);
