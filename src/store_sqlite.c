@@ -185,9 +185,16 @@ struct sqlite_tx {
 
 static sqlite3_stmt *stmt(struct conn *c, const char *sql)
 {
-    size_t h = 5381;
-    for (const char *p = sql; *p; p++)
-        h = h * 33 + (unsigned char)*p;
+    /* the hash reads the length and both ends only: a document INSERT is
+     * ~300 bytes, and hashing all of it on every call cost more than the
+     * strcmp that settles a match (statements that differ only in the
+     * middle share a probe sequence, nothing worse) */
+    size_t len = strlen(sql), h = 5381 + len;
+    size_t head = len < 48 ? len : 48;
+    for (size_t i = 0; i < head; i++)
+        h = h * 33 + (unsigned char)sql[i];
+    for (size_t i = len > 96 ? len - 48 : head; i < len; i++)
+        h = h * 33 + (unsigned char)sql[i];
     for (size_t i = 0; i < STMT_CACHE; i++) {
         size_t k = (h + i) % STMT_CACHE;
         if (c->cache[k].sql && !strcmp(c->cache[k].sql, sql)) {
