@@ -855,6 +855,10 @@ static struct store *sq_open(const char *path, const struct store_opts *opts, ch
     pthread_key_create(&st->rkey, NULL);
     pthread_cond_init(&st->cond_stop, NULL);
     sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+    /* Debian's SQLite counts every allocation under a global mutex
+     * (memory statistics, which quern never reads): off, the writer and
+     * the readers stop meeting on that mutex */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     pthread_once(&ksql_once, ksql_build);
     st->wconn = conn_open(st, true, err);
     if (!st->wconn)
