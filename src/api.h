@@ -137,6 +137,8 @@ void api_runs_relay_message(struct req *r);
 struct task_opts {
     bool run;
     json_int_t wait_ms;     /* 0: no wait */
+    json_t *defs;           /* in: the definitions a batch read so far (id -> doc), kept
+                               for its next tasks; NULL: read each time */
 };
 json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *project_id,
                            json_t *body, const char *prefix, struct task_opts *opts);

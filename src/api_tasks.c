@@ -316,7 +316,10 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     /* references that must exist in this project */
     json_t *def = NULL;
     if (def_id) {
-        def = store_get(tx, SK_DEFINITION, project_id, def_id);
+        /* a batch's tasks mostly name one definition: read once per batch */
+        def = opts->defs ? json_incref(json_object_get(opts->defs, def_id)) : NULL;
+        if (!def && (def = store_get(tx, SK_DEFINITION, project_id, def_id)) && opts->defs)
+            json_object_set(opts->defs, def_id, def);
         if (!def) {
             http_error(r, 400, "unknown_definition", P("definition_id"),
                        "%s: no definition %s in this project", p, def_id);
@@ -442,9 +445,9 @@ struct create_arg {
 };
 
 static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, const char *prefix,
-                      json_t **out)
+                      json_t *defs, json_t **out)
 {
-    struct task_opts opts = {0};
+    struct task_opts opts = {.defs = defs};
     json_t *task = api_task_from_body(a->r, tx, a->project_id, body, prefix, &opts);
     if (!task)
         return -EINVAL;
@@ -498,19 +501,24 @@ static int create_fn(struct store_tx *tx, void *arg)
     json_decref(a->run);
     a->result = a->run = NULL;
     if (!a->batch)
-        return create_one(a, tx, a->body, "", &a->result);
+        return create_one(a, tx, a->body, "", NULL, &a->result);
     a->result = json_array();
+    /* this transaction's definitions (a retry reads them again) */
+    json_t *defs = json_object();
     size_t i;
     json_t *b;
     json_array_foreach(a->body, i, b) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "tasks[%zu].", i);
         json_t *t = NULL;
-        int rc = create_one(a, tx, b, prefix, &t);
-        if (rc)
+        int rc = create_one(a, tx, b, prefix, defs, &t);
+        if (rc) {
+            json_decref(defs);
             return rc;
+        }
         json_array_append_new(a->result, t);
     }
+    json_decref(defs);
     return 0;
 }
 

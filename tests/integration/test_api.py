@@ -203,6 +203,26 @@ def test_batch_all_or_nothing():
     assert r.status == 400
 
 
+def test_batch_tasks_of_definitions():
+    """A batch reads each definition once: tasks naming the same or another
+    definition each get their own definition's code and runtime, and an
+    unknown one refuses the batch at its index."""
+    expect(S.req("POST", P + "/definitions", {"id": "def-bsh", "code": "echo a", "runtime_id": "sh"}), 201)
+    expect(S.req("POST", P + "/definitions", {"id": "def-bpy", "code": "print(1)",
+                                              "runtime_id": "python"}), 201)
+    names = ["def-bsh", "def-bpy", "def-bsh", "def-bsh", "def-bpy"]
+    out = expect(S.req("POST", P + "/tasks/batch", {"tasks": [
+        {"definition_id": d, "name": "bd%d" % i} for i, d in enumerate(names)]}), 201)["data"]
+    assert [t["definition_id"] for t in out] == names, out
+    assert [t["runtime_id"] for t in out] == [{"def-bsh": "sh", "def-bpy": "python"}[d] for d in names]
+    for t in out:
+        stored = expect(S.req("GET", P + "/tasks/" + t["id"]), 200)
+        assert stored["runtime_id"] == t["runtime_id"] and stored["code"] == t["code"], (stored, t)
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [
+        {"definition_id": "def-bsh"}, {"definition_id": "def-bsh"}, {"definition_id": "def-none"}]})
+    assert r.status == 400 and r.json["error"]["param"] == "tasks[2].definition_id", r
+
+
 def test_lease_report_and_fencing():
     wk = new_key(["worker"])
     t = agent_task(assigned_agent_id="fence")
