@@ -43,4 +43,12 @@ int blob_put_fd(struct blob *b, int fd, int64_t max, char sha[65], int64_t *size
  * -EIO. */
 int blob_open_read(struct blob *b, const char *sha);
 
+/* Deletes the local blob files that no run's artifacts name any more
+ * (store_blob_referenced) and that nobody stored or named again since
+ * older_than_ms (ms since the epoch: the grace covers a blob stored before
+ * its run commits).  *removed counts them.  0 or -errno (the directory
+ * cannot be read).  For the retention pass; blobs kept by the store itself
+ * are its own prune's business. */
+int blob_sweep(struct blob *b, struct store *st, int64_t older_than_ms, int64_t *removed);
+
 #endif

@@ -1602,6 +1602,17 @@ static int pg_idem_put(struct store_tx *t, const char *scope, const char *key,
     return 0;
 }
 
+
+static int pg_blob_referenced(struct store_tx *t, const char *sha)
+{
+    const char *v[] = {sha};
+    PGresult *r = run(TX(t)->c, "SELECT 1 FROM blob_refs WHERE sha=$1 LIMIT 1", 1, v);
+    if (!r)
+        return -EIO;
+    int n = PQntuples(r);
+    PQclear(r);
+    return n > 0;
+}
 /* Retention: see store_prune in store.h. */
 static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_t *pruned)
 {
@@ -2304,6 +2315,7 @@ const struct store_backend store_pg_backend = {
     .idem_get = pg_idem_get,
     .idem_put = pg_idem_put,
     .prune = pg_prune,
+    .blob_referenced = pg_blob_referenced,
     .try_get = pg_try_get,
     .get_many = pg_get_many,
     .watch = pg_watch,

@@ -448,6 +448,21 @@ static char *schema_v7(void)
         " WHERE f_priority != 'medium';\n");
 }
 
+/* v8: which runs name which artifact blobs (artifacts[].sha256), so the
+ * retention pass can delete the blob files no run names any more (blob.c's
+ * sweep asks store_blob_referenced); PostgreSQL has kept this table since
+ * its shared blobs.  Filled from the runs that have artifacts. */
+static char *schema_v8(void)
+{
+    return xstrdup("CREATE TABLE blob_refs(sha TEXT NOT NULL, project_id TEXT NOT NULL,"
+                   " run_id TEXT NOT NULL, PRIMARY KEY(sha, project_id, run_id)) WITHOUT ROWID;\n"
+                   "CREATE INDEX blob_refs_run ON blob_refs(project_id, run_id);\n"
+                   "INSERT OR IGNORE INTO blob_refs(sha, project_id, run_id)"
+                   " SELECT json_extract(a.value, '$.sha256'), r.project_id, r.id"
+                   " FROM runs r, json_each(r.doc, '$.artifacts') a"
+                   " WHERE json_extract(a.value, '$.sha256') IS NOT NULL;\n");
+}
+
 /* Migrations are applied in order; PRAGMA user_version records the last one
  * applied, in the same transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
@@ -459,7 +474,7 @@ static int migrate(struct conn *c, char **err)
     }
     int version = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
-    const int latest = 7;
+    const int latest = 8;
     if (version > latest) {
         *err = xasprintf("database schema version %d is newer than this quernd (%d)", version,
                          latest);
@@ -481,6 +496,8 @@ static int migrate(struct conn *c, char **err)
             sql = schema_v6();
         else if (v == 7)
             sql = schema_v7();
+        else if (v == 8)
+            sql = schema_v8();
         char *ver = xasprintf("PRAGMA user_version=%d", v);
         int rc = exec_sql(c, "BEGIN IMMEDIATE");
         if (!rc)
@@ -953,6 +970,33 @@ static void bind_hot(sqlite3_stmt *s, int p, enum store_kind kind, const json_t 
     }
 }
 
+/* Records that run (project_id, id) names the blobs its artifacts name
+ * (artifacts[].sha256), for blob.c's sweep.  References are only added
+ * while the run lives (an artifact replaced under the same name keeps its
+ * old blob until the run is pruned, as on PostgreSQL): nothing at all for
+ * the many runs without artifacts. */
+static int refs_note(struct sqlite_tx *tx, const char *project_id, const char *id,
+                     const char *doc_text)
+{
+    sqlite3_stmt *s = stmt(tx->c, "INSERT OR IGNORE INTO blob_refs(sha, project_id, run_id)"
+                                  " SELECT json_extract(value, '$.sha256'), ?2, ?3"
+                                  " FROM json_each(?1, '$.artifacts')"
+                                  " WHERE json_extract(value, '$.sha256') IS NOT NULL");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, doc_text);
+    bind_text(s, 2, project_id);
+    bind_text(s, 3, id);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+static bool has_artifacts(const json_t *doc)
+{
+    return json_array_size(json_object_get(doc, "artifacts")) > 0;
+}
+
 static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_id,
                   const json_t *doc, bool update)
 {
@@ -965,7 +1009,11 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     if (!s)
         return -EIO;
     char *text = jdump(doc, NULL);
-    sqlite3_bind_text(s, 1, text, -1, free);
+    if (!text)
+        return -EINVAL;
+    bool refs = kind == SK_RUN && has_artifacts(doc);
+    /* the statement frees text after its step; refs_note needs it then */
+    sqlite3_bind_text(s, 1, text, -1, refs ? SQLITE_TRANSIENT : free);
     bind_text(s, 2, project_id);
     bind_text(s, 3, id);
     int i = 4;
@@ -982,12 +1030,16 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     int rc = sqlite3_step(s);
     int changes = sqlite3_changes(tx->c->db);
     sqlite3_reset(s);
-    if (rc == SQLITE_CONSTRAINT)
-        return -EEXIST;
-    if (rc != SQLITE_DONE)
-        return -EIO;
-    if (update && changes == 0)
-        return -ENOENT;
+    if (rc == SQLITE_CONSTRAINT || rc != SQLITE_DONE || (update && changes == 0)) {
+        if (refs)
+            free(text);
+        return rc == SQLITE_CONSTRAINT ? -EEXIST : rc != SQLITE_DONE ? -EIO : -ENOENT;
+    }
+    if (refs) {
+        rc = refs_note(tx, project_id, id, text);
+        free(text);
+        return rc;
+    }
     return 0;
 }
 
@@ -1135,6 +1187,17 @@ static int sq_del(struct store_tx *t, enum store_kind kind, const char *project_
     sqlite3_reset(s);
     if (rc != SQLITE_DONE)
         return -EIO;
+    if (changes && kind == SK_RUN) {
+        s = stmt(tx->c, "DELETE FROM blob_refs WHERE project_id=?1 AND run_id=?2");
+        if (!s)
+            return -EIO;
+        bind_text(s, 1, project_id);
+        bind_text(s, 2, id);
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return -EIO;
+    }
     return changes ? 0 : -ENOENT;
 }
 
@@ -1684,11 +1747,28 @@ static int sq_load(struct store_tx *t, const char *table, const json_t *rows)
         sqlite3_reset(s);
         if (rc != SQLITE_DONE)
             return rc == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+        /* a copied run keeps its artifacts' blobs from the sweep */
+        const char *doc = json_string_value(json_object_get(row, "doc"));
+        if (!strcmp(table, "runs") && doc && strstr(doc, "\"sha256\"") &&
+            (rc = refs_note(TX(t), json_string_value(json_object_get(row, "project_id")),
+                            json_string_value(json_object_get(row, "id")), doc)))
+            return rc;
     }
     return 0;
 }
 
 /* The terminal statuses, as stored in f_status. */
+
+static int sq_blob_referenced(struct store_tx *t, const char *sha)
+{
+    sqlite3_stmt *s = stmt(TX(t)->c, "SELECT 1 FROM blob_refs WHERE sha=?1 LIMIT 1");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, sha);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -EIO;
+}
 
 static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_t *pruned)
 {
@@ -1736,6 +1816,7 @@ static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
         "DELETE FROM logs WHERE run_id=?2",
         "DELETE FROM checkpoints WHERE project_id=?1 AND f_run_id=?2",
         "DELETE FROM runs WHERE project_id=?1 AND id=?2",
+        "DELETE FROM blob_refs WHERE project_id=?1 AND run_id=?2",
     };
     size_t i;
     json_t *r;
@@ -1795,6 +1876,7 @@ const struct store_backend store_sqlite_backend = {
     .idem_get = sq_idem_get,
     .idem_put = sq_idem_put,
     .prune = sq_prune,
+    .blob_referenced = sq_blob_referenced,
     .try_get = sq_try_get,
     .get_many = sq_get_many,
     .watch = sq_watch,

@@ -65,6 +65,7 @@ def to_v1(path):
             CREATE INDEX tasks_priority ON tasks(project_id, f_priority, seq);
         """)
         db.execute("UPDATE sqlite_sequence SET seq = seq + 1000 WHERE name = 'events'")
+    db.execute("DROP TABLE IF EXISTS blob_refs")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -84,6 +85,8 @@ def test_v1_database_opens_and_runs_move_its_tasks():
         done_task = expect(s.req("POST", P + "/tasks", {"name": "old-done", "assigned_agent_id": "md",
                                                         "run": True}), 201)
         run = expect(s.req("POST", P + "/workers/lease", {"agent_id": "md", "max": 1}), 200)["data"][0]
+        art = expect(s.req("POST", P + "/tasks/%s/runs/%s/artifacts" % (done_task["id"], run["id"]),
+                           {"artifacts": [{"name": "x.txt", "content": "x"}]}), 200)["data"][0]
         expect(s.req("POST", P + "/workers/report", {"results": [
             {"run_id": run["id"], "attempt": 1, "status": "completed"}]}), 200)
         s.stop()
@@ -93,7 +96,10 @@ def test_v1_database_opens_and_runs_move_its_tasks():
         db.close()
         s.start()
         db = sqlite3.connect(os.path.join(s.data, "quern.db"))
-        assert db.execute("PRAGMA user_version").fetchone()[0] >= 7
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 8
+        # v8: the runs' artifact blobs are referenced (for the blob sweep)
+        refs = db.execute("SELECT sha, run_id FROM blob_refs").fetchall()
+        assert refs == [(art["sha256"], run["id"])], refs
         # v7: runs have one index on their id, unique, that serves both
         # lookups; events need no sqlite_sequence row; the index of run events
         # and the two task indexes leave out the rows no filter reads there

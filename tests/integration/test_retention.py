@@ -62,6 +62,45 @@ def test_event_ids_never_go_back_after_a_prune():
         s.stop()
 
 
+def test_artifact_files_of_pruned_runs_are_deleted():
+    """The retention pass deletes the artifact blobs no run names any more;
+    a blob a live run still names stays, however old (here the grace after
+    storing is 0)."""
+    import hashlib
+    s = Server(extra_args=["--slots", "-1"],
+               env={"QUERN_RETENTION_MS": "1500", "QUERN_RETENTION_EVERY_MS": "1000",
+                    "QUERN_BLOB_GRACE_MS": "0"})
+    try:
+        def leased(agent):
+            t = expect(s.req("POST", P + "/tasks", {"assigned_agent_id": agent, "run": True}), 201)
+            run = expect(s.req("POST", P + "/workers/lease", {"agent_id": agent}), 200)["data"][0]
+            return t, run, P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+
+        shared, only = "kept by another run\n", "only the pruned run's\n"
+        _, old, old_base = leased("blob-old")
+        expect(s.req("POST", old_base + "/artifacts", {"artifacts": [
+            {"name": "a.txt", "content": shared}, {"name": "b.txt", "content": only}]}), 200)
+        expect(s.req("POST", P + "/workers/report", {"results": [
+            {"run_id": old["id"], "attempt": 1, "status": "completed"}]}), 200)
+        _, live, live_base = leased("blob-live")   # stays running: never pruned
+        expect(s.req("POST", live_base + "/artifacts", {"artifacts": [
+            {"name": "same.txt", "content": shared}]}), 200)
+        files = {}
+        for text in (shared, only):
+            sha = hashlib.sha256(text.encode()).hexdigest()
+            files[text] = os.path.join(s.data, "blobs", sha[:2], sha)
+        local = os.path.exists(files[only])   # SQLite keeps blobs in files; PostgreSQL in itself
+        wait_for(lambda: s.req("GET", P + "/task-runs/" + old["id"]).status == 404, 60,
+                 "the finished run to be pruned")
+        if local:
+            wait_for(lambda: not os.path.exists(files[only]), 60, "its own blob to be deleted")
+            assert os.path.exists(files[shared])
+        got = s.req("GET", live_base + "/artifacts/content?name=same.txt")
+        assert got.status == 200 and got.text == shared, got
+    finally:
+        s.stop()
+
+
 def test_zero_keeps_everything():
     s = Server(extra_args=["--slots", "-1"],
                env={"QUERN_RETENTION_MS": "0", "QUERN_RETENTION_EVERY_MS": "1000"})
