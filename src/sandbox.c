@@ -1457,6 +1457,27 @@ static int tpl_mkdirs(const char *rel, mode_t mode)
     return 0;
 }
 
+/* The template's /dev/X as a device node of its own with the host node's
+ * device number and mode, rather than a bind of the host's node: every box
+ * copies (and at its end frees) each mount of the template, and a node is
+ * no mount.  The template's /dev is a tmpfs made by host root without
+ * nodev, so the node works in a box; read-only and locked there, its mode
+ * cannot be changed.  0, or -1 (the caller binds the host's node). */
+static int tpl_mknod(const char *host, const char *rel)
+{
+    struct stat st;
+    if (stat(host, &st) < 0 || !S_ISCHR(st.st_mode))
+        return -1;
+    if (mknod(rel, S_IFCHR | (st.st_mode & 0666), st.st_rdev) < 0)
+        return -1;
+    /* the umask may have cut the mode */
+    if (chmod(rel, st.st_mode & 0666) < 0) {
+        (void)unlink(rel);
+        return -1;
+    }
+    return 0;
+}
+
 static int tpl_populate(struct tpl_job *j)
 {
     struct sandbox_sys *sys = j->sys;
@@ -1509,6 +1530,8 @@ static int tpl_populate(struct tpl_job *j)
         char h[32], b[32];
         snprintf(h, sizeof(h), "/dev/%s", devs[i]);
         snprintf(b, sizeof(b), "dev/%s", devs[i]);
+        if (tpl_mknod(h, b) == 0)
+            continue;
         int fd = open(b, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0)
             return tpl_fail(j, "create", b);
