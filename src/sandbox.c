@@ -888,7 +888,11 @@ struct ksigaction {
     uint64_t mask;
 };
 
-enum op_kind { OP_MKDIR, OP_SYMLINK, OP_TOUCH, OP_MOUNT, OP_REMOUNT, OP_WRITE, OP_BIND };
+/* OP_BIND moves a tree the parent cut (src_fds[len]); OP_BINDIN binds a
+ * directory of the box's own tree (src) onto dst; OP_CHMOD sets a mode the
+ * umask would cut. */
+enum op_kind { OP_MKDIR, OP_SYMLINK, OP_TOUCH, OP_MOUNT, OP_REMOUNT, OP_WRITE, OP_BIND, OP_BINDIN,
+               OP_CHMOD };
 
 struct op {
     enum op_kind kind;
@@ -992,6 +996,16 @@ CHILD_CODE static void c_run_ops(const struct plan *pl)
             r = rsys5(SYS_mount, NULL, o->dst, NULL, o->flags, NULL);
             if (r < 0)
                 c_fail(pl, "remount", o->dst, r);
+            break;
+        case OP_BINDIN:
+            r = rsys5(SYS_mount, o->src, o->dst, NULL, MS_BIND, NULL);
+            if (r < 0)
+                c_fail(pl, "bind", o->dst, r);
+            break;
+        case OP_CHMOD:
+            r = rsys3(SYS_fchmodat, AT_FDCWD, o->dst, o->mode);
+            if (r < 0)
+                c_fail(pl, "chmod", o->dst, r);
             break;
         case OP_BIND: {
             size_t k = o->len;
@@ -1695,7 +1709,23 @@ static int cut_tree(const char *host, bool writable)
     return t;
 }
 
-/* The plan of a box made from the template (see above). */
+/* The box's /tmp when it shares the /quern tmpfs (see tpl_plan): a
+ * directory under the mount point of a run directory in /quern, which that
+ * directory's bind then covers, so the box reaches it as /tmp only. */
+#define TPL_TMP_NAME ".quern-tmp"
+
+/* The plan of a box made from the template (see above).
+ *
+ * One tmpfs serves /quern and /tmp: each tmpfs superblock costs the box's
+ * start and end alike (get_tree, the per-superblock list_lru and shrinker,
+ * at the end shrink_dcache and a deferred destroy), about as much as its
+ * whole remaining mount work.  /tmp is a bind of a directory of the /quern
+ * tmpfs that nothing else shows: it sits under the mount point of the
+ * first run directory bound under /quern, which that bind covers.  /quern
+ * is made read-only per mount (a bind remount), not per superblock, which
+ * would take /tmp with it; the box can change neither (no mount calls
+ * under the seccomp filter).  The size cap is /quern's plus /tmp's.  A
+ * spawn with no run directory under /quern gets a tmpfs of its own on /tmp. */
 static int tpl_plan(struct sandbox_sys *sys, const struct sandbox_params *p, struct plan *pl,
                     char **err)
 {
@@ -1718,14 +1748,23 @@ static int tpl_plan(struct sandbox_sys *sys, const struct sandbox_params *p, str
     for (size_t i = 0; i < p->ndirs; i++)
         if (under_quern(p->dirs[i]))
             add_mkdirs(pl, p->dirs[i], 0755);
+    bool tmp_done = false;
     for (size_t i = 0; i < p->nmounts; i++) {
         if (pl->nsrc >= MAX_FDS) {
             *err = xstrdup("too many mounts");
             return -E2BIG;
         }
         const char *box = p->mounts[i].box;
-        if (under_quern(box))
+        if (under_quern(box)) {
             add_mkdirs(pl, box, 0755);
+            if (!tmp_done) {
+                const char *t = keep(pl, xasprintf("%s/%s", box + 1, TPL_TMP_NAME));
+                add_op(pl, (struct op){.kind = OP_MKDIR, .dst = t, .mode = 0700});
+                add_op(pl, (struct op){.kind = OP_CHMOD, .dst = t, .mode = 01777});
+                add_op(pl, (struct op){.kind = OP_BINDIN, .src = t, .dst = "tmp"});
+                tmp_done = true;
+            }
+        }
         int t = cut_tree(p->mounts[i].host, p->mounts[i].writable);
         if (t < 0) {
             *err = xasprintf("bind %s: %s", p->mounts[i].host, strerror(-t));
@@ -1738,15 +1777,21 @@ static int tpl_plan(struct sandbox_sys *sys, const struct sandbox_params *p, str
         add_op(pl, (struct op){.kind = OP_BIND, .dst = keep_mem(pl, box + 1, strlen(box + 1), false),
                                .len = k});
     }
+    /* read-only for this mount only: with /tmp on the same superblock */
     add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "quern",
-                           .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV});
-    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "tmp", .fstype = "tmpfs",
-                           .flags = MS_NOSUID | MS_NODEV,
-                           .data = "size=256m,nr_inodes=65536,mode=1777"});
+                           .flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV});
+    if (!tmp_done)
+        add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "tmp", .fstype = "tmpfs",
+                               .flags = MS_NOSUID | MS_NODEV,
+                               .data = "size=256m,nr_inodes=65536,mode=1777"});
     add_op(pl, (struct op){.kind = OP_MOUNT, .src = "proc", .dst = "proc", .fstype = "proc",
                            .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC});
-    snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
-             p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
+    size_t root = p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra;
+    if (tmp_done)
+        snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=%d,mode=755",
+                 root + ((size_t)256 << 20), 4096 + 65536);
+    else
+        snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755", root);
     return 0;
 }
 
@@ -2151,7 +2196,9 @@ static int adopt_child(void *arg)
     }
     if (a->nfiles == 0)
         return 0;
-    if (mount(NULL, j->root, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL) < 0)
+    /* a template box's /quern is read-only per mount (see tpl_plan) */
+    unsigned long per_mount = strcmp(j->root, "/") ? MS_BIND : 0;
+    if (mount(NULL, j->root, NULL, MS_REMOUNT | per_mount | MS_NOSUID | MS_NODEV, NULL) < 0)
         return adopt_fail(j, "remount rw", j->root);
     /* Files are made as the box's root: host root is not mapped in the
      * box's user namespace, and owning them is what a spawn does too. */
@@ -2174,7 +2221,8 @@ static int adopt_child(void *arg)
         }
         close(fd);
     }
-    if (mount(NULL, j->root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+    if (mount(NULL, j->root, NULL, MS_REMOUNT | per_mount | MS_RDONLY | MS_NOSUID | MS_NODEV,
+              NULL) < 0)
         return adopt_fail(j, "remount ro", j->root);
     return 0;
 }
