@@ -43,7 +43,11 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
 #include <sys/resource.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -107,6 +111,9 @@ struct sandbox_sys {
     struct slot_cg *cg;
     int *netns;                  /* per slot, -1 when none */
     int host_netns;
+    int *ipcns;                  /* per slot, -1 when none (see ipcns_setup) */
+    int *mqdir;                  /* per slot: its POSIX message queue directory */
+    int host_ipcns;
     char *stack;                 /* the adopt helper's stack (CLONE_VM|CLONE_VFORK) */
     size_t stack_size;
     struct slot_spawn *sp;       /* per slot */
@@ -605,6 +612,197 @@ static void netns_setup(struct sandbox_sys *sys)
                   "get a fresh network namespace each (slower)", made, sys->slots);
 }
 
+/* ---- IPC namespace pool ----
+ *
+ * Creating an IPC namespace per box was a tenth of the supervisor's time per
+ * spawn (copy_ipcs: an mqueue superblock and the IPC sysctl tables) and its
+ * teardown as much again in a kworker (free_ipc).  As for the network
+ * namespace, each slot has one, made once, that its boxes get in turn: a
+ * slot holds one box at a time and the box's whole tree is dead before the
+ * next spawn (invariant 3), and that spawn first empties the namespace:
+ * System V shared memory, message queues and semaphore sets are removed, so
+ * are the POSIX message queues (through a detached mount of the
+ * namespace's mqueue file system kept per slot).  Those are all the objects
+ * an IPC namespace holds; its sysctls belong to host root (the namespace is
+ * owned by the initial user namespace), so a box can neither change them
+ * nor leave anything there.  When a slot has no namespace, or emptying one
+ * fails, the spawn makes a fresh one (CLONE_NEWIPC) as before. */
+
+#define Q_FSOPEN_CLOEXEC 0x1
+#define Q_FSCONFIG_CMD_CREATE 6
+#define Q_FSMOUNT_CLOEXEC 0x1
+
+struct ipcns_job {
+    int ns, mq;
+};
+
+static void *make_ipcns(void *arg)
+{
+    struct ipcns_job *j = arg;
+    j->ns = j->mq = -1;
+    if (unshare(CLONE_NEWIPC) < 0)
+        return NULL;
+    int ns = open("/proc/thread-self/ns/ipc", O_RDONLY | O_CLOEXEC);
+    int fc = (int)syscall(SYS_fsopen, "mqueue", Q_FSOPEN_CLOEXEC);
+    int mnt = -1, dir = -1;
+    if (fc >= 0 && syscall(SYS_fsconfig, fc, Q_FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+        mnt = (int)syscall(SYS_fsmount, fc, Q_FSMOUNT_CLOEXEC,
+                           MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    if (mnt >= 0)
+        dir = openat(mnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fc >= 0)
+        close(fc);
+    if (mnt >= 0)
+        close(mnt);   /* the open directory keeps the mount */
+    if (ns >= 0 && dir >= 0) {
+        j->ns = ns;
+        j->mq = dir;
+    } else {
+        if (ns >= 0)
+            close(ns);
+        if (dir >= 0)
+            close(dir);
+    }
+    return NULL;
+}
+
+static void ipcns_setup(struct sandbox_sys *sys)
+{
+    sys->ipcns = xcalloc((size_t)sys->slots, sizeof(int));
+    sys->mqdir = xcalloc((size_t)sys->slots, sizeof(int));
+    sys->host_ipcns = open("/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
+    int made = 0;
+    for (int i = 0; i < sys->slots; i++) {
+        struct ipcns_job j = {-1, -1};
+        pthread_t t;
+        if (sys->host_ipcns >= 0 && pthread_create(&t, NULL, make_ipcns, &j) == 0)
+            pthread_join(t, NULL);
+        sys->ipcns[i] = j.ns;
+        sys->mqdir[i] = j.mq;
+        if (j.ns >= 0)
+            made++;
+    }
+    if (made < sys->slots)
+        slog(sys, "IPC namespace pool: only %d of %d made; runs in the other slots get a "
+                  "fresh IPC namespace each (slower)", made, sys->slots);
+}
+
+static void ipcns_drop(struct sandbox_sys *sys, int slot)
+{
+    if (sys->ipcns[slot] >= 0)
+        close(sys->ipcns[slot]);
+    if (sys->mqdir[slot] >= 0)
+        close(sys->mqdir[slot]);
+    sys->ipcns[slot] = sys->mqdir[slot] = -1;
+}
+
+/* Removes every System V object of the caller's IPC namespace; 0, or
+ * -errno (some could not be removed). */
+static int ipc_sysv_clear(void)
+{
+    struct shm_info si;
+    int max = shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&si);
+    if (max < 0)
+        return -errno;
+    for (int i = 0; si.used_ids > 0 && i <= max; i++) {
+        struct shmid_ds ds;
+        int id = shmctl(i, SHM_STAT, &ds);
+        if (id >= 0)
+            (void)shmctl(id, IPC_RMID, NULL);
+    }
+    if (si.used_ids > 0 && (shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&si) < 0 || si.used_ids))
+        return -ENOTEMPTY;
+
+    struct msginfo mi;
+    max = msgctl(0, MSG_INFO, (struct msqid_ds *)(void *)&mi);
+    if (max < 0)
+        return -errno;
+    /* with MSG_INFO, msgpool is the number of queues */
+    for (int i = 0; mi.msgpool > 0 && i <= max; i++) {
+        struct msqid_ds ds;
+        int id = msgctl(i, MSG_STAT, &ds);
+        if (id >= 0)
+            (void)msgctl(id, IPC_RMID, NULL);
+    }
+    if (mi.msgpool > 0 && (msgctl(0, MSG_INFO, (struct msqid_ds *)(void *)&mi) < 0 || mi.msgpool))
+        return -ENOTEMPTY;
+
+    union {
+        int val;
+        struct semid_ds *buf;
+        unsigned short *array;
+        struct seminfo *info;
+    } arg;
+    struct seminfo sm;
+    arg.info = &sm;
+    max = semctl(0, 0, SEM_INFO, arg);
+    if (max < 0)
+        return -errno;
+    /* with SEM_INFO, semusz is the number of sets */
+    for (int i = 0; sm.semusz > 0 && i <= max; i++) {
+        struct semid_ds ds;
+        arg.buf = &ds;
+        int id = semctl(i, 0, SEM_STAT, arg);
+        if (id >= 0)
+            (void)semctl(id, 0, IPC_RMID);
+    }
+    arg.info = &sm;
+    if (sm.semusz > 0 && (semctl(0, 0, SEM_INFO, arg) < 0 || sm.semusz))
+        return -ENOTEMPTY;
+    return 0;
+}
+
+/* Removes every POSIX message queue of the directory; 0 or -errno. */
+static int ipc_mq_clear(int dir)
+{
+    char b[4096];
+    bool removed = false;
+    for (int pass = 0; pass < 2; pass++) {
+        if (lseek(dir, 0, SEEK_SET) < 0)
+            return -errno;
+        for (;;) {
+            long n = syscall(SYS_getdents64, dir, b, sizeof(b));
+            if (n < 0)
+                return -errno;
+            if (n == 0)
+                break;
+            for (long off = 0; off < n;) {
+                struct dirent64 *d = (struct dirent64 *)(void *)(b + off);
+                off += d->d_reclen;
+                if (strcmp(d->d_name, ".") && strcmp(d->d_name, "..")) {
+                    if (pass == 1)
+                        return -ENOTEMPTY;   /* removed, yet still there */
+                    if (unlinkat(dir, d->d_name, 0) < 0)
+                        return -errno;
+                    removed = true;
+                }
+            }
+        }
+        if (!removed)
+            return 0;
+    }
+    return 0;
+}
+
+/* Enters the slot's IPC namespace, emptied (see above): true, or false
+ * when the spawn must make a fresh one (the caller's namespace unchanged). */
+static bool ipcns_enter(struct sandbox_sys *sys, int slot)
+{
+    if (sys->ipcns[slot] < 0 || sys->host_ipcns < 0)
+        return false;
+    int rc = setns(sys->ipcns[slot], CLONE_NEWIPC) < 0 ? -errno : 0;
+    if (rc == 0 && (rc = ipc_sysv_clear()) == 0)
+        rc = ipc_mq_clear(sys->mqdir[slot]);
+    if (rc == 0)
+        return true;
+    if (setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
+        abort(); /* the supervisor thread must not stay in a box's namespace */
+    slog(sys, "IPC namespace of slot %d could not be emptied (%s): its runs get a fresh one "
+              "each from now on", slot, strerror(-rc));
+    ipcns_drop(sys, slot);
+    return false;
+}
+
 /* ---- seccomp ---- */
 
 static int seccomp_build(struct sandbox_sys *sys, char **err)
@@ -708,6 +906,7 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
     sys->log_ctx = log_ctx;
     sys->host_uid = SANDBOX_DEFAULT_HOST_UID;
     sys->host_netns = -1;
+    sys->host_ipcns = -1;
     const char *u = getenv("QUERN_SANDBOX_UID");
     int64_t uv;
     if (u && parse_i64(u, &uv) == 0 && uv > 0 && uv < 0x7fffffff)
@@ -740,6 +939,7 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
     layout_probe(sys);
     cg_setup(sys);
     netns_setup(sys);
+    ipcns_setup(sys);
     return sys;
 fail:
     if (sys->init_fd > 0)
@@ -760,6 +960,12 @@ void sandbox_sys_free(struct sandbox_sys *sys)
     free(sys->netns);
     if (sys->host_netns >= 0)
         close(sys->host_netns);
+    for (int i = 0; sys->ipcns && i < sys->slots; i++)
+        ipcns_drop(sys, i);
+    free(sys->ipcns);
+    free(sys->mqdir);
+    if (sys->host_ipcns >= 0)
+        close(sys->host_ipcns);
     close(sys->init_fd);
     free(sys->prog.filter);
     if (sys->stack)
@@ -1981,8 +2187,7 @@ secrets:
     }
 
     int netfd = sys->netns[p->slot];
-    uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
-                     CLONE_NEWUTS | CLONE_NEWCGROUP;
+    uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWCGROUP;
     if (!p->network) {
         if (netfd >= 0 && sys->host_netns >= 0 && setns(netfd, CLONE_NEWNET) == 0)
             switched_net = true;
@@ -2008,6 +2213,10 @@ secrets:
             goto out;
         }
     }
+    /* the slot's IPC namespace, emptied, or a fresh one */
+    bool switched_ipc = ipcns_enter(sys, p->slot);
+    if (!switched_ipc)
+        flags |= CLONE_NEWIPC;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -2018,6 +2227,8 @@ secrets:
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
         abort(); /* the supervisor thread must not stay in a box's netns */
+    if (switched_ipc && setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
+        abort(); /* nor in its IPC namespace */
     if (tpl && (setns(sys->host_mnt, CLONE_NEWNS) < 0 || fchdir(sys->cwd_fd) < 0))
         abort(); /* nor in the template's mount namespace */
     if (pid < 0) {
