@@ -12,9 +12,10 @@
  *     clone and is owned by the slot (plan, stack) until the box is reaped;
  *     the child only makes raw system calls (no malloc, no stdio, no locks,
  *     no errno), so the parent runs on without waiting for its exec.
- *  3. Each slot has its own cgroups and network namespace, reused run after
- *     run: a slot holds one box at a time, and a box's whole tree is dead
- *     before its slot is reused (PID 1's exit ends the PID namespace).
+ *  3. Each slot has its own cgroups, network and IPC namespaces, reused run
+ *     after run: a slot holds one box at a time, and a box's whole tree is
+ *     dead before its slot is reused (PID 1's exit ends the PID namespace);
+ *     the IPC namespace is emptied before each spawn (ipcns_enter).
  *  4. The child is in the slot's cgroups before anything of the box runs,
  *     and no handler of quernd ever runs in it (signals blocked across the
  *     clone, reset before they are unblocked).
