@@ -200,7 +200,11 @@ static int cg_fd(struct slot_cg *c, enum cg_file f, const char *dir, const char 
 {
     if (c->fds[f] == -1) {
         char *p = xasprintf("%s/%s", dir, file);
-        int fd = open(p, flags | O_CLOEXEC);
+        /* read-write where the file allows it: a file written before each
+         * run (memory.max_usage_in_bytes) is read after it on the same fd */
+        int fd = open(p, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            fd = open(p, flags | O_CLOEXEC);
         free(p);
         c->fds[f] = fd >= 0 ? fd : -2;
     }
