@@ -368,6 +368,137 @@ static json_t *value(struct parser *p, int depth)
     }
 }
 
+/* Steps over one value without building it (for jload_fields); false on
+ * anything the fast path does not take. */
+static bool skip_value(struct parser *p, int depth)
+{
+    if (depth > JLOAD_MAX_DEPTH || p->s >= p->end)
+        return false;
+    char c = *p->s;
+    if (c == '"') {
+        p->s++;
+        const char *v;
+        size_t n;
+        return string(p, &v, &n) == 0;
+    }
+    if (c == '{' || c == '[') {
+        char close = c == '{' ? '}' : ']';
+        p->s++;
+        skip_ws(p);
+        if (p->s < p->end && *p->s == close) {
+            p->s++;
+            return true;
+        }
+        for (;;) {
+            if (c == '{') {
+                const char *k;
+                size_t klen;
+                if (p->s >= p->end || *p->s != '"')
+                    return false;
+                p->s++;
+                if (string(p, &k, &klen))
+                    return false;
+                skip_ws(p);
+                if (p->s >= p->end || *p->s != ':')
+                    return false;
+                p->s++;
+                skip_ws(p);
+            }
+            if (!skip_value(p, depth + 1))
+                return false;
+            skip_ws(p);
+            if (p->s < p->end && *p->s == ',') {
+                p->s++;
+                skip_ws(p);
+                continue;
+            }
+            if (p->s < p->end && *p->s == close) {
+                p->s++;
+                return true;
+            }
+            return false;
+        }
+    }
+    json_t *v = value(p, depth);   /* a number or a literal: nothing to spare */
+    json_decref(v);
+    return v != NULL;
+}
+
+static bool wanted(const char *const *fields, const char *k, size_t klen)
+{
+    for (const char *const *f = fields; *f; f++)
+        if ((*f)[0] == k[0] && strlen(*f) == klen && !memcmp(*f, k, klen))
+            return true;
+    return false;
+}
+
+json_t *jload_fields(const char *text, size_t len, const char *const *fields)
+{
+    struct parser p = {text, text + len, false, {0}};
+    buf_init(&p.tmp);
+    json_t *o = json_object();
+    skip_ws(&p);
+    if (p.s >= p.end || *p.s != '{')
+        goto full;
+    p.s++;
+    skip_ws(&p);
+    if (p.s < p.end && *p.s == '}') {
+        p.s++;
+        goto done;
+    }
+    for (;;) {
+        const char *k;
+        size_t klen;
+        if (p.s >= p.end || *p.s != '"')
+            goto full;
+        p.s++;
+        if (string(&p, &k, &klen))
+            goto full;
+        /* the key may live in tmp, which the value reuses */
+        char key[128];
+        bool want = klen > 0 && klen < sizeof key && wanted(fields, k, klen);
+        if (want) {
+            memcpy(key, k, klen);
+            key[klen] = 0;
+        }
+        skip_ws(&p);
+        if (p.s >= p.end || *p.s != ':')
+            goto full;
+        p.s++;
+        skip_ws(&p);
+        if (want) {
+            json_t *v = value(&p, 1);
+            if (!v || json_object_setn_new_nocheck(o, key, klen, v))
+                goto full;
+        } else if (!skip_value(&p, 1)) {
+            goto full;
+        }
+        skip_ws(&p);
+        if (p.s < p.end && *p.s == ',') {
+            p.s++;
+            skip_ws(&p);
+            continue;
+        }
+        if (p.s < p.end && *p.s == '}') {
+            p.s++;
+            goto done;
+        }
+        goto full;
+    }
+done:
+    skip_ws(&p);
+    if (p.s != p.end)
+        goto full;
+    buf_release(&p.tmp);
+    return o;
+full:
+    /* whatever the fast path does not take: the whole document, which holds
+     * every wanted field too (or NULL when it is not JSON) */
+    buf_release(&p.tmp);
+    json_decref(o);
+    return jload(text, len, 0);
+}
+
 json_t *jload(const char *text, size_t len, size_t flags)
 {
     struct parser p = {text, text + len, (flags & JSON_REJECT_DUPLICATES) != 0, {0}};

@@ -12,5 +12,10 @@
  * exactly what json_loadb(text, len, flags, NULL) returns (NULL where it
  * fails).  flags: JSON_DECODE_ANY and JSON_REJECT_DUPLICATES are taken. */
 json_t *jload(const char *text, size_t len, size_t flags);
+/* Loads a JSON object keeping only its top-level fields named in fields
+ * (NULL-terminated), stepping over the others without building them.  Text
+ * the fast path does not take is loaded whole (every field kept).  NULL
+ * when text is not a JSON object or array. */
+json_t *jload_fields(const char *text, size_t len, const char *const *fields);
 
 #endif

@@ -803,7 +803,16 @@ struct resync_read {
 };
 
 static int each_page(struct store_tx *tx, enum store_kind kind, const char *field,
-                     const char *value, void (*page_fn)(void *ctx, json_t *page), void *ctx);
+                     const char *value, const char *const *fields,
+                     void (*page_fn)(void *ctx, json_t *page), void *ctx);
+
+/* Every field of a run that apply() and apply_remote() read (fill_entry):
+ * the loads of many runs ask for these only (store_list_fields). */
+static const char *const run_fields[] = {
+    "id", "project_id", "status", "task_id", "definition_id", "agent_id", "runtime_id",
+    "has_code", "priority", "queued_ms", "not_before_ms", "attempt", "blocked_by",
+    "lease_expires_at", "deadline_ms", "executor", "node_id", "concurrency_key",
+    "max_concurrency", NULL};
 
 static void extend_fn(void *ctx, json_t *page)
 {
@@ -816,11 +825,11 @@ static int resync_fn(struct store_tx *tx, void *arg)
     a->runs = json_array();
     a->tasks = json_array();
     for (size_t i = 0; i < ARRAY_LEN(unfinished); i++) {
-        int rc = each_page(tx, SK_RUN, "status", unfinished[i], extend_fn, a->runs);
+        int rc = each_page(tx, SK_RUN, "status", unfinished[i], run_fields, extend_fn, a->runs);
         if (rc)
             return rc;
     }
-    return each_page(tx, SK_TASK, "scheduled", "true", extend_fn, a->tasks);
+    return each_page(tx, SK_TASK, "scheduled", "true", NULL, extend_fn, a->tasks);
 }
 
 /* Notifications may have been missed: reload every unfinished run and every
@@ -1548,7 +1557,8 @@ out:
  * history included.  The one helper behind every reload of the scheduler:
  * unfinished runs, schedules and dependants at start, and resync. */
 static int each_page(struct store_tx *tx, enum store_kind kind, const char *field,
-                     const char *value, void (*page_fn)(void *ctx, json_t *page), void *ctx)
+                     const char *value, const char *const *fields,
+                     void (*page_fn)(void *ctx, json_t *page), void *ctx)
 {
     struct store_query all = {NULL, 0, 0, 0, true, NULL};
     json_t *projects = NULL;
@@ -1565,7 +1575,8 @@ static int each_page(struct store_tx *tx, enum store_kind kind, const char *fiel
         for (int64_t off = 0;;) {
             struct store_query q = {&f, 1, LOAD_PAGE, off, true, NULL};
             json_t *arr = NULL;
-            rc = store_list(tx, kind, pid, &q, &arr, NULL);
+            rc = fields ? store_list_fields(tx, kind, pid, &q, fields, &arr)
+                        : store_list(tx, kind, pid, &q, &arr, NULL);
             if (rc)
                 goto out;
             size_t n = json_array_size(arr);
@@ -1599,11 +1610,11 @@ static void each_page_fn(void *ctx, json_t *page)
 /* Calls fn (mu held) for every document of kind whose indexed field equals
  * value (each_page). */
 static int each_indexed(struct store_tx *tx, struct sched *s, enum store_kind kind,
-                        const char *field, const char *value,
+                        const char *field, const char *value, const char *const *fields,
                         void (*fn)(struct sched *s, const json_t *doc))
 {
     struct each_arg a = {s, fn};
-    return each_page(tx, kind, field, value, each_page_fn, &a);
+    return each_page(tx, kind, field, value, fields, each_page_fn, &a);
 }
 
 static void load_dependants(struct sched *s, const json_t *t)
@@ -1623,12 +1634,12 @@ static void load_schedule(struct sched *s, const json_t *t)
 
 static int deps_load_fn(struct store_tx *tx, void *arg)
 {
-    return each_indexed(tx, arg, SK_TASK, "has_dependencies", "true", load_dependants);
+    return each_indexed(tx, arg, SK_TASK, "has_dependencies", "true", NULL, load_dependants);
 }
 
 static int cron_load_fn(struct store_tx *tx, void *arg)
 {
-    return each_indexed(tx, arg, SK_TASK, "scheduled", "true", load_schedule);
+    return each_indexed(tx, arg, SK_TASK, "scheduled", "true", NULL, load_schedule);
 }
 
 struct lost_arg {
@@ -1933,7 +1944,7 @@ struct sched *sched_new(struct app *app)
 static int load_fn(struct store_tx *tx, void *arg)
 {
     for (size_t i = 0; i < ARRAY_LEN(unfinished); i++) {
-        int rc = each_indexed(tx, arg, SK_RUN, "status", unfinished[i], apply);
+        int rc = each_indexed(tx, arg, SK_RUN, "status", unfinished[i], run_fields, apply);
         if (rc)
             return rc;
     }

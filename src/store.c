@@ -206,7 +206,16 @@ int store_list(struct store_tx *tx, enum store_kind kind, const char *project_id
     for (size_t i = 0; i < q->nfilters; i++)
         if (!field_ok(kind, q->filters[i].field))
             return -EINVAL;
-    return TXBE(tx)->list(tx, kind, project_id, q, out, total);
+    return TXBE(tx)->list(tx, kind, project_id, q, NULL, out, total);
+}
+
+int store_list_fields(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                      const struct store_query *q, const char *const *fields, json_t **out)
+{
+    for (size_t i = 0; i < q->nfilters; i++)
+        if (!field_ok(kind, q->filters[i].field))
+            return -EINVAL;
+    return TXBE(tx)->list(tx, kind, project_id, q, fields, out, NULL);
 }
 
 int store_log_append(struct store_tx *tx, const char *project_id, const char *run_id,

@@ -153,6 +153,12 @@ int store_delete(struct store_tx *tx, enum store_kind kind, const char *project_
  * -EINVAL for an unknown filter field. */
 int store_list(struct store_tx *tx, enum store_kind kind, const char *project_id,
                const struct store_query *q, json_t **out, int64_t *total);
+/* store_list for a caller that reads only the top-level fields named in
+ * fields (NULL-terminated): a backend may answer documents holding only
+ * these (each present, null when the document lacks it), which spares
+ * parsing whole documents when many are loaded (the scheduler at start). */
+int store_list_fields(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                      const struct store_query *q, const char *const *fields, json_t **out);
 
 /* Like store_get in a write transaction, but never waits for a row another
  * writer holds (PostgreSQL: FOR UPDATE SKIP LOCKED): 0 and *out (new
@@ -331,7 +337,7 @@ struct store_backend {
                  const char *, const char *);
     int (*del)(struct store_tx *, enum store_kind, const char *, const char *);
     int (*list)(struct store_tx *, enum store_kind, const char *, const struct store_query *,
-                json_t **, int64_t *);
+                const char *const *fields, json_t **, int64_t *);
     int (*log_append)(struct store_tx *, const char *, const char *, json_t *, int64_t *);
     int (*log_read)(struct store_tx *, const char *, const char *, int64_t, int64_t, json_t **);
     int64_t (*log_bytes)(struct store_tx *, const char *, const char *);

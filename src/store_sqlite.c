@@ -1283,8 +1283,33 @@ static void bind_where(sqlite3_stmt *s, const char *project_id, const struct sto
     }
 }
 
+/* A row's document keeping only fields (store_list_fields): the others
+ * are stepped over, not built; the hot columns among fields are merged as
+ * row_doc merges them. */
+static json_t *row_doc_fields(sqlite3_stmt *s, enum store_kind kind, const char *const *fields)
+{
+    const char *t = (const char *)sqlite3_column_text(s, 0);
+    if (!t)
+        return NULL;
+    json_t *doc = jload_fields(t, (size_t)sqlite3_column_bytes(s, 0), fields);
+    if (!doc)
+        return NULL;
+    int c = 1;
+    for (const char *const *f = hot_fields(kind); *f; f++, c++) {
+        const char *h = (const char *)sqlite3_column_text(s, c);
+        bool want = false;
+        for (const char *const *w = fields; *w && !want; w++)
+            want = !strcmp(*w, *f);
+        json_t *v = h && want ? jload(h, (size_t)sqlite3_column_bytes(s, c), JSON_DECODE_ANY) : NULL;
+        if (v)
+            json_object_set_new_nocheck(doc, *f, v);
+    }
+    return doc;
+}
+
 static int sq_list(struct store_tx *t, enum store_kind kind, const char *project_id,
-                   const struct store_query *q, json_t **out, int64_t *total)
+                   const struct store_query *q, const char *const *fields, json_t **out,
+                   int64_t *total)
 {
     struct sqlite_tx *tx = TX(t);
     const char *table = store_kind_name(kind);
@@ -1306,7 +1331,7 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     json_t *arr = json_array();
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-        json_t *d = row_doc(s, 0, kind);
+        json_t *d = fields ? row_doc_fields(s, kind, fields) : row_doc(s, 0, kind);
         if (d)
             json_array_append_new(arr, d);
     }

@@ -136,3 +136,64 @@ TEST(jload_random_round_trips)
         json_decref(doc);
     }
 }
+
+/* jload_fields keeps exactly the wanted top-level fields of what jload
+ * reads, in the document's order, whatever the others hold. */
+static int fields_agree(const char *text, size_t len, const char *const *fields)
+{
+    json_t *all = jload(text, len, 0), *some = jload_fields(text, len, fields);
+    int ok;
+    if (!all || !json_is_object(all)) {
+        /* not an object: jload_fields answers what jload answers */
+        ok = (!all && !some) || (all && some && json_equal(all, some));
+    } else {
+        json_t *want = json_object();
+        const char *k;
+        json_t *v;
+        json_object_foreach(all, k, v) {
+            for (const char *const *f = fields; *f; f++)
+                if (!strcmp(*f, k))
+                    json_object_set(want, k, v);
+        }
+        char *dw = jdump(want, NULL), *ds = some ? jdump(some, NULL) : NULL;
+        ok = some && json_equal(want, some) && dw && ds && !strcmp(dw, ds);
+        free(dw);
+        free(ds);
+        json_decref(want);
+    }
+    if (!ok)
+        fprintf(stderr, "jload_fields differs on: %.*s\n", (int)len, text);
+    json_decref(all);
+    json_decref(some);
+    return ok;
+}
+
+TEST(jload_fields_keeps_the_wanted_fields)
+{
+    static const char *const fields[] = {"id", "status", "v", "k3", "blocked_by", NULL};
+    const char *docs[] = {
+        "{}", "{\"id\":\"r\",\"status\":\"queued\"}",
+        "{\"input\":{\"id\":\"inner\",\"x\":[1,{\"status\":2}]},\"id\":\"r1\",\"blocked_by\":[\"t\"]}",
+        "{\"e\":\"q\\\"b\\\\s\\u00e9\\ud834\\udd1e\",\"status\":\"s\\n\",\"n\":-1.5e3,\"t\":true}",
+        "{\"\\u0069d\":\"escaped key\",\"status\":null}", "{\"id\":1,\"id\":2}",
+        "[1,2]", "{\"id\":\"x\"", "{\"skip\":[1,]}", "{\"skip\":\"\\u0000\"}", "{\"id\":\"a\"} x",
+        "{\"skip\":[[[[{}]]]],\"v\":{\"a\":[]}}",
+    };
+    for (size_t i = 0; i < sizeof docs / sizeof *docs; i++)
+        CHECK(fields_agree(docs[i], strlen(docs[i]), fields));
+    unsigned seed = 777;
+    for (int i = 0; i < 2000; i++) {
+        json_t *doc = json_object();
+        for (int k = (int)(rand_r(&seed) % 8); k > 0; k--) {
+            char key[8];
+            snprintf(key, sizeof key, "k%u", rand_r(&seed) % 6);
+            json_object_set_new(doc, key, random_value(&seed, 0));
+        }
+        json_object_set_new(doc, "v", random_value(&seed, 0));
+        size_t len;
+        char *text = jdump(doc, &len);
+        CHECK(fields_agree(text, len, fields));
+        free(text);
+        json_decref(doc);
+    }
+}
