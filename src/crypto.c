@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,10 +42,23 @@ static void ossl_abort(const char *file, int line, const char *what)
     abort();
 }
 
+/* SHA-256 fetched from the provider once: EVP_sha256() makes every
+ * EVP_Digest fetch it again (a provider lookup under locks, more than the
+ * hash of an API key itself costs). */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void crypto_sha256(const void *data, size_t n, unsigned char out[32])
 {
     unsigned int len = 0;
-    OSSL_CHECK(EVP_Digest(n ? data : "", n, out, &len, EVP_sha256(), NULL) == 1);
+    pthread_once(&sha256_once, sha256_fetch);
+    OSSL_CHECK(sha256_md);
+    OSSL_CHECK(EVP_Digest(n ? data : "", n, out, &len, sha256_md, NULL) == 1);
     OSSL_CHECK(len == CRYPTO_SHA256_LEN);
 }
 
