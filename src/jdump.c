@@ -14,6 +14,8 @@
 #include "jdump.h"
 
 #include <math.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,14 +125,31 @@ size_t jdump_utf8_len(const unsigned char *p, const unsigned char *end)
 static const unsigned char plain[256] = {[0x20 ... 0x21] = 1, [0x23 ... 0x5B] = 1,
                                          [0x5D ... 0x7F] = 1};
 
+/* True when none of the 8 bytes of w needs more than a copy: each is
+ * ASCII from 0x20 and neither '"' nor '\\'.  The zero-byte tests may flag a
+ * plain byte above a flagged one (a borrow), never miss one: a flagged word
+ * is only looked at a byte at a time. */
+static bool word_plain(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+    uint64_t q = w ^ (ones * '"'), bs = w ^ (ones * '\\');
+    uint64_t flagged = (w & high) | ((w - ones * 0x20) & ~w & high) | ((q - ones) & ~q & high) |
+                       ((bs - ones) & ~bs & high);
+    return !flagged;
+}
+
 static int put_str(struct buf *b, const char *str, size_t len)
 {
     static const char hex[] = "0123456789ABCDEF";
     const unsigned char *p = (const unsigned char *)str, *end = p + len;
-    buf_reserve(b, len + 2);
+    if (b->len + len + 3 > b->cap)
+        buf_reserve(b, len + 2);
     b->data[b->len++] = '"';
     while (p < end) {
         const unsigned char *run = p;
+        /* eight bytes at a time while all are plain (ids, times, keys) */
+        for (uint64_t w; end - p >= 8 && (memcpy(&w, p, 8), word_plain(w));)
+            p += 8;
         while (p < end && plain[*p])
             p++;
         if (p > run)
@@ -237,7 +256,8 @@ char *jdump(const json_t *v, size_t *len)
 {
     struct buf b;
     buf_init(&b);
-    buf_reserve(&b, 256);
+    /* a task document is ~1.1 KB: room for it without growing */
+    buf_reserve(&b, 2048);
     if (jdump_buf(&b, v)) {
         buf_release(&b);
         return NULL;

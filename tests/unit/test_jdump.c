@@ -113,3 +113,27 @@ TEST(jdump_buf_appends)
     json_decref(v);
     buf_release(&b);
 }
+
+/* Every ASCII byte and a multi-byte character at every offset of strings
+ * long enough for the eight-bytes-at-a-time scan, and at its edges. */
+TEST(jdump_strings_at_every_offset)
+{
+    for (size_t len = 1; len <= 19; len++)
+        for (size_t at = 0; at < len; at++) {
+            char s[32];
+            for (int c = 0; c < 0x80; c++) {
+                memset(s, 'a', len);
+                s[at] = (char)c;
+                json_t *v = json_stringn(s, len);
+                CHECK(v && same(v));
+                json_decref(v);
+            }
+            if (at + 2 <= len) {
+                memset(s, 'z', len);
+                memcpy(s + at, "\xc3\xa9", 2);   /* é */
+                json_t *v = json_stringn(s, len);
+                CHECK(v && same(v));
+                json_decref(v);
+            }
+        }
+}
