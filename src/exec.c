@@ -440,6 +440,8 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
 {
     json_error_t jerr;
     json_t *m = json_loadb(s, n, 0, &jerr);
+    /* before type is read: redacting replaces strings, "type" too */
+    redact_json(r, m);
     const char *type = m ? json_string_value(json_object_get(m, "type")) : NULL;
     if (!m || !json_is_object(m) || !type) {
         json_decref(m);
@@ -449,7 +451,6 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
         free(msg);
         return;
     }
-    redact_json(r, m);
     if (strcmp(type, "log") == 0) {
         const char *level = json_string_value(json_object_get(m, "level"));
         const char *message = json_string_value(json_object_get(m, "message"));
