@@ -622,8 +622,7 @@ static int cancel_fn(struct runop *op, struct store_tx *tx, json_t *run)
     }
     if (msg)
         json_object_set_new(run, "cancel_message", json_string(msg));
-    bool live = st == RS_RUNNING && json_is_true(json_object_get(run, "has_code")) &&
-                !json_is_string(json_object_get(run, "worker_id"));
+    bool live = runner_code_live(run);
     struct run_outcome out = {.code = "canceled", .message = msg ? msg : "canceled by request",
                               .no_retry = true};
     return run_move(tx, r->app, run, live ? RS_CANCELING : RS_CANCELED, &out);

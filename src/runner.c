@@ -970,6 +970,17 @@ int runner_cancel(struct runner *rn, const char *run_id)
     return exec_cancel(rn->exec, run_id);
 }
 
+bool runner_code_live(const json_t *run)
+{
+    if (!json_is_true(json_object_get(run, "has_code")) ||
+        json_is_string(json_object_get(run, "worker_id")))
+        return false;
+    enum run_status st = run_status_of(run);
+    const char *kind =
+        json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
+    return st == RS_RUNNING || (st == RS_INTERACTION_REQUIRED && kind && !strcmp(kind, "input"));
+}
+
 /* ---- recovery at start ---- */
 
 struct recover {

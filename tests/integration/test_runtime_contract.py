@@ -494,6 +494,32 @@ def test_cancel_of_code_ignoring_sigterm_kills_it():
     accounted(run)
 
 
+def host_has(pattern):
+    import subprocess
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.strip()
+
+
+def test_cancel_while_waiting_on_input_kills_the_code():
+    # a run waiting on its own input_request still has live code: cancel
+    # (of the run, or of its task) must stop it, not leave it to its timeout
+    for how in ("run", "task"):
+        tag = "98%d.5" % (os.getpid() % 1000 + (how == "task"))
+        code = py(CTL_PY + "import subprocess\np = subprocess.Popen(['sleep', '%s'])\n"
+                           "ctl({'type': 'input_request', 'prompt': 'x'})\nsys.stdin.readline()\n" % tag)
+        t = create(code, "python", settings={"timeout_ms": 600000})
+        run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+        assert run["status"] == "interaction_required", logs(t, run)
+        wait_for(lambda: host_has("sleep " + tag), 30, "the code's child")
+        if how == "run":
+            r = expect(S.req("POST", base_of(t, run) + "/cancel", {}), 200)
+            assert r["status"] in ("canceling", "canceled"), r
+        else:
+            expect(S.req("POST", P + "/tasks/%s/cancel" % t["id"], {}), 200)
+        assert finish(t)["status"] == "canceled"
+        wait_for(lambda: not host_has("sleep " + tag), 30, "the code to be killed")
+    healthy()
+
+
 # ---- outcomes ----
 
 def test_timeouts_and_inactivity():
