@@ -917,7 +917,6 @@ static json_t *rpc_error(json_t *id, int code, const char *msg)
 static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     struct req *r = op->r;
-    (void)tx;
     json_t *b = op->body;
     const char *ver = NULL, *method = NULL;
     json_t *params = NULL, *id = json_object_get(b, "id");
@@ -943,8 +942,15 @@ static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
         free(s);
     } else if (!strcmp(method, "close")) {
         rc = runner_close_stdin(r->app->runner, rid);
+    } else if (!runner_code_live(run)) {
+        rc = -ENOENT;
     } else {
-        rc = runner_cancel(r->app->runner, rid);
+        /* as POST .../cancel: canceling now, canceled once the code stopped
+         * (the move's commit sends SIGTERM, then SIGKILL after the grace) */
+        struct run_outcome out = {.code = "canceled", .message = "canceled by command",
+                                  .no_retry = true};
+        if ((rc = run_move(tx, r->app, run, RS_CANCELING, &out)))
+            return rc;
     }
     if (rc == -ENOENT) {
         http_error(r, 400, "no_active_sandbox", NULL,
@@ -967,7 +973,10 @@ void api_runs_command(struct req *r)
     struct runop op = {r, NULL, NULL, 200, command_fn};
     if (!(op.body = http_body_object(r)))
         return;
-    int rc = store_read(r->app->store, runread_fn, &op);
+    /* cancel changes the run; the others only reach its sandbox */
+    const char *m = json_string_value(json_object_get(op.body, "method"));
+    int rc = m && !strcmp(m, "cancel") ? store_write(r->app->store, runop_fn, &op)
+                                       : store_read(r->app->store, runread_fn, &op);
     if (rc) {
         api_store_error(r, rc, "run");
         json_decref(op.result);

@@ -474,6 +474,9 @@ def test_command_cancel_sigterm_then_canceled():
     run = run_of(t)
     r = expect(S.req("POST", base_of(t, run) + "/command",
                      {"jsonrpc": "2.0", "method": "cancel", "id": 1}), 200)
+    assert r["id"] == 1 and "result" in r, r
+    # at once canceling (the code is handling SIGTERM for 0.5 s), as POST .../cancel
+    assert run_of(t)["status"] in ("canceling", "canceled")
     run = finish(t)
     assert run["status"] == "canceled", run      # exit 0 after SIGTERM is still canceled
     m = msgs(t, run)
