@@ -411,7 +411,8 @@ static size_t take_output(struct run *r, size_t n)
 
 static void over_limit(struct run *r)
 {
-    kill_box(r, "failed", "output_limit_exceeded", "log output over max_output_bytes", SIGKILL);
+    kill_box(r, "failed", "output_limit_exceeded",
+             "log and control output over max_output_bytes", SIGKILL);
 }
 
 static void deliver_line(struct exec *ex, struct run *r, const char *type, const char *s, size_t n)
@@ -443,8 +444,15 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
     /* before type is read: redacting replaces strings, "type" too */
     redact_json(r, m);
     const char *type = m ? json_string_value(json_object_get(m, "type")) : NULL;
+    /* Everything the code sends is stored, so all of it counts against
+     * max_output_bytes: a flood of checkpoints, progress or junk lines is
+     * bounded like a flood of log lines. */
     if (!m || !json_is_object(m) || !type) {
         json_decref(m);
+        if (take_output(r, n + 1) < n + 1) {
+            over_limit(r);
+            return;
+        }
         char *msg = xasprintf("ignored an invalid control message (%s)", m ? "no type" : jerr.text);
         if (ex->cb.on_log)
             ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", msg, NULL, r->iteration);
@@ -458,6 +466,12 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
         if (!message)
             message = "";
         size_t len = strlen(message);
+        size_t extra = data && n > len ? n - len : 0; /* data costs the rest of the line */
+        if (extra && take_output(r, extra) < extra) {
+            json_decref(m);
+            over_limit(r);
+            return;
+        }
         size_t k = take_output(r, len + 1);
         if (k == 0) {
             over_limit(r);
@@ -470,6 +484,8 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             if (k < len + 1)
                 over_limit(r);
         }
+    } else if (take_output(r, n + 1) < n + 1) {
+        over_limit(r);
     } else {
         if (strcmp(type, "output") == 0) {
             json_t *o = json_object_get(m, "output");

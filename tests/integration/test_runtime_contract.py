@@ -654,6 +654,26 @@ def test_output_limit_counts_fd3_logs_and_long_lines():
         assert 0 < kept <= 50000, kept
 
 
+def test_control_floods_are_bounded_by_max_output_bytes():
+    # checkpoints, progress, junk lines and log data are stored like log
+    # lines: a flood of any of them ends output_limit_exceeded, it never
+    # fills the store (docs/RUNTIME.md)
+    floods = {
+        "checkpoint": "json.dumps({'type': 'checkpoint', 'data': {'x': 'a' * 200000}})",
+        "progress": "json.dumps({'type': 'progress', 'progress': 0.5})",
+        "junk": "'not json at all'",
+        "logdata": "json.dumps({'type': 'log', 'message': '', 'data': {'x': 'b' * 100000}})",
+    }
+    specs = [(py("line = (%s + '\\n').encode()\nfor i in range(2000000):\n    os.write(3, line)\n" % f),
+              "python", {"settings": {"max_output_bytes": 300000, "timeout_ms": 60000}})
+             for f in floods.values()]
+    for kind, (t, run, lg) in zip(floods, many(specs)):
+        assert run["status"] == "failed" and run["error"]["code"] == "output_limit_exceeded", (kind, run)
+        assert run["checkpoints_count"] <= 2, (kind, run)
+        ev = S.req("GET", base_of(t, run) + "/session_logs?limit=1")
+        assert int(ev.header("X-Total-Count")) < 20000, (kind, ev.header("X-Total-Count"))
+
+
 def test_limits_open_files_processes_file_size():
     code = py(r"""
 import resource, errno, signal, time
