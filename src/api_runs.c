@@ -666,6 +666,22 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
     json_t *inter = json_object_get(run, "interaction");
     const char *k = json_string_value(json_object_get(inter, "kind"));
     bool approval = k && !strcmp(k, "approval");
+    json_t *schema = json_object_get(inter, "schema");
+    if (!approval && json_is_object(schema)) {
+        /* the question's schema, when the code gave a usable one */
+        char *bad_schema = NULL, *path = NULL, *msg = NULL;
+        int bad = !jsonschema_check(schema, &bad_schema) &&
+                  jsonschema_validate(schema, resp, &path, &msg);
+        if (bad)
+            http_error(r, 400, "invalid_response", "response",
+                       "the response does not match the input request's schema at %s: %s",
+                       path ? path : "$", msg ? msg : "invalid");
+        free(bad_schema);
+        free(path);
+        free(msg);
+        if (bad)
+            return -EINVAL;
+    }
     json_object_set(run, "interaction_response", resp);
     json_object_set_new(run, "interaction", json_null());   /* frees inter and k */
     if (approval) {

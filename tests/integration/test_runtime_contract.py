@@ -421,6 +421,11 @@ ctl({"type": "output", "output": {"age": json.loads(line)["response"]}})
     assert run["status"] == "interaction_required", logs(t, run)
     assert run["interaction"]["prompt"] == "age?" and run["interaction"]["schema"] == {"type": "integer"}
     b = base_of(t, run)
+    # the request's schema is the answer's contract (docs/RUNTIME.md)
+    for bad in ("x", 4.5, None):
+        r = S.req("POST", b + "/interaction", {"response": bad})
+        assert r.status == 400 and r.json["error"]["param"] == "response", (bad, r)
+    assert run_of(t)["status"] == "interaction_required"
     expect(S.req("POST", b + "/interaction", {"response": 42}), 200)
     assert S.req("POST", b + "/interaction", {"response": 43}).status in (409, 200)
     run = finish(t)
