@@ -759,7 +759,7 @@ def test_filesystem_view():
     marker.close()
     try:
         code = r"""
-echo "tmp=[$(ls -A /tmp | grep -v '^\.quern-ts-' | tr '\n' ' ')]"
+echo "tmp=[$(ls -A /tmp | tr '\n' ' ')]"
 [ -e %s ] && echo SEE-HOST-TMP
 [ -e %s ] && echo SEE-DATA
 for p in /usr/x /bin/x /lib/x /etc/x /var/x /opt/x /root/x /home/x /x /sys/x /dev/x /run/x /boot/x /srv/x; do
@@ -782,6 +782,26 @@ echo done
         assert "shm-is-tmp" in m, m     # /dev/shm is the run's private /tmp (docs/RUNTIME.md)
     finally:
         os.unlink(marker.name)
+
+
+TMP_LIST = {
+    "sh": "ls -A /tmp | tr '\\n' ' '; echo '|'", "bash": "ls -A /tmp | tr '\\n' ' '; echo '|'",
+    "python": "import os\nprint(' '.join(os.listdir('/tmp')) + '|')\n",
+    "node": "import fs from 'fs';\nconsole.log(fs.readdirSync('/tmp').join(' ') + '|');\n",
+    "ts": "import fs from 'fs';\nconst l: string[] = fs.readdirSync('/tmp');\nconsole.log(l.join(' ') + '|');\n",
+}
+
+
+def test_tmp_starts_empty_every_runtime():
+    done = many([(TMP_LIST[rt], rt, {}) for rt in RUNTIMES])
+    for rt, (t, run, lg) in zip(RUNTIMES, done):
+        assert run["status"] == "completed" and [x["message"] for x in lg] == ["|"], (rt, lg)
+
+
+def test_ts_errors_point_at_the_script_line():
+    t, run, lg = go("const a: number = 1;\n\ninterface X { y: string }\nthrow new Error('line four ' + a);\n", "ts")
+    err = "\n".join(x["message"] for x in lg if x["type"] == "stderr")
+    assert run["status"] == "failed" and "line four 1" in err and ":4:" in err, err
 
 
 def test_tmp_is_private_per_run():
