@@ -379,3 +379,14 @@ int blob_open_read(struct blob *b, const char *sha)
     free(p);
     return fd >= 0 ? fd : -e;
 }
+
+bool blob_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+    if (len < 1 || len > 255 || name[0] == '/' || strstr(name, "..") || strchr(name, '\\'))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}

@@ -52,6 +52,7 @@
  */
 #include "exec.h"
 
+#include "blob.h"
 #include "runtime.h"
 #include "sandbox.h"
 #include "util.h"
@@ -1397,7 +1398,8 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
             continue;
         }
         close(fd);
-        if (!S_ISREG(sb.st_mode) || sb.st_nlink != 1 || *total + sb.st_size > ARTIFACTS_MAX_BYTES) {
+        if (!S_ISREG(sb.st_mode) || sb.st_nlink != 1 || *total + sb.st_size > ARTIFACTS_MAX_BYTES ||
+            !blob_name_ok(name)) { /* a name an upload could not have is not stored */
             free(name);
             continue;
         }

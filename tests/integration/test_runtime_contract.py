@@ -1031,6 +1031,25 @@ echo done
     assert names in (["plain.txt", "sub/deeper/n.txt"], ["hard", "plain.txt", "sub/deeper/n.txt"]), names
 
 
+def test_artifact_names_follow_the_upload_rules():
+    # a file left by code is stored only under a name an upload could have
+    # (docs/API.md: 1-255 printable bytes, no "..", no backslash)
+    code = py(r"""
+os.chdir(os.environ["QUERN_ARTIFACTS"])
+for n in [b"new\r\nX-Evil: 1", b"tab\there", b"bad\xff\xfeutf", b"..dots", b"back\\slash", b"ok name.txt"]:
+    open(n, "wb").write(b"v")
+os.makedirs(b"y" * 200)
+open(b"y" * 200 + b"/" + b"z" * 60, "wb").write(b"v")   # 261 bytes in all
+os.makedirs(b"dir\nname")
+open(b"dir\nname/f", "wb").write(b"v")
+os.makedirs("fine/dir")
+open("fine/dir/f.txt", "w").write("v")
+""")
+    t, run, lg = go(code, "python")
+    assert run["status"] == "completed", lg
+    assert sorted(a["name"] for a in run["artifacts"]) == ["fine/dir/f.txt", "ok name.txt"], run["artifacts"]
+
+
 def test_output_symlink_and_fifo_not_followed():
     host = tempfile.NamedTemporaryFile(prefix="rtaudit-json-", suffix=".json", dir="/tmp", delete=False)
     host.write(b'{"host_secret": "from-the-host-82b1"}')
