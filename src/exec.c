@@ -81,6 +81,9 @@
 #define ARTIFACTS_MAX_COUNT 1000
 #define ARTIFACTS_MAX_BYTES ((int64_t)1 << 30)
 #define ARTIFACTS_MAX_DEPTH 8
+#define DISK_MAX_BYTES ((int64_t)1 << 30) /* scratch and artifacts of a live box */
+#define DISK_MAX_ENTRIES 100000
+#define DISK_CHECK_MS 500                 /* how often, from half a second on */
 
 enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM };
 
@@ -125,7 +128,7 @@ struct run {
     struct sandbox_proc proc;
     struct lbuf out, err, ctl;
     int fd_in, fd_status;
-    int64_t started, deadline, last_activity, kill_at;
+    int64_t started, deadline, last_activity, kill_at, disk_check_at;
     bool waiting_input, in_armed;
     const char *kill_status, *kill_code;
     char *kill_msg;
@@ -952,6 +955,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     r->alive = true;
     r->started = mono_ms();
     r->last_activity = r->started;
+    r->disk_check_at = r->started + DISK_CHECK_MS;
     r->deadline = r->started + tmo;
     r->kill_at = 0;
     r->waiting_input = false;
@@ -1303,6 +1307,7 @@ static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, 
     r->alive = true;
     r->started = mono_ms();
     r->last_activity = r->started;
+    r->disk_check_at = r->started + DISK_CHECK_MS;
     r->deadline = r->started + r->timeout_ms;
     r->kill_at = 0;
     r->waiting_input = false;
@@ -1743,6 +1748,29 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
     }
 }
 
+/* What a box has on disk (allocated blocks; no symlink followed, no other
+ * file system entered), summed by nftw's callback on the supervisor thread. */
+static __thread int64_t disk_bytes, disk_entries;
+
+static int disk_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)flag;
+    (void)ftw;
+    disk_bytes += (int64_t)sb->st_blocks * 512;
+    return ++disk_entries > DISK_MAX_ENTRIES || disk_bytes > DISK_MAX_BYTES;
+}
+
+/* Whether the run's scratch and out directories together are over the
+ * limits (the code's writes are not bounded by a quota, only checked). */
+static bool disk_over(const struct run *r)
+{
+    disk_bytes = disk_entries = 0;
+    if (nftw(r->scratch, disk_cb, 16, FTW_PHYS | FTW_MOUNT) > 0)
+        return true;
+    return nftw(r->outdir, disk_cb, 16, FTW_PHYS | FTW_MOUNT) > 0;
+}
+
 static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
 {
     int64_t next = -1;
@@ -1765,9 +1793,16 @@ static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
             kill_box(r, "timed_out", "inactivity_timeout", m, SIGKILL);
             free(m);
         }
-        int64_t cands[3] = {r->kill_status ? -1 : r->deadline, r->kill_at ? r->kill_at : -1,
-                            (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input) ? idle_at : -1};
-        for (int k = 0; k < 3; k++)
+        if (!r->kill_status && now >= r->disk_check_at) {
+            if (disk_over(r))
+                kill_box(r, "failed", "disk_limit_exceeded",
+                         "scratch and artifacts over 1 GiB or 100000 files", SIGKILL);
+            r->disk_check_at = mono_ms() + DISK_CHECK_MS;
+        }
+        int64_t cands[4] = {r->kill_status ? -1 : r->deadline, r->kill_at ? r->kill_at : -1,
+                            (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input) ? idle_at : -1,
+                            r->kill_status ? -1 : r->disk_check_at};
+        for (int k = 0; k < 4; k++)
             if (cands[k] >= 0 && (next < 0 || cands[k] < next))
                 next = cands[k];
     }

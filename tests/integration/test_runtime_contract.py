@@ -733,6 +733,22 @@ except OSError as e:
     assert "big-refused True" in m, m
 
 
+def test_scratch_is_bounded_to_1_gib():
+    # fallocate: blocks without writing data (fast); the run is stopped
+    # once scratch and artifacts hold more than 1 GiB (docs/RUNTIME.md)
+    code = ('i=0; while [ $i -lt 18 ]; do fallocate -l 60M "f$i" || break; i=$((i+1)); done; '
+            'echo "made $i"; sleep 20; echo survived')
+    t, run, lg = go(code, settings={"timeout_ms": 60000})
+    assert run["status"] == "failed" and run["error"]["code"] == "disk_limit_exceeded", (run, lg)
+    assert "survived" not in [x["message"] for x in lg]
+    code = ('cd "$QUERN_ARTIFACTS"; i=0; while [ $i -lt 18 ]; do fallocate -l 60M "f$i" || break; '
+            'i=$((i+1)); done; sleep 20; echo survived')
+    t, run, lg = go(code, settings={"timeout_ms": 60000})
+    assert run["status"] == "failed" and run["error"]["code"] == "disk_limit_exceeded", (run, lg)
+    t, run, lg = go("fallocate -l 60M a && fallocate -l 60M b && sleep 1 && echo fine")
+    assert run["status"] == "completed", (run, lg)
+
+
 # ---- isolation ----
 
 def test_namespaces_pid1_and_hostname():
