@@ -356,6 +356,34 @@ def test_invalid_output_file():
     assert run["status"] == "completed" and run["output"] is None
 
 
+def test_output_file_wins_over_control_output():
+    for code in ('echo \'{"type":"output","output":{"from":"fd3"}}\' >&3; echo \'{"from":"file"}\' > "$QUERN_OUTPUT"',
+                 'echo \'{"from":"file"}\' > "$QUERN_OUTPUT"; echo \'{"type":"output","output":{"from":"fd3"}}\' >&3'):
+        t, run, _ = go(code)
+        assert run["status"] == "completed" and run["output"] == {"from": "file"}, run
+    t, run, _ = go('echo \'{"type":"output","output":{"n":1}}\' >&3; echo \'{"type":"output","output":[2]}\' >&3')
+    assert run["output"] == [2], run     # the last control output counts
+
+
+def test_environment_details():
+    code = ('echo "home=$HOME tmpdir=$TMPDIR pwd=$PWD it=$QUERN_ITERATION acct=${QUERN_STORAGE_ACCOUNT:-none}"; '
+            '[ -d "$QUERN_STORAGE_PROJECT" ] && [ -d "$QUERN_STORAGE_ORG" ] && echo dirs')
+    t, run, lg = go(code)
+    assert [x["message"] for x in lg] == ["home=/scratch tmpdir=/tmp pwd=/scratch it=1 acct=none", "dirs"], lg
+    t, run, lg = go('echo "acct=$QUERN_STORAGE_ACCOUNT"; touch "$QUERN_STORAGE_ACCOUNT/x" && echo w', account_id="rt-acct")
+    assert [x["message"] for x in lg] == ["acct=/storage/account", "w"], lg
+    assert ("account", "accessed") in {(a["scope"], a["access_type"]) for a in run["storage_access"]}, run
+
+
+def test_retries_apply_to_every_failure_of_the_code():
+    st = {"max_retries": 1, "retry_delay_ms": 0, "timeout_ms": 400, "kill_grace_ms": 100}
+    specs = [("sleep 5", "sh", {"settings": st}), ("kill -KILL $$", "sh", {"settings": st}),
+             ("echo '{bad' > \"$QUERN_OUTPUT\"", "sh", {"settings": st})]
+    for t, run, _ in many(specs):
+        assert run["attempt"] == 2 and run["status"] in ("timed_out", "failed"), run
+        assert len(run["errors"]) == 2, run
+
+
 def test_output_schema_applies_to_control_output_too():
     schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
     t, run, _ = go('echo \'{"type":"output","output":{"n":"x"}}\' >&3', output_schema=schema)
@@ -391,6 +419,21 @@ def test_iterations_continue_with_data():
     assert len(groups) == 3, groups
     for g in groups:
         assert all("iteration" in it or True for it in g["items"])
+
+
+def test_iterations_keep_scratch_and_renew_tmp():
+    code = r"""
+n=$(tr -dc 0-9 < "$QUERN_INPUT"); n=${n:-0}
+echo "it=$QUERN_ITERATION scratch=[$(ls | tr '\n' ' ')] tmp=[$(ls -A /tmp | tr '\n' ' ')]"
+echo x > "/tmp/t$n"; echo y > "./s$n"
+[ "$n" -lt 2 ] && echo "{\"type\":\"continue\",\"data\":{\"n\":$((n+1))}}" >&3
+true
+"""
+    t, run, lg = go(code)
+    assert run["status"] == "completed" and run["iterations"] == 3, (run, lg)
+    assert [x["message"] for x in lg] == ["it=1 scratch=[] tmp=[]", "it=2 scratch=[s0 ] tmp=[]",
+                                          "it=3 scratch=[s0 s1 ] tmp=[]"], lg
+    assert [x["iteration"] for x in lg] == [1, 2, 3], lg
 
 
 def test_max_iterations():
@@ -1080,10 +1123,8 @@ def test_output_symlink_and_fifo_not_followed():
         for (t, run, _) in done:
             txt = json.dumps(run)
             assert "root:" not in txt and "from-the-host-82b1" not in txt, run
-        for t, run, _ in done[:4]:
-            assert run["status"] in ("completed", "failed"), run
-            if run["status"] == "failed":
-                assert run["error"]["code"] == "invalid_output", run
+        for t, run, _ in done:   # QUERN_OUTPUT must be a regular file (docs/RUNTIME.md)
+            assert run["status"] == "failed" and run["error"]["code"] == "invalid_output", run
             assert run["output"] is None, run
     finally:
         os.unlink(host.name)
