@@ -794,6 +794,27 @@ def test_scratch_is_bounded_to_1_gib():
 
 # ---- isolation ----
 
+def test_network_only_when_the_task_and_the_policy_allow_it():
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    code = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), timeout=5)\n"
+            "    print('CONNECTED')\nexcept OSError as e:\n    print('refused')\n" % ls.getsockname()[1])
+    pol = expect(S.req("GET", P + "/policy"), 200)
+    try:
+        (t1, r1, l1), (t2, r2, l2) = many([(code, "python", {"settings": {"network": True}}),
+                                           (code, "python", {})])
+        assert [x["message"] for x in l1] == ["CONNECTED"], l1
+        assert [x["message"] for x in l2] == ["refused"], l2
+        expect(S.req("PUT", P + "/policy", {"network_allowed": False}), 200)
+        t, run, lg = go(code, "python", settings={"network": True})
+        assert run["status"] == "denied" and run["error"]["code"] == "policy_denied", run
+        assert lg == [], lg
+    finally:
+        S.req("PUT", P + "/policy", {"network_allowed": pol["network_allowed"]})
+        ls.close()
+
+
 def test_namespaces_pid1_and_hostname():
     host = {ns: os.readlink("/proc/self/ns/" + ns) for ns in ("user", "pid", "mnt", "net", "ipc", "uts")}
     code = ("for n in user pid mnt net ipc uts; do echo \"ns $n $(readlink /proc/self/ns/$n)\"; done\n"
