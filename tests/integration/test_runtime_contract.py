@@ -479,6 +479,20 @@ ctl({"type": "output", "output": {"age": json.loads(line)["response"]}})
     assert "task_run.completed" in types[i:], types
 
 
+def test_waiting_on_input_is_not_inactivity_but_counts_as_time():
+    code = py(CTL_PY + "ctl({'type': 'input_request', 'prompt': 'x'})\nprint(sys.stdin.readline().strip())\n")
+    t = create(code, "python", settings={"inactivity_timeout_ms": 300, "timeout_ms": 30000})
+    run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+    assert run["status"] == "interaction_required", run
+    time.sleep(1.0)    # over the inactivity limit, waiting for the answer
+    expect(S.req("POST", base_of(t, run) + "/interaction", {"response": "late"}), 200)
+    run = finish(t)
+    assert run["status"] == "completed", run
+    t = create(code, "python", settings={"timeout_ms": 800, "kill_grace_ms": 100})
+    run = finish(t)
+    assert run["status"] == "timed_out" and run["error"]["code"] == "timeout", run
+
+
 def test_user_message_line_format_and_close():
     code = py(r"""
 for line in sys.stdin:
