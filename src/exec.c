@@ -69,6 +69,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -101,6 +102,8 @@ struct run {
     /* the spec, copied */
     char *run_id, *task_id, *project_id, *code, *input_json, *checkpoint_json, *work_root;
     char *st_account, *st_project, *st_org;
+    int st_watch;             /* inotify fd + 1 on the storage dirs; 0: none */
+    int st_wd[3];             /* its watch per scope (account, project, org) */
     size_t code_len;
     int attempt;
     const struct runtime *rt;
@@ -326,6 +329,8 @@ static void run_clear(struct run *r)
     free(r->st_account);
     free(r->st_project);
     free(r->st_org);
+    if (r->st_watch > 0)
+        close(r->st_watch - 1);
     for (size_t i = 0; i < r->nsecrets; i++) {
         free(r->sec_names[i]);
         explicit_bzero(r->sec_values[i], strlen(r->sec_values[i]));
@@ -803,6 +808,40 @@ static void cell_release(struct exec *ex, int cell, const char *work_root)
     ex->cell_busy[cell] = false;
 }
 
+/* Watches the run's storage directories from now to its end, to tell which
+ * ones were used (see exec_result.storage_touched); a failure only means
+ * nothing is reported. */
+static void watch_storage(struct run *r)
+{
+    const char *st[3] = {r->st_account, r->st_project, r->st_org};
+    if (r->st_watch > 0 || (!st[0] && !st[1] && !st[2]))
+        return;
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0)
+        return;
+    for (int i = 0; i < 3; i++)
+        r->st_wd[i] = st[i] ? inotify_add_watch(fd, st[i], IN_ALL_EVENTS | IN_ONLYDIR) : -1;
+    r->st_watch = fd + 1;
+}
+
+/* Which watched storage directories saw an event (an overflow: all). */
+static void storage_touched(struct run *r, struct exec_result *res)
+{
+    if (r->st_watch <= 0)
+        return;
+    char b[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    ssize_t n;
+    while ((n = read(r->st_watch - 1, b, sizeof b)) > 0) {
+        for (char *p = b; p < b + n;) {
+            const struct inotify_event *e = (const struct inotify_event *)p;
+            for (int i = 0; i < 3; i++)
+                if (e->mask & IN_Q_OVERFLOW || (r->st_wd[i] >= 0 && e->wd == r->st_wd[i]))
+                    res->storage_touched[i] = true;
+            p += sizeof(*e) + e->len;
+        }
+    }
+}
+
 /* The storage directories exist and belong to the box's root. */
 static int storage_dirs(struct exec *ex, struct run *r)
 {
@@ -822,6 +861,8 @@ static int storage_dirs(struct exec *ex, struct run *r)
         if (rc == 0 && chown(st[i], uid, uid) < 0)
             rc = -errno;
     }
+    if (rc == 0)
+        watch_storage(r);
     return rc;
 }
 
@@ -1606,6 +1647,7 @@ static void finish(struct exec *ex, int slot, struct run *r, struct exec_result 
     res->peak_memory_kb = r->peak_kb;
     res->wall_ms = r->wall_ms;
     res->iterations = r->iteration;
+    storage_touched(r, res);
     if (res->error_message && has_secrets(r)) {
         char *m = redact(r, res->error_message, strlen(res->error_message));
         free(res->error_message);

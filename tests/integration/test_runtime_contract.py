@@ -375,6 +375,27 @@ def test_environment_details():
     assert ("account", "accessed") in {(a["scope"], a["access_type"]) for a in run["storage_access"]}, run
 
 
+def test_storage_access_is_recorded_per_instance():
+    def kinds(run):
+        return sorted((a["scope"], a["access_type"]) for a in run["storage_access"])
+    prov = [("organization", "provided"), ("project", "provided")]
+    go('echo seed > "$QUERN_STORAGE_PROJECT/seed"; echo seed > "$QUERN_STORAGE_ORG/seed"')
+    specs = [("echo untouched", "sh", {}),
+             ('cat "$QUERN_STORAGE_PROJECT/seed"', "sh", {}),
+             ('ls "$QUERN_STORAGE_ORG" > /dev/null', "sh", {}),
+             ('echo more >> "$QUERN_STORAGE_PROJECT/seed"', "sh", {}),
+             (py("print(open(os.environ['QUERN_STORAGE_ORG'] + '/seed').read())\n"), "python", {}),
+             ("import fs from 'fs';\nfs.readFileSync(process.env.QUERN_STORAGE_PROJECT + '/seed');\n", "node", {})]
+    (_, r0, _), (_, r1, _), (_, r2, _), (_, r3, _), (_, r4, _), (_, r5, _) = [
+        many([sp])[0] for sp in specs]     # one at a time: the instances are shared
+    assert kinds(r0) == prov, r0["storage_access"]
+    assert kinds(r1) == sorted(prov + [("project", "accessed")]), r1["storage_access"]
+    assert kinds(r2) == sorted(prov + [("organization", "accessed")]), r2["storage_access"]
+    assert kinds(r3) == sorted(prov + [("project", "accessed")]), r3["storage_access"]
+    assert kinds(r4) == sorted(prov + [("organization", "accessed")]), r4["storage_access"]
+    assert kinds(r5) == sorted(prov + [("project", "accessed")]), r5["storage_access"]
+
+
 def test_retries_apply_to_every_failure_of_the_code():
     st = {"max_retries": 1, "retry_delay_ms": 0, "timeout_ms": 400, "kill_grace_ms": 100}
     specs = [("sleep 5", "sh", {"settings": st}), ("kill -KILL $$", "sh", {"settings": st}),
