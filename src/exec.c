@@ -53,6 +53,7 @@
 #include "exec.h"
 
 #include "blob.h"
+#include "jdump.h"
 #include "runtime.h"
 #include "sandbox.h"
 #include "util.h"
@@ -424,6 +425,34 @@ static void over_limit(struct run *r)
              "log and control output over max_output_bytes", SIGKILL);
 }
 
+/* s[0..n) as valid UTF-8 without NUL (each bad byte, and NUL, becomes
+ * U+FFFD), malloc'd; NULL when s already is (the usual case). */
+static char *utf8_clean(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    size_t i = 0;
+    while (i < n) {
+        size_t k = p[i] == 0 ? 0 : p[i] < 0x80 ? 1 : jdump_utf8_len(p + i, end);
+        if (!k)
+            break;
+        i += k;
+    }
+    if (i == n)
+        return NULL;
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, s, i);
+    while (i < n) {
+        size_t k = p[i] == 0 ? 0 : p[i] < 0x80 ? 1 : jdump_utf8_len(p + i, end);
+        if (k)
+            buf_append(&b, s + i, k);
+        else
+            buf_puts(&b, "\xEF\xBF\xBD");
+        i += k ? k : 1;
+    }
+    return buf_steal(&b);
+}
+
 static void deliver_line(struct exec *ex, struct run *r, const char *type, const char *s, size_t n)
 {
     if (r->kill_code && strcmp(r->kill_code, "output_limit_exceeded") == 0)
@@ -437,7 +466,9 @@ static void deliver_line(struct exec *ex, struct run *r, const char *type, const
     if (cut)
         n = k - 1; /* the line's newline counts too */
     if (!cut || n > 0) {
-        char *line = redact(r, s, n);
+        char *clean = utf8_clean(s, n); /* else the entry could not be stored */
+        char *line = clean ? redact(r, clean, strlen(clean)) : redact(r, s, n);
+        free(clean);
         if (ex->cb.on_log)
             ex->cb.on_log(ex->cb.ctx, r->run_id, type, NULL, line, NULL, r->iteration);
         free(line);
