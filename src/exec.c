@@ -494,8 +494,13 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             return;
         }
         char *msg = xasprintf("ignored an invalid control message (%s)", m ? "no type" : jerr.text);
+        /* jansson quotes the line near the error: a secret, bad UTF-8 */
+        char *red = redact(r, msg, strlen(msg)), *clean = utf8_clean(red, strlen(red));
         if (ex->cb.on_log)
-            ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", msg, NULL, r->iteration);
+            ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", clean ? clean : red, NULL,
+                          r->iteration);
+        free(clean);
+        free(red);
         free(msg);
         return;
     }

@@ -1220,6 +1220,7 @@ print("env=%s" % ("RT_AUDIT" in os.environ), flush=True)
 ctl({"type": "log", "level": "info", "message": "fd3 " + v.decode(), "data": {"k": "in " + v.decode()}})
 ctl({"type": "progress", "progress": 0.5})
 ctl({"type": "checkpoint", "data": {"c": v.decode()}})
+os.write(3, b'{"type":"log","message":"' + v + b'\n')    # malformed: quoted in the warning
 json.dump({"o": "pre-" + v.decode() + "-post", "n": [v.decode()]}, open(os.environ["QUERN_OUTPUT"], "w"))
 """)
     t, run, lg = go(code, "python", secrets=["RT_AUDIT", "RT_SHORT"])
@@ -1231,6 +1232,7 @@ json.dump({"o": "pre-" + v.decode() + "-post", "n": [v.decode()]}, open(os.envir
                              S.req("GET", base_of(t, run) + "/checkpoints").text])
     assert val not in everything, everything[:3000]
     assert "line ***" in m and "err ***" in m and "fd3 ***" in m, m
+    assert any("invalid control message" in x and "***" in x for x in m), m
     for bad in ("lower", "1ABC", "A-B", "A" * 65):
         assert S.req("POST", P + "/secrets", {"name": bad, "value": "x"}).status == 400, bad
 
