@@ -1492,6 +1492,11 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
             continue;
         }
         *total += sb.st_size;
+        if (has_secrets(r)) { /* names reach the manifest and the events */
+            char *red = redact(r, name, strlen(name));
+            free(name);
+            name = red;
+        }
         res->artifacts = xrealloc(res->artifacts, (res->nartifacts + 1) * sizeof(*res->artifacts));
         struct exec_artifact *a = &res->artifacts[res->nartifacts++];
         a->name = name;

@@ -1221,6 +1221,7 @@ ctl({"type": "log", "level": "info", "message": "fd3 " + v.decode(), "data": {"k
 ctl({"type": "progress", "progress": 0.5})
 ctl({"type": "checkpoint", "data": {"c": v.decode()}})
 os.write(3, b'{"type":"log","message":"' + v + b'\n')    # malformed: quoted in the warning
+open(os.environ["QUERN_ARTIFACTS"] + "/report-" + v.decode() + ".txt", "w").write("r")
 json.dump({"o": "pre-" + v.decode() + "-post", "n": [v.decode()]}, open(os.environ["QUERN_OUTPUT"], "w"))
 """)
     t, run, lg = go(code, "python", secrets=["RT_AUDIT", "RT_SHORT"])
@@ -1233,6 +1234,7 @@ json.dump({"o": "pre-" + v.decode() + "-post", "n": [v.decode()]}, open(os.envir
     assert val not in everything, everything[:3000]
     assert "line ***" in m and "err ***" in m and "fd3 ***" in m, m
     assert any("invalid control message" in x and "***" in x for x in m), m
+    assert [a["name"] for a in run["artifacts"]] == ["report-***.txt"], run["artifacts"]
     for bad in ("lower", "1ABC", "A-B", "A" * 65):
         assert S.req("POST", P + "/secrets", {"name": bad, "value": "x"}).status == 400, bad
 
