@@ -607,6 +607,26 @@ def test_cancel_while_waiting_on_input_kills_the_code():
     healthy()
 
 
+def test_ending_a_run_from_the_api_stops_its_code():
+    # a PATCH {status} or a set_output that completes the run while its code
+    # runs: the code must not outlive the run
+    for how in ("patch", "set_output"):
+        tag = "97%d.%d" % (os.getpid() % 1000, how == "patch")
+        t = create("echo ready; sleep %s" % tag, output_schema={"type": "object"},
+                   settings={"timeout_ms": 600000})
+        wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+        wait_for(lambda: host_has("sleep " + tag), 30, "the code")
+        b = base_of(t, run_of(t))
+        if how == "patch":
+            r = expect(S.req("PATCH", b, {"status": "failed", "error_message": "enough"}), 200)
+        else:
+            r = expect(S.req("PATCH", b + "/set_output", {"output": {"a": 1}}), 200)
+        assert r["status"] in ("failed", "completed"), r
+        wait_for(lambda: not host_has("sleep " + tag), 30, "the code to be stopped")
+        assert run_of(t)["status"] == r["status"]
+    healthy()
+
+
 # ---- outcomes ----
 
 def test_timeouts_and_inactivity():
