@@ -86,6 +86,7 @@
 #define DISK_MAX_BYTES ((int64_t)1 << 30) /* scratch and artifacts of a live box */
 #define DISK_MAX_ENTRIES 100000
 #define DISK_CHECK_MS 500                 /* how often, from half a second on */
+#define STDIN_MAX_BYTES (16 * 1024 * 1024) /* waiting for code that does not read */
 
 enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM };
 
@@ -1765,7 +1766,8 @@ static void pending_cmd(struct exec *ex, struct cmd *c)
         if (strcmp(r->run_id, c->run_id) != 0)
             continue;
         if (c->type == C_SEND) {
-            buf_puts(&r->stdin_q, c->line);
+            if (r->stdin_q.len + strlen(c->line) <= STDIN_MAX_BYTES)
+                buf_puts(&r->stdin_q, c->line);
         } else if (c->type == C_CLOSE) {
             r->stdin_close = true;
         } else if (c->type == C_CANCEL) {
@@ -1810,6 +1812,13 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
     }
     switch (c->type) {
     case C_SEND:
+        if (r->stdin_q.len + strlen(c->line) > STDIN_MAX_BYTES) {
+            if (ex->cb.on_log)
+                ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn",
+                              "a message for stdin was dropped: 16 MiB wait for the code to read them",
+                              NULL, r->iteration);
+            break;
+        }
         buf_puts(&r->stdin_q, c->line);
         r->waiting_input = false;
         r->last_activity = mono_ms();

@@ -535,6 +535,22 @@ print("eof", flush=True)
                                       for i in range(3)] + ["eof"]
 
 
+def test_stdin_backlog_is_bounded():
+    # code that never reads stdin: quernd keeps at most 16 MiB waiting for
+    # it and drops (with a warning in the log) what comes on top
+    t = create("echo ready; sleep 60", settings={"timeout_ms": 120000})
+    wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+    b = base_of(t, run_of(t))
+    big = "x" * (1 << 20)
+    for i in range(20):
+        expect(S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "user_message",
+                                              "params": {"blob": big}, "id": i}), 200)
+    wait_for(lambda: any("was dropped" in m for m in msgs(t, run_of(t))), 30, "the warning")
+    expect(S.req("POST", b + "/cancel", {}), 200)
+    assert finish(t)["status"] == "canceled"
+    healthy()
+
+
 def test_command_without_live_sandbox_is_400():
     t = create("echo held", settings={"require_approval": True})
     run = wait_status(t, ["interaction_required"])
