@@ -80,6 +80,7 @@
 #define LINE_MAX_BYTES (64 * 1024)
 #define CONTROL_MAX_BYTES (1024 * 1024)
 #define OUTPUT_FILE_MAX (16 * 1024 * 1024)
+#define OUTPUT_MAX_VALUES 1000000   /* 40+ bytes of quernd's memory each, parsed */
 #define ARTIFACTS_MAX_COUNT 1000
 #define ARTIFACTS_MAX_BYTES ((int64_t)1 << 30)
 #define ARTIFACTS_MAX_DEPTH 8
@@ -1552,6 +1553,28 @@ static void collect_artifacts(struct run *r, int qfd, struct exec_result *res)
 
 /* Reads QUERN_OUTPUT under qfd (the run's out directory, the caller's): 0
  * with *out (maybe NULL: no file), or -EINVAL. */
+/* How many JSON values s[0..n) holds at most: separators and openers
+ * outside strings, plus one (a bound, before parsing). */
+static size_t json_values_bound(const char *s, size_t n)
+{
+    size_t count = 1;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == ',' || c == '[' || c == '{') {
+            count++;
+        }
+    }
+    return count;
+}
+
 static int read_output(int qfd, json_t **out, char **why)
 {
     *out = NULL;
@@ -1574,14 +1597,27 @@ static int read_output(int qfd, json_t **out, char **why)
         *why = xasprintf("QUERN_OUTPUT is over %d bytes", OUTPUT_FILE_MAX);
         rc = -EINVAL;
     } else {
+        /* whole, then parsed (json_loadfd reads a byte per read(2)) */
+        struct buf b;
+        buf_init(&b);
+        char chunk[65536];
+        ssize_t n;
+        while ((n = read(fd, chunk, sizeof chunk)) > 0 && b.len <= OUTPUT_FILE_MAX)
+            buf_append(&b, chunk, (size_t)n);
         json_error_t jerr;
-        json_t *j = json_loadfd(fd, JSON_DECODE_ANY, &jerr);
-        if (!j) {
+        json_t *j = NULL;
+        if (n < 0 || b.len > OUTPUT_FILE_MAX)
+            *why = xasprintf("QUERN_OUTPUT could not be read whole (at most %d bytes)",
+                             OUTPUT_FILE_MAX);
+        else if (json_values_bound(b.data ? b.data : "", b.len) > OUTPUT_MAX_VALUES)
+            *why = xasprintf("QUERN_OUTPUT holds more than %d JSON values", OUTPUT_MAX_VALUES);
+        else if (!(j = json_loadb(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr)))
             *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+        buf_release(&b);
+        if (!j)
             rc = -EINVAL;
-        } else {
+        else
             *out = j;
-        }
     }
     close(fd);
     return rc;

@@ -406,6 +406,18 @@ def test_retries_apply_to_every_failure_of_the_code():
         assert len(run["errors"]) == 2, run
 
 
+def test_output_size_bounds():
+    # QUERN_OUTPUT: at most 16 MiB and 1000000 JSON values (each costs
+    # quernd 40+ bytes once parsed); a big legitimate output is kept whole
+    specs = [(py("json.dump(list(range(200000)), open(os.environ['QUERN_OUTPUT'], 'w'))\n"), "python", {}),
+             (py("open(os.environ['QUERN_OUTPUT'], 'w').write('[' + '0,' * 1000000 + '0]')\n"), "python", {}),
+             (py("open(os.environ['QUERN_OUTPUT'], 'w').write(json.dumps('x' * (17 << 20)))\n"), "python", {})]
+    (t1, r1, _), (t2, r2, _), (t3, r3, _) = many(specs)
+    assert r1["status"] == "completed" and r1["output"] == list(range(200000)), r1["status"]
+    for r in (r2, r3):
+        assert r["status"] == "failed" and r["error"]["code"] == "invalid_output", r["error"]
+
+
 def test_output_schema_applies_to_control_output_too():
     schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
     t, run, _ = go('echo \'{"type":"output","output":{"n":"x"}}\' >&3', output_schema=schema)
