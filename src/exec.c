@@ -1910,15 +1910,18 @@ static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
             sandbox_signal(&r->proc, SIGKILL);
             r->kill_at = 0;
         }
+        /* timeouts, as cancel: SIGTERM, then SIGKILL after the grace */
         if (!r->kill_status && now >= r->deadline) {
             char *m = xasprintf("wall time over %lld ms", (long long)r->timeout_ms);
-            kill_box(r, "timed_out", "timeout", m, SIGKILL);
+            kill_box(r, "timed_out", "timeout", m, SIGTERM);
+            r->kill_at = now + r->grace_ms;
             free(m);
         }
         int64_t idle_at = r->last_activity + r->inactivity_ms;
         if (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input && now >= idle_at) {
             char *m = xasprintf("no output for %lld ms", (long long)r->inactivity_ms);
-            kill_box(r, "timed_out", "inactivity_timeout", m, SIGKILL);
+            kill_box(r, "timed_out", "inactivity_timeout", m, SIGTERM);
+            r->kill_at = now + r->grace_ms;
             free(m);
         }
         if (!r->kill_status && now >= r->disk_check_at) {

@@ -670,6 +670,16 @@ def test_timeouts_and_inactivity():
     assert r3["status"] == "timed_out" and r3["error"]["code"] == "inactivity_timeout", r3
 
 
+def test_timeouts_send_sigterm_first():
+    # API.md: timeouts and cancel send SIGTERM, then SIGKILL after kill_grace_ms
+    code = "trap 'echo got-term; exit 0' TERM; echo start; while :; do sleep 0.05; done"
+    specs = [(code, "sh", {"settings": {"timeout_ms": 500, "kill_grace_ms": 5000}}),
+             (code, "sh", {"settings": {"inactivity_timeout_ms": 500, "kill_grace_ms": 5000}})]
+    for (t, run, lg), code_ in zip(many(specs), ("timeout", "inactivity_timeout")):
+        assert run["status"] == "timed_out" and run["error"]["code"] == code_, run
+        assert "got-term" in [x["message"] for x in lg], lg
+
+
 def test_heartbeats_keep_an_active_run_alive():
     # output on fd 3 and stdout both count as activity (upper bounds only:
     # each silence is 0.1 s against an inactivity limit of 1.5 s)
