@@ -720,6 +720,17 @@ exit 1
     assert len(ck) >= 2
 
 
+def test_task_retry_resumes_from_the_last_runs_checkpoint():
+    code = ('echo "attempt=$QUERN_ATTEMPT ck=$(cat "${QUERN_CHECKPOINT:-/nonexistent}" 2>/dev/null)"\n'
+            'echo "{\\"type\\":\\"checkpoint\\",\\"data\\":{\\"a\\":$QUERN_ATTEMPT}}" >&3; exit 1')
+    t, run, lg = go(code)
+    assert run["status"] == "failed" and [x["message"] for x in lg] == ["attempt=1 ck="], lg
+    expect(S.req("POST", P + "/tasks/%s/retry" % t["id"], {}), 201)
+    run2 = wait_for(lambda: (lambda r: r if r["id"] != run["id"] and r["status"] in TERMINAL else None)(run_of(t)),
+                    60, "the retry")
+    assert run2["attempt"] == 2 and msgs(t, run2) == ['attempt=2 ck={"a":1}'], (run2, msgs(t, run2))
+
+
 def test_first_attempt_has_no_checkpoint():
     t, run, lg = go('echo "ckpt=[${QUERN_CHECKPOINT:-}]"; [ -n "${QUERN_CHECKPOINT:-}" ] && [ -e "$QUERN_CHECKPOINT" ] && echo exists; true')
     assert "exists" not in [x["message"] for x in lg], lg
