@@ -508,6 +508,10 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
     }
     if (strcmp(type, "log") == 0) {
         const char *level = json_string_value(json_object_get(m, "level"));
+        /* the levels append_log accepts; anything else is info */
+        if (level && strcmp(level, "debug") && strcmp(level, "info") && strcmp(level, "warn") &&
+            strcmp(level, "warning") && strcmp(level, "error"))
+            level = NULL;
         const char *message = json_string_value(json_object_get(m, "message"));
         json_t *data = json_object_get(m, "data");
         if (!message)

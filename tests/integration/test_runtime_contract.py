@@ -1158,6 +1158,7 @@ echo '{"type":"progress","progress":7}' >&3
 echo '{"type":"nope"}' >&3
 echo '[1,2,3]' >&3
 echo '{"type":"log","level":"shout","message":7}' >&3
+echo '{"type":"log","level":"shout","message":"loud"}' >&3
 echo '{"type":"output"}' >&3
 echo '{"type":"checkpoint","data":"x"}' >&3
 echo '{"type":"usage","tokens_used":-5,"cost":"free"}' >&3
@@ -1172,6 +1173,8 @@ echo still-here
     assert run["status"] in TERMINAL, run
     assert "still-here" in [x["message"] for x in lg], lg
     assert run["progress"] is None or 0 <= run["progress"] <= 1, run
+    levels = {x["level"] for x in lg if x["type"] == "log"}
+    assert levels <= {"debug", "info", "warn", "warning", "error"}, levels   # as append_log
 
 
 def test_fd3_closed_early_and_stdout_closed():
