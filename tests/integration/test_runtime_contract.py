@@ -307,6 +307,15 @@ def test_default_runtime_is_sh_and_unknown_is_400():
     for bad in ("cobol", "", "SH", "python ", 7):
         r = S.req("POST", P + "/tasks", {"code": "true", "runtime_id": bad})
         assert r.status == 400 and r.json["error"]["param"] == "runtime_id", (bad, r)
+    r = S.req("POST", P + "/definitions", {"id": "rt-cobol", "title": "x", "runtime_id": "cobol", "code": "x"})
+    assert r.status == 400 and r.json["error"]["param"] == "runtime_id", r
+    expect(S.req("POST", P + "/definitions", {"id": "rt-py", "title": "x", "runtime_id": "python",
+                                              "code": "print('from a definition')"}), 201)
+    r = S.req("PATCH", P + "/definitions/rt-py", {"runtime_id": "cobol"})
+    assert r.status == 400 and r.json["error"]["param"] == "runtime_id", r
+    t = expect(S.req("POST", P + "/definitions/rt-py/trigger", {"input": {}}), 201)
+    run = finish(t)
+    assert run["status"] == "completed" and msgs(t, run) == ["from a definition"], run
 
 
 def test_ts_type_only_syntax_is_stripped():
