@@ -4,12 +4,13 @@
 # repeat on a noisy machine, wall time does not).  Counting starts after warm-up.
 #   single: N single creates by the harness's C producer
 #   e2e:    8 C workers waiting in their long-polls, then N single creates, until all reported
+#   bulk:   N tasks by batch creates (the harness's batches)
 #   drain:  N tasks by one bulk create (not counted), then 8 C workers drain them
 # Prints the total, the per-unit figure, and quernd's own functions (inclusive, per unit).
 # Note: valgrind counts each iteration of `rep movs/stos` as an instruction, so memcpy and
 # memset of large blocks look more expensive here than they are.
 set -eu
-MODE=${1:?single|e2e|drain}; N=${2:-2000}; B=${3:-build}
+MODE=${1:?single|bulk|e2e|drain}; N=${2:-2000}; B=${3:-build}
 cd "$(dirname "$0")/.."
 D=$(mktemp -d /tmp/quern-cg.XXXX)
 WS=
@@ -37,6 +38,10 @@ e2e)
     callgrind_control -z $P >/dev/null
     "$B/bench/quern_client" producer single "$N" 0 "$D/o.txt"
     wait_done ;;
+bulk)
+    "$B/bench/quern_client" producer single 200 0 "$D/o.txt"
+    callgrind_control -z $P >/dev/null
+    "$B/bench/quern_client" producer bulk "$N" 0 "$D/o.txt" ;;
 drain)
     "$B/bench/quern_client" producer bulk "$N" 0 "$D/o.txt"
     callgrind_control -z $P >/dev/null

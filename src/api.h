@@ -100,13 +100,14 @@ void api_runs_stream(struct req *r);
 void api_events_stream(struct req *r);
 void api_workers_lease(struct req *r);
 void api_workers_report(struct req *r);
-/* Called in the transaction that creates run: when a worker's lease
- * long-poll is waiting for a run like it (and the run may start at once),
- * leases it to that worker in this same transaction, and answers the
- * long-poll after the commit (one write instead of two, no wake-up).  0 or
- * the store's error; *leased tells whether the run went to a worker. */
+/* A run_claim_fn (run.h), offered a new run in the transaction that
+ * creates it: when a worker's lease long-poll is waiting for a run like it
+ * (and the run may start at once), sets the lease's fields on run for that
+ * worker and returns true (the caller stores the run running, one write
+ * instead of a write and a move); the long-poll is answered after the
+ * commit, with the run if it committed. */
 struct store_tx;
-int api_workers_handoff(struct store_tx *tx, struct app *app, json_t *run, bool *leased);
+bool api_workers_claim(struct store_tx *tx, struct app *app, json_t *run);
 void api_ops_healthz(struct req *r);
 void api_ops_readyz(struct req *r);
 void api_ops_metrics(struct req *r);
@@ -136,6 +137,8 @@ void api_runs_relay_message(struct req *r);
 struct task_opts {
     bool run;
     json_int_t wait_ms;     /* 0: no wait */
+    json_t *defs;           /* in: the definitions a batch read so far (id -> doc), kept
+                               for its next tasks; NULL: read each time */
 };
 json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *project_id,
                            json_t *body, const char *prefix, struct task_opts *opts);

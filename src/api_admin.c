@@ -419,7 +419,7 @@ static int trigger_fn(struct store_tx *tx, void *arg)
         json_object_set(tb, "name", json_object_get(a->body, "name"));
     if (json_object_get(a->body, "parent_id"))
         json_object_set(tb, "parent_id", json_object_get(a->body, "parent_id"));
-    struct task_opts opts;
+    struct task_opts opts = {0};
     json_t *task = api_task_from_body(a->r, tx, a->project_id, tb, "", &opts);
     json_decref(tb);
     if (!task)

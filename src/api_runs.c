@@ -228,21 +228,21 @@ static int get_fn(struct runop *op, struct store_tx *tx, json_t *run)
             if (!strcmp(tok, "input")) {
                 want_input = true;
             } else if (!strcmp(tok, "storage")) {
-                json_object_set_new(out, "storage_access",
+                json_object_set_new_nocheck(out, "storage_access",
                                     json_object_get(run, "storage_access") ? json_incref(json_object_get(run, "storage_access"))
                                                                            : json_array());
             } else if (!strcmp(tok, "logs")) {
                 json_t *logs = NULL;
                 store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
                                json_string_value(json_object_get(run, "id")), 0, 10000, &logs);
-                json_object_set_new(out, "logs", logs ? logs : json_array());
+                json_object_set_new_nocheck(out, "logs", logs ? logs : json_array());
             } else if (!strcmp(tok, "checkpoints")) {
                 struct store_filter f = {"run_id", json_string_value(json_object_get(run, "id"))};
                 struct store_query q = {&f, 1, 0, 0, true, NULL};
                 json_t *cps = NULL;
                 store_list(tx, SK_CHECKPOINT, json_string_value(json_object_get(run, "project_id")),
                            &q, &cps, NULL);
-                json_object_set_new(out, "checkpoints", cps ? cps : json_array());
+                json_object_set_new_nocheck(out, "checkpoints", cps ? cps : json_array());
             } else {
                 http_error(r, 400, "invalid_parameter", "include",
                            "include takes input, storage, logs, checkpoints; not %s", tok);
@@ -297,7 +297,7 @@ static int validate_output(struct req *r, struct store_tx *tx, json_t *run, json
 
 static int set_output_event(struct req *r, struct store_tx *tx, json_t *run, json_t *output)
 {
-    json_object_set(run, "output", output);
+    json_object_set_nocheck(run, "output", output);
     return events_emit(tx, r->app->events, json_string_value(json_object_get(run, "project_id")),
                        json_string_value(json_object_get(run, "task_id")),
                        json_string_value(json_object_get(run, "id")), "task_run.output",
@@ -345,13 +345,13 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
             return rc;
     }
     if (branch)
-        json_object_set_new(run, "branch", json_string(branch));
+        json_object_set_new_nocheck(run, "branch", json_string(branch));
     if (stage)
-        json_object_set_new(run, "stage", json_string(stage));
+        json_object_set_new_nocheck(run, "stage", json_string(stage));
     if (json_object_get(b, "state"))
-        json_object_set(run, "state", json_object_get(b, "state"));
+        json_object_set_nocheck(run, "state", json_object_get(b, "state"));
     if (progress && json_is_number(progress)) {
-        json_object_set_new(run, "progress", json_real(json_number_value(progress)));
+        json_object_set_new_nocheck(run, "progress", json_real(json_number_value(progress)));
         if ((rc = events_emit(tx, r->app->events, json_string_value(json_object_get(run, "project_id")),
                               json_string_value(json_object_get(run, "task_id")),
                               json_string_value(json_object_get(run, "id")), "task_run.progress",
@@ -359,7 +359,7 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
             return rc;
     }
     if (json_object_get(b, "exit_code") && !status)
-        json_object_set_new(run, "exit_code", json_integer(exit_code));
+        json_object_set_new_nocheck(run, "exit_code", json_integer(exit_code));
     if (status) {
         enum run_status to = (enum run_status)run_status_parse(status);
         if (to == RS_RUNNING && from != RS_QUEUED && from != RS_PAUSED &&
@@ -388,7 +388,7 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
                 out.code = "exit_code";
         }
         if (to == RS_RUNNING && r->key_id[0])
-            json_object_set_new(run, "worker_id", json_string(r->key_id));
+            json_object_set_new_nocheck(run, "worker_id", json_string(r->key_id));
         return run_move(tx, r->app, run, to, &out);
     }
     return run_save(tx, run);
@@ -440,11 +440,11 @@ static int append_fn(struct runop *op, struct store_tx *tx, json_t *run)
             return -EINVAL;
         }
         json_t *c = json_object();
-        json_object_set_new(c, "type", json_string(type ? type : "log"));
-        json_object_set_new(c, "level", json_string(level ? level : "info"));
-        json_object_set_new(c, "message", msg ? json_string(msg) : json_null());
-        json_object_set(c, "data", json_object_get(e, "data") ?: json_null());
-        json_object_set(c, "error", json_object_get(e, "error") ?: json_null());
+        json_object_set_new_nocheck(c, "type", json_string(type ? type : "log"));
+        json_object_set_new_nocheck(c, "level", json_string(level ? level : "info"));
+        json_object_set_new_nocheck(c, "message", msg ? json_string(msg) : json_null());
+        json_object_set_nocheck(c, "data", json_object_get(e, "data") ?: json_null());
+        json_object_set_nocheck(c, "error", json_object_get(e, "error") ?: json_null());
         json_array_append_new(clean, c);
     }
     int rc = run_append_logs(tx, r->app, run, clean);
@@ -553,7 +553,7 @@ static int session_fn(struct runop *op, struct store_tx *tx, json_t *run)
     json_array_foreach(evs, i, e) {
         char eid[32];
         events_format_id(json_integer_value(json_object_get(e, "seq")), eid);
-        json_object_set_new(e, "id", json_string(eid));
+        json_object_set_new_nocheck(e, "id", json_string(eid));
         json_object_del(e, "created_ms");
         json_object_del(e, "seq");
     }
@@ -621,7 +621,7 @@ static int cancel_fn(struct runop *op, struct store_tx *tx, json_t *run)
         return -EPERM;
     }
     if (msg)
-        json_object_set_new(run, "cancel_message", json_string(msg));
+        json_object_set_new_nocheck(run, "cancel_message", json_string(msg));
     bool live = runner_code_live(run);
     struct run_outcome out = {.code = "canceled", .message = msg ? msg : "canceled by request",
                               .no_retry = true};
@@ -682,8 +682,8 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
         if (bad)
             return -EINVAL;
     }
-    json_object_set(run, "interaction_response", resp);
-    json_object_set_new(run, "interaction", json_null());   /* frees inter and k */
+    json_object_set_nocheck(run, "interaction_response", resp);
+    json_object_set_new_nocheck(run, "interaction", json_null());   /* frees inter and k */
     if (approval) {
         json_t *ap = json_object_get(resp, "approved");
         if (!json_is_boolean(ap)) {
@@ -735,7 +735,7 @@ static int review_fn(struct runop *op, struct store_tx *tx, json_t *run)
                    run_status_name(run_status_of(run)));
         return -EPERM;
     }
-    json_object_set_new(run, "review", json_pack("{s:s, s:o}", "decision", decision, "comment",
+    json_object_set_new_nocheck(run, "review", json_pack("{s:s, s:o}", "decision", decision, "comment",
                                                  comment ? json_string(comment) : json_null()));
     if (!strcmp(decision, "approve"))
         return run_move(tx, r->app, run, RS_COMPLETED, NULL);
@@ -771,9 +771,9 @@ static int checkpoint_add_fn(struct runop *op, struct store_tx *tx, json_t *run)
     const char *project = json_string_value(json_object_get(run, "project_id"));
     int rc = store_put(tx, SK_CHECKPOINT, project, cp);
     if (!rc) {
-        json_object_set_new(run, "checkpoints_count",
+        json_object_set_new_nocheck(run, "checkpoints_count",
                             json_integer(json_integer_value(json_object_get(run, "checkpoints_count")) + 1));
-        json_object_set(run, "latest_checkpoint", data);
+        json_object_set_nocheck(run, "latest_checkpoint", data);
         rc = run_save(tx, run);
     }
     if (!rc)
@@ -827,12 +827,12 @@ static int heartbeat_fn(struct runop *op, struct store_tx *tx, json_t *run)
     if (json_is_string(json_object_get(run, "lease_expires_at"))) {
         char ts[RFC3339_LEN];
         rfc3339_format(now_ms() + r->app->cfg.lease_ms, ts);
-        json_object_set_new(run, "lease_expires_at", json_string(ts));
+        json_object_set_new_nocheck(run, "lease_expires_at", json_string(ts));
     }
-    json_object_set_new(run, "last_heartbeat_ms", json_integer(now_ms()));
+    json_object_set_new_nocheck(run, "last_heartbeat_ms", json_integer(now_ms()));
     int rc = 0;
     if (progress && json_is_number(progress)) {
-        json_object_set_new(run, "progress", json_real(json_number_value(progress)));
+        json_object_set_new_nocheck(run, "progress", json_real(json_number_value(progress)));
         rc = events_emit(tx, r->app->events, json_string_value(json_object_get(run, "project_id")),
                          json_string_value(json_object_get(run, "task_id")),
                          json_string_value(json_object_get(run, "id")), "task_run.progress",

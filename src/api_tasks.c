@@ -131,12 +131,12 @@ static json_t *settings_from(struct req *r, json_t *in, const char *prefix, cons
     if (!api_enum(r, in, "retry_backoff", full, backoffs, &bo))
         goto bad;
     if (bo)
-        json_object_set_new(s, "retry_backoff", json_string(bo));
+        json_object_set_new_nocheck(s, "retry_backoff", json_string(bo));
     snprintf(full, sizeof full, "%ssettings.concurrency_key", prefix);
     if (!api_str(r, in, "concurrency_key", full, 256, &ck))
         goto bad;
     if (ck)
-        json_object_set_new(s, "concurrency_key", json_string(ck));
+        json_object_set_new_nocheck(s, "concurrency_key", json_string(ck));
     return s;
 bad:
     json_decref(s);
@@ -317,7 +317,10 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     /* references that must exist in this project */
     json_t *def = NULL;
     if (def_id) {
-        def = store_get(tx, SK_DEFINITION, project_id, def_id);
+        /* a batch's tasks mostly name one definition: read once per batch */
+        def = opts->defs ? json_incref(json_object_get(opts->defs, def_id)) : NULL;
+        if (!def && (def = store_get(tx, SK_DEFINITION, project_id, def_id)) && opts->defs)
+            json_object_set(opts->defs, def_id, def);
         if (!def) {
             http_error(r, 400, "unknown_definition", P("definition_id"),
                        "%s: no definition %s in this project", p, def_id);
@@ -362,49 +365,49 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
         runtime = def ? (json_string_value(json_object_get(def, "runtime_id")) ?: "default")
                       : "default";
     task = json_object();
-    json_object_set_new(task, "id", json_string(tid));
-    json_object_set_new(task, "project_id", json_string(project_id));
-    json_object_set_new(task, "name", name ? json_string(name) : json_null());
-    json_object_set_new(task, "description", desc ? json_string(desc) : json_null());
-    json_object_set_new(task, "type", json_string(type));
-    json_object_set_new(task, "status", json_string("pending"));
-    json_object_set_new(task, "code", code ? json_string(code) : def_code ? json_string(def_code)
+    json_object_set_new_nocheck(task, "id", json_string(tid));
+    json_object_set_new_nocheck(task, "project_id", json_string(project_id));
+    json_object_set_new_nocheck(task, "name", name ? json_string(name) : json_null());
+    json_object_set_new_nocheck(task, "description", desc ? json_string(desc) : json_null());
+    json_object_set_new_nocheck(task, "type", json_string(type));
+    json_object_set_new_nocheck(task, "status", json_string("pending"));
+    json_object_set_new_nocheck(task, "code", code ? json_string(code) : def_code ? json_string(def_code)
                                                                            : json_null());
-    json_object_set_new(task, "runtime_id", json_string(runtime));
-    json_object_set_new(task, "definition_id", def_id ? json_string(def_id) : json_null());
-    json_object_set_new(task, "input", input ? json_deep_copy(input) : json_object());
-    json_object_set_new(task, "metadata", metadata ? json_deep_copy(metadata) : json_object());
-    json_object_set_new(task, "priority", json_string(prio));
-    json_object_set_new(task, "settings", settings);
+    json_object_set_new_nocheck(task, "runtime_id", json_string(runtime));
+    json_object_set_new_nocheck(task, "definition_id", def_id ? json_string(def_id) : json_null());
+    json_object_set_new_nocheck(task, "input", input ? json_deep_copy(input) : json_object());
+    json_object_set_new_nocheck(task, "metadata", metadata ? json_deep_copy(metadata) : json_object());
+    json_object_set_new_nocheck(task, "priority", json_string(prio));
+    json_object_set_new_nocheck(task, "settings", settings);
     settings = NULL;
-    json_object_set_new(task, "deadline", deadline ? json_string(deadline) : json_null());
-    json_object_set_new(task, "dependencies", deps ? json_deep_copy(deps) : json_array());
-    json_object_set_new(task, "parent_id", parent ? json_string(parent) : json_null());
-    json_object_set_new(task, "assigned_agent_id", agent ? json_string(agent) : json_null());
-    json_object_set_new(task, "assigned_agents", agents ? json_deep_copy(agents) : json_array());
-    json_object_set_new(task, "schedule", schedule ? json_string(schedule) : json_null());
-    json_object_set_new(task, "timezone", json_string(tz));
-    json_object_set_new(task, "output_schema",
+    json_object_set_new_nocheck(task, "deadline", deadline ? json_string(deadline) : json_null());
+    json_object_set_new_nocheck(task, "dependencies", deps ? json_deep_copy(deps) : json_array());
+    json_object_set_new_nocheck(task, "parent_id", parent ? json_string(parent) : json_null());
+    json_object_set_new_nocheck(task, "assigned_agent_id", agent ? json_string(agent) : json_null());
+    json_object_set_new_nocheck(task, "assigned_agents", agents ? json_deep_copy(agents) : json_array());
+    json_object_set_new_nocheck(task, "schedule", schedule ? json_string(schedule) : json_null());
+    json_object_set_new_nocheck(task, "timezone", json_string(tz));
+    json_object_set_new_nocheck(task, "output_schema",
                         out_schema ? json_deep_copy(out_schema)
                         : def ? json_incref(json_object_get(def, "output_schema") ?: json_null())
                               : json_null());
     if (json_is_null(json_object_get(task, "output_schema")) && def)
-        json_object_set(task, "output_schema", json_object_get(def, "output_schema") ?: json_null());
-    json_object_set_new(task, "account_id", account ? json_string(account) : json_null());
-    json_object_set_new(task, "client_id", client ? json_string(client) : json_null());
-    json_object_set_new(task, "storage", storage ? json_deep_copy(storage) : json_object());
-    json_object_set_new(task, "secrets", secrets ? json_deep_copy(secrets) : json_array());
-    json_object_set_new(task, "secrets_env", json_boolean(secrets_env));
-    json_object_set_new(task, "progress", json_real(0));
-    json_object_set_new(task, "last_run_at", json_null());
-    json_object_set_new(task, "next_run_at", json_null());
-    json_object_set_new(task, "run_count", json_integer(0));
-    json_object_set_new(task, "paused", json_false());
-    json_object_set_new(task, "latest_run_id", json_null());
-    json_object_set_new(task, "created_at", json_string(ts));
-    json_object_set_new(task, "updated_at", json_string(ts));
+        json_object_set_nocheck(task, "output_schema", json_object_get(def, "output_schema") ?: json_null());
+    json_object_set_new_nocheck(task, "account_id", account ? json_string(account) : json_null());
+    json_object_set_new_nocheck(task, "client_id", client ? json_string(client) : json_null());
+    json_object_set_new_nocheck(task, "storage", storage ? json_deep_copy(storage) : json_object());
+    json_object_set_new_nocheck(task, "secrets", secrets ? json_deep_copy(secrets) : json_array());
+    json_object_set_new_nocheck(task, "secrets_env", json_boolean(secrets_env));
+    json_object_set_new_nocheck(task, "progress", json_real(0));
+    json_object_set_new_nocheck(task, "last_run_at", json_null());
+    json_object_set_new_nocheck(task, "next_run_at", json_null());
+    json_object_set_new_nocheck(task, "run_count", json_integer(0));
+    json_object_set_new_nocheck(task, "paused", json_false());
+    json_object_set_new_nocheck(task, "latest_run_id", json_null());
+    json_object_set_new_nocheck(task, "created_at", json_string(ts));
+    json_object_set_new_nocheck(task, "updated_at", json_string(ts));
     task_schedule_next(task, now_ms());
-    json_object_set_new(task, "has_dependencies", json_boolean(json_array_size(deps) > 0));
+    json_object_set_new_nocheck(task, "has_dependencies", json_boolean(json_array_size(deps) > 0));
     bool has_code = json_is_string(json_object_get(task, "code"));
     opts->run = run_given ? run : (!strcmp(type, "manual") && has_code);
     opts->wait_ms = wait_ms;
@@ -443,9 +446,9 @@ struct create_arg {
 };
 
 static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, const char *prefix,
-                      json_t **out)
+                      json_t *defs, json_t **out)
 {
-    struct task_opts opts = {0};
+    struct task_opts opts = {.defs = defs};
     json_t *task = api_task_from_body(a->r, tx, a->project_id, body, prefix, &opts);
     if (!task)
         return -EINVAL;
@@ -456,13 +459,11 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
                          json_string_value(json_object_get(task, "id")), NULL, "task.created",
                          json_pack("{s:O}", "name", json_object_get(task, "name")));
     json_t *run = NULL;
+    /* a worker already waiting for a run like this one gets it now
+     * (api_workers_claim): the task and the run are stored running */
     if (!rc)
-        rc = opts.run ? run_start_for_new_task(tx, a->r->app, task, &run)
+        rc = opts.run ? run_start_for_new_task(tx, a->r->app, task, &run, api_workers_claim)
                       : store_put(tx, SK_TASK, a->project_id, task);
-    /* a worker already waiting for a run like this one gets it now */
-    bool leased = false;
-    if (!rc && run)
-        rc = api_workers_handoff(tx, a->r->app, run, &leased);
     if (rc == -EEXIST) {
         char p[300];
         snprintf(p, sizeof p, "%sid", prefix);
@@ -474,15 +475,10 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
         json_decref(run);
         return rc;
     }
-    /* run_insert kept task up to date; a later change of the run went
-     * through the stored copy: a lease patched it with run_task_fields
-     * (applied here the same way), anything else (approval hold, policy
-     * denial) is read back */
-    if (leased) {
-        json_t *fields = run_task_fields(run);
-        json_object_update(task, fields);
-        json_decref(fields);
-    } else if (run && run_status_of(run) != RS_QUEUED) {
+    /* run_start_for_new_task kept task up to date, a hand-off included; a
+     * later change of the run (approval hold, policy denial, pause) went
+     * through the stored copy and is read back */
+    if (run && run_status_of(run) != RS_QUEUED && run_status_of(run) != RS_RUNNING) {
         json_t *fresh = store_get(tx, SK_TASK, a->project_id,
                                   json_string_value(json_object_get(task, "id")));
         json_decref(task);
@@ -506,19 +502,24 @@ static int create_fn(struct store_tx *tx, void *arg)
     json_decref(a->run);
     a->result = a->run = NULL;
     if (!a->batch)
-        return create_one(a, tx, a->body, "", &a->result);
+        return create_one(a, tx, a->body, "", NULL, &a->result);
     a->result = json_array();
+    /* this transaction's definitions (a retry reads them again) */
+    json_t *defs = json_object();
     size_t i;
     json_t *b;
     json_array_foreach(a->body, i, b) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "tasks[%zu].", i);
         json_t *t = NULL;
-        int rc = create_one(a, tx, b, prefix, &t);
-        if (rc)
+        int rc = create_one(a, tx, b, prefix, defs, &t);
+        if (rc) {
+            json_decref(defs);
             return rc;
+        }
         json_array_append_new(a->result, t);
     }
+    json_decref(defs);
     return 0;
 }
 
@@ -607,8 +608,8 @@ static void finish_wait(struct req *r)
     store_read(r->app->store, getrun_fn, &g);
     json_t *t = task_public(w->task);
     if (g.run) {
-        json_object_set_new(t, "status", json_incref(json_object_get(g.run, "status")));
-        json_object_set_new(t, "run", run_public(g.run));
+        json_object_set_new_nocheck(t, "status", json_incref(json_object_get(g.run, "status")));
+        json_object_set_new_nocheck(t, "run", run_public(g.run));
         json_decref(g.run);
     }
     http_json(r, 201, t);
@@ -662,7 +663,7 @@ void api_tasks_create(struct req *r)
     }
     json_t *t = want_minimal(r) ? task_minimal(a.result) : task_public(a.result);
     if (a.run && a.wait_ms)
-        json_object_set_new(t, "run", run_public(a.run));
+        json_object_set_new_nocheck(t, "run", run_public(a.run));
     json_decref(a.result);
     json_decref(a.run);
     http_json(r, 201, t);
@@ -942,7 +943,7 @@ static int update_fn(struct store_tx *tx, void *arg)
         json_t *s = settings_from(r, sin, "", json_object_get(task, "settings"));
         if (!s)
             goto out;
-        json_object_set_new(task, "settings", s);
+        json_object_set_new_nocheck(task, "settings", s);
     }
     if (deps) {
         size_t i;
@@ -966,28 +967,28 @@ static int update_fn(struct store_tx *tx, void *arg)
             goto out;
         }
         buf_release(&path);
-        json_object_set(task, "dependencies", deps);
-        json_object_set_new(task, "has_dependencies", json_boolean(json_array_size(deps) > 0));
+        json_object_set_nocheck(task, "dependencies", deps);
+        json_object_set_new_nocheck(task, "has_dependencies", json_boolean(json_array_size(deps) > 0));
     }
     if (json_object_get(b, "name"))
-        json_object_set(task, "name", json_object_get(b, "name"));
+        json_object_set_nocheck(task, "name", json_object_get(b, "name"));
     if (json_object_get(b, "description"))
-        json_object_set(task, "description", json_object_get(b, "description"));
+        json_object_set_nocheck(task, "description", json_object_get(b, "description"));
     if (prio)
-        json_object_set_new(task, "priority", json_string(prio));
+        json_object_set_new_nocheck(task, "priority", json_string(prio));
     if (json_object_get(b, "schedule"))
-        json_object_set(task, "schedule", json_object_get(b, "schedule"));
+        json_object_set_nocheck(task, "schedule", json_object_get(b, "schedule"));
     if (tz)
-        json_object_set_new(task, "timezone", json_string(tz));
+        json_object_set_new_nocheck(task, "timezone", json_string(tz));
     if (json_object_get(b, "deadline"))
-        json_object_set(task, "deadline", json_object_get(b, "deadline"));
+        json_object_set_nocheck(task, "deadline", json_object_get(b, "deadline"));
     if (md)
-        json_object_set(task, "metadata", md);
+        json_object_set_nocheck(task, "metadata", md);
     if (input)
-        json_object_set(task, "input", input);
+        json_object_set_nocheck(task, "input", input);
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms(), ts);
-    json_object_set_new(task, "updated_at", json_string(ts));
+    json_object_set_new_nocheck(task, "updated_at", json_string(ts));
     if (json_object_get(b, "schedule") || tz)
         task_schedule_next(task, now_ms());
     rc = store_update(tx, SK_TASK, a->project_id, task);
@@ -1112,7 +1113,7 @@ static int action_fn(struct store_tx *tx, void *arg)
         if (!rc)
             rc = store_delete(tx, SK_TASK, a->project_id, a->task_id);
         if (!rc) {
-            json_object_set_new(task, "schedule", json_null());   /* forget its cron */
+            json_object_set_new_nocheck(task, "schedule", json_null());   /* forget its cron */
             sched_task_changed_on_commit(tx, r->app->sched, task, false);
         }
         if (!rc)
@@ -1122,7 +1123,7 @@ static int action_fn(struct store_tx *tx, void *arg)
         rc = each_run(tx, a, cancel_one);
     } else if (!strcmp(act, "pause") || !strcmp(act, "resume")) {
         bool pause = !strcmp(act, "pause");
-        json_object_set_new(task, "paused", json_boolean(pause));
+        json_object_set_new_nocheck(task, "paused", json_boolean(pause));
         task_schedule_next(task, now_ms());
         rc = store_update(tx, SK_TASK, a->project_id, task);
         if (!rc)
@@ -1150,11 +1151,11 @@ static int action_fn(struct store_tx *tx, void *arg)
         }
         json_t *run = run_new_doc(task, json_object_get(last, "input"), 
                                   json_string_value(json_object_get(last, "agent_id")));
-        json_object_set_new(run, "attempt",
+        json_object_set_new_nocheck(run, "attempt",
                             json_integer(json_integer_value(json_object_get(last, "attempt")) + 1));
-        json_object_set(run, "retry_of", json_object_get(last, "id"));
+        json_object_set_nocheck(run, "retry_of", json_object_get(last, "id"));
         if (json_object_get(last, "latest_checkpoint"))   /* a retry resumes */
-            json_object_set(run, "latest_checkpoint", json_object_get(last, "latest_checkpoint"));
+            json_object_set_nocheck(run, "latest_checkpoint", json_object_get(last, "latest_checkpoint"));
         rc = run_insert(tx, r->app, task, run);
         if (!rc)
             rc = events_emit(tx, r->app->events, a->project_id, a->task_id,

@@ -47,13 +47,19 @@ struct lease_tx {
 /* Invariant 1: leases a queued run to l's worker (status running, its
  * worker and agent, lease_expires_at = ts), in tx.  Shared by the lease
  * long-poll and the hand-off at creation. */
+/* The fields a lease sets on a run it takes, before it moves to running. */
+static void lease_fields(const struct lease *l, json_t *run, const char *ts)
+{
+    json_object_set_new_nocheck(run, "worker_id", l->worker_id ? json_string(l->worker_id) : json_null());
+    if (l->f.agent_id && !json_is_string(json_object_get(run, "agent_id")))
+        json_object_set_new_nocheck(run, "agent_id", json_string(l->f.agent_id));
+    json_object_set_new_nocheck(run, "lease_expires_at", json_string(ts));
+}
+
 static int lease_run(struct store_tx *tx, struct app *app, const struct lease *l, json_t *run,
                      const char *ts)
 {
-    json_object_set_new(run, "worker_id", l->worker_id ? json_string(l->worker_id) : json_null());
-    if (l->f.agent_id && !json_is_string(json_object_get(run, "agent_id")))
-        json_object_set_new(run, "agent_id", json_string(l->f.agent_id));
-    json_object_set_new(run, "lease_expires_at", json_string(ts));
+    lease_fields(l, run, ts);
     return run_move(tx, app, run, RS_RUNNING, NULL);
 }
 
@@ -105,7 +111,7 @@ static int unlease_fn(struct store_tx *tx, void *arg)
         json_t *run = store_get(tx, SK_RUN, a->project, json_string_value(json_object_get(r, "id")));
         if (run && run_status_of(run) == RS_RUNNING &&
             json_equal(json_object_get(run, "attempt"), json_object_get(r, "attempt"))) {
-            json_object_set_new(run, "started_at", json_null());
+            json_object_set_new_nocheck(run, "started_at", json_null());
             run_move(tx, a->app, run, RS_QUEUED, NULL);
         }
         json_decref(run);
@@ -185,7 +191,7 @@ static void lease_try(struct req *r)
 
 struct handoff {
     struct lease *l;
-    json_t *run;   /* its public view, once leased */
+    json_t *run;   /* the run, once claimed (stored running by the caller) */
 };
 
 static void handoff_done(void *arg, bool committed)
@@ -193,7 +199,7 @@ static void handoff_done(void *arg, bool committed)
     struct handoff *h = arg;
     if (committed && h->run) {
         h->l->handed = json_array();
-        json_array_append(h->l->handed, h->run);
+        json_array_append_new(h->l->handed, run_public(h->run));
     }
     json_decref(h->run);
     /* either way the long-poll goes on: with the run, or looking again */
@@ -201,34 +207,31 @@ static void handoff_done(void *arg, bool committed)
     free(h);
 }
 
-int api_workers_handoff(struct store_tx *tx, struct app *app, json_t *run, bool *leased)
+bool api_workers_claim(struct store_tx *tx, struct app *app, json_t *run)
 {
-    *leased = false;
     if (!app->sched || app->draining || run_status_of(run) != RS_QUEUED ||
         json_is_true(json_object_get(run, "has_code")) ||
         json_is_string(json_object_get(run, "concurrency_key")) ||
         json_integer_value(json_object_get(run, "deadline_ms")) > 0 ||
         json_integer_value(json_object_get(run, "not_before_ms")) > 0 ||
         json_array_size(json_object_get(run, "blocked_by")))
-        return 0;
+        return false;
     struct lease *l = sched_claim_waiter(app->sched, run);
     if (!l)
-        return 0;
+        return false;
     l->waiter = NULL;   /* claimed: the scheduler forgot it */
     struct handoff *h = xcalloc(1, sizeof *h);
     h->l = l;
     /* the hook resumes the long-poll whatever happens to this transaction */
     store_tx_on_commit(tx, handoff_done, h);
     if (http_client_gone(l->r))
-        return 0;   /* invariant 2: never lease to a client that left */
+        return false;   /* invariant 2: never lease to a client that left */
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms() + app->cfg.lease_ms, ts);
-    int rc = lease_run(tx, app, l, run, ts);
-    if (!rc) {
-        h->run = run_public(run);
-        *leased = true;
-    }
-    return rc;
+    lease_fields(l, run, ts);
+    /* its public view is taken at the commit, once the run is final */
+    h->run = json_incref(run);
+    return true;
 }
 
 static bool str_list(struct req *r, json_t *body, const char *field, const char **out, size_t max,
@@ -360,7 +363,7 @@ static int report_fn(struct store_tx *tx, void *arg)
         }
         json_t *output = json_object_get(res, "output");
         if (output && !json_is_null(output))
-            json_object_set(run, "output", output);
+            json_object_set_nocheck(run, "output", output);
         int rc = 0;
         json_t *logs = json_object_get(res, "logs");
         if (json_array_size(logs)) {

@@ -21,6 +21,7 @@ struct config {
     int64_t max_wait_ms;           /* longest lease long-poll, 60 s */
     int64_t retention_ms;          /* history older than this is pruned; 0 keeps it (30 days) */
     int64_t retention_every_ms;    /* how often the leader prunes (1 h) */
+    int64_t blob_grace_ms;         /* an unnamed artifact file stays this long (1 h) */
     int http_threads;
     int exec_slots;
     enum store_fsync fsync;

@@ -4,8 +4,10 @@
  */
 #include "blob.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +22,9 @@
 struct blob {
     char *dir;
     struct store *st;   /* NULL: local files only */
+    /* orders a file's naming (commit) against the sweep's look and unlink:
+     * a blob named again is touched, and the sweep only takes old files */
+    pthread_mutex_t mu;
 };
 
 struct blob *blob_open(const char *dir)
@@ -33,6 +38,7 @@ struct blob *blob_open(const char *dir)
         return NULL;
     struct blob *b = xcalloc(1, sizeof *b);
     b->dir = xstrdup(dir);
+    pthread_mutex_init(&b->mu, NULL);
     return b;
 }
 
@@ -45,6 +51,7 @@ void blob_close(struct blob *b)
 {
     if (!b)
         return;
+    pthread_mutex_destroy(&b->mu);
     free(b->dir);
     free(b);
 }
@@ -72,8 +79,11 @@ static int commit(struct blob *b, const char *tmp, const char sha[65])
     }
     char *final = xasprintf("%s/%s", sub, sha);
     int rc = 0;
-    if (access(final, F_OK) == 0) {
-        unlink(tmp);   /* deduplicated: the same bytes are there already */
+    pthread_mutex_lock(&b->mu);
+    if (utimensat(AT_FDCWD, final, NULL, 0) == 0) {
+        /* deduplicated: the same bytes are there already, now fresh for
+         * the sweep (blob_sweep) until their run commits */
+        unlink(tmp);
     } else if (rename(tmp, final)) {
         rc = -errno;
         unlink(tmp);
@@ -84,6 +94,7 @@ static int commit(struct blob *b, const char *tmp, const char sha[65])
             close(dfd);
         }
     }
+    pthread_mutex_unlock(&b->mu);
     free(final);
     free(sub);
     return rc;
@@ -378,6 +389,69 @@ int blob_open_read(struct blob *b, const char *sha)
     int e = errno;
     free(p);
     return fd >= 0 ? fd : -e;
+}
+
+/* ---- the sweep of local files no run names ---- */
+
+struct ref_arg {
+    const char *sha;
+    int referenced;
+};
+
+static int ref_fn(struct store_tx *tx, void *arg)
+{
+    struct ref_arg *a = arg;
+    a->referenced = store_blob_referenced(tx, a->sha);
+    return a->referenced < 0 ? a->referenced : 0;
+}
+
+/* One DIR/ab directory: its old, unnamed blobs go. */
+static void sweep_sub(struct blob *b, struct store *st, const char *sub, time_t cut,
+                      int64_t *removed)
+{
+    int dfd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return;
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!sha_ok(e->d_name))
+            continue;
+        pthread_mutex_lock(&b->mu);
+        struct stat sb;
+        struct ref_arg a = {e->d_name, 1};
+        if (fstatat(dfd, e->d_name, &sb, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(sb.st_mode) &&
+            sb.st_mtime < cut && store_read(st, ref_fn, &a) == 0 && a.referenced == 0 &&
+            unlinkat(dfd, e->d_name, 0) == 0)
+            (*removed)++;
+        pthread_mutex_unlock(&b->mu);
+    }
+    closedir(d);
+}
+
+int blob_sweep(struct blob *b, struct store *st, int64_t older_than_ms, int64_t *removed)
+{
+    *removed = 0;
+    DIR *d = opendir(b->dir);
+    if (!d)
+        return -errno;
+    time_t cut = (time_t)(older_than_ms / 1000);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *n = e->d_name;
+        bool hex2 = strlen(n) == 2 && strspn(n, "0123456789abcdef") == 2;
+        if (!hex2)
+            continue;
+        char *sub = xasprintf("%s/%s", b->dir, n);
+        sweep_sub(b, st, sub, cut, removed);
+        free(sub);
+    }
+    closedir(d);
+    return 0;
 }
 
 bool blob_name_ok(const char *name)

@@ -49,4 +49,12 @@ int blob_open_read(struct blob *b, const char *sha);
  * by code alike). */
 bool blob_name_ok(const char *name);
 
+/* Deletes the local blob files that no run's artifacts name any more
+ * (store_blob_referenced) and that nobody stored or named again since
+ * older_than_ms (ms since the epoch: the grace covers a blob stored before
+ * its run commits).  *removed counts them.  0 or -errno (the directory
+ * cannot be read).  For the retention pass; blobs kept by the store itself
+ * are its own prune's business. */
+int blob_sweep(struct blob *b, struct store *st, int64_t older_than_ms, int64_t *removed);
+
 #endif

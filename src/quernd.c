@@ -59,6 +59,8 @@ static const char *const env_doc[][2] = {
     {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat"},
     {"QUERN_RETENTION_MS", "finished runs and events older than this are pruned (default 30 "
                            "days; 0 keeps everything)"},
+    {"QUERN_BLOB_GRACE_MS", "an artifact file no run names any more is deleted by the retention "
+                            "pass once it is this old (default 3600000)"},
     {"QUERN_DRAIN_GRACE_MS", "on SIGTERM, how long running code may go on before it is "
                              "stopped (default 10000)"},
     {"QUERN_LOG_FORMAT", "json (default: one JSON object per line on stderr) or text"},
@@ -394,6 +396,9 @@ int main(int argc, char **argv)
         app.cfg.retention_ms = ev;
     if ((e = getenv("QUERN_RETENTION_EVERY_MS")) && !parse_i64(e, &ev) && ev >= 1000)
         app.cfg.retention_every_ms = ev;
+    app.cfg.blob_grace_ms = STORE_BLOB_GRACE_MS;
+    if ((e = getenv("QUERN_BLOB_GRACE_MS")) && !parse_i64(e, &ev) && ev >= 0)
+        app.cfg.blob_grace_ms = ev;
     if (arg_listen)
         replace(&cs.listen, arg_listen);
     if (arg_data)

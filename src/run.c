@@ -118,55 +118,55 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
         json_object_update(input, (json_t *)input_override);
     json_t *settings = json_object_get(task, "settings");
     json_t *r = json_object();
-    json_object_set_new(r, "id", json_string(id));
-    json_object_set_new(r, "task_id", jdup(json_object_get(task, "id")));
-    json_object_set_new(r, "project_id", jdup(json_object_get(task, "project_id")));
-    json_object_set_new(r, "definition_id", jdup(json_object_get(task, "definition_id")));
-    json_object_set_new(r, "attempt", json_integer(1));
-    json_object_set_new(r, "status", json_string("queued"));
-    json_object_set_new(r, "input", input);
-    json_object_set_new(r, "output", json_null());
-    json_object_set_new(r, "error", json_null());
-    json_object_set_new(r, "errors", json_array());
-    json_object_set_new(r, "exit_code", json_null());
-    json_object_set_new(r, "runtime_id", jdup(json_object_get(task, "runtime_id")));
-    json_object_set_new(r, "agent_id", agent_id ? json_string(agent_id) : json_null());
-    json_object_set_new(r, "worker_id", json_null());
-    json_object_set_new(r, "branch", json_null());
-    json_object_set_new(r, "stage", json_null());
-    json_object_set_new(r, "state", json_null());
-    json_object_set_new(r, "progress", json_real(0));
-    json_object_set_new(r, "iterations", json_integer(0));
-    json_object_set_new(r, "parent_run_id", json_null());
-    json_object_set_new(r, "execution_name", json_null());
-    json_object_set_new(r, "tokens_used", json_integer(0));
-    json_object_set_new(r, "cost", json_real(0));
-    json_object_set_new(r, "checkpoints_count", json_integer(0));
-    json_object_set_new(r, "artifacts", json_array());
-    json_object_set_new(r, "created_at", json_string(ts));
-    json_object_set_new(r, "queued_at", json_string(ts));
-    json_object_set_new(r, "started_at", json_null());
-    json_object_set_new(r, "completed_at", json_null());
-    json_object_set_new(r, "updated_at", json_string(ts));
-    json_object_set_new(r, "duration_ms", json_null());
-    json_object_set_new(r, "lease_expires_at", json_null());
-    json_object_set_new(r, "priority", jdup(json_object_get(task, "priority")));
-    json_object_set_new(r, "has_code", json_boolean(json_is_string(json_object_get(task, "code"))));
+    json_object_set_new_nocheck(r, "id", json_string(id));
+    json_object_set_new_nocheck(r, "task_id", jdup(json_object_get(task, "id")));
+    json_object_set_new_nocheck(r, "project_id", jdup(json_object_get(task, "project_id")));
+    json_object_set_new_nocheck(r, "definition_id", jdup(json_object_get(task, "definition_id")));
+    json_object_set_new_nocheck(r, "attempt", json_integer(1));
+    json_object_set_new_nocheck(r, "status", json_string("queued"));
+    json_object_set_new_nocheck(r, "input", input);
+    json_object_set_new_nocheck(r, "output", json_null());
+    json_object_set_new_nocheck(r, "error", json_null());
+    json_object_set_new_nocheck(r, "errors", json_array());
+    json_object_set_new_nocheck(r, "exit_code", json_null());
+    json_object_set_new_nocheck(r, "runtime_id", jdup(json_object_get(task, "runtime_id")));
+    json_object_set_new_nocheck(r, "agent_id", agent_id ? json_string(agent_id) : json_null());
+    json_object_set_new_nocheck(r, "worker_id", json_null());
+    json_object_set_new_nocheck(r, "branch", json_null());
+    json_object_set_new_nocheck(r, "stage", json_null());
+    json_object_set_new_nocheck(r, "state", json_null());
+    json_object_set_new_nocheck(r, "progress", json_real(0));
+    json_object_set_new_nocheck(r, "iterations", json_integer(0));
+    json_object_set_new_nocheck(r, "parent_run_id", json_null());
+    json_object_set_new_nocheck(r, "execution_name", json_null());
+    json_object_set_new_nocheck(r, "tokens_used", json_integer(0));
+    json_object_set_new_nocheck(r, "cost", json_real(0));
+    json_object_set_new_nocheck(r, "checkpoints_count", json_integer(0));
+    json_object_set_new_nocheck(r, "artifacts", json_array());
+    json_object_set_new_nocheck(r, "created_at", json_string(ts));
+    json_object_set_new_nocheck(r, "queued_at", json_string(ts));
+    json_object_set_new_nocheck(r, "started_at", json_null());
+    json_object_set_new_nocheck(r, "completed_at", json_null());
+    json_object_set_new_nocheck(r, "updated_at", json_string(ts));
+    json_object_set_new_nocheck(r, "duration_ms", json_null());
+    json_object_set_new_nocheck(r, "lease_expires_at", json_null());
+    json_object_set_new_nocheck(r, "priority", jdup(json_object_get(task, "priority")));
+    json_object_set_new_nocheck(r, "has_code", json_boolean(json_is_string(json_object_get(task, "code"))));
     /* a task's output_schema never changes after its creation: the end of a
      * run reads the task for it only when there is one */
-    json_object_set_new(r, "has_output_schema",
+    json_object_set_new_nocheck(r, "has_output_schema",
                         json_boolean(json_is_object(json_object_get(task, "output_schema"))));
     /* settings the run's own changes need, so they never read the task */
-    json_object_set_new(r, "max_retries", jdup(json_object_get(settings, "max_retries")));
-    json_object_set_new(r, "retry_delay_ms", jdup(json_object_get(settings, "retry_delay_ms")));
-    json_object_set_new(r, "retry_backoff", jdup(json_object_get(settings, "retry_backoff")));
-    json_object_set_new(r, "require_review", jdup(json_object_get(settings, "require_review")));
-    json_object_set_new(r, "blocked_by", json_array());
-    json_object_set_new(r, "queued_ms", json_integer(now_ms()));
+    json_object_set_new_nocheck(r, "max_retries", jdup(json_object_get(settings, "max_retries")));
+    json_object_set_new_nocheck(r, "retry_delay_ms", jdup(json_object_get(settings, "retry_delay_ms")));
+    json_object_set_new_nocheck(r, "retry_backoff", jdup(json_object_get(settings, "retry_backoff")));
+    json_object_set_new_nocheck(r, "require_review", jdup(json_object_get(settings, "require_review")));
+    json_object_set_new_nocheck(r, "blocked_by", json_array());
+    json_object_set_new_nocheck(r, "queued_ms", json_integer(now_ms()));
     int64_t dl = 0;
     const char *deadline = json_string_value(json_object_get(task, "deadline"));
     if (deadline && !rfc3339_parse(deadline, &dl))
-        json_object_set_new(r, "deadline_ms", json_integer(dl));
+        json_object_set_new_nocheck(r, "deadline_ms", json_integer(dl));
     /* concurrency: settings.max_concurrency over settings.concurrency_key,
      * or over the definition (or the task) when no key is given */
     json_int_t cmax = json_integer_value(json_object_get(settings, "max_concurrency"));
@@ -176,8 +176,8 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
         char *k = key ? xasprintf("key:%s", key)
                   : def ? xasprintf("definition:%s", def)
                         : xasprintf("task:%s", json_string_value(json_object_get(task, "id")));
-        json_object_set_new(r, "concurrency_key", json_string(k));
-        json_object_set_new(r, "max_concurrency", json_integer(cmax));
+        json_object_set_new_nocheck(r, "concurrency_key", json_string(k));
+        json_object_set_new_nocheck(r, "max_concurrency", json_integer(cmax));
         free(k);
     }
     return r;
@@ -262,7 +262,7 @@ json_t *run_task_fields(const json_t *run)
         json_object_set_new_nocheck(fields, "updated_at", json_string(ts));
     }
     if (run_status_of(run) == RS_RUNNING && json_is_string(json_object_get(run, "started_at")))
-        json_object_set(fields, "last_run_at", json_object_get(run, "started_at"));
+        json_object_set_nocheck(fields, "last_run_at", json_object_get(run, "started_at"));
     return fields;
 }
 
@@ -318,10 +318,31 @@ static int emit_run(struct store_tx *tx, struct app *app, const json_t *run, con
                        json_string_value(json_object_get(run, "id")), type, data);
 }
 
+/* What stands between a new run and its start: nothing, the project's
+ * policy refusing it (*rule, malloc'd, names the rule), or an approval. */
+enum gate { GATE_OPEN, GATE_DENIED, GATE_APPROVAL };
+
+static enum gate run_gate(struct store_tx *tx, const json_t *task, char **rule)
+{
+    json_t *pol = policy_get(tx, json_string_value(json_object_get(task, "project_id")));
+    enum gate g = GATE_OPEN;
+    *rule = NULL;
+    if (pol && policy_check_run(pol, task, rule))
+        g = GATE_DENIED;
+    else if ((pol && policy_requires_approval(pol)) ||
+             json_is_true(json_object_get(json_object_get(task, "settings"), "require_approval")))
+        g = GATE_APPROVAL;
+    json_decref(pol);
+    return g;
+}
+
 /* run_insert; task_current: the stored task already holds the new run's
- * fields (run_start_for_new_task wrote them with the task). */
+ * fields (run_start_for_new_task wrote them with the task).  gate: the
+ * run's gate (run_gate) when the caller knows it, else NULL.  A run that
+ * was handed to a worker before it was stored (start_runs) is stored
+ * running: both its events are written, queued then started. */
 static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t *run,
-                      bool task_current)
+                      bool task_current, const enum gate *gate)
 {
     const char *project = json_string_value(json_object_get(run, "project_id"));
     int rc = store_put(tx, SK_RUN, project, run);
@@ -331,21 +352,24 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
         return rc;
     if (!task_current && (rc = update_task(tx, app, run, true, task)))
         return rc;
+    if (run_status_of(run) == RS_RUNNING) {
+        if ((rc = emit_run(tx, app, run, "task_run.started")))
+            return rc;
+        run_notify(tx, app, run);
+        return 0;
+    }
     /* the project's policy may refuse the run outright, or want approval */
-    json_t *pol = policy_get(tx, project);
     char *rule = NULL;
-    if (pol && policy_check_run(pol, task, &rule)) {
+    enum gate g = gate ? *gate : run_gate(tx, task, &rule);
+    if (g == GATE_DENIED) {
         struct run_outcome out = {.code = "policy_denied", .message = rule, .no_retry = true};
         rc = run_move(tx, app, run, RS_DENIED, &out);
         free(rule);
-        json_decref(pol);
         return rc;
     }
-    bool approval = pol && policy_requires_approval(pol);
-    json_decref(pol);
     /* approval: the run waits for a human before anything executes */
-    if (approval || json_is_true(json_object_get(json_object_get(task, "settings"), "require_approval"))) {
-        json_object_set_new(run, "interaction",
+    if (g == GATE_APPROVAL) {
+        json_object_set_new_nocheck(run, "interaction",
                             json_pack("{s:s, s:s}", "kind", "approval", "prompt",
                                       "approve this run before it executes"));
         return run_move(tx, app, run, RS_INTERACTION_REQUIRED, NULL);
@@ -356,7 +380,7 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
 
 int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
 {
-    return insert_run(tx, app, task, run, false);
+    return insert_run(tx, app, task, run, false, NULL);
 }
 
 int run_save(struct store_tx *tx, json_t *run)
@@ -414,16 +438,16 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
                                 to == RS_TIMED_OUT ? "timeout" : to == RS_DENIED ? "denied" : "error",
                                 "code", out->code ? out->code : "error", "message",
                                 out->message ? out->message : (out->code ? out->code : "error"));
-        json_object_set(run, "error", err);
+        json_object_set_nocheck(run, "error", err);
         json_t *errs = json_object_get(run, "errors");
         if (!json_is_array(errs)) {
             errs = json_array();
-            json_object_set_new(run, "errors", errs);
+            json_object_set_new_nocheck(run, "errors", errs);
         }
         json_array_append_new(errs, err);
     }
     if (out && out->has_exit_code)
-        json_object_set_new(run, "exit_code", json_integer(out->exit_code));
+        json_object_set_new_nocheck(run, "exit_code", json_integer(out->exit_code));
 
     /* A failure with retries left is a retry: a new attempt, queued again
      * after the backoff (invariant 4). */
@@ -433,14 +457,14 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
         int64_t attempt = json_integer_value(json_object_get(run, "attempt"));
         if (attempt <= max) {
             int64_t delay = retry_delay(run, attempt);
-            json_object_set_new(run, "attempt", json_integer(attempt + 1));
-            json_object_set_new(run, "status", json_string("queued"));
-            json_object_set_new(run, "worker_id", json_null());
-            json_object_set_new(run, "lease_expires_at", json_null());
-            json_object_set_new(run, "queued_at", json_string(ts));
-            json_object_set_new(run, "queued_ms", json_integer(now));
-            json_object_set_new(run, "not_before_ms", json_integer(now + delay));
-            json_object_set_new(run, "updated_at", json_string(ts));
+            json_object_set_new_nocheck(run, "attempt", json_integer(attempt + 1));
+            json_object_set_new_nocheck(run, "status", json_string("queued"));
+            json_object_set_new_nocheck(run, "worker_id", json_null());
+            json_object_set_new_nocheck(run, "lease_expires_at", json_null());
+            json_object_set_new_nocheck(run, "queued_at", json_string(ts));
+            json_object_set_new_nocheck(run, "queued_ms", json_integer(now));
+            json_object_set_new_nocheck(run, "not_before_ms", json_integer(now + delay));
+            json_object_set_new_nocheck(run, "updated_at", json_string(ts));
             int rc = store_update(tx, SK_RUN, json_string_value(json_object_get(run, "project_id")),
                                   run);
             if (rc)
@@ -460,29 +484,29 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
         }
     }
 
-    json_object_set_new(run, "status", json_string(run_status_name(to)));
-    json_object_set_new(run, "updated_at", json_string(ts));
+    json_object_set_new_nocheck(run, "status", json_string(run_status_name(to)));
+    json_object_set_new_nocheck(run, "updated_at", json_string(ts));
     if (to == RS_RUNNING && !json_is_string(json_object_get(run, "started_at")))
-        json_object_set_new(run, "started_at", json_string(ts));   /* invariant 5 */
+        json_object_set_new_nocheck(run, "started_at", json_string(ts));   /* invariant 5 */
     if (from == RS_RUNNING && to != RS_RUNNING && to != RS_INTERACTION_REQUIRED &&
         to != RS_CANCELING) {
-        json_object_set_new(run, "lease_expires_at", json_null());   /* invariant 3 */
+        json_object_set_new_nocheck(run, "lease_expires_at", json_null());   /* invariant 3 */
     }
     if (to == RS_QUEUED) {
-        json_object_set_new(run, "queued_at", json_string(ts));
-        json_object_set_new(run, "queued_ms", json_integer(now));
-        json_object_set_new(run, "worker_id", json_null());
-        json_object_set_new(run, "lease_expires_at", json_null());
+        json_object_set_new_nocheck(run, "queued_at", json_string(ts));
+        json_object_set_new_nocheck(run, "queued_ms", json_integer(now));
+        json_object_set_new_nocheck(run, "worker_id", json_null());
+        json_object_set_new_nocheck(run, "lease_expires_at", json_null());
     }
     if (run_status_terminal(to)) {
-        json_object_set_new(run, "completed_at", json_string(ts));
+        json_object_set_new_nocheck(run, "completed_at", json_string(ts));
         int64_t start = ts_ms(run, "started_at");
         if (!start)
             start = ts_ms(run, "created_at");
-        json_object_set_new(run, "duration_ms", json_integer(start ? now - start : 0));
-        json_object_set_new(run, "lease_expires_at", json_null());
+        json_object_set_new_nocheck(run, "duration_ms", json_integer(start ? now - start : 0));
+        json_object_set_new_nocheck(run, "lease_expires_at", json_null());
         if (to == RS_COMPLETED)
-            json_object_set_new(run, "progress", json_real(1));
+            json_object_set_new_nocheck(run, "progress", json_real(1));
     }
     int rc = store_update(tx, SK_RUN, json_string_value(json_object_get(run, "project_id")), run);
     if (rc)
@@ -512,13 +536,13 @@ int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *e
     json_t *e;
     json_array_foreach(entries, i, e) {
         if (!json_object_get(e, "ts"))
-            json_object_set_new(e, "ts", json_string(ts));
+            json_object_set_new_nocheck(e, "ts", json_string(ts));
         if (!json_object_get(e, "level"))
-            json_object_set_new(e, "level", json_string("info"));
+            json_object_set_new_nocheck(e, "level", json_string("info"));
         if (!json_object_get(e, "type"))
-            json_object_set_new(e, "type", json_string("log"));
+            json_object_set_new_nocheck(e, "type", json_string("log"));
         if (!json_object_get(e, "iteration"))
-            json_object_set_new(e, "iteration", json_integer(iteration));
+            json_object_set_new_nocheck(e, "iteration", json_integer(iteration));
     }
     int rc = store_log_append(tx, project, run_id, entries, NULL);
     if (rc)
@@ -538,7 +562,7 @@ int run_add_artifact(struct store_tx *tx, struct app *app, json_t *run, const ch
     json_t *arts = json_object_get(run, "artifacts");
     if (!json_is_array(arts)) {
         arts = json_array();
-        json_object_set_new(run, "artifacts", arts);
+        json_object_set_new_nocheck(run, "artifacts", arts);
     }
     size_t i;
     json_t *a;
@@ -584,9 +608,12 @@ const char *run_guess_content_type(const char *name)
 /* Creates the runs a task starts with: one, or one per assigned agent. */
 /* run_start_for_task; put_task: the task is new and not stored yet: it is
  * stored here with its first run's fields already set, which spares
- * writing its row twice. */
+ * writing its row twice.  claim (with put_task): offered the first run
+ * when nothing holds it back (not paused, not blocked, no refusal or
+ * approval); when claim takes it, the run and the task are written once,
+ * already running, instead of queued and then moved. */
 static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
-                      json_t **first_run, bool put_task)
+                      json_t **first_run, bool put_task, run_claim_fn claim)
 {
     json_t *agents = json_object_get(task, "assigned_agents");
     size_t n = json_array_size(agents);
@@ -607,17 +634,33 @@ static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const 
         }
         bool current = put_task && i == 0;
         int rc = 0;
+        enum gate gate = GATE_OPEN;
         if (current) {
+            char *rule = NULL;
+            gate = run_gate(tx, task, &rule);
+            free(rule);   /* insert_run finds it again for a refusal */
             char ts[RFC3339_LEN];
             rfc3339_format(now_ms(), ts);
+            if (claim && gate == GATE_OPEN && !json_is_true(json_object_get(task, "paused")) &&
+                !json_array_size(bb) && claim(tx, app, run)) {
+                /* what run_move to running sets (invariant 5) */
+                json_object_set_new_nocheck(run, "status", json_string(run_status_name(RS_RUNNING)));
+                json_object_set_new_nocheck(run, "started_at", json_string(ts));
+                json_object_set_new_nocheck(run, "updated_at", json_string(ts));
+            }
             json_t *fields = new_run_fields(task, run, ts);
+            if (run_status_of(run) == RS_RUNNING) {
+                json_t *more = run_task_fields(run);
+                json_object_update(fields, more);
+                json_decref(more);
+            }
             json_object_update(task, fields);
             json_decref(fields);
             rc = store_put(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
                            task);
         }
         if (!rc)
-            rc = insert_run(tx, app, task, run, current);
+            rc = insert_run(tx, app, task, run, current, current && gate != GATE_DENIED ? &gate : NULL);
         if (rc) {
             json_decref(run);
             return rc;
@@ -639,13 +682,13 @@ static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const 
 int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
                        json_t **first_run)
 {
-    return start_runs(tx, app, task, input, first_run, false);
+    return start_runs(tx, app, task, input, first_run, false, NULL);
 }
 
 int run_start_for_new_task(struct store_tx *tx, struct app *app, json_t *task,
-                           json_t **first_run)
+                           json_t **first_run, run_claim_fn claim)
 {
-    return start_runs(tx, app, task, NULL, first_run, true);
+    return start_runs(tx, app, task, NULL, first_run, true, claim);
 }
 
 json_t *run_public(const json_t *run)

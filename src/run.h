@@ -61,11 +61,17 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
 int run_start_for_task(struct store_tx *tx, struct app *app, json_t *task, const json_t *input,
                        json_t **first_run);
 
+/* Offered a new queued run before it is stored: returns true when it takes
+ * the run for a worker, having set the run's lease fields (worker_id,
+ * lease_expires_at, agent_id); the run is then stored running. */
+typedef bool (*run_claim_fn)(struct store_tx *tx, struct app *app, json_t *run);
+
 /* run_start_for_task for a task not stored yet: stores it too, with its
  * first run's fields (status, latest_run_id, run_count…) already set; -EEXIST
- * when a task of that id exists.  Callers emit task.created before. */
+ * when a task of that id exists.  Callers emit task.created before.  claim
+ * (may be NULL) is offered the first run when nothing holds it back. */
 int run_start_for_new_task(struct store_tx *tx, struct app *app, json_t *task,
-                           json_t **first_run);
+                           json_t **first_run, run_claim_fn claim);
 
 /* Stores a new run (queued, or held/blocked as the task says), its event,
  * and the task's status; the scheduler learns of it after commit. */

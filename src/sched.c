@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "app.h"
+#include "blob.h"
 #include "events.h"
 #include "log.h"
 #include "metrics.h"
@@ -1758,6 +1759,14 @@ static void prune_history(struct sched *s)
     if (total)
         log_write(LOG_INFO, "retention", json_pack("{s:I}", "rows", (json_int_t)total),
                   "pruned history older than %lld ms", (long long)s->app->cfg.retention_ms);
+    /* artifact files of the runs that went (and of runs that never
+     * committed), once no run names them */
+    int64_t removed = 0;
+    if (s->app->blobs && !s->stopping &&
+        !blob_sweep(s->app->blobs, s->app->store, now_ms() - s->app->cfg.blob_grace_ms, &removed) &&
+        removed)
+        log_write(LOG_INFO, "retention", json_pack("{s:I}", "blobs", (json_int_t)removed),
+                  "deleted %lld artifact files no run names", (long long)removed);
 }
 
 static void *sched_main(void *arg)

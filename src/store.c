@@ -323,6 +323,11 @@ int store_prune(struct store_tx *tx, int64_t before_ms, int64_t limit, int64_t *
     return TXBE(tx)->prune(tx, before_ms, limit, pruned);
 }
 
+int store_blob_referenced(struct store_tx *tx, const char *sha)
+{
+    return TXBE(tx)->blob_referenced(tx, sha);
+}
+
 int store_blob_put(struct store *st, const char *sha, int64_t size, store_blob_src src, void *ctx)
 {
     if (!BE(st)->blob_put)

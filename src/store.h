@@ -258,8 +258,12 @@ int store_load(struct store_tx *tx, const char *table, const json_t *rows);
  * per call: events created before it, finished runs (completed, failed,
  * timed_out, denied, canceled) that ended before it with their logs and
  * checkpoints, and idempotency records older than 24 hours.  Tasks and
- * unfinished runs are never pruned.  *pruned counts what went. */
+ * unfinished runs are never pruned, nor the newest event (event ids never
+ * go back: SQLite's next id is the newest + 1).  *pruned counts what went. */
 int store_prune(struct store_tx *tx, int64_t before_ms, int64_t limit, int64_t *pruned);
+/* 1 when some run's artifacts name the blob sha (artifacts[].sha256), 0
+ * when none does, -EIO.  For blob.c's sweep of its local files. */
+int store_blob_referenced(struct store_tx *tx, const char *sha);
 
 /* ---- blobs (artifact bytes every node can read) ----
  *
@@ -340,6 +344,7 @@ struct store_backend {
     int (*idem_get)(struct store_tx *, const char *, const char *, int64_t, char **, int *, char **);
     int (*idem_put)(struct store_tx *, const char *, const char *, const char *, int, const char *);
     int (*prune)(struct store_tx *, int64_t, int64_t, int64_t *);
+    int (*blob_referenced)(struct store_tx *, const char *);
     int (*try_get)(struct store_tx *, enum store_kind, const char *, const char *, json_t **);
     int (*get_many)(struct store_tx *, enum store_kind, const json_t *, json_t **);
     void (*watch)(struct store *, store_watch_fn, void *);

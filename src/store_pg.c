@@ -1353,7 +1353,7 @@ static int pg_log_append(struct store_tx *t, const char *project_id, const char 
     PQclear(r);
     size_t i;
     json_t *e;
-    json_array_foreach(entries, i, e) json_object_set_new(e, "seq", json_integer(++seq));
+    json_array_foreach(entries, i, e) json_object_set_new_nocheck(e, "seq", json_integer(++seq));
     if (json_array_size(entries)) {
         /* one round trip for the whole batch: the entries travel as one JSON
          * array and json_array_elements hands each back verbatim */
@@ -1507,7 +1507,7 @@ static int pg_event_list(struct store_tx *t, const struct store_event_query *eq,
         json_t *d = col_json(r, i, 1);
         if (!d)
             continue;
-        json_object_set_new(d, "seq", json_integer(result_i64(r, i, 0)));
+        json_object_set_new_nocheck(d, "seq", json_integer(result_i64(r, i, 0)));
         json_array_append_new(arr, d);
     }
     PQclear(r);
@@ -1602,6 +1602,17 @@ static int pg_idem_put(struct store_tx *t, const char *scope, const char *key,
     return 0;
 }
 
+
+static int pg_blob_referenced(struct store_tx *t, const char *sha)
+{
+    const char *v[] = {sha};
+    PGresult *r = run(TX(t)->c, "SELECT 1 FROM blob_refs WHERE sha=$1 LIMIT 1", 1, v);
+    if (!r)
+        return -EIO;
+    int n = PQntuples(r);
+    PQclear(r);
+    return n > 0;
+}
 /* Retention: see store_prune in store.h. */
 static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_t *pruned)
 {
@@ -1614,10 +1625,12 @@ static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     int64_t n = 0;
     const char *v1[] = {b_ms, lim};
     /* events are appended in time order: the old ones are the ids before
-     * the first event at or after the cut */
+     * the first event at or after the cut; the newest always stays, as in
+     * the SQLite store (whose next id is the newest + 1) */
     PGresult *r = run(tx->c, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE id < "
                              "coalesce((SELECT id FROM events WHERE created_at >= $1::bigint "
-                             "ORDER BY id LIMIT 1), 9223372036854775807) ORDER BY id LIMIT $2::bigint)",
+                             "ORDER BY id LIMIT 1), (SELECT max(id) FROM events)) "
+                             "ORDER BY id LIMIT $2::bigint)",
                       2, v1);
     if (!r)
         return -EIO;
@@ -2302,6 +2315,7 @@ const struct store_backend store_pg_backend = {
     .idem_get = pg_idem_get,
     .idem_put = pg_idem_put,
     .prune = pg_prune,
+    .blob_referenced = pg_blob_referenced,
     .try_get = pg_try_get,
     .get_many = pg_get_many,
     .watch = pg_watch,

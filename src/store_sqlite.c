@@ -185,9 +185,16 @@ struct sqlite_tx {
 
 static sqlite3_stmt *stmt(struct conn *c, const char *sql)
 {
-    size_t h = 5381;
-    for (const char *p = sql; *p; p++)
-        h = h * 33 + (unsigned char)*p;
+    /* the hash reads the length and both ends only: a document INSERT is
+     * ~300 bytes, and hashing all of it on every call cost more than the
+     * strcmp that settles a match (statements that differ only in the
+     * middle share a probe sequence, nothing worse) */
+    size_t len = strlen(sql), h = 5381 + len;
+    size_t head = len < 48 ? len : 48;
+    for (size_t i = 0; i < head; i++)
+        h = h * 33 + (unsigned char)sql[i];
+    for (size_t i = len > 96 ? len - 48 : head; i < len; i++)
+        h = h * 33 + (unsigned char)sql[i];
     for (size_t i = 0; i < STMT_CACHE; i++) {
         size_t k = (h + i) % STMT_CACHE;
         if (c->cache[k].sql && !strcmp(c->cache[k].sql, sql)) {
@@ -387,6 +394,75 @@ static char *schema_v6(void)
                    "CREATE INDEX runs_finished ON runs(h_completed_at) WHERE h_completed_at < '#';\n");
 }
 
+/* v7: fewer B-trees written per create and per event (each is a B-tree
+ * insert and a dirty page in the commit: ~20 pages per single create).
+ *  - runs: ids are random (id_new), so one UNIQUE index on id serves the
+ *    lookups by id alone (runner, scheduler) and by (project_id, id), where
+ *    the table had both UNIQUE(project_id, id) and an index on id.  SQLite
+ *    cannot drop a table's UNIQUE constraint: the table is rebuilt.  The
+ *    column list is the runs table as of v6 (later fields come with their
+ *    own ALTER TABLE).
+ *  - events: no AUTOINCREMENT, whose sqlite_sequence row was rewritten on
+ *    every event.  Ids still never go back: a new id is max(id) + 1 and the
+ *    pruner never deletes the newest event (sq_prune); a floor row in no
+ *    project (project_id '', invisible to every event query, which names a
+ *    project) carries the old sequence when every event had been pruned.
+ *  - events_run holds only run events: a task event (run_id NULL) wrote an
+ *    entry no query reads (`run_id = ?` implies NOT NULL).
+ *  - tasks_type and tasks_priority leave out the tasks with the usual value
+ *    (usual_values): nearly every task had an entry in each.  A filter on
+ *    another value gets the index's condition written beside it
+ *    (where_clause), so the planner can prove the index covers it; a filter
+ *    on the usual value reads the project's tasks newest first, most of
+ *    which match. */
+static char *schema_v7(void)
+{
+    return xstrdup(
+        "CREATE TABLE runs_v7(seq INTEGER PRIMARY KEY, project_id TEXT NOT NULL, id TEXT NOT NULL,"
+        " doc TEXT NOT NULL, f_task_id TEXT, f_status TEXT, f_definition_id TEXT,"
+        " h_completed_at TEXT);\n"
+        "INSERT INTO runs_v7 SELECT seq, project_id, id, doc, f_task_id, f_status, f_definition_id,"
+        " h_completed_at FROM runs;\n"
+        "DROP TABLE runs;\n"
+        "ALTER TABLE runs_v7 RENAME TO runs;\n"
+        "CREATE UNIQUE INDEX runs_id ON runs(id);\n"
+        "CREATE INDEX runs_task_id ON runs(project_id, f_task_id, seq);\n"
+        "CREATE INDEX runs_status ON runs(project_id, f_status, seq);\n"
+        "CREATE INDEX runs_definition_id ON runs(project_id, f_definition_id, seq)"
+        " WHERE f_definition_id IS NOT NULL;\n"
+        "CREATE INDEX runs_finished ON runs(h_completed_at) WHERE h_completed_at < '#';\n"
+        "CREATE TABLE events_v7(id INTEGER PRIMARY KEY, project_id TEXT NOT NULL, run_id TEXT,"
+        " type TEXT NOT NULL, created_at INTEGER NOT NULL, doc TEXT NOT NULL);\n"
+        "INSERT INTO events_v7 SELECT id, project_id, run_id, type, created_at, doc FROM events;\n"
+        "INSERT INTO events_v7(id, project_id, run_id, type, created_at, doc)"
+        " SELECT seq, '', NULL, 'quern.id_floor', 0, '{}' FROM sqlite_sequence"
+        " WHERE name = 'events' AND seq > (SELECT coalesce(max(id), 0) FROM events);\n"
+        "DROP TABLE events;\n"
+        "ALTER TABLE events_v7 RENAME TO events;\n"
+        "CREATE INDEX events_run ON events(run_id, id) WHERE run_id IS NOT NULL;\n"
+        "CREATE INDEX events_project ON events(project_id, id);\n"
+        "DROP INDEX tasks_type;\n"
+        "CREATE INDEX tasks_type ON tasks(project_id, f_type, seq) WHERE f_type != 'manual';\n"
+        "DROP INDEX tasks_priority;\n"
+        "CREATE INDEX tasks_priority ON tasks(project_id, f_priority, seq)"
+        " WHERE f_priority != 'medium';\n");
+}
+
+/* v8: which runs name which artifact blobs (artifacts[].sha256), so the
+ * retention pass can delete the blob files no run names any more (blob.c's
+ * sweep asks store_blob_referenced); PostgreSQL has kept this table since
+ * its shared blobs.  Filled from the runs that have artifacts. */
+static char *schema_v8(void)
+{
+    return xstrdup("CREATE TABLE blob_refs(sha TEXT NOT NULL, project_id TEXT NOT NULL,"
+                   " run_id TEXT NOT NULL, PRIMARY KEY(sha, project_id, run_id)) WITHOUT ROWID;\n"
+                   "CREATE INDEX blob_refs_run ON blob_refs(project_id, run_id);\n"
+                   "INSERT OR IGNORE INTO blob_refs(sha, project_id, run_id)"
+                   " SELECT json_extract(a.value, '$.sha256'), r.project_id, r.id"
+                   " FROM runs r, json_each(r.doc, '$.artifacts') a"
+                   " WHERE json_extract(a.value, '$.sha256') IS NOT NULL;\n");
+}
+
 /* Migrations are applied in order; PRAGMA user_version records the last one
  * applied, in the same transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
@@ -398,7 +474,7 @@ static int migrate(struct conn *c, char **err)
     }
     int version = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
-    const int latest = 6;
+    const int latest = 8;
     if (version > latest) {
         *err = xasprintf("database schema version %d is newer than this quernd (%d)", version,
                          latest);
@@ -418,6 +494,10 @@ static int migrate(struct conn *c, char **err)
             sql = schema_v5();
         else if (v == 6)
             sql = schema_v6();
+        else if (v == 7)
+            sql = schema_v7();
+        else if (v == 8)
+            sql = schema_v8();
         char *ver = xasprintf("PRAGMA user_version=%d", v);
         int rc = exec_sql(c, "BEGIN IMMEDIATE");
         if (!rc)
@@ -792,6 +872,10 @@ static struct store *sq_open(const char *path, const struct store_opts *opts, ch
     pthread_key_create(&st->rkey, NULL);
     pthread_cond_init(&st->cond_stop, NULL);
     sqlite3_config(SQLITE_CONFIG_MULTITHREAD);
+    /* Debian's SQLite counts every allocation under a global mutex
+     * (memory statistics, which quern never reads): off, the writer and
+     * the readers stop meeting on that mutex */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     pthread_once(&ksql_once, ksql_build);
     st->wconn = conn_open(st, true, err);
     if (!st->wconn)
@@ -886,6 +970,33 @@ static void bind_hot(sqlite3_stmt *s, int p, enum store_kind kind, const json_t 
     }
 }
 
+/* Records that run (project_id, id) names the blobs its artifacts name
+ * (artifacts[].sha256), for blob.c's sweep.  References are only added
+ * while the run lives (an artifact replaced under the same name keeps its
+ * old blob until the run is pruned, as on PostgreSQL): nothing at all for
+ * the many runs without artifacts. */
+static int refs_note(struct sqlite_tx *tx, const char *project_id, const char *id,
+                     const char *doc_text)
+{
+    sqlite3_stmt *s = stmt(tx->c, "INSERT OR IGNORE INTO blob_refs(sha, project_id, run_id)"
+                                  " SELECT json_extract(value, '$.sha256'), ?2, ?3"
+                                  " FROM json_each(?1, '$.artifacts')"
+                                  " WHERE json_extract(value, '$.sha256') IS NOT NULL");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, doc_text);
+    bind_text(s, 2, project_id);
+    bind_text(s, 3, id);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+static bool has_artifacts(const json_t *doc)
+{
+    return json_array_size(json_object_get(doc, "artifacts")) > 0;
+}
+
 static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_id,
                   const json_t *doc, bool update)
 {
@@ -898,7 +1009,11 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     if (!s)
         return -EIO;
     char *text = jdump(doc, NULL);
-    sqlite3_bind_text(s, 1, text, -1, free);
+    if (!text)
+        return -EINVAL;
+    bool refs = kind == SK_RUN && has_artifacts(doc);
+    /* the statement frees text after its step; refs_note needs it then */
+    sqlite3_bind_text(s, 1, text, -1, refs ? SQLITE_TRANSIENT : free);
     bind_text(s, 2, project_id);
     bind_text(s, 3, id);
     int i = 4;
@@ -915,12 +1030,16 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     int rc = sqlite3_step(s);
     int changes = sqlite3_changes(tx->c->db);
     sqlite3_reset(s);
-    if (rc == SQLITE_CONSTRAINT)
-        return -EEXIST;
-    if (rc != SQLITE_DONE)
-        return -EIO;
-    if (update && changes == 0)
-        return -ENOENT;
+    if (rc == SQLITE_CONSTRAINT || rc != SQLITE_DONE || (update && changes == 0)) {
+        if (refs)
+            free(text);
+        return rc == SQLITE_CONSTRAINT ? -EEXIST : rc != SQLITE_DONE ? -EIO : -ENOENT;
+    }
+    if (refs) {
+        rc = refs_note(tx, project_id, id, text);
+        free(text);
+        return rc;
+    }
     return 0;
 }
 
@@ -1068,10 +1187,37 @@ static int sq_del(struct store_tx *t, enum store_kind kind, const char *project_
     sqlite3_reset(s);
     if (rc != SQLITE_DONE)
         return -EIO;
+    if (changes && kind == SK_RUN) {
+        s = stmt(tx->c, "DELETE FROM blob_refs WHERE project_id=?1 AND run_id=?2");
+        if (!s)
+            return -EIO;
+        bind_text(s, 1, project_id);
+        bind_text(s, 2, id);
+        rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return -EIO;
+    }
     return changes ? 0 : -ENOENT;
 }
 
-static void where_clause(struct buf *b, const char *project_id, const struct store_query *q)
+/* Indexed fields whose index leaves out the rows with one usual value (v7):
+ * kind, field, value. */
+static const struct {
+    enum store_kind kind;
+    const char *field, *value;
+} usual_values[] = {{SK_TASK, "type", "manual"}, {SK_TASK, "priority", "medium"}};
+
+static const char *usual_value(enum store_kind kind, const char *field)
+{
+    for (size_t i = 0; i < ARRAY_LEN(usual_values); i++)
+        if (usual_values[i].kind == kind && !strcmp(usual_values[i].field, field))
+            return usual_values[i].value;
+    return NULL;
+}
+
+static void where_clause(struct buf *b, enum store_kind kind, const char *project_id,
+                         const struct store_query *q)
 {
     buf_puts(b, " WHERE 1");
     if (q->search)
@@ -1092,8 +1238,14 @@ static void where_clause(struct buf *b, const char *project_id, const struct sto
             /* the literal lets a partial index WHERE f = 'true' serve it (v3);
              * ?p stays bound, unused */
             buf_printf(b, " AND f_%s = 'true' AND ?%d IS NOT NULL", f, p);
-        else
+        else {
             buf_printf(b, " AND f_%s %s ?%d", f, q->filters[i].value ? "=" : "IS", p);
+            /* the partial index's own condition, true for this value: the
+             * planner uses an index only when the query states it */
+            const char *usual = usual_value(kind, f);
+            if (usual && q->filters[i].value && strcmp(q->filters[i].value, usual))
+                buf_printf(b, " AND f_%s != '%s'", f, usual);
+        }
     }
 }
 
@@ -1139,7 +1291,7 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     struct buf where, sql;
     buf_init(&where);
     buf_init(&sql);
-    where_clause(&where, project_id, q);
+    where_clause(&where, kind, project_id, q);
     buf_printf(&sql, "SELECT %s FROM %s%s ORDER BY seq %s LIMIT ?200 OFFSET ?201",
                ksql[kind].cols, table, where.data, q->oldest_first ? "ASC" : "DESC");
     sqlite3_stmt *s = stmt(tx->c, sql.data);
@@ -1202,7 +1354,7 @@ static int sq_log_append(struct store_tx *t, const char *project_id, const char 
     json_t *e;
     json_array_foreach(entries, i, e) {
         seq++;
-        json_object_set_new(e, "seq", json_integer(seq));
+        json_object_set_new_nocheck(e, "seq", json_integer(seq));
         sqlite3_reset(s);
         bind_text(s, 1, run_id);
         sqlite3_bind_int64(s, 2, seq);
@@ -1340,7 +1492,7 @@ static int sq_event_list(struct store_tx *t, const struct store_event_query *q, 
                 json_t *d = col_json(s, 1);
                 if (!d)
                     continue;
-                json_object_set_new(d, "seq", json_integer(sqlite3_column_int64(s, 0)));
+                json_object_set_new_nocheck(d, "seq", json_integer(sqlite3_column_int64(s, 0)));
                 json_array_append_new(arr, d);
             }
             *out = arr;
@@ -1505,7 +1657,7 @@ static void merge_hot(const char *table, json_t *row)
         }
         if (doc) {
             char *text = jdump(doc, NULL);
-            json_object_set_new(row, "doc", json_string(text));
+            json_object_set_new_nocheck(row, "doc", json_string(text));
             free(text);
         }
         json_decref(doc);
@@ -1595,11 +1747,28 @@ static int sq_load(struct store_tx *t, const char *table, const json_t *rows)
         sqlite3_reset(s);
         if (rc != SQLITE_DONE)
             return rc == SQLITE_CONSTRAINT ? -EEXIST : -EIO;
+        /* a copied run keeps its artifacts' blobs from the sweep */
+        const char *doc = json_string_value(json_object_get(row, "doc"));
+        if (!strcmp(table, "runs") && doc && strstr(doc, "\"sha256\"") &&
+            (rc = refs_note(TX(t), json_string_value(json_object_get(row, "project_id")),
+                            json_string_value(json_object_get(row, "id")), doc)))
+            return rc;
     }
     return 0;
 }
 
 /* The terminal statuses, as stored in f_status. */
+
+static int sq_blob_referenced(struct store_tx *t, const char *sha)
+{
+    sqlite3_stmt *s = stmt(TX(t)->c, "SELECT 1 FROM blob_refs WHERE sha=?1 LIMIT 1");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, sha);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -EIO;
+}
 
 static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_t *pruned)
 {
@@ -1610,10 +1779,13 @@ static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     /* events are appended in time order: the old ones are the ids before
      * the first event at or after the cut (found by walking from the
      * oldest: it stops there, where a filter on created_at alone read the
-     * whole table when nothing was old enough) */
+     * whole table when nothing was old enough).  The newest event always
+     * stays: the next id is max(id) + 1 (no AUTOINCREMENT, v7), so ids
+     * never go back. */
     sqlite3_stmt *s = stmt(tx->c, "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE "
                                   "id < coalesce((SELECT id FROM events WHERE created_at >= ?1 "
-                                  "ORDER BY id LIMIT 1), 9223372036854775807) ORDER BY id LIMIT ?2)");
+                                  "ORDER BY id LIMIT 1), (SELECT max(id) FROM events)) "
+                                  "ORDER BY id LIMIT ?2)");
     if (!s)
         return -EIO;
     sqlite3_bind_int64(s, 1, before_ms);
@@ -1644,6 +1816,7 @@ static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
         "DELETE FROM logs WHERE run_id=?2",
         "DELETE FROM checkpoints WHERE project_id=?1 AND f_run_id=?2",
         "DELETE FROM runs WHERE project_id=?1 AND id=?2",
+        "DELETE FROM blob_refs WHERE project_id=?1 AND run_id=?2",
     };
     size_t i;
     json_t *r;
@@ -1703,6 +1876,7 @@ const struct store_backend store_sqlite_backend = {
     .idem_get = sq_idem_get,
     .idem_put = sq_idem_put,
     .prune = sq_prune,
+    .blob_referenced = sq_blob_referenced,
     .try_get = sq_try_get,
     .get_many = sq_get_many,
     .watch = sq_watch,

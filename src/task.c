@@ -23,8 +23,8 @@ static struct cron *task_cron(const json_t *task, const struct tz **z)
 void task_schedule_next(json_t *task, int64_t after_ms)
 {
     const char *expr = json_string_value(json_object_get(task, "schedule"));
-    json_object_set_new(task, "scheduled", json_boolean(expr != NULL));
-    json_object_set_new(task, "next_run_at", json_null());
+    json_object_set_new_nocheck(task, "scheduled", json_boolean(expr != NULL));
+    json_object_set_new_nocheck(task, "next_run_at", json_null());
     if (!expr || json_is_true(json_object_get(task, "paused")))
         return;
     const struct tz *z;
@@ -34,7 +34,7 @@ void task_schedule_next(json_t *task, int64_t after_ms)
     if (next >= 0) {
         char ts[RFC3339_LEN];
         rfc3339_format(next, ts);
-        json_object_set_new(task, "next_run_at", json_string(ts));
+        json_object_set_new_nocheck(task, "next_run_at", json_string(ts));
     }
 }
 

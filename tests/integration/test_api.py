@@ -203,6 +203,26 @@ def test_batch_all_or_nothing():
     assert r.status == 400
 
 
+def test_batch_tasks_of_definitions():
+    """A batch reads each definition once: tasks naming the same or another
+    definition each get their own definition's code and runtime, and an
+    unknown one refuses the batch at its index."""
+    expect(S.req("POST", P + "/definitions", {"id": "def-bsh", "code": "echo a", "runtime_id": "sh"}), 201)
+    expect(S.req("POST", P + "/definitions", {"id": "def-bpy", "code": "print(1)",
+                                              "runtime_id": "python"}), 201)
+    names = ["def-bsh", "def-bpy", "def-bsh", "def-bsh", "def-bpy"]
+    out = expect(S.req("POST", P + "/tasks/batch", {"tasks": [
+        {"definition_id": d, "name": "bd%d" % i} for i, d in enumerate(names)]}), 201)["data"]
+    assert [t["definition_id"] for t in out] == names, out
+    assert [t["runtime_id"] for t in out] == [{"def-bsh": "sh", "def-bpy": "python"}[d] for d in names]
+    for t in out:
+        stored = expect(S.req("GET", P + "/tasks/" + t["id"]), 200)
+        assert stored["runtime_id"] == t["runtime_id"] and stored["code"] == t["code"], (stored, t)
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [
+        {"definition_id": "def-bsh"}, {"definition_id": "def-bsh"}, {"definition_id": "def-none"}]})
+    assert r.status == 400 and r.json["error"]["param"] == "tasks[2].definition_id", r
+
+
 def test_lease_report_and_fencing():
     wk = new_key(["worker"])
     t = agent_task(assigned_agent_id="fence")
@@ -314,6 +334,44 @@ def test_lease_expiry_requeues_with_new_attempt():
             expect(s2.req("GET", P + "/task-runs/" + r1["id"]), 200)), what="lease expiry")
         assert run["error"]["code"] == "lease_expired"
         del t
+    finally:
+        s2.stop()
+
+
+def test_handed_off_run_lease_expires_like_any_other():
+    """A run handed to a waiting long-poll at its creation is stored running
+    in that one write; the scheduler still holds its lease, which expires
+    into a new attempt when the worker never reports."""
+    import threading
+    import time
+    s2 = Server(env={"QUERN_LEASE_MS": "300"})
+    try:
+        for attempt in range(40):
+            out = {}
+
+            def poll():
+                out["r"] = s2.req("POST", P + "/workers/lease", {"agent_id": "hx", "wait_ms": 20000})
+            th = threading.Thread(target=poll)
+            th.start()
+            time.sleep(0.02 * (attempt + 1))   # let it reach its wait (not an assertion)
+            t = expect(s2.req("POST", P + "/tasks", {
+                "assigned_agent_id": "hx", "run": True,
+                "settings": {"max_retries": 1, "retry_delay_ms": 0}}), 201)
+            th.join(30)
+            r1 = expect(out["r"], 200)["data"][0]
+            if t["status"] != "running":
+                continue   # leased the usual way: try again
+            assert r1["status"] == "running" and r1["attempt"] == 1, r1
+            r2 = expect(s2.req("POST", P + "/workers/lease", {"agent_id": "hx", "wait_ms": 20000}),
+                        200)["data"]
+            assert len(r2) == 1 and r2[0]["id"] == r1["id"] and r2[0]["attempt"] == 2, r2
+            evs = expect(s2.req("GET", P + "/tasks/%s/runs/%s/session_logs" % (t["id"], r1["id"])),
+                         200)
+            types = [e["type"] for e in evs]
+            assert types[:4] == ["task_run.queued", "task_run.started", "task_run.retrying",
+                                 "task_run.started"], types
+            return
+        raise AssertionError("no create found the long-poll waiting in 40 tries")
     finally:
         s2.stop()
 

@@ -36,6 +36,36 @@ def to_v1(path):
         db.execute("UPDATE runs SET doc = json_set(doc, '$.completed_at', json(h_completed_at)) "
                    "WHERE h_completed_at IS NOT NULL")
         db.execute("ALTER TABLE runs DROP COLUMN h_completed_at")
+    # v7 rebuilt runs (one UNIQUE index on id) and events (no AUTOINCREMENT):
+    # back to v1's tables, keeping every row; the sequence a v1 store kept is
+    # set above the newest event, as if the newest events had been pruned
+    if db.execute("SELECT count(*) FROM sqlite_schema WHERE name='sqlite_autoindex_runs_1'").fetchone()[0] == 0:
+        db.executescript("""
+            CREATE TABLE runs_v1(seq INTEGER PRIMARY KEY, project_id TEXT NOT NULL, id TEXT NOT NULL,
+              doc TEXT NOT NULL, f_task_id TEXT, f_status TEXT, f_definition_id TEXT,
+              UNIQUE(project_id, id));
+            INSERT INTO runs_v1 SELECT seq, project_id, id, doc, f_task_id, f_status, f_definition_id
+              FROM runs;
+            DROP TABLE runs;
+            ALTER TABLE runs_v1 RENAME TO runs;
+            CREATE INDEX runs_id ON runs(id);
+            CREATE INDEX runs_task_id ON runs(project_id, f_task_id, seq);
+            CREATE INDEX runs_status ON runs(project_id, f_status, seq);
+            CREATE INDEX runs_definition_id ON runs(project_id, f_definition_id, seq);
+            CREATE TABLE events_v1(id INTEGER PRIMARY KEY AUTOINCREMENT, project_id TEXT NOT NULL,
+              run_id TEXT, type TEXT NOT NULL, created_at INTEGER NOT NULL, doc TEXT NOT NULL);
+            INSERT INTO events_v1 SELECT * FROM events;
+            DROP TABLE events;
+            ALTER TABLE events_v1 RENAME TO events;
+            CREATE INDEX events_run ON events(run_id, id);
+            CREATE INDEX events_project ON events(project_id, id);
+            DROP INDEX tasks_type;
+            CREATE INDEX tasks_type ON tasks(project_id, f_type, seq);
+            DROP INDEX tasks_priority;
+            CREATE INDEX tasks_priority ON tasks(project_id, f_priority, seq);
+        """)
+        db.execute("UPDATE sqlite_sequence SET seq = seq + 1000 WHERE name = 'events'")
+    db.execute("DROP TABLE IF EXISTS blob_refs")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -55,13 +85,40 @@ def test_v1_database_opens_and_runs_move_its_tasks():
         done_task = expect(s.req("POST", P + "/tasks", {"name": "old-done", "assigned_agent_id": "md",
                                                         "run": True}), 201)
         run = expect(s.req("POST", P + "/workers/lease", {"agent_id": "md", "max": 1}), 200)["data"][0]
+        art = expect(s.req("POST", P + "/tasks/%s/runs/%s/artifacts" % (done_task["id"], run["id"]),
+                           {"artifacts": [{"name": "x.txt", "content": "x"}]}), 200)["data"][0]
         expect(s.req("POST", P + "/workers/report", {"results": [
             {"run_id": run["id"], "attempt": 1, "status": "completed"}]}), 200)
         s.stop()
         to_v1(os.path.join(s.data, "quern.db"))
+        db = sqlite3.connect(os.path.join(s.data, "quern.db"))
+        old_seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name='events'").fetchone()[0]
+        db.close()
         s.start()
         db = sqlite3.connect(os.path.join(s.data, "quern.db"))
-        assert db.execute("PRAGMA user_version").fetchone()[0] >= 6
+        assert db.execute("PRAGMA user_version").fetchone()[0] >= 8
+        # v8: the runs' artifact blobs are referenced (for the blob sweep)
+        refs = db.execute("SELECT sha, run_id FROM blob_refs").fetchall()
+        assert refs == [(art["sha256"], run["id"])], refs
+        # v7: runs have one index on their id, unique, that serves both
+        # lookups; events need no sqlite_sequence row; the index of run events
+        # and the two task indexes leave out the rows no filter reads there
+        assert db.execute("SELECT count(*) FROM sqlite_schema WHERE name='sqlite_autoindex_runs_1'"
+                          ).fetchone()[0] == 0
+        for q in ("SELECT doc FROM runs WHERE project_id='default' AND id='x'",
+                  "SELECT doc FROM runs WHERE id='x' LIMIT 1"):
+            plan = " ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + q))
+            assert "runs_id" in plan, plan
+        assert db.execute("SELECT count(*) FROM sqlite_sequence WHERE name='events'").fetchone()[0] == 0
+        floor = db.execute("SELECT max(id) FROM events").fetchone()[0]
+        assert floor == old_seq, (floor, old_seq)
+        sql = dict(db.execute("SELECT name, sql FROM sqlite_schema WHERE type='index'").fetchall())
+        assert "run_id IS NOT NULL" in sql["events_run"], sql["events_run"]
+        assert "!= 'manual'" in sql["tasks_type"] and "!= 'medium'" in sql["tasks_priority"], sql
+        plan = " ".join(r[3] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT doc FROM tasks WHERE 1 AND project_id='default' "
+            "AND f_priority = 'high' AND f_priority != 'medium' ORDER BY seq DESC"))
+        assert "tasks_priority" in plan, plan
         # the scheduler's flag lookups use the partial index (v3)
         plan = " ".join(r[3] for r in db.execute(
             "EXPLAIN QUERY PLAN SELECT doc FROM tasks WHERE 1 AND project_id='default' "
@@ -112,6 +169,19 @@ def test_v1_database_opens_and_runs_move_its_tasks():
         # new tasks after the migration
         n = expect(s.req("POST", P + "/tasks", {"name": "new", "assigned_agent_id": "m", "run": True}), 201)
         assert n["status"] == "queued", n
+        # its events' ids go on above every id the old store gave out
+        nrun = expect(s.req("GET", P + "/tasks/%s/runs" % n["id"]), 200)["data"][0]
+        evs = expect(s.req("GET", P + "/tasks/%s/runs/%s/session_logs" % (n["id"], nrun["id"])), 200)
+        assert evs and all(int(e["id"][4:]) > old_seq for e in evs), (old_seq, evs)
+        # filters on the two task fields whose index leaves out the usual value
+        hi = expect(s.req("POST", P + "/tasks", {"name": "hi", "priority": "high", "type": "triggered",
+                                                 "assigned_agent_id": "m2"}),
+                    201)
+        for q, want in (("priority=high", [hi["id"]]), ("type=triggered", [hi["id"]]),
+                        ("type=manual&priority=medium", [n["id"]] + list(reversed(ids)))):
+            got = expect(s.req("GET", P + "/tasks?%s&assigned_agent_id=m&limit=50" % q
+                               if "manual" in q else P + "/tasks?" + q), 200)["data"]
+            assert [t["id"] for t in got] == want, (q, got)
         # a restart keeps both the migrated and the new rows' state
         s.stop()
         s.start()
