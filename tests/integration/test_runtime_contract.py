@@ -1000,6 +1000,15 @@ def test_ts_errors_point_at_the_script_line():
     assert run["status"] == "failed" and "line four 1" in err and ":4:" in err, err
 
 
+def test_sysv_ipc_is_private_per_run():
+    made = "ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null && ipcmk -S 1 >/dev/null && echo made; ipcs | grep -c '^0x'"
+    t, r1, l1 = go(made)
+    assert [x["message"] for x in l1] == ["made", "3"], l1
+    # every later run (in any slot) starts with none of them
+    for t, run, lg in many([("ipcs | grep -c '^0x'; true", "sh", {}) for _ in range(4)]):
+        assert [x["message"] for x in lg] == ["0"], lg
+
+
 def test_tmp_is_private_per_run():
     # each run's /tmp is its own: one run's file never shows in the next
     t, r1, _ = go("echo a > /tmp/rtaudit-private")
