@@ -1105,7 +1105,8 @@ env
 
 def test_two_runs_cannot_see_each_other():
     hold = ("echo \"where=$(pwd)|$QUERN_STORAGE_ACCOUNT\"; echo secret-a > ./mine-rtaudit; "
-            "echo secret-a > \"$QUERN_STORAGE_ACCOUNT/mine-rtaudit\"; echo hold; read x; echo released")
+            "echo secret-a > \"$QUERN_STORAGE_ACCOUNT/mine-rtaudit\"; ipcmk -M 4096 > /dev/null; "
+            "echo secret-a > /tmp/mine-rtaudit; echo hold; read x; echo released")
     a = create(hold, account_id="acct-rt-a")
     wait_for(lambda: "hold" in msgs(a, run_of(a)), 60, "a holds")
     where = [m for m in msgs(a, run_of(a)) if m.startswith("where=")][0][6:]
@@ -1116,6 +1117,8 @@ cat "%s/mine-rtaudit" 2>/dev/null && echo SAW-STORAGE
 find / -xdev -name mine-rtaudit 2>/dev/null | sed 's/^/found /'
 find /tmp "$PWD/.." -name mine-rtaudit 2>/dev/null | sed 's/^/found /'
 for p in /proc/[0-9]*/cwd; do ls "$p/" 2>/dev/null | grep -q mine-rtaudit && echo "SAW-PROC $p"; done
+[ "$(ipcs -m | grep -c '^0x')" = 0 ] || echo SAW-IPC
+cat /tmp/mine-rtaudit 2>/dev/null && echo SAW-TMP
 echo probed
 """ % (scratch, store)
     b, rb, lb = go(probe, account_id="acct-rt-b")
