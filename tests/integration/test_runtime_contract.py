@@ -1332,6 +1332,15 @@ json.dump({"o": "pre-" + v.decode() + "-post", "n": [v.decode()]}, open(os.envir
     assert [a["name"] for a in run["artifacts"]] == ["report-***.txt"], run["artifacts"]
     for bad in ("lower", "1ABC", "A-B", "A" * 65):
         assert S.req("POST", P + "/secrets", {"name": bad, "value": "x"}).status == 400, bad
+    # kept encrypted at rest under a generated key of mode 0600; never returned
+    import stat
+    assert stat.S_IMODE(os.stat(os.path.join(S.data, "secret.key")).st_mode) == 0o600
+    listed = S.req("GET", P + "/secrets")
+    assert listed.status == 200 and val not in listed.text and "RT_AUDIT" in listed.text, listed
+    for fn in ("quern.db", "quern.db-wal"):
+        if os.path.exists(os.path.join(S.data, fn)):
+            with open(os.path.join(S.data, fn), "rb") as f:
+                assert val.encode() not in f.read(), fn
 
 
 def test_secret_in_error_message_is_redacted():
