@@ -5,8 +5,9 @@
 #   MODE e2e:    8 harness C workers wait in their lease long-polls, then the producer makes
 #                N single creates; ends when every job's report has been answered
 # FSYNC: always | batch | off.  BUILD: build dir with quernd and bench/quern_client
-# (sh bench/build-clients.sh BUILD).  Prints one line: rate, wall, quernd CPU per unit,
-# context switches per unit (all quernd threads), and per thread with MODE e2e.
+# (sh bench/build-clients.sh BUILD).  QUERND_ARGS (env): more arguments for quernd, e.g.
+# "--threads 2".  Prints one line: rate, wall, quernd CPU per unit, context switches per
+# unit (all quernd threads).
 set -eu
 MODE=${1:?single|e2e}; FS=${2:-batch}; N=${3:-20000}; B=${4:-build}
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ D=$(mktemp -d /tmp/quern-cpu.XXXX)
 trap 'kill $WS 2>/dev/null || true; kill $P 2>/dev/null || true; wait 2>/dev/null; rm -rf "$D"' EXIT
 WS=
 export QUERN_KEY=qk_cpu_$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')
-QUERN_BOOTSTRAP_KEY=$QUERN_KEY "$B/quernd" --listen 127.0.0.1:0 --data "$D/data" --fsync "$FS" \
+QUERN_BOOTSTRAP_KEY=$QUERN_KEY "$B/quernd" --listen 127.0.0.1:0 --data "$D/data" --fsync "$FS" ${QUERND_ARGS:-} \
     >"$D/out" 2>"$D/err" &
 P=$!
 for _ in $(seq 200); do grep -q 'listening on' "$D/out" 2>/dev/null && break; sleep 0.05; done

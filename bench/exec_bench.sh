@@ -45,13 +45,22 @@ echo "== machine: $(nproc) CPUs, $(uname -sr), load $(cut -d' ' -f1-3 /proc/load
 echo "== 1. raw spawn (physical limit)"
 "$BIN" raw -n "$N" -p 2 | tee /tmp/exec_bench_raw.$$
 RAW=$(awk '/^RAW_FORK_EXEC_PER_S/ {print $2}' /tmp/exec_bench_raw.$$)
+RAWCPU=$(awk '/^RAW_FORK_EXEC_CPU_MS/ {print $2}' /tmp/exec_bench_raw.$$)
+# The same ratio by CPU: on two cores that both kinds of spawn fill, runs/s go
+# as 1 / (CPU per run), and CPU per run moves far less with the neighbours'
+# load than a rate does.
+cpu_ratio() {
+    awk -v a="$RAWCPU" -v b="$1" 'BEGIN{ if (b > 0) printf "%.0f%%", 100*a/b; else printf "?" }'
+}
 rm -f /tmp/exec_bench_raw.$$
 
 echo "== 2. exec.c directly (no server)"
 "$BIN" direct -n "$N" -l "$LAT_N" -r "$RTS" | tee /tmp/exec_bench_direct.$$
 DIRECT=$(awk '/^DIRECT_SH_RUNS_PER_S/ {print $2}' /tmp/exec_bench_direct.$$)
+DIRECTCPU=$(awk '/^DIRECT_CPU_MS_PER_RUN/ {print $2}' /tmp/exec_bench_direct.$$)
 rm -f /tmp/exec_bench_direct.$$
-echo "   direct / raw fork+exec: $(awk -v a="$DIRECT" -v b="$RAW" 'BEGIN{printf "%.0f%%", 100*a/b}')"
+echo "   direct / raw fork+exec: $(awk -v a="$DIRECT" -v b="$RAW" 'BEGIN{printf "%.0f%%", 100*a/b}')" \
+     "(by CPU per run: $(cpu_ratio "$DIRECTCPU"))"
 
 KEY=qk_bench_root_key_0123456789
 TMP=$(mktemp -d /tmp/quern-bench-XXXXXX)
@@ -86,8 +95,11 @@ for FS in always batch; do
         | tee "$TMP/api-$FS.txt"
     API=$(awk '/^API_SH_RUNS_PER_S / {print $2}' "$TMP/api-$FS.txt")
     API1=$(awk '/^API_SH_RUNS_PER_S_SINGLE_POSTS/ {print $2}' "$TMP/api-$FS.txt")
+    APICPU=$(awk '/^API_CPU_MS_PER_RUN/ {print $2; exit}' "$TMP/api-$FS.txt")
+    APICPU1=$(awk '/^API_CPU_MS_PER_RUN/ {v = $2} END {print v}' "$TMP/api-$FS.txt")
     echo "   end to end / raw fork+exec: $(awk -v a="$API" -v b="$RAW" 'BEGIN{printf "%.0f%%", 100*a/b}')" \
-         "(batch creates), $(awk -v a="$API1" -v b="$RAW" 'BEGIN{printf "%.0f%%", 100*a/b}') (one POST each)"
+         "(batch creates), $(awk -v a="$API1" -v b="$RAW" 'BEGIN{printf "%.0f%%", 100*a/b}') (one POST each);" \
+         "by CPU per run: $(cpu_ratio "$APICPU") / $(cpu_ratio "$APICPU1")"
     stop
     echo "-- quernd --fsync $FS, warm pool off"
     start_quernd "api-$FS-cold" "$FS" "python=0,node=0"

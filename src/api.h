@@ -134,6 +134,11 @@ void api_runs_relay_message(struct req *r);
 /* Task bodies are validated once, for create and for batch items: returns
  * the task document (new reference) or NULL after answering 400 with
  * param prefixed by `prefix` ("tasks[7]."). */
+/* True when the request asks `Prefer: return=minimal` (RFC 7240), for the
+ * routes that answer it (creates, leases): it then adds the
+ * Preference-Applied header to the answer. */
+bool api_want_minimal(struct req *r);
+
 struct task_opts {
     bool run;
     json_int_t wait_ms;     /* 0: no wait */

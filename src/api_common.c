@@ -328,3 +328,12 @@ bool api_runtime(struct req *r, json_t *obj, const char *param, const char **out
         *out = id;
     return true;
 }
+
+bool api_want_minimal(struct req *r)
+{
+    const char *p = http_header(r, "Prefer");
+    if (!p || !strstr(p, "return=minimal"))
+        return false;
+    http_add_header(r, "Preference-Applied", "return=minimal");
+    return true;
+}

@@ -523,18 +523,9 @@ static int create_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
-/* `Prefer: return=minimal` (RFC 7240) on a create: the answer holds only
- * what a producer needs, {id, status, run_id}, instead of the whole task
- * (1.1 KB rendered and sent per task); Preference-Applied says so. */
-static bool want_minimal(struct req *r)
-{
-    const char *p = http_header(r, "Prefer");
-    if (!p || !strstr(p, "return=minimal"))
-        return false;
-    http_add_header(r, "Preference-Applied", "return=minimal");
-    return true;
-}
-
+/* `Prefer: return=minimal` (api_want_minimal) on a create: the answer
+ * holds only what a producer needs, {id, status, run_id}, instead of the
+ * whole task (1.1 KB rendered and sent per task). */
 static json_t *task_minimal(const json_t *task)
 {
     json_t *m = json_object();
@@ -661,7 +652,7 @@ void api_tasks_create(struct req *r)
             return;
         }
     }
-    json_t *t = want_minimal(r) ? task_minimal(a.result) : task_public(a.result);
+    json_t *t = api_want_minimal(r) ? task_minimal(a.result) : task_public(a.result);
     if (a.run && a.wait_ms)
         json_object_set_new_nocheck(t, "run", run_public(a.run));
     json_decref(a.result);
@@ -695,7 +686,7 @@ void api_tasks_batch(struct req *r)
     json_t *data = json_array();
     size_t i;
     json_t *t;
-    bool minimal = want_minimal(r);
+    bool minimal = api_want_minimal(r);
     json_array_foreach(a.result, i, t)
         json_array_append_new(data, minimal ? task_minimal(t) : task_public(t));
     json_decref(a.result);

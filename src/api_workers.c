@@ -33,6 +33,7 @@ struct lease {
     struct sched_waiter *waiter;
     json_t *leased;   /* the runs handed out, for undo */
     json_t *handed;   /* runs leased to it by a create's transaction (hand-off) */
+    bool minimal;     /* Prefer: return=minimal: runs as lease_view */
 };
 
 struct lease_tx {
@@ -44,10 +45,8 @@ struct lease_tx {
     int nbusy;
 };
 
-/* Invariant 1: leases a queued run to l's worker (status running, its
- * worker and agent, lease_expires_at = ts), in tx.  Shared by the lease
- * long-poll and the hand-off at creation. */
-/* The fields a lease sets on a run it takes, before it moves to running. */
+/* The fields a lease sets on a run it takes, before it moves to running
+ * (shared by the lease long-poll and the hand-off at creation). */
 static void lease_fields(const struct lease *l, json_t *run, const char *ts)
 {
     json_object_set_new_nocheck(run, "worker_id", l->worker_id ? json_string(l->worker_id) : json_null());
@@ -56,6 +55,23 @@ static void lease_fields(const struct lease *l, json_t *run, const char *ts)
     json_object_set_new_nocheck(run, "lease_expires_at", json_string(ts));
 }
 
+/* A leased run as the worker gets it: the whole public run, or with
+ * `Prefer: return=minimal` only what working on it takes (docs/API.md). */
+static json_t *lease_view(const struct lease *l, const json_t *run)
+{
+    if (!l->minimal)
+        return run_public(run);
+    static const char *const keep[] = {"id", "task_id", "project_id", "attempt", "status",
+                                       "input", "definition_id", "agent_id", "worker_id",
+                                       "lease_expires_at"};
+    json_t *v = json_object();
+    for (size_t i = 0; i < ARRAY_LEN(keep); i++)
+        json_object_set_nocheck(v, keep[i], json_object_get(run, keep[i]) ?: json_null());
+    return v;
+}
+
+/* Invariant 1: leases a queued run to l's worker (status running, its
+ * worker and agent, lease_expires_at = ts), in tx. */
 static int lease_run(struct store_tx *tx, struct app *app, const struct lease *l, json_t *run,
                      const char *ts)
 {
@@ -88,7 +104,7 @@ static int lease_fn(struct store_tx *tx, void *arg)
                 json_decref(run);
                 return rc;
             }
-            json_array_append_new(a->runs, run_public(run));
+            json_array_append_new(a->runs, lease_view(a->l, run));
         }
         json_decref(run);
     }
@@ -199,7 +215,7 @@ static void handoff_done(void *arg, bool committed)
     struct handoff *h = arg;
     if (committed && h->run) {
         h->l->handed = json_array();
-        json_array_append_new(h->l->handed, run_public(h->run));
+        json_array_append_new(h->l->handed, lease_view(h->l, h->run));
     }
     json_decref(h->run);
     /* either way the long-poll goes on: with the run, or looking again */
@@ -280,6 +296,7 @@ void api_workers_lease(struct req *r)
     l->f.runtimes = l->runtimes;
     l->f.definitions = l->defs;
     l->max = (int)max;
+    l->minimal = api_want_minimal(r);
     l->deadline = mono_ms() + wait;
     r->wait = l;
     r->on_gone = lease_gone;

@@ -39,6 +39,8 @@
 #define EINTR_VALUE 4
 #define STATUS_FD 4
 #define GO_FD 6
+#define QI_STR2(x) #x
+#define QI_STR(x) QI_STR2(x)
 
 typedef struct {
     unsigned long sig[1];
@@ -111,6 +113,61 @@ __attribute__((noreturn)) static void die(int code)
         (void)SC(__NR_exit_group, code, 0, 0);
 }
 
+#define CLONE_VM 0x00000100
+#define CLONE_VFORK 0x00004000
+
+/* clone(flags, stack) running fn(arg) on stack in the child, which exits
+ * with fn's return value; the child's pid (or -errno) in the parent.  The
+ * child starts on its own stack, so it never returns into a frame of the
+ * parent's (which vfork's shared stack would make it do). */
+long q_clone(long flags, void *stack, int (*fn)(void *), void *arg);
+__asm__(".text\n"
+        ".global q_clone\n"
+        "q_clone:\n"
+        "  and $-16, %rsi\n"
+        "  sub $16, %rsi\n"
+        "  mov %rdx, 0(%rsi)\n"     /* fn */
+        "  mov %rcx, 8(%rsi)\n"     /* arg */
+        "  mov $" QI_STR(__NR_clone) ", %eax\n"
+        "  xor %edx, %edx\n"        /* parent_tid */
+        "  xor %r10d, %r10d\n"      /* child_tid */
+        "  xor %r8d, %r8d\n"        /* tls */
+        "  syscall\n"
+        "  test %rax, %rax\n"
+        "  jnz 1f\n"
+        "  xor %ebp, %ebp\n"
+        "  pop %rax\n"
+        "  pop %rdi\n"
+        "  call *%rax\n"
+        "  mov %eax, %edi\n"
+        "  mov $" QI_STR(__NR_exit) ", %eax\n"
+        "  syscall\n"
+        "  hlt\n"
+        "1:\n"
+        "  ret\n");
+
+struct code_start {
+    char **argv, **envp;
+};
+
+/* The code's stack until its exec (init is suspended meanwhile). */
+static char code_stack[16384] __attribute__((aligned(16)));
+
+/* The code's process, sharing init's memory until its exec: it writes
+ * nothing but its own stack. */
+static int code_main(void *arg)
+{
+    struct code_start *cs = arg;
+    ksigset_t none = {{0}};
+    (void)SC4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof(none));
+    (void)SC(__NR_setpgid, 0, 0, 0);
+    long e = SC(__NR_execve, cs->argv[1], cs->argv + 1, cs->envp);
+    put(2, "quern-init: cannot run ");
+    put(2, cs->argv[1]);
+    put_num(2, ": errno ", -e);
+    return 127;
+}
+
 __attribute__((used, noreturn)) static void init_main(long *sp)
 {
     long argc = sp[0];
@@ -132,20 +189,14 @@ __attribute__((used, noreturn)) static void init_main(long *sp)
         put(STATUS_FD, "E quern-init: signalfd failed\n");
         die(127);
     }
-    /* fork: clone(SIGCHLD) with no stack change, like fork() */
-    long child = sys6(__NR_clone, SIGCHLD, 0, 0, 0, 0, 0);
+    /* The code's process: a vfork-like clone on a stack of its own (no
+     * copy of init's memory to make and throw away at the exec); init
+     * resumes once the code's exec has begun (or failed). */
+    struct code_start cs = {argv, envp};
+    long child = q_clone(CLONE_VM | CLONE_VFORK | SIGCHLD, code_stack + sizeof(code_stack),
+                         code_main, &cs);
     if (child < 0) {
         put(STATUS_FD, "E quern-init: fork failed\n");
-        die(127);
-    }
-    if (child == 0) {
-        ksigset_t none = {{0}};
-        (void)SC4(__NR_rt_sigprocmask, SIG_SETMASK, &none, 0, sizeof(none));
-        (void)SC(__NR_setpgid, 0, 0, 0);
-        long e = SC(__NR_execve, argv[1], argv + 1, envp);
-        put(2, "quern-init: cannot run ");
-        put(2, argv[1]);
-        put_num(2, ": errno ", -e);
         die(127);
     }
     /* The code holds the pipes now; init keeps only its status fd. */

@@ -12,9 +12,10 @@
  *     clone and is owned by the slot (plan, stack) until the box is reaped;
  *     the child only makes raw system calls (no malloc, no stdio, no locks,
  *     no errno), so the parent runs on without waiting for its exec.
- *  3. Each slot has its own cgroups and network namespace, reused run after
- *     run: a slot holds one box at a time, and a box's whole tree is dead
- *     before its slot is reused (PID 1's exit ends the PID namespace).
+ *  3. Each slot has its own cgroups, network and IPC namespaces, reused run
+ *     after run: a slot holds one box at a time, and a box's whole tree is
+ *     dead before its slot is reused (PID 1's exit ends the PID namespace);
+ *     the IPC namespace is emptied before each spawn (ipcns_enter).
  *  4. The child is in the slot's cgroups before anything of the box runs,
  *     and no handler of quernd ever runs in it (signals blocked across the
  *     clone, reset before they are unblocked).
@@ -43,7 +44,11 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
 #include <sys/resource.h>
+#include <sys/sem.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -107,6 +112,9 @@ struct sandbox_sys {
     struct slot_cg *cg;
     int *netns;                  /* per slot, -1 when none */
     int host_netns;
+    int *ipcns;                  /* per slot, -1 when none (see ipcns_setup) */
+    int *mqdir;                  /* per slot: its POSIX message queue directory */
+    int host_ipcns;
     char *stack;                 /* the adopt helper's stack (CLONE_VM|CLONE_VFORK) */
     size_t stack_size;
     struct slot_spawn *sp;       /* per slot */
@@ -192,7 +200,11 @@ static int cg_fd(struct slot_cg *c, enum cg_file f, const char *dir, const char 
 {
     if (c->fds[f] == -1) {
         char *p = xasprintf("%s/%s", dir, file);
-        int fd = open(p, flags | O_CLOEXEC);
+        /* read-write where the file allows it: a file written before each
+         * run (memory.max_usage_in_bytes) is read after it on the same fd */
+        int fd = open(p, O_RDWR | O_CLOEXEC);
+        if (fd < 0)
+            fd = open(p, flags | O_CLOEXEC);
         free(p);
         c->fds[f] = fd >= 0 ? fd : -2;
     }
@@ -605,6 +617,197 @@ static void netns_setup(struct sandbox_sys *sys)
                   "get a fresh network namespace each (slower)", made, sys->slots);
 }
 
+/* ---- IPC namespace pool ----
+ *
+ * Creating an IPC namespace per box was a tenth of the supervisor's time per
+ * spawn (copy_ipcs: an mqueue superblock and the IPC sysctl tables) and its
+ * teardown as much again in a kworker (free_ipc).  As for the network
+ * namespace, each slot has one, made once, that its boxes get in turn: a
+ * slot holds one box at a time and the box's whole tree is dead before the
+ * next spawn (invariant 3), and that spawn first empties the namespace:
+ * System V shared memory, message queues and semaphore sets are removed, so
+ * are the POSIX message queues (through a detached mount of the
+ * namespace's mqueue file system kept per slot).  Those are all the objects
+ * an IPC namespace holds; its sysctls belong to host root (the namespace is
+ * owned by the initial user namespace), so a box can neither change them
+ * nor leave anything there.  When a slot has no namespace, or emptying one
+ * fails, the spawn makes a fresh one (CLONE_NEWIPC) as before. */
+
+#define Q_FSOPEN_CLOEXEC 0x1
+#define Q_FSCONFIG_CMD_CREATE 6
+#define Q_FSMOUNT_CLOEXEC 0x1
+
+struct ipcns_job {
+    int ns, mq;
+};
+
+static void *make_ipcns(void *arg)
+{
+    struct ipcns_job *j = arg;
+    j->ns = j->mq = -1;
+    if (unshare(CLONE_NEWIPC) < 0)
+        return NULL;
+    int ns = open("/proc/thread-self/ns/ipc", O_RDONLY | O_CLOEXEC);
+    int fc = (int)syscall(SYS_fsopen, "mqueue", Q_FSOPEN_CLOEXEC);
+    int mnt = -1, dir = -1;
+    if (fc >= 0 && syscall(SYS_fsconfig, fc, Q_FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0)
+        mnt = (int)syscall(SYS_fsmount, fc, Q_FSMOUNT_CLOEXEC,
+                           MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
+    if (mnt >= 0)
+        dir = openat(mnt, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fc >= 0)
+        close(fc);
+    if (mnt >= 0)
+        close(mnt);   /* the open directory keeps the mount */
+    if (ns >= 0 && dir >= 0) {
+        j->ns = ns;
+        j->mq = dir;
+    } else {
+        if (ns >= 0)
+            close(ns);
+        if (dir >= 0)
+            close(dir);
+    }
+    return NULL;
+}
+
+static void ipcns_setup(struct sandbox_sys *sys)
+{
+    sys->ipcns = xcalloc((size_t)sys->slots, sizeof(int));
+    sys->mqdir = xcalloc((size_t)sys->slots, sizeof(int));
+    sys->host_ipcns = open("/proc/self/ns/ipc", O_RDONLY | O_CLOEXEC);
+    int made = 0;
+    for (int i = 0; i < sys->slots; i++) {
+        struct ipcns_job j = {-1, -1};
+        pthread_t t;
+        if (sys->host_ipcns >= 0 && pthread_create(&t, NULL, make_ipcns, &j) == 0)
+            pthread_join(t, NULL);
+        sys->ipcns[i] = j.ns;
+        sys->mqdir[i] = j.mq;
+        if (j.ns >= 0)
+            made++;
+    }
+    if (made < sys->slots)
+        slog(sys, "IPC namespace pool: only %d of %d made; runs in the other slots get a "
+                  "fresh IPC namespace each (slower)", made, sys->slots);
+}
+
+static void ipcns_drop(struct sandbox_sys *sys, int slot)
+{
+    if (sys->ipcns[slot] >= 0)
+        close(sys->ipcns[slot]);
+    if (sys->mqdir[slot] >= 0)
+        close(sys->mqdir[slot]);
+    sys->ipcns[slot] = sys->mqdir[slot] = -1;
+}
+
+/* Removes every System V object of the caller's IPC namespace; 0, or
+ * -errno (some could not be removed). */
+static int ipc_sysv_clear(void)
+{
+    struct shm_info si;
+    int max = shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&si);
+    if (max < 0)
+        return -errno;
+    for (int i = 0; si.used_ids > 0 && i <= max; i++) {
+        struct shmid_ds ds;
+        int id = shmctl(i, SHM_STAT, &ds);
+        if (id >= 0)
+            (void)shmctl(id, IPC_RMID, NULL);
+    }
+    if (si.used_ids > 0 && (shmctl(0, SHM_INFO, (struct shmid_ds *)(void *)&si) < 0 || si.used_ids))
+        return -ENOTEMPTY;
+
+    struct msginfo mi;
+    max = msgctl(0, MSG_INFO, (struct msqid_ds *)(void *)&mi);
+    if (max < 0)
+        return -errno;
+    /* with MSG_INFO, msgpool is the number of queues */
+    for (int i = 0; mi.msgpool > 0 && i <= max; i++) {
+        struct msqid_ds ds;
+        int id = msgctl(i, MSG_STAT, &ds);
+        if (id >= 0)
+            (void)msgctl(id, IPC_RMID, NULL);
+    }
+    if (mi.msgpool > 0 && (msgctl(0, MSG_INFO, (struct msqid_ds *)(void *)&mi) < 0 || mi.msgpool))
+        return -ENOTEMPTY;
+
+    union {
+        int val;
+        struct semid_ds *buf;
+        unsigned short *array;
+        struct seminfo *info;
+    } arg;
+    struct seminfo sm;
+    arg.info = &sm;
+    max = semctl(0, 0, SEM_INFO, arg);
+    if (max < 0)
+        return -errno;
+    /* with SEM_INFO, semusz is the number of sets */
+    for (int i = 0; sm.semusz > 0 && i <= max; i++) {
+        struct semid_ds ds;
+        arg.buf = &ds;
+        int id = semctl(i, 0, SEM_STAT, arg);
+        if (id >= 0)
+            (void)semctl(id, 0, IPC_RMID);
+    }
+    arg.info = &sm;
+    if (sm.semusz > 0 && (semctl(0, 0, SEM_INFO, arg) < 0 || sm.semusz))
+        return -ENOTEMPTY;
+    return 0;
+}
+
+/* Removes every POSIX message queue of the directory; 0 or -errno. */
+static int ipc_mq_clear(int dir)
+{
+    char b[4096];
+    bool removed = false;
+    for (int pass = 0; pass < 2; pass++) {
+        if (lseek(dir, 0, SEEK_SET) < 0)
+            return -errno;
+        for (;;) {
+            long n = syscall(SYS_getdents64, dir, b, sizeof(b));
+            if (n < 0)
+                return -errno;
+            if (n == 0)
+                break;
+            for (long off = 0; off < n;) {
+                struct dirent64 *d = (struct dirent64 *)(void *)(b + off);
+                off += d->d_reclen;
+                if (strcmp(d->d_name, ".") && strcmp(d->d_name, "..")) {
+                    if (pass == 1)
+                        return -ENOTEMPTY;   /* removed, yet still there */
+                    if (unlinkat(dir, d->d_name, 0) < 0)
+                        return -errno;
+                    removed = true;
+                }
+            }
+        }
+        if (!removed)
+            return 0;
+    }
+    return 0;
+}
+
+/* Enters the slot's IPC namespace, emptied (see above): true, or false
+ * when the spawn must make a fresh one (the caller's namespace unchanged). */
+static bool ipcns_enter(struct sandbox_sys *sys, int slot)
+{
+    if (sys->ipcns[slot] < 0 || sys->host_ipcns < 0)
+        return false;
+    int rc = setns(sys->ipcns[slot], CLONE_NEWIPC) < 0 ? -errno : 0;
+    if (rc == 0 && (rc = ipc_sysv_clear()) == 0)
+        rc = ipc_mq_clear(sys->mqdir[slot]);
+    if (rc == 0)
+        return true;
+    if (setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
+        abort(); /* the supervisor thread must not stay in a box's namespace */
+    slog(sys, "IPC namespace of slot %d could not be emptied (%s): its runs get a fresh one "
+              "each from now on", slot, strerror(-rc));
+    ipcns_drop(sys, slot);
+    return false;
+}
+
 /* ---- seccomp ---- */
 
 static int seccomp_build(struct sandbox_sys *sys, char **err)
@@ -708,6 +911,7 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
     sys->log_ctx = log_ctx;
     sys->host_uid = SANDBOX_DEFAULT_HOST_UID;
     sys->host_netns = -1;
+    sys->host_ipcns = -1;
     const char *u = getenv("QUERN_SANDBOX_UID");
     int64_t uv;
     if (u && parse_i64(u, &uv) == 0 && uv > 0 && uv < 0x7fffffff)
@@ -740,6 +944,7 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
     layout_probe(sys);
     cg_setup(sys);
     netns_setup(sys);
+    ipcns_setup(sys);
     return sys;
 fail:
     if (sys->init_fd > 0)
@@ -760,6 +965,12 @@ void sandbox_sys_free(struct sandbox_sys *sys)
     free(sys->netns);
     if (sys->host_netns >= 0)
         close(sys->host_netns);
+    for (int i = 0; sys->ipcns && i < sys->slots; i++)
+        ipcns_drop(sys, i);
+    free(sys->ipcns);
+    free(sys->mqdir);
+    if (sys->host_ipcns >= 0)
+        close(sys->host_ipcns);
     close(sys->init_fd);
     free(sys->prog.filter);
     if (sys->stack)
@@ -888,7 +1099,11 @@ struct ksigaction {
     uint64_t mask;
 };
 
-enum op_kind { OP_MKDIR, OP_SYMLINK, OP_TOUCH, OP_MOUNT, OP_REMOUNT, OP_WRITE, OP_BIND };
+/* OP_BIND moves a tree the parent cut (src_fds[len]); OP_BINDIN binds a
+ * directory of the box's own tree (src) onto dst; OP_CHMOD sets a mode the
+ * umask would cut. */
+enum op_kind { OP_MKDIR, OP_SYMLINK, OP_TOUCH, OP_MOUNT, OP_REMOUNT, OP_WRITE, OP_BIND, OP_BINDIN,
+               OP_CHMOD };
 
 struct op {
     enum op_kind kind;
@@ -992,6 +1207,16 @@ CHILD_CODE static void c_run_ops(const struct plan *pl)
             r = rsys5(SYS_mount, NULL, o->dst, NULL, o->flags, NULL);
             if (r < 0)
                 c_fail(pl, "remount", o->dst, r);
+            break;
+        case OP_BINDIN:
+            r = rsys5(SYS_mount, o->src, o->dst, NULL, MS_BIND, NULL);
+            if (r < 0)
+                c_fail(pl, "bind", o->dst, r);
+            break;
+        case OP_CHMOD:
+            r = rsys3(SYS_fchmodat, AT_FDCWD, o->dst, o->mode);
+            if (r < 0)
+                c_fail(pl, "chmod", o->dst, r);
             break;
         case OP_BIND: {
             size_t k = o->len;
@@ -1457,6 +1682,27 @@ static int tpl_mkdirs(const char *rel, mode_t mode)
     return 0;
 }
 
+/* The template's /dev/X as a device node of its own with the host node's
+ * device number and mode, rather than a bind of the host's node: every box
+ * copies (and at its end frees) each mount of the template, and a node is
+ * no mount.  The template's /dev is a tmpfs made by host root without
+ * nodev, so the node works in a box; read-only and locked there, its mode
+ * cannot be changed.  0, or -1 (the caller binds the host's node). */
+static int tpl_mknod(const char *host, const char *rel)
+{
+    struct stat st;
+    if (stat(host, &st) < 0 || !S_ISCHR(st.st_mode))
+        return -1;
+    if (mknod(rel, S_IFCHR | (st.st_mode & 0666), st.st_rdev) < 0)
+        return -1;
+    /* the umask may have cut the mode */
+    if (chmod(rel, st.st_mode & 0666) < 0) {
+        (void)unlink(rel);
+        return -1;
+    }
+    return 0;
+}
+
 static int tpl_populate(struct tpl_job *j)
 {
     struct sandbox_sys *sys = j->sys;
@@ -1509,6 +1755,8 @@ static int tpl_populate(struct tpl_job *j)
         char h[32], b[32];
         snprintf(h, sizeof(h), "/dev/%s", devs[i]);
         snprintf(b, sizeof(b), "dev/%s", devs[i]);
+        if (tpl_mknod(h, b) == 0)
+            continue;
         int fd = open(b, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
         if (fd < 0)
             return tpl_fail(j, "create", b);
@@ -1672,7 +1920,23 @@ static int cut_tree(const char *host, bool writable)
     return t;
 }
 
-/* The plan of a box made from the template (see above). */
+/* The box's /tmp when it shares the /quern tmpfs (see tpl_plan): a
+ * directory under the mount point of a run directory in /quern, which that
+ * directory's bind then covers, so the box reaches it as /tmp only. */
+#define TPL_TMP_NAME ".quern-tmp"
+
+/* The plan of a box made from the template (see above).
+ *
+ * One tmpfs serves /quern and /tmp: each tmpfs superblock costs the box's
+ * start and end alike (get_tree, the per-superblock list_lru and shrinker,
+ * at the end shrink_dcache and a deferred destroy), about as much as its
+ * whole remaining mount work.  /tmp is a bind of a directory of the /quern
+ * tmpfs that nothing else shows: it sits under the mount point of the
+ * first run directory bound under /quern, which that bind covers.  /quern
+ * is made read-only per mount (a bind remount), not per superblock, which
+ * would take /tmp with it; the box can change neither (no mount calls
+ * under the seccomp filter).  The size cap is /quern's plus /tmp's.  A
+ * spawn with no run directory under /quern gets a tmpfs of its own on /tmp. */
 static int tpl_plan(struct sandbox_sys *sys, const struct sandbox_params *p, struct plan *pl,
                     char **err)
 {
@@ -1695,14 +1959,23 @@ static int tpl_plan(struct sandbox_sys *sys, const struct sandbox_params *p, str
     for (size_t i = 0; i < p->ndirs; i++)
         if (under_quern(p->dirs[i]))
             add_mkdirs(pl, p->dirs[i], 0755);
+    bool tmp_done = false;
     for (size_t i = 0; i < p->nmounts; i++) {
         if (pl->nsrc >= MAX_FDS) {
             *err = xstrdup("too many mounts");
             return -E2BIG;
         }
         const char *box = p->mounts[i].box;
-        if (under_quern(box))
+        if (under_quern(box)) {
             add_mkdirs(pl, box, 0755);
+            if (!tmp_done) {
+                const char *t = keep(pl, xasprintf("%s/%s", box + 1, TPL_TMP_NAME));
+                add_op(pl, (struct op){.kind = OP_MKDIR, .dst = t, .mode = 0700});
+                add_op(pl, (struct op){.kind = OP_CHMOD, .dst = t, .mode = 01777});
+                add_op(pl, (struct op){.kind = OP_BINDIN, .src = t, .dst = "tmp"});
+                tmp_done = true;
+            }
+        }
         int t = cut_tree(p->mounts[i].host, p->mounts[i].writable);
         if (t < 0) {
             *err = xasprintf("bind %s: %s", p->mounts[i].host, strerror(-t));
@@ -1715,15 +1988,21 @@ static int tpl_plan(struct sandbox_sys *sys, const struct sandbox_params *p, str
         add_op(pl, (struct op){.kind = OP_BIND, .dst = keep_mem(pl, box + 1, strlen(box + 1), false),
                                .len = k});
     }
+    /* read-only for this mount only: with /tmp on the same superblock */
     add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "quern",
-                           .flags = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV});
-    add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "tmp", .fstype = "tmpfs",
-                           .flags = MS_NOSUID | MS_NODEV,
-                           .data = "size=256m,nr_inodes=65536,mode=1777"});
+                           .flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV});
+    if (!tmp_done)
+        add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "tmp", .fstype = "tmpfs",
+                               .flags = MS_NOSUID | MS_NODEV,
+                               .data = "size=256m,nr_inodes=65536,mode=1777"});
     add_op(pl, (struct op){.kind = OP_MOUNT, .src = "proc", .dst = "proc", .fstype = "proc",
                            .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC});
-    snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755",
-             p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra);
+    size_t root = p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra;
+    if (tmp_done)
+        snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=%d,mode=755",
+                 root + ((size_t)256 << 20), 4096 + 65536);
+    else
+        snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=4096,mode=755", root);
     return 0;
 }
 
@@ -1913,8 +2192,7 @@ secrets:
     }
 
     int netfd = sys->netns[p->slot];
-    uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWIPC |
-                     CLONE_NEWUTS | CLONE_NEWCGROUP;
+    uint64_t flags = CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWCGROUP;
     if (!p->network) {
         if (netfd >= 0 && sys->host_netns >= 0 && setns(netfd, CLONE_NEWNET) == 0)
             switched_net = true;
@@ -1940,6 +2218,10 @@ secrets:
             goto out;
         }
     }
+    /* the slot's IPC namespace, emptied, or a fresh one */
+    bool switched_ipc = ipcns_enter(sys, p->slot);
+    if (!switched_ipc)
+        flags |= CLONE_NEWIPC;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -1950,6 +2232,8 @@ secrets:
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
         abort(); /* the supervisor thread must not stay in a box's netns */
+    if (switched_ipc && setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
+        abort(); /* nor in its IPC namespace */
     if (tpl && (setns(sys->host_mnt, CLONE_NEWNS) < 0 || fchdir(sys->cwd_fd) < 0))
         abort(); /* nor in the template's mount namespace */
     if (pid < 0) {
@@ -2128,7 +2412,9 @@ static int adopt_child(void *arg)
     }
     if (a->nfiles == 0)
         return 0;
-    if (mount(NULL, j->root, NULL, MS_REMOUNT | MS_NOSUID | MS_NODEV, NULL) < 0)
+    /* a template box's /quern is read-only per mount (see tpl_plan) */
+    unsigned long per_mount = strcmp(j->root, "/") ? MS_BIND : 0;
+    if (mount(NULL, j->root, NULL, MS_REMOUNT | per_mount | MS_NOSUID | MS_NODEV, NULL) < 0)
         return adopt_fail(j, "remount rw", j->root);
     /* Files are made as the box's root: host root is not mapped in the
      * box's user namespace, and owning them is what a spawn does too. */
@@ -2151,7 +2437,8 @@ static int adopt_child(void *arg)
         }
         close(fd);
     }
-    if (mount(NULL, j->root, NULL, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+    if (mount(NULL, j->root, NULL, MS_REMOUNT | per_mount | MS_RDONLY | MS_NOSUID | MS_NODEV,
+              NULL) < 0)
         return adopt_fail(j, "remount ro", j->root);
     return 0;
 }

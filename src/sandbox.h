@@ -7,17 +7,20 @@
  *
  * Spawn path (kept lean, every run pays it): the caller's thread cuts the
  * run's directories from the host as detached mounts (open_tree), switches
- * to a prepared empty network namespace of the slot's pool and to the
- * template mount namespace (a read-only root with the system directories,
- * built once; setns is per-thread), clone()s a child with CLONE_VM (no copy
- * of quernd's page tables) on the slot's own stack in new user/PID/mount/
- * IPC/UTS/cgroup namespaces, switches back, writes the child's uid/gid maps
- * and lets it go, without waiting for its exec: the child's plan and stack
- * stay the slot's until its box is reaped.  The child joins the slot's
- * cgroups itself, drops to the box's uid 0 (an unprivileged host uid),
- * mounts its /quern (with its files), /tmp, /proc and the run's
- * directories, sets rlimits, no_new_privs and the pre-compiled seccomp
- * program, and execs quern-init from an fd.  The child never allocates and
+ * to a prepared empty network namespace of the slot's pool, to the slot's
+ * IPC namespace (made once, emptied of every System V object and POSIX
+ * message queue before each spawn) and to the template mount namespace (a
+ * read-only root with the system directories and device nodes, built once;
+ * setns is per-thread), clone()s a child with CLONE_VM (no copy of quernd's
+ * page tables) on the slot's own stack in new user/PID/mount/UTS/cgroup
+ * namespaces, switches back, writes the child's uid/gid maps and lets it
+ * go, without waiting for its exec: the child's plan and stack stay the
+ * slot's until its box is reaped.  The child joins the slot's cgroups
+ * itself, drops to the box's uid 0 (an unprivileged host uid), mounts one
+ * tmpfs on /quern (its files; read-only per mount) whose hidden directory
+ * it binds on /tmp, a /proc and the run's directories, sets rlimits,
+ * no_new_privs and the pre-compiled seccomp program, and execs quern-init
+ * from an fd.  The child never allocates and
  * makes raw system calls only (it shares a multi-threaded process's memory
  * and the spawning thread's TLS, so not even errno).  A spawn whose mount
  * points the template lacks builds a whole root instead (copy of the host's

@@ -92,6 +92,10 @@ static int worker(const char *dir)
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
         die("open result file", 0, NULL);
+    /* the lease answers each run with only what a worker needs (id,
+     * attempt, input, ...): docs/API.md, Prefer: return=minimal */
+    size_t al = strlen(c.auth);
+    snprintf(c.auth + al, sizeof c.auth - al, "Prefer: return=minimal\r\n");
     char lease[512];
     int llen = snprintf(lease, sizeof lease,
                         "{\"worker_id\":\"c-%d\",\"definitions\":[\"%s\"],\"max\":%d,"

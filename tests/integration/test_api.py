@@ -189,6 +189,29 @@ def test_prefer_return_minimal():
     assert r.header("Preference-Applied") is None
 
 
+def test_lease_prefer_minimal():
+    """A lease with Prefer: return=minimal answers each run with what working
+    on it takes; without the header, the whole run."""
+    mini = {"Prefer": "return=minimal"}
+    keys = {"id", "task_id", "project_id", "attempt", "status", "input", "definition_id",
+            "agent_id", "worker_id", "lease_expires_at"}
+    t = agent_task(assigned_agent_id="lm", input={"k": [1, 2]})
+    r = S.req("POST", P + "/workers/lease", {"agent_id": "lm", "worker_id": "wm"}, headers=mini)
+    run = expect(r, 200)["data"][0]
+    assert r.header("Preference-Applied") == "return=minimal"
+    assert set(run) == keys, run
+    assert (run["task_id"], run["attempt"], run["status"], run["input"], run["worker_id"]) == \
+        (t["id"], 1, "running", {"k": [1, 2]}, "wm"), run
+    full = expect(S.req("GET", P + "/task-runs/" + run["id"] + "?include=input"), 200)
+    assert all(full[k] == run[k] for k in keys), (full, run)
+    report(run)
+    agent_task(assigned_agent_id="lm")
+    r = S.req("POST", P + "/workers/lease", {"agent_id": "lm"})
+    whole = expect(r, 200)["data"][0]
+    assert r.header("Preference-Applied") is None and keys < set(whole), whole
+    report(whole)
+
+
 def test_batch_all_or_nothing():
     good = [{"name": "b%d" % i, "assigned_agent_id": "bat"} for i in range(3)]
     out = expect(S.req("POST", P + "/tasks/batch", {"tasks": good}), 201)

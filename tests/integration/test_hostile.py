@@ -84,6 +84,31 @@ def test_daemon_does_not_outlive_the_run():
     assert "sleep 300" not in ps.stdout, ps.stdout
 
 
+
+IPC_PROBE = r"""
+import ctypes, os
+def n(kind):
+    return len(open("/proc/sysvipc/" + kind).read().splitlines()) - 1
+rt = ctypes.CDLL("librt.so.1", use_errno=True)
+libc = ctypes.CDLL(None, use_errno=True)
+left = rt.mq_open(b"/quern-probe", os.O_RDONLY) >= 0
+print("found", n("shm"), n("msg"), n("sem"), int(left))
+made = [libc.shmget(0x51, 4096, 0o1600), libc.msgget(0x51, 0o1600), libc.semget(0x51, 1, 0o1600),
+        rt.mq_open(b"/quern-probe", os.O_RDONLY | os.O_CREAT, 0o600, None)]
+print("made", *[int(x >= 0) for x in made])
+"""
+
+
+def test_ipc_objects_do_not_outlive_their_run():
+    # System V and POSIX IPC objects left by a run are gone for the next
+    # one, whichever slot it gets (more runs than slots, sh and warm python)
+    for i in range(12):
+        rt = "python" if i % 3 == 2 else "sh"
+        code = IPC_PROBE if rt == "python" else "python3 - <<'EOF'\n" + IPC_PROBE + "\nEOF\n"
+        r, logs = run(code, rt)
+        assert r["status"] == "completed", (r, logs)
+        assert '"found 0 0 0 0"' in logs and '"made 1 1 1 1"' in logs, logs
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
