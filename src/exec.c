@@ -87,6 +87,7 @@
 #define DISK_MAX_BYTES ((int64_t)1 << 30) /* scratch and artifacts of a live box */
 #define DISK_MAX_ENTRIES 100000
 #define DISK_CHECK_MS 500                 /* how often, from half a second on */
+#define LOG_ENTRY_MIN 64                  /* bytes of max_output_bytes per entry, at least */
 #define STDIN_MAX_BYTES (16 * 1024 * 1024) /* waiting for code that does not read */
 
 enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM };
@@ -421,6 +422,17 @@ static size_t take_output(struct run *r, size_t n)
     return k;
 }
 
+/* Every log entry or control message costs at least LOG_ENTRY_MIN bytes of
+ * max_output_bytes (storing one costs that much besides its text): charges
+ * what its n bytes fall short of it; false when the budget is spent. */
+static bool take_entry_min(struct run *r, size_t n)
+{
+    if (n >= LOG_ENTRY_MIN)
+        return true;
+    size_t pad = LOG_ENTRY_MIN - n;
+    return take_output(r, pad) == pad;
+}
+
 static void over_limit(struct run *r)
 {
     kill_box(r, "failed", "output_limit_exceeded",
@@ -459,7 +471,7 @@ static void deliver_line(struct exec *ex, struct run *r, const char *type, const
 {
     if (r->kill_code && strcmp(r->kill_code, "output_limit_exceeded") == 0)
         return;
-    size_t k = take_output(r, n + 1);
+    size_t k = take_entry_min(r, n + 1) ? take_output(r, n + 1) : 0;
     if (k == 0) {
         over_limit(r);
         return;
@@ -491,7 +503,7 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
      * bounded like a flood of log lines. */
     if (!m || !json_is_object(m) || !type) {
         json_decref(m);
-        if (take_output(r, n + 1) < n + 1) {
+        if (!take_entry_min(r, n + 1) || take_output(r, n + 1) < n + 1) {
             over_limit(r);
             return;
         }
@@ -518,7 +530,7 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             message = "";
         size_t len = strlen(message);
         size_t extra = data && n > len ? n - len : 0; /* data costs the rest of the line */
-        if (extra && take_output(r, extra) < extra) {
+        if (!take_entry_min(r, len + 1 + extra) || (extra && take_output(r, extra) < extra)) {
             json_decref(m);
             over_limit(r);
             return;
@@ -535,7 +547,7 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             if (k < len + 1)
                 over_limit(r);
         }
-    } else if (take_output(r, n + 1) < n + 1) {
+    } else if (!take_entry_min(r, n + 1) || take_output(r, n + 1) < n + 1) {
         over_limit(r);
     } else {
         if (strcmp(type, "output") == 0) {

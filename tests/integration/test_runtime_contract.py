@@ -1293,6 +1293,15 @@ def test_input_file_tampering_does_not_change_the_run():
     assert run["status"] == "completed" and run["input"] == {"good": 1}, run
 
 
+def test_tiny_lines_cost_at_least_64_bytes_each():
+    # `yes`: 2-byte lines.  Each entry costs at least 64 bytes of
+    # max_output_bytes (docs/RUNTIME.md), so a flood of tiny lines stores
+    # limit/64 entries, not limit/2 (at 10 MiB: 164k rows rather than 5M)
+    t, run, lg = go("yes", settings={"max_output_bytes": 640000, "timeout_ms": 60000})
+    assert run["status"] == "failed" and run["error"]["code"] == "output_limit_exceeded", run
+    assert 0 < len(lg) <= 10000, len(lg)
+
+
 def test_many_log_lines_fast():
     n = 30000
     t, run, lg = go("seq 1 %d" % n, settings={"timeout_ms": 60000})
