@@ -176,7 +176,8 @@ print("env=" + "|".join([e["QUERN_RUN_ID"], e["QUERN_TASK_ID"], e["QUERN_PROJECT
 print("input=" + json.dumps(json.load(open(e["QUERN_INPUT"]))))
 open("w.txt", "w").write("x")
 assert open("w.txt").read() == "x"
-assert sys.version_info[0] == 3
+assert sys.version_info[0] == 3 and sys.executable == "/usr/bin/python3", sys.executable
+assert __name__ == "__main__" and sys.argv[0].endswith(".py")
 print("shell=python", flush=True)
 print("err-line", file=sys.stderr, flush=True)
 ctl({"type": "log", "level": "warn", "message": "from-fd3", "data": {"k": 1}})
@@ -195,6 +196,7 @@ console.log('input=' + JSON.stringify(JSON.parse(fs.readFileSync(e.QUERN_INPUT, 
 fs.writeFileSync('w.txt', 'x');
 if (fs.readFileSync('w.txt', 'utf8') !== 'x') process.exit(9);
 await new Promise((r) => setTimeout(r, 5));
+if (!process.argv[1].endsWith('.mjs') || process.execPath !== '/usr/bin/node') process.exit(8);
 console.log('shell=' + (typeof import.meta.url));
 console.error('err-line');
 ctl({type: 'log', level: 'warn', message: 'from-fd3', data: {k: 1}});
@@ -802,9 +804,11 @@ def test_accounting_figures():
 def test_default_memory_limit_is_256_mib():
     code = py("bs = []\nfor i in range(40):\n    b = bytearray(16 << 20)\n"
               "    for j in range(0, len(b), 4096): b[j] = 1\n    bs.append(b)\nprint('survived', flush=True)\n")
-    t, run, lg = go(code, "python")
-    assert run["status"] == "failed" and run["error"]["code"] == "memory_limit_exceeded", (run, lg)
-    assert "survived" not in [x["message"] for x in lg]
+    node = ("const bufs = [];\nfor (let i = 0; i < 40; i++) bufs.push(Buffer.alloc(16 << 20, 1));\n"
+            "console.log('survived');\n")
+    for t, run, lg in many([(code, "python", {}), (node, "node", {})]):
+        assert run["status"] == "failed" and run["error"]["code"] == "memory_limit_exceeded", (run, lg)
+        assert "survived" not in [x["message"] for x in lg]
 
 
 def test_output_limit_counts_fd3_logs_and_long_lines():
