@@ -87,7 +87,8 @@
 #define DISK_MAX_BYTES ((int64_t)1 << 30) /* scratch and artifacts of a live box */
 #define DISK_MAX_ENTRIES 100000
 #define DISK_CHECK_MS 500                 /* how often, from half a second on */
-#define LOG_ENTRY_MIN 64                  /* bytes of max_output_bytes per entry, at least */
+#define LOG_ENTRY_MIN 64                  /* bytes of max_output_bytes per entry, at least, */
+#define LOG_ENTRIES_FREE 10000             /* after the first this many */
 #define STDIN_MAX_BYTES (16 * 1024 * 1024) /* waiting for code that does not read */
 
 enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM };
@@ -123,7 +124,7 @@ struct run {
     bool warm;                /* the first iteration ran in a warm box */
     char *slotdir, *scratch, *outdir;
     int iteration;
-    int64_t out_bytes;
+    int64_t out_bytes, entries;
     int64_t cpu_ms, peak_kb, wall_ms;
     json_t *ctl_output, *cont_data;
     bool cont_req;
@@ -422,12 +423,14 @@ static size_t take_output(struct run *r, size_t n)
     return k;
 }
 
-/* Every log entry or control message costs at least LOG_ENTRY_MIN bytes of
- * max_output_bytes (storing one costs that much besides its text): charges
- * what its n bytes fall short of it; false when the budget is spent. */
+/* After a run's first LOG_ENTRIES_FREE entries (log lines and control
+ * messages), each costs at least LOG_ENTRY_MIN bytes of max_output_bytes
+ * (storing one costs that much besides its text): charges what its n bytes
+ * fall short of it; false when the budget is spent.  A flood of tiny lines
+ * is bounded in rows, not only in bytes. */
 static bool take_entry_min(struct run *r, size_t n)
 {
-    if (n >= LOG_ENTRY_MIN)
+    if (++r->entries <= LOG_ENTRIES_FREE || n >= LOG_ENTRY_MIN)
         return true;
     size_t pad = LOG_ENTRY_MIN - n;
     return take_output(r, pad) == pad;

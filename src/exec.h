@@ -55,7 +55,7 @@ struct exec_result {
     const char *error_code;   /* NULL, "exit_code", "timeout", "inactivity_timeout",
                                  "memory_limit_exceeded", "output_limit_exceeded", "signal",
                                  "invalid_output", "max_iterations", "runtime_unavailable",
-                                 "sandbox_error" */
+                                 "disk_limit_exceeded", "sandbox_error" */
     char *error_message;      /* e.g. "killed by SIGKILL"; NULL when completed */
     int exit_code;            /* -1 when killed or never started */
     int64_t cpu_ms, peak_memory_kb, wall_ms;   /* summed (peak: max) over iterations */

@@ -1298,12 +1298,13 @@ def test_input_file_tampering_does_not_change_the_run():
 
 
 def test_tiny_lines_cost_at_least_64_bytes_each():
-    # `yes`: 2-byte lines.  Each entry costs at least 64 bytes of
-    # max_output_bytes (docs/RUNTIME.md), so a flood of tiny lines stores
-    # limit/64 entries, not limit/2 (at 10 MiB: 164k rows rather than 5M)
-    t, run, lg = go("yes", settings={"max_output_bytes": 640000, "timeout_ms": 60000})
+    # `yes`: 2-byte lines.  After a run's first 10000 entries each costs at
+    # least 64 bytes of max_output_bytes (docs/RUNTIME.md), so a flood of
+    # tiny lines stores 10000 + limit/64 entries, not limit/2 (at the
+    # default 10 MiB: 174k rows rather than 5M)
+    t, run, lg = go("yes", settings={"max_output_bytes": 1280000, "timeout_ms": 60000})
     assert run["status"] == "failed" and run["error"]["code"] == "output_limit_exceeded", run
-    assert 0 < len(lg) <= 10000, len(lg)
+    assert 10000 < len(lg) <= 10000 + 1280000 // 64, len(lg)
 
 
 def test_many_log_lines_fast():
