@@ -30,17 +30,6 @@
 #define MAX_RUN_BYTES (1LL << 30)
 #define MAX_PRESIGN_S (7 * 86400)
 
-static bool name_ok(const char *n)
-{
-    size_t len = strlen(n);
-    if (len < 1 || len > 255 || n[0] == '/' || strstr(n, "..") || strchr(n, '\\'))
-        return false;
-    for (const unsigned char *p = (const unsigned char *)n; *p; p++)
-        if (*p < 0x20 || *p == 0x7f)
-            return false;
-    return true;
-}
-
 static json_t *load_run(struct req *r, struct store_tx *tx)
 {
     json_t *run = store_get(tx, SK_RUN, http_param(r, "project_id"), http_param(r, "id"));
@@ -123,7 +112,7 @@ void api_artifacts_upload(struct req *r)
     const char *raw_name = http_query(r, "name");
     if (raw_name || (ct && strncmp(ct, "application/json", 16))) {
         /* a raw upload: the body is the file */
-        if (!raw_name || !name_ok(raw_name)) {
+        if (!raw_name || !blob_name_ok(raw_name)) {
             http_error(r, 400, "invalid_name", "name",
                        "a raw upload needs ?name= (1-255 printable characters, no '..')");
             goto out;
@@ -169,7 +158,7 @@ void api_artifacts_upload(struct req *r)
             !api_str(r, f, "content_base64", pb, 0, &b64) ||
             !api_str(r, f, "content_type", pt, 255, &type))
             goto out;
-        if (!name || !name_ok(name)) {
+        if (!name || !blob_name_ok(name)) {
             http_error(r, 400, "invalid_name", pn,
                        "%s must be 1-255 printable characters without '..' or a leading '/'", pn);
             goto out;

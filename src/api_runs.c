@@ -622,8 +622,7 @@ static int cancel_fn(struct runop *op, struct store_tx *tx, json_t *run)
     }
     if (msg)
         json_object_set_new_nocheck(run, "cancel_message", json_string(msg));
-    bool live = st == RS_RUNNING && json_is_true(json_object_get(run, "has_code")) &&
-                !json_is_string(json_object_get(run, "worker_id"));
+    bool live = runner_code_live(run);
     struct run_outcome out = {.code = "canceled", .message = msg ? msg : "canceled by request",
                               .no_retry = true};
     return run_move(tx, r->app, run, live ? RS_CANCELING : RS_CANCELED, &out);
@@ -667,6 +666,22 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
     json_t *inter = json_object_get(run, "interaction");
     const char *k = json_string_value(json_object_get(inter, "kind"));
     bool approval = k && !strcmp(k, "approval");
+    json_t *schema = json_object_get(inter, "schema");
+    if (!approval && json_is_object(schema)) {
+        /* the question's schema, when the code gave a usable one */
+        char *bad_schema = NULL, *path = NULL, *msg = NULL;
+        int bad = !jsonschema_check(schema, &bad_schema) &&
+                  jsonschema_validate(schema, resp, &path, &msg);
+        if (bad)
+            http_error(r, 400, "invalid_response", "response",
+                       "the response does not match the input request's schema at %s: %s",
+                       path ? path : "$", msg ? msg : "invalid");
+        free(bad_schema);
+        free(path);
+        free(msg);
+        if (bad)
+            return -EINVAL;
+    }
     json_object_set_nocheck(run, "interaction_response", resp);
     json_object_set_new_nocheck(run, "interaction", json_null());   /* frees inter and k */
     if (approval) {
@@ -918,7 +933,6 @@ static json_t *rpc_error(json_t *id, int code, const char *msg)
 static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     struct req *r = op->r;
-    (void)tx;
     json_t *b = op->body;
     const char *ver = NULL, *method = NULL;
     json_t *params = NULL, *id = json_object_get(b, "id");
@@ -944,8 +958,15 @@ static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
         free(s);
     } else if (!strcmp(method, "close")) {
         rc = runner_close_stdin(r->app->runner, rid);
+    } else if (!runner_code_live(run)) {
+        rc = -ENOENT;
     } else {
-        rc = runner_cancel(r->app->runner, rid);
+        /* as POST .../cancel: canceling now, canceled once the code stopped
+         * (the move's commit sends SIGTERM, then SIGKILL after the grace) */
+        struct run_outcome out = {.code = "canceled", .message = "canceled by command",
+                                  .no_retry = true};
+        if ((rc = run_move(tx, r->app, run, RS_CANCELING, &out)))
+            return rc;
     }
     if (rc == -ENOENT) {
         http_error(r, 400, "no_active_sandbox", NULL,
@@ -968,7 +989,10 @@ void api_runs_command(struct req *r)
     struct runop op = {r, NULL, NULL, 200, command_fn};
     if (!(op.body = http_body_object(r)))
         return;
-    int rc = store_read(r->app->store, runread_fn, &op);
+    /* cancel changes the run; the others only reach its sandbox */
+    const char *m = json_string_value(json_object_get(op.body, "method"));
+    int rc = m && !strcmp(m, "cancel") ? store_write(r->app->store, runop_fn, &op)
+                                       : store_read(r->app->store, runread_fn, &op);
     if (rc) {
         api_store_error(r, rc, "run");
         json_decref(op.result);

@@ -13,6 +13,7 @@
 #include "task.h"
 #include "events.h"
 #include "run.h"
+#include "runner.h"
 #include "sched.h"
 #include "runtime.h"
 #include "util.h"
@@ -1056,8 +1057,7 @@ static int cancel_one(struct store_tx *tx, struct action_arg *a, json_t *run)
     if (st == RS_CANCELING)
         return 0;
     /* a run whose code is live gets canceling until it has stopped */
-    bool live = st == RS_RUNNING && json_is_true(json_object_get(run, "has_code")) &&
-                !json_is_string(json_object_get(run, "worker_id"));
+    bool live = runner_code_live(run);
     int rc = run_move(tx, a->r->app, run, live ? RS_CANCELING : RS_CANCELED, NULL);
     return rc == -EPERM ? 0 : rc;
 }

@@ -453,3 +453,14 @@ int blob_sweep(struct blob *b, struct store *st, int64_t older_than_ms, int64_t 
     closedir(d);
     return 0;
 }
+
+bool blob_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+    if (len < 1 || len > 255 || name[0] == '/' || strstr(name, "..") || strchr(name, '\\'))
+        return false;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        if (*p < 0x20 || *p == 0x7f)
+            return false;
+    return true;
+}

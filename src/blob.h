@@ -18,6 +18,7 @@
 #ifndef QUERN_BLOB_H
 #define QUERN_BLOB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,11 @@ int blob_put_fd(struct blob *b, int fd, int64_t max, char sha[65], int64_t *size
  * closes it), or -ENOENT, -EINVAL (sha must be 64 lowercase hex digits),
  * -EIO. */
 int blob_open_read(struct blob *b, const char *sha);
+
+/* Whether name is an acceptable artifact name: 1-255 bytes, no control
+ * characters, no "..", no backslash, no leading '/' (uploads and files left
+ * by code alike). */
+bool blob_name_ok(const char *name);
 
 /* Deletes the local blob files that no run's artifacts name any more
  * (store_blob_referenced) and that nobody stored or named again since

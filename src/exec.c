@@ -52,6 +52,8 @@
  */
 #include "exec.h"
 
+#include "blob.h"
+#include "jdump.h"
 #include "runtime.h"
 #include "sandbox.h"
 #include "util.h"
@@ -68,6 +70,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -77,9 +80,16 @@
 #define LINE_MAX_BYTES (64 * 1024)
 #define CONTROL_MAX_BYTES (1024 * 1024)
 #define OUTPUT_FILE_MAX (16 * 1024 * 1024)
+#define OUTPUT_MAX_VALUES 1000000   /* 40+ bytes of quernd's memory each, parsed */
 #define ARTIFACTS_MAX_COUNT 1000
 #define ARTIFACTS_MAX_BYTES ((int64_t)1 << 30)
 #define ARTIFACTS_MAX_DEPTH 8
+#define DISK_MAX_BYTES ((int64_t)1 << 30) /* scratch and artifacts of a live box */
+#define DISK_MAX_ENTRIES 100000
+#define DISK_CHECK_MS 500                 /* how often, from half a second on */
+#define LOG_ENTRY_MIN 64                  /* bytes of max_output_bytes per entry, at least, */
+#define LOG_ENTRIES_FREE 10000             /* after the first this many */
+#define STDIN_MAX_BYTES (16 * 1024 * 1024) /* waiting for code that does not read */
 
 enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM };
 
@@ -97,6 +107,8 @@ struct run {
     /* the spec, copied */
     char *run_id, *task_id, *project_id, *code, *input_json, *checkpoint_json, *work_root;
     char *st_account, *st_project, *st_org;
+    int st_watch;             /* inotify fd + 1 on the storage dirs; 0: none */
+    int st_wd[3];             /* its watch per scope (account, project, org) */
     size_t code_len;
     int attempt;
     const struct runtime *rt;
@@ -112,7 +124,7 @@ struct run {
     bool warm;                /* the first iteration ran in a warm box */
     char *slotdir, *scratch, *outdir;
     int iteration;
-    int64_t out_bytes;
+    int64_t out_bytes, entries;
     int64_t cpu_ms, peak_kb, wall_ms;
     json_t *ctl_output, *cont_data;
     bool cont_req;
@@ -124,7 +136,7 @@ struct run {
     struct sandbox_proc proc;
     struct lbuf out, err, ctl;
     int fd_in, fd_status;
-    int64_t started, deadline, last_activity, kill_at;
+    int64_t started, deadline, last_activity, kill_at, disk_check_at;
     bool waiting_input, in_armed;
     const char *kill_status, *kill_code;
     char *kill_msg;
@@ -322,6 +334,8 @@ static void run_clear(struct run *r)
     free(r->st_account);
     free(r->st_project);
     free(r->st_org);
+    if (r->st_watch > 0)
+        close(r->st_watch - 1);
     for (size_t i = 0; i < r->nsecrets; i++) {
         free(r->sec_names[i]);
         explicit_bzero(r->sec_values[i], strlen(r->sec_values[i]));
@@ -409,16 +423,58 @@ static size_t take_output(struct run *r, size_t n)
     return k;
 }
 
+/* After a run's first LOG_ENTRIES_FREE entries (log lines and control
+ * messages), each costs at least LOG_ENTRY_MIN bytes of max_output_bytes
+ * (storing one costs that much besides its text): charges what its n bytes
+ * fall short of it; false when the budget is spent.  A flood of tiny lines
+ * is bounded in rows, not only in bytes. */
+static bool take_entry_min(struct run *r, size_t n)
+{
+    if (++r->entries <= LOG_ENTRIES_FREE || n >= LOG_ENTRY_MIN)
+        return true;
+    size_t pad = LOG_ENTRY_MIN - n;
+    return take_output(r, pad) == pad;
+}
+
 static void over_limit(struct run *r)
 {
-    kill_box(r, "failed", "output_limit_exceeded", "log output over max_output_bytes", SIGKILL);
+    kill_box(r, "failed", "output_limit_exceeded",
+             "log and control output over max_output_bytes", SIGKILL);
+}
+
+/* s[0..n) as valid UTF-8 without NUL (each bad byte, and NUL, becomes
+ * U+FFFD), malloc'd; NULL when s already is (the usual case). */
+static char *utf8_clean(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    size_t i = 0;
+    while (i < n) {
+        size_t k = p[i] == 0 ? 0 : p[i] < 0x80 ? 1 : jdump_utf8_len(p + i, end);
+        if (!k)
+            break;
+        i += k;
+    }
+    if (i == n)
+        return NULL;
+    struct buf b;
+    buf_init(&b);
+    buf_append(&b, s, i);
+    while (i < n) {
+        size_t k = p[i] == 0 ? 0 : p[i] < 0x80 ? 1 : jdump_utf8_len(p + i, end);
+        if (k)
+            buf_append(&b, s + i, k);
+        else
+            buf_puts(&b, "\xEF\xBF\xBD");
+        i += k ? k : 1;
+    }
+    return buf_steal(&b);
 }
 
 static void deliver_line(struct exec *ex, struct run *r, const char *type, const char *s, size_t n)
 {
     if (r->kill_code && strcmp(r->kill_code, "output_limit_exceeded") == 0)
         return;
-    size_t k = take_output(r, n + 1);
+    size_t k = take_entry_min(r, n + 1) ? take_output(r, n + 1) : 0;
     if (k == 0) {
         over_limit(r);
         return;
@@ -427,7 +483,9 @@ static void deliver_line(struct exec *ex, struct run *r, const char *type, const
     if (cut)
         n = k - 1; /* the line's newline counts too */
     if (!cut || n > 0) {
-        char *line = redact(r, s, n);
+        char *clean = utf8_clean(s, n); /* else the entry could not be stored */
+        char *line = clean ? redact(r, clean, strlen(clean)) : redact(r, s, n);
+        free(clean);
         if (ex->cb.on_log)
             ex->cb.on_log(ex->cb.ctx, r->run_id, type, NULL, line, NULL, r->iteration);
         free(line);
@@ -440,23 +498,46 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
 {
     json_error_t jerr;
     json_t *m = json_loadb(s, n, 0, &jerr);
+    /* before type is read: redacting replaces strings, "type" too */
+    redact_json(r, m);
     const char *type = m ? json_string_value(json_object_get(m, "type")) : NULL;
+    /* Everything the code sends is stored, so all of it counts against
+     * max_output_bytes: a flood of checkpoints, progress or junk lines is
+     * bounded like a flood of log lines. */
     if (!m || !json_is_object(m) || !type) {
         json_decref(m);
+        if (!take_entry_min(r, n + 1) || take_output(r, n + 1) < n + 1) {
+            over_limit(r);
+            return;
+        }
         char *msg = xasprintf("ignored an invalid control message (%s)", m ? "no type" : jerr.text);
+        /* jansson quotes the line near the error: a secret, bad UTF-8 */
+        char *red = redact(r, msg, strlen(msg)), *clean = utf8_clean(red, strlen(red));
         if (ex->cb.on_log)
-            ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", msg, NULL, r->iteration);
+            ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", clean ? clean : red, NULL,
+                          r->iteration);
+        free(clean);
+        free(red);
         free(msg);
         return;
     }
-    redact_json(r, m);
     if (strcmp(type, "log") == 0) {
         const char *level = json_string_value(json_object_get(m, "level"));
+        /* the levels append_log accepts; anything else is info */
+        if (level && strcmp(level, "debug") && strcmp(level, "info") && strcmp(level, "warn") &&
+            strcmp(level, "warning") && strcmp(level, "error"))
+            level = NULL;
         const char *message = json_string_value(json_object_get(m, "message"));
         json_t *data = json_object_get(m, "data");
         if (!message)
             message = "";
         size_t len = strlen(message);
+        size_t extra = data && n > len ? n - len : 0; /* data costs the rest of the line */
+        if (!take_entry_min(r, len + 1 + extra) || (extra && take_output(r, extra) < extra)) {
+            json_decref(m);
+            over_limit(r);
+            return;
+        }
         size_t k = take_output(r, len + 1);
         if (k == 0) {
             over_limit(r);
@@ -469,6 +550,8 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             if (k < len + 1)
                 over_limit(r);
         }
+    } else if (!take_entry_min(r, n + 1) || take_output(r, n + 1) < n + 1) {
+        over_limit(r);
     } else {
         if (strcmp(type, "output") == 0) {
             json_t *o = json_object_get(m, "output");
@@ -782,6 +865,40 @@ static void cell_release(struct exec *ex, int cell, const char *work_root)
     ex->cell_busy[cell] = false;
 }
 
+/* Watches the run's storage directories from now to its end, to tell which
+ * ones were used (see exec_result.storage_touched); a failure only means
+ * nothing is reported. */
+static void watch_storage(struct run *r)
+{
+    const char *st[3] = {r->st_account, r->st_project, r->st_org};
+    if (r->st_watch > 0 || (!st[0] && !st[1] && !st[2]))
+        return;
+    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (fd < 0)
+        return;
+    for (int i = 0; i < 3; i++)
+        r->st_wd[i] = st[i] ? inotify_add_watch(fd, st[i], IN_ALL_EVENTS | IN_ONLYDIR) : -1;
+    r->st_watch = fd + 1;
+}
+
+/* Which watched storage directories saw an event (an overflow: all). */
+static void storage_touched(struct run *r, struct exec_result *res)
+{
+    if (r->st_watch <= 0)
+        return;
+    char b[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    ssize_t n;
+    while ((n = read(r->st_watch - 1, b, sizeof b)) > 0) {
+        for (char *p = b; p < b + n;) {
+            const struct inotify_event *e = (const struct inotify_event *)p;
+            for (int i = 0; i < 3; i++)
+                if (e->mask & IN_Q_OVERFLOW || (r->st_wd[i] >= 0 && e->wd == r->st_wd[i]))
+                    res->storage_touched[i] = true;
+            p += sizeof(*e) + e->len;
+        }
+    }
+}
+
 /* The storage directories exist and belong to the box's root. */
 static int storage_dirs(struct exec *ex, struct run *r)
 {
@@ -801,6 +918,8 @@ static int storage_dirs(struct exec *ex, struct run *r)
         if (rc == 0 && chown(st[i], uid, uid) < 0)
             rc = -errno;
     }
+    if (rc == 0)
+        watch_storage(r);
     return rc;
 }
 
@@ -934,6 +1053,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     r->alive = true;
     r->started = mono_ms();
     r->last_activity = r->started;
+    r->disk_check_at = r->started + DISK_CHECK_MS;
     r->deadline = r->started + tmo;
     r->kill_at = 0;
     r->waiting_input = false;
@@ -1285,6 +1405,7 @@ static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, 
     r->alive = true;
     r->started = mono_ms();
     r->last_activity = r->started;
+    r->disk_check_at = r->started + DISK_CHECK_MS;
     r->deadline = r->started + r->timeout_ms;
     r->kill_at = 0;
     r->waiting_input = false;
@@ -1380,7 +1501,8 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
             continue;
         }
         close(fd);
-        if (!S_ISREG(sb.st_mode) || sb.st_nlink != 1 || *total + sb.st_size > ARTIFACTS_MAX_BYTES) {
+        if (!S_ISREG(sb.st_mode) || sb.st_nlink != 1 || *total + sb.st_size > ARTIFACTS_MAX_BYTES ||
+            !blob_name_ok(name)) { /* a name an upload could not have is not stored */
             free(name);
             continue;
         }
@@ -1391,6 +1513,11 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
             continue;
         }
         *total += sb.st_size;
+        if (has_secrets(r)) { /* names reach the manifest and the events */
+            char *red = redact(r, name, strlen(name));
+            free(name);
+            name = red;
+        }
         res->artifacts = xrealloc(res->artifacts, (res->nartifacts + 1) * sizeof(*res->artifacts));
         struct exec_artifact *a = &res->artifacts[res->nartifacts++];
         a->name = name;
@@ -1445,6 +1572,28 @@ static void collect_artifacts(struct run *r, int qfd, struct exec_result *res)
 
 /* Reads QUERN_OUTPUT under qfd (the run's out directory, the caller's): 0
  * with *out (maybe NULL: no file), or -EINVAL. */
+/* How many JSON values s[0..n) holds at most: separators and openers
+ * outside strings, plus one (a bound, before parsing). */
+static size_t json_values_bound(const char *s, size_t n)
+{
+    size_t count = 1;
+    bool in_str = false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = false;
+        } else if (c == '"') {
+            in_str = true;
+        } else if (c == ',' || c == '[' || c == '{') {
+            count++;
+        }
+    }
+    return count;
+}
+
 static int read_output(int qfd, json_t **out, char **why)
 {
     *out = NULL;
@@ -1467,14 +1616,27 @@ static int read_output(int qfd, json_t **out, char **why)
         *why = xasprintf("QUERN_OUTPUT is over %d bytes", OUTPUT_FILE_MAX);
         rc = -EINVAL;
     } else {
+        /* whole, then parsed (json_loadfd reads a byte per read(2)) */
+        struct buf b;
+        buf_init(&b);
+        char chunk[65536];
+        ssize_t n;
+        while ((n = read(fd, chunk, sizeof chunk)) > 0 && b.len <= OUTPUT_FILE_MAX)
+            buf_append(&b, chunk, (size_t)n);
         json_error_t jerr;
-        json_t *j = json_loadfd(fd, JSON_DECODE_ANY, &jerr);
-        if (!j) {
+        json_t *j = NULL;
+        if (n < 0 || b.len > OUTPUT_FILE_MAX)
+            *why = xasprintf("QUERN_OUTPUT could not be read whole (at most %d bytes)",
+                             OUTPUT_FILE_MAX);
+        else if (json_values_bound(b.data ? b.data : "", b.len) > OUTPUT_MAX_VALUES)
+            *why = xasprintf("QUERN_OUTPUT holds more than %d JSON values", OUTPUT_MAX_VALUES);
+        else if (!(j = json_loadb(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr)))
             *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)", jerr.text, jerr.line);
+        buf_release(&b);
+        if (!j)
             rc = -EINVAL;
-        } else {
+        else
             *out = j;
-        }
     }
     close(fd);
     return rc;
@@ -1582,6 +1744,7 @@ static void finish(struct exec *ex, int slot, struct run *r, struct exec_result 
     res->peak_memory_kb = r->peak_kb;
     res->wall_ms = r->wall_ms;
     res->iterations = r->iteration;
+    storage_touched(r, res);
     if (res->error_message && has_secrets(r)) {
         char *m = redact(r, res->error_message, strlen(res->error_message));
         free(res->error_message);
@@ -1658,7 +1821,8 @@ static void pending_cmd(struct exec *ex, struct cmd *c)
         if (strcmp(r->run_id, c->run_id) != 0)
             continue;
         if (c->type == C_SEND) {
-            buf_puts(&r->stdin_q, c->line);
+            if (r->stdin_q.len + strlen(c->line) <= STDIN_MAX_BYTES)
+                buf_puts(&r->stdin_q, c->line);
         } else if (c->type == C_CLOSE) {
             r->stdin_close = true;
         } else if (c->type == C_CANCEL) {
@@ -1703,6 +1867,13 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
     }
     switch (c->type) {
     case C_SEND:
+        if (r->stdin_q.len + strlen(c->line) > STDIN_MAX_BYTES) {
+            if (ex->cb.on_log)
+                ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn",
+                              "a message for stdin was dropped: 16 MiB wait for the code to read them",
+                              NULL, r->iteration);
+            break;
+        }
         buf_puts(&r->stdin_q, c->line);
         r->waiting_input = false;
         r->last_activity = mono_ms();
@@ -1724,6 +1895,29 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
     }
 }
 
+/* What a box has on disk (allocated blocks; no symlink followed, no other
+ * file system entered), summed by nftw's callback on the supervisor thread. */
+static __thread int64_t disk_bytes, disk_entries;
+
+static int disk_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)flag;
+    (void)ftw;
+    disk_bytes += (int64_t)sb->st_blocks * 512;
+    return ++disk_entries > DISK_MAX_ENTRIES || disk_bytes > DISK_MAX_BYTES;
+}
+
+/* Whether the run's scratch and out directories together are over the
+ * limits (the code's writes are not bounded by a quota, only checked). */
+static bool disk_over(const struct run *r)
+{
+    disk_bytes = disk_entries = 0;
+    if (nftw(r->scratch, disk_cb, 16, FTW_PHYS | FTW_MOUNT) > 0)
+        return true;
+    return nftw(r->outdir, disk_cb, 16, FTW_PHYS | FTW_MOUNT) > 0;
+}
+
 static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
 {
     int64_t next = -1;
@@ -1735,20 +1929,30 @@ static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
             sandbox_signal(&r->proc, SIGKILL);
             r->kill_at = 0;
         }
+        /* timeouts, as cancel: SIGTERM, then SIGKILL after the grace */
         if (!r->kill_status && now >= r->deadline) {
             char *m = xasprintf("wall time over %lld ms", (long long)r->timeout_ms);
-            kill_box(r, "timed_out", "timeout", m, SIGKILL);
+            kill_box(r, "timed_out", "timeout", m, SIGTERM);
+            r->kill_at = now + r->grace_ms;
             free(m);
         }
         int64_t idle_at = r->last_activity + r->inactivity_ms;
         if (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input && now >= idle_at) {
             char *m = xasprintf("no output for %lld ms", (long long)r->inactivity_ms);
-            kill_box(r, "timed_out", "inactivity_timeout", m, SIGKILL);
+            kill_box(r, "timed_out", "inactivity_timeout", m, SIGTERM);
+            r->kill_at = now + r->grace_ms;
             free(m);
         }
-        int64_t cands[3] = {r->kill_status ? -1 : r->deadline, r->kill_at ? r->kill_at : -1,
-                            (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input) ? idle_at : -1};
-        for (int k = 0; k < 3; k++)
+        if (!r->kill_status && now >= r->disk_check_at) {
+            if (disk_over(r))
+                kill_box(r, "failed", "disk_limit_exceeded",
+                         "scratch and artifacts over 1 GiB or 100000 files", SIGKILL);
+            r->disk_check_at = mono_ms() + DISK_CHECK_MS;
+        }
+        int64_t cands[4] = {r->kill_status ? -1 : r->deadline, r->kill_at ? r->kill_at : -1,
+                            (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input) ? idle_at : -1,
+                            r->kill_status ? -1 : r->disk_check_at};
+        for (int k = 0; k < 4; k++)
             if (cands[k] >= 0 && (next < 0 || cands[k] < next))
                 next = cands[k];
     }

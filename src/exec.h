@@ -55,12 +55,14 @@ struct exec_result {
     const char *error_code;   /* NULL, "exit_code", "timeout", "inactivity_timeout",
                                  "memory_limit_exceeded", "output_limit_exceeded", "signal",
                                  "invalid_output", "max_iterations", "runtime_unavailable",
-                                 "sandbox_error" */
+                                 "disk_limit_exceeded", "sandbox_error" */
     char *error_message;      /* e.g. "killed by SIGKILL"; NULL when completed */
     int exit_code;            /* -1 when killed or never started */
     int64_t cpu_ms, peak_memory_kb, wall_ms;   /* summed (peak: max) over iterations */
     int iterations;           /* iterations started, >= 1 once a box ran */
     json_t *output;           /* QUERN_OUTPUT file, else the last "output" message; or NULL */
+    bool storage_touched[3];  /* account, project, org: the code (or anyone) used the
+                                 instance's top directory or a file at its top */
     size_t nartifacts;
     struct exec_artifact *artifacts;
     char *priv_dir;           /* exec's: removed by exec_result_release */

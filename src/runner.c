@@ -330,15 +330,13 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
     return 0;
 }
 
-/* Marks the provided storage instances whose directory changed during the
- * run as "accessed" (a changed mtime: files were created, renamed or
- * removed at its top). */
-static void record_accessed(struct app *app, json_t *run)
+/* Marks the provided storage instances the run used as "accessed": its
+ * top directory was listed, or a file at its top opened, read, written,
+ * created, renamed or removed (exec watched them, res->storage_touched). */
+static void record_accessed(json_t *run, const struct exec_result *res)
 {
     json_t *access = json_object_get(run, "storage_access");
-    int64_t started = 0;
-    const char *s = json_string_value(json_object_get(run, "started_at"));
-    if (!json_is_array(access) || !s || rfc3339_parse(s, &started))
+    if (!json_is_array(access))
         return;
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms(), ts);
@@ -347,16 +345,14 @@ static void record_accessed(struct app *app, json_t *run)
         json_t *a = json_array_get(access, i);
         if (strcmp(json_string_value(json_object_get(a, "access_type")) ?: "", "provided"))
             continue;
-        char *dir = storage_dir(app, json_string_value(json_object_get(run, "project_id")),
-                                json_string_value(json_object_get(a, "instance_id")), false, 0);
-        struct stat st;
-        if (dir && !stat(dir, &st) &&
-            (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000 >= started - 1000)
+        const char *scope = json_string_value(json_object_get(a, "scope")) ?: "";
+        int k = !strcmp(scope, "account") ? 0 : !strcmp(scope, "project") ? 1
+              : !strcmp(scope, "organization") ? 2 : -1;
+        if (k >= 0 && res->storage_touched[k])
             json_array_append_new(access, json_pack("{s:O, s:O, s:s, s:s}", "instance_id",
                                                     json_object_get(a, "instance_id"), "scope",
                                                     json_object_get(a, "scope"), "access_type",
                                                     "accessed", "at", ts));
-        free(dir);
     }
 }
 
@@ -378,7 +374,7 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
         if (rc)
             return rc;
     }
-    record_accessed(app, run);
+    record_accessed(run, res);
     json_object_set_new(run, "cpu_ms", json_integer(res->cpu_ms));
     json_object_set_new(run, "peak_memory_kb", json_integer(res->peak_memory_kb));
     json_object_set_new(run, "wall_ms", json_integer(res->wall_ms));
@@ -968,6 +964,17 @@ int runner_cancel(struct runner *rn, const char *run_id)
     if (!starting_keep(rn, run_id, SC_CANCEL, NULL))
         return 0;
     return exec_cancel(rn->exec, run_id);
+}
+
+bool runner_code_live(const json_t *run)
+{
+    if (!json_is_true(json_object_get(run, "has_code")) ||
+        json_is_string(json_object_get(run, "worker_id")))
+        return false;
+    enum run_status st = run_status_of(run);
+    const char *kind =
+        json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
+    return st == RS_RUNNING || (st == RS_INTERACTION_REQUIRED && kind && !strcmp(kind, "input"));
 }
 
 /* ---- recovery at start ---- */

@@ -12,6 +12,7 @@
 #ifndef QUERN_RUNNER_H
 #define QUERN_RUNNER_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -41,5 +42,9 @@ void runner_drain(struct runner *rn, int64_t grace_ms);
 int runner_send(struct runner *rn, const char *run_id, const char *json_line);
 int runner_close_stdin(struct runner *rn, const char *run_id);
 int runner_cancel(struct runner *rn, const char *run_id);
+
+/* Whether the run's code is live in a sandbox of quernd's: running, or
+ * waiting on its own input_request (not held for approval, not a worker's). */
+bool runner_code_live(const json_t *run);
 
 #endif

@@ -4,8 +4,10 @@
  * TypeScript: node 20 has no --experimental-strip-types, so the `ts` runtime
  * runs node with a tiny inline ES-module runner that strips the types with
  * sucrase (pure JavaScript, no native code, ~1 ms per small file) and imports
- * the result.  sucrase is installed by `npm install --prefix vendor sucrase@3`
- * and the vendor directory is mounted read-only at /opt/quern in the sandbox.
+ * the result from /tmp (it deletes itself as it starts, so the code finds
+ * /tmp as empty as node's code does).  sucrase is installed by
+ * `npm install --prefix vendor sucrase@3` and the vendor directory is
+ * mounted read-only at /opt/quern in the sandbox.
  */
 #include "runtime.h"
 
@@ -28,7 +30,10 @@ static const char ts_runner[] =
     "const f=process.argv[1];"
     "const{transform}=createRequire('" TS_BOX_DIR "/x.js')('sucrase');"
     "const o='/tmp/.quern-ts-'+process.pid+'.mjs';"
-    "writeFileSync(o,transform(readFileSync(f,'utf8'),"
+    /* the module's first statement removes it: the code finds /tmp empty
+     * (on line 1, so sucrase's line numbers stay those of the script) */
+    "writeFileSync(o,'import{unlinkSync as __quern_rm}from\"node:fs\";"
+    "__quern_rm(new URL(import.meta.url));'+transform(readFileSync(f,'utf8'),"
     "{transforms:['typescript'],filePath:f}).code);"
     "await import(pathToFileURL(o).href);";
 

@@ -690,7 +690,10 @@ void sched_after_commit(struct sched *s, json_t *run)
 {
     enum run_status st = run_status_of(run);
     const char *ex = json_string_value(json_object_get(run, "executor"));
-    if (st == RS_CANCELING && ex && !strcmp(ex, "local"))
+    /* canceling, or ended by someone else (a PATCH, set_output) while its
+     * code may still live: nothing of a run outlives it (a no-op when its
+     * box is already gone) */
+    if ((st == RS_CANCELING || run_status_terminal(st)) && ex && !strcmp(ex, "local"))
         runner_cancel(s->app->runner, json_string_value(json_object_get(run, "id")));
     pthread_mutex_lock(&s->mu);
     s->gen++;

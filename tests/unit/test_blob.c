@@ -341,3 +341,23 @@ TEST(sqlite_write_retry_is_a_write)
     CHECK_EQ_INT(c.hooks_true, 1);
     store_close(st);
 }
+
+TEST(artifact_names)
+{
+    CHECK(blob_name_ok("a.txt"));
+    CHECK(blob_name_ok("dir/sub/ok name.txt"));
+    CHECK(!blob_name_ok(""));
+    CHECK(!blob_name_ok("/abs"));
+    CHECK(!blob_name_ok("../x"));
+    CHECK(!blob_name_ok("..dots"));
+    CHECK(!blob_name_ok("back\\slash"));
+    CHECK(!blob_name_ok("new\r\nline"));
+    CHECK(!blob_name_ok("tab\there"));
+    CHECK(!blob_name_ok("del\x7f"));
+    char long_name[300];
+    memset(long_name, 'x', sizeof long_name - 1);
+    long_name[sizeof long_name - 1] = '\0';
+    CHECK(!blob_name_ok(long_name));
+    long_name[255] = '\0';
+    CHECK(blob_name_ok(long_name));
+}

@@ -1,0 +1,1396 @@
+"""A black-box audit of ../shared/RUNTIME.md through the API: every runtime
+(sh, bash, python, node, ts) against the basic contract (environment, input,
+output, artifacts, stdout/stderr, the fd-3 control channel), iterations,
+interactions, commands, cancel, timeouts, limits and their error codes,
+accounting, secrets, runtime_unavailable, and hostile code the isolation
+section promises to contain.  After every hostile run quernd must answer
+/healthz.  No timing assertions: time limits are upper bounds against hangs.
+
+Claims of RUNTIME.md checked here (R = runtime table, E = "what the code
+sees", O = outcome table, L = default limits, I = isolation):
+  R1 sh/default run /bin/sh, bash runs bash, python python3, node ES modules
+     with top-level await, ts strips types and has node's contract
+  R2 unknown runtime_id → 400; missing interpreter → failed runtime_unavailable
+  E1 fresh private scratch cwd, removed after the run
+  E2 QUERN_INPUT, QUERN_OUTPUT (file or fd-3 output), invalid JSON → invalid_output
+  E3 QUERN_ARTIFACTS: regular files stored; FIFOs, devices, symlinks never followed
+  E4 QUERN_CHECKPOINT: the latest checkpoint on a retry; absent on attempt 1
+  E5 QUERN_STORAGE_*, QUERN_RUN_ID/TASK_ID/PROJECT_ID/ATTEMPT, QUERN_CONTROL_FD=3
+  E6 secrets: exact bytes, redaction in logs, fd-3 logs, outputs, events
+  E7 fd 3: log (level, data), progress, checkpoint, output, usage, input_request
+     round trip (`{"type":"interaction_response","response":…}` on stdin)
+  E8 continue: fresh process per iteration, data as input, iterations counted,
+     log entries carry their iteration, max_iterations → failed max_iterations
+  E9 stdin user_message lines, close, cancel (SIGTERM then SIGKILL), 400
+     without a live sandbox
+  E10 stdout/stderr lines become log entries in order
+  O1 exit 0 completed / review_required; exit ≠ 0 failed exit_code, retried
+  O2 timeout / inactivity_timeout → timed_out
+  O3 memory → memory_limit_exceeded; log → output_limit_exceeded (kept to limit)
+  O4 signal → failed, code signal, name in the message
+  O5 policy → denied policy_denied; cancel → canceling → canceled
+  O6 exit_code, cpu_ms, peak_memory_kb, wall_ms on every run
+  L1 open files 256, processes 64, file size 64 MiB, memory 256 MiB, not PID 1
+  I1 new user/pid/mount/net/ipc/uts namespaces, read-only system, private /tmp,
+     host /tmp, data dir, other runs invisible, no network, seccomp (mount,
+     ptrace, keyctl, bpf, modules, unshare, setns), rlimits cannot be raised
+"""
+import base64
+import json
+import os
+import socket
+import sys
+import tempfile
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+
+LEAK = "host-env-leak-7c1f93"
+S = Server(env={"QUERN_AUDIT_HOST_SECRET": LEAK})
+P = "/api/projects/default"
+TERMINAL = ("completed", "failed", "timed_out", "denied", "canceled")
+RUNTIMES = ("sh", "bash", "python", "node", "ts")
+
+
+# ---- helpers ----
+
+def create(code, runtime="sh", **kw):
+    body = {"code": code, "runtime_id": runtime}
+    body.update(kw)
+    return expect(S.req("POST", P + "/tasks", body), 201)
+
+
+def run_of(task):
+    return expect(S.req("GET", P + "/tasks/%s/runs" % task["id"]), 200)["data"][0]
+
+
+def base_of(task, run):
+    return P + "/tasks/%s/runs/%s" % (task["id"], run["id"])
+
+
+def wait_status(task, statuses, timeout=60):
+    return wait_for(lambda: (lambda r: r if r["status"] in statuses else None)(run_of(task)),
+                    timeout, "run status in %s" % (statuses,))
+
+
+def finish(task, timeout=60):
+    return wait_status(task, TERMINAL, timeout)
+
+
+def logs(task, run):
+    r = S.req("GET", base_of(task, run) + "/logs")
+    assert r.status == 200, r
+    # JSONL: one entry per "\n" (str.splitlines would also cut at U+2028 or
+    # U+0085, which a message may hold)
+    return [json.loads(x) for x in r.text.split("\n") if x]
+
+
+def msgs(task, run, type_=None):
+    return [x["message"] for x in logs(task, run) if type_ is None or x["type"] == type_]
+
+
+def events(task, run):
+    return expect(S.req("GET", base_of(task, run) + "/session_logs?limit=10000"), 200)
+
+
+def healthy():
+    assert S.req("GET", "/healthz", key=None).status == 200
+    assert S.req("GET", "/readyz", key=None).status == 200
+
+
+def accounted(run):
+    """O6: every run that executed carries exit_code, cpu_ms, peak_memory_kb, wall_ms."""
+    for k in ("exit_code", "cpu_ms", "peak_memory_kb", "wall_ms"):
+        assert k in run, (k, run)
+    for k in ("cpu_ms", "peak_memory_kb", "wall_ms"):
+        assert isinstance(run[k], int) and run[k] >= 0, (k, run)
+
+
+def go(code, runtime="sh", settings=None, **kw):
+    """Runs code to its end; returns (task, run, log entries); checks health and accounting."""
+    t = create(code, runtime, settings=settings or {}, **kw)
+    run = finish(t, 120)
+    healthy()
+    if run["status"] != "denied":
+        accounted(run)
+    return t, run, logs(t, run)
+
+
+def many(specs):
+    """Starts several runs at once and waits for all: [(code, runtime, kw)] → [(task, run, logs)]."""
+    ts = [create(c, rt, **kw) for c, rt, kw in specs]
+    out = []
+    for t in ts:
+        run = finish(t, 120)
+        accounted(run)
+        out.append((t, run, logs(t, run)))
+    healthy()
+    return out
+
+
+def py(body):
+    return "import os, sys, json\n" + body
+
+
+CTL_PY = "def ctl(m):\n    os.write(3, (json.dumps(m) + '\\n').encode())\n"
+
+
+# ---- the basic contract, every runtime ----
+
+CONTRACT = {
+    "sh": r"""
+set -e
+echo "env=$QUERN_RUN_ID|$QUERN_TASK_ID|$QUERN_PROJECT_ID|$QUERN_ATTEMPT|$QUERN_CONTROL_FD"
+echo "input=$(tr -d '\n' < "$QUERN_INPUT")"
+echo x > w.txt; [ "$(cat w.txt)" = x ]
+echo "shell=${BASH_VERSION:-none}"
+echo err-line >&2
+echo '{"type":"log","level":"warn","message":"from-fd3","data":{"k":1}}' >&3
+echo '{"type":"progress","progress":0.25}' >&3
+printf 'art-sh' > "$QUERN_ARTIFACTS/a.txt"
+env | grep -c . > /dev/null
+echo "leak=$(env | grep -c QUERN_AUDIT_HOST_SECRET)"
+printf '{"rt":"sh"}' > "$QUERN_OUTPUT"
+""",
+    "bash": r"""
+set -euo pipefail
+declare -a arr=(a b c)
+[[ ${#arr[@]} -eq 3 ]]
+echo "env=$QUERN_RUN_ID|$QUERN_TASK_ID|$QUERN_PROJECT_ID|$QUERN_ATTEMPT|$QUERN_CONTROL_FD"
+echo "input=$(tr -d '\n' < "$QUERN_INPUT")"
+echo x > w.txt; [[ $(<w.txt) == x ]]
+echo "shell=bash"
+echo err-line >&2
+echo '{"type":"log","level":"warn","message":"from-fd3","data":{"k":1}}' >&3
+echo '{"type":"progress","progress":0.25}' >&3
+printf 'art-bash' > "$QUERN_ARTIFACTS/a.txt"
+echo "leak=$(env | grep -c QUERN_AUDIT_HOST_SECRET || true)"
+printf '{"rt":"bash"}' > "$QUERN_OUTPUT"
+""",
+    "python": py(CTL_PY + r"""
+e = os.environ
+print("env=" + "|".join([e["QUERN_RUN_ID"], e["QUERN_TASK_ID"], e["QUERN_PROJECT_ID"],
+                         e["QUERN_ATTEMPT"], e["QUERN_CONTROL_FD"]]))
+print("input=" + json.dumps(json.load(open(e["QUERN_INPUT"]))))
+open("w.txt", "w").write("x")
+assert open("w.txt").read() == "x"
+assert sys.version_info[0] == 3 and sys.executable == "/usr/bin/python3", sys.executable
+assert __name__ == "__main__" and sys.argv[0].endswith(".py")
+print("shell=python", flush=True)
+print("err-line", file=sys.stderr, flush=True)
+ctl({"type": "log", "level": "warn", "message": "from-fd3", "data": {"k": 1}})
+ctl({"type": "progress", "progress": 0.25})
+open(e["QUERN_ARTIFACTS"] + "/a.txt", "w").write("art-python")
+print("leak=%d" % sum(1 for k in e if k == "QUERN_AUDIT_HOST_SECRET"))
+json.dump({"rt": "python"}, open(e["QUERN_OUTPUT"], "w"))
+"""),
+    "node": r"""
+import fs from 'node:fs';
+const e = process.env;
+const ctl = (m) => fs.writeSync(3, JSON.stringify(m) + '\n');
+console.log('env=' + [e.QUERN_RUN_ID, e.QUERN_TASK_ID, e.QUERN_PROJECT_ID, e.QUERN_ATTEMPT,
+                      e.QUERN_CONTROL_FD].join('|'));
+console.log('input=' + JSON.stringify(JSON.parse(fs.readFileSync(e.QUERN_INPUT, 'utf8'))));
+fs.writeFileSync('w.txt', 'x');
+if (fs.readFileSync('w.txt', 'utf8') !== 'x') process.exit(9);
+await new Promise((r) => setTimeout(r, 5));
+if (!process.argv[1].endsWith('.mjs') || process.execPath !== '/usr/bin/node') process.exit(8);
+console.log('shell=' + (typeof import.meta.url));
+console.error('err-line');
+ctl({type: 'log', level: 'warn', message: 'from-fd3', data: {k: 1}});
+ctl({type: 'progress', progress: 0.25});
+fs.writeFileSync(e.QUERN_ARTIFACTS + '/a.txt', 'art-node');
+console.log('leak=' + Object.keys(e).filter((k) => k === 'QUERN_AUDIT_HOST_SECRET').length);
+fs.writeFileSync(e.QUERN_OUTPUT, JSON.stringify({rt: 'node'}));
+""",
+    "ts": r"""
+import fs from 'node:fs';
+import type { Stats } from 'node:fs';
+interface Msg { type: string; [k: string]: unknown }
+type Env = Record<string, string | undefined>;
+const e: Env = process.env;
+const ctl = (m: Msg): void => { fs.writeSync(3, JSON.stringify(m) + '\n'); };
+function first<T>(xs: T[]): T { return xs[0]!; }
+console.log('env=' + [e.QUERN_RUN_ID, e.QUERN_TASK_ID, e.QUERN_PROJECT_ID, e.QUERN_ATTEMPT,
+                      e.QUERN_CONTROL_FD].join('|'));
+console.log('input=' + JSON.stringify(JSON.parse(fs.readFileSync(e.QUERN_INPUT as string, 'utf8'))));
+fs.writeFileSync('w.txt', 'x');
+const st: Stats | null = fs.statSync('w.txt');
+if (st!.size !== 1) process.exit(9);
+await new Promise<void>((r) => setTimeout(r, 5));
+console.log('shell=' + first<string>([typeof import.meta.url]));
+console.error('err-line');
+ctl({type: 'log', level: 'warn', message: 'from-fd3', data: {k: 1}});
+ctl({type: 'progress', progress: 0.25});
+fs.writeFileSync(e.QUERN_ARTIFACTS + '/a.txt', 'art-ts');
+console.log('leak=' + Object.keys(e).filter((k: string) => k === 'QUERN_AUDIT_HOST_SECRET').length);
+fs.writeFileSync(e.QUERN_OUTPUT!, JSON.stringify({rt: 'ts'}));
+""",
+}
+
+
+def test_basic_contract_every_runtime():
+    inp = {"x": 7, "s": "héllo"}
+    done = many([(CONTRACT[rt], rt, {"input": inp}) for rt in RUNTIMES])
+    for rt, (t, run, lg) in zip(RUNTIMES, done):
+        where = (rt, run, lg)
+        assert run["status"] == "completed", where
+        assert run["exit_code"] == 0 and run["runtime_id"] == rt, where
+        assert run["output"] == {"rt": rt}, where
+        out = [x["message"] for x in lg if x["type"] == "stdout"]
+        assert "env=%s|%s|default|1|3" % (run["id"], t["id"]) in out, where
+        got = [json.loads(m[6:]) for m in out if m.startswith("input=")]
+        assert got == [inp], where
+        assert "leak=0" in out, where
+        if rt == "sh":
+            assert "shell=none" in out, where          # /bin/sh, not bash
+        if rt in ("node", "ts"):
+            assert "shell=string" in out, where        # an ES module: import.meta exists
+        assert [x["message"] for x in lg if x["type"] == "stderr"] == ["err-line"], where
+        fd3 = [x for x in lg if x["type"] == "log"]
+        assert len(fd3) == 1 and fd3[0]["message"] == "from-fd3", where
+        assert fd3[0]["level"] == "warn" and fd3[0]["data"] == {"k": 1}, where
+        arts = {a["name"]: a for a in run["artifacts"]}
+        assert list(arts) == ["a.txt"] and arts["a.txt"]["size"] == len("art-" + rt), where
+        r = S.req("GET", base_of(t, run) + "/artifacts/content?name=a.txt")
+        assert r.status == 200 and r.text == "art-" + rt, where
+        ev = events(t, run)
+        assert any(e["type"] == "task_run.progress" and e["data"].get("progress") == 0.25 for e in ev), ev
+
+
+OUT_FD3 = {
+    "sh": 'echo \'{"type":"output","output":{"via":"fd3","rt":"sh"}}\' >&3',
+    "bash": 'echo \'{"type":"output","output":{"via":"fd3","rt":"bash"}}\' >&3',
+    "python": py(CTL_PY + 'ctl({"type": "output", "output": {"via": "fd3", "rt": "python"}})\n'),
+    "node": "import fs from 'fs';\nfs.writeSync(3, JSON.stringify({type:'output',output:{via:'fd3',rt:'node'}})+'\\n');\n",
+    "ts": "import fs from 'fs';\nconst o: {via: string; rt: string} = {via: 'fd3', rt: 'ts'};\n"
+          "fs.writeSync(3, JSON.stringify({type:'output',output:o})+'\\n');\n",
+}
+
+
+def test_output_by_control_message_every_runtime():
+    done = many([(OUT_FD3[rt], rt, {}) for rt in RUNTIMES])
+    for rt, (t, run, lg) in zip(RUNTIMES, done):
+        assert run["status"] == "completed" and run["output"] == {"via": "fd3", "rt": rt}, (rt, run, lg)
+
+
+EXIT5 = {
+    "sh": "echo before; exit 5", "bash": "echo before; exit 5",
+    "python": "print('before', flush=True)\nraise SystemExit(5)\n",
+    "node": "console.log('before');\nprocess.exit(5);\n",
+    "ts": "const n: number = 5;\nconsole.log('before');\nprocess.exit(n);\n",
+}
+
+
+def test_exit_code_every_runtime():
+    done = many([(EXIT5[rt], rt, {}) for rt in RUNTIMES])
+    for rt, (t, run, lg) in zip(RUNTIMES, done):
+        assert run["status"] == "failed" and run["exit_code"] == 5, (rt, run)
+        assert run["error"]["code"] == "exit_code", (rt, run)
+        assert "before" in [x["message"] for x in lg], (rt, lg)
+
+
+def test_uncaught_errors_fail_every_runtime():
+    specs = [("set -e; false; echo not-here", "sh", {}), ("set -e; false; echo not-here", "bash", {}),
+             ("raise ValueError('boom')\n", "python", {}), ("throw new Error('boom');\n", "node", {}),
+             ("const f = (): never => { throw new Error('boom'); };\nf();\n", "ts", {}),
+             ("await Promise.reject(new Error('boom'));\n", "node", {})]
+    for (code, rt, _), (t, run, lg) in zip(specs, many(specs)):
+        assert run["status"] == "failed" and run["error"]["code"] == "exit_code", (rt, run)
+        assert run["exit_code"] not in (0, None), (rt, run)
+        if rt in ("python", "node", "ts"):
+            assert any("boom" in x["message"] for x in lg if x["type"] == "stderr"), (rt, lg)
+
+
+def test_default_runtime_is_sh_and_unknown_is_400():
+    t = expect(S.req("POST", P + "/tasks", {"code": 'echo "b=${BASH_VERSION:-none}"',
+                                            "wait_for_result": True}), 201)
+    assert t["run"]["status"] == "completed" and "b=none" in msgs(t, t["run"]), t["run"]
+    for bad in ("cobol", "", "SH", "python ", 7):
+        r = S.req("POST", P + "/tasks", {"code": "true", "runtime_id": bad})
+        assert r.status == 400 and r.json["error"]["param"] == "runtime_id", (bad, r)
+    r = S.req("POST", P + "/definitions", {"id": "rt-cobol", "title": "x", "runtime_id": "cobol", "code": "x"})
+    assert r.status == 400 and r.json["error"]["param"] == "runtime_id", r
+    expect(S.req("POST", P + "/definitions", {"id": "rt-py", "title": "x", "runtime_id": "python",
+                                              "code": "print('from a definition')"}), 201)
+    r = S.req("PATCH", P + "/definitions/rt-py", {"runtime_id": "cobol"})
+    assert r.status == 400 and r.json["error"]["param"] == "runtime_id", r
+    t = expect(S.req("POST", P + "/definitions/rt-py/trigger", {"input": {}}), 201)
+    run = finish(t)
+    assert run["status"] == "completed" and msgs(t, run) == ["from a definition"], run
+
+
+def test_ts_type_only_syntax_is_stripped():
+    code = r"""
+import type { Stats } from 'node:fs';
+import { readFileSync } from 'node:fs';
+export interface Shape { kind: 'a' | 'b'; n?: number }
+type Pair<A, B> = [A, B];
+abstract class Base<T> { protected constructor(public readonly v: T) {} abstract get(): T }
+class Box extends Base<number> { constructor(v: number) { super(v); } get(): number { return this.v; } }
+const p: Pair<string, number> = ['x', 1];
+const s = { kind: 'a' } as Shape;
+const n = (JSON.parse(readFileSync(process.env.QUERN_INPUT!, 'utf8')) as { n: number }).n;
+declare const nothing: unknown;
+let st: Stats | undefined;
+const r = await Promise.resolve<number>(new Box(n).get() * 2);
+console.log(`r=${r} ${p[0]} ${s.kind} ${typeof st}`);
+"""
+    t, run, lg = go(code, "ts", input={"n": 21})
+    assert run["status"] == "completed", lg
+    assert "r=42 x a undefined" in [x["message"] for x in lg], lg
+
+
+def test_stdout_lines_in_order():
+    t, run, lg = go("i=0; while [ $i -lt 300 ]; do echo \"o$i\"; i=$((i+1)); done")
+    assert run["status"] == "completed"
+    out = [x for x in lg if x["type"] == "stdout"]
+    assert [x["message"] for x in out] == ["o%d" % i for i in range(300)]
+    seqs = [x["seq"] for x in lg]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    # each stream keeps its order (across the two pipes the order is the
+    # one quernd reads them in: not asserted)
+    t, run, lg = go(py("for i in range(200):\n    f = sys.stdout if i % 2 else sys.stderr\n"
+                       "    print('m%d' % i, file=f, flush=True)\n"), "python")
+    for ty, par in (("stdout", 1), ("stderr", 0)):
+        assert [x["message"] for x in lg if x["type"] == ty] == ["m%d" % i for i in range(200) if i % 2 == par], lg
+
+
+def test_invalid_output_file():
+    specs = [("echo '{bad' > \"$QUERN_OUTPUT\"", "sh", {}),
+             ("printf '' > \"$QUERN_OUTPUT\"", "sh", {}),
+             ("printf '[1,2' > \"$QUERN_OUTPUT\"", "sh", {}),
+             ("printf '\\377\\376' > \"$QUERN_OUTPUT\"", "sh", {})]
+    for (code, _, _), (t, run, lg) in zip(specs, many(specs)):
+        assert run["status"] == "failed" and run["error"]["code"] == "invalid_output", (code, run)
+    # no file at all is not an error: the run completes with no output
+    t, run, _ = go("true")
+    assert run["status"] == "completed" and run["output"] is None
+
+
+def test_output_file_wins_over_control_output():
+    for code in ('echo \'{"type":"output","output":{"from":"fd3"}}\' >&3; echo \'{"from":"file"}\' > "$QUERN_OUTPUT"',
+                 'echo \'{"from":"file"}\' > "$QUERN_OUTPUT"; echo \'{"type":"output","output":{"from":"fd3"}}\' >&3'):
+        t, run, _ = go(code)
+        assert run["status"] == "completed" and run["output"] == {"from": "file"}, run
+    t, run, _ = go('echo \'{"type":"output","output":{"n":1}}\' >&3; echo \'{"type":"output","output":[2]}\' >&3')
+    assert run["output"] == [2], run     # the last control output counts
+
+
+def test_environment_details():
+    code = ('echo "home=$HOME tmpdir=$TMPDIR pwd=$PWD it=$QUERN_ITERATION acct=${QUERN_STORAGE_ACCOUNT:-none}"; '
+            '[ -d "$QUERN_STORAGE_PROJECT" ] && [ -d "$QUERN_STORAGE_ORG" ] && echo dirs')
+    t, run, lg = go(code)
+    assert [x["message"] for x in lg] == ["home=/scratch tmpdir=/tmp pwd=/scratch it=1 acct=none", "dirs"], lg
+    t, run, lg = go('echo "acct=$QUERN_STORAGE_ACCOUNT"; touch "$QUERN_STORAGE_ACCOUNT/x" && echo w', account_id="rt-acct")
+    assert [x["message"] for x in lg] == ["acct=/storage/account", "w"], lg
+    assert ("account", "accessed") in {(a["scope"], a["access_type"]) for a in run["storage_access"]}, run
+
+
+def test_storage_access_is_recorded_per_instance():
+    def kinds(run):
+        return sorted((a["scope"], a["access_type"]) for a in run["storage_access"])
+    prov = [("organization", "provided"), ("project", "provided")]
+    go('echo seed > "$QUERN_STORAGE_PROJECT/seed"; echo seed > "$QUERN_STORAGE_ORG/seed"')
+    specs = [("echo untouched", "sh", {}),
+             ('cat "$QUERN_STORAGE_PROJECT/seed"', "sh", {}),
+             ('ls "$QUERN_STORAGE_ORG" > /dev/null', "sh", {}),
+             ('echo more >> "$QUERN_STORAGE_PROJECT/seed"', "sh", {}),
+             (py("print(open(os.environ['QUERN_STORAGE_ORG'] + '/seed').read())\n"), "python", {}),
+             ("import fs from 'fs';\nfs.readFileSync(process.env.QUERN_STORAGE_PROJECT + '/seed');\n", "node", {})]
+    (_, r0, _), (_, r1, _), (_, r2, _), (_, r3, _), (_, r4, _), (_, r5, _) = [
+        many([sp])[0] for sp in specs]     # one at a time: the instances are shared
+    assert kinds(r0) == prov, r0["storage_access"]
+    assert kinds(r1) == sorted(prov + [("project", "accessed")]), r1["storage_access"]
+    assert kinds(r2) == sorted(prov + [("organization", "accessed")]), r2["storage_access"]
+    assert kinds(r3) == sorted(prov + [("project", "accessed")]), r3["storage_access"]
+    assert kinds(r4) == sorted(prov + [("organization", "accessed")]), r4["storage_access"]
+    assert kinds(r5) == sorted(prov + [("project", "accessed")]), r5["storage_access"]
+
+
+def test_retries_apply_to_every_failure_of_the_code():
+    st = {"max_retries": 1, "retry_delay_ms": 0, "timeout_ms": 400, "kill_grace_ms": 100}
+    specs = [("sleep 5", "sh", {"settings": st}), ("kill -KILL $$", "sh", {"settings": st}),
+             ("echo '{bad' > \"$QUERN_OUTPUT\"", "sh", {"settings": st})]
+    for t, run, _ in many(specs):
+        assert run["attempt"] == 2 and run["status"] in ("timed_out", "failed"), run
+        assert len(run["errors"]) == 2, run
+
+
+def test_output_size_bounds():
+    # QUERN_OUTPUT: at most 16 MiB and 1000000 JSON values (each costs
+    # quernd 40+ bytes once parsed); a big legitimate output is kept whole
+    specs = [(py("json.dump(list(range(200000)), open(os.environ['QUERN_OUTPUT'], 'w'))\n"), "python", {}),
+             (py("open(os.environ['QUERN_OUTPUT'], 'w').write('[' + '0,' * 1000000 + '0]')\n"), "python", {}),
+             (py("open(os.environ['QUERN_OUTPUT'], 'w').write(json.dumps('x' * (17 << 20)))\n"), "python", {})]
+    (t1, r1, _), (t2, r2, _), (t3, r3, _) = many(specs)
+    assert r1["status"] == "completed" and r1["output"] == list(range(200000)), r1["status"]
+    for r in (r2, r3):
+        assert r["status"] == "failed" and r["error"]["code"] == "invalid_output", r["error"]
+
+
+def test_output_schema_applies_to_control_output_too():
+    schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+    t, run, _ = go('echo \'{"type":"output","output":{"n":"x"}}\' >&3', output_schema=schema)
+    assert run["status"] == "failed" and run["error"]["code"] == "invalid_output", run
+    t, run, _ = go('echo \'{"type":"output","output":{"n":3}}\' >&3', output_schema=schema)
+    assert run["status"] == "completed" and run["output"] == {"n": 3}, run
+
+
+# ---- iterations ----
+
+ITER = py(CTL_PY + r"""
+d = json.load(open(os.environ["QUERN_INPUT"]))
+n = d.get("n", 0)
+marker = "/tmp/seen"
+print("iter %d fresh=%s" % (n, not os.path.exists(marker)), flush=True)
+open(marker, "w").write("x")
+if n < 2:
+    ctl({"type": "continue", "data": {"n": n + 1}})
+else:
+    json.dump({"done": n}, open(os.environ["QUERN_OUTPUT"], "w"))
+""")
+
+
+def test_iterations_continue_with_data():
+    t, run, lg = go(ITER, "python", input={"n": 0})
+    assert run["status"] == "completed", (run, lg)
+    assert run["iterations"] == 3 and run["output"] == {"done": 2}, run
+    its = [(x["message"].split(" fresh")[0], x["iteration"]) for x in lg if x["type"] == "stdout"]
+    assert [m for m, _ in its] == ["iter 0", "iter 1", "iter 2"], lg
+    assert len({i for _, i in its}) == 3 and [i for _, i in its] == sorted(i for _, i in its), its
+    groups = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)
+    groups = groups["data"] if isinstance(groups, dict) else groups
+    assert len(groups) == 3, groups
+    for g in groups:
+        assert all("iteration" in it or True for it in g["items"])
+
+
+def test_iterations_keep_scratch_and_renew_tmp():
+    code = r"""
+n=$(tr -dc 0-9 < "$QUERN_INPUT"); n=${n:-0}
+echo "it=$QUERN_ITERATION scratch=[$(ls | tr '\n' ' ')] tmp=[$(ls -A /tmp | tr '\n' ' ')]"
+echo x > "/tmp/t$n"; echo y > "./s$n"
+[ "$n" -lt 2 ] && echo "{\"type\":\"continue\",\"data\":{\"n\":$((n+1))}}" >&3
+true
+"""
+    t, run, lg = go(code)
+    assert run["status"] == "completed" and run["iterations"] == 3, (run, lg)
+    assert [x["message"] for x in lg] == ["it=1 scratch=[] tmp=[]", "it=2 scratch=[s0 ] tmp=[]",
+                                          "it=3 scratch=[s0 s1 ] tmp=[]"], lg
+    assert [x["iteration"] for x in lg] == [1, 2, 3], lg
+
+
+def test_max_iterations():
+    code = 'echo tick; echo \'{"type":"continue","data":{}}\' >&3'
+    t, run, lg = go(code, settings={"max_iterations": 3})
+    assert run["status"] == "failed" and run["error"]["code"] == "max_iterations", run
+    assert run["iterations"] == 3, run
+    assert [x["message"] for x in lg if x["type"] == "stdout"] == ["tick"] * 3, lg
+
+
+def test_continue_then_failure_fails_the_run():
+    code = 'echo \'{"type":"continue","data":{}}\' >&3; exit 4'
+    t, run, _ = go(code)
+    assert run["status"] == "failed" and run["exit_code"] == 4 and run["iterations"] == 1, run
+
+
+# ---- interactions, commands, cancel ----
+
+def test_input_request_round_trip_python():
+    code = py(CTL_PY + r"""
+ctl({"type": "input_request", "prompt": "age?", "schema": {"type": "integer"}})
+line = sys.stdin.readline()
+print("got " + json.dumps(json.loads(line), sort_keys=True), flush=True)
+ctl({"type": "output", "output": {"age": json.loads(line)["response"]}})
+""")
+    t = create(code, "python")
+    run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+    assert run["status"] == "interaction_required", logs(t, run)
+    assert run["interaction"]["prompt"] == "age?" and run["interaction"]["schema"] == {"type": "integer"}
+    b = base_of(t, run)
+    # the request's schema is the answer's contract (docs/RUNTIME.md)
+    for bad in ("x", 4.5, None):
+        r = S.req("POST", b + "/interaction", {"response": bad})
+        assert r.status == 400 and r.json["error"]["param"] == "response", (bad, r)
+    assert run_of(t)["status"] == "interaction_required"
+    expect(S.req("POST", b + "/interaction", {"response": 42}), 200)
+    assert S.req("POST", b + "/interaction", {"response": 43}).status in (409, 200)
+    run = finish(t)
+    assert run["status"] == "completed" and run["output"] == {"age": 42}, run
+    assert 'got {"response": 42, "type": "interaction_response"}' in msgs(t, run)
+    types = [e["type"] for e in events(t, run)]
+    i = types.index("task_run.interaction_required")
+    assert "task_run.completed" in types[i:], types
+
+
+def test_waiting_on_input_is_not_inactivity_but_counts_as_time():
+    code = py(CTL_PY + "ctl({'type': 'input_request', 'prompt': 'x'})\nprint(sys.stdin.readline().strip())\n")
+    t = create(code, "python", settings={"inactivity_timeout_ms": 300, "timeout_ms": 30000})
+    run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+    assert run["status"] == "interaction_required", run
+    time.sleep(1.0)    # over the inactivity limit, waiting for the answer
+    expect(S.req("POST", base_of(t, run) + "/interaction", {"response": "late"}), 200)
+    run = finish(t)
+    assert run["status"] == "completed", run
+    t = create(code, "python", settings={"timeout_ms": 800, "kill_grace_ms": 100})
+    run = finish(t)
+    assert run["status"] == "timed_out" and run["error"]["code"] == "timeout", run
+
+
+def test_user_message_line_format_and_close():
+    code = py(r"""
+for line in sys.stdin:
+    print("line " + json.dumps(json.loads(line), sort_keys=True), flush=True)
+print("eof", flush=True)
+""")
+    t = create(code, "python")
+    run = wait_status(t, ["running"] + list(TERMINAL))
+    b = base_of(t, run)
+    for i in range(3):
+        r = S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "user_message",
+                                           "params": {"text": "m%d" % i}, "id": i})
+        assert r.status == 200 and r.json["jsonrpc"] == "2.0" and r.json["id"] == i, r
+    expect(S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "close", "id": 9}), 200)
+    run = finish(t)
+    assert run["status"] == "completed", run
+    assert msgs(t, run, "stdout") == ['line {"params": {"text": "m%d"}, "type": "user_message"}' % i
+                                      for i in range(3)] + ["eof"]
+
+
+def test_stdin_backlog_is_bounded():
+    # code that never reads stdin: quernd keeps at most 16 MiB waiting for
+    # it and drops (with a warning in the log) what comes on top
+    t = create("echo ready; sleep 60", settings={"timeout_ms": 120000})
+    wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+    b = base_of(t, run_of(t))
+    big = "x" * (1 << 20)
+    for i in range(20):
+        expect(S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "user_message",
+                                              "params": {"blob": big}, "id": i}), 200)
+    wait_for(lambda: any("was dropped" in m for m in msgs(t, run_of(t))), 30, "the warning")
+    expect(S.req("POST", b + "/cancel", {}), 200)
+    assert finish(t)["status"] == "canceled"
+    healthy()
+
+
+def test_command_without_live_sandbox_is_400():
+    t = create("echo held", settings={"require_approval": True})
+    run = wait_status(t, ["interaction_required"])
+    b = base_of(t, run)
+    for m in ("user_message", "close", "cancel"):
+        r = S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": m, "params": {}, "id": 1})
+        assert r.status == 400, (m, r)
+    expect(S.req("POST", b + "/interaction", {"response": {"approved": False}}), 200)
+    # an agent run (no sandbox at all)
+    t = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "rtaudit-nobody", "run": True}), 201)
+    r = S.req("POST", base_of(t, run_of(t)) + "/command",
+              {"jsonrpc": "2.0", "method": "user_message", "params": {}, "id": 1})
+    assert r.status == 400, r
+    S.req("POST", base_of(t, run_of(t)) + "/cancel", {})
+
+
+def test_command_cancel_sigterm_then_canceled():
+    code = "trap 'echo got-term; sleep 0.5; echo after-term; exit 0' TERM\necho ready\nwhile :; do sleep 0.05; done\n"
+    t = create(code)
+    wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+    run = run_of(t)
+    r = expect(S.req("POST", base_of(t, run) + "/command",
+                     {"jsonrpc": "2.0", "method": "cancel", "id": 1}), 200)
+    assert r["id"] == 1 and "result" in r, r
+    # at once canceling (the code is handling SIGTERM for 0.5 s), as POST .../cancel
+    assert run_of(t)["status"] in ("canceling", "canceled")
+    run = finish(t)
+    assert run["status"] == "canceled", run      # exit 0 after SIGTERM is still canceled
+    m = msgs(t, run)
+    assert "got-term" in m, m
+    types = [e["type"] for e in events(t, run)]
+    assert types.index("task_run.canceling") < types.index("task_run.canceled"), types
+    accounted(run)
+    healthy()
+
+
+def test_cancel_of_code_ignoring_sigterm_kills_it():
+    t = create("trap '' TERM; echo ready; while :; do sleep 0.05; done", settings={"kill_grace_ms": 300})
+    wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+    r = expect(S.req("POST", base_of(t, run_of(t)) + "/cancel", {"message": "bye"}), 200)
+    assert r["status"] in ("canceling", "canceled"), r
+    run = finish(t, 30)
+    assert run["status"] == "canceled" and run["cancel_message"] == "bye", run
+    accounted(run)
+
+
+def host_has(pattern):
+    import subprocess
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.strip()
+
+
+def test_cancel_while_waiting_on_input_kills_the_code():
+    # a run waiting on its own input_request still has live code: cancel
+    # (of the run, or of its task) must stop it, not leave it to its timeout
+    for how in ("run", "task"):
+        tag = "98%d.5" % (os.getpid() % 1000 + (how == "task"))
+        code = py(CTL_PY + "import subprocess\np = subprocess.Popen(['sleep', '%s'])\n"
+                           "ctl({'type': 'input_request', 'prompt': 'x'})\nsys.stdin.readline()\n" % tag)
+        t = create(code, "python", settings={"timeout_ms": 600000})
+        run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+        assert run["status"] == "interaction_required", logs(t, run)
+        wait_for(lambda: host_has("sleep " + tag), 30, "the code's child")
+        if how == "run":
+            r = expect(S.req("POST", base_of(t, run) + "/cancel", {}), 200)
+            assert r["status"] in ("canceling", "canceled"), r
+        else:
+            expect(S.req("POST", P + "/tasks/%s/cancel" % t["id"], {}), 200)
+        assert finish(t)["status"] == "canceled"
+        wait_for(lambda: not host_has("sleep " + tag), 30, "the code to be killed")
+    healthy()
+
+
+def test_ending_a_run_from_the_api_stops_its_code():
+    # a PATCH {status} or a set_output that completes the run while its code
+    # runs: the code must not outlive the run
+    for how in ("patch", "set_output"):
+        tag = "97%d.%d" % (os.getpid() % 1000, how == "patch")
+        t = create("echo ready; sleep %s" % tag, output_schema={"type": "object"},
+                   settings={"timeout_ms": 600000})
+        wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+        wait_for(lambda: host_has("sleep " + tag), 30, "the code")
+        b = base_of(t, run_of(t))
+        if how == "patch":
+            r = expect(S.req("PATCH", b, {"status": "failed", "error_message": "enough"}), 200)
+        else:
+            r = expect(S.req("PATCH", b + "/set_output", {"output": {"a": 1}}), 200)
+        assert r["status"] in ("failed", "completed"), r
+        wait_for(lambda: not host_has("sleep " + tag), 30, "the code to be stopped")
+        assert run_of(t)["status"] == r["status"]
+    healthy()
+
+
+# ---- outcomes ----
+
+def test_timeouts_and_inactivity():
+    specs = [("trap '' TERM; while :; do sleep 0.05; done", "sh",
+              {"settings": {"timeout_ms": 400, "kill_grace_ms": 200}}),
+             ("echo start; sleep 100", "sh", {"settings": {"inactivity_timeout_ms": 500, "kill_grace_ms": 100}}),
+             ("import time\nprint('x', flush=True)\ntime.sleep(100)\n", "python",
+              {"settings": {"inactivity_timeout_ms": 500, "kill_grace_ms": 100}})]
+    (t1, r1, _), (t2, r2, l2), (t3, r3, _) = many(specs)
+    assert r1["status"] == "timed_out" and r1["error"]["code"] == "timeout", r1
+    assert r2["status"] == "timed_out" and r2["error"]["code"] == "inactivity_timeout", r2
+    assert "start" in [x["message"] for x in l2]
+    assert r3["status"] == "timed_out" and r3["error"]["code"] == "inactivity_timeout", r3
+
+
+def test_timeouts_send_sigterm_first():
+    # API.md: timeouts and cancel send SIGTERM, then SIGKILL after kill_grace_ms
+    code = "trap 'echo got-term; exit 0' TERM; echo start; while :; do sleep 0.05; done"
+    specs = [(code, "sh", {"settings": {"timeout_ms": 500, "kill_grace_ms": 5000}}),
+             (code, "sh", {"settings": {"inactivity_timeout_ms": 500, "kill_grace_ms": 5000}})]
+    for (t, run, lg), code_ in zip(many(specs), ("timeout", "inactivity_timeout")):
+        assert run["status"] == "timed_out" and run["error"]["code"] == code_, run
+        assert "got-term" in [x["message"] for x in lg], lg
+
+
+def test_heartbeats_keep_an_active_run_alive():
+    # output on fd 3 and stdout both count as activity (upper bounds only:
+    # each silence is 0.1 s against an inactivity limit of 1.5 s)
+    code = py(CTL_PY + "import time\nfor i in range(30):\n    ctl({'type':'progress','progress':i/30})\n"
+                       "    time.sleep(0.1)\n")
+    t, run, _ = go(code, "python", settings={"inactivity_timeout_ms": 1500})
+    assert run["status"] == "completed", run
+
+
+def test_signal_names():
+    specs = [("echo x; kill -KILL $$", "sh", {}),
+             ("import signal\nos.kill(os.getpid(), signal.SIGSEGV)\n", "python", {}),
+             ("process.kill(process.pid, 'SIGABRT');\nawait new Promise(r => setTimeout(r, 5000));\n", "node", {})]
+    specs[1] = (py(specs[1][0]), "python", {})
+    done = many(specs)
+    for sig, (t, run, _) in zip(("SIGKILL", "SIGSEGV", "SIGABRT"), done):
+        assert run["status"] == "failed" and run["error"]["code"] == "signal", run
+        assert sig in run["error"]["message"], run
+
+
+def test_retries_env_attempt_and_latest_checkpoint():
+    code = r"""
+echo "attempt=$QUERN_ATTEMPT ckpt=${QUERN_CHECKPOINT:+set}"
+if [ -n "$QUERN_CHECKPOINT" ] && [ -f "$QUERN_CHECKPOINT" ]; then echo "from=$(tr -d '\n ' < "$QUERN_CHECKPOINT")"; fi
+echo "{\"type\":\"checkpoint\",\"data\":{\"at\":$QUERN_ATTEMPT,\"first\":true}}" >&3
+echo "{\"type\":\"checkpoint\",\"data\":{\"at\":$QUERN_ATTEMPT}}" >&3
+[ "$QUERN_ATTEMPT" -ge 3 ] && exit 0
+exit 1
+"""
+    t, run, lg = go(code, settings={"max_retries": 2, "retry_delay_ms": 0})
+    assert run["status"] == "completed" and run["attempt"] == 3, (run, lg)
+    m = [x["message"] for x in lg]
+    assert "attempt=1 ckpt=" in m or run["attempt"] == 3, m
+    assert "attempt=3 ckpt=set" in m and 'from={"at":2}' in m, m
+    assert len([e for e in run["errors"] if e["code"] == "exit_code"]) == 2, run
+    ck = expect(S.req("GET", base_of(t, run) + "/checkpoints"), 200)
+    ck = ck["data"] if isinstance(ck, dict) else ck
+    assert len(ck) >= 2
+
+
+def test_task_retry_resumes_from_the_last_runs_checkpoint():
+    code = ('echo "attempt=$QUERN_ATTEMPT ck=$(cat "${QUERN_CHECKPOINT:-/nonexistent}" 2>/dev/null)"\n'
+            'echo "{\\"type\\":\\"checkpoint\\",\\"data\\":{\\"a\\":$QUERN_ATTEMPT}}" >&3; exit 1')
+    t, run, lg = go(code)
+    assert run["status"] == "failed" and [x["message"] for x in lg] == ["attempt=1 ck="], lg
+    expect(S.req("POST", P + "/tasks/%s/retry" % t["id"], {}), 201)
+    run2 = wait_for(lambda: (lambda r: r if r["id"] != run["id"] and r["status"] in TERMINAL else None)(run_of(t)),
+                    60, "the retry")
+    assert run2["attempt"] == 2 and msgs(t, run2) == ['attempt=2 ck={"a":1}'], (run2, msgs(t, run2))
+
+
+def test_first_attempt_has_no_checkpoint():
+    t, run, lg = go('echo "ckpt=[${QUERN_CHECKPOINT:-}]"; [ -n "${QUERN_CHECKPOINT:-}" ] && [ -e "$QUERN_CHECKPOINT" ] && echo exists; true')
+    assert "exists" not in [x["message"] for x in lg], lg
+
+
+def test_usage_is_accounted():
+    code = py(CTL_PY + "ctl({'type':'usage','tokens_used':12,'cost':0.01})\n"
+                       "ctl({'type':'usage','tokens_used':30,'cost':0.02})\n")
+    t, run, _ = go(code, "python")
+    assert run["status"] == "completed"
+    # usage messages accumulate (documented in docs/RUNTIME.md)
+    assert run["tokens_used"] == 42 and abs(run["cost"] - 0.03) < 1e-9, run
+
+
+def test_require_review_and_reject():
+    t = create("echo ok", settings={"require_review": True})
+    run = wait_status(t, ["review_required"] + list(TERMINAL))
+    assert run["status"] == "review_required", run
+    accounted(run)
+    r = expect(S.req("POST", base_of(t, run) + "/review", {"decision": "reject", "comment": "no"}), 200)
+    assert r["status"] == "failed" and r["error"]["code"] == "review_rejected", r
+    t, run, _ = go("exit 3", settings={"require_review": True})
+    assert run["status"] == "failed", run           # only an exit 0 goes to review
+
+
+def test_policy_limits_deny():
+    pol = expect(S.req("GET", P + "/policy"), 200)
+    keep = {k: v for k, v in pol.items() if k in ("allowed_runtimes", "max_timeout_ms", "max_memory_mb",
+            "max_code_bytes", "network_allowed", "require_approval", "relay_webhook_url",
+            "outbound_allow_private")}
+    try:
+        expect(S.req("PUT", P + "/policy", dict(keep, max_timeout_ms=1000, max_memory_mb=64,
+                                                max_code_bytes=100)), 200)
+        specs = [("echo a > \"$QUERN_STORAGE_PROJECT/denied-1\"", "sh", {"settings": {"timeout_ms": 5000}}),
+                 ("echo a > \"$QUERN_STORAGE_PROJECT/denied-2\"", "sh", {"settings": {"timeout_ms": 900, "memory_limit_mb": 128}}),
+                 ("echo a > \"$QUERN_STORAGE_PROJECT/denied-3\" #" + "x" * 200, "sh", {"settings": {"timeout_ms": 900}})]
+        ts = [create(c, rt, **kw) for c, rt, kw in specs]
+        for t in ts:
+            run = finish(t)
+            assert run["status"] == "denied" and run["error"]["code"] == "policy_denied", run
+            assert run["started_at"] is None and logs(t, run) == [], run
+    finally:
+        S.req("PUT", P + "/policy", keep)
+    t, run, lg = go('ls "$QUERN_STORAGE_PROJECT"')
+    assert not any(x["message"].startswith("denied-") for x in lg), lg   # nothing executed
+
+
+def test_accounting_figures():
+    code = py("import time\nb = bytearray(96 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n"
+              "t = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\ntime.sleep(0.2)\n")
+    t, run, _ = go(code, "python")
+    assert run["status"] == "completed" and run["exit_code"] == 0, run
+    assert run["cpu_ms"] >= 250, run
+    assert run["peak_memory_kb"] >= 90 * 1024, run
+    assert run["wall_ms"] >= 450 and run["duration_ms"] >= run["wall_ms"] - 50, run
+
+
+def test_default_memory_limit_is_256_mib():
+    code = py("bs = []\nfor i in range(40):\n    b = bytearray(16 << 20)\n"
+              "    for j in range(0, len(b), 4096): b[j] = 1\n    bs.append(b)\nprint('survived', flush=True)\n")
+    node = ("const bufs = [];\nfor (let i = 0; i < 40; i++) bufs.push(Buffer.alloc(16 << 20, 1));\n"
+            "console.log('survived');\n")
+    for t, run, lg in many([(code, "python", {}), (node, "node", {})]):
+        assert run["status"] == "failed" and run["error"]["code"] == "memory_limit_exceeded", (run, lg)
+        assert "survived" not in [x["message"] for x in lg]
+
+
+def test_output_limit_counts_fd3_logs_and_long_lines():
+    specs = [(py(CTL_PY + "while True:\n    ctl({'type':'log','level':'info','message':'y'*500})\n"), "python",
+              {"settings": {"max_output_bytes": 50000, "timeout_ms": 30000}}),
+             ("head -c 300000 /dev/zero | tr '\\0' 'a'; sleep 1; echo tail", "sh",
+              {"settings": {"max_output_bytes": 50000}})]
+    for t, run, lg in many(specs):
+        assert run["status"] == "failed" and run["error"]["code"] == "output_limit_exceeded", run
+        kept = sum(len((x["message"] or "").encode()) for x in lg)
+        assert 0 < kept <= 50000, kept
+
+
+def test_control_floods_are_bounded_by_max_output_bytes():
+    # checkpoints, progress, junk lines and log data are stored like log
+    # lines: a flood of any of them ends output_limit_exceeded, it never
+    # fills the store (docs/RUNTIME.md)
+    floods = {
+        "checkpoint": "json.dumps({'type': 'checkpoint', 'data': {'x': 'a' * 200000}})",
+        "progress": "json.dumps({'type': 'progress', 'progress': 0.5})",
+        "junk": "'not json at all'",
+        "logdata": "json.dumps({'type': 'log', 'message': '', 'data': {'x': 'b' * 100000}})",
+    }
+    specs = [(py("line = (%s + '\\n').encode()\nfor i in range(2000000):\n    os.write(3, line)\n" % f),
+              "python", {"settings": {"max_output_bytes": 300000, "timeout_ms": 60000}})
+             for f in floods.values()]
+    for kind, (t, run, lg) in zip(floods, many(specs)):
+        assert run["status"] == "failed" and run["error"]["code"] == "output_limit_exceeded", (kind, run)
+        assert run["checkpoints_count"] <= 2, (kind, run)
+        ev = S.req("GET", base_of(t, run) + "/session_logs?limit=1")
+        assert int(ev.header("X-Total-Count")) < 20000, (kind, ev.header("X-Total-Count"))
+
+
+def test_limits_open_files_processes_file_size():
+    code = py(r"""
+import resource, errno, signal, time
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+print("nofile", soft, hard, flush=True)
+try:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+except Exception as e:
+    print("raise-nofile-refused", flush=True)
+fs = []
+try:
+    for i in range(5000):
+        fs.append(open("/dev/null"))
+except OSError as e:
+    print("open-stopped", e.errno == errno.EMFILE, flush=True)
+print("opened", len(fs), flush=True)
+for f in fs: f.close()
+try:
+    s, h = resource.getrlimit(resource.RLIMIT_NPROC)
+    resource.setrlimit(resource.RLIMIT_NPROC, (h, h))
+except Exception:
+    pass
+kids = []
+for i in range(200):
+    try:
+        pid = os.fork()
+    except OSError:
+        break
+    if pid == 0:
+        time.sleep(30)
+        os._exit(0)
+    kids.append(pid)
+print("forked", len(kids), flush=True)
+for k in kids:
+    os.kill(k, signal.SIGKILL)
+    os.waitpid(k, 0)
+f = open("big", "wb")
+f.seek(64 << 20)
+try:
+    f.write(b"x"); f.flush()
+    print("big-written", flush=True)
+except OSError as e:
+    print("big-refused", e.errno == errno.EFBIG, flush=True)
+""")
+    t, run, lg = go(code, "python")
+    m = [x["message"] for x in lg if x["type"] == "stdout"]
+    assert run["status"] == "completed", (run, lg)
+    opened = int([x for x in m if x.startswith("opened ")][0].split()[1])
+    forked = int([x for x in m if x.startswith("forked ")][0].split()[1])
+    assert opened <= 256, m
+    assert forked < 64, m
+    assert "big-refused True" in m, m
+
+
+def test_scratch_is_bounded_to_1_gib():
+    # fallocate: blocks without writing data (fast); the run is stopped
+    # once scratch and artifacts hold more than 1 GiB (docs/RUNTIME.md)
+    code = ('i=0; while [ $i -lt 18 ]; do fallocate -l 60M "f$i" || break; i=$((i+1)); done; '
+            'echo "made $i"; sleep 20; echo survived')
+    t, run, lg = go(code, settings={"timeout_ms": 60000})
+    assert run["status"] == "failed" and run["error"]["code"] == "disk_limit_exceeded", (run, lg)
+    assert "survived" not in [x["message"] for x in lg]
+    code = ('cd "$QUERN_ARTIFACTS"; i=0; while [ $i -lt 18 ]; do fallocate -l 60M "f$i" || break; '
+            'i=$((i+1)); done; sleep 20; echo survived')
+    t, run, lg = go(code, settings={"timeout_ms": 60000})
+    assert run["status"] == "failed" and run["error"]["code"] == "disk_limit_exceeded", (run, lg)
+    t, run, lg = go("fallocate -l 60M a && fallocate -l 60M b && sleep 1 && echo fine")
+    assert run["status"] == "completed", (run, lg)
+
+
+# ---- isolation ----
+
+def test_network_only_when_the_task_and_the_policy_allow_it():
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+    code = ("import socket\ntry:\n    socket.create_connection(('127.0.0.1', %d), timeout=5)\n"
+            "    print('CONNECTED')\nexcept OSError as e:\n    print('refused')\n" % ls.getsockname()[1])
+    pol = expect(S.req("GET", P + "/policy"), 200)
+    try:
+        (t1, r1, l1), (t2, r2, l2) = many([(code, "python", {"settings": {"network": True}}),
+                                           (code, "python", {})])
+        assert [x["message"] for x in l1] == ["CONNECTED"], l1
+        assert [x["message"] for x in l2] == ["refused"], l2
+        expect(S.req("PUT", P + "/policy", {"network_allowed": False}), 200)
+        t, run, lg = go(code, "python", settings={"network": True})
+        assert run["status"] == "denied" and run["error"]["code"] == "policy_denied", run
+        assert lg == [], lg
+    finally:
+        S.req("PUT", P + "/policy", {"network_allowed": pol["network_allowed"]})
+        ls.close()
+
+
+def test_namespaces_pid1_and_hostname():
+    host = {ns: os.readlink("/proc/self/ns/" + ns) for ns in ("user", "pid", "mnt", "net", "ipc", "uts")}
+    code = ("for n in user pid mnt net ipc uts; do echo \"ns $n $(readlink /proc/self/ns/$n)\"; done\n"
+            "echo \"pid=$$\"; echo \"host=$(hostname)\"; echo \"ifs=$(ls /sys/class/net 2>/dev/null | tr '\\n' ' ')\"\n"
+            "echo \"procs=$(ls /proc | grep -c '^[0-9]')\"; echo \"init=$(tr '\\0' ' ' < /proc/1/cmdline)\"\n"
+            "echo \"uidmap=$(tr -s ' ' < /proc/self/uid_map)\"")
+    t, run, lg = go(code)
+    m = [x["message"] for x in lg]
+    for ns, link in host.items():
+        inside = [x.split(" ", 2)[2] for x in m if x.startswith("ns %s " % ns)]
+        assert inside and inside[0] != link, (ns, link, inside)
+    assert "pid=1" not in m, m
+    assert "init=" in "".join(m) and not any(x.startswith("init=/bin/sh") for x in m), m
+    assert "host=%s" % socket.gethostname() not in m, m
+    procs = int([x for x in m if x.startswith("procs=")][0][6:])
+    assert procs < 10, m
+
+
+def test_filesystem_view():
+    marker = tempfile.NamedTemporaryFile(prefix="rtaudit-host-", dir="/tmp", delete=False)
+    marker.write(b"host")
+    marker.close()
+    try:
+        code = r"""
+echo "tmp=[$(ls -A /tmp | tr '\n' ' ')]"
+[ -e %s ] && echo SEE-HOST-TMP
+[ -e %s ] && echo SEE-DATA
+for p in /usr/x /bin/x /lib/x /etc/x /var/x /opt/x /root/x /home/x /x /sys/x /dev/x /run/x /boot/x /srv/x; do
+  (echo hi > $p) 2>/dev/null && echo "WROTE $p"
+done
+for p in ./here /tmp/here "$QUERN_STORAGE_PROJECT/here" "$QUERN_STORAGE_ORG/here"; do
+  (echo hi > "$p") 2>/dev/null && echo "ok $p"
+done
+[ -d /var/tmp ] && (echo hi > /var/tmp/x) 2>/dev/null && echo "WROTE /var/tmp"
+echo shm > /dev/shm/rtaudit-shm 2>/dev/null; [ -e /tmp/rtaudit-shm ] && echo "shm-is-tmp"
+echo done
+""" % (marker.name, S.data)
+        t, run, lg = go(code)
+        m = [x["message"] for x in lg]
+        assert run["status"] == "completed", lg
+        assert "tmp=[]" in m, m
+        assert "SEE-HOST-TMP" not in m and "SEE-DATA" not in m, m
+        assert not [x for x in m if x.startswith("WROTE")], m
+        assert len([x for x in m if x.startswith("ok ")]) == 4, m
+        assert "shm-is-tmp" in m, m     # /dev/shm is the run's private /tmp (docs/RUNTIME.md)
+    finally:
+        os.unlink(marker.name)
+
+
+TMP_LIST = {
+    "sh": "ls -A /tmp | tr '\\n' ' '; echo '|'", "bash": "ls -A /tmp | tr '\\n' ' '; echo '|'",
+    "python": "import os\nprint(' '.join(os.listdir('/tmp')) + '|')\n",
+    "node": "import fs from 'fs';\nconsole.log(fs.readdirSync('/tmp').join(' ') + '|');\n",
+    "ts": "import fs from 'fs';\nconst l: string[] = fs.readdirSync('/tmp');\nconsole.log(l.join(' ') + '|');\n",
+}
+
+
+def test_tmp_starts_empty_every_runtime():
+    done = many([(TMP_LIST[rt], rt, {}) for rt in RUNTIMES])
+    for rt, (t, run, lg) in zip(RUNTIMES, done):
+        assert run["status"] == "completed" and [x["message"] for x in lg] == ["|"], (rt, lg)
+
+
+def test_ts_errors_point_at_the_script_line():
+    t, run, lg = go("const a: number = 1;\n\ninterface X { y: string }\nthrow new Error('line four ' + a);\n", "ts")
+    err = "\n".join(x["message"] for x in lg if x["type"] == "stderr")
+    assert run["status"] == "failed" and "line four 1" in err and ":4:" in err, err
+
+
+def test_sysv_ipc_is_private_per_run():
+    made = "ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null && ipcmk -S 1 >/dev/null && echo made; ipcs | grep -c '^0x'"
+    t, r1, l1 = go(made)
+    assert [x["message"] for x in l1] == ["made", "3"], l1
+    # every later run (in any slot) starts with none of them
+    for t, run, lg in many([("ipcs | grep -c '^0x'; true", "sh", {}) for _ in range(4)]):
+        assert [x["message"] for x in lg] == ["0"], lg
+
+
+def test_tmp_is_private_per_run():
+    # each run's /tmp is its own: one run's file never shows in the next
+    t, r1, _ = go("echo a > /tmp/rtaudit-private")
+    t, r2, lg = go("cat /tmp/rtaudit-private 2>/dev/null && echo LEAKED; true")
+    assert "LEAKED" not in [x["message"] for x in lg]
+
+
+def test_seccomp_and_namespace_syscalls_refused():
+    code = py(r"""
+import ctypes, errno
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, nr, *args):
+    r = libc.syscall(nr, *args)
+    e = ctypes.get_errno()
+    print("%s %s" % (name, "ALLOWED" if r >= 0 else "refused"), flush=True)
+call("mount", 165, b"none", b"/tmp", b"tmpfs", 0, None)
+call("umount2", 166, b"/proc", 2)
+call("ptrace", 101, 0, 0, 0, 0)
+call("keyctl", 250, 0, 0, 0, 0, 0)
+call("add_key", 248, b"user", b"k", b"v", 1, -2)
+call("bpf", 321, 0, None, 0)
+call("init_module", 175, None, 0, b"")
+call("finit_module", 313, 0, b"", 0)
+call("unshare_user", 272, 0x10000000)
+call("unshare_mnt", 272, 0x00020000)
+call("unshare_net", 272, 0x40000000)
+fd = os.open("/proc/1/ns/mnt", os.O_RDONLY) if os.path.exists("/proc/1/ns/mnt") else -1
+call("setns", 308, fd, 0)
+call("chroot", 161, b"/tmp")
+call("pivot_root", 155, b"/tmp", b"/tmp")
+call("reboot", 169, 0xfee1dead, 672274793, 0x4321fedc, None)
+call("perf_event_open", 298, None, 0, -1, -1, 0)
+call("userfaultfd", 323, 0)
+call("io_uring_setup", 425, 1, None)
+call("open_by_handle_at", 304, 0, None, 0)
+call("kexec_load", 246, 0, 0, None, 0)
+call("setuid0", 105, 0)
+""")
+    t, run, lg = go(code, "python")
+    m = [x["message"] for x in lg if x["type"] == "stdout"]
+    assert run["status"] == "completed", lg
+    assert len(m) == 21, m
+    allowed = [x for x in m if x.endswith("ALLOWED")]
+    assert allowed in ([], ["setuid0 ALLOWED"]), allowed
+
+
+def test_unshare_tool_and_raised_rlimits():
+    code = r"""
+unshare -r true 2>/dev/null && echo UNSHARE-OK
+unshare -m true 2>/dev/null && echo UNSHARE-M-OK
+nsenter -t 1 -m true 2>/dev/null && echo NSENTER-OK
+ulimit -n 100000 2>/dev/null && echo "RAISED-NOFILE $(ulimit -n)"
+ulimit -u 100000 2>/dev/null && echo "RAISED-NPROC $(ulimit -u)"
+ulimit -f unlimited 2>/dev/null && echo RAISED-FSIZE
+echo done
+"""
+    t, run, lg = go(code, "bash")
+    m = [x["message"] for x in lg]
+    assert run["status"] == "completed" and "done" in m, lg
+    bad = [x for x in m if x in ("UNSHARE-OK", "UNSHARE-M-OK", "NSENTER-OK", "RAISED-FSIZE")
+           or x.startswith("RAISED-")]
+    assert not bad, m
+
+
+def test_proc_and_sys_writes_refused():
+    code = r"""
+for p in /proc/sys/kernel/hostname /proc/sys/vm/drop_caches /proc/sysrq-trigger /proc/self/oom_score_adj \
+         /proc/self/setgroups /proc/self/uid_map /proc/sys/kernel/core_pattern /sys/kernel/mm/transparent_hugepage/enabled \
+         /sys/fs/cgroup/cgroup.procs /sys/fs/cgroup/pids.max /sys/fs/cgroup/memory.max /proc/1/oom_score_adj; do
+  if [ "$p" = /proc/self/oom_score_adj ] || [ "$p" = /proc/1/oom_score_adj ]; then v=-1000; else v=1; fi
+  (echo $v > $p) 2>/dev/null && echo "WROTE $p"
+done
+echo done
+"""
+    t, run, lg = go(code)
+    m = [x["message"] for x in lg]
+    assert run["status"] == "completed" and "done" in m, lg
+    assert not [x for x in m if x.startswith("WROTE")], m
+
+
+def test_quernd_environment_not_readable():
+    code = r"""
+for f in /proc/[0-9]*/environ /proc/[0-9]*/cmdline; do tr '\0' '\n' < $f 2>/dev/null; done
+ls -la /proc/1/root/ /proc/1/cwd/ 2>/dev/null | head -5
+for f in /proc/1/fd/*; do readlink $f 2>/dev/null; done
+cat /proc/1/environ 2>/dev/null | tr '\0' '\n'
+env
+"""
+    t, run, lg = go(code)
+    text = "\n".join(x["message"] for x in lg)
+    assert LEAK not in text and "QUERN_BOOTSTRAP_KEY" not in text and "qk_root" not in text, text[:2000]
+    assert S.data not in text, text[:2000]
+
+
+def test_two_runs_cannot_see_each_other():
+    hold = ("echo \"where=$(pwd)|$QUERN_STORAGE_ACCOUNT\"; echo secret-a > ./mine-rtaudit; "
+            "echo secret-a > \"$QUERN_STORAGE_ACCOUNT/mine-rtaudit\"; ipcmk -M 4096 > /dev/null; "
+            "echo secret-a > /tmp/mine-rtaudit; echo hold; read x; echo released")
+    a = create(hold, account_id="acct-rt-a")
+    wait_for(lambda: "hold" in msgs(a, run_of(a)), 60, "a holds")
+    where = [m for m in msgs(a, run_of(a)) if m.startswith("where=")][0][6:]
+    scratch, store = where.split("|")
+    probe = r"""
+cat "%s/mine-rtaudit" 2>/dev/null && echo SAW-SCRATCH
+cat "%s/mine-rtaudit" 2>/dev/null && echo SAW-STORAGE
+find / -xdev -name mine-rtaudit 2>/dev/null | sed 's/^/found /'
+find /tmp "$PWD/.." -name mine-rtaudit 2>/dev/null | sed 's/^/found /'
+for p in /proc/[0-9]*/cwd; do ls "$p/" 2>/dev/null | grep -q mine-rtaudit && echo "SAW-PROC $p"; done
+[ "$(ipcs -m | grep -c '^0x')" = 0 ] || echo SAW-IPC
+cat /tmp/mine-rtaudit 2>/dev/null && echo SAW-TMP
+echo probed
+""" % (scratch, store)
+    b, rb, lb = go(probe, account_id="acct-rt-b")
+    m = [x["message"] for x in lb]
+    assert "probed" in m, lb
+    assert not [x for x in m if x.startswith(("SAW", "found"))], m
+    ra = run_of(a)
+    expect(S.req("POST", base_of(a, ra) + "/command", {"jsonrpc": "2.0", "method": "close", "id": 1}), 200)
+    assert finish(a)["status"] == "completed"
+
+
+def test_scratch_removed_after_run():
+    name = "rtaudit-scratch-%d" % os.getpid()
+    t, run, _ = go("echo x > %s; mkdir -p sub/deeper; echo y > sub/deeper/%s" % (name, name))
+    assert run["status"] == "completed"
+    for root, dirs, files in os.walk(S.data):
+        assert name not in files, (root, files)
+
+
+# ---- hostile output ----
+
+def test_huge_line_without_newline():
+    t, run, lg = go("head -c 3000000 /dev/zero | tr '\\0' 'z'")
+    assert run["status"] == "completed", run
+    total = sum(len(x["message"]) for x in lg if x["type"] == "stdout")
+    assert total == 3000000 and all(set(x["message"]) <= {"z"} for x in lg), total
+
+
+def test_binary_and_invalid_utf8_output():
+    code = r"""
+printf 'a\377\376b\n'
+head -c 20000 /dev/urandom
+printf '\n\000nul\000\n'
+printf 'bad-fd3\377\n' >&3
+printf '{"type":"log","level":"info","message":"x\377y"}\n' >&3
+printf '\300\200\355\240\200 surrogate\n' >&2
+echo end
+"""
+    t, run, lg = go(code)
+    assert run["status"] == "completed", run
+    m = [x["message"] for x in lg]
+    assert "end" in m, m
+    # no line is lost: bytes that are not UTF-8 (and NUL) become U+FFFD
+    assert "a\ufffd\ufffdb" in m and "\ufffdnul\ufffd" in m, m
+    assert any(x.endswith(" surrogate") for x in m), m
+    # every API view of the run is valid JSON / JSONL
+    r = S.req("GET", base_of(t, run) + "/logs")
+    for line in [x for x in r.text.split("\n") if x]:
+        json.loads(line)
+    assert S.req("GET", base_of(t, run)).json is not None
+    assert isinstance(events(t, run), list)
+    assert S.req("GET", P + "/logs?task=" + run["id"]).json is not None
+
+
+def test_malformed_control_messages():
+    code = r"""
+echo 'not json' >&3
+echo '{"type":"progress","progress":"lots"}' >&3
+echo '{"type":"progress","progress":7}' >&3
+echo '{"type":"nope"}' >&3
+echo '[1,2,3]' >&3
+echo '{"type":"log","level":"shout","message":7}' >&3
+echo '{"type":"log","level":"shout","message":"loud"}' >&3
+echo '{"type":"output"}' >&3
+echo '{"type":"checkpoint","data":"x"}' >&3
+echo '{"type":"usage","tokens_used":-5,"cost":"free"}' >&3
+echo '{"type":"continue","data":[1]}' >&3
+echo '{"type":"input_request"}' >&3
+printf '{"type":"log","message":"unterminated' >&3
+exec 3>&-
+echo '{"type":"log","message":"after close"}' >&3 2>/dev/null
+echo still-here
+"""
+    t, run, lg = go(code, settings={"timeout_ms": 20000})
+    assert run["status"] in TERMINAL, run
+    assert "still-here" in [x["message"] for x in lg], lg
+    assert run["progress"] is None or 0 <= run["progress"] <= 1, run
+    levels = {x["level"] for x in lg if x["type"] == "log"}
+    assert levels <= {"debug", "info", "warn", "warning", "error"}, levels   # as append_log
+
+
+def test_fd3_closed_early_and_stdout_closed():
+    specs = [("exec 3>&-; echo fine; printf '{\"ok\":1}' > \"$QUERN_OUTPUT\"", "sh", {}),
+             ("exec >&- ; sleep 0.3; echo via-stderr >&2; exit 0", "sh", {}),
+             ("exec >&- 2>&- 3>&-; sleep 0.3; printf '{\"quiet\":1}' > \"$QUERN_OUTPUT\"", "sh", {}),
+             ("exec 0<&-; echo no-stdin", "sh", {})]
+    (t1, r1, l1), (t2, r2, l2), (t3, r3, _), (t4, r4, l4) = many(specs)
+    assert r1["status"] == "completed" and r1["output"] == {"ok": 1}, r1
+    assert r2["status"] == "completed" and "via-stderr" in [x["message"] for x in l2], (r2, l2)
+    assert r3["status"] == "completed" and r3["output"] == {"quiet": 1}, r3
+    assert r4["status"] == "completed", r4
+
+
+def test_signals_to_init_and_everyone():
+    specs = [("kill -KILL 1; kill -STOP 1; kill -KILL $PPID; echo survived", "sh", {}),
+             ("kill -TERM $PPID; sleep 0.5; echo after", "sh", {}),
+             # kill(-1) reaches every process of the box but the caller (and init)
+             ("sleep 30 & kill -KILL -1; echo after-kill-all", "sh", {"settings": {"timeout_ms": 20000}}),
+             ("kill -STOP $$", "sh", {"settings": {"timeout_ms": 1000, "kill_grace_ms": 200}})]
+    (t1, r1, l1), (t2, r2, _), (t3, r3, l3), (t4, r4, _) = many(specs)
+    assert r1["status"] == "completed" and "survived" in [x["message"] for x in l1], (r1, l1)
+    # init forwards what it can catch to the code (docs/RUNTIME.md)
+    assert r2["status"] == "failed" and r2["error"]["code"] == "signal", r2
+    assert "SIGTERM" in r2["error"]["message"], r2
+    assert r3["status"] == "completed" and "after-kill-all" in [x["message"] for x in l3], r3
+    assert r4["status"] == "timed_out", r4
+
+
+def test_artifacts_fifo_device_dir_symlink():
+    code = r"""
+cd "$QUERN_ARTIFACTS"
+mkfifo fifo
+mknod dev c 1 3 2>/dev/null
+ln -s /dev/zero zero-link
+ln -s /etc/hostname host-link
+ln /etc/passwd hard 2>/dev/null
+mkdir -p sub/deeper && printf 'nested' > sub/deeper/n.txt
+mkdir emptydir
+python3 -c "import socket; s=socket.socket(socket.AF_UNIX); s.bind('sock')"
+printf 'plain' > plain.txt
+echo done
+"""
+    t, run, lg = go(code, settings={"timeout_ms": 20000})
+    assert run["status"] == "completed", (run, lg)
+    names = sorted(a["name"] for a in run["artifacts"])
+    assert "plain.txt" in names and not {"fifo", "dev", "zero-link", "host-link", "sock", "emptydir"} & set(names), names
+    assert names in (["plain.txt", "sub/deeper/n.txt"], ["hard", "plain.txt", "sub/deeper/n.txt"]), names
+
+
+def test_artifact_names_follow_the_upload_rules():
+    # a file left by code is stored only under a name an upload could have
+    # (docs/API.md: 1-255 printable bytes, no "..", no backslash)
+    code = py(r"""
+os.chdir(os.environ["QUERN_ARTIFACTS"])
+for n in [b"new\r\nX-Evil: 1", b"tab\there", b"bad\xff\xfeutf", b"..dots", b"back\\slash", b"ok name.txt"]:
+    open(n, "wb").write(b"v")
+os.makedirs(b"y" * 200)
+open(b"y" * 200 + b"/" + b"z" * 60, "wb").write(b"v")   # 261 bytes in all
+os.makedirs(b"dir\nname")
+open(b"dir\nname/f", "wb").write(b"v")
+os.makedirs("fine/dir")
+open("fine/dir/f.txt", "w").write("v")
+""")
+    t, run, lg = go(code, "python")
+    assert run["status"] == "completed", lg
+    assert sorted(a["name"] for a in run["artifacts"]) == ["fine/dir/f.txt", "ok name.txt"], run["artifacts"]
+
+
+def test_output_symlink_and_fifo_not_followed():
+    host = tempfile.NamedTemporaryFile(prefix="rtaudit-json-", suffix=".json", dir="/tmp", delete=False)
+    host.write(b'{"host_secret": "from-the-host-82b1"}')
+    host.close()
+    try:
+        specs = [('ln -sf /etc/shadow "$QUERN_OUTPUT"', "sh", {}),
+                 ('ln -sf %s "$QUERN_OUTPUT"' % host.name, "sh", {}),
+                 ('rm -f "$QUERN_OUTPUT"; mkfifo "$QUERN_OUTPUT"', "sh", {}),
+                 ('rm -f "$QUERN_OUTPUT"; mkdir "$QUERN_OUTPUT"', "sh", {}),
+                 ('echo \'{"a":1}\' > ./real.json; ln -sf "$PWD/real.json" "$QUERN_OUTPUT"', "sh", {})]
+        done = many(specs)
+        for (t, run, _) in done:
+            txt = json.dumps(run)
+            assert "root:" not in txt and "from-the-host-82b1" not in txt, run
+        for t, run, _ in done:   # QUERN_OUTPUT must be a regular file (docs/RUNTIME.md)
+            assert run["status"] == "failed" and run["error"]["code"] == "invalid_output", run
+            assert run["output"] is None, run
+    finally:
+        os.unlink(host.name)
+
+
+def test_input_file_tampering_does_not_change_the_run():
+    t, run, _ = go('echo \'{"evil":1}\' > "$QUERN_INPUT" 2>/dev/null; true', input={"good": 1})
+    assert run["status"] == "completed" and run["input"] == {"good": 1}, run
+
+
+def test_tiny_lines_cost_at_least_64_bytes_each():
+    # `yes`: 2-byte lines.  After a run's first 10000 entries each costs at
+    # least 64 bytes of max_output_bytes (docs/RUNTIME.md), so a flood of
+    # tiny lines stores 10000 + limit/64 entries, not limit/2 (at the
+    # default 10 MiB: 174k rows rather than 5M)
+    t, run, lg = go("yes", settings={"max_output_bytes": 1280000, "timeout_ms": 60000})
+    assert run["status"] == "failed" and run["error"]["code"] == "output_limit_exceeded", run
+    assert 10000 < len(lg) <= 10000 + 1280000 // 64, len(lg)
+
+
+def test_many_log_lines_fast():
+    n = 30000
+    t, run, lg = go("seq 1 %d" % n, settings={"timeout_ms": 60000})
+    assert run["status"] == "completed", run
+    m = [x["message"] for x in lg if x["type"] == "stdout"]
+    assert m == [str(i) for i in range(1, n + 1)], (len(m), m[:3], m[-3:])
+
+
+def test_secrets_exact_bytes_and_redaction_everywhere():
+    val = "s3cr3t-rtaudit-9f"
+    expect(S.req("POST", P + "/secrets", {"name": "RT_AUDIT", "value": val}), 201)
+    expect(S.req("POST", P + "/secrets", {"name": "RT_SHORT", "value": "ab"}), 201)
+    code = py(CTL_PY + r"""
+v = open("/run/secrets/RT_AUDIT", "rb").read()
+import hashlib
+print("len=%d eq=%s" % (len(v), hashlib.sha256(v).hexdigest() == "f611c9f5a6b70c9f7717b8e55ddaa9b000d8bcfe52396cb6abc69447b20d4295"), flush=True)
+print("line " + v.decode(), flush=True)
+print("err " + v.decode(), file=sys.stderr, flush=True)
+print("short=" + open("/run/secrets/RT_SHORT").read(), flush=True)
+print("env=%s" % ("RT_AUDIT" in os.environ), flush=True)
+ctl({"type": "log", "level": "info", "message": "fd3 " + v.decode(), "data": {"k": "in " + v.decode()}})
+ctl({"type": "progress", "progress": 0.5})
+ctl({"type": "checkpoint", "data": {"c": v.decode()}})
+os.write(3, b'{"type":"log","message":"' + v + b'\n')    # malformed: quoted in the warning
+open(os.environ["QUERN_ARTIFACTS"] + "/report-" + v.decode() + ".txt", "w").write("r")
+json.dump({"o": "pre-" + v.decode() + "-post", "n": [v.decode()]}, open(os.environ["QUERN_OUTPUT"], "w"))
+""")
+    t, run, lg = go(code, "python", secrets=["RT_AUDIT", "RT_SHORT"])
+    assert run["status"] == "completed", (run, lg)
+    m = [x["message"] for x in lg]
+    assert "len=17 eq=True" in m and "env=False" in m and "short=ab" in m, m
+    assert run["output"] == {"o": "pre-***-post", "n": ["***"]}, run
+    everything = json.dumps([lg, run, events(t, run),
+                             S.req("GET", base_of(t, run) + "/checkpoints").text])
+    assert val not in everything, everything[:3000]
+    assert "line ***" in m and "err ***" in m and "fd3 ***" in m, m
+    assert any("invalid control message" in x and "***" in x for x in m), m
+    assert [a["name"] for a in run["artifacts"]] == ["report-***.txt"], run["artifacts"]
+    for bad in ("lower", "1ABC", "A-B", "A" * 65):
+        assert S.req("POST", P + "/secrets", {"name": bad, "value": "x"}).status == 400, bad
+    # kept encrypted at rest under a generated key of mode 0600; never returned
+    import stat
+    assert stat.S_IMODE(os.stat(os.path.join(S.data, "secret.key")).st_mode) == 0o600
+    listed = S.req("GET", P + "/secrets")
+    assert listed.status == 200 and val not in listed.text and "RT_AUDIT" in listed.text, listed
+    for fn in ("quern.db", "quern.db-wal"):
+        if os.path.exists(os.path.join(S.data, fn)):
+            with open(os.path.join(S.data, fn), "rb") as f:
+                assert val.encode() not in f.read(), fn
+
+
+def test_secret_in_error_message_is_redacted():
+    val = "errsecret-rtaudit-77"
+    expect(S.req("POST", P + "/secrets", {"name": "RT_ERR", "value": val}), 201)
+    t, run, lg = go('printf "{\\"bad\\": \\"$(cat /run/secrets/RT_ERR)" > "$QUERN_OUTPUT"', secrets=["RT_ERR"])
+    assert run["status"] == "failed", run
+    assert val not in json.dumps([run, lg, events(t, run)])
+
+
+def test_runtime_unavailable():
+    cfg = os.path.join(tempfile.mkdtemp(prefix="rtaudit-conf-", dir=os.environ.get("QUERN_TEST_TMP")), "quern.conf")
+    with open(cfg, "w") as f:
+        f.write("[runtime.python]\ninterpreter = /nonexistent/python3\n\n"
+                "[runtime.ghost]\ninterpreter = /nonexistent/ghost\n")
+    s = Server(extra_args=["--config", cfg])
+    try:
+        for rt in ("python", "ghost"):
+            t = expect(s.req("POST", P + "/tasks", {"code": "print(1)", "runtime_id": rt,
+                                                    "wait_for_result": True}), 201)
+            run = t["run"]
+            if run["status"] not in TERMINAL:
+                run = wait_for(lambda: (lambda r: r if r["status"] in TERMINAL else None)(
+                    expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 30, "end")
+            assert run["status"] == "failed" and run["error"]["code"] == "runtime_unavailable", run
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo ok", "runtime_id": "sh",
+                                                "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "completed"
+        assert s.req("GET", "/healthz", key=None).status == 200
+    finally:
+        s.stop()
+
+
+if __name__ == "__main__":
+    try:
+        run_tests(dict(globals()))
+    finally:
+        S.stop()
