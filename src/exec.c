@@ -107,8 +107,9 @@ struct run {
     /* the spec, copied */
     char *run_id, *task_id, *project_id, *code, *input_json, *checkpoint_json, *work_root;
     char *st_account, *st_project, *st_org;
-    int st_watch;             /* inotify fd + 1 on the storage dirs; 0: none */
-    int st_wd[3];             /* its watch per scope (account, project, org) */
+    int st_watch;             /* the cell's inotify fd + 1 while it watches the storage
+                                 dirs for this run; 0: none */
+    int st_wd[3];             /* its watch per scope (account, project, org), or -1 */
     size_t code_len;
     int attempt;
     const struct runtime *rt;
@@ -176,6 +177,9 @@ struct exec {
     struct run *runs;
     int ncells;
     bool *cell_busy;        /* per cell */
+    int *cell_inotify;      /* per cell: its inotify instance, kept (closing one waits for
+                               an RCU grace period, milliseconds on this thread per run);
+                               -1 until a run of the cell has storage to watch */
     char **clean_root;      /* per cell: the work_root whose .slot-N is known empty */
     struct warm *warm;      /* nwarm entries */
     int nwarm;
@@ -334,8 +338,14 @@ static void run_clear(struct run *r)
     free(r->st_account);
     free(r->st_project);
     free(r->st_org);
-    if (r->st_watch > 0)
-        close(r->st_watch - 1);
+    if (r->st_watch > 0) {
+        /* the instance is the cell's: only this run's watches go (a
+         * removal queues IN_IGNORED, drained before the cell's next run) */
+        for (int i = 0; i < 3; i++)
+            if (r->st_wd[i] >= 0)
+                inotify_rm_watch(r->st_watch - 1, r->st_wd[i]);
+        r->st_watch = 0;
+    }
     for (size_t i = 0; i < r->nsecrets; i++) {
         free(r->sec_names[i]);
         explicit_bzero(r->sec_values[i], strlen(r->sec_values[i]));
@@ -866,16 +876,22 @@ static void cell_release(struct exec *ex, int cell, const char *work_root)
 }
 
 /* Watches the run's storage directories from now to its end, to tell which
- * ones were used (see exec_result.storage_touched); a failure only means
- * nothing is reported. */
-static void watch_storage(struct run *r)
+ * ones were used (see exec_result.storage_touched), through its cell's
+ * inotify instance (one box per cell at a time: its events are this run's);
+ * a failure only means nothing is reported. */
+static void watch_storage(struct exec *ex, struct run *r)
 {
     const char *st[3] = {r->st_account, r->st_project, r->st_org};
-    if (r->st_watch > 0 || (!st[0] && !st[1] && !st[2]))
+    if (r->st_watch > 0 || r->cell < 0 || (!st[0] && !st[1] && !st[2]))
         return;
-    int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (fd < 0)
+    int fd = ex->cell_inotify[r->cell];
+    if (fd < 0 && (fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0)
         return;
+    ex->cell_inotify[r->cell] = fd;
+    /* what the cell's previous run left queued (its watches' removal) */
+    char b[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    while (read(fd, b, sizeof b) > 0)
+        ;
     for (int i = 0; i < 3; i++)
         r->st_wd[i] = st[i] ? inotify_add_watch(fd, st[i], IN_ALL_EVENTS | IN_ONLYDIR) : -1;
     r->st_watch = fd + 1;
@@ -919,7 +935,7 @@ static int storage_dirs(struct exec *ex, struct run *r)
             rc = -errno;
     }
     if (rc == 0)
-        watch_storage(r);
+        watch_storage(ex, r);
     return rc;
 }
 
@@ -2156,6 +2172,9 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     runtime_each(add_mountpoints, ex);
     ex->runs = xcalloc((size_t)slots, sizeof(*ex->runs));
     ex->cell_busy = xcalloc((size_t)ex->ncells, sizeof(bool));
+    ex->cell_inotify = xcalloc((size_t)ex->ncells, sizeof(int));
+    for (int i = 0; i < ex->ncells; i++)
+        ex->cell_inotify[i] = -1;
     ex->clean_root = xcalloc((size_t)ex->ncells, sizeof(char *));
     ex->pub_ids = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(char *));
     ex->pending = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(struct run *));
@@ -2215,8 +2234,12 @@ void exec_free(struct exec *ex)
     }
     for (int i = 0; i < ex->nresv; i++)
         free(ex->pub_ids[i]);
-    for (int i = 0; i < ex->ncells; i++)
+    for (int i = 0; i < ex->ncells; i++) {
         free(ex->clean_root[i]);
+        if (ex->cell_inotify && ex->cell_inotify[i] >= 0)
+            close(ex->cell_inotify[i]);
+    }
+    free(ex->cell_inotify);
     free(ex->pub_ids);
     free(ex->pending);
     free(ex->clean_root);
