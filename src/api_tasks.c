@@ -548,6 +548,7 @@ struct waitres {
 };
 
 static void finish_wait(struct req *r);
+static void wait_over(struct waitres *w, bool fired);
 
 static void wait_event(void *ctx, int64_t id, const json_t *ev)
 {
@@ -557,9 +558,20 @@ static void wait_event(void *ctx, int64_t id, const json_t *ev)
     int st = run_status_parse(json_string_value(json_object_get(json_object_get(ev, "data"), "status")));
     if (!type || strncmp(type, "task_run.", 9) || st < 0 || !run_status_terminal((enum run_status)st))
         return;
+    wait_over(w, false);
+}
+
+/* The wait is over (first call wins).  fired: called as the timer's own
+ * callback, which the scheduler forgets as it fires it; any other caller
+ * leaves w->timer for finish_wait to cancel (nulling it there left the
+ * timer armed after w was freed, and its firing read freed memory). */
+static void wait_over(struct waitres *w, bool fired)
+{
     pthread_mutex_lock(&w->mu);
     bool first = !w->done;
     w->done = true;
+    if (fired)
+        w->timer = NULL;
     pthread_mutex_unlock(&w->mu);
     if (first)
         http_resume(w->r);
@@ -567,14 +579,7 @@ static void wait_event(void *ctx, int64_t id, const json_t *ev)
 
 static void wait_timeout(void *ctx)
 {
-    struct waitres *w = ctx;
-    pthread_mutex_lock(&w->mu);
-    bool first = !w->done;
-    w->done = true;
-    w->timer = NULL;
-    pthread_mutex_unlock(&w->mu);
-    if (first)
-        http_resume(w->r);
+    wait_over(ctx, true);
 }
 
 struct getrun {
@@ -593,8 +598,12 @@ static void finish_wait(struct req *r)
 {
     struct waitres *w = r->wait;
     events_unsubscribe(r->app->events, w->sub);
-    if (w->timer)
-        sched_unwait(r->app->sched, w->timer);
+    pthread_mutex_lock(&w->mu);
+    struct sched_waiter *timer = w->timer;
+    w->timer = NULL;
+    pthread_mutex_unlock(&w->mu);
+    if (timer)
+        sched_unwait(r->app->sched, timer);
     struct getrun g = {json_string_value(json_object_get(w->task, "project_id")), w->run_id, NULL};
     store_read(r->app->store, getrun_fn, &g);
     json_t *t = task_public(w->task);
@@ -646,7 +655,7 @@ void api_tasks_create(struct req *r)
             struct getrun g = {project, w->run_id, NULL};
             store_read(r->app->store, getrun_fn, &g);
             if (g.run && run_status_terminal(run_status_of(g.run)))
-                wait_timeout(w);
+                wait_over(w, false);
             json_decref(g.run);
             json_decref(a.run);
             return;

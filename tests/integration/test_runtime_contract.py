@@ -1389,6 +1389,26 @@ def test_runtime_unavailable():
         s.stop()
 
 
+def test_waits_that_end_before_they_start_leave_no_timer():
+    """A create with wait_for_result whose run ends before the wait is set up
+    (a missing interpreter fails at once) answers at once, and the wait's
+    timer goes with it: it used to stay armed and fire later on freed memory
+    (seen by ASan at the timers' deadline and at SIGTERM's drain)."""
+    cfg = os.path.join(tempfile.mkdtemp(prefix="rtaudit-conf-", dir=os.environ.get("QUERN_TEST_TMP")), "quern.conf")
+    with open(cfg, "w") as f:
+        f.write("[runtime.python]\ninterpreter = /nonexistent/python3\n")
+    s = Server(extra_args=["--config", cfg])
+    try:
+        for _ in range(40):
+            t = expect(s.req("POST", P + "/tasks", {"code": "print(1)", "runtime_id": "python",
+                                                    "wait_for_result": 700}), 201)
+            assert t["run"]["status"] in ("queued", "running", "failed"), t
+        time.sleep(1.2)   # past every wait's deadline: a timer left armed fires now
+        assert s.req("GET", "/healthz", key=None).status == 200
+    finally:
+        s.stop()   # exits 0: no sanitizer report, no crash at the drain
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
