@@ -2441,6 +2441,11 @@ void exec_prewarm(struct exec *ex, const char *work_root)
     pthread_mutex_unlock(&ex->mu);
 }
 
+int exec_slots(const struct exec *ex)
+{
+    return ex->slots;
+}
+
 int exec_free_slots(struct exec *ex)
 {
     pthread_mutex_lock(&ex->mu);

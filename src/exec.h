@@ -90,7 +90,7 @@ struct exec_callbacks {
     void (*on_flush)(void *ctx);
 };
 
-/* Starts the supervisor with `slots` execution slots (<= 0: one per CPU, at
+/* Starts the supervisor with `slots` execution slots (<= 0: two per CPU, at
  * least 2).  quern-init is found at $QUERN_INIT, or beside/above the running
  * program.  NULL with a malloc'd *err when sandboxing is impossible. */
 struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err);
@@ -136,6 +136,8 @@ void exec_set_backlog(struct exec *ex, int n);
 
 /* Slots not taken by a run (plus room in the backlog). */
 int exec_free_slots(struct exec *ex);
+/* The number of execution slots (fixed at exec_new). */
+int exec_slots(const struct exec *ex);
 
 /* Frees a result and removes exec's copies of its artifacts. */
 void exec_result_release(struct exec_result *res);

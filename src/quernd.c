@@ -537,7 +537,8 @@ int main(int argc, char **argv)
               "started");
     log_write(LOG_INFO, "server",
               json_pack("{s:s, s:i, s:s, s:s, s:i}", "host", host, "port", bound, "store",
-                        store_backend(app.store), "fsync", cs.fsync, "exec_slots", exec_slots),
+                        store_backend(app.store), "fsync", cs.fsync, "exec_slots",
+                        app.runner ? runner_slots(app.runner) : 0),
               "listening");
     printf("quernd listening on http://%s:%d\n", host, bound);
     fflush(stdout);

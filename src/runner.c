@@ -869,6 +869,11 @@ void runner_wake(struct runner *rn)
     pthread_mutex_unlock(&rn->mu);
 }
 
+int runner_slots(const struct runner *rn)
+{
+    return exec_slots(rn->exec);
+}
+
 struct runner *runner_new(struct app *app, int slots, char **err)
 {
     struct runner *rn = xcalloc(1, sizeof *rn);

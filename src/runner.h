@@ -23,6 +23,8 @@ struct runner;
  * cannot run here (no sandbox): quernd then serves without an executor and
  * code runs wait for one (or a worker that lists their runtime). */
 struct runner *runner_new(struct app *app, int slots, char **err);
+/* The executor's number of slots (what slots <= 0 became). */
+int runner_slots(const struct runner *rn);
 void runner_free(struct runner *rn);
 
 /* The scheduler has ready code runs: look for free slots (any thread). */
