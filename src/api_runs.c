@@ -459,6 +459,36 @@ void api_runs_append_log(struct req *r)
     run_write(r, append_fn, true);
 }
 
+/* Appends a JSON text as one JSONL line, with U+0085, U+2028 and U+2029
+ * written as \u escapes: the same JSON value, but a reader that splits on
+ * Unicode line boundaries (Python's str.splitlines) no longer cuts an entry
+ * in two.  Those characters only occur inside strings, where the escape is
+ * valid. */
+static void put_jsonl_line(struct buf *b, const char *s)
+{
+    const char *run = s;
+    for (const char *p = s; *p; p++) {
+        const char *esc = NULL;
+        size_t n = 0;
+        if ((unsigned char)p[0] == 0xC2 && (unsigned char)p[1] == 0x85) {
+            esc = "\\u0085";
+            n = 2;
+        } else if ((unsigned char)p[0] == 0xE2 && (unsigned char)p[1] == 0x80 &&
+                   ((unsigned char)p[2] == 0xA8 || (unsigned char)p[2] == 0xA9)) {
+            esc = (unsigned char)p[2] == 0xA8 ? "\\u2028" : "\\u2029";
+            n = 3;
+        }
+        if (!esc)
+            continue;
+        buf_append(b, run, (size_t)(p - run));
+        buf_puts(b, esc);
+        p += n - 1;
+        run = p + 1;
+    }
+    buf_puts(b, run);
+    buf_puts(b, "\n");
+}
+
 static int logs_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     json_t *logs = NULL;
@@ -481,8 +511,8 @@ static int logs_fn(struct runop *op, struct store_tx *tx, json_t *run)
                                  json_object_get(e, "error") ?: json_null(), "iteration",
                                  json_object_get(e, "iteration") ?: json_integer(0));
         char *s = json_dumps(line, JSON_COMPACT);
-        buf_puts(&b, s);
-        buf_puts(&b, "\n");
+        if (s)
+            put_jsonl_line(&b, s);
         free(s);
         json_decref(line);
     }

@@ -442,6 +442,20 @@ def test_logs_and_session_logs():
     assert len(grouped) == 1 and len(grouped[0]["items"]) == 2
 
 
+def test_logs_jsonl_survives_unicode_line_breaks():
+    """Messages holding U+2028, U+2029 or U+0085 come back one JSONL line
+    per entry, even for a reader splitting on Unicode line boundaries."""
+    t = agent_task(assigned_agent_id="logs-u")
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    msgs = ["a\u2028b", "c\u2029d\u0085e", "plain é €"]
+    expect(S.req("POST", base + "/append_log", {"entries": [{"message": m} for m in msgs]}), 200)
+    lg = S.req("GET", base + "/logs")
+    lines = lg.text.splitlines()
+    assert len(lines) == 3, lines
+    assert [json.loads(x)["message"] for x in lines] == msgs
+
+
 def test_set_output_schema():
     t = agent_task(assigned_agent_id="out", output_schema={
         "type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}})
