@@ -229,8 +229,8 @@ static int get_fn(struct runop *op, struct store_tx *tx, json_t *run)
                 want_input = true;
             } else if (!strcmp(tok, "storage")) {
                 json_object_set_new_nocheck(out, "storage_access",
-                                    json_object_get(run, "storage_access") ? json_incref(json_object_get(run, "storage_access"))
-                                                                           : json_array());
+                                            json_object_get(run, "storage_access") ? json_incref(json_object_get(run, "storage_access"))
+                                                                                   : json_array());
             } else if (!strcmp(tok, "logs")) {
                 json_t *logs = NULL;
                 store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
@@ -766,7 +766,7 @@ static int review_fn(struct runop *op, struct store_tx *tx, json_t *run)
         return -EPERM;
     }
     json_object_set_new_nocheck(run, "review", json_pack("{s:s, s:o}", "decision", decision, "comment",
-                                                 comment ? json_string(comment) : json_null()));
+                                                         comment ? json_string(comment) : json_null()));
     if (!strcmp(decision, "approve"))
         return run_move(tx, r->app, run, RS_COMPLETED, NULL);
     struct run_outcome out = {.code = "review_rejected",
@@ -802,7 +802,7 @@ static int checkpoint_add_fn(struct runop *op, struct store_tx *tx, json_t *run)
     int rc = store_put(tx, SK_CHECKPOINT, project, cp);
     if (!rc) {
         json_object_set_new_nocheck(run, "checkpoints_count",
-                            json_integer(json_integer_value(json_object_get(run, "checkpoints_count")) + 1));
+                                    json_integer(json_integer_value(json_object_get(run, "checkpoints_count")) + 1));
         json_object_set_nocheck(run, "latest_checkpoint", data);
         rc = run_save(tx, run);
     }

@@ -371,8 +371,9 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     json_object_set_new_nocheck(task, "description", desc ? json_string(desc) : json_null());
     json_object_set_new_nocheck(task, "type", json_string(type));
     json_object_set_new_nocheck(task, "status", json_string("pending"));
-    json_object_set_new_nocheck(task, "code", code ? json_string(code) : def_code ? json_string(def_code)
-                                                                           : json_null());
+    json_object_set_new_nocheck(task, "code", code       ? json_string(code)
+                                              : def_code ? json_string(def_code)
+                                                         : json_null());
     json_object_set_new_nocheck(task, "runtime_id", json_string(runtime));
     json_object_set_new_nocheck(task, "definition_id", def_id ? json_string(def_id) : json_null());
     json_object_set_new_nocheck(task, "input", input ? json_deep_copy(input) : json_object());
@@ -388,9 +389,9 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     json_object_set_new_nocheck(task, "schedule", schedule ? json_string(schedule) : json_null());
     json_object_set_new_nocheck(task, "timezone", json_string(tz));
     json_object_set_new_nocheck(task, "output_schema",
-                        out_schema ? json_deep_copy(out_schema)
-                        : def ? json_incref(json_object_get(def, "output_schema") ?: json_null())
-                              : json_null());
+                                out_schema ? json_deep_copy(out_schema)
+                                : def ? json_incref(json_object_get(def, "output_schema") ?: json_null())
+                                      : json_null());
     if (json_is_null(json_object_get(task, "output_schema")) && def)
         json_object_set_nocheck(task, "output_schema", json_object_get(def, "output_schema") ?: json_null());
     json_object_set_new_nocheck(task, "account_id", account ? json_string(account) : json_null());
@@ -1152,7 +1153,7 @@ static int action_fn(struct store_tx *tx, void *arg)
         json_t *run = run_new_doc(task, json_object_get(last, "input"), 
                                   json_string_value(json_object_get(last, "agent_id")));
         json_object_set_new_nocheck(run, "attempt",
-                            json_integer(json_integer_value(json_object_get(last, "attempt")) + 1));
+                                    json_integer(json_integer_value(json_object_get(last, "attempt")) + 1));
         json_object_set_nocheck(run, "retry_of", json_object_get(last, "id"));
         if (json_object_get(last, "latest_checkpoint"))   /* a retry resumes */
             json_object_set_nocheck(run, "latest_checkpoint", json_object_get(last, "latest_checkpoint"));

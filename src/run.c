@@ -155,7 +155,7 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
     /* a task's output_schema never changes after its creation: the end of a
      * run reads the task for it only when there is one */
     json_object_set_new_nocheck(r, "has_output_schema",
-                        json_boolean(json_is_object(json_object_get(task, "output_schema"))));
+                                json_boolean(json_is_object(json_object_get(task, "output_schema"))));
     /* settings the run's own changes need, so they never read the task */
     json_object_set_new_nocheck(r, "max_retries", jdup(json_object_get(settings, "max_retries")));
     json_object_set_new_nocheck(r, "retry_delay_ms", jdup(json_object_get(settings, "retry_delay_ms")));
@@ -218,8 +218,8 @@ void run_notify(struct store_tx *tx, struct app *app, const json_t *run)
         json_t *v = json_object_get(run, sched_fields[i]);
         if (v)
             json_object_set_new_nocheck(n->run, sched_fields[i],
-                                        json_is_array(v) || json_is_object(v) ? json_deep_copy(v)
-                                                                              : json_incref(v));
+                                                json_is_array(v) || json_is_object(v) ? json_deep_copy(v)
+                                                                                      : json_incref(v));
     }
     store_tx_on_commit(tx, notify, n);
 }
@@ -370,8 +370,8 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
     /* approval: the run waits for a human before anything executes */
     if (g == GATE_APPROVAL) {
         json_object_set_new_nocheck(run, "interaction",
-                            json_pack("{s:s, s:s}", "kind", "approval", "prompt",
-                                      "approve this run before it executes"));
+                                    json_pack("{s:s, s:s}", "kind", "approval", "prompt",
+                                              "approve this run before it executes"));
         return run_move(tx, app, run, RS_INTERACTION_REQUIRED, NULL);
     }
     run_notify(tx, app, run);
