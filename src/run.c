@@ -237,16 +237,6 @@ static json_t *status_data(const json_t *run)
     return d;
 }
 
-/* The fields of a task that a new run of it sets. */
-static json_t *new_run_fields(const json_t *task, const json_t *run, const char *ts)
-{
-    return json_pack("{s:O, s:I, s:O, s:O, s:s}", "latest_run_id", json_object_get(run, "id"),
-                     "run_count",
-                     (json_int_t)(json_integer_value(json_object_get(task, "run_count")) + 1),
-                     "status", json_object_get(run, "status"), "progress",
-                     json_object_get(run, "progress"), "updated_at", ts);
-}
-
 json_t *run_task_fields(const json_t *run)
 {
     json_t *fields = json_object();
@@ -266,6 +256,19 @@ json_t *run_task_fields(const json_t *run)
     return fields;
 }
 
+/* The fields of a task that a new run of it sets: the run's own
+ * (run_task_fields: status, progress, its change time, last_run_at when it
+ * starts running at once) and its place as the latest run. */
+static json_t *new_run_fields(const json_t *task, const json_t *run)
+{
+    json_t *fields = run_task_fields(run);
+    json_object_set_nocheck(fields, "latest_run_id", json_object_get(run, "id"));
+    json_object_set_new_nocheck(
+        fields, "run_count",
+        json_integer(json_integer_value(json_object_get(task, "run_count")) + 1));
+    return fields;
+}
+
 /* The task's status mirrors its latest run.  `doc`, when given, is the
  * task's current document (updated in place), which saves reading it. */
 static int update_task(struct store_tx *tx, struct app *app, const json_t *run, bool is_new,
@@ -275,8 +278,6 @@ static int update_task(struct store_tx *tx, struct app *app, const json_t *run, 
     const char *project = json_string_value(json_object_get(run, "project_id"));
     const char *task_id = json_string_value(json_object_get(run, "task_id"));
     enum run_status s = run_status_of(run);
-    char ts[RFC3339_LEN];
-    rfc3339_format(now_ms(), ts);
     int rc = 0;
     if (is_new) {
         /* a new run: run_count + 1 (from doc when given, which is kept up to
@@ -284,7 +285,7 @@ static int update_task(struct store_tx *tx, struct app *app, const json_t *run, 
         json_t *task = doc ? json_incref(doc) : run_task(tx, run);
         if (!task)
             return 0;   /* the task was deleted; its runs live on until pruned */
-        json_t *fields = new_run_fields(task, run, ts);
+        json_t *fields = new_run_fields(task, run);
         json_object_update(task, fields);
         rc = store_patch(tx, SK_TASK, project, task_id, fields, NULL, NULL);
         json_decref(fields);
@@ -639,21 +640,16 @@ static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const 
             char *rule = NULL;
             gate = run_gate(tx, task, &rule);
             free(rule);   /* insert_run finds it again for a refusal */
-            char ts[RFC3339_LEN];
-            rfc3339_format(now_ms(), ts);
             if (claim && gate == GATE_OPEN && !json_is_true(json_object_get(task, "paused")) &&
                 !json_array_size(bb) && claim(tx, app, run)) {
                 /* what run_move to running sets (invariant 5) */
+                char ts[RFC3339_LEN];
+                rfc3339_format(now_ms(), ts);
                 json_object_set_new_nocheck(run, "status", json_string(run_status_name(RS_RUNNING)));
                 json_object_set_new_nocheck(run, "started_at", json_string(ts));
                 json_object_set_new_nocheck(run, "updated_at", json_string(ts));
             }
-            json_t *fields = new_run_fields(task, run, ts);
-            if (run_status_of(run) == RS_RUNNING) {
-                json_t *more = run_task_fields(run);
-                json_object_update(fields, more);
-                json_decref(more);
-            }
+            json_t *fields = new_run_fields(task, run);
             json_object_update(task, fields);
             json_decref(fields);
             rc = store_put(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
