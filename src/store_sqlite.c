@@ -1030,17 +1030,16 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     int rc = sqlite3_step(s);
     int changes = sqlite3_changes(tx->c->db);
     sqlite3_reset(s);
-    if (rc == SQLITE_CONSTRAINT || rc != SQLITE_DONE || (update && changes == 0)) {
-        if (refs)
-            free(text);
-        return rc == SQLITE_CONSTRAINT ? -EEXIST : rc != SQLITE_DONE ? -EIO : -ENOENT;
-    }
+    int err = rc == SQLITE_CONSTRAINT ? -EEXIST
+              : rc != SQLITE_DONE     ? -EIO
+              : update && !changes    ? -ENOENT
+                                      : 0;
     if (refs) {
-        rc = refs_note(tx, project_id, id, text);
+        if (!err)
+            err = refs_note(tx, project_id, id, text);
         free(text);
-        return rc;
     }
-    return 0;
+    return err;
 }
 
 static bool is_indexed(enum store_kind kind, const char *field)
@@ -1170,6 +1169,26 @@ static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *proj
     return doc;
 }
 
+/* Runs a statement with ?1 and ?2 bound to text a and b; *changes
+ * (optional) gets the rows it changed.  0 or -EIO. */
+static int exec_text2(struct sqlite_tx *tx, const char *sql, const char *a, const char *b,
+                      int *changes)
+{
+    sqlite3_stmt *s = stmt(tx->c, sql);
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, a);
+    bind_text(s, 2, b);
+    int rc = sqlite3_step(s);
+    if (changes)
+        *changes = sqlite3_changes(tx->c->db);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* A run's blob references go with the run (delete, prune). */
+static const char refs_forget[] = "DELETE FROM blob_refs WHERE project_id=?1 AND run_id=?2";
+
 static int sq_del(struct store_tx *t, enum store_kind kind, const char *project_id,
                   const char *id)
 {
@@ -1177,28 +1196,11 @@ static int sq_del(struct store_tx *t, enum store_kind kind, const char *project_
     char sql[256];
     snprintf(sql, sizeof sql, "DELETE FROM %s WHERE project_id=?1 AND id=?2",
              store_kind_name(kind));
-    sqlite3_stmt *s = stmt(tx->c, sql);
-    if (!s)
-        return -EIO;
-    bind_text(s, 1, project_id);
-    bind_text(s, 2, id);
-    int rc = sqlite3_step(s);
-    int changes = sqlite3_changes(tx->c->db);
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE)
-        return -EIO;
-    if (changes && kind == SK_RUN) {
-        s = stmt(tx->c, "DELETE FROM blob_refs WHERE project_id=?1 AND run_id=?2");
-        if (!s)
-            return -EIO;
-        bind_text(s, 1, project_id);
-        bind_text(s, 2, id);
-        rc = sqlite3_step(s);
-        sqlite3_reset(s);
-        if (rc != SQLITE_DONE)
-            return -EIO;
-    }
-    return changes ? 0 : -ENOENT;
+    int changes = 0;
+    int rc = exec_text2(tx, sql, project_id, id, &changes);
+    if (!rc && changes && kind == SK_RUN)
+        rc = exec_text2(tx, refs_forget, project_id, id, NULL);
+    return rc ? rc : changes ? 0 : -ENOENT;
 }
 
 /* Indexed fields whose index leaves out the rows with one usual value (v7):
@@ -1841,24 +1843,15 @@ static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
         "DELETE FROM logs WHERE run_id=?2",
         "DELETE FROM checkpoints WHERE project_id=?1 AND f_run_id=?2",
         "DELETE FROM runs WHERE project_id=?1 AND id=?2",
-        "DELETE FROM blob_refs WHERE project_id=?1 AND run_id=?2",
+        refs_forget,
     };
     size_t i;
     json_t *r;
     rc = 0;
     json_array_foreach(gone, i, r) {
-        for (size_t k = 0; k < ARRAY_LEN(del) && !rc; k++) {
-            sqlite3_stmt *d = stmt(tx->c, del[k]);
-            if (!d) {
-                rc = -EIO;
-                break;
-            }
-            bind_text(d, 1, json_string_value(json_array_get(r, 0)));
-            bind_text(d, 2, json_string_value(json_array_get(r, 1)));
-            if (sqlite3_step(d) != SQLITE_DONE)
-                rc = -EIO;
-            sqlite3_reset(d);
-        }
+        for (size_t k = 0; k < ARRAY_LEN(del) && !rc; k++)
+            rc = exec_text2(tx, del[k], json_string_value(json_array_get(r, 0)),
+                            json_string_value(json_array_get(r, 1)), NULL);
         n++;
     }
     json_decref(gone);
