@@ -32,9 +32,12 @@ struct parser {
     const char *s, *end;
     bool no_dups;     /* JSON_REJECT_DUPLICATES */
     struct buf tmp;   /* unescaped strings */
+    const char *const *fields;   /* jload_fields: the top-level keys kept; NULL: all */
 };
 
 static json_t *value(struct parser *p, int depth);
+static bool skip_value(struct parser *p, int depth);
+static bool wanted(const char *const *fields, const char *k, size_t klen);
 
 static void skip_ws(struct parser *p)
 {
@@ -257,6 +260,17 @@ static json_t *object(struct parser *p, int depth)
         size_t klen;
         if (string(p, &k, &klen))
             goto fail;
+        if (depth == 0 && p->fields && !wanted(p->fields, k, klen)) {
+            /* jload_fields: a top-level key not asked for is stepped over */
+            skip_ws(p);
+            if (p->s >= p->end || *p->s != ':')
+                goto fail;
+            p->s++;
+            skip_ws(p);
+            if (!skip_value(p, depth + 1))
+                goto fail;
+            goto next;
+        }
         /* the key may live in tmp, which the value reuses: copy short keys */
         char kbuf[128];
         char *key = kbuf;
@@ -284,6 +298,7 @@ static json_t *object(struct parser *p, int depth)
         }
         if (key != kbuf)
             free(key);
+    next:
         skip_ws(p);
         if (p->s < p->end && *p->s == ',') {
             p->s++;
@@ -434,74 +449,26 @@ static bool wanted(const char *const *fields, const char *k, size_t klen)
 
 json_t *jload_fields(const char *text, size_t len, const char *const *fields)
 {
-    struct parser p = {text, text + len, false, {0}};
+    struct parser p = {text, text + len, false, {0}, fields};
     buf_init(&p.tmp);
-    json_t *o = json_object();
     skip_ws(&p);
-    if (p.s >= p.end || *p.s != '{')
-        goto full;
-    p.s++;
-    skip_ws(&p);
-    if (p.s < p.end && *p.s == '}') {
-        p.s++;
-        goto done;
+    json_t *v = p.s < p.end && *p.s == '{' ? value(&p, 0) : NULL;
+    if (v) {
+        skip_ws(&p);
+        if (p.s != p.end) {
+            json_decref(v);
+            v = NULL;
+        }
     }
-    for (;;) {
-        const char *k;
-        size_t klen;
-        if (p.s >= p.end || *p.s != '"')
-            goto full;
-        p.s++;
-        if (string(&p, &k, &klen))
-            goto full;
-        /* the key may live in tmp, which the value reuses */
-        char key[128];
-        bool want = klen > 0 && klen < sizeof key && wanted(fields, k, klen);
-        if (want) {
-            memcpy(key, k, klen);
-            key[klen] = 0;
-        }
-        skip_ws(&p);
-        if (p.s >= p.end || *p.s != ':')
-            goto full;
-        p.s++;
-        skip_ws(&p);
-        if (want) {
-            json_t *v = value(&p, 1);
-            if (!v || json_object_setn_new_nocheck(o, key, klen, v))
-                goto full;
-        } else if (!skip_value(&p, 1)) {
-            goto full;
-        }
-        skip_ws(&p);
-        if (p.s < p.end && *p.s == ',') {
-            p.s++;
-            skip_ws(&p);
-            continue;
-        }
-        if (p.s < p.end && *p.s == '}') {
-            p.s++;
-            goto done;
-        }
-        goto full;
-    }
-done:
-    skip_ws(&p);
-    if (p.s != p.end)
-        goto full;
     buf_release(&p.tmp);
-    return o;
-full:
     /* whatever the fast path does not take: the whole document, which holds
      * every wanted field too (or NULL when it is not JSON) */
-    buf_release(&p.tmp);
-    json_decref(o);
-    return jload(text, len, 0);
+    return v ? v : jload(text, len, 0);
 }
 
 json_t *jload(const char *text, size_t len, size_t flags)
 {
-    struct parser p = {text, text + len, (flags & JSON_REJECT_DUPLICATES) != 0, {0}};
+    struct parser p = {text, text + len, (flags & JSON_REJECT_DUPLICATES) != 0, {0}, NULL};
     buf_init(&p.tmp);
     skip_ws(&p);
     json_t *v = NULL;
