@@ -938,21 +938,28 @@ static json_t *col_json(sqlite3_stmt *s, int i)
     return jload(t, (size_t)n, 0);
 }
 
-/* The document in column i of a row selected with ksql.cols, hot columns
- * (i+1, i+2, ...) laid over it. */
-static json_t *row_doc(sqlite3_stmt *s, int i, enum store_kind kind)
+/* The document of a row selected with ksql.cols (column 0), its hot columns
+ * (1, 2, ...) laid over it.  fields (store_list_fields), when not NULL,
+ * keeps only those top-level fields: the others are stepped over, not
+ * built. */
+static json_t *row_doc(sqlite3_stmt *s, enum store_kind kind, const char *const *fields)
 {
-    json_t *doc = col_json(s, i);
+    const char *t = (const char *)sqlite3_column_text(s, 0);
+    if (!t)
+        return NULL;
+    size_t n = (size_t)sqlite3_column_bytes(s, 0);
+    json_t *doc = fields ? jload_fields(t, n, fields) : jload(t, n, 0);
     if (!doc)
         return NULL;
-    int c = i + 1;
+    int c = 1;
     for (const char *const *f = hot_fields(kind); *f; f++, c++) {
-        const char *t = (const char *)sqlite3_column_text(s, c);
-        if (!t)
-            continue;
-        json_t *v = jload(t, (size_t)sqlite3_column_bytes(s, c), JSON_DECODE_ANY);
+        const char *h = (const char *)sqlite3_column_text(s, c);
+        bool want = !fields;
+        for (const char *const *w = fields; w && *w && !want; w++)
+            want = !strcmp(*w, *f);
+        json_t *v = h && want ? jload(h, (size_t)sqlite3_column_bytes(s, c), JSON_DECODE_ANY) : NULL;
         if (v)
-            json_object_set_new(doc, *f, v);
+            json_object_set_new_nocheck(doc, *f, v);
     }
     return doc;
 }
@@ -1164,7 +1171,7 @@ static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *proj
     bind_text(s, 2, id);
     json_t *doc = NULL;
     if (sqlite3_step(s) == SQLITE_ROW)
-        doc = row_doc(s, 0, kind);
+        doc = row_doc(s, kind, NULL);
     sqlite3_reset(s);
     return doc;
 }
@@ -1285,30 +1292,6 @@ static void bind_where(sqlite3_stmt *s, const char *project_id, const struct sto
     }
 }
 
-/* A row's document keeping only fields (store_list_fields): the others
- * are stepped over, not built; the hot columns among fields are merged as
- * row_doc merges them. */
-static json_t *row_doc_fields(sqlite3_stmt *s, enum store_kind kind, const char *const *fields)
-{
-    const char *t = (const char *)sqlite3_column_text(s, 0);
-    if (!t)
-        return NULL;
-    json_t *doc = jload_fields(t, (size_t)sqlite3_column_bytes(s, 0), fields);
-    if (!doc)
-        return NULL;
-    int c = 1;
-    for (const char *const *f = hot_fields(kind); *f; f++, c++) {
-        const char *h = (const char *)sqlite3_column_text(s, c);
-        bool want = false;
-        for (const char *const *w = fields; *w && !want; w++)
-            want = !strcmp(*w, *f);
-        json_t *v = h && want ? jload(h, (size_t)sqlite3_column_bytes(s, c), JSON_DECODE_ANY) : NULL;
-        if (v)
-            json_object_set_new_nocheck(doc, *f, v);
-    }
-    return doc;
-}
-
 static int sq_list(struct store_tx *t, enum store_kind kind, const char *project_id,
                    const struct store_query *q, const char *const *fields, json_t **out,
                    int64_t *total)
@@ -1333,7 +1316,7 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     json_t *arr = json_array();
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW) {
-        json_t *d = fields ? row_doc_fields(s, kind, fields) : row_doc(s, 0, kind);
+        json_t *d = row_doc(s, kind, fields);
         if (d)
             json_array_append_new(arr, d);
     }
