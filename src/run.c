@@ -203,21 +203,21 @@ static void notify(void *arg, bool committed)
  * these alone rather than of the whole document (input, output, errors…).
  * Scalars are shared (run.c replaces a field's value, never changes one in
  * place; jansson's reference counts are atomic); arrays are copied. */
-static const char *const sched_fields[] = {
+const char *const run_sched_fields[] = {
     "id", "project_id", "task_id", "status", "attempt", "executor", "node_id",
     "definition_id", "agent_id", "runtime_id", "has_code", "priority", "queued_ms",
     "not_before_ms", "blocked_by", "lease_expires_at", "deadline_ms", "concurrency_key",
-    "max_concurrency"};
+    "max_concurrency", NULL};
 
 void run_notify(struct store_tx *tx, struct app *app, const json_t *run)
 {
     struct note *n = xmalloc(sizeof *n);
     n->app = app;
     n->run = json_object();
-    for (size_t i = 0; i < ARRAY_LEN(sched_fields); i++) {
-        json_t *v = json_object_get(run, sched_fields[i]);
+    for (const char *const *f = run_sched_fields; *f; f++) {
+        json_t *v = json_object_get(run, *f);
         if (v)
-            json_object_set_new_nocheck(n->run, sched_fields[i],
+            json_object_set_new_nocheck(n->run, *f,
                                                 json_is_array(v) || json_is_object(v) ? json_deep_copy(v)
                                                                                       : json_incref(v));
     }

@@ -98,6 +98,10 @@ int run_save(struct store_tx *tx, json_t *run);
 /* Tells the scheduler about run's current state after tx commits (done by
  * run_insert and run_move; for other changes that matter to dispatch). */
 void run_notify(struct store_tx *tx, struct app *app, const json_t *run);
+/* The fields of a run the scheduler reads (NULL-terminated): run_notify
+ * hands it these alone, and its loads of many runs ask the store for no
+ * more (store_list_fields). */
+extern const char *const run_sched_fields[];
 
 /* Loads the task of a run (new reference) or NULL. */
 json_t *run_task(struct store_tx *tx, const json_t *run);

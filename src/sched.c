@@ -684,7 +684,7 @@ static bool has_dependants(struct sched *s, const json_t *run)
     return found;
 }
 
-/* run holds only the fields run.c's run_notify copies (sched_fields):
+/* run holds only the fields run.c's run_notify copies (run_sched_fields):
  * a field read here from it must be added there. */
 void sched_after_commit(struct sched *s, json_t *run)
 {
@@ -809,14 +809,6 @@ static int each_page(struct store_tx *tx, enum store_kind kind, const char *fiel
                      const char *value, const char *const *fields,
                      void (*page_fn)(void *ctx, json_t *page), void *ctx);
 
-/* Every field of a run that apply() and apply_remote() read (fill_entry):
- * the loads of many runs ask for these only (store_list_fields). */
-static const char *const run_fields[] = {
-    "id", "project_id", "status", "task_id", "definition_id", "agent_id", "runtime_id",
-    "has_code", "priority", "queued_ms", "not_before_ms", "attempt", "blocked_by",
-    "lease_expires_at", "deadline_ms", "executor", "node_id", "concurrency_key",
-    "max_concurrency", NULL};
-
 static void extend_fn(void *ctx, json_t *page)
 {
     json_array_extend(ctx, page);
@@ -828,7 +820,7 @@ static int resync_fn(struct store_tx *tx, void *arg)
     a->runs = json_array();
     a->tasks = json_array();
     for (size_t i = 0; i < ARRAY_LEN(unfinished); i++) {
-        int rc = each_page(tx, SK_RUN, "status", unfinished[i], run_fields, extend_fn, a->runs);
+        int rc = each_page(tx, SK_RUN, "status", unfinished[i], run_sched_fields, extend_fn, a->runs);
         if (rc)
             return rc;
     }
@@ -1947,7 +1939,7 @@ struct sched *sched_new(struct app *app)
 static int load_fn(struct store_tx *tx, void *arg)
 {
     for (size_t i = 0; i < ARRAY_LEN(unfinished); i++) {
-        int rc = each_indexed(tx, arg, SK_RUN, "status", unfinished[i], run_fields, apply);
+        int rc = each_indexed(tx, arg, SK_RUN, "status", unfinished[i], run_sched_fields, apply);
         if (rc)
             return rc;
     }
