@@ -289,11 +289,12 @@ async function pageOverview() {
   const [counts, tasksTotal, metrics, recent] = await Promise.all([
     Promise.all(STATUSES.map((st) => countRuns(st).catch(() => null))),
     api('GET', P() + '/tasks?limit=1').then((r) => r.total).catch(() => null),
-    fetch('/metrics').then((r) => (r.ok ? r.text() : '')).catch(() => ''),
+    fetch('/metrics').then((r) => (r.ok ? r.text() : Promise.reject(new Error('HTTP ' + r.status))))
+      .catch((e) => ({ error: e.message || String(e) })),
     api('GET', P() + '/runs?limit=500').then((r) => r.data).catch(() => []),
   ]);
   const depth = {};
-  for (const m of metrics.matchAll(/^quern_queue_depth\{priority="(\w+)"\}\s+([\d.e+]+)/gm)) depth[m[1]] = Number(m[2]);
+  if (typeof metrics === 'string') for (const m of metrics.matchAll(/^quern_queue_depth\{priority="(\w+)"\}\s+([\d.e+]+)/gm)) depth[m[1]] = Number(m[2]);
 
   const cards = h('div', { class: 'cards', role: 'list', 'aria-label': 'Runs per status' },
     h('a', { class: 'card', role: 'listitem', href: '#/tasks' }, h('div', { class: 'muted' }, 'tasks'), h('div', { class: 'n' }, tasksTotal ?? '—')),
@@ -309,7 +310,7 @@ async function pageOverview() {
     h('h1', {}, 'Overview'),
     h('h2', { id: 'h-status' }, 'Runs per status'), cards,
     h('div', { class: 'grid' },
-      h('div', { class: 'panel' }, h('h2', {}, 'Queue depth per priority'), depthChart(depth)),
+      h('div', { class: 'panel' }, h('h2', {}, 'Queue depth per priority'), depthChart(depth, metrics.error)),
       h('div', { class: 'panel' }, h('h2', {}, 'Last hour: finished runs'), hourChart(recent))),
     h('div', { class: 'grid' },
       h('div', { class: 'panel' }, h('h2', {}, 'Slowest tasks'), slowest(recent)),
@@ -318,7 +319,7 @@ async function pageOverview() {
       ' runs; counts are exact. Refreshes every 10 s.'));
 }
 
-function depthChart(depth) {
+function depthChart(depth, error) {
   const W = 420, H = 150, max = Math.max(1, ...PRIORITIES.map((p) => depth[p] || 0));
   const bw = (W - 40) / PRIORITIES.length;
   const svg = s('svg', { class: 'chart', viewBox: `0 0 ${W} ${H}`, role: 'img',
@@ -331,7 +332,8 @@ function depthChart(depth) {
       s('text', { x: 40 + i * bw + bw * 0.3, y: H - 10, 'text-anchor': 'middle' }, p),
       s('text', { x: 40 + i * bw + bw * 0.3, y: H - 30 - bh, 'text-anchor': 'middle' }, String(v)));
   }));
-  return Object.keys(depth).length ? svg : h('p', { class: 'muted' }, 'No queue metrics from /metrics.');
+  return Object.keys(depth).length ? svg
+    : h('p', { class: 'muted' }, 'No queue metrics from /metrics' + (error ? ` (${error})` : '') + '.');
 }
 
 function hourChart(runs) {

@@ -414,7 +414,12 @@ test('overview counts runs per status', async () => {
   const want = (await req('GET', PP + '/runs?status=completed&limit=1')).total;
   const got = Number(await page.locator('a.card[data-status=completed] .n').textContent());
   assert(got === want && want >= 2, `completed count ${got} == ${want}`);
-  assert(await page.locator('svg.chart').count() >= 2, 'charts drawn');
+  if (await page.locator('svg.chart').count() < 2) {
+    // say what the page showed and what /metrics answers from the page, so a failure names its cause
+    const shown = await page.locator('#main .grid').first().textContent();
+    const probe = await page.evaluate(() => fetch('/metrics').then((r) => `${r.status} ${r.headers.get('content-type')}`, (e) => 'fetch failed: ' + e));
+    assert(false, `charts drawn; the page shows "${shown}", /metrics now answers ${probe}`);
+  }
   await shot(page, '11-overview');
 });
 
@@ -668,6 +673,7 @@ test('sign out forgets the key', async () => {
 
 let server;
 const pageErrors = [];
+const netLog = [];
 try {
   server = await startQuernd();
   BASE = server.url;
@@ -683,6 +689,9 @@ try {
   });
   page = ctx.pages()[0] || await ctx.newPage();
   page.on('pageerror', (e) => pageErrors.push(String(e)));
+  // requests that failed or got a 5xx: printed with a failing test, to name its cause
+  page.on('requestfailed', (rq) => netLog.push(`${rq.method()} ${rq.url()}: ${rq.failure()?.errorText}`));
+  page.on('response', (rs) => { if (rs.status() >= 500) netLog.push(`${rs.request().method()} ${rs.url()}: HTTP ${rs.status()}`); });
   page.on('dialog', (d) => d.accept()); // confirm() before destructive actions
   // the dashboard must not reach anywhere but quernd
   await ctx.route(/^(?!http:\/\/127\.0\.0\.1)/, (route) => {
@@ -691,7 +700,7 @@ try {
     return route.abort();
   });
   for (const t of tests) {
-    const before = pageErrors.length;
+    const before = pageErrors.length, netBefore = netLog.length;
     try {
       await t.fn();
       if (pageErrors.length > before) throw new Error('page errors: ' + pageErrors.slice(before).join('; '));
@@ -700,6 +709,7 @@ try {
     } catch (e) {
       results.push([t.name, false]);
       console.log('FAIL ' + t.name + '\n     ' + String(e.stack || e).split('\n').slice(0, 4).join('\n     '));
+      for (const line of netLog.slice(netBefore)) console.log('     request: ' + line);
       try { await shot(page, 'FAIL-' + t.name.replace(/\W+/g, '-').slice(0, 40)); } catch { /* ignore */ }
     }
   }
