@@ -285,12 +285,18 @@ async function countRuns(status) {
   return r.total;
 }
 
+// /metrics is public and plain text; a request that failed on the network (a TypeError, e.g. a
+// kept-alive connection closed under it) is sent once more before the overview says so
+function metricsText(again = true) {
+  return fetch('/metrics').then((r) => (r.ok ? r.text() : Promise.reject(new Error('HTTP ' + r.status))),
+    (e) => (again && e instanceof TypeError ? metricsText(false) : Promise.reject(e)));
+}
+
 async function pageOverview() {
   const [counts, tasksTotal, metrics, recent] = await Promise.all([
     Promise.all(STATUSES.map((st) => countRuns(st).catch(() => null))),
     api('GET', P() + '/tasks?limit=1').then((r) => r.total).catch(() => null),
-    fetch('/metrics').then((r) => (r.ok ? r.text() : Promise.reject(new Error('HTTP ' + r.status))))
-      .catch((e) => ({ error: e.message || String(e) })),
+    metricsText().catch((e) => ({ error: e.message || String(e) })),
     api('GET', P() + '/runs?limit=500').then((r) => r.data).catch(() => []),
   ]);
   const depth = {};
