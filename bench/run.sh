@@ -12,6 +12,8 @@ sh bench/build-clients.sh "$BUILD"
 mkdir -p bench/results
 STAMP=$(date +%Y%m%d-%H%M%S)
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ)"
+echo "== the disk's floor for one-at-a-time durable commits (build/bench/fsync_floor, in bench/results)"
+"$BUILD/bench/fsync_floor" bench/results $([ -n "${QUICK:-}" ] && echo 200)
 echo "== dispatcher and cron (build/bench/sched_bench: no HTTP, no store)"
 /usr/bin/time -f '{"bench":"sched_bench_time","peak_rss_kb":%M,"cpu_s":%U}' "$BUILD/bench/sched_bench" \
     $([ -n "${QUICK:-}" ] && echo 100000)

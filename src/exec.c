@@ -91,7 +91,7 @@
 #define LOG_ENTRIES_FREE 10000             /* after the first this many */
 #define STDIN_MAX_BYTES (16 * 1024 * 1024) /* waiting for code that does not read */
 
-enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM };
+enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM, K_INOTIFY };
 
 #define WARM_ROOT_BYTES ((int64_t)64 << 20)   /* a warm root must hold any input */
 #define WARM_YOUNG_MS 2000                    /* a box dead sooner died young */
@@ -107,9 +107,9 @@ struct run {
     /* the spec, copied */
     char *run_id, *task_id, *project_id, *code, *input_json, *checkpoint_json, *work_root;
     char *st_account, *st_project, *st_org;
-    int st_watch;             /* the cell's inotify fd + 1 while it watches the storage
-                                 dirs for this run; 0: none */
-    int st_wd[3];             /* its watch per scope (account, project, org), or -1 */
+    bool st_watch;            /* its storage dirs are watched (exec's inotify instance) */
+    int st_wd[3];             /* the watch per scope (account, project, org), or -1 */
+    bool st_touched[3];       /* an event on that watch while the run held it */
     size_t code_len;
     int attempt;
     const struct runtime *rt;
@@ -177,9 +177,12 @@ struct exec {
     struct run *runs;
     int ncells;
     bool *cell_busy;        /* per cell */
-    int *cell_inotify;      /* per cell: its inotify instance, kept (closing one waits for
-                               an RCU grace period, milliseconds on this thread per run);
-                               -1 until a run of the cell has storage to watch */
+    int st_inotify;         /* one inotify instance for every run's storage dirs, kept
+                               (closing one waits for an RCU grace period, milliseconds on
+                               this thread); -1 until a run has storage to watch */
+    struct st_ref { int wd, refs; } *st_refs; /* live watches: runs holding each */
+    size_t nst_refs, cap_st_refs;
+    bool st_warned;         /* the log said inotify is unavailable */
     char **clean_root;      /* per cell: the work_root whose .slot-N is known empty */
     struct warm *warm;      /* nwarm entries */
     int nwarm;
@@ -338,14 +341,6 @@ static void run_clear(struct run *r)
     free(r->st_account);
     free(r->st_project);
     free(r->st_org);
-    if (r->st_watch > 0) {
-        /* the instance is the cell's: only this run's watches go (a
-         * removal queues IN_IGNORED, drained before the cell's next run) */
-        for (int i = 0; i < 3; i++)
-            if (r->st_wd[i] >= 0)
-                inotify_rm_watch(r->st_watch - 1, r->st_wd[i]);
-        r->st_watch = 0;
-    }
     for (size_t i = 0; i < r->nsecrets; i++) {
         free(r->sec_names[i]);
         explicit_bzero(r->sec_values[i], strlen(r->sec_values[i]));
@@ -875,44 +870,112 @@ static void cell_release(struct exec *ex, int cell, const char *work_root)
     ex->cell_busy[cell] = false;
 }
 
-/* Watches the run's storage directories from now to its end, to tell which
- * ones were used (see exec_result.storage_touched), through its cell's
- * inotify instance (one box per cell at a time: its events are this run's);
- * a failure only means nothing is reported. */
-static void watch_storage(struct exec *ex, struct run *r)
-{
-    const char *st[3] = {r->st_account, r->st_project, r->st_org};
-    if (r->st_watch > 0 || r->cell < 0 || (!st[0] && !st[1] && !st[2]))
-        return;
-    int fd = ex->cell_inotify[r->cell];
-    if (fd < 0 && (fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC)) < 0)
-        return;
-    ex->cell_inotify[r->cell] = fd;
-    /* what the cell's previous run left queued (its watches' removal) */
-    char b[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    while (read(fd, b, sizeof b) > 0)
-        ;
-    for (int i = 0; i < 3; i++)
-        r->st_wd[i] = st[i] ? inotify_add_watch(fd, st[i], IN_ALL_EVENTS | IN_ONLYDIR) : -1;
-    r->st_watch = fd + 1;
-}
+/* Storage access.  One inotify instance watches the storage directories of
+ * every live run (an instance per run, or per cell, ran into the host's
+ * fs.inotify.max_user_instances, 128 by default, with several quernd on one
+ * host).  Runs of the same instance share its watch (inotify gives one
+ * watch per directory and instance), counted in st_refs; an event on a
+ * watch marks every run holding it at that moment, which is what "used
+ * while the run lived" means when two runs share a directory.  Events are
+ * read as they come (K_INOTIFY) and before any run starts or stops
+ * watching, so each lands on the runs that held the watch when it came. */
 
-/* Which watched storage directories saw an event (an overflow: all). */
-static void storage_touched(struct run *r, struct exec_result *res)
+static void storage_events(struct exec *ex)
 {
-    if (r->st_watch <= 0)
-        return;
     char b[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     ssize_t n;
-    while ((n = read(r->st_watch - 1, b, sizeof b)) > 0) {
+    while (ex->st_inotify >= 0 && (n = read(ex->st_inotify, b, sizeof b)) > 0) {
         for (char *p = b; p < b + n;) {
             const struct inotify_event *e = (const struct inotify_event *)p;
-            for (int i = 0; i < 3; i++)
-                if (e->mask & IN_Q_OVERFLOW || (r->st_wd[i] >= 0 && e->wd == r->st_wd[i]))
-                    res->storage_touched[i] = true;
+            for (int s = 0; s < ex->slots; s++) {
+                struct run *r = &ex->runs[s];
+                if (!r->active || !r->st_watch)
+                    continue;
+                for (int i = 0; i < 3; i++)
+                    if (r->st_wd[i] >= 0 && (e->mask & IN_Q_OVERFLOW || e->wd == r->st_wd[i]))
+                        r->st_touched[i] = true;
+            }
             p += sizeof(*e) + e->len;
         }
     }
+}
+
+static struct st_ref *st_ref_find(struct exec *ex, int wd)
+{
+    for (size_t i = 0; i < ex->nst_refs; i++)
+        if (ex->st_refs[i].wd == wd)
+            return &ex->st_refs[i];
+    return NULL;
+}
+
+/* Watches the run's storage directories from now to its end (see
+ * storage_touched); a failure only means nothing is reported. */
+static void watch_storage(struct exec *ex, struct run *r)
+{
+    const char *st[3] = {r->st_account, r->st_project, r->st_org};
+    if (r->st_watch || (!st[0] && !st[1] && !st[2]))
+        return;
+    if (ex->st_inotify < 0) {
+        int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+        if (fd < 0) {
+            if (!ex->st_warned) {   /* said once; later runs try again */
+                char *m = xasprintf("storage access cannot be watched (inotify: %s): runs "
+                                    "record \"provided\" only", strerror(errno));
+                notice(ex, m);
+                free(m);
+                ex->st_warned = true;
+            }
+            return;
+        }
+        ex->st_inotify = fd;
+        ep_add(ex, fd, 0, K_INOTIFY, EPOLLIN);
+    }
+    storage_events(ex); /* what came before: not this run's */
+    for (int i = 0; i < 3; i++) {
+        r->st_touched[i] = false;
+        r->st_wd[i] = st[i] ? inotify_add_watch(ex->st_inotify, st[i], IN_ALL_EVENTS | IN_ONLYDIR)
+                            : -1;
+        if (r->st_wd[i] < 0)
+            continue;
+        struct st_ref *ref = st_ref_find(ex, r->st_wd[i]);
+        if (!ref) {
+            if (ex->nst_refs == ex->cap_st_refs) {
+                ex->cap_st_refs = ex->cap_st_refs ? 2 * ex->cap_st_refs : 16;
+                ex->st_refs = xrealloc(ex->st_refs, ex->cap_st_refs * sizeof(*ex->st_refs));
+            }
+            ref = &ex->st_refs[ex->nst_refs++];
+            *ref = (struct st_ref){r->st_wd[i], 0};
+        }
+        ref->refs++;
+    }
+    r->st_watch = true;
+}
+
+/* Which watched storage directories saw an event while the run lived. */
+static void storage_touched(struct exec *ex, struct run *r, struct exec_result *res)
+{
+    if (!r->st_watch)
+        return;
+    storage_events(ex);
+    for (int i = 0; i < 3; i++)
+        res->storage_touched[i] = r->st_touched[i];
+}
+
+/* The run lets go of its watches; the last run holding one removes it. */
+static void storage_unwatch(struct exec *ex, struct run *r)
+{
+    if (!r->st_watch)
+        return;
+    storage_events(ex); /* what came while it held them, before it lets go */
+    for (int i = 0; i < 3; i++) {
+        struct st_ref *ref = r->st_wd[i] >= 0 ? st_ref_find(ex, r->st_wd[i]) : NULL;
+        if (ref && --ref->refs == 0) {
+            inotify_rm_watch(ex->st_inotify, ref->wd);
+            *ref = ex->st_refs[--ex->nst_refs];
+        }
+        r->st_wd[i] = -1;
+    }
+    r->st_watch = false;
 }
 
 /* The storage directories exist and belong to the box's root. */
@@ -1760,7 +1823,8 @@ static void finish(struct exec *ex, int slot, struct run *r, struct exec_result 
     res->peak_memory_kb = r->peak_kb;
     res->wall_ms = r->wall_ms;
     res->iterations = r->iteration;
-    storage_touched(r, res);
+    storage_touched(ex, r, res);
+    storage_unwatch(ex, r);
     if (res->error_message && has_secrets(r)) {
         char *m = redact(r, res->error_message, strlen(res->error_message));
         free(res->error_message);
@@ -2018,6 +2082,10 @@ static void *supervisor(void *arg)
                         warm_died(ex, &ex->warm[slot]);
                     continue;
                 }
+                if (k == K_INOTIFY) {
+                    storage_events(ex);
+                    continue;
+                }
                 struct run *r = &ex->runs[slot];
                 if (!r->active || !r->alive)
                     continue;
@@ -2042,6 +2110,7 @@ static void *supervisor(void *arg)
                     break;
                 case K_WAKE:
                 case K_WARM:
+                case K_INOTIFY:
                     break;
                 }
             }
@@ -2172,9 +2241,7 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     runtime_each(add_mountpoints, ex);
     ex->runs = xcalloc((size_t)slots, sizeof(*ex->runs));
     ex->cell_busy = xcalloc((size_t)ex->ncells, sizeof(bool));
-    ex->cell_inotify = xcalloc((size_t)ex->ncells, sizeof(int));
-    for (int i = 0; i < ex->ncells; i++)
-        ex->cell_inotify[i] = -1;
+    ex->st_inotify = -1;
     ex->clean_root = xcalloc((size_t)ex->ncells, sizeof(char *));
     ex->pub_ids = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(char *));
     ex->pending = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(struct run *));
@@ -2234,12 +2301,11 @@ void exec_free(struct exec *ex)
     }
     for (int i = 0; i < ex->nresv; i++)
         free(ex->pub_ids[i]);
-    for (int i = 0; i < ex->ncells; i++) {
+    for (int i = 0; i < ex->ncells; i++)
         free(ex->clean_root[i]);
-        if (ex->cell_inotify && ex->cell_inotify[i] >= 0)
-            close(ex->cell_inotify[i]);
-    }
-    free(ex->cell_inotify);
+    if (ex->st_inotify >= 0)
+        close(ex->st_inotify);
+    free(ex->st_refs);
     free(ex->pub_ids);
     free(ex->pending);
     free(ex->clean_root);

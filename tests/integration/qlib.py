@@ -113,6 +113,37 @@ def wait_for(fn, timeout=30, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
+class CodeTasks:
+    """Code tasks on one server and project: create one, find its run, wait for
+    a status, read its JSONL log (shared by test_exec and test_runtime_contract)."""
+
+    def __init__(self, S, project="default"):
+        self.S = S
+        self.P = "/api/projects/" + project
+
+    def create(self, code, runtime="sh", **kw):
+        body = {"code": code, "runtime_id": runtime}
+        body.update(kw)
+        return expect(self.S.req("POST", self.P + "/tasks", body), 201)
+
+    def run_of(self, task):
+        return expect(self.S.req("GET", self.P + "/tasks/%s/runs" % task["id"]), 200)["data"][0]
+
+    def base_of(self, task, run):
+        return self.P + "/tasks/%s/runs/%s" % (task["id"], run["id"])
+
+    def wait_status(self, task, statuses, timeout=60):
+        return wait_for(lambda: (lambda r: r if r["status"] in statuses else None)(self.run_of(task)),
+                        timeout, "run status in %s" % (statuses,))
+
+    def logs(self, task, run):
+        r = self.S.req("GET", self.base_of(task, run) + "/logs")
+        assert r.status == 200, r
+        # JSONL: one entry per "\n" (str.splitlines would also cut at U+2028 or
+        # U+0085, which a message may hold)
+        return [json.loads(x) for x in r.text.split("\n") if x]
+
+
 def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None):
     """Reads events until the stream ends (or max_events); returns [(id, type, data)]."""
     c = S.conn()

@@ -8,30 +8,12 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import CodeTasks, Server, expect, run_tests, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
-
-
-def create(code, runtime="sh", **kw):
-    body = {"code": code, "runtime_id": runtime}
-    body.update(kw)
-    return expect(S.req("POST", P + "/tasks", body), 201)
-
-
-def run_of(task):
-    return expect(S.req("GET", P + "/tasks/%s/runs" % task["id"]), 200)["data"][0]
-
-
-def wait_status(task, statuses, timeout=60):
-    return wait_for(lambda: (lambda r: r if r["status"] in statuses else None)(run_of(task)),
-                    timeout, "run status in %s" % (statuses,))
-
-
-def logs(task, run):
-    t = S.req("GET", P + "/tasks/%s/runs/%s/logs" % (task["id"], run["id"])).text
-    return [json.loads(x) for x in t.splitlines()]
+C = CodeTasks(S)
+create, run_of, wait_status, logs = C.create, C.run_of, C.wait_status, C.logs
 
 
 def test_sh_completes_with_output_and_logs():

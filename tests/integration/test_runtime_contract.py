@@ -45,7 +45,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import CodeTasks, Server, expect, run_tests, wait_for  # noqa: E402
 
 LEAK = "host-env-leak-7c1f93"
 S = Server(env={"QUERN_AUDIT_HOST_SECRET": LEAK})
@@ -56,35 +56,12 @@ RUNTIMES = ("sh", "bash", "python", "node", "ts")
 
 # ---- helpers ----
 
-def create(code, runtime="sh", **kw):
-    body = {"code": code, "runtime_id": runtime}
-    body.update(kw)
-    return expect(S.req("POST", P + "/tasks", body), 201)
-
-
-def run_of(task):
-    return expect(S.req("GET", P + "/tasks/%s/runs" % task["id"]), 200)["data"][0]
-
-
-def base_of(task, run):
-    return P + "/tasks/%s/runs/%s" % (task["id"], run["id"])
-
-
-def wait_status(task, statuses, timeout=60):
-    return wait_for(lambda: (lambda r: r if r["status"] in statuses else None)(run_of(task)),
-                    timeout, "run status in %s" % (statuses,))
+C = CodeTasks(S)
+create, run_of, base_of, wait_status, logs = C.create, C.run_of, C.base_of, C.wait_status, C.logs
 
 
 def finish(task, timeout=60):
     return wait_status(task, TERMINAL, timeout)
-
-
-def logs(task, run):
-    r = S.req("GET", base_of(task, run) + "/logs")
-    assert r.status == 200, r
-    # JSONL: one entry per "\n" (str.splitlines would also cut at U+2028 or
-    # U+0085, which a message may hold)
-    return [json.loads(x) for x in r.text.split("\n") if x]
 
 
 def msgs(task, run, type_=None):

@@ -6,7 +6,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests  # noqa: E402
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -45,6 +45,37 @@ def test_project_storage_persists_across_runs():
     sizes = {x["name"]: x["size_bytes"] for x in expect(S.req("GET", P + "/storage"), 200)["data"]
              if x["scope"] == "project"}
     assert sizes.get("default", 0) >= 6
+
+
+def inotify_instances(pid):
+    d = "/proc/%d/fd" % pid
+    n = 0
+    for fd in os.listdir(d):
+        try:
+            n += os.readlink(os.path.join(d, fd)) == "anon_inode:inotify"
+        except OSError:
+            pass    # closed meanwhile
+    return n
+
+
+def test_concurrent_runs_share_one_watch_instance():
+    # inotify instances are limited per host user (fs.inotify.max_user_instances,
+    # 128 by default) and several quernd may share a host: however many runs
+    # watch their storage at once, quernd holds one instance, and each run
+    # still records only what it used
+    tasks = [expect(S.req("POST", P + "/tasks", {"code": 'sleep 0.3; %s' % (
+        'ls "$QUERN_STORAGE_PROJECT" >/dev/null' if i % 2 else 'true')}), 201) for i in range(8)]
+    done = []
+    for t in tasks:
+        done.append(wait_for(lambda t=t: (lambda r: r if r["status"] == "completed" else None)(
+            expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "run completed"))
+    assert inotify_instances(S.proc.pid) == 1
+    for i, r in enumerate(done):
+        full = expect(S.req("GET", P + "/tasks/%s/runs/%s?include=storage" % (r["task_id"], r["id"])), 200)
+        kinds = {(a["scope"], a["access_type"]) for a in full["storage_access"]}
+        assert ("project", "provided") in kinds, full["storage_access"]
+        if i % 2:
+            assert ("project", "accessed") in kinds, full["storage_access"]
 
 
 def test_accounts_are_isolated():
