@@ -32,14 +32,9 @@ if [ ! -x "$BIN" ] || [ bench/exec_bench.c -nt "$BIN" ] || [ "$BUILD/libquern.a"
         -iquote src $(pkg-config --cflags $PKGS) -o "$BIN" bench/exec_bench.c \
         "$BUILD/libquern.a" $(pkg-config --libs $PKGS) -lm -pthread
 fi
-# quern-init without libc (the rule proposed for the Makefile; until then
-# the one make builds is an ordinary libc program with the same logic).
-INIT="$BUILD/bench/quern-init"
-if [ ! -x "$INIT" ] || [ src/quern_init.c -nt "$INIT" ]; then
-    cc -std=c11 -O2 -g -DQUERN_INIT_NOLIBC -static -nostdlib -fno-stack-protector -fno-builtin \
-        -Wall -Wextra -Werror -o "$INIT" src/quern_init.c
-fi
-export QUERN_INIT="$PWD/$INIT"
+# quern-init as make builds it (without libc: see src/quern_init.c); exec.c
+# finds it beside the binary, the bench program links exec.c from elsewhere
+export QUERN_INIT="$PWD/$BUILD/quern-init"
 
 echo "== machine: $(nproc) CPUs, $(uname -sr), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== 1. raw spawn (physical limit)"
