@@ -423,6 +423,30 @@ test('overview counts runs per status', async () => {
   await shot(page, '11-overview');
 });
 
+test('overview: /metrics lost once on the network is asked again; an HTTP error is named', async () => {
+  let calls = 0;
+  const once = (route) => (++calls === 1 ? route.abort('connectionreset') : route.continue());
+  await page.route('**/metrics', once);
+  try {
+    await open(page, '#/');
+    await page.waitForSelector('a.card[data-status=completed]', { timeout: T });
+    assert(calls === 2, 'asked twice: ' + calls);
+    assert(await page.locator('svg.chart').count() >= 2, 'charts drawn after the second answer');
+  } finally {
+    await page.unroute('**/metrics', once);
+  }
+  const unavailable = (route) => route.fulfill({ status: 503, contentType: 'text/plain', body: 'down' });
+  await page.route('**/metrics', unavailable);
+  try {
+    await open(page, '#/');
+    await page.waitForSelector('a.card[data-status=completed]', { timeout: T });
+    const text = await page.locator('#main .grid').first().textContent();
+    assert(text.includes('No queue metrics from /metrics (HTTP 503)'), 'reason shown: ' + text);
+  } finally {
+    await page.unroute('**/metrics', unavailable);
+  }
+});
+
 test('definitions: create through the form and trigger', async () => {
   await page.click('#nav >> text=Definitions');
   await page.getByRole('heading', { name: 'Definitions', exact: true }).waitFor({ timeout: T });
