@@ -371,21 +371,24 @@ def test_handed_off_run_lease_expires_like_any_other():
     try:
         for attempt in range(40):
             out = {}
+            # an agent of its own per try: a run leased the usual way in an
+            # earlier try comes back (attempt 2) when its lease expires
+            agent = "hx%d" % attempt
 
             def poll():
-                out["r"] = s2.req("POST", P + "/workers/lease", {"agent_id": "hx", "wait_ms": 20000})
+                out["r"] = s2.req("POST", P + "/workers/lease", {"agent_id": agent, "wait_ms": 20000})
             th = threading.Thread(target=poll)
             th.start()
             time.sleep(0.02 * (attempt + 1))   # let it reach its wait (not an assertion)
             t = expect(s2.req("POST", P + "/tasks", {
-                "assigned_agent_id": "hx", "run": True,
+                "assigned_agent_id": agent, "run": True,
                 "settings": {"max_retries": 1, "retry_delay_ms": 0}}), 201)
             th.join(30)
             r1 = expect(out["r"], 200)["data"][0]
             if t["status"] != "running":
                 continue   # leased the usual way: try again
             assert r1["status"] == "running" and r1["attempt"] == 1, r1
-            r2 = expect(s2.req("POST", P + "/workers/lease", {"agent_id": "hx", "wait_ms": 20000}),
+            r2 = expect(s2.req("POST", P + "/workers/lease", {"agent_id": agent, "wait_ms": 20000}),
                         200)["data"]
             assert len(r2) == 1 and r2[0]["id"] == r1["id"] and r2[0]["attempt"] == 2, r2
             evs = expect(s2.req("GET", P + "/tasks/%s/runs/%s/session_logs" % (t["id"], r1["id"])),
