@@ -447,20 +447,30 @@ static bool wanted(const char *const *fields, const char *k, size_t klen)
     return false;
 }
 
-json_t *jload_fields(const char *text, size_t len, const char *const *fields)
+/* The fast path over the whole text: a value starting with one of `starts`
+ * (any value when NULL), then nothing but white space; else NULL. */
+static json_t *parse_whole(struct parser *p, const char *starts)
 {
-    struct parser p = {text, text + len, false, {0}, fields};
-    buf_init(&p.tmp);
-    skip_ws(&p);
-    json_t *v = p.s < p.end && *p.s == '{' ? value(&p, 0) : NULL;
+    buf_init(&p->tmp);
+    skip_ws(p);
+    json_t *v = NULL;
+    if (p->s < p->end && (!starts || (*p->s && strchr(starts, *p->s))))
+        v = value(p, 0);
     if (v) {
-        skip_ws(&p);
-        if (p.s != p.end) {
+        skip_ws(p);
+        if (p->s != p->end) {
             json_decref(v);
             v = NULL;
         }
     }
-    buf_release(&p.tmp);
+    buf_release(&p->tmp);
+    return v;
+}
+
+json_t *jload_fields(const char *text, size_t len, const char *const *fields)
+{
+    struct parser p = {text, text + len, false, {0}, fields};
+    json_t *v = parse_whole(&p, "{");
     /* whatever the fast path does not take: the whole document, which holds
      * every wanted field too (or NULL when it is not JSON) */
     return v ? v : jload(text, len, 0);
@@ -469,19 +479,7 @@ json_t *jload_fields(const char *text, size_t len, const char *const *fields)
 json_t *jload(const char *text, size_t len, size_t flags)
 {
     struct parser p = {text, text + len, (flags & JSON_REJECT_DUPLICATES) != 0, {0}, NULL};
-    buf_init(&p.tmp);
-    skip_ws(&p);
-    json_t *v = NULL;
-    if (p.s < p.end && ((flags & JSON_DECODE_ANY) || *p.s == '{' || *p.s == '['))
-        v = value(&p, 0);
-    if (v) {
-        skip_ws(&p);
-        if (p.s != p.end) {
-            json_decref(v);
-            v = NULL;
-        }
-    }
-    buf_release(&p.tmp);
+    json_t *v = parse_whole(&p, (flags & JSON_DECODE_ANY) ? NULL : "{[");
     if (v)
         return v;
     return json_loadb(text, len, flags, NULL);
