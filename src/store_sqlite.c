@@ -977,6 +977,25 @@ static void bind_hot(sqlite3_stmt *s, int p, enum store_kind kind, const json_t 
     }
 }
 
+/* Runs a statement whose parameters ?1.. are bound to text a, b, c (as many as
+ * it has); *changes (optional) gets the rows it changed.  0 or -EIO. */
+static int exec_text(struct sqlite_tx *tx, const char *sql, const char *a, const char *b,
+                     const char *c, int *changes)
+{
+    sqlite3_stmt *s = stmt(tx->c, sql);
+    if (!s)
+        return -EIO;
+    const char *v[3] = {a, b, c};
+    int np = sqlite3_bind_parameter_count(s);
+    for (int i = 0; i < np && i < 3; i++)
+        bind_text(s, i + 1, v[i]);
+    int rc = sqlite3_step(s);
+    if (changes)
+        *changes = sqlite3_changes(tx->c->db);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
 /* Records that run (project_id, id) names the blobs its artifacts name
  * (artifacts[].sha256), for blob.c's sweep.  References are only added
  * while the run lives (an artifact replaced under the same name keeps its
@@ -985,18 +1004,11 @@ static void bind_hot(sqlite3_stmt *s, int p, enum store_kind kind, const json_t 
 static int refs_note(struct sqlite_tx *tx, const char *project_id, const char *id,
                      const char *doc_text)
 {
-    sqlite3_stmt *s = stmt(tx->c, "INSERT OR IGNORE INTO blob_refs(sha, project_id, run_id)"
-                                  " SELECT json_extract(value, '$.sha256'), ?2, ?3"
-                                  " FROM json_each(?1, '$.artifacts')"
-                                  " WHERE json_extract(value, '$.sha256') IS NOT NULL");
-    if (!s)
-        return -EIO;
-    bind_text(s, 1, doc_text);
-    bind_text(s, 2, project_id);
-    bind_text(s, 3, id);
-    int rc = sqlite3_step(s);
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : -EIO;
+    return exec_text(tx, "INSERT OR IGNORE INTO blob_refs(sha, project_id, run_id)"
+                         " SELECT json_extract(value, '$.sha256'), ?2, ?3"
+                         " FROM json_each(?1, '$.artifacts')"
+                         " WHERE json_extract(value, '$.sha256') IS NOT NULL",
+                     doc_text, project_id, id, NULL);
 }
 
 static bool has_artifacts(const json_t *doc)
@@ -1176,23 +1188,6 @@ static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *proj
     return doc;
 }
 
-/* Runs a statement with ?1 and ?2 bound to text a and b; *changes
- * (optional) gets the rows it changed.  0 or -EIO. */
-static int exec_text2(struct sqlite_tx *tx, const char *sql, const char *a, const char *b,
-                      int *changes)
-{
-    sqlite3_stmt *s = stmt(tx->c, sql);
-    if (!s)
-        return -EIO;
-    bind_text(s, 1, a);
-    bind_text(s, 2, b);
-    int rc = sqlite3_step(s);
-    if (changes)
-        *changes = sqlite3_changes(tx->c->db);
-    sqlite3_reset(s);
-    return rc == SQLITE_DONE ? 0 : -EIO;
-}
-
 /* A run's blob references go with the run (delete, prune). */
 static const char refs_forget[] = "DELETE FROM blob_refs WHERE project_id=?1 AND run_id=?2";
 
@@ -1204,9 +1199,9 @@ static int sq_del(struct store_tx *t, enum store_kind kind, const char *project_
     snprintf(sql, sizeof sql, "DELETE FROM %s WHERE project_id=?1 AND id=?2",
              store_kind_name(kind));
     int changes = 0;
-    int rc = exec_text2(tx, sql, project_id, id, &changes);
+    int rc = exec_text(tx, sql, project_id, id, NULL, &changes);
     if (!rc && changes && kind == SK_RUN)
-        rc = exec_text2(tx, refs_forget, project_id, id, NULL);
+        rc = exec_text(tx, refs_forget, project_id, id, NULL, NULL);
     return rc ? rc : changes ? 0 : -ENOENT;
 }
 
@@ -1833,8 +1828,8 @@ static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     rc = 0;
     json_array_foreach(gone, i, r) {
         for (size_t k = 0; k < ARRAY_LEN(del) && !rc; k++)
-            rc = exec_text2(tx, del[k], json_string_value(json_array_get(r, 0)),
-                            json_string_value(json_array_get(r, 1)), NULL);
+            rc = exec_text(tx, del[k], json_string_value(json_array_get(r, 0)),
+                           json_string_value(json_array_get(r, 1)), NULL, NULL);
         n++;
     }
     json_decref(gone);
