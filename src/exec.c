@@ -909,7 +909,7 @@ static struct st_ref *st_ref_find(struct exec *ex, int wd)
 }
 
 /* Watches the run's storage directories from now to its end (see
- * storage_touched); a failure only means nothing is reported. */
+ * storage_release); a failure only means nothing is reported. */
 static void watch_storage(struct exec *ex, struct run *r)
 {
     const char *st[3] = {r->st_account, r->st_project, r->st_org};
@@ -951,23 +951,16 @@ static void watch_storage(struct exec *ex, struct run *r)
     r->st_watch = true;
 }
 
-/* Which watched storage directories saw an event while the run lived. */
-static void storage_touched(struct exec *ex, struct run *r, struct exec_result *res)
+/* The run's end: which watched storage directories saw an event while it
+ * lived (events read up to now), then it lets go of its watches; the last
+ * run holding one removes it. */
+static void storage_release(struct exec *ex, struct run *r, struct exec_result *res)
 {
     if (!r->st_watch)
         return;
     storage_events(ex);
-    for (int i = 0; i < 3; i++)
-        res->storage_touched[i] = r->st_touched[i];
-}
-
-/* The run lets go of its watches; the last run holding one removes it. */
-static void storage_unwatch(struct exec *ex, struct run *r)
-{
-    if (!r->st_watch)
-        return;
-    storage_events(ex); /* what came while it held them, before it lets go */
     for (int i = 0; i < 3; i++) {
+        res->storage_touched[i] = r->st_touched[i];
         struct st_ref *ref = r->st_wd[i] >= 0 ? st_ref_find(ex, r->st_wd[i]) : NULL;
         if (ref && --ref->refs == 0) {
             inotify_rm_watch(ex->st_inotify, ref->wd);
@@ -1823,8 +1816,7 @@ static void finish(struct exec *ex, int slot, struct run *r, struct exec_result 
     res->peak_memory_kb = r->peak_kb;
     res->wall_ms = r->wall_ms;
     res->iterations = r->iteration;
-    storage_touched(ex, r, res);
-    storage_unwatch(ex, r);
+    storage_release(ex, r, res);
     if (res->error_message && has_secrets(r)) {
         char *m = redact(r, res->error_message, strlen(res->error_message));
         free(res->error_message);
