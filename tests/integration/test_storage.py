@@ -6,10 +6,11 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import CodeTasks, Server, expect, run_tests  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
+C = CodeTasks(S)
 
 
 def code(c, **kw):
@@ -65,10 +66,7 @@ def test_concurrent_runs_share_one_watch_instance():
     # still records only what it used
     tasks = [expect(S.req("POST", P + "/tasks", {"code": 'sleep 0.3; %s' % (
         'ls "$QUERN_STORAGE_PROJECT" >/dev/null' if i % 2 else 'true')}), 201) for i in range(8)]
-    done = []
-    for t in tasks:
-        done.append(wait_for(lambda t=t: (lambda r: r if r["status"] == "completed" else None)(
-            expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "run completed"))
+    done = [C.wait_status(t, ("completed",)) for t in tasks]
     assert inotify_instances(S.proc.pid) == 1
     for i, r in enumerate(done):
         full = expect(S.req("GET", P + "/tasks/%s/runs/%s?include=storage" % (r["task_id"], r["id"])), 200)
