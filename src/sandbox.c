@@ -550,12 +550,24 @@ static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_p
         c->cpu_base_ns = cg_cpu_ns(sys, c);
 }
 
-/* The slot's cgroup.procs files the child writes itself into (kept open);
- * -errno when one cannot be opened. */
+/* The slot's files the child writes "0" into to join its cgroups (kept
+ * open); -errno when one cannot be opened.
+ *
+ * cgroup v1: the `tasks` file, which moves the writing thread alone; the box
+ * is one thread then (before its exec), so it moves whole.  Through
+ * `cgroup.procs` the kernel write-locks the global cgroup_threadgroup_rwsem,
+ * which waits for every fork, exec and exit in progress on the host and,
+ * when no move happened for a while, for a whole RCU grace period: measured
+ * here at 18 ms for the first run after an idle pause (strace of the box's
+ * write), the bulk of a cold `sh` run's start.  A thread moving itself
+ * (pid 0 in `tasks`) skips that lock (Linux >= 6.0; older kernels take it
+ * either way, no worse).  cgroup v2: a thread can move by itself only
+ * inside a threaded subtree, so `cgroup.procs` stays. */
 static int cg_join_fds(struct sandbox_sys *sys, int slot, int *fds, size_t *n)
 {
     struct slot_cg *c = &sys->cg[slot];
     const char *dirs[3] = {c->mem_dir, c->pids_dir, c->cpu_dir};
+    const enum cg_ver vers[3] = {sys->mem_ver, sys->pids_ver, sys->cpu_ver};
     static const enum cg_file procs[3] = {CGF_MEM_PROCS, CGF_PIDS_PROCS, CGF_CPU_PROCS};
     *n = 0;
     for (int k = 0; k < 3; k++) {
@@ -567,7 +579,7 @@ static int cg_join_fds(struct sandbox_sys *sys, int slot, int *fds, size_t *n)
                 dup = true;
         if (dup)
             continue;
-        int fd = cg_fd(c, procs[k], dirs[k], "cgroup.procs", O_WRONLY);
+        int fd = cg_fd(c, procs[k], dirs[k], vers[k] == CG_V1 ? "tasks" : "cgroup.procs", O_WRONLY);
         if (fd < 0)
             return -EACCES;
         fds[(*n)++] = fd;
@@ -1131,7 +1143,7 @@ struct plan {
     unsigned long src_remount[MAX_FDS]; /* the legacy remount's flags; 0: none */
     bool legacy;                      /* no open_tree: O_PATH fds */
     bool tpl;                         /* the root is the template's (see tpl_build) */
-    int cg_procs[3];                  /* the slot's cgroup.procs files (parent's fds) */
+    int cg_procs[3];                  /* the files joining the slot's cgroups (cg_join_fds) */
     size_t ncg;
     int parent_trees[MAX_FDS];        /* tpl: the parent's copies of src_fds, closed after the clone */
     bool legacy_attr;                 /* no mount_setattr: remount after the move */
@@ -2187,7 +2199,7 @@ secrets:
     cg_prepare(sys, p->slot, p);
     rc = cg_join_fds(sys, p->slot, pl->cg_procs, &pl->ncg);
     if (rc < 0) {
-        *err = xasprintf("opening the slot's cgroup.procs: %s", strerror(-rc));
+        *err = xasprintf("opening the slot's cgroup files (tasks or cgroup.procs): %s", strerror(-rc));
         goto out;
     }
 
