@@ -701,7 +701,9 @@ TEST(hostile_huge_file_and_many_files)
     healthy();
 }
 
-static int count_procs_with(const char *needle)
+/* How many processes have needle in their command line; *pid (if given)
+ * gets the pid of one of them. */
+static int procs_with(const char *needle, int *pid)
 {
     int n = 0;
     DIR *d = opendir("/proc");
@@ -720,8 +722,11 @@ static int count_procs_with(const char *needle)
             if (!b[i])
                 b[i] = ' ';
         b[k] = 0;
-        if (strstr(b, needle))
+        if (strstr(b, needle)) {
             n++;
+            if (pid)
+                *pid = atoi(e->d_name);
+        }
     }
     if (d)
         closedir(d);
@@ -735,7 +740,7 @@ TEST(hostile_daemon_is_gone)
         "( sleep 31337 & ) ; nohup sleep 31337 >/dev/null 2>&1 &\n"
         "echo spawned");
     EXPECT_STATUS(r, "completed", NULL);
-    CHECK_EQ_INT(count_procs_with("sleep 31337"), 0);
+    CHECK_EQ_INT(procs_with("sleep 31337", NULL), 0);
 }
 
 TEST(hostile_network_off)
@@ -886,6 +891,64 @@ TEST(hostile_syscalls_denied)
     free(o);
 }
 
+/* The box's processes sit in the slot's cgroups of this executor, for each
+ * control in use (cgroup v1: memory, pids, cpuacct, each joined through its
+ * own `tasks` file; v2: one cgroup): read from the host's side while the
+ * code runs. */
+TEST(box_joins_the_slot_cgroups)
+{
+    struct exec_spec s = base_spec("sh", "echo ready; exec sleep 4711");
+    reset();
+    if (!get_exec())
+        return;
+    CHECK_EQ_INT(exec_start(ex, &s), 0);
+    pthread_mutex_lock(&mu);
+    for (bool seen = false; !seen && !result;) {
+        for (size_t i = 0; i < nlogs; i++)
+            if (!strcmp(logs[i].msg, "ready"))
+                seen = true;
+        if (!seen && !result)
+            pthread_cond_wait(&cv, &mu);
+    }
+    pthread_mutex_unlock(&mu);
+    int pid = -1;
+    CHECK_EQ_INT(procs_with("sleep 4711", &pid), 1);
+    char p[64], line[1024], mine[64];
+    snprintf(p, sizeof(p), "/proc/%d/cgroup", pid);
+    snprintf(mine, sizeof(mine), "/quern-%d-", (int)getpid());
+    FILE *f = fopen(p, "re");
+    CHECK(f != NULL);
+    bool v1 = access("/sys/fs/cgroup/memory/tasks", F_OK) == 0;
+    int joined = 0, ncg = 0;
+    while (f && fgets(line, sizeof(line), f)) {
+        char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c2 = '\0';
+        const char *ctrls = c1 + 1, *path = c2 + 1;
+        bool wanted = v1 ? strstr(ctrls, "memory") || strstr(ctrls, "pids") ||
+                               strstr(ctrls, "cpuacct")
+                         : *ctrls == '\0';
+        if (!wanted)
+            continue;
+        ncg++;
+        if (strstr(path, mine) && strstr(path, "/slot"))
+            joined++;
+        else
+            fprintf(stderr, "  box not in its slot's cgroup: %s:%s", ctrls, path);
+    }
+    if (f)
+        fclose(f);
+    CHECK(ncg >= 1);
+    CHECK_EQ_INT(joined, ncg);
+    CHECK_EQ_INT(exec_cancel(ex, s.run_id), 0);
+    pthread_mutex_lock(&mu);
+    while (!result)
+        pthread_cond_wait(&cv, &mu);
+    pthread_mutex_unlock(&mu);
+    EXPECT_STATUS(result, "canceled", NULL);
+}
+
 TEST(cpu_accounted_for_the_tree)
 {
     struct exec_result *r = run("sh",
@@ -986,9 +1049,9 @@ TEST(zz_free_kills_running_boxes)
     while (nlogs == 0)
         pthread_cond_wait(&cv, &mu);
     pthread_mutex_unlock(&mu);
-    CHECK_EQ_INT(count_procs_with("sleep 4242"), 1);
+    CHECK_EQ_INT(procs_with("sleep 4242", NULL), 1);
     exec_free(ex2);
-    CHECK_EQ_INT(count_procs_with("sleep 4242"), 0);
+    CHECK_EQ_INT(procs_with("sleep 4242", NULL), 0);
     CHECK(result == NULL); /* no on_exit at exec_free */
 }
 
