@@ -911,8 +911,11 @@ TEST(box_joins_the_slot_cgroups)
             pthread_cond_wait(&cv, &mu);
     }
     pthread_mutex_unlock(&mu);
+    /* "ready" comes before the exec of sleep: wait for it (at most 20 s) */
     int pid = -1;
-    CHECK_EQ_INT(procs_with("sleep 4711", &pid), 1);
+    for (int i = 0; i < 2000 && procs_with("sleep 4711", &pid) == 0; i++)
+        usleep(10000);
+    CHECK(pid > 0);
     char p[64], line[1024], mine[64];
     snprintf(p, sizeof(p), "/proc/%d/cgroup", pid);
     snprintf(mine, sizeof(mine), "/quern-%d-", (int)getpid());
