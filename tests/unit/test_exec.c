@@ -349,11 +349,13 @@ TEST(input_request_and_send)
     CHECK_EQ_INT(exec_send(ex, "run_nope", "{}"), -ENOENT);
 }
 
-static struct exec_result *start_wait_line_then(struct exec_spec *s, const char *line, int action)
+/* Starts the spec and waits until its code printed line (or it ended);
+ * false when there is no executor. */
+static bool start_until_line(const struct exec_spec *s, const char *line)
 {
     reset();
     if (!get_exec())
-        return NULL;
+        return false;
     CHECK_EQ_INT(exec_start(ex, s), 0);
     pthread_mutex_lock(&mu);
     for (;;) {
@@ -366,8 +368,13 @@ static struct exec_result *start_wait_line_then(struct exec_spec *s, const char 
         pthread_cond_wait(&cv, &mu);
     }
     pthread_mutex_unlock(&mu);
-    if (action == 1)
-        CHECK_EQ_INT(exec_cancel(ex, s->run_id), 0);
+    return true;
+}
+
+/* Cancels the run and waits for its end. */
+static struct exec_result *cancel_and_wait(const struct exec_spec *s)
+{
+    CHECK_EQ_INT(exec_cancel(ex, s->run_id), 0);
     pthread_mutex_lock(&mu);
     while (!result)
         pthread_cond_wait(&cv, &mu);
@@ -379,7 +386,7 @@ TEST(cancel_term_then_kill)
 {
     struct exec_spec s = base_spec("sh", "trap '' TERM; echo ready; while :; do sleep 1; done");
     s.kill_grace_ms = 200;
-    struct exec_result *r = start_wait_line_then(&s, "ready", 1);
+    struct exec_result *r = start_until_line(&s, "ready") ? cancel_and_wait(&s) : NULL;
     EXPECT_STATUS(r, "canceled", NULL);
     CHECK(r && r->exit_code == -1);
 }
@@ -898,19 +905,8 @@ TEST(hostile_syscalls_denied)
 TEST(box_joins_the_slot_cgroups)
 {
     struct exec_spec s = base_spec("sh", "echo ready; exec sleep 4711");
-    reset();
-    if (!get_exec())
+    if (!start_until_line(&s, "ready"))
         return;
-    CHECK_EQ_INT(exec_start(ex, &s), 0);
-    pthread_mutex_lock(&mu);
-    for (bool seen = false; !seen && !result;) {
-        for (size_t i = 0; i < nlogs; i++)
-            if (!strcmp(logs[i].msg, "ready"))
-                seen = true;
-        if (!seen && !result)
-            pthread_cond_wait(&cv, &mu);
-    }
-    pthread_mutex_unlock(&mu);
     /* "ready" comes before the exec of sleep: wait for it (at most 20 s) */
     int pid = -1;
     for (int i = 0; i < 2000 && procs_with("sleep 4711", &pid) == 0; i++)
@@ -944,12 +940,8 @@ TEST(box_joins_the_slot_cgroups)
         fclose(f);
     CHECK(ncg >= 1);
     CHECK_EQ_INT(joined, ncg);
-    CHECK_EQ_INT(exec_cancel(ex, s.run_id), 0);
-    pthread_mutex_lock(&mu);
-    while (!result)
-        pthread_cond_wait(&cv, &mu);
-    pthread_mutex_unlock(&mu);
-    EXPECT_STATUS(result, "canceled", NULL);
+    struct exec_result *r = cancel_and_wait(&s);
+    EXPECT_STATUS(r, "canceled", NULL);
 }
 
 TEST(cpu_accounted_for_the_tree)
