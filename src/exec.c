@@ -84,6 +84,8 @@
 #define ARTIFACTS_MAX_COUNT 1000
 #define ARTIFACTS_MAX_BYTES ((int64_t)1 << 30)
 #define ARTIFACTS_MAX_DEPTH 8
+#define STR_(x) #x
+#define STR(x) STR_(x)   /* a number macro as a string literal */
 #define DISK_MAX_BYTES ((int64_t)1 << 30) /* scratch and artifacts of a live box */
 #define DISK_MAX_ENTRIES 100000
 #define DISK_CHECK_MS 500                 /* how often, from half a second on */
@@ -100,6 +102,7 @@ enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM, K_INOTIFY };
 struct lbuf {
     struct buf b;
     int fd;
+    bool skipping;   /* control channel: dropping the rest of a line over its cap */
 };
 
 struct run {
@@ -576,6 +579,25 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
     json_decref(m);
 }
 
+/* A control line over CONTROL_MAX_BYTES is dropped whole, up to its
+ * newline, with one warning: its tail must not be read as a message of its
+ * own.  Its bytes count against max_output_bytes like any other (an endless
+ * line ends the run as output_limit_exceeded).  n bytes of it are here,
+ * ended: the newline came.  False when the run is over its limit. */
+static bool skip_control(struct exec *ex, struct run *r, struct lbuf *lb, size_t n, bool ended)
+{
+    if (!lb->skipping && ex->cb.on_log)
+        ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn",
+                      "ignored a control message over 1 MiB (the whole line)", NULL,
+                      r->iteration);
+    lb->skipping = !ended;
+    if (take_output(r, n) < n) {
+        over_limit(r);
+        return false;
+    }
+    return true;
+}
+
 /* Splits what a pipe gave into lines; at_eof flushes a last partial line. */
 static void split_lines(struct exec *ex, struct run *r, enum fdkind k, struct lbuf *lb, bool at_eof)
 {
@@ -588,16 +610,17 @@ static void split_lines(struct exec *ex, struct run *r, enum fdkind k, struct lb
         size_t n;
         if (nl)
             n = (size_t)(nl - (lb->b.data + start));
-        else if (avail >= cap || (at_eof && avail > 0))
+        else if (avail >= cap || (at_eof && avail > 0) || lb->skipping)
             n = avail > cap ? cap : avail;
         else
             break;
         if (k == K_CTL) {
-            if (n < cap || nl)
+            if (!lb->skipping && (n < cap || nl)) {
                 handle_control(ex, r, lb->b.data + start, n);
-            else if (ex->cb.on_log)
-                ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn",
-                              "ignored a control message over 1 MiB", NULL, r->iteration);
+            } else if (!skip_control(ex, r, lb, n + (nl ? 1 : 0), nl != NULL)) {
+                lb->b.len = 0;   /* killed: the rest is not read either */
+                return;
+            }
         } else {
             deliver_line(ex, r, type, lb->b.data + start, n);
         }
@@ -1133,6 +1156,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     r->out.fd = out[0];
     r->err.fd = err[0];
     r->ctl.fd = ctl[0];
+    r->ctl.skipping = false;
     r->fd_in = in[1];
     r->fd_status = st[0];
     out[0] = err[0] = ctl[0] = in[1] = st[0] = -1;
@@ -1465,6 +1489,7 @@ static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, 
     r->out.fd = w->fd_out;
     r->err.fd = w->fd_err;
     r->ctl.fd = w->fd_ctl;
+    r->ctl.skipping = false;
     r->fd_in = w->fd_in;
     r->fd_status = w->fd_status;
     memset(w, 0, sizeof(*w));
@@ -1543,9 +1568,25 @@ static void start_run(struct exec *ex, int slot, struct run *spec)
     }
 }
 
+/* What collect_dir left behind, by reason, for the run's log: an artifact
+ * that is not stored without a word looks like a bug in the user's code. */
+enum skip_reason { AS_COUNT, AS_LINK, AS_TYPE, AS_LINKED, AS_BYTES, AS_NAME, AS_DEPTH, AS_N };
+
+struct skipped {
+    size_t n[AS_N];
+    char *example[AS_N];   /* the first name skipped for that reason */
+};
+
+static void skip_note(struct skipped *sk, enum skip_reason why, const char *name)
+{
+    if (sk->n[why]++ == 0)
+        sk->example[why] = xstrdup(name);
+}
+
 /* Moves every acceptable artifact into out/, recursively; see invariant 4. */
 static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, int outfd,
-                        struct exec_result *res, int64_t *total, const char *outdir)
+                        struct exec_result *res, int64_t *total, const char *outdir,
+                        struct skipped *sk)
 {
     DIR *d = fdopendir(dfd);
     if (!d) {
@@ -1556,25 +1597,40 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
     while ((e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
             continue;
-        if (res->nartifacts >= ARTIFACTS_MAX_COUNT)
-            break;
         char *name = prefix ? xasprintf("%s/%s", prefix, e->d_name) : xstrdup(e->d_name);
+        if (res->nartifacts >= ARTIFACTS_MAX_COUNT) {
+            skip_note(sk, AS_COUNT, name);
+            free(name);
+            break;
+        }
         int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
         struct stat sb;
         if (fd < 0 || fstat(fd, &sb) < 0) {
             if (fd >= 0)
                 close(fd);
+            else if (errno == ELOOP)
+                skip_note(sk, AS_LINK, name);
             free(name);
             continue;
         }
-        if (S_ISDIR(sb.st_mode) && depth < ARTIFACTS_MAX_DEPTH) {
-            collect_dir(r, fd, name, depth + 1, outfd, res, total, outdir);
+        if (S_ISDIR(sb.st_mode)) {
+            if (depth < ARTIFACTS_MAX_DEPTH)
+                collect_dir(r, fd, name, depth + 1, outfd, res, total, outdir, sk);
+            else {
+                close(fd);
+                skip_note(sk, AS_DEPTH, name);
+            }
             free(name);
             continue;
         }
         close(fd);
-        if (!S_ISREG(sb.st_mode) || sb.st_nlink != 1 || *total + sb.st_size > ARTIFACTS_MAX_BYTES ||
-            !blob_name_ok(name)) { /* a name an upload could not have is not stored */
+        enum skip_reason why = !S_ISREG(sb.st_mode)                         ? AS_TYPE
+                               : sb.st_nlink != 1                           ? AS_LINKED
+                               : *total + sb.st_size > ARTIFACTS_MAX_BYTES ? AS_BYTES
+                               : !blob_name_ok(name) ? AS_NAME /* an upload could not have it */
+                                                     : AS_N;
+        if (why != AS_N) {
+            skip_note(sk, why, name);
             free(name);
             continue;
         }
@@ -1599,6 +1655,42 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
     closedir(d);
 }
 
+/* One warning in the run's log naming what was not stored and why. */
+static void skip_report(struct exec *ex, struct run *r, struct skipped *sk)
+{
+    static const char *const what[AS_N] = {
+        [AS_LINK] = "symbolic links",
+        [AS_TYPE] = "not regular files",
+        [AS_LINKED] = "hard links (a file with more than one name)",
+        [AS_BYTES] = "over 1 GiB of artifacts in all",
+        [AS_NAME] = "names an upload could not have",
+        [AS_DEPTH] = "directories nested deeper than " STR(ARTIFACTS_MAX_DEPTH) " levels",
+    };
+    struct buf b;
+    buf_init(&b);
+    if (sk->n[AS_COUNT]) {
+        buf_printf(&b, "more than " STR(ARTIFACTS_MAX_COUNT) " files (the first past the "
+                   "limit: %s; the rest was not looked at)", sk->example[AS_COUNT]);
+        free(sk->example[AS_COUNT]);
+    }
+    for (int i = AS_COUNT + 1; i < AS_N; i++) {
+        if (!sk->n[i])
+            continue;
+        buf_printf(&b, "%s%zu %s (first: %s)", b.len ? "; " : "", sk->n[i], what[i],
+                   sk->example[i]);
+        free(sk->example[i]);
+    }
+    if (b.len && ex->cb.on_log) {
+        char *msg = xasprintf("artifacts not stored: %s", b.data);
+        char *red = redact(r, msg, strlen(msg)), *clean = utf8_clean(red, strlen(red));
+        ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", clean ? clean : red, NULL, r->iteration);
+        free(clean);
+        free(red);
+        free(msg);
+    }
+    buf_release(&b);
+}
+
 /* True when the directory open at fd has an entry besides . and ..; the
  * fd's offset is back at the start after. */
 static bool dir_has_entries(int fd)
@@ -1609,13 +1701,19 @@ static bool dir_has_entries(int fd)
 }
 
 /* qfd: the run's out directory (the caller's). */
-static void collect_artifacts(struct run *r, int qfd, struct exec_result *res)
+static void collect_artifacts(struct exec *ex, struct run *r, int qfd, struct exec_result *res)
 {
     if (qfd < 0)
         return;
     int afd = openat(qfd, "artifacts", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (afd < 0)
+    if (afd < 0) {
+        if ((errno == ELOOP || errno == ENOTDIR) && ex->cb.on_log)
+            ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn",
+                          "artifacts not stored: QUERN_ARTIFACTS was replaced by something "
+                          "other than a directory (a symbolic link?)",
+                          NULL, r->iteration);
         return;
+    }
     /* Most runs leave none: look before making a directory for them (raw
      * getdents: readdir's stream would allocate 32 KiB per run). */
     if (!dir_has_entries(afd)) {
@@ -1638,8 +1736,10 @@ static void collect_artifacts(struct run *r, int qfd, struct exec_result *res)
     }
     res->priv_dir = outdir;
     int64_t total = 0;
-    collect_dir(r, afd, NULL, 0, outfd, res, &total, outdir);
+    struct skipped sk = {{0}, {NULL}};
+    collect_dir(r, afd, NULL, 0, outfd, res, &total, outdir, &sk);
     close(outfd);
+    skip_report(ex, r, &sk);
 }
 
 /* Reads QUERN_OUTPUT under qfd (the run's out directory, the caller's): 0
@@ -1804,7 +1904,7 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     free(why);
     redact_json(r, o);
     res->output = o;
-    collect_artifacts(r, qfd, res);
+    collect_artifacts(ex, r, qfd, res);
     if (qfd >= 0)
         close(qfd);
     finish(ex, slot, r, res);

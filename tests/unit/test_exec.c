@@ -170,6 +170,18 @@ static char *joined(const char *type)
     return buf_steal(&b);
 }
 
+/* The first log entry of the type whose message holds needle, or NULL. */
+static const char *log_with(const char *type, const char *needle)
+{
+    const char *m = NULL;
+    pthread_mutex_lock(&mu);
+    for (size_t i = 0; i < nlogs && !m; i++)
+        if (!strcmp(logs[i].type, type) && strstr(logs[i].msg, needle))
+            m = logs[i].msg;
+    pthread_mutex_unlock(&mu);
+    return m;
+}
+
 static void dump(void)
 {
     for (size_t i = 0; i < nlogs && i < 40; i++)
@@ -269,6 +281,27 @@ TEST(control_channel)
     CHECK(saw_garbage);
     CHECK_EQ_INT(json_array_size(controls), 3);
     CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(controls, 0), "type")), "progress");
+
+    /* A line over 1 MiB is dropped whole: its tail past the first MiB, a valid
+     * message, is not
+     * read as one; one warning; the next line is read again. */
+    r = run("sh", "{ head -c 1048576 /dev/zero | tr '\\0' x; "
+                  "echo '{\"type\":\"output\",\"output\":{\"via\":\"tail\"}}'; "
+                  "echo '{\"type\":\"progress\",\"progress\":0.25}'; } >&3\n");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK(r && r->output == NULL);
+    size_t warned = 0;
+    for (size_t i = 0; i < nlogs; i++)
+        warned += !strcmp(logs[i].type, "log") && strstr(logs[i].msg, "over 1 MiB");
+    CHECK_EQ_INT(warned, 1);
+    CHECK_EQ_INT(json_array_size(controls), 1);
+    CHECK_EQ_STR(json_string_value(json_object_get(json_array_get(controls, 0), "type")), "progress");
+
+    /* an endless line counts against max_output_bytes */
+    struct exec_spec s = base_spec("sh", "tr '\\0' x < /dev/zero >&3\n");
+    s.max_output_bytes = 4 << 20;
+    r = run_spec(&s);
+    EXPECT_STATUS(r, "failed", "output_limit_exceeded");
 }
 
 TEST(artifacts_regular_files_only)
@@ -293,13 +326,30 @@ TEST(artifacts_regular_files_only)
             deep = true;
     }
     CHECK(rep && deep);
+    /* what was left behind is said once, with the reasons */
+    const char *w = log_with("log", "artifacts not stored:");
+    CHECK(w && strstr(w, "2 symbolic links (first: link-") && strstr(w, "not regular files (first: fifo)"));
     if (t_failed_checks)
         for (size_t i = 0; r && i < r->nartifacts; i++)
             fprintf(stderr, "  artifact %s %lld\n", r->artifacts[i].name, (long long)r->artifacts[i].size);
-    /* the artifacts dir itself replaced by a symlink: nothing taken */
+    if (t_failed_checks)
+        dump();
+    /* the artifacts dir itself replaced by a symlink: nothing taken, and said */
     r = run("sh", "rmdir \"$QUERN_ARTIFACTS\" && ln -s /etc \"$QUERN_ARTIFACTS\"");
     EXPECT_STATUS(r, "completed", NULL);
     CHECK(r && r->nartifacts == 0);
+    CHECK(log_with("log", "QUERN_ARTIFACTS was replaced") != NULL);
+    /* past the count limit: the first 1000 stored, the rest named */
+    r = run("sh", "cd \"$QUERN_ARTIFACTS\" && i=0 && while [ $i -lt 1005 ]; do : > f$i; "
+                  "i=$((i + 1)); done");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK(r && r->nartifacts == 1000);
+    CHECK(log_with("log", "artifacts not stored: more than 1000 files") != NULL);
+    /* a run that leaves only good files hears nothing */
+    r = run("sh", "echo ok > \"$QUERN_ARTIFACTS/ok.txt\"");
+    EXPECT_STATUS(r, "completed", NULL);
+    CHECK(r && r->nartifacts == 1);
+    CHECK(log_with("log", "artifacts not stored") == NULL);
 }
 
 TEST(iterations_continue)
