@@ -12,6 +12,7 @@
 #include "cron.h"
 #include "task.h"
 #include "events.h"
+#include "jsonschema.h"
 #include "run.h"
 #include "runner.h"
 #include "sched.h"
@@ -253,6 +254,14 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     if (code && def_id) {
         http_error(r, 400, "conflicting_fields", P("code"),
                    "give either code or definition_id, not both");
+        return NULL;
+    }
+    char *why = NULL;
+    if (out_schema && jsonschema_check(out_schema, &why)) {
+        /* refused now rather than failing every run at its end */
+        http_error(r, 400, "invalid_schema", P("output_schema"), "%s: %s", P("output_schema"),
+                   why ? why : "invalid");
+        free(why);
         return NULL;
     }
     int64_t deadline_ms = 0;

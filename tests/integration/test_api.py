@@ -472,6 +472,20 @@ def test_set_output_schema():
     assert S.req("PATCH", base + "/set_output", {"output": {"n": 5}}).status == 409
 
 
+def test_unusable_output_schema_is_refused_at_create():
+    bad = {"type": "object", "properties": {"n": {"type": "nope"}}}
+    r = S.req("POST", P + "/tasks", {"code": "true", "runtime_id": "sh", "output_schema": bad})
+    assert r.status == 400 and r.json["error"]["code"] == "invalid_schema", r
+    assert r.json["error"]["param"] == "output_schema"
+    assert "properties.n.type" in r.json["error"]["message"], r
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [
+        {"assigned_agent_id": "a"}, {"assigned_agent_id": "a", "output_schema": {"minimum": "x"}}]})
+    assert r.status == 400 and r.json["error"]["param"] == "tasks[1].output_schema", r
+    # nothing of the refused batch was stored
+    listed = expect(S.req("GET", P + "/tasks?limit=500"), 200)["data"]
+    assert not [t for t in listed if t.get("output_schema") == {"minimum": "x"}]
+
+
 def test_checkpoints_heartbeat_include():
     t = agent_task(assigned_agent_id="cp")
     run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "cp"}), 200)["data"][0]
