@@ -21,3 +21,5 @@ if [ -f "${1:-build}/libquern.a" ]; then
 fi
 # what the disk allows for one-at-a-time durable commits (no quern code)
 $CC $FLAGS -o "$B/fsync_floor" bench/fsync_floor.c
+# what the host allows for namespaced spawns and loopback round trips (no quern code)
+$CC $FLAGS -o "$B/host_floor" bench/host_floor.c

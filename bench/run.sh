@@ -1,7 +1,8 @@
 #!/bin/sh
-# `make bench`: quern's micro benchmarks (bench/run.py), then quern in the peers' harness
-# with both clients and both durability settings (bench/run-quern.sh), then the table
-# beside the peers (bench/compare.py); start-up and recovery with 1 000 000 runs in the store
+# `make bench`: the host's own floors (bench/fsync_floor.c, bench/host_floor.c), quern's
+# micro benchmarks (bench/run.py), then quern in the peers' harness with both clients and
+# both durability settings (bench/run-quern.sh), then the table beside the peers
+# (bench/compare.py); start-up and recovery with 1 000 000 runs in the store
 # (bench/startup_bench.py); dispatch at 20 000 / 100 000 / 1 000 000 queued
 # (bench/dispatch_bench.py).  Raw JSON lines go to bench/results/.
 # env: RUNS (harness runs per setting, default 1; BENCHMARKS.md uses 3), QUICK=1 (smoke test)
@@ -14,6 +15,8 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "== the disk's floor for one-at-a-time durable commits (build/bench/fsync_floor, in bench/results)"
 "$BUILD/bench/fsync_floor" bench/results $([ -n "${QUICK:-}" ] && echo 200)
+echo "== what the host allows: namespaced spawns, loopback round trips (build/bench/host_floor)"
+"$BUILD/bench/host_floor" $([ -n "${QUICK:-}" ] && echo 200)
 echo "== dispatcher and cron (build/bench/sched_bench: no HTTP, no store)"
 /usr/bin/time -f '{"bench":"sched_bench_time","peak_rss_kb":%M,"cpu_s":%U}' "$BUILD/bench/sched_bench" \
     $([ -n "${QUICK:-}" ] && echo 100000)
