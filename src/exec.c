@@ -502,6 +502,18 @@ static void deliver_line(struct exec *ex, struct run *r, const char *type, const
         over_limit(r);
 }
 
+/* A warn entry in the run's log whose text quotes what the box wrote:
+ * redacted, and made valid UTF-8 (else the entry could not be stored). */
+static void warn_quoting(struct exec *ex, struct run *r, const char *msg)
+{
+    if (!ex->cb.on_log)
+        return;
+    char *red = redact(r, msg, strlen(msg)), *clean = utf8_clean(red, strlen(red));
+    ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", clean ? clean : red, NULL, r->iteration);
+    free(clean);
+    free(red);
+}
+
 static void handle_control(struct exec *ex, struct run *r, const char *s, size_t n)
 {
     json_error_t jerr;
@@ -518,14 +530,9 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             over_limit(r);
             return;
         }
-        char *msg = xasprintf("ignored an invalid control message (%s)", m ? "no type" : jerr.text);
         /* jansson quotes the line near the error: a secret, bad UTF-8 */
-        char *red = redact(r, msg, strlen(msg)), *clean = utf8_clean(red, strlen(red));
-        if (ex->cb.on_log)
-            ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", clean ? clean : red, NULL,
-                          r->iteration);
-        free(clean);
-        free(red);
+        char *msg = xasprintf("ignored an invalid control message (%s)", m ? "no type" : jerr.text);
+        warn_quoting(ex, r, msg);
         free(msg);
         return;
     }
@@ -1680,12 +1687,9 @@ static void skip_report(struct exec *ex, struct run *r, struct skipped *sk)
                    sk->example[i]);
         free(sk->example[i]);
     }
-    if (b.len && ex->cb.on_log) {
+    if (b.len) {
         char *msg = xasprintf("artifacts not stored: %s", b.data);
-        char *red = redact(r, msg, strlen(msg)), *clean = utf8_clean(red, strlen(red));
-        ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", clean ? clean : red, NULL, r->iteration);
-        free(clean);
-        free(red);
+        warn_quoting(ex, r, msg);   /* the names are the box's */
         free(msg);
     }
     buf_release(&b);
