@@ -2,7 +2,8 @@
 # bench/exec_ab.sh QUERND_A QUERND_B [ROUNDS]: sandboxed `sh -c true` runs per second end to
 # end through the API for two quernd binaries, alternating A and B in each round (a noisy
 # machine moves both alike), each round after the raw fork+exec rate of /bin/true.  Each
-# quernd is fresh (temp data dir, --fsync batch, default slots, warm pool python=2,node=2);
+# quernd is fresh (temp data dir, --fsync $FSYNC (default batch), default slots, warm pool
+# python=2,node=2);
 # the load is exec_bench api: N tasks (default 2000) posted 100 per POST /tasks/batch over
 # 2 connections, completions counted on the SSE stream.  EXTRA_A / EXTRA_B (env): more
 # quernd arguments, e.g. EXTRA_B="--slots 8" with the same binary twice.
@@ -17,7 +18,7 @@ one() {  # one QUERND EXTRA
     d=$(mktemp -d /tmp/quern-ab.XXXX)
     # shellcheck disable=SC2086
     QUERN_BOOTSTRAP_KEY=$KEY QUERN_WARM=python=2,node=2 "$1" $2 --listen 127.0.0.1:0 \
-        --data "$d" --fsync batch >"$d/out" 2>"$d/err" &
+        --data "$d" --fsync "${FSYNC:-batch}" >"$d/out" 2>"$d/err" &
     p=$!
     for _ in $(seq 200); do grep -q 'listening on' "$d/out" 2>/dev/null && break; sleep 0.05; done
     url=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$d/out")

@@ -741,12 +741,15 @@ static void dispatch(struct runner *rn)
         char *busy[TAKE_MAX];
         struct start s = {rn, ids, n, json_array(), busy, 0};
         starting_add(rn, ids, n);
-        int rc = store_write(rn->app->store, start_fn, &s);
+        /* the boxes start while the commit is synced (see turn) */
+        struct store_ticket *tk = NULL;
+        int rc = store_write_begin(rn->app->store, start_fn, &s, &tk);
         if (rc)
             sched_give_back(rn->app->sched, ids, n);
         else if (s.nbusy)
             sched_give_back_later(rn->app->sched, busy, s.nbusy, 250);
         int launched = launch_started(rn, &s);
+        store_write_wait(rn->app->store, tk);
         starting_clear(rn, ids, n);
         json_decref(s.started);
         for (int k = 0; k < n; k++)
@@ -780,14 +783,19 @@ static bool turn(struct runner *rn, struct item *items)
     struct start s = {rn, ids, n, json_array(), busy, 0};
     struct turn t = {&b, n > 0 ? &s : NULL};
     starting_add(rn, ids, n);
-    int rc = store_write(rn->app->store, turn_fn, &t);
+    /* The boxes of the runs started here are launched once the transaction
+     * has committed, while its fsync (--fsync always) goes on: nothing a
+     * client was told depends on it, and a crash before the fsync leaves
+     * these runs queued, to run again, as a crash during a run does. */
+    struct store_ticket *tk = NULL;
+    int rc = store_write_begin(rn->app->store, turn_fn, &t, &tk);
     bool more = n == TAKE_MAX;
     if (rc && n > 0) {
         /* the starts may be what failed: the reports alone, then */
         sched_give_back(rn->app->sched, ids, n);
         json_object_clear(b.runs);
         t.s = NULL;
-        rc = store_write(rn->app->store, turn_fn, &t);
+        rc = store_write_begin(rn->app->store, turn_fn, &t, &tk);
         json_array_clear(s.started);
         more = true;
     }
@@ -800,6 +808,7 @@ static bool turn(struct runner *rn, struct item *items)
         if (launch_started(rn, &s) < n)
             more = true;
     }
+    store_write_wait(rn->app->store, tk);   /* durable from here: the ends below count */
     starting_clear(rn, ids, n);
     json_decref(s.started);
     for (int k = 0; k < n; k++)

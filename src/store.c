@@ -146,6 +146,20 @@ int store_write(struct store *st, store_fn fn, void *arg)
     return BE(st)->write(st, fn, arg);
 }
 
+int store_write_begin(struct store *st, store_fn fn, void *arg, struct store_ticket **ticket)
+{
+    *ticket = NULL;
+    if (!BE(st)->write_begin)
+        return BE(st)->write(st, fn, arg);
+    return BE(st)->write_begin(st, fn, arg, ticket);
+}
+
+void store_write_wait(struct store *st, struct store_ticket *ticket)
+{
+    if (ticket)
+        BE(st)->write_wait(st, ticket);
+}
+
 int store_read(struct store *st, store_fn fn, void *arg)
 {
     return BE(st)->read(st, fn, arg);

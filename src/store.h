@@ -100,6 +100,20 @@ typedef void (*store_hook)(void *arg, bool committed);
 /* Runs fn in a group-committed write transaction (on the writing thread of
  * the moment, see above) and returns its result once durable (invariant 1).  -EIO when the commit failed. */
 int store_write(struct store *st, store_fn fn, void *arg);
+/* store_write in two halves, for work that may begin before the write is
+ * durable: store_write_begin returns once fn's transaction has committed
+ * (visible to every reader, its result final), before its fsync and before
+ * its commit hooks run; store_write_wait then returns once it is durable and
+ * its hooks have run (invariants 1 and 3 hold at that point).  On 0, *ticket
+ * must be passed to store_write_wait exactly once, soon (an SQLite sync
+ * group that holds it is led by its caller when no other writer waits).
+ * Nothing acknowledged to a client may depend on the write before the wait:
+ * a crash before the fsync loses it.  Non-zero: fn's result or -EIO, rolled
+ * back, no ticket.  A backend without the split (PostgreSQL) returns from
+ * store_write_begin once durable. */
+struct store_ticket;
+int store_write_begin(struct store *st, store_fn fn, void *arg, struct store_ticket **ticket);
+void store_write_wait(struct store *st, struct store_ticket *ticket);
 /* Runs fn with a read snapshot on the calling thread. */
 int store_read(struct store *st, store_fn fn, void *arg);
 /* Registers hook(arg) to run after the commit of tx (invariant 3).  Only in
@@ -328,6 +342,9 @@ struct store_backend {
     void (*close)(struct store *st);
     int (*ping)(struct store *st);
     int (*write)(struct store *st, store_fn fn, void *arg);
+    /* optional: store_write_begin / _wait (NULL: store_write, no ticket) */
+    int (*write_begin)(struct store *st, store_fn fn, void *arg, struct store_ticket **t);
+    void (*write_wait)(struct store *st, struct store_ticket *t);
     int (*read)(struct store *st, store_fn fn, void *arg);
     void (*on_commit)(struct store_tx *tx, store_hook hook, void *arg);
     bool (*is_write)(const struct store_tx *tx);

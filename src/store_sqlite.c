@@ -68,6 +68,9 @@ struct job {
     int rc;
     bool done;
     bool ok;                    /* committed: its hooks are told true */
+    bool committed;             /* its write group has run (rc is final) */
+    bool early;                 /* store_write_begin: the caller returns once committed */
+    bool away;                  /* ... and has: no thread waits on cond until it comes back */
     pthread_cond_t cond;        /* its thread waits here (see sq_write) */
     struct hook *hooks;
     size_t nhooks, caphooks;
@@ -701,27 +704,25 @@ static void kick(struct sqlite_store *st, const struct job *self)
 {
     if (!st->writing && st->head && st->head != self)
         pthread_cond_signal(&st->head->cond);
-    if (!st->syncing && st->uhead && st->uhead != self)
-        pthread_cond_signal(&st->uhead->cond);
+    if (!st->syncing) {
+        /* the first committed job whose thread waits: one that went away
+         * (store_write_begin) leads nothing until it is back */
+        for (struct job *b = st->uhead; b; b = b->next)
+            if (!b->away) {
+                if (b != self)
+                    pthread_cond_signal(&b->cond);
+                break;
+            }
+    }
     if (st->stopping)
         pthread_cond_broadcast(&st->cond_done);
 }
 
-static int sq_write(struct store *s, store_fn fn, void *arg)
+/* Leads whichever stage is free and has work, or waits, until j is done (or,
+ * for an early job, committed).  mu held. */
+static void drive(struct sqlite_store *st, struct job *j)
 {
-    struct sqlite_store *st = SQ(s);
-    struct job j = {.fn = fn, .arg = arg, .cond = PTHREAD_COND_INITIALIZER};
-    pthread_mutex_lock(&st->mu);
-    if (st->stopping) {
-        pthread_mutex_unlock(&st->mu);
-        return -ESHUTDOWN;
-    }
-    if (st->tail)
-        st->tail->next = &j;
-    else
-        st->head = &j;
-    st->tail = &j;
-    while (!j.done) {
+    while (!j->done && !(j->early && j->committed)) {
         if (!st->writing && st->head) {
             st->writing = true;
             struct job *batch = st->head, *last = batch;
@@ -737,13 +738,18 @@ static int sq_write(struct store *s, store_fn fn, void *arg)
             pthread_mutex_unlock(&st->mu);
             run_batch(st, batch);
             pthread_mutex_lock(&st->mu);
+            for (struct job *b = batch; b; b = b->next) {
+                b->committed = true;
+                if (b->early && b != j)
+                    pthread_cond_signal(&b->cond);   /* it may go on now */
+            }
             if (st->utail)
                 st->utail->next = batch;
             else
                 st->uhead = batch;
             st->utail = last;
             st->writing = false;
-            kick(st, &j);
+            kick(st, j);
             continue;
         }
         if (!st->syncing && st->uhead) {
@@ -761,21 +767,83 @@ static int sq_write(struct store *s, store_fn fn, void *arg)
             for (struct job *b = list, *next; b; b = next) {
                 next = b->next;   /* b may return (and its stack frame go) once done */
                 b->done = true;
-                if (b != &j)
+                if (b != j)
                     pthread_cond_signal(&b->cond);
             }
             st->syncing = false;
-            kick(st, &j);
+            kick(st, j);
             continue;
         }
-        pthread_cond_wait(&j.cond, &st->mu);
+        pthread_cond_wait(&j->cond, &st->mu);
     }
+    if (!j->done)
+        j->away = true;   /* early: back in store_write_wait */
     /* a stage may be free with work and no thread awake to lead it */
-    kick(st, &j);
+    kick(st, j);
+}
+
+/* Queues j and drives the group commit until it is done (or committed). */
+static int submit(struct sqlite_store *st, struct job *j)
+{
+    pthread_mutex_lock(&st->mu);
+    if (st->stopping) {
+        pthread_mutex_unlock(&st->mu);
+        return -ESHUTDOWN;
+    }
+    if (st->tail)
+        st->tail->next = j;
+    else
+        st->head = j;
+    st->tail = j;
+    drive(st, j);
     pthread_mutex_unlock(&st->mu);
+    return 0;
+}
+
+static int sq_write(struct store *s, store_fn fn, void *arg)
+{
+    struct sqlite_store *st = SQ(s);
+    struct job j = {.fn = fn, .arg = arg, .cond = PTHREAD_COND_INITIALIZER};
+    int rc = submit(st, &j);
     pthread_cond_destroy(&j.cond);
     free(j.hooks);
-    return j.rc;
+    return rc ? rc : j.rc;
+}
+
+/* store_write_begin's ticket is its job, on the heap: it outlives the call. */
+static void sq_write_wait(struct store *s, struct store_ticket *t)
+{
+    struct sqlite_store *st = SQ(s);
+    struct job *j = (struct job *)t;
+    pthread_mutex_lock(&st->mu);
+    j->away = false;
+    j->early = false;
+    drive(st, j);
+    pthread_mutex_unlock(&st->mu);
+    pthread_cond_destroy(&j->cond);
+    free(j->hooks);
+    free(j);
+}
+
+static int sq_write_begin(struct store *s, store_fn fn, void *arg, struct store_ticket **t)
+{
+    struct sqlite_store *st = SQ(s);
+    struct job *j = xcalloc(1, sizeof *j);
+    *j = (struct job){.fn = fn, .arg = arg, .cond = PTHREAD_COND_INITIALIZER, .early = true};
+    int rc = submit(st, j);
+    if (rc) {
+        pthread_cond_destroy(&j->cond);
+        free(j);
+        return rc;
+    }
+    if (j->rc) {
+        /* rolled back: nothing to wait for but its turn in the sync stage */
+        rc = j->rc;
+        sq_write_wait(s, (struct store_ticket *)j);
+        return rc;
+    }
+    *t = (struct store_ticket *)j;
+    return 0;
 }
 
 static struct conn *open_reader(struct sqlite_store *st)
@@ -895,9 +963,18 @@ fail:
     return NULL;
 }
 
+static int noop_fn(struct store_tx *tx, void *arg)
+{
+    return 0;
+}
+
 static void sq_close(struct store *s)
 {
     struct sqlite_store *st = SQ(s);
+    /* one more write, led by this thread: every write queued or committed
+     * before it is synced too, also one whose store_write_begin caller has
+     * not come back to wait yet */
+    (void)sq_write(s, noop_fn, NULL);
     pthread_mutex_lock(&st->mu);
     st->stopping = true;   /* new writes fail; queued ones finish */
     while (st->writing || st->head || st->syncing || st->uhead)
@@ -1853,6 +1930,8 @@ const struct store_backend store_sqlite_backend = {
     .close = sq_close,
     .ping = sq_ping,
     .write = sq_write,
+    .write_begin = sq_write_begin,
+    .write_wait = sq_write_wait,
     .read = sq_read,
     .on_commit = sq_on_commit,
     .is_write = sq_is_write,

@@ -1,0 +1,218 @@
+/*
+ * store_write_begin / store_write_wait on SQLite (store.h): the first half
+ * returns once the transaction is committed and visible, before its fsync
+ * and its commit hooks; the second once it is durable and its hooks have
+ * run.  A ticket whose caller is away never holds up another writer.
+ */
+#include "t.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "util.h"
+
+#define PROJECT "p_write"
+
+static struct store *open_store(enum store_fsync fs)
+{
+    char dir[] = "/tmp/quern-write-XXXXXX";
+    if (!mkdtemp(dir))
+        abort();
+    char *path = xasprintf("%s/q.db", dir);
+    struct store_opts so = {.fsync = fs};
+    char *err = NULL;
+    struct store *st = store_open(path, &so, &err);
+    if (!st)
+        fprintf(stderr, "  store_open(%s): %s\n", path, err ? err : "?");
+    free(err);
+    free(path);
+    return st;
+}
+
+struct put {
+    const char *id;
+    int rc;                 /* what fn returns after its put (non-zero: roll back) */
+    _Atomic int hook_runs;
+    _Atomic int hook_committed;
+};
+
+static void hook(void *arg, bool committed)
+{
+    struct put *p = arg;
+    p->hook_runs++;
+    p->hook_committed = committed;
+}
+
+static int put_fn(struct store_tx *tx, void *arg)
+{
+    struct put *p = arg;
+    json_t *doc = json_pack("{s:s, s:s, s:s}", "id", p->id, "status", "queued", "task_id", "t1");
+    int rc = store_put(tx, SK_RUN, PROJECT, doc);
+    json_decref(doc);
+    if (rc)
+        return rc;
+    store_tx_on_commit(tx, hook, p);
+    return p->rc;
+}
+
+struct get {
+    const char *id;
+    bool found;
+};
+
+static int get_fn(struct store_tx *tx, void *arg)
+{
+    struct get *g = arg;
+    json_t *doc = store_get(tx, SK_RUN, PROJECT, g->id);
+    g->found = doc != NULL;
+    json_decref(doc);
+    return 0;
+}
+
+static bool visible(struct store *st, const char *id)
+{
+    struct get g = {id, false};
+    return store_read(st, get_fn, &g) == 0 && g.found;
+}
+
+TEST(begin_returns_committed_and_visible_then_wait_runs_the_hooks)
+{
+    struct store *st = open_store(STORE_FSYNC_ALWAYS);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    struct put p = {.id = "run_early"};
+    struct store_ticket *tk = NULL;
+    CHECK_EQ_INT(store_write_begin(st, put_fn, &p, &tk), 0);
+    CHECK(tk != NULL);
+    /* committed: every reader sees it; no other thread writes, so nothing
+     * has synced it and its hook has not run */
+    CHECK(visible(st, "run_early"));
+    CHECK_EQ_INT(p.hook_runs, 0);
+    store_write_wait(st, tk);
+    CHECK_EQ_INT(p.hook_runs, 1);
+    CHECK_EQ_INT(p.hook_committed, 1);
+    /* a plain write after it behaves as ever */
+    struct put q = {.id = "run_after"};
+    CHECK_EQ_INT(store_write(st, put_fn, &q), 0);
+    CHECK_EQ_INT(q.hook_runs, 1);
+    CHECK(visible(st, "run_after"));
+    store_close(st);
+}
+
+TEST(a_rolled_back_begin_gives_its_error_and_no_ticket)
+{
+    struct store *st = open_store(STORE_FSYNC_ALWAYS);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    struct put p = {.id = "run_rolled_back", .rc = -EPERM};
+    struct store_ticket *tk = (struct store_ticket *)&p;   /* must be cleared */
+    CHECK_EQ_INT(store_write_begin(st, put_fn, &p, &tk), -EPERM);
+    CHECK(tk == NULL);
+    CHECK(!visible(st, "run_rolled_back"));
+    CHECK_EQ_INT(p.hook_runs, 1);            /* told, to release what it holds */
+    CHECK_EQ_INT(p.hook_committed, 0);
+    store_write_wait(st, NULL);              /* no ticket: nothing to do */
+    store_close(st);
+}
+
+struct writer {
+    struct store *st;
+    struct put p;
+    atomic_bool done;
+};
+
+static void *writer_main(void *arg)
+{
+    struct writer *w = arg;
+    w->p.rc = store_write(w->st, put_fn, &w->p);
+    w->done = true;
+    return NULL;
+}
+
+/* A safety net for a hang (not a timing assertion): 60 s. */
+static bool wait_done(atomic_bool *done)
+{
+    for (int i = 0; i < 6000 && !*done; i++)
+        usleep(10000);
+    return *done;
+}
+
+TEST(an_away_ticket_holds_up_no_other_writer)
+{
+    struct store *st = open_store(STORE_FSYNC_ALWAYS);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    struct put p = {.id = "run_away"};
+    struct store_ticket *tk = NULL;
+    CHECK_EQ_INT(store_write_begin(st, put_fn, &p, &tk), 0);
+    /* while this thread is away, another one writes: it leads its own
+     * commit and the sync of everything committed before it, ours too */
+    struct writer w = {.st = st, .p = {.id = "run_other"}};
+    pthread_t t;
+    CHECK_EQ_INT(pthread_create(&t, NULL, writer_main, &w), 0);
+    CHECK(wait_done(&w.done));
+    pthread_join(t, NULL);
+    CHECK_EQ_INT(w.p.rc, 0);
+    CHECK_EQ_INT(w.p.hook_runs, 1);
+    CHECK_EQ_INT(p.hook_runs, 1);           /* synced in the same group, in order */
+    store_write_wait(st, tk);               /* already done: returns at once */
+    CHECK_EQ_INT(p.hook_runs, 1);
+    CHECK(visible(st, "run_away") && visible(st, "run_other"));
+    store_close(st);
+}
+
+struct mixer {
+    struct store *st;
+    int k;
+    struct put puts[50];
+    char ids[50][32];
+};
+
+static void *mixer_main(void *arg)
+{
+    struct mixer *m = arg;
+    for (int i = 0; i < 50; i++) {
+        snprintf(m->ids[i], sizeof m->ids[i], "run_m%d_%d", m->k, i);
+        m->puts[i].id = m->ids[i];
+        if (i % 2) {
+            m->puts[i].rc = store_write(m->st, put_fn, &m->puts[i]);
+        } else {
+            struct store_ticket *tk = NULL;
+            m->puts[i].rc = store_write_begin(m->st, put_fn, &m->puts[i], &tk);
+            if (i % 4 == 0)
+                usleep(200);   /* away for a while, as the runner launching boxes */
+            store_write_wait(m->st, tk);
+        }
+    }
+    return NULL;
+}
+
+TEST(mixed_writers_lose_nothing_and_every_hook_runs_once)
+{
+    struct store *st = open_store(STORE_FSYNC_ALWAYS);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    enum { THREADS = 4 };
+    static struct mixer m[THREADS];
+    pthread_t t[THREADS];
+    for (int k = 0; k < THREADS; k++) {
+        m[k] = (struct mixer){.st = st, .k = k};
+        CHECK_EQ_INT(pthread_create(&t[k], NULL, mixer_main, &m[k]), 0);
+    }
+    for (int k = 0; k < THREADS; k++)
+        pthread_join(t[k], NULL);
+    int bad = 0;
+    for (int k = 0; k < THREADS; k++)
+        for (int i = 0; i < 50; i++)
+            bad += m[k].puts[i].rc != 0 || m[k].puts[i].hook_runs != 1 ||
+                   !m[k].puts[i].hook_committed || !visible(st, m[k].ids[i]);
+    CHECK_EQ_INT(bad, 0);
+    store_close(st);
+}
