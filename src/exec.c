@@ -622,7 +622,9 @@ static void split_lines(struct exec *ex, struct run *r, enum fdkind k, struct lb
         else
             break;
         if (k == K_CTL) {
-            if (!lb->skipping && (n < cap || nl)) {
+            /* n < cap whatever the reads' boundaries: a line that came whole
+             * in one read is held to the same cap as one that did not */
+            if (!lb->skipping && n < cap) {
                 handle_control(ex, r, lb->b.data + start, n);
             } else if (!skip_control(ex, r, lb, n + (nl ? 1 : 0), nl != NULL)) {
                 lb->b.len = 0;   /* killed: the rest is not read either */
@@ -1297,10 +1299,7 @@ static int warm_spawn(struct exec *ex, struct pool *pl)
         size_t na = 0;
         argv[na++] = "quern-init";
         argv[na++] = rt->interpreter;
-        for (size_t i = 0; i < rt->nargs; i++)
-            argv[na++] = rt->args[i];
-        for (const char *const *l = runtime_loader_argv(rt); l && *l && na < ARRAY_LEN(argv) - 1; l++)
-            argv[na++] = *l;
+        na += runtime_warm_args(rt, argv + na, ARRAY_LEN(argv) - 1 - na);
         argv[na] = NULL;
         struct sandbox_mount m[2 + RUNTIME_MAX_PATHS];
         size_t nm = 0;

@@ -35,6 +35,8 @@ static const char ts_runner[] =
     "writeFileSync(o,'import{unlinkSync as __quern_rm}from\"node:fs\";"
     "__quern_rm(new URL(import.meta.url));'+transform(readFileSync(f,'utf8'),"
     "{transforms:['typescript'],filePath:f}).code);"
+    /* as for `node script.mjs`: the code does not see this program */
+    "process.execArgv.length=0;"
     "await import(pathToFileURL(o).href);";
 
 /* The python loader: reads fd 6 to EOF ("path\0K=V\0K=V..."), makes the
@@ -86,42 +88,66 @@ static const char py_loader[] =
     "_quern_go()\n";
 
 /* The node loader: the same protocol; the script is imported as an ES
- * module once process.env, argv and execArgv are those of a cold run. */
+ * module once process.env, argv and execArgv are those of a cold run.  In
+ * three parts, which the ts loader shares: the warm-up, the wait for the
+ * run, and what runs the script. */
+#define NODE_LOADER_WARM(transform_warm)                                                  \
+    /* warm the paths a run takes: importing a file module, writing stdout */            \
+    "{"                                                                                   \
+    "  const f = '/tmp/.quern-warm-' + process.pid + '.mjs';"                             \
+    "  try {"                                                                             \
+    "    fs.writeFileSync(f, " transform_warm ");"                                        \
+    "    await import(pathToFileURL(f).href);"                                            \
+    "  } catch (e) {} finally { try { fs.unlinkSync(f); } catch (e) {} }"                 \
+    "  process.stdout; process.stderr;"                                                   \
+    "}"
+#define NODE_LOADER_WAIT                                                                  \
+    "const chunks = [], b = Buffer.alloc(65536);"                                         \
+    "for (;;) {"                                                                          \
+    "  let n;"                                                                            \
+    "  try { n = fs.readSync(6, b, 0, b.length, null); }"                                 \
+    "  catch (e) { if (e.code === 'EAGAIN' || e.code === 'EINTR') continue; throw e; }"   \
+    "  if (n <= 0) break;"                                                                \
+    "  chunks.push(Buffer.from(b.subarray(0, n)));"                                       \
+    "}"                                                                                   \
+    "fs.closeSync(6);"                                                                    \
+    "const parts = Buffer.concat(chunks).toString('utf8').split('\\0');"                \
+    "if (!parts[0]) process.exit(125);"                                                   \
+    "for (const k of Object.keys(process.env)) delete process.env[k];"                    \
+    "for (const kv of parts.slice(1)) {"                                                  \
+    "  const i = kv.indexOf('=');"                                                        \
+    "  if (i > 0) process.env[kv.slice(0, i)] = kv.slice(i + 1);"                         \
+    "}"                                                                                   \
+    "process.argv.length = 1;"                                                            \
+    "process.argv.push(parts[0]);"                                                        \
+    "process.execArgv.length = 0;"
+
 static const char node_loader[] =
     "import fs from 'node:fs';"
     "import {pathToFileURL} from 'node:url';"
-    /* warm the paths a run takes: importing a file module, writing stdout */
-    "{"
-    "  const f = '/tmp/.quern-warm-' + process.pid + '.mjs';"
-    "  try {"
-    "    fs.writeFileSync(f, 'export default 1;\\n');"
-    "    await import(pathToFileURL(f).href);"
-    "  } catch (e) {} finally { try { fs.unlinkSync(f); } catch (e) {} }"
-    "  process.stdout; process.stderr;"
-    "}"
-    "const chunks = [], b = Buffer.alloc(65536);"
-    "for (;;) {"
-    "  let n;"
-    "  try { n = fs.readSync(6, b, 0, b.length, null); }"
-    "  catch (e) { if (e.code === 'EAGAIN' || e.code === 'EINTR') continue; throw e; }"
-    "  if (n <= 0) break;"
-    "  chunks.push(Buffer.from(b.subarray(0, n)));"
-    "}"
-    "fs.closeSync(6);"
-    "const parts = Buffer.concat(chunks).toString('utf8').split('\\0');"
-    "if (!parts[0]) process.exit(125);"
-    "for (const k of Object.keys(process.env)) delete process.env[k];"
-    "for (const kv of parts.slice(1)) {"
-    "  const i = kv.indexOf('=');"
-    "  if (i > 0) process.env[kv.slice(0, i)] = kv.slice(i + 1);"
-    "}"
-    "process.argv.length = 1;"
-    "process.argv.push(parts[0]);"
-    "process.execArgv.length = 0;"
+    NODE_LOADER_WARM("'export default 1;\\n'")
+    NODE_LOADER_WAIT
     "await import(pathToFileURL(parts[0]).href);";
+
+/* The ts loader: sucrase loaded (and its transform warmed) ahead of the run;
+ * then the script is transformed and imported as ts_runner does cold. */
+static const char ts_loader[] =
+    "import fs from 'node:fs';"
+    "import {pathToFileURL} from 'node:url';"
+    "import {createRequire} from 'node:module';"
+    "const {transform} = createRequire('" TS_BOX_DIR "/x.js')('sucrase');"
+    NODE_LOADER_WARM("transform('export default (n: number): number => n;\\n', "
+                     "{transforms: ['typescript'], filePath: f}).code")
+    NODE_LOADER_WAIT
+    "const o = '/tmp/.quern-ts-' + process.pid + '.mjs';"
+    "fs.writeFileSync(o, 'import{unlinkSync as __quern_rm}from\"node:fs\";"
+    "__quern_rm(new URL(import.meta.url));' + transform(fs.readFileSync(parts[0], 'utf8'), "
+    "{transforms: ['typescript'], filePath: parts[0]}).code);"
+    "await import(pathToFileURL(o).href);";
 
 static const char *const py_loader_argv[] = {"-c", py_loader, NULL};
 static const char *const node_loader_argv[] = {"--input-type=module", "-e", node_loader, NULL};
+static const char *const ts_loader_argv[] = {"--input-type=module", "-e", ts_loader, NULL};
 
 /* Each runtime is allocated on its own: adding one never moves another
  * (the executor keeps pointers to them). */
@@ -246,6 +272,11 @@ static void build_defaults(void)
     ts->args[ts->nargs++] = xstrdup(ts_runner);
     char *v = find_vendor();
     set_ts_vendor(ts, v);
+    /* warm only with sucrase there: its loader requires it before a run */
+    if (v) {
+        ts->loader = RUNTIME_LOADER_TS;
+        ts->warm = 1;
+    }
     free(v);
 }
 
@@ -368,6 +399,8 @@ int runtime_config_set(const char *id, const char *key, const char *value)
             rt->loader = RUNTIME_LOADER_PYTHON;
         else if (!strcmp(value, "node"))
             rt->loader = RUNTIME_LOADER_NODE;
+        else if (!strcmp(value, "ts"))
+            rt->loader = RUNTIME_LOADER_TS;
         else if (!strcmp(value, "none")) {
             rt->loader = RUNTIME_LOADER_NONE;
             rt->warm = 0;
@@ -396,10 +429,23 @@ const char *const *runtime_loader_argv(const struct runtime *rt)
         return py_loader_argv;
     case RUNTIME_LOADER_NODE:
         return node_loader_argv;
+    case RUNTIME_LOADER_TS:
+        return ts_loader_argv;
     case RUNTIME_LOADER_NONE:
         break;
     }
     return NULL;
+}
+
+size_t runtime_warm_args(const struct runtime *rt, const char **out, size_t cap)
+{
+    size_t n = 0;
+    /* ts's own args are its cold runner program: its loader replaces them */
+    for (size_t i = 0; rt->loader != RUNTIME_LOADER_TS && i < rt->nargs && n < cap; i++)
+        out[n++] = rt->args[i];
+    for (const char *const *l = runtime_loader_argv(rt); l && *l && n < cap; l++)
+        out[n++] = *l;
+    return n;
 }
 
 void runtime_each(void (*fn)(void *ctx, const struct runtime *rt), void *ctx)

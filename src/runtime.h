@@ -5,7 +5,7 @@
  * the sandbox.  Built-in defaults, overridable (or extended with new ids) by
  * runtime_config_set(), which quern.conf parsing feeds at start-up.
  *
- * Warm start: a runtime with a loader (python, node) may keep `warm` boxes
+ * Warm start: a runtime with a loader (python, node, ts) may keep `warm` boxes
  * started ahead of runs, its interpreter running a small loader that waits
  * on fd 6 for the script's path and the run's environment, then runs the
  * script in-process (see exec.c).  quern.conf sets the sizes ([runtime.ID]
@@ -25,7 +25,12 @@
 #define RUNTIME_MAX_WARM 16
 
 /* How a warm box's interpreter waits for its script. */
-enum runtime_loader { RUNTIME_LOADER_NONE = 0, RUNTIME_LOADER_PYTHON, RUNTIME_LOADER_NODE };
+enum runtime_loader {
+    RUNTIME_LOADER_NONE = 0,
+    RUNTIME_LOADER_PYTHON,
+    RUNTIME_LOADER_NODE,
+    RUNTIME_LOADER_TS,   /* node with sucrase loaded: the warm loader transforms, then imports */
+};
 
 struct runtime {
     char *id;
@@ -48,13 +53,18 @@ const struct runtime *runtime_find(const char *id);
 /* Sets one key of runtime id, creating the runtime (as a copy of "sh") when
  * the id is new.  Keys: interpreter, args (space-separated), file_name,
  * ro_paths ("host[:box] host[:box] ..."), network (true/false), vendor_dir
- * (ts only: a directory holding node_modules/sucrase), loader (python, node
- * or none), warm (0..16 boxes kept started; > 0 needs a loader).  0 or -EINVAL. */
+ * (ts only: a directory holding node_modules/sucrase), loader (python, node,
+ * ts or none), warm (0..16 boxes kept started; > 0 needs a loader).  0 or -EINVAL. */
 int runtime_config_set(const char *id, const char *key, const char *value);
 
 /* The loader program for rt (argv after the interpreter and rt->args, NULL
  * terminated), or NULL when rt has none.  Static strings. */
 const char *const *runtime_loader_argv(const struct runtime *rt);
+
+/* The arguments of a warm box's interpreter (after its path): rt->args then
+ * the loader's, except for the ts loader, which replaces ts's cold runner
+ * program.  At most cap; returns how many. */
+size_t runtime_warm_args(const struct runtime *rt, const char **out, size_t cap);
 
 /* Calls fn for every runtime (configuration order), after applying
  * QUERN_WARM. */

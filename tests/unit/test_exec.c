@@ -595,6 +595,42 @@ TEST(warm_node_sees_the_cold_contract)
     free(warm);
 }
 
+/* the node contract in TypeScript: types stripped, same output cold and warm */
+static const char ts_contract[] =
+    "import fs from 'node:fs';\n"
+    "type Pair = [string, string | undefined];\n"
+    "const env: Pair[] = Object.entries(process.env).filter(([k]) => k !== 'QUERN_RUN_ID').sort();\n"
+    "console.log(JSON.stringify(env));\n"
+    "console.log(JSON.stringify([process.argv.slice(1), process.execArgv, process.cwd()]));\n"
+    "console.log(JSON.stringify(fs.readdirSync('/proc/self/fd').filter((f: string) => +f < 5)));\n"
+    "console.log(fs.readFileSync(process.env.QUERN_INPUT!, 'utf8'), import.meta.url);\n"
+    "console.log(JSON.stringify(fs.readdirSync('/tmp')));\n"
+    "fs.writeSync(3, JSON.stringify({type: 'progress', progress: 0.5}) + '\\n');\n";
+
+TEST(warm_ts_sees_the_cold_contract)
+{
+    const struct runtime *ts = runtime_find("ts");
+    if (access("/usr/bin/node", X_OK) != 0 || !ts || !runtime_available(ts) || !ts->warm) {
+        fprintf(stderr, "  skip: node or sucrase absent\n");
+        return;
+    }
+    struct exec_spec s = base_spec("ts", ts_contract);
+    char *cold, *warm;
+    cold_and_warm(&s, &cold, &warm);
+    CHECK(cold && warm && strcmp(cold, warm) == 0);
+    CHECK(cold && strstr(cold, "[[\"/quern/script.ts\"],"));
+    CHECK(cold && strstr(cold, "\"/scratch\"]"));
+    /* the transformed module removed itself before the code's first line */
+    CHECK(cold && strstr(cold, "\n[]\n"));
+    if (t_failed_checks)
+        fprintf(stderr, "cold:\n%s\nwarm:\n%s\n", cold, warm);
+    free(cold);
+    free(warm);
+    /* a type error in the syntax fails the run as a cold one does */
+    struct exec_result *r = run("ts", "let x: number = ;\n");
+    EXPECT_STATUS(r, "failed", "exit_code");
+}
+
 TEST(warm_storage_limits_and_isolation)
 {
     if (access("/usr/bin/python3", X_OK) != 0)
