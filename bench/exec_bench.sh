@@ -29,7 +29,7 @@ LAT_N=${LAT_N:-30}
 if [ "${1:-}" = quick ]; then N=500; LAT_N=10; fi
 ALL=true
 if [ "${1:-}" = ratio ]; then ALL=false; fi
-RTS=${RTS:-sh,python,node}
+RTS=${RTS:-sh,python,node,ts}
 
 make -s BUILD="$BUILD" all >/dev/null
 PKGS="libmicrohttpd jansson sqlite3 libcrypto libcurl libseccomp libpq"
@@ -100,7 +100,7 @@ if $ALL; then
 echo "== 3. end to end through the API"
 for FS in always batch; do
     echo "-- quernd --fsync $FS, warm pool on"
-    start_quernd "api-$FS" "$FS" "python=2,node=2"
+    start_quernd "api-$FS" "$FS" "python=2,node=2,ts=1"
     sleep 1
     "$BIN" api -u "$URL" -k "$KEY" -n "$N" -c 2 -b 100 -l "$LAT_N" -r "$RTS" -P "$QPID" -L warm \
         | tee "$TMP/api-$FS.txt"
@@ -113,7 +113,7 @@ for FS in always batch; do
          "by CPU per run: $(cpu_ratio "$APICPU") / $(cpu_ratio "$APICPU1")"
     stop
     echo "-- quernd --fsync $FS, warm pool off"
-    start_quernd "api-$FS-cold" "$FS" "python=0,node=0"
+    start_quernd "api-$FS-cold" "$FS" "python=0,node=0,ts=0"
     sleep 0.5
     "$BIN" api -u "$URL" -k "$KEY" -n 0 -l "$LAT_N" -r "$RTS" -P "$QPID" -L cold
     stop
