@@ -24,7 +24,9 @@
  *
  * Invariants:
  *  1. store_write() returns 0 only after the transaction holding fn's
- *     changes has committed (and, with fsync=always, reached the disk).
+ *     changes has committed (and, with fsync=always, reached the disk);
+ *     so does store_write_wait() for its ticket.  store_write_begin()
+ *     returns 0 once committed and visible, never before (test_store_write).
  *  2. A write fn that returns non-zero leaves nothing behind: its savepoint
  *     is rolled back.
  *  3. Post-commit hooks run after the commit, in commit order, on the writer
