@@ -9,6 +9,7 @@
 #                                batch = survives a crash of quernd, fsync at most every 1 s)
 #        CLIENTS="py c"          (py = bench/peers/quern_client.py, c = quern_client.c)
 #        QUERN_LEASE_MAX=64      (runs per lease)   QUERN_PEERS=<dir of harness.py>
+#        QUERN_SETTLE_S=2        (seconds between quernd's start and the harness: warm boxes)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -39,6 +40,9 @@ start_quernd() {  # $1 = fsync setting; sets QPID and QUERN_URL
   for _ in $(seq 100); do grep -q 'listening on' "$TMP/out" 2>/dev/null && break; sleep 0.05; done
   export QUERN_URL=$(sed -n 's/.*listening on //p' "$TMP/out")
   [ -n "$QUERN_URL" ] || { echo "quernd did not start" >&2; cat "$TMP/data/stderr.log" >&2; exit 1; }
+  # quernd starts its warm boxes for code runs (python, node, ts) as it comes up: let
+  # them settle before the first phase, as the peers' servers are up before theirs
+  sleep "${QUERN_SETTLE_S:-2}"
 }
 
 VER=$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)
