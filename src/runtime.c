@@ -23,21 +23,29 @@
 
 #define TS_BOX_DIR "/opt/quern"
 
+/* ts's program, cold and warm: sucrase strips the script's types into a
+ * module that removes itself as its first statement (on line 1, so sucrase's
+ * line numbers stay those of the script; the code finds /tmp empty), which
+ * is then imported; execArgv is emptied as for `node script.mjs`.  PATH is a
+ * JavaScript expression naming the script; fs, pathToFileURL and transform
+ * are in scope. */
+#define TS_REQUIRE "const {transform} = createRequire('" TS_BOX_DIR "/x.js')('sucrase');"
+#define TS_IMPORT(path)                                                                   \
+    "const o = '/tmp/.quern-ts-' + process.pid + '.mjs';"                                 \
+    "fs.writeFileSync(o, 'import{unlinkSync as __quern_rm}from\"node:fs\";"              \
+    "__quern_rm(new URL(import.meta.url));' + transform(fs.readFileSync(" path ", 'utf8'), " \
+    "{transforms: ['typescript'], filePath: " path "}).code);"                            \
+    "process.execArgv.length = 0;"                                                        \
+    "await import(pathToFileURL(o).href);"
+#define NODE_IMPORTS                                                                      \
+    "import fs from 'node:fs';"                                                           \
+    "import {pathToFileURL} from 'node:url';"
+
 static const char ts_runner[] =
-    "import{createRequire}from'node:module';"
-    "import{readFileSync,writeFileSync}from'node:fs';"
-    "import{pathToFileURL}from'node:url';"
-    "const f=process.argv[1];"
-    "const{transform}=createRequire('" TS_BOX_DIR "/x.js')('sucrase');"
-    "const o='/tmp/.quern-ts-'+process.pid+'.mjs';"
-    /* the module's first statement removes it: the code finds /tmp empty
-     * (on line 1, so sucrase's line numbers stay those of the script) */
-    "writeFileSync(o,'import{unlinkSync as __quern_rm}from\"node:fs\";"
-    "__quern_rm(new URL(import.meta.url));'+transform(readFileSync(f,'utf8'),"
-    "{transforms:['typescript'],filePath:f}).code);"
-    /* as for `node script.mjs`: the code does not see this program */
-    "process.execArgv.length=0;"
-    "await import(pathToFileURL(o).href);";
+    NODE_IMPORTS
+    "import {createRequire} from 'node:module';"
+    TS_REQUIRE
+    TS_IMPORT("process.argv[1]");
 
 /* The python loader: reads fd 6 to EOF ("path\0K=V\0K=V..."), makes the
  * environment exactly the run's, and runs the script as __main__ in this
@@ -88,9 +96,8 @@ static const char py_loader[] =
     "_quern_go()\n";
 
 /* The node loader: the same protocol; the script is imported as an ES
- * module once process.env, argv and execArgv are those of a cold run.  In
- * three parts, which the ts loader shares: the warm-up, the wait for the
- * run, and what runs the script. */
+ * module once process.env, argv and execArgv are those of a cold run.  The
+ * ts loader shares its warm-up and its wait for the run. */
 #define NODE_LOADER_WARM(transform_warm)                                                  \
     /* warm the paths a run takes: importing a file module, writing stdout */            \
     "{"                                                                                   \
@@ -123,27 +130,21 @@ static const char py_loader[] =
     "process.execArgv.length = 0;"
 
 static const char node_loader[] =
-    "import fs from 'node:fs';"
-    "import {pathToFileURL} from 'node:url';"
+    NODE_IMPORTS
     NODE_LOADER_WARM("'export default 1;\\n'")
     NODE_LOADER_WAIT
     "await import(pathToFileURL(parts[0]).href);";
 
 /* The ts loader: sucrase loaded (and its transform warmed) ahead of the run;
- * then the script is transformed and imported as ts_runner does cold. */
+ * then the script runs as ts_runner runs it cold. */
 static const char ts_loader[] =
-    "import fs from 'node:fs';"
-    "import {pathToFileURL} from 'node:url';"
+    NODE_IMPORTS
     "import {createRequire} from 'node:module';"
-    "const {transform} = createRequire('" TS_BOX_DIR "/x.js')('sucrase');"
+    TS_REQUIRE
     NODE_LOADER_WARM("transform('export default (n: number): number => n;\\n', "
                      "{transforms: ['typescript'], filePath: f}).code")
     NODE_LOADER_WAIT
-    "const o = '/tmp/.quern-ts-' + process.pid + '.mjs';"
-    "fs.writeFileSync(o, 'import{unlinkSync as __quern_rm}from\"node:fs\";"
-    "__quern_rm(new URL(import.meta.url));' + transform(fs.readFileSync(parts[0], 'utf8'), "
-    "{transforms: ['typescript'], filePath: parts[0]}).code);"
-    "await import(pathToFileURL(o).href);";
+    TS_IMPORT("parts[0]");
 
 static const char *const py_loader_argv[] = {"-c", py_loader, NULL};
 static const char *const node_loader_argv[] = {"--input-type=module", "-e", node_loader, NULL};
