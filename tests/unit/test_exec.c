@@ -535,6 +535,20 @@ static void cold_and_warm(struct exec_spec *s, char **cold, char **warm)
     CHECK(a.warm_starts == b.warm_starts + 1);
 }
 
+/* Runs s cold then warm: the code must print the same, holding each needle. */
+static void same_cold_and_warm(struct exec_spec *s, const char *const *needles)
+{
+    char *cold, *warm;
+    cold_and_warm(s, &cold, &warm);
+    CHECK(cold && warm && strcmp(cold, warm) == 0);
+    for (const char *const *n = needles; *n; n++)
+        CHECK(cold && strstr(cold, *n));
+    if (t_failed_checks)
+        fprintf(stderr, "cold:\n%s\nwarm:\n%s\n", cold, warm);
+    free(cold);
+    free(warm);
+}
+
 static const char py_contract[] =
     "import os, sys, json\n"
     "env = {k: v for k, v in os.environ.items() if k != 'QUERN_RUN_ID'}\n"
@@ -550,14 +564,9 @@ TEST(warm_python_sees_the_cold_contract)
     if (access("/usr/bin/python3", X_OK) != 0)
         return;
     struct exec_spec s = base_spec("python", py_contract);
-    char *cold, *warm;
-    cold_and_warm(&s, &cold, &warm);
-    CHECK(cold && warm && strcmp(cold, warm) == 0);
-    CHECK(cold && strstr(cold, "['/quern/script.py'] /quern /scratch __main__ /quern/script.py"));
-    if (t_failed_checks)
-        fprintf(stderr, "cold:\n%s\nwarm:\n%s\n", cold, warm);
-    free(cold);
-    free(warm);
+    static const char *const want[] = {
+        "['/quern/script.py'] /quern /scratch __main__ /quern/script.py", NULL};
+    same_cold_and_warm(&s, want);
     /* an exception's traceback starts at the script, exit code 1 */
     struct exec_result *r = run("python", "x = 1\nraise ValueError('boom')\n");
     EXPECT_STATUS(r, "failed", "exit_code");
@@ -584,15 +593,9 @@ TEST(warm_node_sees_the_cold_contract)
     if (access("/usr/bin/node", X_OK) != 0)
         return;
     struct exec_spec s = base_spec("node", node_contract);
-    char *cold, *warm;
-    cold_and_warm(&s, &cold, &warm);
-    CHECK(cold && warm && strcmp(cold, warm) == 0);
-    CHECK(cold && strstr(cold, "[[\"/quern/script.mjs\"],[],\"/scratch\"]"));
-    CHECK(cold && strstr(cold, "file:///quern/script.mjs"));
-    if (t_failed_checks)
-        fprintf(stderr, "cold:\n%s\nwarm:\n%s\n", cold, warm);
-    free(cold);
-    free(warm);
+    static const char *const want[] = {"[[\"/quern/script.mjs\"],[],\"/scratch\"]",
+                                       "file:///quern/script.mjs", NULL};
+    same_cold_and_warm(&s, want);
 }
 
 /* the node contract in TypeScript: types stripped, same output cold and warm */
@@ -615,17 +618,10 @@ TEST(warm_ts_sees_the_cold_contract)
         return;
     }
     struct exec_spec s = base_spec("ts", ts_contract);
-    char *cold, *warm;
-    cold_and_warm(&s, &cold, &warm);
-    CHECK(cold && warm && strcmp(cold, warm) == 0);
-    CHECK(cold && strstr(cold, "[[\"/quern/script.ts\"],"));
-    CHECK(cold && strstr(cold, "\"/scratch\"]"));
-    /* the transformed module removed itself before the code's first line */
-    CHECK(cold && strstr(cold, "\n[]\n"));
-    if (t_failed_checks)
-        fprintf(stderr, "cold:\n%s\nwarm:\n%s\n", cold, warm);
-    free(cold);
-    free(warm);
+    /* execArgv empty as for node; the transformed module removed itself
+     * before the code's first line (/tmp is empty) */
+    static const char *const want[] = {"[[\"/quern/script.ts\"],[],\"/scratch\"]", "\n[]\n", NULL};
+    same_cold_and_warm(&s, want);
     /* a type error in the syntax fails the run as a cold one does */
     struct exec_result *r = run("ts", "let x: number = ;\n");
     EXPECT_STATUS(r, "failed", "exit_code");
