@@ -8,6 +8,7 @@
 #include "metrics.h"
 #include "openapi.h"
 #include "run.h"
+#include "runner.h"
 #include "sched.h"
 #include "web.h"
 
@@ -81,6 +82,8 @@ void api_ops_metrics(struct req *r)
             buf_printf(&b, "quern_runs{status=\"%s\"} %lld\n", run_status_name((enum run_status)k),
                        (long long)c.n[k]);
     }
+    if (r->app->runner)
+        runner_metrics(r->app->runner, &b);
     metrics_render(&b);
     http_raw(r, 200, "text/plain; version=0.0.4", b.data ? b.data : "", b.len);
     buf_release(&b);

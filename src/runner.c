@@ -883,6 +883,24 @@ int runner_slots(const struct runner *rn)
     return exec_slots(rn->exec);
 }
 
+void runner_metrics(struct runner *rn, struct buf *out)
+{
+    struct exec_stats st;
+    exec_get_stats(rn->exec, &st);
+    buf_printf(out,
+               "# HELP quern_code_runs_started_total Code runs started on this node, in a warm "
+               "box or a box of their own.\n"
+               "# TYPE quern_code_runs_started_total counter\n"
+               "quern_code_runs_started_total{start=\"warm\"} %lld\n"
+               "quern_code_runs_started_total{start=\"cold\"} %lld\n"
+               "# HELP quern_warm_boxes_ready Warm boxes started and waiting for a run.\n"
+               "# TYPE quern_warm_boxes_ready gauge\nquern_warm_boxes_ready %d\n"
+               "# HELP quern_exec_slots Execution slots of this node.\n"
+               "# TYPE quern_exec_slots gauge\nquern_exec_slots %d\n",
+               (long long)st.warm_starts, (long long)st.cold_starts, st.warm_ready,
+               exec_slots(rn->exec));
+}
+
 struct runner *runner_new(struct app *app, int slots, char **err)
 {
     struct runner *rn = xcalloc(1, sizeof *rn);

@@ -18,6 +18,7 @@
 
 struct app;
 struct runner;
+struct buf;
 
 /* Starts the executor and the runner thread.  NULL with *err when code
  * cannot run here (no sandbox): quernd then serves without an executor and
@@ -25,6 +26,9 @@ struct runner;
 struct runner *runner_new(struct app *app, int slots, char **err);
 /* The executor's number of slots (what slots <= 0 became). */
 int runner_slots(const struct runner *rn);
+/* Appends the executor's Prometheus metrics to out (any thread): code runs
+ * started warm and cold, warm boxes ready, slots. */
+void runner_metrics(struct runner *rn, struct buf *out);
 void runner_free(struct runner *rn);
 
 /* The scheduler has ready code runs: look for free slots (any thread). */

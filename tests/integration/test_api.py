@@ -33,6 +33,17 @@ def test_health_and_ops():
     assert int(lines["quern_dispatch_latency_ms_count"]) >= 1
     assert any(k.startswith("quern_http_requests_total{") for k in lines)
     assert "quern_schedules" in lines and "quern_http_connections" in lines
+    # the executor's: a code run counts as a warm or a cold start
+    started = lambda ls: sum(int(ls['quern_code_runs_started_total{start="%s"}' % k])
+                             for k in ("warm", "cold"))
+    before = started(lines)
+    done = expect(S.req("POST", P + "/tasks", {"code": "true", "runtime_id": "sh",
+                                                "wait_for_result": True}), 201)
+    assert done["run"]["status"] == "completed", done
+    m = S.req("GET", "/metrics", key=None)
+    lines = dict(l.rsplit(" ", 1) for l in m.text.splitlines() if l and not l.startswith("#"))
+    assert started(lines) == before + 1, m.text
+    assert int(lines["quern_exec_slots"]) >= 1 and int(lines["quern_warm_boxes_ready"]) >= 0
     del t
     doc = expect(S.req("GET", "/openapi.json", key=None), 200)
     assert doc["openapi"].startswith("3.1")
