@@ -502,14 +502,21 @@ static void deliver_line(struct exec *ex, struct run *r, const char *type, const
         over_limit(r);
 }
 
-/* A warn entry in the run's log whose text quotes what the box wrote:
- * redacted, and made valid UTF-8 (else the entry could not be stored). */
+/* A warn entry in the run's log, of its current iteration. */
+static void run_warn(struct exec *ex, struct run *r, const char *msg)
+{
+    if (ex->cb.on_log)
+        ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", msg, NULL, r->iteration);
+}
+
+/* run_warn for a text that quotes what the box wrote: redacted, and made
+ * valid UTF-8 (else the entry could not be stored). */
 static void warn_quoting(struct exec *ex, struct run *r, const char *msg)
 {
     if (!ex->cb.on_log)
         return;
     char *red = redact(r, msg, strlen(msg)), *clean = utf8_clean(red, strlen(red));
-    ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn", clean ? clean : red, NULL, r->iteration);
+    run_warn(ex, r, clean ? clean : red);
     free(clean);
     free(red);
 }
@@ -593,10 +600,8 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
  * ended: the newline came.  False when the run is over its limit. */
 static bool skip_control(struct exec *ex, struct run *r, struct lbuf *lb, size_t n, bool ended)
 {
-    if (!lb->skipping && ex->cb.on_log)
-        ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn",
-                      "ignored a control message over 1 MiB (the whole line)", NULL,
-                      r->iteration);
+    if (!lb->skipping)
+        run_warn(ex, r, "ignored a control message over 1 MiB (the whole line)");
     lb->skipping = !ended;
     if (take_output(r, n) < n) {
         over_limit(r);
@@ -1710,11 +1715,9 @@ static void collect_artifacts(struct exec *ex, struct run *r, int qfd, struct ex
         return;
     int afd = openat(qfd, "artifacts", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (afd < 0) {
-        if ((errno == ELOOP || errno == ENOTDIR) && ex->cb.on_log)
-            ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn",
-                          "artifacts not stored: QUERN_ARTIFACTS was replaced by something "
-                          "other than a directory (a symbolic link?)",
-                          NULL, r->iteration);
+        if (errno == ELOOP || errno == ENOTDIR)
+            run_warn(ex, r, "artifacts not stored: QUERN_ARTIFACTS was replaced by something "
+                            "other than a directory (a symbolic link?)");
         return;
     }
     /* Most runs leave none: look before making a directory for them (raw
@@ -2043,10 +2046,7 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
     switch (c->type) {
     case C_SEND:
         if (r->stdin_q.len + strlen(c->line) > STDIN_MAX_BYTES) {
-            if (ex->cb.on_log)
-                ex->cb.on_log(ex->cb.ctx, r->run_id, "log", "warn",
-                              "a message for stdin was dropped: 16 MiB wait for the code to read them",
-                              NULL, r->iteration);
+            run_warn(ex, r, "a message for stdin was dropped: 16 MiB wait for the code to read them");
             break;
         }
         buf_puts(&r->stdin_q, c->line);
