@@ -739,7 +739,8 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
         json_decref(line);
         store_tx_on_commit(tx, deliver_line, d);
     }
-    return run_move(tx, r->app, run, RS_RUNNING, NULL);
+    int rc = run_move(tx, r->app, run, RS_RUNNING, NULL);
+    return rc ? rc : run_ask_next(tx, r->app, run);
 }
 
 void api_runs_interaction(struct req *r)

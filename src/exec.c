@@ -141,7 +141,8 @@ struct run {
     struct lbuf out, err, ctl;
     int fd_in, fd_status;
     int64_t started, deadline, last_activity, kill_at, disk_check_at;
-    bool waiting_input, in_armed;
+    int waiting_input;            /* the code's input_requests not answered yet */
+    bool in_armed;
     const char *kill_status, *kill_code;
     char *kill_msg;
 };
@@ -309,8 +310,34 @@ static void redact_json(const struct run *r, json_t *j)
     } else if (json_is_object(j)) {
         const char *k;
         json_t *v;
-        json_object_foreach(j, k, v)
+        void *tmp;
+        json_t *renamed = NULL;   /* the members whose key holds a secret, by their new key */
+        json_object_foreach_safe(j, tmp, k, v) {
             redact_json(r, v);
+            char *nk = redact(r, k, strlen(k));
+            if (strcmp(nk, k) != 0) {
+                if (!renamed)
+                    renamed = json_array();
+                json_array_append_new(renamed, json_pack("[s, O]", nk, v));
+                json_object_del(j, k);
+            }
+            free(nk);
+        }
+        /* Put back under the redacted key; one that is taken already (a
+         * key "***" beside "<secret>") gets " (2)", " (3)", ... so that no
+         * member is lost. */
+        size_t i;
+        json_array_foreach(renamed, i, v) {
+            const char *nk = json_string_value(json_array_get(v, 0));
+            char *key = xstrdup(nk);
+            for (int n = 2; json_object_get(j, key); n++) {
+                free(key);
+                key = xasprintf("%s (%d)", nk, n);
+            }
+            json_object_set(j, key, json_array_get(v, 1));
+            free(key);
+        }
+        json_decref(renamed);
     }
 }
 
@@ -418,6 +445,16 @@ static void kill_box(struct run *r, const char *status, const char *code, const 
     }
     if (r->alive)
         sandbox_signal(&r->proc, sig);
+}
+
+/* Stops a box as cancel and the timeouts do: SIGTERM, then SIGKILL after
+ * its grace; a grace of none (EXEC_GRACE_NONE) is SIGKILL at once. */
+static void stop_box(struct run *r, const char *status, const char *code, const char *msg,
+                     int64_t now)
+{
+    bool now_kill = r->grace_ms < 0;
+    kill_box(r, status, code, msg, now_kill ? SIGKILL : SIGTERM);
+    r->kill_at = now_kill ? 0 : now + r->grace_ms;
 }
 
 /* Counts n log bytes against the limit; returns how many may be delivered. */
@@ -585,7 +622,7 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             r->cont_data = d ? json_deep_copy(d) : json_object();
             r->cont_req = true;
         } else if (strcmp(type, "input_request") == 0) {
-            r->waiting_input = true;
+            r->waiting_input++;
         }
         if (ex->cb.on_control)
             ex->cb.on_control(ex->cb.ctx, r->run_id, m, r->iteration);
@@ -1165,7 +1202,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     r->disk_check_at = r->started + DISK_CHECK_MS;
     r->deadline = r->started + tmo;
     r->kill_at = 0;
-    r->waiting_input = false;
+    r->waiting_input = 0;
     r->in_armed = false;
     r->out.fd = out[0];
     r->err.fd = err[0];
@@ -1516,7 +1553,7 @@ static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, 
     r->disk_check_at = r->started + DISK_CHECK_MS;
     r->deadline = r->started + r->timeout_ms;
     r->kill_at = 0;
-    r->waiting_input = false;
+    r->waiting_input = 0;
     r->in_armed = false;
     ep_add(ex, r->out.fd, slot, K_OUT, EPOLLIN);
     ep_add(ex, r->err.fd, slot, K_ERR, EPOLLIN);
@@ -2050,7 +2087,11 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
             break;
         }
         buf_puts(&r->stdin_q, c->line);
-        r->waiting_input = false;
+        /* an answer (runner_send's lines are compact, "type" first); a
+         * user_message answers nothing */
+        static const char answer[] = "{\"type\":\"interaction_response\"";
+        if (r->waiting_input > 0 && !strncmp(c->line, answer, sizeof answer - 1))
+            r->waiting_input--;
         r->last_activity = mono_ms();
         flush_stdin(ex, slot, r);
         break;
@@ -2059,10 +2100,8 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
         flush_stdin(ex, slot, r);
         break;
     case C_CANCEL:
-        if (r->alive && !r->kill_status) {
-            kill_box(r, "canceled", NULL, "canceled", SIGTERM);
-            r->kill_at = mono_ms() + r->grace_ms;
-        }
+        if (r->alive && !r->kill_status)
+            stop_box(r, "canceled", NULL, "canceled", mono_ms());
         break;
     case C_START:
     case C_PREWARM:
@@ -2107,15 +2146,13 @@ static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
         /* timeouts, as cancel: SIGTERM, then SIGKILL after the grace */
         if (!r->kill_status && now >= r->deadline) {
             char *m = xasprintf("wall time over %lld ms", (long long)r->timeout_ms);
-            kill_box(r, "timed_out", "timeout", m, SIGTERM);
-            r->kill_at = now + r->grace_ms;
+            stop_box(r, "timed_out", "timeout", m, now);
             free(m);
         }
         int64_t idle_at = r->last_activity + r->inactivity_ms;
         if (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input && now >= idle_at) {
             char *m = xasprintf("no output for %lld ms", (long long)r->inactivity_ms);
-            kill_box(r, "timed_out", "inactivity_timeout", m, SIGTERM);
-            r->kill_at = now + r->grace_ms;
+            stop_box(r, "timed_out", "inactivity_timeout", m, now);
             free(m);
         }
         if (!r->kill_status && now >= r->disk_check_at) {
@@ -2474,7 +2511,8 @@ int exec_start(struct exec *ex, const struct exec_spec *spec)
     r->st_org = dupn(spec->storage_org_dir);
     r->timeout_ms = spec->timeout_ms > 0 ? spec->timeout_ms : 30000;
     r->inactivity_ms = spec->inactivity_timeout_ms > 0 ? spec->inactivity_timeout_ms : 0;
-    r->grace_ms = spec->kill_grace_ms > 0 ? spec->kill_grace_ms : 2000;
+    r->grace_ms = spec->kill_grace_ms > 0 || spec->kill_grace_ms == EXEC_GRACE_NONE
+                      ? spec->kill_grace_ms : 2000;
     r->mem_mb = spec->memory_limit_mb > 0 ? spec->memory_limit_mb : 256;
     r->max_output = spec->max_output_bytes > 0 ? spec->max_output_bytes : 10 * 1024 * 1024;
     r->max_iter = spec->max_iterations > 0 ? spec->max_iterations : 500;

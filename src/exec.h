@@ -24,6 +24,9 @@
 struct exec;
 
 /* Everything a run needs; exec_start copies what it keeps. */
+/* kill_grace_ms: no grace, SIGKILL at once (a task's kill_grace_ms 0) */
+#define EXEC_GRACE_NONE (-1)
+
 struct exec_spec {
     const char *run_id, *task_id, *project_id;
     int attempt;
@@ -34,7 +37,9 @@ struct exec_spec {
     const char *checkpoint_json;   /* latest checkpoint data or NULL */
     const char *work_root;         /* dir under which exec makes the run's dir */
     const char *storage_account_dir, *storage_project_dir, *storage_org_dir; /* may be NULL */
-    int64_t timeout_ms, inactivity_timeout_ms, kill_grace_ms;   /* 0: 30 s, none, 2 s */
+    int64_t timeout_ms, inactivity_timeout_ms, kill_grace_ms;   /* 0: 30 s, none, 2 s
+                                                                   * (EXEC_GRACE_NONE: SIGKILL
+                                                                   * at once, no SIGTERM) */
     int64_t memory_limit_mb, max_output_bytes, max_iterations;  /* 0: 256, 10 MiB, 500 */
     int64_t max_procs, max_open_files, max_file_bytes;          /* 0: 64, 256, 64 MiB */
     bool network;

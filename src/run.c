@@ -420,6 +420,48 @@ static int64_t retry_delay(const json_t *run, int64_t attempt)
     return d / 2 + (int64_t)((double)(d - d / 2) * (u / 4294967296.0));
 }
 
+int run_ask(struct store_tx *tx, struct app *app, json_t *run, const json_t *prompt,
+            const json_t *schema)
+{
+    enum run_status st = run_status_of(run);
+    json_t *inter = json_pack("{s:s, s:O, s:O}", "kind", "input", "prompt",
+                              prompt ? prompt : json_null(), "schema", schema ? schema : json_null());
+    if (st == RS_INTERACTION_REQUIRED) {
+        const char *kind = json_string_value(json_object_get(json_object_get(run, "interaction"),
+                                                             "kind"));
+        if (!kind || strcmp(kind, "input")) {
+            json_decref(inter);
+            return 0;
+        }
+        json_t *q = json_object_get(run, "pending_interactions");
+        if (!json_is_array(q)) {
+            q = json_array();
+            json_object_set_new_nocheck(run, "pending_interactions", q);
+        }
+        json_array_append_new(q, inter);
+        return run_save(tx, run);
+    }
+    if (st != RS_RUNNING) {
+        json_decref(inter);
+        return 0;
+    }
+    json_object_set_new_nocheck(run, "interaction", inter);
+    int rc = run_move(tx, app, run, RS_INTERACTION_REQUIRED, NULL);
+    return rc == -EPERM ? 0 : rc;
+}
+
+int run_ask_next(struct store_tx *tx, struct app *app, json_t *run)
+{
+    json_t *q = json_object_get(run, "pending_interactions");
+    if (!json_array_size(q) || run_status_of(run) != RS_RUNNING)
+        return 0;
+    json_t *next = json_incref(json_array_get(q, 0));
+    json_array_remove(q, 0);
+    json_object_set_new_nocheck(run, "interaction", next);
+    int rc = run_move(tx, app, run, RS_INTERACTION_REQUIRED, NULL);
+    return rc == -EPERM ? 0 : rc;
+}
+
 int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
              const struct run_outcome *out)
 {
@@ -489,6 +531,16 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
     json_object_set_new_nocheck(run, "updated_at", json_string(ts));
     if (to == RS_RUNNING && !json_is_string(json_object_get(run, "started_at")))
         json_object_set_new_nocheck(run, "started_at", json_string(ts));   /* invariant 5 */
+    if (to == RS_RUNNING && from == RS_QUEUED &&
+        json_integer_value(json_object_get(run, "attempt")) > 1) {
+        /* A retry starts clean: what the run shows is this attempt's; the
+         * earlier attempts' errors stay in "errors". */
+        json_object_set_new_nocheck(run, "error", json_null());
+        json_object_set_new_nocheck(run, "exit_code", json_null());
+        json_object_set_new_nocheck(run, "output", json_null());
+        json_object_del(run, "interaction");
+        json_object_del(run, "pending_interactions");
+    }
     if (from == RS_RUNNING && to != RS_RUNNING && to != RS_INTERACTION_REQUIRED &&
         to != RS_CANCELING) {
         json_object_set_new_nocheck(run, "lease_expires_at", json_null());   /* invariant 3 */
@@ -508,6 +560,10 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
         json_object_set_new_nocheck(run, "lease_expires_at", json_null());
         if (to == RS_COMPLETED)
             json_object_set_new_nocheck(run, "progress", json_real(1));
+        /* a question nobody can answer any more is not shown as pending */
+        if (json_is_object(json_object_get(run, "interaction")))
+            json_object_set_new_nocheck(run, "interaction", json_null());
+        json_object_del(run, "pending_interactions");
     }
     int rc = store_update(tx, SK_RUN, json_string_value(json_object_get(run, "project_id")), run);
     if (rc)

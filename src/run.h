@@ -91,6 +91,18 @@ struct run_outcome {
 int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
              const struct run_outcome *out);
 
+/* The code's question (its input_request message: prompt and schema): the
+ * run becomes interaction_required; asked while another waits for its
+ * answer, it is queued in the run's "pending_interactions" and asked when
+ * that one is answered (run_ask_next).  Only for a running run or one
+ * waiting on the code's own question; 0 otherwise (nothing to do). */
+int run_ask(struct store_tx *tx, struct app *app, json_t *run, const json_t *prompt,
+            const json_t *schema);
+
+/* After an answer moved run back to running: asks the next queued question
+ * of the code, if any (run_ask). */
+int run_ask_next(struct store_tx *tx, struct app *app, json_t *run);
+
 /* Saves a run document after an in-place change that is not a transition
  * (progress, branch, output …), bumping updated_at. */
 int run_save(struct store_tx *tx, json_t *run);

@@ -6,6 +6,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -269,7 +272,6 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
     const char *type = json_string_value(json_object_get(msg, "type"));
     if (!type)
         return 0;
-    enum run_status st = run_status_of(run);
     if (!strcmp(type, "progress")) {
         json_t *p = json_object_get(msg, "progress");
         if (!json_is_number(p))
@@ -309,24 +311,23 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
     }
     if (!strcmp(type, "usage")) {
         json_t *t = json_object_get(msg, "tokens_used"), *c = json_object_get(msg, "cost");
-        if (json_is_integer(t) && json_integer_value(t) > 0)
+        /* the sums stop at the largest value they can hold (a message of
+         * INT64_MAX tokens made the total wrap to a negative count) */
+        if (json_is_integer(t) && json_integer_value(t) > 0) {
+            json_int_t cur = json_integer_value(json_object_get(run, "tokens_used"));
+            json_int_t add = json_integer_value(t);
             json_object_set_new(run, "tokens_used",
-                                json_integer(json_integer_value(json_object_get(run, "tokens_used")) +
-                                             json_integer_value(t)));
-        if (json_is_number(c) && json_number_value(c) > 0)
-            json_object_set_new(run, "cost",
-                                json_real(json_number_value(json_object_get(run, "cost")) +
-                                          json_number_value(c)));
+                                json_integer(cur > LLONG_MAX - add ? LLONG_MAX
+                                                                          : cur + add));
+        }
+        if (json_is_number(c) && json_number_value(c) > 0) {
+            double sum = json_number_value(json_object_get(run, "cost")) + json_number_value(c);
+            json_object_set_new(run, "cost", json_real(isfinite(sum) ? sum : DBL_MAX));
+        }
         return run_save(tx, run);
     }
-    if (!strcmp(type, "input_request") && st == RS_RUNNING) {
-        json_t *inter = json_pack("{s:s, s:O, s:O}", "kind", "input", "prompt",
-                                  json_object_get(msg, "prompt") ?: json_null(), "schema",
-                                  json_object_get(msg, "schema") ?: json_null());
-        json_object_set_new(run, "interaction", inter);
-        int rc = run_move(tx, app, run, RS_INTERACTION_REQUIRED, NULL);
-        return rc == -EPERM ? 0 : rc;
-    }
+    if (!strcmp(type, "input_request"))
+        return run_ask(tx, app, run, json_object_get(msg, "prompt"), json_object_get(msg, "schema"));
     return 0;
 }
 
@@ -626,7 +627,12 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
         .work_root = rn->work_root,
         .timeout_ms = setting(task, "timeout_ms"),
         .inactivity_timeout_ms = setting(task, "inactivity_timeout_ms"),
-        .kill_grace_ms = setting(task, "kill_grace_ms"),
+        /* a grace of 0 is no grace at all (exec's 0 is its default) */
+        .kill_grace_ms = json_is_integer(json_object_get(json_object_get(task, "settings"),
+                                                         "kill_grace_ms")) &&
+                                 setting(task, "kill_grace_ms") == 0
+                             ? EXEC_GRACE_NONE
+                             : setting(task, "kill_grace_ms"),
         .memory_limit_mb = setting(task, "memory_limit_mb"),
         .max_output_bytes = setting(task, "max_output_bytes"),
         .max_iterations = setting(task, "max_iterations"),

@@ -262,6 +262,10 @@ static void build_defaults(void)
     rt_add("sh", "/bin/sh", "script");
     rt_add("bash", "/bin/bash", "script");
     struct runtime *py = rt_add("python", "/usr/bin/python3", "script.py");
+    /* -u: stdout and stderr unbuffered, so that every line reaches the log
+     * as it is printed, in order with fd 3 and stderr, and none is lost
+     * when the run is killed (a pipe would make them block-buffered). */
+    py->args[py->nargs++] = xstrdup("-u");
     py->loader = RUNTIME_LOADER_PYTHON;
     py->warm = 2;
     struct runtime *node = rt_add("node", "/usr/bin/node", "script.mjs");

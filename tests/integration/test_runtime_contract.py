@@ -503,6 +503,37 @@ ctl({"type": "output", "output": {"age": json.loads(line)["response"]}})
     assert "task_run.completed" in types[i:], types
 
 
+def test_questions_asked_back_to_back_are_asked_in_turn():
+    # a second input_request before the first is answered was dropped: the
+    # run went back to running and the code waited for an answer until its
+    # timeout; it is queued and asked once the first is answered
+    code = py(CTL_PY + r"""
+ctl({"type": "input_request", "prompt": "q1"})
+ctl({"type": "input_request", "prompt": "q2", "schema": {"type": "string"}})
+a = json.loads(sys.stdin.readline())["response"]
+b = json.loads(sys.stdin.readline())["response"]
+ctl({"type": "output", "output": [a, b]})
+""")
+    t = create(code, "python", settings={"inactivity_timeout_ms": 500})
+    run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+    assert run["status"] == "interaction_required" and run["interaction"]["prompt"] == "q1", run
+    b = base_of(t, run)
+    expect(S.req("POST", b + "/interaction", {"response": 1}), 200)
+    run = run_of(t)
+    assert run["status"] == "interaction_required", run
+    assert run["interaction"]["prompt"] == "q2" and run["interaction"]["schema"] == {"type": "string"}
+    assert run["pending_interactions"] == [], run
+    time.sleep(1.0)    # over the inactivity limit, still waiting for a human
+    assert S.req("POST", b + "/interaction", {"response": 2}).status == 400   # q2's schema
+    expect(S.req("POST", b + "/interaction", {"response": "two"}), 200)
+    run = finish(t)
+    assert run["status"] == "completed" and run["output"] == [1, "two"], run
+    assert run["interaction"] is None, run
+    # a question left unanswered when the code ends is not shown as pending
+    t, run, _ = go(py(CTL_PY + "ctl({'type': 'input_request', 'prompt': 'never'})\n"), "python")
+    assert run["status"] == "completed" and run["interaction"] is None, run
+
+
 def test_waiting_on_input_is_not_inactivity_but_counts_as_time():
     code = py(CTL_PY + "ctl({'type': 'input_request', 'prompt': 'x'})\nprint(sys.stdin.readline().strip())\n")
     t = create(code, "python", settings={"inactivity_timeout_ms": 300, "timeout_ms": 30000})
@@ -670,6 +701,28 @@ def test_timeouts_send_sigterm_first():
         assert "got-term" in [x["message"] for x in lg], lg
 
 
+def test_kill_grace_zero_is_sigkill_at_once():
+    # kill_grace_ms 0 is no grace: no SIGTERM for the code to catch (it was
+    # read as "unset" and became 2 s, in which the trap ran)
+    code = "trap 'echo got-term' TERM; echo start; while :; do sleep 0.05; done"
+    t, run, lg = go(code, settings={"timeout_ms": 500, "kill_grace_ms": 0})
+    assert run["status"] == "timed_out" and run["error"]["code"] == "timeout", run
+    m = [x["message"] for x in lg]
+    assert "start" in m and "got-term" not in m, m
+
+
+def test_python_lines_are_logged_as_printed():
+    # python writes to a pipe block-buffered unless told otherwise: what it
+    # printed before a timeout was lost, and nothing showed while it ran
+    code = "import sys, time\nprint('out-1')\nprint('err-1', file=sys.stderr)\nprint('out-2')\ntime.sleep(100)\n"
+    t = create(code, "python", settings={"timeout_ms": 60000, "kill_grace_ms": 100})
+    wait_for(lambda: len(msgs(t, run_of(t), "stdout")) == 2 or None, 30, "the lines while it runs")
+    expect(S.req("POST", base_of(t, run_of(t)) + "/cancel", {}), 200)
+    run = finish(t)
+    assert run["status"] == "canceled", run
+    assert msgs(t, run, "stdout") == ["out-1", "out-2"] and msgs(t, run, "stderr") == ["err-1"]
+
+
 def test_heartbeats_keep_an_active_run_alive():
     # output on fd 3 and stdout both count as activity (upper bounds only:
     # each silence is 0.1 s against an inactivity limit of 1.5 s)
@@ -705,6 +758,8 @@ exit 1
     assert "attempt=1 ckpt=" in m or run["attempt"] == 3, m
     assert "attempt=3 ckpt=set" in m and 'from={"at":2}' in m, m
     assert len([e for e in run["errors"] if e["code"] == "exit_code"]) == 2, run
+    # what the run shows is its last attempt's: the earlier errors are history
+    assert run["error"] is None and run["exit_code"] == 0, run
     ck = expect(S.req("GET", base_of(t, run) + "/checkpoints"), 200)
     ck = ck["data"] if isinstance(ck, dict) else ck
     assert len(ck) >= 2
@@ -733,6 +788,12 @@ def test_usage_is_accounted():
     assert run["status"] == "completed"
     # usage messages accumulate (documented in docs/RUNTIME.md)
     assert run["tokens_used"] == 42 and abs(run["cost"] - 0.03) < 1e-9, run
+    # the sums stop at the largest value they hold; they never wrap negative
+    code = py(CTL_PY + "ctl({'type':'usage','tokens_used':2**63-1,'cost':1e308})\n"
+                       "ctl({'type':'usage','tokens_used':1,'cost':1e308})\n")
+    t, run, _ = go(code, "python")
+    assert run["status"] == "completed", run
+    assert run["tokens_used"] == 2**63 - 1 and run["cost"] >= 1e308, run
 
 
 def test_require_review_and_reject():
@@ -1306,16 +1367,20 @@ print("short=" + open("/run/secrets/RT_SHORT").read(), flush=True)
 print("env=%s" % ("RT_AUDIT" in os.environ), flush=True)
 ctl({"type": "log", "level": "info", "message": "fd3 " + v.decode(), "data": {"k": "in " + v.decode()}})
 ctl({"type": "progress", "progress": 0.5})
-ctl({"type": "checkpoint", "data": {"c": v.decode()}})
+ctl({"type": "checkpoint", "data": {"c": v.decode(), "key-" + v.decode(): 1}})
+ctl({"type": "log", "level": "info", "message": "keys", "data": {v.decode(): {v.decode(): 2}}})
 os.write(3, b'{"type":"log","message":"' + v + b'\n')    # malformed: quoted in the warning
 open(os.environ["QUERN_ARTIFACTS"] + "/report-" + v.decode() + ".txt", "w").write("r")
-json.dump({"o": "pre-" + v.decode() + "-post", "n": [v.decode()]}, open(os.environ["QUERN_OUTPUT"], "w"))
+json.dump({"o": "pre-" + v.decode() + "-post", "n": [v.decode()], v.decode(): 1, "***": 2},
+          open(os.environ["QUERN_OUTPUT"], "w"))
 """)
     t, run, lg = go(code, "python", secrets=["RT_AUDIT", "RT_SHORT"])
     assert run["status"] == "completed", (run, lg)
     m = [x["message"] for x in lg]
     assert "len=17 eq=True" in m and "env=False" in m and "short=ab" in m, m
-    assert run["output"] == {"o": "pre-***-post", "n": ["***"]}, run
+    # in keys too; a key that becomes one already there keeps both members
+    assert run["output"] == {"o": "pre-***-post", "n": ["***"], "***": 2, "*** (2)": 1}, run
+    assert [x["data"] for x in lg if x["message"] == "keys"] == [{"***": {"***": 2}}], lg
     everything = json.dumps([lg, run, events(t, run),
                              S.req("GET", base_of(t, run) + "/checkpoints").text])
     assert val not in everything, everything[:3000]
