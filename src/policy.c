@@ -181,7 +181,37 @@ static json_int_t setting(const json_t *task, const char *name)
     return json_integer_value(json_object_get(json_object_get(task, "settings"), name));
 }
 
-int policy_check_run(const json_t *policy, const json_t *task, char **rule)
+/* Whether the task's limit `name` is over the policy's `max` field and left
+ * at its default (so capped, not refused). */
+static bool capped(const json_t *policy, const json_t *task, const char *name, const char *max,
+                   int64_t dflt)
+{
+    json_t *v = json_object_get(policy, max);
+    return json_is_integer(v) && setting(task, name) > json_integer_value(v) &&
+           setting(task, name) == dflt;
+}
+
+json_t *policy_caps(const json_t *policy, const json_t *task, int64_t default_timeout_ms)
+{
+    if (!policy)
+        return NULL;
+    json_t *caps = NULL;
+    static const struct {
+        const char *name, *max;
+    } lim[] = {{"timeout_ms", "max_timeout_ms"}, {"memory_limit_mb", "max_memory_mb"}};
+    for (size_t i = 0; i < sizeof lim / sizeof lim[0]; i++) {
+        int64_t dflt = i == 0 ? default_timeout_ms : POLICY_DEFAULT_MEMORY_MB;
+        if (!capped(policy, task, lim[i].name, lim[i].max, dflt))
+            continue;
+        if (!caps)
+            caps = json_object();
+        json_object_set(caps, lim[i].name, json_object_get(policy, lim[i].max));
+    }
+    return caps;
+}
+
+int policy_check_run(const json_t *policy, const json_t *task, int64_t default_timeout_ms,
+                     char **rule)
 {
     *rule = NULL;
     if (!policy)
@@ -207,13 +237,15 @@ int policy_check_run(const json_t *policy, const json_t *task, char **rule)
     }
     json_t *v;
     if (json_is_integer(v = json_object_get(policy, "max_timeout_ms")) &&
-        setting(task, "timeout_ms") > json_integer_value(v)) {
+        setting(task, "timeout_ms") > json_integer_value(v) &&
+        !capped(policy, task, "timeout_ms", "max_timeout_ms", default_timeout_ms)) {
         *rule = xasprintf("max_timeout_ms: timeout_ms %lld is over the project's maximum of %lld",
                           (long long)setting(task, "timeout_ms"), (long long)json_integer_value(v));
         return -EPERM;
     }
     if (json_is_integer(v = json_object_get(policy, "max_memory_mb")) &&
-        setting(task, "memory_limit_mb") > json_integer_value(v)) {
+        setting(task, "memory_limit_mb") > json_integer_value(v) &&
+        !capped(policy, task, "memory_limit_mb", "max_memory_mb", POLICY_DEFAULT_MEMORY_MB)) {
         *rule = xasprintf("max_memory_mb: memory_limit_mb %lld is over the project's maximum of %lld",
                           (long long)setting(task, "memory_limit_mb"),
                           (long long)json_integer_value(v));

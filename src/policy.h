@@ -18,6 +18,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "store.h"
 
@@ -42,7 +43,20 @@ int policy_parse(const json_t *body, int64_t max_timeout_ms, int64_t max_code_by
  * 0 when allowed; -EPERM with *rule a malloc'd message that starts with the
  * rule's name ("allowed_runtimes: runtime python is not allowed …").  Only
  * denials: require_approval is policy_requires_approval's business. */
-int policy_check_run(const json_t *policy, const json_t *task, char **rule);
+int policy_check_run(const json_t *policy, const json_t *task, int64_t default_timeout_ms,
+                     char **rule);
+
+/* A task's memory_limit_mb when it sets none. */
+#define POLICY_DEFAULT_MEMORY_MB 256
+
+/* The limits a run of task gets under policy: a timeout_ms or
+ * memory_limit_mb the task left at its default (default_timeout_ms, 256
+ * MiB) is capped at the project's maximum instead of refused (RUNTIME.md:
+ * "default limits ... capped by the project policy"); a value the task set
+ * over the maximum is refused by policy_check_run.  Returns a new object
+ * {timeout_ms?, memory_limit_mb?} holding the capped ones, or NULL when
+ * none is. */
+json_t *policy_caps(const json_t *policy, const json_t *task, int64_t default_timeout_ms);
 
 /* True when runs of the project wait for approval before executing. */
 bool policy_requires_approval(const json_t *policy);

@@ -323,16 +323,26 @@ static int emit_run(struct store_tx *tx, struct app *app, const json_t *run, con
  * policy refusing it (*rule, malloc'd, names the rule), or an approval. */
 enum gate { GATE_OPEN, GATE_DENIED, GATE_APPROVAL };
 
-static enum gate run_gate(struct store_tx *tx, const json_t *task, char **rule)
+/* A run that may go on gets in "limits" the limits the policy caps (a
+ * default over the project's maximum, policy_caps); the runner takes them
+ * over the task's settings.  *limited: whether it got any. */
+static enum gate run_gate(struct store_tx *tx, struct app *app, const json_t *task, json_t *run,
+                          char **rule, bool *limited)
 {
     json_t *pol = policy_get(tx, json_string_value(json_object_get(task, "project_id")));
     enum gate g = GATE_OPEN;
     *rule = NULL;
-    if (pol && policy_check_run(pol, task, rule))
+    *limited = false;
+    if (pol && policy_check_run(pol, task, app->cfg.default_timeout_ms, rule))
         g = GATE_DENIED;
     else if ((pol && policy_requires_approval(pol)) ||
              json_is_true(json_object_get(json_object_get(task, "settings"), "require_approval")))
         g = GATE_APPROVAL;
+    json_t *caps = g != GATE_DENIED ? policy_caps(pol, task, app->cfg.default_timeout_ms) : NULL;
+    if (caps) {
+        json_object_set_new_nocheck(run, "limits", caps);
+        *limited = true;
+    }
     json_decref(pol);
     return g;
 }
@@ -361,7 +371,12 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
     }
     /* the project's policy may refuse the run outright, or want approval */
     char *rule = NULL;
-    enum gate g = gate ? *gate : run_gate(tx, task, &rule);
+    bool limited = false;
+    enum gate g = gate ? *gate : run_gate(tx, app, task, run, &rule, &limited);
+    if (limited && (rc = store_update(tx, SK_RUN, project, run))) {
+        free(rule);
+        return rc;
+    }
     if (g == GATE_DENIED) {
         struct run_outcome out = {.code = "policy_denied", .message = rule, .no_retry = true};
         rc = run_move(tx, app, run, RS_DENIED, &out);
@@ -694,7 +709,8 @@ static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const 
         enum gate gate = GATE_OPEN;
         if (current) {
             char *rule = NULL;
-            gate = run_gate(tx, task, &rule);
+            bool limited;   /* in run before it is stored */
+            gate = run_gate(tx, app, task, run, &rule, &limited);
             free(rule);   /* insert_run finds it again for a refusal */
             if (claim && gate == GATE_OPEN && !json_is_true(json_object_get(task, "paused")) &&
                 !json_array_size(bb) && claim(tx, app, run)) {

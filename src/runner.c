@@ -587,6 +587,13 @@ static int64_t setting(const json_t *task, const char *name)
     return json_integer_value(json_object_get(json_object_get(task, "settings"), name));
 }
 
+/* A limit of the run: the policy's cap (run_gate's "limits") or the task's. */
+static int64_t limit(const json_t *run, const json_t *task, const char *name)
+{
+    json_t *v = json_object_get(json_object_get(run, "limits"), name);
+    return json_is_integer(v) ? json_integer_value(v) : setting(task, name);
+}
+
 struct sec {
     struct app *app;
     const char *project_id;
@@ -625,7 +632,7 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
         .input_json = input,
         .checkpoint_json = checkpoint,
         .work_root = rn->work_root,
-        .timeout_ms = setting(task, "timeout_ms"),
+        .timeout_ms = limit(run, task, "timeout_ms"),
         .inactivity_timeout_ms = setting(task, "inactivity_timeout_ms"),
         /* a grace of 0 is no grace at all (exec's 0 is its default) */
         .kill_grace_ms = json_is_integer(json_object_get(json_object_get(task, "settings"),
@@ -633,7 +640,7 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
                                  setting(task, "kill_grace_ms") == 0
                              ? EXEC_GRACE_NONE
                              : setting(task, "kill_grace_ms"),
-        .memory_limit_mb = setting(task, "memory_limit_mb"),
+        .memory_limit_mb = limit(run, task, "memory_limit_mb"),
         .max_output_bytes = setting(task, "max_output_bytes"),
         .max_iterations = setting(task, "max_iterations"),
         .network = json_is_true(json_object_get(json_object_get(task, "settings"), "network")),

@@ -829,6 +829,31 @@ def test_policy_limits_deny():
     assert not any(x["message"].startswith("denied-") for x in lg), lg   # nothing executed
 
 
+def test_policy_caps_the_default_limits():
+    # RUNTIME.md: default limits are "capped by the project policy": a task
+    # that sets no timeout runs under the project's maximum (it was denied,
+    # its 30 s default being over it); one that sets more is still denied
+    pol = expect(S.req("GET", P + "/policy"), 200)
+    keep = {k: v for k, v in pol.items() if k in ("allowed_runtimes", "max_timeout_ms", "max_memory_mb",
+            "max_code_bytes", "network_allowed", "require_approval", "relay_webhook_url",
+            "outbound_allow_private")}
+    try:
+        expect(S.req("PUT", P + "/policy", dict(keep, max_timeout_ms=1500, max_memory_mb=64)), 200)
+        t1 = create("echo start; sleep 100", settings={"kill_grace_ms": 0})
+        t2 = create(py("b = bytearray(100 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n"),
+                    "python", settings={"timeout_ms": 1000})
+        t3 = create("echo no", settings={"timeout_ms": 2000})
+        r1, r2, r3 = finish(t1), finish(t2), finish(t3)
+    finally:
+        S.req("PUT", P + "/policy", keep)
+    assert r1["status"] == "timed_out" and r1["error"]["code"] == "timeout", r1
+    assert r1["limits"] == {"timeout_ms": 1500, "memory_limit_mb": 64}, r1
+    assert "start" in msgs(t1, r1)
+    assert r2["status"] == "failed" and r2["error"]["code"] == "memory_limit_exceeded", r2
+    assert r3["status"] == "denied" and r3["error"]["code"] == "policy_denied", r3
+    assert "max_timeout_ms" in r3["error"]["message"], r3
+
+
 def test_accounting_figures():
     code = py("import time\nb = bytearray(96 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n"
               "t = time.process_time()\nwhile time.process_time() - t < 0.3:\n    pass\ntime.sleep(0.2)\n")

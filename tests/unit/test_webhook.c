@@ -177,50 +177,73 @@ TEST(policy_parse_and_check)
     json_decref(body);
     char *rule = NULL;
     json_t *t = task("python", "print(1)", 1000, 256, false);
-    CHECK_EQ_INT(policy_check_run(p, t, &rule), 0);
+    CHECK_EQ_INT(policy_check_run(p, t, 30000, &rule), 0);
     CHECK(rule == NULL);
     json_decref(t);
 
     t = task("sh", "true", 1000, 256, false);
-    CHECK_EQ_INT(policy_check_run(p, t, &rule), -EPERM);
+    CHECK_EQ_INT(policy_check_run(p, t, 30000, &rule), -EPERM);
     CHECK(rule && !strncmp(rule, "allowed_runtimes:", 17));
     free(rule);
     json_decref(t);
 
     t = task(NULL, "true", 1000, 256, false);   /* no runtime_id: the default (sh) */
-    CHECK_EQ_INT(policy_check_run(p, t, &rule), -EPERM);
+    CHECK_EQ_INT(policy_check_run(p, t, 30000, &rule), -EPERM);
     free(rule);
     json_decref(t);
 
     t = task("python", "x", 120000, 256, false);
-    CHECK_EQ_INT(policy_check_run(p, t, &rule), -EPERM);
+    CHECK_EQ_INT(policy_check_run(p, t, 30000, &rule), -EPERM);
     CHECK(rule && !strncmp(rule, "max_timeout_ms:", 15));
     free(rule);
     json_decref(t);
 
     t = task("python", "x", 1000, 1024, false);
-    CHECK_EQ_INT(policy_check_run(p, t, &rule), -EPERM);
+    CHECK_EQ_INT(policy_check_run(p, t, 30000, &rule), -EPERM);
     CHECK(rule && !strncmp(rule, "max_memory_mb:", 14));
     free(rule);
     json_decref(t);
 
     t = task("python", "print('a long program')", 1000, 256, false);
-    CHECK_EQ_INT(policy_check_run(p, t, &rule), -EPERM);
+    CHECK_EQ_INT(policy_check_run(p, t, 30000, &rule), -EPERM);
     CHECK(rule && !strncmp(rule, "max_code_bytes:", 15));
     free(rule);
     json_decref(t);
 
     t = task("python", "x", 1000, 256, true);
-    CHECK_EQ_INT(policy_check_run(p, t, &rule), -EPERM);
+    CHECK_EQ_INT(policy_check_run(p, t, 30000, &rule), -EPERM);
     CHECK(rule && !strncmp(rule, "network_allowed:", 16));
     free(rule);
     json_decref(t);
 
+    /* limits left at their defaults are capped, not refused; a value set
+     * over the maximum is refused even when it is the other one's default */
+    json_t *p2 = json_pack("{s:i, s:i}", "max_timeout_ms", 5000, "max_memory_mb", 128);
+    t = task("python", "x", 30000, 256, false);
+    CHECK_EQ_INT(policy_check_run(p2, t, 30000, &rule), 0);
+    json_t *caps = policy_caps(p2, t, 30000);
+    CHECK(caps && json_integer_value(json_object_get(caps, "timeout_ms")) == 5000 &&
+          json_integer_value(json_object_get(caps, "memory_limit_mb")) == 128);
+    json_decref(caps);
+    json_decref(t);
+    t = task("python", "x", 30000, 256, false);
+    CHECK_EQ_INT(policy_check_run(p2, t, 60000, &rule), -EPERM);   /* 30 s is not the default */
+    CHECK(rule && !strncmp(rule, "max_timeout_ms:", 15));
+    free(rule);
+    caps = policy_caps(p2, t, 60000);
+    CHECK(caps && !json_object_get(caps, "timeout_ms") && json_object_get(caps, "memory_limit_mb"));
+    json_decref(caps);
+    json_decref(t);
+    t = task("python", "x", 1000, 64, false);   /* under both maxima: nothing capped */
+    CHECK(policy_caps(p2, t, 30000) == NULL);
+    json_decref(t);
+    json_decref(p2);
+
     /* an agent task (no code, no runtime) is not judged by runtime */
     t = task(NULL, NULL, 1000, 256, false);
-    CHECK_EQ_INT(policy_check_run(p, t, &rule), 0);
+    CHECK_EQ_INT(policy_check_run(p, t, 30000, &rule), 0);
     json_decref(t);
-    CHECK_EQ_INT(policy_check_run(NULL, t = task("sh", "x", 1, 1, true), &rule), 0);
+    CHECK_EQ_INT(policy_check_run(NULL, t = task("sh", "x", 1, 1, true), 30000, &rule), 0);
     json_decref(t);
     json_decref(p);
 
