@@ -307,6 +307,29 @@ static int parse_listen(const char *s, char *host, size_t hn, int *port)
     return 0;
 }
 
+/* Stops what runs in the background (executor, webhooks, scheduler), then
+ * closes the store and frees the rest; every part may be missing. */
+static void app_stop(struct app *app)
+{
+    runner_free(app->runner);
+    app->runner = NULL;
+    webhook_free(app->webhooks);
+    app->webhooks = NULL;
+    sched_free(app->sched);
+    app->sched = NULL;
+    store_close(app->store);
+    app->store = NULL;
+    events_free(app->events);
+    app->events = NULL;
+    auth_free(app->auth);
+    app->auth = NULL;
+    blob_close(app->blobs);
+    app->blobs = NULL;
+    openapi_free();
+    free(app->data_dir);
+    app->data_dir = NULL;
+}
+
 int main(int argc, char **argv)
 {
     /* SIGTERM/SIGINT are taken by sigwait in main: block them before any
@@ -349,6 +372,16 @@ int main(int argc, char **argv)
             man_page();
             return 0;
         }
+        static const char *const opts[] = {"--listen", "--data", "--store", "--config",
+                                           "--fsync", "--threads", "--slots"};
+        bool known = false;
+        for (size_t k = 0; k < ARRAY_LEN(opts); k++)
+            known = known || !strcmp(a, opts[k]);
+        if (!known) {
+            fprintf(stderr, "quernd: unknown option: %s\n", a);
+            usage(stderr);
+            return 2;
+        }
         if (!v) {
             fprintf(stderr, "quernd: %s needs a value\n", a);
             usage(stderr);
@@ -386,19 +419,35 @@ int main(int argc, char **argv)
     }
     const char *e;
     int64_t ev;
-    if ((e = getenv("DEFAULT_TASK_TIMEOUT_MS")) && !parse_i64(e, &ev) && ev > 0)
-        app.cfg.default_timeout_ms = ev;
-    if ((e = getenv("MAX_TASK_TIMEOUT_MS")) && !parse_i64(e, &ev) && ev > 0)
-        app.cfg.max_timeout_ms = ev;
-    if ((e = getenv("QUERN_LEASE_MS")) && !parse_i64(e, &ev) && ev > 0)
-        app.cfg.lease_ms = ev;
-    if ((e = getenv("QUERN_RETENTION_MS")) && !parse_i64(e, &ev) && ev >= 0)
-        app.cfg.retention_ms = ev;
-    if ((e = getenv("QUERN_RETENTION_EVERY_MS")) && !parse_i64(e, &ev) && ev >= 1000)
-        app.cfg.retention_every_ms = ev;
     app.cfg.blob_grace_ms = STORE_BLOB_GRACE_MS;
-    if ((e = getenv("QUERN_BLOB_GRACE_MS")) && !parse_i64(e, &ev) && ev >= 0)
-        app.cfg.blob_grace_ms = ev;
+    /* a value that is set must be right: ignoring it ran with a default the
+     * operator did not mean */
+    static const struct {
+        const char *name;
+        int64_t min;
+        size_t off;
+    } envs[] = {
+        {"DEFAULT_TASK_TIMEOUT_MS", 1, offsetof(struct config, default_timeout_ms)},
+        {"MAX_TASK_TIMEOUT_MS", 1, offsetof(struct config, max_timeout_ms)},
+        {"QUERN_LEASE_MS", 1, offsetof(struct config, lease_ms)},
+        {"QUERN_RETENTION_MS", 0, offsetof(struct config, retention_ms)},
+        {"QUERN_RETENTION_EVERY_MS", 1000, offsetof(struct config, retention_every_ms)},
+        {"QUERN_BLOB_GRACE_MS", 0, offsetof(struct config, blob_grace_ms)},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(envs); k++) {
+        if (!(e = getenv(envs[k].name)))
+            continue;
+        if (parse_i64(e, &ev) || ev < envs[k].min) {
+            fprintf(stderr, "quernd: %s=%s: must be an integer of at least %lld (milliseconds)\n",
+                    envs[k].name, e, (long long)envs[k].min);
+            return 2;
+        }
+        *(int64_t *)((char *)&app.cfg + envs[k].off) = ev;
+    }
+    if ((e = getenv("QUERN_LOG_FORMAT")) && strcmp(e, "json") && strcmp(e, "text")) {
+        fprintf(stderr, "quernd: QUERN_LOG_FORMAT=%s: must be json or text\n", e);
+        return 2;
+    }
     if (arg_listen)
         replace(&cs.listen, arg_listen);
     if (arg_data)
@@ -509,15 +558,18 @@ int main(int argc, char **argv)
     if (!app.webhooks) {
         fprintf(stderr, "quernd: %s\n", err ? err : "cannot start webhook deliveries");
         free(err);
+        app_stop(&app);
         return 1;
     }
-
 
     int bound = 0;
     app.http = http_start(&app, host, port, app.cfg.http_threads, &bound, &err);
     if (!app.http) {
+        /* the executor, scheduler and webhook threads run already: stopped
+         * before main's frame (app) goes (they crashed on it otherwise) */
         fprintf(stderr, "quernd: %s\n", err);
         free(err);
+        app_stop(&app);
         return 1;
     }
     if (b.printed_key) {
@@ -556,18 +608,7 @@ int main(int argc, char **argv)
     runner_drain(app.runner, grace);
     events_tick(app.events);   /* streams see draining and end */
     http_stop(app.http);
-    runner_free(app.runner);
-    app.runner = NULL;
-    webhook_free(app.webhooks);
-    app.webhooks = NULL;
-    sched_free(app.sched);
-    app.sched = NULL;
-    store_close(app.store);
-    events_free(app.events);
-    auth_free(app.auth);
-    blob_close(app.blobs);
-    openapi_free();
-    free(app.data_dir);
+    app_stop(&app);
     free(cs.listen);
     free(cs.data);
     free(cs.store_url);
