@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "auth.h"
 #include "events.h"
 #include "jsonschema.h"
 #include "runner.h"
@@ -889,7 +890,8 @@ static int token_fn(struct runop *op, struct store_tx *tx, json_t *run)
     int64_t exp = 0;
     char *tok = tokens_connection(op->r->app, json_string_value(json_object_get(run, "project_id")),
                                   json_string_value(json_object_get(run, "task_id")),
-                                  json_string_value(json_object_get(run, "id")), 86400, &exp);
+                                  json_string_value(json_object_get(run, "id")),
+                                  auth_has_scope(op->r, SCOPE_TASK_WRITE), 86400, &exp);
     char ts[RFC3339_LEN];
     rfc3339_format(exp, ts);
     op->result = json_pack("{s:s, s:s}", "token", tok, "expires_at", ts);

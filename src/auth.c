@@ -184,10 +184,16 @@ static unsigned effective(unsigned s)
     return s;
 }
 
+bool auth_has_scope(const struct req *r, unsigned scope)
+{
+    return (effective(r->scopes) & scope) == scope;
+}
+
 static bool token_auth(struct req *r, const char *tok)
 {
     char *run_id = NULL, *project = NULL;
-    int rc = tokens_verify_connection(r->app, tok, &project, &run_id);
+    bool commands = false;
+    int rc = tokens_verify_connection(r->app, tok, &project, &run_id, &commands);
     if (rc) {
         http_error(r, 401, rc == -ETIMEDOUT ? "token_expired" : "invalid_token", NULL,
                    rc == -ETIMEDOUT ? "the connection token has expired"
@@ -200,6 +206,16 @@ static bool token_auth(struct req *r, const char *tok)
         free(run_id);
         free(project);
         http_error(r, 403, "token_scope", NULL, "the connection token is for another run");
+        return false;
+    }
+    /* a token does no more than the key that made it: one made by a key
+     * without task:write streams and reads logs, sends no command */
+    if ((r->route->scope & SCOPE_TASK_WRITE) && !commands) {
+        free(run_id);
+        free(project);
+        http_error(r, 403, "token_scope", NULL,
+                   "this connection token was made by a key without task:write: it allows "
+                   "stream and logs, not commands");
         return false;
     }
     r->token_run_id = run_id;

@@ -22,6 +22,10 @@ void auth_free(struct auth *a);
 unsigned auth_scope_bit(const char *name);
 /* Hex SHA-256 of a key, as stored. */
 void auth_hash_key(const char *key, char out[65]);
+
+/* Whether the request's key has scope (with what its scopes imply:
+ * admin ⊇ task:write ⊇ task:read). */
+bool auth_has_scope(const struct req *r, unsigned scope);
 /* A new random key string "qk_…" (malloc'd). */
 char *auth_new_key(void);
 /* Forgets a revoked key at once (this node). */

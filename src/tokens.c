@@ -14,11 +14,12 @@
 #include "util.h"
 
 char *tokens_connection(struct app *app, const char *project_id, const char *task_id,
-                        const char *run_id, int64_t ttl_s, int64_t *expires_ms)
+                        const char *run_id, bool commands, int64_t ttl_s, int64_t *expires_ms)
 {
     int64_t exp = now_ms() / 1000 + ttl_s;
-    json_t *claims = json_pack("{s:s, s:s, s:s, s:s, s:I}", "typ", "connection", "prj", project_id,
-                               "tsk", task_id, "run", run_id, "exp", (json_int_t)exp);
+    json_t *claims = json_pack("{s:s, s:s, s:s, s:s, s:I, s:b}", "typ", "connection", "prj",
+                               project_id, "tsk", task_id, "run", run_id, "exp", (json_int_t)exp,
+                               "cmd", commands);
     char *tok = crypto_jwt_sign(claims, app->secret, sizeof app->secret);
     json_decref(claims);
     if (expires_ms)
@@ -27,7 +28,7 @@ char *tokens_connection(struct app *app, const char *project_id, const char *tas
 }
 
 int tokens_verify_connection(struct app *app, const char *token, char **project_id,
-                             char **run_id)
+                             char **run_id, bool *commands)
 {
     json_t *claims = NULL;
     int rc = crypto_jwt_verify(token, app->secret, sizeof app->secret, &claims);
@@ -42,6 +43,7 @@ int tokens_verify_connection(struct app *app, const char *token, char **project_
     }
     *project_id = xstrdup(p);
     *run_id = xstrdup(r);
+    *commands = json_is_true(json_object_get(claims, "cmd"));
     json_decref(claims);
     return 0;
 }

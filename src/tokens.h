@@ -5,16 +5,18 @@
 #ifndef QUERN_TOKENS_H
 #define QUERN_TOKENS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct app;
 
 /* A token for (project, task, run) valid for ttl_s seconds (malloc'd). */
 char *tokens_connection(struct app *app, const char *project_id, const char *task_id,
-                        const char *run_id, int64_t ttl_s, int64_t *expires_ms);
-/* 0 with *project_id and *run_id (malloc'd); -EINVAL bad/tampered,
+                        const char *run_id, bool commands, int64_t ttl_s, int64_t *expires_ms);
+/* 0 with *project_id and *run_id (malloc'd) and *commands (whether the
+ * token may send commands: its minter could); -EINVAL bad/tampered,
  * -ETIMEDOUT expired. */
 int tokens_verify_connection(struct app *app, const char *token, char **project_id,
-                             char **run_id);
+                             char **run_id, bool *commands);
 
 #endif

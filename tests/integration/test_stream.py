@@ -82,6 +82,10 @@ def test_start_latest_skips_history():
     assert msgs == ["new"]
 
 
+def run_of_status(base):
+    return expect(S.req("GET", base), 200)["status"]
+
+
 def test_connection_token_scope():
     t, run, base = agent_run("st4")
     t2, run2, base2 = agent_run("st4")
@@ -97,6 +101,19 @@ def test_connection_token_scope():
     assert S.req("GET", P + "/tasks", key=tok["token"]).status == 401
     bad = tok["token"][:-2] + ("AA" if not tok["token"].endswith("AA") else "BB")
     assert S.req("GET", base + "/logs", key=bad).status == 401
+    # a token does no more than the key that made it: one made by a
+    # task:read key reads and streams, but sends no command (it could cancel)
+    rk = expect(S.req("POST", P + "/api_keys", {"name": "tok-r", "scopes": ["task:read"]}), 201)["key"]
+    cmd = {"jsonrpc": "2.0", "method": "cancel", "id": 1}
+    assert S.req("POST", base2 + "/command", cmd, key=rk).status == 403
+    rtok = expect(S.req("GET", base2 + "/connection_token", key=rk), 200)["token"]
+    assert S.req("GET", base2 + "/logs", key=rtok).status == 200
+    r = S.req("POST", base2 + "/command", cmd, key=rtok)
+    assert r.status == 403 and r.json["error"]["code"] == "token_scope", r
+    assert run_of_status(base2) == "queued"
+    wtok = expect(S.req("GET", base2 + "/connection_token"), 200)["token"]
+    r = S.req("POST", base2 + "/command", cmd, key=wtok)
+    assert r.status != 403, r          # the root key's token may (no sandbox here: 400)
 
 
 def test_project_stream_sees_every_run():
