@@ -145,6 +145,10 @@ struct task_opts {
     json_t *defs;           /* in: the definitions a batch read so far (id -> doc), kept
                                for its next tasks; NULL: read each time */
 };
+/* Checks a definition's settings as a task's are checked (400 naming
+ * settings.FIELD); false when it answered. */
+bool api_settings_ok(struct req *r, json_t *in);
+
 json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *project_id,
                            json_t *body, const char *prefix, struct task_opts *opts);
 

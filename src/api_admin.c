@@ -241,6 +241,9 @@ static bool def_fields_ok(struct req *r, json_t *body, json_t *doc)
                    (long long)r->app->cfg.max_code_bytes);
         return false;
     }
+    /* as a task's: its tasks take them (under their own) */
+    if (settings && !api_settings_ok(r, settings))
+        return false;
     json_t *schemas[2] = {in, out};
     const char *names[2] = {"input_schema", "output_schema"};
     for (int i = 0; i < 2; i++) {

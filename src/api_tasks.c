@@ -318,12 +318,6 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
         return NULL;
     if (schedule && !json_object_get(body, "type"))
         type = "scheduled";
-    json_t *empty = json_object();
-    settings = settings_from(r, sin ? sin : empty, prefix, NULL);
-    json_decref(empty);
-    if (!settings)
-        return NULL;
-
     /* references that must exist in this project */
     json_t *def = NULL;
     if (def_id) {
@@ -337,6 +331,16 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
             goto bad;
         }
     }
+    /* the task's settings over its definition's, over the defaults */
+    json_t *sall = json_is_object(json_object_get(def, "settings"))
+                       ? json_deep_copy(json_object_get(def, "settings"))
+                       : json_object();
+    if (sin)
+        json_object_update(sall, sin);
+    settings = settings_from(r, sall, prefix, NULL);
+    json_decref(sall);
+    if (!settings)
+        goto bad;
     if (parent) {
         json_t *pt = store_get(tx, SK_TASK, project_id, parent);
         if (!pt) {
@@ -429,6 +433,13 @@ bad:
     json_decref(settings);
     return NULL;
 #undef P
+}
+
+bool api_settings_ok(struct req *r, json_t *in)
+{
+    json_t *s = settings_from(r, in, "", NULL);
+    json_decref(s);
+    return s != NULL;
 }
 
 static json_t *task_public(const json_t *task)

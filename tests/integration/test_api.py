@@ -529,6 +529,28 @@ def test_definitions_and_trigger():
     assert S.req("GET", P + "/definitions/def-echo").status == 404
 
 
+def test_definition_settings_are_checked_and_given_to_its_tasks():
+    # they were stored unchecked and never applied
+    for bad, param in (({"timeout_ms": -1}, "settings.timeout_ms"), ({"bogus": 1}, "settings.bogus"),
+                       ({"retry_backoff": "zzz"}, "settings.retry_backoff"),
+                       ({"max_retries": 1000000}, "settings.max_retries")):
+        r = S.req("POST", P + "/definitions", {"title": "bad", "code": "true", "settings": bad})
+        assert r.status == 400 and r.json["error"]["param"] == param, (bad, r.json)
+    expect(S.req("POST", P + "/definitions", {"id": "def-set", "title": "s", "code": "true"}), 201)
+    r = S.req("PATCH", P + "/definitions/def-set", {"settings": {"timeout_ms": "abc"}})
+    assert r.status == 400 and r.json["error"]["param"] == "settings.timeout_ms", r.json
+    expect(S.req("PATCH", P + "/definitions/def-set",
+                 {"settings": {"timeout_ms": 5000, "max_retries": 2}}), 200)
+    t = expect(S.req("POST", P + "/tasks", {"definition_id": "def-set", "run": False}), 201)
+    assert t["settings"]["timeout_ms"] == 5000 and t["settings"]["max_retries"] == 2, t
+    # the task's own settings win over its definition's
+    t = expect(S.req("POST", P + "/tasks", {"definition_id": "def-set", "run": False,
+                                            "settings": {"max_retries": 0}}), 201)
+    assert t["settings"]["timeout_ms"] == 5000 and t["settings"]["max_retries"] == 0, t
+    t = expect(S.req("POST", P + "/definitions/def-set/trigger", {}), 201)
+    assert t["settings"]["timeout_ms"] == 5000, t
+
+
 def test_dependencies_block_and_fail():
     a = agent_task(assigned_agent_id="dep-a")
     b = agent_task(assigned_agent_id="dep-b", dependencies=[a["id"]])
