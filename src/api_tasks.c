@@ -605,14 +605,16 @@ static void wait_timeout(void *ctx)
 }
 
 struct getrun {
-    const char *project_id, *run_id;
-    json_t *run;
+    const char *project_id, *run_id, *task_id;
+    json_t *run, *task;
 };
 
 static int getrun_fn(struct store_tx *tx, void *arg)
 {
     struct getrun *g = arg;
     g->run = store_get(tx, SK_RUN, g->project_id, g->run_id);
+    if (g->task_id)
+        g->task = store_get(tx, SK_TASK, g->project_id, g->task_id);
     return 0;
 }
 
@@ -626,9 +628,12 @@ static void finish_wait(struct req *r)
     pthread_mutex_unlock(&w->mu);
     if (timer)
         sched_unwait(r->app->sched, timer);
-    struct getrun g = {json_string_value(json_object_get(w->task, "project_id")), w->run_id, NULL};
+    /* the task as it is now (last_run_at, progress, ... moved with the run) */
+    struct getrun g = {json_string_value(json_object_get(w->task, "project_id")), w->run_id,
+                       json_string_value(json_object_get(w->task, "id")), NULL, NULL};
     store_read(r->app->store, getrun_fn, &g);
-    json_t *t = task_public(w->task);
+    json_t *t = task_public(g.task ? g.task : w->task);
+    json_decref(g.task);
     if (g.run) {
         json_object_set_new_nocheck(t, "status", json_incref(json_object_get(g.run, "status")));
         json_object_set_new_nocheck(t, "run", run_public(g.run));
@@ -663,18 +668,23 @@ void api_tasks_create(struct req *r)
             w->r = r;
             w->task = a.result;
             snprintf(w->run_id, sizeof w->run_id, "%s", json_string_value(json_object_get(a.run, "id")));
-            /* true waits for the run's whole life: its timeout plus the kill
-             * grace and a margin, so a timed-out run is reported as such */
+            /* true waits up to the task's timeout; for code quernd runs,
+             * plus the kill grace and a margin, so that a run it times out
+             * is reported as such (an agent's run is not stopped by quernd
+             * at its timeout: the wait ends there) */
             json_t *st = json_object_get(a.result, "settings");
+            bool code = json_is_string(json_object_get(a.result, "code"));
             int64_t wait = a.wait_ms > 0 ? a.wait_ms
                            : json_integer_value(json_object_get(st, "timeout_ms")) +
-                                 json_integer_value(json_object_get(st, "kill_grace_ms")) + 10000;
+                                 (code ? json_integer_value(json_object_get(st, "kill_grace_ms")) +
+                                             10000
+                                       : 0);
             r->wait = w;
             http_suspend(r, finish_wait);
             w->sub = events_subscribe(r->app->events, project, w->run_id, wait_event, w);
             w->timer = sched_wait(r->app->sched, "\x01wait", mono_ms() + wait, wait_timeout, w);
             /* the run may have ended before we subscribed */
-            struct getrun g = {project, w->run_id, NULL};
+            struct getrun g = {project, w->run_id, NULL, NULL, NULL};
             store_read(r->app->store, getrun_fn, &g);
             if (g.run && run_status_terminal(run_status_of(g.run)))
                 wait_over(w, false);

@@ -628,6 +628,10 @@ def test_wait_for_result():
     th.join(30)
     body = expect(box["r"], 201)
     assert body["run"]["status"] == "completed" and body["run"]["output"] == {"v": 7}
+    # the task as it is once the run ended, not as it was created
+    now = expect(S.req("GET", P + "/tasks/" + body["id"]), 200)
+    assert body["status"] == "completed" and body["last_run_at"] is not None, body
+    assert body["last_run_at"] == now["last_run_at"] and body["progress"] == now["progress"], (body, now)
 
 
 def test_start_up_errors_exit_cleanly():
