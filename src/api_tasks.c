@@ -1151,6 +1151,15 @@ static int action_fn(struct store_tx *tx, void *arg)
         if (!rc)
             rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.deleted",
                              NULL);
+        if (!rc) {
+            /* runs blocked on it fail with dependency_failed, as for a
+             * canceled run of it (a task deleted before it ever ran left
+             * them waiting for good) */
+            json_t *gone = json_pack("{s:s, s:s, s:s}", "task_id", a->task_id, "project_id",
+                                     a->project_id, "status", "canceled");
+            run_notify(tx, r->app, gone);
+            json_decref(gone);
+        }
     } else if (!strcmp(act, "cancel")) {
         rc = each_run(tx, a, cancel_one);
     } else if (!strcmp(act, "pause") || !strcmp(act, "resume")) {

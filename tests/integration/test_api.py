@@ -573,6 +573,14 @@ def test_dependencies_block_and_fail():
     assert drun["error"]["code"] == "dependency_failed"
     r = S.req("PATCH", P + "/tasks/" + c["id"], {"dependencies": [d["id"]]})
     assert r.status == 400 and r.json["error"]["code"] == "dependency_cycle"
+    # a dependency deleted before it ever ran fails its dependants (they
+    # waited for good)
+    e = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "dep-e", "run": False}), 201)
+    f = agent_task(assigned_agent_id="dep-f", dependencies=[e["id"]])
+    expect(S.req("DELETE", P + "/tasks/" + e["id"]), 200)
+    frun = wait_for(lambda: (lambda r: r if r["status"] == "failed" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % f["id"]), 200)["data"][0]), what="deleted dependency")
+    assert frun["error"]["code"] == "dependency_failed" and e["id"] in frun["error"]["message"], frun
 
 
 def test_pause_resume_cancel():
