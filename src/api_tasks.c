@@ -395,7 +395,11 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     json_object_set_new_nocheck(task, "priority", json_string(prio));
     json_object_set_new_nocheck(task, "settings", settings);
     settings = NULL;
-    json_object_set_new_nocheck(task, "deadline", deadline ? json_string(deadline) : json_null());
+    /* stored as every timestamp is: UTC with milliseconds */
+    char dl_utc[RFC3339_LEN];
+    if (deadline)
+        rfc3339_format(deadline_ms, dl_utc);
+    json_object_set_new_nocheck(task, "deadline", deadline ? json_string(dl_utc) : json_null());
     json_object_set_new_nocheck(task, "dependencies", deps ? json_deep_copy(deps) : json_array());
     json_object_set_new_nocheck(task, "parent_id", parent ? json_string(parent) : json_null());
     json_object_set_new_nocheck(task, "assigned_agent_id", agent ? json_string(agent) : json_null());
@@ -1012,8 +1016,13 @@ static int update_fn(struct store_tx *tx, void *arg)
         json_object_set_nocheck(task, "schedule", json_object_get(b, "schedule"));
     if (tz)
         json_object_set_new_nocheck(task, "timezone", json_string(tz));
-    if (json_object_get(b, "deadline"))
-        json_object_set_nocheck(task, "deadline", json_object_get(b, "deadline"));
+    if (deadline) {
+        char dl_utc[RFC3339_LEN];
+        rfc3339_format(dms, dl_utc);
+        json_object_set_new_nocheck(task, "deadline", json_string(dl_utc));
+    } else if (json_is_null(json_object_get(b, "deadline"))) {
+        json_object_set_new_nocheck(task, "deadline", json_null());
+    }
     if (md)
         json_object_set_nocheck(task, "metadata", md);
     if (input)

@@ -529,6 +529,19 @@ def test_definitions_and_trigger():
     assert S.req("GET", P + "/definitions/def-echo").status == 404
 
 
+def test_deadline_is_stored_in_utc_with_milliseconds():
+    # API.md: timestamps are RFC 3339 in UTC with milliseconds (it was
+    # echoed as written)
+    t = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "dl", "run": False,
+                                            "deadline": "2030-01-01T02:00:00+02:00"}), 201)
+    assert t["deadline"] == "2030-01-01T00:00:00.000Z", t
+    t = expect(S.req("PATCH", P + "/tasks/" + t["id"], {"deadline": "2030-01-01t00:00:00.5-05:00"}), 200)
+    assert t["deadline"] == "2030-01-01T05:00:00.500Z", t
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["deadline"] == "2030-01-01T05:00:00.500Z"
+    t = expect(S.req("PATCH", P + "/tasks/" + t["id"], {"deadline": None}), 200)
+    assert t["deadline"] is None, t
+
+
 def test_definition_settings_are_checked_and_given_to_its_tasks():
     # they were stored unchecked and never applied
     for bad, param in (({"timeout_ms": -1}, "settings.timeout_ms"), ({"bogus": 1}, "settings.bogus"),
