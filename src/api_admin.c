@@ -69,6 +69,10 @@ void api_projects_create(struct req *r)
         http_error(r, 400, "missing_field", "name", "name is required");
         return;
     }
+    if (!name[strspn(name, " \t\r\n")]) {
+        http_error(r, 400, "invalid_value", "name", "name must not be blank");
+        return;
+    }
     if (id && !api_id_ok(id)) {
         http_error(r, 400, "invalid_id", "id", "id must be 1-64 letters, digits, '_', '-', '.', ':'");
         return;
@@ -133,6 +137,10 @@ void api_keys_create(struct req *r)
                    "scopes is required: one or more of task:read, task:write, worker, admin");
         return;
     }
+    if (name && !name[strspn(name, " \t\r\n")]) {
+        http_error(r, 400, "invalid_value", "name", "name must not be blank (leave it out for none)");
+        return;
+    }
     size_t i;
     json_t *s;
     json_array_foreach(scopes, i, s) {
@@ -142,6 +150,18 @@ void api_keys_create(struct req *r)
             return;
         }
     }
+    /* each scope once, in the order given */
+    json_t *uniq = json_array();
+    json_array_foreach(scopes, i, s) {
+        bool seen = false;
+        size_t j;
+        json_t *u;
+        json_array_foreach(uniq, j, u)
+            seen = seen || json_equal(u, s);
+        if (!seen)
+            json_array_append(uniq, s);
+    }
+    scopes = uniq;
     char *key = auth_new_key();
     char hash[65], kid[ID_LEN], ts[RFC3339_LEN];
     auth_hash_key(key, hash);
@@ -150,6 +170,7 @@ void api_keys_create(struct req *r)
     json_t *doc = json_pack("{s:s, s:s, s:o, s:O, s:s, s:s, s:b, s:s}", "id", kid, "project_id",
                             project, "name", name ? json_string(name) : json_null(), "scopes",
                             scopes, "hash", hash, "created_at", ts, "revoked", 0, "prefix", "qk_");
+    json_decref(uniq);
     struct doc_arg a = {.r = r, .kind = SK_KEY, .project_id = project, .doc = doc};
     int rc = store_write(r->app->store, put_fn, &a);
     if (rc) {

@@ -324,7 +324,8 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
     if (progress && !json_is_null(progress) &&
         (!json_is_number(progress) || json_number_value(progress) < 0 ||
          json_number_value(progress) > 1)) {
-        http_error(r, 400, "out_of_range", "progress", "progress must be a number from 0 to 1");
+        http_error(r, 400, json_is_number(progress) ? "out_of_range" : "invalid_type", "progress",
+                   "progress must be a number from 0 to 1");
         return -EINVAL;
     }
     if (attempt && attempt != json_integer_value(json_object_get(run, "attempt"))) {
@@ -848,7 +849,8 @@ static int heartbeat_fn(struct runop *op, struct store_tx *tx, json_t *run)
     if (progress && !json_is_null(progress) &&
         (!json_is_number(progress) || json_number_value(progress) < 0 ||
          json_number_value(progress) > 1)) {
-        http_error(r, 400, "out_of_range", "progress", "progress must be a number from 0 to 1");
+        http_error(r, 400, json_is_number(progress) ? "out_of_range" : "invalid_type", "progress",
+                   "progress must be a number from 0 to 1");
         return -EINVAL;
     }
     if (run_status_of(run) != RS_RUNNING) {

@@ -185,8 +185,13 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     char p[300];
     json_t *task = NULL, *settings = NULL;
     if (!json_is_object(body)) {
-        http_error(r, 400, "invalid_type", prefix[0] ? prefix : NULL,
-                   "%s must be a JSON object", prefix[0] ? prefix : "the task");
+        /* the item itself: "tasks[0]", without the prefix's dot */
+        char item[64] = "";
+        size_t pl = strlen(prefix);
+        if (pl && pl < sizeof item)
+            snprintf(item, sizeof item, "%.*s", (int)(pl - 1), prefix);
+        http_error(r, 400, "invalid_type", item[0] ? item : NULL, "%s must be a JSON object",
+                   item[0] ? item : "the task");
         return NULL;
     }
     if (!api_known_fields(r, body, task_fields, prefix))
@@ -245,6 +250,11 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
                             cfg->max_timeout_ms, &wait_ms)) {
             return NULL;
         }
+    }
+    if (agent && !*agent) {
+        http_error(r, 400, "invalid_value", P("assigned_agent_id"),
+                   "%s must not be empty (leave it out for no agent)", p);
+        return NULL;
     }
     if (!code && !def_id && !agent && !json_array_size(agents)) {
         http_error(r, 400, "missing_work", prefix[0] ? prefix : "code",
@@ -709,7 +719,8 @@ void api_tasks_batch(struct req *r)
 {
     const char *project = http_param(r, "project_id");
     json_t *body = http_body_object(r);
-    if (!body || !api_project(r, project))
+    if (!body || !api_project(r, project) ||
+        !api_known_fields(r, body, (const char *const[]){"tasks", NULL}, ""))
         return;
     json_t *tasks = json_object_get(body, "tasks");
     if (!json_is_array(tasks)) {

@@ -94,6 +94,7 @@ def test_bad_input_is_400_naming_field():
         ({"code": "x", "input": [1]}, "input"),
         ({"code": "x", "dependencies": ["task_missing"]}, "dependencies"),
         ({"code": "x", "unknown_field": 1}, "unknown_field"),
+        ({"assigned_agent_id": ""}, "assigned_agent_id"),
     ]
     for body, param in cases:
         r = S.req("POST", P + "/tasks", body)
@@ -112,6 +113,18 @@ def test_bad_input_is_400_naming_field():
     assert r.status == 400 and r.json["error"]["param"] == "status"
     r = S.req("POST", P + "/tasks", raw="x" * (17 << 20))
     assert r.status == 413 and r.json["error"]["type"] == "payload_too_large"
+    # batch: its own unknown fields too; an item that is not an object is named as such
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"code": "true", "run": False}], "x": 1})
+    assert r.status == 400 and r.json["error"]["param"] == "x", r.json
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [1]})
+    assert r.status == 400 and r.json["error"]["param"] == "tasks[0]", r.json
+    # blank names; a scope given twice is kept once
+    r = S.req("POST", "/api/projects", {"name": "   "})
+    assert r.status == 400 and r.json["error"]["param"] == "name", r.json
+    r = S.req("POST", P + "/api_keys", {"name": "", "scopes": ["worker"]})
+    assert r.status == 400 and r.json["error"]["param"] == "name", r.json
+    k = expect(S.req("POST", P + "/api_keys", {"scopes": ["worker", "worker", "task:read"]}), 201)
+    assert k["scopes"] == ["worker", "task:read"], k
 
 
 def test_task_crud_and_filters():
@@ -506,7 +519,8 @@ def test_checkpoints_heartbeat_include():
     assert [c["data"] for c in cps] == [{"step": 1}]
     hb = expect(S.req("POST", base + "/heartbeat", {"progress": 0.5}), 200)
     assert hb["progress"] == 0.5
-    assert S.req("POST", base + "/heartbeat", {"progress": 2}).status == 400
+    assert S.req("POST", base + "/heartbeat", {"progress": 2}).json["error"]["code"] == "out_of_range"
+    assert S.req("POST", base + "/heartbeat", {"progress": "x"}).json["error"]["code"] == "invalid_type"
     full = expect(S.req("GET", base + "?include=input,checkpoints,logs"), 200)
     assert "input" in full and len(full["checkpoints"]) == 1 and "logs" in full
     assert "input" not in expect(S.req("GET", base), 200)
