@@ -112,7 +112,7 @@ struct run {
     char *st_account, *st_project, *st_org;
     bool st_watch;            /* its storage dirs are watched (exec's inotify instance) */
     int st_wd[3];             /* the watch per scope (account, project, org), or -1 */
-    bool st_touched[3];       /* an event on that watch while the run held it */
+    unsigned st_use[3];       /* EXEC_ST_*: events on that watch while the run held it */
     size_t code_len;
     int attempt;
     const struct runtime *rt;
@@ -965,9 +965,16 @@ static void storage_events(struct exec *ex)
                 struct run *r = &ex->runs[s];
                 if (!r->active || !r->st_watch)
                     continue;
+                /* an overflow lost events: count it as every use */
+                unsigned use = e->mask & IN_Q_OVERFLOW ? EXEC_ST_OPENED | EXEC_ST_ACCESSED
+                               : (e->mask & IN_OPEN ? EXEC_ST_OPENED : 0) |
+                                     (e->mask & ~(uint32_t)(IN_OPEN | IN_CLOSE_NOWRITE | IN_ISDIR |
+                                                            IN_IGNORED)
+                                          ? EXEC_ST_ACCESSED
+                                          : 0);
                 for (int i = 0; i < 3; i++)
                     if (r->st_wd[i] >= 0 && (e->mask & IN_Q_OVERFLOW || e->wd == r->st_wd[i]))
-                        r->st_touched[i] = true;
+                        r->st_use[i] |= use;
             }
             p += sizeof(*e) + e->len;
         }
@@ -1006,7 +1013,7 @@ static void watch_storage(struct exec *ex, struct run *r)
     }
     storage_events(ex); /* what came before: not this run's */
     for (int i = 0; i < 3; i++) {
-        r->st_touched[i] = false;
+        r->st_use[i] = 0;
         r->st_wd[i] = st[i] ? inotify_add_watch(ex->st_inotify, st[i], IN_ALL_EVENTS | IN_ONLYDIR)
                             : -1;
         if (r->st_wd[i] < 0)
@@ -1034,7 +1041,7 @@ static void storage_release(struct exec *ex, struct run *r, struct exec_result *
         return;
     storage_events(ex);
     for (int i = 0; i < 3; i++) {
-        res->storage_touched[i] = r->st_touched[i];
+        res->storage_use[i] = r->st_use[i];
         struct st_ref *ref = r->st_wd[i] >= 0 ? st_ref_find(ex, r->st_wd[i]) : NULL;
         if (ref && --ref->refs == 0) {
             inotify_rm_watch(ex->st_inotify, ref->wd);

@@ -27,6 +27,12 @@ struct exec;
 /* kill_grace_ms: no grace, SIGKILL at once (a task's kill_grace_ms 0) */
 #define EXEC_GRACE_NONE (-1)
 
+/* exec_result.storage_use: opened (IN_OPEN: a file or the directory
+ * opened, to list it too), accessed (read, written, created, renamed,
+ * removed, or its attributes changed) */
+#define EXEC_ST_OPENED 1u
+#define EXEC_ST_ACCESSED 2u
+
 struct exec_spec {
     const char *run_id, *task_id, *project_id;
     int attempt;
@@ -66,8 +72,9 @@ struct exec_result {
     int64_t cpu_ms, peak_memory_kb, wall_ms;   /* summed (peak: max) over iterations */
     int iterations;           /* iterations started, >= 1 once a box ran */
     json_t *output;           /* QUERN_OUTPUT file, else the last "output" message; or NULL */
-    bool storage_touched[3];  /* account, project, org: the code (or anyone) used the
-                                 instance's top directory or a file at its top */
+    unsigned storage_use[3];  /* account, project, org: EXEC_ST_* bits, how the code (or
+                                 anyone) used the instance's top directory or a file at
+                                 its top */
     size_t nartifacts;
     struct exec_artifact *artifacts;
     char *priv_dir;           /* exec's: removed by exec_result_release */

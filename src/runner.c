@@ -331,10 +331,11 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
     return 0;
 }
 
-/* Marks the provided storage instances the run used as "accessed": its
- * top directory was listed, or a file at its top opened, read, written,
- * created, renamed or removed (exec watched them, res->storage_touched). */
-static void record_accessed(json_t *run, const struct exec_result *res)
+/* Records how the run used the storage instances it was provided: "opened"
+ * (a file at an instance's top, or its top directory, was opened, to list
+ * it too) and "accessed" (read, written, created, renamed, removed),
+ * from exec's watch of them (res->storage_use). */
+static void record_storage_use(json_t *run, const struct exec_result *res)
 {
     json_t *access = json_object_get(run, "storage_access");
     if (!json_is_array(access))
@@ -349,11 +350,16 @@ static void record_accessed(json_t *run, const struct exec_result *res)
         const char *scope = json_string_value(json_object_get(a, "scope")) ?: "";
         int k = !strcmp(scope, "account") ? 0 : !strcmp(scope, "project") ? 1
               : !strcmp(scope, "organization") ? 2 : -1;
-        if (k >= 0 && res->storage_touched[k])
-            json_array_append_new(access, json_pack("{s:O, s:O, s:s, s:s}", "instance_id",
-                                                    json_object_get(a, "instance_id"), "scope",
-                                                    json_object_get(a, "scope"), "access_type",
-                                                    "accessed", "at", ts));
+        static const struct {
+            unsigned bit;
+            const char *type;
+        } uses[] = {{EXEC_ST_OPENED, "opened"}, {EXEC_ST_ACCESSED, "accessed"}};
+        for (size_t u = 0; k >= 0 && u < 2; u++)
+            if (res->storage_use[k] & uses[u].bit)
+                json_array_append_new(access, json_pack("{s:O, s:O, s:s, s:s}", "instance_id",
+                                                        json_object_get(a, "instance_id"), "scope",
+                                                        json_object_get(a, "scope"), "access_type",
+                                                        uses[u].type, "at", ts));
     }
 }
 
@@ -375,7 +381,7 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
         if (rc)
             return rc;
     }
-    record_accessed(run, res);
+    record_storage_use(run, res);
     json_object_set_new(run, "cpu_ms", json_integer(res->cpu_ms));
     json_object_set_new(run, "peak_memory_kb", json_integer(res->peak_memory_kb));
     json_object_set_new(run, "wall_ms", json_integer(res->wall_ms));

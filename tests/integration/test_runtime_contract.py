@@ -376,15 +376,19 @@ def test_storage_access_is_recorded_per_instance():
              ('ls "$QUERN_STORAGE_ORG" > /dev/null', "sh", {}),
              ('echo more >> "$QUERN_STORAGE_PROJECT/seed"', "sh", {}),
              (py("print(open(os.environ['QUERN_STORAGE_ORG'] + '/seed').read())\n"), "python", {}),
-             ("import fs from 'fs';\nfs.readFileSync(process.env.QUERN_STORAGE_PROJECT + '/seed');\n", "node", {})]
-    (_, r0, _), (_, r1, _), (_, r2, _), (_, r3, _), (_, r4, _), (_, r5, _) = [
+             ("import fs from 'fs';\nfs.readFileSync(process.env.QUERN_STORAGE_PROJECT + '/seed');\n", "node", {}),
+             (py("open(os.environ['QUERN_STORAGE_ORG'] + '/seed').close()\n"), "python", {}),
+             ('[ -e "$QUERN_STORAGE_PROJECT/seed" ] && echo there', "sh", {})]
+    (_, r0, _), (_, r1, _), (_, r2, _), (_, r3, _), (_, r4, _), (_, r5, _), (_, r6, _), (_, r7, _) = [
         many([sp])[0] for sp in specs]     # one at a time: the instances are shared
+    # RUNTIME.md's three kinds: provided at start; opened (a file at the top,
+    # or the top directory, opened); accessed (read, written, ...)
     assert kinds(r0) == prov, r0["storage_access"]
-    assert kinds(r1) == sorted(prov + [("project", "accessed")]), r1["storage_access"]
-    assert kinds(r2) == sorted(prov + [("organization", "accessed")]), r2["storage_access"]
-    assert kinds(r3) == sorted(prov + [("project", "accessed")]), r3["storage_access"]
-    assert kinds(r4) == sorted(prov + [("organization", "accessed")]), r4["storage_access"]
-    assert kinds(r5) == sorted(prov + [("project", "accessed")]), r5["storage_access"]
+    for r, scope in ((r1, "project"), (r2, "organization"), (r3, "project"), (r4, "organization"),
+                     (r5, "project")):
+        assert kinds(r) == sorted(prov + [(scope, "opened"), (scope, "accessed")]), r["storage_access"]
+    assert kinds(r6) == sorted(prov + [("organization", "opened")]), r6["storage_access"]   # no read
+    assert kinds(r7) == prov, r7["storage_access"]      # a stat is no use
 
 
 def test_retries_apply_to_every_failure_of_the_code():
