@@ -2089,6 +2089,11 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
     }
     switch (c->type) {
     case C_SEND:
+        if (r->stdin_close) {
+            run_warn(ex, r, "a message for stdin was dropped: the run's stdin was closed "
+                            "(close) before it came");
+            break;
+        }
         if (r->stdin_q.len + strlen(c->line) > STDIN_MAX_BYTES) {
             run_warn(ex, r, "a message for stdin was dropped: 16 MiB wait for the code to read them");
             break;

@@ -570,6 +570,17 @@ print("eof", flush=True)
     assert run["status"] == "completed", run
     assert msgs(t, run, "stdout") == ['line {"params": {"text": "m%d"}, "type": "user_message"}' % i
                                       for i in range(3)] + ["eof"]
+    # a message after close is dropped, and the log says so (it vanished)
+    code = py("print(sys.stdin.read() == '', flush=True)\nimport time\ntime.sleep(30)\n")
+    t = create(code, "python", settings={"kill_grace_ms": 0})
+    b = base_of(t, wait_status(t, ["running"] + list(TERMINAL)))
+    expect(S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "close", "id": 1}), 200)
+    wait_for(lambda: "True" in msgs(t, run_of(t)), 30, "the code to see EOF")
+    expect(S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "user_message",
+                                          "params": {"text": "late"}, "id": 2}), 200)
+    wait_for(lambda: any("stdin was closed" in m for m in msgs(t, run_of(t))), 30, "the warning")
+    expect(S.req("POST", b + "/cancel", {}), 200)
+    assert finish(t)["status"] == "canceled"
 
 
 def test_stdin_backlog_is_bounded():
