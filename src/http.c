@@ -159,7 +159,7 @@ json_t *http_body_object(struct req *r)
     r->json = jload(r->body.data, r->body.len, JSON_REJECT_DUPLICATES);
     if (!r->json && !(r->json = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &e))) {
         http_error(r, 400, "invalid_json", NULL, "malformed JSON at line %d column %d: %s",
-                   e.line, e.column, e.text);
+                   e.line, e.column, jload_error_text(&e));
         return NULL;
     }
     if (!json_is_object(r->json)) {

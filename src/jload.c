@@ -484,3 +484,15 @@ json_t *jload(const char *text, size_t len, size_t flags)
         return v;
     return json_loadb(text, len, flags, NULL);
 }
+
+const char *jload_error_text(const json_error_t *e)
+{
+    if (strstr(e->text, "JSON_ALLOW_NUL"))
+        return "\\u0000 (NUL) is not allowed in a string";
+    if (strstr(e->text, "too big integer"))
+        return "an integer out of range (integers must be from -2^63 to 2^63-1; a larger "
+               "number can be given as a string or with a fraction or exponent)";
+    if (strstr(e->text, "too big negative integer"))
+        return "an integer out of range (integers must be from -2^63 to 2^63-1)";
+    return e->text;
+}

@@ -18,4 +18,9 @@ json_t *jload(const char *text, size_t len, size_t flags);
  * when text is not a JSON object or array. */
 json_t *jload_fields(const char *text, size_t len, const char *const *fields);
 
+/* jansson's message for a text it refused, in words a user of the API can
+ * act on where jansson names its own flags or limits ("\u0000 is not
+ * allowed without JSON_ALLOW_NUL", "too big integer"). */
+const char *jload_error_text(const json_error_t *e);
+
 #endif

@@ -105,6 +105,12 @@ def test_bad_input_is_400_naming_field():
     assert r.status == 400
     r = S.req("POST", P + "/tasks", raw="{not json")
     assert r.status == 400 and r.json["error"]["code"] == "invalid_json"
+    # what JSON allows but quern cannot take is said in the API's words, not jansson's
+    r = S.req("POST", P + "/tasks", raw='{"code": "x", "settings": {"timeout_ms": 100000000000000000000}}')
+    assert r.status == 400 and "integer out of range" in r.json["error"]["message"], r.json
+    r = S.req("POST", P + "/tasks", raw='{"code": "x\\u0000y"}')
+    assert r.status == 400 and "(NUL) is not allowed" in r.json["error"]["message"], r.json
+    assert "JSON_ALLOW_NUL" not in r.json["error"]["message"], r.json
     r = S.req("GET", P + "/tasks?limit=-1")
     assert r.status == 400 and r.json["error"]["param"] == "limit"
     r = S.req("GET", P + "/tasks?limit=501")
