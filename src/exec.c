@@ -1699,8 +1699,21 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
         *total += sb.st_size;
         if (has_secrets(r)) { /* names reach the manifest and the events */
             char *red = redact(r, name, strlen(name));
+            /* hidden, it may be another file's name ("k-<secret>" beside
+             * "k-***"): " (2)", " (3)", ... so that neither is lost */
+            char *uniq = xstrdup(red);
+            for (int k = 2;; k++) {
+                bool taken = false;
+                for (size_t i = 0; i < res->nartifacts && !taken; i++)
+                    taken = !strcmp(res->artifacts[i].name, uniq);
+                if (!taken)
+                    break;
+                free(uniq);
+                uniq = xasprintf("%s (%d)", red, k);
+            }
+            free(red);
             free(name);
-            name = red;
+            name = uniq;
         }
         res->artifacts = xrealloc(res->artifacts, (res->nartifacts + 1) * sizeof(*res->artifacts));
         struct exec_artifact *a = &res->artifacts[res->nartifacts++];
