@@ -132,6 +132,7 @@ struct run {
     int64_t out_bytes, entries;
     int64_t cpu_ms, peak_kb, wall_ms;
     json_t *ctl_output, *cont_data;
+    json_t *carried;              /* the output an earlier iteration left (file or message) */
     bool cont_req;
     struct buf stdin_q;
     bool stdin_close;
@@ -383,6 +384,7 @@ static void run_clear(struct run *r)
     free(r->scratch);
     free(r->outdir);
     json_decref(r->ctl_output);
+    json_decref(r->carried);
     json_decref(r->cont_data);
     buf_release(&r->stdin_q);
     buf_release(&r->out.b);
@@ -1930,7 +1932,25 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
             res = new_result("failed", "exit_code", NULL);
             res->error_message = xasprintf("exit code %d", code);
         } else if (r->cont_req) {
-            if (r->iteration >= r->max_iter) {
+            /* this iteration's QUERN_OUTPUT is checked now (the next box
+             * has a /quern of its own): invalid, the run fails; valid, it
+             * stands as the run's output unless a later one replaces it,
+             * as a control "output" message does */
+            json_t *io = NULL;
+            char *iwhy = NULL;
+            int iq = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            bool bad = read_output(iq, &io, &iwhy) < 0;
+            if (iq >= 0)
+                close(iq);
+            /* what this iteration gave (the file wins over its messages)
+             * stands until a later iteration gives one */
+            if (io || r->ctl_output) {
+                json_decref(r->carried);
+                r->carried = io ? io : json_incref(r->ctl_output);
+            }
+            if (bad) {
+                res = new_result("failed", "invalid_output", iwhy);
+            } else if (r->iteration >= r->max_iter) {
                 res = new_result("failed", "max_iterations", NULL);
                 res->error_message = xasprintf("more than %lld iterations", (long long)r->max_iter);
             } else {
@@ -1941,6 +1961,7 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
                 res = new_result("failed", "sandbox_error", why);
                 free(why);
             }
+            free(iwhy);
         }
     } else if (WIFSIGNALED(ws)) {
         res = new_result("failed", "signal", NULL);
@@ -1965,6 +1986,8 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
         }
     } else if (!o && r->ctl_output) {
         o = json_incref(r->ctl_output);
+    } else if (!o && r->carried) {
+        o = json_incref(r->carried);
     }
     free(why);
     redact_json(r, o);

@@ -478,6 +478,19 @@ def test_continue_then_failure_fails_the_run():
     assert run["status"] == "failed" and run["exit_code"] == 4 and run["iterations"] == 1, run
 
 
+def test_each_iterations_output_file_counts():
+    # an iteration that continues had its QUERN_OUTPUT ignored: invalid JSON
+    # there passed unseen, and a valid one was lost
+    bad = ('[ "$QUERN_ITERATION" = 1 ] && { echo "{bad" > "$QUERN_OUTPUT"; '
+           'echo \'{"type":"continue","data":{}}\' >&3; }; exit 0')
+    good = ('[ "$QUERN_ITERATION" = 1 ] && { echo \'{"from": 1}\' > "$QUERN_OUTPUT"; '
+            'echo \'{"type":"continue","data":{}}\' >&3; }; exit 0')
+    (_, r1, _), (_, r2, _) = many([(bad, "sh", {}), (good, "sh", {})])
+    assert r1["status"] == "failed" and r1["error"]["code"] == "invalid_output", r1
+    assert r1["iterations"] == 1, r1
+    assert r2["status"] == "completed" and r2["iterations"] == 2 and r2["output"] == {"from": 1}, r2
+
+
 # ---- interactions, commands, cancel ----
 
 def test_input_request_round_trip_python():
