@@ -357,7 +357,8 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         if ((rc = events_emit(tx, r->app->events, json_string_value(json_object_get(run, "project_id")),
                               json_string_value(json_object_get(run, "task_id")),
                               json_string_value(json_object_get(run, "id")), "task_run.progress",
-                              json_pack("{s:O}", "progress", progress))))
+                              json_pack("{s:O}", "progress", progress))) ||
+            (!status && (rc = run_progress_to_task(tx, r->app, run))))
             return rc;
     }
     if (json_object_get(b, "exit_code") && !status)
@@ -874,6 +875,8 @@ static int heartbeat_fn(struct runop *op, struct store_tx *tx, json_t *run)
     }
     if (!rc)
         rc = run_save(tx, run);
+    if (!rc && progress && json_is_number(progress))
+        rc = run_progress_to_task(tx, r->app, run);
     if (!rc)
         run_notify(tx, r->app, run);
     return rc;

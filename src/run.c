@@ -435,6 +435,11 @@ static int64_t retry_delay(const json_t *run, int64_t attempt)
     return d / 2 + (int64_t)((double)(d - d / 2) * (u / 4294967296.0));
 }
 
+int run_progress_to_task(struct store_tx *tx, struct app *app, const json_t *run)
+{
+    return update_task(tx, app, run, false, NULL);
+}
+
 int run_ask(struct store_tx *tx, struct app *app, json_t *run, const json_t *prompt,
             const json_t *schema)
 {

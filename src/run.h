@@ -103,6 +103,10 @@ int run_ask(struct store_tx *tx, struct app *app, json_t *run, const json_t *pro
  * of the code, if any (run_ask). */
 int run_ask_next(struct store_tx *tx, struct app *app, json_t *run);
 
+/* After a change of run's progress: the task's progress follows its latest
+ * run's, as its status does. */
+int run_progress_to_task(struct store_tx *tx, struct app *app, const json_t *run);
+
 /* Saves a run document after an in-place change that is not a transition
  * (progress, branch, output …), bumping updated_at. */
 int run_save(struct store_tx *tx, json_t *run);

@@ -280,6 +280,8 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
         v = v < 0 ? 0 : v > 1 ? 1 : v;
         json_object_set_new(run, "progress", json_real(v));
         int rc = run_save(tx, run);
+        if (!rc)
+            rc = run_progress_to_task(tx, app, run);
         return rc ? rc : emit(tx, app, run, "task_run.progress", json_pack("{s:f}", "progress", v));
     }
     if (!strcmp(type, "checkpoint")) {

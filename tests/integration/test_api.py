@@ -525,6 +525,10 @@ def test_checkpoints_heartbeat_include():
     assert [c["data"] for c in cps] == [{"step": 1}]
     hb = expect(S.req("POST", base + "/heartbeat", {"progress": 0.5}), 200)
     assert hb["progress"] == 0.5
+    # the task's progress follows its latest run's (it stayed 0 while running)
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["progress"] == 0.5
+    expect(S.req("PATCH", base, {"progress": 0.75}), 200)
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["progress"] == 0.75
     assert S.req("POST", base + "/heartbeat", {"progress": 2}).json["error"]["code"] == "out_of_range"
     assert S.req("POST", base + "/heartbeat", {"progress": "x"}).json["error"]["code"] == "invalid_type"
     full = expect(S.req("GET", base + "?include=input,checkpoints,logs"), 200)

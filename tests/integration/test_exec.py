@@ -70,6 +70,7 @@ def test_node_control_channel_and_interaction():
     assert run["status"] == "interaction_required", logs(t, run)
     assert run["interaction"]["kind"] == "input" and run["interaction"]["prompt"] == "name?"
     assert run["progress"] == 0.5 and run["checkpoints_count"] == 1 and run["tokens_used"] == 12
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["progress"] == 0.5   # the task's too
     base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
     expect(S.req("POST", base + "/interaction", {"response": "bob"}), 200)
     run = wait_status(t, ["completed", "failed"])
