@@ -330,6 +330,20 @@ static void app_stop(struct app *app)
     app->data_dir = NULL;
 }
 
+/* main's way out from wherever it is: what runs is stopped (app_stop),
+ * what it allocated freed (a sanitized build finds no leak), rc returned. */
+static int quit(struct settings *cs, struct app *app, int rc)
+{
+    app_stop(app);
+    free(cs->listen);
+    free(cs->data);
+    free(cs->store_url);
+    free(cs->fsync);
+    free(cs->config);
+    cs->listen = cs->data = cs->store_url = cs->fsync = cs->config = NULL;
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     /* SIGTERM/SIGINT are taken by sigwait in main: block them before any
@@ -366,11 +380,11 @@ int main(int argc, char **argv)
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
-            return 0;
+            return quit(&cs, &app, 0);
         }
         if (!strcmp(a, "--man")) {
             man_page();
-            return 0;
+            return quit(&cs, &app, 0);
         }
         static const char *const opts[] = {"--listen", "--data", "--store", "--config",
                                            "--fsync", "--threads", "--slots"};
@@ -380,12 +394,12 @@ int main(int argc, char **argv)
         if (!known) {
             fprintf(stderr, "quernd: unknown option: %s\n", a);
             usage(stderr);
-            return 2;
+            return quit(&cs, &app, 2);
         }
         if (!v) {
             fprintf(stderr, "quernd: %s needs a value\n", a);
             usage(stderr);
-            return 2;
+            return quit(&cs, &app, 2);
         }
         int64_t n = 0;
         if (!strcmp(a, "--listen"))
@@ -405,7 +419,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr, "quernd: unknown option or bad value: %s %s\n", a, v);
             usage(stderr);
-            return 2;
+            return quit(&cs, &app, 2);
         }
         i++;
     }
@@ -414,7 +428,7 @@ int main(int argc, char **argv)
         if (conf_load(arg_config, conf_setting, &cs, &msg)) {
             fprintf(stderr, "quernd: %s\n", msg);
             free(msg);
-            return 2;
+            return quit(&cs, &app, 2);
         }
     }
     const char *e;
@@ -440,13 +454,13 @@ int main(int argc, char **argv)
         if (parse_i64(e, &ev) || ev < envs[k].min) {
             fprintf(stderr, "quernd: %s=%s: must be an integer of at least %lld (milliseconds)\n",
                     envs[k].name, e, (long long)envs[k].min);
-            return 2;
+            return quit(&cs, &app, 2);
         }
         *(int64_t *)((char *)&app.cfg + envs[k].off) = ev;
     }
     if ((e = getenv("QUERN_LOG_FORMAT")) && strcmp(e, "json") && strcmp(e, "text")) {
         fprintf(stderr, "quernd: QUERN_LOG_FORMAT=%s: must be json or text\n", e);
-        return 2;
+        return quit(&cs, &app, 2);
     }
     if (arg_listen)
         replace(&cs.listen, arg_listen);
@@ -463,7 +477,7 @@ int main(int argc, char **argv)
     if (app.cfg.default_timeout_ms > app.cfg.max_timeout_ms) {
         fprintf(stderr, "quernd: the default task timeout (%lld ms) is over the maximum (%lld ms)\n",
                 (long long)app.cfg.default_timeout_ms, (long long)app.cfg.max_timeout_ms);
-        return 2;
+        return quit(&cs, &app, 2);
     }
     const char *listen = cs.listen, *data = cs.data, *store_url = cs.store_url;
     int exec_slots = cs.exec_slots;
@@ -473,7 +487,7 @@ int main(int argc, char **argv)
     int port;
     if (parse_listen(listen, host, sizeof host, &port)) {
         fprintf(stderr, "quernd: --listen wants HOST:PORT, not %s\n", listen);
-        return 2;
+        return quit(&cs, &app, 2);
     }
     if (!strcmp(cs.fsync, "always"))
         app.cfg.fsync = STORE_FSYNC_ALWAYS;
@@ -483,7 +497,7 @@ int main(int argc, char **argv)
         app.cfg.fsync = STORE_FSYNC_OFF;
     else {
         fprintf(stderr, "quernd: --fsync must be always, batch or off\n");
-        return 2;
+        return quit(&cs, &app, 2);
     }
 
     /* many idle stream subscribers need many descriptors */
@@ -496,7 +510,7 @@ int main(int argc, char **argv)
 
     if (mkdir(data, 0700) && errno != EEXIST) {
         fprintf(stderr, "quernd: cannot create data directory %s: %s\n", data, strerror(errno));
-        return 1;
+        return quit(&cs, &app, 1);
     }
     /* absolute from here on: the sandbox mounts directories under it */
     char *abs = realpath(data, NULL);
@@ -511,20 +525,20 @@ int main(int argc, char **argv)
     if (!app.store) {
         fprintf(stderr, "quernd: %s\n", err ? err : "cannot open the store");
         free(err);
-        return 1;
+        return quit(&cs, &app, 1);
     }
     struct boot b = {&app, NULL};
     int rc = store_write(app.store, bootstrap_fn, &b);
     if (rc) {
         fprintf(stderr, "quernd: bootstrap failed (%d)\n", rc);
-        return 1;
+        return quit(&cs, &app, 1);
     }
     char *blobdir = xasprintf("%s/blobs", data);
     app.blobs = blob_open(blobdir);
     free(blobdir);
     if (!app.blobs) {
         fprintf(stderr, "quernd: cannot create the blob directory under %s\n", data);
-        return 1;
+        return quit(&cs, &app, 1);
     }
     blob_use_store(app.blobs, app.store);   /* shared by every node when the store keeps blobs */
     int64_t t_open = mono_ms();
@@ -532,14 +546,14 @@ int main(int argc, char **argv)
     app.events = events_new(app.store);
     if (runner_recover(&app)) {
         fprintf(stderr, "quernd: cannot recover runs left by the previous process\n");
-        return 1;
+        return quit(&cs, &app, 1);
     }
     int64_t t_recover = mono_ms();
     app.auth = auth_new(app.store);
     app.sched = sched_new(&app);
     if (sched_start(app.sched)) {
         fprintf(stderr, "quernd: cannot start the scheduler\n");
-        return 1;
+        return quit(&cs, &app, 1);
     }
     int64_t t_sched = mono_ms();
     openapi_build();
@@ -558,8 +572,7 @@ int main(int argc, char **argv)
     if (!app.webhooks) {
         fprintf(stderr, "quernd: %s\n", err ? err : "cannot start webhook deliveries");
         free(err);
-        app_stop(&app);
-        return 1;
+        return quit(&cs, &app, 1);
     }
 
     int bound = 0;
@@ -569,8 +582,7 @@ int main(int argc, char **argv)
          * before main's frame (app) goes (they crashed on it otherwise) */
         fprintf(stderr, "quernd: %s\n", err);
         free(err);
-        app_stop(&app);
-        return 1;
+        return quit(&cs, &app, 1);
     }
     if (b.printed_key) {
         fprintf(stderr, "quernd: created project \"default\" and the root API key (shown once):\n"
@@ -609,10 +621,6 @@ int main(int argc, char **argv)
     events_tick(app.events);   /* streams see draining and end */
     http_stop(app.http);
     app_stop(&app);
-    free(cs.listen);
-    free(cs.data);
-    free(cs.store_url);
-    free(cs.fsync);
     log_write(LOG_INFO, "server", NULL, "stopped");
-    return 0;
+    return quit(&cs, &app, 0);
 }
