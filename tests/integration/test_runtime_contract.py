@@ -835,11 +835,16 @@ def test_require_review_and_reject():
     assert run["status"] == "failed", run           # only an exit 0 goes to review
 
 
-def test_policy_limits_deny():
+def policy_now():
+    """The project's policy as a PUT body (to put back after a test)."""
     pol = expect(S.req("GET", P + "/policy"), 200)
-    keep = {k: v for k, v in pol.items() if k in ("allowed_runtimes", "max_timeout_ms", "max_memory_mb",
+    return {k: v for k, v in pol.items() if k in ("allowed_runtimes", "max_timeout_ms", "max_memory_mb",
             "max_code_bytes", "network_allowed", "require_approval", "relay_webhook_url",
             "outbound_allow_private")}
+
+
+def test_policy_limits_deny():
+    keep = policy_now()
     try:
         expect(S.req("PUT", P + "/policy", dict(keep, max_timeout_ms=1000, max_memory_mb=64,
                                                 max_code_bytes=100)), 200)
@@ -861,10 +866,7 @@ def test_policy_caps_the_default_limits():
     # RUNTIME.md: default limits are "capped by the project policy": a task
     # that sets no timeout runs under the project's maximum (it was denied,
     # its 30 s default being over it); one that sets more is still denied
-    pol = expect(S.req("GET", P + "/policy"), 200)
-    keep = {k: v for k, v in pol.items() if k in ("allowed_runtimes", "max_timeout_ms", "max_memory_mb",
-            "max_code_bytes", "network_allowed", "require_approval", "relay_webhook_url",
-            "outbound_allow_private")}
+    keep = policy_now()
     try:
         expect(S.req("PUT", P + "/policy", dict(keep, max_timeout_ms=1500, max_memory_mb=64)), 200)
         t1 = create("echo start; sleep 100", settings={"kill_grace_ms": 0})
