@@ -138,7 +138,8 @@ void api_keys_create(struct req *r)
         return;
     }
     if (name && !name[strspn(name, " \t\r\n")]) {
-        http_error(r, 400, "invalid_value", "name", "name must not be blank (leave it out for none)");
+        http_error(r, 400, "invalid_value", "name",
+                   "name must not be blank (leave it out for none)");
         return;
     }
     size_t i;

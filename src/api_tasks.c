@@ -87,7 +87,8 @@ static json_t *settings_from(struct req *r, json_t *in, const char *prefix, cons
         "max_retries", 0, "timeout_ms", (json_int_t)cfg->default_timeout_ms, "retry_delay_ms", 1000,
         "retry_backoff", "fixed", "inactivity_timeout_ms", 1800000, "kill_grace_ms", 5000,
         "require_review", 0, "require_approval", 0, "enable_memory", 0, "max_iterations", 500,
-        "memory_limit_mb", POLICY_DEFAULT_MEMORY_MB, "max_output_bytes", 10485760, "network", 0, "concurrency_key",
+        "memory_limit_mb", POLICY_DEFAULT_MEMORY_MB, "max_output_bytes", 10485760, "network", 0,
+        "concurrency_key",
         "max_concurrency");
     if (!json_object_size(in))
         return s;   /* nothing given: the defaults (the checks below pass) */

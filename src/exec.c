@@ -578,7 +578,8 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             return;
         }
         /* jansson quotes the line near the error: a secret, bad UTF-8 */
-        char *msg = xasprintf("ignored an invalid control message (%s)", m ? "no type" : jload_error_text(&jerr));
+        char *msg = xasprintf("ignored an invalid control message (%s)",
+                              m ? "no type" : jload_error_text(&jerr));
         warn_quoting(ex, r, msg);
         free(msg);
         return;
@@ -1869,8 +1870,8 @@ static int read_output(int qfd, json_t **out, char **why)
         else if (json_values_bound(b.data ? b.data : "", b.len) > OUTPUT_MAX_VALUES)
             *why = xasprintf("QUERN_OUTPUT holds more than %d JSON values", OUTPUT_MAX_VALUES);
         else if (!(j = json_loadb(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr)))
-            *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)", jload_error_text(&jerr),
-                             jerr.line);
+            *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)",
+                             jload_error_text(&jerr), jerr.line);
         buf_release(&b);
         if (!j)
             rc = -EINVAL;

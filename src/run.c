@@ -445,7 +445,8 @@ int run_ask(struct store_tx *tx, struct app *app, json_t *run, const json_t *pro
 {
     enum run_status st = run_status_of(run);
     json_t *inter = json_pack("{s:s, s:O, s:O}", "kind", "input", "prompt",
-                              prompt ? prompt : json_null(), "schema", schema ? schema : json_null());
+                              prompt ? prompt : json_null(), "schema",
+                              schema ? schema : json_null());
     if (st == RS_INTERACTION_REQUIRED) {
         const char *kind = json_string_value(json_object_get(json_object_get(run, "interaction"),
                                                              "kind"));

@@ -318,9 +318,8 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
         if (json_is_integer(t) && json_integer_value(t) > 0) {
             json_int_t cur = json_integer_value(json_object_get(run, "tokens_used"));
             json_int_t add = json_integer_value(t);
-            json_object_set_new(run, "tokens_used",
-                                json_integer(cur > LLONG_MAX - add ? LLONG_MAX
-                                                                          : cur + add));
+            json_int_t sum = cur > LLONG_MAX - add ? LLONG_MAX : cur + add;
+            json_object_set_new(run, "tokens_used", json_integer(sum));
         }
         if (json_is_number(c) && json_number_value(c) > 0) {
             double sum = json_number_value(json_object_get(run, "cost")) + json_number_value(c);
@@ -329,7 +328,8 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
         return run_save(tx, run);
     }
     if (!strcmp(type, "input_request"))
-        return run_ask(tx, app, run, json_object_get(msg, "prompt"), json_object_get(msg, "schema"));
+        return run_ask(tx, app, run, json_object_get(msg, "prompt"),
+                       json_object_get(msg, "schema"));
     return 0;
 }
 
