@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "jdump.h"
 #include "auth.h"
 #include "events.h"
 #include "jsonschema.h"
@@ -178,6 +179,11 @@ void api_keys_create(struct req *r)
         api_store_error(r, rc, "api key");
     } else {
         json_t *out = key_public(doc);
+        /* a replay (Idempotency-Key) answers without the key: it is shown
+         * once, and only its hash is stored, not in the replay record */
+        json_object_set_new(out, "key", json_null());
+        size_t n;
+        r->idem_body = jdump(out, &n);
         json_object_set_new(out, "key", json_string(key));
         http_json(r, 201, out);
     }

@@ -420,7 +420,8 @@ struct idem_put {
 static int idem_put_fn(struct store_tx *tx, void *arg)
 {
     struct req *r = ((struct idem_put *)arg)->r;
-    return store_idem_put(tx, r->idem_scope, r->idem_key, r->idem_fp, r->status, r->resp);
+    return store_idem_put(tx, r->idem_scope, r->idem_key, r->idem_fp, r->status,
+                          r->idem_body ? r->idem_body : r->resp);
 }
 
 static void dispatch(struct req *r)
@@ -592,6 +593,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->token_run_id);
     free(r->idem_key);
     free(r->idem_fp);
+    free(r->idem_body);
     free(r);
     *con_cls = NULL;
 }

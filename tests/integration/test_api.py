@@ -739,6 +739,18 @@ def test_idempotency_key():
     e2 = S.req("POST", P + "/tasks", {"name": 5}, headers={"Idempotency-Key": "bad-1"})
     assert e1.status == e2.status == 400
     assert S.req("POST", P + "/tasks", body, headers={"Idempotency-Key": "x" * 256}).status == 400
+    # a new API key is shown once: a replay answers the same key without it,
+    # and the replay record does not keep it (only its hash is stored)
+    kb = {"name": "idem-key", "scopes": ["worker"]}
+    k1 = S.req("POST", P + "/api_keys", kb, headers={"Idempotency-Key": "key-1"})
+    k2 = S.req("POST", P + "/api_keys", kb, headers={"Idempotency-Key": "key-1"})
+    assert k1.status == k2.status == 201 and k1.json["id"] == k2.json["id"], (k1.json, k2.json)
+    assert k1.json["key"].startswith("qk_") and k2.json["key"] is None, k2.json
+    for fn in ("quern.db", "quern.db-wal"):
+        path = os.path.join(S.data, fn)
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                assert k1.json["key"].encode() not in f.read(), fn
 
 
 if __name__ == "__main__":
