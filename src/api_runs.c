@@ -896,7 +896,9 @@ static int token_fn(struct runop *op, struct store_tx *tx, json_t *run)
     char *tok = tokens_connection(op->r->app, json_string_value(json_object_get(run, "project_id")),
                                   json_string_value(json_object_get(run, "task_id")),
                                   json_string_value(json_object_get(run, "id")),
-                                  auth_has_scope(op->r, SCOPE_TASK_WRITE), 86400, &exp);
+                                  op->r->key_project ? op->r->key_project : AUTH_ROOT_PROJECT,
+                                  op->r->key_id, auth_has_scope(op->r, SCOPE_TASK_WRITE), 86400,
+                                  &exp);
     char ts[RFC3339_LEN];
     rfc3339_format(exp, ts);
     op->result = json_pack("{s:s, s:s}", "token", tok, "expires_at", ts);

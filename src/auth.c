@@ -189,15 +189,46 @@ bool auth_has_scope(const struct req *r, unsigned scope)
     return (effective(r->scopes) & scope) == scope;
 }
 
+struct key_live {
+    const char *project, *id;
+    bool live;
+};
+
+static int key_live_fn(struct store_tx *tx, void *arg)
+{
+    struct key_live *k = arg;
+    json_t *doc = store_get(tx, SK_KEY, k->project, k->id);
+    k->live = doc && !json_is_true(json_object_get(doc, "revoked"));
+    json_decref(doc);
+    return 0;
+}
+
 static bool token_auth(struct req *r, const char *tok)
 {
-    char *run_id = NULL, *project = NULL;
+    char *run_id = NULL, *project = NULL, *kp = NULL, *kid = NULL;
     bool commands = false;
-    int rc = tokens_verify_connection(r->app, tok, &project, &run_id, &commands);
+    int rc = tokens_verify_connection(r->app, tok, &project, &run_id, &commands, &kp, &kid);
+    if (!rc) {
+        /* a token dies with the key that made it (revoked, or deleted) */
+        struct key_live k = {kp, kid, false};
+        if (store_read(r->app->store, key_live_fn, &k) || !k.live) {
+            free(run_id);
+            free(project);
+            run_id = project = NULL;
+            rc = -EKEYREVOKED;
+        }
+        free(kp);
+        free(kid);
+    }
     if (rc) {
-        http_error(r, 401, rc == -ETIMEDOUT ? "token_expired" : "invalid_token", NULL,
-                   rc == -ETIMEDOUT ? "the connection token has expired"
-                                    : "the connection token is invalid");
+        http_error(r, 401,
+                   rc == -ETIMEDOUT      ? "token_expired"
+                   : rc == -EKEYREVOKED ? "token_revoked"
+                                        : "invalid_token",
+                   NULL,
+                   rc == -ETIMEDOUT      ? "the connection token has expired"
+                   : rc == -EKEYREVOKED ? "the API key that made this connection token was revoked"
+                                        : "the connection token is invalid");
         return false;
     }
     const char *want_run = http_param(r, "id");

@@ -103,7 +103,8 @@ def test_connection_token_scope():
     assert S.req("GET", base + "/logs", key=bad).status == 401
     # a token does no more than the key that made it: one made by a
     # task:read key reads and streams, but sends no command (it could cancel)
-    rk = expect(S.req("POST", P + "/api_keys", {"name": "tok-r", "scopes": ["task:read"]}), 201)["key"]
+    rkey = expect(S.req("POST", P + "/api_keys", {"name": "tok-r", "scopes": ["task:read"]}), 201)
+    rk = rkey["key"]
     cmd = {"jsonrpc": "2.0", "method": "cancel", "id": 1}
     assert S.req("POST", base2 + "/command", cmd, key=rk).status == 403
     rtok = expect(S.req("GET", base2 + "/connection_token", key=rk), 200)["token"]
@@ -114,6 +115,11 @@ def test_connection_token_scope():
     wtok = expect(S.req("GET", base2 + "/connection_token"), 200)["token"]
     r = S.req("POST", base2 + "/command", cmd, key=wtok)
     assert r.status != 403, r          # the root key's token may (no sandbox here: 400)
+    # a token dies with the key that made it
+    expect(S.req("DELETE", P + "/api_keys/" + rkey["id"]), 200)
+    r = S.req("GET", base2 + "/logs", key=rtok)
+    assert r.status == 401 and r.json["error"]["code"] == "token_revoked", r
+    assert S.req("GET", base2 + "/logs", key=wtok).status == 200
 
 
 def test_project_stream_sees_every_run():
