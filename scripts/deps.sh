@@ -1,10 +1,11 @@
 #!/bin/sh
 # Installs every Debian package quern's build, tests and `make run` need.
 # Idempotent: when everything is present it does nothing (and needs no network).
+# slirp4netns: the user-mode NAT of code runs with network (src/sandbox.c).
 set -e
 PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
 libssl-dev libcurl4-openssl-dev libseccomp-dev libpq-dev libjemalloc-dev python3 curl
-postgresql tzdata chromium"
+postgresql tzdata chromium slirp4netns"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -34,9 +34,11 @@
 #include <linux/sched.h>
 #include <net/if.h>
 #include <pthread.h>
+#include <poll.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,6 +114,10 @@ struct sandbox_sys {
     struct slot_cg *cg;
     int *netns;                  /* per slot, -1 when none */
     int host_netns;
+    int *netns_out;              /* per slot: with network, through slirp4netns; -1 until made */
+    pid_t *slirp;                /* per slot: its slirp4netns, 0 when none */
+    int *slirp_exit;             /* per slot: the write end of its --exit-fd pipe */
+    bool slirp_said;             /* "network shares the host's namespace" logged once */
     int *ipcns;                  /* per slot, -1 when none (see ipcns_setup) */
     int *mqdir;                  /* per slot: its POSIX message queue directory */
     int host_ipcns;
@@ -611,8 +617,157 @@ static void *make_netns(void *arg)
     return NULL;
 }
 
+/* ---- network for runs that may have it ----
+ *
+ * A run whose task sets network gets a namespace of its own all the same:
+ * the slot's second one, made on its first such run, with a slirp4netns
+ * attached (user-mode NAT: a tap device, 10.0.2.100/24, outbound through
+ * quernd's host).  Its --disable-host-loopback keeps the box off the
+ * host's 127.0.0.1 (quernd's API, a local database); the box reaches what
+ * any machine on the host's network reaches.  Reused run after run as the
+ * empty one is (a box's sockets die with it).  slirp4netns ends when quernd
+ * does (--exit-fd).  Without slirp4netns (or /dev/net/tun), such runs share
+ * the host's namespace, and the log says so once. */
+
+#define SLIRP_PATH "/usr/bin/slirp4netns"
+
+static void slirp_stop(struct sandbox_sys *sys, int slot)
+{
+    if (sys->slirp_exit[slot] >= 0)
+        close(sys->slirp_exit[slot]);   /* slirp4netns exits on its --exit-fd's EOF */
+    sys->slirp_exit[slot] = -1;
+    if (sys->slirp[slot] > 0) {
+        kill(sys->slirp[slot], SIGTERM);
+        while (waitpid(sys->slirp[slot], NULL, 0) < 0 && errno == EINTR)
+            ;
+    }
+    sys->slirp[slot] = 0;
+    if (sys->netns_out[slot] >= 0)
+        close(sys->netns_out[slot]);
+    sys->netns_out[slot] = -1;
+}
+
+/* Starts slirp4netns on the namespace nsfd; 0, or -1 with *why. */
+static int slirp_start(struct sandbox_sys *sys, int slot, int nsfd, char **why)
+{
+    int rdy[2] = {-1, -1}, ex[2] = {-1, -1}, hi[3] = {-1, -1, -1};
+    int rc = -1;
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t at;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&at);
+    if (pipe2(rdy, O_CLOEXEC) || pipe2(ex, O_CLOEXEC)) {
+        *why = xasprintf("pipe: %s", strerror(errno));
+        goto out;
+    }
+    /* above 5, so that each dup2 below makes a new fd (and clears CLOEXEC) */
+    int src[3] = {nsfd, rdy[1], ex[0]};
+    for (int i = 0; i < 3; i++)
+        if ((hi[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 10)) < 0) {
+            *why = xasprintf("dup: %s", strerror(errno));
+            goto out;
+        }
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    for (int i = 0; i < 3; i++)
+        posix_spawn_file_actions_adddup2(&fa, hi[i], 3 + i);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&at, &none);
+    posix_spawnattr_setsigdefault(&at, &all);
+    posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    char *argv[] = {"slirp4netns", "--configure", "--mtu=65520", "--disable-host-loopback",
+                    "--enable-sandbox", "--enable-seccomp", "--ready-fd=4", "--exit-fd=5",
+                    "--netns-type=path", "/proc/self/fd/3", "tap0", NULL};
+    char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};   /* none of quernd's */
+    pid_t pid;
+    int e = posix_spawn(&pid, SLIRP_PATH, &fa, &at, argv, envp);
+    if (e) {
+        *why = xasprintf("%s: %s", SLIRP_PATH, strerror(e));
+        goto out;
+    }
+    close(rdy[1]);
+    rdy[1] = -1;
+    close(ex[0]);
+    ex[0] = -1;
+    /* ready ("1" on --ready-fd) once tap0 is configured */
+    struct pollfd pf = {rdy[0], POLLIN, 0};
+    char c = 0;
+    int n = poll(&pf, 1, 10000);
+    if (n <= 0 || read(rdy[0], &c, 1) != 1 || c != '1') {
+        *why = xstrdup(n == 0 ? "slirp4netns was not ready within 10 s"
+                              : "slirp4netns ended before it was ready (is /dev/net/tun there?)");
+        kill(pid, SIGKILL);
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        goto out;
+    }
+    sys->slirp[slot] = pid;
+    sys->slirp_exit[slot] = ex[1];
+    ex[1] = -1;
+    rc = 0;
+out:
+    for (int i = 0; i < 2; i++) {
+        if (rdy[i] >= 0)
+            close(rdy[i]);
+        if (ex[i] >= 0)
+            close(ex[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        if (hi[i] >= 0)
+            close(hi[i]);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&at);
+    return rc;
+}
+
+/* The slot's namespace for a run with network, made (or made again, if its
+ * slirp4netns is gone) now; -1 when there can be none. */
+static int netns_out_get(struct sandbox_sys *sys, int slot)
+{
+    if (sys->netns_out[slot] >= 0) {
+        pid_t w = sys->slirp[slot] > 0 ? waitpid(sys->slirp[slot], NULL, WNOHANG) : -1;
+        if (w == 0)
+            return sys->netns_out[slot];   /* alive */
+        sys->slirp[slot] = 0;   /* reaped (or not ours): no kill of a pid that may be reused */
+        slog(sys, "slot %d: slirp4netns ended; starting another", slot);
+        slirp_stop(sys, slot);
+    }
+    char *why = NULL;
+    int ns = -1;
+    pthread_t t;
+    if (access(SLIRP_PATH, X_OK) != 0) {
+        why = xstrdup(SLIRP_PATH " is not installed (make deps installs it)");
+    } else if (pthread_create(&t, NULL, make_netns, &ns) == 0) {
+        pthread_join(t, NULL);
+        if (ns < 0)
+            why = xstrdup("no network namespace could be made");
+    } else {
+        why = xstrdup("no thread to make a network namespace");
+    }
+    if (!why && slirp_start(sys, slot, ns, &why) == 0) {
+        sys->netns_out[slot] = ns;
+        return ns;
+    }
+    if (ns >= 0)
+        close(ns);
+    if (!sys->slirp_said)
+        slog(sys, "runs with network share the host's network namespace (its loopback "
+                  "included): %s", why ? why : "slirp4netns failed");
+    sys->slirp_said = true;
+    free(why);
+    return -1;
+}
+
 static void netns_setup(struct sandbox_sys *sys)
 {
+    sys->netns_out = xcalloc((size_t)sys->slots, sizeof(int));
+    sys->slirp = xcalloc((size_t)sys->slots, sizeof(pid_t));
+    sys->slirp_exit = xcalloc((size_t)sys->slots, sizeof(int));
+    for (int i = 0; i < sys->slots; i++)
+        sys->netns_out[i] = sys->slirp_exit[i] = -1;
     sys->netns = xcalloc((size_t)sys->slots, sizeof(int));
     sys->host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     int made = 0;
@@ -975,6 +1130,11 @@ void sandbox_sys_free(struct sandbox_sys *sys)
         if (sys->netns[i] >= 0)
             close(sys->netns[i]);
     free(sys->netns);
+    for (int i = 0; sys->netns_out && i < sys->slots; i++)
+        slirp_stop(sys, i);
+    free(sys->netns_out);
+    free(sys->slirp);
+    free(sys->slirp_exit);
     if (sys->host_netns >= 0)
         close(sys->host_netns);
     for (int i = 0; sys->ipcns && i < sys->slots; i++)
@@ -2210,6 +2370,11 @@ secrets:
             switched_net = true;
         else
             flags |= CLONE_NEWNET;
+    } else {
+        /* with network: the slot's slirp4netns namespace, else the host's */
+        int outfd = sys->host_netns >= 0 ? netns_out_get(sys, p->slot) : -1;
+        if (outfd >= 0 && setns(outfd, CLONE_NEWNET) == 0)
+            switched_net = true;
     }
     /* CLONE_VM: no copy of quernd's page tables and no copy-on-write faults
      * after it (the cost of fork grows with quernd's size and thread count).

@@ -7,7 +7,9 @@
  *
  * Spawn path (kept lean, every run pays it): the caller's thread cuts the
  * run's directories from the host as detached mounts (open_tree), switches
- * to a prepared empty network namespace of the slot's pool, to the slot's
+ * to a prepared empty network namespace of the slot's pool (a run with
+ * network: the slot's second one, with a slirp4netns for user-mode NAT,
+ * made on its first such run), to the slot's
  * IPC namespace (made once, emptied of every System V object and POSIX
  * message queue before each spawn) and to the template mount namespace (a
  * read-only root with the system directories and device nodes, built once;
@@ -84,7 +86,8 @@ struct sandbox_params {
     const char *cwd;                /* inside the box */
     size_t nsecrets;                /* files /run/secrets/NAME */
     const char *const *secret_names, *const *secret_values;
-    bool network;                   /* share the host's network namespace */
+    bool network;                   /* network through the slot's slirp4netns (or, without
+                                       it, the host's network namespace) */
     int64_t memory_limit_bytes, max_procs, max_file_bytes, max_open_files, cpu_seconds;
     int fd_stdin, fd_stdout, fd_stderr, fd_control, fd_status; /* the child's ends */
     int fd_go;                      /* > 0: becomes fd 6 of the code (a warm box's loader) */
