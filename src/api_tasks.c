@@ -1024,8 +1024,17 @@ static int update_fn(struct store_tx *tx, void *arg)
         json_object_set_nocheck(task, "description", json_object_get(b, "description"));
     if (prio)
         json_object_set_new_nocheck(task, "priority", json_string(prio));
-    if (json_object_get(b, "schedule"))
-        json_object_set_nocheck(task, "schedule", json_object_get(b, "schedule"));
+    if (json_object_get(b, "schedule")) {
+        json_t *sch = json_object_get(b, "schedule");
+        json_object_set_nocheck(task, "schedule", sch);
+        /* as at create: a schedule makes a manual task a scheduled one;
+         * taking it away makes a scheduled task manual again */
+        const char *ty = json_string_value(json_object_get(task, "type")) ?: "";
+        if (json_is_string(sch) && !strcmp(ty, "manual"))
+            json_object_set_new_nocheck(task, "type", json_string("scheduled"));
+        else if (json_is_null(sch) && !strcmp(ty, "scheduled"))
+            json_object_set_new_nocheck(task, "type", json_string("manual"));
+    }
     if (tz)
         json_object_set_new_nocheck(task, "timezone", json_string(tz));
     if (deadline) {

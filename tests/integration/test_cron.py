@@ -48,6 +48,14 @@ def test_schedule_listing_in_time_zone():
     assert r.status == 400 and r.json["error"]["param"] == "timezone"
     up = expect(S.req("PATCH", P + "/tasks/" + t["id"], {"schedule": "@hourly", "timezone": "UTC"}), 200)
     assert up["next_run_at"][14:] == "00:00.000Z"
+    # a schedule given or taken by PATCH moves the type, as at create
+    m = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "x", "run": False}), 201)
+    assert m["type"] == "manual"
+    m = expect(S.req("PATCH", P + "/tasks/" + m["id"], {"schedule": "@daily"}), 200)
+    assert m["type"] == "scheduled", m
+    assert m["id"] in [x["id"] for x in expect(S.req("GET", P + "/tasks?type=scheduled&limit=500"), 200)["data"]]
+    m = expect(S.req("PATCH", P + "/tasks/" + m["id"], {"schedule": None}), 200)
+    assert m["type"] == "manual" and m["next_run_at"] is None, m
 
 
 def test_bad_cron_and_timezone_are_400():
