@@ -254,13 +254,25 @@ static int manifest_fn(struct store_tx *tx, void *arg)
 
 void api_artifacts_list(struct req *r)
 {
+    int64_t limit, offset;
+    if (!http_paging(r, &limit, &offset))
+        return;
     struct manifest_arg m = {r, NULL};
     store_read(r->app->store, manifest_fn, &m);
     if (!m.out) {
         http_not_found(r, "run", http_param(r, "id"));
         return;
     }
-    http_json(r, 200, json_pack("{s:o}", "data", m.out));
+    /* a list as every list is (API.md): newest first (the manifest is in
+     * the order stored), a page, the total */
+    int64_t total = (int64_t)json_array_size(m.out);
+    json_t *page = json_array();
+    for (int64_t i = total - 1 - offset; i >= 0 && (int64_t)json_array_size(page) < limit; i--)
+        json_array_append(page, json_array_get(m.out, (size_t)i));
+    json_decref(m.out);
+    http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", page, "has_more",
+                                offset + (int64_t)json_array_size(page) < total, "total",
+                                (json_int_t)total));
 }
 
 void api_artifacts_download(struct req *r)

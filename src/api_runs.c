@@ -827,20 +827,28 @@ void api_runs_checkpoint_add(struct req *r)
 
 static int checkpoint_list_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
+    int64_t limit, offset;
+    (void)http_paging(op->r, &limit, &offset);   /* checked before (api_runs_checkpoint_list) */
+    /* a list as every list is (API.md): newest first, a page, the total */
     struct store_filter f = {"run_id", json_string_value(json_object_get(run, "id"))};
-    struct store_query q = {&f, 1, 0, 0, true, NULL};
+    struct store_query q = {&f, 1, limit, offset, false, NULL};
     json_t *cps = NULL;
+    int64_t total = 0;
     int rc = store_list(tx, SK_CHECKPOINT, json_string_value(json_object_get(run, "project_id")),
-                        &q, &cps, NULL);
+                        &q, &cps, &total);
     if (rc)
         return rc;
-    op->result = json_pack("{s:o}", "data", cps);
+    op->result = json_pack("{s:o, s:b, s:I}", "data", cps, "has_more",
+                           offset + (int64_t)json_array_size(cps) < total, "total",
+                           (json_int_t)total);
     return 0;
 }
 
 void api_runs_checkpoint_list(struct req *r)
 {
-    run_read(r, checkpoint_list_fn);
+    int64_t limit, offset;
+    if (http_paging(r, &limit, &offset))
+        run_read(r, checkpoint_list_fn);
 }
 
 static int heartbeat_fn(struct runop *op, struct store_tx *tx, json_t *run)

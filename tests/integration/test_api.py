@@ -523,6 +523,15 @@ def test_checkpoints_heartbeat_include():
     expect(S.req("POST", base + "/checkpoints", {"data": {"step": 1}}), 200)
     cps = expect(S.req("GET", base + "/checkpoints"), 200)["data"]
     assert [c["data"] for c in cps] == [{"step": 1}]
+    # a list like every list: newest first, paged, with has_more and total
+    for i in (2, 3):
+        expect(S.req("POST", base + "/checkpoints", {"data": {"step": i}}), 200)
+    page = expect(S.req("GET", base + "/checkpoints?limit=2"), 200)
+    assert [c["data"]["step"] for c in page["data"]] == [3, 2], page
+    assert page["has_more"] is True and page["total"] == 3, page
+    page = expect(S.req("GET", base + "/checkpoints?limit=2&offset=2"), 200)
+    assert [c["data"]["step"] for c in page["data"]] == [1] and page["has_more"] is False, page
+    assert S.req("GET", base + "/checkpoints?limit=0").status == 400
     hb = expect(S.req("POST", base + "/heartbeat", {"progress": 0.5}), 200)
     assert hb["progress"] == 0.5
     # the task's progress follows its latest run's (it stayed 0 while running)
@@ -532,7 +541,7 @@ def test_checkpoints_heartbeat_include():
     assert S.req("POST", base + "/heartbeat", {"progress": 2}).json["error"]["code"] == "out_of_range"
     assert S.req("POST", base + "/heartbeat", {"progress": "x"}).json["error"]["code"] == "invalid_type"
     full = expect(S.req("GET", base + "?include=input,checkpoints,logs"), 200)
-    assert "input" in full and len(full["checkpoints"]) == 1 and "logs" in full
+    assert "input" in full and len(full["checkpoints"]) == 3 and "logs" in full
     assert "input" not in expect(S.req("GET", base), 200)
     assert S.req("GET", base + "?include=nope").status == 400
 

@@ -48,6 +48,13 @@ def test_base64_roundtrip_is_byte_exact():
     assert sorted(a["name"] for a in run["artifacts"]) == ["bin.dat", "notes/readme.txt"]
     lst = expect(S.req("GET", base + "/artifacts"), 200)["data"]
     assert len(lst) == 2
+    # a list like every list: newest first, paged, with has_more and total
+    page = expect(S.req("GET", base + "/artifacts?limit=1"), 200)
+    assert [a["name"] for a in page["data"]] == ["notes/readme.txt"], page
+    assert page["has_more"] is True and page["total"] == 2, page
+    page = expect(S.req("GET", base + "/artifacts?limit=1&offset=1"), 200)
+    assert [a["name"] for a in page["data"]] == ["bin.dat"] and page["has_more"] is False, page
+    assert S.req("GET", base + "/artifacts?offset=-1").status == 400
 
 
 def test_raw_upload():
