@@ -296,6 +296,25 @@ static bool has_secrets(const struct run *r)
     return false;
 }
 
+/* name, or the first of "name (2)", "name (3)", ... that taken() says is
+ * free: a name that became another's once a secret was hidden loses
+ * nothing.  malloc'd. */
+static char *free_name(const char *name, bool (*taken)(const void *ctx, const char *name),
+                       const void *ctx)
+{
+    char *n = xstrdup(name);
+    for (int k = 2; taken(ctx, n); k++) {
+        free(n);
+        n = xasprintf("%s (%d)", name, k);
+    }
+    return n;
+}
+
+static bool key_taken(const void *obj, const char *key)
+{
+    return json_object_get((const json_t *)obj, key) != NULL;
+}
+
 static void redact_json(const struct run *r, json_t *j)
 {
     if (!has_secrets(r) || !j)
@@ -330,12 +349,7 @@ static void redact_json(const struct run *r, json_t *j)
          * member is lost. */
         size_t i;
         json_array_foreach(renamed, i, v) {
-            const char *nk = json_string_value(json_array_get(v, 0));
-            char *key = xstrdup(nk);
-            for (int n = 2; json_object_get(j, key); n++) {
-                free(key);
-                key = xasprintf("%s (%d)", nk, n);
-            }
+            char *key = free_name(json_string_value(json_array_get(v, 0)), key_taken, j);
             json_object_set(j, key, json_array_get(v, 1));
             free(key);
         }
@@ -1642,6 +1656,15 @@ static void skip_note(struct skipped *sk, enum skip_reason why, const char *name
         sk->example[why] = xstrdup(name);
 }
 
+static bool artifact_taken(const void *res, const char *name)
+{
+    const struct exec_result *r = res;
+    for (size_t i = 0; i < r->nartifacts; i++)
+        if (!strcmp(r->artifacts[i].name, name))
+            return true;
+    return false;
+}
+
 /* Moves every acceptable artifact into out/, recursively; see invariant 4. */
 static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, int outfd,
                         struct exec_result *res, int64_t *total, const char *outdir,
@@ -1704,16 +1727,7 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
             char *red = redact(r, name, strlen(name));
             /* hidden, it may be another file's name ("k-<secret>" beside
              * "k-***"): " (2)", " (3)", ... so that neither is lost */
-            char *uniq = xstrdup(red);
-            for (int k = 2;; k++) {
-                bool taken = false;
-                for (size_t i = 0; i < res->nartifacts && !taken; i++)
-                    taken = !strcmp(res->artifacts[i].name, uniq);
-                if (!taken)
-                    break;
-                free(uniq);
-                uniq = xasprintf("%s (%d)", red, k);
-            }
+            char *uniq = free_name(red, artifact_taken, res);
             free(red);
             free(name);
             name = uniq;

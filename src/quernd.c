@@ -620,7 +620,7 @@ int main(int argc, char **argv)
     runner_drain(app.runner, grace);
     events_tick(app.events);   /* streams see draining and end */
     http_stop(app.http);
-    app_stop(&app);
+    int out = quit(&cs, &app, 0);   /* app_stop, once */
     log_write(LOG_INFO, "server", NULL, "stopped");
-    return quit(&cs, &app, 0);
+    return out;
 }
