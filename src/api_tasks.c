@@ -1297,9 +1297,9 @@ void api_tasks_schedule(struct req *r)
         return;
     }
     const char *expr = json_string_value(json_object_get(g.doc, "schedule"));
-    const char *tzname = json_string_value(json_object_get(g.doc, "timezone"));
+    const char *zone = json_string_value(json_object_get(g.doc, "timezone"));
     char *err = NULL;
-    const struct tz *z = tz_get(tzname ? tzname : "UTC", &err);
+    const struct tz *z = tz_get(zone ? zone : "UTC", &err);
     free(err);
     err = NULL;
     json_t *times = json_array();

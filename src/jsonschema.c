@@ -595,6 +595,8 @@ struct vctx {
 #define FAIL_COST 16
 
 static int vset(struct vctx *v, int rc, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+static int vset(struct vctx *v, int rc, const char *fmt, va_list ap)
 {
     struct buf b;
     v->steps += FAIL_COST;

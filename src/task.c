@@ -10,9 +10,9 @@
 static struct cron *task_cron(const json_t *task, const struct tz **z)
 {
     const char *expr = json_string_value(json_object_get(task, "schedule"));
-    const char *tzname = json_string_value(json_object_get(task, "timezone"));
+    const char *zone = json_string_value(json_object_get(task, "timezone"));
     char *err = NULL;
-    *z = tz_get(tzname ? tzname : "UTC", &err);
+    *z = tz_get(zone ? zone : "UTC", &err);
     free(err);
     err = NULL;
     struct cron *c = expr && *z ? cron_parse(expr, &err) : NULL;
