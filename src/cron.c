@@ -457,6 +457,14 @@ int64_t cron_next(const struct cron *c, const struct tz *z, int64_t after_ms)
              n = tz_next_transition(z, n))
             seg_start = n;
     }
+    /* Rule 1 when t is the very instant of a spring-forward: the gap it
+     * closes lies before t in local time, so the loop below, which starts at
+     * t's own segment, would not see it (found by tests/fuzz/fuzz_cron). */
+    if (!c->hour_star && seg_start == t) {
+        int before = tz_offset_at(z, t - 1), now_off = tz_offset_at(z, t);
+        if (now_off > before && next_local(c, t + before, t + now_off) < t + now_off)
+            return t * 1000;
+    }
     while (t < limit) {
         int off = tz_offset_at(z, t);
         int64_t seg_end = tz_next_transition(z, t);

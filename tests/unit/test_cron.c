@@ -227,6 +227,12 @@ TEST(new_york_spring_forward)
            "2026-03-09T02:30:00-04:00");
     EXPECT(ny, "0 30 2 * * *", "2026-03-07T12:00:00-05:00", "2026-03-08T03:00:00-04:00",
            "2026-03-09T02:30:00-04:00");
+    /* ... also when asked from the last instant before the jump (the gap
+     * then lies just before the search's start; found by fuzz_cron) */
+    EXPECT(ny, "30 2 * * *", "2026-03-08T01:59:59.999-05:00", "2026-03-08T03:00:00-04:00",
+           "2026-03-09T02:30:00-04:00");
+    EXPECT(ny, "0 3 * * *", "2026-03-08T01:59:59.999-05:00", "2026-03-08T03:00:00-04:00",
+           "2026-03-09T03:00:00-04:00");
     /* Several times in the gap still fire once. */
     EXPECT(ny, "*/15 2 * * *", "2026-03-08T00:00:00-05:00", "2026-03-08T03:00:00-04:00",
            "2026-03-09T02:00:00-04:00");
