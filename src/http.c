@@ -120,6 +120,27 @@ void http_add_header(struct req *r, const char *name, const char *value)
     buf_printf(&r->headers, "%s\n%s\n", name, value);
 }
 
+/* Replaces, in place, each byte of s that does not start a valid UTF-8
+ * sequence with '?'.  A message may quote what the client sent (a path id,
+ * a query value) and JSON strings must be UTF-8: without this, an id of
+ * bytes 0xFF 0xFE made the error itself unrenderable. */
+static void utf8_scrub(char *s)
+{
+    unsigned char *p = (unsigned char *)s, *end = p + strlen(s);
+    while (p < end) {
+        if (*p < 0x80) {
+            p++;
+            continue;
+        }
+        size_t n = jdump_utf8_len(p, end);
+        if (n) {
+            p += n;
+        } else {
+            *p++ = '?';
+        }
+    }
+}
+
 void http_error(struct req *r, int status, const char *code, const char *param, const char *fmt,
                 ...)
 {
@@ -129,6 +150,8 @@ void http_error(struct req *r, int status, const char *code, const char *param, 
     va_start(ap, fmt);
     buf_vprintf(&msg, fmt, ap);
     va_end(ap);
+    if (msg.data)
+        utf8_scrub(msg.data);
     json_t *err = json_pack("{s:s, s:s, s:s}", "type", status_type(status), "code", code,
                             "message", msg.data ? msg.data : "");
     if (param)
