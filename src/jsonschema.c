@@ -14,6 +14,7 @@
  */
 #include "jsonschema.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -296,11 +297,59 @@ static int pattern_error(char **err, const char *fmt, ...)
 /* Rewrites the ECMA-262 spellings people write in JSON Schema patterns into
  * POSIX ERE, refusing what ERE cannot express rather than letting regcomp
  * read it differently (glibc would take "\d" as a plain "d"). */
+/* Length of an ECMA/ERE interval quantifier "{n}", "{n,}" or "{n,m}" at s
+ * (s[0] == '{'), or 0 when the text there is not one (a literal brace). */
+static size_t interval_len(const char *s, size_t n)
+{
+    size_t i = 1;
+    bool digits = false, comma = false;
+    while (i < n && (isdigit((unsigned char)s[i]) || (s[i] == ',' && !comma && digits))) {
+        if (s[i] == ',')
+            comma = true;
+        else
+            digits = true;
+        i++;
+    }
+    return digits && i < n && s[i] == '}' ? i + 1 : 0;
+}
+
 static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
 {
     bool in_class = false;
+    /* what the last thing copied was: a quantifier, or a lazy marker after
+     * one (ECMA "a+?": the same strings match, so the '?' is dropped; POSIX
+     * would read it as a second quantifier) */
+    enum { Q_NONE, Q_QUANT, Q_LAZY } q = Q_NONE;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
+        if (!in_class && c != '\\') {
+            size_t ilen = c == '{' ? interval_len(s + i, n - i) : 0;
+            bool quant = c == '*' || c == '+' || c == '?' || ilen;
+            if (quant && q == Q_QUANT && c == '?') {
+                q = Q_LAZY;
+                continue;
+            }
+            if (quant && q != Q_NONE)
+                return pattern_error(err, "a quantifier follows another at offset %zu (like a++ "
+                                          "or a{2}*): nothing to repeat",
+                                     i);
+            if (ilen) {
+                buf_append(o, s + i, ilen);
+                i += ilen - 1;
+                q = Q_QUANT;
+                continue;
+            }
+            if (c == '{') {
+                /* not a quantifier in ECMA ("{", "{,5}", "{x}"): a literal
+                 * brace, which POSIX would read as an interval or refuse */
+                buf_puts(o, "\\{");
+                q = Q_NONE;
+                continue;
+            }
+            q = quant ? Q_QUANT : Q_NONE;
+        } else {
+            q = Q_NONE;
+        }
         if (c == '\\') {
             if (i + 1 == n)
                 return pattern_error(err, "ends with a lone backslash");
@@ -388,6 +437,91 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
     return 0;
 }
 
+/* glibc's regcomp builds an automaton whose size multiplies with nested
+ * repetition and grows with the square of an interval's upper bound:
+ * "a{1,10000}" takes 790 MB and "a" followed by 22 '+' took 3 GB (found by
+ * tests/fuzz/fuzz_schema).  A pattern is user input, so its cost is bounded
+ * before it is compiled: each atom counts 1, a group the sum of its
+ * alternatives, and a quantifier multiplies what it repeats (by 2 for * + ?,
+ * by the upper bound, or n + 1 for "{n,}").  Measured here: 4000 units
+ * compile in under 40 ms and 40 MB. */
+#define PATTERN_MAX_REPEAT 1000
+#define PATTERN_MAX_COST 4000L
+#define PATTERN_MAX_GROUPS 64
+
+struct cost_frame {
+    long total, cur, last; /* closed alternatives, the open one, its last atom */
+};
+
+static int pattern_cost(const char *s, char **err)
+{
+    struct cost_frame st[PATTERN_MAX_GROUPS + 1] = {{0, 0, 0}};
+    int d = 0;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++) {
+        struct cost_frame *f = &st[d];
+        long atom = 1, mult = 0;
+        char c = s[i];
+        if (c == '\\') {
+            i++;
+        } else if (c == '[') {
+            size_t j = i + 1;
+            if (j < n && s[j] == '^')
+                j++;
+            if (j < n && s[j] == ']')
+                j++;
+            while (j < n && s[j] != ']') {
+                if (s[j] == '[' && j + 1 < n && strchr(":.=", s[j + 1])) {
+                    char e = s[j + 1];
+                    j += 2;
+                    while (j + 1 < n && !(s[j] == e && s[j + 1] == ']'))
+                        j++;
+                    j++;
+                }
+                j++;
+            }
+            i = j;
+        } else if (c == '(') {
+            if (d == PATTERN_MAX_GROUPS)
+                return pattern_error(err, "groups nested deeper than %d", PATTERN_MAX_GROUPS);
+            st[++d] = (struct cost_frame){0, 0, 0};
+            continue;
+        } else if (c == ')' && d > 0) {
+            atom = f->total + f->cur;
+            d--;
+            f = &st[d];
+        } else if (c == '|') {
+            f->total += f->cur;
+            f->cur = f->last = 0;
+            continue;
+        } else if (c == '*' || c == '+' || c == '?') {
+            mult = 2;
+        } else if (c == '{' && interval_len(s + i, n - i)) {
+            char *e;
+            unsigned long lo = strtoul(s + i + 1, &e, 10), hi = lo;
+            if (*e == ',')
+                hi = e[1] == '}' ? lo + 1 : strtoul(e + 1, &e, 10);
+            if (lo > PATTERN_MAX_REPEAT || hi > PATTERN_MAX_REPEAT + 1)
+                return pattern_error(err, "repetition bound over %d at offset %zu",
+                                     PATTERN_MAX_REPEAT, i);
+            mult = hi > 1 ? (long)hi : 1;
+            i += interval_len(s + i, n - i) - 1;
+        }
+        if (mult) {
+            f->cur += f->last * (mult - 1);
+            f->last *= mult;
+        } else {
+            f->cur += atom;
+            f->last = atom;
+        }
+        if (f->cur + f->total > PATTERN_MAX_COST)
+            return pattern_error(err, "too complex: its repetitions expand to more than %ld "
+                                      "states (at most %d per bound, nesting multiplies)",
+                                 PATTERN_MAX_COST, PATTERN_MAX_REPEAT);
+    }
+    return 0;
+}
+
 /* Compiles a pattern string into re; on failure *err (malloc'd) says why. */
 static int compile_pattern(const json_t *pat, regex_t *re, char **err)
 {
@@ -403,6 +537,9 @@ static int compile_pattern(const json_t *pat, regex_t *re, char **err)
     buf_init(&b);
     buf_puts(&b, ""); /* so that an empty pattern has a string to compile */
     rc = translate_pattern(s, n, &b, err);
+    if (rc < 0)
+        goto out;
+    rc = pattern_cost(b.data, err);
     if (rc < 0)
         goto out;
     rc = regcomp(re, b.data, REG_EXTENDED | REG_NOSUB);

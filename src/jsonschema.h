@@ -21,6 +21,11 @@
  * ECMA-262 spellings are translated: \d \w \s (and \D \W \S outside
  * brackets), (?:...), \t \n \r \f \v and escaped punctuation.  Backreferences,
  * lookaround, \uXXXX and other escapes are refused by jsonschema_check.
+ * Lazy quantifiers are read as greedy (the same strings match), a brace that
+ * is not a quantifier is a literal, a quantifier after a quantifier is
+ * refused (as in ECMA-262), and so is a pattern whose repetitions would make
+ * regcomp's automaton huge: a bound over 1000, or more than 4000 states with
+ * nesting multiplying (see pattern_cost in jsonschema.c).
  *
  * Nesting deeper than JSONSCHEMA_MAX_DEPTH subschemas is an error, one
  * validation does at most JSONSCHEMA_MAX_STEPS units of work (about one per

@@ -221,6 +221,18 @@ TEST(pattern_ere_and_translations)
     /* the whole string is matched, even past an embedded NUL */
     BAD("{\"pattern\":\"^[a-z]*$\"}", "\"ab\\u0000CD\"", "$", "does not match pattern \"^[a-z]*$\"");
     OK("{\"pattern\":\"^[a-z]+$\"}", "12");
+    /* lazy quantifiers match what greedy ones match */
+    OK("{\"pattern\":\"^a.*?b+?c??d{1,2}?$\"}", "\"axxbbdd\"");
+    BAD("{\"pattern\":\"^a+?$\"}", "\"ab\"", "$", "does not match pattern \"^a+?$\"");
+    /* a brace that is not a quantifier is a literal, as in ECMA-262 */
+    OK("{\"pattern\":\"^a{,5}$\"}", "\"a{,5}\"");
+    BAD("{\"pattern\":\"^a{,5}$\"}", "\"aa\"", "$", "does not match pattern \"^a{,5}$\"");
+    OK("{\"pattern\":\"^{x}$\"}", "\"{x}\"");
+    /* within bounds: ids, uuids, bounded lengths */
+    OK("{\"pattern\":\"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$\"}",
+       "\"123e4567-e89b-12d3-a456-426614174000\"");
+    OK("{\"pattern\":\"^[a-z0-9_]{1,1000}$\"}", "\"abc_1\"");
+    OK("{\"pattern\":\"^((a+)+)+b$\"}", "\"aaab\"");
 }
 
 TEST(additional_properties)
@@ -356,6 +368,16 @@ TEST(check_rejects_bad_schemas)
         {"{\"pattern\":\"[\\\\D]\"}", "pattern: unsupported escape \\D inside [...]"},
         {"{\"pattern\":\"ab\\\\\"}", "pattern: ends with a lone backslash"},
         {"{\"pattern\":\"a\\u0000b\"}", "pattern: contains a NUL character"},
+        /* glibc's regcomp would take GBs for these (found by fuzz_schema) */
+        {"{\"pattern\":\"W++++++++++++++++++++++W\"}", "pattern: a quantifier follows another"},
+        {"{\"pattern\":\"a{2}{3}\"}", "pattern: a quantifier follows another"},
+        {"{\"pattern\":\"a+??\"}", "pattern: a quantifier follows another"},
+        {"{\"pattern\":\"a{1,10000}\"}", "pattern: repetition bound over 1000"},
+        {"{\"pattern\":\"(.*){1,2000}\"}", "pattern: repetition bound over 1000"},
+        {"{\"pattern\":\"(a{1,100}){1,100}\"}", "pattern: too complex"},
+        {"{\"pattern\":\"[a-z]{1,1000}[0-9]{1,1000}[A-Z]{1,1000}_{1,1000}x{1,1000}\"}",
+         "pattern: too complex"},
+        {"{\"pattern\":\"((((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+)+)\"}", "pattern: too complex"},
         {"{\"additionalProperties\":\"no\"}", "additionalProperties: must be a schema"},
         {"{\"anyOf\":[]}", "anyOf: must be a non-empty array of schemas"},
         {"{\"oneOf\":{}}", "oneOf: must be a non-empty array of schemas"},
