@@ -502,8 +502,7 @@ static int pattern_cost(const char *s, char **err)
             if (*e == ',')
                 hi = e[1] == '}' ? lo + 1 : strtoul(e + 1, &e, 10);
             if (lo > PATTERN_MAX_REPEAT || hi > PATTERN_MAX_REPEAT + 1)
-                return pattern_error(err, "repetition bound over %d at offset %zu",
-                                     PATTERN_MAX_REPEAT, i);
+                return pattern_error(err, "repetition bound over %d", PATTERN_MAX_REPEAT);
             mult = hi > 1 ? (long)hi : 1;
             i += interval_len(s + i, n - i) - 1;
         }
@@ -534,11 +533,16 @@ static int compile_pattern(const json_t *pat, regex_t *re, char **err)
         return pattern_error(err, "longer than %d bytes", JSONSCHEMA_MAX_PATTERN);
     if (memchr(s, 0, n))
         return pattern_error(err, "contains a NUL character");
+    /* JSON Schema searches unanchored.  regexec would try every start
+     * position, each a fresh scan: "(.*a){1,20}y" took 2.8 s on a 100 KB
+     * string.  Wrapped as "^.*(P)" the same strings match (a '^' inside P
+     * still anchors at the start) and the automaton scans once. */
     buf_init(&b);
-    buf_puts(&b, ""); /* so that an empty pattern has a string to compile */
+    buf_puts(&b, "^.*(");
     rc = translate_pattern(s, n, &b, err);
     if (rc < 0)
         goto out;
+    buf_puts(&b, ")");
     rc = pattern_cost(b.data, err);
     if (rc < 0)
         goto out;

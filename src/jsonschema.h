@@ -25,7 +25,9 @@
  * is not a quantifier is a literal, a quantifier after a quantifier is
  * refused (as in ECMA-262), and so is a pattern whose repetitions would make
  * regcomp's automaton huge: a bound over 1000, or more than 4000 states with
- * nesting multiplying (see pattern_cost in jsonschema.c).
+ * nesting multiplying (see pattern_cost in jsonschema.c).  The search is
+ * compiled as "^.*(P)": the same strings match, in one scan of the string
+ * (regexec's own unanchored search restarts at every position).
  *
  * Nesting deeper than JSONSCHEMA_MAX_DEPTH subschemas is an error, one
  * validation does at most JSONSCHEMA_MAX_STEPS units of work (about one per
