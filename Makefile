@@ -30,15 +30,20 @@ LIBOBJ   := $(LIBSRC:src/%.c=$(BUILD)/obj/%.o)
 WEBFILES := $(sort $(wildcard web/*))
 UNITSRC  := $(wildcard tests/unit/test_*.c)
 UNITBIN  := $(UNITSRC:tests/unit/%.c=$(BUILD)/tests/%)
+# libFuzzer targets (tests/fuzz/README.md): built with clang into build-fuzz/.
+FUZZSRC  := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZBIN  := $(FUZZSRC:tests/fuzz/%.c=build-fuzz/fuzz/%)
+FUZZ_RUNS ?= 100000
 
-.PHONY: all man deps run test test-unit test-integration test-integration-pg test-asan bench clean
+.PHONY: all man deps run test test-unit test-integration test-integration-pg test-asan test-fuzz \
+        fuzz fuzz-build bench clean
 
 all: $(BUILD)/quernd $(BUILD)/quern $(BUILD)/quern-init
 
 $(BUILD)/obj/%.o: src/%.c $(wildcard src/*.h) | $(BUILD)/obj
 	$(CC) $(CFLAGS) -c $< -o $@
 
-$(BUILD)/obj $(BUILD)/tests:
+$(BUILD)/obj $(BUILD)/tests $(BUILD)/fuzz:
 	mkdir -p $@
 
 # The dashboard's files are embedded in the binary (web_assets.c is generated).
@@ -65,6 +70,9 @@ $(BUILD)/quern-init: src/quern_init.c | $(BUILD)/obj
 $(BUILD)/tests/%: tests/unit/%.c tests/unit/t.h $(BUILD)/libquern.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -iquote src $(LDFLAGS) -o $@ $< $(BUILD)/libquern.a $(LDLIBS)
 
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libquern.a | $(BUILD)/fuzz
+	$(CC) $(CFLAGS) -iquote src -fsanitize=fuzzer $(LDFLAGS) -o $@ $< $(BUILD)/libquern.a $(LDLIBS)
+
 # Manual pages, generated from the programs' own option tables.
 man: man/quern.1 man/quernd.8
 man/quern.1: $(BUILD)/quern
@@ -82,6 +90,7 @@ test: deps
 	$(MAKE) all $(UNITBIN)
 	$(MAKE) test-unit test-integration test-integration-pg
 	$(MAKE) test-asan
+	$(MAKE) test-fuzz
 
 test-unit: $(UNITBIN)
 	@python3 tests/runner.py --unit $(UNITBIN)
@@ -101,8 +110,20 @@ test-asan:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    QUERN_BUILD=build-asan QUERN_ASAN=1 python3 tests/runner.py --integration tests/integration
 
+# Every fuzz target from its seed corpus, a fixed number of inputs and a fixed
+# seed (so a run repeats), under ASan and UBSan.  `make fuzz FUZZ_TIME=600`
+# runs each for that many seconds instead and keeps what it finds new.
+fuzz-build:
+	$(MAKE) BUILD=build-fuzz CC=clang SANITIZE=fuzzer-no-link,address,undefined OPT=-O1 $(FUZZBIN)
+
+test-fuzz: fuzz-build
+	@sh tests/fuzz/run.sh runs $(FUZZ_RUNS) $(FUZZBIN)
+
+fuzz: fuzz-build
+	@sh tests/fuzz/run.sh time $(or $(FUZZ_TIME),60) $(FUZZBIN)
+
 bench: deps all
 	@sh bench/run.sh
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-fuzz

@@ -2,10 +2,11 @@
 # Installs every Debian package quern's build, tests and `make run` need.
 # Idempotent: when everything is present it does nothing (and needs no network).
 # slirp4netns: the user-mode NAT of code runs with network (src/sandbox.c).
+# clang, libclang-rt-dev: the libFuzzer targets (tests/fuzz/, `make test-fuzz`).
 set -e
 PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
 libssl-dev libcurl4-openssl-dev libseccomp-dev libpq-dev libjemalloc-dev python3 curl
-postgresql tzdata chromium slirp4netns"
+postgresql tzdata chromium slirp4netns clang libclang-rt-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
