@@ -13,7 +13,7 @@ import random
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests  # noqa: E402
+from qlib import ROOT_KEY, Server, expect, run_tests  # noqa: E402
 
 S = Server(extra_args=["--slots", "-1"])
 P = "/api/projects/fz"
@@ -162,6 +162,14 @@ class World:
         ]
 
 
+HEADERS = [{"Idempotency-Key": "k" * 300}, {"Idempotency-Key": ""}, {"Idempotency-Key": "same-key"},
+           {"Content-Type": "text/plain"}, {"Content-Type": "application/json; charset=latin1"},
+           {"Prefer": "return=minimal"}, {"Prefer": "wait=999999999"}, {"Accept": "text/event-stream"},
+           {"X-Quern-Signature": "t=1,sha256=00"}, {"Last-Event-ID": "-5"}]
+AUTH = ["", "Bearer", "Bearer ", "Bearer qk_nope", "Basic Zm9vOmJhcg==", "Bearer " + "q" * 5000,
+        "bearer qk_root_test_key_0123456789"]
+
+
 def request(rnd, method, path, body):
     """One mutated request; returns (method, path, raw bytes or None)."""
     if "{id}" in path:
@@ -194,8 +202,13 @@ def test_no_route_answers_5xx_to_mutated_input():
     for i in range(N):
         method, path, body = ops[rnd.randrange(len(ops))]
         m, p, raw = request(rnd, method, path, body)
+        headers, key = None, ROOT_KEY
+        if rnd.random() < 0.1:
+            headers = dict(rnd.choice(HEADERS))
+        if rnd.random() < 0.04:
+            headers, key = {"Authorization": rnd.choice(AUTH)}, None
         try:
-            resp = S.req(m, p, raw=raw)
+            resp = S.req(m, p, raw=raw, headers=headers, key=key)
         except Exception as e:  # the server closed on us: as bad as a 500
             bad.append((i, m, p, raw, "no answer: %r" % e))
             if S.proc.poll() is not None:
