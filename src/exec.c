@@ -57,12 +57,12 @@
 #include "jload.h"
 #include "runtime.h"
 #include "sandbox.h"
+#include "tree.h"
 #include "util.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -357,22 +357,10 @@ static void redact_json(const struct run *r, json_t *j)
     }
 }
 
-static int rm_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)ftw;
-    if (flag == FTW_DP || flag == FTW_D || flag == FTW_DNR)
-        rmdir(path);
-    else
-        unlink(path);
-    return 0;
-}
-
-/* Removes a tree without following links or crossing mounts. */
+/* Removes a tree without following links or crossing mounts (tree.h). */
 static void rm_tree(const char *path)
 {
-    if (path)
-        (void)nftw(path, rm_cb, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    (void)tree_remove(path, false);
 }
 
 static void run_clear(struct run *r)
@@ -790,19 +778,10 @@ static int mkdir_owned(const char *p, mode_t mode, uid_t uid)
     return 0;
 }
 
-static int rm_children_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    if (ftw->level == 0)
-        return 0; /* keep the top directory */
-    int rc = (flag == FTW_DP || flag == FTW_D || flag == FTW_DNR) ? rmdir(path) : unlink(path);
-    return rc < 0 && errno != ENOENT ? -1 : 0;
-}
-
 /* Empties dir (not following links); 0 or -1 when something stayed. */
 static int empty_dir(const char *dir)
 {
-    return nftw(dir, rm_children_cb, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT);
+    return tree_remove(dir, true);
 }
 
 /* True when the directory open at fd holds nothing but `keep` (a directory
@@ -2174,27 +2153,17 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
     }
 }
 
-/* What a box has on disk (allocated blocks; no symlink followed, no other
- * file system entered), summed by nftw's callback on the supervisor thread. */
-static __thread int64_t disk_bytes, disk_entries;
-
-static int disk_cb(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)path;
-    (void)flag;
-    (void)ftw;
-    disk_bytes += (int64_t)sb->st_blocks * 512;
-    return ++disk_entries > DISK_MAX_ENTRIES || disk_bytes > DISK_MAX_BYTES;
-}
-
 /* Whether the run's scratch and out directories together are over the
- * limits (the code's writes are not bounded by a quota, only checked). */
+ * limits (the code's writes are not bounded by a quota, only checked), or
+ * nest directories deeper than TREE_MAX_DEPTH.  Scratch counts allocated
+ * blocks; out counts a sparse file at its apparent size, which is what
+ * collecting it as an artifact would store. */
 static bool disk_over(const struct run *r)
 {
-    disk_bytes = disk_entries = 0;
-    if (nftw(r->scratch, disk_cb, 16, FTW_PHYS | FTW_MOUNT) > 0)
+    struct tree_usage u = {0};
+    if (tree_usage(r->scratch, TREE_BLOCKS, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
         return true;
-    return nftw(r->outdir, disk_cb, 16, FTW_PHYS | FTW_MOUNT) > 0;
+    return tree_usage(r->outdir, TREE_LARGER, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep;
 }
 
 static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
@@ -2223,7 +2192,8 @@ static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
         if (!r->kill_status && now >= r->disk_check_at) {
             if (disk_over(r))
                 kill_box(r, "failed", "disk_limit_exceeded",
-                         "scratch and artifacts over 1 GiB or 100000 files", SIGKILL);
+                         "scratch and artifacts over 1 GiB or 100000 files, or nested "
+                         "deeper than 128 directories", SIGKILL);
             r->disk_check_at = mono_ms() + DISK_CHECK_MS;
         }
         int64_t cands[4] = {r->kill_status ? -1 : r->deadline, r->kill_at ? r->kill_at : -1,

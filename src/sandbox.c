@@ -975,6 +975,23 @@ static bool ipcns_enter(struct sandbox_sys *sys, int slot)
     return false;
 }
 
+/* Empties the slot's IPC namespace once its box is dead, so that nothing a
+ * run made outlives it: a shared memory segment pins its RAM, and message
+ * queue bytes count against host root's RLIMIT_MSGQUEUE, until the slot's
+ * next spawn would have emptied them (a warm or idle slot may wait long).
+ * A failure is left to that spawn, which reports it. */
+static void ipcns_empty(struct sandbox_sys *sys, int slot)
+{
+    if (sys->ipcns[slot] < 0 || sys->host_ipcns < 0)
+        return;
+    if (setns(sys->ipcns[slot], CLONE_NEWIPC) < 0)
+        return;
+    if (ipc_sysv_clear() == 0)
+        (void)ipc_mq_clear(sys->mqdir[slot]);
+    if (setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
+        abort(); /* the supervisor thread must not stay in a box's namespace */
+}
+
 /* ---- seccomp ---- */
 
 static int seccomp_build(struct sandbox_sys *sys, char **err)
@@ -1286,6 +1303,8 @@ struct op {
 };
 
 #define MAX_OPS 160
+#define BOX_MSGQUEUE_BYTES (128 * 1024) /* one queue of the default 10 x 8 KiB */
+#define BOX_SIGPENDING 4096
 #define MAX_FDS 24
 
 struct plan {
@@ -1576,6 +1595,12 @@ root_done:
     c_setrlimit(RLIMIT_FSIZE, &pl->rl_fsize);
     c_setrlimit(RLIMIT_NOFILE, &pl->rl_nofile);
     c_setrlimit(RLIMIT_NPROC, &pl->rl_nproc);
+    /* POSIX message queue bytes and queued signals are charged, like the
+     * inotify objects above, to host root too: each box gets a share */
+    struct rlimit mq = {BOX_MSGQUEUE_BYTES, BOX_MSGQUEUE_BYTES};
+    struct rlimit sigq = {BOX_SIGPENDING, BOX_SIGPENDING};
+    c_setrlimit(RLIMIT_MSGQUEUE, &mq);
+    c_setrlimit(RLIMIT_SIGPENDING, &sigq);
     if (pl->set_cpu)
         c_setrlimit(RLIMIT_CPU, &pl->rl_cpu);
     if (pl->set_as)
@@ -1618,6 +1643,31 @@ static void add_op(struct plan *pl, struct op o)
         pl->ops[pl->nops++] = o;
     else
         abort(); /* the plan is sized for the fixed layout plus a few mounts */
+}
+
+/* The box's own user namespace limits, then /proc/sys read-only.  The
+ * namespace is made by quernd as host root, so what a box holds of
+ * per-user kernel objects (inotify instances and watches) is also charged
+ * to host root's budget (fs.inotify.max_user_instances, 128 by default):
+ * without a bound of its own, one run took all of it, and quernd's storage
+ * watches and every root process on the host got EMFILE.  The box's root
+ * could raise these again through /proc/sys/user, hence the read-only
+ * /proc/sys (mount is denied by seccomp, so it stays so). */
+static void add_proc_sys_ops(struct plan *pl)
+{
+    static const char *const limits[][2] = {
+        {"proc/sys/user/max_inotify_instances", "8"},
+        {"proc/sys/user/max_inotify_watches", "8192"},
+        {"proc/sys/user/max_fanotify_groups", "0"},
+        {"proc/sys/user/max_user_namespaces", "0"},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(limits); i++)
+        add_op(pl, (struct op){.kind = OP_WRITE, .dst = limits[i][0], .data = limits[i][1],
+                               .len = strlen(limits[i][1])});
+    add_op(pl, (struct op){.kind = OP_BINDIN, .src = "proc/sys", .dst = "proc/sys"});
+    add_op(pl, (struct op){.kind = OP_REMOUNT, .dst = "proc/sys",
+                           .flags = MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV |
+                                    MS_NOEXEC});
 }
 
 /* Gives s (malloc'd) to the plan; returns it. */
@@ -2169,6 +2219,7 @@ static int tpl_plan(struct sandbox_sys *sys, const struct sandbox_params *p, str
                                .data = "size=256m,nr_inodes=65536,mode=1777"});
     add_op(pl, (struct op){.kind = OP_MOUNT, .src = "proc", .dst = "proc", .fstype = "proc",
                            .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC});
+    add_proc_sys_ops(pl);
     size_t root = p->root_bytes > 0 ? (size_t)p->root_bytes : ((size_t)4 << 20) + extra;
     if (tmp_done)
         snprintf(pl->root_opts, sizeof(pl->root_opts), "size=%zu,nr_inodes=%d,mode=755",
@@ -2251,6 +2302,7 @@ int sandbox_spawn(struct sandbox_sys *sys, const struct sandbox_params *p,
     add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "proc", .mode = 0555});
     add_op(pl, (struct op){.kind = OP_MOUNT, .src = "proc", .dst = "proc", .fstype = "proc",
                            .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC});
+    add_proc_sys_ops(pl);
     add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "dev", .mode = 0755});
     add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "dev", .fstype = "tmpfs",
                            .flags = MS_NOSUID | MS_NOEXEC, .data = "size=64k,nr_inodes=64,mode=755"});
@@ -2504,6 +2556,7 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
     close(proc->pidfd);
     proc->pidfd = -1;
     slot_spawn_done(sys, proc->slot);   /* the child is dead: its plan is free */
+    ipcns_empty(sys, proc->slot);       /* and so is its whole tree (PID 1) */
 
     struct slot_cg *c = &sys->cg[proc->slot];
     int64_t ru_cpu = (int64_t)ru.ru_utime.tv_sec * 1000 + ru.ru_utime.tv_usec / 1000 +

@@ -4,13 +4,13 @@
 #include "storage.h"
 
 #include <errno.h>
-#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "app.h"
+#include "tree.h"
 #include "util.h"
 
 json_t *storage_new_doc(const char *project_id, const char *scope, const char *name,
@@ -100,23 +100,12 @@ json_t *storage_for_task(struct store_tx *tx, const json_t *task)
     return out;
 }
 
-static __thread int64_t du_total;
-
-static int du_fn(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)path;
-    (void)ftw;
-    if (flag == FTW_F)
-        du_total += st->st_size;
-    return 0;
-}
-
 int64_t storage_size(struct app *app, const char *project_id, const char *id)
 {
     char *dir = storage_dir(app, project_id, id, false, 0);
-    du_total = 0;
+    struct tree_usage u = {0};
     if (dir)
-        nftw(dir, du_fn, 16, FTW_PHYS);
+        tree_usage(dir, TREE_FILES, 0, 0, &u);
     free(dir);
-    return du_total;
+    return u.bytes;
 }

@@ -109,6 +109,108 @@ def test_ipc_objects_do_not_outlive_their_run():
         assert r["status"] == "completed", (r, logs)
         assert '"found 0 0 0 0"' in logs and '"made 1 1 1 1"' in logs, logs
 
+SLOT_IPC = r"""
+import ctypes, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = os.open(sys.argv[1], os.O_RDONLY)
+assert libc.setns(fd, 0x08000000) == 0, os.strerror(ctypes.get_errno())   # CLONE_NEWIPC
+objs = sum(len(open("/proc/sysvipc/" + k).read().splitlines()) - 1 for k in ("shm", "msg", "sem"))
+print(objs)
+"""
+
+
+def slot_ipc_objects():
+    """System V objects in each IPC namespace quernd keeps for its slots (read
+    from inside each, by a helper that enters it)."""
+    import subprocess
+    pid, host = S.proc.pid, os.readlink("/proc/self/ns/ipc")
+    counts = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        path = "/proc/%d/fd/%s" % (pid, fd)
+        try:
+            target = os.readlink(path)
+        except OSError:
+            continue
+        if target.startswith("ipc:") and target != host:
+            p = subprocess.run([sys.executable, "-c", SLOT_IPC, path], capture_output=True, text=True)
+            assert p.returncode == 0, p.stderr
+            counts.append(int(p.stdout))
+    return counts
+
+
+def test_ipc_objects_are_gone_when_their_run_ends():
+    # not only when the slot's next run starts: shared memory pins RAM and
+    # message queues count against host root's limits while they exist
+    r, logs = run(IPC_PROBE, "python")
+    assert r["status"] == "completed" and '"made 1 1 1 1"' in logs, (r, logs)
+    counts = slot_ipc_objects()
+    assert counts and not any(counts), counts
+
+
+def test_per_user_kernel_objects_are_bounded_per_box():
+    # a box's inotify instances and queued-signal / message-queue budgets are
+    # charged to host root too; each box has its own small share, which its
+    # root cannot raise (/proc/sys is read-only)
+    code = ("import ctypes, os, resource\n"
+            "libc = ctypes.CDLL(None, use_errno=True)\n"
+            "n = 0\n"
+            "while n < 1000 and libc.inotify_init1(0) >= 0:\n"
+            "    n += 1\n"
+            "print('instances', n)\n"
+            "try:\n"
+            "    open('/proc/sys/user/max_inotify_instances', 'w').write('100000')\n"
+            "    print('raised')\n"
+            "except OSError as e:\n"
+            "    print('refused', e.errno)\n"
+            "print('mq', resource.getrlimit(resource.RLIMIT_MSGQUEUE)[1])\n")
+    r, logs = run(code, "python")
+    assert r["status"] == "completed", (r, logs)
+    assert '"instances 8"' in logs and '"refused 30"' in logs and '"mq 131072"' in logs, logs
+    # quernd's own watches still work (a storage access is recorded)
+    t = expect(S.req("POST", P + "/tasks", {"code": 'ls "$QUERN_STORAGE_PROJECT"', "runtime_id": "sh",
+                                            "wait_for_result": True}), 201)
+    full = expect(S.req("GET", P + "/tasks/%s/runs/%s?include=storage" % (t["id"], t["run"]["id"])), 200)
+    assert ("project", "opened") in {(a["scope"], a["access_type"]) for a in full["storage_access"]}, full
+
+
+DEEP = """import os, sys, time
+base = os.path.join(os.environ[sys.argv[1]] if len(sys.argv) > 1 else os.environ[%r], "deep")
+os.makedirs(base, exist_ok=True)
+fd = os.open(base, os.O_RDONLY)
+for i in range(30000):
+    os.mkdir("d", dir_fd=fd)
+    nfd = os.open("d", os.O_RDONLY, dir_fd=fd)
+    os.close(fd)
+    fd = nfd
+print("built")
+time.sleep(%d)
+"""
+
+
+def test_a_very_deep_directory_chain_fails_the_run_and_quernd_lives():
+    # glibc's nftw recursed once per level: 25 000 levels overflowed the
+    # supervisor's stack at the next disk check, and again at every restart
+    for env in ("QUERN_SCRATCH", "QUERN_ARTIFACTS"):
+        code = DEEP % (env, 60) if env != "QUERN_SCRATCH" else DEEP.replace(
+            'os.environ[%r]', 'os.getcwd()') % 60
+        r, logs = run(code, "python", timeout_ms=120000)
+        assert r["status"] == "failed" and r["error"]["code"] == "disk_limit_exceeded", (env, r, logs)
+        assert "deeper than 128" in r["error"]["message"], r
+
+
+def test_a_very_deep_chain_in_storage_is_listed():
+    # the storage listing measured instances with nftw too
+    r, logs = run(DEEP % ("QUERN_STORAGE_PROJECT", 0), "python", timeout_ms=120000)
+    assert r["status"] == "completed", (r, logs)
+    sizes = expect(S.req("GET", P + "/storage"), 200)["data"]
+    assert any(x["scope"] == "project" for x in sizes), sizes
+    S.stop()
+    S.start()   # the chain is still there; quernd starts and lists it again
+    expect(S.req("GET", P + "/storage"), 200)
+    r, _ = run('echo after; rm -rf "$QUERN_STORAGE_PROJECT/deep"')
+    assert r["status"] == "completed", r
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
