@@ -89,6 +89,7 @@
 #define STR(x) STR_(x)   /* a number macro as a string literal */
 #define DISK_MAX_BYTES ((int64_t)1 << 30) /* scratch and artifacts of a live box */
 #define DISK_MAX_ENTRIES 100000
+#define EXEC_MAX_PENDING_INPUT 100 /* input_requests of a run waiting at once */
 #define DISK_CHECK_MS 500                 /* how often, from half a second on */
 #define LOG_ENTRY_MIN 64                  /* bytes of max_output_bytes per entry, at least, */
 #define LOG_ENTRIES_FREE 10000             /* after the first this many */
@@ -144,6 +145,7 @@ struct run {
     int fd_in, fd_status;
     int64_t started, deadline, last_activity, kill_at, disk_check_at;
     int waiting_input;            /* the code's input_requests not answered yet */
+    bool input_flood_warned;      /* one warning for input_requests over the cap */
     bool in_armed;
     const char *kill_status, *kill_code;
     char *kill_msg;
@@ -628,6 +630,17 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             r->cont_data = d ? json_deep_copy(d) : json_object();
             r->cont_req = true;
         } else if (strcmp(type, "input_request") == 0) {
+            /* each question waiting is saved with the run: unbounded, a
+             * flood made every save longer (quadratic) and held the store's
+             * writer, every project's writes, for minutes */
+            if (r->waiting_input >= EXEC_MAX_PENDING_INPUT) {
+                if (!r->input_flood_warned)
+                    run_warn(ex, r, "input_request dropped: 100 questions are already waiting "
+                                    "for an answer");
+                r->input_flood_warned = true;
+                json_decref(m);
+                return;
+            }
             r->waiting_input++;
         }
         if (ex->cb.on_control)
@@ -1207,6 +1220,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     r->deadline = r->started + tmo;
     r->kill_at = 0;
     r->waiting_input = 0;
+    r->input_flood_warned = false;
     r->in_armed = false;
     r->out.fd = out[0];
     r->err.fd = err[0];
@@ -1558,6 +1572,7 @@ static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, 
     r->deadline = r->started + r->timeout_ms;
     r->kill_at = 0;
     r->waiting_input = 0;
+    r->input_flood_warned = false;
     r->in_armed = false;
     ep_add(ex, r->out.fd, slot, K_OUT, EPOLLIN);
     ep_add(ex, r->err.fd, slot, K_ERR, EPOLLIN);

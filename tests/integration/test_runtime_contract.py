@@ -551,6 +551,28 @@ ctl({"type": "output", "output": [a, b]})
     assert run["status"] == "completed" and run["interaction"] is None, run
 
 
+def test_a_flood_of_questions_is_capped():
+    # each waiting question was saved with the run, so 40 000 of them held
+    # the store's writer (every project's writes) for minutes; at most 100
+    # wait, the rest are dropped with one warning
+    code = py(CTL_PY + r"""
+for i in range(400):
+    ctl({"type": "input_request", "prompt": "q%d" % i})
+print(sys.stdin.readline().strip(), flush=True)
+""")
+    t = create(code, "python", settings={"timeout_ms": 60000})
+    run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+    assert run["status"] == "interaction_required" and run["interaction"]["prompt"] == "q0", run
+    run = wait_for(lambda: (lambda r: r if len(r["pending_interactions"]) == 99 else None)(run_of(t)),
+                   30, "99 questions waiting")
+    assert run["pending_interactions"][-1]["prompt"] == "q99", run["pending_interactions"][-1]
+    warned = [m for m in msgs(t, run) if "input_request dropped" in m]
+    assert len(warned) == 1, warned
+    expect(S.req("POST", base_of(t, run) + "/cancel", {}), 200)
+    run = finish(t)
+    assert run["status"] == "canceled", run
+
+
 def test_waiting_on_input_is_not_inactivity_but_counts_as_time():
     code = py(CTL_PY + "ctl({'type': 'input_request', 'prompt': 'x'})\nprint(sys.stdin.readline().strip())\n")
     t = create(code, "python", settings={"inactivity_timeout_ms": 300, "timeout_ms": 30000})
