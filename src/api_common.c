@@ -275,6 +275,11 @@ void api_store_error(struct req *r, int rc, const char *what)
     case -ESHUTDOWN:
         http_error(r, 503, "shutting_down", NULL, "quernd is shutting down");
         break;
+    case -ENOSPC:
+        http_add_header(r, "Retry-After", "10");
+        http_error(r, 507, "storage_full", NULL,
+                   "the server's disk is full: nothing was written; retry once space is freed");
+        break;
     default:
         http_error(r, 500, "store_error", NULL, "the store failed (%d)", rc);
         break;

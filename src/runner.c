@@ -42,6 +42,7 @@ struct item {
     int iteration;
     struct exec_result *res;
     json_t *artifacts;        /* stored artifacts of an exit: [{name, sha, size}] */
+    bool note;                /* quern's own warning about lost reports */
     struct item *next;
 };
 
@@ -54,6 +55,14 @@ struct runner {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     struct item *head, *tail;
+    /* Reports whose transaction failed (the disk full, the database gone):
+     * the exits are tried again from retry_at on, so that no run stays
+     * `running` for ever; the log lines and control messages of that
+     * batch are dropped and counted per run (lost), and the run's end says
+     * how many.  Touched by the runner thread only. */
+    struct item *retry;
+    int64_t retry_at;
+    struct lost *lost;
     bool wake, stopping, started;
     struct starting *starting; /* runs being started (under mu), see starting_add */
     bool unsignaled;          /* supervisor thread's: items pushed since its last flush */
@@ -79,6 +88,14 @@ struct starting {
 /* Queues without waking the runner thread: cb_flush does that once for
  * all the reports of a supervisor round, so runs that end together are
  * stored in one turn (one commit) rather than the first alone. */
+struct lost {
+    char run_id[ID_LEN];
+    long n;
+    struct lost *next;
+};
+
+#define RETRY_MS 1000
+
 static void push(struct runner *rn, struct item *it)
 {
     pthread_mutex_lock(&rn->mu);
@@ -780,6 +797,86 @@ static void dispatch(struct runner *rn)
     }
 }
 
+/* After a failed transaction: keeps the exits for a retry (rn->retry),
+ * counts the other reports as lost for their runs, and returns what is to
+ * be freed. */
+static struct item *keep_exits(struct runner *rn, struct item *items)
+{
+    struct item *drop = NULL, **kept_tail = &rn->retry;
+    while (*kept_tail)
+        kept_tail = &(*kept_tail)->next;
+    while (items) {
+        struct item *it = items;
+        items = it->next;
+        it->next = NULL;
+        if (it->kind == IT_EXIT) {
+            *kept_tail = it;
+            kept_tail = &it->next;
+            continue;
+        }
+        if (it->note) {   /* made again at the retry */
+            it->next = drop;
+            drop = it;
+            continue;
+        }
+        struct lost *l = rn->lost;
+        while (l && strcmp(l->run_id, it->run_id))
+            l = l->next;
+        if (!l) {
+            l = xcalloc(1, sizeof *l);
+            snprintf(l->run_id, sizeof l->run_id, "%s", it->run_id);
+            l->next = rn->lost;
+            rn->lost = l;
+        }
+        l->n++;
+        it->next = drop;
+        drop = it;
+    }
+    rn->retry_at = mono_ms() + RETRY_MS;
+    return drop;
+}
+
+static void forget_lost(struct runner *rn, const char *run_id)
+{
+    for (struct lost **lp = &rn->lost; *lp; lp = &(*lp)->next) {
+        if (!strcmp((*lp)->run_id, run_id)) {
+            struct lost *l = *lp;
+            *lp = l->next;
+            free(l);
+            return;
+        }
+    }
+}
+
+/* Puts a warning before the exit of each run that lost reports to a failed
+ * transaction, saying how many. */
+static struct item *note_lost(struct runner *rn, struct item *items)
+{
+    for (struct item **pp = &items; *pp; pp = &(*pp)->next) {
+        struct item *it = *pp;
+        if (it->kind != IT_EXIT)
+            continue;
+        for (struct lost *l = rn->lost; l; l = l->next) {
+            if (strcmp(l->run_id, it->run_id))
+                continue;
+            struct item *w = xcalloc(1, sizeof *w);
+            w->kind = IT_LOG;
+            w->note = true;
+            snprintf(w->run_id, sizeof w->run_id, "%s", it->run_id);
+            w->type = xstrdup("log");
+            w->level = xstrdup("warn");
+            w->message = xasprintf("%ld log entries or control messages of this run were lost: "
+                                   "the store could not write them (see quernd's log)", l->n);
+            w->iteration = it->res && it->res->iterations > 0 ? it->res->iterations : 1;
+            w->next = it;
+            *pp = w;
+            pp = &w->next;
+            break;
+        }
+    }
+    return items;
+}
+
 /* One turn: stores the queued executor reports and starts the runs that
  * fit in the free slots, in one transaction (one commit, one fsync, for
  * both).  Returns true when slots may be left free that no queued report
@@ -787,8 +884,9 @@ static void dispatch(struct runner *rn)
  * the caller then dispatches. */
 static bool turn(struct runner *rn, struct item *items)
 {
+    items = note_lost(rn, items);
     for (struct item *it = items; it; it = it->next)
-        if (it->kind == IT_EXIT)
+        if (it->kind == IT_EXIT && !it->artifacts)
             store_artifacts(rn, it);
     struct batch b = {rn, items, json_object()};
     /* the runs that can start now ride in the same transaction */
@@ -822,7 +920,8 @@ static bool turn(struct runner *rn, struct item *items)
     }
     if (rc) {
         log_write(LOG_ERROR, "runner", json_pack("{s:i}", "rc", rc),
-                  "storing run updates failed");
+                  "storing run updates failed; the ends of runs are tried again each second");
+        items = keep_exits(rn, items);
     } else {
         if (s.nbusy)
             sched_give_back_later(rn->app->sched, busy, s.nbusy, 250);
@@ -837,8 +936,10 @@ static bool turn(struct runner *rn, struct item *items)
     json_decref(b.runs);
     while (items) {
         struct item *nx = items->next;
-        if (items->kind == IT_EXIT)
+        if (items->kind == IT_EXIT) {
             rn->live--;   /* stored: a drain may now stop */
+            forget_lost(rn, items->run_id);
+        }
         item_free(items);
         items = nx;
     }
@@ -850,8 +951,24 @@ static void *runner_main(void *arg)
     struct runner *rn = arg;
     pthread_mutex_lock(&rn->mu);
     while (!rn->stopping) {
-        while (!rn->head && !rn->wake && !rn->stopping)
-            pthread_cond_wait(&rn->cond, &rn->mu);
+        while (!rn->head && !rn->wake && !rn->stopping) {
+            if (!rn->retry) {
+                pthread_cond_wait(&rn->cond, &rn->mu);
+                continue;
+            }
+            int64_t left = rn->retry_at - mono_ms();
+            if (left <= 0)
+                break;
+            struct timespec until;
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            until.tv_sec += left / 1000;
+            until.tv_nsec += (left % 1000) * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&rn->cond, &rn->mu, &until);
+        }
         /* While starts wait inside exec every slot is busy: a turn now or a
          * little later leaves none idle, and reports that end together
          * share a commit.  The wait ends when one start is left waiting
@@ -873,6 +990,14 @@ static void *runner_main(void *arg)
         }
         struct item *items = rn->head;
         rn->head = rn->tail = NULL;
+        if (rn->retry && mono_ms() >= rn->retry_at) {
+            struct item *last = rn->retry;
+            while (last->next)
+                last = last->next;
+            last->next = items;
+            items = rn->retry;
+            rn->retry = NULL;
+        }
         bool more = rn->wake;
         rn->wake = false;
         pthread_mutex_unlock(&rn->mu);
@@ -985,6 +1110,18 @@ void runner_free(struct runner *rn)
         buf_release(&rn->starting->lines);
         free(rn->starting);
         rn->starting = n;
+    }
+    /* exits never stored stay `running` in the store: the next start's
+     * recovery settles them, as after a crash */
+    while (rn->retry) {
+        struct item *n = rn->retry->next;
+        item_free(rn->retry);
+        rn->retry = n;
+    }
+    while (rn->lost) {
+        struct lost *n = rn->lost->next;
+        free(rn->lost);
+        rn->lost = n;
     }
     pthread_mutex_destroy(&rn->mu);
     pthread_cond_destroy(&rn->cond);

@@ -685,6 +685,8 @@ static void run_batch(struct pg_store *st, struct job *batch)
         j->rc = j->fn((struct store_tx *)&tx, j->arg);
         if (j->rc && lost_race(c))
             j->rc = -EAGAIN;
+        else if (j->rc && !strcmp(c->sqlstate, "53100"))
+            j->rc = -ENOSPC;   /* disk_full: say so (api_store_error) */
         if (!j->rc) {
             if (j->next && !simple(c, "RELEASE SAVEPOINT job; SAVEPOINT job"))
                 continue;

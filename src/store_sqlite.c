@@ -534,7 +534,7 @@ static int frame_sql(struct conn *c, const char *sql)
     if (rc != SQLITE_DONE) {
         log_write(LOG_ERROR, "store", json_pack("{s:s}", "sql", sql), "sqlite: %s",
                   sqlite3_errmsg(c->db));
-        return -EIO;
+        return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
     }
     return 0;
 }
@@ -554,6 +554,8 @@ static void run_batch(struct sqlite_store *st, struct job *batch)
         if (!alone)
             frame_sql(c, "SAVEPOINT job");
         j->rc = j->fn((struct store_tx *)&tx, j->arg);
+        if (j->rc == -EIO && sqlite3_errcode(c->db) == SQLITE_FULL)
+            j->rc = -ENOSPC;   /* the disk is full: say so (api_store_error) */
         if (j->rc) {
             frame_sql(c, alone ? "ROLLBACK" : "ROLLBACK TO job");
             for (size_t i = 0; i < j->nhooks; i++)   /* invariant 3 */
@@ -567,14 +569,12 @@ static void run_batch(struct sqlite_store *st, struct job *batch)
         if (!alone)
             frame_sql(c, "RELEASE job");
     }
-    if (!rc && frame_sql(c, "COMMIT")) {
+    if (!rc && (rc = frame_sql(c, "COMMIT")) != 0)
         frame_sql(c, "ROLLBACK");
-        rc = -EIO;
-    }
     /* the hooks run once the commit is durable (finish_synced) */
     for (struct job *j = batch; j; j = j->next) {
         if (rc)
-            j->rc = -EIO;
+            j->rc = rc == -ENOSPC ? -ENOSPC : -EIO;
         j->ok = rc == 0;
     }
 }
