@@ -1255,7 +1255,22 @@ struct dep_arg {
     struct sched *s;
     json_t *run;     /* the finished run */
     json_t *blocked; /* array of run ids blocked on its task */
+    bool stale;      /* the run is not its task's latest: nothing decided */
 };
+
+/* Whether run is its task's latest run: a dependency is on a task, whose
+ * status is its latest run's, so an older run (a fan-out's first agent, a
+ * run superseded by a newer one) ending decides nothing for the dependants
+ * (it used to unblock or fail them). */
+static bool latest_of_task(struct store_tx *tx, const json_t *run)
+{
+    const char *project = json_string_value(json_object_get(run, "project_id"));
+    json_t *task = store_get(tx, SK_TASK, project, json_string_value(json_object_get(run, "task_id")));
+    const char *latest = json_string_value(json_object_get(task, "latest_run_id"));
+    bool yes = !task || !latest || !strcmp(latest, json_string_value(json_object_get(run, "id")));
+    json_decref(task);
+    return yes;
+}
 
 /* A dependency finished: unblock or fail the runs that wait on its task. */
 static int dep_fn(struct store_tx *tx, void *arg)
@@ -1266,6 +1281,9 @@ static int dep_fn(struct store_tx *tx, void *arg)
     enum run_status st = run_status_of(a->run);
     size_t i;
     json_t *idv;
+    a->stale = !latest_of_task(tx, a->run);
+    if (a->stale)
+        return 0;
     json_array_foreach(a->blocked, i, idv) {
         json_t *run = store_get(tx, SK_RUN, project, json_string_value(idv));
         if (!run)
@@ -1379,8 +1397,20 @@ static void handle_finished(struct sched *s, json_t *run)
     pthread_mutex_unlock(&s->mu);
     free(key);
     if (json_array_size(blocked)) {
-        struct dep_arg a = {s, run, blocked};
-        store_write(s->app->store, dep_fn, &a);
+        struct dep_arg a = {s, run, blocked, false};
+        int rc = store_write(s->app->store, dep_fn, &a);
+        if (rc || a.stale) {
+            /* still waiting: on the task's latest run (or on a retry of
+             * this write, at the next finish or restart) */
+            key = task_key(project, task_id);
+            size_t i;
+            json_t *idv;
+            pthread_mutex_lock(&s->mu);
+            json_array_foreach(blocked, i, idv)
+                kv_append(s->blocked, key, json_string_value(idv));
+            pthread_mutex_unlock(&s->mu);
+            free(key);
+        }
     }
     if (json_array_size(dependants)) {
         struct start_dep_arg a = {s, project, task_id, dependants};

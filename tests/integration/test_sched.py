@@ -119,6 +119,33 @@ def test_completing_a_task_starts_its_dependants():
     assert rc["task_id"] == c["id"]
 
 
+def runs_of(t):
+    return expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+
+
+def test_a_dependency_is_decided_by_its_tasks_latest_run():
+    # A has two runs; only the latest one's end decides for C, which depends
+    # on A (an older run's end used to unblock or fail C)
+    for first, latest, want in [("completed", "failed", "failed"), ("failed", "completed", "queued")]:
+        agent = "dep-" + first
+        a = task(assigned_agent_id=agent)
+        expect(S.req("POST", P + "/tasks/%s/run" % a["id"]), 201)
+        c = task(assigned_agent_id=agent + "-child", dependencies=[a["id"]])
+        older, newer = sorted(lease(agent, 2), key=lambda r: r["created_at"])
+        report(older, first)
+        (crun,) = runs_of(c)
+        assert crun["status"] == "queued" and crun["blocked_by"] == [a["id"]], crun
+        assert expect(S.req("GET", P + "/tasks/" + a["id"]), 200)["status"] == "running"
+        report(newer, latest)
+        crun = wait_for(lambda: (lambda r: r if r["status"] == want and (
+            want == "failed" or not r["blocked_by"]) else None)(runs_of(c)[0]), 30,
+            "C decided by A's latest run")
+        if want == "failed":
+            assert crun["error"]["code"] == "dependency_failed", crun
+        else:
+            assert lease(agent + "-child", wait_ms=1000)[0]["task_id"] == c["id"]
+
+
 def test_dependants_are_started_after_a_restart():
     """The scheduler finds its dependants again when quernd restarts (it
     reloads the tasks flagged has_dependencies, store index v3)."""
