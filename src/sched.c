@@ -1544,7 +1544,7 @@ static int fire_fn(struct store_tx *tx, void *arg)
         sched_task_changed_on_commit(tx, f->s, task, false);
         goto out;
     }
-    int64_t skipped = task_fires_between(task, f->instant, now - 999, 1000000);
+    int64_t skipped = task_missed_fires(task, f->instant, now, 1000000);
     rc = run_start_for_task(tx, f->s->app, task, NULL, NULL);
     if (rc)
         goto out;

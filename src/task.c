@@ -62,3 +62,10 @@ int64_t task_fires_between(const json_t *task, int64_t from_ms, int64_t to_ms, i
     cron_free(c);
     return n;
 }
+
+int64_t task_missed_fires(const json_t *task, int64_t instant_ms, int64_t now_ms, int64_t max)
+{
+    /* up to and including now: task_schedule_next(task, now) goes past it
+     * (an instant less than 1 s before now was neither run nor counted) */
+    return task_fires_between(task, instant_ms, now_ms + 1, max);
+}

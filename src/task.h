@@ -16,5 +16,9 @@ int64_t task_next_ms(const json_t *task);
 /* How many fires of the task's schedule fall in (from_ms, to_ms), at most
  * max (for counting the fires skipped while quernd was down). */
 int64_t task_fires_between(const json_t *task, int64_t from_ms, int64_t to_ms, int64_t max);
+/* The fires missed by a fire due at instant_ms and made at now_ms: the
+ * instants after it up to now_ms (the next fire is the first after now_ms),
+ * at most max. */
+int64_t task_missed_fires(const json_t *task, int64_t instant_ms, int64_t now_ms, int64_t max);
 
 #endif

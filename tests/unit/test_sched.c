@@ -199,6 +199,17 @@ TEST(missed_cron_fires_are_counted_not_replayed)
     task_schedule_next(task, from);
     CHECK(json_is_null(json_object_get(task, "next_run_at")));
     json_decref(task);
+    /* back 0.3 s after the last missed instant: it counts (it was neither
+     * run nor counted), and the next fire is the one after */
+    task = json_pack("{s:s, s:s}", "schedule", "*/5 * * * * *", "timezone", "UTC");
+    int64_t due = T0 - (T0 % 60000);
+    CHECK_EQ_INT(task_missed_fires(task, due, due + 5300, 1000), 1);
+    CHECK_EQ_INT(task_missed_fires(task, due, due + 5000, 1000), 1);
+    CHECK_EQ_INT(task_missed_fires(task, due, due + 4999, 1000), 0);
+    CHECK_EQ_INT(task_missed_fires(task, due, due + 12000, 1000), 2);
+    task_schedule_next(task, due + 5300);
+    CHECK_EQ_STR(json_string_value(json_object_get(task, "next_run_at")) + 17, "10.000Z");
+    json_decref(task);
 }
 
 static void queue_def(struct app *app, const char *id, const char *def, int64_t queued_ms, bool code)
