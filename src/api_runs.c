@@ -574,6 +574,21 @@ static int session_fn(struct runop *op, struct store_tx *tx, json_t *run)
     q.ntypes = split_csv(t1, types, 50);
     q.exclude = excl;
     q.nexclude = split_csv(t2, excl, 50);
+    /* an unknown type is refused (as every other enum filter is), not
+     * matched against nothing */
+    for (int k = 0; k < 2; k++) {
+        const char **v = k ? excl : types;
+        size_t nv = k ? q.nexclude : q.ntypes;
+        for (size_t i = 0; i < nv; i++) {
+            if (events_type_known(v[i]))
+                continue;
+            http_error(r, 400, "invalid_enum", k ? "exclude_types" : "event_types",
+                       "unknown event type \"%.64s\"", v[i]);
+            free(t1);
+            free(t2);
+            return -EINVAL;
+        }
+    }
     json_t *evs = NULL;
     int64_t total = 0, filtered = 0;
     int rc = store_event_list(tx, &q, &evs, &total, &filtered);

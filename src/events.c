@@ -244,3 +244,22 @@ void events_tick(struct events *ev)
         sub->cb(sub->ctx, -1, NULL);
     pthread_mutex_unlock(&ev->mu);
 }
+
+/* Every type quern emits (webhook subscriptions and session_logs filters
+ * name them; an unknown one is refused rather than matching nothing). */
+static const char *const known_types[] = {
+    "task.created", "task.updated", "task.deleted", "task.completed", "task.failed",
+    "task.schedule_skipped",
+    "task_run.queued", "task_run.started", "task_run.paused", "task_run.resumed",
+    "task_run.unblocked", "task_run.log", "task_run.progress", "task_run.checkpoint",
+    "task_run.output", "task_run.artifact", "task_run.interaction_required",
+    "task_run.review_required", "task_run.completed", "task_run.failed", "task_run.timed_out",
+    "task_run.denied", "task_run.canceling", "task_run.canceled", "task_run.retrying", NULL};
+
+bool events_type_known(const char *type)
+{
+    for (const char *const *t = known_types; *t; t++)
+        if (!strcmp(*t, type))
+            return true;
+    return false;
+}

@@ -15,6 +15,7 @@
 #define QUERN_EVENTS_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "store.h"
@@ -60,5 +61,8 @@ void events_remote_run(struct events *ev, const json_t *run);
  * store instead), else the number appended. */
 int events_ring_read(struct events *ev, const char *project_id, const char *run_id, int64_t after,
                      size_t max, json_t *out);
+
+/* Whether type is one of the event types quern emits. */
+bool events_type_known(const char *type);
 
 #endif

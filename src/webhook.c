@@ -130,22 +130,11 @@ int64_t webhook_backoff_ms(int attempt, int64_t base_ms)
     return d < HOUR_MS ? d : HOUR_MS;
 }
 
-static const char *const known_types[] = {
-    "task.created", "task.updated", "task.deleted", "task.completed", "task.failed",
-    "task_run.queued", "task_run.started", "task_run.paused", "task_run.resumed",
-    "task_run.unblocked", "task_run.log", "task_run.progress", "task_run.checkpoint",
-    "task_run.output", "task_run.artifact", "task_run.interaction_required",
-    "task_run.review_required", "task_run.completed", "task_run.failed", "task_run.timed_out",
-    "task_run.denied", "task_run.canceling", "task_run.canceled", "task_run.retrying", NULL};
-
 bool webhook_pattern_ok(const char *p)
 {
     if (!strcmp(p, "*") || !strcmp(p, "task.*") || !strcmp(p, "task_run.*"))
         return true;
-    for (const char *const *t = known_types; *t; t++)
-        if (!strcmp(*t, p))
-            return true;
-    return false;
+    return events_type_known(p);
 }
 
 bool webhook_pattern_match(const char *pattern, const char *type)

@@ -469,6 +469,12 @@ def test_logs_and_session_logs():
     assert int(sl.header("X-Total-Count")) >= 3
     ex = S.req("GET", base + "/session_logs?exclude_types=task_run.log")
     assert all(e["type"] != "task_run.log" for e in ex.json)
+    # an unknown type is refused like any unknown enum value (it matched nothing)
+    for q, param in [("event_types=task_run.bogus", "event_types"),
+                     ("exclude_types=task_run.log,nope", "exclude_types")]:
+        bad = S.req("GET", base + "/session_logs?" + q)
+        assert bad.status == 400 and bad.json["error"]["code"] == "invalid_enum", bad
+        assert bad.json["error"]["param"] == param, bad
     after = S.req("GET", base + "/session_logs?after=" + sl.json[0]["id"])
     assert sl.json[0]["id"] not in [e["id"] for e in after.json]
     grouped = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)["data"]

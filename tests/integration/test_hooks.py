@@ -183,7 +183,10 @@ def test_webhook_validation():
     assert "secret" not in w2 and w2["events"] == ["*"]
     lst = expect(S.req("GET", P + "/webhooks"), 200)
     assert {w["id"], w2["id"]} <= {x["id"] for x in lst["data"]}
-    for x in (w, w2):
+    # every type quern emits can be subscribed to by name (task.schedule_skipped was refused)
+    w3 = expect(S.req("POST", P + "/webhooks", {"url": "https://example.com/h", "events": [
+        "task.schedule_skipped", "task_run.unblocked", "task_run.paused", "task_run.resumed"]}), 201)
+    for x in (w, w2, w3):
         expect(S.req("DELETE", P + "/webhooks/" + x["id"]), 200)
     assert S.req("GET", P + "/webhooks/" + w["id"]).status == 404
     assert S.req("GET", P + "/webhooks/%s/deliveries" % w["id"]).status == 404
