@@ -605,7 +605,8 @@ def test_definition_settings_are_checked_and_given_to_its_tasks():
 
 def test_dependencies_block_and_fail():
     a = agent_task(assigned_agent_id="dep-a")
-    b = agent_task(assigned_agent_id="dep-b", dependencies=[a["id"]])
+    b = agent_task(assigned_agent_id="dep-b", dependencies=[a["id"], a["id"]])
+    assert b["dependencies"] == [a["id"]], b    # listed twice, kept once
     brun = expect(S.req("GET", P + "/tasks/%s/runs" % b["id"]), 200)["data"][0]
     assert brun["blocked_by"] == [a["id"]]
     assert expect(S.req("POST", P + "/workers/lease", {"agent_id": "dep-b"}), 200)["data"] == []
