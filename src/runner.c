@@ -173,6 +173,15 @@ static void item_free(struct item *it)
     free(it);
 }
 
+static void items_free(struct item *it)
+{
+    while (it) {
+        struct item *n = it->next;
+        item_free(it);
+        it = n;
+    }
+}
+
 /* ---- runs being started ---- */
 
 /* Marks ids as being started (before the transaction that starts them). */
@@ -960,13 +969,7 @@ static void *runner_main(void *arg)
             if (left <= 0)
                 break;
             struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_sec += left / 1000;
-            until.tv_nsec += (left % 1000) * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            mono_deadline(&until, left);
             pthread_cond_timedwait(&rn->cond, &rn->mu, &until);
         }
         /* While starts wait inside exec every slot is busy: a turn now or a
@@ -976,12 +979,7 @@ static void *runner_main(void *arg)
          * after LINGER_MS. */
         if (rn->head && rn->backlog > 1) {
             struct timespec until;
-            clock_gettime(CLOCK_MONOTONIC, &until);
-            until.tv_nsec += LINGER_MS * 1000000L;
-            if (until.tv_nsec >= 1000000000L) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000L;
-            }
+            mono_deadline(&until, LINGER_MS);
             rn->lingering = true;
             while (!rn->stopping && exec_free_slots(rn->exec) < rn->backlog - 1 &&
                    pthread_cond_timedwait(&rn->cond, &rn->mu, &until) != ETIMEDOUT) {
@@ -1100,11 +1098,7 @@ void runner_free(struct runner *rn)
     if (rn->started)
         pthread_join(rn->thread, NULL);
     exec_free(rn->exec);
-    while (rn->head) {
-        struct item *n = rn->head->next;
-        item_free(rn->head);
-        rn->head = n;
-    }
+    items_free(rn->head);
     while (rn->starting) {
         struct starting *n = rn->starting->next;
         buf_release(&rn->starting->lines);
@@ -1113,11 +1107,7 @@ void runner_free(struct runner *rn)
     }
     /* exits never stored stay `running` in the store: the next start's
      * recovery settles them, as after a crash */
-    while (rn->retry) {
-        struct item *n = rn->retry->next;
-        item_free(rn->retry);
-        rn->retry = n;
-    }
+    items_free(rn->retry);
     while (rn->lost) {
         struct lost *n = rn->lost->next;
         free(rn->lost);

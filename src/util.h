@@ -44,6 +44,10 @@ char *buf_steal(struct buf *b);
 int64_t now_ms(void);
 /* Monotonic milliseconds, for timeouts. */
 int64_t mono_ms(void);
+/* *ts = CLOCK_MONOTONIC now + ms, for pthread_cond_timedwait on a condition
+ * variable set to that clock. */
+struct timespec;
+void mono_deadline(struct timespec *ts, int64_t ms);
 /* Test hook: when non-zero, now_ms() returns it (an injectable clock). */
 extern int64_t util_fake_now_ms;
 

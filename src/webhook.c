@@ -252,13 +252,7 @@ static struct due heap_pop(struct webhook *wh)
 static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int64_t ms)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    ts.tv_sec += ms / 1000;
-    ts.tv_nsec += (ms % 1000) * 1000000L;
-    if (ts.tv_nsec >= 1000000000L) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000L;
-    }
+    mono_deadline(&ts, ms);
     pthread_cond_timedwait(c, mu, &ts);
 }
 
