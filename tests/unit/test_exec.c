@@ -924,7 +924,8 @@ static const char root_probe[] =
     "grep -q '^/quern ro,' /tmp/mi && echo QUERN_RO\n"
     "grep -q '^/scratch rw,nosuid,nodev' /tmp/mi && echo SCRATCH_RW\n"
     "grep -q '^/quern/out rw,nosuid,nodev' /tmp/mi && echo OUT_RW\n"
-    "grep -q '/sys' /tmp/mi && echo SEES_SYS\n"
+    "grep -q '^/sys' /tmp/mi && echo SEES_SYS\n"
+    "grep -q '^/proc/sys ro,' /tmp/mi && echo PROCSYS_RO\n"
     "echo procs=$(ls /proc | grep -c '^[0-9]')\n"
     "tr '\\0' ' ' < /proc/1/cmdline | grep -q '^quern-init' && echo INIT_IS_1\n"
     "umount /proc 2>/dev/null && echo UMOUNTED\n"
@@ -936,7 +937,7 @@ static const char root_probe[] =
 static void check_root_view(const char *o, bool tpl)
 {
     static const char *const want[] = {"ROOT_RO", "USR_RO", "SCRATCH_RW", "OUT_RW", "INIT_IS_1",
-                                       "INPUT_OK"};
+                                       "INPUT_OK", "PROCSYS_RO"};
     for (size_t i = 0; i < ARRAY_LEN(want); i++)
         CHECK(strstr(o, want[i]) != NULL);
     /* /quern is a mount of its own in a template root, part of the root otherwise */
