@@ -41,6 +41,7 @@ struct runop {
     json_t *result;
     int status;
     int (*fn)(struct runop *op, struct store_tx *tx, json_t *run);
+    void *ctx;       /* what fn hands back beside a result */
 };
 
 static int runop_fn(struct store_tx *tx, void *arg)
@@ -61,7 +62,7 @@ static int runop_fn(struct store_tx *tx, void *arg)
 static void run_write(struct req *r, int (*fn)(struct runop *, struct store_tx *, json_t *),
                       bool needs_body)
 {
-    struct runop op = {r, NULL, NULL, 200, fn};
+    struct runop op = {r, NULL, NULL, 200, fn, NULL};
     if (needs_body && !(op.body = http_body_object(r)))
         return;
     int rc = store_write(r->app->store, runop_fn, &op);
@@ -93,7 +94,7 @@ static int runread_fn(struct store_tx *tx, void *arg)
 
 static void run_read(struct req *r, int (*fn)(struct runop *, struct store_tx *, json_t *))
 {
-    struct runop op = {r, NULL, NULL, 200, fn};
+    struct runop op = {r, NULL, NULL, 200, fn, NULL};
     int rc = store_read(r->app->store, runread_fn, &op);
     if (rc) {
         api_store_error(r, rc, "run");
@@ -492,19 +493,32 @@ static void put_jsonl_line(struct buf *b, const char *s)
     buf_puts(b, "\n");
 }
 
-static int logs_fn(struct runop *op, struct store_tx *tx, json_t *run)
+/* GET .../logs streams the log a page at a time: built whole, a run's
+ * log (up to max_output_bytes, 1 GiB) took several times its size in
+ * quernd's memory for each reader. */
+#define LOG_PAGE 2000
+
+struct logstream {
+    struct app *app;
+    char *project, *run_id;
+    int64_t after;   /* the last seq sent */
+    bool done;       /* the last page has been read */
+    struct buf out;  /* rendered, not yet sent from off on */
+    size_t off;
+};
+
+static int logs_page_fn(struct store_tx *tx, void *arg)
 {
+    struct logstream *ls = arg;
     json_t *logs = NULL;
-    int rc = store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
-                            json_string_value(json_object_get(run, "id")), 0, 0, &logs);
+    int rc = store_log_read(tx, ls->project, ls->run_id, ls->after, LOG_PAGE, &logs);
     if (rc)
         return rc;
-    struct buf b;
-    buf_init(&b);
     size_t i;
     json_t *e;
     json_array_foreach(logs, i, e) {
-        json_t *line = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:O}", "ts",
+        json_t *it = json_object_get(e, "iteration");
+        json_t *line = json_pack("{s:O, s:O, s:O, s:O, s:O, s:O, s:O, s:o}", "ts",
                                  json_object_get(e, "ts") ?: json_null(), "seq",
                                  json_object_get(e, "seq") ?: json_null(), "type",
                                  json_object_get(e, "type") ?: json_null(), "level",
@@ -512,22 +526,71 @@ static int logs_fn(struct runop *op, struct store_tx *tx, json_t *run)
                                  json_object_get(e, "message") ?: json_null(), "data",
                                  json_object_get(e, "data") ?: json_null(), "error",
                                  json_object_get(e, "error") ?: json_null(), "iteration",
-                                 json_object_get(e, "iteration") ?: json_integer(0));
-        char *s = json_dumps(line, JSON_COMPACT);
-        if (s)
-            put_jsonl_line(&b, s);
-        free(s);
+                                 it ? json_incref(it) : json_integer(0));
+        char *text = json_dumps(line, JSON_COMPACT);
+        if (text)
+            put_jsonl_line(&ls->out, text);
+        free(text);
         json_decref(line);
+        ls->after = json_integer_value(json_object_get(e, "seq"));
     }
+    ls->done = json_array_size(logs) < LOG_PAGE;
     json_decref(logs);
-    http_raw(op->r, 200, "application/jsonl", b.data ? b.data : "", b.len);
-    buf_release(&b);
+    return 0;
+}
+
+static ssize_t logs_read(void *ctx, char *dst, size_t max)
+{
+    struct logstream *ls = ctx;
+    while (ls->off == ls->out.len) {
+        if (ls->done)
+            return -1;
+        ls->out.len = ls->off = 0;
+        /* a failure mid-stream can only end it: the status is sent */
+        if (store_read(ls->app->store, logs_page_fn, ls))
+            return -1;
+    }
+    size_t n = ls->out.len - ls->off < max ? ls->out.len - ls->off : max;
+    memcpy(dst, ls->out.data + ls->off, n);
+    ls->off += n;
+    return (ssize_t)n;
+}
+
+static void logs_free(void *ctx)
+{
+    struct logstream *ls = ctx;
+    free(ls->project);
+    free(ls->run_id);
+    buf_release(&ls->out);
+    free(ls);
+}
+
+static const struct http_stream_ops logs_ops = {logs_read, logs_free};
+
+static int logs_fn(struct runop *op, struct store_tx *tx, json_t *run)
+{
+    (void)tx;
+    struct logstream *ls = xcalloc(1, sizeof *ls);
+    ls->app = op->r->app;
+    ls->project = xstrdup(json_string_value(json_object_get(run, "project_id")));
+    ls->run_id = xstrdup(json_string_value(json_object_get(run, "id")));
+    buf_init(&ls->out);
+    op->ctx = ls;
     return 0;
 }
 
 void api_runs_logs(struct req *r)
 {
-    run_read(r, logs_fn);
+    struct runop op = {r, NULL, NULL, 200, logs_fn, NULL};
+    int rc = store_read(r->app->store, runread_fn, &op);
+    if (rc) {
+        if (op.ctx)
+            logs_free(op.ctx);
+        api_store_error(r, rc, "run");
+        return;
+    }
+    struct http_stream_handle *h = http_stream(r, "application/jsonl", &logs_ops, op.ctx);
+    http_stream_handle_put(h);
 }
 
 static size_t split_csv(char *s, const char **out, size_t max)
@@ -937,13 +1000,22 @@ void api_runs_connection_token(struct req *r)
 
 /* ---- project-wide logs grouped by iteration ---- */
 
+#define GROUPED_MAX 100000   /* entries: the first ones, then X-Truncated */
+
 static int grouped_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
+    /* one JSON document: bounded (a 1 GiB log took GBs); the whole log is
+     * GET .../logs, streamed */
     json_t *logs = NULL;
     int rc = store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
-                            json_string_value(json_object_get(run, "id")), 0, 0, &logs);
+                            json_string_value(json_object_get(run, "id")), 0, GROUPED_MAX + 1, &logs);
     if (rc)
         return rc;
+    bool cut = json_array_size(logs) > GROUPED_MAX;
+    if (cut) {
+        json_array_remove(logs, GROUPED_MAX);
+        http_add_header(op->r, "X-Truncated", "true");
+    }
     json_t *groups = json_array();
     json_t *cur = NULL;
     int64_t cur_it = -1;
@@ -1049,7 +1121,7 @@ static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
 
 void api_runs_command(struct req *r)
 {
-    struct runop op = {r, NULL, NULL, 200, command_fn};
+    struct runop op = {r, NULL, NULL, 200, command_fn, NULL};
     if (!(op.body = http_body_object(r)))
         return;
     /* cancel changes the run; the others only reach its sandbox */

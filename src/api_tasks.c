@@ -103,7 +103,7 @@ static json_t *settings_from(struct req *r, json_t *in, const char *prefix, cons
         {"kill_grace_ms", 0, 600000},
         {"max_iterations", 1, 100000},
         {"memory_limit_mb", 1, 1048576},
-        {"max_output_bytes", 1, (int64_t)1 << 40},
+        {"max_output_bytes", 1, (int64_t)1 << 30},
         {"max_concurrency", 1, 1000000},
     };
     for (size_t i = 0; i < ARRAY_LEN(ints); i++) {

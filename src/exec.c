@@ -90,6 +90,7 @@
 #define DISK_MAX_BYTES ((int64_t)1 << 30) /* scratch and artifacts of a live box */
 #define DISK_MAX_ENTRIES 100000
 #define EXEC_MAX_PENDING_INPUT 100 /* input_requests of a run waiting at once */
+#define HOLD_MS 5                  /* a look at a congested consumer */
 #define DISK_CHECK_MS 500                 /* how often, from half a second on */
 #define LOG_ENTRY_MIN 64                  /* bytes of max_output_bytes per entry, at least, */
 #define LOG_ENTRIES_FREE 10000             /* after the first this many */
@@ -2249,9 +2250,26 @@ static void *supervisor(void *arg)
                     wait_ms = in_ms;
             }
         }
+        /* the consumer is behind: read no output this round (a box that
+         * prints without end fills its pipe and waits), only exits and
+         * timers, and look again shortly */
+        bool hold = ex->cb.congested && ex->cb.congested(ex->cb.ctx);
+        if (hold && (wait_ms < 0 || wait_ms > HOLD_MS))
+            wait_ms = HOLD_MS;
         int n = epoll_wait(ex->epfd, evs, (int)ARRAY_LEN(evs), wait_ms);
         if (n < 0 && errno != EINTR)
             abort();
+        if (hold) {
+            bool exits = false;
+            for (int i = 0; i < n && !exits; i++) {
+                enum fdkind k = (enum fdkind)(evs[i].data.u64 & 0xff);
+                exits = k == K_PID || k == K_WARM || k == K_IN || k == K_INOTIFY;
+            }
+            if (!exits) {
+                struct timespec ts = {0, HOLD_MS * 1000000L};
+                nanosleep(&ts, NULL);   /* the pipes stay readable: no spin */
+            }
+        }
         /* Pipes first, exits after: a box's last lines come before its end. */
         for (int pass = 0; pass < 2; pass++) {
             for (int i = 0; i < n; i++) {
@@ -2270,6 +2288,8 @@ static void *supervisor(void *arg)
                 }
                 struct run *r = &ex->runs[slot];
                 if (!r->active || !r->alive)
+                    continue;
+                if (hold && (k == K_OUT || k == K_ERR || k == K_CTL))
                     continue;
                 switch (k) {
                 case K_OUT:

@@ -100,6 +100,12 @@ struct exec_callbacks {
      * callbacks above (the events of one wake-up): a callee that queues what
      * it is given may wake its consumer once here rather than per call. */
     void (*on_flush)(void *ctx);
+    /* Optional: true while the callee holds more of the boxes' output than
+     * it wants (its consumer is behind).  The supervisor then stops reading
+     * the boxes' stdout, stderr and fd 3 (they block on their writes, which
+     * is the back-pressure) and looks again a few milliseconds later; exits
+     * and timers go on. */
+    bool (*congested)(void *ctx);
 };
 
 /* Starts the supervisor with `slots` execution slots (<= 0: two per CPU, at

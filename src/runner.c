@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -43,6 +44,7 @@ struct item {
     struct exec_result *res;
     json_t *artifacts;        /* stored artifacts of an exit: [{name, sha, size}] */
     bool note;                /* quern's own warning about lost reports */
+    int64_t cost;             /* counted in runner.queued_bytes while queued */
     struct item *next;
 };
 
@@ -51,6 +53,7 @@ struct runner {
     struct exec *exec;
     char *work_root;          /* absolute: <data dir>/runs */
     _Atomic long live;        /* runs started in the executor and not yet exited */
+    _Atomic int_least64_t queued_bytes; /* reports pushed and not yet stored or dropped */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cond;
@@ -96,8 +99,31 @@ struct lost {
 
 #define RETRY_MS 1000
 
+/* What an item holds in memory, roughly (a control message counts its
+ * fixed share: exec caps each at 1 MiB and all of a run's at its
+ * max_output_bytes). */
+static int64_t item_cost(const struct item *it)
+{
+    return (int64_t)sizeof *it + 64 + (it->message ? (int64_t)strlen(it->message) : 0) +
+           (it->kind == IT_CONTROL ? 512 : 0);
+}
+
+/* exec's back-pressure (exec_callbacks.congested): reports queued for the
+ * store beyond this stop exec reading the boxes' output.  Without it a box
+ * printing without end grew quernd by gigabytes in seconds (the store
+ * writes lines slower than a box prints them). */
+#define QUEUED_MAX_BYTES ((int64_t)8 << 20)
+
+static bool cb_congested(void *ctx)
+{
+    struct runner *rn = ctx;
+    return atomic_load_explicit(&rn->queued_bytes, memory_order_relaxed) > QUEUED_MAX_BYTES;
+}
+
 static void push(struct runner *rn, struct item *it)
 {
+    it->cost = item_cost(it);
+    atomic_fetch_add_explicit(&rn->queued_bytes, it->cost, memory_order_relaxed);
     pthread_mutex_lock(&rn->mu);
     if (rn->tail)
         rn->tail->next = it;
@@ -163,6 +189,7 @@ static void cb_notice(void *ctx, const char *message)
 
 static void item_free(struct item *it)
 {
+    /* (items made by the runner itself, and kept exits, count nothing) */
     free(it->type);
     free(it->level);
     free(it->message);
@@ -988,6 +1015,10 @@ static void *runner_main(void *arg)
         }
         struct item *items = rn->head;
         rn->head = rn->tail = NULL;
+        int64_t taken = 0;
+        for (struct item *it = items; it; it = it->next)
+            taken += it->cost;
+        atomic_fetch_sub_explicit(&rn->queued_bytes, taken, memory_order_relaxed);
         if (rn->retry && mono_ms() >= rn->retry_at) {
             struct item *last = rn->retry;
             while (last->next)
@@ -1059,7 +1090,7 @@ struct runner *runner_new(struct app *app, int slots, char **err)
     char *data = realpath(app->data_dir, NULL);
     rn->work_root = xasprintf("%s/runs", data ? data : app->data_dir);
     free(data);
-    struct exec_callbacks cb = {rn, cb_log, cb_control, cb_exit, cb_notice, cb_flush};
+    struct exec_callbacks cb = {rn, cb_log, cb_control, cb_exit, cb_notice, cb_flush, cb_congested};
     rn->exec = exec_new(slots, &cb, err);
     if (!rn->exec) {
         pthread_mutex_destroy(&rn->mu);

@@ -6,7 +6,7 @@ import sys
 import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests  # noqa: E402
+from qlib import ROOT_KEY, Server, expect, run_tests  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -40,6 +40,38 @@ def test_infinite_stdout():
     assert r["status"] == "failed" and r["error"]["code"] == "output_limit_exceeded", r
     kept = sum(len(json.loads(l)["message"] or "") + 1 for l in logs.splitlines())
     assert 0 < kept <= 100000, kept   # the log is kept up to the limit
+
+
+def test_endless_output_does_not_grow_quernd():
+    # the store writes lines slower than a box prints them: the lines waiting
+    # grew quernd by gigabytes in seconds (5.5 GiB in 20 s here) and held
+    # the run's timeout back; exec now stops reading while they wait
+    def peak_mib():
+        st = open("/proc/%d/status" % S.proc.pid).read()
+        return int([l for l in st.splitlines() if l.startswith("VmHWM")][0].split()[1]) // 1024
+    before = peak_mib()
+    t = expect(S.req("POST", P + "/tasks", {
+        "code": "yes quern-quern-quern-quern", "runtime_id": "sh", "wait_for_result": True,
+        "settings": {"max_output_bytes": 1 << 30, "timeout_ms": 10000}}), 201)
+    assert t["run"]["status"] == "timed_out", t["run"]
+    limit = 1536 if os.environ.get("QUERN_ASAN") else 1024
+    assert peak_mib() < max(limit, before + 512), (before, peak_mib())
+    # and reading that log back streams it (it was built whole: 1.5 GiB)
+    c = S.conn()
+    c.request("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], t["run"]["id"]),
+              headers={"Authorization": "Bearer " + ROOT_KEY})
+    resp = c.getresponse()
+    assert resp.status == 200
+    lines, last = 0, b""
+    while True:
+        chunk = resp.read(1 << 20)
+        if not chunk:
+            break
+        lines += chunk.count(b"\n")
+        last = (last + chunk)[-4096:]
+    c.close()
+    assert lines > 1000 and last.endswith(b"\n"), lines
+    assert peak_mib() < max(limit, before + 512), (before, peak_mib())
 
 
 def test_sleep_forever_times_out():
