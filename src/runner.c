@@ -320,6 +320,17 @@ static int emit(struct store_tx *tx, struct app *app, json_t *run, const char *t
                        json_string_value(json_object_get(run, "id")), type, data);
 }
 
+/* Control messages that only change fields of the run: batch_fn saves the
+ * run once after them.  Saving it per message rewrote the whole document
+ * each time, and with a big checkpoint and output in it (1.8 MB) a flood of
+ * tiny progress messages held every project's writes for most of a
+ * minute. */
+static bool saved_later(const json_t *msg)
+{
+    const char *type = json_string_value(json_object_get(msg, "type"));
+    return type && (!strcmp(type, "progress") || !strcmp(type, "usage"));
+}
+
 static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json_t *msg)
 {
     const char *type = json_string_value(json_object_get(msg, "type"));
@@ -332,9 +343,7 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
         double v = json_number_value(p);
         v = v < 0 ? 0 : v > 1 ? 1 : v;
         json_object_set_new(run, "progress", json_real(v));
-        int rc = run_save(tx, run);
-        if (!rc)
-            rc = run_progress_to_task(tx, app, run);
+        int rc = run_progress_to_task(tx, app, run);   /* the run is saved by batch_fn */
         return rc ? rc : emit(tx, app, run, "task_run.progress", json_pack("{s:f}", "progress", v));
     }
     if (!strcmp(type, "checkpoint")) {
@@ -378,7 +387,7 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
             double sum = json_number_value(json_object_get(run, "cost")) + json_number_value(c);
             json_object_set_new(run, "cost", json_real(isfinite(sum) ? sum : DBL_MAX));
         }
-        return run_save(tx, run);
+        return 0;   /* saved by batch_fn */
     }
     if (!strcmp(type, "input_request"))
         return run_ask(tx, app, run, json_object_get(msg, "prompt"),
@@ -490,6 +499,7 @@ static int batch_fn(struct store_tx *tx, void *arg)
     struct batch *b = arg;
     struct app *app = b->rn->app;
     json_t *logs = json_object();   /* run id -> array of entries */
+    json_t *unsaved = json_object(); /* run id -> true: changed, not saved yet */
     int rc = 0;
     for (struct item *it = b->items; it && !rc; it = it->next) {
         json_t *run = batch_run(tx, b, it->run_id);
@@ -517,10 +527,14 @@ static int batch_fn(struct store_tx *tx, void *arg)
             if (rc)
                 break;
         }
-        if (it->kind == IT_CONTROL)
+        if (it->kind == IT_CONTROL && saved_later(it->data)) {
             rc = apply_control(tx, app, run, it->data);
-        else
-            rc = apply_exit(tx, app, run, it);
+            json_object_set_new(unsaved, it->run_id, json_true());
+            continue;
+        }
+        rc = it->kind == IT_CONTROL ? apply_control(tx, app, run, it->data)
+                                    : apply_exit(tx, app, run, it);
+        json_object_del(unsaved, it->run_id);   /* those save the run */
     }
     const char *id;
     json_t *arr;
@@ -529,10 +543,15 @@ static int batch_fn(struct store_tx *tx, void *arg)
             continue;
         json_t *run = json_object_get(b->runs, id);
         rc = run_append_logs(tx, app, run, arr);
+        json_object_set_new(unsaved, id, json_true());
+    }
+    json_t *t;
+    json_object_foreach(unsaved, id, t) {
         if (!rc)
-            rc = run_save(tx, run);
+            rc = run_save(tx, json_object_get(b->runs, id));
     }
     json_decref(logs);
+    json_decref(unsaved);
     return rc;
 }
 

@@ -573,6 +573,24 @@ print(sys.stdin.readline().strip(), flush=True)
     assert run["status"] == "canceled", run
 
 
+def test_a_flood_of_progress_beside_a_big_run_is_stored_once_per_batch():
+    # each progress message used to rewrite the whole run (here 1 MB of
+    # checkpoint and output): 20 000 of them were 20 GB of writes
+    code = py(CTL_PY + r"""
+big = "x" * 500000
+ctl({"type": "checkpoint", "data": {"blob": big}})
+ctl({"type": "output", "output": {"blob": big}})
+for i in range(1, 20001):
+    ctl({"type": "progress", "progress": i / 20000})
+    ctl({"type": "usage", "tokens_used": 1})
+""")
+    t, run, _ = go(code, "python", settings={"timeout_ms": 120000})
+    assert run["status"] == "completed", run
+    assert run["progress"] == 1.0 and run["tokens_used"] == 20000, (run["progress"], run["tokens_used"])
+    assert len(run["output"]["blob"]) == 500000
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["progress"] == 1.0
+
+
 def test_waiting_on_input_is_not_inactivity_but_counts_as_time():
     code = py(CTL_PY + "ctl({'type': 'input_request', 'prompt': 'x'})\nprint(sys.stdin.readline().strip())\n")
     t = create(code, "python", settings={"inactivity_timeout_ms": 300, "timeout_ms": 30000})
