@@ -108,12 +108,15 @@ def test_no_network_to_the_host():
 
 
 def test_daemon_does_not_outlive_the_run():
-    r, _ = run("(setsid sh -c 'sleep 300 & echo $! > /tmp/pid; exec sleep 300' &) ; sleep 0.2; echo done")
+    # an odd duration marks this test's daemons: every box of every quernd on
+    # the host runs as the same uid, other tests' among them
+    r, _ = run("(setsid sh -c 'sleep 317.031 & echo $! > /tmp/pid; exec sleep 317.031' &) ; "
+               "sleep 0.2; echo done")
     assert r["status"] == "completed"
     # nothing of the run is left on the host: no process runs as the box's uid
     import subprocess
     ps = subprocess.run(["ps", "-o", "uid=,cmd=", "-U", "100000"], capture_output=True, text=True)
-    assert "sleep 300" not in ps.stdout, ps.stdout
+    assert "sleep 317.031" not in ps.stdout, ps.stdout
 
 
 
