@@ -447,6 +447,56 @@ static int idem_put_fn(struct store_tx *tx, void *arg)
                           r->idem_body ? r->idem_body : r->resp);
 }
 
+static bool utf8_ok(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+    while (p < end) {
+        size_t n = *p < 0x80 ? 1 : jdump_utf8_len(p, end);
+        if (!n)
+            return false;
+        p += n;
+    }
+    return true;
+}
+
+struct bad_arg {
+    const char *key;
+};
+
+static enum MHD_Result check_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
+{
+    struct bad_arg *b = cls;
+    (void)kind;
+    if (!utf8_ok(key) || (value && !utf8_ok(value))) {
+        b->key = key;
+        return MHD_NO;
+    }
+    return MHD_YES;
+}
+
+/* Text the API stores and compares is UTF-8; bytes that are not would make
+ * PostgreSQL refuse the query (a 500).  A path id of such bytes names
+ * nothing (404), a query value is a bad parameter (400). */
+static bool args_utf8(struct req *r)
+{
+    for (int i = 0; i < r->nparams; i++) {
+        if (!utf8_ok(r->pvals[i])) {
+            http_error(r, 404, "resource_missing", r->pnames[i], "no %s of that name (not UTF-8)",
+                       r->pnames[i]);
+            return false;
+        }
+    }
+    struct bad_arg b = {NULL};
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &b);
+    if (b.key) {
+        http_error(r, 400, "invalid_parameter", utf8_ok(b.key) ? b.key : NULL,
+                   "query parameter %s is not UTF-8", b.key);
+        return false;
+    }
+    return true;
+}
+
 static void dispatch(struct req *r)
 {
     bool path_found = false;
@@ -465,6 +515,8 @@ static void dispatch(struct req *r)
             return;
         }
         if (!(rt->scope & SCOPE_PUBLIC) && !auth_request(r))
+            return;
+        if (!args_utf8(r))
             return;
         if (idem_replayed(r))
             return;

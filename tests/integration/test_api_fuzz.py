@@ -26,7 +26,7 @@ NASTY = [None, True, False, 0, -1, 1.5, -0.0, 2 ** 31, 2 ** 53 + 1, 2 ** 63 - 1,
          "* * * * * * *", "@yearly", "Europe/Nowhere", "task:write", "null", "0x10", [], {}, [None],
          {"": ""}, {"a": {"b": {"c": [1, [2, [3]]]}}}]
 IDS = ["", "x", "%2e%2e", "..", "a%2Fb", "t" * 300, "%00", "%C3%A9", "0", "-1", "%FF%FE"]
-QUERY = ["limit=-1", "limit=0", "limit=99999999999999999999", "offset=-5", "offset=1e9", "limit=abc",
+QUERY = ["q=%FF%FE", "status=%C3", "task=%80", "%FF=1", "limit=-1", "limit=0", "limit=99999999999999999999", "offset=-5", "offset=1e9", "limit=abc",
          "status=bogus", "after=%00", "after=-1", "level=nope", "since=yesterday", "tail=-3",
          "project_id=other", "limit=1&limit=2", "q=%FF", "cursor=zzz"]
 RAW = [b"", b"{", b"[1,2", b"null", b"[]", b"42", b'"s"', b"\xff\xfe{}", b'{"a":1,"a":2}',
@@ -163,6 +163,7 @@ class World:
 
 
 HEADERS = [{"Idempotency-Key": "k" * 300}, {"Idempotency-Key": ""}, {"Idempotency-Key": "same-key"},
+           {"Idempotency-Key": "\xff\xfe"}, {"X-Worker-Id": "\xe9t\xe9"},
            {"Content-Type": "text/plain"}, {"Content-Type": "application/json; charset=latin1"},
            {"Prefer": "return=minimal"}, {"Prefer": "wait=999999999"}, {"Accept": "text/event-stream"},
            {"X-Quern-Signature": "t=1,sha256=00"}, {"Last-Event-ID": "-5"}]
