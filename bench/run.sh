@@ -24,6 +24,8 @@ echo "== sandboxed code runs (bench/exec_bench.sh)"
 sh bench/exec_bench.sh $([ -n "${QUICK:-}" ] && echo quick)
 echo "== SSE fan-out (bench/sse_bench.py)"
 /usr/bin/python3 bench/sse_bench.py $([ -n "${QUICK:-}" ] && echo --subs 100 --events 200 --idle 1000)
+echo "== memory under endless output, and reading that log back (bench/output_mem.py)"
+/usr/bin/python3 bench/output_mem.py
 echo "== start-up and recovery with a large store (bench/startup_bench.py)"
 if [ -n "${QUICK:-}" ]; then /usr/bin/python3 bench/startup_bench.py --runs 100000 --reps 1
 else /usr/bin/python3 bench/startup_bench.py --runs 1000000 --reps 3 --cold --out "bench/results/startup-$STAMP.jsonl"; fi
