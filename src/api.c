@@ -81,8 +81,8 @@ const struct route api_routes[] = {
     {"GET", P "/logs", api_logs_grouped, R},
     {"GET", P "/events/stream", api_events_stream, R},
 
-    {"POST", P "/workers/lease", api_workers_lease, K},
-    {"POST", P "/workers/report", api_workers_report, K},
+    {"POST", P "/workers/lease", api_workers_lease, W | K},
+    {"POST", P "/workers/report", api_workers_report, W | K},
 
     {"POST", P "/triggers", api_triggers_create, A},
     {"GET", P "/triggers", api_triggers_list, A},

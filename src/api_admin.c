@@ -78,6 +78,12 @@ void api_projects_create(struct req *r)
         http_error(r, 400, "invalid_id", "id", "id must be 1-64 letters, digits, '_', '-', '.', ':'");
         return;
     }
+    /* ids starting with '_' are quern's own: "_root" holds the root keys, and
+     * a project made with that id turned any key made in it into a root key */
+    if (id && id[0] == '_') {
+        http_error(r, 400, "reserved_id", "id", "project ids starting with '_' are reserved");
+        return;
+    }
     char pid[ID_LEN], ts[RFC3339_LEN];
     if (id)
         snprintf(pid, sizeof pid, "%s", id);

@@ -116,11 +116,18 @@ struct list_arg {
     struct store_query q;
     json_t *out;
     int64_t total;
+    const char *task_id;   /* the route's task: it must exist (404 otherwise) */
 };
 
 static int runs_list_fn(struct store_tx *tx, void *arg)
 {
     struct list_arg *a = arg;
+    if (a->task_id) {
+        json_t *task = store_get(tx, SK_TASK, a->project, a->task_id);
+        json_decref(task);
+        if (!task)
+            return -ENOENT;
+    }
     return store_list(tx, SK_RUN, a->project, &a->q, &a->out, &a->total);
 }
 
@@ -147,8 +154,12 @@ static void runs_list(struct req *r, const char *project, const char *task_id)
     const char *did = http_query(r, "definition_id");
     if (did)
         f[nf++] = (struct store_filter){"definition_id", did};
-    struct list_arg a = {project, {f, nf, limit, offset, false, NULL}, NULL, 0};
+    struct list_arg a = {project, {f, nf, limit, offset, false, NULL}, NULL, 0, task_id};
     int rc = store_read(r->app->store, runs_list_fn, &a);
+    if (rc == -ENOENT) {
+        http_not_found(r, "task", task_id);
+        return;
+    }
     if (rc) {
         api_store_error(r, rc, "run");
         return;
@@ -340,6 +351,24 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         http_error(r, 409, "run_finished", "status", "the run is %s and cannot change",
                    run_status_name(from));
         return -EPERM;
+    }
+    /* A worker (no task:write) reports the work it does: it moves a run from
+     * queued to running, or ends a running one.  The gates a person holds
+     * (approval and input in interaction_required, review_required, a
+     * pause) and the code quernd runs itself are task:write's: through this
+     * PATCH a worker key used to approve, review and resume runs whose own
+     * routes refused it. */
+    if (status && !auth_has_scope(r, SCOPE_TASK_WRITE)) {
+        if (from != RS_QUEUED && from != RS_RUNNING) {
+            http_error(r, 403, "insufficient_scope", "status",
+                       "moving a run out of %s needs the task:write scope", run_status_name(from));
+            return -EPERM;
+        }
+        if (runner_code_live(run)) {
+            http_error(r, 403, "insufficient_scope", "status",
+                       "quernd runs this run's code itself; changing its status needs task:write");
+            return -EPERM;
+        }
     }
     int rc;
     json_t *output = json_object_get(b, "output");

@@ -84,8 +84,8 @@ struct project {
  * has ready runs; kept (in s->rclasses) when empty, so an entry made ready
  * again reuses its class without building the key. */
 struct rclass {
-    char *key;                     /* project \x1f code flag \x1f runtime \x1f definition */
-    char *definition_id, *runtime_id;
+    char *key;                     /* project \x1f code flag \x1f runtime \x1f definition \x1f agent */
+    char *definition_id, *runtime_id, *agent_id;
     bool has_code;
     struct project *proj;
     struct entry *head[NPRIO], *tail[NPRIO];
@@ -307,11 +307,13 @@ static void heap_remove(struct sched *s, struct entry *e)
 
 /* ---- ready classes ---- */
 
+/* The agent is part of the class: 256 runs for one agent queued ahead hid
+ * another agent's run from its own worker (the scan's bound). */
 static char *rclass_key(const struct entry *e)
 {
-    return xasprintf("%s\x1f%d\x1f%s\x1f%s", e->project_id, e->has_code ? 1 : 0,
+    return xasprintf("%s\x1f%d\x1f%s\x1f%s\x1f%s", e->project_id, e->has_code ? 1 : 0,
                      e->has_code && e->runtime_id ? e->runtime_id : "",
-                     e->definition_id ? e->definition_id : "");
+                     e->definition_id ? e->definition_id : "", e->agent_id ? e->agent_id : "");
 }
 
 static bool same_str(const char *a, const char *b)
@@ -323,7 +325,7 @@ static bool rclass_matches(const struct rclass *c, const struct entry *e)
 {
     return c->proj == e->proj && c->has_code == e->has_code &&
            same_str(c->runtime_id, e->has_code ? e->runtime_id : NULL) &&
-           same_str(c->definition_id, e->definition_id);
+           same_str(c->definition_id, e->definition_id) && same_str(c->agent_id, e->agent_id);
 }
 
 /* The class of an entry about to be ready (mu held): its last one when its
@@ -347,6 +349,7 @@ static struct rclass *rclass_get(struct sched *s, const struct entry *e)
     c->has_code = e->has_code;
     c->runtime_id = e->has_code && e->runtime_id ? xstrdup(e->runtime_id) : NULL;
     c->definition_id = e->definition_id ? xstrdup(e->definition_id) : NULL;
+    c->agent_id = e->agent_id ? xstrdup(e->agent_id) : NULL;
     c->proj = e->proj;
     c->hnext = s->rclasses[k];
     s->rclasses[k] = c;
@@ -358,6 +361,7 @@ static void rclass_release(struct rclass *c)
     free(c->key);
     free(c->definition_id);
     free(c->runtime_id);
+    free(c->agent_id);
     free(c);
 }
 
@@ -950,6 +954,8 @@ static bool fits(struct sched *s, const struct entry *e, const struct sched_filt
 /* Whether f takes runs of class c at all (the class-wide part of fits). */
 static bool class_fits(const struct rclass *c, const struct sched_filter *f)
 {
+    if (c->agent_id && (!f->agent_id || strcmp(c->agent_id, f->agent_id)))
+        return false;
     if (f->executor)
         return c->has_code;
     if (c->has_code && !in_list(c->runtime_id, f->runtimes, f->nruntimes))

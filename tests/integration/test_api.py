@@ -673,6 +673,52 @@ def test_interaction_and_review():
     assert done["status"] == "completed"
 
 
+def test_a_worker_key_reports_work_but_holds_no_gate():
+    # run PATCH is a worker's report: queued -> running -> an end.  A worker
+    # key moved runs out of interaction_required, review_required and paused
+    # with it, past the gates whose own routes need task:write.
+    wk = expect(S.req("POST", P + "/api_keys", {"name": "w", "scopes": ["worker"]}), 201)["key"]
+    t = agent_task(assigned_agent_id="gate")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "gate"}, key=wk), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("PATCH", base, {"status": "interaction_required"}, key=wk), 200)
+    for to in ("running", "queued", "completed"):
+        r = S.req("PATCH", base, {"status": to}, key=wk)
+        assert r.status == 403 and r.json["error"]["code"] == "insufficient_scope", (to, r)
+    assert S.req("POST", base + "/interaction", {"response": 1}, key=wk).status == 403
+    expect(S.req("POST", base + "/interaction", {"response": 1}), 200)
+    expect(S.req("PATCH", base, {"status": "review_required"}, key=wk), 200)
+    r = S.req("PATCH", base, {"status": "completed"}, key=wk)
+    assert r.status == 403 and r.json["error"]["code"] == "insufficient_scope", r
+    expect(S.req("POST", base + "/review", {"decision": "approve"}), 200)
+    # the code quernd runs itself is not a worker's to end
+    c = expect(S.req("POST", P + "/tasks", {"code": "sleep 30", "runtime_id": "sh"}), 201)
+    crun = wait_for(lambda: (lambda r: r if r["status"] == "running" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % c["id"]), 200)["data"][0]), what="code running")
+    cbase = P + "/tasks/%s/runs/%s" % (c["id"], crun["id"])
+    r = S.req("PATCH", cbase, {"status": "completed"}, key=wk)
+    assert r.status == 403 and r.json["error"]["code"] == "insufficient_scope", r
+    expect(S.req("POST", cbase + "/cancel", {}), 200)
+    # task:write may lease and report too (docs/API.md says so)
+    tw = expect(S.req("POST", P + "/api_keys", {"name": "tw", "scopes": ["task:write"]}), 201)["key"]
+    agent_task(assigned_agent_id="gate-tw")
+    got = expect(S.req("POST", P + "/workers/lease", {"agent_id": "gate-tw"}, key=tw), 200)["data"]
+    assert len(got) == 1
+    out = expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": got[0]["id"], "attempt": 1, "status": "completed"}]}, key=tw), 200)["data"][0]
+    assert out["ok"], out
+
+
+def test_reserved_project_ids_and_unknown_task_runs():
+    # "_root" holds the root keys: a project made with that id made every key
+    # created in it a root key
+    for pid in ("_root", "_x"):
+        r = S.req("POST", "/api/projects", {"id": pid, "name": "n"})
+        assert r.status == 400 and r.json["error"]["code"] == "reserved_id", r
+    r = S.req("GET", P + "/tasks/task_nope/runs")
+    assert r.status == 404 and r.json["error"]["code"] == "resource_missing", r
+
+
 def test_wait_for_result():
     import threading
     box = {}

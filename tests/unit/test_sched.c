@@ -261,6 +261,44 @@ TEST(a_filter_finds_its_runs_behind_many_it_does_not_take)
     free_app(app);
 }
 
+TEST(an_agent_finds_its_run_behind_many_for_another_agent)
+{
+    util_fake_now_ms = T0;
+    struct app *app = new_app();
+    char id[32];
+    /* 300 runs for agent zz, then one for agent z2: z2's worker gets it
+     * (one class for both agents scanned 256 and found nothing) */
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "zz-%04d", i);
+        json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:s, s:[]}", "id", id,
+                                "project_id", "p", "task_id", id, "status", "queued", "priority",
+                                "medium", "queued_ms", (json_int_t)(T0 + i), "attempt",
+                                (json_int_t)1, "has_code", 0, "agent_id", "zz", "blocked_by");
+        sched_after_commit(app->sched, run);
+        json_decref(run);
+    }
+    json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:s, s:[]}", "id", "z2-1",
+                            "project_id", "p", "task_id", "z2-1", "status", "queued", "priority",
+                            "medium", "queued_ms", (json_int_t)(T0 + 1000), "attempt", (json_int_t)1,
+                            "has_code", 0, "agent_id", "z2", "blocked_by");
+    sched_after_commit(app->sched, run);
+    json_decref(run);
+    struct sched_filter f2 = {.project_id = "p", .agent_id = "z2"};
+    struct sched_filter fnone = {.project_id = "p"};
+    CHECK(sched_has_fit(app->sched, &f2));
+    CHECK(!sched_has_fit(app->sched, &fnone));   /* runs meant for an agent are its own */
+    char *ids[2];
+    CHECK_EQ_INT(sched_take(app->sched, &f2, ids, 2), 1);
+    CHECK_EQ_STR(ids[0], "z2-1");
+    free(ids[0]);
+    struct sched_filter fz = {.project_id = "p", .agent_id = "zz"};
+    CHECK_EQ_INT(sched_take(app->sched, &fz, ids, 2), 2);
+    CHECK_EQ_STR(ids[0], "zz-0000");
+    free(ids[0]);
+    free(ids[1]);
+    free_app(app);
+}
+
 static int put_fn(struct store_tx *tx, void *arg)
 {
     json_t *docs = arg;
