@@ -785,5 +785,11 @@ json_t *run_public(const json_t *run)
         if (!skip)
             json_object_set_nocheck(r, k, v);
     }
+    /* the queue of questions is shown while the run lives, empty when no
+     * second question came before the first was answered (it was absent) */
+    int st = run_status_parse(json_string_value(json_object_get(run, "status")));
+    if (st >= 0 && !run_status_terminal((enum run_status)st) &&
+        !json_object_get(r, "pending_interactions"))
+        json_object_set_new_nocheck(r, "pending_interactions", json_array());
     return r;
 }
