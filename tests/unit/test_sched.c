@@ -152,6 +152,20 @@ TEST(a_concurrency_key_holds_extra_runs)
     free_app(app);
 }
 
+/* A queued medium run of project, with code or not, for agent (or none). */
+static void queue_for(struct app *app, const char *id, const char *project, int64_t queued_ms,
+                      bool code, const char *agent)
+{
+    json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:[]}", "id", id,
+                            "project_id", project, "task_id", id, "status", "queued", "priority",
+                            "medium", "queued_ms", (json_int_t)queued_ms, "attempt", (json_int_t)1,
+                            "has_code", code, "blocked_by");
+    if (agent)
+        json_object_set_new(run, "agent_id", json_string(agent));
+    sched_after_commit(app->sched, run);
+    json_decref(run);
+}
+
 TEST(the_executor_serves_projects_round_robin)
 {
     util_fake_now_ms = T0;
@@ -159,19 +173,9 @@ TEST(the_executor_serves_projects_round_robin)
     char id[32];
     for (int i = 0; i < 100; i++) {
         snprintf(id, sizeof id, "big-%03d", i);
-        json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:[]}", "id", id,
-                                "project_id", "big", "task_id", id, "status", "queued",
-                                "priority", "medium", "queued_ms", (json_int_t)(T0 + i),
-                                "attempt", (json_int_t)1, "has_code", 1, "blocked_by");
-        sched_after_commit(app->sched, run);
-        json_decref(run);
+        queue_for(app, id, "big", T0 + i, true, NULL);
     }
-    json_t *small = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:[]}", "id", "small-1",
-                              "project_id", "small", "task_id", "small-1", "status", "queued",
-                              "priority", "medium", "queued_ms", (json_int_t)(T0 + 500),
-                              "attempt", (json_int_t)1, "has_code", 1, "blocked_by");
-    sched_after_commit(app->sched, small);
-    json_decref(small);
+    queue_for(app, "small-1", "small", T0 + 500, true, NULL);
     /* one dispatch round of two slots serves both projects */
     struct sched_filter f = {.executor = true};
     char *ids[2];
@@ -270,19 +274,9 @@ TEST(an_agent_finds_its_run_behind_many_for_another_agent)
      * (one class for both agents scanned 256 and found nothing) */
     for (int i = 0; i < 300; i++) {
         snprintf(id, sizeof id, "zz-%04d", i);
-        json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:s, s:[]}", "id", id,
-                                "project_id", "p", "task_id", id, "status", "queued", "priority",
-                                "medium", "queued_ms", (json_int_t)(T0 + i), "attempt",
-                                (json_int_t)1, "has_code", 0, "agent_id", "zz", "blocked_by");
-        sched_after_commit(app->sched, run);
-        json_decref(run);
+        queue_for(app, id, "p", T0 + i, false, "zz");
     }
-    json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:s, s:[]}", "id", "z2-1",
-                            "project_id", "p", "task_id", "z2-1", "status", "queued", "priority",
-                            "medium", "queued_ms", (json_int_t)(T0 + 1000), "attempt", (json_int_t)1,
-                            "has_code", 0, "agent_id", "z2", "blocked_by");
-    sched_after_commit(app->sched, run);
-    json_decref(run);
+    queue_for(app, "z2-1", "p", T0 + 1000, false, "z2");
     struct sched_filter f2 = {.project_id = "p", .agent_id = "z2"};
     struct sched_filter fnone = {.project_id = "p"};
     CHECK(sched_has_fit(app->sched, &f2));
