@@ -33,6 +33,9 @@ bool api_runtime(struct req *r, json_t *obj, const char *param, const char **out
 bool api_known_fields(struct req *r, json_t *obj, const char *const *allowed, const char *prefix);
 /* A client-given id: [A-Za-z0-9_.:-]{1,64}. */
 bool api_id_ok(const char *id);
+/* A new array of a's values, each kept once, in first-seen order (a scope
+ * or a dependency listed twice). */
+json_t *api_unique(const json_t *a);
 
 /* Adds a filter for each metadata.<key>=<value> query argument; false
  * after answering 400 (too many). */

@@ -158,17 +158,7 @@ void api_keys_create(struct req *r)
             return;
         }
     }
-    /* each scope once, in the order given */
-    json_t *uniq = json_array();
-    json_array_foreach(scopes, i, s) {
-        bool seen = false;
-        size_t j;
-        json_t *u;
-        json_array_foreach(uniq, j, u)
-            seen = seen || json_equal(u, s);
-        if (!seen)
-            json_array_append(uniq, s);
-    }
+    json_t *uniq = api_unique(scopes);   /* each scope once, in the order given */
     scopes = uniq;
     char *key = auth_new_key();
     char hash[65], kid[ID_LEN], ts[RFC3339_LEN];

@@ -180,6 +180,25 @@ bool api_known_fields(struct req *r, json_t *obj, const char *const *allowed, co
     return true;
 }
 
+json_t *api_unique(const json_t *a)
+{
+    json_t *out = json_array();
+    size_t i, j;
+    json_t *v, *w;
+    json_array_foreach(a, i, v) {
+        bool seen = false;
+        json_array_foreach(out, j, w) {
+            if (json_equal(v, w)) {
+                seen = true;
+                break;
+            }
+        }
+        if (!seen)
+            json_array_append(out, v);
+    }
+    return out;
+}
+
 bool api_id_ok(const char *id)
 {
     size_t n = strlen(id);

@@ -168,27 +168,6 @@ static bool string_array(struct req *r, json_t *body, const char *field, const c
     return true;
 }
 
-/* A copy of an array of strings with each kept once, in first-seen order
- * (a dependency listed twice was stored twice). */
-static json_t *unique_strings(const json_t *a)
-{
-    json_t *out = json_array();
-    size_t i, j;
-    json_t *v, *w;
-    json_array_foreach(a, i, v) {
-        bool seen = false;
-        json_array_foreach(out, j, w) {
-            if (json_equal(v, w)) {
-                seen = true;
-                break;
-            }
-        }
-        if (!seen)
-            json_array_append(out, v);
-    }
-    return out;
-}
-
 static bool secret_name_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -432,7 +411,7 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     if (deadline)
         rfc3339_format(deadline_ms, dl_utc);
     json_object_set_new_nocheck(task, "deadline", deadline ? json_string(dl_utc) : json_null());
-    json_object_set_new_nocheck(task, "dependencies", deps ? unique_strings(deps) : json_array());
+    json_object_set_new_nocheck(task, "dependencies", deps ? api_unique(deps) : json_array());
     json_object_set_new_nocheck(task, "parent_id", parent ? json_string(parent) : json_null());
     json_object_set_new_nocheck(task, "assigned_agent_id", agent ? json_string(agent) : json_null());
     json_object_set_new_nocheck(task, "assigned_agents", agents ? json_deep_copy(agents) : json_array());
@@ -1036,7 +1015,7 @@ static int update_fn(struct store_tx *tx, void *arg)
             goto out;
         }
         buf_release(&path);
-        json_object_set_new_nocheck(task, "dependencies", unique_strings(deps));
+        json_object_set_new_nocheck(task, "dependencies", api_unique(deps));
         json_object_set_new_nocheck(task, "has_dependencies", json_boolean(json_array_size(deps) > 0));
     }
     if (json_object_get(b, "name"))
