@@ -120,25 +120,27 @@ void http_add_header(struct req *r, const char *name, const char *value)
     buf_printf(&r->headers, "%s\n%s\n", name, value);
 }
 
+/* The first byte of s that does not start a valid UTF-8 sequence, or NULL. */
+static const char *utf8_bad(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
+    while (p < end) {
+        size_t n = *p < 0x80 ? 1 : jdump_utf8_len(p, end);
+        if (!n)
+            return (const char *)p;
+        p += n;
+    }
+    return NULL;
+}
+
 /* Replaces, in place, each byte of s that does not start a valid UTF-8
  * sequence with '?'.  A message may quote what the client sent (a path id,
  * a query value) and JSON strings must be UTF-8: without this, an id of
  * bytes 0xFF 0xFE made the error itself unrenderable. */
 static void utf8_scrub(char *s)
 {
-    unsigned char *p = (unsigned char *)s, *end = p + strlen(s);
-    while (p < end) {
-        if (*p < 0x80) {
-            p++;
-            continue;
-        }
-        size_t n = jdump_utf8_len(p, end);
-        if (n) {
-            p += n;
-        } else {
-            *p++ = '?';
-        }
-    }
+    for (char *p = s; (p = (char *)utf8_bad(p)) != NULL;)
+        *p++ = '?';
 }
 
 void http_error(struct req *r, int status, const char *code, const char *param, const char *fmt,
@@ -449,14 +451,7 @@ static int idem_put_fn(struct store_tx *tx, void *arg)
 
 static bool utf8_ok(const char *s)
 {
-    const unsigned char *p = (const unsigned char *)s, *end = p + strlen(s);
-    while (p < end) {
-        size_t n = *p < 0x80 ? 1 : jdump_utf8_len(p, end);
-        if (!n)
-            return false;
-        p += n;
-    }
-    return true;
+    return !utf8_bad(s);
 }
 
 struct bad_arg {
