@@ -189,7 +189,6 @@ static void cb_notice(void *ctx, const char *message)
 
 static void item_free(struct item *it)
 {
-    /* (items made by the runner itself, and kept exits, count nothing) */
     free(it->type);
     free(it->level);
     free(it->message);
@@ -852,6 +851,14 @@ static void dispatch(struct runner *rn)
     }
 }
 
+static struct lost *lost_find(struct runner *rn, const char *run_id)
+{
+    struct lost *l = rn->lost;
+    while (l && strcmp(l->run_id, run_id))
+        l = l->next;
+    return l;
+}
+
 /* After a failed transaction: keeps the exits for a retry (rn->retry),
  * counts the other reports as lost for their runs, and returns what is to
  * be freed. */
@@ -874,9 +881,7 @@ static struct item *keep_exits(struct runner *rn, struct item *items)
             drop = it;
             continue;
         }
-        struct lost *l = rn->lost;
-        while (l && strcmp(l->run_id, it->run_id))
-            l = l->next;
+        struct lost *l = lost_find(rn, it->run_id);
         if (!l) {
             l = xcalloc(1, sizeof *l);
             snprintf(l->run_id, sizeof l->run_id, "%s", it->run_id);
@@ -911,9 +916,8 @@ static struct item *note_lost(struct runner *rn, struct item *items)
         struct item *it = *pp;
         if (it->kind != IT_EXIT)
             continue;
-        for (struct lost *l = rn->lost; l; l = l->next) {
-            if (strcmp(l->run_id, it->run_id))
-                continue;
+        struct lost *l = lost_find(rn, it->run_id);
+        if (l) {
             struct item *w = xcalloc(1, sizeof *w);
             w->kind = IT_LOG;
             w->note = true;
@@ -926,7 +930,6 @@ static struct item *note_lost(struct runner *rn, struct item *items)
             w->next = it;
             *pp = w;
             pp = &w->next;
-            break;
         }
     }
     return items;

@@ -958,13 +958,21 @@ static int ipc_mq_clear(int dir)
 
 /* Enters the slot's IPC namespace, emptied (see above): true, or false
  * when the spawn must make a fresh one (the caller's namespace unchanged). */
+/* Enters the slot's IPC namespace and empties it: 0, or -errno (entered
+ * or not: the caller goes back to the host's). */
+static int ipcns_clear_in(struct sandbox_sys *sys, int slot)
+{
+    int rc = setns(sys->ipcns[slot], CLONE_NEWIPC) < 0 ? -errno : 0;
+    if (rc == 0 && (rc = ipc_sysv_clear()) == 0)
+        rc = ipc_mq_clear(sys->mqdir[slot]);
+    return rc;
+}
+
 static bool ipcns_enter(struct sandbox_sys *sys, int slot)
 {
     if (sys->ipcns[slot] < 0 || sys->host_ipcns < 0)
         return false;
-    int rc = setns(sys->ipcns[slot], CLONE_NEWIPC) < 0 ? -errno : 0;
-    if (rc == 0 && (rc = ipc_sysv_clear()) == 0)
-        rc = ipc_mq_clear(sys->mqdir[slot]);
+    int rc = ipcns_clear_in(sys, slot);
     if (rc == 0)
         return true;
     if (setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
@@ -984,10 +992,7 @@ static void ipcns_empty(struct sandbox_sys *sys, int slot)
 {
     if (sys->ipcns[slot] < 0 || sys->host_ipcns < 0)
         return;
-    if (setns(sys->ipcns[slot], CLONE_NEWIPC) < 0)
-        return;
-    if (ipc_sysv_clear() == 0)
-        (void)ipc_mq_clear(sys->mqdir[slot]);
+    (void)ipcns_clear_in(sys, slot);
     if (setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
         abort(); /* the supervisor thread must not stay in a box's namespace */
 }
