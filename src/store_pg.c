@@ -363,6 +363,21 @@ static void q_int(struct q *q, int64_t v)
     buf_puts(&q->sql, "::bigint");
 }
 
+/* Ends q's SQL with " LIMIT n OFFSET m": a limit of 0 or less is no limit,
+ * an offset of 0 or less none. */
+static void q_page(struct q *q, int64_t limit, int64_t offset)
+{
+    buf_puts(&q->sql, " LIMIT ");
+    if (limit > 0)
+        q_int(q, limit);
+    else
+        buf_puts(&q->sql, "ALL");
+    if (offset > 0) {
+        buf_puts(&q->sql, " OFFSET ");
+        q_int(q, offset);
+    }
+}
+
 static PGresult *q_run(struct conn *c, struct q *q)
 {
     return run(c, q->sql.data, q->n, q->vals);
@@ -1310,13 +1325,8 @@ static int pg_list(struct store_tx *t, enum store_kind kind, const char *project
     q_init(&q);
     buf_printf(&q.sql, "SELECT doc FROM %s", table);
     where_clause(&q, project_id, sq);
-    buf_printf(&q.sql, " ORDER BY seq %s LIMIT ", sq->oldest_first ? "ASC" : "DESC");
-    if (sq->limit > 0)
-        q_int(&q, sq->limit);
-    else
-        buf_puts(&q.sql, "ALL");
-    buf_puts(&q.sql, " OFFSET ");
-    q_int(&q, sq->offset > 0 ? sq->offset : 0);
+    buf_printf(&q.sql, " ORDER BY seq %s", sq->oldest_first ? "ASC" : "DESC");
+    q_page(&q, sq->limit, sq->offset);
     PGresult *r = q_run(tx->c, &q);
     q_release(&q);
     if (!r)
@@ -1390,11 +1400,8 @@ static int pg_log_read(struct store_tx *t, const char *project_id, const char *r
     q_arg(&q, project_id);
     buf_puts(&q.sql, " AND seq>");
     q_int(&q, after_seq);
-    buf_puts(&q.sql, " ORDER BY seq LIMIT ");
-    if (limit > 0)
-        q_int(&q, limit);
-    else
-        buf_puts(&q.sql, "ALL");
+    buf_puts(&q.sql, " ORDER BY seq");
+    q_page(&q, limit, 0);
     PGresult *r = q_run(tx->c, &q);
     q_release(&q);
     if (!r)
@@ -1497,13 +1504,8 @@ static int pg_event_list(struct store_tx *t, const struct store_event_query *eq,
     q_init(&q);
     buf_puts(&q.sql, "SELECT id, doc");
     event_where(&q, eq, true);
-    buf_puts(&q.sql, " ORDER BY id LIMIT ");
-    if (eq->limit > 0)
-        q_int(&q, eq->limit);
-    else
-        buf_puts(&q.sql, "ALL");
-    buf_puts(&q.sql, " OFFSET ");
-    q_int(&q, eq->offset > 0 ? eq->offset : 0);
+    buf_puts(&q.sql, " ORDER BY id");
+    q_page(&q, eq->limit, eq->offset);
     PGresult *r = q_run(tx->c, &q);
     q_release(&q);
     if (!r)
@@ -2013,13 +2015,8 @@ static int pg_dump(struct store_tx *t, const char *table, int64_t offset, int64_
 {
     struct q q;
     q_init(&q);
-    buf_printf(&q.sql, "SELECT * FROM %s ORDER BY %s LIMIT ", table, store_table_order(table));
-    if (limit > 0)
-        q_int(&q, limit);
-    else
-        buf_puts(&q.sql, "ALL");
-    buf_puts(&q.sql, " OFFSET ");
-    q_int(&q, offset > 0 ? offset : 0);
+    buf_printf(&q.sql, "SELECT * FROM %s ORDER BY %s", table, store_table_order(table));
+    q_page(&q, limit, offset);
     PGresult *r = q_run(TX(t)->c, &q);
     q_release(&q);
     if (!r)
