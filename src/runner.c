@@ -114,6 +114,14 @@ static int64_t item_cost(const struct item *it)
  * writes lines slower than a box prints them). */
 #define QUEUED_MAX_BYTES ((int64_t)8 << 20)
 
+/* What one turn takes of the queue, by the same measure: a turn holds each
+ * line it stores several times over (its log entry, its event, SQLite's
+ * pages) until its commit, so a box printing without end made turns of
+ * 40 000 lines and quernd's peak 370 MiB; turns of this size keep it near
+ * 100 MiB (bench/output_mem.py).  Runs that end together still share a
+ * turn: an exit's report costs a few hundred bytes. */
+#define TURN_MAX_BYTES ((int64_t)1 << 20)
+
 static bool cb_congested(void *ctx)
 {
     struct runner *rn = ctx;
@@ -1007,6 +1015,7 @@ static bool turn(struct runner *rn, struct item *items)
 static void *runner_main(void *arg)
 {
     struct runner *rn = arg;
+    bool rest = false; /* the last turn left items queued */
     pthread_mutex_lock(&rn->mu);
     while (!rn->stopping) {
         while (!rn->head && !rn->wake && !rn->stopping) {
@@ -1026,7 +1035,7 @@ static void *runner_main(void *arg)
          * share a commit.  The wait ends when one start is left waiting
          * (it covers the end that comes during this turn's commit), or
          * after LINGER_MS. */
-        if (rn->head && rn->backlog > 1) {
+        if (rn->head && rn->backlog > 1 && !rest) {
             struct timespec until;
             mono_deadline(&until, LINGER_MS);
             rn->lingering = true;
@@ -1035,11 +1044,19 @@ static void *runner_main(void *arg)
             }
             rn->lingering = false;
         }
-        struct item *items = rn->head;
-        rn->head = rn->tail = NULL;
+        struct item *items = rn->head, *end = NULL;
         int64_t taken = 0;
-        for (struct item *it = items; it; it = it->next)
+        for (struct item *it = items; it && (!end || taken + it->cost <= TURN_MAX_BYTES);
+             it = it->next) {
             taken += it->cost;
+            end = it;
+        }
+        rn->head = end ? end->next : NULL;
+        if (!rn->head)
+            rn->tail = NULL;
+        if (end)
+            end->next = NULL;
+        rest = rn->head != NULL; /* the next turn comes at once, without lingering */
         atomic_fetch_sub_explicit(&rn->queued_bytes, taken, memory_order_relaxed);
         if (rn->retry && mono_ms() >= rn->retry_at) {
             struct item *last = rn->retry;

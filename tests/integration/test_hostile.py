@@ -54,8 +54,10 @@ def test_endless_output_does_not_grow_quernd():
         "code": "yes quern-quern-quern-quern", "runtime_id": "sh", "wait_for_result": True,
         "settings": {"max_output_bytes": 1 << 30, "timeout_ms": 10000}}), 201)
     assert t["run"]["status"] == "timed_out", t["run"]
-    limit = 1536 if os.environ.get("QUERN_ASAN") else 1024
-    assert peak_mib() < max(limit, before + 512), (before, peak_mib())
+    # a runner turn holds its lines several times over until its commit:
+    # whole-queue turns peaked at 370 MiB here, 1 MiB turns at 130
+    limit = 1536 if os.environ.get("QUERN_ASAN") else 300
+    assert peak_mib() < max(limit, before + 200), (before, peak_mib())
     # and reading that log back streams it (it was built whole: 1.5 GiB)
     c = S.conn()
     c.request("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], t["run"]["id"]),
@@ -71,7 +73,7 @@ def test_endless_output_does_not_grow_quernd():
         last = (last + chunk)[-4096:]
     c.close()
     assert lines > 1000 and last.endswith(b"\n"), lines
-    assert peak_mib() < max(limit, before + 512), (before, peak_mib())
+    assert peak_mib() < max(limit, before + 200), (before, peak_mib())
 
 
 def test_sleep_forever_times_out():
