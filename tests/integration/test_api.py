@@ -150,6 +150,18 @@ def test_task_crud_and_filters():
     assert S.req("GET", P + "/tasks/" + t["id"]).status == 404
 
 
+def test_metadata_filter_matches_numbers_and_booleans():
+    # metadata.<key>=<value> compares the value's JSON text: on SQLite a number
+    # or boolean never matched (PostgreSQL's ->> matched it)
+    t = agent_task(name="mdnum", metadata={"mdn": 3, "mdf": True, "mdx": 1.5, "mds": "3"})
+    for q in ("metadata.mdn=3", "metadata.mdf=true", "metadata.mdx=1.5", "metadata.mds=3",
+              "metadata.mdn=3&metadata.mdf=true"):
+        got = expect(S.req("GET", P + "/tasks?" + q), 200)
+        assert [x["id"] for x in got["data"]] == [t["id"]], (q, got)
+    for q in ("metadata.mdn=4", "metadata.mdf=false", "metadata.mdf=1", "metadata.mdn=%223%22"):
+        assert expect(S.req("GET", P + "/tasks?" + q), 200)["total"] == 0, q
+
+
 def test_task_name_search():
     a = agent_task(name="Nightly Report 50%")
     agent_task(name="other thing")
