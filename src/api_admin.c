@@ -421,24 +421,9 @@ static int trigger_fn(struct store_tx *tx, void *arg)
         http_not_found(a->r, "definition", a->def_id);
         return -ENOENT;
     }
-    json_t *input = json_object_get(a->body, "input");
-    json_t *schema = json_object_get(def, "input_schema");
-    if (json_is_object(schema)) {
-        char *path = NULL, *msg = NULL;
-        json_t *empty = json_object();
-        int bad = jsonschema_validate(schema, input ? input : empty, &path, &msg);
-        json_decref(empty);
-        if (bad) {
-            http_error(a->r, 400, "input_invalid", "input",
-                       "input does not match the definition's input_schema at %s: %s",
-                       path ? path : "$", msg ? msg : "invalid");
-            free(path);
-            free(msg);
-            json_decref(def);
-            return -EINVAL;
-        }
-    }
+    /* the input is checked against its input_schema by api_task_from_body */
     json_decref(def);
+    json_t *input = json_object_get(a->body, "input");
     json_t *tb = json_pack("{s:s, s:b}", "definition_id", a->def_id, "run", 0);
     if (input)
         json_object_set(tb, "input", input);

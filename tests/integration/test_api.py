@@ -580,6 +580,34 @@ def test_definitions_and_trigger():
     assert S.req("GET", P + "/definitions/def-echo").status == 404
 
 
+def test_definition_input_schema_holds_for_every_run():
+    # only trigger checked it: a task (or batch, run, runs) of the definition
+    # with input it refuses was created and run
+    expect(S.req("POST", P + "/definitions", {"id": "def-in", "title": "In", "input_schema": {
+        "type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}}), 201)
+    n0 = expect(S.req("GET", P + "/tasks?definition_id=def-in"), 200)["total"]
+    r = S.req("POST", P + "/tasks", {"definition_id": "def-in", "input": {"n": "x"}, "run": True})
+    assert r.status == 400 and r.json["error"]["code"] == "input_invalid", r
+    assert r.json["error"]["param"] == "input" and "$.n" in r.json["error"]["message"], r
+    r = S.req("POST", P + "/tasks", {"definition_id": "def-in"})
+    assert r.status == 400 and r.json["error"]["param"] == "input", r
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"definition_id": "def-in", "input": {"n": 1}},
+                                                     {"definition_id": "def-in", "input": {}}]})
+    assert r.status == 400 and r.json["error"]["param"] == "tasks[1].input", r
+    r = S.req("POST", P + "/definitions/def-in/trigger", {"input": {"n": 1.5}})
+    assert r.status == 400 and r.json["error"]["code"] == "input_invalid", r
+    assert expect(S.req("GET", P + "/tasks?definition_id=def-in"), 200)["total"] == n0
+    t = expect(S.req("POST", P + "/tasks", {"definition_id": "def-in", "input": {"n": 1},
+                                            "run": False}), 201)
+    # a run's input is the task's with the request's merged over it
+    for path in ("/tasks/%s/run", "/tasks/%s/runs"):
+        r = S.req("POST", P + path % t["id"], {"input": {"n": "two"}})
+        assert r.status == 400 and r.json["error"]["param"] == "input", (path, r)
+    assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 0
+    run = expect(S.req("POST", P + "/tasks/%s/run" % t["id"], {"input": {"n": 2}}), 201)
+    assert run["input"] == {"n": 2}, run
+
+
 def test_deadline_is_stored_in_utc_with_milliseconds():
     # API.md: timestamps are RFC 3339 in UTC with milliseconds (it was
     # echoed as written)
