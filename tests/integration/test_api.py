@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, sse, wait_for  # noqa: E402
+from qlib import ROOT_KEY, Server, expect, run_tests, sse, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -48,6 +48,26 @@ def test_health_and_ops():
     doc = expect(S.req("GET", "/openapi.json", key=None), 200)
     assert doc["openapi"].startswith("3.1")
     assert "/api/projects/{project_id}/tasks" in doc["paths"]
+
+
+def test_head_and_405_allow():
+    # HEAD (a load balancer's health check, curl -I) was 405 everywhere, and
+    # a 405 had no Allow header (RFC 9110 requires one)
+    for path, key in (("/healthz", None), ("/metrics", None), (P + "/tasks", ROOT_KEY)):
+        get, head = S.req("GET", path, key=key), S.req("HEAD", path, key=key)
+        assert head.status == 200 and head.text == "", (path, head)
+        assert head.header("Content-Type") == get.header("Content-Type"), path
+    assert S.req("HEAD", P + "/tasks", key=None).status == 401
+    t = agent_task()
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    for suffix in ("/stream", "/logs"):   # streamed answers end at once too
+        r = S.req("HEAD", P + "/tasks/%s/runs/%s%s" % (t["id"], run["id"], suffix))
+        assert r.status == 200 and r.text == "", (suffix, r)
+    r = S.req("DELETE", "/healthz")
+    assert r.status == 405 and r.header("Allow") == "GET, HEAD", r
+    r = S.req("PUT", P + "/tasks/" + t["id"])
+    assert r.status == 405 and r.json["error"]["type"] == "invalid_request", r
+    assert set(r.header("Allow").split(", ")) == {"GET", "HEAD", "PATCH", "DELETE"}, r.header("Allow")
 
 
 def test_auth_errors():
