@@ -214,13 +214,14 @@ static int revoke_fn(struct store_tx *tx, void *arg)
     json_t *k = store_get(tx, SK_KEY, a->project_id, a->id);
     if (!k)
         return -ENOENT;
+    a->out = k;
+    if (json_is_true(json_object_get(k, "revoked")))
+        return 0;   /* revoked already: it keeps the time it was */
     char ts[RFC3339_LEN];
     now_ts(ts);
     json_object_set_new(k, "revoked", json_true());
     json_object_set_new(k, "revoked_at", json_string(ts));
-    int rc = store_update(tx, SK_KEY, a->project_id, k);
-    a->out = k;
-    return rc;
+    return store_update(tx, SK_KEY, a->project_id, k);
 }
 
 void api_keys_delete(struct req *r)

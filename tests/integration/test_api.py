@@ -96,8 +96,13 @@ def test_key_revoke_takes_effect():
     k = expect(S.req("POST", P + "/api_keys", {"name": "r", "scopes": ["task:read"]}), 201)
     assert "key" in k and "hash" not in k
     assert S.req("GET", P + "/tasks", key=k["key"]).status == 200
-    expect(S.req("DELETE", P + "/api_keys/" + k["id"]), 200)
+    first = expect(S.req("DELETE", P + "/api_keys/" + k["id"]), 200)
     assert S.req("GET", P + "/tasks", key=k["key"]).status == 401
+    # revoking again changes nothing: revoked_at stays the first revocation's
+    again = expect(S.req("DELETE", P + "/api_keys/" + k["id"]), 200)
+    assert again["revoked"] is True and again["revoked_at"] == first["revoked_at"], (first, again)
+    listed = [x for x in expect(S.req("GET", P + "/api_keys?limit=500"), 200)["data"] if x["id"] == k["id"]]
+    assert listed[0]["revoked_at"] == first["revoked_at"], listed
     listed = expect(S.req("GET", P + "/api_keys"), 200)["data"]
     assert all("key" not in x and "hash" not in x for x in listed)
 
