@@ -774,6 +774,22 @@ def test_a_worker_key_reports_work_but_holds_no_gate():
     assert out["ok"], out
 
 
+def test_a_worker_key_reads_every_get_route_of_its_runs():
+    # docs/API.md: "the GET routes of runs accept it"; connection_token and
+    # the grouped logs were 403 to a worker key.  Its token reads, never commands.
+    wk = expect(S.req("POST", P + "/api_keys", {"name": "w", "scopes": ["worker"]}), 201)["key"]
+    t = agent_task(assigned_agent_id="wread")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "wread"}, key=wk), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("POST", base + "/append_log", {"entries": [{"message": "w-line"}]}, key=wk), 200)
+    grouped = expect(S.req("GET", P + "/logs?task=" + run["id"], key=wk), 200)
+    assert any(i["message"] == "w-line" for g in grouped["data"] for i in g["items"]), grouped
+    tok = expect(S.req("GET", base + "/connection_token", key=wk), 200)["token"]
+    assert "w-line" in S.req("GET", base + "/logs", key=tok).text
+    r = S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "cancel", "id": 1}, key=tok)
+    assert r.status == 403 and r.json["error"]["code"] == "token_scope", r
+
+
 def test_reserved_project_ids_and_unknown_task_runs():
     # "_root" holds the root keys: a project made with that id made every key
     # created in it a root key
