@@ -631,6 +631,7 @@ def test_definition_input_schema_holds_for_every_run():
     assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 0
     run = expect(S.req("POST", P + "/tasks/%s/run" % t["id"], {"input": {"n": 2}}), 201)
     assert run["input"] == {"n": 2}, run
+    expect(S.req("DELETE", P + "/tasks/" + t["id"]), 200)   # no worker of a later test leases it
 
 
 def test_deadline_is_stored_in_utc_with_milliseconds():
