@@ -303,6 +303,11 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
                    "assigned_agents");
         return NULL;
     }
+    if (agent && json_array_size(agents)) {
+        http_error(r, 400, "conflicting_fields", P("assigned_agents"),
+                   "give either assigned_agent_id or assigned_agents, not both");
+        return NULL;
+    }
     if (code && def_id) {
         http_error(r, 400, "conflicting_fields", P("code"),
                    "give either code or definition_id, not both");
@@ -456,7 +461,7 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     json_object_set_new_nocheck(task, "dependencies", deps ? api_unique(deps) : json_array());
     json_object_set_new_nocheck(task, "parent_id", parent ? json_string(parent) : json_null());
     json_object_set_new_nocheck(task, "assigned_agent_id", agent ? json_string(agent) : json_null());
-    json_object_set_new_nocheck(task, "assigned_agents", agents ? json_deep_copy(agents) : json_array());
+    json_object_set_new_nocheck(task, "assigned_agents", agents ? api_unique(agents) : json_array());
     json_object_set_new_nocheck(task, "schedule", schedule ? json_string(schedule) : json_null());
     json_object_set_new_nocheck(task, "timezone", json_string(tz));
     json_object_set_new_nocheck(task, "output_schema",

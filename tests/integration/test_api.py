@@ -669,6 +669,23 @@ def test_definition_settings_are_checked_and_given_to_its_tasks():
     assert t["settings"]["timeout_ms"] == 5000, t
 
 
+def test_assigned_agents_fan_out_once_per_agent():
+    # API.md: "assigned_agents fans out: one run per agent".  An agent listed
+    # twice got two runs, and assigned_agent_id beside assigned_agents was
+    # kept on the task but silently given no run.
+    t = agent_task(assigned_agent_id=None, assigned_agents=["fan-1", "fan-2", "fan-1"])
+    assert t["assigned_agents"] == ["fan-1", "fan-2"], t
+    runs = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+    assert sorted(r["agent_id"] for r in runs) == ["fan-1", "fan-2"], runs
+    r = S.req("POST", P + "/tasks", {"assigned_agent_id": "fan-0", "assigned_agents": ["fan-3"]})
+    assert r.status == 400 and r.json["error"]["code"] == "conflicting_fields", r
+    assert r.json["error"]["param"] == "assigned_agents", r
+    for agent in ("fan-1", "fan-2"):   # no worker of a later test leases them
+        got = expect(S.req("POST", P + "/workers/lease", {"agent_id": agent}), 200)["data"]
+        expect(S.req("POST", P + "/workers/report", {"results": [
+            {"run_id": got[0]["id"], "attempt": 1, "status": "completed"}]}), 200)
+
+
 def test_dependencies_block_and_fail():
     a = agent_task(assigned_agent_id="dep-a")
     b = agent_task(assigned_agent_id="dep-b", dependencies=[a["id"], a["id"]])
