@@ -66,7 +66,7 @@ const struct route api_routes[] = {
     {"POST", RUN "/checkpoints", api_runs_checkpoint_add, W | K},
     {"GET", RUN "/checkpoints", api_runs_checkpoint_list, R | K},
     {"POST", RUN "/heartbeat", api_runs_heartbeat, W | K},
-    {"GET", RUN "/connection_token", api_runs_connection_token, R},
+    {"GET", RUN "/connection_token", api_runs_connection_token, R | K},
     {"POST", RUN "/command", api_runs_command, W | SCOPE_RUN_TOKEN},
     {"POST", RUN "/artifacts/presign", api_artifacts_presign, R | K},
     {"GET", RUN "/artifacts/content", api_artifacts_download, R | K},
@@ -78,7 +78,7 @@ const struct route api_routes[] = {
 
     {"GET", P "/runs", api_runs_project_list, R | K},
     {"GET", P "/task-runs/:run_id", api_runs_get_by_id, R | K},
-    {"GET", P "/logs", api_logs_grouped, R},
+    {"GET", P "/logs", api_logs_grouped, R | K},
     {"GET", P "/events/stream", api_events_stream, R},
 
     {"POST", P "/workers/lease", api_workers_lease, W | K},

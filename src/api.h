@@ -155,4 +155,14 @@ bool api_settings_ok(struct req *r, json_t *in);
 json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *project_id,
                            json_t *body, const char *prefix, struct task_opts *opts);
 
+/* True when INPUT (NULL: {}) fits the definition DEF's input_schema (no
+ * definition or no schema: any input); else answers 400 input_invalid
+ * naming PARAM and the failing path. */
+bool api_input_fits(struct req *r, const json_t *def, const json_t *input, const char *param);
+
+/* The same for the input a new run of TASK gets (the task's input with
+ * OVERRIDE merged over it), against the task's definition as it is now. */
+bool api_run_input_fits(struct req *r, struct store_tx *tx, const json_t *task,
+                        const json_t *override);
+
 #endif

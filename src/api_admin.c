@@ -214,13 +214,14 @@ static int revoke_fn(struct store_tx *tx, void *arg)
     json_t *k = store_get(tx, SK_KEY, a->project_id, a->id);
     if (!k)
         return -ENOENT;
+    a->out = k;
+    if (json_is_true(json_object_get(k, "revoked")))
+        return 0;   /* revoked already: it keeps the time it was */
     char ts[RFC3339_LEN];
     now_ts(ts);
     json_object_set_new(k, "revoked", json_true());
     json_object_set_new(k, "revoked_at", json_string(ts));
-    int rc = store_update(tx, SK_KEY, a->project_id, k);
-    a->out = k;
-    return rc;
+    return store_update(tx, SK_KEY, a->project_id, k);
 }
 
 void api_keys_delete(struct req *r)
@@ -421,24 +422,9 @@ static int trigger_fn(struct store_tx *tx, void *arg)
         http_not_found(a->r, "definition", a->def_id);
         return -ENOENT;
     }
-    json_t *input = json_object_get(a->body, "input");
-    json_t *schema = json_object_get(def, "input_schema");
-    if (json_is_object(schema)) {
-        char *path = NULL, *msg = NULL;
-        json_t *empty = json_object();
-        int bad = jsonschema_validate(schema, input ? input : empty, &path, &msg);
-        json_decref(empty);
-        if (bad) {
-            http_error(a->r, 400, "input_invalid", "input",
-                       "input does not match the definition's input_schema at %s: %s",
-                       path ? path : "$", msg ? msg : "invalid");
-            free(path);
-            free(msg);
-            json_decref(def);
-            return -EINVAL;
-        }
-    }
+    /* the input is checked against its input_schema by api_task_from_body */
     json_decref(def);
+    json_t *input = json_object_get(a->body, "input");
     json_t *tb = json_pack("{s:s, s:b}", "definition_id", a->def_id, "run", 0);
     if (input)
         json_object_set(tb, "input", input);

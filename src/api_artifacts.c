@@ -105,6 +105,15 @@ static void add_files(struct req *r, json_t *files)
     http_json(r, 200, json_pack("{s:o}", "data", a.out));
 }
 
+/* A content type is served back as a header: printable ASCII, not empty. */
+static bool content_type_ok(const char *t)
+{
+    for (const char *c = t; *c; c++)
+        if (*c < 0x20 || *c > 0x7e)
+            return false;
+    return *t != 0;
+}
+
 void api_artifacts_upload(struct req *r)
 {
     const char *ct = http_header(r, "Content-Type");
@@ -165,6 +174,11 @@ void api_artifacts_upload(struct req *r)
         }
         if (!text == !b64) {
             http_error(r, 400, "missing_field", pc, "give exactly one of %s and %s", pc, pb);
+            goto out;
+        }
+        if (type && !content_type_ok(type)) {
+            http_error(r, 400, "invalid_value", pt,
+                       "%s must be a media type like text/plain (printable, no line breaks)", pt);
             goto out;
         }
         unsigned char *bytes = NULL;

@@ -199,6 +199,10 @@ static int create_fn(struct store_tx *tx, void *arg)
         http_not_found(a->r, "task", task_id);
         return -ENOENT;
     }
+    if (!api_run_input_fits(a->r, tx, task, a->input)) {
+        json_decref(task);
+        return -EINVAL;
+    }
     json_t *run = run_new_doc(task, a->input, json_string_value(json_object_get(task, "assigned_agent_id")));
     int rc = run_insert(tx, a->r->app, task, run);
     if (!rc && json_is_true(json_object_get(task, "paused")))

@@ -179,6 +179,46 @@ static bool secret_name_ok(const char *s)
     return true;
 }
 
+bool api_input_fits(struct req *r, const json_t *def, const json_t *input, const char *param)
+{
+    json_t *schema = json_object_get(def, "input_schema");
+    if (!json_is_object(schema))
+        return true;
+    char *path = NULL, *msg = NULL;
+    json_t *empty = json_object();
+    int bad = jsonschema_validate(schema, input ? input : empty, &path, &msg);
+    json_decref(empty);
+    if (bad)
+        http_error(r, 400, "input_invalid", param,
+                   "%s does not match the definition's input_schema at %s: %s", param,
+                   path ? path : "$", msg ? msg : "invalid");
+    free(path);
+    free(msg);
+    return !bad;
+}
+
+bool api_run_input_fits(struct req *r, struct store_tx *tx, const json_t *task,
+                        const json_t *override)
+{
+    const char *def_id = json_string_value(json_object_get(task, "definition_id"));
+    json_t *def = def_id ? store_get(tx, SK_DEFINITION,
+                                     json_string_value(json_object_get(task, "project_id")), def_id)
+                         : NULL;
+    if (!def)
+        return true;
+    json_t *input = json_deep_copy(json_object_get(task, "input"));
+    if (!json_is_object(input)) {
+        json_decref(input);
+        input = json_object();
+    }
+    if (json_is_object(override))
+        json_object_update(input, (json_t *)override);
+    bool ok = api_input_fits(r, def, input, "input");
+    json_decref(input);
+    json_decref(def);
+    return ok;
+}
+
 json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *project_id,
                            json_t *body, const char *prefix, struct task_opts *opts)
 {
@@ -263,6 +303,11 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
                    "assigned_agents");
         return NULL;
     }
+    if (agent && json_array_size(agents)) {
+        http_error(r, 400, "conflicting_fields", P("assigned_agents"),
+                   "give either assigned_agent_id or assigned_agents, not both");
+        return NULL;
+    }
     if (code && def_id) {
         http_error(r, 400, "conflicting_fields", P("code"),
                    "give either code or definition_id, not both");
@@ -342,6 +387,8 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
             goto bad;
         }
     }
+    if (def && !api_input_fits(r, def, input, P("input")))
+        goto bad;
     /* the task's settings over its definition's, over the defaults */
     json_t *sall = json_is_object(json_object_get(def, "settings"))
                        ? json_deep_copy(json_object_get(def, "settings"))
@@ -414,7 +461,7 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     json_object_set_new_nocheck(task, "dependencies", deps ? api_unique(deps) : json_array());
     json_object_set_new_nocheck(task, "parent_id", parent ? json_string(parent) : json_null());
     json_object_set_new_nocheck(task, "assigned_agent_id", agent ? json_string(agent) : json_null());
-    json_object_set_new_nocheck(task, "assigned_agents", agents ? json_deep_copy(agents) : json_array());
+    json_object_set_new_nocheck(task, "assigned_agents", agents ? api_unique(agents) : json_array());
     json_object_set_new_nocheck(task, "schedule", schedule ? json_string(schedule) : json_null());
     json_object_set_new_nocheck(task, "timezone", json_string(tz));
     json_object_set_new_nocheck(task, "output_schema",
@@ -1205,7 +1252,9 @@ static int action_fn(struct store_tx *tx, void *arg)
             rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.updated",
                              json_pack("{s:b}", "paused", pause));
     } else if (!strcmp(act, "run")) {
-        rc = run_start_for_task(tx, r->app, task, a->input, &a->result);
+        rc = api_run_input_fits(r, tx, task, a->input)
+                 ? run_start_for_task(tx, r->app, task, a->input, &a->result)
+                 : -EINVAL;
     } else if (!strcmp(act, "retry")) {
         json_t *last = latest_run(tx, a->project_id, a->task_id);
         enum run_status st = last ? run_status_of(last) : RS_COMPLETED;

@@ -823,6 +823,8 @@ static int cmd_keys_list(struct cli_ctx *c, const struct cli_args *a)
 
 static int cmd_keys_create(struct cli_ctx *c, const struct cli_args *a)
 {
+    if (!cli_args_nth(a, "scope", 0))   /* the usage's --scope is not optional */
+        return usage_error(c, "keys create needs --scope (task:read, task:write, worker or admin)");
     json_t *scopes = json_array();
     const char *s;
     for (size_t i = 0; (s = cli_args_nth(a, "scope", i)); i++)
@@ -1206,7 +1208,7 @@ static int cmd_tasks_schedule(struct cli_ctx *c, const struct cli_args *a)
 {
     char err[160];
     int64_t n = 5;
-    if (cli_args_int(a, "count", 1, 1000, &n, err, sizeof(err)) < 0)
+    if (cli_args_int(a, "count", 1, 100, &n, err, sizeof(err)) < 0)   /* the server's range */
         return usage_error(c, "%s", err);
     int rc;
     json_t *j = NULL;
@@ -1571,10 +1573,10 @@ static const struct cli_optdoc OPTDOCS[] = {
     {"max-retries", "N", "retries after a failed run"},
     {"definition", "ID", "a definition id"},
     {"type", "T", "manual, scheduled or triggered"},
-    {"status", "S", "a status: pending, queued, running, completed, failed, timed_out, ..."},
+    {"status", "S", "a status: queued, running, completed, failed, timed_out, ... (a task's may be pending)"},
     {"task", "ID", "a task id"},
     {"message", "M", "a message kept on the run"},
-    {"count", "N", "how many fire times (default 5)"},
+    {"count", "N", "how many fire times, 1-100 (default 5)"},
     {"no-run", NULL, "create without starting a run (a schedule still fires)"},
     {"wait", NULL, "follow the run live; exit 0 only if it completed"},
     {"follow", NULL, "follow the log live until the run ends"},

@@ -492,15 +492,27 @@ static bool args_utf8(struct req *r)
     return true;
 }
 
+/* Adds a route's METHOD to a 405's Allow list (HEAD comes with GET). */
+static void allow_add(char *allow, size_t size, const char *method)
+{
+    size_t n = strlen(allow);
+    snprintf(allow + n, size - n, "%s%s%s", n ? ", " : "", method,
+             strcmp(method, "GET") ? "" : ", HEAD");
+}
+
 static void dispatch(struct req *r)
 {
-    bool path_found = false;
+    /* HEAD is GET without its body (RFC 9110 9.3.2): libmicrohttpd sends
+     * the GET's status and headers alone */
+    const char *method = strcmp(r->method, "HEAD") ? r->method : "GET";
+    char allow[64] = "";
     for (const struct route *rt = api_routes; rt->method; rt++) {
         if (!match(r, rt->pattern, r->url))
             continue;
-        path_found = true;
-        if (strcmp(rt->method, r->method) != 0)
+        if (strcmp(rt->method, method) != 0) {
+            allow_add(allow, sizeof allow, rt->method);
             continue;
+        }
         fix_param_names(r);
         r->route = rt;
         if (r->body_too_large) {
@@ -519,11 +531,13 @@ static void dispatch(struct req *r)
         return;
     }
     free_params(r);
-    if (path_found)
-        http_error(r, 405, "method_not_allowed", NULL, "%s is not allowed on %s", r->method,
-                   r->url);
-    else
+    if (*allow) {
+        http_add_header(r, "Allow", allow);
+        http_error(r, 405, "method_not_allowed", NULL, "%s is not allowed on %s (allowed: %s)",
+                   r->method, r->url, allow);
+    } else {
         http_error(r, 404, "route_not_found", NULL, "no route for %s %s", r->method, r->url);
+    }
 }
 
 static enum MHD_Result add_headers(struct req *r, struct MHD_Response *resp)

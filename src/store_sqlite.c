@@ -1312,7 +1312,13 @@ static void where_clause(struct buf *b, enum store_kind kind, const char *projec
         const char *f = q->filters[i].field;
         /* field names were checked against the kind's table (store_list) */
         if (!strncmp(f, "metadata.", 9))
-            buf_printf(b, " AND json_extract(doc, '$.metadata.' || ?%d) = ?%d", p + 100, p);
+            /* the value's JSON text, as PostgreSQL's ->> gives it: a string
+             * unquoted, a number or boolean as written, null matching nothing */
+            buf_printf(b,
+                       " AND (CASE json_type(doc, '$.metadata.' || ?%d)"
+                       " WHEN 'text' THEN json_extract(doc, '$.metadata.' || ?%d)"
+                       " WHEN 'null' THEN NULL ELSE doc -> ('$.metadata.' || ?%d) END) = ?%d",
+                       p + 100, p + 100, p + 100, p);
         else if (!strcmp(f, "id"))
             buf_printf(b, " AND id %s ?%d", q->filters[i].value ? "=" : "IS", p);
         else if (q->filters[i].value && !strcmp(q->filters[i].value, "true"))

@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, sse, wait_for  # noqa: E402
+from qlib import ROOT_KEY, Server, expect, run_tests, sse, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -50,6 +50,26 @@ def test_health_and_ops():
     assert "/api/projects/{project_id}/tasks" in doc["paths"]
 
 
+def test_head_and_405_allow():
+    # HEAD (a load balancer's health check, curl -I) was 405 everywhere, and
+    # a 405 had no Allow header (RFC 9110 requires one)
+    for path, key in (("/healthz", None), ("/metrics", None), (P + "/tasks", ROOT_KEY)):
+        get, head = S.req("GET", path, key=key), S.req("HEAD", path, key=key)
+        assert head.status == 200 and head.text == "", (path, head)
+        assert head.header("Content-Type") == get.header("Content-Type"), path
+    assert S.req("HEAD", P + "/tasks", key=None).status == 401
+    t = agent_task()
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    for suffix in ("/stream", "/logs"):   # streamed answers end at once too
+        r = S.req("HEAD", P + "/tasks/%s/runs/%s%s" % (t["id"], run["id"], suffix))
+        assert r.status == 200 and r.text == "", (suffix, r)
+    r = S.req("DELETE", "/healthz")
+    assert r.status == 405 and r.header("Allow") == "GET, HEAD", r
+    r = S.req("PUT", P + "/tasks/" + t["id"])
+    assert r.status == 405 and r.json["error"]["type"] == "invalid_request", r
+    assert set(r.header("Allow").split(", ")) == {"GET", "HEAD", "PATCH", "DELETE"}, r.header("Allow")
+
+
 def test_auth_errors():
     r = S.req("GET", P + "/tasks", key=None)
     assert r.status == 401 and r.json["error"]["type"] == "unauthorized"
@@ -76,8 +96,13 @@ def test_key_revoke_takes_effect():
     k = expect(S.req("POST", P + "/api_keys", {"name": "r", "scopes": ["task:read"]}), 201)
     assert "key" in k and "hash" not in k
     assert S.req("GET", P + "/tasks", key=k["key"]).status == 200
-    expect(S.req("DELETE", P + "/api_keys/" + k["id"]), 200)
+    first = expect(S.req("DELETE", P + "/api_keys/" + k["id"]), 200)
     assert S.req("GET", P + "/tasks", key=k["key"]).status == 401
+    # revoking again changes nothing: revoked_at stays the first revocation's
+    again = expect(S.req("DELETE", P + "/api_keys/" + k["id"]), 200)
+    assert again["revoked"] is True and again["revoked_at"] == first["revoked_at"], (first, again)
+    listed = [x for x in expect(S.req("GET", P + "/api_keys?limit=500"), 200)["data"] if x["id"] == k["id"]]
+    assert listed[0]["revoked_at"] == first["revoked_at"], listed
     listed = expect(S.req("GET", P + "/api_keys"), 200)["data"]
     assert all("key" not in x and "hash" not in x for x in listed)
 
@@ -148,6 +173,18 @@ def test_task_crud_and_filters():
     assert t["id"] in [x["id"] for x in lst["data"]]
     expect(S.req("DELETE", P + "/tasks/" + t["id"]), 200)
     assert S.req("GET", P + "/tasks/" + t["id"]).status == 404
+
+
+def test_metadata_filter_matches_numbers_and_booleans():
+    # metadata.<key>=<value> compares the value's JSON text: on SQLite a number
+    # or boolean never matched (PostgreSQL's ->> matched it)
+    t = agent_task(name="mdnum", metadata={"mdn": 3, "mdf": True, "mdx": 1.5, "mds": "3"})
+    for q in ("metadata.mdn=3", "metadata.mdf=true", "metadata.mdx=1.5", "metadata.mds=3",
+              "metadata.mdn=3&metadata.mdf=true"):
+        got = expect(S.req("GET", P + "/tasks?" + q), 200)
+        assert [x["id"] for x in got["data"]] == [t["id"]], (q, got)
+    for q in ("metadata.mdn=4", "metadata.mdf=false", "metadata.mdf=1", "metadata.mdn=%223%22"):
+        assert expect(S.req("GET", P + "/tasks?" + q), 200)["total"] == 0, q
 
 
 def test_task_name_search():
@@ -568,6 +605,35 @@ def test_definitions_and_trigger():
     assert S.req("GET", P + "/definitions/def-echo").status == 404
 
 
+def test_definition_input_schema_holds_for_every_run():
+    # only trigger checked it: a task (or batch, run, runs) of the definition
+    # with input it refuses was created and run
+    expect(S.req("POST", P + "/definitions", {"id": "def-in", "title": "In", "input_schema": {
+        "type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}}), 201)
+    n0 = expect(S.req("GET", P + "/tasks?definition_id=def-in"), 200)["total"]
+    r = S.req("POST", P + "/tasks", {"definition_id": "def-in", "input": {"n": "x"}, "run": True})
+    assert r.status == 400 and r.json["error"]["code"] == "input_invalid", r
+    assert r.json["error"]["param"] == "input" and "$.n" in r.json["error"]["message"], r
+    r = S.req("POST", P + "/tasks", {"definition_id": "def-in"})
+    assert r.status == 400 and r.json["error"]["param"] == "input", r
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"definition_id": "def-in", "input": {"n": 1}},
+                                                     {"definition_id": "def-in", "input": {}}]})
+    assert r.status == 400 and r.json["error"]["param"] == "tasks[1].input", r
+    r = S.req("POST", P + "/definitions/def-in/trigger", {"input": {"n": 1.5}})
+    assert r.status == 400 and r.json["error"]["code"] == "input_invalid", r
+    assert expect(S.req("GET", P + "/tasks?definition_id=def-in"), 200)["total"] == n0
+    t = expect(S.req("POST", P + "/tasks", {"definition_id": "def-in", "input": {"n": 1},
+                                            "run": False}), 201)
+    # a run's input is the task's with the request's merged over it
+    for path in ("/tasks/%s/run", "/tasks/%s/runs"):
+        r = S.req("POST", P + path % t["id"], {"input": {"n": "two"}})
+        assert r.status == 400 and r.json["error"]["param"] == "input", (path, r)
+    assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 0
+    run = expect(S.req("POST", P + "/tasks/%s/run" % t["id"], {"input": {"n": 2}}), 201)
+    assert run["input"] == {"n": 2}, run
+    expect(S.req("DELETE", P + "/tasks/" + t["id"]), 200)   # no worker of a later test leases it
+
+
 def test_deadline_is_stored_in_utc_with_milliseconds():
     # API.md: timestamps are RFC 3339 in UTC with milliseconds (it was
     # echoed as written)
@@ -601,6 +667,23 @@ def test_definition_settings_are_checked_and_given_to_its_tasks():
     assert t["settings"]["timeout_ms"] == 5000 and t["settings"]["max_retries"] == 0, t
     t = expect(S.req("POST", P + "/definitions/def-set/trigger", {}), 201)
     assert t["settings"]["timeout_ms"] == 5000, t
+
+
+def test_assigned_agents_fan_out_once_per_agent():
+    # API.md: "assigned_agents fans out: one run per agent".  An agent listed
+    # twice got two runs, and assigned_agent_id beside assigned_agents was
+    # kept on the task but silently given no run.
+    t = agent_task(assigned_agent_id=None, assigned_agents=["fan-1", "fan-2", "fan-1"])
+    assert t["assigned_agents"] == ["fan-1", "fan-2"], t
+    runs = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+    assert sorted(r["agent_id"] for r in runs) == ["fan-1", "fan-2"], runs
+    r = S.req("POST", P + "/tasks", {"assigned_agent_id": "fan-0", "assigned_agents": ["fan-3"]})
+    assert r.status == 400 and r.json["error"]["code"] == "conflicting_fields", r
+    assert r.json["error"]["param"] == "assigned_agents", r
+    for agent in ("fan-1", "fan-2"):   # no worker of a later test leases them
+        got = expect(S.req("POST", P + "/workers/lease", {"agent_id": agent}), 200)["data"]
+        expect(S.req("POST", P + "/workers/report", {"results": [
+            {"run_id": got[0]["id"], "attempt": 1, "status": "completed"}]}), 200)
 
 
 def test_dependencies_block_and_fail():
@@ -707,6 +790,22 @@ def test_a_worker_key_reports_work_but_holds_no_gate():
     out = expect(S.req("POST", P + "/workers/report", {"results": [
         {"run_id": got[0]["id"], "attempt": 1, "status": "completed"}]}, key=tw), 200)["data"][0]
     assert out["ok"], out
+
+
+def test_a_worker_key_reads_every_get_route_of_its_runs():
+    # docs/API.md: "the GET routes of runs accept it"; connection_token and
+    # the grouped logs were 403 to a worker key.  Its token reads, never commands.
+    wk = expect(S.req("POST", P + "/api_keys", {"name": "w", "scopes": ["worker"]}), 201)["key"]
+    t = agent_task(assigned_agent_id="wread")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "wread"}, key=wk), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("POST", base + "/append_log", {"entries": [{"message": "w-line"}]}, key=wk), 200)
+    grouped = expect(S.req("GET", P + "/logs?task=" + run["id"], key=wk), 200)
+    assert any(i["message"] == "w-line" for g in grouped["data"] for i in g["items"]), grouped
+    tok = expect(S.req("GET", base + "/connection_token", key=wk), 200)["token"]
+    assert "w-line" in S.req("GET", base + "/logs", key=tok).text
+    r = S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "cancel", "id": 1}, key=tok)
+    assert r.status == 403 and r.json["error"]["code"] == "token_scope", r
 
 
 def test_reserved_project_ids_and_unknown_task_runs():

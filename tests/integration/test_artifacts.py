@@ -77,9 +77,18 @@ def test_bad_artifacts_are_400():
                         ([{"name": "a"}], "artifacts[0].content"),
                         ([{"name": "a", "content": "x", "content_base64": "eA=="}], "artifacts[0].content"),
                         ([{"name": "a", "content_base64": "!!"}], "artifacts[0].content_base64"),
+                        # a content type is a header when served: a line break
+                        # in it was stored in the manifest as given
+                        ([{"name": "a", "content": "x", "content_type": "text/plain\r\nX-Evil: 1"}],
+                         "artifacts[0].content_type"),
+                        ([{"name": "a", "content": "x", "content_type": ""}], "artifacts[0].content_type"),
                         ([], "artifacts")]:
         r = S.req("POST", base + "/artifacts", {"artifacts": arts})
         assert r.status == 400 and r.json["error"]["param"] == param, (arts, r)
+    assert expect(S.req("GET", base + "/artifacts"), 200)["total"] == 0
+    ok = expect(S.req("POST", base + "/artifacts", {"artifacts": [
+        {"name": "a", "content": "x", "content_type": "text/plain; charset=utf-8"}]}), 200)
+    assert ok["data"][0]["content_type"] == "text/plain; charset=utf-8", ok
 
 
 def test_presigned_url_needs_no_key_and_refuses_tampering():

@@ -80,6 +80,12 @@ def test_errors_and_usage():
     assert rc == 2
     rc, out, err = quern("tasks", "list", env={"QUERN_URL": "http://127.0.0.1:1"})
     assert rc == 3, (rc, err)
+    # usage errors (2), not a request the server refuses (1): the usage
+    # line's --scope is required, and schedule's --count is the server's 1-100
+    rc, out, err = quern("keys", "create", "noscope")
+    assert rc == 2 and "--scope" in err, (rc, err)
+    rc, out, err = quern("tasks", "schedule", "task_x", "--count", "101")
+    assert rc == 2 and "--count" in err, (rc, err)
 
 
 def test_tasks_table_and_schedule():
