@@ -486,7 +486,7 @@ static bool args_utf8(struct req *r)
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, check_arg, &b);
     if (b.key) {
         http_error(r, 400, "invalid_parameter", utf8_ok(b.key) ? b.key : NULL,
-                   "query parameter %s is not UTF-8", b.key);
+                   "query parameter %s is not UTF-8 text (or holds a NUL byte)", b.key);
         return false;
     }
     return true;
@@ -682,6 +682,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* MHD's own %-decoding of the path and of each query key and value, but a
+ * decoded NUL becomes 0xFF: C strings ended at it, so /tasks/task_x%00junk
+ * read task task_x.  0xFF is never UTF-8, so the checks of on_request
+ * refuse it as they refuse any such byte (404 in a path, 400 in a query). */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    size_t n = MHD_http_unescape(s);
+    for (char *p = s; (p = memchr(p, 0, n - (size_t)(p - s))) != NULL; p++)
+        *p = (char)0xFF;
+    return n;
+}
+
 static void log_mhd(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -709,6 +723,7 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)60000,
                             /* per-connection pool: headers and the stream
                              * buffer; small, so idle SSE subscribers are cheap */

@@ -70,6 +70,19 @@ def test_head_and_405_allow():
     assert set(r.header("Allow").split(", ")) == {"GET", "HEAD", "PATCH", "DELETE"}, r.header("Allow")
 
 
+def test_a_nul_in_a_path_or_query_is_refused():
+    # %00 decoded into the path ended the C string there: task_x%00junk read task_x
+    t = agent_task()
+    assert S.req("GET", P + "/tasks/" + t["id"]).status == 200
+    r = S.req("GET", P + "/tasks/%s%%00junk" % t["id"])
+    assert r.status == 404 and r.json["error"]["code"], r
+    assert S.req("DELETE", P + "/tasks/%s%%00" % t["id"]).status == 404
+    assert S.req("GET", P + "/tasks/" + t["id"]).status == 200   # not deleted
+    r = S.req("GET", P + "/tasks?limit=5%00")
+    assert r.status == 400 and r.json["error"]["param"] == "limit", r
+    assert "NUL" in r.json["error"]["message"], r
+
+
 def test_auth_errors():
     r = S.req("GET", P + "/tasks", key=None)
     assert r.status == 401 and r.json["error"]["type"] == "unauthorized"

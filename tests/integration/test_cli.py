@@ -124,6 +124,16 @@ def test_docs():
     assert rc == 0
 
 
+def test_man_pages_in_the_tree_are_current():
+    # man/ is what `make man` makes from the binaries' own text; an option
+    # added without `make man` left man/quernd.8 behind
+    root = os.path.join(os.path.dirname(__file__), "..", "..")
+    rc, out, _ = quern("man")
+    assert rc == 0 and out == open(os.path.join(root, "man", "quern.1")).read(), "run make man"
+    out = subprocess.run([os.path.join(BUILD, "quernd"), "--man"], capture_output=True, text=True).stdout
+    assert out == open(os.path.join(root, "man", "quernd.8")).read(), "run make man"
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
