@@ -10,6 +10,7 @@
 #include "api.h"
 #include "auth.h"
 #include "events.h"
+#include "jdump.h"
 #include "jsonschema.h"
 #include "runner.h"
 #include "run.h"
@@ -560,7 +561,7 @@ static int logs_page_fn(struct store_tx *tx, void *arg)
                                  json_object_get(e, "data") ?: json_null(), "error",
                                  json_object_get(e, "error") ?: json_null(), "iteration",
                                  it ? json_incref(it) : json_integer(0));
-        char *text = json_dumps(line, JSON_COMPACT);
+        char *text = jdump(line, NULL);
         if (text)
             put_jsonl_line(&ls->out, text);
         free(text);
@@ -849,7 +850,7 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
         struct deliver *d = xcalloc(1, sizeof *d);
         d->app = r->app;
         snprintf(d->run_id, sizeof d->run_id, "%s", json_string_value(json_object_get(run, "id")));
-        d->line = json_dumps(line, JSON_COMPACT);
+        d->line = jdump(line, NULL);
         json_decref(line);
         store_tx_on_commit(tx, deliver_line, d);
     }
@@ -1120,7 +1121,7 @@ static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
     if (!strcmp(method, "user_message")) {
         json_t *line = json_pack("{s:s, s:o}", "type", "user_message", "params",
                                  params ? json_incref(params) : json_object());
-        char *s = json_dumps(line, JSON_COMPACT);
+        char *s = jdump(line, NULL);
         json_decref(line);
         rc = runner_send(r->app->runner, rid, s);
         free(s);

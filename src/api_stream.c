@@ -18,6 +18,7 @@
 
 #include "api.h"
 #include "events.h"
+#include "jdump.h"
 #include "run.h"
 #include "util.h"
 
@@ -80,7 +81,7 @@ static void format_event(struct sse *s, json_t *e)
     json_object_set_new(pub, "id", json_string(eid));
     json_object_del(pub, "seq");
     json_object_del(pub, "created_ms");
-    char *data = json_dumps(pub, JSON_COMPACT);
+    char *data = jdump(pub, NULL);
     buf_printf(&s->out, "id: %s\nevent: %s\ndata: %s\n\n", eid,
                json_string_value(json_object_get(e, "type")), data);
     free(data);

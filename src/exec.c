@@ -1154,7 +1154,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     r->cont_req = false;
     char *input = NULL;
     if (r->iteration > 1 && r->cont_data)
-        input = json_dumps(r->cont_data, JSON_COMPACT | JSON_ENCODE_ANY);
+        input = jdump(r->cont_data, NULL);
     const char *in_text = input ? input : (r->input_json ? r->input_json : "null");
     struct sandbox_file files[3] = {
         {"/quern/input.json", in_text, strlen(in_text)},

@@ -5,10 +5,13 @@
  * snprintf("%p") of every container, and formats every integer with
  * snprintf; on run and task documents that is most of its cost.  This
  * writes the same bytes (insertion order, compact separators, jansson's
- * escapes and real formatting) straight into one buffer.  Anything unusual
+ * escapes) straight into one buffer.  Reals differ on purpose: jansson
+ * writes 17 significant digits, so a client's 0.3 came back as
+ * 0.29999999999999999; jdump writes the fewest digits that read back as
+ * the same double (jdump_real).  Anything unusual
  * (nesting deeper than JDUMP_MAX_DEPTH, which also stands for a loop, or a
- * string that is not valid UTF-8) falls back to json_dumps itself, so the
- * result is always what json_dumps would have returned.  Pure functions;
+ * string that is not valid UTF-8) falls back to json_dumps itself, reals
+ * and all.  Pure functions;
  * safe on any thread for values no other thread changes meanwhile.
  */
 #include "jdump.h"
@@ -53,21 +56,18 @@ static void put_int(struct buf *b, json_int_t v)
     put(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
-/* jansson's jsonp_dtostr with precision 17, in the C locale. */
-static void put_real(struct buf *b, double v)
+size_t jdump_real(char *s, double v)
 {
-    if (v == 0 && !signbit(v)) {
-        put(b, "0.0", 3);
-        return;
+    if (v == 0 && !signbit(v))
+        return (size_t)snprintf(s, JDUMP_REAL_MAX, "0.0");
+    int n = 0;
+    for (int prec = 15; prec <= 17; prec++) {
+        n = snprintf(s, JDUMP_REAL_MAX - 3, "%.*g", prec, v);
+        if (n < 0)
+            n = 0;
+        if (strtod(s, NULL) == v)
+            break;
     }
-    if (v == 1) {
-        put(b, "1.0", 3);
-        return;
-    }
-    char s[64];
-    int n = snprintf(s, sizeof s - 3, "%.17g", v);
-    if (n < 0)
-        n = 0;
     size_t len = (size_t)n;
     if (!strchr(s, '.') && !strchr(s, 'e')) {
         s[len++] = '.';
@@ -87,6 +87,13 @@ static void put_real(struct buf *b, double v)
             len -= (size_t)(end - start);
         }
     }
+    return len;
+}
+
+static void put_real(struct buf *b, double v)
+{
+    char s[JDUMP_REAL_MAX];
+    size_t len = jdump_real(s, v);
     put(b, s, len);
 }
 

@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jdump.h"
 #include "util.h"
 
 /* jansson's iteration API takes non-const pointers although iterating does
@@ -253,7 +254,7 @@ static size_t utf8_count(const char *s, size_t n)
 /* A compact rendering of a schema value for messages, cut at QUOTE_MAX. */
 static char *quote(const json_t *v)
 {
-    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    char *s = jdump(v, NULL);
     if (!s)
         return xstrdup("?");
     if (strlen(s) > QUOTE_MAX) {

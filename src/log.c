@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "jdump.h"
 #include "util.h"
 
 static int text_format;
@@ -40,7 +41,7 @@ void log_write(enum log_level level, const char *component, json_t *fields, cons
         const char *k;
         json_t *v;
         json_object_foreach(fields, k, v) {
-            char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            char *s = jdump(v, NULL);
             buf_printf(&line, " %s=%s", k, s);
             free(s);
         }
@@ -52,7 +53,7 @@ void log_write(enum log_level level, const char *component, json_t *fields, cons
                               "component", component, "msg", msg.data ? msg.data : "");
         if (fields)
             json_object_update(o, fields);
-        char *s = json_dumps(o, JSON_COMPACT);
+        char *s = jdump(o, NULL);
         buf_puts(&line, s);
         buf_puts(&line, "\n");
         free(s);

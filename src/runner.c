@@ -22,6 +22,7 @@
 #include "blob.h"
 #include "events.h"
 #include "exec.h"
+#include "jdump.h"
 #include "jsonschema.h"
 #include "log.h"
 #include "run.h"
@@ -704,9 +705,9 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
     bool ok = false;
     struct app *app = rn->app;
     json_t *in = json_object_get(run, "input");
-    char *input = in ? json_dumps(in, JSON_COMPACT | JSON_ENCODE_ANY) : xstrdup("{}");
+    char *input = in ? jdump(in, NULL) : xstrdup("{}");
     json_t *cp = json_object_get(run, "latest_checkpoint");
-    char *checkpoint = cp ? json_dumps(cp, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *checkpoint = cp ? jdump(cp, NULL) : NULL;
     const char *code = json_string_value(json_object_get(task, "code"));
     struct exec_spec spec = {
         .run_id = json_string_value(json_object_get(run, "id")),

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "jdump.h"
 #include "util.h"
 
 struct kind_def {
@@ -62,8 +63,11 @@ char *store_field_text(const json_t *doc, const char *field)
         return xstrdup("false");
     if (json_is_integer(v))
         return xasprintf("%lld", (long long)json_integer_value(v));
-    if (json_is_real(v))
-        return xasprintf("%.17g", json_real_value(v));
+    if (json_is_real(v)) {
+        char s[JDUMP_REAL_MAX];
+        jdump_real(s, json_real_value(v));
+        return xstrdup(s);
+    }
     return json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
 }
 

@@ -22,6 +22,7 @@
 #include "app.h"
 #include "crypto.h"
 #include "events.h"
+#include "jdump.h"
 #include "policy.h"
 #include "secrets.h"
 #include "util.h"
@@ -387,7 +388,7 @@ static char *event_body(json_t *e, char eid[32])
     json_object_del(pub, "seq");
     json_object_del(pub, "created_ms");
     json_object_set_new(pub, "id", json_string(eid));
-    char *s = json_dumps(pub, JSON_COMPACT | JSON_SORT_KEYS);
+    char *s = jdump(pub, NULL);
     json_decref(pub);
     return s;
 }

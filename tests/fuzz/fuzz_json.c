@@ -4,7 +4,9 @@
  * jload(text) must return what json_loadb(text) returns (the same value, or
  * NULL for both), for each flag combination quern uses; jload_fields must
  * keep exactly the named fields of that value; jdump(v) must be the bytes of
- * json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY).  Any difference aborts.
+ * json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) when v holds no real, and
+ * with reals (written in fewer digits, see jdump.h) text no longer than
+ * jansson's that json_loadb reads back as exactly v.  Any difference aborts.
  */
 #include <jansson.h>
 #include <stdint.h>
@@ -23,6 +25,20 @@ static void die(const char *what, const uint8_t *data, size_t size)
     abort();
 }
 
+static int has_real(const json_t *v)
+{
+    size_t i;
+    const char *k;
+    json_t *x;
+    if (json_is_real(v))
+        return 1;
+    if (json_is_array(v))
+        json_array_foreach(v, i, x) if (has_real(x)) return 1;
+    if (json_is_object(v))
+        json_object_foreach((json_t *)v, k, x) if (has_real(x)) return 1;
+    return 0;
+}
+
 static void same_as_jansson(const uint8_t *data, size_t size, size_t flags)
 {
     json_error_t e;
@@ -36,8 +52,16 @@ static void same_as_jansson(const uint8_t *data, size_t size, size_t flags)
         size_t n = 0;
         char *mine = jdump(want, &n);
         char *theirs = json_dumps(want, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!mine != !theirs || (mine && (strlen(theirs) != n || memcmp(mine, theirs, n) != 0)))
+        if (!mine != !theirs)
+            die("jdump fails where json_dumps does not, or the other way", data, size);
+        if (mine && !has_real(want) && (strlen(theirs) != n || memcmp(mine, theirs, n) != 0))
             die("jdump differs from json_dumps", data, size);
+        if (mine && has_real(want)) {
+            json_t *back = json_loadb(mine, n, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+            if (!back || !json_equal(back, want) || n > strlen(theirs))
+                die("jdump's reals do not read back, or are longer than jansson's", data, size);
+            json_decref(back);
+        }
         free(mine);
         free(theirs);
     }

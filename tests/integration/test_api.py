@@ -83,6 +83,26 @@ def test_a_nul_in_a_path_or_query_is_refused():
     assert "NUL" in r.json["error"]["message"], r
 
 
+def test_reals_come_back_as_sent():
+    # jansson wrote 17 digits: 0.3 came back as 0.29999999999999999
+    t = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "reals", "run": True,
+                                             "metadata": {"x": 0.3}, "input": {"price": 9.99}}), 201)
+    got = S.req("GET", P + "/tasks/" + t["id"])
+    assert '"x":0.3' in got.text and '"price":9.99' in got.text, got.text
+    found = expect(S.req("GET", P + "/tasks?metadata.x=0.3"), 200)["data"]
+    assert [x["id"] for x in found] == [t["id"]], found
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "reals"}), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("POST", base + "/heartbeat", {"progress": 0.3}), 200)
+    expect(S.req("PATCH", base, {"status": "completed", "output": {"v": 0.1, "w": 0.1 + 0.2}}), 200)
+    got = S.req("GET", base)
+    assert '"progress":0.3' in got.text or '"progress":1.0' in got.text, got.text
+    assert '"v":0.1,' in got.text and '"w":0.30000000000000004' in got.text, got.text
+    assert got.json["output"] == {"v": 0.1, "w": 0.1 + 0.2}
+    ev = S.req("GET", base + "/session_logs?event_types=task_run.progress")
+    assert '"progress":0.3' in ev.text, ev.text
+
+
 def test_auth_errors():
     r = S.req("GET", P + "/tasks", key=None)
     assert r.status == 401 and r.json["error"]["type"] == "unauthorized"
