@@ -31,8 +31,16 @@ bool api_runtime(struct req *r, json_t *obj, const char *param, const char **out
 /* Refuses fields not in `allowed` (NULL-terminated); prefix names the
  * object in the param ("settings."). */
 bool api_known_fields(struct req *r, json_t *obj, const char *const *allowed, const char *prefix);
-/* A client-given id: [A-Za-z0-9_.:-]{1,64}. */
+/* A client-given id: [A-Za-z0-9_.:-]{1,64}, not "." or "..". */
 bool api_id_ok(const char *id);
+/* The id of a new object: body's "id" when it gives a good one (400
+ * invalid_id, and false, for a bad one), else a new "<prefix>_..." id.
+ * A client's id is unique in its project: a second create is 409. */
+bool api_new_id(struct req *r, json_t *body, const char *prefix, char id[ID_LEN]);
+/* Refuses an "id" in body (400 id_not_accepted, saying why) for the kinds
+ * whose ids quern alone makes. */
+bool api_no_id(struct req *r, json_t *body, const char *why);
+#define RUN_ID_WHY "a run's id is made by quern (retries, schedules and dependencies make runs too)"
 /* A new array of a's values, each kept once, in first-seen order (a scope
  * or a dependency listed twice). */
 json_t *api_unique(const json_t *a);

@@ -61,10 +61,11 @@ static void now_ts(char ts[RFC3339_LEN])
 void api_projects_create(struct req *r)
 {
     json_t *body = http_body_object(r);
-    const char *name = NULL, *id = NULL;
+    const char *name = NULL;
+    char pid[ID_LEN], ts[RFC3339_LEN];
     if (!body || !api_known_fields(r, body, (const char *const[]){"name", "id", NULL}, "") ||
         !api_str(r, body, "name", "name", r->app->cfg.max_name_len, &name) ||
-        !api_str(r, body, "id", "id", 64, &id))
+        !api_new_id(r, body, "prj", pid))
         return;
     if (!name || !*name) {
         http_error(r, 400, "missing_field", "name", "name is required");
@@ -74,21 +75,12 @@ void api_projects_create(struct req *r)
         http_error(r, 400, "invalid_value", "name", "name must not be blank");
         return;
     }
-    if (id && !api_id_ok(id)) {
-        http_error(r, 400, "invalid_id", "id", "id must be 1-64 letters, digits, '_', '-', '.', ':'");
-        return;
-    }
     /* ids starting with '_' are quern's own: "_root" holds the root keys, and
      * a project made with that id turned any key made in it into a root key */
-    if (id && id[0] == '_') {
+    if (pid[0] == '_') {
         http_error(r, 400, "reserved_id", "id", "project ids starting with '_' are reserved");
         return;
     }
-    char pid[ID_LEN], ts[RFC3339_LEN];
-    if (id)
-        snprintf(pid, sizeof pid, "%s", id);
-    else
-        id_new("prj", pid);
     now_ts(ts);
     json_t *doc = json_pack("{s:s, s:s, s:s, s:s}", "id", pid, "name", name, "created_at", ts,
                             "updated_at", ts);
@@ -134,10 +126,11 @@ void api_keys_create(struct req *r)
     json_t *body = http_body_object(r);
     const char *name = NULL;
     json_t *scopes = NULL;
+    char kid[ID_LEN];
     if (!body || !api_project(r, project) ||
-        !api_known_fields(r, body, (const char *const[]){"name", "scopes", NULL}, "") ||
+        !api_known_fields(r, body, (const char *const[]){"id", "name", "scopes", NULL}, "") ||
         !api_str(r, body, "name", "name", r->app->cfg.max_name_len, &name) ||
-        !api_arr(r, body, "scopes", "scopes", 16, &scopes))
+        !api_arr(r, body, "scopes", "scopes", 16, &scopes) || !api_new_id(r, body, "key", kid))
         return;
     if (!scopes || !json_array_size(scopes)) {
         http_error(r, 400, "missing_field", "scopes",
@@ -161,9 +154,8 @@ void api_keys_create(struct req *r)
     json_t *uniq = api_unique(scopes);   /* each scope once, in the order given */
     scopes = uniq;
     char *key = auth_new_key();
-    char hash[65], kid[ID_LEN], ts[RFC3339_LEN];
+    char hash[65], ts[RFC3339_LEN];
     auth_hash_key(key, hash);
-    id_new("key", kid);
     now_ts(ts);
     json_t *doc = json_pack("{s:s, s:s, s:o, s:O, s:s, s:s, s:b, s:s}", "id", kid, "project_id",
                             project, "name", name ? json_string(name) : json_null(), "scopes",
@@ -289,19 +281,10 @@ void api_defs_create(struct req *r)
 {
     const char *project = http_param(r, "project_id");
     json_t *body = http_body_object(r);
-    const char *id = NULL;
-    if (!body || !api_project(r, project) || !api_known_fields(r, body, def_fields, "") ||
-        !api_str(r, body, "id", "id", 64, &id))
-        return;
-    if (id && !api_id_ok(id)) {
-        http_error(r, 400, "invalid_id", "id", "id must be 1-64 letters, digits, '_', '-', '.', ':'");
-        return;
-    }
     char did[ID_LEN], ts[RFC3339_LEN];
-    if (id)
-        snprintf(did, sizeof did, "%s", id);
-    else
-        id_new("def", did);
+    if (!body || !api_project(r, project) || !api_known_fields(r, body, def_fields, "") ||
+        !api_new_id(r, body, "def", did))
+        return;
     now_ts(ts);
     json_t *doc = json_pack("{s:s, s:s, s:n, s:n, s:s, s:n, s:n, s:n, s:{}, s:s, s:s}", "id", did,
                             "project_id", project, "title", "description", "runtime_id", "default",

@@ -202,12 +202,38 @@ json_t *api_unique(const json_t *a)
 bool api_id_ok(const char *id)
 {
     size_t n = strlen(id);
-    if (n < 1 || n > 64)
+    /* "." and "..": a project's id names its directory under storage/ */
+    if (n < 1 || n > 64 || !strcmp(id, ".") || !strcmp(id, ".."))
         return false;
     for (const char *p = id; *p; p++)
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '_' || *p == '-' || *p == '.' || *p == ':'))
             return false;
+    return true;
+}
+
+bool api_no_id(struct req *r, json_t *body, const char *why)
+{
+    if (!json_object_get(body, "id"))
+        return true;
+    http_error(r, 400, "id_not_accepted", "id", "%s", why);
+    return false;
+}
+
+bool api_new_id(struct req *r, json_t *body, const char *prefix, char id[ID_LEN])
+{
+    const char *given = NULL;
+    if (!api_str(r, body, "id", "id", 64, &given))
+        return false;
+    if (given && !api_id_ok(given)) {
+        http_error(r, 400, "invalid_id", "id",
+                   "id must be 1-64 characters of letters, digits, '_', '-', '.', ':' (not . or ..)");
+        return false;
+    }
+    if (given)
+        snprintf(id, ID_LEN, "%s", given);
+    else
+        id_new(prefix, id);
     return true;
 }
 

@@ -134,6 +134,9 @@ void api_triggers_create(struct req *r)
     json_t *body = http_body_object(r);
     const char *task_id = NULL, *desc = NULL;
     if (!body || !api_project(r, project) ||
+        !api_no_id(r, body,
+                   "a trigger's id is made by quern: /hooks/:trigger_id is one space for every "
+                   "project") ||
         !api_known_fields(r, body, (const char *const[]){"task_id", "secret", "description", NULL},
                           "") ||
         !api_str(r, body, "task_id", "task_id", 64, &task_id) ||
@@ -399,13 +402,16 @@ void api_webhooks_create(struct req *r)
     json_t *body = http_body_object(r);
     const char *url = NULL, *desc = NULL;
     json_t *events = NULL;
+    char id[ID_LEN];
     if (!body || !api_project(r, project) ||
         !api_known_fields(r, body,
-                          (const char *const[]){"url", "events", "secret", "description", NULL},
+                          (const char *const[]){"id", "url", "events", "secret", "description",
+                                                NULL},
                           "") ||
         !api_str(r, body, "url", "url", 2048, &url) ||
         !api_arr(r, body, "events", "events", 64, &events) ||
-        !api_str(r, body, "description", "description", r->app->cfg.max_description_len, &desc))
+        !api_str(r, body, "description", "description", r->app->cfg.max_description_len, &desc) ||
+        !api_new_id(r, body, "whk", id))
         return;
     char *why = NULL;
     if (!url) {
@@ -440,8 +446,7 @@ void api_webhooks_create(struct req *r)
     secrets_derived_key(r->app, "webhook-secrets", key);
     char *sealed = secrets_seal_str(key, secret, strlen(secret));
     explicit_bzero(key, sizeof key);
-    char id[ID_LEN], ts[RFC3339_LEN];
-    id_new("whk", id);
+    char ts[RFC3339_LEN];
     rfc3339_format(now_ms(), ts);
     json_t *filter = events ? json_deep_copy(events) : json_pack("[s]", "*");
     json_t *doc = json_pack("{s:s, s:s, s:s, s:o, s:s, s:s, s:s}", "id", id, "project_id", project,

@@ -221,7 +221,8 @@ void api_runs_create(struct req *r)
 {
     json_t *body = http_body_object(r);
     json_t *input = NULL;
-    if (!body || !api_known_fields(r, body, (const char *const[]){"input", NULL}, "") ||
+    if (!body || !api_no_id(r, body, RUN_ID_WHY) ||
+        !api_known_fields(r, body, (const char *const[]){"input", NULL}, "") ||
         !api_obj(r, body, "input", "input", &input))
         return;
     struct create_arg a = {r, input, NULL};

@@ -52,6 +52,7 @@ void api_storage_create(struct req *r)
     json_t *body = http_body_object(r);
     const char *scope = NULL, *name = NULL, *account = NULL;
     if (!body || !api_project(r, project) ||
+        !api_no_id(r, body, "a storage instance's id is made by quern; its scope and name name it") ||
         !api_known_fields(r, body, (const char *const[]){"scope", "name", "account_id", NULL}, "") ||
         !api_enum(r, body, "scope", "scope", scopes, &scope) ||
         !api_str(r, body, "name", "name", r->app->cfg.max_name_len, &name) ||

@@ -274,7 +274,7 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     run_given = json_is_boolean(json_object_get(body, "run"));
     if (id && !api_id_ok(id)) {
         http_error(r, 400, "invalid_id", P("id"),
-                   "%s must be 1-64 characters of letters, digits, '_', '-', '.', ':'", p);
+                   "%s must be 1-64 characters of letters, digits, '_', '-', '.', ':' (not . or ..)", p);
         return NULL;
     }
     if (code && (int64_t)strlen(code) > cfg->max_code_bytes) {
@@ -1300,7 +1300,8 @@ static void task_action(struct req *r, const char *action, int status)
         if (!body)
             return;
         json_t *input = NULL;
-        if (!api_known_fields(r, body, (const char *const[]){"input", NULL}, "") ||
+        if (!api_no_id(r, body, RUN_ID_WHY) ||
+            !api_known_fields(r, body, (const char *const[]){"input", NULL}, "") ||
             !api_obj(r, body, "input", "input", &input))
             return;
         a.input = input;

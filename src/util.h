@@ -58,8 +58,11 @@ void rfc3339_format(int64_t ms, char out[RFC3339_LEN]);
  * returns 0 and sets *ms, or -EINVAL. */
 int rfc3339_parse(const char *s, int64_t *ms);
 
-/* Writes a new id "<prefix>_<20 random base32 chars>" into out. */
-#define ID_LEN 48
+/* Writes a new id "<prefix>_<20 random base32 chars>" into out.  ID_LEN
+ * also holds a client's own id (api_id_ok: up to 64 bytes); at 48 such an
+ * id was cut to 47 bytes where it was copied (a project's keys then named
+ * another project). */
+#define ID_LEN 72
 void id_new(const char *prefix, char out[ID_LEN]);
 /* Fills buf with n cryptographically random bytes (OpenSSL); aborts on failure. */
 void random_bytes(void *buf, size_t n);

@@ -103,6 +103,45 @@ def test_reals_come_back_as_sent():
     assert '"progress":0.3' in ev.text, ev.text
 
 
+def test_client_ids():
+    # "a client may also give its own id on create"
+    k = expect(S.req("POST", P + "/api_keys", {"id": "ci-key", "scopes": ["task:read"]}), 201)
+    assert k["id"] == "ci-key" and k["key"].startswith("qk_")
+    assert S.req("POST", P + "/api_keys", {"id": "ci-key", "scopes": ["task:read"]}).status == 409
+    w = expect(S.req("POST", P + "/webhooks", {"id": "ci-hook", "url": "https://example.com/h"}), 201)
+    assert w["id"] == "ci-hook"
+    assert expect(S.req("GET", P + "/webhooks/ci-hook"), 200)["url"] == "https://example.com/h"
+    assert S.req("POST", P + "/webhooks", {"id": "ci-hook", "url": "https://example.com/x"}).status == 409
+    expect(S.req("DELETE", P + "/webhooks/ci-hook"), 200)
+    for bad in (".", "..", "a/b", "x" * 65):
+        r = S.req("POST", P + "/definitions", {"id": bad, "title": "t"})
+        assert r.status == 400 and r.json["error"]["code"] in ("invalid_id", "too_long"), (bad, r)
+    t = agent_task()
+    for path, body in ((P + "/triggers", {"id": "mine", "task_id": t["id"]}),
+                       (P + "/tasks/%s/runs" % t["id"], {"id": "mine"}),
+                       (P + "/tasks/%s/run" % t["id"], {"id": "mine"}),
+                       (P + "/storage", {"id": "mine", "scope": "project", "name": "n"})):
+        r = S.req("POST", path, body)
+        assert r.status == 400 and r.json["error"]["code"] == "id_not_accepted", (path, r)
+        assert r.json["error"]["param"] == "id"
+
+
+def test_long_client_ids_are_kept_whole():
+    # ids of up to 64 bytes were cut to 47 where they were copied: a project's
+    # key then belonged to the project named by the first 47 bytes
+    long_id = "p" * 60
+    expect(S.req("POST", "/api/projects", {"id": long_id, "name": "long"}), 201)
+    expect(S.req("POST", "/api/projects", {"id": long_id[:47], "name": "short"}), 201)
+    key = expect(S.req("POST", "/api/projects/%s/api_keys" % long_id, {"scopes": ["admin"]}), 201)["key"]
+    assert expect(S.req("GET", "/api/projects/%s/tasks" % long_id, key=key), 200)["data"] == []
+    assert S.req("GET", "/api/projects/%s/tasks" % long_id[:47], key=key).status == 404
+    tid = "t" * 64
+    t = expect(S.req("POST", "/api/projects/%s/tasks" % long_id, {"id": tid, "assigned_agent_id": "a"},
+                     key=key), 201)
+    assert t["id"] == tid
+    assert expect(S.req("GET", "/api/projects/%s/tasks/%s" % (long_id, tid), key=key), 200)["id"] == tid
+
+
 def test_auth_errors():
     r = S.req("GET", P + "/tasks", key=None)
     assert r.status == 401 and r.json["error"]["type"] == "unauthorized"
