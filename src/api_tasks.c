@@ -780,6 +780,18 @@ void api_tasks_batch(struct req *r)
                    json_array_size(tasks));
         return;
     }
+    /* the same id twice in one batch is the batch's own fault (400), not a
+     * conflict with what is stored (409) */
+    for (size_t i = 0; i < json_array_size(tasks); i++) {
+        const char *id = json_string_value(json_object_get(json_array_get(tasks, i), "id"));
+        for (size_t j = 0; id && j < i; j++)
+            if (!strcmp(id, json_string_value(json_object_get(json_array_get(tasks, j), "id")) ?: "")) {
+                char param[48];
+                snprintf(param, sizeof param, "tasks[%zu].id", i);
+                http_error(r, 400, "duplicate_id", param, "%s repeats the id of tasks[%zu]", param, j);
+                return;
+            }
+    }
     struct create_arg a = {.r = r, .project_id = project, .body = tasks, .batch = true};
     int rc = store_write_retry(r->app->store, create_fn, &a);
     if (rc) {

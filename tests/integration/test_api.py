@@ -363,6 +363,17 @@ def test_batch_all_or_nothing():
     assert before == after
     r = S.req("POST", P + "/tasks/batch", {"tasks": [{"assigned_agent_id": "x"}] * 1001})
     assert r.status == 400
+    # an id twice in the batch is the batch's fault (400), one already stored a conflict (409)
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"id": "bd-1", "assigned_agent_id": "bat"},
+                                                      {"id": "bd-2", "assigned_agent_id": "bat"},
+                                                      {"id": "bd-1", "assigned_agent_id": "bat"}]})
+    assert r.status == 400 and r.json["error"]["param"] == "tasks[2].id", r
+    assert S.req("GET", P + "/tasks/bd-1").status == 404
+    expect(S.req("POST", P + "/tasks", {"id": "bd-1", "assigned_agent_id": "bat"}), 201)
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"id": "bd-2", "assigned_agent_id": "bat"},
+                                                      {"id": "bd-1", "assigned_agent_id": "bat"}]})
+    assert r.status == 409 and r.json["error"]["code"] == "already_exists", r
+    assert S.req("GET", P + "/tasks/bd-2").status == 404
 
 
 def test_batch_tasks_of_definitions():
