@@ -37,9 +37,17 @@
     "{transforms: ['typescript'], filePath: " path "}).code);"                            \
     "process.execArgv.length = 0;"                                                        \
     "await import(pathToFileURL(o).href);"
+/* ts's runner and the node loaders run as `node -e`, which defines every
+ * built-in module as a lazy global (`fs`, `path`, `module`, ...: node's
+ * addBuiltinLibsToObject, whose setter is named setReal).  A script run from
+ * a file sees none of them, so they are deleted before the script runs. */
 #define NODE_IMPORTS                                                                      \
     "import fs from 'node:fs';"                                                           \
-    "import {pathToFileURL} from 'node:url';"
+    "import {pathToFileURL} from 'node:url';"                                             \
+    "for (const k of Object.getOwnPropertyNames(globalThis)) {"                           \
+    "  const d = Object.getOwnPropertyDescriptor(globalThis, k);"                         \
+    "  if (d && d.set && d.set.name === 'setReal') delete globalThis[k];"                 \
+    "}"
 
 static const char ts_runner[] =
     NODE_IMPORTS
@@ -49,11 +57,15 @@ static const char ts_runner[] =
 
 /* The python loader: reads fd 6 to EOF ("path\0K=V\0K=V..."), makes the
  * environment exactly the run's, and runs the script as __main__ in this
- * process (tracebacks start at the script, as for `python3 script.py`). */
+ * process.  What the script leaves uncaught escapes to python itself, which
+ * ends as for `python3 script.py` (exit 1; a KeyboardInterrupt kills it with
+ * SIGINT after finalizing); the excepthook is shown the traceback from the
+ * script's frame on, or none when the script does not compile. */
 static const char py_loader[] =
     "import sys, os, json\n"
     "def _quern_go():\n"
     "    import sys, os\n"
+    "    from importlib.machinery import SourceFileLoader\n"
     "    b = b''\n"
     "    while True:\n"
     "        c = os.read(6, 65536)\n"
@@ -79,6 +91,7 @@ static const char py_loader[] =
     "            del g[k]\n"
     "    g['__file__'] = path\n"
     "    g['__cached__'] = None\n"
+    "    g['__loader__'] = SourceFileLoader('__main__', path)\n"
     "    with open(path, 'rb') as f:\n"
     "        src = f.read()\n"
     "    try:\n"
@@ -89,10 +102,13 @@ static const char py_loader[] =
     "        tb = e.__traceback__\n"
     "        while tb is not None and tb.tb_frame.f_code.co_filename != path:\n"
     "            tb = tb.tb_next\n"
-    "        e.__traceback__ = tb or e.__traceback__\n"
-    "        sys.excepthook(type(e), e, e.__traceback__)\n"
-    "        sys.stderr.flush()\n"
-    "        sys.exit(1)\n"
+    "        hook = sys.excepthook\n"
+    "        def _quern_hook(t, v, _):\n"
+    "            sys.excepthook = hook\n"
+    "            v.__traceback__ = tb\n"
+    "            hook(t, v, tb)\n"
+    "        sys.excepthook = _quern_hook\n"
+    "        raise\n"
     "_quern_go()\n";
 
 /* The node loader: the same protocol; the script is imported as an ES
