@@ -26,15 +26,28 @@
 /* ts's program, cold and warm: sucrase strips the script's types into a
  * module that removes itself as its first statement (on line 1, so sucrase's
  * line numbers stay those of the script; the code finds /tmp empty), which
- * is then imported; execArgv is emptied as for `node script.mjs`.  PATH is a
- * JavaScript expression naming the script; fs, pathToFileURL and transform
- * are in scope. */
+ * is then imported; execArgv is emptied as for `node script.mjs`.  A script
+ * sucrase cannot parse fails as node fails a module that does not parse:
+ * its path and line, the line with a caret under the column, then
+ * "SyntaxError: ..." on stderr, exit 1 (sucrase's own stack trace named
+ * only its files).  PATH is a JavaScript expression naming the script; fs,
+ * pathToFileURL and transform are in scope. */
 #define TS_REQUIRE "const {transform} = createRequire('" TS_BOX_DIR "/x.js')('sucrase');"
 #define TS_IMPORT(path)                                                                   \
+    "const p = " path ", src = fs.readFileSync(p, 'utf8');"                               \
+    "let js;"                                                                             \
+    "try {"                                                                               \
+    "  js = transform(src, {transforms: ['typescript'], filePath: p}).code;"              \
+    "} catch (e) {"                                                                       \
+    "  if (!(e instanceof SyntaxError) || !e.loc) throw e;"                               \
+    "  fs.writeSync(2, p + ':' + e.loc.line + '\\n' + (src.split('\\n')[e.loc.line - 1] ?? '') +" \
+    "    '\\n' + ' '.repeat(Math.max(e.loc.column - 1, 0)) + '^\\n\\nSyntaxError: ' +"          \
+    "    e.message.replace(/^Error transforming [^:]*: /, '') + '\\n');"                   \
+    "  process.exit(1);"                                                                  \
+    "}"                                                                                   \
     "const o = '/tmp/.quern-ts-' + process.pid + '.mjs';"                                 \
     "fs.writeFileSync(o, 'import{unlinkSync as __quern_rm}from\"node:fs\";"              \
-    "__quern_rm(new URL(import.meta.url));' + transform(fs.readFileSync(" path ", 'utf8'), " \
-    "{transforms: ['typescript'], filePath: " path "}).code);"                            \
+    "__quern_rm(new URL(import.meta.url));' + js);"                                       \
     "process.execArgv.length = 0;"                                                        \
     "await import(pathToFileURL(o).href);"
 /* ts's runner and the node loaders run as `node -e`, which defines every

@@ -1161,6 +1161,17 @@ def test_ts_errors_point_at_the_script_line():
     assert run["status"] == "failed" and "line four 1" in err and ":4:" in err, err
 
 
+def test_ts_that_does_not_parse_says_where():
+    """Code sucrase cannot parse fails as node fails a module that does not
+    parse: path and line, the line, a caret, SyntaxError (it printed
+    sucrase's stack trace, ten frames in /opt/quern/node_modules)."""
+    t, run, lg = go("let a = 1;\n  let b: number = ;\nconsole.log(a);\n", "ts")
+    err = [x["message"] for x in lg if x["type"] == "stderr"]
+    assert run["status"] == "failed" and run["exit_code"] == 1, (run, err)
+    assert err == ["/quern/script.ts:2", "  let b: number = ;", " " * 18 + "^", "",
+                   "SyntaxError: Unexpected token (2:19)"], err
+
+
 def test_sysv_ipc_is_private_per_run():
     made = "ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null && ipcmk -S 1 >/dev/null && echo made; ipcs | grep -c '^0x'"
     t, r1, l1 = go(made)
