@@ -1372,6 +1372,25 @@ echo still-here
     assert levels <= {"debug", "info", "warn", "warning", "error"}, levels   # as append_log
 
 
+def test_control_fields_missing_or_of_the_wrong_type_are_ignored():
+    """An output message without an output leaves the last one (it made the
+    run's output null at exit, while the live run showed the earlier one);
+    a prompt that is not a string is null on the interaction (it was kept
+    as sent: an object where clients read a string)."""
+    t = create("""
+echo '{"type":"output","output":{"a":1}}' >&3
+echo '{"type":"output"}' >&3
+echo '{"type":"input_request","prompt":{"text":"rich?"}}' >&3
+read -r answer
+""", "sh")
+    r = wait_status(t, ("interaction_required",))
+    assert r["interaction"]["kind"] == "input" and r["interaction"]["prompt"] is None, r
+    assert r["output"] == {"a": 1}, r
+    expect(S.req("POST", base_of(t, r) + "/interaction", {"response": "ok"}), 200)
+    r = finish(t)
+    assert r["status"] == "completed" and r["output"] == {"a": 1}, r
+
+
 def test_fd3_closed_early_and_stdout_closed():
     specs = [("exec 3>&-; echo fine; printf '{\"ok\":1}' > \"$QUERN_OUTPUT\"", "sh", {}),
              ("exec >&- ; sleep 0.3; echo via-stderr >&2; exit 0", "sh", {}),
