@@ -25,9 +25,11 @@
 
 /* ts's program, cold and warm: sucrase strips the script's types into a
  * module that removes itself as its first statement (on line 1, so sucrase's
- * line numbers stay those of the script; the code finds /tmp empty), which
- * is then imported; execArgv is emptied as for `node script.mjs`.  A script
- * sucrase cannot parse fails as node fails a module that does not parse:
+ * line numbers stay those of the script; the code finds /tmp empty; a
+ * hashbang line, which node allows only at the very start, gives way to
+ * it), which is then imported; execArgv is emptied as for `node
+ * script.mjs`.  A script sucrase cannot parse fails as node fails a module
+ * that does not parse:
  * its path and line, the line with a caret under the column, then
  * "SyntaxError: ..." on stderr, exit 1 (sucrase's own stack trace named
  * only its files).  PATH is a JavaScript expression naming the script; fs,
@@ -47,7 +49,7 @@
     "}"                                                                                   \
     "const o = '/tmp/.quern-ts-' + process.pid + '.mjs';"                                 \
     "fs.writeFileSync(o, 'import{unlinkSync as __quern_rm}from\"node:fs\";"              \
-    "__quern_rm(new URL(import.meta.url));' + js);"                                       \
+    "__quern_rm(new URL(import.meta.url));' + js.replace(/^#![^\\n]*/, ''));"             \
     "process.execArgv.length = 0;"                                                        \
     "await import(pathToFileURL(o).href);"
 /* ts's runner and the node loaders run as `node -e`, which defines every

@@ -1161,6 +1161,18 @@ def test_ts_errors_point_at_the_script_line():
     assert run["status"] == "failed" and "line four 1" in err and ":4:" in err, err
 
 
+def test_ts_with_a_hashbang_runs_as_node_runs_it():
+    """node allows a hashbang line at the start of a module; ts put its
+    self-removing import before it, a SyntaxError.  Line numbers stay the
+    script's."""
+    t, run, lg = go("#!/usr/bin/env node\nconst a: number = 1;\nconsole.log('hb', a);\n"
+                    "throw new Error('line four');\n", "ts")
+    err = "\n".join(x["message"] for x in lg if x["type"] == "stderr")
+    assert run["status"] == "failed" and run["exit_code"] == 1, (run, lg)
+    assert "hb 1" in [x["message"] for x in lg if x["type"] == "stdout"], lg
+    assert "line four" in err and ":4:" in err and "SyntaxError" not in err, err
+
+
 def test_ts_that_does_not_parse_says_where():
     """Code sucrase cannot parse fails as node fails a module that does not
     parse: path and line, the line, a caret, SyntaxError (it printed
