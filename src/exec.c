@@ -622,9 +622,13 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
         over_limit(r);
     } else {
         if (strcmp(type, "output") == 0) {
+            /* one without an output is ignored, as the runner ignores it:
+             * it made the run's output null at exit, an earlier one lost */
             json_t *o = json_object_get(m, "output");
-            json_decref(r->ctl_output);
-            r->ctl_output = o ? json_deep_copy(o) : json_null();
+            if (o) {
+                json_decref(r->ctl_output);
+                r->ctl_output = json_deep_copy(o);
+            }
         } else if (strcmp(type, "continue") == 0) {
             json_t *d = json_object_get(m, "data");
             json_decref(r->cont_data);

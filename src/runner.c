@@ -397,9 +397,13 @@ static int apply_control(struct store_tx *tx, struct app *app, json_t *run, json
         }
         return 0;   /* saved by batch_fn */
     }
-    if (!strcmp(type, "input_request"))
-        return run_ask(tx, app, run, json_object_get(msg, "prompt"),
+    if (!strcmp(type, "input_request")) {
+        /* a prompt that is not a string is ignored, as is every field of
+         * the wrong type: the interaction's prompt is a string or null */
+        json_t *prompt = json_object_get(msg, "prompt");
+        return run_ask(tx, app, run, json_is_string(prompt) ? prompt : NULL,
                        json_object_get(msg, "schema"));
+    }
     return 0;
 }
 

@@ -25,21 +25,44 @@
 
 /* ts's program, cold and warm: sucrase strips the script's types into a
  * module that removes itself as its first statement (on line 1, so sucrase's
- * line numbers stay those of the script; the code finds /tmp empty), which
- * is then imported; execArgv is emptied as for `node script.mjs`.  PATH is a
- * JavaScript expression naming the script; fs, pathToFileURL and transform
- * are in scope. */
+ * line numbers stay those of the script; the code finds /tmp empty; a
+ * hashbang line, which node allows only at the very start, gives way to
+ * it), which is then imported; execArgv is emptied as for `node
+ * script.mjs`.  A script sucrase cannot parse fails as node fails a module
+ * that does not parse:
+ * its path and line, the line with a caret under the column, then
+ * "SyntaxError: ..." on stderr, exit 1 (sucrase's own stack trace named
+ * only its files).  PATH is a JavaScript expression naming the script; fs,
+ * pathToFileURL and transform are in scope. */
 #define TS_REQUIRE "const {transform} = createRequire('" TS_BOX_DIR "/x.js')('sucrase');"
 #define TS_IMPORT(path)                                                                   \
+    "const p = " path ", src = fs.readFileSync(p, 'utf8');"                               \
+    "let js;"                                                                             \
+    "try {"                                                                               \
+    "  js = transform(src, {transforms: ['typescript'], filePath: p}).code;"              \
+    "} catch (e) {"                                                                       \
+    "  if (!(e instanceof SyntaxError) || !e.loc) throw e;"                               \
+    "  fs.writeSync(2, p + ':' + e.loc.line + '\\n' + (src.split('\\n')[e.loc.line - 1] ?? '') +" \
+    "    '\\n' + ' '.repeat(Math.max(e.loc.column - 1, 0)) + '^\\n\\nSyntaxError: ' +"          \
+    "    e.message.replace(/^Error transforming [^:]*: /, '') + '\\n');"                   \
+    "  process.exit(1);"                                                                  \
+    "}"                                                                                   \
     "const o = '/tmp/.quern-ts-' + process.pid + '.mjs';"                                 \
     "fs.writeFileSync(o, 'import{unlinkSync as __quern_rm}from\"node:fs\";"              \
-    "__quern_rm(new URL(import.meta.url));' + transform(fs.readFileSync(" path ", 'utf8'), " \
-    "{transforms: ['typescript'], filePath: " path "}).code);"                            \
+    "__quern_rm(new URL(import.meta.url));' + js.replace(/^#![^\\n]*/, ''));"             \
     "process.execArgv.length = 0;"                                                        \
     "await import(pathToFileURL(o).href);"
+/* ts's runner and the node loaders run as `node -e`, which defines every
+ * built-in module as a lazy global (`fs`, `path`, `module`, ...: node's
+ * addBuiltinLibsToObject, whose setter is named setReal).  A script run from
+ * a file sees none of them, so they are deleted before the script runs. */
 #define NODE_IMPORTS                                                                      \
     "import fs from 'node:fs';"                                                           \
-    "import {pathToFileURL} from 'node:url';"
+    "import {pathToFileURL} from 'node:url';"                                             \
+    "for (const k of Object.getOwnPropertyNames(globalThis)) {"                           \
+    "  const d = Object.getOwnPropertyDescriptor(globalThis, k);"                         \
+    "  if (d && d.set && d.set.name === 'setReal') delete globalThis[k];"                 \
+    "}"
 
 static const char ts_runner[] =
     NODE_IMPORTS
@@ -49,11 +72,15 @@ static const char ts_runner[] =
 
 /* The python loader: reads fd 6 to EOF ("path\0K=V\0K=V..."), makes the
  * environment exactly the run's, and runs the script as __main__ in this
- * process (tracebacks start at the script, as for `python3 script.py`). */
+ * process.  What the script leaves uncaught escapes to python itself, which
+ * ends as for `python3 script.py` (exit 1; a KeyboardInterrupt kills it with
+ * SIGINT after finalizing); the excepthook is shown the traceback from the
+ * script's frame on, or none when the script does not compile. */
 static const char py_loader[] =
     "import sys, os, json\n"
     "def _quern_go():\n"
     "    import sys, os\n"
+    "    from importlib.machinery import SourceFileLoader\n"
     "    b = b''\n"
     "    while True:\n"
     "        c = os.read(6, 65536)\n"
@@ -79,6 +106,7 @@ static const char py_loader[] =
     "            del g[k]\n"
     "    g['__file__'] = path\n"
     "    g['__cached__'] = None\n"
+    "    g['__loader__'] = SourceFileLoader('__main__', path)\n"
     "    with open(path, 'rb') as f:\n"
     "        src = f.read()\n"
     "    try:\n"
@@ -89,10 +117,13 @@ static const char py_loader[] =
     "        tb = e.__traceback__\n"
     "        while tb is not None and tb.tb_frame.f_code.co_filename != path:\n"
     "            tb = tb.tb_next\n"
-    "        e.__traceback__ = tb or e.__traceback__\n"
-    "        sys.excepthook(type(e), e, e.__traceback__)\n"
-    "        sys.stderr.flush()\n"
-    "        sys.exit(1)\n"
+    "        hook = sys.excepthook\n"
+    "        def _quern_hook(t, v, _):\n"
+    "            sys.excepthook = hook\n"
+    "            v.__traceback__ = tb\n"
+    "            hook(t, v, tb)\n"
+    "        sys.excepthook = _quern_hook\n"
+    "        raise\n"
     "_quern_go()\n";
 
 /* The node loader: the same protocol; the script is imported as an ES

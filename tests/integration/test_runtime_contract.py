@@ -1161,6 +1161,29 @@ def test_ts_errors_point_at_the_script_line():
     assert run["status"] == "failed" and "line four 1" in err and ":4:" in err, err
 
 
+def test_ts_with_a_hashbang_runs_as_node_runs_it():
+    """node allows a hashbang line at the start of a module; ts put its
+    self-removing import before it, a SyntaxError.  Line numbers stay the
+    script's."""
+    t, run, lg = go("#!/usr/bin/env node\nconst a: number = 1;\nconsole.log('hb', a);\n"
+                    "throw new Error('line four');\n", "ts")
+    err = "\n".join(x["message"] for x in lg if x["type"] == "stderr")
+    assert run["status"] == "failed" and run["exit_code"] == 1, (run, lg)
+    assert "hb 1" in [x["message"] for x in lg if x["type"] == "stdout"], lg
+    assert "line four" in err and ":4:" in err and "SyntaxError" not in err, err
+
+
+def test_ts_that_does_not_parse_says_where():
+    """Code sucrase cannot parse fails as node fails a module that does not
+    parse: path and line, the line, a caret, SyntaxError (it printed
+    sucrase's stack trace, ten frames in /opt/quern/node_modules)."""
+    t, run, lg = go("let a = 1;\n  let b: number = ;\nconsole.log(a);\n", "ts")
+    err = [x["message"] for x in lg if x["type"] == "stderr"]
+    assert run["status"] == "failed" and run["exit_code"] == 1, (run, err)
+    assert err == ["/quern/script.ts:2", "  let b: number = ;", " " * 18 + "^", "",
+                   "SyntaxError: Unexpected token (2:19)"], err
+
+
 def test_sysv_ipc_is_private_per_run():
     made = "ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null && ipcmk -S 1 >/dev/null && echo made; ipcs | grep -c '^0x'"
     t, r1, l1 = go(made)
@@ -1359,6 +1382,25 @@ echo still-here
     assert run["progress"] is None or 0 <= run["progress"] <= 1, run
     levels = {x["level"] for x in lg if x["type"] == "log"}
     assert levels <= {"debug", "info", "warn", "warning", "error"}, levels   # as append_log
+
+
+def test_control_fields_missing_or_of_the_wrong_type_are_ignored():
+    """An output message without an output leaves the last one (it made the
+    run's output null at exit, while the live run showed the earlier one);
+    a prompt that is not a string is null on the interaction (it was kept
+    as sent: an object where clients read a string)."""
+    t = create("""
+echo '{"type":"output","output":{"a":1}}' >&3
+echo '{"type":"output"}' >&3
+echo '{"type":"input_request","prompt":{"text":"rich?"}}' >&3
+read -r answer
+""", "sh")
+    r = wait_status(t, ("interaction_required",))
+    assert r["interaction"]["kind"] == "input" and r["interaction"]["prompt"] is None, r
+    assert r["output"] == {"a": 1}, r
+    expect(S.req("POST", base_of(t, r) + "/interaction", {"response": "ok"}), 200)
+    r = finish(t)
+    assert r["status"] == "completed" and r["output"] == {"a": 1}, r
 
 
 def test_fd3_closed_early_and_stdout_closed():

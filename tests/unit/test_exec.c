@@ -516,32 +516,40 @@ static bool warm_ready(void)
     return false;
 }
 
-/* Runs spec cold (network on forces a spawn) and warm; both stdouts. */
-static void cold_and_warm(struct exec_spec *s, char **cold, char **warm)
+/* Runs spec cold (network on forces a spawn) and warm, both ending with
+ * status st and error code `code` (message msg unless NULL); the lines of
+ * log type `type` of each. */
+static void cold_and_warm(struct exec_spec *s, const char *st, const char *code, const char *msg,
+                          const char *type, char **cold, char **warm)
 {
     *cold = *warm = NULL;
     s->network = true;
     struct exec_stats a, b;
     exec_get_stats(get_exec(), &a);
     struct exec_result *r = run_spec(s);
-    EXPECT_STATUS(r, "completed", NULL);
-    *cold = joined("stdout");
+    EXPECT_STATUS(r, st, code);
+    CHECK(!msg || (r && r->error_message && !strcmp(r->error_message, msg)));
+    *cold = joined(type);
     exec_get_stats(get_exec(), &b);
     CHECK(b.cold_starts == a.cold_starts + 1);
     CHECK(warm_ready());
     s->network = false;
     r = run_spec(s);
-    EXPECT_STATUS(r, "completed", NULL);
-    *warm = joined("stdout");
+    EXPECT_STATUS(r, st, code);
+    CHECK(!msg || (r && r->error_message && !strcmp(r->error_message, msg)));
+    *warm = joined(type);
     exec_get_stats(get_exec(), &a);
     CHECK(a.warm_starts == b.warm_starts + 1);
 }
 
-/* Runs s cold then warm: the code must print the same, holding each needle. */
-static void same_cold_and_warm(struct exec_spec *s, const char *const *needles)
+/* Runs s cold then warm to status st, code `code`: the code must print the
+ * same lines of log type `type`, holding each needle. */
+static void same_end_cold_and_warm(struct exec_spec *s, const char *st, const char *code,
+                                   const char *msg, const char *type,
+                                   const char *const *needles)
 {
     char *cold, *warm;
-    cold_and_warm(s, &cold, &warm);
+    cold_and_warm(s, st, code, msg, type, &cold, &warm);
     CHECK(cold && warm && strcmp(cold, warm) == 0);
     for (const char *const *n = needles; *n; n++)
         CHECK(cold && strstr(cold, *n));
@@ -551,11 +559,18 @@ static void same_cold_and_warm(struct exec_spec *s, const char *const *needles)
     free(warm);
 }
 
+/* Runs s cold then warm to its end: the code must print the same, holding
+ * each needle. */
+static void same_cold_and_warm(struct exec_spec *s, const char *const *needles)
+{
+    same_end_cold_and_warm(s, "completed", NULL, NULL, "stdout", needles);
+}
+
 static const char py_contract[] =
     "import os, sys, json\n"
     "env = {k: v for k, v in os.environ.items() if k != 'QUERN_RUN_ID'}\n"
     "print(json.dumps(sorted(env.items())))\n"
-    "print(sys.argv, sys.path[0], os.getcwd(), __name__, __file__)\n"
+    "print(sys.argv, sys.path[0], os.getcwd(), __name__, __file__, type(__loader__).__name__)\n"
     "print(sorted(os.listdir('/proc/self/fd')))\n"
     "print(json.load(open(os.environ['QUERN_INPUT'])), open('/quern/script.py').read()[:9])\n"
     "print(os.getuid(), os.getpid(), sorted(os.listdir('/quern')))\n"
@@ -567,7 +582,7 @@ TEST(warm_python_sees_the_cold_contract)
         return;
     struct exec_spec s = base_spec("python", py_contract);
     static const char *const want[] = {
-        "['/quern/script.py'] /quern /scratch __main__ /quern/script.py", NULL};
+        "['/quern/script.py'] /quern /scratch __main__ /quern/script.py SourceFileLoader", NULL};
     same_cold_and_warm(&s, want);
     /* an exception's traceback starts at the script, exit code 1 */
     struct exec_result *r = run("python", "x = 1\nraise ValueError('boom')\n");
@@ -581,6 +596,38 @@ TEST(warm_python_sees_the_cold_contract)
     free(e);
 }
 
+/* What the script leaves uncaught ends a warm run as python ends a cold one:
+ * a KeyboardInterrupt kills it with SIGINT (after atexit), a script that
+ * does not compile shows no loader frame, and a user's excepthook gets the
+ * traceback from the script on (it exited 1 warm, and showed the loader). */
+TEST(warm_python_ends_as_a_cold_one)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        return;
+    struct exec_spec s = base_spec("python", "import atexit\n"
+                                             "atexit.register(print, 'atexit')\n"
+                                             "raise KeyboardInterrupt\n");
+    static const char *const kbint[] = {"File \"/quern/script.py\", line 3", "KeyboardInterrupt",
+                                        NULL};
+    same_end_cold_and_warm(&s, "failed", "signal", "killed by SIGINT", "stderr", kbint);
+    s = base_spec("python", "print('x'\n");
+    static const char *const syntax[] = {"  File \"/quern/script.py\", line 1\n", "SyntaxError",
+                                         NULL};
+    same_end_cold_and_warm(&s, "failed", "exit_code", "exit code 1", "stderr", syntax);
+    char *e = joined("stderr");
+    CHECK(!strstr(e, "<string>") && !strstr(e, "Traceback"));
+    free(e);
+    s = base_spec("python", "import sys, traceback\n"
+                            "def hook(t, v, tb):\n"
+                            "    print(len(traceback.extract_tb(tb)), len(traceback.extract_tb(v.__traceback__)))\n"
+                            "sys.excepthook = hook\n"
+                            "def f():\n"
+                            "    raise ValueError('v')\n"
+                            "f()\n");
+    static const char *const hook[] = {"2 2\n", NULL};
+    same_end_cold_and_warm(&s, "failed", "exit_code", "exit code 1", "stdout", hook);
+}
+
 static const char node_contract[] =
     "import fs from 'node:fs';\n"
     "const env = Object.entries(process.env).filter(([k]) => k !== 'QUERN_RUN_ID').sort();\n"
@@ -588,6 +635,7 @@ static const char node_contract[] =
     "console.log(JSON.stringify([process.argv.slice(1), process.execArgv, process.cwd()]));\n"
     "console.log(JSON.stringify(fs.readdirSync('/proc/self/fd').filter(f => +f < 5)));\n"
     "console.log(fs.readFileSync(process.env.QUERN_INPUT, 'utf8'), import.meta.url);\n"
+    "console.log(typeof globalThis.fs, typeof globalThis.path, typeof module, typeof crypto);\n"
     "fs.writeSync(3, JSON.stringify({type: 'progress', progress: 0.5}) + '\\n');\n";
 
 TEST(warm_node_sees_the_cold_contract)
@@ -596,7 +644,8 @@ TEST(warm_node_sees_the_cold_contract)
         return;
     struct exec_spec s = base_spec("node", node_contract);
     static const char *const want[] = {"[[\"/quern/script.mjs\"],[],\"/scratch\"]",
-                                       "file:///quern/script.mjs", NULL};
+                                       "file:///quern/script.mjs",
+                                       "undefined undefined undefined object", NULL};
     same_cold_and_warm(&s, want);
 }
 
@@ -610,6 +659,7 @@ static const char ts_contract[] =
     "console.log(JSON.stringify(fs.readdirSync('/proc/self/fd').filter((f: string) => +f < 5)));\n"
     "console.log(fs.readFileSync(process.env.QUERN_INPUT!, 'utf8'), import.meta.url);\n"
     "console.log(JSON.stringify(fs.readdirSync('/tmp')));\n"
+    "console.log(typeof globalThis.fs, typeof globalThis.path, typeof module, typeof crypto);\n"
     "fs.writeSync(3, JSON.stringify({type: 'progress', progress: 0.5}) + '\\n');\n";
 
 TEST(warm_ts_sees_the_cold_contract)
@@ -622,7 +672,8 @@ TEST(warm_ts_sees_the_cold_contract)
     struct exec_spec s = base_spec("ts", ts_contract);
     /* execArgv empty as for node; the transformed module removed itself
      * before the code's first line (/tmp is empty) */
-    static const char *const want[] = {"[[\"/quern/script.ts\"],[],\"/scratch\"]", "\n[]\n", NULL};
+    static const char *const want[] = {"[[\"/quern/script.ts\"],[],\"/scratch\"]", "\n[]\n",
+                                       "undefined undefined undefined object", NULL};
     same_cold_and_warm(&s, want);
     /* a type error in the syntax fails the run as a cold one does */
     struct exec_result *r = run("ts", "let x: number = ;\n");
