@@ -37,15 +37,27 @@
 #define TS_REQUIRE "const {transform} = createRequire('" TS_BOX_DIR "/x.js')('sucrase');"
 #define TS_IMPORT(path)                                                                   \
     "const p = " path ", src = fs.readFileSync(p, 'utf8');"                               \
+    "const bad = (line, column, msg) => {"                                                \
+    "  fs.writeSync(2, p + ':' + line + '\\n' + (src.split('\\n')[line - 1] ?? '') +"      \
+    "    '\\n' + ' '.repeat(Math.max(column - 1, 0)) + '^\\n\\nSyntaxError: ' + msg + '\\n');" \
+    "  process.exit(1);"                                                                  \
+    "};"                                                                                  \
+    "const nsRe = /^([ \\t]*)(?:export[ \\t]+)?(?:namespace|module)[ \\t]+[A-Za-z_$][\\w$.]*[ \\t]*\\{/mg;" \
+    "for (let ns; (ns = nsRe.exec(src));) {"                                              \
+    "  let depth = 1, i = nsRe.lastIndex;"                                                \
+    "  for (; i < src.length && depth; i++) depth += src[i] === '{' ? 1 : src[i] === '}' ? -1 : 0;" \
+    "  if (!/\\b(const|let|var|function|class|enum)\\b/.test(src.slice(nsRe.lastIndex, i))) continue;" \
+    "  const line = src.slice(0, ns.index).split('\\n').length;"                          \
+    "  bad(line, ns[1].length + 1, 'a TypeScript namespace that holds values is not ' +" \
+    "    'supported: quern strips types with sucrase, which would drop it (' + line + ':' +" \
+    "    (ns[1].length + 1) + ')');"                                                      \
+    "}"                                                                                   \
     "let js;"                                                                             \
     "try {"                                                                               \
     "  js = transform(src, {transforms: ['typescript'], filePath: p}).code;"              \
     "} catch (e) {"                                                                       \
     "  if (!(e instanceof SyntaxError) || !e.loc) throw e;"                               \
-    "  fs.writeSync(2, p + ':' + e.loc.line + '\\n' + (src.split('\\n')[e.loc.line - 1] ?? '') +" \
-    "    '\\n' + ' '.repeat(Math.max(e.loc.column - 1, 0)) + '^\\n\\nSyntaxError: ' +"          \
-    "    e.message.replace(/^Error transforming [^:]*: /, '') + '\\n');"                   \
-    "  process.exit(1);"                                                                  \
+    "  bad(e.loc.line, e.loc.column, e.message.replace(/^Error transforming [^:]*: /, ''));" \
     "}"                                                                                   \
     "const o = '/tmp/.quern-ts-' + process.pid + '.mjs';"                                 \
     "fs.writeFileSync(o, 'import{unlinkSync as __quern_rm}from\"node:fs\";"              \

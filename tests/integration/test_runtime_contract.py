@@ -1184,6 +1184,21 @@ def test_ts_that_does_not_parse_says_where():
                    "SyntaxError: Unexpected token (2:19)"], err
 
 
+def test_ts_namespace_with_values_is_refused_not_dropped():
+    """sucrase drops every namespace as if it held types only: the code then
+    found its name undefined.  One holding values fails the run as a parse
+    error does; one holding only types runs."""
+    t, run, lg = go("const a: number = 1;\nnamespace Foo {\n  export const x = 1;\n}\nconsole.log(Foo.x);\n", "ts")
+    err = [x["message"] for x in lg if x["type"] == "stderr"]
+    assert run["status"] == "failed" and run["exit_code"] == 1, (run, err)
+    assert err[:3] == ["/quern/script.ts:2", "namespace Foo {", "^"], err
+    assert err[-1].startswith("SyntaxError: a TypeScript namespace that holds values"), err
+    t, run, lg = go("namespace T { export interface P { a: number } }\nconst p: T.P = {a: 1};\n"
+                    "console.log('typed', p.a);\n", "ts")
+    assert run["status"] == "completed", (run, lg)
+    assert [x["message"] for x in lg if x["type"] == "stdout"] == ["typed 1"], lg
+
+
 def test_sysv_ipc_is_private_per_run():
     made = "ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null && ipcmk -S 1 >/dev/null && echo made; ipcs | grep -c '^0x'"
     t, r1, l1 = go(made)
