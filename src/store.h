@@ -242,6 +242,8 @@ struct store_change {
     enum store_kind kind;      /* SK_RUN or SK_TASK */
     const char *project_id;
     const char *id;
+    bool events;               /* kind SK_RUN: only events of run id ("" for
+                                * events of no run) were written */
 };
 /* Called on the store's listener thread with n changes (deduplicated), or
  * with changes == NULL when some may have been missed (the notification

@@ -49,8 +49,10 @@
  * rest of its batch commits).
  *
  * Every write of a run or task is announced: its job records "R|T project
- * id", and the batch's COMMIT carries the lines in pg_notify('quern', ...)
- * (several per notification, up to ~7 kB), so listeners hear of exactly the
+ * id" (and "E project run-id" for events written without a write of their
+ * run, such as log entries: other nodes' streams wake on it), and the
+ * batch's COMMIT carries the lines in pg_notify('quern', ...) (several per
+ * notification, up to ~7 kB), so listeners hear of exactly the
  * committed changes, at commit.  A listener thread per node owns a second
  * connection that LISTENs, skips what its own writer sent, and hands the
  * rest to the watcher (store_watch).  The same connection holds two
@@ -122,7 +124,7 @@ struct job {
     int attempt;                /* 0 for the first run of fn */
     struct hook *hooks;
     size_t nhooks, caphooks;
-    json_t *changes;            /* "R|T\tproject\tid" -> true, to announce */
+    json_t *changes;            /* "R|T|E\tproject\tid" -> true, to announce */
     struct job *next;
 };
 
@@ -550,6 +552,19 @@ static void notify_flush(struct conn *c, struct buf *sql, struct buf *pay)
     pay->data[0] = 0;
 }
 
+/* An "E" line (events of a run were written) says nothing the job's "R"
+ * line of the same run does not: listeners wake that run's streams on it. */
+static bool redundant_event(struct job *j, const char *line)
+{
+    if (line[0] != 'E')
+        return false;
+    char *r = xstrdup(line);
+    r[0] = 'R';
+    bool has = json_object_get(j->changes, r) != NULL;
+    free(r);
+    return has;
+}
+
 static char *notify_sql(struct conn *c, struct job *batch)
 {
     struct buf sql, pay;
@@ -564,7 +579,7 @@ static char *notify_sql(struct conn *c, struct job *batch)
         const char *line;
         json_t *v;
         json_object_foreach(j->changes, line, v) {
-            if (json_object_get(seen, line))
+            if (json_object_get(seen, line) || redundant_event(j, line))
                 continue;
             json_object_set(seen, line, json_true());
             if (pay.len + strlen(line) + 1 > NOTIFY_PAYLOAD)
@@ -584,17 +599,31 @@ static void job_forget_changes(struct job *j)
     j->changes = NULL;
 }
 
+static void note_line(struct pg_tx *tx, char kind, const char *project_id, const char *id)
+{
+    if (!tx->job->changes)
+        tx->job->changes = json_object();
+    char *line = xasprintf("%c\t%s\t%s", kind, project_id, id);
+    json_object_set_new(tx->job->changes, line, json_true());
+    free(line);
+}
+
 /* Records that tx's job changed a run or task, for the commit's notify. */
 static void note_change(struct pg_tx *tx, enum store_kind kind, const char *project_id,
                         const char *id)
 {
     if (!tx->job || (kind != SK_RUN && kind != SK_TASK) || !project_id || !id)
         return;
-    if (!tx->job->changes)
-        tx->job->changes = json_object();
-    char *line = xasprintf("%c\t%s\t%s", kind == SK_RUN ? 'R' : 'T', project_id, id);
-    json_object_set_new(tx->job->changes, line, json_true());
-    free(line);
+    note_line(tx, kind == SK_RUN ? 'R' : 'T', project_id, id);
+}
+
+/* Records that tx's job wrote an event (of run_id, or of no run), so that
+ * other nodes' streams read it as it happens: a log entry appended through
+ * one node changes no run. */
+static void note_event(struct pg_tx *tx, const char *project_id, const char *run_id)
+{
+    if (tx->job && project_id)
+        note_line(tx, 'E', project_id, run_id ? run_id : "");
 }
 
 static bool lost_state(const char *s)
@@ -1450,6 +1479,7 @@ static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
         return -EIO;
     *id = result_i64(r, 0, 0);
     PQclear(r);
+    note_event(tx, v[0], v[1]);
     return 0;
 }
 
@@ -1820,11 +1850,12 @@ static void parse_payload(const char *payload, json_t *seen, json_t *arr)
         memcpy(line, p, len);
         line[len] = 0;
         char *t1 = strchr(line, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
-        if (t1 && t2 && (line[0] == 'R' || line[0] == 'T') && !json_object_get(seen, line)) {
+        if (t1 && t2 && strchr("RTE", line[0]) && !json_object_get(seen, line)) {
             json_object_set(seen, line, json_true());
             *t1 = *t2 = 0;
-            json_array_append_new(arr, json_pack("{s:b, s:s, s:s}", "run", line[0] == 'R',
-                                                 "project", t1 + 1, "id", t2 + 1));
+            json_array_append_new(arr, json_pack("{s:b, s:b, s:s, s:s}", "run", line[0] != 'T',
+                                                 "events", line[0] == 'E', "project", t1 + 1,
+                                                 "id", t2 + 1));
         }
         free(line);
         p += len;
@@ -1850,6 +1881,7 @@ static void deliver(struct pg_store *st, json_t *arr, bool missed)
         for (size_t i = 0; i < n; i++) {
             json_t *o = json_array_get(arr, i);
             ch[i].kind = json_is_true(json_object_get(o, "run")) ? SK_RUN : SK_TASK;
+            ch[i].events = json_is_true(json_object_get(o, "events"));
             ch[i].project_id = json_string_value(json_object_get(o, "project"));
             ch[i].id = json_string_value(json_object_get(o, "id"));
         }

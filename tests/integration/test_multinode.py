@@ -24,7 +24,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import BUILD, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import BUILD, Server, expect, run_tests, sse, wait_for  # noqa: E402
 
 if os.environ.get("QUERN_TEST_STORE") != "pg":
     print("skip: several nodes need PostgreSQL (run through tests/run-pg.sh)")
@@ -422,6 +422,46 @@ def test_sigkill_of_a_node_mid_load():
         got = started_events(c, run)
         assert sorted(got) == list(range(1, run["attempt"] + 1)), (run["id"], got)
     a.start()   # back for the next test, as a new node
+
+
+def test_streams_see_events_of_other_nodes():
+    """A run stream and the project stream on one node show, as they happen,
+    the events other nodes write: a log entry appended through b (which
+    changes no run) and a task created through b; the run stream ends on
+    the end c stored, and its ids resume on another node."""
+    a, b, c = live()[:3]
+    t = expect(a.req("POST", P + "/tasks", {"assigned_agent_id": "mnsse", "run": True}), 201)
+    run = run_of(a, t["id"])
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    seen = {"run": [], "project": []}
+
+    def follow(name, path):
+        seen[name] = sse(a, path, stop=lambda e: seen[name].append(e) or False)[1]
+    readers = [threading.Thread(target=follow, args=("run", base + "/stream"), daemon=True),
+               threading.Thread(target=follow, args=("project", P + "/events/stream?start=latest"),
+                                daemon=True)]
+    for th in readers:
+        th.start()
+    wait_for(lambda: seen["run"], 30, "the run stream's history on a")
+    leased = expect(b.req("POST", P + "/workers/lease", {"agent_id": "mnsse", "max": 1,
+                                                         "wait_ms": 5000}), 200)["data"]
+    assert [r["id"] for r in leased] == [run["id"]], leased
+    expect(b.req("POST", base + "/append_log", {"entries": [{"message": "from b"}]}), 200)
+    types = lambda name: [e[1] for e in seen[name]]   # noqa: E731
+    wait_for(lambda: "task_run.log" in types("run") and "task_run.log" in types("project"),
+             15, "the log entry appended through b, on a's streams")
+    other = expect(b.req("POST", P + "/tasks", {"assigned_agent_id": "mnsse-none"}), 201)
+    wait_for(lambda: any(e[1] == "task.created" and e[2]["task_id"] == other["id"]
+                         for e in seen["project"]), 15, "the task created through b, on a")
+    expect(c.req("PATCH", base, {"status": "completed", "output": {"ok": True}}), 200)
+    readers[0].join(30)
+    assert not readers[0].is_alive(), "the run stream on a did not end"
+    got = seen["run"]
+    stored = expect(b.req("GET", base + "/session_logs"), 200)
+    assert [e[0] for e in got] == [e["id"] for e in stored], (got, stored)
+    assert got[-1][1] == "task_run.completed", got
+    st, rest = sse(c, base + "/stream", headers={"Last-Event-ID": got[1][0]})
+    assert st == 200 and [e[0] for e in rest] == [e[0] for e in got[2:]], rest
 
 
 def leader_of(nodes):
