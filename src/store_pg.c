@@ -1452,9 +1452,10 @@ static int64_t pg_log_bytes(struct store_tx *t, const char *project_id, const ch
 
 /* ---- events ---- */
 
-static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
+/* Takes EVENT_LOCK for the writer's batch, once: event-writing
+ * transactions of every node then run one after another. */
+static int event_lock(struct pg_tx *tx)
 {
-    struct pg_tx *tx = TX(t);
     struct pg_store *st = tx->st;
     if (tx->job && !st->event_locked) {
         PGresult *l = run(tx->c, "SELECT pg_advisory_xact_lock(x'" EVENT_LOCK "'::bigint)", 0,
@@ -1465,6 +1466,14 @@ static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
         st->event_locked = true;
         tx->job->took_event_lock = true;
     }
+    return 0;
+}
+
+static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
+{
+    struct pg_tx *tx = TX(t);
+    if (event_lock(tx))
+        return -EIO;
     char created[24];
     snprintf(created, sizeof created, "%lld",
              (long long)json_integer_value(json_object_get(ev, "created_ms")));
@@ -1564,6 +1573,30 @@ static int pg_event_list(struct store_tx *t, const struct store_event_query *eq,
         PQclear(r);
     }
     *out = arr;
+    return 0;
+}
+
+/* Runs holding a slot of a concurrency key, as committed by every node: a
+ * run's start writes its task_run.started event, so once this batch holds
+ * EVENT_LOCK every other node's start has committed (READ COMMITTED: the
+ * count's snapshot is taken after the lock).  The status index bounds the
+ * scan to the project's active runs. */
+static int pg_conc_active(struct store_tx *t, const char *project_id, const char *key,
+                          const char *except_id, int64_t *n)
+{
+    struct pg_tx *tx = TX(t);
+    if (!tx->job)
+        return -EINVAL;
+    if (event_lock(tx))
+        return -EIO;
+    const char *v[] = {project_id, key, except_id ? except_id : ""};
+    PGresult *r = run(tx->c, "SELECT count(*) FROM runs WHERE project_id=$1 AND "
+                             "f_status IN ('running', 'canceling', 'interaction_required') AND "
+                             "(doc::jsonb) ->> 'concurrency_key' = $2 AND id <> $3", 3, v);
+    if (!r)
+        return -EIO;
+    *n = result_i64(r, 0, 0);
+    PQclear(r);
     return 0;
 }
 
@@ -2348,6 +2381,7 @@ const struct store_backend store_pg_backend = {
     .event_append = pg_event_append,
     .event_list = pg_event_list,
     .event_last_id = pg_event_last_id,
+    .conc_active = pg_conc_active,
     .meta_get = pg_meta_get,
     .meta_set = pg_meta_set,
     .idem_get = pg_idem_get,

@@ -464,6 +464,46 @@ def test_streams_see_events_of_other_nodes():
     assert st == 200 and [e[0] for e in rest] == [e[0] for e in got[2:]], rest
 
 
+def test_max_concurrency_holds_across_nodes():
+    """settings.max_concurrency caps a key's running runs over every node:
+    runs leased through three nodes at once, and code runs dispatched by
+    three nodes, never exceed it (each node's scheduler alone counted only
+    the runs it had heard of, and three nodes ran three at once)."""
+    a, b, c = live()[:3]
+    settings = {"concurrency_key": "mnconc", "max_concurrency": 2}
+    tasks = [expect((a, b, c)[i % 3].req("POST", P + "/tasks", {
+        "assigned_agent_id": "mnconc", "run": True, "settings": settings}), 201) for i in range(6)]
+    held, mu = [], threading.Lock()
+
+    def lease(node):
+        for _ in range(4):
+            r = expect(node.req("POST", P + "/workers/lease",
+                                {"agent_id": "mnconc", "max": 5, "wait_ms": 300}), 200)
+            with mu:
+                held.extend(r["data"])
+    ths = [threading.Thread(target=lease, args=(n,)) for n in (a, b, c) for _ in range(2)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert len(held) == 2, [(r["id"], r["worker_id"]) for r in held]
+    for run in held:
+        expect(b.req("PATCH", P + "/tasks/%s/runs/%s" % (run["task_id"], run["id"]),
+                     {"status": "completed"}), 200)
+    for t in tasks:   # the rest, so that nothing of this key stays queued
+        for run in expect(c.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]:
+            if run["status"] == "queued":
+                expect(c.req("POST", P + "/tasks/%s/runs/%s/cancel" % (t["id"], run["id"]), {}), 200)
+    code = [expect((a, b, c)[i % 3].req("POST", P + "/tasks", {
+        "runtime_id": "sh", "code": "sleep 0.3", "settings": {
+            "concurrency_key": "mnconc-code", "max_concurrency": 1}}), 201) for i in range(9)]
+    wait_for(all_final(a, code), 120, "every code run completed")
+    spans = sorted((r["started_at"], r["completed_at"], r["node_id"])
+                   for r in (run_of(b, t["id"]) for t in code))
+    overlaps = [(x, y) for x, y in zip(spans, spans[1:]) if y[0] < x[1]]
+    assert not overlaps, overlaps
+
+
 def leader_of(nodes):
     """The live nodes whose log says they took the leader lock (and did not lose it)."""
     # ask each live node's log for its latest leadership line
