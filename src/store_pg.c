@@ -698,7 +698,14 @@ static void run_batch(struct pg_store *st, struct job *batch)
 {
     struct conn *c = writer_conn(st);
     int rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
+    if (rc && c && conn_bad(c)) {
+        /* the connection died while idle (PostgreSQL restarted): nothing
+         * was sent yet, so reconnect and begin once more */
+        c = writer_conn(st);
+        rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
+    }
     bool committed = false;
+    bool sent_commit = false;   /* from here a failure leaves the outcome unknown */
     bool lost = false;   /* the whole transaction lost a conflict at COMMIT */
     const char *fault = c ? fault_batch(st, batch) : "";
     st->event_locked = false;
@@ -722,6 +729,7 @@ static void run_batch(struct pg_store *st, struct job *batch)
             if (!j->next) {
                 char *notify = notify_sql(c, batch);
                 char *sql = xasprintf("RELEASE SAVEPOINT job; %s%sCOMMIT", notify, fault);
+                sent_commit = true;
                 int crc = commit(c, sql);
                 free(sql);
                 free(notify);
@@ -754,6 +762,7 @@ static void run_batch(struct pg_store *st, struct job *batch)
     if (!rc && !committed) {
         char *notify = notify_sql(c, batch);
         char *sql = xasprintf("%s%sCOMMIT", notify, fault);
+        sent_commit = true;
         rc = commit(c, sql);
         free(sql);
         free(notify);
@@ -767,10 +776,15 @@ static void run_batch(struct pg_store *st, struct job *batch)
     /* Invariant 3: hooks after the commit, in commit order.  A batch lost
      * to a conflict as a whole wrote nothing: its jobs that had succeeded
      * get -EAGAIN (run again when they allow it), the others keep their
-     * own failure; any other failed COMMIT leaves the outcome unknown: -EIO. */
+     * own failure.  A batch whose connection failed before its COMMIT was
+     * sent wrote nothing either: -ENOTCONN (PostgreSQL is unreachable);
+     * any other failed COMMIT leaves the outcome unknown: -EIO. */
+    bool unreachable = rc && !sent_commit && (!c || conn_bad(c));
     for (struct job *j = batch; j; j = j->next) {
         if (rc && lost)
             j->rc = j->rc ? j->rc : -EAGAIN;
+        else if (unreachable)
+            j->rc = -ENOTCONN;
         else if (rc)
             j->rc = -EIO;
         hooks_run(j, rc == 0);
@@ -920,13 +934,15 @@ static int drain(struct conn *c)
 }
 
 /* A pooled connection inside a read transaction; NULL when PostgreSQL is
- * unreachable.  A connection that broke while idle is replaced once.
+ * unreachable.  Connections that broke while idle (PostgreSQL restarted:
+ * every pooled one did) are dropped and replaced, up to a fresh one, so
+ * the first reads after a restart do not fail on stale connections.
  * A REPEATABLE READ transaction takes its snapshot at its first query, not
  * at BEGIN, so the BEGIN that reader_end() sent ahead (and that waited in
  * the pool) still yields a snapshot taken now. */
 static struct conn *reader_begin(struct pg_store *st)
 {
-    for (int attempt = 0; attempt < 2; attempt++) {
+    for (int attempt = 0; attempt <= st->maxopen; attempt++) {
         struct conn *c = reader_get(st);
         if (!c)
             return NULL;
@@ -955,9 +971,11 @@ static int pg_read(struct store *s, store_fn fn, void *arg)
     struct pg_store *st = PG(s);
     struct conn *c = reader_begin(st);
     if (!c)
-        return -EIO;
+        return -ENOTCONN;
     struct pg_tx tx = {{&store_pg_backend}, st, c, NULL};
     int rc = fn((struct store_tx *)&tx, arg);
+    if (rc == -EIO && conn_bad(c))
+        rc = -ENOTCONN;   /* the connection died under the read */
     reader_end(st, c);
     return rc;
 }

@@ -504,6 +504,41 @@ def test_max_concurrency_holds_across_nodes():
     assert not overlaps, overlaps
 
 
+def pg_ctl(*args):
+    c = pgcluster.cluster()
+    subprocess.run(c.prefix + [os.path.join(pgcluster.PGBIN, "pg_ctl"), "-D", c.data, "-l", c.log,
+                               "-w"] + list(args), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+
+
+def test_postgres_down_answers_503_and_nodes_recover():
+    """While PostgreSQL is down every node answers 503 store_unreachable
+    (Retry-After) -- also for a key or a project it has not cached, which
+    used to be 401 invalid_api_key and 404 -- and once it is back, the
+    first requests succeed (the stale pooled connections used to fail them
+    with 500 store_error)."""
+    nodes = live()[:2]
+    key = expect(nodes[0].req("POST", P + "/api_keys", {"name": "outage", "scopes": ["task:read"]}),
+                 201)["key"]
+    expect(nodes[0].req("POST", "/api/projects", {"id": "outage", "name": "outage"}), 201)
+    for n in nodes:   # every pooled connection of the nodes is used once
+        for _ in range(4):
+            expect(n.req("GET", P + "/tasks?limit=1"), 200)
+    pg_ctl("-m", "fast", "stop")
+    try:
+        for n in nodes:
+            for r in (n.req("GET", P + "/tasks", key=key), n.req("GET", "/api/projects/outage/tasks"),
+                      n.req("POST", P + "/tasks", {"assigned_agent_id": "outage"})):
+                assert r.status == 503 and r.json["error"]["code"] == "store_unreachable", r
+                assert r.header("Retry-After") == "1", r
+    finally:
+        pg_ctl("restart")   # with the options the cluster was started with
+    for n in nodes:
+        expect(n.req("GET", P + "/tasks?limit=1"), 200)
+        expect(n.req("GET", P + "/tasks?limit=1", key=key), 200)
+        expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "outage"}), 201)
+
+
 def leader_of(nodes):
     """The live nodes whose log says they took the leader lock (and did not lose it)."""
     # ask each live node's log for its latest leadership line
