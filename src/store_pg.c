@@ -946,7 +946,12 @@ static struct conn *reader_begin(struct pg_store *st)
         struct conn *c = reader_get(st);
         if (!c)
             return NULL;
-        if (c->primed ? !drain(c) : !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        /* what the server sent while c was idle: a restart's goodbye (its
+         * answers to the primed BEGIN may have been read long before) */
+        if (!PQconsumeInput(c->pg))
+            c->broken = true;
+        if (!conn_bad(c) &&
+            (c->primed ? !drain(c) : !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")))
             return c;
         c->broken = true;   /* dead, or alive in an unknown state: drop it */
         reader_put(st, c);
@@ -974,8 +979,8 @@ static int pg_read(struct store *s, store_fn fn, void *arg)
         return -ENOTCONN;
     struct pg_tx tx = {{&store_pg_backend}, st, c, NULL};
     int rc = fn((struct store_tx *)&tx, arg);
-    if (rc == -EIO && conn_bad(c))
-        rc = -ENOTCONN;   /* the connection died under the read */
+    if (conn_bad(c))
+        rc = -ENOTCONN;   /* died under the read: what fn saw (an absent row?) is not so */
     reader_end(st, c);
     return rc;
 }
