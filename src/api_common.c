@@ -282,7 +282,12 @@ bool api_project(struct req *r, const char *project_id)
     if (hit)
         return true;
     struct pexists p = {project_id, false};
-    if (store_read(r->app->store, pexists_fn, &p) || !p.found) {
+    int rc = store_read(r->app->store, pexists_fn, &p);
+    if (rc) {
+        api_store_error(r, rc, "project");   /* unknown, not missing */
+        return false;
+    }
+    if (!p.found) {
         http_not_found(r, "project", project_id);
         return false;
     }
@@ -316,6 +321,13 @@ void api_store_error(struct req *r, int rc, const char *what)
         http_add_header(r, "Retry-After", "1");
         http_error(r, 503, "write_conflict", NULL,
                    "the write conflicted with another node's and was rolled back; retry it");
+        break;
+    case -ENOTCONN:
+        /* PostgreSQL is unreachable (restarting, or cut off): nothing was
+         * written, and the node reconnects by itself */
+        http_add_header(r, "Retry-After", "1");
+        http_error(r, 503, "store_unreachable", NULL,
+                   "the store is unreachable right now: nothing was written; retry it");
         break;
     case -ESHUTDOWN:
         http_error(r, 503, "shutting_down", NULL, "quernd is shutting down");

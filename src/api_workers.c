@@ -96,8 +96,15 @@ static int lease_fn(struct store_tx *tx, void *arg)
             a->busy[a->nbusy++] = a->ids[i];
         if (!run)
             continue;
+        int full = run_status_of(run) == RS_QUEUED ? run_conc_full(tx, run) : 0;
+        if (full < 0) {
+            json_decref(run);
+            return full;
+        }
         if (run_status_of(run) != RS_QUEUED) {
             run_notify(tx, app, run);   /* our ready set was behind: catch up */
+        } else if (full) {
+            a->busy[a->nbusy++] = a->ids[i];   /* another node filled its key */
         } else {
             int rc = lease_run(tx, app, a->l, run, ts);
             if (rc) {

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "app.h"
 #include "crypto.h"
 #include "tokens.h"
@@ -125,7 +126,9 @@ static int lookup_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
-static bool find_key(struct auth *a, const char *hash, struct entry *out)
+/* 0 and *out, -ENOENT for no such live key, or the store's error (the
+ * store cannot say: never answered as a bad key). */
+static int find_key(struct auth *a, const char *hash, struct entry *out)
 {
     int64_t now = mono_ms();
     pthread_rwlock_rdlock(&a->lock);
@@ -135,10 +138,11 @@ static bool find_key(struct auth *a, const char *hash, struct entry *out)
         *out = *e;
     pthread_rwlock_unlock(&a->lock);
     if (hit)
-        return true;
+        return 0;
     struct lookup l = {hash, NULL};
-    if (store_read(a->st, lookup_fn, &l) || !l.doc)
-        return false;
+    int rc = store_read(a->st, lookup_fn, &l);
+    if (rc || !l.doc)
+        return rc ? rc : -ENOENT;
     bool ok = !json_is_true(json_object_get(l.doc, "revoked"));
     if (ok) {
         memset(out, 0, sizeof *out);
@@ -161,7 +165,7 @@ static bool find_key(struct auth *a, const char *hash, struct entry *out)
         pthread_rwlock_unlock(&a->lock);
     }
     json_decref(l.doc);
-    return ok;
+    return ok ? 0 : -ENOENT;
 }
 
 bool auth_project_ok(struct req *r, const char *project_id)
@@ -211,7 +215,8 @@ static bool token_auth(struct req *r, const char *tok)
     if (!rc) {
         /* a token dies with the key that made it (revoked, or deleted) */
         struct key_live k = {kp, kid, false};
-        if (store_read(r->app->store, key_live_fn, &k) || !k.live) {
+        int src = store_read(r->app->store, key_live_fn, &k);
+        if (src || !k.live) {
             free(run_id);
             free(project);
             run_id = project = NULL;
@@ -219,6 +224,10 @@ static bool token_auth(struct req *r, const char *tok)
         }
         free(kp);
         free(kid);
+        if (src) {
+            api_store_error(r, src, "API key");   /* unknown, not revoked */
+            return false;
+        }
     }
     if (rc) {
         http_error(r, 401,
@@ -277,8 +286,13 @@ bool auth_request(struct req *r)
     char hash[65];
     struct entry e;
     auth_hash_key(tok, hash);
-    if (!find_key(r->app->auth, hash, &e)) {
+    int rc = find_key(r->app->auth, hash, &e);
+    if (rc == -ENOENT) {
         http_error(r, 401, "invalid_api_key", NULL, "the API key is not valid");
+        return false;
+    }
+    if (rc) {
+        api_store_error(r, rc, "API key");   /* 503 while the store is unreachable */
         return false;
     }
     snprintf(r->key_id, sizeof r->key_id, "%s", e.key_id);

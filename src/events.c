@@ -32,6 +32,8 @@ struct events {
     pthread_mutex_t mu;
     struct slot ring[RING];
     int64_t first, last;   /* ids held: (first, last] */
+    bool remote;           /* other nodes write events too (events_remote_run):
+                            * the store may hold ids past last */
     struct events_sub *subs;
 };
 
@@ -213,8 +215,26 @@ int events_ring_read(struct events *ev, const char *project_id, const char *run_
             n++;
         }
     }
+    /* The ring holds only this node's events: once another node has written
+     * some, a reader at the ring's end asks the store for what is past it. */
+    bool ask_store = n == 0 && ev->remote;
     pthread_mutex_unlock(&ev->mu);
-    return n;
+    return ask_store ? -1 : n;
+}
+
+/* Wakes the subscribers e (stolen) matches with id 0: they read the store,
+ * where other nodes' events are. */
+static void remote_wake(struct events *ev, json_t *e)
+{
+    if (!e)
+        return;
+    pthread_mutex_lock(&ev->mu);
+    ev->remote = true;
+    for (struct events_sub *sub = ev->subs; sub; sub = sub->next)
+        if (matches(e, sub->project_id, sub->run_id))
+            sub->cb(sub->ctx, 0, e);
+    pthread_mutex_unlock(&ev->mu);
+    json_decref(e);
 }
 
 void events_remote_run(struct events *ev, const json_t *run)
@@ -227,14 +247,16 @@ void events_remote_run(struct events *ev, const json_t *run)
     json_t *e = json_pack("{s:s, s:O, s:O, s:O, s:{s:s}}", "type", type, "project_id",
                           json_object_get(run, "project_id"), "run_id", json_object_get(run, "id"),
                           "task_id", json_object_get(run, "task_id"), "data", "status", status);
-    if (!e)
-        return;
-    pthread_mutex_lock(&ev->mu);
-    for (struct events_sub *sub = ev->subs; sub; sub = sub->next)
-        if (matches(e, sub->project_id, sub->run_id))
-            sub->cb(sub->ctx, 0, e);
-    pthread_mutex_unlock(&ev->mu);
-    json_decref(e);
+    remote_wake(ev, e);
+}
+
+void events_remote(struct events *ev, const char *project_id, const char *run_id)
+{
+    json_t *e = json_object();
+    json_object_set_new(e, "type", json_string("remote"));
+    json_object_set_new(e, "project_id", json_string(project_id));
+    json_object_set_new(e, "run_id", run_id ? json_string(run_id) : json_null());
+    remote_wake(ev, e);
 }
 
 void events_tick(struct events *ev)

@@ -55,9 +55,15 @@ void events_tick(struct events *ev);
  * run_id, task_id, data {status}}, so streams read the store and waiters
  * see a run that ended. */
 void events_remote_run(struct events *ev, const json_t *run);
+/* Another node wrote events of project_id and run_id (NULL: of no run, e.g.
+ * task.created) without changing the run: wakes the subscribers they
+ * match with id 0 and an event {type "remote", project_id, run_id}, so
+ * streams read the store (log entries appended through another node). */
+void events_remote(struct events *ev, const char *project_id, const char *run_id);
 
 /* Copies events with id > after (matching project/run) out of the ring into
- * a new array; returns -1 when the ring no longer holds id after+1 (read the
+ * a new array; returns -1 when the ring no longer holds id after+1, or when
+ * it has nothing past after and other nodes write events too (read the
  * store instead), else the number appended. */
 int events_ring_read(struct events *ev, const char *project_id, const char *run_id, int64_t after,
                      size_t max, json_t *out);

@@ -209,6 +209,20 @@ const char *const run_sched_fields[] = {
     "not_before_ms", "blocked_by", "lease_expires_at", "deadline_ms", "concurrency_key",
     "max_concurrency", NULL};
 
+int run_conc_full(struct store_tx *tx, const json_t *run)
+{
+    const char *key = json_string_value(json_object_get(run, "concurrency_key"));
+    int64_t max = json_integer_value(json_object_get(run, "max_concurrency"));
+    if (!key || max <= 0)
+        return 0;
+    int64_t n = 0;
+    int rc = store_conc_active(tx, json_string_value(json_object_get(run, "project_id")), key,
+                               json_string_value(json_object_get(run, "id")), &n);
+    if (rc == -ENOTSUP)
+        return 0;
+    return rc ? rc : n >= max;
+}
+
 void run_notify(struct store_tx *tx, struct app *app, const json_t *run)
 {
     struct note *n = xmalloc(sizeof *n);

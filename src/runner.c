@@ -611,6 +611,14 @@ static int start_fn(struct store_tx *tx, void *arg)
             continue;
         if (run_status_of(run) != RS_QUEUED)
             run_notify(tx, app, run);   /* our ready set was behind: catch up */
+        int full = run_status_of(run) == RS_QUEUED ? run_conc_full(tx, run) : 0;
+        if (full) {
+            json_decref(run);
+            if (full < 0)
+                return full;
+            s->busy[s->nbusy++] = s->ids[i];   /* another node filled its key */
+            continue;
+        }
         json_t *task = run_status_of(run) == RS_QUEUED ? run_task(tx, run) : NULL;
         if (!task) {
             json_decref(run);

@@ -885,8 +885,15 @@ static void on_changes(void *ctx, const struct store_change *ch, size_t n)
         return;
     }
     struct remote_read a = {json_array(), json_array(), NULL, NULL};
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n; i++) {
+        if (ch[i].events) {
+            /* only events (log entries, task events): streams read them */
+            if (s->app->events)
+                events_remote(s->app->events, ch[i].project_id, *ch[i].id ? ch[i].id : NULL);
+            continue;
+        }
         json_array_append_new(ch[i].kind == SK_RUN ? a.run_ids : a.task_ids, json_string(ch[i].id));
+    }
     pthread_mutex_lock(&s->mu);
     uint64_t g0 = s->gen;
     pthread_mutex_unlock(&s->mu);
@@ -906,6 +913,8 @@ static void on_changes(void *ctx, const struct store_change *ch, size_t n)
     }
     pthread_mutex_lock(&s->mu);
     for (size_t i = 0; i < n; i++) {
+        if (ch[i].events)
+            continue;
         if (ch[i].kind == SK_RUN) {
             json_t *doc = json_object_get(a.runs, ch[i].id);
             struct entry *e = doc ? NULL : map_get(s, ch[i].id);

@@ -297,6 +297,14 @@ int store_try_get(struct store_tx *tx, enum store_kind kind, const char *project
     return TXBE(tx)->try_get(tx, kind, project_id, id, out);
 }
 
+int store_conc_active(struct store_tx *tx, const char *project_id, const char *key,
+                      const char *except_id, int64_t *n)
+{
+    if (!TXBE(tx)->conc_active)
+        return -ENOTSUP;
+    return TXBE(tx)->conc_active(tx, project_id, key, except_id, n);
+}
+
 int store_get_many(struct store_tx *tx, enum store_kind kind, const json_t *ids, json_t **out)
 {
     return TXBE(tx)->get_many(tx, kind, ids, out);

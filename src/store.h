@@ -182,6 +182,16 @@ int store_list_fields(struct store_tx *tx, enum store_kind kind, const char *pro
  * right now.  In a read transaction it is store_get. */
 int store_try_get(struct store_tx *tx, enum store_kind kind, const char *project_id,
                   const char *id, json_t **out);
+/* In a write transaction: *n = the runs of project_id holding a slot of
+ * concurrency key (running, canceling, interaction_required) other than
+ * except_id, counted over every node's commits, so that two nodes never
+ * start runs past the key's max_concurrency (each node's scheduler counts
+ * only the runs it has heard of).  PostgreSQL: the count waits for every
+ * other node's event-writing transaction (a start writes its event) and
+ * sees it committed.  -ENOTSUP when the store has one node (SQLite): the
+ * scheduler's count is exact. */
+int store_conc_active(struct store_tx *tx, const char *project_id, const char *key,
+                      const char *except_id, int64_t *n);
 /* Reads the docs of kind with the given ids (array of strings), in any
  * project, without locking: *out is a new object id -> doc (absent ids are
  * missing from it). */
@@ -242,6 +252,8 @@ struct store_change {
     enum store_kind kind;      /* SK_RUN or SK_TASK */
     const char *project_id;
     const char *id;
+    bool events;               /* kind SK_RUN: only events of run id ("" for
+                                * events of no run) were written */
 };
 /* Called on the store's listener thread with n changes (deduplicated), or
  * with changes == NULL when some may have been missed (the notification
@@ -382,6 +394,7 @@ struct store_backend {
     int (*blob_put)(struct store *, const char *, int64_t, store_blob_src, void *);
     int (*blob_get)(struct store *, const char *, int64_t *, store_blob_sink, void *);
     int (*write_retry)(struct store *, store_fn, void *);
+    int (*conc_active)(struct store_tx *, const char *, const char *, const char *, int64_t *);
 };
 
 /* Every backend's struct store begins with this, so store.c can dispatch. */

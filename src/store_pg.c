@@ -49,8 +49,10 @@
  * rest of its batch commits).
  *
  * Every write of a run or task is announced: its job records "R|T project
- * id", and the batch's COMMIT carries the lines in pg_notify('quern', ...)
- * (several per notification, up to ~7 kB), so listeners hear of exactly the
+ * id" (and "E project run-id" for events written without a write of their
+ * run, such as log entries: other nodes' streams wake on it), and the
+ * batch's COMMIT carries the lines in pg_notify('quern', ...) (several per
+ * notification, up to ~7 kB), so listeners hear of exactly the
  * committed changes, at commit.  A listener thread per node owns a second
  * connection that LISTENs, skips what its own writer sent, and hands the
  * rest to the watcher (store_watch).  The same connection holds two
@@ -122,7 +124,7 @@ struct job {
     int attempt;                /* 0 for the first run of fn */
     struct hook *hooks;
     size_t nhooks, caphooks;
-    json_t *changes;            /* "R|T\tproject\tid" -> true, to announce */
+    json_t *changes;            /* "R|T|E\tproject\tid" -> true, to announce */
     struct job *next;
 };
 
@@ -565,6 +567,19 @@ static void notify_flush(struct conn *c, struct buf *sql, struct buf *pay)
     pay->data[0] = 0;
 }
 
+/* An "E" line (events of a run were written) says nothing the job's "R"
+ * line of the same run does not: listeners wake that run's streams on it. */
+static bool redundant_event(struct job *j, const char *line)
+{
+    if (line[0] != 'E')
+        return false;
+    char *r = xstrdup(line);
+    r[0] = 'R';
+    bool has = json_object_get(j->changes, r) != NULL;
+    free(r);
+    return has;
+}
+
 static char *notify_sql(struct conn *c, struct job *batch)
 {
     struct buf sql, pay;
@@ -579,7 +594,7 @@ static char *notify_sql(struct conn *c, struct job *batch)
         const char *line;
         json_t *v;
         json_object_foreach(j->changes, line, v) {
-            if (json_object_get(seen, line))
+            if (json_object_get(seen, line) || redundant_event(j, line))
                 continue;
             json_object_set(seen, line, json_true());
             if (pay.len + strlen(line) + 1 > NOTIFY_PAYLOAD)
@@ -599,17 +614,31 @@ static void job_forget_changes(struct job *j)
     j->changes = NULL;
 }
 
+static void note_line(struct pg_tx *tx, char kind, const char *project_id, const char *id)
+{
+    if (!tx->job->changes)
+        tx->job->changes = json_object();
+    char *line = xasprintf("%c\t%s\t%s", kind, project_id, id);
+    json_object_set_new(tx->job->changes, line, json_true());
+    free(line);
+}
+
 /* Records that tx's job changed a run or task, for the commit's notify. */
 static void note_change(struct pg_tx *tx, enum store_kind kind, const char *project_id,
                         const char *id)
 {
     if (!tx->job || (kind != SK_RUN && kind != SK_TASK) || !project_id || !id)
         return;
-    if (!tx->job->changes)
-        tx->job->changes = json_object();
-    char *line = xasprintf("%c\t%s\t%s", kind == SK_RUN ? 'R' : 'T', project_id, id);
-    json_object_set_new(tx->job->changes, line, json_true());
-    free(line);
+    note_line(tx, kind == SK_RUN ? 'R' : 'T', project_id, id);
+}
+
+/* Records that tx's job wrote an event (of run_id, or of no run), so that
+ * other nodes' streams read it as it happens: a log entry appended through
+ * one node changes no run. */
+static void note_event(struct pg_tx *tx, const char *project_id, const char *run_id)
+{
+    if (tx->job && project_id)
+        note_line(tx, 'E', project_id, run_id ? run_id : "");
 }
 
 static bool lost_state(const char *s)
@@ -684,7 +713,14 @@ static void run_batch(struct pg_store *st, struct job *batch)
 {
     struct conn *c = writer_conn(st);
     int rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
+    if (rc && c && conn_bad(c)) {
+        /* the connection died while idle (PostgreSQL restarted): nothing
+         * was sent yet, so reconnect and begin once more */
+        c = writer_conn(st);
+        rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
+    }
     bool committed = false;
+    bool sent_commit = false;   /* from here a failure leaves the outcome unknown */
     bool lost = false;   /* the whole transaction lost a conflict at COMMIT */
     const char *fault = c ? fault_batch(st, batch) : "";
     st->event_locked = false;
@@ -708,6 +744,7 @@ static void run_batch(struct pg_store *st, struct job *batch)
             if (!j->next) {
                 char *notify = notify_sql(c, batch);
                 char *sql = xasprintf("RELEASE SAVEPOINT job; %s%sCOMMIT", notify, fault);
+                sent_commit = true;
                 int crc = commit(c, sql);
                 free(sql);
                 free(notify);
@@ -740,6 +777,7 @@ static void run_batch(struct pg_store *st, struct job *batch)
     if (!rc && !committed) {
         char *notify = notify_sql(c, batch);
         char *sql = xasprintf("%s%sCOMMIT", notify, fault);
+        sent_commit = true;
         rc = commit(c, sql);
         free(sql);
         free(notify);
@@ -753,10 +791,15 @@ static void run_batch(struct pg_store *st, struct job *batch)
     /* Invariant 3: hooks after the commit, in commit order.  A batch lost
      * to a conflict as a whole wrote nothing: its jobs that had succeeded
      * get -EAGAIN (run again when they allow it), the others keep their
-     * own failure; any other failed COMMIT leaves the outcome unknown: -EIO. */
+     * own failure.  A batch whose connection failed before its COMMIT was
+     * sent wrote nothing either: -ENOTCONN (PostgreSQL is unreachable);
+     * any other failed COMMIT leaves the outcome unknown: -EIO. */
+    bool unreachable = rc && !sent_commit && (!c || conn_bad(c));
     for (struct job *j = batch; j; j = j->next) {
         if (rc && lost)
             j->rc = j->rc ? j->rc : -EAGAIN;
+        else if (unreachable)
+            j->rc = -ENOTCONN;
         else if (rc)
             j->rc = -EIO;
         hooks_run(j, rc == 0);
@@ -906,17 +949,24 @@ static int drain(struct conn *c)
 }
 
 /* A pooled connection inside a read transaction; NULL when PostgreSQL is
- * unreachable.  A connection that broke while idle is replaced once.
+ * unreachable.  Connections that broke while idle (PostgreSQL restarted:
+ * every pooled one did) are dropped and replaced, up to a fresh one, so
+ * the first reads after a restart do not fail on stale connections.
  * A REPEATABLE READ transaction takes its snapshot at its first query, not
  * at BEGIN, so the BEGIN that reader_end() sent ahead (and that waited in
  * the pool) still yields a snapshot taken now. */
 static struct conn *reader_begin(struct pg_store *st)
 {
-    for (int attempt = 0; attempt < 2; attempt++) {
+    for (int attempt = 0; attempt <= st->maxopen; attempt++) {
         struct conn *c = reader_get(st);
         if (!c)
             return NULL;
-        if (c->primed ? !drain(c) : !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+        /* what the server sent while c was idle: a restart's goodbye (its
+         * answers to the primed BEGIN may have been read long before) */
+        if (!PQconsumeInput(c->pg))
+            c->broken = true;
+        if (!conn_bad(c) &&
+            (c->primed ? !drain(c) : !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")))
             return c;
         c->broken = true;   /* dead, or alive in an unknown state: drop it */
         reader_put(st, c);
@@ -941,9 +991,11 @@ static int pg_read(struct store *s, store_fn fn, void *arg)
     struct pg_store *st = PG(s);
     struct conn *c = reader_begin(st);
     if (!c)
-        return -EIO;
+        return -ENOTCONN;
     struct pg_tx tx = {{&store_pg_backend}, st, c, NULL};
     int rc = fn((struct store_tx *)&tx, arg);
+    if (conn_bad(c))
+        rc = -ENOTCONN;   /* died under the read: what fn saw (an absent row?) is not so */
     reader_end(st, c);
     return rc;
 }
@@ -1430,9 +1482,10 @@ static int64_t pg_log_bytes(struct store_tx *t, const char *project_id, const ch
 
 /* ---- events ---- */
 
-static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
+/* Takes EVENT_LOCK for the writer's batch, once: event-writing
+ * transactions of every node then run one after another. */
+static int event_lock(struct pg_tx *tx)
 {
-    struct pg_tx *tx = TX(t);
     struct pg_store *st = tx->st;
     if (tx->job && !st->event_locked) {
         PGresult *l = run(tx->c, "SELECT pg_advisory_xact_lock(x'" EVENT_LOCK "'::bigint)", 0,
@@ -1443,6 +1496,14 @@ static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
         st->event_locked = true;
         tx->job->took_event_lock = true;
     }
+    return 0;
+}
+
+static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
+{
+    struct pg_tx *tx = TX(t);
+    if (event_lock(tx))
+        return -EIO;
     char created[24];
     snprintf(created, sizeof created, "%lld",
              (long long)json_integer_value(json_object_get(ev, "created_ms")));
@@ -1457,6 +1518,7 @@ static int pg_event_append(struct store_tx *t, json_t *ev, int64_t *id)
         return -EIO;
     *id = result_i64(r, 0, 0);
     PQclear(r);
+    note_event(tx, v[0], v[1]);
     return 0;
 }
 
@@ -1536,6 +1598,30 @@ static int pg_event_list(struct store_tx *t, const struct store_event_query *eq,
         PQclear(r);
     }
     *out = arr;
+    return 0;
+}
+
+/* Runs holding a slot of a concurrency key, as committed by every node: a
+ * run's start writes its task_run.started event, so once this batch holds
+ * EVENT_LOCK every other node's start has committed (READ COMMITTED: the
+ * count's snapshot is taken after the lock).  The status index bounds the
+ * scan to the project's active runs. */
+static int pg_conc_active(struct store_tx *t, const char *project_id, const char *key,
+                          const char *except_id, int64_t *n)
+{
+    struct pg_tx *tx = TX(t);
+    if (!tx->job)
+        return -EINVAL;
+    if (event_lock(tx))
+        return -EIO;
+    const char *v[] = {project_id, key, except_id ? except_id : ""};
+    PGresult *r = run(tx->c, "SELECT count(*) FROM runs WHERE project_id=$1 AND "
+                             "f_status IN ('running', 'canceling', 'interaction_required') AND "
+                             "(doc::jsonb) ->> 'concurrency_key' = $2 AND id <> $3", 3, v);
+    if (!r)
+        return -EIO;
+    *n = result_i64(r, 0, 0);
+    PQclear(r);
     return 0;
 }
 
@@ -1822,11 +1908,12 @@ static void parse_payload(const char *payload, json_t *seen, json_t *arr)
         memcpy(line, p, len);
         line[len] = 0;
         char *t1 = strchr(line, '\t'), *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
-        if (t1 && t2 && (line[0] == 'R' || line[0] == 'T') && !json_object_get(seen, line)) {
+        if (t1 && t2 && strchr("RTE", line[0]) && !json_object_get(seen, line)) {
             json_object_set(seen, line, json_true());
             *t1 = *t2 = 0;
-            json_array_append_new(arr, json_pack("{s:b, s:s, s:s}", "run", line[0] == 'R',
-                                                 "project", t1 + 1, "id", t2 + 1));
+            json_array_append_new(arr, json_pack("{s:b, s:b, s:s, s:s}", "run", line[0] != 'T',
+                                                 "events", line[0] == 'E', "project", t1 + 1,
+                                                 "id", t2 + 1));
         }
         free(line);
         p += len;
@@ -1852,6 +1939,7 @@ static void deliver(struct pg_store *st, json_t *arr, bool missed)
         for (size_t i = 0; i < n; i++) {
             json_t *o = json_array_get(arr, i);
             ch[i].kind = json_is_true(json_object_get(o, "run")) ? SK_RUN : SK_TASK;
+            ch[i].events = json_is_true(json_object_get(o, "events"));
             ch[i].project_id = json_string_value(json_object_get(o, "project"));
             ch[i].id = json_string_value(json_object_get(o, "id"));
         }
@@ -2313,6 +2401,7 @@ const struct store_backend store_pg_backend = {
     .event_append = pg_event_append,
     .event_list = pg_event_list,
     .event_last_id = pg_event_last_id,
+    .conc_active = pg_conc_active,
     .meta_get = pg_meta_get,
     .meta_set = pg_meta_set,
     .idem_get = pg_idem_get,

@@ -24,7 +24,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import BUILD, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import BUILD, Server, expect, run_tests, sse, wait_for  # noqa: E402
 
 if os.environ.get("QUERN_TEST_STORE") != "pg":
     print("skip: several nodes need PostgreSQL (run through tests/run-pg.sh)")
@@ -422,6 +422,121 @@ def test_sigkill_of_a_node_mid_load():
         got = started_events(c, run)
         assert sorted(got) == list(range(1, run["attempt"] + 1)), (run["id"], got)
     a.start()   # back for the next test, as a new node
+
+
+def test_streams_see_events_of_other_nodes():
+    """A run stream and the project stream on one node show, as they happen,
+    the events other nodes write: a log entry appended through b (which
+    changes no run) and a task created through b; the run stream ends on
+    the end c stored, and its ids resume on another node."""
+    a, b, c = live()[:3]
+    t = expect(a.req("POST", P + "/tasks", {"assigned_agent_id": "mnsse", "run": True}), 201)
+    run = run_of(a, t["id"])
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    seen = {"run": [], "project": []}
+
+    def follow(name, path):
+        seen[name] = sse(a, path, stop=lambda e: seen[name].append(e) or False)[1]
+    readers = [threading.Thread(target=follow, args=("run", base + "/stream"), daemon=True),
+               threading.Thread(target=follow, args=("project", P + "/events/stream?start=latest"),
+                                daemon=True)]
+    for th in readers:
+        th.start()
+    wait_for(lambda: seen["run"], 30, "the run stream's history on a")
+    leased = expect(b.req("POST", P + "/workers/lease", {"agent_id": "mnsse", "max": 1,
+                                                         "wait_ms": 5000}), 200)["data"]
+    assert [r["id"] for r in leased] == [run["id"]], leased
+    expect(b.req("POST", base + "/append_log", {"entries": [{"message": "from b"}]}), 200)
+    types = lambda name: [e[1] for e in seen[name]]   # noqa: E731
+    wait_for(lambda: "task_run.log" in types("run") and "task_run.log" in types("project"),
+             15, "the log entry appended through b, on a's streams")
+    other = expect(b.req("POST", P + "/tasks", {"assigned_agent_id": "mnsse-none"}), 201)
+    wait_for(lambda: any(e[1] == "task.created" and e[2]["task_id"] == other["id"]
+                         for e in seen["project"]), 15, "the task created through b, on a")
+    expect(c.req("PATCH", base, {"status": "completed", "output": {"ok": True}}), 200)
+    readers[0].join(30)
+    assert not readers[0].is_alive(), "the run stream on a did not end"
+    got = seen["run"]
+    stored = expect(b.req("GET", base + "/session_logs"), 200)
+    assert [e[0] for e in got] == [e["id"] for e in stored], (got, stored)
+    assert got[-1][1] == "task_run.completed", got
+    st, rest = sse(c, base + "/stream", headers={"Last-Event-ID": got[1][0]})
+    assert st == 200 and [e[0] for e in rest] == [e[0] for e in got[2:]], rest
+
+
+def test_max_concurrency_holds_across_nodes():
+    """settings.max_concurrency caps a key's running runs over every node:
+    runs leased through three nodes at once, and code runs dispatched by
+    three nodes, never exceed it (each node's scheduler alone counted only
+    the runs it had heard of, and three nodes ran three at once)."""
+    a, b, c = live()[:3]
+    settings = {"concurrency_key": "mnconc", "max_concurrency": 2}
+    tasks = [expect((a, b, c)[i % 3].req("POST", P + "/tasks", {
+        "assigned_agent_id": "mnconc", "run": True, "settings": settings}), 201) for i in range(6)]
+    held, mu = [], threading.Lock()
+
+    def lease(node):
+        for _ in range(4):
+            r = expect(node.req("POST", P + "/workers/lease",
+                                {"agent_id": "mnconc", "max": 5, "wait_ms": 300}), 200)
+            with mu:
+                held.extend(r["data"])
+    ths = [threading.Thread(target=lease, args=(n,)) for n in (a, b, c) for _ in range(2)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    assert len(held) == 2, [(r["id"], r["worker_id"]) for r in held]
+    for run in held:
+        expect(b.req("PATCH", P + "/tasks/%s/runs/%s" % (run["task_id"], run["id"]),
+                     {"status": "completed"}), 200)
+    for t in tasks:   # the rest, so that nothing of this key stays queued
+        for run in expect(c.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]:
+            if run["status"] == "queued":
+                expect(c.req("POST", P + "/tasks/%s/runs/%s/cancel" % (t["id"], run["id"]), {}), 200)
+    code = [expect((a, b, c)[i % 3].req("POST", P + "/tasks", {
+        "runtime_id": "sh", "code": "sleep 0.3", "settings": {
+            "concurrency_key": "mnconc-code", "max_concurrency": 1}}), 201) for i in range(9)]
+    wait_for(all_final(a, code), 120, "every code run completed")
+    spans = sorted((r["started_at"], r["completed_at"], r["node_id"])
+                   for r in (run_of(b, t["id"]) for t in code))
+    overlaps = [(x, y) for x, y in zip(spans, spans[1:]) if y[0] < x[1]]
+    assert not overlaps, overlaps
+
+
+def pg_ctl(*args):
+    c = pgcluster.cluster()
+    subprocess.run(c.prefix + [os.path.join(pgcluster.PGBIN, "pg_ctl"), "-D", c.data, "-l", c.log,
+                               "-w"] + list(args), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=True)
+
+
+def test_postgres_down_answers_503_and_nodes_recover():
+    """While PostgreSQL is down every node answers 503 store_unreachable
+    (Retry-After) -- also for a key or a project it has not cached, which
+    used to be 401 invalid_api_key and 404 -- and once it is back, the
+    first requests succeed (the stale pooled connections used to fail them
+    with 500 store_error)."""
+    nodes = live()[:2]
+    key = expect(nodes[0].req("POST", P + "/api_keys", {"name": "outage", "scopes": ["task:read"]}),
+                 201)["key"]
+    expect(nodes[0].req("POST", "/api/projects", {"id": "outage", "name": "outage"}), 201)
+    for n in nodes:   # every pooled connection of the nodes is used once
+        for _ in range(4):
+            expect(n.req("GET", P + "/tasks?limit=1"), 200)
+    pg_ctl("-m", "fast", "stop")
+    try:
+        for n in nodes:
+            for r in (n.req("GET", P + "/tasks", key=key), n.req("GET", "/api/projects/outage/tasks"),
+                      n.req("POST", P + "/tasks", {"assigned_agent_id": "outage"})):
+                assert r.status == 503 and r.json["error"]["code"] == "store_unreachable", r
+                assert r.header("Retry-After") == "1", r
+    finally:
+        pg_ctl("restart")   # with the options the cluster was started with
+    for n in nodes:
+        expect(n.req("GET", P + "/tasks?limit=1"), 200)
+        expect(n.req("GET", P + "/tasks?limit=1", key=key), 200)
+        expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "outage"}), 201)
 
 
 def leader_of(nodes):

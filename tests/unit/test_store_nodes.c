@@ -234,8 +234,8 @@ TEST(copy_sqlite_to_sqlite_keeps_rows_and_ids)
 
 struct seen {
     mtx_t mu;
-    int runs;
-    char last[64];
+    int runs, events;
+    char last[64], last_event[64];
 };
 
 static void watch_cb(void *ctx, const struct store_change *ch, size_t n)
@@ -243,7 +243,10 @@ static void watch_cb(void *ctx, const struct store_change *ch, size_t n)
     struct seen *s = ctx;
     mtx_lock(&s->mu);
     for (size_t i = 0; ch && i < n; i++) {
-        if (ch[i].kind == SK_RUN) {
+        if (ch[i].events) {
+            s->events++;
+            snprintf(s->last_event, sizeof s->last_event, "%s", ch[i].id);
+        } else if (ch[i].kind == SK_RUN) {
             s->runs++;
             snprintf(s->last, sizeof s->last, "%s", ch[i].id);
         }
@@ -302,6 +305,39 @@ static bool one_leader(void *arg)
     return store_leader(p->a) != store_leader(p->b);
 }
 
+/* An event of run arg->id, written with or without a write of the run. */
+struct event_arg {
+    const char *id;
+    bool with_run;
+};
+
+static int event_fn(struct store_tx *tx, void *arg)
+{
+    struct event_arg *a = arg;
+    int rc = 0;
+    if (a->with_run) {
+        json_t *d = run_doc(a->id);
+        rc = store_put(tx, SK_RUN, "p_nodes", d);
+        json_decref(d);
+    }
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:I}", "type", "task_run.log", "project_id", "p_nodes",
+                           "run_id", a->id, "created_ms", (json_int_t)1000);
+    int64_t eid;
+    if (!rc)
+        rc = store_event_append(tx, ev, &eid);
+    json_decref(ev);
+    return rc;
+}
+
+static bool saw_event(void *arg)
+{
+    struct seen *s = arg;
+    mtx_lock(&s->mu);
+    bool r = !strcmp(s->last_event, "run_announced");
+    mtx_unlock(&s->mu);
+    return r;
+}
+
 static bool saw_run(void *arg)
 {
     struct seen *s = arg;
@@ -334,7 +370,7 @@ TEST(postgres_two_nodes)
     CHECK(!store_node_alive(p.a, "node_never_was"));
 
     /* b hears what a commits, not what it commits itself */
-    struct seen s = {.runs = 0};
+    struct seen s = {.runs = 0, .events = 0};
     mtx_init(&s.mu, mtx_plain);
     store_watch(p.b, watch_cb, &s);
     json_t *d = run_doc("run_own");
@@ -346,6 +382,17 @@ TEST(postgres_two_nodes)
     CHECK(wait_until(saw_run, &s, 5000));
     mtx_lock(&s.mu);
     CHECK_EQ_INT(s.runs, 1);
+    mtx_unlock(&s.mu);
+    /* an event written alone (a log entry) is announced as the run's
+     * events; one written with its run is announced by the run alone */
+    struct event_arg ea = {"run_evented", true};
+    CHECK_EQ_INT(store_write(p.a, event_fn, &ea), 0);
+    ea = (struct event_arg){"run_announced", false};
+    CHECK_EQ_INT(store_write(p.a, event_fn, &ea), 0);
+    CHECK(wait_until(saw_event, &s, 5000));
+    mtx_lock(&s.mu);
+    CHECK_EQ_INT(s.runs, 2);
+    CHECK_EQ_INT(s.events, 1);
     mtx_unlock(&s.mu);
     store_watch(p.b, NULL, NULL);
 
