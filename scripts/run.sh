@@ -4,8 +4,8 @@ set -e
 KEY_FILE=quern-data/root.key
 mkdir -p quern-data
 if [ ! -f "$KEY_FILE" ] && [ ! -f quern-data/quern.db ]; then
-    umask 077
-    printf 'qk_%s\n' "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > "$KEY_FILE"
+    # the key file alone is made under umask 077 (a subshell: quernd keeps the caller's)
+    (umask 077 && printf 'qk_%s\n' "$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')" > "$KEY_FILE")
 fi
 KEY=$(cat "$KEY_FILE" 2>/dev/null || echo "(the key printed when quern-data was first created)")
 cat <<TXT

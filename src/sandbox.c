@@ -1467,6 +1467,10 @@ CHILD_CODE static int child_main(struct plan *pl)
 {
     char c;
     long r;
+    /* The box's umask is 022 whatever quernd's is (its file system
+     * context is this child's own): under `umask 077` the directories a
+     * plan makes were 0700 and root's, which the box's root cannot enter. */
+    (void)rsys1(SYS_umask, 022);
     /* 0. into the slot's cgroups, before anything of the box runs.  Moving
      * a task waits for an RCU grace period when none is under way (the
      * threadgroup rwsem): here it delays this child only, not the parent's
@@ -2024,6 +2028,7 @@ static void *tpl_thread(void *arg)
         tpl_fail(j, "unshare", NULL);
         return NULL;
     }
+    umask(022);   /* this thread's own now: the template's dirs are 0755 */
     int ns = open("/proc/thread-self/ns/mnt", O_RDONLY | O_CLOEXEC);
     if (ns < 0) {
         tpl_fail(j, "open", "/proc/thread-self/ns/mnt");
@@ -2636,6 +2641,7 @@ static int adopt_child(void *arg)
 {
     struct adopt_job *j = arg;
     const struct sandbox_adopt *a = j->a;
+    umask(022);   /* its own file system context, as child_main's */
     if (setns(j->nsfd, CLONE_NEWNS) < 0)
         return adopt_fail(j, "setns", NULL);
     for (size_t i = 0; i < a->nmounts; i++) {

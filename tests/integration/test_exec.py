@@ -254,6 +254,34 @@ def test_relative_data_directory():
         p.wait(30)
 
 
+def test_quernd_under_umask_077():
+    """make run started quernd under `umask 077` (its key file's): the mount
+    template's directories were then 0700 and host root's, the warm ts box
+    died at start (move_mount /opt/quern: EACCES) and code inherited 077."""
+    old = os.umask(0o077)
+    try:
+        s = Server(env={"QUERN_WARM": "ts=1,python=0,node=0"})
+    finally:
+        os.umask(old)
+    try:
+        def warm_ready():
+            m = s.req("GET", "/metrics", key=None).text
+            return "quern_warm_boxes_ready 1" in m.splitlines()
+        wait_for(warm_ready, timeout=60, what="the warm ts box under umask 077")
+        for code, rt in (("umask; ls -ld /quern", "sh"), ("import os; print(oct(os.umask(0)))", "python"),
+                         ("console.log((process.umask() as number).toString(8));", "ts")):
+            t = expect(s.req("POST", P + "/tasks", {"code": code, "runtime_id": rt,
+                                                     "wait_for_result": True}), 201)
+            assert t["run"]["status"] == "completed", (rt, t["run"])
+            lines = s.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], t["run"]["id"])).text
+            msgs = [json.loads(l)["message"] for l in lines.splitlines()]
+            assert msgs[0] in ("0022", "0o22", "22"), (rt, msgs)
+        with open(os.path.join(s.data, "stderr.log")) as f:
+            assert "died at start" not in f.read()
+    finally:
+        s.stop()
+
+
 def test_ts_types_are_stripped():
     code = ("interface P { n: number }\n"
             "const p: P = JSON.parse(await (await import('fs')).promises.readFile(process.env.QUERN_INPUT!, 'utf8'));\n"
