@@ -26,6 +26,7 @@
 #include "cli_http.h"
 #include "cli_sse.h"
 #include "cli_table.h"
+#include "jdump.h"
 #include "store_copy.h"
 #include "util.h"
 
@@ -104,13 +105,21 @@ static void print_raw_json(struct cli_ctx *c)
     buf_release(&b);
 }
 
+/* v indented, reals as the server writes them (exact, fewest digits:
+ * jansson's 15-digit form showed 0.1 + 0.2 as 0.3). */
 static void print_json_value(const json_t *v)
 {
-    char *s = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15));
-    if (s) {
-        puts(s);
-        free(s);
-    }
+    size_t n = 0;
+    char *s = jdump(v, &n);
+    if (!s)
+        return;
+    struct buf b;
+    buf_init(&b);
+    cli_json_pretty(s, n, &b);
+    buf_puts(&b, "\n");
+    write_out(stdout, b.data, b.len);
+    buf_release(&b);
+    free(s);
 }
 
 /* Performs one request.  On 2xx parses the body into *out (when out is not

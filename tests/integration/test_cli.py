@@ -67,6 +67,14 @@ def test_logs_output_and_get():
     assert rc == 0 and "line1" in out, (out, err)
     rc, out, err = quern("runs", "output", rid)
     assert rc == 0 and json.loads(out) == {"k": 2}, (out, err)
+    # reals exact and in the fewest digits (jansson's 15 digits showed 0.1 + 0.2 as 0.3)
+    rc, out, err = quern("--json", "tasks", "create", "--code",
+                         'echo \'{"a":0.30000000000000004,"b":0.3,"c":[]}\' > "$QUERN_OUTPUT"', "--wait")
+    assert rc == 0, err
+    t = json.loads(out)
+    rc, out, err = quern("runs", "output", t["run"]["id"] if "run" in t else t["id"])
+    assert rc == 0 and json.loads(out) == {"a": 0.1 + 0.2, "b": 0.3, "c": []}, (out, err)
+    assert '"b": 0.3,' in out and '"c": []' in out and out.endswith('}\n'), out
     rc, out, _ = quern("runs", "get", rid)
     assert rc == 0 and "completed" in out
 
