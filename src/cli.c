@@ -128,7 +128,7 @@ static void print_json_value(const json_t *v)
 static int api(struct cli_ctx *c, const char *method, const char *path, json_t *body,
                json_t **out)
 {
-    char *payload = body ? json_dumps(body, JSON_COMPACT) : NULL;
+    char *payload = body ? jdump(body, NULL) : NULL;
     if (out)
         *out = NULL;
     c->resp.body.len = 0;

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jdump.h"
+
 #define C_RESET "\033[0m"
 #define C_BOLD "\033[1m"
 #define C_DIM "\033[2m"
@@ -240,7 +242,7 @@ char *cli_cell(const json_t *v, enum cli_fmt fmt, int64_t now)
         return buf_steal(&b);
     }
 compact:;
-    char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *s = jdump(v, NULL);
     if (!s)
         return xstrdup("?");
     char *r = xstrdup(s);
@@ -297,7 +299,7 @@ void cli_render_kv(const json_t *obj, struct buf *out, bool color)
         else if (json_is_null(v))
             cell = xstrdup("-");
         else {
-            char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+            char *s = jdump(v, NULL);
             cell = xstrdup(s ? s : "?");
             free(s);
         }
