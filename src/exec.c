@@ -189,7 +189,11 @@ struct exec {
     int st_inotify;         /* one inotify instance for every run's storage dirs, kept
                                (closing one waits for an RCU grace period, milliseconds on
                                this thread); -1 until a run has storage to watch */
-    struct st_ref { int wd, refs; } *st_refs; /* live watches: runs holding each */
+    struct st_ref {          /* live watches: runs holding each, the events asked for */
+        int wd, refs;
+        uint32_t mask;
+        char *path;
+    } *st_refs;
     size_t nst_refs, cap_st_refs;
     bool st_warned;         /* the log said inotify is unavailable */
     char **clean_root;      /* per cell: the work_root whose .slot-N is known empty */
@@ -969,10 +973,60 @@ static void cell_release(struct exec *ex, int cell, const char *work_root)
  * read as they come (K_INOTIFY) and before any run starts or stops
  * watching, so each lands on the runs that held the watch when it came. */
 
+/* The events a watch asks for: those that would tell one of the runs
+ * holding it something it has not seen yet.  A watch whose holders have all
+ * seen both kinds of use asks for one that never comes (its directory is a
+ * mount point in every box: never deleted).  An event marks every holder,
+ * so a watch goes quiet after its first open and its first other use, until
+ * a new run takes it.  Asking for everything always made quernd read an
+ * event per read(2) a box made at the top of its storage (a CPU of quernd's
+ * for a CPU of the box's), and a few such boxes overflowed the shared queue:
+ * an overflow counts as every use of every run, of every project. */
+#define ST_ACCESS_EVENTS (IN_ALL_EVENTS & ~(uint32_t)(IN_OPEN | IN_CLOSE_NOWRITE))
+#define ST_ALL_EVENTS (IN_OPEN | ST_ACCESS_EVENTS)
+#define ST_NO_EVENTS IN_DELETE_SELF
+
+static uint32_t st_wanted(const struct exec *ex, int wd)
+{
+    uint32_t m = 0;
+    for (int s = 0; s < ex->slots; s++) {
+        const struct run *r = &ex->runs[s];
+        if (!r->active || !r->st_watch)
+            continue;
+        for (int i = 0; i < 3; i++) {
+            if (r->st_wd[i] != wd)
+                continue;
+            if (!(r->st_use[i] & EXEC_ST_OPENED))
+                m |= IN_OPEN;
+            if (!(r->st_use[i] & EXEC_ST_ACCESSED))
+                m |= ST_ACCESS_EVENTS;
+        }
+    }
+    return m ? m : ST_NO_EVENTS;
+}
+
+/* Narrows each watch to what its holders still want (after they saw events). */
+static void storage_narrow(struct exec *ex)
+{
+    for (size_t k = 0; k < ex->nst_refs; k++) {
+        struct st_ref *ref = &ex->st_refs[k];
+        uint32_t m = st_wanted(ex, ref->wd);
+        if (m == ref->mask)
+            continue;
+        /* the same inode: the kernel replaces the watch's mask, same wd */
+        int wd = inotify_add_watch(ex->st_inotify, ref->path, m | IN_ONLYDIR);
+        if (wd == ref->wd)
+            ref->mask = m;
+        else if (wd >= 0)
+            inotify_rm_watch(ex->st_inotify, wd);   /* not the directory it was */
+    }
+}
+
 static void storage_events(struct exec *ex)
 {
     char b[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     ssize_t n;
+    bool learned = false;
     while (ex->st_inotify >= 0 && (n = read(ex->st_inotify, b, sizeof b)) > 0) {
         for (char *p = b; p < b + n;) {
             const struct inotify_event *e = (const struct inotify_event *)p;
@@ -988,12 +1042,17 @@ static void storage_events(struct exec *ex)
                                           ? EXEC_ST_ACCESSED
                                           : 0);
                 for (int i = 0; i < 3; i++)
-                    if (r->st_wd[i] >= 0 && (e->mask & IN_Q_OVERFLOW || e->wd == r->st_wd[i]))
+                    if (r->st_wd[i] >= 0 && (e->mask & IN_Q_OVERFLOW || e->wd == r->st_wd[i]) &&
+                        (r->st_use[i] | use) != r->st_use[i]) {
                         r->st_use[i] |= use;
+                        learned = true;
+                    }
             }
             p += sizeof(*e) + e->len;
         }
     }
+    if (learned)
+        storage_narrow(ex);
 }
 
 static struct st_ref *st_ref_find(struct exec *ex, int wd)
@@ -1029,7 +1088,8 @@ static void watch_storage(struct exec *ex, struct run *r)
     storage_events(ex); /* what came before: not this run's */
     for (int i = 0; i < 3; i++) {
         r->st_use[i] = 0;
-        r->st_wd[i] = st[i] ? inotify_add_watch(ex->st_inotify, st[i], IN_ALL_EVENTS | IN_ONLYDIR)
+        /* everything again: this run has seen nothing yet */
+        r->st_wd[i] = st[i] ? inotify_add_watch(ex->st_inotify, st[i], ST_ALL_EVENTS | IN_ONLYDIR)
                             : -1;
         if (r->st_wd[i] < 0)
             continue;
@@ -1040,8 +1100,9 @@ static void watch_storage(struct exec *ex, struct run *r)
                 ex->st_refs = xrealloc(ex->st_refs, ex->cap_st_refs * sizeof(*ex->st_refs));
             }
             ref = &ex->st_refs[ex->nst_refs++];
-            *ref = (struct st_ref){r->st_wd[i], 0};
+            *ref = (struct st_ref){r->st_wd[i], 0, 0, xstrdup(st[i])};
         }
+        ref->mask = ST_ALL_EVENTS;
         ref->refs++;
     }
     r->st_watch = true;
@@ -1060,6 +1121,7 @@ static void storage_release(struct exec *ex, struct run *r, struct exec_result *
         struct st_ref *ref = r->st_wd[i] >= 0 ? st_ref_find(ex, r->st_wd[i]) : NULL;
         if (ref && --ref->refs == 0) {
             inotify_rm_watch(ex->st_inotify, ref->wd);
+            free(ref->path);
             *ref = ex->st_refs[--ex->nst_refs];
         }
         r->st_wd[i] = -1;
@@ -2511,6 +2573,8 @@ void exec_free(struct exec *ex)
         free(ex->clean_root[i]);
     if (ex->st_inotify >= 0)
         close(ex->st_inotify);
+    for (size_t i = 0; i < ex->nst_refs; i++)
+        free(ex->st_refs[i].path);
     free(ex->st_refs);
     free(ex->pub_ids);
     free(ex->pending);

@@ -6,7 +6,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import CodeTasks, Server, expect, run_tests  # noqa: E402
+from qlib import CodeTasks, Server, expect, run_tests, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -75,6 +75,62 @@ def test_concurrent_runs_share_one_watch_instance():
         if i % 2:
             assert ("project", "accessed") in kinds, full["storage_access"]
 
+
+
+def watch_masks(pid):
+    """quernd's inotify watches, as {directory inode: event mask} (its fdinfo)."""
+    out = {}
+    d = "/proc/%d/fd" % pid
+    for fd in os.listdir(d):
+        try:
+            if os.readlink(os.path.join(d, fd)) != "anon_inode:inotify":
+                continue
+            with open("/proc/%d/fdinfo/%s" % (pid, fd)) as f:
+                for line in f:
+                    if line.startswith("inotify "):
+                        kv = dict(x.split(":", 1) for x in line.split()[1:])
+                        out[int(kv["ino"], 16)] = int(kv["mask"], 16)
+        except OSError:
+            pass    # closed meanwhile
+    return out
+
+
+def test_a_storage_read_loop_neither_floods_quernd_nor_marks_other_projects():
+    # A box that reads a file at the top of its storage in a loop made an
+    # inotify event per read: quernd spent a CPU reading them, and a few such
+    # boxes overflowed the queue every run shares, which counts as every use
+    # of every run: a run of another project that never touched its storage
+    # was recorded as having opened and accessed it.  Once every run holding
+    # a watch has seen both kinds of use, the watch asks for nothing more.
+    expect(S.req("POST", "/api/projects", {"name": "flood-b", "id": "flood-b"}), 201)
+    flood = expect(S.req("POST", P + "/tasks", {"settings": {"timeout_ms": 120000}, "code": r"""
+cd "$QUERN_STORAGE_PROJECT" && echo x > a && echo y > b
+python3 -c '
+import os, time
+fa, fb = os.open("a", os.O_RDONLY), os.open("b", os.O_RDONLY)
+os.pread(fa, 1, 0)
+print("reading", flush=True)
+end = time.monotonic() + 100
+while time.monotonic() < end:
+    for i in range(10000):
+        os.pread(fa, 1, 0)
+        os.pread(fb, 1, 0)
+'"""}), 201)
+    run = C.wait_status(flood, ("running",))
+    wait_for(lambda: any("reading" in l for l in logs(flood, run)), 60, "the loop started")
+    inst = [x for x in expect(S.req("GET", P + "/storage?limit=500"), 200)["data"]
+            if x["scope"] == "project" and x["name"] == "default"][0]
+    ino = os.stat(os.path.join(S.data, "storage", "default", inst["id"])).st_ino
+    IN_DELETE_SELF = 0x400
+    wait_for(lambda: watch_masks(S.proc.pid).get(ino) == IN_DELETE_SELF, 30,
+             "the watch of the storage being read to ask for nothing more")
+    quiet = expect(S.req("POST", "/api/projects/flood-b/tasks",
+                         {"code": "sleep 1", "wait_for_result": True}), 201)["run"]
+    full = expect(S.req("GET", "/api/projects/flood-b/task-runs/%s?include=storage" % quiet["id"]), 200)
+    assert quiet["status"] == "completed", quiet
+    assert {a["access_type"] for a in full["storage_access"]} == {"provided"}, full["storage_access"]
+    expect(S.req("POST", P + "/tasks/%s/runs/%s/cancel" % (flood["id"], run["id"])), 200)
+    C.wait_status(flood, ("canceled",))
 
 def test_accounts_are_isolated():
     t1, r1 = code('echo secret-a > "$QUERN_STORAGE_ACCOUNT/f"', account_id="acct-a")
