@@ -99,9 +99,12 @@ void api_storage_list(struct req *r)
     size_t i;
     json_t *d;
     json_array_foreach(a.out, i, d) {
-        json_object_set_new(d, "size_bytes",
-                            json_integer(storage_size(r->app, project,
-                                                      json_string_value(json_object_get(d, "id")))));
+        bool partial = false;
+        int64_t size = storage_size(r->app, project, json_string_value(json_object_get(d, "id")),
+                                    &partial);
+        json_object_set_new(d, "size_bytes", json_integer(size));
+        if (partial)
+            json_object_set_new(d, "size_bytes_partial", json_true());
     }
     http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", a.out, "has_more",
                                 offset + (int64_t)json_array_size(a.out) < a.total, "total",

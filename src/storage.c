@@ -100,12 +100,11 @@ json_t *storage_for_task(struct store_tx *tx, const json_t *task)
     return out;
 }
 
-int64_t storage_size(struct app *app, const char *project_id, const char *id)
+int64_t storage_size(struct app *app, const char *project_id, const char *id, bool *partial)
 {
     char *dir = storage_dir(app, project_id, id, false, 0);
     struct tree_usage u = {0};
-    if (dir)
-        tree_usage(dir, TREE_FILES, 0, 0, &u);
+    *partial = dir && tree_usage(dir, TREE_FILES, STORAGE_SIZE_MAX_ENTRIES, 0, &u);
     free(dir);
     return u.bytes;
 }
