@@ -30,6 +30,7 @@
 #include "sched.h"
 #include "secrets.h"
 #include "storage.h"
+#include "tree.h"
 #include "util.h"
 
 #define MAX_ARTIFACT_BYTES (64LL << 20)
@@ -1151,6 +1152,12 @@ struct runner *runner_new(struct app *app, int slots, char **err)
         free(rn);
         return NULL;
     }
+    /* .artifacts/ holds a finished run's files until this thread stores
+     * them (exec_result_release removes each); a crash left them there for
+     * good.  No run is being collected yet: whatever is there is garbage. */
+    char *left = xasprintf("%s/.artifacts", rn->work_root);
+    (void)tree_remove(left, true);
+    free(left);
     /* warm boxes are made now, not at the first run */
     exec_prewarm(rn->exec, rn->work_root);
     /* as many starts again wait inside exec: a slot that frees is refilled

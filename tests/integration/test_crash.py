@@ -149,6 +149,27 @@ def test_sigkill_during_a_code_run():
         s.stop()
 
 
+def test_artifacts_left_by_a_crash_are_swept_at_start():
+    # a run's files wait in runs/.artifacts/ until the runner stores them: a
+    # crash between the two left them there for good
+    s = Server()
+    try:
+        s.kill()
+        left = os.path.join(s.data, "runs", ".artifacts", "run_x-ab12")
+        os.makedirs(os.path.join(left, "deep"))
+        with open(os.path.join(left, "deep", "a.bin"), "wb") as f:
+            f.write(b"x" * 4096)
+        s.start()
+        assert os.path.isdir(os.path.join(s.data, "runs", ".artifacts"))
+        assert os.listdir(os.path.join(s.data, "runs", ".artifacts")) == []
+        # artifacts of runs after the start are stored as before
+        t = expect(s.req("POST", P + "/tasks", {"code": 'echo a > "$QUERN_ARTIFACTS/a.txt"',
+                                                "wait_for_result": True}), 201)
+        assert [a["name"] for a in t["run"]["artifacts"]] == ["a.txt"], t["run"]
+    finally:
+        s.stop()
+
+
 def test_sigkill_during_a_code_run_with_retries_left():
     from qlib import wait_for
     s, t, run, token = code_run_killed({"max_retries": 1, "retry_delay_ms": 0})
