@@ -404,6 +404,49 @@ static int idem_get_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* The Idempotency-Keys of requests running on this node.  A request's
+ * answer is stored when it ends, so a second request with its key that
+ * came meanwhile (a client's retry after a timeout) found none and ran
+ * too; it is now 409 idempotency_key_in_flight.  Nodes do not share this:
+ * across nodes the race stays (docs/API.md). */
+struct idem_flight {
+    char *id;
+    struct idem_flight *next;
+};
+static pthread_mutex_t idem_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct idem_flight *idem_flights;
+
+static bool idem_flight_enter(const char *id)
+{
+    pthread_mutex_lock(&idem_mu);
+    struct idem_flight *f = idem_flights;
+    while (f && strcmp(f->id, id))
+        f = f->next;
+    if (!f) {
+        f = xmalloc(sizeof *f);
+        f->id = xstrdup(id);
+        f->next = idem_flights;
+        idem_flights = f;
+        f = NULL;
+    }
+    pthread_mutex_unlock(&idem_mu);
+    return !f;
+}
+
+static void idem_flight_leave(const char *id)
+{
+    pthread_mutex_lock(&idem_mu);
+    for (struct idem_flight **p = &idem_flights; *p; p = &(*p)->next)
+        if (!strcmp((*p)->id, id)) {
+            struct idem_flight *f = *p;
+            *p = f->next;
+            free(f->id);
+            free(f);
+            break;
+        }
+    pthread_mutex_unlock(&idem_mu);
+}
+
 static bool idem_replayed(struct req *r)
 {
     const char *key = http_header(r, "Idempotency-Key");
@@ -419,6 +462,15 @@ static bool idem_replayed(struct req *r)
     snprintf(r->idem_scope, sizeof r->idem_scope, "%.47s %.300s",
              r->key_id[0] ? r->key_id : "public", r->url);
     r->idem_key = xstrdup(key);
+    char *flight = xasprintf("%s\n%s", r->idem_scope, key);
+    if (!idem_flight_enter(flight)) {
+        free(flight);
+        http_add_header(r, "Retry-After", "1");
+        http_error(r, 409, "idempotency_key_in_flight", "Idempotency-Key",
+                   "a request with this Idempotency-Key is still being processed; retry it");
+        return true;
+    }
+    r->idem_flight = flight;   /* left when r is freed, after its answer is stored */
     struct idem_get g = {r, NULL, 0, NULL, false};
     store_read(r->app->store, idem_get_fn, &g);
     bool replay = false;
@@ -678,6 +730,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->idem_key);
     free(r->idem_fp);
     free(r->idem_body);
+    if (r->idem_flight) {
+        idem_flight_leave(r->idem_flight);
+        free(r->idem_flight);
+    }
     free(r);
     *con_cls = NULL;
 }

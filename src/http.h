@@ -84,6 +84,7 @@ struct req {
     char idem_scope[384];
     char *idem_key;
     char *idem_fp;
+    char *idem_flight;         /* "scope\nkey" while this request holds it (http.c) */
     char *idem_body;   /* what an Idempotency-Key replay answers, when not the response
                           itself (one that holds a secret shown once); malloc'd */
 };

@@ -965,6 +965,29 @@ def test_restart_keeps_everything():
         s2.stop()
 
 
+def test_idempotency_key_while_the_first_request_runs():
+    # a retry sent while the first request still ran found no stored answer
+    # and ran too (two tasks); it is now 409 idempotency_key_in_flight
+    import threading
+    h = {"Idempotency-Key": "slow-1"}
+    body = {"code": "sleep 2; echo done", "wait_for_result": True, "metadata": {"idem": "slow"}}
+    first = []
+    th = threading.Thread(target=lambda: first.append(S.req("POST", P + "/tasks", body, headers=h)))
+    th.start()
+    def second():
+        r = S.req("POST", P + "/tasks", body, headers=h)
+        return r if r.status == 409 or not th.is_alive() else None
+    r = wait_for(second, timeout=60, what="a retry while the first runs")
+    th.join(60)
+    if r.status == 409:   # (the first may have ended before a retry got through)
+        assert r.json["error"]["code"] == "idempotency_key_in_flight" and r.header("Retry-After"), r
+    a = first[0]
+    assert a.status == 201 and a.json["run"]["status"] == "completed", a
+    b2 = S.req("POST", P + "/tasks", body, headers=h)   # after it: the stored answer
+    assert b2.status == 201 and b2.json["id"] == a.json["id"] and b2.header("Idempotent-Replayed") == "true"
+    assert expect(S.req("GET", P + "/tasks?metadata.idem=slow"), 200)["total"] == 1
+
+
 def test_idempotency_key():
     h = {"Idempotency-Key": "abc-123"}
     body = {"name": "idem", "assigned_agent_id": "idem", "run": True}
