@@ -504,6 +504,46 @@ def test_max_concurrency_holds_across_nodes():
     assert not overlaps, overlaps
 
 
+def signed(secret, body):
+    import hashlib as hl
+    import hmac
+    t = int(time.time())
+    return "t=%d,sha256=%s" % (t, hmac.new(secret.encode(), b"%d." % t + body, hl.sha256).hexdigest())
+
+
+def test_a_signed_hook_sent_to_every_node_at_once_starts_one_run():
+    """The same signed request to three nodes at once (a sender's retries
+    through a load balancer) starts one run; every node answers its id.
+    Each fire read the replay record before locking the trigger, so the
+    nodes that raced all found none and each started a run."""
+    nodes = live()[:3]
+    t = expect(nodes[0].req("POST", P + "/tasks", {"assigned_agent_id": "mnhook-in", "run": False}), 201)
+    trg = expect(nodes[0].req("POST", P + "/triggers", {"task_id": t["id"]}), 201)
+    for i in range(10):
+        body = json.dumps({"i": i}).encode()
+        sig = signed(trg["secret"], body)
+        got = []
+
+        def send(n):
+            got.append(n.req("POST", "/hooks/" + trg["id"], raw=body, key=None,
+                             headers={"X-Quern-Signature": sig}))
+        ths = [threading.Thread(target=send, args=(n,)) for n in nodes]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        assert [r.status for r in got] == [202] * 3, got
+        assert len({r.json["run_id"] for r in got}) == 1, got
+        # and replayed later through another node
+        again = expect(nodes[(i + 1) % 3].req("POST", "/hooks/" + trg["id"], raw=body, key=None,
+                                              headers={"X-Quern-Signature": sig}), 202)
+        assert again["run_id"] == got[0].json["run_id"], (again, got)
+    runs = expect(nodes[1].req("GET", P + "/tasks/%s/runs?limit=100" % t["id"]), 200)["data"]
+    assert len(runs) == 10, [r["input"] for r in runs]
+    listed = expect(nodes[2].req("GET", P + "/triggers?task_id=" + t["id"]), 200)["data"]
+    assert [x["fire_count"] for x in listed] == [10], listed
+
+
 def pg_ctl(*args):
     c = pgcluster.cluster()
     subprocess.run(c.prefix + [os.path.join(pgcluster.PGBIN, "pg_ctl"), "-D", c.data, "-l", c.log,
