@@ -207,7 +207,18 @@ const char *const run_sched_fields[] = {
     "id", "project_id", "task_id", "status", "attempt", "executor", "node_id",
     "definition_id", "agent_id", "runtime_id", "has_code", "priority", "queued_ms",
     "not_before_ms", "blocked_by", "lease_expires_at", "deadline_ms", "concurrency_key",
-    "max_concurrency", NULL};
+    "max_concurrency", "interaction", NULL};
+
+bool run_holds_slot(const json_t *run)
+{
+    enum run_status st = run_status_of(run);
+    if (st == RS_INTERACTION_REQUIRED) {
+        const char *kind =
+            json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
+        return !kind || strcmp(kind, "approval");
+    }
+    return st == RS_RUNNING || st == RS_CANCELING;
+}
 
 int run_conc_full(struct store_tx *tx, const json_t *run)
 {

@@ -667,8 +667,9 @@ static void apply(struct sched *s, const json_t *run)
         place(s, e);
     } else {
         e->where = W_ACTIVE;
-        /* running, canceling and waiting on a human hold a concurrency slot */
-        set_counted(s, e, st == RS_RUNNING || st == RS_CANCELING || st == RS_INTERACTION_REQUIRED);
+        /* running, canceling and (once started) waiting on a human hold a
+         * concurrency slot; a run held for approval has not started */
+        set_counted(s, e, run_holds_slot(run));
         set_timer(s, e);
     }
 }

@@ -504,6 +504,46 @@ def test_max_concurrency_holds_across_nodes():
     assert not overlaps, overlaps
 
 
+def test_patch_to_running_holds_max_concurrency_across_nodes():
+    """Workers starting runs by PATCH {status: running} through three nodes
+    at once: one of a key with max_concurrency 1 starts, the others are
+    409 concurrency_limit (all started; a PATCH did not look at the key).
+    Runs held for approval hold no slot on any node."""
+    nodes = live()[:3]
+    st = {"concurrency_key": "mnpatch", "max_concurrency": 1}
+    runs = [run_of(nodes[0], expect(nodes[i % 3].req("POST", P + "/tasks", {
+        "assigned_agent_id": "mnpatch", "run": True, "settings": st}), 201)["id"]) for i in range(6)]
+    got, mu = [], threading.Lock()
+
+    def start(node, run):
+        r = node.req("PATCH", P + "/tasks/%s/runs/%s" % (run["task_id"], run["id"]), {"status": "running"})
+        with mu:
+            got.append(r)
+    ths = [threading.Thread(target=start, args=(nodes[i % 3], run)) for i, run in enumerate(runs)]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    codes = sorted(r.status for r in got)
+    assert codes == [200] + [409] * 5, got
+    assert all(r.json["error"]["code"] == "concurrency_limit" for r in got if r.status == 409), got
+    running = [r for r in runs if run_of(nodes[1], r["task_id"])["status"] == "running"]
+    assert len(running) == 1, running
+    for run in runs:
+        expect(nodes[2].req("POST", P + "/tasks/%s/runs/%s/cancel" % (run["task_id"], run["id"]), {}), 200)
+    # approval: two waiting, one approved through another node is leased at once
+    st = {"concurrency_key": "mnappr", "max_concurrency": 1, "require_approval": True}
+    runs = [run_of(nodes[0], expect(nodes[i].req("POST", P + "/tasks", {
+        "assigned_agent_id": "mnappr", "run": True, "settings": st}), 201)["id"]) for i in range(2)]
+    expect(nodes[1].req("POST", P + "/tasks/%s/runs/%s/interaction" % (runs[0]["task_id"], runs[0]["id"]),
+                        {"response": {"approved": True}}), 200)
+    leased = expect(nodes[2].req("POST", P + "/workers/lease", {"agent_id": "mnappr", "max": 2,
+                                                                "wait_ms": 5000}), 200)["data"]
+    assert [r["id"] for r in leased] == [runs[0]["id"]], leased
+    for run in runs:
+        expect(nodes[0].req("POST", P + "/tasks/%s/runs/%s/cancel" % (run["task_id"], run["id"]), {}), 200)
+
+
 def signed(secret, body):
     import hashlib as hl
     import hmac
