@@ -511,7 +511,8 @@ static json_t *task_public(const json_t *task)
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)task, k, v) {
-        if (strcmp(k, "latest_run_id") && strcmp(k, "scheduled") && strcmp(k, "has_dependencies"))
+        if (strcmp(k, "latest_run_id") && strcmp(k, "scheduled") && strcmp(k, "has_dependencies") &&
+            strcmp(k, "dependency_runs"))
             json_object_set_nocheck(t, k, v);
     }
     return t;
