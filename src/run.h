@@ -87,7 +87,11 @@ struct run_outcome {
 
 /* Moves run (modified in place, then stored) to `to` in tx, with the
  * outcome for failures.  A failure with retries left becomes a retry
- * (invariant 4).  -EPERM for an illegal transition. */
+ * (invariant 4).  A run that would be queued while its task is paused
+ * is paused instead; one leaving paused for queued drops the
+ * dependencies that completed meanwhile from blocked_by (and fails with
+ * dependency_failed when one ended otherwise).  -EPERM for an illegal
+ * transition. */
 int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
              const struct run_outcome *out);
 

@@ -110,6 +110,48 @@ def test_runs_held_for_approval_hold_no_concurrency_slot():
     assert [r["id"] for r in lease("concappr", 5, wait_ms=2000)] == [nxt["id"]]
 
 
+def test_runs_of_a_paused_task_wait_paused():
+    """A run of a paused task that becomes queued again -- a retry, an
+    approval, an expired lease's next attempt -- waits paused, and the
+    task's resume queues it (they were leased while the task was paused)."""
+    t = task(assigned_agent_id="pzr", settings={"max_retries": 2, "retry_delay_ms": 10})
+    r = lease("pzr")[0]
+    ta = task(assigned_agent_id="pzr", settings={"require_approval": True})
+    for x in (t, ta):
+        expect(S.req("POST", P + "/tasks/%s/pause" % x["id"]), 200)
+    report(r, "failed", error="boom")
+    ra = runs_of_task(ta)[0]
+    expect(S.req("POST", P + "/tasks/%s/runs/%s/interaction" % (ta["id"], ra["id"]),
+                 {"response": {"approved": True}}), 200)
+    assert [runs_of_task(x)[0]["status"] for x in (t, ta)] == ["paused", "paused"]
+    assert lease("pzr", 5, wait_ms=300) == []
+    for x in (t, ta):
+        expect(S.req("POST", P + "/tasks/%s/resume" % x["id"]), 200)
+    got = wait_for(lambda: lease("pzr", 5, wait_ms=1000), what="the resumed runs")
+    got += lease("pzr", 5, wait_ms=300)
+    assert sorted((g["task_id"], g["attempt"]) for g in got) == sorted([(t["id"], 2), (ta["id"], 1)]), got
+
+
+def test_a_paused_blocked_run_sees_its_dependency_end_on_resume():
+    """A run blocked on A and paused with its task while A ends is decided
+    when the task resumes: runnable if A completed (it used to stay queued
+    and blocked on A for good), dependency_failed if A failed."""
+    for end, want in [("completed", "queued"), ("failed", "failed")]:
+        agent = "pzdep-" + end
+        a = task(assigned_agent_id=agent)
+        b = task(assigned_agent_id=agent + "-b", dependencies=[a["id"]])
+        expect(S.req("POST", P + "/tasks/%s/pause" % b["id"]), 200)
+        report(lease(agent)[0], end)
+        expect(S.req("POST", P + "/tasks/%s/resume" % b["id"]), 200)
+        rb = runs_of_task(b)[0]
+        assert rb["status"] == want, rb
+        if want == "queued":
+            assert not rb.get("blocked_by"), rb
+            assert [r["task_id"] for r in lease(agent + "-b", wait_ms=1000)] == [b["id"]]
+        else:
+            assert rb["error"]["code"] == "dependency_failed", rb
+
+
 def test_deadline_before_start_never_starts():
     past = iso(datetime.now(timezone.utc) - timedelta(seconds=1))
     t = task(assigned_agent_id="dl1", deadline=past)
