@@ -251,6 +251,10 @@ static int fire_fn(struct store_tx *tx, void *arg)
     const char *tid = json_string_value(json_object_get(f->trigger, "id"));
     char scope[96];
     snprintf(scope, sizeof scope, "hook:%s", tid);
+    /* The trigger's row is read (and so locked, store.h invariant 5) before
+     * the replay check: the same request sent to two nodes at once is then
+     * checked by the second only after the first has committed its answer. */
+    json_t *trg = store_get(tx, SK_TRIGGER, project, tid);
     /* The same signed request again (a replay inside the 300 s window, or a
      * sender's retry) returns the first answer and starts nothing. */
     char *fp = NULL, *prev = NULL;
@@ -261,9 +265,9 @@ static int fire_fn(struct store_tx *tx, void *arg)
         f->result = prev ? json_loads(prev, 0, NULL) : NULL;
         free(fp);
         free(prev);
+        json_decref(trg);
         return f->result ? 0 : -EIO;
     }
-    json_t *trg = store_get(tx, SK_TRIGGER, project, tid);
     const char *task_id = json_string_value(json_object_get(trg, "task_id"));
     json_t *task = trg ? store_get(tx, SK_TASK, project, task_id) : NULL;
     if (!task) {

@@ -426,6 +426,18 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
             if (!out.code && to == RS_FAILED)
                 out.code = "exit_code";
         }
+        /* a start by PATCH takes a concurrency slot as a lease does (a run
+         * answering its own question already holds one) */
+        if (to == RS_RUNNING && !run_holds_slot(run) && (rc = run_conc_full(tx, run))) {
+            if (rc < 0)
+                return rc;
+            http_error(r, 409, "concurrency_limit", "status",
+                       "concurrency key %s is full (max_concurrency %lld): the run stays %s",
+                       json_string_value(json_object_get(run, "concurrency_key")),
+                       (long long)json_integer_value(json_object_get(run, "max_concurrency")),
+                       run_status_name(from));
+            return -EPERM;
+        }
         if (to == RS_RUNNING && r->key_id[0])
             json_object_set_new_nocheck(run, "worker_id", json_string(r->key_id));
         return run_move(tx, r->app, run, to, &out);

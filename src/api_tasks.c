@@ -511,7 +511,8 @@ static json_t *task_public(const json_t *task)
     const char *k;
     json_t *v;
     json_object_foreach((json_t *)task, k, v) {
-        if (strcmp(k, "latest_run_id") && strcmp(k, "scheduled") && strcmp(k, "has_dependencies"))
+        if (strcmp(k, "latest_run_id") && strcmp(k, "scheduled") && strcmp(k, "has_dependencies") &&
+            strcmp(k, "dependency_runs"))
             json_object_set_nocheck(t, k, v);
     }
     return t;
@@ -1196,12 +1197,18 @@ static int pause_one(struct store_tx *tx, struct action_arg *a, json_t *run)
 {
     if (run_status_of(run) != RS_QUEUED)
         return 0;
+    json_object_set_new_nocheck(run, "paused_by_task", json_true());
     return run_move(tx, a->r->app, run, RS_PAUSED, NULL);
 }
 
+/* The runs the task's pause held (a run paused by its worker or a PATCH
+ * after it started stays paused): those pause_one or run_move paused, and
+ * those stored before that was recorded, which had never started. */
 static int resume_one(struct store_tx *tx, struct action_arg *a, json_t *run)
 {
-    if (run_status_of(run) != RS_PAUSED || json_is_string(json_object_get(run, "started_at")))
+    if (run_status_of(run) != RS_PAUSED ||
+        (!json_is_true(json_object_get(run, "paused_by_task")) &&
+         json_is_string(json_object_get(run, "started_at"))))
         return 0;
     return run_move(tx, a->r->app, run, RS_QUEUED, NULL);
 }

@@ -207,7 +207,18 @@ const char *const run_sched_fields[] = {
     "id", "project_id", "task_id", "status", "attempt", "executor", "node_id",
     "definition_id", "agent_id", "runtime_id", "has_code", "priority", "queued_ms",
     "not_before_ms", "blocked_by", "lease_expires_at", "deadline_ms", "concurrency_key",
-    "max_concurrency", NULL};
+    "max_concurrency", "interaction", NULL};
+
+bool run_holds_slot(const json_t *run)
+{
+    enum run_status st = run_status_of(run);
+    if (st == RS_INTERACTION_REQUIRED) {
+        const char *kind =
+            json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
+        return !kind || strcmp(kind, "approval");
+    }
+    return st == RS_RUNNING || st == RS_CANCELING;
+}
 
 int run_conc_full(struct store_tx *tx, const json_t *run)
 {
@@ -497,12 +508,14 @@ int run_ask_next(struct store_tx *tx, struct app *app, json_t *run)
     return rc == -EPERM ? 0 : rc;
 }
 
-int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
-             const struct run_outcome *out)
+static int move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
+                const struct run_outcome *out)
 {
     enum run_status from = run_status_of(run);
     if (!run_can_move(from, to))
         return -EPERM;
+    if (from == RS_PAUSED)
+        json_object_del(run, "paused_by_task");
     /* settings.require_review: a run that would complete waits for review */
     if (to == RS_COMPLETED && from != RS_REVIEW_REQUIRED &&
         json_is_true(json_object_get(run, "require_review")))
@@ -615,6 +628,64 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
         return rc;
     run_notify(tx, app, run);
     return 0;
+}
+
+/* A run leaving paused for queued may have missed the end of a task it
+ * was blocked on (the scheduler acts on the runs that wait queued): the
+ * dependencies that completed meanwhile are dropped from blocked_by; one
+ * that ended otherwise, or is gone, is named in *failed (malloc'd). */
+static int recheck_blocked(struct store_tx *tx, json_t *run, char **failed)
+{
+    json_t *bb = json_object_get(run, "blocked_by");
+    const char *project = json_string_value(json_object_get(run, "project_id"));
+    for (size_t i = 0; i < json_array_size(bb);) {
+        const char *dep = json_string_value(json_array_get(bb, i));
+        json_t *dt = dep ? store_get(tx, SK_TASK, project, dep) : NULL;
+        const char *st = json_string_value(json_object_get(dt, "status")) ?: "";
+        int rs = run_status_parse(st);
+        if (dt && !strcmp(st, "completed")) {
+            json_array_remove(bb, i);
+        } else if (!dt || (rs >= 0 && run_status_terminal((enum run_status)rs))) {
+            *failed = xasprintf("dependency %s %s%s", dep ? dep : "?", dt ? "ended " : "was deleted",
+                                dt ? st : "");
+            json_decref(dt);
+            return 0;
+        } else {
+            i++;
+        }
+        json_decref(dt);
+    }
+    return 0;
+}
+
+/* Pausing a task stops the dispatch of its runs: one that becomes queued
+ * while its task is paused (a retry, an approval, a lease that expired or
+ * was given back) waits paused instead, and the task's resume queues it. */
+int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
+             const struct run_outcome *out)
+{
+    enum run_status from = run_status_of(run);
+    if (to == RS_QUEUED && from == RS_PAUSED && json_array_size(json_object_get(run, "blocked_by"))) {
+        char *failed = NULL;
+        int rc = recheck_blocked(tx, run, &failed);
+        if (!rc && failed) {
+            struct run_outcome o = {.code = "dependency_failed", .message = failed, .no_retry = true};
+            rc = move(tx, app, run, RS_FAILED, &o);
+        }
+        free(failed);
+        if (rc || run_status_of(run) != RS_PAUSED)
+            return rc;
+    }
+    int rc = move(tx, app, run, to, out);
+    if (rc || run_status_of(run) != RS_QUEUED)
+        return rc;
+    json_t *task = run_task(tx, run);
+    bool paused = json_is_true(json_object_get(task, "paused"));
+    json_decref(task);
+    if (!paused)
+        return 0;
+    json_object_set_new_nocheck(run, "paused_by_task", json_true());
+    return move(tx, app, run, RS_PAUSED, NULL);
 }
 
 int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *entries)
@@ -784,7 +855,8 @@ json_t *run_public(const json_t *run)
     static const char *const internal[] = {"has_code", "max_retries", "queued_ms", "not_before_ms",
                                            "retry_delay_ms", "retry_backoff", "require_review",
                                            "deadline_ms", "max_concurrency", "executor",
-                                           "latest_checkpoint", "has_output_schema"};
+                                           "latest_checkpoint", "has_output_schema",
+                                           "paused_by_task"};
     bool drop_blocked = !json_array_size(json_object_get(run, "blocked_by")) &&
                         strcmp(json_string_value(json_object_get(run, "status")) ?: "", "queued");
     /* a new object sharing the values (in the document's order), not a

@@ -87,7 +87,11 @@ struct run_outcome {
 
 /* Moves run (modified in place, then stored) to `to` in tx, with the
  * outcome for failures.  A failure with retries left becomes a retry
- * (invariant 4).  -EPERM for an illegal transition. */
+ * (invariant 4).  A run that would be queued while its task is paused
+ * is paused instead; one leaving paused for queued drops the
+ * dependencies that completed meanwhile from blocked_by (and fails with
+ * dependency_failed when one ended otherwise).  -EPERM for an illegal
+ * transition. */
 int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
              const struct run_outcome *out);
 
@@ -111,11 +115,16 @@ int run_progress_to_task(struct store_tx *tx, struct app *app, const json_t *run
  * (progress, branch, output …), bumping updated_at. */
 int run_save(struct store_tx *tx, json_t *run);
 
-/* Before a queued run starts (a lease, or quernd's own dispatch): 1 when
- * its concurrency key is full as every node sees it (several nodes on
- * PostgreSQL; the scheduler counted only what this node has heard of), 0
- * when it may start (no key, or one node), or a store error. */
+/* Before a run starts (a lease, quernd's own dispatch, a PATCH to
+ * running): 1 when its concurrency key is full as every node sees it
+ * (several nodes on PostgreSQL; the scheduler counted only what this node
+ * has heard of), 0 when it may start (no key), or a store error. */
 int run_conc_full(struct store_tx *tx, const json_t *run);
+/* Whether run, in its current state, holds a slot of its concurrency key:
+ * running, canceling, or started and waiting on an interaction.  A run
+ * held for approval has not started and holds none (store_conc_active
+ * counts the same runs). */
+bool run_holds_slot(const json_t *run);
 
 /* Tells the scheduler about run's current state after tx commits (done by
  * run_insert and run_move; for other changes that matter to dispatch). */

@@ -667,8 +667,9 @@ static void apply(struct sched *s, const json_t *run)
         place(s, e);
     } else {
         e->where = W_ACTIVE;
-        /* running, canceling and waiting on a human hold a concurrency slot */
-        set_counted(s, e, st == RS_RUNNING || st == RS_CANCELING || st == RS_INTERACTION_REQUIRED);
+        /* running, canceling and (once started) waiting on a human hold a
+         * concurrency slot; a run held for approval has not started */
+        set_counted(s, e, run_holds_slot(run));
         set_timer(s, e);
     }
 }
@@ -686,6 +687,22 @@ static bool has_dependants(struct sched *s, const json_t *run)
     bool found = kv_get(s->blocked, key, false) || kv_get(s->dependants, key, false);
     free(key);
     return found;
+}
+
+/* A run that ended with runs or tasks depending on its task known here:
+ * they act on it from the scheduler thread (mu held). */
+static void queue_finished(struct sched *s, json_t *run)
+{
+    if (!run_status_terminal(run_status_of(run)) || !has_dependants(s, run))
+        return;
+    struct work *w = xcalloc(1, sizeof *w);
+    w->run = json_incref(run);
+    if (s->work_tail)
+        s->work_tail->next = w;
+    else
+        s->work_head = w;
+    s->work_tail = w;
+    pthread_cond_signal(&s->cond);
 }
 
 /* run holds only the fields run.c's run_notify copies (run_sched_fields):
@@ -712,17 +729,7 @@ void sched_after_commit(struct sched *s, json_t *run)
     e = map_get(s, json_string_value(json_object_get(run, "id")) ?: "");
     if (e)
         e->gen = s->gen;
-    if (run_status_terminal(st) && has_dependants(s, run)) {
-        /* dependants act on it from the scheduler thread */
-        struct work *w = xcalloc(1, sizeof *w);
-        w->run = json_incref(run);
-        if (s->work_tail)
-            s->work_tail->next = w;
-        else
-            s->work_head = w;
-        s->work_tail = w;
-        pthread_cond_signal(&s->cond);
-    }
+    queue_finished(s, run);
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -920,6 +927,14 @@ static void on_changes(void *ctx, const struct store_change *ch, size_t n)
             struct entry *e = doc ? NULL : map_get(s, ch[i].id);
             if (doc)
                 apply_remote(s, doc, g0, cancel);
+            /* The node that ended it acts on its dependants too, but may
+             * not have heard yet of a dependant made through another node
+             * just before (or may die first): every node that knows one
+             * does it.  Both writes are idempotent (dep_fn looks at
+             * blocked_by under the row lock; start_dependants_fn at the
+             * dependency runs a task was last started for). */
+            if (doc)
+                queue_finished(s, doc);
             else if (e && e->gen <= g0 && e->where != W_TAKEN)
                 drop(s, e);   /* deleted */
         } else {
@@ -1350,12 +1365,17 @@ struct start_dep_arg {
     struct sched *s;
     const char *project;
     const char *dep_task;
+    const char *dep_run;   /* the run of dep_task that completed */
     json_t *tasks;
 };
 
 /* A task completed: each task that depends on it and has no active run
  * starts one once all its dependencies have completed ("running the first
- * task of a chain runs the rest"). */
+ * task of a chain runs the rest").  The task records the latest run of
+ * each dependency it was started for (dependency_runs, not shown by the
+ * API): a completion it was already started for starts nothing, so every
+ * node may act on the same completion, and a late one never starts a
+ * dependant a second time after its run has ended. */
 static int start_dependants_fn(struct store_tx *tx, void *arg)
 {
     struct start_dep_arg *a = arg;
@@ -1369,21 +1389,32 @@ static int start_dependants_fn(struct store_tx *tx, void *arg)
         }
         bool depends = false, ready = true;
         size_t j;
-        json_t *d;
+        json_t *d, *runs = json_object();
         json_array_foreach(json_object_get(task, "dependencies"), j, d) {
             if (!strcmp(json_string_value(d), a->dep_task))
                 depends = true;
             json_t *dt = store_get(tx, SK_TASK, a->project, json_string_value(d));
             if (!dt || strcmp(json_string_value(json_object_get(dt, "status")) ?: "", "completed"))
                 ready = false;
+            else
+                json_object_set(runs, json_string_value(d), json_object_get(dt, "latest_run_id"));
             json_decref(dt);
         }
         const char *st = json_string_value(json_object_get(task, "status"));
         int rs = run_status_parse(st);
         bool active = rs >= 0 && !run_status_terminal((enum run_status)rs);
+        const char *done = json_string_value(
+            json_object_get(json_object_get(task, "dependency_runs"), a->dep_task));
         int rc = 0;
-        if (depends && ready && !active)
-            rc = run_start_for_task(tx, a->s->app, task, NULL, NULL);
+        if (depends && ready && !active && !(done && a->dep_run && !strcmp(done, a->dep_run))) {
+            json_t *fields = json_pack("{s:O}", "dependency_runs", runs);
+            json_object_update(task, fields);
+            rc = store_patch(tx, SK_TASK, a->project, json_string_value(tv), fields, NULL, NULL);
+            json_decref(fields);
+            if (!rc)
+                rc = run_start_for_task(tx, a->s->app, task, NULL, NULL);
+        }
+        json_decref(runs);
         json_decref(task);
         if (rc)
             return rc;
@@ -1428,7 +1459,8 @@ static void handle_finished(struct sched *s, json_t *run)
         }
     }
     if (json_array_size(dependants)) {
-        struct start_dep_arg a = {s, project, task_id, dependants};
+        struct start_dep_arg a = {s, project, task_id, json_string_value(json_object_get(run, "id")),
+                                  dependants};
         store_write(s->app->store, start_dependants_fn, &a);
     }
     json_decref(blocked);

@@ -33,7 +33,9 @@
  * deadlines, fires schedules, and ends the code runs of nodes that are gone
  * (gone for two sweeps, SWEEP_MS apart); the others re-check those timers
  * every second, so a new leader takes over where the old one stopped.
- * Dependants of a finished run are started by the node that finished it.
+ * Dependants of a finished run are acted on by the node that finished it
+ * and by every node that hears of the end and knows a dependant (a task
+ * made through it just before may be unknown yet to the finishing node).
  */
 #ifndef QUERN_SCHED_H
 #define QUERN_SCHED_H

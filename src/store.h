@@ -183,13 +183,15 @@ int store_list_fields(struct store_tx *tx, enum store_kind kind, const char *pro
 int store_try_get(struct store_tx *tx, enum store_kind kind, const char *project_id,
                   const char *id, json_t **out);
 /* In a write transaction: *n = the runs of project_id holding a slot of
- * concurrency key (running, canceling, interaction_required) other than
- * except_id, counted over every node's commits, so that two nodes never
- * start runs past the key's max_concurrency (each node's scheduler counts
- * only the runs it has heard of).  PostgreSQL: the count waits for every
- * other node's event-writing transaction (a start writes its event) and
- * sees it committed.  -ENOTSUP when the store has one node (SQLite): the
- * scheduler's count is exact. */
+ * concurrency key (running, canceling, interaction_required but not held
+ * for approval: run_holds_slot) other than except_id, counted over every
+ * node's commits, so that two nodes never start runs past the key's
+ * max_concurrency (each node's scheduler counts only the runs it has heard
+ * of).  PostgreSQL: the count waits for every other node's event-writing
+ * transaction (a start writes its event) and sees it committed.  SQLite
+ * (one writer) counts what this transaction sees: the scheduler's count
+ * would miss the starts of earlier writes of the same group commit (two
+ * PATCHes to running).  -ENOTSUP when the backend cannot count. */
 int store_conc_active(struct store_tx *tx, const char *project_id, const char *key,
                       const char *except_id, int64_t *n);
 /* Reads the docs of kind with the given ids (array of strings), in any

@@ -1617,7 +1617,10 @@ static int pg_conc_active(struct store_tx *t, const char *project_id, const char
     const char *v[] = {project_id, key, except_id ? except_id : ""};
     PGresult *r = run(tx->c, "SELECT count(*) FROM runs WHERE project_id=$1 AND "
                              "f_status IN ('running', 'canceling', 'interaction_required') AND "
-                             "(doc::jsonb) ->> 'concurrency_key' = $2 AND id <> $3", 3, v);
+                             "(doc::jsonb) ->> 'concurrency_key' = $2 AND id <> $3 AND "
+                             "(f_status <> 'interaction_required' OR "
+                             "COALESCE((doc::jsonb) #>> '{interaction,kind}', '') <> 'approval')",
+                      3, v);
     if (!r)
         return -EIO;
     *n = result_i64(r, 0, 0);

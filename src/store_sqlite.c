@@ -1677,6 +1677,29 @@ static int sq_idem_put(struct store_tx *t, const char *scope, const char *key,
 
 /* ---- one node; copying ---- */
 
+/* store_conc_active: one writer, so what this transaction sees is every
+ * start so far, earlier writes of its group commit included.  The status
+ * index bounds the scan to the project's active runs. */
+static int sq_conc_active(struct store_tx *t, const char *project_id, const char *key,
+                          const char *except_id, int64_t *n)
+{
+    sqlite3_stmt *s = stmt(TX(t)->c,
+                           "SELECT count(*) FROM runs WHERE project_id=?1 AND f_status IN "
+                           "('running', 'canceling', 'interaction_required') AND "
+                           "json_extract(doc, '$.concurrency_key')=?2 AND id<>?3 AND "
+                           "(f_status<>'interaction_required' OR "
+                           "COALESCE(json_extract(doc, '$.interaction.kind'), '')<>'approval')");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, project_id);
+    bind_text(s, 2, key);
+    bind_text(s, 3, except_id ? except_id : "");
+    int rc = sqlite3_step(s);
+    *n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
 static int sq_try_get(struct store_tx *t, enum store_kind kind, const char *project_id,
                       const char *id, json_t **out)
 {
@@ -1959,6 +1982,7 @@ const struct store_backend store_sqlite_backend = {
     .prune = sq_prune,
     .blob_referenced = sq_blob_referenced,
     .try_get = sq_try_get,
+    .conc_active = sq_conc_active,
     .get_many = sq_get_many,
     .watch = sq_watch,
     .leader = sq_leader,

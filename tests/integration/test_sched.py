@@ -59,6 +59,99 @@ def test_concurrency_limit_holds_extra_runs():
     del ts
 
 
+def runs_of_task(t):
+    return expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+
+
+def test_patch_to_running_takes_a_concurrency_slot():
+    """A worker's PATCH {status: running} and a resume of a paused run by
+    PATCH start runs as a lease does: past the key's max_concurrency they
+    are refused (409 concurrency_limit) and the run stays where it was
+    (both used to start, two runs running under max_concurrency 1)."""
+    wk = expect(S.req("POST", P + "/api_keys", {"name": "conc-w", "scopes": ["worker"]}), 201)["key"]
+    st = {"concurrency_key": "patch", "max_concurrency": 1}
+    r1, r2, r3 = [runs_of_task(task(assigned_agent_id="concp", settings=st))[0] for _ in range(3)]
+    path = lambda r: P + "/tasks/%s/runs/%s" % (r["task_id"], r["id"])   # noqa: E731
+    assert expect(S.req("PATCH", path(r1), {"status": "running"}, key=wk), 200)["status"] == "running"
+    full = S.req("PATCH", path(r2), {"status": "running"}, key=wk)
+    assert full.status == 409 and full.json["error"]["code"] == "concurrency_limit", full
+    assert expect(S.req("GET", path(r2)), 200)["status"] == "queued"
+    assert lease("concp", 5) == []
+    # r1 pauses (its slot frees), r2 is leased, r1 cannot come back meanwhile
+    expect(S.req("PATCH", path(r1), {"status": "paused"}), 200)
+    assert [r["id"] for r in lease("concp", 5)] == [r2["id"]]
+    back = S.req("PATCH", path(r1), {"status": "running"})
+    assert back.status == 409 and back.json["error"]["code"] == "concurrency_limit", back
+    assert expect(S.req("GET", path(r1)), 200)["status"] == "paused"
+    report(expect(S.req("GET", path(r2)), 200))
+    assert expect(S.req("PATCH", path(r1), {"status": "running"}), 200)["status"] == "running"
+    expect(S.req("PATCH", path(r1), {"status": "completed"}), 200)
+    assert [r["id"] for r in lease("concp", 5)] == [r3["id"]]
+
+
+def test_runs_held_for_approval_hold_no_concurrency_slot():
+    """Runs waiting for approval have not started: approving one of three
+    under max_concurrency 1 lets it run at once (the two still waiting used
+    to count as running, so it stayed queued until both were answered)."""
+    st = {"concurrency_key": "appr", "max_concurrency": 1, "require_approval": True}
+    runs = [runs_of_task(task(assigned_agent_id="concappr", settings=st))[0] for _ in range(3)]
+    assert [r["status"] for r in runs] == ["interaction_required"] * 3, runs
+    first = runs[0]
+    expect(S.req("POST", P + "/tasks/%s/runs/%s/interaction" % (first["task_id"], first["id"]),
+                 {"response": {"approved": True}}), 200)
+    got = lease("concappr", 5, wait_ms=2000)
+    assert [r["id"] for r in got] == [first["id"]], got
+    # the next one approved waits for the slot, then goes
+    nxt = runs[1]
+    expect(S.req("POST", P + "/tasks/%s/runs/%s/interaction" % (nxt["task_id"], nxt["id"]),
+                 {"response": {"approved": True}}), 200)
+    assert lease("concappr", 5) == []
+    report(got[0])
+    assert [r["id"] for r in lease("concappr", 5, wait_ms=2000)] == [nxt["id"]]
+
+
+def test_runs_of_a_paused_task_wait_paused():
+    """A run of a paused task that becomes queued again -- a retry, an
+    approval, an expired lease's next attempt -- waits paused, and the
+    task's resume queues it (they were leased while the task was paused)."""
+    t = task(assigned_agent_id="pzr", settings={"max_retries": 2, "retry_delay_ms": 10})
+    r = lease("pzr")[0]
+    ta = task(assigned_agent_id="pzr", settings={"require_approval": True})
+    for x in (t, ta):
+        expect(S.req("POST", P + "/tasks/%s/pause" % x["id"]), 200)
+    report(r, "failed", error="boom")
+    ra = runs_of_task(ta)[0]
+    expect(S.req("POST", P + "/tasks/%s/runs/%s/interaction" % (ta["id"], ra["id"]),
+                 {"response": {"approved": True}}), 200)
+    assert [runs_of_task(x)[0]["status"] for x in (t, ta)] == ["paused", "paused"]
+    assert lease("pzr", 5, wait_ms=300) == []
+    for x in (t, ta):
+        expect(S.req("POST", P + "/tasks/%s/resume" % x["id"]), 200)
+    got = wait_for(lambda: lease("pzr", 5, wait_ms=1000), what="the resumed runs")
+    got += lease("pzr", 5, wait_ms=300)
+    assert sorted((g["task_id"], g["attempt"]) for g in got) == sorted([(t["id"], 2), (ta["id"], 1)]), got
+
+
+def test_a_paused_blocked_run_sees_its_dependency_end_on_resume():
+    """A run blocked on A and paused with its task while A ends is decided
+    when the task resumes: runnable if A completed (it used to stay queued
+    and blocked on A for good), dependency_failed if A failed."""
+    for end, want in [("completed", "queued"), ("failed", "failed")]:
+        agent = "pzdep-" + end
+        a = task(assigned_agent_id=agent)
+        b = task(assigned_agent_id=agent + "-b", dependencies=[a["id"]])
+        expect(S.req("POST", P + "/tasks/%s/pause" % b["id"]), 200)
+        report(lease(agent)[0], end)
+        expect(S.req("POST", P + "/tasks/%s/resume" % b["id"]), 200)
+        rb = runs_of_task(b)[0]
+        assert rb["status"] == want, rb
+        if want == "queued":
+            assert not rb.get("blocked_by"), rb
+            assert [r["task_id"] for r in lease(agent + "-b", wait_ms=1000)] == [b["id"]]
+        else:
+            assert rb["error"]["code"] == "dependency_failed", rb
+
+
 def test_deadline_before_start_never_starts():
     past = iso(datetime.now(timezone.utc) - timedelta(seconds=1))
     t = task(assigned_agent_id="dl1", deadline=past)
