@@ -431,11 +431,16 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         if (to == RS_RUNNING && !run_holds_slot(run) && (rc = run_conc_full(tx, run))) {
             if (rc < 0)
                 return rc;
+            /* the key as run.c makes it: "key:K", "definition:D" or "task:T" */
+            const char *key = json_string_value(json_object_get(run, "concurrency_key")) ?: "";
+            const char *colon = strchr(key, ':');
+            char what[32] = "concurrency_key";
+            if (colon && strncmp(key, "key:", 4))
+                snprintf(what, sizeof what, "%.*s", (int)(colon - key), key);
             http_error(r, 409, "concurrency_limit", "status",
-                       "concurrency key %s is full (max_concurrency %lld): the run stays %s",
-                       json_string_value(json_object_get(run, "concurrency_key")),
+                       "max_concurrency %lld of %s %s is reached: the run stays %s",
                        (long long)json_integer_value(json_object_get(run, "max_concurrency")),
-                       run_status_name(from));
+                       what, colon ? colon + 1 : key, run_status_name(from));
             return -EPERM;
         }
         if (to == RS_RUNNING && r->key_id[0])

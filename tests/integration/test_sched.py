@@ -75,6 +75,7 @@ def test_patch_to_running_takes_a_concurrency_slot():
     assert expect(S.req("PATCH", path(r1), {"status": "running"}, key=wk), 200)["status"] == "running"
     full = S.req("PATCH", path(r2), {"status": "running"}, key=wk)
     assert full.status == 409 and full.json["error"]["code"] == "concurrency_limit", full
+    assert "max_concurrency 1 of concurrency_key patch is reached" in full.json["error"]["message"], full
     assert expect(S.req("GET", path(r2)), 200)["status"] == "queued"
     assert lease("concp", 5) == []
     # r1 pauses (its slot frees), r2 is leased, r1 cannot come back meanwhile
