@@ -974,13 +974,15 @@ def test_idempotency_key_while_the_first_request_runs():
     first = []
     th = threading.Thread(target=lambda: first.append(S.req("POST", P + "/tasks", body, headers=h)))
     th.start()
-    def second():
-        r = S.req("POST", P + "/tasks", body, headers=h)
-        return r if r.status == 409 or not th.is_alive() else None
-    r = wait_for(second, timeout=60, what="a retry while the first runs")
+    # the first is being processed once its task exists (its run sleeps 2 s)
+    wait_for(lambda: expect(S.req("GET", P + "/tasks?metadata.idem=slow"), 200)["total"] == 1,
+             timeout=60, what="the first request's task")
+    r = S.req("POST", P + "/tasks", body, headers=h)
     th.join(60)
-    if r.status == 409:   # (the first may have ended before a retry got through)
+    if r.status == 409:   # (else the first had already answered: r is its replay)
         assert r.json["error"]["code"] == "idempotency_key_in_flight" and r.header("Retry-After"), r
+    else:
+        assert r.header("Idempotent-Replayed") == "true", r
     a = first[0]
     assert a.status == 201 and a.json["run"]["status"] == "completed", a
     b2 = S.req("POST", P + "/tasks", body, headers=h)   # after it: the stored answer
