@@ -403,12 +403,19 @@ def test_sigkill_of_a_node_mid_load():
     for w in workers:
         w.start()
     try:
-        wait_for(all_final(b, tasks), 120, "every run completed by b and c")
-        wait_for(all_final(c, [slow]), 120, "the code run retried elsewhere and completed")
+        try:
+            wait_for(all_final(b, tasks), 120, "every run completed by b and c")
+            wait_for(all_final(c, [slow]), 120, "the code run retried elsewhere and completed")
+        except AssertionError:
+            left = [(r["id"], r["status"], r["attempt"], r.get("lease_expires_at"))
+                    for r in (run_of(b, t["id"]) for t in tasks + [slow]) if r["status"] != "completed"]
+            raise AssertionError("not completed: %r" % (left,))
+        finally:
+            stop.set()
+            for w in workers:
+                w.join()
     finally:
-        stop.set()
-        for w in workers:
-            w.join()
+        a.start()   # back for the next tests (as a new node), whatever happened here
     assert ledger.doubles() == {}, ledger.doubles()
     for run in held:
         now = run_of(b, run["task_id"])
@@ -421,7 +428,6 @@ def test_sigkill_of_a_node_mid_load():
         run = run_of(b, t["id"])
         got = started_events(c, run)
         assert sorted(got) == list(range(1, run["attempt"] + 1)), (run["id"], got)
-    a.start()   # back for the next test, as a new node
 
 
 def test_streams_see_events_of_other_nodes():
