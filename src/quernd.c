@@ -28,6 +28,7 @@
 #include "runtime.h"
 #include "sched.h"
 #include "store.h"
+#include "store_copy.h"
 #include "util.h"
 #include "webhook.h"
 
@@ -525,6 +526,16 @@ int main(int argc, char **argv)
     if (!app.store) {
         fprintf(stderr, "quernd: %s\n", err ? err : "cannot open the store");
         free(err);
+        return quit(&cs, &app, 1);
+    }
+    /* a `quern store copy` cut short left part of the rows: never served */
+    char *since = NULL;
+    if (store_copy_unfinished(app.store, &since) == 1) {
+        fprintf(stderr,
+                "quernd: the store holds a `quern store copy` that did not finish (started %s): "
+                "drop it and copy again\n",
+                since);
+        free(since);
         return quit(&cs, &app, 1);
     }
     struct boot b = {&app, NULL};
