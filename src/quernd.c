@@ -28,6 +28,7 @@
 #include "runtime.h"
 #include "sched.h"
 #include "store.h"
+#include "store_copy.h"
 #include "util.h"
 #include "webhook.h"
 
@@ -434,6 +435,7 @@ int main(int argc, char **argv)
     const char *e;
     int64_t ev;
     app.cfg.blob_grace_ms = STORE_BLOB_GRACE_MS;
+    app.cfg.drain_grace_ms = 10000;
     /* a value that is set must be right: ignoring it ran with a default the
      * operator did not mean */
     static const struct {
@@ -447,6 +449,7 @@ int main(int argc, char **argv)
         {"QUERN_RETENTION_MS", 0, offsetof(struct config, retention_ms)},
         {"QUERN_RETENTION_EVERY_MS", 1000, offsetof(struct config, retention_every_ms)},
         {"QUERN_BLOB_GRACE_MS", 0, offsetof(struct config, blob_grace_ms)},
+        {"QUERN_DRAIN_GRACE_MS", 0, offsetof(struct config, drain_grace_ms)},
     };
     for (size_t k = 0; k < ARRAY_LEN(envs); k++) {
         if (!(e = getenv(envs[k].name)))
@@ -525,6 +528,16 @@ int main(int argc, char **argv)
     if (!app.store) {
         fprintf(stderr, "quernd: %s\n", err ? err : "cannot open the store");
         free(err);
+        return quit(&cs, &app, 1);
+    }
+    /* a `quern store copy` cut short left part of the rows: never served */
+    char *since = NULL;
+    if (store_copy_unfinished(app.store, &since) == 1) {
+        fprintf(stderr,
+                "quernd: the store holds a `quern store copy` that did not finish (started %s): "
+                "drop it and copy again\n",
+                since);
+        free(since);
         return quit(&cs, &app, 1);
     }
     struct boot b = {&app, NULL};
@@ -614,10 +627,7 @@ int main(int argc, char **argv)
     sched_drain(app.sched);
     /* running code gets its grace period while HTTP still serves (workers
      * report, logs flow); then streams end and the server stops */
-    int64_t grace = 10000;
-    if ((e = getenv("QUERN_DRAIN_GRACE_MS")) && !parse_i64(e, &ev) && ev >= 0)
-        grace = ev;
-    runner_drain(app.runner, grace);
+    runner_drain(app.runner, app.cfg.drain_grace_ms);
     events_tick(app.events);   /* streams see draining and end */
     http_stop(app.http);
     int out = quit(&cs, &app, 0);   /* app_stop, once */

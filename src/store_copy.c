@@ -51,6 +51,57 @@ struct probe {
     bool empty;
 };
 
+/* A copy marks its target while it runs: meta "store_copy" says "running
+ * since TS" until every row and blob is in, then "finished TS".  quernd
+ * refuses a target whose copy never finished (store_copy_unfinished), so a
+ * copy cut short is never served as if it were the whole store. */
+#define COPY_KEY "store_copy"
+#define COPY_RUNNING "running since "
+
+static int mark_fn(struct store_tx *tx, void *arg)
+{
+    return store_meta_set(tx, COPY_KEY, arg);
+}
+
+struct unfinished {
+    char *value;
+};
+
+static int unfinished_fn(struct store_tx *tx, void *arg)
+{
+    struct unfinished *u = arg;
+    u->value = store_meta_get(tx, COPY_KEY);
+    return 0;
+}
+
+int store_copy_unfinished(struct store *st, char **since)
+{
+    struct unfinished u = {NULL};
+    int rc = store_read(st, unfinished_fn, &u);
+    if (rc)
+        return rc;
+    bool running = u.value && !strncmp(u.value, COPY_RUNNING, strlen(COPY_RUNNING));
+    if (running && since)
+        *since = xstrdup(u.value + strlen(COPY_RUNNING));
+    free(u.value);
+    return running;
+}
+
+/* The source's own mark (it was itself copied) stays behind: the target's
+ * is this copy's. */
+static void drop_mark(const char *table, json_t *rows)
+{
+    if (strcmp(table, "meta"))
+        return;
+    for (size_t i = 0; i < json_array_size(rows);) {
+        const char *key = json_string_value(json_object_get(json_array_get(rows, i), "key"));
+        if (key && !strcmp(key, COPY_KEY))
+            json_array_remove(rows, i);
+        else
+            i++;
+    }
+}
+
 /* The target holds nothing a copy could collide with: migrations only
  * create tables, so a new store has every table empty. */
 static int empty_fn(struct store_tx *tx, void *arg)
@@ -163,8 +214,24 @@ int store_copy(const char *from, const char *to, const char *data_dir, FILE *pro
         goto out;
     }
     if (!pr.empty) {
-        *err = xstrdup("the target store is not empty: copy into a new, empty database");
+        char *since = NULL;
+        if (store_copy_unfinished(dst, &since) == 1)
+            *err = xasprintf("the target store holds a copy that did not finish (started %s): "
+                             "drop it and copy into a new, empty database",
+                             since);
+        else
+            *err = xstrdup("the target store is not empty: copy into a new, empty database");
+        free(since);
         rc = -EEXIST;
+        goto out;
+    }
+    char ts[RFC3339_LEN];
+    rfc3339_format(now_ms(), ts);
+    char *mark = xasprintf(COPY_RUNNING "%s", ts);
+    rc = store_write(dst, mark_fn, mark);
+    free(mark);
+    if (rc) {
+        *err = xasprintf("cannot write to the target store (%d)", rc);
         goto out;
     }
     for (const char *const *t = store_tables(); *t; t++) {
@@ -176,7 +243,8 @@ int store_copy(const char *from, const char *to, const char *data_dir, FILE *pro
                 goto out;
             }
             size_t got = json_array_size(p.rows);
-            if (got)
+            drop_mark(*t, p.rows);
+            if (json_array_size(p.rows))
                 rc = store_write(dst, load_fn, &p);
             json_decref(p.rows);
             if (rc) {
@@ -195,6 +263,12 @@ int store_copy(const char *from, const char *to, const char *data_dir, FILE *pro
         goto out;
     if (progress && nblobs)
         fprintf(progress, "%-12s %lld\n", "blobs", (long long)nblobs);
+    rfc3339_format(now_ms(), ts);
+    mark = xasprintf("finished %s", ts);
+    rc = store_write(dst, mark_fn, mark);
+    free(mark);
+    if (rc)
+        *err = xasprintf("cannot write to the target store (%d)", rc);
 out:
     store_close(dst);
     store_close(src);

@@ -16,6 +16,12 @@
 int store_copy(const char *from, const char *to, const char *data_dir, FILE *progress,
                char **err);
 
+/* 1 when the store is the target of a copy that has not finished (it was
+ * cut short: quernd must not serve it), with *since (malloc'd, when not
+ * NULL) the copy's start; 0 when not; a negative errno when it cannot be
+ * read. */
+int store_copy_unfinished(struct store *st, char **since);
+
 /* The `quern store ...` subcommand: argv[0] is "store".  Returns the exit
  * status. */
 int store_copy_main(int argc, char **argv);

@@ -1745,6 +1745,23 @@ static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
         return -EIO;
     n += result_i64(r, 0, 0);
     PQclear(r);
+    /* webhook deliveries that ended before the cut (a pending one is being
+     * retried and stays), each status walked from its oldest up to the
+     * first that ended after the cut, as in the SQLite store */
+    static const char *const ended[] = {"succeeded", "failed"};
+    for (size_t k = 0; k < ARRAY_LEN(ended); k++) {
+        const char *vd[] = {ended[k], before, lim};
+        r = run(tx->c, "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries WHERE "
+                       "f_status=$1 AND seq < coalesce((SELECT seq FROM deliveries WHERE "
+                       "f_status=$1 AND (doc::jsonb) ->> 'completed_at' >= $2 ORDER BY seq "
+                       "LIMIT 1), (SELECT max(seq) + 1 FROM deliveries)) ORDER BY seq "
+                       "LIMIT $3::bigint)",
+                3, vd);
+        if (!r)
+            return -EIO;
+        n += affected(r);
+        PQclear(r);
+    }
     const char *v3[] = {idem};
     r = run(tx->c, "DELETE FROM idempotency WHERE created_at < $1::bigint", 1, v3);
     if (!r)

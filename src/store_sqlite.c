@@ -1881,6 +1881,9 @@ static int sq_blob_referenced(struct store_tx *t, const char *sha)
     return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+/* the delivery states retention may prune */
+static const char *const delivery_ended[] = {"succeeded", "failed"};
+
 static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_t *pruned)
 {
     struct sqlite_tx *tx = TX(t);
@@ -1941,6 +1944,26 @@ static int sq_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     json_decref(gone);
     if (rc)
         return rc;
+    /* webhook deliveries that ended (succeeded, or failed for good) before
+     * the cut; a pending one is being retried and stays.  Each status is
+     * walked from its oldest (deliveries_status_any) up to the first that
+     * ended after the cut, so a pass reads about what it deletes. */
+    for (size_t k = 0; k < ARRAY_LEN(delivery_ended); k++) {
+        s = stmt(tx->c, "DELETE FROM deliveries WHERE seq IN (SELECT seq FROM deliveries WHERE "
+                        "f_status=?1 AND seq < coalesce((SELECT seq FROM deliveries WHERE "
+                        "f_status=?1 AND json_extract(doc, '$.completed_at') >= ?2 ORDER BY seq "
+                        "LIMIT 1), (SELECT max(seq) + 1 FROM deliveries)) ORDER BY seq LIMIT ?3)");
+        if (!s)
+            return -EIO;
+        bind_text(s, 1, delivery_ended[k]);
+        bind_text(s, 2, before);
+        sqlite3_bind_int64(s, 3, limit);
+        rc = sqlite3_step(s);
+        n += sqlite3_changes(tx->c->db);
+        sqlite3_reset(s);
+        if (rc != SQLITE_DONE)
+            return -EIO;
+    }
     s = stmt(tx->c, "DELETE FROM idempotency WHERE created_at < ?1");
     if (!s)
         return -EIO;

@@ -946,8 +946,10 @@ def test_start_up_errors_exit_cleanly():
             assert rc == 1 and "cannot listen on " + taken in err, (rc, err[-2000:])
     rc, err = start(["--bogus"])
     assert rc == 2 and "unknown option: --bogus" in err, (rc, err)
+    # QUERN_DRAIN_GRACE_MS: a wrong one was ignored (10 s drain instead)
     for name, value in (("QUERN_LEASE_MS", "-5"), ("DEFAULT_TASK_TIMEOUT_MS", "abc"),
-                        ("QUERN_LOG_FORMAT", "xml")):
+                        ("QUERN_LOG_FORMAT", "xml"), ("QUERN_DRAIN_GRACE_MS", "abc"),
+                        ("QUERN_DRAIN_GRACE_MS", "-5")):
         rc, err = start(["--listen", "127.0.0.1:0"], {name: value})
         assert rc == 2 and "%s=%s" % (name, value) in err, (name, rc, err)
 

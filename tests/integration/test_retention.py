@@ -101,6 +101,49 @@ def test_artifact_files_of_pruned_runs_are_deleted():
         s.stop()
 
 
+def test_ended_webhook_deliveries_are_pruned_pending_ones_stay():
+    """A delivery that succeeded (or failed for good) goes with the rest of
+    the history; one still being retried stays, however old.  They were
+    never pruned: with a webhook on, the deliveries table grew by one row
+    per event for ever."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200 if self.path == "/ok" else 500)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    rx = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=rx.serve_forever, daemon=True).start()
+    s = Server(extra_args=["--slots", "-1"],
+               env={"QUERN_RETENTION_MS": "1500", "QUERN_RETENTION_EVERY_MS": "1000",
+                    "QUERN_OUTBOUND_ALLOW_PRIVATE": "1"})
+    try:
+        url = "http://127.0.0.1:%d/" % rx.server_address[1]
+        ok = expect(s.req("POST", P + "/webhooks", {"url": url + "ok", "events": ["task.created"]}), 201)
+        bad = expect(s.req("POST", P + "/webhooks", {"url": url + "bad", "events": ["task.created"]}), 201)
+        expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "dlv", "run": False}), 201)
+
+        def deliveries(hook):
+            return expect(s.req("GET", P + "/webhooks/%s/deliveries" % hook["id"]), 200)
+
+        wait_for(lambda: [d["status"] for d in deliveries(ok)["data"]] == ["succeeded"], 60,
+                 "the delivery to succeed")
+        wait_for(lambda: deliveries(bad)["data"] and deliveries(bad)["data"][0]["attempt_count"] >= 1,
+                 60, "the failing delivery's first attempt")
+        wait_for(lambda: deliveries(ok)["total"] == 0, 60, "the ended delivery to be pruned")
+        left = deliveries(bad)
+        assert left["total"] == 1 and left["data"][0]["status"] == "pending", left
+    finally:
+        s.stop()
+        rx.shutdown()
+
+
 def test_zero_keeps_everything():
     s = Server(extra_args=["--slots", "-1"],
                env={"QUERN_RETENTION_MS": "0", "QUERN_RETENTION_EVERY_MS": "1000"})

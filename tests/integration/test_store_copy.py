@@ -107,6 +107,57 @@ def test_sqlite_to_postgres_keeps_everything():
         pg.stop()
 
 
+def test_a_copy_cut_short_is_never_served():
+    """A copy killed half-way leaves part of the rows in its target.  quernd
+    started on that target served the part as if it were the whole store
+    (here 2500 of 3000 runs); it now refuses to start, and a second copy
+    says the target holds an unfinished copy."""
+    if not have_pg():
+        print("skip: no PostgreSQL server in %s" % pgcluster.PGBIN)
+        return
+    import pty
+    import tempfile
+    db = os.path.join(tempfile.mkdtemp(prefix="quern-copy-", dir=os.environ.get("QUERN_TEST_TMP")),
+                      "quern.db")
+    s = Server(extra_args=["--slots", "-1", "--fsync", "off", "--store", "sqlite:" + db])
+    try:
+        for _ in range(4):
+            expect(s.req("POST", P + "/tasks/batch", {"tasks": [
+                {"assigned_agent_id": "cut", "run": True} for _ in range(500)]},
+                headers={"Prefer": "return=minimal"}), 201)
+    finally:
+        s.stop()
+    url = pgcluster.new_database()
+    # a terminal for its progress lines: one line per table, as it goes
+    master, slave = pty.openpty()
+    p = subprocess.Popen([os.path.join(BUILD, "quern"), "store", "copy", "sqlite:" + db, url],
+                         stdout=slave, stderr=slave)
+    os.close(slave)
+    seen = b""
+    with os.fdopen(master, "rb", buffering=0) as tty:
+        while b"\nruns " not in seen:
+            chunk = tty.read(4096)
+            assert chunk, seen
+            seen += chunk
+        p.kill()   # tasks and runs are in, their events are not
+        p.wait()
+    assert p.returncode == -9, (p.returncode, seen)
+    data = tempfile.mkdtemp(prefix="quernd-", dir=os.environ.get("QUERN_TEST_TMP"))
+    q = subprocess.Popen([os.path.join(BUILD, "quernd"), "--listen", "127.0.0.1:0", "--data", data,
+                          "--store", url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env=dict(os.environ, QUERN_BOOTSTRAP_KEY=qlib.ROOT_KEY))
+    line = q.stdout.readline()
+    if line:
+        q.kill()
+        q.wait()
+    assert not line, "quernd served a copy cut short: %r" % line
+    assert q.wait(60) == 1
+    assert b"did not finish" in q.stderr.read()
+    p2 = subprocess.run([os.path.join(BUILD, "quern"), "store", "copy", "sqlite:" + db, url],
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    assert p2.returncode == 1 and b"did not finish" in p2.stdout, p2.stdout
+
+
 def test_usage_errors():
     p = subprocess.run([os.path.join(BUILD, "quern"), "store", "move"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT)
