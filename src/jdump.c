@@ -56,19 +56,13 @@ static void put_int(struct buf *b, json_int_t v)
     put(b, p, (size_t)(tmp + sizeof tmp - p));
 }
 
-size_t jdump_real(char *s, double v)
+/* v as "%.*g" at precision prec, in jansson's form: ".0" added to what
+ * has neither a point nor an exponent, the exponent without its "+" and
+ * leading zeros.  s holds JDUMP_REAL_MAX bytes; returns the length. */
+static size_t real_form(char *s, double v, int prec)
 {
-    if (v == 0 && !signbit(v))
-        return (size_t)snprintf(s, JDUMP_REAL_MAX, "0.0");
-    int n = 0;
-    for (int prec = 15; prec <= 17; prec++) {
-        n = snprintf(s, JDUMP_REAL_MAX - 3, "%.*g", prec, v);
-        if (n < 0)
-            n = 0;
-        if (strtod(s, NULL) == v)
-            break;
-    }
-    size_t len = (size_t)n;
+    int n = snprintf(s, JDUMP_REAL_MAX - 3, "%.*g", prec, v);
+    size_t len = n < 0 ? 0 : (size_t)n;
     if (!strchr(s, '.') && !strchr(s, 'e')) {
         s[len++] = '.';
         s[len++] = '0';
@@ -88,6 +82,27 @@ size_t jdump_real(char *s, double v)
         }
     }
     return len;
+}
+
+size_t jdump_real(char *s, double v)
+{
+    if (v == 0 && !signbit(v))
+        return (size_t)snprintf(s, JDUMP_REAL_MAX, "0.0");
+    /* the fewest digits that read back as v; %g then turns to an exponent
+     * from 1e15 on, where jansson's 17 digits still write 1111111111111110.0
+     * shorter than 1.11111111111111e15: the shorter form of the two */
+    char j[JDUMP_REAL_MAX];
+    size_t jlen = real_form(j, v, 17);
+    for (int prec = 15; prec < 17; prec++) {
+        char t[JDUMP_REAL_MAX];
+        size_t len = real_form(t, v, prec);
+        if (strtod(t, NULL) == v && len <= jlen) {
+            memcpy(s, t, len + 1);
+            return len;
+        }
+    }
+    memcpy(s, j, jlen + 1);
+    return jlen;
 }
 
 static void put_real(struct buf *b, double v)

@@ -58,6 +58,9 @@ TEST(jdump_reals_shortest)
         {-1e-300, "-1e-300"}, {2.5e-5, "2.5e-5"}, {5e-324, "4.94065645841247e-324"},
         {DBL_MIN, "2.2250738585072014e-308"}, {DBL_MAX, "1.7976931348623157e308"},
         {0.97990576458717971, "0.9799057645871797"}, {1.0 / 3, "0.3333333333333333"},
+        /* from 1e15 %g writes an exponent where 17 digits are still shorter
+         * (found by fuzz_json) */
+        {1111111111111110.0, "1111111111111110.0"}, {1e15, "1e15"}, {123456789012345.6, "123456789012345.6"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char s[JDUMP_REAL_MAX];
