@@ -640,6 +640,32 @@ test('artifacts: a file written by a code run opens through its presigned link',
   for (const p of ctx.pages()) if (p !== page) await p.close();
 });
 
+test('the dashboard is served with CSP, no framing, no sniffing, no Referer', async () => {
+  for (const p of ['/', '/index.html', '/app.js', '/style.css']) {
+    const res = await fetch(BASE + p);
+    const csp = res.headers.get('content-security-policy') || '';
+    assert(res.status === 200, `${p}: ${res.status}`);
+    assert(/script-src 'self'(;|$)/.test(csp) && /frame-ancestors 'none'/.test(csp) && /default-src 'none'/.test(csp), `${p}: CSP ${csp}`);
+    assert(res.headers.get('x-frame-options') === 'DENY', `${p}: X-Frame-Options`);
+    assert(res.headers.get('x-content-type-options') === 'nosniff', `${p}: nosniff`);
+    assert(res.headers.get('referrer-policy') === 'no-referrer', `${p}: Referrer-Policy`);
+  }
+  // another origin cannot frame it: the frame stays empty
+  const other = http.createServer((q, s) => { s.setHeader('Content-Type', 'text/html'); s.end(`<iframe src="${BASE}/"></iframe>`); });
+  await new Promise((r) => other.listen(0, '127.0.0.1', r));
+  const p2 = await ctx.newPage();
+  try {
+    await p2.goto(`http://127.0.0.1:${other.address().port}/`);
+    await p2.waitForTimeout(500);
+    const f = p2.frames().find((x) => x !== p2.mainFrame());
+    const framed = f ? await f.evaluate(() => !!document.querySelector('#main')).catch(() => false) : false;
+    assert(!framed, 'the dashboard loaded inside another origin\'s frame');
+  } finally {
+    await p2.close();
+    other.close();
+  }
+});
+
 test('every form control has a label; keyboard reaches the navigation', async () => {
   for (const hash of ['#/tasks', '#/tasks/new', '#/definitions', '#/keys', '#/runs', `#/run/${state.run.task_id}/${state.run.id}`,
     '#/triggers', '#/webhooks', `#/webhooks/${state.webhook}`]) {
