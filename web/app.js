@@ -909,6 +909,14 @@ function logPanel() {
   });
   const seen = new Set();
   let lines = 0;
+  // reading scrollHeight lays the page out: once a frame, not once a line (a log of
+  // 100 000 lines would otherwise be laid out 100 000 times)
+  let scrollQueued = false;
+  const scrollToEnd = () => {
+    if (scrollQueued) return;
+    scrollQueued = true;
+    requestAnimationFrame(() => { scrollQueued = false; if (followBox.checked) box.scrollTop = box.scrollHeight; });
+  };
   const matches = (line, needle) => !needle || line.dataset.text.includes(needle);
   const highlight = (line, needle) => {
     const msg = line.querySelector('.msg');
@@ -970,7 +978,7 @@ function logPanel() {
       box.insertBefore(line, before);
       lines++;
       count.textContent = needle ? count.textContent : `${lines} lines`;
-      if (followBox.checked) box.scrollTop = box.scrollHeight;
+      if (followBox.checked) scrollToEnd();
     },
     setMode(m) { mode.textContent = '· ' + m; },
   };
