@@ -856,6 +856,17 @@ function follow(tid, rid, logView, reload) {
     clearInterval(poll); clearInterval(statusPoll);
   };
   onLeave(stop);
+  // the run has ended: the stream may still lag behind it (a burst of lines, or a status
+  // poll that saw the end first), so what it has not delivered yet comes from the log
+  const finish = async () => {
+    if (stopped) return;
+    stop();
+    try {
+      const r = await api('GET', rp + '/logs', undefined, { raw: true });
+      for (const line of r.text.split('\n')) if (line.trim()) { try { logView.add(JSON.parse(line)); } catch { /* skip */ } }
+    } catch { /* the lines shown stay */ }
+    logView.setMode('finished');
+  };
   const startPolling = () => {
     if (stopped) return;
     logView.setMode('polling every second');
@@ -864,7 +875,7 @@ function follow(tid, rid, logView, reload) {
         const r = await api('GET', rp + '/logs', undefined, { raw: true });
         for (const line of r.text.split('\n')) if (line.trim()) logView.add(JSON.parse(line));
         await reload();
-        if (logView.terminal()) { stop(); logView.setMode('finished'); }
+        if (logView.terminal()) await finish();
       } catch { /* next tick */ }
     }, 1000);
   };
@@ -881,7 +892,7 @@ function follow(tid, rid, logView, reload) {
       let e;
       try { e = JSON.parse(ev.data); } catch { return; }
       if (e.type === 'task_run.log' || ev.type === 'task_run.log') logView.add(e.data || e);
-      else reload().then(() => { if (logView.terminal()) { stop(); logView.setMode('finished'); } });
+      else reload().then(() => (logView.terminal() ? finish() : null));
     };
     for (const t of EVENT_TYPES) es.addEventListener(t, onEvent);
     es.onmessage = onEvent;
@@ -890,7 +901,7 @@ function follow(tid, rid, logView, reload) {
       else logView.setMode('reconnecting…');
     };
     // the stream carries status events; a slow poll of the run also catches a missed end
-    statusPoll = setInterval(() => reload().then(() => { if (logView.terminal()) { stop(); logView.setMode('finished'); } }), 5000);
+    statusPoll = setInterval(() => reload().then(() => (logView.terminal() ? finish() : null)), 5000);
   })();
   logView.terminal = () => TERMINAL.has(($('#run-status') || {}).dataset?.status);
 }

@@ -372,6 +372,25 @@ test('cancel a run from its page', async () => {
   await page.waitForSelector('#run-status[data-status=canceled]', { timeout: T });
 });
 
+test('a run that ends while its stream lags behind still shows its last lines', async () => {
+  // the stream is held (it opens, delivers nothing, ends): the page learns of the end
+  // from its status poll, before the stream has brought the last lines
+  const t = await req('POST', PP + '/tasks', { name: 'lagging', assigned_agent_id: 'lag', run: true });
+  const run = await leaseOne('lag');
+  await page.route(/\/stream\?/, (r) => r.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' }, body: ': held\n\n' }));
+  try {
+    await open(page, `#/run/${t.id}/${run.id}`);
+    await page.waitForSelector('#run-status[data-status=running]', { timeout: T });
+    await req('POST', runUrl(run) + '/append_log', { entries: [{ type: 'stdout', message: 'the last line' }] });
+    await req('PATCH', runUrl(run), { status: 'completed' });
+    await page.waitForSelector('#run-status[data-status=completed]', { timeout: T });
+    await page.waitForSelector('#log-mode:has-text("finished")', { timeout: T });
+    assert(await page.locator('#log .line:has-text("the last line")').count() === 1, 'the last line is shown');
+  } finally {
+    await page.unroute(/\/stream\?/);
+  }
+});
+
 test('the DAG of a task with dependencies, coloured by status', async () => {
   const a = await req('POST', PP + '/tasks', { name: 'extract', assigned_agent_id: 'etl', run: true });
   const run = await leaseOne('etl');
