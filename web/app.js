@@ -1375,8 +1375,9 @@ function taskPicker(id, initial) {
 
 async function pageTriggers(parts, q) {
   const task_id = q.get('task_id') || '';
+  const offset = Math.max(0, Number(q.get('offset')) || 0), limit = 50;
   let list;
-  try { list = await api('GET', P() + '/triggers' + qs({ task_id, limit: 500 })); } catch (e) { return adminOnly('Triggers', e); }
+  try { list = await api('GET', P() + '/triggers' + qs({ task_id, limit, offset })); } catch (e) { return adminOnly('Triggers', e); }
   const picker = taskPicker('trigger-task', task_id);
   const desc = h('input', { id: 'trigger-description', maxlength: 4096 });
   const out = h('div', { 'aria-live': 'polite' });
@@ -1430,6 +1431,7 @@ async function pageTriggers(parts, q) {
       h('caption', {}, `Triggers (${list.total ?? list.data.length})`),
       h('thead', {}, h('tr', {}, ['Task', 'URL', 'Fired', 'Last fired', 'Created', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No triggers yet.'))))),
+    pager(list.total, offset, limit, (o) => '#/triggers' + qs({ task_id, offset: o || '' })),
     h('div', { class: 'panel', style: 'margin-top:1em' }, h('h2', {}, 'New trigger'), form));
 }
 
@@ -1443,8 +1445,9 @@ const HOOK_EVENTS = ['task.created', 'task.updated', 'task.deleted', 'task.compl
 
 async function pageWebhooks(parts, q) {
   if (parts[0]) return pageWebhook(parts[0], q);
+  const offset = Math.max(0, Number(q.get('offset')) || 0), limit = 50;
   let list;
-  try { list = await api('GET', P() + '/webhooks?limit=500'); } catch (e) { return adminOnly('Webhooks', e); }
+  try { list = await api('GET', P() + '/webhooks' + qs({ limit, offset })); } catch (e) { return adminOnly('Webhooks', e); }
   const url = h('input', { id: 'webhook-url', type: 'url', required: true, maxlength: 2048, placeholder: 'https://example.com/quern' });
   const desc = h('input', { id: 'webhook-description', maxlength: 4096 });
   const secret = h('input', { id: 'webhook-secret', type: 'password', autocomplete: 'new-password', spellcheck: 'false' });
@@ -1500,6 +1503,7 @@ async function pageWebhooks(parts, q) {
       h('caption', {}, `Webhooks (${list.total ?? list.data.length})`),
       h('thead', {}, h('tr', {}, ['URL', 'Events', 'Created', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 4, class: 'empty' }, 'No webhooks yet.'))))),
+    pager(list.total, offset, limit, (o) => '#/webhooks' + qs({ offset: o || '' })),
     h('div', { class: 'panel', style: 'margin-top:1em' }, h('h2', {}, 'New webhook'), form));
 }
 
@@ -1564,9 +1568,10 @@ async function pageWebhook(id, q) {
 
 /* ---------- API keys ---------- */
 
-async function pageKeys() {
+async function pageKeys(parts, q) {
+  const offset = Math.max(0, Number(q.get('offset')) || 0), limit = 50;
   let list;
-  try { list = await api('GET', P() + '/api_keys?limit=500'); } catch (e) {
+  try { list = await api('GET', P() + '/api_keys' + qs({ limit, offset })); } catch (e) {
     if (e.status === 403) return h('section', {}, h('h1', {}, 'API keys'), alertBox('Managing keys needs the admin scope.'));
     throw e;
   }
@@ -1602,6 +1607,7 @@ async function pageKeys() {
       h('caption', {}, `Keys of project ${session.project} (${list.total ?? list.data.length}); the root key is not listed`),
       h('thead', {}, h('tr', {}, ['Name', 'Scopes', 'Created', 'State', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No project keys yet.'))))),
+    pager(list.total, offset, limit, (o) => '#/keys' + qs({ offset: o || '' })),
     h('div', { class: 'panel', style: 'margin-top:1em' }, h('h2', {}, 'New key'), form));
 }
 

@@ -548,6 +548,24 @@ test('triggers: create one for a task, fire it with a signed request, see the ru
   assert(res.status === 404, 'deleted trigger: ' + res.status);
 });
 
+test('triggers, webhooks and keys are paginated (more than a page of triggers)', async () => {
+  const t = await req('POST', PP + '/tasks', { name: 'many-triggers', assigned_agent_id: 'nobody' });
+  for (let i = 0; i < 55; i++) await req('POST', PP + '/triggers', { task_id: t.id, secret: 'many-triggers-secret', description: 'many ' + i });
+  const total = (await req('GET', PP + '/triggers?limit=1')).total;
+  await open(page, '#/triggers');
+  await page.waitForSelector('#triggers-table', { timeout: T });
+  assert(await page.locator('#triggers-table tbody tr').count() === 50, 'first page: 50 rows');
+  assert((await page.textContent('.pager .page-info')) === `1–50 of ${total}`, 'pager: ' + await page.textContent('.pager .page-info'));
+  await page.click('.pager a[rel=next]');
+  await page.waitForSelector('.pager a[rel=prev]', { timeout: T });
+  assert(await page.locator('#triggers-table tbody tr').count() === total - 50, 'second page: the rest');
+  for (const hash of ['#/webhooks', '#/keys']) {
+    await open(page, hash);
+    await page.waitForSelector('main h1', { timeout: T });
+    assert(await page.locator('.pager .page-info').count() === 1, hash + ': a pager');
+  }
+});
+
 test('webhooks: deliveries to a local receiver, a retry, attempts, pages', async () => {
   const got = [];
   const recv = http.createServer((rq, rs) => {
