@@ -94,6 +94,12 @@ void api_ops_openapi(struct req *r)
     http_raw(r, 200, "application/json", openapi_json, strlen(openapi_json));
 }
 
+/* inline style attributes are the only inline content web/app.js uses */
+#define DASHBOARD_CSP                                                                          \
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; "               \
+    "img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; "         \
+    "frame-ancestors 'none'"
+
 void api_ops_dashboard(struct req *r)
 {
     const char *path = r->url;
@@ -105,6 +111,13 @@ void api_ops_dashboard(struct req *r)
                              : strstr(path, ".css") ? "text/css; charset=utf-8"
                              : strstr(path, ".svg") ? "image/svg+xml"
                                                     : "text/html; charset=utf-8";
+            /* the dashboard holds an API key: no framing (clickjacking), no script but its
+               own (a payload that slips past rendering still cannot run or phone home), no
+               sniffing, and no Referer carrying a dashboard address elsewhere */
+            http_add_header(r, "Content-Security-Policy", DASHBOARD_CSP);
+            http_add_header(r, "X-Frame-Options", "DENY");
+            http_add_header(r, "X-Content-Type-Options", "nosniff");
+            http_add_header(r, "Referrer-Policy", "no-referrer");
             http_raw(r, 200, ct, (const char *)a->data, a->size);
             return;
         }

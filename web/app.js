@@ -856,6 +856,17 @@ function follow(tid, rid, logView, reload) {
     clearInterval(poll); clearInterval(statusPoll);
   };
   onLeave(stop);
+  // the run has ended: the stream may still lag behind it (a burst of lines, or a status
+  // poll that saw the end first), so what it has not delivered yet comes from the log
+  const finish = async () => {
+    if (stopped) return;
+    stop();
+    try {
+      const r = await api('GET', rp + '/logs', undefined, { raw: true });
+      for (const line of r.text.split('\n')) if (line.trim()) { try { logView.add(JSON.parse(line)); } catch { /* skip */ } }
+    } catch { /* the lines shown stay */ }
+    logView.setMode('finished');
+  };
   const startPolling = () => {
     if (stopped) return;
     logView.setMode('polling every second');
@@ -864,7 +875,7 @@ function follow(tid, rid, logView, reload) {
         const r = await api('GET', rp + '/logs', undefined, { raw: true });
         for (const line of r.text.split('\n')) if (line.trim()) logView.add(JSON.parse(line));
         await reload();
-        if (logView.terminal()) { stop(); logView.setMode('finished'); }
+        if (logView.terminal()) await finish();
       } catch { /* next tick */ }
     }, 1000);
   };
@@ -881,7 +892,7 @@ function follow(tid, rid, logView, reload) {
       let e;
       try { e = JSON.parse(ev.data); } catch { return; }
       if (e.type === 'task_run.log' || ev.type === 'task_run.log') logView.add(e.data || e);
-      else reload().then(() => { if (logView.terminal()) { stop(); logView.setMode('finished'); } });
+      else reload().then(() => (logView.terminal() ? finish() : null));
     };
     for (const t of EVENT_TYPES) es.addEventListener(t, onEvent);
     es.onmessage = onEvent;
@@ -890,7 +901,7 @@ function follow(tid, rid, logView, reload) {
       else logView.setMode('reconnecting…');
     };
     // the stream carries status events; a slow poll of the run also catches a missed end
-    statusPoll = setInterval(() => reload().then(() => { if (logView.terminal()) { stop(); logView.setMode('finished'); } }), 5000);
+    statusPoll = setInterval(() => reload().then(() => (logView.terminal() ? finish() : null)), 5000);
   })();
   logView.terminal = () => TERMINAL.has(($('#run-status') || {}).dataset?.status);
 }
@@ -909,6 +920,14 @@ function logPanel() {
   });
   const seen = new Set();
   let lines = 0;
+  // reading scrollHeight lays the page out: once a frame, not once a line (a log of
+  // 100 000 lines would otherwise be laid out 100 000 times)
+  let scrollQueued = false;
+  const scrollToEnd = () => {
+    if (scrollQueued) return;
+    scrollQueued = true;
+    requestAnimationFrame(() => { scrollQueued = false; if (followBox.checked) box.scrollTop = box.scrollHeight; });
+  };
   const matches = (line, needle) => !needle || line.dataset.text.includes(needle);
   const highlight = (line, needle) => {
     const msg = line.querySelector('.msg');
@@ -970,7 +989,7 @@ function logPanel() {
       box.insertBefore(line, before);
       lines++;
       count.textContent = needle ? count.textContent : `${lines} lines`;
-      if (followBox.checked) box.scrollTop = box.scrollHeight;
+      if (followBox.checked) scrollToEnd();
     },
     setMode(m) { mode.textContent = '· ' + m; },
   };
@@ -1356,8 +1375,9 @@ function taskPicker(id, initial) {
 
 async function pageTriggers(parts, q) {
   const task_id = q.get('task_id') || '';
+  const offset = Math.max(0, Number(q.get('offset')) || 0), limit = 50;
   let list;
-  try { list = await api('GET', P() + '/triggers' + qs({ task_id, limit: 500 })); } catch (e) { return adminOnly('Triggers', e); }
+  try { list = await api('GET', P() + '/triggers' + qs({ task_id, limit, offset })); } catch (e) { return adminOnly('Triggers', e); }
   const picker = taskPicker('trigger-task', task_id);
   const desc = h('input', { id: 'trigger-description', maxlength: 4096 });
   const out = h('div', { 'aria-live': 'polite' });
@@ -1411,6 +1431,7 @@ async function pageTriggers(parts, q) {
       h('caption', {}, `Triggers (${list.total ?? list.data.length})`),
       h('thead', {}, h('tr', {}, ['Task', 'URL', 'Fired', 'Last fired', 'Created', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 6, class: 'empty' }, 'No triggers yet.'))))),
+    pager(list.total, offset, limit, (o) => '#/triggers' + qs({ task_id, offset: o || '' })),
     h('div', { class: 'panel', style: 'margin-top:1em' }, h('h2', {}, 'New trigger'), form));
 }
 
@@ -1424,8 +1445,9 @@ const HOOK_EVENTS = ['task.created', 'task.updated', 'task.deleted', 'task.compl
 
 async function pageWebhooks(parts, q) {
   if (parts[0]) return pageWebhook(parts[0], q);
+  const offset = Math.max(0, Number(q.get('offset')) || 0), limit = 50;
   let list;
-  try { list = await api('GET', P() + '/webhooks?limit=500'); } catch (e) { return adminOnly('Webhooks', e); }
+  try { list = await api('GET', P() + '/webhooks' + qs({ limit, offset })); } catch (e) { return adminOnly('Webhooks', e); }
   const url = h('input', { id: 'webhook-url', type: 'url', required: true, maxlength: 2048, placeholder: 'https://example.com/quern' });
   const desc = h('input', { id: 'webhook-description', maxlength: 4096 });
   const secret = h('input', { id: 'webhook-secret', type: 'password', autocomplete: 'new-password', spellcheck: 'false' });
@@ -1481,6 +1503,7 @@ async function pageWebhooks(parts, q) {
       h('caption', {}, `Webhooks (${list.total ?? list.data.length})`),
       h('thead', {}, h('tr', {}, ['URL', 'Events', 'Created', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 4, class: 'empty' }, 'No webhooks yet.'))))),
+    pager(list.total, offset, limit, (o) => '#/webhooks' + qs({ offset: o || '' })),
     h('div', { class: 'panel', style: 'margin-top:1em' }, h('h2', {}, 'New webhook'), form));
 }
 
@@ -1545,9 +1568,10 @@ async function pageWebhook(id, q) {
 
 /* ---------- API keys ---------- */
 
-async function pageKeys() {
+async function pageKeys(parts, q) {
+  const offset = Math.max(0, Number(q.get('offset')) || 0), limit = 50;
   let list;
-  try { list = await api('GET', P() + '/api_keys?limit=500'); } catch (e) {
+  try { list = await api('GET', P() + '/api_keys' + qs({ limit, offset })); } catch (e) {
     if (e.status === 403) return h('section', {}, h('h1', {}, 'API keys'), alertBox('Managing keys needs the admin scope.'));
     throw e;
   }
@@ -1583,6 +1607,7 @@ async function pageKeys() {
       h('caption', {}, `Keys of project ${session.project} (${list.total ?? list.data.length}); the root key is not listed`),
       h('thead', {}, h('tr', {}, ['Name', 'Scopes', 'Created', 'State', 'Actions'].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, rows.length ? rows : h('tr', {}, h('td', { colspan: 5, class: 'empty' }, 'No project keys yet.'))))),
+    pager(list.total, offset, limit, (o) => '#/keys' + qs({ offset: o || '' })),
     h('div', { class: 'panel', style: 'margin-top:1em' }, h('h2', {}, 'New key'), form));
 }
 

@@ -372,6 +372,25 @@ test('cancel a run from its page', async () => {
   await page.waitForSelector('#run-status[data-status=canceled]', { timeout: T });
 });
 
+test('a run that ends while its stream lags behind still shows its last lines', async () => {
+  // the stream is held (it opens, delivers nothing, ends): the page learns of the end
+  // from its status poll, before the stream has brought the last lines
+  const t = await req('POST', PP + '/tasks', { name: 'lagging', assigned_agent_id: 'lag', run: true });
+  const run = await leaseOne('lag');
+  await page.route(/\/stream\?/, (r) => r.fulfill({ status: 200, headers: { 'Content-Type': 'text/event-stream' }, body: ': held\n\n' }));
+  try {
+    await open(page, `#/run/${t.id}/${run.id}`);
+    await page.waitForSelector('#run-status[data-status=running]', { timeout: T });
+    await req('POST', runUrl(run) + '/append_log', { entries: [{ type: 'stdout', message: 'the last line' }] });
+    await req('PATCH', runUrl(run), { status: 'completed' });
+    await page.waitForSelector('#run-status[data-status=completed]', { timeout: T });
+    await page.waitForSelector('#log-mode:has-text("finished")', { timeout: T });
+    assert(await page.locator('#log .line:has-text("the last line")').count() === 1, 'the last line is shown');
+  } finally {
+    await page.unroute(/\/stream\?/);
+  }
+});
+
 test('the DAG of a task with dependencies, coloured by status', async () => {
   const a = await req('POST', PP + '/tasks', { name: 'extract', assigned_agent_id: 'etl', run: true });
   const run = await leaseOne('etl');
@@ -529,6 +548,24 @@ test('triggers: create one for a task, fire it with a signed request, see the ru
   assert(res.status === 404, 'deleted trigger: ' + res.status);
 });
 
+test('triggers, webhooks and keys are paginated (more than a page of triggers)', async () => {
+  const t = await req('POST', PP + '/tasks', { name: 'many-triggers', assigned_agent_id: 'nobody' });
+  for (let i = 0; i < 55; i++) await req('POST', PP + '/triggers', { task_id: t.id, secret: 'many-triggers-secret', description: 'many ' + i });
+  const total = (await req('GET', PP + '/triggers?limit=1')).total;
+  await open(page, '#/triggers');
+  await page.waitForSelector('#triggers-table', { timeout: T });
+  assert(await page.locator('#triggers-table tbody tr').count() === 50, 'first page: 50 rows');
+  assert((await page.textContent('.pager .page-info')) === `1–50 of ${total}`, 'pager: ' + await page.textContent('.pager .page-info'));
+  await page.click('.pager a[rel=next]');
+  await page.waitForSelector('.pager a[rel=prev]', { timeout: T });
+  assert(await page.locator('#triggers-table tbody tr').count() === total - 50, 'second page: the rest');
+  for (const hash of ['#/webhooks', '#/keys']) {
+    await open(page, hash);
+    await page.waitForSelector('main h1', { timeout: T });
+    assert(await page.locator('.pager .page-info').count() === 1, hash + ': a pager');
+  }
+});
+
 test('webhooks: deliveries to a local receiver, a retry, attempts, pages', async () => {
   const got = [];
   const recv = http.createServer((rq, rs) => {
@@ -638,6 +675,85 @@ test('artifacts: a file written by a code run opens through its presigned link',
     page.removeAllListeners('download');
   }
   for (const p of ctx.pages()) if (p !== page) await p.close();
+});
+
+test('hostile data (task fields, logs, outputs, errors, prompts, names) is shown as text, never run', async () => {
+  // each payload records its field in window.__pwned if it ever runs
+  const P = (tag) => `<img src=x onerror="(window.__pwned=window.__pwned||[]).push('${tag}')"><script>(window.__pwned=window.__pwned||[]).push('${tag}')</script>`;
+  const sq = (v) => "'" + v.replace(/'/g, "'\\''") + "'";
+  const ctl = (obj) => `printf '%s\\n' ${sq(JSON.stringify(obj))} >&3`;
+  await req('POST', '/api/projects', { name: P('project') });
+  await req('POST', PP + '/api_keys', { name: P('key'), scopes: ['task:read'] });
+  await req('POST', PP + '/definitions', { title: P('def-title'), description: P('def-desc'), runtime_id: 'sh', code: 'true' });
+  const wh = await req('POST', PP + '/webhooks', { url: 'http://127.0.0.1:9/x?a=<b>', events: ['task.deleted'], description: P('webhook') });
+  const code = [
+    `printf '%s\\n' ${sq(P('stdout'))} 'javascript:(window.__pwned=window.__pwned||[]).push(1)'`,
+    `printf '%s\\n' ${sq(P('stderr'))} >&2`,
+    ctl({ type: 'log', level: 'error', message: P('ctl-log'), data: { x: P('ctl-data') } }),
+    `printf x > "$QUERN_ARTIFACTS/"${sq(P('artifact').replace(/\//g, ''))}`,
+    `printf '%s' ${sq(JSON.stringify({ o: P('output') }))} > "$QUERN_OUTPUT"`,
+    ctl({ type: 'input_request', prompt: P('prompt'), schema: { type: 'object', title: P('schema-title'),
+      properties: { [P('prop')]: { type: 'string', title: P('prop-title'), description: P('prop-desc'), enum: [P('enum'), 'b'] } } } }),
+    'read line', 'exit 3'].join('\n');
+  const t = await req('POST', PP + '/tasks', { name: P('task'), description: P('desc'), runtime_id: 'sh', code,
+    metadata: { [P('meta-key')]: P('meta-value') }, input: { [P('input-key')]: P('input-value') } });
+  const asked = await waitFor(async () => (await req('GET', `${PP}/tasks/${t.id}/runs`)).data.find((r) => r.status === 'interaction_required'), 'the run asks', 30000);
+  const a = await req('POST', PP + '/tasks', { name: 'hostile-agent', assigned_agent_id: 'hostile', run: true });
+  // started by hand, not leased (a lease could hand over another test's run)
+  const ar = (await req('GET', `${PP}/tasks/${a.id}/runs`)).data[0];
+  await req('PATCH', runUrl(ar), { status: 'running' });
+  await req('POST', runUrl(ar) + '/append_log', { entries: [{ type: 'stdout', message: P('entry'), error: P('entry-error'), data: { a: P('entry-data') } }] });
+  await req('POST', runUrl(ar) + '/artifacts', { artifacts: [{ name: 'page.html', content: '<script>window.__pwned=["artifact-html"]</script>', content_type: 'text/html' }] });
+  await req('PATCH', runUrl(ar), { status: 'failed', error_message: P('error'), stage: P('stage').slice(0, 100), output: { x: P('agent-output') } });
+  const pages = ['#/', '#/tasks', '#/runs', '#/definitions', '#/triggers', '#/webhooks', `#/webhooks/${wh.id}`, '#/keys',
+    `#/task/${t.id}`, `#/run/${t.id}/${asked.id}`, `#/task/${a.id}`, `#/run/${a.id}/${ar.id}`];
+  for (const hash of pages) {
+    await open(page, hash);
+    await page.waitForSelector('main h1', { timeout: T });
+    await page.waitForTimeout(300); // lets an injected handler fire (onerror of a broken image) before the check
+    const seen = await page.evaluate(() => ({ pwned: window.__pwned, imgs: document.querySelectorAll('img').length,
+      scripts: document.querySelectorAll('script').length, text: document.body.textContent }));
+    assert(!seen.pwned && !seen.imgs && seen.scripts === 1, `${hash}: injected markup ran or was added: ${JSON.stringify({ ...seen, text: undefined })}`);
+    if (hash.startsWith('#/run/')) assert(seen.text.includes("push('" + (hash.includes(asked.id) ? 'stdout' : 'entry') + "')"), `${hash}: the payload shown as text`);
+  }
+  // the run page's links: only the dashboard's own routes and presigned artifact links
+  await open(page, `#/run/${t.id}/${asked.id}`);
+  await page.waitForSelector('#interaction-form', { timeout: T });
+  const hrefs = await page.$$eval('a[href]', (els) => els.map((e) => e.getAttribute('href')));
+  assert(hrefs.every((x) => x.startsWith('#') || x.startsWith('/artifacts/')), 'links: ' + hrefs);
+  // the artifact of type text/html, opened by its link, does not run in quernd's origin
+  await open(page, `#/run/${a.id}/${ar.id}`);
+  const href = await page.locator('#artifacts a.artifact[data-name="page.html"][data-signed]').getAttribute('href', { timeout: T });
+  const res = await fetch(BASE + href);
+  assert(res.headers.get('content-security-policy') === 'sandbox' && /^attachment/.test(res.headers.get('content-disposition')),
+    'an artifact is served inert: ' + [...res.headers].join('; '));
+  await req('POST', runUrl(asked) + '/cancel', {});
+});
+
+test('the dashboard is served with CSP, no framing, no sniffing, no Referer', async () => {
+  for (const p of ['/', '/index.html', '/app.js', '/style.css']) {
+    const res = await fetch(BASE + p);
+    const csp = res.headers.get('content-security-policy') || '';
+    assert(res.status === 200, `${p}: ${res.status}`);
+    assert(/script-src 'self'(;|$)/.test(csp) && /frame-ancestors 'none'/.test(csp) && /default-src 'none'/.test(csp), `${p}: CSP ${csp}`);
+    assert(res.headers.get('x-frame-options') === 'DENY', `${p}: X-Frame-Options`);
+    assert(res.headers.get('x-content-type-options') === 'nosniff', `${p}: nosniff`);
+    assert(res.headers.get('referrer-policy') === 'no-referrer', `${p}: Referrer-Policy`);
+  }
+  // another origin cannot frame it: the frame stays empty
+  const other = http.createServer((q, s) => { s.setHeader('Content-Type', 'text/html'); s.end(`<iframe src="${BASE}/"></iframe>`); });
+  await new Promise((r) => other.listen(0, '127.0.0.1', r));
+  const p2 = await ctx.newPage();
+  try {
+    await p2.goto(`http://127.0.0.1:${other.address().port}/`);
+    await p2.waitForTimeout(500);
+    const f = p2.frames().find((x) => x !== p2.mainFrame());
+    const framed = f ? await f.evaluate(() => !!document.querySelector('#main')).catch(() => false) : false;
+    assert(!framed, 'the dashboard loaded inside another origin\'s frame');
+  } finally {
+    await p2.close();
+    other.close();
+  }
 });
 
 test('every form control has a label; keyboard reaches the navigation', async () => {
