@@ -447,6 +447,16 @@ static void idem_flight_leave(const char *id)
     pthread_mutex_unlock(&idem_mu);
 }
 
+/* r no longer holds its Idempotency-Key (if it held one). */
+static void idem_flight_drop(struct req *r)
+{
+    if (!r->idem_flight)
+        return;
+    idem_flight_leave(r->idem_flight);
+    free(r->idem_flight);
+    r->idem_flight = NULL;
+}
+
 static bool idem_replayed(struct req *r)
 {
     const char *key = http_header(r, "Idempotency-Key");
@@ -470,7 +480,7 @@ static bool idem_replayed(struct req *r)
                    "a request with this Idempotency-Key is still being processed; retry it");
         return true;
     }
-    r->idem_flight = flight;   /* left when r is freed, after its answer is stored */
+    r->idem_flight = flight;   /* left once its answer is stored (respond), or when r is freed */
     struct idem_get g = {r, NULL, 0, NULL, false};
     store_read(r->app->store, idem_get_fn, &g);
     bool replay = false;
@@ -632,6 +642,9 @@ static enum MHD_Result respond(struct req *r)
             struct idem_put a = {r};
             store_write(r->app->store, idem_put_fn, &a);
         }
+        /* before the answer goes out: a client's next request with the key
+         * may come before this one is freed, and must find it free */
+        idem_flight_drop(r);
         resp = MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
         r->resp = NULL;
     }
@@ -730,10 +743,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->idem_key);
     free(r->idem_fp);
     free(r->idem_body);
-    if (r->idem_flight) {
-        idem_flight_leave(r->idem_flight);
-        free(r->idem_flight);
-    }
+    idem_flight_drop(r);
     free(r);
     *con_cls = NULL;
 }
