@@ -19,6 +19,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -773,6 +774,21 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
         free(h);
         return NULL;
     }
+    /* Connections may take at most three quarters of the descriptors: a
+     * flood of connections that took them all left none for the store, the
+     * sandboxes and the blobs, and every client, old and new, hung. */
+    unsigned conn_limit = 60000;
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY &&
+        rl.rlim_cur / 4 * 3 < conn_limit)
+        conn_limit = (unsigned)(rl.rlim_cur / 4 * 3);
+    /* A connection that neither sends nor takes a byte for this long is
+     * closed: without it an idle keep-alive connection, a request that
+     * stops halfway, or a client that stops reading its response held its
+     * descriptor for ever.  Suspended requests and streams (long-polls, an
+     * SSE stream between events) are not idle: libmicrohttpd does not time
+     * them out, and an idle stream sends its keepalive well within it. */
+    unsigned idle_s = (unsigned)((app->cfg.http_idle_timeout_ms + 999) / 1000);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, h,
@@ -780,11 +796,11 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)60000,
+                            MHD_OPTION_CONNECTION_LIMIT, conn_limit,
                             /* per-connection pool: headers and the stream
                              * buffer; small, so idle SSE subscribers are cheap */
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+                            MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
                             MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
                             MHD_OPTION_END);
