@@ -670,11 +670,32 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         buf_init(&r->body);
         buf_init(&r->headers);
         *con_cls = r;
+        /* A Content-Length over the limit is answered now, before its body
+         * is read (and instead of a 100 Continue): the whole body was read
+         * and thrown away first.  libmicrohttpd closes the connection after
+         * an answer queued before the body. */
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        int64_t n;
+        if (cl && !parse_i64(cl, &n) && n > r->app->cfg.max_body_bytes) {
+            r->body_too_large = true;
+            dispatch(r);
+            return respond(r);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (r->body.len + *upload_data_size > (size_t)r->app->cfg.max_body_bytes) {
+        int64_t max = r->app->cfg.max_body_bytes;
+        r->body_bytes += (int64_t)*upload_data_size;
+        if (r->body_bytes > max) {
             r->body_too_large = true;
+            buf_release(&r->body);
+            /* A chunked body has no length to refuse up front, and
+             * libmicrohttpd cannot answer in the middle of a body: the rest
+             * is read and dropped for the 413 at its end, but not for ever.
+             * Past twice the limit the connection is closed unanswered (a
+             * body that never ended was read as long as its client sent). */
+            if (r->body_bytes > 2 * max)
+                return MHD_NO;
         } else {
             buf_append(&r->body, upload_data, *upload_data_size);
         }

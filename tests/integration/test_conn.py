@@ -111,6 +111,54 @@ def test_an_idle_event_stream_outlasts_the_idle_timeout():
     s.close()
 
 
+def test_an_oversized_content_length_is_refused_before_its_body():
+    # it was answered 100 Continue, and the 413 came only once the whole
+    # body had been read and dropped
+    for expect_hdr in (b"", b"Expect: 100-continue\r\n"):
+        s = connect()
+        s.sendall(b"POST " + P.encode() + b"/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 1073741824\r\n" + expect_hdr + AUTH + b"\r\n")   # and no body
+        out = read_until_closed(s)
+        s.close()
+        assert out is not None and out.startswith(b"HTTP/1.1 413 "), out
+        assert b"100 Continue" not in out, out
+        body = json.loads(out.split(b"\r\n\r\n", 1)[1])
+        assert body["error"]["type"] == "payload_too_large", body
+
+
+def chunked_post(sock, mib, end=True):
+    """Sends a chunked POST of `mib` MiB; returns the MiB sent before the
+    server stopped taking them."""
+    sock.sendall(b"POST " + P.encode() + b"/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n" + AUTH + b"\r\n")
+    chunk = b"100000\r\n" + b"a" * 0x100000 + b"\r\n"
+    for i in range(mib):
+        try:
+            sock.sendall(chunk)
+        except OSError:
+            return i
+    if end:
+        sock.sendall(b"0\r\n\r\n")
+    return mib
+
+
+def test_a_chunked_body_over_the_limit_is_413():
+    s = connect()
+    assert chunked_post(s, 20) == 20   # the limit is 16 MiB
+    out = read_until_closed(s)
+    s.close()
+    assert out is not None and out.startswith(b"HTTP/1.1 413 "), out
+
+
+def test_a_never_ending_chunked_body_is_cut_off():
+    # it was read for as long as the client sent, and dropped
+    s = connect()
+    sent = chunked_post(s, 1024, end=False)
+    s.close()
+    assert sent < 1024, "quernd took 1 GiB of a 16 MiB-limited body"
+    expect(S.req("GET", "/healthz", key=None), 200)
+
+
 class LowFdServer(Server):
     """quernd with a low descriptor limit, so that a test floods it with a
     few hundred connections rather than tens of thousands."""
