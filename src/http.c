@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
@@ -670,13 +671,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         buf_init(&r->body);
         buf_init(&r->headers);
         *con_cls = r;
-        /* A Content-Length over the limit is answered now, before its body
-         * is read (and instead of a 100 Continue): the whole body was read
-         * and thrown away first.  libmicrohttpd closes the connection after
-         * an answer queued before the body. */
+        /* A body over the limit is answered 413 before it is read when
+         * its client waits for that (Expect: 100-continue, which was
+         * answered 100 Continue) or when it is over twice the limit (the
+         * whole of it was read and dropped first).  libmicrohttpd closes
+         * the connection after an answer queued before the body, unread: a
+         * client still sending finds it reset, so a body that is not much
+         * over the limit is still read for its 413 (see below). */
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
-        int64_t n;
-        if (cl && !parse_i64(cl, &n) && n > r->app->cfg.max_body_bytes) {
+        const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+        int64_t n, max = r->app->cfg.max_body_bytes;
+        if (cl && !parse_i64(cl, &n) && n > max &&
+            (n > 2 * max || (expect && !strcasecmp(expect, "100-continue")))) {
             r->body_too_large = true;
             dispatch(r);
             return respond(r);
@@ -689,11 +695,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (r->body_bytes > max) {
             r->body_too_large = true;
             buf_release(&r->body);
-            /* A chunked body has no length to refuse up front, and
-             * libmicrohttpd cannot answer in the middle of a body: the rest
+            /* libmicrohttpd cannot answer in the middle of a body: the rest
              * is read and dropped for the 413 at its end, but not for ever.
-             * Past twice the limit the connection is closed unanswered (a
-             * body that never ended was read as long as its client sent). */
+             * Past twice the limit (only a chunked body gets there) the
+             * connection is closed unanswered: a body that never ended was
+             * read as long as its client sent. */
             if (r->body_bytes > 2 * max)
                 return MHD_NO;
         } else {
