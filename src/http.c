@@ -801,14 +801,19 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
         free(h);
         return NULL;
     }
-    /* Connections may take at most three quarters of the descriptors: a
-     * flood of connections that took them all left none for the store, the
-     * sandboxes and the blobs, and every client, old and new, hung. */
+    /* Connections leave a quarter of the descriptors, and at least 512, to
+     * the rest of quernd: a flood of connections that took them all left
+     * none for the store, the sandboxes and the blobs (runs failed with
+     * "pipe: Too many open files"), and every client, old and new, hung.
+     * quernd itself holds some 150 at rest. */
     unsigned conn_limit = 60000;
     struct rlimit rl;
-    if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY &&
-        rl.rlim_cur / 4 * 3 < conn_limit)
-        conn_limit = (unsigned)(rl.rlim_cur / 4 * 3);
+    if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY) {
+        rlim_t reserve = rl.rlim_cur / 4 > 512 ? rl.rlim_cur / 4 : 512;
+        rlim_t n = rl.rlim_cur > reserve + 64 ? rl.rlim_cur - reserve : 64;
+        if (n < conn_limit)
+            conn_limit = (unsigned)n;
+    }
     /* A connection that neither sends nor takes a byte for this long is
      * closed: without it an idle keep-alive connection, a request that
      * stops halfway, or a client that stops reading its response held its
