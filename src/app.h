@@ -23,6 +23,7 @@ struct config {
     int64_t retention_every_ms;    /* how often the leader prunes (1 h) */
     int64_t blob_grace_ms;         /* an unnamed artifact file stays this long (1 h) */
     int64_t drain_grace_ms;        /* on SIGTERM, running code may go on this long (10 s) */
+    int64_t http_idle_timeout_ms;  /* a connection without traffic is closed (60 s) */
     int http_threads;
     int exec_slots;
     enum store_fsync fsync;

@@ -17,8 +17,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -682,11 +684,37 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         buf_init(&r->body);
         buf_init(&r->headers);
         *con_cls = r;
+        /* A body over the limit is answered 413 before it is read when
+         * its client waits for that (Expect: 100-continue, which was
+         * answered 100 Continue) or when it is over twice the limit (the
+         * whole of it was read and dropped first).  libmicrohttpd closes
+         * the connection after an answer queued before the body, unread: a
+         * client still sending finds it reset, so a body that is not much
+         * over the limit is still read for its 413 (see below). */
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
+        const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
+        int64_t n, max = r->app->cfg.max_body_bytes;
+        if (cl && !parse_i64(cl, &n) && n > max &&
+            (n > 2 * max || (expect && !strcasecmp(expect, "100-continue")))) {
+            r->body_too_large = true;
+            dispatch(r);
+            return respond(r);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
-        if (r->body.len + *upload_data_size > (size_t)r->app->cfg.max_body_bytes) {
+        int64_t max = r->app->cfg.max_body_bytes;
+        r->body_bytes += (int64_t)*upload_data_size;
+        if (r->body_bytes > max) {
             r->body_too_large = true;
+            buf_release(&r->body);
+            /* libmicrohttpd cannot answer in the middle of a body: the rest
+             * is read and dropped for the 413 at its end, but not for ever.
+             * Past twice the limit (only a chunked body gets there) the
+             * connection is closed unanswered: a body that never ended was
+             * read as long as its client sent. */
+            if (r->body_bytes > 2 * max)
+                return MHD_NO;
         } else {
             buf_append(&r->body, upload_data, *upload_data_size);
         }
@@ -783,6 +811,26 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
         free(h);
         return NULL;
     }
+    /* Connections leave a quarter of the descriptors, and at least 512, to
+     * the rest of quernd: a flood of connections that took them all left
+     * none for the store, the sandboxes and the blobs (runs failed with
+     * "pipe: Too many open files"), and every client, old and new, hung.
+     * quernd itself holds some 150 at rest. */
+    unsigned conn_limit = 60000;
+    struct rlimit rl;
+    if (!getrlimit(RLIMIT_NOFILE, &rl) && rl.rlim_cur != RLIM_INFINITY) {
+        rlim_t reserve = rl.rlim_cur / 4 > 512 ? rl.rlim_cur / 4 : 512;
+        rlim_t n = rl.rlim_cur > reserve + 64 ? rl.rlim_cur - reserve : 64;
+        if (n < conn_limit)
+            conn_limit = (unsigned)n;
+    }
+    /* A connection that neither sends nor takes a byte for this long is
+     * closed: without it an idle keep-alive connection, a request that
+     * stops halfway, or a client that stops reading its response held its
+     * descriptor for ever.  Suspended requests and streams (long-polls, an
+     * SSE stream between events) are not idle: libmicrohttpd does not time
+     * them out, and an idle stream sends its keepalive well within it. */
+    unsigned idle_s = (unsigned)((app->cfg.http_idle_timeout_ms + 999) / 1000);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, h,
@@ -790,11 +838,11 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
                             MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)60000,
+                            MHD_OPTION_CONNECTION_LIMIT, conn_limit,
                             /* per-connection pool: headers and the stream
                              * buffer; small, so idle SSE subscribers are cheap */
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)16384,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)0,
+                            MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)4096,
                             MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
                             MHD_OPTION_END);

@@ -50,6 +50,7 @@ struct req {
     const char *url;
     const struct route *route;
     struct buf body;
+    int64_t body_bytes;        /* of the body received, kept or not */
     bool body_too_large;
     json_t *json;              /* the parsed body, when JSON */
     const char *pnames[HTTP_MAX_PARAMS];

@@ -62,6 +62,9 @@ static const char *const env_doc[][2] = {
                            "days; 0 keeps everything)"},
     {"QUERN_BLOB_GRACE_MS", "an artifact file no run names any more is deleted by the retention "
                             "pass once it is this old (default 3600000)"},
+    {"QUERN_HTTP_IDLE_TIMEOUT_MS", "an HTTP connection that neither sends nor takes a byte for "
+                                   "this long is closed (default 60000; a suspended long-poll "
+                                   "or an idle event stream is not idle)"},
     {"QUERN_DRAIN_GRACE_MS", "on SIGTERM, how long running code may go on before it is "
                              "stopped (default 10000)"},
     {"QUERN_LOG_FORMAT", "json (default: one JSON object per line on stderr) or text"},
@@ -257,6 +260,8 @@ static int conf_setting(void *ctx, const char *section, const char *key, const c
             {"max_code_bytes", offsetof(struct config, max_code_bytes), 1, 1LL << 30},
             {"lease_ms", offsetof(struct config, lease_ms), 100, 86400000},
             {"max_wait_ms", offsetof(struct config, max_wait_ms), 0, 3600000},
+            {"http_idle_timeout_ms", offsetof(struct config, http_idle_timeout_ms), 1000,
+             86400000},
             {"retention_ms", offsetof(struct config, retention_ms), 0, 100LL * 365 * 86400000},
             {"retention_every_ms", offsetof(struct config, retention_every_ms), 1000, 86400000},
         };
@@ -365,6 +370,7 @@ int main(int argc, char **argv)
         .max_timeout_ms = 3600000,
         .lease_ms = 60000,
         .max_wait_ms = 60000,
+        .http_idle_timeout_ms = 60000,
         .retention_ms = 30LL * 86400 * 1000,
         .retention_every_ms = 3600000,
     };
@@ -450,6 +456,7 @@ int main(int argc, char **argv)
         {"QUERN_RETENTION_EVERY_MS", 1000, offsetof(struct config, retention_every_ms)},
         {"QUERN_BLOB_GRACE_MS", 0, offsetof(struct config, blob_grace_ms)},
         {"QUERN_DRAIN_GRACE_MS", 0, offsetof(struct config, drain_grace_ms)},
+        {"QUERN_HTTP_IDLE_TIMEOUT_MS", 1000, offsetof(struct config, http_idle_timeout_ms)},
     };
     for (size_t k = 0; k < ARRAY_LEN(envs); k++) {
         if (!(e = getenv(envs[k].name)))

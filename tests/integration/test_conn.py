@@ -1,0 +1,218 @@
+"""Connections under hostile clients: idle and half-sent requests are closed,
+long-polls and event streams are not, a flood of connections leaves quernd
+descriptors for its own work, and an oversized body is refused without
+being read.  quernd runs with a short idle timeout so that the tests do not
+wait a minute; no assertion is on time."""
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from qlib import BUILD, ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
+
+IDLE_ENV = {"QUERN_HTTP_IDLE_TIMEOUT_MS": "2000"}
+S = Server(env=IDLE_ENV)
+P = "/api/projects/default"
+AUTH = b"Authorization: Bearer " + ROOT_KEY.encode() + b"\r\n"
+
+
+def connect(server=S):
+    return socket.create_connection((server.host, server.port), timeout=30)
+
+
+def read_until_closed(s, limit=30):
+    """Everything the server sends until it closes the connection; None if
+    it is still open after `limit` seconds (the generous bound of a test,
+    not a measure)."""
+    s.settimeout(limit)
+    out = b""
+    try:
+        while True:
+            d = s.recv(65536)
+            if not d:
+                return out
+            out += d
+    except socket.timeout:
+        return None
+    except ConnectionResetError:
+        return out
+
+
+def post(path, body, extra=b""):
+    b = json.dumps(body).encode()
+    return (b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n" % len(b) + AUTH + extra + b"\r\n" + b)
+
+
+def test_an_idle_connection_is_closed():
+    # it was held for ever: a client could keep thousands of them open
+    s = connect()
+    assert read_until_closed(s) == b""
+    s.close()
+
+
+def test_a_request_that_stops_halfway_is_closed():
+    s = connect()
+    s.sendall(b"GET " + P.encode() + b"/tasks HTTP/1.1\r\nHost: x\r\n")   # headers unfinished
+    assert read_until_closed(s) is not None
+    s.close()
+    s = connect()
+    s.sendall(b"POST " + P.encode() + b"/tasks HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n"
+              + AUTH + b"\r\n{")   # 1 of 100 bytes
+    assert read_until_closed(s) is not None
+    s.close()
+
+
+def test_an_idle_keep_alive_connection_is_closed_after_its_answer():
+    s = connect()
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    out = read_until_closed(s)
+    assert out is not None and out.startswith(b"HTTP/1.1 200"), out
+    s.close()
+
+
+def test_a_long_poll_outlasts_the_idle_timeout():
+    s = connect()
+    s.sendall(post(P + "/workers/lease", {"worker_id": "w", "definitions": ["def_none"],
+                                          "wait_ms": 5000}))
+    out = read_until_closed(s, 60)
+    assert out is not None and out.startswith(b"HTTP/1.1 200") and out.endswith(b'{"data":[]}'), out
+    s.close()
+
+
+def test_wait_for_result_outlasts_the_idle_timeout():
+    s = connect()
+    s.sendall(post(P + "/tasks", {"code": "sleep 4; echo done", "runtime_id": "sh",
+                                  "wait_for_result": True}))
+    out = read_until_closed(s, 60)
+    assert out is not None and out.startswith(b"HTTP/1.1 201"), out
+    assert json.loads(out.split(b"\r\n\r\n", 1)[1])["run"]["status"] == "completed", out
+    s.close()
+
+
+def test_an_idle_event_stream_outlasts_the_idle_timeout():
+    s = connect()
+    s.sendall(b"GET " + P.encode() + b"/events/stream?start=latest HTTP/1.1\r\nHost: x\r\n"
+              + AUTH + b"\r\n")
+    s.settimeout(30)
+    assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    time.sleep(4)   # quiet for twice the idle timeout (the stream is suspended meanwhile)
+    t = expect(S.req("POST", P + "/tasks", {"name": "seen-by-the-stream", "code": "true", "runtime_id": "sh",
+                                                "run": False}), 201)
+    got = b""
+    while t["id"].encode() not in got:
+        d = s.recv(65536)
+        assert d, "the stream was closed: %r" % got[-300:]
+        got += d
+    s.close()
+
+
+def test_an_oversized_content_length_is_refused_before_its_body():
+    # it was answered 100 Continue, and the 413 came only once the whole
+    # body had been read and dropped
+    # (the limit is 16 MiB; a body under twice that without Expect is still
+    # read for its 413, as a client that does not wait must send it whole)
+    for length, expect_hdr in ((1 << 30, b""), (1 << 30, b"Expect: 100-continue\r\n"),
+                               (20 << 20, b"Expect: 100-continue\r\n")):
+        s = connect()
+        s.sendall(b"POST " + P.encode() + b"/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n" % length + expect_hdr + AUTH + b"\r\n")   # and no body
+        out = read_until_closed(s)
+        s.close()
+        assert out is not None and out.startswith(b"HTTP/1.1 413 "), out
+        assert b"100 Continue" not in out, out
+        body = json.loads(out.split(b"\r\n\r\n", 1)[1])
+        assert body["error"]["type"] == "payload_too_large", body
+
+
+def chunked_post(sock, mib, end=True):
+    """Sends a chunked POST of `mib` MiB; returns the MiB sent before the
+    server stopped taking them."""
+    sock.sendall(b"POST " + P.encode() + b"/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Transfer-Encoding: chunked\r\nConnection: close\r\n" + AUTH + b"\r\n")
+    chunk = b"100000\r\n" + b"a" * 0x100000 + b"\r\n"
+    for i in range(mib):
+        try:
+            sock.sendall(chunk)
+        except OSError:
+            return i
+    if end:
+        sock.sendall(b"0\r\n\r\n")
+    return mib
+
+
+def test_a_body_a_little_over_the_limit_sent_whole_is_413():
+    s = connect()
+    assert chunked_post(s, 20) == 20   # the limit is 16 MiB
+    out = read_until_closed(s)
+    s.close()
+    assert out is not None and out.startswith(b"HTTP/1.1 413 "), out
+    # a client that sends its body without waiting reads the 413 after it
+    r = S.req("POST", P + "/tasks", raw="x" * (20 << 20))
+    assert r.status == 413 and r.json["error"]["type"] == "payload_too_large", r
+
+
+def test_a_never_ending_chunked_body_is_cut_off():
+    # it was read for as long as the client sent, and dropped
+    s = connect()
+    sent = chunked_post(s, 1024, end=False)
+    s.close()
+    assert sent < 1024, "quernd took 1 GiB of a 16 MiB-limited body"
+    expect(S.req("GET", "/healthz", key=None), 200)
+
+
+class LowFdServer(Server):
+    """quernd with a low descriptor limit, so that a test floods it with a
+    few hundred connections rather than tens of thousands."""
+    NOFILE = 1024
+
+    def _spawn(self):
+        env = dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY, **self.env)
+        n = self.NOFILE
+        self.proc = subprocess.Popen(
+            [os.path.join(BUILD, "quernd"), "--listen", "127.0.0.1:0", "--data", self.data] + self.extra,
+            stdout=subprocess.PIPE, stderr=open(os.path.join(self.data, "stderr.log"), "ab"), env=env,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n)))
+        return self.proc.stdout.readline().decode()
+
+
+def test_a_connection_flood_leaves_quernd_its_descriptors_and_passes():
+    # connections took every descriptor: quernd could open nothing (its
+    # store, a sandbox, a blob), and, never closed, they hung every client
+    # for as long as the flooding client kept them
+    L = LowFdServer(env=IDLE_ENV)
+    try:
+        t = expect(L.req("POST", P + "/tasks", {"code": "sleep 2; echo done", "runtime_id": "sh"}), 201)
+        flood = []
+        for _ in range(LowFdServer.NOFILE + 100):
+            try:
+                flood.append(connect(L))
+            except OSError:
+                break
+        # the flood is still open on this side; quernd closes it as idle
+        # and serves others again
+        def healthy():
+            try:
+                return L.req("GET", "/healthz", key=None).status == 200
+            except OSError:
+                return False
+        wait_for(healthy, 60, "quernd serving again during the flood")
+        wait_for(lambda: L.req("GET", P + "/tasks/" + t["id"]).json["status"] not in ("queued", "running"),
+                 60, "the run started before the flood ending")
+        run = expect(L.req("GET", P + "/tasks/" + t["id"] + "/runs"), 200)["data"][0]
+        assert run["status"] == "completed", run   # it failed: "pipe: Too many open files"
+        for s in flood:
+            s.close()
+    finally:
+        L.stop()
+
+
+if __name__ == "__main__":
+    try:
+        run_tests(dict(globals()))
+    finally:
+        S.stop()
