@@ -564,7 +564,9 @@ static void allow_add(char *allow, size_t size, const char *method)
              strcmp(method, "GET") ? "" : ", HEAD");
 }
 
-static void dispatch(struct req *r)
+/* Finds r's route (r->route, its path parameters), or answers 404/405 and
+ * returns false. */
+static bool route_find(struct req *r)
 {
     /* HEAD is GET without its body (RFC 9110 9.3.2): libmicrohttpd sends
      * the GET's status and headers alone */
@@ -579,20 +581,7 @@ static void dispatch(struct req *r)
         }
         fix_param_names(r);
         r->route = rt;
-        if (r->body_too_large) {
-            http_error(r, 413, "payload_too_large", NULL,
-                       "the request body exceeds %lld bytes",
-                       (long long)r->app->cfg.max_body_bytes);
-            return;
-        }
-        if (!(rt->scope & SCOPE_PUBLIC) && !auth_request(r))
-            return;
-        if (!args_utf8(r))
-            return;
-        if (idem_replayed(r))
-            return;
-        rt->fn(r);
-        return;
+        return true;
     }
     free_params(r);
     if (*allow) {
@@ -602,6 +591,46 @@ static void dispatch(struct req *r)
     } else {
         http_error(r, 404, "route_not_found", NULL, "no route for %s %s", r->method, r->url);
     }
+    return false;
+}
+
+static void dispatch(struct req *r)
+{
+    if (!r->route && !route_find(r))
+        return;
+    const struct route *rt = r->route;
+    if (r->body_too_large) {
+        http_error(r, 413, "payload_too_large", NULL, "the request body exceeds %lld bytes",
+                   (long long)r->app->cfg.max_body_bytes);
+        return;
+    }
+    if (!(rt->scope & SCOPE_PUBLIC) && !r->authed && !auth_request(r))
+        return;
+    if (!args_utf8(r))
+        return;
+    if (idem_replayed(r))
+        return;
+    rt->fn(r);
+}
+
+#define EARLY_CHECK_BYTES 16384
+
+/* Whether r's client may send it a body: its route, and its key, are
+ * checked before the body is read.  A client with no valid key made quernd
+ * hold up to max_body_bytes for each connection it kept sending slowly (20
+ * such took quernd from 18 to 345 MB).  A public route (a webhook trigger,
+ * signed over its body) still reads its body first.  False when the answer
+ * is ready. */
+static bool body_may_come(struct req *r)
+{
+    if (!route_find(r))
+        return false;
+    if (r->route->scope & SCOPE_PUBLIC)
+        return true;
+    if (!auth_request(r))
+        return false;
+    r->authed = true;
+    return true;
 }
 
 static enum MHD_Result add_headers(struct req *r, struct MHD_Response *resp)
@@ -700,6 +729,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             dispatch(r);
             return respond(r);
         }
+        /* A body larger than what libmicrohttpd reads with the headers (16
+         * KiB), or chunked, comes only from a client quernd will answer
+         * (body_may_come).  A smaller one is read first as before: an answer
+         * queued before the body closes the connection, and a client still
+         * sending would find it reset instead of reading its 401. */
+        const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
+        if (((cl && !parse_i64(cl, &n) && n > EARLY_CHECK_BYTES) || te) && !body_may_come(r))
+            return respond(r);
         return MHD_YES;
     }
     if (*upload_data_size) {

@@ -75,6 +75,7 @@ struct req {
 
     /* asynchronous completion */
     bool suspended;
+    bool authed;               /* its key was checked before its body came */
     bool resumed;
     http_handler cont;         /* continuation after resume */
     void *wait;                /* the handler's wait state */
