@@ -648,6 +648,30 @@ static void slirp_stop(struct sandbox_sys *sys, int slot)
 }
 
 /* Starts slirp4netns on the namespace nsfd; 0, or -1 with *why. */
+/* slirp4netns is spawned from a thread of its own, in a copy of quernd's
+ * mount namespace where every mount is private.  Its --enable-sandbox
+ * pivots into a tmpfs and detaches the old root in a mount namespace made
+ * private only at its top: the detach reached the host's shared mounts
+ * below it, and every network namespace named by `ip netns` (the bind
+ * mounts under /run/netns) was unmounted on the host by a run with network. */
+struct slirp_spawn {
+    const posix_spawn_file_actions_t *fa;
+    const posix_spawnattr_t *at;
+    char **argv, **envp;
+    pid_t pid;
+    int err;
+};
+
+static void *slirp_spawn_thread(void *arg)
+{
+    struct slirp_spawn *s = arg;
+    if (unshare(CLONE_FS | CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        s->err = errno;
+    else
+        s->err = posix_spawn(&s->pid, SLIRP_PATH, s->fa, s->at, s->argv, s->envp);
+    return NULL;
+}
+
 static int slirp_start(struct sandbox_sys *sys, int slot, int nsfd, char **why)
 {
     int rdy[2] = {-1, -1}, ex[2] = {-1, -1}, hi[3] = {-1, -1, -1};
@@ -682,8 +706,14 @@ static int slirp_start(struct sandbox_sys *sys, int slot, int nsfd, char **why)
                     "--enable-sandbox", "--enable-seccomp", "--ready-fd=4", "--exit-fd=5",
                     "--netns-type=path", "/proc/self/fd/3", "tap0", NULL};
     char *envp[] = {"PATH=/usr/sbin:/usr/bin:/sbin:/bin", NULL};   /* none of quernd's */
-    pid_t pid;
-    int e = posix_spawn(&pid, SLIRP_PATH, &fa, &at, argv, envp);
+    struct slirp_spawn sp = {&fa, &at, argv, envp, 0, 0};
+    pthread_t th;
+    int e = pthread_create(&th, NULL, slirp_spawn_thread, &sp);
+    if (!e) {
+        pthread_join(th, NULL);
+        e = sp.err;
+    }
+    pid_t pid = sp.pid;
     if (e) {
         *why = xasprintf("%s: %s", SLIRP_PATH, strerror(e));
         goto out;

@@ -1092,6 +1092,34 @@ def test_network_only_when_the_task_and_the_policy_allow_it():
         ls.close()
 
 
+def test_a_run_with_network_leaves_the_hosts_named_namespaces_alone():
+    """slirp4netns (a run with network) pivots and detaches the old root in
+    a mount namespace private only at its top: the detach reached the host's
+    shared mounts, and every network namespace named by `ip netns` (bind
+    mounts under /run/netns) was unmounted on the host."""
+    import shutil
+    import subprocess
+    if not (shutil.which("ip") and os.access("/usr/bin/slirp4netns", os.X_OK)
+            and os.path.exists("/dev/net/tun")):
+        print("  (skipped: needs ip, slirp4netns and /dev/net/tun)")
+        return
+    ns = "qrt-%d" % os.getpid()
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    s = None
+    try:
+        s = Server()   # a fresh quernd: its first run with network starts slirp4netns
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo with-net", "runtime_id": "sh",
+                                                "settings": {"network": True},
+                                                "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "completed", t["run"]
+        p = subprocess.run(["ip", "-n", ns, "link", "show", "lo"], capture_output=True, text=True)
+        assert p.returncode == 0 and "lo:" in p.stdout, (p.stdout, p.stderr)
+    finally:
+        if s:
+            s.stop()
+        subprocess.run(["ip", "netns", "del", ns])
+
+
 def test_namespaces_pid1_and_hostname():
     host = {ns: os.readlink("/proc/self/ns/" + ns) for ns in ("user", "pid", "mnt", "net", "ipc", "uts")}
     code = ("for n in user pid mnt net ipc uts; do echo \"ns $n $(readlink /proc/self/ns/$n)\"; done\n"
