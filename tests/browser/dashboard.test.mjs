@@ -172,7 +172,13 @@ test('create an agent task, see both in the table, filter by agent and status', 
   await page.fill('#filter-agent', 'bot');
   await page.click('button:has-text("Apply")');
   await page.waitForFunction(() => location.hash.includes('assigned_agent_id=bot'));
-  await page.waitForSelector('#tasks-table', { timeout: T });
+  // the filtered list replaces the table once its answer is in: wait for
+  // its rows, not for the table (the old one, or one still loading, was
+  // read empty now and then)
+  await page.waitForFunction(() => {
+    const a = [...document.querySelectorAll('#tasks-table tbody tr td:first-child a')];
+    return a.length === 1 && a[0].textContent === 'agent-job';
+  }, null, { timeout: T }).catch(() => {});
   const only = await page.locator('#tasks-table tbody tr td:first-child a').allTextContents();
   assert(only.length === 1 && only[0] === 'agent-job', 'agent filter: ' + only);
   await open(page, '#/tasks?status=queued');
