@@ -165,6 +165,7 @@ struct sched {
     size_t ntomb;
     int64_t grace_ms;
     int64_t next_sweep;
+    int64_t resync_at;             /* mono ms of a resync to try again (0: none due) */
     json_t *suspect;               /* node id -> true: looked dead at the last sweep */
     bool watching;
 };
@@ -849,6 +850,14 @@ static void resync(struct sched *s)
     if (store_read(s->app->store, resync_fn, &a)) {
         json_decref(a.runs);
         json_decref(a.tasks);
+        /* Tried again each second until it reads: it comes when the store's
+         * listener is back, often before reads are (PostgreSQL restarting),
+         * and a node left with what it knew before the outage never
+         * expired the leases of runs it had not heard of. */
+        pthread_mutex_lock(&s->mu);
+        s->resync_at = mono_ms() + 1000;
+        pthread_cond_signal(&s->cond);
+        pthread_mutex_unlock(&s->mu);
         return;
     }
     json_t *cancel = json_array(), *live = json_object();
@@ -1871,6 +1880,13 @@ static void *sched_main(void *arg)
             s->next_sweep = mono + SWEEP_MS;
             pthread_mutex_unlock(&s->mu);
             sweep_lost_nodes(s);
+            pthread_mutex_lock(&s->mu);
+            continue;
+        }
+        if (s->resync_at && mono >= s->resync_at) {
+            s->resync_at = 0;
+            pthread_mutex_unlock(&s->mu);
+            resync(s);
             pthread_mutex_lock(&s->mu);
             continue;
         }

@@ -409,7 +409,12 @@ def test_sigkill_of_a_node_mid_load():
         except AssertionError:
             left = [(r["id"], r["status"], r["attempt"], r.get("lease_expires_at"))
                     for r in (run_of(b, t["id"]) for t in tasks + [slow]) if r["status"] != "completed"]
-            raise AssertionError("not completed: %r" % (left,))
+            logs = {}
+            for n, name in ((b, "b"), (c, "c")):
+                with open(os.path.join(n.data, "stderr.log"), errors="replace") as f:
+                    logs[name] = f.read()[-3000:]
+            raise AssertionError("not completed: %r; leader: %r; logs: %r"
+                                 % (left, leader_of([b, c]), logs))
         finally:
             stop.set()
             for w in workers:
