@@ -723,8 +723,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Length");
         const char *expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Expect");
         int64_t n, max = r->app->cfg.max_body_bytes;
-        if (cl && !parse_i64(cl, &n) && n > max &&
-            (n > 2 * max || (expect && !strcasecmp(expect, "100-continue")))) {
+        if (!cl || parse_i64(cl, &n))
+            n = -1;   /* no length given (or none that reads) */
+        if (n > max && (n > 2 * max || (expect && !strcasecmp(expect, "100-continue")))) {
             r->body_too_large = true;
             dispatch(r);
             return respond(r);
@@ -735,7 +736,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
          * queued before the body closes the connection, and a client still
          * sending would find it reset instead of reading its 401. */
         const char *te = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Transfer-Encoding");
-        if (((cl && !parse_i64(cl, &n) && n > EARLY_CHECK_BYTES) || te) && !body_may_come(r))
+        if ((n > EARLY_CHECK_BYTES || te) && !body_may_come(r))
             return respond(r);
         return MHD_YES;
     }

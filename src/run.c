@@ -633,8 +633,9 @@ static int move(struct store_tx *tx, struct app *app, json_t *run, enum run_stat
 /* A run leaving paused for queued may have missed the end of a task it
  * was blocked on (the scheduler acts on the runs that wait queued): the
  * dependencies that completed meanwhile are dropped from blocked_by; one
- * that ended otherwise, or is gone, is named in *failed (malloc'd). */
-static int recheck_blocked(struct store_tx *tx, json_t *run, char **failed)
+ * that ended otherwise, or is gone, is named in what it returns (malloc'd;
+ * NULL when none). */
+static char *recheck_blocked(struct store_tx *tx, json_t *run)
 {
     json_t *bb = json_object_get(run, "blocked_by");
     const char *project = json_string_value(json_object_get(run, "project_id"));
@@ -646,16 +647,16 @@ static int recheck_blocked(struct store_tx *tx, json_t *run, char **failed)
         if (dt && !strcmp(st, "completed")) {
             json_array_remove(bb, i);
         } else if (!dt || (rs >= 0 && run_status_terminal((enum run_status)rs))) {
-            *failed = xasprintf("dependency %s %s%s", dep ? dep : "?", dt ? "ended " : "was deleted",
-                                dt ? st : "");
+            char *failed = xasprintf("dependency %s %s%s", dep ? dep : "?",
+                                     dt ? "ended " : "was deleted", dt ? st : "");
             json_decref(dt);
-            return 0;
+            return failed;
         } else {
             i++;
         }
         json_decref(dt);
     }
-    return 0;
+    return NULL;
 }
 
 /* Pausing a task stops the dispatch of its runs: one that becomes queued
@@ -666,9 +667,9 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
 {
     enum run_status from = run_status_of(run);
     if (to == RS_QUEUED && from == RS_PAUSED && json_array_size(json_object_get(run, "blocked_by"))) {
-        char *failed = NULL;
-        int rc = recheck_blocked(tx, run, &failed);
-        if (!rc && failed) {
+        char *failed = recheck_blocked(tx, run);
+        int rc = 0;
+        if (failed) {
             struct run_outcome o = {.code = "dependency_failed", .message = failed, .no_retry = true};
             rc = move(tx, app, run, RS_FAILED, &o);
         }

@@ -934,17 +934,16 @@ static void on_changes(void *ctx, const struct store_change *ch, size_t n)
         if (ch[i].kind == SK_RUN) {
             json_t *doc = json_object_get(a.runs, ch[i].id);
             struct entry *e = doc ? NULL : map_get(s, ch[i].id);
-            if (doc)
-                apply_remote(s, doc, g0, cancel);
             /* The node that ended it acts on its dependants too, but may
              * not have heard yet of a dependant made through another node
              * just before (or may die first): every node that knows one
              * does it.  Both writes are idempotent (dep_fn looks at
              * blocked_by under the row lock; start_dependants_fn at the
              * dependency runs a task was last started for). */
-            if (doc)
+            if (doc) {
+                apply_remote(s, doc, g0, cancel);
                 queue_finished(s, doc);
-            else if (e && e->gen <= g0 && e->where != W_TAKEN)
+            } else if (e && e->gen <= g0 && e->where != W_TAKEN)
                 drop(s, e);   /* deleted */
         } else {
             task_seen(s, ch[i].project_id, ch[i].id, json_object_get(a.tasks, ch[i].id));
