@@ -24,6 +24,8 @@ struct config {
     int64_t blob_grace_ms;         /* an unnamed artifact file stays this long (1 h) */
     int64_t drain_grace_ms;        /* on SIGTERM, running code may go on this long (10 s) */
     int64_t http_idle_timeout_ms;  /* a connection without traffic is closed (60 s) */
+    int64_t rate_per_s;            /* requests a second per API key; 0: no limit */
+    int64_t rate_burst;            /* requests at once per API key (2 x rate_per_s) */
     int http_threads;
     int exec_slots;
     enum store_fsync fsync;
@@ -33,6 +35,7 @@ struct app {
     struct config cfg;
     struct store *store;
     struct auth *auth;
+    struct ratelimit *ratelimit;   /* NULL unless cfg.rate_per_s (ratelimit.h) */
     struct events *events;
     struct sched *sched;
     struct http *http;

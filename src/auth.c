@@ -19,6 +19,7 @@
 #include "api.h"
 #include "app.h"
 #include "crypto.h"
+#include "ratelimit.h"
 #include "tokens.h"
 #include "util.h"
 
@@ -207,6 +208,35 @@ static int key_live_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* Counts r against its key's rate (key_id: the key's, or the one that made
+ * a connection token); over it, answers 429 and returns false.  Every
+ * answer says the limit and what is left while a limit is set. */
+static bool rate_ok(struct req *r, const char *key_id)
+{
+    struct ratelimit *rl = r->app->ratelimit;
+    if (!rl)
+        return true;
+    int64_t left = 0;
+    int64_t wait = ratelimit_take(rl, key_id, mono_ms(), &left);
+    char v[32];
+    snprintf(v, sizeof v, "%lld", (long long)r->app->cfg.rate_per_s);
+    http_add_header(r, "X-RateLimit-Limit", v);
+    snprintf(v, sizeof v, "%lld", (long long)left);
+    http_add_header(r, "X-RateLimit-Remaining", v);
+    if (!wait)
+        return true;
+    snprintf(v, sizeof v, "%lld", (long long)((wait + 999) / 1000));
+    http_add_header(r, "Retry-After", v);
+    http_error(r, 429, "rate_limited", NULL,
+               "this API key made more than %lld requests a second (bursts of %lld); "
+               "retry after %lld ms",
+               (long long)r->app->cfg.rate_per_s,
+               (long long)(r->app->cfg.rate_burst > 0 ? r->app->cfg.rate_burst
+                                                      : 2 * r->app->cfg.rate_per_s),
+               (long long)wait);
+    return false;
+}
+
 static bool token_auth(struct req *r, const char *tok)
 {
     char *run_id = NULL, *project = NULL, *kp = NULL, *kid = NULL;
@@ -223,11 +253,19 @@ static bool token_auth(struct req *r, const char *tok)
             rc = -EKEYREVOKED;
         }
         free(kp);
-        free(kid);
         if (src) {
+            free(kid);
             api_store_error(r, src, "API key");   /* unknown, not revoked */
             return false;
         }
+        /* a token's requests count as its key's */
+        if (!rc && !rate_ok(r, kid)) {
+            free(kid);
+            free(run_id);
+            free(project);
+            return false;
+        }
+        free(kid);
     }
     if (rc) {
         http_error(r, 401,
@@ -295,6 +333,8 @@ bool auth_request(struct req *r)
         api_store_error(r, rc, "API key");   /* 503 while the store is unreachable */
         return false;
     }
+    if (!rate_ok(r, e.key_id))
+        return false;
     snprintf(r->key_id, sizeof r->key_id, "%s", e.key_id);
     r->key_project = (e.scopes & SCOPE_ROOT) ? NULL : xstrdup(e.project);
     r->scopes = e.scopes;

@@ -181,6 +181,13 @@ void openapi_build(void)
             "description", "missing scope", "content", "application/json", "schema", "$ref",
             "#/components/schemas/Error", "404", "description", "not found", "content",
             "application/json", "schema", "$ref", "#/components/schemas/Error");
+        if (!(rt->scope & SCOPE_PUBLIC))
+            json_object_set_new(json_object_get(op, "responses"), "429",
+                                json_pack("{s:s, s:{s:{s:{s:s}}}}", "description",
+                                          "over the key's rate limit, when one is configured "
+                                          "(Retry-After)",
+                                          "content", "application/json", "schema", "$ref",
+                                          "#/components/schemas/Error"));
         bool list = false;
         const char *res = resource_of(rt->pattern, rt->method, &list);
         if (res) {

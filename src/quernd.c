@@ -27,6 +27,7 @@
 #include "runner.h"
 #include "runtime.h"
 #include "sched.h"
+#include "ratelimit.h"
 #include "store.h"
 #include "store_copy.h"
 #include "util.h"
@@ -67,6 +68,10 @@ static const char *const env_doc[][2] = {
                                    "or an idle event stream is not idle)"},
     {"QUERN_DRAIN_GRACE_MS", "on SIGTERM, how long running code may go on before it is "
                              "stopped (default 10000)"},
+    {"QUERN_RATE_LIMIT, QUERN_RATE_BURST", "requests a second each API key may make on this "
+                                           "node, and at once (default 0: no limit; burst "
+                                           "2 x the rate); over it: 429 rate_limited with "
+                                           "Retry-After"},
     {"QUERN_LOG_FORMAT", "json (default: one JSON object per line on stderr) or text"},
     {"QUERN_LOG_REQUESTS", "1: log every HTTP request with its X-Request-Id"},
     {"QUERN_OUTBOUND_ALLOW_PRIVATE", "1: webhooks may reach loopback and private addresses"},
@@ -263,6 +268,8 @@ static int conf_setting(void *ctx, const char *section, const char *key, const c
             {"http_idle_timeout_ms", offsetof(struct config, http_idle_timeout_ms), 1000,
              86400000},
             {"retention_ms", offsetof(struct config, retention_ms), 0, 100LL * 365 * 86400000},
+            {"requests_per_second", offsetof(struct config, rate_per_s), 0, 1000000},
+            {"request_burst", offsetof(struct config, rate_burst), 0, 1000000},
             {"retention_every_ms", offsetof(struct config, retention_every_ms), 1000, 86400000},
         };
         for (size_t i = 0; i < ARRAY_LEN(lim); i++) {
@@ -329,6 +336,8 @@ static void app_stop(struct app *app)
     app->events = NULL;
     auth_free(app->auth);
     app->auth = NULL;
+    ratelimit_free(app->ratelimit);
+    app->ratelimit = NULL;
     blob_close(app->blobs);
     app->blobs = NULL;
     openapi_free();
@@ -468,6 +477,23 @@ int main(int argc, char **argv)
         }
         *(int64_t *)((char *)&app.cfg + envs[k].off) = ev;
     }
+    static const struct {
+        const char *name;
+        size_t off;
+    } rates[] = {
+        {"QUERN_RATE_LIMIT", offsetof(struct config, rate_per_s)},
+        {"QUERN_RATE_BURST", offsetof(struct config, rate_burst)},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(rates); k++) {
+        if (!(e = getenv(rates[k].name)))
+            continue;
+        if (parse_i64(e, &ev) || ev < 0 || ev > 1000000) {
+            fprintf(stderr, "quernd: %s=%s: must be an integer from 0 to 1000000 (requests)\n",
+                    rates[k].name, e);
+            return quit(&cs, &app, 2);
+        }
+        *(int64_t *)((char *)&app.cfg + rates[k].off) = ev;
+    }
     if ((e = getenv("QUERN_LOG_FORMAT")) && strcmp(e, "json") && strcmp(e, "text")) {
         fprintf(stderr, "quernd: QUERN_LOG_FORMAT=%s: must be json or text\n", e);
         return quit(&cs, &app, 2);
@@ -570,6 +596,10 @@ int main(int argc, char **argv)
     }
     int64_t t_recover = mono_ms();
     app.auth = auth_new(app.store);
+    if (app.cfg.rate_per_s > 0)
+        app.ratelimit = ratelimit_new(app.cfg.rate_per_s, app.cfg.rate_burst > 0
+                                                              ? app.cfg.rate_burst
+                                                              : 2 * app.cfg.rate_per_s);
     app.sched = sched_new(&app);
     if (sched_start(app.sched)) {
         fprintf(stderr, "quernd: cannot start the scheduler\n");

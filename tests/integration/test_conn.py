@@ -9,6 +9,7 @@ import resource
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -240,6 +241,68 @@ def test_a_connection_flood_leaves_quernd_its_descriptors_and_passes():
             s.close()
     finally:
         L.stop()
+
+
+def _until_limited(L, path, key, n=60):
+    """Sends GETs with key until one is refused 429 (within n: at 1 request a
+    second with bursts of 3, n requests would take the client n - 3 s to
+    stay under); returns (responses before it, the 429)."""
+    ok = []
+    for _ in range(n):
+        r = L.req("GET", path, key=key)
+        if r.status == 429:
+            return ok, r
+        assert r.status == 200, r
+        ok.append(r)
+    raise AssertionError("no 429 after %d requests at 1/s with bursts of 3" % n)
+
+
+def test_requests_over_a_keys_rate_are_429_with_retry_after():
+    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+    conf.write("[limits]\nrequests_per_second = 1\nrequest_burst = 3\n")
+    conf.close()
+    L = Server(extra_args=["--config", conf.name])
+    try:
+        b = expect(L.req("POST", P + "/api_keys", {"name": "b", "scopes": ["task:write"]}), 201)
+        ok, r = _until_limited(L, P + "/tasks", ROOT_KEY)
+        assert 1 <= len(ok) <= 60, ok
+        assert ok[0].header("X-RateLimit-Limit") == "1", ok[0]
+        assert int(ok[0].header("X-RateLimit-Remaining")) <= 2, ok[0]
+        err = r.json["error"]
+        assert err["type"] == "rate_limited" and err["code"] == "rate_limited", err
+        assert "1 requests a second" in err["message"] and "bursts of 3" in err["message"], err
+        assert int(r.header("Retry-After")) >= 1, r
+        assert r.header("X-RateLimit-Remaining") == "0", r
+        # another key has its own bucket
+        expect(L.req("GET", P + "/tasks", key=b["key"]), 200)
+        # no key, or a bad one: 401 as before (a limit is per key)
+        assert L.req("GET", P + "/tasks", key="qk_" + "0" * 64).status == 401
+        # after the wait it told, the key goes on
+        time.sleep(int(r.header("Retry-After")) + 0.2)
+        expect(L.req("GET", P + "/tasks", key=ROOT_KEY), 200)
+        # a connection token's requests count as the key's that made it
+        t = expect(L.req("POST", P + "/tasks", {"assigned_agent_id": "x", "run": True}, key=b["key"]), 201)
+        run = expect(L.req("GET", P + "/tasks/%s/runs" % t["id"], key=b["key"]), 200)["data"][0]
+        base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+        tok = L.req("GET", base + "/connection_token", key=b["key"])
+        if tok.status == 429:
+            time.sleep(int(tok.header("Retry-After")) + 0.2)
+            tok = L.req("GET", base + "/connection_token", key=b["key"])
+        tok = expect(tok, 200)["token"]
+        _until_limited(L, base + "/logs", tok)
+        assert L.req("GET", P + "/tasks", key=b["key"]).status == 429
+    finally:
+        L.stop()
+        os.unlink(conf.name)
+
+
+def test_a_bad_rate_setting_stops_quernd():
+    for env in ({"QUERN_RATE_LIMIT": "fast"}, {"QUERN_RATE_BURST": "-1"}):
+        p = subprocess.run([os.path.join(BUILD, "quernd"), "--listen", "127.0.0.1:0",
+                            "--data", tempfile.mkdtemp(prefix="quernd-")],
+                           env=dict(os.environ, **env), capture_output=True, timeout=60)
+        assert p.returncode == 2, p
+        assert list(env)[0].encode() in p.stderr, p.stderr
 
 
 if __name__ == "__main__":
