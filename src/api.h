@@ -49,6 +49,18 @@ json_t *api_unique(const json_t *a);
  * after answering 400 (too many). */
 bool api_metadata_filters(struct req *r, struct store_filter *f, size_t *nf, size_t max);
 
+/* A list's ?starting_after=<id> cursor (NULL when absent); false after
+ * answering 400 for one that cannot be an id. */
+bool api_list_cursor(struct req *r, const char **after);
+/* store_list of one page: with after (a cursor), the page after that doc
+ * (-ESRCH when the project has no such doc; one more row is read to tell
+ * *has_more); else by q->offset.  *total counts every match. */
+int api_list_page(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                  struct store_query *q, const char *after, json_t **out, int64_t *total,
+                  bool *has_more);
+/* Answers 400 for api_list_page's -ESRCH (what: "task", "run"). */
+void api_cursor_unknown(struct req *r, const char *what, const char *after);
+
 /* True when the project exists (answers 404 otherwise). */
 bool api_project(struct req *r, const char *project_id);
 

@@ -375,6 +375,49 @@ bool api_metadata_filters(struct req *r, struct store_filter *f, size_t *nf, siz
     return true;
 }
 
+bool api_list_cursor(struct req *r, const char **after)
+{
+    *after = http_query(r, "starting_after");
+    if (*after && !api_id_ok(*after)) {
+        http_error(r, 400, "invalid_parameter", "starting_after",
+                   "starting_after must be the id of an object of the list");
+        return false;
+    }
+    return true;
+}
+
+int api_list_page(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                  struct store_query *q, const char *after, json_t **out, int64_t *total,
+                  bool *has_more)
+{
+    if (!after) {
+        int rc = store_list(tx, kind, project_id, q, out, total);
+        if (!rc)
+            *has_more = q->offset + (int64_t)json_array_size(*out) < *total;
+        return rc;
+    }
+    json_t *doc = store_get(tx, kind, project_id, after);
+    if (!doc)
+        return -ESRCH;
+    json_decref(doc);
+    int64_t limit = q->limit;
+    q->limit = limit + 1;
+    int rc = store_list_after(tx, kind, project_id, q, after, out, total);
+    q->limit = limit;
+    if (rc)
+        return rc;
+    *has_more = (int64_t)json_array_size(*out) > limit;
+    if (*has_more)
+        json_array_remove(*out, (size_t)limit);
+    return 0;
+}
+
+void api_cursor_unknown(struct req *r, const char *what, const char *after)
+{
+    http_error(r, 400, "invalid_parameter", "starting_after",
+               "starting_after: no %s %s in this project", what, after);
+}
+
 bool api_runtime(struct req *r, json_t *obj, const char *param, const char **out)
 {
     const char *id = NULL;

@@ -118,6 +118,8 @@ struct list_arg {
     json_t *out;
     int64_t total;
     const char *task_id;   /* the route's task: it must exist (404 otherwise) */
+    const char *after;     /* ?starting_after */
+    bool more;
 };
 
 static int runs_list_fn(struct store_tx *tx, void *arg)
@@ -129,13 +131,14 @@ static int runs_list_fn(struct store_tx *tx, void *arg)
         if (!task)
             return -ENOENT;
     }
-    return store_list(tx, SK_RUN, a->project, &a->q, &a->out, &a->total);
+    return api_list_page(tx, SK_RUN, a->project, &a->q, a->after, &a->out, &a->total, &a->more);
 }
 
 static void runs_list(struct req *r, const char *project, const char *task_id)
 {
     int64_t limit, offset;
-    if (!http_paging(r, &limit, &offset) || !api_project(r, project))
+    const char *after;
+    if (!http_paging(r, &limit, &offset) || !api_list_cursor(r, &after) || !api_project(r, project))
         return;
     struct store_filter f[4];
     size_t nf = 0;
@@ -155,10 +158,14 @@ static void runs_list(struct req *r, const char *project, const char *task_id)
     const char *did = http_query(r, "definition_id");
     if (did)
         f[nf++] = (struct store_filter){"definition_id", did};
-    struct list_arg a = {project, {f, nf, limit, offset, false, NULL}, NULL, 0, task_id};
+    struct list_arg a = {project, {f, nf, limit, offset, false, NULL}, NULL, 0, task_id, after, false};
     int rc = store_read(r->app->store, runs_list_fn, &a);
     if (rc == -ENOENT) {
         http_not_found(r, "task", task_id);
+        return;
+    }
+    if (rc == -ESRCH) {
+        api_cursor_unknown(r, "run", after);
         return;
     }
     if (rc) {
@@ -170,8 +177,7 @@ static void runs_list(struct req *r, const char *project, const char *task_id)
     json_t *run;
     json_array_foreach(a.out, i, run) json_array_append_new(data, run_public(run));
     json_decref(a.out);
-    http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", data, "has_more",
-                                offset + (int64_t)json_array_size(data) < a.total, "total",
+    http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", data, "has_more", a.more, "total",
                                 (json_int_t)a.total));
 }
 

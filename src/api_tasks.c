@@ -818,12 +818,15 @@ struct list_arg {
     struct store_query q;
     json_t *out;
     int64_t total;
+    const char *after;   /* ?starting_after */
+    bool more;
 };
 
 static int list_fn(struct store_tx *tx, void *arg)
 {
     struct list_arg *l = arg;
-    return store_list(tx, l->kind, l->project_id, &l->q, &l->out, &l->total);
+    return api_list_page(tx, l->kind, l->project_id, &l->q, l->after, &l->out, &l->total,
+                         &l->more);
 }
 
 static const char *const task_statuses[] = {
@@ -834,7 +837,8 @@ void api_tasks_list(struct req *r)
 {
     const char *project = http_param(r, "project_id");
     int64_t limit, offset;
-    if (!http_paging(r, &limit, &offset) || !api_project(r, project))
+    const char *after;
+    if (!http_paging(r, &limit, &offset) || !api_list_cursor(r, &after) || !api_project(r, project))
         return;
     struct store_filter f[16];
     size_t nf = 0;
@@ -867,9 +871,14 @@ void api_tasks_list(struct req *r)
         http_error(r, 400, "too_long", "q", "q is longer than 256 characters");
         return;
     }
-    struct list_arg l = {SK_TASK, project, {f, nf, limit, offset, false, search && *search ? search : NULL},
-                         NULL, 0};
+    struct list_arg l = {SK_TASK, project,
+                         {f, nf, limit, offset, false, search && *search ? search : NULL},
+                         NULL, 0, after, false};
     int rc = store_read(r->app->store, list_fn, &l);
+    if (rc == -ESRCH) {
+        api_cursor_unknown(r, "task", after);
+        return;
+    }
     if (rc) {
         api_store_error(r, rc, "task");
         return;
@@ -879,8 +888,7 @@ void api_tasks_list(struct req *r)
     json_t *t;
     json_array_foreach(l.out, i, t) json_array_append_new(data, task_public(t));
     json_decref(l.out);
-    http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", data, "has_more",
-                                offset + (int64_t)json_array_size(data) < l.total, "total",
+    http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", data, "has_more", l.more, "total",
                                 (json_int_t)l.total));
 }
 

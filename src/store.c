@@ -224,7 +224,17 @@ int store_list(struct store_tx *tx, enum store_kind kind, const char *project_id
     for (size_t i = 0; i < q->nfilters; i++)
         if (!field_ok(kind, q->filters[i].field))
             return -EINVAL;
-    return TXBE(tx)->list(tx, kind, project_id, q, NULL, out, total);
+    return TXBE(tx)->list(tx, kind, project_id, q, NULL, NULL, out, total);
+}
+
+int store_list_after(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                     const struct store_query *q, const char *after_id, json_t **out,
+                     int64_t *total)
+{
+    for (size_t i = 0; i < q->nfilters; i++)
+        if (!field_ok(kind, q->filters[i].field))
+            return -EINVAL;
+    return TXBE(tx)->list(tx, kind, project_id, q, after_id, NULL, out, total);
 }
 
 int store_list_fields(struct store_tx *tx, enum store_kind kind, const char *project_id,
@@ -233,7 +243,7 @@ int store_list_fields(struct store_tx *tx, enum store_kind kind, const char *pro
     for (size_t i = 0; i < q->nfilters; i++)
         if (!field_ok(kind, q->filters[i].field))
             return -EINVAL;
-    return TXBE(tx)->list(tx, kind, project_id, q, fields, out, NULL);
+    return TXBE(tx)->list(tx, kind, project_id, q, NULL, fields, out, NULL);
 }
 
 int store_log_append(struct store_tx *tx, const char *project_id, const char *run_id,

@@ -169,6 +169,14 @@ int store_delete(struct store_tx *tx, enum store_kind kind, const char *project_
  * -EINVAL for an unknown filter field. */
 int store_list(struct store_tx *tx, enum store_kind kind, const char *project_id,
                const struct store_query *q, json_t **out, int64_t *total);
+/* store_list of the docs after the one whose id is after_id, in the list's
+ * order (a cursor that new docs do not shift, and that a deep page reaches
+ * by index rather than by skipping); an after_id that names no doc of the
+ * kind (in project_id) matches nothing.  *total counts every match, the
+ * cursor aside. */
+int store_list_after(struct store_tx *tx, enum store_kind kind, const char *project_id,
+                     const struct store_query *q, const char *after_id, json_t **out,
+                     int64_t *total);
 /* store_list for a caller that reads only the top-level fields named in
  * fields (NULL-terminated): a backend may answer documents holding only
  * these (each present, null when the document lacks it), which spares
@@ -370,7 +378,7 @@ struct store_backend {
                  const char *, const char *);
     int (*del)(struct store_tx *, enum store_kind, const char *, const char *);
     int (*list)(struct store_tx *, enum store_kind, const char *, const struct store_query *,
-                const char *const *fields, json_t **, int64_t *);
+                const char *after_id, const char *const *fields, json_t **, int64_t *);
     int (*log_append)(struct store_tx *, const char *, const char *, json_t *, int64_t *);
     int (*log_read)(struct store_tx *, const char *, const char *, int64_t, int64_t, json_t **);
     int64_t (*log_bytes)(struct store_tx *, const char *, const char *);

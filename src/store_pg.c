@@ -1367,8 +1367,8 @@ static void where_clause(struct q *q, const char *project_id, const struct store
 /* fields (store_list_fields): answered with whole documents (allowed; the
  * projection serves SQLite's start with many queued runs). */
 static int pg_list(struct store_tx *t, enum store_kind kind, const char *project_id,
-                   const struct store_query *sq, const char *const *fields, json_t **out,
-                   int64_t *total)
+                   const struct store_query *sq, const char *after_id, const char *const *fields,
+                   json_t **out, int64_t *total)
 {
     (void)fields;
     struct pg_tx *tx = TX(t);
@@ -1377,6 +1377,18 @@ static int pg_list(struct store_tx *t, enum store_kind kind, const char *project
     q_init(&q);
     buf_printf(&q.sql, "SELECT doc FROM %s", table);
     where_clause(&q, project_id, sq);
+    if (after_id) {
+        buf_printf(&q.sql, " AND seq %s (SELECT seq FROM %s WHERE id=", sq->oldest_first ? ">" : "<",
+                   table);
+        q_arg(&q, after_id);
+        if (project_id) {
+            buf_puts(&q.sql, " AND project_id=");
+            q_arg(&q, project_id);
+        } else {
+            buf_puts(&q.sql, " LIMIT 1");
+        }
+        buf_puts(&q.sql, ")");
+    }
     buf_printf(&q.sql, " ORDER BY seq %s", sq->oldest_first ? "ASC" : "DESC");
     q_page(&q, sq->limit, sq->offset);
     PGresult *r = q_run(tx->c, &q);

@@ -1371,8 +1371,8 @@ static void bind_where(sqlite3_stmt *s, const char *project_id, const struct sto
 }
 
 static int sq_list(struct store_tx *t, enum store_kind kind, const char *project_id,
-                   const struct store_query *q, const char *const *fields, json_t **out,
-                   int64_t *total)
+                   const struct store_query *q, const char *after_id, const char *const *fields,
+                   json_t **out, int64_t *total)
 {
     struct sqlite_tx *tx = TX(t);
     const char *table = store_kind_name(kind);
@@ -1380,8 +1380,12 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     buf_init(&where);
     buf_init(&sql);
     where_clause(&where, kind, project_id, q);
-    buf_printf(&sql, "SELECT %s FROM %s%s ORDER BY seq %s LIMIT ?200 OFFSET ?201",
-               ksql[kind].cols, table, where.data, q->oldest_first ? "ASC" : "DESC");
+    buf_printf(&sql, "SELECT %s FROM %s%s", ksql[kind].cols, table, where.data);
+    if (after_id)
+        buf_printf(&sql, " AND seq %s (SELECT seq FROM %s WHERE id=?202%s)",
+                   q->oldest_first ? ">" : "<", table,
+                   project_id ? " AND project_id=?1" : " LIMIT 1");
+    buf_printf(&sql, " ORDER BY seq %s LIMIT ?200 OFFSET ?201", q->oldest_first ? "ASC" : "DESC");
     sqlite3_stmt *s = stmt(tx->c, sql.data);
     int rc = 0;
     if (!s) {
@@ -1391,6 +1395,8 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     bind_where(s, project_id, q);
     sqlite3_bind_int64(s, 200, q->limit > 0 ? q->limit : -1);
     sqlite3_bind_int64(s, 201, q->offset > 0 ? q->offset : 0);
+    if (after_id)
+        bind_text(s, 202, after_id);
     json_t *arr = json_array();
     int r;
     while ((r = sqlite3_step(s)) == SQLITE_ROW) {

@@ -280,6 +280,43 @@ def test_list_paging():
     assert b["has_more"] is False and [x["id"] for x in b["data"]] == [ids[0]]
 
 
+def test_list_cursor_pages_neither_repeat_nor_skip():
+    ids = [agent_task(name="cur%d" % i, metadata={"cur": "1"})["id"] for i in range(7)]
+    seen, after, pages = [], None, 0
+    while True:
+        q = P + "/tasks?metadata.cur=1&limit=3" + ("&starting_after=" + after if after else "")
+        page = expect(S.req("GET", q), 200)
+        assert page["total"] >= 7, page
+        seen += [x["id"] for x in page["data"]]
+        pages += 1
+        if pages == 1:
+            # new tasks while a client pages: offsets would shift the rest by one
+            # and show a task twice; a cursor goes on where it was
+            agent_task(name="cur-new", metadata={"cur": "1"})
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    assert seen == ids[::-1], (seen, ids)
+    assert pages == 3
+    # the cursor with an offset: skips within what follows the cursor
+    page = expect(S.req("GET", P + "/tasks?metadata.cur=1&limit=2&offset=1&starting_after=" + ids[5]), 200)
+    assert [x["id"] for x in page["data"]] == [ids[3], ids[2]] and page["has_more"] is True, page
+    # a cursor that names nothing of this project, or cannot be an id
+    r = S.req("GET", P + "/tasks?starting_after=task_nosuch")
+    assert r.status == 400 and r.json["error"]["param"] == "starting_after", r.json
+    r = S.req("GET", P + "/tasks?starting_after=a%20b")
+    assert r.status == 400 and r.json["error"]["param"] == "starting_after", r.json
+    # runs: of a task, and of the project
+    t = agent_task(name="cur-runs", run=False)
+    runs = [expect(S.req("POST", P + "/tasks/%s/runs" % t["id"], {}), 201)["id"] for _ in range(3)]
+    page = expect(S.req("GET", P + "/tasks/%s/runs?limit=1&starting_after=%s" % (t["id"], runs[2])), 200)
+    assert [x["id"] for x in page["data"]] == [runs[1]] and page["has_more"] is True, page
+    page = expect(S.req("GET", P + "/runs?task_id=%s&starting_after=%s" % (t["id"], runs[1])), 200)
+    assert [x["id"] for x in page["data"]] == [runs[0]] and page["has_more"] is False, page
+    r = S.req("GET", P + "/runs?starting_after=" + ids[0])   # a task's id is no run
+    assert r.status == 400 and "no run" in r.json["error"]["message"], r.json
+
+
 def test_client_id_and_conflict():
     expect(S.req("POST", P + "/tasks", {"id": "my-task-1", "assigned_agent_id": "a"}), 201)
     r = S.req("POST", P + "/tasks", {"id": "my-task-1", "assigned_agent_id": "a"})
