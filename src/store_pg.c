@@ -470,12 +470,20 @@ static char *schema_v4(void)
                    "WHERE f_status IN ('completed','failed','timed_out','denied','canceled');\n");
 }
 
+/* v5: the unfiltered task and run lists (newest first) read the project's
+ * rows through an index in their order, as SQLite's v9. */
+static char *schema_v5(void)
+{
+    return xstrdup("CREATE INDEX tasks_project ON tasks(project_id, seq);\n"
+                   "CREATE INDEX runs_project ON runs(project_id, seq);\n");
+}
+
 /* Migrations run in one transaction under an advisory lock (several nodes
  * may start at once); quern_schema records the last one applied, in the same
  * transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
 {
-    const int latest = 4;
+    const int latest = 5;
     int rc = simple(c, "BEGIN");
     if (!rc)
         rc = simple(c, "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK "'::bigint)");
@@ -504,6 +512,7 @@ static int migrate(struct conn *c, char **err)
                     : v == 2 ? schema_v2()
                     : v == 3 ? schema_v3()
                     : v == 4 ? schema_v4()
+                    : v == 5 ? schema_v5()
                              : NULL;
         char *ver = xasprintf("DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(%d)", v);
         rc = simple(c, sql);

@@ -466,6 +466,17 @@ static char *schema_v8(void)
                    " WHERE json_extract(a.value, '$.sha256') IS NOT NULL;\n");
 }
 
+/* v9: the task and run lists, newest first, unfiltered (the dashboard's and
+ * the API's default view) read the project's rows through an index in their
+ * order, instead of sorting every row of the project for each page (0.5 s a
+ * page at 300 000 runs, seconds for a deep offset).  Only inserts pay: a
+ * document's update changes neither column. */
+static char *schema_v9(void)
+{
+    return xstrdup("CREATE INDEX tasks_project ON tasks(project_id, seq);\n"
+                   "CREATE INDEX runs_project ON runs(project_id, seq);\n");
+}
+
 /* Migrations are applied in order; PRAGMA user_version records the last one
  * applied, in the same transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
@@ -477,7 +488,7 @@ static int migrate(struct conn *c, char **err)
     }
     int version = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
-    const int latest = 8;
+    const int latest = 9;
     if (version > latest) {
         *err = xasprintf("database schema version %d is newer than this quernd (%d)", version,
                          latest);
@@ -501,6 +512,8 @@ static int migrate(struct conn *c, char **err)
             sql = schema_v7();
         else if (v == 8)
             sql = schema_v8();
+        else if (v == 9)
+            sql = schema_v9();
         char *ver = xasprintf("PRAGMA user_version=%d", v);
         int rc = exec_sql(c, "BEGIN IMMEDIATE");
         if (!rc)

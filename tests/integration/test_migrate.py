@@ -66,6 +66,8 @@ def to_v1(path):
         """)
         db.execute("UPDATE sqlite_sequence SET seq = seq + 1000 WHERE name = 'events'")
     db.execute("DROP TABLE IF EXISTS blob_refs")
+    db.execute("DROP INDEX IF EXISTS tasks_project")   # v9
+    db.execute("DROP INDEX IF EXISTS runs_project")
     db.execute("PRAGMA user_version=1")
     db.commit()
     db.close()
@@ -142,6 +144,14 @@ def test_v1_database_opens_and_runs_move_its_tasks():
             "h_completed_at < '\"2026' AND f_status IN "
             "('completed','failed','timed_out','denied','canceled') LIMIT 10"))
         assert "runs_finished" in plan, plan
+        # the unfiltered lists, newest first, read in index order: no sort
+        # of every row of the project for each page (v9); with a cursor too
+        for t in ("tasks", "runs"):
+            for cur in ("", " AND seq < (SELECT seq FROM %s WHERE id='x' AND project_id='default')" % t):
+                plan = " ".join(r[3] for r in db.execute(
+                    "EXPLAIN QUERY PLAN SELECT doc FROM %s WHERE 1 AND project_id='default'%s "
+                    "ORDER BY seq DESC LIMIT 50 OFFSET 0" % (t, cur)))
+                assert "%s_project" % t in plan and "TEMP B-TREE" not in plan, plan
         h, at = db.execute("SELECT h_completed_at, json_extract(doc, '$.completed_at') FROM runs "
                            "WHERE id=?", (run["id"],)).fetchone()
         assert at and h == json.dumps(at), (h, at)
