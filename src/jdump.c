@@ -88,18 +88,40 @@ size_t jdump_real(char *s, double v)
 {
     if (v == 0 && !signbit(v))
         return (size_t)snprintf(s, JDUMP_REAL_MAX, "0.0");
-    /* the fewest digits that read back as v; %g then turns to an exponent
-     * from 1e15 on, where jansson's 17 digits still write 1111111111111110.0
-     * shorter than 1.11111111111111e15: the shorter form of the two */
-    char j[JDUMP_REAL_MAX];
-    size_t jlen = real_form(j, v, 17);
-    for (int prec = 15; prec < 17; prec++) {
-        char t[JDUMP_REAL_MAX];
-        size_t len = real_form(t, v, prec);
-        if (strtod(t, NULL) == v && len <= jlen) {
-            memcpy(s, t, len + 1);
-            return len;
+    /* The fewest digits that read back as v.  %g turns to an exponent from
+     * 1e15 on, where jansson's 17 digits still write 1111111111111110.0
+     * shorter than 1.11111111111111e15: then the shorter form of the two.
+     * Without an exponent, a form of 15 or 16 digits that reads back is
+     * never longer than the 17-digit one (same style, no fewer digits), so
+     * the usual values take one or two formats, not three. */
+    char t15[JDUMP_REAL_MAX], t16[JDUMP_REAL_MAX], j[JDUMP_REAL_MAX];
+    size_t len15 = real_form(t15, v, 15), len16 = 0;
+    bool ok15 = strtod(t15, NULL) == v, ok16 = false, have16 = false;
+    if (ok15 && !memchr(t15, 'e', len15)) {
+        memcpy(s, t15, len15 + 1);
+        return len15;
+    }
+    if (!ok15) {
+        len16 = real_form(t16, v, 16);
+        ok16 = strtod(t16, NULL) == v;
+        have16 = true;
+        if (ok16 && !memchr(t16, 'e', len16)) {
+            memcpy(s, t16, len16 + 1);
+            return len16;
         }
+    }
+    size_t jlen = real_form(j, v, 17);
+    if (ok15 && len15 <= jlen) {
+        memcpy(s, t15, len15 + 1);
+        return len15;
+    }
+    if (!have16) {
+        len16 = real_form(t16, v, 16);
+        ok16 = strtod(t16, NULL) == v;
+    }
+    if (ok16 && len16 <= jlen) {
+        memcpy(s, t16, len16 + 1);
+        return len16;
     }
     memcpy(s, j, jlen + 1);
     return jlen;
