@@ -133,10 +133,18 @@ async function api(method, path, body, opts = {}) {
   const headers = { Authorization: 'Bearer ' + (opts.key || session.key) };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   let res;
-  try {
-    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
-  } catch (e) {
-    throw new ApiError(0, { message: 'quernd is not reachable (' + e.message + ')' });
+  // a read over the key's rate limit (429, when quernd has one) is sent again
+  // after the Retry-After it was told, twice at most; a write is not (the
+  // user sees the error and decides)
+  for (let attempt = 0; ; attempt++) {
+    try {
+      res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    } catch (e) {
+      throw new ApiError(0, { message: 'quernd is not reachable (' + e.message + ')' });
+    }
+    if (res.status !== 429 || method !== 'GET' || attempt >= 2) break;
+    const wait = Math.min(10, Math.max(1, parseInt(res.headers.get('Retry-After'), 10) || 1));
+    await new Promise((ok) => setTimeout(ok, wait * 1000));
   }
   const text = await res.text();
   const ct = res.headers.get('Content-Type') || '';

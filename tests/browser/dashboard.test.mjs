@@ -203,6 +203,25 @@ test('tasks are paginated on the server', async () => {
   await waitFor(async () => (await page.locator('#tasks-table tbody tr').count()) === 1 || null, 'search narrows');
 });
 
+test('a list read over the key\'s rate limit (429) is asked again after Retry-After', async () => {
+  let calls = 0;
+  const limited = (route) => (++calls === 1
+    ? route.fulfill({ status: 429, contentType: 'application/json', headers: { 'Retry-After': '1' },
+        body: JSON.stringify({ error: { type: 'rate_limited', code: 'rate_limited', message: 'slow down' } }) })
+    : route.continue());
+  const list = (u) => u.pathname === '/api/projects/default/tasks' && u.search.includes('assigned_agent_id=bulk');
+  await page.route(list, limited);
+  try {
+    await open(page, '#/tasks?assigned_agent_id=bulk');
+    await page.waitForSelector('.page-info', { timeout: T });
+    assert(calls >= 2, 'asked again: ' + calls);
+    assert(await page.locator('#tasks-table tbody tr').count() === 50, 'the page shown after the retry');
+    assert(!(await page.locator('#main').textContent()).includes('slow down'), 'no error left on the page');
+  } finally {
+    await page.unroute(list, limited);
+  }
+});
+
 test('task actions: pause, resume, cancel, retry, run, delete', async () => {
   const t = await req('POST', PP + '/tasks', { name: 'actions-target', assigned_agent_id: 'nobody', run: true });
   await open(page, '#/task/' + t.id);
