@@ -129,6 +129,26 @@ def test_trigger_body_must_be_object_and_replay_is_deduplicated():
     assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 1
 
 
+
+def test_trigger_replay_with_a_respelled_header_is_one_run():
+    # A captured request replayed with its signature header spelled another
+    # way (spaces, order, upper-case hex, an added entry, "+t") still carries
+    # the same signed message "<t>.<body>": one run, the first answer.
+    t = agent_task()
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"], "secret": "k"}), 201)
+    body = b'{"replayed": true}'
+    now = int(time.time())
+    mac = sign("k", body, now).split("sha256=")[1]
+    first = expect(S.req("POST", trg["url"], raw=body, key=None,
+                         headers={"X-Quern-Signature": "t=%d,sha256=%s" % (now, mac)}), 202)
+    for h in (" t=%d , sha256=%s " % (now, mac), "sha256=%s,t=%d" % (mac, now),
+              "t=%d,sha256=%s" % (now, mac.upper()), "t=%d,sha256=%s,v1=x" % (now, mac),
+              "t=%d,sha256=%s,sha256=%s" % (now, "0" * 64, mac), "t=+%d,sha256=%s" % (now, mac),
+              "t=%d,sha256=%s," % (now, mac)):
+        r = expect(S.req("POST", trg["url"], raw=body, key=None, headers={"X-Quern-Signature": h}), 202)
+        assert r["run_id"] == first["run_id"], (h, r)
+    assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 1
+
 def test_trigger_generated_secret_list_delete_and_gone():
     t = agent_task()
     trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"]}), 201)
