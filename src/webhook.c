@@ -32,9 +32,13 @@
 #define MAX_RESPONSE_KEPT 1024
 #define RESCAN_OVERDUE_MS 60000LL
 
+/* "<project_id>/<webhook_id>": whose attempts WEBHOOK_PER_HOOK counts */
+#define DUE_KEY_LEN (2 * ID_LEN + 2)
+
 struct due {
     int64_t at;                 /* wall clock ms of the next attempt */
     char id[ID_LEN];
+    char key[DUE_KEY_LEN];
 };
 
 struct webhook {
@@ -47,11 +51,16 @@ struct webhook {
     bool idle;
     struct due *heap;
     size_t n, cap;
+    /* due deliveries of webhooks at WEBHOOK_PER_HOOK: one goes back to the
+     * heap each time an attempt of that webhook ends */
+    struct due *parked;
+    size_t nparked, capparked;
     pthread_t disp, senders[WEBHOOK_SENDERS];
     int nsenders;
     struct sender {
         struct webhook *wh;
         char inflight[ID_LEN];   /* the delivery being attempted, "" when idle */
+        char inflight_key[DUE_KEY_LEN];
     } sender[WEBHOOK_SENDERS];
     int64_t last_rescan_ms;
     bool disp_started;
@@ -209,7 +218,13 @@ json_t *webhook_delivery_public(const json_t *d)
 
 /* ---- the heap of due deliveries (mu held) ---- */
 
-static void heap_push(struct webhook *wh, const char *id, int64_t at)
+static void due_key(const json_t *d, char out[DUE_KEY_LEN])
+{
+    snprintf(out, DUE_KEY_LEN, "%s/%s", json_string_value(json_object_get(d, "project_id")) ?: "",
+             json_string_value(json_object_get(d, "webhook_id")) ?: "");
+}
+
+static void heap_push(struct webhook *wh, const char *id, const char *key, int64_t at)
 {
     if (wh->n == wh->cap) {
         wh->cap = wh->cap ? wh->cap * 2 : 64;
@@ -218,6 +233,7 @@ static void heap_push(struct webhook *wh, const char *id, int64_t at)
     size_t i = wh->n++;
     wh->heap[i].at = at;
     snprintf(wh->heap[i].id, sizeof wh->heap[i].id, "%s", id);
+    snprintf(wh->heap[i].key, sizeof wh->heap[i].key, "%s", key);
     while (i > 0) {
         size_t p = (i - 1) / 2;
         if (wh->heap[p].at <= wh->heap[i].at)
@@ -260,6 +276,7 @@ static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int64_t ms)
 struct enqueue {
     struct webhook *wh;
     char id[ID_LEN];
+    char key[DUE_KEY_LEN];
     int64_t at;
 };
 
@@ -268,20 +285,22 @@ static void enqueue_hook(void *arg, bool committed)
     struct enqueue *e = arg;
     if (committed) {
         pthread_mutex_lock(&e->wh->mu);
-        heap_push(e->wh, e->id, e->at);
+        heap_push(e->wh, e->id, e->key, e->at);
         pthread_cond_signal(&e->wh->cond_send);
         pthread_mutex_unlock(&e->wh->mu);
     }
     free(e);
 }
 
-static void enqueue_after_commit(struct store_tx *tx, struct webhook *wh, const char *id, int64_t at)
+static void enqueue_after_commit(struct store_tx *tx, struct webhook *wh, const json_t *d,
+                                 int64_t at)
 {
     if (!wh)
         return;
     struct enqueue *e = xmalloc(sizeof *e);
     e->wh = wh;
-    snprintf(e->id, sizeof e->id, "%s", id);
+    snprintf(e->id, sizeof e->id, "%s", json_string_value(json_object_get(d, "id")) ?: "");
+    due_key(d, e->key);
     e->at = at;
     store_tx_on_commit(tx, enqueue_hook, e);
 }
@@ -291,7 +310,7 @@ int webhook_queue(struct store_tx *tx, struct webhook *wh, const char *project_i
     int rc = store_put(tx, SK_DELIVERY, project_id, delivery);
     if (rc)
         return rc;
-    enqueue_after_commit(tx, wh, json_string_value(json_object_get(delivery, "id")),
+    enqueue_after_commit(tx, wh, delivery,
                          json_integer_value(json_object_get(delivery, "next_attempt_ms")));
     return 0;
 }
@@ -471,9 +490,11 @@ static int rescan_fn(struct store_tx *tx, void *arg)
     pthread_mutex_lock(&wh->mu);
     /* ids held here, sorted, so the check is n log n */
     size_t nheld = wh->n;
-    const char **held = xcalloc(nheld + WEBHOOK_SENDERS + 1, sizeof *held);
+    const char **held = xcalloc(nheld + wh->nparked + WEBHOOK_SENDERS + 1, sizeof *held);
     for (size_t k = 0; k < wh->n; k++)
         held[k] = wh->heap[k].id;
+    for (size_t k = 0; k < wh->nparked; k++)
+        held[nheld++] = wh->parked[k].id;
     for (int k = 0; k < WEBHOOK_SENDERS; k++)
         if (wh->sender[k].inflight[0])
             held[nheld++] = wh->sender[k].inflight;
@@ -486,8 +507,12 @@ static int rescan_fn(struct store_tx *tx, void *arg)
             json_array_append(orphans, d);
     }
     free(held);
-    json_array_foreach(orphans, i, d) heap_push(wh, json_string_value(json_object_get(d, "id")),
-                                                json_integer_value(json_object_get(d, "next_attempt_ms")));
+    json_array_foreach(orphans, i, d) {
+        char key[DUE_KEY_LEN];
+        due_key(d, key);
+        heap_push(wh, json_string_value(json_object_get(d, "id")), key,
+                  json_integer_value(json_object_get(d, "next_attempt_ms")));
+    }
     json_decref(orphans);
     if (wh->n)
         pthread_cond_signal(&wh->cond_send);
@@ -869,7 +894,7 @@ static int record_fn(struct store_tx *tx, void *arg)
         rfc3339_format(next, tn);
         json_object_set_new(d, "next_attempt_at", json_string(tn));
         json_object_set_new(d, "next_attempt_ms", json_integer(next));
-        enqueue_after_commit(tx, wh, a->id, next);
+        enqueue_after_commit(tx, wh, d, next);
     }
     int rc = store_update(tx, SK_DELIVERY, pid, d);
     json_decref(d);
@@ -916,8 +941,11 @@ static void attempt(struct webhook *wh, const char *id)
     if (store_write(wh->app->store, record_fn, &a)) {
         /* could not record: try again later rather than lose it */
         pthread_mutex_lock(&wh->mu);
-        if (!wh->stopping)
-            heap_push(wh, id, now_ms() + 1000);
+        if (!wh->stopping) {
+            char key[DUE_KEY_LEN];
+            due_key(a.delivery, key);
+            heap_push(wh, id, key, now_ms() + 1000);
+        }
         pthread_mutex_unlock(&wh->mu);
     }
 out:
@@ -931,27 +959,81 @@ out:
     json_decref(a.policy);
 }
 
+/* How many attempts of key are in flight (mu held). */
+static int key_inflight(const struct webhook *wh, const char *key)
+{
+    int n = 0;
+    for (int i = 0; i < WEBHOOK_SENDERS; i++)
+        n += wh->sender[i].inflight[0] && !strcmp(wh->sender[i].inflight_key, key);
+    return n;
+}
+
+/* Takes the earliest due delivery whose webhook is under WEBHOOK_PER_HOOK,
+ * parking the due ones of webhooks at it (mu held).  false when none is due:
+ * *wait is the ms until the next one, or -1 when the heap is empty. */
+static bool take_due(struct webhook *wh, struct due *out, int64_t *wait)
+{
+    while (wh->n) {
+        int64_t w = wh->heap[0].at - now_ms();
+        if (w > 0) {
+            *wait = w;
+            return false;
+        }
+        struct due d = heap_pop(wh);
+        if (key_inflight(wh, d.key) < WEBHOOK_PER_HOOK) {
+            *out = d;
+            return true;
+        }
+        if (wh->nparked == wh->capparked) {
+            wh->capparked = wh->capparked ? wh->capparked * 2 : 64;
+            wh->parked = xrealloc(wh->parked, wh->capparked * sizeof *wh->parked);
+        }
+        wh->parked[wh->nparked++] = d;
+    }
+    *wait = -1;
+    return false;
+}
+
+/* An attempt of key ended: one of its parked deliveries goes back to the
+ * heap (mu held).  So whenever a webhook has parked deliveries, it is at its
+ * limit or one of them is on the heap: none is stranded. */
+static void unpark_one(struct webhook *wh, const char *key)
+{
+    size_t best = wh->nparked;
+    for (size_t i = 0; i < wh->nparked; i++)
+        if (!strcmp(wh->parked[i].key, key) &&
+            (best == wh->nparked || wh->parked[i].at < wh->parked[best].at))
+            best = i;   /* the earliest, so none of the webhook's waits forever */
+    if (best == wh->nparked)
+        return;
+    struct due d = wh->parked[best];
+    wh->parked[best] = wh->parked[--wh->nparked];
+    heap_push(wh, d.id, d.key, d.at);
+    pthread_cond_signal(&wh->cond_send);
+}
+
 static void *sender_main(void *arg)
 {
     struct sender *me = arg;
     struct webhook *wh = me->wh;
     pthread_mutex_lock(&wh->mu);
     while (!wh->stopping) {
-        if (!wh->n) {
-            pthread_cond_wait(&wh->cond_send, &wh->mu);
+        struct due d;
+        int64_t wait;
+        if (!take_due(wh, &d, &wait)) {
+            if (wait < 0)
+                pthread_cond_wait(&wh->cond_send, &wh->mu);
+            else
+                timed_wait(&wh->cond_send, &wh->mu, wait < 1000 ? wait : 1000);
             continue;
         }
-        int64_t wait = wh->heap[0].at - now_ms();
-        if (wait > 0) {
-            timed_wait(&wh->cond_send, &wh->mu, wait < 1000 ? wait : 1000);
-            continue;
-        }
-        struct due d = heap_pop(wh);
         memcpy(me->inflight, d.id, sizeof me->inflight);
+        memcpy(me->inflight_key, d.key, sizeof me->inflight_key);
         pthread_mutex_unlock(&wh->mu);
         attempt(wh, d.id);
         pthread_mutex_lock(&wh->mu);
         me->inflight[0] = 0;
+        unpark_one(wh, d.key);
     }
     pthread_mutex_unlock(&wh->mu);
     return NULL;
@@ -971,8 +1053,12 @@ static int reload_fn(struct store_tx *tx, void *arg)
     size_t i;
     json_t *d;
     pthread_mutex_lock(&wh->mu);
-    json_array_foreach(list, i, d) heap_push(wh, json_string_value(json_object_get(d, "id")),
-                                             json_integer_value(json_object_get(d, "next_attempt_ms")));
+    json_array_foreach(list, i, d) {
+        char key[DUE_KEY_LEN];
+        due_key(d, key);
+        heap_push(wh, json_string_value(json_object_get(d, "id")), key,
+                  json_integer_value(json_object_get(d, "next_attempt_ms")));
+    }
     pthread_mutex_unlock(&wh->mu);
     json_decref(list);
     return 0;
@@ -1047,6 +1133,7 @@ void webhook_free(struct webhook *wh)
     for (int i = 0; i < wh->nsenders; i++)
         pthread_join(wh->senders[i], NULL);
     free(wh->heap);
+    free(wh->parked);
     pthread_mutex_destroy(&wh->mu);
     pthread_cond_destroy(&wh->cond_disp);
     pthread_cond_destroy(&wh->cond_send);

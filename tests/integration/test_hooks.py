@@ -8,6 +8,7 @@ import hmac
 import http.server
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -289,6 +290,44 @@ def test_loopback_refused_without_allow_private():
         rec.close()
         s2.stop()
 
+
+
+def test_hanging_receiver_does_not_hold_back_other_webhooks():
+    # A receiver that accepts and never answers holds at most 2 attempts at
+    # once (WEBHOOK_PER_HOOK); the other senders keep delivering to a healthy
+    # webhook.  The request timeout is far longer than the wait here, so the
+    # healthy deliveries cannot be waiting for the hanging ones to time out.
+    s4 = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_TIMEOUT_MS": "600000"})
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                c, _ = hang.accept()
+            except OSError:
+                return
+            held.append(c)
+    threading.Thread(target=accept, daemon=True).start()
+    good = Receiver()
+    try:
+        expect(s4.req("POST", P + "/webhooks", {"url": "http://127.0.0.1:%d/" % hang.getsockname()[1],
+                                                "events": ["task.created"]}), 201)
+        expect(s4.req("POST", P + "/webhooks", {"url": good.url, "events": ["task.created"]}), 201)
+        n = 12
+        for i in range(n):
+            expect(s4.req("POST", P + "/tasks", {"name": "h%d" % i, "assigned_agent_id": "a", "run": False}), 201)
+        wait_for(lambda: len(good.got()) >= n, what="healthy webhook served beside a hanging one")
+        wait_for(lambda: len(held) >= 2, what="hanging receiver reached")
+        assert len(held) == 2, len(held)   # no more of its deliveries were started
+    finally:
+        good.close()
+        s4.stop()
+        hang.close()
+        for c in held:
+            c.close()
 
 def test_pending_delivery_survives_sigkill():
     s3 = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
