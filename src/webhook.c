@@ -592,6 +592,7 @@ struct post {
     char error[320];
     bool final;                  /* do not retry (refused by policy, bad URL) */
     bool aborted;                /* quernd is stopping: not an attempt */
+    bool cut;                    /* the body went past what is kept: not read on */
     struct buf resp;
 };
 
@@ -599,11 +600,14 @@ static size_t on_body(char *p, size_t size, size_t n, void *ctx)
 {
     struct post *ps = ctx;
     size_t len = size * n;
-    if (ps->resp.len < MAX_RESPONSE_KEPT) {
-        size_t keep = MAX_RESPONSE_KEPT - ps->resp.len;
-        buf_append(&ps->resp, p, len < keep ? len : keep);
-    }
-    return len;
+    size_t keep = MAX_RESPONSE_KEPT - ps->resp.len;
+    buf_append(&ps->resp, p, len < keep ? len : keep);
+    if (len <= keep)
+        return len;
+    /* the status is known and the rest would be thrown away: a receiver
+     * streaming an endless body must not hold the sender until the timeout */
+    ps->cut = true;
+    return 0;
 }
 
 static int on_progress(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
@@ -787,7 +791,7 @@ static void do_post(struct post *ps, const char *url, const char *body, const ch
     curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, ps);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     CURLcode cc = curl_easy_perform(c);
-    if (cc == CURLE_OK) {
+    if (cc == CURLE_OK || (cc == CURLE_WRITE_ERROR && ps->cut)) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ps->status);
         if (ps->status < 200 || ps->status > 299)
             snprintf(ps->error, sizeof ps->error, "the receiver answered HTTP %ld", ps->status);

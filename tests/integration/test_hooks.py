@@ -329,6 +329,47 @@ def test_hanging_receiver_does_not_hold_back_other_webhooks():
         for c in held:
             c.close()
 
+
+def test_endless_response_body_is_cut_after_the_kept_kib():
+    # A receiver answers 200 and then streams a body without end: quern keeps
+    # the first 1 KiB, stops reading and records the answer; it does not read
+    # on until the (here very long) request timeout.
+    s5 = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_TIMEOUT_MS": "600000"})
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def stream():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += c.recv(65536)
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                while True:
+                    c.sendall(b"1000\r\n" + b"\x00z" * 2048 + b"\r\n")
+            except OSError:
+                c.close()
+    threading.Thread(target=stream, daemon=True).start()
+    try:
+        w = expect(s5.req("POST", P + "/webhooks", {"url": "http://127.0.0.1:%d/" % srv.getsockname()[1],
+                                                    "events": ["task.created"]}), 201)
+        expect(s5.req("POST", P + "/tasks", {"name": "e", "assigned_agent_id": "a", "run": False}), 201)
+
+        def done():
+            ds = expect(s5.req("GET", P + "/webhooks/%s/deliveries" % w["id"]), 200)["data"]
+            return ds if ds and ds[0]["status"] != "pending" else None
+        d = wait_for(done, what="delivery to an endless body recorded")[0]
+        assert d["status"] == "succeeded" and d["last_status_code"] == 200, d
+        assert d["attempts"][0]["response_body"] == "?z" * 512, d["attempts"][0]
+    finally:
+        s5.stop()
+        srv.close()
+
 def test_pending_delivery_survives_sigkill():
     s3 = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
     rec = Receiver(fail_first=10**9)   # down until we say so
