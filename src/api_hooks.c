@@ -420,6 +420,14 @@ void api_webhooks_create(struct req *r)
         !api_str(r, body, "description", "description", r->app->cfg.max_description_len, &desc) ||
         !api_new_id(r, body, "whk", id))
         return;
+    if (!strcmp(id, WEBHOOK_RELAY_ID)) {
+        /* the webhook_id of relay_message deliveries: such a webhook's own
+         * deliveries would go out unsigned and be listed (and deleted) with
+         * the relay's */
+        http_error(r, 400, "reserved_id", "id",
+                   "id \"%s\" is reserved for relay_message deliveries", WEBHOOK_RELAY_ID);
+        return;
+    }
     char *why = NULL;
     if (!url) {
         http_error(r, 400, "missing_field", "url", "url is required");

@@ -213,6 +213,15 @@ def test_webhook_validation():
     assert S.req("GET", P + "/webhooks/%s/deliveries" % w["id"]).status == 404
 
 
+
+def test_webhook_id_relay_is_reserved():
+    # "relay" is the webhook_id of relay_message deliveries: a webhook by that
+    # name had its events sent unsigned, listed with the relay's deliveries,
+    # and deleting it deleted those.
+    r = S.req("POST", P + "/webhooks", {"id": "relay", "url": "https://example.com/h", "events": ["*"]})
+    assert r.status == 400 and r.json["error"]["code"] == "reserved_id" and r.json["error"]["param"] == "id", r
+    assert S.req("GET", P + "/webhooks/relay").status == 404
+
 def test_webhook_receives_signed_events():
     rec = Receiver()
     try:
