@@ -315,6 +315,24 @@ static int load_trigger_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+bool api_hooks_before_body(struct req *r)
+{
+    struct fire f = {.r = r};
+    /* a store that cannot be read now is the handler's to answer */
+    if (!store_read(r->app->store, load_trigger_fn, &f) && !f.trigger) {
+        http_not_found(r, "trigger", http_param(r, "trigger_id"));
+        return false;
+    }
+    json_decref(f.trigger);
+    if (!http_header(r, "X-Quern-Signature")) {
+        http_error(r, 401, "missing_signature", NULL,
+                   "the X-Quern-Signature header is required: t=<unix seconds>,sha256=<hex "
+                   "HMAC-SHA256 of \"<t>.<body>\">");
+        return false;
+    }
+    return true;
+}
+
 void api_hooks_receive(struct req *r)
 {
     struct fire f = {.r = r};

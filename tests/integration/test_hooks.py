@@ -150,6 +150,37 @@ def test_trigger_replay_with_a_respelled_header_is_one_run():
         assert r["run_id"] == first["run_id"], (h, r)
     assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 1
 
+
+def test_trigger_unknown_or_unsigned_is_answered_before_a_large_body():
+    # No key is needed on /hooks/:id, so a large body is read only for a
+    # trigger that exists and a request that carries a signature: anyone could
+    # otherwise make quernd hold 16 MiB per connection (20 slow senders to an
+    # unknown trigger took it from 18 to 359 MB).
+    t = agent_task()
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"], "secret": "k"}), 201)
+    for path, sig, status, code in (("/hooks/trg_nope", "t=1,sha256=00", 404, "resource_missing"),
+                                    (trg["url"], None, 401, "missing_signature")):
+        c = socket.create_connection((S.host, S.port), timeout=20)
+        try:
+            head = "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % (path, 8 << 20)
+            if sig:
+                head += "X-Quern-Signature: %s\r\n" % sig
+            c.sendall((head + "\r\n").encode())   # and no body
+            data = b""
+            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                more = c.recv(65536)
+                if not more:
+                    break
+                data += more
+            status_line, _, rest = data.partition(b"\r\n")
+            assert status_line.split()[1] == str(status).encode(), data
+            assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["error"]["code"] == code, data
+        finally:
+            c.close()
+    # a signed one is still read and checked as before
+    body = b'{"big": "' + b"x" * (1 << 20) + b'"}'
+    expect(S.req("POST", trg["url"], raw=body, key=None, headers={"X-Quern-Signature": sign("k", body)}), 202)
+
 def test_trigger_generated_secret_list_delete_and_gone():
     t = agent_task()
     trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"]}), 201)
