@@ -108,12 +108,22 @@ const char *webhook_addr_class(const struct sockaddr *sa)
     static const unsigned char zero[16];
     static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
     static const unsigned char nat64[12] = {0, 0x64, 0xFF, 0x9B};
+    static const unsigned char siit[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0};
+    static const unsigned char nat64_local[6] = {0, 0x64, 0xFF, 0x9B, 0, 1};
     if (!memcmp(a, zero, 16))
         return "unspecified";
     if (!memcmp(a, zero, 15) && a[15] == 1)
         return "loopback";
-    if (!memcmp(a, mapped, 12) || !memcmp(a, nat64, 12) || !memcmp(a, zero, 12))
-        return v4_class(a + 12);   /* ::ffff:a.b.c.d, 64:ff9b::a.b.c.d, ::a.b.c.d */
+    if (!memcmp(a, mapped, 12) || !memcmp(a, nat64, 12) || !memcmp(a, zero, 12) ||
+        !memcmp(a, siit, 12))
+        return v4_class(a + 12);   /* ::ffff:a.b.c.d, 64:ff9b::a.b.c.d, ::a.b.c.d,
+                                      ::ffff:0:a.b.c.d (SIIT) */
+    if (!memcmp(a, nat64_local, 6))
+        return "private";          /* 64:ff9b:1::/48, a local network's NAT64 */
+    if (a[0] == 0x20 && a[1] == 0x01 && ((a[2] == 0 && a[3] == 0) || (a[2] == 0x0D && a[3] == 0xB8)))
+        return "reserved";         /* 2001::/32 Teredo, 2001:db8::/32 documentation */
+    if (a[0] == 0x01 && !memcmp(a + 1, zero, 7))
+        return "reserved";         /* 100::/64 discard */
     if (a[0] == 0x20 && a[1] == 0x02)
         return v4_class(a + 2);    /* 6to4 2002:AABB:CCDD:: */
     if (a[0] == 0xFF)
