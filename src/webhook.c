@@ -41,6 +41,12 @@ struct due {
     char key[DUE_KEY_LEN];
 };
 
+/* a min-heap of due deliveries by at */
+struct dueq {
+    struct due *v;
+    size_t n, cap;
+};
+
 struct webhook {
     struct app *app;
     pthread_mutex_t mu;
@@ -49,12 +55,14 @@ struct webhook {
     /* true while this node has nothing to dispatch (not the leader, or no
      * webhook exists): events then skip the wake-up entirely (atomic) */
     bool idle;
-    struct due *heap;
-    size_t n, cap;
-    /* due deliveries of webhooks at WEBHOOK_PER_HOOK: one goes back to the
-     * heap each time an attempt of that webhook ends */
-    struct due *parked;
-    size_t nparked, capparked;
+    struct dueq q;
+    /* due deliveries of webhooks at WEBHOOK_PER_HOOK, one queue per webhook:
+     * its earliest goes back to q each time an attempt of that webhook ends */
+    struct park {
+        char key[DUE_KEY_LEN];
+        struct dueq q;
+    } *parks;
+    size_t nparks, capparks;
     pthread_t disp, senders[WEBHOOK_SENDERS];
     int nsenders;
     struct sender {
@@ -234,46 +242,52 @@ static void due_key(const json_t *d, char out[DUE_KEY_LEN])
              json_string_value(json_object_get(d, "webhook_id")) ?: "");
 }
 
-static void heap_push(struct webhook *wh, const char *id, const char *key, int64_t at)
+static void dq_push(struct dueq *q, const struct due *d)
 {
-    if (wh->n == wh->cap) {
-        wh->cap = wh->cap ? wh->cap * 2 : 64;
-        wh->heap = xrealloc(wh->heap, wh->cap * sizeof *wh->heap);
+    if (q->n == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 64;
+        q->v = xrealloc(q->v, q->cap * sizeof *q->v);
     }
-    size_t i = wh->n++;
-    wh->heap[i].at = at;
-    snprintf(wh->heap[i].id, sizeof wh->heap[i].id, "%s", id);
-    snprintf(wh->heap[i].key, sizeof wh->heap[i].key, "%s", key);
+    size_t i = q->n++;
+    q->v[i] = *d;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (wh->heap[p].at <= wh->heap[i].at)
+        if (q->v[p].at <= q->v[i].at)
             break;
-        struct due t = wh->heap[p];
-        wh->heap[p] = wh->heap[i];
-        wh->heap[i] = t;
+        struct due t = q->v[p];
+        q->v[p] = q->v[i];
+        q->v[i] = t;
         i = p;
     }
 }
 
-static struct due heap_pop(struct webhook *wh)
+static struct due dq_pop(struct dueq *q)
 {
-    struct due top = wh->heap[0];
-    wh->heap[0] = wh->heap[--wh->n];
+    struct due top = q->v[0];
+    q->v[0] = q->v[--q->n];
     size_t i = 0;
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < wh->n && wh->heap[l].at < wh->heap[m].at)
+        if (l < q->n && q->v[l].at < q->v[m].at)
             m = l;
-        if (r < wh->n && wh->heap[r].at < wh->heap[m].at)
+        if (r < q->n && q->v[r].at < q->v[m].at)
             m = r;
         if (m == i)
             break;
-        struct due t = wh->heap[m];
-        wh->heap[m] = wh->heap[i];
-        wh->heap[i] = t;
+        struct due t = q->v[m];
+        q->v[m] = q->v[i];
+        q->v[i] = t;
         i = m;
     }
     return top;
+}
+
+static void heap_push(struct webhook *wh, const char *id, const char *key, int64_t at)
+{
+    struct due d = {.at = at};
+    snprintf(d.id, sizeof d.id, "%s", id);
+    snprintf(d.key, sizeof d.key, "%s", key);
+    dq_push(&wh->q, &d);
 }
 
 static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int64_t ms)
@@ -499,12 +513,15 @@ static int rescan_fn(struct store_tx *tx, void *arg)
     json_t *d;
     pthread_mutex_lock(&wh->mu);
     /* ids held here, sorted, so the check is n log n */
-    size_t nheld = wh->n;
-    const char **held = xcalloc(nheld + wh->nparked + WEBHOOK_SENDERS + 1, sizeof *held);
-    for (size_t k = 0; k < wh->n; k++)
-        held[k] = wh->heap[k].id;
-    for (size_t k = 0; k < wh->nparked; k++)
-        held[nheld++] = wh->parked[k].id;
+    size_t nheld = wh->q.n, nparked = 0;
+    for (size_t k = 0; k < wh->nparks; k++)
+        nparked += wh->parks[k].q.n;
+    const char **held = xcalloc(nheld + nparked + WEBHOOK_SENDERS + 1, sizeof *held);
+    for (size_t k = 0; k < wh->q.n; k++)
+        held[k] = wh->q.v[k].id;
+    for (size_t k = 0; k < wh->nparks; k++)
+        for (size_t j = 0; j < wh->parks[k].q.n; j++)
+            held[nheld++] = wh->parks[k].q.v[j].id;
     for (int k = 0; k < WEBHOOK_SENDERS; k++)
         if (wh->sender[k].inflight[0])
             held[nheld++] = wh->sender[k].inflight;
@@ -524,7 +541,7 @@ static int rescan_fn(struct store_tx *tx, void *arg)
                   json_integer_value(json_object_get(d, "next_attempt_ms")));
     }
     json_decref(orphans);
-    if (wh->n)
+    if (wh->q.n)
         pthread_cond_signal(&wh->cond_send);
     pthread_mutex_unlock(&wh->mu);
     json_decref(list);
@@ -987,22 +1004,30 @@ static int key_inflight(const struct webhook *wh, const char *key)
  * *wait is the ms until the next one, or -1 when the heap is empty. */
 static bool take_due(struct webhook *wh, struct due *out, int64_t *wait)
 {
-    while (wh->n) {
-        int64_t w = wh->heap[0].at - now_ms();
+    while (wh->q.n) {
+        int64_t w = wh->q.v[0].at - now_ms();
         if (w > 0) {
             *wait = w;
             return false;
         }
-        struct due d = heap_pop(wh);
+        struct due d = dq_pop(&wh->q);
         if (key_inflight(wh, d.key) < WEBHOOK_PER_HOOK) {
             *out = d;
             return true;
         }
-        if (wh->nparked == wh->capparked) {
-            wh->capparked = wh->capparked ? wh->capparked * 2 : 64;
-            wh->parked = xrealloc(wh->parked, wh->capparked * sizeof *wh->parked);
+        size_t k = 0;
+        while (k < wh->nparks && strcmp(wh->parks[k].key, d.key))
+            k++;
+        if (k == wh->nparks) {
+            if (wh->nparks == wh->capparks) {
+                wh->capparks = wh->capparks ? wh->capparks * 2 : 8;
+                wh->parks = xrealloc(wh->parks, wh->capparks * sizeof *wh->parks);
+            }
+            memset(&wh->parks[k], 0, sizeof wh->parks[k]);
+            memcpy(wh->parks[k].key, d.key, sizeof d.key);
+            wh->nparks++;
         }
-        wh->parked[wh->nparked++] = d;
+        dq_push(&wh->parks[k].q, &d);
     }
     *wait = -1;
     return false;
@@ -1013,16 +1038,18 @@ static bool take_due(struct webhook *wh, struct due *out, int64_t *wait)
  * limit or one of them is on the heap: none is stranded. */
 static void unpark_one(struct webhook *wh, const char *key)
 {
-    size_t best = wh->nparked;
-    for (size_t i = 0; i < wh->nparked; i++)
-        if (!strcmp(wh->parked[i].key, key) &&
-            (best == wh->nparked || wh->parked[i].at < wh->parked[best].at))
-            best = i;   /* the earliest, so none of the webhook's waits forever */
-    if (best == wh->nparked)
+    size_t k = 0;
+    while (k < wh->nparks && strcmp(wh->parks[k].key, key))
+        k++;
+    if (k == wh->nparks)
         return;
-    struct due d = wh->parked[best];
-    wh->parked[best] = wh->parked[--wh->nparked];
-    heap_push(wh, d.id, d.key, d.at);
+    struct park *pk = &wh->parks[k];
+    struct due d = dq_pop(&pk->q);   /* the earliest: none of the webhook's waits forever */
+    dq_push(&wh->q, &d);
+    if (!pk->q.n) {
+        free(pk->q.v);
+        wh->parks[k] = wh->parks[--wh->nparks];
+    }
     pthread_cond_signal(&wh->cond_send);
 }
 
@@ -1146,8 +1173,10 @@ void webhook_free(struct webhook *wh)
         pthread_join(wh->disp, NULL);
     for (int i = 0; i < wh->nsenders; i++)
         pthread_join(wh->senders[i], NULL);
-    free(wh->heap);
-    free(wh->parked);
+    free(wh->q.v);
+    for (size_t k = 0; k < wh->nparks; k++)
+        free(wh->parks[k].q.v);
+    free(wh->parks);
     pthread_mutex_destroy(&wh->mu);
     pthread_cond_destroy(&wh->cond_disp);
     pthread_cond_destroy(&wh->cond_send);
