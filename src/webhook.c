@@ -32,13 +32,12 @@
 #define MAX_RESPONSE_KEPT 1024
 #define RESCAN_OVERDUE_MS 60000LL
 
-/* "<project_id>/<webhook_id>": whose attempts WEBHOOK_PER_HOOK counts */
-#define DUE_KEY_LEN (2 * ID_LEN + 2)
-
 struct due {
     int64_t at;                 /* wall clock ms of the next attempt */
     char id[ID_LEN];
-    char key[DUE_KEY_LEN];
+    /* whose attempts WEBHOOK_PER_HOOK counts: a hash of "<project>/<webhook>"
+     * (8 bytes a pending delivery; two webhooks that collide share a limit) */
+    uint64_t key;
 };
 
 /* a min-heap of due deliveries by at */
@@ -59,7 +58,7 @@ struct webhook {
     /* due deliveries of webhooks at WEBHOOK_PER_HOOK, one queue per webhook:
      * its earliest goes back to q each time an attempt of that webhook ends */
     struct park {
-        char key[DUE_KEY_LEN];
+        uint64_t key;
         struct dueq q;
     } *parks;
     size_t nparks, capparks;
@@ -68,7 +67,7 @@ struct webhook {
     struct sender {
         struct webhook *wh;
         char inflight[ID_LEN];   /* the delivery being attempted, "" when idle */
-        char inflight_key[DUE_KEY_LEN];
+        uint64_t inflight_key;
     } sender[WEBHOOK_SENDERS];
     int64_t last_rescan_ms;
     bool disp_started;
@@ -236,10 +235,19 @@ json_t *webhook_delivery_public(const json_t *d)
 
 /* ---- the heap of due deliveries (mu held) ---- */
 
-static void due_key(const json_t *d, char out[DUE_KEY_LEN])
+static uint64_t fnv1a(uint64_t h, const char *s)
 {
-    snprintf(out, DUE_KEY_LEN, "%s/%s", json_string_value(json_object_get(d, "project_id")) ?: "",
-             json_string_value(json_object_get(d, "webhook_id")) ?: "");
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001B3ULL;
+    return h;
+}
+
+static uint64_t due_key(const json_t *d)
+{
+    uint64_t h = fnv1a(0xCBF29CE484222325ULL,
+                       json_string_value(json_object_get(d, "project_id")) ?: "");
+    h = fnv1a(h, "/");
+    return fnv1a(h, json_string_value(json_object_get(d, "webhook_id")) ?: "");
 }
 
 static void dq_push(struct dueq *q, const struct due *d)
@@ -282,11 +290,10 @@ static struct due dq_pop(struct dueq *q)
     return top;
 }
 
-static void heap_push(struct webhook *wh, const char *id, const char *key, int64_t at)
+static void heap_push(struct webhook *wh, const char *id, uint64_t key, int64_t at)
 {
-    struct due d = {.at = at};
+    struct due d = {.at = at, .key = key};
     snprintf(d.id, sizeof d.id, "%s", id);
-    snprintf(d.key, sizeof d.key, "%s", key);
     dq_push(&wh->q, &d);
 }
 
@@ -300,7 +307,7 @@ static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int64_t ms)
 struct enqueue {
     struct webhook *wh;
     char id[ID_LEN];
-    char key[DUE_KEY_LEN];
+    uint64_t key;
     int64_t at;
 };
 
@@ -324,7 +331,7 @@ static void enqueue_after_commit(struct store_tx *tx, struct webhook *wh, const 
     struct enqueue *e = xmalloc(sizeof *e);
     e->wh = wh;
     snprintf(e->id, sizeof e->id, "%s", json_string_value(json_object_get(d, "id")) ?: "");
-    due_key(d, e->key);
+    e->key = due_key(d);
     e->at = at;
     store_tx_on_commit(tx, enqueue_hook, e);
 }
@@ -535,9 +542,7 @@ static int rescan_fn(struct store_tx *tx, void *arg)
     }
     free(held);
     json_array_foreach(orphans, i, d) {
-        char key[DUE_KEY_LEN];
-        due_key(d, key);
-        heap_push(wh, json_string_value(json_object_get(d, "id")), key,
+        heap_push(wh, json_string_value(json_object_get(d, "id")), due_key(d),
                   json_integer_value(json_object_get(d, "next_attempt_ms")));
     }
     json_decref(orphans);
@@ -973,9 +978,7 @@ static void attempt(struct webhook *wh, const char *id)
         /* could not record: try again later rather than lose it */
         pthread_mutex_lock(&wh->mu);
         if (!wh->stopping) {
-            char key[DUE_KEY_LEN];
-            due_key(a.delivery, key);
-            heap_push(wh, id, key, now_ms() + 1000);
+            heap_push(wh, id, due_key(a.delivery), now_ms() + 1000);
         }
         pthread_mutex_unlock(&wh->mu);
     }
@@ -991,11 +994,11 @@ out:
 }
 
 /* How many attempts of key are in flight (mu held). */
-static int key_inflight(const struct webhook *wh, const char *key)
+static int key_inflight(const struct webhook *wh, uint64_t key)
 {
     int n = 0;
     for (int i = 0; i < WEBHOOK_SENDERS; i++)
-        n += wh->sender[i].inflight[0] && !strcmp(wh->sender[i].inflight_key, key);
+        n += wh->sender[i].inflight[0] && wh->sender[i].inflight_key == key;
     return n;
 }
 
@@ -1016,7 +1019,7 @@ static bool take_due(struct webhook *wh, struct due *out, int64_t *wait)
             return true;
         }
         size_t k = 0;
-        while (k < wh->nparks && strcmp(wh->parks[k].key, d.key))
+        while (k < wh->nparks && wh->parks[k].key != d.key)
             k++;
         if (k == wh->nparks) {
             if (wh->nparks == wh->capparks) {
@@ -1024,7 +1027,7 @@ static bool take_due(struct webhook *wh, struct due *out, int64_t *wait)
                 wh->parks = xrealloc(wh->parks, wh->capparks * sizeof *wh->parks);
             }
             memset(&wh->parks[k], 0, sizeof wh->parks[k]);
-            memcpy(wh->parks[k].key, d.key, sizeof d.key);
+            wh->parks[k].key = d.key;
             wh->nparks++;
         }
         dq_push(&wh->parks[k].q, &d);
@@ -1036,10 +1039,10 @@ static bool take_due(struct webhook *wh, struct due *out, int64_t *wait)
 /* An attempt of key ended: one of its parked deliveries goes back to the
  * heap (mu held).  So whenever a webhook has parked deliveries, it is at its
  * limit or one of them is on the heap: none is stranded. */
-static void unpark_one(struct webhook *wh, const char *key)
+static void unpark_one(struct webhook *wh, uint64_t key)
 {
     size_t k = 0;
-    while (k < wh->nparks && strcmp(wh->parks[k].key, key))
+    while (k < wh->nparks && wh->parks[k].key != key)
         k++;
     if (k == wh->nparks)
         return;
@@ -1069,7 +1072,7 @@ static void *sender_main(void *arg)
             continue;
         }
         memcpy(me->inflight, d.id, sizeof me->inflight);
-        memcpy(me->inflight_key, d.key, sizeof me->inflight_key);
+        me->inflight_key = d.key;
         pthread_mutex_unlock(&wh->mu);
         attempt(wh, d.id);
         pthread_mutex_lock(&wh->mu);
@@ -1095,9 +1098,7 @@ static int reload_fn(struct store_tx *tx, void *arg)
     json_t *d;
     pthread_mutex_lock(&wh->mu);
     json_array_foreach(list, i, d) {
-        char key[DUE_KEY_LEN];
-        due_key(d, key);
-        heap_push(wh, json_string_value(json_object_get(d, "id")), key,
+        heap_push(wh, json_string_value(json_object_get(d, "id")), due_key(d),
                   json_integer_value(json_object_get(d, "next_attempt_ms")));
     }
     pthread_mutex_unlock(&wh->mu);
