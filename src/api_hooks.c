@@ -315,6 +315,24 @@ static int load_trigger_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+bool api_hooks_before_body(struct req *r)
+{
+    struct fire f = {.r = r};
+    /* a store that cannot be read now is the handler's to answer */
+    if (!store_read(r->app->store, load_trigger_fn, &f) && !f.trigger) {
+        http_not_found(r, "trigger", http_param(r, "trigger_id"));
+        return false;
+    }
+    json_decref(f.trigger);
+    if (!http_header(r, "X-Quern-Signature")) {
+        http_error(r, 401, "missing_signature", NULL,
+                   "the X-Quern-Signature header is required: t=<unix seconds>,sha256=<hex "
+                   "HMAC-SHA256 of \"<t>.<body>\">");
+        return false;
+    }
+    return true;
+}
+
 void api_hooks_receive(struct req *r)
 {
     struct fire f = {.r = r};
@@ -341,7 +359,8 @@ void api_hooks_receive(struct req *r)
                    "HMAC-SHA256 of \"<t>.<body>\">");
         goto out;
     }
-    rc = crypto_sig_verify(sig, secret, body, r->body.len, now_ms() / 1000, SIG_TOLERANCE_S);
+    int64_t t = 0;
+    rc = crypto_sig_verify_t(sig, secret, body, r->body.len, now_ms() / 1000, SIG_TOLERANCE_S, &t);
     if (rc == -ETIMEDOUT) {
         http_error(r, 401, "stale_signature", NULL,
                    "the signature's timestamp is more than %d seconds from the server's clock",
@@ -361,7 +380,9 @@ void api_hooks_receive(struct req *r)
     unsigned char h[32];
     struct buf idem;
     buf_init(&idem);
-    buf_printf(&idem, "%s\n", sig);
+    /* the signed message "<t>.<body>", not the header: a header spelled
+     * differently (spaces, order, an added entry) is the same request */
+    buf_printf(&idem, "%lld.", (long long)t);
     buf_append(&idem, body, r->body.len);
     crypto_sha256(idem.data, idem.len, h);
     buf_release(&idem);
@@ -417,6 +438,14 @@ void api_webhooks_create(struct req *r)
         !api_str(r, body, "description", "description", r->app->cfg.max_description_len, &desc) ||
         !api_new_id(r, body, "whk", id))
         return;
+    if (!strcmp(id, WEBHOOK_RELAY_ID)) {
+        /* the webhook_id of relay_message deliveries: such a webhook's own
+         * deliveries would go out unsigned and be listed (and deleted) with
+         * the relay's */
+        http_error(r, 400, "reserved_id", "id",
+                   "id \"%s\" is reserved for relay_message deliveries", WEBHOOK_RELAY_ID);
+        return;
+    }
     char *why = NULL;
     if (!url) {
         http_error(r, 400, "missing_field", "url", "url is required");

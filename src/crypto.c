@@ -387,6 +387,13 @@ static int hex_decode32(const char *s, size_t len, unsigned char out[32])
 int crypto_sig_verify(const char *header, const char *secret, const void *body, size_t n,
                       int64_t now_secs, int tolerance_s)
 {
+    int64_t t;
+    return crypto_sig_verify_t(header, secret, body, n, now_secs, tolerance_s, &t);
+}
+
+int crypto_sig_verify_t(const char *header, const char *secret, const void *body, size_t n,
+                        int64_t now_secs, int tolerance_s, int64_t *t_out)
+{
     unsigned char sigs[SIG_MAX_ENTRIES][CRYPTO_SHA256_LEN];
     size_t nsig = 0;
     bool have_t = false;
@@ -430,6 +437,7 @@ int crypto_sig_verify(const char *header, const char *secret, const void *body, 
         ok |= ct_equal(mac, sigs[i], sizeof(mac));
     if (!ok)
         return -EINVAL;
+    *t_out = t;
 
     /* Staleness is judged only for a genuine signature, so a forger learns
      * nothing from the difference between -EINVAL and -ETIMEDOUT. */

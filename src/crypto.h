@@ -62,6 +62,12 @@ char *crypto_sig_header(const char *secret, int64_t t_secs, const void *body, si
  * |now_secs - t| > tolerance_s (replay protection; API.md uses 300). */
 int crypto_sig_verify(const char *header, const char *secret, const void *body, size_t n,
                       int64_t now_secs, int tolerance_s);
+/* The same, and *t_out is the signed t whenever the MAC matched (also on
+ * -ETIMEDOUT): the header's own spelling (spaces, entry order, "+", leading
+ * zeros, extra entries) does not change it, so "<t>.<body>" names the
+ * signed message for replay detection. */
+int crypto_sig_verify_t(const char *header, const char *secret, const void *body, size_t n,
+                        int64_t now_secs, int tolerance_s, int64_t *t_out);
 
 /* The stored form of an API key: the lower-case hex SHA-256 of the key string
  * into out.  A fast unsalted hash is right here: keys are 32+ random bytes, so

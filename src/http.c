@@ -618,13 +618,15 @@ static void dispatch(struct req *r)
 /* Whether r's client may send it a body: its route, and its key, are
  * checked before the body is read.  A client with no valid key made quernd
  * hold up to max_body_bytes for each connection it kept sending slowly (20
- * such took quernd from 18 to 345 MB).  A public route (a webhook trigger,
- * signed over its body) still reads its body first.  False when the answer
- * is ready. */
+ * such took quernd from 18 to 345 MB).  A public route reads its body first;
+ * a webhook trigger (signed over its body) once the trigger is known to
+ * exist and a signature header was sent.  False when the answer is ready. */
 static bool body_may_come(struct req *r)
 {
     if (!route_find(r))
         return false;
+    if (r->route->fn == api_hooks_receive)
+        return api_hooks_before_body(r);
     if (r->route->scope & SCOPE_PUBLIC)
         return true;
     if (!auth_request(r))

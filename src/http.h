@@ -156,5 +156,10 @@ void http_stream_handle_put(struct http_stream_handle *h);
 
 /* The routing table (api.c). */
 extern const struct route api_routes[];
+/* Before a large or chunked body of POST /hooks/:trigger_id (public) is
+ * read: 404 for an unknown trigger, 401 without a signature header.  False
+ * when it answered. */
+void api_hooks_receive(struct req *r);
+bool api_hooks_before_body(struct req *r);
 
 #endif

@@ -35,6 +35,15 @@
 struct due {
     int64_t at;                 /* wall clock ms of the next attempt */
     char id[ID_LEN];
+    /* whose attempts WEBHOOK_PER_HOOK counts: a hash of "<project>/<webhook>"
+     * (8 bytes a pending delivery; two webhooks that collide share a limit) */
+    uint64_t key;
+};
+
+/* a min-heap of due deliveries by at */
+struct dueq {
+    struct due *v;
+    size_t n, cap;
 };
 
 struct webhook {
@@ -45,13 +54,20 @@ struct webhook {
     /* true while this node has nothing to dispatch (not the leader, or no
      * webhook exists): events then skip the wake-up entirely (atomic) */
     bool idle;
-    struct due *heap;
-    size_t n, cap;
+    struct dueq q;
+    /* due deliveries of webhooks at WEBHOOK_PER_HOOK, one queue per webhook:
+     * its earliest goes back to q each time an attempt of that webhook ends */
+    struct park {
+        uint64_t key;
+        struct dueq q;
+    } *parks;
+    size_t nparks, capparks;
     pthread_t disp, senders[WEBHOOK_SENDERS];
     int nsenders;
     struct sender {
         struct webhook *wh;
         char inflight[ID_LEN];   /* the delivery being attempted, "" when idle */
+        uint64_t inflight_key;
     } sender[WEBHOOK_SENDERS];
     int64_t last_rescan_ms;
     bool disp_started;
@@ -99,12 +115,22 @@ const char *webhook_addr_class(const struct sockaddr *sa)
     static const unsigned char zero[16];
     static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
     static const unsigned char nat64[12] = {0, 0x64, 0xFF, 0x9B};
+    static const unsigned char siit[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0, 0};
+    static const unsigned char nat64_local[6] = {0, 0x64, 0xFF, 0x9B, 0, 1};
     if (!memcmp(a, zero, 16))
         return "unspecified";
     if (!memcmp(a, zero, 15) && a[15] == 1)
         return "loopback";
-    if (!memcmp(a, mapped, 12) || !memcmp(a, nat64, 12) || !memcmp(a, zero, 12))
-        return v4_class(a + 12);   /* ::ffff:a.b.c.d, 64:ff9b::a.b.c.d, ::a.b.c.d */
+    if (!memcmp(a, mapped, 12) || !memcmp(a, nat64, 12) || !memcmp(a, zero, 12) ||
+        !memcmp(a, siit, 12))
+        return v4_class(a + 12);   /* ::ffff:a.b.c.d, 64:ff9b::a.b.c.d, ::a.b.c.d,
+                                      ::ffff:0:a.b.c.d (SIIT) */
+    if (!memcmp(a, nat64_local, 6))
+        return "private";          /* 64:ff9b:1::/48, a local network's NAT64 */
+    if (a[0] == 0x20 && a[1] == 0x01 && ((a[2] == 0 && a[3] == 0) || (a[2] == 0x0D && a[3] == 0xB8)))
+        return "reserved";         /* 2001::/32 Teredo, 2001:db8::/32 documentation */
+    if (a[0] == 0x01 && !memcmp(a + 1, zero, 7))
+        return "reserved";         /* 100::/64 discard */
     if (a[0] == 0x20 && a[1] == 0x02)
         return v4_class(a + 2);    /* 6to4 2002:AABB:CCDD:: */
     if (a[0] == 0xFF)
@@ -209,45 +235,66 @@ json_t *webhook_delivery_public(const json_t *d)
 
 /* ---- the heap of due deliveries (mu held) ---- */
 
-static void heap_push(struct webhook *wh, const char *id, int64_t at)
+static uint64_t fnv1a(uint64_t h, const char *s)
 {
-    if (wh->n == wh->cap) {
-        wh->cap = wh->cap ? wh->cap * 2 : 64;
-        wh->heap = xrealloc(wh->heap, wh->cap * sizeof *wh->heap);
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 0x100000001B3ULL;
+    return h;
+}
+
+static uint64_t due_key(const json_t *d)
+{
+    uint64_t h = fnv1a(0xCBF29CE484222325ULL,
+                       json_string_value(json_object_get(d, "project_id")) ?: "");
+    h = fnv1a(h, "/");
+    return fnv1a(h, json_string_value(json_object_get(d, "webhook_id")) ?: "");
+}
+
+static void dq_push(struct dueq *q, const struct due *d)
+{
+    if (q->n == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 64;
+        q->v = xrealloc(q->v, q->cap * sizeof *q->v);
     }
-    size_t i = wh->n++;
-    wh->heap[i].at = at;
-    snprintf(wh->heap[i].id, sizeof wh->heap[i].id, "%s", id);
+    size_t i = q->n++;
+    q->v[i] = *d;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (wh->heap[p].at <= wh->heap[i].at)
+        if (q->v[p].at <= q->v[i].at)
             break;
-        struct due t = wh->heap[p];
-        wh->heap[p] = wh->heap[i];
-        wh->heap[i] = t;
+        struct due t = q->v[p];
+        q->v[p] = q->v[i];
+        q->v[i] = t;
         i = p;
     }
 }
 
-static struct due heap_pop(struct webhook *wh)
+static struct due dq_pop(struct dueq *q)
 {
-    struct due top = wh->heap[0];
-    wh->heap[0] = wh->heap[--wh->n];
+    struct due top = q->v[0];
+    q->v[0] = q->v[--q->n];
     size_t i = 0;
     for (;;) {
         size_t l = 2 * i + 1, r = l + 1, m = i;
-        if (l < wh->n && wh->heap[l].at < wh->heap[m].at)
+        if (l < q->n && q->v[l].at < q->v[m].at)
             m = l;
-        if (r < wh->n && wh->heap[r].at < wh->heap[m].at)
+        if (r < q->n && q->v[r].at < q->v[m].at)
             m = r;
         if (m == i)
             break;
-        struct due t = wh->heap[m];
-        wh->heap[m] = wh->heap[i];
-        wh->heap[i] = t;
+        struct due t = q->v[m];
+        q->v[m] = q->v[i];
+        q->v[i] = t;
         i = m;
     }
     return top;
+}
+
+static void heap_push(struct webhook *wh, const char *id, uint64_t key, int64_t at)
+{
+    struct due d = {.at = at, .key = key};
+    snprintf(d.id, sizeof d.id, "%s", id);
+    dq_push(&wh->q, &d);
 }
 
 static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int64_t ms)
@@ -260,6 +307,7 @@ static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int64_t ms)
 struct enqueue {
     struct webhook *wh;
     char id[ID_LEN];
+    uint64_t key;
     int64_t at;
 };
 
@@ -268,20 +316,22 @@ static void enqueue_hook(void *arg, bool committed)
     struct enqueue *e = arg;
     if (committed) {
         pthread_mutex_lock(&e->wh->mu);
-        heap_push(e->wh, e->id, e->at);
+        heap_push(e->wh, e->id, e->key, e->at);
         pthread_cond_signal(&e->wh->cond_send);
         pthread_mutex_unlock(&e->wh->mu);
     }
     free(e);
 }
 
-static void enqueue_after_commit(struct store_tx *tx, struct webhook *wh, const char *id, int64_t at)
+static void enqueue_after_commit(struct store_tx *tx, struct webhook *wh, const json_t *d,
+                                 int64_t at)
 {
     if (!wh)
         return;
     struct enqueue *e = xmalloc(sizeof *e);
     e->wh = wh;
-    snprintf(e->id, sizeof e->id, "%s", id);
+    snprintf(e->id, sizeof e->id, "%s", json_string_value(json_object_get(d, "id")) ?: "");
+    e->key = due_key(d);
     e->at = at;
     store_tx_on_commit(tx, enqueue_hook, e);
 }
@@ -291,7 +341,7 @@ int webhook_queue(struct store_tx *tx, struct webhook *wh, const char *project_i
     int rc = store_put(tx, SK_DELIVERY, project_id, delivery);
     if (rc)
         return rc;
-    enqueue_after_commit(tx, wh, json_string_value(json_object_get(delivery, "id")),
+    enqueue_after_commit(tx, wh, delivery,
                          json_integer_value(json_object_get(delivery, "next_attempt_ms")));
     return 0;
 }
@@ -470,10 +520,15 @@ static int rescan_fn(struct store_tx *tx, void *arg)
     json_t *d;
     pthread_mutex_lock(&wh->mu);
     /* ids held here, sorted, so the check is n log n */
-    size_t nheld = wh->n;
-    const char **held = xcalloc(nheld + WEBHOOK_SENDERS + 1, sizeof *held);
-    for (size_t k = 0; k < wh->n; k++)
-        held[k] = wh->heap[k].id;
+    size_t nheld = wh->q.n, nparked = 0;
+    for (size_t k = 0; k < wh->nparks; k++)
+        nparked += wh->parks[k].q.n;
+    const char **held = xcalloc(nheld + nparked + WEBHOOK_SENDERS + 1, sizeof *held);
+    for (size_t k = 0; k < wh->q.n; k++)
+        held[k] = wh->q.v[k].id;
+    for (size_t k = 0; k < wh->nparks; k++)
+        for (size_t j = 0; j < wh->parks[k].q.n; j++)
+            held[nheld++] = wh->parks[k].q.v[j].id;
     for (int k = 0; k < WEBHOOK_SENDERS; k++)
         if (wh->sender[k].inflight[0])
             held[nheld++] = wh->sender[k].inflight;
@@ -486,10 +541,12 @@ static int rescan_fn(struct store_tx *tx, void *arg)
             json_array_append(orphans, d);
     }
     free(held);
-    json_array_foreach(orphans, i, d) heap_push(wh, json_string_value(json_object_get(d, "id")),
-                                                json_integer_value(json_object_get(d, "next_attempt_ms")));
+    json_array_foreach(orphans, i, d) {
+        heap_push(wh, json_string_value(json_object_get(d, "id")), due_key(d),
+                  json_integer_value(json_object_get(d, "next_attempt_ms")));
+    }
     json_decref(orphans);
-    if (wh->n)
+    if (wh->q.n)
         pthread_cond_signal(&wh->cond_send);
     pthread_mutex_unlock(&wh->mu);
     json_decref(list);
@@ -567,6 +624,7 @@ struct post {
     char error[320];
     bool final;                  /* do not retry (refused by policy, bad URL) */
     bool aborted;                /* quernd is stopping: not an attempt */
+    bool cut;                    /* the body went past what is kept: not read on */
     struct buf resp;
 };
 
@@ -574,11 +632,14 @@ static size_t on_body(char *p, size_t size, size_t n, void *ctx)
 {
     struct post *ps = ctx;
     size_t len = size * n;
-    if (ps->resp.len < MAX_RESPONSE_KEPT) {
-        size_t keep = MAX_RESPONSE_KEPT - ps->resp.len;
-        buf_append(&ps->resp, p, len < keep ? len : keep);
-    }
-    return len;
+    size_t keep = MAX_RESPONSE_KEPT - ps->resp.len;
+    buf_append(&ps->resp, p, len < keep ? len : keep);
+    if (len <= keep)
+        return len;
+    /* the status is known and the rest would be thrown away: a receiver
+     * streaming an endless body must not hold the sender until the timeout */
+    ps->cut = true;
+    return 0;
 }
 
 static int on_progress(void *ctx, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
@@ -762,7 +823,7 @@ static void do_post(struct post *ps, const char *url, const char *body, const ch
     curl_easy_setopt(c, CURLOPT_OPENSOCKETDATA, ps);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
     CURLcode cc = curl_easy_perform(c);
-    if (cc == CURLE_OK) {
+    if (cc == CURLE_OK || (cc == CURLE_WRITE_ERROR && ps->cut)) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &ps->status);
         if (ps->status < 200 || ps->status > 299)
             snprintf(ps->error, sizeof ps->error, "the receiver answered HTTP %ld", ps->status);
@@ -869,7 +930,7 @@ static int record_fn(struct store_tx *tx, void *arg)
         rfc3339_format(next, tn);
         json_object_set_new(d, "next_attempt_at", json_string(tn));
         json_object_set_new(d, "next_attempt_ms", json_integer(next));
-        enqueue_after_commit(tx, wh, a->id, next);
+        enqueue_after_commit(tx, wh, d, next);
     }
     int rc = store_update(tx, SK_DELIVERY, pid, d);
     json_decref(d);
@@ -916,8 +977,9 @@ static void attempt(struct webhook *wh, const char *id)
     if (store_write(wh->app->store, record_fn, &a)) {
         /* could not record: try again later rather than lose it */
         pthread_mutex_lock(&wh->mu);
-        if (!wh->stopping)
-            heap_push(wh, id, now_ms() + 1000);
+        if (!wh->stopping) {
+            heap_push(wh, id, due_key(a.delivery), now_ms() + 1000);
+        }
         pthread_mutex_unlock(&wh->mu);
     }
 out:
@@ -931,27 +993,91 @@ out:
     json_decref(a.policy);
 }
 
+/* How many attempts of key are in flight (mu held). */
+static int key_inflight(const struct webhook *wh, uint64_t key)
+{
+    int n = 0;
+    for (int i = 0; i < WEBHOOK_SENDERS; i++)
+        n += wh->sender[i].inflight[0] && wh->sender[i].inflight_key == key;
+    return n;
+}
+
+/* Takes the earliest due delivery whose webhook is under WEBHOOK_PER_HOOK,
+ * parking the due ones of webhooks at it (mu held).  false when none is due:
+ * *wait is the ms until the next one, or -1 when the heap is empty. */
+static bool take_due(struct webhook *wh, struct due *out, int64_t *wait)
+{
+    while (wh->q.n) {
+        int64_t w = wh->q.v[0].at - now_ms();
+        if (w > 0) {
+            *wait = w;
+            return false;
+        }
+        struct due d = dq_pop(&wh->q);
+        if (key_inflight(wh, d.key) < WEBHOOK_PER_HOOK) {
+            *out = d;
+            return true;
+        }
+        size_t k = 0;
+        while (k < wh->nparks && wh->parks[k].key != d.key)
+            k++;
+        if (k == wh->nparks) {
+            if (wh->nparks == wh->capparks) {
+                wh->capparks = wh->capparks ? wh->capparks * 2 : 8;
+                wh->parks = xrealloc(wh->parks, wh->capparks * sizeof *wh->parks);
+            }
+            memset(&wh->parks[k], 0, sizeof wh->parks[k]);
+            wh->parks[k].key = d.key;
+            wh->nparks++;
+        }
+        dq_push(&wh->parks[k].q, &d);
+    }
+    *wait = -1;
+    return false;
+}
+
+/* An attempt of key ended: one of its parked deliveries goes back to the
+ * heap (mu held).  So whenever a webhook has parked deliveries, it is at its
+ * limit or one of them is on the heap: none is stranded. */
+static void unpark_one(struct webhook *wh, uint64_t key)
+{
+    size_t k = 0;
+    while (k < wh->nparks && wh->parks[k].key != key)
+        k++;
+    if (k == wh->nparks)
+        return;
+    struct park *pk = &wh->parks[k];
+    struct due d = dq_pop(&pk->q);   /* the earliest: none of the webhook's waits forever */
+    dq_push(&wh->q, &d);
+    if (!pk->q.n) {
+        free(pk->q.v);
+        wh->parks[k] = wh->parks[--wh->nparks];
+    }
+    pthread_cond_signal(&wh->cond_send);
+}
+
 static void *sender_main(void *arg)
 {
     struct sender *me = arg;
     struct webhook *wh = me->wh;
     pthread_mutex_lock(&wh->mu);
     while (!wh->stopping) {
-        if (!wh->n) {
-            pthread_cond_wait(&wh->cond_send, &wh->mu);
+        struct due d;
+        int64_t wait;
+        if (!take_due(wh, &d, &wait)) {
+            if (wait < 0)
+                pthread_cond_wait(&wh->cond_send, &wh->mu);
+            else
+                timed_wait(&wh->cond_send, &wh->mu, wait < 1000 ? wait : 1000);
             continue;
         }
-        int64_t wait = wh->heap[0].at - now_ms();
-        if (wait > 0) {
-            timed_wait(&wh->cond_send, &wh->mu, wait < 1000 ? wait : 1000);
-            continue;
-        }
-        struct due d = heap_pop(wh);
         memcpy(me->inflight, d.id, sizeof me->inflight);
+        me->inflight_key = d.key;
         pthread_mutex_unlock(&wh->mu);
         attempt(wh, d.id);
         pthread_mutex_lock(&wh->mu);
         me->inflight[0] = 0;
+        unpark_one(wh, d.key);
     }
     pthread_mutex_unlock(&wh->mu);
     return NULL;
@@ -971,8 +1097,10 @@ static int reload_fn(struct store_tx *tx, void *arg)
     size_t i;
     json_t *d;
     pthread_mutex_lock(&wh->mu);
-    json_array_foreach(list, i, d) heap_push(wh, json_string_value(json_object_get(d, "id")),
-                                             json_integer_value(json_object_get(d, "next_attempt_ms")));
+    json_array_foreach(list, i, d) {
+        heap_push(wh, json_string_value(json_object_get(d, "id")), due_key(d),
+                  json_integer_value(json_object_get(d, "next_attempt_ms")));
+    }
     pthread_mutex_unlock(&wh->mu);
     json_decref(list);
     return 0;
@@ -1046,7 +1174,10 @@ void webhook_free(struct webhook *wh)
         pthread_join(wh->disp, NULL);
     for (int i = 0; i < wh->nsenders; i++)
         pthread_join(wh->senders[i], NULL);
-    free(wh->heap);
+    free(wh->q.v);
+    for (size_t k = 0; k < wh->nparks; k++)
+        free(wh->parks[k].q.v);
+    free(wh->parks);
     pthread_mutex_destroy(&wh->mu);
     pthread_cond_destroy(&wh->cond_disp);
     pthread_cond_destroy(&wh->cond_send);

@@ -18,9 +18,12 @@
  * the event bus, and every second for events written by other nodes).  A
  * few sender threads (WEBHOOK_SENDERS) take due deliveries from an
  * in-memory min-heap ordered by next attempt time and POST them with
- * libcurl.  Neither ever runs inside a store write for longer than a few
- * document writes, so a slow or dead receiver delays only other deliveries,
- * never dispatch of runs or the store writer.
+ * libcurl, at most WEBHOOK_PER_HOOK for one webhook at a time (a due
+ * delivery of a webhook at its limit is parked beside the heap until one of
+ * that webhook's attempts ends).  Neither ever runs inside a store write for
+ * longer than a few document writes, so a slow or dead receiver delays only
+ * its own deliveries, never other webhooks', dispatch of runs or the store
+ * writer.
  *
  * Request forgery.  Before connecting, the host is resolved and loopback,
  * link-local, private (RFC 1918, CGNAT, ULA), unspecified, multicast and
@@ -45,7 +48,11 @@
 
 #include "store.h"
 
-#define WEBHOOK_SENDERS 4
+#define WEBHOOK_SENDERS 8
+/* At most this many attempts of one webhook (or one project's relay) are in
+ * flight at once, so receivers that hang hold at most this many senders each
+ * and the others keep serving every other webhook. */
+#define WEBHOOK_PER_HOOK 2
 #define WEBHOOK_RELAY_ID "relay"   /* the webhook_id of relay_message deliveries */
 
 struct app;

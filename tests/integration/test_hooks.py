@@ -8,6 +8,7 @@ import hmac
 import http.server
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -129,6 +130,57 @@ def test_trigger_body_must_be_object_and_replay_is_deduplicated():
     assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 1
 
 
+
+def test_trigger_replay_with_a_respelled_header_is_one_run():
+    # A captured request replayed with its signature header spelled another
+    # way (spaces, order, upper-case hex, an added entry, "+t") still carries
+    # the same signed message "<t>.<body>": one run, the first answer.
+    t = agent_task()
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"], "secret": "k"}), 201)
+    body = b'{"replayed": true}'
+    now = int(time.time())
+    mac = sign("k", body, now).split("sha256=")[1]
+    first = expect(S.req("POST", trg["url"], raw=body, key=None,
+                         headers={"X-Quern-Signature": "t=%d,sha256=%s" % (now, mac)}), 202)
+    for h in (" t=%d , sha256=%s " % (now, mac), "sha256=%s,t=%d" % (mac, now),
+              "t=%d,sha256=%s" % (now, mac.upper()), "t=%d,sha256=%s,v1=x" % (now, mac),
+              "t=%d,sha256=%s,sha256=%s" % (now, "0" * 64, mac), "t=+%d,sha256=%s" % (now, mac),
+              "t=%d,sha256=%s," % (now, mac)):
+        r = expect(S.req("POST", trg["url"], raw=body, key=None, headers={"X-Quern-Signature": h}), 202)
+        assert r["run_id"] == first["run_id"], (h, r)
+    assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 1
+
+
+def test_trigger_unknown_or_unsigned_is_answered_before_a_large_body():
+    # No key is needed on /hooks/:id, so a large body is read only for a
+    # trigger that exists and a request that carries a signature: anyone could
+    # otherwise make quernd hold 16 MiB per connection (20 slow senders to an
+    # unknown trigger took it from 18 to 359 MB).
+    t = agent_task()
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"], "secret": "k"}), 201)
+    for path, sig, status, code in (("/hooks/trg_nope", "t=1,sha256=00", 404, "resource_missing"),
+                                    (trg["url"], None, 401, "missing_signature")):
+        c = socket.create_connection((S.host, S.port), timeout=20)
+        try:
+            head = "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n" % (path, 8 << 20)
+            if sig:
+                head += "X-Quern-Signature: %s\r\n" % sig
+            c.sendall((head + "\r\n").encode())   # and no body
+            data = b""
+            while b"\r\n\r\n" not in data or not data.rstrip().endswith(b"}"):
+                more = c.recv(65536)
+                if not more:
+                    break
+                data += more
+            status_line, _, rest = data.partition(b"\r\n")
+            assert status_line.split()[1] == str(status).encode(), data
+            assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["error"]["code"] == code, data
+        finally:
+            c.close()
+    # a signed one is still read and checked as before
+    body = b'{"big": "' + b"x" * (1 << 20) + b'"}'
+    expect(S.req("POST", trg["url"], raw=body, key=None, headers={"X-Quern-Signature": sign("k", body)}), 202)
+
 def test_trigger_generated_secret_list_delete_and_gone():
     t = agent_task()
     trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"]}), 201)
@@ -191,6 +243,15 @@ def test_webhook_validation():
     assert S.req("GET", P + "/webhooks/" + w["id"]).status == 404
     assert S.req("GET", P + "/webhooks/%s/deliveries" % w["id"]).status == 404
 
+
+
+def test_webhook_id_relay_is_reserved():
+    # "relay" is the webhook_id of relay_message deliveries: a webhook by that
+    # name had its events sent unsigned, listed with the relay's deliveries,
+    # and deleting it deleted those.
+    r = S.req("POST", P + "/webhooks", {"id": "relay", "url": "https://example.com/h", "events": ["*"]})
+    assert r.status == 400 and r.json["error"]["code"] == "reserved_id" and r.json["error"]["param"] == "id", r
+    assert S.req("GET", P + "/webhooks/relay").status == 404
 
 def test_webhook_receives_signed_events():
     rec = Receiver()
@@ -269,6 +330,85 @@ def test_loopback_refused_without_allow_private():
         rec.close()
         s2.stop()
 
+
+
+def test_hanging_receiver_does_not_hold_back_other_webhooks():
+    # A receiver that accepts and never answers holds at most 2 attempts at
+    # once (WEBHOOK_PER_HOOK); the other senders keep delivering to a healthy
+    # webhook.  The request timeout is far longer than the wait here, so the
+    # healthy deliveries cannot be waiting for the hanging ones to time out.
+    s4 = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_TIMEOUT_MS": "600000"})
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(64)
+    held = []
+
+    def accept():
+        while True:
+            try:
+                c, _ = hang.accept()
+            except OSError:
+                return
+            held.append(c)
+    threading.Thread(target=accept, daemon=True).start()
+    good = Receiver()
+    try:
+        expect(s4.req("POST", P + "/webhooks", {"url": "http://127.0.0.1:%d/" % hang.getsockname()[1],
+                                                "events": ["task.created"]}), 201)
+        expect(s4.req("POST", P + "/webhooks", {"url": good.url, "events": ["task.created"]}), 201)
+        n = 12
+        for i in range(n):
+            expect(s4.req("POST", P + "/tasks", {"name": "h%d" % i, "assigned_agent_id": "a", "run": False}), 201)
+        wait_for(lambda: len(good.got()) >= n, what="healthy webhook served beside a hanging one")
+        wait_for(lambda: len(held) >= 2, what="hanging receiver reached")
+        assert len(held) == 2, len(held)   # no more of its deliveries were started
+    finally:
+        good.close()
+        s4.stop()
+        hang.close()
+        for c in held:
+            c.close()
+
+
+def test_endless_response_body_is_cut_after_the_kept_kib():
+    # A receiver answers 200 and then streams a body without end: quern keeps
+    # the first 1 KiB, stops reading and records the answer; it does not read
+    # on until the (here very long) request timeout.
+    s5 = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_TIMEOUT_MS": "600000"})
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+
+    def stream():
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            try:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += c.recv(65536)
+                c.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                while True:
+                    c.sendall(b"1000\r\n" + b"\x00z" * 2048 + b"\r\n")
+            except OSError:
+                c.close()
+    threading.Thread(target=stream, daemon=True).start()
+    try:
+        w = expect(s5.req("POST", P + "/webhooks", {"url": "http://127.0.0.1:%d/" % srv.getsockname()[1],
+                                                    "events": ["task.created"]}), 201)
+        expect(s5.req("POST", P + "/tasks", {"name": "e", "assigned_agent_id": "a", "run": False}), 201)
+
+        def done():
+            ds = expect(s5.req("GET", P + "/webhooks/%s/deliveries" % w["id"]), 200)["data"]
+            return ds if ds and ds[0]["status"] != "pending" else None
+        d = wait_for(done, what="delivery to an endless body recorded")[0]
+        assert d["status"] == "succeeded" and d["last_status_code"] == 200, d
+        assert d["attempts"][0]["response_body"] == "?z" * 512, d["attempts"][0]
+    finally:
+        s5.stop()
+        srv.close()
 
 def test_pending_delivery_survives_sigkill():
     s3 = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})

@@ -318,6 +318,14 @@ TEST(sig_header_roundtrip)
     char *multi = xasprintf("t=1700000000, v0=zzz, sha256=%064d, %s", 0, up + 13);
     CHECK_EQ_INT(crypto_sig_verify(up, "whsec", body, strlen(body), 1700000000, 300), 0);
     CHECK_EQ_INT(crypto_sig_verify(multi, "whsec", body, strlen(body), 1700000000, 300), 0);
+    /* every spelling names the same signed t (the replay key of /hooks) */
+    int64_t t = 0;
+    CHECK_EQ_INT(crypto_sig_verify_t(multi, "whsec", body, strlen(body), 1700000000, 300, &t), 0);
+    CHECK_EQ_INT(t, 1700000000);
+    t = 0;
+    CHECK_EQ_INT(crypto_sig_verify_t(hdr, "whsec", body, strlen(body), 1700000301, 300, &t),
+                 -ETIMEDOUT);
+    CHECK_EQ_INT(t, 1700000000);
     free(up);
     free(multi);
 

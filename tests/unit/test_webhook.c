@@ -78,6 +78,17 @@ TEST(addr_ipv6)
     CHECK_EQ_STR(cls("64:ff9b::169.254.169.254"), "link-local");
     CHECK_EQ_STR(cls("2002:c0a8:0101::1"), "private");   /* 6to4 of 192.168.1.1 */
     CHECK_EQ_STR(cls("2002:0808:0808::1"), "public");
+    /* SIIT ::ffff:0:a.b.c.d is judged by its IPv4 too; local-use NAT64,
+     * Teredo, documentation and discard prefixes are not the internet */
+    CHECK_EQ_STR(cls("::ffff:0:127.0.0.1"), "loopback");
+    CHECK_EQ_STR(cls("::ffff:0:10.1.2.3"), "private");
+    CHECK_EQ_STR(cls("::ffff:0:8.8.8.8"), "public");
+    CHECK_EQ_STR(cls("64:ff9b:1::a00:1"), "private");
+    CHECK_EQ_STR(cls("2001:0:4136:e378:8000:63bf:3fff:fdd2"), "reserved");
+    CHECK_EQ_STR(cls("2001:db8::1"), "reserved");
+    CHECK_EQ_STR(cls("100::1"), "reserved");
+    CHECK_EQ_STR(cls("2001:4860::1"), "public");
+    CHECK_EQ_STR(cls("101::1"), "public");
 }
 
 TEST(addr_other_family)
