@@ -256,11 +256,15 @@ static int fire_fn(struct store_tx *tx, void *arg)
      * checked by the second only after the first has committed its answer. */
     json_t *trg = store_get(tx, SK_TRIGGER, project, tid);
     /* The same signed request again (a replay inside the 300 s window, or a
-     * sender's retry) returns the first answer and starts nothing. */
+     * sender's retry) returns the first answer and starts nothing.  A t is
+     * accepted from 300 s before now to 300 s after, compared in whole
+     * seconds: a request first seen with t 300 s ahead is accepted again
+     * up to 601 s later, so the first answer is looked for that far back,
+     * and a little more. */
     char *fp = NULL, *prev = NULL;
     int st = 0;
-    if (!store_idem_get(tx, scope, f->idem_key, now_ms() - 2 * SIG_TOLERANCE_S * 1000LL, &fp, &st,
-                        &prev)) {
+    if (!store_idem_get(tx, scope, f->idem_key, now_ms() - (2 * SIG_TOLERANCE_S + 2) * 1000LL, &fp,
+                        &st, &prev)) {
         f->status = st;
         f->result = prev ? json_loads(prev, 0, NULL) : NULL;
         free(fp);
@@ -272,7 +276,7 @@ static int fire_fn(struct store_tx *tx, void *arg)
     json_t *task = trg ? store_get(tx, SK_TASK, project, task_id) : NULL;
     if (!task) {
         if (trg)
-            http_error(f->r, 404, "not_found", NULL, "the trigger's task %s no longer exists",
+            http_error(f->r, 404, "resource_missing", NULL, "the trigger's task %s no longer exists",
                        task_id);
         else
             http_not_found(f->r, "trigger", tid);
