@@ -84,7 +84,39 @@ static size_t real_form(char *s, double v, int prec)
     return len;
 }
 
+/* The shortest form, found by formatting (see jdump_real). */
+static size_t real_shortest(char *s, double v);
+
+/* jdump_real's last answers on this thread: a document is written several
+ * times as a request goes (its row, its event, the answer) and its reals
+ * with it, and each format costs a few thousand instructions. */
+#define REAL_CACHE 4
+static __thread struct {
+    uint64_t bits;
+    unsigned char len;
+    char s[JDUMP_REAL_MAX];
+} real_cache[REAL_CACHE];
+static __thread unsigned real_cache_next;
+
 size_t jdump_real(char *s, double v)
+{
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    for (int i = 0; i < REAL_CACHE; i++) {
+        if (real_cache[i].len && real_cache[i].bits == bits) {
+            memcpy(s, real_cache[i].s, (size_t)real_cache[i].len + 1);
+            return real_cache[i].len;
+        }
+    }
+    size_t len = real_shortest(s, v);
+    unsigned k = real_cache_next++ % REAL_CACHE;
+    real_cache[k].bits = bits;
+    real_cache[k].len = (unsigned char)len;
+    memcpy(real_cache[k].s, s, len + 1);
+    return len;
+}
+
+static size_t real_shortest(char *s, double v)
 {
     if (v == 0 && !signbit(v))
         return (size_t)snprintf(s, JDUMP_REAL_MAX, "0.0");
