@@ -205,9 +205,7 @@ static int create_fn(struct store_tx *tx, void *arg)
         return -EINVAL;
     }
     json_t *run = run_new_doc(task, a->input, json_string_value(json_object_get(task, "assigned_agent_id")));
-    int rc = run_insert(tx, a->r->app, task, run);
-    if (!rc && json_is_true(json_object_get(task, "paused")))
-        rc = run_move(tx, a->r->app, run, RS_PAUSED, NULL);
+    int rc = run_insert(tx, a->r->app, task, run);   /* paused when the task is */
     json_decref(task);
     if (rc) {
         json_decref(run);

@@ -1295,12 +1295,8 @@ static int action_fn(struct store_tx *tx, void *arg)
         json_object_set_nocheck(run, "retry_of", json_object_get(last, "id"));
         if (json_object_get(last, "latest_checkpoint"))   /* a retry resumes */
             json_object_set_nocheck(run, "latest_checkpoint", json_object_get(last, "latest_checkpoint"));
+        /* its task_run.retrying follows its queued event (insert_run) */
         rc = run_insert(tx, r->app, task, run);
-        if (!rc)
-            rc = events_emit(tx, r->app->events, a->project_id, a->task_id,
-                             json_string_value(json_object_get(run, "id")), "task_run.retrying",
-                             json_pack("{s:O, s:O}", "attempt", json_object_get(run, "attempt"),
-                                       "retry_of", json_object_get(last, "id")));
         a->result = run;
         json_decref(last);
     }
