@@ -415,6 +415,16 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
                        run_status_name(from), run_status_name(to));
             return -EPERM;
         }
+        /* live code is not suspended by a status: queued started a second
+         * box beside it, paused lost its end (the run stayed paused),
+         * review_required let its end pass the review */
+        if ((to == RS_QUEUED || to == RS_PAUSED || to == RS_REVIEW_REQUIRED) &&
+            runner_code_live(run)) {
+            http_error(r, 409, "code_running", "status",
+                       "quernd runs this run's code: it cannot become %s while the code lives "
+                       "(cancel the run, or end it)", run_status_name(to));
+            return -EPERM;
+        }
         struct run_outcome out = {0};
         out.code = ecode ? ecode : (emsg && (to == RS_FAILED || to == RS_TIMED_OUT) ? "error" : NULL);
         out.message = emsg;

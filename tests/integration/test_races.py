@@ -178,14 +178,15 @@ class Storm:
 
     OK = {200, 201, 400, 404, 409}
 
-    def __init__(self):
+    def __init__(self, nodes):
         self.lock = threading.Lock()
         self.bad = []
         self.seen = {}
+        self.nodes = nodes
 
     def req(self, method, path, body=None):
         try:
-            r = S.req(method, path, body)
+            r = random.choice(self.nodes).req(method, path, body)
         except (OSError, http.client.HTTPException) as e:
             with self.lock:
                 self.bad.append((method, path, repr(e)))
@@ -198,9 +199,8 @@ class Storm:
         return r
 
 
-def storm(seconds, n_tasks, seed):
-    rnd = random.Random(seed)
-    st = Storm()
+def storm(seconds, n_tasks, seed, nodes=None):
+    st = Storm(nodes or [S])
     rec = Receiver()
     expect(S.req("POST", P + "/webhooks", {"url": rec.url, "events": ["task.*", "task_run.*"]}), 201)
     stop_name = "stop-%d" % seed
@@ -396,6 +396,20 @@ def test_storm_of_conflicting_changes_keeps_the_invariants():
     assert 409 in codes and 200 in codes, st.seen
 
 
+def test_storm_across_two_nodes():
+    # PostgreSQL: a second node on the same database takes half the requests
+    if os.environ.get("QUERN_TEST_STORE") != "pg":
+        return
+    import pgcluster
+    other = Server(extra_args=["--store", pgcluster.database_for(S.data)],
+                   env={"QUERN_LEASE_MS": "300", "QUERN_OUTBOUND_ALLOW_PRIVATE": "1",
+                        "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
+    try:
+        storm(seconds=8, n_tasks=30, seed=11, nodes=[S, other])
+    finally:
+        other.stop()
+
+
 def task(agent, **kw):
     body = {"assigned_agent_id": agent, "run": True}
     body.update(kw)
@@ -455,6 +469,24 @@ def test_a_retry_refused_by_policy_says_retrying_before_denied():
     # the terminal event is the last one (retrying came after it)
     got = types_of(t, nr)
     assert got == ["task_run.queued", "task_run.retrying", "task_run.denied"], got
+
+
+def test_live_code_is_not_suspended_by_a_patch():
+    # queued started a second box beside the live one (the run then failed
+    # sandbox_error); paused lost the code's end (the run stayed paused for
+    # good); review_required let the code's end pass the review
+    for to in ("queued", "paused", "review_required"):
+        t = expect(S.req("POST", P + "/tasks", {"code": "echo ready; sleep 0.5; echo end",
+                                                 "runtime_id": "sh"}), 201)
+        run = wait_for(lambda: (lambda x: x if x["status"] == "running" else None)(
+            expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "running")
+        base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+        r = S.req("PATCH", base, {"status": to})
+        assert r.status == 409 and r.json["error"]["code"] == "code_running", (to, r)
+        end = wait_for(lambda: (lambda x: x if x["status"] in TERMINAL else None)(
+            expect(S.req("GET", base), 200)), 60, "the end")
+        assert end["status"] == "completed", (to, end)
+        check_path(end, session_events(end))
 
 
 if __name__ == "__main__":
