@@ -606,6 +606,15 @@ static int move(struct store_tx *tx, struct app *app, json_t *run, enum run_stat
         json_object_del(run, "interaction");
         json_object_del(run, "pending_interactions");
     }
+    if (to == RS_RUNNING && from == RS_INTERACTION_REQUIRED &&
+        json_is_string(json_object_get(run, "lease_expires_at"))) {
+        /* a worker cannot heartbeat while its question waits: the answer
+         * gives it a whole lease (the old one had run out, and the run
+         * ended lease_expired the moment it was answered) */
+        char lts[RFC3339_LEN];
+        rfc3339_format(now + app->cfg.lease_ms, lts);
+        json_object_set_new_nocheck(run, "lease_expires_at", json_string(lts));
+    }
     if (from == RS_RUNNING && to != RS_RUNNING && to != RS_INTERACTION_REQUIRED &&
         to != RS_CANCELING) {
         json_object_set_new_nocheck(run, "lease_expires_at", json_null());   /* invariant 3 */

@@ -471,6 +471,27 @@ def test_a_retry_refused_by_policy_says_retrying_before_denied():
     assert got == ["task_run.queued", "task_run.retrying", "task_run.denied"], got
 
 
+def ms(ts):
+    from datetime import datetime
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() * 1000
+
+
+def test_an_answered_worker_question_gets_a_fresh_lease():
+    # the worker cannot heartbeat while its question waits (409 not_running):
+    # the answer moved the run back to running with the lease that had run
+    # out meanwhile, and the run failed lease_expired at once
+    t = task("corner-ask")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "corner-ask", "max": 1}), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("PATCH", base, {"status": "interaction_required"}), 200)
+    assert S.req("POST", base + "/heartbeat", {}).status == 409
+    wait_for(lambda: time.time() * 1000 > ms(run["lease_expires_at"]) + 100, 10, "the old lease's end")
+    r = expect(S.req("POST", base + "/interaction", {"response": {"ok": True}}), 200)
+    assert r["status"] == "running", r
+    # a whole lease from the answer (QUERN_LEASE_MS is 300 here)
+    assert ms(r["lease_expires_at"]) - ms(r["updated_at"]) >= 299, r
+
+
 def test_live_code_is_not_suspended_by_a_patch():
     # queued started a second box beside the live one (the run then failed
     # sandbox_error); paused lost the code's end (the run stayed paused for
