@@ -468,6 +468,19 @@ void api_runs_patch(struct req *r)
 static const char *const log_fields[] = {"type", "message", "data", "error", "level", "ts", NULL};
 static const char *const levels[] = {"debug", "info", "warn", "warning", "error", NULL};
 
+/* A run that has ended takes no more logs, checkpoints or artifacts: its
+ * terminal event stays its last, on which its stream ends (they were
+ * stored, and their events came after it).  True after answering 409. */
+static bool refuse_finished(struct req *r, const json_t *run)
+{
+    enum run_status st = run_status_of(run);
+    if (!run_status_terminal(st))
+        return false;
+    http_error(r, 409, "run_finished", NULL, "the run is %s and takes nothing more",
+               run_status_name(st));
+    return true;
+}
+
 static int append_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     struct req *r = op->r;
@@ -479,6 +492,8 @@ static int append_fn(struct runop *op, struct store_tx *tx, json_t *run)
         http_error(r, 400, "missing_field", "entries", "entries is required");
         return -EINVAL;
     }
+    if (refuse_finished(r, run))
+        return -EPERM;
     json_t *clean = json_array();
     size_t i;
     json_t *e;
@@ -934,6 +949,8 @@ static int checkpoint_add_fn(struct runop *op, struct store_tx *tx, json_t *run)
         http_error(r, 400, "missing_field", "data", "data is required");
         return -EINVAL;
     }
+    if (refuse_finished(r, run))
+        return -EPERM;
     char id[ID_LEN], ts[RFC3339_LEN];
     id_new("chk", id);
     rfc3339_format(now_ms(), ts);

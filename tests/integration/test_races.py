@@ -492,6 +492,43 @@ def test_an_answered_worker_question_gets_a_fresh_lease():
     assert ms(r["lease_expires_at"]) - ms(r["updated_at"]) >= 299, r
 
 
+def test_nothing_is_added_to_a_run_after_its_end():
+    # the API took logs, checkpoints and artifacts for a finished run, and
+    # quernd stored what live code printed after a PATCH had ended its run:
+    # their events came after the terminal one (a run stream ends on it)
+    t = task("corner-late")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "corner-late", "max": 1}), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("PATCH", base, {"status": "completed"}), 200)
+    for path, body in (("/append_log", {"entries": [{"message": "late"}]}),
+                       ("/checkpoints", {"data": {"k": 1}}),
+                       ("/artifacts", {"artifacts": [{"name": "a.txt", "content": "aGk="}]})):
+        r = S.req("POST", base + path, body)
+        assert r.status == 409 and r.json["error"]["code"] == "run_finished", (path, r)
+    end = expect(S.req("GET", base), 200)
+    check_path(end, session_events(end))
+    # code: one slot, so the second task runs once the first box is gone
+    one = Server(extra_args=["--slots", "1"])
+    try:
+        code = "trap 'echo bye; exit 0' TERM; echo ready; while :; do echo tick; sleep 0.02; done"
+        t1 = expect(one.req("POST", P + "/tasks", {"code": code, "runtime_id": "sh",
+                                                   "settings": {"kill_grace_ms": 5000}}), 201)
+        r1 = expect(one.req("GET", P + "/tasks/%s/runs" % t1["id"]), 200)["data"][0]
+        b1 = P + "/tasks/%s/runs/%s" % (t1["id"], r1["id"])
+        wait_for(lambda: "ready" in one.req("GET", b1 + "/logs").text, 60, "ready")
+        expect(one.req("PATCH", b1, {"status": "failed", "error_message": "enough"}), 200)
+        t2 = expect(one.req("POST", P + "/tasks", {"code": "echo two", "runtime_id": "sh"}), 201)
+        wait_for(lambda: expect(one.req("GET", P + "/tasks/" + t2["id"]), 200)["status"] == "completed",
+                 60, "the second task")
+        end = expect(one.req("GET", b1), 200)
+        assert end["status"] == "failed", end
+        evs = expect(one.req("GET", b1 + "/session_logs?limit=10000"), 200)
+        check_path(end, evs)
+        assert "bye" not in one.req("GET", b1 + "/logs").text
+    finally:
+        one.stop()
+
+
 def test_live_code_is_not_suspended_by_a_patch():
     # queued started a second box beside the live one (the run then failed
     # sandbox_error); paused lost the code's end (the run stayed paused for
