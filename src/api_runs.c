@@ -45,9 +45,16 @@ struct runop {
     void *ctx;       /* what fn hands back beside a result */
 };
 
+/* Re-runnable (store_write_retry): the outputs (result, status, an error
+ * answer) are reset on entry. */
 static int runop_fn(struct store_tx *tx, void *arg)
 {
     struct runop *op = arg;
+    json_decref(op->result);
+    op->result = NULL;
+    op->status = 200;
+    free(op->r->resp);
+    op->r->resp = NULL;
     json_t *run = load_run(op->r, tx);
     if (!run)
         return -ENOENT;
@@ -66,7 +73,13 @@ static void run_write(struct req *r, int (*fn)(struct runop *, struct store_tx *
     struct runop op = {r, NULL, NULL, 200, fn, NULL};
     if (needs_body && !(op.body = http_body_object(r)))
         return;
-    int rc = store_write(r->app->store, runop_fn, &op);
+    /* PostgreSQL: a run's change that loses a deadlock with another node's
+     * (a task's action locks the task before its runs) is run again */
+    int rc = store_write_retry(r->app->store, runop_fn, &op);
+    if (rc == -EAGAIN) {
+        free(r->resp);   /* decided on a transaction that was rolled back */
+        r->resp = NULL;
+    }
     if (rc) {
         if (rc == -EPERM && !r->resp)
             http_error(r, 409, "invalid_transition", "status",
