@@ -452,6 +452,46 @@ def test_a_tasks_cancel_and_a_report_on_two_nodes():
         other.stop()
 
 
+def test_run_and_task_operations_survive_a_lost_conflict():
+    # PostgreSQL: every retryable write loses its first run (injected 40P01):
+    # run operations and task actions are run again, answering as once, with
+    # one event per change (they were answered 503 write_conflict)
+    if os.environ.get("QUERN_TEST_STORE") != "pg":
+        return
+    import pgcluster
+    f = Server(extra_args=["--store", pgcluster.database_for(S.data)],
+               env={"QUERN_PG_FAULT_JOB_CONFLICTS": "1000000"})
+    try:
+        t = expect(f.req("POST", P + "/tasks", {"assigned_agent_id": "faulty", "run": True,
+                                                "settings": {"max_retries": 0}}), 201)
+        run = expect(f.req("POST", P + "/workers/lease", {"agent_id": "faulty"}), 200)["data"][0]
+        base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+        expect(f.req("POST", base + "/heartbeat", {"progress": 0.5}), 200)
+        expect(f.req("POST", base + "/append_log", {"entries": [{"message": "m"}]}), 200)
+        expect(f.req("POST", base + "/checkpoints", {"data": {"k": 1}}), 200)
+        expect(f.req("PATCH", base, {"status": "interaction_required"}), 200)
+        r = f.req("POST", base + "/review", {"decision": "approve"})
+        assert r.status == 409 and r.json["error"]["code"] == "no_review", r
+        expect(f.req("POST", base + "/interaction", {"response": {"a": 1}}), 200)
+        expect(f.req("POST", P + "/tasks/%s/pause" % t["id"]), 200)
+        expect(f.req("POST", P + "/tasks/%s/resume" % t["id"]), 200)
+        assert expect(f.req("POST", base + "/cancel", {}), 200)["status"] == "canceled"
+        r = f.req("POST", base + "/cancel", {})
+        assert r.status == 409 and r.json["error"]["code"] == "invalid_transition", r
+        nr = expect(f.req("POST", P + "/tasks/%s/retry" % t["id"]), 201)
+        expect(f.req("POST", P + "/tasks/%s/cancel" % t["id"]), 200)
+        for x in (run, nr):
+            end = expect(f.req("GET", P + "/tasks/%s/runs/%s" % (t["id"], x["id"])), 200)
+            assert end["status"] == "canceled", end
+            evs = session_events(end)
+            check_path(end, evs)
+            types = [e["type"] for e in evs]
+            assert types.count("task_run.canceled") == 1, types
+        assert [e["type"] for e in session_events(dict(run, task_id=t["id"]))].count("task_run.log") == 1
+    finally:
+        f.stop()
+
+
 def task(agent, **kw):
     body = {"assigned_agent_id": agent, "run": True}
     body.update(kw)
