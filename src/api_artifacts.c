@@ -62,6 +62,14 @@ static int add_fn(struct store_tx *tx, void *arg)
         http_not_found(a->r, "run", http_param(a->r, "id"));
         return -ENOENT;
     }
+    enum run_status st = run_status_of(run);
+    if (run_status_terminal(st)) {
+        /* its terminal event stays its last (api_runs.c: refuse_finished) */
+        http_error(a->r, 409, "run_finished", NULL, "the run is %s and takes nothing more",
+                   run_status_name(st));
+        json_decref(run);
+        return -EPERM;
+    }
     json_t *arts = json_object_get(run, "artifacts");
     int64_t total = 0;
     size_t i;

@@ -285,9 +285,7 @@ static int fire_fn(struct store_tx *tx, void *arg)
     }
     json_t *run = run_new_doc(task, f->input,
                               json_string_value(json_object_get(task, "assigned_agent_id")));
-    int rc = run_insert(tx, app, task, run);
-    if (!rc && json_is_true(json_object_get(task, "paused")))
-        rc = run_move(tx, app, run, RS_PAUSED, NULL);
+    int rc = run_insert(tx, app, task, run);   /* paused when the task is */
     if (!rc) {
         char ts[RFC3339_LEN];
         rfc3339_format(now_ms(), ts);

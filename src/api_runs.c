@@ -45,9 +45,16 @@ struct runop {
     void *ctx;       /* what fn hands back beside a result */
 };
 
+/* Re-runnable (store_write_retry): the outputs (result, status, an error
+ * answer) are reset on entry. */
 static int runop_fn(struct store_tx *tx, void *arg)
 {
     struct runop *op = arg;
+    json_decref(op->result);
+    op->result = NULL;
+    op->status = 200;
+    free(op->r->resp);
+    op->r->resp = NULL;
     json_t *run = load_run(op->r, tx);
     if (!run)
         return -ENOENT;
@@ -66,7 +73,13 @@ static void run_write(struct req *r, int (*fn)(struct runop *, struct store_tx *
     struct runop op = {r, NULL, NULL, 200, fn, NULL};
     if (needs_body && !(op.body = http_body_object(r)))
         return;
-    int rc = store_write(r->app->store, runop_fn, &op);
+    /* PostgreSQL: a run's change that loses a deadlock with another node's
+     * (a task's action locks the task before its runs) is run again */
+    int rc = store_write_retry(r->app->store, runop_fn, &op);
+    if (rc == -EAGAIN) {
+        free(r->resp);   /* decided on a transaction that was rolled back */
+        r->resp = NULL;
+    }
     if (rc) {
         if (rc == -EPERM && !r->resp)
             http_error(r, 409, "invalid_transition", "status",
@@ -211,9 +224,7 @@ static int create_fn(struct store_tx *tx, void *arg)
         return -EINVAL;
     }
     json_t *run = run_new_doc(task, a->input, json_string_value(json_object_get(task, "assigned_agent_id")));
-    int rc = run_insert(tx, a->r->app, task, run);
-    if (!rc && json_is_true(json_object_get(task, "paused")))
-        rc = run_move(tx, a->r->app, run, RS_PAUSED, NULL);
+    int rc = run_insert(tx, a->r->app, task, run);   /* paused when the task is */
     json_decref(task);
     if (rc) {
         json_decref(run);
@@ -423,6 +434,16 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
                        run_status_name(from), run_status_name(to));
             return -EPERM;
         }
+        /* live code is not suspended by a status: queued started a second
+         * box beside it, paused lost its end (the run stayed paused),
+         * review_required let its end pass the review */
+        if ((to == RS_QUEUED || to == RS_PAUSED || to == RS_REVIEW_REQUIRED) &&
+            runner_code_live(run)) {
+            http_error(r, 409, "code_running", "status",
+                       "quernd runs this run's code: it cannot become %s while the code lives "
+                       "(cancel the run, or end it)", run_status_name(to));
+            return -EPERM;
+        }
         struct run_outcome out = {0};
         out.code = ecode ? ecode : (emsg && (to == RS_FAILED || to == RS_TIMED_OUT) ? "error" : NULL);
         out.message = emsg;
@@ -466,6 +487,19 @@ void api_runs_patch(struct req *r)
 static const char *const log_fields[] = {"type", "message", "data", "error", "level", "ts", NULL};
 static const char *const levels[] = {"debug", "info", "warn", "warning", "error", NULL};
 
+/* A run that has ended takes no more logs, checkpoints or artifacts: its
+ * terminal event stays its last, on which its stream ends (they were
+ * stored, and their events came after it).  True after answering 409. */
+static bool refuse_finished(struct req *r, const json_t *run)
+{
+    enum run_status st = run_status_of(run);
+    if (!run_status_terminal(st))
+        return false;
+    http_error(r, 409, "run_finished", NULL, "the run is %s and takes nothing more",
+               run_status_name(st));
+    return true;
+}
+
 static int append_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     struct req *r = op->r;
@@ -477,6 +511,8 @@ static int append_fn(struct runop *op, struct store_tx *tx, json_t *run)
         http_error(r, 400, "missing_field", "entries", "entries is required");
         return -EINVAL;
     }
+    if (refuse_finished(r, run))
+        return -EPERM;
     json_t *clean = json_array();
     size_t i;
     json_t *e;
@@ -932,6 +968,8 @@ static int checkpoint_add_fn(struct runop *op, struct store_tx *tx, json_t *run)
         http_error(r, 400, "missing_field", "data", "data is required");
         return -EINVAL;
     }
+    if (refuse_finished(r, run))
+        return -EPERM;
     char id[ID_LEN], ts[RFC3339_LEN];
     id_new("chk", id);
     rfc3339_format(now_ms(), ts);

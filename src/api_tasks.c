@@ -1177,7 +1177,15 @@ static int each_run(struct store_tx *tx, struct action_arg *a, int (*fn)(struct 
         json_array_foreach(runs, i, run) {
             if (run_status_terminal(run_status_of(run)))
                 continue;
-            if ((rc = fn(tx, a, run))) {
+            /* the list is not locked: act on the run as it is now, read
+             * again and (PostgreSQL) locked until commit.  Another node's
+             * change between the list and the write was overwritten: a run
+             * completed there was then canceled here, two terminal events */
+            json_t *cur = store_get(tx, SK_RUN, a->project_id,
+                                    json_string_value(json_object_get(run, "id")));
+            rc = cur && !run_status_terminal(run_status_of(cur)) ? fn(tx, a, cur) : 0;
+            json_decref(cur);
+            if (rc) {
                 json_decref(runs);
                 return rc;
             }
@@ -1233,10 +1241,16 @@ static json_t *latest_run(struct store_tx *tx, const char *project, const char *
     return r;
 }
 
+/* Re-runnable (store_write_retry): its outputs (a->result, an error
+ * answer) are reset on entry. */
 static int action_fn(struct store_tx *tx, void *arg)
 {
     struct action_arg *a = arg;
     struct req *r = a->r;
+    json_decref(a->result);
+    a->result = NULL;
+    free(r->resp);
+    r->resp = NULL;
     json_t *task = store_get(tx, SK_TASK, a->project_id, a->task_id);
     if (!task) {
         http_not_found(r, "task", a->task_id);
@@ -1303,12 +1317,8 @@ static int action_fn(struct store_tx *tx, void *arg)
         json_object_set_nocheck(run, "retry_of", json_object_get(last, "id"));
         if (json_object_get(last, "latest_checkpoint"))   /* a retry resumes */
             json_object_set_nocheck(run, "latest_checkpoint", json_object_get(last, "latest_checkpoint"));
+        /* its task_run.retrying follows its queued event (insert_run) */
         rc = run_insert(tx, r->app, task, run);
-        if (!rc)
-            rc = events_emit(tx, r->app->events, a->project_id, a->task_id,
-                             json_string_value(json_object_get(run, "id")), "task_run.retrying",
-                             json_pack("{s:O, s:O}", "attempt", json_object_get(run, "attempt"),
-                                       "retry_of", json_object_get(last, "id")));
         a->result = run;
         json_decref(last);
     }
@@ -1333,7 +1343,14 @@ static void task_action(struct req *r, const char *action, int status)
             return;
         a.input = input;
     }
-    int rc = store_write(r->app->store, action_fn, &a);
+    /* a task's action locks the task, then its runs; a run's change locks
+     * the run, then its task: on PostgreSQL two nodes doing both deadlock
+     * now and then, and the loser is run again rather than answered 503 */
+    int rc = store_write_retry(r->app->store, action_fn, &a);
+    if (rc == -EAGAIN) {
+        free(r->resp);   /* decided on a transaction that was rolled back */
+        r->resp = NULL;
+    }
     if (rc) {
         api_store_error(r, rc, "task");
         json_decref(a.result);

@@ -386,6 +386,16 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
         return rc;
     if ((rc = emit_run(tx, app, run, "task_run.queued")))
         return rc;
+    /* a task's retry: said right after the new run's queued event, before
+     * a gate or a pause moves it on (it came after them, even after a
+     * refusal's terminal event) */
+    json_t *retry_of = json_object_get(run, "retry_of");
+    if (json_is_string(retry_of) &&
+        (rc = events_emit(tx, app->events, project, json_string_value(json_object_get(run, "task_id")),
+                          json_string_value(json_object_get(run, "id")), "task_run.retrying",
+                          json_pack("{s:O, s:O}", "attempt", json_object_get(run, "attempt"),
+                                    "retry_of", retry_of))))
+        return rc;
     if (!task_current && (rc = update_task(tx, app, run, true, task)))
         return rc;
     if (run_status_of(run) == RS_RUNNING) {
@@ -414,6 +424,13 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
                                     json_pack("{s:s, s:s}", "kind", "approval", "prompt",
                                               "approve this run before it executes"));
         return run_move(tx, app, run, RS_INTERACTION_REQUIRED, NULL);
+    }
+    /* a new run of a paused task waits paused, as one queued again does
+     * (run_move); one held for approval stays held, and its approval
+     * pauses it */
+    if (json_is_true(json_object_get(task, "paused"))) {
+        json_object_set_new_nocheck(run, "paused_by_task", json_true());
+        return run_move(tx, app, run, RS_PAUSED, NULL);
     }
     run_notify(tx, app, run);
     return 0;
@@ -588,6 +605,15 @@ static int move(struct store_tx *tx, struct app *app, json_t *run, enum run_stat
         json_object_set_new_nocheck(run, "output", json_null());
         json_object_del(run, "interaction");
         json_object_del(run, "pending_interactions");
+    }
+    if (to == RS_RUNNING && from == RS_INTERACTION_REQUIRED &&
+        json_is_string(json_object_get(run, "lease_expires_at"))) {
+        /* a worker cannot heartbeat while its question waits: the answer
+         * gives it a whole lease (the old one had run out, and the run
+         * ended lease_expired the moment it was answered) */
+        char lts[RFC3339_LEN];
+        rfc3339_format(now + app->cfg.lease_ms, lts);
+        json_object_set_new_nocheck(run, "lease_expires_at", json_string(lts));
     }
     if (from == RS_RUNNING && to != RS_RUNNING && to != RS_INTERACTION_REQUIRED &&
         to != RS_CANCELING) {
@@ -824,13 +850,6 @@ static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const 
         if (rc) {
             json_decref(run);
             return rc;
-        }
-        if (json_is_true(json_object_get(task, "paused"))) {
-            rc = run_move(tx, app, run, RS_PAUSED, NULL);
-            if (rc) {
-                json_decref(run);
-                return rc;
-            }
         }
         if (first_run && !*first_run)
             *first_run = json_incref(run);

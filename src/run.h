@@ -73,7 +73,7 @@ typedef bool (*run_claim_fn)(struct store_tx *tx, struct app *app, json_t *run);
 int run_start_for_new_task(struct store_tx *tx, struct app *app, json_t *task,
                            json_t **first_run, run_claim_fn claim);
 
-/* Stores a new run (queued, or held/blocked as the task says), its event,
+/* Stores a new run (queued; paused, held or blocked as the task says), its events,
  * and the task's status; the scheduler learns of it after commit. */
 int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run);
 

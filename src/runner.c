@@ -518,6 +518,11 @@ static int batch_fn(struct store_tx *tx, void *arg)
         json_t *run = batch_run(tx, b, it->run_id);
         if (!run)
             continue;
+        /* ended while its code lived (a PATCH, set_output, its deadline):
+         * what the code says after the end is dropped, so the terminal
+         * event stays the run's last and a progress never changes it */
+        if (it->kind != IT_EXIT && run_status_terminal(run_status_of(run)))
+            continue;
         if (it->kind == IT_LOG) {
             json_t *arr = json_object_get(logs, it->run_id);
             if (!arr) {
