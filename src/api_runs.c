@@ -472,6 +472,14 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         }
         if (to == RS_RUNNING && r->key_id[0])
             json_object_set_new_nocheck(run, "worker_id", json_string(r->key_id));
+        /* a run started (or resumed) by PATCH is leased as a lease's run is:
+         * if its worker dies, the lease runs out and the run is tried again
+         * (it stayed running for good); code quernd runs has no lease */
+        if (to == RS_RUNNING && from != RS_INTERACTION_REQUIRED && !runner_code_live(run)) {
+            char lts[RFC3339_LEN];
+            rfc3339_format(now_ms() + r->app->cfg.lease_ms, lts);
+            json_object_set_new_nocheck(run, "lease_expires_at", json_string(lts));
+        }
         return run_move(tx, r->app, run, to, &out);
     }
     return run_save(tx, run);
@@ -1029,6 +1037,27 @@ static int heartbeat_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     struct req *r = op->r;
     json_t *progress = json_object_get(op->body, "progress");
+    json_int_t attempt = 0;
+    const char *worker = NULL;
+    if (!api_known_fields(r, op->body, (const char *const[]){"progress", "attempt", "worker_id", NULL},
+                          "") ||
+        !api_int(r, op->body, "attempt", "attempt", 1, 1000000, &attempt) ||
+        !api_str(r, op->body, "worker_id", "worker_id", 256, &worker))
+        return -EINVAL;
+    /* fencing, as a report's: a worker whose lease ran out and was given to
+     * another (a new attempt) must not extend the new holder's lease */
+    if (attempt && attempt != json_integer_value(json_object_get(run, "attempt"))) {
+        http_error(r, 409, "stale_attempt", "attempt",
+                   "attempt %lld is not the run's current attempt %lld", (long long)attempt,
+                   (long long)json_integer_value(json_object_get(run, "attempt")));
+        return -EPERM;
+    }
+    const char *holder = json_string_value(json_object_get(run, "worker_id"));
+    if (worker && holder && strcmp(worker, holder)) {
+        http_error(r, 409, "lease_not_held", "worker_id",
+                   "the run's lease is held by another worker");
+        return -EPERM;
+    }
     if (progress && !json_is_null(progress) &&
         (!json_is_number(progress) || json_number_value(progress) < 0 ||
          json_number_value(progress) > 1)) {

@@ -572,6 +572,10 @@ static int move(struct store_tx *tx, struct app *app, json_t *run, enum run_stat
             json_object_set_new_nocheck(run, "queued_at", json_string(ts));
             json_object_set_new_nocheck(run, "queued_ms", json_integer(now));
             json_object_set_new_nocheck(run, "not_before_ms", json_integer(now + delay));
+            /* the question of the attempt that failed is nobody's to answer */
+            if (json_is_object(json_object_get(run, "interaction")))
+                json_object_set_new_nocheck(run, "interaction", json_null());
+            json_object_del(run, "pending_interactions");
             json_object_set_new_nocheck(run, "updated_at", json_string(ts));
             int rc = store_update(tx, SK_RUN, json_string_value(json_object_get(run, "project_id")),
                                   run);

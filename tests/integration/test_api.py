@@ -548,6 +548,33 @@ def test_lease_expiry_requeues_with_new_attempt():
         s2.stop()
 
 
+def test_a_run_started_by_patch_is_leased_and_heartbeats_are_fenced():
+    s2 = Server(env={"QUERN_LEASE_MS": "300"})
+    try:
+        t = expect(s2.req("POST", P + "/tasks", {"assigned_agent_id": "pl", "run": True,
+                                                 "settings": {"max_retries": 1, "retry_delay_ms": 0}}), 201)
+        run = expect(s2.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+        base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+        # a worker that starts its run by PATCH holds a lease like a leased run's
+        started = expect(s2.req("PATCH", base, {"status": "running"}), 200)
+        assert isinstance(started["lease_expires_at"], str), started
+        # its worker dies: the lease runs out into a new attempt (it stayed running for good)
+        again = expect(s2.req("POST", P + "/workers/lease", {"agent_id": "pl", "worker_id": "w2",
+                                                              "wait_ms": 20000}), 200)["data"]
+        assert len(again) == 1 and again[0]["id"] == run["id"] and again[0]["attempt"] == 2, again
+        # the first worker's heartbeat, naming its attempt or itself, cannot extend
+        # the new holder's lease
+        r = s2.req("POST", base + "/heartbeat", {"attempt": 1})
+        assert r.status == 409 and r.json["error"]["code"] == "stale_attempt", r.json
+        r = s2.req("POST", base + "/heartbeat", {"worker_id": "w1"})
+        assert r.status == 409 and r.json["error"]["code"] == "lease_not_held", r.json
+        r = s2.req("POST", base + "/heartbeat", {"progres": 0.5})
+        assert r.status == 400 and r.json["error"]["code"] == "unknown_field", r.json
+        expect(s2.req("POST", base + "/heartbeat", {"attempt": 2, "worker_id": "w2", "progress": 0.5}), 200)
+    finally:
+        s2.stop()
+
+
 def test_handed_off_run_lease_expires_like_any_other():
     """A run handed to a waiting long-poll at its creation is stored running
     in that one write; the scheduler still holds its lease, which expires

@@ -464,6 +464,17 @@ true
     assert [x["iteration"] for x in lg] == [1, 2, 3], lg
 
 
+def test_a_retry_does_not_keep_the_failed_attempts_question():
+    t = C.create("echo '{\"type\":\"input_request\",\"prompt\":\"name?\"}' >&3; sleep 30",
+                 settings={"timeout_ms": 1500, "max_retries": 1, "retry_delay_ms": 600000})
+    C.wait_status(t, ("interaction_required",))
+    # the wait times out: attempt 2 waits its delay, queued, with no question
+    run = wait_for(lambda: (lambda r: r if r["attempt"] == 2 else None)(C.run_of(t)), 60, "a retry")
+    assert run["status"] == "queued", run
+    assert run.get("interaction") is None and not run.get("pending_interactions"), run
+    expect(S.req("POST", P + "/tasks/%s/cancel" % t["id"]), 200)
+
+
 def test_max_iterations():
     code = 'echo tick; echo \'{"type":"continue","data":{}}\' >&3'
     t, run, lg = go(code, settings={"max_iterations": 3})
