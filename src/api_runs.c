@@ -313,21 +313,14 @@ static const char *const patch_fields[] = {"status", "branch", "stage", "output"
 
 static int validate_output(struct req *r, struct store_tx *tx, json_t *run, json_t *output)
 {
-    json_t *task = run_task(tx, run);
-    json_t *schema = json_object_get(task, "output_schema");
-    int rc = 0;
-    if (json_is_object(schema)) {
-        char *path = NULL, *msg = NULL;
-        if (jsonschema_validate(schema, output, &path, &msg)) {
-            http_error(r, 400, "output_invalid", path ? path : "output",
-                       "output does not match the task's output_schema at %s: %s",
-                       path ? path : "$", msg ? msg : "invalid");
-            rc = -EINVAL;
-        }
-        free(path);
-        free(msg);
-    }
-    json_decref(task);
+    char *path = NULL, *msg = NULL;
+    int rc = run_check_output(tx, run, output, &path, &msg);
+    if (rc)
+        http_error(r, 400, "output_invalid", path ? path : "output",
+                   "output does not match the task's output_schema at %s: %s",
+                   path ? path : "$", msg ? msg : "invalid");
+    free(path);
+    free(msg);
     return rc;
 }
 
@@ -398,6 +391,11 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
     if (output && !json_is_null(output)) {
         if ((rc = validate_output(r, tx, run, output)) || (rc = set_output_event(r, tx, run, output)))
             return rc;
+    } else if (status && !strcmp(status, "completed") &&
+               (rc = validate_output(r, tx, run, json_object_get(run, "output")))) {
+        /* a run completes with an output its schema takes, as code's does
+         * (the run stays as it is: the worker can still set one, or fail it) */
+        return rc;
     }
     if (branch)
         json_object_set_new_nocheck(run, "branch", json_string(branch));
@@ -805,11 +803,21 @@ static int set_output_fn(struct runop *op, struct store_tx *tx, json_t *run)
         return -EPERM;
     }
     int rc = validate_output(r, tx, run, output);
-    if (rc || (rc = set_output_event(r, tx, run, output)))
+    if (rc)
         return rc;
     json_t *task = run_task(tx, run);
     bool has_schema = json_is_object(json_object_get(task, "output_schema"));
     json_decref(task);
+    /* a run that waits for its dependencies does not complete before them
+     * (the output would have started and ended it past blocked_by) */
+    if (has_schema && st == RS_QUEUED && json_array_size(json_object_get(run, "blocked_by"))) {
+        http_error(r, 409, "dependencies_pending", NULL,
+                   "the run waits for its dependencies (blocked_by): it cannot complete before "
+                   "they do");
+        return -EPERM;
+    }
+    if ((rc = set_output_event(r, tx, run, output)))
+        return rc;
     if (has_schema && (st == RS_RUNNING || st == RS_QUEUED))
         return run_move(tx, r->app, run, st == RS_QUEUED ? RS_RUNNING : RS_COMPLETED, NULL) ?:
                (st == RS_QUEUED ? run_move(tx, r->app, run, RS_COMPLETED, NULL) : 0);

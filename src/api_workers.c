@@ -386,7 +386,25 @@ static int report_fn(struct store_tx *tx, void *arg)
             continue;
         }
         json_t *output = json_object_get(res, "output");
-        if (output && !json_is_null(output))
+        bool given = output && !json_is_null(output);
+        /* an output given is checked against the task's output_schema, and
+         * so is the one a run completes with (given now or set before), as
+         * PATCH and code runs do; the run stays as it is when it does not fit */
+        if (given || st == RS_COMPLETED) {
+            char *path = NULL, *msg = NULL;
+            if (run_check_output(tx, run, given ? output : json_object_get(run, "output"), &path,
+                                 &msg)) {
+                char *why = xasprintf("output does not match the task's output_schema at %s: %s",
+                                      path ? path : "$", msg ? msg : "invalid");
+                json_array_append_new(a->out, refuse(run_id, "output_invalid", why));
+                free(why);
+                free(path);
+                free(msg);
+                json_decref(run);
+                continue;
+            }
+        }
+        if (given)
             json_object_set_nocheck(run, "output", output);
         int rc = 0;
         json_t *logs = json_object_get(res, "logs");

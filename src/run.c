@@ -14,6 +14,7 @@
 
 #include "app.h"
 #include "events.h"
+#include "jsonschema.h"
 #include "policy.h"
 #include "sched.h"
 #include "util.h"
@@ -253,6 +254,23 @@ json_t *run_task(struct store_tx *tx, const json_t *run)
 {
     return store_get(tx, SK_TASK, json_string_value(json_object_get(run, "project_id")),
                      json_string_value(json_object_get(run, "task_id")));
+}
+
+int run_check_output(struct store_tx *tx, const json_t *run, const json_t *output, char **path,
+                     char **msg)
+{
+    *path = *msg = NULL;
+    /* runs made before has_output_schema existed lack it: read the task */
+    if (json_is_false(json_object_get(run, "has_output_schema")))
+        return 0;
+    json_t *task = run_task(tx, run);
+    json_t *schema = json_object_get(task, "output_schema");
+    int rc = 0;
+    if (json_is_object(schema) &&
+        jsonschema_validate(schema, output ? output : json_null(), path, msg))
+        rc = -EINVAL;
+    json_decref(task);
+    return rc;
 }
 
 static json_t *status_data(const json_t *run)

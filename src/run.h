@@ -136,6 +136,11 @@ extern const char *const run_sched_fields[];
 
 /* Loads the task of a run (new reference) or NULL. */
 json_t *run_task(struct store_tx *tx, const json_t *run);
+/* Checks output (NULL: none, as null) against the output_schema of run's
+ * task: 0 when it fits or the task has none; -EINVAL with *path and *msg
+ * (malloc'd, the caller frees) when it does not. */
+int run_check_output(struct store_tx *tx, const json_t *run, const json_t *output, char **path,
+                     char **msg);
 
 /* The fields a change of run writes into its task when run is the task's
  * latest (status, progress, updated_at, last_run_at): a new object. */

@@ -477,20 +477,14 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
     } else if (!strcmp(res->status, "completed")) {
         to = RS_COMPLETED;
         out.has_exit_code = false;
-        /* runs made before has_output_schema existed lack it: read the task */
-        json_t *task = json_is_false(json_object_get(run, "has_output_schema")) ? NULL
-                                                                             : run_task(tx, run);
-        json_t *schema = json_object_get(task, "output_schema");
         char *path = NULL, *msg = NULL, *full = NULL;
-        if (json_is_object(schema) &&
-            jsonschema_validate(schema, res->output ? res->output : json_null(), &path, &msg)) {
+        if (run_check_output(tx, run, res->output, &path, &msg)) {
             full = xasprintf("the output does not match the output_schema at %s: %s",
                              path ? path : "$", msg ? msg : "invalid");
             to = RS_FAILED;
             out.code = "invalid_output";
             out.message = full;
         }
-        json_decref(task);
         if (st == RS_INTERACTION_REQUIRED)
             run_move(tx, app, run, RS_RUNNING, NULL);
         rc = run_move(tx, app, run, to, &out);

@@ -692,6 +692,42 @@ def test_set_output_schema():
     assert S.req("PATCH", base + "/set_output", {"output": {"n": 5}}).status == 409
 
 
+def test_a_worker_completes_a_run_only_with_an_output_its_schema_takes():
+    schema = {"type": "object", "required": ["n"], "properties": {"n": {"type": "integer"}}}
+    t = agent_task(assigned_agent_id="outw", output_schema=schema, settings={"max_retries": 0})
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "outw"}), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+
+    def report(**kw):
+        res = {"run_id": run["id"], "attempt": run["attempt"], "status": "completed"}
+        res.update(kw)
+        return expect(S.req("POST", P + "/workers/report", {"results": [res]}), 200)["data"][0]
+    # no output, or one the schema refuses: refused, the run still running
+    for bad in ({}, {"output": {"n": "x"}}):
+        out = report(**bad)
+        assert out["ok"] is False and out["error"]["code"] == "output_invalid", out
+    r = S.req("PATCH", base, {"status": "completed"})
+    assert r.status == 400 and r.json["error"]["code"] == "output_invalid", r.json
+    assert expect(S.req("GET", base), 200)["status"] == "running"
+    out = report(output={"n": 3})
+    assert out["ok"] is True, out
+    got = expect(S.req("GET", base), 200)
+    assert got["status"] == "completed" and got["output"] == {"n": 3}, got
+    # failing needs no output
+    t2 = agent_task(assigned_agent_id="outw", output_schema=schema, settings={"max_retries": 0})
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "outw"}), 200)["data"][0]
+    assert report(status="failed")["ok"] is True
+    del t2
+    # a queued run still waiting for its dependencies is not completed by an output
+    dep = agent_task(assigned_agent_id="outdep")
+    t3 = agent_task(assigned_agent_id="outw3", output_schema=schema, dependencies=[dep["id"]])
+    r3 = expect(S.req("GET", P + "/tasks/%s/runs" % t3["id"]), 200)["data"][0]
+    assert r3["blocked_by"], r3
+    r = S.req("PATCH", P + "/tasks/%s/runs/%s/set_output" % (t3["id"], r3["id"]), {"output": {"n": 1}})
+    assert r.status == 409 and r.json["error"]["code"] == "dependencies_pending", r.json
+    assert expect(S.req("GET", P + "/tasks/%s/runs/%s" % (t3["id"], r3["id"])), 200)["status"] == "queued"
+
+
 def test_unusable_output_schema_is_refused_at_create():
     bad = {"type": "object", "properties": {"n": {"type": "nope"}}}
     r = S.req("POST", P + "/tasks", {"code": "true", "runtime_id": "sh", "output_schema": bad})
