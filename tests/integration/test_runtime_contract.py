@@ -1615,6 +1615,51 @@ def test_secret_in_error_message_is_redacted():
     assert val not in json.dumps([run, lg, events(t, run)])
 
 
+def test_secret_printed_line_by_line_and_overlapping_secrets_are_redacted():
+    """A secret holding newlines (a PEM key) printed whole reaches the log as
+    its lines: each line of 4+ bytes is hidden too.  Two secrets that overlap
+    in what is printed are hidden together (the first alone left the other's
+    end in clear)."""
+    pem = ("-----BEGIN TEST KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+           "AoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R\n-----END TEST KEY-----\n")
+    expect(S.req("POST", P + "/secrets", {"name": "RT_PEM", "value": pem}), 201)
+    expect(S.req("POST", P + "/secrets", {"name": "RT_OVL_A", "value": "ovl-head-mid"}), 201)
+    expect(S.req("POST", P + "/secrets", {"name": "RT_OVL_B", "value": "head-mid-tail9"}), 201)
+    code = ('cat /run/secrets/RT_PEM; cat /run/secrets/RT_PEM >&2; '
+            'echo "x $(cat /run/secrets/RT_OVL_A)-tail9 y"; '
+            'printf \'{"type":"output","output":{"k":"%s"}}\\n\' "$(cat /run/secrets/RT_OVL_B)" >&3')
+    t, run, lg = go(code, secrets=["RT_PEM", "RT_OVL_A", "RT_OVL_B"])
+    assert run["status"] == "completed", (run, lg)
+    text = json.dumps([lg, run, events(t, run)])
+    for line in ["-----BEGIN TEST KEY-----", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC",
+                 "AoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R", "-----END TEST KEY-----", "tail9", "head-mid"]:
+        assert line not in text, (line, lg)
+    m = [x["message"] for x in lg]
+    assert [x.rstrip("\r") for x in m].count("***") == 8 and "x *** y" in m, m
+    assert run["output"] == {"k": "***"}, run
+
+
+def test_secret_equal_to_a_control_word_keeps_the_message():
+    """A secret whose value is a word of the fd-3 protocol ("output",
+    "message", "checkpoint") hides that word in what the code sends, not in
+    the message's own type and keys: the message still counts."""
+    for name, val in (("RT_W_OUT", "output"), ("RT_W_MSG", "message"), ("RT_W_CKP", "checkpoint")):
+        expect(S.req("POST", P + "/secrets", {"name": name, "value": val}), 201)
+    code = py(CTL_PY + r"""
+ctl({"type": "log", "level": "info", "message": "the output message", "data": {"output": 1}})
+ctl({"type": "checkpoint", "data": {"step": "checkpoint 1"}})
+ctl({"type": "output", "output": {"r": "my output", "n": 2}})
+""")
+    t, run, lg = go(code, "python", secrets=["RT_W_OUT", "RT_W_MSG", "RT_W_CKP"])
+    assert run["status"] == "completed", (run, lg)
+    assert run["output"] == {"r": "my ***", "n": 2}, run
+    got = [(x["type"], x["message"], x["data"]) for x in lg]
+    assert got == [("log", "the *** ***", {"***": 1})], got
+    cps = expect(S.req("GET", base_of(t, run) + "/checkpoints"), 200)
+    cps = cps["data"] if isinstance(cps, dict) else cps
+    assert [c["data"] for c in cps] == [{"step": "*** 1"}], cps
+
+
 def test_runtime_unavailable():
     cfg = os.path.join(tempfile.mkdtemp(prefix="rtaudit-conf-", dir=os.environ.get("QUERN_TEST_TMP")), "quern.conf")
     with open(cfg, "w") as f:
