@@ -27,6 +27,7 @@
 #include "runner.h"
 #include "runtime.h"
 #include "sched.h"
+#include "secrets.h"
 #include "store.h"
 #include "store_copy.h"
 #include "util.h"
@@ -553,6 +554,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: bootstrap failed (%d)\n", rc);
         return quit(&cs, &app, 1);
     }
+    secrets_check_key(&app);
     char *blobdir = xasprintf("%s/blobs", data);
     app.blobs = blob_open(blobdir);
     free(blobdir);

@@ -769,8 +769,14 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
     if (json_array_size(sec.names)) {
         store_read(app->store, sec_fn, &sec);
         if (sec.rc) {
-            struct fail_arg f = {app, spec.run_id, "secret_unavailable",
-                                 "a secret the task names could not be opened (deleted?)"};
+            bool key = sec.rc != -ENOENT && sec.rc != -EINVAL;
+            struct fail_arg f = {app, spec.run_id,
+                                 key ? "secret_key_unavailable" : "secret_unavailable",
+                                 key ? secrets_key_error(sec.rc)
+                                 : sec.rc == -ENOENT
+                                     ? "a secret the task names no longer exists (deleted?)"
+                                     : "a secret the task names could not be opened with this "
+                                       "node's secrets key"};
             store_write(app->store, fail_fn, &f);
             goto out;
         }

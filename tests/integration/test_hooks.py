@@ -361,6 +361,62 @@ def test_secrets():
     assert S.req("DELETE", P + "/secrets/API_TOKEN").status == 404
 
 
+def test_secrets_key_missing_or_other_is_said_never_replaced():
+    """The store remembers which key its secrets are sealed with (a
+    fingerprint).  Restarted without that key file, quernd used to make a new
+    one in silence: every secret became unreadable, runs failed as if the
+    secret were deleted, and new secrets were sealed under the new key.  Now
+    no key is made, quernd's log says why, a run fails with
+    secret_key_unavailable and a POST is refused; the right file back, all
+    works again."""
+    s = Server()
+    try:
+        p = "/api/projects/default"
+        expect(s.req("POST", p + "/secrets", {"name": "KEPT", "value": "kept-value-1234"}), 201)
+        key = os.path.join(s.data, "secret.key")
+        good = open(key, "rb").read()
+        for case in ("missing", "other", "short"):
+            s.stop()
+            if os.path.exists(key):
+                os.unlink(key)
+            if case != "missing":
+                with open(key, "wb") as f:
+                    f.write(os.urandom(32) if case == "other" else b"short")
+                os.chmod(key, 0o600)
+            s.start()
+            t = expect(s.req("POST", p + "/tasks", {"code": "cat /run/secrets/KEPT", "runtime_id": "sh",
+                                                   "secrets": ["KEPT"], "wait_for_result": True}), 201)
+            run = t["run"]
+            if run["status"] not in ("failed", "completed"):
+                run = wait_for(lambda: (lambda r: r if r["status"] in ("failed", "completed") else None)(
+                    expect(s.req("GET", p + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 30, "run end")
+            assert run["status"] == "failed" and run["error"]["code"] == "secret_key_unavailable", (case, run)
+            r = s.req("POST", p + "/secrets", {"name": "NEW", "value": "new-value-1234"})
+            assert r.status == 500 and r.json["error"]["code"] == "secret_key_unavailable", (case, r)
+            assert case != "missing" or not os.path.exists(key), "a new key was made"
+            log = open(os.path.join(s.data, "stderr.log")).read()
+            assert log.count("secrets key file") >= 1, log[-2000:]
+        s.stop()
+        if os.path.exists(key):
+            os.unlink(key)
+        with open(key, "wb") as f:
+            f.write(good)
+        os.chmod(key, 0o644)
+        s.start()
+        t = expect(s.req("POST", p + "/tasks", {"code": "cat /run/secrets/KEPT", "runtime_id": "sh",
+                                               "secrets": ["KEPT"], "wait_for_result": True}), 201)
+        run = t["run"]
+        if run["status"] not in ("failed", "completed"):
+            run = wait_for(lambda: (lambda r: r if r["status"] in ("failed", "completed") else None)(
+                expect(s.req("GET", p + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 30, "run end")
+        assert run["status"] == "completed", run
+        expect(s.req("POST", p + "/secrets", {"name": "NEW", "value": "new-value-1234"}), 201)
+        # a key file others may read is said in the log (it keeps working)
+        assert "make it 0600" in open(os.path.join(s.data, "stderr.log")).read()
+    finally:
+        s.stop()
+
+
 # ---- relay_message ----
 
 def test_relay_message():

@@ -378,6 +378,39 @@ def test_three_nodes_share_workers_and_code_runs():
     assert None not in nodes
 
 
+def test_secrets_need_the_one_key_file_on_every_node():
+    """Secrets are sealed under DATA_DIR/secret.key, and each node has its own
+    data directory.  A node without the file used to make a key of its own:
+    a secret set through it was sealed under that key, and the runs it
+    dispatched could not open the others' secrets.  Now the store remembers
+    the key's fingerprint: the node refuses, makes no key, and once the
+    file is copied to it, sets and opens secrets like the others."""
+    nodes = live()
+    a, b = nodes[0], nodes[1]
+    r = a.req("POST", P + "/secrets", {"name": "MN_SECRET", "value": "mn-secret-value-1"})
+    assert r.status in (200, 201), r
+    bkey = os.path.join(b.data, "secret.key")
+    assert not os.path.exists(bkey)
+    r = b.req("POST", P + "/secrets", {"name": "MN_OTHER", "value": "mn-other-value-2"})
+    assert r.status == 500 and r.json["error"]["code"] == "secret_key_unavailable", r
+    assert not os.path.exists(bkey), "the node made a key of its own"
+    with open(os.path.join(a.data, "secret.key"), "rb") as f:
+        good = f.read()
+    for n in nodes[1:]:
+        k = os.path.join(n.data, "secret.key")
+        with open(k, "wb") as f:
+            f.write(good)
+        os.chmod(k, 0o600)
+    expect(b.req("POST", P + "/secrets", {"name": "MN_OTHER", "value": "mn-other-value-2"}), 201)
+    ts = [expect(n.req("POST", P + "/tasks", {"code": "cat /run/secrets/MN_SECRET /run/secrets/MN_OTHER",
+                                               "runtime_id": "sh", "secrets": ["MN_SECRET", "MN_OTHER"]}), 201)
+          for n in nodes for _ in range(3)]
+    for t in ts:
+        run = wait_for(lambda: (lambda r: r if r["status"] in ("completed", "failed") else None)(
+            expect(a.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "run end")
+        assert run["status"] == "completed", run
+
+
 def test_sigkill_of_a_node_mid_load():
     a, b, c = NODES[:3]
     ledger, stop = Ledger(), threading.Event()
