@@ -595,12 +595,20 @@ static void deliver_line(struct exec *ex, struct run *r, const char *type, const
         return;
     }
     bool cut = k < n + 1;
-    if (cut)
-        n = k - 1; /* the line's newline counts too */
-    if (!cut || n > 0) {
+    if (!cut || k > 1) {
         char *clean = utf8_clean(s, n); /* else the entry could not be stored */
         char *line = clean ? redact(r, clean, strlen(clean)) : redact(r, s, n);
         free(clean);
+        /* Cut (the line's newline counts too) after redacting, never
+         * before: a secret cut in two was not recognised, and its first
+         * bytes were stored.  At a character's start, so it stays UTF-8. */
+        size_t len = strlen(line);
+        if (cut && len > k - 1) {
+            len = k - 1;
+            while (len > 0 && ((unsigned char)line[len] & 0xC0) == 0x80)
+                len--;
+            line[len] = '\0';
+        }
         if (ex->cb.on_log)
             ex->cb.on_log(ex->cb.ctx, r->run_id, type, NULL, line, NULL, r->iteration);
         free(line);

@@ -1660,6 +1660,20 @@ ctl({"type": "output", "output": {"r": "my output", "n": 2}})
     assert [c["data"] for c in cps] == [{"step": "*** 1"}], cps
 
 
+def test_secret_in_a_line_cut_by_max_output_bytes_is_redacted():
+    """A line cut at max_output_bytes is cut after its secrets are hidden:
+    cut first, the part of a secret before the cut was stored in clear."""
+    val = "cutleak-ABCDEFGHIJKLMNOP"
+    expect(S.req("POST", P + "/secrets", {"name": "RT_CUT", "value": val}), 201)
+    t, run, lg = go('printf "%s%s\\n" "$(head -c 1010 /dev/zero | tr "\\0" x)" "$(cat /run/secrets/RT_CUT)"',
+                    secrets=["RT_CUT"], settings={"max_output_bytes": 1024})
+    assert run["status"] == "failed" and run["error"]["code"] == "output_limit_exceeded", run
+    text = json.dumps([lg, run, events(t, run)])
+    assert "cutleak" not in text and "ABCDE" not in text, [x["message"][-40:] for x in lg]
+    m = [x["message"] for x in lg if x["type"] == "stdout"]
+    assert m == ["x" * 1010 + "***"], [x[-40:] for x in m]
+
+
 def test_runtime_unavailable():
     cfg = os.path.join(tempfile.mkdtemp(prefix="rtaudit-conf-", dir=os.environ.get("QUERN_TEST_TMP")), "quern.conf")
     with open(cfg, "w") as f:
