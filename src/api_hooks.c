@@ -611,7 +611,7 @@ static int secret_put_fn(struct store_tx *tx, void *arg)
     struct secret_put *p = arg;
     struct doc_op *a = &p->a;
     unsigned char key[32];
-    p->key_rc = secrets_key_tx(tx, a->r->app->data_dir, true, key);
+    p->key_rc = secrets_key_tx(tx, a->r->app, true, key);
     if (p->key_rc)
         return 0;
     char *sealed = secrets_seal_str(key, p->value, p->vlen);

@@ -52,9 +52,10 @@ static int read_key(const char *path, unsigned char key[32])
     return rc;
 }
 
-int secrets_key(const char *data_dir, unsigned char key[32])
+int secrets_key(const char *path, unsigned char key[32])
 {
-    char *path = xasprintf("%s/secret.key", data_dir);
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path)) : xstrdup(".");
     char *tmp = NULL;
     int rc = read_key(path, key);
     if (rc != -ENOENT)
@@ -64,7 +65,7 @@ int secrets_key(const char *data_dir, unsigned char key[32])
      * and then its key is the one. */
     unsigned char fresh[32];
     random_bytes(fresh, sizeof fresh);
-    tmp = xasprintf("%s/.secret.key.%ld.%p", data_dir, (long)getpid(), (void *)&fresh);
+    tmp = xasprintf("%s/.secret.key.%ld.%p", dir, (long)getpid(), (void *)&fresh);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = -errno;
@@ -83,7 +84,7 @@ int secrets_key(const char *data_dir, unsigned char key[32])
         goto out;
     }
     unlink(tmp);
-    int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
@@ -91,7 +92,7 @@ int secrets_key(const char *data_dir, unsigned char key[32])
     rc = read_key(path, key);
     memset(fresh, 0, sizeof fresh);
 out:
-    free(path);
+    free(dir);
     free(tmp);
     return rc;
 }
@@ -106,15 +107,13 @@ static void key_check(const unsigned char key[32], char out[65])
     hex_encode(mac, sizeof mac, out);
 }
 
-int secrets_key_tx(struct store_tx *tx, const char *data_dir, bool record, unsigned char key[32])
+int secrets_key_tx(struct store_tx *tx, const struct app *app, bool record, unsigned char key[32])
 {
     char *want = store_meta_get(tx, KEY_CHECK_META);
-    char *path = NULL;
     char have[65];
     int rc;
     if (want) {
-        path = xasprintf("%s/secret.key", data_dir);
-        rc = read_key(path, key);
+        rc = read_key(app->secrets_key_path, key);
         if (rc == -ENOENT)
             rc = -ENOKEY;
         else if (rc)
@@ -125,7 +124,7 @@ int secrets_key_tx(struct store_tx *tx, const char *data_dir, bool record, unsig
         rc = strcmp(have, want) == 0 ? 0 : -EKEYREJECTED;
         goto out;
     }
-    rc = secrets_key(data_dir, key);
+    rc = secrets_key(app->secrets_key_path, key);
     if (rc) {
         rc = -EIO;
         goto out;
@@ -138,7 +137,6 @@ out:
     if (rc)
         explicit_bzero(key, 32);
     free(want);
-    free(path);
     return rc;
 }
 
@@ -146,20 +144,20 @@ const char *secrets_key_error(int rc)
 {
     switch (rc) {
     case -ENOKEY:
-        return "the secrets key file (secret.key in this node's data directory) is missing, "
+        return "the secrets key file (secret.key in this node's data directory, or quern.conf's [secrets] key_file) is missing, "
                "and the secrets were sealed under it: restore it from a backup or from the "
                "node that made it (a new key would not open them)";
     case -EKEYREJECTED:
-        return "the secrets key file (secret.key in this node's data directory) is not the "
+        return "the secrets key file (secret.key in this node's data directory, or quern.conf's [secrets] key_file) is not the "
                "key the secrets were sealed with: restore the right one";
     default:
-        return "the secrets key file (secret.key in this node's data directory) cannot be "
+        return "the secrets key file (secret.key in this node's data directory, or quern.conf's [secrets] key_file) cannot be "
                "read or created (it must hold 32 bytes)";
     }
 }
 
 struct start_check {
-    const char *data_dir;
+    const struct app *app;
     int rc;
     bool recorded;
 };
@@ -172,7 +170,7 @@ static int start_check_fn(struct store_tx *tx, void *arg)
     free(want);
     if (c->recorded) {
         unsigned char key[32];
-        c->rc = secrets_key_tx(tx, c->data_dir, false, key);
+        c->rc = secrets_key_tx(tx, c->app, false, key);
         explicit_bzero(key, sizeof key);
     }
     return 0;
@@ -180,16 +178,15 @@ static int start_check_fn(struct store_tx *tx, void *arg)
 
 void secrets_check_key(struct app *app)
 {
-    struct start_check c = {app->data_dir, 0, false};
+    struct start_check c = {app, 0, false};
     if (store_read(app->store, start_check_fn, &c) == 0 && c.rc)
         log_write(LOG_ERROR, "secrets", NULL, "%s; runs that name a secret fail, and no secret "
                   "can be set, until then", secrets_key_error(c.rc));
-    char *path = xasprintf("%s/secret.key", app->data_dir);
+    const char *path = app->secrets_key_path;
     struct stat sb;
     if (lstat(path, &sb) == 0 && (sb.st_mode & 077))
         log_write(LOG_WARN, "secrets", NULL, "%s is readable or writable by others than its "
                   "owner (mode %03o): make it 0600", path, (unsigned)(sb.st_mode & 0777));
-    free(path);
 }
 
 char *secrets_seal_str(const unsigned char key[32], const char *value, size_t n)
@@ -251,7 +248,7 @@ int secrets_open_for_run(struct app *app, struct store_tx *tx, const char *proje
     if (!count)
         return 0;
     unsigned char key[32];
-    int krc = secrets_key_tx(tx, app->data_dir, false, key);
+    int krc = secrets_key_tx(tx, app, false, key);
     if (krc)
         return krc;
     char **nv = xcalloc(count, sizeof *nv), **vv = xcalloc(count, sizeof *vv);

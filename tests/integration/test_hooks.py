@@ -417,6 +417,43 @@ def test_secrets_key_missing_or_other_is_said_never_replaced():
         s.stop()
 
 
+def test_secrets_key_file_from_quern_conf():
+    """quern.conf's [secrets] key_file names the key file (made there at
+    first use), in place of DATA_DIR/secret.key: several nodes may name one
+    file.  A relative path stops quernd at start."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="quern-keyconf-", dir=os.environ.get("QUERN_TEST_TMP"))
+    keyf = os.path.join(d, "keys", "quern-secrets.key")
+    os.mkdir(os.path.dirname(keyf), 0o700)
+    cfg = os.path.join(d, "quern.conf")
+    with open(cfg, "w") as f:
+        f.write("[secrets]\nkey_file = %s\n" % keyf)
+    s = Server(extra_args=["--config", cfg])
+    try:
+        p = "/api/projects/default"
+        expect(s.req("POST", p + "/secrets", {"name": "CONF_KEYED", "value": "conf-keyed-value"}), 201)
+        assert os.path.getsize(keyf) == 32 and os.stat(keyf).st_mode & 0o777 == 0o600
+        assert not os.path.exists(os.path.join(s.data, "secret.key"))
+        s.stop()
+        s.start()
+        t = expect(s.req("POST", p + "/tasks", {"code": "cat /run/secrets/CONF_KEYED", "runtime_id": "sh",
+                                               "secrets": ["CONF_KEYED"], "wait_for_result": True}), 201)
+        run = t["run"]
+        if run["status"] not in ("failed", "completed"):
+            run = wait_for(lambda: (lambda r: r if r["status"] in ("failed", "completed") else None)(
+                expect(s.req("GET", p + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 30, "run end")
+        assert run["status"] == "completed", run
+    finally:
+        s.stop()
+    with open(cfg, "w") as f:
+        f.write("[secrets]\nkey_file = relative.key\n")
+    import subprocess
+    from qlib import BUILD
+    out = subprocess.run([os.path.join(BUILD, "quernd"), "--config", cfg, "--listen", "127.0.0.1:0",
+                          "--data", os.path.join(d, "data2")], capture_output=True, timeout=60)
+    assert out.returncode != 0 and b"key_file must be an absolute path" in out.stderr, out
+
+
 # ---- relay_message ----
 
 def test_relay_message():
