@@ -655,6 +655,18 @@ static void redact_control(const struct run *r, json_t *m)
             redact_json(r, v);
 }
 
+/* jansson's error for JSON the box wrote; without the token it quotes
+ * ("... near 'abc'") when the run has secrets: jansson quotes a token cut
+ * where its lexer stopped, so an unquoted secret came out as its first
+ * bytes ("near 'LONGSECRET'" of "LONGSECRET-000..."), which redacting does
+ * not recognise.  malloc'd. */
+static char *box_json_error(const struct run *r, const json_error_t *e)
+{
+    const char *t = jload_error_text(e);
+    const char *near = has_secrets(r) ? strstr(t, " near '") : NULL;
+    return near ? xstrndup(t, (size_t)(near - t)) : xstrdup(t);
+}
+
 static void handle_control(struct exec *ex, struct run *r, const char *s, size_t n)
 {
     json_error_t jerr;
@@ -671,10 +683,11 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             return;
         }
         /* jansson quotes the line near the error: a secret, bad UTF-8 */
-        char *msg = xasprintf("ignored an invalid control message (%s)",
-                              m ? "no type" : jload_error_text(&jerr));
+        char *why = m ? xstrdup("no type") : box_json_error(r, &jerr);
+        char *msg = xasprintf("ignored an invalid control message (%s)", why);
         warn_quoting(ex, r, msg);
         free(msg);
+        free(why);
         return;
     }
     if (strcmp(type, "log") == 0) {
@@ -1992,7 +2005,7 @@ static size_t json_values_bound(const char *s, size_t n)
     return count;
 }
 
-static int read_output(int qfd, json_t **out, char **why)
+static int read_output(const struct run *r, int qfd, json_t **out, char **why)
 {
     *out = NULL;
     if (qfd < 0)
@@ -2028,9 +2041,11 @@ static int read_output(int qfd, json_t **out, char **why)
                              OUTPUT_FILE_MAX);
         else if (json_values_bound(b.data ? b.data : "", b.len) > OUTPUT_MAX_VALUES)
             *why = xasprintf("QUERN_OUTPUT holds more than %d JSON values", OUTPUT_MAX_VALUES);
-        else if (!(j = json_loadb(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr)))
-            *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)",
-                             jload_error_text(&jerr), jerr.line);
+        else if (!(j = json_loadb(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr))) {
+            char *jw = box_json_error(r, &jerr);
+            *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)", jw, jerr.line);
+            free(jw);
+        }
         buf_release(&b);
         if (!j)
             rc = -EINVAL;
@@ -2099,7 +2114,7 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
             json_t *io = NULL;
             char *iwhy = NULL;
             int iq = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            bool bad = read_output(iq, &io, &iwhy) < 0;
+            bool bad = read_output(r, iq, &io, &iwhy) < 0;
             if (iq >= 0)
                 close(iq);
             /* what this iteration gave (the file wins over its messages)
@@ -2137,7 +2152,7 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     json_t *o = NULL;
     char *why = NULL;
     int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (read_output(qfd, &o, &why) < 0) {
+    if (read_output(r, qfd, &o, &why) < 0) {
         if (strcmp(res->status, "completed") == 0) {
             res->status = "failed";
             res->error_code = "invalid_output";
