@@ -401,7 +401,8 @@ def test_secrets_need_the_one_key_file_on_every_node():
     r = req(a, "POST", P + "/secrets", {"name": "MN_SECRET", "value": "mn-secret-value-1"})
     assert r.status in (200, 201), r
     bkey = os.path.join(b.data, "secret.key")
-    assert not os.path.exists(bkey)
+    if os.path.exists(bkey):
+        os.unlink(bkey)   # copied there by another test: b is the node without it
     r = req(b, "POST", P + "/secrets", {"name": "MN_OTHER", "value": "mn-other-value-2"})
     assert r.status == 500 and r.json["error"]["code"] == "secret_key_unavailable", r
     assert not os.path.exists(bkey), "the node made a key of its own"
