@@ -627,9 +627,28 @@ static json_t *secret_public(const json_t *s)
                      json_object_get(s, "updated_at"));
 }
 
+struct secret_put {
+    struct doc_op a;
+    const char *value;
+    size_t vlen;
+    int key_rc;   /* secrets_key_tx's: nothing is written when not 0 */
+};
+
+/* Seals the value inside the write, under the key the store's secrets are
+ * sealed with (secrets_key_tx): a node whose key file is missing or another
+ * one's seals nothing no other node could open. */
 static int secret_put_fn(struct store_tx *tx, void *arg)
 {
-    struct doc_op *a = arg;
+    struct secret_put *p = arg;
+    struct doc_op *a = &p->a;
+    unsigned char key[32];
+    p->key_rc = secrets_key_tx(tx, a->r->app, true, key);
+    if (p->key_rc)
+        return 0;
+    char *sealed = secrets_seal_str(key, p->value, p->vlen);
+    explicit_bzero(key, sizeof key);
+    json_object_set_new(a->doc, "value_sealed", json_string(sealed));
+    free(sealed);
     json_t *old = store_get(tx, SK_SECRET, a->project_id, a->id);
     int rc;
     if (old) {
@@ -671,27 +690,20 @@ void api_secrets_create(struct req *r)
         http_error(r, 400, "too_long", "value", "value is larger than %d bytes", MAX_SECRET_VALUE);
         return;
     }
-    unsigned char key[32];
-    if (secrets_key(r->app->data_dir, key)) {
-        http_error(r, 500, "secret_key_unavailable", NULL,
-                   "the secrets key file in the data directory cannot be read or created");
-        return;
-    }
-    char *sealed = secrets_seal_str(key, value, vlen);
-    explicit_bzero(key, sizeof key);
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms(), ts);
-    json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "id", name, "name", name,
-                            "project_id", project, "value_sealed", sealed, "created_at", ts,
-                            "updated_at", ts);
-    struct doc_op a = {.r = r, .project_id = project, .id = name, .doc = doc};
-    int rc = store_write(r->app->store, secret_put_fn, &a);
+    json_t *doc = json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", name, "name", name,
+                            "project_id", project, "created_at", ts, "updated_at", ts);
+    struct secret_put p = {.a = {.r = r, .project_id = project, .id = name, .doc = doc},
+                           .value = value, .vlen = vlen};
+    int rc = store_write(r->app->store, secret_put_fn, &p);
     if (rc)
         api_store_error(r, rc, "secret");
+    else if (p.key_rc)
+        http_error(r, 500, "secret_key_unavailable", NULL, "%s", secrets_key_error(p.key_rc));
     else
-        http_json(r, a.created ? 201 : 200, secret_public(doc));
+        http_json(r, p.a.created ? 201 : 200, secret_public(doc));
     json_decref(doc);
-    free(sealed);
 }
 
 void api_secrets_list(struct req *r)

@@ -42,6 +42,7 @@ struct app {
     struct runner *runner;         /* NULL when code cannot run on this node */
     struct blob *blobs;
     char *data_dir;
+    char *secrets_key_path;        /* quern.conf [secrets] key_file, or DATA_DIR/secret.key */
     unsigned char secret[32];      /* signs connection tokens and presigned URLs */
     volatile bool draining;
     struct webhook *webhooks;      /* outgoing webhook deliveries (webhook.h) */

@@ -124,6 +124,11 @@ struct run {
     bool network, secrets_env;
     size_t nsecrets;
     char **sec_names, **sec_values;
+    /* what redact() hides: each value of 4+ bytes and, of a value that
+     * holds newlines, each of its lines of 4+ bytes (pointers into
+     * sec_values) */
+    const char **sec_pat;
+    size_t *sec_patlen, nsec_pat;
 
     /* per run */
     int resv;                 /* its reservation (pub_ids index) */
@@ -269,26 +274,43 @@ static const char *sig_name(int sig)
     return b;
 }
 
-/* Replaces every secret value of 4+ bytes in s by "***"; malloc'd result. */
+/* The length of the longest pattern (sec_pat) that s[i..len) starts with;
+ * 0 when none does. */
+static size_t secret_at(const struct run *r, const char *s, size_t i, size_t len)
+{
+    size_t best = 0;
+    for (size_t k = 0; k < r->nsec_pat; k++) {
+        size_t pl = r->sec_patlen[k];
+        if (pl > best && pl <= len - i && s[i] == r->sec_pat[k][0] &&
+            memcmp(s + i, r->sec_pat[k], pl) == 0)
+            best = pl;
+    }
+    return best;
+}
+
+/* Replaces every secret value of 4+ bytes in s by "***"; malloc'd result.
+ * Matches that overlap (two secrets sharing bytes, "abcdef" holding
+ * "abcd" and "cdef") are hidden together as one "***": hiding the first
+ * alone left the end of the other in clear. */
 static char *redact(const struct run *r, const char *s, size_t len)
 {
     struct buf b;
     buf_init(&b);
     size_t i = 0;
     while (i < len) {
-        size_t best = 0;
-        for (size_t k = 0; k < r->nsecrets; k++) {
-            size_t vl = strlen(r->sec_values[k]);
-            if (vl >= 4 && vl <= len - i && vl > best && memcmp(s + i, r->sec_values[k], vl) == 0)
-                best = vl;
-        }
-        if (best) {
-            buf_puts(&b, "***");
-            i += best;
-        } else {
+        size_t end = i + secret_at(r, s, i, len);
+        if (end == i) {
             buf_append(&b, s + i, 1);
             i++;
+            continue;
         }
+        for (size_t j = i + 1; j < end; j++) {
+            size_t e = j + secret_at(r, s, j, len);
+            if (e > end)
+                end = e;
+        }
+        buf_puts(&b, "***");
+        i = end;
     }
     if (!b.data)
         buf_append(&b, "", 0);
@@ -297,10 +319,44 @@ static char *redact(const struct run *r, const char *s, size_t len)
 
 static bool has_secrets(const struct run *r)
 {
-    for (size_t k = 0; k < r->nsecrets; k++)
-        if (strlen(r->sec_values[k]) >= 4)
-            return true;
-    return false;
+    return r->nsec_pat > 0;
+}
+
+/* Fills r->sec_pat from r->sec_values.  A value's lines are patterns of
+ * their own because stdout and stderr are stored a line at a time: a
+ * PEM key printed whole reached the log as its lines, none of them the
+ * value.  A line's "\r" before its newline is not part of it. */
+static void secret_patterns(struct run *r)
+{
+    size_t cap = 0;
+    for (size_t k = 0; k < r->nsecrets; k++) {
+        cap++;
+        for (const char *c = r->sec_values[k]; *c; c++)
+            cap += *c == '\n';
+    }
+    r->sec_pat = xcalloc(cap + 1, sizeof(*r->sec_pat));
+    r->sec_patlen = xcalloc(cap + 1, sizeof(*r->sec_patlen));
+    for (size_t k = 0; k < r->nsecrets; k++) {
+        const char *v = r->sec_values[k];
+        size_t vl = strlen(v);
+        if (vl >= 4) {
+            r->sec_pat[r->nsec_pat] = v;
+            r->sec_patlen[r->nsec_pat++] = vl;
+        }
+        if (!strchr(v, '\n'))
+            continue;
+        const char *p = v;
+        while (*p) {
+            const char *nl = strchr(p, '\n');
+            size_t n = nl ? (size_t)(nl - p) : strlen(p);
+            size_t m = n && p[n - 1] == '\r' ? n - 1 : n;
+            if (m >= 4) {
+                r->sec_pat[r->nsec_pat] = p;
+                r->sec_patlen[r->nsec_pat++] = m;
+            }
+            p += n + (nl ? 1 : 0);
+        }
+    }
 }
 
 /* name, or the first of "name (2)", "name (3)", ... that taken() says is
@@ -389,6 +445,8 @@ static void run_clear(struct run *r)
     }
     free(r->sec_names);
     free(r->sec_values);
+    free(r->sec_pat);
+    free(r->sec_patlen);
     free(r->slotdir);
     free(r->scratch);
     free(r->outdir);
@@ -537,12 +595,20 @@ static void deliver_line(struct exec *ex, struct run *r, const char *type, const
         return;
     }
     bool cut = k < n + 1;
-    if (cut)
-        n = k - 1; /* the line's newline counts too */
-    if (!cut || n > 0) {
+    if (!cut || k > 1) {
         char *clean = utf8_clean(s, n); /* else the entry could not be stored */
         char *line = clean ? redact(r, clean, strlen(clean)) : redact(r, s, n);
         free(clean);
+        /* Cut (the line's newline counts too) after redacting, never
+         * before: a secret cut in two was not recognised, and its first
+         * bytes were stored.  At a character's start, so it stays UTF-8. */
+        size_t len = strlen(line);
+        if (cut && len > k - 1) {
+            len = k - 1;
+            while (len > 0 && ((unsigned char)line[len] & 0xC0) == 0x80)
+                len--;
+            line[len] = '\0';
+        }
         if (ex->cb.on_log)
             ex->cb.on_log(ex->cb.ctx, r->run_id, type, NULL, line, NULL, r->iteration);
         free(line);
@@ -570,12 +636,42 @@ static void warn_quoting(struct exec *ex, struct run *r, const char *msg)
     free(red);
 }
 
+/* Redacts a control message but for its own keys and the values of "type"
+ * and "level": words of the protocol, compared with its fixed set and never
+ * stored (only the known keys are read).  Redacting them too lost the whole
+ * message when a secret was such a word: a secret "output" made
+ * {"type":"output",...} a message of type "***", ignored, and the run's
+ * output null; a secret "message" emptied every fd-3 log line. */
+static void redact_control(const struct run *r, json_t *m)
+{
+    if (!json_is_object(m)) {
+        redact_json(r, m);
+        return;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(m, k, v)
+        if (strcmp(k, "type") != 0 && strcmp(k, "level") != 0)
+            redact_json(r, v);
+}
+
+/* jansson's error for JSON the box wrote; without the token it quotes
+ * ("... near 'abc'") when the run has secrets: jansson quotes a token cut
+ * where its lexer stopped, so an unquoted secret came out as its first
+ * bytes ("near 'LONGSECRET'" of "LONGSECRET-000..."), which redacting does
+ * not recognise.  malloc'd. */
+static char *box_json_error(const struct run *r, const json_error_t *e)
+{
+    const char *t = jload_error_text(e);
+    const char *near = has_secrets(r) ? strstr(t, " near '") : NULL;
+    return near ? xstrndup(t, (size_t)(near - t)) : xstrdup(t);
+}
+
 static void handle_control(struct exec *ex, struct run *r, const char *s, size_t n)
 {
     json_error_t jerr;
     json_t *m = json_loadb(s, n, 0, &jerr);
-    /* before type is read: redacting replaces strings, "type" too */
-    redact_json(r, m);
+    redact_control(r, m);
     const char *type = m ? json_string_value(json_object_get(m, "type")) : NULL;
     /* Everything the code sends is stored, so all of it counts against
      * max_output_bytes: a flood of checkpoints, progress or junk lines is
@@ -587,10 +683,11 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
             return;
         }
         /* jansson quotes the line near the error: a secret, bad UTF-8 */
-        char *msg = xasprintf("ignored an invalid control message (%s)",
-                              m ? "no type" : jload_error_text(&jerr));
+        char *why = m ? xstrdup("no type") : box_json_error(r, &jerr);
+        char *msg = xasprintf("ignored an invalid control message (%s)", why);
         warn_quoting(ex, r, msg);
         free(msg);
+        free(why);
         return;
     }
     if (strcmp(type, "log") == 0) {
@@ -1908,7 +2005,7 @@ static size_t json_values_bound(const char *s, size_t n)
     return count;
 }
 
-static int read_output(int qfd, json_t **out, char **why)
+static int read_output(const struct run *r, int qfd, json_t **out, char **why)
 {
     *out = NULL;
     if (qfd < 0)
@@ -1944,9 +2041,11 @@ static int read_output(int qfd, json_t **out, char **why)
                              OUTPUT_FILE_MAX);
         else if (json_values_bound(b.data ? b.data : "", b.len) > OUTPUT_MAX_VALUES)
             *why = xasprintf("QUERN_OUTPUT holds more than %d JSON values", OUTPUT_MAX_VALUES);
-        else if (!(j = json_loadb(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr)))
-            *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)",
-                             jload_error_text(&jerr), jerr.line);
+        else if (!(j = json_loadb(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr))) {
+            char *jw = box_json_error(r, &jerr);
+            *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)", jw, jerr.line);
+            free(jw);
+        }
         buf_release(&b);
         if (!j)
             rc = -EINVAL;
@@ -2015,7 +2114,7 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
             json_t *io = NULL;
             char *iwhy = NULL;
             int iq = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-            bool bad = read_output(iq, &io, &iwhy) < 0;
+            bool bad = read_output(r, iq, &io, &iwhy) < 0;
             if (iq >= 0)
                 close(iq);
             /* what this iteration gave (the file wins over its messages)
@@ -2053,7 +2152,7 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     json_t *o = NULL;
     char *why = NULL;
     int qfd = open(r->outdir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (read_output(qfd, &o, &why) < 0) {
+    if (read_output(r, qfd, &o, &why) < 0) {
         if (strcmp(res->status, "completed") == 0) {
             res->status = "failed";
             res->error_code = "invalid_output";
@@ -2666,6 +2765,7 @@ int exec_start(struct exec *ex, const struct exec_spec *spec)
         r->sec_names[i] = xstrdup(spec->secret_names[i]);
         r->sec_values[i] = xstrdup(spec->secret_values[i]);
     }
+    secret_patterns(r);
 
     pthread_mutex_lock(&ex->mu);
     int rc = 0, resv = -1;

@@ -28,6 +28,7 @@
 #include "runtime.h"
 #include "sched.h"
 #include "ratelimit.h"
+#include "secrets.h"
 #include "store.h"
 #include "store_copy.h"
 #include "util.h"
@@ -199,7 +200,7 @@ static int bootstrap_fn(struct store_tx *tx, void *arg)
 
 /* Settings: defaults < quern.conf < environment < command line. */
 struct settings {
-    char *listen, *data, *store_url, *fsync, *config;
+    char *listen, *data, *store_url, *fsync, *config, *secrets_key_file;
     int threads, exec_slots;
     struct config *cfg;
 };
@@ -279,6 +280,16 @@ static int conf_setting(void *ctx, const char *section, const char *key, const c
         }
         goto unknown;
     }
+    if (!strcmp(section, "secrets")) {
+        if (strcmp(key, "key_file"))
+            goto unknown;
+        if (value[0] != '/') {
+            snprintf(err, errlen, "key_file must be an absolute path, not %s", value);
+            return -EINVAL;
+        }
+        replace(&s->secrets_key_file, value);
+        return 0;
+    }
     if (!strcmp(section, "outbound")) {
         if (!strcmp(key, "allow_private")) {
             if (strcmp(value, "true") && strcmp(value, "false")) {
@@ -342,6 +353,7 @@ static void app_stop(struct app *app)
     app->blobs = NULL;
     openapi_free();
     free(app->data_dir);
+    free(app->secrets_key_path);
     app->data_dir = NULL;
 }
 
@@ -355,7 +367,8 @@ static int quit(struct settings *cs, struct app *app, int rc)
     free(cs->store_url);
     free(cs->fsync);
     free(cs->config);
-    cs->listen = cs->data = cs->store_url = cs->fsync = cs->config = NULL;
+    free(cs->secrets_key_file);
+    cs->listen = cs->data = cs->store_url = cs->fsync = cs->config = cs->secrets_key_file = NULL;
     return rc;
 }
 
@@ -551,6 +564,8 @@ int main(int argc, char **argv)
     /* absolute from here on: the sandbox mounts directories under it */
     char *abs = realpath(data, NULL);
     app.data_dir = abs ? abs : xstrdup(data);
+    app.secrets_key_path = cs.secrets_key_file ? xstrdup(cs.secrets_key_file)
+                                               : xasprintf("%s/secret.key", app.data_dir);
     char *url = store_url ? xstrdup(store_url) : xasprintf("sqlite:%s/quern.db", data);
     char *err = NULL;
     struct store_opts so = {.fsync = app.cfg.fsync};
@@ -579,6 +594,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: bootstrap failed (%d)\n", rc);
         return quit(&cs, &app, 1);
     }
+    secrets_check_key(&app);
     char *blobdir = xasprintf("%s/blobs", data);
     app.blobs = blob_open(blobdir);
     free(blobdir);

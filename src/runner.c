@@ -766,10 +766,35 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
     }
     struct sec sec = {app, spec.project_id, json_object_get(task, "secrets"), NULL, NULL, 0, 0};
     if (json_array_size(sec.names)) {
-        store_read(app->store, sec_fn, &sec);
-        if (sec.rc) {
-            struct fail_arg f = {app, spec.run_id, "secret_unavailable",
-                                 "a secret the task names could not be opened (deleted?)"};
+        /* A read whose connection died under it (PostgreSQL restarted) says
+         * nothing: a secret it saw absent may be there, and the run failed
+         * as if it had been deleted.  Once more, on a fresh connection. */
+        int rrc = 0;
+        for (int i = 0; i < 2; i++) {
+            secrets_free(sec.n, sec.v, sec.cnt);
+            sec.n = sec.v = NULL;
+            sec.cnt = 0;
+            sec.rc = 0;
+            rrc = store_read(app->store, sec_fn, &sec);
+            if (!rrc)
+                break;
+        }
+        if (rrc) {
+            secrets_free(sec.n, sec.v, sec.cnt);
+            sec.n = sec.v = NULL;
+            sec.cnt = 0;
+        }
+        if (rrc || sec.rc) {
+            bool key = !rrc && sec.rc != -ENOENT && sec.rc != -EINVAL;
+            struct fail_arg f = {app, spec.run_id,
+                                 key ? "secret_key_unavailable" : "secret_unavailable",
+                                 key ? secrets_key_error(sec.rc)
+                                 : rrc ? "the task's secrets could not be read: the store is "
+                                         "unreachable"
+                                 : sec.rc == -ENOENT
+                                     ? "a secret the task names no longer exists (deleted?)"
+                                     : "a secret the task names could not be opened with this "
+                                       "node's secrets key"};
             store_write(app->store, fail_fn, &f);
             goto out;
         }

@@ -15,7 +15,10 @@
 
 #include "app.h"
 #include "crypto.h"
+#include "log.h"
 #include "util.h"
+
+#define KEY_CHECK_META "secrets_key_check"
 
 bool secrets_name_ok(const char *s)
 {
@@ -49,9 +52,10 @@ static int read_key(const char *path, unsigned char key[32])
     return rc;
 }
 
-int secrets_key(const char *data_dir, unsigned char key[32])
+int secrets_key(const char *path, unsigned char key[32])
 {
-    char *path = xasprintf("%s/secret.key", data_dir);
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? xstrndup(path, slash == path ? 1 : (size_t)(slash - path)) : xstrdup(".");
     char *tmp = NULL;
     int rc = read_key(path, key);
     if (rc != -ENOENT)
@@ -61,7 +65,7 @@ int secrets_key(const char *data_dir, unsigned char key[32])
      * and then its key is the one. */
     unsigned char fresh[32];
     random_bytes(fresh, sizeof fresh);
-    tmp = xasprintf("%s/.secret.key.%ld.%p", data_dir, (long)getpid(), (void *)&fresh);
+    tmp = xasprintf("%s/.secret.key.%ld.%p", dir, (long)getpid(), (void *)&fresh);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = -errno;
@@ -80,7 +84,7 @@ int secrets_key(const char *data_dir, unsigned char key[32])
         goto out;
     }
     unlink(tmp);
-    int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
@@ -88,9 +92,101 @@ int secrets_key(const char *data_dir, unsigned char key[32])
     rc = read_key(path, key);
     memset(fresh, 0, sizeof fresh);
 out:
-    free(path);
+    free(dir);
     free(tmp);
     return rc;
+}
+
+/* The key's fingerprint as the store keeps it: it tells keys apart
+ * without revealing them. */
+static void key_check(const unsigned char key[32], char out[65])
+{
+    static const char what[] = "quern secrets key check";
+    unsigned char mac[32];
+    crypto_hmac_sha256(key, 32, what, sizeof what - 1, mac);
+    hex_encode(mac, sizeof mac, out);
+}
+
+int secrets_key_tx(struct store_tx *tx, const struct app *app, bool record, unsigned char key[32])
+{
+    char *want = store_meta_get(tx, KEY_CHECK_META);
+    char have[65];
+    int rc;
+    if (want) {
+        rc = read_key(app->secrets_key_path, key);
+        if (rc == -ENOENT)
+            rc = -ENOKEY;
+        else if (rc)
+            rc = -EIO;
+        if (rc)
+            goto out;
+        key_check(key, have);
+        rc = strcmp(have, want) == 0 ? 0 : -EKEYREJECTED;
+        goto out;
+    }
+    rc = secrets_key(app->secrets_key_path, key);
+    if (rc) {
+        rc = -EIO;
+        goto out;
+    }
+    if (record) {
+        key_check(key, have);
+        rc = store_meta_set(tx, KEY_CHECK_META, have);
+    }
+out:
+    if (rc)
+        explicit_bzero(key, 32);
+    free(want);
+    return rc;
+}
+
+const char *secrets_key_error(int rc)
+{
+    switch (rc) {
+    case -ENOKEY:
+        return "the secrets key file (secret.key in this node's data directory, or quern.conf's [secrets] key_file) is missing, "
+               "and the secrets were sealed under it: restore it from a backup or from the "
+               "node that made it (a new key would not open them)";
+    case -EKEYREJECTED:
+        return "the secrets key file (secret.key in this node's data directory, or quern.conf's [secrets] key_file) is not the "
+               "key the secrets were sealed with: restore the right one";
+    default:
+        return "the secrets key file (secret.key in this node's data directory, or quern.conf's [secrets] key_file) cannot be "
+               "read or created (it must hold 32 bytes)";
+    }
+}
+
+struct start_check {
+    const struct app *app;
+    int rc;
+    bool recorded;
+};
+
+static int start_check_fn(struct store_tx *tx, void *arg)
+{
+    struct start_check *c = arg;
+    char *want = store_meta_get(tx, KEY_CHECK_META);
+    c->recorded = want != NULL;
+    free(want);
+    if (c->recorded) {
+        unsigned char key[32];
+        c->rc = secrets_key_tx(tx, c->app, false, key);
+        explicit_bzero(key, sizeof key);
+    }
+    return 0;
+}
+
+void secrets_check_key(struct app *app)
+{
+    struct start_check c = {app, 0, false};
+    if (store_read(app->store, start_check_fn, &c) == 0 && c.rc)
+        log_write(LOG_ERROR, "secrets", NULL, "%s; runs that name a secret fail, and no secret "
+                  "can be set, until then", secrets_key_error(c.rc));
+    const char *path = app->secrets_key_path;
+    struct stat sb;
+    if (lstat(path, &sb) == 0 && (sb.st_mode & 077))
+        log_write(LOG_WARN, "secrets", NULL, "%s is readable or writable by others than its "
+                  "owner (mode %03o): make it 0600", path, (unsigned)(sb.st_mode & 0777));
 }
 
 char *secrets_seal_str(const unsigned char key[32], const char *value, size_t n)
@@ -152,8 +248,9 @@ int secrets_open_for_run(struct app *app, struct store_tx *tx, const char *proje
     if (!count)
         return 0;
     unsigned char key[32];
-    if (secrets_key(app->data_dir, key))
-        return -EIO;
+    int krc = secrets_key_tx(tx, app, false, key);
+    if (krc)
+        return krc;
     char **nv = xcalloc(count, sizeof *nv), **vv = xcalloc(count, sizeof *vv);
     size_t got = 0;
     int rc = 0;

@@ -501,6 +501,99 @@ def test_secrets():
     assert S.req("DELETE", P + "/secrets/API_TOKEN").status == 404
 
 
+def test_secrets_key_missing_or_other_is_said_never_replaced():
+    """The store remembers which key its secrets are sealed with (a
+    fingerprint).  Restarted without that key file, quernd used to make a new
+    one in silence: every secret became unreadable, runs failed as if the
+    secret were deleted, and new secrets were sealed under the new key.  Now
+    no key is made, quernd's log says why, a run fails with
+    secret_key_unavailable and a POST is refused; the right file back, all
+    works again."""
+    s = Server()
+    try:
+        p = "/api/projects/default"
+        expect(s.req("POST", p + "/secrets", {"name": "KEPT", "value": "kept-value-1234"}), 201)
+        key = os.path.join(s.data, "secret.key")
+        good = open(key, "rb").read()
+        for case in ("missing", "other", "short"):
+            s.stop()
+            if os.path.exists(key):
+                os.unlink(key)
+            if case != "missing":
+                with open(key, "wb") as f:
+                    f.write(os.urandom(32) if case == "other" else b"short")
+                os.chmod(key, 0o600)
+            s.start()
+            t = expect(s.req("POST", p + "/tasks", {"code": "cat /run/secrets/KEPT", "runtime_id": "sh",
+                                                   "secrets": ["KEPT"], "wait_for_result": True}), 201)
+            run = t["run"]
+            if run["status"] not in ("failed", "completed"):
+                run = wait_for(lambda: (lambda r: r if r["status"] in ("failed", "completed") else None)(
+                    expect(s.req("GET", p + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 30, "run end")
+            assert run["status"] == "failed" and run["error"]["code"] == "secret_key_unavailable", (case, run)
+            r = s.req("POST", p + "/secrets", {"name": "NEW", "value": "new-value-1234"})
+            assert r.status == 500 and r.json["error"]["code"] == "secret_key_unavailable", (case, r)
+            assert case != "missing" or not os.path.exists(key), "a new key was made"
+            log = open(os.path.join(s.data, "stderr.log")).read()
+            assert log.count("secrets key file") >= 1, log[-2000:]
+        s.stop()
+        if os.path.exists(key):
+            os.unlink(key)
+        with open(key, "wb") as f:
+            f.write(good)
+        os.chmod(key, 0o644)
+        s.start()
+        t = expect(s.req("POST", p + "/tasks", {"code": "cat /run/secrets/KEPT", "runtime_id": "sh",
+                                               "secrets": ["KEPT"], "wait_for_result": True}), 201)
+        run = t["run"]
+        if run["status"] not in ("failed", "completed"):
+            run = wait_for(lambda: (lambda r: r if r["status"] in ("failed", "completed") else None)(
+                expect(s.req("GET", p + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 30, "run end")
+        assert run["status"] == "completed", run
+        expect(s.req("POST", p + "/secrets", {"name": "NEW", "value": "new-value-1234"}), 201)
+        # a key file others may read is said in the log (it keeps working)
+        assert "make it 0600" in open(os.path.join(s.data, "stderr.log")).read()
+    finally:
+        s.stop()
+
+
+def test_secrets_key_file_from_quern_conf():
+    """quern.conf's [secrets] key_file names the key file (made there at
+    first use), in place of DATA_DIR/secret.key: several nodes may name one
+    file.  A relative path stops quernd at start."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="quern-keyconf-", dir=os.environ.get("QUERN_TEST_TMP"))
+    keyf = os.path.join(d, "keys", "quern-secrets.key")
+    os.mkdir(os.path.dirname(keyf), 0o700)
+    cfg = os.path.join(d, "quern.conf")
+    with open(cfg, "w") as f:
+        f.write("[secrets]\nkey_file = %s\n" % keyf)
+    s = Server(extra_args=["--config", cfg])
+    try:
+        p = "/api/projects/default"
+        expect(s.req("POST", p + "/secrets", {"name": "CONF_KEYED", "value": "conf-keyed-value"}), 201)
+        assert os.path.getsize(keyf) == 32 and os.stat(keyf).st_mode & 0o777 == 0o600
+        assert not os.path.exists(os.path.join(s.data, "secret.key"))
+        s.stop()
+        s.start()
+        t = expect(s.req("POST", p + "/tasks", {"code": "cat /run/secrets/CONF_KEYED", "runtime_id": "sh",
+                                               "secrets": ["CONF_KEYED"], "wait_for_result": True}), 201)
+        run = t["run"]
+        if run["status"] not in ("failed", "completed"):
+            run = wait_for(lambda: (lambda r: r if r["status"] in ("failed", "completed") else None)(
+                expect(s.req("GET", p + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 30, "run end")
+        assert run["status"] == "completed", run
+    finally:
+        s.stop()
+    with open(cfg, "w") as f:
+        f.write("[secrets]\nkey_file = relative.key\n")
+    import subprocess
+    from qlib import BUILD
+    out = subprocess.run([os.path.join(BUILD, "quernd"), "--config", cfg, "--listen", "127.0.0.1:0",
+                          "--data", os.path.join(d, "data2")], capture_output=True, timeout=60)
+    assert out.returncode != 0 and b"key_file must be an absolute path" in out.stderr, out
+
+
 # ---- relay_message ----
 
 def test_relay_message():

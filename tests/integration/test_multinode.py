@@ -378,6 +378,51 @@ def test_three_nodes_share_workers_and_code_runs():
     assert None not in nodes
 
 
+def test_secrets_need_the_one_key_file_on_every_node():
+    """Secrets are sealed under DATA_DIR/secret.key, and each node has its own
+    data directory.  A node without the file used to make a key of its own:
+    a secret set through it was sealed under that key, and the runs it
+    dispatched could not open the others' secrets.  Now the store remembers
+    the key's fingerprint: the node refuses, makes no key, and once the
+    file is copied to it, sets and opens secrets like the others."""
+    def req(n, method, path, body=None):
+        # a node's first write after PostgreSQL came back may be 503 "retry it"
+        for _ in range(20):
+            r = n.req(method, path, body)
+            if r.status != 503:
+                return r
+            time.sleep(0.2)
+        return r
+
+    nodes = live()
+    a, b = nodes[0], nodes[1]
+    for n in nodes:
+        req(n, "GET", P + "/secrets")
+    r = req(a, "POST", P + "/secrets", {"name": "MN_SECRET", "value": "mn-secret-value-1"})
+    assert r.status in (200, 201), r
+    bkey = os.path.join(b.data, "secret.key")
+    if os.path.exists(bkey):
+        os.unlink(bkey)   # copied there by another test: b is the node without it
+    r = req(b, "POST", P + "/secrets", {"name": "MN_OTHER", "value": "mn-other-value-2"})
+    assert r.status == 500 and r.json["error"]["code"] == "secret_key_unavailable", r
+    assert not os.path.exists(bkey), "the node made a key of its own"
+    with open(os.path.join(a.data, "secret.key"), "rb") as f:
+        good = f.read()
+    for n in nodes[1:]:
+        k = os.path.join(n.data, "secret.key")
+        with open(k, "wb") as f:
+            f.write(good)
+        os.chmod(k, 0o600)
+    expect(req(b, "POST", P + "/secrets", {"name": "MN_OTHER", "value": "mn-other-value-2"}), 201)
+    ts = [expect(req(n, "POST", P + "/tasks", {"code": "cat /run/secrets/MN_SECRET /run/secrets/MN_OTHER",
+                                                "runtime_id": "sh", "secrets": ["MN_SECRET", "MN_OTHER"]}), 201)
+          for n in nodes for _ in range(3)]
+    for t in ts:
+        run = wait_for(lambda: (lambda r: r if r["status"] in ("completed", "failed") else None)(
+            expect(req(a, "GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "run end")
+        assert run["status"] == "completed", run
+
+
 def test_sigkill_of_a_node_mid_load():
     a, b, c = NODES[:3]
     ledger, stop = Ledger(), threading.Event()
@@ -664,6 +709,43 @@ def test_postgres_down_answers_503_and_nodes_recover():
         expect(n.req("GET", P + "/tasks?limit=1"), 200)
         expect(n.req("GET", P + "/tasks?limit=1", key=key), 200)
         expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "outage"}), 201)
+
+
+def test_runs_naming_secrets_right_after_postgres_restarts():
+    """A code run reads its secrets on the runner's own read connection.
+    Left dead by a PostgreSQL restart, that read saw no secret, and the run
+    failed secret_unavailable "deleted?" though the secret was there; the
+    runner now reads again on a fresh connection."""
+    def req(n, method, path, body=None):
+        for _ in range(50):   # a node's first write after the restart may be 503 "retry it"
+            r = n.req(method, path, body)
+            if r.status != 503:
+                return r
+            time.sleep(0.2)
+        return r
+
+    nodes = live()
+    r = req(nodes[0], "POST", P + "/secrets", {"name": "MN_AFTER", "value": "mn-after-value-3"})
+    assert r.status in (200, 201), r
+    with open(os.path.join(nodes[0].data, "secret.key"), "rb") as f:
+        good = f.read()
+    for n in nodes[1:]:
+        k = os.path.join(n.data, "secret.key")
+        with open(k, "wb") as f:
+            f.write(good)
+        os.chmod(k, 0o600)
+    # every node's runner reads once (its read connection is in the pool)
+    ts = [expect(req(n, "POST", P + "/tasks", {"code": "cat /run/secrets/MN_AFTER", "runtime_id": "sh",
+                                                "secrets": ["MN_AFTER"], "wait_for_result": True}), 201)
+          for n in nodes]
+    pg_ctl("restart")
+    ts += [expect(req(n, "POST", P + "/tasks", {"code": "cat /run/secrets/MN_AFTER", "runtime_id": "sh",
+                                                 "secrets": ["MN_AFTER"]}), 201)
+           for n in nodes for _ in range(2)]
+    for t in ts:
+        run = wait_for(lambda: (lambda r: r if r["status"] in ("completed", "failed") else None)(
+            expect(req(nodes[0], "GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "run end")
+        assert run["status"] == "completed", run
 
 
 def leader_of(nodes):

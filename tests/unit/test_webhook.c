@@ -307,10 +307,10 @@ TEST(secret_key_file_and_sealing)
     char dir[] = "/tmp/quern-test-secrets-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     unsigned char k1[32], k2[32];
-    CHECK_EQ_INT(secrets_key(dir, k1), 0);
-    CHECK_EQ_INT(secrets_key(dir, k2), 0);
-    CHECK(!memcmp(k1, k2, 32));    /* made once, then read */
     char *path = xasprintf("%s/secret.key", dir);
+    CHECK_EQ_INT(secrets_key(path, k1), 0);
+    CHECK_EQ_INT(secrets_key(path, k2), 0);
+    CHECK(!memcmp(k1, k2, 32));    /* made once, then read */
     struct stat st;
     CHECK_EQ_INT(stat(path, &st), 0);
     CHECK_EQ_INT(st.st_mode & 0777, 0600);
@@ -334,7 +334,7 @@ TEST(secret_key_file_and_sealing)
     FILE *f = fopen(path, "w");
     fputs("short", f);
     fclose(f);
-    CHECK(secrets_key(dir, k2) < 0);
+    CHECK(secrets_key(path, k2) < 0);
     unlink(path);
     rmdir(dir);
     free(path);
