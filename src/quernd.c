@@ -7,14 +7,17 @@
  * scheduler and libmicrohttpd's pool run the work.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "auth.h"
@@ -85,7 +88,8 @@ static void usage(FILE *f)
     fprintf(f, "\nenvironment:\n");
     for (size_t i = 0; i < ARRAY_LEN(env_doc); i++)
         fprintf(f, "  %s\n      %s\n", env_doc[i][0], env_doc[i][1]);
-    fprintf(f, "\nSIGTERM drains (no new leases; running code gets its grace period) and exits 0.\n");
+    fprintf(f, "\nSIGTERM drains (no new leases; running code gets its grace period) and exits 0.\n"
+               "SIGHUP is logged and ignored (no configuration reload).\n");
 }
 
 static void man_escape(const char *s)
@@ -131,7 +135,8 @@ static void man_page(void)
         putchar('\n');
     }
     puts(".SH SIGNALS\nSIGTERM or SIGINT drain: no new leases, running code gets its grace "
-         "period, then quernd exits 0.");
+         "period, then quernd exits 0. A second one during the drain changes nothing. SIGHUP is "
+         "logged and ignored: quernd does not reload its configuration.");
     puts(".SH SEE ALSO\n.BR quern (1)");
 }
 
@@ -201,6 +206,7 @@ static int bootstrap_fn(struct store_tx *tx, void *arg)
 struct settings {
     char *listen, *data, *store_url, *fsync, *config;
     int threads, exec_slots;
+    int lock_fd;   /* DATA/quern.lock, held (flock) while quernd runs; -1 before */
     struct config *cfg;
 };
 
@@ -223,6 +229,76 @@ static void replace(char **field, const char *value)
     *field = xstrdup(value);
 }
 
+static int parse_listen(const char *s, char *host, size_t hn, int *port)
+{
+    const char *c = strrchr(s, ':');
+    if (!c || (size_t)(c - s) >= hn)
+        return -EINVAL;
+    memcpy(host, s, (size_t)(c - s));
+    host[c - s] = 0;
+    if (!strcmp(host, "localhost"))
+        snprintf(host, hn, "127.0.0.1");
+    int64_t p;
+    if (parse_i64(c + 1, &p) || p < 0 || p > 65535)
+        return -EINVAL;
+    *port = (int)p;
+    return 0;
+}
+
+/* Takes DATA/quern.lock (flock, exclusive) for the life of the process: two
+ * quernd on one data directory both recovered, scheduled and swept it, the
+ * second failing the runs the first was running.  The lock is the kernel's,
+ * so a quernd killed with SIGKILL leaves none behind.  Returns the open
+ * descriptor, or -errno with *msg (the caller's to free) saying why. */
+static int lock_data_dir(const char *data, char **msg)
+{
+    struct stat st;
+    if (stat(data, &st)) {
+        int e = errno;
+        *msg = xasprintf("cannot use data directory %s: %s", data, strerror(e));
+        return -e;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        *msg = xasprintf("data directory %s is not a directory", data);
+        return -ENOTDIR;
+    }
+    char *path = xasprintf("%s/quern.lock", data);
+    int rc, fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        *msg = xasprintf("cannot open %s: %s", path, strerror(-rc));
+        goto out;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB)) {
+        rc = -errno;
+        if (rc == -EWOULDBLOCK) {
+            char pid[32] = "";
+            ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+            pid[n > 0 ? n : 0] = 0;
+            pid[strcspn(pid, "\n")] = 0;
+            *msg = xasprintf("data directory %s is in use by another quernd (pid %s holds "
+                             "%s); each quernd needs its own data directory",
+                             data, pid[0] ? pid : "?", path);
+        } else {
+            *msg = xasprintf("cannot lock %s: %s", path, strerror(-rc));
+        }
+        goto out;
+    }
+    /* the holder's pid, for the message above; the lock, not this, is the truth */
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_write(LOG_WARN, "server", NULL, "cannot write the pid into %s: %s", path,
+                  strerror(errno));
+    rc = fd;
+    fd = -1;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
 /* quern.conf, key by key (documented in contrib/quern.conf). */
 static int conf_setting(void *ctx, const char *section, const char *key, const char *value,
                         char *err, size_t errlen)
@@ -231,14 +307,27 @@ static int conf_setting(void *ctx, const char *section, const char *key, const c
     struct config *c = s->cfg;
     int64_t v;
     if (!strcmp(section, "server")) {
-        if (!strcmp(key, "listen"))
+        char host[64];
+        int port;
+        /* checked here too: the file and line are known only here */
+        if (!strcmp(key, "listen")) {
+            if (parse_listen(value, host, sizeof host, &port)) {
+                snprintf(err, errlen, "listen wants HOST:PORT, not %s", value);
+                return -EINVAL;
+            }
             replace(&s->listen, value);
+        }
         else if (!strcmp(key, "data"))
             replace(&s->data, value);
         else if (!strcmp(key, "store"))
             replace(&s->store_url, value);
-        else if (!strcmp(key, "fsync"))
+        else if (!strcmp(key, "fsync")) {
+            if (strcmp(value, "always") && strcmp(value, "batch") && strcmp(value, "off")) {
+                snprintf(err, errlen, "fsync must be always, batch or off, not %s", value);
+                return -EINVAL;
+            }
             replace(&s->fsync, value);
+        }
         else if (!strcmp(key, "http_threads")) {
             if (set_int(value, 1, 64, &v, err, errlen))
                 return -EINVAL;
@@ -304,22 +393,6 @@ unknown:
     return -EINVAL;
 }
 
-static int parse_listen(const char *s, char *host, size_t hn, int *port)
-{
-    const char *c = strrchr(s, ':');
-    if (!c || (size_t)(c - s) >= hn)
-        return -EINVAL;
-    memcpy(host, s, (size_t)(c - s));
-    host[c - s] = 0;
-    if (!strcmp(host, "localhost"))
-        snprintf(host, hn, "127.0.0.1");
-    int64_t p;
-    if (parse_i64(c + 1, &p) || p < 0 || p > 65535)
-        return -EINVAL;
-    *port = (int)p;
-    return 0;
-}
-
 /* Stops what runs in the background (executor, webhooks, scheduler), then
  * closes the store and frees the rest; every part may be missing. */
 static void app_stop(struct app *app)
@@ -356,17 +429,21 @@ static int quit(struct settings *cs, struct app *app, int rc)
     free(cs->fsync);
     free(cs->config);
     cs->listen = cs->data = cs->store_url = cs->fsync = cs->config = NULL;
+    if (cs->lock_fd >= 0)
+        close(cs->lock_fd);   /* the lock goes with it */
+    cs->lock_fd = -1;
     return rc;
 }
 
 int main(int argc, char **argv)
 {
-    /* SIGTERM/SIGINT are taken by sigwait in main: block them before any
+    /* SIGTERM/SIGINT/SIGHUP are taken by sigwait in main: block them before any
      * thread exists, so every thread inherits the mask and none is killed */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     log_init();
     struct app app = {0};
@@ -383,7 +460,7 @@ int main(int argc, char **argv)
         .retention_ms = 30LL * 86400 * 1000,
         .retention_every_ms = 3600000,
     };
-    struct settings cs = {.threads = 4, .exec_slots = 0, .cfg = &app.cfg};
+    struct settings cs = {.threads = 4, .exec_slots = 0, .lock_fd = -1, .cfg = &app.cfg};
     cs.listen = xstrdup("127.0.0.1:7070");
     cs.data = xstrdup("./quern-data");
     cs.fsync = xstrdup("always");
@@ -548,6 +625,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: cannot create data directory %s: %s\n", data, strerror(errno));
         return quit(&cs, &app, 1);
     }
+    char *lock_msg = NULL;
+    cs.lock_fd = lock_data_dir(data, &lock_msg);
+    if (cs.lock_fd < 0) {
+        fprintf(stderr, "quernd: %s\n", lock_msg);
+        free(lock_msg);
+        return quit(&cs, &app, 1);
+    }
     /* absolute from here on: the sandbox mounts directories under it */
     char *abs = realpath(data, NULL);
     app.data_dir = abs ? abs : xstrdup(data);
@@ -657,8 +741,13 @@ int main(int argc, char **argv)
     printf("quernd listening on http://%s:%d\n", host, bound);
     fflush(stdout);
 
+    /* SIGHUP (a closed terminal, `systemctl reload`) killed quernd on the
+     * spot, without a drain: nothing is reloaded, so it is logged and let be */
     int sig = 0;
-    sigwait(&set, &sig);
+    while (!sigwait(&set, &sig) && sig == SIGHUP)
+        log_write(LOG_WARN, "server", NULL,
+                  "SIGHUP ignored: quernd does not reload its configuration; restart it "
+                  "(SIGTERM drains) to apply a change");
     log_write(LOG_INFO, "server", NULL, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     app.draining = true;
     sched_drain(app.sched);

@@ -1,0 +1,126 @@
+"""How quernd starts, refuses to start, and takes signals: one quernd per data
+directory, quern.conf errors named by file and line, store URLs it cannot
+serve, SIGHUP (API.md "Starting it", docs/API.md "Starting and stopping")."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(__file__))
+import qlib  # noqa: E402
+from qlib import ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
+
+P = "/api/projects/default"
+
+
+def tmpdir():
+    return tempfile.mkdtemp(prefix="quern-startup-", dir=os.environ.get("QUERN_TEST_TMP"))
+
+
+def quernd(args, env=None):
+    """Starts quernd with args; returns (listening, exit status, stderr).  A
+    quernd that starts listening (a refusal that did not happen) is killed."""
+    err = tempfile.TemporaryFile()
+    p = subprocess.Popen([os.path.join(qlib.BUILD, "quernd")] + list(args), stdout=subprocess.PIPE,
+                         stderr=err, env=dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY, **(env or {})))
+    line = p.stdout.readline().decode()
+    listening = "listening on http://" in line
+    if listening:
+        p.kill()
+    rc = p.wait(60)
+    err.seek(0)
+    return listening, rc, err.read().decode(errors="replace")
+
+
+def refused(args, *expected):
+    listening, rc, err = quernd(args)
+    assert not listening, "quernd started; expected a refusal naming %r" % (expected,)
+    assert rc > 0, "quernd exited %s (a signal is a crash): %s" % (rc, err)
+    for e in expected:
+        assert e in err, "expected %r in: %s" % (e, err)
+    return err
+
+
+def with_conf(text):
+    d = tmpdir()
+    path = os.path.join(d, "quern.conf")
+    with open(path, "wb") as f:
+        f.write(text)
+    return d, path
+
+
+def test_a_second_quernd_on_the_same_data_directory_is_refused_and_the_first_is_unharmed():
+    s = Server()
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo started; sleep 2; echo finished"}), 201)
+        run = lambda: expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]  # noqa: E731
+        logs = lambda: [json.loads(x)["message"] for x in s.req(  # noqa: E731
+            "GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], run()["id"])).text.split("\n") if x]
+        wait_for(lambda: "started" in logs(), what="the code to start")
+        err = refused(["--listen", "127.0.0.1:0", "--data", s.data] + s.extra,
+                      "in use by another quernd", "pid %d" % s.proc.pid)
+        assert ROOT_KEY not in err
+        done = wait_for(lambda: (lambda r: r if r["status"] not in ("queued", "running") else None)(run()),
+                        what="the run to end")
+        assert done["status"] == "completed" and done["attempt"] == 1, done
+        assert "finished" in logs()
+    finally:
+        s.stop()
+    # the lock goes with the process: the same directory starts again
+    s.start()
+    s.stop()
+
+
+def test_a_file_as_the_data_directory_is_refused():
+    d = tmpdir()
+    path = os.path.join(d, "afile")
+    open(path, "w").close()
+    refused(["--listen", "127.0.0.1:0", "--data", path], path, "is not a directory")
+
+
+def test_sighup_is_ignored_not_fatal():
+    s = Server()
+    try:
+        s.proc.send_signal(signal.SIGHUP)
+        s.proc.send_signal(signal.SIGHUP)
+        expect(s.req("GET", P + "/tasks"), 200)
+        assert s.proc.poll() is None
+    finally:
+        s.stop()    # SIGTERM still drains and exits 0
+    with open(os.path.join(s.data, "stderr.log")) as f:
+        assert "SIGHUP ignored" in f.read()
+
+
+def test_a_directory_as_the_config_file_is_refused():
+    d = tmpdir()
+    refused(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data"), "--config", d],
+            "cannot read " + d, "Is a directory")
+
+
+def test_a_config_file_with_a_byte_order_mark_and_crlf_is_read():
+    d, conf = with_conf(b"\xef\xbb\xbf[server]\r\nlisten = 127.0.0.1:0  # any port\r\n")
+    listening, rc, err = quernd(["--data", os.path.join(d, "data"), "--config", conf])
+    assert listening, (rc, err)
+
+
+def test_config_values_are_checked_with_their_file_and_line():
+    for text, what in ((b'[server]\nlisten = "127.0.0.1:0"\n', "listen: values are written without quotes"),
+                       (b"[server]\n\nlisten = 127.0.0.1\n", "listen wants HOST:PORT, not 127.0.0.1"),
+                       (b"[server]\nfsync = sometimes\n", "fsync must be always, batch or off"),
+                       (b"# c\n[server]\n[limits]\nlease_ms = 5x\n", "expected an integer")):
+        d, conf = with_conf(text)
+        line = text.decode().rstrip("\n").count("\n") + 1
+        refused(["--data", os.path.join(d, "data"), "--config", conf], "%s:%d: " % (conf, line), what)
+
+
+def test_store_urls_quernd_cannot_serve_are_refused():
+    d = tmpdir()
+    for url, what in (("sqlite:", "needs a file path"), ("sqlite::memory:", "needs a file path"),
+                      ("mysql://db/quern", "unknown store URL mysql://db/quern")):
+        refused(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data"), "--store", url], what)
+
+
+if __name__ == "__main__":
+    run_tests(globals())
