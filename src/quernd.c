@@ -58,7 +58,9 @@ static const struct option_doc {
 
 static const char *const env_doc[][2] = {
     {"QUERN_BOOTSTRAP_KEY", "the root API key of a new, empty store (otherwise one is made and "
-                            "printed once)"},
+                            "printed once): 16 to 256 printable ASCII characters, no spaces; "
+                            "empty is unset; on a store made before, a different key is "
+                            "logged as not used"},
     {"QUERN_CONFIG", "quern.conf path, as --config"},
     {"DEFAULT_TASK_TIMEOUT_MS, MAX_TASK_TIMEOUT_MS", "a task's default and largest timeout"},
     {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat"},
@@ -143,7 +145,40 @@ static void man_page(void)
 struct boot {
     struct app *app;
     char *printed_key;
+    bool given_ignored;   /* QUERN_BOOTSTRAP_KEY set, the store older, the key not one of its */
 };
+
+/* Whether QUERN_BOOTSTRAP_KEY can be sent back as it is: over 256 bytes
+ * auth refuses it, a space or control byte does not survive a header or a
+ * shell, and a dot without "qk_" reads as a connection token; a short one
+ * is guessable.  NULL, or what is wrong with it. */
+static const char *bootstrap_key_problem(const char *key)
+{
+    size_t n = strlen(key);
+    if (n < 16 || n > 256)
+        return "must be 16 to 256 characters long";
+    for (const char *p = key; *p; p++)
+        if (*p < 0x21 || *p > 0x7e)
+            return "must be printable ASCII without spaces";
+    if (strchr(key, '.') && strncmp(key, "qk_", 3))
+        return "may hold a '.' only after a \"qk_\" prefix (else it reads as a connection token)";
+    return NULL;
+}
+
+/* Whether a live key of the store has this hash. */
+static int key_known(struct store_tx *tx, const char *hash, bool *known)
+{
+    struct store_filter f = {"hash", hash};
+    struct store_query q = {&f, 1, 1, 0, false, NULL};
+    json_t *arr = NULL;
+    int rc = store_list(tx, SK_KEY, NULL, &q, &arr, NULL);
+    if (rc)
+        return rc;
+    json_t *k = json_array_get(arr, 0);
+    *known = k && !json_is_true(json_object_get(k, "revoked"));
+    json_decref(arr);
+    return 0;
+}
 
 static int bootstrap_fn(struct store_tx *tx, void *arg)
 {
@@ -167,8 +202,19 @@ static int bootstrap_fn(struct store_tx *tx, void *arg)
     }
     free(secret);
     char *done = store_meta_get(tx, "bootstrapped");
+    const char *given = getenv("QUERN_BOOTSTRAP_KEY");
     if (done) {
         free(done);
+        /* only a new store takes it: a different one now is said, not used */
+        if (given && *given) {
+            char h[65];
+            bool known = false;
+            auth_hash_key(given, h);
+            int rc = key_known(tx, h, &known);
+            if (rc)
+                return rc;
+            b->given_ignored = !known;
+        }
         return 0;
     }
     char ts[RFC3339_LEN];
@@ -179,7 +225,6 @@ static int bootstrap_fn(struct store_tx *tx, void *arg)
     json_decref(prj);
     if (rc && rc != -EEXIST)
         return rc;
-    const char *given = getenv("QUERN_BOOTSTRAP_KEY");
     char *key = given && *given ? xstrdup(given) : auth_new_key();
     char hash[65], kid[ID_LEN];
     auth_hash_key(key, hash);
@@ -571,6 +616,12 @@ int main(int argc, char **argv)
         }
         *(int64_t *)((char *)&app.cfg + rates[k].off) = ev;
     }
+    const char *problem;
+    if ((e = getenv("QUERN_BOOTSTRAP_KEY")) && *e && (problem = bootstrap_key_problem(e))) {
+        /* the value itself is never printed: it is a secret */
+        fprintf(stderr, "quernd: QUERN_BOOTSTRAP_KEY %s\n", problem);
+        return quit(&cs, &app, 2);
+    }
     if ((e = getenv("QUERN_LOG_FORMAT")) && strcmp(e, "json") && strcmp(e, "text")) {
         fprintf(stderr, "quernd: QUERN_LOG_FORMAT=%s: must be json or text\n", e);
         return quit(&cs, &app, 2);
@@ -657,7 +708,7 @@ int main(int argc, char **argv)
         free(since);
         return quit(&cs, &app, 1);
     }
-    struct boot b = {&app, NULL};
+    struct boot b = {.app = &app};
     int rc = store_write(app.store, bootstrap_fn, &b);
     if (rc) {
         fprintf(stderr, "quernd: bootstrap failed (%d)\n", rc);
@@ -723,6 +774,10 @@ int main(int argc, char **argv)
                         "\n    %s\n\n", b.printed_key);
         free(b.printed_key);
     }
+    if (b.given_ignored)
+        log_write(LOG_WARN, "auth", NULL,
+                  "QUERN_BOOTSTRAP_KEY is not a key of this store and is not used: it sets the "
+                  "root key of a new, empty store only (create or rotate keys through the API)");
     int64_t t_listen = mono_ms();
     int64_t depth[4];
     sched_depths(app.sched, depth);

@@ -23,8 +23,10 @@ def quernd(args, env=None):
     """Starts quernd with args; returns (listening, exit status, stderr).  A
     quernd that starts listening (a refusal that did not happen) is killed."""
     err = tempfile.TemporaryFile()
+    e = dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY)
+    e.update(env or {})
     p = subprocess.Popen([os.path.join(qlib.BUILD, "quernd")] + list(args), stdout=subprocess.PIPE,
-                         stderr=err, env=dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY, **(env or {})))
+                         stderr=err, env=e)
     line = p.stdout.readline().decode()
     listening = "listening on http://" in line
     if listening:
@@ -120,6 +122,42 @@ def test_store_urls_quernd_cannot_serve_are_refused():
     for url, what in (("sqlite:", "needs a file path"), ("sqlite::memory:", "needs a file path"),
                       ("mysql://db/quern", "unknown store URL mysql://db/quern")):
         refused(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data"), "--store", url], what)
+
+
+def test_a_bootstrap_key_that_could_not_be_used_is_refused():
+    d = tmpdir()
+    for key, what in (("short", "16 to 256 characters"), ("qk_" + "a" * 300, "16 to 256 characters"),
+                      ("qk_with a space_0123456789", "without spaces"),
+                      ("abc.def.0123456789abcdef", "connection token")):
+        listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data")],
+                                    env={"QUERN_BOOTSTRAP_KEY": key})
+        assert not listening and rc == 2, (key, rc, err)
+        assert "QUERN_BOOTSTRAP_KEY " + what.split()[0] in err or what in err, err
+        assert key not in err, "the key is a secret: " + err
+    assert not os.path.exists(os.path.join(d, "data", "quern.db"))
+
+
+def test_a_different_bootstrap_key_on_an_old_store_is_logged_and_not_used():
+    s = Server()
+    s.stop()
+    other = "qk_another_root_key_0123456789"
+    s.env = {"QUERN_BOOTSTRAP_KEY": other}
+    s.start()
+    try:
+        assert s.req("GET", P + "/tasks", key=other).status == 401
+        expect(s.req("GET", P + "/tasks"), 200)
+    finally:
+        s.stop()
+    with open(os.path.join(s.data, "stderr.log")) as f:
+        log = f.read()
+    assert log.count("QUERN_BOOTSTRAP_KEY is not a key of this store") == 1, log
+    assert other not in log
+    # the store's own root key given again: nothing to say
+    s.env = {}
+    s.start()
+    s.stop()
+    with open(os.path.join(s.data, "stderr.log")) as f:
+        assert f.read().count("QUERN_BOOTSTRAP_KEY is not a key of this store") == 1
 
 
 if __name__ == "__main__":
