@@ -575,26 +575,30 @@ int main(int argc, char **argv)
     app.cfg.drain_grace_ms = 10000;
     /* a value that is set must be right: ignoring it ran with a default the
      * operator did not mean */
+    /* the largest values are quern.conf's: above them now + value overflowed
+     * (a lease or a timeout that ended before it began) */
     static const struct {
         const char *name;
-        int64_t min;
+        int64_t min, max;
         size_t off;
     } envs[] = {
-        {"DEFAULT_TASK_TIMEOUT_MS", 1, offsetof(struct config, default_timeout_ms)},
-        {"MAX_TASK_TIMEOUT_MS", 1, offsetof(struct config, max_timeout_ms)},
-        {"QUERN_LEASE_MS", 1, offsetof(struct config, lease_ms)},
-        {"QUERN_RETENTION_MS", 0, offsetof(struct config, retention_ms)},
-        {"QUERN_RETENTION_EVERY_MS", 1000, offsetof(struct config, retention_every_ms)},
-        {"QUERN_BLOB_GRACE_MS", 0, offsetof(struct config, blob_grace_ms)},
-        {"QUERN_DRAIN_GRACE_MS", 0, offsetof(struct config, drain_grace_ms)},
-        {"QUERN_HTTP_IDLE_TIMEOUT_MS", 1000, offsetof(struct config, http_idle_timeout_ms)},
+        {"DEFAULT_TASK_TIMEOUT_MS", 1, 86400000, offsetof(struct config, default_timeout_ms)},
+        {"MAX_TASK_TIMEOUT_MS", 1, 7 * 86400000LL, offsetof(struct config, max_timeout_ms)},
+        {"QUERN_LEASE_MS", 1, 86400000, offsetof(struct config, lease_ms)},
+        {"QUERN_RETENTION_MS", 0, 100LL * 365 * 86400000, offsetof(struct config, retention_ms)},
+        {"QUERN_RETENTION_EVERY_MS", 1000, 86400000,
+         offsetof(struct config, retention_every_ms)},
+        {"QUERN_BLOB_GRACE_MS", 0, 100LL * 365 * 86400000, offsetof(struct config, blob_grace_ms)},
+        {"QUERN_DRAIN_GRACE_MS", 0, 86400000, offsetof(struct config, drain_grace_ms)},
+        {"QUERN_HTTP_IDLE_TIMEOUT_MS", 1000, 86400000,
+         offsetof(struct config, http_idle_timeout_ms)},
     };
     for (size_t k = 0; k < ARRAY_LEN(envs); k++) {
         if (!(e = getenv(envs[k].name)))
             continue;
-        if (parse_i64(e, &ev) || ev < envs[k].min) {
-            fprintf(stderr, "quernd: %s=%s: must be an integer of at least %lld (milliseconds)\n",
-                    envs[k].name, e, (long long)envs[k].min);
+        if (parse_i64(e, &ev) || ev < envs[k].min || ev > envs[k].max) {
+            fprintf(stderr, "quernd: %s=%s: must be an integer from %lld to %lld (milliseconds)\n",
+                    envs[k].name, e, (long long)envs[k].min, (long long)envs[k].max);
             return quit(&cs, &app, 2);
         }
         *(int64_t *)((char *)&app.cfg + envs[k].off) = ev;

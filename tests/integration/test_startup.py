@@ -160,5 +160,14 @@ def test_a_different_bootstrap_key_on_an_old_store_is_logged_and_not_used():
         assert f.read().count("QUERN_BOOTSTRAP_KEY is not a key of this store") == 1
 
 
+def test_environment_values_over_their_maximum_are_refused():
+    d = tmpdir()
+    for name in ("QUERN_LEASE_MS", "MAX_TASK_TIMEOUT_MS", "QUERN_HTTP_IDLE_TIMEOUT_MS", "QUERN_DRAIN_GRACE_MS"):
+        listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data")],
+                                    env={name: "9223372036854775807"})
+        assert not listening and rc == 2, (name, rc, err)
+        assert name + "=9223372036854775807: must be an integer from" in err, err
+
+
 if __name__ == "__main__":
     run_tests(globals())
