@@ -657,6 +657,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: --listen wants HOST:PORT, not %s\n", listen);
         return quit(&cs, &app, 2);
     }
+    /* the address is checked before the store is opened: an address that
+     * failed only at the end left a new store bootstrapped with a root key
+     * nobody was shown */
+    char *listen_err = NULL;
+    int rc = http_check_listen(host, port, &listen_err);
+    if (rc) {
+        fprintf(stderr, "quernd: %s\n", listen_err);
+        free(listen_err);
+        return quit(&cs, &app, rc == -EINVAL ? 2 : 1);
+    }
     if (!strcmp(cs.fsync, "always"))
         app.cfg.fsync = STORE_FSYNC_ALWAYS;
     else if (!strcmp(cs.fsync, "batch"))
@@ -713,10 +723,18 @@ int main(int argc, char **argv)
         return quit(&cs, &app, 1);
     }
     struct boot b = {.app = &app};
-    int rc = store_write(app.store, bootstrap_fn, &b);
+    rc = store_write(app.store, bootstrap_fn, &b);
     if (rc) {
         fprintf(stderr, "quernd: bootstrap failed (%d)\n", rc);
         return quit(&cs, &app, 1);
+    }
+    /* shown as soon as it is stored: a start that fails after this point
+     * leaves a bootstrapped store, and a key not shown now never is */
+    if (b.printed_key) {
+        fprintf(stderr, "quernd: created project \"default\" and the root API key (shown once):\n"
+                        "\n    %s\n\n", b.printed_key);
+        free(b.printed_key);
+        b.printed_key = NULL;
     }
     char *blobdir = xasprintf("%s/blobs", data);
     app.blobs = blob_open(blobdir);
@@ -772,11 +790,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: %s\n", err);
         free(err);
         return quit(&cs, &app, 1);
-    }
-    if (b.printed_key) {
-        fprintf(stderr, "quernd: created project \"default\" and the root API key (shown once):\n"
-                        "\n    %s\n\n", b.printed_key);
-        free(b.printed_key);
     }
     if (b.given_ignored)
         log_write(LOG_WARN, "auth", NULL,

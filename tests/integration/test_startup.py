@@ -169,5 +169,31 @@ def test_environment_values_over_their_maximum_are_refused():
         assert name + "=9223372036854775807: must be an integer from" in err, err
 
 
+def test_a_listen_address_quernd_cannot_use_stops_it_before_the_store_is_made():
+    d = tmpdir()
+    data = os.path.join(d, "data")
+    for addr in ("[::1]:0", "no-such-host.invalid:0", ":0"):
+        listening, rc, err = quernd(["--listen", addr, "--data", data], env={"QUERN_BOOTSTRAP_KEY": ""})
+        assert not listening and rc == 2, (addr, rc, err)
+        assert "cannot parse listen address" in err, err
+        # no store was bootstrapped with a root key nobody was shown
+        assert not os.path.exists(data), os.listdir(data)
+
+
+def test_a_port_in_use_is_named_as_such():
+    import socket
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        d = tmpdir()
+        err = refused(["--listen", "127.0.0.1:%d" % port, "--data", os.path.join(d, "data")],
+                      "cannot listen on 127.0.0.1:%d: Address already in use" % port)
+        assert not os.path.exists(os.path.join(d, "data")), err
+    finally:
+        taken.close()
+
+
 if __name__ == "__main__":
     run_tests(globals())
