@@ -490,6 +490,12 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* started with stdout (or stdin, stderr) closed, the next file opened
+     * took its number, and the ready line or a log line went into it (the
+     * data directory's lock file): /dev/null holds each closed one */
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR) != fd)
+            return 1;
     log_init();
     struct app app = {0};
     app.cfg = (struct config){

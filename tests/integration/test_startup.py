@@ -195,5 +195,27 @@ def test_a_port_in_use_is_named_as_such():
         taken.close()
 
 
+def test_with_stdout_closed_nothing_is_written_into_the_data_directory():
+    d = tmpdir()
+    data = os.path.join(d, "data")
+    with open(os.path.join(d, "stderr.log"), "wb") as err:
+        p = subprocess.Popen([os.path.join(qlib.BUILD, "quernd"), "--listen", "127.0.0.1:0", "--data", data],
+                             stdin=subprocess.DEVNULL, stderr=err, preexec_fn=lambda: os.close(1),
+                             env=dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY))
+    try:
+        def port():
+            with open(os.path.join(d, "stderr.log")) as f:
+                for line in f:
+                    if '"listening"' in line:
+                        return json.loads(line)["port"]
+        wait_for(port, what="quernd to listen")
+        assert not os.readlink("/proc/%d/fd/1" % p.pid).startswith(data), os.readlink("/proc/%d/fd/1" % p.pid)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(60) == 0
+    with open(os.path.join(data, "quern.lock")) as f:
+        assert f.read().strip().isdigit()
+
+
 if __name__ == "__main__":
     run_tests(globals())
