@@ -127,8 +127,11 @@ struct store *store_open(const char *url, const struct store_opts *opts, char **
     if (!strncmp(url, "sqlite:", 7))
         url += 7;
     else if (strstr(url, "://")) {
-        /* mysql://… was opened as a SQLite file of that name */
-        *err = xasprintf("unknown store URL %s: sqlite:PATH or postgres://...", url);
+        /* mysql://… was opened as a SQLite file of that name; only the
+         * scheme is repeated: the rest may hold a password */
+        size_t scheme = (size_t)(strstr(url, "://") - url);
+        *err = xasprintf("unknown store URL scheme %.*s://: sqlite:PATH or postgres://...",
+                         (int)(scheme < 32 ? scheme : 32), url);
         return NULL;
     }
     /* SQLite's "" and ":memory:" are a private database per connection: the
