@@ -438,6 +438,19 @@ unknown:
     return -EINVAL;
 }
 
+/* A runtime whose interpreter (or a read-only path) is missing fails every
+ * run with runtime_unavailable: said once at start, where the operator
+ * who wrote quern.conf looks, not only on each run. */
+static void warn_unavailable(void *ctx, const struct runtime *rt)
+{
+    (void)ctx;
+    if (!runtime_available(rt))
+        log_write(LOG_WARN, "exec",
+                  json_pack("{s:s, s:s}", "runtime", rt->id, "interpreter", rt->interpreter),
+                  "runtime %s is unavailable on this node (its interpreter or a path it mounts "
+                  "is missing): its code runs fail with runtime_unavailable", rt->id);
+}
+
 /* Stops what runs in the background (executor, webhooks, scheduler), then
  * closes the store and frees the rest; every part may be missing. */
 static void app_stop(struct app *app)
@@ -778,6 +791,7 @@ int main(int argc, char **argv)
             free(err);
             err = NULL;
         } else {
+            runtime_each(warn_unavailable, NULL);
             runner_wake(app.runner);
         }
     }

@@ -218,5 +218,22 @@ def test_with_stdout_closed_nothing_is_written_into_the_data_directory():
         assert f.read().strip().isdigit()
 
 
+def test_a_runtime_with_a_missing_interpreter_is_said_at_start():
+    d, conf = with_conf(b"[runtime.gone]\ninterpreter = /nonexistent/bin/gone\n")
+    s = Server(extra_args=["--config", conf])
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"code": "true", "runtime_id": "gone",
+                                                "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "failed" and t["run"]["error"]["code"] == "runtime_unavailable", t
+    finally:
+        s.stop()
+    with open(os.path.join(s.data, "stderr.log")) as f:
+        warned = [json.loads(x) for x in f if "is unavailable on this node" in x]
+    assert [(w["runtime"], w["interpreter"]) for w in warned] == [("gone", "/nonexistent/bin/gone")], warned
+    _, relative = with_conf(b"[runtime.python]\ninterpreter = python3\n")
+    refused(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data2"), "--config", relative],
+            relative + ":2: ", "interpreter = python3")
+
+
 if __name__ == "__main__":
     run_tests(globals())
