@@ -2,6 +2,7 @@
 #include "conf.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +47,13 @@ int conf_load(const char *path, conf_fn fn, void *ctx, char **msg)
             continue;
         if (*s == '[') {
             char *end = strchr(s, ']');
-            if (!end || end[1] || end - s - 1 >= (long)sizeof section || end == s + 1) {
+            /* "[server]  # comment": a comment may end a header as a value */
+            char *after = end ? end + 1 : NULL;
+            while (after && isspace((unsigned char)*after))
+                after++;
+            bool comment = after && after > end + 1 && (*after == '#' || *after == ';');
+            if (!end || (end[1] && !comment) || end - s - 1 >= (long)sizeof section ||
+                end == s + 1) {
                 *msg = xasprintf("%s:%d: a section header looks like [name]", path, lineno);
                 rc = -EINVAL;
                 break;

@@ -102,7 +102,7 @@ def test_a_directory_as_the_config_file_is_refused():
 
 
 def test_a_config_file_with_a_byte_order_mark_and_crlf_is_read():
-    d, conf = with_conf(b"\xef\xbb\xbf[server]\r\nlisten = 127.0.0.1:0  # any port\r\n")
+    d, conf = with_conf(b"\xef\xbb\xbf[server] ; main\r\nlisten = 127.0.0.1:0  # any port\r\n")
     listening, rc, err = quernd(["--data", os.path.join(d, "data"), "--config", conf])
     assert listening, (rc, err)
 
