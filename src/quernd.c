@@ -42,8 +42,9 @@ static const struct option_doc {
 } options[] = {
     {"--listen", "HOST:PORT", "address to serve HTTP on (default 127.0.0.1:7070; port 0 picks a "
                               "free one, printed as 'quernd listening on http://HOST:PORT')"},
-    {"--data", "DIR", "data directory (default ./quern-data): SQLite at DIR/quern.db, artifact "
-                      "blobs, storage instances, the secrets key"},
+    {"--data", "DIR", "data directory (default ./quern-data; made with mode 0700 if missing; "
+                      "locked: one quernd each): SQLite at DIR/quern.db, artifact blobs, "
+                      "storage instances, the secrets key"},
     {"--store", "URL", "sqlite:PATH or postgres://... (default sqlite:DIR/quern.db); several "
                        "quernd on one PostgreSQL share the work"},
     {"--fsync", "always|batch|off", "always: an acknowledged write survives power loss (default); "

@@ -235,5 +235,22 @@ def test_a_runtime_with_a_missing_interpreter_is_said_at_start():
             relative + ":2: ", "interpreter = python3")
 
 
+def test_sigterm_twice_with_code_past_its_grace_exits_0_and_the_run_is_recovered():
+    s = Server(env={"QUERN_DRAIN_GRACE_MS": "300"})
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo started; exec sleep 600"}), 201)
+        run = lambda: expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]  # noqa: E731
+        wait_for(lambda: run()["status"] == "running", what="the code to run")
+        s.proc.send_signal(signal.SIGTERM)
+        s.proc.send_signal(signal.SIGTERM)   # changes nothing: the drain goes on
+        s.proc.send_signal(signal.SIGINT)
+        assert s.proc.wait(60) == 0
+        s.start()
+        r = wait_for(lambda: (lambda x: x if x["status"] == "failed" else None)(run()), what="recovery")
+        assert r["error"]["code"] == "node_restarted", r
+    finally:
+        s.stop()
+
+
 if __name__ == "__main__":
     run_tests(globals())
