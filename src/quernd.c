@@ -62,7 +62,7 @@ static const char *const env_doc[][2] = {
                             "printed once): 16 to 256 printable ASCII characters, no spaces; "
                             "empty is unset; on a store made before, a different key is "
                             "logged as not used"},
-    {"QUERN_CONFIG", "quern.conf path, as --config"},
+    {"QUERN_CONFIG", "quern.conf path, as --config (empty: none)"},
     {"DEFAULT_TASK_TIMEOUT_MS, MAX_TASK_TIMEOUT_MS", "a task's default and largest timeout"},
     {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat"},
     {"QUERN_RETENTION_MS", "finished runs and events older than this are pruned (default 30 "
@@ -532,6 +532,8 @@ int main(int argc, char **argv)
     /* command line first, applied last: remember it */
     const char *arg_listen = NULL, *arg_data = NULL, *arg_store = NULL, *arg_fsync = NULL;
     const char *arg_config = getenv("QUERN_CONFIG");
+    if (arg_config && !*arg_config)
+        arg_config = NULL;   /* QUERN_CONFIG= is unset, as QUERN_BOOTSTRAP_KEY= is */
     int arg_threads = 0, arg_slots = INT32_MIN;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

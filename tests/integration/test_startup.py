@@ -101,6 +101,16 @@ def test_a_directory_as_the_config_file_is_refused():
             "cannot read " + d, "Is a directory")
 
 
+def test_an_empty_quern_config_is_no_config_and_an_empty_config_file_is_read():
+    d, conf = with_conf(b"")
+    listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data")],
+                                env={"QUERN_CONFIG": ""})
+    assert listening, (rc, err)
+    listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data"),
+                                 "--config", conf])
+    assert listening, (rc, err)
+
+
 def test_a_config_file_with_a_byte_order_mark_and_crlf_is_read():
     d, conf = with_conf(b"\xef\xbb\xbf[server] ; main\r\nlisten = 127.0.0.1:0  # any port\r\n")
     listening, rc, err = quernd(["--data", os.path.join(d, "data"), "--config", conf])
