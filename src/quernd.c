@@ -315,19 +315,22 @@ static int lock_data_dir(const char *data, char **msg)
         *msg = xasprintf("cannot open %s: %s", path, strerror(-rc));
         goto out;
     }
-    if (flock(fd, LOCK_EX | LOCK_NB)) {
-        rc = -errno;
-        if (rc == -EWOULDBLOCK) {
-            char pid[32] = "";
-            ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
-            pid[n > 0 ? n : 0] = 0;
-            pid[strcspn(pid, "\n")] = 0;
-            *msg = xasprintf("data directory %s is in use by another quernd (pid %s holds "
-                             "%s); each quernd needs its own data directory",
-                             data, pid[0] ? pid : "?", path);
-        } else {
-            *msg = xasprintf("cannot lock %s: %s", path, strerror(-rc));
-        }
+    rc = flock(fd, LOCK_EX | LOCK_NB) ? -errno : 0;
+    if (rc == -ENOLCK || rc == -EOPNOTSUPP) {
+        /* a file system without locks: run as before the lock existed */
+        log_write(LOG_WARN, "server", NULL, "cannot lock %s (%s): nothing stops a second "
+                  "quernd on this data directory", path, strerror(-rc));
+    } else if (rc == -EWOULDBLOCK) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        *msg = xasprintf("data directory %s is in use by another quernd (pid %s holds %s); "
+                         "each quernd needs its own data directory",
+                         data, pid[0] ? pid : "?", path);
+        goto out;
+    } else if (rc) {
+        *msg = xasprintf("cannot lock %s: %s", path, strerror(-rc));
         goto out;
     }
     /* the holder's pid, for the message above; the lock, not this, is the truth */
