@@ -365,8 +365,7 @@ static int conf_setting(void *ctx, const char *section, const char *key, const c
                 return -EINVAL;
             }
             replace(&s->listen, value);
-        }
-        else if (!strcmp(key, "data"))
+        } else if (!strcmp(key, "data"))
             replace(&s->data, value);
         else if (!strcmp(key, "store"))
             replace(&s->store_url, value);
@@ -376,8 +375,7 @@ static int conf_setting(void *ctx, const char *section, const char *key, const c
                 return -EINVAL;
             }
             replace(&s->fsync, value);
-        }
-        else if (!strcmp(key, "http_threads")) {
+        } else if (!strcmp(key, "http_threads")) {
             if (set_int(value, 1, 64, &v, err, errlen))
                 return -EINVAL;
             s->threads = (int)v;
