@@ -5,7 +5,7 @@
 # instruction count for a fixed workload (stable on a noisy machine)
 B=${1:-build}
 D=$(mktemp -d)
-env QUERN_BOOTSTRAP_KEY=qk_cg ${CG_PRELOAD:+LD_PRELOAD=$CG_PRELOAD} valgrind --tool=callgrind --callgrind-out-file=$D/cg.out $B/quernd --listen 127.0.0.1:0 --data $D/data --fsync off --slots -1 > $D/out 2>$D/err &
+env QUERN_BOOTSTRAP_KEY=qk_cg_callgrind_0123 ${CG_PRELOAD:+LD_PRELOAD=$CG_PRELOAD} valgrind --tool=callgrind --callgrind-out-file=$D/cg.out $B/quernd --listen 127.0.0.1:0 --data $D/data --fsync off --slots -1 > $D/out 2>$D/err &
 VP=$!
 for i in $(seq 200); do grep -q listening $D/out 2>/dev/null && break; sleep 0.1; done
 URL=$(sed -n 's/.*listening on //p' $D/out)
@@ -13,7 +13,7 @@ python3 - "$URL" <<'PY'
 import sys, json, http.client, urllib.parse
 u = urllib.parse.urlparse(sys.argv[1])
 c = http.client.HTTPConnection(u.hostname, u.port)
-H = {"Authorization": "Bearer qk_cg", "Content-Type": "application/json"}
+H = {"Authorization": "Bearer qk_cg_callgrind_0123", "Content-Type": "application/json"}
 for i in range(300):
     c.request("POST", "/api/projects/default/tasks", json.dumps({"assigned_agent_id": "a", "run": True, "input": {"i": i}}), H)
     r = c.getresponse(); r.read(); assert r.status == 201

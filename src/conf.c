@@ -2,6 +2,7 @@
 #include "conf.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,12 +37,23 @@ int conf_load(const char *path, conf_fn fn, void *ctx, char **msg)
             rc = -EINVAL;
             break;
         }
-        char *s = trim(line);
+        char *s = line;
+        /* an editor's UTF-8 byte order mark: the first line read "expected
+         * key = value" for a header it did not see */
+        if (lineno == 1 && !strncmp(s, "\xEF\xBB\xBF", 3))
+            s += 3;
+        s = trim(s);
         if (!*s || *s == '#' || *s == ';')
             continue;
         if (*s == '[') {
             char *end = strchr(s, ']');
-            if (!end || end[1] || end - s - 1 >= (long)sizeof section || end == s + 1) {
+            /* "[server]  # comment": a comment may end a header as a value */
+            char *after = end ? end + 1 : NULL;
+            while (after && isspace((unsigned char)*after))
+                after++;
+            bool comment = after && after > end + 1 && (*after == '#' || *after == ';');
+            if (!end || (end[1] && !comment) || end - s - 1 >= (long)sizeof section ||
+                end == s + 1) {
                 *msg = xasprintf("%s:%d: a section header looks like [name]", path, lineno);
                 rc = -EINVAL;
                 break;
@@ -70,12 +82,26 @@ int conf_load(const char *path, conf_fn fn, void *ctx, char **msg)
             rc = -EINVAL;
             break;
         }
+        /* quotes are not stripped: `data = "/srv/q"` made a directory
+         * named with its quotes, so a quoted value is refused */
+        if (*value == '"' || *value == '\'') {
+            *msg = xasprintf("%s:%d: %s: values are written without quotes", path, lineno, key);
+            rc = -EINVAL;
+            break;
+        }
         char err[256] = "";
         if (fn(ctx, section, key, value, err, sizeof err)) {
             *msg = xasprintf("%s:%d: %s", path, lineno, err[0] ? err : "invalid setting");
             rc = -EINVAL;
             break;
         }
+    }
+    /* a read error (a directory named as the file reads as EISDIR) is not
+     * an empty file: it ran with every default, silently */
+    if (!rc && ferror(f)) {
+        int e = errno ? errno : EIO;
+        *msg = xasprintf("cannot read %s: %s", path, strerror(e));
+        rc = -e;
     }
     fclose(f);
     return rc;

@@ -1,7 +1,8 @@
 /*
  * conf — reads quern.conf: an INI file of "[section]" headers and
- * "key = value" lines ('#' or ';' start a comment).  The file's meaning is
- * the caller's (quernd.c applies each setting); this module only parses,
+ * "key = value" lines ('#' or ';' start a comment; values are not quoted, a
+ * quoted one is refused; a leading UTF-8 byte order mark is skipped).  The
+ * file's meaning is the caller's (quernd.c applies each setting); this module only parses,
  * and reports the first bad line with its number.
  */
 #ifndef QUERN_CONF_H

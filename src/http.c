@@ -909,6 +909,37 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
     return h;
 }
 
+int http_check_listen(const char *host, int port, char **err)
+{
+    struct sockaddr_in sa = {0};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        *err = xasprintf("cannot parse listen address %s (an IPv4 address or localhost is "
+                         "expected)", host);
+        return -EINVAL;
+    }
+    if (port == 0)
+        return 0;
+    int rc = 0, one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        rc = -errno;
+        *err = xasprintf("cannot listen on %s:%d: %s", host, port, strerror(-rc));
+        goto out;
+    }
+    /* as libmicrohttpd binds: a port left in TIME_WAIT is free, one another
+     * process listens on is not */
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa)) {
+        rc = -errno;
+        *err = xasprintf("cannot listen on %s:%d: %s", host, port, strerror(-rc));
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
 void http_stop(struct http *h)
 {
     if (!h)

@@ -100,6 +100,11 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
 /* Stops accepting, closes connections and joins the pool. */
 void http_stop(struct http *h);
 
+/* Checks, before anything else starts, that http_start could listen on
+ * host:port: 0; -EINVAL when host is not an IPv4 address; or bind's -errno
+ * (a port in use).  *err (malloc'd) says which.  Port 0 is only parsed. */
+int http_check_listen(const char *host, int port, char **err);
+
 /* ---- helpers for handlers ---- */
 
 const char *http_param(struct req *r, const char *name);

@@ -7,14 +7,17 @@
  * scheduler and libmicrohttpd's pool run the work.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "auth.h"
@@ -40,8 +43,9 @@ static const struct option_doc {
 } options[] = {
     {"--listen", "HOST:PORT", "address to serve HTTP on (default 127.0.0.1:7070; port 0 picks a "
                               "free one, printed as 'quernd listening on http://HOST:PORT')"},
-    {"--data", "DIR", "data directory (default ./quern-data): SQLite at DIR/quern.db, artifact "
-                      "blobs, storage instances, the secrets key"},
+    {"--data", "DIR", "data directory (default ./quern-data; made with mode 0700 if missing; "
+                      "locked: one quernd each): SQLite at DIR/quern.db, artifact blobs, "
+                      "storage instances, the secrets key"},
     {"--store", "URL", "sqlite:PATH or postgres://... (default sqlite:DIR/quern.db); several "
                        "quernd on one PostgreSQL share the work"},
     {"--fsync", "always|batch|off", "always: an acknowledged write survives power loss (default); "
@@ -56,8 +60,10 @@ static const struct option_doc {
 
 static const char *const env_doc[][2] = {
     {"QUERN_BOOTSTRAP_KEY", "the root API key of a new, empty store (otherwise one is made and "
-                            "printed once)"},
-    {"QUERN_CONFIG", "quern.conf path, as --config"},
+                            "printed once): 16 to 256 printable ASCII characters, no spaces; "
+                            "empty is unset; on a store made before, a different key is "
+                            "logged as not used"},
+    {"QUERN_CONFIG", "quern.conf path, as --config (empty: none)"},
     {"DEFAULT_TASK_TIMEOUT_MS, MAX_TASK_TIMEOUT_MS", "a task's default and largest timeout"},
     {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat"},
     {"QUERN_RETENTION_MS", "finished runs and events older than this are pruned (default 30 "
@@ -86,7 +92,8 @@ static void usage(FILE *f)
     fprintf(f, "\nenvironment:\n");
     for (size_t i = 0; i < ARRAY_LEN(env_doc); i++)
         fprintf(f, "  %s\n      %s\n", env_doc[i][0], env_doc[i][1]);
-    fprintf(f, "\nSIGTERM drains (no new leases; running code gets its grace period) and exits 0.\n");
+    fprintf(f, "\nSIGTERM drains (no new leases; running code gets its grace period) and exits 0.\n"
+               "SIGHUP is logged and ignored (no configuration reload).\n");
 }
 
 static void man_escape(const char *s)
@@ -132,14 +139,48 @@ static void man_page(void)
         putchar('\n');
     }
     puts(".SH SIGNALS\nSIGTERM or SIGINT drain: no new leases, running code gets its grace "
-         "period, then quernd exits 0.");
+         "period, then quernd exits 0. A second one during the drain changes nothing. SIGHUP is "
+         "logged and ignored: quernd does not reload its configuration.");
     puts(".SH SEE ALSO\n.BR quern (1)");
 }
 
 struct boot {
     struct app *app;
     char *printed_key;
+    bool given_ignored;   /* QUERN_BOOTSTRAP_KEY set, the store older, the key not one of its */
 };
+
+/* Whether QUERN_BOOTSTRAP_KEY can be sent back as it is: over 256 bytes
+ * auth refuses it, a space or control byte does not survive a header or a
+ * shell, and a dot without "qk_" reads as a connection token; a short one
+ * is guessable.  NULL, or what is wrong with it. */
+static const char *bootstrap_key_problem(const char *key)
+{
+    size_t n = strlen(key);
+    if (n < 16 || n > 256)
+        return "must be 16 to 256 characters long";
+    for (const char *p = key; *p; p++)
+        if (*p < 0x21 || *p > 0x7e)
+            return "must be printable ASCII without spaces";
+    if (strchr(key, '.') && strncmp(key, "qk_", 3))
+        return "may hold a '.' only after a \"qk_\" prefix (else it reads as a connection token)";
+    return NULL;
+}
+
+/* Whether a live key of the store has this hash. */
+static int key_known(struct store_tx *tx, const char *hash, bool *known)
+{
+    struct store_filter f = {"hash", hash};
+    struct store_query q = {&f, 1, 1, 0, false, NULL};
+    json_t *arr = NULL;
+    int rc = store_list(tx, SK_KEY, NULL, &q, &arr, NULL);
+    if (rc)
+        return rc;
+    json_t *k = json_array_get(arr, 0);
+    *known = k && !json_is_true(json_object_get(k, "revoked"));
+    json_decref(arr);
+    return 0;
+}
 
 static int bootstrap_fn(struct store_tx *tx, void *arg)
 {
@@ -163,8 +204,19 @@ static int bootstrap_fn(struct store_tx *tx, void *arg)
     }
     free(secret);
     char *done = store_meta_get(tx, "bootstrapped");
+    const char *given = getenv("QUERN_BOOTSTRAP_KEY");
     if (done) {
         free(done);
+        /* only a new store takes it: a different one now is said, not used */
+        if (given && *given) {
+            char h[65];
+            bool known = false;
+            auth_hash_key(given, h);
+            int rc = key_known(tx, h, &known);
+            if (rc)
+                return rc;
+            b->given_ignored = !known;
+        }
         return 0;
     }
     char ts[RFC3339_LEN];
@@ -175,7 +227,6 @@ static int bootstrap_fn(struct store_tx *tx, void *arg)
     json_decref(prj);
     if (rc && rc != -EEXIST)
         return rc;
-    const char *given = getenv("QUERN_BOOTSTRAP_KEY");
     char *key = given && *given ? xstrdup(given) : auth_new_key();
     char hash[65], kid[ID_LEN];
     auth_hash_key(key, hash);
@@ -202,6 +253,7 @@ static int bootstrap_fn(struct store_tx *tx, void *arg)
 struct settings {
     char *listen, *data, *store_url, *fsync, *config, *secrets_key_file;
     int threads, exec_slots;
+    int lock_fd;   /* DATA/quern.lock, held (flock) while quernd runs; -1 before */
     struct config *cfg;
 };
 
@@ -224,6 +276,79 @@ static void replace(char **field, const char *value)
     *field = xstrdup(value);
 }
 
+static int parse_listen(const char *s, char *host, size_t hn, int *port)
+{
+    const char *c = strrchr(s, ':');
+    if (!c || (size_t)(c - s) >= hn)
+        return -EINVAL;
+    memcpy(host, s, (size_t)(c - s));
+    host[c - s] = 0;
+    if (!strcmp(host, "localhost"))
+        snprintf(host, hn, "127.0.0.1");
+    int64_t p;
+    if (parse_i64(c + 1, &p) || p < 0 || p > 65535)
+        return -EINVAL;
+    *port = (int)p;
+    return 0;
+}
+
+/* Takes DATA/quern.lock (flock, exclusive) for the life of the process: two
+ * quernd on one data directory both recovered, scheduled and swept it, the
+ * second failing the runs the first was running.  The lock is the kernel's,
+ * so a quernd killed with SIGKILL leaves none behind.  Returns the open
+ * descriptor, or -errno with *msg (the caller's to free) saying why. */
+static int lock_data_dir(const char *data, char **msg)
+{
+    struct stat st;
+    if (stat(data, &st)) {
+        int e = errno;
+        *msg = xasprintf("cannot use data directory %s: %s", data, strerror(e));
+        return -e;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        *msg = xasprintf("data directory %s is not a directory", data);
+        return -ENOTDIR;
+    }
+    char *path = xasprintf("%s/quern.lock", data);
+    int rc, fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        rc = -errno;
+        *msg = xasprintf("cannot open %s: %s", path, strerror(-rc));
+        goto out;
+    }
+    rc = flock(fd, LOCK_EX | LOCK_NB) ? -errno : 0;
+    if (rc == -ENOLCK || rc == -EOPNOTSUPP) {
+        /* a file system without locks: run as before the lock existed */
+        log_write(LOG_WARN, "server", NULL, "cannot lock %s (%s): nothing stops a second "
+                  "quernd on this data directory", path, strerror(-rc));
+    } else if (rc == -EWOULDBLOCK) {
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        *msg = xasprintf("data directory %s is in use by another quernd (pid %s holds %s); "
+                         "each quernd needs its own data directory",
+                         data, pid[0] ? pid : "?", path);
+        goto out;
+    } else if (rc) {
+        *msg = xasprintf("cannot lock %s: %s", path, strerror(-rc));
+        goto out;
+    }
+    /* the holder's pid, for the message above; the lock, not this, is the truth */
+    char pid[32];
+    int len = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) || pwrite(fd, pid, (size_t)len, 0) != len)
+        log_write(LOG_WARN, "server", NULL, "cannot write the pid into %s: %s", path,
+                  strerror(errno));
+    rc = fd;
+    fd = -1;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(path);
+    return rc;
+}
+
 /* quern.conf, key by key (documented in contrib/quern.conf). */
 static int conf_setting(void *ctx, const char *section, const char *key, const char *value,
                         char *err, size_t errlen)
@@ -232,15 +357,26 @@ static int conf_setting(void *ctx, const char *section, const char *key, const c
     struct config *c = s->cfg;
     int64_t v;
     if (!strcmp(section, "server")) {
-        if (!strcmp(key, "listen"))
+        char host[64];
+        int port;
+        /* checked here too: the file and line are known only here */
+        if (!strcmp(key, "listen")) {
+            if (parse_listen(value, host, sizeof host, &port)) {
+                snprintf(err, errlen, "listen wants HOST:PORT, not %s", value);
+                return -EINVAL;
+            }
             replace(&s->listen, value);
-        else if (!strcmp(key, "data"))
+        } else if (!strcmp(key, "data"))
             replace(&s->data, value);
         else if (!strcmp(key, "store"))
             replace(&s->store_url, value);
-        else if (!strcmp(key, "fsync"))
+        else if (!strcmp(key, "fsync")) {
+            if (strcmp(value, "always") && strcmp(value, "batch") && strcmp(value, "off")) {
+                snprintf(err, errlen, "fsync must be always, batch or off, not %s", value);
+                return -EINVAL;
+            }
             replace(&s->fsync, value);
-        else if (!strcmp(key, "http_threads")) {
+        } else if (!strcmp(key, "http_threads")) {
             if (set_int(value, 1, 64, &v, err, errlen))
                 return -EINVAL;
             s->threads = (int)v;
@@ -315,20 +451,17 @@ unknown:
     return -EINVAL;
 }
 
-static int parse_listen(const char *s, char *host, size_t hn, int *port)
+/* A runtime whose interpreter (or a read-only path) is missing fails every
+ * run with runtime_unavailable: said once at start, where the operator
+ * who wrote quern.conf looks, not only on each run. */
+static void warn_unavailable(void *ctx, const struct runtime *rt)
 {
-    const char *c = strrchr(s, ':');
-    if (!c || (size_t)(c - s) >= hn)
-        return -EINVAL;
-    memcpy(host, s, (size_t)(c - s));
-    host[c - s] = 0;
-    if (!strcmp(host, "localhost"))
-        snprintf(host, hn, "127.0.0.1");
-    int64_t p;
-    if (parse_i64(c + 1, &p) || p < 0 || p > 65535)
-        return -EINVAL;
-    *port = (int)p;
-    return 0;
+    (void)ctx;
+    if (!runtime_available(rt))
+        log_write(LOG_WARN, "exec",
+                  json_pack("{s:s, s:s}", "runtime", rt->id, "interpreter", rt->interpreter),
+                  "runtime %s is unavailable on this node (its interpreter or a path it mounts "
+                  "is missing): its code runs fail with runtime_unavailable", rt->id);
 }
 
 /* Stops what runs in the background (executor, webhooks, scheduler), then
@@ -369,18 +502,28 @@ static int quit(struct settings *cs, struct app *app, int rc)
     free(cs->config);
     free(cs->secrets_key_file);
     cs->listen = cs->data = cs->store_url = cs->fsync = cs->config = cs->secrets_key_file = NULL;
+    if (cs->lock_fd >= 0)
+        close(cs->lock_fd);   /* the lock goes with it */
+    cs->lock_fd = -1;
     return rc;
 }
 
 int main(int argc, char **argv)
 {
-    /* SIGTERM/SIGINT are taken by sigwait in main: block them before any
+    /* SIGTERM/SIGINT/SIGHUP are taken by sigwait in main: block them before any
      * thread exists, so every thread inherits the mask and none is killed */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
+    /* started with stdout (or stdin, stderr) closed, the next file opened
+     * took its number, and the ready line or a log line went into it (the
+     * data directory's lock file): /dev/null holds each closed one */
+    for (int fd = 0; fd <= 2; fd++)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF && open("/dev/null", O_RDWR) != fd)
+            return 1;
     log_init();
     struct app app = {0};
     app.cfg = (struct config){
@@ -396,13 +539,15 @@ int main(int argc, char **argv)
         .retention_ms = 30LL * 86400 * 1000,
         .retention_every_ms = 3600000,
     };
-    struct settings cs = {.threads = 4, .exec_slots = 0, .cfg = &app.cfg};
+    struct settings cs = {.threads = 4, .exec_slots = 0, .lock_fd = -1, .cfg = &app.cfg};
     cs.listen = xstrdup("127.0.0.1:7070");
     cs.data = xstrdup("./quern-data");
     cs.fsync = xstrdup("always");
     /* command line first, applied last: remember it */
     const char *arg_listen = NULL, *arg_data = NULL, *arg_store = NULL, *arg_fsync = NULL;
     const char *arg_config = getenv("QUERN_CONFIG");
+    if (arg_config && !*arg_config)
+        arg_config = NULL;   /* QUERN_CONFIG= is unset, as QUERN_BOOTSTRAP_KEY= is */
     int arg_threads = 0, arg_slots = INT32_MIN;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -466,26 +611,30 @@ int main(int argc, char **argv)
     app.cfg.drain_grace_ms = 10000;
     /* a value that is set must be right: ignoring it ran with a default the
      * operator did not mean */
+    /* the largest values are quern.conf's: above them now + value overflowed
+     * (a lease or a timeout that ended before it began) */
     static const struct {
         const char *name;
-        int64_t min;
+        int64_t min, max;
         size_t off;
     } envs[] = {
-        {"DEFAULT_TASK_TIMEOUT_MS", 1, offsetof(struct config, default_timeout_ms)},
-        {"MAX_TASK_TIMEOUT_MS", 1, offsetof(struct config, max_timeout_ms)},
-        {"QUERN_LEASE_MS", 1, offsetof(struct config, lease_ms)},
-        {"QUERN_RETENTION_MS", 0, offsetof(struct config, retention_ms)},
-        {"QUERN_RETENTION_EVERY_MS", 1000, offsetof(struct config, retention_every_ms)},
-        {"QUERN_BLOB_GRACE_MS", 0, offsetof(struct config, blob_grace_ms)},
-        {"QUERN_DRAIN_GRACE_MS", 0, offsetof(struct config, drain_grace_ms)},
-        {"QUERN_HTTP_IDLE_TIMEOUT_MS", 1000, offsetof(struct config, http_idle_timeout_ms)},
+        {"DEFAULT_TASK_TIMEOUT_MS", 1, 86400000, offsetof(struct config, default_timeout_ms)},
+        {"MAX_TASK_TIMEOUT_MS", 1, 7 * 86400000LL, offsetof(struct config, max_timeout_ms)},
+        {"QUERN_LEASE_MS", 1, 86400000, offsetof(struct config, lease_ms)},
+        {"QUERN_RETENTION_MS", 0, 100LL * 365 * 86400000, offsetof(struct config, retention_ms)},
+        {"QUERN_RETENTION_EVERY_MS", 1000, 86400000,
+         offsetof(struct config, retention_every_ms)},
+        {"QUERN_BLOB_GRACE_MS", 0, 100LL * 365 * 86400000, offsetof(struct config, blob_grace_ms)},
+        {"QUERN_DRAIN_GRACE_MS", 0, 86400000, offsetof(struct config, drain_grace_ms)},
+        {"QUERN_HTTP_IDLE_TIMEOUT_MS", 1000, 86400000,
+         offsetof(struct config, http_idle_timeout_ms)},
     };
     for (size_t k = 0; k < ARRAY_LEN(envs); k++) {
         if (!(e = getenv(envs[k].name)))
             continue;
-        if (parse_i64(e, &ev) || ev < envs[k].min) {
-            fprintf(stderr, "quernd: %s=%s: must be an integer of at least %lld (milliseconds)\n",
-                    envs[k].name, e, (long long)envs[k].min);
+        if (parse_i64(e, &ev) || ev < envs[k].min || ev > envs[k].max) {
+            fprintf(stderr, "quernd: %s=%s: must be an integer from %lld to %lld (milliseconds)\n",
+                    envs[k].name, e, (long long)envs[k].min, (long long)envs[k].max);
             return quit(&cs, &app, 2);
         }
         *(int64_t *)((char *)&app.cfg + envs[k].off) = ev;
@@ -506,6 +655,12 @@ int main(int argc, char **argv)
             return quit(&cs, &app, 2);
         }
         *(int64_t *)((char *)&app.cfg + rates[k].off) = ev;
+    }
+    const char *problem;
+    if ((e = getenv("QUERN_BOOTSTRAP_KEY")) && *e && (problem = bootstrap_key_problem(e))) {
+        /* the value itself is never printed: it is a secret */
+        fprintf(stderr, "quernd: QUERN_BOOTSTRAP_KEY %s\n", problem);
+        return quit(&cs, &app, 2);
     }
     if ((e = getenv("QUERN_LOG_FORMAT")) && strcmp(e, "json") && strcmp(e, "text")) {
         fprintf(stderr, "quernd: QUERN_LOG_FORMAT=%s: must be json or text\n", e);
@@ -538,6 +693,16 @@ int main(int argc, char **argv)
         fprintf(stderr, "quernd: --listen wants HOST:PORT, not %s\n", listen);
         return quit(&cs, &app, 2);
     }
+    /* the address is checked before the store is opened: an address that
+     * failed only at the end left a new store bootstrapped with a root key
+     * nobody was shown */
+    char *listen_err = NULL;
+    int rc = http_check_listen(host, port, &listen_err);
+    if (rc) {
+        fprintf(stderr, "quernd: %s\n", listen_err);
+        free(listen_err);
+        return quit(&cs, &app, rc == -EINVAL ? 2 : 1);
+    }
     if (!strcmp(cs.fsync, "always"))
         app.cfg.fsync = STORE_FSYNC_ALWAYS;
     else if (!strcmp(cs.fsync, "batch"))
@@ -559,6 +724,13 @@ int main(int argc, char **argv)
 
     if (mkdir(data, 0700) && errno != EEXIST) {
         fprintf(stderr, "quernd: cannot create data directory %s: %s\n", data, strerror(errno));
+        return quit(&cs, &app, 1);
+    }
+    char *lock_msg = NULL;
+    cs.lock_fd = lock_data_dir(data, &lock_msg);
+    if (cs.lock_fd < 0) {
+        fprintf(stderr, "quernd: %s\n", lock_msg);
+        free(lock_msg);
         return quit(&cs, &app, 1);
     }
     /* absolute from here on: the sandbox mounts directories under it */
@@ -588,11 +760,19 @@ int main(int argc, char **argv)
         free(since);
         return quit(&cs, &app, 1);
     }
-    struct boot b = {&app, NULL};
-    int rc = store_write(app.store, bootstrap_fn, &b);
+    struct boot b = {.app = &app};
+    rc = store_write(app.store, bootstrap_fn, &b);
     if (rc) {
         fprintf(stderr, "quernd: bootstrap failed (%d)\n", rc);
         return quit(&cs, &app, 1);
+    }
+    /* shown as soon as it is stored: a start that fails after this point
+     * leaves a bootstrapped store, and a key not shown now never is */
+    if (b.printed_key) {
+        fprintf(stderr, "quernd: created project \"default\" and the root API key (shown once):\n"
+                        "\n    %s\n\n", b.printed_key);
+        free(b.printed_key);
+        b.printed_key = NULL;
     }
     secrets_check_key(&app);
     char *blobdir = xasprintf("%s/blobs", data);
@@ -631,6 +811,7 @@ int main(int argc, char **argv)
             free(err);
             err = NULL;
         } else {
+            runtime_each(warn_unavailable, NULL);
             runner_wake(app.runner);
         }
     }
@@ -650,11 +831,10 @@ int main(int argc, char **argv)
         free(err);
         return quit(&cs, &app, 1);
     }
-    if (b.printed_key) {
-        fprintf(stderr, "quernd: created project \"default\" and the root API key (shown once):\n"
-                        "\n    %s\n\n", b.printed_key);
-        free(b.printed_key);
-    }
+    if (b.given_ignored)
+        log_write(LOG_WARN, "auth", NULL,
+                  "QUERN_BOOTSTRAP_KEY is not a key of this store and is not used: it sets the "
+                  "root key of a new, empty store only (create or rotate keys through the API)");
     int64_t t_listen = mono_ms();
     int64_t depth[4];
     sched_depths(app.sched, depth);
@@ -673,8 +853,13 @@ int main(int argc, char **argv)
     printf("quernd listening on http://%s:%d\n", host, bound);
     fflush(stdout);
 
+    /* SIGHUP (a closed terminal, `systemctl reload`) killed quernd on the
+     * spot, without a drain: nothing is reloaded, so it is logged and let be */
     int sig = 0;
-    sigwait(&set, &sig);
+    while (!sigwait(&set, &sig) && sig == SIGHUP)
+        log_write(LOG_WARN, "server", NULL,
+                  "SIGHUP ignored: quernd does not reload its configuration; restart it "
+                  "(SIGTERM drains) to apply a change");
     log_write(LOG_INFO, "server", NULL, "%s: draining", sig == SIGTERM ? "SIGTERM" : "SIGINT");
     app.draining = true;
     sched_drain(app.sched);

@@ -126,6 +126,20 @@ struct store *store_open(const char *url, const struct store_opts *opts, char **
         return store_pg_backend.open(url, opts, err);
     if (!strncmp(url, "sqlite:", 7))
         url += 7;
+    else if (strstr(url, "://")) {
+        /* mysql://… was opened as a SQLite file of that name; only the
+         * scheme is repeated: the rest may hold a password */
+        size_t scheme = (size_t)(strstr(url, "://") - url);
+        *err = xasprintf("unknown store URL scheme %.*s://: sqlite:PATH or postgres://...",
+                         (int)(scheme < 32 ? scheme : 32), url);
+        return NULL;
+    }
+    /* SQLite's "" and ":memory:" are a private database per connection: the
+     * schema went into one and the reader saw none (quernd aborted) */
+    if (!*url || !strcmp(url, ":memory:")) {
+        *err = xasprintf("store sqlite:%s: a SQLite store needs a file path", url);
+        return NULL;
+    }
     return store_sqlite_backend.open(url, opts, err);
 }
 

@@ -48,7 +48,8 @@ class Server:
         self.port = int(port)
 
     def _spawn(self):
-        env = dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY, **self.env)
+        env = dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY)
+        env.update(self.env)    # may give another QUERN_BOOTSTRAP_KEY
         self.proc = subprocess.Popen(
             [os.path.join(BUILD, "quernd"), "--listen", "127.0.0.1:0", "--data", self.data] + self.extra,
             stdout=subprocess.PIPE, stderr=open(os.path.join(self.data, "stderr.log"), "ab"), env=env)
