@@ -17,7 +17,9 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -314,6 +316,134 @@ static size_t interval_len(const char *s, size_t n)
     return digits && i < n && s[i] == '}' ? i + 1 : 0;
 }
 
+/* ECMA-262's line terminators, which its '.' does not match, and its \s (the
+ * line terminators plus WhiteSpace: tab, VT, FF, space, U+00A0, U+FEFF and
+ * the Zs category), spelled out in UTF-8 for a bracket expression: glibc's
+ * [:space:] has neither U+00A0 nor U+202F and has other characters. */
+#define ECMA_LINE_TERMINATORS "\n\r\xe2\x80\xa8\xe2\x80\xa9"
+#define ECMA_SPACE                                                                              \
+    "\t\v\f \xc2\xa0\xef\xbb\xbf\xe1\x9a\x80\xe2\x80\x80\xe2\x80\x81\xe2\x80\x82\xe2\x80\x83" \
+    "\xe2\x80\x84\xe2\x80\x85\xe2\x80\x86\xe2\x80\x87\xe2\x80\x88\xe2\x80\x89\xe2\x80\x8a"         \
+    "\xe2\x80\xaf\xe2\x81\x9f\xe3\x80\x80" ECMA_LINE_TERMINATORS
+
+/* Patterns are compiled and matched in the C.UTF-8 locale, so that '.', a
+ * negated class and a non-ASCII character in a class each stand for one code
+ * point as in ECMA-262, not for one byte.  The locale object is created once
+ * and never changed; each thread switches to it with uselocale() around
+ * regcomp/regexec only, leaving the process locale alone.  (locale_t)0 when
+ * the C library has no C.UTF-8: patterns then match byte-wise. */
+static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
+static locale_t utf8_loc;
+
+static void utf8_init(void)
+{
+    utf8_loc = newlocale(LC_CTYPE_MASK | LC_COLLATE_MASK, "C.UTF-8", (locale_t)0);
+}
+
+static locale_t utf8_enter(void)
+{
+    pthread_once(&utf8_once, utf8_init);
+    return utf8_loc ? uselocale(utf8_loc) : (locale_t)0;
+}
+
+static void utf8_leave(locale_t old)
+{
+    if (old)
+        uselocale(old);
+}
+
+static int hex_value(const char *s, size_t n, unsigned long *out)
+{
+    unsigned long v = 0;
+    if (n == 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!isxdigit((unsigned char)s[i]) || v > 0x10ffff)
+            return -EINVAL;
+        v = v * 16 + (unsigned long)(isdigit((unsigned char)s[i]) ? s[i] - '0'
+                                                                  : (s[i] | 0x20) - 'a' + 10);
+    }
+    *out = v;
+    return 0;
+}
+
+/* Reads the code point of a \xHH, \uHHHH, \u{H...} escape (or a \uHHHH
+ * surrogate pair) starting at s[*i] == 'x' or 'u'; *i is left on its last
+ * character. */
+static int escape_code_point(const char *s, size_t n, size_t *i, unsigned long *cp, char **err)
+{
+    size_t at = *i, len;
+    if (s[at] == 'x') {
+        len = 2;
+        if (at + len >= n || hex_value(s + at + 1, len, cp) < 0)
+            return pattern_error(err, "\\x needs two hex digits at offset %zu", at);
+        *i = at + len;
+        return 0;
+    }
+    if (at + 1 < n && s[at + 1] == '{') {
+        const char *close = memchr(s + at + 2, '}', n - at - 2);
+        if (!close || hex_value(s + at + 2, (size_t)(close - s - at - 2), cp) < 0 ||
+            *cp > 0x10ffff)
+            return pattern_error(err, "bad \\u{...} escape at offset %zu", at);
+        *i = (size_t)(close - s);
+    } else {
+        if (at + 4 >= n || hex_value(s + at + 1, 4, cp) < 0)
+            return pattern_error(err, "\\u needs four hex digits at offset %zu", at);
+        *i = at + 4;
+        unsigned long lo;
+        if (*cp >= 0xd800 && *cp <= 0xdbff && *i + 6 < n && s[*i + 1] == '\\' &&
+            s[*i + 2] == 'u' && hex_value(s + *i + 3, 4, &lo) == 0 && lo >= 0xdc00 &&
+            lo <= 0xdfff) {
+            *cp = 0x10000 + ((*cp - 0xd800) << 10) + (lo - 0xdc00);
+            *i += 6;
+        }
+    }
+    if (*cp >= 0xd800 && *cp <= 0xdfff)
+        return pattern_error(err, "lone surrogate \\u%04lx at offset %zu", *cp, at);
+    return 0;
+}
+
+/* Writes code point cp as a literal: UTF-8, with the characters special at
+ * that place escaped (outside brackets with a backslash; inside, where POSIX
+ * has no escapes, as a collating symbol such as [.].]). */
+static int put_literal(struct buf *o, unsigned long cp, bool in_class, char **err)
+{
+    char u[4];
+    size_t len;
+    if (cp == 0)
+        return pattern_error(err, "a NUL character cannot be matched (POSIX ERE)");
+    if (cp < 0x80) {
+        char c = (char)cp;
+        if (in_class && strchr("]^-[", c)) {
+            buf_printf(o, "[.%c.]", c);
+        } else if (!in_class && strchr("^$\\.*+?()[]{}|", c)) {
+            buf_append(o, "\\", 1);
+            buf_append(o, &c, 1);
+        } else {
+            buf_append(o, &c, 1);
+        }
+        return 0;
+    }
+    if (cp < 0x800) {
+        u[0] = (char)(0xc0 | (cp >> 6));
+        u[1] = (char)(0x80 | (cp & 0x3f));
+        len = 2;
+    } else if (cp < 0x10000) {
+        u[0] = (char)(0xe0 | (cp >> 12));
+        u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        u[2] = (char)(0x80 | (cp & 0x3f));
+        len = 3;
+    } else {
+        u[0] = (char)(0xf0 | (cp >> 18));
+        u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+        u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        u[3] = (char)(0x80 | (cp & 0x3f));
+        len = 4;
+    }
+    buf_append(o, u, len);
+    return 0;
+}
+
 static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
 {
     bool in_class = false;
@@ -359,33 +489,36 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
             switch (e) {
             case 'd': rep = in_class ? "0-9" : "[0-9]"; break;
             case 'w': rep = in_class ? "A-Za-z0-9_" : "[A-Za-z0-9_]"; break;
-            case 's': rep = in_class ? "[:space:]" : "[[:space:]]"; break;
+            case 's': rep = in_class ? ECMA_SPACE : "[" ECMA_SPACE "]"; break;
             case 'D': rep = in_class ? NULL : "[^0-9]"; break;
             case 'W': rep = in_class ? NULL : "[^A-Za-z0-9_]"; break;
-            case 'S': rep = in_class ? NULL : "[^[:space:]]"; break;
-            case 'b': rep = in_class ? NULL : "\\b"; break;
+            case 'S': rep = in_class ? NULL : "[^" ECMA_SPACE "]"; break;
+            case 'b': rep = in_class ? "\b" : "\\b"; break;
             case 'B': rep = in_class ? NULL : "\\B"; break;
             case 't': rep = "\t"; break;
             case 'n': rep = "\n"; break;
             case 'r': rep = "\r"; break;
             case 'f': rep = "\f"; break;
             case 'v': rep = "\v"; break;
+            case 'x':
+            case 'u': {
+                unsigned long cp = 0;
+                int rc = escape_code_point(s, n, &i, &cp, err);
+                if (rc < 0)
+                    return rc;
+                rc = put_literal(o, cp, in_class, err);
+                if (rc < 0)
+                    return rc;
+                continue;
+            }
             default:
                 if (e && strchr("^$\\.*+?()[]{}|/-", e)) {
-                    if (in_class) {
-                        /* Bracket expressions have no escapes in POSIX. */
-                        if (strchr("]^-[", e))
-                            return pattern_error(err,
-                                                 "escaped '%c' inside [...] is not supported "
-                                                 "(POSIX ERE: put ']' first, '-' last)",
-                                                 e);
-                        buf_append(o, &e, 1);
-                    } else if (e == '/' || e == '-') {
-                        buf_append(o, &e, 1);
-                    } else {
-                        buf_append(o, "\\", 1);
-                        buf_append(o, &e, 1);
-                    }
+                    /* Bracket expressions have no escapes in POSIX:
+                     * put_literal spells ']' '^' '-' '[' there as
+                     * collating symbols ([.].]). */
+                    int rc = put_literal(o, (unsigned char)e, in_class, err);
+                    if (rc < 0)
+                        return rc;
                     continue;
                 }
             }
@@ -420,8 +553,27 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
                 buf_append(o, "^", 1);
                 i++;
             }
-            if (i + 1 < n && s[i + 1] == ']')
-                return pattern_error(err, "empty character class [] is not supported");
+            if (i + 1 < n && s[i + 1] == ']') {
+                if (o->data[o->len - 1] != '^')
+                    return pattern_error(err, "empty character class [] is not supported");
+                /* ECMA's [^] is any character, line terminators too */
+                path_trunc(o, o->len - 2);
+                buf_puts(o, "([^\n]|\n)");
+                in_class = false;
+                i++;
+            }
+            continue;
+        }
+        /* ECMA's '.' is any code point but a line terminator (POSIX's is
+         * any at all), and without the m flag '^' and '$' anchor at the
+         * ends of the string only: glibc's '^' inside "^.*(P)" also matches
+         * after a newline, so they become GNU's buffer anchors. */
+        if (c == '.') {
+            buf_puts(o, "[^" ECMA_LINE_TERMINATORS "]");
+            continue;
+        }
+        if (c == '^' || c == '$') {
+            buf_puts(o, c == '^' ? "\\`" : "\\'");
             continue;
         }
         if (c == '(' && i + 1 < n && s[i + 1] == '?') {
@@ -547,7 +699,9 @@ static int compile_pattern(const json_t *pat, regex_t *re, char **err)
     rc = pattern_cost(b.data, err);
     if (rc < 0)
         goto out;
+    locale_t old = utf8_enter();
     rc = regcomp(re, b.data, REG_EXTENDED | REG_NOSUB);
+    utf8_leave(old);
     if (rc != 0) {
         char e[128];
         regerror(rc, re, e, sizeof(e));
@@ -927,7 +1081,10 @@ static int validate_string(struct vctx *v, const json_t *s, const json_t *inst)
         if (over_budget(v, 1 + (long)(n / 64)))
             return vfatal(v, "validation takes too much work (over %ld steps)",
                           JSONSCHEMA_MAX_STEPS);
-        if (regexec(re, str, 1, m, REG_STARTEND) != 0) {
+        locale_t old = utf8_enter();
+        int nomatch = regexec(re, str, 1, m, REG_STARTEND);
+        utf8_leave(old);
+        if (nomatch) {
             char *q = quote(kw);
             int rc = vfail(v, "does not match pattern %s", q);
             free(q);
