@@ -752,6 +752,25 @@ static int check_schema_array(struct cctx *c, const json_t *v, int depth)
     return 0;
 }
 
+/* Keywords of JSON Schema 2020-12 (and of drafts before it) that constrain
+ * an instance but that this validator does not implement.  Ignoring them, as
+ * unknown annotations are ignored, would accept instances the schema's
+ * author meant to refuse, so jsonschema_check refuses them instead. */
+static bool unsupported_assertion(const char *k)
+{
+    static const char *const kws[] = {
+        "prefixItems",       "additionalItems",       "contains",         "minContains",
+        "maxContains",       "uniqueItems",           "unevaluatedItems", "multipleOf",
+        "minProperties",     "maxProperties",         "patternProperties", "propertyNames",
+        "dependentRequired", "dependentSchemas",      "dependencies",     "unevaluatedProperties",
+        "not",               "if",                    "then",             "else",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(kws); i++)
+        if (strcmp(k, kws[i]) == 0)
+            return true;
+    return false;
+}
+
 /* Checks one keyword's value; c->path already ends with the keyword. */
 static int check_keyword(struct cctx *c, const char *k, const json_t *v, int depth)
 {
@@ -816,8 +835,12 @@ static int check_keyword(struct cctx *c, const char *k, const json_t *v, int dep
         regfree(&re);
     } else if (strcmp(k, "allOf") == 0 || strcmp(k, "anyOf") == 0 || strcmp(k, "oneOf") == 0) {
         return check_schema_array(c, v, depth);
-    } else if (strcmp(k, "$ref") == 0 || strcmp(k, "$dynamicRef") == 0) {
+    } else if (strcmp(k, "$ref") == 0 || strcmp(k, "$dynamicRef") == 0 ||
+               strcmp(k, "$recursiveRef") == 0) {
         return cfail(c, "is not supported; write the subschema inline");
+    } else if (unsupported_assertion(k)) {
+        return cfail(c, "is not supported (quern validates a subset of JSON Schema 2020-12; "
+                        "see docs/API.md)");
     }
     return 0;
 }

@@ -449,6 +449,14 @@ TEST(check_rejects_bad_schemas)
         {"{\"anyOf\":[{\"properties\":{\"q\":{\"minimum\":\"0\"}}}]}",
          "anyOf[0].properties.q.minimum: must be a number"},
         {"{\"$ref\":\"#/$defs/a\"}", "$ref: is not supported"},
+        /* assertions outside the subset would otherwise accept everything */
+        {"{\"prefixItems\":[{\"type\":\"string\"}]}", "prefixItems: is not supported"},
+        {"{\"uniqueItems\":true}", "uniqueItems: is not supported"},
+        {"{\"multipleOf\":2}", "multipleOf: is not supported"},
+        {"{\"items\":{\"not\":{\"type\":\"null\"}}}", "items.not: is not supported"},
+        {"{\"properties\":{\"if\":{\"patternProperties\":{}}}}",
+         "properties.if.patternProperties: is not supported"},
+        {"{\"anyOf\":[{\"minProperties\":1}]}", "anyOf[0].minProperties: is not supported"},
         {"{\"properties\":{\"n\":{\"$ref\":\"#\"}}}", "properties.n.$ref: is not supported"},
     };
     for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
