@@ -444,16 +444,152 @@ static int put_literal(struct buf *o, unsigned long cp, bool in_class, char **er
     return 0;
 }
 
+/* Reads one UTF-8 code point at s[*i] (the pattern is valid UTF-8: jansson
+ * checked it), leaving *i on its last byte. */
+static unsigned long utf8_next(const char *s, size_t n, size_t *i)
+{
+    const unsigned char *u = (const unsigned char *)s + *i;
+    size_t len = u[0] < 0x80 ? 1 : u[0] < 0xe0 ? 2 : u[0] < 0xf0 ? 3 : 4;
+    if (*i + len > n)
+        len = 1;
+    unsigned long cp = len == 1 ? u[0] : u[0] & (0x7f >> len);
+    for (size_t k = 1; k < len; k++)
+        cp = cp << 6 | (u[k] & 0x3f);
+    *i += len - 1;
+    return cp;
+}
+
+/* glibc cannot compile a range with a non-ASCII end in the C.UTF-8 locale
+ * (regcomp: "Invalid collation character"), so such a range is written out
+ * as the list of its code points, at most this many per pattern. */
+#define PATTERN_MAX_CLASS_LIST 4096
+
+/* One element of a bracket expression at s[*i]: a character (returns 1 with
+ * *cp, written by the caller, which may make it a range's end) or a set such
+ * as \d or [:alpha:] (written to o here; returns 0).  *i is left on the
+ * element's last character. */
+static int class_element(const char *s, size_t n, size_t *i, unsigned long *cp, struct buf *o,
+                         char **err)
+{
+    if (s[*i] == '[' && *i + 1 < n && strchr(":.=", s[*i + 1]) && s[*i + 1]) {
+        /* [:alpha:], [.x.], [=e=]: copy through the closing "X]". */
+        char d = s[*i + 1];
+        size_t j = *i + 2;
+        while (j + 1 < n && !(s[j] == d && s[j + 1] == ']'))
+            j++;
+        if (j + 1 >= n)
+            return pattern_error(err, "unterminated [%c inside [...]", d);
+        buf_append(o, s + *i, j + 2 - *i);
+        *i = j + 1;
+        return 0;
+    }
+    if (s[*i] != '\\') {
+        *cp = utf8_next(s, n, i);
+        return 1;
+    }
+    if (*i + 1 == n)
+        return pattern_error(err, "ends with a lone backslash");
+    char e = s[++*i];
+    switch (e) {
+    case 'd': buf_puts(o, "0-9"); return 0;
+    case 'w': buf_puts(o, "A-Za-z0-9_"); return 0;
+    case 's': buf_puts(o, ECMA_SPACE); return 0;
+    case 'b': *cp = '\b'; return 1;
+    case 't': *cp = '\t'; return 1;
+    case 'n': *cp = '\n'; return 1;
+    case 'r': *cp = '\r'; return 1;
+    case 'f': *cp = '\f'; return 1;
+    case 'v': *cp = '\v'; return 1;
+    case 'x':
+    case 'u': {
+        int rc = escape_code_point(s, n, i, cp, err);
+        return rc < 0 ? rc : 1;
+    }
+    default:
+        if (e && strchr("^$\\.*+?()[]{}|/-", e)) {
+            *cp = (unsigned char)e;
+            return 1;
+        }
+    }
+    return pattern_error(err, "unsupported escape \\%c inside [...] (patterns are POSIX ERE)", e);
+}
+
+/* Writes the range lo-hi of a bracket expression (see PATTERN_MAX_CLASS_LIST). */
+static int put_range(struct buf *o, unsigned long lo, unsigned long hi, long *listed, char **err)
+{
+    int rc;
+    if (lo == 0 && hi > 0)
+        lo = 1; /* NUL: no string quern is given holds one, and regcomp cannot */
+    if (lo < 0x80) {
+        unsigned long top = hi < 0x80 ? hi : 0x7f;
+        if ((rc = put_literal(o, lo, true, err)) < 0)
+            return rc;
+        buf_puts(o, "-");
+        if ((rc = put_literal(o, top, true, err)) < 0)
+            return rc;
+        lo = 0x80;
+    }
+    for (unsigned long cp = lo; cp <= hi; cp++) {
+        if (cp >= 0xd800 && cp <= 0xdfff)
+            continue;
+        if (++*listed > PATTERN_MAX_CLASS_LIST)
+            return pattern_error(err, "ranges with non-ASCII ends span more than %d characters",
+                                 PATTERN_MAX_CLASS_LIST);
+        if ((rc = put_literal(o, cp, true, err)) < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Translates the body of a bracket expression, from s[*i] (just after "[" or
+ * "[^") through its "]", where *i is left. */
+static int translate_class(const char *s, size_t n, size_t *i, struct buf *o, long *listed,
+                           char **err)
+{
+    for (; *i < n; ++*i) {
+        unsigned long lo = 0, hi = 0;
+        int rc;
+        if (s[*i] == ']') {
+            buf_puts(o, "]");
+            return 0;
+        }
+        if ((rc = class_element(s, n, i, &lo, o, err)) < 0)
+            return rc;
+        bool dash = *i + 2 < n && s[*i + 1] == '-' && s[*i + 2] != ']';
+        if (rc == 0 && dash)
+            return pattern_error(err, "a range in [...] cannot start at a class like \\d");
+        if (rc == 0)
+            continue;
+        if (!dash) {
+            if ((rc = put_literal(o, lo, true, err)) < 0)
+                return rc;
+            continue;
+        }
+        size_t j = *i + 2;
+        if ((rc = class_element(s, n, &j, &hi, o, err)) < 0)
+            return rc;
+        if (rc == 0) {
+            return pattern_error(err, "a range in [...] cannot end at a class like \\d");
+        } else if (hi < lo) {
+            return pattern_error(err, "range out of order in [...] at offset %zu", *i);
+        } else if ((rc = put_range(o, lo, hi, listed, err)) < 0) {
+            return rc;
+        }
+        *i = j;
+    }
+    return pattern_error(err, "unterminated [...]");
+}
+
 static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
 {
-    bool in_class = false;
+    long listed = 0;
     /* what the last thing copied was: a quantifier, or a lazy marker after
      * one (ECMA "a+?": the same strings match, so the '?' is dropped; POSIX
      * would read it as a second quantifier) */
     enum { Q_NONE, Q_QUANT, Q_LAZY } q = Q_NONE;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!in_class && c != '\\') {
+        if (c != '\\') {
             size_t ilen = c == '{' ? interval_len(s + i, n - i) : 0;
             bool quant = c == '*' || c == '+' || c == '?' || ilen;
             if (quant && q == Q_QUANT && c == '?') {
@@ -487,14 +623,14 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
             char e = s[++i];
             const char *rep = NULL;
             switch (e) {
-            case 'd': rep = in_class ? "0-9" : "[0-9]"; break;
-            case 'w': rep = in_class ? "A-Za-z0-9_" : "[A-Za-z0-9_]"; break;
-            case 's': rep = in_class ? ECMA_SPACE : "[" ECMA_SPACE "]"; break;
-            case 'D': rep = in_class ? NULL : "[^0-9]"; break;
-            case 'W': rep = in_class ? NULL : "[^A-Za-z0-9_]"; break;
-            case 'S': rep = in_class ? NULL : "[^" ECMA_SPACE "]"; break;
-            case 'b': rep = in_class ? "\b" : "\\b"; break;
-            case 'B': rep = in_class ? NULL : "\\B"; break;
+            case 'd': rep = "[0-9]"; break;
+            case 'w': rep = "[A-Za-z0-9_]"; break;
+            case 's': rep = "[" ECMA_SPACE "]"; break;
+            case 'D': rep = "[^0-9]"; break;
+            case 'W': rep = "[^A-Za-z0-9_]"; break;
+            case 'S': rep = "[^" ECMA_SPACE "]"; break;
+            case 'b': rep = "\\b"; break;
+            case 'B': rep = "\\B"; break;
             case 't': rep = "\t"; break;
             case 'n': rep = "\n"; break;
             case 'r': rep = "\r"; break;
@@ -506,62 +642,38 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
                 int rc = escape_code_point(s, n, &i, &cp, err);
                 if (rc < 0)
                     return rc;
-                rc = put_literal(o, cp, in_class, err);
+                rc = put_literal(o, cp, false, err);
                 if (rc < 0)
                     return rc;
                 continue;
             }
             default:
                 if (e && strchr("^$\\.*+?()[]{}|/-", e)) {
-                    /* Bracket expressions have no escapes in POSIX:
-                     * put_literal spells ']' '^' '-' '[' there as
-                     * collating symbols ([.].]). */
-                    int rc = put_literal(o, (unsigned char)e, in_class, err);
+                    int rc = put_literal(o, (unsigned char)e, false, err);
                     if (rc < 0)
                         return rc;
                     continue;
                 }
             }
             if (!rep)
-                return pattern_error(err, "unsupported escape \\%c%s (patterns are POSIX ERE)", e,
-                                     in_class ? " inside [...]" : "");
+                return pattern_error(err, "unsupported escape \\%c (patterns are POSIX ERE)", e);
             buf_puts(o, rep);
             continue;
         }
-        if (in_class) {
-            if (c == '[' && i + 1 < n && s[i + 1] && strchr(":.=", s[i + 1])) {
-                /* [:alpha:], [.x.], [=e=]: copy through the closing "X]". */
-                char d = s[i + 1];
-                size_t j = i + 2;
-                while (j + 1 < n && !(s[j] == d && s[j + 1] == ']'))
-                    j++;
-                if (j + 1 >= n)
-                    return pattern_error(err, "unterminated [%c inside [...]", d);
-                buf_append(o, s + i, j + 2 - i);
-                i = j + 1;
-                continue;
-            }
-            if (c == ']')
-                in_class = false;
-            buf_append(o, &c, 1);
-            continue;
-        }
         if (c == '[') {
-            in_class = true;
-            buf_append(o, "[", 1);
-            if (i + 1 < n && s[i + 1] == '^') {
-                buf_append(o, "^", 1);
-                i++;
-            }
-            if (i + 1 < n && s[i + 1] == ']') {
-                if (o->data[o->len - 1] != '^')
+            bool neg = i + 1 < n && s[i + 1] == '^';
+            i += neg ? 2 : 1;
+            if (i < n && s[i] == ']') {
+                if (!neg)
                     return pattern_error(err, "empty character class [] is not supported");
                 /* ECMA's [^] is any character, line terminators too */
-                path_trunc(o, o->len - 2);
                 buf_puts(o, "([^\n]|\n)");
-                in_class = false;
-                i++;
+                continue;
             }
+            buf_puts(o, neg ? "[^" : "[");
+            int rc = translate_class(s, n, &i, o, &listed, err);
+            if (rc < 0)
+                return rc;
             continue;
         }
         /* ECMA's '.' is any code point but a line terminator (POSIX's is
