@@ -11,23 +11,38 @@
  *   minItems, maxItems, allOf, anyOf, oneOf, and the boolean schemas
  *   true/false wherever a subschema may appear.
  *
- * Other keywords (title, description, default, format, $schema, ...) are
- * ignored, except "$ref" and "$dynamicRef", which jsonschema_check refuses
- * rather than silently accepting everything where they stand.
+ * Annotations and unknown keywords (title, description, default, format,
+ * $schema, $defs, x-..., ...) are ignored.  jsonschema_check refuses "$ref"
+ * and "$dynamicRef", and the 2020-12 keywords that constrain instances but
+ * are not implemented (prefixItems, uniqueItems, multipleOf, not, if/then/
+ * else, patternProperties, propertyNames, min/maxProperties, contains,
+ * dependent*, unevaluated*), rather than silently accepting everything where
+ * they stand; jsonschema_validate ignores them (schemas stored before keep
+ * their behaviour).
  *
- * pattern is NOT ECMA-262: it is compiled as a POSIX extended regular
- * expression (glibc regcomp, REG_EXTENDED), searched unanchored as JSON
- * Schema requires, and matched byte-wise.  Before compiling, the common
- * ECMA-262 spellings are translated: \d \w \s (and \D \W \S outside
- * brackets), (?:...), \t \n \r \f \v and escaped punctuation.  Backreferences,
- * lookaround, \uXXXX and other escapes are refused by jsonschema_check.
- * Lazy quantifiers are read as greedy (the same strings match), a brace that
- * is not a quantifier is a literal, a quantifier after a quantifier is
- * refused (as in ECMA-262), and so is a pattern whose repetitions would make
- * regcomp's automaton huge: a bound over 1000, or more than 4000 states with
- * nesting multiplying (see pattern_cost in jsonschema.c).  The search is
- * compiled as "^.*(P)": the same strings match, in one scan of the string
- * (regexec's own unanchored search restarts at every position).
+ * pattern is ECMA-262 (the u flag) as far as POSIX ERE can express it: it is
+ * translated, compiled with glibc regcomp (REG_EXTENDED) and matched in the
+ * C.UTF-8 locale, so '.', [^...] and non-ASCII characters are code points,
+ * searched unanchored as JSON Schema requires.  '.' excludes the line
+ * terminators, '^' and '$' anchor at the string's ends only, \d \w are
+ * ASCII, \s \S are ECMA's Unicode set, \xHH \uHHHH \u{H...}, (?:...),
+ * \t \n \r \f \v, [\b], [^] and escaped punctuation (inside [...] too) are
+ * translated.  A range in [...] with a non-ASCII end is written out as its
+ * code points (glibc cannot compile one in C.UTF-8), at most 4096 a pattern.
+ * Backreferences, lookaround, named groups, \p{...}, \c, \0, lone
+ * surrogates and a class escape as a range end are refused.  Unlike ECMA's
+ * u mode, a brace or ']' that is not syntax is a literal and [:alpha:]-style
+ * classes are accepted; \b takes non-ASCII letters as word characters.
+ * Lazy quantifiers are read as greedy (the same strings match), a quantifier
+ * after a quantifier is refused (as in ECMA-262), and so is a pattern whose
+ * repetitions would make regcomp's automaton huge: a bound over 1000, or
+ * more than 4000 states with nesting multiplying (see pattern_cost in
+ * jsonschema.c).  The search is compiled as "^.*(P)": the same strings
+ * match, in one scan of the string (regexec's own unanchored search
+ * restarts at every position).
+ *
+ * Numbers are compared exactly: integers past 2^53 are not rounded to
+ * doubles (9007199254740993 > 9007199254740992).
  *
  * Nesting deeper than JSONSCHEMA_MAX_DEPTH subschemas is an error, one
  * validation does at most JSONSCHEMA_MAX_STEPS units of work (about one per
