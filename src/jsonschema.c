@@ -9,8 +9,9 @@
  * anyOf/oneOf nested a few dozen levels deep would otherwise take exponential
  * time.  Hitting a limit is a failure that anyOf/oneOf do not swallow.
  *
- * No globals: every call keeps its state (path buffer, first error, compiled
- * patterns) in a context on its own stack, so any thread may call in.
+ * No mutable globals (the C locale object patterns run in is made once):
+ * every call keeps its state (path buffer, first error, compiled patterns) in
+ * a context on its own stack, so any thread may call in.
  */
 #include "jsonschema.h"
 
@@ -316,37 +317,252 @@ static size_t interval_len(const char *s, size_t n)
     return digits && i < n && s[i] == '}' ? i + 1 : 0;
 }
 
-/* ECMA-262's line terminators, which its '.' does not match, and its \s (the
- * line terminators plus WhiteSpace: tab, VT, FF, space, U+00A0, U+FEFF and
- * the Zs category), spelled out in UTF-8 for a bracket expression: glibc's
- * [:space:] has neither U+00A0 nor U+202F and has other characters. */
-#define ECMA_LINE_TERMINATORS "\n\r\xe2\x80\xa8\xe2\x80\xa9"
-#define ECMA_SPACE                                                                              \
-    "\t\v\f \xc2\xa0\xef\xbb\xbf\xe1\x9a\x80\xe2\x80\x80\xe2\x80\x81\xe2\x80\x82\xe2\x80\x83" \
-    "\xe2\x80\x84\xe2\x80\x85\xe2\x80\x86\xe2\x80\x87\xe2\x80\x88\xe2\x80\x89\xe2\x80\x8a"         \
-    "\xe2\x80\xaf\xe2\x81\x9f\xe3\x80\x80" ECMA_LINE_TERMINATORS
+/* ---- code points in a byte-wise regex ------------------------------------------ *
+ *
+ * glibc's regcomp matches in the locale's encoding, and in a UTF-8 locale its
+ * matcher stops caching states for multibyte brackets: "^.{1,1000}$" on 900
+ * non-ASCII characters took 38 s and 6 GB.  So patterns run byte-wise in the
+ * C locale, and the translation makes every ECMA-262 atom match one whole
+ * code point of the (valid UTF-8) string: a non-ASCII character becomes the
+ * group of its bytes, and '.', negated classes, \D \W \s \S and classes with
+ * non-ASCII members become alternations of UTF-8 byte sequences.  No atom
+ * the translation emits can start on a continuation byte, so a match never
+ * begins or resumes inside a character. */
 
-/* Patterns are compiled and matched in the C.UTF-8 locale, so that '.', a
- * negated class and a non-ASCII character in a class each stand for one code
- * point as in ECMA-262, not for one byte.  The locale object is created once
- * and never changed; each thread switches to it with uselocale() around
- * regcomp/regexec only, leaving the process locale alone.  (locale_t)0 when
- * the C library has no C.UTF-8: patterns then match byte-wise. */
-static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
-static locale_t utf8_loc;
+/* ECMA-262's \s: WhiteSpace (tab, VT, FF, space, U+00A0, U+FEFF, category
+ * Zs) and LineTerminator (LF, CR, U+2028, U+2029). */
+static const unsigned long ecma_space[] = {
+    0x09,   0x0a,   0x0b,   0x0c,   0x0d,   0x20,   0xa0,   0x1680, 0x2000, 0x2001, 0x2002,
+    0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f,
+    0x205f, 0x3000, 0xfeff,
+};
 
-static void utf8_init(void)
+/* ECMA-262's '.': any code point but a line terminator (\n \r U+2028
+ * U+2029).  "[\xc0-\xff][\x80-\xbf]*" is any multibyte character: in valid
+ * UTF-8 the continuation bytes it may leave unread cannot start another
+ * atom, so it matches as the exact sequences would, with a far smaller
+ * automaton. */
+#define ECMA_DOT                                                                                   \
+    "([\x01-\x09\x0b\x0c\x0e-\x7f]|[\xc0-\xe1\xe3-\xff][\x80-\xbf]*|"                              \
+    "\xe2([\x81-\xbf][\x80-\xbf]|\x80[\x80-\xa7\xaa-\xbf]))"
+
+#define CP_MAX 0x10ffffUL
+
+/* A set of code points: sorted, disjoint intervals once normalised. */
+struct cpset {
+    struct {
+        unsigned long lo, hi;
+    } *r;
+    size_t n, cap;
+};
+
+static void cpset_add(struct cpset *s, unsigned long lo, unsigned long hi)
 {
-    utf8_loc = newlocale(LC_CTYPE_MASK | LC_COLLATE_MASK, "C.UTF-8", (locale_t)0);
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 16;
+        s->r = xrealloc(s->r, s->cap * sizeof(*s->r));
+    }
+    s->r[s->n].lo = lo;
+    s->r[s->n++].hi = hi;
 }
 
-static locale_t utf8_enter(void)
+static int cp_cmp(const void *a, const void *b)
 {
-    pthread_once(&utf8_once, utf8_init);
-    return utf8_loc ? uselocale(utf8_loc) : (locale_t)0;
+    unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+    return x < y ? -1 : x > y;
 }
 
-static void utf8_leave(locale_t old)
+/* Sorts and merges; drops NUL (no string quern is given holds one, and a
+ * regex cannot name it) and the surrogates (not characters in UTF-8). */
+static void cpset_norm(struct cpset *s)
+{
+    size_t m = 0;
+    if (s->n)
+        qsort(s->r, s->n, sizeof(*s->r), cp_cmp);
+    for (size_t i = 0; i < s->n; i++) {
+        if (m && s->r[i].lo <= s->r[m - 1].hi + 1) {
+            if (s->r[i].hi > s->r[m - 1].hi)
+                s->r[m - 1].hi = s->r[i].hi;
+        } else {
+            s->r[m++] = s->r[i];
+        }
+    }
+    s->n = m;
+    struct cpset t = {NULL, 0, 0};
+    for (size_t i = 0; i < s->n; i++) {
+        unsigned long lo = s->r[i].lo ? s->r[i].lo : 1, hi = s->r[i].hi;
+        if (lo <= 0xd7ff || hi >= 0xe000) {
+            if (lo < 0xd800 && hi > 0xdfff) {
+                cpset_add(&t, lo, 0xd7ff);
+                cpset_add(&t, 0xe000, hi);
+            } else {
+                lo = lo >= 0xd800 && lo <= 0xdfff ? 0xe000 : lo;
+                hi = hi >= 0xd800 && hi <= 0xdfff ? 0xd7ff : hi;
+                if (lo <= hi)
+                    cpset_add(&t, lo, hi);
+            }
+        }
+    }
+    free(s->r);
+    *s = t;
+}
+
+/* The complement within 1..U+10FFFF (s normalised; stays normalised). */
+static void cpset_negate(struct cpset *s)
+{
+    struct cpset t = {NULL, 0, 0};
+    unsigned long next = 1;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->r[i].lo > next)
+            cpset_add(&t, next, s->r[i].lo - 1);
+        next = s->r[i].hi + 1;
+    }
+    if (next <= CP_MAX)
+        cpset_add(&t, next, CP_MAX);
+    free(s->r);
+    *s = t;
+    cpset_norm(s);
+}
+
+/* One byte inside a bracket expression, where POSIX has no escapes. */
+static void put_class_byte(struct buf *o, unsigned char b)
+{
+    if (b == ']' || b == '-' || b == '^' || b == '[')
+        buf_printf(o, "[.%c.]", b);
+    else
+        buf_append(o, &b, 1);
+}
+
+static void put_byte_range(struct buf *o, unsigned char lo, unsigned char hi)
+{
+    if (lo == hi && lo >= 0x80) {
+        buf_append(o, &lo, 1); /* a byte >= 0x80 is never special */
+        return;
+    }
+    buf_puts(o, "[");
+    put_class_byte(o, lo);
+    if (hi != lo) {
+        buf_puts(o, "-");
+        put_class_byte(o, hi);
+    }
+    buf_puts(o, "]");
+}
+
+static size_t utf8_encode(unsigned long cp, unsigned char *u)
+{
+    if (cp < 0x80) {
+        u[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        u[0] = (unsigned char)(0xc0 | (cp >> 6));
+        u[1] = (unsigned char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        u[0] = (unsigned char)(0xe0 | (cp >> 12));
+        u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+        u[2] = (unsigned char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    u[0] = (unsigned char)(0xf0 | (cp >> 18));
+    u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+    u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+    u[3] = (unsigned char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* Writes the non-ASCII code points lo..hi as '|'-separated byte sequences,
+ * split (as RE2 and Rust's regex do) until each piece is a product of byte
+ * ranges. */
+static void put_utf8_range(struct buf *o, unsigned long lo, unsigned long hi)
+{
+    static const unsigned long top[] = {0x7ff, 0xffff};
+    for (size_t k = 0; k < ARRAY_LEN(top); k++) {
+        if (lo <= top[k] && hi > top[k]) {
+            put_utf8_range(o, lo, top[k]);
+            put_utf8_range(o, top[k] + 1, hi);
+            return;
+        }
+    }
+    unsigned char a[4], b[4];
+    size_t n = utf8_encode(lo, a);
+    utf8_encode(hi, b);
+    for (size_t i = 1; i < n; i++) {
+        unsigned long m = (1UL << (6 * i)) - 1;
+        if ((lo & ~m) == (hi & ~m))
+            continue;
+        if ((lo & m) != 0) {
+            put_utf8_range(o, lo, lo | m);
+            put_utf8_range(o, (lo | m) + 1, hi);
+            return;
+        }
+        if ((hi & m) != m) {
+            put_utf8_range(o, lo, (hi & ~m) - 1);
+            put_utf8_range(o, hi & ~m, hi);
+            return;
+        }
+    }
+    buf_puts(o, "|");
+    for (size_t i = 0; i < n; i++)
+        put_byte_range(o, a[i], b[i]);
+}
+
+/* Writes a normalised set as one atom: a bracket expression for its ASCII
+ * part, alternated with byte sequences for the rest. */
+static void put_cpset(struct buf *o, const struct cpset *s)
+{
+    size_t mark = o->len;
+    bool ascii = s->n && s->r[0].lo < 0x80;
+    buf_puts(o, "(");
+    if (ascii) {
+        buf_puts(o, "[");
+        for (size_t i = 0; i < s->n && s->r[i].lo < 0x80; i++) {
+            unsigned long hi = s->r[i].hi < 0x80 ? s->r[i].hi : 0x7f;
+            put_class_byte(o, (unsigned char)s->r[i].lo);
+            if (hi != s->r[i].lo) {
+                buf_puts(o, "-");
+                put_class_byte(o, (unsigned char)hi);
+            }
+        }
+        buf_puts(o, "]");
+    }
+    bool all_multibyte = s->n >= 2 && s->r[s->n - 2].lo <= 0x80 && s->r[s->n - 2].hi == 0xd7ff &&
+                         s->r[s->n - 1].lo == 0xe000 && s->r[s->n - 1].hi == CP_MAX;
+    if (all_multibyte) {
+        buf_puts(o, "|[\xc0-\xff][\x80-\xbf]*");
+    } else {
+        for (size_t i = 0; i < s->n; i++)
+            if (s->r[i].hi >= 0x80)
+                put_utf8_range(o, s->r[i].lo < 0x80 ? 0x80 : s->r[i].lo, s->r[i].hi);
+    }
+    if (o->len == mark + 1) {
+        buf_puts(o, "[^\x01-\xff])"); /* empty: matches nothing */
+        return;
+    }
+    if (!ascii) /* drop the '|' after "(" */
+        memmove(o->data + mark + 1, o->data + mark + 2, o->len - mark - 2), path_trunc(o, o->len - 1);
+    buf_puts(o, ")");
+}
+
+/* Patterns are compiled and matched in the C locale (see above), whatever
+ * the process's: the locale object is made once, never changed, and each
+ * thread switches to it with uselocale() around regcomp/regexec only. */
+static pthread_once_t c_once = PTHREAD_ONCE_INIT;
+static locale_t c_loc;
+
+static void c_init(void)
+{
+    c_loc = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+static locale_t c_enter(void)
+{
+    pthread_once(&c_once, c_init);
+    return c_loc ? uselocale(c_loc) : (locale_t)0;
+}
+
+static void c_leave(locale_t old)
 {
     if (old)
         uselocale(old);
@@ -358,7 +574,7 @@ static int hex_value(const char *s, size_t n, unsigned long *out)
     if (n == 0)
         return -EINVAL;
     for (size_t i = 0; i < n; i++) {
-        if (!isxdigit((unsigned char)s[i]) || v > 0x10ffff)
+        if (!isxdigit((unsigned char)s[i]) || v > CP_MAX)
             return -EINVAL;
         v = v * 16 + (unsigned long)(isdigit((unsigned char)s[i]) ? s[i] - '0'
                                                                   : (s[i] | 0x20) - 'a' + 10);
@@ -372,18 +588,16 @@ static int hex_value(const char *s, size_t n, unsigned long *out)
  * character. */
 static int escape_code_point(const char *s, size_t n, size_t *i, unsigned long *cp, char **err)
 {
-    size_t at = *i, len;
+    size_t at = *i;
     if (s[at] == 'x') {
-        len = 2;
-        if (at + len >= n || hex_value(s + at + 1, len, cp) < 0)
+        if (at + 2 >= n || hex_value(s + at + 1, 2, cp) < 0)
             return pattern_error(err, "\\x needs two hex digits at offset %zu", at);
-        *i = at + len;
+        *i = at + 2;
         return 0;
     }
     if (at + 1 < n && s[at + 1] == '{') {
         const char *close = memchr(s + at + 2, '}', n - at - 2);
-        if (!close || hex_value(s + at + 2, (size_t)(close - s - at - 2), cp) < 0 ||
-            *cp > 0x10ffff)
+        if (!close || hex_value(s + at + 2, (size_t)(close - s - at - 2), cp) < 0 || *cp > CP_MAX)
             return pattern_error(err, "bad \\u{...} escape at offset %zu", at);
         *i = (size_t)(close - s);
     } else {
@@ -403,44 +617,24 @@ static int escape_code_point(const char *s, size_t n, size_t *i, unsigned long *
     return 0;
 }
 
-/* Writes code point cp as a literal: UTF-8, with the characters special at
- * that place escaped (outside brackets with a backslash; inside, where POSIX
- * has no escapes, as a collating symbol such as [.].]). */
-static int put_literal(struct buf *o, unsigned long cp, bool in_class, char **err)
+/* Writes code point cp, outside brackets, as a literal atom: an ASCII
+ * character (escaped when special), or the group of a character's bytes. */
+static int put_literal(struct buf *o, unsigned long cp, char **err)
 {
-    char u[4];
-    size_t len;
+    unsigned char u[4];
     if (cp == 0)
         return pattern_error(err, "a NUL character cannot be matched (POSIX ERE)");
     if (cp < 0x80) {
         char c = (char)cp;
-        if (in_class && strchr("]^-[", c)) {
-            buf_printf(o, "[.%c.]", c);
-        } else if (!in_class && strchr("^$\\.*+?()[]{}|", c)) {
+        if (strchr("^$\\.*+?()[]{}|", c))
             buf_append(o, "\\", 1);
-            buf_append(o, &c, 1);
-        } else {
-            buf_append(o, &c, 1);
-        }
+        buf_append(o, &c, 1);
         return 0;
     }
-    if (cp < 0x800) {
-        u[0] = (char)(0xc0 | (cp >> 6));
-        u[1] = (char)(0x80 | (cp & 0x3f));
-        len = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xe0 | (cp >> 12));
-        u[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        u[2] = (char)(0x80 | (cp & 0x3f));
-        len = 3;
-    } else {
-        u[0] = (char)(0xf0 | (cp >> 18));
-        u[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
-        u[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
-        u[3] = (char)(0x80 | (cp & 0x3f));
-        len = 4;
-    }
+    size_t len = utf8_encode(cp, u);
+    buf_puts(o, "(");
     buf_append(o, u, len);
+    buf_puts(o, ")");
     return 0;
 }
 
@@ -459,29 +653,75 @@ static unsigned long utf8_next(const char *s, size_t n, size_t *i)
     return cp;
 }
 
-/* glibc cannot compile a range with a non-ASCII end in the C.UTF-8 locale
- * (regcomp: "Invalid collation character"), so such a range is written out
- * as the list of its code points, at most this many per pattern. */
-#define PATTERN_MAX_CLASS_LIST 4096
+static void add_ascii_class(struct cpset *set, int (*is)(int))
+{
+    for (int c = 1; c < 0x80; c++)
+        if (is(c))
+            cpset_add(set, (unsigned long)c, (unsigned long)c);
+}
+
+/* The POSIX classes, ASCII only (the C locale's). */
+static int add_posix_class(struct cpset *set, const char *name, size_t len)
+{
+    static const struct {
+        const char *name;
+        int (*is)(int);
+    } classes[] = {
+        {"alpha", isalpha}, {"digit", isdigit}, {"alnum", isalnum}, {"upper", isupper},
+        {"lower", islower}, {"space", isspace}, {"punct", ispunct}, {"xdigit", isxdigit},
+        {"cntrl", iscntrl}, {"print", isprint}, {"graph", isgraph}, {"blank", isblank},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(classes); k++) {
+        if (strlen(classes[k].name) == len && memcmp(classes[k].name, name, len) == 0) {
+            add_ascii_class(set, classes[k].is);
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static void add_word(struct cpset *set)
+{
+    cpset_add(set, '0', '9');
+    cpset_add(set, 'A', 'Z');
+    cpset_add(set, '_', '_');
+    cpset_add(set, 'a', 'z');
+}
+
+static void add_space(struct cpset *set)
+{
+    for (size_t k = 0; k < ARRAY_LEN(ecma_space); k++)
+        cpset_add(set, ecma_space[k], ecma_space[k]);
+}
 
 /* One element of a bracket expression at s[*i]: a character (returns 1 with
- * *cp, written by the caller, which may make it a range's end) or a set such
- * as \d or [:alpha:] (written to o here; returns 0).  *i is left on the
- * element's last character. */
-static int class_element(const char *s, size_t n, size_t *i, unsigned long *cp, struct buf *o,
-                         char **err)
+ * *cp, which the caller may make a range's end) or a set such as \d or
+ * [:alpha:] (added to set here; returns 0).  *i is left on the element's
+ * last character. */
+static int class_element(const char *s, size_t n, size_t *i, unsigned long *cp,
+                         struct cpset *set, char **err)
 {
-    if (s[*i] == '[' && *i + 1 < n && strchr(":.=", s[*i + 1]) && s[*i + 1]) {
-        /* [:alpha:], [.x.], [=e=]: copy through the closing "X]". */
+    if (s[*i] == '[' && *i + 1 < n && s[*i + 1] && strchr(":.=", s[*i + 1])) {
+        /* [:alpha:], [.x.], [=x=] */
         char d = s[*i + 1];
         size_t j = *i + 2;
         while (j + 1 < n && !(s[j] == d && s[j + 1] == ']'))
             j++;
         if (j + 1 >= n)
             return pattern_error(err, "unterminated [%c inside [...]", d);
-        buf_append(o, s + *i, j + 2 - *i);
+        size_t start = *i + 2;
         *i = j + 1;
-        return 0;
+        if (d == ':') {
+            if (add_posix_class(set, s + start, j - start) < 0)
+                return pattern_error(err, "unknown class [:%.*s:]", (int)(j - start), s + start);
+            return 0;
+        }
+        size_t k = start;
+        unsigned long c = start < j ? utf8_next(s, n, &k) : 0;
+        if (start == j || k + 1 != j)
+            return pattern_error(err, "[%c...%c] must hold one character", d, d);
+        *cp = c;
+        return 1;
     }
     if (s[*i] != '\\') {
         *cp = utf8_next(s, n, i);
@@ -491,9 +731,9 @@ static int class_element(const char *s, size_t n, size_t *i, unsigned long *cp, 
         return pattern_error(err, "ends with a lone backslash");
     char e = s[++*i];
     switch (e) {
-    case 'd': buf_puts(o, "0-9"); return 0;
-    case 'w': buf_puts(o, "A-Za-z0-9_"); return 0;
-    case 's': buf_puts(o, ECMA_SPACE); return 0;
+    case 'd': cpset_add(set, '0', '9'); return 0;
+    case 'w': add_word(set); return 0;
+    case 's': add_space(set); return 0;
     case 'b': *cp = '\b'; return 1;
     case 't': *cp = '\t'; return 1;
     case 'n': *cp = '\n'; return 1;
@@ -514,75 +754,75 @@ static int class_element(const char *s, size_t n, size_t *i, unsigned long *cp, 
     return pattern_error(err, "unsupported escape \\%c inside [...] (patterns are POSIX ERE)", e);
 }
 
-/* Writes the range lo-hi of a bracket expression (see PATTERN_MAX_CLASS_LIST). */
-static int put_range(struct buf *o, unsigned long lo, unsigned long hi, long *listed, char **err)
-{
-    int rc;
-    if (lo == 0 && hi > 0)
-        lo = 1; /* NUL: no string quern is given holds one, and regcomp cannot */
-    if (lo < 0x80) {
-        unsigned long top = hi < 0x80 ? hi : 0x7f;
-        if ((rc = put_literal(o, lo, true, err)) < 0)
-            return rc;
-        buf_puts(o, "-");
-        if ((rc = put_literal(o, top, true, err)) < 0)
-            return rc;
-        lo = 0x80;
-    }
-    for (unsigned long cp = lo; cp <= hi; cp++) {
-        if (cp >= 0xd800 && cp <= 0xdfff)
-            continue;
-        if (++*listed > PATTERN_MAX_CLASS_LIST)
-            return pattern_error(err, "ranges with non-ASCII ends span more than %d characters",
-                                 PATTERN_MAX_CLASS_LIST);
-        if ((rc = put_literal(o, cp, true, err)) < 0)
-            return rc;
-    }
-    return 0;
-}
-
-/* Translates the body of a bracket expression, from s[*i] (just after "[" or
- * "[^") through its "]", where *i is left. */
-static int translate_class(const char *s, size_t n, size_t *i, struct buf *o, long *listed,
+/* Translates a bracket expression, from s[*i] (just after "[" or "[^")
+ * through its "]", where *i is left. */
+static int translate_class(const char *s, size_t n, size_t *i, bool neg, struct buf *o,
                            char **err)
 {
-    for (; *i < n; ++*i) {
+    struct cpset set = {NULL, 0, 0};
+    int rc = -EINVAL;
+    for (; *i < n && s[*i] != ']'; ++*i) {
         unsigned long lo = 0, hi = 0;
-        int rc;
-        if (s[*i] == ']') {
-            buf_puts(o, "]");
-            return 0;
-        }
-        if ((rc = class_element(s, n, i, &lo, o, err)) < 0)
-            return rc;
+        if ((rc = class_element(s, n, i, &lo, &set, err)) < 0)
+            goto out;
         bool dash = *i + 2 < n && s[*i + 1] == '-' && s[*i + 2] != ']';
-        if (rc == 0 && dash)
-            return pattern_error(err, "a range in [...] cannot start at a class like \\d");
+        if (rc == 0 && dash) {
+            rc = pattern_error(err, "a range in [...] cannot start at a class like \\d");
+            goto out;
+        }
         if (rc == 0)
             continue;
         if (!dash) {
-            if ((rc = put_literal(o, lo, true, err)) < 0)
-                return rc;
+            cpset_add(&set, lo, lo);
             continue;
         }
         size_t j = *i + 2;
-        if ((rc = class_element(s, n, &j, &hi, o, err)) < 0)
-            return rc;
+        if ((rc = class_element(s, n, &j, &hi, &set, err)) < 0)
+            goto out;
         if (rc == 0) {
-            return pattern_error(err, "a range in [...] cannot end at a class like \\d");
-        } else if (hi < lo) {
-            return pattern_error(err, "range out of order in [...] at offset %zu", *i);
-        } else if ((rc = put_range(o, lo, hi, listed, err)) < 0) {
-            return rc;
+            rc = pattern_error(err, "a range in [...] cannot end at a class like \\d");
+            goto out;
         }
+        if (hi < lo) {
+            rc = pattern_error(err, "range out of order in [...] at offset %zu", *i);
+            goto out;
+        }
+        cpset_add(&set, lo, hi);
         *i = j;
     }
-    return pattern_error(err, "unterminated [...]");
+    if (*i >= n) {
+        rc = pattern_error(err, "unterminated [...]");
+        goto out;
+    }
+    cpset_norm(&set);
+    if (neg)
+        cpset_negate(&set);
+    put_cpset(o, &set);
+    rc = 0;
+out:
+    free(set.r);
+    return rc;
+}
+
+/* \D \W \s \S outside brackets, as one atom. */
+static void put_class_escape(struct buf *o, char e)
+{
+    struct cpset set = {NULL, 0, 0};
+    if (e == 'D' || e == 'd')
+        cpset_add(&set, '0', '9');
+    else if (e == 'W' || e == 'w')
+        add_word(&set);
+    else
+        add_space(&set);
+    cpset_norm(&set);
+    if (isupper((unsigned char)e))
+        cpset_negate(&set);
+    put_cpset(o, &set);
+    free(set.r);
 }
 
 static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
 {
-    long listed = 0;
     /* what the last thing copied was: a quantifier, or a lazy marker after
      * one (ECMA "a+?": the same strings match, so the '?' is dropped; POSIX
      * would read it as a second quantifier) */
@@ -625,10 +865,10 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
             switch (e) {
             case 'd': rep = "[0-9]"; break;
             case 'w': rep = "[A-Za-z0-9_]"; break;
-            case 's': rep = "[" ECMA_SPACE "]"; break;
-            case 'D': rep = "[^0-9]"; break;
-            case 'W': rep = "[^A-Za-z0-9_]"; break;
-            case 'S': rep = "[^" ECMA_SPACE "]"; break;
+            case 's':
+            case 'D':
+            case 'W':
+            case 'S': put_class_escape(o, e); continue;
             case 'b': rep = "\\b"; break;
             case 'B': rep = "\\B"; break;
             case 't': rep = "\t"; break;
@@ -642,14 +882,14 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
                 int rc = escape_code_point(s, n, &i, &cp, err);
                 if (rc < 0)
                     return rc;
-                rc = put_literal(o, cp, false, err);
+                rc = put_literal(o, cp, err);
                 if (rc < 0)
                     return rc;
                 continue;
             }
             default:
                 if (e && strchr("^$\\.*+?()[]{}|/-", e)) {
-                    int rc = put_literal(o, (unsigned char)e, false, err);
+                    int rc = put_literal(o, (unsigned char)e, err);
                     if (rc < 0)
                         return rc;
                     continue;
@@ -663,25 +903,19 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
         if (c == '[') {
             bool neg = i + 1 < n && s[i + 1] == '^';
             i += neg ? 2 : 1;
-            if (i < n && s[i] == ']') {
-                if (!neg)
-                    return pattern_error(err, "empty character class [] is not supported");
-                /* ECMA's [^] is any character, line terminators too */
-                buf_puts(o, "([^\n]|\n)");
-                continue;
-            }
-            buf_puts(o, neg ? "[^" : "[");
-            int rc = translate_class(s, n, &i, o, &listed, err);
+            if (i < n && s[i] == ']' && !neg)
+                return pattern_error(err, "empty character class [] is not supported");
+            int rc = translate_class(s, n, &i, neg, o, err);
             if (rc < 0)
                 return rc;
             continue;
         }
         /* ECMA's '.' is any code point but a line terminator (POSIX's is
-         * any at all), and without the m flag '^' and '$' anchor at the
-         * ends of the string only: glibc's '^' inside "^.*(P)" also matches
-         * after a newline, so they become GNU's buffer anchors. */
+         * any byte), and without the m flag '^' and '$' anchor at the ends
+         * of the string only: glibc's '^' inside "^.*(P)" also matches after
+         * a newline, so they become GNU's buffer anchors. */
         if (c == '.') {
-            buf_puts(o, "[^" ECMA_LINE_TERMINATORS "]");
+            buf_puts(o, ECMA_DOT);
             continue;
         }
         if (c == '^' || c == '$') {
@@ -696,6 +930,14 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
             }
             return pattern_error(err, "(?...) groups other than (?:...) are not supported "
                                       "(patterns are POSIX ERE)");
+        }
+        if ((unsigned char)c >= 0x80) {
+            /* a non-ASCII character: one atom, so a quantifier repeats it whole */
+            unsigned long cp = utf8_next(s, n, &i);
+            int rc = put_literal(o, cp, err);
+            if (rc < 0)
+                return rc;
+            continue;
         }
         buf_append(o, &c, 1);
     }
@@ -811,9 +1053,9 @@ static int compile_pattern(const json_t *pat, regex_t *re, char **err)
     rc = pattern_cost(b.data, err);
     if (rc < 0)
         goto out;
-    locale_t old = utf8_enter();
+    locale_t old = c_enter();
     rc = regcomp(re, b.data, REG_EXTENDED | REG_NOSUB);
-    utf8_leave(old);
+    c_leave(old);
     if (rc != 0) {
         char e[128];
         regerror(rc, re, e, sizeof(e));
@@ -1216,9 +1458,9 @@ static int validate_string(struct vctx *v, const json_t *s, const json_t *inst)
         if (over_budget(v, 1 + (long)(n / 64)))
             return vfatal(v, "validation takes too much work (over %ld steps)",
                           JSONSCHEMA_MAX_STEPS);
-        locale_t old = utf8_enter();
+        locale_t old = c_enter();
         int nomatch = regexec(re, str, 1, m, REG_STARTEND);
-        utf8_leave(old);
+        c_leave(old);
         if (nomatch) {
             char *q = quote(kw);
             int rc = vfail(v, "does not match pattern %s", q);

@@ -21,18 +21,18 @@
  * their behaviour).
  *
  * pattern is ECMA-262 (the u flag) as far as POSIX ERE can express it: it is
- * translated, compiled with glibc regcomp (REG_EXTENDED) and matched in the
- * C.UTF-8 locale, so '.', [^...] and non-ASCII characters are code points,
- * searched unanchored as JSON Schema requires.  '.' excludes the line
- * terminators, '^' and '$' anchor at the string's ends only, \d \w are
- * ASCII, \s \S are ECMA's Unicode set, \xHH \uHHHH \u{H...}, (?:...),
- * \t \n \r \f \v, [\b], [^] and escaped punctuation (inside [...] too) are
- * translated.  A range in [...] with a non-ASCII end is written out as its
- * code points (glibc cannot compile one in C.UTF-8), at most 4096 a pattern.
- * Backreferences, lookaround, named groups, \p{...}, \c, \0, lone
- * surrogates and a class escape as a range end are refused.  Unlike ECMA's
- * u mode, a brace or ']' that is not syntax is a literal and [:alpha:]-style
- * classes are accepted; \b takes non-ASCII letters as word characters.
+ * translated, compiled with glibc regcomp (REG_EXTENDED) in the C locale and
+ * matched byte-wise, unanchored as JSON Schema requires; the translation
+ * makes each atom match one whole UTF-8 code point (a non-ASCII character is
+ * the group of its bytes; '.', negated classes, \D \W \s \S and classes
+ * with non-ASCII members are alternations of byte sequences).  '.' excludes
+ * the line terminators, '^' and '$' anchor at the string's ends only, \d \w
+ * \b are ASCII, \s \S are ECMA's Unicode set; \xHH \uHHHH \u{H...},
+ * (?:...), \t \n \r \f \v, [\b], [^] and escaped punctuation (inside [...]
+ * too) are translated.  Backreferences, lookaround, named groups, \p{...},
+ * \c, \0, lone surrogates and a class escape as a range end are refused.
+ * Unlike ECMA's u mode, a brace or ']' that is not syntax is a literal and
+ * [:alpha:]-style classes (ASCII) are accepted.
  * Lazy quantifiers are read as greedy (the same strings match), a quantifier
  * after a quantifier is refused (as in ECMA-262), and so is a pattern whose
  * repetitions would make regcomp's automaton huge: a bound over 1000, or
