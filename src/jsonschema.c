@@ -1071,6 +1071,7 @@ out:
 struct cctx {
     struct buf path; /* keyword path of the value being checked */
     char *msg;
+    char *unsupported; /* the first keyword outside the subset, when no error */
     long steps; /* subschemas visited, against JSONSCHEMA_MAX_NODES */
 };
 
@@ -1192,9 +1193,12 @@ static int check_keyword(struct cctx *c, const char *k, const json_t *v, int dep
     } else if (strcmp(k, "$ref") == 0 || strcmp(k, "$dynamicRef") == 0 ||
                strcmp(k, "$recursiveRef") == 0) {
         return cfail(c, "is not supported; write the subschema inline");
-    } else if (unsupported_assertion(k)) {
-        return cfail(c, "is not supported (quern validates a subset of JSON Schema 2020-12; "
-                        "see docs/API.md)");
+    } else if (unsupported_assertion(k) && !c->unsupported) {
+        /* noted, and the rest still checked: see -ENOTSUP in jsonschema.h */
+        cfail(c, "is not supported (quern validates a subset of JSON Schema 2020-12; "
+                 "see docs/API.md)");
+        c->unsupported = c->msg;
+        c->msg = NULL;
     }
     return 0;
 }
@@ -1226,7 +1230,7 @@ static int check_node(struct cctx *c, const json_t *s, int depth)
 
 int jsonschema_check(const json_t *schema, char **msg)
 {
-    struct cctx c = {.msg = NULL, .steps = 0};
+    struct cctx c = {.msg = NULL, .unsupported = NULL, .steps = 0};
     int rc;
 
     buf_init(&c.path);
@@ -1235,6 +1239,12 @@ int jsonschema_check(const json_t *schema, char **msg)
     else
         rc = check_node(&c, schema, 0);
     buf_release(&c.path);
+    if (rc == 0 && c.unsupported) {
+        c.msg = c.unsupported;
+        rc = -ENOTSUP;
+    } else {
+        free(c.unsupported);
+    }
     if (msg)
         *msg = c.msg;
     else

@@ -67,7 +67,9 @@
  * keywords have values of the right types, whose patterns compile and whose
  * nesting is within bounds.  Returns 0, or -EINVAL with *msg (malloc'd, the
  * caller frees) starting with the offending keyword's path, e.g.
- * "properties.age.minimum: must be a number". */
+ * "properties.age.minimum: must be a number", or -ENOTSUP when the schema is
+ * well-formed but uses a keyword outside the subset (prefixItems, not, ...;
+ * *msg names the first), which jsonschema_validate would ignore. */
 int jsonschema_check(const json_t *schema, char **msg);
 
 /* Validates instance against schema.  Returns 0 when valid; otherwise -EINVAL
