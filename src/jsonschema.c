@@ -512,37 +512,35 @@ static void put_utf8_range(struct buf *o, unsigned long lo, unsigned long hi)
  * part, alternated with byte sequences for the rest. */
 static void put_cpset(struct buf *o, const struct cpset *s)
 {
-    size_t mark = o->len;
-    bool ascii = s->n && s->r[0].lo < 0x80;
-    buf_puts(o, "(");
-    if (ascii) {
-        buf_puts(o, "[");
+    struct buf alt; /* the alternatives, each after a '|' */
+    buf_init(&alt);
+    if (s->n && s->r[0].lo < 0x80) {
+        buf_puts(&alt, "|[");
         for (size_t i = 0; i < s->n && s->r[i].lo < 0x80; i++) {
             unsigned long hi = s->r[i].hi < 0x80 ? s->r[i].hi : 0x7f;
-            put_class_byte(o, (unsigned char)s->r[i].lo);
+            put_class_byte(&alt, (unsigned char)s->r[i].lo);
             if (hi != s->r[i].lo) {
-                buf_puts(o, "-");
-                put_class_byte(o, (unsigned char)hi);
+                buf_puts(&alt, "-");
+                put_class_byte(&alt, (unsigned char)hi);
             }
         }
-        buf_puts(o, "]");
+        buf_puts(&alt, "]");
     }
     bool all_multibyte = s->n >= 2 && s->r[s->n - 2].lo <= 0x80 && s->r[s->n - 2].hi == 0xd7ff &&
                          s->r[s->n - 1].lo == 0xe000 && s->r[s->n - 1].hi == CP_MAX;
     if (all_multibyte) {
-        buf_puts(o, "|[\xc0-\xff][\x80-\xbf]*");
+        buf_puts(&alt, "|[\xc0-\xff][\x80-\xbf]*");
     } else {
         for (size_t i = 0; i < s->n; i++)
             if (s->r[i].hi >= 0x80)
-                put_utf8_range(o, s->r[i].lo < 0x80 ? 0x80 : s->r[i].lo, s->r[i].hi);
+                put_utf8_range(&alt, s->r[i].lo < 0x80 ? 0x80 : s->r[i].lo, s->r[i].hi);
     }
-    if (o->len == mark + 1) {
-        buf_puts(o, "[^\x01-\xff])"); /* empty: matches nothing */
-        return;
-    }
-    if (!ascii) /* drop the '|' after "(" */
-        memmove(o->data + mark + 1, o->data + mark + 2, o->len - mark - 2), path_trunc(o, o->len - 1);
+    if (!alt.len)
+        buf_puts(&alt, "|[^\x01-\xff]"); /* the empty set: matches nothing */
+    buf_puts(o, "(");
+    buf_append(o, alt.data + 1, alt.len - 1);
     buf_puts(o, ")");
+    buf_release(&alt);
 }
 
 /* Patterns are compiled and matched in the C locale (see above), whatever
