@@ -35,7 +35,7 @@ FUZZSRC  := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZBIN  := $(FUZZSRC:tests/fuzz/%.c=build-fuzz/fuzz/%)
 FUZZ_RUNS ?= 100000
 
-.PHONY: all man deps run test test-unit test-integration test-integration-pg test-asan test-fuzz \
+.PHONY: all man deps run test test-unit test-schema-ajv test-integration test-integration-pg test-asan test-fuzz \
         fuzz fuzz-build bench clean
 
 all: $(BUILD)/quernd $(BUILD)/quern $(BUILD)/quern-init
@@ -94,6 +94,14 @@ test: deps
 
 test-unit: $(UNITBIN)
 	@python3 tests/runner.py --unit $(UNITBIN)
+	@$(MAKE) --no-print-directory test-schema-ajv
+
+# test_jsonschema_ajv reads a checked-in table of ajv's verdicts; this checks
+# the table against ajv itself (installed into tests/openapi/ by make deps).
+test-schema-ajv:
+	@if command -v node >/dev/null 2>&1 && [ -d tests/openapi/node_modules/ajv ]; then \
+	    node tests/schema/ajv_cases.mjs --check tests/unit/jsonschema_ajv_cases.jsonl; \
+	else echo "test-schema-ajv: skipped (no node, or no ajv in tests/openapi: make deps)"; fi
 
 test-integration: all
 	@QUERN_BUILD=$(BUILD) python3 tests/runner.py --integration tests/integration

@@ -39,8 +39,10 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
     echo "deps: npm ci playwright-core into tests/browser/"
     PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
-# The OpenAPI document is validated by swagger-parser (npm) in the tests.
-if [ ! -d tests/openapi/node_modules/@apidevtools/swagger-parser ]; then
-    echo "deps: npm ci swagger-parser into tests/openapi/"
+# The OpenAPI document is validated by swagger-parser (npm) in the tests, and
+# ajv is the reference the JSON Schema validator is checked against
+# (tests/schema/ajv_cases.mjs, make test-schema-ajv).
+if [ ! -d tests/openapi/node_modules/@apidevtools/swagger-parser ] || [ ! -d tests/openapi/node_modules/ajv ]; then
+    echo "deps: npm ci swagger-parser and ajv into tests/openapi/"
     npm ci --prefix tests/openapi --no-audit --no-fund --loglevel=error >/dev/null
 fi

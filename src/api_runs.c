@@ -889,9 +889,12 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
     bool approval = k && !strcmp(k, "approval");
     json_t *schema = json_object_get(inter, "schema");
     if (!approval && json_is_object(schema)) {
-        /* the question's schema, when the code gave a usable one */
+        /* the question's schema, when the code gave a usable one (keywords
+         * outside the subset are ignored there, as they were before create
+         * refused them) */
         char *bad_schema = NULL, *path = NULL, *msg = NULL;
-        int bad = !jsonschema_check(schema, &bad_schema) &&
+        int usable = jsonschema_check(schema, &bad_schema);
+        int bad = (usable == 0 || usable == -ENOTSUP) &&
                   jsonschema_validate(schema, resp, &path, &msg);
         if (bad)
             http_error(r, 400, "invalid_response", "response",

@@ -9,15 +9,18 @@
  * anyOf/oneOf nested a few dozen levels deep would otherwise take exponential
  * time.  Hitting a limit is a failure that anyOf/oneOf do not swallow.
  *
- * No globals: every call keeps its state (path buffer, first error, compiled
- * patterns) in a context on its own stack, so any thread may call in.
+ * No mutable globals (the C locale object patterns run in is made once):
+ * every call keeps its state (path buffer, first error, compiled patterns) in
+ * a context on its own stack, so any thread may call in.
  */
 #include "jsonschema.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <locale.h>
 #include <math.h>
+#include <pthread.h>
 #include <regex.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -314,16 +317,517 @@ static size_t interval_len(const char *s, size_t n)
     return digits && i < n && s[i] == '}' ? i + 1 : 0;
 }
 
+/* ---- code points in a byte-wise regex ------------------------------------------ *
+ *
+ * glibc's regcomp matches in the locale's encoding, and in a UTF-8 locale its
+ * matcher stops caching states for multibyte brackets: "^.{1,1000}$" on 900
+ * non-ASCII characters took 38 s and 6 GB.  So patterns run byte-wise in the
+ * C locale, and the translation makes every ECMA-262 atom match one whole
+ * code point of the (valid UTF-8) string: a non-ASCII character becomes the
+ * group of its bytes, and '.', negated classes, \D \W \s \S and classes with
+ * non-ASCII members become alternations of UTF-8 byte sequences.  No atom
+ * the translation emits can start on a continuation byte, so a match never
+ * begins or resumes inside a character. */
+
+/* ECMA-262's \s: WhiteSpace (tab, VT, FF, space, U+00A0, U+FEFF, category
+ * Zs) and LineTerminator (LF, CR, U+2028, U+2029). */
+static const unsigned long ecma_space[] = {
+    0x09,   0x0a,   0x0b,   0x0c,   0x0d,   0x20,   0xa0,   0x1680, 0x2000, 0x2001, 0x2002,
+    0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a, 0x2028, 0x2029, 0x202f,
+    0x205f, 0x3000, 0xfeff,
+};
+
+/* ECMA-262's '.': any code point but a line terminator (\n \r U+2028
+ * U+2029).  "[\xc0-\xff][\x80-\xbf]*" is any multibyte character: in valid
+ * UTF-8 the continuation bytes it may leave unread cannot start another
+ * atom, so it matches as the exact sequences would, with a far smaller
+ * automaton. */
+#define ECMA_DOT                                                                                   \
+    "([\x01-\x09\x0b\x0c\x0e-\x7f]|[\xc0-\xe1\xe3-\xff][\x80-\xbf]*|"                              \
+    "\xe2([\x81-\xbf][\x80-\xbf]|\x80[\x80-\xa7\xaa-\xbf]))"
+
+#define CP_MAX 0x10ffffUL
+
+/* A set of code points: sorted, disjoint intervals once normalised. */
+struct cpset {
+    struct {
+        unsigned long lo, hi;
+    } *r;
+    size_t n, cap;
+};
+
+static void cpset_add(struct cpset *s, unsigned long lo, unsigned long hi)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? 2 * s->cap : 16;
+        s->r = xrealloc(s->r, s->cap * sizeof(*s->r));
+    }
+    s->r[s->n].lo = lo;
+    s->r[s->n++].hi = hi;
+}
+
+static int cp_cmp(const void *a, const void *b)
+{
+    unsigned long x = *(const unsigned long *)a, y = *(const unsigned long *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts and merges; drops NUL (no string quern is given holds one, and a
+ * regex cannot name it) and the surrogates (not characters in UTF-8). */
+static void cpset_norm(struct cpset *s)
+{
+    size_t m = 0;
+    if (s->n)
+        qsort(s->r, s->n, sizeof(*s->r), cp_cmp);
+    for (size_t i = 0; i < s->n; i++) {
+        if (m && s->r[i].lo <= s->r[m - 1].hi + 1) {
+            if (s->r[i].hi > s->r[m - 1].hi)
+                s->r[m - 1].hi = s->r[i].hi;
+        } else {
+            s->r[m++] = s->r[i];
+        }
+    }
+    s->n = m;
+    struct cpset t = {NULL, 0, 0};
+    for (size_t i = 0; i < s->n; i++) {
+        unsigned long lo = s->r[i].lo ? s->r[i].lo : 1, hi = s->r[i].hi;
+        if (lo <= 0xd7ff || hi >= 0xe000) {
+            if (lo < 0xd800 && hi > 0xdfff) {
+                cpset_add(&t, lo, 0xd7ff);
+                cpset_add(&t, 0xe000, hi);
+            } else {
+                lo = lo >= 0xd800 && lo <= 0xdfff ? 0xe000 : lo;
+                hi = hi >= 0xd800 && hi <= 0xdfff ? 0xd7ff : hi;
+                if (lo <= hi)
+                    cpset_add(&t, lo, hi);
+            }
+        }
+    }
+    free(s->r);
+    *s = t;
+}
+
+/* The complement within 1..U+10FFFF (s normalised; stays normalised). */
+static void cpset_negate(struct cpset *s)
+{
+    struct cpset t = {NULL, 0, 0};
+    unsigned long next = 1;
+    for (size_t i = 0; i < s->n; i++) {
+        if (s->r[i].lo > next)
+            cpset_add(&t, next, s->r[i].lo - 1);
+        next = s->r[i].hi + 1;
+    }
+    if (next <= CP_MAX)
+        cpset_add(&t, next, CP_MAX);
+    free(s->r);
+    *s = t;
+    cpset_norm(s);
+}
+
+/* One byte inside a bracket expression, where POSIX has no escapes. */
+static void put_class_byte(struct buf *o, unsigned char b)
+{
+    if (b == ']' || b == '-' || b == '^' || b == '[')
+        buf_printf(o, "[.%c.]", b);
+    else
+        buf_append(o, &b, 1);
+}
+
+static void put_byte_range(struct buf *o, unsigned char lo, unsigned char hi)
+{
+    if (lo == hi && lo >= 0x80) {
+        buf_append(o, &lo, 1); /* a byte >= 0x80 is never special */
+        return;
+    }
+    buf_puts(o, "[");
+    put_class_byte(o, lo);
+    if (hi != lo) {
+        buf_puts(o, "-");
+        put_class_byte(o, hi);
+    }
+    buf_puts(o, "]");
+}
+
+static size_t utf8_encode(unsigned long cp, unsigned char *u)
+{
+    if (cp < 0x80) {
+        u[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        u[0] = (unsigned char)(0xc0 | (cp >> 6));
+        u[1] = (unsigned char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        u[0] = (unsigned char)(0xe0 | (cp >> 12));
+        u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+        u[2] = (unsigned char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    u[0] = (unsigned char)(0xf0 | (cp >> 18));
+    u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+    u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+    u[3] = (unsigned char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* Writes the non-ASCII code points lo..hi as '|'-separated byte sequences,
+ * split (as RE2 and Rust's regex do) until each piece is a product of byte
+ * ranges. */
+static void put_utf8_range(struct buf *o, unsigned long lo, unsigned long hi)
+{
+    static const unsigned long top[] = {0x7ff, 0xffff};
+    for (size_t k = 0; k < ARRAY_LEN(top); k++) {
+        if (lo <= top[k] && hi > top[k]) {
+            put_utf8_range(o, lo, top[k]);
+            put_utf8_range(o, top[k] + 1, hi);
+            return;
+        }
+    }
+    unsigned char a[4], b[4];
+    size_t n = utf8_encode(lo, a);
+    utf8_encode(hi, b);
+    for (size_t i = 1; i < n; i++) {
+        unsigned long m = (1UL << (6 * i)) - 1;
+        if ((lo & ~m) == (hi & ~m))
+            continue;
+        if ((lo & m) != 0) {
+            put_utf8_range(o, lo, lo | m);
+            put_utf8_range(o, (lo | m) + 1, hi);
+            return;
+        }
+        if ((hi & m) != m) {
+            put_utf8_range(o, lo, (hi & ~m) - 1);
+            put_utf8_range(o, hi & ~m, hi);
+            return;
+        }
+    }
+    buf_puts(o, "|");
+    for (size_t i = 0; i < n; i++)
+        put_byte_range(o, a[i], b[i]);
+}
+
+/* Writes a normalised set as one atom: a bracket expression for its ASCII
+ * part, alternated with byte sequences for the rest. */
+static void put_cpset(struct buf *o, const struct cpset *s)
+{
+    struct buf alt; /* the alternatives, each after a '|' */
+    buf_init(&alt);
+    if (s->n && s->r[0].lo < 0x80) {
+        buf_puts(&alt, "|[");
+        for (size_t i = 0; i < s->n && s->r[i].lo < 0x80; i++) {
+            unsigned long hi = s->r[i].hi < 0x80 ? s->r[i].hi : 0x7f;
+            put_class_byte(&alt, (unsigned char)s->r[i].lo);
+            if (hi != s->r[i].lo) {
+                buf_puts(&alt, "-");
+                put_class_byte(&alt, (unsigned char)hi);
+            }
+        }
+        buf_puts(&alt, "]");
+    }
+    bool all_multibyte = s->n >= 2 && s->r[s->n - 2].lo <= 0x80 && s->r[s->n - 2].hi == 0xd7ff &&
+                         s->r[s->n - 1].lo == 0xe000 && s->r[s->n - 1].hi == CP_MAX;
+    if (all_multibyte) {
+        buf_puts(&alt, "|[\xc0-\xff][\x80-\xbf]*");
+    } else {
+        for (size_t i = 0; i < s->n; i++)
+            if (s->r[i].hi >= 0x80)
+                put_utf8_range(&alt, s->r[i].lo < 0x80 ? 0x80 : s->r[i].lo, s->r[i].hi);
+    }
+    if (!alt.len)
+        buf_puts(&alt, "|[^\x01-\xff]"); /* the empty set: matches nothing */
+    buf_puts(o, "(");
+    buf_append(o, alt.data + 1, alt.len - 1);
+    buf_puts(o, ")");
+    buf_release(&alt);
+}
+
+/* Patterns are compiled and matched in the C locale (see above), whatever
+ * the process's: the locale object is made once, never changed, and each
+ * thread switches to it with uselocale() around regcomp/regexec only. */
+static pthread_once_t c_once = PTHREAD_ONCE_INIT;
+static locale_t c_loc;
+
+static void c_init(void)
+{
+    c_loc = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+}
+
+static locale_t c_enter(void)
+{
+    pthread_once(&c_once, c_init);
+    return c_loc ? uselocale(c_loc) : (locale_t)0;
+}
+
+static void c_leave(locale_t old)
+{
+    if (old)
+        uselocale(old);
+}
+
+static int hex_value(const char *s, size_t n, unsigned long *out)
+{
+    unsigned long v = 0;
+    if (n == 0)
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if (!isxdigit((unsigned char)s[i]) || v > CP_MAX)
+            return -EINVAL;
+        v = v * 16 + (unsigned long)(isdigit((unsigned char)s[i]) ? s[i] - '0'
+                                                                  : (s[i] | 0x20) - 'a' + 10);
+    }
+    *out = v;
+    return 0;
+}
+
+/* Reads the code point of a \xHH, \uHHHH, \u{H...} escape (or a \uHHHH
+ * surrogate pair) starting at s[*i] == 'x' or 'u'; *i is left on its last
+ * character. */
+static int escape_code_point(const char *s, size_t n, size_t *i, unsigned long *cp, char **err)
+{
+    size_t at = *i;
+    if (s[at] == 'x') {
+        if (at + 2 >= n || hex_value(s + at + 1, 2, cp) < 0)
+            return pattern_error(err, "\\x needs two hex digits at offset %zu", at);
+        *i = at + 2;
+        return 0;
+    }
+    if (at + 1 < n && s[at + 1] == '{') {
+        const char *close = memchr(s + at + 2, '}', n - at - 2);
+        if (!close || hex_value(s + at + 2, (size_t)(close - s - at - 2), cp) < 0 || *cp > CP_MAX)
+            return pattern_error(err, "bad \\u{...} escape at offset %zu", at);
+        *i = (size_t)(close - s);
+    } else {
+        if (at + 4 >= n || hex_value(s + at + 1, 4, cp) < 0)
+            return pattern_error(err, "\\u needs four hex digits at offset %zu", at);
+        *i = at + 4;
+        unsigned long lo;
+        if (*cp >= 0xd800 && *cp <= 0xdbff && *i + 6 < n && s[*i + 1] == '\\' &&
+            s[*i + 2] == 'u' && hex_value(s + *i + 3, 4, &lo) == 0 && lo >= 0xdc00 &&
+            lo <= 0xdfff) {
+            *cp = 0x10000 + ((*cp - 0xd800) << 10) + (lo - 0xdc00);
+            *i += 6;
+        }
+    }
+    if (*cp >= 0xd800 && *cp <= 0xdfff)
+        return pattern_error(err, "lone surrogate \\u%04lx at offset %zu", *cp, at);
+    return 0;
+}
+
+/* Writes code point cp, outside brackets, as a literal atom: an ASCII
+ * character (escaped when special), or the group of a character's bytes. */
+static int put_literal(struct buf *o, unsigned long cp, char **err)
+{
+    unsigned char u[4];
+    if (cp == 0)
+        return pattern_error(err, "a NUL character cannot be matched (POSIX ERE)");
+    if (cp < 0x80) {
+        char c = (char)cp;
+        if (strchr("^$\\.*+?()[]{}|", c))
+            buf_append(o, "\\", 1);
+        buf_append(o, &c, 1);
+        return 0;
+    }
+    size_t len = utf8_encode(cp, u);
+    buf_puts(o, "(");
+    buf_append(o, u, len);
+    buf_puts(o, ")");
+    return 0;
+}
+
+/* Reads one UTF-8 code point at s[*i] (the pattern is valid UTF-8: jansson
+ * checked it), leaving *i on its last byte. */
+static unsigned long utf8_next(const char *s, size_t n, size_t *i)
+{
+    const unsigned char *u = (const unsigned char *)s + *i;
+    size_t len = u[0] < 0x80 ? 1 : u[0] < 0xe0 ? 2 : u[0] < 0xf0 ? 3 : 4;
+    if (*i + len > n)
+        len = 1;
+    unsigned long cp = len == 1 ? u[0] : u[0] & (0x7f >> len);
+    for (size_t k = 1; k < len; k++)
+        cp = cp << 6 | (u[k] & 0x3f);
+    *i += len - 1;
+    return cp;
+}
+
+static void add_ascii_class(struct cpset *set, int (*is)(int))
+{
+    for (int c = 1; c < 0x80; c++)
+        if (is(c))
+            cpset_add(set, (unsigned long)c, (unsigned long)c);
+}
+
+/* The POSIX classes, ASCII only (the C locale's). */
+static int add_posix_class(struct cpset *set, const char *name, size_t len)
+{
+    static const struct {
+        const char *name;
+        int (*is)(int);
+    } classes[] = {
+        {"alpha", isalpha}, {"digit", isdigit}, {"alnum", isalnum}, {"upper", isupper},
+        {"lower", islower}, {"space", isspace}, {"punct", ispunct}, {"xdigit", isxdigit},
+        {"cntrl", iscntrl}, {"print", isprint}, {"graph", isgraph}, {"blank", isblank},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(classes); k++) {
+        if (strlen(classes[k].name) == len && memcmp(classes[k].name, name, len) == 0) {
+            add_ascii_class(set, classes[k].is);
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+static void add_word(struct cpset *set)
+{
+    cpset_add(set, '0', '9');
+    cpset_add(set, 'A', 'Z');
+    cpset_add(set, '_', '_');
+    cpset_add(set, 'a', 'z');
+}
+
+static void add_space(struct cpset *set)
+{
+    for (size_t k = 0; k < ARRAY_LEN(ecma_space); k++)
+        cpset_add(set, ecma_space[k], ecma_space[k]);
+}
+
+/* One element of a bracket expression at s[*i]: a character (returns 1 with
+ * *cp, which the caller may make a range's end) or a set such as \d or
+ * [:alpha:] (added to set here; returns 0).  *i is left on the element's
+ * last character. */
+static int class_element(const char *s, size_t n, size_t *i, unsigned long *cp,
+                         struct cpset *set, char **err)
+{
+    if (s[*i] == '[' && *i + 1 < n && s[*i + 1] && strchr(":.=", s[*i + 1])) {
+        /* [:alpha:], [.x.], [=x=] */
+        char d = s[*i + 1];
+        size_t j = *i + 2;
+        while (j + 1 < n && !(s[j] == d && s[j + 1] == ']'))
+            j++;
+        if (j + 1 >= n)
+            return pattern_error(err, "unterminated [%c inside [...]", d);
+        size_t start = *i + 2;
+        *i = j + 1;
+        if (d == ':') {
+            if (add_posix_class(set, s + start, j - start) < 0)
+                return pattern_error(err, "unknown class [:%.*s:]", (int)(j - start), s + start);
+            return 0;
+        }
+        size_t k = start;
+        unsigned long c = start < j ? utf8_next(s, n, &k) : 0;
+        if (start == j || k + 1 != j)
+            return pattern_error(err, "[%c...%c] must hold one character", d, d);
+        *cp = c;
+        return 1;
+    }
+    if (s[*i] != '\\') {
+        *cp = utf8_next(s, n, i);
+        return 1;
+    }
+    if (*i + 1 == n)
+        return pattern_error(err, "ends with a lone backslash");
+    char e = s[++*i];
+    switch (e) {
+    case 'd': cpset_add(set, '0', '9'); return 0;
+    case 'w': add_word(set); return 0;
+    case 's': add_space(set); return 0;
+    case 'b': *cp = '\b'; return 1;
+    case 't': *cp = '\t'; return 1;
+    case 'n': *cp = '\n'; return 1;
+    case 'r': *cp = '\r'; return 1;
+    case 'f': *cp = '\f'; return 1;
+    case 'v': *cp = '\v'; return 1;
+    case 'x':
+    case 'u': {
+        int rc = escape_code_point(s, n, i, cp, err);
+        return rc < 0 ? rc : 1;
+    }
+    default:
+        if (e && strchr("^$\\.*+?()[]{}|/-", e)) {
+            *cp = (unsigned char)e;
+            return 1;
+        }
+    }
+    return pattern_error(err, "unsupported escape \\%c inside [...] (patterns are POSIX ERE)", e);
+}
+
+/* Translates a bracket expression, from s[*i] (just after "[" or "[^")
+ * through its "]", where *i is left. */
+static int translate_class(const char *s, size_t n, size_t *i, bool neg, struct buf *o,
+                           char **err)
+{
+    struct cpset set = {NULL, 0, 0};
+    int rc = -EINVAL;
+    for (; *i < n && s[*i] != ']'; ++*i) {
+        unsigned long lo = 0, hi = 0;
+        if ((rc = class_element(s, n, i, &lo, &set, err)) < 0)
+            goto out;
+        bool dash = *i + 2 < n && s[*i + 1] == '-' && s[*i + 2] != ']';
+        if (rc == 0 && dash) {
+            rc = pattern_error(err, "a range in [...] cannot start at a class like \\d");
+            goto out;
+        }
+        if (rc == 0)
+            continue;
+        if (!dash) {
+            cpset_add(&set, lo, lo);
+            continue;
+        }
+        size_t j = *i + 2;
+        if ((rc = class_element(s, n, &j, &hi, &set, err)) < 0)
+            goto out;
+        if (rc == 0) {
+            rc = pattern_error(err, "a range in [...] cannot end at a class like \\d");
+            goto out;
+        }
+        if (hi < lo) {
+            rc = pattern_error(err, "range out of order in [...] at offset %zu", *i);
+            goto out;
+        }
+        cpset_add(&set, lo, hi);
+        *i = j;
+    }
+    if (*i >= n) {
+        rc = pattern_error(err, "unterminated [...]");
+        goto out;
+    }
+    cpset_norm(&set);
+    if (neg)
+        cpset_negate(&set);
+    put_cpset(o, &set);
+    rc = 0;
+out:
+    free(set.r);
+    return rc;
+}
+
+/* \D \W \s \S outside brackets, as one atom. */
+static void put_class_escape(struct buf *o, char e)
+{
+    struct cpset set = {NULL, 0, 0};
+    if (e == 'D' || e == 'd')
+        cpset_add(&set, '0', '9');
+    else if (e == 'W' || e == 'w')
+        add_word(&set);
+    else
+        add_space(&set);
+    cpset_norm(&set);
+    if (isupper((unsigned char)e))
+        cpset_negate(&set);
+    put_cpset(o, &set);
+    free(set.r);
+}
+
 static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
 {
-    bool in_class = false;
     /* what the last thing copied was: a quantifier, or a lazy marker after
      * one (ECMA "a+?": the same strings match, so the '?' is dropped; POSIX
      * would read it as a second quantifier) */
     enum { Q_NONE, Q_QUANT, Q_LAZY } q = Q_NONE;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        if (!in_class && c != '\\') {
+        if (c != '\\') {
             size_t ilen = c == '{' ? interval_len(s + i, n - i) : 0;
             bool quant = c == '*' || c == '+' || c == '?' || ilen;
             if (quant && q == Q_QUANT && c == '?') {
@@ -357,71 +861,63 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
             char e = s[++i];
             const char *rep = NULL;
             switch (e) {
-            case 'd': rep = in_class ? "0-9" : "[0-9]"; break;
-            case 'w': rep = in_class ? "A-Za-z0-9_" : "[A-Za-z0-9_]"; break;
-            case 's': rep = in_class ? "[:space:]" : "[[:space:]]"; break;
-            case 'D': rep = in_class ? NULL : "[^0-9]"; break;
-            case 'W': rep = in_class ? NULL : "[^A-Za-z0-9_]"; break;
-            case 'S': rep = in_class ? NULL : "[^[:space:]]"; break;
-            case 'b': rep = in_class ? NULL : "\\b"; break;
-            case 'B': rep = in_class ? NULL : "\\B"; break;
+            case 'd': rep = "[0-9]"; break;
+            case 'w': rep = "[A-Za-z0-9_]"; break;
+            case 's':
+            case 'D':
+            case 'W':
+            case 'S': put_class_escape(o, e); continue;
+            case 'b': rep = "\\b"; break;
+            case 'B': rep = "\\B"; break;
             case 't': rep = "\t"; break;
             case 'n': rep = "\n"; break;
             case 'r': rep = "\r"; break;
             case 'f': rep = "\f"; break;
             case 'v': rep = "\v"; break;
+            case 'x':
+            case 'u': {
+                unsigned long cp = 0;
+                int rc = escape_code_point(s, n, &i, &cp, err);
+                if (rc < 0)
+                    return rc;
+                rc = put_literal(o, cp, err);
+                if (rc < 0)
+                    return rc;
+                continue;
+            }
             default:
                 if (e && strchr("^$\\.*+?()[]{}|/-", e)) {
-                    if (in_class) {
-                        /* Bracket expressions have no escapes in POSIX. */
-                        if (strchr("]^-[", e))
-                            return pattern_error(err,
-                                                 "escaped '%c' inside [...] is not supported "
-                                                 "(POSIX ERE: put ']' first, '-' last)",
-                                                 e);
-                        buf_append(o, &e, 1);
-                    } else if (e == '/' || e == '-') {
-                        buf_append(o, &e, 1);
-                    } else {
-                        buf_append(o, "\\", 1);
-                        buf_append(o, &e, 1);
-                    }
+                    int rc = put_literal(o, (unsigned char)e, err);
+                    if (rc < 0)
+                        return rc;
                     continue;
                 }
             }
             if (!rep)
-                return pattern_error(err, "unsupported escape \\%c%s (patterns are POSIX ERE)", e,
-                                     in_class ? " inside [...]" : "");
+                return pattern_error(err, "unsupported escape \\%c (patterns are POSIX ERE)", e);
             buf_puts(o, rep);
             continue;
         }
-        if (in_class) {
-            if (c == '[' && i + 1 < n && s[i + 1] && strchr(":.=", s[i + 1])) {
-                /* [:alpha:], [.x.], [=e=]: copy through the closing "X]". */
-                char d = s[i + 1];
-                size_t j = i + 2;
-                while (j + 1 < n && !(s[j] == d && s[j + 1] == ']'))
-                    j++;
-                if (j + 1 >= n)
-                    return pattern_error(err, "unterminated [%c inside [...]", d);
-                buf_append(o, s + i, j + 2 - i);
-                i = j + 1;
-                continue;
-            }
-            if (c == ']')
-                in_class = false;
-            buf_append(o, &c, 1);
+        if (c == '[') {
+            bool neg = i + 1 < n && s[i + 1] == '^';
+            i += neg ? 2 : 1;
+            if (i < n && s[i] == ']' && !neg)
+                return pattern_error(err, "empty character class [] is not supported");
+            int rc = translate_class(s, n, &i, neg, o, err);
+            if (rc < 0)
+                return rc;
             continue;
         }
-        if (c == '[') {
-            in_class = true;
-            buf_append(o, "[", 1);
-            if (i + 1 < n && s[i + 1] == '^') {
-                buf_append(o, "^", 1);
-                i++;
-            }
-            if (i + 1 < n && s[i + 1] == ']')
-                return pattern_error(err, "empty character class [] is not supported");
+        /* ECMA's '.' is any code point but a line terminator (POSIX's is
+         * any byte), and without the m flag '^' and '$' anchor at the ends
+         * of the string only: glibc's '^' inside "^.*(P)" also matches after
+         * a newline, so they become GNU's buffer anchors. */
+        if (c == '.') {
+            buf_puts(o, ECMA_DOT);
+            continue;
+        }
+        if (c == '^' || c == '$') {
+            buf_puts(o, c == '^' ? "\\`" : "\\'");
             continue;
         }
         if (c == '(' && i + 1 < n && s[i + 1] == '?') {
@@ -432,6 +928,14 @@ static int translate_pattern(const char *s, size_t n, struct buf *o, char **err)
             }
             return pattern_error(err, "(?...) groups other than (?:...) are not supported "
                                       "(patterns are POSIX ERE)");
+        }
+        if ((unsigned char)c >= 0x80) {
+            /* a non-ASCII character: one atom, so a quantifier repeats it whole */
+            unsigned long cp = utf8_next(s, n, &i);
+            int rc = put_literal(o, cp, err);
+            if (rc < 0)
+                return rc;
+            continue;
         }
         buf_append(o, &c, 1);
     }
@@ -547,7 +1051,9 @@ static int compile_pattern(const json_t *pat, regex_t *re, char **err)
     rc = pattern_cost(b.data, err);
     if (rc < 0)
         goto out;
+    locale_t old = c_enter();
     rc = regcomp(re, b.data, REG_EXTENDED | REG_NOSUB);
+    c_leave(old);
     if (rc != 0) {
         char e[128];
         regerror(rc, re, e, sizeof(e));
@@ -563,6 +1069,7 @@ out:
 struct cctx {
     struct buf path; /* keyword path of the value being checked */
     char *msg;
+    char *unsupported; /* the first keyword outside the subset, when no error */
     long steps; /* subschemas visited, against JSONSCHEMA_MAX_NODES */
 };
 
@@ -596,6 +1103,25 @@ static int check_schema_array(struct cctx *c, const json_t *v, int depth)
             return rc;
     }
     return 0;
+}
+
+/* Keywords of JSON Schema 2020-12 (and of drafts before it) that constrain
+ * an instance but that this validator does not implement.  Ignoring them, as
+ * unknown annotations are ignored, would accept instances the schema's
+ * author meant to refuse, so jsonschema_check refuses them instead. */
+static bool unsupported_assertion(const char *k)
+{
+    static const char *const kws[] = {
+        "prefixItems",       "additionalItems",       "contains",         "minContains",
+        "maxContains",       "uniqueItems",           "unevaluatedItems", "multipleOf",
+        "minProperties",     "maxProperties",         "patternProperties", "propertyNames",
+        "dependentRequired", "dependentSchemas",      "dependencies",     "unevaluatedProperties",
+        "not",               "if",                    "then",             "else",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(kws); i++)
+        if (strcmp(k, kws[i]) == 0)
+            return true;
+    return false;
 }
 
 /* Checks one keyword's value; c->path already ends with the keyword. */
@@ -662,8 +1188,15 @@ static int check_keyword(struct cctx *c, const char *k, const json_t *v, int dep
         regfree(&re);
     } else if (strcmp(k, "allOf") == 0 || strcmp(k, "anyOf") == 0 || strcmp(k, "oneOf") == 0) {
         return check_schema_array(c, v, depth);
-    } else if (strcmp(k, "$ref") == 0 || strcmp(k, "$dynamicRef") == 0) {
+    } else if (strcmp(k, "$ref") == 0 || strcmp(k, "$dynamicRef") == 0 ||
+               strcmp(k, "$recursiveRef") == 0) {
         return cfail(c, "is not supported; write the subschema inline");
+    } else if (unsupported_assertion(k) && !c->unsupported) {
+        /* noted, and the rest still checked: see -ENOTSUP in jsonschema.h */
+        cfail(c, "is not supported (quern validates a subset of JSON Schema 2020-12; "
+                 "see docs/API.md)");
+        c->unsupported = c->msg;
+        c->msg = NULL;
     }
     return 0;
 }
@@ -695,7 +1228,7 @@ static int check_node(struct cctx *c, const json_t *s, int depth)
 
 int jsonschema_check(const json_t *schema, char **msg)
 {
-    struct cctx c = {.msg = NULL, .steps = 0};
+    struct cctx c = {.msg = NULL, .unsupported = NULL, .steps = 0};
     int rc;
 
     buf_init(&c.path);
@@ -704,6 +1237,12 @@ int jsonschema_check(const json_t *schema, char **msg)
     else
         rc = check_node(&c, schema, 0);
     buf_release(&c.path);
+    if (rc == 0 && c.unsupported) {
+        c.msg = c.unsupported;
+        rc = -ENOTSUP;
+    } else {
+        free(c.unsupported);
+    }
     if (msg)
         *msg = c.msg;
     else
@@ -927,7 +1466,10 @@ static int validate_string(struct vctx *v, const json_t *s, const json_t *inst)
         if (over_budget(v, 1 + (long)(n / 64)))
             return vfatal(v, "validation takes too much work (over %ld steps)",
                           JSONSCHEMA_MAX_STEPS);
-        if (regexec(re, str, 1, m, REG_STARTEND) != 0) {
+        locale_t old = c_enter();
+        int nomatch = regexec(re, str, 1, m, REG_STARTEND);
+        c_leave(old);
+        if (nomatch) {
             char *q = quote(kw);
             int rc = vfail(v, "does not match pattern %s", q);
             free(q);

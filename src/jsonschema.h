@@ -11,23 +11,38 @@
  *   minItems, maxItems, allOf, anyOf, oneOf, and the boolean schemas
  *   true/false wherever a subschema may appear.
  *
- * Other keywords (title, description, default, format, $schema, ...) are
- * ignored, except "$ref" and "$dynamicRef", which jsonschema_check refuses
- * rather than silently accepting everything where they stand.
+ * Annotations and unknown keywords (title, description, default, format,
+ * $schema, $defs, x-..., ...) are ignored.  jsonschema_check refuses "$ref"
+ * and "$dynamicRef", and the 2020-12 keywords that constrain instances but
+ * are not implemented (prefixItems, uniqueItems, multipleOf, not, if/then/
+ * else, patternProperties, propertyNames, min/maxProperties, contains,
+ * dependent*, unevaluated*), rather than silently accepting everything where
+ * they stand; jsonschema_validate ignores them (schemas stored before keep
+ * their behaviour).
  *
- * pattern is NOT ECMA-262: it is compiled as a POSIX extended regular
- * expression (glibc regcomp, REG_EXTENDED), searched unanchored as JSON
- * Schema requires, and matched byte-wise.  Before compiling, the common
- * ECMA-262 spellings are translated: \d \w \s (and \D \W \S outside
- * brackets), (?:...), \t \n \r \f \v and escaped punctuation.  Backreferences,
- * lookaround, \uXXXX and other escapes are refused by jsonschema_check.
- * Lazy quantifiers are read as greedy (the same strings match), a brace that
- * is not a quantifier is a literal, a quantifier after a quantifier is
- * refused (as in ECMA-262), and so is a pattern whose repetitions would make
- * regcomp's automaton huge: a bound over 1000, or more than 4000 states with
- * nesting multiplying (see pattern_cost in jsonschema.c).  The search is
- * compiled as "^.*(P)": the same strings match, in one scan of the string
- * (regexec's own unanchored search restarts at every position).
+ * pattern is ECMA-262 (the u flag) as far as POSIX ERE can express it: it is
+ * translated, compiled with glibc regcomp (REG_EXTENDED) in the C locale and
+ * matched byte-wise, unanchored as JSON Schema requires; the translation
+ * makes each atom match one whole UTF-8 code point (a non-ASCII character is
+ * the group of its bytes; '.', negated classes, \D \W \s \S and classes
+ * with non-ASCII members are alternations of byte sequences).  '.' excludes
+ * the line terminators, '^' and '$' anchor at the string's ends only, \d \w
+ * \b are ASCII, \s \S are ECMA's Unicode set; \xHH \uHHHH \u{H...},
+ * (?:...), \t \n \r \f \v, [\b], [^] and escaped punctuation (inside [...]
+ * too) are translated.  Backreferences, lookaround, named groups, \p{...},
+ * \c, \0, lone surrogates and a class escape as a range end are refused.
+ * Unlike ECMA's u mode, a brace or ']' that is not syntax is a literal and
+ * [:alpha:]-style classes (ASCII) are accepted.
+ * Lazy quantifiers are read as greedy (the same strings match), a quantifier
+ * after a quantifier is refused (as in ECMA-262), and so is a pattern whose
+ * repetitions would make regcomp's automaton huge: a bound over 1000, or
+ * more than 4000 states with nesting multiplying (see pattern_cost in
+ * jsonschema.c).  The search is compiled as "^.*(P)": the same strings
+ * match, in one scan of the string (regexec's own unanchored search
+ * restarts at every position).
+ *
+ * Numbers are compared exactly: integers past 2^53 are not rounded to
+ * doubles (9007199254740993 > 9007199254740992).
  *
  * Nesting deeper than JSONSCHEMA_MAX_DEPTH subschemas is an error, one
  * validation does at most JSONSCHEMA_MAX_STEPS units of work (about one per
@@ -52,7 +67,9 @@
  * keywords have values of the right types, whose patterns compile and whose
  * nesting is within bounds.  Returns 0, or -EINVAL with *msg (malloc'd, the
  * caller frees) starting with the offending keyword's path, e.g.
- * "properties.age.minimum: must be a number". */
+ * "properties.age.minimum: must be a number", or -ENOTSUP when the schema is
+ * well-formed but uses a keyword outside the subset (prefixItems, not, ...;
+ * *msg names the first), which jsonschema_validate would ignore. */
 int jsonschema_check(const json_t *schema, char **msg);
 
 /* Validates instance against schema.  Returns 0 when valid; otherwise -EINVAL

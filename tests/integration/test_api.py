@@ -742,6 +742,33 @@ def test_unusable_output_schema_is_refused_at_create():
     assert not [t for t in listed if t.get("output_schema") == {"minimum": "x"}]
 
 
+def test_schema_keywords_outside_subset_refused_and_patterns_read_as_ecma():
+    # uniqueItems, prefixItems, not ... were ignored, so the schema accepted
+    # everything there; now the create is refused naming the keyword's path
+    r = S.req("POST", P + "/definitions", {"id": "def-sub", "title": "S", "input_schema": {
+        "type": "object", "properties": {"tags": {"type": "array", "uniqueItems": True}}}})
+    assert r.status == 400 and r.json["error"]["code"] == "invalid_schema", r
+    assert r.json["error"]["param"] == "input_schema", r
+    assert "input_schema: properties.tags.uniqueItems: is not supported" in r.json["error"]["message"], r
+    r = S.req("POST", P + "/tasks", {"assigned_agent_id": "a", "output_schema": {
+        "items": {"not": {"type": "null"}}}})
+    assert r.status == 400 and "output_schema: items.not" in r.json["error"]["message"], r
+    # a pattern counts code points ("été" is 3, not 5 bytes) and its ^ does
+    # not match after a newline, as in ECMA-262
+    t = agent_task(assigned_agent_id="pat", output_schema={
+        "type": "object", "properties": {"name": {"type": "string", "pattern": "^.{1,3}$"},
+                                         "tag": {"pattern": "^ok"}}})
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    expect(S.req("PATCH", base, {"status": "running"}), 200)
+    r = S.req("PATCH", base + "/set_output", {"output": {"name": "été", "tag": "no\nok"}})
+    assert r.status == 400 and r.json["error"]["param"] == "$.tag", r
+    r = S.req("PATCH", base + "/set_output", {"output": {"name": "a\nb"}})
+    assert r.status == 400 and r.json["error"]["param"] == "$.name", r
+    done = expect(S.req("PATCH", base + "/set_output", {"output": {"name": "été", "tag": "ok"}}), 200)
+    assert done["status"] == "completed", done
+
+
 def test_checkpoints_heartbeat_include():
     t = agent_task(assigned_agent_id="cp")
     run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "cp"}), 200)["data"][0]

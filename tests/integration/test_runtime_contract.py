@@ -531,6 +531,26 @@ ctl({"type": "output", "output": {"age": json.loads(line)["response"]}})
     assert "task_run.completed" in types[i:], types
 
 
+def test_input_request_schema_with_keywords_outside_the_subset_still_holds():
+    # create refuses multipleOf, not, ... (docs/API.md); a question's schema
+    # comes from the code, so such keywords are ignored there, not the whole
+    # schema with them: "type" still holds
+    code = py(CTL_PY + r"""
+ctl({"type": "input_request", "prompt": "n?", "schema": {"type": "integer", "multipleOf": 2}})
+line = sys.stdin.readline()
+ctl({"type": "output", "output": {"n": json.loads(line)["response"]}})
+""")
+    t = create(code, "python")
+    run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+    assert run["status"] == "interaction_required", logs(t, run)
+    b = base_of(t, run)
+    r = S.req("POST", b + "/interaction", {"response": "x"})
+    assert r.status == 400 and r.json["error"]["code"] == "invalid_response", r
+    expect(S.req("POST", b + "/interaction", {"response": 3}), 200)
+    run = finish(t)
+    assert run["status"] == "completed" and run["output"] == {"n": 3}, run
+
+
 def test_questions_asked_back_to_back_are_asked_in_turn():
     # a second input_request before the first is answered was dropped: the
     # run went back to running and the code waited for an answer until its
