@@ -851,19 +851,40 @@ static void log_mhd(void *cls, const char *fmt, va_list ap)
     /* MHD's own messages (client resets and the like) are noise at runtime. */
 }
 
+/* host:port as a socket address: an IPv4 or IPv6 address (no names: which
+ * of a name's addresses would be meant is the operator's to say). */
+static int listen_addr(const char *host, int port, struct sockaddr_storage *ss, socklen_t *len,
+                       char **err)
+{
+    memset(ss, 0, sizeof *ss);
+    struct sockaddr_in *v4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, host, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)port);
+        *len = sizeof *v4;
+        return 0;
+    }
+    if (inet_pton(AF_INET6, host, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)port);
+        *len = sizeof *v6;
+        return 0;
+    }
+    *err = xasprintf("cannot parse listen address %s (an IPv4 address, localhost, or an IPv6 "
+                     "address in brackets is expected)", host);
+    return -EINVAL;
+}
+
 struct http *http_start(struct app *app, const char *host, int port, int threads,
                         int *bound_port, char **err)
 {
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    if (listen_addr(host, port, &sa, &salen, err))
+        return NULL;
     struct http *h = xcalloc(1, sizeof *h);
     h->app = app;
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        *err = xasprintf("cannot parse listen address %s (an IPv4 address is expected)", host);
-        free(h);
-        return NULL;
-    }
     /* Connections leave a quarter of the descriptors, and at least 512, to
      * the rest of quernd: a flood of connections that took them all left
      * none for the store, the sandboxes and the blobs (runs failed with
@@ -886,6 +907,11 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
     unsigned idle_s = (unsigned)((app->cfg.http_idle_timeout_ms + 999) / 1000);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+    if (sa.ss_family == AF_INET6)
+        /* [::] serves IPv4 as well (as 0.0.0.0 would), an address only itself */
+        flags |= IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&sa)->sin6_addr)
+                     ? MHD_USE_DUAL_STACK
+                     : MHD_USE_IPv6;
     h->d = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, h,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
@@ -911,17 +937,13 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
 
 int http_check_listen(const char *host, int port, char **err)
 {
-    struct sockaddr_in sa = {0};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-        *err = xasprintf("cannot parse listen address %s (an IPv4 address or localhost is "
-                         "expected)", host);
+    struct sockaddr_storage sa;
+    socklen_t salen;
+    if (listen_addr(host, port, &sa, &salen, err))
         return -EINVAL;
-    }
     if (port == 0)
         return 0;
-    int rc = 0, one = 1, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = 0, one = 1, fd = socket(sa.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         rc = -errno;
         *err = xasprintf("cannot listen on %s:%d: %s", host, port, strerror(-rc));
@@ -930,7 +952,7 @@ int http_check_listen(const char *host, int port, char **err)
     /* as libmicrohttpd binds: a port left in TIME_WAIT is free, one another
      * process listens on is not */
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa)) {
+    if (bind(fd, (struct sockaddr *)&sa, salen)) {
         rc = -errno;
         *err = xasprintf("cannot listen on %s:%d: %s", host, port, strerror(-rc));
     }

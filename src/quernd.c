@@ -41,8 +41,9 @@
 static const struct option_doc {
     const char *flag, *arg, *help;
 } options[] = {
-    {"--listen", "HOST:PORT", "address to serve HTTP on (default 127.0.0.1:7070; port 0 picks a "
-                              "free one, printed as 'quernd listening on http://HOST:PORT')"},
+    {"--listen", "HOST:PORT", "address to serve HTTP on (default 127.0.0.1:7070; an IPv4 "
+                              "address, localhost, or [IPv6]; port 0 picks a free one, printed "
+                              "as 'quernd listening on http://HOST:PORT')"},
     {"--data", "DIR", "data directory (default ./quern-data; made with mode 0700 if missing; "
                       "locked: one quernd each): SQLite at DIR/quern.db, artifact blobs, "
                       "storage instances, the secrets key"},
@@ -281,8 +282,20 @@ static int parse_listen(const char *s, char *host, size_t hn, int *port)
     const char *c = strrchr(s, ':');
     if (!c || (size_t)(c - s) >= hn)
         return -EINVAL;
-    memcpy(host, s, (size_t)(c - s));
-    host[c - s] = 0;
+    if (s[0] == '[') {
+        /* [IPv6]:PORT, as in a URL */
+        if (c - s < 2 || c[-1] != ']')
+            return -EINVAL;
+        memcpy(host, s + 1, (size_t)(c - s - 2));
+        host[c - s - 2] = 0;
+        if (!strchr(host, ':'))
+            return -EINVAL;   /* brackets hold an IPv6 address only */
+    } else {
+        memcpy(host, s, (size_t)(c - s));
+        host[c - s] = 0;
+        if (strchr(host, ':'))
+            return -EINVAL;   /* an IPv6 address goes in brackets */
+    }
     if (!strcmp(host, "localhost"))
         snprintf(host, hn, "127.0.0.1");
     int64_t p;
@@ -690,7 +703,7 @@ int main(int argc, char **argv)
     char host[64];
     int port;
     if (parse_listen(listen, host, sizeof host, &port)) {
-        fprintf(stderr, "quernd: --listen wants HOST:PORT, not %s\n", listen);
+        fprintf(stderr, "quernd: --listen wants HOST:PORT or [IPv6]:PORT, not %s\n", listen);
         return quit(&cs, &app, 2);
     }
     /* the address is checked before the store is opened: an address that
@@ -850,7 +863,9 @@ int main(int argc, char **argv)
                         store_backend(app.store), "fsync", cs.fsync, "exec_slots",
                         app.runner ? runner_slots(app.runner) : 0),
               "listening");
-    printf("quernd listening on http://%s:%d\n", host, bound);
+    printf(strchr(host, ':') ? "quernd listening on http://[%s]:%d\n"
+                             : "quernd listening on http://%s:%d\n",
+           host, bound);
     fflush(stdout);
 
     /* SIGHUP (a closed terminal, `systemctl reload`) killed quernd on the

@@ -183,12 +183,49 @@ def test_environment_values_over_their_maximum_are_refused():
 def test_a_listen_address_quernd_cannot_use_stops_it_before_the_store_is_made():
     d = tmpdir()
     data = os.path.join(d, "data")
-    for addr in ("[::1]:0", "no-such-host.invalid:0", ":0"):
+    for addr in ("[::1", "::1:0", "no-such-host.invalid:0", ":0", "[127.0.0.1]:0"):
         listening, rc, err = quernd(["--listen", addr, "--data", data], env={"QUERN_BOOTSTRAP_KEY": ""})
         assert not listening and rc == 2, (addr, rc, err)
-        assert "cannot parse listen address" in err, err
+        assert "cannot parse listen address" in err or "--listen wants" in err, err
         # no store was bootstrapped with a root key nobody was shown
         assert not os.path.exists(data), os.listdir(data)
+
+
+def _ipv6_loopback():
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6) as t:
+            t.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+def test_ipv6_addresses_in_brackets_are_served():
+    import http.client
+    if not _ipv6_loopback():
+        print("SKIP: this host has no IPv6 loopback")
+        return
+    for addr, also_v4 in (("[::1]:0", False), ("[::]:0", True)):
+        d = tmpdir()
+        e = dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY)
+        p = subprocess.Popen([os.path.join(qlib.BUILD, "quernd"), "--listen", addr, "--data",
+                              os.path.join(d, "data")], stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, env=e)
+        try:
+            line = p.stdout.readline().decode()
+            assert line.startswith("quernd listening on http://[") and "]:" in line, line
+            port = int(line.rsplit(":", 1)[1])
+            c = http.client.HTTPConnection("::1", port, timeout=30)
+            c.request("GET", "/api/projects", headers={"Authorization": "Bearer " + ROOT_KEY})
+            assert c.getresponse().status == 200
+            if also_v4:   # [::] takes IPv4 too, as 0.0.0.0 would
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                c.request("GET", "/healthz")
+                assert c.getresponse().status == 200
+        finally:
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(60) == 0
 
 
 def test_a_port_in_use_is_named_as_such():
