@@ -451,6 +451,13 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         }
         if (to == RS_RUNNING && r->key_id[0])
             json_object_set_new_nocheck(run, "worker_id", json_string(r->key_id));
+        /* a start (or requeue) out of an approval hold is an approval: the
+         * policy of now applies as it does to POST .../interaction */
+        const char *kind =
+            json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
+        if (from == RS_INTERACTION_REQUIRED && (to == RS_QUEUED || to == RS_RUNNING) && kind &&
+            !strcmp(kind, "approval"))
+            return run_approve(tx, r->app, run, to);
         return run_move(tx, r->app, run, to, &out);
     }
     return run_save(tx, run);
@@ -861,7 +868,7 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
             return -EINVAL;
         }
         if (json_is_true(ap))
-            return run_move(tx, r->app, run, RS_QUEUED, NULL);
+            return run_approve(tx, r->app, run, RS_QUEUED);
         struct run_outcome out = {.code = "approval_denied", .message = "the run was not approved",
                                   .no_retry = true};
         return run_move(tx, r->app, run, RS_DENIED, &out);

@@ -876,6 +876,16 @@ def test_interaction_and_review():
     assert done["status"] == "completed"
 
 
+def test_a_patch_out_of_an_approval_hold_clears_the_question():
+    # a run PATCHed out of interaction_required has no question left: the
+    # approval's stayed on the running run ("interaction": {kind: approval})
+    t = agent_task(assigned_agent_id="hold-patch", settings={"require_approval": True}, run=True)
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    assert run["status"] == "interaction_required" and run["interaction"]["kind"] == "approval", run
+    run = expect(S.req("PATCH", P + "/tasks/%s/runs/%s" % (t["id"], run["id"]), {"status": "running"}), 200)
+    assert run["status"] == "running" and run["interaction"] is None, run
+
+
 def test_a_worker_key_reports_work_but_holds_no_gate():
     # run PATCH is a worker's report: queued -> running -> an end.  A worker
     # key moved runs out of interaction_required, review_required and paused
