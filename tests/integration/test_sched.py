@@ -186,6 +186,18 @@ def test_deadline_before_start_never_starts():
     assert lease("dl1") == []
 
 
+def test_deadline_while_held_for_approval_says_it_never_started():
+    # the message said "before the run finished" for a run that waited for
+    # an approval and never started
+    soon = iso(datetime.now(timezone.utc) + timedelta(milliseconds=500))
+    t = task(assigned_agent_id="dl-held", deadline=soon, settings={"require_approval": True})
+    run = wait_for(lambda: (lambda r: r if r["status"] == "failed" else None)(
+        runs_of_task(t)[0]), what="deadline")
+    assert run["error"]["code"] == "deadline_exceeded" and run["started_at"] is None, run
+    assert run["error"]["message"] == "the task's deadline passed before the run started", run
+    assert run["interaction"] is None, run
+
+
 def test_deadline_while_running_fails_the_run():
     soon = iso(datetime.now(timezone.utc) + timedelta(seconds=1))
     t = task(assigned_agent_id="dl2", deadline=soon)
