@@ -449,6 +449,25 @@ def test_iterations_continue_with_data():
         assert all("iteration" in it or True for it in g["items"])
 
 
+def test_a_question_asked_in_a_later_iteration_shows_that_iteration():
+    # the run's "iterations" moved only with log lines: a run asking in
+    # iteration 2, its iterations silent, showed iterations 0 while it waited
+    code = py(CTL_PY + r"""
+if os.environ["QUERN_ITERATION"] == "1":
+    ctl({"type": "continue", "data": {}})
+else:
+    ctl({"type": "input_request", "prompt": "it2"})
+    sys.stdin.readline()
+""")
+    t = create(code, "python")
+    run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+    assert run["status"] == "interaction_required" and run["interaction"]["prompt"] == "it2", run
+    assert run["iterations"] == 2, run
+    expect(S.req("POST", base_of(t, run) + "/interaction", {"response": 1}), 200)
+    run = finish(t)
+    assert run["status"] == "completed" and run["iterations"] == 2, run
+
+
 def test_iterations_keep_scratch_and_renew_tmp():
     code = r"""
 n=$(tr -dc 0-9 < "$QUERN_INPUT"); n=${n:-0}
