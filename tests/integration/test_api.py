@@ -922,6 +922,35 @@ def test_a_worker_key_reports_work_but_holds_no_gate():
     assert out["ok"], out
 
 
+def test_set_output_is_no_way_around_the_code_or_the_dependencies():
+    # set_output with an output_schema completes an active run: a worker key
+    # completed a run whose code quernd was running (the code went on, its
+    # end lost), and a run blocked on dependencies went queued -> completed
+    # past them; a PATCH to running started a blocked run the same way
+    sch = {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}
+    wk = expect(S.req("POST", P + "/api_keys", {"name": "w", "scopes": ["worker"]}), 201)["key"]
+    c = expect(S.req("POST", P + "/tasks", {"code": "echo go; sleep 1; echo end", "runtime_id": "sh",
+                                            "output_schema": sch}), 201)
+    crun = wait_for(lambda: (lambda r: r if r["status"] == "running" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % c["id"]), 200)["data"][0]), what="code running")
+    r = S.req("PATCH", P + "/tasks/%s/runs/%s/set_output" % (c["id"], crun["id"]), {"output": {"a": 1}}, key=wk)
+    assert r.status == 403 and r.json["error"]["code"] == "insufficient_scope", r
+    crun = wait_for(lambda: (lambda r: r if r["status"] not in ("queued", "running") else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % c["id"]), 200)["data"][0]), what="code ended")
+    assert crun["status"] == "failed" and crun["error"]["code"] == "invalid_output", crun   # no output
+    dep = agent_task(assigned_agent_id="so-dep")
+    t = agent_task(assigned_agent_id="so-blocked", dependencies=[dep["id"]], output_schema=sch)
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    for k in (wk, None):
+        r = S.req("PATCH", base + "/set_output", {"output": {"a": 1}}, **({"key": k} if k else {}))
+        assert r.status == 409 and r.json["error"]["code"] == "dependencies_pending", r
+        r = S.req("PATCH", base, {"status": "running"}, **({"key": k} if k else {}))
+        assert r.status == 409 and r.json["error"]["code"] == "dependencies_pending", r
+    run = expect(S.req("GET", base), 200)
+    assert run["status"] == "queued" and run["output"] is None and run["blocked_by"] == [dep["id"]], run
+
+
 def test_a_worker_key_reads_every_get_route_of_its_runs():
     # docs/API.md: "the GET routes of runs accept it"; connection_token and
     # the grouped logs were 403 to a worker key.  Its token reads, never commands.
