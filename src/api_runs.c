@@ -333,6 +333,21 @@ static int set_output_event(struct req *r, struct store_tx *tx, json_t *run, jso
                        json_pack("{s:O}", "output", output));
 }
 
+/* Whether a queued run may be started by a request (a PATCH to running,
+ * a set_output that completes it): not while it waits for dependencies,
+ * which only the scheduler releases (409 dependencies_pending). */
+static bool start_allowed(struct req *r, const json_t *run, const char *param)
+{
+    json_t *bb = json_object_get(run, "blocked_by");
+    if (!json_array_size(bb))
+        return true;
+    http_error(r, 409, "dependencies_pending", param,
+               "the run waits for %zu dependenc%s (blocked_by, first %s) and cannot start before "
+               "they complete", json_array_size(bb), json_array_size(bb) == 1 ? "y" : "ies",
+               json_string_value(json_array_get(bb, 0)) ?: "?");
+    return false;
+}
+
 static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     struct req *r = op->r;
@@ -451,6 +466,8 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
             if (!out.code && to == RS_FAILED)
                 out.code = "exit_code";
         }
+        if (to == RS_RUNNING && from == RS_QUEUED && !start_allowed(r, run, "status"))
+            return -EPERM;
         /* a start by PATCH takes a concurrency slot as a lease does (a run
          * answering its own question already holds one) */
         if (to == RS_RUNNING && !run_holds_slot(run) && (rc = run_conc_full(tx, run))) {
@@ -473,11 +490,18 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         /* a run started (or resumed) by PATCH is leased as a lease's run is:
          * if its worker dies, the lease runs out and the run is tried again
          * (it stayed running for good); code quernd runs has no lease */
-        if (to == RS_RUNNING && from != RS_INTERACTION_REQUIRED && !runner_code_live(run)) {
+        if (to == RS_RUNNING && !runner_code_live(run)) {
             char lts[RFC3339_LEN];
             rfc3339_format(now_ms() + r->app->cfg.lease_ms, lts);
             json_object_set_new_nocheck(run, "lease_expires_at", json_string(lts));
         }
+        /* a start (or requeue) out of an approval hold is an approval: the
+         * policy of now applies as it does to POST .../interaction */
+        const char *kind =
+            json_string_value(json_object_get(json_object_get(run, "interaction"), "kind"));
+        if (from == RS_INTERACTION_REQUIRED && (to == RS_QUEUED || to == RS_RUNNING) && kind &&
+            !strcmp(kind, "approval"))
+            return run_approve(tx, r->app, run, to);
         return run_move(tx, r->app, run, to, &out);
     }
     return run_save(tx, run);
@@ -802,21 +826,21 @@ static int set_output_fn(struct runop *op, struct store_tx *tx, json_t *run)
                    run_status_name(st));
         return -EPERM;
     }
-    int rc = validate_output(r, tx, run, output);
-    if (rc)
-        return rc;
+    /* the output of code quernd runs comes from the code; a worker key
+     * completed such a run here, its code still running, as PATCH refuses */
+    if (runner_code_live(run) && !auth_has_scope(r, SCOPE_TASK_WRITE)) {
+        http_error(r, 403, "insufficient_scope", "output",
+                   "quernd runs this run's code itself; setting its output needs task:write");
+        return -EPERM;
+    }
     json_t *task = run_task(tx, run);
     bool has_schema = json_is_object(json_object_get(task, "output_schema"));
     json_decref(task);
-    /* a run that waits for its dependencies does not complete before them
-     * (the output would have started and ended it past blocked_by) */
-    if (has_schema && st == RS_QUEUED && json_array_size(json_object_get(run, "blocked_by"))) {
-        http_error(r, 409, "dependencies_pending", NULL,
-                   "the run waits for its dependencies (blocked_by): it cannot complete before "
-                   "they do");
+    /* completing a queued run starts it: not past its dependencies */
+    if (has_schema && st == RS_QUEUED && !start_allowed(r, run, "output"))
         return -EPERM;
-    }
-    if ((rc = set_output_event(r, tx, run, output)))
+    int rc = validate_output(r, tx, run, output);
+    if (rc || (rc = set_output_event(r, tx, run, output)))
         return rc;
     if (has_schema && (st == RS_RUNNING || st == RS_QUEUED))
         return run_move(tx, r->app, run, st == RS_QUEUED ? RS_RUNNING : RS_COMPLETED, NULL) ?:
@@ -916,7 +940,7 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
             return -EINVAL;
         }
         if (json_is_true(ap))
-            return run_move(tx, r->app, run, RS_QUEUED, NULL);
+            return run_approve(tx, r->app, run, RS_QUEUED);
         struct run_outcome out = {.code = "approval_denied", .message = "the run was not approved",
                                   .no_retry = true};
         return run_move(tx, r->app, run, RS_DENIED, &out);

@@ -551,6 +551,11 @@ static int move(struct store_tx *tx, struct app *app, json_t *run, enum run_stat
         return -EPERM;
     if (from == RS_PAUSED)
         json_object_del(run, "paused_by_task");
+    /* the question (or the approval) is answered or gone: a PATCH out of
+     * interaction_required used to leave it shown on a running run */
+    if (from == RS_INTERACTION_REQUIRED && to != RS_INTERACTION_REQUIRED &&
+        json_is_object(json_object_get(run, "interaction")))
+        json_object_set_new_nocheck(run, "interaction", json_null());
     /* settings.require_review: a run that would complete waits for review */
     if (to == RS_COMPLETED && from != RS_REVIEW_REQUIRED &&
         json_is_true(json_object_get(run, "require_review")))
@@ -709,12 +714,17 @@ static char *recheck_blocked(struct store_tx *tx, json_t *run)
 
 /* Pausing a task stops the dispatch of its runs: one that becomes queued
  * while its task is paused (a retry, an approval, a lease that expired or
- * was given back) waits paused instead, and the task's resume queues it. */
+ * was given back) waits paused instead, and the task's resume queues it.
+ * A run held paused or for approval is not among those the scheduler
+ * unblocks or fails as its dependencies end: it looks at them again as it
+ * is queued (an approved run used to wait queued for a dependency that had
+ * completed, or failed, while it was held). */
 int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
              const struct run_outcome *out)
 {
     enum run_status from = run_status_of(run);
-    if (to == RS_QUEUED && from == RS_PAUSED && json_array_size(json_object_get(run, "blocked_by"))) {
+    if (to == RS_QUEUED && (from == RS_PAUSED || from == RS_INTERACTION_REQUIRED) &&
+        json_array_size(json_object_get(run, "blocked_by"))) {
         char *failed = recheck_blocked(tx, run);
         int rc = 0;
         if (failed) {
@@ -722,7 +732,7 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
             rc = move(tx, app, run, RS_FAILED, &o);
         }
         free(failed);
-        if (rc || run_status_of(run) != RS_PAUSED)
+        if (rc || run_status_of(run) != from)
             return rc;
     }
     int rc = move(tx, app, run, to, out);
@@ -735,6 +745,30 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
         return 0;
     json_object_set_new_nocheck(run, "paused_by_task", json_true());
     return move(tx, app, run, RS_PAUSED, NULL);
+}
+
+int run_approve(struct store_tx *tx, struct app *app, json_t *run, enum run_status to)
+{
+    json_t *task = run_task(tx, run);
+    json_t *pol = task ? policy_get(tx, json_string_value(json_object_get(run, "project_id"))) : NULL;
+    char *rule = NULL;
+    int rc;
+    if (pol && policy_check_run(pol, task, app->cfg.default_timeout_ms, &rule)) {
+        struct run_outcome o = {.code = "policy_denied", .message = rule, .no_retry = true};
+        rc = run_move(tx, app, run, RS_DENIED, &o);
+        goto out;
+    }
+    json_t *caps = task ? policy_caps(pol, task, app->cfg.default_timeout_ms) : NULL;
+    if (caps)
+        json_object_set_new_nocheck(run, "limits", caps);
+    else if (task)
+        json_object_del(run, "limits");
+    rc = run_move(tx, app, run, to, NULL);
+out:
+    free(rule);
+    json_decref(pol);
+    json_decref(task);
+    return rc;
 }
 
 int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *entries)

@@ -88,12 +88,20 @@ struct run_outcome {
 /* Moves run (modified in place, then stored) to `to` in tx, with the
  * outcome for failures.  A failure with retries left becomes a retry
  * (invariant 4).  A run that would be queued while its task is paused
- * is paused instead; one leaving paused for queued drops the
- * dependencies that completed meanwhile from blocked_by (and fails with
- * dependency_failed when one ended otherwise).  -EPERM for an illegal
+ * is paused instead; one leaving paused or interaction_required (an
+ * approval) for queued drops the dependencies that completed meanwhile
+ * from blocked_by (and fails with dependency_failed when one ended
+ * otherwise).  -EPERM for an illegal
  * transition. */
 int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
              const struct run_outcome *out);
+
+/* An approval given to a run held for one (interaction kind "approval"):
+ * nothing of the run has executed, so the project's policy as it is now
+ * decides: a breach ends it denied, code policy_denied, the rule named;
+ * else it takes the policy's caps of now ("limits") and moves to `to`
+ * (queued, or running for a PATCH that starts it) by run_move. */
+int run_approve(struct store_tx *tx, struct app *app, json_t *run, enum run_status to);
 
 /* The code's question (its input_request message: prompt and schema): the
  * run becomes interaction_required; asked while another waits for its

@@ -517,6 +517,11 @@ static int batch_fn(struct store_tx *tx, void *arg)
          * event stays the run's last and a progress never changes it */
         if (it->kind != IT_EXIT && run_status_terminal(run_status_of(run)))
             continue;
+        /* the run shows the iteration its code is in: a control message
+         * (a question, a checkpoint) counts as a log line does (a run asking
+         * in a silent iteration 2 showed iterations 0) */
+        if (it->iteration > json_integer_value(json_object_get(run, "iterations")))
+            json_object_set_new(run, "iterations", json_integer(it->iteration));
         if (it->kind == IT_LOG) {
             json_t *arr = json_object_get(logs, it->run_id);
             if (!arr) {
@@ -527,8 +532,6 @@ static int batch_fn(struct store_tx *tx, void *arg)
                                                  "level", it->level, "message", it->message, "data",
                                                  it->data ? it->data : json_null(), "error",
                                                  "iteration", it->iteration));
-            if (it->iteration > json_integer_value(json_object_get(run, "iterations")))
-                json_object_set_new(run, "iterations", json_integer(it->iteration));
             continue;
         }
         /* keep log order: flush this run's pending lines before a change */

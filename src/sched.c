@@ -1256,8 +1256,11 @@ static int deadline_fn(struct store_tx *tx, struct expire_arg *a, json_t *run)
     const char *ex = json_string_value(json_object_get(run, "executor"));
     if (ex && !strcmp(ex, "local") && st != RS_QUEUED)
         runner_cancel(a->s->app->runner, a->run_id);
+    /* a run held for approval (interaction_required) never started either */
+    bool started = st != RS_QUEUED && st != RS_PAUSED &&
+                   json_is_string(json_object_get(run, "started_at"));
     struct run_outcome out = {.code = "deadline_exceeded",
-                              .message = st == RS_QUEUED || st == RS_PAUSED
+                              .message = !started
                                   ? "the task's deadline passed before the run started"
                                   : "the task's deadline passed before the run finished",
                               .no_retry = true};

@@ -966,6 +966,16 @@ def test_interaction_and_review():
     assert done["status"] == "completed"
 
 
+def test_a_patch_out_of_an_approval_hold_clears_the_question():
+    # a run PATCHed out of interaction_required has no question left: the
+    # approval's stayed on the running run ("interaction": {kind: approval})
+    t = agent_task(assigned_agent_id="hold-patch", settings={"require_approval": True}, run=True)
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    assert run["status"] == "interaction_required" and run["interaction"]["kind"] == "approval", run
+    run = expect(S.req("PATCH", P + "/tasks/%s/runs/%s" % (t["id"], run["id"]), {"status": "running"}), 200)
+    assert run["status"] == "running" and run["interaction"] is None, run
+
+
 def test_a_worker_key_reports_work_but_holds_no_gate():
     # run PATCH is a worker's report: queued -> running -> an end.  A worker
     # key moved runs out of interaction_required, review_required and paused
@@ -1000,6 +1010,35 @@ def test_a_worker_key_reports_work_but_holds_no_gate():
     out = expect(S.req("POST", P + "/workers/report", {"results": [
         {"run_id": got[0]["id"], "attempt": 1, "status": "completed"}]}, key=tw), 200)["data"][0]
     assert out["ok"], out
+
+
+def test_set_output_is_no_way_around_the_code_or_the_dependencies():
+    # set_output with an output_schema completes an active run: a worker key
+    # completed a run whose code quernd was running (the code went on, its
+    # end lost), and a run blocked on dependencies went queued -> completed
+    # past them; a PATCH to running started a blocked run the same way
+    sch = {"type": "object", "required": ["a"], "properties": {"a": {"type": "integer"}}}
+    wk = expect(S.req("POST", P + "/api_keys", {"name": "w", "scopes": ["worker"]}), 201)["key"]
+    c = expect(S.req("POST", P + "/tasks", {"code": "echo go; sleep 1; echo end", "runtime_id": "sh",
+                                            "output_schema": sch}), 201)
+    crun = wait_for(lambda: (lambda r: r if r["status"] == "running" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % c["id"]), 200)["data"][0]), what="code running")
+    r = S.req("PATCH", P + "/tasks/%s/runs/%s/set_output" % (c["id"], crun["id"]), {"output": {"a": 1}}, key=wk)
+    assert r.status == 403 and r.json["error"]["code"] == "insufficient_scope", r
+    crun = wait_for(lambda: (lambda r: r if r["status"] not in ("queued", "running") else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % c["id"]), 200)["data"][0]), what="code ended")
+    assert crun["status"] == "failed" and crun["error"]["code"] == "invalid_output", crun   # no output
+    dep = agent_task(assigned_agent_id="so-dep")
+    t = agent_task(assigned_agent_id="so-blocked", dependencies=[dep["id"]], output_schema=sch)
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    for k in (wk, None):
+        r = S.req("PATCH", base + "/set_output", {"output": {"a": 1}}, **({"key": k} if k else {}))
+        assert r.status == 409 and r.json["error"]["code"] == "dependencies_pending", r
+        r = S.req("PATCH", base, {"status": "running"}, **({"key": k} if k else {}))
+        assert r.status == 409 and r.json["error"]["code"] == "dependencies_pending", r
+    run = expect(S.req("GET", base), 200)
+    assert run["status"] == "queued" and run["output"] is None and run["blocked_by"] == [dep["id"]], run
 
 
 def test_a_worker_key_reads_every_get_route_of_its_runs():

@@ -449,6 +449,25 @@ def test_iterations_continue_with_data():
         assert all("iteration" in it or True for it in g["items"])
 
 
+def test_a_question_asked_in_a_later_iteration_shows_that_iteration():
+    # the run's "iterations" moved only with log lines: a run asking in
+    # iteration 2, its iterations silent, showed iterations 0 while it waited
+    code = py(CTL_PY + r"""
+if os.environ["QUERN_ITERATION"] == "1":
+    ctl({"type": "continue", "data": {}})
+else:
+    ctl({"type": "input_request", "prompt": "it2"})
+    sys.stdin.readline()
+""")
+    t = create(code, "python")
+    run = wait_status(t, ["interaction_required"] + list(TERMINAL))
+    assert run["status"] == "interaction_required" and run["interaction"]["prompt"] == "it2", run
+    assert run["iterations"] == 2, run
+    expect(S.req("POST", base_of(t, run) + "/interaction", {"response": 1}), 200)
+    run = finish(t)
+    assert run["status"] == "completed" and run["iterations"] == 2, run
+
+
 def test_iterations_keep_scratch_and_renew_tmp():
     code = r"""
 n=$(tr -dc 0-9 < "$QUERN_INPUT"); n=${n:-0}
@@ -933,6 +952,38 @@ def test_policy_limits_deny():
         S.req("PUT", P + "/policy", keep)
     t, run, lg = go('ls "$QUERN_STORAGE_PROJECT"')
     assert not any(x["message"].startswith("denied-") for x in lg), lg   # nothing executed
+
+
+def test_an_approval_is_checked_against_the_policy_of_then():
+    """A run held for approval has run nothing: approved (by the interaction
+    or a PATCH out of the hold), it is checked against the project's policy
+    as it is then.  Tightened meanwhile, the run ends denied, policy_denied,
+    nothing executed (it used to run under the policy of its creation)."""
+    keep = policy_now()
+    try:
+        ts = [create('echo a > "$QUERN_STORAGE_PROJECT/held-%d"' % i, "sh",
+                     settings={"require_approval": True, "timeout_ms": 5000}) for i in range(3)]
+        runs = [wait_status(t, ("interaction_required",)) for t in ts]
+        expect(S.req("PUT", P + "/policy", dict(keep, max_timeout_ms=1000)), 200)
+        expect(S.req("POST", base_of(ts[0], runs[0]) + "/interaction", {"response": {"approved": True}}), 200)
+        expect(S.req("PATCH", base_of(ts[1], runs[1]), {"status": "queued"}), 200)
+        expect(S.req("PATCH", base_of(ts[2], runs[2]), {"status": "running"}), 200)
+        for t in ts:
+            run = finish(t)
+            assert run["status"] == "denied" and run["error"]["code"] == "policy_denied", run
+            assert run["error"]["message"].startswith("max_timeout_ms:"), run
+            assert run["started_at"] is None and run["interaction"] is None and logs(t, run) == [], run
+        # within the policy, the approval queues it as before
+        expect(S.req("PUT", P + "/policy", dict(keep, max_timeout_ms=10000)), 200)
+        t = create("echo ok", "sh", settings={"require_approval": True, "timeout_ms": 5000})
+        run = wait_status(t, ("interaction_required",))
+        expect(S.req("POST", base_of(t, run) + "/interaction", {"response": {"approved": True}}), 200)
+        run = finish(t)
+        assert run["status"] == "completed" and msgs(t, run, "stdout") == ["ok"], run
+    finally:
+        S.req("PUT", P + "/policy", keep)
+    t, run, lg = go('ls "$QUERN_STORAGE_PROJECT"')
+    assert not any(x["message"].startswith("held-") for x in lg), lg   # nothing executed
 
 
 def test_policy_caps_the_default_limits():

@@ -153,6 +153,30 @@ def test_a_paused_blocked_run_sees_its_dependency_end_on_resume():
             assert rb["error"]["code"] == "dependency_failed", rb
 
 
+def test_an_approved_run_sees_the_dependency_that_ended_while_it_was_held():
+    """A run blocked on A and held for approval while A ends is decided when
+    it is approved: runnable if A completed, dependency_failed if A failed
+    (the approved run used to wait queued, blocked on A, for good)."""
+    for end, want in [("completed", "queued"), ("failed", "failed")]:
+        agent = "apdep-" + end
+        a = task(assigned_agent_id=agent)
+        b = task(assigned_agent_id=agent + "-b", dependencies=[a["id"]],
+                 settings={"require_approval": True})
+        rb = runs_of_task(b)[0]
+        assert rb["status"] == "interaction_required" and rb["blocked_by"] == [a["id"]], rb
+        report(lease(agent)[0], end)
+        rb = expect(S.req("POST", P + "/tasks/%s/runs/%s/interaction" % (b["id"], rb["id"]),
+                          {"response": {"approved": True}}), 200)
+        assert rb["status"] == want, rb
+        assert rb["interaction"] is None, rb
+        if want == "queued":
+            assert not rb.get("blocked_by"), rb
+            assert [r["task_id"] for r in lease(agent + "-b", wait_ms=1000)] == [b["id"]]
+        else:
+            assert rb["error"]["code"] == "dependency_failed", rb
+            assert rb["started_at"] is None, rb
+
+
 def test_deadline_before_start_never_starts():
     past = iso(datetime.now(timezone.utc) - timedelta(seconds=1))
     t = task(assigned_agent_id="dl1", deadline=past)
@@ -160,6 +184,18 @@ def test_deadline_before_start_never_starts():
         expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), what="deadline")
     assert run["error"]["code"] == "deadline_exceeded" and run["started_at"] is None
     assert lease("dl1") == []
+
+
+def test_deadline_while_held_for_approval_says_it_never_started():
+    # the message said "before the run finished" for a run that waited for
+    # an approval and never started
+    soon = iso(datetime.now(timezone.utc) + timedelta(milliseconds=500))
+    t = task(assigned_agent_id="dl-held", deadline=soon, settings={"require_approval": True})
+    run = wait_for(lambda: (lambda r: r if r["status"] == "failed" else None)(
+        runs_of_task(t)[0]), what="deadline")
+    assert run["error"]["code"] == "deadline_exceeded" and run["started_at"] is None, run
+    assert run["error"]["message"] == "the task's deadline passed before the run started", run
+    assert run["interaction"] is None, run
 
 
 def test_deadline_while_running_fails_the_run():
