@@ -2127,7 +2127,9 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
                 res = new_result("failed", "invalid_output", iwhy);
             } else if (r->iteration >= r->max_iter) {
                 res = new_result("failed", "max_iterations", NULL);
-                res->error_message = xasprintf("more than %lld iterations", (long long)r->max_iter);
+                res->error_message =
+                    xasprintf("the code asked for iteration %lld; max_iterations is %lld",
+                              (long long)r->max_iter + 1, (long long)r->max_iter);
             } else {
                 char *why = NULL;
                 r->kill_status = NULL;

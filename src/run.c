@@ -454,9 +454,56 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
     return 0;
 }
 
+/* Adds to run's blocked_by the task's dependencies not completed; true
+ * when one of them has failed for good (or is gone). */
+static bool block_on_dependencies(struct store_tx *tx, const json_t *task, json_t *run)
+{
+    json_t *bb = json_object_get(run, "blocked_by");
+    bool ended = false;
+    size_t k;
+    json_t *dep;
+    json_array_foreach(json_object_get(task, "dependencies"), k, dep) {
+        json_t *dt = store_get(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
+                               json_string_value(dep));
+        const char *st = json_string_value(json_object_get(dt, "status")) ?: "";
+        if (!dt || strcmp(st, "completed")) {
+            json_array_append(bb, dep);
+            int rs = run_status_parse(st);
+            ended |= !dt || (rs >= 0 && run_status_terminal((enum run_status)rs));
+        }
+        json_decref(dt);
+    }
+    return ended;
+}
+
+static char *recheck_blocked(struct store_tx *tx, json_t *run);
+
+/* A new run blocked on a dependency that has already failed for good fails
+ * at once, as that end would have failed it (it waited queued for ever: the
+ * scheduler acts on dependencies as they end). */
+static int fail_on_ended_dependency(struct store_tx *tx, struct app *app, json_t *run)
+{
+    if (run_status_of(run) != RS_QUEUED)
+        return 0;   /* held or paused: looked at again as it is queued */
+    char *failed = recheck_blocked(tx, run);
+    int rc = 0;
+    if (failed) {
+        struct run_outcome o = {.code = "dependency_failed", .message = failed, .no_retry = true};
+        rc = run_move(tx, app, run, RS_FAILED, &o);
+    }
+    free(failed);
+    return rc;
+}
+
 int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
 {
-    return insert_run(tx, app, task, run, false, NULL);
+    /* every run of a task waits for its dependencies: a run made by POST
+     * .../runs, a retry or a trigger was runnable past them */
+    bool ended = block_on_dependencies(tx, task, run);
+    int rc = insert_run(tx, app, task, run, false, NULL);
+    if (!rc && ended)
+        rc = fail_on_ended_dependency(tx, app, run);
+    return rc;
 }
 
 int run_save(struct store_tx *tx, json_t *run)
@@ -868,16 +915,8 @@ static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const 
                               : json_string_value(json_object_get(task, "assigned_agent_id"));
         json_t *run = run_new_doc(task, input, agent);
         /* dependencies not yet completed block the run */
+        bool dep_ended = block_on_dependencies(tx, task, run);
         json_t *bb = json_object_get(run, "blocked_by");
-        size_t k;
-        json_t *dep;
-        json_array_foreach(json_object_get(task, "dependencies"), k, dep) {
-            json_t *dt = store_get(tx, SK_TASK, json_string_value(json_object_get(task, "project_id")),
-                                   json_string_value(dep));
-            if (!dt || strcmp(json_string_value(json_object_get(dt, "status")) ?: "", "completed"))
-                json_array_append(bb, dep);
-            json_decref(dt);
-        }
         bool current = put_task && i == 0;
         int rc = 0;
         enum gate gate = GATE_OPEN;
@@ -903,6 +942,8 @@ static int start_runs(struct store_tx *tx, struct app *app, json_t *task, const 
         }
         if (!rc)
             rc = insert_run(tx, app, task, run, current, current && gate != GATE_DENIED ? &gate : NULL);
+        if (!rc && dep_ended)
+            rc = fail_on_ended_dependency(tx, app, run);
         if (rc) {
             json_decref(run);
             return rc;

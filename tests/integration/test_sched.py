@@ -153,6 +153,26 @@ def test_a_paused_blocked_run_sees_its_dependency_end_on_resume():
             assert rb["error"]["code"] == "dependency_failed", rb
 
 
+def test_a_dependant_of_a_task_that_failed_already_fails_at_once():
+    """A task made (or run again) depending on a task whose latest run has
+    failed for good fails with dependency_failed, as its end would have made
+    it: it waited queued for ever.  A dependency not yet run still blocks."""
+    a = task(assigned_agent_id="dfail", settings={"max_retries": 0})
+    report(lease("dfail")[0], "failed")
+    b = task(assigned_agent_id="dfail-b", dependencies=[a["id"]])
+    rb = runs_of_task(b)[0]
+    assert rb["status"] == "failed" and rb["error"]["code"] == "dependency_failed", rb
+    assert a["id"] in rb["error"]["message"], rb
+    # a new run of the dependant, the dependency still failed: the same
+    again = expect(S.req("POST", P + "/tasks/%s/runs" % b["id"], {}), 201)
+    assert again["status"] == "failed" and again["error"]["code"] == "dependency_failed", again
+    # a dependency that never ran blocks, as before
+    c = task(assigned_agent_id="dfail-c", run=False)
+    d = task(assigned_agent_id="dfail-d", dependencies=[c["id"]])
+    rd = runs_of_task(d)[0]
+    assert rd["status"] == "queued" and rd["blocked_by"] == [c["id"]], rd
+
+
 def test_an_approved_run_sees_the_dependency_that_ended_while_it_was_held():
     """A run blocked on A and held for approval while A ends is decided when
     it is approved: runnable if A completed, dependency_failed if A failed
