@@ -171,6 +171,10 @@ def test_a_dependant_of_a_task_that_failed_already_fails_at_once():
     d = task(assigned_agent_id="dfail-d", dependencies=[c["id"]])
     rd = runs_of_task(d)[0]
     assert rd["status"] == "queued" and rd["blocked_by"] == [c["id"]], rd
+    # and so does a run made by POST .../runs (it was runnable past them)
+    rd2 = expect(S.req("POST", P + "/tasks/%s/runs" % d["id"], {}), 201)
+    assert rd2["status"] == "queued" and rd2["blocked_by"] == [c["id"]], rd2
+    assert lease("dfail-d", wait_ms=300) == []
 
 
 def test_an_approved_run_sees_the_dependency_that_ended_while_it_was_held():
