@@ -56,6 +56,7 @@ struct cli_ctx {
 };
 
 static volatile int g_interrupted;   /* set by SIGINT/SIGTERM handlers */
+static int g_out_errno;             /* first failed write to stdout (EPIPE: reader gone) */
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -88,10 +89,24 @@ static const char *esc(struct cli_ctx *c, const char *s)
     return keep(c, cli_http_escape(s));
 }
 
+/* Flushes f and, for stdout, remembers the first write that failed: SIGPIPE
+ * is ignored (libcurl's sockets), so a reader that went away (| head -1)
+ * shows only as EPIPE here, and a follow must stop on it. */
+static void out_flush(FILE *f)
+{
+    errno = 0;
+    if (fflush(f) == EOF || ferror(f)) {
+        if (f == stdout && !g_out_errno)
+            g_out_errno = errno ? errno : EIO;
+    }
+}
+
 static void write_out(FILE *f, const char *s, size_t n)
 {
-    fwrite(s, 1, n, f);
-    fflush(f);
+    errno = 0;
+    if (fwrite(s, 1, n, f) < n && f == stdout && !g_out_errno)
+        g_out_errno = errno ? errno : EIO;
+    out_flush(f);
 }
 
 /* Prints the last response's JSON body, re-indented, to stdout. */
@@ -122,6 +137,17 @@ static void print_json_value(const json_t *v)
     free(s);
 }
 
+/* Prints an error response as one line on stderr.  Its message may quote
+ * what a user stored (a name, a schedule): control characters show as '?',
+ * so it cannot break the line or drive the terminal. */
+static void print_http_error(long status, const char *body, size_t len)
+{
+    char *t = cli_http_error_text(status, body, len);
+    cli_scrub(t, '?', false);
+    fprintf(stderr, "quern: %s\n", t);
+    free(t);
+}
+
 /* Performs one request.  On 2xx parses the body into *out (when out is not
  * NULL; an empty body gives json null) and returns 0; otherwise prints the
  * error and returns the exit code. */
@@ -142,9 +168,7 @@ static int api(struct cli_ctx *c, const char *method, const char *path, json_t *
     }
     long st = c->resp.status;
     if (st < 200 || st >= 300) {
-        char *t = cli_http_error_text(st, c->resp.body.data, c->resp.body.len);
-        fprintf(stderr, "quern: %s\n", t);
-        free(t);
+        print_http_error(st, c->resp.body.data, c->resp.body.len);
         if (st == 401 && !c->http.key)
             fputs("quern: no API key given: set QUERN_KEY or pass --key\n", stderr);
         return st >= 500 || st < 100 ? CLI_EXIT_UNREACHABLE : CLI_EXIT_FAIL;
@@ -259,7 +283,7 @@ static int json_flag(struct cli_ctx *c, const struct cli_args *a, const char *fl
     return 0;
 }
 
-static int read_file(struct cli_ctx *c, const char *path, char **out)
+static int read_file(struct cli_ctx *c, const char *path, char **out, size_t *len)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f) {
@@ -287,8 +311,24 @@ static int read_file(struct cli_ctx *c, const char *path, char **out)
         fprintf(stderr, "quern: %s: read error\n", path);
         return CLI_EXIT_USAGE;
     }
+    *len = b.len;
     *out = b.data ? buf_steal(&b) : xstrdup("");
     return 0;
+}
+
+/* Byte offset of the first byte of s[0..n) that is not valid UTF-8 (or is
+ * NUL), n when there is none.  JSON strings are UTF-8: jansson refuses the
+ * rest, and a field it refused was silently left out of the request. */
+static size_t utf8_bad_at(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t k = *p == 0 ? 0 : *p < 0x80 ? 1 : jdump_utf8_len(p, end);
+        if (!k)
+            break;
+        p += k;
+    }
+    return (size_t)(p - (const unsigned char *)s);
 }
 
 /* The code of -f FILE or --code; *code NULL when neither was given. */
@@ -303,7 +343,20 @@ static int code_flag(struct cli_ctx *c, const struct cli_args *a, char **code)
         *code = xstrdup(inl);
         return 0;
     }
-    return file ? read_file(c, file, code) : 0;
+    if (!file)
+        return 0;
+    size_t len = 0;
+    int rc = read_file(c, file, code, &len);
+    if (rc)
+        return rc;
+    size_t bad = utf8_bad_at(*code, len);
+    if (bad < len) {
+        unsigned byte = (unsigned char)(*code)[bad];
+        free(*code);
+        *code = NULL;
+        return usage_error(c, "%s: not UTF-8 text (byte %zu is 0x%02x)", file, bad, byte);
+    }
+    return 0;
 }
 
 /* A runtime guessed from a file name's extension, or NULL. */
@@ -508,13 +561,13 @@ static void print_entry(struct cli_ctx *c, FILE *out, const json_t *e)
         fflush(stderr);
     } else if (!strcmp(type, "stdout") || (!*type && !*level)) {
         fprintf(out, "%s%s", msg, nl);
-        fflush(out);
+        out_flush(out);
     } else {
         bool col = out == stdout ? c->color_out : c->color_err;
         bool bad = !strcmp(level, "error") || !strcmp(level, "fatal");
         fprintf(out, "%s[%s]%s %s%s", col ? (bad ? C_RED : C_DIM) : "", *level ? level : type,
                 col ? C_RESET : "", msg, nl);
-        fflush(out);
+        out_flush(out);
     }
 }
 
@@ -557,7 +610,7 @@ static int on_event(const char *type, const char *data, const char *id, void *ud
     }
     json_decref(j);
     (void)id;
-    return g_interrupted ? 1 : stop;
+    return g_interrupted || g_out_errno ? 1 : stop;
 }
 
 static int on_chunk(const char *p, size_t n, void *ud)
@@ -595,6 +648,8 @@ static int print_logs(struct cli_ctx *c, const char *task_id, const char *run_id
         if (json_is_object(entry))
             print_entry(c, out, entry);
         json_decref(entry);
+        if (g_out_errno)
+            break;      /* main reports it */
         p += n + (nl ? 1 : 0);
     }
     return 0;
@@ -656,14 +711,16 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
             break;
         }
         if (hr == 0 && (r.status < 200 || r.status >= 300)) {
-            char *t = cli_http_error_text(r.status, r.body.data, r.body.len);
-            fprintf(stderr, "quern: %s\n", t);
-            free(t);
+            print_http_error(r.status, r.body.data, r.body.len);
             buf_release(&r.body);
             rc = r.status >= 500 ? CLI_EXIT_UNREACHABLE : CLI_EXIT_FAIL;
             goto out;
         }
         buf_release(&r.body);
+        if (g_out_errno) {
+            rc = 0;     /* stdout is gone: stop following; main sets the status */
+            goto out;
+        }
         if (g_interrupted) {
             fprintf(stderr, "\nquern: interrupted; run %s goes on (quern logs -f %s)\n", run_id,
                     run_id);
@@ -702,12 +759,19 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
             snprintf(dur, sizeof(dur), " in %s", tmp);
         }
         fprintf(stderr, "%srun %s %s%s%s", col, run_id, status, dur, col[0] ? C_RESET : "");
+        /* The run's error may carry what its code wrote: scrubbed, one line. */
         json_t *err = json_object_get(run, "error");
+        char *why = NULL;
         if (!ok && json_is_object(err))
-            fprintf(stderr, ": %s%s%s", str(err, "code"), *str(err, "message") ? ": " : "",
-                    str(err, "message"));
+            why = xasprintf(": %s%s%s", str(err, "code"), *str(err, "message") ? ": " : "",
+                            str(err, "message"));
         else if (!ok && json_is_string(err))
-            fprintf(stderr, ": %s", json_string_value(err));
+            why = xasprintf(": %s", json_string_value(err));
+        if (why) {
+            cli_scrub(why, '?', false);
+            fputs(why, stderr);
+            free(why);
+        }
         fputc('\n', stderr);
     }
     rc = strcmp(status, "completed") == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
@@ -810,10 +874,14 @@ static int cmd_projects_create(struct cli_ctx *c, const struct cli_args *a)
     int rc = api(c, "POST", "/api/projects", body, &j);
     json_decref(body);
     if (!rc) {
-        if (c->json)
+        if (c->json) {
             print_raw_json(c);
-        else
-            printf("project %s created (%s)\n", str(j, "id"), str(j, "name"));
+        } else {
+            char *name = xstrdup(str(j, "name"));
+            cli_scrub(name, '?', false);
+            printf("project %s created (%s)\n", str(j, "id"), name);
+            free(name);
+        }
     }
     json_decref(j);
     return rc;
@@ -1375,7 +1443,7 @@ static int watch_frame(struct cli_ctx *c, struct buf *out)
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms(), ts);
     buf_printf(out, "%squern watch%s  %s  project %s  %zu active%s  %.19s\n\n",
-               c->color_out ? C_BOLD : "", c->color_out ? C_RESET : "", c->url,
+               c->color_out ? C_BOLD : "", c->color_out ? C_RESET : "", c->http.shown,
                c->project ? c->project : "?", t.nrows, more ? " (more not shown)" : "", ts);
     if (t.nrows)
         cli_table_render(&t, out, c->color_out);
@@ -1676,6 +1744,18 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
         goto out;
     }
     c->json = cli_args_has(&a, "json");
+    /* Values go into JSON, which is UTF-8 (a file name may be anything). */
+    for (size_t i = 0; i < a.nopts + a.npos; i++) {
+        bool isopt = i < a.nopts;
+        const char *v = isopt ? a.opts[i].value : a.pos[i - a.nopts];
+        if (isopt && !strcmp(a.opts[i].name, "file"))
+            continue;
+        if (utf8_bad_at(v, strlen(v)) < strlen(v)) {
+            rc = isopt ? usage_error(c, "--%s: not valid UTF-8", a.opts[i].name)
+                       : usage_error(c, "argument %zu is not valid UTF-8", i - a.nopts + 1);
+            goto out_args;
+        }
+    }
     struct buf b;
     buf_init(&b);
     if (!cmd) {
@@ -1734,6 +1814,19 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
             goto out_args;
         }
         c->http_ready = true;
+        const char *ca = getenv("QUERN_CACERT");
+        if (ca && *ca)
+            c->http.cacert = xstrdup(ca);
+        const char *to = getenv("QUERN_TIMEOUT");
+        int64_t secs;
+        if (to && *to) {
+            if (parse_i64(to, &secs) < 0 || secs < 0 || secs > 86400) {
+                rc = usage_error(c, "QUERN_TIMEOUT: seconds from 0 (never) to 86400 (got '%s')",
+                                 to);
+                goto out_args;
+            }
+            c->http.idle_s = (long)secs;
+        }
     }
     rc = cmd->fn(c, &a);
 out_args:
@@ -1761,6 +1854,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     buf_init(&c.resp.body);
     int rc = run_main(&c, argc, argv);
+    out_flush(stdout);
+    if (g_out_errno == EPIPE && rc == CLI_EXIT_OK) {
+        rc = CLI_EXIT_PIPE;
+    } else if (g_out_errno && g_out_errno != EPIPE) {
+        fprintf(stderr, "quern: cannot write the output: %s\n", strerror(g_out_errno));
+        if (rc == CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
+    }
     if (c.http_ready)
         cli_http_release(&c.http);
     buf_release(&c.resp.body);

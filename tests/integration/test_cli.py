@@ -142,6 +142,121 @@ def test_man_pages_in_the_tree_are_current():
     assert out == open(os.path.join(root, "man", "quernd.8")).read(), "run make man"
 
 
+def test_server_text_cannot_drive_the_terminal():
+    # an error message quoting a stored or given value, a project's name and
+    # a run's error: control characters show as '?', C0 and C1 alike
+    rc, out, err = quern("tasks", "get", "x\x1b[2Jy\u009b31m")
+    assert rc == 1 and "not_found" in err and "\x1b" not in err and "\u009b" not in err, repr(err)
+    assert "x?[2Jy?31m" in err, repr(err)
+    rc, out, err = quern("projects", "create", "p\x1b]0;title\x07q")
+    assert rc == 0 and "\x1b" not in out and "\x07" not in out and "p?]0;title?q" in out, repr(out)
+    rc, out, err = quern("tasks", "create", "--name", "c1\u009b2Jname", "--code", "true", "--no-run")
+    assert rc == 0, err
+    rc, out, err = quern("tasks", "list", "--limit", "5")
+    assert rc == 0 and "c1 2Jname" in out and "\u009b" not in out, repr(out)
+
+
+def test_follow_stops_when_stdout_goes_away():
+    # `quern run --wait | head -1`: SIGPIPE is ignored (libcurl), so the
+    # follow kept streaming into the closed pipe until the run ended, exit 0
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY, NO_COLOR="1")
+    p = subprocess.Popen([os.path.join(BUILD, "quern"), "run", "--name", "pipe-follow", "--code",
+                          "for i in $(seq 1 3000); do echo line$i; sleep 0.1; done", "--wait"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    import select
+    ready = select.select([p.stdout], [], [], 60)[0]   # a guard against a hang, not a timing
+    assert ready and p.stdout.readline() == b"line1\n", "no log line came"
+    p.stdout.close()
+    rc = p.wait(120)
+    p.stderr.close()
+    assert rc == 141, rc
+    rc, out, err = quern("--json", "runs", "list", "--status", "running")
+    assert rc == 0, err
+    running = json.loads(out)["data"]
+    assert running, "quern returned only once the run had ended"
+    for r in running:
+        quern("runs", "cancel", r["id"])
+
+
+def test_write_errors_fail_the_command():
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([os.path.join(BUILD, "quern"), "--json", "projects", "list"],
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+                           env=dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port),
+                                    QUERN_KEY=ROOT_KEY))
+    assert p.returncode == 1 and "No space left on device" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_code_and_values_must_be_utf8():
+    # jansson refuses a string that is not UTF-8 and the field was left out:
+    # the server answered "a task needs one of code ..." (exit 1)
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY, NO_COLOR="1")
+    q = os.path.join(BUILD, "quern")
+    p = subprocess.run([q, "run", "-f", "-"], input=b"echo \xff\xfe", capture_output=True, env=e, timeout=60)
+    assert p.returncode == 2 and b"not UTF-8" in p.stderr, (p.returncode, p.stderr)
+    p = subprocess.run([q, "run", "-f", "-"], input=b"echo a\x00b", capture_output=True, env=e, timeout=60)
+    assert p.returncode == 2 and b"not UTF-8" in p.stderr, (p.returncode, p.stderr)
+    p = subprocess.run([q, "tasks", "create", "--code", "true", "--name", b"bad\xffname"],
+                       capture_output=True, env=e, timeout=60)
+    assert p.returncode == 2 and b"--name" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_transport_errors_name_the_cause_and_hide_passwords():
+    rc, out, err = quern("tasks", "list", env={"QUERN_URL": "http://user:s3cretpw@127.0.0.1:1/"})
+    assert rc == 3 and "s3cretpw" not in err and "127.0.0.1" in err and "port 1" in err, err
+    # a server that accepts and never answers: QUERN_TIMEOUT, not a hang
+    import socket
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    try:
+        rc, out, err = quern("--project", "p", "tasks", "list",
+                             env={"QUERN_URL": "http://127.0.0.1:%d" % ls.getsockname()[1],
+                                  "QUERN_TIMEOUT": "1"})
+    finally:
+        ls.close()
+    assert rc == 3 and "sent nothing for 1 s" in err, (rc, err)
+    rc, out, err = quern("tasks", "list", env={"QUERN_TIMEOUT": "soon"})
+    assert rc == 2 and "QUERN_TIMEOUT" in err, (rc, err)
+
+
+def test_https_names_the_certificate_problem_and_trusts_QUERN_CACERT():
+    import ssl
+    import threading
+    import http.server
+    d = tempfile.mkdtemp(prefix="quern-tls-")
+    cert, key = os.path.join(d, "c.pem"), os.path.join(d, "k.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"data": [], "total": 0, "has_more": false}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = "https://127.0.0.1:%d" % srv.server_address[1]
+    try:
+        rc, out, err = quern("--project", "p", "tasks", "list", env={"QUERN_URL": url})
+        assert rc == 3 and "self-signed certificate" in err, (rc, err)
+        rc, out, err = quern("--project", "p", "tasks", "list", env={"QUERN_URL": url, "QUERN_CACERT": cert})
+        assert rc == 0 and "No tasks" in err, (rc, out, err)
+    finally:
+        srv.shutdown()
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
