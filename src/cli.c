@@ -513,6 +513,7 @@ struct follow {
     double progress;
     bool have_progress, bar_shown;
     char final[32];             /* terminal status seen on the stream */
+    const char *run_id;
     FILE *logout;               /* where stdout entries go (stderr with --json) */
 };
 
@@ -602,6 +603,18 @@ static int on_event(const char *type, const char *data, const char *id, void *ud
     } else if (terminal(kind)) {
         snprintf(f->final, sizeof(f->final), "%s", kind);
         stop = 1;
+    } else if (!strcmp(kind, "interaction_required") || !strcmp(kind, "review_required")) {
+        /* The run waits for a person: say how to answer it (a follow would
+         * otherwise wait in silence).  The event does not carry the question;
+         * runs get shows it. */
+        bool review = kind[0] == 'r';
+        bar_clear(f);
+        fprintf(stderr, "quern: run %s waits for %s (quern runs get %s shows it); answer with: "
+                "quern runs %s %s %s\n", f->run_id, review ? "a review" : "an answer", f->run_id,
+                review ? "review" : "respond", f->run_id,
+                review ? "--approve|--reject" : "--approve|--deny|--response JSON");
+        fflush(stderr);
+        bar_draw(f);
     } else if (!strcmp(kind, "retrying")) {
         bar_clear(f);
         fprintf(stderr, "%s-- retrying%s\n", f->c->color_err ? C_DIM : "",
@@ -687,7 +700,7 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
         ppath(c, &rc, "/tasks/%s/runs/%s/stream", esc(c, task_id), esc(c, run_id));
     if (!path)
         return rc;
-    struct follow f = {.c = c, .logout = c->json ? stderr : stdout};
+    struct follow f = {.c = c, .logout = c->json ? stderr : stdout, .run_id = run_id};
     cli_sse_init(&f.sse);
     catch_interrupts(c);
     int failures = 0;
@@ -1409,6 +1422,58 @@ static int cmd_runs_logs(struct cli_ctx *c, const struct cli_args *a)
     return rc;
 }
 
+/* POST .../runs/:id/<action> with body to a run known by its id alone. */
+static int run_action(struct cli_ctx *c, const char *run_id, const char *action, json_t *body)
+{
+    json_t *run, *j = NULL;
+    int rc = get_run(c, run_id, &run);
+    if (rc)
+        return rc;
+    const char *path = ppath(c, &rc, "/tasks/%s/runs/%s/%s", esc(c, str(run, "task_id")),
+                             esc(c, run_id), action);
+    if (path && !(rc = api(c, "POST", path, body, &j))) {
+        if (c->json)
+            print_raw_json(c);
+        else
+            printf("run %s: %s\n", run_id, *str(j, "status") ? str(j, "status") : "answered");
+    }
+    json_decref(run);
+    json_decref(j);
+    return rc;
+}
+
+static int cmd_runs_respond(struct cli_ctx *c, const struct cli_args *a)
+{
+    bool yes = cli_args_has(a, "approve"), no = cli_args_has(a, "deny");
+    json_t *resp = NULL;
+    int rc = json_flag(c, a, "response", true, &resp);
+    if (rc)
+        return rc;
+    if ((yes || no) + (resp != NULL) != 1 || (yes && no)) {
+        json_decref(resp);
+        return usage_error(c, "give one of --response JSON, --approve, --deny");
+    }
+    if (!resp)
+        resp = json_pack("{s:b}", "approved", yes);
+    json_t *body = json_pack("{s:o}", "response", resp);
+    rc = run_action(c, a->pos[0], "interaction", body);
+    json_decref(body);
+    return rc;
+}
+
+static int cmd_runs_review(struct cli_ctx *c, const struct cli_args *a)
+{
+    bool yes = cli_args_has(a, "approve"), no = cli_args_has(a, "reject");
+    if (yes == no)
+        return usage_error(c, "give one of --approve, --reject");
+    json_t *body = json_pack("{s:s}", "decision", yes ? "approve" : "reject");
+    if (cli_args_get(a, "comment"))
+        json_object_set_new(body, "comment", json_string(cli_args_get(a, "comment")));
+    int rc = run_action(c, a->pos[0], "review", body);
+    json_decref(body);
+    return rc;
+}
+
 /* ---- watch --------------------------------------------------------------- */
 
 static const char *const ACTIVE[] = {"running", "queued", "interaction_required",
@@ -1610,6 +1675,11 @@ static const struct cli_cmd COMMANDS[] = {
      "follow|f", 1, 1, cmd_runs_logs},
     {"runs cancel", "RUN_ID [--message M]", "Cancel a run", "message:", 1, 1, cmd_runs_cancel},
     {"runs output", "RUN_ID", "Print a run's output JSON", "", 1, 1, cmd_runs_output},
+    {"runs respond", "RUN_ID (--response JSON | --approve | --deny)",
+     "Answer a run in interaction_required: its code's question, or an approval", "response: approve deny",
+     1, 1, cmd_runs_respond},
+    {"runs review", "RUN_ID (--approve | --reject) [--comment C]",
+     "Finish a run in review_required", "approve reject comment:", 1, 1, cmd_runs_review},
     {"run",
      "[--runtime R] (-f FILE | --code C) [--input JSON] [--name N] [--priority P] "
      "[--timeout-ms N] [--max-retries N] [--wait]",
@@ -1654,6 +1724,11 @@ static const struct cli_optdoc OPTDOCS[] = {
     {"task", "ID", "a task id"},
     {"message", "M", "a message kept on the run"},
     {"count", "N", "how many fire times, 1-100 (default 5)"},
+    {"response", "JSON", "the answer, any JSON value (an input request's schema may constrain it)"},
+    {"approve", NULL, "approve the run"},
+    {"deny", NULL, "deny the run's approval: it ends denied"},
+    {"reject", NULL, "reject the run's result: it ends failed"},
+    {"comment", "C", "a comment kept with the review"},
     {"no-run", NULL, "create without starting a run (a schedule still fires)"},
     {"wait", NULL, "follow the run live; exit 0 only if it completed"},
     {"follow", NULL, "follow the log live until the run ends"},

@@ -8,7 +8,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import BUILD, ROOT_KEY, Server, expect, run_tests  # noqa: E402
+from qlib import BUILD, ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -255,6 +255,59 @@ def test_https_names_the_certificate_problem_and_trusts_QUERN_CACERT():
         assert rc == 0 and "No tasks" in err, (rc, out, err)
     finally:
         srv.shutdown()
+
+
+def _run_of(task_id):
+    rc, out, err = quern("--json", "runs", "list", "--task", task_id)
+    assert rc == 0, err
+    return json.loads(out)["data"][0]["id"]
+
+
+def test_runs_respond_and_review():
+    # a run waiting for a person could be followed but not answered: there
+    # was no command for POST .../interaction or .../review
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY, NO_COLOR="1")
+    t = expect(S.req("POST", P + "/tasks", {"code": "echo approved-ran", "run": True,
+                                             "settings": {"require_approval": True}}), 201)
+    rid = _run_of(t["id"])
+    follow = subprocess.Popen([os.path.join(BUILD, "quern"), "logs", "-f", rid], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=e)
+    import select
+    assert select.select([follow.stderr], [], [], 60)[0], "the follow said nothing"
+    hint = follow.stderr.readline()
+    assert "waits for an answer" in hint and "quern runs respond %s" % rid in hint, hint
+    rc, out, err = quern("runs", "respond", rid)
+    assert rc == 2 and "--approve" in err, (rc, err)
+    rc, out, err = quern("runs", "respond", rid, "--approve", "--deny")
+    assert rc == 2, (rc, err)
+    rc, out, err = quern("runs", "respond", rid, "--approve")
+    assert rc == 0 and "queued" in out, (rc, out, err)
+    out, err = follow.communicate(timeout=120)
+    assert follow.returncode == 0 and "approved-ran" in out, (follow.returncode, out, err)
+    rc, out, err = quern("runs", "respond", rid, "--response", '{"x": 1}')
+    assert rc == 1 and "409" in err and "no_interaction" in err, (rc, err)
+    # a code's own question (fd 3) takes any JSON answer, on its stdin
+    t = expect(S.req("POST", P + "/tasks", {"runtime_id": "sh", "run": True, "code":
+                                             'echo \'{"type":"input_request","prompt":"name?"}\' >&3; '
+                                             'read -r line; echo "got $line"'}), 201)
+    rid = _run_of(t["id"])
+    wait_for(lambda: '"interaction_required"' in quern("--json", "runs", "get", rid)[1],
+             what="interaction_required")
+    rc, out, err = quern("runs", "respond", rid, "--response", '"Ada"')
+    assert rc == 0 and "running" in out, (rc, out, err)
+    rc, out, err = quern("logs", "-f", rid)
+    assert rc == 0 and '"response":"Ada"' in out.replace(" ", ""), (rc, out, err)
+    # review: the result waits for a decision
+    t = expect(S.req("POST", P + "/tasks", {"code": "echo reviewed", "run": True,
+                                             "settings": {"require_review": True}}), 201)
+    rid = _run_of(t["id"])
+    rc, out, err = quern("runs", "review", rid)
+    assert rc == 2, (rc, err)
+    wait_for(lambda: '"review_required"' in quern("--json", "runs", "get", rid)[1], what="review_required")
+    rc, out, err = quern("runs", "review", rid, "--reject", "--comment", "not good")
+    assert rc == 0 and "failed" in out, (rc, out, err)
+    rc, out, err = quern("--json", "runs", "get", rid)
+    assert json.loads(out)["status"] == "failed" and "not good" in out, out
 
 
 if __name__ == "__main__":
