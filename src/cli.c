@@ -1474,6 +1474,84 @@ static int cmd_runs_review(struct cli_ctx *c, const struct cli_args *a)
     return rc;
 }
 
+static const struct cli_col ARTIFACT_COLS[] = {
+    {"NAME", "name", CLI_FMT_TEXT},
+    {"SIZE", "size", CLI_FMT_TEXT},
+    {"TYPE", "content_type", CLI_FMT_TEXT},
+    {"SHA256", "sha256", CLI_FMT_TEXT},
+};
+
+/* "/api/projects/<p>/tasks/<t>/runs/<run_id>" of a run known by its id alone. */
+static const char *run_path(struct cli_ctx *c, const char *run_id, int *rc)
+{
+    json_t *run;
+    if ((*rc = get_run(c, run_id, &run)))
+        return NULL;
+    const char *path =
+        ppath(c, rc, "/tasks/%s/runs/%s", esc(c, str(run, "task_id")), esc(c, run_id));
+    json_decref(run);
+    return path;
+}
+
+static int cmd_runs_artifacts(struct cli_ctx *c, const struct cli_args *a)
+{
+    struct buf q;
+    buf_init(&q);
+    json_t *j = NULL;
+    int rc = list_query(c, a, &q);
+    const char *base = rc ? NULL : run_path(c, a->pos[0], &rc);
+    if (base) {
+        char *path = xasprintf("%s/artifacts%s", base, q.data ? q.data : "");
+        if (!(rc = api(c, "GET", path, NULL, &j)))
+            rc = show_list(c, j, ARTIFACT_COLS, ARRAY_LEN(ARTIFACT_COLS), "artifacts");
+        free(path);
+    }
+    json_decref(j);
+    buf_release(&q);
+    return rc;
+}
+
+/* Downloads one artifact to -o FILE, or to stdout when that is not a
+ * terminal (bytes as stored, so | tar x works). */
+static int cmd_runs_download(struct cli_ctx *c, const struct cli_args *a)
+{
+    const char *file = cli_args_get(a, "output");
+    bool to_stdout = !file || !strcmp(file, "-");
+    if (!file && c->tty_out)
+        return usage_error(c, "stdout is a terminal: give -o FILE (or -o - to insist)");
+    int rc;
+    const char *base = run_path(c, a->pos[0], &rc);
+    if (!base)
+        return rc;
+    char *path = xasprintf("%s/artifacts/content?name=%s", base, esc(c, a->pos[1]));
+    rc = api(c, "GET", path, NULL, NULL);
+    free(path);
+    if (rc)
+        return rc;
+    const char *data = c->resp.body.data ? c->resp.body.data : "";
+    if (to_stdout) {
+        write_out(stdout, data, c->resp.body.len);
+        return 0;
+    }
+    FILE *f = fopen(file, "wb");
+    if (!f) {
+        fprintf(stderr, "quern: %s: %s\n", file, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    bool bad = fwrite(data, 1, c->resp.body.len, f) < c->resp.body.len;
+    int err = errno;
+    if (fclose(f) != 0 && !bad) {
+        bad = true;
+        err = errno;
+    }
+    if (bad) {
+        fprintf(stderr, "quern: %s: %s\n", file, strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    fprintf(stderr, "%s: %zu bytes\n", file, c->resp.body.len);
+    return 0;
+}
+
 /* ---- watch --------------------------------------------------------------- */
 
 static const char *const ACTIVE[] = {"running", "queued", "interaction_required",
@@ -1678,6 +1756,11 @@ static const struct cli_cmd COMMANDS[] = {
     {"runs respond", "RUN_ID (--response JSON | --approve | --deny)",
      "Answer a run in interaction_required: its code's question, or an approval", "response: approve deny",
      1, 1, cmd_runs_respond},
+    {"runs artifacts", "RUN_ID [--limit N] [--offset N]", "List a run's artifacts", LIST_OPTS,
+     1, 1, cmd_runs_artifacts},
+    {"runs download", "RUN_ID NAME [-o FILE]",
+     "Download an artifact to FILE, or to stdout when that is not a terminal", "output|o:", 2, 2,
+     cmd_runs_download},
     {"runs review", "RUN_ID (--approve | --reject) [--comment C]",
      "Finish a run in review_required", "approve reject comment:", 1, 1, cmd_runs_review},
     {"run",
@@ -1729,6 +1812,7 @@ static const struct cli_optdoc OPTDOCS[] = {
     {"deny", NULL, "deny the run's approval: it ends denied"},
     {"reject", NULL, "reject the run's result: it ends failed"},
     {"comment", "C", "a comment kept with the review"},
+    {"output", "FILE", "write to FILE ('-' for stdout)"},
     {"no-run", NULL, "create without starting a run (a schedule still fires)"},
     {"wait", NULL, "follow the run live; exit 0 only if it completed"},
     {"follow", NULL, "follow the log live until the run ends"},

@@ -310,6 +310,26 @@ def test_runs_respond_and_review():
     assert json.loads(out)["status"] == "failed" and "not good" in out, out
 
 
+def test_runs_artifacts_and_download():
+    # a run's files could not be listed or fetched from the CLI
+    rc, out, err = quern("--json", "run", "--code",
+                         'printf "a\\000b\\377" > "$QUERN_ARTIFACTS/bin.dat"; echo hi > "$QUERN_ARTIFACTS/n m.txt"',
+                         "--wait")
+    assert rc == 0, err
+    rid = json.loads(out)["id"]
+    rc, out, err = quern("runs", "artifacts", rid)
+    assert rc == 0 and "bin.dat" in out and "n m.txt" in out and out.startswith("NAME"), (out, err)
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY)
+    p = subprocess.run([os.path.join(BUILD, "quern"), "runs", "download", rid, "bin.dat"],
+                       capture_output=True, env=e, timeout=60)
+    assert p.returncode == 0 and p.stdout == b"a\x00b\xff", p
+    d = tempfile.mkdtemp(prefix="quern-dl-")
+    rc, out, err = quern("runs", "download", rid, "n m.txt", "-o", os.path.join(d, "f"))
+    assert rc == 0 and open(os.path.join(d, "f")).read() == "hi\n", (rc, err)
+    rc, out, err = quern("runs", "download", rid, "nope", "-o", os.path.join(d, "g"))
+    assert rc == 1 and "404" in err and not os.path.exists(os.path.join(d, "g")), (rc, err)
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
