@@ -1552,6 +1552,183 @@ static int cmd_runs_download(struct cli_ctx *c, const struct cli_args *a)
     return 0;
 }
 
+/* ---- commands: secrets, triggers, webhooks ----------------------------- */
+
+static const struct cli_col SECRET_COLS[] = {
+    {"NAME", "name", CLI_FMT_TEXT},
+    {"CREATED", "created_at", CLI_FMT_AGE},
+    {"UPDATED", "updated_at", CLI_FMT_AGE},
+};
+static const struct cli_col TRIGGER_COLS[] = {
+    {"ID", "id", CLI_FMT_TEXT},           {"TASK", "task_id", CLI_FMT_TEXT},
+    {"URL", "url", CLI_FMT_TEXT},         {"FIRED", "fire_count", CLI_FMT_TEXT},
+    {"LAST", "last_fired_at", CLI_FMT_AGE}, {"CREATED", "created_at", CLI_FMT_AGE},
+};
+static const struct cli_col WEBHOOK_COLS[] = {
+    {"ID", "id", CLI_FMT_TEXT},
+    {"URL", "url", CLI_FMT_TEXT},
+    {"EVENTS", "events", CLI_FMT_TEXT},
+    {"CREATED", "created_at", CLI_FMT_AGE},
+};
+static const struct cli_col DELIVERY_COLS[] = {
+    {"ID", "id", CLI_FMT_TEXT},         {"EVENT", "event_type", CLI_FMT_TEXT},
+    {"STATUS", "status", CLI_FMT_TEXT}, {"ATTEMPTS", "attempt_count", CLI_FMT_TEXT},
+    {"CREATED", "created_at", CLI_FMT_AGE},
+};
+
+/* GET <project><what>?limit&offset[&filter=value] shown as a table. */
+static int list_of(struct cli_ctx *c, const struct cli_args *a, const char *what,
+                   const char *filter, const char *value, const struct cli_col *cols,
+                   size_t ncols, const char *noun)
+{
+    struct buf q;
+    buf_init(&q);
+    json_t *j = NULL;
+    int rc = list_query(c, a, &q);
+    if (filter)
+        query_add(&q, filter, value);
+    const char *path = rc ? NULL : ppath(c, &rc, "%s%s", what, q.data ? q.data : "");
+    if (path && !(rc = api(c, "GET", path, NULL, &j)))
+        rc = show_list(c, j, cols, ncols, noun);
+    json_decref(j);
+    buf_release(&q);
+    return rc;
+}
+
+static int cmd_secrets_list(struct cli_ctx *c, const struct cli_args *a)
+{
+    return list_of(c, a, "/secrets", NULL, NULL, SECRET_COLS, ARRAY_LEN(SECRET_COLS), "secrets");
+}
+
+/* The value comes from -f FILE or stdin, never from an argument (ps would
+ * show it), byte for byte: printf %s, not echo, when piping. */
+static int cmd_secrets_set(struct cli_ctx *c, const struct cli_args *a)
+{
+    const char *file = cli_args_get(a, "value-file");
+    if (!file && isatty(STDIN_FILENO))
+        return usage_error(c, "give the value on stdin or with -f FILE (never as an argument)");
+    char *value = NULL;
+    size_t len = 0;
+    int rc = read_file(c, file ? file : "-", &value, &len);
+    if (rc)
+        return rc;
+    size_t bad = utf8_bad_at(value, len);
+    json_t *body = NULL, *j = NULL;
+    if (bad < len) {
+        rc = usage_error(c, "%s: the value is not UTF-8 text (byte %zu)", file ? file : "stdin",
+                         bad);
+        goto out;
+    }
+    body = json_pack("{s:s,s:s}", "name", a->pos[0], "value", value);
+    const char *path = ppath(c, &rc, "/secrets");
+    if (path && !(rc = api(c, "POST", path, body, &j))) {
+        if (c->json)
+            print_raw_json(c);
+        else
+            printf("secret %s %s (%zu bytes)\n", a->pos[0],
+                   c->resp.status == 201 ? "created" : "replaced", len);
+    }
+out:
+    if (value)
+        memset(value, 0, len);
+    free(value);
+    json_decref(body);
+    json_decref(j);
+    return rc;
+}
+
+static int cmd_secrets_delete(struct cli_ctx *c, const struct cli_args *a)
+{
+    return one(c, "DELETE", "/secrets", a->pos[0], "secret");
+}
+
+/* Prints a created object whose generated secret is shown this once. */
+static int created_with_secret(struct cli_ctx *c, json_t *j, const char *noun)
+{
+    if (c->json) {
+        print_raw_json(c);
+        return 0;
+    }
+    /* A trigger's url is a path on the server: joined to the address used. */
+    const char *u = str(j, "url");
+    char *url = xasprintf("%s%s", u[0] == '/' ? c->http.shown : "", u);
+    cli_scrub(url, '?', false);
+    printf("%s %s created: %s\n", noun, str(j, "id"), url);
+    free(url);
+    if (*str(j, "secret")) {
+        printf("%s\n", str(j, "secret"));
+        fputs("(the signing secret is shown only once: store it now)\n", stderr);
+    }
+    return 0;
+}
+
+static int cmd_triggers_list(struct cli_ctx *c, const struct cli_args *a)
+{
+    return list_of(c, a, "/triggers", "task_id", cli_args_get(a, "task"), TRIGGER_COLS,
+                   ARRAY_LEN(TRIGGER_COLS), "triggers");
+}
+
+static int cmd_triggers_create(struct cli_ctx *c, const struct cli_args *a)
+{
+    json_t *body = json_pack("{s:s}", "task_id", a->pos[0]), *j = NULL;
+    if (cli_args_get(a, "description"))
+        json_object_set_new(body, "description", json_string(cli_args_get(a, "description")));
+    int rc;
+    const char *path = ppath(c, &rc, "/triggers");
+    if (path && !(rc = api(c, "POST", path, body, &j)))
+        rc = created_with_secret(c, j, "trigger");
+    json_decref(body);
+    json_decref(j);
+    return rc;
+}
+
+static int cmd_triggers_delete(struct cli_ctx *c, const struct cli_args *a)
+{
+    return one(c, "DELETE", "/triggers", a->pos[0], "trigger");
+}
+
+static int cmd_webhooks_list(struct cli_ctx *c, const struct cli_args *a)
+{
+    return list_of(c, a, "/webhooks", NULL, NULL, WEBHOOK_COLS, ARRAY_LEN(WEBHOOK_COLS), "webhooks");
+}
+
+static int cmd_webhooks_create(struct cli_ctx *c, const struct cli_args *a)
+{
+    json_t *body = json_pack("{s:s}", "url", a->pos[0]), *j = NULL;
+    if (cli_args_get(a, "description"))
+        json_object_set_new(body, "description", json_string(cli_args_get(a, "description")));
+    if (cli_args_nth(a, "event", 0)) {
+        json_t *ev = json_array();
+        const char *e;
+        for (size_t i = 0; (e = cli_args_nth(a, "event", i)); i++)
+            json_array_append_new(ev, json_string(e));
+        json_object_set_new(body, "events", ev);
+    }
+    int rc;
+    const char *path = ppath(c, &rc, "/webhooks");
+    if (path && !(rc = api(c, "POST", path, body, &j)))
+        rc = created_with_secret(c, j, "webhook");
+    json_decref(body);
+    json_decref(j);
+    return rc;
+}
+
+static int cmd_webhooks_get(struct cli_ctx *c, const struct cli_args *a)
+{
+    return one(c, "GET", "/webhooks", a->pos[0], "webhook");
+}
+
+static int cmd_webhooks_delete(struct cli_ctx *c, const struct cli_args *a)
+{
+    return one(c, "DELETE", "/webhooks", a->pos[0], "webhook");
+}
+
+static int cmd_webhooks_deliveries(struct cli_ctx *c, const struct cli_args *a)
+{
+    const char *what = keep(c, xasprintf("/webhooks/%s/deliveries", esc(c, a->pos[0])));
+    return list_of(c, a, what, NULL, NULL, DELIVERY_COLS, ARRAY_LEN(DELIVERY_COLS), "deliveries");
+}
+
 /* ---- watch --------------------------------------------------------------- */
 
 static const char *const ACTIVE[] = {"running", "queued", "interaction_required",
@@ -1770,6 +1947,28 @@ static const struct cli_cmd COMMANDS[] = {
      "completed",
      "name: " CODE_OPTS " input: priority: timeout-ms: max-retries: wait", 0, 0, cmd_run},
     {"logs", "RUN_ID [-f]", "Same as runs logs", "follow|f", 1, 1, cmd_runs_logs},
+    {"secrets list", "[--limit N] [--offset N]", "List the project's secrets (names only)",
+     LIST_OPTS, 0, 0, cmd_secrets_list},
+    {"secrets set", "NAME [-f FILE]",
+     "Create or replace a secret; its value is read from FILE or stdin, byte for byte",
+     "value-file|f:", 1, 1, cmd_secrets_set},
+    {"secrets delete", "NAME", "Delete a secret", "", 1, 1, cmd_secrets_delete},
+    {"triggers list", "[--task ID] [--limit N] [--offset N]", "List inbound triggers",
+     "task: " LIST_OPTS, 0, 0, cmd_triggers_list},
+    {"triggers create", "TASK_ID [--description D]",
+     "Create a signed URL that runs the task; prints its secret once", "description:", 1, 1,
+     cmd_triggers_create},
+    {"triggers delete", "ID", "Delete a trigger", "", 1, 1, cmd_triggers_delete},
+    {"webhooks list", "[--limit N] [--offset N]", "List outgoing webhooks", LIST_OPTS, 0, 0,
+     cmd_webhooks_list},
+    {"webhooks create", "URL [--event T ...] [--description D]",
+     "Send the project's events to URL, signed; prints the secret once",
+     "event: description:", 1, 1, cmd_webhooks_create},
+    {"webhooks get", "ID", "Show a webhook", "", 1, 1, cmd_webhooks_get},
+    {"webhooks delete", "ID", "Delete a webhook and its deliveries", "", 1, 1,
+     cmd_webhooks_delete},
+    {"webhooks deliveries", "ID [--limit N] [--offset N]", "List a webhook's deliveries",
+     LIST_OPTS, 1, 1, cmd_webhooks_deliveries},
     {"watch", "", "A live table of the active runs, redrawn every second (once when piped)", "",
      0, 0, cmd_watch},
     {"completion", "bash|zsh", "Print a shell completion script", "", 1, 1, cmd_completion},
@@ -1813,6 +2012,8 @@ static const struct cli_optdoc OPTDOCS[] = {
     {"reject", NULL, "reject the run's result: it ends failed"},
     {"comment", "C", "a comment kept with the review"},
     {"output", "FILE", "write to FILE ('-' for stdout)"},
+    {"value-file", "FILE", "read the secret's value from FILE, else from stdin"},
+    {"event", "T", "an event type (task_run.completed, task.*, *; repeatable; default *)"},
     {"no-run", NULL, "create without starting a run (a schedule still fires)"},
     {"wait", NULL, "follow the run live; exit 0 only if it completed"},
     {"follow", NULL, "follow the log live until the run ends"},
@@ -1907,7 +2108,7 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
     for (size_t i = 0; i < a.nopts + a.npos; i++) {
         bool isopt = i < a.nopts;
         const char *v = isopt ? a.opts[i].value : a.pos[i - a.nopts];
-        if (isopt && !strcmp(a.opts[i].name, "file"))
+        if (isopt && cli_args_one_of(a.opts[i].name, "file value-file output"))
             continue;
         if (utf8_bad_at(v, strlen(v)) < strlen(v)) {
             rc = isopt ? usage_error(c, "--%s: not valid UTF-8", a.opts[i].name)

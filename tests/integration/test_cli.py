@@ -330,6 +330,43 @@ def test_runs_artifacts_and_download():
     assert rc == 1 and "404" in err and not os.path.exists(os.path.join(d, "g")), (rc, err)
 
 
+def test_secrets_triggers_webhooks():
+    # none of them had a command; a secret's value is read from stdin or a
+    # file, never an argument (ps shows arguments)
+    rc, out, err = quern("secrets", "set", "CLI_TOKEN", input_="tok-\u00e9\n")
+    assert rc == 0 and "created" in out, (rc, out, err)
+    rc, out, err = quern("secrets", "set", "CLI_TOKEN", input_="tok-2")
+    assert rc == 0 and "replaced" in out, (rc, out, err)
+    rc, out, err = quern("secrets", "list")
+    assert rc == 0 and "CLI_TOKEN" in out and "tok-2" not in out, out
+    rc, out, err = quern("secrets", "set", "bad-name", input_="x")
+    assert rc == 1 and "invalid_secret_name" in err, (rc, err)
+    tid = expect(S.req("POST", P + "/tasks", {"code": "cat /run/secrets/CLI_TOKEN", "run": False,
+                                              "secrets": ["CLI_TOKEN"]}), 201)["id"]
+    rc, out, err = quern("tasks", "run", tid, "--wait")
+    assert rc == 0 and "***" in out and "tok-2" not in out, (rc, out, err)
+    rc, out, err = quern("triggers", "create", tid)
+    assert rc == 0 and "/hooks/trg_" in out and "http://%s:%d/hooks/" % (S.host, S.port) in out, out
+    assert out.splitlines()[1].startswith("whsec_"), out
+    rc, out, err = quern("triggers", "list", "--task", tid)
+    assert rc == 0 and tid in out, out
+    trg = out.splitlines()[1].split()[0]
+    assert quern("triggers", "delete", trg)[0] == 0
+    rc, out, err = quern("--json", "webhooks", "create", "http://127.0.0.1:9/h", "--event",
+                         "task_run.completed", "--event", "task.created")
+    assert rc == 0, err
+    w = json.loads(out)
+    assert w["events"] == ["task_run.completed", "task.created"] and w["secret"], w
+    rc, out, err = quern("webhooks", "list")
+    assert rc == 0 and w["id"] in out, out
+    rc, out, err = quern("webhooks", "deliveries", w["id"])
+    assert rc == 0, err
+    rc, out, err = quern("webhooks", "create", "ftp://x")
+    assert rc == 1 and "invalid_url" in err, (rc, err)
+    assert quern("webhooks", "delete", w["id"])[0] == 0
+    assert quern("secrets", "delete", "CLI_TOKEN")[0] == 0
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
