@@ -164,7 +164,7 @@ static int perform(struct cli_http *h, const char *method, const char *path, con
         if (cc == CURLE_OPERATION_TIMEDOUT && !sink->fn && strstr(why, "too slow"))
             snprintf(why, sizeof(why), "the server sent nothing for %ld s (QUERN_TIMEOUT)",
                      h->idle_s);
-        snprintf(h->err, sizeof(h->err), "%s: %s", h->shown,
+        snprintf(h->err, sizeof(h->err), "%.700s: %.255s", h->shown,
                  *why ? why : curl_easy_strerror(cc));
         rc = -EIO;
     }

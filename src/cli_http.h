@@ -21,7 +21,7 @@ struct cli_http {
     char *cacert;               /* PEM file of the CAs to trust for https, NULL: the system's */
     char *key;                  /* may be NULL */
     void *curl;                 /* CURL *, reused for keep-alive */
-    char err[256];              /* why the last transport failure happened */
+    char err[1024];             /* why the last transport failure happened (URL cut at 700) */
     volatile int *cancel;       /* when set and non-zero, transfers abort (-ECANCELED) */
 };
 
