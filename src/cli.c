@@ -56,6 +56,7 @@ struct cli_ctx {
 };
 
 static volatile int g_interrupted;   /* set by SIGINT/SIGTERM handlers */
+static int g_out_errno;             /* first failed write to stdout (EPIPE: reader gone) */
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -88,10 +89,24 @@ static const char *esc(struct cli_ctx *c, const char *s)
     return keep(c, cli_http_escape(s));
 }
 
+/* Flushes f and, for stdout, remembers the first write that failed: SIGPIPE
+ * is ignored (libcurl's sockets), so a reader that went away (| head -1)
+ * shows only as EPIPE here, and a follow must stop on it. */
+static void out_flush(FILE *f)
+{
+    errno = 0;
+    if (fflush(f) == EOF || ferror(f)) {
+        if (f == stdout && !g_out_errno)
+            g_out_errno = errno ? errno : EIO;
+    }
+}
+
 static void write_out(FILE *f, const char *s, size_t n)
 {
-    fwrite(s, 1, n, f);
-    fflush(f);
+    errno = 0;
+    if (fwrite(s, 1, n, f) < n && f == stdout && !g_out_errno)
+        g_out_errno = errno ? errno : EIO;
+    out_flush(f);
 }
 
 /* Prints the last response's JSON body, re-indented, to stdout. */
@@ -122,6 +137,17 @@ static void print_json_value(const json_t *v)
     free(s);
 }
 
+/* Prints an error response as one line on stderr.  Its message may quote
+ * what a user stored (a name, a schedule): control characters show as '?',
+ * so it cannot break the line or drive the terminal. */
+static void print_http_error(long status, const char *body, size_t len)
+{
+    char *t = cli_http_error_text(status, body, len);
+    cli_scrub(t, '?', false);
+    fprintf(stderr, "quern: %s\n", t);
+    free(t);
+}
+
 /* Performs one request.  On 2xx parses the body into *out (when out is not
  * NULL; an empty body gives json null) and returns 0; otherwise prints the
  * error and returns the exit code. */
@@ -142,9 +168,7 @@ static int api(struct cli_ctx *c, const char *method, const char *path, json_t *
     }
     long st = c->resp.status;
     if (st < 200 || st >= 300) {
-        char *t = cli_http_error_text(st, c->resp.body.data, c->resp.body.len);
-        fprintf(stderr, "quern: %s\n", t);
-        free(t);
+        print_http_error(st, c->resp.body.data, c->resp.body.len);
         if (st == 401 && !c->http.key)
             fputs("quern: no API key given: set QUERN_KEY or pass --key\n", stderr);
         return st >= 500 || st < 100 ? CLI_EXIT_UNREACHABLE : CLI_EXIT_FAIL;
@@ -259,7 +283,7 @@ static int json_flag(struct cli_ctx *c, const struct cli_args *a, const char *fl
     return 0;
 }
 
-static int read_file(struct cli_ctx *c, const char *path, char **out)
+static int read_file(struct cli_ctx *c, const char *path, char **out, size_t *len)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f) {
@@ -287,8 +311,24 @@ static int read_file(struct cli_ctx *c, const char *path, char **out)
         fprintf(stderr, "quern: %s: read error\n", path);
         return CLI_EXIT_USAGE;
     }
+    *len = b.len;
     *out = b.data ? buf_steal(&b) : xstrdup("");
     return 0;
+}
+
+/* Byte offset of the first byte of s[0..n) that is not valid UTF-8 (or is
+ * NUL), n when there is none.  JSON strings are UTF-8: jansson refuses the
+ * rest, and a field it refused was silently left out of the request. */
+static size_t utf8_bad_at(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t k = *p == 0 ? 0 : *p < 0x80 ? 1 : jdump_utf8_len(p, end);
+        if (!k)
+            break;
+        p += k;
+    }
+    return (size_t)(p - (const unsigned char *)s);
 }
 
 /* The code of -f FILE or --code; *code NULL when neither was given. */
@@ -303,7 +343,20 @@ static int code_flag(struct cli_ctx *c, const struct cli_args *a, char **code)
         *code = xstrdup(inl);
         return 0;
     }
-    return file ? read_file(c, file, code) : 0;
+    if (!file)
+        return 0;
+    size_t len = 0;
+    int rc = read_file(c, file, code, &len);
+    if (rc)
+        return rc;
+    size_t bad = utf8_bad_at(*code, len);
+    if (bad < len) {
+        unsigned byte = (unsigned char)(*code)[bad];
+        free(*code);
+        *code = NULL;
+        return usage_error(c, "%s: not UTF-8 text (byte %zu is 0x%02x)", file, bad, byte);
+    }
+    return 0;
 }
 
 /* A runtime guessed from a file name's extension, or NULL. */
@@ -460,6 +513,7 @@ struct follow {
     double progress;
     bool have_progress, bar_shown;
     char final[32];             /* terminal status seen on the stream */
+    const char *run_id;
     FILE *logout;               /* where stdout entries go (stderr with --json) */
 };
 
@@ -508,13 +562,13 @@ static void print_entry(struct cli_ctx *c, FILE *out, const json_t *e)
         fflush(stderr);
     } else if (!strcmp(type, "stdout") || (!*type && !*level)) {
         fprintf(out, "%s%s", msg, nl);
-        fflush(out);
+        out_flush(out);
     } else {
         bool col = out == stdout ? c->color_out : c->color_err;
         bool bad = !strcmp(level, "error") || !strcmp(level, "fatal");
         fprintf(out, "%s[%s]%s %s%s", col ? (bad ? C_RED : C_DIM) : "", *level ? level : type,
                 col ? C_RESET : "", msg, nl);
-        fflush(out);
+        out_flush(out);
     }
 }
 
@@ -549,6 +603,18 @@ static int on_event(const char *type, const char *data, const char *id, void *ud
     } else if (terminal(kind)) {
         snprintf(f->final, sizeof(f->final), "%s", kind);
         stop = 1;
+    } else if (!strcmp(kind, "interaction_required") || !strcmp(kind, "review_required")) {
+        /* The run waits for a person: say how to answer it (a follow would
+         * otherwise wait in silence).  The event does not carry the question;
+         * runs get shows it. */
+        bool review = kind[0] == 'r';
+        bar_clear(f);
+        fprintf(stderr, "quern: run %s waits for %s (quern runs get %s shows it); answer with: "
+                "quern runs %s %s %s\n", f->run_id, review ? "a review" : "an answer", f->run_id,
+                review ? "review" : "respond", f->run_id,
+                review ? "--approve|--reject" : "--approve|--deny|--response JSON");
+        fflush(stderr);
+        bar_draw(f);
     } else if (!strcmp(kind, "retrying")) {
         bar_clear(f);
         fprintf(stderr, "%s-- retrying%s\n", f->c->color_err ? C_DIM : "",
@@ -557,7 +623,7 @@ static int on_event(const char *type, const char *data, const char *id, void *ud
     }
     json_decref(j);
     (void)id;
-    return g_interrupted ? 1 : stop;
+    return g_interrupted || g_out_errno ? 1 : stop;
 }
 
 static int on_chunk(const char *p, size_t n, void *ud)
@@ -595,6 +661,8 @@ static int print_logs(struct cli_ctx *c, const char *task_id, const char *run_id
         if (json_is_object(entry))
             print_entry(c, out, entry);
         json_decref(entry);
+        if (g_out_errno)
+            break;      /* main reports it */
         p += n + (nl ? 1 : 0);
     }
     return 0;
@@ -632,7 +700,7 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
         ppath(c, &rc, "/tasks/%s/runs/%s/stream", esc(c, task_id), esc(c, run_id));
     if (!path)
         return rc;
-    struct follow f = {.c = c, .logout = c->json ? stderr : stdout};
+    struct follow f = {.c = c, .logout = c->json ? stderr : stdout, .run_id = run_id};
     cli_sse_init(&f.sse);
     catch_interrupts(c);
     int failures = 0;
@@ -656,14 +724,16 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
             break;
         }
         if (hr == 0 && (r.status < 200 || r.status >= 300)) {
-            char *t = cli_http_error_text(r.status, r.body.data, r.body.len);
-            fprintf(stderr, "quern: %s\n", t);
-            free(t);
+            print_http_error(r.status, r.body.data, r.body.len);
             buf_release(&r.body);
             rc = r.status >= 500 ? CLI_EXIT_UNREACHABLE : CLI_EXIT_FAIL;
             goto out;
         }
         buf_release(&r.body);
+        if (g_out_errno) {
+            rc = 0;     /* stdout is gone: stop following; main sets the status */
+            goto out;
+        }
         if (g_interrupted) {
             fprintf(stderr, "\nquern: interrupted; run %s goes on (quern logs -f %s)\n", run_id,
                     run_id);
@@ -702,12 +772,19 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
             snprintf(dur, sizeof(dur), " in %s", tmp);
         }
         fprintf(stderr, "%srun %s %s%s%s", col, run_id, status, dur, col[0] ? C_RESET : "");
+        /* The run's error may carry what its code wrote: scrubbed, one line. */
         json_t *err = json_object_get(run, "error");
+        char *why = NULL;
         if (!ok && json_is_object(err))
-            fprintf(stderr, ": %s%s%s", str(err, "code"), *str(err, "message") ? ": " : "",
-                    str(err, "message"));
+            why = xasprintf(": %s%s%s", str(err, "code"), *str(err, "message") ? ": " : "",
+                            str(err, "message"));
         else if (!ok && json_is_string(err))
-            fprintf(stderr, ": %s", json_string_value(err));
+            why = xasprintf(": %s", json_string_value(err));
+        if (why) {
+            cli_scrub(why, '?', false);
+            fputs(why, stderr);
+            free(why);
+        }
         fputc('\n', stderr);
     }
     rc = strcmp(status, "completed") == 0 ? CLI_EXIT_OK : CLI_EXIT_FAIL;
@@ -810,10 +887,14 @@ static int cmd_projects_create(struct cli_ctx *c, const struct cli_args *a)
     int rc = api(c, "POST", "/api/projects", body, &j);
     json_decref(body);
     if (!rc) {
-        if (c->json)
+        if (c->json) {
             print_raw_json(c);
-        else
-            printf("project %s created (%s)\n", str(j, "id"), str(j, "name"));
+        } else {
+            char *name = xstrdup(str(j, "name"));
+            cli_scrub(name, '?', false);
+            printf("project %s created (%s)\n", str(j, "id"), name);
+            free(name);
+        }
     }
     json_decref(j);
     return rc;
@@ -1341,6 +1422,313 @@ static int cmd_runs_logs(struct cli_ctx *c, const struct cli_args *a)
     return rc;
 }
 
+/* POST .../runs/:id/<action> with body to a run known by its id alone. */
+static int run_action(struct cli_ctx *c, const char *run_id, const char *action, json_t *body)
+{
+    json_t *run, *j = NULL;
+    int rc = get_run(c, run_id, &run);
+    if (rc)
+        return rc;
+    const char *path = ppath(c, &rc, "/tasks/%s/runs/%s/%s", esc(c, str(run, "task_id")),
+                             esc(c, run_id), action);
+    if (path && !(rc = api(c, "POST", path, body, &j))) {
+        if (c->json)
+            print_raw_json(c);
+        else
+            printf("run %s: %s\n", run_id, *str(j, "status") ? str(j, "status") : "answered");
+    }
+    json_decref(run);
+    json_decref(j);
+    return rc;
+}
+
+static int cmd_runs_respond(struct cli_ctx *c, const struct cli_args *a)
+{
+    bool yes = cli_args_has(a, "approve"), no = cli_args_has(a, "deny");
+    json_t *resp = NULL;
+    int rc = json_flag(c, a, "response", true, &resp);
+    if (rc)
+        return rc;
+    if ((yes || no) + (resp != NULL) != 1 || (yes && no)) {
+        json_decref(resp);
+        return usage_error(c, "give one of --response JSON, --approve, --deny");
+    }
+    if (!resp)
+        resp = json_pack("{s:b}", "approved", yes);
+    json_t *body = json_pack("{s:o}", "response", resp);
+    rc = run_action(c, a->pos[0], "interaction", body);
+    json_decref(body);
+    return rc;
+}
+
+static int cmd_runs_review(struct cli_ctx *c, const struct cli_args *a)
+{
+    bool yes = cli_args_has(a, "approve"), no = cli_args_has(a, "reject");
+    if (yes == no)
+        return usage_error(c, "give one of --approve, --reject");
+    json_t *body = json_pack("{s:s}", "decision", yes ? "approve" : "reject");
+    if (cli_args_get(a, "comment"))
+        json_object_set_new(body, "comment", json_string(cli_args_get(a, "comment")));
+    int rc = run_action(c, a->pos[0], "review", body);
+    json_decref(body);
+    return rc;
+}
+
+static const struct cli_col ARTIFACT_COLS[] = {
+    {"NAME", "name", CLI_FMT_TEXT},
+    {"SIZE", "size", CLI_FMT_TEXT},
+    {"TYPE", "content_type", CLI_FMT_TEXT},
+    {"SHA256", "sha256", CLI_FMT_TEXT},
+};
+
+/* "/api/projects/<p>/tasks/<t>/runs/<run_id>" of a run known by its id alone. */
+static const char *run_path(struct cli_ctx *c, const char *run_id, int *rc)
+{
+    json_t *run;
+    if ((*rc = get_run(c, run_id, &run)))
+        return NULL;
+    const char *path =
+        ppath(c, rc, "/tasks/%s/runs/%s", esc(c, str(run, "task_id")), esc(c, run_id));
+    json_decref(run);
+    return path;
+}
+
+static int cmd_runs_artifacts(struct cli_ctx *c, const struct cli_args *a)
+{
+    struct buf q;
+    buf_init(&q);
+    json_t *j = NULL;
+    int rc = list_query(c, a, &q);
+    const char *base = rc ? NULL : run_path(c, a->pos[0], &rc);
+    if (base) {
+        char *path = xasprintf("%s/artifacts%s", base, q.data ? q.data : "");
+        if (!(rc = api(c, "GET", path, NULL, &j)))
+            rc = show_list(c, j, ARTIFACT_COLS, ARRAY_LEN(ARTIFACT_COLS), "artifacts");
+        free(path);
+    }
+    json_decref(j);
+    buf_release(&q);
+    return rc;
+}
+
+/* Downloads one artifact to -o FILE, or to stdout when that is not a
+ * terminal (bytes as stored, so | tar x works). */
+static int cmd_runs_download(struct cli_ctx *c, const struct cli_args *a)
+{
+    const char *file = cli_args_get(a, "output");
+    bool to_stdout = !file || !strcmp(file, "-");
+    if (!file && c->tty_out)
+        return usage_error(c, "stdout is a terminal: give -o FILE (or -o - to insist)");
+    int rc;
+    const char *base = run_path(c, a->pos[0], &rc);
+    if (!base)
+        return rc;
+    char *path = xasprintf("%s/artifacts/content?name=%s", base, esc(c, a->pos[1]));
+    rc = api(c, "GET", path, NULL, NULL);
+    free(path);
+    if (rc)
+        return rc;
+    const char *data = c->resp.body.data ? c->resp.body.data : "";
+    if (to_stdout) {
+        write_out(stdout, data, c->resp.body.len);
+        return 0;
+    }
+    FILE *f = fopen(file, "wb");
+    if (!f) {
+        fprintf(stderr, "quern: %s: %s\n", file, strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    bool bad = fwrite(data, 1, c->resp.body.len, f) < c->resp.body.len;
+    int err = errno;
+    if (fclose(f) != 0 && !bad) {
+        bad = true;
+        err = errno;
+    }
+    if (bad) {
+        fprintf(stderr, "quern: %s: %s\n", file, strerror(err));
+        return CLI_EXIT_FAIL;
+    }
+    fprintf(stderr, "%s: %zu bytes\n", file, c->resp.body.len);
+    return 0;
+}
+
+/* ---- commands: secrets, triggers, webhooks ----------------------------- */
+
+static const struct cli_col SECRET_COLS[] = {
+    {"NAME", "name", CLI_FMT_TEXT},
+    {"CREATED", "created_at", CLI_FMT_AGE},
+    {"UPDATED", "updated_at", CLI_FMT_AGE},
+};
+static const struct cli_col TRIGGER_COLS[] = {
+    {"ID", "id", CLI_FMT_TEXT},           {"TASK", "task_id", CLI_FMT_TEXT},
+    {"URL", "url", CLI_FMT_TEXT},         {"FIRED", "fire_count", CLI_FMT_TEXT},
+    {"LAST", "last_fired_at", CLI_FMT_AGE}, {"CREATED", "created_at", CLI_FMT_AGE},
+};
+static const struct cli_col WEBHOOK_COLS[] = {
+    {"ID", "id", CLI_FMT_TEXT},
+    {"URL", "url", CLI_FMT_TEXT},
+    {"EVENTS", "events", CLI_FMT_TEXT},
+    {"CREATED", "created_at", CLI_FMT_AGE},
+};
+static const struct cli_col DELIVERY_COLS[] = {
+    {"ID", "id", CLI_FMT_TEXT},         {"EVENT", "event_type", CLI_FMT_TEXT},
+    {"STATUS", "status", CLI_FMT_TEXT}, {"ATTEMPTS", "attempt_count", CLI_FMT_TEXT},
+    {"CREATED", "created_at", CLI_FMT_AGE},
+};
+
+/* GET <project><what>?limit&offset[&filter=value] shown as a table. */
+static int list_of(struct cli_ctx *c, const struct cli_args *a, const char *what,
+                   const char *filter, const char *value, const struct cli_col *cols,
+                   size_t ncols, const char *noun)
+{
+    struct buf q;
+    buf_init(&q);
+    json_t *j = NULL;
+    int rc = list_query(c, a, &q);
+    if (filter)
+        query_add(&q, filter, value);
+    const char *path = rc ? NULL : ppath(c, &rc, "%s%s", what, q.data ? q.data : "");
+    if (path && !(rc = api(c, "GET", path, NULL, &j)))
+        rc = show_list(c, j, cols, ncols, noun);
+    json_decref(j);
+    buf_release(&q);
+    return rc;
+}
+
+static int cmd_secrets_list(struct cli_ctx *c, const struct cli_args *a)
+{
+    return list_of(c, a, "/secrets", NULL, NULL, SECRET_COLS, ARRAY_LEN(SECRET_COLS), "secrets");
+}
+
+/* The value comes from -f FILE or stdin, never from an argument (ps would
+ * show it), byte for byte: printf %s, not echo, when piping. */
+static int cmd_secrets_set(struct cli_ctx *c, const struct cli_args *a)
+{
+    const char *file = cli_args_get(a, "value-file");
+    if (!file && isatty(STDIN_FILENO))
+        return usage_error(c, "give the value on stdin or with -f FILE (never as an argument)");
+    char *value = NULL;
+    size_t len = 0;
+    int rc = read_file(c, file ? file : "-", &value, &len);
+    if (rc)
+        return rc;
+    size_t bad = utf8_bad_at(value, len);
+    json_t *body = NULL, *j = NULL;
+    if (bad < len) {
+        rc = usage_error(c, "%s: the value is not UTF-8 text (byte %zu)", file ? file : "stdin",
+                         bad);
+        goto out;
+    }
+    body = json_pack("{s:s,s:s}", "name", a->pos[0], "value", value);
+    const char *path = ppath(c, &rc, "/secrets");
+    if (path && !(rc = api(c, "POST", path, body, &j))) {
+        if (c->json)
+            print_raw_json(c);
+        else
+            printf("secret %s %s (%zu bytes)\n", a->pos[0],
+                   c->resp.status == 201 ? "created" : "replaced", len);
+    }
+out:
+    if (value)
+        memset(value, 0, len);
+    free(value);
+    json_decref(body);
+    json_decref(j);
+    return rc;
+}
+
+static int cmd_secrets_delete(struct cli_ctx *c, const struct cli_args *a)
+{
+    return one(c, "DELETE", "/secrets", a->pos[0], "secret");
+}
+
+/* Prints a created object whose generated secret is shown this once. */
+static int created_with_secret(struct cli_ctx *c, json_t *j, const char *noun)
+{
+    if (c->json) {
+        print_raw_json(c);
+        return 0;
+    }
+    /* A trigger's url is a path on the server: joined to the address used. */
+    const char *u = str(j, "url");
+    char *url = xasprintf("%s%s", u[0] == '/' ? c->http.shown : "", u);
+    cli_scrub(url, '?', false);
+    printf("%s %s created: %s\n", noun, str(j, "id"), url);
+    free(url);
+    if (*str(j, "secret")) {
+        printf("%s\n", str(j, "secret"));
+        fputs("(the signing secret is shown only once: store it now)\n", stderr);
+    }
+    return 0;
+}
+
+static int cmd_triggers_list(struct cli_ctx *c, const struct cli_args *a)
+{
+    return list_of(c, a, "/triggers", "task_id", cli_args_get(a, "task"), TRIGGER_COLS,
+                   ARRAY_LEN(TRIGGER_COLS), "triggers");
+}
+
+static int cmd_triggers_create(struct cli_ctx *c, const struct cli_args *a)
+{
+    json_t *body = json_pack("{s:s}", "task_id", a->pos[0]), *j = NULL;
+    if (cli_args_get(a, "description"))
+        json_object_set_new(body, "description", json_string(cli_args_get(a, "description")));
+    int rc;
+    const char *path = ppath(c, &rc, "/triggers");
+    if (path && !(rc = api(c, "POST", path, body, &j)))
+        rc = created_with_secret(c, j, "trigger");
+    json_decref(body);
+    json_decref(j);
+    return rc;
+}
+
+static int cmd_triggers_delete(struct cli_ctx *c, const struct cli_args *a)
+{
+    return one(c, "DELETE", "/triggers", a->pos[0], "trigger");
+}
+
+static int cmd_webhooks_list(struct cli_ctx *c, const struct cli_args *a)
+{
+    return list_of(c, a, "/webhooks", NULL, NULL, WEBHOOK_COLS, ARRAY_LEN(WEBHOOK_COLS), "webhooks");
+}
+
+static int cmd_webhooks_create(struct cli_ctx *c, const struct cli_args *a)
+{
+    json_t *body = json_pack("{s:s}", "url", a->pos[0]), *j = NULL;
+    if (cli_args_get(a, "description"))
+        json_object_set_new(body, "description", json_string(cli_args_get(a, "description")));
+    if (cli_args_nth(a, "event", 0)) {
+        json_t *ev = json_array();
+        const char *e;
+        for (size_t i = 0; (e = cli_args_nth(a, "event", i)); i++)
+            json_array_append_new(ev, json_string(e));
+        json_object_set_new(body, "events", ev);
+    }
+    int rc;
+    const char *path = ppath(c, &rc, "/webhooks");
+    if (path && !(rc = api(c, "POST", path, body, &j)))
+        rc = created_with_secret(c, j, "webhook");
+    json_decref(body);
+    json_decref(j);
+    return rc;
+}
+
+static int cmd_webhooks_get(struct cli_ctx *c, const struct cli_args *a)
+{
+    return one(c, "GET", "/webhooks", a->pos[0], "webhook");
+}
+
+static int cmd_webhooks_delete(struct cli_ctx *c, const struct cli_args *a)
+{
+    return one(c, "DELETE", "/webhooks", a->pos[0], "webhook");
+}
+
+static int cmd_webhooks_deliveries(struct cli_ctx *c, const struct cli_args *a)
+{
+    const char *what = keep(c, xasprintf("/webhooks/%s/deliveries", esc(c, a->pos[0])));
+    return list_of(c, a, what, NULL, NULL, DELIVERY_COLS, ARRAY_LEN(DELIVERY_COLS), "deliveries");
+}
+
 /* ---- watch --------------------------------------------------------------- */
 
 static const char *const ACTIVE[] = {"running", "queued", "interaction_required",
@@ -1375,7 +1763,7 @@ static int watch_frame(struct cli_ctx *c, struct buf *out)
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms(), ts);
     buf_printf(out, "%squern watch%s  %s  project %s  %zu active%s  %.19s\n\n",
-               c->color_out ? C_BOLD : "", c->color_out ? C_RESET : "", c->url,
+               c->color_out ? C_BOLD : "", c->color_out ? C_RESET : "", c->http.shown,
                c->project ? c->project : "?", t.nrows, more ? " (more not shown)" : "", ts);
     if (t.nrows)
         cli_table_render(&t, out, c->color_out);
@@ -1542,6 +1930,16 @@ static const struct cli_cmd COMMANDS[] = {
      "follow|f", 1, 1, cmd_runs_logs},
     {"runs cancel", "RUN_ID [--message M]", "Cancel a run", "message:", 1, 1, cmd_runs_cancel},
     {"runs output", "RUN_ID", "Print a run's output JSON", "", 1, 1, cmd_runs_output},
+    {"runs respond", "RUN_ID (--response JSON | --approve | --deny)",
+     "Answer a run in interaction_required: its code's question, or an approval", "response: approve deny",
+     1, 1, cmd_runs_respond},
+    {"runs artifacts", "RUN_ID [--limit N] [--offset N]", "List a run's artifacts", LIST_OPTS,
+     1, 1, cmd_runs_artifacts},
+    {"runs download", "RUN_ID NAME [-o FILE]",
+     "Download an artifact to FILE, or to stdout when that is not a terminal", "output|o:", 2, 2,
+     cmd_runs_download},
+    {"runs review", "RUN_ID (--approve | --reject) [--comment C]",
+     "Finish a run in review_required", "approve reject comment:", 1, 1, cmd_runs_review},
     {"run",
      "[--runtime R] (-f FILE | --code C) [--input JSON] [--name N] [--priority P] "
      "[--timeout-ms N] [--max-retries N] [--wait]",
@@ -1549,6 +1947,28 @@ static const struct cli_cmd COMMANDS[] = {
      "completed",
      "name: " CODE_OPTS " input: priority: timeout-ms: max-retries: wait", 0, 0, cmd_run},
     {"logs", "RUN_ID [-f]", "Same as runs logs", "follow|f", 1, 1, cmd_runs_logs},
+    {"secrets list", "[--limit N] [--offset N]", "List the project's secrets (names only)",
+     LIST_OPTS, 0, 0, cmd_secrets_list},
+    {"secrets set", "NAME [-f FILE]",
+     "Create or replace a secret; its value is read from FILE or stdin, byte for byte",
+     "value-file|f:", 1, 1, cmd_secrets_set},
+    {"secrets delete", "NAME", "Delete a secret", "", 1, 1, cmd_secrets_delete},
+    {"triggers list", "[--task ID] [--limit N] [--offset N]", "List inbound triggers",
+     "task: " LIST_OPTS, 0, 0, cmd_triggers_list},
+    {"triggers create", "TASK_ID [--description D]",
+     "Create a signed URL that runs the task; prints its secret once", "description:", 1, 1,
+     cmd_triggers_create},
+    {"triggers delete", "ID", "Delete a trigger", "", 1, 1, cmd_triggers_delete},
+    {"webhooks list", "[--limit N] [--offset N]", "List outgoing webhooks", LIST_OPTS, 0, 0,
+     cmd_webhooks_list},
+    {"webhooks create", "URL [--event T ...] [--description D]",
+     "Send the project's events to URL, signed; prints the secret once",
+     "event: description:", 1, 1, cmd_webhooks_create},
+    {"webhooks get", "ID", "Show a webhook", "", 1, 1, cmd_webhooks_get},
+    {"webhooks delete", "ID", "Delete a webhook and its deliveries", "", 1, 1,
+     cmd_webhooks_delete},
+    {"webhooks deliveries", "ID [--limit N] [--offset N]", "List a webhook's deliveries",
+     LIST_OPTS, 1, 1, cmd_webhooks_deliveries},
     {"watch", "", "A live table of the active runs, redrawn every second (once when piped)", "",
      0, 0, cmd_watch},
     {"completion", "bash|zsh", "Print a shell completion script", "", 1, 1, cmd_completion},
@@ -1586,6 +2006,14 @@ static const struct cli_optdoc OPTDOCS[] = {
     {"task", "ID", "a task id"},
     {"message", "M", "a message kept on the run"},
     {"count", "N", "how many fire times, 1-100 (default 5)"},
+    {"response", "JSON", "the answer, any JSON value (an input request's schema may constrain it)"},
+    {"approve", NULL, "approve the run"},
+    {"deny", NULL, "deny the run's approval: it ends denied"},
+    {"reject", NULL, "reject the run's result: it ends failed"},
+    {"comment", "C", "a comment kept with the review"},
+    {"output", "FILE", "write to FILE ('-' for stdout)"},
+    {"value-file", "FILE", "read the secret's value from FILE, else from stdin"},
+    {"event", "T", "an event type (task_run.completed, task.*, *; repeatable; default *)"},
     {"no-run", NULL, "create without starting a run (a schedule still fires)"},
     {"wait", NULL, "follow the run live; exit 0 only if it completed"},
     {"follow", NULL, "follow the log live until the run ends"},
@@ -1676,6 +2104,18 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
         goto out;
     }
     c->json = cli_args_has(&a, "json");
+    /* Values go into JSON, which is UTF-8 (a file name may be anything). */
+    for (size_t i = 0; i < a.nopts + a.npos; i++) {
+        bool isopt = i < a.nopts;
+        const char *v = isopt ? a.opts[i].value : a.pos[i - a.nopts];
+        if (isopt && cli_args_one_of(a.opts[i].name, "file value-file output"))
+            continue;
+        if (utf8_bad_at(v, strlen(v)) < strlen(v)) {
+            rc = isopt ? usage_error(c, "--%s: not valid UTF-8", a.opts[i].name)
+                       : usage_error(c, "argument %zu is not valid UTF-8", i - a.nopts + 1);
+            goto out_args;
+        }
+    }
     struct buf b;
     buf_init(&b);
     if (!cmd) {
@@ -1734,6 +2174,19 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
             goto out_args;
         }
         c->http_ready = true;
+        const char *ca = getenv("QUERN_CACERT");
+        if (ca && *ca)
+            c->http.cacert = xstrdup(ca);
+        const char *to = getenv("QUERN_TIMEOUT");
+        int64_t secs;
+        if (to && *to) {
+            if (parse_i64(to, &secs) < 0 || secs < 0 || secs > 86400) {
+                rc = usage_error(c, "QUERN_TIMEOUT: seconds from 0 (never) to 86400 (got '%s')",
+                                 to);
+                goto out_args;
+            }
+            c->http.idle_s = (long)secs;
+        }
     }
     rc = cmd->fn(c, &a);
 out_args:
@@ -1761,6 +2214,14 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     buf_init(&c.resp.body);
     int rc = run_main(&c, argc, argv);
+    out_flush(stdout);
+    if (g_out_errno == EPIPE && rc == CLI_EXIT_OK) {
+        rc = CLI_EXIT_PIPE;
+    } else if (g_out_errno && g_out_errno != EPIPE) {
+        fprintf(stderr, "quern: cannot write the output: %s\n", strerror(g_out_errno));
+        if (rc == CLI_EXIT_OK)
+            rc = CLI_EXIT_FAIL;
+    }
     if (c.http_ready)
         cli_http_release(&c.http);
     buf_release(&c.resp.body);

@@ -15,15 +15,27 @@ static const char *const DESCRIPTION =
     "only the server's HTTP API: it creates and runs tasks, follows their runs' logs "
     "live, and manages definitions, projects and API keys. Output is an aligned table "
     "for people by default, and the server's JSON with --json for scripts. Colours are "
-    "used only when the output is a terminal and NO_COLOR is unset.";
+    "used only when the output is a terminal and NO_COLOR is unset. Text from the "
+    "server (names, error messages) is shown with its control characters as '?' or "
+    "spaces, so it can neither break a table nor send escape sequences to the terminal; "
+    "a run's log alone is printed as the run wrote it, colours included (pipe it through "
+    "cat -v to see it plain). A URL may carry a path prefix (a proxy's) and user:password, "
+    "which error messages leave out.";
 
 static const struct {
     const char *name, *text;
 } ENVIRONMENT[] = {
     {"QUERN_URL", "Server URL when --url is not given (default http://127.0.0.1:7070)."},
-    {"QUERN_KEY", "API key when --key is not given."},
+    {"QUERN_KEY", "API key when --key is not given. Prefer it to --key: any user of the "
+                  "machine can read a command line (ps), and shells keep it in their history. "
+                  "quern never prints the key, except the new one of keys create."},
     {"QUERN_PROJECT", "Project id when --project is not given (default: the project "
                       "named \"default\" if the key sees it, else the first it sees)."},
+    {"QUERN_TIMEOUT", "Seconds a request waits without a byte from the server before it "
+                      "fails with exit status 3 (default 60; 0 waits for ever). Following a "
+                      "run is not limited by it."},
+    {"QUERN_CACERT", "PEM file of the certificate authorities to trust for an https:// "
+                     "URL (a private CA, a self-signed server), instead of the system's."},
     {"NO_COLOR", "When set and not empty, no colours."},
 };
 
@@ -32,10 +44,13 @@ static const struct {
     const char *text;
 } EXIT_CODES[] = {
     {CLI_EXIT_OK, "success (for --wait and logs -f: the run completed)"},
-    {CLI_EXIT_FAIL, "the server refused the request (4xx), or the run did not complete"},
+    {CLI_EXIT_FAIL, "the server refused the request (4xx), the run did not complete, or the "
+                    "output could not be written (a full disk)"},
     {CLI_EXIT_USAGE, "usage error: unknown command or option, bad value, bad JSON"},
     {CLI_EXIT_UNREACHABLE, "cannot reach the server, or it failed (5xx)"},
     {CLI_EXIT_INTERRUPTED, "interrupted (Ctrl-C) while following a run; the run goes on"},
+    {CLI_EXIT_PIPE, "the reader of the output went away (quern logs -f ID | head -1): quern "
+                    "stops at once, as if killed by SIGPIPE; the run goes on"},
 };
 
 static const char *const EXAMPLES[][2] = {

@@ -46,6 +46,7 @@ enum {
     CLI_EXIT_USAGE = 2,         /* bad command line */
     CLI_EXIT_UNREACHABLE = 3,   /* cannot reach the server, or it failed (5xx) */
     CLI_EXIT_INTERRUPTED = 130, /* Ctrl-C while following a run (it goes on) */
+    CLI_EXIT_PIPE = 141,        /* stdout closed early (| head), as if killed by SIGPIPE */
 };
 
 /* Finds the command named by the longest prefix of words[0..n); *used gets how

@@ -27,6 +27,17 @@ int cli_http_init(struct cli_http *h, const char *base, const char *key)
         n--;
     h->base = xstrndup(base, n);
     h->key = key && *key ? xstrdup(key) : NULL;
+    h->idle_s = CLI_HTTP_IDLE_S;
+    /* "https://user:pw@host/p" is shown as "https://host/p": a password in
+     * the URL stays out of error messages. */
+    const char *auth = strstr(h->base, "://");
+    auth = auth ? auth + 3 : h->base;
+    size_t hostlen = strcspn(auth, "/?#");
+    const char *at = memrchr(auth, '@', hostlen);
+    if (at)
+        h->shown = xasprintf("%.*s%s", (int)(auth - h->base), h->base, at + 1);
+    else
+        h->shown = xstrdup(h->base);
     return 0;
 }
 
@@ -35,6 +46,8 @@ void cli_http_release(struct cli_http *h)
     if (h->curl)
         curl_easy_cleanup(h->curl);
     free(h->base);
+    free(h->shown);
+    free(h->cacert);
     free(h->key);
     memset(h, 0, sizeof(*h));
     curl_global_cleanup();
@@ -92,6 +105,7 @@ static int perform(struct cli_http *h, const char *method, const char *path, con
     struct curl_slist *hdrs = NULL;
     char *url = xasprintf("%s%s", h->base, path);
     char *auth = NULL, *lei = NULL;
+    char why[CURL_ERROR_SIZE] = "";
     int rc = 0;
 
     curl_easy_reset(c);
@@ -106,6 +120,9 @@ static int perform(struct cli_http *h, const char *method, const char *path, con
     curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
     curl_easy_setopt(c, CURLOPT_XFERINFODATA, h);
     curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, why);   /* names the cause: refused, certificate */
+    if (h->cacert)
+        curl_easy_setopt(c, CURLOPT_CAINFO, h->cacert);
     if (h->key) {
         auth = xasprintf("Authorization: Bearer %s", h->key);
         hdrs = curl_slist_append(hdrs, auth);
@@ -120,6 +137,11 @@ static int perform(struct cli_http *h, const char *method, const char *path, con
         }
     } else {
         hdrs = curl_slist_append(hdrs, "Accept: application/json");
+        if (h->idle_s > 0) {
+            /* A server that accepts and never answers must not hang us. */
+            curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+            curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, h->idle_s);
+        }
     }
     if (body) {
         hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
@@ -139,7 +161,11 @@ static int perform(struct cli_http *h, const char *method, const char *path, con
         snprintf(h->err, sizeof(h->err), "interrupted");
         rc = -ECANCELED;
     } else if (cc != CURLE_OK && !(cc == CURLE_WRITE_ERROR && sink->stopped)) {
-        snprintf(h->err, sizeof(h->err), "%s: %s", h->base, curl_easy_strerror(cc));
+        if (cc == CURLE_OPERATION_TIMEDOUT && !sink->fn && strstr(why, "too slow"))
+            snprintf(why, sizeof(why), "the server sent nothing for %ld s (QUERN_TIMEOUT)",
+                     h->idle_s);
+        snprintf(h->err, sizeof(h->err), "%.700s: %.255s", h->shown,
+                 *why ? why : curl_easy_strerror(cc));
         rc = -EIO;
     }
     curl_slist_free_all(hdrs);

@@ -12,11 +12,16 @@
 
 #include "util.h"
 
+#define CLI_HTTP_IDLE_S 60L
+
 struct cli_http {
     char *base;                 /* "http://127.0.0.1:7070", no trailing '/' */
+    char *shown;                /* base without user:password@, for messages */
+    long idle_s;                /* a request fails after this many seconds without a byte */
+    char *cacert;               /* PEM file of the CAs to trust for https, NULL: the system's */
     char *key;                  /* may be NULL */
     void *curl;                 /* CURL *, reused for keep-alive */
-    char err[256];              /* why the last transport failure happened */
+    char err[1024];             /* why the last transport failure happened (URL cut at 700) */
     volatile int *cancel;       /* when set and non-zero, transfers abort (-ECANCELED) */
 };
 
@@ -26,6 +31,8 @@ struct cli_resp {
 };
 
 /* Sets up a client for base url (copied) and key (copied, may be NULL).
+ * An ordinary request gives up after CLI_HTTP_IDLE_S seconds without a byte
+ * from the server (h->idle_s may change it); a stream after 60.
  * Returns 0 or -ENOMEM/-EINVAL. */
 int cli_http_init(struct cli_http *h, const char *base, const char *key);
 void cli_http_release(struct cli_http *h);

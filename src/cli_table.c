@@ -49,14 +49,29 @@ static char *cut(const char *s, size_t max)
     return xasprintf("%.*s…", (int)i, s);
 }
 
+void cli_scrub(char *s, char repl, bool keep_lines)
+{
+    char *d = s;
+    for (const char *p = s; *p; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (ch == 0xC2 && ((unsigned char)p[1] & 0xE0) == 0x80) {
+            *d++ = repl;    /* C1: U+0080-U+009F, CSI among them */
+            p++;
+        } else if ((ch < 0x20 && !(keep_lines && (ch == '\n' || ch == '\t'))) || ch == 0x7f) {
+            *d++ = repl;
+        } else {
+            *d++ = (char)ch;
+        }
+    }
+    *d = '\0';
+}
+
 /* Copies s with control characters (newlines, escapes) shown as spaces, so
  * a cell can never break the table or inject terminal sequences. */
 static char *sanitize(const char *s)
 {
     char *d = xstrdup(s);
-    for (char *p = d; *p; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            *p = ' ';
+    cli_scrub(d, ' ', false);
     return d;
 }
 
@@ -313,9 +328,7 @@ void cli_render_kv(const json_t *obj, struct buf *out, bool color)
             buf_append(out, " ", 1);
         /* No terminal escapes from the server; multi-line text (code) goes
          * on the following lines, indented under the values. */
-        for (char *p = cell; *p; p++)
-            if (((unsigned char)*p < 0x20 && *p != '\n' && *p != '\t') || *p == 0x7f)
-                *p = '?';
+        cli_scrub(cell, '?', true);
         if (strchr(cell, '\n')) {
             buf_puts(out, "|\n");
             for (const char *p = cell; *p;) {

@@ -72,6 +72,12 @@ void cli_render_kv(const json_t *obj, struct buf *out, bool color);
  * balanced JSON (out then holds a copy of the input). */
 int cli_json_pretty(const char *in, size_t n, struct buf *out);
 
+/* Replaces, in place, each control character of s with repl: C0 (but '\n'
+ * and '\t' when keep_lines), DEL and the C1 range U+0080-U+009F (two bytes
+ * in UTF-8, one repl).  So text from the server or a run can neither break a
+ * line nor send the terminal an escape sequence. */
+void cli_scrub(char *s, char repl, bool keep_lines);
+
 /* Number of display characters (UTF-8 code points) in s. */
 size_t cli_utf8_len(const char *s);
 

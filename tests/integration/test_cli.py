@@ -8,7 +8,7 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import BUILD, ROOT_KEY, Server, expect, run_tests  # noqa: E402
+from qlib import BUILD, ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -140,6 +140,231 @@ def test_man_pages_in_the_tree_are_current():
     assert rc == 0 and out == open(os.path.join(root, "man", "quern.1")).read(), "run make man"
     out = subprocess.run([os.path.join(BUILD, "quernd"), "--man"], capture_output=True, text=True).stdout
     assert out == open(os.path.join(root, "man", "quernd.8")).read(), "run make man"
+
+
+def test_server_text_cannot_drive_the_terminal():
+    # an error message quoting a stored or given value, a project's name and
+    # a run's error: control characters show as '?', C0 and C1 alike
+    rc, out, err = quern("tasks", "get", "x\x1b[2Jy\u009b31m")
+    assert rc == 1 and "not_found" in err and "\x1b" not in err and "\u009b" not in err, repr(err)
+    assert "x?[2Jy?31m" in err, repr(err)
+    rc, out, err = quern("projects", "create", "p\x1b]0;title\x07q")
+    assert rc == 0 and "\x1b" not in out and "\x07" not in out and "p?]0;title?q" in out, repr(out)
+    rc, out, err = quern("tasks", "create", "--name", "c1\u009b2Jname", "--code", "true", "--no-run")
+    assert rc == 0, err
+    rc, out, err = quern("tasks", "list", "--limit", "5")
+    assert rc == 0 and "c1 2Jname" in out and "\u009b" not in out, repr(out)
+
+
+def test_follow_stops_when_stdout_goes_away():
+    # `quern run --wait | head -1`: SIGPIPE is ignored (libcurl), so the
+    # follow kept streaming into the closed pipe until the run ended, exit 0
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY, NO_COLOR="1")
+    p = subprocess.Popen([os.path.join(BUILD, "quern"), "run", "--name", "pipe-follow", "--code",
+                          "for i in $(seq 1 3000); do echo line$i; sleep 0.1; done", "--wait"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
+    import select
+    ready = select.select([p.stdout], [], [], 60)[0]   # a guard against a hang, not a timing
+    assert ready and p.stdout.readline() == b"line1\n", "no log line came"
+    p.stdout.close()
+    rc = p.wait(120)
+    p.stderr.close()
+    assert rc == 141, rc
+    rc, out, err = quern("--json", "runs", "list", "--status", "running")
+    assert rc == 0, err
+    running = json.loads(out)["data"]
+    assert running, "quern returned only once the run had ended"
+    for r in running:
+        quern("runs", "cancel", r["id"])
+
+
+def test_write_errors_fail_the_command():
+    with open("/dev/full", "w") as full:
+        p = subprocess.run([os.path.join(BUILD, "quern"), "--json", "projects", "list"],
+                           stdout=full, stderr=subprocess.PIPE, text=True, timeout=60,
+                           env=dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port),
+                                    QUERN_KEY=ROOT_KEY))
+    assert p.returncode == 1 and "No space left on device" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_code_and_values_must_be_utf8():
+    # jansson refuses a string that is not UTF-8 and the field was left out:
+    # the server answered "a task needs one of code ..." (exit 1)
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY, NO_COLOR="1")
+    q = os.path.join(BUILD, "quern")
+    p = subprocess.run([q, "run", "-f", "-"], input=b"echo \xff\xfe", capture_output=True, env=e, timeout=60)
+    assert p.returncode == 2 and b"not UTF-8" in p.stderr, (p.returncode, p.stderr)
+    p = subprocess.run([q, "run", "-f", "-"], input=b"echo a\x00b", capture_output=True, env=e, timeout=60)
+    assert p.returncode == 2 and b"not UTF-8" in p.stderr, (p.returncode, p.stderr)
+    p = subprocess.run([q, "tasks", "create", "--code", "true", "--name", b"bad\xffname"],
+                       capture_output=True, env=e, timeout=60)
+    assert p.returncode == 2 and b"--name" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_transport_errors_name_the_cause_and_hide_passwords():
+    rc, out, err = quern("tasks", "list", env={"QUERN_URL": "http://user:s3cretpw@127.0.0.1:1/"})
+    assert rc == 3 and "s3cretpw" not in err and "127.0.0.1" in err and "port 1" in err, err
+    # a server that accepts and never answers: QUERN_TIMEOUT, not a hang
+    import socket
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    try:
+        rc, out, err = quern("--project", "p", "tasks", "list",
+                             env={"QUERN_URL": "http://127.0.0.1:%d" % ls.getsockname()[1],
+                                  "QUERN_TIMEOUT": "1"})
+    finally:
+        ls.close()
+    assert rc == 3 and "sent nothing for 1 s" in err, (rc, err)
+    rc, out, err = quern("tasks", "list", env={"QUERN_TIMEOUT": "soon"})
+    assert rc == 2 and "QUERN_TIMEOUT" in err, (rc, err)
+
+
+def test_https_names_the_certificate_problem_and_trusts_QUERN_CACERT():
+    import ssl
+    import threading
+    import http.server
+    d = tempfile.mkdtemp(prefix="quern-tls-")
+    cert, key = os.path.join(d, "c.pem"), os.path.join(d, "k.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                    "-out", cert, "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"data": [], "total": 0, "has_more": false}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    url = "https://127.0.0.1:%d" % srv.server_address[1]
+    try:
+        rc, out, err = quern("--project", "p", "tasks", "list", env={"QUERN_URL": url})
+        assert rc == 3 and "self-signed certificate" in err, (rc, err)
+        rc, out, err = quern("--project", "p", "tasks", "list", env={"QUERN_URL": url, "QUERN_CACERT": cert})
+        assert rc == 0 and "No tasks" in err, (rc, out, err)
+    finally:
+        srv.shutdown()
+
+
+def _run_of(task_id):
+    rc, out, err = quern("--json", "runs", "list", "--task", task_id)
+    assert rc == 0, err
+    return json.loads(out)["data"][0]["id"]
+
+
+def test_runs_respond_and_review():
+    # a run waiting for a person could be followed but not answered: there
+    # was no command for POST .../interaction or .../review
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY, NO_COLOR="1")
+    t = expect(S.req("POST", P + "/tasks", {"code": "echo approved-ran", "run": True,
+                                             "settings": {"require_approval": True}}), 201)
+    rid = _run_of(t["id"])
+    follow = subprocess.Popen([os.path.join(BUILD, "quern"), "logs", "-f", rid], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=e)
+    import select
+    assert select.select([follow.stderr], [], [], 60)[0], "the follow said nothing"
+    hint = follow.stderr.readline()
+    assert "waits for an answer" in hint and "quern runs respond %s" % rid in hint, hint
+    rc, out, err = quern("runs", "respond", rid)
+    assert rc == 2 and "--approve" in err, (rc, err)
+    rc, out, err = quern("runs", "respond", rid, "--approve", "--deny")
+    assert rc == 2, (rc, err)
+    rc, out, err = quern("runs", "respond", rid, "--approve")
+    assert rc == 0 and "queued" in out, (rc, out, err)
+    out, err = follow.communicate(timeout=120)
+    assert follow.returncode == 0 and "approved-ran" in out, (follow.returncode, out, err)
+    rc, out, err = quern("runs", "respond", rid, "--response", '{"x": 1}')
+    assert rc == 1 and "409" in err and "no_interaction" in err, (rc, err)
+    # a code's own question (fd 3) takes any JSON answer, on its stdin
+    t = expect(S.req("POST", P + "/tasks", {"runtime_id": "sh", "run": True, "code":
+                                             'echo \'{"type":"input_request","prompt":"name?"}\' >&3; '
+                                             'read -r line; echo "got $line"'}), 201)
+    rid = _run_of(t["id"])
+    wait_for(lambda: '"interaction_required"' in quern("--json", "runs", "get", rid)[1],
+             what="interaction_required")
+    rc, out, err = quern("runs", "respond", rid, "--response", '"Ada"')
+    assert rc == 0 and "running" in out, (rc, out, err)
+    rc, out, err = quern("logs", "-f", rid)
+    assert rc == 0 and '"response":"Ada"' in out.replace(" ", ""), (rc, out, err)
+    # review: the result waits for a decision
+    t = expect(S.req("POST", P + "/tasks", {"code": "echo reviewed", "run": True,
+                                             "settings": {"require_review": True}}), 201)
+    rid = _run_of(t["id"])
+    rc, out, err = quern("runs", "review", rid)
+    assert rc == 2, (rc, err)
+    wait_for(lambda: '"review_required"' in quern("--json", "runs", "get", rid)[1], what="review_required")
+    rc, out, err = quern("runs", "review", rid, "--reject", "--comment", "not good")
+    assert rc == 0 and "failed" in out, (rc, out, err)
+    rc, out, err = quern("--json", "runs", "get", rid)
+    assert json.loads(out)["status"] == "failed" and "not good" in out, out
+
+
+def test_runs_artifacts_and_download():
+    # a run's files could not be listed or fetched from the CLI
+    rc, out, err = quern("--json", "run", "--code",
+                         'printf "a\\000b\\377" > "$QUERN_ARTIFACTS/bin.dat"; echo hi > "$QUERN_ARTIFACTS/n m.txt"',
+                         "--wait")
+    assert rc == 0, err
+    rid = json.loads(out)["id"]
+    rc, out, err = quern("runs", "artifacts", rid)
+    assert rc == 0 and "bin.dat" in out and "n m.txt" in out and out.startswith("NAME"), (out, err)
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY)
+    p = subprocess.run([os.path.join(BUILD, "quern"), "runs", "download", rid, "bin.dat"],
+                       capture_output=True, env=e, timeout=60)
+    assert p.returncode == 0 and p.stdout == b"a\x00b\xff", p
+    d = tempfile.mkdtemp(prefix="quern-dl-")
+    rc, out, err = quern("runs", "download", rid, "n m.txt", "-o", os.path.join(d, "f"))
+    assert rc == 0 and open(os.path.join(d, "f")).read() == "hi\n", (rc, err)
+    rc, out, err = quern("runs", "download", rid, "nope", "-o", os.path.join(d, "g"))
+    assert rc == 1 and "404" in err and not os.path.exists(os.path.join(d, "g")), (rc, err)
+
+
+def test_secrets_triggers_webhooks():
+    # none of them had a command; a secret's value is read from stdin or a
+    # file, never an argument (ps shows arguments)
+    rc, out, err = quern("secrets", "set", "CLI_TOKEN", input_="tok-\u00e9\n")
+    assert rc == 0 and "created" in out, (rc, out, err)
+    rc, out, err = quern("secrets", "set", "CLI_TOKEN", input_="tok-2")
+    assert rc == 0 and "replaced" in out, (rc, out, err)
+    rc, out, err = quern("secrets", "list")
+    assert rc == 0 and "CLI_TOKEN" in out and "tok-2" not in out, out
+    rc, out, err = quern("secrets", "set", "bad-name", input_="x")
+    assert rc == 1 and "invalid_secret_name" in err, (rc, err)
+    tid = expect(S.req("POST", P + "/tasks", {"code": "cat /run/secrets/CLI_TOKEN", "run": False,
+                                              "secrets": ["CLI_TOKEN"]}), 201)["id"]
+    rc, out, err = quern("tasks", "run", tid, "--wait")
+    assert rc == 0 and "***" in out and "tok-2" not in out, (rc, out, err)
+    rc, out, err = quern("triggers", "create", tid)
+    assert rc == 0 and "/hooks/trg_" in out and "http://%s:%d/hooks/" % (S.host, S.port) in out, out
+    assert out.splitlines()[1].startswith("whsec_"), out
+    rc, out, err = quern("triggers", "list", "--task", tid)
+    assert rc == 0 and tid in out, out
+    trg = out.splitlines()[1].split()[0]
+    assert quern("triggers", "delete", trg)[0] == 0
+    rc, out, err = quern("--json", "webhooks", "create", "http://127.0.0.1:9/h", "--event",
+                         "task_run.completed", "--event", "task.created")
+    assert rc == 0, err
+    w = json.loads(out)
+    assert w["events"] == ["task_run.completed", "task.created"] and w["secret"], w
+    rc, out, err = quern("webhooks", "list")
+    assert rc == 0 and w["id"] in out, out
+    rc, out, err = quern("webhooks", "deliveries", w["id"])
+    assert rc == 0, err
+    rc, out, err = quern("webhooks", "create", "ftp://x")
+    assert rc == 1 and "invalid_url" in err, (rc, err)
+    assert quern("webhooks", "delete", w["id"])[0] == 0
+    assert quern("secrets", "delete", "CLI_TOKEN")[0] == 0
 
 
 if __name__ == "__main__":

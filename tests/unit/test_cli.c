@@ -315,6 +315,20 @@ TEST(table_from_json_rows)
     json_decref(rows);
 }
 
+TEST(scrub_hides_c0_del_and_c1_controls)
+{
+    /* ESC, BEL, DEL and U+009B (CSI as one code point) could drive a terminal */
+    char s[] = "a\033[2Jb\007c\177d\xc2\x9b" "31me\nf\tg \xc3\xa9";
+    cli_scrub(s, '?', false);
+    CHECK_EQ_STR(s, "a?[2Jb?c?d?31me?f?g \xc3\xa9");
+    char t[] = "l1\nl2\tx\033y";
+    cli_scrub(t, '?', true);
+    CHECK_EQ_STR(t, "l1\nl2\tx?y");
+    char u[] = "\xc2";     /* a lone lead byte at the end stays */
+    cli_scrub(u, '?', false);
+    CHECK_EQ_STR(u, "\xc2");
+}
+
 TEST(ages_and_durations)
 {
     char s[32];
