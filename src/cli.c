@@ -455,8 +455,14 @@ static int show_list(struct cli_ctx *c, json_t *j, const struct cli_col *cols, s
     cli_table_release(&t);
     if (json_is_true(json_object_get(j, "has_more"))) {
         json_int_t total = json_integer_value(json_object_get(j, "total"));
-        fprintf(stderr, "(%zu shown of %lld; see more with --offset/--limit)\n",
-                json_array_size(data), (long long)total);
+        const char *last = json_string_value(
+            json_object_get(json_array_get(data, json_array_size(data) - 1), "id"));
+        if (last && (!strcmp(noun, "tasks") || !strcmp(noun, "runs")))
+            fprintf(stderr, "(%zu shown of %lld; the next page: --after %s)\n",
+                    json_array_size(data), (long long)total, last);
+        else
+            fprintf(stderr, "(%zu shown of %lld; see more with --offset/--limit)\n",
+                    json_array_size(data), (long long)total);
     }
     return 0;
 }
@@ -860,6 +866,8 @@ static int list_query(struct cli_ctx *c, const struct cli_args *a, struct buf *q
             return usage_error(c, "%s", err);
         query_add(q, ints[i], cli_args_get(a, ints[i]));
     }
+    /* tasks and runs: the page after an id (a cursor that new ones do not shift) */
+    query_add(q, "starting_after", cli_args_get(a, "after"));
     return 0;
 }
 
@@ -1108,7 +1116,8 @@ static int create_task(struct cli_ctx *c, const struct cli_args *a, bool shortcu
     static const char *const strs[][2] = {{"description", "description"},
                                           {"schedule", "schedule"},
                                           {"timezone", "timezone"},
-                                          {"definition", "definition_id"}};
+                                          {"definition", "definition_id"},
+                                          {"agent", "assigned_agent_id"}};
     if (name)
         json_object_set_new(body, "name", json_string(name));
     for (size_t i = 0; i < ARRAY_LEN(strs); i++)
@@ -1134,7 +1143,8 @@ static int create_task(struct cli_ctx *c, const struct cli_args *a, bool shortcu
             goto out;
         }
         json_object_set_new(body, "run", json_false());
-    } else if (shortcut || (code && !cli_args_get(a, "schedule"))) {
+    } else if (shortcut || ((code || cli_args_get(a, "agent")) && !cli_args_get(a, "schedule"))) {
+        /* work for an agent is queued for it at once, as code runs at once */
         json_object_set_new(body, "run", json_true());
     }
     const char *path = ppath(c, &rc, "/tasks");
@@ -1894,14 +1904,17 @@ static const struct cli_cmd COMMANDS[] = {
     {"tasks create",
      "[--name N] [--runtime R] [-f FILE | --code C] [--input JSON] [--priority P] "
      "[--schedule CRON] [--timezone TZ] [--timeout-ms N] [--max-retries N] "
-     "[--definition ID] [--type T] [--description D] [--no-run] [--wait]",
-     "Create a task; one with code runs at once unless --no-run",
+     "[--definition ID] [--agent ID] [--type T] [--description D] [--no-run] [--wait]",
+     "Create a task; one with code runs at once, and one for an agent (--agent: its work, for "
+     "workers leasing with that agent_id) is queued at once, unless --no-run",
      "name: description: " CODE_OPTS " input: priority: schedule: timezone: timeout-ms: "
-     "max-retries: definition: type: no-run wait",
+     "max-retries: definition: agent: type: no-run wait",
      0, 0, cmd_tasks_create},
     {"tasks list",
-     "[--status S] [--priority P] [--type T] [--definition ID] [--limit N] [--offset N]",
-     "List tasks, newest first", "status: priority: type: definition: " LIST_OPTS, 0, 0,
+     "[--status S] [--priority P] [--type T] [--definition ID] [--limit N] [--offset N] "
+     "[--after TASK_ID]",
+     "List tasks, newest first (--after: the page after that task)",
+     "status: priority: type: definition: after: " LIST_OPTS, 0, 0,
      cmd_tasks_list},
     {"tasks get", "ID", "Show a task", "", 1, 1, cmd_tasks_get},
     {"tasks update",
@@ -1922,8 +1935,10 @@ static const struct cli_cmd COMMANDS[] = {
     {"tasks resume", "ID", "Undo tasks pause", "", 1, 1, cmd_tasks_resume},
     {"tasks schedule", "ID [--count N]", "Show a scheduled task's next fire times", "count:", 1,
      1, cmd_tasks_schedule},
-    {"runs list", "[--task ID] [--status S] [--definition ID] [--limit N] [--offset N]",
-     "List runs of the project, newest first", "task: status: definition: " LIST_OPTS, 0, 0,
+    {"runs list",
+     "[--task ID] [--status S] [--definition ID] [--limit N] [--offset N] [--after RUN_ID]",
+     "List runs of the project, newest first (--after: the page after that run)",
+     "task: status: definition: after: " LIST_OPTS, 0, 0,
      cmd_runs_list},
     {"runs get", "RUN_ID", "Show a run", "", 1, 1, cmd_runs_get},
     {"runs logs", "RUN_ID [-f]", "Print a run's log; -f follows it live until the run ends",

@@ -30,6 +30,32 @@ def test_projects_and_json():
     assert rc == 0 and json.loads(out)["name"] == "cli-proj"
 
 
+def test_agent_tasks_and_paging_after_an_id():
+    ids = []
+    for i in range(5):
+        rc, out, err = quern("--json", "tasks", "create", "--name", "pg%d" % i, "--agent", "cli-pager")
+        assert rc == 0, err
+        t = json.loads(out)
+        # work for an agent is queued for it at once
+        assert t["assigned_agent_id"] == "cli-pager" and t["status"] == "queued", t
+        ids.append(t["id"])
+    rc, out, err = quern("tasks", "list", "--limit", "2")
+    assert rc == 0 and "the next page: --after " in err, err
+    seen, after = [], None
+    while True:
+        args = ["--json", "tasks", "list", "--limit", "2"] + (["--after", after] if after else [])
+        rc, out, err = quern(*args)
+        assert rc == 0, err
+        page = json.loads(out)
+        seen += [t["id"] for t in page["data"] if t["id"] in ids]
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["id"]
+    assert seen == ids[::-1], (seen, ids)
+    rc, out, err = quern("projects", "list", "--after", "x")
+    assert rc == 2 and "unknown option --after" in err, err
+
+
 def test_keys_scopes_and_exit_codes():
     rc, out, err = quern("--json", "keys", "create", "ro", "--scope", "task:read")
     assert rc == 0, err
