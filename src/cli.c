@@ -1555,7 +1555,8 @@ static int cmd_runs_download(struct cli_ctx *c, const struct cli_args *a)
         err = errno;
     }
     if (bad) {
-        fprintf(stderr, "quern: %s: %s\n", file, strerror(err));
+        fprintf(stderr, "quern: %s: %s (the partial file is removed)\n", file, strerror(err));
+        unlink(file);
         return CLI_EXIT_FAIL;
     }
     fprintf(stderr, "%s: %zu bytes\n", file, c->resp.body.len);
