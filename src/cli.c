@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli_args.h"
@@ -1548,6 +1549,8 @@ static int cmd_runs_download(struct cli_ctx *c, const struct cli_args *a)
         fprintf(stderr, "quern: %s: %s\n", file, strerror(errno));
         return CLI_EXIT_FAIL;
     }
+    struct stat st;
+    bool regular = !fstat(fileno(f), &st) && S_ISREG(st.st_mode);   /* not /dev/full */
     bool bad = fwrite(data, 1, c->resp.body.len, f) < c->resp.body.len;
     int err = errno;
     if (fclose(f) != 0 && !bad) {
@@ -1555,8 +1558,10 @@ static int cmd_runs_download(struct cli_ctx *c, const struct cli_args *a)
         err = errno;
     }
     if (bad) {
-        fprintf(stderr, "quern: %s: %s (the partial file is removed)\n", file, strerror(err));
-        unlink(file);
+        fprintf(stderr, "quern: %s: %s%s\n", file, strerror(err),
+                regular ? " (the partial file is removed)" : "");
+        if (regular)
+            unlink(file);
         return CLI_EXIT_FAIL;
     }
     fprintf(stderr, "%s: %zu bytes\n", file, c->resp.body.len);

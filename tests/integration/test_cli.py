@@ -354,6 +354,10 @@ def test_runs_artifacts_and_download():
     assert rc == 0 and open(os.path.join(d, "f")).read() == "hi\n", (rc, err)
     rc, out, err = quern("runs", "download", rid, "nope", "-o", os.path.join(d, "g"))
     assert rc == 1 and "404" in err and not os.path.exists(os.path.join(d, "g")), (rc, err)
+    # a write that fails: exit 1, and what is not a regular file is left alone
+    rc, out, err = quern("runs", "download", rid, "n m.txt", "-o", "/dev/full")
+    assert rc == 1 and "No space left" in err and "removed" not in err, (rc, err)
+    assert os.path.exists("/dev/full")
 
 
 def test_secrets_triggers_webhooks():
