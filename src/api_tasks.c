@@ -1119,7 +1119,7 @@ static int update_fn(struct store_tx *tx, void *arg)
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms(), ts);
     json_object_set_new_nocheck(task, "updated_at", json_string(ts));
-    if (json_object_get(b, "schedule") || tz)
+    if (json_object_get(b, "schedule") || tz || json_object_get(b, "deadline"))
         task_schedule_next(task, now_ms());
     rc = store_update(tx, SK_TASK, a->project_id, task);
     if (!rc)
@@ -1399,10 +1399,10 @@ void api_tasks_schedule(struct req *r)
     json_t *times = json_array();
     struct cron *cr = expr ? cron_parse(expr, &err) : NULL;
     free(err);
-    int64_t at = now_ms();
+    int64_t at = now_ms(), deadline = task_deadline_ms(g.doc);
     for (int64_t i = 0; cr && z && i < count; i++) {
         at = cron_next(cr, z, at);
-        if (at < 0)
+        if (at < 0 || at >= deadline)
             break;
         char utc[RFC3339_LEN], local[64];
         rfc3339_format(at, utc);

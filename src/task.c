@@ -20,6 +20,15 @@ static struct cron *task_cron(const json_t *task, const struct tz **z)
     return c;
 }
 
+int64_t task_deadline_ms(const json_t *task)
+{
+    const char *s = json_string_value(json_object_get(task, "deadline"));
+    int64_t ms;
+    if (!s || rfc3339_parse(s, &ms))
+        return INT64_MAX;
+    return ms;
+}
+
 void task_schedule_next(json_t *task, int64_t after_ms)
 {
     const char *expr = json_string_value(json_object_get(task, "schedule"));
@@ -31,7 +40,7 @@ void task_schedule_next(json_t *task, int64_t after_ms)
     struct cron *c = task_cron(task, &z);
     int64_t next = c ? cron_next(c, z, after_ms) : -1;
     cron_free(c);
-    if (next >= 0) {
+    if (next >= 0 && next < task_deadline_ms(task)) {
         char ts[RFC3339_LEN];
         rfc3339_format(next, ts);
         json_object_set_new_nocheck(task, "next_run_at", json_string(ts));
@@ -43,7 +52,8 @@ int64_t task_next_ms(const json_t *task)
     const char *s = json_string_value(json_object_get(task, "next_run_at"));
     int64_t ms;
     if (!s || !json_is_string(json_object_get(task, "schedule")) ||
-        json_is_true(json_object_get(task, "paused")) || rfc3339_parse(s, &ms))
+        json_is_true(json_object_get(task, "paused")) || rfc3339_parse(s, &ms) ||
+        ms >= task_deadline_ms(task))
         return -1;
     return ms;
 }
@@ -52,7 +62,9 @@ int64_t task_fires_between(const json_t *task, int64_t from_ms, int64_t to_ms, i
 {
     const struct tz *z;
     struct cron *c = task_cron(task, &z);
-    int64_t n = 0, at = from_ms;
+    int64_t n = 0, at = from_ms, dl = task_deadline_ms(task);
+    if (to_ms > dl)
+        to_ms = dl;
     while (c && n < max) {
         at = cron_next(c, z, at);
         if (at < 0 || at >= to_ms)

@@ -67,6 +67,38 @@ def test_bad_cron_and_timezone_are_400():
         assert r.status == 400 and r.json["error"]["param"] == param, (body, r)
 
 
+def iso_in(seconds):
+    t = time.time() + seconds
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+
+
+def test_deadline_ends_the_schedule():
+    # a run made at or after the task's deadline could never start: the
+    # schedule stops there instead of adding a failed run every fire
+    dl = iso_in(3)
+    t = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "cron4", "schedule": "* * * * * *",
+                                            "deadline": dl}), 201)
+    assert t["next_run_at"] and t["next_run_at"] < dl
+    s = expect(S.req("GET", P + "/tasks/%s/schedule?count=100" % t["id"]), 200)
+    assert s["data"] and all(x["at"] < dl for x in s["data"]), s
+    wait_for(lambda: expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["next_run_at"] is None,
+             what="the schedule to end at the deadline")
+    n = len(runs(S, t))
+    assert all(r["created_at"] < dl for r in runs(S, t))
+    assert expect(S.req("GET", P + "/tasks/%s/schedule" % t["id"]), 200)["data"] == []
+    later = expect(S.req("GET", P + "/tasks/" + t["id"]), 200)
+    assert later["next_run_at"] is None and len(runs(S, t)) == n
+    # a later deadline (or none) by PATCH arms it again
+    up = expect(S.req("PATCH", P + "/tasks/" + t["id"], {"deadline": None}), 200)
+    assert up["next_run_at"], up
+    wait_for(lambda: len(runs(S, t)) > n, what="a fire after the deadline was lifted")
+    expect(S.req("DELETE", P + "/tasks/" + t["id"]), 200)
+    # a deadline already past: created without a schedule to fire
+    past = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "cron4", "schedule": "@hourly",
+                                               "deadline": "2020-01-01T00:00:00Z"}), 201)
+    assert past["next_run_at"] is None, past
+
+
 def test_missed_fires_after_downtime_run_once():
     s = Server()
     try:
