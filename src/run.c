@@ -522,7 +522,9 @@ static int64_t ts_ms(const json_t *run, const char *field)
 }
 
 /* Retry delay for the attempt that just failed: fixed, or exponential with
- * full jitter over the upper half (so retries of many runs spread out). */
+ * full jitter over the upper half (so retries of many runs spread out).
+ * The doubling stops at 1 h, or at retry_delay_ms when that is longer (a
+ * 2 h base is not cut to 1 h by choosing exponential). */
 static int64_t retry_delay(const json_t *run, int64_t attempt)
 {
     int64_t base = json_integer_value(json_object_get(run, "retry_delay_ms"));
@@ -531,11 +533,12 @@ static int64_t retry_delay(const json_t *run, int64_t attempt)
         base = 0;
     if (!mode || strcmp(mode, "exponential"))
         return base;
+    int64_t cap = base > 3600000 ? base : 3600000;
     int64_t d = base;
-    for (int64_t i = 1; i < attempt && d < 3600000; i++)
+    for (int64_t i = 1; i < attempt && d < cap; i++)
         d *= 2;
-    if (d > 3600000)
-        d = 3600000;
+    if (d > cap)
+        d = cap;
     unsigned char r[4];
     random_bytes(r, sizeof r);
     uint32_t u = (uint32_t)r[0] | (uint32_t)r[1] << 8 | (uint32_t)r[2] << 16 | (uint32_t)r[3] << 24;

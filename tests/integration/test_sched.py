@@ -260,6 +260,20 @@ def test_retries_with_exponential_backoff():
     assert len(delays) == 2 and 25 <= delays[0] <= 50 and 50 <= delays[1] <= 100, delays
 
 
+def test_exponential_backoff_never_below_a_long_base():
+    # the 1 h cap of the doubling does not cut a longer retry_delay_ms: a 2 h
+    # base waits as long as it would with "fixed" (jitter over its upper half)
+    t = task(assigned_agent_id="retrylong", settings={"max_retries": 1, "retry_delay_ms": 7200000,
+                                                      "retry_backoff": "exponential"})
+    run = wait_for(lambda: lease("retrylong"), what="the first attempt")[0]
+    report(run, "failed", error="boom")
+    evs = expect(S.req("GET", P + "/tasks/%s/runs/%s/session_logs?event_types=task_run.retrying"
+                       % (t["id"], run["id"])), 200)
+    delays = [e["data"]["delay_ms"] for e in evs]
+    assert len(delays) == 1 and 3600000 <= delays[0] <= 7200000, delays
+    expect(S.req("DELETE", P + "/tasks/" + t["id"]), 200)
+
+
 def test_completing_a_task_starts_its_dependants():
     a = task(assigned_agent_id="chainA", run=False)
     b = task(assigned_agent_id="chainB", run=False, dependencies=[a["id"]])
