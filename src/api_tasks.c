@@ -1046,6 +1046,8 @@ static int update_fn(struct store_tx *tx, void *arg)
         !api_obj(r, b, "metadata", "metadata", &md) || !api_obj(r, b, "input", "input", &input) ||
         !string_array(r, b, "dependencies", "", 100, 64, &deps))
         goto out;
+    if (json_is_null(json_object_get(b, "timezone")))
+        tz = "UTC";   /* null is the default again, as at create (it was ignored) */
     int64_t dms;
     if (deadline && rfc3339_parse(deadline, &dms)) {
         http_error(r, 400, "invalid_timestamp", "deadline",

@@ -56,6 +56,12 @@ def test_schedule_listing_in_time_zone():
     assert m["id"] in [x["id"] for x in expect(S.req("GET", P + "/tasks?type=scheduled&limit=500"), 200)["data"]]
     m = expect(S.req("PATCH", P + "/tasks/" + m["id"], {"schedule": None}), 200)
     assert m["type"] == "manual" and m["next_run_at"] is None, m
+    # timezone null by PATCH is the default (UTC) again, as at create
+    z = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "x", "schedule": "0 9 * * *",
+                                            "timezone": "Asia/Tokyo", "run": False}), 201)
+    assert z["next_run_at"][11:13] == "00", z
+    z = expect(S.req("PATCH", P + "/tasks/" + z["id"], {"timezone": None}), 200)
+    assert z["timezone"] == "UTC" and z["next_run_at"][11:19] == "09:00:00", z
 
 
 def test_bad_cron_and_timezone_are_400():
