@@ -1603,13 +1603,21 @@ static int fire_fn(struct store_tx *tx, void *arg)
         goto out;
     }
     int64_t skipped = task_missed_fires(task, f->instant, now, 1000000);
-    rc = run_start_for_task(tx, f->s->app, task, NULL, NULL);
-    if (rc)
-        goto out;
-    json_decref(task);   /* run_start_for_task updated it in the store */
-    task = store_get(tx, SK_TASK, f->project, f->task);
-    if (!task)
-        return -EIO;
+    /* the deadline passed while quernd was down: a run made now could never
+     * start, so none is; every missed instant is skipped and the schedule
+     * ends there (next_run_at null) */
+    bool late = now >= task_deadline_ms(task);
+    if (late) {
+        skipped++;
+    } else {
+        rc = run_start_for_task(tx, f->s->app, task, NULL, NULL);
+        if (rc)
+            goto out;
+        json_decref(task);   /* run_start_for_task updated it in the store */
+        task = store_get(tx, SK_TASK, f->project, f->task);
+        if (!task)
+            return -EIO;
+    }
     task_schedule_next(task, now);
     rc = store_update(tx, SK_TASK, f->project, task);
     if (!rc)
@@ -1620,7 +1628,8 @@ static int fire_fn(struct store_tx *tx, void *arg)
         rc = events_emit(tx, f->s->app->events, f->project, f->task, NULL, "task.schedule_skipped",
                          json_pack("{s:I, s:s, s:s}", "skipped", (json_int_t)skipped,
                                    "missed_since", from, "reason",
-                                   "fires missed while quernd was down run once"));
+                                   late ? "the task's deadline passed while quernd was down"
+                                        : "fires missed while quernd was down run once"));
     }
 out:
     json_decref(task);

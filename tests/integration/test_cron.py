@@ -127,6 +127,29 @@ def test_missed_fires_after_downtime_run_once():
         s.stop()
 
 
+def test_deadline_passed_while_down_ends_the_schedule():
+    s = Server()
+    try:
+        dl = iso_in(5)
+        t = expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "cron5", "schedule": "* * * * * *",
+                                                "deadline": dl}), 201)
+        wait_for(lambda: len(runs(s, t)) >= 1, what="first fire")
+        s.stop()
+        while iso_in(0) <= dl:
+            time.sleep(0.5)   # the deadline passes while quernd is down
+        s.start()
+        st, evs = qlib.sse(s, P + "/events/stream", stop=lambda e: e[1] == "task.schedule_skipped")
+        skipped = [e for e in evs if e[1] == "task.schedule_skipped"]
+        assert skipped and skipped[0][2]["data"]["skipped"] >= 1, evs
+        assert "deadline" in skipped[0][2]["data"]["reason"], skipped
+        # no run was made for the missed instants, and none will be
+        assert all(r["created_at"] < dl for r in runs(s, t)), runs(s, t)
+        got = expect(s.req("GET", P + "/tasks/" + t["id"]), 200)
+        assert got["next_run_at"] is None, got
+    finally:
+        s.stop()
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
