@@ -74,8 +74,9 @@ def test_bad_cron_and_timezone_are_400():
 
 
 def iso_in(seconds):
-    t = time.time() + seconds
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + ".%03dZ" % (int(t * 1000) % 1000)
+    """A deadline about seconds from now, half way between two whole seconds,
+    so no fire instant (whole seconds) is made right at it."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + seconds)) + ".500Z"
 
 
 def test_deadline_ends_the_schedule():
@@ -135,7 +136,7 @@ def test_deadline_passed_while_down_ends_the_schedule():
                                                 "deadline": dl}), 201)
         wait_for(lambda: len(runs(s, t)) >= 1, what="first fire")
         s.stop()
-        while iso_in(0) <= dl:
+        while time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000Z" <= dl:
             time.sleep(0.5)   # the deadline passes while quernd is down
         s.start()
         st, evs = qlib.sse(s, P + "/events/stream", stop=lambda e: e[1] == "task.schedule_skipped")
