@@ -70,13 +70,24 @@ static int add_fn(struct store_tx *tx, void *arg)
         json_decref(run);
         return -EPERM;
     }
-    json_t *arts = json_object_get(run, "artifacts");
-    int64_t total = 0;
+    /* the manifest as it will be: a name given again replaces the artifact
+     * of that name (the last of this request wins), so it is counted once */
+    json_t *after = json_object();
     size_t i;
     json_t *f;
-    json_array_foreach(arts, i, f) total += json_integer_value(json_object_get(f, "size"));
-    json_array_foreach(a->files, i, f) total += json_integer_value(json_object_get(f, "size"));
-    if (json_array_size(arts) + json_array_size(a->files) > MAX_ARTIFACTS || total > MAX_RUN_BYTES) {
+    json_array_foreach(json_object_get(run, "artifacts"), i, f)
+        json_object_set(after, json_string_value(json_object_get(f, "name")) ?: "",
+                        json_object_get(f, "size"));
+    json_array_foreach(a->files, i, f)
+        json_object_set(after, json_string_value(json_object_get(f, "name")),
+                        json_object_get(f, "size"));
+    int64_t total = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(after, k, v) total += json_integer_value(v);
+    size_t count = json_object_size(after);
+    json_decref(after);
+    if (count > MAX_ARTIFACTS || total > MAX_RUN_BYTES) {
         http_error(a->r, 400, "artifact_limit", "artifacts",
                    "a run holds at most %d artifacts and %lld bytes", MAX_ARTIFACTS,
                    (long long)MAX_RUN_BYTES);
@@ -132,6 +143,16 @@ void api_artifacts_upload(struct req *r)
         if (!raw_name || !blob_name_ok(raw_name)) {
             http_error(r, 400, "invalid_name", "name",
                        "a raw upload needs ?name= (1-255 printable characters, no '..')");
+            goto out;
+        }
+        /* the header is served back as the artifact's: the same rule as a
+         * JSON upload's content_type (an empty one is as none) */
+        if (ct && !*ct)
+            ct = NULL;
+        if (ct && !content_type_ok(ct)) {
+            http_error(r, 400, "invalid_value", "Content-Type",
+                       "the Content-Type of a raw upload must be printable ASCII (it is served "
+                       "back as a header)");
             goto out;
         }
         char sha[65];

@@ -3,6 +3,7 @@ authenticated download, presigned URLs (no key; tamper and expiry → 403),
 and files left by code in QUERN_ARTIFACTS."""
 import base64
 import hashlib
+import json
 import os
 import sys
 import time
@@ -89,6 +90,58 @@ def test_bad_artifacts_are_400():
     ok = expect(S.req("POST", base + "/artifacts", {"artifacts": [
         {"name": "a", "content": "x", "content_type": "text/plain; charset=utf-8"}]}), 200)
     assert ok["data"][0]["content_type"] == "text/plain; charset=utf-8", ok
+
+
+def raw_upload(base, name, body, ctype):
+    c = S.conn()
+    h = {"Authorization": "Bearer qk_root_test_key_0123456789"}
+    if ctype is not None:
+        h["Content-Type"] = ctype
+    c.request("POST", base + "/artifacts?name=" + name, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def test_raw_upload_content_type_follows_the_json_rule():
+    # a raw upload's Content-Type became the artifact's as sent (a control
+    # character included, served back as a header; an empty one stored as "")
+    base = run_base()
+    st, data = raw_upload(base, "r.html", b"<b>x</b>", "text/html\x01x")
+    assert st == 400, data
+    err = json.loads(data)["error"]
+    assert err["code"] == "invalid_value" and err["param"] == "Content-Type", err
+    st, data = raw_upload(base, "r.html", b"<b>x</b>", "")
+    assert st == 200, data
+    assert expect(S.req("GET", base), 200)["artifacts"][0]["content_type"] == "text/html"
+    st, data = raw_upload(base, "r.bin", b"x", "application/x-thing; v=1")
+    assert st == 200, data
+    assert [a["content_type"] for a in expect(S.req("GET", base), 200)["artifacts"]] == [
+        "text/html", "application/x-thing; v=1"]
+
+
+def test_a_name_given_again_replaces_and_counts_once():
+    # a name given again replaces its artifact (the last of one request wins);
+    # the limit of 1000 counted the artifact being replaced as one more, so
+    # a run at the limit could not replace any of its artifacts
+    base = run_base()
+    out = expect(S.req("POST", base + "/artifacts", {"artifacts": [
+        {"name": "d", "content": "one"}, {"name": "d", "content": "two"}]}), 200)
+    assert [(a["name"], a["size"]) for a in out["data"]] == [("d", 3)], out
+    st, data, _ = get_raw(base + "/artifacts/content?name=d")
+    assert data == b"two"
+    for k in range(10):
+        expect(S.req("POST", base + "/artifacts", {"artifacts": [
+            {"name": "n%d-%d" % (k, i), "content": "x"} for i in range(100 - (k == 0))]}), 200)
+    assert expect(S.req("GET", base + "/artifacts"), 200)["total"] == 1000
+    expect(S.req("POST", base + "/artifacts", {"artifacts": [{"name": "d", "content": "three"},
+                                                              {"name": "n5-5", "content": "yy"}]}), 200)
+    st, data, _ = get_raw(base + "/artifacts/content?name=d")
+    assert data == b"three"
+    r = S.req("POST", base + "/artifacts", {"artifacts": [{"name": "one-more", "content": "x"}]})
+    assert r.status == 400 and r.json["error"]["code"] == "artifact_limit", r
+    assert expect(S.req("GET", base + "/artifacts"), 200)["total"] == 1000
 
 
 def test_presigned_url_needs_no_key_and_refuses_tampering():
