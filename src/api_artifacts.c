@@ -26,8 +26,8 @@
 #include "run.h"
 #include "util.h"
 
-#define MAX_ARTIFACTS 1000
-#define MAX_RUN_BYTES (1LL << 30)
+#define MAX_ARTIFACTS RUN_MAX_ARTIFACTS
+#define MAX_RUN_BYTES RUN_MAX_ARTIFACT_BYTES
 #define MAX_PRESIGN_S (7 * 86400)
 
 static json_t *load_run(struct req *r, struct store_tx *tx)

@@ -178,6 +178,31 @@ def test_code_artifacts_land_in_the_store():
     assert data == b"abc"
 
 
+def test_retries_keep_earlier_artifacts_within_the_run_limit():
+    # a retry runs in the same run, which keeps the earlier attempts'
+    # artifacts; each attempt was held to 1000 files alone, so two attempts
+    # of 600 files each left 1200 on one run
+    t = expect(S.req("POST", P + "/tasks", {"settings": {"max_retries": 1, "retry_delay_ms": 10,
+                                                         "timeout_ms": 120000}, "code": """
+cd "$QUERN_ARTIFACTS" && for i in $(seq 1 600); do echo "$QUERN_ATTEMPT" > "a$QUERN_ATTEMPT-$i"; done
+echo "$QUERN_ATTEMPT" > same.txt
+exit 1"""}), 201)
+    base = P + "/tasks/%s/runs/" % t["id"]
+    run = wait_for(lambda: [r for r in expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+                            if r["status"] == "failed"], 120, "the second attempt to fail")[0]
+    assert run["attempt"] == 2, run["attempt"]
+    names = {a["name"] for a in run["artifacts"]}
+    assert len(names) == 1000, len(names)
+    assert sum(n.startswith("a1-") for n in names) == 600 and "same.txt" in names, sorted(names)[:5]
+    assert sum(n.startswith("a2-") for n in names) == 399, sorted(names)[-5:]
+    st, data, _ = get_raw(base + run["id"] + "/artifacts/content?name=same.txt")
+    assert data == b"2\n", data
+    warns = [json.loads(x)["message"] for x in
+             S.req("GET", base + run["id"] + "/logs").text.split("\n") if x]
+    warns = [m for m in warns if m.startswith("artifacts not stored")]
+    assert len(warns) == 1 and "201 files" in warns[0], warns
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
