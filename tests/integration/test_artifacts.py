@@ -203,6 +203,18 @@ exit 1"""}), 201)
     assert len(warns) == 1 and "201 files" in warns[0], warns
 
 
+def test_a_code_artifact_name_not_utf8_is_skipped_with_a_warning():
+    # such a name passed the name check, then could not be put in the
+    # manifest: the file was dropped without the warning the others get
+    t = expect(S.req("POST", P + "/tasks", {"wait_for_result": True, "code":
+        'printf x > "$QUERN_ARTIFACTS/$(printf \'bad\\377name\')"; printf y > "$QUERN_ARTIFACTS/ok.txt"'}), 201)
+    run = t["run"]
+    assert run["status"] == "completed" and [a["name"] for a in run["artifacts"]] == ["ok.txt"], run
+    msgs = [json.loads(x)["message"] for x in S.req(
+        "GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], run["id"])).text.split("\n") if x]
+    assert any(m.startswith("artifacts not stored: 1 names an upload could not have") for m in msgs), msgs
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
