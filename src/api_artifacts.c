@@ -142,7 +142,8 @@ void api_artifacts_upload(struct req *r)
         /* a raw upload: the body is the file */
         if (!raw_name || !blob_name_ok(raw_name)) {
             http_error(r, 400, "invalid_name", "name",
-                       "a raw upload needs ?name= (1-255 printable characters, no '..')");
+                       "a raw upload needs ?name= (1-255 printable characters, no '..', no "
+                       "backslash, no leading '/')");
             goto out;
         }
         /* the header is served back as the artifact's: the same rule as a
@@ -198,7 +199,8 @@ void api_artifacts_upload(struct req *r)
             goto out;
         if (!name || !blob_name_ok(name)) {
             http_error(r, 400, "invalid_name", pn,
-                       "%s must be 1-255 printable characters without '..' or a leading '/'", pn);
+                       "%s must be 1-255 printable characters without '..', a backslash or a leading '/'",
+                       pn);
             goto out;
         }
         if (!text == !b64) {
@@ -260,6 +262,25 @@ static int find_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* "attachment" with the name's last part as the file to save (RFC 6266):
+ * filename= in printable ASCII with '"', '\\' and '/' as '_' (what a
+ * hostile name could quote its way out of), filename*= its UTF-8 bytes
+ * percent-encoded for the clients that read it.  Malloc'd. */
+static char *disposition(const char *name)
+{
+    const char *slash = strrchr(name, '/');
+    const char *base = slash && slash[1] ? slash + 1 : name;
+    char *ascii = xstrdup(base);
+    for (unsigned char *c = (unsigned char *)ascii; *c; c++)
+        if (*c < 0x20 || *c > 0x7e || *c == '"' || *c == '\\' || *c == '/')
+            *c = '_';
+    char *enc = url_escape(base);
+    char *v = xasprintf("attachment; filename=\"%s\"; filename*=UTF-8''%s", ascii, enc);
+    free(ascii);
+    free(enc);
+    return v;
+}
+
 static void send_blob(struct req *r, json_t *entry)
 {
     int fd = blob_open_read(r->app->blobs, json_string_value(json_object_get(entry, "sha256")));
@@ -269,7 +290,9 @@ static void send_blob(struct req *r, json_t *entry)
     }
     /* the content type came from a client: serve it inert */
     http_add_header(r, "X-Content-Type-Options", "nosniff");
-    http_add_header(r, "Content-Disposition", "attachment");
+    char *disp = disposition(json_string_value(json_object_get(entry, "name")) ?: "artifact");
+    http_add_header(r, "Content-Disposition", disp);
+    free(disp);
     http_add_header(r, "Content-Security-Policy", "sandbox");
     http_file(r, 200, "application/octet-stream", fd,
               json_integer_value(json_object_get(entry, "size")));

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(__file__))
 from qlib import Server, expect, run_tests, wait_for  # noqa: E402
@@ -213,6 +214,29 @@ def test_a_code_artifact_name_not_utf8_is_skipped_with_a_warning():
     msgs = [json.loads(x)["message"] for x in S.req(
         "GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], run["id"])).text.split("\n") if x]
     assert any(m.startswith("artifacts not stored: 1 names an upload could not have") for m in msgs), msgs
+
+
+def test_downloads_are_inert_and_name_their_file():
+    # by key and by presigned URL: nosniff, a sandbox CSP and attachment, so
+    # an HTML or SVG artifact never runs script in quernd's origin; the file
+    # name is the name's last part, quoted so that a hostile name cannot end
+    # the parameter (it was a bare "attachment": the browser saved
+    # "content" or the run id)
+    base = run_base()
+    name = 'dir/q"x y;\u00e9.html'
+    expect(S.req("POST", base + "/artifacts", {"artifacts": [
+        {"name": name, "content": "<script>alert(1)</script>", "content_type": "text/html"}]}), 200)
+    path = expect(S.req("GET", base), 200)["artifacts"][0]["storage_path"]
+    url = expect(S.req("POST", base + "/artifacts/presign", {"storage_path": path}), 200)["url"]
+    for target, key in ((base + "/artifacts/content?name=" + quote(name, safe=""), True), (url, False)):
+        st, data, r = get_raw(target, key=key)
+        assert st == 200 and data == b"<script>alert(1)</script>", (st, data)
+        assert r.getheader("X-Content-Type-Options") == "nosniff"
+        assert r.getheader("Content-Security-Policy") == "sandbox"
+        assert r.getheader("Content-Type") == "text/html"
+        assert r.getheader("Content-Disposition") == (
+            "attachment; filename=\"q_x y;__.html\"; filename*=UTF-8''q%22x%20y%3B%C3%A9.html"), \
+            r.getheader("Content-Disposition")
 
 
 if __name__ == "__main__":
