@@ -26,8 +26,8 @@
 #include "run.h"
 #include "util.h"
 
-#define MAX_ARTIFACTS 1000
-#define MAX_RUN_BYTES (1LL << 30)
+#define MAX_ARTIFACTS RUN_MAX_ARTIFACTS
+#define MAX_RUN_BYTES RUN_MAX_ARTIFACT_BYTES
 #define MAX_PRESIGN_S (7 * 86400)
 
 static json_t *load_run(struct req *r, struct store_tx *tx)
@@ -70,13 +70,24 @@ static int add_fn(struct store_tx *tx, void *arg)
         json_decref(run);
         return -EPERM;
     }
-    json_t *arts = json_object_get(run, "artifacts");
-    int64_t total = 0;
+    /* the manifest as it will be: a name given again replaces the artifact
+     * of that name (the last of this request wins), so it is counted once */
+    json_t *after = json_object();
     size_t i;
     json_t *f;
-    json_array_foreach(arts, i, f) total += json_integer_value(json_object_get(f, "size"));
-    json_array_foreach(a->files, i, f) total += json_integer_value(json_object_get(f, "size"));
-    if (json_array_size(arts) + json_array_size(a->files) > MAX_ARTIFACTS || total > MAX_RUN_BYTES) {
+    json_array_foreach(json_object_get(run, "artifacts"), i, f)
+        json_object_set(after, json_string_value(json_object_get(f, "name")) ?: "",
+                        json_object_get(f, "size"));
+    json_array_foreach(a->files, i, f)
+        json_object_set(after, json_string_value(json_object_get(f, "name")),
+                        json_object_get(f, "size"));
+    int64_t total = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach(after, k, v) total += json_integer_value(v);
+    size_t count = json_object_size(after);
+    json_decref(after);
+    if (count > MAX_ARTIFACTS || total > MAX_RUN_BYTES) {
         http_error(a->r, 400, "artifact_limit", "artifacts",
                    "a run holds at most %d artifacts and %lld bytes", MAX_ARTIFACTS,
                    (long long)MAX_RUN_BYTES);
@@ -131,7 +142,18 @@ void api_artifacts_upload(struct req *r)
         /* a raw upload: the body is the file */
         if (!raw_name || !blob_name_ok(raw_name)) {
             http_error(r, 400, "invalid_name", "name",
-                       "a raw upload needs ?name= (1-255 printable characters, no '..')");
+                       "a raw upload needs ?name= (1-255 printable characters, no '..', no "
+                       "backslash, no leading '/')");
+            goto out;
+        }
+        /* the header is served back as the artifact's: the same rule as a
+         * JSON upload's content_type (an empty one is as none) */
+        if (ct && !*ct)
+            ct = NULL;
+        if (ct && !content_type_ok(ct)) {
+            http_error(r, 400, "invalid_value", "Content-Type",
+                       "the Content-Type of a raw upload must be printable ASCII (it is served "
+                       "back as a header)");
             goto out;
         }
         char sha[65];
@@ -177,7 +199,8 @@ void api_artifacts_upload(struct req *r)
             goto out;
         if (!name || !blob_name_ok(name)) {
             http_error(r, 400, "invalid_name", pn,
-                       "%s must be 1-255 printable characters without '..' or a leading '/'", pn);
+                       "%s must be 1-255 printable characters without '..', a backslash or a leading '/'",
+                       pn);
             goto out;
         }
         if (!text == !b64) {
@@ -239,6 +262,25 @@ static int find_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* "attachment" with the name's last part as the file to save (RFC 6266):
+ * filename= in printable ASCII with '"', '\\' and '/' as '_' (what a
+ * hostile name could quote its way out of), filename*= its UTF-8 bytes
+ * percent-encoded for the clients that read it.  Malloc'd. */
+static char *disposition(const char *name)
+{
+    const char *slash = strrchr(name, '/');
+    const char *base = slash && slash[1] ? slash + 1 : name;
+    char *ascii = xstrdup(base);
+    for (unsigned char *c = (unsigned char *)ascii; *c; c++)
+        if (*c < 0x20 || *c > 0x7e || *c == '"' || *c == '\\' || *c == '/')
+            *c = '_';
+    char *enc = url_escape(base);
+    char *v = xasprintf("attachment; filename=\"%s\"; filename*=UTF-8''%s", ascii, enc);
+    free(ascii);
+    free(enc);
+    return v;
+}
+
 static void send_blob(struct req *r, json_t *entry)
 {
     int fd = blob_open_read(r->app->blobs, json_string_value(json_object_get(entry, "sha256")));
@@ -248,7 +290,9 @@ static void send_blob(struct req *r, json_t *entry)
     }
     /* the content type came from a client: serve it inert */
     http_add_header(r, "X-Content-Type-Options", "nosniff");
-    http_add_header(r, "Content-Disposition", "attachment");
+    char *disp = disposition(json_string_value(json_object_get(entry, "name")) ?: "artifact");
+    http_add_header(r, "Content-Disposition", disp);
+    free(disp);
     http_add_header(r, "Content-Security-Policy", "sandbox");
     http_file(r, 200, "application/octet-stream", fd,
               json_integer_value(json_object_get(entry, "size")));

@@ -131,13 +131,30 @@ static int access_fn(struct store_tx *tx, void *arg)
         http_not_found(r, "run", http_param(r, "id"));
         return -ENOENT;
     }
+    enum run_status st = run_status_of(run);
+    if (run_status_terminal(st)) {
+        /* a run that has ended takes nothing more (API.md "Live runs") */
+        http_error(r, 409, "run_finished", NULL, "the run is %s and takes nothing more",
+                   run_status_name(st));
+        json_decref(run);
+        return -EPERM;
+    }
+    /* the same rule as a task's storage: an account instance only of the
+     * run's own account (none for a task without account_id) */
     json_t *inst = store_get(tx, SK_STORAGE, project, a->instance);
     bool ok = inst && !strcmp(json_string_value(json_object_get(inst, "scope")) ?: "", a->scope);
+    if (ok && !strcmp(a->scope, "account")) {
+        json_t *task = run_task(tx, run);
+        const char *account = json_string_value(json_object_get(task, "account_id"));
+        ok = account && !strcmp(account, json_string_value(json_object_get(inst, "account_id")) ?: "");
+        json_decref(task);
+    }
     json_decref(inst);
     if (!ok) {
         json_decref(run);
         http_error(r, 400, "unknown_storage", "instance_id",
-                   "no %s storage instance %s in this project", a->scope, a->instance);
+                   "no %s storage instance %s in this project%s", a->scope, a->instance,
+                   strcmp(a->scope, "account") ? "" : " for this run's account_id");
         return -EINVAL;
     }
     json_t *access = json_object_get(run, "storage_access");

@@ -1823,6 +1823,15 @@ static bool artifact_taken(const void *res, const char *name)
     return false;
 }
 
+/* A name an upload could have: blob_name_ok, and UTF-8 (a JSON string or a
+ * query value is; a name that is not cannot be stored in the manifest). */
+static bool artifact_name_ok(const char *name)
+{
+    char *clean = utf8_clean(name, strlen(name));
+    free(clean);
+    return !clean && blob_name_ok(name);
+}
+
 /* Moves every acceptable artifact into out/, recursively; see invariant 4. */
 static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, int outfd,
                         struct exec_result *res, int64_t *total, const char *outdir,
@@ -1867,7 +1876,7 @@ static void collect_dir(struct run *r, int dfd, const char *prefix, int depth, i
         enum skip_reason why = !S_ISREG(sb.st_mode)                         ? AS_TYPE
                                : sb.st_nlink != 1                           ? AS_LINKED
                                : *total + sb.st_size > ARTIFACTS_MAX_BYTES ? AS_BYTES
-                               : !blob_name_ok(name) ? AS_NAME /* an upload could not have it */
+                               : !artifact_name_ok(name) ? AS_NAME /* an upload could not have it */
                                                      : AS_N;
         if (why != AS_N) {
             skip_note(sk, why, name);

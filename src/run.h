@@ -158,6 +158,10 @@ json_t *run_task_fields(const json_t *run);
  * and a task_run.log event for each. */
 int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *entries);
 
+/* What one run's manifest holds at most, every attempt together. */
+#define RUN_MAX_ARTIFACTS 1000
+#define RUN_MAX_ARTIFACT_BYTES (1LL << 30)
+
 /* Adds an artifact (stored blob sha, size) to the run's manifest, replacing
  * one of the same name, with a task_run.artifact event.  Saves the run. */
 int run_add_artifact(struct store_tx *tx, struct app *app, json_t *run, const char *name,

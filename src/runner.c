@@ -440,6 +440,55 @@ static void record_storage_use(json_t *run, const struct exec_result *res)
     }
 }
 
+/* Adds an exit's artifacts to the run.  An earlier attempt's stay (a name
+ * left again replaces its own), so one attempt's files, within the limits
+ * alone, could take the run past them: the files that would are left out,
+ * with one warning in the run's log. */
+static int add_exit_artifacts(struct store_tx *tx, struct app *app, json_t *run, json_t *files)
+{
+    json_t *sizes = json_object();   /* name -> size, the manifest as it grows */
+    size_t i, skipped = 0;
+    json_t *a;
+    int64_t total = 0;
+    int rc = 0;
+    const char *first = NULL;
+    json_array_foreach(json_object_get(run, "artifacts"), i, a) {
+        total += json_integer_value(json_object_get(a, "size"));
+        json_object_set(sizes, json_string_value(json_object_get(a, "name")) ?: "",
+                        json_object_get(a, "size"));
+    }
+    json_array_foreach(files, i, a) {
+        const char *name = json_string_value(json_object_get(a, "name"));
+        int64_t size = json_integer_value(json_object_get(a, "size"));
+        json_t *had = json_object_get(sizes, name);
+        int64_t after = total - json_integer_value(had) + size;
+        if ((!had && json_object_size(sizes) >= RUN_MAX_ARTIFACTS) || after > RUN_MAX_ARTIFACT_BYTES) {
+            if (!skipped++)
+                first = name;
+            continue;
+        }
+        rc = run_add_artifact(tx, app, run, name, json_string_value(json_object_get(a, "sha")), size,
+                              run_guess_content_type(name));
+        if (rc)
+            goto out;
+        total = after;
+        json_object_set(sizes, name, json_object_get(a, "size"));
+    }
+    if (skipped) {
+        char *msg = xasprintf("artifacts not stored: the run holds at most %d artifacts and 1 GiB, "
+                              "earlier attempts' included (%zu files, the first: %s)",
+                              RUN_MAX_ARTIFACTS, skipped, first);
+        json_t *entries = json_pack("[{s:s, s:s, s:s, s:n, s:n}]", "type", "log", "level", "warn",
+                                    "message", msg, "data", "error");
+        free(msg);
+        rc = run_append_logs(tx, app, run, entries);
+        json_decref(entries);
+    }
+out:
+    json_decref(sizes);
+    return rc;
+}
+
 /* The run's final state from the executor's result. */
 static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct item *it)
 {
@@ -447,17 +496,9 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
     enum run_status st = run_status_of(run);
     if (run_status_terminal(st))
         return 0;
-    size_t i;
-    json_t *a;
-    int rc;
-    json_array_foreach(it->artifacts, i, a) {
-        rc = run_add_artifact(tx, app, run, json_string_value(json_object_get(a, "name")),
-                              json_string_value(json_object_get(a, "sha")),
-                              json_integer_value(json_object_get(a, "size")),
-                              run_guess_content_type(json_string_value(json_object_get(a, "name"))));
-        if (rc)
-            return rc;
-    }
+    int rc = add_exit_artifacts(tx, app, run, it->artifacts);
+    if (rc)
+        return rc;
     record_storage_use(run, res);
     json_object_set_new(run, "cpu_ms", json_integer(res->cpu_ms));
     json_object_set_new(run, "peak_memory_kb", json_integer(res->peak_memory_kb));

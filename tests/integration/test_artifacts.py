@@ -3,9 +3,11 @@ authenticated download, presigned URLs (no key; tamper and expiry → 403),
 and files left by code in QUERN_ARTIFACTS."""
 import base64
 import hashlib
+import json
 import os
 import sys
 import time
+from urllib.parse import quote
 
 sys.path.insert(0, os.path.dirname(__file__))
 from qlib import Server, expect, run_tests, wait_for  # noqa: E402
@@ -91,6 +93,58 @@ def test_bad_artifacts_are_400():
     assert ok["data"][0]["content_type"] == "text/plain; charset=utf-8", ok
 
 
+def raw_upload(base, name, body, ctype):
+    c = S.conn()
+    h = {"Authorization": "Bearer qk_root_test_key_0123456789"}
+    if ctype is not None:
+        h["Content-Type"] = ctype
+    c.request("POST", base + "/artifacts?name=" + name, body=body, headers=h)
+    r = c.getresponse()
+    data = r.read()
+    c.close()
+    return r.status, data
+
+
+def test_raw_upload_content_type_follows_the_json_rule():
+    # a raw upload's Content-Type became the artifact's as sent (a control
+    # character included, served back as a header; an empty one stored as "")
+    base = run_base()
+    st, data = raw_upload(base, "r.html", b"<b>x</b>", "text/html\x01x")
+    assert st == 400, data
+    err = json.loads(data)["error"]
+    assert err["code"] == "invalid_value" and err["param"] == "Content-Type", err
+    st, data = raw_upload(base, "r.html", b"<b>x</b>", "")
+    assert st == 200, data
+    assert expect(S.req("GET", base), 200)["artifacts"][0]["content_type"] == "text/html"
+    st, data = raw_upload(base, "r.bin", b"x", "application/x-thing; v=1")
+    assert st == 200, data
+    assert [a["content_type"] for a in expect(S.req("GET", base), 200)["artifacts"]] == [
+        "text/html", "application/x-thing; v=1"]
+
+
+def test_a_name_given_again_replaces_and_counts_once():
+    # a name given again replaces its artifact (the last of one request wins);
+    # the limit of 1000 counted the artifact being replaced as one more, so
+    # a run at the limit could not replace any of its artifacts
+    base = run_base()
+    out = expect(S.req("POST", base + "/artifacts", {"artifacts": [
+        {"name": "d", "content": "one"}, {"name": "d", "content": "two"}]}), 200)
+    assert [(a["name"], a["size"]) for a in out["data"]] == [("d", 3)], out
+    st, data, _ = get_raw(base + "/artifacts/content?name=d")
+    assert data == b"two"
+    for k in range(10):
+        expect(S.req("POST", base + "/artifacts", {"artifacts": [
+            {"name": "n%d-%d" % (k, i), "content": "x"} for i in range(100 - (k == 0))]}), 200)
+    assert expect(S.req("GET", base + "/artifacts"), 200)["total"] == 1000
+    expect(S.req("POST", base + "/artifacts", {"artifacts": [{"name": "d", "content": "three"},
+                                                              {"name": "n5-5", "content": "yy"}]}), 200)
+    st, data, _ = get_raw(base + "/artifacts/content?name=d")
+    assert data == b"three"
+    r = S.req("POST", base + "/artifacts", {"artifacts": [{"name": "one-more", "content": "x"}]})
+    assert r.status == 400 and r.json["error"]["code"] == "artifact_limit", r
+    assert expect(S.req("GET", base + "/artifacts"), 200)["total"] == 1000
+
+
 def test_presigned_url_needs_no_key_and_refuses_tampering():
     base = run_base()
     expect(S.req("POST", base + "/artifacts", {"artifacts": [{"name": "p.txt", "content": "secret"}]}), 200)
@@ -123,6 +177,66 @@ def test_code_artifacts_land_in_the_store():
     base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
     st, data, _ = get_raw(base + "/artifacts/content?name=out.txt")
     assert data == b"abc"
+
+
+def test_retries_keep_earlier_artifacts_within_the_run_limit():
+    # a retry runs in the same run, which keeps the earlier attempts'
+    # artifacts; each attempt was held to 1000 files alone, so two attempts
+    # of 600 files each left 1200 on one run
+    t = expect(S.req("POST", P + "/tasks", {"settings": {"max_retries": 1, "retry_delay_ms": 10,
+                                                         "timeout_ms": 120000}, "code": """
+cd "$QUERN_ARTIFACTS" && for i in $(seq 1 600); do echo "$QUERN_ATTEMPT" > "a$QUERN_ATTEMPT-$i"; done
+echo "$QUERN_ATTEMPT" > same.txt
+exit 1"""}), 201)
+    base = P + "/tasks/%s/runs/" % t["id"]
+    run = wait_for(lambda: [r for r in expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+                            if r["status"] == "failed"], 120, "the second attempt to fail")[0]
+    assert run["attempt"] == 2, run["attempt"]
+    names = {a["name"] for a in run["artifacts"]}
+    assert len(names) == 1000, len(names)
+    assert sum(n.startswith("a1-") for n in names) == 600 and "same.txt" in names, sorted(names)[:5]
+    assert sum(n.startswith("a2-") for n in names) == 399, sorted(names)[-5:]
+    st, data, _ = get_raw(base + run["id"] + "/artifacts/content?name=same.txt")
+    assert data == b"2\n", data
+    warns = [json.loads(x)["message"] for x in
+             S.req("GET", base + run["id"] + "/logs").text.split("\n") if x]
+    warns = [m for m in warns if m.startswith("artifacts not stored")]
+    assert len(warns) == 1 and "201 files" in warns[0], warns
+
+
+def test_a_code_artifact_name_not_utf8_is_skipped_with_a_warning():
+    # such a name passed the name check, then could not be put in the
+    # manifest: the file was dropped without the warning the others get
+    t = expect(S.req("POST", P + "/tasks", {"wait_for_result": True, "code":
+        'printf x > "$QUERN_ARTIFACTS/$(printf \'bad\\377name\')"; printf y > "$QUERN_ARTIFACTS/ok.txt"'}), 201)
+    run = t["run"]
+    assert run["status"] == "completed" and [a["name"] for a in run["artifacts"]] == ["ok.txt"], run
+    msgs = [json.loads(x)["message"] for x in S.req(
+        "GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], run["id"])).text.split("\n") if x]
+    assert any(m.startswith("artifacts not stored: 1 names an upload could not have") for m in msgs), msgs
+
+
+def test_downloads_are_inert_and_name_their_file():
+    # by key and by presigned URL: nosniff, a sandbox CSP and attachment, so
+    # an HTML or SVG artifact never runs script in quernd's origin; the file
+    # name is the name's last part, quoted so that a hostile name cannot end
+    # the parameter (it was a bare "attachment": the browser saved
+    # "content" or the run id)
+    base = run_base()
+    name = 'dir/q"x y;\u00e9.html'
+    expect(S.req("POST", base + "/artifacts", {"artifacts": [
+        {"name": name, "content": "<script>alert(1)</script>", "content_type": "text/html"}]}), 200)
+    path = expect(S.req("GET", base), 200)["artifacts"][0]["storage_path"]
+    url = expect(S.req("POST", base + "/artifacts/presign", {"storage_path": path}), 200)["url"]
+    for target, key in ((base + "/artifacts/content?name=" + quote(name, safe=""), True), (url, False)):
+        st, data, r = get_raw(target, key=key)
+        assert st == 200 and data == b"<script>alert(1)</script>", (st, data)
+        assert r.getheader("X-Content-Type-Options") == "nosniff"
+        assert r.getheader("Content-Security-Policy") == "sandbox"
+        assert r.getheader("Content-Type") == "text/html"
+        assert r.getheader("Content-Disposition") == (
+            "attachment; filename=\"q_x y;__.html\"; filename*=UTF-8''q%22x%20y%3B%C3%A9.html"), \
+            r.getheader("Content-Disposition")
 
 
 if __name__ == "__main__":

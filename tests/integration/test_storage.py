@@ -172,6 +172,41 @@ def test_worker_reports_access():
                                                     "access_type": "peeked"}).status == 400
 
 
+def test_worker_access_follows_the_storage_rules():
+    # a worker's report was checked for project and scope only: a run of
+    # account B (or of no account) recorded account A's instance, and a run
+    # that had ended took new entries
+    a_inst = expect(S.req("POST", P + "/storage", {"scope": "account", "name": "wa",
+                                                   "account_id": "acct-wa"}), 201)
+    b_inst = expect(S.req("POST", P + "/storage", {"scope": "account", "name": "wb",
+                                                   "account_id": "acct-wb"}), 201)
+    t = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "sto-b", "run": True,
+                                            "account_id": "acct-wb"}), 201)
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "sto-b"}), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    r = S.req("POST", base + "/storage_access", {"instance_id": a_inst["id"], "scope": "account",
+                                                "access_type": "accessed"})
+    assert r.status == 400 and r.json["error"]["code"] == "unknown_storage", r
+    assert r.json["error"]["param"] == "instance_id", r
+    expect(S.req("POST", base + "/storage_access", {"instance_id": b_inst["id"], "scope": "account",
+                                                   "access_type": "accessed"}), 200)
+    t2 = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "sto-none", "run": True}), 201)
+    run2 = expect(S.req("POST", P + "/workers/lease", {"agent_id": "sto-none"}), 200)["data"][0]
+    base2 = P + "/tasks/%s/runs/%s" % (t2["id"], run2["id"])
+    r = S.req("POST", base2 + "/storage_access", {"instance_id": b_inst["id"], "scope": "account",
+                                                 "access_type": "opened"})
+    assert r.status == 400 and r.json["error"]["code"] == "unknown_storage", r
+    full = expect(S.req("GET", base + "?include=storage"), 200)
+    assert [a["instance_id"] for a in full["storage_access"]] == [b_inst["id"]], full["storage_access"]
+    expect(S.req("POST", base + "/cancel", {}), 200)
+    C.wait_status(t, ("canceled",))
+    r = S.req("POST", base + "/storage_access", {"instance_id": b_inst["id"], "scope": "account",
+                                                "access_type": "opened"})
+    assert r.status == 409 and r.json["error"]["code"] == "run_finished", r
+    full = expect(S.req("GET", base + "?include=storage"), 200)
+    assert len(full["storage_access"]) == 1, full["storage_access"]
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
