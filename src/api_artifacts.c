@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "auth.h"
 #include "blob.h"
 #include "crypto.h"
 #include "run.h"
@@ -358,10 +359,15 @@ void api_artifacts_download(struct req *r)
     json_decref(f.entry);
 }
 
+/* A link's signature: over its run, name and expiry, and (links made since
+ * keys end them) the key that made it, kp its project ("_root" for a root
+ * key).  Without key: the links made before, which no revocation ends. */
 static void presign_sig(struct app *app, const char *project, const char *run, const char *name,
-                        int64_t expires, char out[65])
+                        int64_t expires, const char *kp, const char *key, char out[65])
 {
-    char *msg = xasprintf("presign\n%s\n%s\n%s\n%lld", project, run, name, (long long)expires);
+    char *msg = key ? xasprintf("presign\n%s\n%s\n%s\n%lld\n%s\n%s", project, run, name,
+                                (long long)expires, kp, key)
+                    : xasprintf("presign\n%s\n%s\n%s\n%lld", project, run, name, (long long)expires);
     unsigned char mac[32];
     crypto_hmac_sha256(app->secret, sizeof app->secret, msg, strlen(msg), mac);
     hex_encode(mac, 32, out);
@@ -391,11 +397,17 @@ void api_artifacts_presign(struct req *r)
     const char *name = json_string_value(json_object_get(f.entry, "name"));
     int64_t exp = now_ms() / 1000 + expires_in;
     char sig[65], ts[RFC3339_LEN];
-    presign_sig(r->app, http_param(r, "project_id"), http_param(r, "id"), name, exp, sig);
-    char *ename = url_escape(name);
-    char *url = xasprintf("/artifacts/%s/%s?name=%s&expires=%lld&sig=%s",
-                          http_param(r, "project_id"), http_param(r, "id"), ename, (long long)exp, sig);
+    /* the link dies with the key that made it, as a connection token does */
+    const char *kp = r->key_project ? r->key_project : AUTH_ROOT_PROJECT;
+    presign_sig(r->app, http_param(r, "project_id"), http_param(r, "id"), name, exp, kp, r->key_id,
+                sig);
+    char *ename = url_escape(name), *ekp = url_escape(kp), *ekey = url_escape(r->key_id);
+    char *url = xasprintf("/artifacts/%s/%s?name=%s&expires=%lld&kp=%s&key=%s&sig=%s",
+                          http_param(r, "project_id"), http_param(r, "id"), ename, (long long)exp,
+                          ekp, ekey, sig);
     free(ename);
+    free(ekp);
+    free(ekey);
     rfc3339_format(exp * 1000, ts);
     http_json(r, 200, json_pack("{s:s, s:s}", "url", url, "expires_at", ts));
     free(url);
@@ -412,14 +424,30 @@ void api_artifacts_public(struct req *r)
         http_error(r, 403, "invalid_signature", NULL, "the link is not a valid presigned URL");
         return;
     }
+    const char *kp = http_query(r, "kp"), *key = http_query(r, "key");
+    if (!kp != !key) {
+        http_error(r, 403, "invalid_signature", NULL, "the link is not a valid presigned URL");
+        return;
+    }
     char want[65];
-    presign_sig(r->app, project, run, name, exp, want);
+    presign_sig(r->app, project, run, name, exp, kp, key, want);
     if (!ct_equal(want, sig, 64)) {
         http_error(r, 403, "invalid_signature", NULL, "the link's signature does not match");
         return;
     }
     if (exp < now_ms() / 1000) {
         http_error(r, 403, "link_expired", NULL, "the link has expired");
+        return;
+    }
+    bool live = true;
+    int rc = key ? auth_key_live(r->app, kp, key, &live) : 0;
+    if (rc) {
+        api_store_error(r, rc, "API key");
+        return;
+    }
+    if (!live) {
+        http_error(r, 403, "link_revoked", NULL,
+                   "the API key that made this link was revoked");
         return;
     }
     struct find_arg f = {NULL, project, run, name, NULL, NULL, false};

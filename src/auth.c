@@ -208,6 +208,14 @@ static int key_live_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+int auth_key_live(struct app *app, const char *project, const char *key_id, bool *live)
+{
+    struct key_live k = {project, key_id, false};
+    int rc = store_read(app->store, key_live_fn, &k);
+    *live = !rc && k.live;
+    return rc;
+}
+
 /* Counts r against its key's rate (key_id: the key's, or the one that made
  * a connection token); over it, answers 429 and returns false.  Every
  * answer says the limit and what is left while a limit is set. */

@@ -14,6 +14,7 @@
 #define AUTH_ROOT_PROJECT "_root"
 
 struct auth;
+struct app;
 
 struct auth *auth_new(struct store *st);
 void auth_free(struct auth *a);
@@ -30,6 +31,10 @@ bool auth_has_scope(const struct req *r, unsigned scope);
 char *auth_new_key(void);
 /* Forgets a revoked key at once (this node). */
 void auth_forget(struct auth *a, const char *hash);
+
+/* Whether the API key (project, key_id) exists and is not revoked: 0 and
+ * *live, or a store error (-ENOTCONN... when it cannot be read). */
+int auth_key_live(struct app *app, const char *project, const char *key_id, bool *live);
 
 /* Authenticates r from its Authorization header and checks the route's
  * scopes and project; on failure answers 401/403/404 and returns false. */

@@ -166,6 +166,27 @@ def test_presigned_url_needs_no_key_and_refuses_tampering():
     assert st == 403
 
 
+def test_a_presigned_url_dies_with_the_key_that_made_it():
+    base = run_base()
+    expect(S.req("POST", base + "/artifacts", {"artifacts": [{"name": "k.txt", "content": "kept"}]}), 200)
+    path = expect(S.req("GET", base), 200)["artifacts"][0]["storage_path"]
+    k = expect(S.req("POST", P + "/api_keys", {"name": "linker", "scopes": ["task:write"]}), 201)
+    ps = expect(S.req("POST", base + "/artifacts/presign", {"storage_path": path}, key=k["key"]), 200)
+    st, data, _ = get_raw(ps["url"], key=False)
+    assert st == 200 and data == b"kept"
+    # naming another key (or dropping it) breaks the signature
+    for bad in (ps["url"].replace("key=" + k["id"], "key=key_other"),
+                ps["url"].replace("&key=" + k["id"], "").replace("&kp=default", "")):
+        st, _, _ = get_raw(bad, key=False)
+        assert st == 403, bad
+    expect(S.req("DELETE", P + "/api_keys/" + k["id"]), 200)
+    st, data, r = get_raw(ps["url"], key=False)
+    assert st == 403 and b"link_revoked" in data, (st, data)
+    # a root key's link works as any other
+    ps = expect(S.req("POST", base + "/artifacts/presign", {"storage_path": path}), 200)
+    assert get_raw(ps["url"], key=False)[0] == 200
+
+
 def test_code_artifacts_land_in_the_store():
     t = expect(S.req("POST", P + "/tasks", {
         "code": 'printf "abc" > "$QUERN_ARTIFACTS/out.txt"; ln -s /etc/passwd "$QUERN_ARTIFACTS/link"',
