@@ -63,6 +63,10 @@ void api_storage_create(struct req *r)
                    !scope ? "scope (account, project or organization)" : "name");
         return;
     }
+    if (account && !*account) {
+        http_error(r, 400, "invalid_value", "account_id", "account_id must not be empty");
+        return;
+    }
     if (!strcmp(scope, "account") != (account != NULL)) {
         http_error(r, 400, "invalid_request", "account_id",
                    "account_id is required for account scope, and only for it");
@@ -98,10 +102,13 @@ void api_storage_list(struct req *r)
     }
     size_t i;
     json_t *d;
+    /* the walks run on this HTTP thread: one budget for the whole page (500
+     * instances of 100 000 entries each were 50 million per request) */
+    int64_t budget = STORAGE_LIST_MAX_ENTRIES;
     json_array_foreach(a.out, i, d) {
         bool partial = false;
         int64_t size = storage_size(r->app, project, json_string_value(json_object_get(d, "id")),
-                                    &partial);
+                                    &partial, &budget);
         json_object_set_new(d, "size_bytes", json_integer(size));
         if (partial)
             json_object_set_new(d, "size_bytes_partial", json_true());

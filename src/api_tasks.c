@@ -272,6 +272,13 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
         !api_bool(r, body, "run", P("run"), &run))
         return NULL;
     run_given = json_is_boolean(json_object_get(body, "run"));
+    if (account && !*account) {
+        /* "" was an account of its own, sharing account storage with every
+         * task that sent an empty string */
+        http_error(r, 400, "invalid_value", P("account_id"), "%s must not be empty (leave it out)",
+                   P("account_id"));
+        return NULL;
+    }
     if (id && !api_id_ok(id)) {
         http_error(r, 400, "invalid_id", P("id"),
                    "%s must be 1-64 characters of letters, digits, '_', '-', '.', ':' (not . or ..)", p);

@@ -100,11 +100,21 @@ json_t *storage_for_task(struct store_tx *tx, const json_t *task)
     return out;
 }
 
-int64_t storage_size(struct app *app, const char *project_id, const char *id, bool *partial)
+int64_t storage_size(struct app *app, const char *project_id, const char *id, bool *partial,
+                     int64_t *budget)
 {
+    int64_t max = STORAGE_SIZE_MAX_ENTRIES;
+    if (budget && *budget < max)
+        max = *budget;
+    if (max <= 0) {
+        *partial = true;
+        return 0;
+    }
     char *dir = storage_dir(app, project_id, id, false, 0);
     struct tree_usage u = {0};
-    *partial = dir && tree_usage(dir, TREE_FILES, STORAGE_SIZE_MAX_ENTRIES, 0, &u);
+    *partial = dir && tree_usage(dir, TREE_FILES, max, 0, &u);
     free(dir);
+    if (budget)
+        *budget -= u.entries;
     return u.bytes;
 }

@@ -34,6 +34,12 @@ json_t *storage_for_task(struct store_tx *tx, const json_t *task);
  * runs on the asking HTTP thread, so it stops after this many entries
  * (300 000 took 2 s) and sets *partial: the figure is then a lower bound. */
 #define STORAGE_SIZE_MAX_ENTRIES 100000
-int64_t storage_size(struct app *app, const char *project_id, const char *id, bool *partial);
+/* ... and a listing's walks together stop after this many */
+#define STORAGE_LIST_MAX_ENTRIES 200000
+/* *budget (when not NULL): entries the caller may still walk over several
+ * instances (a listing of 500), less what this walk took; none left: the
+ * size is 0 and partial. */
+int64_t storage_size(struct app *app, const char *project_id, const char *id, bool *partial,
+                     int64_t *budget);
 
 #endif
