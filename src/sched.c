@@ -1628,8 +1628,10 @@ static int fire_fn(struct store_tx *tx, void *arg)
         rc = events_emit(tx, f->s->app->events, f->project, f->task, NULL, "task.schedule_skipped",
                          json_pack("{s:I, s:s, s:s}", "skipped", (json_int_t)skipped,
                                    "missed_since", from, "reason",
-                                   late ? "the task's deadline passed while quernd was down"
-                                        : "fires missed while quernd was down run once"));
+                                   late ? "the task's deadline passed before these fires "
+                                          "could be made (quernd down, or too busy)"
+                                        : "fires missed (quernd down, or too busy to make each "
+                                          "in time) run once"));
     }
 out:
     json_decref(task);
