@@ -381,6 +381,12 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
         return NULL;
     if (schedule && !json_object_get(body, "type"))
         type = "scheduled";
+    if (type && !strcmp(type, "scheduled") && !schedule) {
+        /* it was stored, and never fired */
+        http_error(r, 400, "missing_field", P("schedule"),
+                   "a task of type scheduled needs a schedule (%s)", P("schedule"));
+        return NULL;
+    }
     /* references that must exist in this project */
     json_t *def = NULL;
     if (def_id) {

@@ -151,6 +151,14 @@ def test_deadline_passed_while_down_ends_the_schedule():
         s.stop()
 
 
+def test_type_scheduled_needs_a_schedule():
+    # it was stored (201), and never fired
+    r = S.req("POST", P + "/tasks", {"type": "scheduled", "code": "true"})
+    assert r.status == 400 and r.json["error"]["param"] == "schedule", r.json
+    r = S.req("POST", P + "/tasks/batch", {"tasks": [{"type": "scheduled", "code": "true"}]})
+    assert r.status == 400 and r.json["error"]["param"] == "tasks[0].schedule", r.json
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
