@@ -415,9 +415,27 @@ static json_t *webhook_public(const json_t *w)
     return o;
 }
 
+/* Webhooks a project may have: each event is sent to every one that
+ * matches, so without a bound one event became as many deliveries as an
+ * admin key made copies of a URL (Stripe allows 16 endpoints). */
+#define MAX_WEBHOOKS_PER_PROJECT 100
+
 static int webhook_put_fn(struct store_tx *tx, void *arg)
 {
     struct doc_op *a = arg;
+    struct store_query q = {NULL, 0, 1, 0, false, NULL};
+    json_t *some = NULL;
+    int64_t n = 0;
+    int rc = store_list(tx, SK_WEBHOOK, a->project_id, &q, &some, &n);
+    json_decref(some);
+    if (rc)
+        return rc;
+    if (n >= MAX_WEBHOOKS_PER_PROJECT) {
+        http_error(a->r, 400, "too_many_webhooks", NULL,
+                   "a project has at most %d webhooks (one may list many events)",
+                   MAX_WEBHOOKS_PER_PROJECT);
+        return -EDQUOT;
+    }
     /* only events after the subscription are delivered */
     json_object_set_new(a->doc, "cursor", json_integer(store_event_last_id(tx)));
     return store_put(tx, SK_WEBHOOK, a->project_id, a->doc);
@@ -490,7 +508,9 @@ void api_webhooks_create(struct req *r)
     json_object_set_new(doc, "description", desc ? json_string(desc) : json_null());
     struct doc_op a = {.r = r, .project_id = project, .doc = doc};
     int rc = store_write(r->app->store, webhook_put_fn, &a);
-    if (rc) {
+    if (rc == -EDQUOT) {
+        /* answered */
+    } else if (rc) {
         api_store_error(r, rc, "webhook");
     } else {
         webhook_hooks_changed(r->app->webhooks);

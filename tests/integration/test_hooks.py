@@ -625,6 +625,20 @@ def test_relay_message():
         expect(S.req("PUT", P + "/policy", {}), 200)
 
 
+def test_a_project_has_at_most_100_webhooks():
+    expect(S.req("POST", "/api/projects", {"id": "whcap", "name": "whcap"}), 201)
+    Q = "/api/projects/whcap"
+    for i in range(100):
+        expect(S.req("POST", Q + "/webhooks", {"url": "https://example.com/h%d" % i, "secret": "s" * 16}), 201)
+    r = S.req("POST", Q + "/webhooks", {"url": "https://example.com/one-more", "secret": "s" * 16})
+    assert r.status == 400 and r.json["error"]["code"] == "too_many_webhooks", r.json
+    assert expect(S.req("GET", Q + "/webhooks?limit=500"), 200)["total"] == 100
+    # one deleted, one may come
+    w = expect(S.req("GET", Q + "/webhooks?limit=1"), 200)["data"][0]
+    expect(S.req("DELETE", Q + "/webhooks/" + w["id"]), 200)
+    expect(S.req("POST", Q + "/webhooks", {"url": "https://example.com/again", "secret": "s" * 16}), 201)
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
