@@ -51,17 +51,18 @@ def test_sqlite_to_postgres_keeps_everything():
             tasks.append(expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "run": True,
                                                              "name": "c%d" % i}), 201))
         leased = expect(s.req("POST", P + "/workers/lease", {"agent_id": "copy", "max": 3}), 200)["data"]
+        # an artifact (before its run ends: a finished run takes none): its
+        # bytes are a file beside the SQLite database
+        r0 = leased[0]
+        art_base = P + "/tasks/%s/runs/%s" % (r0["task_id"], r0["id"])
+        expect(s.req("POST", art_base + "/artifacts", {"artifacts": [
+            {"name": "moved.txt", "content": "artifact bytes " * 1000}]}), 200)
         for r in leased:
             base = P + "/tasks/%s/runs/%s" % (r["task_id"], r["id"])
             expect(s.req("POST", base + "/append_log", {"entries": [{"message": "hello " + r["id"]}]}), 200)
             out = expect(s.req("POST", P + "/workers/report", {"results": [
                 {"run_id": r["id"], "attempt": r["attempt"], "status": "completed", "output": {"ok": 1}}]}), 200)
             assert out["data"][0]["ok"]
-        # an artifact: its bytes are a file beside the SQLite database
-        r0 = leased[0]
-        art_base = P + "/tasks/%s/runs/%s" % (r0["task_id"], r0["id"])
-        expect(s.req("POST", art_base + "/artifacts", {"artifacts": [
-            {"name": "moved.txt", "content": "artifact bytes " * 1000}]}), 200)
         idem = s.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "name": "idem"},
                      headers={"Idempotency-Key": "copy-key-1"})
         assert idem.status == 201
