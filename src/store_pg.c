@@ -184,6 +184,18 @@ static void quiet_notices(void *arg, const char *msg)
     (void)msg;   /* "relation already exists, skipping" and the like */
 }
 
+/* A notice on a connection from conn_open().  A FATAL one is the server's
+ * goodbye read while the connection was idle (a restart: "terminating
+ * connection due to administrator command"): never use it again, although
+ * libpq still says CONNECTION_OK until it reads the end of the stream. */
+static void conn_notice(void *arg, const PGresult *r)
+{
+    struct conn *c = arg;
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && (!strcmp(sev, "FATAL") || !strcmp(sev, "PANIC")))
+        c->broken = true;
+}
+
 static void cache_clear(struct conn *c)
 {
     for (size_t i = 0; i < STMT_CACHE; i++) {
@@ -230,7 +242,7 @@ static struct conn *conn_open(const char *url, char **err)
         conn_free(c);
         return NULL;
     }
-    PQsetNoticeProcessor(c->pg, quiet_notices, NULL);
+    PQsetNoticeReceiver(c->pg, conn_notice, c);
     return c;
 }
 
@@ -974,8 +986,16 @@ static struct conn *reader_begin(struct pg_store *st)
          * answers to the primed BEGIN may have been read long before) */
         if (!PQconsumeInput(c->pg))
             c->broken = true;
+        bool primed = c->primed;
+        if (primed && !conn_bad(c) && drain(c))
+            c->broken = true;
+        /* the goodbye may have come in the same read as the primed answers:
+         * parse what is left (a FATAL notice marks c broken) and read once
+         * more, which finds the end of the stream if the server closed it */
+        if (!conn_bad(c) && (!PQconsumeInput(c->pg) || PQisBusy(c->pg)))
+            c->broken = true;
         if (!conn_bad(c) &&
-            (c->primed ? !drain(c) : !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")))
+            (primed || !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")))
             return c;
         c->broken = true;   /* dead, or alive in an unknown state: drop it */
         reader_put(st, c);

@@ -711,6 +711,36 @@ def test_postgres_down_answers_503_and_nodes_recover():
         expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "outage"}), 201)
 
 
+def test_first_requests_after_a_postgres_restart_succeed():
+    """A pooled read connection whose server restarted while it sat idle
+    passed its check (the goodbye came in the same read as the answers to
+    its primed BEGIN), so the first requests after a restart that read --
+    /readyz, lists, and a write with a key the node had not cached yet --
+    were 503 store_unreachable though PostgreSQL was back; such a
+    connection is now dropped before use."""
+    nodes = live()[:2]
+    keys = [expect(nodes[0].req("POST", P + "/api_keys", {"name": "restart%d" % i, "scopes": ["task:write"]}),
+                   201)["key"] for i in range(len(nodes))]
+
+    def use_pool(n):   # several pooled connections each run a read and wait primed
+        ts = [threading.Thread(target=lambda: [n.req("GET", P + "/tasks?limit=1") for _ in range(4)])
+              for _ in range(6)]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+
+    for _ in range(2):
+        for n in nodes:
+            use_pool(n)
+        pg_ctl("restart")
+        for n, key in zip(nodes, keys):
+            expect(n.req("GET", "/readyz", key=None), 200)
+            expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "restart"}, key=key), 201)
+            for _ in range(6):
+                expect(n.req("GET", P + "/tasks?limit=1"), 200)
+        keys = [expect(nodes[0].req("POST", P + "/api_keys", {"name": "again", "scopes": ["task:write"]}),
+                       201)["key"] for _ in nodes]
+
+
 def test_runs_naming_secrets_right_after_postgres_restarts():
     """A code run reads its secrets on the runner's own read connection.
     Left dead by a PostgreSQL restart, that read saw no secret, and the run
