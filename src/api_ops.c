@@ -2,6 +2,7 @@
  * api_ops — operations endpoints: health, readiness, Prometheus metrics, the
  * OpenAPI document and the embedded dashboard.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "api.h"
@@ -19,9 +20,16 @@ void api_ops_healthz(struct req *r)
 
 void api_ops_readyz(struct req *r)
 {
-    if (store_ping(r->app->store)) {
-        http_error(r, 503, "store_unreachable", NULL, "the %s store does not answer",
-                   store_backend(r->app->store));
+    int rc = store_ping(r->app->store);
+    if (rc) {
+        http_add_header(r, "Retry-After", "1");
+        if (rc == -ETIMEDOUT)
+            http_error(r, 503, "store_unreachable", NULL,
+                       "the %s store does not answer (it accepted no query within 2 s)",
+                       store_backend(r->app->store));
+        else
+            http_error(r, 503, "store_unreachable", NULL, "the %s store cannot be reached: %s",
+                       store_backend(r->app->store), strerror(-rc));
         return;
     }
     http_json(r, 200, json_pack("{s:s, s:s}", "status", "ready", "store",

@@ -78,7 +78,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store.h"
 #include "jdump.h"
@@ -107,6 +109,11 @@ struct conn {
     bool primed;         /* reader_end() sent COMMIT; BEGIN ahead */
     bool broken;         /* never reuse */
     struct conn *next;   /* the pool's idle list */
+    /* while a call is under way (conn_busy .. conn_idle, under bmu): the
+     * busy list, since when, and a dup of the socket for cut_stuck() */
+    struct conn *bnext, *bprev;
+    int64_t busy_since;
+    int cut_fd;          /* -1: none yet */
 };
 
 struct hook {
@@ -145,6 +152,12 @@ struct pg_store {
     pthread_cond_t pcond;
     struct conn *idle;
     int nopen, maxopen;
+    /* connections inside a call, guarded by bmu (cut_stuck) */
+    pthread_mutex_t bmu;
+    struct conn *busy;
+    /* /readyz's own connection, guarded by pingmu */
+    pthread_mutex_t pingmu;
+    struct conn *pconn;
     /* several nodes */
     char node_id[ID_LEN];
     int64_t node_key;           /* advisory lock key of node_id */
@@ -210,7 +223,68 @@ static void conn_free(struct conn *c)
         return;
     cache_clear(c);
     PQfinish(c->pg);
+    if (c->cut_fd >= 0)
+        close(c->cut_fd);
     free(c);
+}
+
+/* A server that stops answering without closing (a paused or hung
+ * PostgreSQL: the kernel still acknowledges every byte, so neither
+ * keepalives nor tcp_user_timeout fire) left a call blocked in libpq for
+ * ever, and with it an HTTP thread and every connection that thread
+ * serves (/healthz included).  So each call is on a busy list while under
+ * way, and when the listener finds the server unanswering it cuts the
+ * calls older than HEALTH_MS (cut_stuck): shutdown() of a dup of the
+ * socket ends the blocked read at once, and the call fails as on a lost
+ * connection.  The dup keeps the socket (not merely its number) until
+ * conn_free, so a cut never reaches a descriptor reused meanwhile. */
+static void conn_busy(struct pg_store *st, struct conn *c)
+{
+    pthread_mutex_lock(&st->bmu);
+    if (c->cut_fd < 0 && PQstatus(c->pg) == CONNECTION_OK && PQsocket(c->pg) >= 0)
+        c->cut_fd = dup(PQsocket(c->pg));
+    c->busy_since = mono_ms();
+    c->bprev = NULL;
+    c->bnext = st->busy;
+    if (st->busy)
+        st->busy->bprev = c;
+    st->busy = c;
+    pthread_mutex_unlock(&st->bmu);
+}
+
+static void conn_idle(struct pg_store *st, struct conn *c)
+{
+    pthread_mutex_lock(&st->bmu);
+    if (c->busy_since) {
+        if (c->bprev)
+            c->bprev->bnext = c->bnext;
+        else
+            st->busy = c->bnext;
+        if (c->bnext)
+            c->bnext->bprev = c->bprev;
+        c->bnext = c->bprev = NULL;
+        c->busy_since = 0;
+    }
+    pthread_mutex_unlock(&st->bmu);
+}
+
+static void cut_stuck(struct pg_store *st)
+{
+    int n = 0;
+    int64_t now = mono_ms();
+    pthread_mutex_lock(&st->bmu);
+    for (struct conn *c = st->busy; c; c = c->bnext) {
+        if (c->cut_fd >= 0 && now - c->busy_since >= HEALTH_MS) {
+            shutdown(c->cut_fd, SHUT_RDWR);
+            close(c->cut_fd);
+            c->cut_fd = -1;
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&st->bmu);
+    if (n)
+        fprintf(stderr, "quernd: postgres: the server does not answer; %d call(s) waiting "
+                        "for more than %d ms cut off\n", n, HEALTH_MS);
 }
 
 static int simple(struct conn *c, const char *sql);
@@ -225,13 +299,15 @@ static int simple(struct conn *c, const char *sql);
 #define SESSION_TIMEOUTS "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; " \
                          "SET tcp_keepalives_count = 2; SET tcp_user_timeout = " TCP_USER_TIMEOUT
 
-static struct conn *conn_open(const char *url, char **err)
+static struct conn *conn_open(const char *url, const char *connect_timeout, char **err)
 {
     const char *keys[] = {"dbname", "application_name", "client_encoding", "connect_timeout",
                           "keepalives", "keepalives_idle", "keepalives_interval",
                           "keepalives_count", "tcp_user_timeout", NULL};
-    const char *vals[] = {url, "quernd", "UTF8", "10", "1", "2", "1", "2", TCP_USER_TIMEOUT, NULL};
+    const char *vals[] = {url, "quernd", "UTF8", connect_timeout, "1", "2", "1", "2",
+                          TCP_USER_TIMEOUT, NULL};
     struct conn *c = xcalloc(1, sizeof *c);
+    c->cut_fd = -1;
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || simple(c, SESSION_TIMEOUTS)) {
         const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
@@ -564,6 +640,10 @@ static struct conn *writer_conn(struct pg_store *st)
         return c;
     PQreset(c->pg);
     cache_clear(c);
+    if (c->cut_fd >= 0) {   /* of the old socket (c is not busy here) */
+        close(c->cut_fd);
+        c->cut_fd = -1;
+    }
     if (conn_bad(c) || simple(c, SESSION_TIMEOUTS) || writer_setup(st, c)) {
         fprintf(stderr, "quernd: postgres: the writer cannot reconnect: %s",
                 PQerrorMessage(c->pg));
@@ -733,11 +813,16 @@ static const char *fault_batch(struct pg_store *st, struct job *batch)
 static void run_batch(struct pg_store *st, struct job *batch)
 {
     struct conn *c = writer_conn(st);
+    if (c)
+        conn_busy(st, c);
     int rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
     if (rc && c && conn_bad(c)) {
         /* the connection died while idle (PostgreSQL restarted): nothing
          * was sent yet, so reconnect and begin once more */
+        conn_idle(st, c);
         c = writer_conn(st);
+        if (c)
+            conn_busy(st, c);
         rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
     }
     bool committed = false;
@@ -815,6 +900,8 @@ static void run_batch(struct pg_store *st, struct job *batch)
      * own failure.  A batch whose connection failed before its COMMIT was
      * sent wrote nothing either: -ENOTCONN (PostgreSQL is unreachable);
      * any other failed COMMIT leaves the outcome unknown: -EIO. */
+    if (c)
+        conn_idle(st, c);
     bool unreachable = rc && !sent_commit && (!c || conn_bad(c));
     for (struct job *j = batch; j; j = j->next) {
         if (rc && lost)
@@ -928,7 +1015,7 @@ static struct conn *reader_get(struct pg_store *st)
     }
     st->nopen++;
     pthread_mutex_unlock(&st->pmu);
-    c = conn_open(st->url, NULL);
+    c = conn_open(st->url, "10", NULL);
     if (!c) {
         pthread_mutex_lock(&st->pmu);
         st->nopen--;
@@ -940,6 +1027,7 @@ static struct conn *reader_get(struct pg_store *st)
 
 static void reader_put(struct pg_store *st, struct conn *c)
 {
+    conn_idle(st, c);
     pthread_mutex_lock(&st->pmu);
     if (conn_bad(c)) {
         st->nopen--;
@@ -982,6 +1070,7 @@ static struct conn *reader_begin(struct pg_store *st)
         struct conn *c = reader_get(st);
         if (!c)
             return NULL;
+        conn_busy(st, c);
         /* what the server sent while c was idle: a restart's goodbye (its
          * answers to the primed BEGIN may have been read long before) */
         if (!PQconsumeInput(c->pg))
@@ -1049,16 +1138,36 @@ static bool pg_is_write(const struct store_tx *t)
     return ((const struct pg_tx *)t)->job != NULL;
 }
 
+static PGresult *timed_exec(struct conn *c, const char *sql);
+
+/* /readyz: "SELECT 1" on a connection of its own, answered within
+ * HEALTH_MS and connected within 2 s (libpq's least connect_timeout), so a
+ * paused server or a full pool never holds the probe.  -ETIMEDOUT when the
+ * server did not answer in time, -ENOTCONN when it cannot be reached. */
 static int pg_ping(struct store *s)
 {
     struct pg_store *st = PG(s);
-    struct conn *c = reader_begin(st);
-    if (!c)
-        return -EIO;
-    PGresult *r = run(c, "SELECT 1", 0, NULL);
-    int rc = r ? 0 : -EIO;
+    int rc = 0;
+    pthread_mutex_lock(&st->pingmu);
+    if (st->pconn && conn_bad(st->pconn)) {
+        conn_free(st->pconn);
+        st->pconn = NULL;
+    }
+    if (!st->pconn) {
+        int64_t t0 = mono_ms();
+        st->pconn = conn_open(st->url, "2", NULL);
+        if (!st->pconn) {
+            rc = mono_ms() - t0 >= 2000 ? -ETIMEDOUT : -ENOTCONN;
+            goto out;
+        }
+    }
+    int64_t t0 = mono_ms();
+    PGresult *r = timed_exec(st->pconn, "SELECT 1");
+    if (!r)
+        rc = mono_ms() - t0 >= HEALTH_MS ? -ETIMEDOUT : -ENOTCONN;
     PQclear(r);
-    reader_end(st, c);
+out:
+    pthread_mutex_unlock(&st->pingmu);
     return rc;
 }
 
@@ -1076,6 +1185,8 @@ static void destroy_sync(struct pg_store *st)
     pthread_mutex_destroy(&st->lmu);
     pthread_cond_destroy(&st->lcond);
     pthread_mutex_destroy(&st->dmu);
+    pthread_mutex_destroy(&st->bmu);
+    pthread_mutex_destroy(&st->pingmu);
 }
 
 static struct store *pg_open(const char *url, const struct store_opts *opts, char **err)
@@ -1093,6 +1204,8 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     pthread_mutex_init(&st->lmu, NULL);
     pthread_cond_init(&st->lcond, NULL);
     pthread_mutex_init(&st->dmu, NULL);
+    pthread_mutex_init(&st->bmu, NULL);
+    pthread_mutex_init(&st->pingmu, NULL);
     id_new("node", st->node_id);
     st->node_key = node_key(st->node_id);
     const char *grace = getenv("QUERN_BLOB_GRACE_MS");
@@ -1109,7 +1222,7 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     const char *poll = getenv("QUERN_PG_POLL_MS");
     if (!poll || parse_i64(poll, &st->poll_ms) || st->poll_ms < 0)
         st->poll_ms = 0;
-    st->wconn = conn_open(url, err);
+    st->wconn = conn_open(url, "10", err);
     if (!st->wconn)
         goto fail;
     if (migrate(st->wconn, err))
@@ -1167,6 +1280,7 @@ static void pg_close(struct store *s)
     pthread_mutex_unlock(&st->mu);
     pthread_join(st->writer, NULL);
     conn_free(st->wconn);
+    conn_free(st->pconn);
     pthread_mutex_lock(&st->pmu);
     struct conn *idle = st->idle;
     st->idle = NULL;
@@ -1940,6 +2054,7 @@ static struct conn *listener_connect(struct pg_store *st)
     const char *vals[] = {st->url, "quernd-listener", "UTF8", "3", "1", "2", "1", "2",
                           TCP_USER_TIMEOUT, NULL};
     struct conn *c = xcalloc(1, sizeof *c);
+    c->cut_fd = -1;
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
         conn_free(c);
@@ -2052,8 +2167,10 @@ static void *listener_main(void *arg)
             conn_free(c);
             c = NULL;
             missed = true;
+            cut_stuck(st);
         }
         if (!c && !(c = listener_connect(st))) {
+            cut_stuck(st);
             listener_stopping(st, 1000);
             continue;
         }

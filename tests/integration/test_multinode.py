@@ -18,6 +18,7 @@ import http.client
 import http.server
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -739,6 +740,57 @@ def test_first_requests_after_a_postgres_restart_succeed():
                 expect(n.req("GET", P + "/tasks?limit=1"), 200)
         keys = [expect(nodes[0].req("POST", P + "/api_keys", {"name": "again", "scopes": ["task:write"]}),
                        201)["key"] for _ in nodes]
+
+
+def postgres_pids():
+    c = pgcluster.cluster()
+    with open(os.path.join(c.data, "postmaster.pid")) as f:
+        pm = int(f.readline())
+    kids = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pm)], stdout=subprocess.PIPE).stdout.split()
+    return [pm] + [int(k) for k in kids]
+
+
+def test_a_paused_postgres_holds_no_request_for_ever():
+    """A paused PostgreSQL (SIGSTOP: connections stay open, the kernel
+    acknowledges every byte, nothing answers) held /readyz, reads and writes
+    for ever, and with them the HTTP threads (so /healthz too); now /readyz
+    answers 503 store_unreachable saying the store does not answer, the
+    calls under way are cut off, and everything works again on SIGCONT."""
+    n = live()[0]
+    expect(n.req("GET", P + "/tasks?limit=1"), 200)
+    pids = postgres_pids()
+    res = {}
+
+    def call(name, method, path, body=None, key=True):
+        c = http.client.HTTPConnection(n.host, n.port, timeout=45)   # the old code: never
+        h = {"Authorization": "Bearer qk_root_test_key_0123456789"} if key else {}
+        try:
+            c.request(method, path, body=json.dumps(body) if body else None, headers=h)
+            r = c.getresponse()
+            res[name] = (r.status, json.loads(r.read() or b"null"))
+        except Exception as e:   # noqa: BLE001
+            res[name] = (repr(e), None)
+
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        ts = [threading.Thread(target=call, args=a) for a in
+              [("readyz", "GET", "/readyz", None, False), ("list", "GET", P + "/tasks?limit=1"),
+               ("create", "POST", P + "/tasks", {"assigned_agent_id": "paused"})]]
+        [t.start() for t in ts]
+        [t.join() for t in ts]
+        call("healthz", "GET", "/healthz", None, False)
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+    assert res["healthz"][0] == 200, res
+    assert res["readyz"][0] == 503 and res["readyz"][1]["error"]["code"] == "store_unreachable", res
+    assert "does not answer" in res["readyz"][1]["error"]["message"], res
+    assert res["list"][0] == 503, res
+    assert res["create"][0] in (500, 503), res   # 500 store_error only if its COMMIT was cut
+    wait_for(lambda: n.req("GET", "/readyz", key=None).status == 200, 30, "ready again")
+    expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "paused"}), 201)
+    expect(n.req("GET", P + "/tasks?limit=1"), 200)
 
 
 def test_runs_naming_secrets_right_after_postgres_restarts():
