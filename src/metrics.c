@@ -19,7 +19,7 @@ static const double bounds[] = {0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 5
 #define NB (sizeof bounds / sizeof bounds[0])
 static uint64_t disp_buckets[NB + 1];
 static uint64_t disp_count;
-static double disp_sum;
+static uint64_t disp_sum;   /* whole ms: printed exactly (%g lost digits past 999999) */
 
 static const char *method_name(const char *m)
 {
@@ -53,13 +53,15 @@ void metrics_http(const char *route, const char *method, int status, int64_t ms)
 
 void metrics_dispatch(int64_t ms)
 {
+    if (ms < 0)   /* queued_ms from a node whose clock is ahead: the sum never falls */
+        ms = 0;
     pthread_mutex_lock(&mu);
     size_t b = 0;
     while (b < NB && (double)ms > bounds[b])
         b++;
     disp_buckets[b]++;
     disp_count++;
-    disp_sum += (double)ms;
+    disp_sum += (uint64_t)ms;
     pthread_mutex_unlock(&mu);
 }
 
@@ -82,7 +84,7 @@ void metrics_render(struct buf *out)
     }
     cum += disp_buckets[NB];
     buf_printf(out, "quern_dispatch_latency_ms_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
-    buf_printf(out, "quern_dispatch_latency_ms_sum %g\nquern_dispatch_latency_ms_count %llu\n",
-               disp_sum, (unsigned long long)disp_count);
+    buf_printf(out, "quern_dispatch_latency_ms_sum %llu\nquern_dispatch_latency_ms_count %llu\n",
+               (unsigned long long)disp_sum, (unsigned long long)disp_count);
     pthread_mutex_unlock(&mu);
 }
