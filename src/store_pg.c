@@ -85,6 +85,7 @@
 #include "store.h"
 #include "jdump.h"
 #include "jload.h"
+#include "log.h"
 #include "util.h"
 
 #define MAX_BATCH 512
@@ -97,8 +98,11 @@
 #define NOTIFY_PAYLOAD 7000         /* bytes per pg_notify (the server's limit is 8000) */
 #define HEALTH_MS 2000              /* a listener query must be answered within this */
 
+struct pg_store;
+
 struct conn {
     PGconn *pg;
+    struct pg_store *st;   /* for the outage log (pg_down, pg_up) */
     struct {
         char *sql;
         char name[24];
@@ -177,6 +181,7 @@ struct pg_store {
     int64_t fault_jobs, fault_batches;
     bool fault_every_run;       /* QUERN_PG_FAULT_EVERY_RUN=1: not only first runs */
     int64_t blob_grace_ms;      /* STORE_BLOB_GRACE_MS; QUERN_BLOB_GRACE_MS for tests */
+    bool down;                  /* atomic: the outage was logged (pg_down) */
 };
 
 struct pg_tx {
@@ -226,6 +231,58 @@ static void conn_free(struct conn *c)
     if (c->cut_fd >= 0)
         close(c->cut_fd);
     free(c);
+}
+
+/* libpq's message on one line (it spans several, indented by tabs):
+ * whitespace runs as one space, none at the ends.  The caller frees it. */
+static char *pq_flat(const char *m)
+{
+    char *s = xstrdup(m ? m : "");
+    size_t n = 0;
+    bool space = false;
+    for (const char *p = s; *p; p++) {
+        if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') {
+            space = n > 0;
+            continue;
+        }
+        if (space)
+            s[n++] = ' ';
+        space = false;
+        s[n++] = *p;
+    }
+    s[n] = 0;
+    return s;
+}
+
+/* Outage lines: one when PostgreSQL cannot be reached (what failed first,
+ * and why), one when a connection succeeds again; not one per request. */
+static void pg_down(struct pg_store *st, const char *what, const char *why)
+{
+    if (__atomic_exchange_n(&st->down, true, __ATOMIC_RELAXED))
+        return;
+    char *m = pq_flat(why);
+    log_write(LOG_ERROR, "postgres", json_pack("{s:s, s:s}", "what", what, "error", m),
+              "PostgreSQL is unreachable: %s: %s", what, m);
+    free(m);
+}
+
+static void pg_up(struct pg_store *st)
+{
+    if (__atomic_exchange_n(&st->down, false, __ATOMIC_RELAXED))
+        log_write(LOG_INFO, "postgres", NULL, "PostgreSQL is reachable again");
+}
+
+/* A statement of c failed: an outage when c is gone, else its own line. */
+static void stmt_failed(struct conn *c, const char *sql)
+{
+    if (PQstatus(c->pg) != CONNECTION_OK || c->broken) {
+        pg_down(c->st, "a statement", PQerrorMessage(c->pg));
+        return;
+    }
+    char *m = pq_flat(PQerrorMessage(c->pg));
+    log_write(LOG_ERROR, "postgres", json_pack("{s:s, s:s}", "sql", sql, "error", m),
+              "statement failed: %s: %s", sql, m);
+    free(m);
 }
 
 /* A server that stops answering without closing (a paused or hung
@@ -283,8 +340,9 @@ static void cut_stuck(struct pg_store *st)
     }
     pthread_mutex_unlock(&st->bmu);
     if (n)
-        fprintf(stderr, "quernd: postgres: the server does not answer; %d call(s) waiting "
-                        "for more than %d ms cut off\n", n, HEALTH_MS);
+        log_write(LOG_WARN, "postgres", json_pack("{s:i}", "cut", n),
+                  "the server does not answer; %d call(s) waiting for more than %d ms cut off",
+                  n, HEALTH_MS);
 }
 
 static int simple(struct conn *c, const char *sql);
@@ -299,8 +357,9 @@ static int simple(struct conn *c, const char *sql);
 #define SESSION_TIMEOUTS "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; " \
                          "SET tcp_keepalives_count = 2; SET tcp_user_timeout = " TCP_USER_TIMEOUT
 
-static struct conn *conn_open(const char *url, const char *connect_timeout, char **err)
+static struct conn *conn_open(struct pg_store *st, const char *connect_timeout, char **err)
 {
+    const char *url = st->url;
     const char *keys[] = {"dbname", "application_name", "client_encoding", "connect_timeout",
                           "keepalives", "keepalives_idle", "keepalives_interval",
                           "keepalives_count", "tcp_user_timeout", NULL};
@@ -308,17 +367,19 @@ static struct conn *conn_open(const char *url, const char *connect_timeout, char
                           TCP_USER_TIMEOUT, NULL};
     struct conn *c = xcalloc(1, sizeof *c);
     c->cut_fd = -1;
+    c->st = st;
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || simple(c, SESSION_TIMEOUTS)) {
         const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
         if (err)
             *err = xasprintf("cannot connect to PostgreSQL: %s", m);
         else
-            fprintf(stderr, "quernd: postgres: cannot connect: %s", m);
+            pg_down(st, "cannot connect", m);
         conn_free(c);
         return NULL;
     }
     PQsetNoticeReceiver(c->pg, conn_notice, c);
+    pg_up(st);
     return c;
 }
 
@@ -334,7 +395,7 @@ static int simple(struct conn *c, const char *sql)
     ExecStatusType s = PQresultStatus(r);
     int rc = 0;
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+        stmt_failed(c, sql);
         rc = -EIO;
     }
     PQclear(r);
@@ -374,7 +435,7 @@ static const char *prepared(struct conn *c, const char *sql, int nparams)
     PGresult *r = PQprepare(c->pg, name, sql, nparams, NULL);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
-        fprintf(stderr, "quernd: postgres: prepare failed: %s: %s", sql, PQerrorMessage(c->pg));
+        stmt_failed(c, sql);
     PQclear(r);
     if (!ok)
         return NULL;
@@ -398,9 +459,10 @@ static PGresult *run(struct conn *c, const char *sql, int n, const char *const *
         if (!state || strcmp(state, "25P02") || !c->sqlstate[0])
             snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
         if (!strcmp(c->sqlstate, "40P01"))   /* a lost deadlock is expected now and then */
-            fprintf(stderr, "quernd: postgres: deadlock with another node: one write is rolled back\n");
+            log_write(LOG_WARN, "postgres", NULL,
+                      "deadlock with another node: one write is rolled back");
         else
-            fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+            stmt_failed(c, sql);
         PQclear(r);
         return NULL;
     }
@@ -645,10 +707,10 @@ static struct conn *writer_conn(struct pg_store *st)
         c->cut_fd = -1;
     }
     if (conn_bad(c) || simple(c, SESSION_TIMEOUTS) || writer_setup(st, c)) {
-        fprintf(stderr, "quernd: postgres: the writer cannot reconnect: %s",
-                PQerrorMessage(c->pg));
+        pg_down(st, "the writer cannot reconnect", PQerrorMessage(c->pg));
         return NULL;
     }
+    pg_up(st);
     __atomic_store_n(&st->writer_pid, PQbackendPID(c->pg), __ATOMIC_RELAXED);
     return c;
 }
@@ -889,7 +951,7 @@ static void run_batch(struct pg_store *st, struct job *batch)
         free(notify);
         lost = rc && lost_state(c->commit_state);
         if (rc)
-            fprintf(stderr, "quernd: postgres: COMMIT failed: %s", PQerrorMessage(c->pg));
+            stmt_failed(c, "COMMIT");
     }
     if (rc && c && !conn_bad(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
         simple(c, "ROLLBACK");
@@ -990,9 +1052,9 @@ static int pg_write_retry(struct store *s, store_fn fn, void *arg)
         random_bytes(&rnd, sizeof rnd);
         int64_t base = 5LL << attempt;   /* 5, 10, 20, 40 ms */
         int64_t ms = base + (int64_t)(rnd % (uint32_t)base);
-        fprintf(stderr, "quernd: postgres: a write lost a conflict with another node; "
-                        "retry %d of %d in %lld ms\n", attempt + 1, STORE_WRITE_RETRIES,
-                (long long)ms);
+        log_write(LOG_WARN, "postgres", NULL,
+                  "a write lost a conflict with another node; retry %d of %d in %lld ms",
+                  attempt + 1, STORE_WRITE_RETRIES, (long long)ms);
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
         while (nanosleep(&ts, &ts) && errno == EINTR) {
         }
@@ -1015,7 +1077,7 @@ static struct conn *reader_get(struct pg_store *st)
     }
     st->nopen++;
     pthread_mutex_unlock(&st->pmu);
-    c = conn_open(st->url, "10", NULL);
+    c = conn_open(st, "10", NULL);
     if (!c) {
         pthread_mutex_lock(&st->pmu);
         st->nopen--;
@@ -1155,7 +1217,7 @@ static int pg_ping(struct store *s)
     }
     if (!st->pconn) {
         int64_t t0 = mono_ms();
-        st->pconn = conn_open(st->url, "2", NULL);
+        st->pconn = conn_open(st, "2", NULL);
         if (!st->pconn) {
             rc = mono_ms() - t0 >= 2000 ? -ETIMEDOUT : -ENOTCONN;
             goto out;
@@ -1222,7 +1284,7 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     const char *poll = getenv("QUERN_PG_POLL_MS");
     if (!poll || parse_i64(poll, &st->poll_ms) || st->poll_ms < 0)
         st->poll_ms = 0;
-    st->wconn = conn_open(url, "10", err);
+    st->wconn = conn_open(st, "10", err);
     if (!st->wconn)
         goto fail;
     if (migrate(st->wconn, err))
@@ -2055,8 +2117,10 @@ static struct conn *listener_connect(struct pg_store *st)
                           TCP_USER_TIMEOUT, NULL};
     struct conn *c = xcalloc(1, sizeof *c);
     c->cut_fd = -1;
+    c->st = st;
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+        pg_down(st, "the listener cannot connect", c->pg ? PQerrorMessage(c->pg) : "out of memory");
         conn_free(c);
         return NULL;
     }
@@ -2067,9 +2131,11 @@ static struct conn *listener_connect(struct pg_store *st)
     bool ok = timed_true(c, lock);
     free(lock);
     if (!ok) {
+        pg_down(st, "the listener cannot connect", "its first statement was not answered");
         conn_free(c);
         return NULL;
     }
+    pg_up(st);
     return c;
 }
 
@@ -2161,8 +2227,8 @@ static void *listener_main(void *arg)
     int64_t next_check = 0, next_poll = mono_ms() + st->poll_ms;
     while (!listener_stopping(st, 0)) {
         if (c && conn_bad(c)) {
-            fprintf(stderr, "quernd: postgres: the listener lost its connection%s\n",
-                    __atomic_load_n(&st->leader, __ATOMIC_RELAXED) ? "; no longer the leader" : "");
+            log_write(LOG_WARN, "postgres", NULL, "the listener lost its connection%s",
+                      __atomic_load_n(&st->leader, __ATOMIC_RELAXED) ? "; no longer the leader" : "");
             __atomic_store_n(&st->leader, false, __ATOMIC_RELAXED);
             conn_free(c);
             c = NULL;
@@ -2180,7 +2246,7 @@ static void *listener_main(void *arg)
             if (!__atomic_load_n(&st->leader, __ATOMIC_RELAXED)) {
                 if (timed_true(c, "SELECT pg_try_advisory_lock(x'" LEADER_LOCK "'::bigint)")) {
                     __atomic_store_n(&st->leader, true, __ATOMIC_RELAXED);
-                    fprintf(stderr, "quernd: postgres: this node (%s) is the leader\n", st->node_id);
+                    log_write(LOG_INFO, "postgres", NULL, "this node (%s) is the leader", st->node_id);
                 }
             } else {
                 timed_true(c, "SELECT true");   /* health: marks c broken when unanswered */
@@ -2385,7 +2451,7 @@ static PGresult *run_bin(struct conn *c, const char *sql, int n, const char *con
     PGresult *r = PQexecPrepared(c->pg, name, n, vals, lens, formats, result_format);
     ExecStatusType s = PQresultStatus(r);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+        stmt_failed(c, sql);
         PQclear(r);
         return NULL;
     }
@@ -2550,8 +2616,8 @@ static int pg_blob_get(struct store *s, const char *sha, int64_t *size, store_bl
         n += rows;
     }
     if (total != want) {
-        fprintf(stderr, "quernd: postgres: blob %s has %lld of its %lld bytes\n", sha,
-                (long long)total, (long long)want);
+        log_write(LOG_ERROR, "postgres", NULL, "blob %s has %lld of its %lld bytes", sha,
+                  (long long)total, (long long)want);
         rc = -EIO;
     }
 out:

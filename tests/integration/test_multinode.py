@@ -742,6 +742,38 @@ def test_first_requests_after_a_postgres_restart_succeed():
                        201)["key"] for _ in nodes]
 
 
+def test_a_postgres_outage_logs_one_json_line_per_change():
+    """The PostgreSQL backend wrote its errors as plain text (libpq's
+    messages spanning several lines) past the JSON log, and one or two per
+    request during an outage (86 lines for 40 requests); now every line is
+    JSON, and an outage is one line when it starts and one when it ends."""
+    n = live()[0]
+    expect(n.req("GET", P + "/tasks?limit=1"), 200)
+    path = os.path.join(n.data, "stderr.log")
+    with open(path, "rb") as f:
+        start = len(f.read())
+    pg_ctl("-m", "fast", "stop")
+    try:
+        for _ in range(20):
+            assert n.req("GET", P + "/tasks?limit=1").status == 503
+            assert n.req("POST", P + "/tasks", {"assigned_agent_id": "outage-log"}).status == 503
+    finally:
+        pg_ctl("restart")
+    expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "outage-log"}), 201)
+
+    def lines():
+        with open(path, "rb") as f:
+            return f.read()[start:].decode().splitlines()
+    wait_for(lambda: any("PostgreSQL is reachable again" in l for l in lines()), 30, "back line")
+    got = [json.loads(l) for l in lines()]   # every line is JSON
+    assert all({"ts", "level", "component", "msg"} <= set(o) for o in got), got
+    down = [o for o in got if o["msg"].startswith("PostgreSQL is unreachable")]
+    up = [o for o in got if o["msg"] == "PostgreSQL is reachable again"]
+    assert len(down) == 1 and len(up) == 1, got
+    assert down[0]["level"] == "error" and "\n" not in down[0]["error"], down
+    assert len(got) <= 6, got   # not one per request
+
+
 def postgres_pids():
     c = pgcluster.cluster()
     with open(os.path.join(c.data, "postmaster.pid")) as f:
