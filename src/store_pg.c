@@ -112,6 +112,7 @@ struct conn {
     char commit_state[6];   /* of the last failed commit() */
     bool primed;         /* reader_end() sent COMMIT; BEGIN ahead */
     bool broken;         /* never reuse */
+    bool silent;         /* timed_exec: broken because the server did not answer */
     struct conn *next;   /* the pool's idle list */
     /* while a call is under way (conn_busy .. conn_idle, under bmu): the
      * busy list, since when, and a dup of the socket for cut_stuck() */
@@ -1211,23 +1212,28 @@ static int pg_ping(struct store *s)
     struct pg_store *st = PG(s);
     int rc = 0;
     pthread_mutex_lock(&st->pingmu);
-    if (st->pconn && conn_bad(st->pconn)) {
-        conn_free(st->pconn);
-        st->pconn = NULL;
-    }
-    if (!st->pconn) {
-        int64_t t0 = mono_ms();
-        st->pconn = conn_open(st, "2", NULL);
-        if (!st->pconn) {
-            rc = mono_ms() - t0 >= 2000 ? -ETIMEDOUT : -ENOTCONN;
-            goto out;
+    /* twice at most: a connection the server closed while it was idle (a
+     * restart) fails at once and is replaced; a silent server is not
+     * waited for twice */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (st->pconn && conn_bad(st->pconn)) {
+            conn_free(st->pconn);
+            st->pconn = NULL;
         }
+        if (!st->pconn) {
+            int64_t t0 = mono_ms();
+            st->pconn = conn_open(st, "2", NULL);
+            if (!st->pconn) {
+                rc = mono_ms() - t0 >= 2000 ? -ETIMEDOUT : -ENOTCONN;
+                goto out;
+            }
+        }
+        PGresult *r = timed_exec(st->pconn, "SELECT 1");
+        rc = r ? 0 : st->pconn->silent ? -ETIMEDOUT : -ENOTCONN;
+        PQclear(r);
+        if (rc != -ENOTCONN)
+            break;
     }
-    int64_t t0 = mono_ms();
-    PGresult *r = timed_exec(st->pconn, "SELECT 1");
-    if (!r)
-        rc = mono_ms() - t0 >= HEALTH_MS ? -ETIMEDOUT : -ENOTCONN;
-    PQclear(r);
 out:
     pthread_mutex_unlock(&st->pingmu);
     return rc;
@@ -2092,6 +2098,7 @@ static PGresult *timed_exec(struct conn *c, const char *sql)
         if (left <= 0 || poll(&pfd, 1, (int)left) < 0 || !PQconsumeInput(c->pg)) {
             PQclear(last);
             c->broken = true;
+            c->silent = left <= 0;
             return NULL;
         }
     }
@@ -2230,13 +2237,19 @@ static void *listener_main(void *arg)
             log_write(LOG_WARN, "postgres", NULL, "the listener lost its connection%s",
                       __atomic_load_n(&st->leader, __ATOMIC_RELAXED) ? "; no longer the leader" : "");
             __atomic_store_n(&st->leader, false, __ATOMIC_RELAXED);
+            /* only a silent server has its calls cut: one that closed
+             * or refused is failing them by itself, and one that is
+             * merely full (max_connections) may be serving them */
+            if (c->silent)
+                cut_stuck(st);
             conn_free(c);
             c = NULL;
             missed = true;
-            cut_stuck(st);
         }
+        int64_t t0 = mono_ms();
         if (!c && !(c = listener_connect(st))) {
-            cut_stuck(st);
+            if (mono_ms() - t0 >= HEALTH_MS)   /* timed out, not refused */
+                cut_stuck(st);
             listener_stopping(st, 1000);
             continue;
         }

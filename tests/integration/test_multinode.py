@@ -757,9 +757,13 @@ def test_a_postgres_outage_logs_one_json_line_per_change():
         for _ in range(20):
             assert n.req("GET", P + "/tasks?limit=1").status == 503
             assert n.req("POST", P + "/tasks", {"assigned_agent_id": "outage-log"}).status == 503
+        # the scrape says the store could not be read (quern_runs was merely absent)
+        m = n.req("GET", "/metrics", key=None)
+        assert m.status == 200 and "\nquern_store_up 0\n" in m.text and "quern_runs{" not in m.text, m.text
     finally:
         pg_ctl("restart")
     expect(n.req("POST", P + "/tasks", {"assigned_agent_id": "outage-log"}), 201)
+    assert "\nquern_store_up 1\n" in n.req("GET", "/metrics", key=None).text
 
     def lines():
         with open(path, "rb") as f:
