@@ -28,3 +28,28 @@ TEST(dispatch_sum_is_exact_and_never_falls)
     buf_release(&b);
 }
 
+
+/* The table held 512 series; the 513th (route, method, code) and every
+ * later one were never counted, silently. */
+TEST(many_http_series_are_all_counted)
+{
+    static char routes[80][24];
+    int n = 0;
+    for (int r = 0; r < 80; r++) {
+        snprintf(routes[r], sizeof routes[r], "/r%d", r);
+        for (int code = 200; code < 208; code++) {
+            metrics_http(routes[r], "GET", code, 1);
+            n++;
+        }
+    }
+    struct buf b;
+    buf_init(&b);
+    metrics_render(&b);
+    int lines = 0;
+    for (const char *p = b.data; (p = strstr(p, "quern_http_requests_total{")); p++)
+        lines++;
+    CHECK_EQ_INT(lines, n);
+    CHECK(strstr(b.data, "quern_http_requests_total{route=\"/r79\",method=\"GET\",code=\"207\"} 1\n"));
+    CHECK(strstr(b.data, "\nquern_http_requests_dropped_total 0\n"));
+    buf_release(&b);
+}
