@@ -263,7 +263,7 @@ static void pg_down(struct pg_store *st, const char *what, const char *why)
         return;
     char *m = pq_flat(why);
     log_write(LOG_ERROR, "postgres", json_pack("{s:s, s:s}", "what", what, "error", m),
-              "PostgreSQL is unreachable: %s: %s", what, m);
+              "PostgreSQL is unreachable");
     free(m);
 }
 
@@ -282,7 +282,7 @@ static void stmt_failed(struct conn *c, const char *sql)
     }
     char *m = pq_flat(PQerrorMessage(c->pg));
     log_write(LOG_ERROR, "postgres", json_pack("{s:s, s:s}", "sql", sql, "error", m),
-              "statement failed: %s: %s", sql, m);
+              "statement failed");
     free(m);
 }
 
