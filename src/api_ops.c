@@ -2,6 +2,7 @@
  * api_ops — operations endpoints: health, readiness, Prometheus metrics, the
  * OpenAPI document and the embedded dashboard.
  */
+#include <errno.h>
 #include <string.h>
 
 #include "api.h"
@@ -19,9 +20,16 @@ void api_ops_healthz(struct req *r)
 
 void api_ops_readyz(struct req *r)
 {
-    if (store_ping(r->app->store)) {
-        http_error(r, 503, "store_unreachable", NULL, "the %s store does not answer",
-                   store_backend(r->app->store));
+    int rc = store_ping(r->app->store);
+    if (rc) {
+        http_add_header(r, "Retry-After", "1");
+        if (rc == -ETIMEDOUT)
+            http_error(r, 503, "store_unreachable", NULL,
+                       "the %s store does not answer (it accepted no query within 2 s)",
+                       store_backend(r->app->store));
+        else
+            http_error(r, 503, "store_unreachable", NULL, "the %s store cannot be reached: %s",
+                       store_backend(r->app->store), strerror(-rc));
         return;
     }
     http_json(r, 200, json_pack("{s:s, s:s}", "status", "ready", "store",
@@ -52,13 +60,16 @@ static int count_fn(struct store_tx *tx, void *arg)
             struct store_query q = {&f, 1, 1, 0, false, NULL};
             json_t *one = NULL;
             int64_t total = 0;
-            if (!store_list(tx, SK_RUN, id, &q, &one, &total))
-                c->n[k] += total;
+            rc = store_list(tx, SK_RUN, id, &q, &one, &total);
             json_decref(one);
+            if (rc)
+                goto out;   /* a partial count is no count: quern_store_up 0 */
+            c->n[k] += total;
         }
     }
+out:
     json_decref(projects);
-    return 0;
+    return rc;
 }
 
 void api_ops_metrics(struct req *r)
@@ -76,7 +87,11 @@ void api_ops_metrics(struct req *r)
                (long long)sched_cron_count(r->app->sched));
     http_metrics(r->app->http, &b);
     struct counts c = {{0}};
-    if (!store_read(r->app->store, count_fn, &c)) {
+    int up = !store_read(r->app->store, count_fn, &c);
+    buf_printf(&b, "# HELP quern_store_up 1 when this scrape read the store (quern_runs is then "
+                   "present), 0 when it could not.\n# TYPE quern_store_up gauge\nquern_store_up %d\n",
+               up);
+    if (up) {
         buf_puts(&b, "# HELP quern_runs Runs by status.\n# TYPE quern_runs gauge\n");
         for (int k = 0; k < RS__COUNT; k++)
             buf_printf(&b, "quern_runs{status=\"%s\"} %lld\n", run_status_name((enum run_status)k),

@@ -16,6 +16,7 @@
 
 #include <openssl/evp.h>
 
+#include "log.h"
 #include "store.h"
 #include "util.h"
 
@@ -228,7 +229,7 @@ static int store_open_read(struct blob *b, const char *sha)
     EVP_MD_CTX_free(sink.md);
     hex_encode(md, 32, hex);
     if (!rc && strcmp(hex, sha)) {
-        fprintf(stderr, "quernd: blob %s: the store's bytes do not match their name\n", sha);
+        log_write(LOG_ERROR, "blob", NULL, "blob %s: the store's bytes do not match their name", sha);
         rc = -EIO;
     }
     if (!rc && lseek(fd, 0, SEEK_SET) < 0)

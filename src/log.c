@@ -2,6 +2,7 @@
 #include "log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -27,17 +28,42 @@ int log_requests(void)
 
 static const char *const names[] = {"debug", "info", "warn", "error"};
 
+/* Appends s to out as valid UTF-8: a byte that starts no valid sequence
+ * becomes \xHH, and so do control characters in text mode.  A message
+ * carries what clients sent (an unmatched request's path, decoded, and its
+ * method): "GET /%ff" made json_pack fail and quernd crash (NULL object),
+ * and "/%0a..." forged whole lines in text mode. */
+static void put_clean(struct buf *out, const char *s, size_t n, bool text)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end) {
+        size_t k = *p >= 0x80 ? jdump_utf8_len(p, end) : 1;
+        bool control = *p < 0x20 || *p == 0x7f;
+        if (!k || (text && control) || (!text && !*p)) {
+            buf_printf(out, "\\x%02x", *p);
+            p++;
+            continue;
+        }
+        buf_append(out, p, k);
+        p += k;
+    }
+}
+
 void log_write(enum log_level level, const char *component, json_t *fields, const char *fmt, ...)
 {
-    struct buf msg, line;
+    struct buf raw, msg, line;
     va_list ap;
+    buf_init(&raw);
     buf_init(&msg);
     buf_init(&line);
     va_start(ap, fmt);
-    buf_vprintf(&msg, fmt, ap);
+    buf_vprintf(&raw, fmt, ap);
     va_end(ap);
+    put_clean(&msg, raw.data ? raw.data : "", raw.len, text_format);
+    buf_append(&msg, "", 1);   /* NUL-terminated, not counted */
+    msg.len--;
     if (text_format) {
-        buf_printf(&line, "quernd: %s: %s", component, msg.data ? msg.data : "");
+        buf_printf(&line, "quernd: %s: %s", component, msg.data);
         const char *k;
         json_t *v;
         json_object_foreach(fields, k, v) {
@@ -50,7 +76,9 @@ void log_write(enum log_level level, const char *component, json_t *fields, cons
         char ts[RFC3339_LEN];
         rfc3339_format(now_ms(), ts);
         json_t *o = json_pack("{s:s, s:s, s:s, s:s}", "ts", ts, "level", names[level],
-                              "component", component, "msg", msg.data ? msg.data : "");
+                              "component", component, "msg", msg.data);
+        if (!o)   /* never: msg is valid UTF-8 now */
+            o = json_pack("{s:s, s:s, s:s}", "ts", ts, "level", names[level], "msg", "?");
         if (fields)
             json_object_update(o, fields);
         char *s = jdump(o, NULL);
@@ -62,6 +90,7 @@ void log_write(enum log_level level, const char *component, json_t *fields, cons
     json_decref(fields);
     ssize_t w = write(2, line.data, line.len);
     (void)w;
+    buf_release(&raw);
     buf_release(&msg);
     buf_release(&line);
 }

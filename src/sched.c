@@ -1801,7 +1801,8 @@ static void sweep_lost_nodes(struct sched *s)
             json_object_set(s->suspect, node, json_true());
         json_object_set_new(verdict, node, json_boolean(lost));
         if (lost)
-            fprintf(stderr, "quernd: node %s is gone: ending its code runs\n", node);
+            log_write(LOG_WARN, "sched", json_pack("{s:s}", "node", node),
+                      "node %s is gone: ending its code runs", node);
     }
     json_array_foreach(runs, i, r) {
         const char *node = json_string_value(json_object_get(r, "node"));

@@ -78,11 +78,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "store.h"
 #include "jdump.h"
 #include "jload.h"
+#include "log.h"
 #include "util.h"
 
 #define MAX_BATCH 512
@@ -95,8 +98,11 @@
 #define NOTIFY_PAYLOAD 7000         /* bytes per pg_notify (the server's limit is 8000) */
 #define HEALTH_MS 2000              /* a listener query must be answered within this */
 
+struct pg_store;
+
 struct conn {
     PGconn *pg;
+    struct pg_store *st;   /* for the outage log (pg_down, pg_up) */
     struct {
         char *sql;
         char name[24];
@@ -106,7 +112,13 @@ struct conn {
     char commit_state[6];   /* of the last failed commit() */
     bool primed;         /* reader_end() sent COMMIT; BEGIN ahead */
     bool broken;         /* never reuse */
+    bool silent;         /* timed_exec: broken because the server did not answer */
     struct conn *next;   /* the pool's idle list */
+    /* while a call is under way (conn_busy .. conn_idle, under bmu): the
+     * busy list, since when, and a dup of the socket for cut_stuck() */
+    struct conn *bnext, *bprev;
+    int64_t busy_since;
+    int cut_fd;          /* -1: none yet */
 };
 
 struct hook {
@@ -145,6 +157,12 @@ struct pg_store {
     pthread_cond_t pcond;
     struct conn *idle;
     int nopen, maxopen;
+    /* connections inside a call, guarded by bmu (cut_stuck) */
+    pthread_mutex_t bmu;
+    struct conn *busy;
+    /* /readyz's own connection, guarded by pingmu */
+    pthread_mutex_t pingmu;
+    struct conn *pconn;
     /* several nodes */
     char node_id[ID_LEN];
     int64_t node_key;           /* advisory lock key of node_id */
@@ -164,6 +182,7 @@ struct pg_store {
     int64_t fault_jobs, fault_batches;
     bool fault_every_run;       /* QUERN_PG_FAULT_EVERY_RUN=1: not only first runs */
     int64_t blob_grace_ms;      /* STORE_BLOB_GRACE_MS; QUERN_BLOB_GRACE_MS for tests */
+    bool down;                  /* atomic: the outage was logged (pg_down) */
 };
 
 struct pg_tx {
@@ -184,6 +203,18 @@ static void quiet_notices(void *arg, const char *msg)
     (void)msg;   /* "relation already exists, skipping" and the like */
 }
 
+/* A notice on a connection from conn_open().  A FATAL one is the server's
+ * goodbye read while the connection was idle (a restart: "terminating
+ * connection due to administrator command"): never use it again, although
+ * libpq still says CONNECTION_OK until it reads the end of the stream. */
+static void conn_notice(void *arg, const PGresult *r)
+{
+    struct conn *c = arg;
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    if (sev && (!strcmp(sev, "FATAL") || !strcmp(sev, "PANIC")))
+        c->broken = true;
+}
+
 static void cache_clear(struct conn *c)
 {
     for (size_t i = 0; i < STMT_CACHE; i++) {
@@ -198,7 +229,121 @@ static void conn_free(struct conn *c)
         return;
     cache_clear(c);
     PQfinish(c->pg);
+    if (c->cut_fd >= 0)
+        close(c->cut_fd);
     free(c);
+}
+
+/* libpq's message on one line (it spans several, indented by tabs):
+ * whitespace runs as one space, none at the ends.  The caller frees it. */
+static char *pq_flat(const char *m)
+{
+    char *s = xstrdup(m ? m : "");
+    size_t n = 0;
+    bool space = false;
+    for (const char *p = s; *p; p++) {
+        if (*p == ' ' || *p == '\n' || *p == '\t' || *p == '\r') {
+            space = n > 0;
+            continue;
+        }
+        if (space)
+            s[n++] = ' ';
+        space = false;
+        s[n++] = *p;
+    }
+    s[n] = 0;
+    return s;
+}
+
+/* Outage lines: one when PostgreSQL cannot be reached (what failed first,
+ * and why), one when a connection succeeds again; not one per request. */
+static void pg_down(struct pg_store *st, const char *what, const char *why)
+{
+    if (__atomic_exchange_n(&st->down, true, __ATOMIC_RELAXED))
+        return;
+    char *m = pq_flat(why);
+    log_write(LOG_ERROR, "postgres", json_pack("{s:s, s:s}", "what", what, "error", m),
+              "PostgreSQL is unreachable");
+    free(m);
+}
+
+static void pg_up(struct pg_store *st)
+{
+    if (__atomic_exchange_n(&st->down, false, __ATOMIC_RELAXED))
+        log_write(LOG_INFO, "postgres", NULL, "PostgreSQL is reachable again");
+}
+
+/* A statement of c failed: an outage when c is gone, else its own line. */
+static void stmt_failed(struct conn *c, const char *sql)
+{
+    if (PQstatus(c->pg) != CONNECTION_OK || c->broken) {
+        pg_down(c->st, "a statement", PQerrorMessage(c->pg));
+        return;
+    }
+    char *m = pq_flat(PQerrorMessage(c->pg));
+    log_write(LOG_ERROR, "postgres", json_pack("{s:s, s:s}", "sql", sql, "error", m),
+              "statement failed");
+    free(m);
+}
+
+/* A server that stops answering without closing (a paused or hung
+ * PostgreSQL: the kernel still acknowledges every byte, so neither
+ * keepalives nor tcp_user_timeout fire) left a call blocked in libpq for
+ * ever, and with it an HTTP thread and every connection that thread
+ * serves (/healthz included).  So each call is on a busy list while under
+ * way, and when the listener finds the server unanswering it cuts the
+ * calls older than HEALTH_MS (cut_stuck): shutdown() of a dup of the
+ * socket ends the blocked read at once, and the call fails as on a lost
+ * connection.  The dup keeps the socket (not merely its number) until
+ * conn_free, so a cut never reaches a descriptor reused meanwhile. */
+static void conn_busy(struct pg_store *st, struct conn *c)
+{
+    pthread_mutex_lock(&st->bmu);
+    if (c->cut_fd < 0 && PQstatus(c->pg) == CONNECTION_OK && PQsocket(c->pg) >= 0)
+        c->cut_fd = dup(PQsocket(c->pg));
+    c->busy_since = mono_ms();
+    c->bprev = NULL;
+    c->bnext = st->busy;
+    if (st->busy)
+        st->busy->bprev = c;
+    st->busy = c;
+    pthread_mutex_unlock(&st->bmu);
+}
+
+static void conn_idle(struct pg_store *st, struct conn *c)
+{
+    pthread_mutex_lock(&st->bmu);
+    if (c->busy_since) {
+        if (c->bprev)
+            c->bprev->bnext = c->bnext;
+        else
+            st->busy = c->bnext;
+        if (c->bnext)
+            c->bnext->bprev = c->bprev;
+        c->bnext = c->bprev = NULL;
+        c->busy_since = 0;
+    }
+    pthread_mutex_unlock(&st->bmu);
+}
+
+static void cut_stuck(struct pg_store *st)
+{
+    int n = 0;
+    int64_t now = mono_ms();
+    pthread_mutex_lock(&st->bmu);
+    for (struct conn *c = st->busy; c; c = c->bnext) {
+        if (c->cut_fd >= 0 && now - c->busy_since >= HEALTH_MS) {
+            shutdown(c->cut_fd, SHUT_RDWR);
+            close(c->cut_fd);
+            c->cut_fd = -1;
+            n++;
+        }
+    }
+    pthread_mutex_unlock(&st->bmu);
+    if (n)
+        log_write(LOG_WARN, "postgres", json_pack("{s:i}", "cut", n),
+                  "the server does not answer; %d call(s) waiting for more than %d ms cut off",
+                  n, HEALTH_MS);
 }
 
 static int simple(struct conn *c, const char *sql);
@@ -213,24 +358,29 @@ static int simple(struct conn *c, const char *sql);
 #define SESSION_TIMEOUTS "SET tcp_keepalives_idle = 2; SET tcp_keepalives_interval = 1; " \
                          "SET tcp_keepalives_count = 2; SET tcp_user_timeout = " TCP_USER_TIMEOUT
 
-static struct conn *conn_open(const char *url, char **err)
+static struct conn *conn_open(struct pg_store *st, const char *connect_timeout, char **err)
 {
+    const char *url = st->url;
     const char *keys[] = {"dbname", "application_name", "client_encoding", "connect_timeout",
                           "keepalives", "keepalives_idle", "keepalives_interval",
                           "keepalives_count", "tcp_user_timeout", NULL};
-    const char *vals[] = {url, "quernd", "UTF8", "10", "1", "2", "1", "2", TCP_USER_TIMEOUT, NULL};
+    const char *vals[] = {url, "quernd", "UTF8", connect_timeout, "1", "2", "1", "2",
+                          TCP_USER_TIMEOUT, NULL};
     struct conn *c = xcalloc(1, sizeof *c);
+    c->cut_fd = -1;
+    c->st = st;
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK || simple(c, SESSION_TIMEOUTS)) {
         const char *m = c->pg ? PQerrorMessage(c->pg) : "out of memory";
         if (err)
             *err = xasprintf("cannot connect to PostgreSQL: %s", m);
         else
-            fprintf(stderr, "quernd: postgres: cannot connect: %s", m);
+            pg_down(st, "cannot connect", m);
         conn_free(c);
         return NULL;
     }
-    PQsetNoticeProcessor(c->pg, quiet_notices, NULL);
+    PQsetNoticeReceiver(c->pg, conn_notice, c);
+    pg_up(st);
     return c;
 }
 
@@ -246,7 +396,7 @@ static int simple(struct conn *c, const char *sql)
     ExecStatusType s = PQresultStatus(r);
     int rc = 0;
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+        stmt_failed(c, sql);
         rc = -EIO;
     }
     PQclear(r);
@@ -286,7 +436,7 @@ static const char *prepared(struct conn *c, const char *sql, int nparams)
     PGresult *r = PQprepare(c->pg, name, sql, nparams, NULL);
     bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
-        fprintf(stderr, "quernd: postgres: prepare failed: %s: %s", sql, PQerrorMessage(c->pg));
+        stmt_failed(c, sql);
     PQclear(r);
     if (!ok)
         return NULL;
@@ -310,9 +460,10 @@ static PGresult *run(struct conn *c, const char *sql, int n, const char *const *
         if (!state || strcmp(state, "25P02") || !c->sqlstate[0])
             snprintf(c->sqlstate, sizeof c->sqlstate, "%s", state ? state : "");
         if (!strcmp(c->sqlstate, "40P01"))   /* a lost deadlock is expected now and then */
-            fprintf(stderr, "quernd: postgres: deadlock with another node: one write is rolled back\n");
+            log_write(LOG_WARN, "postgres", NULL,
+                      "deadlock with another node: one write is rolled back");
         else
-            fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+            stmt_failed(c, sql);
         PQclear(r);
         return NULL;
     }
@@ -552,11 +703,15 @@ static struct conn *writer_conn(struct pg_store *st)
         return c;
     PQreset(c->pg);
     cache_clear(c);
+    if (c->cut_fd >= 0) {   /* of the old socket (c is not busy here) */
+        close(c->cut_fd);
+        c->cut_fd = -1;
+    }
     if (conn_bad(c) || simple(c, SESSION_TIMEOUTS) || writer_setup(st, c)) {
-        fprintf(stderr, "quernd: postgres: the writer cannot reconnect: %s",
-                PQerrorMessage(c->pg));
+        pg_down(st, "the writer cannot reconnect", PQerrorMessage(c->pg));
         return NULL;
     }
+    pg_up(st);
     __atomic_store_n(&st->writer_pid, PQbackendPID(c->pg), __ATOMIC_RELAXED);
     return c;
 }
@@ -721,11 +876,16 @@ static const char *fault_batch(struct pg_store *st, struct job *batch)
 static void run_batch(struct pg_store *st, struct job *batch)
 {
     struct conn *c = writer_conn(st);
+    if (c)
+        conn_busy(st, c);
     int rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
     if (rc && c && conn_bad(c)) {
         /* the connection died while idle (PostgreSQL restarted): nothing
          * was sent yet, so reconnect and begin once more */
+        conn_idle(st, c);
         c = writer_conn(st);
+        if (c)
+            conn_busy(st, c);
         rc = c ? simple(c, "BEGIN; SAVEPOINT job") : -EIO;
     }
     bool committed = false;
@@ -792,7 +952,7 @@ static void run_batch(struct pg_store *st, struct job *batch)
         free(notify);
         lost = rc && lost_state(c->commit_state);
         if (rc)
-            fprintf(stderr, "quernd: postgres: COMMIT failed: %s", PQerrorMessage(c->pg));
+            stmt_failed(c, "COMMIT");
     }
     if (rc && c && !conn_bad(c) && PQtransactionStatus(c->pg) != PQTRANS_IDLE) {
         simple(c, "ROLLBACK");
@@ -803,6 +963,8 @@ static void run_batch(struct pg_store *st, struct job *batch)
      * own failure.  A batch whose connection failed before its COMMIT was
      * sent wrote nothing either: -ENOTCONN (PostgreSQL is unreachable);
      * any other failed COMMIT leaves the outcome unknown: -EIO. */
+    if (c)
+        conn_idle(st, c);
     bool unreachable = rc && !sent_commit && (!c || conn_bad(c));
     for (struct job *j = batch; j; j = j->next) {
         if (rc && lost)
@@ -891,9 +1053,9 @@ static int pg_write_retry(struct store *s, store_fn fn, void *arg)
         random_bytes(&rnd, sizeof rnd);
         int64_t base = 5LL << attempt;   /* 5, 10, 20, 40 ms */
         int64_t ms = base + (int64_t)(rnd % (uint32_t)base);
-        fprintf(stderr, "quernd: postgres: a write lost a conflict with another node; "
-                        "retry %d of %d in %lld ms\n", attempt + 1, STORE_WRITE_RETRIES,
-                (long long)ms);
+        log_write(LOG_WARN, "postgres", NULL,
+                  "a write lost a conflict with another node; retry %d of %d in %lld ms",
+                  attempt + 1, STORE_WRITE_RETRIES, (long long)ms);
         struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
         while (nanosleep(&ts, &ts) && errno == EINTR) {
         }
@@ -916,7 +1078,7 @@ static struct conn *reader_get(struct pg_store *st)
     }
     st->nopen++;
     pthread_mutex_unlock(&st->pmu);
-    c = conn_open(st->url, NULL);
+    c = conn_open(st, "10", NULL);
     if (!c) {
         pthread_mutex_lock(&st->pmu);
         st->nopen--;
@@ -928,6 +1090,7 @@ static struct conn *reader_get(struct pg_store *st)
 
 static void reader_put(struct pg_store *st, struct conn *c)
 {
+    conn_idle(st, c);
     pthread_mutex_lock(&st->pmu);
     if (conn_bad(c)) {
         st->nopen--;
@@ -970,12 +1133,21 @@ static struct conn *reader_begin(struct pg_store *st)
         struct conn *c = reader_get(st);
         if (!c)
             return NULL;
+        conn_busy(st, c);
         /* what the server sent while c was idle: a restart's goodbye (its
          * answers to the primed BEGIN may have been read long before) */
         if (!PQconsumeInput(c->pg))
             c->broken = true;
+        bool primed = c->primed;
+        if (primed && !conn_bad(c) && drain(c))
+            c->broken = true;
+        /* the goodbye may have come in the same read as the primed answers:
+         * parse what is left (a FATAL notice marks c broken) and read once
+         * more, which finds the end of the stream if the server closed it */
+        if (!conn_bad(c) && (!PQconsumeInput(c->pg) || PQisBusy(c->pg)))
+            c->broken = true;
         if (!conn_bad(c) &&
-            (c->primed ? !drain(c) : !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")))
+            (primed || !simple(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")))
             return c;
         c->broken = true;   /* dead, or alive in an unknown state: drop it */
         reader_put(st, c);
@@ -1029,16 +1201,41 @@ static bool pg_is_write(const struct store_tx *t)
     return ((const struct pg_tx *)t)->job != NULL;
 }
 
+static PGresult *timed_exec(struct conn *c, const char *sql);
+
+/* /readyz: "SELECT 1" on a connection of its own, answered within
+ * HEALTH_MS and connected within 2 s (libpq's least connect_timeout), so a
+ * paused server or a full pool never holds the probe.  -ETIMEDOUT when the
+ * server did not answer in time, -ENOTCONN when it cannot be reached. */
 static int pg_ping(struct store *s)
 {
     struct pg_store *st = PG(s);
-    struct conn *c = reader_begin(st);
-    if (!c)
-        return -EIO;
-    PGresult *r = run(c, "SELECT 1", 0, NULL);
-    int rc = r ? 0 : -EIO;
-    PQclear(r);
-    reader_end(st, c);
+    int rc = 0;
+    pthread_mutex_lock(&st->pingmu);
+    /* twice at most: a connection the server closed while it was idle (a
+     * restart) fails at once and is replaced; a silent server is not
+     * waited for twice */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (st->pconn && conn_bad(st->pconn)) {
+            conn_free(st->pconn);
+            st->pconn = NULL;
+        }
+        if (!st->pconn) {
+            int64_t t0 = mono_ms();
+            st->pconn = conn_open(st, "2", NULL);
+            if (!st->pconn) {
+                rc = mono_ms() - t0 >= 2000 ? -ETIMEDOUT : -ENOTCONN;
+                goto out;
+            }
+        }
+        PGresult *r = timed_exec(st->pconn, "SELECT 1");
+        rc = r ? 0 : st->pconn->silent ? -ETIMEDOUT : -ENOTCONN;
+        PQclear(r);
+        if (rc != -ENOTCONN)
+            break;
+    }
+out:
+    pthread_mutex_unlock(&st->pingmu);
     return rc;
 }
 
@@ -1056,6 +1253,8 @@ static void destroy_sync(struct pg_store *st)
     pthread_mutex_destroy(&st->lmu);
     pthread_cond_destroy(&st->lcond);
     pthread_mutex_destroy(&st->dmu);
+    pthread_mutex_destroy(&st->bmu);
+    pthread_mutex_destroy(&st->pingmu);
 }
 
 static struct store *pg_open(const char *url, const struct store_opts *opts, char **err)
@@ -1073,6 +1272,8 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     pthread_mutex_init(&st->lmu, NULL);
     pthread_cond_init(&st->lcond, NULL);
     pthread_mutex_init(&st->dmu, NULL);
+    pthread_mutex_init(&st->bmu, NULL);
+    pthread_mutex_init(&st->pingmu, NULL);
     id_new("node", st->node_id);
     st->node_key = node_key(st->node_id);
     const char *grace = getenv("QUERN_BLOB_GRACE_MS");
@@ -1089,7 +1290,7 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     const char *poll = getenv("QUERN_PG_POLL_MS");
     if (!poll || parse_i64(poll, &st->poll_ms) || st->poll_ms < 0)
         st->poll_ms = 0;
-    st->wconn = conn_open(url, err);
+    st->wconn = conn_open(st, "10", err);
     if (!st->wconn)
         goto fail;
     if (migrate(st->wconn, err))
@@ -1147,6 +1348,7 @@ static void pg_close(struct store *s)
     pthread_mutex_unlock(&st->mu);
     pthread_join(st->writer, NULL);
     conn_free(st->wconn);
+    conn_free(st->pconn);
     pthread_mutex_lock(&st->pmu);
     struct conn *idle = st->idle;
     st->idle = NULL;
@@ -1896,6 +2098,7 @@ static PGresult *timed_exec(struct conn *c, const char *sql)
         if (left <= 0 || poll(&pfd, 1, (int)left) < 0 || !PQconsumeInput(c->pg)) {
             PQclear(last);
             c->broken = true;
+            c->silent = left <= 0;
             return NULL;
         }
     }
@@ -1920,8 +2123,11 @@ static struct conn *listener_connect(struct pg_store *st)
     const char *vals[] = {st->url, "quernd-listener", "UTF8", "3", "1", "2", "1", "2",
                           TCP_USER_TIMEOUT, NULL};
     struct conn *c = xcalloc(1, sizeof *c);
+    c->cut_fd = -1;
+    c->st = st;
     c->pg = PQconnectdbParams(keys, vals, 1);
     if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+        pg_down(st, "the listener cannot connect", c->pg ? PQerrorMessage(c->pg) : "out of memory");
         conn_free(c);
         return NULL;
     }
@@ -1932,9 +2138,11 @@ static struct conn *listener_connect(struct pg_store *st)
     bool ok = timed_true(c, lock);
     free(lock);
     if (!ok) {
+        pg_down(st, "the listener cannot connect", "its first statement was not answered");
         conn_free(c);
         return NULL;
     }
+    pg_up(st);
     return c;
 }
 
@@ -2026,14 +2234,22 @@ static void *listener_main(void *arg)
     int64_t next_check = 0, next_poll = mono_ms() + st->poll_ms;
     while (!listener_stopping(st, 0)) {
         if (c && conn_bad(c)) {
-            fprintf(stderr, "quernd: postgres: the listener lost its connection%s\n",
-                    __atomic_load_n(&st->leader, __ATOMIC_RELAXED) ? "; no longer the leader" : "");
+            log_write(LOG_WARN, "postgres", NULL, "the listener lost its connection%s",
+                      __atomic_load_n(&st->leader, __ATOMIC_RELAXED) ? "; no longer the leader" : "");
             __atomic_store_n(&st->leader, false, __ATOMIC_RELAXED);
+            /* only a silent server has its calls cut: one that closed
+             * or refused is failing them by itself, and one that is
+             * merely full (max_connections) may be serving them */
+            if (c->silent)
+                cut_stuck(st);
             conn_free(c);
             c = NULL;
             missed = true;
         }
+        int64_t t0 = mono_ms();
         if (!c && !(c = listener_connect(st))) {
+            if (mono_ms() - t0 >= HEALTH_MS)   /* timed out, not refused */
+                cut_stuck(st);
             listener_stopping(st, 1000);
             continue;
         }
@@ -2043,7 +2259,7 @@ static void *listener_main(void *arg)
             if (!__atomic_load_n(&st->leader, __ATOMIC_RELAXED)) {
                 if (timed_true(c, "SELECT pg_try_advisory_lock(x'" LEADER_LOCK "'::bigint)")) {
                     __atomic_store_n(&st->leader, true, __ATOMIC_RELAXED);
-                    fprintf(stderr, "quernd: postgres: this node (%s) is the leader\n", st->node_id);
+                    log_write(LOG_INFO, "postgres", NULL, "this node (%s) is the leader", st->node_id);
                 }
             } else {
                 timed_true(c, "SELECT true");   /* health: marks c broken when unanswered */
@@ -2248,7 +2464,7 @@ static PGresult *run_bin(struct conn *c, const char *sql, int n, const char *con
     PGresult *r = PQexecPrepared(c->pg, name, n, vals, lens, formats, result_format);
     ExecStatusType s = PQresultStatus(r);
     if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK) {
-        fprintf(stderr, "quernd: postgres: %s: %s", sql, PQerrorMessage(c->pg));
+        stmt_failed(c, sql);
         PQclear(r);
         return NULL;
     }
@@ -2413,8 +2629,8 @@ static int pg_blob_get(struct store *s, const char *sha, int64_t *size, store_bl
         n += rows;
     }
     if (total != want) {
-        fprintf(stderr, "quernd: postgres: blob %s has %lld of its %lld bytes\n", sha,
-                (long long)total, (long long)want);
+        log_write(LOG_ERROR, "postgres", NULL, "blob %s has %lld of its %lld bytes", sha,
+                  (long long)total, (long long)want);
         rc = -EIO;
     }
 out:

@@ -50,6 +50,95 @@ def test_health_and_ops():
     assert "/api/projects/{project_id}/tasks" in doc["paths"]
 
 
+def prometheus(text):
+    """A strict reading of the Prometheus text format (0.0.4): HELP/TYPE
+    once per family and before its samples, families not split, label
+    values escaped, no duplicate series, no NaN, histogram buckets sorted,
+    cumulative, ending in +Inf that equals _count, with _sum.  Returns
+    {(name, ((label, value), ...)): float}."""
+    import math
+    import re
+    name_re = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+    sample = re.compile(r"^(%s)(?:\{(.*)\})? (\S+)$" % name_re)
+    label = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"(?:,|$)')
+    assert text.endswith("\n"), text[-50:]
+    types, series, done, cur = {}, {}, set(), None
+    for line in text.split("\n")[:-1]:
+        if line.startswith("#"):
+            m = re.match(r"^# (HELP|TYPE) (%s) (.+)$" % name_re, line)
+            assert m, line
+            kind, fam, rest = m.groups()
+            if kind == "TYPE":
+                assert fam not in types and rest in ("counter", "gauge", "histogram", "summary",
+                                                     "untyped"), line
+                types[fam] = rest
+        else:
+            m = sample.match(line)
+            assert m, line
+            name, labels, value = m.groups()
+            fam = name
+            for suffix in ("_bucket", "_sum", "_count"):
+                if name.endswith(suffix) and types.get(name[:-len(suffix)]) == "histogram":
+                    fam = name[:-len(suffix)]
+            pairs, pos = [], 0
+            while labels and pos < len(labels):
+                lm = label.match(labels, pos)
+                assert lm, line
+                pairs.append(lm.groups())
+                pos = lm.end()
+            assert len({k for k, _ in pairs}) == len(pairs), line
+            assert re.match(r"^([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?|[-+]Inf)$", value), line
+            key = (name, tuple(sorted(pairs)))
+            assert key not in series, "duplicate " + line
+            series[key] = float(value.replace("Inf", "inf"))
+        if fam != cur:
+            assert fam not in done, "family %s split" % fam
+            done.add(fam)
+            cur = fam
+    for fam in (f for f, t in types.items() if t == "histogram"):
+        buckets = [(float(dict(l)["le"].replace("Inf", "inf")), v) for (n, l), v in series.items()
+                   if n == fam + "_bucket"]
+        assert buckets == sorted(buckets) and buckets[-1][0] == math.inf, buckets
+        assert series[(fam + "_count", ())] == buckets[-1][1] and (fam + "_sum", ()) in series
+    return series
+
+
+def test_metrics_format_and_numbers():
+    """/metrics after a known workload: strictly valid exposition text, and
+    runs by status equal to the API's list totals, queue depth by priority,
+    requests by route and code as sent; quern_store_up 1."""
+    s = Server()
+    try:
+        for pr in ("urgent", "high", "medium", "low", "low", "medium"):
+            expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "mx", "run": True, "priority": pr}), 201)
+        runs = expect(s.req("POST", P + "/workers/lease", {"agent_id": "mx", "max": 3}), 200)["data"]
+        assert len(runs) == 3, runs
+        expect(s.req("POST", P + "/workers/report", {"results": [
+            {"run_id": runs[0]["id"], "attempt": runs[0]["attempt"], "status": "completed"},
+            {"run_id": runs[1]["id"], "attempt": runs[1]["attempt"], "status": "failed",
+             "error": {"message": "no"}}]}), 200)
+        expect(s.req("GET", P + "/tasks/task_none"), 404)
+        m = s.req("GET", "/metrics", key=None)
+        assert m.status == 200 and m.header("Content-Type").startswith("text/plain; version=0.0.4")
+        series = prometheus(m.text)
+        assert series[("quern_store_up", ())] == 1
+        for st in ("queued", "running", "completed", "failed", "canceled"):
+            total = expect(s.req("GET", P + "/runs?status=%s&limit=1" % st), 200)["total"]
+            assert series[("quern_runs", (("status", st),))] == total, (st, total)
+        depth = {dict(l)["priority"]: v for (n, l), v in series.items() if n == "quern_queue_depth"}
+        assert depth == {"urgent": 0, "high": 0, "medium": 1, "low": 2}, depth
+
+        def http(route, method, code):
+            return series.get(("quern_http_requests_total",
+                               (("code", code), ("method", method), ("route", route))))
+        assert http("/api/projects/:project_id/tasks", "POST", "201") == 6
+        assert http("/api/projects/:project_id/workers/lease", "POST", "200") == 1
+        assert http("/api/projects/:project_id/tasks/:task_id", "GET", "404") == 1
+        assert series[("quern_dispatch_latency_ms_count", ())] == 3
+    finally:
+        s.stop()
+
+
 def test_head_and_405_allow():
     # HEAD (a load balancer's health check, curl -I) was 405 everywhere, and
     # a 405 had no Allow header (RFC 9110 requires one)

@@ -296,6 +296,37 @@ def test_requests_over_a_keys_rate_are_429_with_retry_after():
         os.unlink(conf.name)
 
 
+def test_request_logs_survive_what_clients_send():
+    """With QUERN_LOG_REQUESTS=1 an unmatched request's path (decoded) and
+    its method are in the log line: "GET /%ff" (no key needed) crashed
+    quernd in JSON mode (SIGSEGV: the line's object could not be built from
+    invalid UTF-8), and "/%0a{...}" forged a whole line in text mode."""
+    for fmt in ("json", "text"):
+        s = Server(env={"QUERN_LOG_REQUESTS": "1", "QUERN_LOG_FORMAT": fmt})
+        try:
+            for path in ("/nothing%ff", "/x%0a%7b%22level%22:%22error%22%7d", "/x%1b[31mred%00z"):
+                assert s.req("GET", path, key=None).status == 404
+            c = socket.create_connection((s.host, s.port))
+            c.sendall(b"G\xffT /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            c.recv(100)
+            c.close()
+            expect(s.req("GET", "/healthz", key=None), 200)   # alive
+            with open(os.path.join(s.data, "stderr.log"), "rb") as f:
+                lines = f.read().decode().splitlines()   # valid UTF-8
+            if fmt == "json":
+                msgs = [json.loads(l) for l in lines]
+                assert all({"ts", "level", "msg"} <= set(o) for o in msgs), lines
+                msgs = [o["msg"] for o in msgs]
+            else:
+                assert all(l.startswith("quernd: ") for l in lines), lines
+                assert not any("\x1b" in l for l in lines), lines
+                msgs = lines
+            # the bad byte is shown, escaped
+            assert sum("GET /nothing\\xff" in m for m in msgs) == 1, lines
+        finally:
+            s.stop()
+
+
 def test_a_bad_rate_setting_stops_quernd():
     for env in ({"QUERN_RATE_LIMIT": "fast"}, {"QUERN_RATE_BURST": "-1"}):
         p = subprocess.run([os.path.join(BUILD, "quernd"), "--listen", "127.0.0.1:0",
