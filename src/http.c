@@ -981,6 +981,8 @@ void http_metrics(struct http *h, struct buf *out)
 {
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->d, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
     if (di)
-        buf_printf(out, "# TYPE quern_http_connections gauge\nquern_http_connections %u\n",
+        buf_printf(out,
+                   "# HELP quern_http_connections HTTP connections open on this node\n"
+                   "# TYPE quern_http_connections gauge\nquern_http_connections %u\n",
                    di->num_connections);
 }

@@ -63,7 +63,9 @@ void log_write(enum log_level level, const char *component, json_t *fields, cons
     buf_append(&msg, "", 1);   /* NUL-terminated, not counted */
     msg.len--;
     if (text_format) {
-        buf_printf(&line, "quernd: %s: %s", component, msg.data);
+        buf_printf(&line, "quernd: %s: %s%s", component, level >= LOG_WARN ? names[level] : "",
+                   level >= LOG_WARN ? ": " : "");
+        buf_puts(&line, msg.data);
         const char *k;
         json_t *v;
         json_object_foreach(fields, k, v) {

@@ -95,6 +95,20 @@ def test_sighup_is_ignored_not_fatal():
         assert "SIGHUP ignored" in f.read()
 
 
+def test_text_logs_name_warnings_and_errors():
+    # QUERN_LOG_FORMAT=text showed no level: a warning read as any line
+    s = Server(env={"QUERN_LOG_FORMAT": "text"})
+    try:
+        s.proc.send_signal(signal.SIGHUP)
+        expect(s.req("GET", P + "/tasks"), 200)
+    finally:
+        s.stop()
+    with open(os.path.join(s.data, "stderr.log")) as f:
+        text = f.read()
+    assert "quernd: server: warn: SIGHUP ignored" in text, text
+    assert "quernd: server: listening" in text, text   # info stays unmarked
+
+
 def test_a_directory_as_the_config_file_is_refused():
     d = tmpdir()
     refused(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data"), "--config", d],
