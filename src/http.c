@@ -805,7 +805,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (log_requests())
         log_write(LOG_INFO, "http",
                   json_pack("{s:s, s:s, s:s, s:i, s:I, s:s, s:b}", "request_id", r->request_id,
-                            "method", r->method, "route",
+                            /* a method is any token a client sends: one that is
+                             * not UTF-8 lost the line's fields (json_pack) */
+                            "method", utf8_ok(r->method) ? r->method : "?", "route",
                             r->route ? r->route->pattern : "unmatched", "status", r->status,
                             "duration_ms", (json_int_t)(mono_ms() - r->start_mono), "key_id",
                             r->key_id, "completed", r->delivered_ok),
