@@ -348,6 +348,31 @@ static bool start_allowed(struct req *r, const json_t *run, const char *param)
     return false;
 }
 
+/* A report's progress: absent, null, or a number from 0 to 1; false after
+ * answering 400. */
+static bool progress_ok(struct req *r, const json_t *progress)
+{
+    if (!progress || json_is_null(progress) ||
+        (json_is_number(progress) && json_number_value(progress) >= 0 &&
+         json_number_value(progress) <= 1))
+        return true;
+    http_error(r, 400, json_is_number(progress) ? "out_of_range" : "invalid_type", "progress",
+               "progress must be a number from 0 to 1");
+    return false;
+}
+
+/* Fencing: a report that names an attempt names the run's current one;
+ * false after answering 409 stale_attempt. */
+static bool attempt_ok(struct req *r, const json_t *run, json_int_t attempt)
+{
+    json_int_t now = json_integer_value(json_object_get(run, "attempt"));
+    if (!attempt || attempt == now)
+        return true;
+    http_error(r, 409, "stale_attempt", "attempt", "attempt %lld is not the run's current attempt %lld",
+               (long long)attempt, (long long)now);
+    return false;
+}
+
 static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
 {
     struct req *r = op->r;
@@ -364,19 +389,10 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         !api_int(r, b, "exit_code", "exit_code", -1000, 1000, &exit_code) ||
         !api_int(r, b, "attempt", "attempt", 1, 1000000, &attempt))
         return -EINVAL;
-    if (progress && !json_is_null(progress) &&
-        (!json_is_number(progress) || json_number_value(progress) < 0 ||
-         json_number_value(progress) > 1)) {
-        http_error(r, 400, json_is_number(progress) ? "out_of_range" : "invalid_type", "progress",
-                   "progress must be a number from 0 to 1");
+    if (!progress_ok(r, progress))
         return -EINVAL;
-    }
-    if (attempt && attempt != json_integer_value(json_object_get(run, "attempt"))) {
-        http_error(r, 409, "stale_attempt", "attempt",
-                   "attempt %lld is not the run's current attempt %lld", (long long)attempt,
-                   (long long)json_integer_value(json_object_get(run, "attempt")));
+    if (!attempt_ok(r, run, attempt))
         return -EPERM;
-    }
     enum run_status from = run_status_of(run);
     if (run_status_terminal(from)) {
         http_error(r, 409, "run_finished", "status", "the run is %s and cannot change",
@@ -1081,25 +1097,16 @@ static int heartbeat_fn(struct runop *op, struct store_tx *tx, json_t *run)
         return -EINVAL;
     /* fencing, as a report's: a worker whose lease ran out and was given to
      * another (a new attempt) must not extend the new holder's lease */
-    if (attempt && attempt != json_integer_value(json_object_get(run, "attempt"))) {
-        http_error(r, 409, "stale_attempt", "attempt",
-                   "attempt %lld is not the run's current attempt %lld", (long long)attempt,
-                   (long long)json_integer_value(json_object_get(run, "attempt")));
+    if (!attempt_ok(r, run, attempt))
         return -EPERM;
-    }
     const char *holder = json_string_value(json_object_get(run, "worker_id"));
     if (worker && holder && strcmp(worker, holder)) {
         http_error(r, 409, "lease_not_held", "worker_id",
                    "the run's lease is held by another worker");
         return -EPERM;
     }
-    if (progress && !json_is_null(progress) &&
-        (!json_is_number(progress) || json_number_value(progress) < 0 ||
-         json_number_value(progress) > 1)) {
-        http_error(r, 400, json_is_number(progress) ? "out_of_range" : "invalid_type", "progress",
-                   "progress must be a number from 0 to 1");
+    if (!progress_ok(r, progress))
         return -EINVAL;
-    }
     if (run_status_of(run) != RS_RUNNING) {
         http_error(r, 409, "not_running", NULL, "the run is %s; only a running run has a lease",
                    run_status_name(run_status_of(run)));

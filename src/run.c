@@ -477,6 +477,22 @@ static bool block_on_dependencies(struct store_tx *tx, const json_t *task, json_
 }
 
 static char *recheck_blocked(struct store_tx *tx, json_t *run);
+static int move(struct store_tx *tx, struct app *app, json_t *run, enum run_status to,
+                const struct run_outcome *out);
+
+/* Looks at run's dependencies again (recheck_blocked) and fails it with
+ * dependency_failed when one has ended otherwise than completed. */
+static int fail_if_dependency_ended(struct store_tx *tx, struct app *app, json_t *run)
+{
+    char *failed = recheck_blocked(tx, run);
+    int rc = 0;
+    if (failed) {
+        struct run_outcome o = {.code = "dependency_failed", .message = failed, .no_retry = true};
+        rc = move(tx, app, run, RS_FAILED, &o);
+    }
+    free(failed);
+    return rc;
+}
 
 /* A new run blocked on a dependency that has already failed for good fails
  * at once, as that end would have failed it (it waited queued for ever: the
@@ -485,14 +501,7 @@ static int fail_on_ended_dependency(struct store_tx *tx, struct app *app, json_t
 {
     if (run_status_of(run) != RS_QUEUED)
         return 0;   /* held or paused: looked at again as it is queued */
-    char *failed = recheck_blocked(tx, run);
-    int rc = 0;
-    if (failed) {
-        struct run_outcome o = {.code = "dependency_failed", .message = failed, .no_retry = true};
-        rc = run_move(tx, app, run, RS_FAILED, &o);
-    }
-    free(failed);
-    return rc;
+    return fail_if_dependency_ended(tx, app, run);
 }
 
 int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
@@ -775,13 +784,7 @@ int run_move(struct store_tx *tx, struct app *app, json_t *run, enum run_status 
     enum run_status from = run_status_of(run);
     if (to == RS_QUEUED && (from == RS_PAUSED || from == RS_INTERACTION_REQUIRED) &&
         json_array_size(json_object_get(run, "blocked_by"))) {
-        char *failed = recheck_blocked(tx, run);
-        int rc = 0;
-        if (failed) {
-            struct run_outcome o = {.code = "dependency_failed", .message = failed, .no_retry = true};
-            rc = move(tx, app, run, RS_FAILED, &o);
-        }
-        free(failed);
+        int rc = fail_if_dependency_ended(tx, app, run);
         if (rc || run_status_of(run) != from)
             return rc;
     }
