@@ -257,6 +257,8 @@ bool api_workers_claim(struct store_tx *tx, struct app *app, json_t *run)
     return true;
 }
 
+#define LEASE_ID_MAX 64
+
 static bool str_list(struct req *r, json_t *body, const char *field, const char **out, size_t max,
                      size_t *n)
 {
@@ -269,6 +271,13 @@ static bool str_list(struct req *r, json_t *body, const char *field, const char 
     json_array_foreach(a, i, v) {
         if (!json_is_string(v) || !json_string_length(v)) {
             http_error(r, 400, "invalid_type", field, "%s[%zu] must be a non-empty string", field, i);
+            return false;
+        }
+        /* runtime and definition ids are at most 64 (ASCII) characters: a
+         * longer one names nothing, and was taken (a lease matching nothing) */
+        if (json_string_length(v) > LEASE_ID_MAX) {
+            http_error(r, 400, "too_long", field, "%s[%zu] is longer than %d bytes", field, i,
+                       LEASE_ID_MAX);
             return false;
         }
         out[(*n)++] = json_string_value(v);

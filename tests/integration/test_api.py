@@ -547,6 +547,17 @@ def test_lease_report_and_fencing():
     assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["status"] == "completed"
 
 
+def test_lease_filter_ids_are_bounded():
+    # a runtime or definition id is at most 64 characters: a longer one in a
+    # lease's filters was taken and matched nothing (API.md: over-long
+    # strings are a 4xx naming the field)
+    for field in ("runtimes", "definitions"):
+        r = S.req("POST", P + "/workers/lease", {"worker_id": "w", field: ["sh", "x" * 65]})
+        assert r.status == 400 and r.json["error"]["code"] == "too_long", r
+        assert r.json["error"]["param"] == field and "%s[1]" % field in r.json["error"]["message"], r
+        expect(S.req("POST", P + "/workers/lease", {"worker_id": "w", field: ["x" * 64]}), 200)
+
+
 def test_lease_long_poll_wakes_on_new_run():
     import threading
     out = {}
