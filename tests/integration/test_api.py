@@ -931,6 +931,11 @@ def test_logs_and_session_logs():
     assert sl.json[0]["id"] not in [e["id"] for e in after.json]
     grouped = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)["data"]
     assert len(grouped) == 1 and len(grouped[0]["items"]) == 2
+    # the run id is required: absent or empty alike (empty was 404 "run  not found")
+    for q in ("", "?task="):
+        bad = S.req("GET", P + "/logs" + q)
+        assert bad.status == 400 and bad.json["error"]["code"] == "missing_parameter", bad
+        assert bad.json["error"]["param"] == "task", bad
 
 
 def test_logs_jsonl_survives_unicode_line_breaks():
