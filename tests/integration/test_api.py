@@ -629,10 +629,11 @@ def test_lease_prefer_minimal():
     keys = {"id", "task_id", "project_id", "attempt", "status", "input", "definition_id",
             "agent_id", "worker_id", "lease_expires_at"}
     t = agent_task(assigned_agent_id="lm", input={"k": [1, 2]})
+    keys_leased = keys | {"checkpoint"}   # what the attempt resumes from (null: nothing)
     r = S.req("POST", P + "/workers/lease", {"agent_id": "lm", "worker_id": "wm"}, headers=mini)
     run = expect(r, 200)["data"][0]
     assert r.header("Preference-Applied") == "return=minimal"
-    assert set(run) == keys, run
+    assert set(run) == keys_leased and run["checkpoint"] is None, run
     assert (run["task_id"], run["attempt"], run["status"], run["input"], run["worker_id"]) == \
         (t["id"], 1, "running", {"k": [1, 2]}, "wm"), run
     full = expect(S.req("GET", P + "/task-runs/" + run["id"] + "?include=input"), 200)
@@ -643,6 +644,26 @@ def test_lease_prefer_minimal():
     whole = expect(r, 200)["data"][0]
     assert r.header("Preference-Applied") is None and keys < set(whole), whole
     report(whole)
+
+
+def test_a_leased_retry_starts_with_the_latest_checkpoint():
+    # API.md: "a retry starts with the latest" checkpoint.  Code gets it as
+    # QUERN_CHECKPOINT; a worker leasing a retry (a new run, its own
+    # checkpoints list empty) got nothing of it
+    t = agent_task(assigned_agent_id="ckr")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "ckr"}), 200)["data"][0]
+    assert run["checkpoint"] is None, run
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    for step in (1, 2):
+        expect(S.req("POST", base + "/checkpoints", {"data": {"step": step}}), 200)
+    expect(S.req("PATCH", base, {"status": "failed", "error_message": "boom"}), 200)
+    expect(S.req("POST", P + "/tasks/%s/retry" % t["id"]), 201)
+    for mini in ({}, {"Prefer": "return=minimal"}):
+        again = expect(S.req("POST", P + "/workers/lease", {"agent_id": "ckr"}, headers=mini), 200)["data"]
+        assert len(again) == 1 and again[0]["id"] != run["id"], again
+        assert again[0]["attempt"] == 2 and again[0]["checkpoint"] == {"step": 2}, again
+        # handed back, so the other form leases the same retry again
+        expect(S.req("PATCH", P + "/tasks/%s/runs/%s" % (t["id"], again[0]["id"]), {"status": "queued"}), 200)
 
 
 def test_batch_all_or_nothing():
