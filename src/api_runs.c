@@ -1211,7 +1211,7 @@ static int grouped_fn(struct runop *op, struct store_tx *tx, json_t *run)
 void api_logs_grouped(struct req *r)
 {
     const char *run_id = http_query(r, "task");
-    if (!run_id) {
+    if (!run_id || !*run_id) {   /* ?task= was 404 "run  not found" */
         http_error(r, 400, "missing_parameter", "task", "task (a run id) is required");
         return;
     }

@@ -59,14 +59,23 @@ static void lease_fields(const struct lease *l, json_t *run, const char *ts)
  * `Prefer: return=minimal` only what working on it takes (docs/API.md). */
 static json_t *lease_view(const struct lease *l, const json_t *run)
 {
-    if (!l->minimal)
-        return run_public(run);
-    static const char *const keep[] = {"id", "task_id", "project_id", "attempt", "status",
-                                       "input", "definition_id", "agent_id", "worker_id",
-                                       "lease_expires_at"};
-    json_t *v = json_object();
-    for (size_t i = 0; i < ARRAY_LEN(keep); i++)
-        json_object_set_nocheck(v, keep[i], json_object_get(run, keep[i]) ?: json_null());
+    /* "a retry starts with the latest" checkpoint: code gets it as
+     * QUERN_CHECKPOINT; a worker gets it here, as "checkpoint" (null when
+     * the attempt starts afresh) -- a retry is a new run, whose own
+     * checkpoints list is empty */
+    json_t *cp = json_object_get(run, "latest_checkpoint");
+    json_t *v;
+    if (!l->minimal) {
+        v = run_public(run);
+    } else {
+        static const char *const keep[] = {"id", "task_id", "project_id", "attempt", "status",
+                                           "input", "definition_id", "agent_id", "worker_id",
+                                           "lease_expires_at"};
+        v = json_object();
+        for (size_t i = 0; i < ARRAY_LEN(keep); i++)
+            json_object_set_nocheck(v, keep[i], json_object_get(run, keep[i]) ?: json_null());
+    }
+    json_object_set_nocheck(v, "checkpoint", cp ? cp : json_null());
     return v;
 }
 
@@ -257,6 +266,8 @@ bool api_workers_claim(struct store_tx *tx, struct app *app, json_t *run)
     return true;
 }
 
+#define LEASE_ID_MAX 64
+
 static bool str_list(struct req *r, json_t *body, const char *field, const char **out, size_t max,
                      size_t *n)
 {
@@ -269,6 +280,13 @@ static bool str_list(struct req *r, json_t *body, const char *field, const char 
     json_array_foreach(a, i, v) {
         if (!json_is_string(v) || !json_string_length(v)) {
             http_error(r, 400, "invalid_type", field, "%s[%zu] must be a non-empty string", field, i);
+            return false;
+        }
+        /* runtime and definition ids are at most 64 (ASCII) characters: a
+         * longer one names nothing, and was taken (a lease matching nothing) */
+        if (json_string_length(v) > LEASE_ID_MAX) {
+            http_error(r, 400, "too_long", field, "%s[%zu] is longer than %d bytes", field, i,
+                       LEASE_ID_MAX);
             return false;
         }
         out[(*n)++] = json_string_value(v);

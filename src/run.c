@@ -863,16 +863,24 @@ int run_add_artifact(struct store_tx *tx, struct app *app, json_t *run, const ch
         arts = json_array();
         json_object_set_new_nocheck(run, "artifacts", arts);
     }
+    /* an artifact keeps its id when its name is given again (the name is
+     * its key: the new bytes replace the old); a new name gets an art_ id */
+    char id[ID_LEN] = "";
     size_t i;
     json_t *a;
     json_array_foreach(arts, i, a) {
         if (!strcmp(json_string_value(json_object_get(a, "name")) ?: "", name)) {
+            const char *old = json_string_value(json_object_get(a, "id"));
+            if (old)
+                snprintf(id, sizeof id, "%s", old);
             json_array_remove(arts, i);
             break;
         }
     }
+    if (!id[0])
+        id_new("art", id);
     char *path = xasprintf("runs/%s/%s", json_string_value(json_object_get(run, "id")), name);
-    json_t *m = json_pack("{s:s, s:s, s:I, s:s, s:s}", "name", name, "storage_path", path, "size",
+    json_t *m = json_pack("{s:s, s:s, s:s, s:I, s:s, s:s}", "id", id, "name", name, "storage_path", path, "size",
                           (json_int_t)size, "sha256", sha, "content_type", content_type);
     free(path);
     json_array_append(arts, m);

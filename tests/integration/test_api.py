@@ -242,6 +242,174 @@ def test_auth_errors():
     assert S.req("POST", "/api/projects", {"name": "x"}, key=ro).status == 403
 
 
+# Every route of the API with a body it would take: (method, path, body,
+# scopes that may use it).  {p} is the project, {t} {r} {d} {key} {whk} {trg}
+# {sto} objects of it (docs/API.md "Scopes imply": task:write includes
+# task:read, admin every scope, a worker key also reads runs).
+MATRIX_ROUTES = [
+    ("GET", "/api_keys", None, "A"),
+    ("POST", "/api_keys", {"name": "x", "scopes": ["task:read"]}, "A"),
+    ("DELETE", "/api_keys/{key}", None, "A"),
+    ("GET", "/definitions", None, "R"),
+    ("POST", "/definitions", {"title": "x", "code": "true"}, "W"),
+    ("GET", "/definitions/{d}", None, "R"),
+    ("PATCH", "/definitions/{d}", {"title": "y"}, "W"),
+    ("POST", "/definitions/{d}/trigger", {"input": {}}, "W"),
+    ("DELETE", "/definitions/{d}", None, "W"),
+    ("GET", "/tasks", None, "R"),
+    ("POST", "/tasks", {"name": "x", "code": "true", "run": False}, "W"),
+    ("POST", "/tasks/batch", {"tasks": [{"name": "x", "code": "true", "run": False}]}, "W"),
+    ("GET", "/tasks/queued_ids", None, "RK"),
+    ("GET", "/tasks/{t}", None, "R"),
+    ("PATCH", "/tasks/{t}", {"name": "z"}, "W"),
+    ("POST", "/tasks/{t}/run", {"input": {}}, "W"),
+    ("POST", "/tasks/{t}/cancel", None, "W"),
+    ("POST", "/tasks/{t}/retry", None, "W"),
+    ("POST", "/tasks/{t}/pause", None, "W"),
+    ("POST", "/tasks/{t}/resume", None, "W"),
+    ("GET", "/tasks/{t}/schedule", None, "R"),
+    ("GET", "/tasks/{t}/runs", None, "RK"),
+    ("POST", "/tasks/{t}/runs", {"input": {}}, "W"),
+    ("GET", "/tasks/{t}/runs/{r}", None, "RK"),
+    ("PATCH", "/tasks/{t}/runs/{r}", {"stage": "s"}, "WK"),
+    ("POST", "/tasks/{t}/runs/{r}/append_log", {"entries": [{"message": "m"}]}, "WK"),
+    ("GET", "/tasks/{t}/runs/{r}/logs", None, "RK"),
+    ("GET", "/tasks/{t}/runs/{r}/session_logs", None, "RK"),
+    ("GET", "/tasks/{t}/runs/{r}/stream", None, "RK"),
+    ("PATCH", "/tasks/{t}/runs/{r}/set_output", {"output": {}}, "WK"),
+    ("GET", "/tasks/{t}/runs/{r}/artifacts", None, "RK"),
+    ("GET", "/tasks/{t}/runs/{r}/artifacts/content?name=f.txt", None, "RK"),
+    ("POST", "/tasks/{t}/runs/{r}/artifacts", {"artifacts": [{"name": "a", "content": "x"}]}, "WK"),
+    ("POST", "/tasks/{t}/runs/{r}/artifacts/presign", {"storage_path": "x"}, "RK"),
+    ("POST", "/tasks/{t}/runs/{r}/command", {"jsonrpc": "2.0", "method": "user_message",
+                                             "params": {}, "id": 1}, "W"),
+    ("GET", "/tasks/{t}/runs/{r}/connection_token", None, "RK"),
+    ("POST", "/tasks/{t}/runs/{r}/relay_message", {"text": "x"}, "W"),
+    ("POST", "/tasks/{t}/runs/{r}/cancel", {"message": "m"}, "W"),
+    ("POST", "/tasks/{t}/runs/{r}/interaction", {"response": {"approved": True}}, "W"),
+    ("POST", "/tasks/{t}/runs/{r}/review", {"decision": "approve"}, "W"),
+    ("POST", "/tasks/{t}/runs/{r}/checkpoints", {"data": {}}, "WK"),
+    ("GET", "/tasks/{t}/runs/{r}/checkpoints", None, "RK"),
+    ("POST", "/tasks/{t}/runs/{r}/heartbeat", {"progress": 0.5}, "WK"),
+    ("POST", "/tasks/{t}/runs/{r}/storage_access",
+     {"instance_id": "{sto}", "scope": "project", "access_type": "accessed"}, "WK"),
+    ("GET", "/runs", None, "RK"),
+    ("GET", "/logs?task={r}", None, "RK"),
+    ("GET", "/task-runs/{r}", None, "RK"),
+    ("GET", "/storage", None, "R"),
+    ("POST", "/storage", {"scope": "project", "name": "zz"}, "W"),
+    ("POST", "/workers/lease", {"worker_id": "w", "wait_ms": 0}, "K"),
+    ("POST", "/workers/report", {"results": []}, "K"),
+    ("GET", "/policy", None, "R"),
+    ("PUT", "/policy", {}, "A"),
+    ("GET", "/secrets", None, "A"),
+    ("POST", "/secrets", {"name": "S2", "value": "v"}, "A"),
+    ("DELETE", "/secrets/SEC", None, "A"),
+    ("GET", "/triggers", None, "A"),
+    ("POST", "/triggers", {"task_id": "{t}", "secret": "s"}, "A"),
+    ("DELETE", "/triggers/{trg}", None, "A"),
+    ("GET", "/webhooks", None, "A"),
+    ("POST", "/webhooks", {"url": "http://127.0.0.1:9/", "events": ["task.created"]}, "A"),
+    ("GET", "/webhooks/{whk}", None, "A"),
+    ("GET", "/webhooks/{whk}/deliveries", None, "A"),
+    ("DELETE", "/webhooks/{whk}", None, "A"),
+    ("GET", "/events/stream", None, "R"),
+    ("DELETE", "/tasks/{t}", None, "W"),
+]
+
+
+def matrix_objects(project, key):
+    """One object of each kind in project, made with key: {name: id}."""
+    def mk(path, body):
+        r = S.req("POST", "/api/projects/%s%s" % (project, path), body, key=key)
+        assert r.status in (200, 201), (path, r)
+        return r.json
+    t = mk("/tasks", {"name": "m", "code": 'echo hi > "$QUERN_ARTIFACTS/f.txt"', "wait_for_result": True})
+    assert t["run"]["status"] == "completed", t
+    mk("/secrets", {"name": "SEC", "value": "v"})
+    return {"t": t["id"], "r": t["run"]["id"],
+            "d": mk("/definitions", {"title": "m", "code": "true"})["id"],
+            "key": mk("/api_keys", {"name": "m", "scopes": ["task:read"]})["id"],
+            "whk": mk("/webhooks", {"url": "http://127.0.0.1:9/", "events": ["task.created"]})["id"],
+            "trg": mk("/triggers", {"task_id": t["id"], "secret": "s"})["id"],
+            "sto": mk("/storage", {"scope": "project", "name": "m"})["id"]}
+
+
+def matrix_fill(x, project, objs):
+    if isinstance(x, dict):
+        return {k: matrix_fill(v, project, objs) for k, v in x.items()}
+    if isinstance(x, list):
+        return [matrix_fill(v, project, objs) for v in x]
+    if isinstance(x, str):
+        for k, v in objs.items():
+            x = x.replace("{%s}" % k, v)
+    return x
+
+
+def test_every_route_refuses_no_key_a_missing_scope_and_another_projects_objects():
+    # API.md: missing/bad key 401, missing scope 403, an object of another
+    # project 404 -- on every route, with the error shape, and nothing done
+    pa = expect(S.req("POST", "/api/projects", {"name": "matrix-a"}), 201)["id"]
+    pb = expect(S.req("POST", "/api/projects", {"name": "matrix-b"}), 201)["id"]
+    ka = new_key(["task:read", "task:write", "worker", "admin"], pa)
+    kb = new_key(["task:read", "task:write", "worker", "admin"], pb)
+    oa, ob = matrix_objects(pa, ka), matrix_objects(pb, kb)
+    single = {"task:read": "R", "task:write": "RWK", "worker": "K"}
+    keys = {sc: new_key([sc], pa) for sc in single}
+
+    def check(r, status, what):
+        assert r.status == status, (what, status, r)
+        e = r.json["error"]
+        assert e["type"] == {401: "unauthorized", 403: "forbidden", 404: "not_found"}[status], (what, r)
+        assert e["code"] and e["message"], (what, r)
+
+    for method, path, body, allowed in MATRIX_ROUTES:
+        what = "%s %s" % (method, path)
+        url = matrix_fill("/api/projects/%s%s" % (pa, path), pa, oa)
+        b = matrix_fill(body, pa, oa)
+        check(S.req(method, url, b, key=None), 401, what)
+        check(S.req(method, url, b, key="qk_not_a_key_at_all_0000"), 401, what)
+        for sc, has in single.items():
+            # a worker key reads runs ("K" on a GET means the read is allowed)
+            if not set(has) & set(allowed):
+                check(S.req(method, url, b, key=keys[sc]), 403, what + " as " + sc)
+        # project b's objects through project a (ids in the path or body); an
+        # id in a body names nothing in this project (400 unknown_task)
+        if any("{%s}" % k in path + json.dumps(body) for k in oa):
+            r = S.req(method, matrix_fill("/api/projects/%s%s" % (pa, path), pa, ob),
+                      matrix_fill(body, pa, ob), key=ka)
+            if (method, path) == ("POST", "/triggers"):
+                assert r.status == 400 and r.json["error"]["code"] == "unknown_task", r
+            else:
+                check(r, 404, what + " with another project's object")
+        # and project b's path with project a's key
+        check(S.req(method, matrix_fill("/api/projects/%s%s" % (pb, path), pb, ob),
+                    matrix_fill(body, pb, ob), key=ka), 404, what + " other project")
+    # nothing of project b was touched
+    pbp = "/api/projects/" + pb
+    assert expect(S.req("GET", pbp + "/tasks/" + ob["t"], key=kb), 200)["name"] == "m"
+    assert expect(S.req("GET", pbp + "/tasks/%s/runs/%s" % (ob["t"], ob["r"]), key=kb), 200)["stage"] is None
+    assert expect(S.req("GET", pbp + "/definitions/" + ob["d"], key=kb), 200)["title"] == "m"
+    assert [w["id"] for w in expect(S.req("GET", pbp + "/webhooks", key=kb), 200)["data"]] == [ob["whk"]]
+    assert [t["id"] for t in expect(S.req("GET", pbp + "/triggers", key=kb), 200)["data"]] == [ob["trg"]]
+    assert [k["revoked"] for k in expect(S.req("GET", pbp + "/api_keys", key=kb), 200)["data"]
+            if k["id"] == ob["key"]] == [False]
+    assert expect(S.req("GET", pbp + "/tasks", key=kb), 200)["total"] == 1
+    # nothing of project a either (every request above was refused)
+    assert expect(S.req("GET", "/api/projects/%s/tasks" % pa, key=ka), 200)["total"] == 1
+    # the matrix covers every project route the OpenAPI document lists
+    import re
+    doc = expect(S.req("GET", "/openapi.json", key=None), 200)
+    norm = lambda p: re.sub(r"\{[^}]+\}", "{}", p.split("?")[0])
+    have = {(m, norm(p)) for m, p, _, _ in MATRIX_ROUTES}
+    for p, ops in doc["paths"].items():
+        if p.startswith("/api/projects/{project_id}/"):
+            for m in ops:
+                if m in ("get", "post", "put", "patch", "delete"):
+                    pp = norm(p[len("/api/projects/{project_id}"):]).replace("/secrets/{}", "/secrets/SEC")
+                    assert (m.upper(), pp) in have, "route not in the matrix: %s %s" % (m.upper(), p)
+
+
 def test_projects_isolated():
     other = expect(S.req("POST", "/api/projects", {"name": "other"}), 201)["id"]
     okey = new_key(["task:read", "task:write"], other)
@@ -461,10 +629,11 @@ def test_lease_prefer_minimal():
     keys = {"id", "task_id", "project_id", "attempt", "status", "input", "definition_id",
             "agent_id", "worker_id", "lease_expires_at"}
     t = agent_task(assigned_agent_id="lm", input={"k": [1, 2]})
+    keys_leased = keys | {"checkpoint"}   # what the attempt resumes from (null: nothing)
     r = S.req("POST", P + "/workers/lease", {"agent_id": "lm", "worker_id": "wm"}, headers=mini)
     run = expect(r, 200)["data"][0]
     assert r.header("Preference-Applied") == "return=minimal"
-    assert set(run) == keys, run
+    assert set(run) == keys_leased and run["checkpoint"] is None, run
     assert (run["task_id"], run["attempt"], run["status"], run["input"], run["worker_id"]) == \
         (t["id"], 1, "running", {"k": [1, 2]}, "wm"), run
     full = expect(S.req("GET", P + "/task-runs/" + run["id"] + "?include=input"), 200)
@@ -475,6 +644,26 @@ def test_lease_prefer_minimal():
     whole = expect(r, 200)["data"][0]
     assert r.header("Preference-Applied") is None and keys < set(whole), whole
     report(whole)
+
+
+def test_a_leased_retry_starts_with_the_latest_checkpoint():
+    # API.md: "a retry starts with the latest" checkpoint.  Code gets it as
+    # QUERN_CHECKPOINT; a worker leasing a retry (a new run, its own
+    # checkpoints list empty) got nothing of it
+    t = agent_task(assigned_agent_id="ckr")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "ckr"}), 200)["data"][0]
+    assert run["checkpoint"] is None, run
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    for step in (1, 2):
+        expect(S.req("POST", base + "/checkpoints", {"data": {"step": step}}), 200)
+    expect(S.req("PATCH", base, {"status": "failed", "error_message": "boom"}), 200)
+    expect(S.req("POST", P + "/tasks/%s/retry" % t["id"]), 201)
+    for mini in ({}, {"Prefer": "return=minimal"}):
+        again = expect(S.req("POST", P + "/workers/lease", {"agent_id": "ckr"}, headers=mini), 200)["data"]
+        assert len(again) == 1 and again[0]["id"] != run["id"], again
+        assert again[0]["attempt"] == 2 and again[0]["checkpoint"] == {"step": 2}, again
+        # handed back, so the other form leases the same retry again
+        expect(S.req("PATCH", P + "/tasks/%s/runs/%s" % (t["id"], again[0]["id"]), {"status": "queued"}), 200)
 
 
 def test_batch_all_or_nothing():
@@ -545,6 +734,17 @@ def test_lease_report_and_fencing():
     final = expect(S.req("GET", P + "/task-runs/" + run["id"]), 200)
     assert final["status"] == "completed" and final["output"] == {"ok": 1}
     assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["status"] == "completed"
+
+
+def test_lease_filter_ids_are_bounded():
+    # a runtime or definition id is at most 64 characters: a longer one in a
+    # lease's filters was taken and matched nothing (API.md: over-long
+    # strings are a 4xx naming the field)
+    for field in ("runtimes", "definitions"):
+        r = S.req("POST", P + "/workers/lease", {"worker_id": "w", field: ["sh", "x" * 65]})
+        assert r.status == 400 and r.json["error"]["code"] == "too_long", r
+        assert r.json["error"]["param"] == field and "%s[1]" % field in r.json["error"]["message"], r
+        expect(S.req("POST", P + "/workers/lease", {"worker_id": "w", field: ["x" * 64]}), 200)
 
 
 def test_lease_long_poll_wakes_on_new_run():
@@ -752,6 +952,11 @@ def test_logs_and_session_logs():
     assert sl.json[0]["id"] not in [e["id"] for e in after.json]
     grouped = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)["data"]
     assert len(grouped) == 1 and len(grouped[0]["items"]) == 2
+    # the run id is required: absent or empty alike (empty was 404 "run  not found")
+    for q in ("", "?task="):
+        bad = S.req("GET", P + "/logs" + q)
+        assert bad.status == 400 and bad.json["error"]["code"] == "missing_parameter", bad
+        assert bad.json["error"]["param"] == "task", bad
 
 
 def test_logs_jsonl_survives_unicode_line_breaks():

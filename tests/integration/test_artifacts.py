@@ -145,6 +145,30 @@ def test_a_name_given_again_replaces_and_counts_once():
     assert expect(S.req("GET", base + "/artifacts"), 200)["total"] == 1000
 
 
+def test_every_artifact_has_an_art_id_kept_when_replaced():
+    # API.md lists art_ among the id prefixes; the manifest entries had no id
+    base = run_base()
+    out = expect(S.req("POST", base + "/artifacts", {"artifacts": [
+        {"name": "a.txt", "content": "one"}, {"name": "b.txt", "content": "two"}]}), 200)
+    ids = {a["name"]: a["id"] for a in out["data"]}
+    assert all(i.startswith("art_") for i in ids.values()) and len(set(ids.values())) == 2, out
+    run = expect(S.req("GET", base), 200)
+    assert {a["name"]: a["id"] for a in run["artifacts"]} == ids, run["artifacts"]
+    assert {a["name"]: a["id"] for a in expect(S.req("GET", base + "/artifacts"), 200)["data"]} == ids
+    # a name given again is the same artifact with new bytes: it keeps its id
+    again = expect(S.req("POST", base + "/artifacts", {"artifacts": [{"name": "a.txt", "content": "1"}]}), 200)
+    assert {a["name"]: (a["id"], a["size"]) for a in again["data"]} == {
+        "a.txt": (ids["a.txt"], 1), "b.txt": (ids["b.txt"], 3)}, again
+    # files left by code get one too, and the artifact event carries it
+    t = expect(S.req("POST", P + "/tasks", {"code": 'printf x > "$QUERN_ARTIFACTS/c.txt"',
+                                            "wait_for_result": True}), 201)
+    art = t["run"]["artifacts"][0]
+    assert art["id"].startswith("art_"), art
+    evs = expect(S.req("GET", P + "/tasks/%s/runs/%s/session_logs?event_types=task_run.artifact"
+                       % (t["id"], t["run"]["id"])), 200)
+    assert [e["data"]["id"] for e in evs] == [art["id"]], evs
+
+
 def test_presigned_url_needs_no_key_and_refuses_tampering():
     base = run_base()
     expect(S.req("POST", base + "/artifacts", {"artifacts": [{"name": "p.txt", "content": "secret"}]}), 200)
