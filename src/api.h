@@ -61,6 +61,10 @@ int api_list_page(struct store_tx *tx, enum store_kind kind, const char *project
 /* Answers 400 for api_list_page's -ESRCH (what: "task", "run"). */
 void api_cursor_unknown(struct req *r, const char *what, const char *after);
 
+/* A task's metadata within its bounds (at most 100 keys of 1-256 bytes,
+ * 16 KiB as JSON); false after answering 400 naming param.KEY or param. */
+bool api_metadata_ok(struct req *r, const json_t *md, const char *param);
+
 /* True when the project exists (answers 404 otherwise). */
 bool api_project(struct req *r, const char *project_id);
 

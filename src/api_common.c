@@ -9,6 +9,7 @@
 #include <microhttpd.h>
 
 #include "api.h"
+#include "jdump.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -370,6 +371,40 @@ bool api_metadata_filters(struct req *r, struct store_filter *f, size_t *nf, siz
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, md_arg, &c);
     if (c.overflow) {
         http_error(r, 400, "too_many_filters", "metadata", "at most %zu filters per list", max);
+        return false;
+    }
+    return true;
+}
+
+#define METADATA_MAX_KEYS 100
+#define METADATA_MAX_KEY 256
+#define METADATA_MAX_BYTES 16384
+
+bool api_metadata_ok(struct req *r, const json_t *md, const char *param)
+{
+    if (!md || json_is_null(md))
+        return true;
+    if (json_object_size(md) > METADATA_MAX_KEYS) {
+        http_error(r, 400, "too_many_keys", param, "%s has more than %d keys", param,
+                   METADATA_MAX_KEYS);
+        return false;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)md, k, v) {
+        size_t n = strlen(k);
+        if (n == 0 || n > METADATA_MAX_KEY) {
+            http_error(r, 400, n ? "too_long" : "invalid_value", param,
+                       "%s keys are 1-%d bytes (one is %zu)", param, METADATA_MAX_KEY, n);
+            return false;
+        }
+    }
+    char *s = jdump(md, NULL);
+    size_t len = strlen(s);
+    free(s);
+    if (len > METADATA_MAX_BYTES) {
+        http_error(r, 400, "too_long", param, "%s is %zu bytes as JSON; at most %d", param, len,
+                   METADATA_MAX_BYTES);
         return false;
     }
     return true;

@@ -279,6 +279,8 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
                    P("account_id"));
         return NULL;
     }
+    if (!api_metadata_ok(r, metadata, P("metadata")))
+        return NULL;
     if (id && !api_id_ok(id)) {
         http_error(r, 400, "invalid_id", P("id"),
                    "%s must be 1-64 characters of letters, digits, '_', '-', '.', ':' (not . or ..)", p);
@@ -1057,7 +1059,7 @@ static int update_fn(struct store_tx *tx, void *arg)
         !api_str(r, b, "timezone", "timezone", 64, &tz) ||
         !api_str(r, b, "deadline", "deadline", 64, &deadline) ||
         !api_obj(r, b, "metadata", "metadata", &md) || !api_obj(r, b, "input", "input", &input) ||
-        !string_array(r, b, "dependencies", "", 100, 64, &deps))
+        !string_array(r, b, "dependencies", "", 100, 64, &deps) || !api_metadata_ok(r, md, "metadata"))
         goto out;
     if (json_is_null(json_object_get(b, "timezone")))
         tz = "UTC";   /* null is the default again, as at create (it was ignored) */

@@ -528,6 +528,20 @@ def test_task_name_search():
     assert S.req("GET", P + "/tasks?q=" + "x" * 300).status == 400
 
 
+def test_metadata_is_bounded():
+    # a 100 KB key or value was taken (up to the 16 MiB body): over-long strings are 4xx
+    for md, code in (({"k" * 257: 1}, "too_long"), ({"": 1}, "invalid_value"),
+                     ({"k": "v" * 20000}, "too_long"), ({"k%d" % i: i for i in range(101)}, "too_many_keys")):
+        r = S.req("POST", P + "/tasks", {"assigned_agent_id": "md", "metadata": md})
+        assert r.status == 400 and r.json["error"]["code"] == code and r.json["error"]["param"] == "metadata", r.json
+        r = S.req("POST", P + "/tasks/batch", {"tasks": [{"assigned_agent_id": "md", "metadata": md}]})
+        assert r.status == 400 and r.json["error"]["param"] == "tasks[0].metadata", r.json
+    t = agent_task(metadata={"k" * 256: "v" * 4000, "n": 1})
+    r = S.req("PATCH", P + "/tasks/" + t["id"], {"metadata": {"x": "v" * 20000}})
+    assert r.status == 400 and r.json["error"]["param"] == "metadata", r.json
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["metadata"]["n"] == 1
+
+
 def test_list_paging():
     ids = [agent_task(name="page%d" % i, metadata={"pg": "1"})["id"] for i in range(5)]
     a = expect(S.req("GET", P + "/tasks?metadata.pg=1&limit=2"), 200)
