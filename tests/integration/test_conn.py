@@ -311,8 +311,15 @@ def test_request_logs_survive_what_clients_send():
             c.recv(100)
             c.close()
             expect(s.req("GET", "/healthz", key=None), 200)   # alive
-            with open(os.path.join(s.data, "stderr.log"), "rb") as f:
-                lines = f.read().decode().splitlines()   # valid UTF-8
+
+            def logged():
+                # a request's line is written once its answer is sent: a client
+                # may read it first, so wait for all four lines
+                with open(os.path.join(s.data, "stderr.log"), "rb") as f:
+                    got = f.read().decode().splitlines()   # valid UTF-8
+                n = sum('"component":"http"' in l or l.startswith("quernd: http:") for l in got)
+                return got if n >= 5 else None
+            lines = wait_for(logged, 30, "the five request lines")
             if fmt == "json":
                 msgs = [json.loads(l) for l in lines]
                 assert all({"ts", "level", "msg"} <= set(o) for o in msgs), lines
