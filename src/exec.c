@@ -585,6 +585,39 @@ static char *utf8_clean(const char *s, size_t n)
     return buf_steal(&b);
 }
 
+static void nul_to_fffd(json_t *j)
+{
+    if (json_is_string(j)) {
+        char *clean = utf8_clean(json_string_value(j), json_string_length(j));
+        if (clean)
+            json_string_set(j, clean);
+        free(clean);
+    } else if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v)
+            nul_to_fffd(v);
+    } else if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v)
+            nul_to_fffd(v);
+    }
+}
+
+/* JSON the box wrote (fd 3, QUERN_OUTPUT), parsed with "\u0000" allowed in
+ * strings, as JSON allows: each NUL becomes U+FFFD, as in log lines.
+ * Refusing it failed valid output (python's json.dump of a string read
+ * from /proc/self/cmdline) with invalid_output; keeping it cannot be
+ * stored (strings are C text, PostgreSQL's jsonb refuses \u0000).  A
+ * key cannot hold one: jansson refuses that whatever the flags. */
+static json_t *box_json_load(const char *s, size_t n, size_t flags, json_error_t *e)
+{
+    json_t *j = json_loadb(s, n, flags | JSON_ALLOW_NUL, e);
+    nul_to_fffd(j);
+    return j;
+}
+
 static void deliver_line(struct exec *ex, struct run *r, const char *type, const char *s, size_t n)
 {
     if (r->kill_code && strcmp(r->kill_code, "output_limit_exceeded") == 0)
@@ -670,7 +703,7 @@ static char *box_json_error(const struct run *r, const json_error_t *e)
 static void handle_control(struct exec *ex, struct run *r, const char *s, size_t n)
 {
     json_error_t jerr;
-    json_t *m = json_loadb(s, n, 0, &jerr);
+    json_t *m = box_json_load(s, n, 0, &jerr);
     redact_control(r, m);
     const char *type = m ? json_string_value(json_object_get(m, "type")) : NULL;
     /* Everything the code sends is stored, so all of it counts against
@@ -2050,7 +2083,7 @@ static int read_output(const struct run *r, int qfd, json_t **out, char **why)
                              OUTPUT_FILE_MAX);
         else if (json_values_bound(b.data ? b.data : "", b.len) > OUTPUT_MAX_VALUES)
             *why = xasprintf("QUERN_OUTPUT holds more than %d JSON values", OUTPUT_MAX_VALUES);
-        else if (!(j = json_loadb(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr))) {
+        else if (!(j = box_json_load(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr))) {
             char *jw = box_json_error(r, &jerr);
             *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)", jw, jerr.line);
             free(jw);

@@ -347,6 +347,26 @@ def test_invalid_output_file():
     assert run["status"] == "completed" and run["output"] is None
 
 
+def test_nul_escape_in_box_json_is_valid():
+    """"\\u0000" is valid JSON (python's json.dump of /proc/self/cmdline writes
+    it): in QUERN_OUTPUT and fd-3 messages it is taken, each NUL becoming
+    U+FFFD as in log lines (it failed the run invalid_output, and the fd-3
+    message was ignored)."""
+    code = py(CTL_PY + "ctl({'type': 'log', 'level': 'warn', 'message': 'a\\0b', 'data': {'k': 'x\\0'}})\n"
+                       "ctl({'type': 'checkpoint', 'data': {'s': '\\0'}})\n"
+                       "json.dump({'argv': 'one\\0two\\0', 'l': ['\\0']}, open(os.environ['QUERN_OUTPUT'], 'w'))\n")
+    for t, run, lg in many([(code, "python", {}), (code.replace("json.dump({", "ctl({'type': 'output', 'output': "
+                                                                "{'argv': 'one\\0two\\0', 'l': ['\\0']}})\n#"),
+                                              "python", {})]):
+        assert run["status"] == "completed", run
+        assert run["output"] == {"argv": "one\ufffdtwo\ufffd", "l": ["\ufffd"]}, run["output"]
+        entry = [x for x in lg if x["message"] == "a\ufffdb"]
+        assert entry and entry[0]["level"] == "warn" and entry[0]["data"] == {"k": "x\ufffd"}, lg
+        assert not [x for x in lg if "invalid control message" in x["message"]], lg
+        cps = expect(S.req("GET", base_of(t, run) + "/checkpoints"), 200)["data"]
+        assert cps and cps[0]["data"] == {"s": "\ufffd"}, cps
+
+
 def test_output_file_wins_over_control_output():
     for code in ('echo \'{"type":"output","output":{"from":"fd3"}}\' >&3; echo \'{"from":"file"}\' > "$QUERN_OUTPUT"',
                  'echo \'{"from":"file"}\' > "$QUERN_OUTPUT"; echo \'{"type":"output","output":{"from":"fd3"}}\' >&3'):
