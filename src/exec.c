@@ -605,15 +605,70 @@ static void nul_to_fffd(json_t *j)
     }
 }
 
-/* JSON the box wrote (fd 3, QUERN_OUTPUT), parsed with "\u0000" allowed in
- * strings, as JSON allows: each NUL becomes U+FFFD, as in log lines.
- * Refusing it failed valid output (python's json.dump of a string read
- * from /proc/self/cmdline) with invalid_output; keeping it cannot be
- * stored (strings are C text, PostgreSQL's jsonb refuses \u0000).  A
- * key cannot hold one: jansson refuses that whatever the flags. */
+/* The code unit of the escape "\uXXXX" at p (p[0] is the backslash), or
+ * -1 when p does not hold one. */
+static long u_escape(const char *p, const char *end)
+{
+    if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+        return -1;
+    long v = 0;
+    for (int i = 2; i < 6; i++) {
+        int c = (unsigned char)p[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* s[0..n) with each escape of a lone surrogate ("\udcff" with no pair)
+ * as "\ufffd", the same length; malloc'd, NULL when there is none (the
+ * usual case).  Other escapes are skipped whole, so "\\udcff" (a
+ * backslash, then text) is left alone. */
+static char *lone_surrogates_fffd(const char *s, size_t n)
+{
+    const char *end = s + n;
+    char *copy = NULL;
+    for (const char *p = s; p < end; p++) {
+        if (*p != '\\')
+            continue;
+        long v = u_escape(p, end);
+        if (v < 0xD800 || v > 0xDFFF) {
+            p++;               /* the escaped character, whatever it is */
+            continue;
+        }
+        long lo = v <= 0xDBFF ? u_escape(p + 6, end) : -1;
+        if (lo >= 0xDC00 && lo <= 0xDFFF) {
+            p += 11;           /* a pair */
+            continue;
+        }
+        if (!copy) {
+            copy = xmalloc(n + 1);
+            memcpy(copy, s, n);
+            copy[n] = '\0';
+        }
+        memcpy(copy + (p - s), "\\ufffd", 6);
+        p += 5;
+    }
+    return copy;
+}
+
+/* JSON the box wrote (fd 3, QUERN_OUTPUT), parsed as JSON allows it where
+ * jansson would refuse: "\u0000" and the escape of a lone surrogate are
+ * valid JSON text (python's json.dump writes the one for a string read
+ * from /proc/self/cmdline, the other for a file name that is not UTF-8,
+ * as os.listdir gives it), and both failed the run invalid_output (or the
+ * fd-3 message was ignored).  Each becomes U+FFFD, as a NUL or a bad byte
+ * does in log lines: strings are C text here, and PostgreSQL's jsonb
+ * refuses \u0000.  A key cannot hold a NUL: jansson refuses that whatever
+ * the flags. */
 static json_t *box_json_load(const char *s, size_t n, size_t flags, json_error_t *e)
 {
-    json_t *j = json_loadb(s, n, flags | JSON_ALLOW_NUL, e);
+    char *fixed = lone_surrogates_fffd(s, n);
+    json_t *j = json_loadb(fixed ? fixed : s, n, flags | JSON_ALLOW_NUL, e);
+    free(fixed);
     nul_to_fffd(j);
     return j;
 }

@@ -367,6 +367,23 @@ def test_nul_escape_in_box_json_is_valid():
         assert cps and cps[0]["data"] == {"s": "\ufffd"}, cps
 
 
+def test_lone_surrogate_escape_in_box_json_is_valid():
+    """The escape of a lone surrogate is valid JSON text: python's json.dump
+    writes one for a file name that is not UTF-8 (os.listdir's "\\udcff").
+    It becomes U+FFFD, a pair stays the character, "\\\\ud800" (an escaped
+    backslash) stays text (it failed the run invalid_output)."""
+    code = py(CTL_PY + "open(b'bad\\xff.txt', 'wb').write(b'x')\n"
+                       "ctl({'type': 'log', 'message': 'm\\udcff', 'data': {'k': '\\udc80'}})\n"
+                       "json.dump({'files': os.listdir('.'), 'hi': 'a\\ud800b', 'two': '\\ud800\\ud801', "
+                       "'pair': '\\U0001F600', 'text': '\\\\ud800'}, open(os.environ['QUERN_OUTPUT'], 'w'))\n")
+    t, run, lg = go(code, "python")
+    assert run["status"] == "completed", run
+    assert run["output"] == {"files": ["bad\ufffd.txt"], "hi": "a\ufffdb", "two": "\ufffd\ufffd",
+                             "pair": "\U0001F600", "text": "\\ud800"}, run["output"]
+    entry = [x for x in lg if x["message"] == "m\ufffd"]
+    assert entry and entry[0]["data"] == {"k": "\ufffd"}, lg
+
+
 def test_output_file_wins_over_control_output():
     for code in ('echo \'{"type":"output","output":{"from":"fd3"}}\' >&3; echo \'{"from":"file"}\' > "$QUERN_OUTPUT"',
                  'echo \'{"from":"file"}\' > "$QUERN_OUTPUT"; echo \'{"type":"output","output":{"from":"fd3"}}\' >&3'):
