@@ -248,7 +248,6 @@ def test_a_very_deep_chain_in_storage_is_listed():
     assert r["status"] == "completed", r
 
 
-
 def test_the_box_cannot_forge_or_take_its_init():
     """The init's status pipe (fd 4: "X <code>") is what quernd believes:
     code that could write it would turn exit 3 into success.  Neither
