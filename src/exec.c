@@ -585,6 +585,94 @@ static char *utf8_clean(const char *s, size_t n)
     return buf_steal(&b);
 }
 
+static void nul_to_fffd(json_t *j)
+{
+    if (json_is_string(j)) {
+        char *clean = utf8_clean(json_string_value(j), json_string_length(j));
+        if (clean)
+            json_string_set(j, clean);
+        free(clean);
+    } else if (json_is_array(j)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(j, i, v)
+            nul_to_fffd(v);
+    } else if (json_is_object(j)) {
+        const char *k;
+        json_t *v;
+        json_object_foreach(j, k, v)
+            nul_to_fffd(v);
+    }
+}
+
+/* The code unit of the escape "\uXXXX" at p (p[0] is the backslash), or
+ * -1 when p does not hold one. */
+static long u_escape(const char *p, const char *end)
+{
+    if (end - p < 6 || p[0] != '\\' || p[1] != 'u')
+        return -1;
+    long v = 0;
+    for (int i = 2; i < 6; i++) {
+        int c = (unsigned char)p[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* s[0..n) with each escape of a lone surrogate ("\udcff" with no pair)
+ * as "\ufffd", the same length; malloc'd, NULL when there is none (the
+ * usual case).  Other escapes are skipped whole, so "\\udcff" (a
+ * backslash, then text) is left alone. */
+static char *lone_surrogates_fffd(const char *s, size_t n)
+{
+    const char *end = s + n;
+    char *copy = NULL;
+    for (const char *p = s; p < end; p++) {
+        if (*p != '\\')
+            continue;
+        long v = u_escape(p, end);
+        if (v < 0xD800 || v > 0xDFFF) {
+            p++;               /* the escaped character, whatever it is */
+            continue;
+        }
+        long lo = v <= 0xDBFF ? u_escape(p + 6, end) : -1;
+        if (lo >= 0xDC00 && lo <= 0xDFFF) {
+            p += 11;           /* a pair */
+            continue;
+        }
+        if (!copy) {
+            copy = xmalloc(n + 1);
+            memcpy(copy, s, n);
+            copy[n] = '\0';
+        }
+        memcpy(copy + (p - s), "\\ufffd", 6);
+        p += 5;
+    }
+    return copy;
+}
+
+/* JSON the box wrote (fd 3, QUERN_OUTPUT), parsed as JSON allows it where
+ * jansson would refuse: "\u0000" and the escape of a lone surrogate are
+ * valid JSON text (python's json.dump writes the one for a string read
+ * from /proc/self/cmdline, the other for a file name that is not UTF-8,
+ * as os.listdir gives it), and both failed the run invalid_output (or the
+ * fd-3 message was ignored).  Each becomes U+FFFD, as a NUL or a bad byte
+ * does in log lines: strings are C text here, and PostgreSQL's jsonb
+ * refuses \u0000.  A key cannot hold a NUL: jansson refuses that whatever
+ * the flags. */
+static json_t *box_json_load(const char *s, size_t n, size_t flags, json_error_t *e)
+{
+    char *fixed = lone_surrogates_fffd(s, n);
+    json_t *j = json_loadb(fixed ? fixed : s, n, flags | JSON_ALLOW_NUL, e);
+    free(fixed);
+    nul_to_fffd(j);
+    return j;
+}
+
 static void deliver_line(struct exec *ex, struct run *r, const char *type, const char *s, size_t n)
 {
     if (r->kill_code && strcmp(r->kill_code, "output_limit_exceeded") == 0)
@@ -670,7 +758,7 @@ static char *box_json_error(const struct run *r, const json_error_t *e)
 static void handle_control(struct exec *ex, struct run *r, const char *s, size_t n)
 {
     json_error_t jerr;
-    json_t *m = json_loadb(s, n, 0, &jerr);
+    json_t *m = box_json_load(s, n, 0, &jerr);
     redact_control(r, m);
     const char *type = m ? json_string_value(json_object_get(m, "type")) : NULL;
     /* Everything the code sends is stored, so all of it counts against
@@ -2050,7 +2138,7 @@ static int read_output(const struct run *r, int qfd, json_t **out, char **why)
                              OUTPUT_FILE_MAX);
         else if (json_values_bound(b.data ? b.data : "", b.len) > OUTPUT_MAX_VALUES)
             *why = xasprintf("QUERN_OUTPUT holds more than %d JSON values", OUTPUT_MAX_VALUES);
-        else if (!(j = json_loadb(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr))) {
+        else if (!(j = box_json_load(b.data ? b.data : "", b.len, JSON_DECODE_ANY, &jerr))) {
             char *jw = box_json_error(r, &jerr);
             *why = xasprintf("QUERN_OUTPUT is not valid JSON: %s (line %d)", jw, jerr.line);
             free(jw);

@@ -254,6 +254,39 @@ def test_a_very_deep_chain_in_storage_is_listed():
     assert r["status"] == "completed", r
 
 
+def test_the_box_cannot_forge_or_take_its_init():
+    """The init's status pipe (fd 4: "X <code>") is what quernd believes:
+    code that could write it would turn exit 3 into success.  Neither
+    /proc/1/fd/4 nor pidfd_getfd reaches it, SIGKILL/SIGSTOP to the init do
+    nothing (kill, tkill, pidfd_send_signal), and the run ends as its code
+    did."""
+    code = r"""
+import ctypes, os, signal, sys
+libc = ctypes.CDLL(None, use_errno=True)
+try:
+    fd = os.open("/proc/1/fd/4", os.O_WRONLY)
+    os.write(fd, b"X 0\n")
+    print("FORGED", flush=True)
+except OSError as e:
+    print("open refused", e.errno, flush=True)
+pfd = libc.syscall(434, 1, 0)                       # pidfd_open(1)
+if pfd >= 0:
+    got = libc.syscall(438, pfd, 4, 0)              # pidfd_getfd(init, 4)
+    if got >= 0:
+        os.write(got, b"X 0\n")
+        print("STOLEN", flush=True)
+    libc.syscall(424, pfd, signal.SIGKILL, None, 0) # pidfd_send_signal
+os.kill(1, signal.SIGKILL)
+os.kill(1, signal.SIGSTOP)
+libc.syscall(200, 1, signal.SIGKILL)                # tkill
+print("still here", flush=True)
+sys.exit(3)
+"""
+    r, logs = run(code, "python")
+    assert "FORGED" not in logs and "STOLEN" not in logs and "still here" in logs, logs
+    assert r["status"] == "failed" and r["error"]["code"] == "exit_code" and r["exit_code"] == 3, r
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))

@@ -347,6 +347,43 @@ def test_invalid_output_file():
     assert run["status"] == "completed" and run["output"] is None
 
 
+def test_nul_escape_in_box_json_is_valid():
+    """"\\u0000" is valid JSON (python's json.dump of /proc/self/cmdline writes
+    it): in QUERN_OUTPUT and fd-3 messages it is taken, each NUL becoming
+    U+FFFD as in log lines (it failed the run invalid_output, and the fd-3
+    message was ignored)."""
+    code = py(CTL_PY + "ctl({'type': 'log', 'level': 'warn', 'message': 'a\\0b', 'data': {'k': 'x\\0'}})\n"
+                       "ctl({'type': 'checkpoint', 'data': {'s': '\\0'}})\n"
+                       "json.dump({'argv': 'one\\0two\\0', 'l': ['\\0']}, open(os.environ['QUERN_OUTPUT'], 'w'))\n")
+    for t, run, lg in many([(code, "python", {}), (code.replace("json.dump({", "ctl({'type': 'output', 'output': "
+                                                                "{'argv': 'one\\0two\\0', 'l': ['\\0']}})\n#"),
+                                              "python", {})]):
+        assert run["status"] == "completed", run
+        assert run["output"] == {"argv": "one\ufffdtwo\ufffd", "l": ["\ufffd"]}, run["output"]
+        entry = [x for x in lg if x["message"] == "a\ufffdb"]
+        assert entry and entry[0]["level"] == "warn" and entry[0]["data"] == {"k": "x\ufffd"}, lg
+        assert not [x for x in lg if "invalid control message" in x["message"]], lg
+        cps = expect(S.req("GET", base_of(t, run) + "/checkpoints"), 200)["data"]
+        assert cps and cps[0]["data"] == {"s": "\ufffd"}, cps
+
+
+def test_lone_surrogate_escape_in_box_json_is_valid():
+    """The escape of a lone surrogate is valid JSON text: python's json.dump
+    writes one for a file name that is not UTF-8 (os.listdir's "\\udcff").
+    It becomes U+FFFD, a pair stays the character, "\\\\ud800" (an escaped
+    backslash) stays text (it failed the run invalid_output)."""
+    code = py(CTL_PY + "open(b'bad\\xff.txt', 'wb').write(b'x')\n"
+                       "ctl({'type': 'log', 'message': 'm\\udcff', 'data': {'k': '\\udc80'}})\n"
+                       "json.dump({'files': os.listdir('.'), 'hi': 'a\\ud800b', 'two': '\\ud800\\ud801', "
+                       "'pair': '\\U0001F600', 'text': '\\\\ud800'}, open(os.environ['QUERN_OUTPUT'], 'w'))\n")
+    t, run, lg = go(code, "python")
+    assert run["status"] == "completed", run
+    assert run["output"] == {"files": ["bad\ufffd.txt"], "hi": "a\ufffdb", "two": "\ufffd\ufffd",
+                             "pair": "\U0001F600", "text": "\\ud800"}, run["output"]
+    entry = [x for x in lg if x["message"] == "m\ufffd"]
+    assert entry and entry[0]["data"] == {"k": "\ufffd"}, lg
+
+
 def test_output_file_wins_over_control_output():
     for code in ('echo \'{"type":"output","output":{"from":"fd3"}}\' >&3; echo \'{"from":"file"}\' > "$QUERN_OUTPUT"',
                  'echo \'{"from":"file"}\' > "$QUERN_OUTPUT"; echo \'{"type":"output","output":{"from":"fd3"}}\' >&3'):
@@ -1354,12 +1391,18 @@ call("userfaultfd", 323, 0)
 call("io_uring_setup", 425, 1, None)
 call("open_by_handle_at", 304, 0, None, 0)
 call("kexec_load", 246, 0, 0, None, 0)
+call("fanotify_init", 300, 0, 0)
+call("process_vm_readv", 310, 1, None, 0, None, 0, 0)
+call("kcmp", 312, 1, 1, 0, 0, 0)
+call("fsopen", 430, b"tmpfs", 0)
+call("open_tree", 428, -100, b"/", 1)
+call("syslog", 103, 3, None, 0)
 call("setuid0", 105, 0)
 """)
     t, run, lg = go(code, "python")
     m = [x["message"] for x in lg if x["type"] == "stdout"]
     assert run["status"] == "completed", lg
-    assert len(m) == 21, m
+    assert len(m) == 27, m
     allowed = [x for x in m if x.endswith("ALLOWED")]
     assert allowed in ([], ["setuid0 ALLOWED"]), allowed
 
@@ -1772,6 +1815,46 @@ open(os.environ["QUERN_OUTPUT"], "w").write('{"a": ' + v + '}')
     assert run["status"] == "failed" and run["error"]["code"] == "invalid_output", run
     assert "LONGSECRET" not in json.dumps([lg, run, events(t, run)]), (run["error"], lg)
     assert [x["message"] for x in lg] == ["ignored an invalid control message (invalid token)"], lg
+
+
+
+def test_secret_in_continue_data_prompt_schema_and_skipped_artifact_names():
+    """Where else code can put a secret: the data of a `continue` (the next
+    iteration's input, stored), an input_request's prompt and schema (on the
+    run while it waits), and the names of artifacts that are not stored (the
+    warning names the first of each reason)."""
+    val = "contsecret-bbrt-4242"
+    expect(S.req("POST", P + "/secrets", {"name": "RT_CONT", "value": val}), 201)
+    code = py(CTL_PY + r"""
+s = open("/run/secrets/RT_CONT").read()
+d = json.load(open(os.environ["QUERN_INPUT"]))
+if not d.get("n"):
+    ctl({"type": "continue", "data": {"n": 1, "s": s}})
+    sys.exit(0)
+a = os.environ["QUERN_ARTIFACTS"]
+os.symlink("/etc/hostname", a + "/link-" + s)
+os.mkfifo(a + "/fifo-" + s)
+open(a + "/back\\" + s, "w").write("x")
+print("next input hidden:", d.get("s") == "***", flush=True)
+ctl({"type": "input_request", "prompt": "say " + s,
+     "schema": {"type": "object", "description": s, "properties": {s: {"type": "string"}}}})
+print(sys.stdin.readline().strip() != "", flush=True)
+""")
+    t = create(code, "python", secrets=["RT_CONT"])
+    run = wait_status(t, ("interaction_required",) + TERMINAL)
+    assert run["status"] == "interaction_required", run
+    waiting = S.req("GET", base_of(t, run) + "?include=input,logs").text
+    assert val not in waiting and "***" in waiting, waiting[:2000]
+    expect(S.req("POST", base_of(t, run) + "/interaction", {"response": {}}), 200)
+    run = finish(t)
+    lg = logs(t, run)
+    assert run["status"] == "completed" and run["iterations"] == 2, (run, lg)
+    m = [x["message"] for x in lg]
+    assert "next input hidden: True" in m, m
+    assert any(x.startswith("artifacts not stored") for x in m), m
+    everything = json.dumps([lg, run, events(t, run), S.req("GET", P + "/logs?task=" + run["id"]).text,
+                             S.req("GET", base_of(t, run) + "?include=input,logs").text])
+    assert val not in everything, everything[:3000]
 
 
 def test_runtime_unavailable():
