@@ -70,6 +70,25 @@ def test_head_and_405_allow():
     assert set(r.header("Allow").split(", ")) == {"GET", "HEAD", "PATCH", "DELETE"}, r.header("Allow")
 
 
+def test_routes_by_their_segments():
+    # route_find skips routes whose number of segments differs from the
+    # url's (a trailing '/' tolerated): the answers stay those of a full scan
+    t = agent_task()
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    for path in (P + "/tasks/", P + "/tasks/" + t["id"], P + "/tasks/%s/" % t["id"],
+                 P + "/tasks/%s/runs/%s/" % (t["id"], run["id"]), P + "/runs/", "/api/projects/"):
+        assert S.req("GET", path).status == 200, path
+    assert S.req("GET", "/healthz/", key=None).status == 200
+    lease = S.req("POST", P + "/workers/lease/", {"agent_id": "nobody", "wait_ms": 0})
+    assert lease.status == 200, lease
+    for path in (P + "/tasks//runs", P + "/tasks/%s/runs/%s/x/y" % (t["id"], run["id"]),
+                 P + "/tasks/%s//" % t["id"], "/healthz//", P):
+        r = S.req("GET", path)
+        assert r.status == 404 and r.json["error"]["code"] == "route_not_found", (path, r)
+    r = S.req("DELETE", P + "/workers/lease/")
+    assert r.status == 405 and r.header("Allow") == "POST", r
+
+
 def test_a_nul_in_a_path_or_query_is_refused():
     # %00 decoded into the path ended the C string there: task_x%00junk read task_x
     t = agent_task()
