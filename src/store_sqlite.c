@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@
 #define FINISHED "('completed','failed','timed_out','denied','canceled')"
 #define WAL_KICK_FRAMES 4096      /* 16 MiB of 4 KiB pages */
 #define STMT_CACHE 128
+#define FIXED_CACHE 64
 
 struct conn {
     sqlite3 *db;
@@ -52,6 +54,10 @@ struct conn {
         const char *sql;  /* the caller's string literal or interned text */
         sqlite3_stmt *st;
     } cache[STMT_CACHE];
+    struct {
+        const char *sql;  /* a text that lives as long as the process (stmt_fixed) */
+        sqlite3_stmt *st; /* one of cache[]'s statements */
+    } fixed[FIXED_CACHE];
     struct conn *next;    /* all read connections, for closing */
     bool busy;            /* a read transaction is open on it */
     struct conn *nested;  /* the thread's next reader, for a read inside this one's */
@@ -221,6 +227,12 @@ static sqlite3_stmt *stmt(struct conn *c, const char *sql)
      * caller must finalize; signalled by returning it outside the cache.  To
      * keep callers simple we instead evict slot h. */
     size_t k = h % STMT_CACHE;
+    for (size_t i = 0; i < FIXED_CACHE; i++) {
+        if (c->fixed[i].st == c->cache[k].st) {   /* finalized below */
+            c->fixed[i].sql = NULL;
+            c->fixed[i].st = NULL;
+        }
+    }
     sqlite3_finalize(c->cache[k].st);
     free((char *)c->cache[k].sql);
     c->cache[k].sql = NULL;
@@ -229,6 +241,27 @@ static sqlite3_stmt *stmt(struct conn *c, const char *sql)
         return NULL;
     c->cache[k].sql = xstrdup(sql);
     c->cache[k].st = s;
+    return s;
+}
+
+/* stmt() for a text that lives as long as the process: a string literal or
+ * one of ksql's statements, never a buffer that is freed or rewritten.  Its
+ * address names it, so the statements every request runs (BEGIN, COMMIT, a
+ * document's INSERT, UPDATE or SELECT, an event's INSERT) are found without
+ * hashing and comparing their text (~500 instructions a call). */
+static sqlite3_stmt *stmt_fixed(struct conn *c, const char *sql)
+{
+    size_t k = (size_t)(((uint64_t)(uintptr_t)sql * 0x9E3779B97F4A7C15ULL) >> 58) % FIXED_CACHE;
+    if (c->fixed[k].sql == sql) {
+        sqlite3_reset(c->fixed[k].st);
+        sqlite3_clear_bindings(c->fixed[k].st);
+        return c->fixed[k].st;
+    }
+    sqlite3_stmt *s = stmt(c, sql);
+    if (s) {
+        c->fixed[k].sql = sql;
+        c->fixed[k].st = s;
+    }
     return s;
 }
 
@@ -540,7 +573,7 @@ static int migrate(struct conn *c, char **err)
  * would parse it again on every commit). */
 static int frame_sql(struct conn *c, const char *sql)
 {
-    sqlite3_stmt *s = stmt(c, sql);
+    sqlite3_stmt *s = stmt_fixed(c, sql);   /* callers pass literals */
     int rc = s ? sqlite3_step(s) : SQLITE_ERROR;
     if (s)
         sqlite3_reset(s);
@@ -1114,7 +1147,7 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     const char *id = json_string_value(json_object_get(doc, "id"));
     if (!id || !project_id)
         return -EINVAL;
-    sqlite3_stmt *s = stmt(tx->c, update ? ksql[kind].update : ksql[kind].insert);
+    sqlite3_stmt *s = stmt_fixed(tx->c, update ? ksql[kind].update : ksql[kind].insert);
     if (!s)
         return -EIO;
     char *text = jdump(doc, NULL);
@@ -1265,7 +1298,7 @@ static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *proj
                       const char *id)
 {
     struct sqlite_tx *tx = TX(t);
-    sqlite3_stmt *s = stmt(tx->c, project_id ? ksql[kind].get : ksql[kind].get_any);
+    sqlite3_stmt *s = stmt_fixed(tx->c, project_id ? ksql[kind].get : ksql[kind].get_any);
     if (!s)
         return NULL;
     if (project_id)
@@ -1520,7 +1553,7 @@ static int64_t sq_log_bytes(struct store_tx *t, const char *project_id, const ch
 static int sq_event_append(struct store_tx *t, json_t *ev, int64_t *id)
 {
     struct sqlite_tx *tx = TX(t);
-    sqlite3_stmt *s = stmt(tx->c, "INSERT INTO events(project_id, run_id, type, created_at, doc) "
+    sqlite3_stmt *s = stmt_fixed(tx->c, "INSERT INTO events(project_id, run_id, type, created_at, doc) "
                                   "VALUES(?1, ?2, ?3, ?4, ?5)");
     if (!s)
         return -EIO;

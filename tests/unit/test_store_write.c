@@ -216,3 +216,47 @@ TEST(mixed_writers_lose_nothing_and_every_hook_runs_once)
     CHECK_EQ_INT(bad, 0);
     store_close(st);
 }
+
+/* 300 patches of distinct fields: 300 distinct statements, more than the
+ * connection's cache holds, so it evicts (and finalizes) statements, the
+ * fixed ones (a document's INSERT and SELECT, BEGIN, COMMIT) among them.
+ * Each put and get after an eviction must prepare its statement again,
+ * never step a finalized one (stmt_fixed's entries are dropped with it). */
+static int churn_fn(struct store_tx *tx, void *arg)
+{
+    int *i = arg;
+    char id[32], field[32];
+    snprintf(id, sizeof id, "run_churn_%d", *i);
+    json_t *doc = json_pack("{s:s, s:s, s:s}", "id", id, "status", "queued", "task_id", "t1");
+    int rc = store_put(tx, SK_RUN, PROJECT, doc);
+    json_decref(doc);
+    if (rc)
+        return rc;
+    snprintf(field, sizeof field, "x%d", *i);
+    json_t *fields = json_pack("{s:i}", field, *i);
+    rc = store_patch(tx, SK_RUN, PROJECT, id, fields, NULL, NULL);
+    json_decref(fields);
+    if (rc)
+        return rc;
+    json_t *back = store_get(tx, SK_RUN, PROJECT, id);
+    rc = json_integer_value(json_object_get(back, field)) == *i ? 0 : -EIO;
+    json_decref(back);
+    return rc;
+}
+
+TEST(statements_evicted_from_the_cache_are_prepared_again)
+{
+    struct store *st = open_store(STORE_FSYNC_OFF);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    int bad = 0;
+    for (int i = 0; i < 300; i++) {
+        bad += store_write(st, churn_fn, &i) != 0;
+        char id[32];
+        snprintf(id, sizeof id, "run_churn_%d", i);
+        bad += !visible(st, id);
+    }
+    CHECK_EQ_INT(bad, 0);
+    store_close(st);
+}
