@@ -89,6 +89,25 @@ def test_routes_by_their_segments():
     assert r.status == 405 and r.header("Allow") == "POST", r
 
 
+def test_default_settings_in_their_order():
+    # a task that gives no settings gets the defaults (built field by field
+    # since json_pack was dropped from the create path): values and order
+    t = agent_task()
+    want = [("max_retries", 0), ("timeout_ms", 30000), ("retry_delay_ms", 1000),
+            ("retry_backoff", "fixed"), ("inactivity_timeout_ms", 1800000),
+            ("kill_grace_ms", 5000), ("require_review", False), ("require_approval", False),
+            ("enable_memory", False), ("max_iterations", 500), ("memory_limit_mb", 256),
+            ("max_output_bytes", 10485760), ("network", False), ("concurrency_key", None),
+            ("max_concurrency", None)]
+    for doc in (t, expect(S.req("GET", P + "/tasks/" + t["id"]), 200)):
+        assert list(doc["settings"].items()) == want, doc["settings"]
+    # given settings replace the defaults in place
+    t = agent_task(settings={"max_retries": 2, "concurrency_key": "k"})
+    got = list(t["settings"].items())
+    assert [k for k, _ in got] == [k for k, _ in want], got
+    assert t["settings"]["max_retries"] == 2 and t["settings"]["concurrency_key"] == "k", got
+
+
 def test_a_nul_in_a_path_or_query_is_refused():
     # %00 decoded into the path ended the C string there: task_x%00junk read task_x
     t = agent_task()
