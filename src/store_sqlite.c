@@ -1069,6 +1069,18 @@ static void bind_text(sqlite3_stmt *s, int i, const char *v)
         sqlite3_bind_null(s, i);
 }
 
+/* bind_text without SQLite's copy of v (a malloc and a free per value):
+ * only where v outlives every step of s, that is where the caller binds,
+ * steps and resets s itself while v is held (the next stmt() or
+ * stmt_fixed() clears the bindings before any other step). */
+static void bind_held(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
 static json_t *col_json(sqlite3_stmt *s, int i)
 {
     const char *t = (const char *)sqlite3_column_text(s, i);
@@ -1173,12 +1185,19 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     bool refs = kind == SK_RUN && has_artifacts(doc);
     /* the statement frees text after its step; refs_note needs it then */
     sqlite3_bind_text(s, 1, text, -1, refs ? SQLITE_TRANSIENT : free);
-    bind_text(s, 2, project_id);
-    bind_text(s, 3, id);
+    bind_held(s, 2, project_id);
+    bind_held(s, 3, id);
     int i = 4;
     for (const char *const *f = fields; *f; f++, i++) {
         if (update && store_field_immutable(kind, *f))
             continue;   /* not in the UPDATE statement (ksql_build) */
+        /* a string is bound as doc holds it (store_field_text would copy
+         * it: the same text) */
+        json_t *fv = json_object_get(doc, *f);
+        if (json_is_string(fv)) {
+            bind_held(s, i, json_string_value(fv));
+            continue;
+        }
         char *v = store_field_text(doc, *f);
         if (v)
             sqlite3_bind_text(s, i, v, -1, free);
@@ -1241,10 +1260,10 @@ static int patch_run(struct sqlite_tx *tx, enum store_kind kind, const char *pro
     sqlite3_stmt *s = kept ? stmt_fixed(tx->c, sql) : stmt(tx->c, sql);
     if (!s)
         return -EIO;
-    bind_text(s, 1, project_id);
-    bind_text(s, 2, id);
+    bind_held(s, 1, project_id);
+    bind_held(s, 2, id);
     if (if_field)
-        bind_text(s, 3, if_value);
+        bind_held(s, 3, if_value);
     int p = 10;
     size_t nth = 0;
     const char *k;
@@ -1398,8 +1417,8 @@ static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *proj
     if (!s)
         return NULL;
     if (project_id)
-        bind_text(s, 1, project_id);
-    bind_text(s, 2, id);
+        bind_held(s, 1, project_id);
+    bind_held(s, 2, id);
     json_t *doc = NULL;
     if (sqlite3_step(s) == SQLITE_ROW)
         doc = row_doc(s, kind, NULL);
@@ -1653,9 +1672,9 @@ static int sq_event_append(struct store_tx *t, json_t *ev, int64_t *id)
                                   "VALUES(?1, ?2, ?3, ?4, ?5)");
     if (!s)
         return -EIO;
-    bind_text(s, 1, json_string_value(json_object_get(ev, "project_id")));
-    bind_text(s, 2, json_string_value(json_object_get(ev, "run_id")));
-    bind_text(s, 3, json_string_value(json_object_get(ev, "type")));
+    bind_held(s, 1, json_string_value(json_object_get(ev, "project_id")));
+    bind_held(s, 2, json_string_value(json_object_get(ev, "run_id")));
+    bind_held(s, 3, json_string_value(json_object_get(ev, "type")));
     sqlite3_bind_int64(s, 4, json_integer_value(json_object_get(ev, "created_ms")));
     sqlite3_bind_text(s, 5, jdump(ev, NULL), -1, free);
     int rc = sqlite3_step(s);
