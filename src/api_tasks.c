@@ -73,6 +73,30 @@ static bool api_schedule_ok(struct req *r, const char *schedule, const char *tz,
     return true;
 }
 
+/* The settings of a task that gives none, in their stored order (new
+ * reference).  Set field by field: json_pack parsed its 15-field format on
+ * every create (14 k instructions, 3 % of a single create). */
+static json_t *settings_defaults(const struct config *cfg)
+{
+    json_t *s = json_object();
+    json_object_set_new_nocheck(s, "max_retries", json_integer(0));
+    json_object_set_new_nocheck(s, "timeout_ms", json_integer(cfg->default_timeout_ms));
+    json_object_set_new_nocheck(s, "retry_delay_ms", json_integer(1000));
+    json_object_set_new_nocheck(s, "retry_backoff", json_string("fixed"));
+    json_object_set_new_nocheck(s, "inactivity_timeout_ms", json_integer(1800000));
+    json_object_set_new_nocheck(s, "kill_grace_ms", json_integer(5000));
+    json_object_set_new_nocheck(s, "require_review", json_false());
+    json_object_set_new_nocheck(s, "require_approval", json_false());
+    json_object_set_new_nocheck(s, "enable_memory", json_false());
+    json_object_set_new_nocheck(s, "max_iterations", json_integer(500));
+    json_object_set_new_nocheck(s, "memory_limit_mb", json_integer(POLICY_DEFAULT_MEMORY_MB));
+    json_object_set_new_nocheck(s, "max_output_bytes", json_integer(10485760));
+    json_object_set_new_nocheck(s, "network", json_false());
+    json_object_set_new_nocheck(s, "concurrency_key", json_null());
+    json_object_set_new_nocheck(s, "max_concurrency", json_null());
+    return s;
+}
+
 /* Validates settings and returns a complete settings object with defaults
  * (new reference), or NULL after answering 400. */
 static json_t *settings_from(struct req *r, json_t *in, const char *prefix, const json_t *base)
@@ -82,14 +106,7 @@ static json_t *settings_from(struct req *r, json_t *in, const char *prefix, cons
     pfx(p, sizeof p, prefix, "settings.");
     if (!api_known_fields(r, in, settings_fields, p))
         return NULL;
-    json_t *s = base ? json_deep_copy(base) : json_pack(
-        "{s:i, s:I, s:i, s:s, s:i, s:i, s:b, s:b, s:b, s:i, s:i, s:i, s:b, s:n, s:n}",
-        "max_retries", 0, "timeout_ms", (json_int_t)cfg->default_timeout_ms, "retry_delay_ms", 1000,
-        "retry_backoff", "fixed", "inactivity_timeout_ms", 1800000, "kill_grace_ms", 5000,
-        "require_review", 0, "require_approval", 0, "enable_memory", 0, "max_iterations", 500,
-        "memory_limit_mb", POLICY_DEFAULT_MEMORY_MB, "max_output_bytes", 10485760, "network", 0,
-        "concurrency_key",
-        "max_concurrency");
+    json_t *s = base ? json_deep_copy(base) : settings_defaults(cfg);
     if (!json_object_size(in))
         return s;   /* nothing given: the defaults (the checks below pass) */
     static const struct {

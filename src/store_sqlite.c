@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,17 @@
 #define FINISHED "('completed','failed','timed_out','denied','canceled')"
 #define WAL_KICK_FRAMES 4096      /* 16 MiB of 4 KiB pages */
 #define STMT_CACHE 128
+#define FIXED_CACHE 64
+#define PATCH_CACHE 32
+
+/* A patch's statement (sq_patch), built once per shape: the kind, the
+ * if_field and the fields' names, in order, as patch_key writes them. */
+struct patch_sql {
+    char *key;
+    uint64_t hash;     /* of key */
+    char *sql;         /* lives as long as the connection (stmt_fixed) */
+    uint64_t indexed;  /* bit i: the i-th field has an f_ column too */
+};
 
 struct conn {
     sqlite3 *db;
@@ -52,6 +64,12 @@ struct conn {
         const char *sql;  /* the caller's string literal or interned text */
         sqlite3_stmt *st;
     } cache[STMT_CACHE];
+    struct {
+        const char *sql;  /* a text that outlives the connection (stmt_fixed) */
+        sqlite3_stmt *st; /* one of cache[]'s statements */
+    } fixed[FIXED_CACHE];
+    struct patch_sql patches[PATCH_CACHE];
+    size_t npatches;
     struct conn *next;    /* all read connections, for closing */
     bool busy;            /* a read transaction is open on it */
     struct conn *nested;  /* the thread's next reader, for a read inside this one's */
@@ -221,6 +239,12 @@ static sqlite3_stmt *stmt(struct conn *c, const char *sql)
      * caller must finalize; signalled by returning it outside the cache.  To
      * keep callers simple we instead evict slot h. */
     size_t k = h % STMT_CACHE;
+    for (size_t i = 0; i < FIXED_CACHE; i++) {
+        if (c->fixed[i].st == c->cache[k].st) {   /* finalized below */
+            c->fixed[i].sql = NULL;
+            c->fixed[i].st = NULL;
+        }
+    }
     sqlite3_finalize(c->cache[k].st);
     free((char *)c->cache[k].sql);
     c->cache[k].sql = NULL;
@@ -229,6 +253,28 @@ static sqlite3_stmt *stmt(struct conn *c, const char *sql)
         return NULL;
     c->cache[k].sql = xstrdup(sql);
     c->cache[k].st = s;
+    return s;
+}
+
+/* stmt() for a text that lives at least as long as c: a string literal, one
+ * of ksql's statements or c's patches[], never a buffer that is freed or
+ * rewritten while c is open.  Its
+ * address names it, so the statements every request runs (BEGIN, COMMIT, a
+ * document's INSERT, UPDATE or SELECT, an event's INSERT) are found without
+ * hashing and comparing their text (~500 instructions a call). */
+static sqlite3_stmt *stmt_fixed(struct conn *c, const char *sql)
+{
+    size_t k = (size_t)(((uint64_t)(uintptr_t)sql * 0x9E3779B97F4A7C15ULL) >> 58) % FIXED_CACHE;
+    if (c->fixed[k].sql == sql) {
+        sqlite3_reset(c->fixed[k].st);
+        sqlite3_clear_bindings(c->fixed[k].st);
+        return c->fixed[k].st;
+    }
+    sqlite3_stmt *s = stmt(c, sql);
+    if (s) {
+        c->fixed[k].sql = sql;
+        c->fixed[k].st = s;
+    }
     return s;
 }
 
@@ -241,6 +287,10 @@ static void conn_free(struct conn *c)
             sqlite3_finalize(c->cache[i].st);
             free((char *)c->cache[i].sql);
         }
+    }
+    for (size_t i = 0; i < c->npatches; i++) {
+        free(c->patches[i].key);
+        free(c->patches[i].sql);
     }
     sqlite3_close(c->db);
     free(c);
@@ -540,7 +590,7 @@ static int migrate(struct conn *c, char **err)
  * would parse it again on every commit). */
 static int frame_sql(struct conn *c, const char *sql)
 {
-    sqlite3_stmt *s = stmt(c, sql);
+    sqlite3_stmt *s = stmt_fixed(c, sql);   /* callers pass literals */
     int rc = s ? sqlite3_step(s) : SQLITE_ERROR;
     if (s)
         sqlite3_reset(s);
@@ -1019,6 +1069,18 @@ static void bind_text(sqlite3_stmt *s, int i, const char *v)
         sqlite3_bind_null(s, i);
 }
 
+/* bind_text without SQLite's copy of v (a malloc and a free per value):
+ * only where v outlives every step of s, that is where the caller binds,
+ * steps and resets s itself while v is held (the next stmt() or
+ * stmt_fixed() clears the bindings before any other step). */
+static void bind_held(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
 static json_t *col_json(sqlite3_stmt *s, int i)
 {
     const char *t = (const char *)sqlite3_column_text(s, i);
@@ -1114,7 +1176,7 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     const char *id = json_string_value(json_object_get(doc, "id"));
     if (!id || !project_id)
         return -EINVAL;
-    sqlite3_stmt *s = stmt(tx->c, update ? ksql[kind].update : ksql[kind].insert);
+    sqlite3_stmt *s = stmt_fixed(tx->c, update ? ksql[kind].update : ksql[kind].insert);
     if (!s)
         return -EIO;
     char *text = jdump(doc, NULL);
@@ -1123,12 +1185,19 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     bool refs = kind == SK_RUN && has_artifacts(doc);
     /* the statement frees text after its step; refs_note needs it then */
     sqlite3_bind_text(s, 1, text, -1, refs ? SQLITE_TRANSIENT : free);
-    bind_text(s, 2, project_id);
-    bind_text(s, 3, id);
+    bind_held(s, 2, project_id);
+    bind_held(s, 3, id);
     int i = 4;
     for (const char *const *f = fields; *f; f++, i++) {
         if (update && store_field_immutable(kind, *f))
             continue;   /* not in the UPDATE statement (ksql_build) */
+        /* a string is bound as doc holds it (store_field_text would copy
+         * it: the same text) */
+        json_t *fv = json_object_get(doc, *f);
+        if (json_is_string(fv)) {
+            bind_held(s, i, json_string_value(fv));
+            continue;
+        }
         char *v = store_field_text(doc, *f);
         if (v)
             sqlite3_bind_text(s, i, v, -1, free);
@@ -1181,12 +1250,102 @@ static void set_param(struct buf *b, const char *sep, const char *col_prefix, co
 /* Hot fields become column updates; any other field goes through json_set
  * over the stored text (SQLite's JSON1 rewrites the document in one pass,
  * cheaper than parsing and re-serialising it here). */
+/* Binds and steps a patch's statement sql (sq_patch).  kept: sql is one of
+ * the connection's patches[], whose bit i of indexed says whether the i-th
+ * field has an f_ column; else sql is a buffer and is_indexed says. */
+static int patch_run(struct sqlite_tx *tx, enum store_kind kind, const char *project_id,
+                     const char *id, const json_t *fields, const char *if_field,
+                     const char *if_value, const char *sql, uint64_t indexed, bool kept)
+{
+    sqlite3_stmt *s = kept ? stmt_fixed(tx->c, sql) : stmt(tx->c, sql);
+    if (!s)
+        return -EIO;
+    bind_held(s, 1, project_id);
+    bind_held(s, 2, id);
+    if (if_field)
+        bind_held(s, 3, if_value);
+    int p = 10;
+    size_t nth = 0;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)fields, k, v) {
+        sqlite3_bind_text(s, p, jdump(v, NULL), -1, free);
+        if (kept ? (indexed >> nth & 1) != 0 : is_indexed(kind, k)) {
+            char *text = store_field_text(fields, k);
+            if (text)
+                sqlite3_bind_text(s, p + 100, text, -1, free);
+            else
+                sqlite3_bind_null(s, p + 100);
+        }
+        nth++;
+        p++;
+    }
+    int rc = sqlite3_step(s);
+    int changes = sqlite3_changes(tx->c->db);
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE)
+        return -EIO;
+    return changes ? 0 : -ENOENT;
+}
+
+/* Writes into key (n bytes) what names a patch's statement: kind, if_field
+ * and the names of fields in order; *hash gets its hash.  False when the
+ * shape is not kept (a name that is not plain, too long a key, more than 64
+ * fields): the statement is then built and looked up as any other. */
+static bool patch_key(char *key, size_t n, enum store_kind kind, const json_t *fields,
+                      const char *if_field, uint64_t *hash)
+{
+    size_t len = 0, nf = 0;
+    const char *k;
+    json_t *v;
+    if (if_field && !store_plain_name(if_field))
+        return false;
+    int w = snprintf(key, n, "%d|%s|", (int)kind, if_field ? if_field : "");
+    if (w < 0 || (size_t)w >= n)
+        return false;
+    len = (size_t)w;
+    json_object_foreach((json_t *)fields, k, v) {
+        size_t kl = strlen(k);
+        if (++nf > 64 || !store_plain_name(k) || len + kl + 2 > n)
+            return false;
+        memcpy(key + len, k, kl);
+        len += kl;
+        key[len++] = ',';
+    }
+    key[len] = 0;
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    *hash = h;
+    return true;
+}
+
+static struct patch_sql *patch_find(struct conn *c, const char *key, uint64_t hash)
+{
+    for (size_t i = 0; i < c->npatches; i++)
+        if (c->patches[i].hash == hash && !strcmp(c->patches[i].key, key))
+            return &c->patches[i];
+    return NULL;
+}
+
+/* A patch's statement is built once per shape (patch_key) and connection,
+ * then found by its key: building it and hashing its ~300 bytes of text
+ * took a third of a patch's instructions outside SQLite. */
 static int sq_patch(struct store_tx *t, enum store_kind kind, const char *project_id,
                     const char *id, const json_t *fields, const char *if_field,
                     const char *if_value)
 {
     struct sqlite_tx *tx = TX(t);
+    char key[256];
+    uint64_t hash = 0;
+    bool keyed = patch_key(key, sizeof key, kind, fields, if_field, &hash);
+    struct patch_sql *ps = keyed ? patch_find(tx->c, key, hash) : NULL;
+    if (ps)
+        return patch_run(tx, kind, project_id, id, fields, if_field, if_value, ps->sql,
+                         ps->indexed, true);
     struct buf sql;
+    uint64_t indexed = 0;
+    size_t nth = 0;
     buf_init(&sql);
     buf_puts(&sql, "UPDATE ");
     buf_puts(&sql, store_kind_name(kind));
@@ -1209,7 +1368,10 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
         if (is_indexed(kind, k)) {
             set_param(&sql, sep, "f_", k, p + 100);
             sep = ", ";
+            if (nth < 64)
+                indexed |= 1ULL << nth;
         }
+        nth++;
         p++;
     }
     if (cold || !*sep) {
@@ -1233,44 +1395,30 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
         else
             buf_printf(&sql, " AND json_extract(doc, '$.%s')=?3", if_field);
     }
-    sqlite3_stmt *s = stmt(tx->c, sql.data);
-    buf_release(&sql);
-    if (!s)
-        return -EIO;
-    bind_text(s, 1, project_id);
-    bind_text(s, 2, id);
-    if (if_field)
-        bind_text(s, 3, if_value);
-    p = 10;
-    json_object_foreach((json_t *)fields, k, v) {
-        sqlite3_bind_text(s, p, jdump(v, NULL), -1, free);
-        if (is_indexed(kind, k)) {
-            char *text = store_field_text(fields, k);
-            if (text)
-                sqlite3_bind_text(s, p + 100, text, -1, free);
-            else
-                sqlite3_bind_null(s, p + 100);
-        }
-        p++;
+    if (keyed && tx->c->npatches < PATCH_CACHE) {
+        ps = &tx->c->patches[tx->c->npatches++];
+        ps->key = xstrdup(key);
+        ps->hash = hash;
+        ps->sql = buf_steal(&sql);
+        ps->indexed = indexed;
+        return patch_run(tx, kind, project_id, id, fields, if_field, if_value, ps->sql,
+                         ps->indexed, true);
     }
-    int rc = sqlite3_step(s);
-    int changes = sqlite3_changes(tx->c->db);
-    sqlite3_reset(s);
-    if (rc != SQLITE_DONE)
-        return -EIO;
-    return changes ? 0 : -ENOENT;
+    int rc = patch_run(tx, kind, project_id, id, fields, if_field, if_value, sql.data, 0, false);
+    buf_release(&sql);
+    return rc;
 }
 
 static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *project_id,
                       const char *id)
 {
     struct sqlite_tx *tx = TX(t);
-    sqlite3_stmt *s = stmt(tx->c, project_id ? ksql[kind].get : ksql[kind].get_any);
+    sqlite3_stmt *s = stmt_fixed(tx->c, project_id ? ksql[kind].get : ksql[kind].get_any);
     if (!s)
         return NULL;
     if (project_id)
-        bind_text(s, 1, project_id);
-    bind_text(s, 2, id);
+        bind_held(s, 1, project_id);
+    bind_held(s, 2, id);
     json_t *doc = NULL;
     if (sqlite3_step(s) == SQLITE_ROW)
         doc = row_doc(s, kind, NULL);
@@ -1520,13 +1668,13 @@ static int64_t sq_log_bytes(struct store_tx *t, const char *project_id, const ch
 static int sq_event_append(struct store_tx *t, json_t *ev, int64_t *id)
 {
     struct sqlite_tx *tx = TX(t);
-    sqlite3_stmt *s = stmt(tx->c, "INSERT INTO events(project_id, run_id, type, created_at, doc) "
+    sqlite3_stmt *s = stmt_fixed(tx->c, "INSERT INTO events(project_id, run_id, type, created_at, doc) "
                                   "VALUES(?1, ?2, ?3, ?4, ?5)");
     if (!s)
         return -EIO;
-    bind_text(s, 1, json_string_value(json_object_get(ev, "project_id")));
-    bind_text(s, 2, json_string_value(json_object_get(ev, "run_id")));
-    bind_text(s, 3, json_string_value(json_object_get(ev, "type")));
+    bind_held(s, 1, json_string_value(json_object_get(ev, "project_id")));
+    bind_held(s, 2, json_string_value(json_object_get(ev, "run_id")));
+    bind_held(s, 3, json_string_value(json_object_get(ev, "type")));
     sqlite3_bind_int64(s, 4, json_integer_value(json_object_get(ev, "created_ms")));
     sqlite3_bind_text(s, 5, jdump(ev, NULL), -1, free);
     int rc = sqlite3_step(s);

@@ -159,6 +159,44 @@ def test_head_and_405_allow():
     assert set(r.header("Allow").split(", ")) == {"GET", "HEAD", "PATCH", "DELETE"}, r.header("Allow")
 
 
+def test_routes_by_their_segments():
+    # route_find skips routes whose number of segments differs from the
+    # url's (a trailing '/' tolerated): the answers stay those of a full scan
+    t = agent_task()
+    run = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+    for path in (P + "/tasks/", P + "/tasks/" + t["id"], P + "/tasks/%s/" % t["id"],
+                 P + "/tasks/%s/runs/%s/" % (t["id"], run["id"]), P + "/runs/", "/api/projects/"):
+        assert S.req("GET", path).status == 200, path
+    assert S.req("GET", "/healthz/", key=None).status == 200
+    lease = S.req("POST", P + "/workers/lease/", {"agent_id": "nobody", "wait_ms": 0})
+    assert lease.status == 200, lease
+    for path in (P + "/tasks//runs", P + "/tasks/%s/runs/%s/x/y" % (t["id"], run["id"]),
+                 P + "/tasks/%s//" % t["id"], "/healthz//", P):
+        r = S.req("GET", path)
+        assert r.status == 404 and r.json["error"]["code"] == "route_not_found", (path, r)
+    r = S.req("DELETE", P + "/workers/lease/")
+    assert r.status == 405 and r.header("Allow") == "POST", r
+
+
+def test_default_settings_in_their_order():
+    # a task that gives no settings gets the defaults (built field by field
+    # since json_pack was dropped from the create path): values and order
+    t = agent_task()
+    want = [("max_retries", 0), ("timeout_ms", 30000), ("retry_delay_ms", 1000),
+            ("retry_backoff", "fixed"), ("inactivity_timeout_ms", 1800000),
+            ("kill_grace_ms", 5000), ("require_review", False), ("require_approval", False),
+            ("enable_memory", False), ("max_iterations", 500), ("memory_limit_mb", 256),
+            ("max_output_bytes", 10485760), ("network", False), ("concurrency_key", None),
+            ("max_concurrency", None)]
+    for doc in (t, expect(S.req("GET", P + "/tasks/" + t["id"]), 200)):
+        assert list(doc["settings"].items()) == want, doc["settings"]
+    # given settings replace the defaults in place
+    t = agent_task(settings={"max_retries": 2, "concurrency_key": "k"})
+    got = list(t["settings"].items())
+    assert [k for k, _ in got] == [k for k, _ in want], got
+    assert t["settings"]["max_retries"] == 2 and t["settings"]["concurrency_key"] == "k", got
+
+
 def test_a_nul_in_a_path_or_query_is_refused():
     # %00 decoded into the path ended the C string there: task_x%00junk read task_x
     t = agent_task()

@@ -216,3 +216,125 @@ TEST(mixed_writers_lose_nothing_and_every_hook_runs_once)
     CHECK_EQ_INT(bad, 0);
     store_close(st);
 }
+
+/* 300 patches of distinct fields: 300 distinct statements, more than the
+ * connection's cache holds, so it evicts (and finalizes) statements, the
+ * fixed ones (a document's INSERT and SELECT, BEGIN, COMMIT) among them.
+ * Each put and get after an eviction must prepare its statement again,
+ * never step a finalized one (stmt_fixed's entries are dropped with it). */
+static int churn_fn(struct store_tx *tx, void *arg)
+{
+    int *i = arg;
+    char id[32], field[32];
+    snprintf(id, sizeof id, "run_churn_%d", *i);
+    json_t *doc = json_pack("{s:s, s:s, s:s}", "id", id, "status", "queued", "task_id", "t1");
+    int rc = store_put(tx, SK_RUN, PROJECT, doc);
+    json_decref(doc);
+    if (rc)
+        return rc;
+    snprintf(field, sizeof field, "x%d", *i);
+    json_t *fields = json_pack("{s:i}", field, *i);
+    rc = store_patch(tx, SK_RUN, PROJECT, id, fields, NULL, NULL);
+    json_decref(fields);
+    if (rc)
+        return rc;
+    json_t *back = store_get(tx, SK_RUN, PROJECT, id);
+    rc = json_integer_value(json_object_get(back, field)) == *i ? 0 : -EIO;
+    json_decref(back);
+    return rc;
+}
+
+TEST(statements_evicted_from_the_cache_are_prepared_again)
+{
+    struct store *st = open_store(STORE_FSYNC_OFF);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    int bad = 0;
+    for (int i = 0; i < 300; i++) {
+        bad += store_write(st, churn_fn, &i) != 0;
+        char id[32];
+        snprintf(id, sizeof id, "run_churn_%d", i);
+        bad += !visible(st, id);
+    }
+    CHECK_EQ_INT(bad, 0);
+    store_close(st);
+}
+
+/* A patch's statement is kept per shape (sq_patch's patches[]): the same
+ * shape again with other values, with its if_field met or not, and shapes
+ * that differ only in their if_field or their kind, each write what they
+ * say.  Hot fields (a task's status), indexed ones (a run's status) and
+ * plain ones (json_set) alike. */
+struct shapes {
+    int bad;
+};
+
+static int patch_fields(struct store_tx *tx, enum store_kind kind, const char *id,
+                        const char *status, double progress, const char *if_field,
+                        const char *if_value)
+{
+    json_t *f = json_pack("{s:s, s:f, s:s}", "status", status, "progress", progress, "note",
+                          status);
+    int rc = store_patch(tx, kind, PROJECT, id, f, if_field, if_value);
+    json_decref(f);
+    return rc;
+}
+
+static bool holds(struct store_tx *tx, enum store_kind kind, const char *id, const char *status,
+                  double progress)
+{
+    json_t *d = store_get(tx, kind, PROJECT, id);
+    bool ok = d && !strcmp(json_string_value(json_object_get(d, "status")) ?: "", status) &&
+              json_real_value(json_object_get(d, "progress")) == progress &&
+              !strcmp(json_string_value(json_object_get(d, "note")) ?: "", status);
+    json_decref(d);
+    return ok;
+}
+
+static int shapes_fn(struct store_tx *tx, void *arg)
+{
+    struct shapes *sh = arg;
+    json_t *task = json_pack("{s:s, s:s, s:s, s:f, s:s}", "id", "task_shape", "status", "pending",
+                             "latest_run_id", "run_shape", "progress", 0.0, "type", "manual");
+    json_t *run = json_pack("{s:s, s:s, s:s, s:f}", "id", "run_shape", "status", "queued",
+                            "task_id", "task_shape", "progress", 0.0);
+    int rc = store_put(tx, SK_TASK, PROJECT, task);
+    if (!rc)
+        rc = store_put(tx, SK_RUN, PROJECT, run);
+    json_decref(task);
+    json_decref(run);
+    if (rc)
+        return rc;
+    static const char *const st[] = {"running", "paused", "completed"};
+    for (int i = 0; i < 3; i++) {
+        double pr = 0.25 * (i + 1);
+        sh->bad += patch_fields(tx, SK_TASK, "task_shape", st[i], pr, "latest_run_id",
+                                "run_shape") != 0;
+        sh->bad += patch_fields(tx, SK_TASK, "task_shape", "x", 0.0, "latest_run_id",
+                                "run_other") != -ENOENT;
+        sh->bad += !holds(tx, SK_TASK, "task_shape", st[i], pr);
+        sh->bad += patch_fields(tx, SK_RUN, "run_shape", st[i], pr, NULL, NULL) != 0;
+        sh->bad += patch_fields(tx, SK_RUN, "run_shape", "y", 0.0, "task_id", "task_other") !=
+                   -ENOENT;
+        sh->bad += !holds(tx, SK_RUN, "run_shape", st[i], pr);
+        sh->bad += patch_fields(tx, SK_RUN, "run_missing", st[i], pr, NULL, NULL) != -ENOENT;
+    }
+    /* a name that is not plain is refused, as ever */
+    json_t *bad_name = json_pack("{s:s}", "no-plain", "v");
+    sh->bad += store_patch(tx, SK_RUN, PROJECT, "run_shape", bad_name, NULL, NULL) != -EINVAL;
+    json_decref(bad_name);
+    return 0;
+}
+
+TEST(patches_of_one_shape_share_a_statement_and_write_what_they_say)
+{
+    struct store *st = open_store(STORE_FSYNC_OFF);
+    CHECK(st != NULL);
+    if (!st)
+        return;
+    struct shapes sh = {0};
+    CHECK_EQ_INT(store_write(st, shapes_fn, &sh), 0);
+    CHECK_EQ_INT(sh.bad, 0);
+    store_close(st);
+}
