@@ -414,7 +414,8 @@ static void d_latency(const char *rt, int n, bool warm, double gap_s)
 
 static struct exec *d_new(int slots)
 {
-    struct exec_callbacks cb = {NULL, d_on_log, d_on_control, d_on_exit, d_notice, NULL};
+    struct exec_callbacks cb = {.on_log = d_on_log, .on_control = d_on_control, .on_exit = d_on_exit,
+                                .on_notice = d_notice};
     char *err = NULL;
     struct exec *e = exec_new(slots, &cb, &err);
     if (!e) {
