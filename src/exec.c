@@ -328,11 +328,14 @@ static bool has_secrets(const struct run *r)
  * value.  A line's "\r" before its newline is not part of it. */
 static void secret_patterns(struct run *r)
 {
+    /* a value, and of one with newlines each line: newlines + 1 of them
+     * when it does not end with one ("a\nb" holds 2) */
     size_t cap = 0;
     for (size_t k = 0; k < r->nsecrets; k++) {
-        cap++;
+        size_t nl = 0;
         for (const char *c = r->sec_values[k]; *c; c++)
-            cap += *c == '\n';
+            nl += *c == '\n';
+        cap += 1 + (nl ? nl + 1 : 0);
     }
     r->sec_pat = xcalloc(cap + 1, sizeof(*r->sec_pat));
     r->sec_patlen = xcalloc(cap + 1, sizeof(*r->sec_patlen));

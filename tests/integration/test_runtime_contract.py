@@ -1764,6 +1764,23 @@ def test_secret_printed_line_by_line_and_overlapping_secrets_are_redacted():
     assert run["output"] == {"k": "***"}, run
 
 
+def test_several_secrets_with_inner_newlines_are_all_redacted():
+    """Secrets holding a newline but not ending with one have one line more
+    than newlines: two such secrets overflowed the table of patterns sized
+    by newlines (a heap overflow under ASan), and each of their lines must
+    still be hidden."""
+    vals = {"RT_NL_A": "nlsecA-1111\nnlsecA-2222", "RT_NL_B": "nlsecB-3333\nnlsecB-4444",
+            "RT_NL_C": "nlsecC-5555\r\nnlsecC-6666"}
+    for name, val in vals.items():
+        expect(S.req("POST", P + "/secrets", {"name": name, "value": val}), 201)
+    code = "".join('cat /run/secrets/%s; echo; ' % n for n in vals)
+    t, run, lg = go(code, secrets=list(vals))
+    assert run["status"] == "completed", (run, lg)
+    text = json.dumps([lg, run, events(t, run)])
+    assert "nlsec" not in text, lg
+    assert [x["message"].rstrip("\r") for x in lg] == ["***"] * 6, lg
+
+
 def test_secret_equal_to_a_control_word_keeps_the_message():
     """A secret whose value is a word of the fd-3 protocol ("output",
     "message", "checkpoint") hides that word in what the code sends, not in
