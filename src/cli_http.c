@@ -168,6 +168,9 @@ static int perform(struct cli_http *h, const char *method, const char *path, con
                  *why ? why : curl_easy_strerror(cc));
         rc = -EIO;
     }
+    /* the handle outlives this frame: no pointer into it may stay set */
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(hdrs);
     free(url);
     free(auth);

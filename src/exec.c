@@ -1919,8 +1919,9 @@ static bool artifact_taken(const void *res, const char *name)
 static bool artifact_name_ok(const char *name)
 {
     char *clean = utf8_clean(name, strlen(name));
+    bool utf8 = !clean;   /* NULL: nothing to clean (read before the free) */
     free(clean);
-    return !clean && blob_name_ok(name);
+    return utf8 && blob_name_ok(name);
 }
 
 /* Moves every acceptable artifact into out/, recursively; see invariant 4. */
