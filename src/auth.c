@@ -216,16 +216,21 @@ int auth_key_live(struct app *app, const char *project, const char *key_id, bool
     return rc;
 }
 
-/* Counts r against its key's rate (key_id: the key's, or the one that made
- * a connection token); over it, answers 429 and returns false.  Every
- * answer says the limit and what is left while a limit is set. */
-static bool rate_ok(struct req *r, const char *key_id)
+/* Counts r against its key's rate (key_id in project: the key's, or the one
+ * that made a connection token; project "_root" for a root key); over it,
+ * answers 429 and returns false.  Every answer says the limit and what is
+ * left while a limit is set.  A key id is only unique in its project (a
+ * client may choose it): the bucket is named by both, or the keys "ci" of
+ * two projects shared one and each throttled the other. */
+static bool rate_ok(struct req *r, const char *project, const char *key_id)
 {
     struct ratelimit *rl = r->app->ratelimit;
     if (!rl)
         return true;
     int64_t left = 0;
-    int64_t wait = ratelimit_take(rl, key_id, mono_ms(), &left);
+    char bucket[2 * ID_LEN + 2];
+    snprintf(bucket, sizeof bucket, "%s/%s", project, key_id);
+    int64_t wait = ratelimit_take(rl, bucket, mono_ms(), &left);
     char v[32];
     snprintf(v, sizeof v, "%lld", (long long)r->app->cfg.rate_per_s);
     http_add_header(r, "X-RateLimit-Limit", v);
@@ -260,19 +265,21 @@ static bool token_auth(struct req *r, const char *tok)
             run_id = project = NULL;
             rc = -EKEYREVOKED;
         }
-        free(kp);
         if (src) {
+            free(kp);
             free(kid);
             api_store_error(r, src, "API key");   /* unknown, not revoked */
             return false;
         }
         /* a token's requests count as its key's */
-        if (!rc && !rate_ok(r, kid)) {
+        if (!rc && !rate_ok(r, kp, kid)) {
+            free(kp);
             free(kid);
             free(run_id);
             free(project);
             return false;
         }
+        free(kp);
         free(kid);
     }
     if (rc) {
@@ -341,7 +348,7 @@ bool auth_request(struct req *r)
         api_store_error(r, rc, "API key");   /* 503 while the store is unreachable */
         return false;
     }
-    if (!rate_ok(r, e.key_id))
+    if (!rate_ok(r, e.project, e.key_id))
         return false;
     snprintf(r->key_id, sizeof r->key_id, "%s", e.key_id);
     r->key_project = (e.scopes & SCOPE_ROOT) ? NULL : xstrdup(e.project);

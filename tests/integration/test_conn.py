@@ -296,6 +296,29 @@ def test_requests_over_a_keys_rate_are_429_with_retry_after():
         os.unlink(conf.name)
 
 
+def test_keys_of_the_same_id_in_two_projects_have_their_own_buckets():
+    """A key's id is chosen by its project's admin and is unique only in its
+    project: the bucket was named by the id alone, so project A's key "ci"
+    used up project B's key "ci" (B's first request was 429)."""
+    conf = tempfile.NamedTemporaryFile("w", suffix=".conf", delete=False)
+    conf.write("[limits]\nrequests_per_second = 1\nrequest_burst = 10\n")
+    conf.close()
+    L = Server(extra_args=["--config", conf.name])
+    try:
+        keys = {}
+        for p in ("rla", "rlb"):
+            expect(L.req("POST", "/api/projects", {"id": p, "name": p}), 201)
+            keys[p] = expect(L.req("POST", "/api/projects/%s/api_keys" % p,
+                                   {"id": "ci", "scopes": ["task:read"]}), 201)["key"]
+        _until_limited(L, "/api/projects/rla/tasks", keys["rla"])
+        r = L.req("GET", "/api/projects/rlb/tasks", key=keys["rlb"])
+        assert r.status == 200, r   # it was 429
+        assert int(r.header("X-RateLimit-Remaining")) == 9, r   # a full bucket of its own
+    finally:
+        L.stop()
+        os.unlink(conf.name)
+
+
 def test_request_logs_survive_what_clients_send():
     """With QUERN_LOG_REQUESTS=1 an unmatched request's path (decoded) and
     its method are in the log line: "GET /%ff" (no key needed) crashed
