@@ -25,7 +25,7 @@ struct config {
     int64_t drain_grace_ms;        /* on SIGTERM, running code may go on this long (10 s) */
     int64_t http_idle_timeout_ms;  /* a connection without traffic is closed (60 s) */
     int64_t rate_per_s;            /* requests a second per API key; 0: no limit */
-    int64_t rate_burst;            /* requests at once per API key (2 x rate_per_s) */
+    int64_t rate_burst;            /* requests at once per API key (set to 2 x rate_per_s at start when 0) */
     int http_threads;
     int exec_slots;
     enum store_fsync fsync;

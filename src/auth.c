@@ -244,8 +244,7 @@ static bool rate_ok(struct req *r, const char *project, const char *key_id)
                "this API key made more than %lld requests a second (bursts of %lld); "
                "retry after %lld ms",
                (long long)r->app->cfg.rate_per_s,
-               (long long)(r->app->cfg.rate_burst > 0 ? r->app->cfg.rate_burst
-                                                      : 2 * r->app->cfg.rate_per_s),
+               (long long)r->app->cfg.rate_burst,
                (long long)wait);
     return false;
 }
@@ -257,9 +256,9 @@ static bool token_auth(struct req *r, const char *tok)
     int rc = tokens_verify_connection(r->app, tok, &project, &run_id, &commands, &kp, &kid);
     if (!rc) {
         /* a token dies with the key that made it (revoked, or deleted) */
-        struct key_live k = {kp, kid, false};
-        int src = store_read(r->app->store, key_live_fn, &k);
-        if (src || !k.live) {
+        bool live = false;
+        int src = auth_key_live(r->app, kp, kid, &live);
+        if (src || !live) {
             free(run_id);
             free(project);
             run_id = project = NULL;

@@ -805,10 +805,11 @@ int main(int argc, char **argv)
     }
     int64_t t_recover = mono_ms();
     app.auth = auth_new(app.store);
-    if (app.cfg.rate_per_s > 0)
-        app.ratelimit = ratelimit_new(app.cfg.rate_per_s, app.cfg.rate_burst > 0
-                                                              ? app.cfg.rate_burst
-                                                              : 2 * app.cfg.rate_per_s);
+    if (app.cfg.rate_per_s > 0) {
+        if (app.cfg.rate_burst <= 0)
+            app.cfg.rate_burst = 2 * app.cfg.rate_per_s;   /* the default, said once */
+        app.ratelimit = ratelimit_new(app.cfg.rate_per_s, app.cfg.rate_burst);
+    }
     app.sched = sched_new(&app);
     if (sched_start(app.sched)) {
         fprintf(stderr, "quernd: cannot start the scheduler\n");
