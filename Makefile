@@ -115,7 +115,7 @@ test-asan:
 	    $(UNITSRC:tests/unit/%.c=build-asan/tests/%)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    python3 tests/runner.py --unit $(UNITSRC:tests/unit/%.c=build-asan/tests/%)
-	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	ASAN_OPTIONS=detect_leaks=1:handle_abort=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    QUERN_BUILD=build-asan QUERN_ASAN=1 python3 tests/runner.py --integration tests/integration
 
 # Every fuzz target from its seed corpus, a fixed number of inputs and a fixed

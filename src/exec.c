@@ -505,7 +505,7 @@ static void ep_add(struct exec *ex, int fd, int slot, enum fdkind k, uint32_t ev
 {
     struct epoll_event ev = {.events = events, .data.u64 = ((uint64_t)slot << 8) | k};
     if (epoll_ctl(ex->epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
-        abort(); /* fds we just made: failure is a broken invariant */
+        die_invariant("epoll_ctl ADD of an fd just made");
 }
 
 static void kill_box(struct run *r, const char *status, const char *code, const char *msg, int sig)
@@ -1878,7 +1878,7 @@ static void start_run(struct exec *ex, int slot, struct run *spec)
     }
     r->cell = cell_take(ex);
     if (r->cell < 0)
-        abort(); /* invariant 1: cells >= runs + warm boxes */
+        die_invariant("invariant 1: cells >= runs + warm boxes");
     __atomic_add_fetch(&ex->n_cold_starts, 1, __ATOMIC_RELAXED);
     int rc = prepare_dirs(ex, r, &why);
     if (rc == 0)
@@ -2526,7 +2526,7 @@ static void *supervisor(void *arg)
             wait_ms = HOLD_MS;
         int n = epoll_wait(ex->epfd, evs, (int)ARRAY_LEN(evs), wait_ms);
         if (n < 0 && errno != EINTR)
-            abort();
+            die_invariant("epoll_wait");
         if (hold) {
             bool exits = false;
             for (int i = 0; i < n && !exits; i++) {

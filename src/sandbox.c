@@ -1005,8 +1005,9 @@ static bool ipcns_enter(struct sandbox_sys *sys, int slot)
     int rc = ipcns_clear_in(sys, slot);
     if (rc == 0)
         return true;
+    /* the supervisor thread must not stay in a box's namespace */
     if (setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
-        abort(); /* the supervisor thread must not stay in a box's namespace */
+        die_invariant("setns back to the host's IPC namespace");
     slog(sys, "IPC namespace of slot %d could not be emptied (%s): its runs get a fresh one "
               "each from now on", slot, strerror(-rc));
     ipcns_drop(sys, slot);
@@ -1023,8 +1024,9 @@ static void ipcns_empty(struct sandbox_sys *sys, int slot)
     if (sys->ipcns[slot] < 0 || sys->host_ipcns < 0)
         return;
     (void)ipcns_clear_in(sys, slot);
+    /* the supervisor thread must not stay in a box's namespace */
     if (setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
-        abort(); /* the supervisor thread must not stay in a box's namespace */
+        die_invariant("setns back to the host's IPC namespace");
 }
 
 /* ---- seccomp ---- */
@@ -1681,7 +1683,7 @@ static void add_op(struct plan *pl, struct op o)
     if (pl->nops < MAX_OPS)
         pl->ops[pl->nops++] = o;
     else
-        abort(); /* the plan is sized for the fixed layout plus a few mounts */
+        die_invariant("the plan is sized for the fixed layout plus a few mounts");
 }
 
 /* The box's own user namespace limits, then /proc/sys read-only.  The
@@ -2483,7 +2485,7 @@ secrets:
             rc = e;
             *err = xasprintf("entering the mount template: %s", strerror(-e));
             if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
-                abort();
+                die_invariant("setns back to the host's network namespace");
             goto out;
         }
     }
@@ -2500,11 +2502,11 @@ secrets:
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (switched_net && setns(sys->host_netns, CLONE_NEWNET) < 0)
-        abort(); /* the supervisor thread must not stay in a box's netns */
+        die_invariant("setns back to the host's network namespace");
     if (switched_ipc && setns(sys->host_ipcns, CLONE_NEWIPC) < 0)
-        abort(); /* nor in its IPC namespace */
+        die_invariant("setns back to the host's IPC namespace");
     if (tpl && (setns(sys->host_mnt, CLONE_NEWNS) < 0 || fchdir(sys->cwd_fd) < 0))
-        abort(); /* nor in the template's mount namespace */
+        die_invariant("setns back to quernd's mount namespace");
     if (pid < 0) {
         rc = -clone_errno;
         *err = xasprintf("clone: %s", strerror(clone_errno));
@@ -2850,7 +2852,7 @@ int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
         (void)syscall(SYS_setfsuid, 0);
         if (syscall(SYS_setfsuid, 0) != 0 || syscall(SYS_setfsgid, 0) != 0 ||
             setns(sys->host_mnt, CLONE_NEWNS) < 0 || fchdir(sys->cwd_fd) < 0)
-            abort();
+            die_invariant("back to quernd's fsuid, mount namespace and cwd after adopting");
         if (r != 0) {
             rc = job.err ? -job.err : -EIO;
             *err = xasprintf("%s%s%s: %s", job.what ? job.what : "adopt", job.arg ? " " : "",

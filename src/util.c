@@ -18,6 +18,13 @@ static void oom(size_t n)
     abort();
 }
 
+void die_invariant_at(const char *file, int line, const char *what, int err)
+{
+    fprintf(stderr, "quern: %s:%d: broken invariant: %s (%s)\n", file, line, what,
+            err ? strerror(err) : "no errno");
+    abort();
+}
+
 void *xmalloc(size_t n)
 {
     void *p = malloc(n ? n : 1);

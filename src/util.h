@@ -9,12 +9,20 @@
 #ifndef QUERN_UTIL_H
 #define QUERN_UTIL_H
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+
+/* A broken invariant (never user input): prints "quern: FILE:LINE: broken
+ * invariant: WHAT (errno text)" on stderr, then aborts.  errno is read at the
+ * call, so call it right after the failing system call. */
+#define die_invariant(what) die_invariant_at(__FILE__, __LINE__, (what), errno)
+__attribute__((noreturn)) void die_invariant_at(const char *file, int line, const char *what,
+                                                int err);
 
 void *xmalloc(size_t n);
 void *xcalloc(size_t n, size_t size);

@@ -59,7 +59,11 @@ class Server:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             rc = self.proc.wait(60)
-            assert rc == 0, "quernd exited %s on SIGTERM (see %s/stderr.log)" % (rc, self.data)
+            if rc != 0:
+                # the data directory goes with the test: keep the evidence in the failure
+                with open(os.path.join(self.data, "stderr.log"), "rb") as f:
+                    tail = f.read()[-6000:].decode(errors="replace")
+                raise AssertionError("quernd exited %s on SIGTERM; its log ends:\n%s" % (rc, tail))
 
     def kill(self):
         self.proc.kill()
