@@ -456,6 +456,32 @@ def test_event_representations_agree():
     assert not bad, "\n".join(bad)
 
 
+def test_report_refusals_are_error_objects():
+    """A refused result's error is shaped as an error body's error (type, code, message)."""
+    t = agent_task(assigned_agent_id="ag-rep")
+    r = lease("ag-rep")[0]
+    rep = ok("POST", P + "/workers/report", {"results": [
+        {"run_id": "run_nope", "status": "completed"},
+        {"run_id": r["id"], "attempt": r["attempt"] + 1, "status": "completed"},
+        {"run_id": r["id"], "status": "bogus"},
+        {"status": "completed"},
+        {"run_id": r["id"], "attempt": r["attempt"], "status": "completed", "output": {"a": 1}}]})["data"]
+    want = [("not_found", "not_found"), ("conflict", "stale_attempt"), ("invalid_request", "invalid_result"),
+            ("invalid_request", "invalid_result")]
+    bad = []
+    for res, (typ, code) in zip(rep, want):
+        e = res["error"]
+        if res["ok"] or not isinstance(e, dict) or e.get("type") != typ or e.get("code") != code or \
+                not isinstance(e.get("message"), str):
+            bad.append("refused result %r, expected type %s code %s" % (res, typ, code))
+    if not (rep[4]["ok"] and rep[4]["error"] is None):
+        bad.append("accepted result %r" % rep[4])
+    done = ok("POST", P + "/workers/report", {"results": [{"run_id": r["id"], "status": "failed"}]})["data"][0]
+    if done["ok"] or (done["error"] or {}).get("type") != "conflict":
+        bad.append("report on an ended run %r" % done)
+    assert not bad, "\n".join(bad)
+
+
 # ---- the CLI's --json ----
 
 def test_cli_json_is_the_api_answer():
