@@ -176,6 +176,11 @@ struct task_opts {
  * settings.FIELD); false when it answered. */
 bool api_settings_ok(struct req *r, json_t *in);
 
+/* A task document as clients see it, without the store's index flags
+ * (`scheduled`, `has_dependencies`, ...): a new object sharing TASK's
+ * values, owned by the caller. */
+json_t *api_task_public(const json_t *task);
+
 json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *project_id,
                            json_t *body, const char *prefix, struct task_opts *opts);
 

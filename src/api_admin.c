@@ -458,8 +458,10 @@ void api_defs_trigger(struct req *r)
         api_store_error(r, rc, "definition");
         return;
     }
-    json_object_del(a.task, "latest_run_id");
-    json_object_set_new(a.task, "run", run_public(a.run));
+    /* the task as every task route answers it: the index flags stay in the store */
+    json_t *out = api_task_public(a.task);
+    json_decref(a.task);
+    json_object_set_new(out, "run", run_public(a.run));
     json_decref(a.run);
-    http_json(r, 201, a.task);
+    http_json(r, 201, out);
 }

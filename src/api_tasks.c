@@ -536,7 +536,7 @@ bool api_settings_ok(struct req *r, json_t *in)
     return s != NULL;
 }
 
-static json_t *task_public(const json_t *task)
+json_t *api_task_public(const json_t *task)
 {
     /* shares the values with task (callers change top-level fields only) */
     json_t *t = json_object();
@@ -727,7 +727,7 @@ static void finish_wait(struct req *r)
     struct getrun g = {json_string_value(json_object_get(w->task, "project_id")), w->run_id,
                        json_string_value(json_object_get(w->task, "id")), NULL, NULL};
     store_read(r->app->store, getrun_fn, &g);
-    json_t *t = task_public(g.task ? g.task : w->task);
+    json_t *t = api_task_public(g.task ? g.task : w->task);
     json_decref(g.task);
     if (g.run) {
         json_object_set_new_nocheck(t, "status", json_incref(json_object_get(g.run, "status")));
@@ -788,7 +788,7 @@ void api_tasks_create(struct req *r)
             return;
         }
     }
-    json_t *t = api_want_minimal(r) ? task_minimal(a.result) : task_public(a.result);
+    json_t *t = api_want_minimal(r) ? task_minimal(a.result) : api_task_public(a.result);
     if (a.run && a.wait_ms)
         json_object_set_new_nocheck(t, "run", run_public(a.run));
     json_decref(a.result);
@@ -837,7 +837,7 @@ void api_tasks_batch(struct req *r)
     json_t *t;
     bool minimal = api_want_minimal(r);
     json_array_foreach(a.result, i, t)
-        json_array_append_new(data, minimal ? task_minimal(t) : task_public(t));
+        json_array_append_new(data, minimal ? task_minimal(t) : api_task_public(t));
     json_decref(a.result);
     http_json(r, 201, json_pack("{s:o}", "data", data));
 }
@@ -918,7 +918,7 @@ void api_tasks_list(struct req *r)
     json_t *data = json_array();
     size_t i;
     json_t *t;
-    json_array_foreach(l.out, i, t) json_array_append_new(data, task_public(t));
+    json_array_foreach(l.out, i, t) json_array_append_new(data, api_task_public(t));
     json_decref(l.out);
     http_json(r, 200, json_pack("{s:o, s:b, s:I}", "data", data, "has_more", l.more, "total",
                                 (json_int_t)l.total));
@@ -1005,7 +1005,7 @@ void api_tasks_get(struct req *r)
         http_not_found(r, "task", g.id);
         return;
     }
-    json_t *t = task_public(g.doc);
+    json_t *t = api_task_public(g.doc);
     json_decref(g.doc);
     http_json(r, 200, t);
 }
@@ -1179,7 +1179,7 @@ void api_tasks_update(struct req *r)
         api_store_error(r, rc, "task");
         return;
     }
-    json_t *t = task_public(a.task);
+    json_t *t = api_task_public(a.task);
     json_decref(a.task);
     http_json(r, 200, t);
 }
@@ -1398,7 +1398,7 @@ static void task_action(struct req *r, const char *action, int status)
     if (json_object_get(a.result, "task_id"))
         out = run_public(a.result);
     else
-        out = task_public(a.result);
+        out = api_task_public(a.result);
     json_decref(a.result);
     http_json(r, status, out);
 }

@@ -341,10 +341,17 @@ struct report_tx {
     json_t *out;
 };
 
+/* A refused result: its error has the error body's type as a request's
+ * refusal would (a run missing is not_found, a run in another state or
+ * attempt a conflict, a bad result invalid_request). */
 static json_t *refuse(const char *run_id, const char *code, const char *msg)
 {
-    return json_pack("{s:s?, s:b, s:{s:s, s:s}}", "run_id", run_id, "ok", 0, "error", "code", code,
-                     "message", msg);
+    const char *type = !strcmp(code, "not_found") ? "not_found"
+                       : !strcmp(code, "stale_attempt") || !strcmp(code, "invalid_transition")
+                           ? "conflict"
+                           : "invalid_request";
+    return json_pack("{s:s?, s:b, s:{s:s, s:s, s:s}}", "run_id", run_id, "ok", 0, "error", "type",
+                     type, "code", code, "message", msg);
 }
 
 static int report_fn(struct store_tx *tx, void *arg)

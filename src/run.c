@@ -987,7 +987,7 @@ json_t *run_public(const json_t *run)
                                            "retry_delay_ms", "retry_backoff", "require_review",
                                            "deadline_ms", "max_concurrency", "executor",
                                            "latest_checkpoint", "has_output_schema",
-                                           "paused_by_task"};
+                                           "paused_by_task", "last_heartbeat_ms"};
     bool drop_blocked = !json_array_size(json_object_get(run, "blocked_by")) &&
                         strcmp(json_string_value(json_object_get(run, "status")) ?: "", "queued");
     /* a new object sharing the values (in the document's order), not a
@@ -1004,6 +1004,18 @@ json_t *run_public(const json_t *run)
     }
     /* the queue of questions is shown while the run lives, empty when no
      * second question came before the first was answered (it was absent) */
+    /* every run shows the storage instances it touched, [] when none (a run
+     * of code had them, a worker's run had the field only once it reported
+     * one) */
+    if (!json_object_get(r, "storage_access"))
+        json_object_set_new_nocheck(r, "storage_access", json_array());
+    /* what a request left on the run is null until then, never absent, so
+     * every state of a run has the same fields */
+    static const char *const set_later[] = {"retry_of", "cancel_message", "interaction",
+                                            "interaction_response", "review"};
+    for (size_t i = 0; i < ARRAY_LEN(set_later); i++)
+        if (!json_object_get(r, set_later[i]))
+            json_object_set_new_nocheck(r, set_later[i], json_null());
     int st = run_status_parse(json_string_value(json_object_get(run, "status")));
     if (st >= 0 && !run_status_terminal((enum run_status)st) &&
         !json_object_get(r, "pending_interactions"))
