@@ -2022,6 +2022,8 @@ static const struct cli_optdoc OPTDOCS[] = {
     {"timeout-ms", "N", "wall-time limit of a run in milliseconds"},
     {"max-retries", "N", "retries after a failed run"},
     {"definition", "ID", "a definition id"},
+    {"agent", "ID", "the agent whose work this is: workers leasing with that agent_id take its runs"},
+    {"after", "ID", "the page after the object of this id, the last of the page before"},
     {"type", "T", "manual, scheduled or triggered"},
     {"status", "S", "a status: queued, running, completed, failed, timed_out, ... (a task's may be pending)"},
     {"task", "ID", "a task id"},
