@@ -428,6 +428,11 @@ static const struct cli_col DEF_COLS[] = {
     {"CREATED", "created_at", CLI_FMT_AGE},
 };
 
+static const struct cli_col SCHEDULE_COLS[] = {
+    {"AT", "at", CLI_FMT_TEXT},
+    {"LOCAL", "local", CLI_FMT_TEXT},
+};
+
 /* Prints a list response as a table (or raw with --json). */
 static int show_list(struct cli_ctx *c, json_t *j, const struct cli_col *cols, size_t ncols,
                      const char *noun)
@@ -1321,29 +1326,9 @@ static int cmd_tasks_schedule(struct cli_ctx *c, const struct cli_args *a)
         print_raw_json(c);
         goto out;
     }
-    /* Accept {data: [...]}, a bare array, or any array member. */
-    json_t *arr = json_is_array(j) ? j : json_object_get(j, "data");
-    if (!json_is_array(arr)) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(j, k, v) if (json_is_array(v)) {
-            arr = v;
-            break;
-        }
-    }
-    size_t i;
-    json_t *t;
-    json_array_foreach(arr, i, t) {
-        if (json_is_string(t)) {
-            puts(json_string_value(t));
-        } else {
-            char *s = cli_cell(t, CLI_FMT_TEXT, 0);
-            puts(s);
-            free(s);
-        }
-    }
-    if (!json_array_size(arr))
-        fputs("No upcoming runs.\n", stderr);
+    /* {data: [{at, local}]}: a table, as every list (each fire time was
+     * printed as its JSON object) */
+    rc = show_list(c, j, SCHEDULE_COLS, ARRAY_LEN(SCHEDULE_COLS), "upcoming runs");
 out:
     json_decref(j);
     return rc;

@@ -131,6 +131,9 @@ def test_tasks_table_and_schedule():
     tid = [t for t in data["data"] if t["name"] == "sched-cli"][0]["id"]
     rc, out, err = quern("tasks", "schedule", tid, "--count", "3")
     assert rc == 0 and out.count(":00:00") >= 3, (out, err)
+    # a table of the fire times, UTC and local (each was printed as a JSON object)
+    lines = out.splitlines()
+    assert lines[0].split() == ["AT", "LOCAL"] and len(lines) == 4 and "{" not in out, out
     rc, out, _ = quern("tasks", "list")
     assert out.splitlines()[0].split()[:3] == ["ID", "NAME", "STATUS"] or "ID" in out.splitlines()[0]
 
