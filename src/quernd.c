@@ -83,6 +83,20 @@ static const char *const env_doc[][2] = {
     {"QUERN_LOG_FORMAT", "json (default: one JSON object per line on stderr) or text"},
     {"QUERN_LOG_REQUESTS", "1: log every HTTP request with its X-Request-Id"},
     {"QUERN_OUTBOUND_ALLOW_PRIVATE", "1: webhooks may reach loopback and private addresses"},
+    {"QUERN_RETENTION_EVERY_MS", "how often the retention pass runs (default 3600000)"},
+    {"QUERN_WARM", "warm boxes kept per runtime, e.g. python=2,node=2,ts=1 (over quern.conf's "
+                   "warm)"},
+    {"QUERN_WEBHOOK_TIMEOUT_MS, QUERN_WEBHOOK_RETRY_BASE_MS, QUERN_WEBHOOK_RETRY_WINDOW_MS",
+     "a webhook request's time limit (default 15000), the first retry's delay, doubling "
+     "(default 1000), and how long after its event a delivery is retried (default 24 h)"},
+    {"QUERN_PG_POLL_MS", "PostgreSQL: also reload every unfinished run this often, for where "
+                         "NOTIFY cannot pass (a transaction pooler)"},
+    {"QUERN_REMOTE_GRACE_MS", "PostgreSQL: a run another node made is served here only after "
+                              "this long (default 150)"},
+    {"QUERN_SANDBOX_UID", "the host uid the boxes run as (default 100000)"},
+    {"QUERN_INIT, QUERN_VENDOR", "the box's init program (default quern-init beside quernd) and "
+                                 "the directory holding node_modules/sucrase for ts (default "
+                                 "vendor/ beside or above quernd's directory)"},
 };
 
 static void usage(FILE *f)
@@ -93,7 +107,8 @@ static void usage(FILE *f)
     fprintf(f, "\nenvironment:\n");
     for (size_t i = 0; i < ARRAY_LEN(env_doc); i++)
         fprintf(f, "  %s\n      %s\n", env_doc[i][0], env_doc[i][1]);
-    fprintf(f, "\nSIGTERM drains (no new leases; running code gets its grace period) and exits 0.\n"
+    fprintf(f, "\nSIGTERM or SIGINT drains (no new leases; running code gets its grace period) "
+               "and exits 0.\n"
                "SIGHUP is logged and ignored (no configuration reload).\n");
 }
 

@@ -186,6 +186,26 @@ def test_quern_conf_documents_every_key_and_only_those():
     assert documented - code == set(), ("keys contrib/quern.conf shows that quernd refuses", documented - code)
 
 
+def test_quernd_help_names_every_environment_variable_it_reads():
+    # QUERN_RETENTION_EVERY_MS, QUERN_WARM, the webhook timings... were read
+    # but named by no help text; the CLI's own (src/cli*.c) are in quern --help
+    # and the fault injection of the tests (QUERN_PG_FAULT_*) in MULTINODE.md
+    names = set()
+    for f in os.listdir(os.path.join(ROOT, "src")):
+        if not f.endswith(".c") or f.startswith("cli"):
+            continue
+        text = open(os.path.join(ROOT, "src", f)).read()
+        names |= set(re.findall(r'getenv\("(QUERN_\w+|\w+_MS)"\)', text))
+        names |= set(re.findall(r'\{"(QUERN_\w+|\w+_TIMEOUT_MS)", ', text))
+        names |= set(re.findall(r'env_ms\("(QUERN_\w+)"', text))
+    names = {n for n in names if not n.startswith("QUERN_PG_FAULT_")}
+    assert "QUERN_LEASE_MS" in names and "QUERN_WEBHOOK_TIMEOUT_MS" in names, names
+    out = subprocess.run([os.path.join(BUILD, "quernd"), "--help"], capture_output=True,
+                         text=True).stdout
+    helped = set(re.findall(r"[A-Z][A-Z_]+[A-Z]", out.split("environment:", 1)[1]))
+    assert names - helped == set(), names - helped
+
+
 def test_quern_conf_as_shipped_and_uncommented_starts():
     # every commented example uncommented (but the PostgreSQL store) is a
     # configuration quernd takes
