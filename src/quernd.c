@@ -667,6 +667,34 @@ int main(int argc, char **argv)
         }
         *(int64_t *)((char *)&app.cfg + envs[k].off) = ev;
     }
+    /* read by their modules (webhook, store_pg, sched, sandbox), which fell
+     * back to their default on a bad value: checked here, as every other */
+    static const struct {
+        const char *name;
+        int64_t min, max;
+    } module_envs[] = {
+        {"QUERN_WEBHOOK_TIMEOUT_MS", 1, 86400000},
+        {"QUERN_WEBHOOK_RETRY_BASE_MS", 1, 86400000},
+        {"QUERN_WEBHOOK_RETRY_WINDOW_MS", 1, 100LL * 365 * 86400000},
+        {"QUERN_PG_POLL_MS", 0, 86400000},
+        {"QUERN_REMOTE_GRACE_MS", 0, 86400000},
+        {"QUERN_SANDBOX_UID", 1, 0x7ffffffe},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(module_envs); k++) {
+        if (!(e = getenv(module_envs[k].name)))
+            continue;
+        if (parse_i64(e, &ev) || ev < module_envs[k].min || ev > module_envs[k].max) {
+            fprintf(stderr, "quernd: %s=%s: must be an integer from %lld to %lld\n",
+                    module_envs[k].name, e, (long long)module_envs[k].min,
+                    (long long)module_envs[k].max);
+            return quit(&cs, &app, 2);
+        }
+    }
+    if ((e = getenv("QUERN_OUTBOUND_ALLOW_PRIVATE")) && *e && strcmp(e, "0") && strcmp(e, "1") &&
+        strcmp(e, "true") && strcmp(e, "false")) {
+        fprintf(stderr, "quernd: QUERN_OUTBOUND_ALLOW_PRIVATE=%s: must be 1, true, 0 or false\n", e);
+        return quit(&cs, &app, 2);
+    }
     static const struct {
         const char *name;
         size_t off;
