@@ -428,6 +428,11 @@ static const struct cli_col DEF_COLS[] = {
     {"CREATED", "created_at", CLI_FMT_AGE},
 };
 
+static const struct cli_col SCHEDULE_COLS[] = {
+    {"AT", "at", CLI_FMT_TEXT},
+    {"LOCAL", "local", CLI_FMT_TEXT},
+};
+
 /* Prints a list response as a table (or raw with --json). */
 static int show_list(struct cli_ctx *c, json_t *j, const struct cli_col *cols, size_t ncols,
                      const char *noun)
@@ -1321,29 +1326,9 @@ static int cmd_tasks_schedule(struct cli_ctx *c, const struct cli_args *a)
         print_raw_json(c);
         goto out;
     }
-    /* Accept {data: [...]}, a bare array, or any array member. */
-    json_t *arr = json_is_array(j) ? j : json_object_get(j, "data");
-    if (!json_is_array(arr)) {
-        const char *k;
-        json_t *v;
-        json_object_foreach(j, k, v) if (json_is_array(v)) {
-            arr = v;
-            break;
-        }
-    }
-    size_t i;
-    json_t *t;
-    json_array_foreach(arr, i, t) {
-        if (json_is_string(t)) {
-            puts(json_string_value(t));
-        } else {
-            char *s = cli_cell(t, CLI_FMT_TEXT, 0);
-            puts(s);
-            free(s);
-        }
-    }
-    if (!json_array_size(arr))
-        fputs("No upcoming runs.\n", stderr);
+    /* {data: [{at, local}]}: a table, as every list (each fire time was
+     * printed as its JSON object) */
+    rc = show_list(c, j, SCHEDULE_COLS, ARRAY_LEN(SCHEDULE_COLS), "upcoming runs");
 out:
     json_decref(j);
     return rc;
@@ -1856,6 +1841,22 @@ static int cmd_watch(struct cli_ctx *c, const struct cli_args *a)
 
 static int cmd_help(struct cli_ctx *c, const struct cli_args *a);
 
+/* quern store copy [--data DIR] FROM TO: works on the stores themselves, no
+ * server (it was parsed apart from the table, so --help, help and the man
+ * page never named it) */
+static int cmd_store_copy(struct cli_ctx *c, const struct cli_args *a)
+{
+    (void)c;
+    char *err = NULL;
+    if (store_copy(a->pos[0], a->pos[1], cli_args_get(a, "data"), stdout, &err)) {
+        fprintf(stderr, "quern: store copy: %s\n", err ? err : "failed");
+        free(err);
+        return CLI_EXIT_FAIL;
+    }
+    printf("copied %s to %s\n", a->pos[0], a->pos[1]);
+    return CLI_EXIT_OK;
+}
+
 static int cmd_man(struct cli_ctx *c, const struct cli_args *a)
 {
     struct buf b;
@@ -1992,6 +1993,10 @@ static const struct cli_cmd COMMANDS[] = {
      LIST_OPTS, 1, 1, cmd_webhooks_deliveries},
     {"watch", "", "A live table of the active runs, redrawn every second (once when piped)", "",
      0, 0, cmd_watch},
+    {"store copy", "FROM TO [--data DIR]",
+     "Copy store FROM (sqlite:PATH) into the empty store TO (postgres://...), ids and "
+     "artifacts kept; stop quernd first (docs/MULTINODE.md)",
+     "data:", 2, 2, cmd_store_copy},
     {"completion", "bash|zsh", "Print a shell completion script", "", 1, 1, cmd_completion},
     {"man", "", "Print the manual page (roff)", "", 0, 0, cmd_man},
     {"help", "[COMMAND ...]", "Show help for a command", "", 0, 3, cmd_help},
@@ -2022,6 +2027,8 @@ static const struct cli_optdoc OPTDOCS[] = {
     {"timeout-ms", "N", "wall-time limit of a run in milliseconds"},
     {"max-retries", "N", "retries after a failed run"},
     {"definition", "ID", "a definition id"},
+    {"agent", "ID", "the agent whose work this is: workers leasing with that agent_id take its runs"},
+    {"after", "ID", "the page after the object of this id, the last of the page before"},
     {"type", "T", "manual, scheduled or triggered"},
     {"status", "S", "a status: queued, running, completed, failed, timed_out, ... (a task's may be pending)"},
     {"task", "ID", "a task id"},
@@ -2038,6 +2045,8 @@ static const struct cli_optdoc OPTDOCS[] = {
     {"no-run", NULL, "create without starting a run (a schedule still fires)"},
     {"wait", NULL, "follow the run live; exit 0 only if it completed"},
     {"follow", NULL, "follow the log live until the run ends"},
+    {"data", "DIR", "quernd's data directory, whose blobs/ are copied too (default: the SQLite "
+                    "file's directory)"},
 };
 
 #define GLOBAL_OPTS "url: key: project: json help|h"
@@ -2076,7 +2085,8 @@ static int cmd_help(struct cli_ctx *c, const struct cli_args *a)
 
 static bool needs_server(const struct cli_cmd *cmd)
 {
-    return cmd->fn != cmd_help && cmd->fn != cmd_man && cmd->fn != cmd_completion;
+    return cmd->fn != cmd_help && cmd->fn != cmd_man && cmd->fn != cmd_completion &&
+           cmd->fn != cmd_store_copy;
 }
 
 static int run_main(struct cli_ctx *c, int argc, char **argv)
@@ -2222,9 +2232,6 @@ out:
 
 int main(int argc, char **argv)
 {
-    /* quern store copy FROM TO: works on the stores directly, no server */
-    if (argc >= 2 && !strcmp(argv[1], "store"))
-        return store_copy_main(argc - 1, argv + 1);
     struct cli_ctx c = {.doc = &DOC};
     const char *nc = getenv("NO_COLOR");
     bool color = !(nc && *nc);

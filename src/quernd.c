@@ -83,6 +83,20 @@ static const char *const env_doc[][2] = {
     {"QUERN_LOG_FORMAT", "json (default: one JSON object per line on stderr) or text"},
     {"QUERN_LOG_REQUESTS", "1: log every HTTP request with its X-Request-Id"},
     {"QUERN_OUTBOUND_ALLOW_PRIVATE", "1: webhooks may reach loopback and private addresses"},
+    {"QUERN_RETENTION_EVERY_MS", "how often the retention pass runs (default 3600000)"},
+    {"QUERN_WARM", "warm boxes kept per runtime, e.g. python=2,node=2,ts=1 (over quern.conf's "
+                   "warm)"},
+    {"QUERN_WEBHOOK_TIMEOUT_MS, QUERN_WEBHOOK_RETRY_BASE_MS, QUERN_WEBHOOK_RETRY_WINDOW_MS",
+     "a webhook request's time limit (default 15000), the first retry's delay, doubling "
+     "(default 1000), and how long after its event a delivery is retried (default 24 h)"},
+    {"QUERN_PG_POLL_MS", "PostgreSQL: also reload every unfinished run this often, for where "
+                         "NOTIFY cannot pass (a transaction pooler)"},
+    {"QUERN_REMOTE_GRACE_MS", "PostgreSQL: a run another node made is served here only after "
+                              "this long (default 150)"},
+    {"QUERN_SANDBOX_UID", "the host uid the boxes run as (default 100000)"},
+    {"QUERN_INIT, QUERN_VENDOR", "the box's init program (default quern-init beside quernd) and "
+                                 "the directory holding node_modules/sucrase for ts (default "
+                                 "vendor/ beside or above quernd's directory)"},
 };
 
 static void usage(FILE *f)
@@ -93,7 +107,8 @@ static void usage(FILE *f)
     fprintf(f, "\nenvironment:\n");
     for (size_t i = 0; i < ARRAY_LEN(env_doc); i++)
         fprintf(f, "  %s\n      %s\n", env_doc[i][0], env_doc[i][1]);
-    fprintf(f, "\nSIGTERM drains (no new leases; running code gets its grace period) and exits 0.\n"
+    fprintf(f, "\nSIGTERM or SIGINT drains (no new leases; running code gets its grace period) "
+               "and exits 0.\n"
                "SIGHUP is logged and ignored (no configuration reload).\n");
 }
 
@@ -651,6 +666,34 @@ int main(int argc, char **argv)
             return quit(&cs, &app, 2);
         }
         *(int64_t *)((char *)&app.cfg + envs[k].off) = ev;
+    }
+    /* read by their modules (webhook, store_pg, sched, sandbox), which fell
+     * back to their default on a bad value: checked here, as every other */
+    static const struct {
+        const char *name;
+        int64_t min, max;
+    } module_envs[] = {
+        {"QUERN_WEBHOOK_TIMEOUT_MS", 1, 86400000},
+        {"QUERN_WEBHOOK_RETRY_BASE_MS", 1, 86400000},
+        {"QUERN_WEBHOOK_RETRY_WINDOW_MS", 1, 100LL * 365 * 86400000},
+        {"QUERN_PG_POLL_MS", 0, 86400000},
+        {"QUERN_REMOTE_GRACE_MS", 0, 86400000},
+        {"QUERN_SANDBOX_UID", 1, 0x7ffffffe},
+    };
+    for (size_t k = 0; k < ARRAY_LEN(module_envs); k++) {
+        if (!(e = getenv(module_envs[k].name)))
+            continue;
+        if (parse_i64(e, &ev) || ev < module_envs[k].min || ev > module_envs[k].max) {
+            fprintf(stderr, "quernd: %s=%s: must be an integer from %lld to %lld\n",
+                    module_envs[k].name, e, (long long)module_envs[k].min,
+                    (long long)module_envs[k].max);
+            return quit(&cs, &app, 2);
+        }
+    }
+    if ((e = getenv("QUERN_OUTBOUND_ALLOW_PRIVATE")) && *e && strcmp(e, "0") && strcmp(e, "1") &&
+        strcmp(e, "true") && strcmp(e, "false")) {
+        fprintf(stderr, "quernd: QUERN_OUTBOUND_ALLOW_PRIVATE=%s: must be 1, true, 0 or false\n", e);
+        return quit(&cs, &app, 2);
     }
     static const struct {
         const char *name;

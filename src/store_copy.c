@@ -274,32 +274,3 @@ out:
     store_close(src);
     return rc;
 }
-
-int store_copy_main(int argc, char **argv)
-{
-    /* argv: store copy [--data DIR] FROM TO */
-    const char *data_dir = NULL;
-    int at = 2;
-    if (argc == 6 && !strcmp(argv[2], "--data")) {
-        data_dir = argv[3];
-        at = 4;
-    }
-    if (argc != at + 2 || strcmp(argv[1], "copy")) {
-        fprintf(stderr, "usage: quern store copy [--data DIR] FROM TO\n"
-                        "  copies every table of store FROM into the empty store TO, ids kept;\n"
-                        "  e.g. quern store copy sqlite:./quern-data/quern.db postgres://host/db\n"
-                        "  into PostgreSQL, the artifacts in DIR/blobs go too (DIR: quernd's\n"
-                        "  --data; default: the directory of the SQLite file)\n"
-                        "  (stop quernd first)\n");
-        return 2;
-    }
-    char *err = NULL;
-    int rc = store_copy(argv[at], argv[at + 1], data_dir, stdout, &err);
-    if (rc) {
-        fprintf(stderr, "quern: store copy: %s\n", err ? err : "failed");
-        free(err);
-        return 1;
-    }
-    printf("copied %s to %s\n", argv[at], argv[at + 1]);
-    return 0;
-}

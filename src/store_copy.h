@@ -22,8 +22,4 @@ int store_copy(const char *from, const char *to, const char *data_dir, FILE *pro
  * read. */
 int store_copy_unfinished(struct store *st, char **since);
 
-/* The `quern store ...` subcommand: argv[0] is "store".  Returns the exit
- * status. */
-int store_copy_main(int argc, char **argv);
-
 #endif

@@ -1471,7 +1471,13 @@ def test_start_up_errors_exit_cleanly():
     # QUERN_DRAIN_GRACE_MS: a wrong one was ignored (10 s drain instead)
     for name, value in (("QUERN_LEASE_MS", "-5"), ("DEFAULT_TASK_TIMEOUT_MS", "abc"),
                         ("QUERN_LOG_FORMAT", "xml"), ("QUERN_DRAIN_GRACE_MS", "abc"),
-                        ("QUERN_DRAIN_GRACE_MS", "-5")):
+                        ("QUERN_DRAIN_GRACE_MS", "-5"),
+                        # read by their modules, which took their default on
+                        # a bad value instead of stopping as docs/API.md says
+                        ("QUERN_WEBHOOK_TIMEOUT_MS", "15s"), ("QUERN_WEBHOOK_RETRY_BASE_MS", "0"),
+                        ("QUERN_WEBHOOK_RETRY_WINDOW_MS", "-1"), ("QUERN_PG_POLL_MS", "x"),
+                        ("QUERN_REMOTE_GRACE_MS", "-5"), ("QUERN_SANDBOX_UID", "0"),
+                        ("QUERN_OUTBOUND_ALLOW_PRIVATE", "yes")):
         rc, err = start(["--listen", "127.0.0.1:0"], {name: value})
         assert rc == 2 and "%s=%s" % (name, value) in err, (name, rc, err)
 

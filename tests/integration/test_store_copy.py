@@ -162,7 +162,16 @@ def test_a_copy_cut_short_is_never_served():
 def test_usage_errors():
     p = subprocess.run([os.path.join(BUILD, "quern"), "store", "move"], stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT)
-    assert p.returncode == 2 and b"usage: quern store copy" in p.stdout
+    assert p.returncode == 2 and b"quern store copy FROM TO" in p.stdout, p.stdout
+    # a command of the table as every other: its help, and the list of commands
+    p = subprocess.run([os.path.join(BUILD, "quern"), "help", "store", "copy"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT)
+    assert p.returncode == 0 and b"--data DIR" in p.stdout, p.stdout
+    p = subprocess.run([os.path.join(BUILD, "quern"), "--help"], stdout=subprocess.PIPE)
+    assert b"store copy FROM TO" in p.stdout, p.stdout
+    p = subprocess.run([os.path.join(BUILD, "quern"), "store", "copy", "sqlite:x.db"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert p.returncode == 2, p.stdout
     p = subprocess.run([os.path.join(BUILD, "quern"), "store", "copy", "sqlite:/nonexistent/dir/x.db",
                         "sqlite:/nonexistent/dir/y.db"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     assert p.returncode == 1 and b"store copy" in p.stdout
