@@ -3,10 +3,11 @@
 # Idempotent: when everything is present it does nothing (and needs no network).
 # slirp4netns: the user-mode NAT of code runs with network (src/sandbox.c).
 # clang, libclang-rt-dev: the libFuzzer targets (tests/fuzz/, `make test-fuzz`).
+# openssl: the command, for the signed-trigger example of docs/HOOKS.md (test_docs.py).
 set -e
 PKGS="build-essential pkg-config libmicrohttpd-dev libjansson-dev libsqlite3-dev
 libssl-dev libcurl4-openssl-dev libseccomp-dev libpq-dev libjemalloc-dev python3 curl
-postgresql tzdata chromium slirp4netns clang libclang-rt-dev"
+postgresql tzdata chromium slirp4netns clang libclang-rt-dev openssl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
