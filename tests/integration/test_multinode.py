@@ -191,6 +191,103 @@ def test_artifacts_through_any_node():
         assert hashlib.sha256(data).hexdigest() in shas
 
 
+def wait_run_end(node, task_id, run_id):
+    return wait_for(lambda: (lambda r: r if r["status"] in ("completed", "failed", "timed_out", "canceled") else None)(
+        expect(node.req("GET", P + "/tasks/%s/runs/%s" % (task_id, run_id)), 200)), 60, "the run's end")
+
+
+def run_logs(node, task_id, run_id):
+    return node.req("GET", P + "/tasks/%s/runs/%s/logs" % (task_id, run_id)).text
+
+
+def test_storage_files_travel_between_nodes():
+    """Each node keeps an instance's files under its own DATA/storage: a run
+    on node A wrote into QUERN_STORAGE_PROJECT and a later run of the same
+    task on node B did not find it, and a listing's size_bytes was the
+    answering node's.  The files now go through PostgreSQL: written back
+    when a run ends, brought up to date before the next run starts, deletions
+    included, and every node lists the same size."""
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    try:
+        b.stop()   # one node with slots at a time: each run goes where we want it
+        code = r"""S="$QUERN_STORAGE_PROJECT"
+n=$(cat "$S/count" 2>/dev/null || echo 0)
+echo "count=$n gone=$(cat "$S/gone.txt" 2>/dev/null || echo none) deep=$(cat "$S/sub/deep.txt" 2>/dev/null || echo none)"
+if [ "$n" = 0 ]; then echo first > "$S/gone.txt"; mkdir -p "$S/sub"; echo deep > "$S/sub/deep.txt"; chmod 640 "$S/sub/deep.txt"; fi
+if [ "$n" = 1 ]; then rm "$S/gone.txt"; echo deeper > "$S/sub/deep.txt"; fi
+echo $((n+1)) > "$S/count"
+"""
+        t = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "code": code, "run": True}), 201)
+        r1 = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        assert r1["status"] == "completed", run_logs(a, t["id"], r1["id"])
+        assert "count=0 gone=none deep=none" in run_logs(a, t["id"], r1["id"])
+
+        b.start()
+        a.stop()
+        r2 = expect(b.req("POST", P + "/tasks/%s/run" % t["id"]), 201)
+        r2 = wait_run_end(b, t["id"], r2.get("id") or r2["run"]["id"])
+        assert r2["status"] == "completed", run_logs(b, t["id"], r2["id"])
+        assert r2["node_id"] != r1["node_id"], (r1["node_id"], r2["node_id"])
+        assert "count=1 gone=first deep=deep" in run_logs(b, t["id"], r2["id"]), run_logs(b, t["id"], r2["id"])
+        bdir = [os.path.join(root, f) for root, _, fs in os.walk(os.path.join(b.data, "storage"))
+                for f in fs if f == "deep.txt"]
+        assert bdir and (os.stat(bdir[0]).st_mode & 0o777) == 0o640, bdir
+
+        a.start()
+        b.stop()
+        r3 = expect(a.req("POST", P + "/tasks/%s/run" % t["id"]), 201)
+        r3 = wait_run_end(a, t["id"], r3.get("id") or r3["run"]["id"])
+        assert r3["status"] == "completed", run_logs(a, t["id"], r3["id"])
+        # the deletion on b reached a's copy, and so did the new content
+        assert "count=2 gone=none deep=deeper" in run_logs(a, t["id"], r3["id"]), run_logs(a, t["id"], r3["id"])
+
+        b.start()
+        sizes = []
+        for node in (a, b):
+            listed = expect(node.req("GET", P + "/storage"), 200)["data"]
+            sizes.append([(x["id"], x["size_bytes"]) for x in listed if x["scope"] == "project"])
+        # count "3\n" and sub/deep.txt "deeper\n"
+        assert sizes[0] == sizes[1] and sizes[0][0][1] == 2 + 7, sizes
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_default_storage_instance_is_made_once_across_nodes():
+    """Two nodes starting the first runs of a project at the same moment
+    each created the project's default instance (neither saw the other's
+    uncommitted row): two `default` project instances.  The default
+    instance's id is now made from its project, scope and account, so the
+    second insert finds the first."""
+    a, b = live()[:2]
+    dups = []
+    for i in range(10):
+        pid = "mnsto%d" % i
+        expect(a.req("POST", "/api/projects", {"name": pid, "id": pid}), 201)
+        pp = "/api/projects/%s" % pid
+        made = [None, None]
+
+        def create(k, node):
+            made[k] = expect(node.req("POST", pp + "/tasks", {"runtime_id": "sh", "code": "true",
+                                                             "run": True}), 201)
+        ths = [threading.Thread(target=create, args=(k, n)) for k, n in enumerate((a, b))]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        for t in made:
+            wait_for(lambda: expect(a.req("GET", pp + "/tasks/%s/runs" % t["id"]), 200)["data"][0]["status"]
+                     in ("completed", "failed"), 60, "the run's end")
+        listed = expect(b.req("GET", pp + "/storage"), 200)["data"]
+        n = len([x for x in listed if x["scope"] == "project" and x["name"] == "default"])
+        if n != 1:
+            dups.append((pid, n))
+    assert dups == [], dups
+
+
 def test_webhooks_made_on_any_node_deliver_each_event_once():
     """The leader's webhook dispatcher idles while no webhook exists; one made
     through another node is still found, and every event reaches every
