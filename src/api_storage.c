@@ -93,12 +93,16 @@ static int list_fn(struct store_tx *tx, void *arg)
      * same through every node; else the caller walks the directories */
     json_array_foreach(a->out, i, d) {
         int64_t bytes = 0;
-        int src = rc ? rc : store_storage_size(tx, json_string_value(json_object_get(d, "id")), &bytes);
+        bool partial = false;
+        int src = rc ? rc : store_storage_size(tx, json_string_value(json_object_get(d, "id")),
+                                               &bytes, &partial);
         if (src == -ENOTSUP)
             break;
         if (src)
             return src;
         json_object_set_new(d, "size_bytes", json_integer(bytes));
+        if (partial)   /* a node holds files it could not write back */
+            json_object_set_new(d, "size_bytes_partial", json_true());
     }
     return rc;
 }

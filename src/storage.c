@@ -476,6 +476,8 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
             continue;   /* as synced */
         if (st && e)
             continue;   /* deleted here, not written back yet (1) */
+        if (st == -ENOTDIR || st == -ELOOP)
+            continue;   /* a file or link of this node's on its way (3) */
         if (st && st != -ENOENT) {
             rc = st;
             goto out;
@@ -622,6 +624,12 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
     }
     walk_tree(root, &w);
     if (w.over) {
+        int64_t before = 0, after = 0;
+        if (!json_is_true(json_object_get(m, "partial")) &&
+            !store_storage_commit(app->store, project_id, id, changes, true, &before, &after)) {
+            json_object_set_new(m, "partial", json_true());
+            manifest_save(dir, m);
+        }
         *note = xasprintf("storage instance %s was not written back to the store: it holds more "
                           "than %d entries or %lld bytes, and its files stay on this node",
                           id, STORAGE_SIZE_MAX_ENTRIES, (long long)STORAGE_SYNC_MAX_BYTES);
@@ -680,9 +688,9 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
                           "%s stay on this node: only regular files are shared with the other "
                           "nodes", w.skipped, id);
     int64_t version = json_integer_value(json_object_get(m, "version"));
-    if (json_array_size(changes)) {
+    if (json_array_size(changes) || json_is_true(json_object_get(m, "partial"))) {
         int64_t before = 0, after = 0;
-        rc = store_storage_commit(app->store, project_id, id, changes, &before, &after);
+        rc = store_storage_commit(app->store, project_id, id, changes, false, &before, &after);
         if (rc) {
             free(*note);
             *note = xasprintf("storage instance %s could not be written back to the store (%s); "
@@ -695,6 +703,7 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
         if (before == version)
             version = after;
     }
+    json_object_del(m, "partial");
     json_object_set(m, "files", nfiles);
     json_object_set_new(m, "version", json_integer(version));
     rc = manifest_save(dir, m);

@@ -370,13 +370,17 @@ int store_storage_files(struct store *st, const char *instance_id, int64_t *vers
 /* Applies changes (an array: [path, size, mode, sha] sets a file, [path]
  * deletes it) in one transaction that bumps the instance's version:
  * commits of one instance are serialised, and per file the later commit
- * wins.  *before: the version the commit replaced, *after: its own. */
+ * wins.  partial records that a node holds files of it that it could not
+ * write back (its size is then a lower bound); with no changes only that
+ * mark is set, and the version stays.  *before: the version the commit
+ * replaced, *after: its own. */
 int store_storage_commit(struct store *st, const char *project_id, const char *instance_id,
-                         const json_t *changes, int64_t *before, int64_t *after);
-/* In a read or write tx: the bytes of the instance's files as committed.
- * -ENOTSUP when the backend keeps no files (the caller measures the
- * directory). */
-int store_storage_size(struct store_tx *tx, const char *instance_id, int64_t *bytes);
+                         const json_t *changes, bool partial, int64_t *before, int64_t *after);
+/* In a read or write tx: the bytes of the instance's files as committed,
+ * and the partial mark of its last commit.  -ENOTSUP when the backend
+ * keeps no files (the caller measures the directory). */
+int store_storage_size(struct store_tx *tx, const char *instance_id, int64_t *bytes,
+                       bool *partial);
 
 /* Like store_write(), for a write fn that may run more than once: on
  * PostgreSQL, when the transaction holding fn's changes loses a deadlock or
@@ -439,9 +443,9 @@ struct store_backend {
     /* optional (NULL: -ENOTSUP, the files are the node's own directory) */
     int (*storage_version)(struct store *, const char *, int64_t *);
     int (*storage_files)(struct store *, const char *, int64_t *, json_t **);
-    int (*storage_commit)(struct store *, const char *, const char *, const json_t *, int64_t *,
-                          int64_t *);
-    int (*storage_size)(struct store_tx *, const char *, int64_t *);
+    int (*storage_commit)(struct store *, const char *, const char *, const json_t *, bool,
+                          int64_t *, int64_t *);
+    int (*storage_size)(struct store_tx *, const char *, int64_t *, bool *);
 };
 
 /* Every backend's struct store begins with this, so store.c can dispatch. */

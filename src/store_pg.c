@@ -635,7 +635,8 @@ static char *schema_v5(void)
 static char *schema_v6(void)
 {
     return xstrdup("CREATE TABLE storage_state(instance_id text PRIMARY KEY,"
-                   " project_id text NOT NULL, version bigint NOT NULL, bytes bigint NOT NULL);\n"
+                   " project_id text NOT NULL, version bigint NOT NULL, bytes bigint NOT NULL,"
+                   " partial boolean NOT NULL);\n"
                    "CREATE TABLE storage_files(instance_id text NOT NULL, path text NOT NULL,"
                    " size bigint NOT NULL, mode integer NOT NULL, sha text NOT NULL,"
                    " PRIMARY KEY(instance_id, path));\n"
@@ -2710,7 +2711,7 @@ out:
  * two statements, then the byte total; one transaction, so a reader sees a
  * version with all of its files or none. */
 static int pg_storage_commit(struct store *s, const char *project_id, const char *instance_id,
-                             const json_t *changes, int64_t *before, int64_t *after)
+                             const json_t *changes, bool partial, int64_t *before, int64_t *after)
 {
     struct pg_store *st = PG(s);
     char *text = jdump(changes, NULL);
@@ -2722,15 +2723,21 @@ static int pg_storage_commit(struct store *s, const char *project_id, const char
         return -EIO;
     }
     int rc = -EIO;
-    const char *v1[] = {instance_id, project_id};
-    PGresult *r = run(c, "INSERT INTO storage_state(instance_id, project_id, version, bytes) "
-                         "VALUES($1, $2, 1, 0) ON CONFLICT (instance_id) DO UPDATE SET "
-                         "version=storage_state.version + 1 RETURNING version", 2, v1);
+    const char *bump = json_array_size(changes) ? "1" : "0";
+    const char *v1[] = {instance_id, project_id, bump, partial ? "t" : "f"};
+    PGresult *r = run(c, "INSERT INTO storage_state(instance_id, project_id, version, bytes, "
+                         "partial) VALUES($1, $2, $3::bigint, 0, $4::boolean) ON CONFLICT "
+                         "(instance_id) DO UPDATE SET version=storage_state.version + $3::bigint, "
+                         "partial=EXCLUDED.partial RETURNING version", 4, v1);
     if (!r)
         goto out;
     *after = result_i64(r, 0, 0);
-    *before = *after - 1;
+    *before = *after - (json_array_size(changes) ? 1 : 0);
     PQclear(r);
+    if (!json_array_size(changes)) {
+        rc = 0;
+        goto out;
+    }
     const char *v2[] = {instance_id, text};
     r = run(c, "INSERT INTO storage_files(instance_id, path, size, mode, sha) SELECT $1, "
                "e->>0, (e->>1)::bigint, (e->>2)::integer, e->>3 FROM "
@@ -2761,13 +2768,16 @@ out:
     return rc;
 }
 
-static int pg_storage_size(struct store_tx *t, const char *instance_id, int64_t *bytes)
+static int pg_storage_size(struct store_tx *t, const char *instance_id, int64_t *bytes,
+                           bool *partial)
 {
     const char *v[] = {instance_id};
-    PGresult *r = run(TX(t)->c, "SELECT bytes FROM storage_state WHERE instance_id=$1", 1, v);
+    PGresult *r = run(TX(t)->c, "SELECT bytes, partial FROM storage_state WHERE instance_id=$1",
+                      1, v);
     if (!r)
         return -EIO;
     *bytes = result_i64(r, 0, 0);
+    *partial = PQntuples(r) > 0 && !strcmp(PQgetvalue(r, 0, 1), "t");
     PQclear(r);
     return 0;
 }

@@ -215,7 +215,8 @@ def test_storage_files_travel_between_nodes():
         code = r"""S="$QUERN_STORAGE_PROJECT"
 n=$(cat "$S/count" 2>/dev/null || echo 0)
 echo "count=$n gone=$(cat "$S/gone.txt" 2>/dev/null || echo none) deep=$(cat "$S/sub/deep.txt" 2>/dev/null || echo none)"
-if [ "$n" = 0 ]; then echo first > "$S/gone.txt"; mkdir -p "$S/sub"; echo deep > "$S/sub/deep.txt"; chmod 640 "$S/sub/deep.txt"; fi
+echo "link=$(readlink "$S/link" || echo none)"
+if [ "$n" = 0 ]; then echo first > "$S/gone.txt"; mkdir -p "$S/sub"; echo deep > "$S/sub/deep.txt"; chmod 640 "$S/sub/deep.txt"; ln -s /etc/passwd "$S/link"; fi
 if [ "$n" = 1 ]; then rm "$S/gone.txt"; echo deeper > "$S/sub/deep.txt"; fi
 echo $((n+1)) > "$S/count"
 """
@@ -223,6 +224,8 @@ echo $((n+1)) > "$S/count"
         r1 = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
         assert r1["status"] == "completed", run_logs(a, t["id"], r1["id"])
         assert "count=0 gone=none deep=none" in run_logs(a, t["id"], r1["id"])
+        # links stay on their node, and the run's log says so
+        assert "only regular files are shared" in run_logs(a, t["id"], r1["id"])
 
         b.start()
         a.stop()
@@ -231,6 +234,7 @@ echo $((n+1)) > "$S/count"
         assert r2["status"] == "completed", run_logs(b, t["id"], r2["id"])
         assert r2["node_id"] != r1["node_id"], (r1["node_id"], r2["node_id"])
         assert "count=1 gone=first deep=deep" in run_logs(b, t["id"], r2["id"]), run_logs(b, t["id"], r2["id"])
+        assert "link=none" in run_logs(b, t["id"], r2["id"])
         bdir = [os.path.join(root, f) for root, _, fs in os.walk(os.path.join(b.data, "storage"))
                 for f in fs if f == "deep.txt"]
         assert bdir and (os.stat(bdir[0]).st_mode & 0o777) == 0o640, bdir
