@@ -430,6 +430,8 @@ static int hash_file(int root, const char *rel, char sha[65], struct stat *sb)
 int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned uid)
 {
     int64_t version = 0;
+    if (!app->blobs)
+        return 0;   /* no blobs, no files to move: the node's directory alone */
     int rc = store_storage_version(app->store, id, &version);
     if (rc == -ENOTSUP)
         return 0;
