@@ -260,6 +260,34 @@ echo $((n+1)) > "$S/count"
                 n.stop()
 
 
+def test_storage_the_later_end_wins_per_file():
+    """Two runs of one instance live at once, on whichever nodes: each
+    writes the same file and one of its own.  Per file the run that ended
+    later wins (x waits for a message until y has ended), and the file only
+    one of them wrote is kept too: a later run, on any node, sees both."""
+    a, b = live()[:2]
+    inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-later"}), 201)
+    st = {"project": inst["id"]}
+    x = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True, "code":
+               'read line; echo x > "$QUERN_STORAGE_PROJECT/f"; echo x > "$QUERN_STORAGE_PROJECT/only-x"'}), 201)
+    xr = wait_for(lambda: (lambda r: r if r["status"] == "running" else None)(run_of(a, x["id"])), 60, "x running")
+    y = expect(b.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True, "code":
+               'echo y > "$QUERN_STORAGE_PROJECT/f"; echo y > "$QUERN_STORAGE_PROJECT/only-y"'}), 201)
+    yr = wait_run_end(b, y["id"], run_of(b, y["id"])["id"])
+    assert yr["status"] == "completed", run_logs(b, y["id"], yr["id"])
+    cmd = {"jsonrpc": "2.0", "method": "user_message", "params": {"text": "go"}, "id": 1}
+    sent = [n for n in live() if n.req("POST", P + "/tasks/%s/runs/%s/command" % (x["id"], xr["id"]),
+                                       cmd).status == 200]
+    assert len(sent) == 1, sent   # the node running x
+    xr = wait_run_end(a, x["id"], xr["id"])
+    assert xr["status"] == "completed", run_logs(a, x["id"], xr["id"])
+    for node in (a, b):
+        z = expect(node.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True, "code":
+                   'cd "$QUERN_STORAGE_PROJECT" && echo "f=$(cat f) x=$(cat only-x) y=$(cat only-y)"'}), 201)
+        zr = wait_run_end(node, z["id"], run_of(node, z["id"])["id"])
+        assert "f=x x=x y=y" in run_logs(node, z["id"], zr["id"]), run_logs(node, z["id"], zr["id"])
+
+
 def test_default_storage_instance_is_made_once_across_nodes():
     """Two nodes starting the first runs of a project at the same moment
     each created the project's default instance (neither saw the other's
