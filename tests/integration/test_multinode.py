@@ -8,7 +8,9 @@ leader (node_lost), and the other nodes complete them all; a cron schedule
 fires once per instant across the nodes, also after its leader is killed.
 Artifacts (uploaded, or left by code) are kept in PostgreSQL and served
 byte-exact by every node, presigned URLs included; the blobs of pruned runs
-are deleted.  Writes that lose a conflict (injected, QUERN_PG_FAULT_*) are
+are deleted.  Storage instances' files travel between nodes through
+PostgreSQL (deletions too, the later end winning per file), every node
+lists the same size, and a project's default instance is made once.  Writes that lose a conflict (injected, QUERN_PG_FAULT_*) are
 retried by the server, not answered 503.
 The network-cut case (veth/netns) is test_netcut.py's."""
 import base64
