@@ -20,6 +20,7 @@ import http.client
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -260,6 +261,40 @@ echo $((n+1)) > "$S/count"
         for n in (a, b):
             if n.proc.poll() is None:
                 n.stop()
+
+
+def test_storage_sync_never_follows_a_link_of_the_copy():
+    """quernd is root on the host and a box owns what is in its storage: a
+    link in a node's copy where another node wrote a directory must not
+    lead the sync out of the copy.  The file is left out on that node, and
+    the run starts."""
+    import tempfile
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    outside = tempfile.mkdtemp(prefix="pgstorage-outside-")
+    try:
+        b.stop()
+        t = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "run": True, "code":
+                   'mkdir -p "$QUERN_STORAGE_PROJECT/sub" && echo x > "$QUERN_STORAGE_PROJECT/sub/x"; true'}), 201)
+        r1 = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        assert r1["status"] == "completed", run_logs(a, t["id"], r1["id"])
+        inst = [x for x in expect(a.req("GET", P + "/storage"), 200)["data"] if x["scope"] == "project"][0]
+        copy = os.path.join(b.data, "storage", "default", inst["id"])
+        os.makedirs(copy)
+        os.symlink(outside, os.path.join(copy, "sub"))   # as a box on b would have made it
+        b.start()
+        a.stop()
+        r2 = expect(b.req("POST", P + "/tasks/%s/run" % t["id"]), 201)
+        r2 = wait_run_end(b, t["id"], r2.get("id") or r2["run"]["id"])
+        assert r2["status"] == "completed", (r2, run_logs(b, t["id"], r2["id"]))
+        assert os.listdir(outside) == [], os.listdir(outside)
+        assert os.path.islink(os.path.join(copy, "sub"))
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+        shutil.rmtree(outside, ignore_errors=True)
 
 
 def test_storage_the_later_end_wins_per_file():
