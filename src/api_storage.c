@@ -86,7 +86,25 @@ void api_storage_create(struct req *r)
 static int list_fn(struct store_tx *tx, void *arg)
 {
     struct sto_arg *a = arg;
-    return store_list(tx, SK_STORAGE, http_param(a->r, "project_id"), &a->q, &a->out, &a->total);
+    int rc = store_list(tx, SK_STORAGE, http_param(a->r, "project_id"), &a->q, &a->out, &a->total);
+    size_t i;
+    json_t *d;
+    /* a store that keeps the files (several nodes) knows their size, the
+     * same through every node; else the caller walks the directories */
+    json_array_foreach(a->out, i, d) {
+        int64_t bytes = 0;
+        bool partial = false;
+        int src = rc ? rc : store_storage_size(tx, json_string_value(json_object_get(d, "id")),
+                                               &bytes, &partial);
+        if (src == -ENOTSUP)
+            break;
+        if (src)
+            return src;
+        json_object_set_new(d, "size_bytes", json_integer(bytes));
+        if (partial)   /* a node holds files it could not write back */
+            json_object_set_new(d, "size_bytes_partial", json_true());
+    }
+    return rc;
 }
 
 void api_storage_list(struct req *r)
@@ -106,6 +124,8 @@ void api_storage_list(struct req *r)
      * instances of 100 000 entries each were 50 million per request) */
     int64_t budget = STORAGE_LIST_MAX_ENTRIES;
     json_array_foreach(a.out, i, d) {
+        if (json_object_get(d, "size_bytes"))
+            continue;
         bool partial = false;
         int64_t size = storage_size(r->app, project, json_string_value(json_object_get(d, "id")),
                                     &partial, &budget);

@@ -45,6 +45,7 @@ struct item {
     int iteration;
     struct exec_result *res;
     json_t *artifacts;        /* stored artifacts of an exit: [{name, sha, size}] */
+    char *storage_note;       /* an exit's storage write-back warning, for its log */
     bool note;                /* quern's own warning about lost reports */
     int64_t cost;             /* counted in runner.queued_bytes while queued */
     struct item *next;
@@ -73,7 +74,27 @@ struct runner {
     bool unsignaled;          /* supervisor thread's: items pushed since its last flush */
     bool lingering;           /* the runner thread waits for more reports (under mu) */
     int backlog;              /* starts that may wait inside exec for a slot */
+    struct synced *synced;    /* live runs whose storage copies are shared (runner thread) */
 };
+
+/* A live run that mounts storage copies synced with the store: what its
+ * exit writes back (storage_sync_out).  Runner thread only. */
+struct synced {
+    char run_id[ID_LEN];
+    char *project_id;
+    char *ids[3], *dirs[3];   /* NULL: no shared copy at that scope */
+    struct synced *next;
+};
+
+static void synced_free(struct synced *s)
+{
+    free(s->project_id);
+    for (int i = 0; i < 3; i++) {
+        free(s->ids[i]);
+        free(s->dirs[i]);
+    }
+    free(s);
+}
 
 /* A run between its start transaction and its exec_start: the store may
  * already show it running (a commit is visible before its fsync), so
@@ -204,6 +225,7 @@ static void item_free(struct item *it)
     free(it->message);
     json_decref(it->data);
     json_decref(it->artifacts);
+    free(it->storage_note);
     if (it->res)
         exec_result_release(it->res);
     free(it);
@@ -499,6 +521,14 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
     int rc = add_exit_artifacts(tx, app, run, it->artifacts);
     if (rc)
         return rc;
+    if (it->storage_note) {
+        json_t *entries = json_pack("[{s:s, s:s, s:s, s:n, s:n}]", "type", "log", "level", "warn",
+                                    "message", it->storage_note, "data", "error");
+        rc = run_append_logs(tx, app, run, entries);
+        json_decref(entries);
+        if (rc)
+            return rc;
+    }
     record_storage_use(run, res);
     json_object_set_new(run, "cpu_ms", json_integer(res->cpu_ms));
     json_object_set_new(run, "peak_memory_kb", json_integer(res->peak_memory_kb));
@@ -629,6 +659,35 @@ static void store_artifacts(struct runner *rn, struct item *it)
                                                            "size", (json_int_t)size));
         close(fd);
     }
+}
+
+/* Writes back the shared storage copies an exited run mounted, before its
+ * end is stored: a run started after that end, on any node, finds them.
+ * Runner thread (file and store I/O, outside any tx). */
+static void storage_write_back(struct runner *rn, struct item *it)
+{
+    struct synced **p = &rn->synced;
+    while (*p && strcmp((*p)->run_id, it->run_id))
+        p = &(*p)->next;
+    struct synced *s = *p;
+    if (!s)
+        return;
+    *p = s->next;
+    for (int i = 0; i < 3; i++) {
+        char *note = NULL;
+        if (!s->ids[i])
+            continue;
+        storage_sync_out(rn->app, s->project_id, s->ids[i], s->dirs[i], &note);
+        if (note && it->storage_note) {
+            char *both = xasprintf("%s; %s", it->storage_note, note);
+            free(it->storage_note);
+            free(note);
+            it->storage_note = both;
+        } else if (note) {
+            it->storage_note = note;
+        }
+    }
+    synced_free(s);
 }
 
 /* ---- dispatch: queued code runs into free slots ---- */
@@ -793,6 +852,7 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
     /* storage directories, owned by the box's root */
     json_t *inst = json_object_get(task, "_storage");
     char *dirs[3] = {NULL, NULL, NULL};
+    struct synced *sy = NULL;
     static const char *const scopes[3] = {"account", "project", "organization"};
     unsigned uid = exec_box_uid(rn->exec);
     for (int i = 0; i < 3; i++) {
@@ -806,6 +866,29 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
         if (!dirs[i] || lstat(dirs[i], &sb) || !S_ISDIR(sb.st_mode) || sb.st_uid != uid) {
             free(dirs[i]);
             dirs[i] = storage_dir(app, spec.project_id, sid, true, uid);
+        }
+    }
+    /* shared copies (a store that keeps storage files) up to date first */
+    sy = xcalloc(1, sizeof *sy);
+    snprintf(sy->run_id, sizeof sy->run_id, "%s", spec.run_id);
+    sy->project_id = xstrdup(spec.project_id);
+    for (int i = 0; i < 3; i++) {
+        json_t *d = json_object_get(inst, scopes[i]);
+        if (!d || !dirs[i])
+            continue;
+        const char *sid = json_string_value(json_object_get(d, "id"));
+        int src = storage_sync_in(app, sid, dirs[i], uid);
+        if (src < 0) {
+            char *m = xasprintf("the %s storage instance %s could not be brought up to date from "
+                                "the store (%s)", scopes[i], sid, strerror(-src));
+            struct fail_arg f = {app, spec.run_id, "storage_unavailable", m};
+            store_write(app->store, fail_fn, &f);
+            free(m);
+            goto out;
+        }
+        if (src > 0) {
+            sy->ids[i] = xstrdup(sid);
+            sy->dirs[i] = xstrdup(dirs[i]);
         }
     }
     struct sec sec = {app, spec.project_id, json_object_get(task, "secrets"), NULL, NULL, 0, 0};
@@ -853,6 +936,9 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
     if (!rc) {
         rn->live++;
         ok = true;
+        sy->next = rn->synced;
+        rn->synced = sy;
+        sy = NULL;
     }
     starting_done(rn, spec.run_id, !rc);
     secrets_free(sec.n, sec.v, sec.cnt);
@@ -866,6 +952,8 @@ static bool launch(struct runner *rn, json_t *run, json_t *task)
         store_write(app->store, fail_fn, &f);
     }
 out:
+    if (sy)
+        synced_free(sy);
     for (int i = 0; i < 3; i++)
         free(dirs[i]);
     free(input);
@@ -1034,8 +1122,10 @@ static bool turn(struct runner *rn, struct item *items)
 {
     items = note_lost(rn, items);
     for (struct item *it = items; it; it = it->next)
-        if (it->kind == IT_EXIT && !it->artifacts)
+        if (it->kind == IT_EXIT && !it->artifacts) {
             store_artifacts(rn, it);
+            storage_write_back(rn, it);
+        }
     struct batch b = {rn, items, json_object()};
     /* the runs that can start now ride in the same transaction */
     char *ids[TAKE_MAX];
@@ -1266,6 +1356,11 @@ void runner_free(struct runner *rn)
     /* exits never stored stay `running` in the store: the next start's
      * recovery settles them, as after a crash */
     items_free(rn->retry);
+    while (rn->synced) {   /* not written back: the next run here that mounts them does */
+        struct synced *n = rn->synced->next;
+        synced_free(rn->synced);
+        rn->synced = n;
+    }
     while (rn->lost) {
         struct lost *n = rn->lost->next;
         free(rn->lost);

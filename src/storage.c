@@ -1,15 +1,24 @@
 /* storage — see storage.h.  Called on the runner thread, the store writer
- * (inside transactions) and HTTP threads; no state of its own. */
-#define _XOPEN_SOURCE 700
+ * (inside transactions) and HTTP threads; no state of its own.  The sync
+ * of a node's copy with the store (storage_sync_in/out) runs on the runner
+ * thread alone, so two syncs of one copy never overlap. */
 #include "storage.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/evp.h>
+
 #include "app.h"
+#include "blob.h"
+#include "crypto.h"
+#include "log.h"
 #include "tree.h"
 #include "util.h"
 
@@ -62,8 +71,29 @@ static json_t *default_instance(struct store_tx *tx, const char *project, const 
     json_decref(arr);
     if (d || !store_tx_is_write(tx))
         return d;
+    /* The id is made from what names the instance, so two nodes creating
+     * it at once (each in its own transaction, neither seeing the other's)
+     * insert the same row: one wins, the other finds it (-EEXIST), and a
+     * project never gets two default instances of a scope. */
     d = storage_new_doc(project, scope, "default", account);
-    if (store_put(tx, SK_STORAGE, project, d)) {
+    struct buf key;
+    buf_init(&key);
+    const char *parts[] = {"default", project, scope, account ? account : ""};
+    for (size_t i = 0; i < ARRAY_LEN(parts); i++)
+        buf_append(&key, parts[i], strlen(parts[i]) + 1);   /* NUL-separated */
+    unsigned char md[32];
+    crypto_sha256(key.data, key.len, md);
+    buf_release(&key);
+    char hex[65], id[ID_LEN];
+    hex_encode(md, 32, hex);
+    snprintf(id, sizeof id, "sto_%.20s", hex);
+    json_object_set_new(d, "id", json_string(id));
+    int rc = store_put(tx, SK_STORAGE, project, d);
+    if (rc == -EEXIST) {
+        json_decref(d);
+        return store_get(tx, SK_STORAGE, project, id);
+    }
+    if (rc) {
         json_decref(d);
         return NULL;
     }
@@ -117,4 +147,580 @@ int64_t storage_size(struct app *app, const char *project_id, const char *id, bo
     if (budget)
         *budget -= u.entries;
     return u.bytes;
+}
+
+/* ---- the node's copy and the store (storage_sync_in / _out) ----
+ *
+ * Each copy has a manifest next to its directory, DATA/storage/<project>/
+ * <id>.sync (out of the boxes' reach): the store's version the copy was
+ * last brought to, and per file what the copy held then, as
+ * [size, mode, sha, inode, mtime ns, ctime ns].  A file whose stat still
+ * matches its entry is unchanged since that sync; any other file (changed,
+ * new, or gone) is a change of this node's runs, not yet written back.
+ *
+ *  1. A pull replaces only files unchanged since the last sync (or absent
+ *     and never synced here): a change made here and not written back yet
+ *     (a live run's, or one a crash kept from being written back) is kept,
+ *     and the next write-back sends it.
+ *  2. Nothing is ever followed through a link: every path under the copy
+ *     is opened component by component with O_NOFOLLOW, since a box owns
+ *     what is in its storage and quernd is root on the host.
+ *  3. Only regular files travel.  Directories are made as their files need
+ *     them; links and special files stay on the node that has them. */
+
+#define SYNC_TMP_PREFIX ".quern-sync-"
+#define SYNC_PATH_MAX 4096
+
+static json_t *manifest_load(const char *dir)
+{
+    char *p = xasprintf("%s.sync", dir);
+    json_t *m = json_load_file(p, 0, NULL);
+    free(p);
+    if (!json_is_object(m) || !json_is_integer(json_object_get(m, "version")) ||
+        !json_is_object(json_object_get(m, "files"))) {
+        json_decref(m);
+        m = json_pack("{s:I, s:{}}", "version", (json_int_t)-1, "files");
+    }
+    return m;
+}
+
+static int manifest_save(const char *dir, const json_t *m)
+{
+    char *p = xasprintf("%s.sync", dir), *tmp = xasprintf("%s.sync.tmp", dir);
+    int rc = json_dump_file(m, tmp, JSON_COMPACT) ? -EIO : 0;
+    if (!rc && rename(tmp, p))
+        rc = -errno;
+    if (rc)
+        unlink(tmp);
+    free(p);
+    free(tmp);
+    return rc;
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+    return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+/* A manifest entry for a file of stat sb holding sha. */
+static json_t *entry_new(const struct stat *sb, const char *sha)
+{
+    return json_pack("[I, I, s, I, I, I]", (json_int_t)sb->st_size, (json_int_t)(sb->st_mode & 0777),
+                     sha, (json_int_t)sb->st_ino, (json_int_t)ts_ns(&sb->st_mtim),
+                     (json_int_t)ts_ns(&sb->st_ctim));
+}
+
+static json_int_t ent_int(const json_t *e, size_t i)
+{
+    return json_integer_value(json_array_get(e, i));
+}
+
+static const char *ent_sha(const json_t *e)
+{
+    return json_string_value(json_array_get(e, 2)) ?: "";
+}
+
+/* The file is as the entry recorded it. */
+static bool entry_matches(const json_t *e, const struct stat *sb)
+{
+    return e && S_ISREG(sb->st_mode) && ent_int(e, 0) == sb->st_size &&
+           ent_int(e, 1) == (json_int_t)(sb->st_mode & 0777) && ent_int(e, 3) == (json_int_t)sb->st_ino &&
+           ent_int(e, 4) == ts_ns(&sb->st_mtim) && ent_int(e, 5) == ts_ns(&sb->st_ctim);
+}
+
+/* A relative path the sync accepts: components neither empty, ".", ".."
+ * nor our temp names. */
+static bool rel_ok(const char *rel)
+{
+    size_t n = strlen(rel);
+    if (!n || n > SYNC_PATH_MAX || rel[0] == '/')
+        return false;
+    for (const char *c = rel; *c;) {
+        const char *e = strchr(c, '/');
+        size_t len = e ? (size_t)(e - c) : strlen(c);
+        if (!len || (len == 1 && c[0] == '.') || (len == 2 && c[0] == '.' && c[1] == '.') ||
+            !strncmp(c, SYNC_TMP_PREFIX, strlen(SYNC_TMP_PREFIX)))
+            return false;
+        c += len + (e ? 1 : 0);
+        if (e && !*c)
+            return false;
+    }
+    return true;
+}
+
+/* The directory holding rel's last component, opened under root without
+ * following a link (invariant 2); with make, missing directories are made
+ * (owned by uid).  A fd, *base pointing into rel; or -errno. */
+static int parent_open(int root, const char *rel, bool make, unsigned uid, const char **base)
+{
+    int fd = dup(root);
+    if (fd < 0)
+        return -errno;
+    const char *c = rel;
+    for (const char *e; (e = strchr(c, '/')); c = e + 1) {
+        char name[256];
+        size_t len = (size_t)(e - c);
+        if (len >= sizeof name) {
+            close(fd);
+            return -ENAMETOOLONG;
+        }
+        memcpy(name, c, len);
+        name[len] = '\0';
+        int sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (sub < 0 && errno == ENOENT && make) {
+            if (mkdirat(fd, name, 0755) && errno != EEXIST) {
+                int e2 = -errno;
+                close(fd);
+                return e2;
+            }
+            if (uid && fchownat(fd, name, uid, uid, AT_SYMLINK_NOFOLLOW)) {
+                int e2 = -errno;
+                close(fd);
+                return e2;
+            }
+            sub = openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        }
+        int err = -errno;
+        close(fd);
+        if (sub < 0)
+            return err;
+        fd = sub;
+    }
+    *base = c;
+    return fd;
+}
+
+/* lstat of rel under root; -errno when it (or a directory on its way) is not there. */
+static int rel_stat(int root, const char *rel, struct stat *sb)
+{
+    const char *base;
+    int dfd = parent_open(root, rel, false, 0, &base);
+    if (dfd < 0)
+        return dfd;
+    int rc = fstatat(dfd, base, sb, AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+    close(dfd);
+    return rc;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Puts the blob sha at rel (mode, owned by uid) through a temp file and a
+ * rename, and records it in files.  A directory in its place: -EISDIR. */
+static int fetch(struct app *app, int root, const char *rel, const char *sha, unsigned mode,
+                 unsigned uid, json_t *files)
+{
+    const char *base;
+    int in = -1, out = -1, dfd = -1, rc = 0;
+    char tmp[64];
+    tmp[0] = '\0';
+    in = blob_open_read(app->blobs, sha);
+    if (in < 0) {
+        rc = in;
+        goto out;
+    }
+    dfd = parent_open(root, rel, true, uid, &base);
+    if (dfd < 0) {
+        rc = dfd;
+        goto out;
+    }
+    unsigned char rnd[8];
+    char hex[17];
+    random_bytes(rnd, sizeof rnd);
+    hex_encode(rnd, sizeof rnd, hex);
+    snprintf(tmp, sizeof tmp, SYNC_TMP_PREFIX "%s", hex);
+    out = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (out < 0) {
+        rc = -errno;
+        tmp[0] = '\0';
+        goto out;
+    }
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        if ((rc = write_all(out, buf, (size_t)n)))
+            goto out;
+    }
+    if ((uid && fchown(out, uid, uid)) || fchmod(out, mode & 0777) || fdatasync(out)) {
+        rc = -errno;
+        goto out;
+    }
+    struct stat sb;
+    if (fstat(out, &sb)) {
+        rc = -errno;
+        goto out;
+    }
+    if (renameat(dfd, tmp, dfd, base)) {
+        rc = -errno;
+        goto out;
+    }
+    tmp[0] = '\0';
+    json_object_set_new(files, rel, entry_new(&sb, sha));
+out:
+    if (tmp[0])
+        unlinkat(dfd, tmp, 0);
+    if (out >= 0)
+        close(out);
+    if (in >= 0)
+        close(in);
+    if (dfd >= 0)
+        close(dfd);
+    return rc;
+}
+
+/* SHA-256 of the regular file rel (opened without following links), read
+ * in chunks. */
+static int hash_file(int root, const char *rel, char sha[65], struct stat *sb)
+{
+    const char *base;
+    int dfd = parent_open(root, rel, false, 0, &base);
+    if (dfd < 0)
+        return dfd;
+    int fd = openat(dfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    int rc = fd < 0 ? -errno : 0;
+    close(dfd);
+    if (rc)
+        return rc;
+    if (fstat(fd, sb) || !S_ISREG(sb->st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            rc = n < 0 ? -errno : 0;
+            break;
+        }
+        EVP_DigestUpdate(ctx, chunk, (size_t)n);
+    }
+    close(fd);
+    unsigned char md[32];
+    unsigned int mdlen = 0;
+    EVP_DigestFinal_ex(ctx, md, &mdlen);
+    EVP_MD_CTX_free(ctx);
+    if (!rc)
+        hex_encode(md, 32, sha);
+    return rc;
+}
+
+int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned uid)
+{
+    int64_t version = 0;
+    if (!app->blobs)
+        return 0;   /* no blobs, no files to move: the node's directory alone */
+    int rc = store_storage_version(app->store, id, &version);
+    if (rc == -ENOTSUP)
+        return 0;
+    if (rc)
+        return rc;
+    json_t *m = manifest_load(dir), *remote = NULL, *have = json_object();
+    json_t *files = json_object_get(m, "files");
+    int root = -1;
+    if (json_integer_value(json_object_get(m, "version")) == version) {
+        rc = 1;   /* up to date: one query */
+        goto out;
+    }
+    if ((rc = store_storage_files(app->store, id, &version, &remote)))
+        goto out;
+    root = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (root < 0) {
+        rc = -errno;
+        goto out;
+    }
+    size_t i;
+    json_t *f;
+    json_array_foreach(remote, i, f) {
+        const char *rel = json_string_value(json_array_get(f, 0)) ?: "";
+        const char *sha = json_string_value(json_array_get(f, 3)) ?: "";
+        unsigned mode = (unsigned)json_integer_value(json_array_get(f, 2));
+        json_object_set_new(have, rel, json_true());
+        if (!rel_ok(rel))
+            continue;
+        json_t *e = json_object_get(files, rel);
+        struct stat sb;
+        int st = rel_stat(root, rel, &sb);
+        if (st == 0 && !S_ISREG(sb.st_mode))
+            continue;   /* a directory or link of this node's in its place (3) */
+        if (st == 0 && !entry_matches(e, &sb)) {
+            /* changed here (1), or here before this node first synced: the
+             * same bytes are simply the synced file */
+            char lsha[65];
+            if (!e && !hash_file(root, rel, lsha, &sb) && !strcmp(lsha, sha) &&
+                (unsigned)(sb.st_mode & 0777) == (mode & 0777))
+                json_object_set_new(files, rel, entry_new(&sb, sha));
+            continue;
+        }
+        if (st == 0 && !strcmp(ent_sha(e), sha) && (unsigned)ent_int(e, 1) == (mode & 0777))
+            continue;   /* as synced */
+        if (st && e)
+            continue;   /* deleted here, not written back yet (1) */
+        if (st == -ENOTDIR || st == -ELOOP)
+            continue;   /* a file or link of this node's on its way (3) */
+        if (st && st != -ENOENT) {
+            rc = st;
+            goto out;
+        }
+        rc = fetch(app, root, rel, sha, mode, uid, files);
+        if (rc == -EISDIR || rc == -ENOTDIR || rc == -ELOOP)
+            rc = 0;   /* a directory or link of this node's in the way (3) */
+        if (rc)
+            goto out;
+    }
+    /* what the store no longer has: gone here too, unless changed here */
+    const char *rel;
+    json_t *e;
+    void *tmp;
+    json_object_foreach_safe(files, tmp, rel, e) {
+        if (json_object_get(have, rel))
+            continue;
+        struct stat sb;
+        const char *base;
+        if (!rel_stat(root, rel, &sb) && entry_matches(e, &sb)) {
+            int dfd = parent_open(root, rel, false, 0, &base);
+            if (dfd >= 0) {
+                unlinkat(dfd, base, 0);
+                close(dfd);
+            }
+        }
+        json_object_del(files, rel);
+    }
+    json_object_set_new(m, "version", json_integer(version));
+    rc = manifest_save(dir, m);
+    if (!rc)
+        rc = 1;
+out:
+    if (root >= 0)
+        close(root);
+    json_decref(m);
+    json_decref(remote);
+    json_decref(have);
+    return rc;
+}
+
+/* A walk of the copy's regular files: path -> stat, without recursion
+ * (at most TREE_MAX_DEPTH directories open) and never through a link. */
+struct walk {
+    json_t *found;        /* rel -> [size, mode, ino, mtime, ctime] as a stat */
+    int64_t entries, bytes;
+    size_t skipped;       /* links, special files, too deep or too long */
+    bool over;            /* more than the limits: nothing is written back */
+    bool incomplete;      /* a directory could not be read: no deletions */
+};
+
+static void walk_add(struct walk *w, const char *rel, const struct stat *sb)
+{
+    json_object_set_new(w->found, rel, entry_new(sb, ""));
+    w->bytes += sb->st_size;
+}
+
+static void walk_tree(int root, struct walk *w)
+{
+    struct frame {
+        DIR *d;
+        size_t len;
+    } stack[TREE_MAX_DEPTH + 1];
+    char path[SYNC_PATH_MAX + 1];
+    int depth = 0;
+    int fd = dup(root);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        if (fd >= 0)
+            close(fd);
+        w->over = true;
+        return;
+    }
+    stack[0] = (struct frame){d, 0};
+    path[0] = '\0';
+    while (depth >= 0 && !w->over) {
+        struct frame *fr = &stack[depth];
+        path[fr->len] = '\0';
+        struct dirent *de = readdir(fr->d);
+        if (!de) {
+            closedir(fr->d);
+            depth--;
+            continue;
+        }
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+            continue;
+        if (++w->entries > STORAGE_SIZE_MAX_ENTRIES || w->bytes > STORAGE_SYNC_MAX_BYTES) {
+            w->over = true;
+            break;
+        }
+        if (!strncmp(de->d_name, SYNC_TMP_PREFIX, strlen(SYNC_TMP_PREFIX)))
+            continue;
+        size_t nlen = strlen(de->d_name);
+        if (fr->len + 1 + nlen > SYNC_PATH_MAX) {
+            w->skipped++;
+            continue;
+        }
+        struct stat sb;
+        if (fstatat(dirfd(fr->d), de->d_name, &sb, AT_SYMLINK_NOFOLLOW))
+            continue;   /* gone meanwhile */
+        size_t len = fr->len;
+        if (len)
+            path[len++] = '/';
+        memcpy(path + len, de->d_name, nlen + 1);
+        if (S_ISREG(sb.st_mode)) {
+            walk_add(w, path, &sb);
+        } else if (S_ISDIR(sb.st_mode) && depth >= TREE_MAX_DEPTH) {
+            w->skipped++;
+        } else if (S_ISDIR(sb.st_mode)) {
+            int sfd = openat(dirfd(fr->d), de->d_name,
+                             O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
+            if (!sd) {
+                if (sfd >= 0)
+                    close(sfd);
+                w->incomplete = true;
+            } else {
+                stack[++depth] = (struct frame){sd, len + nlen};
+            }
+        } else {
+            w->skipped++;
+        }
+    }
+    while (depth >= 0)
+        closedir(stack[depth--].d);
+    if (w->bytes > STORAGE_SYNC_MAX_BYTES)
+        w->over = true;
+}
+
+int storage_sync_out(struct app *app, const char *project_id, const char *id, const char *dir,
+                     char **note)
+{
+    *note = NULL;
+    json_t *m = manifest_load(dir), *changes = json_array(), *nfiles = json_object();
+    json_t *files = json_object_get(m, "files");
+    struct walk w = {json_object(), 0, 0, 0, false, false};
+    size_t unsent = 0;
+    char *first = NULL;
+    int rc = 0;
+    int root = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (root < 0) {
+        rc = -errno;
+        goto out;
+    }
+    walk_tree(root, &w);
+    if (w.over) {
+        int64_t before = 0, after = 0;
+        if (!json_is_true(json_object_get(m, "partial")) &&
+            !store_storage_commit(app->store, project_id, id, changes, true, &before, &after)) {
+            json_object_set_new(m, "partial", json_true());
+            manifest_save(dir, m);
+        }
+        *note = xasprintf("storage instance %s was not written back to the store: it holds more "
+                          "than %d entries or %lld bytes, and its files stay on this node",
+                          id, STORAGE_SIZE_MAX_ENTRIES, (long long)STORAGE_SYNC_MAX_BYTES);
+        goto out;
+    }
+    const char *rel;
+    json_t *st, *e;
+    json_object_foreach(w.found, rel, st) {
+        e = json_object_get(files, rel);
+        if (e && ent_int(e, 0) == ent_int(st, 0) && ent_int(e, 1) == ent_int(st, 1) &&
+            ent_int(e, 3) == ent_int(st, 3) && ent_int(e, 4) == ent_int(st, 4) &&
+            ent_int(e, 5) == ent_int(st, 5)) {
+            json_object_set(nfiles, rel, e);   /* as synced */
+            continue;
+        }
+        const char *base;
+        int dfd = parent_open(root, rel, false, 0, &base);
+        int fd = dfd < 0 ? -1 : openat(dfd, base, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+        if (dfd >= 0)
+            close(dfd);
+        struct stat sb;
+        char sha[65];
+        int64_t size = 0;
+        int prc = fd < 0 || fstat(fd, &sb) || !S_ISREG(sb.st_mode)
+                      ? -EINVAL
+                      : blob_put_fd(app->blobs, fd, STORAGE_SYNC_MAX_FILE, sha, &size);
+        if (fd >= 0)
+            close(fd);
+        if (prc) {
+            /* changed while read (another run here writes it), too large or
+             * unreadable: kept as a change, the next write-back tries again */
+            if (e)
+                json_object_set(nfiles, rel, e);
+            if (!unsent++)
+                first = xstrdup(rel);
+            continue;
+        }
+        json_t *ne = entry_new(&sb, sha);
+        json_array_set_new(ne, 0, json_integer(size));
+        json_object_set_new(nfiles, rel, ne);
+        if (!e || strcmp(ent_sha(e), sha) || ent_int(e, 1) != (json_int_t)(sb.st_mode & 0777))
+            json_array_append_new(changes, json_pack("[s, I, I, s]", rel, (json_int_t)size,
+                                                     (json_int_t)(sb.st_mode & 0777), sha));
+    }
+    /* gone since the last sync: deleted, unless the walk missed a directory */
+    json_object_foreach(files, rel, e) {
+        if (json_object_get(w.found, rel))
+            continue;
+        if (w.incomplete)
+            json_object_set(nfiles, rel, e);
+        else
+            json_array_append_new(changes, json_pack("[s]", rel));
+    }
+    if (w.skipped)
+        *note = xasprintf("%zu links, special files or paths nested too deep in storage instance "
+                          "%s stay on this node: only regular files are shared with the other "
+                          "nodes", w.skipped, id);
+    int64_t version = json_integer_value(json_object_get(m, "version"));
+    if (json_array_size(changes) || json_is_true(json_object_get(m, "partial"))) {
+        int64_t before = 0, after = 0;
+        rc = store_storage_commit(app->store, project_id, id, changes, false, &before, &after);
+        if (rc) {
+            free(*note);
+            *note = xasprintf("storage instance %s could not be written back to the store (%s); "
+                              "its changes stay on this node and go with the next run here that "
+                              "ends", id, strerror(-rc));
+            goto out;
+        }
+        /* up to date only when no other node committed since our last sync:
+         * else the next pull compares every file */
+        if (before == version)
+            version = after;
+    }
+    json_object_del(m, "partial");
+    json_object_set(m, "files", nfiles);
+    json_object_set_new(m, "version", json_integer(version));
+    rc = manifest_save(dir, m);
+out:
+    if (unsent && !*note)
+        *note = xasprintf("%zu files of storage instance %s were not written back (the first: "
+                          "%s): changed while read, over %lld bytes, or unreadable; the next "
+                          "run here that ends tries again",
+                          unsent, id, first, (long long)STORAGE_SYNC_MAX_FILE);
+    free(first);
+    if (root >= 0)
+        close(root);
+    json_decref(w.found);
+    json_decref(changes);
+    json_decref(nfiles);
+    json_decref(m);
+    return rc;
 }

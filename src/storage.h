@@ -42,4 +42,23 @@ json_t *storage_for_task(struct store_tx *tx, const json_t *task);
 int64_t storage_size(struct app *app, const char *project_id, const char *id, bool *partial,
                      int64_t *budget);
 
+/* A shared copy of an instance (a store that keeps its files, store.h) is
+ * written back within these: every entry and byte of the instance (an
+ * instance past them is not written back, and says so), and each file. */
+#define STORAGE_SYNC_MAX_BYTES (1LL << 30)
+#define STORAGE_SYNC_MAX_FILE (64LL << 20)
+/* Brings this node's copy of instance id (directory dir, owned by uid) up
+ * to date from the store before a run mounts it: one query when it is;
+ * else the files other nodes wrote back are fetched and those they deleted
+ * removed, keeping what runs here changed and did not write back yet.
+ * 1 when synced, 0 when the store keeps no files (SQLite: the directory is
+ * the instance), or negative (the store or a file failed). */
+int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned uid);
+/* Writes back what runs here changed in the copy since its last sync (new,
+ * modified and deleted regular files) in one store commit.  Called after a
+ * run that mounted it ends.  *note (malloc'd, or NULL) is a warning for the
+ * run's log: what was not written back, and why. */
+int storage_sync_out(struct app *app, const char *project_id, const char *id, const char *dir,
+                     char **note);
+
 #endif

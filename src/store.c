@@ -402,6 +402,37 @@ int store_blob_get(struct store *st, const char *sha, int64_t *size, store_blob_
     return BE(st)->blob_get(st, sha, size, sink, ctx);
 }
 
+int store_storage_version(struct store *st, const char *instance_id, int64_t *version)
+{
+    if (!BE(st)->storage_version)
+        return -ENOTSUP;
+    return BE(st)->storage_version(st, instance_id, version);
+}
+
+int store_storage_files(struct store *st, const char *instance_id, int64_t *version,
+                        json_t **files)
+{
+    if (!BE(st)->storage_files)
+        return -ENOTSUP;
+    return BE(st)->storage_files(st, instance_id, version, files);
+}
+
+int store_storage_commit(struct store *st, const char *project_id, const char *instance_id,
+                         const json_t *changes, bool partial, int64_t *before, int64_t *after)
+{
+    if (!BE(st)->storage_commit)
+        return -ENOTSUP;
+    return BE(st)->storage_commit(st, project_id, instance_id, changes, partial, before, after);
+}
+
+int store_storage_size(struct store_tx *tx, const char *instance_id, int64_t *bytes,
+                       bool *partial)
+{
+    if (!TXBE(tx)->storage_size)
+        return -ENOTSUP;
+    return TXBE(tx)->storage_size(tx, instance_id, bytes, partial);
+}
+
 int store_write_retry(struct store *st, store_fn fn, void *arg)
 {
     if (!BE(st)->write_retry)

@@ -347,6 +347,41 @@ int store_blob_put(struct store *st, const char *sha, int64_t size, store_blob_s
 int store_blob_get(struct store *st, const char *sha, int64_t *size, store_blob_sink sink,
                    void *ctx);
 
+/* ---- storage instance files (shared by every node) ----
+ *
+ * A backend that several nodes share keeps, per storage instance, the
+ * regular files its runs left: one row per file (path relative to the
+ * instance, size, mode, the SHA-256 naming a blob above, stored with
+ * store_blob_put first) and a version that every commit of the instance
+ * bumps, so a node whose copy is at that version knows it in one query
+ * (storage.c keeps each node's working copy in step).  The rows count as
+ * references: store_prune() never deletes a blob a file names.  A backend
+ * without them (SQLite: one node, the directory is the instance) answers
+ * -ENOTSUP.  Like the blob calls these are not write fns: each runs in its
+ * own transaction on the calling thread's connection. */
+
+/* *version: the instance's version (0 before its first commit).  0,
+ * -ENOTSUP, -EIO. */
+int store_storage_version(struct store *st, const char *instance_id, int64_t *version);
+/* The instance's files from one snapshot: *files a new array of
+ * [path, size, mode, sha], *version that snapshot's version. */
+int store_storage_files(struct store *st, const char *instance_id, int64_t *version,
+                        json_t **files);
+/* Applies changes (an array: [path, size, mode, sha] sets a file, [path]
+ * deletes it) in one transaction that bumps the instance's version:
+ * commits of one instance are serialised, and per file the later commit
+ * wins.  partial records that a node holds files of it that it could not
+ * write back (its size is then a lower bound); with no changes only that
+ * mark is set, and the version stays.  *before: the version the commit
+ * replaced, *after: its own. */
+int store_storage_commit(struct store *st, const char *project_id, const char *instance_id,
+                         const json_t *changes, bool partial, int64_t *before, int64_t *after);
+/* In a read or write tx: the bytes of the instance's files as committed,
+ * and the partial mark of its last commit.  -ENOTSUP when the backend
+ * keeps no files (the caller measures the directory). */
+int store_storage_size(struct store_tx *tx, const char *instance_id, int64_t *bytes,
+                       bool *partial);
+
 /* Like store_write(), for a write fn that may run more than once: on
  * PostgreSQL, when the transaction holding fn's changes loses a deadlock or
  * a serialization conflict with another node (a rollback that fn did not
@@ -405,6 +440,12 @@ struct store_backend {
     int (*blob_get)(struct store *, const char *, int64_t *, store_blob_sink, void *);
     int (*write_retry)(struct store *, store_fn, void *);
     int (*conc_active)(struct store_tx *, const char *, const char *, const char *, int64_t *);
+    /* optional (NULL: -ENOTSUP, the files are the node's own directory) */
+    int (*storage_version)(struct store *, const char *, int64_t *);
+    int (*storage_files)(struct store *, const char *, int64_t *, json_t **);
+    int (*storage_commit)(struct store *, const char *, const char *, const json_t *, bool,
+                          int64_t *, int64_t *);
+    int (*storage_size)(struct store_tx *, const char *, int64_t *, bool *);
 };
 
 /* Every backend's struct store begins with this, so store.c can dispatch. */

@@ -629,12 +629,26 @@ static char *schema_v5(void)
                    "CREATE INDEX runs_project ON runs(project_id, seq);\n");
 }
 
+/* v6: shared storage instances (store.h "storage instance files"): a
+ * version and the byte total per instance, one row per file naming a blob;
+ * the sha index lets the pruner keep the blobs files name. */
+static char *schema_v6(void)
+{
+    return xstrdup("CREATE TABLE storage_state(instance_id text PRIMARY KEY,"
+                   " project_id text NOT NULL, version bigint NOT NULL, bytes bigint NOT NULL,"
+                   " partial boolean NOT NULL);\n"
+                   "CREATE TABLE storage_files(instance_id text NOT NULL, path text NOT NULL,"
+                   " size bigint NOT NULL, mode integer NOT NULL, sha text NOT NULL,"
+                   " PRIMARY KEY(instance_id, path));\n"
+                   "CREATE INDEX storage_files_sha ON storage_files(sha);\n");
+}
+
 /* Migrations run in one transaction under an advisory lock (several nodes
  * may start at once); quern_schema records the last one applied, in the same
  * transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
 {
-    const int latest = 5;
+    const int latest = 6;
     int rc = simple(c, "BEGIN");
     if (!rc)
         rc = simple(c, "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK "'::bigint)");
@@ -664,6 +678,7 @@ static int migrate(struct conn *c, char **err)
                     : v == 3 ? schema_v3()
                     : v == 4 ? schema_v4()
                     : v == 5 ? schema_v5()
+                    : v == 6 ? schema_v6()
                              : NULL;
         char *ver = xasprintf("DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(%d)", v);
         rc = simple(c, sql);
@@ -1999,7 +2014,8 @@ static int pg_prune(struct store_tx *t, int64_t before_ms, int64_t limit, int64_
     const char *v4[] = {grace, lim};
     r = run(tx->c, "WITH dead AS (DELETE FROM blobs WHERE sha IN (SELECT sha FROM blobs b WHERE "
                    "b.stored_at < $1::bigint AND NOT EXISTS (SELECT 1 FROM blob_refs r WHERE "
-                   "r.sha = b.sha) LIMIT $2::bigint) AND stored_at < $1::bigint RETURNING sha), "
+                   "r.sha = b.sha) AND NOT EXISTS (SELECT 1 FROM storage_files f WHERE "
+                   "f.sha = b.sha) LIMIT $2::bigint) AND stored_at < $1::bigint RETURNING sha), "
                    "c AS (DELETE FROM blob_chunks WHERE sha IN (SELECT sha FROM dead)) "
                    "SELECT count(*) FROM dead", 2, v4);
     if (!r)
@@ -2638,6 +2654,134 @@ out:
     return rc;
 }
 
+/* ---- storage instance files ---- */
+
+static int pg_storage_version(struct store *s, const char *instance_id, int64_t *version)
+{
+    struct pg_store *st = PG(s);
+    struct conn *c = reader_begin(st);
+    if (!c)
+        return -EIO;
+    const char *v[] = {instance_id};
+    PGresult *r = run(c, "SELECT version FROM storage_state WHERE instance_id=$1", 1, v);
+    int rc = r ? 0 : -EIO;
+    *version = result_i64(r, 0, 0);
+    PQclear(r);
+    reader_end(st, c);
+    return rc;
+}
+
+static int pg_storage_files(struct store *s, const char *instance_id, int64_t *version,
+                            json_t **files)
+{
+    struct pg_store *st = PG(s);
+    *files = NULL;
+    struct conn *c = reader_begin(st);   /* one REPEATABLE READ snapshot for both */
+    if (!c)
+        return -EIO;
+    int rc = 0;
+    const char *v[] = {instance_id};
+    PGresult *r = run(c, "SELECT version FROM storage_state WHERE instance_id=$1", 1, v);
+    if (!r) {
+        rc = -EIO;
+        goto out;
+    }
+    *version = result_i64(r, 0, 0);
+    PQclear(r);
+    r = run(c, "SELECT path, size, mode, sha FROM storage_files WHERE instance_id=$1 "
+               "ORDER BY path", 1, v);
+    if (!r) {
+        rc = -EIO;
+        goto out;
+    }
+    json_t *arr = json_array();
+    for (int i = 0; i < PQntuples(r); i++)
+        json_array_append_new(arr, json_pack("[s, I, I, s]", PQgetvalue(r, i, 0),
+                                             (json_int_t)result_i64(r, i, 1),
+                                             (json_int_t)result_i64(r, i, 2), PQgetvalue(r, i, 3)));
+    PQclear(r);
+    *files = arr;
+out:
+    reader_end(st, c);
+    return rc;
+}
+
+/* The version row is taken first (an upsert: its row lock orders the
+ * commits of one instance across nodes), then every change of the list in
+ * two statements, then the byte total; one transaction, so a reader sees a
+ * version with all of its files or none. */
+static int pg_storage_commit(struct store *s, const char *project_id, const char *instance_id,
+                             const json_t *changes, bool partial, int64_t *before, int64_t *after)
+{
+    struct pg_store *st = PG(s);
+    char *text = jdump(changes, NULL);
+    if (!text)
+        return -EINVAL;
+    struct conn *c = blob_writer_begin(st);
+    if (!c) {
+        free(text);
+        return -EIO;
+    }
+    int rc = -EIO;
+    const char *bump = json_array_size(changes) ? "1" : "0";
+    const char *v1[] = {instance_id, project_id, bump, partial ? "t" : "f"};
+    PGresult *r = run(c, "INSERT INTO storage_state(instance_id, project_id, version, bytes, "
+                         "partial) VALUES($1, $2, $3::bigint, 0, $4::boolean) ON CONFLICT "
+                         "(instance_id) DO UPDATE SET version=storage_state.version + $3::bigint, "
+                         "partial=EXCLUDED.partial RETURNING version", 4, v1);
+    if (!r)
+        goto out;
+    *after = result_i64(r, 0, 0);
+    *before = *after - (json_array_size(changes) ? 1 : 0);
+    PQclear(r);
+    if (!json_array_size(changes)) {
+        rc = 0;
+        goto out;
+    }
+    const char *v2[] = {instance_id, text};
+    r = run(c, "INSERT INTO storage_files(instance_id, path, size, mode, sha) SELECT $1, "
+               "e->>0, (e->>1)::bigint, (e->>2)::integer, e->>3 FROM "
+               "jsonb_array_elements($2::jsonb) e WHERE jsonb_array_length(e) = 4 "
+               "ON CONFLICT (instance_id, path) DO UPDATE SET size=EXCLUDED.size, "
+               "mode=EXCLUDED.mode, sha=EXCLUDED.sha", 2, v2);
+    if (!r)
+        goto out;
+    PQclear(r);
+    r = run(c, "DELETE FROM storage_files WHERE instance_id=$1 AND path IN (SELECT e->>0 FROM "
+               "jsonb_array_elements($2::jsonb) e WHERE jsonb_array_length(e) = 1)", 2, v2);
+    if (!r)
+        goto out;
+    PQclear(r);
+    r = run(c, "UPDATE storage_state SET bytes=(SELECT coalesce(sum(size), 0) FROM storage_files "
+               "WHERE instance_id=$1) WHERE instance_id=$1", 1, v2);
+    if (!r)
+        goto out;
+    PQclear(r);
+    rc = 0;
+out:
+    free(text);
+    if (!rc)
+        rc = commit(c, "COMMIT");
+    else if (!conn_bad(c) && simple(c, "ROLLBACK"))
+        c->broken = true;
+    reader_put(st, c);
+    return rc;
+}
+
+static int pg_storage_size(struct store_tx *t, const char *instance_id, int64_t *bytes,
+                           bool *partial)
+{
+    const char *v[] = {instance_id};
+    PGresult *r = run(TX(t)->c, "SELECT bytes, partial FROM storage_state WHERE instance_id=$1",
+                      1, v);
+    if (!r)
+        return -EIO;
+    *bytes = result_i64(r, 0, 0);
+    *partial = PQntuples(r) > 0 && !strcmp(PQgetvalue(r, 0, 1), "t");
+    PQclear(r);
+    return 0;
+}
+
 const struct store_backend store_pg_backend = {
     .name = "postgres",
     .open = pg_open,
@@ -2676,4 +2820,8 @@ const struct store_backend store_pg_backend = {
     .blob_put = pg_blob_put,
     .blob_get = pg_blob_get,
     .write_retry = pg_write_retry,
+    .storage_version = pg_storage_version,
+    .storage_files = pg_storage_files,
+    .storage_commit = pg_storage_commit,
+    .storage_size = pg_storage_size,
 };

@@ -8,7 +8,9 @@ leader (node_lost), and the other nodes complete them all; a cron schedule
 fires once per instant across the nodes, also after its leader is killed.
 Artifacts (uploaded, or left by code) are kept in PostgreSQL and served
 byte-exact by every node, presigned URLs included; the blobs of pruned runs
-are deleted.  Writes that lose a conflict (injected, QUERN_PG_FAULT_*) are
+are deleted.  Storage instances' files travel between nodes through
+PostgreSQL (deletions too, the later end winning per file), every node
+lists the same size, and a project's default instance is made once.  Writes that lose a conflict (injected, QUERN_PG_FAULT_*) are
 retried by the server, not answered 503.
 The network-cut case (veth/netns) is test_netcut.py's."""
 import base64
@@ -18,6 +20,7 @@ import http.client
 import http.server
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -189,6 +192,169 @@ def test_artifacts_through_any_node():
     shas = pgcluster.cluster().psql("SELECT sha FROM blobs", db=db).split()
     for data in (big, edge, lines, b""):
         assert hashlib.sha256(data).hexdigest() in shas
+
+
+def wait_run_end(node, task_id, run_id):
+    return wait_for(lambda: (lambda r: r if r["status"] in ("completed", "failed", "timed_out", "canceled") else None)(
+        expect(node.req("GET", P + "/tasks/%s/runs/%s" % (task_id, run_id)), 200)), 60, "the run's end")
+
+
+def run_logs(node, task_id, run_id):
+    return node.req("GET", P + "/tasks/%s/runs/%s/logs" % (task_id, run_id)).text
+
+
+def test_storage_files_travel_between_nodes():
+    """Each node keeps an instance's files under its own DATA/storage: a run
+    on node A wrote into QUERN_STORAGE_PROJECT and a later run of the same
+    task on node B did not find it, and a listing's size_bytes was the
+    answering node's.  The files now go through PostgreSQL: written back
+    when a run ends, brought up to date before the next run starts, deletions
+    included, and every node lists the same size."""
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    try:
+        b.stop()   # one node with slots at a time: each run goes where we want it
+        code = r"""S="$QUERN_STORAGE_PROJECT"
+n=$(cat "$S/count" 2>/dev/null || echo 0)
+echo "count=$n gone=$(cat "$S/gone.txt" 2>/dev/null || echo none) deep=$(cat "$S/sub/deep.txt" 2>/dev/null || echo none)"
+echo "link=$(readlink "$S/link" || echo none)"
+if [ "$n" = 0 ]; then echo first > "$S/gone.txt"; mkdir -p "$S/sub"; echo deep > "$S/sub/deep.txt"; chmod 640 "$S/sub/deep.txt"; ln -s /etc/passwd "$S/link"; fi
+if [ "$n" = 1 ]; then rm "$S/gone.txt"; echo deeper > "$S/sub/deep.txt"; fi
+echo $((n+1)) > "$S/count"
+"""
+        t = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "code": code, "run": True}), 201)
+        r1 = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        assert r1["status"] == "completed", run_logs(a, t["id"], r1["id"])
+        assert "count=0 gone=none deep=none" in run_logs(a, t["id"], r1["id"])
+        # links stay on their node, and the run's log says so
+        assert "only regular files are shared" in run_logs(a, t["id"], r1["id"])
+
+        b.start()
+        a.stop()
+        r2 = expect(b.req("POST", P + "/tasks/%s/run" % t["id"]), 201)
+        r2 = wait_run_end(b, t["id"], r2.get("id") or r2["run"]["id"])
+        assert r2["status"] == "completed", run_logs(b, t["id"], r2["id"])
+        assert r2["node_id"] != r1["node_id"], (r1["node_id"], r2["node_id"])
+        assert "count=1 gone=first deep=deep" in run_logs(b, t["id"], r2["id"]), run_logs(b, t["id"], r2["id"])
+        assert "link=none" in run_logs(b, t["id"], r2["id"])
+        bdir = [os.path.join(root, f) for root, _, fs in os.walk(os.path.join(b.data, "storage"))
+                for f in fs if f == "deep.txt"]
+        assert bdir and (os.stat(bdir[0]).st_mode & 0o777) == 0o640, bdir
+
+        a.start()
+        b.stop()
+        r3 = expect(a.req("POST", P + "/tasks/%s/run" % t["id"]), 201)
+        r3 = wait_run_end(a, t["id"], r3.get("id") or r3["run"]["id"])
+        assert r3["status"] == "completed", run_logs(a, t["id"], r3["id"])
+        # the deletion on b reached a's copy, and so did the new content
+        assert "count=2 gone=none deep=deeper" in run_logs(a, t["id"], r3["id"]), run_logs(a, t["id"], r3["id"])
+
+        b.start()
+        sizes = []
+        for node in (a, b):
+            listed = expect(node.req("GET", P + "/storage"), 200)["data"]
+            sizes.append([(x["id"], x["size_bytes"]) for x in listed if x["scope"] == "project"])
+        # count "3\n" and sub/deep.txt "deeper\n"
+        assert sizes[0] == sizes[1] and sizes[0][0][1] == 2 + 7, sizes
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_sync_never_follows_a_link_of_the_copy():
+    """quernd is root on the host and a box owns what is in its storage: a
+    link in a node's copy where another node wrote a directory must not
+    lead the sync out of the copy.  The file is left out on that node, and
+    the run starts."""
+    import tempfile
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    outside = tempfile.mkdtemp(prefix="pgstorage-outside-")
+    try:
+        b.stop()
+        t = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "run": True, "code":
+                   'mkdir -p "$QUERN_STORAGE_PROJECT/sub" && echo x > "$QUERN_STORAGE_PROJECT/sub/x"; true'}), 201)
+        r1 = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        assert r1["status"] == "completed", run_logs(a, t["id"], r1["id"])
+        inst = [x for x in expect(a.req("GET", P + "/storage"), 200)["data"] if x["scope"] == "project"][0]
+        copy = os.path.join(b.data, "storage", "default", inst["id"])
+        os.makedirs(copy)
+        os.symlink(outside, os.path.join(copy, "sub"))   # as a box on b would have made it
+        b.start()
+        a.stop()
+        r2 = expect(b.req("POST", P + "/tasks/%s/run" % t["id"]), 201)
+        r2 = wait_run_end(b, t["id"], r2.get("id") or r2["run"]["id"])
+        assert r2["status"] == "completed", (r2, run_logs(b, t["id"], r2["id"]))
+        assert os.listdir(outside) == [], os.listdir(outside)
+        assert os.path.islink(os.path.join(copy, "sub"))
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+        shutil.rmtree(outside, ignore_errors=True)
+
+
+def test_storage_the_later_end_wins_per_file():
+    """Two runs of one instance live at once, on whichever nodes: each
+    writes the same file and one of its own.  Per file the run that ended
+    later wins (x waits for a message until y has ended), and the file only
+    one of them wrote is kept too: a later run, on any node, sees both."""
+    a, b = live()[:2]
+    inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-later"}), 201)
+    st = {"project": inst["id"]}
+    x = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True, "code":
+               'read line; echo x > "$QUERN_STORAGE_PROJECT/f"; echo x > "$QUERN_STORAGE_PROJECT/only-x"'}), 201)
+    xr = wait_for(lambda: (lambda r: r if r["status"] == "running" else None)(run_of(a, x["id"])), 60, "x running")
+    y = expect(b.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True, "code":
+               'echo y > "$QUERN_STORAGE_PROJECT/f"; echo y > "$QUERN_STORAGE_PROJECT/only-y"'}), 201)
+    yr = wait_run_end(b, y["id"], run_of(b, y["id"])["id"])
+    assert yr["status"] == "completed", run_logs(b, y["id"], yr["id"])
+    cmd = {"jsonrpc": "2.0", "method": "user_message", "params": {"text": "go"}, "id": 1}
+    sent = [n for n in live() if n.req("POST", P + "/tasks/%s/runs/%s/command" % (x["id"], xr["id"]),
+                                       cmd).status == 200]
+    assert len(sent) == 1, sent   # the node running x
+    xr = wait_run_end(a, x["id"], xr["id"])
+    assert xr["status"] == "completed", run_logs(a, x["id"], xr["id"])
+    for node in (a, b):
+        z = expect(node.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True, "code":
+                   'cd "$QUERN_STORAGE_PROJECT" && echo "f=$(cat f) x=$(cat only-x) y=$(cat only-y)"'}), 201)
+        zr = wait_run_end(node, z["id"], run_of(node, z["id"])["id"])
+        assert "f=x x=x y=y" in run_logs(node, z["id"], zr["id"]), run_logs(node, z["id"], zr["id"])
+
+
+def test_default_storage_instance_is_made_once_across_nodes():
+    """Two nodes starting the first runs of a project at the same moment
+    each created the project's default instance (neither saw the other's
+    uncommitted row): two `default` project instances.  The default
+    instance's id is now made from its project, scope and account, so the
+    second insert finds the first."""
+    a, b = live()[:2]
+    dups = []
+    for i in range(10):
+        pid = "mnsto%d" % i
+        expect(a.req("POST", "/api/projects", {"name": pid, "id": pid}), 201)
+        pp = "/api/projects/%s" % pid
+        made = [None, None]
+
+        def create(k, node):
+            made[k] = expect(node.req("POST", pp + "/tasks", {"runtime_id": "sh", "code": "true",
+                                                             "run": True}), 201)
+        ths = [threading.Thread(target=create, args=(k, n)) for k, n in enumerate((a, b))]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        for t in made:
+            wait_for(lambda: expect(a.req("GET", pp + "/tasks/%s/runs" % t["id"]), 200)["data"][0]["status"]
+                     in ("completed", "failed"), 60, "the run's end")
+        listed = expect(b.req("GET", pp + "/storage"), 200)["data"]
+        n = len([x for x in listed if x["scope"] == "project" and x["name"] == "default"])
+        if n != 1:
+            dups.append((pid, n))
+    assert dups == [], dups
 
 
 def test_webhooks_made_on_any_node_deliver_each_event_once():

@@ -233,7 +233,12 @@ def test_a_listing_walks_its_instances_within_one_budget():
         assert t["run"]["status"] == "completed", t["run"]
     listed = [x for x in expect(S.req("GET", Q + "/storage"), 200)["data"] if x["scope"] == "project"]
     assert [x["name"] for x in listed] == ["big-b", "big-a", "small"], listed
-    assert all(x.get("size_bytes_partial") is True for x in listed), listed
+    if os.environ.get("QUERN_TEST_STORE") == "pg":
+        # the store keeps the sizes (docs/MULTINODE.md): nothing is walked; an
+        # instance past the write-back limits is marked, the small one is exact
+        assert [x.get("size_bytes_partial") for x in listed] == [True, True, None], listed
+    else:
+        assert all(x.get("size_bytes_partial") is True for x in listed), listed
     assert listed[2]["id"] == small["id"] and listed[2]["size_bytes"] == 0, listed
     # alone on its page, the small one is walked whole
     one = expect(S.req("GET", Q + "/storage?offset=3"), 200)["data"]
