@@ -1,0 +1,372 @@
+/*
+ * The SQLite store's group commit under an I/O error (store.h invariants 1
+ * to 3): a read or write error inside one job makes SQLite roll back the
+ * whole transaction by itself, savepoints and all.  The jobs of that batch
+ * must then all fail, and none may commit on its own: a job reported failed
+ * leaves nothing behind, and one that committed is reported committed.
+ *
+ * The fault comes from a VFS registered as the default before the store
+ * opens (quern's WAL shim wraps whatever the default is): while fail_reads
+ * is set, every read of a main database file fails with SQLITE_IOERR_READ.
+ */
+#include "t.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <unistd.h>
+
+#include "store.h"
+#include "util.h"
+
+#define PROJECT "p_fault"
+
+static atomic_bool fail_reads;
+static sqlite3_vfs *real_vfs;
+static sqlite3_vfs fault_vfs;
+static sqlite3_io_methods fault_methods;
+
+struct ffile {
+    sqlite3_file base;
+    sqlite3_file *real;   /* the unix VFS's file, right after this struct */
+    bool main_db;         /* a main database file: its reads may fail */
+};
+
+#define REAL(f) (((struct ffile *)(f))->real)
+
+static int f_close(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xClose(REAL(f));
+}
+static int f_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
+{
+    if (((struct ffile *)f)->main_db && atomic_load(&fail_reads))
+        return SQLITE_IOERR_READ;
+    return REAL(f)->pMethods->xRead(REAL(f), p, n, off);
+}
+static int f_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
+{
+    return REAL(f)->pMethods->xWrite(REAL(f), p, n, off);
+}
+static int f_truncate(sqlite3_file *f, sqlite3_int64 size)
+{
+    return REAL(f)->pMethods->xTruncate(REAL(f), size);
+}
+static int f_sync(sqlite3_file *f, int flags)
+{
+    return REAL(f)->pMethods->xSync(REAL(f), flags);
+}
+static int f_size(sqlite3_file *f, sqlite3_int64 *size)
+{
+    return REAL(f)->pMethods->xFileSize(REAL(f), size);
+}
+static int f_lock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xLock(REAL(f), l);
+}
+static int f_unlock(sqlite3_file *f, int l)
+{
+    return REAL(f)->pMethods->xUnlock(REAL(f), l);
+}
+static int f_reserved(sqlite3_file *f, int *out)
+{
+    return REAL(f)->pMethods->xCheckReservedLock(REAL(f), out);
+}
+static int f_control(sqlite3_file *f, int op, void *arg)
+{
+    return REAL(f)->pMethods->xFileControl(REAL(f), op, arg);
+}
+static int f_sector(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xSectorSize(REAL(f));
+}
+static int f_device(sqlite3_file *f)
+{
+    return REAL(f)->pMethods->xDeviceCharacteristics(REAL(f));
+}
+static int f_shm_map(sqlite3_file *f, int pg, int sz, int ext, void volatile **pp)
+{
+    return REAL(f)->pMethods->xShmMap(REAL(f), pg, sz, ext, pp);
+}
+static int f_shm_lock(sqlite3_file *f, int off, int n, int flags)
+{
+    return REAL(f)->pMethods->xShmLock(REAL(f), off, n, flags);
+}
+static void f_shm_barrier(sqlite3_file *f)
+{
+    REAL(f)->pMethods->xShmBarrier(REAL(f));
+}
+static int f_shm_unmap(sqlite3_file *f, int del)
+{
+    return REAL(f)->pMethods->xShmUnmap(REAL(f), del);
+}
+
+static int fv_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags, int *out)
+{
+    (void)v;
+    struct ffile *ff = (struct ffile *)f;
+    ff->real = (sqlite3_file *)(ff + 1);
+    int rc = real_vfs->xOpen(real_vfs, name, ff->real, flags, out);
+    if (rc != SQLITE_OK || !ff->real->pMethods) {
+        f->pMethods = NULL;
+        return rc;
+    }
+    ff->main_db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
+    f->pMethods = &fault_methods;
+    return SQLITE_OK;
+}
+
+static int fv_delete(sqlite3_vfs *v, const char *n, int s)
+{
+    (void)v;
+    return real_vfs->xDelete(real_vfs, n, s);
+}
+static int fv_access(sqlite3_vfs *v, const char *n, int fl, int *o)
+{
+    (void)v;
+    return real_vfs->xAccess(real_vfs, n, fl, o);
+}
+static int fv_full(sqlite3_vfs *v, const char *n, int k, char *o)
+{
+    (void)v;
+    return real_vfs->xFullPathname(real_vfs, n, k, o);
+}
+static int fv_random(sqlite3_vfs *v, int n, char *o)
+{
+    (void)v;
+    return real_vfs->xRandomness(real_vfs, n, o);
+}
+static int fv_sleep(sqlite3_vfs *v, int us)
+{
+    (void)v;
+    return real_vfs->xSleep(real_vfs, us);
+}
+static int fv_time(sqlite3_vfs *v, double *o)
+{
+    (void)v;
+    return real_vfs->xCurrentTime(real_vfs, o);
+}
+static int fv_time64(sqlite3_vfs *v, sqlite3_int64 *o)
+{
+    (void)v;
+    return real_vfs->xCurrentTimeInt64(real_vfs, o);
+}
+static int fv_last_error(sqlite3_vfs *v, int n, char *o)
+{
+    (void)v;
+    return real_vfs->xGetLastError ? real_vfs->xGetLastError(real_vfs, n, o) : 0;
+}
+
+/* Before main: the store's first open registers its WAL shim over the
+ * default VFS of that moment. */
+__attribute__((constructor)) static void fault_register(void)
+{
+    real_vfs = sqlite3_vfs_find(NULL);
+    fault_methods = (sqlite3_io_methods){
+        .iVersion = 2,
+        .xClose = f_close,
+        .xRead = f_read,
+        .xWrite = f_write,
+        .xTruncate = f_truncate,
+        .xSync = f_sync,
+        .xFileSize = f_size,
+        .xLock = f_lock,
+        .xUnlock = f_unlock,
+        .xCheckReservedLock = f_reserved,
+        .xFileControl = f_control,
+        .xSectorSize = f_sector,
+        .xDeviceCharacteristics = f_device,
+        .xShmMap = f_shm_map,
+        .xShmLock = f_shm_lock,
+        .xShmBarrier = f_shm_barrier,
+        .xShmUnmap = f_shm_unmap,
+    };
+    fault_vfs = (sqlite3_vfs){
+        .iVersion = 2,
+        .szOsFile = (int)sizeof(struct ffile) + real_vfs->szOsFile,
+        .mxPathname = real_vfs->mxPathname,
+        .zName = "test-fault",
+        .xOpen = fv_open,
+        .xDelete = fv_delete,
+        .xAccess = fv_access,
+        .xFullPathname = fv_full,
+        .xRandomness = fv_random,
+        .xSleep = fv_sleep,
+        .xCurrentTime = fv_time,
+        .xGetLastError = fv_last_error,
+        .xCurrentTimeInt64 = fv_time64,
+    };
+    sqlite3_vfs_register(&fault_vfs, 1);
+}
+
+static struct store *open_at(const char *path)
+{
+    struct store_opts so = {.fsync = STORE_FSYNC_OFF};
+    char *err = NULL;
+    struct store *st = store_open(path, &so, &err);
+    if (!st)
+        fprintf(stderr, "  store_open(%s): %s\n", path, err ? err : "?");
+    free(err);
+    return st;
+}
+
+static int fill_fn(struct store_tx *tx, void *arg)
+{
+    (void)arg;
+    char pad[2048];
+    memset(pad, 'x', sizeof pad - 1);
+    pad[sizeof pad - 1] = 0;
+    for (int i = 0; i < 400; i++) {
+        char id[32];
+        snprintf(id, sizeof id, "run_fill_%d", i);
+        json_t *doc = json_pack("{s:s, s:s, s:s, s:s}", "id", id, "status", "completed",
+                                "task_id", "t1", "pad", pad);
+        int rc = store_put(tx, SK_RUN, PROJECT, doc);
+        json_decref(doc);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+struct job {
+    struct store *st;
+    const char *id;        /* put this run; NULL: read a cold one under the fault */
+    int rc;
+    _Atomic int hook_runs, hook_committed;
+    atomic_bool started, done;
+};
+
+static atomic_bool release_leader;
+
+static void hook(void *arg, bool committed)
+{
+    struct job *j = arg;
+    j->hook_runs++;
+    j->hook_committed = committed;
+}
+
+static int job_fn(struct store_tx *tx, void *arg)
+{
+    struct job *j = arg;
+    if (!j->id) {
+        atomic_store(&fail_reads, true);
+        json_t *doc = store_get(tx, SK_RUN, PROJECT, "run_fill_200");
+        atomic_store(&fail_reads, false);
+        if (doc) {
+            json_decref(doc);
+            return 0;
+        }
+        /* a job that goes on after the error (as one that took it for "not
+         * found" would) writes nothing either */
+        doc = json_pack("{s:s, s:s, s:s}", "id", "run_by_faulty", "status", "queued", "task_id",
+                        "t1");
+        (void)store_put(tx, SK_RUN, PROJECT, doc);
+        json_decref(doc);
+        return -EIO;
+    }
+    json_t *doc = json_pack("{s:s, s:s, s:s}", "id", j->id, "status", "queued", "task_id", "t1");
+    int rc = store_put(tx, SK_RUN, PROJECT, doc);
+    json_decref(doc);
+    if (rc)
+        return rc;
+    store_tx_on_commit(tx, hook, j);
+    return 0;
+}
+
+/* holds the write group until the others are queued behind it */
+static int leader_fn(struct store_tx *tx, void *arg)
+{
+    (void)tx, (void)arg;
+    for (int i = 0; i < 6000 && !atomic_load(&release_leader); i++)
+        usleep(10000);
+    return 0;
+}
+
+static void *job_main(void *arg)
+{
+    struct job *j = arg;
+    j->started = true;
+    j->rc = store_write(j->st, job_fn, j);
+    j->done = true;
+    return NULL;
+}
+
+static void *leader_main(void *arg)
+{
+    struct job *j = arg;
+    j->started = true;
+    j->rc = store_write(j->st, leader_fn, NULL);
+    j->done = true;
+    return NULL;
+}
+
+struct get {
+    const char *id;
+    bool found;
+};
+
+static int get_fn(struct store_tx *tx, void *arg)
+{
+    struct get *g = arg;
+    json_t *doc = store_get(tx, SK_RUN, PROJECT, g->id);
+    g->found = doc != NULL;
+    json_decref(doc);
+    return 0;
+}
+
+static bool visible(struct store *st, const char *id)
+{
+    struct get g = {id, false};
+    return store_read(st, get_fn, &g) == 0 && g.found;
+}
+
+TEST(an_io_error_in_one_job_commits_no_other_job_of_its_batch_behind_its_back)
+{
+    char dir[] = "/tmp/quern-fault-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char *path = xasprintf("%s/q.db", dir);
+    struct store *st = open_at(path);
+    CHECK(st != NULL);
+    if (!st)
+        goto out;
+    CHECK_EQ_INT(store_write(st, fill_fn, NULL), 0);
+    store_close(st);
+    /* reopened: the writer's page cache is cold, so the faulty job reads */
+    st = open_at(path);
+    CHECK(st != NULL);
+    if (!st)
+        goto out;
+    struct job lead = {.st = st}, bad = {.st = st, .id = NULL},
+               after = {.st = st, .id = "run_after_fault"};
+    pthread_t tl, tb, ta;
+    pthread_create(&tl, NULL, leader_main, &lead);
+    /* queue the faulty job, then a good one, behind the leader's group
+     * (the pauses order them; the checks below hold in any order) */
+    usleep(100000);
+    pthread_create(&tb, NULL, job_main, &bad);
+    usleep(100000);
+    pthread_create(&ta, NULL, job_main, &after);
+    usleep(100000);
+    atomic_store(&release_leader, true);
+    pthread_join(tl, NULL);
+    pthread_join(tb, NULL);
+    pthread_join(ta, NULL);
+    CHECK_EQ_INT(lead.rc, 0);
+    CHECK(bad.rc != 0);
+    /* what the good job was told matches what the store holds */
+    bool there = visible(st, "run_after_fault");
+    CHECK_EQ_INT(after.rc == 0, there);
+    CHECK(after.hook_runs <= 1);   /* none when it was not run at all */
+    CHECK_EQ_INT(after.hook_committed, there);
+    CHECK(!visible(st, "run_by_faulty"));
+    /* the store goes on: a write after the fault commits */
+    struct job next = {.st = st, .id = "run_next"};
+    CHECK_EQ_INT(store_write(st, job_fn, &next), 0);
+    CHECK(visible(st, "run_next"));
+    store_close(st);
+out:
+    free(path);
+}
