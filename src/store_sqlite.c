@@ -644,7 +644,7 @@ static void run_batch(struct sqlite_store *st, struct job *batch)
         if (sqlite3_get_autocommit(c->db)) {
             /* SQLite rolled the transaction back itself: nothing of the
              * batch is left, whatever fn returned */
-            rc = j->rc == -ENOSPC ? -ENOSPC : -EIO;
+            rc = j->rc == -ENOSPC || sqlite3_errcode(c->db) == SQLITE_FULL ? -ENOSPC : -EIO;
             j->rc = rc;
         } else if (j->rc) {
             rc = frame_sql(c, alone ? "ROLLBACK" : "ROLLBACK TO job");
