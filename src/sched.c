@@ -114,6 +114,7 @@ struct work {
 struct cron_entry {
     char *project_id, *task_id;
     int64_t next_ms;          /* INT64_MAX while a fire is in flight */
+    int64_t retry_ms;         /* a fire of next_ms failed: not again before (0: none) */
     struct cron_entry *hnext;
 };
 
@@ -1502,6 +1503,7 @@ static void cron_set(struct sched *s, const char *project, const char *task, int
         s->ncron--;
     } else if (*pp) {
         (*pp)->next_ms = next;
+        (*pp)->retry_ms = 0;
     } else if (next < 0) {
         return;   /* nothing to forget: no wake-up */
     } else {
@@ -1513,6 +1515,18 @@ static void cron_set(struct sched *s, const char *project, const char *task, int
         s->ncron++;
     }
     pthread_cond_signal(&s->cond);
+}
+
+/* A failed fire of project/task's due instant is not tried again before
+ * at (mu held); a new next instant (cron_set) clears it. */
+static void cron_retry_at(struct sched *s, const char *project, const char *task, int64_t at)
+{
+    for (struct cron_entry *e = s->cron[cron_slot(project, task)]; e; e = e->hnext) {
+        if (!strcmp(e->project_id, project) && !strcmp(e->task_id, task)) {
+            e->retry_ms = at;
+            return;
+        }
+    }
 }
 
 struct cron_note {
@@ -1959,12 +1973,13 @@ static void *sched_main(void *arg)
         int nfire = 0;
         for (size_t k = 0; s->ncron && k < CRON_SLOTS; k++) {
             for (struct cron_entry *c = s->cron[k]; c; c = c->hnext) {
-                if (c->next_ms <= now && nfire < 64 && !s->draining && leader) {
+                int64_t due = c->next_ms > c->retry_ms ? c->next_ms : c->retry_ms;
+                if (due <= now && nfire < 64 && !s->draining && leader) {
                     fires[nfire++] = (struct fire_arg){s, xstrdup(c->project_id),
                                                        xstrdup(c->task_id), c->next_ms};
                     c->next_ms = INT64_MAX;   /* in flight; the fire sets the next */
-                } else if (c->next_ms < next && c->next_ms > now) {
-                    next = c->next_ms;
+                } else if (due < next && due > now) {
+                    next = due;
                 }
             }
         }
@@ -1988,9 +2003,14 @@ static void *sched_main(void *arg)
             }
             for (int i = 0; i < nfire; i++) {
                 if (store_write(s->app->store, fire_fn, &fires[i])) {
-                    /* not fired: try again on the next loop */
+                    /* not fired (a full disk, PostgreSQL away): the same
+                     * instant again in a second, as an expiry is; at once
+                     * it was tried thousands of times a second, each
+                     * failure logged */
                     pthread_mutex_lock(&s->mu);
                     cron_set(s, fires[i].project, fires[i].task, fires[i].instant);
+                    cron_retry_at(s, fires[i].project, fires[i].task,
+                                  now_ms() + NOT_LEADER_RECHECK_MS);
                     pthread_mutex_unlock(&s->mu);
                 }
                 free(fires[i].project);

@@ -5,9 +5,14 @@
  * must then all fail, and none may commit on its own: a job reported failed
  * leaves nothing behind, and one that committed is reported committed.
  *
+ * The scheduler under a store that refuses writes: a schedule's fire that
+ * cannot be stored is tried again a second later, not at once in a loop.
+ *
  * The fault comes from a VFS registered as the default before the store
  * opens (quern's WAL shim wraps whatever the default is): while fail_reads
- * is set, every read of a main database file fails with SQLITE_IOERR_READ.
+ * is set, every read of a main database file fails with SQLITE_IOERR_READ;
+ * while fail_writes is set, every write of a WAL file fails with
+ * SQLITE_FULL (a commit cannot be stored).
  */
 #include "t.h"
 
@@ -18,12 +23,17 @@
 #include <stdbool.h>
 #include <unistd.h>
 
+#include "app.h"
+#include "events.h"
+#include "sched.h"
 #include "store.h"
+#include "task.h"
 #include "util.h"
 
 #define PROJECT "p_fault"
 
-static atomic_bool fail_reads;
+static atomic_bool fail_reads, fail_writes;
+static atomic_int failed_writes;   /* WAL writes refused: one per commit tried */
 static sqlite3_vfs *real_vfs;
 static sqlite3_vfs fault_vfs;
 static sqlite3_io_methods fault_methods;
@@ -32,6 +42,7 @@ struct ffile {
     sqlite3_file base;
     sqlite3_file *real;   /* the unix VFS's file, right after this struct */
     bool main_db;         /* a main database file: its reads may fail */
+    bool wal;             /* a WAL file: its writes may fail */
 };
 
 #define REAL(f) (((struct ffile *)(f))->real)
@@ -48,6 +59,10 @@ static int f_read(sqlite3_file *f, void *p, int n, sqlite3_int64 off)
 }
 static int f_write(sqlite3_file *f, const void *p, int n, sqlite3_int64 off)
 {
+    if (((struct ffile *)f)->wal && atomic_load(&fail_writes)) {
+        atomic_fetch_add(&failed_writes, 1);
+        return SQLITE_FULL;
+    }
     return REAL(f)->pMethods->xWrite(REAL(f), p, n, off);
 }
 static int f_truncate(sqlite3_file *f, sqlite3_int64 size)
@@ -114,6 +129,7 @@ static int fv_open(sqlite3_vfs *v, const char *name, sqlite3_file *f, int flags,
         return rc;
     }
     ff->main_db = (flags & SQLITE_OPEN_MAIN_DB) != 0;
+    ff->wal = (flags & SQLITE_OPEN_WAL) != 0;
     f->pMethods = &fault_methods;
     return SQLITE_OK;
 }
@@ -369,4 +385,90 @@ TEST(an_io_error_in_one_job_commits_no_other_job_of_its_batch_behind_its_back)
     store_close(st);
 out:
     free(path);
+}
+
+/* ---- the scheduler's fires under a store that cannot commit ---- */
+
+static const int64_t T0 = 1795383722000LL;   /* whole seconds */
+
+static int sched_task_fn(struct store_tx *tx, void *arg)
+{
+    struct app *app = arg;
+    json_t *proj = json_pack("{s:s, s:s}", "id", "p", "name", "p");
+    int rc = store_put(tx, SK_PROJECT, "p", proj);
+    json_decref(proj);
+    json_t *task = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:{}, s:{}}", "id", "t1",
+                             "project_id", "p", "name", "every second", "type", "scheduled",
+                             "status", "pending", "schedule", "* * * * * *", "timezone", "UTC",
+                             "assigned_agent_id", "agent1", "settings", "input");
+    task_schedule_next(task, T0);   /* next_run_at T0 + 1 s */
+    if (!rc)
+        rc = store_put(tx, SK_TASK, "p", task);
+    if (!rc)
+        sched_task_changed_on_commit(tx, app->sched, task, true);
+    json_decref(task);
+    return rc;
+}
+
+struct count_runs {
+    int64_t n;
+};
+
+static int count_runs_fn(struct store_tx *tx, void *arg)
+{
+    struct count_runs *c = arg;
+    struct store_filter f = {"task_id", "t1"};
+    struct store_query q = {&f, 1, 0, 0, true, NULL};
+    json_t *out = NULL;
+    int rc = store_list(tx, SK_RUN, "p", &q, &out, &c->n);
+    json_decref(out);
+    return rc;
+}
+
+static int64_t runs_of_t1(struct store *st)
+{
+    struct count_runs c = {0};
+    return store_read(st, count_runs_fn, &c) ? -1 : c.n;
+}
+
+TEST(a_fire_that_cannot_be_stored_is_tried_again_a_second_later_not_in_a_loop)
+{
+    util_fake_now_ms = T0;
+    struct app *app = xcalloc(1, sizeof *app);
+    char tmpl[] = "/tmp/quern-fault-sched-XXXXXX";
+    CHECK(mkdtemp(tmpl) != NULL);
+    char *path = xasprintf("%s/q.db", tmpl);
+    app->store = open_at(path);
+    CHECK(app->store != NULL);
+    if (!app->store)
+        goto out;
+    app->events = events_new(app->store);
+    app->sched = sched_new(app);
+    CHECK_EQ_INT(store_write(app->store, sched_task_fn, app), 0);
+    CHECK_EQ_INT(sched_start(app->sched), 0);
+    CHECK_EQ_INT(sched_cron_count(app->sched), 1);
+    /* the instant T0 + 1 s is due and every commit fails */
+    atomic_store(&fail_writes, true);
+    util_fake_now_ms = T0 + 1500;
+    for (int i = 0; i < 6000 && !atomic_load(&failed_writes); i++)
+        usleep(10000);
+    CHECK(atomic_load(&failed_writes) >= 1);
+    /* the clock stands still: a fire that failed waits for it to move on
+     * (a second), so nothing more is tried, however long this waits */
+    usleep(500000);
+    CHECK_EQ_INT(atomic_load(&failed_writes), 1);
+    /* the store takes writes again and the clock moves past the retry:
+     * the instant fires once */
+    atomic_store(&fail_writes, false);
+    util_fake_now_ms = T0 + 2500;
+    for (int i = 0; i < 6000 && runs_of_t1(app->store) < 1; i++)
+        usleep(10000);
+    CHECK_EQ_INT(runs_of_t1(app->store), 1);
+    sched_free(app->sched);
+    events_free(app->events);
+    store_close(app->store);
+out:
+    util_fake_now_ms = 0;
+    free(path);
+    free(app);
 }
