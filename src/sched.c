@@ -108,6 +108,7 @@ struct work {
     json_t *run;       /* a finished or changed run to act on */
     char *expire_run;  /* a lease to expire */
     int64_t attempt;
+    int64_t at_mono;   /* not before (a retry after a failed write); 0: now */
     struct work *next;
 };
 
@@ -693,18 +694,24 @@ static bool has_dependants(struct sched *s, const json_t *run)
 
 /* A run that ended with runs or tasks depending on its task known here:
  * they act on it from the scheduler thread (mu held). */
-static void queue_finished(struct sched *s, json_t *run)
+static void queue_work(struct sched *s, json_t *run, int64_t at_mono)
 {
-    if (!run_status_terminal(run_status_of(run)) || !has_dependants(s, run))
-        return;
     struct work *w = xcalloc(1, sizeof *w);
     w->run = json_incref(run);
+    w->at_mono = at_mono;
     if (s->work_tail)
         s->work_tail->next = w;
     else
         s->work_head = w;
     s->work_tail = w;
     pthread_cond_signal(&s->cond);
+}
+
+static void queue_finished(struct sched *s, json_t *run)
+{
+    if (!run_status_terminal(run_status_of(run)) || !has_dependants(s, run))
+        return;
+    queue_work(s, run, 0);
 }
 
 /* run holds only the fields run.c's run_notify copies (run_sched_fields):
@@ -1454,12 +1461,15 @@ static void handle_finished(struct sched *s, json_t *run)
         dependants = json_deep_copy(k->list);
     pthread_mutex_unlock(&s->mu);
     free(key);
+    bool again = false;   /* a write failed: act on run once more, in a second */
     if (json_array_size(blocked)) {
         struct dep_arg a = {s, run, blocked, false};
         int rc = store_write(s->app->store, dep_fn, &a);
+        again = rc != 0;
         if (rc || a.stale) {
-            /* still waiting: on the task's latest run (or on a retry of
-             * this write, at the next finish or restart) */
+            /* still waiting: on the task's latest run, or on the retry of
+             * this write (nothing else would end the wait: the dependency
+             * has ended, and a restart reloads the run blocked) */
             key = task_key(project, task_id);
             size_t i;
             json_t *idv;
@@ -1473,10 +1483,16 @@ static void handle_finished(struct sched *s, json_t *run)
     if (json_array_size(dependants)) {
         struct start_dep_arg a = {s, project, task_id, json_string_value(json_object_get(run, "id")),
                                   dependants};
-        store_write(s->app->store, start_dependants_fn, &a);
+        if (store_write(s->app->store, start_dependants_fn, &a))
+            again = true;   /* it starts each dependant once: safe to redo */
     }
     json_decref(blocked);
     json_decref(dependants);
+    if (again) {
+        pthread_mutex_lock(&s->mu);
+        queue_work(s, run, mono_ms() + NOT_LEADER_RECHECK_MS);
+        pthread_mutex_unlock(&s->mu);
+    }
 }
 
 /* ---- cron ---- */
@@ -1983,8 +1999,23 @@ static void *sched_main(void *arg)
                 }
             }
         }
-        struct work *work = s->work_head;
-        s->work_head = s->work_tail = NULL;
+        /* finished runs to act on, those due (a retry waits its turn) */
+        struct work *work = NULL, **wtail = &work;
+        s->work_tail = NULL;
+        for (struct work **pp = &s->work_head; *pp;) {
+            struct work *w = *pp;
+            if (w->at_mono <= mono) {
+                *pp = w->next;
+                w->next = NULL;
+                *wtail = w;
+                wtail = &w->next;
+                continue;
+            }
+            if (w->at_mono - mono + now < next)
+                next = w->at_mono - mono + now;
+            s->work_tail = w;
+            pp = &w->next;
+        }
         if (nexp || work || nfire) {
             pthread_mutex_unlock(&s->mu);
             for (int i = 0; i < nexp; i++) {

@@ -472,3 +472,102 @@ out:
     free(path);
     free(app);
 }
+
+/* ---- a dependency's end that cannot be stored ---- */
+
+static int deps_fn(struct store_tx *tx, void *arg)
+{
+    (void)arg;
+    json_t *docs[] = {
+        json_pack("{s:s, s:s}", "id", "p", "name", "p"),
+        json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", "ta", "project_id", "p", "status",
+                  "completed", "latest_run_id", "ra", "assigned_agent_id", "agent-a"),
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s], s:b}", "id", "tb", "project_id", "p",
+                  "status", "queued", "latest_run_id", "rb", "assigned_agent_id", "agent-b",
+                  "dependencies", "ta", "has_dependencies", 1),
+        json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", "ra", "project_id", "p", "task_id", "ta",
+                  "status", "completed", "attempt", (json_int_t)1),
+        json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:[s]}", "id", "rb",
+                  "project_id", "p", "task_id", "tb", "status", "queued", "priority", "medium",
+                  "agent_id", "agent-b", "attempt", (json_int_t)1, "queued_ms",
+                  (json_int_t)now_ms(), "has_code", 0, "blocked_by", "ta"),
+    };
+    const enum store_kind kinds[] = {SK_PROJECT, SK_TASK, SK_TASK, SK_RUN, SK_RUN};
+    int rc = 0;
+    for (size_t i = 0; i < sizeof docs / sizeof *docs; i++) {
+        if (!rc)
+            rc = store_put(tx, kinds[i], "p", docs[i]);
+        json_decref(docs[i]);
+    }
+    return rc;
+}
+
+struct blocked {
+    int64_t n;   /* rb's blocked_by entries; -1: no rb */
+};
+
+static int blocked_fn(struct store_tx *tx, void *arg)
+{
+    struct blocked *b = arg;
+    json_t *rb = store_get(tx, SK_RUN, "p", "rb");
+    b->n = rb ? (int64_t)json_array_size(json_object_get(rb, "blocked_by")) : -1;
+    json_decref(rb);
+    return 0;
+}
+
+static int64_t rb_blocked(struct store *st)
+{
+    struct blocked b = {-1};
+    return store_read(st, blocked_fn, &b) ? -1 : b.n;
+}
+
+TEST(a_dependency_end_that_cannot_be_stored_unblocks_its_dependants_later)
+{
+    util_fake_now_ms = 0;
+    atomic_store(&failed_writes, 0);
+    struct app *app = xcalloc(1, sizeof *app);
+    char tmpl[] = "/tmp/quern-fault-deps-XXXXXX";
+    CHECK(mkdtemp(tmpl) != NULL);
+    char *path = xasprintf("%s/q.db", tmpl);
+    app->store = open_at(path);
+    CHECK(app->store != NULL);
+    if (!app->store)
+        goto out;
+    app->events = events_new(app->store);
+    app->sched = sched_new(app);
+    /* A's run has completed; B's run waits on A (loaded blocked) */
+    CHECK_EQ_INT(store_write(app->store, deps_fn, NULL), 0);
+    CHECK_EQ_INT(sched_start(app->sched), 0);
+    /* A's end reaches the scheduler while no commit can be stored: the
+     * write that unblocks B's run fails */
+    atomic_store(&fail_writes, true);
+    json_t *ra = json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", "ra", "project_id", "p", "task_id",
+                           "ta", "status", "completed", "attempt", (json_int_t)1);
+    sched_after_commit(app->sched, ra);
+    json_decref(ra);
+    for (int i = 0; i < 6000 && !atomic_load(&failed_writes); i++)
+        usleep(10000);
+    CHECK(atomic_load(&failed_writes) >= 1);
+    atomic_store(&fail_writes, false);
+    /* the store takes writes again: B's run is unblocked and can be taken
+     * (it used to wait blocked on a dependency that had ended, for ever) */
+    for (int i = 0; i < 3000 && rb_blocked(app->store) != 0; i++)
+        usleep(10000);
+    CHECK_EQ_INT(rb_blocked(app->store), 0);
+    struct sched_filter f = {.project_id = "p", .agent_id = "agent-b"};
+    char *ids[1] = {NULL};
+    int n = 0;
+    for (int i = 0; i < 500 && !(n = sched_take(app->sched, &f, ids, 1)); i++)
+        usleep(10000);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1) {
+        CHECK_EQ_STR(ids[0], "rb");
+        free(ids[0]);
+    }
+    sched_free(app->sched);
+    events_free(app->events);
+    store_close(app->store);
+out:
+    free(path);
+    free(app);
+}
