@@ -2104,6 +2104,59 @@ static int load_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* The tasks that runs are loaded blocked on, whose latest run has ended:
+ * quernd stopped between that end's commit and the scheduler's write
+ * acting on it (handle_finished, on its own thread just after), and
+ * nothing would end the wait any more.  keys: "project\x1ftask". */
+struct ended_deps {
+    json_t *keys;
+    json_t *runs;   /* the ended latest runs */
+};
+
+static int ended_deps_fn(struct store_tx *tx, void *arg)
+{
+    struct ended_deps *a = arg;
+    size_t i;
+    json_t *k;
+    json_array_foreach(a->keys, i, k) {
+        const char *key = json_string_value(k);
+        const char *sep = strchr(key, '\x1f');
+        if (!sep)
+            continue;
+        char *project = xstrndup(key, (size_t)(sep - key));
+        json_t *task = store_get(tx, SK_TASK, project, sep + 1);
+        const char *latest = json_string_value(json_object_get(task, "latest_run_id"));
+        json_t *run = latest ? store_get(tx, SK_RUN, project, latest) : NULL;
+        if (run && run_status_terminal(run_status_of(run)))
+            json_array_append(a->runs, run);
+        json_decref(run);
+        json_decref(task);
+        free(project);
+    }
+    return 0;
+}
+
+/* At start: the ends of dependencies that were never acted on are queued
+ * as work, so the runs blocked on them are unblocked or failed now. */
+static int queue_ended_deps(struct sched *s)
+{
+    struct ended_deps a = {json_array(), json_array()};
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < KV_SLOTS; k++)
+        for (struct kv *v = s->blocked[k]; v; v = v->hnext)
+            json_array_append_new(a.keys, json_string(v->key));
+    pthread_mutex_unlock(&s->mu);
+    int rc = json_array_size(a.keys) ? store_read(s->app->store, ended_deps_fn, &a) : 0;
+    size_t i;
+    json_t *run;
+    pthread_mutex_lock(&s->mu);
+    json_array_foreach(a.runs, i, run) queue_finished(s, run);
+    pthread_mutex_unlock(&s->mu);
+    json_decref(a.keys);
+    json_decref(a.runs);
+    return rc;
+}
+
 int sched_start(struct sched *s)
 {
     const char *g = getenv("QUERN_REMOTE_GRACE_MS");
@@ -2117,6 +2170,8 @@ int sched_start(struct sched *s)
         rc = store_read(s->app->store, cron_load_fn, s);
     if (!rc)
         rc = store_read(s->app->store, deps_load_fn, s);
+    if (!rc)
+        rc = queue_ended_deps(s);
     if (rc)
         return rc;
     if (pthread_create(&s->thread, NULL, sched_main, s))

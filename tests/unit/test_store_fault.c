@@ -475,18 +475,19 @@ out:
 
 /* ---- a dependency's end that cannot be stored ---- */
 
+/* A's run ra in the status arg names; B's run rb queued, blocked on A. */
 static int deps_fn(struct store_tx *tx, void *arg)
 {
-    (void)arg;
+    const char *ra_status = arg;
     json_t *docs[] = {
         json_pack("{s:s, s:s}", "id", "p", "name", "p"),
         json_pack("{s:s, s:s, s:s, s:s, s:s}", "id", "ta", "project_id", "p", "status",
-                  "completed", "latest_run_id", "ra", "assigned_agent_id", "agent-a"),
+                  ra_status, "latest_run_id", "ra", "assigned_agent_id", "agent-a"),
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:[s], s:b}", "id", "tb", "project_id", "p",
                   "status", "queued", "latest_run_id", "rb", "assigned_agent_id", "agent-b",
                   "dependencies", "ta", "has_dependencies", 1),
         json_pack("{s:s, s:s, s:s, s:s, s:I}", "id", "ra", "project_id", "p", "task_id", "ta",
-                  "status", "completed", "attempt", (json_int_t)1),
+                  "status", ra_status, "attempt", (json_int_t)1),
         json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:[s]}", "id", "rb",
                   "project_id", "p", "task_id", "tb", "status", "queued", "priority", "medium",
                   "agent_id", "agent-b", "attempt", (json_int_t)1, "queued_ms",
@@ -535,8 +536,8 @@ TEST(a_dependency_end_that_cannot_be_stored_unblocks_its_dependants_later)
         goto out;
     app->events = events_new(app->store);
     app->sched = sched_new(app);
-    /* A's run has completed; B's run waits on A (loaded blocked) */
-    CHECK_EQ_INT(store_write(app->store, deps_fn, NULL), 0);
+    /* A's run is running; B's run waits on A (loaded blocked) */
+    CHECK_EQ_INT(store_write(app->store, deps_fn, "running"), 0);
     CHECK_EQ_INT(sched_start(app->sched), 0);
     /* A's end reaches the scheduler while no commit can be stored: the
      * write that unblocks B's run fails */
@@ -564,6 +565,44 @@ TEST(a_dependency_end_that_cannot_be_stored_unblocks_its_dependants_later)
         CHECK_EQ_STR(ids[0], "rb");
         free(ids[0]);
     }
+    sched_free(app->sched);
+    events_free(app->events);
+    store_close(app->store);
+out:
+    free(path);
+    free(app);
+}
+
+/* quernd stopped between a dependency's end and the write acting on it:
+ * the store holds A's run completed and B's run still blocked on A.  The
+ * scheduler that starts on it unblocks B's run (it used to load it
+ * blocked, waiting for an end that had come). */
+TEST(a_run_blocked_on_a_dependency_that_ended_while_quernd_was_down_is_unblocked_at_start)
+{
+    util_fake_now_ms = 0;
+    struct app *app = xcalloc(1, sizeof *app);
+    char tmpl[] = "/tmp/quern-fault-start-XXXXXX";
+    CHECK(mkdtemp(tmpl) != NULL);
+    char *path = xasprintf("%s/q.db", tmpl);
+    app->store = open_at(path);
+    CHECK(app->store != NULL);
+    if (!app->store)
+        goto out;
+    app->events = events_new(app->store);
+    app->sched = sched_new(app);
+    CHECK_EQ_INT(store_write(app->store, deps_fn, "completed"), 0);
+    CHECK_EQ_INT(sched_start(app->sched), 0);
+    for (int i = 0; i < 3000 && rb_blocked(app->store) != 0; i++)
+        usleep(10000);
+    CHECK_EQ_INT(rb_blocked(app->store), 0);
+    struct sched_filter f = {.project_id = "p", .agent_id = "agent-b"};
+    char *ids[1] = {NULL};
+    int n = 0;
+    for (int i = 0; i < 500 && !(n = sched_take(app->sched, &f, ids, 1)); i++)
+        usleep(10000);
+    CHECK_EQ_INT(n, 1);
+    if (n == 1)
+        free(ids[0]);
     sched_free(app->sched);
     events_free(app->events);
     store_close(app->store);
