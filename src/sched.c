@@ -692,8 +692,8 @@ static bool has_dependants(struct sched *s, const json_t *run)
     return found;
 }
 
-/* A run that ended with runs or tasks depending on its task known here:
- * they act on it from the scheduler thread (mu held). */
+/* Queues run for handle_finished on the scheduler thread, not before
+ * at_mono (0: at once) (mu held). */
 static void queue_work(struct sched *s, json_t *run, int64_t at_mono)
 {
     struct work *w = xcalloc(1, sizeof *w);
@@ -707,6 +707,8 @@ static void queue_work(struct sched *s, json_t *run, int64_t at_mono)
     pthread_cond_signal(&s->cond);
 }
 
+/* A run that ended with runs or tasks depending on its task known here:
+ * they act on it from the scheduler thread (mu held). */
 static void queue_finished(struct sched *s, json_t *run)
 {
     if (!run_status_terminal(run_status_of(run)) || !has_dependants(s, run))
