@@ -108,12 +108,14 @@ struct work {
     json_t *run;       /* a finished or changed run to act on */
     char *expire_run;  /* a lease to expire */
     int64_t attempt;
+    int64_t at_mono;   /* not before (a retry after a failed write); 0: now */
     struct work *next;
 };
 
 struct cron_entry {
     char *project_id, *task_id;
     int64_t next_ms;          /* INT64_MAX while a fire is in flight */
+    int64_t retry_ms;         /* a fire of next_ms failed: not again before (0: none) */
     struct cron_entry *hnext;
 };
 
@@ -690,20 +692,28 @@ static bool has_dependants(struct sched *s, const json_t *run)
     return found;
 }
 
-/* A run that ended with runs or tasks depending on its task known here:
- * they act on it from the scheduler thread (mu held). */
-static void queue_finished(struct sched *s, json_t *run)
+/* Queues run for handle_finished on the scheduler thread, not before
+ * at_mono (0: at once) (mu held). */
+static void queue_work(struct sched *s, json_t *run, int64_t at_mono)
 {
-    if (!run_status_terminal(run_status_of(run)) || !has_dependants(s, run))
-        return;
     struct work *w = xcalloc(1, sizeof *w);
     w->run = json_incref(run);
+    w->at_mono = at_mono;
     if (s->work_tail)
         s->work_tail->next = w;
     else
         s->work_head = w;
     s->work_tail = w;
     pthread_cond_signal(&s->cond);
+}
+
+/* A run that ended with runs or tasks depending on its task known here:
+ * they act on it from the scheduler thread (mu held). */
+static void queue_finished(struct sched *s, json_t *run)
+{
+    if (!run_status_terminal(run_status_of(run)) || !has_dependants(s, run))
+        return;
+    queue_work(s, run, 0);
 }
 
 /* run holds only the fields run.c's run_notify copies (run_sched_fields):
@@ -1453,12 +1463,15 @@ static void handle_finished(struct sched *s, json_t *run)
         dependants = json_deep_copy(k->list);
     pthread_mutex_unlock(&s->mu);
     free(key);
+    bool again = false;   /* a write failed: act on run once more, in a second */
     if (json_array_size(blocked)) {
         struct dep_arg a = {s, run, blocked, false};
         int rc = store_write(s->app->store, dep_fn, &a);
+        again = rc != 0;
         if (rc || a.stale) {
-            /* still waiting: on the task's latest run (or on a retry of
-             * this write, at the next finish or restart) */
+            /* still waiting: on the task's latest run, or on the retry of
+             * this write (nothing else would end the wait: the dependency
+             * has ended, and a restart reloads the run blocked) */
             key = task_key(project, task_id);
             size_t i;
             json_t *idv;
@@ -1472,10 +1485,16 @@ static void handle_finished(struct sched *s, json_t *run)
     if (json_array_size(dependants)) {
         struct start_dep_arg a = {s, project, task_id, json_string_value(json_object_get(run, "id")),
                                   dependants};
-        store_write(s->app->store, start_dependants_fn, &a);
+        if (store_write(s->app->store, start_dependants_fn, &a))
+            again = true;   /* it starts each dependant once: safe to redo */
     }
     json_decref(blocked);
     json_decref(dependants);
+    if (again) {
+        pthread_mutex_lock(&s->mu);
+        queue_work(s, run, mono_ms() + NOT_LEADER_RECHECK_MS);
+        pthread_mutex_unlock(&s->mu);
+    }
 }
 
 /* ---- cron ---- */
@@ -1502,6 +1521,7 @@ static void cron_set(struct sched *s, const char *project, const char *task, int
         s->ncron--;
     } else if (*pp) {
         (*pp)->next_ms = next;
+        (*pp)->retry_ms = 0;
     } else if (next < 0) {
         return;   /* nothing to forget: no wake-up */
     } else {
@@ -1513,6 +1533,18 @@ static void cron_set(struct sched *s, const char *project, const char *task, int
         s->ncron++;
     }
     pthread_cond_signal(&s->cond);
+}
+
+/* A failed fire of project/task's due instant is not tried again before
+ * at (mu held); a new next instant (cron_set) clears it. */
+static void cron_retry_at(struct sched *s, const char *project, const char *task, int64_t at)
+{
+    for (struct cron_entry *e = s->cron[cron_slot(project, task)]; e; e = e->hnext) {
+        if (!strcmp(e->project_id, project) && !strcmp(e->task_id, task)) {
+            e->retry_ms = at;
+            return;
+        }
+    }
 }
 
 struct cron_note {
@@ -1959,17 +1991,33 @@ static void *sched_main(void *arg)
         int nfire = 0;
         for (size_t k = 0; s->ncron && k < CRON_SLOTS; k++) {
             for (struct cron_entry *c = s->cron[k]; c; c = c->hnext) {
-                if (c->next_ms <= now && nfire < 64 && !s->draining && leader) {
+                int64_t due = c->next_ms > c->retry_ms ? c->next_ms : c->retry_ms;
+                if (due <= now && nfire < 64 && !s->draining && leader) {
                     fires[nfire++] = (struct fire_arg){s, xstrdup(c->project_id),
                                                        xstrdup(c->task_id), c->next_ms};
                     c->next_ms = INT64_MAX;   /* in flight; the fire sets the next */
-                } else if (c->next_ms < next && c->next_ms > now) {
-                    next = c->next_ms;
+                } else if (due < next && due > now) {
+                    next = due;
                 }
             }
         }
-        struct work *work = s->work_head;
-        s->work_head = s->work_tail = NULL;
+        /* finished runs to act on, those due (a retry waits its turn) */
+        struct work *work = NULL, **wtail = &work;
+        s->work_tail = NULL;
+        for (struct work **pp = &s->work_head; *pp;) {
+            struct work *w = *pp;
+            if (w->at_mono <= mono) {
+                *pp = w->next;
+                w->next = NULL;
+                *wtail = w;
+                wtail = &w->next;
+                continue;
+            }
+            if (w->at_mono - mono + now < next)
+                next = w->at_mono - mono + now;
+            s->work_tail = w;
+            pp = &w->next;
+        }
         if (nexp || work || nfire) {
             pthread_mutex_unlock(&s->mu);
             for (int i = 0; i < nexp; i++) {
@@ -1988,9 +2036,14 @@ static void *sched_main(void *arg)
             }
             for (int i = 0; i < nfire; i++) {
                 if (store_write(s->app->store, fire_fn, &fires[i])) {
-                    /* not fired: try again on the next loop */
+                    /* not fired (a full disk, PostgreSQL away): the same
+                     * instant again in a second, as an expiry is; at once
+                     * it was tried thousands of times a second, each
+                     * failure logged */
                     pthread_mutex_lock(&s->mu);
                     cron_set(s, fires[i].project, fires[i].task, fires[i].instant);
+                    cron_retry_at(s, fires[i].project, fires[i].task,
+                                  now_ms() + NOT_LEADER_RECHECK_MS);
                     pthread_mutex_unlock(&s->mu);
                 }
                 free(fires[i].project);
@@ -2053,6 +2106,59 @@ static int load_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* The tasks that runs are loaded blocked on, whose latest run has ended:
+ * quernd stopped between that end's commit and the scheduler's write
+ * acting on it (handle_finished, on its own thread just after), and
+ * nothing would end the wait any more.  keys: "project\x1ftask". */
+struct ended_deps {
+    json_t *keys;
+    json_t *runs;   /* the ended latest runs */
+};
+
+static int ended_deps_fn(struct store_tx *tx, void *arg)
+{
+    struct ended_deps *a = arg;
+    size_t i;
+    json_t *k;
+    json_array_foreach(a->keys, i, k) {
+        const char *key = json_string_value(k);
+        const char *sep = strchr(key, '\x1f');
+        if (!sep)
+            continue;
+        char *project = xstrndup(key, (size_t)(sep - key));
+        json_t *task = store_get(tx, SK_TASK, project, sep + 1);
+        const char *latest = json_string_value(json_object_get(task, "latest_run_id"));
+        json_t *run = latest ? store_get(tx, SK_RUN, project, latest) : NULL;
+        if (run && run_status_terminal(run_status_of(run)))
+            json_array_append(a->runs, run);
+        json_decref(run);
+        json_decref(task);
+        free(project);
+    }
+    return 0;
+}
+
+/* At start: the ends of dependencies that were never acted on are queued
+ * as work, so the runs blocked on them are unblocked or failed now. */
+static int queue_ended_deps(struct sched *s)
+{
+    struct ended_deps a = {json_array(), json_array()};
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < KV_SLOTS; k++)
+        for (struct kv *v = s->blocked[k]; v; v = v->hnext)
+            json_array_append_new(a.keys, json_string(v->key));
+    pthread_mutex_unlock(&s->mu);
+    int rc = json_array_size(a.keys) ? store_read(s->app->store, ended_deps_fn, &a) : 0;
+    size_t i;
+    json_t *run;
+    pthread_mutex_lock(&s->mu);
+    json_array_foreach(a.runs, i, run) queue_finished(s, run);
+    pthread_mutex_unlock(&s->mu);
+    json_decref(a.keys);
+    json_decref(a.runs);
+    return rc;
+}
+
 int sched_start(struct sched *s)
 {
     const char *g = getenv("QUERN_REMOTE_GRACE_MS");
@@ -2066,6 +2172,8 @@ int sched_start(struct sched *s)
         rc = store_read(s->app->store, cron_load_fn, s);
     if (!rc)
         rc = store_read(s->app->store, deps_load_fn, s);
+    if (!rc)
+        rc = queue_ended_deps(s);
     if (rc)
         return rc;
     if (pthread_create(&s->thread, NULL, sched_main, s))

@@ -17,7 +17,10 @@
  * other concurrent writes (group commit), and store_write() returns only
  * after that transaction is durable per the fsync policy.  Each write
  * function runs inside its own savepoint, so one request's failure never
- * undoes another's.  Write functions and commit hooks must not call
+ * undoes another's; only an I/O error, a full disk or a failed allocation,
+ * which can make SQLite drop the whole transaction, fails every write of
+ * its group (each then gets -EIO or -ENOSPC, and none is committed).
+ * Write functions and commit hooks must not call
  * store_write() (the writer would wait for itself); they may call
  * store_read() (SQLite gives a read nested on one thread its own
  * connection).

@@ -104,6 +104,7 @@ struct sqlite_store {
     pthread_cond_t cond_done;   /* sq_close waits here for the queues to drain */
     struct job *head, *tail;    /* queued jobs, not yet taken by a leader */
     bool writing;               /* a leader is running a batch */
+    bool committing;            /* run_batch's COMMIT is running (commit_hook) */
     struct job *uhead, *utail;  /* committed jobs waiting for their fsync and hooks */
     bool syncing;               /* a thread is syncing the WAL and running hooks */
     int wal_fd;                 /* the WAL, for fdatasync (-1 until first needed) */
@@ -602,6 +603,25 @@ static int frame_sql(struct conn *c, const char *sql)
     return 0;
 }
 
+/* sqlite3_commit_hook of the write connection: a commit other than
+ * run_batch's own COMMIT is turned into a rollback.  After SQLite rolled a
+ * batch's transaction back by itself (see run_batch), a statement would run
+ * in autocommit mode and a "RELEASE job" would commit the transaction its
+ * "SAVEPOINT job" began: writes committed behind the batch's back, under a
+ * failure it reports. */
+static int commit_hook(void *arg)
+{
+    struct sqlite_store *st = arg;
+    return st->committing ? 0 : 1;
+}
+
+/* Runs a write group in one transaction (the leader's thread, mu not held).
+ * An I/O error, a full disk or a failed allocation inside any job can make
+ * SQLite roll the whole transaction back on its own, savepoints and all
+ * (sqlite3_get_autocommit turns true): then no job of the batch commits,
+ * each is answered -EIO (-ENOSPC for a full disk) and the jobs not yet run
+ * are not run.  So is a savepoint that cannot be set, rolled back or
+ * released: the batch is rolled back whole rather than commit a job's half. */
 static void run_batch(struct sqlite_store *st, struct job *batch)
 {
     struct conn *c = st->wconn;
@@ -614,25 +634,39 @@ static void run_batch(struct sqlite_store *st, struct job *batch)
             continue;
         }
         struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, j};
-        if (!alone)
-            frame_sql(c, "SAVEPOINT job");
+        if (!alone && (rc = frame_sql(c, "SAVEPOINT job")) != 0) {
+            j->rc = rc;
+            continue;
+        }
         j->rc = j->fn((struct store_tx *)&tx, j->arg);
         if (j->rc == -EIO && sqlite3_errcode(c->db) == SQLITE_FULL)
             j->rc = -ENOSPC;   /* the disk is full: say so (api_store_error) */
+        if (sqlite3_get_autocommit(c->db)) {
+            /* SQLite rolled the transaction back itself: nothing of the
+             * batch is left, whatever fn returned */
+            rc = j->rc == -ENOSPC || sqlite3_errcode(c->db) == SQLITE_FULL ? -ENOSPC : -EIO;
+            j->rc = rc;
+        } else if (j->rc) {
+            rc = frame_sql(c, alone ? "ROLLBACK" : "ROLLBACK TO job");
+        }
         if (j->rc) {
-            frame_sql(c, alone ? "ROLLBACK" : "ROLLBACK TO job");
             for (size_t i = 0; i < j->nhooks; i++)   /* invariant 3 */
                 j->hooks[i].fn(j->hooks[i].arg, false);
             j->nhooks = 0;
-            if (alone) {
-                /* nothing left to commit; hooks were told */
+            if (alone && !rc) {
+                /* rolled back, nothing left to commit; hooks were told */
                 return;
             }
         }
-        if (!alone)
-            frame_sql(c, "RELEASE job");
+        if (!rc && !alone)
+            rc = frame_sql(c, "RELEASE job");
     }
-    if (!rc && (rc = frame_sql(c, "COMMIT")) != 0)
+    if (!rc) {
+        st->committing = true;
+        rc = frame_sql(c, "COMMIT");
+        st->committing = false;
+    }
+    if (rc && !sqlite3_get_autocommit(c->db))
         frame_sql(c, "ROLLBACK");
     /* the hooks run once the commit is durable (finish_synced) */
     for (struct job *j = batch; j; j = j->next) {
@@ -1014,6 +1048,7 @@ static struct store *sq_open(const char *path, const struct store_opts *opts, ch
     if (migrate(st->wconn, err))
         goto fail;
     sqlite3_wal_hook(st->wconn->db, wal_hook, st);
+    sqlite3_commit_hook(st->wconn->db, commit_hook, st);
     if (pthread_create(&st->checkpointer, NULL, checkpointer_main, st)) {
         *err = xstrdup("cannot start the store's checkpoint thread");
         goto fail;
