@@ -1337,7 +1337,7 @@ struct op {
     mode_t mode;
 };
 
-#define MAX_OPS 160
+#define MAX_OPS 320 /* the fixed layout, a dozen mounts, 100 secrets (EXEC_MAX_SECRETS) */
 #define BOX_MSGQUEUE_BYTES (128 * 1024) /* one queue of the default 10 x 8 KiB */
 #define BOX_SIGPENDING 4096
 #define MAX_FDS 24
@@ -2370,9 +2370,14 @@ secrets:
             add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run", .mode = 0755});
             add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run/secrets", .mode = 0755});
         }
+        /* room for every value: a page per file at least (a fixed 1 MiB
+         * failed the spawn, ENOSPC, for a few secrets of 64 KiB) */
+        size_t room = (size_t)1 << 20;
+        for (size_t i = 0; i < p->nsecrets; i++)
+            room += strlen(p->secret_values[i]) + 4096;
         add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "run/secrets",
                                .fstype = "tmpfs", .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                               .data = "size=1m,mode=755"});
+                               .data = keep(pl, xasprintf("size=%zu,mode=755", room))});
         for (size_t i = 0; i < p->nsecrets; i++) {
             const char *d = keep(pl, xasprintf("run/secrets/%s", p->secret_names[i]));
             size_t len = strlen(p->secret_values[i]);

@@ -291,6 +291,58 @@ def test_ts_types_are_stripped():
     assert "n=42" in [x["message"] for x in logs(t, t["run"])]
 
 
+def test_runtime_with_every_ro_path_and_every_storage_scope():
+    """A runtime with the most read-only paths quern.conf allows (8) and a
+    task given all three storage scopes: the box gets the 13 mounts (its
+    mount table was sized for 12, one slot was written past its end; the
+    sanitizer build aborted, others wrote over the stack)."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="quern-ro-", dir=os.environ.get("QUERN_TEST_TMP"))
+    cfg = os.path.join(d, "quern.conf")
+    with open(cfg, "w") as f:
+        f.write("[runtime.many]\ninterpreter = /bin/sh\nro_paths = %s\n"
+                % " ".join("/usr/share:/opt/ro%d" % i for i in range(8)))
+    s = Server(extra_args=["--config", cfg])
+    try:
+        expect(s.req("POST", P + "/storage", {"scope": "organization", "name": "org"}), 201)
+        t = expect(s.req("POST", P + "/tasks", {"code": "ls /storage /opt", "runtime_id": "many",
+                                                 "account_id": "acct-ro", "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "completed", t["run"]
+        lines = s.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], t["run"]["id"])).text
+        msgs = {json.loads(x)["message"] for x in lines.splitlines()}
+        assert {"account", "project", "org"} <= msgs, msgs
+        assert {"ro%d" % i for i in range(8)} <= msgs, msgs
+    finally:
+        s.stop()
+
+
+def test_many_and_large_secrets_reach_the_box():
+    """A task may name 100 secrets (API): exec took at most 64 (the run
+    failed sandbox_error), put only the first ~48 in the environment with
+    secrets_env (the rest silently missing), and /run/secrets was a 1 MiB
+    tmpfs (16 values of 64 KiB failed the spawn, ENOSPC)."""
+    names = []
+    for i in range(100):
+        name = "MANY_%03d" % i
+        value = ("v%03d-" % i) + ("x" * (65536 - 5) if i < 20 else "small")
+        expect(S.req("POST", P + "/secrets", {"name": name, "value": value}), 201)
+        names.append(name)
+    files_bytes = 20 * 65536 + 80 * len("v000-small")
+    code = ("env | grep -c '^MANY_'; ls /run/secrets | wc -l; cat /run/secrets/* | wc -c; "
+            "echo \"$MANY_099\"")
+    # every secret in the environment (small ones: the kernel bounds an
+    # environment at a few MiB)
+    t = create(code, secrets=names[20:], secrets_env=True, wait_for_result=True)
+    assert t["run"]["status"] == "completed", t["run"]
+    assert [x["message"] for x in logs(t, t["run"])] == ["80", "80", str(80 * 10), "***"], \
+        logs(t, t["run"])
+    # all 100 as files, 20 of them 64 KiB
+    t = create(code, secrets=names, wait_for_result=True)
+    assert t["run"]["status"] == "completed", t["run"]
+    assert [x["message"] for x in logs(t, t["run"])][:3] == ["0", "100", str(files_bytes)], \
+        logs(t, t["run"])
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
