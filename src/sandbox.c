@@ -46,6 +46,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/file.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/resource.h>
@@ -111,6 +112,8 @@ struct sandbox_sys {
     struct sock_fprog prog;      /* the compiled seccomp program */
     enum cg_ver mem_ver, pids_ver, cpu_ver;
     char *mem_base, *pids_base, *cpu_base;   /* our own quern-<pid> cgroup dirs */
+    int cg_lock[4];              /* those dirs (v1 memory, pids, cpuacct; v2) open and
+                                    flock'ed for our life, -1: see cg_reap_stale */
     struct slot_cg *cg;
     int *netns;                  /* per slot, -1 when none */
     int host_netns;
@@ -319,8 +322,59 @@ static bool is_dir(const char *p)
 /* Distinguishes the cgroups of several sandbox_sys in one process. */
 static int sys_seq;
 
+/* Removes the cgroups under parent that a quernd which is gone left there
+ * (a crash skips cg_teardown: each one left its quern-<pid>-<seq> and a
+ * directory per slot, for good, three controllers over).  One is gone when
+ * its directory's lock is free (its quernd holds a flock on it for its
+ * life, whatever its PID namespace) and its pid is no live process (a
+ * quernd of an older version holds no lock).  rmdir never removes a
+ * cgroup that holds a process. */
+static void cg_reap_stale(const char *parent)
+{
+    DIR *d = opendir(parent);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int pid, seq, n = 0;
+        if (sscanf(e->d_name, "quern-%d-%d%n", &pid, &seq, &n) != 2 || e->d_name[n] != '\0' ||
+            pid <= 0 || pid == (int)getpid())
+            continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && kill(pid, 0) < 0 && errno == ESRCH) {
+            int sfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+            DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
+            if (!sd && sfd >= 0)
+                close(sfd);
+            struct dirent *c;
+            while (sd && (c = readdir(sd)) != NULL)
+                if (c->d_type == DT_DIR && strcmp(c->d_name, ".") && strcmp(c->d_name, ".."))
+                    (void)unlinkat(fd, c->d_name, AT_REMOVEDIR);
+            if (sd)
+                closedir(sd);
+            (void)unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
+        }
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* Opens our base cgroup dir and locks it for our life (cg_reap_stale): the
+ * fd, or -1. */
+static int cg_lock_base(const char *base)
+{
+    int fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 /* Makes <mount>/<own path>/quern-<pid>-<seq> for a v1 controller; NULL if unusable. */
-static char *cg_v1_base(const char *ctrl, int seq)
+static char *cg_v1_base(const char *ctrl, int seq, int *lock)
 {
     char *field = NULL;
     char *own = own_cgroup(ctrl, &field);
@@ -329,10 +383,15 @@ static char *cg_v1_base(const char *ctrl, int seq)
     char *mnt = xasprintf("/sys/fs/cgroup/%s", field);
     char *base = NULL;
     if (is_dir(mnt)) {
-        base = xasprintf("%s%s/quern-%d-%d", mnt, strcmp(own, "/") == 0 ? "" : own, (int)getpid(), seq);
+        char *parent = xasprintf("%s%s", mnt, strcmp(own, "/") == 0 ? "" : own);
+        cg_reap_stale(parent);
+        base = xasprintf("%s/quern-%d-%d", parent, (int)getpid(), seq);
+        free(parent);
         if (mkdir(base, 0755) < 0 && errno != EEXIST) {
             free(base);
             base = NULL;
+        } else {
+            *lock = cg_lock_base(base);
         }
     }
     free(mnt);
@@ -352,7 +411,7 @@ static char *cg_v2_mount(void)
 
 /* Makes the v2 base cgroup and enables what it can in it; *ctrls gets the
  * controllers available to the slots ("memory pids"...). */
-static char *cg_v2_base(char *ctrls, size_t cap, int seq)
+static char *cg_v2_base(char *ctrls, size_t cap, int seq, int *lock)
 {
     char *mnt = cg_v2_mount();
     if (!mnt)
@@ -361,11 +420,13 @@ static char *cg_v2_base(char *ctrls, size_t cap, int seq)
     char *base = NULL;
     if (own) {
         char *owndir = xasprintf("%s%s", mnt, strcmp(own, "/") == 0 ? "" : own);
+        cg_reap_stale(owndir);
         base = xasprintf("%s/quern-%d-%d", owndir, (int)getpid(), seq);
         if (mkdir(base, 0755) < 0 && errno != EEXIST) {
             free(base);
             base = NULL;
         } else {
+            *lock = cg_lock_base(base);
             /* Delegation needs the controllers enabled on the way down; this
              * fails when our own cgroup holds processes (the no-internal-
              * process rule) unless it is the root, and then they stay off. */
@@ -390,14 +451,16 @@ static void cg_setup(struct sandbox_sys *sys)
     bool v2_tried = false;
 
     int seq = __atomic_fetch_add(&sys_seq, 1, __ATOMIC_RELAXED);
-    sys->mem_base = cg_v1_base("memory", seq);
-    sys->pids_base = cg_v1_base("pids", seq);
-    sys->cpu_base = cg_v1_base("cpuacct", seq);
+    for (int i = 0; i < 4; i++)
+        sys->cg_lock[i] = -1;
+    sys->mem_base = cg_v1_base("memory", seq, &sys->cg_lock[0]);
+    sys->pids_base = cg_v1_base("pids", seq, &sys->cg_lock[1]);
+    sys->cpu_base = cg_v1_base("cpuacct", seq, &sys->cg_lock[2]);
     sys->mem_ver = sys->mem_base ? CG_V1 : CG_NONE;
     sys->pids_ver = sys->pids_base ? CG_V1 : CG_NONE;
     sys->cpu_ver = sys->cpu_base ? CG_V1 : CG_NONE;
     if (!sys->mem_base || !sys->pids_base || !sys->cpu_base) {
-        v2 = cg_v2_base(v2ctrls, sizeof(v2ctrls), seq);
+        v2 = cg_v2_base(v2ctrls, sizeof(v2ctrls), seq, &sys->cg_lock[3]);
         v2_tried = true;
     }
     if (v2) {
@@ -500,6 +563,9 @@ static void cg_teardown(struct sandbox_sys *sys)
     free(sys->mem_base);
     free(sys->pids_base);
     free(sys->cpu_base);
+    for (int i = 0; i < 4; i++)
+        if (sys->cg_lock[i] >= 0)
+            close(sys->cg_lock[i]);
 }
 
 /* The slot's CPU time so far (ns), or -1. */

@@ -343,6 +343,47 @@ def test_many_and_large_secrets_reach_the_box():
         logs(t, t["run"])
 
 
+def _cgroups_of(pid):
+    """The cgroup directories quernd pid made (quern-<pid>-<seq>)."""
+    found = []
+    for top, dirs, _ in os.walk("/sys/fs/cgroup"):
+        if top.count("/") > 6:
+            dirs[:] = []
+            continue
+        for d in list(dirs):
+            if d.startswith("quern-"):
+                dirs.remove(d)
+                if d.startswith("quern-%d-" % pid):
+                    found.append(os.path.join(top, d))
+    return found
+
+
+def test_cgroups_of_a_crashed_quernd_are_removed_by_the_next():
+    """A SIGKILLed quernd cannot remove its cgroups (a base and a directory
+    per slot, per controller): they stayed for good, hundreds on a host
+    that runs the crash tests.  The next quernd removes those of a quernd
+    that is gone; a live one's stay."""
+    s = Server()
+    mine = _cgroups_of(s.proc.pid)
+    if not mine:
+        s.stop()
+        print("     (no cgroups on this host: nothing to check)")
+        return
+    t = expect(s.req("POST", P + "/tasks", {"code": "echo hi", "wait_for_result": True}), 201)
+    assert t["run"]["status"] == "completed", t["run"]
+    dead = s.proc.pid
+    s.kill()
+    assert _cgroups_of(dead) == mine
+    s2 = Server()
+    try:
+        assert _cgroups_of(dead) == [], _cgroups_of(dead)
+        assert _cgroups_of(S.proc.pid), "the live quernd's cgroups stay"
+        t = expect(s2.req("POST", P + "/tasks", {"code": "echo hi", "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "completed", t["run"]
+    finally:
+        s2.stop()
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
