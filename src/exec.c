@@ -2677,11 +2677,19 @@ static void add_pool(void *ctx, const struct runtime *rt)
         ex->pools[ex->npools++] = (struct pool){.rt = rt, .target = rt->warm};
 }
 
+/* The template's mount points are directories: a read-only path that is a
+ * file (ro_paths = /etc/app.conf:/opt/app.conf) gets none, so that its
+ * runtime's boxes build their whole root, where a file is bound on a file
+ * (moved onto the template's directory, it failed every run EINVAL). */
 static void add_mountpoints(void *ctx, const struct runtime *rt)
 {
     struct exec *ex = ctx;
-    for (size_t i = 0; i < rt->nro; i++)
+    for (size_t i = 0; i < rt->nro; i++) {
+        struct stat st;
+        if (stat(rt->ro_host[i], &st) == 0 && !S_ISDIR(st.st_mode))
+            continue;
         (void)sandbox_sys_add_mountpoint(ex->sys, rt->ro_box[i]);
+    }
 }
 
 struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)

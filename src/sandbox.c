@@ -2204,9 +2204,14 @@ static bool tpl_fits(struct sandbox_sys *sys, const struct sandbox_params *p)
     }
     if (sys->tpl_ns < 0)
         return false;
-    for (size_t i = 0; i < p->nmounts; i++)
+    for (size_t i = 0; i < p->nmounts; i++) {
         if (!tpl_has_dir(sys, p->mounts[i].box) && !under_quern(p->mounts[i].box))
             return false;
+        /* a read-only path that is a file cannot go on the template's
+         * directory (move_mount: EINVAL); a writable one is a run's dir */
+        if (!p->mounts[i].writable && !is_dir(p->mounts[i].host))
+            return false;
+    }
     for (size_t i = 0; i < p->nfiles; i++)
         if (!under_quern(p->files[i].box))
             return false;

@@ -343,6 +343,34 @@ def test_many_and_large_secrets_reach_the_box():
         logs(t, t["run"])
 
 
+def test_runtime_ro_path_may_be_a_file():
+    """ro_paths may name a file: the template's mount point for it was a
+    directory, and every run of the runtime failed sandbox_error
+    (move_mount: EINVAL).  Another runtime may use the same box path for a
+    directory."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="quern-rofile-", dir=os.environ.get("QUERN_TEST_TMP"))
+    cfg = os.path.join(d, "quern.conf")
+    host_file = os.path.join(d, "app.conf")
+    with open(host_file, "w") as f:
+        f.write("from-the-host\n")
+    os.chmod(d, 0o755)
+    with open(cfg, "w") as f:
+        f.write("[runtime.rofile]\ninterpreter = /bin/sh\nro_paths = %s:/opt/app.conf /usr/share:/opt/share\n\n"
+                "[runtime.rodir]\ninterpreter = /bin/sh\nro_paths = /usr/share:/opt/app.conf\n" % host_file)
+    s = Server(extra_args=["--config", cfg])
+    try:
+        for rt, code, want in (("rofile", "cat /opt/app.conf; ls -d /opt/share/doc", ["from-the-host", "/opt/share/doc"]),
+                               ("rodir", "ls -d /opt/app.conf/doc", ["/opt/app.conf/doc"])):
+            t = expect(s.req("POST", P + "/tasks", {"code": code, "runtime_id": rt,
+                                                     "wait_for_result": True}), 201)
+            assert t["run"]["status"] == "completed", (rt, t["run"])
+            lines = s.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], t["run"]["id"])).text
+            assert [json.loads(x)["message"] for x in lines.splitlines()] == want, (rt, lines)
+    finally:
+        s.stop()
+
+
 def _cgroups_of(pid):
     """The cgroup directories quernd pid made (quern-<pid>-<seq>)."""
     found = []
