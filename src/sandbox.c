@@ -1427,6 +1427,7 @@ struct plan {
     size_t ncg;
     int parent_trees[MAX_FDS];        /* tpl: the parent's copies of src_fds, closed after the clone */
     bool legacy_attr;                 /* no mount_setattr: remount after the move */
+    bool ops_full;                    /* an op did not fit in ops[]: the spawn fails */
     size_t nsrc;
     char fdpaths[MAX_FDS][32];
     int sync_fd, sync_wr, status_fd;
@@ -1742,12 +1743,15 @@ CHILD_CODE static int child_fn(void *arg)
 
 /* ---- plan building (parent) ---- */
 
+/* Appends o; one that does not fit marks the plan (sandbox_spawn fails
+ * it): deep box paths in quern.conf's ro_paths take a step per directory,
+ * and a box's layout is no broken invariant (it aborted quernd). */
 static void add_op(struct plan *pl, struct op o)
 {
     if (pl->nops < MAX_OPS)
         pl->ops[pl->nops++] = o;
     else
-        abort(); /* the plan is sized for the fixed layout plus a few mounts */
+        pl->ops_full = true;
 }
 
 /* The box's own user namespace limits, then /proc/sys read-only.  The
@@ -2515,6 +2519,12 @@ secrets:
         pl->rl_as = (struct rlimit){as, as};
     }
 
+    if (pl->ops_full) {
+        rc = -E2BIG;
+        *err = xasprintf("the box's file system takes more than %d steps to build (deep "
+                         "ro_paths in quern.conf?)", MAX_OPS);
+        goto out;
+    }
     /* status fd is written by the child on failure; it is the caller's pipe. */
     if (pipe2(sync, O_CLOEXEC) < 0 || (!SANDBOX_ASYNC_SPAWN && pipe2(execp, O_CLOEXEC) < 0)) {
         rc = -errno;

@@ -371,6 +371,29 @@ def test_runtime_ro_path_may_be_a_file():
         s.stop()
 
 
+def test_a_box_too_deep_to_build_fails_its_run_not_quernd():
+    """A box whose file system takes more steps than its plan holds (here:
+    ro_paths with deep box paths, one a file so that the box builds its
+    whole root) fails its run sandbox_error; quernd aborted."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="quern-deep-", dir=os.environ.get("QUERN_TEST_TMP"))
+    cfg = os.path.join(d, "quern.conf")
+    deep = "/".join("d%d" % k for k in range(45))
+    with open(cfg, "w") as f:
+        f.write("[runtime.deep]\ninterpreter = /bin/sh\nro_paths = /etc/hostname:/opt/hn %s\n"
+                % " ".join("/usr/share:/opt/r%d/%s" % (i, deep) for i in range(7)))
+    s = Server(extra_args=["--config", cfg])
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo hi", "runtime_id": "deep",
+                                                 "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "failed" and t["run"]["error"]["code"] == "sandbox_error", t["run"]
+        assert "steps to build" in t["run"]["error"]["message"], t["run"]["error"]
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo hi", "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "completed", t["run"]
+    finally:
+        s.stop()
+
+
 def _cgroups_of(pid):
     """The cgroup directories quernd pid made (quern-<pid>-<seq>)."""
     found = []
