@@ -577,26 +577,32 @@ static int64_t cg_cpu_ns(struct sandbox_sys *sys, struct slot_cg *c)
     return us >= 0 ? us * 1000 : -1;
 }
 
-/* Limits and counter baselines before a spawn. */
-static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_params *p)
+/* Limits and counter baselines before a spawn: 0, or -errno when the
+ * memory or pids limit could not be set (the slot keeps its last one: a
+ * run asking for 64 MiB ran under the previous run's 1 GiB when the kernel
+ * could not reclaim the slot's memory below 64 MiB, EBUSY). */
+static int cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_params *p)
 {
     struct slot_cg *c = &sys->cg[slot];
     char v[32];
+    int rc = 0, w;
     if (c->mem_dir) {
         int64_t lim = p->memory_limit_bytes > 0 ? p->memory_limit_bytes : -1;
         if (lim != c->mem_limit) {
             if (sys->mem_ver == CG_V1) {
                 snprintf(v, sizeof(v), "%lld", lim > 0 ? (long long)lim : -1LL);
-                if (cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.limit_in_bytes", v) == 0)
-                    c->mem_limit = lim;
+                w = cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.limit_in_bytes", v);
             } else {
                 if (lim > 0)
                     snprintf(v, sizeof(v), "%lld", (long long)lim);
                 else
                     snprintf(v, sizeof(v), "max");
-                if (cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.max", v) == 0)
-                    c->mem_limit = lim;
+                w = cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.max", v);
             }
+            if (w == 0)
+                c->mem_limit = lim;
+            else
+                rc = w;
         }
         if (sys->mem_ver == CG_V1) {
             (void)cg_write(c, CGF_MEM_MAXUSE, c->mem_dir, "memory.max_usage_in_bytes", "0");
@@ -614,12 +620,16 @@ static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_p
                 snprintf(v, sizeof(v), "%lld", (long long)mx);
             else
                 snprintf(v, sizeof(v), "max");
-            if (cg_write(c, CGF_PIDS_MAX, c->pids_dir, "pids.max", v) == 0)
+            w = cg_write(c, CGF_PIDS_MAX, c->pids_dir, "pids.max", v);
+            if (w == 0)
                 c->pids_max = mx;
+            else if (rc == 0)
+                rc = w;
         }
     }
     if (c->cpu_dir)
         c->cpu_base_ns = cg_cpu_ns(sys, c);
+    return rc;
 }
 
 /* The slot's files the child writes "0" into to join its cgroups (kept
@@ -2534,7 +2544,11 @@ secrets:
     pl->sync_fd = sync[0];
     pl->sync_wr = sync[1];
     pl->exec_wr = execp[1];
-    cg_prepare(sys, p->slot, p);
+    rc = cg_prepare(sys, p->slot, p);
+    if (rc < 0) {
+        *err = xasprintf("setting the slot's memory or process limit: %s", strerror(-rc));
+        goto out;
+    }
     rc = cg_join_fds(sys, p->slot, pl->cg_procs, &pl->ncg);
     if (rc < 0) {
         *err = xasprintf("opening the slot's cgroup files (tasks or cgroup.procs): %s", strerror(-rc));
@@ -2846,7 +2860,7 @@ int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
 
     /* 1. cgroup limits and counters, as cg_prepare does for a spawn */
     struct sandbox_params p = {.memory_limit_bytes = a->memory_limit_bytes, .max_procs = a->max_procs};
-    cg_prepare(sys, proc->slot, &p);
+    (void)cg_prepare(sys, proc->slot, &p);   /* the memory limit is checked below */
     struct slot_cg *c = &sys->cg[proc->slot];
     int64_t want = a->memory_limit_bytes > 0 ? a->memory_limit_bytes : -1;
     if (c->mem_dir && c->mem_limit != want) {

@@ -394,6 +394,47 @@ def test_a_box_too_deep_to_build_fails_its_run_not_quernd():
         s.stop()
 
 
+def test_a_memory_limit_that_cannot_be_set_fails_the_run():
+    """When the kernel cannot bring a slot's memory cgroup under the limit a
+    run asks for (EBUSY: memory it cannot reclaim, here a process of the
+    test's put in the slot), the run fails sandbox_error; it ran under the
+    slot's previous limit (1 GiB for a run asking for 64 MiB)."""
+    import subprocess
+    s = Server(env={"QUERN_WARM": "python=0,node=0,ts=0"})   # cold runs: cell 0 each time
+    hog = None
+    try:
+        def run(code, mb):
+            t = expect(s.req("POST", P + "/tasks", {"code": code, "settings": {"memory_limit_mb": mb},
+                                                     "wait_for_result": True}), 201)
+            return t["run"]
+        assert run("true", 1024)["status"] == "completed"
+        slot0 = [os.path.join(d, "slot0") for d in _cgroups_of(s.proc.pid)
+                 if os.path.exists(os.path.join(d, "slot0", "memory.limit_in_bytes")) or
+                 os.path.exists(os.path.join(d, "slot0", "memory.max"))]
+        if not slot0:
+            print("     (no memory cgroup on this host: nothing to check)")
+            return
+        procs = os.path.join(slot0[0], "cgroup.procs")
+        hog = subprocess.Popen([sys.executable, "-c", "import sys, time; a = bytearray(120 << 20); "
+                                "print('ok', flush=True); time.sleep(600)"], stdout=subprocess.PIPE,
+                               preexec_fn=lambda: open(procs, "w").write("0"))
+        assert hog.stdout.readline().strip() == b"ok"
+        r = run("python3 -c 'a = bytearray(150 << 20)'", 64)
+        assert r["status"] == "failed" and r["error"]["code"] == "sandbox_error", r
+        assert "memory or process limit" in r["error"]["message"], r["error"]
+        hog.kill()
+        hog.wait()
+        hog = None
+        r = wait_for(lambda: (lambda x: x if (x["error"] or {}).get("code") != "sandbox_error" else None)(
+            run("python3 -c 'a = bytearray(150 << 20)'", 64)), 30, "the slot's memory free again")
+        assert r["status"] == "failed" and r["error"]["code"] == "memory_limit_exceeded", r
+    finally:
+        if hog:
+            hog.kill()
+            hog.wait()
+        s.stop()
+
+
 def _cgroups_of(pid):
     """The cgroup directories quernd pid made (quern-<pid>-<seq>)."""
     found = []
