@@ -829,6 +829,17 @@ out:
     return rc;
 }
 
+/* Reaps the slirp4netns of any slot that has ended (killed, crashed): it
+ * stayed a zombie until a run with network came to its own slot, which
+ * may be never (the next such run took another slot).  The slot's
+ * namespace is made again by its next run with network (netns_out_get). */
+static void slirp_reap_dead(struct sandbox_sys *sys)
+{
+    for (int i = 0; sys->slirp && i < sys->slots; i++)
+        if (sys->slirp[i] > 0 && waitpid(sys->slirp[i], NULL, WNOHANG) == sys->slirp[i])
+            sys->slirp[i] = 0;
+}
+
 /* The slot's namespace for a run with network, made (or made again, if its
  * slirp4netns is gone) now; -1 when there can be none. */
 static int netns_out_get(struct sandbox_sys *sys, int slot)
@@ -2697,6 +2708,7 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
     proc->pidfd = -1;
     slot_spawn_done(sys, proc->slot);   /* the child is dead: its plan is free */
     ipcns_empty(sys, proc->slot);       /* and so is its whole tree (PID 1) */
+    slirp_reap_dead(sys);
 
     struct slot_cg *c = &sys->cg[proc->slot];
     int64_t ru_cpu = (int64_t)ru.ru_utime.tv_sec * 1000 + ru.ru_utime.tv_usec / 1000 +

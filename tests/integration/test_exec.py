@@ -435,6 +435,52 @@ def test_a_memory_limit_that_cannot_be_set_fails_the_run():
         s.stop()
 
 
+def _children(pid):
+    """[(pid, name, state)] of pid's child processes."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % p) as f:
+                st = f.read()
+        except OSError:
+            continue
+        rest = st.rsplit(")", 1)[1].split()
+        if int(rest[1]) == pid:
+            out.append((int(p), st.split("(", 1)[1].rsplit(")", 1)[0], rest[0]))
+    return out
+
+
+def test_a_slirp4netns_that_dies_is_reaped():
+    """A slot's slirp4netns that ended (killed here) stayed a zombie until
+    a run with network came to that same slot, which may be never; it is
+    reaped when the next box ends, and the slot's next run with network
+    starts another."""
+    if not os.access("/usr/bin/slirp4netns", os.X_OK):
+        print("     (no slirp4netns: nothing to check)")
+        return
+    s = Server()
+    try:
+        def run(**kw):
+            t = expect(s.req("POST", P + "/tasks", dict({"code": "echo hi", "wait_for_result": True}, **kw)), 201)
+            assert t["run"]["status"] == "completed", t["run"]
+        run(settings={"network": True})
+        slirps = [c for c in _children(s.proc.pid) if c[1] == "slirp4netns"]
+        assert slirps, _children(s.proc.pid)
+        for p, _, _ in slirps:
+            os.kill(p, 9)
+        wait_for(lambda: all(c[2] == "Z" for c in _children(s.proc.pid) if c[0] in [x[0] for x in slirps]),
+                 what="slirp4netns dead")
+        run()
+        left = [c for c in _children(s.proc.pid) if c[0] in [x[0] for x in slirps]]
+        assert left == [], left
+        for _ in range(3):
+            run(settings={"network": True})
+    finally:
+        s.stop()
+
+
 def _cgroups_of(pid):
     """The cgroup directories quernd pid made (quern-<pid>-<seq>)."""
     found = []
