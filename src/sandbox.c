@@ -322,18 +322,64 @@ static bool is_dir(const char *p)
 /* Distinguishes the cgroups of several sandbox_sys in one process. */
 static int sys_seq;
 
+/* Whether pid is a live quernd: a pid reused by another program (pid_max
+ * may be 32768) is not. */
+static bool quernd_alive(int pid)
+{
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return false;
+    char p[64], comm[32] = "";
+    snprintf(p, sizeof(p), "/proc/%d/comm", pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno != ENOENT;
+    ssize_t n = read(fd, comm, sizeof(comm) - 1);
+    close(fd);
+    comm[n > 0 ? n : 0] = '\0';
+    return strcmp(comm, "quernd\n") == 0;
+}
+
+/* Removes the stale cgroup dir name (open at fd) under pfd, its slot dirs
+ * first; the boxes of a quernd that was killed die with it (their
+ * PDEATHSIG), but may still be exiting: a slot that holds one is tried
+ * again until `until` (mono ms). */
+static void cg_rm_stale(int pfd, const char *name, int fd, int64_t until)
+{
+    int sfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
+    if (!sd) {
+        if (sfd >= 0)
+            close(sfd);
+        return;
+    }
+    for (;;) {
+        bool busy = false;
+        struct dirent *c;
+        rewinddir(sd);
+        while ((c = readdir(sd)) != NULL)
+            if (c->d_type == DT_DIR && strcmp(c->d_name, ".") && strcmp(c->d_name, "..") &&
+                unlinkat(fd, c->d_name, AT_REMOVEDIR) < 0 && errno == EBUSY)
+                busy = true;
+        if (unlinkat(pfd, name, AT_REMOVEDIR) == 0 || !busy || mono_ms() >= until)
+            break;
+        usleep(10000);
+    }
+    closedir(sd);
+}
+
 /* Removes the cgroups under parent that a quernd which is gone left there
  * (a crash skips cg_teardown: each one left its quern-<pid>-<seq> and a
  * directory per slot, for good, three controllers over).  One is gone when
  * its directory's lock is free (its quernd holds a flock on it for its
- * life, whatever its PID namespace) and its pid is no live process (a
- * quernd of an older version holds no lock).  rmdir never removes a
- * cgroup that holds a process. */
+ * life, whatever its PID namespace) and its pid is no live quernd (one of
+ * an older version holds no lock).  rmdir never removes a cgroup that
+ * holds a process. */
 static void cg_reap_stale(const char *parent)
 {
     DIR *d = opendir(parent);
     if (!d)
         return;
+    int64_t until = mono_ms() + 2000;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         int pid, seq, n = 0;
@@ -343,19 +389,8 @@ static void cg_reap_stale(const char *parent)
         int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (fd < 0)
             continue;
-        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && kill(pid, 0) < 0 && errno == ESRCH) {
-            int sfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-            DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
-            if (!sd && sfd >= 0)
-                close(sfd);
-            struct dirent *c;
-            while (sd && (c = readdir(sd)) != NULL)
-                if (c->d_type == DT_DIR && strcmp(c->d_name, ".") && strcmp(c->d_name, ".."))
-                    (void)unlinkat(fd, c->d_name, AT_REMOVEDIR);
-            if (sd)
-                closedir(sd);
-            (void)unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR);
-        }
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && !quernd_alive(pid))
+            cg_rm_stale(dirfd(d), e->d_name, fd, until);
         close(fd);
     }
     closedir(d);
