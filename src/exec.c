@@ -95,6 +95,8 @@
 #define LOG_ENTRY_MIN 64                  /* bytes of max_output_bytes per entry, at least, */
 #define LOG_ENTRIES_FREE 10000             /* after the first this many */
 #define STDIN_MAX_BYTES (16 * 1024 * 1024) /* waiting for code that does not read */
+#define ENV_FIXED_MAX 24                   /* build_env's own variables, at most */
+#define ENV_MAX (ENV_FIXED_MAX + EXEC_MAX_SECRETS + 1)
 
 enum fdkind { K_WAKE = 0, K_OUT, K_ERR, K_CTL, K_PID, K_IN, K_WARM, K_INOTIFY };
 
@@ -1351,7 +1353,9 @@ static int prepare_dirs(struct exec *ex, struct run *r, char **why)
 }
 
 /* The run's environment (iteration r->iteration); frees nothing: the
- * caller clears and frees the entries. */
+ * caller clears and frees the entries.  cap is ENV_MAX: every secret has
+ * room (a cap of 64 dropped the secrets past the 48th or so without a
+ * word). */
 static size_t build_env(const struct run *r, char **envv, size_t cap)
 {
     size_t nenv = 0;
@@ -1376,7 +1380,9 @@ static size_t build_env(const struct run *r, char **envv, size_t cap)
     envv[nenv++] = xasprintf("QUERN_ATTEMPT=%d", r->attempt);
     envv[nenv++] = xasprintf("QUERN_ITERATION=%d", r->iteration);
     envv[nenv++] = xstrdup("QUERN_CONTROL_FD=3");
-    for (size_t i = 0; r->secrets_env && i < r->nsecrets && nenv < cap - 1; i++)
+    if (nenv > ENV_FIXED_MAX || (r->secrets_env && nenv + r->nsecrets > cap - 1))
+        abort(); /* ENV_MAX is sized for every variable: a broken invariant */
+    for (size_t i = 0; r->secrets_env && i < r->nsecrets; i++)
         envv[nenv++] = xasprintf("%s=%s", r->sec_names[i], r->sec_values[i]);
     envv[nenv] = NULL;
     return nenv;
@@ -1396,7 +1402,7 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     uid_t uid = sandbox_host_uid(ex->sys);
     int rc = 0;
     int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, ctl[2] = {-1, -1}, st[2] = {-1, -1};
-    char *envv[64];
+    char *envv[ENV_MAX];
     size_t nenv = 0;
     char *output_path = xasprintf("%s/output.json", r->outdir);
     char *script_box = xasprintf("/quern/%s", r->rt->file_name);
@@ -1439,7 +1445,8 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     argv[na++] = script_box;
     argv[na] = NULL;
 
-    struct sandbox_mount m[4 + RUNTIME_MAX_PATHS];
+    /* scratch, out, the three storage scopes, the runtime's read-only paths */
+    struct sandbox_mount m[5 + RUNTIME_MAX_PATHS];
     size_t nm = 0;
     m[nm++] = (struct sandbox_mount){r->scratch, "/scratch", true};
     m[nm++] = (struct sandbox_mount){r->outdir, "/quern/out", true};
@@ -1766,7 +1773,7 @@ static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, 
     rc = sandbox_adopt(ex->sys, &w->proc, &a, why);
     if (rc == 0) {
         /* the go message: the script's path, then the environment */
-        char *envv[64];
+        char *envv[ENV_MAX];
         size_t nenv = build_env(r, envv, ARRAY_LEN(envv));
         struct buf msg;
         buf_init(&msg);
@@ -2670,11 +2677,19 @@ static void add_pool(void *ctx, const struct runtime *rt)
         ex->pools[ex->npools++] = (struct pool){.rt = rt, .target = rt->warm};
 }
 
+/* The template's mount points are directories: a read-only path that is a
+ * file (ro_paths = /etc/app.conf:/opt/app.conf) gets none, so that its
+ * runtime's boxes build their whole root, where a file is bound on a file
+ * (moved onto the template's directory, it failed every run EINVAL). */
 static void add_mountpoints(void *ctx, const struct runtime *rt)
 {
     struct exec *ex = ctx;
-    for (size_t i = 0; i < rt->nro; i++)
+    for (size_t i = 0; i < rt->nro; i++) {
+        struct stat st;
+        if (stat(rt->ro_host[i], &st) == 0 && !S_ISDIR(st.st_mode))
+            continue;
         (void)sandbox_sys_add_mountpoint(ex->sys, rt->ro_box[i]);
+    }
 }
 
 struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
@@ -2822,7 +2837,7 @@ int exec_start(struct exec *ex, const struct exec_spec *spec)
     if (!rt)
         return -ENOENT;
     if (!valid_run_id(spec->run_id) || !spec->work_root || spec->work_root[0] != '/' ||
-        (!spec->code && spec->code_len) || spec->nsecrets > 64)
+        (!spec->code && spec->code_len) || spec->nsecrets > EXEC_MAX_SECRETS)
         return -EINVAL;
     for (size_t i = 0; i < spec->nsecrets; i++)
         if (!valid_secret_name(spec->secret_names[i]) || !spec->secret_values[i])

@@ -49,11 +49,14 @@ struct exec_spec {
     int64_t memory_limit_mb, max_output_bytes, max_iterations;  /* 0: 256, 10 MiB, 500 */
     int64_t max_procs, max_open_files, max_file_bytes;          /* 0: 64, 256, 64 MiB */
     bool network;
-    size_t nsecrets;
+    size_t nsecrets;                /* at most EXEC_MAX_SECRETS */
     const char *const *secret_names;
     const char *const *secret_values;
     bool secrets_env;
 };
+
+/* The secrets a run may have: as many as a task may name (api_tasks.c). */
+#define EXEC_MAX_SECRETS 100
 
 struct exec_artifact {
     char *name;      /* relative to QUERN_ARTIFACTS, e.g. "report.txt", "sub/a.png" */

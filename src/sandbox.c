@@ -46,6 +46,7 @@
 #include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/file.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
 #include <sys/resource.h>
@@ -111,6 +112,8 @@ struct sandbox_sys {
     struct sock_fprog prog;      /* the compiled seccomp program */
     enum cg_ver mem_ver, pids_ver, cpu_ver;
     char *mem_base, *pids_base, *cpu_base;   /* our own quern-<pid> cgroup dirs */
+    int cg_lock[4];              /* those dirs (v1 memory, pids, cpuacct; v2) open and
+                                    flock'ed for our life, -1: see cg_reap_stale */
     struct slot_cg *cg;
     int *netns;                  /* per slot, -1 when none */
     int host_netns;
@@ -319,8 +322,94 @@ static bool is_dir(const char *p)
 /* Distinguishes the cgroups of several sandbox_sys in one process. */
 static int sys_seq;
 
+/* Whether pid is a live quernd: a pid reused by another program (pid_max
+ * may be 32768) is not. */
+static bool quernd_alive(int pid)
+{
+    if (kill(pid, 0) < 0 && errno == ESRCH)
+        return false;
+    char p[64], comm[32] = "";
+    snprintf(p, sizeof(p), "/proc/%d/comm", pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno != ENOENT;
+    ssize_t n = read(fd, comm, sizeof(comm) - 1);
+    close(fd);
+    comm[n > 0 ? n : 0] = '\0';
+    return strcmp(comm, "quernd\n") == 0;
+}
+
+/* Removes the stale cgroup dir name (open at fd) under pfd, its slot dirs
+ * first; the boxes of a quernd that was killed die with it (their
+ * PDEATHSIG), but may still be exiting: a slot that holds one is tried
+ * again until `until` (mono ms). */
+static void cg_rm_stale(int pfd, const char *name, int fd, int64_t until)
+{
+    int sfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    DIR *sd = sfd >= 0 ? fdopendir(sfd) : NULL;
+    if (!sd) {
+        if (sfd >= 0)
+            close(sfd);
+        return;
+    }
+    for (;;) {
+        bool busy = false;
+        struct dirent *c;
+        rewinddir(sd);
+        while ((c = readdir(sd)) != NULL)
+            if (c->d_type == DT_DIR && strcmp(c->d_name, ".") && strcmp(c->d_name, "..") &&
+                unlinkat(fd, c->d_name, AT_REMOVEDIR) < 0 && errno == EBUSY)
+                busy = true;
+        if (unlinkat(pfd, name, AT_REMOVEDIR) == 0 || !busy || mono_ms() >= until)
+            break;
+        usleep(10000);
+    }
+    closedir(sd);
+}
+
+/* Removes the cgroups under parent that a quernd which is gone left there
+ * (a crash skips cg_teardown: each one left its quern-<pid>-<seq> and a
+ * directory per slot, for good, three controllers over).  One is gone when
+ * its directory's lock is free (its quernd holds a flock on it for its
+ * life, whatever its PID namespace) and its pid is no live quernd (one of
+ * an older version holds no lock).  rmdir never removes a cgroup that
+ * holds a process. */
+static void cg_reap_stale(const char *parent)
+{
+    DIR *d = opendir(parent);
+    if (!d)
+        return;
+    int64_t until = mono_ms() + 2000;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        int pid, seq, n = 0;
+        if (sscanf(e->d_name, "quern-%d-%d%n", &pid, &seq, &n) != 2 || e->d_name[n] != '\0' ||
+            pid <= 0 || pid == (int)getpid())
+            continue;
+        int fd = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0 && !quernd_alive(pid))
+            cg_rm_stale(dirfd(d), e->d_name, fd, until);
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* Opens our base cgroup dir and locks it for our life (cg_reap_stale): the
+ * fd, or -1. */
+static int cg_lock_base(const char *base)
+{
+    int fd = open(base, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0 && flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
 /* Makes <mount>/<own path>/quern-<pid>-<seq> for a v1 controller; NULL if unusable. */
-static char *cg_v1_base(const char *ctrl, int seq)
+static char *cg_v1_base(const char *ctrl, int seq, int *lock)
 {
     char *field = NULL;
     char *own = own_cgroup(ctrl, &field);
@@ -329,10 +418,15 @@ static char *cg_v1_base(const char *ctrl, int seq)
     char *mnt = xasprintf("/sys/fs/cgroup/%s", field);
     char *base = NULL;
     if (is_dir(mnt)) {
-        base = xasprintf("%s%s/quern-%d-%d", mnt, strcmp(own, "/") == 0 ? "" : own, (int)getpid(), seq);
+        char *parent = xasprintf("%s%s", mnt, strcmp(own, "/") == 0 ? "" : own);
+        cg_reap_stale(parent);
+        base = xasprintf("%s/quern-%d-%d", parent, (int)getpid(), seq);
+        free(parent);
         if (mkdir(base, 0755) < 0 && errno != EEXIST) {
             free(base);
             base = NULL;
+        } else {
+            *lock = cg_lock_base(base);
         }
     }
     free(mnt);
@@ -352,7 +446,7 @@ static char *cg_v2_mount(void)
 
 /* Makes the v2 base cgroup and enables what it can in it; *ctrls gets the
  * controllers available to the slots ("memory pids"...). */
-static char *cg_v2_base(char *ctrls, size_t cap, int seq)
+static char *cg_v2_base(char *ctrls, size_t cap, int seq, int *lock)
 {
     char *mnt = cg_v2_mount();
     if (!mnt)
@@ -361,11 +455,13 @@ static char *cg_v2_base(char *ctrls, size_t cap, int seq)
     char *base = NULL;
     if (own) {
         char *owndir = xasprintf("%s%s", mnt, strcmp(own, "/") == 0 ? "" : own);
+        cg_reap_stale(owndir);
         base = xasprintf("%s/quern-%d-%d", owndir, (int)getpid(), seq);
         if (mkdir(base, 0755) < 0 && errno != EEXIST) {
             free(base);
             base = NULL;
         } else {
+            *lock = cg_lock_base(base);
             /* Delegation needs the controllers enabled on the way down; this
              * fails when our own cgroup holds processes (the no-internal-
              * process rule) unless it is the root, and then they stay off. */
@@ -390,14 +486,16 @@ static void cg_setup(struct sandbox_sys *sys)
     bool v2_tried = false;
 
     int seq = __atomic_fetch_add(&sys_seq, 1, __ATOMIC_RELAXED);
-    sys->mem_base = cg_v1_base("memory", seq);
-    sys->pids_base = cg_v1_base("pids", seq);
-    sys->cpu_base = cg_v1_base("cpuacct", seq);
+    for (int i = 0; i < 4; i++)
+        sys->cg_lock[i] = -1;
+    sys->mem_base = cg_v1_base("memory", seq, &sys->cg_lock[0]);
+    sys->pids_base = cg_v1_base("pids", seq, &sys->cg_lock[1]);
+    sys->cpu_base = cg_v1_base("cpuacct", seq, &sys->cg_lock[2]);
     sys->mem_ver = sys->mem_base ? CG_V1 : CG_NONE;
     sys->pids_ver = sys->pids_base ? CG_V1 : CG_NONE;
     sys->cpu_ver = sys->cpu_base ? CG_V1 : CG_NONE;
     if (!sys->mem_base || !sys->pids_base || !sys->cpu_base) {
-        v2 = cg_v2_base(v2ctrls, sizeof(v2ctrls), seq);
+        v2 = cg_v2_base(v2ctrls, sizeof(v2ctrls), seq, &sys->cg_lock[3]);
         v2_tried = true;
     }
     if (v2) {
@@ -500,6 +598,9 @@ static void cg_teardown(struct sandbox_sys *sys)
     free(sys->mem_base);
     free(sys->pids_base);
     free(sys->cpu_base);
+    for (int i = 0; i < 4; i++)
+        if (sys->cg_lock[i] >= 0)
+            close(sys->cg_lock[i]);
 }
 
 /* The slot's CPU time so far (ns), or -1. */
@@ -511,26 +612,32 @@ static int64_t cg_cpu_ns(struct sandbox_sys *sys, struct slot_cg *c)
     return us >= 0 ? us * 1000 : -1;
 }
 
-/* Limits and counter baselines before a spawn. */
-static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_params *p)
+/* Limits and counter baselines before a spawn: 0, or -errno when the
+ * memory or pids limit could not be set (the slot keeps its last one: a
+ * run asking for 64 MiB ran under the previous run's 1 GiB when the kernel
+ * could not reclaim the slot's memory below 64 MiB, EBUSY). */
+static int cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_params *p)
 {
     struct slot_cg *c = &sys->cg[slot];
     char v[32];
+    int rc = 0, w;
     if (c->mem_dir) {
         int64_t lim = p->memory_limit_bytes > 0 ? p->memory_limit_bytes : -1;
         if (lim != c->mem_limit) {
             if (sys->mem_ver == CG_V1) {
                 snprintf(v, sizeof(v), "%lld", lim > 0 ? (long long)lim : -1LL);
-                if (cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.limit_in_bytes", v) == 0)
-                    c->mem_limit = lim;
+                w = cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.limit_in_bytes", v);
             } else {
                 if (lim > 0)
                     snprintf(v, sizeof(v), "%lld", (long long)lim);
                 else
                     snprintf(v, sizeof(v), "max");
-                if (cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.max", v) == 0)
-                    c->mem_limit = lim;
+                w = cg_write(c, CGF_MEM_LIMIT, c->mem_dir, "memory.max", v);
             }
+            if (w == 0)
+                c->mem_limit = lim;
+            else
+                rc = w;
         }
         if (sys->mem_ver == CG_V1) {
             (void)cg_write(c, CGF_MEM_MAXUSE, c->mem_dir, "memory.max_usage_in_bytes", "0");
@@ -548,12 +655,16 @@ static void cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_p
                 snprintf(v, sizeof(v), "%lld", (long long)mx);
             else
                 snprintf(v, sizeof(v), "max");
-            if (cg_write(c, CGF_PIDS_MAX, c->pids_dir, "pids.max", v) == 0)
+            w = cg_write(c, CGF_PIDS_MAX, c->pids_dir, "pids.max", v);
+            if (w == 0)
                 c->pids_max = mx;
+            else if (rc == 0)
+                rc = w;
         }
     }
     if (c->cpu_dir)
         c->cpu_base_ns = cg_cpu_ns(sys, c);
+    return rc;
 }
 
 /* The slot's files the child writes "0" into to join its cgroups (kept
@@ -751,6 +862,17 @@ out:
     posix_spawn_file_actions_destroy(&fa);
     posix_spawnattr_destroy(&at);
     return rc;
+}
+
+/* Reaps the slirp4netns of any slot that has ended (killed, crashed): it
+ * stayed a zombie until a run with network came to its own slot, which
+ * may be never (the next such run took another slot).  The slot's
+ * namespace is made again by its next run with network (netns_out_get). */
+static void slirp_reap_dead(struct sandbox_sys *sys)
+{
+    for (int i = 0; sys->slirp && i < sys->slots; i++)
+        if (sys->slirp[i] > 0 && waitpid(sys->slirp[i], NULL, WNOHANG) == sys->slirp[i])
+            sys->slirp[i] = 0;
 }
 
 /* The slot's namespace for a run with network, made (or made again, if its
@@ -1339,7 +1461,7 @@ struct op {
     mode_t mode;
 };
 
-#define MAX_OPS 160
+#define MAX_OPS 320 /* the fixed layout, a dozen mounts, 100 secrets (EXEC_MAX_SECRETS) */
 #define BOX_MSGQUEUE_BYTES (128 * 1024) /* one queue of the default 10 x 8 KiB */
 #define BOX_SIGPENDING 4096
 #define MAX_FDS 24
@@ -1363,6 +1485,7 @@ struct plan {
     size_t ncg;
     int parent_trees[MAX_FDS];        /* tpl: the parent's copies of src_fds, closed after the clone */
     bool legacy_attr;                 /* no mount_setattr: remount after the move */
+    bool ops_full;                    /* an op did not fit in ops[]: the spawn fails */
     size_t nsrc;
     char fdpaths[MAX_FDS][32];
     int sync_fd, sync_wr, status_fd;
@@ -1678,12 +1801,15 @@ CHILD_CODE static int child_fn(void *arg)
 
 /* ---- plan building (parent) ---- */
 
+/* Appends o; one that does not fit marks the plan (sandbox_spawn fails
+ * it): deep box paths in quern.conf's ro_paths take a step per directory,
+ * and a box's layout is no broken invariant (it aborted quernd). */
 static void add_op(struct plan *pl, struct op o)
 {
     if (pl->nops < MAX_OPS)
         pl->ops[pl->nops++] = o;
     else
-        die_invariant("the plan is sized for the fixed layout plus a few mounts");
+        pl->ops_full = true;
 }
 
 /* The box's own user namespace limits, then /proc/sys read-only.  The
@@ -2140,9 +2266,14 @@ static bool tpl_fits(struct sandbox_sys *sys, const struct sandbox_params *p)
     }
     if (sys->tpl_ns < 0)
         return false;
-    for (size_t i = 0; i < p->nmounts; i++)
+    for (size_t i = 0; i < p->nmounts; i++) {
         if (!tpl_has_dir(sys, p->mounts[i].box) && !under_quern(p->mounts[i].box))
             return false;
+        /* a read-only path that is a file cannot go on the template's
+         * directory (move_mount: EINVAL); a writable one is a run's dir */
+        if (!p->mounts[i].writable && !is_dir(p->mounts[i].host))
+            return false;
+    }
     for (size_t i = 0; i < p->nfiles; i++)
         if (!under_quern(p->files[i].box))
             return false;
@@ -2372,9 +2503,14 @@ secrets:
             add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run", .mode = 0755});
             add_op(pl, (struct op){.kind = OP_MKDIR, .dst = "run/secrets", .mode = 0755});
         }
+        /* room for every value: a page per file at least (a fixed 1 MiB
+         * failed the spawn, ENOSPC, for a few secrets of 64 KiB) */
+        size_t room = (size_t)1 << 20;
+        for (size_t i = 0; i < p->nsecrets; i++)
+            room += strlen(p->secret_values[i]) + 4096;
         add_op(pl, (struct op){.kind = OP_MOUNT, .src = "tmpfs", .dst = "run/secrets",
                                .fstype = "tmpfs", .flags = MS_NOSUID | MS_NODEV | MS_NOEXEC,
-                               .data = "size=1m,mode=755"});
+                               .data = keep(pl, xasprintf("size=%zu,mode=755", room))});
         for (size_t i = 0; i < p->nsecrets; i++) {
             const char *d = keep(pl, xasprintf("run/secrets/%s", p->secret_names[i]));
             size_t len = strlen(p->secret_values[i]);
@@ -2441,6 +2577,12 @@ secrets:
         pl->rl_as = (struct rlimit){as, as};
     }
 
+    if (pl->ops_full) {
+        rc = -E2BIG;
+        *err = xasprintf("the box's file system takes more than %d steps to build (deep "
+                         "ro_paths in quern.conf?)", MAX_OPS);
+        goto out;
+    }
     /* status fd is written by the child on failure; it is the caller's pipe. */
     if (pipe2(sync, O_CLOEXEC) < 0 || (!SANDBOX_ASYNC_SPAWN && pipe2(execp, O_CLOEXEC) < 0)) {
         rc = -errno;
@@ -2450,7 +2592,11 @@ secrets:
     pl->sync_fd = sync[0];
     pl->sync_wr = sync[1];
     pl->exec_wr = execp[1];
-    cg_prepare(sys, p->slot, p);
+    rc = cg_prepare(sys, p->slot, p);
+    if (rc < 0) {
+        *err = xasprintf("setting the slot's memory or process limit: %s", strerror(-rc));
+        goto out;
+    }
     rc = cg_join_fds(sys, p->slot, pl->cg_procs, &pl->ncg);
     if (rc < 0) {
         *err = xasprintf("opening the slot's cgroup files (tasks or cgroup.procs): %s", strerror(-rc));
@@ -2599,6 +2745,7 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
     proc->pidfd = -1;
     slot_spawn_done(sys, proc->slot);   /* the child is dead: its plan is free */
     ipcns_empty(sys, proc->slot);       /* and so is its whole tree (PID 1) */
+    slirp_reap_dead(sys);
 
     struct slot_cg *c = &sys->cg[proc->slot];
     int64_t ru_cpu = (int64_t)ru.ru_utime.tv_sec * 1000 + ru.ru_utime.tv_usec / 1000 +
@@ -2762,7 +2909,7 @@ int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
 
     /* 1. cgroup limits and counters, as cg_prepare does for a spawn */
     struct sandbox_params p = {.memory_limit_bytes = a->memory_limit_bytes, .max_procs = a->max_procs};
-    cg_prepare(sys, proc->slot, &p);
+    (void)cg_prepare(sys, proc->slot, &p);   /* the memory limit is checked below */
     struct slot_cg *c = &sys->cg[proc->slot];
     int64_t want = a->memory_limit_bytes > 0 ? a->memory_limit_bytes : -1;
     if (c->mem_dir && c->mem_limit != want) {

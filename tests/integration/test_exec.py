@@ -291,6 +291,237 @@ def test_ts_types_are_stripped():
     assert "n=42" in [x["message"] for x in logs(t, t["run"])]
 
 
+def test_runtime_with_every_ro_path_and_every_storage_scope():
+    """A runtime with the most read-only paths quern.conf allows (8) and a
+    task given all three storage scopes: the box gets the 13 mounts (its
+    mount table was sized for 12, one slot was written past its end; the
+    sanitizer build aborted, others wrote over the stack)."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="quern-ro-", dir=os.environ.get("QUERN_TEST_TMP"))
+    cfg = os.path.join(d, "quern.conf")
+    with open(cfg, "w") as f:
+        f.write("[runtime.many]\ninterpreter = /bin/sh\nro_paths = %s\n"
+                % " ".join("/usr/share:/opt/ro%d" % i for i in range(8)))
+    s = Server(extra_args=["--config", cfg])
+    try:
+        expect(s.req("POST", P + "/storage", {"scope": "organization", "name": "org"}), 201)
+        t = expect(s.req("POST", P + "/tasks", {"code": "ls /storage /opt", "runtime_id": "many",
+                                                 "account_id": "acct-ro", "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "completed", t["run"]
+        lines = s.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], t["run"]["id"])).text
+        msgs = {json.loads(x)["message"] for x in lines.splitlines()}
+        assert {"account", "project", "org"} <= msgs, msgs
+        assert {"ro%d" % i for i in range(8)} <= msgs, msgs
+    finally:
+        s.stop()
+
+
+def test_many_and_large_secrets_reach_the_box():
+    """A task may name 100 secrets (API): exec took at most 64 (the run
+    failed sandbox_error), put only the first ~48 in the environment with
+    secrets_env (the rest silently missing), and /run/secrets was a 1 MiB
+    tmpfs (16 values of 64 KiB failed the spawn, ENOSPC)."""
+    names = []
+    for i in range(100):
+        name = "MANY_%03d" % i
+        value = ("v%03d-" % i) + ("x" * (65536 - 5) if i < 20 else "small")
+        expect(S.req("POST", P + "/secrets", {"name": name, "value": value}), 201)
+        names.append(name)
+    files_bytes = 20 * 65536 + 80 * len("v000-small")
+    code = ("env | grep -c '^MANY_'; ls /run/secrets | wc -l; cat /run/secrets/* | wc -c; "
+            "echo \"$MANY_099\"")
+    # every secret in the environment (small ones: the kernel bounds an
+    # environment at a few MiB)
+    t = create(code, secrets=names[20:], secrets_env=True, wait_for_result=True)
+    assert t["run"]["status"] == "completed", t["run"]
+    assert [x["message"] for x in logs(t, t["run"])] == ["80", "80", str(80 * 10), "***"], \
+        logs(t, t["run"])
+    # all 100 as files, 20 of them 64 KiB
+    t = create(code, secrets=names, wait_for_result=True)
+    assert t["run"]["status"] == "completed", t["run"]
+    assert [x["message"] for x in logs(t, t["run"])][:3] == ["0", "100", str(files_bytes)], \
+        logs(t, t["run"])
+
+
+def test_runtime_ro_path_may_be_a_file():
+    """ro_paths may name a file: the template's mount point for it was a
+    directory, and every run of the runtime failed sandbox_error
+    (move_mount: EINVAL).  Another runtime may use the same box path for a
+    directory."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="quern-rofile-", dir=os.environ.get("QUERN_TEST_TMP"))
+    cfg = os.path.join(d, "quern.conf")
+    host_file = os.path.join(d, "app.conf")
+    with open(host_file, "w") as f:
+        f.write("from-the-host\n")
+    os.chmod(d, 0o755)
+    with open(cfg, "w") as f:
+        f.write("[runtime.rofile]\ninterpreter = /bin/sh\nro_paths = %s:/opt/app.conf /usr/share:/opt/share\n\n"
+                "[runtime.rodir]\ninterpreter = /bin/sh\nro_paths = /usr/share:/opt/app.conf\n" % host_file)
+    s = Server(extra_args=["--config", cfg])
+    try:
+        for rt, code, want in (("rofile", "cat /opt/app.conf; ls -d /opt/share/doc", ["from-the-host", "/opt/share/doc"]),
+                               ("rodir", "ls -d /opt/app.conf/doc", ["/opt/app.conf/doc"])):
+            t = expect(s.req("POST", P + "/tasks", {"code": code, "runtime_id": rt,
+                                                     "wait_for_result": True}), 201)
+            assert t["run"]["status"] == "completed", (rt, t["run"])
+            lines = s.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], t["run"]["id"])).text
+            assert [json.loads(x)["message"] for x in lines.splitlines()] == want, (rt, lines)
+    finally:
+        s.stop()
+
+
+def test_a_box_too_deep_to_build_fails_its_run_not_quernd():
+    """A box whose file system takes more steps than its plan holds (here:
+    ro_paths with deep box paths, one a file so that the box builds its
+    whole root) fails its run sandbox_error; quernd aborted."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="quern-deep-", dir=os.environ.get("QUERN_TEST_TMP"))
+    cfg = os.path.join(d, "quern.conf")
+    deep = "/".join("d%d" % k for k in range(45))
+    with open(cfg, "w") as f:
+        f.write("[runtime.deep]\ninterpreter = /bin/sh\nro_paths = /etc/hostname:/opt/hn %s\n"
+                % " ".join("/usr/share:/opt/r%d/%s" % (i, deep) for i in range(7)))
+    s = Server(extra_args=["--config", cfg])
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo hi", "runtime_id": "deep",
+                                                 "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "failed" and t["run"]["error"]["code"] == "sandbox_error", t["run"]
+        assert "steps to build" in t["run"]["error"]["message"], t["run"]["error"]
+        t = expect(s.req("POST", P + "/tasks", {"code": "echo hi", "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "completed", t["run"]
+    finally:
+        s.stop()
+
+
+def test_a_memory_limit_that_cannot_be_set_fails_the_run():
+    """When the kernel cannot bring a slot's memory cgroup under the limit a
+    run asks for (EBUSY: memory it cannot reclaim, here a process of the
+    test's put in the slot), the run fails sandbox_error; it ran under the
+    slot's previous limit (1 GiB for a run asking for 64 MiB)."""
+    import subprocess
+    s = Server(env={"QUERN_WARM": "python=0,node=0,ts=0"})   # cold runs: cell 0 each time
+    hog = None
+    try:
+        def run(code, mb):
+            t = expect(s.req("POST", P + "/tasks", {"code": code, "settings": {"memory_limit_mb": mb},
+                                                     "wait_for_result": True}), 201)
+            return t["run"]
+        assert run("true", 1024)["status"] == "completed"
+        slot0 = [os.path.join(d, "slot0") for d in _cgroups_of(s.proc.pid)
+                 if os.path.exists(os.path.join(d, "slot0", "memory.limit_in_bytes")) or
+                 os.path.exists(os.path.join(d, "slot0", "memory.max"))]
+        if not slot0:
+            print("     (no memory cgroup on this host: nothing to check)")
+            return
+        procs = os.path.join(slot0[0], "cgroup.procs")
+        hog = subprocess.Popen([sys.executable, "-c", "import sys, time; a = bytearray(120 << 20); "
+                                "print('ok', flush=True); time.sleep(600)"], stdout=subprocess.PIPE,
+                               preexec_fn=lambda: open(procs, "w").write("0"))
+        assert hog.stdout.readline().strip() == b"ok"
+        r = run("python3 -c 'a = bytearray(150 << 20)'", 64)
+        assert r["status"] == "failed" and r["error"]["code"] == "sandbox_error", r
+        assert "memory or process limit" in r["error"]["message"], r["error"]
+        hog.kill()
+        hog.wait()
+        hog = None
+        r = wait_for(lambda: (lambda x: x if (x["error"] or {}).get("code") != "sandbox_error" else None)(
+            run("python3 -c 'a = bytearray(150 << 20)'", 64)), 30, "the slot's memory free again")
+        assert r["status"] == "failed" and r["error"]["code"] == "memory_limit_exceeded", r
+    finally:
+        if hog:
+            hog.kill()
+            hog.wait()
+        s.stop()
+
+
+def _children(pid):
+    """[(pid, name, state)] of pid's child processes."""
+    out = []
+    for p in os.listdir("/proc"):
+        if not p.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % p) as f:
+                st = f.read()
+        except OSError:
+            continue
+        rest = st.rsplit(")", 1)[1].split()
+        if int(rest[1]) == pid:
+            out.append((int(p), st.split("(", 1)[1].rsplit(")", 1)[0], rest[0]))
+    return out
+
+
+def test_a_slirp4netns_that_dies_is_reaped():
+    """A slot's slirp4netns that ended (killed here) stayed a zombie until
+    a run with network came to that same slot, which may be never; it is
+    reaped when the next box ends, and the slot's next run with network
+    starts another."""
+    if not os.access("/usr/bin/slirp4netns", os.X_OK):
+        print("     (no slirp4netns: nothing to check)")
+        return
+    s = Server()
+    try:
+        def run(**kw):
+            t = expect(s.req("POST", P + "/tasks", dict({"code": "echo hi", "wait_for_result": True}, **kw)), 201)
+            assert t["run"]["status"] == "completed", t["run"]
+        run(settings={"network": True})
+        slirps = [c for c in _children(s.proc.pid) if c[1] == "slirp4netns"]
+        assert slirps, _children(s.proc.pid)
+        for p, _, _ in slirps:
+            os.kill(p, 9)
+        wait_for(lambda: all(c[2] == "Z" for c in _children(s.proc.pid) if c[0] in [x[0] for x in slirps]),
+                 what="slirp4netns dead")
+        run()
+        left = [c for c in _children(s.proc.pid) if c[0] in [x[0] for x in slirps]]
+        assert left == [], left
+        for _ in range(3):
+            run(settings={"network": True})
+    finally:
+        s.stop()
+
+
+def _cgroups_of(pid):
+    """The cgroup directories quernd pid made (quern-<pid>-<seq>)."""
+    found = []
+    for top, dirs, _ in os.walk("/sys/fs/cgroup"):
+        if top.count("/") > 6:
+            dirs[:] = []
+            continue
+        for d in list(dirs):
+            if d.startswith("quern-"):
+                dirs.remove(d)
+                if d.startswith("quern-%d-" % pid):
+                    found.append(os.path.join(top, d))
+    return found
+
+
+def test_cgroups_of_a_crashed_quernd_are_removed_by_the_next():
+    """A SIGKILLed quernd cannot remove its cgroups (a base and a directory
+    per slot, per controller): they stayed for good, hundreds on a host
+    that runs the crash tests.  The next quernd removes those of a quernd
+    that is gone; a live one's stay."""
+    s = Server()
+    mine = _cgroups_of(s.proc.pid)
+    if not mine:
+        s.stop()
+        print("     (no cgroups on this host: nothing to check)")
+        return
+    t = expect(s.req("POST", P + "/tasks", {"code": "echo hi", "wait_for_result": True}), 201)
+    assert t["run"]["status"] == "completed", t["run"]
+    dead = s.proc.pid
+    s.kill()
+    assert _cgroups_of(dead) == mine
+    s2 = Server()
+    try:
+        assert _cgroups_of(dead) == [], _cgroups_of(dead)
+        assert _cgroups_of(S.proc.pid), "the live quernd's cgroups stay"
+        t = expect(s2.req("POST", P + "/tasks", {"code": "echo hi", "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "completed", t["run"]
+    finally:
+        s2.stop()
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
