@@ -492,8 +492,8 @@ static char *task_key(const char *project, const char *task)
     return xasprintf("%s\x1f%s", project, task);
 }
 
-static bool waiter_wake_project(struct sched *s, const char *project_id);
 static void waiter_wake_for(struct sched *s, const struct entry *e);
+static void waiter_wake_key(struct sched *s, struct project *p, const char *ckey);
 
 /* Counts e in (or out of) its concurrency key's slots.  A freed slot may
  * let a held run go: wake whoever dispatches. */
@@ -509,7 +509,7 @@ static void set_counted(struct sched *s, struct entry *e, bool counted)
             kv_del(s->conc, e->ckey);
         if (s->app->runner)
             runner_wake(s->app->runner);
-        waiter_wake_project(s, e->project_id);
+        waiter_wake_key(s, e->proj, e->ckey);
     }
 }
 
@@ -1213,8 +1213,6 @@ bool sched_unwait(struct sched *s, struct sched_waiter *w)
     return found;
 }
 
-/* Wakes one waiter of the project (mu held): the oldest, so long-polls are
- * served in arrival order.  The woken request takes what it can. */
 /* Wakes the oldest waiter of e's project that would take e (mu held); a
  * waiter of another definition or runtime is left asleep, so the one that
  * takes it is not missed. */
@@ -1260,16 +1258,25 @@ void *sched_claim_waiter(struct sched *s, const json_t *run)
     return ctx;
 }
 
-static bool waiter_wake_project(struct sched *s, const char *project_id)
+/* A slot of ckey freed (mu held): wakes the oldest waiter of p that takes
+ * a ready run of that key.  It woke the project's oldest waiter, whatever
+ * it takes: a worker of another agent or definition woke, found nothing,
+ * and the one the run was for slept until its wait_ms ran out. */
+static void waiter_wake_key(struct sched *s, struct project *p, const char *ckey)
 {
     struct sched_waiter *last = NULL;
-    for (struct sched_waiter *w = s->waiters; w; w = w->next)
-        if (!strcmp(w->project_id, project_id))
-            last = w;
-    if (!last)
-        return false;
-    waiter_fire(s, last);
-    return true;
+    for (struct sched_waiter *w = s->waiters; w; w = w->next) {
+        if (strcmp(w->project_id, p->id))
+            continue;
+        for (struct rclass *c = p->classes; c; c = c->pnext) {
+            if (same_str(c->ckey, ckey) && (!w->f || class_fits(c, w->f))) {
+                last = w;
+                break;
+            }
+        }
+    }
+    if (last)
+        waiter_fire(s, last);
 }
 
 /* ---- the scheduler thread ---- */

@@ -3,6 +3,8 @@ of a PATCH on large dependency graphs, concurrency keys behind many held
 runs, and the dispatch order and concurrency counts a restart rebuilds."""
 import os
 import sys
+import threading
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from qlib import Server, expect, run_tests  # noqa: E402
@@ -114,6 +116,68 @@ def test_a_restart_rebuilds_the_dispatch_order_and_the_slots():
         report(held[0], srv=s)
         assert [r["task_id"] for r in lease("rs-c", 5, s, wait_ms=2000)] == [ks[2]]
         assert lease("rs-c", 5, s) == []
+    finally:
+        s.stop()
+
+
+def test_a_freed_slot_wakes_the_long_poll_that_takes_the_held_run():
+    """A slot of a key frees while two long-polls wait: the one whose agent
+    the held run is for gets it at once, and the older one, of another
+    agent, waits on.  The freed slot woke the project's oldest long-poll,
+    which found nothing, and the run's own worker slept until its wait_ms
+    ran out (after the other's)."""
+    st = {"concurrency_key": "wake", "max_concurrency": 1}
+    task(assigned_agent_id="wake-y", settings=st)
+    held = task(assigned_agent_id="wake-y", settings=st)
+    first = lease("wake-y")[0]
+    got = {}
+
+    def poll(agent):
+        got[agent] = lease(agent, 1, wait_ms=20000)
+
+    other = threading.Thread(target=poll, args=("wake-x",))
+    other.start()
+    # the other agent's long-poll is waiting (and is the older one)
+    assert lease("wake-x", 1) == [] and other.is_alive()
+    mine = threading.Thread(target=poll, args=("wake-y",))
+    mine.start()
+    # let it reach its wait: a correct quernd passes either way, the pause
+    # only lets the test see a wrong wake-up
+    time.sleep(0.3)
+    report(first)
+    mine.join()
+    assert [r["task_id"] for r in got["wake-y"]] == [held["id"]], got
+    assert other.is_alive(), "the other agent's long-poll ended first"
+    x = task(assigned_agent_id="wake-x")
+    other.join()
+    assert [r["task_id"] for r in got["wake-x"]] == [x["id"]], got
+
+
+def test_a_lease_answered_as_quernd_stops_stays_leased():
+    """A worker has its lease's answer, then quernd is stopped: the run
+    stays leased to it (running, same attempt) across the restart.  The
+    request's end, seen by quernd only as it stopped, was taken for a
+    client gone: the run went back to queued and, after the restart, the
+    same attempt was leased a second time (both workers could report).
+    The window is narrow (a few percent of the stops): it is tried 60 times."""
+    s = Server()
+    try:
+        for _ in range(60):
+            for _ in range(3):
+                task(s, assigned_agent_id="stop")
+            got = lease("stop", 5, s)
+            assert len(got) == 3, got
+            s.stop()
+            s.start()
+            for g in got:
+                run = expect(s.req("GET", P + "/task-runs/" + g["id"]), 200)
+                assert run["status"] == "running" and run["attempt"] == g["attempt"], run
+                evs = expect(s.req("GET", P + "/tasks/%s/runs/%s/session_logs" % (g["task_id"], g["id"])),
+                             200)
+                assert [e["type"] for e in evs] == ["task_run.queued", "task_run.started"], evs
+            assert lease("stop", 5, s) == []
+            for g in got:
+                report(g, srv=s)
     finally:
         s.stop()
 
