@@ -1081,6 +1081,62 @@ out:
     return last != NULL;
 }
 
+/* A PATCH took dependencies away: the task's runs that still wait on one
+ * of them wait no longer (they waited for good on a task that was no
+ * longer a dependency, and its deletion failed them with
+ * dependency_failed).  A dependency added applies to the runs made
+ * afterwards, as a new deadline does. */
+static int unblock_removed(struct store_tx *tx, struct app *app, const char *project,
+                           const char *task_id, const json_t *deps)
+{
+    for (int64_t offset = 0;;) {
+        struct store_filter f = {"task_id", task_id};
+        struct store_query q = {&f, 1, 500, offset, true, NULL};
+        json_t *runs = NULL;
+        int rc = store_list(tx, SK_RUN, project, &q, &runs, NULL);
+        if (rc)
+            return rc;
+        size_t i, n = json_array_size(runs);
+        json_t *run;
+        json_array_foreach(runs, i, run) {
+            json_t *bb = json_object_get(run, "blocked_by");
+            if (run_status_terminal(run_status_of(run)) || !json_array_size(bb))
+                continue;
+            json_t *keep = json_array(), *gone = json_array();
+            size_t j, k;
+            json_t *b, *d;
+            json_array_foreach(bb, j, b) {
+                bool still = false;
+                json_array_foreach(deps, k, d) still |= json_equal(b, d);
+                json_array_append(still ? keep : gone, b);
+            }
+            if (json_array_size(gone)) {
+                json_object_set_nocheck(run, "blocked_by", keep);
+                rc = run_save(tx, run);
+                if (!rc)
+                    run_notify(tx, app, run);
+                json_array_foreach(gone, j, b) {
+                    if (!rc)
+                        rc = events_emit(tx, app->events, project, task_id,
+                                         json_string_value(json_object_get(run, "id")),
+                                         "task_run.unblocked",
+                                         json_pack("{s:O}", "dependency", b));
+                }
+            }
+            json_decref(keep);
+            json_decref(gone);
+            if (rc) {
+                json_decref(runs);
+                return rc;
+            }
+        }
+        json_decref(runs);
+        if (n < 500)
+            return 0;
+        offset += 500;
+    }
+}
+
 struct update_arg {
     struct req *r;
     const char *project_id, *task_id;
@@ -1193,6 +1249,8 @@ static int update_fn(struct store_tx *tx, void *arg)
     rc = store_update(tx, SK_TASK, a->project_id, task);
     if (!rc)
         sched_task_changed_on_commit(tx, r->app->sched, task, false);
+    if (!rc && deps)
+        rc = unblock_removed(tx, r->app, a->project_id, a->task_id, deps);
     if (!rc)
         rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.updated",
                          json_pack("{s:O}", "changes", b));

@@ -182,6 +182,42 @@ def test_a_lease_answered_as_quernd_stops_stays_leased():
         s.stop()
 
 
+def runs_of(t):
+    return expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+
+
+def test_a_dependency_taken_away_by_patch_no_longer_blocks():
+    """A PATCH that takes a dependency away frees the runs that wait on it
+    (they waited queued for good, and the deletion of the former
+    dependency failed them with dependency_failed); the dependencies kept
+    still block, and one added applies to the runs made afterwards."""
+    a = task(assigned_agent_id="unb-a", run=False)
+    c = task(assigned_agent_id="unb-c", run=False)
+    b = task(assigned_agent_id="unb-b", dependencies=[a["id"], c["id"]])
+    (rb,) = runs_of(b)
+    assert rb["status"] == "queued" and sorted(rb["blocked_by"]) == sorted([a["id"], c["id"]]), rb
+    expect(S.req("PATCH", P + "/tasks/" + b["id"], {"dependencies": [c["id"]]}), 200)
+    assert runs_of(b)[0]["blocked_by"] == [c["id"]]
+    assert lease("unb-b", 5) == []
+    expect(S.req("DELETE", P + "/tasks/" + a["id"]), 200)
+    assert runs_of(b)[0]["status"] == "queued"
+    # c taken away as well, d added: the run is free
+    d = task(assigned_agent_id="unb-d", run=False)
+    expect(S.req("PATCH", P + "/tasks/" + b["id"], {"dependencies": [d["id"]]}), 200)
+    (rb,) = runs_of(b)
+    assert rb["status"] == "queued" and rb["blocked_by"] == [], rb
+    expect(S.req("DELETE", P + "/tasks/" + c["id"]), 200)
+    got = lease("unb-b", 5, wait_ms=2000)
+    assert [r["id"] for r in got] == [rb["id"]], got
+    report(got[0])
+    evs = expect(S.req("GET", P + "/tasks/%s/runs/%s/session_logs?event_types=task_run.unblocked"
+                       % (b["id"], rb["id"])), 200)
+    assert sorted(e["data"]["dependency"] for e in evs) == sorted([a["id"], c["id"]]), evs
+    # a run made now waits for d
+    rn = expect(S.req("POST", P + "/tasks/%s/runs" % b["id"], {}), 201)
+    assert rn["status"] == "queued" and rn["blocked_by"] == [d["id"]], rn
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
