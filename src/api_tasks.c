@@ -1016,34 +1016,125 @@ static const char *const update_fields[] = {"name", "description", "priority", "
                                             "schedule", "timezone", "deadline", "metadata",
                                             "input", "dependencies", NULL};
 
-/* True when adding deps to task_id would close a cycle; *path names it. */
+/* True when adding deps to task_id would close a cycle: a task reached
+ * from deps depends, through any path, on task_id; *path names one such
+ * cycle (task_id -> ... -> task_id).  Each task is looked at once: a walk
+ * of every path took time exponential in the diamonds of a DAG (20 levels
+ * of two held the write lock for minutes), and the depth bound it had (200)
+ * took a longer chain for a cycle. */
 static bool has_cycle(struct store_tx *tx, const char *project, const char *task_id,
-                      json_t *deps, struct buf *path, int depth)
+                      json_t *deps, struct buf *path)
 {
-    if (depth > 200)
-        return true;
+    json_t *from = json_object();   /* task reached -> the task it was reached from */
+    json_t *todo = json_array();
+    const char *last = NULL;        /* the task found depending on task_id */
+    json_t *cur = NULL;
     size_t i;
     json_t *d;
     json_array_foreach(deps, i, d) {
-        const char *dep = json_string_value(d);
-        if (!strcmp(dep, task_id)) {
-            buf_printf(path, " -> %s", dep);
-            return true;
+        if (!strcmp(json_string_value(d), task_id)) {
+            last = task_id;
+            goto out;
         }
-        json_t *dt = store_get(tx, SK_TASK, project, dep);
-        if (!dt)
-            continue;
-        size_t mark = path->len;
-        buf_printf(path, " -> %s", dep);
-        bool c = has_cycle(tx, project, task_id, json_object_get(dt, "dependencies"), path, depth + 1);
-        json_decref(dt);
-        if (c)
-            return true;
-        path->len = mark;
-        if (path->data)
-            path->data[mark] = 0;
+        if (!json_object_get(from, json_string_value(d))) {
+            json_object_set_new(from, json_string_value(d), json_string(task_id));
+            json_array_append(todo, d);
+        }
     }
-    return false;
+    while (json_array_size(todo)) {
+        size_t n = json_array_size(todo);
+        json_decref(cur);
+        cur = json_incref(json_array_get(todo, n - 1));
+        json_array_remove(todo, n - 1);
+        json_t *dt = store_get(tx, SK_TASK, project, json_string_value(cur));
+        json_array_foreach(json_object_get(dt, "dependencies"), i, d) {
+            const char *dep = json_string_value(d);
+            if (!dep)
+                continue;
+            if (!strcmp(dep, task_id)) {
+                last = json_string_value(cur);
+                break;
+            }
+            if (!json_object_get(from, dep)) {
+                json_object_set_new(from, dep, json_incref(cur));
+                json_array_append(todo, d);
+            }
+        }
+        json_decref(dt);
+        if (last)
+            break;
+    }
+out:
+    if (last) {
+        /* the way back from last to task_id, printed the other way round */
+        json_t *chain = json_array();
+        for (const char *t = last; strcmp(t, task_id);
+             t = json_string_value(json_object_get(from, t)))
+            json_array_insert_new(chain, 0, json_string(t));
+        json_array_foreach(chain, i, d) buf_printf(path, " -> %s", json_string_value(d));
+        buf_printf(path, " -> %s", task_id);
+        json_decref(chain);
+    }
+    json_decref(cur);
+    json_decref(todo);
+    json_decref(from);
+    return last != NULL;
+}
+
+/* A PATCH took dependencies away: the task's runs that still wait on one
+ * of them wait no longer (they waited for good on a task that was no
+ * longer a dependency, and its deletion failed them with
+ * dependency_failed).  A dependency added applies to the runs made
+ * afterwards, as a new deadline does. */
+static int unblock_removed(struct store_tx *tx, struct app *app, const char *project,
+                           const char *task_id, const json_t *deps)
+{
+    for (int64_t offset = 0;;) {
+        struct store_filter f = {"task_id", task_id};
+        struct store_query q = {&f, 1, 500, offset, true, NULL};
+        json_t *runs = NULL;
+        int rc = store_list(tx, SK_RUN, project, &q, &runs, NULL);
+        if (rc)
+            return rc;
+        size_t i, n = json_array_size(runs);
+        json_t *run;
+        json_array_foreach(runs, i, run) {
+            json_t *bb = json_object_get(run, "blocked_by");
+            if (run_status_terminal(run_status_of(run)) || !json_array_size(bb))
+                continue;
+            json_t *keep = json_array(), *gone = json_array();
+            size_t j, k;
+            json_t *b, *d;
+            json_array_foreach(bb, j, b) {
+                bool still = false;
+                json_array_foreach(deps, k, d) still |= json_equal(b, d);
+                json_array_append(still ? keep : gone, b);
+            }
+            if (json_array_size(gone)) {
+                json_object_set_nocheck(run, "blocked_by", keep);
+                rc = run_save(tx, run);
+                if (!rc)
+                    run_notify(tx, app, run);
+                json_array_foreach(gone, j, b) {
+                    if (!rc)
+                        rc = events_emit(tx, app->events, project, task_id,
+                                         json_string_value(json_object_get(run, "id")),
+                                         "task_run.unblocked",
+                                         json_pack("{s:O}", "dependency", b));
+                }
+            }
+            json_decref(keep);
+            json_decref(gone);
+            if (rc) {
+                json_decref(runs);
+                return rc;
+            }
+        }
+        json_decref(runs);
+        if (n < 500)
+            return 0;
+        offset += 500;
+    }
 }
 
 struct update_arg {
@@ -1110,7 +1201,7 @@ static int update_fn(struct store_tx *tx, void *arg)
         struct buf path;
         buf_init(&path);
         buf_puts(&path, a->task_id);
-        if (has_cycle(tx, a->project_id, a->task_id, deps, &path, 0)) {
+        if (has_cycle(tx, a->project_id, a->task_id, deps, &path)) {
             http_error(r, 400, "dependency_cycle", "dependencies",
                        "these dependencies would form a cycle: %s", path.data);
             buf_release(&path);
@@ -1158,6 +1249,8 @@ static int update_fn(struct store_tx *tx, void *arg)
     rc = store_update(tx, SK_TASK, a->project_id, task);
     if (!rc)
         sched_task_changed_on_commit(tx, r->app->sched, task, false);
+    if (!rc && deps)
+        rc = unblock_removed(tx, r->app, a->project_id, a->task_id, deps);
     if (!rc)
         rc = events_emit(tx, r->app->events, a->project_id, a->task_id, NULL, "task.updated",
                          json_pack("{s:O}", "changes", b));

@@ -6,7 +6,8 @@
  *     running, worker_id and lease_expires_at (run_move + fields).
  *  2. A lease is only handed to a long-poll whose client is still there:
  *     we peek the socket before leasing, and if the response then fails to
- *     reach the client the runs go straight back to queued (same attempt).
+ *     reach the client the runs go straight back to queued (same attempt);
+ *     not when quernd's stop ended the request (it may have reached it).
  *  3. A lease not extended by a heartbeat before lease_expires_at ends the
  *     attempt (sched.c: a retry while retries remain, else lease_expired).
  *  4. A report names the attempt; any other attempt is refused (fencing).
@@ -158,7 +159,11 @@ static void lease_gone(struct req *r, bool delivered)
         return;
     if (l->waiter)
         sched_unwait(r->app->sched, l->waiter);
-    if (!delivered && json_array_size(l->leased)) {
+    /* Not when quernd's stop ended the request: the worker may well hold
+     * the answer (its end is only seen later), and the same attempt leased
+     * again after the restart ran twice, both reports taken.  A lease that
+     * did not reach its worker expires instead, as a new attempt. */
+    if (!delivered && !r->ended_by_stop && json_array_size(l->leased)) {
         struct unlease_tx u = {l->f.project_id, l->leased, r->app};
         store_write(r->app->store, unlease_fn, &u);
     }

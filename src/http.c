@@ -835,6 +835,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r)
         return;
     r->delivered_ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
+    r->ended_by_stop = toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN;
     if (r->on_gone)
         r->on_gone(r, r->delivered_ok);
     metrics_http(r->route ? r->route->pattern : "unmatched", r->method, r->status,

@@ -81,6 +81,10 @@ struct req {
     void *wait;                /* the handler's wait state */
     void (*on_gone)(struct req *r, bool delivered);  /* cleanup when done */
     bool delivered_ok;
+    /* ended by quernd's stop, not by the client or an error: a response
+     * written already may have reached the client (libmicrohttpd reports
+     * a request's end only at its next look at the connection) */
+    bool ended_by_stop;
     int64_t start_mono;
     char request_id[ID_LEN];   /* X-Request-Id: the client's or a new one */
     char idem_scope[384];

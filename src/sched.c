@@ -54,6 +54,7 @@ struct entry {
     int prio;
     int64_t queued_ms;
     int64_t not_before_ms;
+    int64_t ready_ms;              /* FIFO and ageing: max(queued_ms, not_before_ms) */
     int64_t lease_expires_ms;
     int64_t deadline_ms;           /* 0: none */
     int64_t timer_ms;              /* key in the timer heap; 0: not in it */
@@ -84,8 +85,11 @@ struct project {
  * has ready runs; kept (in s->rclasses) when empty, so an entry made ready
  * again reuses its class without building the key. */
 struct rclass {
-    char *key;                     /* project \x1f code flag \x1f runtime \x1f definition \x1f agent */
+    char *key;                     /* project \x1f code flag \x1f runtime \x1f definition \x1f agent
+                                    * \x1f max_concurrency \x1f concurrency key */
     char *definition_id, *runtime_id, *agent_id;
+    char *ckey;                    /* the concurrency key of its runs, or NULL */
+    int64_t cmax;
     bool has_code;
     struct project *proj;
     struct entry *head[NPRIO], *tail[NPRIO];
@@ -148,6 +152,7 @@ struct sched {
      * looks at the timer heap before it sleeps again) */
     int64_t sleep_until, sleep_until_mono;
     bool running, stopping, draining;
+    bool loading;                  /* sched_start's load: ready lists are sorted after it */
     struct entry **map;
     size_t map_cap, map_len;
     struct project **pmap;
@@ -311,12 +316,16 @@ static void heap_remove(struct sched *s, struct entry *e)
 /* ---- ready classes ---- */
 
 /* The agent is part of the class: 256 runs for one agent queued ahead hid
- * another agent's run from its own worker (the scan's bound). */
+ * another agent's run from its own worker (the scan's bound).  So is the
+ * concurrency key (with its max_concurrency): a class is then held back
+ * as a whole while its key is full, and the runs of a free key behind 256
+ * held ones are no longer out of a dispatcher's sight. */
 static char *rclass_key(const struct entry *e)
 {
-    return xasprintf("%s\x1f%d\x1f%s\x1f%s\x1f%s", e->project_id, e->has_code ? 1 : 0,
+    return xasprintf("%s\x1f%d\x1f%s\x1f%s\x1f%s\x1f%lld\x1f%s", e->project_id, e->has_code ? 1 : 0,
                      e->has_code && e->runtime_id ? e->runtime_id : "",
-                     e->definition_id ? e->definition_id : "", e->agent_id ? e->agent_id : "");
+                     e->definition_id ? e->definition_id : "", e->agent_id ? e->agent_id : "",
+                     (long long)(e->ckey ? e->cmax : 0), e->ckey ? e->ckey : "");
 }
 
 static bool same_str(const char *a, const char *b)
@@ -328,7 +337,8 @@ static bool rclass_matches(const struct rclass *c, const struct entry *e)
 {
     return c->proj == e->proj && c->has_code == e->has_code &&
            same_str(c->runtime_id, e->has_code ? e->runtime_id : NULL) &&
-           same_str(c->definition_id, e->definition_id) && same_str(c->agent_id, e->agent_id);
+           same_str(c->definition_id, e->definition_id) && same_str(c->agent_id, e->agent_id) &&
+           same_str(c->ckey, e->ckey) && c->cmax == (e->ckey ? e->cmax : 0);
 }
 
 /* The class of an entry about to be ready (mu held): its last one when its
@@ -353,6 +363,8 @@ static struct rclass *rclass_get(struct sched *s, const struct entry *e)
     c->runtime_id = e->has_code && e->runtime_id ? xstrdup(e->runtime_id) : NULL;
     c->definition_id = e->definition_id ? xstrdup(e->definition_id) : NULL;
     c->agent_id = e->agent_id ? xstrdup(e->agent_id) : NULL;
+    c->ckey = e->ckey ? xstrdup(e->ckey) : NULL;
+    c->cmax = e->ckey ? e->cmax : 0;
     c->proj = e->proj;
     c->hnext = s->rclasses[k];
     s->rclasses[k] = c;
@@ -365,6 +377,7 @@ static void rclass_release(struct rclass *c)
     free(c->definition_id);
     free(c->runtime_id);
     free(c->agent_id);
+    free(c->ckey);
     free(c);
 }
 
@@ -479,8 +492,8 @@ static char *task_key(const char *project, const char *task)
     return xasprintf("%s\x1f%s", project, task);
 }
 
-static bool waiter_wake_project(struct sched *s, const char *project_id);
 static void waiter_wake_for(struct sched *s, const struct entry *e);
+static void waiter_wake_key(struct sched *s, struct project *p, const char *ckey);
 
 /* Counts e in (or out of) its concurrency key's slots.  A freed slot may
  * let a held run go: wake whoever dispatches. */
@@ -496,16 +509,21 @@ static void set_counted(struct sched *s, struct entry *e, bool counted)
             kv_del(s->conc, e->ckey);
         if (s->app->runner)
             runner_wake(s->app->runner);
-        waiter_wake_project(s, e->project_id);
+        waiter_wake_key(s, e->proj, e->ckey);
     }
+}
+
+static bool key_full(struct sched *s, const char *ckey, int64_t cmax)
+{
+    if (!ckey || cmax <= 0)
+        return false;
+    struct kv *k = kv_get(s->conc, ckey, false);
+    return k && k->n >= cmax;
 }
 
 static bool conc_full(struct sched *s, const struct entry *e)
 {
-    if (!e->ckey || e->cmax <= 0)
-        return false;
-    struct kv *k = kv_get(s->conc, e->ckey, false);
-    return k && k->n >= e->cmax;
+    return key_full(s, e->ckey, e->cmax);
 }
 
 /* Puts e in the timer heap at its next due time: the retry delay while
@@ -563,19 +581,31 @@ static char *dup_or_null(const json_t *v)
     return json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
 }
 
+/* Links e into its class's list for its priority in ready_ms order (FIFO):
+ * after the last entry that became ready no later than it.  Runs mostly
+ * come in that order, so the walk back from the tail is short; a run given
+ * back, or one whose dependencies were met, goes to its place instead of
+ * behind the runs queued after it, which is where a restart (which sorts
+ * what it loads, sort_ready) puts it too. */
 static void make_ready(struct sched *s, struct entry *e)
 {
     struct project *p = e->proj;
     struct rclass *c = rclass_get(s, e);
     e->where = W_READY;
     e->rc = c;
-    e->next = NULL;
-    e->prev = c->tail[e->prio];
-    if (c->tail[e->prio])
-        c->tail[e->prio]->next = e;
+    struct entry *after = c->tail[e->prio];
+    while (!s->loading && after && after->ready_ms > e->ready_ms)
+        after = after->prev;
+    e->prev = after;
+    e->next = after ? after->next : c->head[e->prio];
+    if (e->next)
+        e->next->prev = e;
+    else
+        c->tail[e->prio] = e;
+    if (after)
+        after->next = e;
     else
         c->head[e->prio] = e;
-    c->tail[e->prio] = e;
     if (c->n++ == 0)
         rclass_link(c, true);
     p->nready++;
@@ -621,6 +651,9 @@ static void fill_entry(struct sched *s, struct entry *e, const json_t *run)
     e->prio = p < 0 ? 2 : p;
     e->queued_ms = json_integer_value(json_object_get(run, "queued_ms"));
     e->not_before_ms = json_integer_value(json_object_get(run, "not_before_ms"));
+    /* a retry is in line from the end of its delay: the wait it was told
+     * to make is not waiting for a slot (it aged past urgent runs) */
+    e->ready_ms = e->not_before_ms > e->queued_ms ? e->not_before_ms : e->queued_ms;
     e->attempt = json_integer_value(json_object_get(run, "attempt"));
     json_decref(e->blocked_by);
     e->blocked_by = json_incref(json_object_get(run, "blocked_by"));
@@ -1008,26 +1041,19 @@ static bool class_fits(const struct rclass *c, const struct sched_filter *f)
 }
 
 /* The best ready entry of p for f: the highest priority, with ageing, FIFO
- * (the oldest head among the classes f accepts).  Within a class only runs
- * held by a full concurrency key or meant for another agent are skipped, at
- * most SCAN_MAX of them per list. */
-#define SCAN_MAX 256
+ * (the oldest head among the classes f accepts).  A class whose
+ * concurrency key is full is passed over whole (the key is the class's). */
 static struct entry *best(struct sched *s, struct project *p, const struct sched_filter *f,
                           int64_t now)
 {
     struct entry *cand[NPRIO] = {0};
     for (struct rclass *c = p->classes; c; c = c->pnext) {
-        if (!class_fits(c, f))
+        if (!class_fits(c, f) || key_full(s, c->ckey, c->cmax))
             continue;
         for (int q = 0; q < NPRIO; q++) {
-            int n = 0;
-            for (struct entry *e = c->head[q]; e && n < SCAN_MAX; e = e->next, n++) {
-                if (fits(s, e, f)) {
-                    if (!cand[q] || e->queued_ms < cand[q]->queued_ms)
-                        cand[q] = e;
-                    break;
-                }
-            }
+            struct entry *e = c->head[q];
+            if (e && (!cand[q] || e->ready_ms < cand[q]->ready_ms))
+                cand[q] = e;
         }
     }
     struct entry *pick = NULL;
@@ -1037,11 +1063,11 @@ static struct entry *best(struct sched *s, struct project *p, const struct sched
         if (!e)
             continue;
         /* effective level: q minus one per AGE_MS waited (ageing) */
-        int64_t waited = now - e->queued_ms;
+        int64_t waited = now - e->ready_ms;
         int64_t lift = waited > 0 ? waited / AGE_MS : 0;
         int64_t score = (int64_t)q - lift;
         if (!pick || score < pick_score ||
-            (score == pick_score && e->queued_ms < pick->queued_ms)) {
+            (score == pick_score && e->ready_ms < pick->ready_ms)) {
             pick = e;
             pick_score = score;
         }
@@ -1187,8 +1213,6 @@ bool sched_unwait(struct sched *s, struct sched_waiter *w)
     return found;
 }
 
-/* Wakes one waiter of the project (mu held): the oldest, so long-polls are
- * served in arrival order.  The woken request takes what it can. */
 /* Wakes the oldest waiter of e's project that would take e (mu held); a
  * waiter of another definition or runtime is left asleep, so the one that
  * takes it is not missed. */
@@ -1234,16 +1258,25 @@ void *sched_claim_waiter(struct sched *s, const json_t *run)
     return ctx;
 }
 
-static bool waiter_wake_project(struct sched *s, const char *project_id)
+/* A slot of ckey freed (mu held): wakes the oldest waiter of p that takes
+ * a ready run of that key.  It woke the project's oldest waiter, whatever
+ * it takes: a worker of another agent or definition woke, found nothing,
+ * and the one the run was for slept until its wait_ms ran out. */
+static void waiter_wake_key(struct sched *s, struct project *p, const char *ckey)
 {
     struct sched_waiter *last = NULL;
-    for (struct sched_waiter *w = s->waiters; w; w = w->next)
-        if (!strcmp(w->project_id, project_id))
-            last = w;
-    if (!last)
-        return false;
-    waiter_fire(s, last);
-    return true;
+    for (struct sched_waiter *w = s->waiters; w; w = w->next) {
+        if (strcmp(w->project_id, p->id))
+            continue;
+        for (struct rclass *c = p->classes; c; c = c->pnext) {
+            if (same_str(c->ckey, ckey) && (!w->f || class_fits(c, w->f))) {
+                last = w;
+                break;
+            }
+        }
+    }
+    if (last)
+        waiter_fire(s, last);
 }
 
 /* ---- the scheduler thread ---- */
@@ -2095,6 +2128,56 @@ struct sched *sched_new(struct app *app)
     return s;
 }
 
+struct ready_pos {
+    struct entry *e;
+    size_t at;                     /* its place as loaded (creation order) */
+};
+
+static int ready_pos_cmp(const void *a, const void *b)
+{
+    const struct ready_pos *x = a, *y = b;
+    if (x->e->ready_ms != y->e->ready_ms)
+        return x->e->ready_ms < y->e->ready_ms ? -1 : 1;
+    return x->at < y->at ? -1 : x->at > y->at;
+}
+
+/* After the load (mu held): puts every ready list in ready_ms order, as
+ * make_ready keeps it.  Runs load in creation order, and a retried or
+ * resumed run was queued again after runs made later than it: appended as
+ * loaded it went before them (a restart changed the dispatch order), and
+ * make_ready's walk back to its place cost O(n) per run loaded. */
+static void sort_ready(struct sched *s)
+{
+    struct ready_pos *v = NULL;
+    size_t cap = 0;
+    for (size_t k = 0; k < KV_SLOTS; k++) {
+        for (struct rclass *c = s->rclasses[k]; c; c = c->hnext) {
+            for (int q = 0; q < NPRIO; q++) {
+                size_t n = 0;
+                for (struct entry *e = c->head[q]; e; e = e->next) {
+                    if (n == cap) {
+                        cap = cap ? cap * 2 : 1024;
+                        v = xrealloc(v, cap * sizeof *v);
+                    }
+                    v[n].e = e;
+                    v[n].at = n;
+                    n++;
+                }
+                if (n < 2)
+                    continue;
+                qsort(v, n, sizeof *v, ready_pos_cmp);
+                for (size_t i = 0; i < n; i++) {
+                    v[i].e->prev = i ? v[i - 1].e : NULL;
+                    v[i].e->next = i + 1 < n ? v[i + 1].e : NULL;
+                }
+                c->head[q] = v[0].e;
+                c->tail[q] = v[n - 1].e;
+            }
+        }
+    }
+    free(v);
+}
+
 /* Every run that is not finished, by status (never the finished history). */
 static int load_fn(struct store_tx *tx, void *arg)
 {
@@ -2167,7 +2250,14 @@ int sched_start(struct sched *s)
     /* watch first: whatever other nodes commit after the loads below is heard */
     store_watch(s->app->store, on_changes, s);
     s->watching = true;
+    pthread_mutex_lock(&s->mu);
+    s->loading = true;
+    pthread_mutex_unlock(&s->mu);
     int rc = store_read(s->app->store, load_fn, s);
+    pthread_mutex_lock(&s->mu);
+    sort_ready(s);
+    s->loading = false;
+    pthread_mutex_unlock(&s->mu);
     if (!rc)
         rc = store_read(s->app->store, cron_load_fn, s);
     if (!rc)

@@ -360,3 +360,33 @@ TEST(a_run_wakes_a_waiter_that_takes_it)
     CHECK(!sched_unwait(app->sched, wa));
     free_app(app);
 }
+
+TEST(a_retry_ages_from_the_end_of_its_delay)
+{
+    /* a low retry told to wait 3 minutes is not an urgent run when the wait
+     * ends: it aged over its delay and went before a fresh urgent run */
+    util_fake_now_ms = T0 + 180001;
+    struct app *app = new_app();
+    queue(app, "low-retry", "p", "low", T0, T0 + 180000, NULL, 0, NULL);
+    queue(app, "urgent", "p", "urgent", T0 + 180000, 0, NULL, 0, NULL);
+    CHECK(take_is(app, "p", "urgent"));
+    CHECK(take_is(app, "p", "low-retry"));
+    free_app(app);
+}
+
+TEST(a_run_given_back_keeps_its_place)
+{
+    /* a run taken and given back (its lease not written) is still the
+     * oldest: it went behind the runs queued after it */
+    util_fake_now_ms = T0;
+    struct app *app = new_app();
+    queue(app, "first", "p", "medium", T0, 0, NULL, 0, NULL);
+    queue(app, "second", "p", "medium", T0 + 1, 0, NULL, 0, NULL);
+    char *got = take1(app, "p");
+    CHECK(got && !strcmp(got, "first"));
+    sched_give_back(app->sched, &got, 1);
+    free(got);
+    CHECK(take_is(app, "p", "first"));
+    CHECK(take_is(app, "p", "second"));
+    free_app(app);
+}
