@@ -184,26 +184,25 @@ json_t *run_new_doc(const json_t *task, const json_t *input_override, const char
     return r;
 }
 
-/* After the commit, the scheduler gets a copy of the run. */
+/* After the commit, the scheduler gets a copy of the run's fields it reads. */
 struct note {
     struct app *app;
-    json_t *run;
+    struct sched_run *run;
 };
 
 static void notify(void *arg, bool committed)
 {
     struct note *n = arg;
     if (committed && n->app->sched)
-        sched_after_commit(n->app->sched, n->run);
-    json_decref(n->run);
+        sched_after_commit_run(n->app->sched, n->run);
+    sched_run_free(n->run);
     free(n);
 }
 
-/* The fields of a run the scheduler reads (sched_after_commit and what it
- * calls: apply, fill_entry, handle_finished, dep_fn).  It gets a copy of
- * these alone rather than of the whole document (input, output, errors…).
- * Scalars are shared (run.c replaces a field's value, never changes one in
- * place; jansson's reference counts are atomic); arrays are copied. */
+/* The fields of a run the scheduler reads (sched_run_read; what the store
+ * reads for it at start and on a resync).  run_notify hands it these alone,
+ * as C values (sched_run_copy), rather than the whole document (input,
+ * output, errors…) or a jansson copy of them. */
 const char *const run_sched_fields[] = {
     "id", "project_id", "task_id", "status", "attempt", "executor", "node_id",
     "definition_id", "agent_id", "runtime_id", "has_code", "priority", "queued_ms",
@@ -239,14 +238,7 @@ void run_notify(struct store_tx *tx, struct app *app, const json_t *run)
 {
     struct note *n = xmalloc(sizeof *n);
     n->app = app;
-    n->run = json_object();
-    for (const char *const *f = run_sched_fields; *f; f++) {
-        json_t *v = json_object_get(run, *f);
-        if (v)
-            json_object_set_new_nocheck(n->run, *f,
-                                                json_is_array(v) || json_is_object(v) ? json_deep_copy(v)
-                                                                                      : json_incref(v));
-    }
+    n->run = sched_run_copy(run);
     store_tx_on_commit(tx, notify, n);
 }
 

@@ -576,11 +576,6 @@ static void drop(struct sched *s, struct entry *e)
     entry_free(e);
 }
 
-static char *dup_or_null(const json_t *v)
-{
-    return json_is_string(v) ? xstrdup(json_string_value(v)) : NULL;
-}
-
 /* Links e into its class's list for its priority in ready_ms order (FIFO):
  * after the last entry that became ready no later than it.  Runs mostly
  * come in that order, so the walk back from the tail is short; a run given
@@ -636,53 +631,114 @@ static void place(struct sched *s, struct entry *e)
     set_timer(s, e);
 }
 
-static void fill_entry(struct sched *s, struct entry *e, const json_t *run)
+void sched_run_read(struct sched_run *r, const json_t *run)
+{
+    r->id = json_string_value(json_object_get(run, "id"));
+    r->project_id = json_string_value(json_object_get(run, "project_id"));
+    r->task_id = json_string_value(json_object_get(run, "task_id"));
+    r->definition_id = json_string_value(json_object_get(run, "definition_id"));
+    r->agent_id = json_string_value(json_object_get(run, "agent_id"));
+    r->runtime_id = json_string_value(json_object_get(run, "runtime_id"));
+    r->node_id = json_string_value(json_object_get(run, "node_id"));
+    r->concurrency_key = json_string_value(json_object_get(run, "concurrency_key"));
+    r->status = (int)run_status_of(run);
+    r->prio = sched_priority_parse(json_string_value(json_object_get(run, "priority")));
+    r->has_code = json_is_true(json_object_get(run, "has_code"));
+    const char *ex = json_string_value(json_object_get(run, "executor"));
+    r->local = ex && !strcmp(ex, "local");
+    r->holds_slot = run_holds_slot(run);
+    r->attempt = json_integer_value(json_object_get(run, "attempt"));
+    r->queued_ms = json_integer_value(json_object_get(run, "queued_ms"));
+    r->not_before_ms = json_integer_value(json_object_get(run, "not_before_ms"));
+    int64_t le = 0;
+    const char *l = json_string_value(json_object_get(run, "lease_expires_at"));
+    if (l)
+        rfc3339_parse(l, &le);
+    r->lease_expires_ms = le;
+    r->deadline_ms = json_integer_value(json_object_get(run, "deadline_ms"));
+    r->max_concurrency = json_integer_value(json_object_get(run, "max_concurrency"));
+    json_t *bb = json_object_get(run, "blocked_by");
+    r->blocked_by = json_is_array(bb) ? bb : NULL;
+}
+
+struct sched_run *sched_run_copy(const json_t *run)
+{
+    struct sched_run v;
+    sched_run_read(&v, run);
+    const char **strs[] = {&v.id, &v.project_id, &v.task_id, &v.definition_id,
+                           &v.agent_id, &v.runtime_id, &v.node_id, &v.concurrency_key};
+    size_t len[ARRAY_LEN(strs)], total = sizeof v;
+    for (size_t i = 0; i < ARRAY_LEN(strs); i++) {
+        len[i] = *strs[i] ? strlen(*strs[i]) : 0;
+        total += *strs[i] ? len[i] + 1 : 0;
+    }
+    struct sched_run *r = xmalloc(total);
+    char *p = (char *)(r + 1);
+    for (size_t i = 0; i < ARRAY_LEN(strs); i++) {
+        if (!*strs[i])
+            continue;
+        memcpy(p, *strs[i], len[i] + 1);
+        *strs[i] = p;
+        p += len[i] + 1;
+    }
+    /* run.c changes blocked_by in place (dep_fn): the copy has its own */
+    v.blocked_by = json_array_size(v.blocked_by) ? json_deep_copy(v.blocked_by) : NULL;
+    *r = v;
+    return r;
+}
+
+void sched_run_free(struct sched_run *r)
+{
+    if (!r)
+        return;
+    json_decref(r->blocked_by);
+    free(r);
+}
+
+static char *dup_str(const char *v)
+{
+    return v ? xstrdup(v) : NULL;
+}
+
+static void fill_entry(struct sched *s, struct entry *e, const struct sched_run *r)
 {
     free(e->task_id);
     free(e->definition_id);
     free(e->agent_id);
     free(e->runtime_id);
-    e->task_id = dup_or_null(json_object_get(run, "task_id"));
-    e->definition_id = dup_or_null(json_object_get(run, "definition_id"));
-    e->agent_id = dup_or_null(json_object_get(run, "agent_id"));
-    e->runtime_id = dup_or_null(json_object_get(run, "runtime_id"));
-    e->has_code = json_is_true(json_object_get(run, "has_code"));
-    int p = sched_priority_parse(json_string_value(json_object_get(run, "priority")));
-    e->prio = p < 0 ? 2 : p;
-    e->queued_ms = json_integer_value(json_object_get(run, "queued_ms"));
-    e->not_before_ms = json_integer_value(json_object_get(run, "not_before_ms"));
+    e->task_id = dup_str(r->task_id);
+    e->definition_id = dup_str(r->definition_id);
+    e->agent_id = dup_str(r->agent_id);
+    e->runtime_id = dup_str(r->runtime_id);
+    e->has_code = r->has_code;
+    e->prio = r->prio < 0 ? 2 : r->prio;
+    e->queued_ms = r->queued_ms;
+    e->not_before_ms = r->not_before_ms;
     /* a retry is in line from the end of its delay: the wait it was told
      * to make is not waiting for a slot (it aged past urgent runs) */
     e->ready_ms = e->not_before_ms > e->queued_ms ? e->not_before_ms : e->queued_ms;
-    e->attempt = json_integer_value(json_object_get(run, "attempt"));
+    e->attempt = r->attempt;
     json_decref(e->blocked_by);
-    e->blocked_by = json_incref(json_object_get(run, "blocked_by"));
-    int64_t le = 0;
-    const char *l = json_string_value(json_object_get(run, "lease_expires_at"));
-    if (l)
-        rfc3339_parse(l, &le);
-    e->lease_expires_ms = le;
-    e->deadline_ms = json_integer_value(json_object_get(run, "deadline_ms"));
+    e->blocked_by = json_incref(r->blocked_by);
+    e->lease_expires_ms = r->lease_expires_ms;
+    e->deadline_ms = r->deadline_ms;
     free(e->node_id);
-    const char *ex = json_string_value(json_object_get(run, "executor"));
-    e->node_id = ex && !strcmp(ex, "local") ? dup_or_null(json_object_get(run, "node_id")) : NULL;
-    const char *ck = json_string_value(json_object_get(run, "concurrency_key"));
-    int64_t cmax = json_integer_value(json_object_get(run, "max_concurrency"));
-    if (!e->ckey && ck && cmax > 0) {
-        e->ckey = xasprintf("%s\x1f%s", e->project_id, ck);
-        e->cmax = cmax;
+    e->node_id = r->local ? dup_str(r->node_id) : NULL;
+    if (!e->ckey && r->concurrency_key && r->max_concurrency > 0) {
+        e->ckey = xasprintf("%s\x1f%s", e->project_id, r->concurrency_key);
+        e->cmax = r->max_concurrency;
     }
     (void)s;
 }
 
 /* Applies a run's new state (mu held). */
-static void apply(struct sched *s, const json_t *run)
+static void apply(struct sched *s, const struct sched_run *r)
 {
-    const char *id = json_string_value(json_object_get(run, "id"));
-    const char *project = json_string_value(json_object_get(run, "project_id"));
+    const char *id = r->id;
+    const char *project = r->project_id;
     if (!id || !project)
         return;
-    enum run_status st = run_status_of(run);
+    enum run_status st = (enum run_status)r->status;
     struct entry *e = map_get(s, id);
     if (run_status_terminal(st)) {
         if (e)
@@ -698,14 +754,14 @@ static void apply(struct sched *s, const json_t *run)
     } else {
         unlink_entry(s, e);
     }
-    fill_entry(s, e, run);
+    fill_entry(s, e, r);
     if (st == RS_QUEUED) {
         place(s, e);
     } else {
         e->where = W_ACTIVE;
         /* running, canceling and (once started) waiting on a human hold a
          * concurrency slot; a run held for approval has not started */
-        set_counted(s, e, run_holds_slot(run));
+        set_counted(s, e, r->holds_slot);
         set_timer(s, e);
     }
 }
@@ -713,10 +769,10 @@ static void apply(struct sched *s, const json_t *run)
 /* True when a run blocked on run's task, or a task depending on it, is
  * known here (mu held): only then has handle_finished anything to do, and a
  * wake-up of the scheduler thread for every finished run is saved. */
-static bool has_dependants(struct sched *s, const json_t *run)
+static bool has_dependants(struct sched *s, const struct sched_run *r)
 {
-    const char *task_id = json_string_value(json_object_get(run, "task_id"));
-    const char *project = json_string_value(json_object_get(run, "project_id"));
+    const char *task_id = r->task_id;
+    const char *project = r->project_id;
     if (!task_id || !project)
         return false;
     char *key = task_key(project, task_id);
@@ -741,40 +797,53 @@ static void queue_work(struct sched *s, json_t *run, int64_t at_mono)
 }
 
 /* A run that ended with runs or tasks depending on its task known here:
- * they act on it from the scheduler thread (mu held). */
-static void queue_finished(struct sched *s, json_t *run)
+ * they act on it from the scheduler thread (mu held), from the fields
+ * handle_finished and dep_fn read. */
+static void queue_finished(struct sched *s, const struct sched_run *r)
 {
-    if (!run_status_terminal(run_status_of(run)) || !has_dependants(s, run))
+    if (!run_status_terminal((enum run_status)r->status) || !has_dependants(s, r))
         return;
+    json_t *run = json_object();
+    json_object_set_new_nocheck(run, "id", json_string(r->id));
+    json_object_set_new_nocheck(run, "project_id", json_string(r->project_id));
+    json_object_set_new_nocheck(run, "task_id", json_string(r->task_id));
+    json_object_set_new_nocheck(run, "status",
+                                json_string(run_status_name((enum run_status)r->status)));
     queue_work(s, run, 0);
+    json_decref(run);
 }
 
-/* run holds only the fields run.c's run_notify copies (run_sched_fields):
- * a field read here from it must be added there. */
-void sched_after_commit(struct sched *s, json_t *run)
+/* r holds the fields sched_run_read takes (run_sched_fields names them for
+ * the store's reads): a field read here from a run must be added there. */
+void sched_after_commit_run(struct sched *s, const struct sched_run *r)
 {
-    enum run_status st = run_status_of(run);
-    const char *ex = json_string_value(json_object_get(run, "executor"));
+    enum run_status st = (enum run_status)r->status;
     /* canceling, or ended by someone else (a PATCH, set_output) while its
      * code may still live: nothing of a run outlives it (a no-op when its
      * box is already gone) */
-    if ((st == RS_CANCELING || run_status_terminal(st)) && ex && !strcmp(ex, "local"))
-        runner_cancel(s->app->runner, json_string_value(json_object_get(run, "id")));
+    if ((st == RS_CANCELING || run_status_terminal(st)) && r->local)
+        runner_cancel(s->app->runner, r->id);
     pthread_mutex_lock(&s->mu);
     s->gen++;
-    struct entry *e = map_get(s, json_string_value(json_object_get(run, "id")) ?: "");
+    struct entry *e = map_get(s, r->id ?: "");
     if (st == RS_RUNNING && e && (e->where == W_TAKEN || e->where == W_READY)) {
         /* dispatch latency: queued -> started, once per start */
-        int64_t q = json_integer_value(json_object_get(run, "queued_ms"));
-        if (q > 0)
-            metrics_dispatch(now_ms() - q);
+        if (r->queued_ms > 0)
+            metrics_dispatch(now_ms() - r->queued_ms);
     }
-    apply(s, run);
-    e = map_get(s, json_string_value(json_object_get(run, "id")) ?: "");
+    apply(s, r);
+    e = map_get(s, r->id ?: "");
     if (e)
         e->gen = s->gen;
-    queue_finished(s, run);
+    queue_finished(s, r);
     pthread_mutex_unlock(&s->mu);
+}
+
+void sched_after_commit(struct sched *s, json_t *run)
+{
+    struct sched_run r;
+    sched_run_read(&r, run);
+    sched_after_commit_run(s, &r);
 }
 
 /* ---- several nodes: what the others changed ---- */
@@ -816,7 +885,9 @@ static void apply_remote(struct sched *s, const json_t *run, uint64_t g0, json_t
         json_array_size(json_object_get(run, "blocked_by")) == json_array_size(e->blocked_by))
         return;   /* still queued here as there: nothing dispatch cares about changed */
     bool fresh = !e || e->where == W_ACTIVE;
-    apply(s, run);
+    struct sched_run r;
+    sched_run_read(&r, run);
+    apply(s, &r);
     e = map_get(s, id);
     if (e && fresh && e->where == W_READY && s->grace_ms > 0) {
         unlink_entry(s, e);
@@ -985,7 +1056,9 @@ static void on_changes(void *ctx, const struct store_change *ch, size_t n)
              * dependency runs a task was last started for). */
             if (doc) {
                 apply_remote(s, doc, g0, cancel);
-                queue_finished(s, doc);
+                struct sched_run r;
+                sched_run_read(&r, doc);
+                queue_finished(s, &r);
             } else if (e && e->gen <= g0 && e->where != W_TAKEN)
                 drop(s, e);   /* deleted */
         } else {
@@ -2178,11 +2251,19 @@ static void sort_ready(struct sched *s)
     free(v);
 }
 
+static void apply_doc(struct sched *s, const json_t *run)
+{
+    struct sched_run r;
+    sched_run_read(&r, run);
+    apply(s, &r);
+}
+
 /* Every run that is not finished, by status (never the finished history). */
 static int load_fn(struct store_tx *tx, void *arg)
 {
     for (size_t i = 0; i < ARRAY_LEN(unfinished); i++) {
-        int rc = each_indexed(tx, arg, SK_RUN, "status", unfinished[i], run_sched_fields, apply);
+        int rc = each_indexed(tx, arg, SK_RUN, "status", unfinished[i], run_sched_fields,
+                              apply_doc);
         if (rc)
             return rc;
     }
@@ -2235,7 +2316,11 @@ static int queue_ended_deps(struct sched *s)
     size_t i;
     json_t *run;
     pthread_mutex_lock(&s->mu);
-    json_array_foreach(a.runs, i, run) queue_finished(s, run);
+    json_array_foreach(a.runs, i, run) {
+        struct sched_run r;
+        sched_run_read(&r, run);
+        queue_finished(s, &r);
+    }
     pthread_mutex_unlock(&s->mu);
     json_decref(a.keys);
     json_decref(a.runs);

@@ -445,3 +445,29 @@ TEST(seal_open_tamper)
     free(pt);
     free(blob);
 }
+
+/* The hashes of recent keys are remembered per thread: keys seen again, keys
+ * that differ in their last byte only, more keys than are remembered, and a
+ * key too long to remember all still hash to their own SHA-256. */
+TEST(api_key_hash_remembered_keys_stay_exact)
+{
+    char keys[7][300];
+    for (int i = 0; i < 6; i++)
+        snprintf(keys[i], sizeof keys[i], "qk_%064d", i);
+    memset(keys[6], 'k', 299);
+    keys[6][299] = 0;
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < 7; i++) {
+            char got[65], want[65];
+            crypto_api_key_hash(keys[i], got);
+            crypto_sha256_hex(keys[i], strlen(keys[i]), want);
+            CHECK_EQ_STR(got, want);
+        }
+    }
+    char a[65], b[65];
+    crypto_api_key_hash("qk_abc1", a);
+    crypto_api_key_hash("qk_abc2", b);
+    CHECK(strcmp(a, b) != 0);
+    crypto_api_key_hash("qk_abc1", b);
+    CHECK_EQ_STR(b, a);
+}

@@ -4,6 +4,7 @@
 #include <float.h>
 #include <stdbool.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,4 +192,40 @@ TEST(jdump_strings_at_every_offset)
                 json_decref(v);
             }
         }
+}
+
+/* jdump_real's answers are shared between threads (a cache by the value's
+ * bits): another thread, and values that share a slot, get their own
+ * digits, never another value's. */
+struct reals_arg {
+    double v[3000];
+    char s[3000][JDUMP_REAL_MAX];
+};
+
+static void *format_reals(void *p)
+{
+    struct reals_arg *a = p;
+    for (size_t i = 0; i < 3000; i++)
+        jdump_real(a->s[i], a->v[i]);
+    return NULL;
+}
+
+TEST(jdump_reals_same_on_every_thread)
+{
+    struct reals_arg *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+    srand(7);
+    for (size_t i = 0; i < 3000; i++) {
+        double v = (double)rand() / RAND_MAX * 1e9 + (double)rand() / RAND_MAX;
+        a->v[i] = b->v[i] = v;
+    }
+    format_reals(a);
+    pthread_t t;
+    CHECK_EQ_INT(pthread_create(&t, NULL, format_reals, b), 0);
+    pthread_join(t, NULL);
+    for (size_t i = 0; i < 3000; i++) {
+        CHECK_EQ_STR(b->s[i], a->s[i]);
+        CHECK(strtod(b->s[i], NULL) == b->v[i]);
+    }
+    free(a);
+    free(b);
 }

@@ -10,6 +10,7 @@
 
 #include "app.h"
 #include "events.h"
+#include "run.h"
 #include "sched.h"
 #include "task.h"
 #include "util.h"
@@ -389,4 +390,53 @@ TEST(a_run_given_back_keeps_its_place)
     CHECK(take_is(app, "p", "first"));
     CHECK(take_is(app, "p", "second"));
     free_app(app);
+}
+
+/* run.c hands the scheduler sched_run_copy's fields after the commit: they
+ * must outlive the document and not follow changes made to it meanwhile. */
+TEST(a_run_copy_outlives_its_document)
+{
+    util_fake_now_ms = T0;
+    json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:b,"
+                            " s:[s], s:s, s:I, s:s}",
+                            "id", "r-1", "project_id", "p", "task_id", "t-1", "status", "running",
+                            "priority", "high", "executor", "local", "node_id", "n-1",
+                            "definition_id", "d-1", "concurrency_key", "k", "attempt",
+                            (json_int_t)3, "queued_ms", (json_int_t)T0, "max_concurrency",
+                            (json_int_t)2, "has_code", 1, "blocked_by", "t-0",
+                            "lease_expires_at", "2026-11-22T21:42:03.000Z", "deadline_ms",
+                            (json_int_t)(T0 + 5), "interaction", "x");
+    struct sched_run *r = sched_run_copy(run);
+    json_array_clear(json_object_get(run, "blocked_by"));
+    json_decref(run);
+    CHECK_EQ_STR(r->id, "r-1");
+    CHECK_EQ_STR(r->project_id, "p");
+    CHECK_EQ_STR(r->task_id, "t-1");
+    CHECK_EQ_STR(r->definition_id, "d-1");
+    CHECK_EQ_STR(r->node_id, "n-1");
+    CHECK_EQ_STR(r->concurrency_key, "k");
+    CHECK(!r->agent_id && !r->runtime_id);
+    CHECK(r->local && r->has_code && r->holds_slot);
+    CHECK_EQ_INT(r->status, RS_RUNNING);
+    CHECK_EQ_INT(r->prio, sched_priority_parse("high"));
+    CHECK_EQ_INT(r->attempt, 3);
+    CHECK_EQ_INT(r->queued_ms, T0);
+    CHECK_EQ_INT(r->lease_expires_ms, T0 + 1000);
+    CHECK_EQ_INT(r->deadline_ms, T0 + 5);
+    CHECK_EQ_INT(r->max_concurrency, 2);
+    CHECK_EQ_INT(json_array_size(r->blocked_by), 1);
+    CHECK_EQ_STR(json_string_value(json_array_get(r->blocked_by, 0)), "t-0");
+    sched_run_free(r);
+    /* the fields a document lacks read as none */
+    run = json_pack("{s:s, s:s, s:s, s:[]}", "id", "r-2", "project_id", "p", "status", "queued",
+                    "blocked_by");
+    r = sched_run_copy(run);
+    json_decref(run);
+    CHECK_EQ_STR(r->id, "r-2");
+    CHECK(!r->task_id && !r->node_id && !r->concurrency_key && !r->blocked_by);
+    CHECK(!r->local && !r->has_code && !r->holds_slot);
+    CHECK_EQ_INT(r->status, RS_QUEUED);
+    CHECK_EQ_INT(r->prio, -1);
+    CHECK_EQ_INT(r->lease_expires_ms, 0);
+    sched_run_free(r);
 }
