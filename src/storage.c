@@ -553,14 +553,17 @@ out:
 struct walk {
     json_t *found;        /* rel -> [size, mode, ino, mtime, ctime] as a stat */
     int64_t entries, bytes;
-    size_t skipped;       /* links, special files, too deep or too long */
+    size_t skipped;       /* links, special files, too deep, too long or not UTF-8 */
     bool over;            /* more than the limits: nothing is written back */
     bool incomplete;      /* a directory could not be read: no deletions */
 };
 
 static void walk_add(struct walk *w, const char *rel, const struct stat *sb)
 {
-    json_object_set_new(w->found, rel, entry_new(sb, ""));
+    /* a key of the manifest and of the store's jsonb is UTF-8: a file
+     * named otherwise stays on this node, and the run's log says so */
+    if (json_object_set_new(w->found, rel, entry_new(sb, "")))
+        w->skipped++;
     w->bytes += sb->st_size;
 }
 
@@ -713,7 +716,8 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
             json_array_append_new(changes, json_pack("[s]", rel));
     }
     if (w.skipped)
-        *note = xasprintf("%zu links, special files or paths nested too deep in storage instance "
+        *note = xasprintf("%zu links, special files, names not in UTF-8 or paths nested too deep "
+                          "or too long in storage instance "
                           "%s stay on this node: only regular files are shared with the other "
                           "nodes", w.skipped, id);
     int64_t version = json_integer_value(json_object_get(m, "version"));

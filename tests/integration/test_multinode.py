@@ -375,6 +375,24 @@ def test_storage_pull_does_not_read_a_huge_sparse_file_of_the_copy():
                 n.stop()
 
 
+def test_storage_a_name_not_in_utf8_is_said_to_stay_on_the_node():
+    """The manifest and the store keep paths as JSON strings: a file whose
+    name is not UTF-8 could not be one, and the write-back dropped it
+    without a word, though a link or a FIFO gets a `warn` line.  It stays
+    on its node as those do, and the run's log says so."""
+    a = live()[0]
+    inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-utf8"}), 201)
+    t = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": {"project": inst["id"]},
+                                           "run": True, "code":
+               'echo x > "$QUERN_STORAGE_PROJECT/$(printf \'\\377\')"; echo y > "$QUERN_STORAGE_PROJECT/ok"'}), 201)
+    r = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+    assert r["status"] == "completed", run_logs(a, t["id"], r["id"])
+    logs = run_logs(a, t["id"], r["id"])
+    assert "1 links, special files, names not in UTF-8" in logs, logs
+    listed = [x for x in expect(a.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+    assert listed[0]["size_bytes"] == 2, listed   # "ok" alone went to the store
+
+
 def test_storage_the_later_end_wins_per_file():
     """Two runs of one instance live at once, on whichever nodes: each
     writes the same file and one of its own.  Per file the run that ended
