@@ -657,8 +657,10 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
     walk_tree(root, &w);
     if (w.over) {
         int64_t before = 0, after = 0;
-        if (!json_is_true(json_object_get(m, "partial")) &&
-            !store_storage_commit(app->store, project_id, id, changes, true, &before, &after)) {
+        /* every time: another node's complete write-back may have cleared
+         * the mark since this node set it */
+        if (!store_storage_commit(app->store, project_id, id, changes, true, &before, &after) &&
+            !json_is_true(json_object_get(m, "partial"))) {
             json_object_set_new(m, "partial", json_true());
             manifest_save(dir, m);
         }

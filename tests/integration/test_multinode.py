@@ -393,6 +393,51 @@ def test_storage_a_name_not_in_utf8_is_said_to_stay_on_the_node():
     assert listed[0]["size_bytes"] == 2, listed   # "ok" alone went to the store
 
 
+def test_storage_partial_mark_comes_back_after_another_node_cleared_it():
+    """A node whose copy is past the write-back limits marks the instance
+    partial in the store; another node's write-back clears the mark (its
+    own is complete).  The first node's next write-back, still refused,
+    skipped the mark because its own state said it had set it already, so
+    the listing said complete while that node held files it could not
+    send.  Every refused write-back now sets the mark."""
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+
+    def run_on(node, code):
+        t = expect(node.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True,
+                                                   "code": code}), 201)
+        r = wait_run_end(node, t["id"], run_of(node, t["id"])["id"])
+        assert r["status"] == "completed", run_logs(node, t["id"], r["id"])
+        return run_logs(node, t["id"], r["id"])
+
+    def partial(node):
+        listed = [x for x in expect(node.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+        return listed[0].get("size_bytes_partial") is True
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-partial"}), 201)
+        st = {"project": inst["id"]}
+        b.stop()
+        # 20 sparse files of 60 MiB: 1.2 GiB, past the 1 GiB a write-back sends
+        logs = run_on(a, 'cd "$QUERN_STORAGE_PROJECT" && for i in $(seq 20); do '
+                         'dd if=/dev/null of=f$i bs=1 seek=62914560 2>/dev/null; done; echo made')
+        assert "was not written back" in logs, logs
+        assert partial(a)
+        b.start()
+        a.stop()
+        run_on(b, 'echo b > "$QUERN_STORAGE_PROJECT/from-b"')
+        assert not partial(b)
+        a.start()
+        b.stop()
+        logs = run_on(a, 'cat "$QUERN_STORAGE_PROJECT/from-b"')
+        assert "was not written back" in logs, logs
+        assert partial(a)
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
 def test_storage_the_later_end_wins_per_file():
     """Two runs of one instance live at once, on whichever nodes: each
     writes the same file and one of its own.  Per file the run that ended
