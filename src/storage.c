@@ -302,6 +302,18 @@ static int rel_stat(int root, const char *rel, struct stat *sb)
     return rc;
 }
 
+/* Removes the directory rel under root if it is empty; -errno if not. */
+static int rel_rmdir(int root, const char *rel)
+{
+    const char *base;
+    int dfd = parent_open(root, rel, false, 0, &base);
+    if (dfd < 0)
+        return dfd;
+    int rc = unlinkat(dfd, base, AT_REMOVEDIR) ? -errno : 0;
+    close(dfd);
+    return rc;
+}
+
 static int write_all(int fd, const char *p, size_t n)
 {
     while (n) {
@@ -388,8 +400,10 @@ out:
 }
 
 /* SHA-256 of the regular file rel (opened without following links), read
- * in chunks. */
-static int hash_file(int root, const char *rel, char sha[65], struct stat *sb)
+ * in chunks, when it holds size bytes: -EFBIG when it holds more (a box's
+ * sparse file of a terabyte is not read to find that it differs), -EINVAL
+ * fewer. */
+static int hash_file(int root, const char *rel, int64_t size, char sha[65], struct stat *sb)
 {
     const char *base;
     int dfd = parent_open(root, rel, false, 0, &base);
@@ -400,19 +414,25 @@ static int hash_file(int root, const char *rel, char sha[65], struct stat *sb)
     close(dfd);
     if (rc)
         return rc;
-    if (fstat(fd, sb) || !S_ISREG(sb->st_mode)) {
+    if (fstat(fd, sb) || !S_ISREG(sb->st_mode) || sb->st_size != size) {
         close(fd);
         return -EINVAL;
     }
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     char chunk[65536];
+    int64_t total = 0;
     for (;;) {
         ssize_t n = read(fd, chunk, sizeof chunk);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0) {
-            rc = n < 0 ? -errno : 0;
+            rc = n < 0 ? -errno : total == size ? 0 : -EINVAL;
+            break;
+        }
+        total += n;
+        if (total > size) {
+            rc = -EFBIG;   /* grew while read */
             break;
         }
         EVP_DigestUpdate(ctx, chunk, (size_t)n);
@@ -453,23 +473,48 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
     }
     size_t i;
     json_t *f;
+    json_array_foreach(remote, i, f)
+        json_object_set_new(have, json_string_value(json_array_get(f, 0)) ?: "", json_true());
+    /* what the store no longer has: gone here too, unless changed here.
+     * First, so that a file which became a directory (or the reverse) on
+     * another node finds its way clear below. */
+    const char *rel;
+    json_t *e;
+    void *tmp;
+    json_object_foreach_safe(files, tmp, rel, e) {
+        if (json_object_get(have, rel))
+            continue;
+        struct stat sb;
+        const char *base;
+        if (!rel_stat(root, rel, &sb) && entry_matches(e, &sb)) {
+            int dfd = parent_open(root, rel, false, 0, &base);
+            if (dfd >= 0) {
+                unlinkat(dfd, base, 0);
+                close(dfd);
+            }
+        }
+        json_object_del(files, rel);
+    }
     json_array_foreach(remote, i, f) {
-        const char *rel = json_string_value(json_array_get(f, 0)) ?: "";
+        rel = json_string_value(json_array_get(f, 0)) ?: "";
         const char *sha = json_string_value(json_array_get(f, 3)) ?: "";
+        int64_t size = json_integer_value(json_array_get(f, 1));
         unsigned mode = (unsigned)json_integer_value(json_array_get(f, 2));
-        json_object_set_new(have, rel, json_true());
         if (!rel_ok(rel))
             continue;
-        json_t *e = json_object_get(files, rel);
+        e = json_object_get(files, rel);
         struct stat sb;
         int st = rel_stat(root, rel, &sb);
+        if (st == 0 && S_ISDIR(sb.st_mode) && !e && !rel_rmdir(root, rel))
+            st = -ENOENT;   /* an empty directory, the files it held deleted: the file's place */
         if (st == 0 && !S_ISREG(sb.st_mode))
             continue;   /* a directory or link of this node's in its place (3) */
         if (st == 0 && !entry_matches(e, &sb)) {
             /* changed here (1), or here before this node first synced: the
              * same bytes are simply the synced file */
             char lsha[65];
-            if (!e && !hash_file(root, rel, lsha, &sb) && !strcmp(lsha, sha) &&
+            if (!e && sb.st_size == size && !hash_file(root, rel, size, lsha, &sb) &&
+                !strcmp(lsha, sha) &&
                 (unsigned)(sb.st_mode & 0777) == (mode & 0777))
                 json_object_set_new(files, rel, entry_new(&sb, sha));
             continue;
@@ -490,24 +535,6 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
         if (rc)
             goto out;
     }
-    /* what the store no longer has: gone here too, unless changed here */
-    const char *rel;
-    json_t *e;
-    void *tmp;
-    json_object_foreach_safe(files, tmp, rel, e) {
-        if (json_object_get(have, rel))
-            continue;
-        struct stat sb;
-        const char *base;
-        if (!rel_stat(root, rel, &sb) && entry_matches(e, &sb)) {
-            int dfd = parent_open(root, rel, false, 0, &base);
-            if (dfd >= 0) {
-                unlinkat(dfd, base, 0);
-                close(dfd);
-            }
-        }
-        json_object_del(files, rel);
-    }
     json_object_set_new(m, "version", json_integer(version));
     rc = manifest_save(dir, m);
     if (!rc)
@@ -526,14 +553,17 @@ out:
 struct walk {
     json_t *found;        /* rel -> [size, mode, ino, mtime, ctime] as a stat */
     int64_t entries, bytes;
-    size_t skipped;       /* links, special files, too deep or too long */
+    size_t skipped;       /* links, special files, too deep, too long or not UTF-8 */
     bool over;            /* more than the limits: nothing is written back */
     bool incomplete;      /* a directory could not be read: no deletions */
 };
 
 static void walk_add(struct walk *w, const char *rel, const struct stat *sb)
 {
-    json_object_set_new(w->found, rel, entry_new(sb, ""));
+    /* a key of the manifest and of the store's jsonb is UTF-8: a file
+     * named otherwise stays on this node, and the run's log says so */
+    if (json_object_set_new(w->found, rel, entry_new(sb, "")))
+        w->skipped++;
     w->bytes += sb->st_size;
 }
 
@@ -627,8 +657,10 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
     walk_tree(root, &w);
     if (w.over) {
         int64_t before = 0, after = 0;
-        if (!json_is_true(json_object_get(m, "partial")) &&
-            !store_storage_commit(app->store, project_id, id, changes, true, &before, &after)) {
+        /* every time: another node's complete write-back may have cleared
+         * the mark since this node set it */
+        if (!store_storage_commit(app->store, project_id, id, changes, true, &before, &after) &&
+            !json_is_true(json_object_get(m, "partial"))) {
             json_object_set_new(m, "partial", json_true());
             manifest_save(dir, m);
         }
@@ -686,7 +718,8 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
             json_array_append_new(changes, json_pack("[s]", rel));
     }
     if (w.skipped)
-        *note = xasprintf("%zu links, special files or paths nested too deep in storage instance "
+        *note = xasprintf("%zu links, special files, names not in UTF-8 or paths nested too deep "
+                          "or too long in storage instance "
                           "%s stay on this node: only regular files are shared with the other "
                           "nodes", w.skipped, id);
     int64_t version = json_integer_value(json_object_get(m, "version"));

@@ -297,6 +297,147 @@ def test_storage_sync_never_follows_a_link_of_the_copy():
         shutil.rmtree(outside, ignore_errors=True)
 
 
+def test_storage_a_file_and_a_directory_trading_places_reach_the_other_node():
+    """A pull fetched the store's new files before it removed the ones the
+    store no longer has, and then marked the copy up to date: a file that
+    became a directory on node A (`a` -> `a/b`) met the old file `a` on
+    node B's way and was left out, and a directory that became a file
+    (`d/x` -> `d`) met the directory, so B's runs never saw either (until
+    some other write-back bumped the version).  Deletions now go first, and
+    an empty directory where the store has a file gives way to it."""
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+
+    def run_on(node, code):
+        t = expect(node.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True,
+                                                   "code": code}), 201)
+        r = wait_run_end(node, t["id"], run_of(node, t["id"])["id"])
+        assert r["status"] == "completed", run_logs(node, t["id"], r["id"])
+        return run_logs(node, t["id"], r["id"])
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-swap"}), 201)
+        st = {"project": inst["id"]}
+        b.stop()
+        run_on(a, 'cd "$QUERN_STORAGE_PROJECT" && echo file > a && mkdir d && echo x > d/x')
+        b.start()
+        a.stop()
+        logs = run_on(b, 'cd "$QUERN_STORAGE_PROJECT" && echo "a=$(cat a) dx=$(cat d/x)"')
+        assert "a=file dx=x" in logs, logs
+        a.start()
+        b.stop()
+        run_on(a, 'cd "$QUERN_STORAGE_PROJECT" && rm a && mkdir a && echo in > a/b && '
+                  'rm -r d && echo now > d')
+        b.start()
+        a.stop()
+        code = 'cd "$QUERN_STORAGE_PROJECT" && echo "ab=$(cat a/b 2>/dev/null || echo none) d=$(cat d 2>/dev/null || echo none)"'
+        logs = run_on(b, code)
+        assert "ab=in d=now" in logs, logs
+        logs = run_on(b, code)   # and it stays so: nothing left to send back
+        assert "ab=in d=now" in logs, logs
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_pull_does_not_read_a_huge_sparse_file_of_the_copy():
+    """A file of a node's copy that the node never synced, where the store
+    has a file, is compared by its hash: the pull read it to the end first,
+    so a box's sparse file of terabytes (one truncate) held the runner
+    thread, every run of the node with it, for as long as reading its holes
+    took.  A size that differs now settles it unread: the run starts, and
+    the node's own file is kept (it is a change of this node's)."""
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    try:
+        b.stop()
+        t = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "run": True, "code":
+                   'echo x > "$QUERN_STORAGE_PROJECT/big"'}), 201)
+        r1 = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        assert r1["status"] == "completed", run_logs(a, t["id"], r1["id"])
+        inst = [x for x in expect(a.req("GET", P + "/storage"), 200)["data"] if x["scope"] == "project"][0]
+        copy = os.path.join(b.data, "storage", "default", inst["id"])
+        os.makedirs(copy)
+        with open(os.path.join(copy, "big"), "wb") as f:   # as a box on b would have made it
+            f.truncate(8 << 40)
+        b.start()
+        a.stop()
+        t2 = expect(b.req("POST", P + "/tasks", {"runtime_id": "sh", "run": True, "code":
+                    'wc -c < "$QUERN_STORAGE_PROJECT/big"'}), 201)
+        r2 = wait_run_end(b, t2["id"], run_of(b, t2["id"])["id"])
+        assert r2["status"] == "completed", (r2, run_logs(b, t2["id"], r2["id"]))
+        assert str(8 << 40) in run_logs(b, t2["id"], r2["id"]), run_logs(b, t2["id"], r2["id"])
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_a_name_not_in_utf8_is_said_to_stay_on_the_node():
+    """The manifest and the store keep paths as JSON strings: a file whose
+    name is not UTF-8 could not be one, and the write-back dropped it
+    without a word, though a link or a FIFO gets a `warn` line.  It stays
+    on its node as those do, and the run's log says so."""
+    a = live()[0]
+    inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-utf8"}), 201)
+    t = expect(a.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": {"project": inst["id"]},
+                                           "run": True, "code":
+               'echo x > "$QUERN_STORAGE_PROJECT/$(printf \'\\377\')"; echo y > "$QUERN_STORAGE_PROJECT/ok"'}), 201)
+    r = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+    assert r["status"] == "completed", run_logs(a, t["id"], r["id"])
+    logs = run_logs(a, t["id"], r["id"])
+    assert "1 links, special files, names not in UTF-8" in logs, logs
+    listed = [x for x in expect(a.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+    assert listed[0]["size_bytes"] == 2, listed   # "ok" alone went to the store
+
+
+def test_storage_partial_mark_comes_back_after_another_node_cleared_it():
+    """A node whose copy is past the write-back limits marks the instance
+    partial in the store; another node's write-back clears the mark (its
+    own is complete).  The first node's next write-back, still refused,
+    skipped the mark because its own state said it had set it already, so
+    the listing said complete while that node held files it could not
+    send.  Every refused write-back now sets the mark."""
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "2"], env=ENV)
+
+    def run_on(node, code):
+        t = expect(node.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True,
+                                                   "code": code}), 201)
+        r = wait_run_end(node, t["id"], run_of(node, t["id"])["id"])
+        assert r["status"] == "completed", run_logs(node, t["id"], r["id"])
+        return run_logs(node, t["id"], r["id"])
+
+    def partial(node):
+        listed = [x for x in expect(node.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+        return listed[0].get("size_bytes_partial") is True
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-partial"}), 201)
+        st = {"project": inst["id"]}
+        b.stop()
+        # 20 sparse files of 60 MiB: 1.2 GiB, past the 1 GiB a write-back sends
+        logs = run_on(a, 'cd "$QUERN_STORAGE_PROJECT" && for i in $(seq 20); do '
+                         'dd if=/dev/null of=f$i bs=1 seek=62914560 2>/dev/null; done; echo made')
+        assert "was not written back" in logs, logs
+        assert partial(a)
+        b.start()
+        a.stop()
+        run_on(b, 'echo b > "$QUERN_STORAGE_PROJECT/from-b"')
+        assert not partial(b)
+        a.start()
+        b.stop()
+        logs = run_on(a, 'cat "$QUERN_STORAGE_PROJECT/from-b"')
+        assert "was not written back" in logs, logs
+        assert partial(a)
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
 def test_storage_the_later_end_wins_per_file():
     """Two runs of one instance live at once, on whichever nodes: each
     writes the same file and one of its own.  Per file the run that ended
