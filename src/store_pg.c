@@ -180,6 +180,7 @@ struct pg_store {
     int64_t poll_ms;
     /* fault injection for tests (writer thread only): conflicts to simulate */
     int64_t fault_jobs, fault_batches;
+    int64_t fault_goodbyes;     /* QUERN_PG_FAULT_WRITER_GOODBYES: see fault_goodbye */
     bool fault_every_run;       /* QUERN_PG_FAULT_EVERY_RUN=1: not only first runs */
     int64_t blob_grace_ms;      /* STORE_BLOB_GRACE_MS; QUERN_BLOB_GRACE_MS for tests */
     bool down;                  /* atomic: the outage was logged (pg_down) */
@@ -718,6 +719,12 @@ static struct conn *writer_conn(struct pg_store *st)
         return c;
     PQreset(c->pg);
     cache_clear(c);
+    /* a new session: what marked the old one (a FATAL notice) is gone with
+     * it.  Kept, the flag failed every write for ever after the reset. */
+    c->broken = false;
+    c->silent = false;
+    c->primed = false;
+    c->sqlstate[0] = 0;
     if (c->cut_fd >= 0) {   /* of the old socket (c is not busy here) */
         close(c->cut_fd);
         c->cut_fd = -1;
@@ -870,6 +877,19 @@ static bool fault_job(struct pg_store *st, struct conn *c, struct job *j)
     return true;
 }
 
+/* Test-only (QUERN_PG_FAULT_WRITER_GOODBYES=N): after each of the first N
+ * committed batches the writer's connection is marked broken, as when the
+ * server's goodbye (a FATAL notice: a restart, pg_terminate_backend) came
+ * in the same read as the COMMIT's answer while libpq still says
+ * CONNECTION_OK.  The next batch must reset it and go on. */
+static void fault_goodbye(struct pg_store *st, struct conn *c)
+{
+    if (st->fault_goodbyes <= 0)
+        return;
+    st->fault_goodbyes--;
+    c->broken = true;
+}
+
 static const char *fault_batch(struct pg_store *st, struct job *batch)
 {
     if (st->fault_batches <= 0)
@@ -978,6 +998,8 @@ static void run_batch(struct pg_store *st, struct job *batch)
      * own failure.  A batch whose connection failed before its COMMIT was
      * sent wrote nothing either: -ENOTCONN (PostgreSQL is unreachable);
      * any other failed COMMIT leaves the outcome unknown: -EIO. */
+    if (c && !rc)
+        fault_goodbye(st, c);
     if (c)
         conn_idle(st, c);
     bool unreachable = rc && !sent_commit && (!c || conn_bad(c));
@@ -1302,6 +1324,9 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     fault = getenv("QUERN_PG_FAULT_BATCH_CONFLICTS");
     if (!fault || parse_i64(fault, &st->fault_batches))
         st->fault_batches = 0;
+    fault = getenv("QUERN_PG_FAULT_WRITER_GOODBYES");
+    if (!fault || parse_i64(fault, &st->fault_goodbyes))
+        st->fault_goodbyes = 0;
     const char *poll = getenv("QUERN_PG_POLL_MS");
     if (!poll || parse_i64(poll, &st->poll_ms) || st->poll_ms < 0)
         st->poll_ms = 0;

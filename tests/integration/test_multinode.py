@@ -499,6 +499,23 @@ def test_write_conflicts_are_retried_per_batch():
 
 
 
+def test_a_writer_connection_marked_broken_recovers_after_its_reset():
+    """The server's goodbye (a FATAL notice: a restart, pg_terminate_backend)
+    read behind a COMMIT's answer marks the writer's connection broken while
+    libpq still says it is up.  The next write resets it, but the flag was
+    never cleared, so every write after it was 503 store_unreachable for
+    ever; now the reset session writes (injected, twice)."""
+    url = pgcluster.new_database()
+    s = Server(extra_args=["--store", url], env=dict(ENV, QUERN_PG_FAULT_WRITER_GOODBYES="2"))
+    try:
+        for i in range(6):
+            r = s.req("POST", P + "/tasks", {"assigned_agent_id": "goodbye%d" % i})
+            assert r.status == 201, (i, r)
+        assert len(expect(s.req("GET", P + "/tasks?limit=50"), 200)["data"]) >= 6
+    finally:
+        s.stop()
+
+
 def test_blob_and_retry_unit_program_on_postgres():
     """tests/unit/test_blob.c against this cluster: blob round trips through
     the store (chunk edges, a second store instance reading), and the retry
