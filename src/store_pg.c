@@ -644,12 +644,31 @@ static char *schema_v6(void)
                    "CREATE INDEX storage_files_sha ON storage_files(sha);\n");
 }
 
+/* v7: a storage instance's name is unique per project, scope and account.
+ * api_storage_create checks the name, then inserts: two nodes creating the
+ * same name at once each found none and both inserted (one node's writes are
+ * serialised, so only nodes race).  The index makes the loser's insert find
+ * the winner's row (pg_put: ON CONFLICT DO NOTHING, -EEXIST: 409).  Rows a
+ * race made before keep their files: the oldest keeps the name, each other
+ * is renamed "<name> (duplicate <id>)" (ids are unique, so the new names
+ * are too). */
+static char *schema_v7(void)
+{
+    return xstrdup("UPDATE storage s SET f_name=n.name, doc=jsonb_set(s.doc::jsonb, '{name}',"
+                   " to_jsonb(n.name))::text FROM (SELECT seq, f_name || ' (duplicate ' || id"
+                   " || ')' AS name FROM (SELECT seq, id, f_name, row_number() OVER (PARTITION BY"
+                   " project_id, f_scope, f_name, coalesce(f_account_id, '') ORDER BY seq) AS k"
+                   " FROM storage) d WHERE k > 1) n WHERE s.seq=n.seq;\n"
+                   "CREATE UNIQUE INDEX storage_name_unique ON storage(project_id, f_scope, f_name,"
+                   " coalesce(f_account_id, ''));\n");
+}
+
 /* Migrations run in one transaction under an advisory lock (several nodes
  * may start at once); quern_schema records the last one applied, in the same
  * transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
 {
-    const int latest = 6;
+    const int latest = 7;
     int rc = simple(c, "BEGIN");
     if (!rc)
         rc = simple(c, "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK "'::bigint)");
@@ -680,6 +699,7 @@ static int migrate(struct conn *c, char **err)
                     : v == 4 ? schema_v4()
                     : v == 5 ? schema_v5()
                     : v == 6 ? schema_v6()
+                    : v == 7 ? schema_v7()
                              : NULL;
         char *ver = xasprintf("DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(%d)", v);
         rc = simple(c, sql);
@@ -1472,7 +1492,8 @@ static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_
             q_arg(&q, v);
             free(v);
         }
-        buf_puts(&q.sql, ") ON CONFLICT (project_id, id) DO NOTHING");
+        /* no target: a storage instance's name (v7) conflicts as its id does */
+        buf_puts(&q.sql, ") ON CONFLICT DO NOTHING");
     }
     free(text);
     PGresult *r = q_run(tx->c, &q);
