@@ -66,7 +66,8 @@ static const char *const env_doc[][2] = {
                             "logged as not used"},
     {"QUERN_CONFIG", "quern.conf path, as --config (empty: none)"},
     {"DEFAULT_TASK_TIMEOUT_MS, MAX_TASK_TIMEOUT_MS", "a task's default and largest timeout"},
-    {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat"},
+    {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat (100 to 86400000, "
+                       "as lease_ms; default 60000)"},
     {"QUERN_RETENTION_MS", "finished runs and events older than this are pruned (default 30 "
                            "days; 0 keeps everything)"},
     {"QUERN_BLOB_GRACE_MS", "an artifact file no run names any more is deleted by the retention "
@@ -648,7 +649,9 @@ int main(int argc, char **argv)
     } envs[] = {
         {"DEFAULT_TASK_TIMEOUT_MS", 1, 86400000, offsetof(struct config, default_timeout_ms)},
         {"MAX_TASK_TIMEOUT_MS", 1, 7 * 86400000LL, offsetof(struct config, max_timeout_ms)},
-        {"QUERN_LEASE_MS", 1, 86400000, offsetof(struct config, lease_ms)},
+        /* quern.conf's lease_ms bounds: a lease under 100 ms expires before a
+         * worker can answer it */
+        {"QUERN_LEASE_MS", 100, 86400000, offsetof(struct config, lease_ms)},
         {"QUERN_RETENTION_MS", 0, 100LL * 365 * 86400000, offsetof(struct config, retention_ms)},
         {"QUERN_RETENTION_EVERY_MS", 1000, 86400000,
          offsetof(struct config, retention_every_ms)},
