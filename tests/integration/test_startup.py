@@ -213,6 +213,22 @@ def test_a_lease_under_100_ms_is_refused_by_the_environment_as_by_quern_conf():
     assert listening, err
 
 
+def test_a_switch_set_to_another_word_is_refused_naming_it():
+    # QUERN_LOG_REQUESTS took any value but empty and 0 for on ("off",
+    # "no" logged every request); it is checked as QUERN_OUTBOUND_ALLOW_PRIVATE is
+    d = tmpdir()
+    for name in ("QUERN_LOG_REQUESTS", "QUERN_OUTBOUND_ALLOW_PRIVATE"):
+        for value in ("off", "yes", "2"):
+            listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data")],
+                                        env={name: value})
+            assert not listening and rc == 2, (name, value, rc, err)
+            assert "%s=%s: must be 1, true, 0 or false" % (name, value) in err, err
+        for value in ("", "0", "1", "true", "false"):
+            listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data")],
+                                        env={name: value})
+            assert listening, (name, value, err)
+
+
 def test_a_listen_address_quernd_cannot_use_stops_it_before_the_store_is_made():
     d = tmpdir()
     data = os.path.join(d, "data")
