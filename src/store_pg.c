@@ -1234,6 +1234,8 @@ static int pg_read(struct store *s, store_fn fn, void *arg)
     int rc = fn((struct store_tx *)&tx, arg);
     if (conn_bad(c))
         rc = -ENOTCONN;   /* died under the read: what fn saw (an absent row?) is not so */
+    else if (PQtransactionStatus(c->pg) == PQTRANS_INERROR)
+        rc = -EIO;        /* a statement failed (a timeout): an error, not an absent row */
     reader_end(st, c);
     return rc;
 }

@@ -582,6 +582,38 @@ def test_a_writer_connection_marked_broken_recovers_after_its_reset():
         s.stop()
 
 
+def test_a_read_whose_statement_fails_is_an_error_not_a_404():
+    """A read statement that fails on a live connection (here the
+    database's statement_timeout, the table held by a lock) answered 404,
+    as if the task did not exist; it is now 500 store_error."""
+    url = pgcluster.new_database()
+    db = url.rsplit("/", 1)[1]
+    c = pgcluster.cluster()
+    c.psql("ALTER DATABASE %s SET statement_timeout = '300ms'" % db)
+    s = Server(extra_args=["--store", url], env=ENV)
+    locker = None
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "locked"}), 201)
+        expect(s.req("GET", P + "/tasks/" + t["id"]), 200)
+        locker = subprocess.Popen(
+            ["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(c.port), "-U", pgcluster.SUPERUSER,
+             "-d", db, "-c", "SET statement_timeout = 0",
+             "-c", "BEGIN", "-c", "LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE",
+             "-c", "SELECT pg_sleep(60)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: c.psql("SELECT count(*) FROM pg_locks l JOIN pg_class r ON r.oid = "
+                                "l.relation WHERE r.relname = 'tasks' AND l.mode = "
+                                "'AccessExclusiveLock' AND l.granted", db=db).strip() == "1",
+                 30, "the lock on tasks")
+        r = s.req("GET", P + "/tasks/" + t["id"])
+        assert r.status == 500 and r.json["error"]["code"] == "store_error", r
+    finally:
+        if locker:
+            locker.kill()
+            locker.wait()
+        s.stop()
+
+
 def test_blob_and_retry_unit_program_on_postgres():
     """tests/unit/test_blob.c against this cluster: blob round trips through
     the store (chunk edges, a second store instance reading), and the retry
