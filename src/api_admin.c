@@ -324,7 +324,12 @@ void api_defs_get(struct req *r)
 {
     struct doc_arg a = {.r = r, .kind = SK_DEFINITION, .project_id = http_param(r, "project_id"),
                         .id = http_param(r, "id")};
-    store_read(r->app->store, get_fn, &a);
+    int rc = store_read(r->app->store, get_fn, &a);
+    if (rc) {   /* a read that failed: not an absent definition */
+        json_decref(a.out);
+        api_store_error(r, rc, "definition");
+        return;
+    }
     if (!a.out) {
         http_not_found(r, "definition", a.id);
         return;

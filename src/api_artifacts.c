@@ -325,7 +325,12 @@ void api_artifacts_list(struct req *r)
     if (!http_paging(r, &limit, &offset))
         return;
     struct manifest_arg m = {r, NULL};
-    store_read(r->app->store, manifest_fn, &m);
+    int rc = store_read(r->app->store, manifest_fn, &m);
+    if (rc) {   /* a read that failed: not an absent run */
+        json_decref(m.out);
+        api_store_error(r, rc, "run");
+        return;
+    }
     if (!m.out) {
         http_not_found(r, "run", http_param(r, "id"));
         return;
@@ -350,7 +355,12 @@ void api_artifacts_download(struct req *r)
         return;
     }
     struct find_arg f = {r, NULL, NULL, name, NULL, NULL, false};
-    store_read(r->app->store, find_fn, &f);
+    int rc = store_read(r->app->store, find_fn, &f);
+    if (rc) {
+        json_decref(f.entry);
+        api_store_error(r, rc, "artifact");
+        return;
+    }
     if (!f.entry) {
         http_not_found(r, f.run_found ? "artifact" : "run", f.run_found ? name : http_param(r, "id"));
         return;
@@ -389,7 +399,12 @@ void api_artifacts_presign(struct req *r)
         return;
     }
     struct find_arg f = {r, NULL, NULL, NULL, path, NULL, false};
-    store_read(r->app->store, find_fn, &f);
+    int rc = store_read(r->app->store, find_fn, &f);
+    if (rc) {
+        json_decref(f.entry);
+        api_store_error(r, rc, "artifact");
+        return;
+    }
     if (!f.entry) {
         http_not_found(r, f.run_found ? "artifact" : "run", f.run_found ? path : http_param(r, "id"));
         return;
@@ -451,7 +466,12 @@ void api_artifacts_public(struct req *r)
         return;
     }
     struct find_arg f = {NULL, project, run, name, NULL, NULL, false};
-    store_read(r->app->store, find_fn, &f);
+    rc = store_read(r->app->store, find_fn, &f);
+    if (rc) {
+        json_decref(f.entry);
+        api_store_error(r, rc, "artifact");
+        return;
+    }
     if (!f.entry) {
         http_not_found(r, "artifact", name);
         return;

@@ -36,14 +36,16 @@ static int put_fn(struct store_tx *tx, void *arg)
     json_decref(arr);
     if (rc)
         return rc;
-    if (n) {
+    /* -EEXIST from the put: another node made the name meanwhile (the
+     * store's unique index on it; the id is new) */
+    if (n || (rc = store_put(tx, SK_STORAGE, http_param(a->r, "project_id"), a->doc)) == -EEXIST) {
         http_error(a->r, 409, "already_exists", "name",
                    "a %s storage instance named %s already exists",
                    json_string_value(json_object_get(a->doc, "scope")),
                    json_string_value(json_object_get(a->doc, "name")));
         return -EEXIST;
     }
-    return store_put(tx, SK_STORAGE, http_param(a->r, "project_id"), a->doc);
+    return rc;
 }
 
 void api_storage_create(struct req *r)

@@ -1000,7 +1000,12 @@ static int get_fn(struct store_tx *tx, void *arg)
 void api_tasks_get(struct req *r)
 {
     struct get_arg g = {SK_TASK, http_param(r, "project_id"), http_param(r, "task_id"), NULL};
-    store_read(r->app->store, get_fn, &g);
+    int rc = store_read(r->app->store, get_fn, &g);
+    if (rc) {   /* a read that failed: not an absent task */
+        json_decref(g.doc);
+        api_store_error(r, rc, "task");
+        return;
+    }
     if (!g.doc) {
         http_not_found(r, "task", g.id);
         return;
@@ -1512,7 +1517,12 @@ void api_tasks_schedule(struct req *r)
         return;
     }
     struct get_arg g = {SK_TASK, http_param(r, "project_id"), http_param(r, "task_id"), NULL};
-    store_read(r->app->store, get_fn, &g);
+    int rc = store_read(r->app->store, get_fn, &g);
+    if (rc) {
+        json_decref(g.doc);
+        api_store_error(r, rc, "task");
+        return;
+    }
     if (!g.doc) {
         http_not_found(r, "task", g.id);
         return;

@@ -2151,10 +2151,19 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
     buf_init(&b);
     if (!cmd) {
         if (nw && cli_doc_is_group(c->doc, words[0])) {
-            cli_doc_group_help(c->doc, words[0], &b);
-            bool asked = cli_args_has(&a, "help");
-            if (!asked)
+            /* a word after the group that names none of its commands is
+             * named, not taken for a missing one */
+            bool asked = cli_args_has(&a, "help") && nw == 1;
+            if (!asked && nw > 1) {
+                cli_doc_group_commands(c->doc, words[0], &b);
+                fprintf(stderr, "quern: unknown %s command '%s' (one of: %s)\n", words[0],
+                        words[1], b.data);
+                buf_release(&b);
+                buf_init(&b);
+            } else if (!asked) {
                 fprintf(stderr, "quern: %s needs a subcommand\n", words[0]);
+            }
+            cli_doc_group_help(c->doc, words[0], &b);
             write_out(asked ? stdout : stderr, b.data, b.len);
             rc = asked ? 0 : CLI_EXIT_USAGE;
         } else if (nw) {

@@ -246,6 +246,32 @@ void cli_doc_group_help(const struct cli_doc *d, const char *group, struct buf *
     buf_printf(out, "\nRun 'quern help %s COMMAND' for its options.\n", group);
 }
 
+void cli_doc_group_commands(const struct cli_doc *d, const char *group, struct buf *out)
+{
+    char *w[1] = {(char *)group};
+    size_t glen = strlen(group);
+    size_t start = out->len;
+    for (size_t i = 0; i < d->ncmds; i++) {
+        const char *cw = d->cmds[i].words;
+        if (!words_match(cw, w, 1) || cw[glen] != ' ')
+            continue;
+        const char *next = cw + glen + 1;
+        size_t n = strcspn(next, " ");
+        /* each once: "x y" and "x z" both name x */
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++) {
+            const char *pw = d->cmds[j].words;
+            seen = words_match(pw, w, 1) && pw[glen] == ' ' &&
+                   strcspn(pw + glen + 1, " ") == n && !strncmp(pw + glen + 1, next, n);
+        }
+        if (seen)
+            continue;
+        if (out->len > start)
+            buf_puts(out, ", ");
+        buf_append(out, next, n);
+    }
+}
+
 /* Appends s escaped for roff text: backslashes, leading dots and quotes, dashes. */
 static void roff(struct buf *out, const char *s)
 {

@@ -62,6 +62,9 @@ void cli_doc_usage(const struct cli_doc *d, struct buf *out);
 void cli_doc_command_help(const struct cli_doc *d, const struct cli_cmd *c, struct buf *out);
 /* Help for a group ("tasks"): the usage line of each of its commands. */
 void cli_doc_group_help(const struct cli_doc *d, const char *group, struct buf *out);
+/* The words that may follow group ("create, list, get, ..."), each once, in
+ * the table's order, comma-separated. */
+void cli_doc_group_commands(const struct cli_doc *d, const char *group, struct buf *out);
 /* The man page quern(1) in roff. */
 void cli_doc_man(const struct cli_doc *d, struct buf *out);
 /* A completion script for shell "bash" or "zsh"; -EINVAL for another shell. */

@@ -18,7 +18,7 @@ void log_init(void)
     const char *f = getenv("QUERN_LOG_FORMAT");
     text_format = f && !strcmp(f, "text");
     const char *r = getenv("QUERN_LOG_REQUESTS");
-    requests = r && *r && strcmp(r, "0");
+    requests = r && (!strcmp(r, "1") || !strcmp(r, "true"));   /* quernd refuses the rest */
 }
 
 int log_requests(void)

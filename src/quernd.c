@@ -66,7 +66,8 @@ static const char *const env_doc[][2] = {
                             "logged as not used"},
     {"QUERN_CONFIG", "quern.conf path, as --config (empty: none)"},
     {"DEFAULT_TASK_TIMEOUT_MS, MAX_TASK_TIMEOUT_MS", "a task's default and largest timeout"},
-    {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat"},
+    {"QUERN_LEASE_MS", "how long a worker's lease lasts without a heartbeat (100 to 86400000, "
+                       "as lease_ms; default 60000)"},
     {"QUERN_RETENTION_MS", "finished runs and events older than this are pruned (default 30 "
                            "days; 0 keeps everything)"},
     {"QUERN_BLOB_GRACE_MS", "an artifact file no run names any more is deleted by the retention "
@@ -81,7 +82,8 @@ static const char *const env_doc[][2] = {
                                            "2 x the rate); over it: 429 rate_limited with "
                                            "Retry-After"},
     {"QUERN_LOG_FORMAT", "json (default: one JSON object per line on stderr) or text"},
-    {"QUERN_LOG_REQUESTS", "1: log every HTTP request with its X-Request-Id"},
+    {"QUERN_LOG_REQUESTS", "1 or true: log every HTTP request with its X-Request-Id (0, false "
+                           "or empty: not; another value stops quernd)"},
     {"QUERN_OUTBOUND_ALLOW_PRIVATE", "1: webhooks may reach loopback and private addresses"},
     {"QUERN_RETENTION_EVERY_MS", "how often the retention pass runs (default 3600000)"},
     {"QUERN_WARM", "warm boxes kept per runtime, e.g. python=2,node=2,ts=1 (over quern.conf's "
@@ -648,7 +650,9 @@ int main(int argc, char **argv)
     } envs[] = {
         {"DEFAULT_TASK_TIMEOUT_MS", 1, 86400000, offsetof(struct config, default_timeout_ms)},
         {"MAX_TASK_TIMEOUT_MS", 1, 7 * 86400000LL, offsetof(struct config, max_timeout_ms)},
-        {"QUERN_LEASE_MS", 1, 86400000, offsetof(struct config, lease_ms)},
+        /* quern.conf's lease_ms bounds: a lease under 100 ms expires before a
+         * worker can answer it */
+        {"QUERN_LEASE_MS", 100, 86400000, offsetof(struct config, lease_ms)},
         {"QUERN_RETENTION_MS", 0, 100LL * 365 * 86400000, offsetof(struct config, retention_ms)},
         {"QUERN_RETENTION_EVERY_MS", 1000, 86400000,
          offsetof(struct config, retention_every_ms)},
@@ -690,10 +694,15 @@ int main(int argc, char **argv)
             return quit(&cs, &app, 2);
         }
     }
-    if ((e = getenv("QUERN_OUTBOUND_ALLOW_PRIVATE")) && *e && strcmp(e, "0") && strcmp(e, "1") &&
-        strcmp(e, "true") && strcmp(e, "false")) {
-        fprintf(stderr, "quernd: QUERN_OUTBOUND_ALLOW_PRIVATE=%s: must be 1, true, 0 or false\n", e);
-        return quit(&cs, &app, 2);
+    /* switches: empty is unset; any other word was taken for "on" (or
+     * "off") without a word, so a typo silently did the opposite */
+    static const char *const switches[] = {"QUERN_OUTBOUND_ALLOW_PRIVATE", "QUERN_LOG_REQUESTS"};
+    for (size_t k = 0; k < ARRAY_LEN(switches); k++) {
+        if ((e = getenv(switches[k])) && *e && strcmp(e, "0") && strcmp(e, "1") &&
+            strcmp(e, "true") && strcmp(e, "false")) {
+            fprintf(stderr, "quernd: %s=%s: must be 1, true, 0 or false\n", switches[k], e);
+            return quit(&cs, &app, 2);
+        }
     }
     static const struct {
         const char *name;

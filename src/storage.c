@@ -91,7 +91,16 @@ static json_t *default_instance(struct store_tx *tx, const char *project, const 
     int rc = store_put(tx, SK_STORAGE, project, d);
     if (rc == -EEXIST) {
         json_decref(d);
-        return store_get(tx, SK_STORAGE, project, id);
+        d = store_get(tx, SK_STORAGE, project, id);
+        if (d)
+            return d;
+        /* the name is taken by an instance made through the API meanwhile
+         * (PostgreSQL's unique name index, v7): that one is the default */
+        if (store_list(tx, SK_STORAGE, project, &q, &arr, NULL))
+            return NULL;
+        d = json_incref(json_array_get(arr, 0));
+        json_decref(arr);
+        return d;
     }
     if (rc) {
         json_decref(d);

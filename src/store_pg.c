@@ -180,6 +180,7 @@ struct pg_store {
     int64_t poll_ms;
     /* fault injection for tests (writer thread only): conflicts to simulate */
     int64_t fault_jobs, fault_batches;
+    int64_t fault_goodbyes;     /* QUERN_PG_FAULT_WRITER_GOODBYES: see fault_goodbye */
     bool fault_every_run;       /* QUERN_PG_FAULT_EVERY_RUN=1: not only first runs */
     int64_t blob_grace_ms;      /* STORE_BLOB_GRACE_MS; QUERN_BLOB_GRACE_MS for tests */
     bool down;                  /* atomic: the outage was logged (pg_down) */
@@ -643,12 +644,31 @@ static char *schema_v6(void)
                    "CREATE INDEX storage_files_sha ON storage_files(sha);\n");
 }
 
+/* v7: a storage instance's name is unique per project, scope and account.
+ * api_storage_create checks the name, then inserts: two nodes creating the
+ * same name at once each found none and both inserted (one node's writes are
+ * serialised, so only nodes race).  The index makes the loser's insert find
+ * the winner's row (pg_put: ON CONFLICT DO NOTHING, -EEXIST: 409).  Rows a
+ * race made before keep their files: the oldest keeps the name, each other
+ * is renamed "<name> (duplicate <id>)" (ids are unique, so the new names
+ * are too). */
+static char *schema_v7(void)
+{
+    return xstrdup("UPDATE storage s SET f_name=n.name, doc=jsonb_set(s.doc::jsonb, '{name}',"
+                   " to_jsonb(n.name))::text FROM (SELECT seq, f_name || ' (duplicate ' || id"
+                   " || ')' AS name FROM (SELECT seq, id, f_name, row_number() OVER (PARTITION BY"
+                   " project_id, f_scope, f_name, coalesce(f_account_id, '') ORDER BY seq) AS k"
+                   " FROM storage) d WHERE k > 1) n WHERE s.seq=n.seq;\n"
+                   "CREATE UNIQUE INDEX storage_name_unique ON storage(project_id, f_scope, f_name,"
+                   " coalesce(f_account_id, ''));\n");
+}
+
 /* Migrations run in one transaction under an advisory lock (several nodes
  * may start at once); quern_schema records the last one applied, in the same
  * transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
 {
-    const int latest = 6;
+    const int latest = 7;
     int rc = simple(c, "BEGIN");
     if (!rc)
         rc = simple(c, "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK "'::bigint)");
@@ -679,6 +699,7 @@ static int migrate(struct conn *c, char **err)
                     : v == 4 ? schema_v4()
                     : v == 5 ? schema_v5()
                     : v == 6 ? schema_v6()
+                    : v == 7 ? schema_v7()
                              : NULL;
         char *ver = xasprintf("DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(%d)", v);
         rc = simple(c, sql);
@@ -718,6 +739,12 @@ static struct conn *writer_conn(struct pg_store *st)
         return c;
     PQreset(c->pg);
     cache_clear(c);
+    /* a new session: what marked the old one (a FATAL notice) is gone with
+     * it.  Kept, the flag failed every write for ever after the reset. */
+    c->broken = false;
+    c->silent = false;
+    c->primed = false;
+    c->sqlstate[0] = 0;
     if (c->cut_fd >= 0) {   /* of the old socket (c is not busy here) */
         close(c->cut_fd);
         c->cut_fd = -1;
@@ -870,6 +897,19 @@ static bool fault_job(struct pg_store *st, struct conn *c, struct job *j)
     return true;
 }
 
+/* Test-only (QUERN_PG_FAULT_WRITER_GOODBYES=N): after each of the first N
+ * committed batches the writer's connection is marked broken, as when the
+ * server's goodbye (a FATAL notice: a restart, pg_terminate_backend) came
+ * in the same read as the COMMIT's answer while libpq still says
+ * CONNECTION_OK.  The next batch must reset it and go on. */
+static void fault_goodbye(struct pg_store *st, struct conn *c)
+{
+    if (st->fault_goodbyes <= 0)
+        return;
+    st->fault_goodbyes--;
+    c->broken = true;
+}
+
 static const char *fault_batch(struct pg_store *st, struct job *batch)
 {
     if (st->fault_batches <= 0)
@@ -978,6 +1018,8 @@ static void run_batch(struct pg_store *st, struct job *batch)
      * own failure.  A batch whose connection failed before its COMMIT was
      * sent wrote nothing either: -ENOTCONN (PostgreSQL is unreachable);
      * any other failed COMMIT leaves the outcome unknown: -EIO. */
+    if (c && !rc)
+        fault_goodbye(st, c);
     if (c)
         conn_idle(st, c);
     bool unreachable = rc && !sent_commit && (!c || conn_bad(c));
@@ -1192,6 +1234,8 @@ static int pg_read(struct store *s, store_fn fn, void *arg)
     int rc = fn((struct store_tx *)&tx, arg);
     if (conn_bad(c))
         rc = -ENOTCONN;   /* died under the read: what fn saw (an absent row?) is not so */
+    else if (PQtransactionStatus(c->pg) == PQTRANS_INERROR)
+        rc = -EIO;        /* a statement failed (a timeout): an error, not an absent row */
     reader_end(st, c);
     return rc;
 }
@@ -1302,6 +1346,9 @@ static struct store *pg_open(const char *url, const struct store_opts *opts, cha
     fault = getenv("QUERN_PG_FAULT_BATCH_CONFLICTS");
     if (!fault || parse_i64(fault, &st->fault_batches))
         st->fault_batches = 0;
+    fault = getenv("QUERN_PG_FAULT_WRITER_GOODBYES");
+    if (!fault || parse_i64(fault, &st->fault_goodbyes))
+        st->fault_goodbyes = 0;
     const char *poll = getenv("QUERN_PG_POLL_MS");
     if (!poll || parse_i64(poll, &st->poll_ms) || st->poll_ms < 0)
         st->poll_ms = 0;
@@ -1447,7 +1494,8 @@ static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_
             q_arg(&q, v);
             free(v);
         }
-        buf_puts(&q.sql, ") ON CONFLICT (project_id, id) DO NOTHING");
+        /* no target: a storage instance's name (v7) conflicts as its id does */
+        buf_puts(&q.sql, ") ON CONFLICT DO NOTHING");
     }
     free(text);
     PGresult *r = q_run(tx->c, &q);

@@ -200,10 +200,24 @@ struct sqlite_tx {
     struct sqlite_store *st;
     struct conn *c;
     struct job *job;            /* NULL for a read tx */
+    int err;                    /* a read failed (step_read): the tx fails with it */
 };
 
 #define SQ(st) ((struct sqlite_store *)(st))
 #define TX(tx) ((struct sqlite_tx *)(tx))
+
+/* sqlite3_step for a read whose answer the API passes on (a get, a log or
+ * event page, a count).  A step that fails (an I/O error, a corrupt page)
+ * is not "no row" or "no more rows": it marks the transaction failed, and
+ * sq_read / run_batch return -EIO whatever the caller's fn made of the
+ * short answer, so a read error is a 5xx, never a 404 or a short page. */
+static int step_read(struct sqlite_tx *tx, sqlite3_stmt *s)
+{
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE && !tx->err)
+        tx->err = -EIO;
+    return rc;
+}
 
 static sqlite3_stmt *stmt(struct conn *c, const char *sql)
 {
@@ -633,12 +647,14 @@ static void run_batch(struct sqlite_store *st, struct job *batch)
             j->rc = -EIO;
             continue;
         }
-        struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, j};
+        struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, j, 0};
         if (!alone && (rc = frame_sql(c, "SAVEPOINT job")) != 0) {
             j->rc = rc;
             continue;
         }
         j->rc = j->fn((struct store_tx *)&tx, j->arg);
+        if (tx.err)
+            j->rc = tx.err;   /* what fn did after a failed read is rolled back */
         if (j->rc == -EIO && sqlite3_errcode(c->db) == SQLITE_FULL)
             j->rc = -ENOSPC;   /* the disk is full: say so (api_store_error) */
         if (sqlite3_get_autocommit(c->db)) {
@@ -981,12 +997,14 @@ static int sq_read(struct store *s, store_fn fn, void *arg)
     struct conn *c = reader(st);
     if (!c)
         return -EIO;
-    struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, NULL};
+    struct sqlite_tx tx = {{&store_sqlite_backend}, st, c, NULL, 0};
     sqlite3_stmt *b = stmt(c, "BEGIN");
     sqlite3_step(b);
     c->busy = true;
     int rc = fn((struct store_tx *)&tx, arg);
     c->busy = false;
+    if (tx.err)
+        rc = tx.err;   /* fn may have taken a failed read for an absent row */
     sqlite3_stmt *e = stmt(c, "COMMIT");
     sqlite3_step(e);
     return rc;
@@ -1449,13 +1467,15 @@ static json_t *sq_get(struct store_tx *t, enum store_kind kind, const char *proj
 {
     struct sqlite_tx *tx = TX(t);
     sqlite3_stmt *s = stmt_fixed(tx->c, project_id ? ksql[kind].get : ksql[kind].get_any);
-    if (!s)
+    if (!s) {
+        tx->err = -EIO;
         return NULL;
+    }
     if (project_id)
         bind_held(s, 1, project_id);
     bind_held(s, 2, id);
     json_t *doc = NULL;
-    if (sqlite3_step(s) == SQLITE_ROW)
+    if (step_read(tx, s) == SQLITE_ROW)
         doc = row_doc(s, kind, NULL);
     sqlite3_reset(s);
     return doc;
@@ -1616,8 +1636,11 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
             goto out;
         }
         bind_where(s, project_id, q);
-        *total = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+        int r2 = sqlite3_step(s);
+        *total = r2 == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
         sqlite3_reset(s);
+        if (r2 != SQLITE_ROW)
+            rc = -EIO;
     }
 out:
     buf_release(&where);
@@ -1674,12 +1697,17 @@ static int sq_log_read(struct store_tx *t, const char *project_id, const char *r
     sqlite3_bind_int64(s, 3, after_seq);
     sqlite3_bind_int64(s, 4, limit > 0 ? limit : -1);
     json_t *arr = json_array();
-    while (sqlite3_step(s) == SQLITE_ROW) {
+    int r;
+    while ((r = sqlite3_step(s)) == SQLITE_ROW) {
         json_t *d = col_json(s, 0);
         if (d)
             json_array_append_new(arr, d);
     }
     sqlite3_reset(s);
+    if (r != SQLITE_DONE) {
+        json_decref(arr);   /* a short page is no answer */
+        return -EIO;
+    }
     *out = arr;
     return 0;
 }
@@ -1693,7 +1721,7 @@ static int64_t sq_log_bytes(struct store_tx *t, const char *project_id, const ch
         return 0;
     bind_text(s, 1, run_id);
     bind_text(s, 2, project_id);
-    int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    int64_t n = step_read(tx, s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     return n;
 }
@@ -1747,6 +1775,7 @@ static int sq_event_list(struct store_tx *t, const struct store_event_query *q, 
     type_list(&cond, "IN", 10, q->ntypes);
     type_list(&cond, "NOT IN", 70, q->nexclude);
     int rc = 0;
+    json_t *page = NULL;   /* *out only once every pass has read all it asked */
     for (int pass = 0; pass < 3; pass++) {
         buf_release(&sql);
         if (pass == 0)
@@ -1777,22 +1806,35 @@ static int sq_event_list(struct store_tx *t, const struct store_event_query *q, 
         if (pass == 0) {
             sqlite3_bind_int64(s, 5, q->limit > 0 ? q->limit : -1);
             sqlite3_bind_int64(s, 6, q->offset > 0 ? q->offset : 0);
-            json_t *arr = json_array();
-            while (sqlite3_step(s) == SQLITE_ROW) {
+            page = json_array();
+            int r;
+            while ((r = sqlite3_step(s)) == SQLITE_ROW) {
                 json_t *d = col_json(s, 1);
                 if (!d)
                     continue;
                 json_object_set_new_nocheck(d, "seq", json_integer(sqlite3_column_int64(s, 0)));
-                json_array_append_new(arr, d);
+                json_array_append_new(page, d);
             }
-            *out = arr;
+            sqlite3_reset(s);
+            if (r != SQLITE_DONE) {
+                rc = -EIO;   /* a short page is no answer */
+                goto out;
+            }
         } else {
-            int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-            *(pass == 1 ? total : filtered) = n;
+            int r = sqlite3_step(s);
+            *(pass == 1 ? total : filtered) = r == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+            sqlite3_reset(s);
+            if (r != SQLITE_ROW) {
+                rc = -EIO;
+                goto out;
+            }
         }
-        sqlite3_reset(s);
     }
 out:
+    if (rc)
+        json_decref(page);
+    else
+        *out = page;
     buf_release(&base);
     buf_release(&cond);
     buf_release(&sql);
@@ -1805,7 +1847,7 @@ static int64_t sq_event_last_id(struct store_tx *t)
     sqlite3_stmt *s = stmt(tx->c, "SELECT COALESCE(MAX(id), 0) FROM events");
     if (!s)
         return 0;
-    int64_t n = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    int64_t n = step_read(tx, s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
     sqlite3_reset(s);
     return n;
 }
@@ -1819,7 +1861,7 @@ static char *sq_meta_get(struct store_tx *t, const char *key)
         return NULL;
     bind_text(s, 1, key);
     char *v = NULL;
-    if (sqlite3_step(s) == SQLITE_ROW)
+    if (step_read(TX(t), s) == SQLITE_ROW)
         v = xstrdup((const char *)sqlite3_column_text(s, 0));
     sqlite3_reset(s);
     return v;
@@ -1907,7 +1949,7 @@ static int sq_try_get(struct store_tx *t, enum store_kind kind, const char *proj
 {
     /* one writer: nothing else can hold the row */
     *out = sq_get(t, kind, project_id, id);
-    return *out ? 0 : -ENOENT;
+    return *out ? 0 : TX(t)->err ? TX(t)->err : -ENOENT;
 }
 
 static int sq_get_many(struct store_tx *t, enum store_kind kind, const json_t *ids, json_t **out)

@@ -112,6 +112,15 @@ def test_errors_and_usage():
     assert rc == 2 and "--input" in err, err
     rc, out, err = quern("tasks", "frobnicate")
     assert rc == 2
+    # an unknown subcommand is named, with the group's commands (it said
+    # "tasks needs a subcommand", as if none had been given)
+    assert "unknown tasks command 'frobnicate'" in err, err
+    assert "one of: create, list, get, update, delete, run," in err, err
+    assert "needs a subcommand" not in err, err
+    rc, out, err = quern("runs", "nope", "run_x")
+    assert rc == 2 and "unknown runs command 'nope'" in err and "logs" in err, err
+    rc, out, err = quern("tasks")
+    assert rc == 2 and "tasks needs a subcommand" in err and "quern tasks create" in err, err
     rc, out, err = quern("tasks", "list", env={"QUERN_URL": "http://127.0.0.1:1"})
     assert rc == 3, (rc, err)
     # usage errors (2), not a request the server refuses (1): the usage

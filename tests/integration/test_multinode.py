@@ -498,6 +498,72 @@ def test_default_storage_instance_is_made_once_across_nodes():
     assert dups == [], dups
 
 
+def test_a_named_storage_instance_made_on_two_nodes_at_once_is_made_once():
+    """Creating a named instance checks the name, then inserts: two nodes
+    creating the same name at the same moment each found none and both
+    inserted (two instances of one name).  A unique index on the name (v7)
+    now makes the second insert fail: 409 already_exists to the loser."""
+    nodes = live()[:3]
+    pp = P + "/storage"
+    names = ["race%d" % i for i in range(40)]
+    got = collections.defaultdict(list)
+    mu = threading.Lock()
+    go = threading.Barrier(len(nodes))
+
+    def create(node):
+        for name in names:   # every node sends each name at once
+            go.wait()
+            r = node.req("POST", pp, {"scope": "project", "name": name})
+            with mu:
+                got[name].append((r.status, (r.json or {}).get("error", {}).get("code")))
+
+    ths = [threading.Thread(target=create, args=(n,)) for n in nodes]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join()
+    bad = {n: v for n, v in got.items()
+           if sorted(v) != sorted([(201, None)] + [(409, "already_exists")] * (len(nodes) - 1))}
+    assert bad == {}, bad
+    listed = expect(nodes[1].req("GET", pp + "?limit=500"), 200)["data"]
+    counts = collections.Counter(x["name"] for x in listed if x["name"] in names)
+    assert all(counts[n] == 1 for n in names), counts
+
+
+def test_duplicate_named_storage_instances_left_by_the_race_are_renamed_by_the_migration():
+    """A database made by a quernd before v7 may hold two instances of one
+    name: the migration keeps the name on the oldest and renames each other
+    "<name> (duplicate <id>)", files kept, before it adds the unique index."""
+    url = pgcluster.new_database()
+    db = url.rsplit("/", 1)[1]
+    s = Server(extra_args=["--store", url], env=ENV)
+    try:
+        first = expect(s.req("POST", P + "/storage", {"scope": "project", "name": "twice"}), 201)
+        acct = expect(s.req("POST", P + "/storage", {"scope": "account", "name": "twice",
+                                                     "account_id": "acc1"}), 201)
+    finally:
+        s.stop()
+    c = pgcluster.cluster()
+    # what the race left, as the schema before v7 allowed it
+    c.psql("DROP INDEX storage_name_unique; DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(6);"
+           "INSERT INTO storage(project_id, id, doc, f_scope, f_name, f_account_id) SELECT "
+           "project_id, 'sto_dup' || k, replace(doc, id, 'sto_dup' || k), f_scope, f_name, "
+           "f_account_id FROM storage, generate_series(1, 2) k WHERE id='%s'" % first["id"], db=db)
+    s = Server(extra_args=["--store", url], env=ENV)
+    try:
+        listed = expect(s.req("GET", P + "/storage?limit=100"), 200)["data"]
+        by_id = {x["id"]: x["name"] for x in listed}
+        assert by_id[first["id"]] == "twice", by_id
+        assert by_id[acct["id"]] == "twice", by_id   # another scope: not a duplicate
+        assert by_id["sto_dup1"] == "twice (duplicate sto_dup1)", by_id
+        assert by_id["sto_dup2"] == "twice (duplicate sto_dup2)", by_id
+        r = s.req("POST", P + "/storage", {"scope": "project", "name": "twice"})
+        assert r.status == 409 and r.json["error"]["code"] == "already_exists", r
+        assert c.psql("SELECT max(version) FROM quern_schema", db=db).strip() == "7"
+    finally:
+        s.stop()
+
+
 def test_webhooks_made_on_any_node_deliver_each_event_once():
     """The leader's webhook dispatcher idles while no webhook exists; one made
     through another node is still found, and every event reaches every
@@ -638,6 +704,55 @@ def test_write_conflicts_are_retried_per_batch():
     assert log.count("lost a conflict with another node; retry 1 of") >= 1, log[-3000:]
     assert "retry 2 of" not in log, log[-3000:]
 
+
+
+def test_a_writer_connection_marked_broken_recovers_after_its_reset():
+    """The server's goodbye (a FATAL notice: a restart, pg_terminate_backend)
+    read behind a COMMIT's answer marks the writer's connection broken while
+    libpq still says it is up.  The next write resets it, but the flag was
+    never cleared, so every write after it was 503 store_unreachable for
+    ever; now the reset session writes (injected, twice)."""
+    url = pgcluster.new_database()
+    s = Server(extra_args=["--store", url], env=dict(ENV, QUERN_PG_FAULT_WRITER_GOODBYES="2"))
+    try:
+        for i in range(6):
+            r = s.req("POST", P + "/tasks", {"assigned_agent_id": "goodbye%d" % i})
+            assert r.status == 201, (i, r)
+        assert len(expect(s.req("GET", P + "/tasks?limit=50"), 200)["data"]) >= 6
+    finally:
+        s.stop()
+
+
+def test_a_read_whose_statement_fails_is_an_error_not_a_404():
+    """A read statement that fails on a live connection (here the
+    database's statement_timeout, the table held by a lock) answered 404,
+    as if the task did not exist; it is now 500 store_error."""
+    url = pgcluster.new_database()
+    db = url.rsplit("/", 1)[1]
+    c = pgcluster.cluster()
+    c.psql("ALTER DATABASE %s SET statement_timeout = '300ms'" % db)
+    s = Server(extra_args=["--store", url], env=ENV)
+    locker = None
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "locked"}), 201)
+        expect(s.req("GET", P + "/tasks/" + t["id"]), 200)
+        locker = subprocess.Popen(
+            ["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(c.port), "-U", pgcluster.SUPERUSER,
+             "-d", db, "-c", "SET statement_timeout = 0",
+             "-c", "BEGIN", "-c", "LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE",
+             "-c", "SELECT pg_sleep(60)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: c.psql("SELECT count(*) FROM pg_locks l JOIN pg_class r ON r.oid = "
+                                "l.relation WHERE r.relname = 'tasks' AND l.mode = "
+                                "'AccessExclusiveLock' AND l.granted", db=db).strip() == "1",
+                 30, "the lock on tasks")
+        r = s.req("GET", P + "/tasks/" + t["id"])
+        assert r.status == 500 and r.json["error"]["code"] == "store_error", r
+    finally:
+        if locker:
+            locker.kill()
+            locker.wait()
+        s.stop()
 
 
 def test_blob_and_retry_unit_program_on_postgres():

@@ -194,6 +194,41 @@ def test_environment_values_over_their_maximum_are_refused():
         assert name + "=9223372036854775807: must be an integer from" in err, err
 
 
+def test_a_lease_under_100_ms_is_refused_by_the_environment_as_by_quern_conf():
+    # QUERN_LEASE_MS took 1 ms while lease_ms in quern.conf needs 100
+    d = tmpdir()
+    for value in ("1", "99"):
+        listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data")],
+                                    env={"QUERN_LEASE_MS": value})
+        assert not listening and rc == 2, (value, rc, err)
+        assert "QUERN_LEASE_MS=%s: must be an integer from 100 to 86400000" % value in err, err
+    conf = os.path.join(d, "quern.conf")
+    with open(conf, "w") as f:
+        f.write("[limits]\nlease_ms = 99\n")
+    listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data"),
+                                 "--config", conf])
+    assert not listening and rc == 2 and "from 100 to 86400000" in err, (rc, err)
+    listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data")],
+                                env={"QUERN_LEASE_MS": "100"})
+    assert listening, err
+
+
+def test_a_switch_set_to_another_word_is_refused_naming_it():
+    # QUERN_LOG_REQUESTS took any value but empty and 0 for on ("off",
+    # "no" logged every request); it is checked as QUERN_OUTBOUND_ALLOW_PRIVATE is
+    d = tmpdir()
+    for name in ("QUERN_LOG_REQUESTS", "QUERN_OUTBOUND_ALLOW_PRIVATE"):
+        for value in ("off", "yes", "2"):
+            listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data")],
+                                        env={name: value})
+            assert not listening and rc == 2, (name, value, rc, err)
+            assert "%s=%s: must be 1, true, 0 or false" % (name, value) in err, err
+        for value in ("", "0", "1", "true", "false"):
+            listening, rc, err = quernd(["--listen", "127.0.0.1:0", "--data", os.path.join(d, "data")],
+                                        env={name: value})
+            assert listening, (name, value, err)
+
+
 def test_a_listen_address_quernd_cannot_use_stops_it_before_the_store_is_made():
     d = tmpdir()
     data = os.path.join(d, "data")

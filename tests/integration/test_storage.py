@@ -35,6 +35,28 @@ def test_create_and_validate():
     assert any(x["id"] == d["id"] for x in expect(S.req("GET", P + "/storage"), 200)["data"])
 
 
+def test_one_name_sent_at_once_on_one_node_is_made_once():
+    """One node's writes are serialised (SQLite: one writer; PostgreSQL: one
+    writer connection per node), so the name check and the insert of
+    concurrent creates never interleave: one 201, the others 409."""
+    import threading
+    got, mu = [], threading.Lock()
+    go = threading.Barrier(8)
+
+    def create():
+        go.wait()
+        r = S.req("POST", P + "/storage", {"scope": "project", "name": "at-once"})
+        with mu:
+            got.append((r.status, (r.json or {}).get("error", {}).get("code")))
+
+    ths = [threading.Thread(target=create) for _ in range(8)]
+    [t.start() for t in ths]
+    [t.join() for t in ths]
+    assert sorted(got) == [(201, None)] + [(409, "already_exists")] * 7, got
+    listed = expect(S.req("GET", P + "/storage?limit=500"), 200)["data"]
+    assert len([x for x in listed if x["name"] == "at-once"]) == 1, listed
+
+
 def test_project_storage_persists_across_runs():
     t1, r1 = code('echo hello > "$QUERN_STORAGE_PROJECT/greeting"')
     assert r1["status"] == "completed", logs(t1, r1)

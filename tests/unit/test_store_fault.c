@@ -387,6 +387,96 @@ out:
     free(path);
 }
 
+/* ---- a read error is an error, never an absent row or a short page ---- */
+
+static int logs_fn(struct store_tx *tx, void *arg)
+{
+    (void)arg;
+    json_t *ev = json_pack("{s:s, s:s, s:s, s:I}", "type", "run.created", "project_id", PROJECT,
+                           "run_id", "run_fill_7", "created_ms", (json_int_t)now_ms());
+    int64_t id = 0;
+    int rc = store_event_append(tx, ev, &id);
+    json_decref(ev);
+    json_t *entries = json_array();
+    for (int i = 0; i < 200 && !rc; i++)
+        json_array_append_new(entries, json_pack("{s:s, s:i}", "line", "a log line", "i", i));
+    int64_t last = 0;
+    if (!rc)
+        rc = store_log_append(tx, PROJECT, "run_fill_7", entries, &last);
+    json_decref(entries);
+    return rc;
+}
+
+enum cold_read { COLD_GET, COLD_TRY_GET, COLD_LOG, COLD_EVENTS };
+
+struct cold {
+    enum cold_read what;
+    int fn_rc;        /* what fn returned */
+    bool answered;    /* fn got a doc or a page */
+    bool healthy;     /* read without the fault */
+};
+
+static int cold_fn(struct store_tx *tx, void *arg)
+{
+    struct cold *c = arg;
+    json_t *out = NULL;
+    atomic_store(&fail_reads, !c->healthy);
+    if (c->what == COLD_GET) {
+        out = store_get(tx, SK_RUN, PROJECT, "run_fill_300");
+        c->fn_rc = out ? 0 : -ENOENT;   /* as an API handler does: a 404 */
+    } else if (c->what == COLD_TRY_GET) {
+        c->fn_rc = store_try_get(tx, SK_RUN, PROJECT, "run_fill_300", &out);
+    } else if (c->what == COLD_LOG) {
+        c->fn_rc = store_log_read(tx, PROJECT, "run_fill_7", 0, 0, &out);
+    } else {
+        struct store_event_query q = {.project_id = PROJECT};
+        int64_t total = 0, filtered = 0;
+        c->fn_rc = store_event_list(tx, &q, &out, &total, &filtered);
+    }
+    atomic_store(&fail_reads, false);
+    c->answered = out != NULL;
+    json_decref(out);
+    return c->fn_rc;
+}
+
+TEST(a_read_error_fails_the_read_not_a_not_found_or_a_short_page)
+{
+    char dir[] = "/tmp/quern-fault-read-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    char *path = xasprintf("%s/q.db", dir);
+    struct store *st = open_at(path);
+    CHECK(st != NULL);
+    if (!st)
+        goto out;
+    CHECK_EQ_INT(store_write(st, fill_fn, NULL), 0);
+    CHECK_EQ_INT(store_write(st, logs_fn, NULL), 0);
+    store_close(st);
+    for (int what = COLD_GET; what <= COLD_EVENTS; what++) {
+        /* reopened each time: every connection's page cache is cold */
+        st = open_at(path);
+        CHECK(st != NULL);
+        if (!st)
+            break;
+        struct cold c = {.what = (enum cold_read)what};
+        int rc = store_read(st, cold_fn, &c);
+        if (rc != -EIO)
+            fprintf(stderr, "  read %d: store_read %d, fn %d, answered %d\n", what, rc, c.fn_rc,
+                    c.answered);
+        CHECK_EQ_INT(rc, -EIO);   /* api_store_error: 500 store_error, not 404 */
+        CHECK(!c.answered);
+        /* in a write transaction too, and what it wrote after is rolled back */
+        c = (struct cold){.what = (enum cold_read)what};
+        CHECK_EQ_INT(store_write(st, cold_fn, &c), -EIO);
+        /* the fault gone, the same reads answer */
+        c = (struct cold){.what = (enum cold_read)what, .healthy = true};
+        CHECK_EQ_INT(store_read(st, cold_fn, &c), 0);
+        CHECK(c.answered);
+        store_close(st);
+    }
+out:
+    free(path);
+}
+
 /* ---- the scheduler's fires under a store that cannot commit ---- */
 
 static const int64_t T0 = 1795383722000LL;   /* whole seconds */
