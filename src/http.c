@@ -507,9 +507,21 @@ static bool idem_replayed(struct req *r)
     }
     r->idem_flight = flight;   /* left once its answer is stored (respond), or when r is freed */
     struct idem_get g = {r, NULL, 0, NULL, false};
-    store_read(r->app->store, idem_get_fn, &g);
+    int rc = store_read(r->app->store, idem_get_fn, &g);
     bool replay = false;
-    if (g.found && g.fp && strcmp(g.fp, fp)) {
+    if (rc) {
+        /* whether this key was answered before is unknown: going on as new
+         * could do the request a second time */
+        http_add_header(r, "Retry-After", "1");
+        if (rc == -ENOTCONN)
+            http_error(r, 503, "store_unreachable", NULL,
+                       "the store is unreachable right now: nothing was done; retry it");
+        else
+            http_error(r, 500, "store_error", NULL,
+                       "this Idempotency-Key's earlier answer could not be read (%s): nothing "
+                       "was done; retry it", strerror(-rc));
+        replay = true;
+    } else if (g.found && g.fp && strcmp(g.fp, fp)) {
         http_error(r, 409, "idempotency_key_reused", "Idempotency-Key",
                    "this Idempotency-Key was used with a different request body");
         replay = true;

@@ -755,6 +755,56 @@ def test_a_read_whose_statement_fails_is_an_error_not_a_404():
         s.stop()
 
 
+def test_an_idempotency_key_that_cannot_be_read_does_nothing():
+    """A POST with an Idempotency-Key whose earlier answer could not be read
+    (the idempotency table held by a lock past statement_timeout) went on as
+    a new request: a client retrying it later made the task twice.  It is
+    now 500 store_error with nothing done, and the retry makes it once."""
+    url = pgcluster.new_database()
+    db = url.rsplit("/", 1)[1]
+    c = pgcluster.cluster()
+    c.psql("ALTER DATABASE %s SET statement_timeout = '300ms'" % db)
+    s = Server(extra_args=["--store", url], env=ENV)
+    locker = None
+    hdr = {"Idempotency-Key": "idem-locked-1"}
+    body = {"assigned_agent_id": "idem", "name": "once"}
+    try:
+        locker = subprocess.Popen(
+            ["psql", "-X", "-q", "-h", "127.0.0.1", "-p", str(c.port), "-U", pgcluster.SUPERUSER,
+             "-d", db, "-c", "SET statement_timeout = 0",
+             "-c", "BEGIN", "-c", "LOCK TABLE idempotency IN ACCESS EXCLUSIVE MODE",
+             "-c", "SELECT pg_sleep(60)"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for(lambda: c.psql("SELECT count(*) FROM pg_locks l JOIN pg_class r ON r.oid = "
+                                "l.relation WHERE r.relname = 'idempotency' AND l.mode = "
+                                "'AccessExclusiveLock' AND l.granted", db=db).strip() == "1",
+                 30, "the lock on idempotency")
+        r = s.req("POST", P + "/tasks", body, headers=hdr)
+        assert r.status == 500 and r.json["error"]["code"] == "store_error", r
+        locker.kill()
+        locker.wait()
+        locker = None
+        # the server side of the killed psql holds the lock until it is ended
+        c.psql("SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN pg_class r ON r.oid = "
+               "l.relation WHERE r.relname = 'idempotency' AND l.mode = 'AccessExclusiveLock'",
+               db=db)
+        wait_for(lambda: c.psql("SELECT count(*) FROM pg_locks l JOIN pg_class r ON r.oid = "
+                                "l.relation WHERE r.relname = 'idempotency' AND l.mode = "
+                                "'AccessExclusiveLock'", db=db).strip() == "0",
+                 30, "the lock on idempotency to go")
+        first = expect(s.req("POST", P + "/tasks", body, headers=hdr), 201)
+        again = s.req("POST", P + "/tasks", body, headers=hdr)
+        assert again.status == 201 and again.json["id"] == first["id"], again
+        named = [t for t in expect(s.req("GET", P + "/tasks?limit=500"), 200)["data"]
+                 if t.get("name") == "once"]
+        assert len(named) == 1, named
+    finally:
+        if locker:
+            locker.kill()
+            locker.wait()
+        s.stop()
+
+
 def test_blob_and_retry_unit_program_on_postgres():
     """tests/unit/test_blob.c against this cluster: blob round trips through
     the store (chunk edges, a second store instance reading), and the retry
