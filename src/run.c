@@ -341,10 +341,16 @@ static int update_task(struct store_tx *tx, struct app *app, const json_t *run, 
     return rc;
 }
 
-static int emit_run(struct store_tx *tx, struct app *app, const json_t *run, const char *type)
+/* Emits the run's event of type; status: the status the event reports, or
+ * NULL for the run's own. */
+static int emit_run_as(struct store_tx *tx, struct app *app, const json_t *run, const char *type,
+                       const char *status)
 {
     json_t *data = json_object();
-    json_object_set_nocheck(data, "status", json_object_get(run, "status"));
+    if (status)
+        json_object_set_new_nocheck(data, "status", json_string(status));
+    else
+        json_object_set_nocheck(data, "status", json_object_get(run, "status"));
     json_object_set_nocheck(data, "attempt", json_object_get(run, "attempt"));
     json_t *err = json_object_get(run, "error");
     if (json_is_object(err))
@@ -352,6 +358,11 @@ static int emit_run(struct store_tx *tx, struct app *app, const json_t *run, con
     return events_emit(tx, app->events, json_string_value(json_object_get(run, "project_id")),
                        json_string_value(json_object_get(run, "task_id")),
                        json_string_value(json_object_get(run, "id")), type, data);
+}
+
+static int emit_run(struct store_tx *tx, struct app *app, const json_t *run, const char *type)
+{
+    return emit_run_as(tx, app, run, type, NULL);
 }
 
 /* What stands between a new run and its start: nothing, the project's
@@ -394,7 +405,9 @@ static int insert_run(struct store_tx *tx, struct app *app, json_t *task, json_t
     int rc = store_put(tx, SK_RUN, project, run);
     if (rc)
         return rc;
-    if ((rc = emit_run(tx, app, run, "task_run.queued")))
+    /* a run handed to a worker before it was stored was queued all the
+     * same: its queued event says so (its started event follows) */
+    if ((rc = emit_run_as(tx, app, run, "task_run.queued", "queued")))
         return rc;
     /* a task's retry: said right after the new run's queued event, before
      * a gate or a pause moves it on (it came after them, even after a

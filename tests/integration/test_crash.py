@@ -190,5 +190,33 @@ def test_sigkill_during_a_code_run_with_retries_left():
         s.stop()
 
 
+def test_sigkill_during_a_code_run_fails_its_dependants():
+    # the run ended node_restarted at the restart, before the scheduler ran:
+    # a task waiting on it waited queued (blocked_by) for ever
+    from qlib import wait_for
+    token = "30.%06d" % random.randrange(10 ** 6)
+    s = Server()
+    try:
+        a = expect(s.req("POST", P + "/tasks", {"runtime_id": "sh", "settings": {"max_retries": 0},
+                                                "code": "sleep %s" % token}), 201)
+        b = expect(s.req("POST", P + "/tasks", {"runtime_id": "sh", "code": "echo b",
+                                                "dependencies": [a["id"]]}), 201)
+        wait_for(lambda: procs_with("sleep " + token), 30, "the sandboxed sleep")
+        s.kill()
+        s.start()
+        wait_for(lambda: ready(s), 30, "/readyz after the restart")
+        ra = expect(s.req("GET", P + "/tasks/%s/runs" % a["id"]), 200)["data"][0]
+        assert ra["status"] == "failed" and ra["error"]["code"] == "node_restarted", ra
+
+        def b_ended():
+            r = expect(s.req("GET", P + "/tasks/%s/runs" % b["id"]), 200)["data"][0]
+            return r if r["status"] != "queued" else None
+        rb = wait_for(b_ended, 30, "the dependant to end")
+        assert rb["status"] == "failed" and rb["error"]["code"] == "dependency_failed", rb
+        assert expect(s.req("GET", P + "/tasks/" + b["id"]), 200)["status"] == "failed"
+    finally:
+        s.stop()
+
+
 if __name__ == "__main__":
     run_tests(dict(globals()))

@@ -336,6 +336,23 @@ def test_dependants_are_started_after_a_restart():
         s.stop()
 
 
+def test_a_run_handed_to_a_waiting_lease_says_queued_then_started():
+    # a run created while a worker long-polls is stored running: its
+    # task_run.queued event said "status": "running"
+    import threading
+    got = []
+    th = threading.Thread(target=lambda: got.extend(lease("handoff", wait_ms=10000)))
+    th.start()
+    import time
+    time.sleep(0.3)   # lets the long-poll park (else the run is leased from the queue: passes too)
+    t = task(assigned_agent_id="handoff")
+    th.join(30)
+    assert got and got[0]["task_id"] == t["id"], got
+    ev = expect(S.req("GET", P + "/tasks/%s/runs/%s/session_logs" % (t["id"], got[0]["id"])), 200)
+    moves = [(e["type"], e["data"]["status"]) for e in ev if e["type"].startswith("task_run.")]
+    assert moves[:2] == [("task_run.queued", "queued"), ("task_run.started", "running")], moves
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
