@@ -525,6 +525,15 @@ static bool idem_replayed(struct req *r)
         http_error(r, 409, "idempotency_key_reused", "Idempotency-Key",
                    "this Idempotency-Key was used with a different request body");
         replay = true;
+    } else if (g.found && g.status == STORE_IDEM_PENDING) {
+        /* its work is stored, its answer is not: quernd stopped before
+         * answering, or another node is answering it now */
+        http_add_header(r, "Retry-After", "1");
+        http_error(r, 409, "idempotency_outcome_unknown", "Idempotency-Key",
+                   "a request with this Idempotency-Key was carried out but its answer was not "
+                   "stored (quernd stopped before answering, or another node is still answering "
+                   "it); it is not run again: read what it made instead");
+        replay = true;
     } else if (g.found) {
         http_raw(r, g.status, "application/json", g.body, strlen(g.body));
         http_add_header(r, "Idempotent-Replayed", "true");
@@ -681,7 +690,12 @@ static void dispatch(struct req *r)
         return;
     if (idem_replayed(r))
         return;
+    if (r->idem_fp) {
+        r->idem_claim = (struct store_idem_claim){r->idem_scope, r->idem_key, r->idem_fp, false};
+        store_idem_claim_set(&r->idem_claim);
+    }
     rt->fn(r);
+    store_idem_claim_set(NULL);
 }
 
 #define EARLY_CHECK_BYTES 16384
@@ -742,6 +756,7 @@ static enum MHD_Result respond(struct req *r)
     } else {
         if (!r->resp)
             http_error(r, 500, "no_response", NULL, "the handler produced no response");
+        store_idem_claim_set(NULL);   /* the answer's own write claims nothing */
         if (r->idem_fp && r->status < 500) {
             struct idem_put a = {r};
             store_write(r->app->store, idem_put_fn, &a);

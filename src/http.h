@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "store.h"
 #include "util.h"
 
 struct app;
@@ -90,6 +91,7 @@ struct req {
     char idem_scope[384];
     char *idem_key;
     char *idem_fp;
+    struct store_idem_claim idem_claim;  /* its pending record (store.h) */
     char *idem_flight;         /* "scope\nkey" while this request holds it (http.c) */
     char *idem_body;   /* what an Idempotency-Key replay answers, when not the response
                           itself (one that holds a secret shown once); malloc'd */

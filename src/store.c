@@ -159,8 +159,44 @@ int store_ping(struct store *st)
     return BE(st)->ping(st);
 }
 
+static __thread struct store_idem_claim *idem_claim;
+
+void store_idem_claim_set(struct store_idem_claim *claim)
+{
+    idem_claim = claim;
+}
+
+struct idem_wrap {
+    store_fn fn;
+    void *arg;
+    struct store_idem_claim *claim;
+};
+
+static void idem_claimed_hook(void *arg, bool committed)
+{
+    if (committed)
+        ((struct store_idem_claim *)arg)->claimed = true;
+}
+
+/* fn, then the claim's pending record in the same transaction. */
+static int idem_wrap_fn(struct store_tx *tx, void *arg)
+{
+    struct idem_wrap *w = arg;
+    int rc = w->fn(tx, w->arg);
+    if (rc)
+        return rc;
+    rc = store_idem_put(tx, w->claim->scope, w->claim->key, w->claim->fp, STORE_IDEM_PENDING, "");
+    if (!rc)
+        store_tx_on_commit(tx, idem_claimed_hook, w->claim);
+    return rc;
+}
+
 int store_write(struct store *st, store_fn fn, void *arg)
 {
+    if (idem_claim && !idem_claim->claimed) {
+        struct idem_wrap w = {fn, arg, idem_claim};
+        return BE(st)->write(st, idem_wrap_fn, &w);
+    }
     return BE(st)->write(st, fn, arg);
 }
 
@@ -436,6 +472,10 @@ int store_storage_size(struct store_tx *tx, const char *instance_id, int64_t *by
 int store_write_retry(struct store *st, store_fn fn, void *arg)
 {
     if (!BE(st)->write_retry)
-        return BE(st)->write(st, fn, arg);
+        return store_write(st, fn, arg);
+    if (idem_claim && !idem_claim->claimed) {
+        struct idem_wrap w = {fn, arg, idem_claim};
+        return BE(st)->write_retry(st, idem_wrap_fn, &w);
+    }
     return BE(st)->write_retry(st, fn, arg);
 }

@@ -257,6 +257,24 @@ int store_idem_get(struct store_tx *tx, const char *scope, const char *key, int6
                    char **fingerprint, int *status, char **body);
 int store_idem_put(struct store_tx *tx, const char *scope, const char *key,
                    const char *fingerprint, int status, const char *body);
+/* status of an idempotency record whose request's work is stored but whose
+ * answer is not (yet): written in the same transaction as the request's
+ * first write (store_idem_claim_set), replaced by the answer when it is
+ * sent.  One left so by a crash means the work was done and its answer lost. */
+#define STORE_IDEM_PENDING 0
+
+/* An Idempotency-Key request being handled on this thread: the first
+ * store_write or store_write_retry that commits while it is set also
+ * stores the key as STORE_IDEM_PENDING in its own transaction, so a retry
+ * after a crash between the work's commit and the answer's record never
+ * runs the work a second time.  claimed is set once that write commits.
+ * NULL clears it.  (store_write_begin is not covered: no request handler
+ * uses it.) */
+struct store_idem_claim {
+    const char *scope, *key, *fp;
+    bool claimed;
+};
+void store_idem_claim_set(struct store_idem_claim *claim);
 
 /* ---- several nodes ---- */
 

@@ -218,5 +218,42 @@ def test_sigkill_during_a_code_run_fails_its_dependants():
         s.stop()
 
 
+def test_an_idempotent_create_cut_by_a_crash_is_not_made_twice():
+    # the create commits, then waits for its run (wait_for_result) before it
+    # answers and records its Idempotency-Key: SIGKILL in between, and the
+    # client's retry with the same key made a second task
+    from qlib import wait_for
+    s = Server()
+    try:
+        body = {"name": "idem-crash", "runtime_id": "sh", "code": "sleep 30", "wait_for_result": True}
+        hdr = {"Idempotency-Key": "idem-crash-1"}
+        th = threading.Thread(target=lambda: _quiet(lambda: s.req("POST", P + "/tasks", body, headers=hdr)))
+        th.start()
+
+        def made():
+            return [t for t in expect(s.req("GET", P + "/tasks?q=idem-crash"), 200)["data"]
+                    if t["name"] == "idem-crash"]
+        wait_for(made, 30, "the task stored")
+        s.kill()
+        th.join(30)
+        s.start()
+        r = s.req("POST", P + "/tasks", body, headers=hdr)
+        assert r.status == 409 and r.json["error"]["code"] == "idempotency_outcome_unknown", r
+        assert r.json["error"]["type"] == "conflict", r
+        assert len(made()) == 1, made()
+        # a new key is a new request
+        r = s.req("POST", P + "/tasks", dict(body, wait_for_result=False), headers={"Idempotency-Key": "k2"})
+        assert r.status == 201, r
+    finally:
+        s.stop()
+
+
+def _quiet(fn):
+    try:
+        fn()
+    except Exception:
+        pass   # the server was killed under the request
+
+
 if __name__ == "__main__":
     run_tests(dict(globals()))

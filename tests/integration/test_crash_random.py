@@ -37,6 +37,7 @@ from qlib import Server, expect, run_tests, wait_for  # noqa: E402
 P = "/api/projects/default"
 LEASE_MS = 1000
 ROUNDS = 3
+OPS = 30          # operations of one loader in one round, at most
 PG = os.environ.get("QUERN_TEST_STORE") == "pg"
 
 # the run state machine (src/run.c, API.md): status -> statuses it may move to
@@ -108,6 +109,7 @@ class Ledger:
         self.artifacts = []    # (task, run, name, sha256)
         self.idem = []         # (key, body, status, answer json)
         self.deps = []         # (dependency task, dependant task)
+        self.unanswered = []   # (key, body) of idempotent creates cut by the kill
 
     def add(self, name, item):
         with self.lock:
@@ -169,7 +171,12 @@ class Load:
         nm = self.name()
         key = "idem-" + nm
         body = {"name": nm, "assigned_agent_id": "crash-idem", "run": True}
-        r = call(self.s, "POST", P + "/tasks", body, headers={"Idempotency-Key": key})
+        try:
+            r = call(self.s, "POST", P + "/tasks", body, headers={"Idempotency-Key": key})
+        except Gone:
+            # no answer: the client retries it after the restart
+            self.L.add("unanswered", (key, body))
+            raise
         if r.status == 201:
             self.L.task(r.json["id"], nm)
             self.L.add("idem", (key, body, r.status, r.json))
@@ -192,7 +199,7 @@ class Load:
     def op_code(self):
         nm = self.name()
         rt = self.rng.choice(["sh", "python"])
-        secs = self.rng.choice([0, 0.2, 3])
+        secs = self.rng.choice([0, 0.1, 0.1, 0.1, 2])
         if rt == "sh":
             code = "echo start %s; sleep %s; echo done" % (nm, secs)
         else:
@@ -277,7 +284,9 @@ class Load:
 def loader(s, L, seed, stop, errors):
     rng = random.Random(seed)
     ld = Load(s, L, rng, "s%d" % seed)
-    while not stop.is_set():
+    for _ in range(OPS):
+        if stop.is_set():
+            return
         try:
             ld.step()
         except Gone:
@@ -380,6 +389,23 @@ def check_ledger(s, L):
         got = expect(s.req("GET", P + "/tasks/%s/runs/%s/artifacts?limit=500" % (tid, rid)), 200)["data"]
         names = {a["name"]: a["sha256"] for a in got}
         assert nm in names, ("acknowledged artifact lost", rid, nm, got)
+    # a create cut by the kill, retried with its key: one task at most
+    with L.lock:
+        unanswered, L.unanswered = L.unanswered, []
+    for key, body in unanswered:
+        r = s.req("POST", P + "/tasks", body, headers={"Idempotency-Key": key})
+        same = [t["id"] for t in expect(s.req("GET", P + "/tasks?limit=500&q=" + body["name"]), 200)["data"]
+                if t["name"] == body["name"]]
+        if r.status == 409:
+            # its task was stored, its answer was not: not made again (API.md)
+            assert r.json["error"]["code"] == "idempotency_outcome_unknown", r
+            assert len(same) == 1, ("the create whose answer was lost", key, same)
+            continue
+        assert r.status == 201, r
+        assert same == [r.json["id"]], ("a retried idempotent create made %d tasks" % len(same), key,
+                                        same, r.header("Idempotent-Replayed"))
+        L.task(r.json["id"], body["name"])
+        L.add("idem", (key, body, r.status, r.json))
     for key, body, status, answer in idem:
         r = s.req("POST", P + "/tasks", body, headers={"Idempotency-Key": key})
         assert r.status == status and r.json == answer, ("idempotent replay differs", key, answer, r)
@@ -464,6 +490,11 @@ def cron_covered(s, cron_tid, first_ms, rec):
         raise AssertionError("cron: runs %s + skipped %s != instants %s" % tuple(last[0] or (None,) * 3))
 
 
+def tick(what, t0):
+    if os.environ.get("QUERN_CRASH_VERBOSE"):
+        print("  %s: %.1fs" % (what, time.monotonic() - t0), flush=True)
+
+
 def crash_case(seed):
     rng = random.Random(seed)
     extra = [] if PG else ["--fsync", "always"]
@@ -494,7 +525,7 @@ def crash_case(seed):
                 if r.status == 201:
                     L.task(r.json["id"], "box-%d" % round_)
                     wait_for(lambda: box_pids(s.proc.pid), 30, "a box running")
-            time.sleep(rng.uniform(0.2, 1.5))
+            time.sleep(rng.uniform(0.1, 1.0))
             pid = s.proc.pid
             s.kill()
             stop.set()
@@ -505,11 +536,18 @@ def crash_case(seed):
             wait_for(lambda: s.req("GET", "/readyz", key=None).status == 200, 30, "/readyz")
             # nothing of the killed quernd's boxes lives on
             wait_for(lambda: box_pids(pid) == [], 30, "the killed quernd's boxes empty (%s)" % box_pids(pid))
+            t0 = time.monotonic()
             check_ledger(s, L)
+            tick("round %d checked %d tasks" % (round_, len(L.tasks)), t0)
+        t0 = time.monotonic()
         settle(s, L)
+        tick("settled", t0)
         check_ledger(s, L)
+        tick("checked", t0)
         check_webhook(s, L, rec)
+        tick("webhook", t0)
         cron_covered(s, cron["id"], first_ms, rec)
+        tick("cron", t0)
     except BaseException:
         print("crash case seed %d failed (data %s, PG=%s)" % (seed, s.data, PG), flush=True)
         raise
