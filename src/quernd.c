@@ -17,6 +17,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "app.h"
@@ -322,6 +323,37 @@ static int parse_listen(const char *s, char *host, size_t hn, int *port)
     return 0;
 }
 
+/* The lock is held but the quernd whose pid the file holds is gone: the
+ * holders are its children that had not exec'd yet when it was killed
+ * (a box being spawned shares the open lock until its exec), dying of
+ * PR_SET_PDEATHSIG.  A restart right after a SIGKILL waits for them (up to
+ * LOCK_WAIT_MS) instead of refusing the directory as in use.  0 once the
+ * lock is taken, else -EWOULDBLOCK. */
+#define LOCK_WAIT_MS 10000
+
+static int lock_after_dead_holder(int fd, const char *data)
+{
+    char buf[32] = "";
+    ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
+    buf[n > 0 ? n : 0] = 0;
+    int64_t pid;
+    buf[strcspn(buf, "\n")] = 0;
+    if (parse_i64(buf, &pid) || pid <= 1 || pid == (int64_t)getpid() ||
+        kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+        return -EWOULDBLOCK;   /* its quernd lives (or is not ours to judge) */
+    log_write(LOG_INFO, "server", NULL, "data directory %s: waiting for the processes of the "
+              "previous quernd (pid %lld, gone) to exit", data, (long long)pid);
+    for (int64_t waited = 0; waited < LOCK_WAIT_MS; waited += 20) {
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        if (!flock(fd, LOCK_EX | LOCK_NB))
+            return 0;
+        if (errno != EWOULDBLOCK)
+            return -errno;
+    }
+    return -EWOULDBLOCK;
+}
+
 /* Takes DATA/quern.lock (flock, exclusive) for the life of the process: two
  * quernd on one data directory both recovered, scheduled and swept it, the
  * second failing the runs the first was running.  The lock is the kernel's,
@@ -347,6 +379,8 @@ static int lock_data_dir(const char *data, char **msg)
         goto out;
     }
     rc = flock(fd, LOCK_EX | LOCK_NB) ? -errno : 0;
+    if (rc == -EWOULDBLOCK)
+        rc = lock_after_dead_holder(fd, data);
     if (rc == -ENOLCK || rc == -EOPNOTSUPP) {
         /* a file system without locks: run as before the lock existed */
         log_write(LOG_WARN, "server", NULL, "cannot lock %s (%s): nothing stops a second "

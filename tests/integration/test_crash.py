@@ -248,6 +248,49 @@ def test_an_idempotent_create_cut_by_a_crash_is_not_made_twice():
         s.stop()
 
 
+def test_restart_waits_for_the_killed_quernds_last_children():
+    # a box being spawned shares quernd's open quern.lock until its exec: a
+    # restart right after the SIGKILL found the lock held by such a dying
+    # child and exited "in use by another quernd" (pid: the dead one)
+    import subprocess
+    import tempfile
+    data = tempfile.mkdtemp(prefix="quernd-", dir=os.environ.get("QUERN_TEST_TMP"))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    lock = os.path.join(data, "quern.lock")
+    with open(lock, "w") as f:
+        f.write("%d\n" % dead.pid)
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, sys, time\n"
+                               "f = open(sys.argv[1], 'r+')\n"
+                               "fcntl.flock(f, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True)\n"
+                               "time.sleep(2)\n", lock], stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"held\n"
+    try:
+        s = Server(data=data)   # raises when quernd refuses the directory
+        s.stop()
+    finally:
+        holder.wait()
+    # a live holder is still refused at once
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import fcntl, os, sys, time\n"
+                               "f = open(sys.argv[1], 'r+')\n"
+                               "fcntl.flock(f, fcntl.LOCK_EX)\n"
+                               "f.seek(0); f.truncate(); f.write('%d\\n' % os.getpid()); f.flush()\n"
+                               "print('held', flush=True)\n"
+                               "time.sleep(30)\n", lock], stdout=subprocess.PIPE)
+    assert holder.stdout.readline() == b"held\n"
+    try:
+        from qlib import BUILD, ROOT_KEY
+        r = subprocess.run([os.path.join(BUILD, "quernd"), "--listen", "127.0.0.1:0", "--data", data],
+                           env=dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY), capture_output=True, timeout=30)
+        assert r.returncode == 1 and b"in use by another quernd" in r.stderr, r
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def _quiet(fn):
     try:
         fn()
