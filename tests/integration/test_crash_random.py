@@ -32,7 +32,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
 
 P = "/api/projects/default"
 LEASE_MS = 1000
@@ -402,7 +402,15 @@ def check_ledger(s, L):
     for tid, rid, nm, sha in arts:
         got = expect(s.req("GET", P + "/tasks/%s/runs/%s/artifacts?limit=500" % (tid, rid)), 200)["data"]
         names = {a["name"]: a["sha256"] for a in got}
-        assert nm in names, ("acknowledged artifact lost", rid, nm, got)
+        assert names.get(nm) == sha, ("acknowledged artifact lost", rid, nm, sha, got)
+        c = s.conn()
+        c.request("GET", P + "/tasks/%s/runs/%s/artifacts/content?name=%s" % (tid, rid, nm),
+                  headers={"Authorization": "Bearer " + ROOT_KEY})
+        resp = c.getresponse()
+        body = resp.read()
+        c.close()
+        assert resp.status == 200 and hashlib.sha256(body).hexdigest() == sha, (
+            "acknowledged artifact's bytes lost", rid, nm, resp.status, len(body))
     # a create cut by the kill, retried with its key: one task at most
     with L.lock:
         unanswered, L.unanswered = L.unanswered, []
