@@ -117,6 +117,7 @@ class Ledger:
         self.idem = []         # (key, body, status, answer json)
         self.deps = []         # (dependency task, dependant task)
         self.unanswered = []   # (key, body) of idempotent creates cut by the kill
+        self.chains = []       # (dependency, dependant without a run of its own)
 
     def add(self, name, item):
         with self.lock:
@@ -231,6 +232,21 @@ class Load:
             self.L.task(rb.json["id"], b)
             self.L.add("deps", (ra.json["id"], rb.json["id"]))
 
+    def op_chain(self):
+        # a dependant with no run of its own: completing its dependency starts it
+        a, b = self.name(), self.name()
+        ra = call(self.s, "POST", P + "/tasks", {"name": a, "runtime_id": "sh", "code": "echo a", "run": False})
+        if ra.status != 201:
+            return
+        self.L.task(ra.json["id"], a)
+        rb = call(self.s, "POST", P + "/tasks", {"name": b, "runtime_id": "sh", "code": "echo b", "run": False,
+                                                  "dependencies": [ra.json["id"]]})
+        if rb.status != 201:
+            return
+        self.L.task(rb.json["id"], b)
+        if call(self.s, "POST", P + "/tasks/%s/run" % ra.json["id"], {}).status == 201:
+            self.L.add("chains", (ra.json["id"], rb.json["id"]))
+
     def op_work(self):
         r = call(self.s, "POST", P + "/workers/lease", {"agent_id": "crash", "max": 2, "wait_ms": 200})
         if r.status != 200:
@@ -286,7 +302,7 @@ class Load:
 
     def step(self):
         op = self.rng.choice(["create", "create", "batch", "idem", "cancel", "code", "code", "deps",
-                              "work", "work", "work"])
+                              "chain", "work", "work", "work"])
         getattr(self, "op_" + op)()
 
 
@@ -459,6 +475,16 @@ def settle(s, L):
                 return tb["status"] in TERMINAL
             return ta["status"] not in TERMINAL or tb["status"] in ("failed",)
         wait_for(dep_done, 30, "dependant %s of %s decided" % (b, a))
+    with L.lock:
+        chains = list(L.chains)
+    for a, b in chains:
+        def chain_done():
+            ta = expect(s.req("GET", P + "/tasks/" + a), 200)
+            if ta["status"] != "completed":
+                return ta["status"] in TERMINAL
+            tb = expect(s.req("GET", P + "/tasks/" + b), 200)
+            return tb["run_count"] >= 1 and tb["status"] in TERMINAL
+        wait_for(chain_done, 30, "dependant %s started (and ended) after %s completed" % (b, a))
 
 
 def check_webhook(s, L, rec):
