@@ -2327,6 +2327,107 @@ static int queue_ended_deps(struct sched *s)
     return rc;
 }
 
+/* Parses doc's RFC 3339 field; 0 when absent or bad. */
+static int64_t doc_ms(const json_t *doc, const char *field)
+{
+    int64_t ms = 0;
+    const char *v = json_string_value(json_object_get(doc, field));
+    return v && !rfc3339_parse(v, &ms) ? ms : 0;
+}
+
+/* The dependencies with dependants, and the completions of theirs that
+ * may not have started them. */
+struct chain_read {
+    json_t *deps;   /* [["project\x1ftask", [dependant task ids]]] */
+    json_t *todo;   /* [{project, task, run, tasks: [dependant task ids]}] */
+};
+
+/* Whether dependant (a task of project) was left unstarted by a
+ * completion at done_ms: it existed before it, and no run of it was made
+ * since (a run made after it, by that completion or by anyone, means the
+ * completion was acted on or overtaken). */
+static bool left_unstarted(struct store_tx *tx, const char *project, const json_t *dependant,
+                           int64_t done_ms)
+{
+    int64_t created = doc_ms(dependant, "created_at");
+    if (!created || created >= done_ms)
+        return false;
+    const char *latest = json_string_value(json_object_get(dependant, "latest_run_id"));
+    if (!latest)
+        return true;
+    json_t *run = store_get(tx, SK_RUN, project, latest);
+    int64_t made = doc_ms(run, "created_at");
+    json_decref(run);
+    return made && made < done_ms;
+}
+
+static int chain_read_fn(struct store_tx *tx, void *arg)
+{
+    struct chain_read *a = arg;
+    size_t i;
+    json_t *d;
+    json_array_foreach(a->deps, i, d) {
+        const char *key = json_string_value(json_array_get(d, 0));
+        const char *sep = key ? strchr(key, '\x1f') : NULL;
+        if (!sep)
+            continue;
+        char *project = xstrndup(key, (size_t)(sep - key));
+        json_t *task = store_get(tx, SK_TASK, project, sep + 1);
+        const char *latest = json_string_value(json_object_get(task, "latest_run_id"));
+        json_t *run = latest ? store_get(tx, SK_RUN, project, latest) : NULL;
+        int64_t done = run_status_of(run) == RS_COMPLETED ? doc_ms(run, "completed_at") : 0;
+        json_t *tasks = json_array();
+        size_t j;
+        json_t *id;
+        json_array_foreach(done ? json_array_get(d, 1) : NULL, j, id) {
+            json_t *dt = store_get(tx, SK_TASK, project, json_string_value(id));
+            if (dt && left_unstarted(tx, project, dt, done))
+                json_array_append(tasks, id);
+            json_decref(dt);
+        }
+        if (json_array_size(tasks))
+            json_array_append_new(a->todo, json_pack("{s:s, s:s, s:s, s:O}", "project", project,
+                                                     "task", sep + 1, "run", latest, "tasks", tasks));
+        json_decref(tasks);
+        json_decref(run);
+        json_decref(task);
+        free(project);
+    }
+    return 0;
+}
+
+/* At start: a completion whose dependants were not started (quernd stopped
+ * between the end's commit and handle_finished's start_dependants_fn)
+ * starts them now.  Only dependants that existed before it and have no run
+ * made since are considered, so a task made or run after the completion is
+ * not started by a restart; start_dependants_fn itself starts each once
+ * per completion. */
+static int start_left_dependants(struct sched *s)
+{
+    struct chain_read a = {json_array(), json_array()};
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < KV_SLOTS; k++)
+        for (struct kv *v = s->dependants[k]; v; v = v->hnext)
+            if (v->list)
+                json_array_append_new(a.deps, json_pack("[s, O]", v->key, v->list));
+    pthread_mutex_unlock(&s->mu);
+    int rc = json_array_size(a.deps) ? store_read(s->app->store, chain_read_fn, &a) : 0;
+    size_t i;
+    json_t *t;
+    json_array_foreach(a.todo, i, t) {
+        if (rc)
+            break;
+        struct start_dep_arg sa = {s, json_string_value(json_object_get(t, "project")),
+                                   json_string_value(json_object_get(t, "task")),
+                                   json_string_value(json_object_get(t, "run")),
+                                   json_object_get(t, "tasks")};
+        rc = store_write(s->app->store, start_dependants_fn, &sa);
+    }
+    json_decref(a.deps);
+    json_decref(a.todo);
+    return rc;
+}
+
 int sched_start(struct sched *s)
 {
     const char *g = getenv("QUERN_REMOTE_GRACE_MS");
@@ -2349,6 +2450,8 @@ int sched_start(struct sched *s)
         rc = store_read(s->app->store, deps_load_fn, s);
     if (!rc)
         rc = queue_ended_deps(s);
+    if (!rc)
+        rc = start_left_dependants(s);
     if (rc)
         return rc;
     if (pthread_create(&s->thread, NULL, sched_main, s))

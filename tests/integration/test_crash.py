@@ -291,6 +291,47 @@ def test_restart_waits_for_the_killed_quernds_last_children():
         holder.wait()
 
 
+def test_a_completion_cut_from_its_dependants_starts_them_at_the_restart():
+    # completing A starts B (a dependant with no run) in a write after A's
+    # end: a SIGKILL in between left B never started (test_crash_random,
+    # seed 54).  The state a kill leaves is made by hand here: B made after
+    # A completed (which a restart must not start), then dated before it.
+    import sqlite3
+    if os.environ.get("QUERN_TEST_STORE") == "pg":
+        return   # the state is written into the SQLite file
+    from qlib import wait_for
+    s = Server()
+    try:
+        a = expect(s.req("POST", P + "/tasks", {"runtime_id": "sh", "code": "echo a", "wait_for_result": True}),
+                   201)
+        assert a["status"] == "completed", a
+        b = expect(s.req("POST", P + "/tasks", {"runtime_id": "sh", "code": "echo b", "run": False,
+                                                "dependencies": [a["id"]]}), 201)
+        late = expect(s.req("POST", P + "/tasks", {"runtime_id": "sh", "code": "echo late", "run": False,
+                                                   "dependencies": [a["id"]]}), 201)
+        s.stop()
+        s.start()
+        # made after the completion: a restart starts neither
+        for t in (b, late):
+            assert expect(s.req("GET", P + "/tasks/" + t["id"]), 200)["run_count"] == 0
+        s.stop()
+        db = sqlite3.connect(os.path.join(s.data, "quern.db"))
+        db.execute("UPDATE tasks SET doc=json_set(doc, '$.created_at', '2000-01-01T00:00:00.000Z') WHERE id=?",
+                   (b["id"],))
+        db.commit()
+        db.close()
+        s.start()
+        tb = wait_for(lambda: (lambda t: t if t["status"] == "completed" else None)(
+            expect(s.req("GET", P + "/tasks/" + b["id"]), 200)), 30, "B started and completed")
+        assert tb["run_count"] == 1, tb
+        assert expect(s.req("GET", P + "/tasks/" + late["id"]), 200)["run_count"] == 0
+        s.stop()
+        s.start()   # once: the completion started it
+        assert expect(s.req("GET", P + "/tasks/" + b["id"]), 200)["run_count"] == 1
+    finally:
+        s.stop()
+
+
 def _quiet(fn):
     try:
         fn()
