@@ -7,14 +7,17 @@ restarted on the same data and checked after each restart against a
 client-side ledger of every 2xx:
 
 * every acknowledged task, run end, log line, checkpoint and artifact is
-  there as answered; an Idempotency-Key replay gets the same answer;
+  there as answered; an Idempotency-Key replay gets the same answer, and
+  an idempotent create the kill left unanswered is made at most once by
+  its retry;
 * each run's events are a legal path of the run state machine ending in
   the run's status, its log's `seq` has no gap, a task's status is its
   latest run's;
 * nothing of the killed quernd's boxes survives (its cgroups are empty);
 * once the load stops and the leases run out, no run is left `running`,
   every event of the ledger's runs reached the webhook receiver (at least
-  once), and the cron task fired each second once (runs plus
+  once), a dependant of a completed task has run (blocked runs and
+  dependants with no run alike), and the cron task fired each second once (runs plus
   `task.schedule_skipped` counts cover its instants exactly).
 
 Each case has a fixed seed, printed on failure (QUERN_CRASH_SEED=N runs
@@ -204,7 +207,8 @@ class Load:
         if c.status == 200:
             assert c.json["status"] in ("canceled", "canceling"), c
             if c.json["status"] == "canceled":
-                self.L.ends[rid] = "canceled"
+                with self.L.lock:
+                    self.L.ends[rid] = "canceled"
 
     def op_code(self):
         nm = self.name()
