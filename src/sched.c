@@ -67,7 +67,7 @@ struct entry {
     json_t *blocked_by;    /* task ids, while W_BLOCKED */
     enum where where;
     struct entry *prev, *next;     /* its class's ready list */
-    struct rclass *rc;             /* its class when last ready (classes live until sched_free) */
+    struct rclass *rc;             /* its class when last ready (holds one of its refs) */
     size_t heap_idx;
     struct entry *hnext;           /* hash chain */
     struct project *proj;
@@ -82,8 +82,11 @@ struct project {
 
 /* The ready runs of one project that one lease filter either takes or not:
  * same definition, code flag and runtime.  On its project's list while it
- * has ready runs; kept (in s->rclasses) when empty, so an entry made ready
- * again reuses its class without building the key. */
+ * has ready runs and its concurrency key is not full, so a lease walks only
+ * classes it could take from (10 000 full keys queued cost every lease
+ * 10 000 looks).  It lives while an entry refers to it (entry.rc), so an
+ * entry made ready again reuses its class without building the key, and a
+ * key per customer no longer leaves a class behind for ever. */
 struct rclass {
     char *key;                     /* project \x1f code flag \x1f runtime \x1f definition \x1f agent
                                     * \x1f max_concurrency \x1f concurrency key */
@@ -94,9 +97,12 @@ struct rclass {
     struct project *proj;
     struct entry *head[NPRIO], *tail[NPRIO];
     int64_t n;
-    bool linked;                   /* on proj->classes */
+    int64_t refs;                  /* entries whose rc is this class */
+    bool linked;                   /* on proj->classes: n > 0 and the key not full */
+    struct kv *conc;               /* its concurrency key's slots (s->conc), or NULL */
     struct rclass *hnext;          /* s->rclasses chain */
     struct rclass *pprev, *pnext;  /* proj->classes */
+    struct rclass *kprev, *knext;  /* conc->classes */
 };
 
 struct sched_waiter {
@@ -125,12 +131,15 @@ struct cron_entry {
 
 #define CRON_SLOTS 4096
 
-/* A counter or a list keyed by string: concurrency slots in use, runs
- * blocked on a task, tasks that depend on a task. */
+/* A counter or a list keyed by string: concurrency slots in use (and the
+ * classes of that key, which keep it while they live), runs blocked on a
+ * task, tasks that depend on a task. */
 struct kv {
     char *key;
     int64_t n;
     json_t *list;
+    json_t *set;                   /* list's values as keys: the duplicate check */
+    struct rclass *classes;
     struct kv *hnext;
 };
 
@@ -341,6 +350,9 @@ static bool rclass_matches(const struct rclass *c, const struct entry *e)
            same_str(c->ckey, e->ckey) && c->cmax == (e->ckey ? e->cmax : 0);
 }
 
+static struct kv *kv_get(struct kv **table, const char *key, bool create);
+static void kv_del(struct kv **table, const char *key);
+
 /* The class of an entry about to be ready (mu held): its last one when its
  * fields still match, else found or made by key. */
 static struct rclass *rclass_get(struct sched *s, const struct entry *e)
@@ -368,6 +380,13 @@ static struct rclass *rclass_get(struct sched *s, const struct entry *e)
     c->proj = e->proj;
     c->hnext = s->rclasses[k];
     s->rclasses[k] = c;
+    if (c->ckey) {
+        c->conc = kv_get(s->conc, c->ckey, true);
+        c->knext = c->conc->classes;
+        if (c->knext)
+            c->knext->kprev = c;
+        c->conc->classes = c;
+    }
     return c;
 }
 
@@ -381,7 +400,7 @@ static void rclass_release(struct rclass *c)
     free(c);
 }
 
-/* Puts c on (or takes it off) its project's list of classes with ready runs. */
+/* Puts c on (or takes it off) its project's list of classes to take from. */
 static void rclass_link(struct rclass *c, bool on)
 {
     if (c->linked == on)
@@ -404,6 +423,52 @@ static void rclass_link(struct rclass *c, bool on)
     c->pprev = c->pnext = NULL;
 }
 
+/* Links c when a lease could take from it: it has ready runs and its
+ * concurrency key has a free slot (called when either changes). */
+static void rclass_update(struct rclass *c)
+{
+    bool full = c->conc && c->cmax > 0 && c->conc->n >= c->cmax;
+    rclass_link(c, c->n > 0 && !full);
+}
+
+/* Drops an entry's reference to c (mu held); the last one frees it, and
+ * its key's slots when none is held either. */
+static void rclass_put(struct sched *s, struct rclass *c)
+{
+    if (--c->refs > 0)
+        return;
+    rclass_link(c, false);
+    for (struct rclass **pp = &s->rclasses[str_hash(c->key) % KV_SLOTS]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == c) {
+            *pp = c->hnext;
+            break;
+        }
+    }
+    struct kv *k = c->conc;
+    if (k) {
+        if (c->kprev)
+            c->kprev->knext = c->knext;
+        else
+            k->classes = c->knext;
+        if (c->knext)
+            c->knext->kprev = c->kprev;
+        if (k->n <= 0 && !k->classes)
+            kv_del(s->conc, k->key);
+    }
+    rclass_release(c);
+}
+
+/* Sets e's class to c, dropping its reference to the one before. */
+static void entry_set_class(struct sched *s, struct entry *e, struct rclass *c)
+{
+    if (e->rc == c)
+        return;
+    c->refs++;
+    if (e->rc)
+        rclass_put(s, e->rc);
+    e->rc = c;
+}
+
 /* ---- entries ---- */
 
 static void unlink_entry(struct sched *s, struct entry *e)
@@ -420,8 +485,8 @@ static void unlink_entry(struct sched *s, struct entry *e)
         else
             c->tail[e->prio] = e->prev;
         e->prev = e->next = NULL;
-        if (--c->n == 0)
-            rclass_link(c, false);
+        c->n--;
+        rclass_update(c);
         e->proj->nready--;
         s->depth[e->prio]--;
         break;
@@ -456,6 +521,7 @@ static void kv_del(struct kv **table, const char *key)
             *pp = k->hnext;
             free(k->key);
             json_decref(k->list);
+            json_decref(k->set);
             free(k);
             return;
         }
@@ -469,21 +535,24 @@ static void kv_free_all(struct kv **table)
             n = k->hnext;
             free(k->key);
             json_decref(k->list);
+            json_decref(k->set);
             free(k);
         }
 }
 
+/* Appends value to key's list unless it is there.  The check is a hash
+ * lookup: a walk of the list made 10 000 runs blocked on one task cost
+ * 50 M string compares (batch creates ~6x slower). */
 static void kv_append(struct kv **table, const char *key, const char *value)
 {
     struct kv *k = kv_get(table, key, true);
-    if (!k->list)
+    if (!k->list) {
         k->list = json_array();
-    size_t i;
-    json_t *v;
-    json_array_foreach(k->list, i, v) {
-        if (!strcmp(json_string_value(v), value))
-            return;
+        k->set = json_object();
     }
+    if (json_object_get(k->set, value))
+        return;
+    json_object_set_new(k->set, value, json_true());
     json_array_append_new(k->list, json_string(value));
 }
 
@@ -493,10 +562,11 @@ static char *task_key(const char *project, const char *task)
 }
 
 static void waiter_wake_for(struct sched *s, const struct entry *e);
-static void waiter_wake_key(struct sched *s, struct project *p, const char *ckey);
+static void waiter_wake_key(struct sched *s, struct project *p, struct kv *k);
 
-/* Counts e in (or out of) its concurrency key's slots.  A freed slot may
- * let a held run go: wake whoever dispatches. */
+/* Counts e in (or out of) its concurrency key's slots; the key's classes
+ * leave (or rejoin) the lists leases walk as it fills (or frees).  A freed
+ * slot may let a held run go: wake whoever dispatches. */
 static void set_counted(struct sched *s, struct entry *e, bool counted)
 {
     if (!e->ckey || e->counted == counted)
@@ -504,12 +574,14 @@ static void set_counted(struct sched *s, struct entry *e, bool counted)
     struct kv *k = kv_get(s->conc, e->ckey, true);
     k->n += counted ? 1 : -1;
     e->counted = counted;
+    for (struct rclass *c = k->classes; c; c = c->knext)
+        rclass_update(c);
     if (!counted) {
-        if (k->n <= 0)
-            kv_del(s->conc, e->ckey);
         if (s->app->runner)
             runner_wake(s->app->runner);
-        waiter_wake_key(s, e->proj, e->ckey);
+        waiter_wake_key(s, e->proj, k);
+        if (k->n <= 0 && !k->classes)
+            kv_del(s->conc, e->ckey);
     }
 }
 
@@ -572,6 +644,8 @@ static void drop(struct sched *s, struct entry *e)
     set_counted(s, e, false);
     if (e->timer_ms)
         heap_remove(s, e);
+    if (e->rc)
+        rclass_put(s, e->rc);
     map_del(s, e);
     entry_free(e);
 }
@@ -586,8 +660,8 @@ static void make_ready(struct sched *s, struct entry *e)
 {
     struct project *p = e->proj;
     struct rclass *c = rclass_get(s, e);
+    entry_set_class(s, e, c);
     e->where = W_READY;
-    e->rc = c;
     struct entry *after = c->tail[e->prio];
     while (!s->loading && after && after->ready_ms > e->ready_ms)
         after = after->prev;
@@ -601,8 +675,8 @@ static void make_ready(struct sched *s, struct entry *e)
         after->next = e;
     else
         c->head[e->prio] = e;
-    if (c->n++ == 0)
-        rclass_link(c, true);
+    c->n++;
+    rclass_update(c);
     p->nready++;
     s->depth[e->prio]++;
     if (e->has_code && s->app->runner)
@@ -1115,13 +1189,13 @@ static bool class_fits(const struct rclass *c, const struct sched_filter *f)
 
 /* The best ready entry of p for f: the highest priority, with ageing, FIFO
  * (the oldest head among the classes f accepts).  A class whose
- * concurrency key is full is passed over whole (the key is the class's). */
+ * concurrency key is full is not on the list (rclass_update). */
 static struct entry *best(struct sched *s, struct project *p, const struct sched_filter *f,
                           int64_t now)
 {
     struct entry *cand[NPRIO] = {0};
     for (struct rclass *c = p->classes; c; c = c->pnext) {
-        if (!class_fits(c, f) || key_full(s, c->ckey, c->cmax))
+        if (!class_fits(c, f))
             continue;
         for (int q = 0; q < NPRIO; q++) {
             struct entry *e = c->head[q];
@@ -1331,18 +1405,18 @@ void *sched_claim_waiter(struct sched *s, const json_t *run)
     return ctx;
 }
 
-/* A slot of ckey freed (mu held): wakes the oldest waiter of p that takes
+/* A slot of key k freed (mu held): wakes the oldest waiter of p that takes
  * a ready run of that key.  It woke the project's oldest waiter, whatever
  * it takes: a worker of another agent or definition woke, found nothing,
  * and the one the run was for slept until its wait_ms ran out. */
-static void waiter_wake_key(struct sched *s, struct project *p, const char *ckey)
+static void waiter_wake_key(struct sched *s, struct project *p, struct kv *k)
 {
     struct sched_waiter *last = NULL;
     for (struct sched_waiter *w = s->waiters; w; w = w->next) {
         if (strcmp(w->project_id, p->id))
             continue;
-        for (struct rclass *c = p->classes; c; c = c->pnext) {
-            if (same_str(c->ckey, ckey) && (!w->f || class_fits(c, w->f))) {
+        for (struct rclass *c = k->classes; c; c = c->knext) {
+            if (c->linked && c->proj == p && (!w->f || class_fits(c, w->f))) {
                 last = w;
                 break;
             }
