@@ -1187,6 +1187,18 @@ static bool class_fits(const struct rclass *c, const struct sched_filter *f)
     return true;
 }
 
+/* Whether a is in line before b: by ready_ms, then by run id.  Ids begin
+ * with their creation time (id_new), so heads of different classes in line
+ * from the same millisecond go in creation order (to the millisecond, then
+ * by the id's random part) -- the same order after a restart.  It was the
+ * order the classes happened to be on their project's list. */
+static bool in_line_before(const struct entry *a, const struct entry *b)
+{
+    if (a->ready_ms != b->ready_ms)
+        return a->ready_ms < b->ready_ms;
+    return strcmp(a->run_id, b->run_id) < 0;
+}
+
 /* The best ready entry of p for f: the highest priority, with ageing, FIFO
  * (the oldest head among the classes f accepts).  A class whose
  * concurrency key is full is not on the list (rclass_update). */
@@ -1199,7 +1211,7 @@ static struct entry *best(struct sched *s, struct project *p, const struct sched
             continue;
         for (int q = 0; q < NPRIO; q++) {
             struct entry *e = c->head[q];
-            if (e && (!cand[q] || e->ready_ms < cand[q]->ready_ms))
+            if (e && (!cand[q] || in_line_before(e, cand[q])))
                 cand[q] = e;
         }
     }
@@ -1213,8 +1225,7 @@ static struct entry *best(struct sched *s, struct project *p, const struct sched
         int64_t waited = now - e->ready_ms;
         int64_t lift = waited > 0 ? waited / AGE_MS : 0;
         int64_t score = (int64_t)q - lift;
-        if (!pick || score < pick_score ||
-            (score == pick_score && e->ready_ms < pick->ready_ms)) {
+        if (!pick || score < pick_score || (score == pick_score && in_line_before(e, pick))) {
             pick = e;
             pick_score = score;
         }
@@ -1532,6 +1543,9 @@ static int dep_fn(struct store_tx *tx, void *arg)
                 /* not (or no longer) waiting on this task */
             } else if (st == RS_COMPLETED) {
                 json_array_remove(bb, at);
+                /* its last dependency met: in line from now (the wait for
+                 * a dependency is not a wait for a slot) */
+                run_unblocked(run);
                 rc = run_save(tx, run);
                 if (!rc)
                     run_notify(tx, a->s->app, run);
@@ -1789,6 +1803,17 @@ int64_t sched_cron_count(struct sched *s)
 {
     pthread_mutex_lock(&s->mu);
     int64_t n = s->ncron;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+int64_t sched_class_count(struct sched *s)
+{
+    int64_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < KV_SLOTS; k++)
+        for (struct rclass *c = s->rclasses[k]; c; c = c->hnext)
+            n++;
     pthread_mutex_unlock(&s->mu);
     return n;
 }
