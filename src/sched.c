@@ -54,7 +54,8 @@ struct entry {
     int prio;
     int64_t queued_ms;
     int64_t not_before_ms;
-    int64_t ready_ms;              /* FIFO and ageing: max(queued_ms, not_before_ms) */
+    int64_t ready_ms;              /* FIFO and ageing: max(queued_ms, not_before_ms);
+                                    * ties between classes: run_id */
     int64_t lease_expires_ms;
     int64_t deadline_ms;           /* 0: none */
     int64_t timer_ms;              /* key in the timer heap; 0: not in it */
@@ -653,9 +654,9 @@ static void drop(struct sched *s, struct entry *e)
 /* Links e into its class's list for its priority in ready_ms order (FIFO):
  * after the last entry that became ready no later than it.  Runs mostly
  * come in that order, so the walk back from the tail is short; a run given
- * back, or one whose dependencies were met, goes to its place instead of
- * behind the runs queued after it, which is where a restart (which sorts
- * what it loads, sort_ready) puts it too. */
+ * back goes to its place instead of behind the runs queued after it, which
+ * is where a restart (which sorts what it loads, sort_ready) puts it too.
+ * (A run whose dependencies were met is in line from then: run_unblocked.) */
 static void make_ready(struct sched *s, struct entry *e)
 {
     struct project *p = e->proj;
