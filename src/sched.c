@@ -572,7 +572,9 @@ static void set_counted(struct sched *s, struct entry *e, bool counted)
 {
     if (!e->ckey || e->counted == counted)
         return;
-    struct kv *k = kv_get(s->conc, e->ckey, true);
+    /* its class holds the key's counter (its ckey is e's, which never
+     * changes): no hash walk, long with a million keys in 4096 slots */
+    struct kv *k = e->rc && e->rc->conc ? e->rc->conc : kv_get(s->conc, e->ckey, true);
     k->n += counted ? 1 : -1;
     e->counted = counted;
     for (struct rclass *c = k->classes; c; c = c->knext)
