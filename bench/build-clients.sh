@@ -18,6 +18,8 @@ if [ -f "${1:-build}/libquern.a" ]; then
   L="${1:-build}/libquern.a"
   $CC $FLAGS -iquote src -o "$B/sched_bench" bench/sched_bench.c "$L" \
       $(pkg-config --cflags --libs libmicrohttpd jansson sqlite3 libcrypto libcurl libseccomp libpq) -lm
+  $CC $FLAGS -iquote src -o "$B/sched_keys_bench" bench/sched_keys_bench.c "$L" \
+      $(pkg-config --cflags --libs libmicrohttpd jansson sqlite3 libcrypto libcurl libseccomp libpq) -lm
 fi
 # what the disk allows for one-at-a-time durable commits (no quern code)
 $CC $FLAGS -o "$B/fsync_floor" bench/fsync_floor.c

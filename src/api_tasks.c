@@ -1117,6 +1117,7 @@ static int unblock_removed(struct store_tx *tx, struct app *app, const char *pro
             }
             if (json_array_size(gone)) {
                 json_object_set_nocheck(run, "blocked_by", keep);
+                run_unblocked(run);
                 rc = run_save(tx, run);
                 if (!rc)
                     run_notify(tx, app, run);

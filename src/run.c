@@ -520,6 +520,14 @@ int run_insert(struct store_tx *tx, struct app *app, json_t *task, json_t *run)
     return rc;
 }
 
+void run_unblocked(json_t *run)
+{
+    int64_t now = now_ms();
+    if (!json_array_size(json_object_get(run, "blocked_by")) &&
+        json_integer_value(json_object_get(run, "not_before_ms")) < now)
+        json_object_set_new_nocheck(run, "not_before_ms", json_integer(now));
+}
+
 int run_save(struct store_tx *tx, json_t *run)
 {
     set_now(run, "updated_at");

@@ -123,6 +123,11 @@ int run_progress_to_task(struct store_tx *tx, struct app *app, const json_t *run
  * (progress, branch, output …), bumping updated_at. */
 int run_save(struct store_tx *tx, json_t *run);
 
+/* A queued run whose blocked_by has just emptied (its last dependency
+ * completed, or was taken away): it is in line, for FIFO and ageing, from
+ * now, as a retry is from the end of its delay.  Sets not_before_ms. */
+void run_unblocked(json_t *run);
+
 /* Before a run starts (a lease, quernd's own dispatch, a PATCH to
  * running): 1 when its concurrency key is full as every node sees it
  * (several nodes on PostgreSQL; the scheduler counted only what this node

@@ -54,7 +54,8 @@ struct entry {
     int prio;
     int64_t queued_ms;
     int64_t not_before_ms;
-    int64_t ready_ms;              /* FIFO and ageing: max(queued_ms, not_before_ms) */
+    int64_t ready_ms;              /* FIFO and ageing: max(queued_ms, not_before_ms);
+                                    * ties between classes: run_id */
     int64_t lease_expires_ms;
     int64_t deadline_ms;           /* 0: none */
     int64_t timer_ms;              /* key in the timer heap; 0: not in it */
@@ -67,7 +68,7 @@ struct entry {
     json_t *blocked_by;    /* task ids, while W_BLOCKED */
     enum where where;
     struct entry *prev, *next;     /* its class's ready list */
-    struct rclass *rc;             /* its class when last ready (classes live until sched_free) */
+    struct rclass *rc;             /* its class when last ready (holds one of its refs) */
     size_t heap_idx;
     struct entry *hnext;           /* hash chain */
     struct project *proj;
@@ -82,8 +83,11 @@ struct project {
 
 /* The ready runs of one project that one lease filter either takes or not:
  * same definition, code flag and runtime.  On its project's list while it
- * has ready runs; kept (in s->rclasses) when empty, so an entry made ready
- * again reuses its class without building the key. */
+ * has ready runs and its concurrency key is not full, so a lease walks only
+ * classes it could take from (10 000 full keys queued cost every lease
+ * 10 000 looks).  It lives while an entry refers to it (entry.rc), so an
+ * entry made ready again reuses its class without building the key, and a
+ * key per customer no longer leaves a class behind for ever. */
 struct rclass {
     char *key;                     /* project \x1f code flag \x1f runtime \x1f definition \x1f agent
                                     * \x1f max_concurrency \x1f concurrency key */
@@ -94,9 +98,12 @@ struct rclass {
     struct project *proj;
     struct entry *head[NPRIO], *tail[NPRIO];
     int64_t n;
-    bool linked;                   /* on proj->classes */
+    int64_t refs;                  /* entries whose rc is this class */
+    bool linked;                   /* on proj->classes: n > 0 and the key not full */
+    struct kv *conc;               /* its concurrency key's slots (s->conc), or NULL */
     struct rclass *hnext;          /* s->rclasses chain */
     struct rclass *pprev, *pnext;  /* proj->classes */
+    struct rclass *kprev, *knext;  /* conc->classes */
 };
 
 struct sched_waiter {
@@ -125,12 +132,15 @@ struct cron_entry {
 
 #define CRON_SLOTS 4096
 
-/* A counter or a list keyed by string: concurrency slots in use, runs
- * blocked on a task, tasks that depend on a task. */
+/* A counter or a list keyed by string: concurrency slots in use (and the
+ * classes of that key, which keep it while they live), runs blocked on a
+ * task, tasks that depend on a task. */
 struct kv {
     char *key;
     int64_t n;
     json_t *list;
+    json_t *set;                   /* list's values as keys: the duplicate check */
+    struct rclass *classes;
     struct kv *hnext;
 };
 
@@ -341,6 +351,9 @@ static bool rclass_matches(const struct rclass *c, const struct entry *e)
            same_str(c->ckey, e->ckey) && c->cmax == (e->ckey ? e->cmax : 0);
 }
 
+static struct kv *kv_get(struct kv **table, const char *key, bool create);
+static void kv_del(struct kv **table, const char *key);
+
 /* The class of an entry about to be ready (mu held): its last one when its
  * fields still match, else found or made by key. */
 static struct rclass *rclass_get(struct sched *s, const struct entry *e)
@@ -368,6 +381,13 @@ static struct rclass *rclass_get(struct sched *s, const struct entry *e)
     c->proj = e->proj;
     c->hnext = s->rclasses[k];
     s->rclasses[k] = c;
+    if (c->ckey) {
+        c->conc = kv_get(s->conc, c->ckey, true);
+        c->knext = c->conc->classes;
+        if (c->knext)
+            c->knext->kprev = c;
+        c->conc->classes = c;
+    }
     return c;
 }
 
@@ -381,7 +401,7 @@ static void rclass_release(struct rclass *c)
     free(c);
 }
 
-/* Puts c on (or takes it off) its project's list of classes with ready runs. */
+/* Puts c on (or takes it off) its project's list of classes to take from. */
 static void rclass_link(struct rclass *c, bool on)
 {
     if (c->linked == on)
@@ -404,6 +424,52 @@ static void rclass_link(struct rclass *c, bool on)
     c->pprev = c->pnext = NULL;
 }
 
+/* Links c when a lease could take from it: it has ready runs and its
+ * concurrency key has a free slot (called when either changes). */
+static void rclass_update(struct rclass *c)
+{
+    bool full = c->conc && c->cmax > 0 && c->conc->n >= c->cmax;
+    rclass_link(c, c->n > 0 && !full);
+}
+
+/* Drops an entry's reference to c (mu held); the last one frees it, and
+ * its key's slots when none is held either. */
+static void rclass_put(struct sched *s, struct rclass *c)
+{
+    if (--c->refs > 0)
+        return;
+    rclass_link(c, false);
+    for (struct rclass **pp = &s->rclasses[str_hash(c->key) % KV_SLOTS]; *pp; pp = &(*pp)->hnext) {
+        if (*pp == c) {
+            *pp = c->hnext;
+            break;
+        }
+    }
+    struct kv *k = c->conc;
+    if (k) {
+        if (c->kprev)
+            c->kprev->knext = c->knext;
+        else
+            k->classes = c->knext;
+        if (c->knext)
+            c->knext->kprev = c->kprev;
+        if (k->n <= 0 && !k->classes)
+            kv_del(s->conc, k->key);
+    }
+    rclass_release(c);
+}
+
+/* Sets e's class to c, dropping its reference to the one before. */
+static void entry_set_class(struct sched *s, struct entry *e, struct rclass *c)
+{
+    if (e->rc == c)
+        return;
+    c->refs++;
+    if (e->rc)
+        rclass_put(s, e->rc);
+    e->rc = c;
+}
+
 /* ---- entries ---- */
 
 static void unlink_entry(struct sched *s, struct entry *e)
@@ -420,8 +486,8 @@ static void unlink_entry(struct sched *s, struct entry *e)
         else
             c->tail[e->prio] = e->prev;
         e->prev = e->next = NULL;
-        if (--c->n == 0)
-            rclass_link(c, false);
+        c->n--;
+        rclass_update(c);
         e->proj->nready--;
         s->depth[e->prio]--;
         break;
@@ -456,6 +522,7 @@ static void kv_del(struct kv **table, const char *key)
             *pp = k->hnext;
             free(k->key);
             json_decref(k->list);
+            json_decref(k->set);
             free(k);
             return;
         }
@@ -469,21 +536,24 @@ static void kv_free_all(struct kv **table)
             n = k->hnext;
             free(k->key);
             json_decref(k->list);
+            json_decref(k->set);
             free(k);
         }
 }
 
+/* Appends value to key's list unless it is there.  The check is a hash
+ * lookup: a walk of the list made 10 000 runs blocked on one task cost
+ * 50 M string compares (batch creates ~6x slower). */
 static void kv_append(struct kv **table, const char *key, const char *value)
 {
     struct kv *k = kv_get(table, key, true);
-    if (!k->list)
+    if (!k->list) {
         k->list = json_array();
-    size_t i;
-    json_t *v;
-    json_array_foreach(k->list, i, v) {
-        if (!strcmp(json_string_value(v), value))
-            return;
+        k->set = json_object();
     }
+    if (json_object_get(k->set, value))
+        return;
+    json_object_set_new(k->set, value, json_true());
     json_array_append_new(k->list, json_string(value));
 }
 
@@ -493,23 +563,28 @@ static char *task_key(const char *project, const char *task)
 }
 
 static void waiter_wake_for(struct sched *s, const struct entry *e);
-static void waiter_wake_key(struct sched *s, struct project *p, const char *ckey);
+static void waiter_wake_key(struct sched *s, struct project *p, struct kv *k);
 
-/* Counts e in (or out of) its concurrency key's slots.  A freed slot may
- * let a held run go: wake whoever dispatches. */
+/* Counts e in (or out of) its concurrency key's slots; the key's classes
+ * leave (or rejoin) the lists leases walk as it fills (or frees).  A freed
+ * slot may let a held run go: wake whoever dispatches. */
 static void set_counted(struct sched *s, struct entry *e, bool counted)
 {
     if (!e->ckey || e->counted == counted)
         return;
-    struct kv *k = kv_get(s->conc, e->ckey, true);
+    /* its class holds the key's counter (its ckey is e's, which never
+     * changes): no hash walk, long with a million keys in 4096 slots */
+    struct kv *k = e->rc && e->rc->conc ? e->rc->conc : kv_get(s->conc, e->ckey, true);
     k->n += counted ? 1 : -1;
     e->counted = counted;
+    for (struct rclass *c = k->classes; c; c = c->knext)
+        rclass_update(c);
     if (!counted) {
-        if (k->n <= 0)
-            kv_del(s->conc, e->ckey);
         if (s->app->runner)
             runner_wake(s->app->runner);
-        waiter_wake_key(s, e->proj, e->ckey);
+        waiter_wake_key(s, e->proj, k);
+        if (k->n <= 0 && !k->classes)
+            kv_del(s->conc, e->ckey);
     }
 }
 
@@ -572,6 +647,8 @@ static void drop(struct sched *s, struct entry *e)
     set_counted(s, e, false);
     if (e->timer_ms)
         heap_remove(s, e);
+    if (e->rc)
+        rclass_put(s, e->rc);
     map_del(s, e);
     entry_free(e);
 }
@@ -579,15 +656,15 @@ static void drop(struct sched *s, struct entry *e)
 /* Links e into its class's list for its priority in ready_ms order (FIFO):
  * after the last entry that became ready no later than it.  Runs mostly
  * come in that order, so the walk back from the tail is short; a run given
- * back, or one whose dependencies were met, goes to its place instead of
- * behind the runs queued after it, which is where a restart (which sorts
- * what it loads, sort_ready) puts it too. */
+ * back goes to its place instead of behind the runs queued after it, which
+ * is where a restart (which sorts what it loads, sort_ready) puts it too.
+ * (A run whose dependencies were met is in line from then: run_unblocked.) */
 static void make_ready(struct sched *s, struct entry *e)
 {
     struct project *p = e->proj;
     struct rclass *c = rclass_get(s, e);
+    entry_set_class(s, e, c);
     e->where = W_READY;
-    e->rc = c;
     struct entry *after = c->tail[e->prio];
     while (!s->loading && after && after->ready_ms > e->ready_ms)
         after = after->prev;
@@ -601,8 +678,8 @@ static void make_ready(struct sched *s, struct entry *e)
         after->next = e;
     else
         c->head[e->prio] = e;
-    if (c->n++ == 0)
-        rclass_link(c, true);
+    c->n++;
+    rclass_update(c);
     p->nready++;
     s->depth[e->prio]++;
     if (e->has_code && s->app->runner)
@@ -1113,19 +1190,31 @@ static bool class_fits(const struct rclass *c, const struct sched_filter *f)
     return true;
 }
 
+/* Whether a is in line before b: by ready_ms, then by run id.  Ids begin
+ * with their creation time (id_new), so heads of different classes in line
+ * from the same millisecond go in creation order (to the millisecond, then
+ * by the id's random part) -- the same order after a restart.  It was the
+ * order the classes happened to be on their project's list. */
+static bool in_line_before(const struct entry *a, const struct entry *b)
+{
+    if (a->ready_ms != b->ready_ms)
+        return a->ready_ms < b->ready_ms;
+    return strcmp(a->run_id, b->run_id) < 0;
+}
+
 /* The best ready entry of p for f: the highest priority, with ageing, FIFO
  * (the oldest head among the classes f accepts).  A class whose
- * concurrency key is full is passed over whole (the key is the class's). */
+ * concurrency key is full is not on the list (rclass_update). */
 static struct entry *best(struct sched *s, struct project *p, const struct sched_filter *f,
                           int64_t now)
 {
     struct entry *cand[NPRIO] = {0};
     for (struct rclass *c = p->classes; c; c = c->pnext) {
-        if (!class_fits(c, f) || key_full(s, c->ckey, c->cmax))
+        if (!class_fits(c, f))
             continue;
         for (int q = 0; q < NPRIO; q++) {
             struct entry *e = c->head[q];
-            if (e && (!cand[q] || e->ready_ms < cand[q]->ready_ms))
+            if (e && (!cand[q] || in_line_before(e, cand[q])))
                 cand[q] = e;
         }
     }
@@ -1139,8 +1228,7 @@ static struct entry *best(struct sched *s, struct project *p, const struct sched
         int64_t waited = now - e->ready_ms;
         int64_t lift = waited > 0 ? waited / AGE_MS : 0;
         int64_t score = (int64_t)q - lift;
-        if (!pick || score < pick_score ||
-            (score == pick_score && e->ready_ms < pick->ready_ms)) {
+        if (!pick || score < pick_score || (score == pick_score && in_line_before(e, pick))) {
             pick = e;
             pick_score = score;
         }
@@ -1331,18 +1419,18 @@ void *sched_claim_waiter(struct sched *s, const json_t *run)
     return ctx;
 }
 
-/* A slot of ckey freed (mu held): wakes the oldest waiter of p that takes
+/* A slot of key k freed (mu held): wakes the oldest waiter of p that takes
  * a ready run of that key.  It woke the project's oldest waiter, whatever
  * it takes: a worker of another agent or definition woke, found nothing,
  * and the one the run was for slept until its wait_ms ran out. */
-static void waiter_wake_key(struct sched *s, struct project *p, const char *ckey)
+static void waiter_wake_key(struct sched *s, struct project *p, struct kv *k)
 {
     struct sched_waiter *last = NULL;
     for (struct sched_waiter *w = s->waiters; w; w = w->next) {
         if (strcmp(w->project_id, p->id))
             continue;
-        for (struct rclass *c = p->classes; c; c = c->pnext) {
-            if (same_str(c->ckey, ckey) && (!w->f || class_fits(c, w->f))) {
+        for (struct rclass *c = k->classes; c; c = c->knext) {
+            if (c->linked && c->proj == p && (!w->f || class_fits(c, w->f))) {
                 last = w;
                 break;
             }
@@ -1458,6 +1546,9 @@ static int dep_fn(struct store_tx *tx, void *arg)
                 /* not (or no longer) waiting on this task */
             } else if (st == RS_COMPLETED) {
                 json_array_remove(bb, at);
+                /* its last dependency met: in line from now (the wait for
+                 * a dependency is not a wait for a slot) */
+                run_unblocked(run);
                 rc = run_save(tx, run);
                 if (!rc)
                     run_notify(tx, a->s->app, run);
@@ -1715,6 +1806,17 @@ int64_t sched_cron_count(struct sched *s)
 {
     pthread_mutex_lock(&s->mu);
     int64_t n = s->ncron;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+int64_t sched_class_count(struct sched *s)
+{
+    int64_t n = 0;
+    pthread_mutex_lock(&s->mu);
+    for (size_t k = 0; k < KV_SLOTS; k++)
+        for (struct rclass *c = s->rclasses[k]; c; c = c->hnext)
+            n++;
     pthread_mutex_unlock(&s->mu);
     return n;
 }

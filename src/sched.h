@@ -90,6 +90,10 @@ void sched_task_changed_on_commit(struct store_tx *tx, struct sched *s, const js
                                   bool is_new);
 /* How many schedules the scheduler holds (for /metrics and tests). */
 int64_t sched_cron_count(struct sched *s);
+/* How many classes of ready runs (project, definition, code, runtime,
+ * agent, concurrency key) it holds: only those some unfinished run refers
+ * to (for tests). */
+int64_t sched_class_count(struct sched *s);
 
 /* What a worker asks for. */
 struct sched_filter {

@@ -7,7 +7,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests  # noqa: E402
+from qlib import Server, expect, run_tests, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -217,6 +217,42 @@ def test_a_dependency_taken_away_by_patch_no_longer_blocks():
     rn = expect(S.req("POST", P + "/tasks/%s/runs" % b["id"], {}), 201)
     assert rn["status"] == "queued" and rn["blocked_by"] == [d["id"]], rn
 
+
+def test_a_run_is_in_line_from_when_its_dependencies_are_met():
+    """A run whose last dependency completes, or is taken away by a PATCH,
+    is in line (FIFO and ageing) from then, as a retry is from the end of
+    its delay: it kept the time it was made, so the wait for a dependency
+    put it ahead of runs queued meanwhile.  A restart keeps that order."""
+    s = Server()
+    try:
+        def runs(t):
+            return expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+        for restart in (False, True):
+            ag = "il-%s" % restart
+            a = task(s, assigned_agent_id=ag + "-a")
+            x = task(s, assigned_agent_id=ag + "-x", run=False)
+            b = task(s, assigned_agent_id=ag, dependencies=[a["id"]])
+            d = task(s, assigned_agent_id=ag, dependencies=[x["id"]])
+            c = task(s, assigned_agent_id=ag)
+            e = task(s, assigned_agent_id=ag)
+            time.sleep(0.005)   # the clock past e's millisecond (a tie goes by id)
+            report(lease(ag + "-a", srv=s)[0], srv=s)
+            wait_for(lambda: runs(b)[0]["blocked_by"] == [], what="b unblocked")
+            time.sleep(0.005)
+            expect(s.req("PATCH", P + "/tasks/" + d["id"], {"dependencies": []}), 200)
+            assert runs(d)[0]["blocked_by"] == []
+            if restart:
+                s.stop()
+                s.start()
+            got = []
+            while True:
+                one = lease(ag, 1, s)
+                if not one:
+                    break
+                got.append(one[0]["task_id"])
+            assert got == [c["id"], e["id"], b["id"], d["id"]], (restart, got)
+    finally:
+        s.stop()
 
 if __name__ == "__main__":
     try:
