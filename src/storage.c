@@ -645,6 +645,35 @@ static void walk_tree(int root, struct walk *w)
         w->over = true;
 }
 
+/* Removes rel, the file old that the store no longer has, unless a live
+ * run of this node changes it meanwhile (1): it is moved to a temp name
+ * first, checked, and put back if it changed.  Should a run make a new
+ * file at rel in the instant it is away, that newer file stays and the
+ * moved one goes (no temp file is left for the boxes to see). */
+static void remove_unchanged(int root, const char *rel, const struct stat *old)
+{
+    const char *base;
+    char tmp[64];
+    unsigned char rnd[8];
+    char hex[17];
+    struct stat sb;
+    int dfd = parent_open(root, rel, false, 0, &base);
+    if (dfd < 0)
+        return;
+    random_bytes(rnd, sizeof rnd);
+    hex_encode(rnd, sizeof rnd, hex);
+    snprintf(tmp, sizeof tmp, SYNC_TMP_PREFIX "%s", hex);
+    test_pause();
+    if (renameat2(dfd, base, dfd, tmp, RENAME_NOREPLACE))
+        goto out;   /* deleted or replaced by a directory meanwhile: this node's */
+    if (!fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) && same_file(old, &sb))
+        unlinkat(dfd, tmp, 0);
+    else if (renameat2(dfd, tmp, dfd, base, RENAME_NOREPLACE))   /* changed here: kept */
+        unlinkat(dfd, tmp, 0);
+out:
+    close(dfd);
+}
+
 /* Marks the copy dir as being pulled into (5), durably: a crash before
  * the pull's end leaves its temp files, and the next pull removes them. */
 static int pull_mark(const char *dir)
@@ -719,14 +748,8 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
         if (json_object_get(have, rel))
             continue;
         struct stat sb;
-        const char *base;
-        if (!rel_stat(root, rel, &sb) && entry_matches(e, &sb)) {
-            int dfd = parent_open(root, rel, false, 0, &base);
-            if (dfd >= 0) {
-                unlinkat(dfd, base, 0);
-                close(dfd);
-            }
-        }
+        if (!rel_stat(root, rel, &sb) && entry_matches(e, &sb))
+            remove_unchanged(root, rel, &sb);
         json_object_del(files, rel);
     }
     json_array_foreach(remote, i, f) {

@@ -511,6 +511,44 @@ def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched():
                 n.stop()
 
 
+def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked():
+    """A file another node deleted is removed by the pull when this node's
+    copy of it is unchanged since its last sync: the pull checked, then
+    unlinked, and a live run that wrote the file in between lost its
+    write.  The file is now moved aside, checked again and put back when
+    it changed; that run's end sends it.  QUERN_TEST_SYNC_PAUSE holds the
+    pull between the check and the removal."""
+    import tempfile
+    hold = os.path.join(tempfile.mkdtemp(prefix="syncpause-"), "hold")
+    a, b = two_nodes({"QUERN_TEST_SYNC_PAUSE": hold})
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-rm"}), 201)
+        st = {"project": inst["id"]}
+        copy = os.path.join(b.data, "storage", "default", inst["id"])
+        run_on(a, st, 'echo v1 > "$QUERN_STORAGE_PROJECT/f"')
+        swap(a, b)
+        assert "v1" in run_on(b, st, 'cat "$QUERN_STORAGE_PROJECT/f"')
+        swap(b, a)
+        run_on(a, st, 'rm "$QUERN_STORAGE_PROJECT/f"')
+        swap(a, b)
+        open(hold, "w").close()
+        t = run_on(b, st, 'echo "f=$(cat "$QUERN_STORAGE_PROJECT/f")"', wait=False)
+        wait_for(lambda: os.path.exists(hold + ".reached"), 60, "the pull in its gap")
+        with open(os.path.join(copy, "f"), "a") as f:
+            f.write("local\n")
+        os.unlink(hold)
+        r = wait_run_end(b, t["id"], run_of(b, t["id"])["id"])
+        logs = run_logs(b, t["id"], r["id"])
+        assert r["status"] == "completed" and "f=v1" in logs and "local" in logs, (r, logs)
+        assert not [x for x in os.listdir(copy) if x.startswith(".quern-sync-")], os.listdir(copy)
+        swap(b, a)
+        assert "f=v1 local" in run_on(a, st, 'echo "f="$(cat "$QUERN_STORAGE_PROJECT/f")')
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
 def test_storage_a_fetched_file_is_recorded_as_it_is_after_its_rename():
     """A pull recorded a fetched file's stat before renaming it into place,
     and the rename sets the file's ctime: until a run's end here read it
