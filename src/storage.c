@@ -748,8 +748,12 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
         if (json_object_get(have, rel))
             continue;
         struct stat sb;
-        if (!rel_stat(root, rel, &sb) && entry_matches(e, &sb))
+        if (!rel_stat(root, rel, &sb) && entry_matches(e, &sb)) {
+            if (!marked && !interrupted && (rc = pull_mark(dir)))
+                goto out;
+            marked = true;   /* the file goes through a temp name too */
             remove_unchanged(root, rel, &sb);
+        }
         json_object_del(files, rel);
     }
     json_array_foreach(remote, i, f) {
