@@ -45,7 +45,7 @@ struct item {
     int iteration;
     struct exec_result *res;
     json_t *artifacts;        /* stored artifacts of an exit: [{name, sha, size}] */
-    char *storage_note;       /* an exit's storage write-back warning, for its log */
+    json_t *storage_notes;    /* an exit's storage write-back warnings, for its log (or NULL) */
     bool note;                /* quern's own warning about lost reports */
     int64_t cost;             /* counted in runner.queued_bytes while queued */
     struct item *next;
@@ -225,7 +225,7 @@ static void item_free(struct item *it)
     free(it->message);
     json_decref(it->data);
     json_decref(it->artifacts);
-    free(it->storage_note);
+    json_decref(it->storage_notes);
     if (it->res)
         exec_result_release(it->res);
     free(it);
@@ -521,9 +521,13 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
     int rc = add_exit_artifacts(tx, app, run, it->artifacts);
     if (rc)
         return rc;
-    if (it->storage_note) {
-        json_t *entries = json_pack("[{s:s, s:s, s:s, s:n, s:n}]", "type", "log", "level", "warn",
-                                    "message", it->storage_note, "data", "error");
+    if (json_array_size(it->storage_notes)) {
+        json_t *entries = json_array(), *n;
+        size_t i;
+        json_array_foreach(it->storage_notes, i, n)   /* one warn line each */
+            json_array_append_new(entries, json_pack("{s:s, s:s, s:O, s:n, s:n}", "type", "log",
+                                                     "level", "warn", "message", n, "data",
+                                                     "error"));
         rc = run_append_logs(tx, app, run, entries);
         json_decref(entries);
         if (rc)
@@ -673,19 +677,11 @@ static void storage_write_back(struct runner *rn, struct item *it)
     if (!s)
         return;
     *p = s->next;
+    if (!it->storage_notes)
+        it->storage_notes = json_array();
     for (int i = 0; i < 3; i++) {
-        char *note = NULL;
-        if (!s->ids[i])
-            continue;
-        storage_sync_out(rn->app, s->project_id, s->ids[i], s->dirs[i], &note);
-        if (note && it->storage_note) {
-            char *both = xasprintf("%s; %s", it->storage_note, note);
-            free(it->storage_note);
-            free(note);
-            it->storage_note = both;
-        } else if (note) {
-            it->storage_note = note;
-        }
+        if (s->ids[i])
+            storage_sync_out(rn->app, s->project_id, s->ids[i], s->dirs[i], it->storage_notes);
     }
     synced_free(s);
 }

@@ -175,32 +175,100 @@ int64_t storage_size(struct app *app, const char *project_id, const char *id, bo
  *     is opened component by component with O_NOFOLLOW, since a box owns
  *     what is in its storage and quernd is root on the host.
  *  3. Only regular files travel.  Directories are made as their files need
- *     them; links and special files stay on the node that has them. */
+ *     them; links and special files stay on the node that has them.
+ *  4. The manifest is written durably (temp, fsync, rename, fsync of the
+ *     directory).  One that is there but unreadable (torn) leaves the
+ *     copy's state unknown: the next pull makes the copy the store's
+ *     files (its own files the store does not have are removed, those that
+ *     differ replaced), and no write-back goes before that.
+ *  5. A pull's temp files (SYNC_TMP_PREFIX, in the file's directory) are
+ *     renamed into place or removed before it returns; a crash in between
+ *     leaves the mark <id>.pulling, and the next pull removes every temp
+ *     file of the copy.  No pull runs meanwhile: syncs are on the runner
+ *     thread alone. */
 
 #define SYNC_TMP_PREFIX ".quern-sync-"
 #define SYNC_PATH_MAX 4096
 
-static json_t *manifest_load(const char *dir)
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0)
+            return -errno;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* The copy's manifest; *torn when the file is there but not one (a crash
+ * while it was written, before it was made durable): the copy's state is
+ * then unknown (4).  Absent, it is a copy never synced (version -1). */
+static json_t *manifest_load(const char *dir, bool *torn)
 {
     char *p = xasprintf("%s.sync", dir);
     json_t *m = json_load_file(p, 0, NULL);
-    free(p);
+    struct stat sb;
+    *torn = false;
     if (!json_is_object(m) || !json_is_integer(json_object_get(m, "version")) ||
         !json_is_object(json_object_get(m, "files"))) {
+        *torn = !lstat(p, &sb) || errno != ENOENT;
         json_decref(m);
         m = json_pack("{s:I, s:{}}", "version", (json_int_t)-1, "files");
     }
+    free(p);
     return m;
 }
 
+/* fsync of the directory holding path (a rename in it made durable). */
+static int fsync_parent(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *d = slash ? xstrndup(path, (size_t)(slash - path)) : xstrdup(".");
+    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = fd < 0 || fsync(fd) ? -errno : 0;
+    if (fd >= 0)
+        close(fd);
+    free(d);
+    return rc;
+}
+
+/* Writes the manifest durably (4): a temp file, fsync, rename, fsync of
+ * the directory, so a crash leaves the old one or the new one. */
 static int manifest_save(const char *dir, const json_t *m)
 {
     char *p = xasprintf("%s.sync", dir), *tmp = xasprintf("%s.sync.tmp", dir);
-    int rc = json_dump_file(m, tmp, JSON_COMPACT) ? -EIO : 0;
-    if (!rc && rename(tmp, p))
+    char *text = json_dumps(m, JSON_COMPACT);
+    int rc = 0, fd = -1;
+    if (!text) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
         rc = -errno;
+        goto out;
+    }
+    if ((rc = write_all(fd, text, strlen(text))))
+        goto out;
+    if (fsync(fd)) {
+        rc = -errno;
+        goto out;
+    }
+    if (rename(tmp, p)) {
+        rc = -errno;
+        goto out;
+    }
+    rc = fsync_parent(p);
+out:
+    if (fd >= 0)
+        close(fd);
     if (rc)
         unlink(tmp);
+    free(text);
     free(p);
     free(tmp);
     return rc;
@@ -323,24 +391,44 @@ static int rel_rmdir(int root, const char *rel)
     return rc;
 }
 
-static int write_all(int fd, const char *p, size_t n)
+/* Test-only (tests/integration/test_multinode.py): with QUERN_TEST_SYNC_PAUSE
+ * set to a path, a pull whose temp file is written creates <path>.reached
+ * and waits (at most a minute) while <path> exists, before it puts the file
+ * in place: a test changes the copy in that gap as a live run would. */
+static void test_pause(void)
 {
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    const char *hold = getenv("QUERN_TEST_SYNC_PAUSE");
+    if (!hold || !*hold || access(hold, F_OK))
+        return;
+    char *reached = xasprintf("%s.reached", hold);
+    int fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    free(reached);
+    for (int i = 0; i < 6000 && !access(hold, F_OK); i++)
+        usleep(10000);
+}
+
+/* The file a pull found (old) is still the one at that name (now): a live
+ * run did not write, truncate, chmod or replace it meanwhile.  Not ctime:
+ * the rename that moved it sets that. */
+static bool same_file(const struct stat *old, const struct stat *now)
+{
+    return old->st_ino == now->st_ino && old->st_dev == now->st_dev &&
+           old->st_mode == now->st_mode && old->st_uid == now->st_uid &&
+           old->st_size == now->st_size && ts_ns(&old->st_mtim) == ts_ns(&now->st_mtim);
 }
 
 /* Puts the blob sha at rel (mode, owned by uid) through a temp file and a
- * rename, and records it in files.  A directory in its place: -EISDIR. */
+ * rename, and records it in files.  old is the file the pull found there
+ * and means to replace, NULL when there was none: a live run of this node
+ * that made, changed or deleted that file since (between the check and the
+ * rename) keeps its change (1): the rename does not replace a file made
+ * meanwhile (RENAME_NOREPLACE), and one that replaced a changed file
+ * (RENAME_EXCHANGE, then a check of the old one) is swapped back.  Then 0,
+ * the file's entry untouched.  A directory in its place: -EISDIR. */
 static int fetch(struct app *app, int root, const char *rel, const char *sha, unsigned mode,
-                 unsigned uid, json_t *files)
+                 unsigned uid, json_t *files, const struct stat *old)
 {
     const char *base;
     int in = -1, out = -1, dfd = -1, rc = 0;
@@ -385,16 +473,31 @@ static int fetch(struct app *app, int root, const char *rel, const char *sha, un
         rc = -errno;
         goto out;
     }
+    test_pause();
+    if (!old && renameat2(dfd, tmp, dfd, base, RENAME_NOREPLACE)) {
+        rc = errno == EEXIST ? 0 : -errno;   /* made here meanwhile: this node's */
+        goto out;
+    }
+    if (old && renameat2(dfd, tmp, dfd, base, RENAME_EXCHANGE)) {
+        rc = errno == ENOENT ? 0 : -errno;   /* deleted here meanwhile: this node's */
+        goto out;
+    }
     struct stat sb;
+    if (old && (fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) || !same_file(old, &sb))) {
+        /* changed here meanwhile: back in its place, the fetched file at
+         * the temp name, removed below */
+        if (renameat2(dfd, tmp, dfd, base, RENAME_EXCHANGE)) {
+            rc = -errno;
+            tmp[0] = '\0';   /* the changed file at the temp name: not removed here */
+        }
+        goto out;
+    }
+    /* the old file (old) now at the temp name, removed below; the entry
+     * from the file's stat after the rename, which set its ctime */
     if (fstat(out, &sb)) {
         rc = -errno;
         goto out;
     }
-    if (renameat(dfd, tmp, dfd, base)) {
-        rc = -errno;
-        goto out;
-    }
-    tmp[0] = '\0';
     json_object_set_new(files, rel, entry_new(&sb, sha));
 out:
     if (tmp[0])
@@ -456,107 +559,6 @@ static int hash_file(int root, const char *rel, int64_t size, char sha[65], stru
     return rc;
 }
 
-int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned uid)
-{
-    int64_t version = 0;
-    if (!app->blobs)
-        return 0;   /* no blobs, no files to move: the node's directory alone */
-    int rc = store_storage_version(app->store, id, &version);
-    if (rc == -ENOTSUP)
-        return 0;
-    if (rc)
-        return rc;
-    json_t *m = manifest_load(dir), *remote = NULL, *have = json_object();
-    json_t *files = json_object_get(m, "files");
-    int root = -1;
-    if (json_integer_value(json_object_get(m, "version")) == version) {
-        rc = 1;   /* up to date: one query */
-        goto out;
-    }
-    if ((rc = store_storage_files(app->store, id, &version, &remote)))
-        goto out;
-    root = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-    if (root < 0) {
-        rc = -errno;
-        goto out;
-    }
-    size_t i;
-    json_t *f;
-    json_array_foreach(remote, i, f)
-        json_object_set_new(have, json_string_value(json_array_get(f, 0)) ?: "", json_true());
-    /* what the store no longer has: gone here too, unless changed here.
-     * First, so that a file which became a directory (or the reverse) on
-     * another node finds its way clear below. */
-    const char *rel;
-    json_t *e;
-    void *tmp;
-    json_object_foreach_safe(files, tmp, rel, e) {
-        if (json_object_get(have, rel))
-            continue;
-        struct stat sb;
-        const char *base;
-        if (!rel_stat(root, rel, &sb) && entry_matches(e, &sb)) {
-            int dfd = parent_open(root, rel, false, 0, &base);
-            if (dfd >= 0) {
-                unlinkat(dfd, base, 0);
-                close(dfd);
-            }
-        }
-        json_object_del(files, rel);
-    }
-    json_array_foreach(remote, i, f) {
-        rel = json_string_value(json_array_get(f, 0)) ?: "";
-        const char *sha = json_string_value(json_array_get(f, 3)) ?: "";
-        int64_t size = json_integer_value(json_array_get(f, 1));
-        unsigned mode = (unsigned)json_integer_value(json_array_get(f, 2));
-        if (!rel_ok(rel))
-            continue;
-        e = json_object_get(files, rel);
-        struct stat sb;
-        int st = rel_stat(root, rel, &sb);
-        if (st == 0 && S_ISDIR(sb.st_mode) && !e && !rel_rmdir(root, rel))
-            st = -ENOENT;   /* an empty directory, the files it held deleted: the file's place */
-        if (st == 0 && !S_ISREG(sb.st_mode))
-            continue;   /* a directory or link of this node's in its place (3) */
-        if (st == 0 && !entry_matches(e, &sb)) {
-            /* changed here (1), or here before this node first synced: the
-             * same bytes are simply the synced file */
-            char lsha[65];
-            if (!e && sb.st_size == size && !hash_file(root, rel, size, lsha, &sb) &&
-                !strcmp(lsha, sha) &&
-                (unsigned)(sb.st_mode & 0777) == (mode & 0777))
-                json_object_set_new(files, rel, entry_new(&sb, sha));
-            continue;
-        }
-        if (st == 0 && !strcmp(ent_sha(e), sha) && (unsigned)ent_int(e, 1) == (mode & 0777))
-            continue;   /* as synced */
-        if (st && e)
-            continue;   /* deleted here, not written back yet (1) */
-        if (st == -ENOTDIR || st == -ELOOP)
-            continue;   /* a file or link of this node's on its way (3) */
-        if (st && st != -ENOENT) {
-            rc = st;
-            goto out;
-        }
-        rc = fetch(app, root, rel, sha, mode, uid, files);
-        if (rc == -EISDIR || rc == -ENOTDIR || rc == -ELOOP)
-            rc = 0;   /* a directory or link of this node's in the way (3) */
-        if (rc)
-            goto out;
-    }
-    json_object_set_new(m, "version", json_integer(version));
-    rc = manifest_save(dir, m);
-    if (!rc)
-        rc = 1;
-out:
-    if (root >= 0)
-        close(root);
-    json_decref(m);
-    json_decref(remote);
-    json_decref(have);
-    return rc;
-}
-
 /* A walk of the copy's regular files: path -> stat, without recursion
  * (at most TREE_MAX_DEPTH directories open) and never through a link. */
 struct walk {
@@ -565,6 +567,7 @@ struct walk {
     size_t skipped;       /* links, special files, too deep, too long or not UTF-8 */
     bool over;            /* more than the limits: nothing is written back */
     bool incomplete;      /* a directory could not be read: no deletions */
+    bool clean;           /* remove the temp files of an interrupted pull (5) */
 };
 
 static void walk_add(struct walk *w, const char *rel, const struct stat *sb)
@@ -609,8 +612,11 @@ static void walk_tree(int root, struct walk *w)
             w->over = true;
             break;
         }
-        if (!strncmp(de->d_name, SYNC_TMP_PREFIX, strlen(SYNC_TMP_PREFIX)))
+        if (!strncmp(de->d_name, SYNC_TMP_PREFIX, strlen(SYNC_TMP_PREFIX))) {
+            if (w->clean)
+                unlinkat(dirfd(fr->d), de->d_name, 0);
             continue;
+        }
         size_t nlen = strlen(de->d_name);
         if (fr->len + 1 + nlen > SYNC_PATH_MAX) {
             w->skipped++;
@@ -648,19 +654,213 @@ static void walk_tree(int root, struct walk *w)
         w->over = true;
 }
 
-int storage_sync_out(struct app *app, const char *project_id, const char *id, const char *dir,
-                     char **note)
+/* Removes rel, the file old that the store no longer has, unless a live
+ * run of this node changes it meanwhile (1): it is moved to a temp name
+ * first, checked, and put back if it changed.  Should a run make a new
+ * file at rel in the instant it is away, that newer file stays and the
+ * moved one goes (no temp file is left for the boxes to see). */
+static void remove_unchanged(int root, const char *rel, const struct stat *old)
 {
-    *note = NULL;
-    json_t *m = manifest_load(dir), *changes = json_array(), *nfiles = json_object();
+    const char *base;
+    char tmp[64];
+    unsigned char rnd[8];
+    char hex[17];
+    struct stat sb;
+    int dfd = parent_open(root, rel, false, 0, &base);
+    if (dfd < 0)
+        return;
+    random_bytes(rnd, sizeof rnd);
+    hex_encode(rnd, sizeof rnd, hex);
+    snprintf(tmp, sizeof tmp, SYNC_TMP_PREFIX "%s", hex);
+    test_pause();
+    if (renameat2(dfd, base, dfd, tmp, RENAME_NOREPLACE))
+        goto out;   /* deleted or replaced by a directory meanwhile: this node's */
+    if (!fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) && same_file(old, &sb))
+        unlinkat(dfd, tmp, 0);
+    else if (renameat2(dfd, tmp, dfd, base, RENAME_NOREPLACE))   /* changed here: kept */
+        unlinkat(dfd, tmp, 0);
+out:
+    close(dfd);
+}
+
+/* Marks the copy dir as being pulled into (5), durably: a crash before
+ * the pull's end leaves its temp files, and the next pull removes them. */
+static int pull_mark(const char *dir)
+{
+    char *p = xasprintf("%s.pulling", dir);
+    int fd = open(p, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    int rc = fd < 0 ? -errno : 0;
+    if (fd >= 0)
+        close(fd);
+    if (!rc)
+        rc = fsync_parent(p);
+    free(p);
+    return rc;
+}
+
+int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned uid)
+{
+    int64_t version = 0;
+    if (!app->blobs)
+        return 0;   /* no blobs, no files to move: the node's directory alone */
+    int rc = store_storage_version(app->store, id, &version);
+    if (rc == -ENOTSUP)
+        return 0;
+    if (rc)
+        return rc;
+    bool torn = false, marked = false;
+    json_t *m = manifest_load(dir, &torn), *remote = NULL, *have = json_object();
     json_t *files = json_object_get(m, "files");
-    struct walk w = {json_object(), 0, 0, 0, false, false};
+    struct walk w = {json_object(), 0, 0, 0, false, false, true};
+    char *mark = xasprintf("%s.pulling", dir);
+    int root = -1;
+    bool interrupted = !access(mark, F_OK);
+    if (json_integer_value(json_object_get(m, "version")) == version && !interrupted) {
+        rc = 1;   /* up to date: one query */
+        goto out;
+    }
+    if ((rc = store_storage_files(app->store, id, &version, &remote)))
+        goto out;
+    root = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (root < 0) {
+        rc = -errno;
+        goto out;
+    }
+    size_t i;
+    json_t *f;
+    json_array_foreach(remote, i, f)
+        json_object_set_new(have, json_string_value(json_array_get(f, 0)) ?: "", json_true());
+    const char *rel;
+    json_t *e;
+    void *tmp;
+    if (torn || interrupted) {
+        /* an interrupted pull's temp files go (5); with a torn manifest
+         * (4), so do the files the store no longer has: this node cannot
+         * tell its own new files from those other nodes deleted, and
+         * sending them would bring those back */
+        walk_tree(root, &w);
+        json_object_foreach(w.found, rel, e) {
+            const char *base;
+            if (!torn || json_object_get(have, rel))
+                continue;
+            int dfd = parent_open(root, rel, false, 0, &base);
+            if (dfd >= 0) {
+                unlinkat(dfd, base, 0);
+                close(dfd);
+            }
+        }
+    }
+    /* what the store no longer has: gone here too, unless changed here.
+     * First, so that a file which became a directory (or the reverse) on
+     * another node finds its way clear below. */
+    json_object_foreach_safe(files, tmp, rel, e) {
+        if (json_object_get(have, rel))
+            continue;
+        struct stat sb;
+        if (!rel_stat(root, rel, &sb) && entry_matches(e, &sb)) {
+            if (!marked && !interrupted && (rc = pull_mark(dir)))
+                goto out;
+            marked = true;   /* the file goes through a temp name too */
+            remove_unchanged(root, rel, &sb);
+        }
+        json_object_del(files, rel);
+    }
+    json_array_foreach(remote, i, f) {
+        rel = json_string_value(json_array_get(f, 0)) ?: "";
+        const char *sha = json_string_value(json_array_get(f, 3)) ?: "";
+        int64_t size = json_integer_value(json_array_get(f, 1));
+        unsigned mode = (unsigned)json_integer_value(json_array_get(f, 2));
+        if (!rel_ok(rel))
+            continue;
+        e = json_object_get(files, rel);
+        struct stat sb;
+        int st = rel_stat(root, rel, &sb);
+        if (st == 0 && S_ISDIR(sb.st_mode) && !e && !rel_rmdir(root, rel))
+            st = -ENOENT;   /* an empty directory, the files it held deleted: the file's place */
+        if (st == 0 && !S_ISREG(sb.st_mode))
+            continue;   /* a directory or link of this node's in its place (3) */
+        if (st == 0 && !entry_matches(e, &sb)) {
+            /* changed here (1), or here before this node first synced: the
+             * same bytes are simply the synced file */
+            char lsha[65];
+            if (!e && sb.st_size == size && !hash_file(root, rel, size, lsha, &sb) &&
+                !strcmp(lsha, sha) &&
+                (unsigned)(sb.st_mode & 0777) == (mode & 0777)) {
+                json_object_set_new(files, rel, entry_new(&sb, sha));
+                continue;
+            }
+            if (!torn)
+                continue;
+            /* state unknown (4): the store's file replaces it */
+        } else if (st == 0 && !strcmp(ent_sha(e), sha) && (unsigned)ent_int(e, 1) == (mode & 0777)) {
+            continue;   /* as synced */
+        }
+        if (st && e)
+            continue;   /* deleted here, not written back yet (1) */
+        if (st == -ENOTDIR || st == -ELOOP)
+            continue;   /* a file or link of this node's on its way (3) */
+        if (st && st != -ENOENT) {
+            rc = st;
+            goto out;
+        }
+        if (!marked && !interrupted && (rc = pull_mark(dir)))
+            goto out;
+        marked = true;
+        rc = fetch(app, root, rel, sha, mode, uid, files, st ? NULL : &sb);
+        if (rc == -EISDIR || rc == -ENOTDIR || rc == -ELOOP)
+            rc = 0;   /* a directory or link of this node's in the way (3) */
+        if (rc)
+            goto out;
+    }
+    json_object_set_new(m, "version", json_integer(version));
+    rc = manifest_save(dir, m);
+    if (!rc && (marked || interrupted))
+        unlink(mark);
+    if (!rc)
+        rc = 1;
+out:
+    if (root >= 0)
+        close(root);
+    free(mark);
+    json_decref(w.found);
+    json_decref(m);
+    json_decref(remote);
+    json_decref(have);
+    return rc;
+}
+
+/* Appends a warning for the run's log to notes (one line each). */
+static void note_add(json_t *notes, char *msg)
+{
+    json_array_append_new(notes, json_string(msg));
+    free(msg);
+}
+
+int storage_sync_out(struct app *app, const char *project_id, const char *id, const char *dir,
+                     json_t *notes)
+{
+    bool torn = false;
+    json_t *m = manifest_load(dir, &torn), *changes = json_array(), *nfiles = json_object();
+    json_t *files = json_object_get(m, "files");
+    struct walk w = {json_object(), 0, 0, 0, false, false, false};
     size_t unsent = 0;
     char *first = NULL;
     int rc = 0;
-    int root = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    int root = -1;
+    if (torn) {
+        /* state unknown (4): sending every file would bring back those
+         * other nodes deleted; the next pull resyncs from the store */
+        rc = -EIO;
+        note_add(notes, xasprintf("storage instance %s was not written back to the store: this "
+                                  "node's state of its copy (%s.sync) is unreadable, and the next "
+                                  "run here brings the copy to the store's files", id, dir));
+        goto out;
+    }
+    root = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (root < 0) {
         rc = -errno;
+        note_add(notes, xasprintf("storage instance %s was not written back to the store: its "
+                                  "copy on this node could not be opened (%s)", id, strerror(-rc)));
         goto out;
     }
     walk_tree(root, &w);
@@ -671,12 +871,13 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
         if (!store_storage_commit(app->store, project_id, id, changes, true, &before, &after) &&
             !json_is_true(json_object_get(m, "partial"))) {
             json_object_set_new(m, "partial", json_true());
-            manifest_save(dir, m);
+            rc = manifest_save(dir, m);
         }
-        *note = xasprintf("storage instance %s was not written back to the store: it holds more "
-                          "than %d entries or %lld bytes, and its files stay on this node",
-                          id, STORAGE_SIZE_MAX_ENTRIES, (long long)STORAGE_SYNC_MAX_BYTES);
-        goto out;
+        note_add(notes, xasprintf("storage instance %s was not written back to the store: it "
+                                  "holds more than %d entries or %lld bytes, and its files stay on "
+                                  "this node", id, STORAGE_SIZE_MAX_ENTRIES,
+                                  (long long)STORAGE_SYNC_MAX_BYTES));
+        goto save_failed;
     }
     const char *rel;
     json_t *st, *e;
@@ -727,19 +928,27 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
             json_array_append_new(changes, json_pack("[s]", rel));
     }
     if (w.skipped)
-        *note = xasprintf("%zu links, special files, names not in UTF-8 or paths nested too deep "
-                          "or too long in storage instance "
-                          "%s stay on this node: only regular files are shared with the other "
-                          "nodes", w.skipped, id);
+        note_add(notes, xasprintf("%zu links, special files, names not in UTF-8 or paths nested "
+                                  "too deep or too long in storage instance %s stay on this node: "
+                                  "only regular files are shared with the other nodes",
+                                  w.skipped, id));
+    if (unsent)
+        note_add(notes, xasprintf("%zu files of storage instance %s were not written back (the "
+                                  "first: %s): changed while read, over %lld bytes, or "
+                                  "unreadable; the next run here that ends tries again",
+                                  unsent, id, first, (long long)STORAGE_SYNC_MAX_FILE));
+    if (w.incomplete)
+        note_add(notes, xasprintf("a directory of storage instance %s could not be read: the "
+                                  "files deleted since the last sync are not deleted in the "
+                                  "store yet", id));
     int64_t version = json_integer_value(json_object_get(m, "version"));
     if (json_array_size(changes) || json_is_true(json_object_get(m, "partial"))) {
         int64_t before = 0, after = 0;
         rc = store_storage_commit(app->store, project_id, id, changes, false, &before, &after);
         if (rc) {
-            free(*note);
-            *note = xasprintf("storage instance %s could not be written back to the store (%s); "
-                              "its changes stay on this node and go with the next run here that "
-                              "ends", id, strerror(-rc));
+            note_add(notes, xasprintf("storage instance %s could not be written back to the store "
+                                      "(%s); its changes stay on this node and go with the next "
+                                      "run here that ends", id, strerror(-rc)));
             goto out;
         }
         /* up to date only when no other node committed since our last sync:
@@ -751,12 +960,13 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
     json_object_set(m, "files", nfiles);
     json_object_set_new(m, "version", json_integer(version));
     rc = manifest_save(dir, m);
+save_failed:
+    if (rc)
+        note_add(notes, xasprintf("the state of storage instance %s's copy on this node could not "
+                                  "be saved (%s): the next run here that ends sends the files "
+                                  "this one wrote back again", id,
+                                  strerror(-rc)));
 out:
-    if (unsent && !*note)
-        *note = xasprintf("%zu files of storage instance %s were not written back (the first: "
-                          "%s): changed while read, over %lld bytes, or unreadable; the next "
-                          "run here that ends tries again",
-                          unsent, id, first, (long long)STORAGE_SYNC_MAX_FILE);
     free(first);
     if (root >= 0)
         close(root);

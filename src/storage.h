@@ -56,9 +56,10 @@ int64_t storage_size(struct app *app, const char *project_id, const char *id, bo
 int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned uid);
 /* Writes back what runs here changed in the copy since its last sync (new,
  * modified and deleted regular files) in one store commit.  Called after a
- * run that mounted it ends.  *note (malloc'd, or NULL) is a warning for the
- * run's log: what was not written back, and why. */
+ * run that mounted it ends.  Appends to notes (a JSON array the caller
+ * owns) one string per warning for the run's log: what was not written
+ * back, or not saved, and why. */
 int storage_sync_out(struct app *app, const char *project_id, const char *id, const char *dir,
-                     char **note);
+                     json_t *notes);
 
 #endif

@@ -438,6 +438,256 @@ def test_storage_partial_mark_comes_back_after_another_node_cleared_it():
                 n.stop()
 
 
+def two_nodes(env=None):
+    """Two nodes on a database of their own, the second stopped: one node
+    with slots at a time, so each run goes where the test wants it."""
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "2"], env=dict(ENV, **(env or {})))
+    b = Server(extra_args=["--store", url, "--slots", "2"], env=dict(ENV, **(env or {})))
+    b.stop()
+    return a, b
+
+
+def swap(stop, start):
+    stop.stop()
+    start.start()
+
+
+def run_on(node, st, code, wait=True):
+    t = expect(node.req("POST", P + "/tasks", {"runtime_id": "sh", "storage": st, "run": True,
+                                               "code": code}), 201)
+    if not wait:
+        return t
+    r = wait_run_end(node, t["id"], run_of(node, t["id"])["id"])
+    assert r["status"] == "completed", (r, run_logs(node, t["id"], r["id"]))
+    return run_logs(node, t["id"], r["id"])
+
+
+def warns(logs):
+    return [e["message"] for e in map(json.loads, logs.splitlines()) if e.get("level") == "warn"]
+
+
+def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched():
+    """A pull checked a file, fetched the store's, then renamed it into
+    place: a live run of the node that wrote (or made) the file in between
+    lost its change to the rename, silently.  The rename now neither
+    replaces a file made meanwhile nor keeps a replaced file that changed
+    (RENAME_NOREPLACE, RENAME_EXCHANGE and a check): the local change is
+    kept, and its run's end sends it.  QUERN_TEST_SYNC_PAUSE holds the pull
+    in that gap while the test writes the copy as a live run would."""
+    import tempfile
+    hold = os.path.join(tempfile.mkdtemp(prefix="syncpause-"), "hold")
+    a, b = two_nodes({"QUERN_TEST_SYNC_PAUSE": hold})
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-race"}), 201)
+        st = {"project": inst["id"]}
+        copy = os.path.join(b.data, "storage", "default", inst["id"])
+        run_on(a, st, 'echo v1 > "$QUERN_STORAGE_PROJECT/f"')
+        swap(a, b)
+        assert "v1" in run_on(b, st, 'cat "$QUERN_STORAGE_PROJECT/f"')
+        for name in ("f", "g"):   # f: b's changed meanwhile; g: b has none, made meanwhile
+            swap(b, a)
+            run_on(a, st, 'echo a > "$QUERN_STORAGE_PROJECT/%s"' % name)
+            swap(a, b)
+            open(hold, "w").close()
+            t = run_on(b, st, 'cat "$QUERN_STORAGE_PROJECT/%s"' % name, wait=False)
+            wait_for(lambda: os.path.exists(hold + ".reached"), 60, "the pull in its gap")
+            with open(os.path.join(copy, name), "w") as f:
+                f.write("local-%s\n" % name)
+            os.unlink(hold)
+            os.unlink(hold + ".reached")
+            r = wait_run_end(b, t["id"], run_of(b, t["id"])["id"])
+            logs = run_logs(b, t["id"], r["id"])
+            assert r["status"] == "completed" and "local-%s" % name in logs, (r, logs)
+            with open(os.path.join(copy, name)) as f:
+                assert f.read() == "local-%s\n" % name
+            assert not [x for x in os.listdir(copy) if x.startswith(".quern-sync-")], os.listdir(copy)
+        swap(b, a)
+        # b's run ends sent the local changes
+        assert "f=local-f g=local-g" in run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "f=$(cat f) g=$(cat g)"')
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked():
+    """A file another node deleted is removed by the pull when this node's
+    copy of it is unchanged since its last sync: the pull checked, then
+    unlinked, and a live run that wrote the file in between lost its
+    write.  The file is now moved aside, checked again and put back when
+    it changed; that run's end sends it.  QUERN_TEST_SYNC_PAUSE holds the
+    pull between the check and the removal."""
+    import tempfile
+    hold = os.path.join(tempfile.mkdtemp(prefix="syncpause-"), "hold")
+    a, b = two_nodes({"QUERN_TEST_SYNC_PAUSE": hold})
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-rm"}), 201)
+        st = {"project": inst["id"]}
+        copy = os.path.join(b.data, "storage", "default", inst["id"])
+        run_on(a, st, 'echo v1 > "$QUERN_STORAGE_PROJECT/f"')
+        swap(a, b)
+        assert "v1" in run_on(b, st, 'cat "$QUERN_STORAGE_PROJECT/f"')
+        swap(b, a)
+        run_on(a, st, 'rm "$QUERN_STORAGE_PROJECT/f"')
+        swap(a, b)
+        open(hold, "w").close()
+        t = run_on(b, st, 'echo "f=$(cat "$QUERN_STORAGE_PROJECT/f")"', wait=False)
+        wait_for(lambda: os.path.exists(hold + ".reached"), 60, "the pull in its gap")
+        with open(os.path.join(copy, "f"), "a") as f:
+            f.write("local\n")
+        os.unlink(hold)
+        r = wait_run_end(b, t["id"], run_of(b, t["id"])["id"])
+        logs = run_logs(b, t["id"], r["id"])
+        assert r["status"] == "completed" and "f=v1" in logs and "local" in logs, (r, logs)
+        assert not [x for x in os.listdir(copy) if x.startswith(".quern-sync-")], os.listdir(copy)
+        swap(b, a)
+        assert "f=v1 local" in run_on(a, st, 'echo "f="$(cat "$QUERN_STORAGE_PROJECT/f")')
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_a_fetched_file_is_recorded_as_it_is_after_its_rename():
+    """A pull recorded a fetched file's stat before renaming it into place,
+    and the rename sets the file's ctime: until a run's end here read it
+    again, the file looked changed here, so the next pull kept it as this
+    node's change and still marked the copy up to date.  Here b's run that
+    fetched f is still live (its node killed, so it never writes back) when
+    a changes f; b's next run saw the old f, and so did every later one.
+    The rename sets ctime only when a clock tick passed since the stat
+    (coarse timestamps), so the pull is held a moment in between
+    (QUERN_TEST_SYNC_PAUSE) to make that certain."""
+    import tempfile
+    hold = os.path.join(tempfile.mkdtemp(prefix="syncpause-"), "hold")
+    a, b = two_nodes({"QUERN_TEST_SYNC_PAUSE": hold})
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-ctime"}), 201)
+        st = {"project": inst["id"]}
+        run_on(a, st, 'echo v1 > "$QUERN_STORAGE_PROJECT/f"')
+        swap(a, b)
+        open(hold, "w").close()
+        t = run_on(b, st, 'cat "$QUERN_STORAGE_PROJECT/f"; sleep 120', wait=False)
+        wait_for(lambda: os.path.exists(hold + ".reached"), 60, "the pull in its gap")
+        time.sleep(0.05)   # past a tick of the coarse clock: not a timed assertion
+        os.unlink(hold)
+        state = os.path.join(b.data, "storage", "default", inst["id"] + ".sync")
+        wait_for(lambda: os.path.exists(state), 60, "the pull's end")
+        wait_for(lambda: run_of(b, t["id"])["status"] == "running", 60, "running")
+        b.kill()
+        a.start()
+        run_on(a, st, 'echo v2 > "$QUERN_STORAGE_PROJECT/f"')
+        swap(a, b)
+        for _ in range(2):
+            logs = run_on(b, st, 'echo "f=$(cat "$QUERN_STORAGE_PROJECT/f")"')
+            assert "f=v2" in logs, logs
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_a_torn_sync_state_does_not_bring_back_deleted_files():
+    """A node's <instance>.sync was written without an fsync, and a torn
+    one read as "never synced": the next pull kept every file the node had,
+    those other nodes deleted too, and the run's end sent them back.  It is
+    now written durably, and a torn one makes the pull bring the copy to
+    the store's files."""
+    a, b = two_nodes()
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-torn"}), 201)
+        st = {"project": inst["id"]}
+        run_on(a, st, 'echo 1 > "$QUERN_STORAGE_PROJECT/keep"; echo 22 > "$QUERN_STORAGE_PROJECT/gone"')
+        swap(a, b)
+        assert "keep gone" in run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo $(ls -r)')
+        swap(b, a)
+        run_on(a, st, 'rm "$QUERN_STORAGE_PROJECT/gone"')
+        swap(a, b)
+        state = os.path.join(b.data, "storage", "default", inst["id"] + ".sync")
+        with open(state, "rb") as f:
+            text = f.read()
+        with open(state, "wb") as f:
+            f.write(text[:len(text) // 2])   # as a crash while saving it left it
+        logs = run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "files:" $(ls)')
+        assert "files: keep" in logs, logs
+        listed = [x for x in expect(b.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+        assert listed[0]["size_bytes"] == 2, listed   # "keep" alone
+        swap(b, a)
+        assert "files: keep" in run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "files:" $(ls)')
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_each_write_back_warning_has_its_own_log_line():
+    """The run's storage warnings were one line: the links one dropped the
+    "files not written back" one, and a state that could not be saved, or a
+    copy that could not be opened at the run's end, said nothing.  Each is
+    now its own `warn` line."""
+    a, b = two_nodes()
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-warn"}), 201)
+        st = {"project": inst["id"]}
+        copy = os.path.join(a.data, "storage", "default", inst["id"])
+        run_on(a, st, 'ln -s /etc/passwd "$QUERN_STORAGE_PROJECT/l"')
+        with open(os.path.join(copy, "big"), "wb") as f:   # past what a write-back sends
+            f.truncate((64 << 20) + 1)
+        os.mkdir(copy + ".sync.tmp")   # the state cannot be saved
+        w = warns(run_on(a, st, 'true'))
+        assert len(w) == 3, w
+        assert any("1 links, special files" in x for x in w), w
+        assert any("1 files of storage instance" in x and "(the first: big)" in x for x in w), w
+        assert any("could not be saved" in x for x in w), w
+        os.rmdir(copy + ".sync.tmp")
+        os.unlink(os.path.join(copy, "big"))
+        # the copy's directory gone from its place while the run is live
+        t = run_on(a, st, 'while [ ! -e "$QUERN_STORAGE_PROJECT/go" ]; do sleep 0.05; done', wait=False)
+        wait_for(lambda: run_of(a, t["id"])["status"] == "running", 60, "running")
+        os.rename(copy, copy + ".moved")
+        os.symlink(copy + ".moved", copy)
+        open(os.path.join(copy + ".moved", "go"), "w").close()
+        r = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        w = warns(run_logs(a, t["id"], r["id"]))
+        assert len(w) == 1 and "could not be opened" in w[0], w
+        os.unlink(copy)
+        os.rename(copy + ".moved", copy)
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_temp_files_of_an_interrupted_pull_are_removed():
+    """A node killed while it fetched a file left the pull's temp file
+    (.quern-sync-*) in the copy, and every later box saw it.  The next pull
+    removes those of an interrupted pull."""
+    import tempfile
+    hold = os.path.join(tempfile.mkdtemp(prefix="syncpause-"), "hold")
+    a, b = two_nodes({"QUERN_TEST_SYNC_PAUSE": hold})
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-tmp"}), 201)
+        st = {"project": inst["id"]}
+        copy = os.path.join(b.data, "storage", "default", inst["id"])
+        run_on(a, st, 'mkdir "$QUERN_STORAGE_PROJECT/d"; echo v > "$QUERN_STORAGE_PROJECT/d/f"')
+        swap(a, b)
+        open(hold, "w").close()
+        run_on(b, st, 'true', wait=False)
+        wait_for(lambda: os.path.exists(hold + ".reached"), 60, "the pull in its gap")
+        b.kill()
+        os.unlink(hold)
+        assert [x for x in os.listdir(os.path.join(copy, "d")) if x.startswith(".quern-sync-")]
+        b.start()
+        logs = run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "seen:" $(ls -a d)')
+        assert "seen: . .. f" in logs, logs
+        assert os.listdir(os.path.join(copy, "d")) == ["f"], os.listdir(os.path.join(copy, "d"))
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
 def test_storage_the_later_end_wins_per_file():
     """Two runs of one instance live at once, on whichever nodes: each
     writes the same file and one of its own.  Per file the run that ended
