@@ -481,19 +481,37 @@ def test_a_slirp4netns_that_dies_is_reaped():
         s.stop()
 
 
+def _own_cgroup_dirs():
+    """The cgroup directories this process (and so the quernds it starts)
+    is in, one per hierarchy: quernd makes its own under these."""
+    dirs = []
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            hier, ctrls, path = line.rstrip("\n").split(":", 2)
+            if hier == "0":
+                mnt = "/sys/fs/cgroup" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") \
+                    else "/sys/fs/cgroup/unified"
+            else:
+                mnt = "/sys/fs/cgroup/" + ctrls.replace("name=", "")
+            d = mnt + ("" if path == "/" else path)
+            if os.path.isdir(d):
+                dirs.append(d)
+    return dirs
+
+
 def _cgroups_of(pid):
-    """The cgroup directories quernd pid made (quern-<pid>-<seq>)."""
+    """The cgroup directories quernd pid made (quern-<pid>-<seq>) under this
+    process's own cgroups: a directory of the same name elsewhere is another
+    quernd's of that pid long ago (pids are reused), which no quernd started
+    here would ever look at."""
     found = []
-    for top, dirs, _ in os.walk("/sys/fs/cgroup"):
-        if top.count("/") > 6:
-            dirs[:] = []
+    for top in _own_cgroup_dirs():
+        try:
+            names = os.listdir(top)
+        except OSError:
             continue
-        for d in list(dirs):
-            if d.startswith("quern-"):
-                dirs.remove(d)
-                if d.startswith("quern-%d-" % pid):
-                    found.append(os.path.join(top, d))
-    return found
+        found += [os.path.join(top, d) for d in names if d.startswith("quern-%d-" % pid)]
+    return sorted(found)
 
 
 def test_cgroups_of_a_crashed_quernd_are_removed_by_the_next():
