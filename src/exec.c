@@ -2441,13 +2441,25 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
  * limits (the code's writes are not bounded by a quota, only checked), or
  * nest directories deeper than TREE_MAX_DEPTH.  Scratch counts allocated
  * blocks; out counts a sparse file at its apparent size, which is what
- * collecting it as an artifact would store. */
+ * collecting it as an artifact would store.  Files the box removed but
+ * still holds open or mapped count too (allocated blocks): no walk sees
+ * them, and 256 open files of 64 MiB each held 16 GiB of the host's disk
+ * under a 1 GiB limit. */
 static bool disk_over(const struct run *r)
 {
     struct tree_usage u = {0};
     if (tree_usage(r->scratch, TREE_BLOCKS, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
         return true;
-    return tree_usage(r->outdir, TREE_LARGER, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep;
+    if (tree_usage(r->outdir, TREE_LARGER, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
+        return true;
+    struct stat sc, od;
+    if (stat(r->scratch, &sc) < 0)
+        return false;
+    struct sandbox_held h = {.bytes = u.bytes, .files = u.entries};
+    if (sandbox_held_usage(r->proc.pid, sc.st_dev, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &h))
+        return true;
+    return stat(r->outdir, &od) == 0 && od.st_dev != sc.st_dev &&
+           sandbox_held_usage(r->proc.pid, od.st_dev, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &h);
 }
 
 static void check_timers(struct exec *ex, int64_t now, int *wait_ms)

@@ -2566,6 +2566,165 @@ out:
     return rc;
 }
 
+/* ---- files held after their removal ---- */
+
+#define HELD_MAX_PROCS 1024   /* far over any box's pids limit */
+
+struct held_walk {
+    dev_t dev;
+    int64_t max_files, max_bytes;
+    struct sandbox_held *h;
+    ino_t *seen;          /* open addressing, 0 = empty slot (no inode is 0) */
+    size_t cap, n;
+    bool over;
+};
+
+static bool held_seen(struct held_walk *w, ino_t ino)
+{
+    if ((w->n + 1) * 2 > w->cap) {
+        size_t ncap = w->cap ? w->cap * 2 : 64;
+        ino_t *ns = xcalloc(ncap, sizeof(ino_t));
+        for (size_t i = 0; i < w->cap; i++) {
+            if (!w->seen[i])
+                continue;
+            size_t k = (size_t)w->seen[i] * 2654435761u % ncap;
+            while (ns[k])
+                k = (k + 1) % ncap;
+            ns[k] = w->seen[i];
+        }
+        free(w->seen);
+        w->seen = ns;
+        w->cap = ncap;
+    }
+    size_t k = (size_t)ino * 2654435761u % w->cap;
+    while (w->seen[k]) {
+        if (w->seen[k] == ino)
+            return true;
+        k = (k + 1) % w->cap;
+    }
+    w->seen[k] = ino;
+    w->n++;
+    return false;
+}
+
+/* Counts the file that dirfd/name (a /proc magic link, followed) leads to. */
+static void held_one(struct held_walk *w, int dirfd, const char *name)
+{
+    struct stat st;
+    if (w->over || fstatat(dirfd, name, &st, 0) < 0)
+        return;
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 0 || st.st_dev != w->dev || st.st_ino == 0)
+        return;
+    if (held_seen(w, st.st_ino))
+        return;
+    w->h->files++;
+    w->h->bytes += (int64_t)st.st_blocks * 512;
+    if ((w->max_files && w->h->files > w->max_files) ||
+        (w->max_bytes && w->h->bytes > w->max_bytes))
+        w->over = true;
+}
+
+static void held_fds(struct held_walk *w, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while (!w->over && (e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            held_one(w, dirfd(d), e->d_name);
+    closedir(d);
+}
+
+/* The mappings of pid whose file is removed ("... (deleted)" in maps),
+ * through map_files (quernd is host root). */
+static void held_maps(struct held_walk *w, pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/map_files", (int)pid);
+    int mfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mfd < 0)
+        return;
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        close(mfd);
+        return;
+    }
+    static const char tag[] = " (deleted)";
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while (!w->over && (n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] == '\n')
+            line[--n] = '\0';
+        if ((size_t)n < sizeof(tag) || strcmp(line + n - (sizeof(tag) - 1), tag) != 0)
+            continue;
+        size_t k = strcspn(line, " ");
+        if (k == 0 || k >= 40)
+            continue;
+        line[k] = '\0';   /* "start-end", the map_files name */
+        held_one(w, mfd, line);
+    }
+    free(line);
+    fclose(f);
+    close(mfd);
+}
+
+bool sandbox_held_usage(pid_t init, dev_t dev, int64_t max_files, int64_t max_bytes,
+                        struct sandbox_held *h)
+{
+    struct held_walk w = {.dev = dev, .max_files = max_files, .max_bytes = max_bytes, .h = h};
+    pid_t *q = xcalloc(HELD_MAX_PROCS, sizeof(pid_t));
+    size_t nq = 0;
+    q[nq++] = init;
+    /* Every process of the box descends from its PID 1 (nothing enters a
+     * box's PID namespace from outside), so the children lists of every
+     * thread, from init down, reach them all.  A thread may have an fd
+     * table of its own (clone without CLONE_FILES): each one's is read. */
+    for (size_t i = 0; i < nq && !w.over; i++) {
+        char path[96];
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)q[i]);
+        DIR *d = opendir(path);
+        if (!d)
+            continue;
+        struct dirent *e;
+        while (!w.over && (e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            long tid = strtol(e->d_name, NULL, 10);
+            if (tid <= 0)
+                continue;
+            snprintf(path, sizeof(path), "/proc/%d/task/%ld/children", (int)q[i], tid);
+            FILE *c = fopen(path, "re");
+            if (c) {
+                long kid;
+                while (fscanf(c, "%ld", &kid) == 1)
+                    if (kid > 0 && nq < HELD_MAX_PROCS)
+                        q[nq++] = (pid_t)kid;
+                fclose(c);
+            }
+            if (i == 0)
+                continue;   /* init holds nothing of the code's */
+            snprintf(path, sizeof(path), "/proc/%d/task/%ld/fd", (int)q[i], tid);
+            held_fds(&w, path);
+        }
+        closedir(d);
+        if (i == 0 || w.over)
+            continue;
+        held_maps(&w, q[i]);
+        snprintf(path, sizeof(path), "/proc/%d", (int)q[i]);
+        int pfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (pfd >= 0) {
+            held_one(&w, pfd, "exe");
+            close(pfd);
+        }
+    }
+    free(q);
+    free(w.seen);
+    return w.over;
+}
+
 int sandbox_signal(struct sandbox_proc *proc, int sig)
 {
     if (proc->pidfd < 0)

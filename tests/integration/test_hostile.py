@@ -287,6 +287,38 @@ sys.exit(3)
     assert r["status"] == "failed" and r["error"]["code"] == "exit_code" and r["exit_code"] == 3, r
 
 
+
+HELD = r"""
+import mmap, os, time
+keep = []
+for i in range(20):
+    fd = os.open("f%%d" %% i, os.O_CREAT | os.O_RDWR, 0o600)
+    os.posix_fallocate(fd, 0, 60 << 20)
+    os.unlink("f%%d" %% i)
+    if %r == "mmap":
+        keep.append(mmap.mmap(fd, 60 << 20))
+        os.close(fd)
+    else:
+        keep.append(fd)
+print("held", 60 * len(keep), flush=True)
+time.sleep(20)
+print("survived", flush=True)
+"""
+
+
+def test_files_removed_but_held_count_against_the_disk_limit():
+    # 20 files of 60 MiB in scratch, each removed while the code keeps it
+    # open (a cold sh box) or mapped (a warm python box): no walk of scratch
+    # sees them, and the run held 1.2 GiB (256 files: 16 GiB) of the host's
+    # disk under the 1 GiB limit until it ended
+    for code, rt in (("python3 - <<'EOF'\n" + HELD % "fd" + "\nEOF\n", "sh"), (HELD % "mmap", "python")):
+        r, logs = run(code, rt, timeout_ms=60000)
+        assert '"held 1200"' in logs and "survived" not in logs, (rt, logs)
+        assert r["status"] == "failed" and r["error"]["code"] == "disk_limit_exceeded", (rt, r)
+    # a file removed while open, well under the limit, is no trouble
+    r, logs = run("exec 5<>tmpf; rm tmpf; head -c 10000000 /dev/zero >&5; sleep 1.2; echo fine")
+    assert r["status"] == "completed" and '"fine"' in logs, (r, logs)
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
