@@ -319,6 +319,111 @@ def test_files_removed_but_held_count_against_the_disk_limit():
     r, logs = run("exec 5<>tmpf; rm tmpf; head -c 10000000 /dev/zero >&5; sleep 1.2; echo fine")
     assert r["status"] == "completed" and '"fine"' in logs, (r, logs)
 
+
+ESCAPES = r"""
+import ctypes, errno, os, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, nr, *args):
+    r = libc.syscall(nr, *args)
+    print(name, "ALLOWED" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?"), flush=True)
+# clone3's flags are in memory seccomp cannot read: the whole call is ENOSYS
+# (libc falls back to clone, whose namespace flags the filter sees)
+args = ctypes.create_string_buffer(struct.pack("8Q", 0x10000000, 0, 0, 0, 17, 0, 0, 0))
+call("clone3", 435, args, 64)
+call("name_to_handle_at", 303, -100, b"/", None, None, 0)
+call("unshare_time", 272, 0x80)
+call("mknod_mem", 133, b"mem", 0o20666, (1 << 8) | 1)
+call("sched_fifo", 144, 0, 1, ctypes.byref(ctypes.c_int(1)))
+call("nice_down", 141, 0, 0, -20)
+call("clock_settime", 227, 0, ctypes.byref((ctypes.c_long * 2)(0, 0)))
+call("kill_outside", 62, 99999, 0)
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("\0" + os.environ.get("QUERN_TEST_ABSTRACT", "quern-hostile-abstract"))
+    print("abstract ALLOWED", flush=True)
+except OSError:
+    print("abstract refused", flush=True)
+s.close()
+print("fds", " ".join(sorted(os.listdir("/proc/self/fd"), key=int)), flush=True)
+print("dev", " ".join(sorted(os.listdir("/dev"))), flush=True)
+# the x32 ABI (syscall numbers with bit 30) is not filtered by number: the
+# filter kills the process for it
+call("x32_getpid", 0x40000000 | 39)
+print("x32 ALLOWED", flush=True)
+"""
+
+
+def test_escape_syscalls_abstract_sockets_fds_and_devices():
+    # a listener on the host's abstract namespace: the box (its own network
+    # namespace) cannot reach it
+    ls = socket.socket(socket.AF_UNIX)
+    ls.bind("\0quern-hostile-abstract")
+    ls.listen(1)
+    try:
+        for code, rt in ((ESCAPES, "python"), ("python3 - <<'EOF'\n" + ESCAPES + "\nEOF\n", "sh")):
+            r, logs = run(code, rt)
+            assert "ALLOWED" not in logs, (rt, logs)
+            for want in ("clone3 ENOSYS", "name_to_handle_at EPERM", "unshare_time EPERM", "mknod_mem EPERM",
+                         "sched_fifo EPERM", "nice_down EACCES", "clock_settime EPERM", "kill_outside ESRCH",
+                         "abstract refused", "dev fd null random shm stderr stdin stdout urandom zero"):
+                assert '"%s"' % want in logs, (rt, want, logs)
+            # 0-2, fd 3 and the fd listing /proc/self/fd: nothing of quernd's
+            assert '"fds 0 1 2 3 4"' in logs, (rt, logs)
+            if rt == "python":
+                assert r["status"] == "failed" and r["error"]["code"] == "signal", (rt, r)
+                assert "SIGSYS" in r["error"]["message"], r
+            else:   # sh reports its child's SIGSYS as 128 + 31
+                assert r["status"] == "failed" and r["exit_code"] == 159, (rt, r)
+    finally:
+        ls.close()
+
+
+def test_a_daemon_of_one_iteration_is_gone_in_the_next():
+    code = r"""
+import json, os, subprocess, time
+if os.environ["QUERN_ITERATION"] == "1":
+    subprocess.Popen(["sh", "-c", "while :; do echo x >> /scratch/beat; sleep 0.02; done"],
+                     start_new_session=True)
+    time.sleep(0.3)
+    os.write(3, (json.dumps({"type": "continue", "data": {}}) + "\n").encode())
+else:
+    a = os.path.getsize("/scratch/beat")
+    time.sleep(0.4)
+    print("grew" if os.path.getsize("/scratch/beat") > a else "still", len(os.listdir("/proc")), flush=True)
+    print(" ".join(sorted(p for p in os.listdir("/proc") if p.isdigit())), flush=True)
+"""
+    r, logs = run(code, "python")
+    assert r["status"] == "completed" and r["iterations"] == 2, (r, logs)
+    assert '"still' in logs and '"1 2"' in logs, logs
+
+
+def test_init_with_lowered_rlimits_ends_only_its_own_run():
+    """prlimit on the box's init is allowed (same uid): with RLIMIT_CPU at 1 s
+    and a flood of signals for it to forward, the kernel kills the init.
+    The run fails (signal), nothing of it survives, quernd is fine."""
+    code = r"""
+import os, resource, signal, time
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+for res in (resource.RLIMIT_NOFILE, resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC,
+            resource.RLIMIT_SIGPENDING, resource.RLIMIT_STACK):
+    resource.prlimit(1, res, (0, 0))
+resource.prlimit(1, resource.RLIMIT_CPU, (1, 1))
+subprocess = __import__("subprocess")
+subprocess.Popen(["setsid", "sleep", "313.131"])
+print("lowered", flush=True)
+while True:
+    os.kill(1, signal.SIGUSR1)
+"""
+    r, logs = run(code, "python", timeout_ms=60000)
+    assert '"lowered"' in logs, logs
+    assert r["status"] == "failed" and r["error"]["code"] == "signal", r
+    assert r["cpu_ms"] > 0, r
+    import subprocess
+    ps = subprocess.run(["ps", "-o", "uid=,cmd=", "-U", "100000"], capture_output=True, text=True)
+    assert "sleep 313.131" not in ps.stdout, ps.stdout
+    r, logs = run("echo after")
+    assert r["status"] == "completed" and '"after"' in logs, (r, logs)
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
