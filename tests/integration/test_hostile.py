@@ -424,6 +424,39 @@ while True:
     r, logs = run("echo after")
     assert r["status"] == "completed" and '"after"' in logs, (r, logs)
 
+
+def test_a_big_scratch_is_removed_without_holding_other_runs():
+    """quernd's supervisor emptied a finished run's scratch itself: 100 000
+    directories took it 20 s on an ext4 mounted with `discard`, during which
+    no other run was read, timed out or checked (a box making directories
+    meanwhile ran on past the disk limit).  A big tree is now moved into
+    DATA/runs/.trash and removed by a thread of its own: the run's end and
+    the next run do not wait for it."""
+    code = r"""
+import os
+for b in range(2):
+    open("base%d" % b, "w").close()
+    for n in range(45000):
+        os.link("base%d" % b, "l%d-%d" % (b, n))
+print("left", flush=True)
+"""
+    r, logs = run(code, "python", timeout_ms=120000)
+    assert r["status"] == "completed" and '"left"' in logs, (r, logs)
+    r, logs = run("echo next")
+    assert r["status"] == "completed", r
+    trash = os.path.join(S.data, "runs", ".trash")
+    # the next run ended while the first one's 90 000 entries were still
+    # being removed (they held the supervisor until they were gone)
+    assert os.path.isdir(trash) and os.listdir(trash), "nothing waits in .trash"
+    wait_for(lambda: not os.listdir(trash), 300, "the trash emptied")
+    # what a crash left there is removed after the next start
+    left = os.path.join(trash, "left-by-a-crash", "sub")
+    os.makedirs(left)
+    open(os.path.join(left, "f"), "w").close()
+    S.stop()
+    S.start()
+    wait_for(lambda: not os.listdir(trash), 300, "the trash emptied after a restart")
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
