@@ -55,6 +55,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -2570,42 +2571,57 @@ out:
 
 #define HELD_MAX_PROCS 1024   /* far over any box's pids limit */
 
+/* A set of (device, inode) pairs, open addressing; ino 0 marks a free slot. */
+struct held_set {
+    struct held_key {
+        dev_t dev;
+        ino_t ino;
+    } *k;
+    size_t cap, n;
+};
+
+static size_t held_hash(dev_t dev, ino_t ino, size_t cap)
+{
+    return (size_t)(((uint64_t)ino * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)dev * 0xc2b2ae3d27d4eb4fULL)) % cap;
+}
+
+/* true when (dev, ino) was in the set already; adds it otherwise */
+static bool held_add(struct held_set *hs, dev_t dev, ino_t ino)
+{
+    if ((hs->n + 1) * 2 > hs->cap) {
+        size_t ncap = hs->cap ? hs->cap * 2 : 64;
+        struct held_key *nk = xcalloc(ncap, sizeof(*nk));
+        for (size_t i = 0; i < hs->cap; i++) {
+            if (!hs->k[i].ino)
+                continue;
+            size_t j = held_hash(hs->k[i].dev, hs->k[i].ino, ncap);
+            while (nk[j].ino)
+                j = (j + 1) % ncap;
+            nk[j] = hs->k[i];
+        }
+        free(hs->k);
+        hs->k = nk;
+        hs->cap = ncap;
+    }
+    size_t j = held_hash(dev, ino, hs->cap);
+    while (hs->k[j].ino) {
+        if (hs->k[j].ino == ino && hs->k[j].dev == dev)
+            return true;
+        j = (j + 1) % hs->cap;
+    }
+    hs->k[j].dev = dev;
+    hs->k[j].ino = ino;
+    hs->n++;
+    return false;
+}
+
 struct held_walk {
     dev_t dev;
     int64_t max_files, max_bytes;
     struct sandbox_held *h;
-    ino_t *seen;          /* open addressing, 0 = empty slot (no inode is 0) */
-    size_t cap, n;
+    struct held_set counted;   /* files counted, by st_dev and st_ino */
     bool over;
 };
-
-static bool held_seen(struct held_walk *w, ino_t ino)
-{
-    if ((w->n + 1) * 2 > w->cap) {
-        size_t ncap = w->cap ? w->cap * 2 : 64;
-        ino_t *ns = xcalloc(ncap, sizeof(ino_t));
-        for (size_t i = 0; i < w->cap; i++) {
-            if (!w->seen[i])
-                continue;
-            size_t k = (size_t)w->seen[i] * 2654435761u % ncap;
-            while (ns[k])
-                k = (k + 1) % ncap;
-            ns[k] = w->seen[i];
-        }
-        free(w->seen);
-        w->seen = ns;
-        w->cap = ncap;
-    }
-    size_t k = (size_t)ino * 2654435761u % w->cap;
-    while (w->seen[k]) {
-        if (w->seen[k] == ino)
-            return true;
-        k = (k + 1) % w->cap;
-    }
-    w->seen[k] = ino;
-    w->n++;
-    return false;
-}
 
 /* Counts the file that dirfd/name (a /proc magic link, followed) leads to. */
 static void held_one(struct held_walk *w, int dirfd, const char *name)
@@ -2615,7 +2631,7 @@ static void held_one(struct held_walk *w, int dirfd, const char *name)
         return;
     if (!S_ISREG(st.st_mode) || st.st_nlink != 0 || st.st_dev != w->dev || st.st_ino == 0)
         return;
-    if (held_seen(w, st.st_ino))
+    if (held_add(&w->counted, st.st_dev, st.st_ino))
         return;
     w->h->files++;
     w->h->bytes += (int64_t)st.st_blocks * 512;
@@ -2637,7 +2653,8 @@ static void held_fds(struct held_walk *w, const char *dir)
 }
 
 /* The mappings of pid whose file is removed ("... (deleted)" in maps),
- * through map_files (quernd is host root). */
+ * through map_files (quernd is host root).  A file mapped many times is
+ * looked at once: maps names its device and inode. */
 static void held_maps(struct held_walk *w, pid_t pid)
 {
     char path[64];
@@ -2652,6 +2669,7 @@ static void held_maps(struct held_walk *w, pid_t pid)
         return;
     }
     static const char tag[] = " (deleted)";
+    struct held_set looked = {0};
     char *line = NULL;
     size_t cap = 0;
     ssize_t n;
@@ -2660,12 +2678,17 @@ static void held_maps(struct held_walk *w, pid_t pid)
             line[--n] = '\0';
         if ((size_t)n < sizeof(tag) || strcmp(line + n - (sizeof(tag) - 1), tag) != 0)
             continue;
-        size_t k = strcspn(line, " ");
-        if (k == 0 || k >= 40)
+        /* "start-end perms offset major:minor inode path" */
+        char range[40];
+        unsigned maj, min;
+        unsigned long long ino;
+        if (sscanf(line, "%39s %*s %*s %x:%x %llu", range, &maj, &min, &ino) != 4 || ino == 0)
             continue;
-        line[k] = '\0';   /* "start-end", the map_files name */
-        held_one(w, mfd, line);
+        if (held_add(&looked, makedev(maj, min), (ino_t)ino))
+            continue;
+        held_one(w, mfd, range);
     }
+    free(looked.k);
     free(line);
     fclose(f);
     close(mfd);
@@ -2721,7 +2744,7 @@ bool sandbox_held_usage(pid_t init, dev_t dev, int64_t max_files, int64_t max_by
         }
     }
     free(q);
-    free(w.seen);
+    free(w.counted.k);
     return w.over;
 }
 
