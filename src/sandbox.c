@@ -1117,6 +1117,69 @@ out:
 
 /* ---- sys ---- */
 
+/* A copy of quern-init (open at fd) that the box can execute but not read:
+ * a memfd owned by host root, mode 0111, sealed.  Exec of a file its caller
+ * cannot read makes the process non-dumpable with its mm owned by the
+ * host's user namespace (the kernel's would_dump), so the box's root, whose
+ * capabilities hold only in the box's namespace, cannot open /proc/1/mem.
+ * With the file itself (mode 0755) it could: code wrote "X 0" into its
+ * init's text through /proc/1/mem and a run that exited 3 was completed.
+ * A read-only fd of the copy, or -errno. */
+static int init_unreadable_copy(int fd)
+{
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+    int rc = 0, ro = -1;
+    char *buf = xmalloc(64 * 1024);
+    int mfd = memfd_create("quern-init", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (mfd < 0 && errno == EINVAL)   /* a kernel before 6.3: no MFD_EXEC */
+        mfd = memfd_create("quern-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (mfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    for (off_t off = 0;;) {
+        ssize_t n = pread(fd, buf, 64 * 1024, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        for (ssize_t w = 0; w < n;) {
+            ssize_t k = write(mfd, buf + w, (size_t)(n - w));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                rc = k < 0 ? -errno : -EIO;
+                goto out;
+            }
+            w += k;
+        }
+        off += n;
+    }
+    if (fchmod(mfd, 0111) < 0 ||
+        fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    /* exec refuses a file open for writing (ETXTBSY): keep a read-only fd */
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", mfd);
+    ro = open(path, O_RDONLY | O_CLOEXEC);
+    if (ro < 0)
+        rc = -errno;
+out:
+    if (mfd >= 0)
+        close(mfd);
+    free(buf);
+    return rc < 0 ? rc : ro;
+}
+
+
 struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_log_fn log,
                                     void *log_ctx, char **err)
 {
@@ -1145,6 +1208,14 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
     if (sys->init_fd < 0) {
         *err = xasprintf("cannot open quern-init at %s: %s", init_path, strerror(errno));
         goto fail;
+    }
+    int copy = init_unreadable_copy(sys->init_fd);
+    if (copy >= 0) {
+        close(sys->init_fd);
+        sys->init_fd = copy;
+    } else {
+        slog(sys, "quern-init could not be copied out of the boxes' reach (%s): box code can "
+                  "write its init's memory through /proc/1/mem", strerror(-copy));
     }
     if (seccomp_build(sys, err) < 0)
         goto fail;

@@ -457,6 +457,35 @@ print("left", flush=True)
     S.start()
     wait_for(lambda: not os.listdir(trash), 300, "the trash emptied after a restart")
 
+
+MEM_FORGE = r"""
+import os, sys, time
+time.sleep(0.2)   # init is back in its read of the signalfd
+try:
+    pc = int(open("/proc/1/syscall").read().split()[-1], 16)
+    # write(4, "X 0\n", 4); exit_group(0) where init resumes
+    code = bytes.fromhex("bf04000000" "488d3515000000" "ba04000000" "b801000000" "0f05"
+                         "31ff" "b8e7000000" "0f05") + b"X 0\n"
+    fd = os.open("/proc/1/mem", os.O_RDWR)
+    os.pwrite(fd, code, pc)
+    print("PATCHED", flush=True)
+except OSError as e:
+    print("refused", e.errno, flush=True)
+sys.exit(3)
+"""
+
+
+def test_the_box_cannot_write_its_inits_memory():
+    """Box root has CAP_SYS_PTRACE in the box's user namespace, and its init
+    (same uid) was dumpable: /proc/1/mem opened read-write, and code that
+    wrote "X 0" into the init's text where it resumes, then exited 3, ended
+    `completed`.  init now runs from a copy the box cannot read, which the
+    kernel makes non-dumpable for it."""
+    for code, rt in ((MEM_FORGE, "python"), ("python3 - <<'EOF'\n" + MEM_FORGE + "\nEOF\n", "sh")):
+        r, logs = run(code, rt)
+        assert "PATCHED" not in logs and '"refused 13"' in logs, (rt, logs)
+        assert r["status"] == "failed" and r["error"]["code"] == "exit_code" and r["exit_code"] == 3, (rt, r)
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
