@@ -486,6 +486,45 @@ def test_the_box_cannot_write_its_inits_memory():
         assert "PATCHED" not in logs and '"refused 13"' in logs, (rt, logs)
         assert r["status"] == "failed" and r["error"]["code"] == "exit_code" and r["exit_code"] == 3, (rt, r)
 
+
+def test_fd3_garbage_invalid_utf8_and_another_runs_id():
+    # another run, waiting: a message naming it must not reach it
+    other = expect(S.req("POST", P + "/tasks", {"code": "read x; echo got-$x", "runtime_id": "sh"}), 201)
+    orun = wait_for(lambda: (lambda x: x if x["status"] == "running" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % other["id"]), 200)["data"][0]), 60, "the other run")
+    code = ("head -c 3000000 /dev/urandom >&3; echo >&3\n"
+            "printf '{\"type\":\"log\",\"message\":\"\\377\\376\"}\\n' >&3\n"
+            "printf '{\"type\":\"output\",\"run_id\":\"%s\",\"task_id\":\"%s\",\"output\":{\"to\":\"other\"}}\\n' >&3\n"
+            "printf '{\"type\":\"progress\",\"run_id\":\"%s\",\"progress\":0.5}\\n' >&3\n"
+            "echo done" % (orun["id"], other["id"], orun["id"]))
+    r, logs = run(code, "sh", max_output_bytes=50 << 20)
+    assert r["status"] == "completed" and '"done"' in logs, (r, logs[-2000:])
+    assert r["output"] == {"to": "other"}, r   # its own, whatever run it names
+    o = expect(S.req("GET", P + "/task-runs/" + orun["id"]), 200)
+    assert o["status"] == "running" and o["output"] is None and not o["progress"], o
+    expect(S.req("POST", P + "/tasks/%s/runs/%s/cancel" % (other["id"], orun["id"])), 200)
+
+
+def test_a_daemon_writing_to_stdout_ends_with_the_run():
+    r, logs = run("(setsid sh -c 'while :; do echo tick; sleep 0.01; done' &); sleep 0.3; echo bye",
+                  timeout_ms=20000)
+    assert r["status"] == "completed" and '"bye"' in logs, (r, logs)
+    n = logs.count('"tick"')
+    r2, _ = run("echo next")
+    assert r2["status"] == "completed", r2
+    t = expect(S.req("GET", P + "/task-runs/" + r["id"]), 200)
+    lg = S.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["task_id"], r["id"])).text
+    assert lg.count('"tick"') == n, "the run's log grew after its end"
+
+
+def test_memfd_and_pipes_count_as_the_runs_memory():
+    code = ("import os\nfd = os.memfd_create('x')\nb = b'x' * (1 << 20)\n"
+            "for i in range(512):\n    os.write(fd, b)\nprint('WROTE 512 MiB')\n")
+    for c, rt in ((code, "python"), ("python3 - <<'EOF'\n" + code + "\nEOF\n", "sh")):
+        r, logs = run(c, rt, memory_limit_mb=64)
+        assert "WROTE" not in logs, logs
+        assert r["status"] == "failed" and r["error"]["code"] == "memory_limit_exceeded", (rt, r)
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
