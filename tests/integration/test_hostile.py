@@ -374,6 +374,14 @@ def test_escape_syscalls_abstract_sockets_fds_and_devices():
                 assert "SIGSYS" in r["error"]["message"], r
             else:   # sh reports its child's SIGSYS as 128 + 31
                 assert r["status"] == "failed" and r["exit_code"] == 159, (rt, r)
+        # the i386 ABI (int 0x80) is another architecture to the filter: killed
+        r, logs = run("import ctypes, mmap\n"
+                      "m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+                      "m.write(bytes.fromhex('b815000000cd80c3'))   # i386 mount; int 0x80; ret\n"
+                      "f = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(m)))\n"
+                      "print('i386', f(), flush=True)\n", "python")
+        assert '"i386' not in logs, logs
+        assert r["status"] == "failed" and "SIGSYS" in r["error"]["message"], r
     finally:
         ls.close()
 
