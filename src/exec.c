@@ -1054,6 +1054,7 @@ struct trash {
     pthread_cond_t cond;
     char **dirs;            /* .trash directories to empty */
     size_t n, cap;
+    size_t pending, limit;  /* trees moved in and not yet removed; at most this many */
     bool stop;
 };
 
@@ -1067,10 +1068,12 @@ static void *trash_main(void *arg)
         if (t->stop)
             break;
         char *dir = t->dirs[--t->n];
+        size_t had = t->pending;   /* a tree moved in meanwhile asks again */
         pthread_mutex_unlock(&t->mu);
         (void)tree_remove(dir, true);
         free(dir);
         pthread_mutex_lock(&t->mu);
+        t->pending -= had < t->pending ? had : t->pending;
     }
     pthread_mutex_unlock(&t->mu);
     for (size_t i = 0; i < t->n; i++)
@@ -1082,10 +1085,12 @@ static void *trash_main(void *arg)
     return NULL;
 }
 
-/* A remover thread, or NULL (trees are then removed where they are). */
-static struct trash *trash_new(void)
+/* A remover thread that holds at most limit trees at once, or NULL (trees
+ * are then removed where they are). */
+static struct trash *trash_new(size_t limit)
 {
     struct trash *t = xcalloc(1, sizeof(*t));
+    t->limit = limit;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->cond, NULL);
     pthread_t th;
@@ -1137,7 +1142,9 @@ static void trash_empty(struct trash *t, const char *work_root)
 /* Moves dir (scratch/ or out/ of the slot directory slotdir, a box's, dead)
  * into the trash when it holds more than TRASH_OVER_ENTRIES entries, for
  * the trash thread to remove.  0 when it was moved, else -errno (then it is
- * emptied where it is). */
+ * emptied where it is).  While the trash holds one tree per cell already,
+ * trees are emptied in place again: boxes that each leave a big tree must
+ * not pile up more on the disk than live boxes could hold. */
 static int trash_aside(struct exec *ex, const char *slotdir, const char *dir)
 {
     if (!ex->trash)
@@ -1148,6 +1155,13 @@ static int trash_aside(struct exec *ex, const char *slotdir, const char *dir)
     const char *slash = strrchr(slotdir, '/');
     if (!slash || slash == slotdir)
         return -EINVAL;
+    pthread_mutex_lock(&ex->trash->mu);
+    bool full = ex->trash->pending >= ex->trash->limit;
+    if (!full)
+        ex->trash->pending++;
+    pthread_mutex_unlock(&ex->trash->mu);
+    if (full)
+        return -EBUSY;
     char *root = xstrndup(slotdir, (size_t)(slash - slotdir));
     char *tdir = xasprintf("%s/.trash", root);
     char id[ID_LEN];
@@ -1158,8 +1172,13 @@ static int trash_aside(struct exec *ex, const char *slotdir, const char *dir)
         rc = -errno;
     if (rc == 0 && rename(dir, dest) < 0)
         rc = -errno;
-    if (rc == 0)
+    if (rc == 0) {
         trash_empty(ex->trash, root);
+    } else {
+        pthread_mutex_lock(&ex->trash->mu);
+        ex->trash->pending--;
+        pthread_mutex_unlock(&ex->trash->mu);
+    }
     free(dest);
     free(tdir);
     free(root);
@@ -2862,7 +2881,7 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     ex->cell_busy = xcalloc((size_t)ex->ncells, sizeof(bool));
     ex->st_inotify = -1;
     ex->clean_root = xcalloc((size_t)ex->ncells, sizeof(char *));
-    ex->trash = trash_new();
+    ex->trash = trash_new((size_t)ex->ncells);
     ex->pub_ids = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(char *));
     ex->pending = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(struct run *));
     ex->epfd = epoll_create1(EPOLL_CLOEXEC);
