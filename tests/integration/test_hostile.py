@@ -331,6 +331,9 @@ def call(name, nr, *args):
 args = ctypes.create_string_buffer(struct.pack("8Q", 0x10000000, 0, 0, 0, 17, 0, 0, 0))
 call("clone3", 435, args, 64)
 call("name_to_handle_at", 303, -100, b"/", None, None, 0)
+# open_tree with mount_setattr's attributes (6.15): a clone of /quern made
+# writable (attr_clr MOUNT_ATTR_RDONLY)
+call("open_tree_attr", 467, -100, b"/quern", 1 | 0x80000, (ctypes.c_uint64 * 4)(0, 1, 0, 0), 32)
 call("unshare_time", 272, 0x80)
 call("mknod_mem", 133, b"mem", 0o20666, (1 << 8) | 1)
 call("sched_fifo", 144, 0, 1, ctypes.byref(ctypes.c_int(1)))
@@ -363,7 +366,7 @@ def test_escape_syscalls_abstract_sockets_fds_and_devices():
         for code, rt in ((ESCAPES, "python"), ("python3 - <<'EOF'\n" + ESCAPES + "\nEOF\n", "sh")):
             r, logs = run(code, rt)
             assert "ALLOWED" not in logs, (rt, logs)
-            for want in ("clone3 ENOSYS", "name_to_handle_at EPERM", "unshare_time EPERM", "mknod_mem EPERM",
+            for want in ("clone3 ENOSYS", "name_to_handle_at EPERM", "open_tree_attr EPERM", "unshare_time EPERM", "mknod_mem EPERM",
                          "sched_fifo EPERM", "nice_down EACCES", "clock_settime EPERM", "kill_outside ESRCH",
                          "abstract refused", "dev fd null random shm stderr stdin stdout urandom zero"):
                 assert '"%s"' % want in logs, (rt, want, logs)
