@@ -151,6 +151,8 @@ struct run {
     struct lbuf out, err, ctl;
     int fd_in, fd_status;
     int64_t started, deadline, last_activity, kill_at, disk_check_at;
+    uint64_t disk_gen;        /* names this box's disk checks (see struct diskq) */
+    bool disk_busy;           /* a check of it is with the disk thread */
     int waiting_input;            /* the code's input_requests not answered yet */
     bool input_flood_warned;      /* one warning for input_requests over the cap */
     bool in_armed;
@@ -158,7 +160,7 @@ struct run {
     char *kill_msg;
 };
 
-enum cmd_type { C_START, C_SEND, C_CLOSE, C_CANCEL, C_PREWARM };
+enum cmd_type { C_START, C_SEND, C_CLOSE, C_CANCEL, C_PREWARM, C_DISK };
 
 /* A box started ahead of a run (see the top of the file). */
 struct warm {
@@ -182,7 +184,32 @@ struct cmd {
     int slot;
     char *run_id, *line;
     struct run *spec; /* C_START: the filled run */
+    uint64_t gen;     /* C_DISK: the box checked (run.disk_gen) */
+    bool over;        /* C_DISK: over the disk limits */
     struct cmd *next;
+};
+
+/* The disk checks.  Walking a tree of 100 000 directories takes over a
+ * second; on the supervisor, a box sitting just under the limit kept it
+ * walking most of the time and every other run waited (output unread for
+ * seconds).  The walks are made by a thread of their own: the supervisor
+ * posts a job when a run's check is due (one at a time per run), the
+ * thread answers with a C_DISK command, and the supervisor kills the box if
+ * it is over and the answer is for the box still in that slot (disk_gen). */
+struct disk_job {
+    int slot;
+    uint64_t gen;
+    pid_t init;
+    char *scratch, *outdir;
+    struct disk_job *next;
+};
+
+struct diskq {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct disk_job *head, *tail;
+    bool stop;
+    pthread_t thread;
 };
 
 struct exec {
@@ -213,6 +240,9 @@ struct exec {
     int64_t n_warm_starts, n_cold_starts; /* atomics: read by exec_get_stats */
     int n_warm_ready;
     pthread_t thread;
+    struct diskq disk;      /* the disk checks' thread and its jobs */
+    bool disk_started;
+    uint64_t disk_seq;      /* the last disk_gen given */
     int epfd, wakefd;
 
     pthread_mutex_t mu;     /* guards what follows */
@@ -1621,6 +1651,8 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     r->started = mono_ms();
     r->last_activity = r->started;
     r->disk_check_at = r->started + DISK_CHECK_MS;
+    r->disk_gen = ++ex->disk_seq;
+    r->disk_busy = false;
     r->deadline = r->started + tmo;
     r->kill_at = 0;
     r->waiting_input = 0;
@@ -1973,6 +2005,8 @@ static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, 
     r->started = mono_ms();
     r->last_activity = r->started;
     r->disk_check_at = r->started + DISK_CHECK_MS;
+    r->disk_gen = ++ex->disk_seq;
+    r->disk_busy = false;
     r->deadline = r->started + r->timeout_ms;
     r->kill_at = 0;
     r->waiting_input = 0;
@@ -2526,6 +2560,18 @@ static void pending_cmd(struct exec *ex, struct cmd *c)
 
 static void handle_cmd(struct exec *ex, struct cmd *c)
 {
+    if (c->type == C_DISK) {
+        struct run *r = &ex->runs[c->slot];
+        if (!r->active || r->disk_gen != c->gen)
+            return;   /* for a box gone since */
+        r->disk_busy = false;
+        if (c->over && r->alive && !r->kill_status)
+            kill_box(r, "failed", "disk_limit_exceeded",
+                     "scratch and artifacts over 1 GiB or 100000 files, or nested "
+                     "deeper than 128 directories", SIGKILL);
+        r->disk_check_at = mono_ms() + DISK_CHECK_MS;
+        return;
+    }
     if (c->type == C_START || c->type == C_PREWARM) {
         const char *root = c->type == C_START ? c->spec->work_root : c->line;
         if (ex->npools > 0 && (!ex->warm_root || strcmp(ex->warm_root, root) != 0)) {
@@ -2582,6 +2628,7 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
         break;
     case C_START:
     case C_PREWARM:
+    case C_DISK:
         break;
     }
 }
@@ -2594,21 +2641,84 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
  * still holds open or mapped count too (allocated blocks): no walk sees
  * them, and 256 open files of 64 MiB each held 16 GiB of the host's disk
  * under a 1 GiB limit. */
-static bool disk_over(const struct run *r)
+static bool disk_over(const char *scratch, const char *outdir, pid_t init)
 {
     struct tree_usage u = {0};
-    if (tree_usage(r->scratch, TREE_BLOCKS, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
+    if (tree_usage(scratch, TREE_BLOCKS, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
         return true;
-    if (tree_usage(r->outdir, TREE_LARGER, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
+    if (tree_usage(outdir, TREE_LARGER, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
         return true;
     struct stat sc, od;
-    if (stat(r->scratch, &sc) < 0)
+    if (stat(scratch, &sc) < 0)
         return false;
     struct sandbox_held h = {.bytes = u.bytes, .files = u.entries};
-    if (sandbox_held_usage(r->proc.pid, sc.st_dev, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &h))
+    if (sandbox_held_usage(init, sc.st_dev, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &h))
         return true;
-    return stat(r->outdir, &od) == 0 && od.st_dev != sc.st_dev &&
-           sandbox_held_usage(r->proc.pid, od.st_dev, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &h);
+    return stat(outdir, &od) == 0 && od.st_dev != sc.st_dev &&
+           sandbox_held_usage(init, od.st_dev, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &h);
+}
+
+static void *disk_main(void *arg)
+{
+    struct exec *ex = arg;
+    struct diskq *q = &ex->disk;
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->stop && !q->head)
+            pthread_cond_wait(&q->cond, &q->mu);
+        if (q->stop)
+            break;
+        struct disk_job *j = q->head;
+        q->head = j->next;
+        if (!q->head)
+            q->tail = NULL;
+        pthread_mutex_unlock(&q->mu);
+        struct cmd *c = xcalloc(1, sizeof(*c));
+        c->type = C_DISK;
+        c->slot = j->slot;
+        c->gen = j->gen;
+        c->over = disk_over(j->scratch, j->outdir, j->init);
+        free(j->scratch);
+        free(j->outdir);
+        free(j);
+        pthread_mutex_lock(&ex->mu);
+        if (ex->stopping)
+            free(c);
+        else
+            enqueue(ex, c);
+        pthread_mutex_unlock(&ex->mu);
+        pthread_mutex_lock(&q->mu);
+    }
+    while (q->head) {
+        struct disk_job *j = q->head;
+        q->head = j->next;
+        free(j->scratch);
+        free(j->outdir);
+        free(j);
+    }
+    q->tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+/* Hands the check of slot's box to the disk thread. */
+static void disk_post(struct exec *ex, int slot, struct run *r)
+{
+    struct disk_job *j = xcalloc(1, sizeof(*j));
+    j->slot = slot;
+    j->gen = r->disk_gen;
+    j->init = r->proc.pid;
+    j->scratch = xstrdup(r->scratch);
+    j->outdir = xstrdup(r->outdir);
+    pthread_mutex_lock(&ex->disk.mu);
+    if (ex->disk.tail)
+        ex->disk.tail->next = j;
+    else
+        ex->disk.head = j;
+    ex->disk.tail = j;
+    pthread_cond_signal(&ex->disk.cond);
+    pthread_mutex_unlock(&ex->disk.mu);
+    r->disk_busy = true;
 }
 
 static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
@@ -2634,23 +2744,11 @@ static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
             stop_box(r, "timed_out", "inactivity_timeout", m, now);
             free(m);
         }
-        if (!r->kill_status && now >= r->disk_check_at) {
-            int64_t began = mono_ms();
-            if (disk_over(r))
-                kill_box(r, "failed", "disk_limit_exceeded",
-                         "scratch and artifacts over 1 GiB or 100000 files, or nested "
-                         "deeper than 128 directories", SIGKILL);
-            /* Walking 100 000 directories takes over a second: checked
-             * every half second, a box sitting just under the limit kept
-             * this thread walking most of the time, and every other run
-             * waited for it.  The next check waits 3 times this one. */
-            int64_t ended = mono_ms();
-            int64_t pause = 3 * (ended - began);
-            r->disk_check_at = ended + (pause > DISK_CHECK_MS ? pause : DISK_CHECK_MS);
-        }
+        if (!r->kill_status && !r->disk_busy && now >= r->disk_check_at)
+            disk_post(ex, i, r);
         int64_t cands[4] = {r->kill_status ? -1 : r->deadline, r->kill_at ? r->kill_at : -1,
                             (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input) ? idle_at : -1,
-                            r->kill_status ? -1 : r->disk_check_at};
+                            (r->kill_status || r->disk_busy) ? -1 : r->disk_check_at};
         for (int k = 0; k < 4; k++)
             if (cands[k] >= 0 && (next < 0 || cands[k] < next))
                 next = cands[k];
@@ -2845,6 +2943,21 @@ static void add_mountpoints(void *ctx, const struct runtime *rt)
         (void)sandbox_sys_add_mountpoint(ex->sys, rt->ro_box[i]);
 }
 
+/* Stops and joins the disk thread (a walk under way ends first). */
+static void disk_stop(struct exec *ex)
+{
+    if (!ex->disk_started)
+        return;
+    pthread_mutex_lock(&ex->disk.mu);
+    ex->disk.stop = true;
+    pthread_cond_signal(&ex->disk.cond);
+    pthread_mutex_unlock(&ex->disk.mu);
+    pthread_join(ex->disk.thread, NULL);
+    ex->disk_started = false;
+    pthread_cond_destroy(&ex->disk.cond);
+    pthread_mutex_destroy(&ex->disk.mu);
+}
+
 struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
 {
     *err = NULL;
@@ -2891,6 +3004,14 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
         goto fail;
     }
     ep_add(ex, ex->wakefd, 0, K_WAKE, EPOLLIN);
+    pthread_mutex_init(&ex->disk.mu, NULL);
+    pthread_cond_init(&ex->disk.cond, NULL);
+    if (pthread_create(&ex->disk.thread, NULL, disk_main, ex) != 0) {
+        *err = xstrdup("cannot start the disk check thread");
+        goto fail;
+    }
+    pthread_setname_np(ex->disk.thread, "quern-disk");
+    ex->disk_started = true;
     if (pthread_create(&ex->thread, NULL, supervisor, ex) != 0) {
         *err = xstrdup("cannot start the supervisor thread");
         goto fail;
@@ -2899,6 +3020,7 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     return ex;
 fail:
     trash_stop(ex->trash);
+    disk_stop(ex);
     if (ex->epfd >= 0)
         close(ex->epfd);
     if (ex->wakefd >= 0)
@@ -2929,6 +3051,7 @@ void exec_free(struct exec *ex)
     pthread_mutex_unlock(&ex->mu);
     pthread_join(ex->thread, NULL);
     trash_stop(ex->trash);
+    disk_stop(ex);
     for (struct cmd *c = ex->q_head; c;) {
         struct cmd *next = c->next;
         if (c->spec) {
