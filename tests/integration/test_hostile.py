@@ -250,7 +250,12 @@ def test_a_very_deep_chain_in_storage_is_listed():
     S.stop()
     S.start()   # the chain is still there; quernd starts and lists it again
     expect(S.req("GET", P + "/storage"), 200)
-    r, _ = run('echo after; rm -rf "$QUERN_STORAGE_PROJECT/deep"')
+    # (30 000 levels to remove: the trash of the tests before may be removed
+    # meanwhile, and on a slow disk this took over the default 30 s)
+    t = expect(S.req("POST", P + "/tasks", {"code": 'echo after; rm -rf "$QUERN_STORAGE_PROJECT/deep"',
+                                            "runtime_id": "sh", "settings": {"timeout_ms": 180000}}), 201)
+    r = wait_for(lambda: (lambda x: x if x["status"] not in ("queued", "running") else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 240, "the removal's end")
     assert r["status"] == "completed", r
 
 
