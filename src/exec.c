@@ -92,6 +92,7 @@
 #define EXEC_MAX_PENDING_INPUT 100 /* input_requests of a run waiting at once */
 #define HOLD_MS 5                  /* a look at a congested consumer */
 #define DISK_CHECK_MS 500                 /* how often, from half a second on */
+#define TRASH_OVER_ENTRIES 1000           /* a slot dir holding more is removed aside */
 #define LOG_ENTRY_MIN 64                  /* bytes of max_output_bytes per entry, at least, */
 #define LOG_ENTRIES_FREE 10000             /* after the first this many */
 #define STDIN_MAX_BYTES (16 * 1024 * 1024) /* waiting for code that does not read */
@@ -152,6 +153,8 @@ struct run {
     struct lbuf out, err, ctl;
     int fd_in, fd_status;
     int64_t started, deadline, last_activity, kill_at, disk_check_at;
+    uint64_t disk_gen;        /* names this box's disk checks (see struct diskq) */
+    bool disk_busy;           /* a check of it is with the disk thread */
     int waiting_input;            /* the code's input_requests not answered yet */
     bool input_flood_warned;      /* one warning for input_requests over the cap */
     bool in_armed;
@@ -159,7 +162,7 @@ struct run {
     char *kill_msg;
 };
 
-enum cmd_type { C_START, C_SEND, C_CLOSE, C_CANCEL, C_PREWARM };
+enum cmd_type { C_START, C_SEND, C_CLOSE, C_CANCEL, C_PREWARM, C_DISK };
 
 /* A box started ahead of a run (see the top of the file). */
 struct warm {
@@ -183,7 +186,32 @@ struct cmd {
     int slot;
     char *run_id, *line;
     struct run *spec; /* C_START: the filled run */
+    uint64_t gen;     /* C_DISK: the box checked (run.disk_gen) */
+    bool over;        /* C_DISK: over the disk limits */
     struct cmd *next;
+};
+
+/* The disk checks.  Walking a tree of 100 000 directories takes over a
+ * second; on the supervisor, a box sitting just under the limit kept it
+ * walking most of the time and every other run waited (output unread for
+ * seconds).  The walks are made by a thread of their own: the supervisor
+ * posts a job when a run's check is due (one at a time per run), the
+ * thread answers with a C_DISK command, and the supervisor kills the box if
+ * it is over and the answer is for the box still in that slot (disk_gen). */
+struct disk_job {
+    int slot;
+    uint64_t gen;
+    pid_t init;
+    char *scratch, *outdir;
+    struct disk_job *next;
+};
+
+struct diskq {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct disk_job *head, *tail;
+    bool stop;
+    pthread_t thread;
 };
 
 struct exec {
@@ -204,6 +232,7 @@ struct exec {
     size_t nst_refs, cap_st_refs;
     bool st_warned;         /* the log said inotify is unavailable */
     char **clean_root;      /* per cell: the work_root whose .slot-N is known empty */
+    struct trash *trash;    /* the remover of big trees (its own thread) */
     struct warm *warm;      /* nwarm entries */
     int nwarm;
     struct pool *pools;
@@ -213,6 +242,9 @@ struct exec {
     int64_t n_warm_starts, n_cold_starts; /* atomics: read by exec_get_stats */
     int n_warm_ready;
     pthread_t thread;
+    struct diskq disk;      /* the disk checks' thread and its jobs */
+    bool disk_started;
+    uint64_t disk_seq;      /* the last disk_gen given */
     int epfd, wakefd;
 
     pthread_mutex_t mu;     /* guards what follows */
@@ -1040,6 +1072,151 @@ static bool dir_pristine(int dfd, const char *name, uid_t uid, const char *keep,
     return ok;
 }
 
+/* Big trees a box left.  Removing 100 000 directories took 20 s here (an
+ * ext4 mounted with `discard` frees each block synchronously), and the
+ * supervisor did it between two turns: no other run was read, timed out or
+ * checked meanwhile, and a box making directories ran on unchecked past the
+ * disk limit.  A slot directory over TRASH_OVER_ENTRIES is renamed into
+ * <work_root>/.trash/ instead (one rename) and this thread removes it; it
+ * also empties what a crash left there.  It owns struct trash once
+ * exec_free has set `stop` (it is detached: a removal under way is not
+ * waited for, what it leaves is removed at the next start). */
+struct trash {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    char **dirs;            /* .trash directories to empty */
+    size_t n, cap;
+    size_t pending, limit;  /* trees moved in and not yet removed; at most this many */
+    bool stop;
+};
+
+static void *trash_main(void *arg)
+{
+    struct trash *t = arg;
+    pthread_mutex_lock(&t->mu);
+    for (;;) {
+        while (!t->stop && t->n == 0)
+            pthread_cond_wait(&t->cond, &t->mu);
+        if (t->stop)
+            break;
+        char *dir = t->dirs[--t->n];
+        size_t had = t->pending;   /* a tree moved in meanwhile asks again */
+        pthread_mutex_unlock(&t->mu);
+        (void)tree_remove(dir, true);
+        free(dir);
+        pthread_mutex_lock(&t->mu);
+        t->pending -= had < t->pending ? had : t->pending;
+    }
+    pthread_mutex_unlock(&t->mu);
+    for (size_t i = 0; i < t->n; i++)
+        free(t->dirs[i]);
+    free(t->dirs);
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
+    return NULL;
+}
+
+/* A remover thread that holds at most limit trees at once, or NULL (trees
+ * are then removed where they are). */
+static struct trash *trash_new(size_t limit)
+{
+    struct trash *t = xcalloc(1, sizeof(*t));
+    t->limit = limit;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cond, NULL);
+    pthread_t th;
+    if (pthread_create(&th, NULL, trash_main, t) != 0) {
+        pthread_cond_destroy(&t->cond);
+        pthread_mutex_destroy(&t->mu);
+        free(t);
+        return NULL;
+    }
+    pthread_setname_np(th, "quern-trash");
+    pthread_detach(th);
+    return t;
+}
+
+static void trash_stop(struct trash *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->stop = true;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Asks the thread to empty <work_root>/.trash (once, however often asked). */
+static void trash_empty(struct trash *t, const char *work_root)
+{
+    if (!t)
+        return;
+    char *dir = xasprintf("%s/.trash", work_root);
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < t->n; i++)
+        if (strcmp(t->dirs[i], dir) == 0) {
+            free(dir);
+            dir = NULL;
+            break;
+        }
+    if (dir) {
+        if (t->n == t->cap) {
+            t->cap = t->cap ? t->cap * 2 : 4;
+            t->dirs = xrealloc(t->dirs, t->cap * sizeof(char *));
+        }
+        t->dirs[t->n++] = dir;
+        pthread_cond_signal(&t->cond);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Moves dir (scratch/ or out/ of the slot directory slotdir, a box's, dead)
+ * into the trash when it holds more than TRASH_OVER_ENTRIES entries, for
+ * the trash thread to remove.  0 when it was moved, else -errno (then it is
+ * emptied where it is).  While the trash holds one tree per cell already,
+ * trees are emptied in place again: boxes that each leave a big tree must
+ * not pile up more on the disk than live boxes could hold. */
+static int trash_aside(struct exec *ex, const char *slotdir, const char *dir)
+{
+    if (!ex->trash)
+        return -ENOSYS;
+    struct tree_usage u = {0};
+    if (!tree_usage(dir, TREE_FILES, TRASH_OVER_ENTRIES, 0, &u) && !u.too_deep)
+        return -EAGAIN;   /* small: emptied in place, at once */
+    const char *slash = strrchr(slotdir, '/');
+    if (!slash || slash == slotdir)
+        return -EINVAL;
+    pthread_mutex_lock(&ex->trash->mu);
+    bool full = ex->trash->pending >= ex->trash->limit;
+    if (!full)
+        ex->trash->pending++;
+    pthread_mutex_unlock(&ex->trash->mu);
+    if (full)
+        return -EBUSY;
+    char *root = xstrndup(slotdir, (size_t)(slash - slotdir));
+    char *tdir = xasprintf("%s/.trash", root);
+    char id[ID_LEN];
+    id_new("t", id);
+    char *dest = xasprintf("%s/%s", tdir, id + 2);
+    int rc = 0;
+    if (mkdir(tdir, 0700) < 0 && errno != EEXIST)
+        rc = -errno;
+    if (rc == 0 && rename(dir, dest) < 0)
+        rc = -errno;
+    if (rc == 0) {
+        trash_empty(ex->trash, root);
+    } else {
+        pthread_mutex_lock(&ex->trash->mu);
+        ex->trash->pending--;
+        pthread_mutex_unlock(&ex->trash->mu);
+    }
+    free(dest);
+    free(tdir);
+    free(root);
+    return rc;
+}
+
 /* The usual case after a short run: scratch/ empty, out/ holding only an
  * empty artifacts/, owners and modes unchanged.  Looking costs a few
  * reads; emptying and remaking would cost inode changes on the host. */
@@ -1063,6 +1240,8 @@ static int reset_dirs(struct exec *ex, const char *slotdir, const char *scratch,
     uid_t uid = sandbox_host_uid(ex->sys);
     if (dirs_pristine(uid, scratch, outdir))
         return 0;
+    (void)trash_aside(ex, slotdir, scratch);
+    (void)trash_aside(ex, slotdir, outdir);
     char *art = xasprintf("%s/artifacts", outdir);
     int rc = 0;
     for (int attempt = 0; attempt < 2; attempt++) {
@@ -1479,6 +1658,8 @@ static int spawn_iteration(struct exec *ex, int slot, struct run *r, char **why)
     r->started = mono_ms();
     r->last_activity = r->started;
     r->disk_check_at = r->started + DISK_CHECK_MS;
+    r->disk_gen = ++ex->disk_seq;
+    r->disk_busy = false;
     r->deadline = r->started + tmo;
     r->kill_at = 0;
     r->waiting_input = 0;
@@ -1831,6 +2012,8 @@ static int warm_start(struct exec *ex, int slot, struct run *r, struct warm *w, 
     r->started = mono_ms();
     r->last_activity = r->started;
     r->disk_check_at = r->started + DISK_CHECK_MS;
+    r->disk_gen = ++ex->disk_seq;
+    r->disk_busy = false;
     r->deadline = r->started + r->timeout_ms;
     r->kill_at = 0;
     r->waiting_input = 0;
@@ -2384,6 +2567,18 @@ static void pending_cmd(struct exec *ex, struct cmd *c)
 
 static void handle_cmd(struct exec *ex, struct cmd *c)
 {
+    if (c->type == C_DISK) {
+        struct run *r = &ex->runs[c->slot];
+        if (!r->active || r->disk_gen != c->gen)
+            return;   /* for a box gone since */
+        r->disk_busy = false;
+        if (c->over && r->alive && !r->kill_status)
+            kill_box(r, "failed", "disk_limit_exceeded",
+                     "scratch and artifacts over 1 GiB or 100000 files, or nested "
+                     "deeper than 128 directories", SIGKILL);
+        r->disk_check_at = mono_ms() + DISK_CHECK_MS;
+        return;
+    }
     if (c->type == C_START || c->type == C_PREWARM) {
         const char *root = c->type == C_START ? c->spec->work_root : c->line;
         if (ex->npools > 0 && (!ex->warm_root || strcmp(ex->warm_root, root) != 0)) {
@@ -2440,6 +2635,7 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
         break;
     case C_START:
     case C_PREWARM:
+    case C_DISK:
         break;
     }
 }
@@ -2448,13 +2644,88 @@ static void handle_cmd(struct exec *ex, struct cmd *c)
  * limits (the code's writes are not bounded by a quota, only checked), or
  * nest directories deeper than TREE_MAX_DEPTH.  Scratch counts allocated
  * blocks; out counts a sparse file at its apparent size, which is what
- * collecting it as an artifact would store. */
-static bool disk_over(const struct run *r)
+ * collecting it as an artifact would store.  Files the box removed but
+ * still holds open or mapped count too (allocated blocks): no walk sees
+ * them, and 256 open files of 64 MiB each held 16 GiB of the host's disk
+ * under a 1 GiB limit. */
+static bool disk_over(const char *scratch, const char *outdir, pid_t init)
 {
     struct tree_usage u = {0};
-    if (tree_usage(r->scratch, TREE_BLOCKS, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
+    if (tree_usage(scratch, TREE_BLOCKS, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
         return true;
-    return tree_usage(r->outdir, TREE_LARGER, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep;
+    if (tree_usage(outdir, TREE_LARGER, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &u) || u.too_deep)
+        return true;
+    struct stat sc, od;
+    if (stat(scratch, &sc) < 0)
+        return false;
+    struct sandbox_held h = {.bytes = u.bytes, .files = u.entries};
+    if (sandbox_held_usage(init, sc.st_dev, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &h))
+        return true;
+    return stat(outdir, &od) == 0 && od.st_dev != sc.st_dev &&
+           sandbox_held_usage(init, od.st_dev, DISK_MAX_ENTRIES, DISK_MAX_BYTES, &h);
+}
+
+static void *disk_main(void *arg)
+{
+    struct exec *ex = arg;
+    struct diskq *q = &ex->disk;
+    pthread_mutex_lock(&q->mu);
+    for (;;) {
+        while (!q->stop && !q->head)
+            pthread_cond_wait(&q->cond, &q->mu);
+        if (q->stop)
+            break;
+        struct disk_job *j = q->head;
+        q->head = j->next;
+        if (!q->head)
+            q->tail = NULL;
+        pthread_mutex_unlock(&q->mu);
+        struct cmd *c = xcalloc(1, sizeof(*c));
+        c->type = C_DISK;
+        c->slot = j->slot;
+        c->gen = j->gen;
+        c->over = disk_over(j->scratch, j->outdir, j->init);
+        free(j->scratch);
+        free(j->outdir);
+        free(j);
+        pthread_mutex_lock(&ex->mu);
+        if (ex->stopping)
+            free(c);
+        else
+            enqueue(ex, c);
+        pthread_mutex_unlock(&ex->mu);
+        pthread_mutex_lock(&q->mu);
+    }
+    while (q->head) {
+        struct disk_job *j = q->head;
+        q->head = j->next;
+        free(j->scratch);
+        free(j->outdir);
+        free(j);
+    }
+    q->tail = NULL;
+    pthread_mutex_unlock(&q->mu);
+    return NULL;
+}
+
+/* Hands the check of slot's box to the disk thread. */
+static void disk_post(struct exec *ex, int slot, struct run *r)
+{
+    struct disk_job *j = xcalloc(1, sizeof(*j));
+    j->slot = slot;
+    j->gen = r->disk_gen;
+    j->init = r->proc.pid;
+    j->scratch = xstrdup(r->scratch);
+    j->outdir = xstrdup(r->outdir);
+    pthread_mutex_lock(&ex->disk.mu);
+    if (ex->disk.tail)
+        ex->disk.tail->next = j;
+    else
+        ex->disk.head = j;
+    ex->disk.tail = j;
+    pthread_cond_signal(&ex->disk.cond);
+    pthread_mutex_unlock(&ex->disk.mu);
+    r->disk_busy = true;
 }
 
 static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
@@ -2480,16 +2751,11 @@ static void check_timers(struct exec *ex, int64_t now, int *wait_ms)
             stop_box(r, "timed_out", "inactivity_timeout", m, now);
             free(m);
         }
-        if (!r->kill_status && now >= r->disk_check_at) {
-            if (disk_over(r))
-                kill_box(r, "failed", "disk_limit_exceeded",
-                         "scratch and artifacts over 1 GiB or 100000 files, or nested "
-                         "deeper than 128 directories", SIGKILL);
-            r->disk_check_at = mono_ms() + DISK_CHECK_MS;
-        }
+        if (!r->kill_status && !r->disk_busy && now >= r->disk_check_at)
+            disk_post(ex, i, r);
         int64_t cands[4] = {r->kill_status ? -1 : r->deadline, r->kill_at ? r->kill_at : -1,
                             (!r->kill_status && r->inactivity_ms > 0 && !r->waiting_input) ? idle_at : -1,
-                            r->kill_status ? -1 : r->disk_check_at};
+                            (r->kill_status || r->disk_busy) ? -1 : r->disk_check_at};
         for (int k = 0; k < 4; k++)
             if (cands[k] >= 0 && (next < 0 || cands[k] < next))
                 next = cands[k];
@@ -2692,6 +2958,21 @@ static void add_mountpoints(void *ctx, const struct runtime *rt)
     }
 }
 
+/* Stops and joins the disk thread (a walk under way ends first). */
+static void disk_stop(struct exec *ex)
+{
+    if (!ex->disk_started)
+        return;
+    pthread_mutex_lock(&ex->disk.mu);
+    ex->disk.stop = true;
+    pthread_cond_signal(&ex->disk.cond);
+    pthread_mutex_unlock(&ex->disk.mu);
+    pthread_join(ex->disk.thread, NULL);
+    ex->disk_started = false;
+    pthread_cond_destroy(&ex->disk.cond);
+    pthread_mutex_destroy(&ex->disk.mu);
+}
+
 struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
 {
     *err = NULL;
@@ -2728,6 +3009,7 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     ex->cell_busy = xcalloc((size_t)ex->ncells, sizeof(bool));
     ex->st_inotify = -1;
     ex->clean_root = xcalloc((size_t)ex->ncells, sizeof(char *));
+    ex->trash = trash_new((size_t)ex->ncells);
     ex->pub_ids = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(char *));
     ex->pending = xcalloc((size_t)slots * (EXEC_MAX_BACKLOG_PER_SLOT + 1), sizeof(struct run *));
     ex->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -2737,6 +3019,14 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
         goto fail;
     }
     ep_add(ex, ex->wakefd, 0, K_WAKE, EPOLLIN);
+    pthread_mutex_init(&ex->disk.mu, NULL);
+    pthread_cond_init(&ex->disk.cond, NULL);
+    if (pthread_create(&ex->disk.thread, NULL, disk_main, ex) != 0) {
+        *err = xstrdup("cannot start the disk check thread");
+        goto fail;
+    }
+    pthread_setname_np(ex->disk.thread, "quern-disk");
+    ex->disk_started = true;
     if (pthread_create(&ex->thread, NULL, supervisor, ex) != 0) {
         *err = xstrdup("cannot start the supervisor thread");
         goto fail;
@@ -2744,6 +3034,8 @@ struct exec *exec_new(int slots, const struct exec_callbacks *cb, char **err)
     pthread_setname_np(ex->thread, "quern-exec");   /* for top and perf */
     return ex;
 fail:
+    trash_stop(ex->trash);
+    disk_stop(ex);
     if (ex->epfd >= 0)
         close(ex->epfd);
     if (ex->wakefd >= 0)
@@ -2773,6 +3065,8 @@ void exec_free(struct exec *ex)
     }
     pthread_mutex_unlock(&ex->mu);
     pthread_join(ex->thread, NULL);
+    trash_stop(ex->trash);
+    disk_stop(ex);
     for (struct cmd *c = ex->q_head; c;) {
         struct cmd *next = c->next;
         if (c->spec) {
@@ -2986,6 +3280,7 @@ void exec_prewarm(struct exec *ex, const char *work_root)
 {
     if (!work_root || work_root[0] != '/')
         return;
+    trash_empty(ex->trash, work_root);   /* what a crash left there */
     pthread_mutex_lock(&ex->mu);
     if (!ex->stopping) {
         struct cmd *c = xcalloc(1, sizeof(*c));

@@ -56,6 +56,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -1181,6 +1182,24 @@ static int seccomp_build(struct sandbox_sys *sys, char **err)
         if (rc < 0)
             goto out;
     }
+    /* Newer than what libseccomp may know (2.5.4 resolves none of these
+     * names, and a name it cannot resolve was skipped above): by number,
+     * one table for every architecture since Linux 5.1.  open_tree_attr
+     * (6.15) is open_tree with mount_setattr's attributes: a box cloned
+     * its read-only /quern with it and wrote into the clone. */
+#if defined(__x86_64__) || defined(__aarch64__)
+    static const struct {
+        const char *name;
+        int nr;
+    } deny_nr[] = {{"open_tree_attr", 467}};
+    for (size_t i = 0; i < ARRAY_LEN(deny_nr); i++) {
+        int nr = seccomp_syscall_resolve_name(deny_nr[i].name);
+        rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EPERM), nr == __NR_SCMP_ERROR ? deny_nr[i].nr : nr,
+                              0);
+        if (rc < 0)
+            goto out;
+    }
+#endif
     rc = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
     if (rc < 0)
         goto out;
@@ -1240,6 +1259,69 @@ out:
 
 /* ---- sys ---- */
 
+/* A copy of quern-init (open at fd) that the box can execute but not read:
+ * a memfd owned by host root, mode 0111, sealed.  Exec of a file its caller
+ * cannot read makes the process non-dumpable with its mm owned by the
+ * host's user namespace (the kernel's would_dump), so the box's root, whose
+ * capabilities hold only in the box's namespace, cannot open /proc/1/mem.
+ * With the file itself (mode 0755) it could: code wrote "X 0" into its
+ * init's text through /proc/1/mem and a run that exited 3 was completed.
+ * A read-only fd of the copy, or -errno. */
+static int init_unreadable_copy(int fd)
+{
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+    int rc = 0, ro = -1;
+    char *buf = xmalloc(64 * 1024);
+    int mfd = memfd_create("quern-init", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
+    if (mfd < 0 && errno == EINVAL)   /* a kernel before 6.3: no MFD_EXEC */
+        mfd = memfd_create("quern-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (mfd < 0) {
+        rc = -errno;
+        goto out;
+    }
+    for (off_t off = 0;;) {
+        ssize_t n = pread(fd, buf, 64 * 1024, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            goto out;
+        }
+        if (n == 0)
+            break;
+        for (ssize_t w = 0; w < n;) {
+            ssize_t k = write(mfd, buf + w, (size_t)(n - w));
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                rc = k < 0 ? -errno : -EIO;
+                goto out;
+            }
+            w += k;
+        }
+        off += n;
+    }
+    if (fchmod(mfd, 0111) < 0 ||
+        fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+        rc = -errno;
+        goto out;
+    }
+    /* exec refuses a file open for writing (ETXTBSY): keep a read-only fd */
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/fd/%d", mfd);
+    ro = open(path, O_RDONLY | O_CLOEXEC);
+    if (ro < 0)
+        rc = -errno;
+out:
+    if (mfd >= 0)
+        close(mfd);
+    free(buf);
+    return rc < 0 ? rc : ro;
+}
+
+
 struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_log_fn log,
                                     void *log_ctx, char **err)
 {
@@ -1268,6 +1350,14 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
     if (sys->init_fd < 0) {
         *err = xasprintf("cannot open quern-init at %s: %s", init_path, strerror(errno));
         goto fail;
+    }
+    int copy = init_unreadable_copy(sys->init_fd);
+    if (copy >= 0) {
+        close(sys->init_fd);
+        sys->init_fd = copy;
+    } else {
+        slog(sys, "quern-init could not be copied out of the boxes' reach (%s): box code can "
+                  "write its init's memory through /proc/1/mem", strerror(-copy));
     }
     if (seccomp_build(sys, err) < 0)
         goto fail;
@@ -2712,6 +2802,187 @@ out:
         close(execp[1]);
     plan_free(pl);
     return rc;
+}
+
+/* ---- files held after their removal ---- */
+
+#define HELD_MAX_PROCS 1024   /* far over any box's pids limit */
+
+/* A set of (device, inode) pairs, open addressing; ino 0 marks a free slot. */
+struct held_set {
+    struct held_key {
+        dev_t dev;
+        ino_t ino;
+    } *k;
+    size_t cap, n;
+};
+
+static size_t held_hash(dev_t dev, ino_t ino, size_t cap)
+{
+    return (size_t)(((uint64_t)ino * 0x9e3779b97f4a7c15ULL) ^ ((uint64_t)dev * 0xc2b2ae3d27d4eb4fULL)) % cap;
+}
+
+/* true when (dev, ino) was in the set already; adds it otherwise */
+static bool held_add(struct held_set *hs, dev_t dev, ino_t ino)
+{
+    if ((hs->n + 1) * 2 > hs->cap) {
+        size_t ncap = hs->cap ? hs->cap * 2 : 64;
+        struct held_key *nk = xcalloc(ncap, sizeof(*nk));
+        for (size_t i = 0; i < hs->cap; i++) {
+            if (!hs->k[i].ino)
+                continue;
+            size_t j = held_hash(hs->k[i].dev, hs->k[i].ino, ncap);
+            while (nk[j].ino)
+                j = (j + 1) % ncap;
+            nk[j] = hs->k[i];
+        }
+        free(hs->k);
+        hs->k = nk;
+        hs->cap = ncap;
+    }
+    size_t j = held_hash(dev, ino, hs->cap);
+    while (hs->k[j].ino) {
+        if (hs->k[j].ino == ino && hs->k[j].dev == dev)
+            return true;
+        j = (j + 1) % hs->cap;
+    }
+    hs->k[j].dev = dev;
+    hs->k[j].ino = ino;
+    hs->n++;
+    return false;
+}
+
+struct held_walk {
+    dev_t dev;
+    int64_t max_files, max_bytes;
+    struct sandbox_held *h;
+    struct held_set counted;   /* files counted, by st_dev and st_ino */
+    bool over;
+};
+
+/* Counts the file that dirfd/name (a /proc magic link, followed) leads to. */
+static void held_one(struct held_walk *w, int dirfd, const char *name)
+{
+    struct stat st;
+    if (w->over || fstatat(dirfd, name, &st, 0) < 0)
+        return;
+    if (!S_ISREG(st.st_mode) || st.st_nlink != 0 || st.st_dev != w->dev || st.st_ino == 0)
+        return;
+    if (held_add(&w->counted, st.st_dev, st.st_ino))
+        return;
+    w->h->files++;
+    w->h->bytes += (int64_t)st.st_blocks * 512;
+    if ((w->max_files && w->h->files > w->max_files) ||
+        (w->max_bytes && w->h->bytes > w->max_bytes))
+        w->over = true;
+}
+
+static void held_fds(struct held_walk *w, const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while (!w->over && (e = readdir(d)) != NULL)
+        if (e->d_name[0] != '.')
+            held_one(w, dirfd(d), e->d_name);
+    closedir(d);
+}
+
+/* The mappings of pid whose file is removed ("... (deleted)" in maps),
+ * through map_files (quernd is host root).  A file mapped many times is
+ * looked at once: maps names its device and inode. */
+static void held_maps(struct held_walk *w, pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/map_files", (int)pid);
+    int mfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mfd < 0)
+        return;
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        close(mfd);
+        return;
+    }
+    static const char tag[] = " (deleted)";
+    struct held_set looked = {0};
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while (!w->over && (n = getline(&line, &cap, f)) > 0) {
+        if (line[n - 1] == '\n')
+            line[--n] = '\0';
+        if ((size_t)n < sizeof(tag) || strcmp(line + n - (sizeof(tag) - 1), tag) != 0)
+            continue;
+        /* "start-end perms offset major:minor inode path" */
+        char range[40];
+        unsigned maj, min;
+        unsigned long long ino;
+        if (sscanf(line, "%39s %*s %*s %x:%x %llu", range, &maj, &min, &ino) != 4 || ino == 0)
+            continue;
+        if (held_add(&looked, makedev(maj, min), (ino_t)ino))
+            continue;
+        held_one(w, mfd, range);
+    }
+    free(looked.k);
+    free(line);
+    fclose(f);
+    close(mfd);
+}
+
+bool sandbox_held_usage(pid_t init, dev_t dev, int64_t max_files, int64_t max_bytes,
+                        struct sandbox_held *h)
+{
+    struct held_walk w = {.dev = dev, .max_files = max_files, .max_bytes = max_bytes, .h = h};
+    pid_t *q = xcalloc(HELD_MAX_PROCS, sizeof(pid_t));
+    size_t nq = 0;
+    q[nq++] = init;
+    /* Every process of the box descends from its PID 1 (nothing enters a
+     * box's PID namespace from outside), so the children lists of every
+     * thread, from init down, reach them all.  A thread may have an fd
+     * table of its own (clone without CLONE_FILES): each one's is read. */
+    for (size_t i = 0; i < nq && !w.over; i++) {
+        char path[96];
+        snprintf(path, sizeof(path), "/proc/%d/task", (int)q[i]);
+        DIR *d = opendir(path);
+        if (!d)
+            continue;
+        struct dirent *e;
+        while (!w.over && (e = readdir(d)) != NULL) {
+            if (e->d_name[0] == '.')
+                continue;
+            long tid = strtol(e->d_name, NULL, 10);
+            if (tid <= 0)
+                continue;
+            snprintf(path, sizeof(path), "/proc/%d/task/%ld/children", (int)q[i], tid);
+            FILE *c = fopen(path, "re");
+            if (c) {
+                long kid;
+                while (fscanf(c, "%ld", &kid) == 1)
+                    if (kid > 0 && nq < HELD_MAX_PROCS)
+                        q[nq++] = (pid_t)kid;
+                fclose(c);
+            }
+            if (i == 0)
+                continue;   /* init holds nothing of the code's */
+            snprintf(path, sizeof(path), "/proc/%d/task/%ld/fd", (int)q[i], tid);
+            held_fds(&w, path);
+        }
+        closedir(d);
+        if (i == 0 || w.over)
+            continue;
+        held_maps(&w, q[i]);
+        snprintf(path, sizeof(path), "/proc/%d", (int)q[i]);
+        int pfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (pfd >= 0) {
+            held_one(&w, pfd, "exe");
+            close(pfd);
+        }
+    }
+    free(q);
+    free(w.counted.k);
+    return w.over;
 }
 
 int sandbox_signal(struct sandbox_proc *proc, int sig)

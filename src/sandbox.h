@@ -105,6 +105,12 @@ struct sandbox_usage {
     bool oom_killed;          /* the memory cgroup's OOM killer fired during the run */
 };
 
+/* Files a box holds after they were removed (see sandbox_held_usage). */
+struct sandbox_held {
+    int64_t bytes;   /* allocated bytes (st_blocks * 512) */
+    int64_t files;   /* distinct files */
+};
+
 /* Prepares what every spawn shares: cgroup mode (v1 or v2 detected, per-slot
  * cgroups made), the compiled seccomp program, the quern-init fd, one netns
  * per slot.  Returns NULL and a malloc'd *err when the sandbox cannot work at
@@ -138,6 +144,15 @@ struct sandbox_adopt {
     size_t nfiles;
     int64_t memory_limit_bytes, max_procs, max_file_bytes, max_open_files, cpu_seconds;
 };
+
+/* Adds to *h the regular files on device dev that the processes of the box
+ * whose PID 1 is init hold open, mapped or as their executable although no
+ * link to them is left: a walk of the box's directories cannot see them, yet
+ * they take the disk until the box dies.  Stops early, returning true, as
+ * soon as h->files passes max_files or h->bytes passes max_bytes; otherwise
+ * false (also for a box that is gone).  Each file counts once. */
+bool sandbox_held_usage(pid_t init, dev_t dev, int64_t max_files, int64_t max_bytes,
+                        struct sandbox_held *h);
 
 /* Gives a running box (started ahead, still idle) a run's limits, mounts
  * and files: the slot's cgroup limits and counters are reset as for a

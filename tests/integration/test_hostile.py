@@ -250,7 +250,12 @@ def test_a_very_deep_chain_in_storage_is_listed():
     S.stop()
     S.start()   # the chain is still there; quernd starts and lists it again
     expect(S.req("GET", P + "/storage"), 200)
-    r, _ = run('echo after; rm -rf "$QUERN_STORAGE_PROJECT/deep"')
+    # (30 000 levels to remove: the trash of the tests before may be removed
+    # meanwhile, and on a slow disk this took over the default 30 s)
+    t = expect(S.req("POST", P + "/tasks", {"code": 'echo after; rm -rf "$QUERN_STORAGE_PROJECT/deep"',
+                                            "runtime_id": "sh", "settings": {"timeout_ms": 180000}}), 201)
+    r = wait_for(lambda: (lambda x: x if x["status"] not in ("queued", "running") else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 240, "the removal's end")
     assert r["status"] == "completed", r
 
 
@@ -286,6 +291,255 @@ sys.exit(3)
     assert "FORGED" not in logs and "STOLEN" not in logs and "still here" in logs, logs
     assert r["status"] == "failed" and r["error"]["code"] == "exit_code" and r["exit_code"] == 3, r
 
+
+
+HELD = r"""
+import mmap, os, time
+keep = []
+for i in range(20):
+    fd = os.open("f%%d" %% i, os.O_CREAT | os.O_RDWR, 0o600)
+    os.posix_fallocate(fd, 0, 60 << 20)
+    os.unlink("f%%d" %% i)
+    if %r == "mmap":
+        keep.append(mmap.mmap(fd, 60 << 20))
+        os.close(fd)
+    else:
+        keep.append(fd)
+print("held", 60 * len(keep), flush=True)
+time.sleep(20)
+print("survived", flush=True)
+"""
+
+
+def test_files_removed_but_held_count_against_the_disk_limit():
+    # 20 files of 60 MiB in scratch, each removed while the code keeps it
+    # open (a cold sh box) or mapped (a warm python box): no walk of scratch
+    # sees them, and the run held 1.2 GiB (256 files: 16 GiB) of the host's
+    # disk under the 1 GiB limit until it ended
+    for code, rt in (("python3 - <<'EOF'\n" + HELD % "fd" + "\nEOF\n", "sh"), (HELD % "mmap", "python")):
+        r, logs = run(code, rt, timeout_ms=60000)
+        assert '"held 1200"' in logs and "survived" not in logs, (rt, logs)
+        assert r["status"] == "failed" and r["error"]["code"] == "disk_limit_exceeded", (rt, r)
+    # a file removed while open, well under the limit, is no trouble
+    r, logs = run("exec 5<>tmpf; rm tmpf; head -c 10000000 /dev/zero >&5; sleep 1.2; echo fine")
+    assert r["status"] == "completed" and '"fine"' in logs, (r, logs)
+
+
+ESCAPES = r"""
+import ctypes, errno, os, socket, struct
+libc = ctypes.CDLL(None, use_errno=True)
+def call(name, nr, *args):
+    r = libc.syscall(nr, *args)
+    print(name, "ALLOWED" if r >= 0 else errno.errorcode.get(ctypes.get_errno(), "?"), flush=True)
+# clone3's flags are in memory seccomp cannot read: the whole call is ENOSYS
+# (libc falls back to clone, whose namespace flags the filter sees)
+args = ctypes.create_string_buffer(struct.pack("8Q", 0x10000000, 0, 0, 0, 17, 0, 0, 0))
+call("clone3", 435, args, 64)
+call("name_to_handle_at", 303, -100, b"/", None, None, 0)
+# open_tree with mount_setattr's attributes (6.15): a clone of /quern made
+# writable (attr_clr MOUNT_ATTR_RDONLY)
+call("open_tree_attr", 467, -100, b"/quern", 1 | 0x80000, (ctypes.c_uint64 * 4)(0, 1, 0, 0), 32)
+call("unshare_time", 272, 0x80)
+call("mknod_mem", 133, b"mem", 0o20666, (1 << 8) | 1)
+call("sched_fifo", 144, 0, 1, ctypes.byref(ctypes.c_int(1)))
+call("nice_down", 141, 0, 0, -20)
+call("clock_settime", 227, 0, ctypes.byref((ctypes.c_long * 2)(0, 0)))
+call("kill_outside", 62, 99999, 0)
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect("\0" + os.environ.get("QUERN_TEST_ABSTRACT", "quern-hostile-abstract"))
+    print("abstract ALLOWED", flush=True)
+except OSError:
+    print("abstract refused", flush=True)
+s.close()
+print("fds", " ".join(sorted(os.listdir("/proc/self/fd"), key=int)), flush=True)
+print("dev", " ".join(sorted(os.listdir("/dev"))), flush=True)
+# the x32 ABI (syscall numbers with bit 30) is not filtered by number: the
+# filter kills the process for it
+call("x32_getpid", 0x40000000 | 39)
+print("x32 ALLOWED", flush=True)
+"""
+
+
+def test_escape_syscalls_abstract_sockets_fds_and_devices():
+    # a listener on the host's abstract namespace: the box (its own network
+    # namespace) cannot reach it
+    ls = socket.socket(socket.AF_UNIX)
+    ls.bind("\0quern-hostile-abstract")
+    ls.listen(1)
+    try:
+        for code, rt in ((ESCAPES, "python"), ("python3 - <<'EOF'\n" + ESCAPES + "\nEOF\n", "sh")):
+            r, logs = run(code, rt)
+            assert "ALLOWED" not in logs, (rt, logs)
+            for want in ("clone3 ENOSYS", "name_to_handle_at EPERM", "open_tree_attr EPERM", "unshare_time EPERM", "mknod_mem EPERM",
+                         "sched_fifo EPERM", "nice_down EACCES", "clock_settime EPERM", "kill_outside ESRCH",
+                         "abstract refused", "dev fd null random shm stderr stdin stdout urandom zero"):
+                assert '"%s"' % want in logs, (rt, want, logs)
+            # 0-2, fd 3 and the fd listing /proc/self/fd: nothing of quernd's
+            assert '"fds 0 1 2 3 4"' in logs, (rt, logs)
+            if rt == "python":
+                assert r["status"] == "failed" and r["error"]["code"] == "signal", (rt, r)
+                assert "SIGSYS" in r["error"]["message"], r
+            else:   # sh reports its child's SIGSYS as 128 + 31
+                assert r["status"] == "failed" and r["exit_code"] == 159, (rt, r)
+        # the i386 ABI (int 0x80) is another architecture to the filter: killed
+        r, logs = run("import ctypes, mmap\n"
+                      "m = mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+                      "m.write(bytes.fromhex('b815000000cd80c3'))   # i386 mount; int 0x80; ret\n"
+                      "f = ctypes.CFUNCTYPE(ctypes.c_long)(ctypes.addressof(ctypes.c_char.from_buffer(m)))\n"
+                      "print('i386', f(), flush=True)\n", "python")
+        assert '"i386' not in logs, logs
+        assert r["status"] == "failed" and "SIGSYS" in r["error"]["message"], r
+    finally:
+        ls.close()
+
+
+def test_a_daemon_of_one_iteration_is_gone_in_the_next():
+    code = r"""
+import json, os, subprocess, time
+if os.environ["QUERN_ITERATION"] == "1":
+    subprocess.Popen(["sh", "-c", "while :; do echo x >> /scratch/beat; sleep 0.02; done"],
+                     start_new_session=True)
+    time.sleep(0.3)
+    os.write(3, (json.dumps({"type": "continue", "data": {}}) + "\n").encode())
+else:
+    a = os.path.getsize("/scratch/beat")
+    time.sleep(0.4)
+    print("grew" if os.path.getsize("/scratch/beat") > a else "still", len(os.listdir("/proc")), flush=True)
+    print(" ".join(sorted(p for p in os.listdir("/proc") if p.isdigit())), flush=True)
+"""
+    r, logs = run(code, "python")
+    assert r["status"] == "completed" and r["iterations"] == 2, (r, logs)
+    assert '"still' in logs and '"1 2"' in logs, logs
+
+
+def test_init_with_lowered_rlimits_ends_only_its_own_run():
+    """prlimit on the box's init is allowed (same uid): with RLIMIT_CPU at 1 s
+    and a flood of signals for it to forward, the kernel kills the init.
+    The run fails (signal), nothing of it survives, quernd is fine."""
+    code = r"""
+import os, resource, signal, time
+signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+for res in (resource.RLIMIT_NOFILE, resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NPROC,
+            resource.RLIMIT_SIGPENDING, resource.RLIMIT_STACK):
+    resource.prlimit(1, res, (0, 0))
+resource.prlimit(1, resource.RLIMIT_CPU, (1, 1))
+subprocess = __import__("subprocess")
+subprocess.Popen(["setsid", "sleep", "313.131"])
+print("lowered", flush=True)
+while True:
+    os.kill(1, signal.SIGUSR1)
+"""
+    r, logs = run(code, "python", timeout_ms=60000)
+    assert '"lowered"' in logs, logs
+    assert r["status"] == "failed" and r["error"]["code"] == "signal", r
+    assert r["cpu_ms"] > 0, r
+    import subprocess
+    ps = subprocess.run(["ps", "-o", "uid=,cmd=", "-U", "100000"], capture_output=True, text=True)
+    assert "sleep 313.131" not in ps.stdout, ps.stdout
+    r, logs = run("echo after")
+    assert r["status"] == "completed" and '"after"' in logs, (r, logs)
+
+
+def test_a_big_scratch_is_removed_without_holding_other_runs():
+    """quernd's supervisor emptied a finished run's scratch itself: 100 000
+    directories took it 20 s on an ext4 mounted with `discard`, during which
+    no other run was read, timed out or checked (a box making directories
+    meanwhile ran on past the disk limit).  A big tree is now moved into
+    DATA/runs/.trash and removed by a thread of its own: the run's end and
+    the next run do not wait for it."""
+    code = r"""
+import os
+for b in range(2):
+    open("base%d" % b, "w").close()
+    for n in range(45000):
+        os.link("base%d" % b, "l%d-%d" % (b, n))
+print("left", flush=True)
+"""
+    r, logs = run(code, "python", timeout_ms=120000)
+    assert r["status"] == "completed" and '"left"' in logs, (r, logs)
+    r, logs = run("echo next")
+    assert r["status"] == "completed", r
+    trash = os.path.join(S.data, "runs", ".trash")
+    # the next run ended while the first one's 90 000 entries were still
+    # being removed (they held the supervisor until they were gone)
+    assert os.path.isdir(trash) and os.listdir(trash), "nothing waits in .trash"
+    wait_for(lambda: not os.listdir(trash), 300, "the trash emptied")
+    # what a crash left there is removed after the next start
+    left = os.path.join(trash, "left-by-a-crash", "sub")
+    os.makedirs(left)
+    open(os.path.join(left, "f"), "w").close()
+    S.stop()
+    S.start()
+    wait_for(lambda: not os.listdir(trash), 300, "the trash emptied after a restart")
+
+
+MEM_FORGE = r"""
+import os, sys, time
+time.sleep(0.2)   # init is back in its read of the signalfd
+try:
+    pc = int(open("/proc/1/syscall").read().split()[-1], 16)
+    # write(4, "X 0\n", 4); exit_group(0) where init resumes
+    code = bytes.fromhex("bf04000000" "488d3515000000" "ba04000000" "b801000000" "0f05"
+                         "31ff" "b8e7000000" "0f05") + b"X 0\n"
+    fd = os.open("/proc/1/mem", os.O_RDWR)
+    os.pwrite(fd, code, pc)
+    print("PATCHED", flush=True)
+except OSError as e:
+    print("refused", e.errno, flush=True)
+sys.exit(3)
+"""
+
+
+def test_the_box_cannot_write_its_inits_memory():
+    """Box root has CAP_SYS_PTRACE in the box's user namespace, and its init
+    (same uid) was dumpable: /proc/1/mem opened read-write, and code that
+    wrote "X 0" into the init's text where it resumes, then exited 3, ended
+    `completed`.  init now runs from a copy the box cannot read, which the
+    kernel makes non-dumpable for it."""
+    for code, rt in ((MEM_FORGE, "python"), ("python3 - <<'EOF'\n" + MEM_FORGE + "\nEOF\n", "sh")):
+        r, logs = run(code, rt)
+        assert "PATCHED" not in logs and '"refused 13"' in logs, (rt, logs)
+        assert r["status"] == "failed" and r["error"]["code"] == "exit_code" and r["exit_code"] == 3, (rt, r)
+
+
+def test_fd3_garbage_invalid_utf8_and_another_runs_id():
+    # another run, waiting: a message naming it must not reach it
+    other = expect(S.req("POST", P + "/tasks", {"code": "read x; echo got-$x", "runtime_id": "sh"}), 201)
+    orun = wait_for(lambda: (lambda x: x if x["status"] == "running" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % other["id"]), 200)["data"][0]), 60, "the other run")
+    code = ("head -c 3000000 /dev/urandom >&3; echo >&3\n"
+            "printf '{\"type\":\"log\",\"message\":\"\\377\\376\"}\\n' >&3\n"
+            "printf '{\"type\":\"output\",\"run_id\":\"%s\",\"task_id\":\"%s\",\"output\":{\"to\":\"other\"}}\\n' >&3\n"
+            "printf '{\"type\":\"progress\",\"run_id\":\"%s\",\"progress\":0.5}\\n' >&3\n"
+            "echo done" % (orun["id"], other["id"], orun["id"]))
+    r, logs = run(code, "sh", max_output_bytes=50 << 20)
+    assert r["status"] == "completed" and '"done"' in logs, (r, logs[-2000:])
+    assert r["output"] == {"to": "other"}, r   # its own, whatever run it names
+    o = expect(S.req("GET", P + "/task-runs/" + orun["id"]), 200)
+    assert o["status"] == "running" and o["output"] is None and not o["progress"], o
+    expect(S.req("POST", P + "/tasks/%s/runs/%s/cancel" % (other["id"], orun["id"])), 200)
+
+
+def test_a_daemon_writing_to_stdout_ends_with_the_run():
+    r, logs = run("(setsid sh -c 'while :; do echo tick; sleep 0.01; done' &); sleep 0.3; echo bye",
+                  timeout_ms=20000)
+    assert r["status"] == "completed" and '"bye"' in logs, (r, logs)
+    n = logs.count('"tick"')
+    r2, _ = run("echo next")
+    assert r2["status"] == "completed", r2
+    t = expect(S.req("GET", P + "/task-runs/" + r["id"]), 200)
+    lg = S.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["task_id"], r["id"])).text
+    assert lg.count('"tick"') == n, "the run's log grew after its end"
+
+
+def test_memfd_and_pipes_count_as_the_runs_memory():
+    code = ("import os\nfd = os.memfd_create('x')\nb = b'x' * (1 << 20)\n"
+            "for i in range(512):\n    os.write(fd, b)\nprint('WROTE 512 MiB')\n")
+    for c, rt in ((code, "python"), ("python3 - <<'EOF'\n" + code + "\nEOF\n", "sh")):
+        r, logs = run(c, rt, memory_limit_mb=64)
+        assert "WROTE" not in logs, logs
+        assert r["status"] == "failed" and r["error"]["code"] == "memory_limit_exceeded", (rt, r)
 
 if __name__ == "__main__":
     try:
