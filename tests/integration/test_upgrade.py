@@ -407,11 +407,17 @@ def refused_by_old(S):
     """The previous release's quernd started on S's store exits 1 saying
     the store is newer, before it listens."""
     env = dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY, **ENV)
-    p = subprocess.run([os.path.join(OLD, "quernd"), "--listen", "127.0.0.1:0", "--data", S.data] + S.extra,
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, timeout=60)
-    err = p.stderr.decode(errors="replace")
-    assert p.returncode == 1 and b"listening" not in p.stdout, (p.returncode, p.stdout, err[-2000:])
-    assert "is newer than this quernd" in err, err[-2000:]
+    err = os.path.join(S.data, "old-stderr.log")
+    p = subprocess.Popen([os.path.join(OLD, "quernd"), "--listen", "127.0.0.1:0", "--data", S.data]
+                         + S.extra, stdout=subprocess.PIPE, stderr=open(err, "wb"), env=env)
+    line = p.stdout.readline().decode()   # "quernd listening on ...", or EOF at its exit
+    if p.poll() is None and "listening" in line:
+        p.kill()
+    rc = p.wait(60)
+    with open(err, "rb") as f:
+        text = f.read().decode(errors="replace")
+    assert "listening" not in line and rc == 1, "the old quernd opened the upgraded store: %r" % line
+    assert "is newer than this quernd" in text, text[-2000:]
 
 
 def test_store_copy_of_an_old_sqlite_store():
