@@ -542,6 +542,18 @@ static char *schema_v9(void)
                    "CREATE INDEX runs_project ON runs(project_id, seq);\n");
 }
 
+/* v10: no table changes: it keeps an older quernd off a store this one has
+ * written.  Idempotency records may now be pending (STORE_IDEM_PENDING:
+ * status 0, no body; a crash between a request's work and its answer
+ * leaves one), which a quernd of schema 9 replays as an answer of status 0
+ * (it closes the connection without one).  Schema 9's quernd refuses 10
+ * ("database schema version 10 is newer than this quernd (9)"), as it
+ * refuses a PostgreSQL store past its own migrations. */
+static char *schema_v10(void)
+{
+    return xstrdup("SELECT 1;\n");
+}
+
 /* Migrations are applied in order; PRAGMA user_version records the last one
  * applied, in the same transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
@@ -553,7 +565,7 @@ static int migrate(struct conn *c, char **err)
     }
     int version = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
-    const int latest = 9;
+    const int latest = 10;
     if (version > latest) {
         *err = xasprintf("database schema version %d is newer than this quernd (%d)", version,
                          latest);
@@ -579,6 +591,8 @@ static int migrate(struct conn *c, char **err)
             sql = schema_v8();
         else if (v == 9)
             sql = schema_v9();
+        else if (v == 10)
+            sql = schema_v10();
         char *ver = xasprintf("PRAGMA user_version=%d", v);
         int rc = exec_sql(c, "BEGIN IMMEDIATE");
         if (!rc)
