@@ -189,7 +189,7 @@ def test_quern_conf_documents_every_key_and_only_those():
 def test_quernd_help_names_every_environment_variable_it_reads():
     # QUERN_RETENTION_EVERY_MS, QUERN_WARM, the webhook timings... were read
     # but named by no help text; the CLI's own (src/cli*.c) are in quern --help
-    # and the fault injection of the tests (QUERN_PG_FAULT_*) in MULTINODE.md
+    # and the fault injection of the tests (QUERN_PG_FAULT_*, QUERN_TEST_*) in MULTINODE.md
     names = set()
     for f in os.listdir(os.path.join(ROOT, "src")):
         if not f.endswith(".c") or f.startswith("cli"):
@@ -198,7 +198,10 @@ def test_quernd_help_names_every_environment_variable_it_reads():
         names |= set(re.findall(r'getenv\("(QUERN_\w+|\w+_MS)"\)', text))
         names |= set(re.findall(r'\{"(QUERN_\w+|\w+_TIMEOUT_MS)", ', text))
         names |= set(re.findall(r'env_ms\("(QUERN_\w+)"', text))
-    names = {n for n in names if not n.startswith("QUERN_PG_FAULT_")}
+    test_only = {n for n in names if n.startswith(("QUERN_PG_FAULT_", "QUERN_TEST_"))}
+    multinode = open(os.path.join(ROOT, "docs", "MULTINODE.md")).read()
+    assert {n for n in test_only if n not in multinode} == set(), test_only
+    names -= test_only
     assert "QUERN_LEASE_MS" in names and "QUERN_WEBHOOK_TIMEOUT_MS" in names, names
     out = subprocess.run([os.path.join(BUILD, "quernd"), "--help"], capture_output=True,
                          text=True).stdout
