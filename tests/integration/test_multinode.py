@@ -688,6 +688,45 @@ def test_storage_temp_files_of_an_interrupted_pull_are_removed():
                 n.stop()
 
 
+def test_storage_a_pull_that_fails_midway_keeps_what_it_fetched_as_synced():
+    """A pull that failed after it had fetched some files (a blob it could
+    not read, PostgreSQL gone mid-pull) did not save the copy's state: the
+    files it had put in place looked like this node's own changes to every
+    later pull, which kept them when another node changed them (the run
+    saw the stale bytes) and whose run's end then sent them back over the
+    other node's newer ones.  The state is now saved with what the pull
+    did, at the old version, so the next pull fetches the newer files."""
+    a, b = two_nodes()
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-midway"}), 201)
+        st = {"project": inst["id"]}
+        run_on(a, st, 'echo one > "$QUERN_STORAGE_PROJECT/f1"; echo two > "$QUERN_STORAGE_PROJECT/f2"')
+        # f2's bytes unreadable: b's pull fetches f1 (paths in order), then fails
+        db = a.extra[a.extra.index("--store") + 1].rsplit("/", 1)[1]
+        sha = hashlib.sha256(b"two\n").hexdigest()
+        pgcluster.cluster().psql("DELETE FROM blob_chunks WHERE sha='%s'; DELETE FROM blobs WHERE sha='%s'"
+                                 % (sha, sha), db=db)
+        swap(a, b)
+        t = run_on(b, st, 'true', wait=False)
+        r = wait_run_end(b, t["id"], run_of(b, t["id"])["id"])
+        assert r["status"] == "failed" and r["error"]["code"] == "storage_unavailable", r
+        copy = os.path.join(b.data, "storage", "default", inst["id"])
+        with open(os.path.join(copy, "f1")) as f:
+            assert f.read() == "one\n"
+        swap(b, a)
+        run_on(a, st, 'echo three > "$QUERN_STORAGE_PROJECT/f1"; echo four > "$QUERN_STORAGE_PROJECT/f2"')
+        swap(a, b)
+        logs = run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "f1=$(cat f1) f2=$(cat f2)"')
+        assert "f1=three f2=four" in logs, logs
+        swap(b, a)
+        logs = run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "f1=$(cat f1) f2=$(cat f2)"')
+        assert "f1=three f2=four" in logs, logs
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
 def test_storage_the_later_end_wins_per_file():
     """Two runs of one instance live at once, on whichever nodes: each
     writes the same file and one of its own.  Per file the run that ended
