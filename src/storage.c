@@ -600,8 +600,11 @@ static void walk_tree(int root, struct walk *w)
     while (depth >= 0 && !w->over) {
         struct frame *fr = &stack[depth];
         path[fr->len] = '\0';
+        errno = 0;
         struct dirent *de = readdir(fr->d);
         if (!de) {
+            if (errno)   /* not its end: what it holds further is not seen */
+                w->incomplete = true;
             closedir(fr->d);
             depth--;
             continue;
