@@ -117,6 +117,7 @@ void api_storage_list(struct req *r)
         return;
     struct sto_arg a = {r, NULL, NULL, 0, {NULL, 0, limit, offset, false, NULL}};
     if (store_read(r->app->store, list_fn, &a)) {
+        json_decref(a.out);   /* listed before a size read failed */
         http_error(r, 500, "store_error", NULL, "cannot list storage instances");
         return;
     }

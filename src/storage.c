@@ -600,8 +600,11 @@ static void walk_tree(int root, struct walk *w)
     while (depth >= 0 && !w->over) {
         struct frame *fr = &stack[depth];
         path[fr->len] = '\0';
+        errno = 0;
         struct dirent *de = readdir(fr->d);
         if (!de) {
+            if (errno)   /* not its end: what it holds further is not seen */
+                w->incomplete = true;
             closedir(fr->d);
             depth--;
             continue;
@@ -708,7 +711,7 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
         return 0;
     if (rc)
         return rc;
-    bool torn = false, marked = false;
+    bool torn = false, marked = false, saved = false;
     json_t *m = manifest_load(dir, &torn), *remote = NULL, *have = json_object();
     json_t *files = json_object_get(m, "files");
     struct walk w = {json_object(), 0, 0, 0, false, false, true};
@@ -813,12 +816,19 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
             goto out;
     }
     json_object_set_new(m, "version", json_integer(version));
+    saved = true;
     rc = manifest_save(dir, m);
     if (!rc && (marked || interrupted))
         unlink(mark);
     if (!rc)
         rc = 1;
 out:
+    /* failed after it changed the copy: what it fetched and removed is
+     * recorded at the old version (the next pull compares every file
+     * again), else the fetched files would pass for this node's changes,
+     * be kept over newer ones and sent back.  A torn state stays so (4). */
+    if (rc < 0 && marked && !torn && !saved)
+        manifest_save(dir, m);
     if (root >= 0)
         close(root);
     free(mark);
