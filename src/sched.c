@@ -2445,9 +2445,13 @@ struct chain_read {
 };
 
 /* Whether dependant (a task of project) was left unstarted by a
- * completion at done_ms: it existed before it, and no run of it was made
- * since (a run made after it, by that completion or by anyone, means the
- * completion was acted on or overtaken). */
+ * completion at done_ms: it existed before it, no run of it was made since
+ * (a run made after it, by that completion or by anyone, means the
+ * completion was acted on or overtaken), and its latest run had ended
+ * before it.  A run still going at the completion (one made blocked on the
+ * dependency, which the completion released, and ended later) is what
+ * start_dependants_fn leaves alone: such a task was started once more by
+ * every restart after its run ended. */
 static bool left_unstarted(struct store_tx *tx, const char *project, const json_t *dependant,
                            int64_t done_ms)
 {
@@ -2459,8 +2463,9 @@ static bool left_unstarted(struct store_tx *tx, const char *project, const json_
         return true;
     json_t *run = store_get(tx, SK_RUN, project, latest);
     int64_t made = doc_ms(run, "created_at");
+    int64_t ended = run && run_status_terminal(run_status_of(run)) ? doc_ms(run, "completed_at") : 0;
     json_decref(run);
-    return made && made < done_ms;
+    return made && made < done_ms && ended && ended < done_ms;
 }
 
 static int chain_read_fn(struct store_tx *tx, void *arg)

@@ -254,6 +254,31 @@ def test_a_run_is_in_line_from_when_its_dependencies_are_met():
     finally:
         s.stop()
 
+
+def test_a_restart_does_not_run_again_a_dependant_its_dependency_released():
+    """A run made blocked on its dependency, released by that dependency's
+    completion and ended since, is what that completion started: a restart
+    (which starts the dependants a completion left unstarted) does not
+    start its task a second time.  It did: the run was made before the
+    completion, so the task was taken for one never started."""
+    s = Server()
+    try:
+        a = task(s, assigned_agent_id="rel-a")
+        b = task(s, assigned_agent_id="rel-b", dependencies=[a["id"]])
+        report(lease("rel-a", srv=s, wait_ms=2000)[0], srv=s)
+        got = lease("rel-b", srv=s, wait_ms=2000)
+        assert [r["task_id"] for r in got] == [b["id"]], got
+        report(got[0], srv=s)
+        assert expect(s.req("GET", P + "/tasks/" + b["id"]), 200)["run_count"] == 1
+        s.stop()
+        s.start()
+        # the restart's catch-up is done before quernd listens (sched_start)
+        tb = expect(s.req("GET", P + "/tasks/" + b["id"]), 200)
+        assert tb["run_count"] == 1 and tb["status"] == "completed", tb
+        assert lease("rel-b", srv=s) == []
+    finally:
+        s.stop()
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
