@@ -279,6 +279,27 @@ def test_a_restart_does_not_run_again_a_dependant_its_dependency_released():
     finally:
         s.stop()
 
+
+def test_a_restart_does_not_start_a_task_made_a_dependant_after_the_completion():
+    """A dependency added by a PATCH after that dependency completed
+    applies to what comes next: a restart does not take the completion for
+    one that left the task unstarted (it started it: its last run, made and
+    ended before the completion, looked like one never acted on)."""
+    s = Server()
+    try:
+        d = task(s, assigned_agent_id="late-d")
+        report(lease("late-d", srv=s, wait_ms=2000)[0], srv=s)
+        t = task(s, assigned_agent_id="late-t")
+        report(lease("late-t", srv=s, wait_ms=2000)[0], srv=s)
+        expect(s.req("PATCH", P + "/tasks/" + d["id"], {"dependencies": [t["id"]]}), 200)
+        s.stop()
+        s.start()
+        td = expect(s.req("GET", P + "/tasks/" + d["id"]), 200)
+        assert td["run_count"] == 1 and td["status"] == "completed", td
+        assert lease("late-d", srv=s) == []
+    finally:
+        s.stop()
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
