@@ -2445,22 +2445,31 @@ struct chain_read {
 };
 
 /* Whether dependant (a task of project) was left unstarted by a
- * completion at done_ms: it existed before it, and no run of it was made
- * since (a run made after it, by that completion or by anyone, means the
- * completion was acted on or overtaken). */
+ * completion at done_ms: it existed before it and was not changed since
+ * (a PATCH after the completion, one that made it a dependant for
+ * instance, applies to what comes next: a restart started a task whose
+ * dependency was added after that dependency had completed), and no run
+ * of it was made since (a run made after it, by that completion or by
+ * anyone, means the completion was acted on or overtaken), and its latest
+ * run had ended before it.  A run still going at the completion (one made
+ * blocked on the dependency, which the completion released, and ended
+ * later) is what start_dependants_fn leaves alone: such a task was started
+ * once more by every restart after its run ended. */
 static bool left_unstarted(struct store_tx *tx, const char *project, const json_t *dependant,
                            int64_t done_ms)
 {
     int64_t created = doc_ms(dependant, "created_at");
-    if (!created || created >= done_ms)
+    int64_t updated = doc_ms(dependant, "updated_at");
+    if (!created || created >= done_ms || !updated || updated >= done_ms)
         return false;
     const char *latest = json_string_value(json_object_get(dependant, "latest_run_id"));
     if (!latest)
         return true;
     json_t *run = store_get(tx, SK_RUN, project, latest);
     int64_t made = doc_ms(run, "created_at");
+    int64_t ended = run && run_status_terminal(run_status_of(run)) ? doc_ms(run, "completed_at") : 0;
     json_decref(run);
-    return made && made < done_ms;
+    return made && made < done_ms && ended && ended < done_ms;
 }
 
 static int chain_read_fn(struct store_tx *tx, void *arg)

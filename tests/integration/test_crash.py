@@ -316,8 +316,11 @@ def test_a_completion_cut_from_its_dependants_starts_them_at_the_restart():
             assert expect(s.req("GET", P + "/tasks/" + t["id"]), 200)["run_count"] == 0
         s.stop()
         db = sqlite3.connect(os.path.join(s.data, "quern.db"))
-        db.execute("UPDATE tasks SET doc=json_set(doc, '$.created_at', '2000-01-01T00:00:00.000Z') WHERE id=?",
-                   (b["id"],))
+        # (and not changed since, as a task made before the completion:
+        # updated_at is also in its hot column, which wins)
+        db.execute("UPDATE tasks SET doc=json_set(doc, '$.created_at', '2000-01-01T00:00:00.000Z',"
+                   " '$.updated_at', '2000-01-01T00:00:00.000Z'),"
+                   " h_updated_at='\"2000-01-01T00:00:00.000Z\"' WHERE id=?", (b["id"],))
         db.commit()
         db.close()
         s.start()

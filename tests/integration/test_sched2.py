@@ -254,6 +254,52 @@ def test_a_run_is_in_line_from_when_its_dependencies_are_met():
     finally:
         s.stop()
 
+
+def test_a_restart_does_not_run_again_a_dependant_its_dependency_released():
+    """A run made blocked on its dependency, released by that dependency's
+    completion and ended since, is what that completion started: a restart
+    (which starts the dependants a completion left unstarted) does not
+    start its task a second time.  It did: the run was made before the
+    completion, so the task was taken for one never started."""
+    s = Server()
+    try:
+        a = task(s, assigned_agent_id="rel-a")
+        b = task(s, assigned_agent_id="rel-b", dependencies=[a["id"]])
+        report(lease("rel-a", srv=s, wait_ms=2000)[0], srv=s)
+        got = lease("rel-b", srv=s, wait_ms=2000)
+        assert [r["task_id"] for r in got] == [b["id"]], got
+        report(got[0], srv=s)
+        assert expect(s.req("GET", P + "/tasks/" + b["id"]), 200)["run_count"] == 1
+        s.stop()
+        s.start()
+        # the restart's catch-up is done before quernd listens (sched_start)
+        tb = expect(s.req("GET", P + "/tasks/" + b["id"]), 200)
+        assert tb["run_count"] == 1 and tb["status"] == "completed", tb
+        assert lease("rel-b", srv=s) == []
+    finally:
+        s.stop()
+
+
+def test_a_restart_does_not_start_a_task_made_a_dependant_after_the_completion():
+    """A dependency added by a PATCH after that dependency completed
+    applies to what comes next: a restart does not take the completion for
+    one that left the task unstarted (it started it: its last run, made and
+    ended before the completion, looked like one never acted on)."""
+    s = Server()
+    try:
+        d = task(s, assigned_agent_id="late-d")
+        report(lease("late-d", srv=s, wait_ms=2000)[0], srv=s)
+        t = task(s, assigned_agent_id="late-t")
+        report(lease("late-t", srv=s, wait_ms=2000)[0], srv=s)
+        expect(s.req("PATCH", P + "/tasks/" + d["id"], {"dependencies": [t["id"]]}), 200)
+        s.stop()
+        s.start()
+        td = expect(s.req("GET", P + "/tasks/" + d["id"]), 200)
+        assert td["run_count"] == 1 and td["status"] == "completed", td
+        assert lease("late-d", srv=s) == []
+    finally:
+        s.stop()
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
