@@ -482,14 +482,24 @@ static void idem_flight_drop(struct req *r)
     r->idem_flight = NULL;
 }
 
+static bool utf8_ok(const char *s)
+{
+    return !utf8_bad(s);
+}
+
 static bool idem_replayed(struct req *r)
 {
     const char *key = http_header(r, "Idempotency-Key");
     if (!key || strcmp(r->method, "POST"))
         return false;
-    if (!*key || strlen(key) > 255) {
+    /* stored as text (PostgreSQL refuses bytes that are not UTF-8: such a
+     * key's lookup failed, and the request went on as new) */
+    bool ok = *key && strlen(key) <= 255 && utf8_ok(key);
+    for (const unsigned char *p = (const unsigned char *)key; ok && *p; p++)
+        ok = *p >= 0x20 && *p != 0x7f;
+    if (!ok) {
         http_error(r, 400, "invalid_idempotency_key", "Idempotency-Key",
-                   "Idempotency-Key must be 1-255 characters");
+                   "Idempotency-Key must be 1-255 bytes of printable UTF-8 text");
         return true;
     }
     char fp[65];
@@ -555,11 +565,6 @@ static int idem_put_fn(struct store_tx *tx, void *arg)
     struct req *r = ((struct idem_put *)arg)->r;
     return store_idem_put(tx, r->idem_scope, r->idem_key, r->idem_fp, r->status,
                           r->idem_body ? r->idem_body : r->resp);
-}
-
-static bool utf8_ok(const char *s)
-{
-    return !utf8_bad(s);
 }
 
 struct bad_arg {

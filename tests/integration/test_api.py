@@ -1538,6 +1538,13 @@ def test_idempotency_key():
     e2 = S.req("POST", P + "/tasks", {"name": 5}, headers={"Idempotency-Key": "bad-1"})
     assert e1.status == e2.status == 400
     assert S.req("POST", P + "/tasks", body, headers={"Idempotency-Key": "x" * 256}).status == 400
+    # a key that is not printable UTF-8 text is refused, not stored: PostgreSQL
+    # could not look up bytes 0xFF 0xFE, and the request went on as new
+    for bad in ("\xff\xfe", "a\x01b"):
+        r = S.req("POST", P + "/tasks", body, headers={"Idempotency-Key": bad})
+        assert r.status == 400 and r.json["error"]["code"] == "invalid_idempotency_key", r
+    r = S.req("POST", P + "/tasks", body, headers={"Idempotency-Key": "caf\u00e9-1".encode().decode("latin-1")})
+    assert r.status == 201, r
     # a new API key is shown once: a replay answers the same key without it,
     # and the replay record does not keep it (only its hash is stored)
     kb = {"name": "idem-key", "scopes": ["worker"]}
