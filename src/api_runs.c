@@ -269,15 +269,29 @@ static int get_fn(struct runop *op, struct store_tx *tx, json_t *run)
                                                                                    : json_array());
             } else if (!strcmp(tok, "logs")) {
                 json_t *logs = NULL;
-                store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
-                               json_string_value(json_object_get(run, "id")), 0, 10000, &logs);
+                int rc = store_log_read(tx, json_string_value(json_object_get(run, "project_id")),
+                                        json_string_value(json_object_get(run, "id")), 0, 10000,
+                                        &logs);
+                if (rc) {   /* a read error is an error, never an empty log */
+                    json_decref(logs);
+                    free(list);
+                    json_decref(out);
+                    return rc;
+                }
                 json_object_set_new_nocheck(out, "logs", logs ? logs : json_array());
             } else if (!strcmp(tok, "checkpoints")) {
                 struct store_filter f = {"run_id", json_string_value(json_object_get(run, "id"))};
                 struct store_query q = {&f, 1, 0, 0, true, NULL};
                 json_t *cps = NULL;
-                store_list(tx, SK_CHECKPOINT, json_string_value(json_object_get(run, "project_id")),
-                           &q, &cps, NULL);
+                int rc = store_list(tx, SK_CHECKPOINT,
+                                    json_string_value(json_object_get(run, "project_id")), &q, &cps,
+                                    NULL);
+                if (rc) {
+                    json_decref(cps);
+                    free(list);
+                    json_decref(out);
+                    return rc;
+                }
                 json_object_set_new_nocheck(out, "checkpoints", cps ? cps : json_array());
             } else {
                 http_error(r, 400, "invalid_parameter", "include",

@@ -1653,8 +1653,12 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
         int r2 = sqlite3_step(s);
         *total = r2 == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
         sqlite3_reset(s);
-        if (r2 != SQLITE_ROW)
+        if (r2 != SQLITE_ROW) {
+            /* callers return on the error: the page is not theirs */
+            json_decref(*out);
+            *out = NULL;
             rc = -EIO;
+        }
     }
 out:
     buf_release(&where);
