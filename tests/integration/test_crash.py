@@ -335,6 +335,82 @@ def test_a_completion_cut_from_its_dependants_starts_them_at_the_restart():
         s.stop()
 
 
+def test_quernd_dying_inside_a_box_set_up_leaves_no_orphan_box():
+    # A box child sets PR_SET_PDEATHSIG only after its mounts and credentials
+    # change; quernd killed before that (after the sync byte) left a box that
+    # ran its code with no parent.  QUERN_TEST_SPAWN_HOLD (test-only) holds
+    # every box child right after its sync byte until we close `go`.
+    import select
+    import subprocess
+    from qlib import BUILD, ROOT_KEY, wait_for
+    go_r, go_w = os.pipe()
+    at_r, at_w = os.pipe()
+
+    class Held(Server):
+        def _spawn(self):
+            env = dict(os.environ, QUERN_BOOTSTRAP_KEY=ROOT_KEY,
+                       QUERN_TEST_SPAWN_HOLD="%d,%d" % (go_r, at_w))
+            self.proc = subprocess.Popen(
+                [os.path.join(BUILD, "quernd"), "--listen", "127.0.0.1:0", "--data", self.data],
+                stdout=subprocess.PIPE, stderr=open(os.path.join(self.data, "stderr.log"), "ab"),
+                env=env, pass_fds=(go_r, at_w))
+            return self.proc.stdout.readline().decode()
+
+    token = "31.%06d" % random.randrange(10 ** 6)
+    s = Held()
+    os.close(go_r)
+    os.close(at_w)
+    try:
+        expect(s.req("POST", P + "/tasks", {"runtime_id": "sh", "code": "sleep %s" % token}), 201)
+        ready_, _, _ = select.select([at_r], [], [], 60)
+        assert ready_ and os.read(at_r, 1) == b"r", "no box child reached its set-up"
+        quernd = os.path.realpath(os.path.join(BUILD, "quernd"))
+        kids = []
+        for tid in os.listdir("/proc/%d/task" % s.proc.pid):
+            with open("/proc/%d/task/%s/children" % (s.proc.pid, tid)) as f:
+                kids += [int(k) for k in f.read().split()]
+
+        def in_set_up(pid):
+            # still quernd's image (a CLONE_VM child before its exec), not a zombie
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        return False
+                return os.readlink("/proc/%d/exe" % pid) == quernd
+            except OSError:
+                return False
+        held = [k for k in kids if in_set_up(k)]
+        assert held, "the held box child is not among quernd's children %s" % kids
+        s.kill()
+        os.close(go_w)
+        go_w = -1
+
+        def fate(pid):
+            # "gone" (exited, reaped or a zombie), "exec" (runs another
+            # image: it went on), else None (still in its set-up, or exiting)
+            try:
+                with open("/proc/%d/stat" % pid) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        return "gone"
+            except OSError:
+                return "gone"
+            try:
+                return "exec" if os.readlink("/proc/%d/exe" % pid) != quernd else None
+            except OSError:
+                return None
+        fates = wait_for(lambda: (lambda f: f if None not in f else None)([fate(k) for k in held]),
+                         60, "the box children to exit or exec")
+        # each child exited in its set-up: none ran quern-init, nor the code
+        assert fates == ["gone"] * len(held), "a box child went on without quernd: %s" % fates
+        assert procs_with("sleep " + token) == [], "the orphaned box ran its code"
+    finally:
+        if go_w >= 0:
+            os.close(go_w)
+        os.close(at_r)
+        s.proc.kill()
+        s.proc.wait()
+
+
 def _quiet(fn):
     try:
         fn()

@@ -325,6 +325,35 @@ def test_files_removed_but_held_count_against_the_disk_limit():
     assert r["status"] == "completed" and '"fine"' in logs, (r, logs)
 
 
+HELD_LOW = r"""
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                      ctypes.c_long]
+for i in range(20):
+    fd = os.open("f%d" % i, os.O_CREAT | os.O_RDWR, 0o600)
+    os.posix_fallocate(fd, 0, 60 << 20)
+    os.unlink("f%d" % i)
+    at = 0x1000000 + i * 0x10000   # PROT_READ, MAP_SHARED | MAP_FIXED_NOREPLACE
+    assert libc.mmap(at, 4096, 1, 0x01 | 0x100000, fd, 0) == at, ctypes.get_errno()
+    os.close(fd)
+print("held 1200", flush=True)
+time.sleep(20)
+print("survived", flush=True)
+"""
+
+
+def test_removed_files_mapped_at_low_addresses_count_against_the_disk_limit():
+    # /proc/PID/maps pads addresses to 8 hex digits, map_files/ names them
+    # unpadded: one page of each of 20 removed 60 MiB files, mapped below
+    # 0x10000000, was looked up under names that do not exist, and the run
+    # held 1.2 GiB under the 1 GiB limit until it ended
+    r, logs = run(HELD_LOW, "python", timeout_ms=60000)
+    assert '"held 1200"' in logs and "survived" not in logs, logs
+    assert r["status"] == "failed" and r["error"]["code"] == "disk_limit_exceeded", r
+
+
 ESCAPES = r"""
 import ctypes, errno, os, socket, struct
 libc = ctypes.CDLL(None, use_errno=True)
