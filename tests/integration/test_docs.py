@@ -190,6 +190,7 @@ def test_quernd_help_names_every_environment_variable_it_reads():
     # QUERN_RETENTION_EVERY_MS, QUERN_WARM, the webhook timings... were read
     # but named by no help text; the CLI's own (src/cli*.c) are in quern --help
     # and the fault injection of the tests (QUERN_PG_FAULT_*, QUERN_TEST_*) in MULTINODE.md
+    # or RUNTIME.md
     names = set()
     for f in os.listdir(os.path.join(ROOT, "src")):
         if not f.endswith(".c") or f.startswith("cli"):
@@ -199,9 +200,10 @@ def test_quernd_help_names_every_environment_variable_it_reads():
         names |= set(re.findall(r'\{"(QUERN_\w+|\w+_TIMEOUT_MS)", ', text))
         names |= set(re.findall(r'env_ms\("(QUERN_\w+)"', text))
     test_only = {n for n in names if n.startswith(("QUERN_PG_FAULT_", "QUERN_TEST_"))}
-    multinode = open(os.path.join(ROOT, "docs", "MULTINODE.md")).read()
-    undocumented = {n for n in test_only if n not in multinode}
-    assert undocumented == set(), ("test-only variables MULTINODE.md does not name", undocumented)
+    docs = "".join(open(os.path.join(ROOT, "docs", f)).read() for f in ("MULTINODE.md", "RUNTIME.md"))
+    undocumented = {n for n in test_only if n not in docs}
+    assert undocumented == set(), ("test-only variables neither MULTINODE.md nor RUNTIME.md names",
+                                   undocumented)
     names -= test_only
     assert "QUERN_LEASE_MS" in names and "QUERN_WEBHOOK_TIMEOUT_MS" in names, names
     out = subprocess.run([os.path.join(BUILD, "quernd"), "--help"], capture_output=True,
