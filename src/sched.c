@@ -2372,6 +2372,23 @@ static int load_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* The latest run of the task that key ("project\x1ftask", task_key's form)
+ * names, or NULL (no such task, or no run yet); *project gets the key's
+ * project (NULL for a key of another form).  The caller frees both. */
+static json_t *latest_run_of_key(struct store_tx *tx, const char *key, char **project)
+{
+    const char *sep = key ? strchr(key, '\x1f') : NULL;
+    *project = NULL;
+    if (!sep)
+        return NULL;
+    *project = xstrndup(key, (size_t)(sep - key));
+    json_t *task = store_get(tx, SK_TASK, *project, sep + 1);
+    const char *latest = json_string_value(json_object_get(task, "latest_run_id"));
+    json_t *run = latest ? store_get(tx, SK_RUN, *project, latest) : NULL;
+    json_decref(task);
+    return run;
+}
+
 /* The tasks that runs are loaded blocked on, whose latest run has ended:
  * quernd stopped between that end's commit and the scheduler's write
  * acting on it (handle_finished, on its own thread just after), and
@@ -2387,18 +2404,11 @@ static int ended_deps_fn(struct store_tx *tx, void *arg)
     size_t i;
     json_t *k;
     json_array_foreach(a->keys, i, k) {
-        const char *key = json_string_value(k);
-        const char *sep = strchr(key, '\x1f');
-        if (!sep)
-            continue;
-        char *project = xstrndup(key, (size_t)(sep - key));
-        json_t *task = store_get(tx, SK_TASK, project, sep + 1);
-        const char *latest = json_string_value(json_object_get(task, "latest_run_id"));
-        json_t *run = latest ? store_get(tx, SK_RUN, project, latest) : NULL;
+        char *project = NULL;
+        json_t *run = latest_run_of_key(tx, json_string_value(k), &project);
         if (run && run_status_terminal(run_status_of(run)))
             json_array_append(a->runs, run);
         json_decref(run);
-        json_decref(task);
         free(project);
     }
     return 0;
@@ -2479,13 +2489,12 @@ static int chain_read_fn(struct store_tx *tx, void *arg)
     json_t *d;
     json_array_foreach(a->deps, i, d) {
         const char *key = json_string_value(json_array_get(d, 0));
-        const char *sep = key ? strchr(key, '\x1f') : NULL;
-        if (!sep)
+        char *project = NULL;
+        json_t *run = latest_run_of_key(tx, key, &project);
+        if (!project)
             continue;
-        char *project = xstrndup(key, (size_t)(sep - key));
-        json_t *task = store_get(tx, SK_TASK, project, sep + 1);
-        const char *latest = json_string_value(json_object_get(task, "latest_run_id"));
-        json_t *run = latest ? store_get(tx, SK_RUN, project, latest) : NULL;
+        const char *task_id = key + strlen(project) + 1;
+        const char *latest = json_string_value(json_object_get(run, "id"));
         int64_t done = run_status_of(run) == RS_COMPLETED ? doc_ms(run, "completed_at") : 0;
         json_t *tasks = json_array();
         size_t j;
@@ -2498,10 +2507,9 @@ static int chain_read_fn(struct store_tx *tx, void *arg)
         }
         if (json_array_size(tasks))
             json_array_append_new(a->todo, json_pack("{s:s, s:s, s:s, s:O}", "project", project,
-                                                     "task", sep + 1, "run", latest, "tasks", tasks));
+                                                     "task", task_id, "run", latest, "tasks", tasks));
         json_decref(tasks);
         json_decref(run);
-        json_decref(task);
         free(project);
     }
     return 0;
