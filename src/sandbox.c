@@ -2921,11 +2921,16 @@ static void held_one(struct held_walk *w, int dirfd, const char *name)
         w->over = true;
 }
 
-static void held_fds(struct held_walk *w, const char *dir)
+static void held_fds(struct held_walk *w, int pfd, const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
+    int fd = openat(pfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
         return;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return;
+    }
     struct dirent *e;
     while (!w->over && (e = readdir(d)) != NULL)
         if (e->d_name[0] != '.')
@@ -2933,19 +2938,20 @@ static void held_fds(struct held_walk *w, const char *dir)
     closedir(d);
 }
 
-/* The mappings of pid whose file is removed ("... (deleted)" in maps),
- * through map_files (quernd is host root).  A file mapped many times is
- * looked at once: maps names its device and inode. */
-static void held_maps(struct held_walk *w, pid_t pid)
+/* The mappings of the process whose /proc directory is pfd whose file is
+ * removed ("... (deleted)" in maps), through map_files (quernd is host
+ * root).  A file mapped many times is looked at once: maps names its
+ * device and inode. */
+static void held_maps(struct held_walk *w, int pfd)
 {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/map_files", (int)pid);
-    int mfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int mfd = openat(pfd, "map_files", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (mfd < 0)
         return;
-    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-    FILE *f = fopen(path, "re");
+    int ffd = openat(pfd, "maps", O_RDONLY | O_CLOEXEC);
+    FILE *f = ffd < 0 ? NULL : fdopen(ffd, "re");
     if (!f) {
+        if (ffd >= 0)
+            close(ffd);
         close(mfd);
         return;
     }
@@ -2980,55 +2986,112 @@ static void held_maps(struct held_walk *w, pid_t pid)
     close(mfd);
 }
 
+/* Whether the process whose /proc directory is pfd lives in the box's PID
+ * namespace (the box cannot make one below it: the seccomp filter refuses
+ * unshare and clone with namespace flags).  A pid read from a children
+ * list may have ended and been taken by a host process before its
+ * directory was opened; the directory, once open, stays that process's,
+ * so this check settles whom it belongs to. */
+static bool held_in_box(int pfd, const struct stat *box_ns)
+{
+    struct stat st;
+    return fstatat(pfd, "ns/pid", &st, 0) == 0 && st.st_dev == box_ns->st_dev &&
+           st.st_ino == box_ns->st_ino;
+}
+
+/* Reads the children of every thread of the process at pfd into q. */
+static void held_children(int pfd, pid_t *q, size_t *nq)
+{
+    int tfd = openat(pfd, "task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = tfd < 0 ? NULL : fdopendir(tfd);
+    if (!d) {
+        if (tfd >= 0)
+            close(tfd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[sizeof(e->d_name) + 16];
+        snprintf(path, sizeof(path), "%s/children", e->d_name);
+        int cfd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC);
+        FILE *c = cfd < 0 ? NULL : fdopen(cfd, "re");
+        if (!c) {
+            if (cfd >= 0)
+                close(cfd);
+            continue;
+        }
+        long kid;
+        while (fscanf(c, "%ld", &kid) == 1)
+            if (kid > 0 && *nq < HELD_MAX_PROCS)
+                q[(*nq)++] = (pid_t)kid;
+        fclose(c);
+    }
+    closedir(d);
+}
+
+/* Every fd table of the process at pfd (a thread made without
+ * CLONE_FILES has its own), its mappings and its executable. */
+static void held_process(struct held_walk *w, int pfd)
+{
+    int tfd = openat(pfd, "task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = tfd < 0 ? NULL : fdopendir(tfd);
+    if (!d) {
+        if (tfd >= 0)
+            close(tfd);
+        return;
+    }
+    struct dirent *e;
+    while (!w->over && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[sizeof(e->d_name) + 8];
+        snprintf(path, sizeof(path), "%s/fd", e->d_name);
+        held_fds(w, dirfd(d), path);
+    }
+    closedir(d);
+    if (!w->over)
+        held_maps(w, pfd);
+    held_one(w, pfd, "exe");
+}
+
 bool sandbox_held_usage(pid_t init, dev_t dev, int64_t max_files, int64_t max_bytes,
                         struct sandbox_held *h)
 {
     struct held_walk w = {.dev = dev, .max_files = max_files, .max_bytes = max_bytes, .h = h};
-    pid_t *q = xcalloc(HELD_MAX_PROCS, sizeof(pid_t));
+    pid_t *q = NULL;
+    char path[32];
+    snprintf(path, sizeof(path), "/proc/%d", (int)init);
+    int ifd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat box_ns, own_ns;
+    /* The box's init is quernd's child and not yet reaped while its run
+     * is checked, so its pid is its own; should it have been reaped and
+     * the pid taken, a process in quernd's own PID namespace is no box. */
+    if (ifd < 0 || fstatat(ifd, "ns/pid", &box_ns, 0) < 0 || stat("/proc/self/ns/pid", &own_ns) < 0 ||
+        (box_ns.st_dev == own_ns.st_dev && box_ns.st_ino == own_ns.st_ino))
+        goto out;
+    q = xcalloc(HELD_MAX_PROCS, sizeof(pid_t));
     size_t nq = 0;
-    q[nq++] = init;
     /* Every process of the box descends from its PID 1 (nothing enters a
      * box's PID namespace from outside), so the children lists of every
-     * thread, from init down, reach them all.  A thread may have an fd
-     * table of its own (clone without CLONE_FILES): each one's is read. */
+     * thread, from init down, reach them all.  Init holds nothing of the
+     * code's. */
+    held_children(ifd, q, &nq);
     for (size_t i = 0; i < nq && !w.over; i++) {
-        char path[96];
-        snprintf(path, sizeof(path), "/proc/%d/task", (int)q[i]);
-        DIR *d = opendir(path);
-        if (!d)
-            continue;
-        struct dirent *e;
-        while (!w.over && (e = readdir(d)) != NULL) {
-            if (e->d_name[0] == '.')
-                continue;
-            long tid = strtol(e->d_name, NULL, 10);
-            if (tid <= 0)
-                continue;
-            snprintf(path, sizeof(path), "/proc/%d/task/%ld/children", (int)q[i], tid);
-            FILE *c = fopen(path, "re");
-            if (c) {
-                long kid;
-                while (fscanf(c, "%ld", &kid) == 1)
-                    if (kid > 0 && nq < HELD_MAX_PROCS)
-                        q[nq++] = (pid_t)kid;
-                fclose(c);
-            }
-            if (i == 0)
-                continue;   /* init holds nothing of the code's */
-            snprintf(path, sizeof(path), "/proc/%d/task/%ld/fd", (int)q[i], tid);
-            held_fds(&w, path);
-        }
-        closedir(d);
-        if (i == 0 || w.over)
-            continue;
-        held_maps(&w, q[i]);
         snprintf(path, sizeof(path), "/proc/%d", (int)q[i]);
         int pfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (pfd >= 0) {
-            held_one(&w, pfd, "exe");
-            close(pfd);
+        if (pfd < 0)
+            continue;
+        if (held_in_box(pfd, &box_ns)) {
+            held_children(pfd, q, &nq);
+            held_process(&w, pfd);
         }
+        close(pfd);
     }
+out:
+    if (ifd >= 0)
+        close(ifd);
     free(q);
     free(w.counted.k);
     return w.over;

@@ -354,6 +354,28 @@ def test_removed_files_mapped_at_low_addresses_count_against_the_disk_limit():
     assert r["status"] == "failed" and r["error"]["code"] == "disk_limit_exceeded", r
 
 
+NEW_PIDNS = r"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.unshare(0x20000000)                              # CLONE_NEWPID
+print("unshare", r, ctypes.get_errno(), flush=True)
+r = libc.syscall(56, 0x20000000 | 17, None, None, None, None)   # clone(CLONE_NEWPID | SIGCHLD)
+if r == 0:
+    os._exit(0)
+print("clone", r, ctypes.get_errno(), flush=True)
+"""
+
+
+def test_the_box_cannot_make_a_pid_namespace_of_its_own():
+    # the held-file check counts the processes in the box's PID namespace
+    # only (a pid read from a children list may be taken by a host process
+    # before its /proc directory is opened); a namespace nested below the
+    # box's would hide its processes, so the box must not be able to make one
+    r, logs = run(NEW_PIDNS, "python")
+    assert '"unshare -1 1"' in logs and '"clone -1 1"' in logs, logs
+    assert r["status"] == "completed", r
+
+
 ESCAPES = r"""
 import ctypes, errno, os, socket, struct
 libc = ctypes.CDLL(None, use_errno=True)
