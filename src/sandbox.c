@@ -104,6 +104,11 @@ struct layout_dir {
     int err;                              /* LD_BIND: probing failed (-errno) */
 };
 
+/* Set once before any disk check (sandbox_sys_new): the test-only
+ * QUERN_TEST_NO_PROC_CHILDREN makes the check act as on a kernel without
+ * CONFIG_PROC_CHILDREN. */
+static bool held_no_children;
+
 struct sandbox_sys {
     int slots;
     sandbox_log_fn log;
@@ -1391,6 +1396,7 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
         sys->test_hold_rd = hr;
         sys->test_hold_wr = hw;
     }
+    held_no_children = getenv("QUERN_TEST_NO_PROC_CHILDREN") != NULL;
     sys->host_mnt = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
     layout_probe(sys);
     cg_setup(sys);
@@ -2999,16 +3005,21 @@ static bool held_in_box(int pfd, const struct stat *box_ns)
            st.st_ino == box_ns->st_ino;
 }
 
-/* Reads the children of every thread of the process at pfd into q. */
-static void held_children(int pfd, pid_t *q, size_t *nq)
+/* Reads the children of every thread of the process at pfd into q; false
+ * when no thread's list could be read (a kernel without
+ * CONFIG_PROC_CHILDREN has none). */
+static bool held_children(int pfd, pid_t *q, size_t *nq)
 {
+    if (held_no_children)
+        return false;
     int tfd = openat(pfd, "task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     DIR *d = tfd < 0 ? NULL : fdopendir(tfd);
     if (!d) {
         if (tfd >= 0)
             close(tfd);
-        return;
+        return false;
     }
+    bool read_one = false;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.')
@@ -3022,11 +3033,31 @@ static void held_children(int pfd, pid_t *q, size_t *nq)
                 close(cfd);
             continue;
         }
+        read_one = true;
         long kid;
         while (fscanf(c, "%ld", &kid) == 1)
             if (kid > 0 && *nq < HELD_MAX_PROCS)
                 q[(*nq)++] = (pid_t)kid;
         fclose(c);
+    }
+    closedir(d);
+    return read_one;
+}
+
+/* Without children lists: every process of the host whose /proc entry
+ * is in the box's PID namespace, but its init.  Costs a look at each host
+ * process per check. */
+static void held_all(pid_t init, pid_t *q, size_t *nq)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && *nq < HELD_MAX_PROCS) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (pid > 0 && *end == '\0' && pid != init)
+            q[(*nq)++] = (pid_t)pid;
     }
     closedir(d);
 }
@@ -3076,15 +3107,19 @@ bool sandbox_held_usage(pid_t init, dev_t dev, int64_t max_files, int64_t max_by
     /* Every process of the box descends from its PID 1 (nothing enters a
      * box's PID namespace from outside), so the children lists of every
      * thread, from init down, reach them all.  Init holds nothing of the
-     * code's. */
-    held_children(ifd, q, &nq);
+     * code's.  Without children lists, every host process is a candidate
+     * and the namespace check below picks the box's. */
+    bool lists = held_children(ifd, q, &nq);
+    if (!lists)
+        held_all(init, q, &nq);
     for (size_t i = 0; i < nq && !w.over; i++) {
         snprintf(path, sizeof(path), "/proc/%d", (int)q[i]);
         int pfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (pfd < 0)
             continue;
         if (held_in_box(pfd, &box_ns)) {
-            held_children(pfd, q, &nq);
+            if (lists)
+                held_children(pfd, q, &nq);
             held_process(&w, pfd);
         }
         close(pfd);

@@ -325,6 +325,22 @@ def test_files_removed_but_held_count_against_the_disk_limit():
     assert r["status"] == "completed" and '"fine"' in logs, (r, logs)
 
 
+def test_removed_files_held_count_without_the_kernels_children_lists():
+    # a kernel without CONFIG_PROC_CHILDREN has no /proc/PID/task/TID/children:
+    # the check then looks at every host process and keeps the box's
+    s2 = Server(env={"QUERN_TEST_NO_PROC_CHILDREN": "1"})
+    try:
+        body = {"code": "python3 - <<'EOF'\n" + HELD % "fd" + "\nEOF\n", "runtime_id": "sh",
+                "wait_for_result": True, "settings": {"timeout_ms": 60000}}
+        t = expect(s2.req("POST", P + "/tasks", body), 201)
+        r = t["run"]
+        logs = s2.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], r["id"])).text
+        assert '"held 1200"' in logs and "survived" not in logs, logs
+        assert r["status"] == "failed" and r["error"]["code"] == "disk_limit_exceeded", r
+    finally:
+        s2.stop()
+
+
 HELD_LOW = r"""
 import ctypes, os, time
 libc = ctypes.CDLL(None, use_errno=True)
