@@ -1328,6 +1328,31 @@ out:
     return rc < 0 ? rc : ro;
 }
 
+/* Whether the copy can be executed here: quern-init run with no command
+ * exits 127 at once.  The test-only QUERN_TEST_INIT_COPY_REFUSED makes it
+ * answer no, as a host refusing to execute memfds would. */
+static bool init_copy_runs(int fd)
+{
+    if (getenv("QUERN_TEST_INIT_COPY_REFUSED"))
+        return false;
+    pid_t pid = fork();
+    if (pid < 0)
+        return true;   /* cannot tell: keep the copy, as before the check */
+    if (pid == 0) {
+        int nul = open("/dev/null", O_RDWR);
+        for (int i = 0; i <= 4; i++)
+            if (nul >= 0 && nul != i)
+                dup2(nul, i);
+        char *argv[] = {(char *)"quern-init", NULL}, *envp[] = {NULL};
+        fexecve(fd, argv, envp);
+        _exit(126);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return true;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 127;
+}
 
 struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_log_fn log,
                                     void *log_ctx, char **err)
@@ -1359,6 +1384,12 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
         goto fail;
     }
     int copy = init_unreadable_copy(sys->init_fd);
+    if (copy >= 0 && !init_copy_runs(copy)) {
+        /* a security module or vm.memfd_noexec may refuse to execute a
+         * memfd: every box would fail to start; run the file itself */
+        close(copy);
+        copy = -EACCES;
+    }
     if (copy >= 0) {
         close(sys->init_fd);
         sys->init_fd = copy;

@@ -570,6 +570,24 @@ def test_the_box_cannot_write_its_inits_memory():
         assert r["status"] == "failed" and r["error"]["code"] == "exit_code" and r["exit_code"] == 3, (rt, r)
 
 
+def test_a_host_refusing_to_execute_the_inits_copy_still_runs_boxes():
+    # a security module or vm.memfd_noexec may refuse to execute a memfd:
+    # quernd tries the copy once at start and, refused, runs quern-init's
+    # file and says what that gives up, instead of failing every run
+    s2 = Server(env={"QUERN_TEST_INIT_COPY_REFUSED": "1"})
+    try:
+        t = expect(s2.req("POST", P + "/tasks", {"code": "echo hi; exit 3", "runtime_id": "sh",
+                                                  "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "failed" and t["run"]["exit_code"] == 3, t["run"]
+        with open(os.path.join(s2.data, "stderr.log")) as f:
+            log = f.read()
+        assert "could not be copied out of the boxes' reach" in log, log[-2000:]
+    finally:
+        s2.stop()
+    with open(os.path.join(S.data, "stderr.log")) as f:
+        assert "could not be copied out of the boxes' reach" not in f.read()
+
+
 def test_fd3_garbage_invalid_utf8_and_another_runs_id():
     # another run, waiting: a message naming it must not reach it
     other = expect(S.req("POST", P + "/tasks", {"code": "read x; echo got-$x", "runtime_id": "sh"}), 201)
