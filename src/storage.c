@@ -843,6 +843,47 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
             }
         }
     }
+    int64_t synced = json_integer_value(json_object_get(m, "version"));
+    if (!torn && synced > version) {
+        /* The store is older than what this copy was brought to (a
+         * restored backup): its files are not newer than the copy's, and
+         * those of its files the copy lacks were deleted since.  The copy
+         * is kept as it is; its state becomes the store's files, each
+         * unchanged only where the copy holds it unchanged with the same
+         * bytes, so the next write-back sends the copy's differences (new,
+         * changed and deleted files) over the older ones, and raises the
+         * version past what this node had seen (the floor): a node that
+         * lagged behind this one pulls that, rather than finding the store
+         * behind it too and sending its older files.  The run's log says
+         * so at the write-back. */
+        json_t *nf = json_object();
+        json_array_foreach(remote, i, f) {
+            rel = json_string_value(json_array_get(f, 0)) ?: "";
+            const char *sha = json_string_value(json_array_get(f, 3)) ?: "";
+            json_int_t mode = json_integer_value(json_array_get(f, 2)) & 0777;
+            struct stat sb;
+            e = json_object_get(files, rel);
+            if (e && !rel_stat(root, rel, &sb) && entry_matches(e, &sb) && !strcmp(ent_sha(e), sha) &&
+                ent_int(e, 1) == mode)
+                json_object_set(nf, rel, e);
+            else   /* a stat no file has: compared again at the write-back */
+                json_object_set_new(nf, rel, json_pack("[I, I, s, I, I, I]",
+                                                       json_integer_value(json_array_get(f, 1)),
+                                                       mode, sha, (json_int_t)-1, (json_int_t)-1,
+                                                       (json_int_t)-1));
+        }
+        json_object_set_new(m, "files", nf);
+        if (!json_is_integer(json_object_get(m, "regressed")))
+            json_object_set_new(m, "regressed", json_integer(synced));
+        json_object_set_new(m, "version", json_integer(version));
+        saved = true;
+        rc = manifest_save(dir, m);
+        if (!rc && interrupted)
+            unlink(mark);
+        if (!rc)
+            rc = 1;
+        goto out;
+    }
     /* what the store no longer has: gone here too, unless changed here.
      * First, so that a file which became a directory (or the reverse) on
      * another node finds its way clear below. */
@@ -964,21 +1005,8 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
         goto out;
     }
     walk_tree(root, &w);
-    if (w.over) {
-        int64_t before = 0, after = 0;
-        /* every time: another node's complete write-back may have cleared
-         * the mark since this node set it */
-        if (!store_storage_commit(app->store, project_id, id, changes, true, &before, &after) &&
-            !json_is_true(json_object_get(m, "partial"))) {
-            json_object_set_new(m, "partial", json_true());
-            rc = manifest_save(dir, m);
-        }
-        note_add(notes, xasprintf("storage instance %s was not written back to the store: it "
-                                  "holds more than %d entries or %lld bytes, and its files stay on "
-                                  "this node", id, STORAGE_SIZE_MAX_ENTRIES,
-                                  (long long)STORAGE_SYNC_MAX_BYTES));
-        goto save_failed;
-    }
+    if (w.over)
+        goto over;
     const char *rel;
     json_t *st, *e;
     json_object_foreach(w.found, rel, st) {
@@ -1042,9 +1070,22 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
                                   "files deleted since the last sync are not deleted in the "
                                   "store yet", id));
     int64_t version = json_integer_value(json_object_get(m, "version"));
-    if (json_array_size(changes) || json_is_true(json_object_get(m, "partial"))) {
+    json_t *regressed = json_object_get(m, "regressed");
+    if (regressed)
+        note_add(notes, xasprintf("storage instance %s in the store is older (version %lld) than "
+                                  "this node's copy was (version %lld), as after a restore of "
+                                  "PostgreSQL: the copy's files were kept and are written back "
+                                  "over the store's", id, (long long)version,
+                                  (long long)json_integer_value(regressed)));
+    if (json_array_size(changes) || json_is_true(json_object_get(m, "partial")) || regressed) {
         int64_t before = 0, after = 0;
-        rc = store_storage_commit(app->store, project_id, id, changes, false, &before, &after);
+        struct store_storage_opts o = {false, regressed ? json_integer_value(regressed) + 1 : 0,
+                                       STORAGE_SIZE_MAX_ENTRIES, STORAGE_SYNC_MAX_BYTES};
+        rc = store_storage_commit(app->store, project_id, id, changes, &o, &before, &after);
+        if (rc == -EFBIG) {
+            rc = 0;
+            goto over;   /* with the other nodes' files, past the limits */
+        }
         if (rc) {
             note_add(notes, xasprintf("storage instance %s could not be written back to the store "
                                       "(%s); its changes stay on this node and go with the next "
@@ -1057,9 +1098,29 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
             version = after;
     }
     json_object_del(m, "partial");
+    json_object_del(m, "regressed");
     json_object_set(m, "files", nfiles);
     json_object_set_new(m, "version", json_integer(version));
     rc = manifest_save(dir, m);
+    goto save_failed;
+over: {
+    /* nothing sent: the copy's state stays as it was (its changes go with
+     * a later write-back), marked partial.  The mark is set every time:
+     * another node's complete write-back may have cleared it since. */
+    int64_t before = 0, after = 0;
+    struct store_storage_opts o = {true, 0, 0, 0};
+    json_array_clear(changes);
+    if (!store_storage_commit(app->store, project_id, id, changes, &o, &before, &after) &&
+        !json_is_true(json_object_get(m, "partial"))) {
+        json_object_set_new(m, "partial", json_true());
+        rc = manifest_save(dir, m);
+    }
+    note_add(notes, xasprintf("storage instance %s was not written back to the store: it "
+                              "holds more than %d entries or %lld bytes%s, and its files stay on "
+                              "this node", id, STORAGE_SIZE_MAX_ENTRIES,
+                              (long long)STORAGE_SYNC_MAX_BYTES,
+                              w.over ? "" : " with the files of the other nodes"));
+}
 save_failed:
     if (rc)
         note_add(notes, xasprintf("the state of storage instance %s's copy on this node could not "

@@ -862,6 +862,55 @@ def test_storage_a_current_copy_starts_without_reading_its_file_list():
                 n.stop()
 
 
+def test_storage_a_restored_older_store_does_not_undo_a_copy():
+    """PostgreSQL restored from a backup holds an older version of an
+    instance than a node's copy was brought to.  The pull took the store
+    for newer: it removed the copy's files the backup lacked (made after
+    it), put the backup's older bytes over unchanged newer ones and brought
+    back files deleted since.  A store version lower than the copy's is now
+    taken for a restore: the copy is kept, its run's end writes it back
+    over the store's (new, changed and deleted files) with a warn line, and
+    the version goes past the copy's, so other nodes pull it."""
+    a, b = two_nodes()
+    try:
+        db = a.extra[a.extra.index("--store") + 1].rsplit("/", 1)[1]
+        psql = pgcluster.cluster().psql
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-restore"}), 201)
+        st = {"project": inst["id"]}
+        ls = 'cd "$QUERN_STORAGE_PROJECT"; echo "files:" $(ls) "old=$(cat old)"'
+        run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo 1 > keep; echo 1 > old; echo 1 > gone')
+        swap(a, b)
+        assert "files: gone keep old old=1" in run_on(b, st, ls)
+        swap(b, a)
+        # the backup
+        psql("CREATE TABLE bk_state AS SELECT * FROM storage_state; "
+             "CREATE TABLE bk_files AS SELECT * FROM storage_files", db=db)
+        run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo 2 > old; rm gone; echo n > new')
+        run_on(a, st, 'echo m > "$QUERN_STORAGE_PROJECT/more"')
+        # the restore
+        psql("DELETE FROM storage_state; DELETE FROM storage_files; "
+             "INSERT INTO storage_state SELECT * FROM bk_state; "
+             "INSERT INTO storage_files SELECT * FROM bk_files", db=db)
+        t = run_on(a, st, ls, wait=False)
+        r = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        logs = run_logs(a, t["id"], r["id"])
+        assert r["status"] == "completed" and "files: keep more new old old=2" in logs, logs
+        assert any("is older" in x and "restore" in x for x in warns(logs)), warns(logs)
+        version = int(psql("SELECT version FROM storage_state WHERE instance_id='%s'" % inst["id"], db=db))
+        assert version > 3, version   # past the copy's 3
+        # b (at the backup's version) pulls the copy a wrote back
+        swap(a, b)
+        logs = run_on(b, st, ls)
+        assert "files: keep more new old old=2" in logs, logs
+        assert not warns(logs), logs
+        listed = [x for x in expect(b.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+        assert listed[0]["size_bytes"] == 8, listed   # keep, old, new, more: 2 bytes each
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
 def test_storage_the_later_end_wins_per_file():
     """Two runs of one instance live at once, on whichever nodes: each
     writes the same file and one of its own.  Per file the run that ended
