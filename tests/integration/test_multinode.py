@@ -911,6 +911,43 @@ def test_storage_a_restored_older_store_does_not_undo_a_copy():
                 n.stop()
 
 
+def test_storage_limits_hold_for_the_nodes_together():
+    """Each node checked the write-back limits (1 GiB, 100 000 files) on
+    its own copy alone: two nodes each writing 540 MiB at once, neither
+    having pulled the other's, put 1080 MiB in the store.  The commit now
+    checks the instance's totals in its transaction: the second write-back
+    is refused as one past the limits is (its files stay on its node, the
+    instance is marked partial, a warn line says so)."""
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "1"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "1"], env=ENV)
+    b.stop()
+    nine = 'cd "$QUERN_STORAGE_PROJECT" && for i in $(seq 9); do ' \
+           'dd if=/dev/null of=%s$i bs=1 seek=62914560 2>/dev/null; done'
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-total"}), 201)
+        st = {"project": inst["id"]}
+        # a's run holds 540 MiB and waits; its one slot is busy, so b takes the next
+        t = run_on(a, st, (nine % "a") + '; while [ ! -e go ]; do sleep 0.05; done; rm go', wait=False)
+        wait_for(lambda: run_of(a, t["id"])["status"] == "running", 60, "running")
+        b.start()
+        logs = run_on(b, st, nine % "b")
+        assert not warns(logs), logs
+        listed = [x for x in expect(b.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+        assert listed[0]["size_bytes"] == 9 * 62914560 and not listed[0].get("size_bytes_partial"), listed
+        open(os.path.join(a.data, "storage", "default", inst["id"], "go"), "w").close()
+        r = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        w = warns(run_logs(a, t["id"], r["id"]))
+        assert r["status"] == "completed" and len(w) == 1, (r, w)
+        assert "was not written back" in w[0] and "other nodes" in w[0], w
+        listed = [x for x in expect(a.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+        assert listed[0]["size_bytes"] == 9 * 62914560 and listed[0]["size_bytes_partial"] is True, listed
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
 def test_storage_the_later_end_wins_per_file():
     """Two runs of one instance live at once, on whichever nodes: each
     writes the same file and one of its own.  Per file the run that ended
