@@ -185,7 +185,11 @@ int64_t storage_size(struct app *app, const char *project_id, const char *id, bo
  *     renamed into place or removed before it returns; a crash in between
  *     leaves the mark <id>.pulling, and the next pull removes every temp
  *     file of the copy.  No pull runs meanwhile: syncs are on the runner
- *     thread alone. */
+ *     thread alone.
+ *  6. On a file system without renameat2's RENAME_NOREPLACE and
+ *     RENAME_EXCHANGE (EINVAL), 1 holds through link() (which never
+ *     replaces) and a rename; only a file a run puts in place of the old
+ *     one (rather than writing it) in the instant of the swap is lost. */
 
 #define SYNC_TMP_PREFIX ".quern-sync-"
 #define SYNC_PATH_MAX 4096
@@ -489,6 +493,76 @@ static void test_pause(void)
         usleep(10000);
 }
 
+/* renameat2() flags a file system may lack (EINVAL: some FUSE and network
+ * file systems).  The pull then does without them as well as it can (6),
+ * and the node's log says so once. */
+static void no_rename_flags(void)
+{
+    static int said;
+    if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+        log_write(LOG_WARN, "storage", NULL,
+                  "the file system of the storage copies has no renameat2 RENAME_NOREPLACE or "
+                  "RENAME_EXCHANGE: pulls put files in place through link() and rename(), and a "
+                  "box that replaces a file (rather than writing it) in the instant of its pull "
+                  "may lose that change");
+}
+
+/* Renames from to to in dfd unless to exists (-EEXIST, from left).
+ * Without RENAME_NOREPLACE, link() (which never replaces either) and an
+ * unlink; without hard links too, a check and a rename. */
+static int rename_noreplace(int dfd, const char *from, const char *to)
+{
+    struct stat sb;
+    if (!renameat2(dfd, from, dfd, to, RENAME_NOREPLACE))
+        return 0;
+    if (errno != EINVAL)
+        return -errno;
+    no_rename_flags();
+    if (!linkat(dfd, from, dfd, to, 0)) {
+        unlinkat(dfd, from, 0);
+        return 0;
+    }
+    if (errno != EPERM && errno != EOPNOTSUPP && errno != EMLINK)
+        return -errno;
+    if (!fstatat(dfd, to, &sb, AT_SYMLINK_NOFOLLOW))
+        return -EEXIST;
+    return renameat(dfd, from, dfd, to) ? -errno : 0;
+}
+
+/* Swaps the files at a and b in dfd (-ENOENT when either is not there).
+ * Without RENAME_EXCHANGE: b is linked to a third name, a renamed over b,
+ * and that name renamed to a, so b's file (as written meanwhile, on its
+ * inode) ends at a as the swap would leave it; a file that replaced b in
+ * between is lost to the rename (the window no_rename_flags() names). */
+static int rename_exchange(int dfd, const char *a, const char *b)
+{
+    if (!renameat2(dfd, a, dfd, b, RENAME_EXCHANGE))
+        return 0;
+    if (errno != EINVAL)
+        return -errno;
+    no_rename_flags();
+    char third[64];
+    unsigned char rnd[8];
+    char hex[17];
+    random_bytes(rnd, sizeof rnd);
+    hex_encode(rnd, sizeof rnd, hex);
+    snprintf(third, sizeof third, SYNC_TMP_PREFIX "%s", hex);
+    struct stat sb;
+    if (fstatat(dfd, a, &sb, AT_SYMLINK_NOFOLLOW))
+        return -errno;
+    int rc = linkat(dfd, b, dfd, third, 0) ? -errno : 0;
+    if (rc == -EPERM || rc == -EOPNOTSUPP || rc == -EMLINK)
+        rc = renameat(dfd, b, dfd, third) ? -errno : 0;   /* no hard links: b is away an instant */
+    if (rc)
+        return rc;
+    if (renameat(dfd, a, dfd, b)) {
+        rc = -errno;
+        unlinkat(dfd, third, 0);
+        return rc;
+    }
+    return renameat(dfd, third, dfd, a) ? -errno : 0;
+}
+
 /* The file a pull found (old) is still the one at that name (now): a live
  * run did not write, truncate, chmod or replace it meanwhile.  Not ctime:
  * the rename that moved it sets that. */
@@ -554,22 +628,22 @@ static int fetch(struct app *app, int root, const char *rel, const char *sha, un
         goto out;
     }
     test_pause();
-    if (!old && renameat2(dfd, tmp, dfd, base, RENAME_NOREPLACE)) {
-        rc = errno == EEXIST ? 0 : -errno;   /* made here meanwhile: this node's */
+    if (!old && (rc = rename_noreplace(dfd, tmp, base))) {
+        if (rc == -EEXIST)
+            rc = 0;   /* made here meanwhile: this node's */
         goto out;
     }
-    if (old && renameat2(dfd, tmp, dfd, base, RENAME_EXCHANGE)) {
-        rc = errno == ENOENT ? 0 : -errno;   /* deleted here meanwhile: this node's */
+    if (old && (rc = rename_exchange(dfd, tmp, base))) {
+        if (rc == -ENOENT)
+            rc = 0;   /* deleted here meanwhile: this node's */
         goto out;
     }
     struct stat sb;
     if (old && (fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) || !same_file(old, &sb))) {
         /* changed here meanwhile: back in its place, the fetched file at
          * the temp name, removed below */
-        if (renameat2(dfd, tmp, dfd, base, RENAME_EXCHANGE)) {
-            rc = -errno;
+        if ((rc = rename_exchange(dfd, tmp, base)))
             tmp[0] = '\0';   /* the changed file at the temp name: not removed here */
-        }
         goto out;
     }
     /* the old file (old) now at the temp name, removed below; the entry
@@ -756,11 +830,11 @@ static void remove_unchanged(int root, const char *rel, const struct stat *old)
     hex_encode(rnd, sizeof rnd, hex);
     snprintf(tmp, sizeof tmp, SYNC_TMP_PREFIX "%s", hex);
     test_pause();
-    if (renameat2(dfd, base, dfd, tmp, RENAME_NOREPLACE))
+    if (rename_noreplace(dfd, base, tmp))
         goto out;   /* deleted or replaced by a directory meanwhile: this node's */
     if (!fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) && same_file(old, &sb))
         unlinkat(dfd, tmp, 0);
-    else if (renameat2(dfd, tmp, dfd, base, RENAME_NOREPLACE))   /* changed here: kept */
+    else if (rename_noreplace(dfd, tmp, base))   /* changed here: kept */
         unlinkat(dfd, tmp, 0);
 out:
     close(dfd);

@@ -467,7 +467,7 @@ def warns(logs):
     return [e["message"] for e in map(json.loads, logs.splitlines()) if e.get("level") == "warn"]
 
 
-def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched():
+def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched(env=None):
     """A pull checked a file, fetched the store's, then renamed it into
     place: a live run of the node that wrote (or made) the file in between
     lost its change to the rename, silently.  The rename now neither
@@ -477,7 +477,7 @@ def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched():
     in that gap while the test writes the copy as a live run would."""
     import tempfile
     hold = os.path.join(tempfile.mkdtemp(prefix="syncpause-"), "hold")
-    a, b = two_nodes({"QUERN_TEST_SYNC_PAUSE": hold})
+    a, b = two_nodes(dict(env or {}, QUERN_TEST_SYNC_PAUSE=hold))
     try:
         inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-race"}), 201)
         st = {"project": inst["id"]}
@@ -511,7 +511,7 @@ def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched():
                 n.stop()
 
 
-def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked():
+def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked(env=None):
     """A file another node deleted is removed by the pull when this node's
     copy of it is unchanged since its last sync: the pull checked, then
     unlinked, and a live run that wrote the file in between lost its
@@ -520,7 +520,7 @@ def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked():
     pull between the check and the removal."""
     import tempfile
     hold = os.path.join(tempfile.mkdtemp(prefix="syncpause-"), "hold")
-    a, b = two_nodes({"QUERN_TEST_SYNC_PAUSE": hold})
+    a, b = two_nodes(dict(env or {}, QUERN_TEST_SYNC_PAUSE=hold))
     try:
         inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-rm"}), 201)
         st = {"project": inst["id"]}
@@ -543,6 +543,62 @@ def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked():
         assert not [x for x in os.listdir(copy) if x.startswith(".quern-sync-")], os.listdir(copy)
         swap(b, a)
         assert "f=v1 local" in run_on(a, st, 'echo "f="$(cat "$QUERN_STORAGE_PROJECT/f")')
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+NO_RENAME_FLAGS = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+/* renameat2 as a file system without its flags answers (some FUSE, NFS) */
+int renameat2(int od, const char *op, int nd, const char *np, unsigned int flags)
+{
+    if (flags) {
+        errno = EINVAL;
+        return -1;
+    }
+    return renameat(od, op, nd, np);
+}
+"""
+
+
+def test_storage_pulls_work_on_a_file_system_without_rename_flags():
+    """On a file system without renameat2's RENAME_NOREPLACE and
+    RENAME_EXCHANGE (EINVAL), every pull that fetched or removed a file
+    failed, and so did the run (storage_unavailable).  The pull now does
+    without them (link() and rename()), keeping a live run's change made
+    while it fetched or removed a file, and the node's log says so once.
+    A preloaded renameat2 answers EINVAL to any flag, as such a file
+    system does."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="norenameflags-")
+    with open(os.path.join(d, "shim.c"), "w") as f:
+        f.write(NO_RENAME_FLAGS)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", os.path.join(d, "shim.so"), os.path.join(d, "shim.c")],
+                   check=True)
+    env = {"LD_PRELOAD": os.path.join(d, "shim.so")}
+    if os.environ.get("QUERN_ASAN"):
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched(env)
+    test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked(env)
+    a, b = two_nodes(env)
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-noflags"}), 201)
+        st = {"project": inst["id"]}
+        run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo 1 > f; echo 1 > g')
+        swap(a, b)
+        run_on(b, st, 'true')
+        swap(b, a)
+        run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo 2 > f; rm g; echo 3 > h')
+        swap(a, b)
+        logs = run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "seen:" $(ls -a) "f=$(cat f)"')
+        assert "seen: . .. f h f=2" in logs, logs
+        with open(os.path.join(b.data, "stderr.log")) as f:
+            said = [x for x in f if "no renameat2 RENAME_NOREPLACE" in x]
+        assert len(said) == 2, said   # once per process: b pulled in two of its starts
     finally:
         for n in (a, b):
             if n.proc.poll() is None:
