@@ -1,12 +1,14 @@
 """Helpers for quern's integration tests: start a real quernd on port 0 in a
 temp directory, talk HTTP to it, stop or kill it.  Stdlib only."""
 import http.client
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -147,6 +149,61 @@ class CodeTasks:
         # JSONL: one entry per "\n" (str.splitlines would also cut at U+2028 or
         # U+0085, which a message may hold)
         return [json.loads(x) for x in r.text.split("\n") if x]
+
+
+class Receiver:
+    """A local webhook receiver: an http.server on 127.0.0.1 (quernd reaches
+    it only with QUERN_OUTBOUND_ALLOW_PRIVATE=1 or the project's policy).
+    Keeps every request as it came; answers 500 to the first `fail_first`,
+    then `status` (set it to 503 for a receiver that is down, back to 200
+    when it is up again).  Shared by test_hooks, test_crash_random,
+    test_races, test_shapes and test_upgrade."""
+
+    def __init__(self, fail_first=0, status=200):
+        self.requests = []   # (headers, body, status answered)
+        self.fail_first = fail_first
+        self.status = status
+        self.lock = threading.Lock()
+        rec = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                with rec.lock:
+                    code = 500 if len(rec.requests) < rec.fail_first else rec.status
+                    rec.requests.append((dict(self.headers), body, code))
+                answer = b"ok" if 200 <= code < 300 else b"nope"
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass   # quernd was killed while it waited for the answer
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def got(self):
+        """(headers, body) of every request, answered 2xx or not, in order."""
+        with self.lock:
+            return [(h, b) for h, b, _ in self.requests]
+
+    def delivered(self):
+        """The JSON bodies of the requests answered 2xx, in order, repeats kept."""
+        with self.lock:
+            bodies = [b for _, b, code in self.requests if 200 <= code < 300]
+        return [json.loads(b) for b in bodies]
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
 
 
 def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None):

@@ -9,7 +9,6 @@ transition table ending in its status, nothing after a terminal event; a
 task's status is its latest run's; run_count and /metrics agree with the
 lists.  Also the state-machine corners the storm found."""
 import http.client
-import http.server
 import json
 import os
 import random
@@ -19,7 +18,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import ROOT_KEY, Receiver, Server, expect, run_tests, wait_for  # noqa: E402
 
 S = Server(env={"QUERN_LEASE_MS": "300", "QUERN_OUTBOUND_ALLOW_PRIVATE": "1",
                 "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
@@ -79,37 +78,6 @@ def check_path(run, events):
         cur = to
     assert cur == run["status"], "%s: events end in %s, run is %s: %s" % (
         run["id"], cur, run["status"], [x["type"] for x in events])
-
-
-class Receiver:
-    """A webhook receiver: the event ids it got, with repeats."""
-
-    def __init__(self):
-        self.ids = []
-        self.lock = threading.Lock()
-        rec = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(n))
-                with rec.lock:
-                    rec.ids.append(body["id"])
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 class Stream:
@@ -379,8 +347,9 @@ def storm(seconds, n_tasks, seed, nodes=None):
     assert {k: v for k, v in m.items() if v} == counts, (m, counts)
     # webhooks: every run event once
     run_ids = {e["id"] for e in stream.events}
-    wait_for(lambda: run_ids <= set(rec.ids), 60, "webhook deliveries")
-    dup = [i for i in set(rec.ids) if rec.ids.count(i) > 1]
+    wait_for(lambda: run_ids <= {e["id"] for e in rec.delivered()}, 60, "webhook deliveries")
+    ids = [e["id"] for e in rec.delivered()]
+    dup = [i for i in set(ids) if ids.count(i) > 1]
     assert not dup, dup[:10]
     rec.close()
     return st
