@@ -16,6 +16,25 @@ BUILD = os.environ.get("QUERN_BUILD", "build")
 ROOT_KEY = "qk_root_test_key_0123456789"
 
 
+# The run state machine (src/run.c's table, API.md): a status -> the statuses
+# it may move to; a terminal status moves nowhere.  Shared by the tests that
+# check a run's events are a legal path (test_races, test_crash_random).
+RUN_ENDS = frozenset({"completed", "failed", "timed_out", "canceled"})
+RUN_TERMINAL = RUN_ENDS | {"denied"}
+RUN_MOVES = {
+    "queued": frozenset({"running", "interaction_required", "denied", "failed", "timed_out",
+                         "canceling", "canceled", "paused"}),
+    "running": RUN_ENDS | {"queued", "paused", "interaction_required", "review_required",
+                           "canceling", "denied"},
+    "paused": frozenset({"running", "queued", "canceling", "canceled", "failed", "timed_out"}),
+    "interaction_required": frozenset({"running", "queued", "denied", "canceling", "canceled",
+                                       "failed", "timed_out"}),
+    "review_required": frozenset({"completed", "failed", "canceled"}),
+    "canceling": frozenset({"canceled"}),
+}
+RUN_MOVES.update({s: frozenset() for s in RUN_TERMINAL})
+
+
 class Server:
     def __init__(self, data=None, extra_args=(), env=None):
         self.data = data or tempfile.mkdtemp(prefix="quernd-", dir=os.environ.get("QUERN_TEST_TMP"))

@@ -35,6 +35,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from qlib import ROOT_KEY, Receiver, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import RUN_MOVES as MOVES, RUN_TERMINAL as TERMINAL  # noqa: E402
 
 P = "/api/projects/default"
 LEASE_MS = 1000
@@ -42,20 +43,6 @@ ROUNDS = 3
 OPS = 30          # operations of one loader in one round, at most
 PG = os.environ.get("QUERN_TEST_STORE") == "pg"
 
-# the run state machine (src/run.c, API.md): status -> statuses it may move to
-ENDS = {"completed", "failed", "timed_out", "canceled"}
-MOVES = {
-    "queued": {"running", "interaction_required", "denied", "failed", "timed_out", "canceling",
-               "canceled", "paused"},
-    "running": ENDS | {"queued", "paused", "interaction_required", "review_required", "canceling",
-                       "denied"},
-    "paused": {"running", "queued", "canceling", "canceled", "failed", "timed_out"},
-    "interaction_required": {"running", "queued", "denied", "canceling", "canceled", "failed",
-                             "timed_out"},
-    "review_required": {"completed", "failed", "canceled"},
-    "canceling": {"canceled"},
-}
-TERMINAL = ENDS | {"denied"}
 # run events that carry no status change
 # fields of a task that its runs do not change
 KEPT = ("id", "name", "created_at", "input", "settings", "code", "runtime_id", "dependencies",

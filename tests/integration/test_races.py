@@ -19,27 +19,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from qlib import ROOT_KEY, Receiver, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import RUN_MOVES as ALLOWED, RUN_TERMINAL as TERMINAL  # noqa: E402
 
 S = Server(env={"QUERN_LEASE_MS": "300", "QUERN_OUTBOUND_ALLOW_PRIVATE": "1",
                 "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
 P = "/api/projects/default"
 
-TERMINAL = {"completed", "failed", "timed_out", "denied", "canceled"}
-ENDS = {"completed", "failed", "timed_out", "canceled"}
-# src/run.c's table
-ALLOWED = {
-    "queued": {"running", "interaction_required", "denied", "failed", "timed_out", "canceling",
-               "canceled", "paused"},
-    "running": ENDS | {"queued", "paused", "interaction_required", "review_required", "canceling",
-                       "denied"},
-    "paused": {"running", "queued", "canceling", "canceled", "failed", "timed_out"},
-    "interaction_required": {"running", "queued", "denied", "canceling", "canceled", "failed",
-                             "timed_out"},
-    "review_required": {"completed", "failed", "canceled"},
-    "canceling": {"canceled"},
-}
-for _t in TERMINAL:
-    ALLOWED[_t] = set()
 STATUS_EVENTS = {"task_run." + s for s in ALLOWED if s not in ("running", "queued")} | {
     "task_run.queued", "task_run.started", "task_run.resumed", "task_run.retrying"}
 
