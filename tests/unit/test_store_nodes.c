@@ -6,7 +6,6 @@
  * notifications of committed changes, SKIP LOCKED, and leader takeover.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <stdlib.h>
 #include <threads.h>   /* not <pthread.h>: -Isrc makes src/sched.h shadow <sched.h> */
 #include <unistd.h>
@@ -14,31 +13,16 @@
 #include "store.h"
 #include "store_copy.h"
 #include "t.h"
+#include "tstore.h"
 #include "util.h"
 
 static char tmpdir[] = "/tmp/quern-nodes-XXXXXX";
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tmpdir(void)
-{
-    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static const char *dir(void)
 {
     static bool made;
-    if (!made) {
-        made = mkdtemp(tmpdir) != NULL;
-        if (made)
-            atexit(rm_tmpdir);
-    }
+    if (!made)
+        made = t_tmpdir_make(tmpdir) == 0;
     return tmpdir;
 }
 

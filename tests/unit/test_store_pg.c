@@ -6,41 +6,25 @@
  * project ids, so they share one database without seeing each other.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <stdlib.h>
 #include <threads.h>   /* not <pthread.h>: -Isrc makes src/sched.h shadow <sched.h> */
 
 #include "store.h"
 #include "t.h"
+#include "tstore.h"
 #include "util.h"
 
 static char tmpdir[] = "/tmp/quern-store-XXXXXX";
 static int nstore;
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tmpdir(void)
-{
-    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 typedef void (*body_fn)(struct store *st, const char *prj);
 
 /* Runs body once per available backend, each with a fresh project id. */
 static void each_store(const char *name, body_fn body)
 {
-    if (!nstore) {
-        if (!mkdtemp(tmpdir)) {
-            CHECK(!"mkdtemp");
-            return;
-        }
-        atexit(rm_tmpdir);
+    if (!nstore && t_tmpdir_make(tmpdir)) {
+        CHECK(!"mkdtemp");
+        return;
     }
     struct store_opts so = {.fsync = STORE_FSYNC_OFF};
     char *err = NULL;
