@@ -33,14 +33,9 @@ static struct store *open_store(bool pg)
 {
     if (!nstore++ && t_tmpdir_make(tmpdir))
         return NULL;
-    struct store_opts so = {.fsync = STORE_FSYNC_OFF};
-    char *err = NULL;
     char *url = pg ? xstrdup(pg_url()) : xasprintf("sqlite:%s/s%d.db", tmpdir, nstore);
-    struct store *st = store_open(url, &so, &err);
-    if (!st)
-        fprintf(stderr, "  store_open %s: %s\n", url, err ? err : "?");
+    struct store *st = t_store_open(url, STORE_FSYNC_OFF);
     free(url);
-    free(err);
     return st;
 }
 

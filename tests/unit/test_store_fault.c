@@ -15,6 +15,7 @@
  * SQLITE_FULL (a commit cannot be stored).
  */
 #include "t.h"
+#include "tstore.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -217,17 +218,6 @@ __attribute__((constructor)) static void fault_register(void)
     sqlite3_vfs_register(&fault_vfs, 1);
 }
 
-static struct store *open_at(const char *path)
-{
-    struct store_opts so = {.fsync = STORE_FSYNC_OFF};
-    char *err = NULL;
-    struct store *st = store_open(path, &so, &err);
-    if (!st)
-        fprintf(stderr, "  store_open(%s): %s\n", path, err ? err : "?");
-    free(err);
-    return st;
-}
-
 static int fill_fn(struct store_tx *tx, void *arg)
 {
     (void)arg;
@@ -344,14 +334,14 @@ TEST(an_io_error_in_one_job_commits_no_other_job_of_its_batch_behind_its_back)
     char dir[] = "/tmp/quern-fault-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     char *path = xasprintf("%s/q.db", dir);
-    struct store *st = open_at(path);
+    struct store *st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (!st)
         goto out;
     CHECK_EQ_INT(store_write(st, fill_fn, NULL), 0);
     store_close(st);
     /* reopened: the writer's page cache is cold, so the faulty job reads */
-    st = open_at(path);
+    st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (!st)
         goto out;
@@ -444,7 +434,7 @@ TEST(a_read_error_fails_the_read_not_a_not_found_or_a_short_page)
     char dir[] = "/tmp/quern-fault-read-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     char *path = xasprintf("%s/q.db", dir);
-    struct store *st = open_at(path);
+    struct store *st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (!st)
         goto out;
@@ -453,7 +443,7 @@ TEST(a_read_error_fails_the_read_not_a_not_found_or_a_short_page)
     store_close(st);
     for (int what = COLD_GET; what <= COLD_EVENTS; what++) {
         /* reopened each time: every connection's page cache is cold */
-        st = open_at(path);
+        st = t_store_open(path, STORE_FSYNC_OFF);
         CHECK(st != NULL);
         if (!st)
             break;
@@ -528,7 +518,7 @@ TEST(a_fire_that_cannot_be_stored_is_tried_again_a_second_later_not_in_a_loop)
     char tmpl[] = "/tmp/quern-fault-sched-XXXXXX";
     CHECK(mkdtemp(tmpl) != NULL);
     char *path = xasprintf("%s/q.db", tmpl);
-    app->store = open_at(path);
+    app->store = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(app->store != NULL);
     if (!app->store)
         goto out;
@@ -620,7 +610,7 @@ TEST(a_dependency_end_that_cannot_be_stored_unblocks_its_dependants_later)
     char tmpl[] = "/tmp/quern-fault-deps-XXXXXX";
     CHECK(mkdtemp(tmpl) != NULL);
     char *path = xasprintf("%s/q.db", tmpl);
-    app->store = open_at(path);
+    app->store = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(app->store != NULL);
     if (!app->store)
         goto out;
@@ -674,7 +664,7 @@ TEST(a_run_blocked_on_a_dependency_that_ended_while_quernd_was_down_is_unblocked
     char tmpl[] = "/tmp/quern-fault-start-XXXXXX";
     CHECK(mkdtemp(tmpl) != NULL);
     char *path = xasprintf("%s/q.db", tmpl);
-    app->store = open_at(path);
+    app->store = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(app->store != NULL);
     if (!app->store)
         goto out;

@@ -26,10 +26,8 @@ static void each_store(const char *name, body_fn body)
         CHECK(!"mkdtemp");
         return;
     }
-    struct store_opts so = {.fsync = STORE_FSYNC_OFF};
-    char *err = NULL;
     char *path = xasprintf("sqlite:%s/s%d.db", tmpdir, ++nstore);
-    struct store *st = store_open(path, &so, &err);
+    struct store *st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (st) {
         char *prj = xasprintf("p_%s", name);
@@ -38,13 +36,9 @@ static void each_store(const char *name, body_fn body)
         store_close(st);
     }
     free(path);
-    free(err);
     const char *url = getenv("QUERN_TEST_PG_URL");
     if (url && *url) {
-        err = NULL;
-        st = store_open(url, &so, &err);
-        if (!st)
-            fprintf(stderr, "  postgres: %s\n", err ? err : "?");
+        st = t_store_open(url, STORE_FSYNC_OFF);
         CHECK(st != NULL);
         if (st) {
             CHECK_EQ_STR(store_backend(st), "postgres");
@@ -56,7 +50,6 @@ static void each_store(const char *name, body_fn body)
             free(prj);
             store_close(st);
         }
-        free(err);
     }
 }
 
@@ -368,17 +361,14 @@ TEST(hooks_once_in_commit_order_after_commit)
 {
     each_store("hooks", hooks_body);
     /* and with an fsync per group (SQLite's sync stage) */
-    char *err = NULL;
     char *path = xasprintf("sqlite:%s/always.db", tmpdir);
-    struct store_opts so = {.fsync = STORE_FSYNC_ALWAYS};
-    struct store *st = store_open(path, &so, &err);
+    struct store *st = t_store_open(path, STORE_FSYNC_ALWAYS);
     CHECK(st != NULL);
     if (st) {
         hooks_body(st, "p_hooks_always");
         store_close(st);
     }
     free(path);
-    free(err);
 }
 
 static void list_body(struct store *st, const char *prj)

@@ -5,6 +5,7 @@
  * run.  A ticket whose caller is away never holds up another writer.
  */
 #include "t.h"
+#include "tstore.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -22,12 +23,7 @@ static struct store *open_store(enum store_fsync fs)
     if (!mkdtemp(dir))
         abort();
     char *path = xasprintf("%s/q.db", dir);
-    struct store_opts so = {.fsync = fs};
-    char *err = NULL;
-    struct store *st = store_open(path, &so, &err);
-    if (!st)
-        fprintf(stderr, "  store_open(%s): %s\n", path, err ? err : "?");
-    free(err);
+    struct store *st = t_store_open(path, fs);
     free(path);
     return st;
 }

@@ -1,12 +1,16 @@
 /*
  * tstore.h — helpers shared by the unit tests of the store and of what sits
- * on it (include after t.h): a private temp directory removed at exit.
+ * on it (include after t.h): a private temp directory removed at exit, and
+ * a store opened with its error told.
  */
 #ifndef QUERN_TSTORE_H
 #define QUERN_TSTORE_H
 #include <errno.h>
 #include <ftw.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+#include "store.h"
 
 static const char *t_tmpdir_made;   /* what t_tmpdir_make made: removed at exit */
 
@@ -34,5 +38,18 @@ static inline int t_tmpdir_make(char *tmpl)
     t_tmpdir_made = tmpl;
     atexit(t_rm_tmpdir);
     return 0;
+}
+
+/* store_open with options {.fsync = fs}; on failure the error goes to
+ * stderr and the answer is NULL. */
+static inline struct store *t_store_open(const char *url, enum store_fsync fs)
+{
+    struct store_opts so = {.fsync = fs};
+    char *err = NULL;
+    struct store *st = store_open(url, &so, &err);
+    if (!st)
+        fprintf(stderr, "  store_open(%s): %s\n", url, err ? err : "?");
+    free(err);
+    return st;
 }
 #endif
