@@ -309,26 +309,6 @@ static void *leader_main(void *arg)
     return NULL;
 }
 
-struct get {
-    const char *id;
-    bool found;
-};
-
-static int get_fn(struct store_tx *tx, void *arg)
-{
-    struct get *g = arg;
-    json_t *doc = store_get(tx, SK_RUN, PROJECT, g->id);
-    g->found = doc != NULL;
-    json_decref(doc);
-    return 0;
-}
-
-static bool visible(struct store *st, const char *id)
-{
-    struct get g = {id, false};
-    return store_read(st, get_fn, &g) == 0 && g.found;
-}
-
 TEST(an_io_error_in_one_job_commits_no_other_job_of_its_batch_behind_its_back)
 {
     char dir[] = "/tmp/quern-fault-XXXXXX";
@@ -363,15 +343,15 @@ TEST(an_io_error_in_one_job_commits_no_other_job_of_its_batch_behind_its_back)
     CHECK_EQ_INT(lead.rc, 0);
     CHECK(bad.rc != 0);
     /* what the good job was told matches what the store holds */
-    bool there = visible(st, "run_after_fault");
+    bool there = t_run_visible(st, PROJECT, "run_after_fault");
     CHECK_EQ_INT(after.rc == 0, there);
     CHECK(after.hook_runs <= 1);   /* none when it was not run at all */
     CHECK_EQ_INT(after.hook_committed, there);
-    CHECK(!visible(st, "run_by_faulty"));
+    CHECK(!t_run_visible(st, PROJECT, "run_by_faulty"));
     /* the store goes on: a write after the fault commits */
     struct job next = {.st = st, .id = "run_next"};
     CHECK_EQ_INT(store_write(st, job_fn, &next), 0);
-    CHECK(visible(st, "run_next"));
+    CHECK(t_run_visible(st, PROJECT, "run_next"));
     store_close(st);
 out:
     free(path);

@@ -1,12 +1,13 @@
 /*
  * tstore.h — helpers shared by the unit tests of the store and of what sits
- * on it (include after t.h): a private temp directory removed at exit, and
- * a store opened with its error told.
+ * on it (include after t.h): a private temp directory removed at exit, a
+ * store opened with its error told, and whether a run is in a store.
  */
 #ifndef QUERN_TSTORE_H
 #define QUERN_TSTORE_H
 #include <errno.h>
 #include <ftw.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -51,5 +52,26 @@ static inline struct store *t_store_open(const char *url, enum store_fsync fs)
         fprintf(stderr, "  store_open(%s): %s\n", url, err ? err : "?");
     free(err);
     return st;
+}
+
+struct t_get {
+    const char *project, *id;
+    bool found;
+};
+
+static inline int t_get_fn(struct store_tx *tx, void *arg)
+{
+    struct t_get *g = arg;
+    json_t *doc = store_get(tx, SK_RUN, g->project, g->id);
+    g->found = doc != NULL;
+    json_decref(doc);
+    return 0;
+}
+
+/* Whether the run `id` of `project` is in the store, as any reader sees it. */
+static inline bool t_run_visible(struct store *st, const char *project, const char *id)
+{
+    struct t_get g = {project, id, false};
+    return store_read(st, t_get_fn, &g) == 0 && g.found;
 }
 #endif
