@@ -225,8 +225,11 @@ class Receiver:
         self.srv.server_close()
 
 
-def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None):
-    """Reads events until the stream ends (or max_events); returns [(id, type, data)]."""
+def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None, opened=None):
+    """Reads events until the stream ends (or max_events, or stop(event) is
+    true); returns [(id, type, data)].  opened() is called once the stream
+    answered 200, before its first event is read (a reader in a thread tells
+    it is subscribed)."""
     c = S.conn()
     h = dict(headers or {})
     if key:
@@ -237,6 +240,8 @@ def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None):
         body = r.read().decode()
         c.close()
         return r.status, body
+    if opened:
+        opened()
     out, cur = [], {}
     while True:
         line = r.readline()

@@ -9,7 +9,6 @@ transition table ending in its status, nothing after a terminal event; a
 task's status is its latest run's; run_count and /metrics agree with the
 lists.  Also the state-machine corners the storm found."""
 import http.client
-import json
 import os
 import random
 import re
@@ -18,7 +17,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import ROOT_KEY, Receiver, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import Receiver, Server, expect, run_tests, sse, wait_for  # noqa: E402
 from qlib import RUN_MOVES as ALLOWED, RUN_TERMINAL as TERMINAL  # noqa: E402
 
 S = Server(env={"QUERN_LEASE_MS": "300", "QUERN_OUTBOUND_ALLOW_PRIVATE": "1",
@@ -66,7 +65,8 @@ def check_path(run, events):
 
 
 class Stream:
-    """The project's event stream read by a thread until an event with stop_name."""
+    """The project's event stream read by a thread until an event with stop_name
+    (its events are there once the thread has ended)."""
 
     def __init__(self, stop_name):
         self.events = []
@@ -77,29 +77,11 @@ class Stream:
         assert self.ready.wait(30)
 
     def read(self):
-        c = S.conn()
-        c.request("GET", P + "/events/stream?start=latest",
-                  headers={"Authorization": "Bearer " + ROOT_KEY})
-        r = c.getresponse()
-        assert r.status == 200
-        self.ready.set()
-        cur = {}
-        while True:
-            line = r.readline()
-            if not line:
-                break
-            line = line.decode().rstrip("\n")
-            if line == "":
-                if "data" in cur:
-                    ev = json.loads(cur["data"])
-                    self.events.append(ev)
-                    if ev.get("type") == "task.created" and ev.get("task_id") == self.stop_name:
-                        break
-                cur = {}
-            elif not line.startswith(":"):
-                k, _, v = line.partition(": ")
-                cur[k] = v
-        c.close()
+        status, evs = sse(S, P + "/events/stream?start=latest", opened=self.ready.set,
+                          stop=lambda e: e[2].get("type") == "task.created"
+                          and e[2].get("task_id") == self.stop_name)
+        assert status == 200, evs
+        self.events = [data for _, _, data in evs]
 
 
 def all_pages(path):
@@ -295,6 +277,7 @@ def storm(seconds, n_tasks, seed, nodes=None):
     expect(S.req("POST", P + "/tasks", {"id": stop_name, "name": "stop", "run": False,
                                         "assigned_agent_id": "nobody"}), 201)
     stream.t.join(60)
+    assert not stream.t.is_alive(), "the event stream never got the stop task's task.created"
     assert not st.bad, st.bad[:10]
 
     # each run: a legal path, ending in its status; the stream saw the same
