@@ -263,6 +263,29 @@ def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None, opened=
     return 200, out
 
 
+def unit_on_postgres(name, urls=("QUERN_TEST_PG_URL",)):
+    """Runs the unit program BUILD/tests/<name> with each environment
+    variable of `urls` naming a fresh database of this process's private
+    PostgreSQL cluster, and asserts it passed all its tests and skipped none.
+    Returns False (and says why) when the program is not built or, outside
+    QUERN_TEST_STORE=pg, the PostgreSQL server is not installed."""
+    prog = os.path.join(BUILD, "tests", name)
+    if not os.path.exists(prog):
+        print("skip: %s is not built (make %s)" % (prog, prog))
+        return False
+    import pgcluster
+    if (os.environ.get("QUERN_TEST_STORE") != "pg"
+            and not os.path.exists(os.path.join(pgcluster.PGBIN, "initdb"))):
+        print("skip: no PostgreSQL server in %s" % pgcluster.PGBIN)
+        return False
+    env = dict(os.environ, **{u: pgcluster.new_database() for u in urls})
+    p = subprocess.run([prog], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=300)
+    out = p.stdout.decode(errors="replace")
+    assert p.returncode == 0 and " 0 failed" in out and "skip" not in out, out
+    return True
+
+
 def run_tests(ns):
     """Runs every test_* function of a module; prints 'N passed, M failed'."""
     tests = [(n, f) for n, f in sorted(ns.items()) if n.startswith("test_") and callable(f)]

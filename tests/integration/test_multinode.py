@@ -28,7 +28,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import BUILD, Server, expect, run_tests, sse, wait_for  # noqa: E402
+from qlib import Server, expect, run_tests, sse, unit_on_postgres, wait_for  # noqa: E402
 
 if os.environ.get("QUERN_TEST_STORE") != "pg":
     print("skip: several nodes need PostgreSQL (run through tests/run-pg.sh)")
@@ -1211,14 +1211,7 @@ def test_blob_and_retry_unit_program_on_postgres():
     """tests/unit/test_blob.c against this cluster: blob round trips through
     the store (chunk edges, a second store instance reading), and the retry
     loop of store_write_retry with injected conflicts (runs, hooks, give-up)."""
-    prog = os.path.join(BUILD, "tests", "test_blob")
-    if not os.path.exists(prog):
-        print("skip: %s is not built" % prog)
-        return
-    env = dict(os.environ, QUERN_TEST_PG_URL=pgcluster.new_database())
-    p = subprocess.run([prog], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
-    out = p.stdout.decode(errors="replace")
-    assert p.returncode == 0 and " 0 failed" in out and "skip" not in out, out
+    unit_on_postgres("test_blob")
 
 def test_three_nodes_share_workers_and_code_runs():
     a, b, c = NODES[:3]
