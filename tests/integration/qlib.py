@@ -17,8 +17,7 @@ ROOT_KEY = "qk_root_test_key_0123456789"
 
 
 # The run state machine (src/run.c's table, API.md): a status -> the statuses
-# it may move to; a terminal status moves nowhere.  Shared by the tests that
-# check a run's events are a legal path (test_races, test_crash_random).
+# it may move to; a terminal status moves nowhere.
 RUN_ENDS = frozenset({"completed", "failed", "timed_out", "canceled"})
 RUN_TERMINAL = RUN_ENDS | {"denied"}
 RUN_MOVES = {
@@ -175,8 +174,7 @@ class Receiver:
     it only with QUERN_OUTBOUND_ALLOW_PRIVATE=1 or the project's policy).
     Keeps every request as it came; answers 500 to the first `fail_first`,
     then `status` (set it to 503 for a receiver that is down, back to 200
-    when it is up again).  Shared by test_hooks, test_crash_random,
-    test_races, test_shapes and test_upgrade."""
+    when it is up again)."""
 
     def __init__(self, fail_first=0, status=200):
         self.requests = []   # (headers, body, status answered)
