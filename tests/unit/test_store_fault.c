@@ -15,7 +15,7 @@
  * SQLITE_FULL (a commit cannot be stored).
  */
 #include "t.h"
-#include "tstore.h"
+#include "tapp.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -494,16 +494,10 @@ static int64_t runs_of_t1(struct store *st)
 TEST(a_fire_that_cannot_be_stored_is_tried_again_a_second_later_not_in_a_loop)
 {
     util_fake_now_ms = T0;
-    struct app *app = xcalloc(1, sizeof *app);
-    char tmpl[] = "/tmp/quern-fault-sched-XXXXXX";
-    CHECK(mkdtemp(tmpl) != NULL);
-    char *path = xasprintf("%s/q.db", tmpl);
-    app->store = t_store_open(path, STORE_FSYNC_OFF);
+    struct app *app = t_app_new();
     CHECK(app->store != NULL);
     if (!app->store)
         goto out;
-    app->events = events_new(app->store);
-    app->sched = sched_new(app);
     CHECK_EQ_INT(store_write(app->store, sched_task_fn, app), 0);
     CHECK_EQ_INT(sched_start(app->sched), 0);
     CHECK_EQ_INT(sched_cron_count(app->sched), 1);
@@ -524,13 +518,9 @@ TEST(a_fire_that_cannot_be_stored_is_tried_again_a_second_later_not_in_a_loop)
     for (int i = 0; i < 6000 && runs_of_t1(app->store) < 1; i++)
         usleep(10000);
     CHECK_EQ_INT(runs_of_t1(app->store), 1);
-    sched_free(app->sched);
-    events_free(app->events);
-    store_close(app->store);
 out:
     util_fake_now_ms = 0;
-    free(path);
-    free(app);
+    t_app_free(app);
 }
 
 /* ---- a dependency's end that cannot be stored ---- */
@@ -586,16 +576,10 @@ TEST(a_dependency_end_that_cannot_be_stored_unblocks_its_dependants_later)
 {
     util_fake_now_ms = 0;
     atomic_store(&failed_writes, 0);
-    struct app *app = xcalloc(1, sizeof *app);
-    char tmpl[] = "/tmp/quern-fault-deps-XXXXXX";
-    CHECK(mkdtemp(tmpl) != NULL);
-    char *path = xasprintf("%s/q.db", tmpl);
-    app->store = t_store_open(path, STORE_FSYNC_OFF);
+    struct app *app = t_app_new();
     CHECK(app->store != NULL);
     if (!app->store)
         goto out;
-    app->events = events_new(app->store);
-    app->sched = sched_new(app);
     /* A's run is running; B's run waits on A (loaded blocked) */
     CHECK_EQ_INT(store_write(app->store, deps_fn, "running"), 0);
     CHECK_EQ_INT(sched_start(app->sched), 0);
@@ -625,12 +609,8 @@ TEST(a_dependency_end_that_cannot_be_stored_unblocks_its_dependants_later)
         CHECK_EQ_STR(ids[0], "rb");
         free(ids[0]);
     }
-    sched_free(app->sched);
-    events_free(app->events);
-    store_close(app->store);
 out:
-    free(path);
-    free(app);
+    t_app_free(app);
 }
 
 /* quernd stopped between a dependency's end and the write acting on it:
@@ -640,16 +620,10 @@ out:
 TEST(a_run_blocked_on_a_dependency_that_ended_while_quernd_was_down_is_unblocked_at_start)
 {
     util_fake_now_ms = 0;
-    struct app *app = xcalloc(1, sizeof *app);
-    char tmpl[] = "/tmp/quern-fault-start-XXXXXX";
-    CHECK(mkdtemp(tmpl) != NULL);
-    char *path = xasprintf("%s/q.db", tmpl);
-    app->store = t_store_open(path, STORE_FSYNC_OFF);
+    struct app *app = t_app_new();
     CHECK(app->store != NULL);
     if (!app->store)
         goto out;
-    app->events = events_new(app->store);
-    app->sched = sched_new(app);
     CHECK_EQ_INT(store_write(app->store, deps_fn, "completed"), 0);
     CHECK_EQ_INT(sched_start(app->sched), 0);
     for (int i = 0; i < 3000 && rb_blocked(app->store) != 0; i++)
@@ -663,10 +637,6 @@ TEST(a_run_blocked_on_a_dependency_that_ended_while_quernd_was_down_is_unblocked
     CHECK_EQ_INT(n, 1);
     if (n == 1)
         free(ids[0]);
-    sched_free(app->sched);
-    events_free(app->events);
-    store_close(app->store);
 out:
-    free(path);
-    free(app);
+    t_app_free(app);
 }
