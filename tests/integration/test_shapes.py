@@ -8,7 +8,6 @@ types and values, timestamps in one format, ids with their prefixes, no
 internal field, and every real answer valid against /openapi.json's schema
 (checked by ajv, draft 2020-12).  Error bodies of every status, the HTTP
 layer's 404/405/413/415/429 included, have the documented shape."""
-import http.client
 import json
 import os
 import re
