@@ -67,7 +67,7 @@ $(BUILD)/quern-init: src/quern_init.c | $(BUILD)/obj
 	$(CC) -std=c11 -O2 -g -DQUERN_INIT_NOLIBC -static -nostdlib -fno-stack-protector \
 	    -fno-builtin $(WARN) -o $@ $<
 
-$(BUILD)/tests/%: tests/unit/%.c tests/unit/t.h $(BUILD)/libquern.a | $(BUILD)/tests
+$(BUILD)/tests/%: tests/unit/%.c $(wildcard tests/unit/*.h) $(BUILD)/libquern.a | $(BUILD)/tests
 	$(CC) $(CFLAGS) -iquote src $(LDFLAGS) -o $@ $< $(BUILD)/libquern.a $(LDLIBS)
 
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(BUILD)/libquern.a | $(BUILD)/fuzz

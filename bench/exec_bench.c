@@ -42,14 +42,9 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
+#include "bench.h"
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
+extern char **environ;
 
 static int64_t wall_ns(void)
 {

@@ -35,14 +35,15 @@ make -s BUILD="$BUILD" all >/dev/null
 PKGS="libmicrohttpd jansson sqlite3 libcrypto libcurl libseccomp libpq"
 BIN="$BUILD/bench/exec_bench"
 mkdir -p "$BUILD/bench"
-if [ ! -x "$BIN" ] || [ bench/exec_bench.c -nt "$BIN" ] || [ "$BUILD/libquern.a" -nt "$BIN" ]; then
+if [ ! -x "$BIN" ] || [ bench/exec_bench.c -nt "$BIN" ] || [ bench/bench.h -nt "$BIN" ] ||
+   [ "$BUILD/libquern.a" -nt "$BIN" ]; then
     # shellcheck disable=SC2046
     cc -std=c11 -D_GNU_SOURCE -O2 -g -pthread -Wall -Wextra -Wno-unused-parameter \
         -iquote src $(pkg-config --cflags $PKGS) -o "$BIN" bench/exec_bench.c \
         "$BUILD/libquern.a" $(pkg-config --libs $PKGS) -lm -pthread
 fi
 HOSTBIN="$BUILD/bench/host_floor"
-if [ ! -x "$HOSTBIN" ] || [ bench/host_floor.c -nt "$HOSTBIN" ]; then
+if [ ! -x "$HOSTBIN" ] || [ bench/host_floor.c -nt "$HOSTBIN" ] || [ bench/bench.h -nt "$HOSTBIN" ]; then
     cc -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -o "$HOSTBIN" bench/host_floor.c
 fi
 # quern-init as make builds it (without libc: see src/quern_init.c); exec.c

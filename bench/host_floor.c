@@ -45,15 +45,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bench.h"
+
 #define STACK_BYTES (64 * 1024)
 #define RTT_N 2000
-
-static double now_s(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 static int child_exec(void *arg)
 {

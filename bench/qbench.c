@@ -141,7 +141,6 @@ static void *work_thread(void *arg)
             json_decref(doc);
             continue;
         }
-        size_t len = (size_t)snprintf(rep, cap, "{\"results\":[");
         for (size_t i = 0; i < n; i++) {
             json_t *r = json_array_get(runs, i);
             json_t *in = json_object_get(r, "input");
@@ -152,12 +151,8 @@ static void *work_thread(void *arg)
                 die("leased a run that this qbench did not create", 0, NULL);
             if (idx >= 0 && idx < total)
                 lat[idx] = (start - json_number_value(json_object_get(in, "ts"))) * 1000;
-            len += (size_t)snprintf(rep + len, cap - len,
-                                    "%s{\"run_id\":\"%s\",\"attempt\":%lld,\"status\":\"completed\"}",
-                                    i ? "," : "", json_string_value(json_object_get(r, "id")),
-                                    (long long)json_integer_value(json_object_get(r, "attempt")));
         }
-        len += (size_t)snprintf(rep + len, cap - len, "]}");
+        size_t len = qreport_completed(&rep, &cap, runs);
         json_decref(doc);
         rc = qconn_post(&c, BASE "/workers/report", rep, len);
         if (rc != 200 || strstr(c.body, "\"ok\":false"))

@@ -4,6 +4,7 @@
 #include "qhttp.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <arpa/inet.h>
@@ -179,4 +180,28 @@ void qconn_close(struct qconn *c)
     free(c->out);
     memset(c, 0, sizeof *c);
     c->fd = -1;
+}
+
+size_t qreport_completed(char **buf, size_t *cap, const struct json_t *runs)
+{
+    size_t n = json_array_size(runs);
+    if (*cap < n * 96 + 32) {
+        *cap = n * 96 + 32;
+        *buf = xrealloc_or_die(*buf, *cap);
+    }
+    size_t len = (size_t)snprintf(*buf, *cap, "{\"results\":[");
+    for (size_t i = 0; i < n && len < *cap; i++) {
+        json_t *r = json_array_get(runs, i);
+        len += (size_t)snprintf(*buf + len, *cap - len,
+                                "%s{\"run_id\":\"%s\",\"attempt\":%lld,\"status\":\"completed\"}",
+                                i ? "," : "", json_string_value(json_object_get(r, "id")),
+                                (long long)json_integer_value(json_object_get(r, "attempt")));
+    }
+    if (len < *cap)
+        len += (size_t)snprintf(*buf + len, *cap - len, "]}");
+    if (len >= *cap) {
+        fputs("qhttp: a run id longer than a report has room for\n", stderr);
+        abort();
+    }
+    return len;
 }

@@ -41,4 +41,11 @@ double qnow(void);
 /* Sleeps until t0 + i / rate (the harness's pacing). */
 void qpace(long i, double t0, double rate);
 
+struct json_t;
+
+/* The body of POST /workers/report that completes every run of `runs` (a
+ * lease reply's "data" array, jansson) at its attempt, written into *buf
+ * (grown as needed; *cap its size).  Returns its length. */
+size_t qreport_completed(char **buf, size_t *cap, const struct json_t *runs);
+
 #endif

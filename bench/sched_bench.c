@@ -14,29 +14,10 @@
 #include <time.h>
 
 #include "app.h"
+#include "bench.h"
 #include "cron.h"
 #include "sched.h"
 #include "util.h"
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
-static long rss_kb(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = 0;
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, "VmRSS:", 6))
-            kb = atol(line + 6);
-    if (f)
-        fclose(f);
-    return kb;
-}
 
 static const char *const prios[] = {"urgent", "high", "medium", "low"};
 

@@ -129,22 +129,11 @@ static int worker(const char *dir)
             if (!ts)
                 abort();
         }
-        if (cap < n * 96 + 32) {
-            cap = n * 96 + 32;
-            rep = realloc(rep, cap);
-            if (!rep)
-                abort();
-        }
-        size_t len = (size_t)snprintf(rep, cap, "{\"results\":[");
         for (size_t i = 0; i < n; i++) {
-            json_t *r = json_array_get(runs, i);
-            ts[i] = json_number_value(json_object_get(json_object_get(r, "input"), "ts"));
-            len += (size_t)snprintf(rep + len, cap - len,
-                                    "%s{\"run_id\":\"%s\",\"attempt\":%lld,\"status\":\"completed\"}",
-                                    i ? "," : "", json_string_value(json_object_get(r, "id")),
-                                    (long long)json_integer_value(json_object_get(r, "attempt")));
+            json_t *in = json_object_get(json_array_get(runs, i), "input");
+            ts[i] = json_number_value(json_object_get(in, "ts"));
         }
-        len += (size_t)snprintf(rep + len, cap - len, "]}");
+        size_t len = qreport_completed(&rep, &cap, runs);
         json_decref(doc);
         rc = qconn_post(&c, BASE "/workers/report", rep, len);
         if (rc != 200 || strstr(c.body, "\"ok\":false"))

@@ -1,17 +1,37 @@
 """Helpers for quern's integration tests: start a real quernd on port 0 in a
 temp directory, talk HTTP to it, stop or kill it.  Stdlib only."""
 import http.client
+import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
 BUILD = os.environ.get("QUERN_BUILD", "build")
 ROOT_KEY = "qk_root_test_key_0123456789"
+
+
+# The run state machine (src/run.c's table, API.md): a status -> the statuses
+# it may move to; a terminal status moves nowhere.
+RUN_ENDS = frozenset({"completed", "failed", "timed_out", "canceled"})
+RUN_TERMINAL = RUN_ENDS | {"denied"}
+RUN_MOVES = {
+    "queued": frozenset({"running", "interaction_required", "denied", "failed", "timed_out",
+                         "canceling", "canceled", "paused"}),
+    "running": RUN_ENDS | {"queued", "paused", "interaction_required", "review_required",
+                           "canceling", "denied"},
+    "paused": frozenset({"running", "queued", "canceling", "canceled", "failed", "timed_out"}),
+    "interaction_required": frozenset({"running", "queued", "denied", "canceling", "canceled",
+                                       "failed", "timed_out"}),
+    "review_required": frozenset({"completed", "failed", "canceled"}),
+    "canceling": frozenset({"canceled"}),
+}
+RUN_MOVES.update({s: frozenset() for s in RUN_TERMINAL})
 
 
 class Server:
@@ -149,8 +169,65 @@ class CodeTasks:
         return [json.loads(x) for x in r.text.split("\n") if x]
 
 
-def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None):
-    """Reads events until the stream ends (or max_events); returns [(id, type, data)]."""
+class Receiver:
+    """A local webhook receiver: an http.server on 127.0.0.1 (quernd reaches
+    it only with QUERN_OUTBOUND_ALLOW_PRIVATE=1 or the project's policy).
+    Keeps every request as it came; answers 500 to the first `fail_first`,
+    then `status` (set it to 503 for a receiver that is down, back to 200
+    when it is up again)."""
+
+    def __init__(self, fail_first=0, status=200):
+        self.requests = []   # (headers, body, status answered)
+        self.fail_first = fail_first
+        self.status = status
+        self.lock = threading.Lock()
+        rec = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                with rec.lock:
+                    code = 500 if len(rec.requests) < rec.fail_first else rec.status
+                    rec.requests.append((dict(self.headers), body, code))
+                answer = b"ok" if 200 <= code < 300 else b"nope"
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(answer)))
+                    self.end_headers()
+                    self.wfile.write(answer)
+                except OSError:
+                    pass   # quernd was killed while it waited for the answer
+
+            def log_message(self, *a):
+                pass
+
+        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+
+    def got(self):
+        """(headers, body) of every request, answered 2xx or not, in order."""
+        with self.lock:
+            return [(h, b) for h, b, _ in self.requests]
+
+    def delivered(self):
+        """The JSON bodies of the requests answered 2xx, in order, repeats kept."""
+        with self.lock:
+            bodies = [b for _, b, code in self.requests if 200 <= code < 300]
+        return [json.loads(b) for b in bodies]
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None, opened=None):
+    """Reads events until the stream ends (or max_events, or stop(event) is
+    true); returns [(id, type, data)].  opened() is called once the stream
+    answered 200, before its first event is read (a reader in a thread tells
+    it is subscribed)."""
     c = S.conn()
     h = dict(headers or {})
     if key:
@@ -161,6 +238,8 @@ def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None):
         body = r.read().decode()
         c.close()
         return r.status, body
+    if opened:
+        opened()
     out, cur = [], {}
     while True:
         line = r.readline()
@@ -180,6 +259,29 @@ def sse(S, path, headers=None, key=ROOT_KEY, max_events=None, stop=None):
             cur[k] = v
     c.close()
     return 200, out
+
+
+def unit_on_postgres(name, urls=("QUERN_TEST_PG_URL",)):
+    """Runs the unit program BUILD/tests/<name> with each environment
+    variable of `urls` naming a fresh database of this process's private
+    PostgreSQL cluster, and asserts it passed all its tests and skipped none.
+    Returns False (and says why) when the program is not built or, outside
+    QUERN_TEST_STORE=pg, the PostgreSQL server is not installed."""
+    prog = os.path.join(BUILD, "tests", name)
+    if not os.path.exists(prog):
+        print("skip: %s is not built (make %s)" % (prog, prog))
+        return False
+    import pgcluster
+    if (os.environ.get("QUERN_TEST_STORE") != "pg"
+            and not os.path.exists(os.path.join(pgcluster.PGBIN, "initdb"))):
+        print("skip: no PostgreSQL server in %s" % pgcluster.PGBIN)
+        return False
+    env = dict(os.environ, **{u: pgcluster.new_database() for u in urls})
+    p = subprocess.run([prog], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       timeout=300)
+    out = p.stdout.decode(errors="replace")
+    assert p.returncode == 0 and " 0 failed" in out and "skip" not in out, out
+    return True
 
 
 def run_tests(ns):

@@ -26,7 +26,6 @@ QUERN_TEST_STORE=pg."""
 import base64
 import glob
 import hashlib
-import http.server
 import json
 import os
 import random
@@ -35,7 +34,8 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import ROOT_KEY, Receiver, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import RUN_MOVES as MOVES, RUN_TERMINAL as TERMINAL  # noqa: E402
 
 P = "/api/projects/default"
 LEASE_MS = 1000
@@ -43,66 +43,12 @@ ROUNDS = 3
 OPS = 30          # operations of one loader in one round, at most
 PG = os.environ.get("QUERN_TEST_STORE") == "pg"
 
-# the run state machine (src/run.c, API.md): status -> statuses it may move to
-ENDS = {"completed", "failed", "timed_out", "canceled"}
-MOVES = {
-    "queued": {"running", "interaction_required", "denied", "failed", "timed_out", "canceling",
-               "canceled", "paused"},
-    "running": ENDS | {"queued", "paused", "interaction_required", "review_required", "canceling",
-                       "denied"},
-    "paused": {"running", "queued", "canceling", "canceled", "failed", "timed_out"},
-    "interaction_required": {"running", "queued", "denied", "canceling", "canceled", "failed",
-                             "timed_out"},
-    "review_required": {"completed", "failed", "canceled"},
-    "canceling": {"canceled"},
-}
-TERMINAL = ENDS | {"denied"}
 # run events that carry no status change
 # fields of a task that its runs do not change
 KEPT = ("id", "name", "created_at", "input", "settings", "code", "runtime_id", "dependencies",
         "assigned_agent_id", "priority", "schedule")
 NO_MOVE = {"task_run.log", "task_run.progress", "task_run.checkpoint", "task_run.output",
            "task_run.artifact", "task_run.unblocked"}
-
-
-class Receiver:
-    """A webhook receiver: answers 200 and keeps every event it was sent."""
-
-    def __init__(self):
-        self.events = {}     # event id -> event
-        self.deliveries = 0
-        self.lock = threading.Lock()
-        rec = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                ev = json.loads(self.rfile.read(n))
-                with rec.lock:
-                    rec.events[ev["id"]] = ev
-                    rec.deliveries += 1
-                try:
-                    self.send_response(200)
-                    self.send_header("Content-Length", "2")
-                    self.end_headers()
-                    self.wfile.write(b"ok")
-                except OSError:
-                    pass   # quernd was killed while it waited for the answer
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def got(self):
-        with self.lock:
-            return dict(self.events)
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 class Ledger:
@@ -503,12 +449,12 @@ def check_webhook(s, L, rec):
                 want[e["id"]] = e["type"]
 
     def all_there():
-        got = rec.got()
+        got = {e["id"]: e for e in rec.delivered()}
         return [(k, v) for k, v in want.items() if k not in got] == []
     try:
         wait_for(all_there, 60, "every event delivered to the webhook")
     except AssertionError:
-        got = rec.got()
+        got = {e["id"]: e for e in rec.delivered()}
         missing = [(k, v) for k, v in want.items() if k not in got]
         raise AssertionError("%d of %d events never delivered, e.g. %s" % (len(missing), len(want), missing[:5]))
 
@@ -527,7 +473,7 @@ def cron_covered(s, cron_tid, first_ms, rec):
         t2 = expect(s.req("GET", P + "/tasks/" + cron_tid), 200)
         if t1["next_run_at"] != t2["next_run_at"]:
             return None
-        skipped = sum(e["data"]["skipped"] for e in rec.got().values()
+        skipped = sum(e["data"]["skipped"] for e in rec.delivered()
                       if e["type"] == "task.schedule_skipped" and e["task_id"] == cron_tid)
         return runs, skipped, (ms(t2["next_run_at"]) - first_ms) // 1000
     last = [None]

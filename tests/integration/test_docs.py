@@ -6,17 +6,15 @@ for the ids the commands before it printed), HOOKS.md's shell and Python
 signature examples, and contrib/quern.conf, whose every key must be one
 quernd takes (and every key quernd takes must be in it).  An example that
 stops working fails this test, not a new user."""
-import http.server
 import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
-import threading
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import BUILD, ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import BUILD, ROOT_KEY, Receiver, Server, expect, run_tests, wait_for  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 S = Server()
@@ -113,32 +111,19 @@ def test_hooks_python_sign_and_verify():
               headers={"X-Quern-Signature": sign(trg["secret"], body)})
     assert r.status == 202, r
     # verify() accepts what quernd sends a webhook, and nothing altered
-    got = []
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            b = self.rfile.read(int(self.headers["Content-Length"]))
-            got.append((self.headers["X-Quern-Signature"], b))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    rec = Receiver()
     try:
         expect(S.req("PUT", P + "/policy", {"outbound_allow_private": True}), 200)
         wh = expect(S.req("POST", P + "/webhooks", {
-            "url": "http://127.0.0.1:%d/in" % srv.server_port, "events": ["task.created"]}), 201)
+            "url": rec.url, "events": ["task.created"]}), 201)
         expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "docs-py", "run": False}), 201)
-        wait_for(lambda: got, what="a webhook delivery")
-        header, b = got[0]
+        headers, b = wait_for(rec.got, what="a webhook delivery")[0]
+        header = {k.lower(): v for k, v in headers.items()}["x-quern-signature"]
         assert verify(wh["secret"], b, header), header
         assert not verify(wh["secret"], b + b" ", header)
         assert not verify("whsec_other", b, header)
     finally:
-        srv.shutdown()
+        rec.close()
         S.req("DELETE", P + "/webhooks/" + wh["id"])
         S.req("PUT", P + "/policy", {})
 

@@ -1,11 +1,10 @@
 """Triggers, outgoing webhooks, policy, secrets and relay_message against a
-real quernd.  Webhook receivers are local http.server instances on
+real quernd.  Webhook receivers are local http.servers (qlib.Receiver) on
 127.0.0.1; the server under test runs with QUERN_OUTBOUND_ALLOW_PRIVATE=1
 so it may reach them, and a second server without it shows that a loopback
 URL is refused."""
 import hashlib
 import hmac
-import http.server
 import json
 import os
 import socket
@@ -14,7 +13,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import Receiver, Server, expect, run_tests, wait_for  # noqa: E402
 
 S = Server(env={"QUERN_OUTBOUND_ALLOW_PRIVATE": "1", "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
 P = "/api/projects/default"
@@ -31,45 +30,6 @@ def verify(secret, header, body):
     t = int(parts["t"])
     want = hmac.new(secret.encode(), ("%d." % t).encode() + body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(want, parts["sha256"]) and abs(time.time() - t) <= 300
-
-
-class Receiver:
-    """A local webhook receiver: records every request; fails the first
-    `fail_first` with HTTP 500."""
-
-    def __init__(self, fail_first=0):
-        self.requests = []
-        self.fail_first = fail_first
-        self.lock = threading.Lock()
-        rec = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n)
-                with rec.lock:
-                    rec.requests.append((dict(self.headers), body))
-                    k = len(rec.requests)
-                code = 500 if k <= rec.fail_first else 200
-                self.send_response(code)
-                self.send_header("Content-Type", "text/plain")
-                self.end_headers()
-                self.wfile.write(b"nope" if code == 500 else b"ok")
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def got(self):
-        with self.lock:
-            return list(self.requests)
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
 
 
 def agent_task(**kw):

@@ -17,7 +17,6 @@ import base64
 import collections
 import hashlib
 import http.client
-import http.server
 import json
 import os
 import shutil
@@ -28,7 +27,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import BUILD, Server, expect, run_tests, sse, wait_for  # noqa: E402
+from qlib import Receiver, Server, expect, run_tests, sse, unit_on_postgres, wait_for  # noqa: E402
 
 if os.environ.get("QUERN_TEST_STORE") != "pg":
     print("skip: several nodes need PostgreSQL (run through tests/run-pg.sh)")
@@ -1134,22 +1133,8 @@ def test_webhooks_made_on_any_node_deliver_each_event_once():
     """The leader's webhook dispatcher idles while no webhook exists; one made
     through another node is still found, and every event reaches every
     webhook exactly once."""
-    got, lock = [], threading.Lock()
-
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            with lock:
-                got.append(json.loads(body))
-            self.send_response(200)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    url = "http://127.0.0.1:%d/h" % srv.server_address[1]
+    rec = Receiver()
+    url = rec.url
     hooks = []
     try:
         for n in NODES[:3]:
@@ -1158,8 +1143,7 @@ def test_webhooks_made_on_any_node_deliver_each_event_once():
                for n in NODES[:3]}
 
         def mine():
-            with lock:
-                return [e for e in got if e.get("task_id") in ids]
+            return [e for e in rec.delivered() if e.get("task_id") in ids]
         wait_for(lambda: len(mine()) >= 9, 30, "3 events x 3 webhooks")
         time.sleep(1.5)   # room for a duplicate to show up
         per_event = collections.Counter(e["id"] for e in mine())
@@ -1167,8 +1151,7 @@ def test_webhooks_made_on_any_node_deliver_each_event_once():
     finally:
         for n, w in hooks:
             n.req("DELETE", P + "/webhooks/" + w["id"])
-        srv.shutdown()
-        srv.server_close()
+        rec.close()
 
 
 def test_blobs_of_pruned_runs_are_deleted():
@@ -1409,14 +1392,7 @@ def test_blob_and_retry_unit_program_on_postgres():
     """tests/unit/test_blob.c against this cluster: blob round trips through
     the store (chunk edges, a second store instance reading), and the retry
     loop of store_write_retry with injected conflicts (runs, hooks, give-up)."""
-    prog = os.path.join(BUILD, "tests", "test_blob")
-    if not os.path.exists(prog):
-        print("skip: %s is not built" % prog)
-        return
-    env = dict(os.environ, QUERN_TEST_PG_URL=pgcluster.new_database())
-    p = subprocess.run([prog], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=300)
-    out = p.stdout.decode(errors="replace")
-    assert p.returncode == 0 and " 0 failed" in out and "skip" not in out, out
+    unit_on_postgres("test_blob")
 
 def test_three_nodes_share_workers_and_code_runs():
     a, b, c = NODES[:3]

@@ -9,8 +9,6 @@ transition table ending in its status, nothing after a terminal event; a
 task's status is its latest run's; run_count and /metrics agree with the
 lists.  Also the state-machine corners the storm found."""
 import http.client
-import http.server
-import json
 import os
 import random
 import re
@@ -19,28 +17,13 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import Receiver, Server, expect, run_tests, sse, wait_for  # noqa: E402
+from qlib import RUN_MOVES as ALLOWED, RUN_TERMINAL as TERMINAL  # noqa: E402
 
 S = Server(env={"QUERN_LEASE_MS": "300", "QUERN_OUTBOUND_ALLOW_PRIVATE": "1",
                 "QUERN_WEBHOOK_RETRY_BASE_MS": "100"})
 P = "/api/projects/default"
 
-TERMINAL = {"completed", "failed", "timed_out", "denied", "canceled"}
-ENDS = {"completed", "failed", "timed_out", "canceled"}
-# src/run.c's table
-ALLOWED = {
-    "queued": {"running", "interaction_required", "denied", "failed", "timed_out", "canceling",
-               "canceled", "paused"},
-    "running": ENDS | {"queued", "paused", "interaction_required", "review_required", "canceling",
-                       "denied"},
-    "paused": {"running", "queued", "canceling", "canceled", "failed", "timed_out"},
-    "interaction_required": {"running", "queued", "denied", "canceling", "canceled", "failed",
-                             "timed_out"},
-    "review_required": {"completed", "failed", "canceled"},
-    "canceling": {"canceled"},
-}
-for _t in TERMINAL:
-    ALLOWED[_t] = set()
 STATUS_EVENTS = {"task_run." + s for s in ALLOWED if s not in ("running", "queued")} | {
     "task_run.queued", "task_run.started", "task_run.resumed", "task_run.retrying"}
 
@@ -81,39 +64,9 @@ def check_path(run, events):
         run["id"], cur, run["status"], [x["type"] for x in events])
 
 
-class Receiver:
-    """A webhook receiver: the event ids it got, with repeats."""
-
-    def __init__(self):
-        self.ids = []
-        self.lock = threading.Lock()
-        rec = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(n))
-                with rec.lock:
-                    rec.ids.append(body["id"])
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
-        self.srv.server_close()
-
-
 class Stream:
-    """The project's event stream read by a thread until an event with stop_name."""
+    """The project's event stream read by a thread until an event with stop_name
+    (its events are there once the thread has ended)."""
 
     def __init__(self, stop_name):
         self.events = []
@@ -124,29 +77,11 @@ class Stream:
         assert self.ready.wait(30)
 
     def read(self):
-        c = S.conn()
-        c.request("GET", P + "/events/stream?start=latest",
-                  headers={"Authorization": "Bearer " + ROOT_KEY})
-        r = c.getresponse()
-        assert r.status == 200
-        self.ready.set()
-        cur = {}
-        while True:
-            line = r.readline()
-            if not line:
-                break
-            line = line.decode().rstrip("\n")
-            if line == "":
-                if "data" in cur:
-                    ev = json.loads(cur["data"])
-                    self.events.append(ev)
-                    if ev.get("type") == "task.created" and ev.get("task_id") == self.stop_name:
-                        break
-                cur = {}
-            elif not line.startswith(":"):
-                k, _, v = line.partition(": ")
-                cur[k] = v
-        c.close()
+        status, evs = sse(S, P + "/events/stream?start=latest", opened=self.ready.set,
+                          stop=lambda e: e[2].get("type") == "task.created"
+                          and e[2].get("task_id") == self.stop_name)
+        assert status == 200, evs
+        self.events = [data for _, _, data in evs]
 
 
 def all_pages(path):
@@ -342,6 +277,7 @@ def storm(seconds, n_tasks, seed, nodes=None):
     expect(S.req("POST", P + "/tasks", {"id": stop_name, "name": "stop", "run": False,
                                         "assigned_agent_id": "nobody"}), 201)
     stream.t.join(60)
+    assert not stream.t.is_alive(), "the event stream never got the stop task's task.created"
     assert not st.bad, st.bad[:10]
 
     # each run: a legal path, ending in its status; the stream saw the same
@@ -379,8 +315,9 @@ def storm(seconds, n_tasks, seed, nodes=None):
     assert {k: v for k, v in m.items() if v} == counts, (m, counts)
     # webhooks: every run event once
     run_ids = {e["id"] for e in stream.events}
-    wait_for(lambda: run_ids <= set(rec.ids), 60, "webhook deliveries")
-    dup = [i for i in set(rec.ids) if rec.ids.count(i) > 1]
+    wait_for(lambda: run_ids <= {e["id"] for e in rec.delivered()}, 60, "webhook deliveries")
+    ids = [e["id"] for e in rec.delivered()]
+    dup = [i for i in set(ids) if ids.count(i) > 1]
     assert not dup, dup[:10]
     rec.close()
     return st

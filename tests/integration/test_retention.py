@@ -4,7 +4,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import Receiver, Server, expect, run_tests, wait_for  # noqa: E402
 
 P = "/api/projects/default"
 
@@ -106,27 +106,13 @@ def test_ended_webhook_deliveries_are_pruned_pending_ones_stay():
     the history; one still being retried stays, however old.  They were
     never pruned: with a webhook on, the deliveries table grew by one row
     per event for ever."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-    class Receiver(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            self.send_response(200 if self.path == "/ok" else 500)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    rx = ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    threading.Thread(target=rx.serve_forever, daemon=True).start()
+    rx_ok, rx_bad = Receiver(), Receiver(status=500)
     s = Server(extra_args=["--slots", "-1"],
                env={"QUERN_RETENTION_MS": "1500", "QUERN_RETENTION_EVERY_MS": "1000",
                     "QUERN_OUTBOUND_ALLOW_PRIVATE": "1"})
     try:
-        url = "http://127.0.0.1:%d/" % rx.server_address[1]
-        ok = expect(s.req("POST", P + "/webhooks", {"url": url + "ok", "events": ["task.created"]}), 201)
-        bad = expect(s.req("POST", P + "/webhooks", {"url": url + "bad", "events": ["task.created"]}), 201)
+        ok = expect(s.req("POST", P + "/webhooks", {"url": rx_ok.url, "events": ["task.created"]}), 201)
+        bad = expect(s.req("POST", P + "/webhooks", {"url": rx_bad.url, "events": ["task.created"]}), 201)
         expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "dlv", "run": False}), 201)
 
         def deliveries(hook):
@@ -141,7 +127,8 @@ def test_ended_webhook_deliveries_are_pruned_pending_ones_stay():
         assert left["total"] == 1 and left["data"][0]["status"] == "pending", left
     finally:
         s.stop()
-        rx.shutdown()
+        rx_ok.close()
+        rx_bad.close()
 
 
 def test_zero_keeps_everything():

@@ -8,8 +8,6 @@ types and values, timestamps in one format, ids with their prefixes, no
 internal field, and every real answer valid against /openapi.json's schema
 (checked by ajv, draft 2020-12).  Error bodies of every status, the HTTP
 layer's 404/405/413/415/429 included, have the documented shape."""
-import http.client
-import http.server
 import json
 import os
 import re
@@ -17,11 +15,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import BUILD, ROOT_KEY, Server, expect, run_tests, sse, wait_for  # noqa: E402
+from qlib import BUILD, ROOT_KEY, Receiver, Server, expect, run_tests, sse, wait_for  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKER = os.path.join(HERE, "..", "openapi")
@@ -112,34 +109,6 @@ def same(what, a, b, ignore=()):
         elif a[k] != b[k] or type(a[k]) is not type(b[k]):
             bad.append("%s: %r differs: %r vs %r" % (what, k, a[k], b[k]))
     return bad
-
-
-class Receiver:
-    def __init__(self):
-        self.bodies = []
-        self.lock = threading.Lock()
-        rec = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n)
-                with rec.lock:
-                    rec.bodies.append(json.loads(body))
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = "http://127.0.0.1:%d/hook" % self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def got(self):
-        with self.lock:
-            return list(self.bodies)
 
 
 RECV = Receiver()
@@ -436,9 +405,9 @@ def test_event_representations_agree():
     assert status == 200, proj
     byid = {e[2]["id"]: e[2] for e in proj}
     hooks = {}
-    wait_for(lambda: all(e["id"] in {b["id"] for b in RECV.got()} for e in events), 30,
+    wait_for(lambda: all(e["id"] in {b["id"] for b in RECV.delivered()} for e in events), 30,
              "webhook bodies of the run's events")
-    for b in RECV.got():
+    for b in RECV.delivered():
         hooks[b["id"]] = b
     dl = ok("GET", P + "/webhooks/%s/deliveries?limit=500" % HOOK["id"])["data"]
     payloads = {d["event_id"]: d["payload"] for d in dl}

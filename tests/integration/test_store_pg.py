@@ -3,28 +3,14 @@
 this process's private cluster.  Skipped when the program is not built or,
 outside QUERN_TEST_STORE=pg, when the PostgreSQL server is not installed."""
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-import pgcluster  # noqa: E402
-from qlib import BUILD, run_tests  # noqa: E402
+from qlib import run_tests, unit_on_postgres  # noqa: E402
 
 
 def test_store_contract_on_postgres():
-    prog = os.path.join(BUILD, "tests", "test_store_pg")
-    if not os.path.exists(prog):
-        print("skip: %s is not built (make %s)" % (prog, prog))
-        return
-    if (os.environ.get("QUERN_TEST_STORE") != "pg"
-            and not os.path.exists(os.path.join(pgcluster.PGBIN, "initdb"))):
-        print("skip: no PostgreSQL server in %s" % pgcluster.PGBIN)
-        return
-    env = dict(os.environ, QUERN_TEST_PG_URL=pgcluster.new_database())
-    p = subprocess.run([prog], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                       timeout=300)
-    out = p.stdout.decode(errors="replace")
-    assert p.returncode == 0 and " 0 failed" in out, out
+    unit_on_postgres("test_store_pg")
 
 
 if __name__ == "__main__":

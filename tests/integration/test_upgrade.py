@@ -15,17 +15,15 @@ why), so it is run by hand, not in CI:
 """
 import hashlib
 import hmac
-import http.server
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 import qlib  # noqa: E402
-from qlib import ROOT_KEY, expect, run_tests, sse, wait_for  # noqa: E402
+from qlib import ROOT_KEY, Receiver, expect, run_tests, sse, wait_for  # noqa: E402
 
 OLD = os.environ.get("QUERN_OLD_BUILD")
 PG = os.environ.get("QUERN_TEST_STORE") == "pg"
@@ -49,34 +47,6 @@ class Server(qlib.Server):
             return super()._spawn()
         finally:
             qlib.BUILD = saved
-
-
-class Receiver:
-    """A webhook receiver that answers 503 until ok is set."""
-
-    def __init__(self):
-        self.got, self.ok = [], False
-        rec = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                code = 200 if rec.ok else 503
-                if rec.ok:
-                    rec.got.append(json.loads(body))
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *a):
-                pass
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.url = "http://127.0.0.1:%d/h" % self.srv.server_address[1]
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.srv.shutdown()
 
 
 def skip(why):
@@ -175,10 +145,10 @@ def populate(S, rec):
     # webhooks: one delivered while the receiver says yes, one pending
     wh = expect(S.req("POST", P + "/webhooks", {"url": rec.url, "events": ["task.created"]}), 201)
     o["webhook"] = wh["id"]
-    rec.ok = True
+    rec.status = 200
     expect(S.req("POST", P + "/tasks", {"name": "wh-delivered", "assigned_agent_id": "nobody"}), 201)
-    wait_for(lambda: any("wh-delivered" in json.dumps(e) for e in rec.got), 30, "the first delivery")
-    rec.ok = False
+    wait_for(lambda: any("wh-delivered" in json.dumps(e) for e in rec.delivered()), 30, "the first delivery")
+    rec.status = 503
     expect(S.req("POST", P + "/tasks", {"name": "wh-pending", "assigned_agent_id": "nobody"}), 201)
     wait_for(lambda: any(d["status"] != "delivered" and len(d.get("attempts") or []) >= 1 for d in expect(
         S.req("GET", P + "/webhooks/%s/deliveries" % wh["id"]), 200)["data"]), 30, "a failed attempt")
@@ -253,7 +223,7 @@ def same(old, new, where):
 def upgrade_round(kill):
     if not OLD:
         return skip("QUERN_OLD_BUILD is not set (the previous release's build directory)")
-    rec = Receiver()
+    rec = Receiver(status=503)   # says no until populate says yes
     old = Server(OLD)
     new = None
     try:
@@ -378,8 +348,8 @@ def check(S, o, rec, mark):
     insts = {i["id"]: i for i in expect(S.req("GET", P + "/storage?limit=500"), 200)["data"]}
     assert insts[o["inst"]["id"]]["size_bytes"] > 0, insts
     # the pending delivery is delivered
-    rec.ok = True
-    wait_for(lambda: any("wh-pending" in json.dumps(e) for e in rec.got), 30, "the pending delivery")
+    rec.status = 200
+    wait_for(lambda: any("wh-pending" in json.dumps(e) for e in rec.delivered()), 30, "the pending delivery")
     # the trigger fires
     trig_id, trig_task = o["trigger"]
     body = b"{}"
@@ -433,7 +403,7 @@ def test_store_copy_of_an_old_sqlite_store():
     import pgcluster
     if not os.path.exists(os.path.join(pgcluster.PGBIN, "initdb")):
         return skip("no PostgreSQL server in " + pgcluster.PGBIN)
-    rec = Receiver()
+    rec = Receiver(status=503)   # says no until populate says yes
     old = Server(OLD)
     try:
         o = populate(old, rec)

@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -17,23 +16,11 @@
 #include "blob.h"
 #include "store.h"
 #include "t.h"
+#include "tstore.h"
 #include "util.h"
 
 static char tmpdir[] = "/tmp/quern-blob-XXXXXX";
 static int nstore;
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tmpdir(void)
-{
-    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static const char *pg_url(void)
 {
@@ -44,19 +31,11 @@ static const char *pg_url(void)
 /* A fresh store: "sqlite" (a temp file) or "pg". */
 static struct store *open_store(bool pg)
 {
-    if (!nstore++) {
-        if (!mkdtemp(tmpdir))
-            return NULL;
-        atexit(rm_tmpdir);
-    }
-    struct store_opts so = {.fsync = STORE_FSYNC_OFF};
-    char *err = NULL;
+    if (!nstore++ && t_tmpdir_make(tmpdir))
+        return NULL;
     char *url = pg ? xstrdup(pg_url()) : xasprintf("sqlite:%s/s%d.db", tmpdir, nstore);
-    struct store *st = store_open(url, &so, &err);
-    if (!st)
-        fprintf(stderr, "  store_open %s: %s\n", url, err ? err : "?");
+    struct store *st = t_store_open(url, STORE_FSYNC_OFF);
     free(url);
-    free(err);
     return st;
 }
 

@@ -5,6 +5,7 @@
  * of missed fires — all deterministic, no real time in the assertions.
  */
 #include "t.h"
+#include "tapp.h"
 
 #include <unistd.h>
 
@@ -16,39 +17,6 @@
 #include "util.h"
 
 static const int64_t T0 = 1795383722000LL;   /* 2026-11-22T21:42:02Z */
-
-/* A dispatcher over a real (empty, temporary) SQLite store: the scheduler
- * thread asks the store whether it leads. */
-static struct app *new_app(void)
-{
-    struct app *app = xcalloc(1, sizeof *app);
-    char tmpl[] = "/tmp/quern-test-sched-XXXXXX";
-    char *dir = mkdtemp(tmpl);
-    app->data_dir = xasprintf("%s", dir ? dir : "/tmp");
-    char *url = xasprintf("sqlite:%s/quern.db", app->data_dir);
-    struct store_opts so = {.fsync = STORE_FSYNC_OFF};
-    char *err = NULL;
-    app->store = store_open(url, &so, &err);
-    free(url);
-    free(err);
-    app->events = events_new(app->store);
-    app->sched = sched_new(app);
-    return app;
-}
-
-static void free_app(struct app *app)
-{
-    sched_free(app->sched);
-    events_free(app->events);
-    store_close(app->store);
-    char *cmd = xasprintf("rm -rf '%s'", app->data_dir);
-    if (system(cmd)) {
-        /* a leftover temp dir is harmless */
-    }
-    free(cmd);
-    free(app->data_dir);
-    free(app);
-}
 
 static void queue(struct app *app, const char *id, const char *project, const char *prio,
                   int64_t queued_ms, int64_t not_before, const char *ckey, int cmax,
@@ -87,7 +55,7 @@ static bool take_is(struct app *app, const char *project, const char *want)
 TEST(priority_order_then_fifo)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     queue(app, "l1", "p", "low", T0, 0, NULL, 0, NULL);
     queue(app, "m1", "p", "medium", T0 + 1, 0, NULL, 0, NULL);
     queue(app, "u1", "p", "urgent", T0 + 2, 0, NULL, 0, NULL);
@@ -99,13 +67,13 @@ TEST(priority_order_then_fifo)
     CHECK(take_is(app, "p", "m2"));
     CHECK(take_is(app, "p", "l1"));
     CHECK(take_is(app, "p", NULL));
-    free_app(app);
+    t_app_free(app);
 }
 
 TEST(ageing_lifts_a_long_waiting_run)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     /* a low run that has waited 3 minutes (60 s per level) ties with a fresh
      * urgent one, and the older goes first */
     queue(app, "old-low", "p", "low", T0 - 180000, 0, NULL, 0, NULL);
@@ -115,13 +83,13 @@ TEST(ageing_lifts_a_long_waiting_run)
     queue(app, "low2", "p", "low", T0 - 60000, 0, NULL, 0, NULL);
     CHECK(take_is(app, "p", "new-urgent"));
     CHECK(take_is(app, "p", "low2"));
-    free_app(app);
+    t_app_free(app);
 }
 
 TEST(a_retry_delay_becomes_ready_when_the_clock_passes_it)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     queue(app, "later", "p", "medium", T0, T0 + 60000, NULL, 0, NULL);
     CHECK(take_is(app, "p", NULL));
     CHECK(!sched_has_ready(app->sched, "p"));
@@ -132,13 +100,13 @@ TEST(a_retry_delay_becomes_ready_when_the_clock_passes_it)
     for (int i = 0; i < 2000 && !sched_has_ready(app->sched, "p"); i++)
         usleep(1000);
     CHECK(take_is(app, "p", "later"));
-    free_app(app);
+    t_app_free(app);
 }
 
 TEST(a_concurrency_key_holds_extra_runs)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     queue(app, "a", "p", "medium", T0, 0, "p\x1fkey:db", 2, NULL);
     queue(app, "b", "p", "medium", T0 + 1, 0, "p\x1fkey:db", 2, NULL);
     queue(app, "c", "p", "medium", T0 + 2, 0, "p\x1fkey:db", 2, NULL);
@@ -150,7 +118,7 @@ TEST(a_concurrency_key_holds_extra_runs)
     /* a finishes: its slot frees, c goes */
     queue(app, "a", "p", "medium", T0, 0, "p\x1fkey:db", 2, "completed");
     CHECK(take_is(app, "p", "c"));
-    free_app(app);
+    t_app_free(app);
 }
 
 /* A queued medium run of project, with code or not, for agent (or none). */
@@ -170,7 +138,7 @@ static void queue_for(struct app *app, const char *id, const char *project, int6
 TEST(the_executor_serves_projects_round_robin)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     char id[32];
     for (int i = 0; i < 100; i++) {
         snprintf(id, sizeof id, "big-%03d", i);
@@ -188,7 +156,7 @@ TEST(the_executor_serves_projects_round_robin)
         free(ids[i]);
     }
     CHECK(saw_small);
-    free_app(app);
+    t_app_free(app);
 }
 
 TEST(missed_cron_fires_are_counted_not_replayed)
@@ -231,7 +199,7 @@ static void queue_def(struct app *app, const char *id, const char *def, int64_t 
 TEST(a_filter_finds_its_runs_behind_many_it_does_not_take)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     char id[32];
     /* 1000 runs of definition A, then one of B and one code run: a worker
      * of B and the executor each find theirs (one list per project scanned
@@ -263,13 +231,13 @@ TEST(a_filter_finds_its_runs_behind_many_it_does_not_take)
     CHECK(take_is(app, "p", "b-2"));
     CHECK(take_is(app, "p", "a-0000"));
     CHECK(take_is(app, "p", "a-0001"));
-    free_app(app);
+    t_app_free(app);
 }
 
 TEST(an_agent_finds_its_run_behind_many_for_another_agent)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     char id[32];
     /* 300 runs for agent zz, then one for agent z2: z2's worker gets it
      * (one class for both agents scanned 256 and found nothing) */
@@ -291,7 +259,7 @@ TEST(an_agent_finds_its_run_behind_many_for_another_agent)
     CHECK_EQ_STR(ids[0], "zz-0000");
     free(ids[0]);
     free(ids[1]);
-    free_app(app);
+    t_app_free(app);
 }
 
 static int put_fn(struct store_tx *tx, void *arg)
@@ -310,7 +278,7 @@ static int put_fn(struct store_tx *tx, void *arg)
 TEST(start_loads_unfinished_runs_only_in_pages)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     json_t *docs = json_array();
     json_array_append_new(docs, json_pack("{s:s, s:s}", "id", "p", "name", "p"));
     char id[32];
@@ -331,7 +299,7 @@ TEST(start_loads_unfinished_runs_only_in_pages)
     CHECK_EQ_INT(d[2], 28000);   /* 35 000 even, 7 000 of them running: two pages */
     CHECK(take_is(app, "p", "r-00000"));
     CHECK(take_is(app, "p", "r-00002"));
-    free_app(app);
+    t_app_free(app);
 }
 
 static void note_woken(void *ctx)
@@ -342,7 +310,7 @@ static void note_woken(void *ctx)
 TEST(a_run_wakes_a_waiter_that_takes_it)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     const char *da[] = {"def_a"}, *db[] = {"def_b"};
     struct sched_filter fa = {.project_id = "p", .definitions = da, .ndefinitions = 1};
     struct sched_filter fb = {.project_id = "p", .definitions = db, .ndefinitions = 1};
@@ -359,7 +327,7 @@ TEST(a_run_wakes_a_waiter_that_takes_it)
     queue_def(app, "a-1", "def_a", T0 + 1, false);
     CHECK_EQ_INT(woke_a, 1);
     CHECK(!sched_unwait(app->sched, wa));
-    free_app(app);
+    t_app_free(app);
 }
 
 TEST(a_retry_ages_from_the_end_of_its_delay)
@@ -367,12 +335,12 @@ TEST(a_retry_ages_from_the_end_of_its_delay)
     /* a low retry told to wait 3 minutes is not an urgent run when the wait
      * ends: it aged over its delay and went before a fresh urgent run */
     util_fake_now_ms = T0 + 180001;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     queue(app, "low-retry", "p", "low", T0, T0 + 180000, NULL, 0, NULL);
     queue(app, "urgent", "p", "urgent", T0 + 180000, 0, NULL, 0, NULL);
     CHECK(take_is(app, "p", "urgent"));
     CHECK(take_is(app, "p", "low-retry"));
-    free_app(app);
+    t_app_free(app);
 }
 
 TEST(a_run_given_back_keeps_its_place)
@@ -380,7 +348,7 @@ TEST(a_run_given_back_keeps_its_place)
     /* a run taken and given back (its lease not written) is still the
      * oldest: it went behind the runs queued after it */
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     queue(app, "first", "p", "medium", T0, 0, NULL, 0, NULL);
     queue(app, "second", "p", "medium", T0 + 1, 0, NULL, 0, NULL);
     char *got = take1(app, "p");
@@ -389,7 +357,7 @@ TEST(a_run_given_back_keeps_its_place)
     free(got);
     CHECK(take_is(app, "p", "first"));
     CHECK(take_is(app, "p", "second"));
-    free_app(app);
+    t_app_free(app);
 }
 
 /* run.c hands the scheduler sched_run_copy's fields after the commit: they
@@ -447,7 +415,7 @@ TEST(a_run_copy_outlives_its_document)
 TEST(classes_of_distinct_keys_are_freed_when_their_runs_end)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     char id[32], key[32];
     for (int i = 0; i < 500; i++) {
         snprintf(id, sizeof id, "run-%03d", i);
@@ -467,7 +435,7 @@ TEST(classes_of_distinct_keys_are_freed_when_their_runs_end)
     CHECK(take_is(app, "p", "s2"));
     queue(app, "s2", "p", "medium", T0 + 1, 0, "shared", 2, "failed");
     CHECK_EQ_INT(sched_class_count(app->sched), 0);
-    free_app(app);
+    t_app_free(app);
 }
 
 /* A full key's class is off the list a lease walks, and back on it as a
@@ -475,7 +443,7 @@ TEST(classes_of_distinct_keys_are_freed_when_their_runs_end)
 TEST(a_full_key_rejoins_dispatch_when_a_slot_frees)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     queue(app, "k1", "p", "medium", T0, 0, "k", 1, NULL);
     queue(app, "k2", "p", "medium", T0 + 1, 0, "k", 1, NULL);
     queue(app, "k3", "p", "medium", T0 + 2, 0, "k", 1, NULL);
@@ -488,7 +456,7 @@ TEST(a_full_key_rejoins_dispatch_when_a_slot_frees)
     CHECK(take_is(app, "p", NULL));
     queue(app, "k2", "p", "medium", T0 + 1, 0, "k", 1, "completed");
     CHECK(take_is(app, "p", "k3"));
-    free_app(app);
+    t_app_free(app);
 }
 
 /* Runs of different classes in line from the same millisecond go by run
@@ -497,7 +465,7 @@ TEST(a_full_key_rejoins_dispatch_when_a_slot_frees)
 TEST(ties_between_classes_go_by_run_id)
 {
     util_fake_now_ms = T0;
-    struct app *app = new_app();
+    struct app *app = t_app_new();
     queue(app, "run-a", "p", "medium", T0, 0, "kx", 5, NULL);
     queue(app, "run-b", "p", "medium", T0, 0, "ky", 5, NULL);
     CHECK(take_is(app, "p", "run-a"));
@@ -506,5 +474,5 @@ TEST(ties_between_classes_go_by_run_id)
     queue(app, "run-c", "q", "medium", T0, 0, "kx", 5, NULL);
     CHECK(take_is(app, "q", "run-c"));
     CHECK(take_is(app, "q", "run-d"));
-    free_app(app);
+    t_app_free(app);
 }

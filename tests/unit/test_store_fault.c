@@ -15,6 +15,7 @@
  * SQLITE_FULL (a commit cannot be stored).
  */
 #include "t.h"
+#include "tapp.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -217,17 +218,6 @@ __attribute__((constructor)) static void fault_register(void)
     sqlite3_vfs_register(&fault_vfs, 1);
 }
 
-static struct store *open_at(const char *path)
-{
-    struct store_opts so = {.fsync = STORE_FSYNC_OFF};
-    char *err = NULL;
-    struct store *st = store_open(path, &so, &err);
-    if (!st)
-        fprintf(stderr, "  store_open(%s): %s\n", path, err ? err : "?");
-    free(err);
-    return st;
-}
-
 static int fill_fn(struct store_tx *tx, void *arg)
 {
     (void)arg;
@@ -319,39 +309,19 @@ static void *leader_main(void *arg)
     return NULL;
 }
 
-struct get {
-    const char *id;
-    bool found;
-};
-
-static int get_fn(struct store_tx *tx, void *arg)
-{
-    struct get *g = arg;
-    json_t *doc = store_get(tx, SK_RUN, PROJECT, g->id);
-    g->found = doc != NULL;
-    json_decref(doc);
-    return 0;
-}
-
-static bool visible(struct store *st, const char *id)
-{
-    struct get g = {id, false};
-    return store_read(st, get_fn, &g) == 0 && g.found;
-}
-
 TEST(an_io_error_in_one_job_commits_no_other_job_of_its_batch_behind_its_back)
 {
     char dir[] = "/tmp/quern-fault-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     char *path = xasprintf("%s/q.db", dir);
-    struct store *st = open_at(path);
+    struct store *st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (!st)
         goto out;
     CHECK_EQ_INT(store_write(st, fill_fn, NULL), 0);
     store_close(st);
     /* reopened: the writer's page cache is cold, so the faulty job reads */
-    st = open_at(path);
+    st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (!st)
         goto out;
@@ -373,15 +343,15 @@ TEST(an_io_error_in_one_job_commits_no_other_job_of_its_batch_behind_its_back)
     CHECK_EQ_INT(lead.rc, 0);
     CHECK(bad.rc != 0);
     /* what the good job was told matches what the store holds */
-    bool there = visible(st, "run_after_fault");
+    bool there = t_run_visible(st, PROJECT, "run_after_fault");
     CHECK_EQ_INT(after.rc == 0, there);
     CHECK(after.hook_runs <= 1);   /* none when it was not run at all */
     CHECK_EQ_INT(after.hook_committed, there);
-    CHECK(!visible(st, "run_by_faulty"));
+    CHECK(!t_run_visible(st, PROJECT, "run_by_faulty"));
     /* the store goes on: a write after the fault commits */
     struct job next = {.st = st, .id = "run_next"};
     CHECK_EQ_INT(store_write(st, job_fn, &next), 0);
-    CHECK(visible(st, "run_next"));
+    CHECK(t_run_visible(st, PROJECT, "run_next"));
     store_close(st);
 out:
     free(path);
@@ -444,7 +414,7 @@ TEST(a_read_error_fails_the_read_not_a_not_found_or_a_short_page)
     char dir[] = "/tmp/quern-fault-read-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
     char *path = xasprintf("%s/q.db", dir);
-    struct store *st = open_at(path);
+    struct store *st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (!st)
         goto out;
@@ -453,7 +423,7 @@ TEST(a_read_error_fails_the_read_not_a_not_found_or_a_short_page)
     store_close(st);
     for (int what = COLD_GET; what <= COLD_EVENTS; what++) {
         /* reopened each time: every connection's page cache is cold */
-        st = open_at(path);
+        st = t_store_open(path, STORE_FSYNC_OFF);
         CHECK(st != NULL);
         if (!st)
             break;
@@ -524,16 +494,10 @@ static int64_t runs_of_t1(struct store *st)
 TEST(a_fire_that_cannot_be_stored_is_tried_again_a_second_later_not_in_a_loop)
 {
     util_fake_now_ms = T0;
-    struct app *app = xcalloc(1, sizeof *app);
-    char tmpl[] = "/tmp/quern-fault-sched-XXXXXX";
-    CHECK(mkdtemp(tmpl) != NULL);
-    char *path = xasprintf("%s/q.db", tmpl);
-    app->store = open_at(path);
+    struct app *app = t_app_new();
     CHECK(app->store != NULL);
     if (!app->store)
         goto out;
-    app->events = events_new(app->store);
-    app->sched = sched_new(app);
     CHECK_EQ_INT(store_write(app->store, sched_task_fn, app), 0);
     CHECK_EQ_INT(sched_start(app->sched), 0);
     CHECK_EQ_INT(sched_cron_count(app->sched), 1);
@@ -554,13 +518,9 @@ TEST(a_fire_that_cannot_be_stored_is_tried_again_a_second_later_not_in_a_loop)
     for (int i = 0; i < 6000 && runs_of_t1(app->store) < 1; i++)
         usleep(10000);
     CHECK_EQ_INT(runs_of_t1(app->store), 1);
-    sched_free(app->sched);
-    events_free(app->events);
-    store_close(app->store);
 out:
     util_fake_now_ms = 0;
-    free(path);
-    free(app);
+    t_app_free(app);
 }
 
 /* ---- a dependency's end that cannot be stored ---- */
@@ -616,16 +576,10 @@ TEST(a_dependency_end_that_cannot_be_stored_unblocks_its_dependants_later)
 {
     util_fake_now_ms = 0;
     atomic_store(&failed_writes, 0);
-    struct app *app = xcalloc(1, sizeof *app);
-    char tmpl[] = "/tmp/quern-fault-deps-XXXXXX";
-    CHECK(mkdtemp(tmpl) != NULL);
-    char *path = xasprintf("%s/q.db", tmpl);
-    app->store = open_at(path);
+    struct app *app = t_app_new();
     CHECK(app->store != NULL);
     if (!app->store)
         goto out;
-    app->events = events_new(app->store);
-    app->sched = sched_new(app);
     /* A's run is running; B's run waits on A (loaded blocked) */
     CHECK_EQ_INT(store_write(app->store, deps_fn, "running"), 0);
     CHECK_EQ_INT(sched_start(app->sched), 0);
@@ -655,12 +609,8 @@ TEST(a_dependency_end_that_cannot_be_stored_unblocks_its_dependants_later)
         CHECK_EQ_STR(ids[0], "rb");
         free(ids[0]);
     }
-    sched_free(app->sched);
-    events_free(app->events);
-    store_close(app->store);
 out:
-    free(path);
-    free(app);
+    t_app_free(app);
 }
 
 /* quernd stopped between a dependency's end and the write acting on it:
@@ -670,16 +620,10 @@ out:
 TEST(a_run_blocked_on_a_dependency_that_ended_while_quernd_was_down_is_unblocked_at_start)
 {
     util_fake_now_ms = 0;
-    struct app *app = xcalloc(1, sizeof *app);
-    char tmpl[] = "/tmp/quern-fault-start-XXXXXX";
-    CHECK(mkdtemp(tmpl) != NULL);
-    char *path = xasprintf("%s/q.db", tmpl);
-    app->store = open_at(path);
+    struct app *app = t_app_new();
     CHECK(app->store != NULL);
     if (!app->store)
         goto out;
-    app->events = events_new(app->store);
-    app->sched = sched_new(app);
     CHECK_EQ_INT(store_write(app->store, deps_fn, "completed"), 0);
     CHECK_EQ_INT(sched_start(app->sched), 0);
     for (int i = 0; i < 3000 && rb_blocked(app->store) != 0; i++)
@@ -693,10 +637,6 @@ TEST(a_run_blocked_on_a_dependency_that_ended_while_quernd_was_down_is_unblocked
     CHECK_EQ_INT(n, 1);
     if (n == 1)
         free(ids[0]);
-    sched_free(app->sched);
-    events_free(app->events);
-    store_close(app->store);
 out:
-    free(path);
-    free(app);
+    t_app_free(app);
 }

@@ -6,7 +6,6 @@
  * notifications of committed changes, SKIP LOCKED, and leader takeover.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <stdlib.h>
 #include <threads.h>   /* not <pthread.h>: -Isrc makes src/sched.h shadow <sched.h> */
 #include <unistd.h>
@@ -14,43 +13,17 @@
 #include "store.h"
 #include "store_copy.h"
 #include "t.h"
+#include "tstore.h"
 #include "util.h"
 
 static char tmpdir[] = "/tmp/quern-nodes-XXXXXX";
 
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tmpdir(void)
-{
-    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
-
 static const char *dir(void)
 {
     static bool made;
-    if (!made) {
-        made = mkdtemp(tmpdir) != NULL;
-        if (made)
-            atexit(rm_tmpdir);
-    }
+    if (!made)
+        made = t_tmpdir_make(tmpdir) == 0;
     return tmpdir;
-}
-
-static struct store *open_at(const char *url)
-{
-    struct store_opts so = {.fsync = STORE_FSYNC_OFF};
-    char *err = NULL;
-    struct store *st = store_open(url, &so, &err);
-    if (!st)
-        fprintf(stderr, "  store_open(%s): %s\n", url, err ? err : "?");
-    free(err);
-    return st;
 }
 
 static int put_run_fn(struct store_tx *tx, void *arg)
@@ -89,7 +62,7 @@ static json_t *run_doc(const char *id)
 TEST(sqlite_is_one_node_and_always_leader)
 {
     char *url = xasprintf("sqlite:%s/one.db", dir());
-    struct store *st = open_at(url);
+    struct store *st = t_store_open(url, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (!st)
         goto out;
@@ -197,7 +170,7 @@ static void copy_into(const char *to)
 {
     static int n;
     char *from = xasprintf("sqlite:%s/src%d.db", dir(), ++n);
-    struct store *src = open_at(from);
+    struct store *src = t_store_open(from, STORE_FSYNC_OFF);
     CHECK(src != NULL);
     if (src) {
         CHECK_EQ_INT(store_write(src, fill_fn, NULL), 0);
@@ -209,7 +182,7 @@ static void copy_into(const char *to)
     err = NULL;
     CHECK_EQ_INT(store_copy(from, to, NULL, NULL, &err), -EEXIST);   /* not empty any more */
     free(err);
-    struct store *dst = open_at(to);
+    struct store *dst = t_store_open(to, STORE_FSYNC_OFF);
     CHECK(dst != NULL);
     if (dst) {
         struct check c = {0};
@@ -359,7 +332,7 @@ TEST(postgres_two_nodes)
         fprintf(stderr, "  skip: QUERN_TEST_PG_URL is not set\n");
         return;
     }
-    struct pair p = {open_at(url), open_at(url)};
+    struct pair p = {t_store_open(url, STORE_FSYNC_OFF), t_store_open(url, STORE_FSYNC_OFF)};
     CHECK(p.a && p.b);
     if (!p.a || !p.b)
         return;

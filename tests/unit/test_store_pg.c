@@ -6,46 +6,28 @@
  * project ids, so they share one database without seeing each other.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <stdlib.h>
 #include <threads.h>   /* not <pthread.h>: -Isrc makes src/sched.h shadow <sched.h> */
 
 #include "store.h"
 #include "t.h"
+#include "tstore.h"
 #include "util.h"
 
 static char tmpdir[] = "/tmp/quern-store-XXXXXX";
 static int nstore;
-
-static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static void rm_tmpdir(void)
-{
-    nftw(tmpdir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 typedef void (*body_fn)(struct store *st, const char *prj);
 
 /* Runs body once per available backend, each with a fresh project id. */
 static void each_store(const char *name, body_fn body)
 {
-    if (!nstore) {
-        if (!mkdtemp(tmpdir)) {
-            CHECK(!"mkdtemp");
-            return;
-        }
-        atexit(rm_tmpdir);
+    if (!nstore && t_tmpdir_make(tmpdir)) {
+        CHECK(!"mkdtemp");
+        return;
     }
-    struct store_opts so = {.fsync = STORE_FSYNC_OFF};
-    char *err = NULL;
     char *path = xasprintf("sqlite:%s/s%d.db", tmpdir, ++nstore);
-    struct store *st = store_open(path, &so, &err);
+    struct store *st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (st) {
         char *prj = xasprintf("p_%s", name);
@@ -54,13 +36,9 @@ static void each_store(const char *name, body_fn body)
         store_close(st);
     }
     free(path);
-    free(err);
     const char *url = getenv("QUERN_TEST_PG_URL");
     if (url && *url) {
-        err = NULL;
-        st = store_open(url, &so, &err);
-        if (!st)
-            fprintf(stderr, "  postgres: %s\n", err ? err : "?");
+        st = t_store_open(url, STORE_FSYNC_OFF);
         CHECK(st != NULL);
         if (st) {
             CHECK_EQ_STR(store_backend(st), "postgres");
@@ -72,7 +50,6 @@ static void each_store(const char *name, body_fn body)
             free(prj);
             store_close(st);
         }
-        free(err);
     }
 }
 
@@ -384,17 +361,14 @@ TEST(hooks_once_in_commit_order_after_commit)
 {
     each_store("hooks", hooks_body);
     /* and with an fsync per group (SQLite's sync stage) */
-    char *err = NULL;
     char *path = xasprintf("sqlite:%s/always.db", tmpdir);
-    struct store_opts so = {.fsync = STORE_FSYNC_ALWAYS};
-    struct store *st = store_open(path, &so, &err);
+    struct store *st = t_store_open(path, STORE_FSYNC_ALWAYS);
     CHECK(st != NULL);
     if (st) {
         hooks_body(st, "p_hooks_always");
         store_close(st);
     }
     free(path);
-    free(err);
 }
 
 static void list_body(struct store *st, const char *prj)

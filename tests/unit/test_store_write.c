@@ -5,6 +5,7 @@
  * run.  A ticket whose caller is away never holds up another writer.
  */
 #include "t.h"
+#include "tstore.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -22,12 +23,7 @@ static struct store *open_store(enum store_fsync fs)
     if (!mkdtemp(dir))
         abort();
     char *path = xasprintf("%s/q.db", dir);
-    struct store_opts so = {.fsync = fs};
-    char *err = NULL;
-    struct store *st = store_open(path, &so, &err);
-    if (!st)
-        fprintf(stderr, "  store_open(%s): %s\n", path, err ? err : "?");
-    free(err);
+    struct store *st = t_store_open(path, fs);
     free(path);
     return st;
 }
@@ -58,26 +54,6 @@ static int put_fn(struct store_tx *tx, void *arg)
     return p->rc;
 }
 
-struct get {
-    const char *id;
-    bool found;
-};
-
-static int get_fn(struct store_tx *tx, void *arg)
-{
-    struct get *g = arg;
-    json_t *doc = store_get(tx, SK_RUN, PROJECT, g->id);
-    g->found = doc != NULL;
-    json_decref(doc);
-    return 0;
-}
-
-static bool visible(struct store *st, const char *id)
-{
-    struct get g = {id, false};
-    return store_read(st, get_fn, &g) == 0 && g.found;
-}
-
 TEST(begin_returns_committed_and_visible_then_wait_runs_the_hooks)
 {
     struct store *st = open_store(STORE_FSYNC_ALWAYS);
@@ -90,7 +66,7 @@ TEST(begin_returns_committed_and_visible_then_wait_runs_the_hooks)
     CHECK(tk != NULL);
     /* committed: every reader sees it; no other thread writes, so nothing
      * has synced it and its hook has not run */
-    CHECK(visible(st, "run_early"));
+    CHECK(t_run_visible(st, PROJECT, "run_early"));
     CHECK_EQ_INT(p.hook_runs, 0);
     store_write_wait(st, tk);
     CHECK_EQ_INT(p.hook_runs, 1);
@@ -99,7 +75,7 @@ TEST(begin_returns_committed_and_visible_then_wait_runs_the_hooks)
     struct put q = {.id = "run_after"};
     CHECK_EQ_INT(store_write(st, put_fn, &q), 0);
     CHECK_EQ_INT(q.hook_runs, 1);
-    CHECK(visible(st, "run_after"));
+    CHECK(t_run_visible(st, PROJECT, "run_after"));
     store_close(st);
 }
 
@@ -113,7 +89,7 @@ TEST(a_rolled_back_begin_gives_its_error_and_no_ticket)
     struct store_ticket *tk = (struct store_ticket *)&p;   /* must be cleared */
     CHECK_EQ_INT(store_write_begin(st, put_fn, &p, &tk), -EPERM);
     CHECK(tk == NULL);
-    CHECK(!visible(st, "run_rolled_back"));
+    CHECK(!t_run_visible(st, PROJECT, "run_rolled_back"));
     CHECK_EQ_INT(p.hook_runs, 1);            /* told, to release what it holds */
     CHECK_EQ_INT(p.hook_committed, 0);
     store_write_wait(st, NULL);              /* no ticket: nothing to do */
@@ -163,7 +139,7 @@ TEST(an_away_ticket_holds_up_no_other_writer)
     CHECK_EQ_INT(p.hook_runs, 1);           /* synced in the same group, in order */
     store_write_wait(st, tk);               /* already done: returns at once */
     CHECK_EQ_INT(p.hook_runs, 1);
-    CHECK(visible(st, "run_away") && visible(st, "run_other"));
+    CHECK(t_run_visible(st, PROJECT, "run_away") && t_run_visible(st, PROJECT, "run_other"));
     store_close(st);
 }
 
@@ -212,7 +188,7 @@ TEST(mixed_writers_lose_nothing_and_every_hook_runs_once)
     for (int k = 0; k < THREADS; k++)
         for (int i = 0; i < 50; i++)
             bad += m[k].puts[i].rc != 0 || m[k].puts[i].hook_runs != 1 ||
-                   !m[k].puts[i].hook_committed || !visible(st, m[k].ids[i]);
+                   !m[k].puts[i].hook_committed || !t_run_visible(st, PROJECT, m[k].ids[i]);
     CHECK_EQ_INT(bad, 0);
     store_close(st);
 }
@@ -255,7 +231,7 @@ TEST(statements_evicted_from_the_cache_are_prepared_again)
         bad += store_write(st, churn_fn, &i) != 0;
         char id[32];
         snprintf(id, sizeof id, "run_churn_%d", i);
-        bad += !visible(st, id);
+        bad += !t_run_visible(st, PROJECT, id);
     }
     CHECK_EQ_INT(bad, 0);
     store_close(st);
