@@ -1134,7 +1134,7 @@ static void on_changes(void *ctx, const struct store_change *ch, size_t n)
              * just before (or may die first): every node that knows one
              * does it.  Both writes are idempotent (dep_fn looks at
              * blocked_by under the row lock; start_dependants_fn at the
-             * dependency runs a task was last started for). */
+             * dependency runs a task was last acted on for). */
             if (doc) {
                 apply_remote(s, doc, g0, cancel);
                 struct sched_run r;
