@@ -1685,25 +1685,27 @@ static int start_dependants_fn(struct store_tx *tx, void *arg)
  * (as when a COMMIT's answer is lost); with QUERN_TEST_DEP_START_FAIL set
  * to a path, that write fails (rolled back) while <path> exists.  Either
  * way it is made again each second; once <path> is gone, each such write
- * appends the completed run's id and a newline to <path>.acted.  True
- * while <path> exists. */
-static bool test_dep_held(struct sched *s, const json_t *run)
+ * that succeeded appends the completed run's id and a newline to
+ * <path>.acted (test_dep_acted).  True while <path> exists. */
+static bool test_dep_held(const struct sched *s)
+{
+    return s->test_dep_hold && !access(s->test_dep_hold, F_OK);
+}
+
+static void test_dep_acted(const struct sched *s, const json_t *run)
 {
     if (!s->test_dep_hold)
-        return false;
-    if (!access(s->test_dep_hold, F_OK))
-        return true;
+        return;
     char *acted = xasprintf("%s.acted", s->test_dep_hold);
     int fd = open(acted, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     free(acted);
     if (fd < 0)
-        return false;
+        return;
     char *line = xasprintf("%s\n", json_string_value(json_object_get(run, "id")) ?: "");
     ssize_t n = write(fd, line, strlen(line));
     (void)n;
     free(line);
     close(fd);
-    return false;
 }
 
 /* start_dependants_fn, rolled back (QUERN_TEST_DEP_START_FAIL). */
@@ -1755,10 +1757,14 @@ static void handle_finished(struct sched *s, json_t *run)
     if (json_array_size(dependants)) {
         struct start_dep_arg a = {s, project, task_id, json_string_value(json_object_get(run, "id")),
                                   dependants};
-        bool fail = s->test_dep_rollback && test_dep_held(s, run);
-        if (store_write(s->app->store, fail ? start_dependants_failing_fn : start_dependants_fn, &a) ||
-            (!s->test_dep_rollback && test_dep_held(s, run)))
-            again = true;   /* it starts each dependant once: safe to redo */
+        bool held = test_dep_held(s);
+        int rc = store_write(s->app->store,
+                             held && s->test_dep_rollback ? start_dependants_failing_fn
+                                                          : start_dependants_fn, &a);
+        if (!rc && !held)
+            test_dep_acted(s, run);
+        if (rc || held)
+            again = true;   /* it starts each dependant at most once: safe to redo */
     }
     json_decref(blocked);
     json_decref(dependants);
