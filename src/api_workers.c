@@ -180,6 +180,12 @@ static void lease_wake(void *ctx)
     http_resume(l->r);
 }
 
+static bool lease_client_gone(void *ctx)
+{
+    struct lease *l = ctx;
+    return http_client_gone(l->r);
+}
+
 static void lease_try(struct req *r)
 {
     struct lease *l = r->wait;
@@ -208,8 +214,8 @@ static void lease_try(struct req *r)
         if (!json_array_size(runs) && mono_ms() < l->deadline && !r->app->draining) {
             json_decref(runs);
             http_suspend(r, lease_try);
-            l->waiter = sched_wait_filter(r->app->sched, l->f.project_id, &l->f, l->deadline,
-                                          lease_wake, l);
+            l->waiter = sched_wait_lease(r->app->sched, l->f.project_id, &l->f, l->deadline,
+                                         lease_wake, lease_client_gone, l);
             /* a run may have arrived between take and wait: look again */
             struct sched_waiter *w = l->waiter;
             if (w && sched_has_fit(r->app->sched, &l->f) &&

@@ -104,6 +104,11 @@ struct layout_dir {
     int err;                              /* LD_BIND: probing failed (-errno) */
 };
 
+/* Set once before any disk check (sandbox_sys_new): the test-only
+ * QUERN_TEST_NO_PROC_CHILDREN makes the check act as on a kernel without
+ * CONFIG_PROC_CHILDREN. */
+static bool held_no_children;
+
 struct sandbox_sys {
     int slots;
     sandbox_log_fn log;
@@ -1323,6 +1328,31 @@ out:
     return rc < 0 ? rc : ro;
 }
 
+/* Whether the copy can be executed here: quern-init run with no command
+ * exits 127 at once.  The test-only QUERN_TEST_INIT_COPY_REFUSED makes it
+ * answer no, as a host refusing to execute memfds would. */
+static bool init_copy_runs(int fd)
+{
+    if (getenv("QUERN_TEST_INIT_COPY_REFUSED"))
+        return false;
+    pid_t pid = fork();
+    if (pid < 0)
+        return true;   /* cannot tell: keep the copy, as before the check */
+    if (pid == 0) {
+        int nul = open("/dev/null", O_RDWR);
+        for (int i = 0; i <= 4; i++)
+            if (nul >= 0 && nul != i)
+                dup2(nul, i);
+        char *argv[] = {(char *)"quern-init", NULL}, *envp[] = {NULL};
+        fexecve(fd, argv, envp);
+        _exit(126);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return true;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 127;
+}
 
 struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_log_fn log,
                                     void *log_ctx, char **err)
@@ -1354,6 +1384,12 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
         goto fail;
     }
     int copy = init_unreadable_copy(sys->init_fd);
+    if (copy >= 0 && !init_copy_runs(copy)) {
+        /* a security module or vm.memfd_noexec may refuse to execute a
+         * memfd: every box would fail to start; run the file itself */
+        close(copy);
+        copy = -EACCES;
+    }
     if (copy >= 0) {
         close(sys->init_fd);
         sys->init_fd = copy;
@@ -1391,6 +1427,7 @@ struct sandbox_sys *sandbox_sys_new(int slots, const char *init_path, sandbox_lo
         sys->test_hold_rd = hr;
         sys->test_hold_wr = hw;
     }
+    held_no_children = getenv("QUERN_TEST_NO_PROC_CHILDREN") != NULL;
     sys->host_mnt = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
     layout_probe(sys);
     cg_setup(sys);
@@ -2921,11 +2958,16 @@ static void held_one(struct held_walk *w, int dirfd, const char *name)
         w->over = true;
 }
 
-static void held_fds(struct held_walk *w, const char *dir)
+static void held_fds(struct held_walk *w, int pfd, const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (!d)
+    int fd = openat(pfd, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
         return;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return;
+    }
     struct dirent *e;
     while (!w->over && (e = readdir(d)) != NULL)
         if (e->d_name[0] != '.')
@@ -2933,19 +2975,20 @@ static void held_fds(struct held_walk *w, const char *dir)
     closedir(d);
 }
 
-/* The mappings of pid whose file is removed ("... (deleted)" in maps),
- * through map_files (quernd is host root).  A file mapped many times is
- * looked at once: maps names its device and inode. */
-static void held_maps(struct held_walk *w, pid_t pid)
+/* The mappings of the process whose /proc directory is pfd whose file is
+ * removed ("... (deleted)" in maps), through map_files (quernd is host
+ * root).  A file mapped many times is looked at once: maps names its
+ * device and inode. */
+static void held_maps(struct held_walk *w, int pfd)
 {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/map_files", (int)pid);
-    int mfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int mfd = openat(pfd, "map_files", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (mfd < 0)
         return;
-    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
-    FILE *f = fopen(path, "re");
+    int ffd = openat(pfd, "maps", O_RDONLY | O_CLOEXEC);
+    FILE *f = ffd < 0 ? NULL : fdopen(ffd, "re");
     if (!f) {
+        if (ffd >= 0)
+            close(ffd);
         close(mfd);
         return;
     }
@@ -2980,55 +3023,141 @@ static void held_maps(struct held_walk *w, pid_t pid)
     close(mfd);
 }
 
+/* Whether the process whose /proc directory is pfd lives in the box's PID
+ * namespace (the box cannot make one below it: the seccomp filter refuses
+ * unshare and clone with namespace flags).  A pid read from a children
+ * list may have ended and been taken by a host process before its
+ * directory was opened; the directory, once open, stays that process's,
+ * so this check settles whom it belongs to. */
+static bool held_in_box(int pfd, const struct stat *box_ns)
+{
+    struct stat st;
+    return fstatat(pfd, "ns/pid", &st, 0) == 0 && st.st_dev == box_ns->st_dev &&
+           st.st_ino == box_ns->st_ino;
+}
+
+/* Reads the children of every thread of the process at pfd into q; false
+ * when no thread's list could be read (a kernel without
+ * CONFIG_PROC_CHILDREN has none). */
+static bool held_children(int pfd, pid_t *q, size_t *nq)
+{
+    if (held_no_children)
+        return false;
+    int tfd = openat(pfd, "task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = tfd < 0 ? NULL : fdopendir(tfd);
+    if (!d) {
+        if (tfd >= 0)
+            close(tfd);
+        return false;
+    }
+    bool read_one = false;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[sizeof(e->d_name) + 16];
+        snprintf(path, sizeof(path), "%s/children", e->d_name);
+        int cfd = openat(dirfd(d), path, O_RDONLY | O_CLOEXEC);
+        FILE *c = cfd < 0 ? NULL : fdopen(cfd, "re");
+        if (!c) {
+            if (cfd >= 0)
+                close(cfd);
+            continue;
+        }
+        read_one = true;
+        long kid;
+        while (fscanf(c, "%ld", &kid) == 1)
+            if (kid > 0 && *nq < HELD_MAX_PROCS)
+                q[(*nq)++] = (pid_t)kid;
+        fclose(c);
+    }
+    closedir(d);
+    return read_one;
+}
+
+/* Without children lists: every process of the host whose /proc entry
+ * is in the box's PID namespace, but its init.  Costs a look at each host
+ * process per check. */
+static void held_all(pid_t init, pid_t *q, size_t *nq)
+{
+    DIR *d = opendir("/proc");
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && *nq < HELD_MAX_PROCS) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        if (pid > 0 && *end == '\0' && pid != init)
+            q[(*nq)++] = (pid_t)pid;
+    }
+    closedir(d);
+}
+
+/* Every fd table of the process at pfd (a thread made without
+ * CLONE_FILES has its own), its mappings and its executable. */
+static void held_process(struct held_walk *w, int pfd)
+{
+    int tfd = openat(pfd, "task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    DIR *d = tfd < 0 ? NULL : fdopendir(tfd);
+    if (!d) {
+        if (tfd >= 0)
+            close(tfd);
+        return;
+    }
+    struct dirent *e;
+    while (!w->over && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[sizeof(e->d_name) + 8];
+        snprintf(path, sizeof(path), "%s/fd", e->d_name);
+        held_fds(w, dirfd(d), path);
+    }
+    closedir(d);
+    if (!w->over)
+        held_maps(w, pfd);
+    held_one(w, pfd, "exe");
+}
+
 bool sandbox_held_usage(pid_t init, dev_t dev, int64_t max_files, int64_t max_bytes,
                         struct sandbox_held *h)
 {
     struct held_walk w = {.dev = dev, .max_files = max_files, .max_bytes = max_bytes, .h = h};
-    pid_t *q = xcalloc(HELD_MAX_PROCS, sizeof(pid_t));
+    pid_t *q = NULL;
+    char path[32];
+    snprintf(path, sizeof(path), "/proc/%d", (int)init);
+    int ifd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct stat box_ns, own_ns;
+    /* The box's init is quernd's child and not yet reaped while its run
+     * is checked, so its pid is its own; should it have been reaped and
+     * the pid taken, a process in quernd's own PID namespace is no box. */
+    if (ifd < 0 || fstatat(ifd, "ns/pid", &box_ns, 0) < 0 || stat("/proc/self/ns/pid", &own_ns) < 0 ||
+        (box_ns.st_dev == own_ns.st_dev && box_ns.st_ino == own_ns.st_ino))
+        goto out;
+    q = xcalloc(HELD_MAX_PROCS, sizeof(pid_t));
     size_t nq = 0;
-    q[nq++] = init;
     /* Every process of the box descends from its PID 1 (nothing enters a
      * box's PID namespace from outside), so the children lists of every
-     * thread, from init down, reach them all.  A thread may have an fd
-     * table of its own (clone without CLONE_FILES): each one's is read. */
+     * thread, from init down, reach them all.  Init holds nothing of the
+     * code's.  Without children lists, every host process is a candidate
+     * and the namespace check below picks the box's. */
+    bool lists = held_children(ifd, q, &nq);
+    if (!lists)
+        held_all(init, q, &nq);
     for (size_t i = 0; i < nq && !w.over; i++) {
-        char path[96];
-        snprintf(path, sizeof(path), "/proc/%d/task", (int)q[i]);
-        DIR *d = opendir(path);
-        if (!d)
-            continue;
-        struct dirent *e;
-        while (!w.over && (e = readdir(d)) != NULL) {
-            if (e->d_name[0] == '.')
-                continue;
-            long tid = strtol(e->d_name, NULL, 10);
-            if (tid <= 0)
-                continue;
-            snprintf(path, sizeof(path), "/proc/%d/task/%ld/children", (int)q[i], tid);
-            FILE *c = fopen(path, "re");
-            if (c) {
-                long kid;
-                while (fscanf(c, "%ld", &kid) == 1)
-                    if (kid > 0 && nq < HELD_MAX_PROCS)
-                        q[nq++] = (pid_t)kid;
-                fclose(c);
-            }
-            if (i == 0)
-                continue;   /* init holds nothing of the code's */
-            snprintf(path, sizeof(path), "/proc/%d/task/%ld/fd", (int)q[i], tid);
-            held_fds(&w, path);
-        }
-        closedir(d);
-        if (i == 0 || w.over)
-            continue;
-        held_maps(&w, q[i]);
         snprintf(path, sizeof(path), "/proc/%d", (int)q[i]);
         int pfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (pfd >= 0) {
-            held_one(&w, pfd, "exe");
-            close(pfd);
+        if (pfd < 0)
+            continue;
+        if (held_in_box(pfd, &box_ns)) {
+            if (lists)
+                held_children(pfd, q, &nq);
+            held_process(&w, pfd);
         }
+        close(pfd);
     }
+out:
+    if (ifd >= 0)
+        close(ifd);
     free(q);
     free(w.counted.k);
     return w.over;

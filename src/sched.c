@@ -113,6 +113,7 @@ struct sched_waiter {
     const struct sched_filter *f;  /* NULL: woken by any run of the project */
     int64_t deadline;
     void (*wake)(void *ctx);
+    bool (*gone)(void *ctx);       /* NULL: never asked */
     void *ctx;
     struct sched_waiter *prev, *next;
 };
@@ -1325,11 +1326,19 @@ struct sched_waiter *sched_wait_filter(struct sched *s, const char *project_id,
                                        const struct sched_filter *f, int64_t deadline_mono,
                                        void (*wake)(void *ctx), void *ctx)
 {
+    return sched_wait_lease(s, project_id, f, deadline_mono, wake, NULL, ctx);
+}
+
+struct sched_waiter *sched_wait_lease(struct sched *s, const char *project_id,
+                                      const struct sched_filter *f, int64_t deadline_mono,
+                                      void (*wake)(void *ctx), bool (*gone)(void *ctx), void *ctx)
+{
     struct sched_waiter *w = xcalloc(1, sizeof *w);
     w->project_id = xstrdup(project_id);
     w->f = f;
     w->deadline = deadline_mono;
     w->wake = wake;
+    w->gone = gone;
     w->ctx = ctx;
     pthread_mutex_lock(&s->mu);
     w->next = s->waiters;
@@ -1362,6 +1371,15 @@ static void waiter_fire(struct sched *s, struct sched_waiter *w)
     free(w);
 }
 
+/* Wakes w (mu held); true when its client had left, so the wake-up went
+ * to no one and the caller looks for the next waiter. */
+static bool waiter_fire_live(struct sched *s, struct sched_waiter *w)
+{
+    bool gone = w->gone && w->gone(w->ctx);
+    waiter_fire(s, w);
+    return gone;
+}
+
 bool sched_unwait(struct sched *s, struct sched_waiter *w)
 {
     pthread_mutex_lock(&s->mu);
@@ -1383,12 +1401,14 @@ bool sched_unwait(struct sched *s, struct sched_waiter *w)
  * takes it is not missed. */
 static void waiter_wake_for(struct sched *s, const struct entry *e)
 {
-    struct sched_waiter *last = NULL;
-    for (struct sched_waiter *w = s->waiters; w; w = w->next)
-        if (!strcmp(w->project_id, e->project_id) && (!w->f || fits(s, e, w->f)))
-            last = w;
-    if (last)
-        waiter_fire(s, last);
+    for (;;) {
+        struct sched_waiter *last = NULL;
+        for (struct sched_waiter *w = s->waiters; w; w = w->next)
+            if (!strcmp(w->project_id, e->project_id) && (!w->f || fits(s, e, w->f)))
+                last = w;
+        if (!last || !waiter_fire_live(s, last))
+            return;
+    }
 }
 
 void *sched_claim_waiter(struct sched *s, const json_t *run)
@@ -1402,16 +1422,23 @@ void *sched_claim_waiter(struct sched *s, const json_t *run)
     pthread_mutex_lock(&s->mu);
     /* the oldest waiter (the list's tail) whose filter takes the run, as
      * fits() would judge an entry of it */
-    struct sched_waiter *pick = NULL;
-    for (struct sched_waiter *w = s->waiters; w; w = w->next) {
-        const struct sched_filter *f = w->f;
-        if (!f || f->executor || strcmp(w->project_id, project))
-            continue;
-        if (agent && (!f->agent_id || strcmp(agent, f->agent_id)))
-            continue;
-        if (f->ndefinitions && !in_list(def, f->definitions, f->ndefinitions))
-            continue;
-        pick = w;
+    struct sched_waiter *pick;
+    for (;;) {
+        pick = NULL;
+        for (struct sched_waiter *w = s->waiters; w; w = w->next) {
+            const struct sched_filter *f = w->f;
+            if (!f || f->executor || strcmp(w->project_id, project))
+                continue;
+            if (agent && (!f->agent_id || strcmp(agent, f->agent_id)))
+                continue;
+            if (f->ndefinitions && !in_list(def, f->definitions, f->ndefinitions))
+                continue;
+            pick = w;
+        }
+        if (!pick || !pick->gone || !pick->gone(pick->ctx))
+            break;
+        /* its client left: woken to end, and not handed the run */
+        waiter_fire(s, pick);
     }
     if (pick) {
         waiter_unlink(s, pick);
@@ -1429,19 +1456,21 @@ void *sched_claim_waiter(struct sched *s, const json_t *run)
  * and the one the run was for slept until its wait_ms ran out. */
 static void waiter_wake_key(struct sched *s, struct project *p, struct kv *k)
 {
-    struct sched_waiter *last = NULL;
-    for (struct sched_waiter *w = s->waiters; w; w = w->next) {
-        if (strcmp(w->project_id, p->id))
-            continue;
-        for (struct rclass *c = k->classes; c; c = c->knext) {
-            if (c->linked && c->proj == p && (!w->f || class_fits(c, w->f))) {
-                last = w;
-                break;
+    for (;;) {
+        struct sched_waiter *last = NULL;
+        for (struct sched_waiter *w = s->waiters; w; w = w->next) {
+            if (strcmp(w->project_id, p->id))
+                continue;
+            for (struct rclass *c = k->classes; c; c = c->knext) {
+                if (c->linked && c->proj == p && (!w->f || class_fits(c, w->f))) {
+                    last = w;
+                    break;
+                }
             }
         }
+        if (!last || !waiter_fire_live(s, last))
+            return;
     }
-    if (last)
-        waiter_fire(s, last);
 }
 
 /* ---- the scheduler thread ---- */

@@ -128,6 +128,15 @@ struct sched_waiter *sched_wait(struct sched *s, const char *project_id, int64_t
 struct sched_waiter *sched_wait_filter(struct sched *s, const char *project_id,
                                        const struct sched_filter *f, int64_t deadline_mono,
                                        void (*wake)(void *ctx), void *ctx);
+/* Like sched_wait_filter, with gone(ctx) telling whether the waiter's
+ * client has left (called under the scheduler's lock; cheap, no blocking).
+ * A waiter found gone when a run would wake or be handed to it is woken
+ * (so it ends) and the next one is taken instead: the long-polls of killed
+ * workers are the oldest, and each used to swallow a new run's wake-up
+ * while live workers slept on (5 ms a dead long-poll at 200 runs/s). */
+struct sched_waiter *sched_wait_lease(struct sched *s, const char *project_id,
+                                      const struct sched_filter *f, int64_t deadline_mono,
+                                      void (*wake)(void *ctx), bool (*gone)(void *ctx), void *ctx);
 /* For a new run that any worker may start now (the caller checked: queued,
  * no code, no concurrency key, deadline, delay or dependency): removes the
  * oldest filtered waiter (sched_wait_filter) whose filter takes the run and

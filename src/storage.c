@@ -185,7 +185,11 @@ int64_t storage_size(struct app *app, const char *project_id, const char *id, bo
  *     renamed into place or removed before it returns; a crash in between
  *     leaves the mark <id>.pulling, and the next pull removes every temp
  *     file of the copy.  No pull runs meanwhile: syncs are on the runner
- *     thread alone. */
+ *     thread alone.
+ *  6. On a file system without renameat2's RENAME_NOREPLACE and
+ *     RENAME_EXCHANGE (EINVAL), 1 holds through link() (which never
+ *     replaces) and a rename; only a file a run puts in place of the old
+ *     one (rather than writing it) in the instant of the swap is lost. */
 
 #define SYNC_TMP_PREFIX ".quern-sync-"
 #define SYNC_PATH_MAX 4096
@@ -210,6 +214,18 @@ static int write_all(int fd, const char *p, size_t n)
 static json_t *manifest_load(const char *dir, bool *torn)
 {
     char *p = xasprintf("%s.sync", dir);
+    /* Test-only (tests/integration/test_multinode.py): with
+     * QUERN_TEST_SYNC_LOADS set to a path, each whole read of a manifest
+     * appends a line (the copy's directory) to it, so a test sees a
+     * current copy's pull read none. */
+    const char *count = getenv("QUERN_TEST_SYNC_LOADS");
+    int cfd = count && *count ? open(count, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
+    if (cfd >= 0) {
+        char *line = xasprintf("%s\n", dir);
+        write_all(cfd, line, strlen(line));
+        free(line);
+        close(cfd);
+    }
     json_t *m = json_load_file(p, 0, NULL);
     struct stat sb;
     *torn = false;
@@ -236,23 +252,51 @@ static int fsync_parent(const char *path)
     return rc;
 }
 
+/* The manifest's last bytes: the layout manifest_save writes ends so, and
+ * nowhere else can they be (a '"' inside a JSON string is escaped), so a
+ * file that ends otherwise was cut short. */
+#define MANIFEST_END ",\"end\":true}"
+
 /* Writes the manifest durably (4): a temp file, fsync, rename, fsync of
- * the directory, so a crash leaves the old one or the new one. */
+ * the directory, so a crash leaves the old one or the new one.  Laid out
+ * as {"version":N, <other keys>, "files":{...}, "end":true}: the version
+ * first and the end mark last, so that manifest_peek() reads a current
+ * copy's version without parsing its file list. */
 static int manifest_save(const char *dir, const json_t *m)
 {
     char *p = xasprintf("%s.sync", dir), *tmp = xasprintf("%s.sync.tmp", dir);
-    char *text = json_dumps(m, JSON_COMPACT);
+    char *files = json_dumps(json_object_get(m, "files"), JSON_COMPACT);
+    struct buf text;
     int rc = 0, fd = -1;
-    if (!text) {
+    buf_init(&text);
+    if (!files) {
         rc = -ENOMEM;
         goto out;
     }
+    buf_printf(&text, "{\"version\":%lld",
+               (long long)json_integer_value(json_object_get(m, "version")));
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)m, key, val) {
+        if (!strcmp(key, "version") || !strcmp(key, "files") || !strcmp(key, "end"))
+            continue;
+        char *v = json_dumps(val, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!v) {
+            rc = -ENOMEM;
+            goto out;
+        }
+        buf_printf(&text, ",\"%s\":%s", key, v);   /* our own keys: plain ASCII */
+        free(v);
+    }
+    buf_puts(&text, ",\"files\":");
+    buf_puts(&text, files);
+    buf_puts(&text, MANIFEST_END);
     fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         rc = -errno;
         goto out;
     }
-    if ((rc = write_all(fd, text, strlen(text))))
+    if ((rc = write_all(fd, text.data, text.len)))
         goto out;
     if (fsync(fd)) {
         rc = -errno;
@@ -268,9 +312,49 @@ out:
         close(fd);
     if (rc)
         unlink(tmp);
-    free(text);
+    buf_release(&text);
+    free(files);
     free(p);
     free(tmp);
+    return rc;
+}
+
+/* The version of the copy's manifest from its first bytes, when the file
+ * is whole (it ends with MANIFEST_END): what a pull needs to find the copy
+ * current without parsing a list of up to 100 000 files.  0; -ENOENT when
+ * there is none; -EINVAL when it is not laid out so (an older node's, or
+ * torn): the caller then reads it all. */
+static int manifest_peek(const char *dir, int64_t *version)
+{
+    char *p = xasprintf("%s.sync", dir);
+    char head[48], tail[sizeof MANIFEST_END - 1];
+    struct stat sb;
+    int rc = -EINVAL;
+    int fd = open(p, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    free(p);
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &sb) || !S_ISREG(sb.st_mode) || sb.st_size < (off_t)(2 * sizeof tail))
+        goto out;
+    size_t want = sb.st_size < (off_t)sizeof head ? (size_t)sb.st_size : sizeof head - 1;
+    ssize_t n = pread(fd, head, want, 0);
+    if (n != (ssize_t)want ||
+        pread(fd, tail, sizeof tail, sb.st_size - (off_t)sizeof tail) != (ssize_t)sizeof tail ||
+        memcmp(tail, MANIFEST_END, sizeof tail))
+        goto out;
+    head[n] = '\0';
+    static const char start[] = "{\"version\":";
+    if (strncmp(head, start, sizeof start - 1))
+        goto out;
+    char *end;
+    errno = 0;
+    long long v = strtoll(head + sizeof start - 1, &end, 10);
+    if (errno || end == head + sizeof start - 1 || *end != ',')
+        goto out;
+    *version = v;
+    rc = 0;
+out:
+    close(fd);
     return rc;
 }
 
@@ -409,6 +493,76 @@ static void test_pause(void)
         usleep(10000);
 }
 
+/* renameat2() flags a file system may lack (EINVAL: some FUSE and network
+ * file systems).  The pull then does without them as well as it can (6),
+ * and the node's log says so once. */
+static void no_rename_flags(void)
+{
+    static int said;
+    if (!__atomic_exchange_n(&said, 1, __ATOMIC_RELAXED))
+        log_write(LOG_WARN, "storage", NULL,
+                  "the file system of the storage copies has no renameat2 RENAME_NOREPLACE or "
+                  "RENAME_EXCHANGE: pulls put files in place through link() and rename(), and a "
+                  "box that replaces a file (rather than writing it) in the instant of its pull "
+                  "may lose that change");
+}
+
+/* Renames from to to in dfd unless to exists (-EEXIST, from left).
+ * Without RENAME_NOREPLACE, link() (which never replaces either) and an
+ * unlink; without hard links too, a check and a rename. */
+static int rename_noreplace(int dfd, const char *from, const char *to)
+{
+    struct stat sb;
+    if (!renameat2(dfd, from, dfd, to, RENAME_NOREPLACE))
+        return 0;
+    if (errno != EINVAL)
+        return -errno;
+    no_rename_flags();
+    if (!linkat(dfd, from, dfd, to, 0)) {
+        unlinkat(dfd, from, 0);
+        return 0;
+    }
+    if (errno != EPERM && errno != EOPNOTSUPP && errno != EMLINK)
+        return -errno;
+    if (!fstatat(dfd, to, &sb, AT_SYMLINK_NOFOLLOW))
+        return -EEXIST;
+    return renameat(dfd, from, dfd, to) ? -errno : 0;
+}
+
+/* Swaps the files at a and b in dfd (-ENOENT when either is not there).
+ * Without RENAME_EXCHANGE: b is linked to a third name, a renamed over b,
+ * and that name renamed to a, so b's file (as written meanwhile, on its
+ * inode) ends at a as the swap would leave it; a file that replaced b in
+ * between is lost to the rename (the window no_rename_flags() names). */
+static int rename_exchange(int dfd, const char *a, const char *b)
+{
+    if (!renameat2(dfd, a, dfd, b, RENAME_EXCHANGE))
+        return 0;
+    if (errno != EINVAL)
+        return -errno;
+    no_rename_flags();
+    char third[64];
+    unsigned char rnd[8];
+    char hex[17];
+    random_bytes(rnd, sizeof rnd);
+    hex_encode(rnd, sizeof rnd, hex);
+    snprintf(third, sizeof third, SYNC_TMP_PREFIX "%s", hex);
+    struct stat sb;
+    if (fstatat(dfd, a, &sb, AT_SYMLINK_NOFOLLOW))
+        return -errno;
+    int rc = linkat(dfd, b, dfd, third, 0) ? -errno : 0;
+    if (rc == -EPERM || rc == -EOPNOTSUPP || rc == -EMLINK)
+        rc = renameat(dfd, b, dfd, third) ? -errno : 0;   /* no hard links: b is away an instant */
+    if (rc)
+        return rc;
+    if (renameat(dfd, a, dfd, b)) {
+        rc = -errno;
+        unlinkat(dfd, third, 0);
+        return rc;
+    }
+    return renameat(dfd, third, dfd, a) ? -errno : 0;
+}
+
 /* The file a pull found (old) is still the one at that name (now): a live
  * run did not write, truncate, chmod or replace it meanwhile.  Not ctime:
  * the rename that moved it sets that. */
@@ -474,22 +628,22 @@ static int fetch(struct app *app, int root, const char *rel, const char *sha, un
         goto out;
     }
     test_pause();
-    if (!old && renameat2(dfd, tmp, dfd, base, RENAME_NOREPLACE)) {
-        rc = errno == EEXIST ? 0 : -errno;   /* made here meanwhile: this node's */
+    if (!old && (rc = rename_noreplace(dfd, tmp, base))) {
+        if (rc == -EEXIST)
+            rc = 0;   /* made here meanwhile: this node's */
         goto out;
     }
-    if (old && renameat2(dfd, tmp, dfd, base, RENAME_EXCHANGE)) {
-        rc = errno == ENOENT ? 0 : -errno;   /* deleted here meanwhile: this node's */
+    if (old && (rc = rename_exchange(dfd, tmp, base))) {
+        if (rc == -ENOENT)
+            rc = 0;   /* deleted here meanwhile: this node's */
         goto out;
     }
     struct stat sb;
     if (old && (fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) || !same_file(old, &sb))) {
         /* changed here meanwhile: back in its place, the fetched file at
          * the temp name, removed below */
-        if (renameat2(dfd, tmp, dfd, base, RENAME_EXCHANGE)) {
-            rc = -errno;
+        if ((rc = rename_exchange(dfd, tmp, base)))
             tmp[0] = '\0';   /* the changed file at the temp name: not removed here */
-        }
         goto out;
     }
     /* the old file (old) now at the temp name, removed below; the entry
@@ -676,11 +830,11 @@ static void remove_unchanged(int root, const char *rel, const struct stat *old)
     hex_encode(rnd, sizeof rnd, hex);
     snprintf(tmp, sizeof tmp, SYNC_TMP_PREFIX "%s", hex);
     test_pause();
-    if (renameat2(dfd, base, dfd, tmp, RENAME_NOREPLACE))
+    if (rename_noreplace(dfd, base, tmp))
         goto out;   /* deleted or replaced by a directory meanwhile: this node's */
     if (!fstatat(dfd, tmp, &sb, AT_SYMLINK_NOFOLLOW) && same_file(old, &sb))
         unlinkat(dfd, tmp, 0);
-    else if (renameat2(dfd, tmp, dfd, base, RENAME_NOREPLACE))   /* changed here: kept */
+    else if (rename_noreplace(dfd, tmp, base))   /* changed here: kept */
         unlinkat(dfd, tmp, 0);
 out:
     close(dfd);
@@ -711,15 +865,25 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
         return 0;
     if (rc)
         return rc;
+    char *mark = xasprintf("%s.pulling", dir);
+    bool interrupted = !access(mark, F_OK);
+    int64_t mine = -1;
+    int peek = manifest_peek(dir, &mine);
+    if (!peek && mine == version && !interrupted) {
+        free(mark);
+        return 1;   /* up to date: one query, and the file list not parsed */
+    }
     bool torn = false, marked = false, saved = false;
     json_t *m = manifest_load(dir, &torn), *remote = NULL, *have = json_object();
     json_t *files = json_object_get(m, "files");
     struct walk w = {json_object(), 0, 0, 0, false, false, true};
-    char *mark = xasprintf("%s.pulling", dir);
     int root = -1;
-    bool interrupted = !access(mark, F_OK);
     if (json_integer_value(json_object_get(m, "version")) == version && !interrupted) {
-        rc = 1;   /* up to date: one query */
+        /* up to date, in an older node's layout: rewritten once in the one
+         * manifest_peek() reads (not saved, it is read whole next time) */
+        if (peek == -EINVAL)
+            manifest_save(dir, m);
+        rc = 1;
         goto out;
     }
     if ((rc = store_storage_files(app->store, id, &version, &remote)))
@@ -752,6 +916,47 @@ int storage_sync_in(struct app *app, const char *id, const char *dir, unsigned u
                 close(dfd);
             }
         }
+    }
+    int64_t synced = json_integer_value(json_object_get(m, "version"));
+    if (!torn && synced > version) {
+        /* The store is older than what this copy was brought to (a
+         * restored backup): its files are not newer than the copy's, and
+         * those of its files the copy lacks were deleted since.  The copy
+         * is kept as it is; its state becomes the store's files, each
+         * unchanged only where the copy holds it unchanged with the same
+         * bytes, so the next write-back sends the copy's differences (new,
+         * changed and deleted files) over the older ones, and raises the
+         * version past what this node had seen (the floor): a node that
+         * lagged behind this one pulls that, rather than finding the store
+         * behind it too and sending its older files.  The run's log says
+         * so at the write-back. */
+        json_t *nf = json_object();
+        json_array_foreach(remote, i, f) {
+            rel = json_string_value(json_array_get(f, 0)) ?: "";
+            const char *sha = json_string_value(json_array_get(f, 3)) ?: "";
+            json_int_t mode = json_integer_value(json_array_get(f, 2)) & 0777;
+            struct stat sb;
+            e = json_object_get(files, rel);
+            if (e && !rel_stat(root, rel, &sb) && entry_matches(e, &sb) && !strcmp(ent_sha(e), sha) &&
+                ent_int(e, 1) == mode)
+                json_object_set(nf, rel, e);
+            else   /* a stat no file has: compared again at the write-back */
+                json_object_set_new(nf, rel, json_pack("[I, I, s, I, I, I]",
+                                                       json_integer_value(json_array_get(f, 1)),
+                                                       mode, sha, (json_int_t)-1, (json_int_t)-1,
+                                                       (json_int_t)-1));
+        }
+        json_object_set_new(m, "files", nf);
+        if (!json_is_integer(json_object_get(m, "regressed")))
+            json_object_set_new(m, "regressed", json_integer(synced));
+        json_object_set_new(m, "version", json_integer(version));
+        saved = true;
+        rc = manifest_save(dir, m);
+        if (!rc && interrupted)
+            unlink(mark);
+        if (!rc)
+            rc = 1;
+        goto out;
     }
     /* what the store no longer has: gone here too, unless changed here.
      * First, so that a file which became a directory (or the reverse) on
@@ -874,21 +1079,8 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
         goto out;
     }
     walk_tree(root, &w);
-    if (w.over) {
-        int64_t before = 0, after = 0;
-        /* every time: another node's complete write-back may have cleared
-         * the mark since this node set it */
-        if (!store_storage_commit(app->store, project_id, id, changes, true, &before, &after) &&
-            !json_is_true(json_object_get(m, "partial"))) {
-            json_object_set_new(m, "partial", json_true());
-            rc = manifest_save(dir, m);
-        }
-        note_add(notes, xasprintf("storage instance %s was not written back to the store: it "
-                                  "holds more than %d entries or %lld bytes, and its files stay on "
-                                  "this node", id, STORAGE_SIZE_MAX_ENTRIES,
-                                  (long long)STORAGE_SYNC_MAX_BYTES));
-        goto save_failed;
-    }
+    if (w.over)
+        goto over;
     const char *rel;
     json_t *st, *e;
     json_object_foreach(w.found, rel, st) {
@@ -952,9 +1144,22 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
                                   "files deleted since the last sync are not deleted in the "
                                   "store yet", id));
     int64_t version = json_integer_value(json_object_get(m, "version"));
-    if (json_array_size(changes) || json_is_true(json_object_get(m, "partial"))) {
+    json_t *regressed = json_object_get(m, "regressed");
+    if (regressed)
+        note_add(notes, xasprintf("storage instance %s in the store is older (version %lld) than "
+                                  "this node's copy was (version %lld), as after a restore of "
+                                  "PostgreSQL: the copy's files were kept and are written back "
+                                  "over the store's", id, (long long)version,
+                                  (long long)json_integer_value(regressed)));
+    if (json_array_size(changes) || json_is_true(json_object_get(m, "partial")) || regressed) {
         int64_t before = 0, after = 0;
-        rc = store_storage_commit(app->store, project_id, id, changes, false, &before, &after);
+        struct store_storage_opts o = {false, regressed ? json_integer_value(regressed) + 1 : 0,
+                                       STORAGE_SIZE_MAX_ENTRIES, STORAGE_SYNC_MAX_BYTES};
+        rc = store_storage_commit(app->store, project_id, id, changes, &o, &before, &after);
+        if (rc == -EFBIG) {
+            rc = 0;
+            goto over;   /* with the other nodes' files, past the limits */
+        }
         if (rc) {
             note_add(notes, xasprintf("storage instance %s could not be written back to the store "
                                       "(%s); its changes stay on this node and go with the next "
@@ -967,9 +1172,29 @@ int storage_sync_out(struct app *app, const char *project_id, const char *id, co
             version = after;
     }
     json_object_del(m, "partial");
+    json_object_del(m, "regressed");
     json_object_set(m, "files", nfiles);
     json_object_set_new(m, "version", json_integer(version));
     rc = manifest_save(dir, m);
+    goto save_failed;
+over: {
+    /* nothing sent: the copy's state stays as it was (its changes go with
+     * a later write-back), marked partial.  The mark is set every time:
+     * another node's complete write-back may have cleared it since. */
+    int64_t before = 0, after = 0;
+    struct store_storage_opts o = {true, 0, 0, 0};
+    json_array_clear(changes);
+    if (!store_storage_commit(app->store, project_id, id, changes, &o, &before, &after) &&
+        !json_is_true(json_object_get(m, "partial"))) {
+        json_object_set_new(m, "partial", json_true());
+        rc = manifest_save(dir, m);
+    }
+    note_add(notes, xasprintf("storage instance %s was not written back to the store: it "
+                              "holds more than %d entries or %lld bytes%s, and its files stay on "
+                              "this node", id, STORAGE_SIZE_MAX_ENTRIES,
+                              (long long)STORAGE_SYNC_MAX_BYTES,
+                              w.over ? "" : " with the files of the other nodes"));
+}
 save_failed:
     if (rc)
         note_add(notes, xasprintf("the state of storage instance %s's copy on this node could not "

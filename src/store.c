@@ -454,11 +454,12 @@ int store_storage_files(struct store *st, const char *instance_id, int64_t *vers
 }
 
 int store_storage_commit(struct store *st, const char *project_id, const char *instance_id,
-                         const json_t *changes, bool partial, int64_t *before, int64_t *after)
+                         const json_t *changes, const struct store_storage_opts *o,
+                         int64_t *before, int64_t *after)
 {
     if (!BE(st)->storage_commit)
         return -ENOTSUP;
-    return BE(st)->storage_commit(st, project_id, instance_id, changes, partial, before, after);
+    return BE(st)->storage_commit(st, project_id, instance_id, changes, o, before, after);
 }
 
 int store_storage_size(struct store_tx *tx, const char *instance_id, int64_t *bytes,

@@ -388,15 +388,26 @@ int store_storage_version(struct store *st, const char *instance_id, int64_t *ve
  * [path, size, mode, sha], *version that snapshot's version. */
 int store_storage_files(struct store *st, const char *instance_id, int64_t *version,
                         json_t **files);
+/* How a storage commit goes (store_storage_commit). */
+struct store_storage_opts {
+    bool partial;        /* a node holds files of it that it could not write back */
+    int64_t floor;       /* the version becomes at least this (0: no floor) */
+    int64_t max_files;   /* refused when the changes leave more files than */
+    int64_t max_bytes;   /* these (and more than before): 0, no limit */
+};
 /* Applies changes (an array: [path, size, mode, sha] sets a file, [path]
  * deletes it) in one transaction that bumps the instance's version:
  * commits of one instance are serialised, and per file the later commit
- * wins.  partial records that a node holds files of it that it could not
- * write back (its size is then a lower bound); with no changes only that
- * mark is set, and the version stays.  *before: the version the commit
- * replaced, *after: its own. */
+ * wins.  o->partial records that a node holds files of it that it could
+ * not write back (its size is then a lower bound); with no changes only
+ * that mark (and the floor) is set, and the version stays.  Changes that
+ * would leave the instance past o->max_files or o->max_bytes, and larger
+ * than it was, are not applied: -EFBIG, nothing committed (the nodes
+ * together hold what each one's walk alone cannot see).  *before: the
+ * version the commit replaced, *after: its own. */
 int store_storage_commit(struct store *st, const char *project_id, const char *instance_id,
-                         const json_t *changes, bool partial, int64_t *before, int64_t *after);
+                         const json_t *changes, const struct store_storage_opts *o,
+                         int64_t *before, int64_t *after);
 /* In a read or write tx: the bytes of the instance's files as committed,
  * and the partial mark of its last commit.  -ENOTSUP when the backend
  * keeps no files (the caller measures the directory). */
@@ -464,8 +475,8 @@ struct store_backend {
     /* optional (NULL: -ENOTSUP, the files are the node's own directory) */
     int (*storage_version)(struct store *, const char *, int64_t *);
     int (*storage_files)(struct store *, const char *, int64_t *, json_t **);
-    int (*storage_commit)(struct store *, const char *, const char *, const json_t *, bool,
-                          int64_t *, int64_t *);
+    int (*storage_commit)(struct store *, const char *, const char *, const json_t *,
+                          const struct store_storage_opts *, int64_t *, int64_t *);
     int (*storage_size)(struct store_tx *, const char *, int64_t *, bool *);
 };
 

@@ -2756,10 +2756,12 @@ out:
 
 /* The version row is taken first (an upsert: its row lock orders the
  * commits of one instance across nodes), then every change of the list in
- * two statements, then the byte total; one transaction, so a reader sees a
- * version with all of its files or none. */
+ * two statements, then the totals, checked against the limits (every
+ * node's files, which no node's own walk sees); one transaction, so a
+ * reader sees a version with all of its files or none. */
 static int pg_storage_commit(struct store *s, const char *project_id, const char *instance_id,
-                             const json_t *changes, bool partial, int64_t *before, int64_t *after)
+                             const json_t *changes, const struct store_storage_opts *o,
+                             int64_t *before, int64_t *after)
 {
     struct pg_store *st = PG(s);
     char *text = jdump(changes, NULL);
@@ -2772,7 +2774,7 @@ static int pg_storage_commit(struct store *s, const char *project_id, const char
     }
     int rc = -EIO;
     const char *bump = json_array_size(changes) ? "1" : "0";
-    const char *v1[] = {instance_id, project_id, bump, partial ? "t" : "f"};
+    const char *v1[] = {instance_id, project_id, bump, o->partial ? "t" : "f"};
     PGresult *r = run(c, "INSERT INTO storage_state(instance_id, project_id, version, bytes, "
                          "partial) VALUES($1, $2, $3::bigint, 0, $4::boolean) ON CONFLICT "
                          "(instance_id) DO UPDATE SET version=storage_state.version + $3::bigint, "
@@ -2782,11 +2784,29 @@ static int pg_storage_commit(struct store *s, const char *project_id, const char
     *after = result_i64(r, 0, 0);
     *before = *after - (json_array_size(changes) ? 1 : 0);
     PQclear(r);
+    if (o->floor > *after) {
+        /* the row is locked: *before stays the version this commit replaced */
+        char floor[24];
+        snprintf(floor, sizeof floor, "%lld", (long long)o->floor);
+        const char *vf[] = {instance_id, floor};
+        r = run(c, "UPDATE storage_state SET version=$2::bigint WHERE instance_id=$1", 2, vf);
+        if (!r)
+            goto out;
+        PQclear(r);
+        *after = o->floor;
+    }
     if (!json_array_size(changes)) {
         rc = 0;
         goto out;
     }
     const char *v2[] = {instance_id, text};
+    static const char totals[] = "SELECT count(*), coalesce(sum(size), 0) FROM storage_files "
+                                 "WHERE instance_id=$1";
+    r = run(c, totals, 1, v2);
+    if (!r)
+        goto out;
+    int64_t files0 = result_i64(r, 0, 0), bytes0 = result_i64(r, 0, 1);
+    PQclear(r);
     r = run(c, "INSERT INTO storage_files(instance_id, path, size, mode, sha) SELECT $1, "
                "e->>0, (e->>1)::bigint, (e->>2)::integer, e->>3 FROM "
                "jsonb_array_elements($2::jsonb) e WHERE jsonb_array_length(e) = 4 "
@@ -2800,8 +2820,21 @@ static int pg_storage_commit(struct store *s, const char *project_id, const char
     if (!r)
         goto out;
     PQclear(r);
-    r = run(c, "UPDATE storage_state SET bytes=(SELECT coalesce(sum(size), 0) FROM storage_files "
-               "WHERE instance_id=$1) WHERE instance_id=$1", 1, v2);
+    r = run(c, totals, 1, v2);
+    if (!r)
+        goto out;
+    int64_t files1 = result_i64(r, 0, 0), bytes1 = result_i64(r, 0, 1);
+    PQclear(r);
+    /* past a limit, and growing: a commit that shrinks the instance goes */
+    if ((o->max_files && files1 > o->max_files && files1 > files0) ||
+        (o->max_bytes && bytes1 > o->max_bytes && bytes1 > bytes0)) {
+        rc = -EFBIG;
+        goto out;
+    }
+    char bytes[24];
+    snprintf(bytes, sizeof bytes, "%lld", (long long)bytes1);
+    const char *v3[] = {instance_id, bytes};
+    r = run(c, "UPDATE storage_state SET bytes=$2::bigint WHERE instance_id=$1", 2, v3);
     if (!r)
         goto out;
     PQclear(r);

@@ -325,6 +325,22 @@ def test_files_removed_but_held_count_against_the_disk_limit():
     assert r["status"] == "completed" and '"fine"' in logs, (r, logs)
 
 
+def test_removed_files_held_count_without_the_kernels_children_lists():
+    # a kernel without CONFIG_PROC_CHILDREN has no /proc/PID/task/TID/children:
+    # the check then looks at every host process and keeps the box's
+    s2 = Server(env={"QUERN_TEST_NO_PROC_CHILDREN": "1"})
+    try:
+        body = {"code": "python3 - <<'EOF'\n" + HELD % "fd" + "\nEOF\n", "runtime_id": "sh",
+                "wait_for_result": True, "settings": {"timeout_ms": 60000}}
+        t = expect(s2.req("POST", P + "/tasks", body), 201)
+        r = t["run"]
+        logs = s2.req("GET", P + "/tasks/%s/runs/%s/logs" % (t["id"], r["id"])).text
+        assert '"held 1200"' in logs and "survived" not in logs, logs
+        assert r["status"] == "failed" and r["error"]["code"] == "disk_limit_exceeded", r
+    finally:
+        s2.stop()
+
+
 HELD_LOW = r"""
 import ctypes, os, time
 libc = ctypes.CDLL(None, use_errno=True)
@@ -352,6 +368,28 @@ def test_removed_files_mapped_at_low_addresses_count_against_the_disk_limit():
     r, logs = run(HELD_LOW, "python", timeout_ms=60000)
     assert '"held 1200"' in logs and "survived" not in logs, logs
     assert r["status"] == "failed" and r["error"]["code"] == "disk_limit_exceeded", r
+
+
+NEW_PIDNS = r"""
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.unshare(0x20000000)                              # CLONE_NEWPID
+print("unshare", r, ctypes.get_errno(), flush=True)
+r = libc.syscall(56, 0x20000000 | 17, None, None, None, None)   # clone(CLONE_NEWPID | SIGCHLD)
+if r == 0:
+    os._exit(0)
+print("clone", r, ctypes.get_errno(), flush=True)
+"""
+
+
+def test_the_box_cannot_make_a_pid_namespace_of_its_own():
+    # the held-file check counts the processes in the box's PID namespace
+    # only (a pid read from a children list may be taken by a host process
+    # before its /proc directory is opened); a namespace nested below the
+    # box's would hide its processes, so the box must not be able to make one
+    r, logs = run(NEW_PIDNS, "python")
+    assert '"unshare -1 1"' in logs and '"clone -1 1"' in logs, logs
+    assert r["status"] == "completed", r
 
 
 ESCAPES = r"""
@@ -530,6 +568,24 @@ def test_the_box_cannot_write_its_inits_memory():
         r, logs = run(code, rt)
         assert "PATCHED" not in logs and '"refused 13"' in logs, (rt, logs)
         assert r["status"] == "failed" and r["error"]["code"] == "exit_code" and r["exit_code"] == 3, (rt, r)
+
+
+def test_a_host_refusing_to_execute_the_inits_copy_still_runs_boxes():
+    # a security module or vm.memfd_noexec may refuse to execute a memfd:
+    # quernd tries the copy once at start and, refused, runs quern-init's
+    # file and says what that gives up, instead of failing every run
+    s2 = Server(env={"QUERN_TEST_INIT_COPY_REFUSED": "1"})
+    try:
+        t = expect(s2.req("POST", P + "/tasks", {"code": "echo hi; exit 3", "runtime_id": "sh",
+                                                  "wait_for_result": True}), 201)
+        assert t["run"]["status"] == "failed" and t["run"]["exit_code"] == 3, t["run"]
+        with open(os.path.join(s2.data, "stderr.log")) as f:
+            log = f.read()
+        assert "could not be copied out of the boxes' reach" in log, log[-2000:]
+    finally:
+        s2.stop()
+    with open(os.path.join(S.data, "stderr.log")) as f:
+        assert "could not be copied out of the boxes' reach" not in f.read()
 
 
 def test_fd3_garbage_invalid_utf8_and_another_runs_id():

@@ -468,7 +468,7 @@ def warns(logs):
     return [e["message"] for e in map(json.loads, logs.splitlines()) if e.get("level") == "warn"]
 
 
-def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched():
+def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched(env=None):
     """A pull checked a file, fetched the store's, then renamed it into
     place: a live run of the node that wrote (or made) the file in between
     lost its change to the rename, silently.  The rename now neither
@@ -478,7 +478,7 @@ def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched():
     in that gap while the test writes the copy as a live run would."""
     import tempfile
     hold = os.path.join(tempfile.mkdtemp(prefix="syncpause-"), "hold")
-    a, b = two_nodes({"QUERN_TEST_SYNC_PAUSE": hold})
+    a, b = two_nodes(dict(env or {}, QUERN_TEST_SYNC_PAUSE=hold))
     try:
         inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-race"}), 201)
         st = {"project": inst["id"]}
@@ -512,7 +512,7 @@ def test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched():
                 n.stop()
 
 
-def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked():
+def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked(env=None):
     """A file another node deleted is removed by the pull when this node's
     copy of it is unchanged since its last sync: the pull checked, then
     unlinked, and a live run that wrote the file in between lost its
@@ -521,7 +521,7 @@ def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked():
     pull between the check and the removal."""
     import tempfile
     hold = os.path.join(tempfile.mkdtemp(prefix="syncpause-"), "hold")
-    a, b = two_nodes({"QUERN_TEST_SYNC_PAUSE": hold})
+    a, b = two_nodes(dict(env or {}, QUERN_TEST_SYNC_PAUSE=hold))
     try:
         inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-rm"}), 201)
         st = {"project": inst["id"]}
@@ -544,6 +544,62 @@ def test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked():
         assert not [x for x in os.listdir(copy) if x.startswith(".quern-sync-")], os.listdir(copy)
         swap(b, a)
         assert "f=v1 local" in run_on(a, st, 'echo "f="$(cat "$QUERN_STORAGE_PROJECT/f")')
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+NO_RENAME_FLAGS = r"""
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+/* renameat2 as a file system without its flags answers (some FUSE, NFS) */
+int renameat2(int od, const char *op, int nd, const char *np, unsigned int flags)
+{
+    if (flags) {
+        errno = EINVAL;
+        return -1;
+    }
+    return renameat(od, op, nd, np);
+}
+"""
+
+
+def test_storage_pulls_work_on_a_file_system_without_rename_flags():
+    """On a file system without renameat2's RENAME_NOREPLACE and
+    RENAME_EXCHANGE (EINVAL), every pull that fetched or removed a file
+    failed, and so did the run (storage_unavailable).  The pull now does
+    without them (link() and rename()), keeping a live run's change made
+    while it fetched or removed a file, and the node's log says so once.
+    A preloaded renameat2 answers EINVAL to any flag, as such a file
+    system does."""
+    import tempfile
+    d = tempfile.mkdtemp(prefix="norenameflags-")
+    with open(os.path.join(d, "shim.c"), "w") as f:
+        f.write(NO_RENAME_FLAGS)
+    subprocess.run(["cc", "-shared", "-fPIC", "-o", os.path.join(d, "shim.so"), os.path.join(d, "shim.c")],
+                   check=True)
+    env = {"LD_PRELOAD": os.path.join(d, "shim.so")}
+    if os.environ.get("QUERN_ASAN"):
+        env["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"
+    test_storage_a_pull_does_not_overwrite_a_change_made_while_it_fetched(env)
+    test_storage_a_pull_does_not_delete_a_file_changed_while_it_checked(env)
+    a, b = two_nodes(env)
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-noflags"}), 201)
+        st = {"project": inst["id"]}
+        run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo 1 > f; echo 1 > g')
+        swap(a, b)
+        run_on(b, st, 'true')
+        swap(b, a)
+        run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo 2 > f; rm g; echo 3 > h')
+        swap(a, b)
+        logs = run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "seen:" $(ls -a) "f=$(cat f)"')
+        assert "seen: . .. f h f=2" in logs, logs
+        with open(os.path.join(b.data, "stderr.log")) as f:
+            said = [x for x in f if "no renameat2 RENAME_NOREPLACE" in x]
+        assert len(said) == 2, said   # once per process: b pulled in two of its starts
     finally:
         for n in (a, b):
             if n.proc.poll() is None:
@@ -805,6 +861,148 @@ def test_storage_a_directory_that_fails_to_read_sends_no_deletions():
             if n.proc.poll() is None:
                 n.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_storage_a_current_copy_starts_without_reading_its_file_list():
+    """Every run start read and parsed the copy's whole state file (a JSON
+    of one entry per file: 15 MB and 0.3 s of the runner thread for 100 000
+    files) only to compare its version with the store's, also when the copy
+    was current.  The version is now read from the file's first bytes (the
+    file is whole when it ends with its end mark), and the list is parsed
+    only when the copy is behind.  QUERN_TEST_SYNC_LOADS counts whole reads;
+    a run end still reads it once (its walk compares every file)."""
+    import tempfile
+    loads = os.path.join(tempfile.mkdtemp(prefix="syncloads-"), "loads")
+    a, b = two_nodes({"QUERN_TEST_SYNC_LOADS": loads})
+
+    def count():
+        try:
+            with open(loads) as f:
+                return len([x for x in f.read().splitlines() if x.endswith("/" + inst["id"])])
+        finally:
+            if os.path.exists(loads):
+                os.unlink(loads)
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-peek"}), 201)
+        st = {"project": inst["id"]}
+        run_on(a, st, 'echo 1 > "$QUERN_STORAGE_PROJECT/one"; mkdir "$QUERN_STORAGE_PROJECT/d"; '
+                      'echo 22 > "$QUERN_STORAGE_PROJECT/d/two"')
+        swap(a, b)
+        assert "one two" in run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo $(cat one >/dev/null; ls; ls d)').replace("d ", "")
+        count()
+        # current: the start reads none, the end one
+        assert "files: d one" in run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "files:" $(ls)')
+        assert count() == 1
+        state = os.path.join(b.data, "storage", "default", inst["id"] + ".sync")
+        with open(state) as f:
+            m = json.load(f)
+        # an older node's layout (version not first, no end mark): read whole
+        # once, then rewritten
+        with open(state, "w") as f:
+            json.dump({"files": m["files"], "version": m["version"]}, f)
+        assert "files: d one" in run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "files:" $(ls)')
+        assert count() == 2
+        assert "files: d one" in run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "files:" $(ls)')
+        assert count() == 1
+        # cut short (a lost tail) at the current version: not taken for
+        # current, the copy is brought to the store's files
+        with open(state, "rb") as f:
+            text = f.read()
+        with open(state, "wb") as f:
+            f.write(text[:-3])
+        open(os.path.join(b.data, "storage", "default", inst["id"], "stray"), "w").close()
+        logs = run_on(b, st, 'cd "$QUERN_STORAGE_PROJECT"; echo "files:" $(ls) "."')
+        assert "files: d one ." in logs, logs
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_a_restored_older_store_does_not_undo_a_copy():
+    """PostgreSQL restored from a backup holds an older version of an
+    instance than a node's copy was brought to.  The pull took the store
+    for newer: it removed the copy's files the backup lacked (made after
+    it), put the backup's older bytes over unchanged newer ones and brought
+    back files deleted since.  A store version lower than the copy's is now
+    taken for a restore: the copy is kept, its run's end writes it back
+    over the store's (new, changed and deleted files) with a warn line, and
+    the version goes past the copy's, so other nodes pull it."""
+    a, b = two_nodes()
+    try:
+        db = a.extra[a.extra.index("--store") + 1].rsplit("/", 1)[1]
+        psql = pgcluster.cluster().psql
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-restore"}), 201)
+        st = {"project": inst["id"]}
+        ls = 'cd "$QUERN_STORAGE_PROJECT"; echo "files:" $(ls) "old=$(cat old)"'
+        run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo 1 > keep; echo 1 > old; echo 1 > gone')
+        swap(a, b)
+        assert "files: gone keep old old=1" in run_on(b, st, ls)
+        swap(b, a)
+        # the backup
+        psql("CREATE TABLE bk_state AS SELECT * FROM storage_state; "
+             "CREATE TABLE bk_files AS SELECT * FROM storage_files", db=db)
+        run_on(a, st, 'cd "$QUERN_STORAGE_PROJECT"; echo 2 > old; rm gone; echo n > new')
+        run_on(a, st, 'echo m > "$QUERN_STORAGE_PROJECT/more"')
+        # the restore
+        psql("DELETE FROM storage_state; DELETE FROM storage_files; "
+             "INSERT INTO storage_state SELECT * FROM bk_state; "
+             "INSERT INTO storage_files SELECT * FROM bk_files", db=db)
+        t = run_on(a, st, ls, wait=False)
+        r = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        logs = run_logs(a, t["id"], r["id"])
+        assert r["status"] == "completed" and "files: keep more new old old=2" in logs, logs
+        assert any("is older" in x and "restore" in x for x in warns(logs)), warns(logs)
+        version = int(psql("SELECT version FROM storage_state WHERE instance_id='%s'" % inst["id"], db=db))
+        assert version > 3, version   # past the copy's 3
+        # b (at the backup's version) pulls the copy a wrote back
+        swap(a, b)
+        logs = run_on(b, st, ls)
+        assert "files: keep more new old old=2" in logs, logs
+        assert not warns(logs), logs
+        listed = [x for x in expect(b.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+        assert listed[0]["size_bytes"] == 8, listed   # keep, old, new, more: 2 bytes each
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
+
+
+def test_storage_limits_hold_for_the_nodes_together():
+    """Each node checked the write-back limits (1 GiB, 100 000 files) on
+    its own copy alone: two nodes each writing 540 MiB at once, neither
+    having pulled the other's, put 1080 MiB in the store.  The commit now
+    checks the instance's totals in its transaction: the second write-back
+    is refused as one past the limits is (its files stay on its node, the
+    instance is marked partial, a warn line says so)."""
+    url = pgcluster.new_database()
+    a = Server(extra_args=["--store", url, "--slots", "1"], env=ENV)
+    b = Server(extra_args=["--store", url, "--slots", "1"], env=ENV)
+    b.stop()
+    nine = 'cd "$QUERN_STORAGE_PROJECT" && for i in $(seq 9); do ' \
+           'dd if=/dev/null of=%s$i bs=1 seek=62914560 2>/dev/null; done'
+    try:
+        inst = expect(a.req("POST", P + "/storage", {"scope": "project", "name": "mn-total"}), 201)
+        st = {"project": inst["id"]}
+        # a's run holds 540 MiB and waits; its one slot is busy, so b takes the next
+        t = run_on(a, st, (nine % "a") + '; while [ ! -e go ]; do sleep 0.05; done; rm go', wait=False)
+        wait_for(lambda: run_of(a, t["id"])["status"] == "running", 60, "running")
+        b.start()
+        logs = run_on(b, st, nine % "b")
+        assert not warns(logs), logs
+        listed = [x for x in expect(b.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+        assert listed[0]["size_bytes"] == 9 * 62914560 and not listed[0].get("size_bytes_partial"), listed
+        open(os.path.join(a.data, "storage", "default", inst["id"], "go"), "w").close()
+        r = wait_run_end(a, t["id"], run_of(a, t["id"])["id"])
+        w = warns(run_logs(a, t["id"], r["id"]))
+        assert r["status"] == "completed" and len(w) == 1, (r, w)
+        assert "was not written back" in w[0] and "other nodes" in w[0], w
+        listed = [x for x in expect(a.req("GET", P + "/storage"), 200)["data"] if x["id"] == inst["id"]]
+        assert listed[0]["size_bytes"] == 9 * 62914560 and listed[0]["size_bytes_partial"] is True, listed
+    finally:
+        for n in (a, b):
+            if n.proc.poll() is None:
+                n.stop()
 
 
 def test_storage_the_later_end_wins_per_file():

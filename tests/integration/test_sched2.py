@@ -1,6 +1,7 @@
 """Scheduling, second part (test_sched.py has the basics): the cycle check
 of a PATCH on large dependency graphs, concurrency keys behind many held
 runs, and the dispatch order and concurrency counts a restart rebuilds."""
+import json
 import os
 import sys
 import tempfile
@@ -8,7 +9,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests, wait_for  # noqa: E402
+from qlib import ROOT_KEY, Server, expect, run_tests, wait_for  # noqa: E402
 
 S = Server()
 P = "/api/projects/default"
@@ -306,7 +307,7 @@ def lost_server(var="QUERN_TEST_DEP_START_LOST"):
     """A server whose writes that start a completion's dependants are taken
     for failed after they commit (a COMMIT's answer lost; var
     QUERN_TEST_DEP_START_FAIL: rolled back) while the returned path exists:
-    each is made again every second until the path is gone (RUNTIME.md)."""
+    each is made again every second until the path is gone (MULTINODE.md)."""
     d = tempfile.mkdtemp(prefix="depdup-", dir=os.environ.get("QUERN_TEST_TMP"))
     hold = os.path.join(d, "hold")
     open(hold, "w").close()
@@ -401,6 +402,48 @@ def test_a_failed_start_after_a_release_does_not_start_the_dependant_again():
             assert lease(ag, srv=s) == [], ag
     finally:
         s.stop()
+
+
+def dead_long_polls(agent, n):
+    """n lease long-polls whose workers then die (their sockets closed while
+    quernd holds the requests suspended)."""
+    import socket
+    body = json.dumps({"agent_id": agent, "max": 4, "wait_ms": 60000}).encode()
+    socks = []
+    for _ in range(n):
+        c = socket.create_connection((S.host, S.port))
+        c.sendall(b"POST " + (P + "/workers/lease").encode() + b" HTTP/1.1\r\nHost: x\r\n"
+                  b"Authorization: Bearer " + ROOT_KEY.encode() + b"\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        socks.append(c)
+    time.sleep(0.5)   # let quernd suspend them (not an assertion)
+    for c in socks:
+        c.close()
+
+
+def test_a_run_is_not_lost_to_the_long_polls_of_dead_workers():
+    """Killed workers leave their lease long-polls suspended in quernd, the
+    oldest of all: a new run was handed to one of them (refused: its client
+    left), its wake-up went to the next (answered to no one), and the live
+    worker slept until its wait ran out.  Dead long-polls are passed over,
+    both when a create hands its run to a waiting long-poll and when a run
+    that cannot be handed (a concurrency key) wakes one."""
+    for extra in ({}, {"settings": {"concurrency_key": "dead-polls", "max_concurrency": 1}}):
+        agent = "dead-" + str(len(extra))
+        dead_long_polls(agent, 3)
+        out = {}
+
+        def poll():
+            out["r"] = S.req("POST", P + "/workers/lease", {"agent_id": agent, "wait_ms": 60000})
+        th = threading.Thread(target=poll)
+        th.start()
+        time.sleep(0.3)   # let the live one wait too (not an assertion)
+        t = task(assigned_agent_id=agent, **extra)
+        th.join(30)
+        assert not th.is_alive(), "the live long-poll was not woken by the new run (%r)" % extra
+        data = expect(out["r"], 200)["data"]
+        assert [r["task_id"] for r in data] == [t["id"]], (extra, data)
+        report(data[0])
 
 
 if __name__ == "__main__":
