@@ -15,9 +15,11 @@
 #include "sched.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "app.h"
 #include "blob.h"
@@ -186,6 +188,8 @@ struct sched {
     int64_t resync_at;             /* mono ms of a resync to try again (0: none due) */
     json_t *suspect;               /* node id -> true: looked dead at the last sweep */
     bool watching;
+    const char *test_dep_hold;     /* QUERN_TEST_DEP_START_LOST or _FAIL (tests only), or NULL */
+    bool test_dep_rollback;        /* it was _FAIL */
 };
 
 static const char *const prio_names[NPRIO] = {"urgent", "high", "medium", "low"};
@@ -1131,7 +1135,7 @@ static void on_changes(void *ctx, const struct store_change *ch, size_t n)
              * just before (or may die first): every node that knows one
              * does it.  Both writes are idempotent (dep_fn looks at
              * blocked_by under the row lock; start_dependants_fn at the
-             * dependency runs a task was last started for). */
+             * dependency runs a task was last acted on for). */
             if (doc) {
                 apply_remote(s, doc, g0, cancel);
                 struct sched_run r;
@@ -1546,6 +1550,29 @@ static bool latest_of_task(struct store_tx *tx, const json_t *run)
     return yes;
 }
 
+/* Records on task (of project) that the completion dep_run of its
+ * dependency dep_task has been acted on for it (dependency_runs, see
+ * start_dependants_fn): a run of it that completion released is what the
+ * completion started, so acting on the completion again (a retried write,
+ * another node) after that run has ended starts nothing. */
+static int note_dependency_run(struct store_tx *tx, const char *project, const char *task,
+                               const char *dep_task, const char *dep_run)
+{
+    json_t *doc = task && dep_run ? store_get(tx, SK_TASK, project, task) : NULL;
+    json_t *runs = json_object_get(doc, "dependency_runs");
+    const char *done = json_string_value(json_object_get(runs, dep_task));
+    int rc = 0;
+    if (doc && (!done || strcmp(done, dep_run))) {
+        json_t *now = json_is_object(runs) ? json_copy(runs) : json_object();
+        json_object_set_new(now, dep_task, json_string(dep_run));
+        json_t *fields = json_pack("{s:o}", "dependency_runs", now);
+        rc = store_patch(tx, SK_TASK, project, task, fields, NULL, NULL);
+        json_decref(fields);
+    }
+    json_decref(doc);
+    return rc;
+}
+
 /* A dependency finished: unblock or fail the runs that wait on its task. */
 static int dep_fn(struct store_tx *tx, void *arg)
 {
@@ -1579,6 +1606,10 @@ static int dep_fn(struct store_tx *tx, void *arg)
                  * a dependency is not a wait for a slot) */
                 run_unblocked(run);
                 rc = run_save(tx, run);
+                if (!rc)
+                    rc = note_dependency_run(tx, project,
+                                             json_string_value(json_object_get(run, "task_id")),
+                                             task_id, json_string_value(json_object_get(a->run, "id")));
                 if (!rc)
                     run_notify(tx, a->s->app, run);
                 if (!rc) {
@@ -1619,10 +1650,13 @@ struct start_dep_arg {
 /* A task completed: each task that depends on it and has no active run
  * starts one once all its dependencies have completed ("running the first
  * task of a chain runs the rest").  The task records the latest run of
- * each dependency it was started for (dependency_runs, not shown by the
- * API): a completion it was already started for starts nothing, so every
- * node may act on the same completion, and a late one never starts a
- * dependant a second time after its run has ended. */
+ * each dependency it was acted on for (dependency_runs, not shown by the
+ * API), in the write that starts it, that finds it with a run going, or
+ * that released its run (dep_fn): a completion it was already acted on for
+ * starts nothing, so every node may act on the same completion, and a
+ * retried or late one never starts a dependant a second time after its
+ * run has ended.  A completion that is no longer its task's latest run
+ * decides nothing (a newer run of the dependency decides, as in dep_fn). */
 static int start_dependants_fn(struct store_tx *tx, void *arg)
 {
     struct start_dep_arg *a = arg;
@@ -1652,13 +1686,18 @@ static int start_dependants_fn(struct store_tx *tx, void *arg)
         bool active = rs >= 0 && !run_status_terminal((enum run_status)rs);
         const char *done = json_string_value(
             json_object_get(json_object_get(task, "dependency_runs"), a->dep_task));
+        const char *latest = json_string_value(json_object_get(runs, a->dep_task));
+        bool stale = a->dep_run && latest && strcmp(latest, a->dep_run);
         int rc = 0;
-        if (depends && ready && !active && !(done && a->dep_run && !strcmp(done, a->dep_run))) {
+        if (depends && ready && !stale && !(done && a->dep_run && !strcmp(done, a->dep_run))) {
+            /* with a run going (one this completion released, or made by
+             * hand) the completion starts nothing, now or when acted on
+             * again after that run has ended */
             json_t *fields = json_pack("{s:O}", "dependency_runs", runs);
             json_object_update(task, fields);
             rc = store_patch(tx, SK_TASK, a->project, json_string_value(tv), fields, NULL, NULL);
             json_decref(fields);
-            if (!rc)
+            if (!rc && !active)
                 rc = run_start_for_task(tx, a->s->app, task, NULL, NULL);
         }
         json_decref(runs);
@@ -1667,6 +1706,42 @@ static int start_dependants_fn(struct store_tx *tx, void *arg)
             return rc;
     }
     return 0;
+}
+
+/* Test-only (tests/integration/test_sched2.py, test_multinode.py): with
+ * QUERN_TEST_DEP_START_LOST set to a path, a committed write that started
+ * the dependants of a completion is taken for failed while <path> exists
+ * (as when a COMMIT's answer is lost); with QUERN_TEST_DEP_START_FAIL set
+ * to a path, that write fails (rolled back) while <path> exists.  Either
+ * way it is made again each second; once <path> is gone, each such write
+ * that succeeded appends the completed run's id and a newline to
+ * <path>.acted (test_dep_acted).  True while <path> exists. */
+static bool test_dep_held(const struct sched *s)
+{
+    return s->test_dep_hold && !access(s->test_dep_hold, F_OK);
+}
+
+static void test_dep_acted(const struct sched *s, const json_t *run)
+{
+    if (!s->test_dep_hold)
+        return;
+    char *acted = xasprintf("%s.acted", s->test_dep_hold);
+    int fd = open(acted, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    free(acted);
+    if (fd < 0)
+        return;
+    char *line = xasprintf("%s\n", json_string_value(json_object_get(run, "id")) ?: "");
+    ssize_t n = write(fd, line, strlen(line));
+    (void)n;
+    free(line);
+    close(fd);
+}
+
+/* start_dependants_fn, rolled back (QUERN_TEST_DEP_START_FAIL). */
+static int start_dependants_failing_fn(struct store_tx *tx, void *arg)
+{
+    int rc = start_dependants_fn(tx, arg);
+    return rc ? rc : -EIO;
 }
 
 static void handle_finished(struct sched *s, json_t *run)
@@ -1711,8 +1786,14 @@ static void handle_finished(struct sched *s, json_t *run)
     if (json_array_size(dependants)) {
         struct start_dep_arg a = {s, project, task_id, json_string_value(json_object_get(run, "id")),
                                   dependants};
-        if (store_write(s->app->store, start_dependants_fn, &a))
-            again = true;   /* it starts each dependant once: safe to redo */
+        bool held = test_dep_held(s);
+        int rc = store_write(s->app->store,
+                             held && s->test_dep_rollback ? start_dependants_failing_fn
+                                                          : start_dependants_fn, &a);
+        if (!rc && !held)
+            test_dep_acted(s, run);
+        if (rc || held)
+            again = true;   /* it starts each dependant at most once: safe to redo */
     }
     json_decref(blocked);
     json_decref(dependants);
@@ -2581,6 +2662,12 @@ int sched_start(struct sched *s)
     const char *g = getenv("QUERN_REMOTE_GRACE_MS");
     if (!g || parse_i64(g, &s->grace_ms) || s->grace_ms < 0)
         s->grace_ms = REMOTE_GRACE_MS;
+    const char *hold = getenv("QUERN_TEST_DEP_START_LOST");
+    if (!hold || !*hold) {
+        hold = getenv("QUERN_TEST_DEP_START_FAIL");
+        s->test_dep_rollback = hold && *hold;
+    }
+    s->test_dep_hold = hold && *hold ? hold : NULL;
     /* watch first: whatever other nodes commit after the loads below is heard */
     store_watch(s->app->store, on_changes, s);
     s->watching = true;

@@ -23,6 +23,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -1683,6 +1684,64 @@ def test_dependants_made_through_another_node_start():
     counts = [len(expect(a.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]) for t in pairs]
     assert counts == [1] * len(pairs), counts
     assert "dependency_runs" not in expect(a.req("GET", P + "/tasks/" + pairs[0]["id"]), 200)
+
+
+def test_a_second_node_acting_late_on_a_completion_starts_nothing_more():
+    """Every node that knows a dependant acts on a dependency's completion:
+    one that does so late (here: its write taken for failed and made again
+    each second, QUERN_TEST_DEP_START_LOST, until the test lets it go),
+    after the other node's work has ended, starts nothing more.  A run made
+    blocked on the dependency, released by the completion and ended, and a
+    dependant started by a newer completion of its dependency since, were
+    each started once more by the late node (run_count 2 and 3)."""
+    url = pgcluster.new_database()
+    d = tempfile.mkdtemp(prefix="depdup-", dir=os.environ.get("QUERN_TEST_TMP"))
+    hold = os.path.join(d, "hold")
+    open(hold, "w").close()
+    x = Server(extra_args=["--store", url], env=ENV)
+    y = Server(extra_args=["--store", url], env=dict(ENV, QUERN_TEST_DEP_START_LOST=hold))
+    try:
+        def task(**kw):
+            return expect(x.req("POST", P + "/tasks", dict({"run": True}, **kw)), 201)
+
+        def finish(agent):
+            got = expect(x.req("POST", P + "/workers/lease", {"agent_id": agent, "max": 2,
+                                                              "wait_ms": 5000}), 200)["data"]
+            assert len(got) == 1, got
+            expect(x.req("POST", P + "/workers/report", {"results": [
+                {"run_id": got[0]["id"], "attempt": got[0]["attempt"], "status": "completed"}]}), 200)
+            return got[0]
+
+        def run_count(t):
+            return expect(x.req("GET", P + "/tasks/" + t["id"]), 200)["run_count"]
+        a = task(assigned_agent_id="mdd-a")
+        b = task(assigned_agent_id="mdd-b", dependencies=[a["id"]])
+        c = task(assigned_agent_id="mdd-c")
+        e = task(assigned_agent_id="mdd-e", run=False, dependencies=[c["id"]])
+        # y hears of the dependants before the completions (commit order);
+        # one it did not act on fails the wait below
+        ra, rc1 = finish("mdd-a"), finish("mdd-c")
+        finish("mdd-b")
+        finish("mdd-e")
+        expect(x.req("POST", P + "/tasks/%s/runs" % c["id"], {}), 201)
+        rc2 = finish("mdd-c")
+        finish("mdd-e")
+        os.unlink(hold)
+
+        def acted():
+            try:
+                with open(hold + ".acted") as f:
+                    got = set(f.read().split())
+            except FileNotFoundError:
+                return False
+            return all(r["id"] in got for r in (ra, rc1, rc2))
+        wait_for(acted, 30, "y acting on the completions")
+        assert [run_count(t) for t in (b, e)] == [1, 2], [run_count(t) for t in (b, e)]
+        for ag in ("mdd-b", "mdd-e"):
+            assert expect(x.req("POST", P + "/workers/lease", {"agent_id": ag}), 200)["data"] == [], ag
+    finally:
+        for n in (x, y):
+            n.stop()
 
 
 def signed(secret, body):

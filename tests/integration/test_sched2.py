@@ -4,6 +4,7 @@ runs, and the dispatch order and concurrency counts a restart rebuilds."""
 import json
 import os
 import sys
+import tempfile
 import threading
 import time
 
@@ -300,6 +301,108 @@ def test_a_restart_does_not_start_a_task_made_a_dependant_after_the_completion()
         assert lease("late-d", srv=s) == []
     finally:
         s.stop()
+
+
+def lost_server(var="QUERN_TEST_DEP_START_LOST"):
+    """A server whose writes that start a completion's dependants are taken
+    for failed after they commit (a COMMIT's answer lost; var
+    QUERN_TEST_DEP_START_FAIL: rolled back) while the returned path exists:
+    each is made again every second until the path is gone (MULTINODE.md)."""
+    d = tempfile.mkdtemp(prefix="depdup-", dir=os.environ.get("QUERN_TEST_TMP"))
+    hold = os.path.join(d, "hold")
+    open(hold, "w").close()
+    return Server(env={var: hold}), hold
+
+
+def acted_on(hold, *runs):
+    """Lets the retried writes go and waits until each of runs' completions
+    has been acted on once more (the write after hold is gone)."""
+    os.unlink(hold)
+
+    def done():
+        try:
+            with open(hold + ".acted") as f:
+                got = set(f.read().split())
+        except FileNotFoundError:
+            return False
+        return all(r["id"] in got for r in runs)
+    wait_for(done, 30, "the retried writes")
+
+
+def test_a_retried_completion_does_not_start_a_dependant_again():
+    """The write that acts on a completion is made again a second later when
+    it failed, and a failed COMMIT may have committed: the retry, made after
+    what the first attempt did has ended, starts nothing more.  A dependant
+    the completion started, one whose run (made blocked on the dependency)
+    it released, and a completion overtaken by a newer completion of the
+    same dependency are each acted on once.  The released run's task and
+    the overtaken completion's dependant were started once more by the
+    retry: run_count 2 and 3."""
+    s, hold = lost_server()
+    try:
+        def run_count(t):
+            return expect(s.req("GET", P + "/tasks/" + t["id"]), 200)["run_count"]
+
+        def finish(agent):
+            got = lease(agent, srv=s, wait_ms=5000)
+            assert len(got) == 1, got
+            report(got[0], srv=s)
+            return got[0]
+        # started: b has no run when a completes
+        a = task(s, assigned_agent_id="dd-a")
+        b = task(s, assigned_agent_id="dd-b", run=False, dependencies=[a["id"]])
+        # released: c's run waits on x
+        x = task(s, assigned_agent_id="dd-x")
+        c = task(s, assigned_agent_id="dd-c", dependencies=[x["id"]])
+        # overtaken: y completes twice, d is started by each completion
+        y = task(s, assigned_agent_id="dd-y")
+        d = task(s, assigned_agent_id="dd-d", run=False, dependencies=[y["id"]])
+        ra, rx, ry = finish("dd-a"), finish("dd-x"), finish("dd-y")
+        finish("dd-b")
+        finish("dd-c")
+        finish("dd-d")
+        expect(s.req("POST", P + "/tasks/%s/runs" % y["id"], {}), 201)
+        ry2 = finish("dd-y")
+        finish("dd-d")
+        acted_on(hold, ra, rx, ry, ry2)
+        assert [run_count(t) for t in (b, c, d)] == [1, 1, 2], [run_count(t) for t in (b, c, d)]
+        for ag in ("dd-b", "dd-c", "dd-d"):
+            assert lease(ag, srv=s) == [], ag
+    finally:
+        s.stop()
+
+
+def test_a_failed_start_after_a_release_does_not_start_the_dependant_again():
+    """A completion releases the runs waiting on it in one write and starts
+    the dependants in the next: when the second fails (rolled back) and is
+    made again after the released run has ended, it starts nothing more
+    (it started the task a second time: run_count 2).  A dependant the
+    failed write did not start is started by the retry, once."""
+    s, hold = lost_server("QUERN_TEST_DEP_START_FAIL")
+    try:
+        def run_count(t):
+            return expect(s.req("GET", P + "/tasks/" + t["id"]), 200)["run_count"]
+
+        def finish(agent):
+            got = lease(agent, srv=s, wait_ms=5000)
+            assert len(got) == 1, got
+            report(got[0], srv=s)
+            return got[0]
+        a = task(s, assigned_agent_id="df-a")
+        b = task(s, assigned_agent_id="df-b", run=False, dependencies=[a["id"]])
+        x = task(s, assigned_agent_id="df-x")
+        c = task(s, assigned_agent_id="df-c", dependencies=[x["id"]])
+        ra, rx = finish("df-a"), finish("df-x")
+        finish("df-c")
+        assert run_count(b) == 0
+        acted_on(hold, ra, rx)
+        finish("df-b")
+        assert [run_count(t) for t in (b, c)] == [1, 1], [run_count(t) for t in (b, c)]
+        for ag in ("df-b", "df-c"):
+            assert lease(ag, srv=s) == [], ag
+    finally:
+        s.stop()
+
 
 def dead_long_polls(agent, n):
     """n lease long-polls whose workers then die (their sockets closed while
