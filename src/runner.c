@@ -1485,12 +1485,70 @@ static int recover_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* DATA/node names the node id of the last quernd that ran on this data
+ * directory.  That process is gone (this one holds the directory's lock),
+ * whatever PostgreSQL's pg_locks still says in the moment before it sees
+ * the dead process's session end: its runs were left `running` at the
+ * start and ended seconds later by the leader's sweep as `node_lost`. */
+#define NODE_FILE "node"
+
+static char *previous_node(const char *data_dir)
+{
+    char *p = xasprintf("%s/" NODE_FILE, data_dir), id[ID_LEN + 1];
+    int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    free(p);
+    if (fd < 0)
+        return NULL;
+    ssize_t n = read(fd, id, ID_LEN);
+    close(fd);
+    if (n <= 0)
+        return NULL;
+    id[n] = '\0';
+    id[strcspn(id, "\n")] = '\0';
+    return *id ? xstrdup(id) : NULL;
+}
+
+/* Writes this process's node id to DATA/node durably (a temp file, fsync,
+ * rename, fsync of the directory); a failure only costs the next start
+ * that certainty, so it is logged and not fatal. */
+static void record_node(const char *data_dir, const char *id)
+{
+    char *p = xasprintf("%s/" NODE_FILE, data_dir), *tmp = xasprintf("%s.tmp", p);
+    char *line = xasprintf("%s\n", id);
+    int rc = 0;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0 || write(fd, line, strlen(line)) != (ssize_t)strlen(line) || fsync(fd) ||
+        rename(tmp, p))
+        rc = errno ? -errno : -EIO;
+    if (fd >= 0)
+        close(fd);
+    int dfd = rc ? -1 : open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        if (fsync(dfd))
+            rc = errno ? -errno : -EIO;
+        close(dfd);
+    }
+    if (rc) {
+        unlink(tmp);
+        log_write(LOG_WARN, "runner", NULL, "cannot record this node's id in %s: %s", p,
+                  strerror(-rc));
+    }
+    free(line);
+    free(tmp);
+    free(p);
+}
+
 /* Ends the code runs left running by a quernd that is gone: this node's
  * previous process, or (several nodes) any node that no longer holds its
  * node lock.  Runs of live nodes are theirs. */
 int runner_recover(struct app *app)
 {
     struct recover r = {app, json_array(), json_object()};
+    const char *me = store_node_id(app->store);
+    char *prev = app->data_dir ? previous_node(app->data_dir) : NULL;
+    if (prev && me && strcmp(prev, me))
+        json_object_set_new(r.dead, prev, json_true());
+    free(prev);
     int rc = store_read(app->store, recover_list_fn, &r);
     size_t i;
     json_t *run;
@@ -1501,6 +1559,9 @@ int runner_recover(struct app *app)
     }
     if (!rc && json_array_size(r.runs))
         rc = store_write(app->store, recover_fn, &r);
+    /* after the previous process's runs are ended, before this one starts any */
+    if (!rc && app->data_dir && me)
+        record_node(app->data_dir, me);
     json_decref(r.runs);
     json_decref(r.dead);
     return rc;

@@ -2010,6 +2010,52 @@ def test_cron_fires_once_per_instant_across_nodes_and_leader_death():
     leaders[0].start()
 
 
+def node_lock_key(node_id):
+    """store_pg.c's node_key(): FNV-1a of the id, top bits fixed."""
+    h = 1469598103934665603
+    for b in node_id.encode():
+        h = ((h ^ b) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return (h & 0x3FFFFFFFFFFFFFFF) | 0x4000000000000000
+
+
+def test_a_restart_ends_its_previous_runs_while_postgres_still_holds_the_old_lock():
+    """A node killed and started again on its data directory ended its old
+    process's code runs only if PostgreSQL had already dropped that
+    process's node lock: in the moment before it notices the dead session
+    (a flake of test_crash on PostgreSQL) the runs stayed `running`, and the
+    leader's sweep ended them seconds later as `node_lost`.  The data
+    directory now names its last node id (DATA/node): that process is gone
+    whatever pg_locks says.  Here a session holding the old node's lock
+    stands in for PostgreSQL's late notice."""
+    s = Server(extra_args=["--store", pgcluster.new_database(), "--slots", "1"], env=ENV)
+    holder = None
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"runtime_id": "sh", "code": "sleep 60",
+                                                "settings": {"max_retries": 0}}), 201)
+        run = wait_for(lambda: (lambda r: r if r["status"] == "running" else None)(
+            expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "the run to start")
+        node = run["node_id"]
+        assert node, run
+        holder = subprocess.Popen(["psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-p", str(pgcluster.cluster().port),
+                                   "-U", pgcluster.SUPERUSER, "-d", "postgres"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        holder.stdin.write(b"SELECT pg_advisory_lock(%d); SELECT 'held';\n" % node_lock_key(node))
+        holder.stdin.flush()
+        out = b""
+        while b"held" not in out and holder.poll() is None:
+            out += holder.stdout.readline()
+        assert b"held" in out, out
+        s.kill()
+        s.start()
+        r = expect(s.req("GET", P + "/task-runs/" + run["id"]), 200)
+        assert r["status"] == "failed" and r["error"]["code"] == "node_restarted", r
+    finally:
+        if holder:
+            holder.stdin.close()
+            holder.wait(30)
+        s.stop()
+
+
 if __name__ == "__main__":
     try:
         for _ in range(3):
