@@ -12,6 +12,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -746,6 +747,25 @@ static enum MHD_Result add_headers(struct req *r, struct MHD_Response *resp)
     return MHD_YES;
 }
 
+/* Test-only (tests/integration/test_crash.py): with QUERN_TEST_ANSWER_HOLD
+ * set to a path, a request with an Idempotency-Key whose 2xx answer is
+ * about to be recorded creates <path>.reached and waits (at most a minute)
+ * while <path> exists: a test kills quernd between a request's work and its
+ * answer. */
+static void test_answer_hold(void)
+{
+    const char *hold = getenv("QUERN_TEST_ANSWER_HOLD");
+    if (!hold || !*hold || access(hold, F_OK))
+        return;
+    char *reached = xasprintf("%s.reached", hold);
+    int fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    free(reached);
+    for (int i = 0; i < 6000 && !access(hold, F_OK); i++)
+        usleep(10000);
+}
+
 static enum MHD_Result respond(struct req *r)
 {
     struct MHD_Response *resp;
@@ -763,6 +783,8 @@ static enum MHD_Result respond(struct req *r)
             http_error(r, 500, "no_response", NULL, "the handler produced no response");
         store_idem_claim_set(NULL);   /* the answer's own write claims nothing */
         if (r->idem_fp && r->status < 500) {
+            if (r->status < 300)
+                test_answer_hold();
             struct idem_put a = {r};
             store_write(r->app->store, idem_put_fn, &a);
         }
