@@ -229,6 +229,7 @@ static void lease_try(struct req *r)
 struct handoff {
     struct lease *l;
     json_t *run;   /* the run, once claimed (stored running by the caller) */
+    bool idem;     /* the long-poll's Idempotency-Key is stored pending with it */
 };
 
 static void handoff_done(void *arg, bool committed)
@@ -237,6 +238,8 @@ static void handoff_done(void *arg, bool committed)
     if (committed && h->run) {
         h->l->handed = json_array();
         json_array_append_new(h->l->handed, lease_view(h->l, h->run));
+        if (h->idem)
+            h->l->r->idem_claim.claimed = true;
     }
     json_decref(h->run);
     /* either way the long-poll goes on: with the run, or looking again */
@@ -263,6 +266,15 @@ bool api_workers_claim(struct store_tx *tx, struct app *app, json_t *run)
     store_tx_on_commit(tx, handoff_done, h);
     if (http_client_gone(l->r))
         return false;   /* invariant 2: never lease to a client that left */
+    /* the lease is the long-poll's work, stored by this transaction: its
+     * Idempotency-Key is claimed here too, so that a retry after a crash
+     * before its answer leases nothing more (docs/API.md) */
+    struct store_idem_claim *claim = &l->r->idem_claim;
+    if (claim->key && !claim->claimed) {
+        if (store_idem_claim_put(tx, claim))
+            return false;   /* a store error: the create's transaction fails with it */
+        h->idem = true;
+    }
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms() + app->cfg.lease_ms, ts);
     lease_fields(l, run, ts);

@@ -881,12 +881,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->suspended) {
-        /* resumed: run the continuation */
+        /* resumed: run the continuation; a request whose key is not
+         * claimed yet (a lease long-poll that waited) claims it in the
+         * continuation's first write, as dispatch does */
         r->suspended = false;
         suspended_count--;
         http_handler cont = r->cont;
         r->cont = NULL;
+        if (r->idem_fp)
+            store_idem_claim_set(&r->idem_claim);
         cont(r);
+        store_idem_claim_set(NULL);
     } else {
         dispatch(r);
     }

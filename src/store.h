@@ -275,6 +275,10 @@ struct store_idem_claim {
     bool claimed;
 };
 void store_idem_claim_set(struct store_idem_claim *claim);
+/* Stores claim's key as STORE_IDEM_PENDING in tx: for a request whose work
+ * another request's transaction does (a run handed to a waiting lease
+ * long-poll); the caller sets claimed once tx commits. */
+int store_idem_claim_put(struct store_tx *tx, const struct store_idem_claim *claim);
 
 /* ---- several nodes ---- */
 

@@ -1520,6 +1520,35 @@ def test_idempotency_key_while_the_first_request_runs():
     assert expect(S.req("GET", P + "/tasks?metadata.idem=slow"), 200)["total"] == 1
 
 
+def test_idempotency_key_on_a_lease_long_poll_that_waited():
+    # a long-poll that waits, then leases (woken, or handed the run): its
+    # answer is replayed to a retry with its key, which leases nothing more
+    import threading
+    body = {"agent_id": "lpi", "worker_id": "wi", "max": 5, "wait_ms": 20000}
+    for attempt in range(20):
+        h = {"Idempotency-Key": "lp-idem-%d" % attempt}
+        first = []
+        th = threading.Thread(target=lambda h=h: first.append(S.req("POST", P + "/workers/lease", body,
+                                                                headers=h)))
+        th.start()
+        # while it waits it holds its key; a bad request that came first
+        # took the key instead (400), and the long-poll was refused
+        if S.req("POST", P + "/workers/lease", {"not_a_field": 1}, headers=h).status == 409:
+            break
+        th.join(30)
+    t1 = agent_task(assigned_agent_id="lpi")
+    th.join(30)
+    runs = expect(first[0], 200)["data"]
+    assert [r["task_id"] for r in runs] == [t1["id"]], runs
+    agent_task(assigned_agent_id="lpi")   # a run a second lease would take
+    again = S.req("POST", P + "/workers/lease", body, headers=h)
+    assert again.status == 200 and again.header("Idempotent-Replayed") == "true", again
+    assert again.json == first[0].json, (again.json, first[0].json)
+    for r in expect(S.req("POST", P + "/workers/lease", dict(body, wait_ms=0)), 200)["data"]:
+        report(r)
+    report(runs[0])
+
+
 def test_idempotency_key():
     h = {"Idempotency-Key": "abc-123"}
     body = {"name": "idem", "assigned_agent_id": "idem", "run": True}
