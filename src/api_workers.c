@@ -132,14 +132,24 @@ struct unlease_tx {
     const char *project;
     json_t *runs;
     struct app *app;
+    const struct store_idem_claim *idem;   /* the lease's Idempotency-Key, or NULL */
 };
 
-/* The client went away before the response reached it: undo (invariant 2). */
+/* The client went away before the response reached it: undo (invariant 2).
+ * The answer recorded for its Idempotency-Key goes too: replayed to the
+ * worker's retry, it handed out runs given back here, which another worker
+ * could lease again, same attempt (both did the work, both reports were
+ * taken); the retry now leases as a new request. */
 static int unlease_fn(struct store_tx *tx, void *arg)
 {
     struct unlease_tx *a = arg;
     size_t i;
     json_t *r;
+    if (a->idem) {
+        int rc = store_idem_del(tx, a->idem->scope, a->idem->key);
+        if (rc)
+            return rc;
+    }
     json_array_foreach(a->runs, i, r) {
         json_t *run = store_get(tx, SK_RUN, a->project, json_string_value(json_object_get(r, "id")));
         if (run && run_status_of(run) == RS_RUNNING &&
@@ -164,7 +174,8 @@ static void lease_gone(struct req *r, bool delivered)
      * again after the restart ran twice, both reports taken.  A lease that
      * did not reach its worker expires instead, as a new attempt. */
     if (!delivered && !r->ended_by_stop && json_array_size(l->leased)) {
-        struct unlease_tx u = {l->f.project_id, l->leased, r->app};
+        struct unlease_tx u = {l->f.project_id, l->leased, r->app,
+                               r->idem_claim.key ? &r->idem_claim : NULL};
         store_write(r->app->store, unlease_fn, &u);
     }
     json_decref(l->leased);

@@ -356,6 +356,11 @@ int store_idem_put(struct store_tx *tx, const char *scope, const char *key,
     return TXBE(tx)->idem_put(tx, scope, key, fingerprint, status, body);
 }
 
+int store_idem_del(struct store_tx *tx, const char *scope, const char *key)
+{
+    return TXBE(tx)->idem_del(tx, scope, key);
+}
+
 int store_try_get(struct store_tx *tx, enum store_kind kind, const char *project_id,
                   const char *id, json_t **out)
 {

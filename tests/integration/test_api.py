@@ -1549,6 +1549,44 @@ def test_idempotency_key_on_a_lease_long_poll_that_waited():
     report(runs[0])
 
 
+def test_an_undelivered_lease_is_not_replayed_to_a_retry_with_its_key():
+    # A lease whose answer did not reach its worker gives its runs back
+    # (queued, same attempt), but the answer recorded for its
+    # Idempotency-Key stayed: the worker's retry was answered those runs
+    # (replayed) while another worker leased the same attempt, and both
+    # reports were taken.  The record goes with the lease: the retry leases
+    # as a new request.  QUERN_TEST_ANSWER_HOLD (test-only) holds the answer
+    # while the client resets its connection.
+    import socket
+    import struct
+    import tempfile
+    hold = os.path.join(tempfile.mkdtemp(prefix="quern-hold-", dir=os.environ.get("QUERN_TEST_TMP")), "hold")
+    open(hold, "w").close()
+    s = Server(env={"QUERN_TEST_ANSWER_HOLD": hold})
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"name": "ud", "assigned_agent_id": "ud", "run": True}), 201)
+        body = {"agent_id": "ud", "worker_id": "w1"}
+        raw = json.dumps(body).encode()
+        c = socket.create_connection((s.host, s.port))
+        c.sendall(b"POST %s/workers/lease HTTP/1.1\r\nHost: q\r\nAuthorization: Bearer %s\r\n"
+                  b"Idempotency-Key: ud-1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (P.encode(), ROOT_KEY.encode(), len(raw), raw))
+        wait_for(lambda: os.path.exists(hold + ".reached"), 30, "the lease's answer held")
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()   # a reset: the answer cannot reach it
+        os.unlink(hold)
+        wait_for(lambda: expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]["status"]
+                 == "queued", 30, "the undelivered lease given back")
+        r = s.req("POST", P + "/workers/lease", body, headers={"Idempotency-Key": "ud-1"})
+        assert r.status == 200 and r.header("Idempotent-Replayed") is None, r
+        assert [x["task_id"] for x in r.json["data"]] == [t["id"]], r.json
+        assert expect(s.req("POST", P + "/workers/lease", {"agent_id": "ud", "worker_id": "w2"}), 200)["data"] == []
+        run = expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+        assert run["status"] == "running" and run["worker_id"] == "w1", run
+    finally:
+        s.stop()
+
+
 def test_idempotency_key():
     h = {"Idempotency-Key": "abc-123"}
     body = {"name": "idem", "assigned_agent_id": "idem", "run": True}
