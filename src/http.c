@@ -64,6 +64,54 @@ struct http_stream_handle {
 };
 
 
+/* What a request refused because quernd is stopping is told, whether
+ * http_stop had begun when it came or the store or exec refused its work. */
+static const char stopping_text[] =
+    "quernd is stopping: nothing was written; send the request again (to another node, or here "
+    "once restarted)";
+
+/* The store's failures as answers (API.md, "Server errors"): each but the
+ * catch-all 500 means nothing was written. */
+static const struct store_answer {
+    int rc;
+    int status;
+    const char *code;
+    const char *retry_after;   /* NULL: none */
+    const char *text;
+} store_answers[] = {
+    /* PostgreSQL chose this write as the loser of a deadlock or a
+     * serialization conflict with another node */
+    {-EAGAIN, 503, "write_conflict", "1",
+     "the write conflicted with another node's and was rolled back; retry it"},
+    /* PostgreSQL is unreachable (restarting, or cut off); the node
+     * reconnects by itself */
+    {-ENOTCONN, 503, "store_unreachable", "1",
+     "the store is unreachable right now: nothing was written; retry it"},
+    {-ESHUTDOWN, 503, "shutting_down", NULL, stopping_text},
+    {-ENOSPC, 507, "storage_full", "10",
+     "the server's disk is full: nothing was written; retry once space is freed"},
+};
+
+void http_store_error(struct req *r, int rc, bool nothing_done)
+{
+    for (size_t i = 0; i < ARRAY_LEN(store_answers); i++) {
+        const struct store_answer *a = &store_answers[i];
+        if (a->rc != rc)
+            continue;
+        if (a->retry_after)
+            http_add_header(r, "Retry-After", a->retry_after);
+        http_error(r, a->status, a->code, NULL, "%s", a->text);
+        return;
+    }
+    if (nothing_done) {
+        http_add_header(r, "Retry-After", "1");
+        http_error(r, 500, "store_error", NULL,
+                   "the store failed (%s): nothing was done; retry it", strerror(-rc));
+    } else {
+        http_error(r, 500, "store_error", NULL, "the store failed (%d)", rc);
+    }
+}
+
 static const char *status_type(int status)
 {
     switch (status) {
@@ -523,14 +571,7 @@ static bool idem_replayed(struct req *r)
     if (rc) {
         /* whether this key was answered before is unknown: going on as new
          * could do the request a second time */
-        http_add_header(r, "Retry-After", "1");
-        if (rc == -ENOTCONN)
-            http_error(r, 503, "store_unreachable", NULL,
-                       "the store is unreachable right now: nothing was done; retry it");
-        else
-            http_error(r, 500, "store_error", NULL,
-                       "this Idempotency-Key's earlier answer could not be read (%s): nothing "
-                       "was done; retry it", strerror(-rc));
+        http_store_error(r, rc, true);
         replay = true;
     } else if (g.found && g.fp && strcmp(g.fp, fp)) {
         http_error(r, 409, "idempotency_key_reused", "Idempotency-Key",
@@ -829,9 +870,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         buf_init(&r->headers);
         *con_cls = r;
         if (closing) {
-            http_error(r, 503, "shutting_down", NULL,
-                       "quernd is stopping; send the request again (to another node, or here "
-                       "once restarted)");
+            http_error(r, 503, "shutting_down", NULL, "%s", stopping_text);
             return respond(r);
         }
         /* A body over the limit is answered 413 before it is read when
