@@ -282,6 +282,7 @@ def _lease_cut_by_a_crash(handoff):
             if s.req("POST", P + "/workers/lease", probe, headers=hdr).status == 409:
                 break
             th.join(30)
+            c.close()
         else:
             raise AssertionError("the long-poll never held its key first")
         task = {"name": "lc", "assigned_agent_id": agent, "run": True}
