@@ -69,7 +69,7 @@ bool api_metadata_ok(struct req *r, const json_t *md, const char *param);
 bool api_project(struct req *r, const char *project_id);
 
 /* Maps a domain/store error to a response: -ENOENT 404, -EPERM/-EEXIST
- * 409, anything else 500 with the message. */
+ * 409, the store's own failures as http_store_error answers them. */
 void api_store_error(struct req *r, int rc, const char *what);
 
 /* Handlers, one group per file. */

@@ -316,30 +316,9 @@ void api_store_error(struct req *r, int rc, const char *what)
         http_error(r, 409, "invalid_state", NULL, "the %s is not in a state that allows this",
                    what);
         break;
-    case -EAGAIN:
-        /* PostgreSQL chose this write as the loser of a deadlock or a
-         * serialization conflict with another node: nothing was written */
-        http_add_header(r, "Retry-After", "1");
-        http_error(r, 503, "write_conflict", NULL,
-                   "the write conflicted with another node's and was rolled back; retry it");
-        break;
-    case -ENOTCONN:
-        /* PostgreSQL is unreachable (restarting, or cut off): nothing was
-         * written, and the node reconnects by itself */
-        http_add_header(r, "Retry-After", "1");
-        http_error(r, 503, "store_unreachable", NULL,
-                   "the store is unreachable right now: nothing was written; retry it");
-        break;
-    case -ESHUTDOWN:
-        http_error(r, 503, "shutting_down", NULL, "quernd is shutting down");
-        break;
-    case -ENOSPC:
-        http_add_header(r, "Retry-After", "10");
-        http_error(r, 507, "storage_full", NULL,
-                   "the server's disk is full: nothing was written; retry once space is freed");
-        break;
     default:
-        http_error(r, 500, "store_error", NULL, "the store failed (%d)", rc);
+        /* the store's own failures: one table (http.c) */
+        http_store_error(r, rc, false);
         break;
     }
 }

@@ -132,14 +132,24 @@ struct unlease_tx {
     const char *project;
     json_t *runs;
     struct app *app;
+    const struct store_idem_claim *idem;   /* the lease's Idempotency-Key, or NULL */
 };
 
-/* The client went away before the response reached it: undo (invariant 2). */
+/* The client went away before the response reached it: undo (invariant 2).
+ * The answer recorded for its Idempotency-Key goes too: replayed to the
+ * worker's retry, it handed out runs given back here, which another worker
+ * could lease again, same attempt (both did the work, both reports were
+ * taken); the retry now leases as a new request. */
 static int unlease_fn(struct store_tx *tx, void *arg)
 {
     struct unlease_tx *a = arg;
     size_t i;
     json_t *r;
+    if (a->idem) {
+        int rc = store_idem_del(tx, a->idem->scope, a->idem->key);
+        if (rc)
+            return rc;
+    }
     json_array_foreach(a->runs, i, r) {
         json_t *run = store_get(tx, SK_RUN, a->project, json_string_value(json_object_get(r, "id")));
         if (run && run_status_of(run) == RS_RUNNING &&
@@ -164,7 +174,8 @@ static void lease_gone(struct req *r, bool delivered)
      * again after the restart ran twice, both reports taken.  A lease that
      * did not reach its worker expires instead, as a new attempt. */
     if (!delivered && !r->ended_by_stop && json_array_size(l->leased)) {
-        struct unlease_tx u = {l->f.project_id, l->leased, r->app};
+        struct unlease_tx u = {l->f.project_id, l->leased, r->app,
+                               r->idem_claim.key ? &r->idem_claim : NULL};
         store_write(r->app->store, unlease_fn, &u);
     }
     json_decref(l->leased);
@@ -235,6 +246,7 @@ static void lease_try(struct req *r)
 struct handoff {
     struct lease *l;
     json_t *run;   /* the run, once claimed (stored running by the caller) */
+    bool idem;     /* the long-poll's Idempotency-Key is stored pending with it */
 };
 
 static void handoff_done(void *arg, bool committed)
@@ -243,6 +255,8 @@ static void handoff_done(void *arg, bool committed)
     if (committed && h->run) {
         h->l->handed = json_array();
         json_array_append_new(h->l->handed, lease_view(h->l, h->run));
+        if (h->idem)
+            h->l->r->idem_claim.claimed = true;
     }
     json_decref(h->run);
     /* either way the long-poll goes on: with the run, or looking again */
@@ -269,6 +283,15 @@ bool api_workers_claim(struct store_tx *tx, struct app *app, json_t *run)
     store_tx_on_commit(tx, handoff_done, h);
     if (http_client_gone(l->r))
         return false;   /* invariant 2: never lease to a client that left */
+    /* the lease is the long-poll's work, stored by this transaction: its
+     * Idempotency-Key is claimed here too, so that a retry after a crash
+     * before its answer leases nothing more (docs/API.md) */
+    struct store_idem_claim *claim = &l->r->idem_claim;
+    if (claim->key && !claim->claimed) {
+        if (store_idem_claim_put(tx, claim))
+            return false;   /* a store error: the create's transaction fails with it */
+        h->idem = true;
+    }
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms() + app->cfg.lease_ms, ts);
     lease_fields(l, run, ts);

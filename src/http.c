@@ -12,6 +12,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -62,6 +63,54 @@ struct http_stream_handle {
     void *ctx;
 };
 
+
+/* What a request refused because quernd is stopping is told, whether
+ * http_stop had begun when it came or the store or exec refused its work. */
+static const char stopping_text[] =
+    "quernd is stopping: nothing was written; send the request again (to another node, or here "
+    "once restarted)";
+
+/* The store's failures as answers (API.md, "Server errors"): each but the
+ * catch-all 500 means nothing was written. */
+static const struct store_answer {
+    int rc;
+    int status;
+    const char *code;
+    const char *retry_after;   /* NULL: none */
+    const char *text;
+} store_answers[] = {
+    /* PostgreSQL chose this write as the loser of a deadlock or a
+     * serialization conflict with another node */
+    {-EAGAIN, 503, "write_conflict", "1",
+     "the write conflicted with another node's and was rolled back; retry it"},
+    /* PostgreSQL is unreachable (restarting, or cut off); the node
+     * reconnects by itself */
+    {-ENOTCONN, 503, "store_unreachable", "1",
+     "the store is unreachable right now: nothing was written; retry it"},
+    {-ESHUTDOWN, 503, "shutting_down", NULL, stopping_text},
+    {-ENOSPC, 507, "storage_full", "10",
+     "the server's disk is full: nothing was written; retry once space is freed"},
+};
+
+void http_store_error(struct req *r, int rc, bool nothing_done)
+{
+    for (size_t i = 0; i < ARRAY_LEN(store_answers); i++) {
+        const struct store_answer *a = &store_answers[i];
+        if (a->rc != rc)
+            continue;
+        if (a->retry_after)
+            http_add_header(r, "Retry-After", a->retry_after);
+        http_error(r, a->status, a->code, NULL, "%s", a->text);
+        return;
+    }
+    if (nothing_done) {
+        http_add_header(r, "Retry-After", "1");
+        http_error(r, 500, "store_error", NULL,
+                   "the store failed (%s): nothing was done; retry it", strerror(-rc));
+    } else {
+        http_error(r, 500, "store_error", NULL, "the store failed (%d)", rc);
+    }
+}
 
 static const char *status_type(int status)
 {
@@ -522,14 +571,7 @@ static bool idem_replayed(struct req *r)
     if (rc) {
         /* whether this key was answered before is unknown: going on as new
          * could do the request a second time */
-        http_add_header(r, "Retry-After", "1");
-        if (rc == -ENOTCONN)
-            http_error(r, 503, "store_unreachable", NULL,
-                       "the store is unreachable right now: nothing was done; retry it");
-        else
-            http_error(r, 500, "store_error", NULL,
-                       "this Idempotency-Key's earlier answer could not be read (%s): nothing "
-                       "was done; retry it", strerror(-rc));
+        http_store_error(r, rc, true);
         replay = true;
     } else if (g.found && g.fp && strcmp(g.fp, fp)) {
         http_error(r, 409, "idempotency_key_reused", "Idempotency-Key",
@@ -746,6 +788,25 @@ static enum MHD_Result add_headers(struct req *r, struct MHD_Response *resp)
     return MHD_YES;
 }
 
+/* Test-only (tests/integration/test_crash.py): with QUERN_TEST_ANSWER_HOLD
+ * set to a path, a request with an Idempotency-Key whose 2xx answer is
+ * about to be recorded creates <path>.reached and waits (at most a minute)
+ * while <path> exists: a test kills quernd between a request's work and its
+ * answer. */
+static void test_answer_hold(void)
+{
+    const char *hold = getenv("QUERN_TEST_ANSWER_HOLD");
+    if (!hold || !*hold || access(hold, F_OK))
+        return;
+    char *reached = xasprintf("%s.reached", hold);
+    int fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    free(reached);
+    for (int i = 0; i < 6000 && !access(hold, F_OK); i++)
+        usleep(10000);
+}
+
 static enum MHD_Result respond(struct req *r)
 {
     struct MHD_Response *resp;
@@ -763,6 +824,8 @@ static enum MHD_Result respond(struct req *r)
             http_error(r, 500, "no_response", NULL, "the handler produced no response");
         store_idem_claim_set(NULL);   /* the answer's own write claims nothing */
         if (r->idem_fp && r->status < 500) {
+            if (r->status < 300)
+                test_answer_hold();
             struct idem_put a = {r};
             store_write(r->app->store, idem_put_fn, &a);
         }
@@ -807,9 +870,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         buf_init(&r->headers);
         *con_cls = r;
         if (closing) {
-            http_error(r, 503, "shutting_down", NULL,
-                       "quernd is stopping; send the request again (to another node, or here "
-                       "once restarted)");
+            http_error(r, 503, "shutting_down", NULL, "%s", stopping_text);
             return respond(r);
         }
         /* A body over the limit is answered 413 before it is read when
@@ -859,12 +920,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         return MHD_YES;
     }
     if (r->suspended) {
-        /* resumed: run the continuation */
+        /* resumed: run the continuation; a request whose key is not
+         * claimed yet (a lease long-poll that waited) claims it in the
+         * continuation's first write, as dispatch does */
         r->suspended = false;
         suspended_count--;
         http_handler cont = r->cont;
         r->cont = NULL;
+        if (r->idem_fp)
+            store_idem_claim_set(&r->idem_claim);
         cont(r);
+        store_idem_claim_set(NULL);
     } else {
         dispatch(r);
     }

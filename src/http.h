@@ -130,6 +130,12 @@ void http_error(struct req *r, int status, const char *code, const char *param,
                 const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 /* 404 naming the kind ("task") and id. */
 void http_not_found(struct req *r, const char *what, const char *id);
+/* Answers a failure of the store (a negative errno of store_*: the one
+ * table of status, code, Retry-After and text that every layer uses).
+ * nothing_done: the request did nothing yet (a read before its work), so
+ * the catch-all 500 store_error says so and asks for a retry; else that
+ * 500's outcome may be unknown (a failed COMMIT) and it asks nothing. */
+void http_store_error(struct req *r, int rc, bool nothing_done);
 
 /* Requires a JSON object body: returns it, or answers 400 and returns NULL. */
 json_t *http_body_object(struct req *r);

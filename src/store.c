@@ -178,6 +178,11 @@ static void idem_claimed_hook(void *arg, bool committed)
         ((struct store_idem_claim *)arg)->claimed = true;
 }
 
+int store_idem_claim_put(struct store_tx *tx, const struct store_idem_claim *claim)
+{
+    return store_idem_put(tx, claim->scope, claim->key, claim->fp, STORE_IDEM_PENDING, "");
+}
+
 /* fn, then the claim's pending record in the same transaction. */
 static int idem_wrap_fn(struct store_tx *tx, void *arg)
 {
@@ -185,7 +190,7 @@ static int idem_wrap_fn(struct store_tx *tx, void *arg)
     int rc = w->fn(tx, w->arg);
     if (rc)
         return rc;
-    rc = store_idem_put(tx, w->claim->scope, w->claim->key, w->claim->fp, STORE_IDEM_PENDING, "");
+    rc = store_idem_claim_put(tx, w->claim);
     if (!rc)
         store_tx_on_commit(tx, idem_claimed_hook, w->claim);
     return rc;
@@ -349,6 +354,11 @@ int store_idem_put(struct store_tx *tx, const char *scope, const char *key,
                    const char *fingerprint, int status, const char *body)
 {
     return TXBE(tx)->idem_put(tx, scope, key, fingerprint, status, body);
+}
+
+int store_idem_del(struct store_tx *tx, const char *scope, const char *key)
+{
+    return TXBE(tx)->idem_del(tx, scope, key);
 }
 
 int store_try_get(struct store_tx *tx, enum store_kind kind, const char *project_id,

@@ -257,6 +257,9 @@ int store_idem_get(struct store_tx *tx, const char *scope, const char *key, int6
                    char **fingerprint, int *status, char **body);
 int store_idem_put(struct store_tx *tx, const char *scope, const char *key,
                    const char *fingerprint, int status, const char *body);
+/* Forgets (scope, key): a retry with it runs as new.  0 whether or not it
+ * was there. */
+int store_idem_del(struct store_tx *tx, const char *scope, const char *key);
 /* status of an idempotency record whose request's work is stored but whose
  * answer is not (yet): written in the same transaction as the request's
  * first write (store_idem_claim_set), replaced by the answer when it is
@@ -275,6 +278,10 @@ struct store_idem_claim {
     bool claimed;
 };
 void store_idem_claim_set(struct store_idem_claim *claim);
+/* Stores claim's key as STORE_IDEM_PENDING in tx: for a request whose work
+ * another request's transaction does (a run handed to a waiting lease
+ * long-poll); the caller sets claimed once tx commits. */
+int store_idem_claim_put(struct store_tx *tx, const struct store_idem_claim *claim);
 
 /* ---- several nodes ---- */
 
@@ -457,6 +464,7 @@ struct store_backend {
     int (*meta_set)(struct store_tx *, const char *, const char *);
     int (*idem_get)(struct store_tx *, const char *, const char *, int64_t, char **, int *, char **);
     int (*idem_put)(struct store_tx *, const char *, const char *, const char *, int, const char *);
+    int (*idem_del)(struct store_tx *, const char *, const char *);
     int (*prune)(struct store_tx *, int64_t, int64_t, int64_t *);
     int (*blob_referenced)(struct store_tx *, const char *);
     int (*try_get)(struct store_tx *, enum store_kind, const char *, const char *, json_t **);

@@ -1985,6 +1985,16 @@ static int pg_idem_put(struct store_tx *t, const char *scope, const char *key,
     return 0;
 }
 
+static int pg_idem_del(struct store_tx *t, const char *scope, const char *key)
+{
+    const char *v[] = {scope, key};
+    PGresult *r = run(TX(t)->c, "DELETE FROM idempotency WHERE scope=$1 AND key=$2", 2, v);
+    if (!r)
+        return -EIO;
+    PQclear(r);
+    return 0;
+}
+
 
 static int pg_blob_referenced(struct store_tx *t, const char *sha)
 {
@@ -2888,6 +2898,7 @@ const struct store_backend store_pg_backend = {
     .meta_set = pg_meta_set,
     .idem_get = pg_idem_get,
     .idem_put = pg_idem_put,
+    .idem_del = pg_idem_del,
     .prune = pg_prune,
     .blob_referenced = pg_blob_referenced,
     .try_get = pg_try_get,

@@ -1937,6 +1937,18 @@ static int sq_idem_put(struct store_tx *t, const char *scope, const char *key,
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+static int sq_idem_del(struct store_tx *t, const char *scope, const char *key)
+{
+    sqlite3_stmt *s = stmt(TX(t)->c, "DELETE FROM idempotency WHERE scope=?1 AND key=?2");
+    if (!s)
+        return -EIO;
+    bind_text(s, 1, scope);
+    bind_text(s, 2, key);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
 /* ---- one node; copying ---- */
 
 /* store_conc_active: one writer, so what this transaction sees is every
@@ -2264,6 +2276,7 @@ const struct store_backend store_sqlite_backend = {
     .meta_set = sq_meta_set,
     .idem_get = sq_idem_get,
     .idem_put = sq_idem_put,
+    .idem_del = sq_idem_del,
     .prune = sq_prune,
     .blob_referenced = sq_blob_referenced,
     .try_get = sq_try_get,

@@ -1520,6 +1520,73 @@ def test_idempotency_key_while_the_first_request_runs():
     assert expect(S.req("GET", P + "/tasks?metadata.idem=slow"), 200)["total"] == 1
 
 
+def test_idempotency_key_on_a_lease_long_poll_that_waited():
+    # a long-poll that waits, then leases (woken, or handed the run): its
+    # answer is replayed to a retry with its key, which leases nothing more
+    import threading
+    body = {"agent_id": "lpi", "worker_id": "wi", "max": 5, "wait_ms": 20000}
+    for attempt in range(20):
+        h = {"Idempotency-Key": "lp-idem-%d" % attempt}
+        first = []
+        th = threading.Thread(target=lambda h=h: first.append(S.req("POST", P + "/workers/lease", body,
+                                                                headers=h)))
+        th.start()
+        # while it waits it holds its key; a bad request that came first
+        # took the key instead (400), and the long-poll was refused
+        if S.req("POST", P + "/workers/lease", {"not_a_field": 1}, headers=h).status == 409:
+            break
+        th.join(30)
+    t1 = agent_task(assigned_agent_id="lpi")
+    th.join(30)
+    runs = expect(first[0], 200)["data"]
+    assert [r["task_id"] for r in runs] == [t1["id"]], runs
+    agent_task(assigned_agent_id="lpi")   # a run a second lease would take
+    again = S.req("POST", P + "/workers/lease", body, headers=h)
+    assert again.status == 200 and again.header("Idempotent-Replayed") == "true", again
+    assert again.json == first[0].json, (again.json, first[0].json)
+    for r in expect(S.req("POST", P + "/workers/lease", dict(body, wait_ms=0)), 200)["data"]:
+        report(r)
+    report(runs[0])
+
+
+def test_an_undelivered_lease_is_not_replayed_to_a_retry_with_its_key():
+    # A lease whose answer did not reach its worker gives its runs back
+    # (queued, same attempt), but the answer recorded for its
+    # Idempotency-Key stayed: the worker's retry was answered those runs
+    # (replayed) while another worker leased the same attempt, and both
+    # reports were taken.  The record goes with the lease: the retry leases
+    # as a new request.  QUERN_TEST_ANSWER_HOLD (test-only) holds the answer
+    # while the client resets its connection.
+    import socket
+    import struct
+    import tempfile
+    hold = os.path.join(tempfile.mkdtemp(prefix="quern-hold-", dir=os.environ.get("QUERN_TEST_TMP")), "hold")
+    open(hold, "w").close()
+    s = Server(env={"QUERN_TEST_ANSWER_HOLD": hold})
+    try:
+        t = expect(s.req("POST", P + "/tasks", {"name": "ud", "assigned_agent_id": "ud", "run": True}), 201)
+        body = {"agent_id": "ud", "worker_id": "w1"}
+        raw = json.dumps(body).encode()
+        c = socket.create_connection((s.host, s.port))
+        c.sendall(b"POST %s/workers/lease HTTP/1.1\r\nHost: q\r\nAuthorization: Bearer %s\r\n"
+                  b"Idempotency-Key: ud-1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n%s" % (P.encode(), ROOT_KEY.encode(), len(raw), raw))
+        wait_for(lambda: os.path.exists(hold + ".reached"), 30, "the lease's answer held")
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()   # a reset: the answer cannot reach it
+        os.unlink(hold)
+        wait_for(lambda: expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]["status"]
+                 == "queued", 30, "the undelivered lease given back")
+        r = s.req("POST", P + "/workers/lease", body, headers={"Idempotency-Key": "ud-1"})
+        assert r.status == 200 and r.header("Idempotent-Replayed") is None, r
+        assert [x["task_id"] for x in r.json["data"]] == [t["id"]], r.json
+        assert expect(s.req("POST", P + "/workers/lease", {"agent_id": "ud", "worker_id": "w2"}), 200)["data"] == []
+        run = expect(s.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]
+        assert run["status"] == "running" and run["worker_id"] == "w1", run
+    finally:
+        s.stop()
+
+
 def test_idempotency_key():
     h = {"Idempotency-Key": "abc-123"}
     body = {"name": "idem", "assigned_agent_id": "idem", "run": True}

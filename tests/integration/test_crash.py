@@ -5,13 +5,15 @@ and leased runs come back under the lease rules.  SIGKILL while a code run
 node_restarted (runner_recover; retried when retries remain), the sandboxed
 process tree is gone, and the node is ready.  Both stores (the runner runs
 this file with QUERN_TEST_STORE=pg too)."""
+import json
 import os
 import random
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from qlib import Server, expect, run_tests  # noqa: E402
+from qlib import ROOT_KEY, Server, expect, run_tests  # noqa: E402
 
 P = "/api/projects/default"
 
@@ -246,6 +248,81 @@ def test_an_idempotent_create_cut_by_a_crash_is_not_made_twice():
         assert r.status == 201, r
     finally:
         s.stop()
+
+
+def _lease_cut_by_a_crash(handoff):
+    # A lease long-poll (wait_ms) with an Idempotency-Key that waited, then
+    # leased a run when it resumed (woken by the scheduler, or handed the run
+    # by the create's own transaction), stored that lease without its key:
+    # quernd killed before the answer was recorded, the worker's retry with
+    # the same key leased other runs, and the first stayed leased to nobody
+    # until its lease ran out.  It is 409 idempotency_outcome_unknown, as
+    # for any POST whose work was stored.
+    import tempfile
+    from qlib import wait_for
+    hold = os.path.join(tempfile.mkdtemp(prefix="quern-hold-", dir=os.environ.get("QUERN_TEST_TMP")), "hold")
+    open(hold, "w").close()
+    s = Server(env={"QUERN_TEST_ANSWER_HOLD": hold, "QUERN_LEASE_MS": "600000"})
+    try:
+        agent = "cut-%s" % handoff
+        body = {"agent_id": agent, "worker_id": "w1", "wait_ms": 60000}
+        for attempt in range(20):
+            hdr = {"Idempotency-Key": "lease-cut-%d" % attempt}
+            c = s.conn()
+            c.request("POST", P + "/workers/lease", body=json.dumps(body),
+                      headers=dict(hdr, Authorization="Bearer " + ROOT_KEY,
+                                   **{"Content-Type": "application/json"}))
+            th = threading.Thread(target=lambda: _quiet(c.getresponse))
+            th.start()
+            # the long-poll holds its key while it waits: another request
+            # with it is refused (one that came first instead answers its
+            # 400 at once and takes the key: the long-poll is refused, try
+            # another key)
+            probe = {"not_a_field": True}
+            if s.req("POST", P + "/workers/lease", probe, headers=hdr).status == 409:
+                break
+            th.join(30)
+            c.close()
+        else:
+            raise AssertionError("the long-poll never held its key first")
+        task = {"name": "lc", "assigned_agent_id": agent, "run": True}
+        if not handoff:
+            task["settings"] = {"concurrency_key": "lc", "max_concurrency": 5}   # never handed off: the scheduler wakes it
+        time.sleep(0.2)   # let the long-poll reach its wait (not an assertion)
+        a = expect(s.req("POST", P + "/tasks", task), 201)
+        wait_for(lambda: os.path.exists(hold + ".reached"), 30, "the lease's answer held")
+        b = expect(s.req("POST", P + "/tasks", dict(task, settings={"concurrency_key": "lc2", "max_concurrency": 5})), 201)
+        s.kill()
+        th.join(30)
+        c.close()
+        os.unlink(hold)
+        s.start()
+        ra = expect(s.req("GET", P + "/tasks/%s/runs" % a["id"]), 200)["data"][0]
+        assert ra["status"] == "running" and ra["worker_id"] == "w1", ra
+        r = s.req("POST", P + "/workers/lease", body, headers=hdr)
+        assert r.status == 409 and r.json["error"]["code"] == "idempotency_outcome_unknown", r
+        assert r.header("Retry-After") == "1", r
+        rb = expect(s.req("GET", P + "/tasks/%s/runs" % b["id"]), 200)["data"][0]
+        assert rb["status"] == "queued", rb
+        # the run leased before the crash is still the worker's
+        ra = expect(s.req("GET", P + "/tasks/%s/runs" % a["id"]), 200)["data"][0]
+        assert ra["status"] == "running" and ra["worker_id"] == "w1" and ra["attempt"] == 1, ra
+        return a["status"] == "running"   # handed off by the create's transaction
+    finally:
+        s.stop()
+
+
+def test_a_woken_lease_long_poll_cut_by_a_crash_is_not_leased_twice():
+    assert not _lease_cut_by_a_crash(handoff=False)
+
+
+def test_a_handed_off_lease_long_poll_cut_by_a_crash_is_not_leased_twice():
+    # the hand-off needs the long-poll waiting when the task comes: when it
+    # was not yet (it leased the task itself), try again
+    for attempt in range(5):
+        if _lease_cut_by_a_crash(handoff=True):
+            return
+    raise AssertionError("the run was never handed off to the waiting long-poll")
 
 
 def test_restart_waits_for_the_killed_quernds_last_children():
