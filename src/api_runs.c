@@ -1200,14 +1200,21 @@ static int grouped_fn(struct runop *op, struct store_tx *tx, json_t *run)
     json_t *groups = json_array();
     json_t *cur = NULL;
     int64_t cur_it = -1;
+    int64_t pass = 1;   /* a retry's iterations start at 1 again: a new pass */
     size_t i;
     json_t *e;
     json_array_foreach(logs, i, e) {
         int64_t it = json_integer_value(json_object_get(e, "iteration"));
         if (!cur || it != cur_it) {
-            char gid[96];
-            snprintf(gid, sizeof gid, "%s:%lld", json_string_value(json_object_get(run, "id")),
-                     (long long)it);
+            /* "RUN:ITER" repeated for each attempt's groups: ids must be unique */
+            if (cur && it < cur_it)
+                pass++;
+            char gid[128];
+            const char *rid = json_string_value(json_object_get(run, "id"));
+            if (pass == 1)
+                snprintf(gid, sizeof gid, "%s:%lld", rid, (long long)it);
+            else
+                snprintf(gid, sizeof gid, "%s:%lld:%lld", rid, (long long)it, (long long)pass);
             cur = json_pack("{s:s, s:O, s:O, s:I, s:[]}", "id", gid, "created_at",
                             json_object_get(e, "ts"), "execution_name",
                             json_object_get(run, "execution_name"), "iteration", (json_int_t)it,

@@ -486,6 +486,30 @@ def test_iterations_continue_with_data():
         assert all("iteration" in it or True for it in g["items"])
 
 
+def test_grouped_log_ids_stay_unique_across_attempts():
+    # a retry's iterations start at 1 again: its groups were given the same
+    # ids as the first attempt's ("RUN:1", "RUN:2" twice)
+    code = py(CTL_PY + r"""
+it, at = os.environ["QUERN_ITERATION"], os.environ["QUERN_ATTEMPT"]
+print("attempt", at, "iteration", it)
+if it == "1":
+    ctl({"type": "continue", "data": {}})
+elif at == "1":
+    sys.exit(1)
+""")
+    t, run, lg = go(code, "python", settings={"max_retries": 1, "retry_delay_ms": 0})
+    assert run["status"] == "completed" and run["attempt"] == 2, (run, lg)
+    groups = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)["data"]
+    assert [g["iteration"] for g in groups] == [1, 2, 1, 2], groups
+    ids = [g["id"] for g in groups]
+    assert len(set(ids)) == 4, ids
+    # the first attempt's keep the ids they always had
+    assert ids[:2] == [run["id"] + ":1", run["id"] + ":2"], ids
+    assert [[x["message"] for x in g["items"]] for g in groups] == [
+        ["attempt 1 iteration 1"], ["attempt 1 iteration 2"],
+        ["attempt 2 iteration 1"], ["attempt 2 iteration 2"]], groups
+
+
 def test_a_question_asked_in_a_later_iteration_shows_that_iteration():
     # the run's "iterations" moved only with log lines: a run asking in
     # iteration 2, its iterations silent, showed iterations 0 while it waited
