@@ -1285,8 +1285,15 @@ static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
         rc = -ENOENT;
     } else {
         /* as POST .../cancel: canceling now, canceled once the code stopped
-         * (the move's commit sends SIGTERM, then SIGKILL after the grace) */
-        struct run_outcome out = {.code = "canceled", .message = "canceled by command",
+         * (the move's commit sends SIGTERM, then SIGKILL after the grace);
+         * params.message is kept on the run as that route's message is */
+        const char *msg = NULL;
+        if (json_is_object(params) &&
+            !api_str(r, params, "message", "params.message", 4096, &msg))
+            return -EINVAL;
+        if (msg)
+            json_object_set_new_nocheck(run, "cancel_message", json_string(msg));
+        struct run_outcome out = {.code = "canceled", .message = msg ? msg : "canceled by command",
                                   .no_retry = true};
         if ((rc = run_move(tx, r->app, run, RS_CANCELING, &out)))
             return rc;

@@ -801,6 +801,30 @@ def test_command_cancel_sigterm_then_canceled():
     healthy()
 
 
+def test_command_cancel_keeps_its_message():
+    # the cancel command dropped params.message ("canceled by command"),
+    # which POST .../cancel {message} keeps on the run
+    t = create("echo ready; while :; do sleep 0.05; done")
+    wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+    b = base_of(t, run_of(t))
+    bad = S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "cancel",
+                                        "params": {"message": 5}, "id": 1})
+    assert bad.status == 400 and bad.json["error"]["param"] == "params.message", bad
+    assert run_of(t)["status"] == "running"
+    expect(S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "cancel",
+                                         "params": {"message": "stop, please"}, "id": 2}), 200)
+    run = finish(t, 30)
+    assert run["status"] == "canceled" and run["cancel_message"] == "stop, please", run
+    assert run["error"]["code"] == "canceled" and run["error"]["message"] == "stop, please", run
+    # without one, as before
+    t = create("echo ready; while :; do sleep 0.05; done")
+    wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+    expect(S.req("POST", base_of(t, run_of(t)) + "/command",
+                 {"jsonrpc": "2.0", "method": "cancel", "id": 3}), 200)
+    run = finish(t, 30)
+    assert run["cancel_message"] is None and run["error"]["message"] == "canceled by command", run
+
+
 def test_cancel_of_code_ignoring_sigterm_kills_it():
     t = create("trap '' TERM; echo ready; while :; do sleep 0.05; done", settings={"kill_grace_ms": 300})
     wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
