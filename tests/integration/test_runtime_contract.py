@@ -1394,6 +1394,30 @@ def test_ts_namespace_with_values_is_refused_not_dropped():
     assert [x["message"] for x in lg if x["type"] == "stdout"] == ["typed 1"], lg
 
 
+def test_ts_namespace_check_ignores_comments_strings_and_templates():
+    """The check read the raw text: a namespace with values inside a template
+    literal or a block comment, or a "{" in a string (or "const" in a
+    comment) inside a types-only namespace, failed these valid scripts."""
+    scripts = [
+        "const s = `\nnamespace Foo {\n  const x = 1;\n}\n`;\nconsole.log('ok', s.length);\n",
+        "/*\nnamespace Foo {\n  const x = 1;\n}\n*/\nconsole.log('ok', 1);\n",
+        "namespace T { export type A = \"{\"; }\nconst x: T.A = \"{\";\nconsole.log('ok', x);\n",
+        "namespace T {\n  // a const, a class\n  export type A = number;\n}\n"
+        "const y: T.A = 2;\nconsole.log('ok', y);\n",
+        "const t = `a${ {k: '}'}.k }b`;\nnamespace U { export type B = string }\n"
+        "const z: U.B = t;\nconsole.log('ok', z);\n",
+    ]
+    for t, run, lg in many([(s, "ts", {}) for s in scripts]):
+        assert run["status"] == "completed", (run, lg)
+        assert [x["message"].split()[0] for x in lg if x["type"] == "stdout"] == ["ok"], lg
+    # one with values after such text is still refused, at its own line
+    t, run, lg = go("const s = `namespace A { const q = 1 }`; // namespace B {\n"
+                    "/* } */\nnamespace Foo {\n  export const x = 1;\n}\nconsole.log(Foo.x, s);\n", "ts")
+    err = [x["message"] for x in lg if x["type"] == "stderr"]
+    assert run["status"] == "failed" and err[:2] == ["/quern/script.ts:3", "namespace Foo {"], (run, err)
+    assert err[-1].startswith("SyntaxError: a TypeScript namespace that holds values"), err
+
+
 def test_sysv_ipc_is_private_per_run():
     made = "ipcmk -M 4096 >/dev/null && ipcmk -Q >/dev/null && ipcmk -S 1 >/dev/null && echo made; ipcs | grep -c '^0x'"
     t, r1, l1 = go(made)
