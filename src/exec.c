@@ -2393,6 +2393,11 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     } else if (u.oom_killed) {
         res = new_result("failed", "memory_limit_exceeded", NULL);
         res->error_message = xasprintf("memory over %lld MiB", (long long)r->mem_mb);
+        /* the kernel killed one of the box's processes: when the code
+         * itself lived on and exited, its exit status is the run's (it was
+         * null, as if the code had been killed) */
+        if (st[0] == 'X')
+            code = atoi(st + 2);
     } else if (st[0] == 'E') {
         st[strcspn(st, "\n")] = '\0';
         res = new_result("failed", "sandbox_error", st + 2);

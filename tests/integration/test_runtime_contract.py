@@ -1113,6 +1113,23 @@ def test_default_memory_limit_is_256_mib():
         assert "survived" not in [x["message"] for x in lg]
 
 
+def test_a_child_killed_for_memory_keeps_the_codes_exit_status():
+    # the kernel killed a child of the code, the code went on and exited by
+    # itself: the run fails memory_limit_exceeded (memory went over) with the
+    # code's own exit status, which was null as if the code had been killed
+    hog = "python3 -c 'b = bytearray(300 << 20)'; echo rc=$?; exit %d"
+    specs = [(hog % 0, "sh", {"settings": {"memory_limit_mb": 64}}),
+             (hog % 3, "sh", {"settings": {"memory_limit_mb": 64}})]
+    for (t, run, lg), want in zip(many(specs), (0, 3)):
+        assert run["status"] == "failed" and run["error"]["code"] == "memory_limit_exceeded", (run, lg)
+        assert "rc=137" in [x["message"] for x in lg], lg
+        assert run["exit_code"] == want, run
+    # the code itself killed: still null
+    t, run, lg = go(py("b = bytearray(300 << 20)\nprint('survived')\n"), "python",
+                    settings={"memory_limit_mb": 64})
+    assert run["error"]["code"] == "memory_limit_exceeded" and run["exit_code"] is None, run
+
+
 def test_output_limit_counts_fd3_logs_and_long_lines():
     specs = [(py(CTL_PY + "while True:\n    ctl({'type':'log','level':'info','message':'y'*500})\n"), "python",
               {"settings": {"max_output_bytes": 50000, "timeout_ms": 30000}}),
