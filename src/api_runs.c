@@ -490,6 +490,11 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         struct run_outcome out = {0};
         out.code = ecode ? ecode : (emsg && (to == RS_FAILED || to == RS_TIMED_OUT) ? "error" : NULL);
         out.message = emsg;
+        /* ended from outside while its code lives, the run has ended: a
+         * failure with retries left queued the next attempt while this one's
+         * code ran on (its lines landed in the new attempt, which then failed
+         * sandbox_error: the box still held the run) */
+        out.no_retry = runner_code_live(run);
         if (json_object_get(b, "exit_code") && !json_is_null(json_object_get(b, "exit_code"))) {
             out.has_exit_code = true;
             out.exit_code = (int)exit_code;

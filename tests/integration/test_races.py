@@ -629,6 +629,32 @@ def test_live_code_is_not_suspended_by_a_patch():
         check_path(end, session_events(end))
 
 
+def test_a_patch_ending_live_code_does_not_retry_beside_it():
+    # failed or timed_out with retries left queued the next attempt while
+    # this one's code ran on: its lines landed in the new attempt, which then
+    # failed sandbox_error ("the sandbox could not start the run": the box
+    # still held the run).  Ended from outside, the run has ended.
+    code = "echo ready $QUERN_ATTEMPT; while :; do echo tick; sleep 0.05; done"
+    for to in ("failed", "timed_out"):
+        t = expect(S.req("POST", P + "/tasks", {"code": code, "runtime_id": "sh", "settings": {
+            "max_retries": 2, "retry_delay_ms": 0, "kill_grace_ms": 200}}), 201)
+        run = wait_for(lambda: (lambda x: x if x["status"] == "running" else None)(
+            expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "running")
+        base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+        wait_for(lambda: "ready 1" in S.req("GET", base + "/logs").text, 60, "ready")
+        r = expect(S.req("PATCH", base, {"status": to, "error_message": "enough"}), 200)
+        assert r["status"] == to and r["attempt"] == 1, r
+        evs = session_events(r)
+        types = [e["type"] for e in evs]
+        assert "task_run.retrying" not in types, types
+        end = expect(S.req("GET", base), 200)
+        assert end["status"] == to and end["attempt"] == 1, end
+        assert end["error"]["message"] == "enough", end
+        check_path(end, evs)
+        runs = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+        assert len(runs) == 1, runs
+
+
 if __name__ == "__main__":
     try:
         run_tests(globals())
