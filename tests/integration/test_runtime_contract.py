@@ -801,6 +801,38 @@ def test_command_cancel_sigterm_then_canceled():
     healthy()
 
 
+def test_a_run_ended_from_outside_keeps_its_accounting():
+    # a PATCH, a set_output that completes it or its task's deadline ends
+    # a run whose code lives: cpu_ms, peak_memory_kb and wall_ms were never
+    # recorded, and iterations stayed behind when the last ones logged nothing
+    chain = ("if [ \"$QUERN_ITERATION\" -lt 3 ]; then echo '{\"type\":\"continue\",\"data\":{}}' >&3; "
+             "exit 0; fi; %s sleep 30")
+    for how, kw in (("patch", {}), ("set_output", {"output_schema": {"type": "object"}})):
+        t = create(chain % "echo third;", settings={"kill_grace_ms": 100}, **kw)
+        wait_for(lambda: "third" in msgs(t, run_of(t)), 60, "the third iteration")
+        b = base_of(t, run_of(t))
+        if how == "patch":
+            expect(S.req("PATCH", b, {"status": "failed", "error_message": "enough"}), 200)
+        else:
+            expect(S.req("PATCH", b + "/set_output", {"output": {"ok": 1}}), 200)
+        run = wait_for(lambda: (lambda x: x if "wall_ms" in x else None)(
+            expect(S.req("GET", b), 200)), 60, "the accounting of " + how)
+        assert run["status"] == ("failed" if how == "patch" else "completed"), (how, run)
+        accounted(run)
+        assert run["wall_ms"] > 0 and run["iterations"] == 3, (how, run)
+    # silent iterations, ended by the deadline: they are counted all the same
+    import datetime
+    soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)
+            ).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    t = create(chain % "", settings={"kill_grace_ms": 100}, deadline=soon)
+    b = base_of(t, run_of(t))
+    run = wait_for(lambda: (lambda x: x if "wall_ms" in x else None)(
+        expect(S.req("GET", b), 200)), 60, "the accounting of the deadline")
+    assert run["error"]["code"] == "deadline_exceeded", run
+    accounted(run)
+    assert run["iterations"] >= 1, run
+
+
 def test_command_cancel_keeps_its_message():
     # the cancel command dropped params.message ("canceled by command"),
     # which POST .../cancel {message} keeps on the run
