@@ -655,6 +655,28 @@ def test_a_patch_ending_live_code_does_not_retry_beside_it():
         assert len(runs) == 1, runs
 
 
+def test_a_worker_report_does_not_end_live_code():
+    # workers/report is for leased runs: one failing a code run queued its
+    # retry beside the live code (which then failed sandbox_error)
+    code = "echo ready; while :; do sleep 0.05; done"
+    t = expect(S.req("POST", P + "/tasks", {"code": code, "runtime_id": "sh", "settings": {
+        "max_retries": 2, "retry_delay_ms": 0, "kill_grace_ms": 200}}), 201)
+    run = wait_for(lambda: (lambda x: x if x["status"] == "running" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "running")
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    for st in ("failed", "completed", "running"):
+        res = expect(S.req("POST", P + "/workers/report", {"results": [
+            {"run_id": run["id"], "attempt": 1, "status": st}]}), 200)["data"][0]
+        assert not res["ok"] and res["error"]["code"] == "code_running", res
+        assert res["error"]["type"] == "conflict", res
+    now = expect(S.req("GET", base), 200)
+    assert now["status"] == "running" and now["attempt"] == 1, now
+    expect(S.req("POST", base + "/cancel", {}), 200)
+    end = wait_for(lambda: (lambda x: x if x["status"] in TERMINAL else None)(
+        expect(S.req("GET", base), 200)), 60, "the end")
+    assert end["status"] == "canceled" and end["attempt"] == 1, end
+
+
 if __name__ == "__main__":
     try:
         run_tests(globals())
