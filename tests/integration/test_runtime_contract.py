@@ -833,6 +833,33 @@ def test_a_run_ended_from_outside_keeps_its_accounting():
     assert run["iterations"] >= 1, run
 
 
+def test_a_completion_from_outside_waits_for_its_review():
+    # with require_review, a PATCH to completed (or a set_output that
+    # completes) moved the run to review_required but left its code
+    # running: the code's own end then completed the run past the review,
+    # with the code's output in place of the one given
+    code = "echo ready; sleep 2; echo late; echo '{\"code\": 1}' > $QUERN_OUTPUT"
+    for how in ("patch", "set_output"):
+        kw = {"output_schema": {"type": "object"}} if how == "set_output" else {}
+        t = create(code, settings={"require_review": True, "kill_grace_ms": 100}, **kw)
+        wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+        b = base_of(t, run_of(t))
+        if how == "patch":
+            r = expect(S.req("PATCH", b, {"status": "completed", "output": {"api": 1}}), 200)
+        else:
+            r = expect(S.req("PATCH", b + "/set_output", {"output": {"api": 1}}), 200)
+        assert r["status"] == "review_required", r
+        # the code is stopped; its end (recorded once wall_ms is there) changes nothing
+        run = wait_for(lambda: (lambda x: x if "wall_ms" in x else None)(
+            expect(S.req("GET", b), 200)), 60, "the code's end")
+        assert run["status"] == "review_required" and run["output"] == {"api": 1}, (how, run)
+        assert "late" not in msgs(t, run), msgs(t, run)
+        done = expect(S.req("POST", b + "/review", {"decision": "approve"}), 200)
+        assert done["status"] == "completed" and done["output"] == {"api": 1}, done
+        types = [e["type"] for e in events(t, done)]
+        assert types.count("task_run.completed") == 1, types
+
+
 def test_command_cancel_keeps_its_message():
     # the cancel command dropped params.message ("canceled by command"),
     # which POST .../cancel {message} keeps on the run
