@@ -479,8 +479,11 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         }
         /* live code is not suspended by a status: queued started a second
          * box beside it, paused lost its end (the run stayed paused),
-         * review_required let its end pass the review */
-        if ((to == RS_QUEUED || to == RS_PAUSED || to == RS_REVIEW_REQUIRED) &&
+         * review_required let its end pass the review; interaction_required
+         * showed a question nobody had asked (the code asks its own, on
+         * fd 3) while the code ran on */
+        if ((to == RS_QUEUED || to == RS_PAUSED || to == RS_REVIEW_REQUIRED ||
+             to == RS_INTERACTION_REQUIRED) &&
             runner_code_live(run)) {
             http_error(r, 409, "code_running", "status",
                        "quernd runs this run's code: it cannot become %s while the code lives "

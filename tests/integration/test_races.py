@@ -614,8 +614,9 @@ def test_nothing_is_added_to_a_run_after_its_end():
 def test_live_code_is_not_suspended_by_a_patch():
     # queued started a second box beside the live one (the run then failed
     # sandbox_error); paused lost the code's end (the run stayed paused for
-    # good); review_required let the code's end pass the review
-    for to in ("queued", "paused", "review_required"):
+    # good); review_required let the code's end pass the review;
+    # interaction_required showed a question nobody had asked
+    for to in ("queued", "paused", "review_required", "interaction_required"):
         t = expect(S.req("POST", P + "/tasks", {"code": "echo ready; sleep 0.5; echo end",
                                                  "runtime_id": "sh"}), 201)
         run = wait_for(lambda: (lambda x: x if x["status"] == "running" else None)(
