@@ -477,6 +477,16 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
                        run_status_name(from), run_status_name(to));
             return -EPERM;
         }
+        /* code waiting on its own question reads the answer from stdin: a
+         * PATCH to running dropped the question, and the code waited for
+         * an answer nobody could give any more (POST .../interaction was
+         * 409) until its timeout */
+        if (to == RS_RUNNING && from == RS_INTERACTION_REQUIRED && runner_code_live(run)) {
+            http_error(r, 409, "code_running", "status",
+                       "the run's code waits for the answer to its question: answer it with "
+                       "POST .../interaction (or cancel the run, or end it)");
+            return -EPERM;
+        }
         /* live code is not suspended by a status: queued started a second
          * box beside it, paused lost its end (the run stayed paused),
          * review_required let its end pass the review; interaction_required

@@ -630,6 +630,24 @@ def test_live_code_is_not_suspended_by_a_patch():
         check_path(end, session_events(end))
 
 
+def test_a_patch_does_not_drop_the_question_live_code_waits_on():
+    # PATCH {status: running} of code waiting on its own input_request
+    # dropped the question: the answer could no longer be given (409) and
+    # the code waited on stdin until its timeout
+    code = "echo '{\"type\":\"input_request\",\"prompt\":\"name?\"}' >&3; read l; echo \"got $l\""
+    t = expect(S.req("POST", P + "/tasks", {"code": code, "runtime_id": "sh"}), 201)
+    run = wait_for(lambda: (lambda x: x if x["status"] == "interaction_required" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "the question")
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    r = S.req("PATCH", base, {"status": "running"})
+    assert r.status == 409 and r.json["error"]["code"] == "code_running", r
+    expect(S.req("POST", base + "/interaction", {"response": "Ada"}), 200)
+    end = wait_for(lambda: (lambda x: x if x["status"] in TERMINAL else None)(
+        expect(S.req("GET", base), 200)), 60, "the end")
+    assert end["status"] == "completed", end
+    assert 'got {' in S.req("GET", base + "/logs").text and 'Ada' in S.req("GET", base + "/logs").text
+
+
 def test_a_patch_ending_live_code_does_not_retry_beside_it():
     # failed or timed_out with retries left queued the next attempt while
     # this one's code ran on: its lines landed in the new attempt, which then
