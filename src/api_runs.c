@@ -477,10 +477,23 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
                        run_status_name(from), run_status_name(to));
             return -EPERM;
         }
+        /* code waiting on its own question reads the answer from stdin: a
+         * PATCH to running dropped the question, and the code waited for
+         * an answer nobody could give any more (POST .../interaction was
+         * 409) until its timeout */
+        if (to == RS_RUNNING && from == RS_INTERACTION_REQUIRED && runner_code_live(run)) {
+            http_error(r, 409, "code_running", "status",
+                       "the run's code waits for the answer to its question: answer it with "
+                       "POST .../interaction (or cancel the run, or end it)");
+            return -EPERM;
+        }
         /* live code is not suspended by a status: queued started a second
          * box beside it, paused lost its end (the run stayed paused),
-         * review_required let its end pass the review */
-        if ((to == RS_QUEUED || to == RS_PAUSED || to == RS_REVIEW_REQUIRED) &&
+         * review_required let its end pass the review; interaction_required
+         * showed a question nobody had asked (the code asks its own, on
+         * fd 3) while the code ran on */
+        if ((to == RS_QUEUED || to == RS_PAUSED || to == RS_REVIEW_REQUIRED ||
+             to == RS_INTERACTION_REQUIRED) &&
             runner_code_live(run)) {
             http_error(r, 409, "code_running", "status",
                        "quernd runs this run's code: it cannot become %s while the code lives "
@@ -490,6 +503,11 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         struct run_outcome out = {0};
         out.code = ecode ? ecode : (emsg && (to == RS_FAILED || to == RS_TIMED_OUT) ? "error" : NULL);
         out.message = emsg;
+        /* ended from outside while its code lives, the run has ended: a
+         * failure with retries left queued the next attempt while this one's
+         * code ran on (its lines landed in the new attempt, which then failed
+         * sandbox_error: the box still held the run) */
+        out.no_retry = runner_code_live(run);
         if (json_object_get(b, "exit_code") && !json_is_null(json_object_get(b, "exit_code"))) {
             out.has_exit_code = true;
             out.exit_code = (int)exit_code;
@@ -1200,14 +1218,21 @@ static int grouped_fn(struct runop *op, struct store_tx *tx, json_t *run)
     json_t *groups = json_array();
     json_t *cur = NULL;
     int64_t cur_it = -1;
+    int64_t pass = 1;   /* a retry's iterations start at 1 again: a new pass */
     size_t i;
     json_t *e;
     json_array_foreach(logs, i, e) {
         int64_t it = json_integer_value(json_object_get(e, "iteration"));
         if (!cur || it != cur_it) {
-            char gid[96];
-            snprintf(gid, sizeof gid, "%s:%lld", json_string_value(json_object_get(run, "id")),
-                     (long long)it);
+            /* "RUN:ITER" repeated for each attempt's groups: ids must be unique */
+            if (cur && it < cur_it)
+                pass++;
+            char gid[128];
+            const char *rid = json_string_value(json_object_get(run, "id"));
+            if (pass == 1)
+                snprintf(gid, sizeof gid, "%s:%lld", rid, (long long)it);
+            else
+                snprintf(gid, sizeof gid, "%s:%lld:%lld", rid, (long long)it, (long long)pass);
             cur = json_pack("{s:s, s:O, s:O, s:I, s:[]}", "id", gid, "created_at",
                             json_object_get(e, "ts"), "execution_name",
                             json_object_get(run, "execution_name"), "iteration", (json_int_t)it,
@@ -1278,8 +1303,15 @@ static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
         rc = -ENOENT;
     } else {
         /* as POST .../cancel: canceling now, canceled once the code stopped
-         * (the move's commit sends SIGTERM, then SIGKILL after the grace) */
-        struct run_outcome out = {.code = "canceled", .message = "canceled by command",
+         * (the move's commit sends SIGTERM, then SIGKILL after the grace);
+         * params.message is kept on the run as that route's message is */
+        const char *msg = NULL;
+        if (json_is_object(params) &&
+            !api_str(r, params, "message", "params.message", 4096, &msg))
+            return -EINVAL;
+        if (msg)
+            json_object_set_new_nocheck(run, "cancel_message", json_string(msg));
+        struct run_outcome out = {.code = "canceled", .message = msg ? msg : "canceled by command",
                                   .no_retry = true};
         if ((rc = run_move(tx, r->app, run, RS_CANCELING, &out)))
             return rc;

@@ -18,6 +18,7 @@
 
 #include "api.h"
 #include "run.h"
+#include "runner.h"
 #include "sched.h"
 #include "util.h"
 
@@ -381,7 +382,8 @@ struct report_tx {
 static json_t *refuse(const char *run_id, const char *code, const char *msg)
 {
     const char *type = !strcmp(code, "not_found") ? "not_found"
-                       : !strcmp(code, "stale_attempt") || !strcmp(code, "invalid_transition")
+                       : !strcmp(code, "stale_attempt") || !strcmp(code, "invalid_transition") ||
+                               !strcmp(code, "code_running")
                            ? "conflict"
                            : "invalid_request";
     return json_pack("{s:s?, s:b, s:{s:s, s:s, s:s}}", "run_id", run_id, "ok", 0, "error", "type",
@@ -441,6 +443,17 @@ static int report_fn(struct store_tx *tx, void *arg)
         if (from != RS_RUNNING) {
             json_array_append_new(a->out, refuse(run_id, "invalid_transition",
                                                  "the run is not running (its lease ended)"));
+            json_decref(run);
+            continue;
+        }
+        /* a report is a worker's, of a run it leased: one failing a run
+         * whose code quernd runs queued its retry beside the live code
+         * (the retry then failed sandbox_error), one completing it raced
+         * the code's own end */
+        if (runner_code_live(run)) {
+            json_array_append_new(a->out, refuse(run_id, "code_running",
+                                                 "quernd runs this run's code itself: a worker "
+                                                 "does not report it (cancel the run, or PATCH it)"));
             json_decref(run);
             continue;
         }

@@ -796,6 +796,13 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
 {
     json_error_t jerr;
     json_t *m = box_json_load(s, n, 0, &jerr);
+    /* continue's data is the next iteration's input, the code's own and
+     * never stored nor shown: it goes on as written (redacted, a secret in
+     * it reached the next iteration as "***") */
+    json_t *cont = NULL;
+    const char *t0 = m ? json_string_value(json_object_get(m, "type")) : NULL;
+    if (t0 && strcmp(t0, "continue") == 0 && json_object_get(m, "data"))
+        cont = json_deep_copy(json_object_get(m, "data"));
     redact_control(r, m);
     const char *type = m ? json_string_value(json_object_get(m, "type")) : NULL;
     /* Everything the code sends is stored, so all of it counts against
@@ -856,9 +863,9 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
                 r->ctl_output = json_deep_copy(o);
             }
         } else if (strcmp(type, "continue") == 0) {
-            json_t *d = json_object_get(m, "data");
             json_decref(r->cont_data);
-            r->cont_data = d ? json_deep_copy(d) : json_object();
+            r->cont_data = cont ? cont : json_object();
+            cont = NULL;
             r->cont_req = true;
         } else if (strcmp(type, "input_request") == 0) {
             /* each question waiting is saved with the run: unbounded, a
@@ -877,6 +884,7 @@ static void handle_control(struct exec *ex, struct run *r, const char *s, size_t
         if (ex->cb.on_control)
             ex->cb.on_control(ex->cb.ctx, r->run_id, m, r->iteration);
     }
+    json_decref(cont);
     json_decref(m);
 }
 
@@ -2385,6 +2393,11 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     } else if (u.oom_killed) {
         res = new_result("failed", "memory_limit_exceeded", NULL);
         res->error_message = xasprintf("memory over %lld MiB", (long long)r->mem_mb);
+        /* the kernel killed one of the box's processes: when the code
+         * itself lived on and exited, its exit status is the run's (it was
+         * null, as if the code had been killed) */
+        if (st[0] == 'X')
+            code = atoi(st + 2);
     } else if (st[0] == 'E') {
         st[strcspn(st, "\n")] = '\0';
         res = new_result("failed", "sandbox_error", st + 2);

@@ -516,8 +516,23 @@ static int apply_exit(struct store_tx *tx, struct app *app, json_t *run, struct 
 {
     struct exec_result *res = it->res;
     enum run_status st = run_status_of(run);
-    if (run_status_terminal(st))
-        return 0;
+    if (run_status_terminal(st) || st == RS_REVIEW_REQUIRED) {
+        /* ended from outside while its code lived (a PATCH, set_output, its
+         * deadline): the end stands, what the code said after it is
+         * dropped, but what it used is the run's as on every run that
+         * started (cpu_ms, peak_memory_kb and wall_ms were missing, and
+         * iterations behind when the last ones had logged nothing).  A run
+         * waiting for its review was completed from outside too (the
+         * code's own completion is the last exit): the code's end used to
+         * complete it past the review, with the code's output. */
+        record_storage_use(run, res);
+        json_object_set_new(run, "cpu_ms", json_integer(res->cpu_ms));
+        json_object_set_new(run, "peak_memory_kb", json_integer(res->peak_memory_kb));
+        json_object_set_new(run, "wall_ms", json_integer(res->wall_ms));
+        if (res->iterations > json_integer_value(json_object_get(run, "iterations")))
+            json_object_set_new(run, "iterations", json_integer(res->iterations));
+        return run_save(tx, run);
+    }
     int rc = add_exit_artifacts(tx, app, run, it->artifacts);
     if (rc)
         return rc;
@@ -590,7 +605,8 @@ static int batch_fn(struct store_tx *tx, void *arg)
         /* ended while its code lived (a PATCH, set_output, its deadline):
          * what the code says after the end is dropped, so the terminal
          * event stays the run's last and a progress never changes it */
-        if (it->kind != IT_EXIT && run_status_terminal(run_status_of(run)))
+        if (it->kind != IT_EXIT && (run_status_terminal(run_status_of(run)) ||
+                                    run_status_of(run) == RS_REVIEW_REQUIRED))
             continue;
         /* the run shows the iteration its code is in: a control message
          * (a question, a checkpoint) counts as a log line does (a run asking

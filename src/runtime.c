@@ -35,6 +35,44 @@
  * only its files).  PATH is a JavaScript expression naming the script; fs,
  * pathToFileURL and transform are in scope. */
 #define TS_REQUIRE "const {transform} = createRequire('" TS_BOX_DIR "/x.js')('sucrase');"
+/* The namespace check reads the script with its comments, string and
+ * template literals blanked (each character a space, newlines kept, so
+ * offsets and lines stay the script's): "namespace X { const ..." inside a
+ * template literal or a comment, or a "{" in a string inside a types-only
+ * namespace, failed valid scripts.  Regular expression literals are left
+ * as they are (telling one from a division needs a parser). */
+#define TS_BLANK                                                                          \
+    "const blank = (s) => {"                                                              \
+    "  const a = s.split(''), n = a.length, tpl = [];"                                    \
+    "  let i = 0, depth = 0;"                                                             \
+    "  while (i < n) {"                                                                   \
+    "    const c = a[i];"                                                                 \
+    "    if (c === '/' && a[i + 1] === '/') {"                                            \
+    "      while (i < n && a[i] !== '\\n') a[i++] = ' ';"                                 \
+    "    } else if (c === '/' && a[i + 1] === '*') {"                                     \
+    "      a[i++] = ' '; a[i++] = ' ';"                                                   \
+    "      for (; i < n && !(a[i] === '*' && a[i + 1] === '/'); i++) if (a[i] !== '\\n') a[i] = ' ';" \
+    "      if (i < n) { a[i++] = ' '; a[i++] = ' '; }"                                    \
+    "    } else if (c === '\"' || c === '\\'') {"                                         \
+    "      for (i++; i < n && a[i] !== c && a[i] !== '\\n'; i++) {"                       \
+    "        if (a[i] === '\\\\') a[i++] = ' ';"                                            \
+    "        if (i < n && a[i] !== '\\n') a[i] = ' ';"                                    \
+    "      }"                                                                             \
+    "      i++;"                                                                          \
+    "    } else if (c === '`' || (c === '}' && tpl.length && tpl[tpl.length - 1] === depth)) {" \
+    "      if (c === '}') tpl.pop();"                                                     \
+    "      for (i++; i < n && a[i] !== '`' && !(a[i] === '$' && a[i + 1] === '{'); i++) {" \
+    "        if (a[i] === '\\\\') a[i++] = ' ';"                                            \
+    "        if (i < n && a[i] !== '\\n') a[i] = ' ';"                                    \
+    "      }"                                                                             \
+    "      if (a[i] === '$') { tpl.push(depth); i += 2; } else i++;"                      \
+    "    } else {"                                                                        \
+    "      depth += c === '{' ? 1 : c === '}' ? -1 : 0;"                                  \
+    "      i++;"                                                                          \
+    "    }"                                                                               \
+    "  }"                                                                                 \
+    "  return a.join('');"                                                                \
+    "};"
 #define TS_IMPORT(path)                                                                   \
     "const p = " path ", src = fs.readFileSync(p, 'utf8');"                               \
     "const bad = (line, column, msg) => {"                                                \
@@ -42,12 +80,14 @@
     "    '\\n' + ' '.repeat(Math.max(column - 1, 0)) + '^\\n\\nSyntaxError: ' + msg + '\\n');" \
     "  process.exit(1);"                                                                  \
     "};"                                                                                  \
+    TS_BLANK                                                                              \
+    "const code = blank(src);"                                                            \
     "const nsRe = /^([ \\t]*)(?:export[ \\t]+)?(?:namespace|module)[ \\t]+[A-Za-z_$][\\w$.]*[ \\t]*\\{/mg;" \
-    "for (let ns; (ns = nsRe.exec(src));) {"                                              \
+    "for (let ns; (ns = nsRe.exec(code));) {"                                             \
     "  let depth = 1, i = nsRe.lastIndex;"                                                \
-    "  for (; i < src.length && depth; i++) depth += src[i] === '{' ? 1 : src[i] === '}' ? -1 : 0;" \
-    "  if (!/\\b(const|let|var|function|class|enum)\\b/.test(src.slice(nsRe.lastIndex, i))) continue;" \
-    "  const line = src.slice(0, ns.index).split('\\n').length;"                          \
+    "  for (; i < code.length && depth; i++) depth += code[i] === '{' ? 1 : code[i] === '}' ? -1 : 0;" \
+    "  if (!/\\b(const|let|var|function|class|enum)\\b/.test(code.slice(nsRe.lastIndex, i))) continue;" \
+    "  const line = code.slice(0, ns.index).split('\\n').length;"                         \
     "  bad(line, ns[1].length + 1, 'a TypeScript namespace that holds values is not ' +" \
     "    'supported: quern strips types with sucrase, which would drop it (' + line + ':' +" \
     "    (ns[1].length + 1) + ')');"                                                      \

@@ -902,8 +902,10 @@ void sched_after_commit_run(struct sched *s, const struct sched_run *r)
     enum run_status st = (enum run_status)r->status;
     /* canceling, or ended by someone else (a PATCH, set_output) while its
      * code may still live: nothing of a run outlives it (a no-op when its
-     * box is already gone) */
-    if ((st == RS_CANCELING || run_status_terminal(st)) && r->local)
+     * box is already gone).  review_required too: a completion from
+     * outside of a run with require_review left its code running, and the
+     * code's own end then completed the run past the review. */
+    if ((st == RS_CANCELING || st == RS_REVIEW_REQUIRED || run_status_terminal(st)) && r->local)
         runner_cancel(s->app->runner, r->id);
     pthread_mutex_lock(&s->mu);
     s->gen++;
@@ -960,7 +962,7 @@ static void apply_remote(struct sched *s, const json_t *run, uint64_t g0, json_t
     const char *ex = json_string_value(json_object_get(run, "executor"));
     const char *node = json_string_value(json_object_get(run, "node_id"));
     if (ex && !strcmp(ex, "local") && node && !strcmp(node, store_node_id(s->app->store)) &&
-        (st == RS_CANCELING || run_status_terminal(st)))
+        (st == RS_CANCELING || st == RS_REVIEW_REQUIRED || run_status_terminal(st)))
         json_array_append_new(cancel, json_string(id));
     json_int_t attempt = json_integer_value(json_object_get(run, "attempt"));
     if (e && st == RS_QUEUED && e->where != W_ACTIVE && e->attempt == attempt &&

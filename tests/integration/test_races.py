@@ -551,8 +551,9 @@ def test_nothing_is_added_to_a_run_after_its_end():
 def test_live_code_is_not_suspended_by_a_patch():
     # queued started a second box beside the live one (the run then failed
     # sandbox_error); paused lost the code's end (the run stayed paused for
-    # good); review_required let the code's end pass the review
-    for to in ("queued", "paused", "review_required"):
+    # good); review_required let the code's end pass the review;
+    # interaction_required showed a question nobody had asked
+    for to in ("queued", "paused", "review_required", "interaction_required"):
         t = expect(S.req("POST", P + "/tasks", {"code": "echo ready; sleep 0.5; echo end",
                                                  "runtime_id": "sh"}), 201)
         run = wait_for(lambda: (lambda x: x if x["status"] == "running" else None)(
@@ -564,6 +565,72 @@ def test_live_code_is_not_suspended_by_a_patch():
             expect(S.req("GET", base), 200)), 60, "the end")
         assert end["status"] == "completed", (to, end)
         check_path(end, session_events(end))
+
+
+def test_a_patch_does_not_drop_the_question_live_code_waits_on():
+    # PATCH {status: running} of code waiting on its own input_request
+    # dropped the question: the answer could no longer be given (409) and
+    # the code waited on stdin until its timeout
+    code = "echo '{\"type\":\"input_request\",\"prompt\":\"name?\"}' >&3; read l; echo \"got $l\""
+    t = expect(S.req("POST", P + "/tasks", {"code": code, "runtime_id": "sh"}), 201)
+    run = wait_for(lambda: (lambda x: x if x["status"] == "interaction_required" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "the question")
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    r = S.req("PATCH", base, {"status": "running"})
+    assert r.status == 409 and r.json["error"]["code"] == "code_running", r
+    expect(S.req("POST", base + "/interaction", {"response": "Ada"}), 200)
+    end = wait_for(lambda: (lambda x: x if x["status"] in TERMINAL else None)(
+        expect(S.req("GET", base), 200)), 60, "the end")
+    assert end["status"] == "completed", end
+    assert 'got {' in S.req("GET", base + "/logs").text and 'Ada' in S.req("GET", base + "/logs").text
+
+
+def test_a_patch_ending_live_code_does_not_retry_beside_it():
+    # failed or timed_out with retries left queued the next attempt while
+    # this one's code ran on: its lines landed in the new attempt, which then
+    # failed sandbox_error ("the sandbox could not start the run": the box
+    # still held the run).  Ended from outside, the run has ended.
+    code = "echo ready $QUERN_ATTEMPT; while :; do echo tick; sleep 0.05; done"
+    for to in ("failed", "timed_out"):
+        t = expect(S.req("POST", P + "/tasks", {"code": code, "runtime_id": "sh", "settings": {
+            "max_retries": 2, "retry_delay_ms": 0, "kill_grace_ms": 200}}), 201)
+        run = wait_for(lambda: (lambda x: x if x["status"] == "running" else None)(
+            expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "running")
+        base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+        wait_for(lambda: "ready 1" in S.req("GET", base + "/logs").text, 60, "ready")
+        r = expect(S.req("PATCH", base, {"status": to, "error_message": "enough"}), 200)
+        assert r["status"] == to and r["attempt"] == 1, r
+        evs = session_events(r)
+        types = [e["type"] for e in evs]
+        assert "task_run.retrying" not in types, types
+        end = expect(S.req("GET", base), 200)
+        assert end["status"] == to and end["attempt"] == 1, end
+        assert end["error"]["message"] == "enough", end
+        check_path(end, evs)
+        runs = expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"]
+        assert len(runs) == 1, runs
+
+
+def test_a_worker_report_does_not_end_live_code():
+    # workers/report is for leased runs: one failing a code run queued its
+    # retry beside the live code (which then failed sandbox_error)
+    code = "echo ready; while :; do sleep 0.05; done"
+    t = expect(S.req("POST", P + "/tasks", {"code": code, "runtime_id": "sh", "settings": {
+        "max_retries": 2, "retry_delay_ms": 0, "kill_grace_ms": 200}}), 201)
+    run = wait_for(lambda: (lambda x: x if x["status"] == "running" else None)(
+        expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["data"][0]), 60, "running")
+    base = P + "/tasks/%s/runs/%s" % (t["id"], run["id"])
+    for st in ("failed", "completed", "running"):
+        res = expect(S.req("POST", P + "/workers/report", {"results": [
+            {"run_id": run["id"], "attempt": 1, "status": st}]}), 200)["data"][0]
+        assert not res["ok"] and res["error"]["code"] == "code_running", res
+        assert res["error"]["type"] == "conflict", res
+    now = expect(S.req("GET", base), 200)
+    assert now["status"] == "running" and now["attempt"] == 1, now
+    expect(S.req("POST", base + "/cancel", {}), 200)
+    end = wait_for(lambda: (lambda x: x if x["status"] in TERMINAL else None)(
+        expect(S.req("GET", base), 200)), 60, "the end")
+    assert end["status"] == "canceled" and end["attempt"] == 1, end
 
 
 if __name__ == "__main__":

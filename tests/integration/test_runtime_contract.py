@@ -486,6 +486,30 @@ def test_iterations_continue_with_data():
         assert all("iteration" in it or True for it in g["items"])
 
 
+def test_grouped_log_ids_stay_unique_across_attempts():
+    # a retry's iterations start at 1 again: its groups were given the same
+    # ids as the first attempt's ("RUN:1", "RUN:2" twice)
+    code = py(CTL_PY + r"""
+it, at = os.environ["QUERN_ITERATION"], os.environ["QUERN_ATTEMPT"]
+print("attempt", at, "iteration", it)
+if it == "1":
+    ctl({"type": "continue", "data": {}})
+elif at == "1":
+    sys.exit(1)
+""")
+    t, run, lg = go(code, "python", settings={"max_retries": 1, "retry_delay_ms": 0})
+    assert run["status"] == "completed" and run["attempt"] == 2, (run, lg)
+    groups = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)["data"]
+    assert [g["iteration"] for g in groups] == [1, 2, 1, 2], groups
+    ids = [g["id"] for g in groups]
+    assert len(set(ids)) == 4, ids
+    # the first attempt's keep the ids they always had
+    assert ids[:2] == [run["id"] + ":1", run["id"] + ":2"], ids
+    assert [[x["message"] for x in g["items"]] for g in groups] == [
+        ["attempt 1 iteration 1"], ["attempt 1 iteration 2"],
+        ["attempt 2 iteration 1"], ["attempt 2 iteration 2"]], groups
+
+
 def test_a_question_asked_in_a_later_iteration_shows_that_iteration():
     # the run's "iterations" moved only with log lines: a run asking in
     # iteration 2, its iterations silent, showed iterations 0 while it waited
@@ -777,6 +801,89 @@ def test_command_cancel_sigterm_then_canceled():
     healthy()
 
 
+def test_a_run_ended_from_outside_keeps_its_accounting():
+    # a PATCH, a set_output that completes it or its task's deadline ends
+    # a run whose code lives: cpu_ms, peak_memory_kb and wall_ms were never
+    # recorded, and iterations stayed behind when the last ones logged nothing
+    chain = ("if [ \"$QUERN_ITERATION\" -lt 3 ]; then echo '{\"type\":\"continue\",\"data\":{}}' >&3; "
+             "exit 0; fi; %s sleep 30")
+    for how, kw in (("patch", {}), ("set_output", {"output_schema": {"type": "object"}})):
+        t = create(chain % "echo third;", settings={"kill_grace_ms": 100}, **kw)
+        wait_for(lambda: "third" in msgs(t, run_of(t)), 60, "the third iteration")
+        b = base_of(t, run_of(t))
+        if how == "patch":
+            expect(S.req("PATCH", b, {"status": "failed", "error_message": "enough"}), 200)
+        else:
+            expect(S.req("PATCH", b + "/set_output", {"output": {"ok": 1}}), 200)
+        run = wait_for(lambda: (lambda x: x if "wall_ms" in x else None)(
+            expect(S.req("GET", b), 200)), 60, "the accounting of " + how)
+        assert run["status"] == ("failed" if how == "patch" else "completed"), (how, run)
+        accounted(run)
+        assert run["wall_ms"] > 0 and run["iterations"] == 3, (how, run)
+    # silent iterations, ended by the deadline: they are counted all the same
+    import datetime
+    soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)
+            ).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    t = create(chain % "", settings={"kill_grace_ms": 100}, deadline=soon)
+    b = base_of(t, run_of(t))
+    run = wait_for(lambda: (lambda x: x if "wall_ms" in x else None)(
+        expect(S.req("GET", b), 200)), 60, "the accounting of the deadline")
+    assert run["error"]["code"] == "deadline_exceeded", run
+    accounted(run)
+    assert run["iterations"] >= 1, run
+
+
+def test_a_completion_from_outside_waits_for_its_review():
+    # with require_review, a PATCH to completed (or a set_output that
+    # completes) moved the run to review_required but left its code
+    # running: the code's own end then completed the run past the review,
+    # with the code's output in place of the one given
+    code = "echo ready; sleep 2; echo late; echo '{\"code\": 1}' > $QUERN_OUTPUT"
+    for how in ("patch", "set_output"):
+        kw = {"output_schema": {"type": "object"}} if how == "set_output" else {}
+        t = create(code, settings={"require_review": True, "kill_grace_ms": 100}, **kw)
+        wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+        b = base_of(t, run_of(t))
+        if how == "patch":
+            r = expect(S.req("PATCH", b, {"status": "completed", "output": {"api": 1}}), 200)
+        else:
+            r = expect(S.req("PATCH", b + "/set_output", {"output": {"api": 1}}), 200)
+        assert r["status"] == "review_required", r
+        # the code is stopped; its end (recorded once wall_ms is there) changes nothing
+        run = wait_for(lambda: (lambda x: x if "wall_ms" in x else None)(
+            expect(S.req("GET", b), 200)), 60, "the code's end")
+        assert run["status"] == "review_required" and run["output"] == {"api": 1}, (how, run)
+        assert "late" not in msgs(t, run), msgs(t, run)
+        done = expect(S.req("POST", b + "/review", {"decision": "approve"}), 200)
+        assert done["status"] == "completed" and done["output"] == {"api": 1}, done
+        types = [e["type"] for e in events(t, done)]
+        assert types.count("task_run.completed") == 1, types
+
+
+def test_command_cancel_keeps_its_message():
+    # the cancel command dropped params.message ("canceled by command"),
+    # which POST .../cancel {message} keeps on the run
+    t = create("echo ready; while :; do sleep 0.05; done")
+    wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+    b = base_of(t, run_of(t))
+    bad = S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "cancel",
+                                        "params": {"message": 5}, "id": 1})
+    assert bad.status == 400 and bad.json["error"]["param"] == "params.message", bad
+    assert run_of(t)["status"] == "running"
+    expect(S.req("POST", b + "/command", {"jsonrpc": "2.0", "method": "cancel",
+                                         "params": {"message": "stop, please"}, "id": 2}), 200)
+    run = finish(t, 30)
+    assert run["status"] == "canceled" and run["cancel_message"] == "stop, please", run
+    assert run["error"]["code"] == "canceled" and run["error"]["message"] == "stop, please", run
+    # without one, as before
+    t = create("echo ready; while :; do sleep 0.05; done")
+    wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
+    expect(S.req("POST", base_of(t, run_of(t)) + "/command",
+                 {"jsonrpc": "2.0", "method": "cancel", "id": 3}), 200)
+    run = finish(t, 30)
+    assert run["cancel_message"] is None and run["error"]["message"] == "canceled by command", run
+
+
 def test_cancel_of_code_ignoring_sigterm_kills_it():
     t = create("trap '' TERM; echo ready; while :; do sleep 0.05; done", settings={"kill_grace_ms": 300})
     wait_for(lambda: "ready" in msgs(t, run_of(t)), 60, "ready")
@@ -1065,6 +1172,23 @@ def test_default_memory_limit_is_256_mib():
         assert "survived" not in [x["message"] for x in lg]
 
 
+def test_a_child_killed_for_memory_keeps_the_codes_exit_status():
+    # the kernel killed a child of the code, the code went on and exited by
+    # itself: the run fails memory_limit_exceeded (memory went over) with the
+    # code's own exit status, which was null as if the code had been killed
+    hog = "python3 -c 'b = bytearray(300 << 20)'; echo rc=$?; exit %d"
+    specs = [(hog % 0, "sh", {"settings": {"memory_limit_mb": 64}}),
+             (hog % 3, "sh", {"settings": {"memory_limit_mb": 64}})]
+    for (t, run, lg), want in zip(many(specs), (0, 3)):
+        assert run["status"] == "failed" and run["error"]["code"] == "memory_limit_exceeded", (run, lg)
+        assert "rc=137" in [x["message"] for x in lg], lg
+        assert run["exit_code"] == want, run
+    # the code itself killed: still null
+    t, run, lg = go(py("b = bytearray(300 << 20)\nprint('survived')\n"), "python",
+                    settings={"memory_limit_mb": 64})
+    assert run["error"]["code"] == "memory_limit_exceeded" and run["exit_code"] is None, run
+
+
 def test_output_limit_counts_fd3_logs_and_long_lines():
     specs = [(py(CTL_PY + "while True:\n    ctl({'type':'log','level':'info','message':'y'*500})\n"), "python",
               {"settings": {"max_output_bytes": 50000, "timeout_ms": 30000}}),
@@ -1344,6 +1468,30 @@ def test_ts_namespace_with_values_is_refused_not_dropped():
                     "console.log('typed', p.a);\n", "ts")
     assert run["status"] == "completed", (run, lg)
     assert [x["message"] for x in lg if x["type"] == "stdout"] == ["typed 1"], lg
+
+
+def test_ts_namespace_check_ignores_comments_strings_and_templates():
+    """The check read the raw text: a namespace with values inside a template
+    literal or a block comment, or a "{" in a string (or "const" in a
+    comment) inside a types-only namespace, failed these valid scripts."""
+    scripts = [
+        "const s = `\nnamespace Foo {\n  const x = 1;\n}\n`;\nconsole.log('ok', s.length);\n",
+        "/*\nnamespace Foo {\n  const x = 1;\n}\n*/\nconsole.log('ok', 1);\n",
+        "namespace T { export type A = \"{\"; }\nconst x: T.A = \"{\";\nconsole.log('ok', x);\n",
+        "namespace T {\n  // a const, a class\n  export type A = number;\n}\n"
+        "const y: T.A = 2;\nconsole.log('ok', y);\n",
+        "const t = `a${ {k: '}'}.k }b`;\nnamespace U { export type B = string }\n"
+        "const z: U.B = t;\nconsole.log('ok', z);\n",
+    ]
+    for t, run, lg in many([(s, "ts", {}) for s in scripts]):
+        assert run["status"] == "completed", (run, lg)
+        assert [x["message"].split()[0] for x in lg if x["type"] == "stdout"] == ["ok"], lg
+    # one with values after such text is still refused, at its own line
+    t, run, lg = go("const s = `namespace A { const q = 1 }`; // namespace B {\n"
+                    "/* } */\nnamespace Foo {\n  export const x = 1;\n}\nconsole.log(Foo.x, s);\n", "ts")
+    err = [x["message"] for x in lg if x["type"] == "stderr"]
+    assert run["status"] == "failed" and err[:2] == ["/quern/script.ts:3", "namespace Foo {"], (run, err)
+    assert err[-1].startswith("SyntaxError: a TypeScript namespace that holds values"), err
 
 
 def test_sysv_ipc_is_private_per_run():
@@ -1837,9 +1985,10 @@ open(os.environ["QUERN_OUTPUT"], "w").write('{"a": ' + v + '}')
 
 def test_secret_in_continue_data_prompt_schema_and_skipped_artifact_names():
     """Where else code can put a secret: the data of a `continue` (the next
-    iteration's input, stored), an input_request's prompt and schema (on the
-    run while it waits), and the names of artifacts that are not stored (the
-    warning names the first of each reason)."""
+    iteration's input: never stored nor shown, so handed on as written; it
+    reached the next iteration as "***"), an input_request's prompt and
+    schema (on the run while it waits), and the names of artifacts that are
+    not stored (the warning names the first of each reason)."""
     val = "contsecret-bbrt-4242"
     expect(S.req("POST", P + "/secrets", {"name": "RT_CONT", "value": val}), 201)
     code = py(CTL_PY + r"""
@@ -1852,7 +2001,7 @@ a = os.environ["QUERN_ARTIFACTS"]
 os.symlink("/etc/hostname", a + "/link-" + s)
 os.mkfifo(a + "/fifo-" + s)
 open(a + "/back\\" + s, "w").write("x")
-print("next input hidden:", d.get("s") == "***", flush=True)
+print("next input as written:", d.get("s") == s, flush=True)
 ctl({"type": "input_request", "prompt": "say " + s,
      "schema": {"type": "object", "description": s, "properties": {s: {"type": "string"}}}})
 print(sys.stdin.readline().strip() != "", flush=True)
@@ -1867,7 +2016,7 @@ print(sys.stdin.readline().strip() != "", flush=True)
     lg = logs(t, run)
     assert run["status"] == "completed" and run["iterations"] == 2, (run, lg)
     m = [x["message"] for x in lg]
-    assert "next input hidden: True" in m, m
+    assert "next input as written: True" in m, m
     assert any(x.startswith("artifacts not stored") for x in m), m
     everything = json.dumps([lg, run, events(t, run), S.req("GET", P + "/logs?task=" + run["id"]).text,
                              S.req("GET", base_of(t, run) + "?include=input,logs").text])
