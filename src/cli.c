@@ -2192,6 +2192,14 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
             rc = usage_error(c, "%s needs %s", cmd->words, cmd->synopsis);
         goto out_args;
     }
+    /* An empty argument ("$ID" of an unset variable) would name the
+     * collection itself: tasks get "" listed the tasks and exited 0. */
+    for (size_t i = 0; i < a.npos; i++) {
+        if (!a.pos[i][0]) {
+            rc = usage_error(c, "argument %zu is empty", i + 1);
+            goto out_args;
+        }
+    }
     if (needs_server(cmd)) {
         c->url = cli_args_get(&a, "url");
         if (!c->url)

@@ -426,6 +426,15 @@ def test_secrets_triggers_webhooks():
     assert quern("secrets", "delete", "CLI_TOKEN")[0] == 0
 
 
+def test_an_empty_id_is_a_usage_error():
+    # quern tasks get "$ID" with ID unset named the collection: it listed the
+    # tasks and exited 0 (webhooks get, definitions get too); a delete got 405
+    for args in (["tasks", "get", ""], ["webhooks", "get", ""], ["definitions", "get", ""],
+                 ["tasks", "delete", ""], ["runs", "cancel", ""], ["runs", "download", "run_x", ""]):
+        rc, out, err = quern(*args)
+        assert rc == 2 and out == "" and "is empty" in err, (args, rc, out, err)
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
