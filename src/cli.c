@@ -420,6 +420,7 @@ static const struct cli_col KEY_COLS[] = {
     {"NAME", "name", CLI_FMT_TEXT},
     {"SCOPES", "scopes", CLI_FMT_TEXT},
     {"CREATED", "created_at", CLI_FMT_AGE},
+    {"REVOKED", "revoked_at", CLI_FMT_AGE},     /* "-" while the key works */
 };
 static const struct cli_col DEF_COLS[] = {
     {"ID", "id", CLI_FMT_TEXT},
@@ -868,7 +869,9 @@ static int list_query(struct cli_ctx *c, const struct cli_args *a, struct buf *q
     int64_t n;
     static const char *const ints[] = {"limit", "offset"};
     for (size_t i = 0; i < ARRAY_LEN(ints); i++) {
-        if (cli_args_int(a, ints[i], 0, i == 0 ? 500 : INT64_MAX / 2, &n, err, sizeof(err)) < 0)
+        /* the server's ranges: limit 1-500 (0 was let through, then refused) */
+        if (cli_args_int(a, ints[i], i == 0 ? 1 : 0, i == 0 ? 500 : INT64_MAX / 2, &n, err,
+                         sizeof(err)) < 0)
             return usage_error(c, "%s", err);
         query_add(q, ints[i], cli_args_get(a, ints[i]));
     }
@@ -916,12 +919,17 @@ static int cmd_projects_create(struct cli_ctx *c, const struct cli_args *a)
 
 static int cmd_keys_list(struct cli_ctx *c, const struct cli_args *a)
 {
-    int rc;
-    const char *path = ppath(c, &rc, "/api_keys");
+    /* Paged like the other lists: past the server's default 50 the rest
+     * could not be listed, yet the hint offered --offset/--limit. */
+    struct buf q;
+    buf_init(&q);
+    int rc = list_query(c, a, &q);
+    const char *path = rc ? NULL : ppath(c, &rc, "/api_keys%s", q.data ? q.data : "");
     json_t *j = NULL;
     if (path && !(rc = api(c, "GET", path, NULL, &j)))
         rc = show_list(c, j, KEY_COLS, ARRAY_LEN(KEY_COLS), "API keys");
     json_decref(j);
+    buf_release(&q);
     return rc;
 }
 
@@ -1890,7 +1898,8 @@ static const struct cli_cmd COMMANDS[] = {
      LIST_OPTS, 0, 0, cmd_projects_list},
     {"projects create", "NAME", "Create a project (root key only)", "", 1, 1,
      cmd_projects_create},
-    {"keys list", "", "List the project's API keys", "", 0, 0, cmd_keys_list},
+    {"keys list", "[--limit N] [--offset N]", "List the project's API keys, revoked ones too",
+     LIST_OPTS, 0, 0, cmd_keys_list},
     {"keys create", "NAME --scope S [--scope S ...]",
      "Create an API key with scopes task:read, task:write, worker, admin; prints the key once",
      "scope:", 1, 1, cmd_keys_create},

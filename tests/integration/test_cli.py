@@ -435,6 +435,36 @@ def test_an_empty_id_is_a_usage_error():
         assert rc == 2 and out == "" and "is empty" in err, (args, rc, out, err)
 
 
+def test_keys_list_pages_and_shows_revoked_keys():
+    # past the server's default page of 50 the other keys could not be listed
+    # (keys list took no --limit/--offset, yet its hint offered them), and a
+    # revoked key looked like a working one
+    ids = []
+    for i in range(52):
+        rc, out, err = quern("--json", "keys", "create", "page-%d" % i, "--scope", "task:read")
+        assert rc == 0, err
+        ids.append(json.loads(out)["id"])
+    rc, out, err = quern("keys", "revoke", ids[0])
+    assert rc == 0, err
+    rc, out, err = quern("keys", "list")
+    assert rc == 0 and "--offset/--limit" in err, err
+    seen = set()
+    for off in (0, 40):
+        rc, out, err = quern("--json", "keys", "list", "--limit", "40", "--offset", str(off))
+        assert rc == 0, err
+        seen |= {k["id"] for k in json.loads(out)["data"]}
+    assert set(ids) <= seen, set(ids) - seen
+    rc, out, err = quern("keys", "list", "--limit", "500")
+    assert rc == 0 and out.splitlines()[0].split()[-1] == "REVOKED", out
+    rows = {l.split()[0]: l.split()[-1] for l in out.splitlines()[1:]}
+    assert rows[ids[0]].endswith("ago") and rows[ids[1]] == "-", (rows[ids[0]], rows[ids[1]])
+    # the server's limits are 1-500: 0 was let through, then refused (exit 1)
+    rc, out, err = quern("tasks", "list", "--limit", "0")
+    assert rc == 2 and "--limit" in err, (rc, err)
+    for k in ids[1:]:
+        quern("keys", "revoke", k)
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
