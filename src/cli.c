@@ -847,9 +847,21 @@ static int started(struct cli_ctx *c, const struct cli_args *a, json_t *obj, con
         free(run_id);
         return rc;
     }
-    /* The last response may be the runs list; print the object we were given. */
+    /* The last response may be the runs list; print the object we were given,
+     * or, for a task that does not carry its run (quern run), the run: its id
+     * is what a script follows or waits for, as the text says. */
     if (c->json) {
-        print_json_value(obj);
+        bool has_run = json_is_object(json_object_get(obj, "run")) ||
+                       json_is_string(json_object_get(obj, "task_id"));
+        json_t *run = NULL;
+        if (run_id && !has_run) {
+            rc = get_run(c, run_id, &run);
+            if (!rc)
+                print_raw_json(c);
+            json_decref(run);
+        } else {
+            print_json_value(obj);
+        }
     } else if (run_id) {
         printf("run %s started (task %s)\n", run_id, task_id);
         if (c->tty_out)
@@ -858,7 +870,7 @@ static int started(struct cli_ctx *c, const struct cli_args *a, json_t *obj, con
         printf("task %s created (no run started)\n", task_id);
     }
     free(run_id);
-    return 0;
+    return rc;
 }
 
 /* ---- commands: projects and keys ------------------------------------- */
@@ -1164,7 +1176,7 @@ static int create_task(struct cli_ctx *c, const struct cli_args *a, bool shortcu
     const char *path = ppath(c, &rc, "/tasks");
     if (!path || (rc = api(c, "POST", path, body, &j)))
         goto out;
-    if (c->json && !cli_args_has(a, "wait")) {
+    if (c->json && !cli_args_has(a, "wait") && !shortcut) {
         print_raw_json(c);
     } else if (shortcut || cli_args_has(a, "wait")) {
         rc = started(c, a, j, str(j, "id"));

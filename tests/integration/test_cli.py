@@ -465,6 +465,20 @@ def test_keys_list_pages_and_shows_revoked_keys():
         quern("keys", "revoke", k)
 
 
+def test_run_json_prints_the_run():
+    # quern --json run printed the task, with no run id in it: a script could
+    # not follow what the text mode names ("run run_... started")
+    rc, out, err = quern("--json", "run", "--code", "echo json-run")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["id"].startswith("run_") and r["task_id"].startswith("task_"), r
+    rc, out, err = quern("logs", "-f", r["id"])
+    assert rc == 0 and "json-run" in out, (rc, out, err)
+    # tasks create --json is still the task
+    rc, out, err = quern("--json", "tasks", "create", "--code", "true")
+    assert rc == 0 and json.loads(out)["id"].startswith("task_"), out
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
