@@ -721,6 +721,7 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
     for (;;) {
         struct cli_resp r = {0};
         buf_init(&r.body);
+        cli_sse_restart(&f.sse);
         int hr = cli_http_stream(&c->http, path, cli_sse_last_id(&f.sse), on_chunk, &f, &r);
         bar_clear(&f);
         if (hr == 0 && (r.status == 404 || r.status == 405 || r.status == 501)) {
@@ -758,8 +759,15 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
             rc = CLI_EXIT_UNREACHABLE;
             goto out;
         }
-        if (hr == 0)
-            failures = 0;
+        if (hr < 0) {
+            /* The server went away (a restart, a proxy, the network): try
+             * the stream again each second, from the last event seen.  A
+             * look at the run here would fail the same way and ended the
+             * follow at the first failure, with exit 3. */
+            sleep(1);
+            continue;
+        }
+        failures = 0;
         /* The stream ended: make sure the run has, too (a retry keeps it going). */
         json_decref(run);
         run = NULL;

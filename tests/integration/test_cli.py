@@ -479,6 +479,106 @@ def test_run_json_prints_the_run():
     assert rc == 0 and json.loads(out)["id"].startswith("task_"), out
 
 
+class _Proxy:
+    """A TCP proxy to quernd that can cut every connection and refuse new
+    ones (a restart, a balancer, the network), then come back."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.lock = threading.Lock()
+        self.conns, self.down, self.refused = [], False, 0
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.ls.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                a, _ = self.ls.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.down:
+                    self.refused += 1
+                    a.close()
+                    continue
+                b = socket.create_connection((S.host, S.port))
+                self.conns += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
+
+    def _pump(self, x, y):
+        import socket
+        try:
+            while True:
+                d = x.recv(65536)
+                if not d:
+                    break
+                y.sendall(d)
+        except OSError:
+            pass
+        for s in (x, y):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        import socket
+        with self.lock:
+            self.down = True
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns = []
+
+    def up(self):
+        with self.lock:
+            self.down = False
+
+    def close(self):
+        self.ls.close()
+
+
+def test_follow_survives_a_cut_stream():
+    # the follow tried the stream once: when it was cut (quernd restarted, a
+    # balancer), the look at the run that came next failed too and quern
+    # exited 3 at once, though the run went on
+    import select
+    px = _Proxy()
+    try:
+        t = expect(S.req("POST", P + "/tasks", {"runtime_id": "sh", "run": True, "code":
+                                                 'echo before-cut; '
+                                                 'echo \'{"type":"input_request","prompt":"go?"}\' >&3; '
+                                                 'read -r line; echo after-cut'}), 201)
+        rid = _run_of(t["id"])
+        e = dict(os.environ, QUERN_URL=px.url, QUERN_KEY=ROOT_KEY, NO_COLOR="1")
+        follow = subprocess.Popen([os.path.join(BUILD, "quern"), "logs", "-f", rid],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+        assert select.select([follow.stdout], [], [], 60)[0], "the follow printed nothing"
+        assert follow.stdout.readline() == "before-cut\n"
+        px.cut()
+        wait_for(lambda: px.refused >= 1 or follow.poll() is not None, what="a reconnect")
+        px.up()
+        wait_for(lambda: '"interaction_required"' in quern("--json", "runs", "get", rid)[1],
+                 what="interaction_required")
+        rc, out, err = quern("runs", "respond", rid, "--response", '"go"')
+        assert rc == 0, err
+        out, err = follow.communicate(timeout=120)
+        assert follow.returncode == 0 and "after-cut" in out, (follow.returncode, out, err)
+        assert "before-cut" not in out, out    # the reconnect goes on from the last event
+    finally:
+        px.close()
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
