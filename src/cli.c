@@ -12,6 +12,7 @@
  * cli_doc.h (0 ok, 1 refused/run failed, 2 usage, 3 unreachable/5xx).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -1872,10 +1874,62 @@ static int cmd_help(struct cli_ctx *c, const struct cli_args *a);
 /* quern store copy [--data DIR] FROM TO: works on the stores themselves, no
  * server (it was parsed apart from the table, so --help, help and the man
  * page never named it) */
+/* 0 when FROM, if a SQLite file, exists and no quernd holds the data
+ * directory's lock; else prints why and returns the exit status.  Opening a
+ * missing FROM made an empty database there and "copied" 0 rows (exit 0);
+ * a copy of a store quernd still writes misses what comes after it. */
+static int store_copy_check(const char *from, const char *data)
+{
+    if (!strncmp(from, "postgres://", 11) || !strncmp(from, "postgresql://", 13) ||
+        (strncmp(from, "sqlite:", 7) && strstr(from, "://")))
+        return 0;       /* store_open names a bad scheme itself */
+    const char *path = strncmp(from, "sqlite:", 7) ? from : from + 7;
+    struct stat sb;
+    if (*path && stat(path, &sb)) {
+        fprintf(stderr, "quern: store copy: %s: %s (FROM is an existing store)\n", path,
+                strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    if (*path && !S_ISREG(sb.st_mode)) {
+        fprintf(stderr, "quern: store copy: %s: not a SQLite file\n", path);
+        return CLI_EXIT_FAIL;
+    }
+    /* the lock is in the data directory: the file's own (quernd's default
+     * layout, DATA/quern.db), and --data when given */
+    const char *slash = strrchr(path, '/');
+    char *dirs[2] = {slash ? xasprintf("%.*s", (int)(slash == path ? 1 : slash - path), path)
+                           : xstrdup("."),
+                     data ? xstrdup(data) : NULL};
+    int rc = 0;
+    for (size_t i = 0; i < 2 && dirs[i] && !rc; i++) {
+        char *lock = xasprintf("%s/quern.lock", dirs[i]);
+        int fd = open(lock, O_RDONLY | O_CLOEXEC);
+        if (fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
+            char pid[32] = "";
+            ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+            pid[n > 0 ? n : 0] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+            fprintf(stderr, "quern: store copy: a quernd (pid %s) is running on %s (it holds "
+                    "%s): stop it first (docs/MULTINODE.md)\n", pid[0] ? pid : "?", dirs[i],
+                    lock);
+            rc = CLI_EXIT_FAIL;
+        }
+        if (fd >= 0)
+            close(fd);
+        free(lock);
+    }
+    free(dirs[0]);
+    free(dirs[1]);
+    return rc;
+}
+
 static int cmd_store_copy(struct cli_ctx *c, const struct cli_args *a)
 {
     (void)c;
     char *err = NULL;
+    int rc = store_copy_check(a->pos[0], cli_args_get(a, "data"));
+    if (rc)
+        return rc;
     if (store_copy(a->pos[0], a->pos[1], cli_args_get(a, "data"), stdout, &err)) {
         fprintf(stderr, "quern: store copy: %s\n", err ? err : "failed");
         free(err);

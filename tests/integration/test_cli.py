@@ -579,6 +579,26 @@ def test_follow_survives_a_cut_stream():
         px.close()
 
 
+def test_store_copy_refuses_a_missing_or_live_source():
+    # a FROM that did not exist was created as an empty database and
+    # "copied" (0 rows, exit 0); a store its quernd still wrote was copied
+    # as it went, though docs/MULTINODE.md says to stop quernd first
+    d = tempfile.mkdtemp(prefix="quern-copy-cli-")
+    to = os.path.join(d, "to.db")
+    rc, out, err = quern("store", "copy", os.path.join(d, "missing.db"), "sqlite:" + to)
+    assert rc == 1 and "No such file" in err, (rc, out, err)
+    assert sorted(os.listdir(d)) == [], os.listdir(d)
+    src = os.path.join(d, "from.db")
+    open(src, "w").close()
+    rc, out, err = quern("store", "copy", "--data", S.data, "sqlite:" + src, "sqlite:" + to)
+    assert rc == 1 and "is running on " + S.data in err and "stop it first" in err, (rc, out, err)
+    assert not os.path.exists(to)
+    if os.path.exists(os.path.join(S.data, "quern.db")):     # SQLite: DATA/quern.db
+        rc, out, err = quern("store", "copy", os.path.join(S.data, "quern.db"), to)
+        assert rc == 1 and "stop it first" in err, (rc, out, err)
+        assert not os.path.exists(to)
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
