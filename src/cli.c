@@ -1359,6 +1359,11 @@ static int cmd_tasks_schedule(struct cli_ctx *c, const struct cli_args *a)
     /* {data: [{at, local}]}: a table, as every list (each fire time was
      * printed as its JSON object) */
     rc = show_list(c, j, SCHEDULE_COLS, ARRAY_LEN(SCHEDULE_COLS), "upcoming runs");
+    /* The times of a paused task's cron, of which none fires while it is
+     * paused: the table alone read as if they would. */
+    if (!rc && json_is_true(json_object_get(j, "paused")))
+        fprintf(stderr, "(task %s is paused: none of these fires until 'quern tasks resume %s')\n",
+                a->pos[0], a->pos[0]);
 out:
     json_decref(j);
     return rc;

@@ -599,6 +599,21 @@ def test_store_copy_refuses_a_missing_or_live_source():
         assert not os.path.exists(to)
 
 
+def test_schedule_of_a_paused_task_says_so():
+    # the table of fire times looked the same paused or not: none of them fires
+    rc, out, err = quern("--json", "tasks", "create", "--name", "paused-cron", "--code", "true",
+                         "--schedule", "*/5 * * * *")
+    assert rc == 0, err
+    tid = json.loads(out)["id"]
+    rc, out, err = quern("tasks", "schedule", tid, "--count", "2")
+    assert rc == 0 and len(out.splitlines()) == 3 and "paused" not in err, (out, err)
+    assert quern("tasks", "pause", tid)[0] == 0
+    rc, out, err = quern("tasks", "schedule", tid, "--count", "2")
+    assert rc == 0 and len(out.splitlines()) == 3, out
+    assert "is paused" in err and "quern tasks resume " + tid in err, err
+    assert quern("tasks", "delete", tid)[0] == 0
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
