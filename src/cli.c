@@ -183,7 +183,8 @@ static int api(struct cli_ctx *c, const char *method, const char *path, json_t *
             json_error_t e;
             *out = json_loadb(c->resp.body.data, c->resp.body.len, JSON_DECODE_ANY, &e);
             if (!*out) {
-                fprintf(stderr, "quern: the server sent invalid JSON: %s\n", e.text);
+                fprintf(stderr, "quern: the answer of %s is not JSON (%s): is --url (or "
+                        "QUERN_URL) the address of quernd?\n", c->http.shown, e.text);
                 return CLI_EXIT_UNREACHABLE;
             }
         }
@@ -2171,6 +2172,27 @@ static int cmd_help(struct cli_ctx *c, const struct cli_args *a)
 
 /* ---- main ----------------------------------------------------------------- */
 
+/* Why url (http:// or https://) cannot be the server's base URL, or NULL.
+ * The paths are appended to it: a query or fragment swallowed them (the
+ * dashboard's HTML came back, "invalid JSON"), and a blank from a pasted
+ * line, or no host, failed as if the server were down (exit 3).  The URL is
+ * not quoted back: it may hold a password. */
+static const char *url_problem(const char *url)
+{
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
+        if (*p <= 0x20 || *p == 0x7f)
+            return "has a blank or control character";
+    if (strpbrk(url, "?#"))
+        return "has a query or fragment ('?', '#'): give the server's address alone";
+    const char *auth = strstr(url, "://") + 3;
+    size_t n = strcspn(auth, "/");
+    const char *at = memrchr(auth, '@', n);
+    const char *host = at ? at + 1 : auth;
+    if (host == auth + n || *host == ':')
+        return "has no host";
+    return NULL;
+}
+
 static bool needs_server(const struct cli_cmd *cmd)
 {
     return cmd->fn != cmd_help && cmd->fn != cmd_man && cmd->fn != cmd_completion &&
@@ -2302,6 +2324,11 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
             c->project_opt = getenv("QUERN_PROJECT");
         if (strncmp(c->url, "http://", 7) != 0 && strncmp(c->url, "https://", 8) != 0) {
             rc = usage_error(c, "--url: must start with http:// or https:// (got '%s')", c->url);
+            goto out_args;
+        }
+        const char *bad = url_problem(c->url);
+        if (bad) {
+            rc = usage_error(c, "--url (or QUERN_URL): %s", bad);
             goto out_args;
         }
         if (cli_http_init(&c->http, c->url, key) < 0) {

@@ -614,6 +614,44 @@ def test_schedule_of_a_paused_task_says_so():
     assert quern("tasks", "delete", tid)[0] == 0
 
 
+def test_a_url_that_cannot_be_the_servers_is_a_usage_error():
+    # the paths are appended to --url: a query swallowed them (the dashboard's
+    # HTML came back: "the server sent invalid JSON", exit 3), and a blank
+    # from a pasted line or a URL without a host failed as if the server
+    # were down (exit 3)
+    base = "http://%s:%d" % (S.host, S.port)
+    for url in (base + "?x=1", base + "#top", base + " ", base + "\r", "http://", "http://user:pw@/"):
+        rc, out, err = quern("projects", "list", env={"QUERN_URL": url})
+        assert rc == 2 and "--url (or QUERN_URL)" in err and "pw" not in err, (url, rc, err)
+    rc, out, err = quern("projects", "list", env={"QUERN_URL": base + "/"})
+    assert rc == 0, err
+    # a server that answers but is not quernd (HTML with 200) is named
+    import http.server
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html>not quern</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = "http://127.0.0.1:%d" % srv.server_address[1]
+        rc, out, err = quern("--project", "default", "tasks", "list", env={"QUERN_URL": url})
+        assert rc == 3 and "is not JSON" in err and url in err and "QUERN_URL" in err, (rc, err)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
