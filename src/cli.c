@@ -2331,7 +2331,26 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
             rc = usage_error(c, "--url (or QUERN_URL): %s", bad);
             goto out_args;
         }
-        if (cli_http_init(&c->http, c->url, key) < 0) {
+        /* A key read from a file or pasted keeps its blanks: a CR or a space
+         * at either end made the server answer "not valid"; one inside went
+         * into the Authorization header as is (a newline made a header). */
+        size_t klen = key ? strlen(key) : 0;
+        while (key && klen && strchr(" \t\r\n", key[klen - 1]))
+            klen--;
+        while (key && klen && strchr(" \t\r\n", *key)) {
+            key++;
+            klen--;
+        }
+        for (size_t i = 0; key && i < klen; i++) {
+            if ((unsigned char)key[i] <= 0x20 || key[i] == 0x7f) {
+                rc = usage_error(c, "--key (or QUERN_KEY): has a blank or control character");
+                goto out_args;
+            }
+        }
+        char *trimmed = key ? xstrndup(key, klen) : NULL;
+        int hr = cli_http_init(&c->http, c->url, trimmed);
+        free(trimmed);
+        if (hr < 0) {
             fputs("quern: cannot initialise libcurl\n", stderr);
             rc = CLI_EXIT_UNREACHABLE;
             goto out_args;

@@ -652,6 +652,17 @@ def test_a_url_that_cannot_be_the_servers_is_a_usage_error():
         srv.server_close()
 
 
+def test_a_key_with_blanks_around_it_works_and_one_with_a_newline_is_refused():
+    # QUERN_KEY=$(cat key.txt) of a file with CRLF, or a pasted key with a
+    # space: the server answered "the API key is not valid"; a newline inside
+    # went into the Authorization header as is and made a header of its own
+    for k in (ROOT_KEY + "\r", " " + ROOT_KEY + " \t", ROOT_KEY + "\r\n"):
+        rc, out, err = quern("projects", "list", key=k)
+        assert rc == 0 and "default" in out, (repr(k), rc, err)
+    rc, out, err = quern("projects", "list", key=ROOT_KEY + "\nX-Injected: 1")
+    assert rc == 2 and "--key (or QUERN_KEY)" in err and ROOT_KEY not in err, (rc, err)
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
