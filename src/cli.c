@@ -2381,8 +2381,24 @@ out:
     return rc;
 }
 
+/* A closed stdin, stdout or stderr (quern ... >&-) is given /dev/null opened
+ * the wrong way round, so it stays closed in effect (a write fails with
+ * EBADF, reported as any write error) while no file of ours takes its
+ * number: libcurl's wake-up pipe became fd 1, the table went into it and
+ * quern exited 0 with nothing printed. */
+static void hold_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        /* the lowest free number: fd itself, as the lower ones are open */
+        (void)open("/dev/null", (fd == 0 ? O_WRONLY : O_RDONLY) | O_CLOEXEC);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    hold_std_fds();
     struct cli_ctx c = {.doc = &DOC};
     const char *nc = getenv("NO_COLOR");
     bool color = !(nc && *nc);

@@ -663,6 +663,15 @@ def test_a_key_with_blanks_around_it_works_and_one_with_a_newline_is_refused():
     assert rc == 2 and "--key (or QUERN_KEY)" in err and ROOT_KEY not in err, (rc, err)
 
 
+def test_a_closed_stdout_is_a_write_error():
+    # quern projects list >&-: libcurl's wake-up pipe took fd 1, the table
+    # went into it, and quern exited 0 having printed nothing
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY)
+    p = subprocess.run([os.path.join(BUILD, "quern"), "projects", "list"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, env=e, timeout=60, preexec_fn=lambda: os.close(1))
+    assert p.returncode == 1 and b"cannot write the output" in p.stderr, (p.returncode, p.stderr)
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
