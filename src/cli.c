@@ -2161,9 +2161,13 @@ static int cmd_help(struct cli_ctx *c, const struct cli_args *a)
         cli_doc_group_help(c->doc, a->pos[0], &b);
     else if (a->npos == 0)
         cli_doc_usage(c->doc, &b);
-    else
-        rc = usage_error(c, "no such command: %s%s%s", a->pos[0], a->npos > 1 ? " " : "",
-                         a->npos > 1 ? a->pos[1] : "");
+    else {
+        /* every word named: "help tasks create x" said "no such command:
+         * tasks create", a command that exists */
+        for (size_t i = 0; i < a->npos; i++)
+            buf_printf(&b, "%s%s", i ? " " : "", a->pos[i]);
+        rc = usage_error(c, "no such command: %s", b.data);
+    }
     if (!rc)
         write_out(stdout, b.data, b.len);
     buf_release(&b);

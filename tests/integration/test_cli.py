@@ -672,6 +672,14 @@ def test_a_closed_stdout_is_a_write_error():
     assert p.returncode == 1 and b"cannot write the output" in p.stderr, (p.returncode, p.stderr)
 
 
+def test_help_of_no_command_names_every_word():
+    # "help tasks create x" said "no such command: tasks create", which exists
+    rc, out, err = quern("help", "tasks", "create", "x")
+    assert rc == 2 and "no such command: tasks create x\n" in err, err
+    rc, out, err = quern("help", "tasks", "bogus")
+    assert rc == 2 and "no such command: tasks bogus\n" in err, err
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))
