@@ -1910,11 +1910,23 @@ static int store_copy_check(const char *from, const char *data)
     for (size_t i = 0; i < 2 && dirs[i] && !rc; i++) {
         char *lock = xasprintf("%s/quern.lock", dirs[i]);
         int fd = open(lock, O_RDONLY | O_CLOEXEC);
-        if (fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK) {
-            char pid[32] = "";
+        bool held = fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+        char pid[32] = "";
+        if (held) {
             ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
             pid[n > 0 ? n : 0] = '\0';
             pid[strcspn(pid, "\n")] = '\0';
+        }
+        /* a quernd just gone may leave its boxes a moment (killed with it,
+         * they still hold the lock): wait for them, as quernd does */
+        int64_t p;
+        for (int ms = 0; held && !parse_i64(pid, &p) && p > 1 && kill((pid_t)p, 0) < 0 &&
+                         errno == ESRCH && ms < 5000; ms += 20) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            held = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+        }
+        if (held) {
             fprintf(stderr, "quern: store copy: a quernd (pid %s) is running on %s (it holds "
                     "%s): stop it first (docs/MULTINODE.md)\n", pid[0] ? pid : "?", dirs[i],
                     lock);
