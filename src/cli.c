@@ -12,6 +12,7 @@
  * cli_doc.h (0 ok, 1 refused/run failed, 2 usage, 3 unreachable/5xx).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -181,7 +183,8 @@ static int api(struct cli_ctx *c, const char *method, const char *path, json_t *
             json_error_t e;
             *out = json_loadb(c->resp.body.data, c->resp.body.len, JSON_DECODE_ANY, &e);
             if (!*out) {
-                fprintf(stderr, "quern: the server sent invalid JSON: %s\n", e.text);
+                fprintf(stderr, "quern: the answer of %s is not JSON (%s): is --url (or "
+                        "QUERN_URL) the address of quernd?\n", c->http.shown, e.text);
                 return CLI_EXIT_UNREACHABLE;
             }
         }
@@ -420,6 +423,7 @@ static const struct cli_col KEY_COLS[] = {
     {"NAME", "name", CLI_FMT_TEXT},
     {"SCOPES", "scopes", CLI_FMT_TEXT},
     {"CREATED", "created_at", CLI_FMT_AGE},
+    {"REVOKED", "revoked_at", CLI_FMT_AGE},     /* "-" while the key works */
 };
 static const struct cli_col DEF_COLS[] = {
     {"ID", "id", CLI_FMT_TEXT},
@@ -720,6 +724,7 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
     for (;;) {
         struct cli_resp r = {0};
         buf_init(&r.body);
+        cli_sse_restart(&f.sse);
         int hr = cli_http_stream(&c->http, path, cli_sse_last_id(&f.sse), on_chunk, &f, &r);
         bar_clear(&f);
         if (hr == 0 && (r.status == 404 || r.status == 405 || r.status == 501)) {
@@ -757,8 +762,15 @@ static int follow_run(struct cli_ctx *c, const char *task_id, const char *run_id
             rc = CLI_EXIT_UNREACHABLE;
             goto out;
         }
-        if (hr == 0)
-            failures = 0;
+        if (hr < 0) {
+            /* The server went away (a restart, a proxy, the network): try
+             * the stream again each second, from the last event seen.  A
+             * look at the run here would fail the same way and ended the
+             * follow at the first failure, with exit 3. */
+            sleep(1);
+            continue;
+        }
+        failures = 0;
         /* The stream ended: make sure the run has, too (a retry keeps it going). */
         json_decref(run);
         run = NULL;
@@ -846,9 +858,21 @@ static int started(struct cli_ctx *c, const struct cli_args *a, json_t *obj, con
         free(run_id);
         return rc;
     }
-    /* The last response may be the runs list; print the object we were given. */
+    /* The last response may be the runs list; print the object we were given,
+     * or, for a task that does not carry its run (quern run), the run: its id
+     * is what a script follows or waits for, as the text says. */
     if (c->json) {
-        print_json_value(obj);
+        bool has_run = json_is_object(json_object_get(obj, "run")) ||
+                       json_is_string(json_object_get(obj, "task_id"));
+        json_t *run = NULL;
+        if (run_id && !has_run) {
+            rc = get_run(c, run_id, &run);
+            if (!rc)
+                print_raw_json(c);
+            json_decref(run);
+        } else {
+            print_json_value(obj);
+        }
     } else if (run_id) {
         printf("run %s started (task %s)\n", run_id, task_id);
         if (c->tty_out)
@@ -857,7 +881,7 @@ static int started(struct cli_ctx *c, const struct cli_args *a, json_t *obj, con
         printf("task %s created (no run started)\n", task_id);
     }
     free(run_id);
-    return 0;
+    return rc;
 }
 
 /* ---- commands: projects and keys ------------------------------------- */
@@ -868,7 +892,9 @@ static int list_query(struct cli_ctx *c, const struct cli_args *a, struct buf *q
     int64_t n;
     static const char *const ints[] = {"limit", "offset"};
     for (size_t i = 0; i < ARRAY_LEN(ints); i++) {
-        if (cli_args_int(a, ints[i], 0, i == 0 ? 500 : INT64_MAX / 2, &n, err, sizeof(err)) < 0)
+        /* the server's ranges: limit 1-500 (0 was let through, then refused) */
+        if (cli_args_int(a, ints[i], i == 0 ? 1 : 0, i == 0 ? 500 : INT64_MAX / 2, &n, err,
+                         sizeof(err)) < 0)
             return usage_error(c, "%s", err);
         query_add(q, ints[i], cli_args_get(a, ints[i]));
     }
@@ -916,12 +942,17 @@ static int cmd_projects_create(struct cli_ctx *c, const struct cli_args *a)
 
 static int cmd_keys_list(struct cli_ctx *c, const struct cli_args *a)
 {
-    int rc;
-    const char *path = ppath(c, &rc, "/api_keys");
+    /* Paged like the other lists: past the server's default 50 the rest
+     * could not be listed, yet the hint offered --offset/--limit. */
+    struct buf q;
+    buf_init(&q);
+    int rc = list_query(c, a, &q);
+    const char *path = rc ? NULL : ppath(c, &rc, "/api_keys%s", q.data ? q.data : "");
     json_t *j = NULL;
     if (path && !(rc = api(c, "GET", path, NULL, &j)))
         rc = show_list(c, j, KEY_COLS, ARRAY_LEN(KEY_COLS), "API keys");
     json_decref(j);
+    buf_release(&q);
     return rc;
 }
 
@@ -1156,7 +1187,7 @@ static int create_task(struct cli_ctx *c, const struct cli_args *a, bool shortcu
     const char *path = ppath(c, &rc, "/tasks");
     if (!path || (rc = api(c, "POST", path, body, &j)))
         goto out;
-    if (c->json && !cli_args_has(a, "wait")) {
+    if (c->json && !cli_args_has(a, "wait") && !shortcut) {
         print_raw_json(c);
     } else if (shortcut || cli_args_has(a, "wait")) {
         rc = started(c, a, j, str(j, "id"));
@@ -1329,6 +1360,11 @@ static int cmd_tasks_schedule(struct cli_ctx *c, const struct cli_args *a)
     /* {data: [{at, local}]}: a table, as every list (each fire time was
      * printed as its JSON object) */
     rc = show_list(c, j, SCHEDULE_COLS, ARRAY_LEN(SCHEDULE_COLS), "upcoming runs");
+    /* The times of a paused task's cron, of which none fires while it is
+     * paused: the table alone read as if they would. */
+    if (!rc && json_is_true(json_object_get(j, "paused")))
+        fprintf(stderr, "(task %s is paused: none of these fires until 'quern tasks resume %s')\n",
+                a->pos[0], a->pos[0]);
 out:
     json_decref(j);
     return rc;
@@ -1844,10 +1880,74 @@ static int cmd_help(struct cli_ctx *c, const struct cli_args *a);
 /* quern store copy [--data DIR] FROM TO: works on the stores themselves, no
  * server (it was parsed apart from the table, so --help, help and the man
  * page never named it) */
+/* 0 when FROM, if a SQLite file, exists and no quernd holds the data
+ * directory's lock; else prints why and returns the exit status.  Opening a
+ * missing FROM made an empty database there and "copied" 0 rows (exit 0);
+ * a copy of a store quernd still writes misses what comes after it. */
+static int store_copy_check(const char *from, const char *data)
+{
+    if (!strncmp(from, "postgres://", 11) || !strncmp(from, "postgresql://", 13) ||
+        (strncmp(from, "sqlite:", 7) && strstr(from, "://")))
+        return 0;       /* store_open names a bad scheme itself */
+    const char *path = strncmp(from, "sqlite:", 7) ? from : from + 7;
+    struct stat sb;
+    if (*path && stat(path, &sb)) {
+        fprintf(stderr, "quern: store copy: %s: %s (FROM is an existing store)\n", path,
+                strerror(errno));
+        return CLI_EXIT_FAIL;
+    }
+    if (*path && !S_ISREG(sb.st_mode)) {
+        fprintf(stderr, "quern: store copy: %s: not a SQLite file\n", path);
+        return CLI_EXIT_FAIL;
+    }
+    /* the lock is in the data directory: the file's own (quernd's default
+     * layout, DATA/quern.db), and --data when given */
+    const char *slash = strrchr(path, '/');
+    char *dirs[2] = {slash ? xasprintf("%.*s", (int)(slash == path ? 1 : slash - path), path)
+                           : xstrdup("."),
+                     data ? xstrdup(data) : NULL};
+    int rc = 0;
+    for (size_t i = 0; i < 2 && dirs[i] && !rc; i++) {
+        char *lock = xasprintf("%s/quern.lock", dirs[i]);
+        int fd = open(lock, O_RDONLY | O_CLOEXEC);
+        bool held = fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+        char pid[32] = "";
+        if (held) {
+            ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+            pid[n > 0 ? n : 0] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+        }
+        /* a quernd just gone may leave its boxes a moment (killed with it,
+         * they still hold the lock): wait for them, as quernd does */
+        int64_t p;
+        for (int ms = 0; held && !parse_i64(pid, &p) && p > 1 && kill((pid_t)p, 0) < 0 &&
+                         errno == ESRCH && ms < 5000; ms += 20) {
+            struct timespec ts = {0, 20 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+            held = flock(fd, LOCK_SH | LOCK_NB) < 0 && errno == EWOULDBLOCK;
+        }
+        if (held) {
+            fprintf(stderr, "quern: store copy: a quernd (pid %s) is running on %s (it holds "
+                    "%s): stop it first (docs/MULTINODE.md)\n", pid[0] ? pid : "?", dirs[i],
+                    lock);
+            rc = CLI_EXIT_FAIL;
+        }
+        if (fd >= 0)
+            close(fd);
+        free(lock);
+    }
+    free(dirs[0]);
+    free(dirs[1]);
+    return rc;
+}
+
 static int cmd_store_copy(struct cli_ctx *c, const struct cli_args *a)
 {
     (void)c;
     char *err = NULL;
+    int rc = store_copy_check(a->pos[0], cli_args_get(a, "data"));
+    if (rc)
+        return rc;
     if (store_copy(a->pos[0], a->pos[1], cli_args_get(a, "data"), stdout, &err)) {
         fprintf(stderr, "quern: store copy: %s\n", err ? err : "failed");
         free(err);
@@ -1890,7 +1990,8 @@ static const struct cli_cmd COMMANDS[] = {
      LIST_OPTS, 0, 0, cmd_projects_list},
     {"projects create", "NAME", "Create a project (root key only)", "", 1, 1,
      cmd_projects_create},
-    {"keys list", "", "List the project's API keys", "", 0, 0, cmd_keys_list},
+    {"keys list", "[--limit N] [--offset N]", "List the project's API keys, revoked ones too",
+     LIST_OPTS, 0, 0, cmd_keys_list},
     {"keys create", "NAME --scope S [--scope S ...]",
      "Create an API key with scopes task:read, task:write, worker, admin; prints the key once",
      "scope:", 1, 1, cmd_keys_create},
@@ -2072,9 +2173,13 @@ static int cmd_help(struct cli_ctx *c, const struct cli_args *a)
         cli_doc_group_help(c->doc, a->pos[0], &b);
     else if (a->npos == 0)
         cli_doc_usage(c->doc, &b);
-    else
-        rc = usage_error(c, "no such command: %s%s%s", a->pos[0], a->npos > 1 ? " " : "",
-                         a->npos > 1 ? a->pos[1] : "");
+    else {
+        /* every word named: "help tasks create x" said "no such command:
+         * tasks create", a command that exists */
+        for (size_t i = 0; i < a->npos; i++)
+            buf_printf(&b, "%s%s", i ? " " : "", a->pos[i]);
+        rc = usage_error(c, "no such command: %s", b.data);
+    }
     if (!rc)
         write_out(stdout, b.data, b.len);
     buf_release(&b);
@@ -2082,6 +2187,27 @@ static int cmd_help(struct cli_ctx *c, const struct cli_args *a)
 }
 
 /* ---- main ----------------------------------------------------------------- */
+
+/* Why url (http:// or https://) cannot be the server's base URL, or NULL.
+ * The paths are appended to it: a query or fragment swallowed them (the
+ * dashboard's HTML came back, "invalid JSON"), and a blank from a pasted
+ * line, or no host, failed as if the server were down (exit 3).  The URL is
+ * not quoted back: it may hold a password. */
+static const char *url_problem(const char *url)
+{
+    for (const unsigned char *p = (const unsigned char *)url; *p; p++)
+        if (*p <= 0x20 || *p == 0x7f)
+            return "has a blank or control character";
+    if (strpbrk(url, "?#"))
+        return "has a query or fragment ('?', '#'): give the server's address alone";
+    const char *auth = strstr(url, "://") + 3;
+    size_t n = strcspn(auth, "/");
+    const char *at = memrchr(auth, '@', n);
+    const char *host = at ? at + 1 : auth;
+    if (host == auth + n || *host == ':')
+        return "has no host";
+    return NULL;
+}
 
 static bool needs_server(const struct cli_cmd *cmd)
 {
@@ -2192,6 +2318,14 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
             rc = usage_error(c, "%s needs %s", cmd->words, cmd->synopsis);
         goto out_args;
     }
+    /* An empty argument ("$ID" of an unset variable) would name the
+     * collection itself: tasks get "" listed the tasks and exited 0. */
+    for (size_t i = 0; i < a.npos; i++) {
+        if (!a.pos[i][0]) {
+            rc = usage_error(c, "argument %zu is empty", i + 1);
+            goto out_args;
+        }
+    }
     if (needs_server(cmd)) {
         c->url = cli_args_get(&a, "url");
         if (!c->url)
@@ -2208,7 +2342,31 @@ static int run_main(struct cli_ctx *c, int argc, char **argv)
             rc = usage_error(c, "--url: must start with http:// or https:// (got '%s')", c->url);
             goto out_args;
         }
-        if (cli_http_init(&c->http, c->url, key) < 0) {
+        const char *bad = url_problem(c->url);
+        if (bad) {
+            rc = usage_error(c, "--url (or QUERN_URL): %s", bad);
+            goto out_args;
+        }
+        /* A key read from a file or pasted keeps its blanks: a CR or a space
+         * at either end made the server answer "not valid"; one inside went
+         * into the Authorization header as is (a newline made a header). */
+        size_t klen = key ? strlen(key) : 0;
+        while (key && klen && strchr(" \t\r\n", key[klen - 1]))
+            klen--;
+        while (key && klen && strchr(" \t\r\n", *key)) {
+            key++;
+            klen--;
+        }
+        for (size_t i = 0; key && i < klen; i++) {
+            if ((unsigned char)key[i] <= 0x20 || key[i] == 0x7f) {
+                rc = usage_error(c, "--key (or QUERN_KEY): has a blank or control character");
+                goto out_args;
+            }
+        }
+        char *trimmed = key ? xstrndup(key, klen) : NULL;
+        int hr = cli_http_init(&c->http, c->url, trimmed);
+        free(trimmed);
+        if (hr < 0) {
             fputs("quern: cannot initialise libcurl\n", stderr);
             rc = CLI_EXIT_UNREACHABLE;
             goto out_args;
@@ -2239,8 +2397,24 @@ out:
     return rc;
 }
 
+/* A closed stdin, stdout or stderr (quern ... >&-) is given /dev/null opened
+ * the wrong way round, so it stays closed in effect (a write fails with
+ * EBADF, reported as any write error) while no file of ours takes its
+ * number: libcurl's wake-up pipe became fd 1, the table went into it and
+ * quern exited 0 with nothing printed. */
+static void hold_std_fds(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+            continue;
+        /* the lowest free number: fd itself, as the lower ones are open */
+        (void)open("/dev/null", (fd == 0 ? O_WRONLY : O_RDONLY) | O_CLOEXEC);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    hold_std_fds();
     struct cli_ctx c = {.doc = &DOC};
     const char *nc = getenv("NO_COLOR");
     bool color = !(nc && *nc);

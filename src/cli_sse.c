@@ -38,6 +38,15 @@ static void buf_clear(struct buf *b)
         b->data[0] = '\0';
 }
 
+void cli_sse_restart(struct cli_sse *s)
+{
+    buf_clear(&s->line);
+    buf_clear(&s->data);
+    buf_clear(&s->type);
+    s->have_data = 0;
+    s->skip_lf = 0;
+}
+
 static int dispatch(struct cli_sse *s, cli_sse_fn fn, void *ud)
 {
     int rc = 0;

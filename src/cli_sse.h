@@ -29,6 +29,9 @@ void cli_sse_init(struct cli_sse *s);
 void cli_sse_release(struct cli_sse *s);
 /* Feeds n bytes; returns 0, or the first non-zero value a callback returned. */
 int cli_sse_feed(struct cli_sse *s, const char *p, size_t n, cli_sse_fn fn, void *ud);
+/* Forgets the event and line a cut stream left half-read, keeping the last
+ * id: called before a reconnect, whose bytes start a new stream. */
+void cli_sse_restart(struct cli_sse *s);
 /* The last event id seen ("" if none), for a Last-Event-ID reconnect (borrowed). */
 const char *cli_sse_last_id(const struct cli_sse *s);
 

@@ -426,6 +426,260 @@ def test_secrets_triggers_webhooks():
     assert quern("secrets", "delete", "CLI_TOKEN")[0] == 0
 
 
+def test_an_empty_id_is_a_usage_error():
+    # quern tasks get "$ID" with ID unset named the collection: it listed the
+    # tasks and exited 0 (webhooks get, definitions get too); a delete got 405
+    for args in (["tasks", "get", ""], ["webhooks", "get", ""], ["definitions", "get", ""],
+                 ["tasks", "delete", ""], ["runs", "cancel", ""], ["runs", "download", "run_x", ""]):
+        rc, out, err = quern(*args)
+        assert rc == 2 and out == "" and "is empty" in err, (args, rc, out, err)
+
+
+def test_keys_list_pages_and_shows_revoked_keys():
+    # past the server's default page of 50 the other keys could not be listed
+    # (keys list took no --limit/--offset, yet its hint offered them), and a
+    # revoked key looked like a working one
+    ids = []
+    for i in range(52):
+        rc, out, err = quern("--json", "keys", "create", "page-%d" % i, "--scope", "task:read")
+        assert rc == 0, err
+        ids.append(json.loads(out)["id"])
+    rc, out, err = quern("keys", "revoke", ids[0])
+    assert rc == 0, err
+    rc, out, err = quern("keys", "list")
+    assert rc == 0 and "--offset/--limit" in err, err
+    seen = set()
+    for off in (0, 40):
+        rc, out, err = quern("--json", "keys", "list", "--limit", "40", "--offset", str(off))
+        assert rc == 0, err
+        seen |= {k["id"] for k in json.loads(out)["data"]}
+    assert set(ids) <= seen, set(ids) - seen
+    rc, out, err = quern("keys", "list", "--limit", "500")
+    assert rc == 0 and out.splitlines()[0].split()[-1] == "REVOKED", out
+    rows = {l.split()[0]: l.split()[-1] for l in out.splitlines()[1:]}
+    assert rows[ids[0]].endswith("ago") and rows[ids[1]] == "-", (rows[ids[0]], rows[ids[1]])
+    # the server's limits are 1-500: 0 was let through, then refused (exit 1)
+    rc, out, err = quern("tasks", "list", "--limit", "0")
+    assert rc == 2 and "--limit" in err, (rc, err)
+    for k in ids[1:]:
+        quern("keys", "revoke", k)
+
+
+def test_run_json_prints_the_run():
+    # quern --json run printed the task, with no run id in it: a script could
+    # not follow what the text mode names ("run run_... started")
+    rc, out, err = quern("--json", "run", "--code", "echo json-run")
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["id"].startswith("run_") and r["task_id"].startswith("task_"), r
+    rc, out, err = quern("logs", "-f", r["id"])
+    assert rc == 0 and "json-run" in out, (rc, out, err)
+    # tasks create --json is still the task
+    rc, out, err = quern("--json", "tasks", "create", "--code", "true")
+    assert rc == 0 and json.loads(out)["id"].startswith("task_"), out
+
+
+class _Proxy:
+    """A TCP proxy to quernd that can cut every connection and refuse new
+    ones (a restart, a balancer, the network), then come back."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.lock = threading.Lock()
+        self.conns, self.down, self.refused = [], False, 0
+        self.ls = socket.socket()
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.url = "http://127.0.0.1:%d" % self.ls.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+        while True:
+            try:
+                a, _ = self.ls.accept()
+            except OSError:
+                return
+            with self.lock:
+                if self.down:
+                    self.refused += 1
+                    a.close()
+                    continue
+                b = socket.create_connection((S.host, S.port))
+                self.conns += [a, b]
+            for x, y in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(x, y), daemon=True).start()
+
+    def _pump(self, x, y):
+        import socket
+        try:
+            while True:
+                d = x.recv(65536)
+                if not d:
+                    break
+                y.sendall(d)
+        except OSError:
+            pass
+        for s in (x, y):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self):
+        import socket
+        with self.lock:
+            self.down = True
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns = []
+
+    def up(self):
+        with self.lock:
+            self.down = False
+
+    def close(self):
+        self.ls.close()
+
+
+def test_follow_survives_a_cut_stream():
+    # the follow tried the stream once: when it was cut (quernd restarted, a
+    # balancer), the look at the run that came next failed too and quern
+    # exited 3 at once, though the run went on
+    import select
+    px = _Proxy()
+    try:
+        t = expect(S.req("POST", P + "/tasks", {"runtime_id": "sh", "run": True, "code":
+                                                 'echo before-cut; '
+                                                 'echo \'{"type":"input_request","prompt":"go?"}\' >&3; '
+                                                 'read -r line; echo after-cut'}), 201)
+        rid = _run_of(t["id"])
+        e = dict(os.environ, QUERN_URL=px.url, QUERN_KEY=ROOT_KEY, NO_COLOR="1")
+        follow = subprocess.Popen([os.path.join(BUILD, "quern"), "logs", "-f", rid],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+        assert select.select([follow.stdout], [], [], 60)[0], "the follow printed nothing"
+        assert follow.stdout.readline() == "before-cut\n"
+        px.cut()
+        wait_for(lambda: px.refused >= 1 or follow.poll() is not None, what="a reconnect")
+        px.up()
+        wait_for(lambda: '"interaction_required"' in quern("--json", "runs", "get", rid)[1],
+                 what="interaction_required")
+        rc, out, err = quern("runs", "respond", rid, "--response", '"go"')
+        assert rc == 0, err
+        out, err = follow.communicate(timeout=120)
+        assert follow.returncode == 0 and "after-cut" in out, (follow.returncode, out, err)
+        assert "before-cut" not in out, out    # the reconnect goes on from the last event
+    finally:
+        px.close()
+
+
+def test_store_copy_refuses_a_missing_or_live_source():
+    # a FROM that did not exist was created as an empty database and
+    # "copied" (0 rows, exit 0); a store its quernd still wrote was copied
+    # as it went, though docs/MULTINODE.md says to stop quernd first
+    d = tempfile.mkdtemp(prefix="quern-copy-cli-")
+    to = os.path.join(d, "to.db")
+    rc, out, err = quern("store", "copy", os.path.join(d, "missing.db"), "sqlite:" + to)
+    assert rc == 1 and "No such file" in err, (rc, out, err)
+    assert sorted(os.listdir(d)) == [], os.listdir(d)
+    src = os.path.join(d, "from.db")
+    open(src, "w").close()
+    rc, out, err = quern("store", "copy", "--data", S.data, "sqlite:" + src, "sqlite:" + to)
+    assert rc == 1 and "is running on " + S.data in err and "stop it first" in err, (rc, out, err)
+    assert not os.path.exists(to)
+    if os.path.exists(os.path.join(S.data, "quern.db")):     # SQLite: DATA/quern.db
+        rc, out, err = quern("store", "copy", os.path.join(S.data, "quern.db"), to)
+        assert rc == 1 and "stop it first" in err, (rc, out, err)
+        assert not os.path.exists(to)
+
+
+def test_schedule_of_a_paused_task_says_so():
+    # the table of fire times looked the same paused or not: none of them fires
+    rc, out, err = quern("--json", "tasks", "create", "--name", "paused-cron", "--code", "true",
+                         "--schedule", "*/5 * * * *")
+    assert rc == 0, err
+    tid = json.loads(out)["id"]
+    rc, out, err = quern("tasks", "schedule", tid, "--count", "2")
+    assert rc == 0 and len(out.splitlines()) == 3 and "paused" not in err, (out, err)
+    assert quern("tasks", "pause", tid)[0] == 0
+    rc, out, err = quern("tasks", "schedule", tid, "--count", "2")
+    assert rc == 0 and len(out.splitlines()) == 3, out
+    assert "is paused" in err and "quern tasks resume " + tid in err, err
+    assert quern("tasks", "delete", tid)[0] == 0
+
+
+def test_a_url_that_cannot_be_the_servers_is_a_usage_error():
+    # the paths are appended to --url: a query swallowed them (the dashboard's
+    # HTML came back: "the server sent invalid JSON", exit 3), and a blank
+    # from a pasted line or a URL without a host failed as if the server
+    # were down (exit 3)
+    base = "http://%s:%d" % (S.host, S.port)
+    for url in (base + "?x=1", base + "#top", base + " ", base + "\r", "http://", "http://user:pw@/"):
+        rc, out, err = quern("projects", "list", env={"QUERN_URL": url})
+        assert rc == 2 and "--url (or QUERN_URL)" in err and "pw" not in err, (url, rc, err)
+    rc, out, err = quern("projects", "list", env={"QUERN_URL": base + "/"})
+    assert rc == 0, err
+    # a server that answers but is not quernd (HTML with 200) is named
+    import http.server
+    import threading
+
+    class Html(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b"<html>not quern</html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = "http://127.0.0.1:%d" % srv.server_address[1]
+        rc, out, err = quern("--project", "default", "tasks", "list", env={"QUERN_URL": url})
+        assert rc == 3 and "is not JSON" in err and url in err and "QUERN_URL" in err, (rc, err)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def test_a_key_with_blanks_around_it_works_and_one_with_a_newline_is_refused():
+    # QUERN_KEY=$(cat key.txt) of a file with CRLF, or a pasted key with a
+    # space: the server answered "the API key is not valid"; a newline inside
+    # went into the Authorization header as is and made a header of its own
+    for k in (ROOT_KEY + "\r", " " + ROOT_KEY + " \t", ROOT_KEY + "\r\n"):
+        rc, out, err = quern("projects", "list", key=k)
+        assert rc == 0 and "default" in out, (repr(k), rc, err)
+    rc, out, err = quern("projects", "list", key=ROOT_KEY + "\nX-Injected: 1")
+    assert rc == 2 and "--key (or QUERN_KEY)" in err and ROOT_KEY not in err, (rc, err)
+
+
+def test_a_closed_stdout_is_a_write_error():
+    # quern projects list >&-: libcurl's wake-up pipe took fd 1, the table
+    # went into it, and quern exited 0 having printed nothing
+    e = dict(os.environ, QUERN_URL="http://%s:%d" % (S.host, S.port), QUERN_KEY=ROOT_KEY)
+    p = subprocess.run([os.path.join(BUILD, "quern"), "projects", "list"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, env=e, timeout=60, preexec_fn=lambda: os.close(1))
+    assert p.returncode == 1 and b"cannot write the output" in p.stderr, (p.returncode, p.stderr)
+
+
+def test_help_of_no_command_names_every_word():
+    # "help tasks create x" said "no such command: tasks create", which exists
+    rc, out, err = quern("help", "tasks", "create", "x")
+    assert rc == 2 and "no such command: tasks create x\n" in err, err
+    rc, out, err = quern("help", "tasks", "bogus")
+    assert rc == 2 and "no such command: tasks bogus\n" in err, err
+
+
 if __name__ == "__main__":
     try:
         run_tests(dict(globals()))

@@ -208,6 +208,24 @@ TEST(sse_callback_can_stop)
 
 /* ---- cli_table ---- */
 
+TEST(sse_restart_drops_a_half_read_event_and_keeps_the_id)
+{
+    /* a stream cut mid-event, then a reconnect: its first line is new */
+    const char *s = "id: 5\ndata: one\n\nevent: e\ndata: {\"cut";
+    struct cli_sse p;
+    struct got g = {0};
+    cli_sse_init(&p);
+    cli_sse_feed(&p, s, strlen(s), collect, &g);
+    CHECK_EQ_INT(g.n, 1);
+    cli_sse_restart(&p);
+    CHECK_EQ_STR(cli_sse_last_id(&p), "5");
+    cli_sse_feed(&p, "data: two\n\n", 11, collect, &g);
+    CHECK_EQ_INT(g.n, 2);
+    CHECK_EQ_STR(g.type[1], "message");
+    CHECK_EQ_STR(g.data[1], "two");
+    cli_sse_release(&p);
+}
+
 TEST(table_aligns_columns_without_trailing_blanks)
 {
     const char *h[] = {"ID", "NAME", "STATUS"};
