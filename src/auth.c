@@ -58,6 +58,24 @@ unsigned auth_scope_bit(const char *name)
     return 0;
 }
 
+/* The names of the scopes in bits, "a or b" (the root key's own when
+ * none of the named ones is among them: "root"), for a 403's message. */
+static void scope_list(unsigned bits, char *out, size_t n)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < ARRAY_LEN(scope_names); i++) {
+        if (!(bits & scope_names[i].bit))
+            continue;
+        int k = snprintf(out + len, n - len, "%s%s", len ? " or " : "", scope_names[i].name);
+        if (k < 0 || (size_t)k >= n - len)
+            break;
+        len += (size_t)k;
+    }
+    if (!len)
+        snprintf(out, n, "root");
+}
+
 void auth_hash_key(const char *key, char out[65])
 {
     crypto_api_key_hash(key, out);
@@ -359,8 +377,10 @@ bool auth_request(struct req *r)
     }
     unsigned need = r->route->scope & ~(unsigned)SCOPE_RUN_TOKEN;
     if (!(effective(r->scopes) & need)) {
+        char names[96];
+        scope_list(need, names, sizeof names);
         http_error(r, 403, "insufficient_scope", NULL,
-                   "this API key lacks the scope this endpoint needs");
+                   "this API key lacks the scope this endpoint needs (%s)", names);
         return false;
     }
     return true;

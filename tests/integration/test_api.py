@@ -1344,7 +1344,11 @@ def test_a_worker_key_reports_work_but_holds_no_gate():
     for to in ("running", "queued", "completed"):
         r = S.req("PATCH", base, {"status": to}, key=wk)
         assert r.status == 403 and r.json["error"]["code"] == "insufficient_scope", (to, r)
-    assert S.req("POST", base + "/interaction", {"response": 1}, key=wk).status == 403
+    r = S.req("POST", base + "/interaction", {"response": 1}, key=wk)
+    # the refusal names the scope the endpoint needs
+    assert r.status == 403 and r.json["error"]["message"].endswith("(task:write)"), r
+    r = S.req("GET", P + "/webhooks", key=wk)
+    assert r.status == 403 and r.json["error"]["message"].endswith("(admin)"), r
     expect(S.req("POST", base + "/interaction", {"response": 1}), 200)
     expect(S.req("PATCH", base, {"status": "review_required"}, key=wk), 200)
     r = S.req("PATCH", base, {"status": "completed"}, key=wk)
