@@ -736,20 +736,13 @@ static int start_fn(struct store_tx *tx, void *arg)
             json_object_set_new(run, "node_id", json_string(store_node_id(app->store)));
             /* the storage instances it gets, recorded as provided */
             json_t *inst = storage_for_task(tx, task);
-            json_t *access = json_object_get(run, "storage_access");
-            if (!json_is_array(access)) {
-                access = json_array();
-                json_object_set_new(run, "storage_access", access);
-            }
             char ts[RFC3339_LEN];
             rfc3339_format(now_ms(), ts);
             const char *scope;
             json_t *d;
-            json_object_foreach(inst, scope, d) {
-                json_array_append_new(access, json_pack("{s:O, s:s, s:s, s:s}", "instance_id",
-                                                        json_object_get(d, "id"), "scope", scope,
-                                                        "access_type", "provided", "at", ts));
-            }
+            json_object_foreach(inst, scope, d)
+                run_note_storage_access(run, json_string_value(json_object_get(d, "id")), scope,
+                                        "provided", ts);
             json_object_set_new(task, "_storage", inst);
             rc = run_move(tx, app, run, RS_RUNNING, NULL);
             if (!rc)
