@@ -116,22 +116,6 @@ static int tmpfile_in(struct blob *b, char **path)
     return fd;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* ---- the store's shared blobs ---- */
 
 struct mem_src {
@@ -184,13 +168,11 @@ struct fd_sink {
     EVP_MD_CTX *md;
 };
 
-static int write_all(int fd, const void *p, size_t n);
-
 static int fd_write(void *ctx, const void *data, size_t n)
 {
     struct fd_sink *f = ctx;
     EVP_DigestUpdate(f->md, data, n);
-    return write_all(f->fd, data, n);
+    return fd_write_all(f->fd, data, n);
 }
 
 /* An unlinked temp file in the blob directory (cleaned up by the kernel
@@ -259,7 +241,7 @@ int blob_put(struct blob *b, const void *data, size_t n, char sha[65])
     int fd = tmpfile_in(b, &tmp);
     if (fd < 0)
         return fd;
-    int rc = write_all(fd, data, n);
+    int rc = fd_write_all(fd, data, n);
     if (!rc && fsync(fd))
         rc = -errno;
     close(fd);
@@ -300,7 +282,7 @@ static int hash_fd(int fd, int64_t max, int out, char sha[65], int64_t *total)
             break;
         }
         EVP_DigestUpdate(ctx, buf, (size_t)n);
-        if (out >= 0 && (rc = write_all(out, buf, (size_t)n)))
+        if (out >= 0 && (rc = fd_write_all(out, buf, (size_t)n)))
             break;
     }
     unsigned char md[32];

@@ -1,4 +1,5 @@
-/* util — allocation policy, byte buffers, clocks, RFC 3339, ids.  Thread-safe. */
+/* util — allocation policy, byte buffers, clocks, RFC 3339, ids, file writes.
+ * Thread-safe. */
 #include "util.h"
 
 #include <errno.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -372,4 +374,19 @@ char *url_escape(const char *s)
         }
     }
     return buf_steal(&b);
+}
+
+int fd_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
 }

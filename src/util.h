@@ -1,6 +1,7 @@
 /*
  * util — small shared helpers: allocation policy, a growable byte buffer,
- * clocks and RFC 3339 time, identifiers, hex.
+ * clocks and RFC 3339 time, identifiers, hex, whole writes and copies of
+ * files.
  *
  * Out-of-memory policy: quern does not try to survive a failed allocation of
  * a few bytes.  x*alloc() print "out of memory" with the call site and abort;
@@ -90,5 +91,9 @@ char *url_escape(const char *s);
 
 /* Strict integer parse of a whole string; 0 or -EINVAL/-ERANGE. */
 int parse_i64(const char *s, int64_t *out);
+
+/* Writes all n bytes at p to fd, through short writes and EINTR: 0, or a
+ * negative errno (-EIO for a write that wrote nothing). */
+int fd_write_all(int fd, const void *p, size_t n);
 
 #endif
