@@ -595,20 +595,8 @@ static int fetch(struct app *app, int root, const char *rel, const char *sha, un
         tmp[0] = '\0';
         goto out;
     }
-    char buf[65536];
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            goto out;
-        }
-        if (n == 0)
-            break;
-        if ((rc = fd_write_all(out, buf, (size_t)n)))
-            goto out;
-    }
+    if ((rc = fd_copy(in, out)))
+        goto out;
     if ((uid && fchown(out, uid, uid)) || fchmod(out, mode & 0777) || fdatasync(out)) {
         rc = -errno;
         goto out;

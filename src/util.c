@@ -390,3 +390,24 @@ int fd_write_all(int fd, const void *p, size_t n)
     }
     return 0;
 }
+
+int fd_copy(int in, int out)
+{
+    const size_t cap = 64 * 1024;
+    char *buf = xmalloc(cap);
+    int rc = 0;
+    for (off_t off = 0;;) {
+        ssize_t n = pread(in, buf, cap, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0 || (rc = fd_write_all(out, buf, (size_t)n)))
+            break;
+        off += n;
+    }
+    free(buf);
+    return rc;
+}

@@ -96,4 +96,9 @@ int parse_i64(const char *s, int64_t *out);
  * negative errno (-EIO for a write that wrote nothing). */
 int fd_write_all(int fd, const void *p, size_t n);
 
+/* Copies the whole file on in, from its start, to out at out's offset.  in
+ * is read with pread, so its offset does not move and threads may share
+ * it (not a pipe).  0 or a negative errno. */
+int fd_copy(int in, int out);
+
 #endif
