@@ -530,20 +530,29 @@ void api_webhooks_list(struct req *r)
     list_kind(r, SK_WEBHOOK, NULL, 0, webhook_public);
 }
 
-void api_webhooks_get(struct req *r)
+/* The project's webhook id (a new reference), or NULL having answered 404. */
+static json_t *find_webhook(struct req *r, const char *project, const char *id)
 {
-    const char *project = http_param(r, "project_id"), *id = http_param(r, "id");
-    if (!api_project(r, project))
-        return;
     struct doc_op a = {.r = r, .project_id = project, .id = id, .kind = SK_WEBHOOK};
     int rc = store_read(r->app->store, get_fn, &a);
     if (rc || !a.out) {
         json_decref(a.out);
         http_not_found(r, "webhook", id);
-        return;
+        return NULL;
     }
-    http_json(r, 200, webhook_public(a.out));
-    json_decref(a.out);
+    return a.out;
+}
+
+void api_webhooks_get(struct req *r)
+{
+    const char *project = http_param(r, "project_id"), *id = http_param(r, "id");
+    if (!api_project(r, project))
+        return;
+    json_t *hook = find_webhook(r, project, id);
+    if (!hook)
+        return;
+    http_json(r, 200, webhook_public(hook));
+    json_decref(hook);
 }
 
 void api_webhooks_delete(struct req *r)
@@ -557,14 +566,10 @@ void api_webhooks_deliveries(struct req *r)
     if (!api_project(r, project))
         return;
     if (strcmp(id, WEBHOOK_RELAY_ID)) {
-        struct doc_op a = {.r = r, .project_id = project, .id = id, .kind = SK_WEBHOOK};
-        int rc = store_read(r->app->store, get_fn, &a);
-        bool found = !rc && a.out;
-        json_decref(a.out);
-        if (!found) {
-            http_not_found(r, "webhook", id);
+        json_t *hook = find_webhook(r, project, id);
+        if (!hook)
             return;
-        }
+        json_decref(hook);
     }
     struct store_filter f[2] = {{"webhook_id", id}, {"status", http_query(r, "status")}};
     if (f[1].value && strcmp(f[1].value, "pending") && strcmp(f[1].value, "succeeded") &&
