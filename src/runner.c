@@ -455,10 +455,8 @@ static void record_storage_use(json_t *run, const struct exec_result *res)
         } uses[] = {{EXEC_ST_OPENED, "opened"}, {EXEC_ST_ACCESSED, "accessed"}};
         for (size_t u = 0; k >= 0 && u < 2; u++)
             if (res->storage_use[k] & uses[u].bit)
-                json_array_append_new(access, json_pack("{s:O, s:O, s:s, s:s}", "instance_id",
-                                                        json_object_get(a, "instance_id"), "scope",
-                                                        json_object_get(a, "scope"), "access_type",
-                                                        uses[u].type, "at", ts));
+                run_note_storage_access(run, json_string_value(json_object_get(a, "instance_id")),
+                                        scope, uses[u].type, ts);
     }
 }
 
