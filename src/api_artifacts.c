@@ -263,6 +263,24 @@ static int find_fn(struct store_tx *tx, void *arg)
     return 0;
 }
 
+/* The request's run's artifact named name, or (name NULL) the one stored at
+ * path: a new reference, or NULL having answered the request (the store's
+ * error, or 404 for no such run or no such artifact). */
+static json_t *find_artifact(struct req *r, const char *name, const char *path)
+{
+    struct find_arg f = {r, NULL, NULL, name, path, NULL, false};
+    int rc = store_read(r->app->store, find_fn, &f);
+    if (rc) {
+        json_decref(f.entry);
+        api_store_error(r, rc, "artifact");
+        return NULL;
+    }
+    if (!f.entry)
+        http_not_found(r, f.run_found ? "artifact" : "run",
+                       f.run_found ? (name ? name : path) : http_param(r, "id"));
+    return f.entry;
+}
+
 /* "attachment" with the name's last part as the file to save (RFC 6266):
  * filename= in printable ASCII with '"', '\\' and '/' as '_' (what a
  * hostile name could quote its way out of), filename*= its UTF-8 bytes
@@ -354,19 +372,11 @@ void api_artifacts_download(struct req *r)
         http_error(r, 400, "missing_parameter", "name", "name is required");
         return;
     }
-    struct find_arg f = {r, NULL, NULL, name, NULL, NULL, false};
-    int rc = store_read(r->app->store, find_fn, &f);
-    if (rc) {
-        json_decref(f.entry);
-        api_store_error(r, rc, "artifact");
+    json_t *entry = find_artifact(r, name, NULL);
+    if (!entry)
         return;
-    }
-    if (!f.entry) {
-        http_not_found(r, f.run_found ? "artifact" : "run", f.run_found ? name : http_param(r, "id"));
-        return;
-    }
-    send_blob(r, f.entry);
-    json_decref(f.entry);
+    send_blob(r, entry);
+    json_decref(entry);
 }
 
 /* A link's signature: over its run, name and expiry, and (links made since
@@ -398,18 +408,10 @@ void api_artifacts_presign(struct req *r)
         http_error(r, 400, "missing_field", "storage_path", "storage_path is required");
         return;
     }
-    struct find_arg f = {r, NULL, NULL, NULL, path, NULL, false};
-    int rc = store_read(r->app->store, find_fn, &f);
-    if (rc) {
-        json_decref(f.entry);
-        api_store_error(r, rc, "artifact");
+    json_t *entry = find_artifact(r, NULL, path);
+    if (!entry)
         return;
-    }
-    if (!f.entry) {
-        http_not_found(r, f.run_found ? "artifact" : "run", f.run_found ? path : http_param(r, "id"));
-        return;
-    }
-    const char *name = json_string_value(json_object_get(f.entry, "name"));
+    const char *name = json_string_value(json_object_get(entry, "name"));
     int64_t exp = now_ms() / 1000 + expires_in;
     char sig[65], ts[RFC3339_LEN];
     /* the link dies with the key that made it, as a connection token does */
@@ -426,7 +428,7 @@ void api_artifacts_presign(struct req *r)
     rfc3339_format(exp * 1000, ts);
     http_json(r, 200, json_pack("{s:s, s:s}", "url", url, "expires_at", ts));
     free(url);
-    json_decref(f.entry);
+    json_decref(entry);
 }
 
 void api_artifacts_public(struct req *r)

@@ -211,7 +211,10 @@ static int delete_fn(struct store_tx *tx, void *arg)
     return rc;
 }
 
-static void delete_kind(struct req *r, enum store_kind kind, const char *what, const char *id)
+/* Deletes the project's document id of a kind (what names it in a 404),
+ * answering {field: id, deleted: true}. */
+static void delete_kind(struct req *r, enum store_kind kind, const char *what, const char *field,
+                        const char *id)
 {
     const char *project = http_param(r, "project_id");
     if (!api_project(r, project))
@@ -227,12 +230,12 @@ static void delete_kind(struct req *r, enum store_kind kind, const char *what, c
         api_store_error(r, rc, what);
         return;
     }
-    http_json(r, 200, json_pack("{s:s, s:b}", "id", id, "deleted", 1));
+    http_json(r, 200, json_pack("{s:s, s:b}", field, id, "deleted", 1));
 }
 
 void api_triggers_delete(struct req *r)
 {
-    delete_kind(r, SK_TRIGGER, "trigger", http_param(r, "id"));
+    delete_kind(r, SK_TRIGGER, "trigger", "id", http_param(r, "id"));
 }
 
 struct fire {
@@ -530,25 +533,34 @@ void api_webhooks_list(struct req *r)
     list_kind(r, SK_WEBHOOK, NULL, 0, webhook_public);
 }
 
-void api_webhooks_get(struct req *r)
+/* The project's webhook id (a new reference), or NULL having answered 404. */
+static json_t *find_webhook(struct req *r, const char *project, const char *id)
 {
-    const char *project = http_param(r, "project_id"), *id = http_param(r, "id");
-    if (!api_project(r, project))
-        return;
     struct doc_op a = {.r = r, .project_id = project, .id = id, .kind = SK_WEBHOOK};
     int rc = store_read(r->app->store, get_fn, &a);
     if (rc || !a.out) {
         json_decref(a.out);
         http_not_found(r, "webhook", id);
-        return;
+        return NULL;
     }
-    http_json(r, 200, webhook_public(a.out));
-    json_decref(a.out);
+    return a.out;
+}
+
+void api_webhooks_get(struct req *r)
+{
+    const char *project = http_param(r, "project_id"), *id = http_param(r, "id");
+    if (!api_project(r, project))
+        return;
+    json_t *hook = find_webhook(r, project, id);
+    if (!hook)
+        return;
+    http_json(r, 200, webhook_public(hook));
+    json_decref(hook);
 }
 
 void api_webhooks_delete(struct req *r)
 {
-    delete_kind(r, SK_WEBHOOK, "webhook", http_param(r, "id"));
+    delete_kind(r, SK_WEBHOOK, "webhook", "id", http_param(r, "id"));
 }
 
 void api_webhooks_deliveries(struct req *r)
@@ -557,14 +569,10 @@ void api_webhooks_deliveries(struct req *r)
     if (!api_project(r, project))
         return;
     if (strcmp(id, WEBHOOK_RELAY_ID)) {
-        struct doc_op a = {.r = r, .project_id = project, .id = id, .kind = SK_WEBHOOK};
-        int rc = store_read(r->app->store, get_fn, &a);
-        bool found = !rc && a.out;
-        json_decref(a.out);
-        if (!found) {
-            http_not_found(r, "webhook", id);
+        json_t *hook = find_webhook(r, project, id);
+        if (!hook)
             return;
-        }
+        json_decref(hook);
     }
     struct store_filter f[2] = {{"webhook_id", id}, {"status", http_query(r, "status")}};
     if (f[1].value && strcmp(f[1].value, "pending") && strcmp(f[1].value, "succeeded") &&
@@ -733,21 +741,7 @@ void api_secrets_list(struct req *r)
 
 void api_secrets_delete(struct req *r)
 {
-    const char *project = http_param(r, "project_id"), *name = http_param(r, "name");
-    if (!api_project(r, project))
-        return;
-    struct doc_op a = {.r = r, .project_id = project, .id = name, .kind = SK_SECRET};
-    int rc = store_write(r->app->store, delete_fn, &a);
-    json_decref(a.out);
-    if (rc == -ENOENT) {
-        http_not_found(r, "secret", name);
-        return;
-    }
-    if (rc) {
-        api_store_error(r, rc, "secret");
-        return;
-    }
-    http_json(r, 200, json_pack("{s:s, s:b}", "name", name, "deleted", 1));
+    delete_kind(r, SK_SECRET, "secret", "name", http_param(r, "name"));
 }
 
 /* ---- relay_message ---- */

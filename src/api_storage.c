@@ -187,15 +187,9 @@ static int access_fn(struct store_tx *tx, void *arg)
                    strcmp(a->scope, "account") ? "" : " for this run's account_id");
         return -EINVAL;
     }
-    json_t *access = json_object_get(run, "storage_access");
-    if (!json_is_array(access)) {
-        access = json_array();
-        json_object_set_new(run, "storage_access", access);
-    }
     char ts[RFC3339_LEN];
     rfc3339_format(now_ms(), ts);
-    json_array_append_new(access, json_pack("{s:s, s:s, s:s, s:s}", "instance_id", a->instance,
-                                            "scope", a->scope, "access_type", a->type, "at", ts));
+    json_t *access = run_note_storage_access(run, a->instance, a->scope, a->type, ts);
     int rc = run_save(tx, run);
     if (!rc)
         a->out = json_pack("{s:O}", "storage_access", access);

@@ -17,6 +17,7 @@
 #include "run.h"
 #include "runner.h"
 #include "sched.h"
+#include "secrets.h"
 #include "runtime.h"
 #include "util.h"
 
@@ -182,17 +183,6 @@ static bool string_array(struct req *r, json_t *body, const char *field, const c
         }
     }
     *out = a;
-    return true;
-}
-
-static bool secret_name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 1 || n > 64 || !((s[0] >= 'A' && s[0] <= 'Z') || s[0] == '_'))
-        return false;
-    for (const char *c = s; *c; c++)
-        if (!((*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_'))
-            return false;
     return true;
 }
 
@@ -383,7 +373,7 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
     size_t si;
     json_t *sv;
     json_array_foreach(secrets, si, sv) {
-        if (!secret_name_ok(json_string_value(sv))) {
+        if (!secrets_name_ok(json_string_value(sv))) {
             http_error(r, 400, "invalid_secret_name", P("secrets"),
                        "%s[%zu] must match [A-Z_][A-Z0-9_]{0,63}", p, si);
             return NULL;

@@ -116,22 +116,6 @@ static int tmpfile_in(struct blob *b, char **path)
     return fd;
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t w = write(fd, c, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        c += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* ---- the store's shared blobs ---- */
 
 struct mem_src {
@@ -184,13 +168,11 @@ struct fd_sink {
     EVP_MD_CTX *md;
 };
 
-static int write_all(int fd, const void *p, size_t n);
-
 static int fd_write(void *ctx, const void *data, size_t n)
 {
     struct fd_sink *f = ctx;
     EVP_DigestUpdate(f->md, data, n);
-    return write_all(f->fd, data, n);
+    return fd_write_all(f->fd, data, n);
 }
 
 /* An unlinked temp file in the blob directory (cleaned up by the kernel
@@ -259,7 +241,7 @@ int blob_put(struct blob *b, const void *data, size_t n, char sha[65])
     int fd = tmpfile_in(b, &tmp);
     if (fd < 0)
         return fd;
-    int rc = write_all(fd, data, n);
+    int rc = fd_write_all(fd, data, n);
     if (!rc && fsync(fd))
         rc = -errno;
     close(fd);
@@ -273,17 +255,17 @@ int blob_put(struct blob *b, const void *data, size_t n, char sha[65])
     return rc;
 }
 
-/* Names the file on fd (a first pass: hash and size, bounded by max), then
- * lets the store pull it in a second pass. */
-static int store_put_fd(struct blob *b, int fd, int64_t max, char sha[65], int64_t *size)
+/* Reads fd from where it stands to its end, at most max bytes (-EFBIG past
+ * them), copying each chunk to out when out >= 0: *total gets the bytes
+ * read, and sha their SHA-256 in hex when all went well (0, else a negative
+ * errno). */
+static int hash_fd(int fd, int64_t max, int out, char sha[65], int64_t *total)
 {
-    if (lseek(fd, 0, SEEK_SET) < 0)
-        return -ENOTSUP;   /* a pipe: the local path copies it in one pass */
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     char buf[65536];
-    int64_t total = 0;
     int rc = 0;
+    *total = 0;
     for (;;) {
         ssize_t n = read(fd, buf, sizeof buf);
         if (n < 0 && errno == EINTR)
@@ -294,21 +276,37 @@ static int store_put_fd(struct blob *b, int fd, int64_t max, char sha[65], int64
         }
         if (n == 0)
             break;
-        total += n;
-        if (total > max) {
+        *total += n;
+        if (*total > max) {
             rc = -EFBIG;
             break;
         }
         EVP_DigestUpdate(ctx, buf, (size_t)n);
+        if (out >= 0 && (rc = fd_write_all(out, buf, (size_t)n)))
+            break;
     }
     unsigned char md[32];
     unsigned int mdlen = 0;
     EVP_DigestFinal_ex(ctx, md, &mdlen);
-    if (rc || lseek(fd, 0, SEEK_SET) < 0) {
-        EVP_MD_CTX_free(ctx);
-        return rc ? rc : -errno;
-    }
-    hex_encode(md, 32, sha);
+    EVP_MD_CTX_free(ctx);
+    if (!rc)
+        hex_encode(md, 32, sha);
+    return rc;
+}
+
+/* Names the file on fd (a first pass: hash and size, bounded by max), then
+ * lets the store pull it in a second pass. */
+static int store_put_fd(struct blob *b, int fd, int64_t max, char sha[65], int64_t *size)
+{
+    if (lseek(fd, 0, SEEK_SET) < 0)
+        return -ENOTSUP;   /* a pipe: the local path copies it in one pass */
+    int64_t total = 0;
+    int rc = hash_fd(fd, max, -1, sha, &total);
+    if (!rc && lseek(fd, 0, SEEK_SET) < 0)
+        rc = -errno;
+    if (rc)
+        return rc;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
     EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
     struct fd_src src = {fd, ctx, sha};
     rc = store_blob_put(b->st, sha, total, fd_read, &src);
@@ -329,37 +327,12 @@ int blob_put_fd(struct blob *b, int fd, int64_t max, char sha[65], int64_t *size
     int out = tmpfile_in(b, &tmp);
     if (out < 0)
         return out;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    char buf[65536];
     int64_t total = 0;
     int rc = 0;
     if (lseek(fd, 0, SEEK_SET) < 0 && errno != ESPIPE)
         rc = -errno;
-    for (;;) {
-        if (rc)
-            break;
-        ssize_t n = read(fd, buf, sizeof buf);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            rc = -errno;
-            break;
-        }
-        if (n == 0)
-            break;
-        total += n;
-        if (total > max) {
-            rc = -EFBIG;
-            break;
-        }
-        EVP_DigestUpdate(ctx, buf, (size_t)n);
-        rc = write_all(out, buf, (size_t)n);
-    }
-    unsigned char md[32];
-    unsigned int mdlen = 0;
-    EVP_DigestFinal_ex(ctx, md, &mdlen);
-    EVP_MD_CTX_free(ctx);
+    if (!rc)
+        rc = hash_fd(fd, max, out, sha, &total);
     if (!rc && fsync(out))
         rc = -errno;
     close(out);
@@ -368,7 +341,6 @@ int blob_put_fd(struct blob *b, int fd, int64_t max, char sha[65], int64_t *size
         free(tmp);
         return rc;
     }
-    hex_encode(md, 32, sha);
     *size = total;
     rc = commit(b, tmp, sha);
     free(tmp);

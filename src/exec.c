@@ -2578,6 +2578,18 @@ static void pending_cmd(struct exec *ex, struct cmd *c)
     }
 }
 
+/* Frees a command taken off the queue, with the run it carried (C_START). */
+static void cmd_free(struct cmd *c)
+{
+    if (c->spec) {
+        run_clear(c->spec);
+        free(c->spec);
+    }
+    free(c->run_id);
+    free(c->line);
+    free(c);
+}
+
 static void handle_cmd(struct exec *ex, struct cmd *c)
 {
     if (c->type == C_DISK) {
@@ -2888,13 +2900,7 @@ static void *supervisor(void *arg)
             struct cmd *next = c->next;
             if (!stop)
                 handle_cmd(ex, c);
-            if (c->spec) {
-                run_clear(c->spec);
-                free(c->spec);
-            }
-            free(c->run_id);
-            free(c->line);
-            free(c);
+            cmd_free(c);
             c = next;
         }
         if (stop)
@@ -3082,13 +3088,7 @@ void exec_free(struct exec *ex)
     disk_stop(ex);
     for (struct cmd *c = ex->q_head; c;) {
         struct cmd *next = c->next;
-        if (c->spec) {
-            run_clear(c->spec);
-            free(c->spec);
-        }
-        free(c->run_id);
-        free(c->line);
-        free(c);
+        cmd_free(c);
         c = next;
     }
     for (int i = 0; i < ex->nresv; i++)

@@ -288,13 +288,10 @@ static char *num_str(const json_t *v)
 static int pattern_error(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int pattern_error(char **err, const char *fmt, ...)
 {
-    struct buf b;
     va_list ap;
-    buf_init(&b);
     va_start(ap, fmt);
-    buf_vprintf(&b, fmt, ap);
+    *err = xvasprintf(fmt, ap);
     va_end(ap);
-    *err = buf_steal(&b);
     return -EINVAL;
 }
 

@@ -868,6 +868,19 @@ int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *e
     return 0;
 }
 
+json_t *run_note_storage_access(json_t *run, const char *instance_id, const char *scope,
+                                const char *access_type, const char *at)
+{
+    json_t *access = json_object_get(run, "storage_access");
+    if (!json_is_array(access)) {
+        access = json_array();
+        json_object_set_new(run, "storage_access", access);
+    }
+    json_array_append_new(access, json_pack("{s:s, s:s, s:s, s:s}", "instance_id", instance_id,
+                                            "scope", scope, "access_type", access_type, "at", at));
+    return access;
+}
+
 int run_add_artifact(struct store_tx *tx, struct app *app, json_t *run, const char *name,
                      const char *sha, int64_t size, const char *content_type)
 {

@@ -163,6 +163,12 @@ json_t *run_task_fields(const json_t *run);
  * and a task_run.log event for each. */
 int run_append_logs(struct store_tx *tx, struct app *app, json_t *run, json_t *entries);
 
+/* Appends {instance_id, scope, access_type, at} to the run's storage_access
+ * list, making the list when the run has none (not saved).  Returns the list,
+ * borrowed from run. */
+json_t *run_note_storage_access(json_t *run, const char *instance_id, const char *scope,
+                                const char *access_type, const char *at);
+
 /* What one run's manifest holds at most, every attempt together. */
 #define RUN_MAX_ARTIFACTS 1000
 #define RUN_MAX_ARTIFACT_BYTES (1LL << 30)

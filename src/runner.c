@@ -455,10 +455,8 @@ static void record_storage_use(json_t *run, const struct exec_result *res)
         } uses[] = {{EXEC_ST_OPENED, "opened"}, {EXEC_ST_ACCESSED, "accessed"}};
         for (size_t u = 0; k >= 0 && u < 2; u++)
             if (res->storage_use[k] & uses[u].bit)
-                json_array_append_new(access, json_pack("{s:O, s:O, s:s, s:s}", "instance_id",
-                                                        json_object_get(a, "instance_id"), "scope",
-                                                        json_object_get(a, "scope"), "access_type",
-                                                        uses[u].type, "at", ts));
+                run_note_storage_access(run, json_string_value(json_object_get(a, "instance_id")),
+                                        scope, uses[u].type, ts);
     }
 }
 
@@ -752,20 +750,13 @@ static int start_fn(struct store_tx *tx, void *arg)
             json_object_set_new(run, "node_id", json_string(store_node_id(app->store)));
             /* the storage instances it gets, recorded as provided */
             json_t *inst = storage_for_task(tx, task);
-            json_t *access = json_object_get(run, "storage_access");
-            if (!json_is_array(access)) {
-                access = json_array();
-                json_object_set_new(run, "storage_access", access);
-            }
             char ts[RFC3339_LEN];
             rfc3339_format(now_ms(), ts);
             const char *scope;
             json_t *d;
-            json_object_foreach(inst, scope, d) {
-                json_array_append_new(access, json_pack("{s:O, s:s, s:s, s:s}", "instance_id",
-                                                        json_object_get(d, "id"), "scope", scope,
-                                                        "access_type", "provided", "at", ts));
-            }
+            json_object_foreach(inst, scope, d)
+                run_note_storage_access(run, json_string_value(json_object_get(d, "id")), scope,
+                                        "provided", ts);
             json_object_set_new(task, "_storage", inst);
             rc = run_move(tx, app, run, RS_RUNNING, NULL);
             if (!rc)

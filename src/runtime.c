@@ -395,6 +395,28 @@ static bool parse_bool(const char *v, bool *out)
     return true;
 }
 
+/* Splits s on blanks (spaces, tabs) into malloc'd words, at most max of
+ * them: their count, or -EINVAL, keeping none, when there are more. */
+static int split_blanks(const char *s, char **words, size_t max)
+{
+    size_t n = 0;
+    while (*s) {
+        while (*s == ' ' || *s == '\t')
+            s++;
+        if (!*s)
+            break;
+        size_t len = strcspn(s, " \t");
+        if (n == max) {
+            for (size_t i = 0; i < n; i++)
+                free(words[i]);
+            return -EINVAL;
+        }
+        words[n++] = xstrndup(s, len);
+        s += len;
+    }
+    return (int)n;
+}
+
 int runtime_config_set(const char *id, const char *key, const char *value)
 {
     if (!id || !*id || strlen(id) > 31 || !key || !value)
@@ -418,55 +440,30 @@ int runtime_config_set(const char *id, const char *key, const char *value)
         rt->file_name = xstrdup(value);
     } else if (!strcmp(key, "args")) {
         char *args[RUNTIME_MAX_ARGS];
-        size_t n = 0;
-        const char *p = value;
-        while (*p) {
-            while (*p == ' ' || *p == '\t')
-                p++;
-            if (!*p)
-                break;
-            size_t len = strcspn(p, " \t");
-            if (n == RUNTIME_MAX_ARGS) {
-                for (size_t i = 0; i < n; i++)
-                    free(args[i]);
-                return -EINVAL;
-            }
-            args[n++] = xstrndup(p, len);
-            p += len;
-        }
+        int n = split_blanks(value, args, RUNTIME_MAX_ARGS);
+        if (n < 0)
+            return n;
         for (size_t i = 0; i < rt->nargs; i++)
             free(rt->args[i]);
-        memcpy(rt->args, args, n * sizeof(*args));
-        rt->nargs = n;
+        memcpy(rt->args, args, (size_t)n * sizeof(*args));
+        rt->nargs = (size_t)n;
     } else if (!strcmp(key, "ro_paths")) {
+        /* each word is HOST or HOST:BOX, both absolute */
         char *host[RUNTIME_MAX_PATHS], *box[RUNTIME_MAX_PATHS];
-        size_t n = 0;
-        const char *p = value;
+        int n = split_blanks(value, host, RUNTIME_MAX_PATHS);
+        if (n < 0)
+            return n;
         int rc = 0;
-        while (*p) {
-            while (*p == ' ' || *p == '\t')
-                p++;
-            if (!*p)
-                break;
-            size_t len = strcspn(p, " \t");
-            char *item = xstrndup(p, len);
-            p += len;
-            char *colon = strchr(item, ':');
+        for (int i = 0; i < n; i++) {
+            char *colon = strchr(host[i], ':');
             if (colon)
                 *colon = '\0';
-            const char *b = colon ? colon + 1 : item;
-            if (n == RUNTIME_MAX_PATHS || item[0] != '/' || b[0] != '/' || strstr(b, "..")) {
-                free(item);
+            box[i] = xstrdup(colon ? colon + 1 : host[i]);
+            if (host[i][0] != '/' || box[i][0] != '/' || strstr(box[i], ".."))
                 rc = -EINVAL;
-                break;
-            }
-            host[n] = xstrdup(item);
-            box[n] = xstrdup(b);
-            n++;
-            free(item);
         }
         if (rc) {
-            for (size_t i = 0; i < n; i++) {
+            for (int i = 0; i < n; i++) {
                 free(host[i]);
                 free(box[i]);
             }
@@ -476,9 +473,9 @@ int runtime_config_set(const char *id, const char *key, const char *value)
             free(rt->ro_host[i]);
             free(rt->ro_box[i]);
         }
-        memcpy(rt->ro_host, host, n * sizeof(*host));
-        memcpy(rt->ro_box, box, n * sizeof(*box));
-        rt->nro = n;
+        memcpy(rt->ro_host, host, (size_t)n * sizeof(*host));
+        memcpy(rt->ro_box, box, (size_t)n * sizeof(*box));
+        rt->nro = (size_t)n;
     } else if (!strcmp(key, "network")) {
         if (!parse_bool(value, &rt->network_allowed))
             return -EINVAL;

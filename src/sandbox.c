@@ -1280,7 +1280,6 @@ static int init_unreadable_copy(int fd)
 #define MFD_EXEC 0x0010U
 #endif
     int rc = 0, ro = -1;
-    char *buf = xmalloc(64 * 1024);
     int mfd = memfd_create("quern-init", MFD_CLOEXEC | MFD_ALLOW_SEALING | MFD_EXEC);
     if (mfd < 0 && errno == EINVAL)   /* a kernel before 6.3: no MFD_EXEC */
         mfd = memfd_create("quern-init", MFD_CLOEXEC | MFD_ALLOW_SEALING);
@@ -1288,28 +1287,8 @@ static int init_unreadable_copy(int fd)
         rc = -errno;
         goto out;
     }
-    for (off_t off = 0;;) {
-        ssize_t n = pread(fd, buf, 64 * 1024, off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            goto out;
-        }
-        if (n == 0)
-            break;
-        for (ssize_t w = 0; w < n;) {
-            ssize_t k = write(mfd, buf + w, (size_t)(n - w));
-            if (k < 0 && errno == EINTR)
-                continue;
-            if (k <= 0) {
-                rc = k < 0 ? -errno : -EIO;
-                goto out;
-            }
-            w += k;
-        }
-        off += n;
-    }
+    if ((rc = fd_copy(fd, mfd)))
+        goto out;
     if (fchmod(mfd, 0111) < 0 ||
         fcntl(mfd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
         rc = -errno;
@@ -1324,7 +1303,6 @@ static int init_unreadable_copy(int fd)
 out:
     if (mfd >= 0)
         close(mfd);
-    free(buf);
     return rc < 0 ? rc : ro;
 }
 

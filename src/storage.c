@@ -194,20 +194,6 @@ int64_t storage_size(struct app *app, const char *project_id, const char *id, bo
 #define SYNC_TMP_PREFIX ".quern-sync-"
 #define SYNC_PATH_MAX 4096
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0)
-            return -errno;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* The copy's manifest; *torn when the file is there but not one (a crash
  * while it was written, before it was made durable): the copy's state is
  * then unknown (4).  Absent, it is a copy never synced (version -1). */
@@ -222,7 +208,7 @@ static json_t *manifest_load(const char *dir, bool *torn)
     int cfd = count && *count ? open(count, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600) : -1;
     if (cfd >= 0) {
         char *line = xasprintf("%s\n", dir);
-        write_all(cfd, line, strlen(line));
+        fd_write_all(cfd, line, strlen(line));
         free(line);
         close(cfd);
     }
@@ -296,7 +282,7 @@ static int manifest_save(const char *dir, const json_t *m)
         rc = -errno;
         goto out;
     }
-    if ((rc = write_all(fd, text.data, text.len)))
+    if ((rc = fd_write_all(fd, text.data, text.len)))
         goto out;
     if (fsync(fd)) {
         rc = -errno;
@@ -609,20 +595,8 @@ static int fetch(struct app *app, int root, const char *rel, const char *sha, un
         tmp[0] = '\0';
         goto out;
     }
-    char buf[65536];
-    for (;;) {
-        ssize_t n = read(in, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            rc = -errno;
-            goto out;
-        }
-        if (n == 0)
-            break;
-        if ((rc = write_all(out, buf, (size_t)n)))
-            goto out;
-    }
+    if ((rc = fd_copy(in, out)))
+        goto out;
     if ((uid && fchown(out, uid, uid)) || fchmod(out, mode & 0777) || fdatasync(out)) {
         rc = -errno;
         goto out;

@@ -1,4 +1,5 @@
-/* util — allocation policy, byte buffers, clocks, RFC 3339, ids.  Thread-safe. */
+/* util — allocation policy, byte buffers, clocks, RFC 3339, ids, file writes.
+ * Thread-safe. */
 #include "util.h"
 
 #include <errno.h>
@@ -7,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -62,15 +64,21 @@ char *xstrndup(const char *s, size_t n)
     return p;
 }
 
-char *xasprintf(const char *fmt, ...)
+char *xvasprintf(const char *fmt, va_list ap)
 {
     struct buf b;
-    va_list ap;
     buf_init(&b);
-    va_start(ap, fmt);
     buf_vprintf(&b, fmt, ap);
-    va_end(ap);
     return buf_steal(&b);
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = xvasprintf(fmt, ap);
+    va_end(ap);
+    return s;
 }
 
 void buf_init(struct buf *b)
@@ -372,4 +380,40 @@ char *url_escape(const char *s)
         }
     }
     return buf_steal(&b);
+}
+
+int fd_write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t w = write(fd, c, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? -errno : -EIO;
+        c += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int fd_copy(int in, int out)
+{
+    const size_t cap = 64 * 1024;
+    char *buf = xmalloc(cap);
+    int rc = 0;
+    for (off_t off = 0;;) {
+        ssize_t n = pread(in, buf, cap, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            rc = -errno;
+            break;
+        }
+        if (n == 0 || (rc = fd_write_all(out, buf, (size_t)n)))
+            break;
+        off += n;
+    }
+    free(buf);
+    return rc;
 }

@@ -1,6 +1,7 @@
 /*
  * util — small shared helpers: allocation policy, a growable byte buffer,
- * clocks and RFC 3339 time, identifiers, hex.
+ * clocks and RFC 3339 time, identifiers, hex, whole writes and copies of
+ * files.
  *
  * Out-of-memory policy: quern does not try to survive a failed allocation of
  * a few bytes.  x*alloc() print "out of memory" with the call site and abort;
@@ -31,6 +32,7 @@ char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 /* A malloc'd formatted string; the caller frees it. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+char *xvasprintf(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* A growable byte buffer, always NUL-terminated after data[len]. */
 struct buf {
@@ -90,5 +92,14 @@ char *url_escape(const char *s);
 
 /* Strict integer parse of a whole string; 0 or -EINVAL/-ERANGE. */
 int parse_i64(const char *s, int64_t *out);
+
+/* Writes all n bytes at p to fd, through short writes and EINTR: 0, or a
+ * negative errno (-EIO for a write that wrote nothing). */
+int fd_write_all(int fd, const void *p, size_t n);
+
+/* Copies the whole file on in, from its start, to out at out's offset.  in
+ * is read with pread, so its offset does not move and threads may share
+ * it (not a pipe).  0 or a negative errno. */
+int fd_copy(int in, int out);
 
 #endif

@@ -43,10 +43,10 @@ ROUNDS = 3
 OPS = 30          # operations of one loader in one round, at most
 PG = os.environ.get("QUERN_TEST_STORE") == "pg"
 
-# run events that carry no status change
 # fields of a task that its runs do not change
 KEPT = ("id", "name", "created_at", "input", "settings", "code", "runtime_id", "dependencies",
         "assigned_agent_id", "priority", "schedule")
+# run events that carry no status change
 NO_MOVE = {"task_run.log", "task_run.progress", "task_run.checkpoint", "task_run.output",
            "task_run.artifact", "task_run.unblocked"}
 

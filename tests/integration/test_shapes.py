@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from qlib import BUILD, ROOT_KEY, Receiver, Server, expect, run_tests, sse, wait_for  # noqa: E402
@@ -427,7 +426,7 @@ def test_event_representations_agree():
 
 def test_report_refusals_are_error_objects():
     """A refused result's error is shaped as an error body's error (type, code, message)."""
-    t = agent_task(assigned_agent_id="ag-rep")
+    agent_task(assigned_agent_id="ag-rep")
     r = lease("ag-rep")[0]
     rep = ok("POST", P + "/workers/report", {"results": [
         {"run_id": "run_nope", "status": "completed"},
@@ -659,7 +658,7 @@ def test_zz_real_answers_match_the_openapi_document():
             continue
         cases.append({"method": m, "path": dp, "status": st, "body": body})
     # a few answers no other test here has read
-    for st, o in (("queued", None), ("completed", None)):
+    for st in ("queued", "completed"):
         t, r, _ = make_objects()[st]
         for path in (run_path(t, r), run_path(t, r) + "?include=input,storage,logs,checkpoints",
                      P + "/tasks/%s/runs" % t, P + "/runs", P + "/task-runs/" + r, P + "/tasks/" + t,

@@ -33,6 +33,19 @@
 
 #define PROJECT "p_fault"
 
+static char tmpdir[] = "/tmp/quern-fault-XXXXXX";
+
+/* The path of a new SQLite file named name in the program's temp directory
+ * (removed at exit, with all it holds): malloc'd, or NULL. */
+static char *db_path(const char *name)
+{
+    static bool made;
+    if (!made && t_tmpdir_make(tmpdir))
+        return NULL;
+    made = true;
+    return xasprintf("%s/%s.db", tmpdir, name);
+}
+
 static atomic_bool fail_reads, fail_writes;
 static atomic_int failed_writes;   /* WAL writes refused: one per commit tried */
 static sqlite3_vfs *real_vfs;
@@ -311,9 +324,10 @@ static void *leader_main(void *arg)
 
 TEST(an_io_error_in_one_job_commits_no_other_job_of_its_batch_behind_its_back)
 {
-    char dir[] = "/tmp/quern-fault-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char *path = xasprintf("%s/q.db", dir);
+    char *path = db_path("batch");
+    CHECK(path != NULL);
+    if (!path)
+        return;
     struct store *st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (!st)
@@ -411,9 +425,10 @@ static int cold_fn(struct store_tx *tx, void *arg)
 
 TEST(a_read_error_fails_the_read_not_a_not_found_or_a_short_page)
 {
-    char dir[] = "/tmp/quern-fault-read-XXXXXX";
-    CHECK(mkdtemp(dir) != NULL);
-    char *path = xasprintf("%s/q.db", dir);
+    char *path = db_path("read");
+    CHECK(path != NULL);
+    if (!path)
+        return;
     struct store *st = t_store_open(path, STORE_FSYNC_OFF);
     CHECK(st != NULL);
     if (!st)

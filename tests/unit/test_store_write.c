@@ -17,12 +17,16 @@
 
 #define PROJECT "p_write"
 
+static char tmpdir[] = "/tmp/quern-write-XXXXXX";
+
+/* A fresh store, a file of its own in the program's temp directory (removed
+ * at exit). */
 static struct store *open_store(enum store_fsync fs)
 {
-    char dir[] = "/tmp/quern-write-XXXXXX";
-    if (!mkdtemp(dir))
+    static int nstore;
+    if (!nstore && t_tmpdir_make(tmpdir))
         abort();
-    char *path = xasprintf("%s/q.db", dir);
+    char *path = xasprintf("%s/q%d.db", tmpdir, ++nstore);
     struct store *st = t_store_open(path, fs);
     free(path);
     return st;
