@@ -663,6 +663,34 @@ def test_client_id_and_conflict():
     assert mine == ["task.created", "task_run.queued"], mine
 
 
+def test_deleted_task_id_not_given_out_again():
+    # a client id of a deleted task was accepted again: the new task took
+    # over the old one's runs (its run list, a retry of the old failed run
+    # on a task that never ran) and was fired by the old task's triggers
+    t = expect(S.req("POST", P + "/tasks", {"id": "gone-task", "assigned_agent_id": "gone", "run": True}), 201)
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "gone"}), 200)["data"][0]
+    expect(S.req("PATCH", P + "/tasks/gone-task/runs/" + run["id"], {"status": "failed"}), 200)
+    expect(S.req("DELETE", P + "/tasks/gone-task"), 200)
+    for path, body in ((P + "/tasks", {"id": "gone-task", "assigned_agent_id": "gone"}),
+                       (P + "/tasks/batch", {"tasks": [{"assigned_agent_id": "gone"},
+                                                       {"id": "gone-task", "assigned_agent_id": "gone"}]})):
+        r = S.req("POST", path, body)
+        assert r.status == 409 and r.json["error"]["code"] == "id_of_deleted_task", r
+        assert r.json["error"]["param"] in ("id", "tasks[1].id") and "runs" in r.json["error"]["message"], r
+    assert S.req("GET", P + "/tasks/gone-task").status == 404
+    # the old run is still the project's history, under its old task id
+    assert expect(S.req("GET", P + "/task-runs/" + run["id"]), 200)["task_id"] == t["id"]
+    # a task that never ran but has a trigger: the trigger keeps the id
+    expect(S.req("POST", P + "/tasks", {"id": "gone-trig", "assigned_agent_id": "gone"}), 201)
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": "gone-trig", "secret": "s"}), 201)
+    expect(S.req("DELETE", P + "/tasks/gone-trig"), 200)
+    r = S.req("POST", P + "/tasks", {"id": "gone-trig", "assigned_agent_id": "gone"})
+    assert r.status == 409 and "triggers" in r.json["error"]["message"], r
+    # once nothing names it, the id is free again
+    expect(S.req("DELETE", P + "/triggers/" + trg["id"]), 200)
+    expect(S.req("POST", P + "/tasks", {"id": "gone-trig", "assigned_agent_id": "gone"}), 201)
+
+
 def test_prefer_return_minimal():
     h = {"Prefer": "return=minimal"}
     r = S.req("POST", P + "/tasks", {"name": "min", "assigned_agent_id": "mn", "run": True}, headers=h)
