@@ -1218,7 +1218,18 @@ static int grouped_fn(struct runop *op, struct store_tx *tx, json_t *run)
         json_array_append(json_object_get(cur, "items"), e);
     }
     json_decref(logs);
-    op->result = json_pack("{s:o}", "data", groups);
+    /* a list like the others when asked for a page (api_logs_grouped has
+     * checked limit and offset); without one, every group */
+    int64_t total = (int64_t)json_array_size(groups), limit = total, offset = 0;
+    if (http_query(op->r, "limit") || http_query(op->r, "offset"))
+        http_paging(op->r, &limit, &offset);
+    json_t *page = json_array();
+    for (int64_t g = offset; g < total && g - offset < limit; g++)
+        json_array_append(page, json_array_get(groups, (size_t)g));
+    bool more = offset + (int64_t)json_array_size(page) < total;
+    json_decref(groups);
+    op->result = json_pack("{s:o, s:b, s:I}", "data", page, "has_more", more, "total",
+                           (json_int_t)total);
     return 0;
 }
 
@@ -1229,6 +1240,10 @@ void api_logs_grouped(struct req *r)
         http_error(r, 400, "missing_parameter", "task", "task (a run id) is required");
         return;
     }
+    /* limit and offset were not read at all: limit=-1 answered every group */
+    int64_t limit, offset;
+    if ((http_query(r, "limit") || http_query(r, "offset")) && !http_paging(r, &limit, &offset))
+        return;
     /* load_run reads the id from the route; give it the query's */
     if (r->nparams < HTTP_MAX_PARAMS) {
         r->pnames[r->nparams] = "run_id";

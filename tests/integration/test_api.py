@@ -1042,6 +1042,15 @@ def test_logs_and_session_logs():
     assert sl.json[0]["id"] not in [e["id"] for e in after.json]
     grouped = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)["data"]
     assert len(grouped) == 1 and len(grouped[0]["items"]) == 2
+    # a list like the others: limit and offset page the groups (they were
+    # not read: limit=-1 answered every group) and has_more/total come back
+    page = expect(S.req("GET", P + "/logs?task=%s&offset=1" % run["id"]), 200)
+    assert page["data"] == [] and page["total"] == 1 and page["has_more"] is False, page
+    page = expect(S.req("GET", P + "/logs?task=%s&limit=1" % run["id"]), 200)
+    assert page["data"] == grouped and page["has_more"] is False, page
+    for q in ("limit=-1", "limit=0", "limit=501", "offset=-1", "limit=x"):
+        bad = S.req("GET", P + "/logs?task=%s&%s" % (run["id"], q))
+        assert bad.status == 400 and bad.json["error"]["param"] == q.split("=")[0], (q, bad)
     # the run id is required: absent or empty alike (empty was 404 "run  not found")
     for q in ("", "?task="):
         bad = S.req("GET", P + "/logs" + q)
