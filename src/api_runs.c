@@ -929,8 +929,8 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
     if (!api_known_fields(r, op->body, (const char *const[]){"response", NULL}, ""))
         return -EINVAL;
     json_t *resp = json_object_get(op->body, "response");
-    if (!resp) {
-        http_error(r, 400, "missing_field", "response", "response is required");
+    if (!resp || json_is_null(resp)) {   /* null answered the question with nothing */
+        http_error(r, 400, "missing_field", "response", "response is required (not null)");
         return -EINVAL;
     }
     if (run_status_of(run) != RS_INTERACTION_REQUIRED) {

@@ -1351,6 +1351,10 @@ def test_interaction_and_review():
     assert S.req("POST", base + "/review", {"decision": "approve"}).status == 409
     expect(S.req("PATCH", base, {"status": "interaction_required"}), 200)
     assert S.req("POST", base + "/interaction", {}).status == 400
+    # null is no answer: it resumed the run as if the question had been answered
+    r = S.req("POST", base + "/interaction", {"response": None})
+    assert r.status == 400 and r.json["error"]["code"] == "missing_field", r
+    assert expect(S.req("GET", base), 200)["status"] == "interaction_required"
     back = expect(S.req("POST", base + "/interaction", {"response": {"answer": 42}}), 200)
     assert back["status"] == "running"
     expect(S.req("PATCH", base, {"status": "review_required"}), 200)
