@@ -283,6 +283,13 @@ static int fire_fn(struct store_tx *tx, void *arg)
         json_decref(trg);
         return -ENOENT;
     }
+    /* the body merged over the task's input holds to the definition's
+     * input_schema, as for POST .../run: it started runs the schema refused */
+    if (!api_run_input_fits(f->r, tx, task, f->input)) {
+        json_decref(task);
+        json_decref(trg);
+        return -EINVAL;
+    }
     json_t *run = run_new_doc(task, f->input,
                               json_string_value(json_object_get(task, "assigned_agent_id")));
     int rc = run_insert(tx, app, task, run);   /* paused when the task is */

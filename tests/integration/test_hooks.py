@@ -91,6 +91,26 @@ def test_trigger_body_must_be_object_and_replay_is_deduplicated():
 
 
 
+def test_trigger_body_holds_to_the_definitions_input_schema():
+    # the body merged over the task's input is checked against the task's
+    # definition's input_schema, as POST .../run checks its input: a hook
+    # started runs with an input the schema refused
+    d = expect(S.req("POST", P + "/definitions", {"title": "typed", "input_schema": {
+        "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}), 201)
+    t = expect(S.req("POST", P + "/tasks", {"definition_id": d["id"], "input": {"n": 1}}), 201)
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"], "secret": "k"}), 201)
+    bad = b'{"n": "seven"}'
+    r = S.req("POST", trg["url"], raw=bad, key=None, headers={"X-Quern-Signature": sign("k", bad)})
+    assert r.status == 400 and r.json["error"]["code"] == "input_invalid", r
+    assert "$.n" in r.json["error"]["message"], r
+    assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 0
+    assert expect(S.req("GET", P + "/triggers?task_id=" + t["id"]), 200)["data"][0]["fire_count"] == 0
+    good = b'{"n": 7}'
+    js = expect(S.req("POST", trg["url"], raw=good, key=None, headers={"X-Quern-Signature": sign("k", good)}), 202)
+    run = expect(S.req("GET", P + "/tasks/%s/runs/%s?include=input" % (t["id"], js["run_id"])), 200)
+    assert run["input"] == {"n": 7}, run
+
+
 def test_trigger_replay_with_a_respelled_header_is_one_run():
     # A captured request replayed with its signature header spelled another
     # way (spaces, order, upper-case hex, an added entry, "+t") still carries
