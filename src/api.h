@@ -144,6 +144,7 @@ void api_ops_dashboard(struct req *r);
 /* api_hooks.c: triggers, webhooks, policy, secrets, relay_message. */
 void api_triggers_create(struct req *r);
 void api_triggers_list(struct req *r);
+void api_triggers_get(struct req *r);
 void api_triggers_delete(struct req *r);
 void api_hooks_receive(struct req *r);
 void api_webhooks_create(struct req *r);

@@ -230,6 +230,22 @@ static void delete_kind(struct req *r, enum store_kind kind, const char *what, c
     http_json(r, 200, json_pack("{s:s, s:b}", "id", id, "deleted", 1));
 }
 
+void api_triggers_get(struct req *r)
+{
+    const char *project = http_param(r, "project_id"), *id = http_param(r, "id");
+    if (!api_project(r, project))
+        return;
+    struct doc_op a = {.r = r, .project_id = project, .id = id, .kind = SK_TRIGGER};
+    int rc = store_read(r->app->store, get_fn, &a);
+    if (rc || !a.out) {
+        json_decref(a.out);
+        http_not_found(r, "trigger", id);
+        return;
+    }
+    http_json(r, 200, trigger_public(a.out));
+    json_decref(a.out);
+}
+
 void api_triggers_delete(struct req *r)
 {
     delete_kind(r, SK_TRIGGER, "trigger", http_param(r, "id"));

@@ -355,6 +355,7 @@ MATRIX_ROUTES = [
     ("DELETE", "/secrets/SEC", None, "A"),
     ("GET", "/triggers", None, "A"),
     ("POST", "/triggers", {"task_id": "{t}", "secret": "s"}, "A"),
+    ("GET", "/triggers/{trg}", None, "A"),
     ("DELETE", "/triggers/{trg}", None, "A"),
     ("GET", "/webhooks", None, "A"),
     ("POST", "/webhooks", {"url": "http://127.0.0.1:9/", "events": ["task.created"]}, "A"),

@@ -169,6 +169,16 @@ def test_trigger_generated_secret_list_delete_and_gone():
     lst = expect(S.req("GET", P + "/triggers"), 200)
     mine = [x for x in lst["data"] if x["id"] == trg["id"]]
     assert mine and "secret" not in mine[0] and "secret_sealed" not in mine[0]
+    # one trigger by id, as a webhook is (it was 405: only DELETE took an id);
+    # another project's key, or another project's path, does not see it
+    one = expect(S.req("GET", P + "/triggers/" + trg["id"]), 200)
+    assert one == mine[0], (one, mine)
+    other = expect(S.req("POST", "/api/projects", {"name": "trg-other"}), 201)["id"]
+    ok = expect(S.req("POST", "/api/projects/%s/api_keys" % other, {"scopes": ["admin"]}), 201)["key"]
+    assert S.req("GET", "/api/projects/%s/triggers/%s" % (other, trg["id"])).status == 404
+    assert S.req("GET", "/api/projects/%s/triggers/%s" % (other, trg["id"]), key=ok).status == 404
+    assert S.req("GET", P + "/triggers/" + trg["id"], key=ok).status == 404
+    assert S.req("GET", P + "/triggers/trg_nope").status == 404
     # unknown task at create
     r = S.req("POST", P + "/triggers", {"task_id": "task_nope", "secret": "x"})
     assert r.status == 400 and r.json["error"]["param"] == "task_id"
@@ -181,11 +191,13 @@ def test_trigger_generated_secret_list_delete_and_gone():
     r = S.req("POST", trg["url"], raw=body, key=None, headers={"X-Quern-Signature": sign(secret, body)})
     assert r.status == 404, r
     assert S.req("DELETE", P + "/triggers/" + trg["id"]).status == 404
+    assert S.req("GET", P + "/triggers/" + trg["id"]).status == 404
 
 
 def test_trigger_needs_admin():
     k = expect(S.req("POST", P + "/api_keys", {"name": "w", "scopes": ["task:write"]}), 201)["key"]
     assert S.req("GET", P + "/triggers", key=k).status == 403
+    assert S.req("GET", P + "/triggers/trg_any", key=k).status == 403
     assert S.req("GET", P + "/webhooks", key=k).status == 403
     assert S.req("GET", P + "/secrets", key=k).status == 403
     assert S.req("GET", P + "/policy", key=k).status == 403
