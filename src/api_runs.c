@@ -472,6 +472,20 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
                        run_status_name(from));
             return -EPERM;
         }
+        /* quernd starts the code of a code run itself; a PATCH to running
+         * made the caller its worker instead: the code never ran and the
+         * run failed lease_expired once the lease ran out */
+        if (to == RS_RUNNING && json_is_true(json_object_get(run, "has_code")) &&
+            !json_is_string(json_object_get(run, "worker_id")) && !runner_code_live(run)) {
+            http_error(r, 409, "code_started_by_quernd", "status",
+                       "quernd starts this run's code itself: it cannot be PATCHed to running "
+                       "from %s%s", run_status_name(from),
+                       from == RS_QUEUED   ? " (it starts when it can)"
+                       : from == RS_PAUSED ? " (resume its task, or PATCH it to queued)"
+                                           : " (approve it: POST .../interaction, or PATCH it "
+                                             "to queued)");
+            return -EPERM;
+        }
         if (!run_can_move(from, to)) {
             http_error(r, 409, "invalid_transition", "status", "a run cannot go from %s to %s",
                        run_status_name(from), run_status_name(to));
