@@ -18,6 +18,7 @@
 
 #include "api.h"
 #include "run.h"
+#include "runner.h"
 #include "sched.h"
 #include "util.h"
 
@@ -358,7 +359,8 @@ struct report_tx {
 static json_t *refuse(const char *run_id, const char *code, const char *msg)
 {
     const char *type = !strcmp(code, "not_found") ? "not_found"
-                       : !strcmp(code, "stale_attempt") || !strcmp(code, "invalid_transition")
+                       : !strcmp(code, "stale_attempt") || !strcmp(code, "invalid_transition") ||
+                               !strcmp(code, "not_leased")
                            ? "conflict"
                            : "invalid_request";
     return json_pack("{s:s?, s:b, s:{s:s, s:s, s:s}}", "run_id", run_id, "ok", 0, "error", "type",
@@ -418,6 +420,16 @@ static int report_fn(struct store_tx *tx, void *arg)
         if (from != RS_RUNNING) {
             json_array_append_new(a->out, refuse(run_id, "invalid_transition",
                                                  "the run is not running (its lease ended)"));
+            json_decref(run);
+            continue;
+        }
+        /* a report finishes leased runs: a worker key ended a run whose
+         * code quernd was running (its PATCH of that run is 403), and the
+         * box's own end then came after the worker's */
+        if (runner_code_live(run)) {
+            json_array_append_new(a->out, refuse(run_id, "not_leased",
+                                                 "quernd runs this run's code itself: it is no "
+                                                 "worker's to report (PATCH or cancel it)"));
             json_decref(run);
             continue;
         }

@@ -1399,6 +1399,15 @@ def test_a_worker_key_reports_work_but_holds_no_gate():
     cbase = P + "/tasks/%s/runs/%s" % (c["id"], crun["id"])
     r = S.req("PATCH", cbase, {"status": "completed"}, key=wk)
     assert r.status == 403 and r.json["error"]["code"] == "insufficient_scope", r
+    # nor is it by a report, which finishes leased runs (it was ok: true, the
+    # run completed with the worker's output while its code went on)
+    for k in (wk, None):
+        out = expect(S.req("POST", P + "/workers/report", {"results": [
+            {"run_id": crun["id"], "attempt": 1, "status": "completed", "output": {"w": 1}}]},
+            **({"key": k} if k else {})), 200)["data"][0]
+        assert not out["ok"] and out["error"]["code"] == "not_leased", out
+        assert out["error"]["type"] == "conflict", out
+    assert expect(S.req("GET", cbase), 200)["status"] == "running"
     expect(S.req("POST", cbase + "/cancel", {}), 200)
     # task:write may lease and report too (docs/API.md says so)
     tw = expect(S.req("POST", P + "/api_keys", {"name": "tw", "scopes": ["task:write"]}), 201)["key"]
