@@ -1292,6 +1292,20 @@ static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
         return -EINVAL;
     }
     params = json_object_get(b, "params");
+    if (json_is_null(params))
+        params = NULL;
+    /* JSON-RPC 2.0: params is structured, an id a string, a number or null
+     * (a boolean, an object or an array was echoed back as the id) */
+    if (params && !json_is_object(params) && !json_is_array(params)) {
+        http_error(r, 400, "invalid_type", "params",
+                   "params must be an object or an array (JSON-RPC 2.0)");
+        return -EINVAL;
+    }
+    if (id && !json_is_null(id) && !json_is_string(id) && !json_is_number(id)) {
+        http_error(r, 400, "invalid_type", "id",
+                   "id must be a string, a number or null (JSON-RPC 2.0)");
+        return -EINVAL;
+    }
     const char *rid = json_string_value(json_object_get(run, "id"));
     int rc;
     if (!strcmp(method, "user_message")) {
