@@ -475,8 +475,17 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
         /* quernd starts the code of a code run itself; a PATCH to running
          * made the caller its worker instead: the code never ran and the
          * run failed lease_expired once the lease ran out */
+        if (to == RS_RUNNING && runner_code_live(run)) {
+            /* its code waits for the answer to its own question: running
+             * made the caller its worker, the lease ran out under the live
+             * code and the next attempt failed beside it (sandbox_error) */
+            http_error(r, 409, "code_running", "status",
+                       "quernd runs this run's code, which waits for the answer to its "
+                       "question: answer it with POST .../interaction");
+            return -EPERM;
+        }
         if (to == RS_RUNNING && json_is_true(json_object_get(run, "has_code")) &&
-            !json_is_string(json_object_get(run, "worker_id")) && !runner_code_live(run)) {
+            !json_is_string(json_object_get(run, "worker_id"))) {
             http_error(r, 409, "code_started_by_quernd", "status",
                        "quernd starts this run's code itself: it cannot be PATCHed to running "
                        "from %s%s", run_status_name(from),

@@ -1017,6 +1017,18 @@ def test_a_code_run_is_never_patched_to_running():
     expect(S.req("POST", P + "/tasks/%s/resume" % paused["id"]), 200)
     run = finish(paused)
     assert run["status"] == "completed" and msgs(paused, run, "stdout") == ["paused-ran"], run
+    # code that waits for the answer to its own question lives: running made
+    # the caller its worker, the lease ran out under the live code and the
+    # next attempt failed sandbox_error beside it
+    asks = create('echo \'{"type":"input_request","prompt":"name?"}\' >&3; read l; echo "got $l"',
+                  "sh", settings={"max_retries": 1, "retry_delay_ms": 0})
+    run = wait_status(asks, ("interaction_required",))
+    r = S.req("PATCH", base_of(asks, run), {"status": "running"})
+    assert r.status == 409 and r.json["error"]["code"] == "code_running", r
+    expect(S.req("POST", base_of(asks, run) + "/interaction", {"response": "bob"}), 200)
+    run = finish(asks)
+    assert run["status"] == "completed" and run["attempt"] == 1 and run["worker_id"] is None, run
+    assert any("bob" in m for m in msgs(asks, run, "stdout")), msgs(asks, run)
 
 
 def test_an_approval_is_checked_against_the_policy_of_then():
