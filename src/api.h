@@ -190,6 +190,11 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
  * naming PARAM and the failing path. */
 bool api_input_fits(struct req *r, const json_t *def, const json_t *input, const char *param);
 
+/* A log entry a worker sent (append_log's fields: type, message, data,
+ * error, level, ts), checked and rebuilt as quernd stores it (a new
+ * object, the caller's); NULL with the reason in why when it is not one. */
+json_t *api_log_entry_clean(const json_t *e, char *why, size_t whylen);
+
 /* The same for the input a new run of TASK gets (the task's input with
  * OVERRIDE merged over it), against the task's definition as it is now. */
 bool api_run_input_fits(struct req *r, struct store_tx *tx, const json_t *task,

@@ -570,6 +570,52 @@ void api_runs_patch(struct req *r)
 static const char *const log_fields[] = {"type", "message", "data", "error", "level", "ts", NULL};
 static const char *const levels[] = {"debug", "info", "warn", "warning", "error", NULL};
 
+json_t *api_log_entry_clean(const json_t *e, char *why, size_t whylen)
+{
+    if (!json_is_object(e)) {
+        snprintf(why, whylen, "must be an object");
+        return NULL;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)e, k, v) {
+        bool known = false;
+        for (const char *const *f = log_fields; *f && !known; f++)
+            known = !strcmp(*f, k);
+        if (!known) {
+            snprintf(why, whylen, "has an unknown field %.64s", k);
+            return NULL;
+        }
+    }
+    json_t *type = json_object_get(e, "type"), *msg = json_object_get(e, "message");
+    json_t *level = json_object_get(e, "level");
+    if (type && !json_is_null(type) && (!json_is_string(type) || json_string_length(type) > 64)) {
+        snprintf(why, whylen, "type must be a string of at most 64 characters");
+        return NULL;
+    }
+    if (msg && !json_is_null(msg) && (!json_is_string(msg) || json_string_length(msg) > (1 << 20))) {
+        snprintf(why, whylen, "message must be a string of at most 1048576 characters");
+        return NULL;
+    }
+    bool level_ok = !level || json_is_null(level);
+    for (const char *const *l = levels; !level_ok && *l && json_is_string(level); l++)
+        level_ok = !strcmp(*l, json_string_value(level));
+    if (!level_ok) {
+        snprintf(why, whylen, "level must be one of: debug, info, warn, warning, error");
+        return NULL;
+    }
+    json_t *c = json_object();
+    json_object_set_new_nocheck(c, "type", json_string(json_is_string(type) ? json_string_value(type)
+                                                                           : "log"));
+    json_object_set_new_nocheck(c, "level", json_string(json_is_string(level)
+                                                            ? json_string_value(level)
+                                                            : "info"));
+    json_object_set_nocheck(c, "message", json_is_string(msg) ? msg : json_null());
+    json_object_set_nocheck(c, "data", json_object_get(e, "data") ?: json_null());
+    json_object_set_nocheck(c, "error", json_object_get(e, "error") ?: json_null());
+    return c;
+}
+
 /* A run that has ended takes no more logs, checkpoints or artifacts: its
  * terminal event stays its last, on which its stream ends (they were
  * stored, and their events came after it).  True after answering 409. */

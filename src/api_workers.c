@@ -456,17 +456,33 @@ static int report_fn(struct store_tx *tx, void *arg)
             json_object_set_nocheck(run, "output", output);
         int rc = 0;
         json_t *logs = json_object_get(res, "logs");
-        if (json_array_size(logs)) {
-            json_t *clean = json_array();
-            size_t j;
-            json_t *e;
-            json_array_foreach(logs, j, e) {
-                if (json_is_object(e))
-                    json_array_append_new(clean, json_deep_copy(e));
+        /* checked as append_log checks them: entries went into the log as
+         * sent (a level "loud", an object message, a ts "garbage", a 2 MiB
+         * line) and one that was no object was dropped without a word */
+        json_t *clean = json_array();
+        char why[160] = "";
+        size_t j;
+        json_t *e;
+        json_array_foreach(logs, j, e) {
+            char what[96];
+            json_t *c = api_log_entry_clean(e, what, sizeof what);
+            if (!c) {
+                snprintf(why, sizeof why, "logs[%zu] %s", j, what);
+                break;
             }
-            rc = run_append_logs(tx, r->app, run, clean);
-            json_decref(clean);
+            json_array_append_new(clean, c);
         }
+        if (!*why && json_array_size(logs) > 10000)
+            snprintf(why, sizeof why, "logs holds more than 10000 entries");
+        if (*why) {
+            json_array_append_new(a->out, refuse(run_id, "invalid_result", why));
+            json_decref(clean);
+            json_decref(run);
+            continue;
+        }
+        if (json_array_size(clean))
+            rc = run_append_logs(tx, r->app, run, clean);
+        json_decref(clean);
         if (!rc && st != RS_RUNNING) {
             json_t *err = json_object_get(res, "error");
             struct run_outcome out = {0};

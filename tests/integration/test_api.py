@@ -827,6 +827,34 @@ def test_lease_report_and_fencing():
     assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["status"] == "completed"
 
 
+def test_a_reports_logs_are_checked_as_append_logs_are():
+    # a report's logs went into the run's log as sent: level "loud", an
+    # object message, a ts "garbage", an iteration "abc", a 2 MiB message;
+    # one that was no object was dropped without a word.  Such a result is
+    # refused (invalid_result, the entry named) and nothing of it is stored.
+    agent_task(assigned_agent_id="rlogs")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "rlogs"}), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (run["task_id"], run["id"])
+    for bad, named in (({"message": "m", "level": "loud"}, "level"), ({"message": {"o": 1}}, "message"),
+                       ({"type": 5, "message": "t"}, "type"), ({"message": "x", "iteration": "abc"}, "iteration"),
+                       ({"message": "x" * (1024 * 1024 + 1)}, "message"), (5, "object")):
+        res = expect(S.req("POST", P + "/workers/report", {"results": [
+            {"run_id": run["id"], "attempt": 1, "status": "completed", "output": {"o": 1},
+             "logs": [{"message": "fine"}, bad]}]}), 200)["data"][0]
+        assert not res["ok"] and res["error"]["code"] == "invalid_result", (bad, res)
+        assert "logs[1]" in res["error"]["message"] and named in res["error"]["message"], (bad, res)
+    got = expect(S.req("GET", base), 200)
+    assert got["status"] == "running" and got["output"] is None, got
+    assert S.req("GET", base + "/logs").text == ""
+    res = expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": run["id"], "attempt": 1, "status": "completed",
+         "logs": [{"message": "done", "level": "warn", "data": {"k": 1}, "ts": "ignored"}]}]}), 200)["data"][0]
+    assert res["ok"], res
+    lines = [json.loads(x) for x in S.req("GET", base + "/logs").text.split("\n") if x]
+    assert [(x["message"], x["level"], x["type"], x["data"]) for x in lines] == [("done", "warn", "log", {"k": 1})]
+    assert lines[0]["ts"] != "ignored" and isinstance(lines[0]["iteration"], int), lines
+
+
 def test_lease_filter_ids_are_bounded():
     # a runtime or definition id is at most 64 characters: a longer one in a
     # lease's filters was taken and matched nothing (API.md: over-long
