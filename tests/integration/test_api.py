@@ -827,7 +827,7 @@ def test_lease_report_and_fencing():
     assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["status"] == "completed"
 
 
-def test_a_reports_logs_are_checked_as_append_logs_are():
+def test_a_reports_logs_error_and_exit_code_are_checked_as_a_patchs_are():
     # a report's logs went into the run's log as sent: level "loud", an
     # object message, a ts "garbage", an iteration "abc", a 2 MiB message;
     # one that was no object was dropped without a word.  Such a result is
@@ -843,6 +843,15 @@ def test_a_reports_logs_are_checked_as_append_logs_are():
              "logs": [{"message": "fine"}, bad]}]}), 200)["data"][0]
         assert not res["ok"] and res["error"]["code"] == "invalid_result", (bad, res)
         assert "logs[1]" in res["error"]["message"] and named in res["error"]["message"], (bad, res)
+    # error and exit_code are bounded as a PATCH's error_code, error_message
+    # and exit_code are (a wrong type was dropped, a 100 KB code kept)
+    for bad, named in (({"error": 5}, "error"), ({"error": {"code": "c" * 65, "message": "m"}}, "error.code"),
+                       ({"error": "e" * 4097}, "error"), ({"error": {"message": ["x"]}}, "error.message"),
+                       ({"exit_code": "1"}, "exit_code"), ({"exit_code": 100000}, "exit_code")):
+        res = expect(S.req("POST", P + "/workers/report", {"results": [
+            dict({"run_id": run["id"], "attempt": 1, "status": "failed"}, **bad)]}), 200)["data"][0]
+        assert not res["ok"] and res["error"]["code"] == "invalid_result", (bad, res)
+        assert res["error"]["message"].startswith(named), (bad, res)
     got = expect(S.req("GET", base), 200)
     assert got["status"] == "running" and got["output"] is None, got
     assert S.req("GET", base + "/logs").text == ""
