@@ -86,6 +86,7 @@ const struct route api_routes[] = {
 
     {"POST", P "/triggers", api_triggers_create, A},
     {"GET", P "/triggers", api_triggers_list, A},
+    {"GET", P "/triggers/:id", api_triggers_get, A},
     {"DELETE", P "/triggers/:id", api_triggers_delete, A},
     {"POST", "/hooks/:trigger_id", api_hooks_receive, SCOPE_PUBLIC},
     {"POST", P "/webhooks", api_webhooks_create, A},

@@ -144,6 +144,7 @@ void api_ops_dashboard(struct req *r);
 /* api_hooks.c: triggers, webhooks, policy, secrets, relay_message. */
 void api_triggers_create(struct req *r);
 void api_triggers_list(struct req *r);
+void api_triggers_get(struct req *r);
 void api_triggers_delete(struct req *r);
 void api_hooks_receive(struct req *r);
 void api_webhooks_create(struct req *r);
@@ -188,6 +189,11 @@ json_t *api_task_from_body(struct req *r, struct store_tx *tx, const char *proje
  * definition or no schema: any input); else answers 400 input_invalid
  * naming PARAM and the failing path. */
 bool api_input_fits(struct req *r, const json_t *def, const json_t *input, const char *param);
+
+/* A log entry a worker sent (append_log's fields: type, message, data,
+ * error, level, ts), checked and rebuilt as quernd stores it (a new
+ * object, the caller's); NULL with the reason in why when it is not one. */
+json_t *api_log_entry_clean(const json_t *e, char *why, size_t whylen);
 
 /* The same for the input a new run of TASK gets (the task's input with
  * OVERRIDE merged over it), against the task's definition as it is now. */

@@ -233,6 +233,22 @@ static void delete_kind(struct req *r, enum store_kind kind, const char *what, c
     http_json(r, 200, json_pack("{s:s, s:b}", field, id, "deleted", 1));
 }
 
+void api_triggers_get(struct req *r)
+{
+    const char *project = http_param(r, "project_id"), *id = http_param(r, "id");
+    if (!api_project(r, project))
+        return;
+    struct doc_op a = {.r = r, .project_id = project, .id = id, .kind = SK_TRIGGER};
+    int rc = store_read(r->app->store, get_fn, &a);
+    if (rc || !a.out) {
+        json_decref(a.out);
+        http_not_found(r, "trigger", id);
+        return;
+    }
+    http_json(r, 200, trigger_public(a.out));
+    json_decref(a.out);
+}
+
 void api_triggers_delete(struct req *r)
 {
     delete_kind(r, SK_TRIGGER, "trigger", "id", http_param(r, "id"));
@@ -285,6 +301,13 @@ static int fire_fn(struct store_tx *tx, void *arg)
             http_not_found(f->r, "trigger", tid);
         json_decref(trg);
         return -ENOENT;
+    }
+    /* the body merged over the task's input holds to the definition's
+     * input_schema, as for POST .../run: it started runs the schema refused */
+    if (!api_run_input_fits(f->r, tx, task, f->input)) {
+        json_decref(task);
+        json_decref(trg);
+        return -EINVAL;
     }
     json_t *run = run_new_doc(task, f->input,
                               json_string_value(json_object_get(task, "assigned_agent_id")));

@@ -472,6 +472,29 @@ static int patch_fn(struct runop *op, struct store_tx *tx, json_t *run)
                        run_status_name(from));
             return -EPERM;
         }
+        /* quernd starts the code of a code run itself; a PATCH to running
+         * made the caller its worker instead: the code never ran and the
+         * run failed lease_expired once the lease ran out */
+        if (to == RS_RUNNING && runner_code_live(run)) {
+            /* its code waits for the answer to its own question: running
+             * made the caller its worker, the lease ran out under the live
+             * code and the next attempt failed beside it (sandbox_error) */
+            http_error(r, 409, "code_running", "status",
+                       "quernd runs this run's code, which waits for the answer to its "
+                       "question: answer it with POST .../interaction");
+            return -EPERM;
+        }
+        if (to == RS_RUNNING && json_is_true(json_object_get(run, "has_code")) &&
+            !json_is_string(json_object_get(run, "worker_id"))) {
+            http_error(r, 409, "code_started_by_quernd", "status",
+                       "quernd starts this run's code itself: it cannot be PATCHed to running "
+                       "from %s%s", run_status_name(from),
+                       from == RS_QUEUED   ? " (it starts when it can)"
+                       : from == RS_PAUSED ? " (resume its task, or PATCH it to queued)"
+                                           : " (approve it: POST .../interaction, or PATCH it "
+                                             "to queued)");
+            return -EPERM;
+        }
         if (!run_can_move(from, to)) {
             http_error(r, 409, "invalid_transition", "status", "a run cannot go from %s to %s",
                        run_status_name(from), run_status_name(to));
@@ -564,6 +587,52 @@ void api_runs_patch(struct req *r)
 
 static const char *const log_fields[] = {"type", "message", "data", "error", "level", "ts", NULL};
 static const char *const levels[] = {"debug", "info", "warn", "warning", "error", NULL};
+
+json_t *api_log_entry_clean(const json_t *e, char *why, size_t whylen)
+{
+    if (!json_is_object(e)) {
+        snprintf(why, whylen, "must be an object");
+        return NULL;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)e, k, v) {
+        bool known = false;
+        for (const char *const *f = log_fields; *f && !known; f++)
+            known = !strcmp(*f, k);
+        if (!known) {
+            snprintf(why, whylen, "has an unknown field %.64s", k);
+            return NULL;
+        }
+    }
+    json_t *type = json_object_get(e, "type"), *msg = json_object_get(e, "message");
+    json_t *level = json_object_get(e, "level");
+    if (type && !json_is_null(type) && (!json_is_string(type) || json_string_length(type) > 64)) {
+        snprintf(why, whylen, "type must be a string of at most 64 characters");
+        return NULL;
+    }
+    if (msg && !json_is_null(msg) && (!json_is_string(msg) || json_string_length(msg) > (1 << 20))) {
+        snprintf(why, whylen, "message must be a string of at most 1048576 characters");
+        return NULL;
+    }
+    bool level_ok = !level || json_is_null(level);
+    for (const char *const *l = levels; !level_ok && *l && json_is_string(level); l++)
+        level_ok = !strcmp(*l, json_string_value(level));
+    if (!level_ok) {
+        snprintf(why, whylen, "level must be one of: debug, info, warn, warning, error");
+        return NULL;
+    }
+    json_t *c = json_object();
+    json_object_set_new_nocheck(c, "type", json_string(json_is_string(type) ? json_string_value(type)
+                                                                           : "log"));
+    json_object_set_new_nocheck(c, "level", json_string(json_is_string(level)
+                                                            ? json_string_value(level)
+                                                            : "info"));
+    json_object_set_nocheck(c, "message", json_is_string(msg) ? msg : json_null());
+    json_object_set_nocheck(c, "data", json_object_get(e, "data") ?: json_null());
+    json_object_set_nocheck(c, "error", json_object_get(e, "error") ?: json_null());
+    return c;
+}
 
 /* A run that has ended takes no more logs, checkpoints or artifacts: its
  * terminal event stays its last, on which its stream ends (they were
@@ -947,8 +1016,8 @@ static int interaction_fn(struct runop *op, struct store_tx *tx, json_t *run)
     if (!api_known_fields(r, op->body, (const char *const[]){"response", NULL}, ""))
         return -EINVAL;
     json_t *resp = json_object_get(op->body, "response");
-    if (!resp) {
-        http_error(r, 400, "missing_field", "response", "response is required");
+    if (!resp || json_is_null(resp)) {   /* null answered the question with nothing */
+        http_error(r, 400, "missing_field", "response", "response is required (not null)");
         return -EINVAL;
     }
     if (run_status_of(run) != RS_INTERACTION_REQUIRED) {
@@ -1243,7 +1312,18 @@ static int grouped_fn(struct runop *op, struct store_tx *tx, json_t *run)
         json_array_append(json_object_get(cur, "items"), e);
     }
     json_decref(logs);
-    op->result = json_pack("{s:o}", "data", groups);
+    /* a list like the others when asked for a page (api_logs_grouped has
+     * checked limit and offset); without one, every group */
+    int64_t total = (int64_t)json_array_size(groups), limit = total, offset = 0;
+    if (http_query(op->r, "limit") || http_query(op->r, "offset"))
+        http_paging(op->r, &limit, &offset);
+    json_t *page = json_array();
+    for (int64_t g = offset; g < total && g - offset < limit; g++)
+        json_array_append(page, json_array_get(groups, (size_t)g));
+    bool more = offset + (int64_t)json_array_size(page) < total;
+    json_decref(groups);
+    op->result = json_pack("{s:o, s:b, s:I}", "data", page, "has_more", more, "total",
+                           (json_int_t)total);
     return 0;
 }
 
@@ -1254,6 +1334,10 @@ void api_logs_grouped(struct req *r)
         http_error(r, 400, "missing_parameter", "task", "task (a run id) is required");
         return;
     }
+    /* limit and offset were not read at all: limit=-1 answered every group */
+    int64_t limit, offset;
+    if ((http_query(r, "limit") || http_query(r, "offset")) && !http_paging(r, &limit, &offset))
+        return;
     /* load_run reads the id from the route; give it the query's */
     if (r->nparams < HTTP_MAX_PARAMS) {
         r->pnames[r->nparams] = "run_id";
@@ -1288,6 +1372,20 @@ static int command_fn(struct runop *op, struct store_tx *tx, json_t *run)
         return -EINVAL;
     }
     params = json_object_get(b, "params");
+    if (json_is_null(params))
+        params = NULL;
+    /* JSON-RPC 2.0: params is structured, an id a string, a number or null
+     * (a boolean, an object or an array was echoed back as the id) */
+    if (params && !json_is_object(params) && !json_is_array(params)) {
+        http_error(r, 400, "invalid_type", "params",
+                   "params must be an object or an array (JSON-RPC 2.0)");
+        return -EINVAL;
+    }
+    if (id && !json_is_null(id) && !json_is_string(id) && !json_is_number(id)) {
+        http_error(r, 400, "invalid_type", "id",
+                   "id must be a string, a number or null (JSON-RPC 2.0)");
+        return -EINVAL;
+    }
     const char *rid = json_string_value(json_object_get(run, "id"));
     int rc;
     if (!strcmp(method, "user_message")) {

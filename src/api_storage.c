@@ -70,8 +70,13 @@ void api_storage_create(struct req *r)
         return;
     }
     if (!strcmp(scope, "account") != (account != NULL)) {
-        http_error(r, 400, "invalid_request", "account_id",
-                   "account_id is required for account scope, and only for it");
+        /* the code was "invalid_request", the error's type, naming nothing */
+        if (account)
+            http_error(r, 400, "conflicting_fields", "account_id",
+                       "account_id is only for account scope (scope is %s)", scope);
+        else
+            http_error(r, 400, "missing_field", "account_id",
+                       "account_id is required for account scope");
         return;
     }
     struct sto_arg a = {r, storage_new_doc(project, scope, name, account), NULL, 0, {0}};

@@ -10,6 +10,13 @@
  * that stops reading holds only its cursor and one buffer of at most
  * BATCH events, so memory stays bounded however far behind it falls (it
  * catches up from the store when it reads again).
+ *
+ * A stream lives no longer than the key it was opened with (or the key
+ * that made its connection token): before it sends more it looks at the
+ * key again when this node has revoked a key since its last look, and at
+ * least every KEY_RECHECK_MS (a key revoked on another node), and ends once
+ * the key is revoked.  An open stream went on sending every event of its
+ * project to a revoked key.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -17,6 +24,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "auth.h"
 #include "events.h"
 #include "jdump.h"
 #include "run.h"
@@ -24,6 +32,7 @@
 
 #define BATCH 256
 #define KEEPALIVE_MS 20000
+#define KEY_RECHECK_MS 5000
 
 struct sse {
     struct app *app;
@@ -38,7 +47,27 @@ struct sse {
     int64_t last_write;
     struct events_sub *sub;
     struct http_stream_handle *h;
+    char *key_project;            /* the key whose revocation ends the stream */
+    char key_id[ID_LEN];
+    uint64_t revocations;         /* auth_revocations() at the last look */
+    int64_t key_checked;          /* mono_ms() of the last look */
 };
+
+/* Whether the stream's key may still read it.  A store that cannot be read
+ * right now does not end the stream (the next look asks again). */
+static bool key_still_live(struct sse *s)
+{
+    uint64_t rev = auth_revocations(s->app->auth);
+    int64_t now = mono_ms();
+    if (rev == s->revocations && now - s->key_checked < KEY_RECHECK_MS)
+        return true;
+    bool live = false;
+    if (auth_key_live(s->app, s->key_project, s->key_id, &live))
+        return true;
+    s->revocations = rev;
+    s->key_checked = now;
+    return live;
+}
 
 static bool terminal_event(const json_t *e)
 {
@@ -97,7 +126,7 @@ static ssize_t sse_read(void *ctx, char *dst, size_t max)
     if (s->off >= s->out.len) {
         s->out.len = 0;
         s->off = 0;
-        if (s->done || s->app->draining)
+        if (s->done || s->app->draining || !key_still_live(s))
             return -1;
         json_t *arr = json_array();
         int n = events_ring_read(s->app->events, s->project_id, s->run_id, s->cursor, BATCH, arr);
@@ -143,6 +172,7 @@ static void sse_free(void *ctx)
     buf_release(&s->out);
     free(s->project_id);
     free(s->run_id);
+    free(s->key_project);
     free(s);
 }
 
@@ -214,6 +244,15 @@ static void stream(struct req *r, const char *run_id)
     s->end_after_terminal = run_id != NULL;
     s->was_over = a.terminal;
     s->last_write = mono_ms();
+    if (r->token_run_id) {
+        s->key_project = xstrdup(r->token_key_project);
+        snprintf(s->key_id, sizeof s->key_id, "%s", r->token_key_id);
+    } else {
+        s->key_project = xstrdup(r->key_project ? r->key_project : AUTH_ROOT_PROJECT);
+        snprintf(s->key_id, sizeof s->key_id, "%s", r->key_id);
+    }
+    s->revocations = auth_revocations(r->app->auth);
+    s->key_checked = mono_ms();
     buf_init(&s->out);
     /* the retry hint, then history from the cursor */
     buf_puts(&s->out, "retry: 2000\n\n");

@@ -552,6 +552,35 @@ struct create_arg {
     json_int_t wait_ms;
 };
 
+/* Whether runs or triggers of a deleted task still name task id `id`
+ * (*left, with what names it in *what).  Runs outlive their task (the
+ * project's history, GET .../runs) and a trigger stays until deleted: a new
+ * task given that id would take over the old one's runs (its retry, its
+ * list of runs) and be fired by the old triggers, so the id is not given
+ * out again while they remain. */
+static int task_id_left_over(struct store_tx *tx, const char *project_id, const char *id,
+                             bool *left, const char **what)
+{
+    static const enum store_kind kinds[] = {SK_RUN, SK_TRIGGER};
+    static const char *const names[] = {"runs", "triggers"};
+    *left = false;
+    for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+        struct store_filter f = {"task_id", id};
+        struct store_query q = {&f, 1, 1, 0, false, NULL};
+        json_t *docs = NULL;
+        int rc = store_list(tx, kinds[i], project_id, &q, &docs, NULL);
+        if (rc)
+            return rc;
+        *left = json_array_size(docs) > 0;
+        json_decref(docs);
+        if (*left) {
+            *what = names[i];
+            return 0;
+        }
+    }
+    return 0;
+}
+
 static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, const char *prefix,
                       json_t *defs, json_t **out)
 {
@@ -559,6 +588,28 @@ static int create_one(struct create_arg *a, struct store_tx *tx, json_t *body, c
     json_t *task = api_task_from_body(a->r, tx, a->project_id, body, prefix, &opts);
     if (!task)
         return -EINVAL;
+    if (json_is_string(json_object_get(body, "id"))) {
+        /* a client's id: a live task with it is -EEXIST below; one deleted
+         * but still named by runs or triggers is refused here */
+        const char *tid = json_string_value(json_object_get(task, "id"));
+        json_t *live = store_get(tx, SK_TASK, a->project_id, tid);
+        bool left = false;
+        const char *what = NULL;
+        int rc = live ? 0 : task_id_left_over(tx, a->project_id, tid, &left, &what);
+        json_decref(live);
+        if (!rc && left) {
+            char p[300];
+            snprintf(p, sizeof p, "%sid", prefix);
+            http_error(a->r, 409, "id_of_deleted_task", p,
+                       "%s: task %s was deleted but its %s remain; give the new task another id",
+                       p, tid, what);
+            rc = -EEXIST;
+        }
+        if (rc) {
+            json_decref(task);
+            return rc;
+        }
+    }
     /* the task is stored with its first run (run_start_for_new_task), its
      * row written once; task.created comes first in the event log */
     sched_task_changed_on_commit(tx, a->r->app->sched, task, true);

@@ -390,6 +390,30 @@ static json_t *refuse(const char *run_id, const char *code, const char *msg)
                      type, "code", code, "message", msg);
 }
 
+/* A result's error and exit_code, bounded as a run PATCH's error_code (64),
+ * error_message (4096) and exit_code (-1000..1000) are: a wrong type was
+ * dropped without a word and a 100 KB code or message kept.  False with
+ * the reason in why. */
+static bool report_error_ok(const json_t *res, char *why, size_t whylen)
+{
+    json_t *err = json_object_get(res, "error"), *ec = json_object_get(res, "exit_code");
+    json_t *code = json_is_object(err) ? json_object_get(err, "code") : NULL;
+    json_t *msg = json_is_object(err) ? json_object_get(err, "message") : err;
+    if (err && !json_is_null(err) && !json_is_string(err) && !json_is_object(err))
+        snprintf(why, whylen, "error must be a string or an object {code, message}");
+    else if (code && !json_is_null(code) && (!json_is_string(code) || json_string_length(code) > 64))
+        snprintf(why, whylen, "error.code must be a string of at most 64 characters");
+    else if (msg && !json_is_null(msg) && (!json_is_string(msg) || json_string_length(msg) > 4096))
+        snprintf(why, whylen, "error%s must be a string of at most 4096 characters",
+                 json_is_object(err) ? ".message" : "");
+    else if (ec && !json_is_null(ec) &&
+             (!json_is_integer(ec) || json_integer_value(ec) < -1000 || json_integer_value(ec) > 1000))
+        snprintf(why, whylen, "exit_code must be an integer from -1000 to 1000");
+    else
+        return true;
+    return false;
+}
+
 static int report_fn(struct store_tx *tx, void *arg)
 {
     struct report_tx *a = arg;
@@ -480,17 +504,35 @@ static int report_fn(struct store_tx *tx, void *arg)
             json_object_set_nocheck(run, "output", output);
         int rc = 0;
         json_t *logs = json_object_get(res, "logs");
-        if (json_array_size(logs)) {
-            json_t *clean = json_array();
-            size_t j;
-            json_t *e;
-            json_array_foreach(logs, j, e) {
-                if (json_is_object(e))
-                    json_array_append_new(clean, json_deep_copy(e));
+        /* checked as append_log checks them: entries went into the log as
+         * sent (a level "loud", an object message, a ts "garbage", a 2 MiB
+         * line) and one that was no object was dropped without a word */
+        json_t *clean = json_array();
+        char why[160] = "";
+        size_t j;
+        json_t *e;
+        json_array_foreach(logs, j, e) {
+            char what[96];
+            json_t *c = api_log_entry_clean(e, what, sizeof what);
+            if (!c) {
+                snprintf(why, sizeof why, "logs[%zu] %s", j, what);
+                break;
             }
-            rc = run_append_logs(tx, r->app, run, clean);
-            json_decref(clean);
+            json_array_append_new(clean, c);
         }
+        if (!*why && json_array_size(logs) > 10000)
+            snprintf(why, sizeof why, "logs holds more than 10000 entries");
+        if (!*why)
+            report_error_ok(res, why, sizeof why);
+        if (*why) {
+            json_array_append_new(a->out, refuse(run_id, "invalid_result", why));
+            json_decref(clean);
+            json_decref(run);
+            continue;
+        }
+        if (json_array_size(clean))
+            rc = run_append_logs(tx, r->app, run, clean);
+        json_decref(clean);
         if (!rc && st != RS_RUNNING) {
             json_t *err = json_object_get(res, "error");
             struct run_outcome out = {0};

@@ -38,6 +38,7 @@ struct auth {
     struct store *st;
     pthread_rwlock_t lock;
     struct entry *slots;
+    uint64_t revocations;      /* auth_forget calls (atomic) */
 };
 
 static const struct {
@@ -123,6 +124,12 @@ void auth_forget(struct auth *a, const char *hash)
     if (!strcmp(e->hash, hash))
         memset(e, 0, sizeof *e);
     pthread_rwlock_unlock(&a->lock);
+    __atomic_add_fetch(&a->revocations, 1, __ATOMIC_RELEASE);
+}
+
+uint64_t auth_revocations(struct auth *a)
+{
+    return __atomic_load_n(&a->revocations, __ATOMIC_ACQUIRE);
 }
 
 struct lookup {
@@ -296,10 +303,10 @@ static bool token_auth(struct req *r, const char *tok)
             free(project);
             return false;
         }
-        free(kp);
-        free(kid);
     }
     if (rc) {
+        free(kp);
+        free(kid);
         http_error(r, 401,
                    rc == -ETIMEDOUT      ? "token_expired"
                    : rc == -EKEYREVOKED ? "token_revoked"
@@ -315,6 +322,8 @@ static bool token_auth(struct req *r, const char *tok)
     if (!want_run || strcmp(want_run, run_id) || !want_project || strcmp(want_project, project)) {
         free(run_id);
         free(project);
+        free(kp);
+        free(kid);
         http_error(r, 403, "token_scope", NULL, "the connection token is for another run");
         return false;
     }
@@ -323,6 +332,8 @@ static bool token_auth(struct req *r, const char *tok)
     if ((r->route->scope & SCOPE_TASK_WRITE) && !commands) {
         free(run_id);
         free(project);
+        free(kp);
+        free(kid);
         http_error(r, 403, "token_scope", NULL,
                    "this connection token was made by a key without task:write: it allows "
                    "stream and logs, not commands");
@@ -331,6 +342,9 @@ static bool token_auth(struct req *r, const char *tok)
     r->token_run_id = run_id;
     r->key_project = project;
     r->scopes = SCOPE_RUN_TOKEN;
+    r->token_key_project = kp;
+    snprintf(r->token_key_id, sizeof r->token_key_id, "%s", kid);
+    free(kid);
     return true;
 }
 

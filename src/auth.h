@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "http.h"
 #include "store.h"
@@ -31,6 +32,10 @@ bool auth_has_scope(const struct req *r, unsigned scope);
 char *auth_new_key(void);
 /* Forgets a revoked key at once (this node). */
 void auth_forget(struct auth *a, const char *hash);
+/* How many keys this node has revoked (auth_forget) since it started: a
+ * holder of a long-lived answer (an SSE stream) looks at its key again
+ * when it changed. */
+uint64_t auth_revocations(struct auth *a);
 
 /* Whether the API key (project, key_id) exists and is not revoked: 0 and
  * *live, or a store error (-ENOTCONN... when it cannot be read). */

@@ -974,6 +974,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     free(r->resp);
     free(r->key_project);
     free(r->token_run_id);
+    free(r->token_key_project);
     free(r->idem_key);
     free(r->idem_fp);
     free(r->idem_body);

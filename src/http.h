@@ -63,6 +63,8 @@ struct req {
     char *key_project;         /* NULL for the root key */
     unsigned scopes;
     char *token_run_id;        /* set when authorised by a connection token */
+    char *token_key_project;   /* the project ("_root" too) and id of the key */
+    char token_key_id[ID_LEN]; /* that made that token */
 
     /* the response */
     int status;

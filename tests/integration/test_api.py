@@ -355,6 +355,7 @@ MATRIX_ROUTES = [
     ("DELETE", "/secrets/SEC", None, "A"),
     ("GET", "/triggers", None, "A"),
     ("POST", "/triggers", {"task_id": "{t}", "secret": "s"}, "A"),
+    ("GET", "/triggers/{trg}", None, "A"),
     ("DELETE", "/triggers/{trg}", None, "A"),
     ("GET", "/webhooks", None, "A"),
     ("POST", "/webhooks", {"url": "http://127.0.0.1:9/", "events": ["task.created"]}, "A"),
@@ -663,6 +664,34 @@ def test_client_id_and_conflict():
     assert mine == ["task.created", "task_run.queued"], mine
 
 
+def test_deleted_task_id_not_given_out_again():
+    # a client id of a deleted task was accepted again: the new task took
+    # over the old one's runs (its run list, a retry of the old failed run
+    # on a task that never ran) and was fired by the old task's triggers
+    t = expect(S.req("POST", P + "/tasks", {"id": "gone-task", "assigned_agent_id": "gone", "run": True}), 201)
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "gone"}), 200)["data"][0]
+    expect(S.req("PATCH", P + "/tasks/gone-task/runs/" + run["id"], {"status": "failed"}), 200)
+    expect(S.req("DELETE", P + "/tasks/gone-task"), 200)
+    for path, body in ((P + "/tasks", {"id": "gone-task", "assigned_agent_id": "gone"}),
+                       (P + "/tasks/batch", {"tasks": [{"assigned_agent_id": "gone"},
+                                                       {"id": "gone-task", "assigned_agent_id": "gone"}]})):
+        r = S.req("POST", path, body)
+        assert r.status == 409 and r.json["error"]["code"] == "id_of_deleted_task", r
+        assert r.json["error"]["param"] in ("id", "tasks[1].id") and "runs" in r.json["error"]["message"], r
+    assert S.req("GET", P + "/tasks/gone-task").status == 404
+    # the old run is still the project's history, under its old task id
+    assert expect(S.req("GET", P + "/task-runs/" + run["id"]), 200)["task_id"] == t["id"]
+    # a task that never ran but has a trigger: the trigger keeps the id
+    expect(S.req("POST", P + "/tasks", {"id": "gone-trig", "assigned_agent_id": "gone"}), 201)
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": "gone-trig", "secret": "s"}), 201)
+    expect(S.req("DELETE", P + "/tasks/gone-trig"), 200)
+    r = S.req("POST", P + "/tasks", {"id": "gone-trig", "assigned_agent_id": "gone"})
+    assert r.status == 409 and "triggers" in r.json["error"]["message"], r
+    # once nothing names it, the id is free again
+    expect(S.req("DELETE", P + "/triggers/" + trg["id"]), 200)
+    expect(S.req("POST", P + "/tasks", {"id": "gone-trig", "assigned_agent_id": "gone"}), 201)
+
+
 def test_prefer_return_minimal():
     h = {"Prefer": "return=minimal"}
     r = S.req("POST", P + "/tasks", {"name": "min", "assigned_agent_id": "mn", "run": True}, headers=h)
@@ -796,6 +825,43 @@ def test_lease_report_and_fencing():
     final = expect(S.req("GET", P + "/task-runs/" + run["id"]), 200)
     assert final["status"] == "completed" and final["output"] == {"ok": 1}
     assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["status"] == "completed"
+
+
+def test_a_reports_logs_error_and_exit_code_are_checked_as_a_patchs_are():
+    # a report's logs went into the run's log as sent: level "loud", an
+    # object message, a ts "garbage", an iteration "abc", a 2 MiB message;
+    # one that was no object was dropped without a word.  Such a result is
+    # refused (invalid_result, the entry named) and nothing of it is stored.
+    agent_task(assigned_agent_id="rlogs")
+    run = expect(S.req("POST", P + "/workers/lease", {"agent_id": "rlogs"}), 200)["data"][0]
+    base = P + "/tasks/%s/runs/%s" % (run["task_id"], run["id"])
+    for bad, named in (({"message": "m", "level": "loud"}, "level"), ({"message": {"o": 1}}, "message"),
+                       ({"type": 5, "message": "t"}, "type"), ({"message": "x", "iteration": "abc"}, "iteration"),
+                       ({"message": "x" * (1024 * 1024 + 1)}, "message"), (5, "object")):
+        res = expect(S.req("POST", P + "/workers/report", {"results": [
+            {"run_id": run["id"], "attempt": 1, "status": "completed", "output": {"o": 1},
+             "logs": [{"message": "fine"}, bad]}]}), 200)["data"][0]
+        assert not res["ok"] and res["error"]["code"] == "invalid_result", (bad, res)
+        assert "logs[1]" in res["error"]["message"] and named in res["error"]["message"], (bad, res)
+    # error and exit_code are bounded as a PATCH's error_code, error_message
+    # and exit_code are (a wrong type was dropped, a 100 KB code kept)
+    for bad, named in (({"error": 5}, "error"), ({"error": {"code": "c" * 65, "message": "m"}}, "error.code"),
+                       ({"error": "e" * 4097}, "error"), ({"error": {"message": ["x"]}}, "error.message"),
+                       ({"exit_code": "1"}, "exit_code"), ({"exit_code": 100000}, "exit_code")):
+        res = expect(S.req("POST", P + "/workers/report", {"results": [
+            dict({"run_id": run["id"], "attempt": 1, "status": "failed"}, **bad)]}), 200)["data"][0]
+        assert not res["ok"] and res["error"]["code"] == "invalid_result", (bad, res)
+        assert res["error"]["message"].startswith(named), (bad, res)
+    got = expect(S.req("GET", base), 200)
+    assert got["status"] == "running" and got["output"] is None, got
+    assert S.req("GET", base + "/logs").text == ""
+    res = expect(S.req("POST", P + "/workers/report", {"results": [
+        {"run_id": run["id"], "attempt": 1, "status": "completed",
+         "logs": [{"message": "done", "level": "warn", "data": {"k": 1}, "ts": "ignored"}]}]}), 200)["data"][0]
+    assert res["ok"], res
+    lines = [json.loads(x) for x in S.req("GET", base + "/logs").text.split("\n") if x]
+    assert [(x["message"], x["level"], x["type"], x["data"]) for x in lines] == [("done", "warn", "log", {"k": 1})]
+    assert lines[0]["ts"] != "ignored" and isinstance(lines[0]["iteration"], int), lines
 
 
 def test_lease_filter_ids_are_bounded():
@@ -1014,6 +1080,15 @@ def test_logs_and_session_logs():
     assert sl.json[0]["id"] not in [e["id"] for e in after.json]
     grouped = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)["data"]
     assert len(grouped) == 1 and len(grouped[0]["items"]) == 2
+    # a list like the others: limit and offset page the groups (they were
+    # not read: limit=-1 answered every group) and has_more/total come back
+    page = expect(S.req("GET", P + "/logs?task=%s&offset=1" % run["id"]), 200)
+    assert page["data"] == [] and page["total"] == 1 and page["has_more"] is False, page
+    page = expect(S.req("GET", P + "/logs?task=%s&limit=1" % run["id"]), 200)
+    assert page["data"] == grouped and page["has_more"] is False, page
+    for q in ("limit=-1", "limit=0", "limit=501", "offset=-1", "limit=x"):
+        bad = S.req("GET", P + "/logs?task=%s&%s" % (run["id"], q))
+        assert bad.status == 400 and bad.json["error"]["param"] == q.split("=")[0], (q, bad)
     # the run id is required: absent or empty alike (empty was 404 "run  not found")
     for q in ("", "?task="):
         bad = S.req("GET", P + "/logs" + q)
@@ -1314,6 +1389,10 @@ def test_interaction_and_review():
     assert S.req("POST", base + "/review", {"decision": "approve"}).status == 409
     expect(S.req("PATCH", base, {"status": "interaction_required"}), 200)
     assert S.req("POST", base + "/interaction", {}).status == 400
+    # null is no answer: it resumed the run as if the question had been answered
+    r = S.req("POST", base + "/interaction", {"response": None})
+    assert r.status == 400 and r.json["error"]["code"] == "missing_field", r
+    assert expect(S.req("GET", base), 200)["status"] == "interaction_required"
     back = expect(S.req("POST", base + "/interaction", {"response": {"answer": 42}}), 200)
     assert back["status"] == "running"
     expect(S.req("PATCH", base, {"status": "review_required"}), 200)
@@ -1361,6 +1440,15 @@ def test_a_worker_key_reports_work_but_holds_no_gate():
     cbase = P + "/tasks/%s/runs/%s" % (c["id"], crun["id"])
     r = S.req("PATCH", cbase, {"status": "completed"}, key=wk)
     assert r.status == 403 and r.json["error"]["code"] == "insufficient_scope", r
+    # nor is it by a report, which finishes leased runs (it was ok: true, the
+    # run completed with the worker's output while its code went on)
+    for k in (wk, None):
+        out = expect(S.req("POST", P + "/workers/report", {"results": [
+            {"run_id": crun["id"], "attempt": 1, "status": "completed", "output": {"w": 1}}]},
+            **({"key": k} if k else {})), 200)["data"][0]
+        assert not out["ok"] and out["error"]["code"] == "code_running", out
+        assert out["error"]["type"] == "conflict", out
+    assert expect(S.req("GET", cbase), 200)["status"] == "running"
     expect(S.req("POST", cbase + "/cancel", {}), 200)
     # task:write may lease and report too (docs/API.md says so)
     tw = expect(S.req("POST", P + "/api_keys", {"name": "tw", "scopes": ["task:write"]}), 201)["key"]

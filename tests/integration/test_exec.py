@@ -148,6 +148,18 @@ def test_command_user_message_and_close():
                                           "params": {"text": "hi"}, "id": 1})
     assert r.status == 200 and r.json["id"] == 1, r
     assert S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "dance", "id": 2}).status == 400
+    # JSON-RPC 2.0's shapes: params structured, id a string, number or null
+    # (a boolean or an object id was taken and echoed back, a string params delivered)
+    for bad, param in (({"params": "hi", "id": 5}, "params"), ({"params": 7, "id": 5}, "params"),
+                       ({"params": {}, "id": True}, "id"), ({"params": {}, "id": {"a": 1}}, "id"),
+                       ({"params": {}, "id": [1]}, "id")):
+        body = dict({"jsonrpc": "2.0", "method": "user_message"}, **bad)
+        r = S.req("POST", base + "/command", body)
+        assert r.status == 400 and r.json["error"]["param"] == param, (bad, r)
+    for ok_id in ("x", 2.5, None):
+        r = S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "user_message",
+                                              "params": [], "id": ok_id})
+        assert r.status == 200 and r.json["id"] == ok_id, r
     expect(S.req("POST", base + "/command", {"jsonrpc": "2.0", "method": "close", "id": 3}), 200)
     run = wait_status(t, ["completed"])
     msgs = [x["message"] for x in logs(t, run)]

@@ -91,6 +91,26 @@ def test_trigger_body_must_be_object_and_replay_is_deduplicated():
 
 
 
+def test_trigger_body_holds_to_the_definitions_input_schema():
+    # the body merged over the task's input is checked against the task's
+    # definition's input_schema, as POST .../run checks its input: a hook
+    # started runs with an input the schema refused
+    d = expect(S.req("POST", P + "/definitions", {"title": "typed", "input_schema": {
+        "type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]}}), 201)
+    t = expect(S.req("POST", P + "/tasks", {"definition_id": d["id"], "input": {"n": 1}}), 201)
+    trg = expect(S.req("POST", P + "/triggers", {"task_id": t["id"], "secret": "k"}), 201)
+    bad = b'{"n": "seven"}'
+    r = S.req("POST", trg["url"], raw=bad, key=None, headers={"X-Quern-Signature": sign("k", bad)})
+    assert r.status == 400 and r.json["error"]["code"] == "input_invalid", r
+    assert "$.n" in r.json["error"]["message"], r
+    assert expect(S.req("GET", P + "/tasks/%s/runs" % t["id"]), 200)["total"] == 0
+    assert expect(S.req("GET", P + "/triggers?task_id=" + t["id"]), 200)["data"][0]["fire_count"] == 0
+    good = b'{"n": 7}'
+    js = expect(S.req("POST", trg["url"], raw=good, key=None, headers={"X-Quern-Signature": sign("k", good)}), 202)
+    run = expect(S.req("GET", P + "/tasks/%s/runs/%s?include=input" % (t["id"], js["run_id"])), 200)
+    assert run["input"] == {"n": 7}, run
+
+
 def test_trigger_replay_with_a_respelled_header_is_one_run():
     # A captured request replayed with its signature header spelled another
     # way (spaces, order, upper-case hex, an added entry, "+t") still carries
@@ -149,6 +169,16 @@ def test_trigger_generated_secret_list_delete_and_gone():
     lst = expect(S.req("GET", P + "/triggers"), 200)
     mine = [x for x in lst["data"] if x["id"] == trg["id"]]
     assert mine and "secret" not in mine[0] and "secret_sealed" not in mine[0]
+    # one trigger by id, as a webhook is (it was 405: only DELETE took an id);
+    # another project's key, or another project's path, does not see it
+    one = expect(S.req("GET", P + "/triggers/" + trg["id"]), 200)
+    assert one == mine[0], (one, mine)
+    other = expect(S.req("POST", "/api/projects", {"name": "trg-other"}), 201)["id"]
+    ok = expect(S.req("POST", "/api/projects/%s/api_keys" % other, {"scopes": ["admin"]}), 201)["key"]
+    assert S.req("GET", "/api/projects/%s/triggers/%s" % (other, trg["id"])).status == 404
+    assert S.req("GET", "/api/projects/%s/triggers/%s" % (other, trg["id"]), key=ok).status == 404
+    assert S.req("GET", P + "/triggers/" + trg["id"], key=ok).status == 404
+    assert S.req("GET", P + "/triggers/trg_nope").status == 404
     # unknown task at create
     r = S.req("POST", P + "/triggers", {"task_id": "task_nope", "secret": "x"})
     assert r.status == 400 and r.json["error"]["param"] == "task_id"
@@ -161,11 +191,13 @@ def test_trigger_generated_secret_list_delete_and_gone():
     r = S.req("POST", trg["url"], raw=body, key=None, headers={"X-Quern-Signature": sign(secret, body)})
     assert r.status == 404, r
     assert S.req("DELETE", P + "/triggers/" + trg["id"]).status == 404
+    assert S.req("GET", P + "/triggers/" + trg["id"]).status == 404
 
 
 def test_trigger_needs_admin():
     k = expect(S.req("POST", P + "/api_keys", {"name": "w", "scopes": ["task:write"]}), 201)["key"]
     assert S.req("GET", P + "/triggers", key=k).status == 403
+    assert S.req("GET", P + "/triggers/trg_any", key=k).status == 403
     assert S.req("GET", P + "/webhooks", key=k).status == 403
     assert S.req("GET", P + "/secrets", key=k).status == 403
     assert S.req("GET", P + "/policy", key=k).status == 403

@@ -1098,6 +1098,46 @@ def test_policy_limits_deny():
     assert not any(x["message"].startswith("denied-") for x in lg), lg   # nothing executed
 
 
+def test_a_code_run_is_never_patched_to_running():
+    """A PATCH {status: running} of a code run quernd had not started yet
+    (held for approval, paused, queued) made the caller its worker: quernd
+    never ran the code, and the run failed lease_expired once the lease ran
+    out.  It is 409 code_started_by_quernd, the run left as it was; released
+    (approved, resumed) it runs its code."""
+    held = create("echo held-ran", "sh", settings={"require_approval": True})
+    run = wait_status(held, ("interaction_required",))
+    r = S.req("PATCH", base_of(held, run), {"status": "running"})
+    assert r.status == 409 and r.json["error"]["code"] == "code_started_by_quernd", r
+    assert "POST .../interaction" in r.json["error"]["message"], r
+    assert expect(S.req("GET", base_of(held, run)), 200)["status"] == "interaction_required"
+    expect(S.req("PATCH", base_of(held, run), {"status": "queued"}), 200)
+    run = finish(held)
+    assert run["status"] == "completed" and msgs(held, run, "stdout") == ["held-ran"], run
+    assert run["worker_id"] is None, run
+    paused = create("echo paused-ran", "sh", run=False)
+    expect(S.req("POST", P + "/tasks/%s/pause" % paused["id"]), 200)
+    run = expect(S.req("POST", P + "/tasks/%s/run" % paused["id"], {}), 201)
+    assert run["status"] == "paused", run
+    r = S.req("PATCH", base_of(paused, run), {"status": "running"})
+    assert r.status == 409 and r.json["error"]["code"] == "code_started_by_quernd", r
+    assert expect(S.req("GET", base_of(paused, run)), 200)["status"] == "paused"
+    expect(S.req("POST", P + "/tasks/%s/resume" % paused["id"]), 200)
+    run = finish(paused)
+    assert run["status"] == "completed" and msgs(paused, run, "stdout") == ["paused-ran"], run
+    # code that waits for the answer to its own question lives: running made
+    # the caller its worker, the lease ran out under the live code and the
+    # next attempt failed sandbox_error beside it
+    asks = create('echo \'{"type":"input_request","prompt":"name?"}\' >&3; read l; echo "got $l"',
+                  "sh", settings={"max_retries": 1, "retry_delay_ms": 0})
+    run = wait_status(asks, ("interaction_required",))
+    r = S.req("PATCH", base_of(asks, run), {"status": "running"})
+    assert r.status == 409 and r.json["error"]["code"] == "code_running", r
+    expect(S.req("POST", base_of(asks, run) + "/interaction", {"response": "bob"}), 200)
+    run = finish(asks)
+    assert run["status"] == "completed" and run["attempt"] == 1 and run["worker_id"] is None, run
+    assert any("bob" in m for m in msgs(asks, run, "stdout")), msgs(asks, run)
+
+
 def test_an_approval_is_checked_against_the_policy_of_then():
     """A run held for approval has run nothing: approved (by the interaction
     or a PATCH out of the hold), it is checked against the project's policy
@@ -1111,7 +1151,11 @@ def test_an_approval_is_checked_against_the_policy_of_then():
         expect(S.req("PUT", P + "/policy", dict(keep, max_timeout_ms=1000)), 200)
         expect(S.req("POST", base_of(ts[0], runs[0]) + "/interaction", {"response": {"approved": True}}), 200)
         expect(S.req("PATCH", base_of(ts[1], runs[1]), {"status": "queued"}), 200)
-        expect(S.req("PATCH", base_of(ts[2], runs[2]), {"status": "running"}), 200)
+        # a code run is started by quernd, never PATCHed to running (it made
+        # the caller its worker: the code never ran, the lease ran out)
+        r = S.req("PATCH", base_of(ts[2], runs[2]), {"status": "running"})
+        assert r.status == 409 and r.json["error"]["code"] == "code_started_by_quernd", r
+        expect(S.req("PATCH", base_of(ts[2], runs[2]), {"status": "queued"}), 200)
         for t in ts:
             run = finish(t)
             assert run["status"] == "denied" and run["error"]["code"] == "policy_denied", run

@@ -32,6 +32,11 @@ def test_create_and_validate():
                         ({"scope": "account", "name": "x"}, "account_id")]:
         r = S.req("POST", P + "/storage", body)
         assert r.status == 400 and r.json["error"]["param"] == param, (body, r)
+    # the account_id rule's code names the problem (it was "invalid_request", the type)
+    for body, code in [({"scope": "account", "name": "x"}, "missing_field"),
+                       ({"scope": "project", "name": "x", "account_id": "a"}, "conflicting_fields")]:
+        r = S.req("POST", P + "/storage", body)
+        assert r.status == 400 and r.json["error"]["code"] == code, (body, r)
     assert any(x["id"] == d["id"] for x in expect(S.req("GET", P + "/storage"), 200)["data"])
 
 

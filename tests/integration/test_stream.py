@@ -172,6 +172,62 @@ def test_subscriber_that_never_reads_costs_bounded_memory():
     assert S.req("GET", "/healthz", key=None).status == 200
 
 
+def test_an_open_stream_ends_when_its_key_is_revoked():
+    # revoking a key "takes effect at once": a project stream opened with it
+    # went on sending every event of the project, and a run stream opened
+    # with a connection token went on after the token's key was revoked
+    k = expect(S.req("POST", P + "/api_keys", {"name": "rv", "scopes": ["task:read"]}), 201)
+    k2 = expect(S.req("POST", P + "/api_keys", {"name": "rv2", "scopes": ["task:read"]}), 201)
+    t, run, base = agent_run("revoked-stream")
+    expect(S.req("POST", P + "/workers/lease", {"agent_id": "revoked-stream"}), 200)
+    tok = expect(S.req("GET", base + "/connection_token", key=k2["key"]), 200)["token"]
+    seen = {"p": [], "r": []}
+    ended = {}
+
+    def read(name, path, headers):
+        c = S.conn()
+        c.request("GET", path, headers=headers)
+        resp = c.getresponse()
+        assert resp.status == 200, resp.status
+        while True:
+            line = resp.readline()
+            if not line:
+                break
+            seen[name].append(line.decode())
+        ended[name] = True
+        c.close()
+    ths = [threading.Thread(target=read, args=("p", P + "/events/stream?start=latest",
+                                                {"Authorization": "Bearer " + k["key"]}), daemon=True),
+           threading.Thread(target=read, args=("r", base + "/stream?start=latest&token=" + tok, {}),
+                            daemon=True)]
+    for th in ths:
+        th.start()
+    # both are open and reading: each gets an entry made now
+    wait_for(lambda: expect(S.req("POST", base + "/append_log", {"entries": [
+        {"type": "info", "message": "seen"}]}), 200) and all("seen" in "".join(v) for v in seen.values()),
+        30, "both streams to read")
+    expect(S.req("DELETE", P + "/api_keys/" + k["id"]), 200)
+    expect(S.req("DELETE", P + "/api_keys/" + k2["id"]), 200)
+    expect(S.req("POST", base + "/append_log", {"entries": [{"type": "info", "message": "after-revoke"}]}), 200)
+    expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "revoked-stream-2", "name": "after-revoke"}), 201)
+    for th in ths:
+        th.join(30)
+        assert not th.is_alive(), "a stream of a revoked key is still open"
+    for name, lines in seen.items():
+        assert ended.get(name) and "after-revoke" not in "".join(lines), (name, lines)
+    # the root key's stream is not ended by another key's revocation
+    other = expect(S.req("POST", P + "/api_keys", {"name": "rv3", "scopes": ["task:read"]}), 201)
+    got = []
+    th = threading.Thread(target=lambda: got.append(sse(
+        P + "/events/stream?start=latest", stop=lambda e: e[2].get("data", {}).get("name") == "root-sees")),
+        daemon=True)
+    th.start()
+    expect(S.req("DELETE", P + "/api_keys/" + other["id"]), 200)
+    wait_for(lambda: expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "rs", "name": "root-sees"}), 201)
+             and (th.join(0.5) or not th.is_alive()), 30, "the root key's stream to see the task")
+    assert got and got[0][0] == 200, got
+
+
 def test_unknown_run_stream_404():
     st, _ = sse(P + "/tasks/nope/runs/nope/stream")
     assert st == 404
