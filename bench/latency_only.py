@@ -33,4 +33,4 @@ for k in range(rounds):
     print("round %d: p50 %.3f p90 %.3f p99 %.3f p999 %.3f max %.3f ms" % (
         k, harness.pct(lat, 50), harness.pct(lat, 90), harness.pct(lat, 99), harness.pct(lat, 99.9),
         lat[-1]))
-    print("  slowest at s: " + " ".join("%.3f(%.2f)" % (r[0] - r[1] / 1000 - p["t0"], r[1]) for r in slow))
+    print("  t0 %.6f (epoch s); slowest at s: " % p["t0"] + " ".join("%.3f(%.2f)" % (r[0] - r[1] / 1000 - p["t0"], r[1]) for r in slow))
