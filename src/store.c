@@ -268,6 +268,20 @@ static bool field_ok(enum store_kind kind, const char *field)
     return !strcmp(field, "id");
 }
 
+int store_meta_filter(enum store_kind kind, const char *project_id, const struct store_query *q)
+{
+    if (kind != SK_TASK || !project_id)
+        return -1;
+    for (size_t i = 0; i < q->nfilters; i++) {
+        const char *f = q->filters[i].field, *v = q->filters[i].value;
+        if (strncmp(f, "metadata.", 9) || !f[9] || strchr(f + 9, '"') || !v ||
+            strlen(v) > STORE_META_VALUE_MAX)
+            continue;
+        return (int)i;
+    }
+    return -1;
+}
+
 int store_list(struct store_tx *tx, enum store_kind kind, const char *project_id,
                const struct store_query *q, json_t **out, int64_t *total)
 {

@@ -142,6 +142,22 @@ struct store_query {
     const char *search;   /* case-insensitive substring of the doc's name or id; NULL: none */
 };
 
+/* Task metadata index (SQLite v11, PostgreSQL v8): a side table task_meta
+ * (m_project, m_key, m_value, m_seq) holds one row per metadata key of a
+ * task whose value a metadata filter can match (the value's text as the
+ * filter compares it, null values left out), written in the transaction
+ * that writes the task, so a `metadata.KEY=VALUE` list reads the matching
+ * tasks by index, newest first.  Values longer than STORE_META_VALUE_MAX
+ * bytes are not indexed (a PostgreSQL B-tree entry is bounded): a filter on
+ * such a value, or on a key holding '"' (SQLite's JSON path reads it as
+ * path syntax), is answered by the scan as before.  The filter itself is
+ * still checked on each row, so the index only narrows the rows read. */
+#define STORE_META_VALUE_MAX 512
+
+/* The filter of q that the metadata index answers (its position), or -1
+ * when none can: tasks of one project only. */
+int store_meta_filter(enum store_kind kind, const char *project_id, const struct store_query *q);
+
 /* The indexed fields of a kind (NULL-terminated), for validating filters. */
 const char *const *store_kind_fields(enum store_kind kind);
 

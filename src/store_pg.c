@@ -663,12 +663,35 @@ static char *schema_v7(void)
                    " coalesce(f_account_id, ''));\n");
 }
 
+/* The rows of task_meta (store.h) for the tasks t that cond selects: one
+ * per metadata key whose value the metadata filter can match, that value as
+ * the filter computes it (json ->>: a string's content, any other value's
+ * text, null left out), so an indexed list answers what the scan answers.
+ * A value over STORE_META_VALUE_MAX bytes is left out (a B-tree entry is
+ * bounded). */
+#define META_ROWS(cond)                                                                     \
+    " SELECT t.project_id, j.key, j.value, t.seq FROM tasks t, json_each_text(CASE WHEN"    \
+    " json_typeof(t.doc::json->'metadata') = 'object' THEN t.doc::json->'metadata'"         \
+    " ELSE '{}'::json END) j WHERE " cond " AND j.value IS NOT NULL"                         \
+    " AND octet_length(j.value) <= 512 ON CONFLICT DO NOTHING"
+
+/* v8: the task metadata index (store.h, task_meta), filled from the tasks'
+ * metadata.  Tasks without metadata have no row. */
+static char *schema_v8(void)
+{
+    return xstrdup("CREATE TABLE task_meta(m_project text NOT NULL, m_key text NOT NULL,"
+                   " m_value text NOT NULL, m_seq bigint NOT NULL,"
+                   " PRIMARY KEY(m_project, m_key, m_value, m_seq));\n"
+                   "CREATE INDEX task_meta_seq ON task_meta(m_seq);\n"
+                   "INSERT INTO task_meta(m_project, m_key, m_value, m_seq)" META_ROWS("true") ";\n");
+}
+
 /* Migrations run in one transaction under an advisory lock (several nodes
  * may start at once); quern_schema records the last one applied, in the same
  * transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
 {
-    const int latest = 7;
+    const int latest = 8;
     int rc = simple(c, "BEGIN");
     if (!rc)
         rc = simple(c, "SELECT pg_advisory_xact_lock(x'" MIGRATE_LOCK "'::bigint)");
@@ -700,6 +723,7 @@ static int migrate(struct conn *c, char **err)
                     : v == 5 ? schema_v5()
                     : v == 6 ? schema_v6()
                     : v == 7 ? schema_v7()
+                    : v == 8 ? schema_v8()
                              : NULL;
         char *ver = xasprintf("DELETE FROM quern_schema; INSERT INTO quern_schema VALUES(%d)", v);
         rc = simple(c, sql);
@@ -1449,6 +1473,36 @@ static int refs_note(struct pg_tx *tx, const char *project_id, const char *id, c
     return 0;
 }
 
+/* The task metadata index (store.h): meta_note writes the rows of task
+ * (project_id, id) from its stored document, after meta_forget (or a
+ * statement that does what it does) dropped the old ones. */
+static int meta_sql(struct pg_tx *tx, const char *sql, const char *project_id, const char *id)
+{
+    const char *v[] = {project_id, id};
+    PGresult *r = run(tx->c, sql, 2, v);
+    if (!r)
+        return -EIO;
+    PQclear(r);
+    return 0;
+}
+
+static int meta_note(struct pg_tx *tx, const char *project_id, const char *id)
+{
+    return meta_sql(tx, "INSERT INTO task_meta(m_project, m_key, m_value, m_seq)"
+                        META_ROWS("t.project_id=$1 AND t.id=$2"), project_id, id);
+}
+
+static int meta_forget(struct pg_tx *tx, const char *project_id, const char *id)
+{
+    return meta_sql(tx, "DELETE FROM task_meta WHERE m_seq=(SELECT seq FROM tasks"
+                        " WHERE project_id=$1 AND id=$2)", project_id, id);
+}
+
+static bool has_metadata(const json_t *doc)
+{
+    return json_object_size(json_object_get(doc, "metadata")) > 0;
+}
+
 static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_id,
                   const json_t *doc, bool update)
 {
@@ -1465,7 +1519,12 @@ static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_
         q_release(&q);
         return -EINVAL;
     }
+    /* a task's update drops its metadata rows in the same statement (the
+     * old document is not read; no round trip more for it) */
+    bool meta = kind == SK_TASK;
     if (update) {
+        if (meta)
+            buf_puts(&q.sql, "WITH u AS (");
         buf_printf(&q.sql, "UPDATE %s SET doc=", table);
         q_arg(&q, text);
         for (const char *const *f = fields; *f; f++) {
@@ -1478,6 +1537,9 @@ static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_
         q_arg(&q, project_id);
         buf_puts(&q.sql, " AND id=");
         q_arg(&q, id);
+        if (meta)
+            buf_puts(&q.sql, " RETURNING seq), d AS (DELETE FROM task_meta WHERE m_seq IN"
+                             " (SELECT seq FROM u)) SELECT seq FROM u");
     } else {
         buf_printf(&q.sql, "INSERT INTO %s(doc, project_id, id", table);
         for (const char *const *f = fields; *f; f++)
@@ -1507,6 +1569,11 @@ static int pg_put(struct store_tx *t, enum store_kind kind, const char *project_
     if (n == 0)
         return update ? -ENOENT : -EEXIST;
     note_change(tx, kind, project_id, id);
+    if (meta && has_metadata(doc)) {
+        int rc = meta_note(tx, project_id, id);
+        if (rc)
+            return rc;
+    }
     if (kind == SK_RUN)
         return refs_note(tx, project_id, id, json_object_get(doc, "artifacts"));
     return 0;
@@ -1552,6 +1619,13 @@ static int pg_patch(struct store_tx *t, enum store_kind kind, const char *projec
     PQclear(r);
     if (n)
         note_change(tx, kind, project_id, id);   /* other nodes hear of it */
+    if (n && kind == SK_TASK && json_object_get(fields, "metadata")) {
+        int rc = meta_forget(tx, project_id, id);
+        if (!rc)
+            rc = meta_note(tx, project_id, id);
+        if (rc)
+            return rc;
+    }
     if (n && kind == SK_RUN)
         return refs_note(tx, project_id, id, json_object_get(fields, "artifacts"));
     return n ? 0 : -ENOENT;
@@ -1586,8 +1660,14 @@ static int pg_del(struct store_tx *t, enum store_kind kind, const char *project_
 {
     struct pg_tx *tx = TX(t);
     char sql[256];
-    snprintf(sql, sizeof sql, "DELETE FROM %s WHERE project_id=$1 AND id=$2",
-             store_kind_name(kind));
+    /* a task's metadata rows go in the same statement */
+    if (kind == SK_TASK)
+        snprintf(sql, sizeof sql, "WITH g AS (DELETE FROM tasks WHERE project_id=$1 AND id=$2"
+                                  " RETURNING seq), d AS (DELETE FROM task_meta WHERE m_seq IN"
+                                  " (SELECT seq FROM g)) SELECT seq FROM g");
+    else
+        snprintf(sql, sizeof sql, "DELETE FROM %s WHERE project_id=$1 AND id=$2",
+                 store_kind_name(kind));
     const char *v[] = {project_id, id};
     PGresult *r = run(tx->c, sql, 2, v);
     if (!r)
@@ -1605,12 +1685,24 @@ static int pg_del(struct store_tx *t, enum store_kind kind, const char *project_
     return n ? 0 : -ENOENT;
 }
 
-static void where_clause(struct q *q, const char *project_id, const struct store_query *sq)
+/* mf: the filter the metadata index answers (store_meta_filter), or -1;
+ * its task_meta rows are joined in (pg_list), and the filter is still
+ * checked on each row below. */
+static void where_clause(struct q *q, const char *project_id, const struct store_query *sq,
+                         int mf)
 {
     buf_puts(&q->sql, " WHERE true");
     if (project_id) {
         buf_puts(&q->sql, " AND project_id=");
         q_arg(q, project_id);
+    }
+    if (mf >= 0) {
+        buf_puts(&q->sql, " AND m_project=");
+        q_arg(q, project_id);
+        buf_puts(&q->sql, " AND m_key=");
+        q_arg(q, sq->filters[mf].field + 9);
+        buf_puts(&q->sql, " AND m_value=");
+        q_arg(q, sq->filters[mf].value);
     }
     if (sq->search) {
         /* strpos: a plain substring, no pattern characters to escape */
@@ -1647,13 +1739,18 @@ static int pg_list(struct store_tx *t, enum store_kind kind, const char *project
     (void)fields;
     struct pg_tx *tx = TX(t);
     const char *table = store_kind_name(kind);
+    /* a metadata filter the index answers: its task_meta rows in seq order,
+     * each joined to its task */
+    int mf = store_meta_filter(kind, project_id, sq);
+    const char *from = mf >= 0 ? "task_meta JOIN tasks ON seq=m_seq" : table;
+    const char *order = mf >= 0 ? "m_seq" : "seq";
     struct q q;
     q_init(&q);
-    buf_printf(&q.sql, "SELECT doc FROM %s", table);
-    where_clause(&q, project_id, sq);
+    buf_printf(&q.sql, "SELECT doc FROM %s", from);
+    where_clause(&q, project_id, sq, mf);
     if (after_id) {
-        buf_printf(&q.sql, " AND seq %s (SELECT seq FROM %s WHERE id=", sq->oldest_first ? ">" : "<",
-                   table);
+        buf_printf(&q.sql, " AND %s %s (SELECT seq FROM %s WHERE id=", order,
+                   sq->oldest_first ? ">" : "<", table);
         q_arg(&q, after_id);
         if (project_id) {
             buf_puts(&q.sql, " AND project_id=");
@@ -1663,7 +1760,7 @@ static int pg_list(struct store_tx *t, enum store_kind kind, const char *project
         }
         buf_puts(&q.sql, ")");
     }
-    buf_printf(&q.sql, " ORDER BY seq %s", sq->oldest_first ? "ASC" : "DESC");
+    buf_printf(&q.sql, " ORDER BY %s %s", order, sq->oldest_first ? "ASC" : "DESC");
     q_page(&q, sq->limit, sq->offset);
     PGresult *r = q_run(tx->c, &q);
     q_release(&q);
@@ -1678,8 +1775,8 @@ static int pg_list(struct store_tx *t, enum store_kind kind, const char *project
     PQclear(r);
     if (total) {
         q_init(&q);
-        buf_printf(&q.sql, "SELECT count(*) FROM %s", table);
-        where_clause(&q, project_id, sq);
+        buf_printf(&q.sql, "SELECT count(*) FROM %s", from);
+        where_clause(&q, project_id, sq, mf);
         r = q_run(tx->c, &q);
         q_release(&q);
         if (!r) {
@@ -2495,6 +2592,13 @@ static int pg_load(struct store_tx *t, const char *table, const json_t *rows)
                                json_string_value(json_object_get(row, "id")),
                                json_object_get(doc, "artifacts"));
             json_decref(doc);
+            if (rc)
+                return rc;
+        }
+        /* a copied task gets its metadata index rows (store.h) */
+        if (!strcmp(table, "tasks")) {
+            int rc = meta_note(tx, json_string_value(json_object_get(row, "project_id")),
+                               json_string_value(json_object_get(row, "id")));
             if (rc)
                 return rc;
         }

@@ -554,6 +554,33 @@ static char *schema_v10(void)
     return xstrdup("SELECT 1;\n");
 }
 
+/* The rows of task_meta (store.h) for the task (?1 project, ?2 id) as
+ * stored: one per metadata key whose value the list's metadata filter can
+ * match, that value computed by the filter's own expression (where_clause),
+ * so an indexed list answers what the scan answers.  Keys holding '"' are
+ * left out (store_meta_filter sends their filters to the scan). */
+#define META_ROWS(cond)                                                                      \
+    " SELECT project_id, k, v, seq FROM (SELECT t.project_id, j.key AS k, t.seq,"           \
+    " CASE json_type(t.doc, '$.metadata.\"' || j.key || '\"')"                              \
+    " WHEN 'text' THEN json_extract(t.doc, '$.metadata.\"' || j.key || '\"')"               \
+    " WHEN 'null' THEN NULL ELSE t.doc -> ('$.metadata.\"' || j.key || '\"') END AS v"     \
+    " FROM tasks t, json_each(t.doc, '$.metadata') j WHERE " cond                            \
+    " AND instr(j.key, '\"') = 0)"                                                          \
+    " WHERE v IS NOT NULL AND length(CAST(v AS BLOB)) <= 512"
+
+/* v11: the task metadata index (store.h, task_meta), filled from the
+ * tasks' metadata.  Tasks without metadata have no row: they pay nothing
+ * on create. */
+static char *schema_v11(void)
+{
+    return xstrdup("CREATE TABLE task_meta(m_project TEXT NOT NULL, m_key TEXT NOT NULL,"
+                   " m_value TEXT NOT NULL, m_seq INTEGER NOT NULL,"
+                   " PRIMARY KEY(m_project, m_key, m_value, m_seq)) WITHOUT ROWID;\n"
+                   "CREATE INDEX task_meta_seq ON task_meta(m_seq);\n"
+                   "INSERT OR IGNORE INTO task_meta(m_project, m_key, m_value, m_seq)"
+                   META_ROWS("json_type(t.doc, '$.metadata') = 'object'") ";\n");
+}
+
 /* Migrations are applied in order; PRAGMA user_version records the last one
  * applied, in the same transaction as the migration itself. */
 static int migrate(struct conn *c, char **err)
@@ -565,7 +592,7 @@ static int migrate(struct conn *c, char **err)
     }
     int version = sqlite3_column_int(s, 0);
     sqlite3_reset(s);
-    const int latest = 10;
+    const int latest = 11;
     if (version > latest) {
         *err = xasprintf("database schema version %d is newer than this quernd (%d)", version,
                          latest);
@@ -593,6 +620,8 @@ static int migrate(struct conn *c, char **err)
             sql = schema_v9();
         else if (v == 10)
             sql = schema_v10();
+        else if (v == 11)
+            sql = schema_v11();
         char *ver = xasprintf("PRAGMA user_version=%d", v);
         int rc = exec_sql(c, "BEGIN IMMEDIATE");
         if (!rc)
@@ -1230,6 +1259,29 @@ static int refs_note(struct sqlite_tx *tx, const char *project_id, const char *i
                      doc_text, project_id, id, NULL);
 }
 
+/* The task metadata index (store.h): meta_forget drops the rows of task
+ * (?1 project, ?2 id), meta_note writes them from the stored document. */
+static const char meta_forget_sql[] =
+    "DELETE FROM task_meta WHERE m_seq=(SELECT seq FROM tasks WHERE project_id=?1 AND id=?2)";
+static const char meta_note_sql[] =
+    "INSERT OR IGNORE INTO task_meta(m_project, m_key, m_value, m_seq)"
+    META_ROWS("t.project_id=?1 AND t.id=?2");
+
+static int meta_forget(struct sqlite_tx *tx, const char *project_id, const char *id)
+{
+    return exec_text(tx, meta_forget_sql, project_id, id, NULL, NULL);
+}
+
+static int meta_note(struct sqlite_tx *tx, const char *project_id, const char *id)
+{
+    return exec_text(tx, meta_note_sql, project_id, id, NULL, NULL);
+}
+
+static bool has_metadata(const json_t *doc)
+{
+    return json_object_size(json_object_get(doc, "metadata")) > 0;
+}
+
 static bool has_artifacts(const json_t *doc)
 {
     return json_array_size(json_object_get(doc, "artifacts")) > 0;
@@ -1250,6 +1302,15 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
     if (!text)
         return -EINVAL;
     bool refs = kind == SK_RUN && has_artifacts(doc);
+    /* an update drops the task's metadata rows (the old document's, which
+     * is not read) before it writes the new ones */
+    if (kind == SK_TASK && update) {
+        int frc = meta_forget(tx, project_id, id);
+        if (frc) {
+            free(text);
+            return frc;
+        }
+    }
     /* the statement frees text after its step; refs_note needs it then */
     sqlite3_bind_text(s, 1, text, -1, refs ? SQLITE_TRANSIENT : free);
     bind_held(s, 2, project_id);
@@ -1284,6 +1345,8 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
             err = refs_note(tx, project_id, id, text);
         free(text);
     }
+    if (!err && kind == SK_TASK && has_metadata(doc))
+        err = meta_note(tx, project_id, id);
     return err;
 }
 
@@ -1398,11 +1461,30 @@ static struct patch_sql *patch_find(struct conn *c, const char *key, uint64_t ha
 /* A patch's statement is built once per shape (patch_key) and connection,
  * then found by its key: building it and hashing its ~300 bytes of text
  * took a third of a patch's instructions outside SQLite. */
+static int patch_doc(struct sqlite_tx *tx, enum store_kind kind, const char *project_id,
+                     const char *id, const json_t *fields, const char *if_field,
+                     const char *if_value);
+
+/* A patch of a task's metadata writes its index rows again (store.h). */
 static int sq_patch(struct store_tx *t, enum store_kind kind, const char *project_id,
                     const char *id, const json_t *fields, const char *if_field,
                     const char *if_value)
 {
     struct sqlite_tx *tx = TX(t);
+    if (kind != SK_TASK || !json_object_get(fields, "metadata"))
+        return patch_doc(tx, kind, project_id, id, fields, if_field, if_value);
+    int rc = patch_doc(tx, kind, project_id, id, fields, if_field, if_value);
+    if (!rc)
+        rc = meta_forget(tx, project_id, id);
+    if (!rc)
+        rc = meta_note(tx, project_id, id);
+    return rc;
+}
+
+static int patch_doc(struct sqlite_tx *tx, enum store_kind kind, const char *project_id,
+                     const char *id, const json_t *fields, const char *if_field,
+                     const char *if_value)
+{
     char key[256];
     uint64_t hash = 0;
     bool keyed = patch_key(key, sizeof key, kind, fields, if_field, &hash);
@@ -1506,7 +1588,10 @@ static int sq_del(struct store_tx *t, enum store_kind kind, const char *project_
     snprintf(sql, sizeof sql, "DELETE FROM %s WHERE project_id=?1 AND id=?2",
              store_kind_name(kind));
     int changes = 0;
-    int rc = exec_text(tx, sql, project_id, id, NULL, &changes);
+    /* the task's metadata rows go first: they are found by its seq */
+    int rc = kind == SK_TASK ? meta_forget(tx, project_id, id) : 0;
+    if (!rc)
+        rc = exec_text(tx, sql, project_id, id, NULL, &changes);
     if (!rc && changes && kind == SK_RUN)
         rc = exec_text(tx, refs_forget, project_id, id, NULL, NULL);
     return rc ? rc : changes ? 0 : -ENOENT;
@@ -1527,10 +1612,15 @@ static const char *usual_value(enum store_kind kind, const char *field)
     return NULL;
 }
 
+/* mf: the filter the metadata index answers (store_meta_filter), or -1;
+ * its rows are joined in (sq_list) and read in seq order, and the filter is
+ * still checked on each row below. */
 static void where_clause(struct buf *b, enum store_kind kind, const char *project_id,
-                         const struct store_query *q)
+                         const struct store_query *q, int mf)
 {
     buf_puts(b, " WHERE 1");
+    if (mf >= 0)
+        buf_printf(b, " AND m_project=?1 AND m_key=?180 AND m_value=?%d", mf + 2);
     if (q->search)
         buf_puts(b, " AND (json_extract(doc, '$.name') LIKE ?190 ESCAPE '\\'"
                     " OR id LIKE ?190 ESCAPE '\\')");
@@ -1581,9 +1671,12 @@ static char *like_pattern(const char *text)
     return buf_steal(&b);
 }
 
-static void bind_where(sqlite3_stmt *s, const char *project_id, const struct store_query *q)
+static void bind_where(sqlite3_stmt *s, const char *project_id, const struct store_query *q,
+                       int mf)
 {
     int p = 1;
+    if (mf >= 0)
+        bind_text(s, 180, q->filters[mf].field + 9);
     if (q->search)
         sqlite3_bind_text(s, 190, like_pattern(q->search), -1, free);
     if (project_id)
@@ -1606,23 +1699,30 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
 {
     struct sqlite_tx *tx = TX(t);
     const char *table = store_kind_name(kind);
+    /* a metadata filter the index answers drives the query: its task_meta
+     * rows in seq order (CROSS JOIN keeps that table outside), each joined
+     * to its task by rowid */
+    int mf = store_meta_filter(kind, project_id, q);
+    const char *from = mf >= 0 ? "task_meta CROSS JOIN tasks ON seq=m_seq" : table;
+    const char *order = mf >= 0 ? "m_seq" : "seq";
     struct buf where, sql;
     buf_init(&where);
     buf_init(&sql);
-    where_clause(&where, kind, project_id, q);
-    buf_printf(&sql, "SELECT %s FROM %s%s", ksql[kind].cols, table, where.data);
+    where_clause(&where, kind, project_id, q, mf);
+    buf_printf(&sql, "SELECT %s FROM %s%s", ksql[kind].cols, from, where.data);
     if (after_id)
-        buf_printf(&sql, " AND seq %s (SELECT seq FROM %s WHERE id=?202%s)",
+        buf_printf(&sql, " AND %s %s (SELECT seq FROM %s WHERE id=?202%s)", order,
                    q->oldest_first ? ">" : "<", table,
                    project_id ? " AND project_id=?1" : " LIMIT 1");
-    buf_printf(&sql, " ORDER BY seq %s LIMIT ?200 OFFSET ?201", q->oldest_first ? "ASC" : "DESC");
+    buf_printf(&sql, " ORDER BY %s %s LIMIT ?200 OFFSET ?201", order,
+               q->oldest_first ? "ASC" : "DESC");
     sqlite3_stmt *s = stmt(tx->c, sql.data);
     int rc = 0;
     if (!s) {
         rc = -EIO;
         goto out;
     }
-    bind_where(s, project_id, q);
+    bind_where(s, project_id, q, mf);
     sqlite3_bind_int64(s, 200, q->limit > 0 ? q->limit : -1);
     sqlite3_bind_int64(s, 201, q->offset > 0 ? q->offset : 0);
     if (after_id)
@@ -1643,13 +1743,13 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     *out = arr;
     if (total) {
         buf_release(&sql);
-        buf_printf(&sql, "SELECT count(*) FROM %s%s", table, where.data);
+        buf_printf(&sql, "SELECT count(*) FROM %s%s", from, where.data);
         s = stmt(tx->c, sql.data);
         if (!s) {
             rc = -EIO;
             goto out;
         }
-        bind_where(s, project_id, q);
+        bind_where(s, project_id, q, mf);
         int r2 = sqlite3_step(s);
         *total = r2 == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
         sqlite3_reset(s);
@@ -2125,6 +2225,11 @@ static int sq_load(struct store_tx *t, const char *table, const json_t *rows)
         if (!strcmp(table, "runs") && doc && strstr(doc, "\"sha256\"") &&
             (rc = refs_note(TX(t), json_string_value(json_object_get(row, "project_id")),
                             json_string_value(json_object_get(row, "id")), doc)))
+            return rc;
+        /* a copied task gets its metadata index rows (store.h) */
+        if (!strcmp(table, "tasks") &&
+            (rc = meta_note(TX(t), json_string_value(json_object_get(row, "project_id")),
+                            json_string_value(json_object_get(row, "id")))))
             return rc;
     }
     return 0;
