@@ -268,17 +268,18 @@ static bool field_ok(enum store_kind kind, const char *field)
     return !strcmp(field, "id");
 }
 
+bool store_meta_indexable(enum store_kind kind, const char *project_id,
+                          const struct store_filter *f)
+{
+    return kind == SK_TASK && project_id && !strncmp(f->field, "metadata.", 9) && f->field[9] &&
+           !strchr(f->field + 9, '"') && f->value && strlen(f->value) <= STORE_META_VALUE_MAX;
+}
+
 int store_meta_filter(enum store_kind kind, const char *project_id, const struct store_query *q)
 {
-    if (kind != SK_TASK || !project_id)
-        return -1;
-    for (size_t i = 0; i < q->nfilters; i++) {
-        const char *f = q->filters[i].field, *v = q->filters[i].value;
-        if (strncmp(f, "metadata.", 9) || !f[9] || strchr(f + 9, '"') || !v ||
-            strlen(v) > STORE_META_VALUE_MAX)
-            continue;
-        return (int)i;
-    }
+    for (size_t i = 0; i < q->nfilters; i++)
+        if (store_meta_indexable(kind, project_id, &q->filters[i]))
+            return (int)i;
     return -1;
 }
 

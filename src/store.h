@@ -154,8 +154,12 @@ struct store_query {
  * still checked on each row, so the index only narrows the rows read. */
 #define STORE_META_VALUE_MAX 512
 
-/* The filter of q that the metadata index answers (its position), or -1
- * when none can: tasks of one project only. */
+/* True when the metadata index can answer filter f of a list of kind in
+ * project_id (tasks of one project only). */
+bool store_meta_indexable(enum store_kind kind, const char *project_id,
+                          const struct store_filter *f);
+/* The first filter of q that the metadata index answers (its position), or
+ * -1 when none can. */
 int store_meta_filter(enum store_kind kind, const char *project_id, const struct store_query *q);
 
 /* The indexed fields of a kind (NULL-terminated), for validating filters. */

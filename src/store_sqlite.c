@@ -554,11 +554,12 @@ static char *schema_v10(void)
     return xstrdup("SELECT 1;\n");
 }
 
-/* The rows of task_meta (store.h) for the task (?1 project, ?2 id) as
- * stored: one per metadata key whose value the list's metadata filter can
- * match, that value computed by the filter's own expression (where_clause),
- * so an indexed list answers what the scan answers.  Keys holding '"' are
- * left out (store_meta_filter sends their filters to the scan). */
+/* The rows of task_meta (store.h) for the tasks t that cond selects (the
+ * migration's; quernd's writes use meta_note): one per metadata key whose
+ * value a metadata filter can match, that value computed by the filter's
+ * own expression (where_clause), so an indexed list answers what the scan
+ * answers.  Keys holding '"' are left out (store_meta_indexable sends their
+ * filters to the scan). */
 #define META_ROWS(cond)                                                                      \
     " SELECT project_id, k, v, seq FROM (SELECT t.project_id, j.key AS k, t.seq,"           \
     " CASE json_type(t.doc, '$.metadata.\"' || j.key || '\"')"                              \
@@ -1260,21 +1261,79 @@ static int refs_note(struct sqlite_tx *tx, const char *project_id, const char *i
 }
 
 /* The task metadata index (store.h): meta_forget drops the rows of task
- * (?1 project, ?2 id), meta_note writes them from the stored document. */
+ * (?1 project, ?2 id); meta_note writes them from its metadata object md. */
 static const char meta_forget_sql[] =
     "DELETE FROM task_meta WHERE m_seq=(SELECT seq FROM tasks WHERE project_id=?1 AND id=?2)";
-static const char meta_note_sql[] =
-    "INSERT OR IGNORE INTO task_meta(m_project, m_key, m_value, m_seq)"
-    META_ROWS("t.project_id=?1 AND t.id=?2");
 
 static int meta_forget(struct sqlite_tx *tx, const char *project_id, const char *id)
 {
     return exec_text(tx, meta_forget_sql, project_id, id, NULL, NULL);
 }
 
-static int meta_note(struct sqlite_tx *tx, const char *project_id, const char *id)
+/* The text the metadata filter compares for value v (where_clause's
+ * expression over the stored document, which jdump wrote): a string's
+ * content, true or false, a number or a container as jdump writes it (and
+ * so as it stands in the document); NULL for null.  *owned: free it. */
+static const char *meta_text(const json_t *v, char **owned)
 {
-    return exec_text(tx, meta_note_sql, project_id, id, NULL, NULL);
+    *owned = NULL;
+    if (json_is_string(v))
+        return json_string_value(v);
+    if (json_is_true(v))
+        return "true";
+    if (json_is_false(v))
+        return "false";
+    if (!v || json_is_null(v))
+        return NULL;
+    *owned = jdump(v, NULL);
+    return *owned;
+}
+
+/* Writes the task's rows: seq is its row's, or -1 to look it up.  A value
+ * the filter could not match here (a NUL inside a string) only costs a row:
+ * the list checks the filter itself on each task it reads. */
+static int meta_note(struct sqlite_tx *tx, const char *project_id, const char *id,
+                     const json_t *md, int64_t seq)
+{
+    if (!json_object_size(md))
+        return 0;
+    if (seq < 0) {
+        sqlite3_stmt *g = stmt_fixed(tx->c, "SELECT seq FROM tasks WHERE project_id=?1 AND id=?2");
+        if (!g)
+            return -EIO;
+        bind_held(g, 1, project_id);
+        bind_held(g, 2, id);
+        int rc = sqlite3_step(g);
+        seq = rc == SQLITE_ROW ? sqlite3_column_int64(g, 0) : -1;
+        sqlite3_reset(g);
+        if (rc != SQLITE_ROW)
+            return rc == SQLITE_DONE ? -ENOENT : -EIO;
+    }
+    sqlite3_stmt *s = stmt_fixed(tx->c, "INSERT OR IGNORE INTO task_meta(m_project, m_key,"
+                                        " m_value, m_seq) VALUES(?1, ?2, ?3, ?4)");
+    if (!s)
+        return -EIO;
+    const char *k;
+    json_t *v;
+    json_object_foreach((json_t *)md, k, v) {
+        char *owned;
+        const char *text = meta_text(v, &owned);
+        if (!text || strchr(k, '"') || strlen(text) > STORE_META_VALUE_MAX) {
+            free(owned);
+            continue;
+        }
+        bind_held(s, 1, project_id);
+        bind_held(s, 2, k);
+        bind_held(s, 3, text);
+        sqlite3_bind_int64(s, 4, seq);
+        int rc = sqlite3_step(s);
+        sqlite3_reset(s);
+        sqlite3_clear_bindings(s);   /* text may be freed below */
+        free(owned);
+        if (rc != SQLITE_DONE)
+            return (rc & 0xff) == SQLITE_FULL ? -ENOSPC : -EIO;
+    }
+    return 0;
 }
 
 static bool has_metadata(const json_t *doc)
@@ -1346,7 +1405,8 @@ static int sq_put(struct store_tx *t, enum store_kind kind, const char *project_
         free(text);
     }
     if (!err && kind == SK_TASK && has_metadata(doc))
-        err = meta_note(tx, project_id, id);
+        err = meta_note(tx, project_id, id, json_object_get(doc, "metadata"),
+                        update ? -1 : sqlite3_last_insert_rowid(tx->c->db));
     return err;
 }
 
@@ -1477,7 +1537,7 @@ static int sq_patch(struct store_tx *t, enum store_kind kind, const char *projec
     if (!rc)
         rc = meta_forget(tx, project_id, id);
     if (!rc)
-        rc = meta_note(tx, project_id, id);
+        rc = meta_note(tx, project_id, id, json_object_get(fields, "metadata"), -1);
     return rc;
 }
 
@@ -1693,6 +1753,91 @@ static void bind_where(sqlite3_stmt *s, const char *project_id, const struct sto
     }
 }
 
+/* A list's filter that probe_rows may count through its index alone: a
+ * metadata filter the index answers, or a field's value other than the
+ * usual one (whose partial index leaves it out) and not NULL (partial
+ * indexes leave NULL out too). */
+static bool probe_ok(enum store_kind kind, const char *project_id, const struct store_filter *f)
+{
+    if (!strncmp(f->field, "metadata.", 9))
+        return store_meta_indexable(kind, project_id, f);
+    const char *usual = usual_value(kind, f->field);
+    return f->value && !(usual && !strcmp(f->value, usual));
+}
+
+#define PROBE_CAP 1000
+
+/* The rows filter f alone finds in project_id, counted up to PROBE_CAP
+ * through its index (probe_ok): at most PROBE_CAP index entries read.  -1
+ * when the count failed. */
+static int64_t probe_rows(struct sqlite_tx *tx, enum store_kind kind, const char *project_id,
+                          const struct store_filter *f)
+{
+    struct store_query one = {.filters = f, .nfilters = 1};
+    bool meta = !strncmp(f->field, "metadata.", 9);
+    struct buf w, sql;
+    buf_init(&w);
+    buf_init(&sql);
+    if (meta) {
+        buf_printf(&sql, "SELECT count(*) FROM (SELECT 1 FROM task_meta WHERE m_project=?1"
+                         " AND m_key=?180 AND m_value=?2 LIMIT %d)", PROBE_CAP);
+    } else {
+        where_clause(&w, kind, project_id, &one, -1);
+        buf_printf(&sql, "SELECT count(*) FROM (SELECT 1 FROM %s%s LIMIT %d)",
+                   store_kind_name(kind), w.data, PROBE_CAP);
+    }
+    int64_t n = -1;
+    sqlite3_stmt *s = stmt(tx->c, sql.data);
+    if (s) {
+        bind_where(s, project_id, &one, meta ? 0 : -1);
+        if (sqlite3_step(s) == SQLITE_ROW)
+            n = sqlite3_column_int64(s, 0);
+        sqlite3_reset(s);
+    }
+    buf_release(&w);
+    buf_release(&sql);
+    return n;
+}
+
+/* The metadata filter whose task_meta rows drive a list (sq_list), or -1
+ * for the plan without them.  SQLite has no statistics to weigh one index
+ * against another: with a single filter an index serves, that one; with
+ * several, each is counted up to PROBE_CAP rows (probe_rows), and the
+ * metadata filter that finds the fewest drives, unless it finds PROBE_CAP
+ * and another filter fewer (a metadata value most tasks share beside a
+ * rare status): that filter's own index then serves, as before the
+ * metadata index. */
+static int meta_choose(struct sqlite_tx *tx, enum store_kind kind, const char *project_id,
+                       const struct store_query *q)
+{
+    int first = store_meta_filter(kind, project_id, q);
+    if (first < 0)
+        return -1;
+    size_t nprobe = 0;
+    for (size_t i = 0; i < q->nfilters; i++)
+        nprobe += probe_ok(kind, project_id, &q->filters[i]);
+    if (nprobe < 2)
+        return first;
+    int best = first;
+    int64_t best_n = PROBE_CAP + 1, other_n = PROBE_CAP + 1;
+    for (size_t i = 0; i < q->nfilters; i++) {
+        const struct store_filter *f = &q->filters[i];
+        if (!probe_ok(kind, project_id, f))
+            continue;
+        int64_t n = probe_rows(tx, kind, project_id, f);
+        if (n < 0)
+            return first;   /* the list's own query reports the error */
+        if (strncmp(f->field, "metadata.", 9)) {
+            if (n < other_n)
+                other_n = n;
+        } else if (n < best_n) {
+            best_n = n;
+            best = (int)i;
+        }
+    }
+    return best_n >= PROBE_CAP && other_n < PROBE_CAP ? -1 : best;
+}
+
 static int sq_list(struct store_tx *t, enum store_kind kind, const char *project_id,
                    const struct store_query *q, const char *after_id, const char *const *fields,
                    json_t **out, int64_t *total)
@@ -1702,7 +1847,7 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     /* a metadata filter the index answers drives the query: its task_meta
      * rows in seq order (CROSS JOIN keeps that table outside), each joined
      * to its task by rowid */
-    int mf = store_meta_filter(kind, project_id, q);
+    int mf = meta_choose(tx, kind, project_id, q);
     const char *from = mf >= 0 ? "task_meta CROSS JOIN tasks ON seq=m_seq" : table;
     const char *order = mf >= 0 ? "m_seq" : "seq";
     struct buf where, sql;
@@ -2227,10 +2372,15 @@ static int sq_load(struct store_tx *t, const char *table, const json_t *rows)
                             json_string_value(json_object_get(row, "id")), doc)))
             return rc;
         /* a copied task gets its metadata index rows (store.h) */
-        if (!strcmp(table, "tasks") &&
-            (rc = meta_note(TX(t), json_string_value(json_object_get(row, "project_id")),
-                            json_string_value(json_object_get(row, "id")))))
-            return rc;
+        if (!strcmp(table, "tasks") && doc) {
+            json_t *d = json_loads(doc, 0, NULL);
+            rc = meta_note(TX(t), json_string_value(json_object_get(row, "project_id")),
+                           json_string_value(json_object_get(row, "id")),
+                           json_object_get(d, "metadata"), -1);
+            json_decref(d);
+            if (rc)
+                return rc;
+        }
     }
     return 0;
 }
