@@ -703,6 +703,16 @@ def test_task_name_search():
     assert [t["id"] for t in got["data"]] == [a["id"]]
     assert expect(S.req("GET", P + "/tasks?q=zz_no_such_name"), 200)["total"] == 0
     assert S.req("GET", P + "/tasks?q=" + "x" * 300).status == 400
+    # q reads a copy of the name (a column): a renamed task is found by its
+    # new name only, a task whose name is cleared by its id only
+    expect(S.req("PATCH", P + "/tasks/" + a["id"], {"name": "Weekly Digest"}), 200)
+    assert expect(S.req("GET", P + "/tasks?q=nightly%20report"), 200)["total"] == 0
+    got = expect(S.req("GET", P + "/tasks?q=weekly%20DIGEST"), 200)["data"]
+    assert [t["id"] for t in got] == [a["id"]], got
+    expect(S.req("PATCH", P + "/tasks/" + a["id"], {"name": None}), 200)
+    assert expect(S.req("GET", P + "/tasks?q=weekly"), 200)["total"] == 0
+    got = expect(S.req("GET", P + "/tasks?q=" + a["id"][5:].upper()), 200)["data"]
+    assert [t["id"] for t in got] == [a["id"]], got
 
 
 def test_metadata_is_bounded():

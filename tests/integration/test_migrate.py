@@ -67,6 +67,8 @@ def to_v1(path):
         db.execute("UPDATE sqlite_sequence SET seq = seq + 1000 WHERE name = 'events'")
     db.execute("DROP TABLE IF EXISTS blob_refs")
     db.execute("DROP TABLE IF EXISTS task_meta")   # v11
+    if any(r[1] == "q_name" for r in db.execute("PRAGMA table_info(tasks)")):
+        db.execute("ALTER TABLE tasks DROP COLUMN q_name")
     db.execute("DROP INDEX IF EXISTS tasks_project")   # v9
     db.execute("DROP INDEX IF EXISTS runs_project")
     db.execute("PRAGMA user_version=1")
@@ -158,6 +160,8 @@ def test_v1_database_opens_and_runs_move_its_tasks():
                 assert "%s_project" % t in plan and "TEMP B-TREE" not in plan, plan
         # the metadata filter reads task_meta (v11), filled from the old
         # tasks, in seq order: neither a scan of the project nor a sort
+        names = dict(db.execute("SELECT id, q_name FROM tasks").fetchall())
+        assert names[md_task["id"]] == "old-md" and names[ids[0]] == "old-0", names
         rows = sorted(db.execute("SELECT m_key, m_value FROM task_meta").fetchall())
         assert rows == [("a.b", "dot"), ("n", "3"), ("team", "sales")], rows
         for cur in ("", " AND m_seq < (SELECT seq FROM tasks WHERE id='x' AND project_id='default')"):
@@ -214,6 +218,9 @@ def test_v1_database_opens_and_runs_move_its_tasks():
             got = expect(s.req("GET", P + "/tasks?" + q), 200)["data"]
             assert [t["id"] for t in got] == [md_task["id"]], (q, got)
         assert expect(s.req("GET", P + "/tasks?metadata.none=null"), 200)["total"] == 0
+        # q reads the name's column (v11), filled from the old tasks' documents
+        got = expect(s.req("GET", P + "/tasks?q=OLD-M"), 200)["data"]
+        assert [t["id"] for t in got] == [md_task["id"]], got
         # a restart keeps both the migrated and the new rows' state
         s.stop()
         s.start()
