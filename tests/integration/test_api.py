@@ -574,7 +574,8 @@ def test_metadata_filters_read_an_index_and_answer_as_the_scan():
              ({"mit": "a", "mib": True}, "medium"), ({}, "high"), (None, "medium"),
              ({"mit": "a", "min": 3, "mi.dot": "x y"}, "high"), ({"mit": None}, "medium"),
              ({"mit": "a", "mil": long}, "low"), ({"mit": "a"}, "high"), ({"mit": "ab"}, "medium"),
-             ({"mio": {"a": [1, "x"]}, "mir": 2.5, "mit": "b"}, "low")]
+             ({"mio": {"a": [1, "x"]}, "mir": 2.5, "mit": "b"}, "low"),
+             ({"mie": "\u00e9\U0001F600 \\ \"q\"", "mit": "a"}, "medium")]
     model = {}                            # id -> (metadata, priority, name); creation order
     for i, (md, prio) in enumerate(specs):
         body = {"name": "mi-%d%s" % (i, "-odd" if i % 2 else ""), "priority": prio}
@@ -619,7 +620,8 @@ def test_metadata_filters_read_an_index_and_answer_as_the_scan():
                   [("mit", "a"), ("min", "3")], [("min", "3"), ("mit", "a")],
                   [("mi.dot", "x y")], [("mil", long)], [("mit", "a"), ("mil", long)],
                   [("mit", "null")], [("mit", "")], [("mit", "zz")],
-                  [("mio", '{"a":[1,"x"]}')], [("mir", "2.5")], [("mit", "b"), ("mir", "2.5")]):
+                  [("mio", '{"a":[1,"x"]}')], [("mir", "2.5")], [("mit", "b"), ("mir", "2.5")],
+                  [("mie", "\u00e9\U0001F600 \\ \"q\"")], [("mie", "\u00e9")]):
             check(f)
         check([("mit", "a")], prio="high")
         check([("mit", "a")], prio="medium")
