@@ -162,6 +162,22 @@ bool store_meta_indexable(enum store_kind kind, const char *project_id,
  * -1 when none can. */
 int store_meta_filter(enum store_kind kind, const char *project_id, const struct store_query *q);
 
+/* The metadata filter of q whose task_meta rows should drive a list (its
+ * position), or -1 for the plan without them.  With one filter an index
+ * serves, that one (when it is a metadata filter).  With several, each is
+ * counted by count(ctx, f) up to STORE_META_PROBE_CAP rows through its index
+ * (countable(ctx, f) says which can be), and the metadata filter that finds
+ * the fewest drives, unless it finds STORE_META_PROBE_CAP and another filter
+ * fewer (a metadata value most tasks share beside a rare status): that
+ * filter's index serves then.  A count that fails (-1) leaves the first
+ * metadata filter (the list's own query reports the error).  A backend's
+ * planner cannot weigh these itself: SQLite keeps no statistics, and
+ * PostgreSQL's may be missing or stale. */
+#define STORE_META_PROBE_CAP 1000
+int store_meta_choose(enum store_kind kind, const char *project_id, const struct store_query *q,
+                      bool (*countable)(void *ctx, const struct store_filter *f),
+                      int64_t (*count)(void *ctx, const struct store_filter *f), void *ctx);
+
 /* The indexed fields of a kind (NULL-terminated), for validating filters. */
 const char *const *store_kind_fields(enum store_kind kind);
 

@@ -1773,26 +1773,31 @@ static void bind_where(sqlite3_stmt *s, const char *project_id, const struct sto
     }
 }
 
-/* A list's filter that probe_rows may count through its index alone: a
- * metadata filter the index answers, or a field's value other than the
- * usual one (whose partial index leaves it out) and not NULL (partial
- * indexes leave NULL out too). */
-static bool probe_ok(enum store_kind kind, const char *project_id, const struct store_filter *f)
+/* What store_meta_choose asks of a list (sq_list). */
+struct probe {
+    struct sqlite_tx *tx;
+    enum store_kind kind;
+    const char *project_id;
+};
+
+/* A filter probe_rows counts through its index alone: a metadata filter
+ * the index answers, or a field's value other than the usual one (whose
+ * partial index leaves it out) and not NULL (partial indexes leave NULL
+ * out too). */
+static bool probe_ok(void *ctx, const struct store_filter *f)
 {
+    struct probe *pr = ctx;
     if (!strncmp(f->field, "metadata.", 9))
-        return store_meta_indexable(kind, project_id, f);
-    const char *usual = usual_value(kind, f->field);
+        return store_meta_indexable(pr->kind, pr->project_id, f);
+    const char *usual = usual_value(pr->kind, f->field);
     return f->value && !(usual && !strcmp(f->value, usual));
 }
 
-#define PROBE_CAP 1000
-
-/* The rows filter f alone finds in project_id, counted up to PROBE_CAP
- * through its index (probe_ok): at most PROBE_CAP index entries read.  -1
- * when the count failed. */
-static int64_t probe_rows(struct sqlite_tx *tx, enum store_kind kind, const char *project_id,
-                          const struct store_filter *f)
+/* The rows filter f alone finds, counted up to STORE_META_PROBE_CAP
+ * through its index (probe_ok).  -1 when the count failed. */
+static int64_t probe_rows(void *ctx, const struct store_filter *f)
 {
+    struct probe *pr = ctx;
     struct store_query one = {.filters = f, .nfilters = 1};
     bool meta = !strncmp(f->field, "metadata.", 9);
     struct buf w, sql;
@@ -1800,16 +1805,16 @@ static int64_t probe_rows(struct sqlite_tx *tx, enum store_kind kind, const char
     buf_init(&sql);
     if (meta) {
         buf_printf(&sql, "SELECT count(*) FROM (SELECT 1 FROM task_meta WHERE m_project=?1"
-                         " AND m_key=?180 AND m_value=?2 LIMIT %d)", PROBE_CAP);
+                         " AND m_key=?180 AND m_value=?2 LIMIT %d)", STORE_META_PROBE_CAP);
     } else {
-        where_clause(&w, kind, project_id, &one, -1);
+        where_clause(&w, pr->kind, pr->project_id, &one, -1);
         buf_printf(&sql, "SELECT count(*) FROM (SELECT 1 FROM %s%s LIMIT %d)",
-                   store_kind_name(kind), w.data, PROBE_CAP);
+                   store_kind_name(pr->kind), w.data, STORE_META_PROBE_CAP);
     }
     int64_t n = -1;
-    sqlite3_stmt *s = stmt(tx->c, sql.data);
+    sqlite3_stmt *s = stmt(pr->tx->c, sql.data);
     if (s) {
-        bind_where(s, project_id, &one, meta ? 0 : -1);
+        bind_where(s, pr->project_id, &one, meta ? 0 : -1);
         if (sqlite3_step(s) == SQLITE_ROW)
             n = sqlite3_column_int64(s, 0);
         sqlite3_reset(s);
@@ -1817,45 +1822,6 @@ static int64_t probe_rows(struct sqlite_tx *tx, enum store_kind kind, const char
     buf_release(&w);
     buf_release(&sql);
     return n;
-}
-
-/* The metadata filter whose task_meta rows drive a list (sq_list), or -1
- * for the plan without them.  SQLite has no statistics to weigh one index
- * against another: with a single filter an index serves, that one; with
- * several, each is counted up to PROBE_CAP rows (probe_rows), and the
- * metadata filter that finds the fewest drives, unless it finds PROBE_CAP
- * and another filter fewer (a metadata value most tasks share beside a
- * rare status): that filter's own index then serves, as before the
- * metadata index. */
-static int meta_choose(struct sqlite_tx *tx, enum store_kind kind, const char *project_id,
-                       const struct store_query *q)
-{
-    int first = store_meta_filter(kind, project_id, q);
-    if (first < 0)
-        return -1;
-    size_t nprobe = 0;
-    for (size_t i = 0; i < q->nfilters; i++)
-        nprobe += probe_ok(kind, project_id, &q->filters[i]);
-    if (nprobe < 2)
-        return first;
-    int best = first;
-    int64_t best_n = PROBE_CAP + 1, other_n = PROBE_CAP + 1;
-    for (size_t i = 0; i < q->nfilters; i++) {
-        const struct store_filter *f = &q->filters[i];
-        if (!probe_ok(kind, project_id, f))
-            continue;
-        int64_t n = probe_rows(tx, kind, project_id, f);
-        if (n < 0)
-            return first;   /* the list's own query reports the error */
-        if (strncmp(f->field, "metadata.", 9)) {
-            if (n < other_n)
-                other_n = n;
-        } else if (n < best_n) {
-            best_n = n;
-            best = (int)i;
-        }
-    }
-    return best_n >= PROBE_CAP && other_n < PROBE_CAP ? -1 : best;
 }
 
 static int sq_list(struct store_tx *t, enum store_kind kind, const char *project_id,
@@ -1867,7 +1833,8 @@ static int sq_list(struct store_tx *t, enum store_kind kind, const char *project
     /* a metadata filter the index answers drives the query: its task_meta
      * rows in seq order (CROSS JOIN keeps that table outside), each joined
      * to its task by rowid */
-    int mf = meta_choose(tx, kind, project_id, q);
+    struct probe pr = {tx, kind, project_id};
+    int mf = store_meta_choose(kind, project_id, q, probe_ok, probe_rows, &pr);
     const char *from = mf >= 0 ? "task_meta CROSS JOIN tasks ON seq=m_seq" : table;
     const char *order = mf >= 0 ? "m_seq" : "seq";
     struct buf where, sql;
