@@ -11,7 +11,7 @@ with SQL into N tasks (default 300 000; new ids, metadata {"team":
 the database (NEW_BUILD's start runs its migrations, timed) and each request
 is made K times (default 5); median and range in ms, page size and total.
 """
-import argparse, http.client, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, http.client, json, os, shutil, statistics, subprocess, sys, tempfile, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
@@ -91,18 +91,21 @@ def main():
     after = psql("SELECT id FROM tasks WHERE doc::json->'metadata'->>'team' = 't42'"
                  " ORDER BY seq DESC LIMIT 1 OFFSET 2500").strip()
     print("%d tasks loaded in %.1f s" % (a.tasks + 1, time.monotonic() - t0))
-    for name, build in (("old", a.old), ("new", a.new)):
-        p, c, st = start(build, url, data)
-        if name == "new":
-            psql("ANALYZE")
-        rows = measure(c, a.reps, after)
-        p.terminate()
-        p.wait()
-        print("\n%s: %s, listening after %.2f s (migrations included)" % (name, build, st))
-        print("| request | what | median ms | range ms | page / total |")
-        print("|---|---|---|---|---|")
-        for r in rows:
-            print("| `%s` | %s | %.1f | %.1f-%.1f | %d / %d |" % r)
+    try:
+        for name, build in (("old", a.old), ("new", a.new)):
+            p, c, st = start(build, url, data)
+            if name == "new":
+                psql("ANALYZE")
+            rows = measure(c, a.reps, after)
+            p.terminate()
+            p.wait()
+            print("\n%s: %s, listening after %.2f s (migrations included)" % (name, build, st))
+            print("| request | what | median ms | range ms | page / total |")
+            print("|---|---|---|---|---|")
+            for r in rows:
+                print("| `%s` | %s | %.1f | %.1f-%.1f | %d / %d |" % r)
+    finally:
+        shutil.rmtree(data, ignore_errors=True)
 
 
 if __name__ == "__main__":
