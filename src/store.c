@@ -273,6 +273,53 @@ static bool field_ok(enum store_kind kind, const char *field)
     return !strcmp(field, "id");
 }
 
+bool store_meta_indexable(enum store_kind kind, const char *project_id,
+                          const struct store_filter *f)
+{
+    return kind == SK_TASK && project_id && !strncmp(f->field, "metadata.", 9) && f->field[9] &&
+           !strchr(f->field + 9, '"') && f->value && strlen(f->value) <= STORE_META_VALUE_MAX;
+}
+
+int store_meta_filter(enum store_kind kind, const char *project_id, const struct store_query *q)
+{
+    for (size_t i = 0; i < q->nfilters; i++)
+        if (store_meta_indexable(kind, project_id, &q->filters[i]))
+            return (int)i;
+    return -1;
+}
+
+int store_meta_choose(enum store_kind kind, const char *project_id, const struct store_query *q,
+                      bool (*countable)(void *ctx, const struct store_filter *f),
+                      int64_t (*count)(void *ctx, const struct store_filter *f), void *ctx)
+{
+    int first = store_meta_filter(kind, project_id, q);
+    if (first < 0)
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < q->nfilters; i++)
+        n += countable(ctx, &q->filters[i]);
+    if (n < 2)
+        return first;
+    int best = first;
+    int64_t best_n = STORE_META_PROBE_CAP + 1, other_n = STORE_META_PROBE_CAP + 1;
+    for (size_t i = 0; i < q->nfilters; i++) {
+        const struct store_filter *f = &q->filters[i];
+        if (!countable(ctx, f))
+            continue;
+        int64_t c = count(ctx, f);
+        if (c < 0)
+            return first;
+        if (strncmp(f->field, "metadata.", 9)) {
+            if (c < other_n)
+                other_n = c;
+        } else if (c < best_n) {
+            best_n = c;
+            best = (int)i;
+        }
+    }
+    return best_n >= STORE_META_PROBE_CAP && other_n < STORE_META_PROBE_CAP ? -1 : best;
+}
+
 int store_list(struct store_tx *tx, enum store_kind kind, const char *project_id,
                const struct store_query *q, json_t **out, int64_t *total)
 {

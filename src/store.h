@@ -142,6 +142,42 @@ struct store_query {
     const char *search;   /* case-insensitive substring of the doc's name or id; NULL: none */
 };
 
+/* Task metadata index (SQLite v11, PostgreSQL v8): a side table task_meta
+ * (m_project, m_key, m_value, m_seq) holds one row per metadata key of a
+ * task whose value a metadata filter can match (the value's text as the
+ * filter compares it, null values left out), written in the transaction
+ * that writes the task, so a `metadata.KEY=VALUE` list reads the matching
+ * tasks by index, newest first.  Values longer than STORE_META_VALUE_MAX
+ * bytes are not indexed (a PostgreSQL B-tree entry is bounded): a filter on
+ * such a value, or on a key holding '"' (SQLite's JSON path reads it as
+ * path syntax), is answered by the scan as before.  The filter itself is
+ * still checked on each row, so the index only narrows the rows read. */
+#define STORE_META_VALUE_MAX 512
+
+/* True when the metadata index can answer filter f of a list of kind in
+ * project_id (tasks of one project only). */
+bool store_meta_indexable(enum store_kind kind, const char *project_id,
+                          const struct store_filter *f);
+/* The first filter of q that the metadata index answers (its position), or
+ * -1 when none can. */
+int store_meta_filter(enum store_kind kind, const char *project_id, const struct store_query *q);
+
+/* The metadata filter of q whose task_meta rows should drive a list (its
+ * position), or -1 for the plan without them.  With one filter an index
+ * serves, that one (when it is a metadata filter).  With several, each is
+ * counted by count(ctx, f) up to STORE_META_PROBE_CAP rows through its index
+ * (countable(ctx, f) says which can be), and the metadata filter that finds
+ * the fewest drives, unless it finds STORE_META_PROBE_CAP and another filter
+ * fewer (a metadata value most tasks share beside a rare status): that
+ * filter's index serves then.  A count that fails (-1) leaves the first
+ * metadata filter (the list's own query reports the error).  A backend's
+ * planner cannot weigh these itself: SQLite keeps no statistics, and
+ * PostgreSQL's may be missing or stale. */
+#define STORE_META_PROBE_CAP 1000
+int store_meta_choose(enum store_kind kind, const char *project_id, const struct store_query *q,
+                      bool (*countable)(void *ctx, const struct store_filter *f),
+                      int64_t (*count)(void *ctx, const struct store_filter *f), void *ctx);
+
 /* The indexed fields of a kind (NULL-terminated), for validating filters. */
 const char *const *store_kind_fields(enum store_kind kind);
 

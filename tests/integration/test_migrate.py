@@ -66,6 +66,9 @@ def to_v1(path):
         """)
         db.execute("UPDATE sqlite_sequence SET seq = seq + 1000 WHERE name = 'events'")
     db.execute("DROP TABLE IF EXISTS blob_refs")
+    db.execute("DROP TABLE IF EXISTS task_meta")   # v11
+    if any(r[1] == "q_name" for r in db.execute("PRAGMA table_info(tasks)")):
+        db.execute("ALTER TABLE tasks DROP COLUMN q_name")
     db.execute("DROP INDEX IF EXISTS tasks_project")   # v9
     db.execute("DROP INDEX IF EXISTS runs_project")
     db.execute("PRAGMA user_version=1")
@@ -91,6 +94,9 @@ def test_v1_database_opens_and_runs_move_its_tasks():
                            {"artifacts": [{"name": "x.txt", "content": "x"}]}), 200)["data"][0]
         expect(s.req("POST", P + "/workers/report", {"results": [
             {"run_id": run["id"], "attempt": 1, "status": "completed"}]}), 200)
+        # tasks with metadata from before v11: the migration indexes them
+        md_task = expect(s.req("POST", P + "/tasks", {"name": "old-md", "assigned_agent_id": "mmd", "metadata": {
+            "team": "sales", "n": 3, "none": None, "a.b": "dot"}}), 201)
         s.stop()
         to_v1(os.path.join(s.data, "quern.db"))
         db = sqlite3.connect(os.path.join(s.data, "quern.db"))
@@ -152,6 +158,22 @@ def test_v1_database_opens_and_runs_move_its_tasks():
                     "EXPLAIN QUERY PLAN SELECT doc FROM %s WHERE 1 AND project_id='default'%s "
                     "ORDER BY seq DESC LIMIT 50 OFFSET 0" % (t, cur)))
                 assert "%s_project" % t in plan and "TEMP B-TREE" not in plan, plan
+        # the metadata filter reads task_meta (v11), filled from the old
+        # tasks, in seq order: neither a scan of the project nor a sort
+        names = dict(db.execute("SELECT id, q_name FROM tasks").fetchall())
+        assert names[md_task["id"]] == "old-md" and names[ids[0]] == "old-0", names
+        rows = sorted(db.execute("SELECT m_key, m_value FROM task_meta").fetchall())
+        assert rows == [("a.b", "dot"), ("n", "3"), ("team", "sales")], rows
+        for cur in ("", " AND m_seq < (SELECT seq FROM tasks WHERE id='x' AND project_id='default')"):
+            plan = " ".join(r[3] for r in db.execute(
+                "EXPLAIN QUERY PLAN SELECT doc FROM task_meta CROSS JOIN tasks ON seq=m_seq"
+                " WHERE 1 AND m_project='default' AND m_key='team' AND m_value='sales'"
+                " AND project_id='default' AND (CASE json_type(doc, '$.metadata.\"team\"')"
+                " WHEN 'text' THEN json_extract(doc, '$.metadata.\"team\"') WHEN 'null' THEN NULL"
+                " ELSE doc -> ('$.metadata.\"team\"') END) = 'sales'%s"
+                " ORDER BY m_seq DESC LIMIT 50 OFFSET 0" % cur))
+            assert "SEARCH task_meta USING PRIMARY KEY" in plan and "TEMP B-TREE" not in plan, plan
+            assert "SEARCH tasks USING INTEGER PRIMARY KEY" in plan, plan
         h, at = db.execute("SELECT h_completed_at, json_extract(doc, '$.completed_at') FROM runs "
                            "WHERE id=?", (run["id"],)).fetchone()
         assert at and h == json.dumps(at), (h, at)
@@ -192,6 +214,13 @@ def test_v1_database_opens_and_runs_move_its_tasks():
             got = expect(s.req("GET", P + "/tasks?%s&assigned_agent_id=m&limit=50" % q
                                if "manual" in q else P + "/tasks?" + q), 200)["data"]
             assert [t["id"] for t in got] == want, (q, got)
+        for q in ("metadata.team=sales", "metadata.n=3", "metadata.a.b=dot"):
+            got = expect(s.req("GET", P + "/tasks?" + q), 200)["data"]
+            assert [t["id"] for t in got] == [md_task["id"]], (q, got)
+        assert expect(s.req("GET", P + "/tasks?metadata.none=null"), 200)["total"] == 0
+        # q reads the name's column (v11), filled from the old tasks' documents
+        got = expect(s.req("GET", P + "/tasks?q=OLD-M"), 200)["data"]
+        assert [t["id"] for t in got] == [md_task["id"]], got
         # a restart keeps both the migrated and the new rows' state
         s.stop()
         s.start()

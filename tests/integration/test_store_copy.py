@@ -49,7 +49,8 @@ def test_sqlite_to_postgres_keeps_everything():
     try:
         for i in range(5):
             tasks.append(expect(s.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "run": True,
-                                                             "name": "c%d" % i}), 201))
+                                                             "name": "c%d" % i,
+                                                             "metadata": {"half": i % 2}}), 201))
         leased = expect(s.req("POST", P + "/workers/lease", {"agent_id": "copy", "max": 3}), 200)["data"]
         # an artifact (before its run ends: a finished run takes none): its
         # bytes are a file beside the SQLite database
@@ -83,6 +84,9 @@ def test_sqlite_to_postgres_keeps_everything():
     try:
         after = snapshot(pg, tasks)
         assert json.dumps(before, sort_keys=True) == json.dumps(after, sort_keys=True)
+        # the copied tasks are in the target's metadata index
+        got = expect(pg.req("GET", P + "/tasks?metadata.half=1"), 200)["data"]
+        assert [x["id"] for x in got] == [tasks[3]["id"], tasks[1]["id"]], got
         again = pg.req("POST", P + "/tasks", {"assigned_agent_id": "copy", "name": "idem"},
                        headers={"Idempotency-Key": "copy-key-1"})
         assert again.status == 201 and again.json["id"] == tasks[-1]["id"], again

@@ -155,6 +155,9 @@ def populate(S, rec):
     trig_task = agent("trig", run=False)
     trig = expect(S.req("POST", P + "/triggers", {"task_id": trig_task["id"], "secret": "trigsec"}), 201)
     o["trigger"] = (trig["id"], trig_task["id"])
+    # a task with metadata (the new store indexes it, and copies its name)
+    o["md"] = expect(S.req("POST", P + "/tasks", {"name": "md-upgrade", "assigned_agent_id": "nobody",
+                                                  "metadata": {"tier": "gold", "n": 2}}), 201)
     # an idempotent POST
     r = S.req("POST", P + "/tasks", {"name": "idem", "assigned_agent_id": "nobody"},
               headers={"Idempotency-Key": "upgrade-idem-1"})
@@ -280,7 +283,16 @@ def report(S, run_id, key=ROOT_KEY, attempt=1, **kw):
     return expect(S.req("POST", P + "/workers/report", {"results": [body]}, key=key), 200)["data"][0]
 
 
+def check_search(S, o):
+    """The old tasks' metadata and names are found through the new store's
+    metadata index and name column, filled by the migration or the copy."""
+    for q in ("metadata.tier=gold", "metadata.n=2", "metadata.tier=gold&metadata.n=2", "q=MD-UPGR"):
+        got = expect(S.req("GET", P + "/tasks?" + q), 200)
+        assert [t["id"] for t in got["data"]] == [o["md"]["id"]] and got["total"] == 1, (q, got)
+
+
 def check(S, o, rec, mark):
+    check_search(S, o)
     keys = o["keys"]
     # keys: each old one still authenticates, the revoked one does not
     assert S.req("GET", P + "/tasks", key=keys["rd"]["key"]).status == 200
@@ -429,6 +441,7 @@ def test_store_copy_of_an_old_sqlite_store():
         assert r.status == 201 and r.json["id"] == o["idem"]["id"], r
         assert pg.req("GET", P + "/tasks", key=o["keys"]["gone"]["key"]).status == 401
         assert pg.req("GET", P + "/tasks", key=o["keys"]["rd"]["key"]).status == 200
+        check_search(pg, o)
         pg.stop()
     finally:
         if pg.proc and pg.proc.poll() is None:

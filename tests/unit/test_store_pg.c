@@ -424,6 +424,71 @@ TEST(list_order_filters_totals)
     each_store("list", list_body);
 }
 
+/* The metadata index (store.h) follows every write of a task: a patch of
+ * its metadata, an update, a delete; values of every JSON type match as
+ * the filter's text, and a seq freed by a delete leaves nothing behind. */
+struct md_arg {
+    const char *prj, *id;
+    json_t *fields;   /* store_patch; NULL: store_delete */
+};
+
+static int md_fn(struct store_tx *tx, void *arg)
+{
+    struct md_arg *a = arg;
+    return a->fields ? store_patch(tx, SK_TASK, a->prj, a->id, a->fields, NULL, NULL)
+                     : store_delete(tx, SK_TASK, a->prj, a->id);
+}
+
+static void md_body(struct store *st, const char *prj)
+{
+    json_t *d = doc_new("m1", "queued", "red");
+    json_object_set_new(json_object_get(d, "metadata"), "n", json_integer(3));
+    json_object_set_new(json_object_get(d, "metadata"), "ok", json_true());
+    json_object_set_new(json_object_get(d, "metadata"), "x", json_real(1.5));
+    json_object_set_new(json_object_get(d, "metadata"), "z", json_null());
+    CHECK_EQ_INT(do_put(st, prj, d, false, 0, NULL), 0);
+    json_decref(d);
+    d = doc_new("m2", "queued", "red");
+    CHECK_EQ_INT(do_put(st, prj, d, false, 0, NULL), 0);
+    json_decref(d);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.color", "red"), 2);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.n", "3"), 1);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.ok", "true"), 1);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.x", "1.5"), 1);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.z", "null"), 0);
+    /* a patch of the metadata replaces the task's rows */
+    struct md_arg a = {prj, "m1", json_pack("{s:{s:s}}", "metadata", "color", "blue")};
+    CHECK_EQ_INT(store_write(st, md_fn, &a), 0);
+    json_decref(a.fields);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.color", "red"), 1);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.color", "blue"), 1);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.n", "3"), 0);
+    /* a patch of other fields keeps them */
+    a = (struct md_arg){prj, "m1", json_pack("{s:s}", "status", "done")};
+    CHECK_EQ_INT(store_write(st, md_fn, &a), 0);
+    json_decref(a.fields);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.color", "blue"), 1);
+    /* an update without metadata drops them */
+    d = doc_new("m2", "queued", NULL);
+    CHECK_EQ_INT(do_put(st, prj, d, true, 0, NULL), 0);
+    json_decref(d);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.color", "red"), 0);
+    /* a deleted task's rows go with it, before a new task can take its seq */
+    a = (struct md_arg){prj, "m1", NULL};
+    CHECK_EQ_INT(store_write(st, md_fn, &a), 0);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.color", "blue"), 0);
+    d = doc_new("m3", "queued", "green");
+    CHECK_EQ_INT(do_put(st, prj, d, false, 0, NULL), 0);
+    json_decref(d);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.color", "blue"), 0);
+    CHECK_EQ_INT(count_where(st, prj, "metadata.color", "green"), 1);
+}
+
+TEST(metadata_index_follows_writes)
+{
+    each_store("md", md_body);
+}
+
 /* A read sees one snapshot even when a write commits in the middle of it. */
 struct snap_arg {
     struct store *st;
