@@ -3160,11 +3160,20 @@ int exec_start(struct exec *ex, const struct exec_spec *spec)
     r->project_id = dupn(spec->project_id);
     r->attempt = spec->attempt;
     r->rt = rt;
-    r->code = xmalloc(spec->code_len + 1);
-    if (spec->code_len)
-        memcpy(r->code, spec->code, spec->code_len);
-    r->code[spec->code_len] = '\0';
-    r->code_len = spec->code_len;
+    /* A leading UTF-8 byte-order mark (editors on Windows add one) is not
+     * written for the box: sh and bash took it as part of the first
+     * command (exit 127); python and node skip it anyway. */
+    const char *code = spec->code;
+    size_t code_len = spec->code_len;
+    if (code_len >= 3 && memcmp(code, "\xef\xbb\xbf", 3) == 0) {
+        code += 3;
+        code_len -= 3;
+    }
+    r->code = xmalloc(code_len + 1);
+    if (code_len)
+        memcpy(r->code, code, code_len);
+    r->code[code_len] = '\0';
+    r->code_len = code_len;
     r->input_json = dupn(spec->input_json);
     r->checkpoint_json = dupn(spec->checkpoint_json);
     r->work_root = xstrdup(spec->work_root);
