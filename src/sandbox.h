@@ -101,7 +101,8 @@ struct sandbox_proc {
 
 struct sandbox_usage {
     int64_t cpu_ms;           /* whole tree: cgroup cpuacct, else rusage of children */
-    int64_t peak_memory_kb;   /* whole tree: cgroup peak, else max RSS of one process */
+    int64_t peak_memory_kb;   /* whole tree: cgroup peak less the slot's usage at the box's start
+                                 (all of it when the limit was met), else max RSS of one process */
     bool oom_killed;          /* the memory cgroup's OOM killer fired during the run */
 };
 
