@@ -1253,6 +1253,34 @@ def test_peak_memory_is_the_runs_own():
         s.stop()
 
 
+def test_peak_memory_without_a_memory_cgroup_is_the_largest_process():
+    """Without a memory cgroup (or on cgroup v2 before Linux 6.12) the peak
+    is the largest resident set among the box's processes, as quern-init
+    reaped them: rusage of init itself also counts quernd's resident
+    memory (the box shares it until init is executed), so `exit 0` in sh
+    reported about 20 MiB."""
+    s = Server(extra_args=["--slots", "1"], env={"QUERN_TEST_NO_MEMORY_CGROUP": "1"})
+    c = CodeTasks(s)
+
+    def run(code, rt="sh"):
+        r = c.wait_status(c.create(code, rt), TERMINAL, 120)
+        accounted(r)
+        assert r["status"] == "completed", r
+        return r
+
+    try:
+        with open(os.path.join(s.data, "stderr.log")) as f:
+            assert "memory via unavailable" in f.read()
+        small = run("exit 0")
+        assert 0 < small["peak_memory_kb"] < 4 * 1024, small
+        p = run(py("b = bytearray(48 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n"), "python")
+        assert p["peak_memory_kb"] >= 48 * 1024, p
+        child = run("python3 -c 'b = bytearray(48 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1'")
+        assert child["peak_memory_kb"] >= 48 * 1024, child
+    finally:
+        s.stop()
+
+
 def test_default_memory_limit_is_256_mib():
     code = py("bs = []\nfor i in range(40):\n    b = bytearray(16 << 20)\n"
               "    for j in range(0, len(b), 4096): b[j] = 1\n    bs.append(b)\nprint('survived', flush=True)\n")
