@@ -2355,6 +2355,24 @@ static int read_output(const struct run *r, int qfd, json_t **out, char **why)
     return rc;
 }
 
+/* The largest resident set (KiB) of the processes quern-init reaped, from
+ * its status line "X <code> <kb>" or "S <signal> <kb>"; dflt when the line
+ * has none.  Without a memory cgroup this is the run's peak: init's own
+ * rusage also counts quernd's resident memory, which the box shared until
+ * init was executed (a `sh -c 'exit 0'` reported quernd's 20 MB). */
+static int64_t status_maxrss(const char *st, int64_t dflt)
+{
+    if (st[1] != ' ')
+        return dflt;
+    const char *p = st + 2;
+    p += strspn(p, "-0123456789");
+    if (*p != ' ' || p[1] < '0' || p[1] > '9')
+        return dflt;
+    char *end = NULL;
+    long long kb = strtoll(p + 1, &end, 10);
+    return end && (*end == '\n' || *end == '\0') && kb >= 0 ? (int64_t)kb : dflt;
+}
+
 static void end_iteration(struct exec *ex, int slot, struct run *r)
 {
     int ws = 0;
@@ -2365,8 +2383,6 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     r->alive = false;
     r->wall_ms += mono_ms() - r->started;
     r->cpu_ms += u.cpu_ms;
-    if (u.peak_memory_kb > r->peak_kb)
-        r->peak_kb = u.peak_memory_kb;
     /* Every writer is dead: what is in the pipes is all there will be. */
     if (r->out.fd >= 0)
         pump(ex, r, K_OUT, &r->out, true);
@@ -2385,6 +2401,11 @@ static void end_iteration(struct exec *ex, int slot, struct run *r)
     st[n > 0 ? n : 0] = '\0';
     close(r->fd_status);
     r->fd_status = -1;
+    int64_t peak = u.peak_memory_kb;
+    if (u.peak_rusage && (st[0] == 'X' || st[0] == 'S'))
+        peak = status_maxrss(st, peak);
+    if (peak > r->peak_kb)
+        r->peak_kb = peak;
 
     struct exec_result *res = NULL;
     int code = -1;
@@ -3160,11 +3181,20 @@ int exec_start(struct exec *ex, const struct exec_spec *spec)
     r->project_id = dupn(spec->project_id);
     r->attempt = spec->attempt;
     r->rt = rt;
-    r->code = xmalloc(spec->code_len + 1);
-    if (spec->code_len)
-        memcpy(r->code, spec->code, spec->code_len);
-    r->code[spec->code_len] = '\0';
-    r->code_len = spec->code_len;
+    /* A leading UTF-8 byte-order mark (editors on Windows add one) is not
+     * written for the box: sh and bash took it as part of the first
+     * command (exit 127); python and node skip it anyway. */
+    const char *code = spec->code;
+    size_t code_len = spec->code_len;
+    if (code_len >= 3 && memcmp(code, "\xef\xbb\xbf", 3) == 0) {
+        code += 3;
+        code_len -= 3;
+    }
+    r->code = xmalloc(code_len + 1);
+    if (code_len)
+        memcpy(r->code, code, code_len);
+    r->code[code_len] = '\0';
+    r->code_len = code_len;
     r->input_json = dupn(spec->input_json);
     r->checkpoint_json = dupn(spec->checkpoint_json);
     r->work_root = xstrdup(spec->work_root);

@@ -2,8 +2,12 @@
  * quern-init — PID 1 of every sandbox.  It starts the task's code (argv[1..])
  * in its own process, forwards SIGTERM/SIGINT/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2 to
  * every process of the box, reaps every orphan the box makes, and when the
- * code's process ends writes its status to fd 4 ("X <code>" or "S <signal>")
- * and exits; the kernel then kills whatever else is left in the PID namespace.
+ * code's process ends writes its status to fd 4 ("X <code> <kb>" or
+ * "S <signal> <kb>", kb: the largest resident set, in KiB, of the processes
+ * it reaped, the code's included) and exits; the kernel then kills whatever
+ * else is left in the PID namespace.  That figure is quernd's peak memory
+ * without a memory cgroup: init's own rusage, which is all quernd can see,
+ * also holds quernd's resident memory (init was cloned sharing it).
  *
  * It runs already inside the namespaces, under the seccomp filter and
  * rlimits that sandbox.c set up.  Single-threaded; signals arrive through a
@@ -51,6 +55,13 @@ struct ksignalfd_siginfo {
     uint8_t pad[124];
 };
 
+/* struct rusage on x86-64: two struct timeval, then ru_maxrss (KiB). */
+struct krusage {
+    long tv[4];
+    long maxrss;
+    long rest[13];
+};
+
 static long sys6(long n, long a, long b, long c, long d, long e, long f)
 {
     long ret;
@@ -80,13 +91,9 @@ static void put(int fd, const char *s)
     (void)SC(__NR_write, fd, s, slen(s));
 }
 
-/* "<prefix><n>\n" to fd. */
-static void put_num(int fd, const char *prefix, long v)
+/* Appends v in decimal to b at *n (b has room for 21 more bytes). */
+static void add_num(char *b, size_t *n, long v)
 {
-    char b[48];
-    size_t n = 0;
-    for (const char *p = prefix; *p && n < 24; p++)
-        b[n++] = *p;
     char d[24];
     size_t k = 0;
     unsigned long u = v < 0 ? (unsigned long)-v : (unsigned long)v;
@@ -95,11 +102,30 @@ static void put_num(int fd, const char *prefix, long v)
         u /= 10;
     } while (u && k < sizeof d);
     if (v < 0)
-        b[n++] = '-';
+        b[(*n)++] = '-';
     while (k)
-        b[n++] = d[--k];
+        b[(*n)++] = d[--k];
+}
+
+/* "<prefix><n>\n" to fd, or "<prefix><n> <w>\n" when w >= 0. */
+static void put_num2(int fd, const char *prefix, long v, long w)
+{
+    char b[80];
+    size_t n = 0;
+    for (const char *p = prefix; *p && n < 24; p++)
+        b[n++] = *p;
+    add_num(b, &n, v);
+    if (w >= 0) {
+        b[n++] = ' ';
+        add_num(b, &n, w);
+    }
     b[n++] = '\n';
     (void)SC(__NR_write, fd, b, n);
+}
+
+static void put_num(int fd, const char *prefix, long v)
+{
+    put_num2(fd, prefix, v, -1);
 }
 
 static void sigadd(ksigset_t *s, int sig)
@@ -204,6 +230,7 @@ __attribute__((used, noreturn)) static void init_main(long *sp)
         (void)SC(__NR_close, fd, 0, 0);
     (void)SC(__NR_close, GO_FD, 0, 0);
 
+    long maxrss = 0;   /* KiB, the largest of the processes reaped */
     for (;;) {
         struct ksignalfd_siginfo si;
         long n = SC(__NR_read, sfd, &si, sizeof(si));
@@ -220,17 +247,20 @@ __attribute__((used, noreturn)) static void init_main(long *sp)
         }
         int st;
         long p;
-        while ((p = SC4(__NR_wait4, -1, &st, 1 /* WNOHANG */, 0)) > 0) {
+        struct krusage ru;
+        while ((p = SC4(__NR_wait4, -1, &st, 1 /* WNOHANG */, &ru)) > 0) {
+            if (ru.maxrss > maxrss)
+                maxrss = ru.maxrss;
             if (p != child)
                 continue;
             if ((st & 0x7f) == 0) {
                 int code = (st >> 8) & 0xff;
-                put_num(STATUS_FD, "X ", code);
+                put_num2(STATUS_FD, "X ", code, maxrss);
                 die(code);
             }
             int sig = st & 0x7f;
             if (sig != 0 && sig != 0x7f) {
-                put_num(STATUS_FD, "S ", sig);
+                put_num2(STATUS_FD, "S ", sig, maxrss);
                 die(128 + sig);
             }
         }
@@ -274,6 +304,7 @@ void *memcpy(void *d, const void *s, size_t n)
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -328,6 +359,7 @@ int main(int argc, char **argv)
         close(fd);
     close(GO_FD);
 
+    long maxrss = 0;   /* KiB, the largest of the processes reaped */
     for (;;) {
         struct signalfd_siginfo si;
         ssize_t n = read(sfd, &si, sizeof(si));
@@ -344,17 +376,20 @@ int main(int argc, char **argv)
         }
         int st;
         pid_t p;
-        while ((p = waitpid(-1, &st, WNOHANG)) > 0) {
+        struct rusage ru;
+        while ((p = wait4(-1, &st, WNOHANG, &ru)) > 0) {
+            if (ru.ru_maxrss > maxrss)
+                maxrss = ru.ru_maxrss;
             if (p != child)
                 continue;
-            char b[32];
+            char b[64];
             if (WIFEXITED(st)) {
-                snprintf(b, sizeof(b), "X %d\n", WEXITSTATUS(st));
+                snprintf(b, sizeof(b), "X %d %ld\n", WEXITSTATUS(st), maxrss);
                 say(b);
                 _exit(WEXITSTATUS(st));
             }
             if (WIFSIGNALED(st)) {
-                snprintf(b, sizeof(b), "S %d\n", WTERMSIG(st));
+                snprintf(b, sizeof(b), "S %d %ld\n", WTERMSIG(st), maxrss);
                 say(b);
                 _exit(128 + WTERMSIG(st));
             }

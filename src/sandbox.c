@@ -73,13 +73,15 @@ enum cg_ver { CG_NONE = 0, CG_V1 = 1, CG_V2 = 2 };
  * use): a path walk per write was a large part of a spawn's cost. */
 enum cg_file {
     CGF_MEM_PROCS, CGF_PIDS_PROCS, CGF_CPU_PROCS, CGF_CPU_USAGE, CGF_MEM_MAXUSE,
-    CGF_MEM_EVENTS, CGF_MEM_LIMIT, CGF_PIDS_MAX, CGF_N
+    CGF_MEM_EVENTS, CGF_MEM_LIMIT, CGF_PIDS_MAX, CGF_MEM_FAILCNT, CGF_N
 };
 
 struct slot_cg {
     char *mem_dir, *pids_dir, *cpu_dir;   /* NULL when that control is unavailable */
     int64_t mem_limit, pids_max;          /* last written values */
     int64_t cpu_base_ns, oom_base;
+    int64_t mem_start;                    /* bytes the slot held as the run started, -1: unknown */
+    int64_t hit_base;                     /* times the slot met its memory limit by then, -1 */
     int peak_fd;                          /* v2: memory.peak, reset per run */
     int fds[CGF_N];                       /* -1: not open yet; -2: cannot be */
 };
@@ -496,7 +498,10 @@ static void cg_setup(struct sandbox_sys *sys)
     int seq = __atomic_fetch_add(&sys_seq, 1, __ATOMIC_RELAXED);
     for (int i = 0; i < 4; i++)
         sys->cg_lock[i] = -1;
-    sys->mem_base = cg_v1_base("memory", seq, &sys->cg_lock[0]);
+    /* tests only: act as a host without a usable memory cgroup (or with
+     * cgroup v2 before Linux 6.12, whose memory.peak cannot be reset) */
+    bool no_mem = getenv("QUERN_TEST_NO_MEMORY_CGROUP") != NULL;
+    sys->mem_base = no_mem ? NULL : cg_v1_base("memory", seq, &sys->cg_lock[0]);
     sys->pids_base = cg_v1_base("pids", seq, &sys->cg_lock[1]);
     sys->cpu_base = cg_v1_base("cpuacct", seq, &sys->cg_lock[2]);
     sys->mem_ver = sys->mem_base ? CG_V1 : CG_NONE;
@@ -507,7 +512,7 @@ static void cg_setup(struct sandbox_sys *sys)
         v2_tried = true;
     }
     if (v2) {
-        if (!sys->mem_base && strstr(v2ctrls, "memory")) {
+        if (!sys->mem_base && !no_mem && strstr(v2ctrls, "memory")) {
             sys->mem_base = xstrdup(v2);
             sys->mem_ver = CG_V2;
         }
@@ -527,6 +532,7 @@ static void cg_setup(struct sandbox_sys *sys)
         for (int f = 0; f < CGF_N; f++)
             c->fds[f] = -1;
         c->mem_limit = c->pids_max = -1;
+        c->mem_start = c->hit_base = -1;
         char **dirs[3] = {&c->mem_dir, &c->pids_dir, &c->cpu_dir};
         const char *bases[3] = {sys->mem_base, sys->pids_base, sys->cpu_base};
         for (int k = 0; k < 3; k++) {
@@ -560,6 +566,9 @@ static void cg_setup(struct sandbox_sys *sys)
     if (!sys->mem_base)
         slog(sys, "memory limit unavailable: falling back to RLIMIT_AS (virtual memory) "
                   "and peak memory from rusage of the largest process");
+    else if (sys->mem_ver == CG_V2 && sys->slots > 0 && sys->cg[0].mem_dir && sys->cg[0].peak_fd < 0)
+        slog(sys, "memory.peak cannot be reset per run (Linux < 6.12): peak memory from "
+                  "rusage of the largest process");
     if (!sys->pids_base)
         slog(sys, "pids limit unavailable: falling back to RLIMIT_NPROC on the shared sandbox uid");
     if (!sys->cpu_base)
@@ -620,11 +629,48 @@ static int64_t cg_cpu_ns(struct sandbox_sys *sys, struct slot_cg *c)
     return us >= 0 ? us * 1000 : -1;
 }
 
+/* v2: the slot's memory.peak as read through peak_fd (after a reset, the
+ * peak since it, per open file), or -1. */
+static int64_t cg_peak_v2(struct slot_cg *c)
+{
+    char b[64];
+    if (c->peak_fd < 0)
+        return -1;
+    ssize_t n = pread(c->peak_fd, b, sizeof(b) - 1, 0);
+    if (n <= 0)
+        return -1;
+    b[n] = '\0';
+    return strtoll(b, NULL, 10);
+}
+
+/* Starts the slot's memory peak afresh for a box.  The kernel sets it to
+ * what the slot holds now, which is kept as the run's baseline: page cache
+ * that earlier runs read or wrote stays charged to the slot until it is
+ * reclaimed, and a `sh -c 'exit 0'` after a python run reported its 40 MB.
+ * Two preads more than the reset alone (the baseline, the limit count). */
+static void cg_peak_start(struct sandbox_sys *sys, struct slot_cg *c)
+{
+    c->mem_start = c->hit_base = -1;
+    if (sys->mem_ver == CG_V1) {
+        if (cg_write(c, CGF_MEM_MAXUSE, c->mem_dir, "memory.max_usage_in_bytes", "0") == 0)
+            c->mem_start = cg_read_i64(c, CGF_MEM_MAXUSE, c->mem_dir, "memory.max_usage_in_bytes");
+        c->hit_base = cg_read_i64(c, CGF_MEM_FAILCNT, c->mem_dir, "memory.failcnt");
+    } else if (c->peak_fd >= 0) {
+        /* writable on Linux >= 6.12 only; before, peak_fd could not be opened */
+        if (pwrite(c->peak_fd, "0", 1, 0) == 1)
+            c->mem_start = cg_peak_v2(c);
+        c->hit_base = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.events", "max");
+    }
+}
+
 /* Limits and counter baselines before a spawn: 0, or -errno when the
  * memory or pids limit could not be set (the slot keeps its last one: a
  * run asking for 64 MiB ran under the previous run's 1 GiB when the kernel
- * could not reclaim the slot's memory below 64 MiB, EBUSY). */
-static int cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_params *p)
+ * could not reclaim the slot's memory below 64 MiB, EBUSY).  fresh: a new
+ * box, whose memory peak starts now; not for a warm box a run adopts, whose
+ * interpreter's start-up is the run's as it would be on a cold start. */
+static int cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_params *p,
+                      bool fresh)
 {
     struct slot_cg *c = &sys->cg[slot];
     char v[32];
@@ -647,14 +693,12 @@ static int cg_prepare(struct sandbox_sys *sys, int slot, const struct sandbox_pa
             else
                 rc = w;
         }
-        if (sys->mem_ver == CG_V1) {
-            (void)cg_write(c, CGF_MEM_MAXUSE, c->mem_dir, "memory.max_usage_in_bytes", "0");
+        if (fresh)
+            cg_peak_start(sys, c);
+        if (sys->mem_ver == CG_V1)
             c->oom_base = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.oom_control", "oom_kill");
-        } else {
-            if (c->peak_fd >= 0)
-                (void)pwrite(c->peak_fd, "0", 1, 0);
+        else
             c->oom_base = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.events", "oom_kill");
-        }
     }
     if (c->pids_dir) {
         int64_t mx = p->max_procs > 0 ? p->max_procs + 1 : -1; /* + quern-init */
@@ -2741,7 +2785,7 @@ secrets:
     pl->sync_fd = sync[0];
     pl->sync_wr = sync[1];
     pl->exec_wr = execp[1];
-    rc = cg_prepare(sys, p->slot, p);
+    rc = cg_prepare(sys, p->slot, p, true);
     if (rc < 0) {
         *err = xasprintf("setting the slot's memory or process limit: %s", strerror(-rc));
         goto out;
@@ -3179,29 +3223,33 @@ int sandbox_reap(struct sandbox_sys *sys, struct sandbox_proc *proc, int *wstatu
                      (int64_t)ru.ru_stime.tv_sec * 1000 + ru.ru_stime.tv_usec / 1000;
     usage->cpu_ms = ru_cpu;
     usage->peak_memory_kb = ru.ru_maxrss;
+    usage->peak_rusage = true;
     if (c->cpu_dir) {
         int64_t now = cg_cpu_ns(sys, c);
         if (now >= 0 && c->cpu_base_ns >= 0 && now >= c->cpu_base_ns)
             usage->cpu_ms = (now - c->cpu_base_ns) / 1000000;
     }
     if (c->mem_dir) {
-        int64_t peak = -1, oom = -1;
+        int64_t peak = -1, oom = -1, hits = -1;
         if (sys->mem_ver == CG_V1) {
             peak = cg_read_i64(c, CGF_MEM_MAXUSE, c->mem_dir, "memory.max_usage_in_bytes");
             oom = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.oom_control", "oom_kill");
+            hits = cg_read_i64(c, CGF_MEM_FAILCNT, c->mem_dir, "memory.failcnt");
         } else {
-            char b[64];
-            if (c->peak_fd >= 0) {
-                ssize_t n = pread(c->peak_fd, b, sizeof(b) - 1, 0);
-                if (n > 0) {
-                    b[n] = '\0';
-                    peak = strtoll(b, NULL, 10);
-                }
-            }
+            peak = cg_peak_v2(c);
             oom = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.events", "oom_kill");
+            hits = cg_read_key(c, CGF_MEM_EVENTS, c->mem_dir, "memory.events", "max");
         }
-        if (peak >= 0)
+        /* The run's own peak: less what the slot held as it started (see
+         * cg_peak_start), unless the run met its memory limit, when the
+         * kernel may have reclaimed that to make room: then all of it. */
+        bool hit = hits >= 0 && c->hit_base >= 0 && hits > c->hit_base;
+        if (peak >= 0 && c->mem_start >= 0 && !hit)
+            peak = peak > c->mem_start ? peak - c->mem_start : 0;
+        if (peak >= 0) {
             usage->peak_memory_kb = peak / 1024;
+            usage->peak_rusage = false;
+        }
         if (oom >= 0 && c->oom_base >= 0 && oom > c->oom_base)
             usage->oom_killed = true;
     }
@@ -3336,7 +3384,7 @@ int sandbox_adopt(struct sandbox_sys *sys, struct sandbox_proc *proc,
 
     /* 1. cgroup limits and counters, as cg_prepare does for a spawn */
     struct sandbox_params p = {.memory_limit_bytes = a->memory_limit_bytes, .max_procs = a->max_procs};
-    (void)cg_prepare(sys, proc->slot, &p);   /* the memory limit is checked below */
+    (void)cg_prepare(sys, proc->slot, &p, false);   /* the memory limit is checked below */
     struct slot_cg *c = &sys->cg[proc->slot];
     int64_t want = a->memory_limit_bytes > 0 ? a->memory_limit_bytes : -1;
     if (c->mem_dir && c->mem_limit != want) {

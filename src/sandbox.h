@@ -101,7 +101,11 @@ struct sandbox_proc {
 
 struct sandbox_usage {
     int64_t cpu_ms;           /* whole tree: cgroup cpuacct, else rusage of children */
-    int64_t peak_memory_kb;   /* whole tree: cgroup peak, else max RSS of one process */
+    int64_t peak_memory_kb;   /* whole tree: cgroup peak less the slot's usage at the box's start
+                                 (all of it when the limit was met), else max RSS of one process */
+    bool peak_rusage;         /* peak_memory_kb is init's rusage, which also counts quernd's
+                                 resident memory (it shared it until its exec): quern-init's
+                                 status line has the figure of its children */
     bool oom_killed;          /* the memory cgroup's OOM killer fired during the run */
 };
 

@@ -269,6 +269,22 @@ def test_exit_code_every_runtime():
         assert "before" in [x["message"] for x in lg], (rt, lg)
 
 
+BOM = "\ufeff"
+
+
+def test_a_leading_byte_order_mark_is_skipped_every_runtime():
+    """Code saved by an editor that starts files with a UTF-8 byte-order mark:
+    sh and bash took it as part of the first command (exit 127, "\ufeffecho:
+    not found"); quernd drops it before the code is written for the box."""
+    specs = [(BOM + EXIT5[rt], rt, {}) for rt in RUNTIMES]
+    for (_, rt, _), (t, run, lg) in zip(specs, many(specs)):
+        assert run["status"] == "failed" and run["exit_code"] == 5, (rt, run, lg)
+        assert "before" in [x["message"] for x in lg], (rt, lg)
+    # only the first one: a second mark is the code's own, as the shell reads it
+    t, run, lg = go(BOM + BOM + "echo x")
+    assert run["exit_code"] == 127, (run, lg)
+
+
 def test_uncaught_errors_fail_every_runtime():
     specs = [("set -e; false; echo not-here", "sh", {}), ("set -e; false; echo not-here", "bash", {}),
              ("raise ValueError('boom')\n", "python", {}), ("throw new Error('boom');\n", "node", {}),
@@ -1204,6 +1220,65 @@ def test_accounting_figures():
     assert run["cpu_ms"] >= 250, run
     assert run["peak_memory_kb"] >= 90 * 1024, run
     assert run["wall_ms"] >= 450 and run["duration_ms"] >= run["wall_ms"] - 50, run
+
+
+def test_peak_memory_is_the_runs_own():
+    """peak_memory_kb counts what the run's box took, not page cache that
+    earlier runs left charged to the same slot's cgroup: a `exit 0` in sh
+    after a run that wrote 48 MiB into storage reported about 48 MiB.  A run
+    that meets its memory limit reports the slot's whole peak (the kernel
+    reclaimed that cache to make room)."""
+    s = Server(extra_args=["--slots", "1"], env={"QUERN_WARM": "python=0,node=0,ts=0"})
+    c = CodeTasks(s)
+
+    def run(code, rt="sh", **kw):
+        r = c.wait_status(c.create(code, rt, **kw), TERMINAL, 120)
+        accounted(r)
+        return r
+
+    try:
+        big = run("head -c 50331648 /dev/zero > /storage/project/big")
+        assert big["status"] == "completed" and big["peak_memory_kb"] >= 40 * 1024, big
+        small = run("exit 0")
+        assert small["status"] == "completed", small
+        assert small["peak_memory_kb"] < 16 * 1024, (small, big)
+        p = run(py("b = bytearray(24 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n"), "python")
+        assert p["status"] == "completed" and 24 * 1024 <= p["peak_memory_kb"] < 40 * 1024, p
+        oom = run(py("b = bytearray(200 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n"),
+                  "python", settings={"memory_limit_mb": 64})
+        assert oom["error"]["code"] == "memory_limit_exceeded", oom
+        assert oom["peak_memory_kb"] >= 56 * 1024, oom
+        assert run("rm /storage/project/big")["status"] == "completed"
+    finally:
+        s.stop()
+
+
+def test_peak_memory_without_a_memory_cgroup_is_the_largest_process():
+    """Without a memory cgroup (or on cgroup v2 before Linux 6.12) the peak
+    is the largest resident set among the box's processes, as quern-init
+    reaped them: rusage of init itself also counts quernd's resident
+    memory (the box shares it until init is executed), so `exit 0` in sh
+    reported about 20 MiB."""
+    s = Server(extra_args=["--slots", "1"], env={"QUERN_TEST_NO_MEMORY_CGROUP": "1"})
+    c = CodeTasks(s)
+
+    def run(code, rt="sh"):
+        r = c.wait_status(c.create(code, rt), TERMINAL, 120)
+        accounted(r)
+        assert r["status"] == "completed", r
+        return r
+
+    try:
+        with open(os.path.join(s.data, "stderr.log")) as f:
+            assert "memory via unavailable" in f.read()
+        small = run("exit 0")
+        assert 0 < small["peak_memory_kb"] < 4 * 1024, small
+        p = run(py("b = bytearray(48 << 20)\nfor i in range(0, len(b), 4096):\n    b[i] = 1\n"), "python")
+        assert p["peak_memory_kb"] >= 48 * 1024, p
+        child = run("python3 -c 'b = bytearray(48 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1'")
+        assert child["peak_memory_kb"] >= 48 * 1024, child
+    finally:
+        s.stop()
 
 
 def test_default_memory_limit_is_256_mib():
