@@ -853,11 +853,14 @@ static int session_fn(struct runop *op, struct store_tx *tx, json_t *run)
     const char *after = http_query(r, "after");
     if (after && *after) {
         int64_t ms;
+        /* an event id with its evt_ prefix: a bare number was read as a
+         * sequence number, so a Unix time matched nothing, silently */
         if (!rfc3339_parse(after, &ms)) {
             q.after_ms = ms;
-        } else if ((q.after_id = events_parse_id(after)) < 0) {
+        } else if (strncmp(after, "evt_", 4) || (q.after_id = events_parse_id(after)) < 0) {
             http_error(r, 400, "invalid_parameter", "after",
-                       "after must be an RFC 3339 timestamp or an event id");
+                       "after must be an RFC 3339 timestamp (2026-01-02T03:04:05Z) or an event "
+                       "id (evt_0000000000000042); a bare number is neither");
             return -EINVAL;
         }
     }

@@ -655,6 +655,9 @@ static void allow_add(char *allow, size_t size, const char *method)
              strcmp(method, "GET") ? "" : ", HEAD");
 }
 
+/* What an encoded '/' in the path decodes to (see path_mark_slashes). */
+#define ENCODED_SLASH ((char)0xFE)
+
 /* Finds r's route (r->route, its path parameters), or answers 404/405 and
  * returns false. */
 /* The number of '/' in s: a path's segments. */
@@ -694,6 +697,12 @@ static bool route_find(struct req *r)
      * the GET's status and headers alone */
     const char *method = strcmp(r->method, "HEAD") ? r->method : "GET";
     pthread_once(&route_segs_once, route_segs_build);
+    if (strchr(r->url, ENCODED_SLASH)) {
+        http_error(r, 404, "route_not_found", NULL,
+                   "no route for %s %s: an encoded '/' (%%2F) in a path segment is not a "
+                   "separator, and no id holds one", r->method, r->url);
+        return false;
+    }
     size_t usegs = slashes(r->url), ulen = strlen(r->url);
     bool trailing = ulen > 1 && r->url[ulen - 1] == '/';
     for (const struct route *rt = api_routes; rt->method; rt++) {
@@ -842,6 +851,16 @@ static enum MHD_Result respond(struct req *r)
     return ok;
 }
 
+/* The query parameters a request may have.  libmicrohttpd keeps each in
+ * the connection's 16 KiB pool (MHD_OPTION_CONNECTION_MEMORY_LIMIT): some
+ * 250 filled it, and it closed the connection with no answer.  uri_seen
+ * cuts a query with more before libmicrohttpd reads it, and on_request
+ * answers 414 too_many_parameters. */
+#define MAX_QUERY_PARAMS 128
+
+/* *con_cls of a request whose query uri_seen cut (no struct req yet). */
+static char params_cut_mark;
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size,
@@ -849,7 +868,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct http *h = cls;
     struct req *r = *con_cls;
+    bool params_cut = r == (void *)&params_cut_mark;
     (void)version;
+    if (params_cut)
+        r = NULL;
     if (!r) {
         r = xcalloc(1, sizeof *r);
         r->app = h->app;
@@ -871,6 +893,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         *con_cls = r;
         if (closing) {
             http_error(r, 503, "shutting_down", NULL, "%s", stopping_text);
+            return respond(r);
+        }
+        if (params_cut) {
+            http_error(r, 414, "too_many_parameters", NULL,
+                       "the query has more than %d parameters", MAX_QUERY_PARAMS);
             return respond(r);
         }
         /* A body over the limit is answered 413 before it is read when
@@ -945,7 +972,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     struct req *r = *con_cls;
     (void)cls;
     (void)conn;
-    if (!r)
+    if (!r || r == (void *)&params_cut_mark)
         return;
     r->delivered_ok = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK;
     r->ended_by_stop = toe == MHD_REQUEST_TERMINATED_DAEMON_SHUTDOWN;
@@ -983,6 +1010,49 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
 }
 
+/* The request target as the client sent it, before any decoding: the
+ * path's own string, which MHD decodes (unescape) after the query's keys
+ * and values, in the same call on the same thread.  Only that pointer is
+ * the path; a query value is never at the target's start. */
+static __thread const char *raw_path;
+
+static void *uri_seen(void *cls, const char *uri, struct MHD_Connection *c)
+{
+    (void)cls;
+    (void)c;
+    raw_path = uri;
+    char *q = strchr(uri, '?');
+    if (!q)
+        return NULL;
+    size_t n = 1;
+    for (const char *p = q + 1; *p; p++)
+        n += *p == '&';
+    if (n <= MAX_QUERY_PARAMS)
+        return NULL;
+    /* the target is in libmicrohttpd's read buffer, which it parses (and
+     * decodes) in place right after this call: an empty query is read */
+    q[1] = '\0';
+    return &params_cut_mark;
+}
+
+/* An encoded '/' (%2F) in the path is data, not a separator: MHD decoded
+ * it into one, so /api/projects/default%2Ftasks was routed as
+ * /api/projects/default/tasks and an id ending in %2Fcancel reached the
+ * cancel route.  It is made ENCODED_SLASH here (a byte never in UTF-8),
+ * and route_find answers 404 for a path that holds one; a %FE the client
+ * sent becomes 0xFF (not UTF-8 either, as before). */
+static void path_mark_slashes(char *s)
+{
+    for (char *p = s; (p = strchr(p, '%')) != NULL; p++) {
+        if (p[1] == '2' && (p[2] == 'F' || p[2] == 'f')) {
+            p[1] = 'F';
+            p[2] = 'E';
+        } else if ((p[1] == 'F' || p[1] == 'f') && (p[2] == 'E' || p[2] == 'e')) {
+            p[2] = 'F';
+        }
+    }
+}
+
 /* MHD's own %-decoding of the path and of each query key and value, but a
  * decoded NUL becomes 0xFF: C strings ended at it, so /tasks/task_x%00junk
  * read task task_x.  0xFF is never UTF-8, so the checks of on_request
@@ -991,6 +1061,8 @@ static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
 {
     (void)cls;
     (void)c;
+    if (s == raw_path)
+        path_mark_slashes(s);
     size_t n = MHD_http_unescape(s);
     for (char *p = s; (p = memchr(p, 0, n - (size_t)(p - s))) != NULL; p++)
         *p = (char)0xFF;
@@ -1070,6 +1142,7 @@ struct http *http_start(struct app *app, const char *host, int port, int threads
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                             MHD_OPTION_THREAD_POOL_SIZE, (unsigned)threads,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+                            MHD_OPTION_URI_LOG_CALLBACK, uri_seen, NULL,
                             MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL,
                             MHD_OPTION_CONNECTION_LIMIT, conn_limit,
                             /* per-connection pool: headers and the stream

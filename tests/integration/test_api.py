@@ -220,6 +220,36 @@ def test_a_nul_in_a_path_or_query_is_refused():
     assert "NUL" in r.json["error"]["message"], r
 
 
+def test_an_encoded_slash_in_a_path_is_not_a_separator():
+    # libmicrohttpd decoded %2F before routing: default%2Ftasks listed the
+    # tasks and an id ending in %2Fcancel canceled the task
+    t = agent_task()
+    for method, path in (("GET", P + "%2Ftasks"), ("GET", P + "%2ftasks"),
+                         ("POST", P + "/tasks/%s%%2Fcancel" % t["id"]),
+                         ("GET", P + "/tasks/%s%%2Fruns" % t["id"])):
+        r = S.req(method, path)
+        assert r.status == 404 and r.json["error"]["code"] == "route_not_found", (path, r)
+        assert "%2F" in r.json["error"]["message"], r
+    assert expect(S.req("GET", P + "/tasks/" + t["id"]), 200)["status"] != "canceled"
+    # other escapes in a path id still decode (a space, non-ASCII): no such task
+    for enc in ("task%20x", "t%C3%A9", "a%FEb"):
+        r = S.req("GET", P + "/tasks/" + enc)
+        assert r.status == 404 and r.json["error"]["code"] == "resource_missing", (enc, r)
+    # and %2F in a query value is data as before
+    assert S.req("GET", P + "/tasks?metadata.x=a%2Fb").status == 200
+
+
+def test_too_many_query_parameters_are_answered():
+    # some 250 parameters filled libmicrohttpd's per-connection pool and it
+    # closed the connection with no answer
+    q = "&".join("a%d=1" % i for i in range(500))
+    r = S.req("GET", P + "/tasks?" + q)
+    assert r.status == 414 and r.json["error"]["code"] == "too_many_parameters", r
+    assert r.json["error"]["type"] == "invalid_request", r
+    q = "&".join("a%d=1" % i for i in range(128))
+    assert S.req("GET", P + "/tasks?" + q).status == 200
+
+
 def test_reals_come_back_as_sent():
     # jansson wrote 17 digits: 0.3 came back as 0.29999999999999999
     t = expect(S.req("POST", P + "/tasks", {"assigned_agent_id": "reals", "run": True,
@@ -1223,6 +1253,14 @@ def test_logs_and_session_logs():
         assert bad.json["error"]["param"] == param, bad
     after = S.req("GET", base + "/session_logs?after=" + sl.json[0]["id"])
     assert sl.json[0]["id"] not in [e["id"] for e in after.json]
+    since = S.req("GET", base + "/session_logs?after=2000-01-01T00:00:00Z")
+    assert since.status == 200 and len(since.json) >= 3, since
+    # a bare number (a Unix time?) was read as an event sequence number and
+    # matched nothing, silently: refused, as any value that is neither
+    for v in ("1700000000", "0", "evt_", "evt_x", "yesterday"):
+        bad = S.req("GET", base + "/session_logs?after=" + v)
+        assert bad.status == 400 and bad.json["error"]["code"] == "invalid_parameter", (v, bad)
+        assert bad.json["error"]["param"] == "after", bad
     grouped = expect(S.req("GET", P + "/logs?task=" + run["id"]), 200)["data"]
     assert len(grouped) == 1 and len(grouped[0]["items"]) == 2
     # a list like the others: limit and offset page the groups (they were
