@@ -220,4 +220,7 @@ def test_quern_conf_as_shipped_and_uncommented_starts():
 
 
 if __name__ == "__main__":
-    run_tests(dict(globals()))
+    try:
+        run_tests(dict(globals()))
+    finally:
+        S.stop()
