@@ -804,16 +804,7 @@ static enum MHD_Result add_headers(struct req *r, struct MHD_Response *resp)
  * answer. */
 static void test_answer_hold(void)
 {
-    const char *hold = getenv("QUERN_TEST_ANSWER_HOLD");
-    if (!hold || !*hold || access(hold, F_OK))
-        return;
-    char *reached = xasprintf("%s.reached", hold);
-    int fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        close(fd);
-    free(reached);
-    for (int i = 0; i < 6000 && !access(hold, F_OK); i++)
-        usleep(10000);
+    test_hold_at("QUERN_TEST_ANSWER_HOLD");
 }
 
 static enum MHD_Result respond(struct req *r)

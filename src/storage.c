@@ -467,16 +467,7 @@ static int rel_rmdir(int root, const char *rel)
  * in place: a test changes the copy in that gap as a live run would. */
 static void test_pause(void)
 {
-    const char *hold = getenv("QUERN_TEST_SYNC_PAUSE");
-    if (!hold || !*hold || access(hold, F_OK))
-        return;
-    char *reached = xasprintf("%s.reached", hold);
-    int fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        close(fd);
-    free(reached);
-    for (int i = 0; i < 6000 && !access(hold, F_OK); i++)
-        usleep(10000);
+    test_hold_at("QUERN_TEST_SYNC_PAUSE");
 }
 
 /* renameat2() flags a file system may lack (EINVAL: some FUSE and network

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <openssl/rand.h>
@@ -416,4 +417,18 @@ int fd_copy(int in, int out)
     }
     free(buf);
     return rc;
+}
+
+void test_hold_at(const char *env)
+{
+    const char *hold = getenv(env);
+    if (!hold || !*hold || access(hold, F_OK))
+        return;
+    char *reached = xasprintf("%s.reached", hold);
+    int fd = open(reached, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+    free(reached);
+    for (int i = 0; i < 6000 && !access(hold, F_OK); i++)
+        usleep(10000);
 }

@@ -93,6 +93,11 @@ char *url_escape(const char *s);
 /* Strict integer parse of a whole string; 0 or -EINVAL/-ERANGE. */
 int parse_i64(const char *s, int64_t *out);
 
+/* Test-only holds: when the environment variable env names a path that
+ * exists, creates <path>.reached and waits (at most a minute) while the
+ * path exists, so a test can act (or kill quernd) at that point. */
+void test_hold_at(const char *env);
+
 /* Writes all n bytes at p to fd, through short writes and EINTR: 0, or a
  * negative errno (-EIO for a write that wrote nothing). */
 int fd_write_all(int fd, const void *p, size_t n);
