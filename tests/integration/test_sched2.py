@@ -33,6 +33,18 @@ def report(run, status="completed", srv=None):
     assert out["ok"], out
 
 
+def task_run_count(srv, t):
+    return expect(srv.req("GET", P + "/tasks/" + t["id"]), 200)["run_count"]
+
+
+def lease_and_complete(srv, agent):
+    """Leases the one run waiting for agent on srv and reports it completed."""
+    got = lease(agent, srv=srv, wait_ms=5000)
+    assert len(got) == 1, got
+    report(got[0], srv=srv)
+    return got[0]
+
+
 def test_the_cycle_check_looks_at_each_task_once():
     """A PATCH of dependencies walks the graph below them once per task: it
     walked every path, 3^16 of them through 16 levels of three tasks that
@@ -340,14 +352,6 @@ def test_a_retried_completion_does_not_start_a_dependant_again():
     retry: run_count 2 and 3."""
     s, hold = lost_server()
     try:
-        def run_count(t):
-            return expect(s.req("GET", P + "/tasks/" + t["id"]), 200)["run_count"]
-
-        def finish(agent):
-            got = lease(agent, srv=s, wait_ms=5000)
-            assert len(got) == 1, got
-            report(got[0], srv=s)
-            return got[0]
         # started: b has no run when a completes
         a = task(s, assigned_agent_id="dd-a")
         b = task(s, assigned_agent_id="dd-b", run=False, dependencies=[a["id"]])
@@ -357,15 +361,16 @@ def test_a_retried_completion_does_not_start_a_dependant_again():
         # overtaken: y completes twice, d is started by each completion
         y = task(s, assigned_agent_id="dd-y")
         d = task(s, assigned_agent_id="dd-d", run=False, dependencies=[y["id"]])
-        ra, rx, ry = finish("dd-a"), finish("dd-x"), finish("dd-y")
-        finish("dd-b")
-        finish("dd-c")
-        finish("dd-d")
+        ra, rx, ry = (lease_and_complete(s, ag) for ag in ("dd-a", "dd-x", "dd-y"))
+        lease_and_complete(s, "dd-b")
+        lease_and_complete(s, "dd-c")
+        lease_and_complete(s, "dd-d")
         expect(s.req("POST", P + "/tasks/%s/runs" % y["id"], {}), 201)
-        ry2 = finish("dd-y")
-        finish("dd-d")
+        ry2 = lease_and_complete(s, "dd-y")
+        lease_and_complete(s, "dd-d")
         acted_on(hold, ra, rx, ry, ry2)
-        assert [run_count(t) for t in (b, c, d)] == [1, 1, 2], [run_count(t) for t in (b, c, d)]
+        counts = [task_run_count(s, t) for t in (b, c, d)]
+        assert counts == [1, 1, 2], counts
         for ag in ("dd-b", "dd-c", "dd-d"):
             assert lease(ag, srv=s) == [], ag
     finally:
@@ -380,24 +385,17 @@ def test_a_failed_start_after_a_release_does_not_start_the_dependant_again():
     failed write did not start is started by the retry, once."""
     s, hold = lost_server("QUERN_TEST_DEP_START_FAIL")
     try:
-        def run_count(t):
-            return expect(s.req("GET", P + "/tasks/" + t["id"]), 200)["run_count"]
-
-        def finish(agent):
-            got = lease(agent, srv=s, wait_ms=5000)
-            assert len(got) == 1, got
-            report(got[0], srv=s)
-            return got[0]
         a = task(s, assigned_agent_id="df-a")
         b = task(s, assigned_agent_id="df-b", run=False, dependencies=[a["id"]])
         x = task(s, assigned_agent_id="df-x")
         c = task(s, assigned_agent_id="df-c", dependencies=[x["id"]])
-        ra, rx = finish("df-a"), finish("df-x")
-        finish("df-c")
-        assert run_count(b) == 0
+        ra, rx = lease_and_complete(s, "df-a"), lease_and_complete(s, "df-x")
+        lease_and_complete(s, "df-c")
+        assert task_run_count(s, b) == 0
         acted_on(hold, ra, rx)
-        finish("df-b")
-        assert [run_count(t) for t in (b, c)] == [1, 1], [run_count(t) for t in (b, c)]
+        lease_and_complete(s, "df-b")
+        counts = [task_run_count(s, t) for t in (b, c)]
+        assert counts == [1, 1], counts
         for ag in ("df-b", "df-c"):
             assert lease(ag, srv=s) == [], ag
     finally:
