@@ -1808,7 +1808,8 @@ def test_idempotency_key_on_a_lease_long_poll_that_waited():
         th.start()
         # while it waits it holds its key; a bad request that came first
         # took the key instead (400), and the long-poll was refused
-        if S.req("POST", P + "/workers/lease", {"not_a_field": 1}, headers=h).status == 409:
+        # (the long-poll still waiting: it holds the key, not the probe)
+        if S.req("POST", P + "/workers/lease", {"not_a_field": 1}, headers=h).status == 409 and th.is_alive():
             break
         th.join(30)
     t1 = agent_task(assigned_agent_id="lpi")
